@@ -1,0 +1,74 @@
+# apiprof: `make demo` (the main job on the example app) and `make test`.
+# PYTHON picks the interpreter (python3.11 by default); VENV its virtualenv.
+
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYBIN = $(shell scripts/find-python.sh $(PYTHON))
+BUILD_ARGS := -Csetup-args=-Dwerror=true
+VERSIONS := 3.11 3.12 3.13
+ASAN_VENV := .venv-asan
+SAN_BUILD_ARGS := -Csetup-args=-Db_sanitize=address,undefined -Csetup-args=-Db_lundef=false \
+  -Csetup-args=-Dbuildtype=debugoptimized -Csetup-args=-Db_ndebug=false \
+  "-Csetup-args=-Dc_args=-fno-sanitize-recover=all -fno-omit-frame-pointer"
+SAN_ENV = LD_PRELOAD=$$(gcc -print-file-name=libasan.so) PYTHONMALLOC=malloc \
+  ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+
+.PHONY: all venv install demo test test-c test-py lint test-all sanitize bench clean
+
+all: install
+
+$(VENV)/.deps: requirements-dev.txt examples/shop/requirements.txt
+	@test -x $(PY) || $(PYBIN) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	@touch $@
+
+venv: $(VENV)/.deps
+
+install: venv
+	$(PY) -m pip install -q --no-build-isolation --no-deps $(BUILD_ARGS) .
+	$(PY) -c "import apiprof, apiprof._core"
+
+demo: install
+	$(PY) examples/shop/demo.py
+
+# C unit tests of the core, built by the same meson.build with -Dtests=true.
+test-c: venv
+	@test -f build/c-$(notdir $(VENV))/build.ninja || \
+	  $(VENV)/bin/meson setup build/c-$(notdir $(VENV)) -Dtests=true -Dwerror=true >/dev/null
+	$(VENV)/bin/ninja -C build/c-$(notdir $(VENV)) test_core >/dev/null
+	build/c-$(notdir $(VENV))/test_core
+
+lint: venv
+	$(VENV)/bin/ruff check python tests bench examples
+
+test-py: install
+	$(PY) -m pytest -q
+
+test: test-c lint test-py
+
+test-all:
+	@for v in $(VERSIONS); do \
+	  $(MAKE) --no-print-directory test PYTHON=python$$v VENV=.venv-$$v || exit 1; \
+	done
+
+# ASan + UBSan: the C tests and the pytest suite, interpreter leaks not checked.
+sanitize:
+	$(MAKE) --no-print-directory venv VENV=$(ASAN_VENV)
+	@test -f build/asan-c/build.ninja || \
+	  $(ASAN_VENV)/bin/meson setup build/asan-c -Dtests=true -Dwerror=true \
+	  -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debugoptimized \
+	  -Db_ndebug=false "-Dc_args=-fno-sanitize-recover=all -fno-omit-frame-pointer" >/dev/null
+	$(ASAN_VENV)/bin/ninja -C build/asan-c test_core >/dev/null
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 build/asan-c/test_core
+	$(ASAN_VENV)/bin/python -m pip install -q --no-build-isolation --no-deps $(BUILD_ARGS) \
+	  $(SAN_BUILD_ARGS) .
+	$(SAN_ENV) $(ASAN_VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+bench: install
+	$(PY) bench/timer_overhead.py
+	$(PY) bench/clock_cost.py
+
+clean:
+	rm -rf build reports .venv .venv-* .pytest_cache

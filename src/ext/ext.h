@@ -1,0 +1,40 @@
+/* ext.h -- shared declarations of the apiprof._core extension modules. */
+#ifndef AP_EXT_H
+#define AP_EXT_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+
+/* Module state of apiprof._core. One instance per module object (multi-phase
+ * init); every field is protected by the GIL. */
+typedef struct {
+    PyTypeObject *timer_type;      /* apiprof._core.Timer */
+    PyTypeObject *timer_node_type; /* apiprof._core.TimerNode (registry tree) */
+    PyTypeObject *timer_stack_type; /* apiprof._core.TimerStack (running timers of a context) */
+    PyTypeObject *hist_type;       /* apiprof._core.Histogram */
+    PyObject *timer_root;          /* TimerNode: root of the timer registry */
+    PyObject *timer_parent_var;    /* ContextVar holding the context's TimerStack */
+    PyObject *timer_decorate;      /* Python callable(timer, func) -> wrapper, or NULL */
+} apext_state;
+
+/* The module definition, for PyType_GetModuleByDef. */
+extern PyModuleDef apext_module_def;
+
+/* Returns the state of the module that defined `type`. Can't fail for types
+ * created by this module. */
+static inline apext_state *apext_state_of_type(PyTypeObject *type)
+{
+    return (apext_state *)PyModule_GetState(PyType_GetModuleByDef(type, &apext_module_def));
+}
+
+/* Per-subsystem set-up, called from the module's exec slot. Each returns 0, or
+ * -1 with a Python exception set. */
+int apext_timer_init(PyObject *module, apext_state *st);
+int apext_hist_init(PyObject *module, apext_state *st);
+
+/* GC hooks for the module state, per subsystem. */
+int apext_timer_traverse(apext_state *st, visitproc visit, void *arg);
+void apext_timer_clear(apext_state *st);
+
+#endif

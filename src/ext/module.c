@@ -1,0 +1,88 @@
+/* module.c -- the apiprof._core extension module: state, init, clock functions. */
+#include "ext.h"
+#include "ap_clock.h"
+
+static PyObject *clock_source(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
+{
+    return PyUnicode_FromString(ap_clock_source());
+}
+
+static PyObject *now_ns(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
+{
+    return PyLong_FromUnsignedLongLong(ap_clock_now_ns());
+}
+
+static PyObject *thread_cpu_ns(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
+{
+    return PyLong_FromUnsignedLongLong(ap_clock_thread_cpu_ns());
+}
+
+static PyMethodDef module_methods[] = {
+    {"clock_source", clock_source, METH_NOARGS,
+     "clock_source() -> str\n\nThe wall clock in use: 'tsc' or 'monotonic'."},
+    {"now_ns", now_ns, METH_NOARGS,
+     "now_ns() -> int\n\nThe profiler's monotonic wall clock, in nanoseconds."},
+    {"thread_cpu_ns", thread_cpu_ns, METH_NOARGS,
+     "thread_cpu_ns() -> int\n\nCPU time of the calling thread, in nanoseconds."},
+    {NULL, NULL, 0, NULL},
+};
+
+static int module_exec(PyObject *module)
+{
+    apext_state *st = PyModule_GetState(module);
+    ap_clock_init();
+    if (apext_hist_init(module, st) < 0)
+        return -1;
+    if (apext_timer_init(module, st) < 0)
+        return -1;
+    return 0;
+}
+
+static int module_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    apext_state *st = PyModule_GetState(module);
+    if (st == NULL)
+        return 0;
+    Py_VISIT(st->hist_type);
+    return apext_timer_traverse(st, visit, arg);
+}
+
+static int module_clear(PyObject *module)
+{
+    apext_state *st = PyModule_GetState(module);
+    if (st == NULL)
+        return 0;
+    Py_CLEAR(st->hist_type);
+    apext_timer_clear(st);
+    return 0;
+}
+
+static void module_free(void *module)
+{
+    module_clear((PyObject *)module);
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+#if PY_VERSION_HEX >= 0x030C0000
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
+    {0, NULL},
+};
+
+PyModuleDef apext_module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "apiprof._core",
+    .m_doc = "The C core of apiprof: clocks, histograms, the block timer.",
+    .m_size = sizeof(apext_state),
+    .m_methods = module_methods,
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
+};
+
+PyMODINIT_FUNC PyInit__core(void)
+{
+    return PyModuleDef_Init(&apext_module_def);
+}

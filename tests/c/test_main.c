@@ -1,0 +1,130 @@
+/* test_main.c -- runs every C unit test of the core and prints "N passed, N failed"; also tests ap_err. */
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ap_clock.h"
+#include "ap_err.h"
+#include "ap_test.h"
+
+unsigned long ap_test_failures;
+
+int ap_test_fail(const char *file, int line, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s:%d: ", file, line);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    ap_test_failures++;
+    return 0;
+}
+
+int ap_test_eq_u64(const char *file, int line, const char *ea, const char *eb, uint64_t a,
+                   uint64_t b) {
+    if (a == b)
+        return 1;
+    return ap_test_fail(file, line, "%s == %s: %llu != %llu", ea, eb, (unsigned long long)a,
+                        (unsigned long long)b);
+}
+
+/* ---- ap_err ----------------------------------------------------------------- */
+
+AP_TEST(err_set_and_clear) {
+    ap_err_clear();
+    AP_CHECK_EQ_U64(ap_err_code(), AP_OK);
+    AP_CHECK(strcmp(ap_err_msg(), "") == 0);
+    AP_CHECK(ap_err_set(AP_EINVAL, "bad %s %d", "thing", 42) == -1);
+    AP_CHECK_EQ_U64(ap_err_code(), AP_EINVAL);
+    AP_CHECK(strcmp(ap_err_msg(), "bad thing 42") == 0);
+    AP_CHECK(ap_err_set(AP_EIO, NULL) == -1);
+    AP_CHECK(strcmp(ap_err_msg(), "EIO") == 0);
+    char big[600];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    ap_err_set(AP_EFULL, "%s", big);
+    AP_CHECK_EQ_U64(strlen(ap_err_msg()), AP_ERR_MSG_MAX - 1);
+    ap_err_clear();
+    AP_CHECK_EQ_U64(ap_err_code(), AP_OK);
+    AP_CHECK(strcmp(ap_err_msg(), "") == 0);
+}
+
+AP_TEST(err_names) {
+    AP_CHECK(strcmp(ap_err_name(AP_OK), "OK") == 0);
+    AP_CHECK(strcmp(ap_err_name(AP_ENOMEM), "ENOMEM") == 0);
+    AP_CHECK(strcmp(ap_err_name(AP_ECORRUPT), "ECORRUPT") == 0);
+    AP_CHECK(strcmp(ap_err_name(AP_EFULL), "EFULL") == 0);
+    AP_CHECK(strcmp(ap_err_name((ap_errcode)99), "EUNKNOWN") == 0);
+}
+
+static void *err_other_thread(void *arg) {
+    int *ok = arg;
+    *ok = ap_err_code() == AP_OK && ap_err_msg()[0] == '\0';
+    ap_err_set(AP_ENOTFOUND, "other thread");
+    return NULL;
+}
+
+AP_TEST(err_thread_local) {
+    ap_err_set(AP_ERANGE, "main thread");
+    pthread_t t;
+    int ok = 0;
+    if (!AP_CHECK(pthread_create(&t, NULL, err_other_thread, &ok) == 0))
+        return;
+    pthread_join(t, NULL);
+    AP_CHECK(ok);
+    AP_CHECK_EQ_U64(ap_err_code(), AP_ERANGE);
+    AP_CHECK(strcmp(ap_err_msg(), "main thread") == 0);
+    ap_err_clear();
+}
+
+/* ---- runner ------------------------------------------------------------------ */
+
+#define AP_TEST_LIST(X)                                                                 \
+    X(err_set_and_clear) X(err_names) X(err_thread_local)                               \
+    X(clock_init_source) X(clock_env_forces_monotonic) X(clock_monotonic)               \
+    X(clock_agrees_with_monotonic) X(clock_thread_cpu_busy) X(clock_thread_cpu_sleep)   \
+    X(hist_bucket_layout) X(hist_empty) X(hist_percentiles) X(hist_clamp)               \
+    X(hist_record_n) X(hist_merge) X(hist_roundtrip) X(hist_decode_truncations)         \
+    X(hist_decode_rejects) X(hist_decode_mutations) X(hist_alloc)                                              \
+    X(arena_alignment) X(arena_big) X(arena_reset) X(arena_strings)                     \
+    X(arena_free_enomem)                                                                \
+    X(map_reference) X(map_growth) X(map_iteration) X(map_clear_free) X(map_hint)       \
+    X(hash_bytes)
+
+#define AP_DECLARE(name) AP_TEST(name);
+AP_TEST_LIST(AP_DECLARE)
+
+static const struct {
+    const char *name;
+    void (*fn)(void);
+} tests[] = {
+#define AP_ENTRY(name) {#name, ap_test_##name},
+    AP_TEST_LIST(AP_ENTRY)
+};
+
+int main(int argc, char **argv) {
+    /* Helper mode for clock_env_forces_monotonic, which runs this binary again
+     * with another environment. */
+    if (argc == 2 && strcmp(argv[1], "--print-clock-source") == 0) {
+        ap_clock_init();
+        puts(ap_clock_source());
+        return 0;
+    }
+    const char *only = argc == 2 ? argv[1] : NULL;
+    unsigned passed = 0, failed = 0;
+    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
+        if (only != NULL && strstr(tests[i].name, only) == NULL)
+            continue;
+        unsigned long before = ap_test_failures;
+        tests[i].fn();
+        if (ap_test_failures == before) {
+            passed++;
+        } else {
+            failed++;
+            fprintf(stderr, "FAIL %s\n", tests[i].name);
+        }
+    }
+    printf("%u passed, %u failed\n", passed, failed);
+    return failed != 0;
+}
