@@ -1,0 +1,125 @@
+"""``make demo``: run the shop under uvicorn, drive traffic, print apiprof's timer report.
+
+    python examples/shop/demo.py [--rounds N]
+
+Writes reports/timers.txt and reports/timers.json (plus the demo's database and server
+log) under the repository root. Exits non-zero with one line on stderr on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from drive import DriveError, drive
+
+SHOP_DIR = Path(__file__).resolve().parent
+REPO_ROOT = SHOP_DIR.parents[1]
+REPORTS = REPO_ROOT / "reports"
+START_TIMEOUT_S = 30.0
+
+
+class DemoError(Exception):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    with httpx.Client(timeout=2.0, trust_env=False) as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                sys.stderr.write(log.read_text(errors="replace")[-3000:])
+                raise DemoError(f"server exited with code {proc.returncode} before answering")
+            try:
+                if client.get(f"{url}/health").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+    raise DemoError(f"server did not answer {url}/health within {START_TIMEOUT_S:.0f} s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> int:
+    """SIGINT (graceful: the lifespan shutdown writes the reports), then SIGTERM, SIGKILL."""
+    for sig, wait in ((signal.SIGINT, 15.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        if proc.poll() is not None:
+            break
+        proc.send_signal(sig)
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            continue
+    return proc.wait()
+
+
+def run(rounds: int) -> None:
+    REPORTS.mkdir(exist_ok=True)
+    prefix = REPORTS / "timers"
+    database = REPORTS / "demo-shop.db"
+    log = REPORTS / "demo-server.log"
+    stale = [database, Path(f"{database}-wal"), Path(f"{database}-shm")]
+    for path in [*stale, prefix.with_suffix(".txt"), prefix.with_suffix(".json")]:
+        path.unlink(missing_ok=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "SHOP_TIMER_REPORT": str(prefix), "SHOP_DB": str(database)}
+    cmd = [
+        sys.executable, "-m", "uvicorn", "shop.app:app",
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+    ]
+    print(f"demo: starting the shop on {url} (log: {log.relative_to(REPO_ROOT)})", flush=True)
+    with open(log, "wb") as log_file:
+        proc = subprocess.Popen(
+            cmd, cwd=SHOP_DIR, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        wait_healthy(proc, url, log)
+        started = time.monotonic()
+        counts = drive(url, rounds, log=print)
+        print(f"demo: {sum(counts.values())} requests in {time.monotonic() - started:.1f} s")
+    except DriveError as exc:
+        raise DemoError(f"traffic failed: {exc}") from exc
+    finally:
+        code = stop(proc)
+    if code not in (0, -signal.SIGINT, -signal.SIGTERM):
+        raise DemoError(f"server exit code {code} (see {log.relative_to(REPO_ROOT)})")
+    text, data = prefix.with_suffix(".txt"), prefix.with_suffix(".json")
+    missing = [p.name for p in (text, data) if not p.exists()]
+    if missing:
+        raise DemoError(f"the server wrote no {' / '.join(missing)} at shutdown")
+    report = text.read_text()
+    if not report.strip():
+        raise DemoError(f"empty timer report: is apiprof importable by {sys.executable}?")
+    print()
+    print(report, end="" if report.endswith("\n") else "\n")
+    print(f"report: reports/{text.name} (JSON: reports/{data.name})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    try:
+        run(args.rounds)
+    except DemoError as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Example shop service with deliberate, documented performance problems (see README.md)."""
