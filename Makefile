@@ -18,13 +18,16 @@ SAN_ENV = LD_PRELOAD=$$(gcc -print-file-name=libasan.so) PYTHONMALLOC=malloc \
 
 all: install
 
-$(VENV)/.deps: requirements-dev.txt examples/shop/requirements.txt
-	@test -x $(PY) || $(PYBIN) -m venv $(VENV)
+# The venv is remade when it was made by another interpreter than $(PYTHON).
+$(VENV)/.deps-$(PYTHON): requirements-dev.txt examples/shop/requirements.txt
+	@want=$$($(PYBIN) -c 'import sys; print(sys.version)') && \
+	  have=$$($(PY) -c 'import sys; print(sys.version)' 2>/dev/null); \
+	  if [ "$$want" != "$$have" ]; then rm -rf $(VENV) && $(PYBIN) -m venv $(VENV); fi
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
 	@touch $@
 
-venv: $(VENV)/.deps
+venv: $(VENV)/.deps-$(PYTHON)
 
 install: venv
 	$(PY) -m pip install -q --no-build-isolation --no-deps $(BUILD_ARGS) .
@@ -35,10 +38,10 @@ demo: install
 
 # C unit tests of the core, built by the same meson.build with -Dtests=true.
 test-c: venv
-	@test -f build/c-$(notdir $(VENV))/build.ninja || \
-	  $(VENV)/bin/meson setup build/c-$(notdir $(VENV)) -Dtests=true -Dwerror=true >/dev/null
-	$(VENV)/bin/ninja -C build/c-$(notdir $(VENV)) test_core >/dev/null
-	build/c-$(notdir $(VENV))/test_core
+	@test -f build/c-$(notdir $(VENV))-$(PYTHON)/build.ninja || \
+	  $(VENV)/bin/meson setup build/c-$(notdir $(VENV))-$(PYTHON) -Dtests=true -Dwerror=true >/dev/null
+	$(VENV)/bin/ninja -C build/c-$(notdir $(VENV))-$(PYTHON) test_core >/dev/null
+	build/c-$(notdir $(VENV))-$(PYTHON)/test_core
 
 lint: venv
 	$(VENV)/bin/ruff check python tests bench examples
