@@ -177,7 +177,7 @@ int ap_targets_add(ap_targets *ts, const char *base, unsigned weight, const char
     } else if ((size_t)snprintf(full, sizeof full, "%s", url) >= sizeof full) {
         return ap_err_set(AP_EINVAL, "URL too long");
     }
-    char *origin, *host, *path;
+    char *origin = NULL, *host = NULL, *path = NULL;
     if (split_url(full, &origin, &host, &path) < 0)
         return -1;
     if (ts->origin == NULL) {

@@ -45,6 +45,7 @@ PASS_THROUGH: list[tuple[tuple[str, ...], str, bool, bool, str]] = [
     (("--body-file",), "body_file", True, False, "request body from a file"),
     (("--timeout",), "timeout", True, False, "request timeout in seconds (10)"),
     (("--connect-timeout",), "connect_timeout", True, False, "connect timeout in seconds (3)"),
+    (("--json-out",), "json_out", True, False, "also write apiprof-load's JSON to FILE"),
     (("--no-progress",), "no_progress", False, False, "no live progress line"),
 ]
 
