@@ -72,6 +72,7 @@ sanitize:
 bench: install
 	$(PY) bench/timer_overhead.py
 	$(PY) bench/clock_cost.py
+	$(PY) bench/load_throughput.py
 
 clean:
 	rm -rf build reports .venv .venv-* .pytest_cache

@@ -1,9 +1,11 @@
-"""``make demo``: run the shop under uvicorn, drive traffic, print apiprof's timer report.
+"""``make demo``: run the shop under uvicorn, drive traffic, load it with ``apiprof bench``,
+print the load figures and apiprof's timer report.
 
-    python examples/shop/demo.py [--rounds N]
+    python examples/shop/demo.py [--rounds N] [--bench-seconds S]
 
-Writes reports/timers.txt and reports/timers.json (plus the demo's database and server
-log) under the repository root. Exits non-zero with one line on stderr on failure.
+Writes reports/timers.txt, reports/timers.json and reports/bench.json (plus the demo's
+database and server log) under the repository root. Exits non-zero with one line on
+stderr on failure.
 """
 
 from __future__ import annotations
@@ -65,13 +67,27 @@ def stop(proc: subprocess.Popen[bytes]) -> int:
     return proc.wait()
 
 
-def run(rounds: int) -> None:
+def bench(url: str, seconds: float, out: Path) -> None:
+    """Weighted traffic from traffic.txt: a 1 s cold phase, then the measured one."""
+    cmd = [
+        sys.executable, "-m", "apiprof", "bench", "--urls", str(SHOP_DIR / "traffic.txt"),
+        "--base", url, "-c", "8", "-t", "1", "--warmup", "1", "-d", str(seconds),
+        f"--json-out={out}",
+    ]
+    print(f"demo: apiprof bench, {seconds:g} s after a 1 s warmup ({out.relative_to(REPO_ROOT)})",
+          flush=True)
+    if subprocess.run(cmd).returncode != 0:
+        raise DemoError("apiprof bench failed")
+
+
+def run(rounds: int, bench_seconds: float) -> None:
     REPORTS.mkdir(exist_ok=True)
     prefix = REPORTS / "timers"
     database = REPORTS / "demo-shop.db"
     log = REPORTS / "demo-server.log"
     stale = [database, Path(f"{database}-wal"), Path(f"{database}-shm")]
-    for path in [*stale, prefix.with_suffix(".txt"), prefix.with_suffix(".json")]:
+    for path in [*stale, prefix.with_suffix(".txt"), prefix.with_suffix(".json"),
+                 REPORTS / "bench.json"]:
         path.unlink(missing_ok=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -91,6 +107,8 @@ def run(rounds: int) -> None:
         started = time.monotonic()
         counts = drive(url, rounds, log=print)
         print(f"demo: {sum(counts.values())} requests in {time.monotonic() - started:.1f} s")
+        if bench_seconds > 0:
+            bench(url, bench_seconds, REPORTS / "bench.json")
     except DriveError as exc:
         raise DemoError(f"traffic failed: {exc}") from exc
     finally:
@@ -112,9 +130,10 @@ def run(rounds: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--bench-seconds", type=float, default=4.0, help="0: no load phase")
     args = parser.parse_args(argv)
     try:
-        run(args.rounds)
+        run(args.rounds, args.bench_seconds)
     except DemoError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1

@@ -6,16 +6,26 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 from . import __version__
 from .errors import UsageError
 
 # Command name -> module in apiprof.commands, in the order `apiprof --help` lists them.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "bench": "bench",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad command line on one line (the usage is one --help away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="apiprof", description="Profiler for FastAPI and other ASGI services."
     )
     parser.add_argument("--version", action="version", version=f"apiprof {__version__}")

@@ -90,7 +90,10 @@ AP_TEST(err_thread_local) {
     X(arena_alignment) X(arena_big) X(arena_reset) X(arena_strings)                     \
     X(arena_free_enomem)                                                                \
     X(map_reference) X(map_growth) X(map_iteration) X(map_clear_free) X(map_hint)       \
-    X(hash_bytes)
+    X(hash_bytes)                                                                       \
+    X(http_content_length) X(http_chunked_trailers) X(http_close_delimited)             \
+    X(http_no_body_cases) X(http_keep_alive_rules) X(http_long_lines) X(http_errors)    \
+    X(http_header_limit) X(http_fuzz_mutations)
 
 #define AP_DECLARE(name) AP_TEST(name);
 AP_TEST_LIST(AP_DECLARE)

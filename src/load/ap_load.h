@@ -1,0 +1,108 @@
+/* ap_load.h -- the load engine of apiprof-load: one epoll loop per thread, closed and open models, merged results. */
+#ifndef AP_LOAD_H
+#define AP_LOAD_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "ap_hist.h"
+#include "ap_target.h"
+
+/* Kinds of failed requests. */
+typedef enum {
+    AP_LOAD_ERR_CONNECT = 0,   /* the connection could not be made (refused, unreachable,
+                                  or no answer within the connect timeout) */
+    AP_LOAD_ERR_TIMEOUT,       /* no complete response within the request timeout */
+    AP_LOAD_ERR_RESET,         /* the peer reset or closed the connection before the
+                                  response was complete */
+    AP_LOAD_ERR_PARSE,         /* the response was malformed, or bytes followed it */
+    AP_LOAD_ERR_KINDS
+} ap_load_errkind;
+
+/* Phases: requests are counted in the phase of their intended send time. */
+enum { AP_LOAD_COLD = 0, AP_LOAD_WARM = 1, AP_LOAD_PHASES = 2 };
+
+/* Status codes 100..599 are counted one by one; others in `status_other`. */
+#define AP_LOAD_STATUS_MIN 100
+#define AP_LOAD_STATUS_N 500
+
+/* Figures of one URL (or of all URLs) in one phase.  Plain data, merged by
+ * ap_load_stats_merge(). */
+typedef struct ap_load_stats {
+    ap_hist latency;          /* ns from the intended send time to the end of the response:
+                                 corrected for coordinated omission in the open model; in
+                                 the closed model intended = actual send time */
+    ap_hist uncorrected;      /* ns from the actual send (first byte written) */
+    uint64_t responses;       /* complete responses, any status */
+    uint64_t errors[AP_LOAD_ERR_KINDS];
+    uint64_t unfinished;      /* issued but neither answered nor failed when the run ended */
+    uint64_t bytes_sent;
+    uint64_t bytes_received;  /* response bytes, headers and framing included */
+    uint64_t status[AP_LOAD_STATUS_N];
+    uint64_t status_other;
+} ap_load_stats;
+
+/* What to run.  Set every field; ap_load_run() validates nothing that the
+ * CLI already checked (the preconditions are asserted). */
+typedef struct ap_load_config {
+    const ap_targets *targets;   /* borrowed; finished with ap_targets_finish() */
+    unsigned threads;            /* 1..connections */
+    unsigned connections;        /* >= 1, spread over the threads */
+    double rate;                 /* open model: requests/s over all threads; 0: closed model */
+    uint64_t warmup_ns;          /* cold phase before the measured one; 0: none */
+    uint64_t duration_ns;        /* measured phase length; 0 when `requests` is set */
+    uint64_t requests;           /* measured requests over all threads; 0: use duration */
+    uint64_t timeout_ns;         /* per request, from the actual send */
+    uint64_t connect_timeout_ns;
+    int progress;                /* call the progress callback about once a second */
+} ap_load_config;
+
+/* A running view for a progress line. */
+typedef struct ap_load_progress {
+    double elapsed_s;            /* since the start, warmup included */
+    uint64_t done;               /* responses and errors so far, both phases */
+    double rps;                  /* done per second over the last interval */
+    uint64_t p99_ns;             /* p99 of `latency` so far, both phases, all URLs */
+    int warm;                    /* 1 once in the measured phase */
+} ap_load_progress;
+
+typedef void (*ap_load_progress_fn)(const ap_load_progress *p, void *arg);
+
+/* Results, merged across threads. */
+typedef struct ap_load_result {
+    size_t ntargets;
+    ap_load_stats *per_target[AP_LOAD_PHASES];   /* ntargets entries each (owned) */
+    ap_load_stats total[AP_LOAD_PHASES];         /* all URLs */
+    double elapsed_s[AP_LOAD_PHASES];            /* length of each phase: the configured
+                                                    time, or (count mode) until the last
+                                                    measured request ended */
+} ap_load_result;
+
+/* Set by a signal handler (or anyone) to stop every worker early; in-flight
+ * requests are then counted as unfinished. */
+extern atomic_int ap_load_stop;
+
+/* Run the load described by cfg and fill *res (an uninitialised struct; free
+ * it with ap_load_result_free()).  progress, if not NULL and cfg->progress,
+ * is called from the calling thread about once a second.  Returns 0; on error
+ * (thread, epoll or memory failure) returns -1 with AP_EIO or AP_ENOMEM and
+ * *res holds nothing to free. */
+int ap_load_run(const ap_load_config *cfg, ap_load_result *res, ap_load_progress_fn progress,
+                void *arg);
+
+/* Release what ap_load_run() put in res.  Can't fail. */
+void ap_load_result_free(ap_load_result *res);
+
+/* Add src into dst.  Can't fail. */
+void ap_load_stats_merge(ap_load_stats *dst, const ap_load_stats *src);
+
+/* Empty stats.  Can't fail. */
+void ap_load_stats_init(ap_load_stats *s);
+
+/* Total requests that ended (responses + every error kind).  Can't fail. */
+uint64_t ap_load_stats_ended(const ap_load_stats *s);
+
+/* Name of an error kind: "connect", "timeout", "reset", "parse".  Can't fail. */
+const char *ap_load_errkind_name(ap_load_errkind k);
+
+#endif /* AP_LOAD_H */

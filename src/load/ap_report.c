@@ -1,0 +1,244 @@
+/* ap_report.c -- text table and JSON output of apiprof-load. */
+#include "ap_report.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "ap_err.h"
+
+static const char *const phase_names[AP_LOAD_PHASES] = {"cold", "warm"};
+
+/* Percentiles of the table and of the JSON, in this order. */
+static const double pcts[] = {50.0, 90.0, 99.0, 99.9};
+static const char *const pct_keys[] = {"p50", "p90", "p99", "p99_9"};
+#define NPCT 4
+
+static void fmt_ns(char *out, size_t cap, uint64_t ns, int any) {
+    double us = (double)ns / 1e3;
+    if (!any)
+        snprintf(out, cap, "-");
+    else if (us < 1000)
+        snprintf(out, cap, "%.0fus", us);
+    else if (us < 10000)
+        snprintf(out, cap, "%.2fms", us / 1e3);
+    else if (us < 1e6)
+        snprintf(out, cap, "%.1fms", us / 1e3);
+    else
+        snprintf(out, cap, "%.2fs", us / 1e6);
+}
+
+static void fmt_bytes(char *out, size_t cap, uint64_t b) {
+    if (b < 10000)
+        snprintf(out, cap, "%llu B", (unsigned long long)b);
+    else if (b < 10000000)
+        snprintf(out, cap, "%.1f KB", (double)b / 1e3);
+    else
+        snprintf(out, cap, "%.1f MB", (double)b / 1e6);
+}
+
+static uint64_t errors_of(const ap_load_stats *s) {
+    return ap_load_stats_ended(s) - s->responses;
+}
+
+static int phase_used(const ap_load_config *cfg, int ph) {
+    return ph == AP_LOAD_WARM || cfg->warmup_ns > 0;
+}
+
+/* Rows: for each phase in use (warm first), "all" then every URL. */
+typedef struct row {
+    int phase;
+    const char *name;
+    const ap_load_stats *s;
+} row;
+
+static size_t rows_of(const ap_load_config *cfg, const ap_load_result *r, row *rows) {
+    size_t n = 0;
+    for (int ph = AP_LOAD_WARM; ph >= 0; ph--) {
+        if (!phase_used(cfg, ph))
+            continue;
+        rows[n++] = (row){ph, "all", &r->total[ph]};
+        if (r->ntargets > 1)
+            for (size_t t = 0; t < r->ntargets; t++)
+                rows[n++] = (row){ph, cfg->targets->items[t].name, &r->per_target[ph][t]};
+    }
+    return n;
+}
+
+static void latency_table(FILE *f, const ap_load_result *r, const row *rows, size_t n,
+                          int width, int uncorrected) {
+    fprintf(f, "%-5s  %-*s %10s %10s", "phase", width, "url", "requests", "req/s");
+    for (int i = 0; i < NPCT; i++)
+        fprintf(f, " %9s", i == 3 ? "p99.9" : pct_keys[i]);
+    fprintf(f, " %9s %8s\n", "max", "errors");
+    for (size_t i = 0; i < n; i++) {
+        const ap_load_stats *s = rows[i].s;
+        const ap_hist *h = uncorrected ? &s->uncorrected : &s->latency;
+        double el = r->elapsed_s[rows[i].phase];
+        fprintf(f, "%-5s  %-*s %10llu %10.1f", phase_names[rows[i].phase], width, rows[i].name,
+                (unsigned long long)s->responses, el > 0 ? (double)s->responses / el : 0.0);
+        char buf[32];
+        for (int p = 0; p < NPCT; p++) {
+            fmt_ns(buf, sizeof buf, ap_hist_percentile(h, pcts[p]), h->count > 0);
+            fprintf(f, " %9s", buf);
+        }
+        fmt_ns(buf, sizeof buf, ap_hist_max(h), h->count > 0);
+        fprintf(f, " %9s %8llu\n", buf, (unsigned long long)errors_of(s));
+    }
+}
+
+int ap_report_text(FILE *f, const ap_load_config *cfg, const ap_load_result *r) {
+    row *rows = malloc(sizeof(row) * 2 * (r->ntargets + 1));
+    if (rows == NULL)
+        return ap_err_set(AP_ENOMEM, NULL);
+    size_t n = rows_of(cfg, r, rows);
+    int width = 3;
+    for (size_t i = 0; i < n; i++)
+        if ((int)strlen(rows[i].name) > width)
+            width = (int)strlen(rows[i].name);
+    if (width > 60)
+        width = 60;
+    fprintf(f, "%s  %s model", cfg->targets->origin, cfg->rate > 0 ? "open" : "closed");
+    if (cfg->rate > 0)
+        fprintf(f, " at %.0f req/s", cfg->rate);
+    fprintf(f, ", %u connections, %u threads, ", cfg->connections, cfg->threads);
+    if (cfg->requests)
+        fprintf(f, "%llu requests", (unsigned long long)cfg->requests);
+    else
+        fprintf(f, "%.1f s", (double)cfg->duration_ns / 1e9);
+    if (cfg->warmup_ns)
+        fprintf(f, " after a %.1f s warmup", (double)cfg->warmup_ns / 1e9);
+    fprintf(f, "\n\n");
+    if (cfg->rate > 0)
+        fprintf(f, "latency from the intended send time (corrected for coordinated omission)\n");
+    latency_table(f, r, rows, n, width, 0);
+    if (cfg->rate > 0) {
+        fprintf(f, "\nlatency from the actual send (uncorrected)\n");
+        latency_table(f, r, rows, n, width, 1);
+    }
+    fprintf(f, "\n%-5s  %-*s %-24s %-36s %10s %10s\n", "phase", width, "url", "status",
+            "errors", "received", "sent");
+    for (size_t i = 0; i < n; i++) {
+        const ap_load_stats *s = rows[i].s;
+        char status[256] = "", errs[256] = "", rx[32], tx[32];
+        size_t sl = 0, el = 0;
+        for (int c = 0; c < AP_LOAD_STATUS_N && sl < sizeof status - 24; c++)
+            if (s->status[c])
+                sl += (size_t)snprintf(status + sl, sizeof status - sl, "%s%d:%llu",
+                                       sl ? " " : "", c + AP_LOAD_STATUS_MIN,
+                                       (unsigned long long)s->status[c]);
+        if (s->status_other)
+            snprintf(status + sl, sizeof status - sl, "%sother:%llu", sl ? " " : "",
+                     (unsigned long long)s->status_other);
+        for (int k = 0; k < AP_LOAD_ERR_KINDS; k++)
+            if (s->errors[k])
+                el += (size_t)snprintf(errs + el, sizeof errs - el, "%s%s:%llu", el ? " " : "",
+                                       ap_load_errkind_name((ap_load_errkind)k),
+                                       (unsigned long long)s->errors[k]);
+        if (s->unfinished)
+            snprintf(errs + el, sizeof errs - el, "%sunfinished:%llu", el ? " " : "",
+                     (unsigned long long)s->unfinished);
+        fmt_bytes(rx, sizeof rx, s->bytes_received);
+        fmt_bytes(tx, sizeof tx, s->bytes_sent);
+        fprintf(f, "%-5s  %-*s %-24s %-36s %10s %10s\n", phase_names[rows[i].phase], width,
+                rows[i].name, status[0] ? status : "-", errs[0] ? errs : "-", rx, tx);
+    }
+    free(rows);
+    if (fflush(f) != 0 || ferror(f))
+        return ap_err_set(AP_EIO, "write failed");
+    return 0;
+}
+
+static void json_str(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+static void json_latency(FILE *f, const ap_hist *h) {
+    fprintf(f, "{\"count\":%llu", (unsigned long long)h->count);
+    for (int p = 0; p < NPCT; p++)
+        fprintf(f, ",\"%s\":%.3f", pct_keys[p], (double)ap_hist_percentile(h, pcts[p]) / 1e6);
+    fprintf(f, ",\"min\":%.3f,\"max\":%.3f,\"mean\":%.3f}", (double)ap_hist_min(h) / 1e6,
+            (double)ap_hist_max(h) / 1e6, ap_hist_mean(h) / 1e6);
+}
+
+static void json_stats(FILE *f, const ap_load_config *cfg, const ap_load_stats *s, double el) {
+    fprintf(f, "\"requests\":%llu,\"rps\":%.3f,\"latency_ms\":",
+            (unsigned long long)s->responses, el > 0 ? (double)s->responses / el : 0.0);
+    json_latency(f, &s->latency);
+    fprintf(f, ",\"uncorrected_latency_ms\":");
+    if (cfg->rate > 0)
+        json_latency(f, &s->uncorrected);
+    else
+        fprintf(f, "null");
+    fprintf(f, ",\"status\":{");
+    int first = 1;
+    for (int c = 0; c < AP_LOAD_STATUS_N; c++)
+        if (s->status[c]) {
+            fprintf(f, "%s\"%d\":%llu", first ? "" : ",", c + AP_LOAD_STATUS_MIN,
+                    (unsigned long long)s->status[c]);
+            first = 0;
+        }
+    if (s->status_other)
+        fprintf(f, "%s\"other\":%llu", first ? "" : ",", (unsigned long long)s->status_other);
+    fprintf(f, "},\"errors\":{");
+    for (int k = 0; k < AP_LOAD_ERR_KINDS; k++)
+        fprintf(f, "%s\"%s\":%llu", k ? "," : "", ap_load_errkind_name((ap_load_errkind)k),
+                (unsigned long long)s->errors[k]);
+    fprintf(f, "},\"unfinished\":%llu,\"bytes_received\":%llu,\"bytes_sent\":%llu",
+            (unsigned long long)s->unfinished, (unsigned long long)s->bytes_received,
+            (unsigned long long)s->bytes_sent);
+}
+
+int ap_report_json(FILE *f, const ap_load_config *cfg, const ap_load_result *r) {
+    fprintf(f, "{\"tool\":\"apiprof-load\",\"schema\":1,\"config\":{\"origin\":");
+    json_str(f, cfg->targets->origin);
+    fprintf(f, ",\"model\":\"%s\",\"rate\":", cfg->rate > 0 ? "open" : "closed");
+    if (cfg->rate > 0)
+        fprintf(f, "%.3f", cfg->rate);
+    else
+        fprintf(f, "null");
+    fprintf(f, ",\"connections\":%u,\"threads\":%u,\"duration_s\":", cfg->connections,
+            cfg->threads);
+    if (cfg->requests)
+        fprintf(f, "null,\"requests\":%llu", (unsigned long long)cfg->requests);
+    else
+        fprintf(f, "%.3f,\"requests\":null", (double)cfg->duration_ns / 1e9);
+    fprintf(f, ",\"warmup_s\":%.3f,\"timeout_s\":%.3f,\"connect_timeout_s\":%.3f},\"phases\":{",
+            (double)cfg->warmup_ns / 1e9, (double)cfg->timeout_ns / 1e9,
+            (double)cfg->connect_timeout_ns / 1e9);
+    for (int ph = AP_LOAD_WARM; ph >= 0; ph--) {
+        fprintf(f, "%s\"%s\":", ph == AP_LOAD_WARM ? "" : ",", phase_names[ph]);
+        if (!phase_used(cfg, ph)) {
+            fprintf(f, "null");
+            continue;
+        }
+        double el = r->elapsed_s[ph];
+        fprintf(f, "{\"elapsed_s\":%.6f,", el);
+        json_stats(f, cfg, &r->total[ph], el);
+        fprintf(f, ",\"urls\":[");
+        for (size_t t = 0; t < r->ntargets; t++) {
+            const ap_target *tg = &cfg->targets->items[t];
+            fprintf(f, "%s{\"name\":", t ? "," : "");
+            json_str(f, tg->name);
+            fprintf(f, ",\"url\":");
+            json_str(f, tg->url);
+            fprintf(f, ",\"weight\":%u,", tg->weight);
+            json_stats(f, cfg, &r->per_target[ph][t], el);
+            fputc('}', f);
+        }
+        fprintf(f, "]}");
+    }
+    fprintf(f, "}}\n");
+    if (fflush(f) != 0 || ferror(f))
+        return ap_err_set(AP_EIO, "write failed");
+    return 0;
+}

@@ -1,0 +1,20 @@
+/* ap_report.h -- apiprof-load results as an aligned text table and as JSON (schema in docs/load.md). */
+#ifndef AP_REPORT_H
+#define AP_REPORT_H
+
+#include <stdio.h>
+
+#include "ap_load.h"
+
+/* Write the text report of r (run with cfg) to f: a latency table per phase
+ * and URL, the uncorrected latency table in the open model, then status codes,
+ * errors and bytes.  Returns 0; on error (a write failed) returns -1 with
+ * AP_EIO. */
+int ap_report_text(FILE *f, const ap_load_config *cfg, const ap_load_result *r);
+
+/* Write r as one JSON object followed by a newline (the schema is in
+ * docs/load.md; latencies in milliseconds).  Returns 0; on error (a write
+ * failed) returns -1 with AP_EIO. */
+int ap_report_json(FILE *f, const ap_load_config *cfg, const ap_load_result *r);
+
+#endif /* AP_REPORT_H */

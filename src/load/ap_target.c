@@ -1,0 +1,409 @@
+/* ap_target.c -- URL parsing, URL files, request building and the weighted schedule of apiprof-load. */
+#include "ap_target.h"
+
+#include <assert.h>
+#include <ctype.h>
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "ap_err.h"
+
+void ap_targets_init(ap_targets *ts) {
+    assert(ts != NULL);
+    memset(ts, 0, sizeof *ts);
+}
+
+void ap_targets_free(ap_targets *ts) {
+    for (size_t i = 0; i < ts->n; i++) {
+        free(ts->items[i].name);
+        free(ts->items[i].url);
+        free(ts->items[i].request);
+    }
+    free(ts->items);
+    free(ts->origin);
+    free(ts->host_header);
+    free(ts->schedule);
+    ap_targets_init(ts);
+}
+
+static int is_tchar(unsigned char c) {
+    return isalnum(c) || (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+int ap_targets_header(ap_targets *ts, const char *header) {
+    const char *colon = strchr(header, ':');
+    if (colon == NULL || colon == header)
+        return ap_err_set(AP_EINVAL, "header '%s' is not 'Name: value'", header);
+    for (const char *c = header; c < colon; c++)
+        if (!is_tchar((unsigned char)*c))
+            return ap_err_set(AP_EINVAL, "header '%s' has an invalid name", header);
+    if (strpbrk(header, "\r\n") != NULL)
+        return ap_err_set(AP_EINVAL, "header contains a line break");
+    size_t name = (size_t)(colon - header);
+    if ((name == 4 && strncasecmp(header, "host", 4) == 0) ||
+        (name == 14 && strncasecmp(header, "content-length", 14) == 0))
+        return ap_err_set(AP_EINVAL, "header %.*s is set by apiprof-load", (int)name, header);
+    if (ts->nheaders == AP_TARGET_HEADERS_MAX)
+        return ap_err_set(AP_EINVAL, "more than %d headers", AP_TARGET_HEADERS_MAX);
+    ts->headers[ts->nheaders++] = header;
+    return 0;
+}
+
+/* Split "http://host[:port][/path]" into origin and path (both malloc'd).
+ * Returns 0 or -1 with AP_EINVAL / AP_ENOMEM. */
+static int split_url(const char *url, char **origin, char **host_header, char **path) {
+    if (strncasecmp(url, "https://", 8) == 0)
+        return ap_err_set(AP_EINVAL, "%s: https is not supported (plain http only)", url);
+    if (strncasecmp(url, "http://", 7) != 0)
+        return ap_err_set(AP_EINVAL, "%s: not an http:// URL or a /path", url);
+    const char *host = url + 7;
+    size_t hostlen = strcspn(host, "/?#");
+    if (hostlen == 0)
+        return ap_err_set(AP_EINVAL, "%s: no host", url);
+    const char *rest = host + hostlen;
+    if (*rest == '#')
+        rest = "";
+    const char *hend = host + hostlen;
+    const char *port = NULL;
+    if (host[0] == '[') {
+        const char *close = memchr(host, ']', hostlen);
+        if (close == NULL)
+            return ap_err_set(AP_EINVAL, "%s: bad IPv6 address", url);
+        if (close + 1 < hend) {
+            if (close[1] != ':')
+                return ap_err_set(AP_EINVAL, "%s: bad host", url);
+            port = close + 2;
+        }
+    } else {
+        const char *c = memchr(host, ':', hostlen);
+        if (c)
+            port = c + 1;
+    }
+    long portnum = 80;
+    if (port) {
+        char *end;
+        errno = 0;
+        portnum = port < hend ? strtol(port, &end, 10) : -1;
+        if (port >= hend || end != hend || errno || portnum < 1 || portnum > 65535)
+            return ap_err_set(AP_EINVAL, "%s: bad port", url);
+    }
+    size_t hn = (size_t)((port ? port - 1 : hend) - host);
+    char *o = malloc(hn + 16), *h = malloc(hostlen + 1);
+    const char *p = *rest == '\0' ? "/" : rest;
+    char *pa = malloc(strlen(p) + 2);
+    if (!o || !h || !pa) {
+        free(o);
+        free(h);
+        free(pa);
+        return ap_err_set(AP_ENOMEM, NULL);
+    }
+    snprintf(o, hn + 16, "http://%.*s:%ld", (int)hn, host, portnum);
+    memcpy(h, host, hostlen);
+    h[hostlen] = '\0';
+    /* "?q" without a path becomes "/?q" */
+    snprintf(pa, strlen(p) + 2, "%s%s", p[0] == '/' ? "" : "/", p);
+    *origin = o;
+    *host_header = h;
+    *path = pa;
+    return 0;
+}
+
+static int valid_method(const char *m) {
+    if (*m == '\0' || strlen(m) > 32)
+        return 0;
+    for (; *m; m++)
+        if (!is_tchar((unsigned char)*m))
+            return 0;
+    return 1;
+}
+
+/* Build "METHOD path HTTP/1.1\r\nHost: ...\r\n<headers>[body headers]\r\n<body>". */
+static char *build_request(const ap_targets *ts, const char *method, const char *path,
+                           const char *body, size_t body_len, size_t *len) {
+    int has_ct = 0;
+    size_t cap = strlen(method) + strlen(path) + strlen(ts->host_header) + body_len + 128;
+    for (size_t i = 0; i < ts->nheaders; i++) {
+        cap += strlen(ts->headers[i]) + 2;
+        if (strncasecmp(ts->headers[i], "content-type:", 13) == 0)
+            has_ct = 1;
+    }
+    char *r = malloc(cap);
+    if (r == NULL)
+        return NULL;
+    size_t n = (size_t)snprintf(r, cap, "%s %s HTTP/1.1\r\nHost: %s\r\n", method, path,
+                                ts->host_header);
+    for (size_t i = 0; i < ts->nheaders; i++)
+        n += (size_t)snprintf(r + n, cap - n, "%s\r\n", ts->headers[i]);
+    if (body) {
+        if (!has_ct)
+            n += (size_t)snprintf(r + n, cap - n, "Content-Type: application/json\r\n");
+        n += (size_t)snprintf(r + n, cap - n, "Content-Length: %zu\r\n", body_len);
+    }
+    n += (size_t)snprintf(r + n, cap - n, "\r\n");
+    if (body) {
+        memcpy(r + n, body, body_len);
+        n += body_len;
+    }
+    assert(n < cap);
+    *len = n;
+    return r;
+}
+
+int ap_targets_add(ap_targets *ts, const char *base, unsigned weight, const char *method,
+                   const char *url, const char *body, size_t body_len) {
+    if (method == NULL)
+        method = "GET";
+    if (!valid_method(method))
+        return ap_err_set(AP_EINVAL, "invalid method '%s'", method);
+    if (weight < 1 || weight > AP_TARGET_WEIGHT_MAX)
+        return ap_err_set(AP_EINVAL, "weight must be 1..%d", AP_TARGET_WEIGHT_MAX);
+    if (ts->n == AP_TARGET_MAX)
+        return ap_err_set(AP_EINVAL, "more than %d URLs", AP_TARGET_MAX);
+    if (strpbrk(url, " \t\r\n") != NULL)
+        return ap_err_set(AP_EINVAL, "URL '%s' contains white space", url);
+    char full[4096];
+    if (url[0] == '/') {
+        if (base == NULL)
+            return ap_err_set(AP_EINVAL, "%s: a path needs a base URL (--base)", url);
+        size_t bl = strlen(base);
+        while (bl > 0 && base[bl - 1] == '/')
+            bl--;
+        if ((size_t)snprintf(full, sizeof full, "%.*s%s", (int)bl, base, url) >= sizeof full)
+            return ap_err_set(AP_EINVAL, "URL too long");
+    } else if ((size_t)snprintf(full, sizeof full, "%s", url) >= sizeof full) {
+        return ap_err_set(AP_EINVAL, "URL too long");
+    }
+    char *origin = NULL, *host = NULL, *path = NULL;
+    if (split_url(full, &origin, &host, &path) < 0)
+        return -1;
+    if (ts->origin == NULL) {
+        ts->origin = origin;
+        ts->host_header = host;
+    } else {
+        int same = strcmp(ts->origin, origin) == 0;
+        free(origin);
+        free(host);
+        if (!same) {
+            free(path);
+            return ap_err_set(AP_EINVAL, "%s: every URL must share the origin %s", full,
+                              ts->origin);
+        }
+    }
+    if (ts->n % 16 == 0) {
+        ap_target *grown = realloc(ts->items, (ts->n + 16) * sizeof *grown);
+        if (grown == NULL) {
+            free(path);
+            return ap_err_set(AP_ENOMEM, NULL);
+        }
+        ts->items = grown;
+    }
+    ap_target *t = &ts->items[ts->n];
+    memset(t, 0, sizeof *t);
+    size_t nl = strlen(method) + strlen(path) + 2;
+    t->name = malloc(nl);
+    t->url = strdup(full);
+    t->request = build_request(ts, method, path, body, body_len, &t->request_len);
+    if (t->name)
+        snprintf(t->name, nl, "%s %s", method, path);
+    free(path);
+    if (!t->name || !t->url || !t->request) {
+        free(t->name);
+        free(t->url);
+        free(t->request);
+        return ap_err_set(AP_ENOMEM, NULL);
+    }
+    t->weight = weight;
+    t->head = strcmp(method, "HEAD") == 0;
+    ts->n++;
+    return 0;
+}
+
+/* Contents of dir/name (or name if absolute); malloc'd, length in *len. */
+static char *read_body_file(const char *urlfile, const char *name, size_t *len) {
+    char path[4096];
+    const char *slash = strrchr(urlfile, '/');
+    if (name[0] == '/' || slash == NULL)
+        snprintf(path, sizeof path, "%s", name);
+    else
+        snprintf(path, sizeof path, "%.*s/%s", (int)(slash - urlfile), urlfile, name);
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        ap_err_set(AP_EIO, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        n += fread(buf + n, 1, cap - n, f);
+        if (n < cap)
+            break;
+        char *grown = cap > (64u << 20) ? NULL : realloc(buf, cap * 2);
+        if (grown == NULL) {
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        buf = grown;
+        cap *= 2;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (buf == NULL || bad) {
+        free(buf);
+        ap_err_set(bad ? AP_EIO : AP_ENOMEM, "%s: cannot read (or larger than 64 MB)", path);
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}
+
+static int all_upper(const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!(s[i] >= 'A' && s[i] <= 'Z'))
+            return 0;
+    return n > 0;
+}
+
+static int all_digits(const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!(s[i] >= '0' && s[i] <= '9'))
+            return 0;
+    return n > 0;
+}
+
+/* Next white-space separated token of *s: start in *tok, length returned. */
+static size_t next_token(char **s, char **tok) {
+    while (**s == ' ' || **s == '\t')
+        (*s)++;
+    *tok = *s;
+    while (**s && **s != ' ' && **s != '\t')
+        (*s)++;
+    return (size_t)(*s - *tok);
+}
+
+static int file_line(ap_targets *ts, const char *path, const char *base, const char *method,
+                     char *line) {
+    char *s = line, *tok;
+    size_t n = next_token(&s, &tok);
+    unsigned weight = 1;
+    if (all_digits(tok, n)) {
+        weight = n > 6 ? AP_TARGET_WEIGHT_MAX + 1 : (unsigned)strtoul(tok, NULL, 10);
+        n = next_token(&s, &tok);
+    }
+    char m[33];
+    if (all_upper(tok, n)) {
+        if (n >= sizeof m)
+            return ap_err_set(AP_EINVAL, "method too long");
+        memcpy(m, tok, n);
+        m[n] = '\0';
+        method = m;
+        n = next_token(&s, &tok);
+    }
+    if (n == 0)
+        return ap_err_set(AP_EINVAL, "no URL");
+    char *url = tok;
+    if (*s)
+        *s++ = '\0';
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t blen = strlen(s);
+    if (blen == 0)
+        return ap_targets_add(ts, base, weight, method, url, NULL, 0);
+    if (s[0] != '@')
+        return ap_targets_add(ts, base, weight, method, url, s, blen);
+    char *body = read_body_file(path, s + 1, &blen);
+    if (body == NULL)
+        return -1;
+    int rc = ap_targets_add(ts, base, weight, method, url, body, blen);
+    free(body);
+    return rc;
+}
+
+int ap_targets_load_file(ap_targets *ts, const char *path, const char *base, const char *method) {
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return ap_err_set(AP_EIO, "%s: %s", path, strerror(errno));
+    char line[8192];
+    int lineno = 0, added = 0, rc = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        size_t len = strlen(line);
+        if (len == sizeof line - 1 && line[len - 1] != '\n') {
+            rc = ap_err_set(AP_EINVAL, "%s:%d: line longer than %zu bytes", path, lineno,
+                            sizeof line - 2);
+            break;
+        }
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r' ||
+                           line[len - 1] == ' ' || line[len - 1] == '\t'))
+            line[--len] = '\0';
+        char *s = line;
+        while (*s == ' ' || *s == '\t')
+            s++;
+        if (*s == '\0' || *s == '#')
+            continue;
+        if (file_line(ts, path, base, method, s) < 0) {
+            char msg[AP_ERR_MSG_MAX];
+            snprintf(msg, sizeof msg, "%s", ap_err_msg());
+            rc = ap_err_set(ap_err_code(), "%s:%d: %s", path, lineno, msg);
+            break;
+        }
+        added++;
+    }
+    if (rc == 0 && ferror(f))
+        rc = ap_err_set(AP_EIO, "%s: read error", path);
+    fclose(f);
+    if (rc == 0 && added == 0)
+        rc = ap_err_set(AP_EINVAL, "%s: no URL in the file", path);
+    return rc < 0 ? -1 : added;
+}
+
+int ap_targets_finish(ap_targets *ts) {
+    if (ts->n == 0)
+        return ap_err_set(AP_EINVAL, "no URL given");
+    /* host and port back out of the origin "http://host:port" */
+    const char *hp = ts->origin + 7;
+    const char *colon = strrchr(hp, ':');
+    char host[512];
+    snprintf(host, sizeof host, "%.*s", (int)(colon - hp), hp);
+    if (host[0] == '[') {
+        memmove(host, host + 1, strlen(host));
+        host[strlen(host) - 1] = '\0';
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
+    int gai = getaddrinfo(host, colon + 1, &hints, &res);
+    if (gai != 0)
+        return ap_err_set(AP_ENOTFOUND, "cannot resolve %s: %s", host, gai_strerror(gai));
+    memcpy(&ts->addr, res->ai_addr, res->ai_addrlen);
+    ts->addrlen = res->ai_addrlen;
+    freeaddrinfo(res);
+    /* Smooth weighted round robin: each slot goes to the target with the
+     * largest running credit, so every window of sum(weights) requests holds
+     * each URL exactly `weight` times, spread out rather than in runs. */
+    size_t total = 0;
+    for (size_t i = 0; i < ts->n; i++)
+        total += ts->items[i].weight;
+    free(ts->schedule);
+    ts->schedule = malloc(total * sizeof *ts->schedule);
+    long *credit = calloc(ts->n, sizeof *credit);
+    if (ts->schedule == NULL || credit == NULL) {
+        free(credit);
+        return ap_err_set(AP_ENOMEM, NULL);
+    }
+    for (size_t slot = 0; slot < total; slot++) {
+        size_t best = 0;
+        for (size_t i = 0; i < ts->n; i++) {
+            credit[i] += ts->items[i].weight;
+            if (credit[i] > credit[best])
+                best = i;
+        }
+        credit[best] -= (long)total;
+        ts->schedule[slot] = (uint32_t)best;
+    }
+    free(credit);
+    ts->schedule_len = total;
+    return 0;
+}

@@ -1,0 +1,325 @@
+/* main.c -- apiprof-load, an HTTP/1.1 load generator: command line, preflight, progress line, output. */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "ap_clock.h"
+#include "ap_err.h"
+#include "ap_load.h"
+#include "ap_report.h"
+#include "ap_target.h"
+
+#define PROG "apiprof-load"
+
+static const char usage_text[] =
+    "usage: " PROG " [options] URL\n"
+    "       " PROG " [options] --urls FILE [--base URL]\n"
+    "\n"
+    "  -c, --connections N      keep-alive connections (default 10)\n"
+    "  -t, --threads N          threads, each with its own event loop (default 2)\n"
+    "  -d, --duration SECONDS   length of the measured phase (default 10)\n"
+    "  -n, --requests N         measure exactly N requests instead of a duration\n"
+    "  -R, --rate N             open model: N requests/s over all connections,\n"
+    "                           latency from the intended send time\n"
+    "      --warmup SECONDS     a cold phase before the measured one, reported apart\n"
+    "  -m, --method METHOD      method of URL (default GET)\n"
+    "  -H, --header 'N: V'      header sent with every request (repeatable)\n"
+    "  -b, --body TEXT          request body (Content-Type defaults to application/json)\n"
+    "      --body-file FILE     request body from a file\n"
+    "      --urls FILE          weighted URLs, one per line: [WEIGHT] [METHOD] URL [BODY]\n"
+    "      --base URL           origin for /paths in the URL file\n"
+    "      --timeout SECONDS    request timeout (default 10)\n"
+    "      --connect-timeout S  connect timeout (default 3)\n"
+    "      --json               print JSON instead of the table\n"
+    "      --json-out FILE      also write the JSON to FILE\n"
+    "      --no-progress        no live progress line (it is shown only on a terminal)\n"
+    "  -h, --help               this help\n";
+
+/* One clear line and exit 2: a usage mistake. */
+static void usage_error(const char *fmt, const char *arg) {
+    fprintf(stderr, PROG ": ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, " (see " PROG " --help)\n");
+    exit(2);
+}
+
+static void fatal(const char *msg) {
+    fprintf(stderr, PROG ": %s\n", msg);
+    exit(1);
+}
+
+static uint64_t parse_count(const char *opt, const char *s, uint64_t max) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (s[0] < '0' || s[0] > '9' || *end || errno || v < 1 || v > max) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "%s: expected an integer from 1 to %llu, got '%%s'", opt,
+                 (unsigned long long)max);
+        usage_error(msg, s);
+    }
+    return v;
+}
+
+static double parse_seconds(const char *opt, const char *s, double min, double max) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || *end || errno || !isfinite(v) || v < min || v > max) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "%s: expected a number from %g to %g, got '%%s'", opt, min, max);
+        usage_error(msg, s);
+    }
+    return v;
+}
+
+static char *read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    size_t cap = 65536, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        n += fread(buf + n, 1, cap - n, f);
+        if (n < cap)
+            break;
+        char *grown = realloc(buf, cap * 2);
+        if (grown == NULL)
+            free(buf);
+        buf = grown;
+        cap *= 2;
+    }
+    fclose(f);
+    *len = n;
+    return buf;
+}
+
+/* Connect once before starting, so an unreachable origin is one clear line. */
+static void preflight(const ap_targets *ts, uint64_t timeout_ns) {
+    int fd = socket(ts->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        fatal(strerror(errno));
+    int err = 0;
+    if (connect(fd, (const struct sockaddr *)&ts->addr, ts->addrlen) < 0) {
+        if (errno != EINPROGRESS) {
+            err = errno;
+        } else {
+            struct pollfd p = {.fd = fd, .events = POLLOUT};
+            int ms = (int)(timeout_ns / 1000000u);
+            int rc = poll(&p, 1, ms > 0 ? ms : 1);
+            socklen_t len = sizeof err;
+            if (rc == 0)
+                err = ETIMEDOUT;
+            else if (rc < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+                err = errno;
+        }
+    }
+    close(fd);
+    if (err) {
+        fprintf(stderr, PROG ": cannot connect to %s: %s\n", ts->origin, strerror(err));
+        exit(1);
+    }
+}
+
+static int progress_shown;
+
+static void show_progress(const ap_load_progress *p, void *arg) {
+    (void)arg;
+    double p99 = (double)p->p99_ns / 1e6;
+    fprintf(stderr, "\r\033[K%s %5.1f s  %9.1f req/s  p99 %.2f ms  %llu done", p->warm ? "run" : "warmup",
+            p->elapsed_s, p->rps, p99, (unsigned long long)p->done);
+    fflush(stderr);
+    progress_shown = 1;
+}
+
+static void on_signal(int sig) {
+    (void)sig;
+    atomic_store(&ap_load_stop, 1);
+}
+
+enum { OPT_WARMUP = 256, OPT_BODY_FILE, OPT_URLS, OPT_BASE, OPT_TIMEOUT, OPT_CONNECT_TIMEOUT,
+       OPT_JSON, OPT_JSON_OUT, OPT_NO_PROGRESS };
+
+int main(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"connections", required_argument, NULL, 'c'},
+        {"threads", required_argument, NULL, 't'},
+        {"duration", required_argument, NULL, 'd'},
+        {"requests", required_argument, NULL, 'n'},
+        {"rate", required_argument, NULL, 'R'},
+        {"method", required_argument, NULL, 'm'},
+        {"header", required_argument, NULL, 'H'},
+        {"body", required_argument, NULL, 'b'},
+        {"help", no_argument, NULL, 'h'},
+        {"warmup", required_argument, NULL, OPT_WARMUP},
+        {"body-file", required_argument, NULL, OPT_BODY_FILE},
+        {"urls", required_argument, NULL, OPT_URLS},
+        {"base", required_argument, NULL, OPT_BASE},
+        {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT},
+        {"json", no_argument, NULL, OPT_JSON},
+        {"json-out", required_argument, NULL, OPT_JSON_OUT},
+        {"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
+        {NULL, 0, NULL, 0},
+    };
+    ap_targets ts;
+    ap_targets_init(&ts);
+    ap_load_config cfg = {.threads = 2, .connections = 10};
+    double duration = 0, warmup = 0, timeout = 10, connect_timeout = 3;
+    const char *method = NULL, *body = NULL, *body_file = NULL, *urls = NULL, *base = NULL;
+    const char *json_out = NULL;
+    int json = 0, no_progress = 0, threads_set = 0;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, ":c:t:d:n:R:m:H:b:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            cfg.connections = (unsigned)parse_count("--connections", optarg, 100000);
+            break;
+        case 't':
+            cfg.threads = (unsigned)parse_count("--threads", optarg, 256);
+            threads_set = 1;
+            break;
+        case 'd':
+            duration = parse_seconds("--duration", optarg, 0.001, 86400);
+            break;
+        case 'n':
+            cfg.requests = parse_count("--requests", optarg, UINT64_C(1) << 48);
+            break;
+        case 'R':
+            cfg.rate = parse_seconds("--rate", optarg, 0.001, 1e8);
+            break;
+        case 'm':
+            method = optarg;
+            break;
+        case 'H':
+            if (ap_targets_header(&ts, optarg) < 0)
+                usage_error("%s", ap_err_msg());
+            break;
+        case 'b':
+            body = optarg;
+            break;
+        case 'h':
+            fputs(usage_text, stdout);
+            return 0;
+        case OPT_WARMUP:
+            warmup = parse_seconds("--warmup", optarg, 0, 86400);
+            break;
+        case OPT_BODY_FILE:
+            body_file = optarg;
+            break;
+        case OPT_URLS:
+            urls = optarg;
+            break;
+        case OPT_BASE:
+            base = optarg;
+            break;
+        case OPT_TIMEOUT:
+            timeout = parse_seconds("--timeout", optarg, 0.001, 86400);
+            break;
+        case OPT_CONNECT_TIMEOUT:
+            connect_timeout = parse_seconds("--connect-timeout", optarg, 0.001, 86400);
+            break;
+        case OPT_JSON:
+            json = 1;
+            break;
+        case OPT_JSON_OUT:
+            json_out = optarg;
+            break;
+        case OPT_NO_PROGRESS:
+            no_progress = 1;
+            break;
+        case ':':
+            usage_error("%s needs a value", argv[optind - 1]);
+            break;
+        default:
+            usage_error("unknown option %s", argv[optind - 1]);
+        }
+    }
+    int npos = argc - optind;
+    if (urls == NULL && npos != 1)
+        usage_error("%s", npos ? "give one URL (or --urls FILE)" : "no URL given");
+    if (urls != NULL && npos != 0)
+        usage_error("give either a URL or --urls FILE, not both (got '%s')", argv[optind]);
+    if (duration > 0 && cfg.requests)
+        usage_error("%s", "--duration and --requests exclude each other");
+    if (body && body_file)
+        usage_error("%s", "--body and --body-file exclude each other");
+    if (!cfg.requests && duration == 0)
+        duration = 10;
+    if (cfg.threads > cfg.connections) {
+        if (threads_set)
+            usage_error("%s", "--threads must not exceed --connections");
+        cfg.threads = cfg.connections;
+    }
+    char *file_body = NULL;
+    size_t body_len = body ? strlen(body) : 0;
+    if (body_file) {
+        file_body = read_file(body_file, &body_len);
+        if (file_body == NULL) {
+            fprintf(stderr, PROG ": %s: %s\n", body_file, strerror(errno));
+            return 2;
+        }
+        body = file_body;
+    }
+    if (urls) {
+        if (body)
+            usage_error("%s", "--body applies to a single URL; put bodies in the URL file");
+        if (ap_targets_load_file(&ts, urls, base, method) < 0) {
+            fprintf(stderr, PROG ": %s\n", ap_err_msg());
+            return 2;
+        }
+    } else if (ap_targets_add(&ts, base, 1, method, argv[optind], body, body_len) < 0) {
+        usage_error("%s", ap_err_msg());
+    }
+    free(file_body);
+    if (ap_targets_finish(&ts) < 0) {
+        fprintf(stderr, PROG ": %s\n", ap_err_msg());
+        return ap_err_code() == AP_ENOTFOUND ? 1 : 2;
+    }
+    cfg.targets = &ts;
+    cfg.duration_ns = cfg.requests ? 0 : (uint64_t)(duration * 1e9);
+    cfg.warmup_ns = (uint64_t)(warmup * 1e9);
+    cfg.timeout_ns = (uint64_t)(timeout * 1e9);
+    cfg.connect_timeout_ns = (uint64_t)(connect_timeout * 1e9);
+    cfg.progress = !no_progress && isatty(STDERR_FILENO);
+    FILE *jf = NULL;
+    if (json_out && (jf = fopen(json_out, "w")) == NULL) {
+        fprintf(stderr, PROG ": %s: %s\n", json_out, strerror(errno));
+        return 2;
+    }
+
+    preflight(&ts, cfg.connect_timeout_ns);
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    ap_load_result res;
+    if (ap_load_run(&cfg, &res, show_progress, NULL) < 0) {
+        if (progress_shown)
+            fprintf(stderr, "\r\033[K");
+        fatal(ap_err_msg());
+    }
+    if (progress_shown)
+        fprintf(stderr, "\r\033[K");
+    int rc = json ? ap_report_json(stdout, &cfg, &res) : ap_report_text(stdout, &cfg, &res);
+    if (rc == 0 && jf) {
+        rc = ap_report_json(jf, &cfg, &res);
+        if (fclose(jf) != 0)
+            rc = ap_err_set(AP_EIO, "%s: write failed", json_out);
+    }
+    ap_load_result_free(&res);
+    ap_targets_free(&ts);
+    if (rc < 0)
+        fatal(ap_err_msg());
+    return atomic_load(&ap_load_stop) ? 130 : 0;
+}
