@@ -90,6 +90,7 @@ typedef struct tstate {
     tframe *stack;        /* stack[0] is the root of tree */
     size_t depth, cap;
     unsigned long ident;
+    uint64_t thread_serial;   /* tls_thread_serial of its thread */
     int named;
     struct tstate *next;
 } tstate;
@@ -118,6 +119,10 @@ static uint64_t next_serial = 1;
 
 static _Thread_local uint64_t tls_gen;
 static _Thread_local tstate *tls_ts;
+/* A number given to each OS thread at its first event, never reused (thread
+ * idents are): an earlier start()'s state is reused only by the same thread. */
+static _Thread_local uint64_t tls_thread_serial;
+static uint64_t next_thread_serial = 1;
 
 #if !AP_MONITORING
 static int op_resume = -1, op_yield = -1;
@@ -357,8 +362,10 @@ static void name_thread(TracerObject *t, tstate *ts) {
 static tstate *tstate_new(TracerObject *t) {
     unsigned long ident = PyThread_get_thread_ident();
     tstate *ts = NULL;
+    if (tls_thread_serial == 0)
+        tls_thread_serial = next_thread_serial++;
     for (tstate *x = t->threads_list; x != NULL; x = x->next) {
-        if (x->ident == ident) {
+        if (x->thread_serial == tls_thread_serial) {
             ts = x;   /* a thread traced in an earlier start(): same tree */
             break;
         }
@@ -382,6 +389,7 @@ static tstate *tstate_new(TracerObject *t) {
         }
         ts->cap = STACK_INITIAL;
         ts->ident = ident;
+        ts->thread_serial = tls_thread_serial;
         ts->next = t->threads_list;
         t->threads_list = ts;
     }
@@ -560,6 +568,15 @@ static inline void on_c_exit(TracerObject *t, PyObject *callable, uint64_t now) 
 /* ---- 3.12+: sys.monitoring callbacks ------------------------------------------------- */
 
 static PyObject *g_disable;   /* sys.monitoring.DISABLE; strong */
+/* Whether a callback returned DISABLE since the last restart_events(): the
+ * locations it disabled stay disabled for the tool id, so the next start()
+ * (whose filters may differ) must re-enable them. */
+static int g_disabled_any;
+
+static inline PyObject *disable(void) {
+    g_disabled_any = 1;
+    return Py_NewRef(g_disable);
+}
 
 /* The running interpreter frame: identifies a coroutine for its lifetime. */
 static const void *current_iframe(void) {
@@ -599,7 +616,7 @@ static PyObject *mon_enter(PyObject *code, int start, int can_disable) {
         }
     }
     if (rec->excluded)
-        return can_disable ? Py_NewRef(g_disable) : Py_NewRef(Py_None);
+        return can_disable ? disable() : Py_NewRef(Py_None);
     on_py_enter(t, rec, (PyCodeObject *)code, rec->awaits ? current_iframe() : NULL, start, now);
     Py_RETURN_NONE;
 }
@@ -613,7 +630,7 @@ static PyObject *mon_exit(PyObject *code, int yield, int can_disable) {
     if (rec == NULL)
         Py_RETURN_NONE;
     if (rec->excluded)
-        return can_disable ? Py_NewRef(g_disable) : Py_NewRef(Py_None);
+        return can_disable ? disable() : Py_NewRef(Py_None);
     on_py_exit(t, rec, (PyCodeObject *)code, yield && rec->awaits ? current_iframe() : NULL, yield,
                now);
     Py_RETURN_NONE;
@@ -743,6 +760,13 @@ static int install_hooks(TracerObject *t) {
     if (r == NULL)
         goto err_tool;
     Py_DECREF(r);
+    if (g_disabled_any) {
+        r = PyObject_CallMethod(mon, "restart_events", NULL);
+        if (r == NULL)
+            goto err_tool;
+        Py_DECREF(r);
+        g_disabled_any = 0;
+    }
     return 0;
 err:
     Py_XDECREF(events);
