@@ -10,9 +10,8 @@ import sys
 import threading
 import time
 
-import pytest
-
 import apiprof
+import pytest
 from apiprof import _core
 
 # ---- a known call graph --------------------------------------------------------------

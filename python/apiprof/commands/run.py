@@ -1,4 +1,4 @@
-"""``apiprof run``: run a script or module (``-m``) under the function tracer and write its profile."""
+"""``apiprof run``: run a script or ``-m`` module under the function tracer; write its profile."""
 
 from __future__ import annotations
 
@@ -65,10 +65,8 @@ def _execute(kind: str, argv: list[str]) -> int:
     sys.argv[:] = argv
     try:
         if kind == "module":
-            sys.path.insert(0, os.getcwd())
             runpy.run_module(argv[0], run_name="__main__", alter_sys=True)
         else:
-            sys.path.insert(0, os.path.dirname(os.path.abspath(argv[0])))
             runpy.run_path(argv[0], run_name="__main__")
     except SystemExit as e:
         if e.code is None:
@@ -98,6 +96,9 @@ def _importable(module: str) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     kind, argv, name = _program(args)
+    # sys.path[0] as python sets it: the current directory for -m, else the script's.
+    first = os.getcwd() if kind == "module" else os.path.dirname(os.path.abspath(argv[0]))
+    sys.path[0:1] = [first]
     if kind == "module" and not _importable(name):
         raise UsageError(f"no module named {name!r}")
     output = os.path.abspath(args.output or f"{name}.apiprof")
