@@ -666,12 +666,23 @@ static PyObject *cb_py_unwind(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     return n >= 1 ? mon_exit(a[0], 0, 0) : Py_NewRef(Py_None);
 }
 
-/* CALL: (code, offset, callable, arg0) */
+/* CALL: (code, offset, callable, arg0).  CALL fires for every call, Python
+ * ones included, and dispatching it costs more than the rest of a traced
+ * call; PY_START already sees Python functions.  So a call site that calls a
+ * Python function (or a bound method of one) is disabled for this tool:
+ * monomorphic Python call sites then cost nothing, and a site that calls
+ * builtins keeps being watched.  The price: a builtin called later from a
+ * site that has called a Python function is not recorded. */
 static PyObject *cb_call(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     (void)m;
     TracerObject *t = active;
-    if (t != NULL && n >= 3)
-        on_c_enter(t, a[2], clock_now(t));
+    if (t == NULL || n < 3)
+        Py_RETURN_NONE;
+    PyObject *callable = a[2];
+    if (PyFunction_Check(callable) ||
+        (PyMethod_Check(callable) && PyFunction_Check(PyMethod_GET_FUNCTION(callable))))
+        return disable();
+    on_c_enter(t, callable, clock_now(t));
     Py_RETURN_NONE;
 }
 
