@@ -6,6 +6,8 @@ Workloads: fib(25), Towers of Hanoi, a template-rendering-like pure-Python workl
 FastAPI request loop through httpx.ASGITransport. Each rep runs every tool on every
 workload in turn (same process, same minute); the median of the reps is reported, with the
 overhead ratio to the baseline and apiprof's extra time as a fraction of cProfile's.
+"hooks-only" is apiprof with every function filtered out: what the interpreter charges
+for delivering events to any hook, before the profiler does any work.
 yappi and pyinstrument are installed into the running interpreter's environment with pip
 if they are missing (they are benchmark peers, not dependencies of apiprof).
 """
@@ -165,6 +167,17 @@ def run_apiprof(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
+def run_apiprof_floor(fn: Callable[[], Any]) -> float:
+    """apiprof's hooks installed with every function filtered out: the interpreter's
+    cost of delivering the events (3.11: the profile hook; 3.12+: DISABLEd locations)."""
+    p = apiprof.Profiler(include=["<nothing>"], builtins=False)
+    t0 = time.perf_counter()
+    p.start()
+    fn()
+    p.stop()
+    return time.perf_counter() - t0
+
+
 def run_cprofile(fn: Callable[[], Any]) -> float:
     p = cProfile.Profile()
     t0 = time.perf_counter()
@@ -199,7 +212,8 @@ def run_pyinstrument(fn: Callable[[], Any]) -> float:
 
 
 TOOLS: dict[str, Callable[[Callable[[], Any]], float]] = {
-    "baseline": run_baseline, "apiprof": run_apiprof, "cProfile": run_cprofile,
+    "baseline": run_baseline, "apiprof": run_apiprof, "hooks-only": run_apiprof_floor,
+    "cProfile": run_cprofile,
     "yappi": run_yappi, "pyinstrument": run_pyinstrument,
 }
 
