@@ -588,8 +588,15 @@ static const void *current_iframe(void) {
 #endif
 }
 
+/* The record of code: fast path inline; at first sight the module name
+ * comes from the globals of the frame the event fires in (code's own). */
 static inline code_rec *mon_rec(TracerObject *t, PyObject *code) {
-    code_rec *rec = code_rec_get(t, (PyCodeObject *)code, NULL);
+    void *extra = NULL;
+    if (code_get_extra(code, extra_index, &extra) == 0 && extra != NULL &&
+        ((code_rec *)extra)->serial == t->serial)
+        return extra;
+    PyErr_Clear();
+    code_rec *rec = code_rec_get(t, (PyCodeObject *)code, PyEval_GetGlobals());
     if (rec == NULL)
         hook_fail(t, "code");
     return rec;
@@ -601,20 +608,9 @@ static PyObject *mon_enter(PyObject *code, int start, int can_disable) {
     if (t == NULL)
         Py_RETURN_NONE;
     uint64_t now = clock_now(t);
-    void *extra = NULL;
-    code_rec *rec;
-    if (code_get_extra(code, extra_index, &extra) == 0 && extra != NULL &&
-        ((code_rec *)extra)->serial == t->serial) {
-        rec = extra;
-    } else {
-        PyErr_Clear();
-        /* First sight: the module name comes from the starting frame's globals. */
-        rec = code_rec_get(t, (PyCodeObject *)code, PyEval_GetGlobals());
-        if (rec == NULL) {
-            hook_fail(t, "code");
-            Py_RETURN_NONE;
-        }
-    }
+    code_rec *rec = mon_rec(t, code);
+    if (rec == NULL)
+        Py_RETURN_NONE;
     if (rec->excluded)
         return can_disable ? disable() : Py_NewRef(Py_None);
     on_py_enter(t, rec, (PyCodeObject *)code, rec->awaits ? current_iframe() : NULL, start, now);
