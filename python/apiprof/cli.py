@@ -13,6 +13,8 @@ from .errors import UsageError
 
 # Command name -> module in apiprof.commands, in the order `apiprof --help` lists them.
 COMMANDS: dict[str, str] = {
+    "run": "run",
+    "report": "report",
     "bench": "bench",
 }
 

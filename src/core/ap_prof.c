@@ -1,0 +1,744 @@
+/* ap_prof.c -- the profile model: interning, trees, merge, the pstats-semantics function table. */
+#include "ap_prof.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ap_err.h"
+#include "ap_prof_int.h"
+
+static const char *const metric_names[AP_M_COUNT] = {
+    "calls", "primitive_calls", "self_ns", "total_ns", "cpu_ns", "await_ns",
+    "await_net_ns", "await_file_ns", "await_db_ns", "await_lock_ns", "await_timer_ns",
+    "samples", "alloc_bytes", "alloc_count", "live_bytes",
+};
+
+const char *ap_metric_name(unsigned m) {
+    return m < AP_M_COUNT ? metric_names[m] : NULL;
+}
+
+/* Grow *arr (of *cap elements of size sz) to hold at least need elements. */
+int ap_prof_grow(void **arr, size_t *cap, size_t need, size_t sz) {
+    if (need <= *cap)
+        return 0;
+    size_t n = *cap ? *cap : 16;
+    while (n < need)
+        n *= 2;
+    if (n > SIZE_MAX / sz)
+        return ap_err_set(AP_ENOMEM, "profile: array of %zu elements is too large", n);
+    void *p = realloc(*arr, n * sz);
+    if (p == NULL)
+        return ap_err_set(AP_ENOMEM, "profile: out of memory (%zu elements)", n);
+    *arr = p;
+    *cap = n;
+    return 0;
+}
+
+#define GROW(arr, cap, need) ap_prof_grow((void **)&(arr), &(cap), (need), sizeof *(arr))
+
+/* ---- profile ------------------------------------------------------------------ */
+
+ap_prof *ap_prof_new(void) {
+    ap_prof *p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        ap_err_set(AP_ENOMEM, "profile: out of memory");
+        return NULL;
+    }
+    ap_arena_init(&p->arena, 0);
+    if (ap_prof_intern(p, "", 0) != 0)
+        goto err;
+    ap_frame root = {0, 0, 0, 0, 0, AP_FRAME_ROOT};
+    if (ap_prof_frame_intern(p, &root) != 0)
+        goto err;
+    return p;
+err:
+    ap_prof_free(p);
+    return NULL;
+}
+
+static void tree_free(ap_tree *t) {
+    ap_arena_free(&t->arena);
+    ap_map_free(&t->index);
+    free(t->nodes);
+    free(t->labels);
+    free(t);
+}
+
+void ap_prof_free(ap_prof *p) {
+    if (p == NULL)
+        return;
+    for (size_t i = 0; i < p->ntrees; i++)
+        tree_free(p->trees[i]);
+    free(p->trees);
+    free(p->strs);
+    free(p->str_len);
+    free(p->str_next);
+    free(p->frames);
+    free(p->frame_next);
+    free(p->meta);
+    ap_map_free(&p->str_index);
+    ap_map_free(&p->frame_index);
+    ap_arena_free(&p->arena);
+    free(p);
+}
+
+/* ---- strings ------------------------------------------------------------------ */
+
+ap_str_id ap_prof_intern(ap_prof *p, const char *s, size_t len) {
+    assert(s != NULL || len == 0);
+    uint64_t h = ap_hash_bytes(s, len);
+    uint64_t *head = ap_map_get(&p->str_index, h);
+    if (head != NULL) {
+        for (uint32_t id = (uint32_t)*head; id != AP_NONE; id = p->str_next[id])
+            if (p->str_len[id] == len && memcmp(p->strs[id], s, len) == 0)
+                return id;
+    }
+    if (p->nstrs >= AP_NONE - 1) {
+        ap_err_set(AP_EFULL, "profile: too many strings");
+        return AP_NONE;
+    }
+    size_t cap1 = p->str_cap, cap2 = p->str_cap, cap3 = p->str_cap;
+    if (GROW(p->strs, cap1, p->nstrs + 1) || GROW(p->str_len, cap2, p->nstrs + 1) ||
+        GROW(p->str_next, cap3, p->nstrs + 1))
+        return AP_NONE;
+    p->str_cap = cap1 < cap2 ? (cap1 < cap3 ? cap1 : cap3) : (cap2 < cap3 ? cap2 : cap3);
+    char *copy = ap_arena_strdup(&p->arena, s, len);
+    if (copy == NULL)
+        return AP_NONE;
+    uint32_t id = (uint32_t)p->nstrs;
+    int inserted;
+    uint64_t *slot = ap_map_upsert(&p->str_index, h, id, &inserted);
+    if (slot == NULL)
+        return AP_NONE;
+    p->str_next[id] = inserted ? AP_NONE : (uint32_t)*slot;
+    *slot = id;
+    p->strs[id] = copy;
+    p->str_len[id] = len;
+    p->nstrs++;
+    return id;
+}
+
+const char *ap_prof_str(const ap_prof *p, ap_str_id id) {
+    return id < p->nstrs ? p->strs[id] : "";
+}
+
+size_t ap_prof_nstrs(const ap_prof *p) {
+    return p->nstrs;
+}
+
+/* ---- frames ------------------------------------------------------------------- */
+
+static int frame_eq(const ap_frame *a, const ap_frame *b) {
+    return a->name == b->name && a->qualname == b->qualname && a->file == b->file &&
+           a->line == b->line && a->lineno == b->lineno && a->kind == b->kind;
+}
+
+ap_frame_id ap_prof_frame_intern(ap_prof *p, const ap_frame *f) {
+    uint32_t words[6] = {f->name, f->qualname, f->file, f->line, f->lineno, f->kind};
+    uint64_t h = ap_hash_bytes(words, sizeof words);
+    uint64_t *head = ap_map_get(&p->frame_index, h);
+    if (head != NULL) {
+        for (uint32_t id = (uint32_t)*head; id != AP_NONE; id = p->frame_next[id])
+            if (frame_eq(&p->frames[id], f))
+                return id;
+    }
+    if (p->nframes >= AP_NONE - 1) {
+        ap_err_set(AP_EFULL, "profile: too many frames");
+        return AP_NONE;
+    }
+    size_t c1 = p->frame_cap, c2 = p->frame_cap;
+    if (GROW(p->frames, c1, p->nframes + 1) || GROW(p->frame_next, c2, p->nframes + 1))
+        return AP_NONE;
+    p->frame_cap = c1 < c2 ? c1 : c2;
+    uint32_t id = (uint32_t)p->nframes;
+    int inserted;
+    uint64_t *slot = ap_map_upsert(&p->frame_index, h, id, &inserted);
+    if (slot == NULL)
+        return AP_NONE;
+    p->frame_next[id] = inserted ? AP_NONE : (uint32_t)*slot;
+    *slot = id;
+    p->frames[id] = *f;
+    p->nframes++;
+    return id;
+}
+
+const ap_frame *ap_prof_frame(const ap_prof *p, ap_frame_id id) {
+    return id < p->nframes ? &p->frames[id] : NULL;
+}
+
+size_t ap_prof_nframes(const ap_prof *p) {
+    return p->nframes;
+}
+
+ap_frame_id ap_prof_func_frame(ap_prof *p, ap_frame_id id) {
+    if (id >= p->nframes) {
+        ap_err_set(AP_EINVAL, "profile: no frame %u", id);
+        return AP_NONE;
+    }
+    if (p->frames[id].lineno == 0)
+        return id;
+    ap_frame f = p->frames[id];
+    f.lineno = 0;
+    return ap_prof_frame_intern(p, &f);
+}
+
+/* ---- metadata ------------------------------------------------------------------- */
+
+int ap_prof_meta_set(ap_prof *p, const char *key, const char *val) {
+    char *v = ap_arena_strdup(&p->arena, val, strlen(val));
+    if (v == NULL)
+        return -1;
+    for (size_t i = 0; i < p->nmeta; i++) {
+        if (strcmp(p->meta[i].key, key) == 0) {
+            p->meta[i].val = v;
+            return 0;
+        }
+    }
+    char *k = ap_arena_strdup(&p->arena, key, strlen(key));
+    if (k == NULL || GROW(p->meta, p->meta_cap, p->nmeta + 1))
+        return -1;
+    p->meta[p->nmeta].key = k;
+    p->meta[p->nmeta].val = v;
+    p->nmeta++;
+    return 0;
+}
+
+const char *ap_prof_meta_get(const ap_prof *p, const char *key) {
+    for (size_t i = 0; i < p->nmeta; i++)
+        if (strcmp(p->meta[i].key, key) == 0)
+            return p->meta[i].val;
+    return NULL;
+}
+
+size_t ap_prof_nmeta(const ap_prof *p) {
+    return p->nmeta;
+}
+
+void ap_prof_meta_at(const ap_prof *p, size_t i, const char **key, const char **val) {
+    assert(i < p->nmeta);
+    *key = p->meta[i].key;
+    *val = p->meta[i].val;
+}
+
+/* ---- trees ---------------------------------------------------------------------- */
+
+/* A node with zero metrics appended to t; NULL with AP_ENOMEM. */
+static ap_node *node_add(ap_tree *t, ap_node *parent, ap_frame_id frame) {
+    if (t->nnodes >= AP_NONE - 1) {
+        ap_err_set(AP_EFULL, "profile: too many nodes in one tree");
+        return NULL;
+    }
+    if (GROW(t->nodes, t->node_cap, t->nnodes + 1))
+        return NULL;
+    ap_node *n = ap_arena_calloc(&t->arena, sizeof *n);
+    if (n == NULL)
+        return NULL;
+    n->id = (ap_node_id)t->nnodes;
+    n->frame = frame;
+    n->parent = parent ? parent->id : AP_NONE;
+    n->up = parent;
+    t->nodes[t->nnodes++] = n;
+    return n;
+}
+
+ap_tree *ap_prof_tree_new(ap_prof *p, const ap_label *labels, size_t nlabels) {
+    if (GROW(p->trees, p->tree_cap, p->ntrees + 1))
+        return NULL;
+    ap_tree *t = calloc(1, sizeof *t);
+    if (t == NULL) {
+        ap_err_set(AP_ENOMEM, "profile: out of memory");
+        return NULL;
+    }
+    t->prof = p;
+    ap_arena_init(&t->arena, 0);
+    if (node_add(t, NULL, 0) == NULL)
+        goto err;
+    for (size_t i = 0; i < nlabels; i++)
+        if (ap_tree_label_set(t, labels[i].key, labels[i].val) != 0)
+            goto err;
+    p->trees[p->ntrees++] = t;
+    return t;
+err:
+    tree_free(t);
+    return NULL;
+}
+
+int ap_tree_label_set(ap_tree *t, ap_str_id key, ap_str_id val) {
+    for (size_t i = 0; i < t->nlabels; i++) {
+        if (t->labels[i].key == key) {
+            t->labels[i].val = val;
+            return 0;
+        }
+    }
+    if (GROW(t->labels, t->label_cap, t->nlabels + 1))
+        return -1;
+    t->labels[t->nlabels].key = key;
+    t->labels[t->nlabels].val = val;
+    t->nlabels++;
+    return 0;
+}
+
+ap_node *ap_tree_root(ap_tree *t) {
+    return t->nodes[0];
+}
+
+/* Parents with more children than this are looked up in t->index. */
+#define CHILD_SCAN_MAX 8
+
+static uint64_t child_key(const ap_node *parent, ap_frame_id frame) {
+    return ((uint64_t)parent->id << 32) | frame;
+}
+
+ap_node *ap_tree_child(ap_tree *t, ap_node *parent, ap_frame_id frame) {
+    ap_node *c = NULL;
+    if (parent->nchildren <= CHILD_SCAN_MAX) {
+        for (c = parent->first_child; c != NULL; c = c->next_sibling)
+            if (c->frame == frame)
+                break;
+    } else {
+        uint64_t *v = ap_map_get(&t->index, child_key(parent, frame));
+        if (v != NULL)
+            c = t->nodes[*v];
+    }
+    if (c == NULL) {
+        c = node_add(t, parent, frame);
+        if (c == NULL)
+            return NULL;
+        if (ap_map_put(&t->index, child_key(parent, frame), c->id) != 0) {
+            t->nnodes--;   /* the arena keeps the bytes; the id is reused */
+            return NULL;
+        }
+        c->next_sibling = parent->first_child;
+        parent->first_child = c;
+        parent->nchildren++;
+    }
+    parent->mru = c;
+    return c;
+}
+
+size_t ap_prof_ntrees(const ap_prof *p) {
+    return p->ntrees;
+}
+
+ap_tree *ap_prof_tree_at(const ap_prof *p, size_t i) {
+    return i < p->ntrees ? p->trees[i] : NULL;
+}
+
+size_t ap_tree_nlabels(const ap_tree *t) {
+    return t->nlabels;
+}
+
+ap_label ap_tree_label_at(const ap_tree *t, size_t i) {
+    assert(i < t->nlabels);
+    return t->labels[i];
+}
+
+ap_str_id ap_tree_label_get(const ap_tree *t, ap_str_id key) {
+    for (size_t i = 0; i < t->nlabels; i++)
+        if (t->labels[i].key == key)
+            return t->labels[i].val;
+    return AP_NONE;
+}
+
+size_t ap_tree_nnodes(const ap_tree *t) {
+    return t->nnodes;
+}
+
+const ap_node *ap_tree_node(const ap_tree *t, ap_node_id id) {
+    return id < t->nnodes ? t->nodes[id] : NULL;
+}
+
+const ap_node *ap_node_first_child(const ap_node *n) {
+    return n->first_child;
+}
+
+const ap_node *ap_node_next_sibling(const ap_node *n) {
+    return n->next_sibling;
+}
+
+/* ---- derived metrics -------------------------------------------------------------- */
+
+/* func[f] = function-level frame of every frame f (interning as needed).
+ * Returns a malloc'd array of ap_prof_nframes(p) ids (counted after the
+ * interning), or NULL with AP_ENOMEM. */
+static ap_frame_id *func_frames(ap_prof *p, size_t *n_out) {
+    size_t n = p->nframes;
+    for (size_t i = 0; i < n; i++)
+        if (p->frames[i].lineno != 0 && ap_prof_func_frame(p, (ap_frame_id)i) == AP_NONE)
+            return NULL;
+    n = p->nframes;
+    ap_frame_id *func = malloc((n ? n : 1) * sizeof *func);
+    if (func == NULL) {
+        ap_err_set(AP_ENOMEM, "profile: out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++)
+        func[i] = ap_prof_func_frame(p, (ap_frame_id)i);
+    *n_out = n;
+    return func;
+}
+
+/* Depth-first walk of a tree calling enter(node) before its children and
+ * leave(node) after them.  Iterative (trees can be deep).  0 / -1 ENOMEM. */
+typedef struct walk_stack {
+    const ap_node **items;
+    size_t len, cap;
+} walk_stack;
+
+static int tree_walk(const ap_tree *t, walk_stack *ws, void (*enter)(const ap_node *, void *),
+                     void (*leave)(const ap_node *, void *), void *arg) {
+    ws->len = 0;
+    const ap_node *n = t->nodes[0];
+    for (;;) {
+        enter(n, arg);
+        if (n->first_child != NULL) {
+            if (GROW(ws->items, ws->cap, ws->len + 1))
+                return -1;
+            ws->items[ws->len++] = n;
+            n = n->first_child;
+            continue;
+        }
+        leave(n, arg);
+        while (n->next_sibling == NULL) {
+            if (ws->len == 0)
+                return 0;
+            n = ws->items[--ws->len];
+            leave(n, arg);
+        }
+        n = n->next_sibling;
+    }
+}
+
+typedef struct finish_ctx {
+    const ap_frame_id *func;
+    uint32_t *active;   /* per function-level frame: occurrences on the path */
+} finish_ctx;
+
+static void finish_enter(const ap_node *n, void *arg) {
+    finish_ctx *c = arg;
+    ap_frame_id f = c->func[n->frame];
+    ((ap_node *)n)->m[AP_M_PRIM_CALLS] = c->active[f] == 0 ? n->m[AP_M_CALLS] : 0;
+    c->active[f]++;
+}
+
+static void finish_leave(const ap_node *n, void *arg) {
+    finish_ctx *c = arg;
+    c->active[c->func[n->frame]]--;
+}
+
+int ap_prof_finish(ap_prof *p) {
+    size_t nf;
+    ap_frame_id *func = func_frames(p, &nf);
+    if (func == NULL)
+        return -1;
+    finish_ctx c = {func, calloc(nf, sizeof(uint32_t))};
+    walk_stack ws = {0};
+    int rc = 0;
+    if (c.active == NULL) {
+        rc = ap_err_set(AP_ENOMEM, "profile: out of memory");
+    } else {
+        for (size_t i = 0; i < p->ntrees && rc == 0; i++)
+            rc = tree_walk(p->trees[i], &ws, finish_enter, finish_leave, &c);
+    }
+    free(ws.items);
+    free(c.active);
+    free(func);
+    return rc;
+}
+
+/* ---- merge ------------------------------------------------------------------------- */
+
+ap_prof *ap_prof_merge(const ap_prof *p, int (*keep)(const ap_tree *t, void *arg), void *arg) {
+    ap_prof *m = ap_prof_new();
+    ap_node **map = NULL;
+    size_t map_cap = 0;
+    if (m == NULL)
+        return NULL;
+    for (size_t i = 1; i < p->nstrs; i++)
+        if (ap_prof_intern(m, p->strs[i], p->str_len[i]) != i)
+            goto err;
+    for (size_t i = 1; i < p->nframes; i++)
+        if (ap_prof_frame_intern(m, &p->frames[i]) != i)
+            goto err;
+    for (size_t i = 0; i < p->nmeta; i++)
+        if (ap_prof_meta_set(m, p->meta[i].key, p->meta[i].val) != 0)
+            goto err;
+    ap_tree *out = ap_prof_tree_new(m, NULL, 0);
+    if (out == NULL)
+        goto err;
+    int first = 1;
+    for (size_t ti = 0; ti < p->ntrees; ti++) {
+        const ap_tree *t = p->trees[ti];
+        if (keep != NULL && !keep(t, arg))
+            continue;
+        if (first) {
+            for (size_t i = 0; i < t->nlabels; i++)
+                if (ap_tree_label_set(out, t->labels[i].key, t->labels[i].val) != 0)
+                    goto err;
+            first = 0;
+        } else {
+            for (size_t i = 0; i < out->nlabels;) {
+                if (ap_tree_label_get(t, out->labels[i].key) != out->labels[i].val)
+                    out->labels[i] = out->labels[--out->nlabels];
+                else
+                    i++;
+            }
+        }
+        if (GROW(map, map_cap, t->nnodes))
+            goto err;
+        map[0] = out->nodes[0];
+        for (size_t id = 0; id < t->nnodes; id++) {
+            const ap_node *n = t->nodes[id];
+            ap_node *dst = id == 0 ? map[0] : ap_tree_child(out, map[n->parent], n->frame);
+            if (dst == NULL)
+                goto err;
+            map[id] = dst;
+            for (unsigned k = 0; k < AP_M_COUNT; k++)
+                dst->m[k] += n->m[k];
+        }
+    }
+    free(map);
+    return m;
+err:
+    free(map);
+    ap_prof_free(m);
+    return NULL;
+}
+
+/* ---- function table ------------------------------------------------------------------ */
+
+typedef struct ft_ctx {
+    const ap_frame_id *func;    /* frame -> function-level frame */
+    uint32_t *row_of;           /* function-level frame -> row, AP_NONE if none yet */
+    ap_func_row *rows;
+    size_t nrows, rows_cap;
+    ap_func_edge *edges;
+    size_t nedges, edges_cap;
+    ap_map edge_index;          /* caller row << 32 | callee row -> edge */
+    uint32_t *active_row;       /* per row: occurrences on the current path */
+    size_t active_row_cap;
+    uint32_t *active_edge;      /* per edge */
+    size_t active_edge_cap;
+    walk_stack path;            /* edge index of each node on the path, as pointers */
+    uint32_t *edge_path;
+    size_t edge_path_len, edge_path_cap;
+    int failed;
+} ft_ctx;
+
+static uint32_t ft_row(ft_ctx *c, ap_frame_id frame) {
+    ap_frame_id f = c->func[frame];
+    if (c->row_of[f] != AP_NONE)
+        return c->row_of[f];
+    if (GROW(c->rows, c->rows_cap, c->nrows + 1) ||
+        GROW(c->active_row, c->active_row_cap, c->nrows + 1))
+        return AP_NONE;
+    ap_func_row *r = &c->rows[c->nrows];
+    memset(r, 0, sizeof *r);
+    r->frame = f;
+    c->active_row[c->nrows] = 0;
+    c->row_of[f] = (uint32_t)c->nrows;
+    return (uint32_t)c->nrows++;
+}
+
+static uint32_t ft_edge(ft_ctx *c, uint32_t caller, uint32_t callee) {
+    int inserted;
+    uint64_t *v = ap_map_upsert(&c->edge_index, ((uint64_t)caller << 32) | callee, c->nedges,
+                                &inserted);
+    if (v == NULL)
+        return AP_NONE;
+    if (!inserted)
+        return (uint32_t)*v;
+    if (GROW(c->edges, c->edges_cap, c->nedges + 1) ||
+        GROW(c->active_edge, c->active_edge_cap, c->nedges + 1)) {
+        ap_map_remove(&c->edge_index, ((uint64_t)caller << 32) | callee);
+        return AP_NONE;
+    }
+    ap_func_edge *e = &c->edges[c->nedges];
+    memset(e, 0, sizeof *e);
+    e->caller = caller;
+    e->callee = callee;
+    c->active_edge[c->nedges] = 0;
+    return (uint32_t)c->nedges++;
+}
+
+static void ft_enter(const ap_node *n, void *arg) {
+    ft_ctx *c = arg;
+    uint32_t edge = AP_NONE;
+    if (c->failed || n->id == 0)
+        goto push;
+    uint32_t r = ft_row(c, n->frame);
+    if (r == AP_NONE) {
+        c->failed = 1;
+        goto push;
+    }
+    ap_func_row *row = &c->rows[r];
+    const uint64_t *m = n->m;
+    int outer = c->active_row[r] == 0;
+    row->calls += m[AP_M_CALLS];
+    row->self_ns += m[AP_M_SELF_NS];
+    if (outer) {
+        row->prim_calls += m[AP_M_CALLS];
+        row->total_ns += m[AP_M_TOTAL_NS];
+        row->await_ns += m[AP_M_AWAIT_NS];
+    }
+    for (unsigned k = 0; k < AP_M_COUNT; k++)
+        row->m[k] += m[k];
+    c->active_row[r]++;
+    if (n->up != NULL && n->up->id != 0) {
+        uint32_t pr = c->row_of[c->func[n->up->frame]];
+        edge = ft_edge(c, pr, r);
+        if (edge == AP_NONE) {
+            c->failed = 1;
+            goto push;
+        }
+        ap_func_edge *e = &c->edges[edge];
+        e->calls += m[AP_M_CALLS];
+        e->self_ns += m[AP_M_SELF_NS];
+        if (c->active_edge[edge] == 0) {
+            e->prim_calls += m[AP_M_CALLS];
+            e->total_ns += m[AP_M_TOTAL_NS];
+        }
+        c->active_edge[edge]++;
+    }
+push:
+    if (GROW(c->edge_path, c->edge_path_cap, c->edge_path_len + 1)) {
+        c->failed = 1;
+        return;
+    }
+    c->edge_path[c->edge_path_len++] = edge;
+}
+
+static void ft_leave(const ap_node *n, void *arg) {
+    ft_ctx *c = arg;
+    if (c->edge_path_len == 0)
+        return;
+    uint32_t edge = c->edge_path[--c->edge_path_len];
+    if (c->failed || n->id == 0)
+        return;
+    c->active_row[c->row_of[c->func[n->frame]]]--;
+    if (edge != AP_NONE)
+        c->active_edge[edge]--;
+}
+
+static const ap_func_row *sort_rows_base;
+
+static int row_cmp(const void *a, const void *b) {
+    const ap_func_row *x = &sort_rows_base[*(const uint32_t *)a];
+    const ap_func_row *y = &sort_rows_base[*(const uint32_t *)b];
+    if (x->total_ns != y->total_ns)
+        return x->total_ns > y->total_ns ? -1 : 1;
+    return x->frame < y->frame ? -1 : x->frame > y->frame;
+}
+
+static int edge_cmp_in(const void *a, const void *b) {
+    const ap_func_edge *x = a, *y = b;
+    if (x->callee != y->callee)
+        return x->callee < y->callee ? -1 : 1;
+    return x->caller < y->caller ? -1 : x->caller > y->caller;
+}
+
+static int edge_cmp_out(const void *a, const void *b) {
+    const ap_func_edge *x = a, *y = b;
+    if (x->caller != y->caller)
+        return x->caller < y->caller ? -1 : 1;
+    return x->callee < y->callee ? -1 : x->callee > y->callee;
+}
+
+int ap_functab_build(ap_prof *p, int (*keep)(const ap_tree *t, void *arg), void *arg,
+                     ap_functab *ft) {
+    memset(ft, 0, sizeof *ft);
+    ft_ctx c;
+    memset(&c, 0, sizeof c);
+    size_t nf;
+    uint32_t *order = NULL, *rank = NULL;
+    ap_frame_id *func = func_frames(p, &nf);
+    if (func == NULL)
+        return -1;
+    c.func = func;
+    c.row_of = malloc(nf * sizeof *c.row_of);
+    if (c.row_of == NULL) {
+        ap_err_set(AP_ENOMEM, "profile: out of memory");
+        goto err;
+    }
+    memset(c.row_of, 0xff, nf * sizeof *c.row_of);
+    for (size_t i = 0; i < p->ntrees; i++) {
+        if (keep != NULL && !keep(p->trees[i], arg))
+            continue;
+        c.edge_path_len = 0;
+        if (tree_walk(p->trees[i], &c.path, ft_enter, ft_leave, &c) != 0 || c.failed)
+            goto err;
+    }
+    /* Sort rows, then renumber the edges' row indices and sort the edges. */
+    size_t nr = c.nrows;
+    order = malloc((nr ? nr : 1) * sizeof *order);
+    rank = malloc((nr ? nr : 1) * sizeof *rank);
+    ft->rows = malloc((nr ? nr : 1) * sizeof *ft->rows);
+    ft->edges_in = malloc((c.nedges ? c.nedges : 1) * sizeof *ft->edges_in);
+    ft->edges_out = malloc((c.nedges ? c.nedges : 1) * sizeof *ft->edges_out);
+    if (order == NULL || rank == NULL || ft->rows == NULL || ft->edges_in == NULL ||
+        ft->edges_out == NULL) {
+        ap_err_set(AP_ENOMEM, "profile: out of memory");
+        goto err;
+    }
+    for (size_t i = 0; i < nr; i++)
+        order[i] = (uint32_t)i;
+    sort_rows_base = c.rows;
+    qsort(order, nr, sizeof *order, row_cmp);
+    for (size_t i = 0; i < nr; i++) {
+        rank[order[i]] = (uint32_t)i;
+        ft->rows[i] = c.rows[order[i]];
+    }
+    for (size_t i = 0; i < c.nedges; i++) {
+        ap_func_edge e = c.edges[i];
+        e.caller = rank[e.caller];
+        e.callee = rank[e.callee];
+        ft->edges_in[i] = e;
+        ft->edges_out[i] = e;
+    }
+    qsort(ft->edges_in, c.nedges, sizeof *ft->edges_in, edge_cmp_in);
+    qsort(ft->edges_out, c.nedges, sizeof *ft->edges_out, edge_cmp_out);
+    for (size_t i = c.nedges; i-- > 0;) {
+        ap_func_row *in = &ft->rows[ft->edges_in[i].callee];
+        in->callers_first = (uint32_t)i;
+        in->ncallers++;
+        ap_func_row *out = &ft->rows[ft->edges_out[i].caller];
+        out->callees_first = (uint32_t)i;
+        out->ncallees++;
+    }
+    ft->nrows = nr;
+    ft->nedges = c.nedges;
+    free(order);
+    free(rank);
+    free(func);
+    free(c.row_of);
+    free(c.rows);
+    free(c.edges);
+    free(c.active_row);
+    free(c.active_edge);
+    free(c.path.items);
+    free(c.edge_path);
+    ap_map_free(&c.edge_index);
+    return 0;
+err:
+    free(order);
+    free(rank);
+    free(func);
+    free(c.row_of);
+    free(c.rows);
+    free(c.edges);
+    free(c.active_row);
+    free(c.active_edge);
+    free(c.path.items);
+    free(c.edge_path);
+    ap_map_free(&c.edge_index);
+    ap_functab_free(ft);
+    return -1;
+}
+
+void ap_functab_free(ap_functab *ft) {
+    free(ft->rows);
+    free(ft->edges_in);
+    free(ft->edges_out);
+    memset(ft, 0, sizeof *ft);
+}

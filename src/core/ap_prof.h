@@ -1,0 +1,305 @@
+/* ap_prof.h -- the profile model: calling-context trees of interned frames with a metric vector, labels, the function table. */
+#ifndef AP_PROF_H
+#define AP_PROF_H
+
+/* One model for every producer (tracer, line tracer, samplers, memory
+ * tracker, file reader) and every view (text/JSON/pstats reports, flame
+ * graphs, pprof, callgrind, ...).
+ *
+ *   ap_prof            a profile: strings, frames, metadata, and a list of trees
+ *    +- strings         interned UTF-8 strings, ids 0.. (id 0 is always "")
+ *    +- frames          interned (name, qualname, file, first line, line, kind)
+ *    +- trees           one calling-context tree per label set: a producer keeps
+ *                       one tree per thread (and, later, per task / route /
+ *                       request); readers merge them (ap_prof_merge) or walk
+ *                       them one by one
+ *        +- nodes       (parent, frame, metric vector); node 0 is the root,
+ *                       a synthetic node whose frame is AP_FRAME_ROOT; a
+ *                       parent always has a smaller id than its children
+ *
+ * Thread safety: none inside.  A profile has one writer at a time; the
+ * extension serialises its writers with the GIL.  Readers must not run
+ * concurrently with a writer.
+ *
+ * Errors follow ap_err.h: 0 / -1 or pointer / NULL with the thread-local
+ * error set; "can't fail" is said where it holds. */
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "ap_arena.h"
+#include "ap_map.h"
+
+/* ---- metrics ---------------------------------------------------------------
+ * Every node carries the same fixed vector of uint64 counters.  A producer
+ * fills the ones it measures; the others stay 0 and cost nothing in the file
+ * (a tree chunk stores only the metrics that are non-zero somewhere in it).
+ * Times are nanoseconds of the profile's clock (ap_prof_meta "clock": "wall"
+ * or "cpu") unless the name says otherwise.  Appending a metric is a
+ * compatible change of the file format; renumbering is not. */
+typedef enum ap_metric {
+    AP_M_CALLS = 0,       /* real calls that entered this node (a resume is not a call) */
+    AP_M_PRIM_CALLS,      /* calls with no frame of the same function above them in
+                             the tree (pstats "primitive" calls); set by ap_prof_finish() */
+    AP_M_SELF_NS,         /* time on the stack in this frame itself, children excluded,
+                             suspensions excluded */
+    AP_M_TOTAL_NS,        /* time on the stack with children; suspensions excluded */
+    AP_M_CPU_NS,          /* thread CPU time, self (producers that read the CPU clock) */
+    AP_M_AWAIT_NS,        /* time this frame was suspended in await (coroutines) */
+    AP_M_AWAIT_NET_NS,    /* part of AWAIT_NS waiting for the network (reserved) */
+    AP_M_AWAIT_FILE_NS,   /* ... for files (reserved) */
+    AP_M_AWAIT_DB_NS,     /* ... for a database (reserved) */
+    AP_M_AWAIT_LOCK_NS,   /* ... for a lock or semaphore (reserved) */
+    AP_M_AWAIT_TIMER_NS,  /* ... for a timer, e.g. asyncio.sleep (reserved) */
+    AP_M_SAMPLES,         /* samples whose stack ended here (samplers) */
+    AP_M_ALLOC_BYTES,     /* bytes allocated by this frame itself (memory) */
+    AP_M_ALLOC_COUNT,     /* allocations by this frame itself */
+    AP_M_LIVE_BYTES,      /* bytes allocated here and still alive at the end */
+    AP_M_COUNT
+} ap_metric;
+
+/* The metric's name as used in the JSON export ("calls", "primitive_calls",
+ * "self_ns", ...), a static string; NULL for m >= AP_M_COUNT.  Can't fail. */
+const char *ap_metric_name(unsigned m);
+
+/* ---- strings and frames --------------------------------------------------- */
+
+typedef uint32_t ap_str_id;     /* index into the profile's strings; 0 is "" */
+typedef uint32_t ap_frame_id;   /* index into the profile's frames; 0 is the root frame */
+typedef uint32_t ap_node_id;    /* index into a tree's nodes; 0 is the root */
+#define AP_NONE UINT32_MAX      /* "no node" (the parent of a root) */
+
+typedef enum ap_frame_kind {
+    AP_FRAME_ROOT = 0,      /* the synthetic root of every tree (frame id 0) */
+    AP_FRAME_PYTHON = 1,    /* a Python function: file and first line are known */
+    AP_FRAME_BUILTIN = 2,   /* a C function of a module: qualname "time.sleep", file "~" */
+    AP_FRAME_METHOD = 3,    /* a C method of a type: qualname "list.append", file "~" */
+    AP_FRAME_OTHER = 4      /* a synthetic frame a producer adds (e.g. "<await>") */
+} ap_frame_kind;
+
+/* A frame.  Two frames are the same (same id) when every field is equal.
+ * lineno is 0 for a whole function; a line-level producer uses frames whose
+ * lineno is the line (same name/qualname/file/line otherwise), so the
+ * function of any frame is found by ap_prof_func_frame(). */
+typedef struct ap_frame {
+    ap_str_id name;       /* function name ("fib", "sleep") */
+    ap_str_id qualname;   /* qualified name ("Shop.get", "time.sleep") */
+    ap_str_id file;       /* file path; "~" for C functions */
+    uint32_t line;        /* first line of the function, 0 if unknown */
+    uint32_t lineno;      /* the line inside the function, 0 for function level */
+    uint32_t kind;        /* ap_frame_kind */
+} ap_frame;
+
+/* ---- nodes and trees ------------------------------------------------------
+ * Nodes live in an arena (stable addresses) and are also indexed by id.
+ * Fields marked "internal" are for the producer's fast child lookup. */
+typedef struct ap_node {
+    ap_node_id id;                 /* index in its tree; 0 is the root */
+    ap_node_id parent;             /* parent id; AP_NONE for the root */
+    ap_frame_id frame;
+    uint32_t nchildren;
+    struct ap_node *up;            /* internal: parent pointer */
+    struct ap_node *first_child;   /* internal: children, most recent first */
+    struct ap_node *next_sibling;  /* internal */
+    struct ap_node *mru;           /* internal: child found by the last lookup */
+    uint64_t m[AP_M_COUNT];        /* metrics, indexed by ap_metric */
+} ap_node;
+
+/* A label of a tree: key and value are string ids.  Well-known keys:
+ * "thread" (thread name), "thread_id", "task", "route", "request". */
+typedef struct ap_label {
+    ap_str_id key, val;
+} ap_label;
+
+typedef struct ap_prof ap_prof;   /* opaque */
+typedef struct ap_tree ap_tree;   /* opaque: use the accessors below */
+
+/* ---- profile lifetime ------------------------------------------------------ */
+
+/* A new empty profile: strings {""}, frames {root}, no tree, no metadata.
+ * Release it with ap_prof_free().  On error, NULL is returned with AP_ENOMEM. */
+ap_prof *ap_prof_new(void);
+
+/* Release the profile and everything in it; NULL is ignored.  Can't fail. */
+void ap_prof_free(ap_prof *p);
+
+/* ---- writing (producers) ----------------------------------------------------- */
+
+/* Intern the len bytes at s (UTF-8, may be unterminated).  Returns the id
+ * (equal strings get equal ids); on error AP_NONE with AP_ENOMEM. */
+ap_str_id ap_prof_intern(ap_prof *p, const char *s, size_t len);
+
+/* Intern a frame (all string ids must come from this profile).  Returns its
+ * id; on error AP_NONE with AP_ENOMEM. */
+ap_frame_id ap_prof_frame_intern(ap_prof *p, const ap_frame *f);
+
+/* Set metadata key to val (both NUL-terminated UTF-8; an existing key is
+ * overwritten).  Well-known keys: "clock" ("wall" | "cpu"), "python",
+ * "argv", "started", "stopped" (Unix times in ns), "tool".  Returns 0; on
+ * error -1 with AP_ENOMEM. */
+int ap_prof_meta_set(ap_prof *p, const char *key, const char *val);
+
+/* A new tree with the given labels (copied) and only a root node.  The tree
+ * is owned by p and lives until ap_prof_free().  On error, NULL with
+ * AP_ENOMEM. */
+ap_tree *ap_prof_tree_new(ap_prof *p, const ap_label *labels, size_t nlabels);
+
+/* Add or replace the label key of tree t.  Returns 0; -1 with AP_ENOMEM. */
+int ap_tree_label_set(ap_tree *t, ap_str_id key, ap_str_id val);
+
+/* The root node of t.  Can't fail. */
+ap_node *ap_tree_root(ap_tree *t);
+
+/* The child of parent (a node of t) for frame, created with zero metrics if
+ * absent.  The lookup is O(1) when the same child is asked for twice in a
+ * row and a short list walk otherwise; creating a node allocates from the
+ * tree's arena.  On error, NULL with AP_ENOMEM. */
+ap_node *ap_tree_child(ap_tree *t, ap_node *parent, ap_frame_id frame);
+
+/* As ap_tree_child(), but the common case inline: the child returned by
+ * the previous lookup on parent.  Can't fail when it returns non-NULL. */
+static inline ap_node *ap_tree_child_fast(ap_tree *t, ap_node *parent, ap_frame_id frame) {
+    ap_node *c = parent->mru;
+    if (c != NULL && c->frame == frame)
+        return c;
+    return ap_tree_child(t, parent, frame);
+}
+
+/* Derive the metrics that follow from the others: AP_M_PRIM_CALLS of every
+ * node of every tree (calls of nodes with no ancestor of the same function,
+ * see ap_prof_func_frame(); 0 for the others).  Call after the producers
+ * stop and before reading or writing.  Returns 0; -1 with AP_ENOMEM. */
+int ap_prof_finish(ap_prof *p);
+
+/* ---- reading ------------------------------------------------------------------ */
+
+/* Strings: the NUL-terminated string of id ("" for an unknown id), and the
+ * number of strings.  Can't fail. */
+const char *ap_prof_str(const ap_prof *p, ap_str_id id);
+size_t ap_prof_nstrs(const ap_prof *p);
+
+/* Frames: the frame of id (NULL for an unknown id) and the number of frames.
+ * Can't fail. */
+const ap_frame *ap_prof_frame(const ap_prof *p, ap_frame_id id);
+size_t ap_prof_nframes(const ap_prof *p);
+
+/* The function-level frame of frame id: the same frame with lineno 0,
+ * interned if needed.  Returns its id; on error AP_NONE with AP_ENOMEM. */
+ap_frame_id ap_prof_func_frame(ap_prof *p, ap_frame_id id);
+
+/* Metadata: the value of key or NULL; the number of entries and the i-th
+ * (i < ap_prof_nmeta) key and value.  Can't fail. */
+const char *ap_prof_meta_get(const ap_prof *p, const char *key);
+size_t ap_prof_nmeta(const ap_prof *p);
+void ap_prof_meta_at(const ap_prof *p, size_t i, const char **key, const char **val);
+
+/* Trees: how many, and the i-th (i < ap_prof_ntrees), in creation order.
+ * Can't fail. */
+size_t ap_prof_ntrees(const ap_prof *p);
+ap_tree *ap_prof_tree_at(const ap_prof *p, size_t i);
+
+/* Labels of a tree: how many, the i-th, and the value of a key (AP_NONE if
+ * the tree has no such label).  Can't fail. */
+size_t ap_tree_nlabels(const ap_tree *t);
+ap_label ap_tree_label_at(const ap_tree *t, size_t i);
+ap_str_id ap_tree_label_get(const ap_tree *t, ap_str_id key);
+
+/* Nodes of a tree: how many (root included), and node id (NULL when out of
+ * range).  Ids are dense and a parent's id is smaller than its children's,
+ * so `for (id = 0; id < n; id++)` visits parents before children.  Can't
+ * fail. */
+size_t ap_tree_nnodes(const ap_tree *t);
+const ap_node *ap_tree_node(const ap_tree *t, ap_node_id id);
+
+/* Children of a node: first child and next sibling (NULL at the end), in no
+ * particular order.  Can't fail. */
+const ap_node *ap_node_first_child(const ap_node *n);
+const ap_node *ap_node_next_sibling(const ap_node *n);
+
+/* A new profile with the same strings, frames and metadata and one tree:
+ * the sum of the trees of p for which keep(tree, arg) returns non-zero (all
+ * trees when keep is NULL), nodes matched by their frame paths.  The merged
+ * tree keeps the labels that all kept trees share.  On error, NULL with
+ * AP_ENOMEM. */
+ap_prof *ap_prof_merge(const ap_prof *p, int (*keep)(const ap_tree *t, void *arg), void *arg);
+
+/* ---- function table (pstats semantics) -------------------------------------
+ * One row per function (function-level frame), summed over the trees for
+ * which keep() holds (all when NULL):
+ *   calls            sum of AP_M_CALLS over the function's nodes
+ *   prim_calls       calls of nodes with no ancestor of the same function
+ *   self_ns          sum of AP_M_SELF_NS (pstats tottime)
+ *   total_ns         sum of AP_M_TOTAL_NS over nodes with no ancestor of the
+ *                    same function: recursion counted once (pstats cumtime)
+ *   await_ns         AP_M_AWAIT_NS, counted once like total_ns
+ *   m[]              every metric summed over all nodes (for other views)
+ * Edges (caller -> callee, from a node's parent to the node) carry calls,
+ * prim_calls (no ancestor pair with the same caller and callee above),
+ * self_ns (callee's self time under this caller) and total_ns (callee's
+ * total, counted at the outermost occurrence of the pair), as cProfile's
+ * per-caller figures.  Calls from the root have no edge. */
+typedef struct ap_func_row {
+    ap_frame_id frame;       /* function-level frame */
+    uint64_t calls, prim_calls, self_ns, total_ns, await_ns;
+    uint64_t m[AP_M_COUNT];
+    uint32_t callers_first, ncallers;   /* range in ap_functab.edges_in */
+    uint32_t callees_first, ncallees;   /* range in ap_functab.edges_out */
+} ap_func_row;
+
+typedef struct ap_func_edge {
+    uint32_t caller, callee;   /* row indices */
+    uint64_t calls, prim_calls, self_ns, total_ns;
+} ap_func_edge;
+
+typedef struct ap_functab {
+    ap_func_row *rows;
+    size_t nrows;
+    ap_func_edge *edges_in;    /* edges sorted by callee: a row's callers */
+    ap_func_edge *edges_out;   /* the same edges sorted by caller: its callees */
+    size_t nedges;
+} ap_functab;
+
+/* Build the function table of p (which may intern function-level frames).
+ * Rows are sorted by total_ns descending, then frame id.  Release with
+ * ap_functab_free().  Returns 0; on error -1 with AP_ENOMEM and *ft empty. */
+int ap_functab_build(ap_prof *p, int (*keep)(const ap_tree *t, void *arg), void *arg,
+                     ap_functab *ft);
+
+/* Release the table's arrays; ft is left empty.  Can't fail. */
+void ap_functab_free(ap_functab *ft);
+
+/* ---- files ---------------------------------------------------------------------
+ * The native file (docs/format.md): a header and self-delimiting chunks,
+ * each with a CRC, ending with an END chunk.  A reader keeps everything up
+ * to the last complete chunk of a file cut short. */
+#define AP_PROF_MAGIC "APIPROF\0"
+#define AP_PROF_VERSION 1
+
+/* Write p to path (created or truncated), chunk by chunk, each flushed to
+ * the file before the next one is built.  Returns 0; on error -1 with AP_EIO
+ * (message with the path and strerror) or AP_ENOMEM; what was written up to
+ * the failing chunk stays readable. */
+int ap_prof_write(const ap_prof *p, const char *path);
+
+/* Read a native file.  *truncated (if not NULL) is set to 1 when the file
+ * ended before its END chunk or a chunk was damaged (everything before it
+ * is returned), else 0.  On error, NULL with AP_EIO (cannot open or read),
+ * AP_ECORRUPT (not an apiprof file, unsupported version, or not even the
+ * first chunk is complete) or AP_ENOMEM.  Any input is safe. */
+ap_prof *ap_prof_read(const char *path, int *truncated);
+
+/* The same from memory: len bytes at buf. */
+ap_prof *ap_prof_read_mem(const uint8_t *buf, size_t len, int *truncated);
+
+/* Export the JSON document of docs/format.md ("functions" with callers and
+ * callees, "threads" with their trees, "frames", "meta") to out.  Returns
+ * 0; on error -1 with AP_EIO or AP_ENOMEM. */
+int ap_prof_write_json(ap_prof *p, FILE *out);
+
+/* Export the function table as a pstats file (marshal of the dict that
+ * pstats.Stats loads; times in seconds) to out.  Returns 0; on error -1 with
+ * AP_EIO or AP_ENOMEM. */
+int ap_prof_write_pstats(ap_prof *p, FILE *out);
+
+#endif /* AP_PROF_H */

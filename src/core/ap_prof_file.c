@@ -1,0 +1,656 @@
+/* ap_prof_file.c -- the profile model's files: the chunked native format (writer, reader), JSON and pstats exports. */
+#include <assert.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ap_err.h"
+#include "ap_prof.h"
+#include "ap_prof_int.h"
+
+#define GROW(arr, cap, need) ap_prof_grow((void **)&(arr), &(cap), (need), sizeof *(arr))
+
+/* ---- byte buffer -------------------------------------------------------------- */
+
+typedef struct buf {
+    uint8_t *data;
+    size_t len, cap;
+    int failed;   /* an append failed: AP_ENOMEM recorded */
+} buf;
+
+static void buf_put(buf *b, const void *p, size_t n) {
+    if (b->failed)
+        return;
+    if (GROW(b->data, b->cap, b->len + n)) {
+        b->failed = 1;
+        return;
+    }
+    if (n != 0)
+        memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+static void buf_u8(buf *b, uint8_t v) {
+    buf_put(b, &v, 1);
+}
+
+static void buf_u32le(buf *b, uint32_t v) {
+    uint8_t x[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+    buf_put(b, x, 4);
+}
+
+static void buf_varint(buf *b, uint64_t v) {
+    uint8_t x[10];
+    size_t n = 0;
+    do {
+        x[n] = (uint8_t)(v & 0x7f);
+        v >>= 7;
+        if (v != 0)
+            x[n] |= 0x80;
+        n++;
+    } while (v != 0);
+    buf_put(b, x, n);
+}
+
+static void buf_bytes(buf *b, const char *s, size_t n) {
+    buf_varint(b, n);
+    buf_put(b, s, n);
+}
+
+/* ---- CRC-32 (IEEE 802.3, as zlib's crc32) ---------------------------------------- */
+
+static uint32_t crc_table[256];
+
+static void crc_init(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
+        crc_table[i] = c;
+    }
+}
+
+static uint32_t crc32_of(const uint8_t *p, size_t n) {
+    if (crc_table[1] == 0)
+        crc_init();   /* idempotent: concurrent callers write the same values */
+    uint32_t c = 0xffffffffu;
+    for (size_t i = 0; i < n; i++)
+        c = crc_table[(c ^ p[i]) & 0xff] ^ (c >> 8);
+    return c ^ 0xffffffffu;
+}
+
+/* ---- native writer ----------------------------------------------------------------- */
+
+#define TAG(a, b, c, d) ((uint32_t)(a) | (uint32_t)(b) << 8 | (uint32_t)(c) << 16 | (uint32_t)(d) << 24)
+#define TAG_META TAG('M', 'E', 'T', 'A')
+#define TAG_STRS TAG('S', 'T', 'R', 'S')
+#define TAG_FRMS TAG('F', 'R', 'M', 'S')
+#define TAG_TREE TAG('T', 'R', 'E', 'E')
+#define TAG_END TAG('E', 'N', 'D', ' ')
+
+/* Write one chunk (tag, u32 length, payload, u32 CRC of the payload) and
+ * flush it.  0 / -1 with AP_EIO or AP_ENOMEM. */
+static int write_chunk(FILE *f, const char *path, uint32_t tag, buf *payload) {
+    if (payload->failed)
+        return -1;
+    if (payload->len > UINT32_MAX)
+        return ap_err_set(AP_ERANGE, "%s: a chunk of %zu bytes is too large", path, payload->len);
+    buf head = {0};
+    buf_u32le(&head, tag);
+    buf_u32le(&head, (uint32_t)payload->len);
+    buf crc = {0};
+    buf_u32le(&crc, crc32_of(payload->data, payload->len));
+    int rc = 0;
+    if (head.failed || crc.failed)
+        rc = -1;
+    else if (fwrite(head.data, 1, head.len, f) != head.len ||
+             (payload->len && fwrite(payload->data, 1, payload->len, f) != payload->len) ||
+             fwrite(crc.data, 1, crc.len, f) != crc.len || fflush(f) != 0)
+        rc = ap_err_set(AP_EIO, "%s: %s", path, strerror(errno));
+    free(head.data);
+    free(crc.data);
+    payload->len = 0;
+    return rc;
+}
+
+static void encode_tree(buf *b, const ap_tree *t) {
+    buf_varint(b, t->nlabels);
+    for (size_t i = 0; i < t->nlabels; i++) {
+        buf_varint(b, t->labels[i].key);
+        buf_varint(b, t->labels[i].val);
+    }
+    uint64_t mask = 0;
+    for (size_t i = 0; i < t->nnodes; i++)
+        for (unsigned k = 0; k < AP_M_COUNT; k++)
+            if (t->nodes[i]->m[k] != 0)
+                mask |= (uint64_t)1 << k;
+    buf_varint(b, mask);
+    buf_varint(b, t->nnodes);
+    for (size_t i = 0; i < t->nnodes; i++) {
+        const ap_node *n = t->nodes[i];
+        if (i != 0) {
+            buf_varint(b, i - n->parent);
+            buf_varint(b, n->frame);
+        }
+        for (unsigned k = 0; k < AP_M_COUNT; k++)
+            if (mask & ((uint64_t)1 << k))
+                buf_varint(b, n->m[k]);
+    }
+}
+
+int ap_prof_write(const ap_prof *p, const char *path) {
+    FILE *f = fopen(path, "wb");
+    if (f == NULL)
+        return ap_err_set(AP_EIO, "cannot write %s: %s", path, strerror(errno));
+    buf b = {0};
+    int rc = -1;
+    buf_put(&b, AP_PROF_MAGIC, 8);
+    buf_u32le(&b, AP_PROF_VERSION);
+    buf_u32le(&b, 0);
+    if (b.failed)
+        goto out;
+    if (fwrite(b.data, 1, b.len, f) != b.len) {
+        ap_err_set(AP_EIO, "%s: %s", path, strerror(errno));
+        goto out;
+    }
+    b.len = 0;
+    buf_varint(&b, p->nmeta);
+    for (size_t i = 0; i < p->nmeta; i++) {
+        buf_bytes(&b, p->meta[i].key, strlen(p->meta[i].key));
+        buf_bytes(&b, p->meta[i].val, strlen(p->meta[i].val));
+    }
+    if (write_chunk(f, path, TAG_META, &b) != 0)
+        goto out;
+    buf_varint(&b, 0);
+    buf_varint(&b, p->nstrs);
+    for (size_t i = 0; i < p->nstrs; i++)
+        buf_bytes(&b, p->strs[i], p->str_len[i]);
+    if (write_chunk(f, path, TAG_STRS, &b) != 0)
+        goto out;
+    buf_varint(&b, 0);
+    buf_varint(&b, p->nframes);
+    for (size_t i = 0; i < p->nframes; i++) {
+        const ap_frame *fr = &p->frames[i];
+        buf_varint(&b, fr->name);
+        buf_varint(&b, fr->qualname);
+        buf_varint(&b, fr->file);
+        buf_varint(&b, fr->line);
+        buf_varint(&b, fr->lineno);
+        buf_varint(&b, fr->kind);
+    }
+    if (write_chunk(f, path, TAG_FRMS, &b) != 0)
+        goto out;
+    for (size_t i = 0; i < p->ntrees; i++) {
+        encode_tree(&b, p->trees[i]);
+        if (write_chunk(f, path, TAG_TREE, &b) != 0)
+            goto out;
+    }
+    if (write_chunk(f, path, TAG_END, &b) != 0)
+        goto out;
+    rc = 0;
+out:
+    if (b.failed)
+        rc = -1;
+    free(b.data);
+    if (fclose(f) != 0 && rc == 0)
+        rc = ap_err_set(AP_EIO, "%s: %s", path, strerror(errno));
+    return rc;
+}
+
+/* ---- native reader --------------------------------------------------------------------- */
+
+typedef struct rd {
+    const uint8_t *p, *end;
+    int bad;
+} rd;
+
+static uint64_t rd_varint(rd *r) {
+    uint64_t v = 0;
+    for (unsigned shift = 0; shift < 70; shift += 7) {
+        if (r->p >= r->end) {
+            r->bad = 1;
+            return 0;
+        }
+        uint8_t byte = *r->p++;
+        if (shift == 63 && byte > 1) {
+            r->bad = 1;
+            return 0;
+        }
+        v |= (uint64_t)(byte & 0x7f) << shift;
+        if (!(byte & 0x80))
+            return v;
+    }
+    r->bad = 1;
+    return 0;
+}
+
+static const uint8_t *rd_bytes(rd *r, size_t *len) {
+    uint64_t n = rd_varint(r);
+    if (r->bad || n > (uint64_t)(r->end - r->p)) {
+        r->bad = 1;
+        return NULL;
+    }
+    const uint8_t *s = r->p;
+    r->p += n;
+    *len = (size_t)n;
+    return s;
+}
+
+static uint32_t rd_u32le(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Parse one chunk payload into p.  0, or -1 when the payload is malformed
+ * (AP_ECORRUPT) or memory ran out (AP_ENOMEM). */
+static int read_chunk(ap_prof *p, uint32_t tag, rd *r) {
+    if (tag == TAG_META) {
+        uint64_t n = rd_varint(r);
+        for (uint64_t i = 0; i < n && !r->bad; i++) {
+            size_t kl, vl;
+            const uint8_t *k = rd_bytes(r, &kl), *v = rd_bytes(r, &vl);
+            if (r->bad)
+                break;
+            char *ks = ap_arena_strdup(&p->arena, (const char *)k, kl);
+            char *vs = ap_arena_strdup(&p->arena, (const char *)v, vl);
+            if (ks == NULL || vs == NULL || ap_prof_meta_set(p, ks, vs) != 0)
+                return -1;
+        }
+    } else if (tag == TAG_STRS) {
+        uint64_t first = rd_varint(r), n = rd_varint(r);
+        if (r->bad || first > p->nstrs)
+            return ap_err_set(AP_ECORRUPT, "string chunk out of order");
+        for (uint64_t i = 0; i < n && !r->bad; i++) {
+            size_t len;
+            const uint8_t *s = rd_bytes(r, &len);
+            if (r->bad)
+                break;
+            uint64_t id = first + i;
+            if (id < p->nstrs) {
+                if (p->str_len[id] != len || memcmp(p->strs[id], s, len) != 0)
+                    return ap_err_set(AP_ECORRUPT, "string %llu redefined", (unsigned long long)id);
+                continue;
+            }
+            ap_str_id got = ap_prof_intern(p, (const char *)s, len);
+            if (got == AP_NONE)
+                return -1;
+            if (got != id)
+                return ap_err_set(AP_ECORRUPT, "duplicate string %llu", (unsigned long long)id);
+        }
+    } else if (tag == TAG_FRMS) {
+        uint64_t first = rd_varint(r), n = rd_varint(r);
+        if (r->bad || first > p->nframes)
+            return ap_err_set(AP_ECORRUPT, "frame chunk out of order");
+        for (uint64_t i = 0; i < n && !r->bad; i++) {
+            uint64_t v[6];
+            for (int k = 0; k < 6; k++)
+                v[k] = rd_varint(r);
+            if (r->bad)
+                break;
+            if (v[0] >= p->nstrs || v[1] >= p->nstrs || v[2] >= p->nstrs || v[3] > UINT32_MAX ||
+                v[4] > UINT32_MAX || v[5] > AP_FRAME_OTHER)
+                return ap_err_set(AP_ECORRUPT, "frame %llu is invalid",
+                                  (unsigned long long)(first + i));
+            ap_frame f = {(uint32_t)v[0], (uint32_t)v[1], (uint32_t)v[2],
+                          (uint32_t)v[3], (uint32_t)v[4], (uint32_t)v[5]};
+            uint64_t id = first + i;
+            if (id < p->nframes) {
+                if (memcmp(&p->frames[id], &f, sizeof f) != 0)
+                    return ap_err_set(AP_ECORRUPT, "frame %llu redefined", (unsigned long long)id);
+                continue;
+            }
+            if (ap_prof_frame_intern(p, &f) != id)
+                return ap_err_code() == AP_ENOMEM ? -1
+                       : ap_err_set(AP_ECORRUPT, "duplicate frame %llu", (unsigned long long)id);
+        }
+    } else if (tag == TAG_TREE) {
+        uint64_t nl = rd_varint(r);
+        if (r->bad || nl > (uint64_t)(r->end - r->p))
+            return ap_err_set(AP_ECORRUPT, "tree labels are invalid");
+        ap_tree *t = ap_prof_tree_new(p, NULL, 0);
+        if (t == NULL)
+            return -1;
+        for (uint64_t i = 0; i < nl && !r->bad; i++) {
+            uint64_t k = rd_varint(r), v = rd_varint(r);
+            if (r->bad || k >= p->nstrs || v >= p->nstrs)
+                return ap_err_set(AP_ECORRUPT, "tree label is invalid");
+            if (ap_tree_label_set(t, (ap_str_id)k, (ap_str_id)v) != 0)
+                return -1;
+        }
+        uint64_t mask = rd_varint(r), nn = rd_varint(r);
+        if (r->bad || nn == 0 || nn > (uint64_t)(r->end - r->p) + 1)
+            return ap_err_set(AP_ECORRUPT, "tree node count is invalid");
+        ap_node **map = malloc((size_t)nn * sizeof *map);
+        if (map == NULL)
+            return ap_err_set(AP_ENOMEM, "profile: out of memory");
+        map[0] = ap_tree_root(t);
+        for (uint64_t i = 0; i < nn && !r->bad; i++) {
+            ap_node *n = map[0];
+            if (i != 0) {
+                uint64_t delta = rd_varint(r), frame = rd_varint(r);
+                if (r->bad || delta == 0 || delta > i || frame >= p->nframes || frame == 0) {
+                    free(map);
+                    return ap_err_set(AP_ECORRUPT, "tree node %llu is invalid",
+                                      (unsigned long long)i);
+                }
+                n = ap_tree_child(t, map[i - delta], (ap_frame_id)frame);
+                if (n == NULL) {
+                    free(map);
+                    return -1;
+                }
+                map[i] = n;
+            }
+            for (unsigned k = 0; k < 64; k++) {
+                if (!(mask & ((uint64_t)1 << k)))
+                    continue;
+                uint64_t v = rd_varint(r);
+                if (k < AP_M_COUNT)
+                    n->m[k] += v;   /* later metrics of a newer writer are skipped */
+            }
+        }
+        free(map);
+    }
+    /* Unknown tags are skipped: a newer writer may add chunk kinds. */
+    if (r->bad)
+        return ap_err_set(AP_ECORRUPT, "chunk payload is malformed");
+    return 0;
+}
+
+ap_prof *ap_prof_read_mem(const uint8_t *data, size_t len, int *truncated) {
+    int dummy;
+    if (truncated == NULL)
+        truncated = &dummy;
+    *truncated = 0;
+    if (len < 16 || memcmp(data, AP_PROF_MAGIC, 8) != 0) {
+        ap_err_set(AP_ECORRUPT, "not an apiprof profile");
+        return NULL;
+    }
+    uint32_t version = rd_u32le(data + 8);
+    if (version == 0 || version > AP_PROF_VERSION) {
+        ap_err_set(AP_ECORRUPT, "profile format version %u is not supported (this apiprof reads %d)",
+                   version, AP_PROF_VERSION);
+        return NULL;
+    }
+    ap_prof *p = ap_prof_new();
+    if (p == NULL)
+        return NULL;
+    size_t pos = 16, chunks = 0;
+    int ended = 0;
+    while (!ended) {
+        if (len - pos < 12)
+            break;
+        uint32_t tag = rd_u32le(data + pos), n = rd_u32le(data + pos + 4);
+        if ((uint64_t)n > len - pos - 12)
+            break;
+        const uint8_t *payload = data + pos + 8;
+        if (crc32_of(payload, n) != rd_u32le(payload + n))
+            break;
+        rd r = {payload, payload + n, 0};
+        if (read_chunk(p, tag, &r) != 0) {
+            if (ap_err_code() == AP_ENOMEM) {
+                ap_prof_free(p);
+                return NULL;
+            }
+            break;   /* a malformed chunk ends the readable part */
+        }
+        chunks++;
+        pos += 12 + (size_t)n;
+        ended = tag == TAG_END;
+    }
+    if (chunks == 0) {
+        ap_prof_free(p);
+        ap_err_set(AP_ECORRUPT, "the profile ends before its first complete chunk");
+        return NULL;
+    }
+    *truncated = !ended;
+    return p;
+}
+
+ap_prof *ap_prof_read(const char *path, int *truncated) {
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        ap_err_set(AP_EIO, "cannot read %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    buf b = {0};
+    uint8_t chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        buf_put(&b, chunk, n);
+    int err = ferror(f);
+    int saved = errno;
+    fclose(f);
+    if (err) {
+        free(b.data);
+        ap_err_set(AP_EIO, "cannot read %s: %s", path, strerror(saved));
+        return NULL;
+    }
+    if (b.failed) {
+        free(b.data);
+        return NULL;
+    }
+    ap_prof *p = ap_prof_read_mem(b.data ? b.data : (const uint8_t *)"", b.len, truncated);
+    free(b.data);
+    return p;
+}
+
+/* ---- JSON export ----------------------------------------------------------------------- */
+
+static const char *kind_name(uint32_t kind) {
+    static const char *const names[] = {"root", "python", "builtin", "method", "other"};
+    return kind <= AP_FRAME_OTHER ? names[kind] : "other";
+}
+
+static void json_str(FILE *out, const char *s) {
+    fputc('"', out);
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+        if (*c == '"' || *c == '\\')
+            fprintf(out, "\\%c", *c);
+        else if (*c < 0x20)
+            fprintf(out, "\\u%04x", *c);
+        else
+            fputc(*c, out);
+    }
+    fputc('"', out);
+}
+
+static void json_frame_fields(FILE *out, const ap_prof *p, const ap_frame *f) {
+    fputs("\"name\": ", out);
+    json_str(out, ap_prof_str(p, f->name));
+    fputs(", \"qualname\": ", out);
+    json_str(out, ap_prof_str(p, f->qualname));
+    fputs(", \"file\": ", out);
+    json_str(out, ap_prof_str(p, f->file));
+    fprintf(out, ", \"line\": %u, \"kind\": \"%s\"", f->line, kind_name(f->kind));
+}
+
+static void json_edges(FILE *out, const ap_func_edge *e, uint32_t first, uint32_t n, int callers) {
+    fputc('[', out);
+    for (uint32_t i = 0; i < n; i++) {
+        const ap_func_edge *x = &e[first + i];
+        fprintf(out,
+                "%s{\"function\": %u, \"calls\": %llu, \"primitive_calls\": %llu, "
+                "\"self_ns\": %llu, \"total_ns\": %llu}",
+                i ? ", " : "", callers ? x->caller : x->callee, (unsigned long long)x->calls,
+                (unsigned long long)x->prim_calls, (unsigned long long)x->self_ns,
+                (unsigned long long)x->total_ns);
+    }
+    fputc(']', out);
+}
+
+int ap_prof_write_json(ap_prof *p, FILE *out) {
+    ap_functab ft;
+    if (ap_prof_finish(p) != 0 || ap_functab_build(p, NULL, NULL, &ft) != 0)
+        return -1;
+    fprintf(out, "{\"format\": \"apiprof\", \"version\": %d,\n \"meta\": {", AP_PROF_VERSION);
+    for (size_t i = 0; i < p->nmeta; i++) {
+        fputs(i ? ", " : "", out);
+        json_str(out, p->meta[i].key);
+        fputs(": ", out);
+        json_str(out, p->meta[i].val);
+    }
+    fputs("},\n \"functions\": [", out);
+    for (size_t i = 0; i < ft.nrows; i++) {
+        const ap_func_row *r = &ft.rows[i];
+        fputs(i ? ",\n  {" : "\n  {", out);
+        json_frame_fields(out, p, &p->frames[r->frame]);
+        fprintf(out,
+                ", \"calls\": %llu, \"primitive_calls\": %llu, \"self_ns\": %llu, "
+                "\"total_ns\": %llu, \"await_ns\": %llu",
+                (unsigned long long)r->calls, (unsigned long long)r->prim_calls,
+                (unsigned long long)r->self_ns, (unsigned long long)r->total_ns,
+                (unsigned long long)r->await_ns);
+        for (unsigned k = 0; k < AP_M_COUNT; k++) {
+            if (k == AP_M_CALLS || k == AP_M_PRIM_CALLS || k == AP_M_SELF_NS ||
+                k == AP_M_TOTAL_NS || k == AP_M_AWAIT_NS || r->m[k] == 0)
+                continue;
+            fprintf(out, ", \"%s\": %llu", ap_metric_name(k), (unsigned long long)r->m[k]);
+        }
+        fputs(", \"callers\": ", out);
+        json_edges(out, ft.edges_in, r->callers_first, r->ncallers, 1);
+        fputs(", \"callees\": ", out);
+        json_edges(out, ft.edges_out, r->callees_first, r->ncallees, 0);
+        fputc('}', out);
+    }
+    fputs("\n ],\n \"frames\": [", out);
+    for (size_t i = 0; i < p->nframes; i++) {
+        fputs(i ? ",\n  {" : "\n  {", out);
+        json_frame_fields(out, p, &p->frames[i]);
+        fprintf(out, ", \"lineno\": %u}", p->frames[i].lineno);
+    }
+    fputs("\n ],\n \"threads\": [", out);
+    for (size_t ti = 0; ti < p->ntrees; ti++) {
+        const ap_tree *t = p->trees[ti];
+        fputs(ti ? ",\n  {\"labels\": {" : "\n  {\"labels\": {", out);
+        for (size_t i = 0; i < t->nlabels; i++) {
+            fputs(i ? ", " : "", out);
+            json_str(out, ap_prof_str(p, t->labels[i].key));
+            fputs(": ", out);
+            json_str(out, ap_prof_str(p, t->labels[i].val));
+        }
+        fputs("}, \"nodes\": [", out);
+        for (size_t i = 0; i < t->nnodes; i++) {
+            const ap_node *n = t->nodes[i];
+            fprintf(out, "%s{\"parent\": %lld, \"frame\": %u", i ? ",\n   " : "\n   ",
+                    n->parent == AP_NONE ? -1LL : (long long)n->parent, n->frame);
+            for (unsigned k = 0; k < AP_M_COUNT; k++)
+                if (n->m[k] != 0)
+                    fprintf(out, ", \"%s\": %llu", ap_metric_name(k), (unsigned long long)n->m[k]);
+            fputc('}', out);
+        }
+        fputs("]}", out);
+    }
+    fputs("\n ]\n}\n", out);
+    ap_functab_free(&ft);
+    if (fflush(out) != 0 || ferror(out))
+        return ap_err_set(AP_EIO, "writing JSON: %s", strerror(errno));
+    return 0;
+}
+
+/* ---- pstats export ----------------------------------------------------------------------
+ * marshal's byte format for the few types pstats needs: '{' key value ... '0'
+ * for a dict, ')' u8 n for a tuple of fewer than 256 items, 'u' i32 n bytes
+ * for a str (UTF-8), 'i' i32 for an int that fits, 'l' i32 ndigits then
+ * 15-bit digits for a larger one, 'g' 8-byte IEEE double.  Little-endian. */
+
+static void m_int(buf *b, uint64_t v) {
+    if (v <= INT32_MAX) {
+        buf_u8(b, 'i');
+        buf_u32le(b, (uint32_t)v);
+        return;
+    }
+    uint16_t digits[5];
+    int n = 0;
+    while (v != 0) {
+        digits[n++] = (uint16_t)(v & 0x7fff);
+        v >>= 15;
+    }
+    buf_u8(b, 'l');
+    buf_u32le(b, (uint32_t)n);
+    for (int i = 0; i < n; i++) {
+        buf_u8(b, (uint8_t)digits[i]);
+        buf_u8(b, (uint8_t)(digits[i] >> 8));
+    }
+}
+
+static void m_float(buf *b, double d) {
+    uint64_t bits;
+    memcpy(&bits, &d, sizeof bits);
+    buf_u8(b, 'g');
+    for (int i = 0; i < 8; i++)
+        buf_u8(b, (uint8_t)(bits >> (8 * i)));
+}
+
+static void m_str(buf *b, const char *s, size_t n) {
+    buf_u8(b, 'u');
+    buf_u32le(b, (uint32_t)n);
+    buf_put(b, s, n);
+}
+
+static void m_tuple(buf *b, uint8_t n) {
+    buf_u8(b, ')');
+    buf_u8(b, n);
+}
+
+/* pstats' key of a function: (file, line, name); C functions as cProfile
+ * names them. */
+static void m_key(buf *b, const ap_prof *p, const ap_frame *f) {
+    m_tuple(b, 3);
+    const char *qual = ap_prof_str(p, f->qualname);
+    if (f->kind == AP_FRAME_PYTHON) {
+        const char *file = ap_prof_str(p, f->file);
+        m_str(b, file, strlen(file));
+        m_int(b, f->line);
+        const char *name = ap_prof_str(p, f->name);
+        m_str(b, name, strlen(name));
+        return;
+    }
+    m_str(b, "~", 1);
+    m_int(b, 0);
+    char label[512];
+    const char *dot = strrchr(qual, '.');
+    if (f->kind == AP_FRAME_METHOD && dot != NULL)
+        snprintf(label, sizeof label, "<method '%s' of '%.*s' objects>", dot + 1,
+                 (int)(dot - qual), qual);
+    else if (f->kind == AP_FRAME_BUILTIN || f->kind == AP_FRAME_METHOD)
+        snprintf(label, sizeof label, "<built-in method %s>", qual);
+    else
+        snprintf(label, sizeof label, "%s", qual);
+    m_str(b, label, strlen(label));
+}
+
+int ap_prof_write_pstats(ap_prof *p, FILE *out) {
+    ap_functab ft;
+    if (ap_functab_build(p, NULL, NULL, &ft) != 0)
+        return -1;
+    buf b = {0};
+    buf_u8(&b, '{');
+    for (size_t i = 0; i < ft.nrows; i++) {
+        const ap_func_row *r = &ft.rows[i];
+        m_key(&b, p, &p->frames[r->frame]);
+        m_tuple(&b, 5);
+        m_int(&b, r->prim_calls);
+        m_int(&b, r->calls);
+        m_float(&b, (double)r->self_ns / 1e9);
+        m_float(&b, (double)r->total_ns / 1e9);
+        buf_u8(&b, '{');
+        for (uint32_t j = 0; j < r->ncallers; j++) {
+            const ap_func_edge *e = &ft.edges_in[r->callers_first + j];
+            m_key(&b, p, &p->frames[ft.rows[e->caller].frame]);
+            m_tuple(&b, 4);   /* pstats' caller tuples are (nc, cc, tt, ct) */
+            m_int(&b, e->calls);
+            m_int(&b, e->prim_calls);
+            m_float(&b, (double)e->self_ns / 1e9);
+            m_float(&b, (double)e->total_ns / 1e9);
+        }
+        buf_u8(&b, '0');
+    }
+    buf_u8(&b, '0');
+    ap_functab_free(&ft);
+    int rc = 0;
+    if (b.failed)
+        rc = -1;
+    else if (fwrite(b.data, 1, b.len, out) != b.len || fflush(out) != 0)
+        rc = ap_err_set(AP_EIO, "writing pstats: %s", strerror(errno));
+    free(b.data);
+    return rc;
+}

@@ -1,0 +1,255 @@
+/* test_prof.c -- unit tests of the profile model: interning, trees, function table, native file. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ap_err.h"
+#include "ap_prof.h"
+#include "ap_test.h"
+
+static ap_frame_id py_frame(ap_prof *p, const char *name, unsigned line) {
+    ap_frame f = {ap_prof_intern(p, name, strlen(name)), ap_prof_intern(p, name, strlen(name)),
+                  ap_prof_intern(p, "/x.py", 5), line, 0, AP_FRAME_PYTHON};
+    return ap_prof_frame_intern(p, &f);
+}
+
+/* Push a call path below root and add calls/self/total at its end. */
+static ap_node *path(ap_prof *p, ap_tree *t, const ap_frame_id *frames, size_t n, uint64_t calls,
+                     uint64_t self, uint64_t total) {
+    (void)p;
+    ap_node *node = ap_tree_root(t);
+    for (size_t i = 0; i < n; i++)
+        node = ap_tree_child(t, node, frames[i]);
+    node->m[AP_M_CALLS] += calls;
+    node->m[AP_M_SELF_NS] += self;
+    node->m[AP_M_TOTAL_NS] += total;
+    return node;
+}
+
+AP_TEST(prof_intern) {
+    ap_prof *p = ap_prof_new();
+    if (!AP_CHECK(p != NULL))
+        return;
+    AP_CHECK_EQ_U64(ap_prof_intern(p, "", 0), 0);
+    ap_str_id a = ap_prof_intern(p, "abc", 3), b = ap_prof_intern(p, "abcd", 3);
+    AP_CHECK_EQ_U64(a, b);
+    AP_CHECK(strcmp(ap_prof_str(p, a), "abc") == 0);
+    AP_CHECK(strcmp(ap_prof_str(p, 9999), "") == 0);
+    ap_frame_id f1 = py_frame(p, "f", 3), f2 = py_frame(p, "f", 3), g = py_frame(p, "g", 3);
+    AP_CHECK_EQ_U64(f1, f2);
+    AP_CHECK(f1 != g && f1 != 0);
+    ap_frame line = *ap_prof_frame(p, f1);
+    line.lineno = 7;
+    ap_frame_id fl = ap_prof_frame_intern(p, &line);
+    AP_CHECK(fl != f1);
+    AP_CHECK_EQ_U64(ap_prof_func_frame(p, fl), f1);
+    for (int i = 0; i < 5000; i++) {   /* many strings: the index grows */
+        char s[32];
+        int n = snprintf(s, sizeof s, "s%d", i);
+        ap_str_id id = ap_prof_intern(p, s, (size_t)n);
+        if (!AP_CHECK(strcmp(ap_prof_str(p, id), s) == 0))
+            break;
+    }
+    AP_CHECK_EQ_U64(ap_prof_intern(p, "abc", 3), a);
+    ap_prof_free(p);
+}
+
+/* main -> fib -> fib -> fib (recursion), main -> g -> fib: cumtime once. */
+static ap_prof *recursive_profile(void) {
+    ap_prof *p = ap_prof_new();
+    ap_frame_id main_ = py_frame(p, "main", 1), fib = py_frame(p, "fib", 10), g = py_frame(p, "g", 20);
+    ap_label l = {ap_prof_intern(p, "thread", 6), ap_prof_intern(p, "MainThread", 10)};
+    ap_tree *t = ap_prof_tree_new(p, &l, 1);
+    ap_frame_id a[] = {main_, fib, fib, fib};
+    path(p, t, a, 1, 1, 10, 1000);
+    path(p, t, a, 2, 1, 100, 600);
+    path(p, t, a, 3, 2, 200, 500);
+    path(p, t, a, 4, 4, 300, 300);
+    ap_frame_id b[] = {main_, g, fib};
+    path(p, t, b, 2, 1, 50, 340);
+    path(p, t, b, 3, 3, 290, 290);
+    ap_prof_meta_set(p, "clock", "wall");
+    return p;
+}
+
+static const ap_func_row *row_named(ap_prof *p, const ap_functab *ft, const char *name) {
+    for (size_t i = 0; i < ft->nrows; i++)
+        if (strcmp(ap_prof_str(p, ap_prof_frame(p, ft->rows[i].frame)->name), name) == 0)
+            return &ft->rows[i];
+    return NULL;
+}
+
+AP_TEST(prof_functab_recursion) {
+    ap_prof *p = recursive_profile();
+    if (!AP_CHECK(p != NULL))
+        return;
+    ap_functab ft;
+    if (!AP_CHECK(ap_functab_build(p, NULL, NULL, &ft) == 0))
+        return;
+    AP_CHECK_EQ_U64(ft.nrows, 3);
+    const ap_func_row *fib = row_named(p, &ft, "fib"), *main_ = row_named(p, &ft, "main");
+    if (!AP_CHECK(fib != NULL && main_ != NULL))
+        return;
+    AP_CHECK_EQ_U64(fib->calls, 1 + 2 + 4 + 3);
+    AP_CHECK_EQ_U64(fib->prim_calls, 1 + 3);
+    AP_CHECK_EQ_U64(fib->self_ns, 100 + 200 + 300 + 290);
+    AP_CHECK_EQ_U64(fib->total_ns, 600 + 290);   /* outermost occurrences only */
+    AP_CHECK_EQ_U64(main_->total_ns, 1000);
+    AP_CHECK(&ft.rows[0] == main_);              /* sorted by total */
+    /* fib's callers: main (1 call), fib (6 calls, 2 primitive), g (3). */
+    AP_CHECK_EQ_U64(fib->ncallers, 3);
+    for (uint32_t i = 0; i < fib->ncallers; i++) {
+        const ap_func_edge *e = &ft.edges_in[fib->callers_first + i];
+        const char *caller = ap_prof_str(p, ap_prof_frame(p, ft.rows[e->caller].frame)->name);
+        AP_CHECK(&ft.rows[e->callee] == fib);
+        if (strcmp(caller, "fib") == 0) {
+            AP_CHECK_EQ_U64(e->calls, 6);
+            AP_CHECK_EQ_U64(e->prim_calls, 2);
+            AP_CHECK_EQ_U64(e->total_ns, 500);
+            AP_CHECK_EQ_U64(e->self_ns, 500);
+        } else if (strcmp(caller, "main") == 0) {
+            AP_CHECK_EQ_U64(e->calls, 1);
+            AP_CHECK_EQ_U64(e->total_ns, 600);
+        } else {
+            AP_CHECK(strcmp(caller, "g") == 0);
+            AP_CHECK_EQ_U64(e->calls, 3);
+        }
+    }
+    AP_CHECK_EQ_U64(main_->ncallers, 0);
+    AP_CHECK_EQ_U64(main_->ncallees, 2);
+    ap_functab_free(&ft);
+    AP_CHECK(ap_prof_finish(p) == 0);
+    const ap_tree *t = ap_prof_tree_at(p, 0);
+    uint64_t prim = 0;
+    for (size_t i = 0; i < ap_tree_nnodes(t); i++)
+        prim += ap_tree_node(t, (ap_node_id)i)->m[AP_M_PRIM_CALLS];
+    AP_CHECK_EQ_U64(prim, 1 + 1 + 1 + 3);   /* main, fib under main, g, fib under g */
+    ap_prof_free(p);
+}
+
+AP_TEST(prof_merge_threads) {
+    ap_prof *p = ap_prof_new();
+    ap_frame_id f = py_frame(p, "work", 5);
+    ap_str_id key = ap_prof_intern(p, "thread", 6);
+    for (int i = 0; i < 4; i++) {
+        char name[16];
+        int n = snprintf(name, sizeof name, "T%d", i);
+        ap_label l = {key, ap_prof_intern(p, name, (size_t)n)};
+        ap_tree *t = ap_prof_tree_new(p, &l, 1);
+        path(p, t, &f, 1, 1, 10, 10);
+    }
+    ap_prof *m = ap_prof_merge(p, NULL, NULL);
+    if (!AP_CHECK(m != NULL))
+        return;
+    AP_CHECK_EQ_U64(ap_prof_ntrees(m), 1);
+    const ap_tree *t = ap_prof_tree_at(m, 0);
+    AP_CHECK_EQ_U64(ap_tree_nnodes(t), 2);
+    AP_CHECK_EQ_U64(ap_tree_node(t, 1)->m[AP_M_CALLS], 4);
+    AP_CHECK_EQ_U64(ap_tree_nlabels(t), 0);   /* the threads differ */
+    ap_functab ft;
+    AP_CHECK(ap_functab_build(p, NULL, NULL, &ft) == 0);
+    AP_CHECK_EQ_U64(ft.nrows, 1);
+    AP_CHECK_EQ_U64(ft.rows[0].calls, 4);
+    ap_functab_free(&ft);
+    ap_prof_free(m);
+    ap_prof_free(p);
+}
+
+static uint8_t *slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *b = malloc((size_t)n + 1);
+    *len = fread(b, 1, (size_t)n, f);
+    fclose(f);
+    return b;
+}
+
+AP_TEST(prof_file_roundtrip) {
+    ap_prof *p = recursive_profile();
+    char path[] = "/tmp/ap_test_prof_XXXXXX";
+    int fd = mkstemp(path);
+    if (!AP_CHECK(fd >= 0))
+        return;
+    close(fd);
+    AP_CHECK(ap_prof_write(p, path) == 0);
+    int trunc = -1;
+    ap_prof *q = ap_prof_read(path, &trunc);
+    if (!AP_CHECK(q != NULL)) {
+        fprintf(stderr, "%s\n", ap_err_msg());
+        return;
+    }
+    AP_CHECK_EQ_U64(trunc, 0);
+    AP_CHECK(strcmp(ap_prof_meta_get(q, "clock"), "wall") == 0);
+    AP_CHECK_EQ_U64(ap_prof_nframes(q), ap_prof_nframes(p));
+    AP_CHECK_EQ_U64(ap_prof_ntrees(q), 1);
+    const ap_tree *a = ap_prof_tree_at(p, 0), *b = ap_prof_tree_at(q, 0);
+    AP_CHECK_EQ_U64(ap_tree_nnodes(a), ap_tree_nnodes(b));
+    for (size_t i = 0; i < ap_tree_nnodes(a); i++) {
+        const ap_node *x = ap_tree_node(a, (ap_node_id)i), *y = ap_tree_node(b, (ap_node_id)i);
+        AP_CHECK_EQ_U64(x->frame, y->frame);
+        AP_CHECK_EQ_U64(x->parent, y->parent);
+        AP_CHECK(memcmp(x->m, y->m, sizeof x->m) == 0);
+    }
+    AP_CHECK_EQ_U64(ap_tree_nlabels(b), 1);
+    /* Every prefix: either rejected cleanly or read as truncated. */
+    size_t len;
+    uint8_t *bytes = slurp(path, &len);
+    size_t readable = 0;
+    for (size_t cut = 0; bytes && cut < len; cut++) {
+        int t = 0;
+        ap_prof *r = ap_prof_read_mem(bytes, cut, &t);
+        if (r != NULL) {
+            AP_CHECK(t == 1);
+            readable++;
+            ap_prof_free(r);
+        } else {
+            AP_CHECK(ap_err_code() == AP_ECORRUPT);
+        }
+    }
+    AP_CHECK(readable > 0);
+    /* A flipped byte in the tree chunk: the earlier chunks survive. */
+    if (bytes && len > 40) {
+        bytes[len - 20] ^= 0x55;
+        int t = 0;
+        ap_prof *r = ap_prof_read_mem(bytes, len, &t);
+        AP_CHECK(r != NULL && t == 1);
+        if (r)
+            AP_CHECK_EQ_U64(ap_prof_ntrees(r), 0);
+        ap_prof_free(r);
+    }
+    free(bytes);
+    AP_CHECK(ap_prof_read("/nonexistent/x", NULL) == NULL && ap_err_code() == AP_EIO);
+    AP_CHECK(ap_prof_read_mem((const uint8_t *)"hello world, not a profile", 26, NULL) == NULL);
+    AP_CHECK(ap_err_code() == AP_ECORRUPT);
+    unlink(path);
+    ap_prof_free(q);
+    ap_prof_free(p);
+}
+
+AP_TEST(prof_exports) {
+    ap_prof *p = recursive_profile();
+    FILE *f = tmpfile();
+    if (!AP_CHECK(f != NULL))
+        return;
+    AP_CHECK(ap_prof_write_json(p, f) == 0);
+    long n = ftell(f);
+    AP_CHECK(n > 100);
+    rewind(f);
+    char *s = calloc(1, (size_t)n + 1);
+    AP_CHECK(fread(s, 1, (size_t)n, f) == (size_t)n);
+    AP_CHECK(strstr(s, "\"name\": \"fib\"") != NULL);
+    AP_CHECK(strstr(s, "\"primitive_calls\": 4") != NULL);
+    free(s);
+    fclose(f);
+    f = tmpfile();
+    AP_CHECK(ap_prof_write_pstats(p, f) == 0);
+    rewind(f);
+    AP_CHECK(fgetc(f) == '{');
+    fclose(f);
+    ap_prof_free(p);
+}
