@@ -90,7 +90,8 @@ AP_TEST(err_thread_local) {
     X(arena_alignment) X(arena_big) X(arena_reset) X(arena_strings)                     \
     X(arena_free_enomem)                                                                \
     X(map_reference) X(map_growth) X(map_iteration) X(map_clear_free) X(map_hint)       \
-    X(hash_bytes)
+    X(hash_bytes)                                                                       \
+    X(routes_keys) X(routes_overflow) X(routes_roundtrip_merge) X(routes_decode_rejects)
 
 #define AP_DECLARE(name) AP_TEST(name);
 AP_TEST_LIST(AP_DECLARE)
