@@ -16,6 +16,9 @@ typedef struct {
     PyObject *timer_root;          /* TimerNode: root of the timer registry */
     PyObject *timer_parent_var;    /* ContextVar holding the context's TimerStack */
     PyObject *timer_decorate;      /* Python callable(timer, func) -> wrapper, or NULL */
+    PyTypeObject *route_table_type;   /* apiprof._core.RouteTable */
+    PyTypeObject *route_request_type; /* apiprof._core.RouteRequest */
+    PyObject *route_str[12];          /* interned keys and names used by routes.c */
 } apext_state;
 
 /* The module definition, for PyType_GetModuleByDef. */
@@ -32,9 +35,17 @@ static inline apext_state *apext_state_of_type(PyTypeObject *type)
  * -1 with a Python exception set. */
 int apext_timer_init(PyObject *module, apext_state *st);
 int apext_hist_init(PyObject *module, apext_state *st);
+int apext_routes_init(PyObject *module, apext_state *st);
 
 /* GC hooks for the module state, per subsystem. */
 int apext_timer_traverse(apext_state *st, visitproc visit, void *arg);
 void apext_timer_clear(apext_state *st);
+int apext_routes_traverse(apext_state *st, visitproc visit, void *arg);
+void apext_routes_clear(apext_state *st);
+
+/* Thread CPU ns of the calling thread at wall time `now` (ap_clock_now_ns()):
+ * a real reading, or one extrapolated from the wall clock when the last real
+ * reading on this thread is less than 2 us old (see timer.c).  Can't fail. */
+uint64_t apext_thread_cpu_at(uint64_t now);
 
 #endif

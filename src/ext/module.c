@@ -35,6 +35,8 @@ static int module_exec(PyObject *module)
         return -1;
     if (apext_timer_init(module, st) < 0)
         return -1;
+    if (apext_routes_init(module, st) < 0)
+        return -1;
     return 0;
 }
 
@@ -44,7 +46,8 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     if (st == NULL)
         return 0;
     Py_VISIT(st->hist_type);
-    return apext_timer_traverse(st, visit, arg);
+    int rc = apext_timer_traverse(st, visit, arg);
+    return rc ? rc : apext_routes_traverse(st, visit, arg);
 }
 
 static int module_clear(PyObject *module)
@@ -54,6 +57,7 @@ static int module_clear(PyObject *module)
         return 0;
     Py_CLEAR(st->hist_type);
     apext_timer_clear(st);
+    apext_routes_clear(st);
     return 0;
 }
 
