@@ -10,11 +10,10 @@ import json
 import os
 import time
 
-from fastapi import APIRouter, FastAPI, WebSocket
-from fastapi.responses import PlainTextResponse, StreamingResponse
-
 import apiprof.asgi
 from apiprof.fastapi import instrument
+from fastapi import APIRouter, FastAPI, WebSocket
+from fastapi.responses import PlainTextResponse, StreamingResponse
 
 REQUEST_TAG: contextvars.ContextVar[str] = contextvars.ContextVar("request_tag", default="")
 STREAM_CHUNKS = 20
