@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         servers["none"] = start("none", db, work)  # seeds the database first
         for v in VARIANTS[1:]:
             servers[v] = start(v, db, work)
-        for route, path in ROUTES.items():  # warm-up
+        for path in ROUTES.values():  # warm-up
             for v in VARIANTS:
                 wrk(servers[v][1] + path, 1, args.connections)
         for r in range(args.rounds):

@@ -1,9 +1,12 @@
-"""``make demo``: run the shop under uvicorn, drive traffic, print apiprof's timer report.
+"""``make demo``: run the shop under uvicorn, drive traffic, print apiprof's route table and
+timer report.
 
     python examples/shop/demo.py [--rounds N]
 
-Writes reports/timers.txt and reports/timers.json (plus the demo's database and server
-log) under the repository root. Exits non-zero with one line on stderr on failure.
+Writes reports/timers.txt and reports/timers.json, the per-worker route statistics in
+reports/apiprof-stats/ (read with ``apiprof stats --dir reports/apiprof-stats``), the
+demo's database and server log under the repository root. Exits non-zero with one line
+on stderr on failure.
 """
 
 from __future__ import annotations
@@ -71,11 +74,15 @@ def run(rounds: int) -> None:
     database = REPORTS / "demo-shop.db"
     log = REPORTS / "demo-server.log"
     stale = [database, Path(f"{database}-wal"), Path(f"{database}-shm")]
+    stats_dir = REPORTS / "apiprof-stats"
+    stats_dir.mkdir(exist_ok=True)
+    stale += list(stats_dir.glob("apiprof-routes-*.bin"))
     for path in [*stale, prefix.with_suffix(".txt"), prefix.with_suffix(".json")]:
         path.unlink(missing_ok=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "SHOP_TIMER_REPORT": str(prefix), "SHOP_DB": str(database)}
+    env = {**os.environ, "SHOP_TIMER_REPORT": str(prefix), "SHOP_DB": str(database),
+           "APIPROF_STATS_DIR": str(stats_dir)}
     cmd = [
         sys.executable, "-m", "uvicorn", "shop.app:app",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
@@ -105,8 +112,21 @@ def run(rounds: int) -> None:
     if not report.strip():
         raise DemoError(f"empty timer report: is apiprof importable by {sys.executable}?")
     print()
+    print_route_table(stats_dir)
+    print()
     print(report, end="" if report.endswith("\n") else "\n")
     print(f"report: reports/{text.name} (JSON: reports/{data.name})")
+
+
+def print_route_table(stats_dir: Path) -> None:
+    """`apiprof stats --dir`: the middleware's per-route statistics, all workers merged."""
+    cmd = [sys.executable, "-m", "apiprof", "stats", "--dir", str(stats_dir), "--sort", "total"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        raise DemoError(f"apiprof stats failed: {result.stderr.strip()}")
+    print("route statistics (apiprof.fastapi.instrument; `apiprof stats --dir "
+          f"{stats_dir.relative_to(REPO_ROOT)}`):")
+    print(result.stdout, end="")
 
 
 def main(argv: list[str] | None = None) -> int:

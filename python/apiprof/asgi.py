@@ -17,6 +17,7 @@ import hmac
 import itertools
 import json
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -234,16 +235,26 @@ class ProfilerMiddleware:
         self.stats_dir = os.fspath(directory) if directory else None
         self._flush_ns = int(flush_s * 1e9)
         self._next_flush = 0
+        self._flush_failed = False
         if self.stats_dir is not None:
             atexit.register(self.flush)
 
     # -- statistics files --
 
     def flush(self) -> None:
-        """Writes this worker's statistics file now (when a stats directory is set)."""
-        if self.stats_dir is not None:
+        """Writes this worker's statistics file now (when a stats directory is set). A
+        failure (disk full, directory gone) is reported once on stderr, never raised into
+        a request."""
+        if self.stats_dir is None:
+            return
+        self._next_flush = time.monotonic_ns() + self._flush_ns
+        try:
             _routestats.write_worker_file(self.stats_dir)
-            self._next_flush = time.monotonic_ns() + self._flush_ns
+        except OSError as e:
+            if not self._flush_failed:
+                self._flush_failed = True
+                print(f"apiprof: cannot write route statistics to {self.stats_dir}: {e}",
+                      file=sys.stderr)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def receive_and_flush() -> Message:

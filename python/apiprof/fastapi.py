@@ -5,6 +5,7 @@ request."""
 
 from __future__ import annotations
 
+import atexit
 from typing import Any
 
 from .asgi import ProfilerMiddleware
@@ -18,6 +19,7 @@ def instrument(app: Any, **options: Any) -> Any:
     """Adds ProfilerMiddleware to ``app`` (outermost of the app's own middleware) and
     returns ``app``. Raises apiprof.errors.ConfigurationError (or TypeError for an unknown
     option) at once."""
-    ProfilerMiddleware(_nothing, **options)  # validates now; the app builds its own later
+    checked = ProfilerMiddleware(_nothing, **options)  # validates now; the app builds its own
+    atexit.unregister(checked.flush)
     app.add_middleware(ProfilerMiddleware, **options)
     return app

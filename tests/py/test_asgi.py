@@ -252,3 +252,17 @@ def test_stats_cli_errors(tmp_path):
     (tmp_path / "apiprof-routes-host-1.bin").unlink()
     r = stats("--dir", str(tmp_path))
     assert r.returncode == 0 and "no requests recorded" in r.stdout
+
+
+def test_profile_store_is_bounded():
+    from apiprof.asgi import ProfileStore
+
+    store = ProfileStore(keep=2, max_total=3)
+    for i in range(5):
+        store.add("/a", {"id": f"a{i}", "profile": {}})
+    assert [p["id"] for p in store.index()] == ["a4", "a3"]
+    assert store.get("a0") is None and store.get("a4") == {"id": "a4", "profile": {}}
+    store.add("/b", {"id": "b0", "profile": {}})
+    store.add("/b", {"id": "b1", "profile": {}})
+    assert [p["id"] for p in store.index()] == ["b1", "b0", "a4"]  # a3, the oldest, went
+    assert all("profile" not in p for p in store.index())
