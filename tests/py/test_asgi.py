@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -241,7 +242,8 @@ def test_stats_cli_errors(tmp_path):
         return subprocess.run([str(APIPROF), "stats", *args], capture_output=True, text=True,
                               timeout=60, env=env)
 
-    r = stats(env={"PATH": "/usr/bin:/bin"})
+    env = {k: v for k, v in os.environ.items() if k != "APIPROF_STATS_DIR"}
+    r = stats(env=env)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--dir" in r.stderr
     r = stats("--dir", str(tmp_path / "missing"))
     assert r.returncode == 2 and "not a directory" in r.stderr
