@@ -51,10 +51,8 @@ def test_dashboard_in_chromium(serve, http, tmp_path):
     assert 'data-sort="count"' in by_count
     assert [r[0] for r in rows[:2]] == ["/api/items/{item_id}", "/api/sync/{n}"]
     assert rows[0][1:4] == ["GET", "2xx", "6"] and rows[1][1:4] == ["GET", "2xx", "3"]
-    api = http.get(f"{server.url}/_apiprof/api/stats", headers={"X-Apiprof-Token": TOKEN}).json()
-    total = sum(r["count"] for r in api["routes"])  # 10 + the harness's health check(s)
-    assert total >= 11 and f"{total} requests, {len(api['routes'])} rows, 1 worker(s)" in by_count
-    assert len(rows) == len(api["routes"])
+    total = sum(int(r[3]) for r in rows)  # 10 + the harness's health check(s)
+    assert total >= 11 and f"{total} requests, {len(rows)} rows, 1 worker(s)" in by_count
 
     by_p95 = dump_dom(f"{server.url}/_apiprof?apiprof={TOKEN}&sort=p95", tmp_path / "c2")
     assert 'data-sort="p95"' in by_p95
