@@ -14,7 +14,11 @@ SAN_BUILD_ARGS := -Csetup-args=-Db_sanitize=address,undefined -Csetup-args=-Db_l
 SAN_ENV = LD_PRELOAD=$$(gcc -print-file-name=libasan.so) PYTHONMALLOC=malloc \
   ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 
-.PHONY: all venv install demo test test-c test-py lint test-all sanitize bench clean
+.PHONY: all venv install demo test test-c test-py lint test-all sanitize bench clean system-deps
+
+# Debian packages the tests and benchmarks use: chromium (dashboard tests), wrk (bench).
+# Quick when they are there; otherwise one apt-get update and an install (needs root).
+SYSTEM_DEPS := chromium wrk
 
 all: install
 
@@ -28,6 +32,13 @@ $(VENV)/.deps-$(PYTHON): requirements-dev.txt examples/shop/requirements.txt
 	@touch $@
 
 venv: $(VENV)/.deps-$(PYTHON)
+
+system-deps:
+	@missing=""; for p in $(SYSTEM_DEPS); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 install: venv
 	$(PY) -m pip install -q --no-build-isolation --no-deps $(BUILD_ARGS) .
@@ -49,7 +60,7 @@ lint: venv
 test-py: install
 	$(PY) -m pytest -q
 
-test: test-c lint test-py
+test: system-deps test-c lint test-py
 
 test-all:
 	@for v in $(VERSIONS); do \
@@ -57,7 +68,7 @@ test-all:
 	done
 
 # ASan + UBSan: the C tests and the pytest suite, interpreter leaks not checked.
-sanitize:
+sanitize: system-deps
 	$(MAKE) --no-print-directory venv VENV=$(ASAN_VENV)
 	@test -f build/asan-c/build.ninja || \
 	  $(ASAN_VENV)/bin/meson setup build/asan-c -Dtests=true -Dwerror=true \
@@ -73,6 +84,7 @@ bench: install
 	$(PY) bench/timer_overhead.py
 	$(PY) bench/clock_cost.py
 	$(PY) bench/load_throughput.py
+	$(PY) bench/middleware_overhead.py
 
 clean:
 	rm -rf build reports .venv .venv-* .pytest_cache

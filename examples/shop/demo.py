@@ -1,13 +1,15 @@
 """``make demo``: run the shop under ``apiprof run -m uvicorn``, drive traffic, load it with
-``apiprof bench``, print the load figures, the timer report and the function profile.
+``apiprof bench``, print the load figures, the route table, the timer report and the
+function profile.
 
     python examples/shop/demo.py [--rounds N] [--bench-seconds S]
 
 Writes, under the repository root: reports/timers.txt and reports/timers.json (the app's
-``apiprof.timer`` report), reports/bench.json (the load figures), reports/shop.apiprof (the
-function profile of the whole server), reports/profile.txt, reports/profile.json and
-reports/profile.pstats (``apiprof report``), plus the demo's database and server log. Exits
-non-zero with one line on stderr on failure.
+``apiprof.timer`` report), reports/bench.json (the load figures), the per-worker route
+statistics in reports/apiprof-stats/ (read with ``apiprof stats --dir
+reports/apiprof-stats``), reports/shop.apiprof (the function profile of the whole server),
+reports/profile.txt, reports/profile.json and reports/profile.pstats (``apiprof report``),
+plus the demo's database and server log. Exits non-zero with one line on stderr on failure.
 """
 
 from __future__ import annotations
@@ -88,12 +90,16 @@ def run(rounds: int, bench_seconds: float) -> None:
     database = REPORTS / "demo-shop.db"
     log = REPORTS / "demo-server.log"
     stale = [database, Path(f"{database}-wal"), Path(f"{database}-shm")]
+    stats_dir = REPORTS / "apiprof-stats"
+    stats_dir.mkdir(exist_ok=True)
+    stale += list(stats_dir.glob("apiprof-routes-*.bin"))
     for path in [*stale, prefix.with_suffix(".txt"), prefix.with_suffix(".json"),
                  REPORTS / "bench.json"]:
         path.unlink(missing_ok=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "SHOP_TIMER_REPORT": str(prefix), "SHOP_DB": str(database)}
+    env = {**os.environ, "SHOP_TIMER_REPORT": str(prefix), "SHOP_DB": str(database),
+           "APIPROF_STATS_DIR": str(stats_dir)}
     profile = REPORTS / "shop.apiprof"
     profile.unlink(missing_ok=True)
     cmd = [
@@ -129,6 +135,8 @@ def run(rounds: int, bench_seconds: float) -> None:
     if not report.strip():
         raise DemoError(f"empty timer report: is apiprof importable by {sys.executable}?")
     print()
+    print_route_table(stats_dir)
+    print()
     print(report, end="" if report.endswith("\n") else "\n")
     print(f"report: reports/{text.name} (JSON: reports/{data.name})")
     write_profile_reports(profile)
@@ -150,6 +158,17 @@ def write_profile_reports(profile: Path) -> None:
     print(outputs["text"].read_text(), end="")
     names = ", ".join(f"reports/{p.name}" for p in outputs.values())
     print(f"function profile: reports/{profile.name} ({names})")
+
+
+def print_route_table(stats_dir: Path) -> None:
+    """`apiprof stats --dir`: the middleware's per-route statistics, all workers merged."""
+    cmd = [sys.executable, "-m", "apiprof", "stats", "--dir", str(stats_dir), "--sort", "total"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        raise DemoError(f"apiprof stats failed: {result.stderr.strip()}")
+    print("route statistics (apiprof.fastapi.instrument; `apiprof stats --dir "
+          f"{stats_dir.relative_to(REPO_ROOT)}`):")
+    print(result.stdout, end="")
 
 
 def main(argv: list[str] | None = None) -> int:

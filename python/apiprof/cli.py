@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "run": "run",
     "report": "report",
     "bench": "bench",
+    "stats": "stats",
 }
 
 

@@ -39,6 +39,8 @@ static int module_exec(PyObject *module)
         return -1;
     if (apext_tracer_init(module, st) < 0)
         return -1;
+    if (apext_routes_init(module, st) < 0)
+        return -1;
     return 0;
 }
 
@@ -50,7 +52,8 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->hist_type);
     Py_VISIT(st->tracer_type);
     Py_VISIT(st->profile_type);
-    return apext_timer_traverse(st, visit, arg);
+    int rc = apext_timer_traverse(st, visit, arg);
+    return rc ? rc : apext_routes_traverse(st, visit, arg);
 }
 
 static int module_clear(PyObject *module)
@@ -62,6 +65,7 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->tracer_type);
     Py_CLEAR(st->profile_type);
     apext_timer_clear(st);
+    apext_routes_clear(st);
     return 0;
 }
 
