@@ -33,6 +33,9 @@ static inline apext_state *apext_state_of_type(PyTypeObject *type)
 int apext_timer_init(PyObject *module, apext_state *st);
 int apext_hist_init(PyObject *module, apext_state *st);
 
+/* Module-level functions of report.c (write_report, ...). */
+extern PyMethodDef apext_report_methods[];
+
 /* GC hooks for the module state, per subsystem. */
 int apext_timer_traverse(apext_state *st, visitproc visit, void *arg);
 void apext_timer_clear(apext_state *st);
