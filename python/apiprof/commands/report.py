@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import subprocess
 import sys
 
 from .. import _core
@@ -55,10 +58,23 @@ def run(args: argparse.Namespace) -> int:
     options = {"metric": args.metric, "min_percent": args.min_percent, "route": args.route,
                "thread": args.thread, "task": args.task, "title": args.title}
     sys.stdout.flush()
+    # `--format dot -o graph.svg`: the call graph laid out by Graphviz.
+    via_dot = fmt == "dot" and out is not None and out.endswith(".svg")
+    if via_dot and shutil.which("dot") is None:
+        raise UsageError("an SVG call graph needs Graphviz's dot, which is not installed; "
+                         "write a .dot file instead")
+    target = f"{out}.dot.tmp" if via_dot and out else out
     try:
-        truncated = _core.write_report(args.file, fmt, out, options)
+        truncated = _core.write_report(args.file, fmt, target, options)
     except (ValueError, LookupError, OSError) as e:
         raise UsageError(str(e)) from None
+    if via_dot and target and out:
+        try:
+            r = subprocess.run(["dot", "-Tsvg", target, "-o", out], capture_output=True, text=True)
+        finally:
+            os.unlink(target)
+        if r.returncode != 0:
+            raise UsageError(f"dot failed: {r.stderr.strip().splitlines()[-1:]}")
     if truncated:
         print(f"apiprof report: warning: {args.file} was cut short; the report shows what it held",
               file=sys.stderr)
