@@ -83,7 +83,8 @@ class Browser:
 
     def open(self, url: str) -> Page:
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        session = self.send("Target.attachToTarget",
+                            {"targetId": target, "flatten": True})["sessionId"]
         page = Page(self, session)
         for domain in ("Page", "Runtime", "Log"):
             self.send(f"{domain}.enable", session=session)
@@ -157,7 +158,8 @@ class Page:
         self.send("Input.insertText", {"text": text})
 
     def screenshot(self, path: Path) -> Path:
-        data = self.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": False})
+        data = self.send("Page.captureScreenshot",
+                         {"format": "png", "captureBeyondViewport": False})
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(data["data"]))
         return path

@@ -94,7 +94,8 @@ SHOP_ROUTE_ITEMS_WALL = 1_000 + 2_000 + 10_000 + 80_000 + 30_000 + 6_000 + 2_000
 def big_spec(nodes: int = 100_000, fanout: int = 8, functions: int = 2_000) -> dict:
     """About ``nodes`` nodes: a tree of the given fan-out over ``functions`` distinct
     functions in 50 files, self time varying by node."""
-    frames = [fr(f"mod{i % 50}.func{i}", f"/srv/big/mod{i % 50}.py", 10 + i) for i in range(functions)]
+    frames = [fr(f"mod{i % 50}.func{i}", f"/srv/big/mod{i % 50}.py", 10 + i)
+              for i in range(functions)]
     specs = []
     paths: list[list[tuple]] = [[]]
     i = 0
@@ -102,7 +103,8 @@ def big_spec(nodes: int = 100_000, fanout: int = 8, functions: int = 2_000) -> d
         parent = paths[i // fanout]
         path = parent + [frames[(len(specs) * 7919) % functions]]
         paths.append(path)
-        specs.append((path, {"self_ns": 1_000 + (len(specs) * 37) % 5_000, "calls": 1 + len(specs) % 3}))
+        k = len(specs)
+        specs.append((path, {"self_ns": 1_000 + (k * 37) % 5_000, "calls": 1 + k % 3}))
         i += 1
     return {"meta": {"clock": "wall", "argv": "synthetic"},
             "trees": [{"labels": {"thread": "MainThread"}, "nodes": specs}]}

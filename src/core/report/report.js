@@ -132,12 +132,9 @@
   function computeFunctions() {
     var n = V.n, rows = new Map(), edges = new Map(), list = [];
     var hasAwait = D.metrics.indexOf("await") >= 0;
-    var aw = hasAwait ? V.self.await : null, awIncl = null;
-    if (hasAwait) {
-      awIncl = new Float64Array(n);
-      for (var i = 0; i < n; i++) awIncl[i] = aw[i];
-      for (i = n - 1; i > 0; i--) awIncl[V.parent[i]] += awIncl[i];
-    }
+    // A frame's await time is its own suspension (a suspended caller records
+    // its own), counted once per function like the model's function table.
+    var aw = hasAwait ? V.self.await : null;
     var active = new Map(), activeEdge = new Map();
     function rowOf(fn) {
       var r = rows.get(fn);
@@ -156,7 +153,7 @@
         if (v !== 0) {
           var fn = fFunc(V.frame[v]), r = rowOf(fn), a = active.get(fn) || 0;
           r.calls += V.calls[v]; r.self += V.self[state.metric][v];
-          if (a === 0) { r.prim += V.calls[v]; r.total += V.incl[v]; if (hasAwait) r.await += awIncl[v]; }
+          if (a === 0) { r.prim += V.calls[v]; r.total += V.incl[v]; if (hasAwait) r.await += aw[v]; }
           active.set(fn, a + 1);
           var p = V.parent[v], e = null;
           if (p > 0) {
