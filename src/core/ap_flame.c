@@ -185,7 +185,8 @@ int ap_flame_write_svg(const ap_report_ctx *rc, ap_sbuf *out) {
             }
             kids[nk++] = k;
         }
-        qsort_r(kids, nk, sizeof *kids, child_cmp, &c);
+        if (nk > 1)
+            qsort_r(kids, nk, sizeof *kids, child_cmp, &c);
         double at = x[i];
         for (size_t k = 0; k < nk; k++) {
             ap_node_id id = kids[k]->id;

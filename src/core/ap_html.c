@@ -1,6 +1,7 @@
 /* ap_html.c -- the self-contained interactive HTML report: the profile's trees embedded as compact JSON beside the page's own CSS and JS (report/, embedded at build time). */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "ap_err.h"
 #include "ap_map.h"
@@ -11,8 +12,9 @@ extern const char ap_asset_report_css[];
 extern const char ap_asset_report_html[];
 extern const char ap_asset_report_js[];
 
-/* Lines of one source file embedded at most. */
+/* Lines of one source file embedded at most, and the largest file read. */
 #define SOURCE_LINES_MAX 5000
+#define SOURCE_BYTES_MAX (16 << 20)
 
 static void json_u64_array(ap_sbuf *out, const ap_tree *t, unsigned field) {
     size_t n = ap_tree_nnodes(t);
@@ -35,6 +37,10 @@ static int tree_has(const ap_tree *t, unsigned field) {
 /* Embed lines [first, last] of path as [first, ["line", ...]]; nothing when
  * the file cannot be read (the page says so). */
 static void put_source(ap_sbuf *out, const char *path, uint32_t first, uint32_t last, int *any) {
+    struct stat st;
+    /* Only regular files of sane size: a path in a profile may name anything. */
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > SOURCE_BYTES_MAX)
+        return;
     FILE *f = fopen(path, "r");
     if (f == NULL)
         return;

@@ -92,7 +92,8 @@ AP_TEST(err_thread_local) {
     X(map_reference) X(map_growth) X(map_iteration) X(map_clear_free) X(map_hint)       \
     X(hash_bytes)                                                                       \
     X(prof_intern) X(prof_functab_recursion) X(prof_merge_threads) X(prof_file_roundtrip) \
-    X(prof_exports) X(prof_event_ring)
+    X(prof_exports) X(prof_event_ring)                                 \
+    X(report_every_format) X(report_mutated_files)
 
 #define AP_DECLARE(name) AP_TEST(name);
 AP_TEST_LIST(AP_DECLARE)
