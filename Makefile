@@ -32,6 +32,9 @@ install: venv
 
 demo: install
 	$(PY) examples/shop/demo.py
+	@if [ -f reports/demo.apiprof ]; then \
+	  $(VENV)/bin/apiprof report reports/demo.apiprof -o reports/demo.html 2>/dev/null && \
+	  echo "HTML report: $(CURDIR)/reports/demo.html"; fi
 
 # Debian packages the tests use: Chromium (HTML report), Go (go tool pprof), Graphviz
 # (dot), valgrind (callgrind_annotate), zlib headers (pprof's gzip). apt-get runs only
@@ -84,6 +87,7 @@ sanitize:
 bench: install
 	$(PY) bench/timer_overhead.py
 	$(PY) bench/clock_cost.py
+	$(PY) bench/report_speed.py
 
 # libFuzzer on the native reader and every report writer (tests/fuzz/README.md).
 FUZZ_SECONDS ?= 60

@@ -92,18 +92,24 @@ SHOP_ROUTE_ITEMS_WALL = 1_000 + 2_000 + 10_000 + 80_000 + 30_000 + 6_000 + 2_000
 
 
 def big_spec(nodes: int = 100_000, fanout: int = 8, functions: int = 2_000) -> dict:
-    """About ``nodes`` nodes: a tree of the given fan-out over ``functions`` distinct
-    functions in 50 files, self time varying by node."""
+    """``nodes`` nodes below one ``<module>`` frame: a tree of the given fan-out over
+    ``functions`` distinct functions in 50 files, self time varying by node."""
     frames = [fr(f"mod{i % 50}.func{i}", f"/srv/big/mod{i % 50}.py", 10 + i)
               for i in range(functions)]
-    specs = []
-    paths: list[list[tuple]] = [[]]
+    # One entry point, as in a real program, and functions in layers (a function at
+    # depth d calls functions of layer d + 1): no call cycles, as snakeviz needs.
+    layers = 8
+    per_layer = max(functions // layers, 1)
+    top = fr("<module>", "/srv/big/main.py", 1)
+    specs = [([top], {"self_ns": 1_000, "calls": 1})]
+    paths: list[list[tuple]] = [[top]]
     i = 0
     while len(specs) < nodes:
         parent = paths[i // fanout]
-        path = parent + [frames[(len(specs) * 7919) % functions]]
-        paths.append(path)
+        layer = min(len(parent) - 1, layers - 1)
         k = len(specs)
+        path = parent + [frames[layer * per_layer + (k * 7919) % per_layer]]
+        paths.append(path)
         specs.append((path, {"self_ns": 1_000 + (k * 37) % 5_000, "calls": 1 + k % 3}))
         i += 1
     return {"meta": {"clock": "wall", "argv": "synthetic"},
