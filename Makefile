@@ -32,9 +32,8 @@ install: venv
 
 demo: install
 	$(PY) examples/shop/demo.py
-	@if [ -f reports/demo.apiprof ]; then \
-	  $(VENV)/bin/apiprof report reports/demo.apiprof -o reports/demo.html 2>/dev/null && \
-	  echo "HTML report: $(CURDIR)/reports/demo.html"; fi
+	$(VENV)/bin/apiprof report reports/shop.apiprof -o reports/shop.html --title "shop demo" 2>/dev/null
+	@echo "HTML report: $(CURDIR)/reports/shop.html"
 
 # Debian packages the tests use: Chromium (HTML report), Go (go tool pprof), Graphviz
 # (dot), valgrind (callgrind_annotate), zlib headers (pprof's gzip). apt-get runs only

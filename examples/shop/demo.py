@@ -1,9 +1,11 @@
-"""``make demo``: run the shop under uvicorn, drive traffic, print apiprof's timer report.
+"""``make demo``: run the shop under ``apiprof run -m uvicorn``, drive traffic, print the reports.
 
     python examples/shop/demo.py [--rounds N]
 
-Writes reports/timers.txt and reports/timers.json (plus the demo's database and server
-log) under the repository root. Exits non-zero with one line on stderr on failure.
+Writes, under the repository root: reports/timers.txt and reports/timers.json (the app's
+``apiprof.timer`` report), reports/shop.apiprof (the function profile of the whole server),
+reports/profile.txt, reports/profile.json and reports/profile.pstats (``apiprof report``),
+plus the demo's database and server log. Exits non-zero with one line on stderr on failure.
 """
 
 from __future__ import annotations
@@ -76,11 +78,15 @@ def run(rounds: int) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "SHOP_TIMER_REPORT": str(prefix), "SHOP_DB": str(database)}
+    profile = REPORTS / "shop.apiprof"
+    profile.unlink(missing_ok=True)
     cmd = [
-        sys.executable, "-m", "uvicorn", "shop.app:app",
+        sys.executable, "-m", "apiprof", "run", "-q", "-o", str(profile),
+        "-m", "uvicorn", "shop.app:app",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
     ]
-    print(f"demo: starting the shop on {url} (log: {log.relative_to(REPO_ROOT)})", flush=True)
+    print(f"demo: starting the shop under apiprof run on {url} "
+          f"(log: {log.relative_to(REPO_ROOT)})", flush=True)
     with open(log, "wb") as log_file:
         proc = subprocess.Popen(
             cmd, cwd=SHOP_DIR, env=env, stdout=log_file, stderr=subprocess.STDOUT,
@@ -107,6 +113,25 @@ def run(rounds: int) -> None:
     print()
     print(report, end="" if report.endswith("\n") else "\n")
     print(f"report: reports/{text.name} (JSON: reports/{data.name})")
+    write_profile_reports(profile)
+
+
+def write_profile_reports(profile: Path) -> None:
+    """``apiprof report`` of the server's function profile: text, JSON and pstats."""
+    if not profile.exists():
+        raise DemoError(f"apiprof run wrote no {profile.name}")
+    outputs = {"text": REPORTS / "profile.txt", "json": REPORTS / "profile.json",
+               "pstats": REPORTS / "profile.pstats"}
+    for fmt, out in outputs.items():
+        cmd = [sys.executable, "-m", "apiprof", "report", str(profile), "--format", fmt,
+               "-o", str(out), "--limit", "40"]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise DemoError(f"apiprof report --format {fmt}: {done.stderr.strip()}")
+    print()
+    print(outputs["text"].read_text(), end="")
+    names = ", ".join(f"reports/{p.name}" for p in outputs.values())
+    print(f"function profile: reports/{profile.name} ({names})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ from . import __version__
 from .errors import UsageError
 
 # Command name -> module in apiprof.commands, in the order `apiprof --help` lists them.
-COMMANDS: dict[str, str] = {"report": "report"}
+COMMANDS: dict[str, str] = {"run": "run", "report": "report"}
 
 
 def build_parser() -> argparse.ArgumentParser:

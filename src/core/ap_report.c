@@ -71,7 +71,6 @@ static const struct {
     {"collapsed", ap_flame_write_collapsed},
     {"callgrind", ap_callgrind_write},
     {"chrome", ap_chrome_write},
-    {"text", ap_text_write},
     {"json", json_write},
     {"pstats", pstats_write},
 };

@@ -23,7 +23,7 @@ typedef struct ap_report_opts {
 } ap_report_opts;
 
 /* Formats, by name: html svg dot speedscope pprof collapsed callgrind chrome
- * text json pstats.  1 when name is one of them, else 0.  Can't fail. */
+ * json pstats (the text table is the Python layer's).  1 when name is one of them, else 0.  Can't fail. */
 int ap_report_format_known(const char *name);
 
 /* The format whose usual file extension ends path (".html", ".svg",
@@ -117,6 +117,5 @@ int ap_speedscope_write(const ap_report_ctx *c, ap_sbuf *out);  /* ap_speedscope
 int ap_pprof_write(const ap_report_ctx *c, ap_sbuf *out);       /* ap_pprof.c */
 int ap_callgrind_write(const ap_report_ctx *c, ap_sbuf *out);   /* ap_callgrind.c */
 int ap_chrome_write(const ap_report_ctx *c, ap_sbuf *out);      /* ap_chrome.c */
-int ap_text_write(const ap_report_ctx *c, ap_sbuf *out);        /* ap_text.c */
 
 #endif /* AP_REPORT_H */

@@ -13,6 +13,8 @@ typedef struct {
     PyTypeObject *timer_node_type; /* apiprof._core.TimerNode (registry tree) */
     PyTypeObject *timer_stack_type; /* apiprof._core.TimerStack (running timers of a context) */
     PyTypeObject *hist_type;       /* apiprof._core.Histogram */
+    PyTypeObject *tracer_type;     /* apiprof._core.Tracer */
+    PyTypeObject *profile_type;    /* apiprof._core.Profile */
     PyObject *timer_root;          /* TimerNode: root of the timer registry */
     PyObject *timer_parent_var;    /* ContextVar holding the context's TimerStack */
     PyObject *timer_decorate;      /* Python callable(timer, func) -> wrapper, or NULL */
@@ -32,6 +34,15 @@ static inline apext_state *apext_state_of_type(PyTypeObject *type)
  * -1 with a Python exception set. */
 int apext_timer_init(PyObject *module, apext_state *st);
 int apext_hist_init(PyObject *module, apext_state *st);
+int apext_tracer_init(PyObject *module, apext_state *st);
+int apext_profile_init(PyObject *module, apext_state *st);
+
+/* A Profile object over prof.  With owner (a Tracer) it borrows prof and
+ * keeps owner alive; with owner NULL it takes ownership of prof (freed with
+ * the object, also on failure).  Returns a new reference, or NULL with an
+ * exception set. */
+struct ap_prof;
+PyObject *apext_profile_wrap(apext_state *st, PyObject *owner, struct ap_prof *prof);
 
 /* Module-level functions of report.c (write_report, ...). */
 extern PyMethodDef apext_report_methods[];

@@ -37,6 +37,10 @@ static int module_exec(PyObject *module)
         return -1;
     if (apext_timer_init(module, st) < 0)
         return -1;
+    if (apext_profile_init(module, st) < 0)
+        return -1;
+    if (apext_tracer_init(module, st) < 0)
+        return -1;
     return 0;
 }
 
@@ -46,6 +50,8 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     if (st == NULL)
         return 0;
     Py_VISIT(st->hist_type);
+    Py_VISIT(st->tracer_type);
+    Py_VISIT(st->profile_type);
     return apext_timer_traverse(st, visit, arg);
 }
 
@@ -55,6 +61,8 @@ static int module_clear(PyObject *module)
     if (st == NULL)
         return 0;
     Py_CLEAR(st->hist_type);
+    Py_CLEAR(st->tracer_type);
+    Py_CLEAR(st->profile_type);
     apext_timer_clear(st);
     return 0;
 }
@@ -75,7 +83,7 @@ static PyModuleDef_Slot module_slots[] = {
 PyModuleDef apext_module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "apiprof._core",
-    .m_doc = "The C core of apiprof: clocks, histograms, the block timer.",
+    .m_doc = "The C core of apiprof: clocks, histograms, the block timer, the tracer and profiles.",
     .m_size = sizeof(apext_state),
     .m_methods = module_methods,
     .m_slots = module_slots,

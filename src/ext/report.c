@@ -78,7 +78,7 @@ static PyObject *write_report(PyObject *Py_UNUSED(m), PyObject *args)
     if (!ap_report_format_known(fmt))
         return PyErr_Format(PyExc_ValueError,
                             "unknown format '%s' (html, svg, dot, speedscope, pprof, collapsed, "
-                            "callgrind, chrome, text, json, pstats)", fmt);
+                            "callgrind, chrome, json, pstats)", fmt);
     int truncated = 0;
     ap_prof *p = ap_prof_read(path_in, &truncated);
     if (p == NULL)

@@ -10,7 +10,7 @@
 #include "ap_test.h"
 
 static const char *const formats[] = {"html", "svg", "dot", "speedscope", "pprof", "collapsed",
-                                      "callgrind", "chrome", "text", "json", "pstats"};
+                                      "callgrind", "chrome", "json", "pstats"};
 #define NFORMATS (sizeof formats / sizeof formats[0])
 
 static ap_frame_id frame(ap_prof *p, const char *q, unsigned line, unsigned lineno, unsigned kind) {

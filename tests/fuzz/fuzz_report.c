@@ -8,7 +8,7 @@
 #include "ap_report.h"
 
 static const char *const formats[] = {"html", "svg", "dot", "speedscope", "pprof", "collapsed",
-                                      "callgrind", "chrome", "text", "json", "pstats"};
+                                      "callgrind", "chrome", "json", "pstats"};
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

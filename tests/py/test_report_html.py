@@ -192,3 +192,53 @@ def test_svg_flame_graph_in_chromium(browser, shop, tmp_path):
         .g.classList.contains('hide')""") is True
     page.screenshot(ARTIFACTS / "svg-zoomed.png")
     assert page.errors == []
+
+
+REAL_SCRIPT = """
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+def work():
+    total = 0
+    for i in range(3):
+        total += fib(15)
+    return sorted(str(i) for i in range(2000))
+
+if __name__ == "__main__":
+    work()
+"""
+
+
+def test_real_profile_of_real_code(browser, tmp_path):
+    """`apiprof run` on a real script, then the views of that real profile agree with the
+    model's function table and with their consumers."""
+    script = tmp_path / "prog.py"
+    script.write_text(REAL_SCRIPT)
+    prof = tmp_path / "prog.apiprof"
+    r = subprocess.run([str(APIPROF), "run", "-q", "-o", str(prof), str(script)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    funcs = {f["qualname"]: f for f in json.loads(subprocess.run(
+        [str(APIPROF), "report", str(prof), "-f", "json"], capture_output=True, text=True,
+        check=True).stdout)["functions"]}
+    assert funcs["fib"]["calls"] == 3 * 1973   # fib(15) makes 1973 calls
+    total_self = sum(f["self_ns"] for f in funcs.values())
+    collapsed = subprocess.run([str(APIPROF), "report", str(prof), "-f", "collapsed"],
+                               capture_output=True, text=True, check=True).stdout
+    assert sum(int(line.rsplit(" ", 1)[1]) for line in collapsed.splitlines()) == total_self
+    pb = report(prof, tmp_path / "prog.pb.gz")
+    top = subprocess.run(["go", "tool", "pprof", "-top", "-unit=ns", str(pb)],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert f"of {total_self}ns total" in top
+    html = report(prof, tmp_path / "prog.html")
+    page = browser.open(html.as_uri())
+    page.wait_for(READY)
+    assert page.errors == []
+    js = {r["name"]: r for r in page.eval("window.apiprof.functions()")}
+    for name in ("fib", "work"):
+        assert (js[name]["calls"], js[name]["prim"], js[name]["self"]) == (
+            funcs[name]["calls"], funcs[name]["primitive_calls"], funcs[name]["self_ns"])
+    fib = page.eval("window.apiprof.rectOf('fib')")
+    page.click(fib["x"], fib["y"])
+    assert page.eval("window.apiprof.state.zoom") == fib["node"]
+    page.screenshot(ARTIFACTS / "real-profile-zoomed.png")

@@ -1,4 +1,9 @@
-"""`apiprof report FILE`: write a view of a profile (every format is written by the C core)."""
+"""``apiprof report``: read a profile file and write one of its views.
+
+text, json and pstats come from the profile object (``_core.load``); every other format
+(html, svg, dot, speedscope, pprof, collapsed, callgrind, chrome) is written by the C
+report writers through ``_core.write_report``.
+"""
 
 from __future__ import annotations
 
@@ -7,28 +12,39 @@ import os
 import shutil
 import subprocess
 import sys
+from typing import Any
 
 from .. import _core
+from .._profiler import SORT_KEYS, format_table
 from ..errors import UsageError
 
 FORMATS = ("html", "svg", "dot", "speedscope", "pprof", "collapsed", "callgrind", "chrome",
            "text", "json", "pstats")
+MODEL_FORMATS = frozenset({"text", "json", "pstats"})
 BINARY = frozenset({"pprof", "pstats"})
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: Any) -> None:
     p = sub.add_parser(
-        "report", help="write a report of a profile file",
-        description="Write a view of an apiprof profile: an interactive HTML report, an SVG "
-        "flame graph, a call graph, or an exchange format. Without --format the format "
-        "follows the extension of -o (report.html, flame.svg, cpu.pb.gz, ...), else text.")
-    p.add_argument("file", help="native profile file (apiprof run writes one)")
+        "report", help="write a view of a profile (html, svg, dot, pprof, ... text)",
+        description="Read an apiprof profile and write one of its views: an interactive HTML "
+                    "report, an SVG flame graph, a call graph (dot), speedscope, pprof, "
+                    "collapsed stacks, callgrind, a Chrome trace, a text table, the JSON "
+                    "export (docs/format.md) or a pstats file. Without --format the format "
+                    "follows the extension of -o (report.html, flame.svg, cpu.pb.gz, ...), "
+                    "else text.",
+    )
+    p.add_argument("file", metavar="FILE", help="a profile written by apiprof")
     p.add_argument("--format", "-f", choices=FORMATS, help="output format")
-    p.add_argument("-o", "--output", help="output file (default: standard output)")
+    p.add_argument("-o", "--output", metavar="OUT", help="write here instead of stdout "
+                   "(required for the binary pstats and pprof)")
+    p.add_argument("--sort", default="cumtime", choices=sorted(SORT_KEYS),
+                   help="text: sort key (default cumtime)")
+    p.add_argument("--limit", type=int, default=30, help="text: rows to show (default 30, 0 = all)")
     p.add_argument("--metric", help="wall, cpu, await, memory or samples (default: the first "
                    "present of wall, samples, cpu, memory, await)")
     p.add_argument("--min-percent", type=float, default=None, metavar="P",
-                   help="leave out what is below P%% of the total (dot, svg)")
+                   help="dot, svg: leave out what is below P%% of the total")
     p.add_argument("--route", help="only the part of the profile labelled with this route")
     p.add_argument("--thread", help="only this thread")
     p.add_argument("--task", help="only this asyncio task")
@@ -50,9 +66,48 @@ def pick_format(fmt: str | None, output: str | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     fmt = pick_format(args.format, args.output)
+    if os.path.isdir(args.file):
+        raise UsageError(f"cannot read {args.file}: is a directory")
+    if fmt in BINARY and not args.output:
+        raise UsageError(f"{fmt} output is binary: give -o OUT")
+    if fmt in MODEL_FORMATS:
+        return run_model_format(args, fmt)
+    return run_view_format(args, fmt)
+
+
+def run_model_format(args: argparse.Namespace, fmt: str) -> int:
+    if args.limit < 0:
+        raise UsageError("--limit must be 0 or more")
+    try:
+        profile = _core.load(args.file)
+    except OSError as e:
+        raise UsageError(str(e)) from None
+    except ValueError as e:
+        raise UsageError(f"not a readable apiprof profile: {e}") from None
+    if profile.truncated:
+        print(f"apiprof report: warning: {args.file} was cut short; showing what it holds",
+              file=sys.stderr)
+    try:
+        if fmt == "json":
+            profile.write_json(args.output or "/dev/stdout")
+        elif fmt == "pstats":
+            profile.write_pstats(args.output)
+        else:
+            text = format_table(profile.functions(), args.sort, args.limit or None,
+                                header=f"apiprof: {args.file} (clock: "
+                                       f"{profile.meta.get('clock', '?')})")
+            if args.output:
+                with open(args.output, "w") as f:
+                    f.write(text)
+            else:
+                sys.stdout.write(text)
+    except OSError as e:
+        raise UsageError(str(e)) from None
+    return 0
+
+
+def run_view_format(args: argparse.Namespace, fmt: str) -> int:
     out = None if args.output in (None, "-") else args.output
-    if out is None and fmt in BINARY and sys.stdout.isatty():
-        raise UsageError(f"{fmt} is binary: write it to a file with -o")
     if args.min_percent is not None and not 0 <= args.min_percent <= 100:
         raise UsageError("--min-percent must be between 0 and 100")
     options = {"metric": args.metric, "min_percent": args.min_percent, "route": args.route,
@@ -76,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         if r.returncode != 0:
             raise UsageError(f"dot failed: {r.stderr.strip().splitlines()[-1:]}")
     if truncated:
-        print(f"apiprof report: warning: {args.file} was cut short; the report shows what it held",
+        print(f"apiprof report: warning: {args.file} was cut short; showing what it holds",
               file=sys.stderr)
     if out is not None:
         print(out, file=sys.stderr)

@@ -1,0 +1,185 @@
+"""apiprof.Profiler: the exact, async-aware function tracer (the work is in C: _core.Tracer)."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from typing import IO, Any, TypeVar
+
+from . import _core
+from ._timer import format_ns
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+# sort key -> function-table field, largest first (pstats names accepted too)
+SORT_KEYS: dict[str, str] = {
+    "cumtime": "total_ns", "cumulative": "total_ns", "total": "total_ns",
+    "tottime": "self_ns", "time": "self_ns", "self": "self_ns",
+    "calls": "calls", "ncalls": "calls", "await": "await_ns",
+}
+
+
+def _patterns(name: str, value: str | Iterable[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else list(value)
+    out = []
+    for item in items:
+        if not isinstance(item, str) or not item:
+            raise TypeError(f"{name} must be module names or paths (non-empty str)")
+        if os.sep in item or item.endswith(".py"):
+            item = os.path.abspath(item)
+        out.append(item)
+    return tuple(out)
+
+
+def location(f: dict[str, Any]) -> str:
+    """``file:line(qualname)`` for Python functions, ``{qualname}`` for C ones."""
+    if f["kind"] == "python":
+        return f"{f['file']}:{f['line']}({f['qualname']})"
+    return "{" + f["qualname"] + "}"
+
+
+def format_table(functions: list[dict[str, Any]], sort: str = "cumtime", limit: int | None = 30,
+                 header: str = "") -> str:
+    """A pstats-like text table of function dicts (Profile.functions())."""
+    key = SORT_KEYS.get(sort)
+    if key is None:
+        raise ValueError(f"sort must be one of {', '.join(sorted(SORT_KEYS))}, not {sort!r}")
+    rows = sorted(functions, key=lambda f: (-f[key], -f["total_ns"], location(f)))
+    if limit is not None:
+        rows = rows[:limit]
+    calls = sum(f["calls"] for f in functions)
+    prim = sum(f["primitive_calls"] for f in functions)
+    lines = [header] if header else []
+    lines.append(f"{calls} calls ({prim} primitive) in {len(functions)} functions; "
+                 f"sorted by {sort}, top {len(rows)}")
+    cols = ["ncalls", "tottime", "percall", "cumtime", "percall", "await", "function"]
+    table = [cols]
+    for f in rows:
+        n, p = f["calls"], f["primitive_calls"]
+        table.append([
+            f"{n}/{p}" if n != p else str(n),
+            format_ns(f["self_ns"]), format_ns(f["self_ns"] / n) if n else "-",
+            format_ns(f["total_ns"]), format_ns(f["total_ns"] / p) if p else "-",
+            format_ns(f["await_ns"]) if f["await_ns"] else "-",
+            location(f),
+        ])
+    widths = [max(len(r[i]) for r in table) for i in range(len(cols) - 1)]
+    for r in table:
+        cells = [c.rjust(w) for c, w in zip(r[:-1], widths, strict=True)]
+        lines.append("  ".join([*cells, r[-1]]))
+    return "\n".join(lines) + "\n"
+
+
+class Profiler:
+    """Exact function profiler: every call of every thread, async-aware.
+
+    ``clock`` is ``"wall"`` (default) or ``"cpu"`` (per-thread CPU time);
+    ``builtins`` also records C functions (``time.sleep``, ``list.sort``...);
+    ``include`` / ``exclude`` are module names (``"shop"`` matches ``shop`` and
+    ``shop.db``) or path prefixes (containing ``/``), decided once per code object.
+    Use ``start()``/``stop()``, ``with Profiler() as p:``, or ``@Profiler()``.
+    """
+
+    def __init__(self, clock: str = "wall", builtins: bool = True,
+                 include: str | Iterable[str] | None = None,
+                 exclude: str | Iterable[str] | None = None) -> None:
+        if clock not in ("wall", "cpu"):
+            raise ValueError(f"clock must be 'wall' or 'cpu', not {clock!r}")
+        self.clock = clock
+        self._tracer = _core.Tracer(
+            clock=clock, builtins=bool(builtins),
+            include=_patterns("include", include),
+            exclude=(*_patterns("exclude", exclude), _PACKAGE_DIR, "apiprof"),
+            threads=threading._active,  # type: ignore[attr-defined]
+        )
+        self._depth = 0
+
+    @property
+    def running(self) -> bool:
+        return bool(self._tracer.running)
+
+    def start(self) -> Profiler:
+        """Start recording in every thread (threads started later included)."""
+        self._tracer.start()
+        return self
+
+    def stop(self) -> Profiler:
+        """Stop recording; frames still open are closed now. Idempotent."""
+        self._tracer.stop()
+        return self
+
+    def __enter__(self) -> Profiler:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __call__(self, func: F) -> F:
+        """Decorator: profile every call of ``func`` (sync or async) into this profiler."""
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def awrapper(*args: Any, **kwargs: Any) -> Any:
+                if not self._enter():
+                    return await func(*args, **kwargs)
+                try:
+                    return await func(*args, **kwargs)
+                finally:
+                    self._leave()
+
+            return awrapper  # type: ignore[return-value]
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if not self._enter():
+                return func(*args, **kwargs)
+            try:
+                return func(*args, **kwargs)
+            finally:
+                self._leave()
+
+        return wrapper  # type: ignore[return-value]
+
+    def _enter(self) -> bool:
+        """Start unless already running; True if this call owns the run."""
+        self._depth += 1
+        if self._depth == 1 and not self.running:
+            self.start()
+            return True
+        self._depth -= 1
+        return False
+
+    def _leave(self) -> None:
+        self._depth -= 1
+        self.stop()
+
+    @property
+    def profile(self) -> Any:
+        """The recorded apiprof._core.Profile (live: reflects later runs too)."""
+        return self._tracer.profile()
+
+    def functions(self) -> list[dict[str, Any]]:
+        """The function table, one dict per function, by cumulative time: name,
+        qualname, file, line, kind, calls, primitive_calls, self_ns, total_ns,
+        await_ns, callers and callees (lists of dicts whose ``function`` is an
+        index into this list)."""
+        return list(self.profile.functions())
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the native file (``apiprof report FILE`` reads it)."""
+        self.profile.save(os.fspath(path))
+
+    def print(self, sort: str = "cumtime", limit: int | None = 30,
+              file: IO[str] | None = None) -> None:
+        """Print a pstats-like table of the top ``limit`` functions by ``sort``
+        (cumtime, tottime, calls, await)."""
+        out = file if file is not None else sys.stdout
+        out.write(format_table(self.functions(), sort, limit))

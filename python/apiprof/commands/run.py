@@ -1,0 +1,129 @@
+"""``apiprof run``: run a script or ``-m`` module under the function tracer; write its profile."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import runpy
+import signal
+import sys
+import traceback
+from types import FrameType
+from typing import Any
+
+from .._profiler import Profiler, format_table
+from ..errors import UsageError
+
+
+class _Terminated(BaseException):
+    """Raised in the main thread by SIGTERM, so the program unwinds and the profile is written."""
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "run", help="run a script or module under the function tracer",
+        description="Run a Python script (or -m module) with __main__ semantics under apiprof's "
+                    "exact function tracer; write the profile at exit, also on SIGINT/SIGTERM.",
+        usage="apiprof run [-o FILE] [--clock wall|cpu] [--no-builtins] [-q] "
+              "(script.py | -m module) [args ...]",
+    )
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="profile file to write (default: NAME.apiprof in the current directory)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="time functions by wall clock (default) or thread CPU time")
+    p.add_argument("--no-builtins", action="store_true", help="do not record C functions")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary at exit")
+    p.add_argument("-m", dest="module", nargs=argparse.REMAINDER, metavar="MODULE [args]",
+                   help="run a library module as a script (the rest are its arguments)")
+    p.add_argument("target", nargs=argparse.REMAINDER, help="script.py [args ...] or module args")
+    p.set_defaults(func=run)
+
+
+def _program(args: argparse.Namespace) -> tuple[str, list[str], str]:
+    """(kind, argv, name): kind "module" or "script"."""
+    if args.module is not None:
+        if not args.module:
+            raise UsageError("-m needs a module name")
+        return "module", [*args.module, *args.target], args.module[0]
+    if not args.target:
+        raise UsageError("give a script to run, or -m MODULE")
+    script = args.target[0]
+    if not os.path.isfile(script):
+        raise UsageError(f"cannot run {script}: no such file")
+    if not os.access(script, os.R_OK):
+        raise UsageError(f"cannot run {script}: not readable")
+    name = os.path.splitext(os.path.basename(script))[0] or "script"
+    return "script", list(args.target), name
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated()
+
+
+def _execute(kind: str, argv: list[str]) -> int:
+    """Run the program like ``python`` would; returns its exit status."""
+    sys.argv[:] = argv
+    try:
+        if kind == "module":
+            runpy.run_module(argv[0], run_name="__main__", alter_sys=True)
+        else:
+            runpy.run_path(argv[0], run_name="__main__")
+    except SystemExit as e:
+        if e.code is None:
+            return 0
+        if isinstance(e.code, int):
+            return e.code
+        print(e.code, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    except _Terminated:
+        return 128 + signal.SIGTERM
+    except BaseException:  # the program's own error: shown as python shows it
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def run(args: argparse.Namespace) -> int:
+    kind, argv, name = _program(args)
+    # sys.path[0] as python sets it: the current directory for -m, else the script's.
+    first = os.getcwd() if kind == "module" else os.path.dirname(os.path.abspath(argv[0]))
+    sys.path[0:1] = [first]
+    if kind == "module" and not _importable(name):
+        raise UsageError(f"no module named {name!r}")
+    output = os.path.abspath(args.output or f"{name}.apiprof")
+    out_dir = os.path.dirname(output)
+    if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
+        raise UsageError(f"cannot write {args.output or output}: directory is missing or read-only")
+    import pkgutil  # noqa: F401  (runpy imports it lazily: not part of the program's profile)
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    # runpy's own frames are the launcher, not the program.
+    profiler = Profiler(clock=args.clock, builtins=not args.no_builtins, exclude=("runpy",))
+    profiler.start()
+    try:
+        status = _execute(kind, argv)
+    finally:
+        profiler.stop()
+        signal.signal(signal.SIGTERM, previous)
+    profile = profiler.profile
+    try:
+        profile.save(output)
+    except OSError as e:
+        print(f"apiprof run: {e}", file=sys.stderr)
+        return status or 1
+    if not args.quiet:
+        sys.stderr.write("\n" + format_table(profile.functions(), "cumtime", 20,
+                                             header=f"apiprof: profile of {' '.join(argv)}"))
+        sys.stderr.write(f"apiprof: wrote {output} (apiprof report {output})\n")
+    return status

@@ -1,0 +1,383 @@
+/* profile.c -- apiprof._core.Profile: Python access to an ap_prof (function table, trees, files) and load(). */
+#include "ext.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ap_err.h"
+#include "ap_prof.h"
+
+typedef struct {
+    PyObject_HEAD
+    ap_prof *prof;      /* owned when owner is NULL, else borrowed from owner */
+    PyObject *owner;    /* the Tracer that owns prof, or NULL */
+    int truncated;      /* read from a file cut short */
+} ProfileObject;
+
+/* The Python exception for the core error just recorded. */
+static PyObject *raise_core(const char *what) {
+    switch (ap_err_code()) {
+    case AP_ENOMEM:
+        return PyErr_NoMemory();
+    case AP_EIO:
+        return PyErr_Format(PyExc_OSError, "%s", ap_err_msg());
+    default:
+        return PyErr_Format(PyExc_ValueError, "%s: %s", what, ap_err_msg());
+    }
+}
+
+PyObject *apext_profile_wrap(apext_state *st, PyObject *owner, ap_prof *prof) {
+    ProfileObject *p = PyObject_GC_New(ProfileObject, st->profile_type);
+    if (p == NULL) {
+        if (owner == NULL)
+            ap_prof_free(prof);
+        return NULL;
+    }
+    p->prof = prof;
+    p->owner = Py_XNewRef(owner);
+    p->truncated = 0;
+    PyObject_GC_Track(p);
+    return (PyObject *)p;
+}
+
+static PyObject *str_of(const ap_prof *p, ap_str_id id) {
+    return PyUnicode_DecodeUTF8(ap_prof_str(p, id), (Py_ssize_t)strlen(ap_prof_str(p, id)), "replace");
+}
+
+static const char *kind_name(uint32_t kind) {
+    static const char *const names[] = {"root", "python", "builtin", "method", "other"};
+    return kind <= AP_FRAME_OTHER ? names[kind] : "other";
+}
+
+/* Add name, qualname, file, line, kind of frame id to dict d.  0 / -1. */
+static int frame_fields(const ap_prof *p, ap_frame_id id, PyObject *d) {
+    const ap_frame *f = ap_prof_frame(p, id);
+    if (f == NULL)
+        return 0;
+    const struct {
+        const char *key;
+        PyObject *val;
+    } items[] = {
+        {"name", str_of(p, f->name)},
+        {"qualname", str_of(p, f->qualname)},
+        {"file", str_of(p, f->file)},
+        {"line", PyLong_FromUnsignedLong(f->line)},
+        {"kind", PyUnicode_FromString(kind_name(f->kind))},
+    };
+    int rc = 0;
+    for (size_t i = 0; i < sizeof items / sizeof items[0]; i++) {
+        if (rc == 0 && (items[i].val == NULL || PyDict_SetItemString(d, items[i].key, items[i].val) < 0))
+            rc = -1;
+        Py_XDECREF(items[i].val);
+    }
+    return rc;
+}
+
+static int set_u64(PyObject *d, const char *key, uint64_t v) {
+    PyObject *o = PyLong_FromUnsignedLongLong(v);
+    if (o == NULL)
+        return -1;
+    int rc = PyDict_SetItemString(d, key, o);
+    Py_DECREF(o);
+    return rc;
+}
+
+static PyObject *edges_list(const ap_func_edge *e, uint32_t first, uint32_t n, int callers) {
+    PyObject *l = PyList_New(n);
+    if (l == NULL)
+        return NULL;
+    for (uint32_t i = 0; i < n; i++) {
+        const ap_func_edge *x = &e[first + i];
+        PyObject *d = PyDict_New();
+        if (d == NULL || set_u64(d, "function", callers ? x->caller : x->callee) < 0 ||
+            set_u64(d, "calls", x->calls) < 0 || set_u64(d, "primitive_calls", x->prim_calls) < 0 ||
+            set_u64(d, "self_ns", x->self_ns) < 0 || set_u64(d, "total_ns", x->total_ns) < 0) {
+            Py_XDECREF(d);
+            Py_DECREF(l);
+            return NULL;
+        }
+        PyList_SET_ITEM(l, i, d);
+    }
+    return l;
+}
+
+static int keep_one(const ap_tree *t, void *arg) {
+    return t == arg;
+}
+
+/* functions(tree=None) -> list of dict */
+static PyObject *profile_functions(ProfileObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"tree", NULL};
+    PyObject *tree_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:functions", kwlist, &tree_obj))
+        return NULL;
+    ap_tree *only = NULL;
+    if (tree_obj != Py_None) {
+        Py_ssize_t i = PyLong_AsSsize_t(tree_obj);
+        if (i == -1 && PyErr_Occurred())
+            return NULL;
+        only = i >= 0 ? ap_prof_tree_at(self->prof, (size_t)i) : NULL;
+        if (only == NULL)
+            return PyErr_Format(PyExc_IndexError, "no tree %zd", i);
+    }
+    ap_functab ft;
+    if (ap_functab_build(self->prof, only ? keep_one : NULL, only, &ft) != 0)
+        return raise_core("functions");
+    PyObject *list = PyList_New((Py_ssize_t)ft.nrows);
+    for (size_t i = 0; list != NULL && i < ft.nrows; i++) {
+        const ap_func_row *r = &ft.rows[i];
+        PyObject *d = PyDict_New();
+        PyObject *callers = NULL, *callees = NULL;
+        int ok = d != NULL && frame_fields(self->prof, r->frame, d) == 0 &&
+                 set_u64(d, "calls", r->calls) == 0 &&
+                 set_u64(d, "primitive_calls", r->prim_calls) == 0 &&
+                 set_u64(d, "self_ns", r->self_ns) == 0 && set_u64(d, "total_ns", r->total_ns) == 0 &&
+                 set_u64(d, "await_ns", r->await_ns) == 0;
+        for (unsigned k = AP_M_CPU_NS; ok && k < AP_M_COUNT; k++)
+            if (k != AP_M_AWAIT_NS && r->m[k] != 0)
+                ok = set_u64(d, ap_metric_name(k), r->m[k]) == 0;
+        ok = ok && (callers = edges_list(ft.edges_in, r->callers_first, r->ncallers, 1)) != NULL &&
+             PyDict_SetItemString(d, "callers", callers) == 0 &&
+             (callees = edges_list(ft.edges_out, r->callees_first, r->ncallees, 0)) != NULL &&
+             PyDict_SetItemString(d, "callees", callees) == 0;
+        Py_XDECREF(callers);
+        Py_XDECREF(callees);
+        if (!ok) {
+            Py_XDECREF(d);
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, d);
+    }
+    ap_functab_free(&ft);
+    return list;
+}
+
+/* trees() -> list of {"labels": {...}, "nodes": int} */
+static PyObject *profile_trees(ProfileObject *self, PyObject *Py_UNUSED(a)) {
+    size_t n = ap_prof_ntrees(self->prof);
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    for (size_t i = 0; list != NULL && i < n; i++) {
+        const ap_tree *t = ap_prof_tree_at(self->prof, i);
+        PyObject *d = PyDict_New(), *labels = PyDict_New();
+        int ok = d != NULL && labels != NULL;
+        for (size_t k = 0; ok && k < ap_tree_nlabels(t); k++) {
+            ap_label l = ap_tree_label_at(t, k);
+            PyObject *key = str_of(self->prof, l.key), *val = str_of(self->prof, l.val);
+            ok = key != NULL && val != NULL && PyDict_SetItem(labels, key, val) == 0;
+            Py_XDECREF(key);
+            Py_XDECREF(val);
+        }
+        ok = ok && PyDict_SetItemString(d, "labels", labels) == 0 &&
+             set_u64(d, "nodes", ap_tree_nnodes(t)) == 0;
+        Py_XDECREF(labels);
+        if (!ok) {
+            Py_XDECREF(d);
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, d);
+    }
+    return list;
+}
+
+/* nodes(tree) -> list of dict: parent, frame fields and non-zero metrics */
+static PyObject *profile_nodes(ProfileObject *self, PyObject *arg) {
+    Py_ssize_t ti = PyLong_AsSsize_t(arg);
+    if (ti == -1 && PyErr_Occurred())
+        return NULL;
+    const ap_tree *t = ti >= 0 ? ap_prof_tree_at(self->prof, (size_t)ti) : NULL;
+    if (t == NULL)
+        return PyErr_Format(PyExc_IndexError, "no tree %zd", ti);
+    size_t n = ap_tree_nnodes(t);
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    for (size_t i = 0; list != NULL && i < n; i++) {
+        const ap_node *node = ap_tree_node(t, (ap_node_id)i);
+        PyObject *d = PyDict_New();
+        PyObject *parent = node->parent == AP_NONE ? Py_NewRef(Py_None)
+                                                   : PyLong_FromUnsignedLong(node->parent);
+        int ok = d != NULL && parent != NULL && PyDict_SetItemString(d, "parent", parent) == 0 &&
+                 frame_fields(self->prof, node->frame, d) == 0;
+        Py_XDECREF(parent);
+        for (unsigned k = 0; ok && k < AP_M_COUNT; k++)
+            ok = set_u64(d, ap_metric_name(k), node->m[k]) == 0;
+        if (!ok) {
+            Py_XDECREF(d);
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, d);
+    }
+    return list;
+}
+
+/* Open path for writing (binary); NULL with OSError set. */
+static FILE *open_out(PyObject *path_obj, PyObject **bytes) {
+    if (!PyUnicode_FSConverter(path_obj, bytes))
+        return NULL;
+    FILE *f = fopen(PyBytes_AS_STRING(*bytes), "wb");
+    if (f == NULL)
+        PyErr_Format(PyExc_OSError, "cannot write %s: %s", PyBytes_AS_STRING(*bytes), strerror(errno));
+    return f;
+}
+
+static PyObject *profile_save(ProfileObject *self, PyObject *path_obj) {
+    PyObject *bytes = NULL;
+    if (!PyUnicode_FSConverter(path_obj, &bytes))
+        return NULL;
+    int rc = ap_prof_write(self->prof, PyBytes_AS_STRING(bytes));
+    Py_DECREF(bytes);
+    if (rc != 0)
+        return raise_core("save");
+    Py_RETURN_NONE;
+}
+
+static PyObject *write_with(ProfileObject *self, PyObject *path_obj, int (*fn)(ap_prof *, FILE *),
+                            const char *what) {
+    PyObject *bytes = NULL;
+    FILE *f = open_out(path_obj, &bytes);
+    if (f == NULL) {
+        Py_XDECREF(bytes);
+        return NULL;
+    }
+    int rc = fn(self->prof, f);
+    if (fclose(f) != 0 && rc == 0)
+        rc = ap_err_set(AP_EIO, "%s: %s", PyBytes_AS_STRING(bytes), strerror(errno));
+    Py_DECREF(bytes);
+    if (rc != 0)
+        return raise_core(what);
+    Py_RETURN_NONE;
+}
+
+static PyObject *profile_write_json(ProfileObject *self, PyObject *path) {
+    return write_with(self, path, ap_prof_write_json, "json");
+}
+
+static PyObject *profile_write_pstats(ProfileObject *self, PyObject *path) {
+    return write_with(self, path, ap_prof_write_pstats, "pstats");
+}
+
+static PyObject *profile_get_meta(ProfileObject *self, void *Py_UNUSED(c)) {
+    PyObject *d = PyDict_New();
+    for (size_t i = 0; d != NULL && i < ap_prof_nmeta(self->prof); i++) {
+        const char *k, *v;
+        ap_prof_meta_at(self->prof, i, &k, &v);
+        PyObject *val = PyUnicode_DecodeUTF8(v, (Py_ssize_t)strlen(v), "replace");
+        if (val == NULL || PyDict_SetItemString(d, k, val) < 0) {
+            Py_XDECREF(val);
+            Py_CLEAR(d);
+            break;
+        }
+        Py_DECREF(val);
+    }
+    return d;
+}
+
+static PyObject *profile_get_truncated(ProfileObject *self, void *Py_UNUSED(c)) {
+    return PyBool_FromLong(self->truncated);
+}
+
+static int profile_traverse(ProfileObject *self, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->owner);
+    return 0;
+}
+
+static int profile_clear(ProfileObject *self) {
+    Py_CLEAR(self->owner);
+    return 0;
+}
+
+static void profile_dealloc(ProfileObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (self->owner == NULL)
+        ap_prof_free(self->prof);
+    self->prof = NULL;
+    profile_clear(self);
+    PyObject_GC_Del(self);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef profile_methods[] = {
+    {"functions", (PyCFunction)(void (*)(void))profile_functions, METH_VARARGS | METH_KEYWORDS,
+     "functions(tree=None) -> list[dict]\n\nThe function table (pstats semantics), all trees "
+     "or one; callers/callees refer to list indices."},
+    {"trees", (PyCFunction)profile_trees, METH_NOARGS,
+     "trees() -> list[dict]\n\nEach tree's labels and node count."},
+    {"nodes", (PyCFunction)profile_nodes, METH_O,
+     "nodes(tree) -> list[dict]\n\nThe nodes of one tree, parents first."},
+    {"save", (PyCFunction)profile_save, METH_O, "save(path)\n\nWrite the native file."},
+    {"write_json", (PyCFunction)profile_write_json, METH_O, "write_json(path)\n\nJSON export."},
+    {"write_pstats", (PyCFunction)profile_write_pstats, METH_O,
+     "write_pstats(path)\n\nA file pstats.Stats loads."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef profile_getset[] = {
+    {"meta", (getter)profile_get_meta, NULL, "Metadata (dict of str).", NULL},
+    {"truncated", (getter)profile_get_truncated, NULL,
+     "Whether the file it was read from was cut short.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot profile_slots[] = {
+    {Py_tp_dealloc, profile_dealloc},
+    {Py_tp_traverse, profile_traverse},
+    {Py_tp_clear, profile_clear},
+    {Py_tp_methods, profile_methods},
+    {Py_tp_getset, profile_getset},
+    {Py_tp_doc, "A profile: from a Tracer, or apiprof._core.load(path)."},
+    {0, NULL},
+};
+
+static PyType_Spec profile_spec = {
+    .name = "apiprof._core.Profile",
+    .basicsize = sizeof(ProfileObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = profile_slots,
+};
+
+/* load(path) -> Profile */
+static PyObject *profile_load(PyObject *module, PyObject *path_obj) {
+    PyObject *bytes = NULL;
+    if (!PyUnicode_FSConverter(path_obj, &bytes))
+        return NULL;
+    int truncated = 0;
+    ap_prof *p = ap_prof_read(PyBytes_AS_STRING(bytes), &truncated);
+    if (p == NULL) {
+        PyObject *r = ap_err_code() == AP_ECORRUPT
+                          ? PyErr_Format(PyExc_ValueError, "%s: %s", PyBytes_AS_STRING(bytes), ap_err_msg())
+                          : raise_core("load");
+        Py_DECREF(bytes);
+        return r;
+    }
+    Py_DECREF(bytes);
+    if (ap_prof_finish(p) != 0) {
+        ap_prof_free(p);
+        return raise_core("load");
+    }
+    PyObject *obj = apext_profile_wrap(PyModule_GetState(module), NULL, p);
+    if (obj != NULL)
+        ((ProfileObject *)obj)->truncated = truncated;
+    return obj;
+}
+
+static PyMethodDef load_def = {
+    "load", (PyCFunction)profile_load, METH_O,
+    "load(path) -> Profile\n\nRead a native apiprof file; OSError if unreadable, ValueError if "
+    "it is not a profile."};
+
+int apext_profile_init(PyObject *module, apext_state *st) {
+    st->profile_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &profile_spec, NULL);
+    if (st->profile_type == NULL || PyModule_AddType(module, st->profile_type) < 0)
+        return -1;
+    PyObject *fn = PyCFunction_NewEx(&load_def, module, NULL);
+    if (fn == NULL)
+        return -1;
+    int rc = PyModule_AddObjectRef(module, "load", fn);
+    Py_DECREF(fn);
+    return rc;
+}

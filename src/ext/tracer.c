@@ -1,0 +1,1162 @@
+/* tracer.c -- apiprof._core.Tracer: the exact function tracer (sys.monitoring on 3.12+, the C profile hook on 3.11) feeding ap_prof trees.
+ *
+ * Per event: one clock read, the code object's record from its co_extra slot
+ * (frame id and filter verdict, computed once per code object and profile),
+ * the thread's state through a thread-local pointer, and a push or pop on
+ * that thread's shadow stack whose entries point at calling-context nodes.
+ * No allocation in steady state (nodes and stack slots are only allocated
+ * the first time a call path or depth is seen), no lock, no Python call, no
+ * exception: a hook that fails records the first error and the profile is
+ * reported incomplete at stop().
+ *
+ * Generators and coroutines: only a start (PY_START; on 3.11 the call event
+ * at the code's first RESUME) counts as a call.  A yield pops the frame like
+ * a return but counts nothing; a resume (or throw) pushes it again under the
+ * current stack top.  For coroutines and async generators the time between
+ * the yield and the resume is await time, charged as AP_M_AWAIT_NS to the
+ * node of the resumed frame, which is the frame that awaited; every frame of
+ * a suspended await chain gets it.  Suspension times are kept in a map keyed
+ * by the interpreter frame (3.12+) or frame object (3.11), which lives as
+ * long as the coroutine.
+ *
+ * Everything here is protected by the GIL; only one Tracer runs at a time. */
+#include "ext.h"
+
+#include <string.h>
+
+#include "ap_clock.h"
+#include "ap_err.h"
+#include "ap_map.h"
+#include "ap_prof.h"
+
+#if PY_VERSION_HEX >= 0x030C0000
+#define AP_MONITORING 1
+#define code_get_extra PyUnstable_Code_GetExtra
+#define code_set_extra PyUnstable_Code_SetExtra
+#define request_extra_index PyUnstable_Eval_RequestCodeExtraIndex
+#else
+#define AP_MONITORING 0
+#define code_get_extra _PyCode_GetExtra
+#define code_set_extra _PyCode_SetExtra
+#define request_extra_index _PyEval_RequestCodeExtraIndex
+#endif
+
+#if PY_VERSION_HEX >= 0x030C0000
+#define AP_SAVE_EXC(e) PyObject *e = PyErr_GetRaisedException()
+#define AP_RESTORE_EXC(e) PyErr_SetRaisedException(e)
+#else
+#define AP_SAVE_EXC(e) PyObject *e##_t, *e##_v, *e##_tb; PyErr_Fetch(&e##_t, &e##_v, &e##_tb)
+#define AP_RESTORE_EXC(e) PyErr_Restore(e##_t, e##_v, e##_tb)
+#endif
+
+#define STACK_INITIAL 128
+#define UNWIND_SEARCH 16   /* how deep a pop looks for its frame */
+#define CO_GENLIKE (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR | CO_ITERABLE_COROUTINE)
+#define CO_AWAITS (CO_COROUTINE | CO_ASYNC_GENERATOR | CO_ITERABLE_COROUTINE)
+
+/* ---- per-code record (co_extra) ------------------------------------------------- */
+
+typedef struct code_rec {
+    uint64_t serial;        /* profile the rest was computed for */
+    ap_frame_id frame;
+    uint8_t excluded;
+    uint8_t genlike;        /* generator, coroutine or async generator */
+    uint8_t awaits;         /* coroutine or async generator: suspensions are awaits */
+    int start_lasti;        /* 3.11: byte offset of the RESUME that starts the code */
+    PyObject *code_bytes;   /* 3.11, generator-like code: co_code, to tell yields apart */
+} code_rec;
+
+static Py_ssize_t extra_index = -1;
+
+static void code_rec_free(void *p) {
+    code_rec *r = p;
+    if (r != NULL) {
+        Py_XDECREF(r->code_bytes);
+        PyMem_RawFree(r);
+    }
+}
+
+/* ---- per-thread state ----------------------------------------------------------- */
+
+typedef struct tframe {
+    ap_node *node;
+    uint64_t t0;          /* clock when pushed or resumed */
+    uint64_t child;       /* time of callees while this frame was on the stack */
+    const void *key;      /* code object or PyMethodDef */
+} tframe;
+
+typedef struct tstate {
+    ap_tree *tree;
+    tframe *stack;        /* stack[0] is the root of tree */
+    size_t depth, cap;
+    unsigned long ident;
+    uint64_t thread_serial;   /* tls_thread_serial of its thread */
+    int named;
+    struct tstate *next;
+} tstate;
+
+typedef struct TracerObject {
+    PyObject_HEAD
+    ap_prof *prof;        /* owned */
+    uint64_t serial;
+    int cpu_clock, builtins, running, tool_id;
+    PyObject *include;    /* tuple of str */
+    PyObject *exclude;    /* tuple of str */
+    PyObject *threads;    /* dict ident -> threading.Thread (threading._active), or NULL */
+    tstate *threads_list;
+    ap_str_id k_thread, k_thread_id;
+    ap_map builtin_recs;  /* PyMethodDef* -> frame id << 1 | excluded, per serial */
+    ap_map suspended;     /* frame key -> wall clock at suspension */
+    uint64_t lost;        /* events dropped after an error */
+    char error[200];      /* first error of a hook, "" if none */
+} TracerObject;
+
+/* The running tracer (NULL when none) and a generation that changes at every
+ * start(), so that thread-local pointers of an earlier run are not used. */
+static TracerObject *active;
+static uint64_t generation;
+static uint64_t next_serial = 1;
+
+static _Thread_local uint64_t tls_gen;
+static _Thread_local tstate *tls_ts;
+/* A number given to each OS thread at its first event, never reused (thread
+ * idents are): an earlier start()'s state is reused only by the same thread. */
+static _Thread_local uint64_t tls_thread_serial;
+static uint64_t next_thread_serial = 1;
+
+#if !AP_MONITORING
+static int op_resume = -1, op_yield = -1;
+#endif
+
+static void hook_fail(TracerObject *t, const char *what) {
+    if (t->error[0] == '\0')
+        snprintf(t->error, sizeof t->error, "%s: %s", what, ap_err_msg());
+    t->lost++;
+}
+
+static inline uint64_t clock_now(const TracerObject *t) {
+    return t->cpu_clock ? ap_clock_thread_cpu_ns() : ap_clock_now_ns();
+}
+
+/* ---- names and filters ----------------------------------------------------------- */
+
+static ap_str_id intern_obj(ap_prof *p, PyObject *s) {
+    if (s == NULL || !PyUnicode_Check(s))
+        return ap_prof_intern(p, "?", 1);
+    Py_ssize_t n;
+    const char *u = PyUnicode_AsUTF8AndSize(s, &n);
+    if (u == NULL) {
+        PyErr_Clear();
+        return ap_prof_intern(p, "?", 1);
+    }
+    return ap_prof_intern(p, u, (size_t)n);
+}
+
+static int prefix_match(const char *s, const char *pat, int module) {
+    size_t n = strlen(pat);
+    if (strncmp(s, pat, n) != 0)
+        return 0;
+    return !module || s[n] == '\0' || s[n] == '.';
+}
+
+/* Whether pattern list pats (tuple of str) matches the module name or the
+ * file.  A pattern with a '/' is a path prefix, otherwise a module prefix. */
+static int patterns_match(PyObject *pats, const char *module, const char *file) {
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(pats); i++) {
+        const char *pat = PyUnicode_AsUTF8(PyTuple_GET_ITEM(pats, i));
+        if (pat == NULL) {
+            PyErr_Clear();
+            continue;
+        }
+        if (strchr(pat, '/') != NULL) {
+            if (file != NULL && prefix_match(file, pat, 0))
+                return 1;
+        } else if (module != NULL && prefix_match(module, pat, 1)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int excluded_by(TracerObject *t, const char *module, const char *file) {
+    if (PyTuple_GET_SIZE(t->include) > 0 && !patterns_match(t->include, module, file))
+        return 1;
+    return patterns_match(t->exclude, module, file);
+}
+
+/* The module name of the code being started: __name__ of globals. */
+static const char *globals_module(PyObject *globals) {
+    if (globals == NULL || !PyDict_Check(globals))
+        return NULL;
+    PyObject *name = PyDict_GetItemString(globals, "__name__");
+    if (name == NULL || !PyUnicode_Check(name))
+        return NULL;
+    const char *s = PyUnicode_AsUTF8(name);
+    if (s == NULL)
+        PyErr_Clear();
+    return s;
+}
+
+/* Slow path: fill rec for code co under tracer t.  globals are those of the
+ * frame running co (for the module name).  0, or -1 with an ap_err set. */
+static int code_rec_fill(TracerObject *t, code_rec *rec, PyCodeObject *co, PyObject *globals) {
+    ap_prof *p = t->prof;
+    ap_frame f = {intern_obj(p, co->co_name), intern_obj(p, co->co_qualname),
+                  intern_obj(p, co->co_filename), (uint32_t)co->co_firstlineno, 0,
+                  AP_FRAME_PYTHON};
+    if (f.name == AP_NONE || f.qualname == AP_NONE || f.file == AP_NONE)
+        return -1;
+    ap_frame_id id = ap_prof_frame_intern(p, &f);
+    if (id == AP_NONE)
+        return -1;
+    rec->frame = id;
+    rec->excluded = (uint8_t)excluded_by(t, globals_module(globals), ap_prof_str(p, f.file));
+    rec->genlike = (co->co_flags & CO_GENLIKE) != 0;
+    rec->awaits = (co->co_flags & CO_AWAITS) != 0;
+    rec->start_lasti = -1;
+#if !AP_MONITORING
+    if (rec->genlike && rec->code_bytes == NULL) {
+        PyObject *bytes = PyCode_GetCode(co);
+        if (bytes == NULL) {
+            PyErr_Clear();
+            return ap_err_set(AP_ENOMEM, "cannot read co_code");
+        }
+        rec->code_bytes = bytes;
+    }
+    if (rec->genlike) {
+        const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(rec->code_bytes);
+        Py_ssize_t n = PyBytes_GET_SIZE(rec->code_bytes);
+        for (Py_ssize_t i = 0; i + 1 < n; i += 2) {
+            if (b[i] == op_resume) {
+                rec->start_lasti = (int)i;
+                break;
+            }
+        }
+    }
+#endif
+    rec->serial = t->serial;
+    return 0;
+}
+
+/* The record of co for the running profile, or NULL (error recorded). */
+static inline code_rec *code_rec_get(TracerObject *t, PyCodeObject *co, PyObject *globals) {
+    void *extra = NULL;
+    if (code_get_extra((PyObject *)co, extra_index, &extra) < 0) {
+        PyErr_Clear();
+        ap_err_set(AP_EINVAL, "co_extra is not readable");
+        return NULL;
+    }
+    code_rec *rec = extra;
+    if (rec != NULL && rec->serial == t->serial)
+        return rec;
+    if (rec == NULL) {
+        rec = PyMem_RawCalloc(1, sizeof *rec);
+        if (rec == NULL) {
+            ap_err_set(AP_ENOMEM, "out of memory");
+            return NULL;
+        }
+        if (code_set_extra((PyObject *)co, extra_index, rec) < 0) {
+            PyErr_Clear();
+            PyMem_RawFree(rec);
+            ap_err_set(AP_ENOMEM, "co_extra is not writable");
+            return NULL;
+        }
+    }
+    if (code_rec_fill(t, rec, co, globals) != 0) {
+        rec->serial = 0;
+        return NULL;
+    }
+    return rec;
+}
+
+/* Record of a C callable: key (PyMethodDef*), frame and verdict; 0 when the
+ * callable is not a builtin function or method descriptor, 1 when found,
+ * -1 on error (recorded). */
+static int builtin_rec(TracerObject *t, PyObject *callable, const void **key, ap_frame_id *frame,
+                       int *excluded) {
+    PyMethodDef *ml;
+    PyObject *self = NULL;
+    PyTypeObject *type = NULL;
+    if (PyCFunction_Check(callable)) {
+        ml = ((PyCFunctionObject *)callable)->m_ml;
+        self = ((PyCFunctionObject *)callable)->m_self;
+    } else if (Py_IS_TYPE(callable, &PyMethodDescr_Type)) {
+        ml = ((PyMethodDescrObject *)callable)->d_method;
+        type = ((PyMethodDescrObject *)callable)->d_common.d_type;
+    } else {
+        return 0;
+    }
+    *key = ml;
+    uint64_t *v = ap_map_get(&t->builtin_recs, (uint64_t)(uintptr_t)ml);
+    if (v != NULL) {
+        *frame = (ap_frame_id)(*v >> 1);
+        *excluded = (int)(*v & 1);
+        return 1;
+    }
+    /* First sight: name it, as cProfile does, and apply the filters. */
+    ap_prof *p = t->prof;
+    PyObject *module = NULL, *qual = NULL;
+    int kind;
+    if (type == NULL && self != NULL && !PyModule_Check(self))
+        type = PyType_Check(self) ? (PyTypeObject *)self : Py_TYPE(self);
+    if (type != NULL) {
+        kind = AP_FRAME_METHOD;
+        module = PyObject_GetAttrString((PyObject *)type, "__module__");
+        PyObject *tq = PyType_GetQualName(type);
+        if (module != NULL && PyUnicode_Check(module) && tq != NULL &&
+            PyUnicode_CompareWithASCIIString(module, "builtins") != 0)
+            qual = PyUnicode_FromFormat("%U.%U.%s", module, tq, ml->ml_name);
+        else if (tq != NULL)
+            qual = PyUnicode_FromFormat("%U.%s", tq, ml->ml_name);
+        Py_XDECREF(tq);
+    } else {
+        kind = AP_FRAME_BUILTIN;
+        PyObject *m = ((PyCFunctionObject *)callable)->m_module;
+        if (m != NULL && PyUnicode_Check(m))
+            module = Py_NewRef(m);
+        else if (self != NULL && PyModule_Check(self))
+            module = PyModule_GetNameObject(self);
+        if (module != NULL && PyUnicode_Check(module))
+            qual = PyUnicode_FromFormat("%U.%s", module, ml->ml_name);
+        else
+            qual = PyUnicode_FromString(ml->ml_name);
+    }
+    PyErr_Clear();
+    const char *mod = module != NULL && PyUnicode_Check(module) ? PyUnicode_AsUTF8(module) : NULL;
+    PyErr_Clear();
+    ap_frame f = {ap_prof_intern(p, ml->ml_name, strlen(ml->ml_name)), intern_obj(p, qual),
+                  ap_prof_intern(p, "~", 1), 0, 0, (uint32_t)kind};
+    *excluded = excluded_by(t, mod ? mod : "builtins", NULL);
+    Py_XDECREF(module);
+    Py_XDECREF(qual);
+    if (f.name == AP_NONE || f.qualname == AP_NONE || f.file == AP_NONE)
+        return -1;
+    *frame = ap_prof_frame_intern(p, &f);
+    if (*frame == AP_NONE ||
+        ap_map_put(&t->builtin_recs, (uint64_t)(uintptr_t)ml, (uint64_t)*frame << 1 | (uint64_t)*excluded) != 0)
+        return -1;
+    return 1;
+}
+
+/* ---- thread states ---------------------------------------------------------------- */
+
+/* Label the tree of ts with its thread's name, if threading knows it yet. */
+static void name_thread(TracerObject *t, tstate *ts) {
+    if (ts->named || t->threads == NULL)
+        return;
+    AP_SAVE_EXC(exc);
+    PyObject *key = PyLong_FromUnsignedLong(ts->ident);
+    PyObject *thread = key ? PyDict_GetItemWithError(t->threads, key) : NULL;
+    PyObject *name = thread ? PyObject_GetAttrString(thread, "_name") : NULL;
+    if (name != NULL && PyUnicode_Check(name)) {
+        ap_str_id v = intern_obj(t->prof, name);
+        if (v != AP_NONE && ap_tree_label_set(ts->tree, t->k_thread, v) == 0)
+            ts->named = 1;
+    }
+    Py_XDECREF(name);
+    Py_XDECREF(key);
+    PyErr_Clear();
+    AP_RESTORE_EXC(exc);
+}
+
+static tstate *tstate_new(TracerObject *t) {
+    unsigned long ident = PyThread_get_thread_ident();
+    tstate *ts = NULL;
+    if (tls_thread_serial == 0)
+        tls_thread_serial = next_thread_serial++;
+    for (tstate *x = t->threads_list; x != NULL; x = x->next) {
+        if (x->thread_serial == tls_thread_serial) {
+            ts = x;   /* a thread traced in an earlier start(): same tree */
+            break;
+        }
+    }
+    if (ts == NULL) {
+        ts = PyMem_RawCalloc(1, sizeof *ts);
+        if (ts == NULL) {
+            ap_err_set(AP_ENOMEM, "out of memory");
+            return NULL;
+        }
+        char id[32];
+        int n = snprintf(id, sizeof id, "%lu", ident);
+        ap_label l = {t->k_thread_id, ap_prof_intern(t->prof, id, (size_t)n)};
+        ts->tree = l.val == AP_NONE ? NULL : ap_prof_tree_new(t->prof, &l, 1);
+        ts->stack = PyMem_RawMalloc(STACK_INITIAL * sizeof *ts->stack);
+        if (ts->tree == NULL || ts->stack == NULL) {
+            PyMem_RawFree(ts->stack);
+            PyMem_RawFree(ts);
+            ap_err_set(AP_ENOMEM, "out of memory");
+            return NULL;
+        }
+        ts->cap = STACK_INITIAL;
+        ts->ident = ident;
+        ts->thread_serial = tls_thread_serial;
+        ts->next = t->threads_list;
+        t->threads_list = ts;
+    }
+    ts->depth = 1;
+    ts->stack[0].node = ap_tree_root(ts->tree);
+    ts->stack[0].t0 = 0;
+    ts->stack[0].child = 0;
+    ts->stack[0].key = NULL;
+    name_thread(t, ts);
+    tls_ts = ts;
+    tls_gen = generation;
+    return ts;
+}
+
+static inline tstate *tstate_get(TracerObject *t) {
+    if (tls_gen == generation && tls_ts != NULL)
+        return tls_ts;
+    return tstate_new(t);
+}
+
+/* ---- stack operations --------------------------------------------------------------- */
+
+static inline void push(TracerObject *t, tstate *ts, ap_frame_id frame, const void *key,
+                        uint64_t now, uint64_t calls) {
+    if (ts->depth == ts->cap) {
+        tframe *s = PyMem_RawRealloc(ts->stack, 2 * ts->cap * sizeof *s);
+        if (s == NULL) {
+            ap_err_set(AP_ENOMEM, "out of memory");
+            hook_fail(t, "stack");
+            return;
+        }
+        ts->stack = s;
+        ts->cap *= 2;
+    }
+    ap_node *parent = ts->stack[ts->depth - 1].node;
+    ap_node *n = ap_tree_child_fast(ts->tree, parent, frame);
+    if (n == NULL) {
+        hook_fail(t, "tree");
+        return;
+    }
+    if (!ts->named && calls && n->m[AP_M_CALLS] == 0)
+        name_thread(t, ts);   /* on new nodes only: threads register late */
+    n->m[AP_M_CALLS] += calls;
+    tframe *e = &ts->stack[ts->depth++];
+    e->node = n;
+    e->t0 = now;
+    e->child = 0;
+    e->key = key;
+}
+
+/* Close the top frame at time now. */
+static inline void pop_top(tstate *ts, uint64_t now) {
+    tframe *e = &ts->stack[--ts->depth];
+    uint64_t el = now >= e->t0 ? now - e->t0 : 0;
+    e->node->m[AP_M_TOTAL_NS] += el;
+    e->node->m[AP_M_SELF_NS] += el > e->child ? el - e->child : 0;
+    ts->stack[ts->depth - 1].child += el;
+}
+
+/* Pop the frame of key: the top one normally; frames above it (whose exit
+ * was not seen) are closed too.  A frame that is not on the stack (it was
+ * entered before start(), or filtered out) is ignored.  Returns the popped
+ * node or NULL. */
+static inline ap_node *pop(tstate *ts, const void *key, uint64_t now) {
+    size_t d = ts->depth;
+    if (d > 1 && ts->stack[d - 1].key == key) {
+        ap_node *n = ts->stack[d - 1].node;
+        pop_top(ts, now);
+        return n;
+    }
+    for (size_t i = d - 1; i >= 1 && d - i <= UNWIND_SEARCH; i--) {
+        if (ts->stack[i].key == key) {
+            ap_node *n = ts->stack[i].node;
+            while (ts->depth > i)
+                pop_top(ts, now);
+            return n;
+        }
+    }
+    return NULL;
+}
+
+static void suspend(TracerObject *t, const void *frame_key) {
+    if (ap_map_put(&t->suspended, (uint64_t)(uintptr_t)frame_key, ap_clock_now_ns()) != 0)
+        hook_fail(t, "await map");
+}
+
+static void resume_await(TracerObject *t, tstate *ts, const void *frame_key) {
+    uint64_t *since = ap_map_get(&t->suspended, (uint64_t)(uintptr_t)frame_key);
+    if (since == NULL)
+        return;
+    uint64_t now = ap_clock_now_ns(), s = *since;
+    ap_map_remove(&t->suspended, (uint64_t)(uintptr_t)frame_key);
+    if (ts->depth > 1 && now > s)
+        ts->stack[ts->depth - 1].node->m[AP_M_AWAIT_NS] += now - s;
+}
+
+/* Close every open frame of every thread at time now (stop()). */
+static void flush_all(TracerObject *t) {
+    uint64_t now_wall = ap_clock_now_ns();
+    for (tstate *ts = t->threads_list; ts != NULL; ts = ts->next) {
+        /* Other threads' CPU clocks can't be read from here: close their
+         * frames with this thread's reading only in wall mode. */
+        uint64_t now = t->cpu_clock ? (ts == tls_ts ? ap_clock_thread_cpu_ns() : 0) : now_wall;
+        while (ts->depth > 1) {
+            if (now == 0)
+                ts->depth--;
+            else
+                pop_top(ts, now);
+        }
+    }
+}
+
+/* ---- event handlers shared by both hook kinds ---------------------------------------- */
+
+/* A Python frame starts (start = 1) or resumes (start = 0). */
+static inline void on_py_enter(TracerObject *t, code_rec *rec, PyCodeObject *co,
+                               const void *frame_key, int start, uint64_t now) {
+    tstate *ts = tstate_get(t);
+    if (ts == NULL) {
+        hook_fail(t, "thread state");
+        return;
+    }
+    push(t, ts, rec->frame, co, now, (uint64_t)start);
+    if (rec->awaits) {
+        if (start)
+            ap_map_remove(&t->suspended, (uint64_t)(uintptr_t)frame_key);
+        else
+            resume_await(t, ts, frame_key);
+    }
+}
+
+/* A Python frame returns or unwinds (yield = 0) or suspends (yield = 1). */
+static inline void on_py_exit(TracerObject *t, code_rec *rec, PyCodeObject *co,
+                              const void *frame_key, int yield, uint64_t now) {
+    tstate *ts = tstate_get(t);
+    if (ts == NULL) {
+        hook_fail(t, "thread state");
+        return;
+    }
+    if (pop(ts, co, now) != NULL && yield && rec->awaits)
+        suspend(t, frame_key);
+}
+
+static inline void on_c_enter(TracerObject *t, PyObject *callable, uint64_t now) {
+    const void *key;
+    ap_frame_id frame;
+    int excluded;
+    int r = builtin_rec(t, callable, &key, &frame, &excluded);
+    if (r <= 0 || excluded) {
+        if (r < 0)
+            hook_fail(t, "builtin");
+        return;
+    }
+    tstate *ts = tstate_get(t);
+    if (ts == NULL) {
+        hook_fail(t, "thread state");
+        return;
+    }
+    push(t, ts, frame, key, now, 1);
+}
+
+static inline void on_c_exit(TracerObject *t, PyObject *callable, uint64_t now) {
+    const void *key;
+    if (PyCFunction_Check(callable))
+        key = ((PyCFunctionObject *)callable)->m_ml;
+    else if (Py_IS_TYPE(callable, &PyMethodDescr_Type))
+        key = ((PyMethodDescrObject *)callable)->d_method;
+    else
+        return;
+    tstate *ts = tstate_get(t);
+    if (ts != NULL)
+        pop(ts, key, now);
+}
+
+#if AP_MONITORING
+/* ---- 3.12+: sys.monitoring callbacks ------------------------------------------------- */
+
+static PyObject *g_disable;   /* sys.monitoring.DISABLE; strong */
+/* Whether a callback returned DISABLE since the last restart_events(): the
+ * locations it disabled stay disabled for the tool id, so the next start()
+ * (whose filters may differ) must re-enable them. */
+static int g_disabled_any;
+
+static inline PyObject *disable(void) {
+    g_disabled_any = 1;
+    return Py_NewRef(g_disable);
+}
+
+/* The running interpreter frame: identifies a coroutine for its lifetime. */
+static const void *current_iframe(void) {
+    PyThreadState *ts = PyThreadState_Get();
+#if PY_VERSION_HEX >= 0x030D0000
+    return ts->current_frame;
+#else
+    return ts->cframe->current_frame;
+#endif
+}
+
+/* The record of code: fast path inline; at first sight the module name
+ * comes from the globals of the frame the event fires in (code's own). */
+static inline code_rec *mon_rec(TracerObject *t, PyObject *code) {
+    void *extra = NULL;
+    if (code_get_extra(code, extra_index, &extra) == 0 && extra != NULL &&
+        ((code_rec *)extra)->serial == t->serial)
+        return extra;
+    PyErr_Clear();
+    code_rec *rec = code_rec_get(t, (PyCodeObject *)code, PyEval_GetGlobals());
+    if (rec == NULL)
+        hook_fail(t, "code");
+    return rec;
+}
+
+/* PY_START / PY_RESUME / PY_THROW: (code, offset[, exception]) */
+static PyObject *mon_enter(PyObject *code, int start, int can_disable) {
+    TracerObject *t = active;
+    if (t == NULL)
+        Py_RETURN_NONE;
+    uint64_t now = clock_now(t);
+    code_rec *rec = mon_rec(t, code);
+    if (rec == NULL)
+        Py_RETURN_NONE;
+    if (rec->excluded)
+        return can_disable ? disable() : Py_NewRef(Py_None);
+    on_py_enter(t, rec, (PyCodeObject *)code, rec->awaits ? current_iframe() : NULL, start, now);
+    Py_RETURN_NONE;
+}
+
+static PyObject *mon_exit(PyObject *code, int yield, int can_disable) {
+    TracerObject *t = active;
+    if (t == NULL)
+        Py_RETURN_NONE;
+    uint64_t now = clock_now(t);
+    code_rec *rec = mon_rec(t, code);
+    if (rec == NULL)
+        Py_RETURN_NONE;
+    if (rec->excluded)
+        return can_disable ? disable() : Py_NewRef(Py_None);
+    on_py_exit(t, rec, (PyCodeObject *)code, yield && rec->awaits ? current_iframe() : NULL, yield,
+               now);
+    Py_RETURN_NONE;
+}
+
+static PyObject *cb_py_start(PyObject *m, PyObject *const *a, Py_ssize_t n) {
+    (void)m;
+    return n >= 1 ? mon_enter(a[0], 1, 1) : Py_NewRef(Py_None);
+}
+
+static PyObject *cb_py_resume(PyObject *m, PyObject *const *a, Py_ssize_t n) {
+    (void)m;
+    return n >= 1 ? mon_enter(a[0], 0, 1) : Py_NewRef(Py_None);
+}
+
+static PyObject *cb_py_throw(PyObject *m, PyObject *const *a, Py_ssize_t n) {
+    (void)m;
+    return n >= 1 ? mon_enter(a[0], 0, 0) : Py_NewRef(Py_None);
+}
+
+static PyObject *cb_py_return(PyObject *m, PyObject *const *a, Py_ssize_t n) {
+    (void)m;
+    return n >= 1 ? mon_exit(a[0], 0, 1) : Py_NewRef(Py_None);
+}
+
+static PyObject *cb_py_yield(PyObject *m, PyObject *const *a, Py_ssize_t n) {
+    (void)m;
+    return n >= 1 ? mon_exit(a[0], 1, 1) : Py_NewRef(Py_None);
+}
+
+static PyObject *cb_py_unwind(PyObject *m, PyObject *const *a, Py_ssize_t n) {
+    (void)m;
+    return n >= 1 ? mon_exit(a[0], 0, 0) : Py_NewRef(Py_None);
+}
+
+/* CALL: (code, offset, callable, arg0).  CALL fires for every call, Python
+ * ones included, and dispatching it costs more than the rest of a traced
+ * call; PY_START already sees Python functions.  So a call site that calls a
+ * Python function (or a bound method of one) is disabled for this tool:
+ * monomorphic Python call sites then cost nothing, and a site that calls
+ * builtins keeps being watched.  The price: a builtin called later from a
+ * site that has called a Python function is not recorded. */
+static PyObject *cb_call(PyObject *m, PyObject *const *a, Py_ssize_t n) {
+    (void)m;
+    TracerObject *t = active;
+    if (t == NULL || n < 3)
+        Py_RETURN_NONE;
+    PyObject *callable = a[2];
+    if (PyFunction_Check(callable) ||
+        (PyMethod_Check(callable) && PyFunction_Check(PyMethod_GET_FUNCTION(callable))))
+        return disable();
+    on_c_enter(t, callable, clock_now(t));
+    Py_RETURN_NONE;
+}
+
+/* C_RETURN / C_RAISE: (code, offset, callable, arg0) */
+static PyObject *cb_c_exit(PyObject *m, PyObject *const *a, Py_ssize_t n) {
+    (void)m;
+    TracerObject *t = active;
+    if (t != NULL && n >= 3)
+        on_c_exit(t, a[2], clock_now(t));
+    Py_RETURN_NONE;
+}
+
+typedef struct mon_event {
+    const char *name;   /* attribute of sys.monitoring.events */
+    PyMethodDef def;
+    int builtin;        /* only when builtins are traced */
+} mon_event;
+
+static mon_event mon_events[] = {
+    {"PY_START", {"_on_py_start", (PyCFunction)(void (*)(void))cb_py_start, METH_FASTCALL, NULL}, 0},
+    {"PY_RESUME", {"_on_py_resume", (PyCFunction)(void (*)(void))cb_py_resume, METH_FASTCALL, NULL}, 0},
+    {"PY_THROW", {"_on_py_throw", (PyCFunction)(void (*)(void))cb_py_throw, METH_FASTCALL, NULL}, 0},
+    {"PY_RETURN", {"_on_py_return", (PyCFunction)(void (*)(void))cb_py_return, METH_FASTCALL, NULL}, 0},
+    {"PY_YIELD", {"_on_py_yield", (PyCFunction)(void (*)(void))cb_py_yield, METH_FASTCALL, NULL}, 0},
+    {"PY_UNWIND", {"_on_py_unwind", (PyCFunction)(void (*)(void))cb_py_unwind, METH_FASTCALL, NULL}, 0},
+    {"CALL", {"_on_call", (PyCFunction)(void (*)(void))cb_call, METH_FASTCALL, NULL}, 1},
+    {"C_RETURN", {"_on_c_return", (PyCFunction)(void (*)(void))cb_c_exit, METH_FASTCALL, NULL}, 1},
+    {"C_RAISE", {"_on_c_raise", (PyCFunction)(void (*)(void))cb_c_exit, METH_FASTCALL, NULL}, 1},
+};
+#define N_MON_EVENTS (sizeof mon_events / sizeof mon_events[0])
+
+/* Tool ids in order of preference: the unnamed ones first, so that a
+ * debugger (0), coverage (1) or cProfile (2) started later still gets its
+ * own id. */
+static const int tool_order[] = {3, 4, 5, 2, 1, 0};
+
+static int install_hooks(TracerObject *t) {
+    PyObject *mon = PySys_GetObject("monitoring");   /* borrowed */
+    if (mon == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "apiprof: sys.monitoring is not available");
+        return -1;
+    }
+    int tool = -1;
+    for (size_t i = 0; i < sizeof tool_order / sizeof tool_order[0] && tool < 0; i++) {
+        PyObject *r = PyObject_CallMethod(mon, "use_tool_id", "is", tool_order[i], "apiprof");
+        if (r != NULL) {
+            Py_DECREF(r);
+            tool = tool_order[i];
+        } else if (PyErr_ExceptionMatches(PyExc_ValueError)) {
+            PyErr_Clear();
+        } else {
+            return -1;
+        }
+    }
+    if (tool < 0) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "apiprof: every sys.monitoring tool id (0-5) is in use by other tools; "
+                        "stop one of them to profile with apiprof");
+        return -1;
+    }
+    t->tool_id = tool;
+    PyObject *events = PyObject_GetAttrString(mon, "events");
+    if (g_disable == NULL)
+        g_disable = PyObject_GetAttrString(mon, "DISABLE");
+    if (events == NULL || g_disable == NULL)
+        goto err;
+    long mask = 0;
+    for (size_t i = 0; i < N_MON_EVENTS; i++) {
+        if (mon_events[i].builtin && !t->builtins)
+            continue;
+        PyObject *ev = PyObject_GetAttrString(events, mon_events[i].name);
+        if (ev == NULL)
+            goto err;
+        long bit = PyLong_AsLong(ev);
+        PyObject *fn = PyCFunction_New(&mon_events[i].def, NULL);
+        PyObject *r = fn ? PyObject_CallMethod(mon, "register_callback", "iOO", tool, ev, fn) : NULL;
+        Py_DECREF(ev);
+        Py_XDECREF(fn);
+        if (r == NULL)
+            goto err;
+        Py_DECREF(r);
+        mask |= bit;
+    }
+    Py_DECREF(events);
+    PyObject *r = PyObject_CallMethod(mon, "set_events", "il", tool, mask);
+    if (r == NULL)
+        goto err_tool;
+    Py_DECREF(r);
+    if (g_disabled_any) {
+        r = PyObject_CallMethod(mon, "restart_events", NULL);
+        if (r == NULL)
+            goto err_tool;
+        Py_DECREF(r);
+        g_disabled_any = 0;
+    }
+    return 0;
+err:
+    Py_XDECREF(events);
+err_tool:;
+    AP_SAVE_EXC(exc);
+    PyObject *r2 = PyObject_CallMethod(mon, "free_tool_id", "i", tool);
+    Py_XDECREF(r2);
+    PyErr_Clear();
+    AP_RESTORE_EXC(exc);
+    return -1;
+}
+
+static int remove_hooks(TracerObject *t) {
+    PyObject *mon = PySys_GetObject("monitoring");
+    if (mon == NULL)
+        return 0;
+    AP_SAVE_EXC(exc);
+    PyObject *r = PyObject_CallMethod(mon, "set_events", "ii", t->tool_id, 0);
+    Py_XDECREF(r);
+    PyObject *events = PyObject_GetAttrString(mon, "events");
+    for (size_t i = 0; events != NULL && i < N_MON_EVENTS; i++) {
+        PyObject *ev = PyObject_GetAttrString(events, mon_events[i].name);
+        if (ev != NULL) {
+            r = PyObject_CallMethod(mon, "register_callback", "iOO", t->tool_id, ev, Py_None);
+            Py_XDECREF(r);
+            Py_DECREF(ev);
+        }
+    }
+    Py_XDECREF(events);
+    r = PyObject_CallMethod(mon, "free_tool_id", "i", t->tool_id);
+    Py_XDECREF(r);
+    PyErr_Clear();
+    AP_RESTORE_EXC(exc);
+    return 0;
+}
+
+#else
+/* ---- 3.11: the C profile hook on every thread ------------------------------------------ */
+
+static PyObject *g_bootstrap;   /* _core._thread_profile_bootstrap; strong */
+
+static int profile_hook(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg) {
+    TracerObject *t = active;
+    if (t == NULL || (PyObject *)t != obj)
+        return 0;
+    uint64_t now = clock_now(t);
+    switch (what) {
+    case PyTrace_CALL:
+    case PyTrace_RETURN: {
+        PyCodeObject *co = PyFrame_GetCode(frame);
+        code_rec *rec;
+        void *extra = NULL;
+        if (code_get_extra((PyObject *)co, extra_index, &extra) == 0 && extra != NULL &&
+            ((code_rec *)extra)->serial == t->serial) {
+            rec = extra;
+        } else {
+            PyErr_Clear();
+            PyObject *globals = PyFrame_GetGlobals(frame);
+            rec = code_rec_get(t, co, globals);
+            Py_XDECREF(globals);
+        }
+        Py_DECREF(co);   /* the frame keeps it alive */
+        if (rec == NULL) {
+            hook_fail(t, "code");
+            return 0;
+        }
+        if (rec->excluded)
+            return 0;
+        if (what == PyTrace_CALL) {
+            int start = !rec->genlike || PyFrame_GetLasti(frame) == rec->start_lasti;
+            on_py_enter(t, rec, co, frame, start, now);
+        } else {
+            int yield = 0;
+            if (rec->genlike && arg != NULL) {
+                int lasti = PyFrame_GetLasti(frame);
+                yield = lasti >= 0 && lasti < PyBytes_GET_SIZE(rec->code_bytes) &&
+                        (unsigned char)PyBytes_AS_STRING(rec->code_bytes)[lasti] == op_yield;
+            }
+            on_py_exit(t, rec, co, frame, yield, now);
+        }
+        break;
+    }
+    case PyTrace_C_CALL:
+        if (t->builtins)
+            on_c_enter(t, arg, now);
+        break;
+    case PyTrace_C_RETURN:
+    case PyTrace_C_EXCEPTION:
+        if (t->builtins)
+            on_c_exit(t, arg, now);
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+/* Installed with threading.setprofile(): runs once in each thread started
+ * while the tracer runs, as its Python-level profile function, replaces
+ * itself with the C hook and passes the event on. */
+static PyObject *thread_bootstrap(PyObject *m, PyObject *const *a, Py_ssize_t n) {
+    (void)m;
+    TracerObject *t = active;
+    if (t == NULL) {
+        PyEval_SetProfile(NULL, NULL);
+        Py_RETURN_NONE;
+    }
+    PyEval_SetProfile(profile_hook, (PyObject *)t);
+    if (n == 3 && PyFrame_Check(a[0]) && PyUnicode_Check(a[1])) {
+        static const char *const names[] = {"call", "exception", "line", "return",
+                                            "c_call", "c_exception", "c_return"};
+        for (int i = 0; i < 7; i++) {
+            if (PyUnicode_CompareWithASCIIString(a[1], names[i]) == 0) {
+                profile_hook((PyObject *)t, (PyFrameObject *)a[0], i, a[2]);
+                break;
+            }
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef bootstrap_def = {
+    "_thread_profile_bootstrap", (PyCFunction)(void (*)(void))thread_bootstrap, METH_FASTCALL,
+    NULL};
+
+static int set_threading_profile(PyObject *fn) {
+    PyObject *threading = PyImport_ImportModule("threading");
+    if (threading == NULL)
+        return -1;
+    PyObject *r = PyObject_CallMethod(threading, "setprofile", "O", fn);
+    Py_DECREF(threading);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
+static int install_hooks(TracerObject *t) {
+    if (op_resume < 0) {
+        PyObject *opcode = PyImport_ImportModule("opcode");
+        PyObject *opmap = opcode ? PyObject_GetAttrString(opcode, "opmap") : NULL;
+        PyObject *r = opmap ? PyDict_GetItemString(opmap, "RESUME") : NULL;
+        PyObject *y = opmap ? PyDict_GetItemString(opmap, "YIELD_VALUE") : NULL;
+        if (r != NULL && y != NULL) {
+            op_resume = (int)PyLong_AsLong(r);
+            op_yield = (int)PyLong_AsLong(y);
+        }
+        Py_XDECREF(opmap);
+        Py_XDECREF(opcode);
+        if (op_resume < 0) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_RuntimeError, "apiprof: opcode.opmap has no RESUME");
+            return -1;
+        }
+    }
+    PyThreadState *me = PyThreadState_Get();
+    if (me->c_profilefunc != NULL) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "apiprof: another profiler is active in this thread (sys.setprofile); "
+                        "stop it first");
+        return -1;
+    }
+    if (g_bootstrap == NULL && (g_bootstrap = PyCFunction_New(&bootstrap_def, NULL)) == NULL)
+        return -1;
+    if (set_threading_profile(g_bootstrap) < 0)
+        return -1;
+    for (PyThreadState *ts = PyInterpreterState_ThreadHead(me->interp); ts != NULL;
+         ts = PyThreadState_Next(ts)) {
+        if (_PyEval_SetProfile(ts, profile_hook, (PyObject *)t) < 0)
+            PyErr_Clear();
+    }
+    return 0;
+}
+
+static int remove_hooks(TracerObject *t) {
+    (void)t;
+    AP_SAVE_EXC(exc);
+    PyThreadState *me = PyThreadState_Get();
+    for (PyThreadState *ts = PyInterpreterState_ThreadHead(me->interp); ts != NULL;
+         ts = PyThreadState_Next(ts)) {
+        if (ts->c_profilefunc == profile_hook && _PyEval_SetProfile(ts, NULL, NULL) < 0)
+            PyErr_Clear();
+    }
+    if (set_threading_profile(Py_None) < 0)
+        PyErr_Clear();
+    AP_RESTORE_EXC(exc);
+    return 0;
+}
+#endif
+
+/* ---- the Tracer type ------------------------------------------------------------------- */
+
+static void set_meta_time(ap_prof *p, const char *key) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    char v[32];
+    snprintf(v, sizeof v, "%lld", (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec);
+    ap_prof_meta_set(p, key, v);
+}
+
+static PyObject *tracer_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"clock", "builtins", "include", "exclude", "threads", NULL};
+    const char *clock = "wall";
+    int builtins = 1;
+    PyObject *include = NULL, *exclude = NULL, *threads = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$spOOO:Tracer", kwlist, &clock, &builtins,
+                                     &include, &exclude, &threads))
+        return NULL;
+    int cpu;
+    if (strcmp(clock, "wall") == 0)
+        cpu = 0;
+    else if (strcmp(clock, "cpu") == 0)
+        cpu = 1;
+    else
+        return PyErr_Format(PyExc_ValueError, "clock must be 'wall' or 'cpu', not %R",
+                            PyTuple_Size(args) ? PyTuple_GET_ITEM(args, 0) : Py_None);
+    PyObject *lists[2] = {include, exclude};
+    for (int i = 0; i < 2; i++) {
+        PyObject *l = lists[i];
+        if (l == NULL || l == Py_None)
+            continue;
+        if (!PyTuple_Check(l))
+            return PyErr_Format(PyExc_TypeError, "%s must be a tuple of str", i ? "exclude" : "include");
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(l); k++)
+            if (!PyUnicode_Check(PyTuple_GET_ITEM(l, k)))
+                return PyErr_Format(PyExc_TypeError, "%s must be a tuple of str",
+                                    i ? "exclude" : "include");
+    }
+    if (threads != Py_None && !PyDict_Check(threads))
+        return PyErr_Format(PyExc_TypeError, "threads must be a dict or None");
+    TracerObject *t = (TracerObject *)type->tp_alloc(type, 0);
+    if (t == NULL)
+        return NULL;
+    t->prof = ap_prof_new();
+    if (t->prof == NULL) {
+        Py_DECREF(t);
+        return PyErr_NoMemory();
+    }
+    t->serial = next_serial++;
+    t->cpu_clock = cpu;
+    t->builtins = builtins;
+    t->include = include && include != Py_None ? Py_NewRef(include) : PyTuple_New(0);
+    t->exclude = exclude && exclude != Py_None ? Py_NewRef(exclude) : PyTuple_New(0);
+    t->threads = threads != Py_None ? Py_NewRef(threads) : NULL;
+    t->k_thread = ap_prof_intern(t->prof, "thread", 6);
+    t->k_thread_id = ap_prof_intern(t->prof, "thread_id", 9);
+    if (t->include == NULL || t->exclude == NULL || t->k_thread == AP_NONE ||
+        t->k_thread_id == AP_NONE || ap_prof_meta_set(t->prof, "clock", clock) != 0 ||
+        ap_prof_meta_set(t->prof, "tool", "apiprof trace") != 0 ||
+        ap_prof_meta_set(t->prof, "python", Py_GetVersion()) != 0) {
+        Py_DECREF(t);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)t;
+}
+
+static PyObject *tracer_start(TracerObject *t, PyObject *Py_UNUSED(a)) {
+    if (active == t)
+        return PyErr_Format(PyExc_RuntimeError, "apiprof: this profiler is already running");
+    if (active != NULL)
+        return PyErr_Format(PyExc_RuntimeError, "apiprof: another apiprof profiler is running");
+    if (extra_index < 0) {
+        extra_index = request_extra_index(code_rec_free);
+        if (extra_index < 0)
+            return PyErr_Format(PyExc_RuntimeError, "apiprof: no co_extra slot is free");
+    }
+    if (ap_prof_meta_get(t->prof, "started") == NULL)
+        set_meta_time(t->prof, "started");
+    generation++;
+    active = t;
+    t->running = 1;
+    if (install_hooks(t) < 0) {
+        active = NULL;
+        t->running = 0;
+        return NULL;
+    }
+    Py_INCREF(t);   /* the hooks hold it while running */
+    Py_RETURN_NONE;
+}
+
+static PyObject *tracer_stop(TracerObject *t, PyObject *Py_UNUSED(a)) {
+    if (active != t)
+        Py_RETURN_NONE;
+    remove_hooks(t);
+    flush_all(t);
+    active = NULL;
+    t->running = 0;
+    generation++;
+    ap_map_clear(&t->suspended);
+    set_meta_time(t->prof, "stopped");
+    if (ap_prof_finish(t->prof) != 0 && t->error[0] == '\0')
+        snprintf(t->error, sizeof t->error, "finish: %s", ap_err_msg());
+    Py_DECREF(t);
+    if (t->error[0] != '\0' &&
+        PyErr_WarnFormat(PyExc_RuntimeWarning, 1, "apiprof: the profile is incomplete (%s; %llu events lost)",
+                         t->error, (unsigned long long)t->lost) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *tracer_profile(TracerObject *t, PyObject *Py_UNUSED(a)) {
+    return apext_profile_wrap(apext_state_of_type(Py_TYPE(t)), (PyObject *)t, t->prof);
+}
+
+static PyObject *tracer_get_running(TracerObject *t, void *Py_UNUSED(c)) {
+    return PyBool_FromLong(t->running);
+}
+
+static PyObject *tracer_get_tool_id(TracerObject *t, void *Py_UNUSED(c)) {
+    if (!t->running || AP_MONITORING == 0)
+        Py_RETURN_NONE;
+    return PyLong_FromLong(t->tool_id);
+}
+
+static int tracer_traverse(TracerObject *t, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(t));
+    Py_VISIT(t->include);
+    Py_VISIT(t->exclude);
+    Py_VISIT(t->threads);
+    return 0;
+}
+
+static int tracer_clear(TracerObject *t) {
+    Py_CLEAR(t->include);
+    Py_CLEAR(t->exclude);
+    Py_CLEAR(t->threads);
+    return 0;
+}
+
+static void tracer_dealloc(TracerObject *t) {
+    PyTypeObject *tp = Py_TYPE(t);
+    PyObject_GC_UnTrack(t);
+    tracer_clear(t);
+    for (tstate *ts = t->threads_list; ts != NULL;) {
+        tstate *next = ts->next;
+        PyMem_RawFree(ts->stack);
+        PyMem_RawFree(ts);
+        ts = next;
+    }
+    ap_map_free(&t->builtin_recs);
+    ap_map_free(&t->suspended);
+    ap_prof_free(t->prof);
+    tp->tp_free(t);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef tracer_methods[] = {
+    {"start", (PyCFunction)tracer_start, METH_NOARGS,
+     "start()\n\nInstall the hooks (all threads) and start recording."},
+    {"stop", (PyCFunction)tracer_stop, METH_NOARGS,
+     "stop()\n\nRemove the hooks and close every open frame; a no-op when not running."},
+    {"profile", (PyCFunction)tracer_profile, METH_NOARGS,
+     "profile() -> Profile\n\nThe recorded profile (shares the tracer's data)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef tracer_getset[] = {
+    {"running", (getter)tracer_get_running, NULL, "Whether the hooks are installed.", NULL},
+    {"tool_id", (getter)tracer_get_tool_id, NULL,
+     "The sys.monitoring tool id in use (3.12+, while running), else None.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot tracer_slots[] = {
+    {Py_tp_new, tracer_new},
+    {Py_tp_dealloc, tracer_dealloc},
+    {Py_tp_traverse, tracer_traverse},
+    {Py_tp_clear, tracer_clear},
+    {Py_tp_methods, tracer_methods},
+    {Py_tp_getset, tracer_getset},
+    {Py_tp_doc, "Tracer(*, clock='wall', builtins=True, include=(), exclude=(), threads=None)\n\n"
+                "The exact function tracer of apiprof (use apiprof.Profiler)."},
+    {0, NULL},
+};
+
+static PyType_Spec tracer_spec = {
+    .name = "apiprof._core.Tracer",
+    .basicsize = sizeof(TracerObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = tracer_slots,
+};
+
+int apext_tracer_init(PyObject *module, apext_state *st) {
+    st->tracer_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &tracer_spec, NULL);
+    if (st->tracer_type == NULL)
+        return -1;
+    return PyModule_AddType(module, st->tracer_type);
+}
