@@ -40,9 +40,11 @@ class Browser:
                f"--disable-extensions --disable-dev-shm-usage --remote-debugging-pipe "
                f'--user-data-dir="{profile_dir}" --window-size={width},{height} '
                f"3<&{to_child_r} 4>&{from_child_w}")
+        # Not the sanitizer runtime `make sanitize` preloads into the tests.
+        env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
         self.proc = subprocess.Popen(["bash", "-c", cmd], pass_fds=(to_child_r, from_child_w),
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
+                                     stderr=subprocess.DEVNULL, start_new_session=True, env=env)
         os.close(to_child_r)
         os.close(from_child_w)
         self._buf = b""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import marshal
+import os
 import pstats
 import re
 import shutil
@@ -17,7 +18,17 @@ import pytest
 from profiles import SHOP_ROUTE_ITEMS_WALL, SHOP_TOTALS, shop_spec, write
 
 APIPROF = Path(sys.executable).with_name("apiprof")
+# The consumers run without the sanitizer runtime `make sanitize` preloads.
+CONSUMER_ENV = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
 SCHEMA = Path(__file__).parent.parent / "data" / "speedscope-file-format-schema.json"
+
+
+def consume(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    """Run a consumer of our output (go, dot, callgrind_annotate)."""
+    kw.setdefault("capture_output", True)
+    kw.setdefault("text", True)
+    kw.setdefault("timeout", 120)
+    return subprocess.run(cmd, env=CONSUMER_ENV, **kw)
 
 
 def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
@@ -65,27 +76,26 @@ def test_pprof_read_by_go_tool_pprof(shop, tmp_path):
     gzip.decompress(out.read_bytes())   # really gzip
     for metric, total in (("wall", SHOP_TOTALS["wall"]), ("cpu", SHOP_TOTALS["cpu"]),
                           ("await", SHOP_TOTALS["await"])):
-        r = subprocess.run(["go", "tool", "pprof", "-top", "-unit=ns", f"-sample_index={metric}",
-                            str(out)], capture_output=True, text=True, timeout=120)
+        r = consume(["go", "tool", "pprof", "-top", "-unit=ns", f"-sample_index={metric}",
+                            str(out)])
         assert r.returncode == 0, r.stderr
         assert f"of {total}ns total" in r.stdout, r.stdout
-    r = subprocess.run(["go", "tool", "pprof", "-raw", str(out)], capture_output=True, text=True,
+    r = consume(["go", "tool", "pprof", "-raw", str(out)], capture_output=True, text=True,
                        timeout=120)
     assert "calls/count wall/nanoseconds[dflt] cpu/nanoseconds await/nanoseconds " \
            "alloc_space/bytes" in r.stdout
     assert "route:[GET /items/{id}]" in r.stdout and "thread:[MainThread]" in r.stdout
-    top = subprocess.run(["go", "tool", "pprof", "-top", "-unit=ns", str(out)],
-                         capture_output=True, text=True, timeout=120).stdout
+    top = consume(["go", "tool", "pprof", "-top", "-unit=ns", str(out)]).stdout
     assert re.search(r"^\s+88000ns\s+51\.01%.*query$", top, re.M), top
-    bytes_top = subprocess.run(["go", "tool", "pprof", "-top", "-sample_index=alloc_space",
-                                str(out)], capture_output=True, text=True, timeout=120).stdout
+    bytes_top = consume(["go", "tool", "pprof", "-top", "-sample_index=alloc_space",
+                                str(out)]).stdout
     assert "of 5kB total" in bytes_top, bytes_top
 
 
 def test_callgrind_read_by_callgrind_annotate(shop, tmp_path):
     out = tmp_path / "callgrind.out.shop"
     run(str(shop), "-o", str(out))
-    r = subprocess.run(["callgrind_annotate", str(out)], capture_output=True, text=True,
+    r = consume(["callgrind_annotate", str(out)], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stderr
     assert re.search(rf"^{SHOP_TOTALS['wall']:,} \(100\.0%\)\s+PROGRAM TOTALS", r.stdout, re.M)
@@ -94,7 +104,7 @@ def test_callgrind_read_by_callgrind_annotate(shop, tmp_path):
     assert re.search(r"^30,000 \(17\.39%\)\s+out = \[r for r in rows\]", r.stdout, re.M)
     cpu = tmp_path / "callgrind.out.cpu"
     run(str(shop), "-o", str(cpu), "--metric", "cpu")
-    r = subprocess.run(["callgrind_annotate", str(cpu)], capture_output=True, text=True)
+    r = consume(["callgrind_annotate", str(cpu)])
     assert re.search(rf"^{SHOP_TOTALS['cpu']:,} \(100\.0%\)\s+PROGRAM TOTALS", r.stdout, re.M)
 
 
@@ -124,7 +134,7 @@ def test_dot_and_svg_through_graphviz(shop, tmp_path):
     # A high threshold prunes the small functions.
     pruned = run(str(shop), "-f", "dot", "--min-percent", "20").stdout
     assert "fib" not in pruned and "list.append" not in pruned and "query" in pruned
-    r = subprocess.run(["dot", "-Tsvg"], input=pruned, capture_output=True, text=True)
+    r = consume(["dot", "-Tsvg"], input=pruned)
     assert r.returncode == 0
 
 

@@ -6,6 +6,7 @@ in .artifacts/report/."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -227,8 +228,9 @@ def test_real_profile_of_real_code(browser, tmp_path):
                                capture_output=True, text=True, check=True).stdout
     assert sum(int(line.rsplit(" ", 1)[1]) for line in collapsed.splitlines()) == total_self
     pb = report(prof, tmp_path / "prog.pb.gz")
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     top = subprocess.run(["go", "tool", "pprof", "-top", "-unit=ns", str(pb)],
-                         capture_output=True, text=True, timeout=120).stdout
+                         capture_output=True, text=True, timeout=120, env=env).stdout
     assert f"of {total_self}ns total" in top
     html = report(prof, tmp_path / "prog.html")
     page = browser.open(html.as_uri())
