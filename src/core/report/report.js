@@ -222,8 +222,16 @@
   var canvas = $("flame"), ctx = canvas.getContext("2d"), ROW = 18, rowsHit = [];
   function drawFlame() {
     var box = $("flame-box"), W = Math.max(box.clientWidth, 300), dpr = window.devicePixelRatio || 1;
-    var zoom = state.zoom, zdepth = V.depth[zoom], levels = V.maxDepth + 1;
+    var zoom = state.zoom, scale = V.incl[zoom] > 0 ? W / V.incl[zoom] : 0;
+    // Only as tall as the deepest frame wide enough to draw.
+    var levels = V.depth[zoom] + 1, stack = [zoom];
+    while (stack.length) {
+      var v = stack.pop();
+      if (V.depth[v] + 1 > levels) levels = V.depth[v] + 1;
+      for (var k = V.cstart[v]; k < V.cstart[v + 1] && V.incl[V.kids[k]] * scale >= 0.3; k++) stack.push(V.kids[k]);
+    }
     var H = levels * ROW;
+    state.levels = levels;
     canvas.width = Math.round(W * dpr); canvas.height = Math.round(H * dpr);
     canvas.style.height = H + "px";
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
@@ -252,28 +260,29 @@
     }
     // Ancestors of the zoomed node span the whole width, dimmed.
     for (var a = V.parent[zoom]; a >= 0; a = V.parent[a]) box_(a, 0, W, true);
-    var scale = V.incl[zoom] > 0 ? W / V.incl[zoom] : 0;
-    var stack = [zoom], xs = [0];
+    stack = [zoom];
+    var xs = [0];
     while (stack.length) {
       var node = stack.pop(), x = xs.pop(), w = V.incl[node] * scale;
       box_(node, x, w, false);
       var cx = x;
       for (var k = V.cstart[node]; k < V.cstart[node + 1]; k++) {
         var c = V.kids[k], cw = V.incl[c] * scale;
-        if (cw < 0.3) break;   // sorted: the rest are smaller still
+        if (cw < 0.3) break;   // sorted: the rest are smaller still (as in the pre-pass)
         stack.push(c); xs.push(cx);
         cx += cw;
       }
     }
     for (d = 0; d < levels; d++) rowsHit[d].sort(function (p, q) { return p[0] - q[0]; });
+    // The root is at the bottom of a flame graph: show it first.
+    if (!state.icicle) box.scrollTop = box.scrollHeight;
     state.drawn = drawn;
     $("reset-zoom").disabled = zoom === 0;
     $("flame-info").textContent = zoom === 0 ? "click a frame to zoom" :
       "zoomed on " + labels[V.frame[zoom]] + " (" + pct(V.incl[zoom], V.total) + ")";
-    void zdepth;
   }
   function nodeAt(px, py) {
-    var H = (V.maxDepth + 1) * ROW, d = state.icicle ? Math.floor(py / ROW) : Math.floor((H - py) / ROW);
+    var H = state.levels * ROW, d = state.icicle ? Math.floor(py / ROW) : Math.floor((H - py) / ROW);
     var row = rowsHit[d];
     if (!row) return -1;
     var lo = 0, hi = row.length - 1;
@@ -640,7 +649,7 @@
     // Canvas position (CSS px, relative to the viewport) of the centre of the
     // widest drawn frame whose label is `label`, or null.
     rectOf: function (label) {
-      var best = null, r = canvas.getBoundingClientRect(), H = (V.maxDepth + 1) * ROW;
+      var best = null, r = canvas.getBoundingClientRect(), H = state.levels * ROW;
       rowsHit.forEach(function (row, d) {
         row.forEach(function (h) {
           if (labels[V.frame[h[2]]] === label && (!best || h[1] > best[1])) {
