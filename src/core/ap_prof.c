@@ -77,6 +77,7 @@ void ap_prof_free(ap_prof *p) {
     free(p->frames);
     free(p->frame_next);
     free(p->meta);
+    free(p->events);
     ap_map_free(&p->str_index);
     ap_map_free(&p->frame_index);
     ap_arena_free(&p->arena);
@@ -355,6 +356,51 @@ const ap_node *ap_node_first_child(const ap_node *n) {
 
 const ap_node *ap_node_next_sibling(const ap_node *n) {
     return n->next_sibling;
+}
+
+/* ---- event ring --------------------------------------------------------------- */
+
+int ap_prof_events_enable(ap_prof *p, size_t capacity) {
+    if (capacity == 0 || capacity > SIZE_MAX / sizeof(ap_event))
+        return ap_err_set(AP_EINVAL, "profile: event ring capacity %zu is invalid", capacity);
+    ap_event *ev = malloc(capacity * sizeof *ev);
+    if (ev == NULL)
+        return ap_err_set(AP_ENOMEM, "profile: out of memory (%zu events)", capacity);
+    free(p->events);
+    p->events = ev;
+    p->ev_cap = capacity;
+    p->ev_len = p->ev_head = 0;
+    p->ev_dropped = 0;
+    return 0;
+}
+
+void ap_prof_event_add(ap_prof *p, const ap_event *e) {
+    if (p->ev_cap == 0)
+        return;
+    if (p->ev_len < p->ev_cap) {
+        p->events[(p->ev_head + p->ev_len++) % p->ev_cap] = *e;
+        return;
+    }
+    p->events[p->ev_head] = *e;
+    p->ev_head = (p->ev_head + 1) % p->ev_cap;
+    p->ev_dropped++;
+}
+
+size_t ap_prof_events_capacity(const ap_prof *p) {
+    return p->ev_cap;
+}
+
+size_t ap_prof_nevents(const ap_prof *p) {
+    return p->ev_len;
+}
+
+const ap_event *ap_prof_event_at(const ap_prof *p, size_t i) {
+    assert(i < p->ev_len);
+    return &p->events[(p->ev_head + i) % p->ev_cap];
+}
+
+uint64_t ap_prof_events_dropped(const ap_prof *p) {
+    return p->ev_dropped;
 }
 
 /* ---- derived metrics -------------------------------------------------------------- */

@@ -269,6 +269,35 @@ int ap_functab_build(ap_prof *p, int (*keep)(const ap_tree *t, void *arg), void 
 /* Release the table's arrays; ft is left empty.  Can't fail. */
 void ap_functab_free(ap_functab *ft);
 
+/* ---- event timeline (optional) ----------------------------------------------
+ * A bounded ring of completed spans for timeline views (Chrome trace /
+ * Perfetto).  The tree aggregates; the ring keeps the order of the last
+ * `capacity` spans, overwriting the oldest when full (counted as dropped).
+ * A profile has no ring until ap_prof_events_enable(); views that need a
+ * timeline must refuse to run without one rather than invent it. */
+typedef struct ap_event {
+    uint64_t start_ns;   /* when the span began, on the profile's clock */
+    uint64_t dur_ns;     /* how long it lasted */
+    ap_frame_id frame;   /* what ran */
+    uint32_t tree;       /* index of the tree (thread / task) it ran on */
+} ap_event;
+
+/* Give p a ring of capacity (> 0) events, replacing any previous ring and
+ * its events.  Returns 0; on error -1 with AP_EINVAL or AP_ENOMEM. */
+int ap_prof_events_enable(ap_prof *p, size_t capacity);
+
+/* Append e to the ring, overwriting the oldest event when it is full.
+ * O(1), no allocation.  Does nothing when p has no ring.  Can't fail. */
+void ap_prof_event_add(ap_prof *p, const ap_event *e);
+
+/* The ring: its capacity (0 when there is none), how many events it holds,
+ * the i-th oldest (i < ap_prof_nevents), and how many were overwritten.
+ * Can't fail. */
+size_t ap_prof_events_capacity(const ap_prof *p);
+size_t ap_prof_nevents(const ap_prof *p);
+const ap_event *ap_prof_event_at(const ap_prof *p, size_t i);
+uint64_t ap_prof_events_dropped(const ap_prof *p);
+
 /* ---- files ---------------------------------------------------------------------
  * The native file (docs/format.md): a header and self-delimiting chunks,
  * each with a CRC, ending with an END chunk.  A reader keeps everything up

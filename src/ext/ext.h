@@ -48,6 +48,9 @@ struct ap_prof;
 PyObject *apext_profile_wrap(apext_state *st, PyObject *owner, struct ap_prof *prof);
 int apext_routes_init(PyObject *module, apext_state *st);
 
+/* Module-level functions of report.c (write_report, ...). */
+extern PyMethodDef apext_report_methods[];
+
 /* GC hooks for the module state, per subsystem. */
 int apext_timer_traverse(apext_state *st, visitproc visit, void *arg);
 void apext_timer_clear(apext_state *st);

@@ -31,6 +31,8 @@ static int module_exec(PyObject *module)
 {
     apext_state *st = PyModule_GetState(module);
     ap_clock_init();
+    if (PyModule_AddFunctions(module, apext_report_methods) < 0)
+        return -1;
     if (apext_hist_init(module, st) < 0)
         return -1;
     if (apext_timer_init(module, st) < 0)

@@ -96,7 +96,9 @@ AP_TEST(err_thread_local) {
     X(http_header_limit) X(http_fuzz_mutations) \
     X(prof_intern) X(prof_functab_recursion) X(prof_merge_threads) X(prof_file_roundtrip) \
     X(prof_exports) \
-    X(routes_keys) X(routes_overflow) X(routes_roundtrip_merge) X(routes_decode_rejects)
+    X(routes_keys) X(routes_overflow) X(routes_roundtrip_merge) X(routes_decode_rejects) \
+    X(prof_exports) X(prof_event_ring)                                 \
+    X(report_every_format) X(report_mutated_files)
 
 #define AP_DECLARE(name) AP_TEST(name);
 AP_TEST_LIST(AP_DECLARE)

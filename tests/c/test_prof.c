@@ -253,3 +253,46 @@ AP_TEST(prof_exports) {
     fclose(f);
     ap_prof_free(p);
 }
+
+/* The event ring keeps the newest `capacity` events in order, counts the
+ * overwritten ones, and survives the native file. */
+AP_TEST(prof_event_ring) {
+    ap_prof *p = recursive_profile();
+    if (!AP_CHECK(p != NULL))
+        return;
+    ap_event e = {0, 1, 1, 0};
+    ap_prof_event_add(p, &e);   /* no ring yet: ignored */
+    AP_CHECK_EQ_U64(ap_prof_nevents(p), 0);
+    AP_CHECK(ap_prof_events_enable(p, 0) == -1 && ap_err_code() == AP_EINVAL);
+    AP_CHECK(ap_prof_events_enable(p, 4) == 0);
+    for (uint64_t i = 0; i < 7; i++) {
+        ap_event x = {1000 - i * 100, 10 + i, (ap_frame_id)(1 + i % 3), 0};
+        ap_prof_event_add(p, &x);
+    }
+    AP_CHECK_EQ_U64(ap_prof_nevents(p), 4);
+    AP_CHECK_EQ_U64(ap_prof_events_dropped(p), 3);
+    AP_CHECK_EQ_U64(ap_prof_event_at(p, 0)->dur_ns, 13);
+    AP_CHECK_EQ_U64(ap_prof_event_at(p, 3)->start_ns, 400);
+    char path[] = "/tmp/ap_test_events_XXXXXX";
+    int fd = mkstemp(path);
+    if (!AP_CHECK(fd >= 0))
+        return;
+    close(fd);
+    AP_CHECK(ap_prof_write(p, path) == 0);
+    int trunc = -1;
+    ap_prof *q = ap_prof_read(path, &trunc);
+    unlink(path);
+    if (AP_CHECK(q != NULL)) {
+        AP_CHECK_EQ_U64(trunc, 0);
+        AP_CHECK_EQ_U64(ap_prof_events_capacity(q), 4);
+        AP_CHECK_EQ_U64(ap_prof_nevents(q), 4);
+        AP_CHECK_EQ_U64(ap_prof_events_dropped(q), 3);
+        for (size_t i = 0; i < 4; i++) {
+            AP_CHECK_EQ_U64(ap_prof_event_at(q, i)->start_ns, ap_prof_event_at(p, i)->start_ns);
+            AP_CHECK_EQ_U64(ap_prof_event_at(q, i)->dur_ns, ap_prof_event_at(p, i)->dur_ns);
+            AP_CHECK_EQ_U64(ap_prof_event_at(q, i)->frame, ap_prof_event_at(p, i)->frame);
+        }
+        ap_prof_free(q);
+    }
+    ap_prof_free(p);
+}
