@@ -25,6 +25,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--sort", default="cumtime", choices=sorted(SORT_KEYS),
                    help="text: sort key (default cumtime)")
     p.add_argument("--limit", type=int, default=30, help="text: rows to show (default 30, 0 = all)")
+    p.add_argument("--phase", metavar="NAME",
+                   help="only the trees of this phase (apiprof run --phases; apiprof bench: "
+                        "cold, warm)")
     p.set_defaults(func=run)
 
 
@@ -41,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     except ValueError as e:
         raise UsageError(f"not a readable apiprof profile: {e}") from None
+    if args.phase is not None:
+        profile = select_phase(profile, args.phase, args.file)
     if profile.truncated:
         print(f"apiprof report: warning: {args.file} was cut short; showing what it holds",
               file=sys.stderr)
@@ -52,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             text = format_table(profile.functions(), args.sort, args.limit or None,
                                 header=f"apiprof: {args.file} (clock: "
-                                       f"{profile.meta.get('clock', '?')})")
+                                       f"{profile.meta.get('clock', '?')}"
+                                       f"{'' if args.phase is None else ', phase: ' + args.phase})")
             if args.output:
                 with open(args.output, "w") as f:
                     f.write(text)
@@ -61,3 +67,22 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:
         raise UsageError(str(e)) from None
     return 0
+
+
+def phases(profile: Any) -> list[str]:
+    """The values of the label ``phase`` in the profile, in order of first appearance."""
+    seen: dict[str, None] = {}
+    for tree in profile.trees():
+        if "phase" in tree["labels"]:
+            seen.setdefault(tree["labels"]["phase"], None)
+    return list(seen)
+
+
+def select_phase(profile: Any, phase: str, file: str) -> Any:
+    """The trees labelled ``phase=PHASE``; UsageError when there are none."""
+    chosen = profile.select({"phase": phase})
+    if not chosen.trees():
+        have = phases(profile)
+        raise UsageError(f"{file} has no phase {phase!r} "
+                         f"({'its phases: ' + ', '.join(have) if have else 'it has no phases'})")
+    return chosen
