@@ -179,7 +179,8 @@ static int keep_labelled(const ap_tree *t, void *arg) {
 /* select(labels) -> Profile: the trees that carry every label of the dict */
 static PyObject *profile_select(ProfileObject *self, PyObject *labels) {
     if (!PyDict_Check(labels))
-        return PyErr_Format(PyExc_TypeError, "labels must be a dict of str, not %T", labels);
+        return PyErr_Format(PyExc_TypeError, "labels must be a dict of str, not %.100s",
+                            Py_TYPE(labels)->tp_name);
     label_filter f = {self->prof, PyDict_Size(labels), NULL, NULL};
     f.keys = PyMem_Calloc((size_t)f.n + 1, sizeof *f.keys);
     f.vals = PyMem_Calloc((size_t)f.n + 1, sizeof *f.vals);

@@ -1025,7 +1025,8 @@ static int switch_phase(TracerObject *t, tstate *ts, uint64_t now_wall) {
  * known so far moves to one (see switch_phase). */
 static PyObject *tracer_set_phase(TracerObject *t, PyObject *name) {
     if (!PyUnicode_Check(name))
-        return PyErr_Format(PyExc_TypeError, "phase must be a str, not %T", name);
+        return PyErr_Format(PyExc_TypeError, "phase must be a str, not %.100s",
+                            Py_TYPE(name)->tp_name);
     Py_ssize_t n;
     const char *s = PyUnicode_AsUTF8AndSize(name, &n);
     if (s == NULL)

@@ -79,11 +79,20 @@ def test_set_phase_splits_calls_threads_and_open_frames():
     assert prof.select({"phase": "hot"}).trees() == []
 
 
-@pytest.mark.parametrize("name,error", [("", ValueError), ("x" * 101, ValueError),
-                                        (3, TypeError)])
-def test_set_phase_rejects_bad_names(name, error):
-    with pytest.raises(error):
+@pytest.mark.parametrize("name,error,text", [("", ValueError, "1 to 100 characters"),
+                                             ("x" * 101, ValueError, "1 to 100 characters"),
+                                             (3, TypeError, "must be a str, not int")])
+def test_set_phase_rejects_bad_names(name, error, text):
+    with pytest.raises(error, match=text):
         apiprof.Profiler().set_phase(name)
+
+
+def test_select_wants_a_dict_of_str():
+    prof = apiprof.Profiler().profile
+    with pytest.raises(TypeError, match="not list"):
+        prof.select(["phase"])
+    with pytest.raises(TypeError, match="dict of str"):
+        prof.select({"phase": 1})
 
 
 PHASED_SCRIPT = """
