@@ -1,15 +1,18 @@
-"""``make demo``: run the shop under ``apiprof run -m uvicorn``, drive traffic, load it with
-``apiprof bench``, print the load figures, the route table, the timer report and the
-function profile.
+"""``make demo``: run the shop under ``apiprof run -m uvicorn``, drive traffic on every
+route, print the route table, the timer report and the function profile; then load a
+second shop with ``apiprof bench --app --profile trace`` and print its per-route figures
+beside the profile of the measured window.
 
     python examples/shop/demo.py [--rounds N] [--bench-seconds S]
 
 Writes, under the repository root: reports/timers.txt and reports/timers.json (the app's
-``apiprof.timer`` report), reports/bench.json (the load figures), the per-worker route
-statistics in reports/apiprof-stats/ (read with ``apiprof stats --dir
-reports/apiprof-stats``), reports/shop.apiprof (the function profile of the whole server),
-reports/profile.txt, reports/profile.json and reports/profile.pstats (``apiprof report``),
-plus the demo's database and server log. Exits non-zero with one line on stderr on failure.
+``apiprof.timer`` report), the per-worker route statistics in reports/apiprof-stats/ (read
+with ``apiprof stats --dir reports/apiprof-stats``), reports/shop.apiprof (the function
+profile of the driven server), reports/profile.txt, reports/profile.json and
+reports/profile.pstats (``apiprof report``), reports/bench.json (the load figures per URL
+and per route, with the profile's top functions) and reports/bench.apiprof (the loaded
+server's profile, phases cold and warm), plus the demo's databases and server log. Exits
+non-zero with one line on stderr on failure.
 """
 
 from __future__ import annotations
@@ -71,16 +74,20 @@ def stop(proc: subprocess.Popen[bytes]) -> int:
     return proc.wait()
 
 
-def bench(url: str, seconds: float, out: Path) -> None:
-    """Weighted traffic from traffic.txt: a 1 s cold phase, then the measured one."""
+def bench(seconds: float, out: Path, database: Path) -> None:
+    """A shop of its own under the function profiler, weighted traffic from traffic.txt:
+    a 1 s cold phase, then the measured one; the result in ``out``, the profile beside."""
     cmd = [
-        sys.executable, "-m", "apiprof", "bench", "--urls", str(SHOP_DIR / "traffic.txt"),
-        "--base", url, "-c", "8", "-t", "1", "--warmup", "1", "-d", str(seconds),
-        f"--json-out={out}",
+        sys.executable, "-m", "apiprof", "bench", "--app", "shop.app:app",
+        "--app-dir", str(SHOP_DIR), "--profile", "trace", "--health", "/health",
+        "--urls", str(SHOP_DIR / "traffic.txt"), "-c", "8", "-t", "1", "--warmup", "1",
+        "-d", str(seconds), "-o", str(out),
     ]
-    print(f"demo: apiprof bench, {seconds:g} s after a 1 s warmup ({out.relative_to(REPO_ROOT)})",
+    print(f"\ndemo: apiprof bench --app --profile trace, {seconds:g} s after a 1 s warmup "
+          f"({out.relative_to(REPO_ROOT)}, {out.with_suffix('.apiprof').relative_to(REPO_ROOT)})",
           flush=True)
-    if subprocess.run(cmd).returncode != 0:
+    env = {k: v for k, v in os.environ.items() if k != "SHOP_TIMER_REPORT"}
+    if subprocess.run(cmd, env={**env, "SHOP_DB": str(database)}).returncode != 0:
         raise DemoError("apiprof bench failed")
 
 
@@ -93,8 +100,10 @@ def run(rounds: int, bench_seconds: float) -> None:
     stats_dir = REPORTS / "apiprof-stats"
     stats_dir.mkdir(exist_ok=True)
     stale += list(stats_dir.glob("apiprof-routes-*.bin"))
+    bench_db = REPORTS / "bench-shop.db"
+    stale += [bench_db, Path(f"{bench_db}-wal"), Path(f"{bench_db}-shm")]
     for path in [*stale, prefix.with_suffix(".txt"), prefix.with_suffix(".json"),
-                 REPORTS / "bench.json"]:
+                 REPORTS / "bench.json", REPORTS / "bench.apiprof"]:
         path.unlink(missing_ok=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -119,8 +128,6 @@ def run(rounds: int, bench_seconds: float) -> None:
         started = time.monotonic()
         counts = drive(url, rounds, log=print)
         print(f"demo: {sum(counts.values())} requests in {time.monotonic() - started:.1f} s")
-        if bench_seconds > 0:
-            bench(url, bench_seconds, REPORTS / "bench.json")
     except DriveError as exc:
         raise DemoError(f"traffic failed: {exc}") from exc
     finally:
@@ -140,6 +147,8 @@ def run(rounds: int, bench_seconds: float) -> None:
     print(report, end="" if report.endswith("\n") else "\n")
     print(f"report: reports/{text.name} (JSON: reports/{data.name})")
     write_profile_reports(profile)
+    if bench_seconds > 0:
+        bench(bench_seconds, REPORTS / "bench.json", bench_db)
 
 
 def write_profile_reports(profile: Path) -> None:

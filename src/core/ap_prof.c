@@ -495,10 +495,10 @@ int ap_prof_finish(ap_prof *p) {
 
 /* ---- merge ------------------------------------------------------------------------- */
 
-ap_prof *ap_prof_merge(const ap_prof *p, int (*keep)(const ap_tree *t, void *arg), void *arg) {
+/* A new profile with the strings, frames and metadata of p (same ids) and no
+ * tree.  On error, NULL with AP_ENOMEM. */
+static ap_prof *prof_copy_base(const ap_prof *p) {
     ap_prof *m = ap_prof_new();
-    ap_node **map = NULL;
-    size_t map_cap = 0;
     if (m == NULL)
         return NULL;
     for (size_t i = 1; i < p->nstrs; i++)
@@ -510,6 +510,38 @@ ap_prof *ap_prof_merge(const ap_prof *p, int (*keep)(const ap_tree *t, void *arg
     for (size_t i = 0; i < p->nmeta; i++)
         if (ap_prof_meta_set(m, p->meta[i].key, p->meta[i].val) != 0)
             goto err;
+    return m;
+err:
+    ap_prof_free(m);
+    return NULL;
+}
+
+/* Add the nodes of t into out (a tree of a profile with the same frame ids),
+ * matched by frame paths.  *map (*map_cap entries) is scratch space.  0 / -1
+ * with AP_ENOMEM. */
+static int tree_add_into(ap_tree *out, const ap_tree *t, ap_node ***map, size_t *map_cap) {
+    if (GROW(*map, *map_cap, t->nnodes))
+        return -1;
+    ap_node **m = *map;
+    m[0] = out->nodes[0];
+    for (size_t id = 0; id < t->nnodes; id++) {
+        const ap_node *n = t->nodes[id];
+        ap_node *dst = id == 0 ? m[0] : ap_tree_child(out, m[n->parent], n->frame);
+        if (dst == NULL)
+            return -1;
+        m[id] = dst;
+        for (unsigned k = 0; k < AP_M_COUNT; k++)
+            dst->m[k] += n->m[k];
+    }
+    return 0;
+}
+
+ap_prof *ap_prof_merge(const ap_prof *p, int (*keep)(const ap_tree *t, void *arg), void *arg) {
+    ap_node **map = NULL;
+    size_t map_cap = 0;
+    ap_prof *m = prof_copy_base(p);
+    if (m == NULL)
+        return NULL;
     ap_tree *out = ap_prof_tree_new(m, NULL, 0);
     if (out == NULL)
         goto err;
@@ -531,18 +563,30 @@ ap_prof *ap_prof_merge(const ap_prof *p, int (*keep)(const ap_tree *t, void *arg
                     i++;
             }
         }
-        if (GROW(map, map_cap, t->nnodes))
+        if (tree_add_into(out, t, &map, &map_cap) != 0)
             goto err;
-        map[0] = out->nodes[0];
-        for (size_t id = 0; id < t->nnodes; id++) {
-            const ap_node *n = t->nodes[id];
-            ap_node *dst = id == 0 ? map[0] : ap_tree_child(out, map[n->parent], n->frame);
-            if (dst == NULL)
-                goto err;
-            map[id] = dst;
-            for (unsigned k = 0; k < AP_M_COUNT; k++)
-                dst->m[k] += n->m[k];
-        }
+    }
+    free(map);
+    return m;
+err:
+    free(map);
+    ap_prof_free(m);
+    return NULL;
+}
+
+ap_prof *ap_prof_select(const ap_prof *p, int (*keep)(const ap_tree *t, void *arg), void *arg) {
+    ap_node **map = NULL;
+    size_t map_cap = 0;
+    ap_prof *m = prof_copy_base(p);
+    if (m == NULL)
+        return NULL;
+    for (size_t ti = 0; ti < p->ntrees; ti++) {
+        const ap_tree *t = p->trees[ti];
+        if (keep != NULL && !keep(t, arg))
+            continue;
+        ap_tree *out = ap_prof_tree_new(m, t->labels, t->nlabels);
+        if (out == NULL || tree_add_into(out, t, &map, &map_cap) != 0)
+            goto err;
     }
     free(map);
     return m;

@@ -224,6 +224,13 @@ const ap_node *ap_node_next_sibling(const ap_node *n);
  * AP_ENOMEM. */
 ap_prof *ap_prof_merge(const ap_prof *p, int (*keep)(const ap_tree *t, void *arg), void *arg);
 
+/* A new profile with the same strings, frames and metadata and a copy of
+ * each tree of p for which keep(tree, arg) returns non-zero (all trees when
+ * keep is NULL), labels included, in the same order: a selection, e.g. the
+ * trees labelled phase=warm.  Node ids and metrics are those of p.  On
+ * error, NULL with AP_ENOMEM. */
+ap_prof *ap_prof_select(const ap_prof *p, int (*keep)(const ap_tree *t, void *arg), void *arg);
+
 /* ---- function table (pstats semantics) -------------------------------------
  * One row per function (function-level frame), summed over the trees for
  * which keep() holds (all when NULL):

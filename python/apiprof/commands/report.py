@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from typing import Any
 
 from .. import _core
@@ -49,6 +50,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--thread", help="only this thread")
     p.add_argument("--task", help="only this asyncio task")
     p.add_argument("--title", help="title of the HTML report / SVG")
+    p.add_argument("--phase", metavar="NAME",
+                   help="only the trees of this phase (apiprof run --phases; apiprof bench: "
+                        "cold, warm)")
     p.set_defaults(func=run)
 
 
@@ -84,6 +88,8 @@ def run_model_format(args: argparse.Namespace, fmt: str) -> int:
         raise UsageError(str(e)) from None
     except ValueError as e:
         raise UsageError(f"not a readable apiprof profile: {e}") from None
+    if args.phase is not None:
+        profile = select_phase(profile, args.phase, args.file)
     if profile.truncated:
         print(f"apiprof report: warning: {args.file} was cut short; showing what it holds",
               file=sys.stderr)
@@ -95,7 +101,8 @@ def run_model_format(args: argparse.Namespace, fmt: str) -> int:
         else:
             text = format_table(profile.functions(), args.sort, args.limit or None,
                                 header=f"apiprof: {args.file} (clock: "
-                                       f"{profile.meta.get('clock', '?')})")
+                                       f"{profile.meta.get('clock', '?')}"
+                                       f"{'' if args.phase is None else ', phase: ' + args.phase})")
             if args.output:
                 with open(args.output, "w") as f:
                     f.write(text)
@@ -119,10 +126,26 @@ def run_view_format(args: argparse.Namespace, fmt: str) -> int:
         raise UsageError("an SVG call graph needs Graphviz's dot, which is not installed; "
                          "write a .dot file instead")
     target = f"{out}.dot.tmp" if via_dot and out else out
+    source, phase_file = args.file, None
+    if args.phase is not None:
+        # The C writers read a file: write the chosen phase to a temporary one.
+        try:
+            chosen = select_phase(_core.load(args.file), args.phase, args.file)
+        except OSError as e:
+            raise UsageError(str(e)) from None
+        except ValueError as e:
+            raise UsageError(f"not a readable apiprof profile: {e}") from None
+        fd, phase_file = tempfile.mkstemp(suffix=".apiprof")
+        os.close(fd)
+        chosen.save(phase_file)
+        source = phase_file
     try:
-        truncated = _core.write_report(args.file, fmt, target, options)
+        truncated = _core.write_report(source, fmt, target, options)
     except (ValueError, LookupError, OSError) as e:
         raise UsageError(str(e)) from None
+    finally:
+        if phase_file is not None:
+            os.unlink(phase_file)
     if via_dot and target and out:
         try:
             r = subprocess.run(["dot", "-Tsvg", target, "-o", out], capture_output=True, text=True)
@@ -136,3 +159,22 @@ def run_view_format(args: argparse.Namespace, fmt: str) -> int:
     if out is not None:
         print(out, file=sys.stderr)
     return 0
+
+
+def phases(profile: Any) -> list[str]:
+    """The values of the label ``phase`` in the profile, in order of first appearance."""
+    seen: dict[str, None] = {}
+    for tree in profile.trees():
+        if "phase" in tree["labels"]:
+            seen.setdefault(tree["labels"]["phase"], None)
+    return list(seen)
+
+
+def select_phase(profile: Any, phase: str, file: str) -> Any:
+    """The trees labelled ``phase=PHASE``; UsageError when there are none."""
+    chosen = profile.select({"phase": phase})
+    if not chosen.trees():
+        have = phases(profile)
+        raise UsageError(f"{file} has no phase {phase!r} "
+                         f"({'its phases: ' + ', '.join(have) if have else 'it has no phases'})")
+    return chosen
