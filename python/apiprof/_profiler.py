@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import os
@@ -16,6 +17,10 @@ from ._timer import format_ns
 F = TypeVar("F", bound=Callable[..., Any])
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+# Marks the contexts a scope="context" profiler records: the var holds that profiler's mark.
+_SCOPE: contextvars.ContextVar[object] = contextvars.ContextVar("apiprof_scope")
+SCOPES = ("process", "context")
 
 # sort key -> function-table field, largest first (pstats names accepted too)
 SORT_KEYS: dict[str, str] = {
@@ -85,20 +90,31 @@ class Profiler:
     ``builtins`` also records C functions (``time.sleep``, ``list.sort``...);
     ``include`` / ``exclude`` are module names (``"shop"`` matches ``shop`` and
     ``shop.db``) or path prefixes (containing ``/``), decided once per code object.
+    ``scope="process"`` (default) records every thread; ``scope="context"`` records
+    only the contextvars context that ``start()`` runs in and contexts copied from it
+    while it runs (asyncio tasks it creates, ``asyncio.to_thread`` / anyio thread-pool
+    calls), so one request's work is profiled while others run beside it.
     Use ``start()``/``stop()``, ``with Profiler() as p:``, or ``@Profiler()``.
     """
 
     def __init__(self, clock: str = "wall", builtins: bool = True,
                  include: str | Iterable[str] | None = None,
-                 exclude: str | Iterable[str] | None = None) -> None:
+                 exclude: str | Iterable[str] | None = None,
+                 scope: str = "process") -> None:
         if clock not in ("wall", "cpu"):
             raise ValueError(f"clock must be 'wall' or 'cpu', not {clock!r}")
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be 'process' or 'context', not {scope!r}")
         self.clock = clock
+        self.scope = scope
+        self._mark = object()
+        self._scope_reset: contextvars.Token[object] | None = None
         self._tracer = _core.Tracer(
             clock=clock, builtins=bool(builtins),
             include=_patterns("include", include),
             exclude=(*_patterns("exclude", exclude), _PACKAGE_DIR, "apiprof"),
             threads=threading._active,  # type: ignore[attr-defined]
+            context=(_SCOPE, self._mark) if scope == "context" else None,
         )
         self._depth = 0
 
@@ -107,13 +123,29 @@ class Profiler:
         return bool(self._tracer.running)
 
     def start(self) -> Profiler:
-        """Start recording in every thread (threads started later included)."""
-        self._tracer.start()
+        """Start recording in every thread (threads started later included); with
+        scope="context", only in the current context and contexts copied from it."""
+        if self.scope != "context":
+            self._tracer.start()
+            return self
+        reset = _SCOPE.set(self._mark)
+        try:
+            self._tracer.start()
+        except BaseException:
+            _SCOPE.reset(reset)
+            raise
+        self._scope_reset = reset
         return self
 
     def stop(self) -> Profiler:
         """Stop recording; frames still open are closed now. Idempotent."""
         self._tracer.stop()
+        reset, self._scope_reset = self._scope_reset, None
+        if reset is not None:
+            try:
+                _SCOPE.reset(reset)
+            except ValueError:  # stopped in another context: the mark stays there, unused
+                pass
         return self
 
     @property

@@ -12,7 +12,9 @@ counting, the CPU time of the app's steps and the aggregation are C
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import gzip
 import hmac
 import itertools
 import json
@@ -36,10 +38,12 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 TOKEN_HEADER = b"x-apiprof-token"
 TOKEN_QUERY = "apiprof"
 PROFILE_HEADER = b"x-apiprof-profile"
+REPORT_HEADER = b"x-apiprof-report"
+REPORT_QUERY = "apiprof_report"
 MIN_TOKEN_CHARS = 16
 
 __all__ = [
-    "ProfilerMiddleware", "RequestProfiler", "ProfilerFactory", "function_profiler_factory",
+    "ProfilerMiddleware", "RequestProfiler", "ProfilerFactory", "FunctionProfile",
     "stats", "reset", "format_table",
 ]
 
@@ -50,25 +54,33 @@ __all__ = [
 class RequestProfiler(Protocol):
     """Profiles one request. ``start()`` is called in the request's task just before the
     app runs, ``stop()`` in the same task after its last byte is sent, then ``result()``
-    once. Each request gets a new instance from a ``ProfilerFactory``."""
+    once. Each request gets a new instance from a ``ProfilerFactory``. ``start()`` may
+    raise RuntimeError when it cannot profile now (another profiler runs): the request is
+    then served without a profile."""
 
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
 
-    def result(self) -> dict[str, Any]:
-        """The profile as a JSON-able dict."""
+    def result(self, info: dict[str, str]) -> bytes:
+        """The profile as one UTF-8 JSON document; ``info`` describes the request (id,
+        kind, route, method, path, status, wall_ns, cpu_ns) for the profile to carry."""
         ...
 
 
 ProfilerFactory = Callable[[], RequestProfiler]
 
 
-class _FunctionProfile:
-    """A RequestProfiler on apiprof.Profiler (the function profiler)."""
+class FunctionProfile:
+    """The default RequestProfiler: apiprof.Profiler with scope="context", so that the
+    profile holds this request's work only (its task, the tasks it starts and its
+    thread-pool calls), not that of requests running beside it. The result is the JSON
+    export of ``apiprof report --format json`` with ``request.*`` metadata."""
 
-    def __init__(self, profiler_type: Any) -> None:
-        self._profiler = profiler_type(clock="wall", builtins=True)
+    def __init__(self) -> None:
+        from ._profiler import Profiler
+
+        self._profiler = Profiler(clock="wall", builtins=True, scope="context")
 
     def start(self) -> None:
         self._profiler.start()
@@ -76,20 +88,11 @@ class _FunctionProfile:
     def stop(self) -> None:
         self._profiler.stop()
 
-    def result(self) -> dict[str, Any]:
-        functions = sorted(self._profiler.functions(), key=lambda f: -f["total_ns"])
-        return {"kind": "functions", "functions": functions}
-
-
-def function_profiler_factory() -> ProfilerFactory | None:
-    """The factory of apiprof.Profiler-based request profiles, or None when this
-    installation of apiprof has no function profiler."""
-    import apiprof
-
-    profiler_type = getattr(apiprof, "Profiler", None)
-    if profiler_type is None:
-        return None
-    return lambda: _FunctionProfile(profiler_type)
+    def result(self, info: dict[str, str]) -> bytes:
+        profile = self._profiler.profile
+        for key, value in info.items():
+            profile.set_meta(f"request.{key}", value)
+        return bytes(profile.json())
 
 
 # ---- captured profiles --------------------------------------------------------------------
@@ -97,22 +100,23 @@ def function_profiler_factory() -> ProfilerFactory | None:
 
 class ProfileStore:
     """Captured profiles: a ring of ``keep`` per route for slow requests, one ring of
-    ``keep`` for on-demand ones, at most ``max_total`` in all (the oldest goes first)."""
+    ``keep`` for on-demand ones, at most ``max_total`` in all (the oldest goes first).
+    Each is a metadata record and the profile's JSON document, gzip-compressed."""
 
     def __init__(self, keep: int, max_total: int) -> None:
         self.keep = keep
         self.max_total = max_total
         self._rings: dict[str, deque[str]] = {}
-        self._by_id: dict[str, dict[str, Any]] = {}
+        self._by_id: dict[str, tuple[dict[str, Any], bytes]] = {}
         self._ids = itertools.count(1)
 
     def new_id(self) -> str:
         return f"{os.getpid()}-{next(self._ids)}"
 
-    def add(self, ring: str, record: dict[str, Any]) -> None:
+    def add(self, ring: str, record: dict[str, Any], document: bytes) -> None:
         q = self._rings.setdefault(ring, deque())
         q.append(record["id"])
-        self._by_id[record["id"]] = record
+        self._by_id[record["id"]] = (record, document)
         if len(q) > self.keep:
             self._by_id.pop(q.popleft(), None)
         while len(self._by_id) > self.max_total:
@@ -122,13 +126,13 @@ class ProfileStore:
                 if oldest in ring_ids:
                     ring_ids.remove(oldest)
 
-    def get(self, profile_id: str) -> dict[str, Any] | None:
+    def get(self, profile_id: str) -> tuple[dict[str, Any], bytes] | None:
+        """The record and gzipped JSON document of a kept profile, or None."""
         return self._by_id.get(profile_id)
 
     def index(self) -> list[dict[str, Any]]:
         """Metadata of every kept profile, newest first."""
-        records = reversed(self._by_id.values())
-        return [{k: v for k, v in rec.items() if k != "profile"} for rec in records]
+        return [rec for rec, _ in reversed(self._by_id.values())]
 
 
 # ---- module-level statistics -----------------------------------------------------------
@@ -198,6 +202,9 @@ class ProfilerMiddleware:
         self._token = _valid_token(token)
         if dashboard and self._token is None:
             raise ConfigurationError("dashboard=True needs a token (the dashboard is never open)")
+        if slow_ms is not None and self._token is None:
+            raise ConfigurationError("slow_ms needs a token (captured profiles are read through "
+                                     "the token-guarded profile API)")
         if not dashboard_path.startswith("/") or dashboard_path.endswith("/"):
             raise ConfigurationError("dashboard_path must start with '/' and not end with '/'")
         if slow_ms is not None and not slow_ms > 0:
@@ -207,13 +214,7 @@ class ProfilerMiddleware:
         if min(profiles_per_route, max_profiles, max_profile_bytes, max_routes) < 1:
             raise ConfigurationError("max_routes and the profile limits must be at least 1")
         self._on_demand = self._token is not None and on_demand
-        self._factory = profiler if profiler is not None else function_profiler_factory()
-        if self._factory is None and (self._on_demand or slow_ms is not None):
-            what = "slow_ms" if slow_ms is not None else "a token (on-demand profiles)"
-            raise ConfigurationError(
-                f"{what} needs apiprof.Profiler, which this installation of apiprof does not "
-                "have; pass on_demand=False to use the token for the dashboard only"
-            )
+        self._factory: ProfilerFactory = profiler if profiler is not None else FunctionProfile
         self._server_timing = bool(server_timing)
         self._dashboard = bool(dashboard)
         self._dash = dashboard_path
@@ -221,8 +222,10 @@ class ProfilerMiddleware:
         self._slow_ns = None if slow_ms is None else int(slow_ms * 1e6)
         self._slow_interval_ns = int(slow_interval_s * 1e9)
         self._slow_armed = False
-        self._slow_busy = False
         self._slow_next = 0
+        self.slow_candidates = 0  # requests profiled as slow-capture candidates
+        self.slow_kept = 0  # of which kept (they were slow)
+        self._profile_lock = asyncio.Lock()  # one request profile at a time (one tracer runs)
         self._max_profile_bytes = max_profile_bytes
         self.profiles = ProfileStore(profiles_per_route, max_profiles)
         self.table = _routestats.table(max_routes)
@@ -275,20 +278,20 @@ class ProfilerMiddleware:
             else:
                 await self.app(scope, receive, send)
             return
-        profile: RequestProfiler | None = None
-        on_demand = False
         if self._guarded and self._authorized(scope):
             if scope["path"].startswith(self._dash) and await self._serve_dashboard(scope, send):
                 return
             if self._on_demand:
-                profile = self._factory()  # type: ignore[misc]
-                on_demand = True
-        if profile is None and self._slow_armed and not self._slow_busy:
-            profile = self._slow_candidate()
+                await self._on_demand_request(scope, receive, send)
+                return
+        if self._slow_armed and not self._profile_lock.locked():
+            now = time.monotonic_ns()
+            if now >= self._slow_next:
+                self._slow_armed = False
+                self._slow_next = now + self._slow_interval_ns
+                await self._slow_candidate(scope, receive, send)
+                return
         req = self.table.request(scope, send, self._server_timing)
-        if profile is not None:
-            await self._run_profiled(req, profile, on_demand, scope, receive)
-            return
         try:
             await req.run(self.app(scope, receive, req))
         except BaseException:
@@ -317,60 +320,94 @@ class ProfilerMiddleware:
                 given = values[0].encode("latin-1") if values else b""
         return hmac.compare_digest(given, token)
 
-    def _slow_candidate(self) -> RequestProfiler | None:
-        now = time.monotonic_ns()
-        if now < self._slow_next or self._factory is None:
-            return None
-        self._slow_next = now + self._slow_interval_ns
-        return self._factory()
+    async def _on_demand_request(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Profiles an authorized request. Its response gets ``X-Apiprof-Profile: <id>``
+        and the profile is kept; with ``X-Apiprof-Report: json`` (or
+        ``?apiprof_report=json``) the profile replaces the app's response instead."""
+        report = _wants_report(scope)
+        profile_id = self.profiles.new_id()
+        header = [(PROFILE_HEADER, profile_id.encode())]
+        kept: list[bytes] = []
+
+        def keep(record: dict[str, Any], document: bytes) -> None:
+            self.profiles.add("<on-demand>", record, document)
+            kept.append(document)
+
+        async with self._profile_lock:  # profiled requests take turns
+            await self._run_profiled(scope, receive, _discard if report else send, "request",
+                                     header, profile_id, keep)
+        if report:
+            await _respond_gzip(send, scope, kept[0], header)
+
+    async def _slow_candidate(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Profiles a request after a slow one was seen; keeps it only if it is slow too."""
+        self.slow_candidates += 1
+
+        def keep(record: dict[str, Any], document: bytes) -> None:
+            assert self._slow_ns is not None
+            if record["wall_ns"] > self._slow_ns:
+                self._slow_armed = True  # a slow request was seen: the next may be captured
+                if "error" not in record:
+                    self.slow_kept += 1
+                    self.profiles.add(record["route"], record, document)
+
+        async with self._profile_lock:
+            await self._run_profiled(scope, receive, send, "slow", None,
+                                     self.profiles.new_id(), keep)
 
     async def _run_profiled(
-        self, req: Any, profile: RequestProfiler, on_demand: bool, scope: Scope,
-        receive: Receive,
+        self, scope: Scope, receive: Receive, send: Send, kind: str,
+        extra_headers: list[tuple[bytes, bytes]] | None, profile_id: str,
+        keep: Callable[[dict[str, Any], bytes], None],
     ) -> None:
-        """Runs a request under a profile: on demand (kept, its id in a response header)
-        or as a slow-capture candidate (kept only if it turns out slow)."""
-        profile_id = self.profiles.new_id()
-        if on_demand:
-            req.extra_headers = [(PROFILE_HEADER, profile_id.encode())]
-        else:
-            self._slow_busy = True
-        error = True
-        profile.start()
+        """Runs one request under a new request profile and hands its record and JSON
+        document to ``keep``, also when the app raises (the exception then propagates)."""
+        profile: RequestProfiler | None = None
+        error = ""
+        try:
+            candidate = self._factory()
+            candidate.start()
+            profile = candidate
+        except RuntimeError as e:  # another profiler runs (apiprof run, a user's Profiler)
+            error = f"cannot profile this request: {e}"
+        req = self.table.request(scope, send, self._server_timing)  # after start: not timed
+        if extra_headers:
+            req.extra_headers = extra_headers
+        failed = True
         try:
             await req.run(self.app(scope, receive, req))
-            error = False
+            failed = False
         finally:
-            profile.stop()
-            if not on_demand:
-                self._slow_busy = False
-            label = req.finish(error)
-            slow = self._slow_ns is not None and req.wall_ns > self._slow_ns
-            if on_demand or slow:
-                if not on_demand:
-                    self._slow_armed = False
-                self._keep(profile, profile_id, label, scope, req,
-                           "request" if on_demand else "slow")
+            if profile is not None:
+                profile.stop()
+            label = req.finish(failed)
+            record = {
+                "id": profile_id, "kind": kind, "route": label,
+                "method": scope.get("method", ""), "path": scope.get("path", ""),
+                "status": req.status, "wall_ns": req.wall_ns, "cpu_ns": req.cpu_ns,
+                "time": time.time(), "bytes": 0,
+            }
+            document = self._document(profile, record) if profile is not None else b""
+            if not document:
+                record.setdefault("error", error or "the profiler returned nothing")
+                document = gzip.compress(json.dumps({"error": record["error"]}).encode())
+            record["bytes"] = len(document)
+            keep(record, document)
 
-    def _keep(
-        self, profile: RequestProfiler, profile_id: str, label: str, scope: Scope, req: Any,
-        kind: str,
-    ) -> None:
+    def _document(self, profile: RequestProfiler, record: dict[str, Any]) -> bytes:
+        """The profile's JSON document gzipped, or b"" with record["error"] set."""
+        info = {k: str(record[k]) for k in
+                ("id", "kind", "route", "method", "path", "status", "wall_ns", "cpu_ns")}
         try:
-            result = profile.result()
+            document = gzip.compress(profile.result(info), compresslevel=1)
         except Exception as e:  # a broken profiler must not break the response
-            result = {"error": f"{type(e).__name__}: {e}"}
-        text = json.dumps(result)
-        truncated = len(text) > self._max_profile_bytes
-        if truncated:
-            result = {"kind": result.get("kind"), "truncated": True,
-                      "error": f"profile of {len(text)} bytes exceeds max_profile_bytes"}
-        record = {
-            "id": profile_id, "kind": kind, "route": label, "method": scope.get("method", ""),
-            "path": scope.get("path", ""), "status": req.status, "wall_ns": req.wall_ns,
-            "cpu_ns": req.cpu_ns, "time": time.time(), "truncated": truncated, "profile": result,
-        }
-        self.profiles.add("<on-demand>" if kind == "request" else label, record)
+            record["error"] = f"{type(e).__name__}: {e}"
+            return b""
+        if len(document) > self._max_profile_bytes:
+            record["error"] = (f"profile of {len(document)} bytes (gzipped) exceeds "
+                               f"max_profile_bytes ({self._max_profile_bytes})")
+            return b""
+        return document
 
     # -- dashboard --
 
@@ -381,11 +418,11 @@ class ProfilerMiddleware:
 
         sub = scope["path"][len(self._dash):]
         if sub.startswith("/api/profiles/"):
-            record = self.profiles.get(sub[len("/api/profiles/"):])
-            if record is None:
+            kept = self.profiles.get(sub[len("/api/profiles/"):])
+            if kept is None:
                 await _respond(send, 404, b'{"error": "no such profile"}', "application/json")
             else:
-                await _respond(send, 200, json.dumps(record).encode(), "application/json")
+                await _respond_gzip(send, scope, kept[1])
             return True
         if not self._dashboard:
             return False
@@ -416,14 +453,47 @@ class ProfilerMiddleware:
             data = stats()
             data["workers"] = 1
         data["profiles"] = self.profiles.index()
+        data["slow_capture"] = {"candidates": self.slow_candidates, "kept": self.slow_kept}
         return data
 
 
-async def _respond(send: Send, status: int, body: bytes, content_type: str) -> None:
+def _wants_report(scope: Scope) -> bool:
+    """Whether an authorized request asks for its profile as the response."""
+    for name, value in scope.get("headers", ()):
+        if name == REPORT_HEADER:
+            return bytes(value).lower() == b"json"
+    qs = scope.get("query_string", b"")
+    if b"apiprof_report=" not in qs:
+        return False
+    return parse_qs(qs.decode("latin-1")).get(REPORT_QUERY, [""])[0].lower() == "json"
+
+
+async def _respond_gzip(send: Send, scope: Scope, document: bytes,
+                        extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    """Sends a gzipped JSON document: as it is to clients that accept gzip, else inflated."""
+    accepts = b""
+    for name, value in scope.get("headers", ()):
+        if name == b"accept-encoding":
+            accepts = bytes(value).lower()
+            break
+    headers = list(extra or ())
+    if b"gzip" in accepts:
+        headers.append((b"content-encoding", b"gzip"))
+    else:
+        document = gzip.decompress(document)
+    await _respond(send, 200, document, "application/json", headers)
+
+
+async def _discard(message: Message) -> None:
+    """The app's send when its response is replaced by the profile."""
+
+
+async def _respond(send: Send, status: int, body: bytes, content_type: str,
+                   extra: list[tuple[bytes, bytes]] | None = None) -> None:
     headers = [
         (b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode()),
         (b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"),
-        (b"referrer-policy", b"no-referrer"),
+        (b"referrer-policy", b"no-referrer"), *(extra or ()),
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -317,6 +317,33 @@ static PyObject *profile_write_pstats(ProfileObject *self, PyObject *path) {
     return write_with(self, path, ap_prof_write_pstats, "pstats");
 }
 
+/* json() -> bytes: the JSON export in memory (what write_json writes). */
+static PyObject *profile_json(ProfileObject *self, PyObject *Py_UNUSED(a)) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (f == NULL)
+        return PyErr_NoMemory();
+    int rc = ap_prof_write_json(self->prof, f);
+    if (fclose(f) != 0 && rc == 0)
+        rc = ap_err_set(AP_ENOMEM, "out of memory");
+    PyObject *out = rc == 0 ? PyBytes_FromStringAndSize(buf, (Py_ssize_t)len) : raise_core("json");
+    free(buf);
+    return out;
+}
+
+/* set_meta(key, value): add or replace a metadata entry (both str). */
+static PyObject *profile_set_meta(ProfileObject *self, PyObject *const *a, Py_ssize_t n) {
+    if (n != 2 || !PyUnicode_Check(a[0]) || !PyUnicode_Check(a[1]))
+        return PyErr_Format(PyExc_TypeError, "set_meta(key: str, value: str)");
+    const char *k = PyUnicode_AsUTF8(a[0]), *v = k ? PyUnicode_AsUTF8(a[1]) : NULL;
+    if (v == NULL)
+        return NULL;
+    if (ap_prof_meta_set(self->prof, k, v) != 0)
+        return raise_core("set_meta");
+    Py_RETURN_NONE;
+}
+
 static PyObject *profile_get_meta(ProfileObject *self, void *Py_UNUSED(c)) {
     PyObject *d = PyDict_New();
     for (size_t i = 0; d != NULL && i < ap_prof_nmeta(self->prof); i++) {
@@ -374,6 +401,10 @@ static PyMethodDef profile_methods[] = {
     {"write_json", (PyCFunction)profile_write_json, METH_O, "write_json(path)\n\nJSON export."},
     {"write_pstats", (PyCFunction)profile_write_pstats, METH_O,
      "write_pstats(path)\n\nA file pstats.Stats loads."},
+    {"json", (PyCFunction)profile_json, METH_NOARGS,
+     "json() -> bytes\n\nThe JSON export (what write_json writes), in memory."},
+    {"set_meta", (PyCFunction)(void (*)(void))profile_set_meta, METH_FASTCALL,
+     "set_meta(key, value)\n\nAdd or replace a metadata entry."},
     {NULL, NULL, 0, NULL},
 };
 

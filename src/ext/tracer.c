@@ -19,6 +19,19 @@
  * by the interpreter frame (3.12+) or frame object (3.11), which lives as
  * long as the coroutine.
  *
+ * Context scope (Tracer(context=(var, mark))): events are recorded only while
+ * the current contextvars context holds mark in var, i.e. in the context that
+ * set it and in contexts copied from it later (asyncio child tasks, anyio /
+ * asyncio.to_thread worker calls): one request's work while others run on the
+ * same loop.  The verdict is cached per thread, keyed by the thread state's
+ * current context object and its context_ver (bumped at every Context.run
+ * enter and exit) and the tracer generation; PyContextVar_Get runs only when
+ * one of them changed, i.e. about once per task step.  Events out of scope
+ * are dropped before touching the shadow stack, so the stack holds only
+ * in-scope frames: a frame's enter and exit events are seen in the same
+ * context (Context.run enters and leaves around whole calls, and its own
+ * CALL/C_RETURN fire outside it), so pushes and pops stay paired.
+ *
  * Everything here is protected by the GIL; only one Tracer runs at a time. */
 #include "ext.h"
 
@@ -103,6 +116,8 @@ typedef struct TracerObject {
     PyObject *include;    /* tuple of str */
     PyObject *exclude;    /* tuple of str */
     PyObject *threads;    /* dict ident -> threading.Thread (threading._active), or NULL */
+    PyObject *scope_var;  /* contextvars.ContextVar of the context scope, or NULL: all events */
+    PyObject *scope_mark; /* the value of scope_var that puts a context in scope */
     tstate *threads_list;
     ap_str_id k_thread, k_thread_id, k_phase;
     ap_str_id phase;      /* label phase=<phase> of new trees; AP_NONE: no phase label */
@@ -133,6 +148,59 @@ static void hook_fail(TracerObject *t, const char *what) {
     if (t->error[0] == '\0')
         snprintf(t->error, sizeof t->error, "%s: %s", what, ap_err_msg());
     t->lost++;
+}
+
+/* ---- context scope ---------------------------------------------------------------- */
+
+/* A thread's last scope verdict and what it was computed for. */
+typedef struct scope_cache {
+    const PyThreadState *ts;
+    const PyObject *ctx;     /* ts->context */
+    uint64_t ver;            /* ts->context_ver */
+    uint64_t gen;            /* generation */
+    int in;
+} scope_cache;
+
+static _Thread_local scope_cache tls_scope;
+
+static inline PyThreadState *current_tstate(void) {
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyThreadState_GetUnchecked();
+#else
+    return _PyThreadState_UncheckedGet();
+#endif
+}
+
+static int scope_compute(TracerObject *t, PyThreadState *ts, scope_cache *c) {
+    int in = 0;
+    if (ts->context != NULL) {   /* no context yet: the var is unset (and none is created) */
+        PyObject *v = NULL;
+        if (PyContextVar_Get(t->scope_var, NULL, &v) < 0) {
+            PyErr_Clear();
+            ap_err_set(AP_EINVAL, "context variable not readable");
+            hook_fail(t, "scope");
+        }
+        in = v != NULL && v == t->scope_mark;
+        Py_XDECREF(v);   /* the tracer holds a reference to mark */
+    }
+    c->ts = ts;
+    c->ctx = ts->context;
+    c->ver = ts->context_ver;
+    c->gen = generation;
+    c->in = in;
+    return in;
+}
+
+/* Whether the current event is in the tracer's scope: always without a scope
+ * var; else whether the current context holds the mark (cached, see top). */
+static inline int in_scope(TracerObject *t) {
+    if (t->scope_var == NULL)
+        return 1;
+    PyThreadState *ts = current_tstate();
+    scope_cache *c = &tls_scope;
+    if (c->ctx == ts->context && c->ver == ts->context_ver && c->gen == generation && c->ts == ts)
+        return c->in;
+    return scope_compute(t, ts, c);
 }
 
 static inline uint64_t clock_now(const TracerObject *t) {
@@ -608,7 +676,7 @@ static inline code_rec *mon_rec(TracerObject *t, PyObject *code) {
 /* PY_START / PY_RESUME / PY_THROW: (code, offset[, exception]) */
 static PyObject *mon_enter(PyObject *code, int start, int can_disable) {
     TracerObject *t = active;
-    if (t == NULL)
+    if (t == NULL || !in_scope(t))
         Py_RETURN_NONE;
     uint64_t now = clock_now(t);
     code_rec *rec = mon_rec(t, code);
@@ -622,7 +690,7 @@ static PyObject *mon_enter(PyObject *code, int start, int can_disable) {
 
 static PyObject *mon_exit(PyObject *code, int yield, int can_disable) {
     TracerObject *t = active;
-    if (t == NULL)
+    if (t == NULL || !in_scope(t))
         Py_RETURN_NONE;
     uint64_t now = clock_now(t);
     code_rec *rec = mon_rec(t, code);
@@ -681,7 +749,8 @@ static PyObject *cb_call(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     if (PyFunction_Check(callable) ||
         (PyMethod_Check(callable) && PyFunction_Check(PyMethod_GET_FUNCTION(callable))))
         return disable();
-    on_c_enter(t, callable, clock_now(t));
+    if (in_scope(t))
+        on_c_enter(t, callable, clock_now(t));
     Py_RETURN_NONE;
 }
 
@@ -689,7 +758,7 @@ static PyObject *cb_call(PyObject *m, PyObject *const *a, Py_ssize_t n) {
 static PyObject *cb_c_exit(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     (void)m;
     TracerObject *t = active;
-    if (t != NULL && n >= 3)
+    if (t != NULL && n >= 3 && in_scope(t))
         on_c_exit(t, a[2], clock_now(t));
     Py_RETURN_NONE;
 }
@@ -820,7 +889,7 @@ static PyObject *g_bootstrap;   /* _core._thread_profile_bootstrap; strong */
 
 static int profile_hook(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg) {
     TracerObject *t = active;
-    if (t == NULL || (PyObject *)t != obj)
+    if (t == NULL || (PyObject *)t != obj || !in_scope(t))
         return 0;
     uint64_t now = clock_now(t);
     switch (what) {
@@ -1064,12 +1133,12 @@ static void set_meta_time(ap_prof *p, const char *key) {
 }
 
 static PyObject *tracer_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"clock", "builtins", "include", "exclude", "threads", NULL};
+    static char *kwlist[] = {"clock", "builtins", "include", "exclude", "threads", "context", NULL};
     const char *clock = "wall";
     int builtins = 1;
-    PyObject *include = NULL, *exclude = NULL, *threads = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$spOOO:Tracer", kwlist, &clock, &builtins,
-                                     &include, &exclude, &threads))
+    PyObject *include = NULL, *exclude = NULL, *threads = Py_None, *context = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$spOOOO:Tracer", kwlist, &clock, &builtins,
+                                     &include, &exclude, &threads, &context))
         return NULL;
     int cpu;
     if (strcmp(clock, "wall") == 0)
@@ -1093,6 +1162,10 @@ static PyObject *tracer_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     }
     if (threads != Py_None && !PyDict_Check(threads))
         return PyErr_Format(PyExc_TypeError, "threads must be a dict or None");
+    if (context != Py_None &&
+        (!PyTuple_Check(context) || PyTuple_GET_SIZE(context) != 2 ||
+         !PyContextVar_CheckExact(PyTuple_GET_ITEM(context, 0))))
+        return PyErr_Format(PyExc_TypeError, "context must be a (ContextVar, mark) tuple or None");
     TracerObject *t = (TracerObject *)type->tp_alloc(type, 0);
     if (t == NULL)
         return NULL;
@@ -1107,6 +1180,10 @@ static PyObject *tracer_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     t->include = include && include != Py_None ? Py_NewRef(include) : PyTuple_New(0);
     t->exclude = exclude && exclude != Py_None ? Py_NewRef(exclude) : PyTuple_New(0);
     t->threads = threads != Py_None ? Py_NewRef(threads) : NULL;
+    if (context != Py_None) {
+        t->scope_var = Py_NewRef(PyTuple_GET_ITEM(context, 0));
+        t->scope_mark = Py_NewRef(PyTuple_GET_ITEM(context, 1));
+    }
     t->k_thread = ap_prof_intern(t->prof, "thread", 6);
     t->k_thread_id = ap_prof_intern(t->prof, "thread_id", 9);
     t->k_phase = ap_prof_intern(t->prof, "phase", 5);
@@ -1184,6 +1261,8 @@ static int tracer_traverse(TracerObject *t, visitproc visit, void *arg) {
     Py_VISIT(t->include);
     Py_VISIT(t->exclude);
     Py_VISIT(t->threads);
+    Py_VISIT(t->scope_var);
+    Py_VISIT(t->scope_mark);
     return 0;
 }
 
@@ -1191,6 +1270,8 @@ static int tracer_clear(TracerObject *t) {
     Py_CLEAR(t->include);
     Py_CLEAR(t->exclude);
     Py_CLEAR(t->threads);
+    Py_CLEAR(t->scope_var);
+    Py_CLEAR(t->scope_mark);
     return 0;
 }
 
@@ -1239,8 +1320,10 @@ static PyType_Slot tracer_slots[] = {
     {Py_tp_clear, tracer_clear},
     {Py_tp_methods, tracer_methods},
     {Py_tp_getset, tracer_getset},
-    {Py_tp_doc, "Tracer(*, clock='wall', builtins=True, include=(), exclude=(), threads=None)\n\n"
-                "The exact function tracer of apiprof (use apiprof.Profiler)."},
+    {Py_tp_doc, "Tracer(*, clock='wall', builtins=True, include=(), exclude=(), threads=None, "
+                "context=None)\n\n"
+                "The exact function tracer of apiprof (use apiprof.Profiler). context=(var, mark) "
+                "records only events whose current contextvars context has var set to mark."},
     {0, NULL},
 };
 

@@ -160,43 +160,24 @@ def test_tokens_guard_the_dashboard(serve, http):
     assert resp.status_code == 200 and "x-apiprof-profile" not in resp.headers
 
 
-def test_on_demand_profile_through_the_seam(serve, http):
-    server = serve("routes_app:app", cwd=APPS, env={**options(token=TOKEN, dashboard=True),
-                                                     "APIPROF_TEST_PROFILER": "calls"})
-    plain = http.get(f"{server.url}/api/items/2")
-    wrong = http.get(f"{server.url}/api/items/2", headers={"X-Apiprof-Token": "x" * 30})
-    assert "x-apiprof-profile" not in plain.headers and "x-apiprof-profile" not in wrong.headers
-    assert plain.content == wrong.content
-    right = http.get(f"{server.url}/api/items/2", params={"apiprof": TOKEN})
-    assert right.json() == {"item_id": 2}
-    profile_id = right.headers["x-apiprof-profile"]
-    url = f"{server.url}/_apiprof/api/profiles/{profile_id}"
-    assert http.get(url).status_code == 404  # the profile needs the token too
-    record = http.get(url, headers={"X-Apiprof-Token": TOKEN}).json()
-    assert record["route"] == "/api/items/{item_id}" and record["kind"] == "request"
-    assert record["status"] == 200 and record["path"] == "/api/items/2"
-    calls = record["profile"]["calls"]
-    assert len(calls) == 2 and calls[0].startswith("start in ")
-    assert calls[1] == calls[0].replace("start", "stop")  # same task
-    index = http.get(f"{server.url}/_apiprof/api/profiles", params={"apiprof": TOKEN}).json()
-    assert [p["id"] for p in index] == [profile_id]
-
-
-def test_profile_features_need_a_profiler_or_fail_at_start_up(tmp_path):
-    code = ("import os, json; os.environ['APIPROF_TEST_OPTIONS'] = json.dumps("
-            f"{{'token': '{TOKEN}'}}); import routes_app")
-    r = subprocess.run([sys.executable, "-c", code], cwd=APPS, capture_output=True, text=True,
-                       timeout=60)
-    if hasattr(apiprof, "Profiler"):
-        assert r.returncode == 0, r.stderr
-    else:
-        assert r.returncode != 0
-        assert "ConfigurationError: a token (on-demand profiles) needs apiprof.Profiler" in r.stderr
+def test_weak_token_fails_at_start_up():
     weak = ("import os; os.environ['APIPROF_TEST_OPTIONS'] = '{\"token\": \"short\"}';"
             " import routes_app")
     r = subprocess.run([sys.executable, "-c", weak], cwd=APPS, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode != 0 and "at least 16 characters" in r.stderr
+
+
+def test_profile_options_are_checked():
+    from apiprof.asgi import ProfilerMiddleware
+    from apiprof.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="slow_ms needs a token"):
+        ProfilerMiddleware(lambda s, r, w: None, slow_ms=100)
+    with pytest.raises(ConfigurationError, match="slow_ms must be a positive"):
+        ProfilerMiddleware(lambda s, r, w: None, token=TOKEN, slow_ms=0)
+    ok = ProfilerMiddleware(lambda s, r, w: None, token=TOKEN, slow_ms=100)
+    assert ok.profiles.index() == [] and ok.slow_candidates == 0
 
 
 def test_two_workers_merged(serve, tmp_path):
@@ -261,10 +242,10 @@ def test_profile_store_is_bounded():
 
     store = ProfileStore(keep=2, max_total=3)
     for i in range(5):
-        store.add("/a", {"id": f"a{i}", "profile": {}})
+        store.add("/a", {"id": f"a{i}"}, b"{}")
     assert [p["id"] for p in store.index()] == ["a4", "a3"]
-    assert store.get("a0") is None and store.get("a4") == {"id": "a4", "profile": {}}
-    store.add("/b", {"id": "b0", "profile": {}})
-    store.add("/b", {"id": "b1", "profile": {}})
+    assert store.get("a0") is None and store.get("a4") == ({"id": "a4"}, b"{}")
+    store.add("/b", {"id": "b0"}, b"[0]")
+    store.add("/b", {"id": "b1"}, b"[1]")
     assert [p["id"] for p in store.index()] == ["b1", "b0", "a4"]  # a3, the oldest, went
-    assert all("profile" not in p for p in store.index())
+    assert store.get("b0") == ({"id": "b0"}, b"[0]")

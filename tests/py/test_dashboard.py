@@ -37,11 +37,12 @@ def route_rows(dom: str) -> list[list[str]]:
 
 
 def test_dashboard_in_chromium(serve, http, tmp_path):
-    env = {"APIPROF_TEST_OPTIONS": json.dumps(
-        {"token": TOKEN, "on_demand": False, "dashboard": True})}
+    env = {"APIPROF_TEST_OPTIONS": json.dumps({"token": TOKEN, "dashboard": True})}
     server = serve("routes_app:app", cwd=APPS, env=env)
-    for i in range(6):
+    for i in range(5):
         http.get(f"{server.url}/api/items/{i}")
+    profile_id = http.get(f"{server.url}/api/items/5",
+                          headers={"X-Apiprof-Token": TOKEN}).headers["x-apiprof-profile"]
     http.get(f"{server.url}/sleep")
     for n in range(3):
         http.get(f"{server.url}/api/sync/{n}")
@@ -53,6 +54,16 @@ def test_dashboard_in_chromium(serve, http, tmp_path):
     assert rows[0][1:4] == ["GET", "2xx", "6"] and rows[1][1:4] == ["GET", "2xx", "3"]
     total = sum(int(r[3]) for r in rows)  # 10 + the harness's health check(s)
     assert total >= 11 and f"{total} requests, {len(rows)} rows, 1 worker(s)" in by_count
+
+    # the captured profile is linked from its route's row and from the profiles table
+    links = re.findall(r'<a href="([^"]+)">([^<]+)</a>', by_count)
+    assert [text for _, text in links] == [profile_id, profile_id]
+    href = links[0][0].replace("&amp;", "&")
+    assert href == f"/_apiprof/api/profiles/{profile_id}?apiprof={TOKEN}"
+    doc = http.get(server.url + href).json()
+    assert doc["meta"]["request.path"] == "/api/items/5"
+    assert {f["qualname"]: f["calls"] for f in doc["functions"]}["get_item"] == 1
+    assert rows[0][-1].startswith("<a href=")  # in the /api/items/{item_id} row
 
     by_p95 = dump_dom(f"{server.url}/_apiprof?apiprof={TOKEN}&sort=p95", tmp_path / "c2")
     assert 'data-sort="p95"' in by_p95

@@ -8,11 +8,12 @@ import asyncio
 import contextvars
 import json
 import os
+import threading
 import time
 
 import apiprof.asgi
 from apiprof.fastapi import instrument
-from fastapi import APIRouter, FastAPI, WebSocket
+from fastapi import APIRouter, Depends, FastAPI, WebSocket
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 REQUEST_TAG: contextvars.ContextVar[str] = contextvars.ContextVar("request_tag", default="")
@@ -91,6 +92,106 @@ async def reset_stats() -> dict[str, bool]:
     return {"reset": True}
 
 
+# ---- per-request profiles: functions each kind of request calls, and nothing else does ----
+
+PROFILED_PAUSE_S = 0.005
+WAIT_S = 10.0  # how long one side waits for the other before giving up
+_async_events: dict[str, tuple[asyncio.Event, asyncio.Event]] = {}
+_thread_events: dict[str, tuple[threading.Event, threading.Event]] = {}
+
+
+def only_profiled() -> int:
+    return 1
+
+
+def only_others() -> int:
+    return 1
+
+
+def only_in_thread() -> int:
+    return threading.get_ident()
+
+
+def only_others_in_thread() -> int:
+    return 1
+
+
+def dependency_in_thread() -> int:
+    """A sync dependency: FastAPI runs it in the thread pool."""
+    return only_in_thread()
+
+
+def _async_pair(key: str) -> tuple[asyncio.Event, asyncio.Event]:
+    return _async_events.setdefault(key, (asyncio.Event(), asyncio.Event()))
+
+
+def _thread_pair(key: str) -> tuple[threading.Event, threading.Event]:
+    return _thread_events.setdefault(key, (threading.Event(), threading.Event()))
+
+
+@app.get("/profiled/{key}/{n}")
+async def profiled(key: str, n: int, tid: int = Depends(dependency_in_thread)) -> dict:
+    """Calls only_profiled() n times, awaiting between calls while /other/{key} runs."""
+    started, done = _async_pair(key)
+    await asyncio.wait_for(started.wait(), WAIT_S)
+    for _ in range(n):
+        only_profiled()
+        await asyncio.sleep(PROFILED_PAUSE_S)
+    done.set()
+    return {"calls": n, "dependency_thread": tid}
+
+
+@app.get("/other/{key}")
+async def other(key: str) -> dict[str, int]:
+    """Calls only_others() until /profiled/{key} is done."""
+    started, done = _async_pair(key)
+    started.set()
+    calls = 0
+    while not done.is_set() and calls < WAIT_S / 0.001:
+        calls += only_others()
+        await asyncio.sleep(0.001)
+    return {"calls": calls}
+
+
+@app.get("/sync-profiled/{key}/{n}")
+def sync_profiled(key: str, n: int) -> dict[str, int]:
+    """A sync route (thread pool): calls only_in_thread() n times while /sync-other runs."""
+    started, done = _thread_pair(key)
+    started.wait(WAIT_S)
+    for _ in range(n):
+        only_in_thread()
+        time.sleep(PROFILED_PAUSE_S)
+    done.set()
+    return {"calls": n}
+
+
+@app.get("/sync-other/{key}")
+def sync_other(key: str) -> dict[str, int]:
+    started, done = _thread_pair(key)
+    started.set()
+    calls = 0
+    while not done.wait(0.001) and calls < WAIT_S / 0.001:
+        calls += only_others_in_thread()
+    return {"calls": calls}
+
+
+def slow_work() -> None:
+    time.sleep(0)
+
+
+@app.get("/slow")
+async def slow() -> dict[str, int]:
+    """Always slower than slow_ms=100: sleeps 200 ms."""
+    await asyncio.sleep(0.2)
+    slow_work()
+    return {"ok": 1}
+
+
+@app.get("/fast")
+async def fast() -> dict[str, int]:
+    return {"ok": 1}
+
+
 @app.websocket("/ws")
 async def echo(ws: WebSocket) -> None:
     await ws.accept()
@@ -102,26 +203,6 @@ async def echo(ws: WebSocket) -> None:
         await ws.send_text(text.upper())
 
 
-class CallRecorder:
-    """A RequestProfiler plugged in through the public ``profiler=`` seam. It profiles
-    nothing: it records which task started and stopped it, so the tests can check when
-    the middleware calls a request profiler without depending on apiprof.Profiler."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def start(self) -> None:
-        self.calls.append(f"start in {asyncio.current_task().get_name()}")
-
-    def stop(self) -> None:
-        self.calls.append(f"stop in {asyncio.current_task().get_name()}")
-
-    def result(self) -> dict:
-        return {"kind": "calls", "calls": self.calls}
-
-
 app.include_router(items)
 options = json.loads(os.environ.get("APIPROF_TEST_OPTIONS", "{}"))
-if os.environ.get("APIPROF_TEST_PROFILER") == "calls":
-    options["profiler"] = CallRecorder
 instrument(app, **options)
