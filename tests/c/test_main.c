@@ -95,7 +95,7 @@ AP_TEST(err_thread_local) {
     X(http_no_body_cases) X(http_keep_alive_rules) X(http_long_lines) X(http_errors)    \
     X(http_header_limit) X(http_fuzz_mutations) \
     X(prof_intern) X(prof_functab_recursion) X(prof_merge_threads) X(prof_file_roundtrip) \
-    X(prof_exports)
+    X(prof_exports) X(prof_line_nodes)
 
 #define AP_DECLARE(name) AP_TEST(name);
 AP_TEST_LIST(AP_DECLARE)
