@@ -87,6 +87,65 @@ uint64_t apext_thread_serial(void) {
     return tls_thread_serial;
 }
 
+int apext_thread_label(ap_prof *p, ap_tree *tree, PyObject *threads, unsigned long ident,
+                       uint32_t key) {
+    if (threads == NULL)
+        return 0;
+    int done = 0;
+    AP_SAVE_EXC(exc);
+    PyObject *k = PyLong_FromUnsignedLong(ident);
+    PyObject *thread = k ? PyDict_GetItemWithError(threads, k) : NULL;
+    PyObject *name = thread ? PyObject_GetAttrString(thread, "_name") : NULL;
+    if (name != NULL && PyUnicode_Check(name)) {
+        ap_str_id v = apext_intern(p, name);
+        done = v != AP_NONE && ap_tree_label_set(tree, key, v) == 0;
+    }
+    Py_XDECREF(name);
+    Py_XDECREF(k);
+    PyErr_Clear();
+    AP_RESTORE_EXC(exc);
+    return done;
+}
+
+#if !AP_MONITORING
+static int op_resume = -1, op_yield = -1;
+
+int apext_opcodes_init(void) {
+    if (op_resume >= 0)
+        return 0;
+    PyObject *opcode = PyImport_ImportModule("opcode");
+    PyObject *opmap = opcode ? PyObject_GetAttrString(opcode, "opmap") : NULL;
+    PyObject *r = opmap ? PyDict_GetItemString(opmap, "RESUME") : NULL;
+    PyObject *y = opmap ? PyDict_GetItemString(opmap, "YIELD_VALUE") : NULL;
+    if (r != NULL && y != NULL) {
+        op_resume = (int)PyLong_AsLong(r);
+        op_yield = (int)PyLong_AsLong(y);
+    }
+    Py_XDECREF(opmap);
+    Py_XDECREF(opcode);
+    if (op_resume < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "apiprof: opcode.opmap has no RESUME");
+        return -1;
+    }
+    return 0;
+}
+
+int apext_first_resume(PyObject *bytes) {
+    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(bytes);
+    Py_ssize_t n = PyBytes_GET_SIZE(bytes);
+    for (Py_ssize_t i = 0; i + 1 < n; i += 2)
+        if (b[i] == op_resume)
+            return (int)i;
+    return -1;
+}
+
+int apext_is_yield(PyObject *bytes, int lasti) {
+    return lasti >= 0 && lasti < PyBytes_GET_SIZE(bytes) &&
+           (unsigned char)PyBytes_AS_STRING(bytes)[lasti] == op_yield;
+}
+#endif
+
 #if AP_MONITORING
 const void *apext_current_iframe(void) {
     PyThreadState *ts = PyThreadState_Get();

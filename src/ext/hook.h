@@ -6,7 +6,7 @@
 
 #include <stdint.h>
 
-struct ap_prof;
+#include "ap_prof.h"
 
 #if PY_VERSION_HEX >= 0x030C0000
 #define AP_MONITORING 1
@@ -73,6 +73,30 @@ int apext_code_set(PyObject *code, apext_slot s, void *rec);
  * (thread idents are).  Can't fail. */
 uint64_t apext_thread_serial(void);
 
+/* Label tree with key = the name of thread ident in threads (a dict ident ->
+ * threading.Thread, i.e. threading._active; NULL: nothing to do), if the
+ * thread has registered itself there yet.  Returns 1 when labelled, else 0;
+ * never raises (a pending exception is kept). */
+int apext_thread_label(ap_prof *p, ap_tree *tree, PyObject *threads,
+                       unsigned long ident, uint32_t key);
+
+#if !AP_MONITORING
+/* ---- 3.11: telling starts and yields of generator-like frames apart -------------- */
+
+/* Read the RESUME and YIELD_VALUE opcodes (once).  0, or -1 with an
+ * exception set. */
+int apext_opcodes_init(void);
+
+/* The byte offset of the first RESUME in code bytes (co_code): the call
+ * event of a generator-like frame at that offset is its start, at another
+ * one a resume.  -1 if none.  Can't fail. */
+int apext_first_resume(PyObject *bytes);
+
+/* Whether the instruction at lasti of code bytes is YIELD_VALUE (a "return"
+ * event there is a yield).  Can't fail. */
+int apext_is_yield(PyObject *bytes, int lasti);
+#endif
+
 #if AP_MONITORING
 /* The running interpreter frame: identifies a generator or coroutine for its
  * lifetime.  Can't fail. */
@@ -113,10 +137,10 @@ int apext_fail_warn(const apext_fail *f);
 
 /* Intern str object s into p ("?" when s is not a str or not encodable).
  * Returns the id; AP_NONE with AP_ENOMEM.  No Python exception is left. */
-uint32_t apext_intern(struct ap_prof *p, PyObject *s);
+uint32_t apext_intern(ap_prof *p, PyObject *s);
 
 /* Set metadata key of p to the current Unix time in ns (ignored on
  * AP_ENOMEM).  Can't fail. */
-void apext_meta_time(struct ap_prof *p, const char *key);
+void apext_meta_time(ap_prof *p, const char *key);
 
 #endif /* APEXT_HOOK_H */

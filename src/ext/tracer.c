@@ -95,10 +95,6 @@ static uint64_t next_serial = 1;
 static _Thread_local uint64_t tls_gen;
 static _Thread_local tstate *tls_ts;
 
-#if !AP_MONITORING
-static int op_resume = -1, op_yield = -1;
-#endif
-
 static void hook_fail(TracerObject *t, const char *what) {
     apext_fail_note(&t->fail, what);
 }
@@ -182,16 +178,8 @@ static int code_rec_fill(TracerObject *t, code_rec *rec, PyCodeObject *co, PyObj
         }
         rec->code_bytes = bytes;
     }
-    if (rec->genlike) {
-        const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(rec->code_bytes);
-        Py_ssize_t n = PyBytes_GET_SIZE(rec->code_bytes);
-        for (Py_ssize_t i = 0; i + 1 < n; i += 2) {
-            if (b[i] == op_resume) {
-                rec->start_lasti = (int)i;
-                break;
-            }
-        }
-    }
+    if (rec->genlike)
+        rec->start_lasti = apext_first_resume(rec->code_bytes);
 #endif
     rec->serial = t->serial;
     return 0;
@@ -293,21 +281,8 @@ static int builtin_rec(TracerObject *t, PyObject *callable, const void **key, ap
 
 /* Label the tree of ts with its thread's name, if threading knows it yet. */
 static void name_thread(TracerObject *t, tstate *ts) {
-    if (ts->named || t->threads == NULL)
-        return;
-    AP_SAVE_EXC(exc);
-    PyObject *key = PyLong_FromUnsignedLong(ts->ident);
-    PyObject *thread = key ? PyDict_GetItemWithError(t->threads, key) : NULL;
-    PyObject *name = thread ? PyObject_GetAttrString(thread, "_name") : NULL;
-    if (name != NULL && PyUnicode_Check(name)) {
-        ap_str_id v = intern_obj(t->prof, name);
-        if (v != AP_NONE && ap_tree_label_set(ts->tree, t->k_thread, v) == 0)
-            ts->named = 1;
-    }
-    Py_XDECREF(name);
-    Py_XDECREF(key);
-    PyErr_Clear();
-    AP_RESTORE_EXC(exc);
+    if (!ts->named)
+        ts->named = apext_thread_label(t->prof, ts->tree, t->threads, ts->ident, t->k_thread);
 }
 
 static tstate *tstate_new(TracerObject *t) {
@@ -740,11 +715,8 @@ static int profile_hook(PyObject *obj, PyFrameObject *frame, int what, PyObject 
             on_py_enter(t, rec, co, frame, start, now);
         } else {
             int yield = 0;
-            if (rec->genlike && arg != NULL) {
-                int lasti = PyFrame_GetLasti(frame);
-                yield = lasti >= 0 && lasti < PyBytes_GET_SIZE(rec->code_bytes) &&
-                        (unsigned char)PyBytes_AS_STRING(rec->code_bytes)[lasti] == op_yield;
-            }
+            if (rec->genlike && arg != NULL)
+                yield = apext_is_yield(rec->code_bytes, PyFrame_GetLasti(frame));
             on_py_exit(t, rec, co, frame, yield, now);
         }
         break;
@@ -803,23 +775,8 @@ static int set_threading_profile(PyObject *fn) {
 }
 
 static int install_hooks(TracerObject *t) {
-    if (op_resume < 0) {
-        PyObject *opcode = PyImport_ImportModule("opcode");
-        PyObject *opmap = opcode ? PyObject_GetAttrString(opcode, "opmap") : NULL;
-        PyObject *r = opmap ? PyDict_GetItemString(opmap, "RESUME") : NULL;
-        PyObject *y = opmap ? PyDict_GetItemString(opmap, "YIELD_VALUE") : NULL;
-        if (r != NULL && y != NULL) {
-            op_resume = (int)PyLong_AsLong(r);
-            op_yield = (int)PyLong_AsLong(y);
-        }
-        Py_XDECREF(opmap);
-        Py_XDECREF(opcode);
-        if (op_resume < 0) {
-            if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_RuntimeError, "apiprof: opcode.opmap has no RESUME");
-            return -1;
-        }
-    }
+    if (apext_opcodes_init() < 0)
+        return -1;
     PyThreadState *me = PyThreadState_Get();
     if (me->c_profilefunc != NULL) {
         PyErr_SetString(PyExc_RuntimeError,
