@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from .. import _core
+from .._lines import format_lines, is_line_profile
 from .._profiler import SORT_KEYS, format_table
 from ..errors import UsageError
 
@@ -15,7 +16,8 @@ from ..errors import UsageError
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "report", help="print or export a profile (text, json, pstats)",
-        description="Read an apiprof profile and write it as a text table, the JSON export "
+        description="Read an apiprof profile and write it as a text table (the source with "
+                    "per-line figures for a line profile), the JSON export "
                     "(docs/format.md) or a pstats file (pstats.Stats, snakeviz, gprof2dot).",
     )
     p.add_argument("file", metavar="FILE", help="a profile written by apiprof")
@@ -49,6 +51,13 @@ def run(args: argparse.Namespace) -> int:
             profile.write_json(args.output or "/dev/stdout")
         elif args.format == "pstats":
             profile.write_pstats(args.output)
+        elif is_line_profile(profile):
+            text = format_lines(profile)
+            if args.output:
+                with open(args.output, "w") as f:
+                    f.write(text)
+            else:
+                sys.stdout.write(text)
         else:
             text = format_table(profile.functions(), args.sort, args.limit or None,
                                 header=f"apiprof: {args.file} (clock: "
