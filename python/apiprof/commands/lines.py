@@ -233,7 +233,8 @@ def run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate)
     profiler.start()
     try:
-        status = _execute(kind, argv, prepare=resolver.add if targets else None)
+        status = _execute(kind, argv,
+                          prepare=(lambda code: resolver.add([code])) if targets else None)
     finally:
         profiler.stop()
         signal.signal(signal.SIGTERM, previous)
