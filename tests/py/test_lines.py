@@ -37,7 +37,7 @@ def hits_of(lp_or_rows, func):
     return {r["line"]: r for r in rows if r["function"] == func.__qualname__}
 
 
-# ---- functions under test -------------------------------------------------------------------
+# ---- functions under test --------------------------------------------------------------------
 
 
 def branchy(n):
@@ -79,7 +79,7 @@ def propagates():
 
 
 def gen(n):
-    for i in range(n):  # for
+    for i in range(n):  # noqa: UP028  # for
         yield i  # yield
 
 
@@ -102,7 +102,7 @@ def worker(n):
     return total  # ret
 
 
-# ---- exact hits ----------------------------------------------------------------------------------
+# ---- exact hits ------------------------------------------------------------------------------
 
 
 def test_exact_hits_loops_branches_and_early_return():
@@ -227,7 +227,7 @@ def _report(lp):
     return out.getvalue()
 
 
-# ---- API ---------------------------------------------------------------------------------------------
+# ---- API -------------------------------------------------------------------------------------
 
 
 def test_profile_decorator_returns_the_function_itself():
@@ -300,10 +300,11 @@ def test_json_export_and_native_file(tmp_path):
     assert _core.load(str(path)).lines() == lp.lines()
     text = apiprof_cli("report", path)
     assert text.returncode == 0
-    assert "Line #" in text.stdout and "% Time" in text.stdout and "for i in range(n):" in text.stdout
+    assert "Line #" in text.stdout and "% Time" in text.stdout
+    assert "for i in range(n):" in text.stdout
 
 
-# ---- apiprof lines ------------------------------------------------------------------------------------
+# ---- apiprof lines ---------------------------------------------------------------------------
 
 SCRIPT = """
 import sys
@@ -426,7 +427,7 @@ def test_missing_script_exits_2(tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no such file" in r.stderr
 
 
-# ---- real uvicorn ---------------------------------------------------------------------------------
+# ---- real uvicorn ----------------------------------------------------------------------------
 
 APP = """
 import os
