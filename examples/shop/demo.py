@@ -6,8 +6,10 @@
 Writes, under the repository root: reports/timers.txt and reports/timers.json (the app's
 ``apiprof.timer`` report), reports/bench.json (the load figures), reports/shop.apiprof (the
 function profile of the whole server), reports/profile.txt, reports/profile.json and
-reports/profile.pstats (``apiprof report``), plus the demo's database and server log. Exits
-non-zero with one line on stderr on failure.
+reports/profile.pstats (``apiprof report``), then serves the shop again under ``apiprof lines
+--from reports/shop.apiprof --top 1`` and writes the line profile of the hottest function to
+reports/shop.lines.apiprof and reports/lines.txt; plus the demo's database and server logs.
+Exits non-zero with one line on stderr on failure.
 """
 
 from __future__ import annotations
@@ -132,6 +134,46 @@ def run(rounds: int, bench_seconds: float) -> None:
     print(report, end="" if report.endswith("\n") else "\n")
     print(f"report: reports/{text.name} (JSON: reports/{data.name})")
     write_profile_reports(profile)
+    line_profile_hottest(profile, env, rounds=1)
+
+
+def line_profile_hottest(profile: Path, env: dict[str, str], rounds: int) -> None:
+    """Serve the shop again under ``apiprof lines --from PROFILE --top 1``: the function
+    with the most self time in the first run is line-profiled under the same traffic."""
+    env = {k: v for k, v in env.items() if k != "SHOP_TIMER_REPORT"}   # keep the first report
+    out = REPORTS / "shop.lines.apiprof"
+    log = REPORTS / "demo-lines-server.log"
+    out.unlink(missing_ok=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [
+        sys.executable, "-m", "apiprof", "lines", "-q", "--from", str(profile), "--top", "1",
+        "-o", str(out), "-m", "uvicorn", "shop.app:app",
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+    ]
+    print(f"\ndemo: line-profiling the hottest function of {profile.relative_to(REPO_ROOT)} "
+          f"(apiprof lines --from ... --top 1) on {url}", flush=True)
+    with open(log, "wb") as log_file:
+        proc = subprocess.Popen(
+            cmd, cwd=SHOP_DIR, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        wait_healthy(proc, url, log)
+        drive(url, rounds, log=lambda *a: None)
+    except DriveError as exc:
+        raise DemoError(f"traffic failed: {exc}") from exc
+    finally:
+        code = stop(proc)
+    if code not in (0, -signal.SIGINT, -signal.SIGTERM) or not out.exists():
+        raise DemoError(f"apiprof lines: exit code {code}, see {log.relative_to(REPO_ROOT)}")
+    text = REPORTS / "lines.txt"
+    cmd = [sys.executable, "-m", "apiprof", "report", str(out), "-o", str(text)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise DemoError(f"apiprof report (lines): {done.stderr.strip()}")
+    print(text.read_text(), end="")
+    print(f"line profile: reports/{out.name} (reports/{text.name})")
 
 
 def write_profile_reports(profile: Path) -> None:
