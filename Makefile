@@ -14,7 +14,7 @@ SAN_BUILD_ARGS := -Csetup-args=-Db_sanitize=address,undefined -Csetup-args=-Db_l
 SAN_ENV = LD_PRELOAD=$$(gcc -print-file-name=libasan.so) PYTHONMALLOC=malloc \
   ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 
-.PHONY: all venv install demo test test-c test-py lint test-all sanitize bench clean
+.PHONY: all venv install demo test test-c test-py lint test-all sanitize bench clean system-deps fuzz
 
 all: install
 
@@ -29,15 +29,33 @@ $(VENV)/.deps-$(PYTHON): requirements-dev.txt examples/shop/requirements.txt
 
 venv: $(VENV)/.deps-$(PYTHON)
 
+
 install: venv
 	$(PY) -m pip install -q --no-build-isolation --no-deps $(BUILD_ARGS) .
 	$(PY) -c "import apiprof, apiprof._core"
 
 demo: install
 	$(PY) examples/shop/demo.py
+	$(VENV)/bin/apiprof report reports/shop.apiprof -o reports/shop.html --title "shop demo" 2>/dev/null
+	@echo "HTML report: $(CURDIR)/reports/shop.html"
+
+# Debian packages the tests use: Chromium (HTML report, dashboard), Go (go tool pprof),
+# Graphviz (dot), valgrind (callgrind_annotate), zlib headers (pprof's gzip), wrk (bench). apt-get runs only
+# when one is missing, so this is quick when all are present.
+SYSTEM_DEPS := chromium:chromium go:golang-go dot:graphviz callgrind_annotate:valgrind \
+  /usr/include/zlib.h:zlib1g-dev wrk:wrk
+system-deps:
+	@missing=""; for d in $(SYSTEM_DEPS); do cmd=$${d%%:*}; pkg=$${d#*:}; \
+	  if [ "$${cmd#/}" != "$$cmd" ]; then test -e "$$cmd" || missing="$$missing $$pkg"; \
+	  else command -v "$$cmd" >/dev/null || missing="$$missing $$pkg"; fi; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "system-deps: installing$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
+	fi
 
 # C unit tests of the core, built by the same meson.build with -Dtests=true.
-test-c: venv
+test-c: venv system-deps
 	@test -f build/c-$(notdir $(VENV))-$(PYTHON)/build.ninja || \
 	  $(VENV)/bin/meson setup build/c-$(notdir $(VENV))-$(PYTHON) -Dtests=true -Dwerror=true >/dev/null
 	$(VENV)/bin/ninja -C build/c-$(notdir $(VENV))-$(PYTHON) test_core >/dev/null
@@ -49,7 +67,7 @@ lint: venv
 test-py: install
 	$(PY) -m pytest -q
 
-test: test-c lint test-py
+test: system-deps test-c lint test-py
 
 test-all:
 	@for v in $(VERSIONS); do \
@@ -57,7 +75,7 @@ test-all:
 	done
 
 # ASan + UBSan: the C tests and the pytest suite, interpreter leaks not checked.
-sanitize:
+sanitize: system-deps
 	$(MAKE) --no-print-directory venv VENV=$(ASAN_VENV)
 	@test -f build/asan-c/build.ninja || \
 	  $(ASAN_VENV)/bin/meson setup build/asan-c -Dtests=true -Dwerror=true \
@@ -73,6 +91,23 @@ bench: install
 	$(PY) bench/timer_overhead.py
 	$(PY) bench/clock_cost.py
 	$(PY) bench/load_throughput.py
+	$(PY) bench/middleware_overhead.py
+	$(PY) bench/report_speed.py
+
+# libFuzzer on the native reader and every report writer (tests/fuzz/README.md).
+FUZZ_SECONDS ?= 60
+fuzz: install
+	@command -v clang >/dev/null || { echo "make fuzz needs clang (apt-get install clang)"; exit 2; }
+	mkdir -p build/fuzz/corpus
+	$(PY) scripts/embed_assets.py build/fuzz/ap_assets.c src/core/report/report.css \
+	  src/core/report/report.html src/core/report/report.js src/core/report/flame_svg.js
+	clang -g -O1 -D_GNU_SOURCE -std=c11 -fsanitize=fuzzer,address,undefined -Isrc/core \
+	  tests/fuzz/fuzz_report.c $$(ls src/core/*.c) build/fuzz/ap_assets.c -lz -lm -lpthread \
+	  -o build/fuzz/fuzz_report
+	$(PY) -c "import sys; sys.path.insert(0, 'tests/py'); import profiles, pathlib; \
+	  d = pathlib.Path('build/fuzz/corpus'); profiles.write(profiles.shop_spec(), d / 'shop'); \
+	  profiles.write(profiles.big_spec(300), d / 'big')"
+	cd build/fuzz && ./fuzz_report -max_total_time=$(FUZZ_SECONDS) -max_len=65536 corpus
 
 clean:
 	rm -rf build reports .venv .venv-* .pytest_cache

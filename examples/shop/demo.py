@@ -1,14 +1,20 @@
-"""``make demo``: run the shop under ``apiprof run -m uvicorn``, drive traffic, load it with
-``apiprof bench``, print the load figures, the timer report and the function profile.
+"""``make demo``: run the shop under ``apiprof run -m uvicorn``, drive traffic on every
+route, print the route table, the timer report and the function profile; line-profile the
+hottest function under the same traffic (``apiprof lines --from``); then load a second shop
+with ``apiprof bench --app --profile trace`` and print its per-route figures beside the
+profile of the measured window.
 
     python examples/shop/demo.py [--rounds N] [--bench-seconds S]
 
 Writes, under the repository root: reports/timers.txt and reports/timers.json (the app's
-``apiprof.timer`` report), reports/bench.json (the load figures), reports/shop.apiprof (the
-function profile of the whole server), reports/profile.txt, reports/profile.json and
-reports/profile.pstats (``apiprof report``), then serves the shop again under ``apiprof lines
+``apiprof.timer`` report), the per-worker route statistics in reports/apiprof-stats/ (read
+with ``apiprof stats --dir reports/apiprof-stats``), reports/shop.apiprof (the function
+profile of the driven server), reports/profile.txt, reports/profile.json and
+reports/profile.pstats (``apiprof report``); then serves the shop again under ``apiprof lines
 --from reports/shop.apiprof --top 1`` and writes the line profile of the hottest function to
-reports/shop.lines.apiprof and reports/lines.txt; plus the demo's database and server logs.
+reports/shop.lines.apiprof and reports/lines.txt; then reports/bench.json (the load figures
+per URL and per route, with the profile's top functions) and reports/bench.apiprof (the
+loaded server's profile, phases cold and warm); plus the demo's databases and server logs.
 Exits non-zero with one line on stderr on failure.
 """
 
@@ -71,16 +77,20 @@ def stop(proc: subprocess.Popen[bytes]) -> int:
     return proc.wait()
 
 
-def bench(url: str, seconds: float, out: Path) -> None:
-    """Weighted traffic from traffic.txt: a 1 s cold phase, then the measured one."""
+def bench(seconds: float, out: Path, database: Path) -> None:
+    """A shop of its own under the function profiler, weighted traffic from traffic.txt:
+    a 1 s cold phase, then the measured one; the result in ``out``, the profile beside."""
     cmd = [
-        sys.executable, "-m", "apiprof", "bench", "--urls", str(SHOP_DIR / "traffic.txt"),
-        "--base", url, "-c", "8", "-t", "1", "--warmup", "1", "-d", str(seconds),
-        f"--json-out={out}",
+        sys.executable, "-m", "apiprof", "bench", "--app", "shop.app:app",
+        "--app-dir", str(SHOP_DIR), "--profile", "trace", "--health", "/health",
+        "--urls", str(SHOP_DIR / "traffic.txt"), "-c", "8", "-t", "1", "--warmup", "1",
+        "-d", str(seconds), "-o", str(out),
     ]
-    print(f"demo: apiprof bench, {seconds:g} s after a 1 s warmup ({out.relative_to(REPO_ROOT)})",
+    print(f"\ndemo: apiprof bench --app --profile trace, {seconds:g} s after a 1 s warmup "
+          f"({out.relative_to(REPO_ROOT)}, {out.with_suffix('.apiprof').relative_to(REPO_ROOT)})",
           flush=True)
-    if subprocess.run(cmd).returncode != 0:
+    env = {k: v for k, v in os.environ.items() if k != "SHOP_TIMER_REPORT"}
+    if subprocess.run(cmd, env={**env, "SHOP_DB": str(database)}).returncode != 0:
         raise DemoError("apiprof bench failed")
 
 
@@ -90,12 +100,18 @@ def run(rounds: int, bench_seconds: float) -> None:
     database = REPORTS / "demo-shop.db"
     log = REPORTS / "demo-server.log"
     stale = [database, Path(f"{database}-wal"), Path(f"{database}-shm")]
+    stats_dir = REPORTS / "apiprof-stats"
+    stats_dir.mkdir(exist_ok=True)
+    stale += list(stats_dir.glob("apiprof-routes-*.bin"))
+    bench_db = REPORTS / "bench-shop.db"
+    stale += [bench_db, Path(f"{bench_db}-wal"), Path(f"{bench_db}-shm")]
     for path in [*stale, prefix.with_suffix(".txt"), prefix.with_suffix(".json"),
-                 REPORTS / "bench.json"]:
+                 REPORTS / "bench.json", REPORTS / "bench.apiprof"]:
         path.unlink(missing_ok=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "SHOP_TIMER_REPORT": str(prefix), "SHOP_DB": str(database)}
+    env = {**os.environ, "SHOP_TIMER_REPORT": str(prefix), "SHOP_DB": str(database),
+           "APIPROF_STATS_DIR": str(stats_dir)}
     profile = REPORTS / "shop.apiprof"
     profile.unlink(missing_ok=True)
     cmd = [
@@ -115,8 +131,6 @@ def run(rounds: int, bench_seconds: float) -> None:
         started = time.monotonic()
         counts = drive(url, rounds, log=print)
         print(f"demo: {sum(counts.values())} requests in {time.monotonic() - started:.1f} s")
-        if bench_seconds > 0:
-            bench(url, bench_seconds, REPORTS / "bench.json")
     except DriveError as exc:
         raise DemoError(f"traffic failed: {exc}") from exc
     finally:
@@ -131,16 +145,21 @@ def run(rounds: int, bench_seconds: float) -> None:
     if not report.strip():
         raise DemoError(f"empty timer report: is apiprof importable by {sys.executable}?")
     print()
+    print_route_table(stats_dir)
+    print()
     print(report, end="" if report.endswith("\n") else "\n")
     print(f"report: reports/{text.name} (JSON: reports/{data.name})")
     write_profile_reports(profile)
     line_profile_hottest(profile, env, rounds=1)
+    if bench_seconds > 0:
+        bench(bench_seconds, REPORTS / "bench.json", bench_db)
 
 
 def line_profile_hottest(profile: Path, env: dict[str, str], rounds: int) -> None:
     """Serve the shop again under ``apiprof lines --from PROFILE --top 1``: the function
     with the most self time in the first run is line-profiled under the same traffic."""
-    env = {k: v for k, v in env.items() if k != "SHOP_TIMER_REPORT"}   # keep the first report
+    # keep the first run's timer report and route statistics
+    env = {k: v for k, v in env.items() if k not in ("SHOP_TIMER_REPORT", "APIPROF_STATS_DIR")}
     out = REPORTS / "shop.lines.apiprof"
     log = REPORTS / "demo-lines-server.log"
     out.unlink(missing_ok=True)
@@ -192,6 +211,17 @@ def write_profile_reports(profile: Path) -> None:
     print(outputs["text"].read_text(), end="")
     names = ", ".join(f"reports/{p.name}" for p in outputs.values())
     print(f"function profile: reports/{profile.name} ({names})")
+
+
+def print_route_table(stats_dir: Path) -> None:
+    """`apiprof stats --dir`: the middleware's per-route statistics, all workers merged."""
+    cmd = [sys.executable, "-m", "apiprof", "stats", "--dir", str(stats_dir), "--sort", "total"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        raise DemoError(f"apiprof stats failed: {result.stderr.strip()}")
+    print("route statistics (apiprof.fastapi.instrument; `apiprof stats --dir "
+          f"{stats_dir.relative_to(REPO_ROOT)}`):")
+    print(result.stdout, end="")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -116,6 +116,22 @@ class Profiler:
         self._tracer.stop()
         return self
 
+    @property
+    def phase(self) -> str | None:
+        """The label ``phase`` of the trees being recorded now, or None."""
+        phase: str | None = self._tracer.phase
+        return phase
+
+    def set_phase(self, name: str) -> None:
+        """From now on, record into trees labelled ``phase=name``, in every thread.
+
+        Calls belong to the phase they start in; frames open at the switch go on
+        in the new phase under the same call path, their time split at the switch
+        (in CPU-clock mode, only the calling thread's: other threads' open frames
+        carry their time into the new phase). ``Profile.select({"phase": name})``
+        and ``apiprof report --phase NAME`` read one phase back."""
+        self._tracer.set_phase(name)
+
     def __enter__(self) -> Profiler:
         return self.start()
 

@@ -77,6 +77,7 @@ void ap_prof_free(ap_prof *p) {
     free(p->frames);
     free(p->frame_next);
     free(p->meta);
+    free(p->events);
     ap_map_free(&p->str_index);
     ap_map_free(&p->frame_index);
     ap_arena_free(&p->arena);
@@ -357,6 +358,51 @@ const ap_node *ap_node_next_sibling(const ap_node *n) {
     return n->next_sibling;
 }
 
+/* ---- event ring --------------------------------------------------------------- */
+
+int ap_prof_events_enable(ap_prof *p, size_t capacity) {
+    if (capacity == 0 || capacity > SIZE_MAX / sizeof(ap_event))
+        return ap_err_set(AP_EINVAL, "profile: event ring capacity %zu is invalid", capacity);
+    ap_event *ev = malloc(capacity * sizeof *ev);
+    if (ev == NULL)
+        return ap_err_set(AP_ENOMEM, "profile: out of memory (%zu events)", capacity);
+    free(p->events);
+    p->events = ev;
+    p->ev_cap = capacity;
+    p->ev_len = p->ev_head = 0;
+    p->ev_dropped = 0;
+    return 0;
+}
+
+void ap_prof_event_add(ap_prof *p, const ap_event *e) {
+    if (p->ev_cap == 0)
+        return;
+    if (p->ev_len < p->ev_cap) {
+        p->events[(p->ev_head + p->ev_len++) % p->ev_cap] = *e;
+        return;
+    }
+    p->events[p->ev_head] = *e;
+    p->ev_head = (p->ev_head + 1) % p->ev_cap;
+    p->ev_dropped++;
+}
+
+size_t ap_prof_events_capacity(const ap_prof *p) {
+    return p->ev_cap;
+}
+
+size_t ap_prof_nevents(const ap_prof *p) {
+    return p->ev_len;
+}
+
+const ap_event *ap_prof_event_at(const ap_prof *p, size_t i) {
+    assert(i < p->ev_len);
+    return &p->events[(p->ev_head + i) % p->ev_cap];
+}
+
+uint64_t ap_prof_events_dropped(const ap_prof *p) {
+    return p->ev_dropped;
+}
+
 /* ---- derived metrics -------------------------------------------------------------- */
 
 /* func[f] = function-level frame of every frame f (interning as needed).
@@ -449,10 +495,10 @@ int ap_prof_finish(ap_prof *p) {
 
 /* ---- merge ------------------------------------------------------------------------- */
 
-ap_prof *ap_prof_merge(const ap_prof *p, int (*keep)(const ap_tree *t, void *arg), void *arg) {
+/* A new profile with the strings, frames and metadata of p (same ids) and no
+ * tree.  On error, NULL with AP_ENOMEM. */
+static ap_prof *prof_copy_base(const ap_prof *p) {
     ap_prof *m = ap_prof_new();
-    ap_node **map = NULL;
-    size_t map_cap = 0;
     if (m == NULL)
         return NULL;
     for (size_t i = 1; i < p->nstrs; i++)
@@ -464,6 +510,38 @@ ap_prof *ap_prof_merge(const ap_prof *p, int (*keep)(const ap_tree *t, void *arg
     for (size_t i = 0; i < p->nmeta; i++)
         if (ap_prof_meta_set(m, p->meta[i].key, p->meta[i].val) != 0)
             goto err;
+    return m;
+err:
+    ap_prof_free(m);
+    return NULL;
+}
+
+/* Add the nodes of t into out (a tree of a profile with the same frame ids),
+ * matched by frame paths.  *map (*map_cap entries) is scratch space.  0 / -1
+ * with AP_ENOMEM. */
+static int tree_add_into(ap_tree *out, const ap_tree *t, ap_node ***map, size_t *map_cap) {
+    if (GROW(*map, *map_cap, t->nnodes))
+        return -1;
+    ap_node **m = *map;
+    m[0] = out->nodes[0];
+    for (size_t id = 0; id < t->nnodes; id++) {
+        const ap_node *n = t->nodes[id];
+        ap_node *dst = id == 0 ? m[0] : ap_tree_child(out, m[n->parent], n->frame);
+        if (dst == NULL)
+            return -1;
+        m[id] = dst;
+        for (unsigned k = 0; k < AP_M_COUNT; k++)
+            dst->m[k] += n->m[k];
+    }
+    return 0;
+}
+
+ap_prof *ap_prof_merge(const ap_prof *p, int (*keep)(const ap_tree *t, void *arg), void *arg) {
+    ap_node **map = NULL;
+    size_t map_cap = 0;
+    ap_prof *m = prof_copy_base(p);
+    if (m == NULL)
+        return NULL;
     ap_tree *out = ap_prof_tree_new(m, NULL, 0);
     if (out == NULL)
         goto err;
@@ -485,18 +563,30 @@ ap_prof *ap_prof_merge(const ap_prof *p, int (*keep)(const ap_tree *t, void *arg
                     i++;
             }
         }
-        if (GROW(map, map_cap, t->nnodes))
+        if (tree_add_into(out, t, &map, &map_cap) != 0)
             goto err;
-        map[0] = out->nodes[0];
-        for (size_t id = 0; id < t->nnodes; id++) {
-            const ap_node *n = t->nodes[id];
-            ap_node *dst = id == 0 ? map[0] : ap_tree_child(out, map[n->parent], n->frame);
-            if (dst == NULL)
-                goto err;
-            map[id] = dst;
-            for (unsigned k = 0; k < AP_M_COUNT; k++)
-                dst->m[k] += n->m[k];
-        }
+    }
+    free(map);
+    return m;
+err:
+    free(map);
+    ap_prof_free(m);
+    return NULL;
+}
+
+ap_prof *ap_prof_select(const ap_prof *p, int (*keep)(const ap_tree *t, void *arg), void *arg) {
+    ap_node **map = NULL;
+    size_t map_cap = 0;
+    ap_prof *m = prof_copy_base(p);
+    if (m == NULL)
+        return NULL;
+    for (size_t ti = 0; ti < p->ntrees; ti++) {
+        const ap_tree *t = p->trees[ti];
+        if (keep != NULL && !keep(t, arg))
+            continue;
+        ap_tree *out = ap_prof_tree_new(m, t->labels, t->nlabels);
+        if (out == NULL || tree_add_into(out, t, &map, &map_cap) != 0)
+            goto err;
     }
     free(map);
     return m;

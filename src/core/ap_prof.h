@@ -235,6 +235,13 @@ const ap_node *ap_node_next_sibling(const ap_node *n);
  * AP_ENOMEM. */
 ap_prof *ap_prof_merge(const ap_prof *p, int (*keep)(const ap_tree *t, void *arg), void *arg);
 
+/* A new profile with the same strings, frames and metadata and a copy of
+ * each tree of p for which keep(tree, arg) returns non-zero (all trees when
+ * keep is NULL), labels included, in the same order: a selection, e.g. the
+ * trees labelled phase=warm.  Node ids and metrics are those of p.  On
+ * error, NULL with AP_ENOMEM. */
+ap_prof *ap_prof_select(const ap_prof *p, int (*keep)(const ap_tree *t, void *arg), void *arg);
+
 /* ---- function table (pstats semantics) -------------------------------------
  * One row per function (function-level frame), summed over the trees for
  * which keep() holds (all when NULL):
@@ -297,6 +304,35 @@ typedef struct ap_line_row {
  * *rows (malloc'd; free() it) and *n.  Returns 0; on error -1 with
  * AP_ENOMEM and *rows NULL, *n 0. */
 int ap_lines_build(ap_prof *p, ap_line_row **rows, size_t *n);
+
+/* ---- event timeline (optional) ----------------------------------------------
+ * A bounded ring of completed spans for timeline views (Chrome trace /
+ * Perfetto).  The tree aggregates; the ring keeps the order of the last
+ * `capacity` spans, overwriting the oldest when full (counted as dropped).
+ * A profile has no ring until ap_prof_events_enable(); views that need a
+ * timeline must refuse to run without one rather than invent it. */
+typedef struct ap_event {
+    uint64_t start_ns;   /* when the span began, on the profile's clock */
+    uint64_t dur_ns;     /* how long it lasted */
+    ap_frame_id frame;   /* what ran */
+    uint32_t tree;       /* index of the tree (thread / task) it ran on */
+} ap_event;
+
+/* Give p a ring of capacity (> 0) events, replacing any previous ring and
+ * its events.  Returns 0; on error -1 with AP_EINVAL or AP_ENOMEM. */
+int ap_prof_events_enable(ap_prof *p, size_t capacity);
+
+/* Append e to the ring, overwriting the oldest event when it is full.
+ * O(1), no allocation.  Does nothing when p has no ring.  Can't fail. */
+void ap_prof_event_add(ap_prof *p, const ap_event *e);
+
+/* The ring: its capacity (0 when there is none), how many events it holds,
+ * the i-th oldest (i < ap_prof_nevents), and how many were overwritten.
+ * Can't fail. */
+size_t ap_prof_events_capacity(const ap_prof *p);
+size_t ap_prof_nevents(const ap_prof *p);
+const ap_event *ap_prof_event_at(const ap_prof *p, size_t i);
+uint64_t ap_prof_events_dropped(const ap_prof *p);
 
 /* ---- files ---------------------------------------------------------------------
  * The native file (docs/format.md): a header and self-delimiting chunks,

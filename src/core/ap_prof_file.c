@@ -86,7 +86,12 @@ static uint32_t crc32_of(const uint8_t *p, size_t n) {
 #define TAG_STRS TAG('S', 'T', 'R', 'S')
 #define TAG_FRMS TAG('F', 'R', 'M', 'S')
 #define TAG_TREE TAG('T', 'R', 'E', 'E')
+#define TAG_EVNT TAG('E', 'V', 'N', 'T')
 #define TAG_END TAG('E', 'N', 'D', ' ')
+
+/* The largest event ring a reader recreates (events beyond the stored ones
+ * only matter to a producer that goes on recording). */
+#define EVENT_RING_MAX ((size_t)1 << 24)
 
 /* Write one chunk (tag, u32 length, payload, u32 CRC of the payload) and
  * flush it.  0 / -1 with AP_EIO or AP_ENOMEM. */
@@ -183,6 +188,23 @@ int ap_prof_write(const ap_prof *p, const char *path) {
     for (size_t i = 0; i < p->ntrees; i++) {
         encode_tree(&b, p->trees[i]);
         if (write_chunk(f, path, TAG_TREE, &b) != 0)
+            goto out;
+    }
+    if (p->ev_cap != 0) {
+        buf_varint(&b, p->ev_cap);
+        buf_varint(&b, p->ev_dropped);
+        buf_varint(&b, p->ev_len);
+        uint64_t prev = 0;
+        for (size_t i = 0; i < p->ev_len; i++) {
+            const ap_event *e = ap_prof_event_at(p, i);
+            int64_t d = (int64_t)(e->start_ns - prev);   /* zigzag: starts are not sorted */
+            buf_varint(&b, ((uint64_t)d << 1) ^ (uint64_t)(d >> 63));
+            buf_varint(&b, e->dur_ns);
+            buf_varint(&b, e->frame);
+            buf_varint(&b, e->tree);
+            prev = e->start_ns;
+        }
+        if (write_chunk(f, path, TAG_EVNT, &b) != 0)
             goto out;
     }
     if (write_chunk(f, path, TAG_END, &b) != 0)
@@ -348,6 +370,27 @@ static int read_chunk(ap_prof *p, uint32_t tag, rd *r) {
             }
         }
         free(map);
+    } else if (tag == TAG_EVNT) {
+        uint64_t cap = rd_varint(r), dropped = rd_varint(r), n = rd_varint(r);
+        if (r->bad || n > (uint64_t)(r->end - r->p) / 4 || n > EVENT_RING_MAX || cap == 0)
+            return ap_err_set(AP_ECORRUPT, "event ring header is invalid");
+        if (cap > EVENT_RING_MAX)
+            cap = EVENT_RING_MAX;
+        if (ap_prof_events_enable(p, cap < n ? (size_t)n : (size_t)cap) != 0)
+            return -1;
+        uint64_t prev = 0;
+        for (uint64_t i = 0; i < n && !r->bad; i++) {
+            uint64_t z = rd_varint(r), dur = rd_varint(r), frame = rd_varint(r), tree = rd_varint(r);
+            if (r->bad)
+                break;
+            if (frame >= p->nframes || tree >= p->ntrees)
+                return ap_err_set(AP_ECORRUPT, "event %llu is invalid", (unsigned long long)i);
+            uint64_t d = (z >> 1) ^ (0 - (z & 1));
+            ap_event e = {prev + d, dur, (ap_frame_id)frame, (uint32_t)tree};
+            prev = e.start_ns;
+            ap_prof_event_add(p, &e);
+        }
+        p->ev_dropped = dropped;
     }
     /* Unknown tags are skipped: a newer writer may add chunk kinds. */
     if (r->bad)

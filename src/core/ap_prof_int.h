@@ -23,6 +23,9 @@ struct ap_prof {
     size_t nmeta, meta_cap;
     ap_tree **trees;
     size_t ntrees, tree_cap;
+    ap_event *events;        /* the optional ring, NULL when disabled */
+    size_t ev_cap, ev_len, ev_head;   /* ev_head: index of the oldest event */
+    uint64_t ev_dropped;
 };
 
 struct ap_tree {

@@ -19,6 +19,9 @@ typedef struct {
     PyObject *timer_root;          /* TimerNode: root of the timer registry */
     PyObject *timer_parent_var;    /* ContextVar holding the context's TimerStack */
     PyObject *timer_decorate;      /* Python callable(timer, func) -> wrapper, or NULL */
+    PyTypeObject *route_table_type;   /* apiprof._core.RouteTable */
+    PyTypeObject *route_request_type; /* apiprof._core.RouteRequest */
+    PyObject *route_str[12];          /* interned keys and names used by routes.c */
 } apext_state;
 
 /* The module definition, for PyType_GetModuleByDef. */
@@ -38,6 +41,7 @@ int apext_hist_init(PyObject *module, apext_state *st);
 int apext_tracer_init(PyObject *module, apext_state *st);
 int apext_profile_init(PyObject *module, apext_state *st);
 int apext_lines_init(PyObject *module, apext_state *st);
+int apext_routes_init(PyObject *module, apext_state *st);
 
 /* A Profile object over prof.  With owner (a Tracer) it borrows prof and
  * keeps owner alive; with owner NULL it takes ownership of prof (freed with
@@ -46,8 +50,18 @@ int apext_lines_init(PyObject *module, apext_state *st);
 struct ap_prof;
 PyObject *apext_profile_wrap(apext_state *st, PyObject *owner, struct ap_prof *prof);
 
+/* Module-level functions of report.c (write_report, ...). */
+extern PyMethodDef apext_report_methods[];
+
 /* GC hooks for the module state, per subsystem. */
 int apext_timer_traverse(apext_state *st, visitproc visit, void *arg);
 void apext_timer_clear(apext_state *st);
+int apext_routes_traverse(apext_state *st, visitproc visit, void *arg);
+void apext_routes_clear(apext_state *st);
+
+/* Thread CPU ns of the calling thread at wall time `now` (ap_clock_now_ns()):
+ * a real reading, or one extrapolated from the wall clock when the last real
+ * reading on this thread is less than 2 us old (see timer.c).  Can't fail. */
+uint64_t apext_thread_cpu_at(uint64_t now);
 
 #endif

@@ -31,6 +31,8 @@ static int module_exec(PyObject *module)
 {
     apext_state *st = PyModule_GetState(module);
     ap_clock_init();
+    if (PyModule_AddFunctions(module, apext_report_methods) < 0)
+        return -1;
     if (apext_hist_init(module, st) < 0)
         return -1;
     if (apext_timer_init(module, st) < 0)
@@ -40,6 +42,8 @@ static int module_exec(PyObject *module)
     if (apext_tracer_init(module, st) < 0)
         return -1;
     if (apext_lines_init(module, st) < 0)
+        return -1;
+    if (apext_routes_init(module, st) < 0)
         return -1;
     return 0;
 }
@@ -53,7 +57,8 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->tracer_type);
     Py_VISIT(st->profile_type);
     Py_VISIT(st->line_tracer_type);
-    return apext_timer_traverse(st, visit, arg);
+    int rc = apext_timer_traverse(st, visit, arg);
+    return rc ? rc : apext_routes_traverse(st, visit, arg);
 }
 
 static int module_clear(PyObject *module)
@@ -66,6 +71,7 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->profile_type);
     Py_CLEAR(st->line_tracer_type);
     apext_timer_clear(st);
+    apext_routes_clear(st);
     return 0;
 }
 

@@ -202,6 +202,65 @@ static PyObject *profile_frames(ProfileObject *self, PyObject *Py_UNUSED(a)) {
     return list;
 }
 
+/* The labels a tree must carry (key = value each) to be selected. */
+typedef struct label_filter {
+    const ap_prof *prof;
+    Py_ssize_t n;
+    const char **keys, **vals;
+} label_filter;
+
+static int keep_labelled(const ap_tree *t, void *arg) {
+    const label_filter *f = arg;
+    for (Py_ssize_t i = 0; i < f->n; i++) {
+        int found = 0;
+        for (size_t k = 0; !found && k < ap_tree_nlabels(t); k++) {
+            ap_label l = ap_tree_label_at(t, k);
+            found = strcmp(ap_prof_str(f->prof, l.key), f->keys[i]) == 0 &&
+                    strcmp(ap_prof_str(f->prof, l.val), f->vals[i]) == 0;
+        }
+        if (!found)
+            return 0;
+    }
+    return 1;
+}
+
+/* select(labels) -> Profile: the trees that carry every label of the dict */
+static PyObject *profile_select(ProfileObject *self, PyObject *labels) {
+    if (!PyDict_Check(labels))
+        return PyErr_Format(PyExc_TypeError, "labels must be a dict of str, not %.100s",
+                            Py_TYPE(labels)->tp_name);
+    label_filter f = {self->prof, PyDict_Size(labels), NULL, NULL};
+    f.keys = PyMem_Calloc((size_t)f.n + 1, sizeof *f.keys);
+    f.vals = PyMem_Calloc((size_t)f.n + 1, sizeof *f.vals);
+    PyObject *result = NULL, *key, *val;
+    Py_ssize_t pos = 0, i = 0;
+    if (f.keys == NULL || f.vals == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    while (PyDict_Next(labels, &pos, &key, &val)) {
+        if (!PyUnicode_Check(key) || !PyUnicode_Check(val)) {
+            PyErr_SetString(PyExc_TypeError, "labels must be a dict of str");
+            goto done;
+        }
+        if ((f.keys[i] = PyUnicode_AsUTF8(key)) == NULL || (f.vals[i] = PyUnicode_AsUTF8(val)) == NULL)
+            goto done;
+        i++;
+    }
+    ap_prof *sel = ap_prof_select(self->prof, keep_labelled, &f);
+    if (sel == NULL) {
+        raise_core("select");
+        goto done;
+    }
+    result = apext_profile_wrap(apext_state_of_type(Py_TYPE(self)), NULL, sel);
+    if (result != NULL)
+        ((ProfileObject *)result)->truncated = self->truncated;
+done:
+    PyMem_Free(f.keys);
+    PyMem_Free(f.vals);
+    return result;
+}
+
 /* trees() -> list of {"labels": {...}, "nodes": int} */
 static PyObject *profile_trees(ProfileObject *self, PyObject *Py_UNUSED(a)) {
     size_t n = ap_prof_ntrees(self->prof);
@@ -357,6 +416,9 @@ static PyMethodDef profile_methods[] = {
      "time_ns, await_ns; all trees summed."},
     {"frames", (PyCFunction)profile_frames, METH_NOARGS,
      "frames() -> list[dict]\n\nEvery frame (id = index), with lineno."},
+    {"select", (PyCFunction)profile_select, METH_O,
+     "select(labels) -> Profile\n\nA new profile with the trees that carry every label of the "
+     "dict (e.g. {'phase': 'warm'})."},
     {"trees", (PyCFunction)profile_trees, METH_NOARGS,
      "trees() -> list[dict]\n\nEach tree's labels and node count."},
     {"nodes", (PyCFunction)profile_nodes, METH_O,

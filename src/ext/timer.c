@@ -55,7 +55,7 @@ typedef struct {
 
 static _Thread_local uint64_t cpu_cache_wall, cpu_cache_cpu;
 
-static uint64_t thread_cpu_at(uint64_t now)
+uint64_t apext_thread_cpu_at(uint64_t now)
 {
     if (cpu_cache_wall != 0 && now - cpu_cache_wall < AP_CPU_EXTRAPOLATE_NS)
         return cpu_cache_cpu + (now - cpu_cache_wall);
@@ -416,7 +416,7 @@ static int timer_begin(TimerObject *self, int stepped)
     self->cpu_acc = 0;
     uint64_t now = ap_clock_now_ns();
     self->t0 = now;
-    self->c0 = (self->cpu && !stepped) ? thread_cpu_at(now) : 0;
+    self->c0 = (self->cpu && !stepped) ? apext_thread_cpu_at(now) : 0;
     return 0;
 }
 
@@ -434,10 +434,10 @@ static int timer_end(TimerObject *self, int error)
     if (self->cpu) {
         if (self->stepped) {
             if (self->in_step)
-                self->cpu_acc += thread_cpu_at(now) - self->cpu_mark;
+                self->cpu_acc += apext_thread_cpu_at(now) - self->cpu_mark;
             cpu = self->cpu_acc;
         } else {
-            cpu = thread_cpu_at(now) - self->c0;
+            cpu = apext_thread_cpu_at(now) - self->c0;
         }
         if (cpu > wall)
             cpu = wall;
@@ -516,7 +516,7 @@ static PyObject *timer_start_stepped(TimerObject *self, PyObject *Py_UNUSED(a))
 static PyObject *timer_step_in(TimerObject *self, PyObject *Py_UNUSED(a))
 {
     if (self->running && self->stepped && self->cpu && !self->in_step) {
-        self->cpu_mark = thread_cpu_at(ap_clock_now_ns());
+        self->cpu_mark = apext_thread_cpu_at(ap_clock_now_ns());
         self->in_step = 1;
     }
     Py_RETURN_NONE;
@@ -525,7 +525,7 @@ static PyObject *timer_step_in(TimerObject *self, PyObject *Py_UNUSED(a))
 static PyObject *timer_step_out(TimerObject *self, PyObject *Py_UNUSED(a))
 {
     if (self->running && self->stepped && self->cpu && self->in_step) {
-        self->cpu_acc += thread_cpu_at(ap_clock_now_ns()) - self->cpu_mark;
+        self->cpu_acc += apext_thread_cpu_at(ap_clock_now_ns()) - self->cpu_mark;
         self->in_step = 0;
     }
     Py_RETURN_NONE;

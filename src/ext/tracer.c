@@ -80,7 +80,8 @@ typedef struct TracerObject {
     PyObject *exclude;    /* tuple of str */
     PyObject *threads;    /* dict ident -> threading.Thread (threading._active), or NULL */
     tstate *threads_list;
-    ap_str_id k_thread, k_thread_id;
+    ap_str_id k_thread, k_thread_id, k_phase;
+    ap_str_id phase;      /* label phase=<phase> of new trees; AP_NONE: no phase label */
     ap_map builtin_recs;  /* PyMethodDef* -> frame id << 1 | excluded, per serial */
     ap_map suspended;     /* frame key -> wall clock at suspension */
     apext_fail fail;      /* first failure of a hook */
@@ -303,8 +304,10 @@ static tstate *tstate_new(TracerObject *t) {
         }
         char id[32];
         int n = snprintf(id, sizeof id, "%lu", ident);
-        ap_label l = {t->k_thread_id, ap_prof_intern(t->prof, id, (size_t)n)};
-        ts->tree = l.val == AP_NONE ? NULL : ap_prof_tree_new(t->prof, &l, 1);
+        ap_label l[2] = {{t->k_thread_id, ap_prof_intern(t->prof, id, (size_t)n)},
+                         {t->k_phase, t->phase}};
+        ts->tree = l[0].val == AP_NONE ? NULL
+                                       : ap_prof_tree_new(t->prof, l, t->phase == AP_NONE ? 1 : 2);
         ts->stack = PyMem_RawMalloc(STACK_INITIAL * sizeof *ts->stack);
         if (ts->tree == NULL || ts->stack == NULL) {
             PyMem_RawFree(ts->stack);
@@ -812,6 +815,94 @@ static int remove_hooks(TracerObject *t) {
 }
 #endif
 
+/* ---- phases ------------------------------------------------------------------------------ */
+
+/* Move thread ts to a tree labelled phase=t->phase (its other labels kept).
+ * The frames open on its stack continue in the new tree under the same call
+ * path, with no call counted there: a call belongs to the phase it started
+ * in.  In wall-clock mode (and for the calling thread in CPU mode) they are
+ * closed in the old tree at now and reopened at now, so each phase gets the
+ * time spent in it; another thread's CPU clock can't be read from here, so
+ * in CPU mode its open frames carry their time so far into the new phase.
+ * A tree that holds nothing yet is relabelled instead.  0 / -1 (ap_err set;
+ * the stack then ends at the last frame that could be moved). */
+static int switch_phase(TracerObject *t, tstate *ts, uint64_t now_wall) {
+    ap_tree *old = ts->tree;
+    if (ap_tree_label_get(old, t->k_phase) == t->phase)
+        return 0;
+    int running = active == t;
+    if (ap_tree_nnodes(old) == 1 && (!running || ts->depth <= 1))
+        return ap_tree_label_set(old, t->k_phase, t->phase);
+    ap_tree *nt = ap_prof_tree_new(t->prof, NULL, 0);
+    if (nt == NULL)
+        return -1;
+    for (size_t i = 0; i < ap_tree_nlabels(old); i++) {
+        ap_label l = ap_tree_label_at(old, i);
+        if (l.key != t->k_phase && ap_tree_label_set(nt, l.key, l.val) != 0)
+            return -1;
+    }
+    if (ap_tree_label_set(nt, t->k_phase, t->phase) != 0)
+        return -1;
+    ts->tree = nt;
+    ts->stack[0].node = ap_tree_root(nt);
+    if (!running)
+        return 0;
+    size_t depth = ts->depth;
+    int split = !t->cpu_clock || (tls_ts == ts && tls_gen == generation);
+    uint64_t now = t->cpu_clock ? (split ? ap_clock_thread_cpu_ns() : 0) : now_wall;
+    if (split)
+        while (ts->depth > 1)
+            pop_top(ts, now);
+    ts->stack[0].child = 0;
+    for (size_t i = 1; i < depth; i++) {
+        tframe *e = &ts->stack[i];
+        ap_node *n = ap_tree_child(nt, ts->stack[i - 1].node, e->node->frame);
+        if (n == NULL) {
+            ts->depth = i;
+            return -1;
+        }
+        e->node = n;
+        if (split) {
+            e->t0 = now;
+            e->child = 0;
+        }
+    }
+    ts->depth = depth;
+    return 0;
+}
+
+/* set_phase(name): new trees get the label phase=name, and every thread
+ * known so far moves to one (see switch_phase). */
+static PyObject *tracer_set_phase(TracerObject *t, PyObject *name) {
+    if (!PyUnicode_Check(name))
+        return PyErr_Format(PyExc_TypeError, "phase must be a str, not %.100s",
+                            Py_TYPE(name)->tp_name);
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(name, &n);
+    if (s == NULL)
+        return NULL;
+    if (n < 1 || n > 100)
+        return PyErr_Format(PyExc_ValueError, "phase must be 1 to 100 characters, not %R", name);
+    ap_str_id id = ap_prof_intern(t->prof, s, (size_t)n);
+    if (id == AP_NONE)
+        return PyErr_NoMemory();
+    t->phase = id;
+    uint64_t now = ap_clock_now_ns();
+    for (tstate *ts = t->threads_list; ts != NULL; ts = ts->next) {
+        if (switch_phase(t, ts, now) != 0) {
+            hook_fail(t, "phase");
+            return PyErr_NoMemory();
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *tracer_get_phase(TracerObject *t, void *Py_UNUSED(c)) {
+    if (t->phase == AP_NONE)
+        Py_RETURN_NONE;
+    return PyUnicode_FromString(ap_prof_str(t->prof, t->phase));
+}
+
 /* ---- the Tracer type ------------------------------------------------------------------- */
 
 #define set_meta_time apext_meta_time
@@ -862,8 +953,10 @@ static PyObject *tracer_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     t->threads = threads != Py_None ? Py_NewRef(threads) : NULL;
     t->k_thread = ap_prof_intern(t->prof, "thread", 6);
     t->k_thread_id = ap_prof_intern(t->prof, "thread_id", 9);
+    t->k_phase = ap_prof_intern(t->prof, "phase", 5);
+    t->phase = AP_NONE;
     if (t->include == NULL || t->exclude == NULL || t->k_thread == AP_NONE ||
-        t->k_thread_id == AP_NONE || ap_prof_meta_set(t->prof, "clock", clock) != 0 ||
+        t->k_thread_id == AP_NONE || t->k_phase == AP_NONE || ap_prof_meta_set(t->prof, "clock", clock) != 0 ||
         ap_prof_meta_set(t->prof, "tool", "apiprof trace") != 0 ||
         ap_prof_meta_set(t->prof, "python", Py_GetVersion()) != 0) {
         Py_DECREF(t);
@@ -962,11 +1055,15 @@ static PyMethodDef tracer_methods[] = {
      "stop()\n\nRemove the hooks and close every open frame; a no-op when not running."},
     {"profile", (PyCFunction)tracer_profile, METH_NOARGS,
      "profile() -> Profile\n\nThe recorded profile (shares the tracer's data)."},
+    {"set_phase", (PyCFunction)tracer_set_phase, METH_O,
+     "set_phase(name)\n\nRecord from now on into trees labelled phase=name (every thread; "
+     "open frames are split at the switch)."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyGetSetDef tracer_getset[] = {
     {"running", (getter)tracer_get_running, NULL, "Whether the hooks are installed.", NULL},
+    {"phase", (getter)tracer_get_phase, NULL, "The current phase label, or None.", NULL},
     {"tool_id", (getter)tracer_get_tool_id, NULL,
      "The sys.monitoring tool id in use (3.12+, while running), else None.", NULL},
     {NULL, NULL, NULL, NULL, NULL},

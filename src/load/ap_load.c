@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,21 @@ atomic_int ap_load_stop;
 #define PUBLISH_NS 250000000u     /* progress snapshots */
 #define READ_BUF 65536
 #define MAX_EVENTS 256
+#define GATE_POLL_NS 1000000u     /* how often a thread waiting at the phase gate looks */
+#define GATE_LEAD_NS 2000000u     /* the measured phase starts this long after the signal */
+
+/* The phase gate (ap_load_config.phase_pid), shared by the threads.  The
+ * last thread to arrive sends the signal, writes t_measure and kill_errno,
+ * then sets open (release); the others read them after seeing open
+ * (acquire). */
+typedef struct gate {
+    atomic_uint arrived;     /* threads whose cold requests have all ended */
+    atomic_int open;
+    unsigned nthreads;
+    pid_t pid;
+    uint64_t t_measure;      /* start of the measured phase */
+    int kill_errno;          /* kill() failed: the run stops */
+} gate;
 
 /* Connection states. */
 enum {
@@ -71,6 +87,9 @@ typedef struct worker {
     uint64_t inflight;
     uint64_t done;
     uint64_t last_end_ns;        /* end of the last measured request */
+    gate *gate;                  /* shared; NULL without a phase gate */
+    int gated;                   /* measured requests wait for the gate */
+    int arrived;                 /* this thread has arrived at the gate */
     ap_hist progress;            /* latency of every request, for the progress line */
     pthread_mutex_t mu;
     ap_hist progress_pub;        /* protected by mu */
@@ -312,6 +331,10 @@ static void on_event(worker *w, conn *c, uint32_t ev, uint64_t now) {
 static int next_due(worker *w, uint64_t now, uint64_t *intended) {
     const ap_load_config *cfg = w->cfg;
     uint64_t t = cfg->rate > 0 ? intended_of(w, w->next_k) : now;
+    if (w->gated && t >= w->t_measure)
+        return 0;   /* the measured phase waits for the gate */
+    if (w->gate != NULL && !w->gated && t < w->t_measure)
+        t = w->t_measure;   /* past the gate nothing is cold */
     if (t > now || t >= w->t_end)
         return 0;
     if (cfg->requests && t >= w->t_measure && w->issued_measured >= w->share)
@@ -389,6 +412,30 @@ static void count_unfinished(worker *w, uint64_t now) {
     }
 }
 
+/* Arrive at the phase gate once every cold request of this thread has ended;
+ * pass it once it is open. */
+static void gate_step(worker *w, uint64_t now) {
+    gate *g = w->gate;
+    if (!w->arrived) {
+        if (now < w->t_measure || w->inflight > 0 ||
+            (w->cfg->rate > 0 && intended_of(w, w->next_k) < w->t_measure))
+            return;
+        w->arrived = 1;
+        if (atomic_fetch_add(&g->arrived, 1) + 1 == g->nthreads) {
+            if (kill(g->pid, SIGUSR1) < 0)
+                g->kill_errno = errno;
+            g->t_measure = ap_clock_now_ns() + GATE_LEAD_NS;
+            atomic_store_explicit(&g->open, 1, memory_order_release);
+        }
+    }
+    if (!atomic_load_explicit(&g->open, memory_order_acquire))
+        return;
+    w->first_ns += g->t_measure - w->t_measure;   /* the schedule resumes at the new start */
+    w->t_measure = g->t_measure;
+    w->t_end = w->cfg->requests ? UINT64_MAX : w->t_measure + w->cfg->duration_ns;
+    w->gated = 0;
+}
+
 static void *worker_main(void *arg) {
     worker *w = arg;
     const ap_load_config *cfg = w->cfg;
@@ -407,8 +454,13 @@ static void *worker_main(void *arg) {
             scan(w, now);
             next_scan = now + SCAN_NS;
         }
+        if (w->gated) {
+            gate_step(w, now);
+            if (!w->gated && w->gate->kill_errno)
+                break;
+        }
         issue_due(w, now);
-        if (cfg->requests && w->issued_measured >= w->share && w->inflight == 0 &&
+        if (cfg->requests && !w->gated && w->issued_measured >= w->share && w->inflight == 0 &&
             now >= w->t_measure)
             break;
         if (cfg->progress && now >= next_publish) {
@@ -416,6 +468,10 @@ static void *worker_main(void *arg) {
             next_publish = now + PUBLISH_NS;
         }
         uint64_t wake = next_scan < w->t_end ? next_scan : w->t_end;
+        if (w->arrived && w->gated && now + GATE_POLL_NS < wake)
+            wake = now + GATE_POLL_NS;
+        if (w->gate != NULL && !w->gated && now < w->t_measure && w->t_measure < wake)
+            wake = w->t_measure;
         if (cfg->rate > 0 && w->nfree > 0) {
             uint64_t t = intended_of(w, w->next_k);
             if (t < wake)
@@ -430,6 +486,7 @@ static void *worker_main(void *arg) {
             ap_err_set(AP_EIO, "epoll_pwait2: %s", strerror(errno));
             snprintf(w->err, sizeof w->err, "%s", ap_err_msg());
             w->failed = 1;
+            atomic_store(&ap_load_stop, 1);   /* the run fails: no thread waits at the gate */
             break;
         }
         now = ap_clock_now_ns();
@@ -453,7 +510,8 @@ static void worker_free(worker *w) {
     pthread_mutex_destroy(&w->mu);
 }
 
-static int worker_setup(worker *w, const ap_load_config *cfg, unsigned id, uint64_t t0) {
+static int worker_setup(worker *w, const ap_load_config *cfg, unsigned id, uint64_t t0,
+                        gate *g) {
     memset(w, 0, sizeof *w);
     w->cfg = cfg;
     w->id = id;
@@ -484,6 +542,11 @@ static int worker_setup(worker *w, const ap_load_config *cfg, unsigned id, uint6
     w->t0 = t0;
     w->t_measure = t0 + cfg->warmup_ns;
     w->t_end = cfg->requests ? UINT64_MAX : w->t_measure + cfg->duration_ns;
+    if (cfg->phase_pid > 0) {
+        w->gate = g;
+        w->gated = 1;
+        w->t_end = UINT64_MAX;   /* set when the gate opens */
+    }
     w->share = cfg->requests / T + (id < cfg->requests % T);
     if (cfg->rate > 0) {
         w->interval_ns = 1e9 * (double)T / cfg->rate;
@@ -536,8 +599,11 @@ int ap_load_run(const ap_load_config *cfg, ap_load_result *res, ap_load_progress
     uint64_t t0 = ap_clock_now_ns() + 2000000;   /* every thread starts on the same tick */
     unsigned started = 0;
     int rc = 0;
+    gate g = {.nthreads = T, .pid = (pid_t)cfg->phase_pid};
+    atomic_init(&g.arrived, 0);
+    atomic_init(&g.open, 0);
     for (unsigned i = 0; i < T; i++) {
-        if (worker_setup(&ws[i], cfg, i, t0) < 0) {
+        if (worker_setup(&ws[i], cfg, i, t0, &g) < 0) {
             rc = -1;
             T = i + 1;
             break;
@@ -572,6 +638,9 @@ int ap_load_run(const ap_load_config *cfg, ap_load_result *res, ap_load_progress
         if (ws[i].failed && rc == 0)
             rc = ap_err_set(AP_EIO, "%s", ws[i].err);
     }
+    if (rc == 0 && g.kill_errno)
+        rc = ap_err_set(AP_EIO, "cannot signal process %d: %s", cfg->phase_pid,
+                        strerror(g.kill_errno));
     size_t nt = cfg->targets->n;
     memset(res, 0, sizeof *res);
     if (rc == 0) {
@@ -592,7 +661,9 @@ int ap_load_run(const ap_load_config *cfg, ap_load_result *res, ap_load_progress
             }
         }
         uint64_t t_measure = t0 + cfg->warmup_ns;
-        res->elapsed_s[AP_LOAD_COLD] = (double)cfg->warmup_ns / 1e9;
+        if (cfg->phase_pid > 0 && atomic_load(&g.open))
+            t_measure = g.t_measure;
+        res->elapsed_s[AP_LOAD_COLD] = (double)(t_measure - t0) / 1e9;
         uint64_t end = t_measure;
         if (cfg->requests) {
             for (unsigned i = 0; i < started; i++)

@@ -55,6 +55,13 @@ typedef struct ap_load_config {
     uint64_t timeout_ns;         /* per request, from the actual send */
     uint64_t connect_timeout_ns;
     int progress;                /* call the progress callback about once a second */
+    int phase_pid;               /* > 0: the phase gate.  When the cold phase is over (at
+                                    once without a warmup), no measured request goes out
+                                    until every cold one has ended; then SIGUSR1 is sent to
+                                    this process and the measured phase starts (2 ms later,
+                                    on a common tick).  A server that switches its profile
+                                    on SIGUSR1 thus sees every cold request before the
+                                    switch and every measured one after it. */
 } ap_load_config;
 
 /* A running view for a progress line. */
@@ -75,7 +82,9 @@ typedef struct ap_load_result {
     ap_load_stats total[AP_LOAD_PHASES];         /* all URLs */
     double elapsed_s[AP_LOAD_PHASES];            /* length of each phase: the configured
                                                     time, or (count mode) until the last
-                                                    measured request ended */
+                                                    measured request ended; with the phase
+                                                    gate the cold phase lasts until the
+                                                    measured one starts (drain included) */
 } ap_load_result;
 
 /* Set by a signal handler (or anyone) to stop every worker early; in-flight
@@ -85,8 +94,9 @@ extern atomic_int ap_load_stop;
 /* Run the load described by cfg and fill *res (an uninitialised struct; free
  * it with ap_load_result_free()).  progress, if not NULL and cfg->progress,
  * is called from the calling thread about once a second.  Returns 0; on error
- * (thread, epoll or memory failure) returns -1 with AP_EIO or AP_ENOMEM and
- * *res holds nothing to free. */
+ * (thread, epoll or memory failure, or SIGUSR1 could not be sent to
+ * cfg->phase_pid) returns -1 with AP_EIO or AP_ENOMEM and *res holds nothing
+ * to free. */
 int ap_load_run(const ap_load_config *cfg, ap_load_result *res, ap_load_progress_fn progress,
                 void *arg);
 

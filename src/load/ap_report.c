@@ -170,7 +170,34 @@ static void json_latency(FILE *f, const ap_hist *h) {
             (double)ap_hist_max(h) / 1e6, ap_hist_mean(h) / 1e6);
 }
 
-static void json_stats(FILE *f, const ap_load_config *cfg, const ap_load_stats *s, double el) {
+/* h as a JSON string: base64 (RFC 4648, padded) of ap_hist_encode().  0 / -1
+ * with AP_ENOMEM. */
+static int json_hist(FILE *f, const ap_hist *h) {
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t n = ap_hist_encoded_size(h);
+    uint8_t *buf = malloc(n);
+    if (buf == NULL)
+        return ap_err_set(AP_ENOMEM, NULL);
+    n = ap_hist_encode(h, buf, n);
+    fputc('"', f);
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)buf[i] << 16;
+        if (i + 1 < n)
+            v |= (uint32_t)buf[i + 1] << 8;
+        if (i + 2 < n)
+            v |= buf[i + 2];
+        fputc(b64[v >> 18 & 63], f);
+        fputc(b64[v >> 12 & 63], f);
+        fputc(i + 1 < n ? b64[v >> 6 & 63] : '=', f);
+        fputc(i + 2 < n ? b64[v & 63] : '=', f);
+    }
+    fputc('"', f);
+    free(buf);
+    return 0;
+}
+
+static int json_stats(FILE *f, const ap_load_config *cfg, const ap_load_stats *s, double el,
+                      int histograms) {
     fprintf(f, "\"requests\":%llu,\"rps\":%.3f,\"latency_ms\":",
             (unsigned long long)s->responses, el > 0 ? (double)s->responses / el : 0.0);
     json_latency(f, &s->latency);
@@ -196,9 +223,23 @@ static void json_stats(FILE *f, const ap_load_config *cfg, const ap_load_stats *
     fprintf(f, "},\"unfinished\":%llu,\"bytes_received\":%llu,\"bytes_sent\":%llu",
             (unsigned long long)s->unfinished, (unsigned long long)s->bytes_received,
             (unsigned long long)s->bytes_sent);
+    if (!histograms)
+        return 0;
+    fprintf(f, ",\"histograms\":{\"latency\":");
+    if (json_hist(f, &s->latency) < 0)
+        return -1;
+    fprintf(f, ",\"uncorrected\":");
+    if (cfg->rate > 0) {
+        if (json_hist(f, &s->uncorrected) < 0)
+            return -1;
+    } else {
+        fprintf(f, "null");
+    }
+    fputc('}', f);
+    return 0;
 }
 
-int ap_report_json(FILE *f, const ap_load_config *cfg, const ap_load_result *r) {
+int ap_report_json(FILE *f, const ap_load_config *cfg, const ap_load_result *r, int histograms) {
     fprintf(f, "{\"tool\":\"apiprof-load\",\"schema\":1,\"config\":{\"origin\":");
     json_str(f, cfg->targets->origin);
     fprintf(f, ",\"model\":\"%s\",\"rate\":", cfg->rate > 0 ? "open" : "closed");
@@ -223,7 +264,8 @@ int ap_report_json(FILE *f, const ap_load_config *cfg, const ap_load_result *r) 
         }
         double el = r->elapsed_s[ph];
         fprintf(f, "{\"elapsed_s\":%.6f,", el);
-        json_stats(f, cfg, &r->total[ph], el);
+        if (json_stats(f, cfg, &r->total[ph], el, histograms) < 0)
+            return -1;
         fprintf(f, ",\"urls\":[");
         for (size_t t = 0; t < r->ntargets; t++) {
             const ap_target *tg = &cfg->targets->items[t];
@@ -232,7 +274,8 @@ int ap_report_json(FILE *f, const ap_load_config *cfg, const ap_load_result *r) 
             fprintf(f, ",\"url\":");
             json_str(f, tg->url);
             fprintf(f, ",\"weight\":%u,", tg->weight);
-            json_stats(f, cfg, &r->per_target[ph][t], el);
+            if (json_stats(f, cfg, &r->per_target[ph][t], el, histograms) < 0)
+                return -1;
             fputc('}', f);
         }
         fprintf(f, "]}");

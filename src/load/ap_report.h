@@ -13,8 +13,10 @@
 int ap_report_text(FILE *f, const ap_load_config *cfg, const ap_load_result *r);
 
 /* Write r as one JSON object followed by a newline (the schema is in
- * docs/load.md; latencies in milliseconds).  Returns 0; on error (a write
- * failed) returns -1 with AP_EIO. */
-int ap_report_json(FILE *f, const ap_load_config *cfg, const ap_load_result *r);
+ * docs/load.md; latencies in milliseconds).  With histograms, every set of
+ * figures also carries its latency histograms in ap_hist_encode() form,
+ * base64, so that a reader can merge rows exactly.  Returns 0; on error (a
+ * write failed, or no memory) returns -1 with AP_EIO or AP_ENOMEM. */
+int ap_report_json(FILE *f, const ap_load_config *cfg, const ap_load_result *r, int histograms);
 
 #endif /* AP_REPORT_H */

@@ -1,5 +1,6 @@
 /* main.c -- apiprof-load, an HTTP/1.1 load generator: command line, preflight, progress line, output. */
 #include <errno.h>
+#include <limits.h>
 #include <getopt.h>
 #include <math.h>
 #include <poll.h>
@@ -39,6 +40,9 @@ static const char usage_text[] =
     "      --connect-timeout S  connect timeout (default 3)\n"
     "      --json               print JSON instead of the table\n"
     "      --json-out FILE      also write the JSON to FILE\n"
+    "      --histograms         JSON: add each latency histogram, encoded (exact merging)\n"
+    "      --phase-signal PID   when the cold phase is over, let every cold request end,\n"
+    "                           send SIGUSR1 to PID, then start the measured phase\n"
     "      --no-progress        no live progress line (it is shown only on a terminal)\n"
     "  -h, --help               this help\n";
 
@@ -145,7 +149,7 @@ static void on_signal(int sig) {
 }
 
 enum { OPT_WARMUP = 256, OPT_BODY_FILE, OPT_URLS, OPT_BASE, OPT_TIMEOUT, OPT_CONNECT_TIMEOUT,
-       OPT_JSON, OPT_JSON_OUT, OPT_NO_PROGRESS };
+       OPT_JSON, OPT_JSON_OUT, OPT_NO_PROGRESS, OPT_HISTOGRAMS, OPT_PHASE_SIGNAL };
 
 int main(int argc, char **argv) {
     static const struct option opts[] = {
@@ -167,6 +171,8 @@ int main(int argc, char **argv) {
         {"json", no_argument, NULL, OPT_JSON},
         {"json-out", required_argument, NULL, OPT_JSON_OUT},
         {"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
+        {"histograms", no_argument, NULL, OPT_HISTOGRAMS},
+        {"phase-signal", required_argument, NULL, OPT_PHASE_SIGNAL},
         {NULL, 0, NULL, 0},
     };
     ap_targets ts;
@@ -175,7 +181,7 @@ int main(int argc, char **argv) {
     double duration = 0, warmup = 0, timeout = 10, connect_timeout = 3;
     const char *method = NULL, *body = NULL, *body_file = NULL, *urls = NULL, *base = NULL;
     const char *json_out = NULL;
-    int json = 0, no_progress = 0, threads_set = 0;
+    int json = 0, no_progress = 0, threads_set = 0, histograms = 0;
     opterr = 0;
     int c;
     while ((c = getopt_long(argc, argv, ":c:t:d:n:R:m:H:b:h", opts, NULL)) != -1) {
@@ -235,6 +241,12 @@ int main(int argc, char **argv) {
             break;
         case OPT_NO_PROGRESS:
             no_progress = 1;
+            break;
+        case OPT_HISTOGRAMS:
+            histograms = 1;
+            break;
+        case OPT_PHASE_SIGNAL:
+            cfg.phase_pid = (int)parse_count("--phase-signal", optarg, INT_MAX);
             break;
         case ':':
             usage_error("%s needs a value", argv[optind - 1]);
@@ -296,6 +308,10 @@ int main(int argc, char **argv) {
         return 2;
     }
 
+    if (cfg.phase_pid > 0 && kill(cfg.phase_pid, 0) < 0) {
+        fprintf(stderr, PROG ": --phase-signal %d: %s\n", cfg.phase_pid, strerror(errno));
+        return 1;
+    }
     preflight(&ts, cfg.connect_timeout_ns);
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);
@@ -311,9 +327,10 @@ int main(int argc, char **argv) {
     }
     if (progress_shown)
         fprintf(stderr, "\r\033[K");
-    int rc = json ? ap_report_json(stdout, &cfg, &res) : ap_report_text(stdout, &cfg, &res);
+    int rc = json ? ap_report_json(stdout, &cfg, &res, histograms)
+                  : ap_report_text(stdout, &cfg, &res);
     if (rc == 0 && jf) {
-        rc = ap_report_json(jf, &cfg, &res);
+        rc = ap_report_json(jf, &cfg, &res, histograms);
         if (fclose(jf) != 0)
             rc = ap_err_set(AP_EIO, "%s: write failed", json_out);
     }

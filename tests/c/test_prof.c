@@ -156,6 +156,56 @@ AP_TEST(prof_merge_threads) {
     ap_prof_free(p);
 }
 
+static int keep_phase(const ap_tree *t, void *arg) {
+    const ap_label *want = arg;
+    return ap_tree_label_get(t, want->key) == want->val;
+}
+
+/* Two threads, each with a cold and a warm tree: selecting phase=warm keeps
+ * both warm trees whole (labels, ids, metrics) and nothing else. */
+AP_TEST(prof_select_by_label) {
+    ap_prof *p = ap_prof_new();
+    ap_frame_id fr[2] = {py_frame(p, "handler", 5), py_frame(p, "hot", 9)};
+    ap_str_id k_phase = ap_prof_intern(p, "phase", 5), k_thread = ap_prof_intern(p, "thread", 6);
+    ap_str_id cold = ap_prof_intern(p, "cold", 4), warm = ap_prof_intern(p, "warm", 4);
+    for (int i = 0; i < 4; i++) {
+        char name[16];
+        int n = snprintf(name, sizeof name, "T%d", i / 2);
+        ap_label l[2] = {{k_thread, ap_prof_intern(p, name, (size_t)n)},
+                         {k_phase, i % 2 ? warm : cold}};
+        ap_tree *t = ap_prof_tree_new(p, l, 2);
+        path(p, t, fr, 1, 1, 5, 50);
+        path(p, t, fr, 2, (uint64_t)(i % 2 ? 7 : 3), 40, 40);
+    }
+    ap_label want = {k_phase, warm};
+    ap_prof *s = ap_prof_select(p, keep_phase, &want);
+    if (!AP_CHECK(s != NULL))
+        return;
+    AP_CHECK_EQ_U64(ap_prof_ntrees(s), 2);
+    for (size_t i = 0; i < ap_prof_ntrees(s); i++) {
+        const ap_tree *t = ap_prof_tree_at(s, i), *orig = ap_prof_tree_at(p, 2 * i + 1);
+        AP_CHECK_EQ_U64(ap_tree_label_get(t, k_phase), warm);
+        AP_CHECK_EQ_U64(ap_tree_label_get(t, k_thread), ap_tree_label_get(orig, k_thread));
+        AP_CHECK_EQ_U64(ap_tree_nnodes(t), ap_tree_nnodes(orig));
+        for (ap_node_id id = 0; id < ap_tree_nnodes(t); id++) {
+            AP_CHECK_EQ_U64(ap_tree_node(t, id)->frame, ap_tree_node(orig, id)->frame);
+            AP_CHECK_EQ_U64(ap_tree_node(t, id)->m[AP_M_CALLS], ap_tree_node(orig, id)->m[AP_M_CALLS]);
+        }
+    }
+    ap_functab ft;
+    AP_CHECK(ap_functab_build(s, NULL, NULL, &ft) == 0);
+    for (size_t i = 0; i < ft.nrows; i++)
+        if (ft.rows[i].frame == fr[1])
+            AP_CHECK_EQ_U64(ft.rows[i].calls, 14);
+    ap_functab_free(&ft);
+    ap_prof_free(s);
+    want.val = ap_prof_intern(p, "none", 4);
+    s = ap_prof_select(p, keep_phase, &want);
+    AP_CHECK(s != NULL && ap_prof_ntrees(s) == 0);
+    ap_prof_free(s);
+    ap_prof_free(p);
+}
+
 static uint8_t *slurp(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (f == NULL)
@@ -324,5 +374,48 @@ AP_TEST(prof_line_nodes) {
     }
     free(rows);
     ap_prof_free(q);
+    ap_prof_free(p);
+}
+
+/* The event ring keeps the newest `capacity` events in order, counts the
+ * overwritten ones, and survives the native file. */
+AP_TEST(prof_event_ring) {
+    ap_prof *p = recursive_profile();
+    if (!AP_CHECK(p != NULL))
+        return;
+    ap_event e = {0, 1, 1, 0};
+    ap_prof_event_add(p, &e);   /* no ring yet: ignored */
+    AP_CHECK_EQ_U64(ap_prof_nevents(p), 0);
+    AP_CHECK(ap_prof_events_enable(p, 0) == -1 && ap_err_code() == AP_EINVAL);
+    AP_CHECK(ap_prof_events_enable(p, 4) == 0);
+    for (uint64_t i = 0; i < 7; i++) {
+        ap_event x = {1000 - i * 100, 10 + i, (ap_frame_id)(1 + i % 3), 0};
+        ap_prof_event_add(p, &x);
+    }
+    AP_CHECK_EQ_U64(ap_prof_nevents(p), 4);
+    AP_CHECK_EQ_U64(ap_prof_events_dropped(p), 3);
+    AP_CHECK_EQ_U64(ap_prof_event_at(p, 0)->dur_ns, 13);
+    AP_CHECK_EQ_U64(ap_prof_event_at(p, 3)->start_ns, 400);
+    char path[] = "/tmp/ap_test_events_XXXXXX";
+    int fd = mkstemp(path);
+    if (!AP_CHECK(fd >= 0))
+        return;
+    close(fd);
+    AP_CHECK(ap_prof_write(p, path) == 0);
+    int trunc = -1;
+    ap_prof *q = ap_prof_read(path, &trunc);
+    unlink(path);
+    if (AP_CHECK(q != NULL)) {
+        AP_CHECK_EQ_U64(trunc, 0);
+        AP_CHECK_EQ_U64(ap_prof_events_capacity(q), 4);
+        AP_CHECK_EQ_U64(ap_prof_nevents(q), 4);
+        AP_CHECK_EQ_U64(ap_prof_events_dropped(q), 3);
+        for (size_t i = 0; i < 4; i++) {
+            AP_CHECK_EQ_U64(ap_prof_event_at(q, i)->start_ns, ap_prof_event_at(p, i)->start_ns);
+            AP_CHECK_EQ_U64(ap_prof_event_at(q, i)->dur_ns, ap_prof_event_at(p, i)->dur_ns);
+            AP_CHECK_EQ_U64(ap_prof_event_at(q, i)->frame, ap_prof_event_at(p, i)->frame);
+        }
+        ap_prof_free(q);
+    }
     ap_prof_free(p);
 }

@@ -42,7 +42,9 @@ def free_port() -> int:
 class Server:
     """A uvicorn subprocess serving ``app`` (``"module:attr"``) on 127.0.0.1."""
 
-    def __init__(self, app: str, cwd: Path, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, app: str, cwd: Path, env: dict[str, str], log_path: Path, args: tuple[str, ...] = ()
+    ) -> None:
         self.app = app
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -51,7 +53,7 @@ class Server:
         self.returncode: int | None = None
         cmd = [
             sys.executable, "-m", "uvicorn", app,
-            "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
+            "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning", *args,
         ]
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen(
@@ -130,10 +132,11 @@ def _serving(log_dir: Callable[[], Path]) -> Iterator[ServeFactory]:
         env: dict[str, str] | None = None,
         health: str = "/",
         timeout: float = START_TIMEOUT_S,
+        args: tuple[str, ...] = (),
     ) -> Server:
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         log_path = log_dir() / f"server-{len(servers)}.log"
-        server = Server(app, Path(cwd or os.getcwd()), full_env, log_path)
+        server = Server(app, Path(cwd or os.getcwd()), full_env, log_path, args)
         servers.append(server)
         try:
             server.wait_ready(health, timeout)
@@ -160,10 +163,11 @@ def _serving(log_dir: Callable[[], Path]) -> Iterator[ServeFactory]:
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[ServeFactory]:
-    """Factory: ``serve(app, cwd=None, env=None, health="/", timeout=30) -> Server``.
+    """Factory: ``serve(app, cwd=None, env=None, health="/", timeout=30, args=()) -> Server``.
 
     ``app`` is ``"module:attr"`` importable from ``cwd`` (default: the current directory);
-    ``env`` is added to the inherited environment; the log is ``tmp_path/server-N.log``.
+    ``env`` is added to the inherited environment; ``args`` go to uvicorn (``--workers``);
+    the log is ``tmp_path/server-N.log``.
     Returns once the server answers HTTP on ``health``.
     """
     with _serving(lambda: tmp_path) as factory:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import apiprof
 import pytest
-from apiprof.commands import bench as bench_command
 from conftest import CLEAN_EXIT_CODES
 
 APPS_DIR = Path(__file__).resolve().parent / "apps"
@@ -367,6 +366,10 @@ def test_bench_app_starts_measures_and_stops(tmp_path):
     phases = result["load"]["phases"]
     assert phases["warm"]["status"] == {"200": 60}
     assert phases["cold"]["requests"] > 0 and phases["cold"]["elapsed_s"] == pytest.approx(0.3)
+    # a plain ASGI app has no routes: one row per method and path
+    (row,) = result["routes"]["warm"]
+    assert row["name"] == "GET /fast" and row["route"] is None and row["requests"] == 60
+    assert result["routes"]["cold"][0]["requests"] == phases["cold"]["requests"]
 
 
 def test_bench_app_that_fails_to_start(tmp_path):
@@ -378,12 +381,103 @@ def test_bench_app_that_fails_to_start(tmp_path):
     assert not (tmp_path / "r.json").exists()
 
 
-def test_bench_profile_without_apiprof_run_is_a_usage_error(tmp_path):
-    if bench_command.importlib.util.find_spec("apiprof.commands.run") is not None:
-        pytest.skip("this installation has `apiprof run`")
-    r = subprocess.run([str(APIPROF), "bench", "--app", "loadapp:app", "--app-dir",
-                        str(APPS_DIR), "--profile", "trace", "-n", "5", "-o",
-                        str(tmp_path / "r.json")], capture_output=True, text=True, timeout=60)
+def bench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(APIPROF), "bench", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def profile_calls(path: Path, phase: str | None) -> dict[str, int]:
+    prof = apiprof._core.load(str(path))
+    if phase is not None:
+        prof = prof.select({"phase": phase})
+    return {f["qualname"]: f["calls"] for f in prof.functions()}
+
+
+HOT_URLS = "2 /items/1\n1 /items/2?x=1\n1 /health\n1 POST /items {}\n"
+
+
+def test_bench_profile_trace_per_route_cold_and_warm_exact(tmp_path):
+    """The phase gate makes the split exact: every cold request has ended before the
+    server's profile moves to phase=warm, and no measured request starts before."""
+    urls = tmp_path / "urls.txt"
+    urls.write_text(HOT_URLS)
+    out = tmp_path / "r.json"
+    r = bench("--app", "hotapp:app", "--app-dir", str(APPS_DIR), "--profile", "trace",
+              "--urls", str(urls), "--health", "/health", "-n", "100", "--warmup", "0.3",
+              "-c", "4", "-t", "2", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
+    result = json.loads(out.read_text())
+    profile = tmp_path / "r.apiprof"
+    assert result["profile"]["file"] == str(profile) and result["profile"]["mode"] == "trace"
+    assert result["profile"]["phases"] == ["cold", "warm"]
+    assert result["server"]["exit_code"] in CLEAN_EXIT_CODES
+
+    warm_rows = {row["name"]: row for row in result["routes"]["warm"]}
+    assert {n: row["requests"] for n, row in warm_rows.items()} == {
+        "GET /items/{item_id}": 60, "GET /health": 20, "POST /items": 20}
+    items = warm_rows["GET /items/{item_id}"]
+    assert items["urls"] == ["GET /items/1", "GET /items/2?x=1"]
+    assert items["status"] == {"200": 60} and warm_rows["POST /items"]["status"] == {"201": 20}
+    url_rows = result["load"]["phases"]["warm"]["urls"][:2]
+    assert items["latency_ms"]["count"] == 60
+    assert items["latency_ms"]["max"] == max(u["latency_ms"]["max"] for u in url_rows)
+    assert items["latency_ms"]["min"] == min(u["latency_ms"]["min"] for u in url_rows)
+    assert items["endpoint"] == f"{APPS_DIR / 'hotapp.py'}:23(get_item)"
+
+    warm = profile_calls(profile, "warm")
+    assert warm["hot"] == 80  # 60 GET /items/{id} + 20 POST /items: exactly the window's
+    assert warm["get_item"] == items["profile"]["calls"] == 60
+    assert warm["create_item"] == warm_rows["POST /items"]["profile"]["calls"] == 20
+    assert warm["health"] == warm_rows["GET /health"]["profile"]["calls"] == 20
+
+    cold_rows = {row["name"]: row for row in result["routes"]["cold"]}
+    cold = profile_calls(profile, "cold")
+    cold_items = cold_rows["GET /items/{item_id}"]["requests"]
+    cold_posts = cold_rows["POST /items"]["requests"]
+    assert cold_items > 0 and cold["get_item"] == cold_items
+    assert cold["hot"] == cold_items + cold_posts
+    # the cold phase also holds the start-up and the readiness polls of /health
+    assert cold["health"] > cold_rows["GET /health"]["requests"]
+    assert profile_calls(profile, None)["hot"] == cold["hot"] + warm["hot"]
+
+    assert "GET /items/{item_id}" in r.stdout and "(get_item)" in r.stdout
+    assert f"apiprof report {profile} --phase warm" in r.stdout
+    report = subprocess.run([str(APIPROF), "report", str(profile), "--phase", "warm",
+                             "--format", "json"], capture_output=True, text=True, timeout=60)
+    assert {f["qualname"]: f["calls"] for f in json.loads(report.stdout)["functions"]}["hot"] == 80
+
+
+def test_bench_profile_trace_open_model_without_warmup(tmp_path):
+    out = tmp_path / "open.json"
+    r = bench("--app", "hotapp:app", "--app-dir", str(APPS_DIR), "--profile", "trace",
+              "--json", "-R", "300", "-n", "45", "-c", "3", "-t", "1", "-o", str(out),
+              "/items/5")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result == json.loads(out.read_text())
+    assert result["routes"]["cold"] is None
+    (row,) = result["routes"]["warm"]
+    assert row["name"] == "GET /items/{item_id}" and row["requests"] == 45
+    assert row["uncorrected_latency_ms"]["count"] == 45 and row["profile"]["calls"] == 45
+    profile = tmp_path / "open.apiprof"
+    assert profile_calls(profile, "warm")["hot"] == 45
+    # the readiness polls (/items/5 too) ran before the gate
+    assert profile_calls(profile, "cold")["hot"] >= 1
+
+
+@pytest.mark.parametrize("args,text", [
+    (["--profile", "trace", "http://127.0.0.1:9/"], "--profile needs --app"),
+    (["--app", "hotapp:app", "--profile", "trace", "-o", "/nonexistent/r.json", "/health"],
+     "cannot write /nonexistent/r.json: no directory /nonexistent"),
+    (["--app", "hotapp:app", "--profile", "trace", "-o", "r.apiprof", "/health"],
+     "the profile goes to FILE.apiprof"),
+    (["--app", "hotapp:app", "--profile", "sample", "/health"], "invalid choice"),
+    (["--app", "hotapp:app", "--profile", "trace", "http://127.0.0.1:9/x"],
+     "with --app, give a /path"),
+])
+def test_bench_profile_bad_combinations_one_line(args, text):
+    r = bench(*args, "--app-dir", str(APPS_DIR)) if "--app" in args else bench(*args)
     assert r.returncode == 2
-    assert r.stderr == ("apiprof bench: --profile trace needs `apiprof run` (the function "
-                        "profiler), which this installation does not have\n")
+    assert r.stderr.count("\n") == 1 and text in r.stderr, r.stderr
+    assert r.stdout == ""

@@ -26,9 +26,10 @@ def kids(node):
 
 
 def busy(seconds):
-    end = time.perf_counter() + seconds
+    """Spins until the thread has used `seconds` of CPU, however loaded the machine."""
+    end = time.thread_time() + seconds
     x = 0
-    while time.perf_counter() < end:
+    while time.thread_time() < end:
         x += 1
     return x
 
@@ -74,7 +75,7 @@ def test_cpu_and_off_cpu_time():
     with timer("sleep"):
         time.sleep(0.05)
     r = roots()
-    assert r["spin"]["cpu_ns"] >= 30_000_000
+    assert r["spin"]["cpu_ns"] >= 45_000_000
     assert r["sleep"]["total_ns"] >= 50_000_000
     assert r["sleep"]["cpu_ns"] < 10_000_000
     assert r["sleep"]["off_cpu_ns"] >= 40_000_000

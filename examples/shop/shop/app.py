@@ -52,7 +52,7 @@ from shop.models import (
     Variant,
 )
 from shop.recommend import Index, build_index, similar
-from shop.timing import timer
+from shop.timing import instrument, timer
 
 VARIANT_OPTIONS = ("standard", "gift-wrapped", "refill pack", "bundle of 3", "travel size")
 CARRIERS: dict[str, tuple[str, int, int, int]] = {
@@ -98,7 +98,10 @@ def write_timer_report() -> None:
 
 
 app = FastAPI(title="shop", lifespan=lifespan)
-app.add_middleware(RouteTimer)
+if os.environ.get("SHOP_ROUTE_TIMER", "1") != "0":
+    app.add_middleware(RouteTimer)
+if os.environ.get("SHOP_APIPROF", "1") != "0":
+    instrument(app)  # apiprof's route statistics (APIPROF_STATS_DIR: per-worker files)
 
 
 def money(cents: int) -> Money:

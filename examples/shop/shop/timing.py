@@ -1,4 +1,5 @@
-"""The block timer used by the shop: ``apiprof.timer`` when installed, a no-op otherwise."""
+"""apiprof.timer and apiprof.fastapi.instrument for the shop when apiprof is installed;
+no-ops with the same surface otherwise."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 try:
     from apiprof import timer
+    from apiprof.fastapi import instrument
 except ImportError:  # apiprof not installed: same surface, records nothing
 
     class _Block(contextlib.ContextDecorator):
@@ -37,4 +39,7 @@ except ImportError:  # apiprof not installed: same surface, records nothing
 
     timer = _NoTimer()  # type: ignore[assignment]
 
-__all__ = ["timer"]
+    def instrument(app: Any, **options: Any) -> Any:  # type: ignore[misc]
+        return app
+
+__all__ = ["instrument", "timer"]

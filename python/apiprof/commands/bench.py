@@ -2,16 +2,18 @@
 
     apiprof bench URL [load options]
     apiprof bench --urls FILE --base URL [load options]
-    apiprof bench --app module:app [--app-dir DIR] [/path | --urls FILE] [-o FILE] [load options]
+    apiprof bench --app module:app [--app-dir DIR] [--profile trace] [/path | --urls FILE]
+                  [-o FILE] [load options]
 
 With --app the app is served by uvicorn on a free 127.0.0.1 port, loaded (cold phase
-first with --warmup, then the measured phase), stopped, and one JSON result is written.
+first with --warmup, then the measured phase), stopped, and one JSON result is written:
+the load figures per URL and per route, and with --profile trace the function profile
+of the server with its cold and warm phases apart.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import signal
@@ -27,9 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from . import bench_result
 
 START_TIMEOUT_S = 30.0
 RESULT_SCHEMA = 1
+# apiprof run's phase names: the profile's trees are labelled phase=cold until
+# apiprof-load's phase gate sends SIGUSR1, phase=warm after.
+PROFILE_PHASES = "cold,warm"
 
 # Options handed to apiprof-load unchanged: (flags, dest, takes a value, repeatable).
 PASS_THROUGH: list[tuple[tuple[str, ...], str, bool, bool, str]] = [
@@ -78,7 +84,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--app-dir", metavar="DIR", default=".", help="working directory of the app")
     p.add_argument("--health", metavar="PATH", help="path polled until the app answers "
                    "(default: the URL's path, or /)")
-    p.add_argument("--profile", choices=["trace"], help="profile the app while it is loaded")
+    p.add_argument("--profile", choices=["trace"],
+                   help="with --app: run the server under the function profiler; the result "
+                        "gets the profile, cold and warm apart")
     p.add_argument("-o", "--output", metavar="FILE", default="apiprof-bench.json",
                    help="with --app: where the result is written (apiprof-bench.json)")
     for flags, dest, value, repeat, text in PASS_THROUGH:
@@ -143,13 +151,11 @@ def run_url(args: argparse.Namespace) -> int:
 
 def profiler_command(profile: str, output: Path) -> list[str]:
     """The seam where profiling joins the server: the argv prefix that runs
-    ``python -m uvicorn ...`` under ``apiprof run`` (the function profiler) writing
-    ``output``. Raises UsageError when this installation has no ``apiprof run``."""
-    if importlib.util.find_spec("apiprof.commands.run") is None:
-        raise UsageError(
-            f"--profile {profile} needs `apiprof run` (the function profiler), "
-            "which this installation does not have")
-    return [sys.executable, "-m", "apiprof", "run", "-o", str(output)]
+    ``python -m uvicorn ...`` under ``apiprof run`` (mode ``profile``) writing ``output``,
+    its trees labelled phase=cold until SIGUSR1 and phase=warm after."""
+    assert profile == "trace"
+    return [sys.executable, "-m", "apiprof", "run", "-q", "--phases", PROFILE_PHASES,
+            "-o", str(output)]
 
 
 def server_command(app: str, port: int, profile: str | None, profile_out: Path) -> list[str]:
@@ -218,7 +224,12 @@ def run_app(args: argparse.Namespace) -> int:
     if not app_dir.is_dir():
         raise UsageError(f"--app-dir {app_dir} is not a directory")
     output = Path(args.output)
-    profile_out = output.with_suffix(".profile")
+    if not output.parent.is_dir():
+        raise UsageError(f"cannot write {output}: no directory {output.parent}")
+    profile_out = output.with_suffix(".apiprof")
+    if args.profile and profile_out == output:
+        raise UsageError(f"-o {output}: the profile goes to FILE.apiprof; name the result "
+                         "otherwise (e.g. result.json)")
     port = free_port()
     cmd = server_command(args.app, port, args.profile, profile_out)
     base = f"http://127.0.0.1:{port}"
@@ -238,8 +249,11 @@ def run_app(args: argparse.Namespace) -> int:
         server = AppServer(proc, base, log)
         try:
             server.wait_ready(health)
-            load_cmd = [str(binary), *load_options(args), f"--json-out={load_json}",
-                        *load_targets]
+            # With a profile, apiprof-load's phase gate tells the server (SIGUSR1 to
+            # apiprof run) when the measured phase starts, once every cold request ended.
+            gate = ["--phase-signal", str(proc.pid)] if args.profile else []
+            load_cmd = [str(binary), *load_options(args), "--histograms",
+                        f"--json-out={load_json}", *gate, *load_targets]
             done = subprocess.run(load_cmd, stdout=subprocess.DEVNULL if args.json else None)
         finally:
             code = server.stop()
@@ -247,25 +261,27 @@ def run_app(args: argparse.Namespace) -> int:
             return done.returncode  # apiprof-load said why on stderr
         if code not in (0, -signal.SIGINT, -signal.SIGTERM):
             raise BenchError(f"the app exited with code {code}: {server.tail()}")
-        result = build_result(args, cmd, code, json.loads(load_json.read_text()),
-                              profile_out if args.profile else None)
+        load = json.loads(load_json.read_text())
+        try:
+            requests = [bench_result.request_of(u) for u in load["phases"]["warm"]["urls"]]
+            matches = bench_result.match_routes(args.app, app_dir, requests)
+            routes, profile, warm_functions = bench_result.build(
+                load, matches, profile_out if args.profile else None, args.profile)
+        except bench_result.ResultError as e:
+            raise BenchError(str(e)) from None
+    result = {
+        "tool": "apiprof-bench",
+        "schema": RESULT_SCHEMA,
+        "app": args.app,
+        "server": {"command": cmd, "exit_code": code},
+        "load": load,
+        "routes": routes,
+        "profile": profile,
+    }
     output.write_text(json.dumps(result, indent=1) + "\n")
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"\nresult: {output}")
+        print("\n" + bench_result.summary(result, warm_functions))
+        print(f"result: {output}" + (f" (profile: {profile_out})" if profile else ""))
     return 0
-
-
-def build_result(args: argparse.Namespace, cmd: list[str], exit_code: int,
-                 load: dict[str, Any], profile: Path | None) -> dict[str, Any]:
-    """One result: the load figures per phase and URL (cold = warmup, warm = measured),
-    and the profile of the server run when one was taken."""
-    return {
-        "tool": "apiprof-bench",
-        "schema": RESULT_SCHEMA,
-        "app": args.app,
-        "server": {"command": cmd, "exit_code": exit_code},
-        "load": load,
-        "profile": None if profile is None else {"mode": args.profile, "file": str(profile)},
-    }

@@ -1,10 +1,18 @@
-"""``apiprof report``: read a profile file and write it as text, JSON or pstats."""
+"""``apiprof report``: read a profile file and write one of its views.
+
+text, json and pstats come from the profile object (``_core.load``); every other format
+(html, svg, dot, speedscope, pprof, collapsed, callgrind, chrome) is written by the C
+report writers through ``_core.write_report``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 from typing import Any
 
 from .. import _core
@@ -12,44 +20,85 @@ from .._lines import format_lines, is_line_profile
 from .._profiler import SORT_KEYS, format_table
 from ..errors import UsageError
 
+FORMATS = ("html", "svg", "dot", "speedscope", "pprof", "collapsed", "callgrind", "chrome",
+           "text", "json", "pstats")
+MODEL_FORMATS = frozenset({"text", "json", "pstats"})
+BINARY = frozenset({"pprof", "pstats"})
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
-        "report", help="print or export a profile (text, json, pstats)",
-        description="Read an apiprof profile and write it as a text table (the source with "
-                    "per-line figures for a line profile), the JSON export "
-                    "(docs/format.md) or a pstats file (pstats.Stats, snakeviz, gprof2dot).",
+        "report", help="write a view of a profile (html, svg, dot, pprof, ... text)",
+        description="Read an apiprof profile and write one of its views: an interactive HTML "
+                    "report, an SVG flame graph, a call graph (dot), speedscope, pprof, "
+                    "collapsed stacks, callgrind, a Chrome trace, a text table (the source "
+                    "with per-line figures for a line profile), the JSON export "
+                    "(docs/format.md) or a pstats file. Without --format the format "
+                    "follows the extension of -o (report.html, flame.svg, cpu.pb.gz, ...), "
+                    "else text.",
     )
     p.add_argument("file", metavar="FILE", help="a profile written by apiprof")
-    p.add_argument("--format", choices=("text", "json", "pstats"), default="text")
+    p.add_argument("--format", "-f", choices=FORMATS, help="output format")
     p.add_argument("-o", "--output", metavar="OUT", help="write here instead of stdout "
-                   "(required for pstats, which is binary)")
+                   "(required for the binary pstats and pprof)")
     p.add_argument("--sort", default="cumtime", choices=sorted(SORT_KEYS),
                    help="text: sort key (default cumtime)")
     p.add_argument("--limit", type=int, default=30, help="text: rows to show (default 30, 0 = all)")
+    p.add_argument("--metric", help="wall, cpu, await, memory or samples (default: the first "
+                   "present of wall, samples, cpu, memory, await)")
+    p.add_argument("--min-percent", type=float, default=None, metavar="P",
+                   help="dot, svg: leave out what is below P%% of the total")
+    p.add_argument("--route", help="only the part of the profile labelled with this route")
+    p.add_argument("--thread", help="only this thread")
+    p.add_argument("--task", help="only this asyncio task")
+    p.add_argument("--title", help="title of the HTML report / SVG")
+    p.add_argument("--phase", metavar="NAME",
+                   help="only the trees of this phase (apiprof run --phases; apiprof bench: "
+                        "cold, warm)")
     p.set_defaults(func=run)
 
 
+def pick_format(fmt: str | None, output: str | None) -> str:
+    """The explicit format, else the one the output's extension implies, else text."""
+    if fmt:
+        return fmt
+    if output and output != "-":
+        implied = _core.report_format_for_path(output)
+        if implied is None:
+            raise UsageError(f"cannot tell the format from {output!r}: pass --format")
+        return implied
+    return "text"
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.limit < 0:
-        raise UsageError("--limit must be 0 or more")
-    if args.format == "pstats" and not args.output:
-        raise UsageError("pstats output is binary: give -o OUT")
+    fmt = pick_format(args.format, args.output)
     if os.path.isdir(args.file):
         raise UsageError(f"cannot read {args.file}: is a directory")
+    if fmt in BINARY and not args.output:
+        raise UsageError(f"{fmt} output is binary: give -o OUT")
+    if fmt in MODEL_FORMATS:
+        return run_model_format(args, fmt)
+    return run_view_format(args, fmt)
+
+
+def run_model_format(args: argparse.Namespace, fmt: str) -> int:
+    if args.limit < 0:
+        raise UsageError("--limit must be 0 or more")
     try:
         profile = _core.load(args.file)
     except OSError as e:
         raise UsageError(str(e)) from None
     except ValueError as e:
         raise UsageError(f"not a readable apiprof profile: {e}") from None
+    if args.phase is not None:
+        profile = select_phase(profile, args.phase, args.file)
     if profile.truncated:
         print(f"apiprof report: warning: {args.file} was cut short; showing what it holds",
               file=sys.stderr)
     try:
-        if args.format == "json":
+        if fmt == "json":
             profile.write_json(args.output or "/dev/stdout")
-        elif args.format == "pstats":
+        elif fmt == "pstats":
             profile.write_pstats(args.output)
         elif is_line_profile(profile):
             text = format_lines(profile)
@@ -61,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             text = format_table(profile.functions(), args.sort, args.limit or None,
                                 header=f"apiprof: {args.file} (clock: "
-                                       f"{profile.meta.get('clock', '?')})")
+                                       f"{profile.meta.get('clock', '?')}"
+                                       f"{'' if args.phase is None else ', phase: ' + args.phase})")
             if args.output:
                 with open(args.output, "w") as f:
                     f.write(text)
@@ -70,3 +120,70 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:
         raise UsageError(str(e)) from None
     return 0
+
+
+def run_view_format(args: argparse.Namespace, fmt: str) -> int:
+    out = None if args.output in (None, "-") else args.output
+    if args.min_percent is not None and not 0 <= args.min_percent <= 100:
+        raise UsageError("--min-percent must be between 0 and 100")
+    options = {"metric": args.metric, "min_percent": args.min_percent, "route": args.route,
+               "thread": args.thread, "task": args.task, "title": args.title}
+    sys.stdout.flush()
+    # `--format dot -o graph.svg`: the call graph laid out by Graphviz.
+    via_dot = fmt == "dot" and out is not None and out.endswith(".svg")
+    if via_dot and shutil.which("dot") is None:
+        raise UsageError("an SVG call graph needs Graphviz's dot, which is not installed; "
+                         "write a .dot file instead")
+    target = f"{out}.dot.tmp" if via_dot and out else out
+    source, phase_file = args.file, None
+    if args.phase is not None:
+        # The C writers read a file: write the chosen phase to a temporary one.
+        try:
+            chosen = select_phase(_core.load(args.file), args.phase, args.file)
+        except OSError as e:
+            raise UsageError(str(e)) from None
+        except ValueError as e:
+            raise UsageError(f"not a readable apiprof profile: {e}") from None
+        fd, phase_file = tempfile.mkstemp(suffix=".apiprof")
+        os.close(fd)
+        chosen.save(phase_file)
+        source = phase_file
+    try:
+        truncated = _core.write_report(source, fmt, target, options)
+    except (ValueError, LookupError, OSError) as e:
+        raise UsageError(str(e)) from None
+    finally:
+        if phase_file is not None:
+            os.unlink(phase_file)
+    if via_dot and target and out:
+        try:
+            r = subprocess.run(["dot", "-Tsvg", target, "-o", out], capture_output=True, text=True)
+        finally:
+            os.unlink(target)
+        if r.returncode != 0:
+            raise UsageError(f"dot failed: {r.stderr.strip().splitlines()[-1:]}")
+    if truncated:
+        print(f"apiprof report: warning: {args.file} was cut short; showing what it holds",
+              file=sys.stderr)
+    if out is not None:
+        print(out, file=sys.stderr)
+    return 0
+
+
+def phases(profile: Any) -> list[str]:
+    """The values of the label ``phase`` in the profile, in order of first appearance."""
+    seen: dict[str, None] = {}
+    for tree in profile.trees():
+        if "phase" in tree["labels"]:
+            seen.setdefault(tree["labels"]["phase"], None)
+    return list(seen)
+
+
+def select_phase(profile: Any, phase: str, file: str) -> Any:
+    """The trees labelled ``phase=PHASE``; UsageError when there are none."""
+    chosen = profile.select({"phase": phase})
+    if not chosen.trees():
+        have = phases(profile)
+        raise UsageError(f"{file} has no phase {phase!r} "
+                         f"({'its phases: ' + ', '.join(have) if have else 'it has no phases'})")
+    return chosen

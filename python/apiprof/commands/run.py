@@ -26,7 +26,7 @@ def add_parser(sub: Any) -> None:
         "run", help="run a script or module under the function tracer",
         description="Run a Python script (or -m module) with __main__ semantics under apiprof's "
                     "exact function tracer; write the profile at exit, also on SIGINT/SIGTERM.",
-        usage="apiprof run [-o FILE] [--clock wall|cpu] [--no-builtins] [-q] "
+        usage="apiprof run [-o FILE] [--clock wall|cpu] [--no-builtins] [--phases A,B,...] [-q] "
               "(script.py | -m module) [args ...]",
     )
     p.add_argument("-o", "--output", metavar="FILE",
@@ -35,6 +35,9 @@ def add_parser(sub: Any) -> None:
                    help="time functions by wall clock (default) or thread CPU time")
     p.add_argument("--no-builtins", action="store_true", help="do not record C functions")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary at exit")
+    p.add_argument("--phases", metavar="A,B,...",
+                   help="label the profile's trees phase=A from the start; each SIGUSR1 moves "
+                        "to the next name (apiprof report --phase NAME reads one back)")
     p.add_argument("-m", dest="module", nargs=argparse.REMAINDER, metavar="MODULE [args]",
                    help="run a library module as a script (the rest are its arguments)")
     p.add_argument("target", nargs=argparse.REMAINDER, help="script.py [args ...] or module args")
@@ -60,6 +63,42 @@ def _program(args: argparse.Namespace) -> tuple[str, list[str], str]:
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
     raise _Terminated()
+
+
+MAX_PHASES = 16
+
+
+def _phase_names(value: str | None) -> list[str]:
+    if value is None:
+        return []
+    names = value.split(",")
+    if len(names) > MAX_PHASES or any(not n or len(n) > 100 or not n.isprintable()
+                                      for n in names):
+        raise UsageError(f"--phases wants 1 to {MAX_PHASES} comma-separated names of 1-100 "
+                         f"printable characters, got {value!r}")
+    if len(set(names)) != len(names):
+        raise UsageError(f"--phases names must differ, got {value!r}")
+    return names
+
+
+class _PhaseSwitch:
+    """SIGUSR1 handler: the profiler moves to the next phase name. Python runs it in the
+    main thread between bytecodes (the C-level handler only sets a flag), so the
+    switch happens before the main thread runs anything else."""
+
+    def __init__(self, profiler: Profiler, names: list[str]) -> None:
+        self.profiler = profiler
+        self.names = names
+        self.index = 0
+        profiler.set_phase(names[0])
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.index + 1 >= len(self.names):
+            print(f"apiprof run: SIGUSR1 after the last phase ({self.names[-1]}): ignored",
+                  file=sys.stderr)
+            return
+        self.index += 1
+        self.profiler.set_phase(self.names[self.index])
 
 
 def _run_script_code(code: CodeType, path: str) -> None:
@@ -137,15 +176,19 @@ def setup(args: argparse.Namespace, suffix: str = ".apiprof") -> tuple[str, list
 
 def run(args: argparse.Namespace) -> int:
     kind, argv, output = setup(args)
+    names = _phase_names(args.phases)
     previous = signal.signal(signal.SIGTERM, _terminate)
     # runpy's own frames are the launcher, not the program.
     profiler = Profiler(clock=args.clock, builtins=not args.no_builtins, exclude=("runpy",))
+    previous_usr1 = signal.signal(signal.SIGUSR1, _PhaseSwitch(profiler, names)) if names else None
     profiler.start()
     try:
         status = _execute(kind, argv)
     finally:
         profiler.stop()
         signal.signal(signal.SIGTERM, previous)
+        if previous_usr1 is not None:
+            signal.signal(signal.SIGUSR1, previous_usr1)
     profile = profiler.profile
     try:
         profile.save(output)

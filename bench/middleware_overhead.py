@@ -1,0 +1,160 @@
+"""Requests per second of the shop app with no middleware, with apiprof's statistics,
+with fastapi-profiler and with pyinstrument's documented middleware recipe, under wrk.
+
+    python bench/middleware_overhead.py [--rounds 3] [--duration 5] [--connections 16]
+
+One uvicorn (one worker) per variant, all started at once on 127.0.0.1; each round runs
+wrk against every (route, variant) pair in an order that rotates between rounds, so
+that drift of this shared machine hits every variant alike. Reported: the median req/s
+over rounds and its ratio to "none". The peers are installed with pip into
+bench/.peers (not a dependency of apiprof); wrk is installed with apt-get if missing.
+Prints an aligned table and one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+SHOP = REPO / "examples" / "shop"
+PEERS = BENCH / ".peers"
+VARIANTS = ("none", "apiprof", "fastapi-profiler", "pyinstrument")
+ROUTES = {"fast": "/health", "medium": "/products/42"}
+
+
+def ensure_tools() -> None:
+    if shutil.which("wrk") is None:
+        print("installing wrk (apt-get)", file=sys.stderr)
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    if not (PEERS / "fastapi_profiler").is_dir() or not (PEERS / "pyinstrument").is_dir():
+        print("installing fastapi-profiler and pyinstrument into bench/.peers", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                        str(PEERS), "fastapi-profiler", "pyinstrument"], check=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(variant: str, db: Path, log_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {**os.environ, "BENCH_VARIANT": variant, "SHOP_DB": str(db),
+           "PYTHONPATH": os.pathsep.join([str(SHOP), str(BENCH), str(PEERS)])}
+    env.pop("APIPROF_STATS_DIR", None)
+    cmd = [sys.executable, "-m", "uvicorn", "overhead_app:app", "--host", "127.0.0.1",
+           "--port", str(port), "--log-level", "warning", "--no-access-log"]
+    with open(log_dir / f"bench-{variant}.log", "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=BENCH, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    with httpx.Client(trust_env=False, timeout=5) as client:
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"{variant}: server exited; see {log_dir}/bench-{variant}.log")
+            try:
+                if client.get(url + "/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{variant}: server did not start")
+            time.sleep(0.1)
+    return proc, url
+
+
+def wrk(url: str, duration: int, connections: int) -> float:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise SystemExit(f"wrk: {errors.group(1)} failed responses from {url}")
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if m is None:
+        raise SystemExit(f"wrk output not understood:\n{out}")
+    return float(m.group(1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=16)
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.duration <= 0 or args.connections < 1:
+        print("middleware_overhead: rounds, duration and connections must be positive",
+              file=sys.stderr)
+        return 2
+    ensure_tools()
+    work = REPO / "reports" / "bench"
+    work.mkdir(parents=True, exist_ok=True)
+    db = work / "overhead-shop.db"
+    servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+    results: dict[tuple[str, str], list[float]] = {}
+    try:
+        servers["none"] = start("none", db, work)  # seeds the database first
+        for v in VARIANTS[1:]:
+            servers[v] = start(v, db, work)
+        for path in ROUTES.values():  # warm-up
+            for v in VARIANTS:
+                wrk(servers[v][1] + path, 1, args.connections)
+        for r in range(args.rounds):
+            order = VARIANTS[r % len(VARIANTS):] + VARIANTS[:r % len(VARIANTS)]
+            for route, path in ROUTES.items():
+                for v in order:
+                    rps = wrk(servers[v][1] + path, args.duration, args.connections)
+                    results.setdefault((route, v), []).append(rps)
+            print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+    finally:
+        for proc, _ in servers.values():
+            proc.send_signal(signal.SIGINT)
+        for proc, _ in servers.values():
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    rows = []
+    for route, path in ROUTES.items():
+        base = statistics.median(results[(route, "none")])
+        for v in VARIANTS:
+            runs = results[(route, v)]
+            med = statistics.median(runs)
+            rows.append({"route": route, "path": path, "variant": v, "median_rps": round(med, 1),
+                         "runs": [round(x, 1) for x in runs], "ratio": round(med / base, 4)})
+    head = ("route", "path", "variant", "req/s (median)", "vs none", "runs")
+    body = [(r["route"], r["path"], r["variant"], f"{r['median_rps']:.0f}",
+             f"{r['ratio']:.3f}", " ".join(f"{x:.0f}" for x in r["runs"])) for r in rows]
+    widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
+    for line in [head, *body]:
+        print("  ".join(c.ljust(w) if i in (0, 1, 2, 5) else c.rjust(w)
+                        for i, (c, w) in enumerate(zip(line, widths, strict=True))).rstrip())
+    print(json.dumps({"bench": "middleware_overhead", "rounds": args.rounds,
+                      "duration_s": args.duration, "connections": args.connections,
+                      "python": sys.version.split()[0], "results": rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

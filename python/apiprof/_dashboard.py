@@ -1,0 +1,123 @@
+"""The dashboard page: one self-contained HTML document (no external resources).
+
+The statistics are embedded as JSON; a small script renders the route table, sorts it
+by the column clicked (or by ``?sort=p95|total|count|errors`` in the URL) and links the
+captured profiles to the JSON API beside the page, carrying the token of the page URL.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="referrer" content="no-referrer">
+<title>apiprof: routes</title>
+<style>
+body { font: 14px system-ui, sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; margin-bottom: 2em; }
+th, td { padding: 3px 10px; border-bottom: 1px solid #ddd; text-align: right; }
+th { background: #f3f3f3; }
+th.sortable { cursor: pointer; text-decoration: underline dotted; }
+th.sorted { background: #dde7f5; }
+td.text, th.text { text-align: left; }
+tr.errors td.err { color: #b00; font-weight: bold; }
+</style></head>
+<body>
+<h1>apiprof: routes</h1>
+<p id="summary"></p>
+<table id="routes"><thead><tr>
+<th class="text">route</th><th class="text">method</th><th class="text">status</th>
+<th class="sortable" data-sort="count">count</th>
+<th class="sortable" data-sort="errors">errors</th>
+<th>p50 ms</th><th>p90 ms</th>
+<th class="sortable" data-sort="p95">p95 ms</th>
+<th>p99 ms</th><th>max ms</th>
+<th class="sortable" data-sort="total">total ms</th>
+<th>cpu ms</th><th>bytes out</th><th class="text">profiles</th>
+</tr></thead><tbody></tbody></table>
+<h2>Captured profiles</h2>
+<table id="profiles"><thead><tr>
+<th class="text">id</th><th class="text">kind</th><th class="text">route</th>
+<th class="text">path</th><th>status</th><th>wall ms</th>
+</tr></thead><tbody></tbody></table>
+<script type="application/json" id="data">__DATA__</script>
+<script>
+"use strict";
+const DATA = JSON.parse(document.getElementById("data").textContent);
+const BASE = __BASE__;
+const params = new URLSearchParams(location.search);
+const TOKEN = params.get("apiprof") || "";
+const KEYS = {count: "count", errors: "errors", p95: "p95_ns", total: "total_ns"};
+let sortKey = KEYS[params.get("sort")] ? params.get("sort") : "total";
+
+function ms(ns) { return (ns / 1e6).toFixed(2); }
+function cell(tr, text, cls) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (cls) td.className = cls;
+  tr.appendChild(td);
+  return td;
+}
+function profileLink(id) {
+  const a = document.createElement("a");
+  a.href = BASE + "/api/profiles/" + encodeURIComponent(id) +
+    (TOKEN ? "?apiprof=" + encodeURIComponent(TOKEN) : "");
+  a.textContent = id;
+  return a;
+}
+function render() {
+  const key = KEYS[sortKey];
+  const rows = DATA.routes.slice().sort((a, b) => b[key] - a[key] ||
+    a.route.localeCompare(b.route));
+  const body = document.querySelector("#routes tbody");
+  body.replaceChildren();
+  for (const r of rows) {
+    const tr = document.createElement("tr");
+    if (r.errors) tr.className = "errors";
+    cell(tr, r.route, "text route"); cell(tr, r.method, "text"); cell(tr, r.status, "text");
+    cell(tr, r.count); cell(tr, r.errors, "err");
+    for (const k of ["p50_ns", "p90_ns", "p95_ns", "p99_ns", "max_ns", "total_ns", "cpu_ns"])
+      cell(tr, ms(r[k]));
+    cell(tr, r.bytes_out);
+    const links = cell(tr, "", "text");
+    for (const p of DATA.profiles)
+      if (p.route === r.route && p.method === r.method) {
+        links.appendChild(profileLink(p.id));
+        links.appendChild(document.createTextNode(" "));
+      }
+    body.appendChild(tr);
+  }
+  for (const th of document.querySelectorAll("th.sortable"))
+    th.classList.toggle("sorted", th.dataset.sort === sortKey);
+  document.body.dataset.sort = sortKey;
+}
+for (const th of document.querySelectorAll("th.sortable"))
+  th.addEventListener("click", () => { sortKey = th.dataset.sort; render(); });
+const pbody = document.querySelector("#profiles tbody");
+for (const p of DATA.profiles) {
+  const tr = document.createElement("tr");
+  cell(tr, "", "text").appendChild(profileLink(p.id));
+  cell(tr, p.kind, "text"); cell(tr, p.route, "text"); cell(tr, p.path, "text");
+  cell(tr, p.status); cell(tr, ms(p.wall_ns));
+  pbody.appendChild(tr);
+}
+document.getElementById("summary").textContent =
+  DATA.routes.reduce((n, r) => n + r.count, 0) + " requests, " + DATA.routes.length +
+  " rows, " + DATA.workers + " worker(s)" + (DATA.warning ? "; " + DATA.warning : "");
+render();
+</script>
+</body></html>
+"""
+
+
+def _script_json(value: Any) -> str:
+    """JSON that is safe inside a <script> element."""
+    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def render(data: dict[str, Any], base_path: str) -> str:
+    """The dashboard page for ``data`` (see ProfilerMiddleware.dashboard_data)."""
+    page = _PAGE.replace("__BASE__", _script_json(base_path))
+    return page.replace("__DATA__", _script_json(data))

@@ -1,0 +1,102 @@
+"""Map request (method, path) pairs to the route templates of an ASGI app.
+
+    python -m apiprof._routes module:app < [[method, path], ...] > [{route, endpoint}, ...]
+
+`apiprof bench --app` runs this in the app's directory, as the server is run, so that
+importing the app has the same effects there and none in the bench process. Matching is
+Starlette's own (``route.matches(scope)``, mounts followed), so FastAPI and Starlette apps
+get the route the server would pick; other ASGI apps have no routes (``route`` None).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from typing import Any
+
+Match = dict[str, Any]
+
+
+def load_app(spec: str) -> Any:
+    """The object named by ``module:attr`` (attr may be dotted), as uvicorn finds it."""
+    module_name, _, attr = spec.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def route_table(app: Any) -> list[Any] | None:
+    """The app's routes; middleware that wraps an app (``.app``) is looked through."""
+    seen = 0
+    while not hasattr(app, "routes") and hasattr(app, "app") and seen < 32:
+        app, seen = app.app, seen + 1
+    routes = getattr(app, "routes", None)
+    return list(routes) if routes is not None else None
+
+
+def endpoint_of(route: Any) -> dict[str, Any] | None:
+    """Where the route's endpoint function is: what the profile names it by."""
+    code = getattr(getattr(route, "endpoint", None), "__code__", None)
+    if code is None:
+        return None
+    return {"file": code.co_filename, "line": code.co_firstlineno, "qualname": code.co_qualname}
+
+
+def match(routes: list[Any], scope: dict[str, Any], prefix: str = "") -> Match | None:
+    """The first route that fully matches scope, else the first partial match (the method
+    differs: the app answers 405, no endpoint runs), as Starlette's router decides."""
+    from starlette.routing import Match as M
+
+    partial: Match | None = None
+    for route in routes:
+        kind, child = route.matches(scope)
+        if kind == M.NONE:
+            continue
+        template = prefix + getattr(route, "path", "")
+        sub = getattr(route, "routes", None)
+        if sub:  # a Mount: the route inside it
+            inner = match(list(sub), {**scope, **child}, template)
+            if inner is None:
+                continue
+            found = inner
+        else:
+            found = {"route": template, "endpoint": endpoint_of(route)}
+        if kind == M.FULL:
+            return found
+        if partial is None:  # answered 405: the endpoint does not run
+            partial = {**found, "endpoint": None}
+    return partial
+
+
+def map_paths(app: Any, requests: list[tuple[str, str]]) -> list[Match]:
+    routes = route_table(app)
+    out: list[Match] = []
+    for method, path in requests:
+        found = None
+        if routes is not None:
+            scope = {"type": "http", "method": method, "path": path, "root_path": "",
+                     "query_string": b"", "headers": []}
+            found = match(routes, scope)
+        out.append(found or {"route": None, "endpoint": None})
+    return out
+
+
+def main() -> int:
+    if len(sys.argv) != 2:
+        print("usage: python -m apiprof._routes module:app", file=sys.stderr)
+        return 2
+    sys.path.insert(0, ".")
+    try:
+        app = load_app(sys.argv[1])
+    except (ImportError, AttributeError) as e:
+        print(f"cannot import {sys.argv[1]}: {e}", file=sys.stderr)
+        return 1
+    requests = [(str(m), str(p)) for m, p in json.load(sys.stdin)]
+    json.dump(map_paths(app, requests), sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

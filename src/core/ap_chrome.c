@@ -1,0 +1,61 @@
+/* ap_chrome.c -- the Chrome trace event format (chrome://tracing, Perfetto) from the profile's event ring; refuses profiles that recorded no timeline. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "ap_err.h"
+#include "ap_report.h"
+
+int ap_chrome_write(const ap_report_ctx *rc, ap_sbuf *out) {
+    const ap_prof *p = rc->input;
+    size_t n = ap_prof_nevents(p);
+    if (ap_prof_events_capacity(p) == 0 || n == 0)
+        return ap_err_set(AP_ENOTFOUND, "this profile recorded no event timeline, so there is "
+                                        "no Chrome trace to write (the other formats work)");
+    uint64_t t0 = UINT64_MAX;
+    for (size_t i = 0; i < n; i++)
+        if (ap_prof_event_at(p, i)->start_ns < t0)
+            t0 = ap_prof_event_at(p, i)->start_ns;
+    ap_sbuf_puts(out, "{\"displayTimeUnit\":\"ns\",\"otherData\":{\"exporter\":\"apiprof\","
+                      "\"dropped_events\":");
+    ap_sbuf_u64(out, ap_prof_events_dropped(p));
+    ap_sbuf_puts(out, "},\"traceEvents\":[\n");
+    /* One thread per tree, named by its labels. */
+    ap_sbuf name = {0};
+    for (size_t t = 0; t < ap_prof_ntrees(p); t++) {
+        const ap_tree *tree = ap_prof_tree_at(p, t);
+        name.len = 0;
+        for (size_t i = 0; i < ap_tree_nlabels(tree); i++) {
+            ap_label l = ap_tree_label_at(tree, i);
+            ap_sbuf_printf(&name, "%s%s=%s", i ? " " : "", ap_prof_str(p, l.key),
+                           ap_prof_str(p, l.val));
+        }
+        if (name.len == 0)
+            ap_sbuf_printf(&name, "tree %zu", t);
+        ap_sbuf_putc(&name, '\0');
+        ap_sbuf_printf(out, "{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":1,\"tid\":%zu,"
+                            "\"args\":{\"name\":", t + 1);
+        ap_sbuf_json_str(out, name.failed ? "?" : name.data);
+        ap_sbuf_puts(out, "}},\n");
+    }
+    for (size_t i = 0; i < n; i++) {
+        const ap_event *e = ap_prof_event_at(p, i);
+        const ap_frame *f = ap_prof_frame(p, e->frame);
+        name.len = 0;
+        ap_report_frame_label(p, e->frame, &name);
+        ap_sbuf_putc(&name, '\0');
+        ap_sbuf_puts(out, "{\"ph\":\"X\",\"cat\":\"python\",\"name\":");
+        ap_sbuf_json_str(out, name.failed ? "?" : name.data);
+        uint64_t ts = e->start_ns - t0;
+        ap_sbuf_printf(out, ",\"pid\":1,\"tid\":%u,\"ts\":%llu.%03llu,\"dur\":%llu.%03llu",
+                       e->tree + 1, (unsigned long long)(ts / 1000), (unsigned long long)(ts % 1000),
+                       (unsigned long long)(e->dur_ns / 1000),
+                       (unsigned long long)(e->dur_ns % 1000));
+        ap_sbuf_puts(out, ",\"args\":{\"file\":");
+        ap_sbuf_json_str(out, f ? ap_prof_str(p, f->file) : "");
+        ap_sbuf_printf(out, ",\"line\":%u}}%s\n", f ? (f->lineno ? f->lineno : f->line) : 0,
+                       i + 1 < n ? "," : "");
+    }
+    ap_sbuf_puts(out, "]}\n");
+    ap_sbuf_free(&name);
+    return out->failed ? -1 : 0;
+}

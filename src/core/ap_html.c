@@ -1,0 +1,199 @@
+/* ap_html.c -- the self-contained interactive HTML report: the profile's trees embedded as compact JSON beside the page's own CSS and JS (report/, embedded at build time). */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "ap_err.h"
+#include "ap_map.h"
+#include "ap_report.h"
+
+/* Generated from report/report.{css,html,js} by scripts/embed_assets.py. */
+extern const char ap_asset_report_css[];
+extern const char ap_asset_report_html[];
+extern const char ap_asset_report_js[];
+
+/* Lines of one source file embedded at most, and the largest file read. */
+#define SOURCE_LINES_MAX 5000
+#define SOURCE_BYTES_MAX (16 << 20)
+
+static void json_u64_array(ap_sbuf *out, const ap_tree *t, unsigned field) {
+    size_t n = ap_tree_nnodes(t);
+    ap_sbuf_putc(out, '[');
+    for (size_t i = 1; i < n; i++) {
+        if (i > 1)
+            ap_sbuf_putc(out, ',');
+        ap_sbuf_u64(out, ap_tree_node(t, (ap_node_id)i)->m[field]);
+    }
+    ap_sbuf_putc(out, ']');
+}
+
+static int tree_has(const ap_tree *t, unsigned field) {
+    for (size_t i = 0; i < ap_tree_nnodes(t); i++)
+        if (ap_tree_node(t, (ap_node_id)i)->m[field] != 0)
+            return 1;
+    return 0;
+}
+
+/* Embed lines [first, last] of path as [first, ["line", ...]]; nothing when
+ * the file cannot be read (the page says so). */
+static void put_source(ap_sbuf *out, const char *path, uint32_t first, uint32_t last, int *any) {
+    struct stat st;
+    /* Only regular files of sane size: a path in a profile may name anything. */
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > SOURCE_BYTES_MAX)
+        return;
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return;
+    if (last - first >= SOURCE_LINES_MAX)
+        last = first + SOURCE_LINES_MAX - 1;
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    uint32_t no = 0;
+    int started = 0;
+    while ((len = getline(&line, &cap, f)) >= 0) {
+        no++;
+        if (no < first)
+            continue;
+        if (no > last)
+            break;
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+            line[--len] = '\0';
+        if (!started) {
+            ap_sbuf_puts(out, *any ? "," : "");
+            ap_sbuf_json_str(out, path);
+            ap_sbuf_printf(out, ":[%u,[", first);
+            started = 1;
+            *any = 1;
+        } else {
+            ap_sbuf_putc(out, ',');
+        }
+        ap_sbuf_json_str(out, line);
+    }
+    if (started)
+        ap_sbuf_puts(out, "]]");
+    free(line);
+    fclose(f);
+}
+
+int ap_html_write(const ap_report_ctx *rc, ap_sbuf *out) {
+    ap_prof *p = rc->prof;
+    size_t nf0 = ap_prof_nframes(p);
+    for (size_t f = 1; f < nf0; f++)
+        if (ap_prof_func_frame(p, (ap_frame_id)f) == AP_NONE)
+            return -1;
+    size_t nf = ap_prof_nframes(p), ns = ap_prof_nstrs(p);
+    ap_sbuf_puts(out, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
+                      "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+                      "<meta name=\"generator\" content=\"apiprof\">\n<title>");
+    ap_sbuf_xml_str(out, rc->title);
+    ap_sbuf_puts(out, "</title>\n<script>window.apiprofErrors=[];window.addEventListener('error',"
+                      "function(e){window.apiprofErrors.push(String(e.message))});</script>\n<style>");
+    ap_sbuf_puts(out, ap_asset_report_css);
+    ap_sbuf_puts(out, "</style></head>\n<body>\n");
+    ap_sbuf_puts(out, ap_asset_report_html);
+    ap_sbuf_puts(out, "<script type=\"application/json\" id=\"apiprof-data\">{\"v\":1,\"title\":");
+    ap_sbuf_json_str(out, rc->title);
+    ap_sbuf_puts(out, ",\"meta\":{");
+    for (size_t i = 0; i < ap_prof_nmeta(p); i++) {
+        const char *k, *v;
+        ap_prof_meta_at(p, i, &k, &v);
+        if (i)
+            ap_sbuf_putc(out, ',');
+        ap_sbuf_json_str(out, k);
+        ap_sbuf_putc(out, ':');
+        ap_sbuf_json_str(out, v);
+    }
+    ap_sbuf_puts(out, "},\"metrics\":[");
+    int first = 1;
+    for (unsigned vm = 0; vm < AP_VM_COUNT; vm++) {
+        if (vm != rc->metric && !ap_report_vm_present(p, vm))
+            continue;
+        ap_sbuf_printf(out, "%s\"%s\"", first ? "" : ",", ap_report_vm_name(vm));
+        first = 0;
+    }
+    ap_sbuf_printf(out, "],\"metric\":\"%s\",\"strs\":[", ap_report_vm_name(rc->metric));
+    for (size_t s = 0; s < ns; s++) {
+        if (s)
+            ap_sbuf_putc(out, ',');
+        ap_sbuf_json_str(out, ap_prof_str(p, (ap_str_id)s));
+    }
+    /* Frames: qualname (or name), file, first line, line, kind, function frame. */
+    ap_sbuf_puts(out, "],\n\"frames\":[");
+    int line_data = 0;
+    for (size_t f = 0; f < nf; f++) {
+        const ap_frame *fr = ap_prof_frame(p, (ap_frame_id)f);
+        ap_sbuf_printf(out, "%s%u,%u,%u,%u,%u,%u", f ? "," : "", fr->qualname ? fr->qualname : fr->name,
+                       fr->file, fr->line, fr->lineno, fr->kind,
+                       ap_prof_func_frame(p, (ap_frame_id)f));
+        line_data |= fr->lineno != 0;
+    }
+    ap_sbuf_puts(out, "],\n\"trees\":[");
+    for (size_t t = 0; t < ap_prof_ntrees(p); t++) {
+        const ap_tree *tree = ap_prof_tree_at(p, t);
+        size_t n = ap_tree_nnodes(tree);
+        ap_sbuf_puts(out, t ? ",\n{\"labels\":{" : "\n{\"labels\":{");
+        for (size_t i = 0; i < ap_tree_nlabels(tree); i++) {
+            ap_label l = ap_tree_label_at(tree, i);
+            if (i)
+                ap_sbuf_putc(out, ',');
+            ap_sbuf_json_str(out, ap_prof_str(p, l.key));
+            ap_sbuf_putc(out, ':');
+            ap_sbuf_json_str(out, ap_prof_str(p, l.val));
+        }
+        ap_sbuf_printf(out, "},\"n\":%zu,\"pd\":[", n);
+        for (size_t i = 1; i < n; i++) {
+            if (i > 1)
+                ap_sbuf_putc(out, ',');
+            ap_sbuf_u64(out, i - ap_tree_node(tree, (ap_node_id)i)->parent);
+        }
+        ap_sbuf_puts(out, "],\"fr\":[");
+        for (size_t i = 1; i < n; i++) {
+            if (i > 1)
+                ap_sbuf_putc(out, ',');
+            ap_sbuf_u64(out, ap_tree_node(tree, (ap_node_id)i)->frame);
+        }
+        ap_sbuf_puts(out, "],\"calls\":");
+        json_u64_array(out, tree, AP_M_CALLS);
+        ap_sbuf_puts(out, ",\"m\":{");
+        int any = 0;
+        for (unsigned vm = 0; vm < AP_VM_COUNT; vm++) {
+            unsigned field = ap_report_vm_field(vm);
+            if (!tree_has(tree, field))
+                continue;
+            ap_sbuf_printf(out, "%s\"%s\":", any ? "," : "", ap_report_vm_name(vm));
+            json_u64_array(out, tree, field);
+            any = 1;
+        }
+        ap_sbuf_puts(out, "}}");
+    }
+    /* Source lines of the functions that have line-level data, read now. */
+    ap_sbuf_puts(out, "],\n\"sources\":{");
+    if (line_data) {
+        ap_map range = {0};   /* file string id -> first line << 32 | last line */
+        for (size_t f = 1; f < nf; f++) {
+            const ap_frame *fr = ap_prof_frame(p, (ap_frame_id)f);
+            if (fr->lineno == 0 || fr->kind != AP_FRAME_PYTHON)
+                continue;
+            uint32_t lo = fr->line && fr->line < fr->lineno ? fr->line : fr->lineno;
+            int inserted;
+            uint64_t *slot = ap_map_upsert(&range, fr->file, (uint64_t)lo << 32 | fr->lineno, &inserted);
+            if (slot == NULL) {
+                ap_map_free(&range);
+                return -1;
+            }
+            uint32_t a = (uint32_t)(*slot >> 32), b = (uint32_t)*slot;
+            *slot = (uint64_t)(lo < a ? lo : a) << 32 | (fr->lineno > b ? fr->lineno : b);
+        }
+        int any = 0;
+        uint64_t key, val;
+        for (size_t pos = 0; (pos = ap_map_next(&range, pos, &key, &val)) != 0;)
+            put_source(out, ap_prof_str(p, (ap_str_id)key), (uint32_t)(val >> 32), (uint32_t)val,
+                       &any);
+        ap_map_free(&range);
+    }
+    ap_sbuf_puts(out, "}}</script>\n<script>");
+    ap_sbuf_puts(out, ap_asset_report_js);
+    ap_sbuf_puts(out, "</script>\n</body></html>\n");
+    return out->failed ? -1 : 0;
+}

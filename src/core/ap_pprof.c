@@ -1,0 +1,216 @@
+/* ap_pprof.c -- pprof's profile.proto, gzip-compressed: one sample type per metric present, one sample per node, tree labels as sample labels. */
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "ap_err.h"
+#include "ap_report.h"
+
+/* profile.proto field numbers used here. */
+enum {
+    PROFILE_SAMPLE_TYPE = 1, PROFILE_SAMPLE = 2, PROFILE_LOCATION = 4, PROFILE_FUNCTION = 5,
+    PROFILE_STRING_TABLE = 6, PROFILE_DURATION = 10, PROFILE_DEFAULT_SAMPLE_TYPE = 14,
+    VALUETYPE_TYPE = 1, VALUETYPE_UNIT = 2,
+    SAMPLE_LOCATION_ID = 1, SAMPLE_VALUE = 2, SAMPLE_LABEL = 3,
+    LABEL_KEY = 1, LABEL_STR = 2,
+    LOCATION_ID = 1, LOCATION_LINE = 4, LINE_FUNCTION_ID = 1, LINE_LINE = 2,
+    FUNCTION_ID = 1, FUNCTION_NAME = 2, FUNCTION_SYSTEM_NAME = 3, FUNCTION_FILENAME = 4,
+    FUNCTION_START_LINE = 5,
+};
+
+static void pb_key(ap_sbuf *b, unsigned field, unsigned wire) {
+    ap_sbuf_varint(b, (uint64_t)field << 3 | wire);
+}
+
+static void pb_uint(ap_sbuf *b, unsigned field, uint64_t v) {
+    pb_key(b, field, 0);
+    ap_sbuf_varint(b, v);
+}
+
+static void pb_bytes(ap_sbuf *b, unsigned field, const void *p, size_t n) {
+    pb_key(b, field, 2);
+    ap_sbuf_varint(b, n);
+    ap_sbuf_put(b, p, n);
+}
+
+/* Append sub (a finished message) as field of b, and empty sub. */
+static void pb_message(ap_sbuf *b, unsigned field, ap_sbuf *sub) {
+    pb_bytes(b, field, sub->data, sub->len);
+    if (sub->failed)
+        b->failed = 1;
+    sub->len = 0;
+}
+
+/* The sample types: node metric, pprof type and unit. */
+static const struct {
+    unsigned field;
+    const char *type, *unit;
+    int vm;   /* ap_vmetric it shows, -1 for none */
+} types[] = {
+    {AP_M_CALLS, "calls", "count", -1},
+    {AP_M_SELF_NS, "wall", "nanoseconds", AP_VM_WALL},
+    {AP_M_CPU_NS, "cpu", "nanoseconds", AP_VM_CPU},
+    {AP_M_AWAIT_NS, "await", "nanoseconds", AP_VM_AWAIT},
+    {AP_M_SAMPLES, "samples", "count", AP_VM_SAMPLES},
+    {AP_M_ALLOC_BYTES, "alloc_space", "bytes", AP_VM_MEMORY},
+    {AP_M_ALLOC_COUNT, "alloc_objects", "count", -1},
+    {AP_M_LIVE_BYTES, "inuse_space", "bytes", -1},
+};
+#define NTYPES (sizeof types / sizeof types[0])
+
+/* gzip the n bytes at data into out.  0 / -1 with AP_ENOMEM. */
+static int gzip_into(const char *data, size_t n, ap_sbuf *out) {
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        return ap_err_set(AP_ENOMEM, "pprof: zlib could not start");
+    z.next_in = (Bytef *)(uintptr_t)data;
+    z.avail_in = (uInt)n;   /* the caller keeps n below 4 GiB */
+    int zr;
+    do {
+        unsigned char chunk[65536];
+        z.next_out = chunk;
+        z.avail_out = sizeof chunk;
+        zr = deflate(&z, Z_FINISH);
+        ap_sbuf_put(out, chunk, sizeof chunk - z.avail_out);
+    } while (zr == Z_OK || (zr == Z_BUF_ERROR && z.avail_out == 0));
+    deflateEnd(&z);
+    if (zr != Z_STREAM_END)
+        return ap_err_set(AP_ENOMEM, "pprof: compression failed (zlib %d)", zr);
+    return out->failed ? -1 : 0;
+}
+
+typedef struct pp_ctx {
+    ap_sbuf *msg, *sub;
+    ap_sbuf labels;            /* the tree's encoded Label messages, as sample fields */
+    const unsigned *fields;    /* node metrics of the sample types present */
+    size_t nfields;
+    uint64_t *path;            /* location ids, outermost first */
+    size_t cap;
+} pp_ctx;
+
+static int pp_enter(const ap_node *n, size_t depth, void *arg) {
+    pp_ctx *c = arg;
+    if (depth == 0)
+        return 1;
+    if (depth > c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 64;
+        uint64_t *p = realloc(c->path, cap * sizeof *p);
+        if (p == NULL)
+            return ap_err_set(AP_ENOMEM, "report: out of memory");
+        c->path = p;
+        c->cap = cap;
+    }
+    c->path[depth - 1] = n->frame;
+    int any = 0;
+    for (size_t i = 0; i < c->nfields; i++)
+        any |= n->m[c->fields[i]] != 0;
+    if (!any)
+        return 1;
+    ap_sbuf packed = {0};
+    for (size_t i = depth; i-- > 0;)   /* pprof lists the leaf first */
+        ap_sbuf_varint(&packed, c->path[i]);
+    pb_message(c->sub, SAMPLE_LOCATION_ID, &packed);
+    for (size_t i = 0; i < c->nfields; i++)
+        ap_sbuf_varint(&packed, n->m[c->fields[i]]);
+    pb_message(c->sub, SAMPLE_VALUE, &packed);
+    ap_sbuf_free(&packed);
+    ap_sbuf_put(c->sub, c->labels.data, c->labels.len);
+    pb_message(c->msg, PROFILE_SAMPLE, c->sub);
+    return c->msg->failed ? -1 : 1;
+}
+
+int ap_pprof_write(const ap_report_ctx *rc, ap_sbuf *out) {
+    ap_prof *p = rc->prof;
+    size_t nf0 = ap_prof_nframes(p);
+    for (size_t f = 1; f < nf0; f++)   /* intern function-level frames first */
+        if (ap_prof_func_frame(p, (ap_frame_id)f) == AP_NONE)
+            return -1;
+    size_t nstr = ap_prof_nstrs(p), nf = ap_prof_nframes(p);
+    ap_sbuf msg = {0}, sub = {0}, sub2 = {0};
+    unsigned fields[NTYPES];
+    size_t nfields = 0, default_type = 0;
+    /* Extra strings follow the profile's own (whose id 0 is "", as pprof
+     * requires); their pprof ids are nstr, nstr + 1, ... */
+    size_t next_str = nstr;
+    ap_sbuf extra = {0};
+    for (size_t i = 0; i < NTYPES; i++) {
+        int present = 0;
+        for (size_t t = 0; t < ap_prof_ntrees(p) && !present; t++) {
+            const ap_tree *tree = ap_prof_tree_at(p, t);
+            for (size_t k = 0; k < ap_tree_nnodes(tree) && !present; k++)
+                present = ap_tree_node(tree, (ap_node_id)k)->m[types[i].field] != 0;
+        }
+        if (!present)
+            continue;
+        if (types[i].vm == (int)rc->metric)
+            default_type = next_str;
+        pb_uint(&sub, VALUETYPE_TYPE, next_str++);
+        pb_uint(&sub, VALUETYPE_UNIT, next_str++);
+        pb_bytes(&extra, PROFILE_STRING_TABLE, types[i].type, strlen(types[i].type));
+        pb_bytes(&extra, PROFILE_STRING_TABLE, types[i].unit, strlen(types[i].unit));
+        pb_message(&msg, PROFILE_SAMPLE_TYPE, &sub);
+        fields[nfields++] = types[i].field;
+    }
+    if (nfields == 0) {
+        ap_sbuf_free(&extra);
+        ap_sbuf_free(&msg);
+        return ap_err_set(AP_EINVAL, "pprof: the profile has no values");
+    }
+    pp_ctx c = {&msg, &sub, {0}, fields, nfields, NULL, 0};
+    int r = 0;
+    for (size_t t = 0; t < ap_prof_ntrees(p) && r == 0; t++) {
+        const ap_tree *tree = ap_prof_tree_at(p, t);
+        c.labels.len = 0;
+        for (size_t i = 0; i < ap_tree_nlabels(tree); i++) {
+            ap_label l = ap_tree_label_at(tree, i);
+            pb_uint(&sub2, LABEL_KEY, l.key);
+            pb_uint(&sub2, LABEL_STR, l.val);
+            pb_message(&c.labels, SAMPLE_LABEL, &sub2);
+        }
+        r = ap_report_walk(tree, pp_enter, NULL, &c);
+    }
+    for (size_t f = 1; f < nf && r == 0; f++) {
+        const ap_frame *fr = ap_prof_frame(p, (ap_frame_id)f);
+        ap_frame_id func = ap_prof_func_frame(p, (ap_frame_id)f);
+        pb_uint(&sub2, LINE_FUNCTION_ID, func);
+        pb_uint(&sub2, LINE_LINE, fr->lineno ? fr->lineno : fr->line);
+        pb_uint(&sub, LOCATION_ID, f);
+        pb_message(&sub, LOCATION_LINE, &sub2);
+        pb_message(&msg, PROFILE_LOCATION, &sub);
+        if (fr->lineno != 0)
+            continue;
+        ap_str_id name = fr->qualname ? fr->qualname : fr->name;
+        pb_uint(&sub, FUNCTION_ID, f);
+        pb_uint(&sub, FUNCTION_NAME, name);
+        pb_uint(&sub, FUNCTION_SYSTEM_NAME, name);
+        pb_uint(&sub, FUNCTION_FILENAME, fr->file);
+        pb_uint(&sub, FUNCTION_START_LINE, fr->line);
+        pb_message(&msg, PROFILE_FUNCTION, &sub);
+    }
+    for (size_t s = 0; s < nstr; s++) {
+        const char *str = ap_prof_str(p, (ap_str_id)s);
+        pb_bytes(&msg, PROFILE_STRING_TABLE, str, strlen(str));
+    }
+    ap_sbuf_put(&msg, extra.data, extra.len);
+    const char *started = ap_prof_meta_get(p, "started"), *stopped = ap_prof_meta_get(p, "stopped");
+    if (started && stopped) {
+        unsigned long long a = strtoull(started, NULL, 10), b = strtoull(stopped, NULL, 10);
+        if (b > a)
+            pb_uint(&msg, PROFILE_DURATION, b - a);
+    }
+    pb_uint(&msg, PROFILE_DEFAULT_SAMPLE_TYPE, default_type);
+    if (r == 0 && (msg.failed || extra.failed))
+        r = -1;
+    if (r == 0 && msg.len > UINT32_MAX)
+        r = ap_err_set(AP_ERANGE, "pprof: the profile is larger than 4 GiB");
+    if (r == 0)
+        r = gzip_into(msg.data, msg.len, out);
+    free(c.path);
+    ap_sbuf_free(&c.labels);
+    ap_sbuf_free(&extra);
+    ap_sbuf_free(&msg);
+    ap_sbuf_free(&sub);
+    ap_sbuf_free(&sub2);
+    return r;
+}

@@ -1,0 +1,370 @@
+/* ap_report.c -- the report dispatcher: format names, filters by label, the metric choice, helpers shared by the writers. */
+#include "ap_report.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ap_err.h"
+
+/* ---- metrics ---------------------------------------------------------------- */
+
+static const struct {
+    const char *name;
+    unsigned field;
+    const char *unit;
+} vmetrics[AP_VM_COUNT] = {
+    {"wall", AP_M_SELF_NS, "nanoseconds"},
+    {"cpu", AP_M_CPU_NS, "nanoseconds"},
+    {"await", AP_M_AWAIT_NS, "nanoseconds"},
+    {"memory", AP_M_ALLOC_BYTES, "bytes"},
+    {"samples", AP_M_SAMPLES, "count"},
+};
+
+/* The default metric is the first present in this order. */
+static const unsigned default_order[AP_VM_COUNT] = {AP_VM_WALL, AP_VM_SAMPLES, AP_VM_CPU,
+                                                    AP_VM_MEMORY, AP_VM_AWAIT};
+
+const char *ap_report_vm_name(unsigned vm) {
+    assert(vm < AP_VM_COUNT);
+    return vmetrics[vm].name;
+}
+
+unsigned ap_report_vm_field(unsigned vm) {
+    assert(vm < AP_VM_COUNT);
+    return vmetrics[vm].field;
+}
+
+const char *ap_report_vm_unit(unsigned vm) {
+    assert(vm < AP_VM_COUNT);
+    return vmetrics[vm].unit;
+}
+
+int ap_report_vm_present(const ap_prof *p, unsigned vm) {
+    unsigned field = ap_report_vm_field(vm);
+    for (size_t t = 0; t < ap_prof_ntrees(p); t++) {
+        const ap_tree *tree = ap_prof_tree_at(p, t);
+        size_t n = ap_tree_nnodes(tree);
+        for (size_t i = 0; i < n; i++)
+            if (ap_tree_node(tree, (ap_node_id)i)->m[field] != 0)
+                return 1;
+    }
+    return 0;
+}
+
+/* ---- formats --------------------------------------------------------------------- */
+
+typedef int (*writer_fn)(const ap_report_ctx *c, ap_sbuf *out);
+
+static int json_write(const ap_report_ctx *c, ap_sbuf *out);
+static int pstats_write(const ap_report_ctx *c, ap_sbuf *out);
+
+static const struct {
+    const char *name;
+    writer_fn write;
+} formats[] = {
+    {"html", ap_html_write},
+    {"svg", ap_flame_write_svg},
+    {"dot", ap_dot_write},
+    {"speedscope", ap_speedscope_write},
+    {"pprof", ap_pprof_write},
+    {"collapsed", ap_flame_write_collapsed},
+    {"callgrind", ap_callgrind_write},
+    {"chrome", ap_chrome_write},
+    {"json", json_write},
+    {"pstats", pstats_write},
+};
+#define NFORMATS (sizeof formats / sizeof formats[0])
+
+int ap_report_format_known(const char *name) {
+    for (size_t i = 0; i < NFORMATS; i++)
+        if (strcmp(formats[i].name, name) == 0)
+            return 1;
+    return 0;
+}
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+const char *ap_report_format_for_path(const char *path) {
+    static const struct {
+        const char *suffix, *format;
+    } ext[] = {
+        {".speedscope.json", "speedscope"}, {".trace.json", "chrome"}, {".chrome.json", "chrome"},
+        {".html", "html"}, {".htm", "html"}, {".svg", "svg"}, {".dot", "dot"}, {".gv", "dot"},
+        {".pb.gz", "pprof"}, {".pprof", "pprof"}, {".collapsed", "collapsed"},
+        {".folded", "collapsed"}, {".callgrind", "callgrind"}, {".txt", "text"},
+        {".json", "json"}, {".pstats", "pstats"}, {".prof", "pstats"},
+    };
+    for (size_t i = 0; i < sizeof ext / sizeof ext[0]; i++)
+        if (ends_with(path, ext[i].suffix))
+            return ext[i].format;
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    if (strncmp(base, "callgrind.out", 13) == 0)
+        return "callgrind";
+    return NULL;
+}
+
+/* json and pstats are the model's own exports (ap_prof_file.c); they write
+ * to a FILE, so they are given a memory stream over the buffer. */
+static int file_export(const ap_report_ctx *c, ap_sbuf *out, int (*fn)(ap_prof *, FILE *)) {
+    char *mem = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&mem, &len);
+    if (f == NULL)
+        return ap_err_set(AP_ENOMEM, "report: cannot open a memory stream");
+    int rc = fn(c->prof, f);
+    if (fclose(f) != 0 && rc == 0)
+        rc = ap_err_set(AP_ENOMEM, "report: memory stream failed");
+    if (rc == 0)
+        ap_sbuf_put(out, mem, len);
+    free(mem);
+    return rc;
+}
+
+static int json_write(const ap_report_ctx *c, ap_sbuf *out) {
+    return file_export(c, out, ap_prof_write_json);
+}
+
+static int pstats_write(const ap_report_ctx *c, ap_sbuf *out) {
+    return file_export(c, out, ap_prof_write_pstats);
+}
+
+/* ---- filters ---------------------------------------------------------------------- */
+
+typedef struct filter {
+    ap_str_id key[3], val[3];
+    size_t n;
+} filter;
+
+static int filter_keep(const ap_tree *t, void *arg) {
+    const filter *f = arg;
+    for (size_t i = 0; i < f->n; i++)
+        if (ap_tree_label_get(t, f->key[i]) != f->val[i])
+            return 0;
+    return 1;
+}
+
+/* The sum of the trees of p that match every filter of o, as a profile of
+ * one tree; NULL when no filter is set (*none = 0), when no tree matches
+ * (*none = 1, AP_ENOTFOUND), or on AP_ENOMEM. */
+static ap_prof *filtered(ap_prof *p, const ap_report_opts *o, int *none) {
+    const char *keys[3] = {"route", "thread", "task"};
+    const char *vals[3] = {o->route, o->thread, o->task};
+    filter f = {{0}, {0}, 0};
+    *none = 0;
+    ap_sbuf what = {0};
+    for (int i = 0; i < 3; i++) {
+        if (vals[i] == NULL || vals[i][0] == '\0')
+            continue;
+        f.key[f.n] = ap_prof_intern(p, keys[i], strlen(keys[i]));
+        f.val[f.n] = ap_prof_intern(p, vals[i], strlen(vals[i]));
+        if (f.key[f.n] == AP_NONE || f.val[f.n] == AP_NONE) {
+            ap_sbuf_free(&what);
+            return NULL;
+        }
+        ap_sbuf_printf(&what, "%s%s=%s", f.n ? " " : "", keys[i], vals[i]);
+        f.n++;
+    }
+    size_t kept = 0;
+    for (size_t i = 0; i < ap_prof_ntrees(p) && f.n; i++)
+        kept += (size_t)filter_keep(ap_prof_tree_at(p, i), &f);
+    ap_prof *out = NULL;
+    if (f.n != 0 && kept == 0) {
+        *none = 1;
+        ap_sbuf_putc(&what, '\0');
+        ap_err_set(AP_ENOTFOUND, "no part of the profile has %s", what.failed ? "?" : what.data);
+    } else if (f.n != 0) {
+        out = ap_prof_merge(p, filter_keep, &f);
+    }
+    ap_sbuf_free(&what);
+    return out;
+}
+
+/* ---- dispatcher --------------------------------------------------------------------- */
+
+int ap_report_write(ap_prof *p, const char *format, const ap_report_opts *o, FILE *out) {
+    static const ap_report_opts defaults;
+    if (o == NULL)
+        o = &defaults;
+    writer_fn write = NULL;
+    for (size_t i = 0; i < NFORMATS; i++)
+        if (strcmp(formats[i].name, format) == 0)
+            write = formats[i].write;
+    if (write == NULL)
+        return ap_err_set(AP_EINVAL, "unknown report format '%s'", format);
+    if (ap_prof_finish(p) != 0)
+        return -1;
+    int none;
+    ap_prof *view = filtered(p, o, &none);
+    if (view == NULL && (none || ap_err_code() == AP_ENOMEM))
+        return -1;
+    ap_report_ctx c = {view ? view : p, p, o, AP_VM_COUNT, o->min_percent, o->title};
+    int rc = -1;
+    if (o->metric != NULL && o->metric[0] != '\0') {
+        for (unsigned vm = 0; vm < AP_VM_COUNT; vm++)
+            if (strcmp(o->metric, vmetrics[vm].name) == 0)
+                c.metric = vm;
+        if (c.metric == AP_VM_COUNT) {
+            ap_err_set(AP_EINVAL, "unknown metric '%s' (wall, cpu, await, memory, samples)",
+                       o->metric);
+            goto out;
+        }
+        if (!ap_report_vm_present(c.prof, c.metric)) {
+            ap_err_set(AP_EINVAL, "the profile has no %s data", o->metric);
+            goto out;
+        }
+    } else {
+        c.metric = AP_VM_WALL;
+        for (unsigned i = 0; i < AP_VM_COUNT; i++) {
+            if (ap_report_vm_present(c.prof, default_order[i])) {
+                c.metric = default_order[i];
+                break;
+            }
+        }
+    }
+    if (c.title == NULL) {
+        const char *argv = ap_prof_meta_get(p, "argv");
+        c.title = argv && argv[0] ? argv : "apiprof profile";
+    }
+    ap_sbuf sb = {0};
+    rc = write(&c, &sb);
+    if (rc == 0)
+        rc = ap_sbuf_write(&sb, out);
+    ap_sbuf_free(&sb);
+out:
+    ap_prof_free(view);
+    return rc;
+}
+
+/* ---- helpers ---------------------------------------------------------------------------- */
+
+uint64_t *ap_report_inclusive(const ap_tree *t, unsigned field) {
+    size_t n = ap_tree_nnodes(t);
+    uint64_t *incl = malloc(n * sizeof *incl);
+    if (incl == NULL) {
+        ap_err_set(AP_ENOMEM, "report: out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++)
+        incl[i] = ap_tree_node(t, (ap_node_id)i)->m[field];
+    for (size_t i = n; i-- > 1;)   /* children have larger ids than parents */
+        incl[ap_tree_node(t, (ap_node_id)i)->parent] += incl[i];
+    return incl;
+}
+
+int ap_report_walk(const ap_tree *t, int (*enter)(const ap_node *n, size_t depth, void *arg),
+                   void (*leave)(const ap_node *n, size_t depth, void *arg), void *arg) {
+    const ap_node **stack = NULL;
+    size_t len = 0, cap = 0;
+    const ap_node *n = ap_tree_node(t, 0);
+    int rc = 0;
+    for (;;) {
+        int descend = enter(n, len, arg);
+        if (descend < 0) {
+            rc = -1;
+            break;
+        }
+        const ap_node *child = descend ? ap_node_first_child(n) : NULL;
+        if (child != NULL) {
+            if (len == cap) {
+                size_t nc = cap ? cap * 2 : 64;
+                const ap_node **s = realloc(stack, nc * sizeof *s);
+                if (s == NULL) {
+                    rc = ap_err_set(AP_ENOMEM, "report: out of memory");
+                    break;
+                }
+                stack = s;
+                cap = nc;
+            }
+            stack[len++] = n;
+            n = child;
+            continue;
+        }
+        if (leave)
+            leave(n, len, arg);
+        while (ap_node_next_sibling(n) == NULL && len > 0) {
+            n = stack[--len];
+            if (leave)
+                leave(n, len, arg);
+        }
+        if (len == 0 && ap_node_next_sibling(n) == NULL)
+            break;
+        n = ap_node_next_sibling(n);
+    }
+    free(stack);
+    return rc;
+}
+
+void ap_report_frame_label_long(const ap_prof *p, ap_frame_id id, ap_sbuf *sb) {
+    ap_report_frame_label(p, id, sb);
+    const ap_frame *f = ap_prof_frame(p, id);
+    if (f == NULL || id == 0 || f->kind != AP_FRAME_PYTHON)
+        return;
+    ap_sbuf_puts(sb, " (");
+    ap_sbuf_puts(sb, ap_prof_str(p, f->file));
+    ap_sbuf_printf(sb, ":%u)", f->lineno ? f->lineno : f->line);
+}
+
+void ap_report_frame_label(const ap_prof *p, ap_frame_id id, ap_sbuf *sb) {
+    const ap_frame *f = ap_prof_frame(p, id);
+    if (f == NULL || id == 0) {
+        ap_sbuf_puts(sb, "<root>");
+        return;
+    }
+    const char *q = ap_prof_str(p, f->qualname);
+    ap_sbuf_puts(sb, q[0] ? q : ap_prof_str(p, f->name));
+    if (f->lineno != 0)
+        ap_sbuf_printf(sb, ":%u", f->lineno);
+}
+
+ap_prof *ap_report_project(const ap_prof *p, unsigned field) {
+    ap_prof *m = ap_prof_merge(p, NULL, NULL);
+    if (m == NULL || field == AP_M_SELF_NS)
+        return m;
+    ap_tree *t = ap_prof_tree_at(m, 0);
+    uint64_t *incl = ap_report_inclusive(t, field);
+    if (incl == NULL) {
+        ap_prof_free(m);
+        return NULL;
+    }
+    size_t n = ap_tree_nnodes(t);
+    for (size_t i = 0; i < n; i++) {
+        /* m is our own copy: rewriting its metrics is safe. */
+        ap_node *node = (ap_node *)ap_tree_node(t, (ap_node_id)i);
+        node->m[AP_M_SELF_NS] = node->m[field];
+        node->m[AP_M_TOTAL_NS] = incl[i];
+    }
+    free(incl);
+    return m;
+}
+
+void ap_report_fmt_value(ap_sbuf *sb, unsigned vm, uint64_t v) {
+    const char *unit = ap_report_vm_unit(vm);
+    if (strcmp(unit, "nanoseconds") == 0) {
+        double d = (double)v;
+        if (v >= 1000000000u)
+            ap_sbuf_printf(sb, "%.3g s", d / 1e9);
+        else if (v >= 1000000u)
+            ap_sbuf_printf(sb, "%.3g ms", d / 1e6);
+        else if (v >= 1000u)
+            ap_sbuf_printf(sb, "%.3g us", d / 1e3);
+        else
+            ap_sbuf_printf(sb, "%llu ns", (unsigned long long)v);
+    } else if (strcmp(unit, "bytes") == 0) {
+        double d = (double)v;
+        if (v >= 1u << 30)
+            ap_sbuf_printf(sb, "%.3g GiB", d / (1u << 30));
+        else if (v >= 1u << 20)
+            ap_sbuf_printf(sb, "%.3g MiB", d / (1u << 20));
+        else if (v >= 1u << 10)
+            ap_sbuf_printf(sb, "%.3g KiB", d / (1u << 10));
+        else
+            ap_sbuf_printf(sb, "%llu B", (unsigned long long)v);
+    } else {
+        ap_sbuf_printf(sb, "%llu", (unsigned long long)v);
+    }
+}

@@ -1,0 +1,121 @@
+/* ap_report.h -- every view of a profile, written from the one model: format names, options, the shared helpers of the writers. */
+#ifndef AP_REPORT_H
+#define AP_REPORT_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "ap_prof.h"
+#include "ap_sbuf.h"
+
+/* ---- the entry point --------------------------------------------------------- */
+
+/* Options of every format; a zeroed struct means "defaults". */
+typedef struct ap_report_opts {
+    const char *metric;     /* "wall" | "cpu" | "await" | "memory" | "samples"; NULL or
+                               "" picks the first one present in that order */
+    double min_percent;     /* prune what is below this share of the total (dot,
+                               svg, html); <= 0 picks the writer's default */
+    const char *route;      /* keep only trees labelled route=ROUTE (NULL: all) */
+    const char *thread;     /* ... thread=THREAD */
+    const char *task;       /* ... task=TASK */
+    const char *title;      /* title of html/svg; NULL: from the metadata */
+} ap_report_opts;
+
+/* Formats, by name: html svg dot speedscope pprof collapsed callgrind chrome
+ * json pstats (the text table is the Python layer's).  1 when name is one of them, else 0.  Can't fail. */
+int ap_report_format_known(const char *name);
+
+/* The format whose usual file extension ends path (".html", ".svg",
+ * ".dot"/".gv", ".speedscope.json", ".pb.gz"/".pprof", ".collapsed"/".folded",
+ * ".callgrind" or a "callgrind.out" prefix, ".trace.json"/".chrome.json",
+ * ".txt", ".json", ".pstats"/".prof"), or NULL.  Can't fail. */
+const char *ap_report_format_for_path(const char *path);
+
+/* Write the view `format` of p to out.  p is finished (ap_prof_finish) and
+ * may intern function-level frames; filters and the metric come from o
+ * (NULL: defaults).  Returns 0; on error -1 with AP_EINVAL (unknown format
+ * or metric, or the metric is not in the profile), AP_ENOTFOUND (no tree
+ * matches a filter; "chrome" on a profile without an event timeline),
+ * AP_ENOMEM or AP_EIO.  On error nothing, or a part of the output, has been
+ * written to out. */
+int ap_report_write(ap_prof *p, const char *format, const ap_report_opts *o, FILE *out);
+
+/* ---- for the writers -----------------------------------------------------------
+ * A view metric is one node metric read as "self" cost: the value a node has
+ * itself; a node's inclusive value is the sum over its subtree. */
+typedef enum ap_vmetric {
+    AP_VM_WALL = 0,   /* AP_M_SELF_NS */
+    AP_VM_CPU,        /* AP_M_CPU_NS */
+    AP_VM_AWAIT,      /* AP_M_AWAIT_NS */
+    AP_VM_MEMORY,     /* AP_M_ALLOC_BYTES */
+    AP_VM_SAMPLES,    /* AP_M_SAMPLES */
+    AP_VM_COUNT
+} ap_vmetric;
+
+/* Name ("wall", ...), node metric index, and unit ("nanoseconds", "bytes",
+ * "count") of vm < AP_VM_COUNT.  Can't fail. */
+const char *ap_report_vm_name(unsigned vm);
+unsigned ap_report_vm_field(unsigned vm);
+const char *ap_report_vm_unit(unsigned vm);
+
+/* 1 when some node of some tree of p has a non-zero value of vm.  Can't fail. */
+int ap_report_vm_present(const ap_prof *p, unsigned vm);
+
+/* What a writer is given: the profile after filtering (one tree per kept
+ * tree, or the input itself when no filter is set), the options, the chosen
+ * metric and threshold. */
+typedef struct ap_report_ctx {
+    ap_prof *prof;
+    const ap_prof *input;        /* the unfiltered input (the event ring lives there) */
+    const ap_report_opts *opts;  /* never NULL */
+    unsigned metric;             /* ap_vmetric */
+    double min_percent;          /* as given, <= 0 when not */
+    const char *title;
+} ap_report_ctx;
+
+/* The inclusive value of every node of t for node metric `field`: a malloc'd
+ * array of ap_tree_nnodes(t) entries.  On error NULL with AP_ENOMEM. */
+uint64_t *ap_report_inclusive(const ap_tree *t, unsigned field);
+
+/* The name a view shows for frame f: its qualname (its name if the
+ * qualname is empty), with ":LINE" for a line-level frame; "<root>" for
+ * frame 0.  Appended to sb.  Can't fail. */
+void ap_report_frame_label(const ap_prof *p, ap_frame_id f, ap_sbuf *sb);
+
+/* Depth-first walk of t from the root: enter(node, depth) before the
+ * node's children (which are skipped when it returns 0; -1 stops the walk
+ * and is returned), leave(node, depth) after them (may be NULL).  Children
+ * in the tree's order.  Iterative: any depth.  Returns 0, or -1 (enter's
+ * error, or AP_ENOMEM). */
+int ap_report_walk(const ap_tree *t, int (*enter)(const ap_node *n, size_t depth, void *arg),
+                   void (*leave)(const ap_node *n, size_t depth, void *arg), void *arg);
+
+/* As ap_report_frame_label(), followed by " (FILE:LINE)" for Python
+ * frames (the line of a line-level frame, else the first line).  Can't
+ * fail. */
+void ap_report_frame_label_long(const ap_prof *p, ap_frame_id f, ap_sbuf *sb);
+
+/* A new profile with one tree, the sum of all trees of p, in which
+ * AP_M_SELF_NS holds metric `field` and AP_M_TOTAL_NS the inclusive sum of
+ * it (for AP_M_SELF_NS itself the recorded totals are kept), so that the
+ * function table (ap_functab_build) of the result is the table of that
+ * metric.  On error NULL with AP_ENOMEM. */
+ap_prof *ap_report_project(const ap_prof *p, unsigned field);
+
+/* A printable value of metric vm: "1.25 ms", "3.1 MB", "1,234".  Appended to
+ * sb.  Can't fail. */
+void ap_report_fmt_value(ap_sbuf *sb, unsigned vm, uint64_t v);
+
+/* The writers, one per format, each in its own module: append the view to
+ * out.  Return 0; -1 with the error set (as ap_report_write()). */
+int ap_html_write(const ap_report_ctx *c, ap_sbuf *out);        /* ap_html.c */
+int ap_flame_write_svg(const ap_report_ctx *c, ap_sbuf *out);   /* ap_flame.c */
+int ap_flame_write_collapsed(const ap_report_ctx *c, ap_sbuf *out);
+int ap_dot_write(const ap_report_ctx *c, ap_sbuf *out);         /* ap_dot.c */
+int ap_speedscope_write(const ap_report_ctx *c, ap_sbuf *out);  /* ap_speedscope.c */
+int ap_pprof_write(const ap_report_ctx *c, ap_sbuf *out);       /* ap_pprof.c */
+int ap_callgrind_write(const ap_report_ctx *c, ap_sbuf *out);   /* ap_callgrind.c */
+int ap_chrome_write(const ap_report_ctx *c, ap_sbuf *out);      /* ap_chrome.c */
+
+#endif /* AP_REPORT_H */

@@ -1,0 +1,309 @@
+/* ap_routes.c -- per-route request statistics: a bounded keyed table of ap_hist entries, its encoding and exact merge. */
+#include "ap_routes.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ap_err.h"
+#include "ap_map.h"
+
+struct ap_routes {
+    size_t max_keys;
+    size_t n, cap;                                  /* entries in order of first use */
+    ap_route_stat **entries;
+    ap_map index;                                   /* key hash -> index into entries */
+    ap_route_stat *overflow[AP_ROUTES_CLASSES];     /* also listed in entries once used */
+};
+
+ap_routes *ap_routes_new(size_t max_keys) {
+    if (max_keys == 0) {
+        ap_err_set(AP_EINVAL, "ap_routes_new: max_keys must be at least 1");
+        return NULL;
+    }
+    ap_routes *t = calloc(1, sizeof *t);
+    if (t == NULL) {
+        ap_err_set(AP_ENOMEM, "ap_routes_new: out of memory");
+        return NULL;
+    }
+    t->max_keys = max_keys;
+    return t;
+}
+
+void ap_routes_free(ap_routes *t) {
+    if (t == NULL)
+        return;
+    for (size_t i = 0; i < t->n; i++) {
+        free(t->entries[i]->route);
+        free(t->entries[i]);
+    }
+    free(t->entries);
+    ap_map_free(&t->index);
+    free(t);
+}
+
+static uint64_t key_hash(const char *route, size_t route_len, const char *method,
+                         size_t method_len, unsigned cls) {
+    return ap_hash_bytes(route, route_len) ^ ap_hash_u64(ap_hash_bytes(method, method_len) + cls);
+}
+
+static int key_equal(const ap_route_stat *s, const char *route, size_t route_len,
+                     const char *method, size_t method_len, unsigned cls) {
+    return s->status_class == cls && s->route_len == route_len &&
+           (route_len == 0 || memcmp(s->route, route, route_len) == 0) &&
+           strlen(s->method) == method_len &&
+           (method_len == 0 || memcmp(s->method, method, method_len) == 0);
+}
+
+/* A new empty entry appended to t->entries; NULL with AP_ENOMEM. */
+static ap_route_stat *append_entry(ap_routes *t, const char *route, size_t route_len,
+                                   const char *method, size_t method_len, unsigned cls) {
+    if (t->n == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 16;
+        ap_route_stat **e = realloc(t->entries, cap * sizeof *e);
+        if (e == NULL)
+            goto nomem;
+        t->entries = e;
+        t->cap = cap;
+    }
+    ap_route_stat *s = malloc(sizeof *s);
+    if (s == NULL)
+        goto nomem;
+    s->route = malloc(route_len + 1);
+    if (s->route == NULL) {
+        free(s);
+        goto nomem;
+    }
+    if (route_len)
+        memcpy(s->route, route, route_len);
+    s->route[route_len] = '\0';
+    s->route_len = (uint32_t)route_len;
+    s->status_class = (uint8_t)cls;
+    memset(s->method, 0, sizeof s->method);
+    if (method_len)
+        memcpy(s->method, method, method_len);
+    s->errors = s->cpu_ns = s->bytes_out = 0;
+    ap_hist_init(&s->wall);
+    t->entries[t->n++] = s;
+    return s;
+nomem:
+    ap_err_set(AP_ENOMEM, "ap_routes: out of memory for a new route entry");
+    return NULL;
+}
+
+ap_route_stat *ap_routes_get(ap_routes *t, const char *route, size_t route_len,
+                             const char *method, size_t method_len, unsigned status_class) {
+    assert(t != NULL);
+    if (route_len > AP_ROUTES_ROUTE_MAX)
+        route_len = AP_ROUTES_ROUTE_MAX;
+    if (method_len > AP_ROUTES_METHOD_MAX)
+        method_len = AP_ROUTES_METHOD_MAX;
+    if (status_class >= AP_ROUTES_CLASSES)
+        status_class = AP_ROUTES_CLASSES - 1;
+    /* Probe successive hashes until the key or a free hash is found: two keys
+     * with the same 64-bit hash are told apart by comparing them. */
+    uint64_t h = key_hash(route, route_len, method, method_len, status_class);
+    for (;;) {
+        uint64_t *idx = ap_map_get(&t->index, h);
+        if (idx == NULL)
+            break;
+        ap_route_stat *s = t->entries[*idx];
+        if (key_equal(s, route, route_len, method, method_len, status_class))
+            return s;
+        h = ap_hash_u64(h + 1);
+    }
+    size_t keys = t->n;
+    for (unsigned c = 0; c < AP_ROUTES_CLASSES; c++)
+        keys -= t->overflow[c] != NULL;
+    if (keys >= t->max_keys) {
+        ap_route_stat *o = t->overflow[status_class];
+        if (o == NULL) {
+            o = append_entry(t, AP_ROUTES_OVERFLOW, strlen(AP_ROUTES_OVERFLOW), "*", 1,
+                             status_class);
+            t->overflow[status_class] = o;
+        }
+        return o;
+    }
+    if (ap_map_put(&t->index, h, t->n) < 0)
+        return NULL;
+    ap_route_stat *s = append_entry(t, route, route_len, method, method_len, status_class);
+    if (s == NULL)
+        ap_map_remove(&t->index, h);
+    return s;
+}
+
+size_t ap_routes_size(const ap_routes *t) {
+    return t->n;
+}
+
+const ap_route_stat *ap_routes_at(const ap_routes *t, size_t i) {
+    assert(i < t->n);
+    return t->entries[i];
+}
+
+void ap_routes_reset(ap_routes *t) {
+    for (size_t i = 0; i < t->n; i++) {
+        ap_route_stat *s = t->entries[i];
+        s->errors = s->cpu_ns = s->bytes_out = 0;
+        ap_hist_reset(&s->wall);
+    }
+}
+
+/* ---- encoding ----------------------------------------------------------------- */
+
+static const uint8_t MAGIC[4] = {'A', 'P', 'R', 'T'};
+#define FIXED_ENTRY_BYTES (4 + 1 + 1 + 8 + 8 + 8 + 4)
+
+size_t ap_routes_encoded_size(const ap_routes *t) {
+    size_t n = sizeof MAGIC + 1 + 4;
+    for (size_t i = 0; i < t->n; i++) {
+        const ap_route_stat *s = t->entries[i];
+        if (s->wall.count == 0)
+            continue;
+        n += FIXED_ENTRY_BYTES + s->route_len + strlen(s->method) + ap_hist_encoded_size(&s->wall);
+    }
+    return n;
+}
+
+static uint8_t *put_le(uint8_t *p, uint64_t v, unsigned bytes) {
+    for (unsigned i = 0; i < bytes; i++)
+        *p++ = (uint8_t)(v >> (8 * i));
+    return p;
+}
+
+size_t ap_routes_encode(const ap_routes *t, uint8_t *buf, size_t cap) {
+    size_t need = ap_routes_encoded_size(t);
+    if (cap < need) {
+        ap_err_set(AP_ERANGE, "ap_routes_encode: buffer of %zu bytes, %zu needed", cap, need);
+        return 0;
+    }
+    uint8_t *p = buf;
+    memcpy(p, MAGIC, sizeof MAGIC);
+    p += sizeof MAGIC;
+    *p++ = AP_ROUTES_VERSION;
+    uint8_t *count_at = p;
+    p += 4;
+    uint32_t written = 0;
+    for (size_t i = 0; i < t->n; i++) {
+        const ap_route_stat *s = t->entries[i];
+        if (s->wall.count == 0)
+            continue;
+        size_t mlen = strlen(s->method);
+        p = put_le(p, s->route_len, 4);
+        memcpy(p, s->route, s->route_len);
+        p += s->route_len;
+        *p++ = (uint8_t)mlen;
+        memcpy(p, s->method, mlen);
+        p += mlen;
+        *p++ = s->status_class;
+        p = put_le(p, s->errors, 8);
+        p = put_le(p, s->cpu_ns, 8);
+        p = put_le(p, s->bytes_out, 8);
+        size_t hlen = ap_hist_encoded_size(&s->wall);
+        p = put_le(p, hlen, 4);
+        size_t w = ap_hist_encode(&s->wall, p, hlen);
+        assert(w == hlen);
+        p += w;
+        written++;
+    }
+    put_le(count_at, written, 4);
+    assert((size_t)(p - buf) == need);
+    return (size_t)(p - buf);
+}
+
+/* A cursor over [p, end) that fails (instead of reading past end) once
+ * anything is short. */
+typedef struct {
+    const uint8_t *p, *end;
+    int bad;
+} reader;
+
+static uint64_t get_le(reader *r, unsigned bytes) {
+    if (r->bad || (size_t)(r->end - r->p) < bytes) {
+        r->bad = 1;
+        return 0;
+    }
+    uint64_t v = 0;
+    for (unsigned i = 0; i < bytes; i++)
+        v |= (uint64_t)r->p[i] << (8 * i);
+    r->p += bytes;
+    return v;
+}
+
+static const uint8_t *get_bytes(reader *r, uint64_t n) {
+    if (r->bad || (uint64_t)(r->end - r->p) < n) {
+        r->bad = 1;
+        return NULL;
+    }
+    const uint8_t *q = r->p;
+    r->p += n;
+    return q;
+}
+
+/* One pass over the encoding: checks it when t is NULL, merges it into t
+ * otherwise.  tmp is scratch space for one histogram.  0, or -1 with the
+ * error set. */
+static int walk(ap_routes *t, ap_hist *tmp, const uint8_t *buf, size_t len) {
+    reader r = {buf, buf + len, 0};
+    const uint8_t *magic = get_bytes(&r, sizeof MAGIC);
+    if (magic == NULL || memcmp(magic, MAGIC, sizeof MAGIC) != 0)
+        return ap_err_set(AP_ECORRUPT, "route statistics: bad magic");
+    uint64_t version = get_le(&r, 1);
+    if (!r.bad && version != AP_ROUTES_VERSION)
+        return ap_err_set(AP_ECORRUPT, "route statistics: version %llu, expected %d",
+                          (unsigned long long)version, AP_ROUTES_VERSION);
+    uint64_t n = get_le(&r, 4);
+    for (uint64_t i = 0; i < n && !r.bad; i++) {
+        uint64_t rlen = get_le(&r, 4);
+        if (rlen > AP_ROUTES_ROUTE_MAX)
+            return ap_err_set(AP_ECORRUPT, "route statistics: route of %llu bytes",
+                              (unsigned long long)rlen);
+        const uint8_t *route = get_bytes(&r, rlen);
+        uint64_t mlen = get_le(&r, 1);
+        if (mlen > AP_ROUTES_METHOD_MAX)
+            return ap_err_set(AP_ECORRUPT, "route statistics: method of %llu bytes",
+                              (unsigned long long)mlen);
+        const uint8_t *method = get_bytes(&r, mlen);
+        uint64_t cls = get_le(&r, 1);
+        uint64_t errors = get_le(&r, 8), cpu = get_le(&r, 8), bytes = get_le(&r, 8);
+        uint64_t hlen = get_le(&r, 4);
+        const uint8_t *hbuf = get_bytes(&r, hlen);
+        if (r.bad)
+            break;
+        if (cls >= AP_ROUTES_CLASSES)
+            return ap_err_set(AP_ECORRUPT, "route statistics: status class %llu",
+                              (unsigned long long)cls);
+        if (ap_hist_decode(tmp, hbuf, hlen) < 0)
+            return ap_err_set(AP_ECORRUPT, "route statistics: %s", ap_err_msg());
+        if (errors > tmp->count)
+            return ap_err_set(AP_ECORRUPT, "route statistics: more errors than requests");
+        if (t == NULL)
+            continue;
+        ap_route_stat *s = ap_routes_get(t, (const char *)route, rlen, (const char *)method,
+                                         mlen, (unsigned)cls);
+        if (s == NULL)
+            return -1;
+        ap_hist_merge(&s->wall, tmp);
+        s->errors += errors;
+        s->cpu_ns += cpu;
+        s->bytes_out += bytes;
+    }
+    if (r.bad)
+        return ap_err_set(AP_ECORRUPT, "route statistics: truncated");
+    if (r.p != r.end)
+        return ap_err_set(AP_ECORRUPT, "route statistics: %zu trailing bytes",
+                          (size_t)(r.end - r.p));
+    return 0;
+}
+
+int ap_routes_merge_encoded(ap_routes *t, const uint8_t *buf, size_t len) {
+    assert(t != NULL && (buf != NULL || len == 0));
+    ap_hist *tmp = ap_hist_new();
+    if (tmp == NULL)
+        return -1;
+    int rc = walk(NULL, tmp, buf, len);
+    if (rc == 0)
+        rc = walk(t, tmp, buf, len);
+    ap_hist_free(tmp);
+    return rc;
+}

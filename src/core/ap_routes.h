@@ -1,0 +1,116 @@
+/* ap_routes.h -- per-route request statistics (count, errors, latency histogram, CPU, bytes) and their encoding. */
+#ifndef AP_ROUTES_H
+#define AP_ROUTES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ap_hist.h"
+
+/* A table of request statistics keyed by (route, method, status class).
+ *
+ * route is a route template ("/items/{item_id}") or any label the caller
+ * chooses ("<unmatched>"), at most AP_ROUTES_ROUTE_MAX bytes (longer ones are
+ * truncated); method at most AP_ROUTES_METHOD_MAX bytes (truncated too);
+ * status class is status / 100 in 1..5, or 0 for "no response was sent".
+ *
+ * The table holds at most max_keys keys.  Once it is full, a new key is counted
+ * in one of the overflow entries (route AP_ROUTES_OVERFLOW, method "*", the
+ * request's status class), which do not count against max_keys; so memory is
+ * bounded by (max_keys + 6) entries of about 41 KB each (the ap_hist inside).
+ *
+ * Not thread-safe: one owner serialises every call (the extension holds the
+ * GIL).  Lookups of keys already present neither allocate nor lock. */
+
+#define AP_ROUTES_ROUTE_MAX 512
+#define AP_ROUTES_METHOD_MAX 16
+#define AP_ROUTES_CLASSES 6                 /* status classes 0..5 */
+#define AP_ROUTES_OVERFLOW "<overflow>"
+
+/* One key's statistics.  Plain data apart from `route`, which the table owns. */
+typedef struct ap_route_stat {
+    char *route;                            /* NUL-terminated; owned by the table */
+    uint32_t route_len;
+    uint8_t status_class;                   /* 0..5 */
+    char method[AP_ROUTES_METHOD_MAX + 1];  /* NUL-terminated */
+    uint64_t errors;                        /* requests that failed: 5xx or an exception */
+    uint64_t cpu_ns;                        /* CPU time summed over requests */
+    uint64_t bytes_out;                     /* response body bytes summed over requests */
+    ap_hist wall;                           /* latency per request, ns; its count is the request count */
+} ap_route_stat;
+
+typedef struct ap_routes ap_routes;         /* private to ap_routes.c */
+
+/* A new empty table for at most max_keys keys (max_keys >= 1).  On error,
+ * NULL is returned with AP_EINVAL (max_keys == 0) or AP_ENOMEM. */
+ap_routes *ap_routes_new(size_t max_keys);
+
+/* Release the table and every entry; NULL is ignored.  Can't fail. */
+void ap_routes_free(ap_routes *t);
+
+/* The entry for (route, method, status_class), inserted empty if absent; when
+ * the table is full, the overflow entry of status_class.  route and method
+ * need not be NUL-terminated (route may be NULL if route_len is 0; likewise
+ * method).  status_class above 5 is clamped to 5.  The pointer stays valid
+ * until ap_routes_free() (entries are never moved or released before; reset
+ * empties them in place).  On error, NULL is returned with AP_ENOMEM. */
+ap_route_stat *ap_routes_get(ap_routes *t, const char *route, size_t route_len,
+                             const char *method, size_t method_len, unsigned status_class);
+
+/* Count one request in s: wall_ns in the latency histogram, cpu_ns and
+ * bytes_out added, errors incremented when error is non-zero.  No allocation,
+ * no lock.  Can't fail. */
+static inline void ap_routes_record(ap_route_stat *s, uint64_t wall_ns, uint64_t cpu_ns,
+                                    uint64_t bytes_out, int error) {
+    ap_hist_record(&s->wall, wall_ns);
+    s->cpu_ns += cpu_ns;
+    s->bytes_out += bytes_out;
+    s->errors += error != 0;
+}
+
+/* Number of entries (keys and used overflow entries).  Entries that are empty
+ * after ap_routes_reset() are still counted.  Can't fail. */
+size_t ap_routes_size(const ap_routes *t);
+
+/* The i-th entry, i < ap_routes_size(t), in order of first use (overflow
+ * entries included).  Can't fail. */
+const ap_route_stat *ap_routes_at(const ap_routes *t, size_t i);
+
+/* Empty every entry in place (keys are kept, so pointers stay valid).
+ * Can't fail. */
+void ap_routes_reset(ap_routes *t);
+
+/* Encoding, version AP_ROUTES_VERSION; integers little-endian:
+ *
+ *   4 bytes  magic "APRT"
+ *   u8       version = 1
+ *   u32      nentries          entries with at least one request
+ *   nentries times:
+ *     u32    route_len, then route_len bytes (no NUL), <= AP_ROUTES_ROUTE_MAX
+ *     u8     method_len, then method_len bytes, <= AP_ROUTES_METHOD_MAX
+ *     u8     status_class      0..5
+ *     u64    errors            <= the histogram's count
+ *     u64    cpu_ns
+ *     u64    bytes_out
+ *     u32    hist_len, then an ap_hist encoding (ap_hist.h) of hist_len bytes
+ *
+ * Empty entries are left out, so a reset table encodes as no entries. */
+#define AP_ROUTES_VERSION 1
+
+/* Exact size of ap_routes_encode()'s output for t.  Can't fail. */
+size_t ap_routes_encoded_size(const ap_routes *t);
+
+/* Write the encoding of t into buf.  Returns the bytes written; on error (cap
+ * too small) returns 0 with AP_ERANGE. */
+size_t ap_routes_encode(const ap_routes *t, uint8_t *buf, size_t cap);
+
+/* Add every entry encoded in exactly len bytes of buf to t (histograms merge
+ * exactly; counters add).  The whole input is checked before t is changed:
+ * returns 0; on error returns -1 with AP_ECORRUPT (bad magic, version,
+ * truncation, trailing bytes, lengths or classes out of range, a corrupt
+ * histogram, errors above the count) and t is unchanged, or with AP_ENOMEM (t
+ * may then hold part of the input).  Any input is safe: nothing past len is
+ * read. */
+int ap_routes_merge_encoded(ap_routes *t, const uint8_t *buf, size_t len);
+
+#endif /* AP_ROUTES_H */

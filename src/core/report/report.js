@@ -1,0 +1,672 @@
+// report.js -- the interactive views of apiprof's HTML report, drawn from the profile data embedded beside it.
+"use strict";
+(function () {
+  var D = JSON.parse(document.getElementById("apiprof-data").textContent);
+  var $ = function (id) { return document.getElementById(id); };
+  var S = D.strs, NF = D.frames.length / 6;
+  var UNITS = { wall: "ns", cpu: "ns", await: "ns", memory: "B", samples: "" };
+
+  // ---- frames -------------------------------------------------------------
+  function fQual(f) { return S[D.frames[f * 6]]; }
+  function fFile(f) { return S[D.frames[f * 6 + 1]]; }
+  function fLine(f) { return D.frames[f * 6 + 2]; }
+  function fLineno(f) { return D.frames[f * 6 + 3]; }
+  function fKind(f) { return D.frames[f * 6 + 4]; }
+  function fFunc(f) { return D.frames[f * 6 + 5]; }
+  var labels = new Array(NF);
+  for (var f = 0; f < NF; f++) {
+    labels[f] = f === 0 ? "all" : fQual(f) + (fLineno(f) ? ":" + fLineno(f) : "");
+  }
+  function where(f) {
+    return fKind(f) === 1 ? fFile(f) + ":" + (fLineno(f) || fLine(f)) : fFile(f);
+  }
+  function fmt(v, m) {
+    var u = UNITS[m];
+    if (u === "ns") {
+      if (v >= 1e9) return (v / 1e9).toPrecision(3) + " s";
+      if (v >= 1e6) return (v / 1e6).toPrecision(3) + " ms";
+      if (v >= 1e3) return (v / 1e3).toPrecision(3) + " us";
+      return v + " ns";
+    }
+    if (u === "B") {
+      if (v >= 1073741824) return (v / 1073741824).toPrecision(3) + " GiB";
+      if (v >= 1048576) return (v / 1048576).toPrecision(3) + " MiB";
+      if (v >= 1024) return (v / 1024).toPrecision(3) + " KiB";
+      return v + " B";
+    }
+    return String(v);
+  }
+  function pct(v, t) { return t > 0 ? (100 * v / t).toFixed(1) + "%" : "-"; }
+  function esc(s) {
+    return String(s).replace(/[&<>"]/g, function (c) {
+      return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c];
+    });
+  }
+  function hue(s) {
+    var h = 2166136261;
+    for (var i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619) >>> 0;
+    return "rgb(" + (205 + h % 50) + "," + ((h >>> 8) % 190 + 30) + "," + ((h >>> 16) % 60) + ")";
+  }
+
+  // ---- trees: decode once, merge the selected ones into the view ------------
+  var trees = D.trees.map(function (t) {
+    var n = t.n, parent = new Int32Array(n), frame = new Int32Array(n);
+    parent[0] = -1;
+    for (var i = 1; i < n; i++) { parent[i] = i - t.pd[i - 1]; frame[i] = t.fr[i - 1]; }
+    return { labels: t.labels, n: n, parent: parent, frame: frame, calls: t.calls, m: t.m };
+  });
+  var state = { metric: D.metric, filters: {}, zoom: 0, search: null, focus: -1, icicle: false,
+    view: "flame", drawn: 0 };
+  var V = null;   // the view tree
+
+  function selectedTrees() {
+    return trees.filter(function (t) {
+      for (var k in state.filters) if (state.filters[k] && t.labels[k] !== state.filters[k]) return false;
+      return true;
+    });
+  }
+
+  function buildView() {
+    var sel = selectedTrees(), ms = D.metrics, n, parent, frame, calls, self = {};
+    if (sel.length === 1) {
+      var t = sel[0];
+      n = t.n; parent = t.parent; frame = t.frame;
+      calls = new Float64Array(n);
+      for (var i = 1; i < n; i++) calls[i] = t.calls[i - 1];
+      ms.forEach(function (m) {
+        var a = new Float64Array(n), src = t.m[m];
+        if (src) for (var i = 1; i < n; i++) a[i] = src[i - 1];
+        self[m] = a;
+      });
+    } else {
+      var total = 1;
+      sel.forEach(function (t) { total += t.n; });
+      parent = new Int32Array(total); frame = new Int32Array(total); calls = new Float64Array(total);
+      ms.forEach(function (m) { self[m] = new Float64Array(total); });
+      parent[0] = -1; n = 1;
+      var index = new Map();
+      sel.forEach(function (t) {
+        var map = new Int32Array(t.n);
+        for (var i = 1; i < t.n; i++) {
+          var vp = map[t.parent[i]], key = vp * NF + t.frame[i], v = index.get(key);
+          if (v === undefined) { v = n++; index.set(key, v); parent[v] = vp; frame[v] = t.frame[i]; }
+          map[i] = v;
+          calls[v] += t.calls[i - 1];
+          ms.forEach(function (m) { var src = t.m[m]; if (src) self[m][v] += src[i - 1]; });
+        }
+      });
+    }
+    V = { n: n, parent: parent, frame: frame, calls: calls, self: self };
+    computeMetric();
+  }
+
+  // Inclusive values of the current metric, children sorted by them, depths.
+  function computeMetric() {
+    var n = V.n, s = V.self[state.metric], incl = new Float64Array(n);
+    for (var i = 0; i < n; i++) incl[i] = s[i];
+    for (i = n - 1; i > 0; i--) incl[V.parent[i]] += incl[i];
+    var cstart = new Int32Array(n + 1), kids = new Int32Array(Math.max(n - 1, 0)), fill;
+    for (i = 1; i < n; i++) cstart[V.parent[i] + 1]++;
+    for (i = 0; i < n; i++) cstart[i + 1] += cstart[i];
+    fill = cstart.slice(0, n);
+    for (i = 1; i < n; i++) kids[fill[V.parent[i]]++] = i;
+    var depth = new Int32Array(n), maxDepth = 0;
+    for (i = 1; i < n; i++) {
+      depth[i] = depth[V.parent[i]] + 1;
+      if (depth[i] > maxDepth) maxDepth = depth[i];
+    }
+    for (i = 0; i < n; i++) {
+      if (cstart[i + 1] - cstart[i] > 1) {
+        var seg = Array.prototype.slice.call(kids, cstart[i], cstart[i + 1]);
+        seg.sort(function (a, b) { return incl[b] - incl[a] || a - b; });
+        for (var k = 0; k < seg.length; k++) kids[cstart[i] + k] = seg[k];
+      }
+    }
+    V.incl = incl; V.cstart = cstart; V.kids = kids; V.depth = depth; V.maxDepth = maxDepth;
+    V.total = incl[0];
+    if (state.zoom >= n) state.zoom = 0;
+    computeFunctions();
+  }
+
+  // ---- function table (pstats semantics: recursion counted once) -------------
+  function computeFunctions() {
+    var n = V.n, rows = new Map(), edges = new Map(), list = [];
+    var hasAwait = D.metrics.indexOf("await") >= 0;
+    // A frame's await time is its own suspension (a suspended caller records
+    // its own), counted once per function like the model's function table.
+    var aw = hasAwait ? V.self.await : null;
+    var active = new Map(), activeEdge = new Map();
+    function rowOf(fn) {
+      var r = rows.get(fn);
+      if (!r) {
+        r = { fn: fn, calls: 0, prim: 0, self: 0, total: 0, await: 0, callers: [], callees: [] };
+        rows.set(fn, r); list.push(r);
+      }
+      return r;
+    }
+    // Iterative depth-first walk with enter/leave to know what is on the path.
+    var stack = [0], state2 = [0], pathEdge = [];
+    while (stack.length) {
+      var v = stack[stack.length - 1], st = state2[state2.length - 1];
+      if (st === 0) {
+        state2[state2.length - 1] = 1;
+        if (v !== 0) {
+          var fn = fFunc(V.frame[v]), r = rowOf(fn), a = active.get(fn) || 0;
+          r.calls += V.calls[v]; r.self += V.self[state.metric][v];
+          if (a === 0) { r.prim += V.calls[v]; r.total += V.incl[v]; if (hasAwait) r.await += aw[v]; }
+          active.set(fn, a + 1);
+          var p = V.parent[v], e = null;
+          if (p > 0) {
+            var pf = fFunc(V.frame[p]), key = pf * NF + fn;
+            e = edges.get(key);
+            if (!e) {
+              e = { from: pf, to: fn, calls: 0, total: 0 };
+              edges.set(key, e); rowOf(pf).callees.push(e); r.callers.push(e);
+            }
+            var ae = activeEdge.get(key) || 0;
+            e.calls += V.calls[v];
+            if (ae === 0) e.total += V.incl[v];
+            activeEdge.set(key, ae + 1);
+          }
+          pathEdge.push(e ? pf * NF + fn : -1);
+        } else {
+          pathEdge.push(-1);
+        }
+        for (var k = V.cstart[v + 1] - 1; k >= V.cstart[v]; k--) { stack.push(V.kids[k]); state2.push(0); }
+        continue;
+      }
+      stack.pop(); state2.pop();
+      var pe = pathEdge.pop();
+      if (v !== 0) {
+        var fn2 = fFunc(V.frame[v]);
+        active.set(fn2, active.get(fn2) - 1);
+        if (pe >= 0) activeEdge.set(pe, activeEdge.get(pe) - 1);
+      }
+    }
+    V.funcs = list; V.funcIndex = rows;
+  }
+
+  // ---- search ---------------------------------------------------------------
+  var matchFrame = null;
+  function applySearch(q) {
+    state.search = q || null;
+    matchFrame = null;
+    if (q) {
+      var re;
+      try { re = new RegExp(q, "i"); } catch (e) { re = null; }
+      matchFrame = new Uint8Array(NF);
+      for (var f = 1; f < NF; f++) {
+        var hit = re ? re.test(labels[f]) : labels[f].indexOf(q) >= 0;
+        if (hit) matchFrame[f] = 1;
+      }
+    }
+    var info = "";
+    state.matches = 0;
+    if (matchFrame) {
+      // Share of the total under matched frames, nested matches counted once.
+      var sum = 0, count = 0, under = new Uint8Array(V.n);
+      for (var i = 1; i < V.n; i++) {
+        var m = matchFrame[V.frame[i]];
+        if (m) count++;
+        if (under[V.parent[i]]) under[i] = 1;
+        else if (m) { under[i] = 1; sum += V.incl[i]; }
+      }
+      state.matches = count;
+      info = count + " nodes matched, " + pct(sum, V.total) + " of " + state.metric;
+    }
+    $("matched").textContent = info;
+    redraw();
+  }
+
+  // ---- flame graph / icicle on a canvas --------------------------------------
+  var canvas = $("flame"), ctx = canvas.getContext("2d"), ROW = 18, rowsHit = [];
+  function drawFlame() {
+    var box = $("flame-box"), W = Math.max(box.clientWidth, 300), dpr = window.devicePixelRatio || 1;
+    var zoom = state.zoom, scale = V.incl[zoom] > 0 ? W / V.incl[zoom] : 0;
+    // Only as tall as the deepest frame wide enough to draw.
+    var levels = V.depth[zoom] + 1, stack = [zoom];
+    while (stack.length) {
+      var v = stack.pop();
+      if (V.depth[v] + 1 > levels) levels = V.depth[v] + 1;
+      for (var k = V.cstart[v]; k < V.cstart[v + 1] && V.incl[V.kids[k]] * scale >= 0.3; k++) stack.push(V.kids[k]);
+    }
+    var H = levels * ROW;
+    state.levels = levels;
+    canvas.width = Math.round(W * dpr); canvas.height = Math.round(H * dpr);
+    canvas.style.height = H + "px";
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, W, H);
+    ctx.font = "11px ui-monospace, monospace";
+    ctx.textBaseline = "middle";
+    rowsHit = [];
+    for (var d = 0; d < levels; d++) rowsHit.push([]);
+    var drawn = 0;
+    function yOf(depth) { return state.icicle ? depth * ROW : H - (depth + 1) * ROW; }
+    function box_(node, x, w, dim) {
+      var y = yOf(V.depth[node]), f = V.frame[node];
+      var hit = matchFrame && matchFrame[f];
+      ctx.fillStyle = hit ? "rgb(220,0,220)" : node === 0 ? "#c8c8c0" : hue(labels[f]);
+      ctx.globalAlpha = dim ? 0.55 : 1;
+      ctx.fillRect(x, y + 1, Math.max(w - 0.5, 0.5), ROW - 2);
+      if (w > 28) {
+        var room = Math.floor((w - 6) / 6.7), s = labels[f];
+        if (s.length > room) s = s.slice(0, Math.max(room - 2, 0)) + "..";
+        ctx.fillStyle = "#000";
+        ctx.fillText(s, x + 3, y + ROW / 2);
+      }
+      ctx.globalAlpha = 1;
+      rowsHit[V.depth[node]].push([x, w, node]);
+      drawn++;
+    }
+    // Ancestors of the zoomed node span the whole width, dimmed.
+    for (var a = V.parent[zoom]; a >= 0; a = V.parent[a]) box_(a, 0, W, true);
+    stack = [zoom];
+    var xs = [0];
+    while (stack.length) {
+      var node = stack.pop(), x = xs.pop(), w = V.incl[node] * scale;
+      box_(node, x, w, false);
+      var cx = x;
+      for (var k = V.cstart[node]; k < V.cstart[node + 1]; k++) {
+        var c = V.kids[k], cw = V.incl[c] * scale;
+        if (cw < 0.3) break;   // sorted: the rest are smaller still (as in the pre-pass)
+        stack.push(c); xs.push(cx);
+        cx += cw;
+      }
+    }
+    for (d = 0; d < levels; d++) rowsHit[d].sort(function (p, q) { return p[0] - q[0]; });
+    // The root is at the bottom of a flame graph: show it first.
+    if (!state.icicle) box.scrollTop = box.scrollHeight;
+    state.drawn = drawn;
+    $("reset-zoom").disabled = zoom === 0;
+    $("flame-info").textContent = zoom === 0 ? "click a frame to zoom" :
+      "zoomed on " + labels[V.frame[zoom]] + " (" + pct(V.incl[zoom], V.total) + ")";
+  }
+  function nodeAt(px, py) {
+    var H = state.levels * ROW, d = state.icicle ? Math.floor(py / ROW) : Math.floor((H - py) / ROW);
+    var row = rowsHit[d];
+    if (!row) return -1;
+    var lo = 0, hi = row.length - 1;
+    while (lo <= hi) {
+      var mid = (lo + hi) >> 1, r = row[mid];
+      if (px < r[0]) hi = mid - 1;
+      else if (px >= r[0] + Math.max(r[1], 1)) lo = mid + 1;
+      else return r[2];
+    }
+    return -1;
+  }
+  function nodeText(v) {
+    var f = V.frame[v], s = labels[f] + "\n";
+    if (v !== 0) s += where(f) + "\n";
+    s += state.metric + ": " + fmt(V.incl[v], state.metric) + " (" + pct(V.incl[v], V.total) + ")";
+    s += ", self " + fmt(V.self[state.metric][v], state.metric);
+    if (v !== 0) s += "\ncalls: " + V.calls[v];
+    return s;
+  }
+  function showTip(e, text) {
+    var tip = $("tip");
+    if (!text) { tip.style.display = "none"; return; }
+    tip.textContent = text;
+    tip.style.display = "block";
+    tip.style.left = Math.min(e.clientX + 12, window.innerWidth - 380) + "px";
+    tip.style.top = (e.clientY + 14) + "px";
+  }
+  function canvasPos(e) {
+    var r = canvas.getBoundingClientRect();
+    return [e.clientX - r.left, e.clientY - r.top];
+  }
+  canvas.addEventListener("mousemove", function (e) {
+    var p = canvasPos(e), v = nodeAt(p[0], p[1]);
+    showTip(e, v >= 0 ? nodeText(v) : null);
+  });
+  canvas.addEventListener("mouseleave", function (e) { showTip(e, null); });
+  canvas.addEventListener("click", function (e) {
+    var p = canvasPos(e), v = nodeAt(p[0], p[1]);
+    if (v < 0) return;
+    state.zoom = v;
+    if (v !== 0) state.focus = fFunc(V.frame[v]);
+    drawFlame();
+  });
+  $("reset-zoom").addEventListener("click", function () { state.zoom = 0; drawFlame(); });
+  $("icicle").addEventListener("change", function (e) { state.icicle = e.target.checked; drawFlame(); });
+
+  // ---- call tree ---------------------------------------------------------------
+  var TREE_KIDS = 200;
+  function treeRow(v, depth) {
+    var div = document.createElement("div"), f = V.frame[v];
+    var nk = V.cstart[v + 1] - V.cstart[v];
+    div.className = "tn";
+    div.dataset.node = v;
+    var hit = matchFrame && matchFrame[f] ? " hit" : "";
+    div.innerHTML = "<span class=v>" + fmt(V.incl[v], state.metric) + " " + pct(V.incl[v], V.total) +
+      "</span><span class=c>" + V.calls[v] + "</span>" +
+      "<span style='padding-left:" + (depth * 14) + "px'></span><span class=tg>" + (nk ? "\u25b8" : " ") +
+      "</span><span class='" + hit + "' title='" + esc(where(f)) + "'>" + esc(labels[f]) + "</span>";
+    div.dataset.depth = depth;
+    return div;
+  }
+  function expand(div, open) {
+    var v = +div.dataset.node, depth = +div.dataset.depth, tg = div.querySelector(".tg");
+    if (V.cstart[v + 1] === V.cstart[v]) return;
+    var isOpen = div.dataset.open === "1";
+    if (open === isOpen) return;
+    if (isOpen) {
+      var next = div.nextSibling;
+      while (next && +next.dataset.depth > depth) { var x = next.nextSibling; next.remove(); next = x; }
+      div.dataset.open = "0"; tg.textContent = "\u25b8";
+      return;
+    }
+    var frag = document.createDocumentFragment(), shown = 0;
+    for (var k = V.cstart[v]; k < V.cstart[v + 1]; k++) {
+      if (shown++ === TREE_KIDS) {
+        var more = document.createElement("div");
+        more.className = "tn more"; more.dataset.depth = depth + 1;
+        more.textContent = (V.cstart[v + 1] - k) + " more children, each under " + pct(V.incl[V.kids[k]], V.total);
+        frag.appendChild(more);
+        break;
+      }
+      frag.appendChild(treeRow(V.kids[k], depth + 1));
+    }
+    div.parentNode.insertBefore(frag, div.nextSibling);
+    div.dataset.open = "1"; tg.textContent = "\u25be";
+  }
+  function drawTree() {
+    var box = $("tree");
+    box.innerHTML = "<div class='tn'><span class=v>" + state.metric + " total</span><span class=c>calls</span>function</div>";
+    var root = treeRow(0, 0);
+    box.appendChild(root);
+    // Open the hot path a few levels deep.
+    var div = root;
+    for (var i = 0; i < 6 && div; i++) {
+      expand(div, true);
+      div = div.nextSibling;
+      if (div && !div.dataset.node) div = null;
+    }
+  }
+  $("tree").addEventListener("click", function (e) {
+    var div = e.target.closest(".tn");
+    if (div && div.dataset.node) expand(div, div.dataset.open !== "1");
+  });
+
+  // ---- function table ------------------------------------------------------------
+  var FUNC_ROWS = 300;
+  var cols = [
+    ["name", "function", function (r) { return labels[r.fn]; }],
+    ["calls", "calls", function (r) { return r.calls; }],
+    ["self", "self (tottime)", function (r) { return r.self; }],
+    ["total", "total (cumtime)", function (r) { return r.total; }],
+    ["await", "await", function (r) { return r.await; }]
+  ];
+  var sortCol = "total", sortDesc = true;
+  function drawFuncs() {
+    var hasAwait = D.metrics.indexOf("await") >= 0;
+    var head = "<tr>" + cols.map(function (c) {
+      if (c[0] === "await" && !hasAwait) return "";
+      return "<th data-col='" + c[0] + "' class='" + (c[0] === "name" ? "name" : "") + "'>" + c[1] +
+        (sortCol === c[0] ? (sortDesc ? " \u25be" : " \u25b4") : "") + "</th>";
+    }).join("") + "<th class=name>where</th></tr>";
+    $("funcs").tHead.innerHTML = head;
+    var key = cols.filter(function (c) { return c[0] === sortCol; })[0][2];
+    var list = V.funcs.slice();
+    if (matchFrame) list = list.filter(function (r) { return matchFrame[r.fn]; });
+    list.sort(function (a, b) {
+      var x = key(a), y = key(b), d = x < y ? -1 : x > y ? 1 : 0;
+      return (sortDesc ? -d : d) || a.fn - b.fn;
+    });
+    var html = [];
+    for (var i = 0; i < list.length && i < FUNC_ROWS; i++) {
+      var r = list[i];
+      html.push("<tr data-fn='" + r.fn + "' class='" + (r.fn === state.focus ? "sel" : "") + "'><td class=name>" +
+        esc(labels[r.fn]) + "</td><td>" + r.calls + (r.prim !== r.calls ? "/" + r.prim : "") +
+        "</td><td>" + fmt(r.self, state.metric) + "</td><td>" + fmt(r.total, state.metric) + " " +
+        pct(r.total, V.total) + "</td>" + (hasAwait ? "<td>" + fmt(r.await, "await") + "</td>" : "") +
+        "<td class=name>" + esc(where(r.fn)) + "</td></tr>");
+    }
+    $("funcs").tBodies[0].innerHTML = html.join("");
+    $("funcs-note").textContent = list.length + " functions" +
+      (list.length > FUNC_ROWS ? ", first " + FUNC_ROWS + " shown" : "") + "; click a header to sort, a row for its callers and callees";
+    drawFuncDetail();
+  }
+  function edgeTable(title, edges, end) {
+    var list = edges.slice().sort(function (a, b) { return b.total - a.total; });
+    return "<div><h3>" + title + "</h3><table><tr><th class=name>function</th><th>calls</th><th>total</th></tr>" +
+      list.slice(0, 50).map(function (e) {
+        return "<tr data-fn='" + e[end] + "'><td class=name>" + esc(labels[e[end]]) + "</td><td>" + e.calls +
+          "</td><td>" + fmt(e.total, state.metric) + " " + pct(e.total, V.total) + "</td></tr>";
+      }).join("") + "</table></div>";
+  }
+  function drawFuncDetail() {
+    var r = V.funcIndex.get(state.focus), box = $("func-detail");
+    if (!r) { box.innerHTML = ""; return; }
+    box.innerHTML = edgeTable("callers of " + esc(labels[r.fn]), r.callers, "from") +
+      edgeTable("callees of " + esc(labels[r.fn]), r.callees, "to");
+  }
+  $("funcs").addEventListener("click", function (e) {
+    var th = e.target.closest("th");
+    if (th && th.dataset.col) {
+      if (sortCol === th.dataset.col) sortDesc = !sortDesc;
+      else { sortCol = th.dataset.col; sortDesc = sortCol !== "name"; }
+      drawFuncs();
+      return;
+    }
+    var tr = e.target.closest("tr[data-fn]");
+    if (tr) { state.focus = +tr.dataset.fn; drawFuncs(); }
+  });
+  $("func-detail").addEventListener("click", function (e) {
+    var tr = e.target.closest("tr[data-fn]");
+    if (tr) { state.focus = +tr.dataset.fn; drawFuncs(); }
+  });
+
+  // ---- call graph: callers -> function -> callees, share of time on edges --------
+  function defaultFocus() {
+    if (V.funcIndex.has(state.focus)) return state.focus;
+    // The heaviest function that is not the whole program: the first below
+    // the root with less than all of the time, else the heaviest.
+    var list = V.funcs.slice().sort(function (a, b) { return b.total - a.total; });
+    for (var i = 0; i < list.length; i++) if (list[i].total < V.total) return list[i].fn;
+    return list.length ? list[0].fn : -1;
+  }
+  function drawGraph() {
+    var fn = defaultFocus(), box = $("graph");
+    state.focus = fn;
+    if (fn < 0) { box.textContent = "no functions"; return; }
+    var r = V.funcIndex.get(fn), GN = 12;
+    var callers = r.callers.slice().sort(function (a, b) { return b.total - a.total; }).slice(0, GN);
+    var callees = r.callees.slice().sort(function (a, b) { return b.total - a.total; }).slice(0, GN);
+    var BW = 260, BH = 46, GAP = 14, W = 3 * BW + 2 * 170 + 40;
+    var rows = Math.max(callers.length, callees.length, 1), H = rows * (BH + GAP) + 40;
+    var svg = ["<svg xmlns='http://www.w3.org/2000/svg' width='" + W + "' height='" + H + "'>"];
+    function boxSvg(f, x, y, main) {
+      var row = V.funcIndex.get(f), selfShare = row && V.total ? row.self / V.total : 0;
+      var shade = Math.round(255 - 200 * Math.min(selfShare * 2, 1));
+      var name = labels[f].length > 34 ? labels[f].slice(0, 32) + ".." : labels[f];
+      return "<g class='box' data-fn='" + f + "'><title>" + esc(labels[f] + "\n" + where(f)) + "</title>" +
+        "<rect x='" + x + "' y='" + y + "' width='" + BW + "' height='" + BH + "' rx='6' fill='rgb(255," + shade + "," + shade +
+        ")' stroke='" + (main ? "#000" : "#888") + "' stroke-width='" + (main ? 2 : 1) + "'/>" +
+        "<text x='" + (x + 8) + "' y='" + (y + 18) + "'>" + esc(name) + "</text>" +
+        "<text x='" + (x + 8) + "' y='" + (y + 35) + "' fill='#555'>total " + pct(row ? row.total : 0, V.total) +
+        "  self " + pct(row ? row.self : 0, V.total) + "</text></g>";
+    }
+    function edgeSvg(x1, y1, x2, y2, e) {
+      var mx = (x1 + x2) / 2;
+      return "<path d='M" + x1 + "," + y1 + " C" + mx + "," + y1 + " " + mx + "," + y2 + " " + x2 + "," + y2 +
+        "' fill='none' stroke='#777' stroke-width='" + (1 + 6 * (V.total ? e.total / V.total : 0)).toFixed(1) +
+        "' marker-end='url(#arrow)'/><text x='" + (mx - 40) + "' y='" + ((y1 + y2) / 2 - 4) + "' class='edge'>" +
+        pct(e.total, V.total) + " \u00b7 " + e.calls + " calls</text>";
+    }
+    svg.push("<defs><marker id='arrow' viewBox='0 0 10 10' refX='10' refY='5' markerWidth='7' markerHeight='7' orient='auto'>" +
+      "<path d='M0,0 L10,5 L0,10 z' fill='#777'/></marker></defs>");
+    var cx = BW + 170 + 20, cy = H / 2 - BH / 2;
+    callers.forEach(function (e, i) {
+      var y = 20 + i * (BH + GAP);
+      svg.push(boxSvg(e.from, 20, y, false));
+      svg.push(edgeSvg(20 + BW, y + BH / 2, cx, cy + BH / 2, e));
+    });
+    callees.forEach(function (e, i) {
+      var y = 20 + i * (BH + GAP), x = cx + BW + 170;
+      svg.push(boxSvg(e.to, x, y, false));
+      svg.push(edgeSvg(cx + BW, cy + BH / 2, x, y + BH / 2, e));
+    });
+    svg.push(boxSvg(fn, cx, cy, true));
+    svg.push("</svg>");
+    box.innerHTML = svg.join("");
+    // The hottest path from the root, as a breadcrumb.
+    var path = [], v = 0;
+    while (V.cstart[v + 1] > V.cstart[v] && path.length < 12) {
+      v = V.kids[V.cstart[v]];
+      path.push("<a href='#' data-fn='" + fFunc(V.frame[v]) + "'>" + esc(labels[V.frame[v]]) + "</a> " + pct(V.incl[v], V.total));
+    }
+    $("graph-path").innerHTML = "hot path: " + path.join(" \u2192 ");
+  }
+  function graphClick(e) {
+    var g = e.target.closest("[data-fn]");
+    if (!g) return;
+    e.preventDefault();
+    state.focus = +g.dataset.fn;
+    drawGraph();
+  }
+  $("graph").addEventListener("click", graphClick);
+  $("graph-path").addEventListener("click", graphClick);
+
+  // ---- source with per-line heat -------------------------------------------------
+  function lineFuncs() {
+    var seen = new Map();
+    for (var i = 1; i < V.n; i++) {
+      var f = V.frame[i];
+      if (fLineno(f)) {
+        var fn = fFunc(f);
+        seen.set(fn, (seen.get(fn) || 0) + V.self[state.metric][i]);
+      }
+    }
+    return Array.from(seen.keys()).sort(function (a, b) { return seen.get(b) - seen.get(a); });
+  }
+  function drawSource() {
+    var fns = lineFuncs(), sel = $("source-func"), box = $("source");
+    if (!fns.length) {
+      sel.innerHTML = "";
+      box.innerHTML = "<p class=note>This profile has no line-level data: record it in line mode to see the time of each line.</p>";
+      return;
+    }
+    var fn = fns.indexOf(state.focus) >= 0 ? state.focus : fns[0];
+    sel.innerHTML = fns.map(function (f) {
+      return "<option value='" + f + "'" + (f === fn ? " selected" : "") + ">" + esc(labels[f]) + "</option>";
+    }).join("");
+    var self = new Map(), incl = new Map(), hits = new Map(), max = 0;
+    for (var i = 1; i < V.n; i++) {
+      var f = V.frame[i];
+      if (fLineno(f) && fFunc(f) === fn) {
+        var ln = fLineno(f);
+        self.set(ln, (self.get(ln) || 0) + V.self[state.metric][i]);
+        incl.set(ln, (incl.get(ln) || 0) + V.incl[i]);
+        hits.set(ln, (hits.get(ln) || 0) + V.calls[i]);
+        if (incl.get(ln) > max) max = incl.get(ln);
+      }
+    }
+    var src = D.sources[fFile(fn)], lines = Array.from(incl.keys()).sort(function (a, b) { return a - b; });
+    var first = fLine(fn) || lines[0], last = lines[lines.length - 1];
+    var html = ["<p class=note>" + esc(fFile(fn)) + (src ? "" : " (source file not found when the report was written)") +
+      "</p><table class=src><tr><th>line</th><th>hits</th><th>self</th><th>total</th><th></th><th class=name>code</th></tr>"];
+    for (var l = first; l <= last; l++) {
+      var text = src && l - src[0] >= 0 && l - src[0] < src[1].length ? src[1][l - src[0]] : "";
+      var v = incl.get(l) || 0;
+      html.push("<tr><td class=n>" + l + "</td><td class=v>" + (hits.get(l) || "") + "</td><td class=v>" +
+        (v ? fmt(self.get(l) || 0, state.metric) : "") + "</td><td class=v>" + (v ? fmt(v, state.metric) + " " + pct(v, V.total) : "") +
+        "</td><td><span class=heat style='width:" + (max ? Math.round(80 * v / max) : 0) + "px'></span></td><td class=code>" +
+        esc(text) + "</td></tr>");
+    }
+    html.push("</table>");
+    box.innerHTML = html.join("");
+  }
+  $("source-func").addEventListener("change", function (e) { state.focus = +e.target.value; drawSource(); });
+
+  // ---- controls and tabs ----------------------------------------------------------
+  function redraw() {
+    var v = state.view;
+    if (v === "flame") drawFlame();
+    else if (v === "tree") drawTree();
+    else if (v === "funcs") drawFuncs();
+    else if (v === "graph") drawGraph();
+    else if (v === "source") drawSource();
+  }
+  function show(view) {
+    state.view = view;
+    Array.prototype.forEach.call(document.querySelectorAll("#tabs button"), function (b) {
+      b.classList.toggle("on", b.dataset.view === view);
+    });
+    Array.prototype.forEach.call(document.querySelectorAll(".view"), function (s) {
+      s.classList.toggle("on", s.id === "view-" + view);
+    });
+    redraw();
+  }
+  $("tabs").addEventListener("click", function (e) { if (e.target.dataset.view) show(e.target.dataset.view); });
+  var searchTimer = 0;
+  $("search").addEventListener("input", function (e) {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(function () { applySearch(e.target.value); }, 150);
+  });
+  var msel = $("metric");
+  msel.innerHTML = D.metrics.map(function (m) {
+    return "<option" + (m === state.metric ? " selected" : "") + ">" + m + "</option>";
+  }).join("");
+  msel.addEventListener("change", function (e) {
+    state.metric = e.target.value; computeMetric(); applySearch(state.search);
+  });
+  ["route", "thread", "task"].forEach(function (k) {
+    var vals = [];
+    trees.forEach(function (t) { if (t.labels[k] !== undefined && vals.indexOf(t.labels[k]) < 0) vals.push(t.labels[k]); });
+    if (!vals.length) return;
+    vals.sort();
+    var label = document.createElement("label"), sel = document.createElement("select");
+    sel.id = "filter-" + k;
+    sel.innerHTML = "<option value=''>(all)</option>" + vals.map(function (v) {
+      return "<option>" + esc(v) + "</option>";
+    }).join("");
+    sel.addEventListener("change", function () {
+      state.filters[k] = sel.value;
+      state.zoom = 0;
+      if (!selectedTrees().length) { $("matched").textContent = "no data for this filter combination"; }
+      buildView(); applySearch(state.search);
+    });
+    label.append(k + " ", sel);
+    $("filters").appendChild(label);
+  });
+  window.addEventListener("resize", function () { if (state.view === "flame") drawFlame(); });
+
+  $("title").textContent = D.title;
+  document.title = D.title + " - apiprof";
+  var metaBits = [];
+  for (var k in D.meta) if (k !== "argv") metaBits.push(k + ": " + D.meta[k]);
+  buildView();
+  $("summary").textContent = D.trees.length + " tree(s), " + V.n + " nodes, " + V.funcs.length + " functions; " +
+    state.metric + " total " + fmt(V.total, state.metric) + (metaBits.length ? "; " + metaBits.join(", ") : "");
+  drawFlame();
+
+  // ---- hooks for tests and benchmarks ---------------------------------------------
+  window.apiprof = {
+    state: state,
+    view: function () { return V; },
+    show: show,
+    search: applySearch,
+    // Canvas position (CSS px, relative to the viewport) of the centre of the
+    // widest drawn frame whose label is `label`, or null.
+    rectOf: function (label) {
+      var best = null, r = canvas.getBoundingClientRect(), H = state.levels * ROW;
+      rowsHit.forEach(function (row, d) {
+        row.forEach(function (h) {
+          if (labels[V.frame[h[2]]] === label && (!best || h[1] > best[1])) {
+            var y = state.icicle ? d * ROW : H - (d + 1) * ROW;
+            best = [h[0], h[1], r.left + h[0] + h[1] / 2, r.top + y + ROW / 2, h[2]];
+          }
+        });
+      });
+      return best && { x: best[2], y: best[3], width: best[1], node: best[4] };
+    },
+    functions: function () {
+      return V.funcs.map(function (r) {
+        return { name: fQual(r.fn), file: fFile(r.fn), line: fLine(r.fn), calls: r.calls, prim: r.prim,
+          self: r.self, total: r.total, await: r.await, callers: r.callers.length, callees: r.callees.length };
+      });
+    }
+  };
+  document.body.setAttribute("data-ready", "1");
+  window.apiprofReadyMs = performance.now();
+})();

@@ -1,0 +1,175 @@
+/* test_routes.c -- unit tests of ap_routes: keys, overflow, reset, encoding and exact merge. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "ap_err.h"
+#include "ap_routes.h"
+#include "ap_test.h"
+
+#define S(str) (str), strlen(str)
+
+AP_TEST(routes_keys) {
+    ap_routes *t = ap_routes_new(16);
+    if (!AP_CHECK(t != NULL))
+        return;
+    ap_route_stat *a = ap_routes_get(t, S("/items/{id}"), S("GET"), 2);
+    ap_route_stat *b = ap_routes_get(t, S("/items/{id}"), S("POST"), 2);
+    ap_route_stat *c = ap_routes_get(t, S("/items/{id}"), S("GET"), 5);
+    ap_route_stat *a2 = ap_routes_get(t, S("/items/{id}"), S("GET"), 2);
+    AP_CHECK(a != NULL && b != NULL && c != NULL);
+    AP_CHECK(a == a2 && a != b && a != c && b != c);
+    AP_CHECK_EQ_U64(ap_routes_size(t), 3);
+    AP_CHECK(strcmp(a->route, "/items/{id}") == 0 && strcmp(b->method, "POST") == 0);
+    AP_CHECK_EQ_U64(c->status_class, 5);
+    AP_CHECK(ap_routes_get(t, S("/x"), S("GET"), 9)->status_class == 5);
+    ap_route_stat *empty = ap_routes_get(t, NULL, 0, NULL, 0, 0);
+    AP_CHECK(empty != NULL && empty->route_len == 0 && empty->method[0] == '\0');
+    AP_CHECK(ap_routes_get(t, NULL, 0, NULL, 0, 0) == empty);
+    char long_route[AP_ROUTES_ROUTE_MAX + 50];
+    memset(long_route, 'r', sizeof long_route);
+    ap_route_stat *l = ap_routes_get(t, long_route, sizeof long_route, S("VERYLONGMETHODNAME!!"), 2);
+    AP_CHECK_EQ_U64(l->route_len, AP_ROUTES_ROUTE_MAX);
+    AP_CHECK_EQ_U64(strlen(l->method), AP_ROUTES_METHOD_MAX);
+    AP_CHECK(ap_routes_get(t, long_route, AP_ROUTES_ROUTE_MAX, S("VERYLONGMETHODNAME"), 2) == l);
+
+    ap_routes_record(a, 1000, 300, 12, 0);
+    ap_routes_record(a, 3000, 100, 8, 1);
+    AP_CHECK_EQ_U64(a->wall.count, 2);
+    AP_CHECK_EQ_U64(a->wall.sum, 4000);
+    AP_CHECK_EQ_U64(a->errors, 1);
+    AP_CHECK_EQ_U64(a->cpu_ns, 400);
+    AP_CHECK_EQ_U64(a->bytes_out, 20);
+    ap_routes_reset(t);
+    AP_CHECK_EQ_U64(a->wall.count, 0);
+    AP_CHECK_EQ_U64(a->errors + a->cpu_ns + a->bytes_out, 0);
+    AP_CHECK(ap_routes_get(t, S("/items/{id}"), S("GET"), 2) == a);
+    ap_routes_free(t);
+    ap_routes_free(NULL);
+    ap_err_clear();
+    AP_CHECK(ap_routes_new(0) == NULL && ap_err_code() == AP_EINVAL);
+}
+
+AP_TEST(routes_overflow) {
+    ap_routes *t = ap_routes_new(3);
+    if (!AP_CHECK(t != NULL))
+        return;
+    char name[32];
+    ap_route_stat *first[3];
+    for (int i = 0; i < 3; i++) {
+        snprintf(name, sizeof name, "/r%d", i);
+        first[i] = ap_routes_get(t, S(name), S("GET"), 2);
+    }
+    ap_route_stat *o2 = ap_routes_get(t, S("/r3"), S("GET"), 2);
+    ap_route_stat *o2b = ap_routes_get(t, S("/r4"), S("PUT"), 2);
+    ap_route_stat *o4 = ap_routes_get(t, S("/r5"), S("GET"), 4);
+    AP_CHECK(o2 == o2b && o2 != o4);
+    AP_CHECK(strcmp(o2->route, AP_ROUTES_OVERFLOW) == 0 && strcmp(o2->method, "*") == 0);
+    AP_CHECK_EQ_U64(o4->status_class, 4);
+    for (int i = 0; i < 3; i++) {   /* known keys are still found */
+        snprintf(name, sizeof name, "/r%d", i);
+        AP_CHECK(ap_routes_get(t, S(name), S("GET"), 2) == first[i]);
+    }
+    AP_CHECK_EQ_U64(ap_routes_size(t), 5);
+    ap_routes_free(t);
+}
+
+/* A table with a known content: 40 keys, key k recording k+1 requests. */
+static ap_routes *sample_table(uint64_t seed) {
+    ap_routes *t = ap_routes_new(100);
+    char name[32];
+    for (unsigned k = 0; k < 40; k++) {
+        snprintf(name, sizeof name, "/route/%u/{x}", k % 20);
+        ap_route_stat *s = ap_routes_get(t, S(name), k < 20 ? "GET" : "POST", k < 20 ? 3 : 4,
+                                         k % 6);
+        for (unsigned j = 0; j <= k; j++)
+            ap_routes_record(s, ap_test_rand(&seed) % 100000000u, j, 100 + j, j % 3 == 0);
+    }
+    return t;
+}
+
+static uint8_t *encode(const ap_routes *t, size_t *len) {
+    *len = ap_routes_encoded_size(t);
+    uint8_t *buf = malloc(*len);
+    size_t w = ap_routes_encode(t, buf, *len);
+    AP_CHECK_EQ_U64(w, *len);
+    return buf;
+}
+
+AP_TEST(routes_roundtrip_merge) {
+    ap_routes *a = sample_table(1), *b = sample_table(2);
+    size_t la, lb;
+    uint8_t *ea = encode(a, &la), *eb = encode(b, &lb);
+    AP_CHECK(ap_routes_encode(a, ea, la - 1) == 0 && ap_err_code() == AP_ERANGE);
+    ap_routes *m = ap_routes_new(100);
+    AP_CHECK(ap_routes_merge_encoded(m, ea, la) == 0);
+    AP_CHECK(ap_routes_merge_encoded(m, eb, lb) == 0);
+    AP_CHECK_EQ_U64(ap_routes_size(m), 40);
+    for (size_t i = 0; i < ap_routes_size(a); i++) {
+        const ap_route_stat *x = ap_routes_at(a, i), *y = ap_routes_at(b, i);
+        ap_route_stat *z = ap_routes_get(m, x->route, x->route_len, x->method, strlen(x->method),
+                                         x->status_class);
+        ap_hist want = x->wall;
+        ap_hist_merge(&want, &y->wall);
+        AP_CHECK(memcmp(&want, &z->wall, sizeof want) == 0);
+        AP_CHECK_EQ_U64(z->errors, x->errors + y->errors);
+        AP_CHECK_EQ_U64(z->cpu_ns, x->cpu_ns + y->cpu_ns);
+        AP_CHECK_EQ_U64(z->bytes_out, x->bytes_out + y->bytes_out);
+    }
+    /* a reset table encodes no entries */
+    ap_routes_reset(a);
+    size_t le;
+    uint8_t *ee = encode(a, &le);
+    AP_CHECK_EQ_U64(le, 9);
+    AP_CHECK(ap_routes_merge_encoded(m, ee, le) == 0);
+    AP_CHECK_EQ_U64(ap_routes_size(m), 40);
+    free(ee);
+    free(ea);
+    free(eb);
+    ap_routes_free(a);
+    ap_routes_free(b);
+    ap_routes_free(m);
+}
+
+AP_TEST(routes_decode_rejects) {
+    ap_routes *a = sample_table(3);
+    size_t len;
+    uint8_t *buf = encode(a, &len);
+    ap_routes *m = ap_routes_new(100);
+    /* every truncation fails cleanly and leaves the table untouched */
+    for (size_t cut = 0; cut < len; cut++) {
+        ap_err_clear();
+        if (!AP_CHECK(ap_routes_merge_encoded(m, buf, cut) == -1) ||
+            !AP_CHECK_EQ_U64(ap_err_code(), AP_ECORRUPT))
+            break;
+    }
+    AP_CHECK_EQ_U64(ap_routes_size(m), 0);
+    AP_CHECK(ap_routes_merge_encoded(m, NULL, 0) == -1);
+    /* trailing byte, bad magic, bad version */
+    uint8_t *big = malloc(len + 1);
+    memcpy(big, buf, len);
+    big[len] = 0;
+    AP_CHECK(ap_routes_merge_encoded(m, big, len + 1) == -1);
+    big[0] = 'X';
+    AP_CHECK(ap_routes_merge_encoded(m, big, len) == -1);
+    memcpy(big, buf, len);
+    big[4] = 2;
+    AP_CHECK(ap_routes_merge_encoded(m, big, len) == -1);
+    /* random single-byte mutations never crash; accepted ones keep errors <= count */
+    uint64_t seed = 99;
+    for (int i = 0; i < 3000; i++) {
+        memcpy(big, buf, len);
+        big[ap_test_rand(&seed) % len] ^= (uint8_t)(1 + ap_test_rand(&seed) % 255);
+        ap_routes *x = ap_routes_new(100);
+        if (ap_routes_merge_encoded(x, big, len) == 0) {
+            for (size_t j = 0; j < ap_routes_size(x); j++)
+                AP_CHECK(ap_routes_at(x, j)->errors <= ap_routes_at(x, j)->wall.count);
+        } else {
+            AP_CHECK_EQ_U64(ap_routes_size(x), 0);
+        }
+        ap_routes_free(x);
+    }
+    free(big);
+    free(buf);
+    ap_routes_free(a);
+    ap_routes_free(m);
+}

@@ -1,0 +1,121 @@
+"""Profiles for the report tests, built through apiprof._core._make_test_profile.
+
+``shop_spec()`` is a small profile shaped like a FastAPI app: two routes in two trees
+(labels route/thread/task), recursion, a C builtin, await time, CPU time, allocations,
+line-level frames for one function (its source is a real file written beside the
+profile), and an event timeline. ``big_spec(n)`` is a synthetic profile of about ``n``
+nodes. Every value is fixed, so tests can assert exact totals.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from apiprof import _core
+
+APP = "/srv/shop/app.py"
+DB = "/srv/shop/db.py"
+
+
+def fr(qual: str, file: str = APP, line: int = 1, lineno: int = 0, kind: int = 1) -> tuple:
+    return (qual, file, line, lineno, kind)
+
+
+MAIN = fr("<module>", APP, 1)
+RUN = fr("Server.run", APP, 10)
+LIST = fr("list_items", APP, 20)
+GET = fr("get_item", APP, 40)
+QUERY = fr("query", DB, 5)
+FIB = fr("fib", APP, 60)
+SLEEP = fr("time.sleep", "~", 0, 0, 2)
+APPEND = fr("list.append", "~", 0, 0, 3)
+
+
+def shop_spec(source: Path | None = None) -> dict:
+    """The shop profile; with ``source``, line-level frames of ``render`` point into that
+    file (which is written) so that the HTML report can embed its lines."""
+    render_file = str(source) if source else APP
+    r_l3 = fr("render", render_file, 2, 3)
+    r_l4 = fr("render", render_file, 2, 4)
+    if source:
+        source.write_text("# shop template\ndef render(rows):\n    out = [r for r in rows]\n"
+                          "    return ''.join(out)\n")
+    t1 = [
+        ([MAIN], {"self_ns": 1_000, "calls": 1}),
+        ([MAIN, RUN], {"self_ns": 2_000, "calls": 1, "cpu_ns": 1_500}),
+        ([MAIN, RUN, LIST], {"self_ns": 10_000, "calls": 4, "cpu_ns": 9_000, "await_ns": 50_000}),
+        ([MAIN, RUN, LIST, QUERY], {"self_ns": 80_000, "calls": 40, "cpu_ns": 5_000,
+                                    "await_ns": 400_000, "alloc_bytes": 4096}),
+        # Line mode: the frames of render carry the line that ran.
+        ([MAIN, RUN, LIST, r_l3], {"self_ns": 30_000, "calls": 4, "alloc_bytes": 1024}),
+        ([MAIN, RUN, LIST, r_l4], {"self_ns": 6_000, "calls": 0}),
+        ([MAIN, RUN, LIST, r_l4, APPEND], {"self_ns": 2_000, "calls": 100}),
+    ]
+    t2 = [
+        ([MAIN], {"self_ns": 0, "calls": 1}),
+        ([MAIN, RUN], {"self_ns": 500, "calls": 1}),
+        ([MAIN, RUN, GET], {"self_ns": 5_000, "calls": 2, "cpu_ns": 4_000}),
+        ([MAIN, RUN, GET, FIB], {"self_ns": 1_000, "calls": 2}),
+        ([MAIN, RUN, GET, FIB, FIB], {"self_ns": 3_000, "calls": 4}),
+        ([MAIN, RUN, GET, FIB, FIB, FIB], {"self_ns": 4_000, "calls": 8}),
+        ([MAIN, RUN, GET, SLEEP], {"self_ns": 20_000, "calls": 2}),
+        ([MAIN, RUN, GET, QUERY], {"self_ns": 8_000, "calls": 2, "await_ns": 30_000}),
+    ]
+    events = [
+        (0, RUN, 1_000_000, 200_000),
+        (0, LIST, 1_010_000, 150_000),
+        (0, QUERY, 1_020_000, 80_000),
+        (1, GET, 1_300_000, 40_000),
+        (1, SLEEP, 1_305_000, 20_000),
+    ]
+    return {
+        "meta": {"clock": "wall", "argv": "shop app", "tool": "apiprof-test"},
+        "trees": [
+            {"labels": {"thread": "MainThread", "route": "GET /items", "task": "Task-1"},
+             "nodes": t1},
+            {"labels": {"thread": "worker-1", "route": "GET /items/{id}", "task": "Task-2"},
+             "nodes": t2},
+        ],
+        "events": events,
+    }
+
+
+# Exact totals of shop_spec, by metric (sums of the values above).
+SHOP_TOTALS = {
+    "wall": 1_000 + 2_000 + 10_000 + 80_000 + 30_000 + 6_000 + 2_000
+    + 500 + 5_000 + 1_000 + 3_000 + 4_000 + 20_000 + 8_000,
+    "cpu": 1_500 + 9_000 + 5_000 + 4_000,
+    "await": 50_000 + 400_000 + 30_000,
+    "memory": 4096 + 1024,
+}
+SHOP_ROUTE_ITEMS_WALL = 1_000 + 2_000 + 10_000 + 80_000 + 30_000 + 6_000 + 2_000
+
+
+def big_spec(nodes: int = 100_000, fanout: int = 8, functions: int = 2_000) -> dict:
+    """``nodes`` nodes below one ``<module>`` frame: a tree of the given fan-out over
+    ``functions`` distinct functions in 50 files, self time varying by node."""
+    frames = [fr(f"mod{i % 50}.func{i}", f"/srv/big/mod{i % 50}.py", 10 + i)
+              for i in range(functions)]
+    # One entry point, as in a real program, and functions in layers (a function at
+    # depth d calls functions of layer d + 1): no call cycles, as snakeviz needs.
+    layers = 8
+    per_layer = max(functions // layers, 1)
+    top = fr("<module>", "/srv/big/main.py", 1)
+    specs = [([top], {"self_ns": 1_000, "calls": 1})]
+    paths: list[list[tuple]] = [[top]]
+    i = 0
+    while len(specs) < nodes:
+        parent = paths[i // fanout]
+        layer = min(len(parent) - 1, layers - 1)
+        k = len(specs)
+        path = parent + [frames[layer * per_layer + (k * 7919) % per_layer]]
+        paths.append(path)
+        specs.append((path, {"self_ns": 1_000 + (k * 37) % 5_000, "calls": 1 + k % 3}))
+        i += 1
+    return {"meta": {"clock": "wall", "argv": "synthetic"},
+            "trees": [{"labels": {"thread": "MainThread"}, "nodes": specs}]}
+
+
+def write(spec: dict, path: Path) -> Path:
+    _core._make_test_profile(spec, str(path))
+    return path
