@@ -1,7 +1,8 @@
 """``make demo``: run the shop under ``apiprof run -m uvicorn``, drive traffic on every
-route, print the route table, the timer report and the function profile; then load a
-second shop with ``apiprof bench --app --profile trace`` and print its per-route figures
-beside the profile of the measured window.
+route, print the route table, the timer report and the function profile; line-profile the
+hottest function under the same traffic (``apiprof lines --from``); then load a second shop
+with ``apiprof bench --app --profile trace`` and print its per-route figures beside the
+profile of the measured window.
 
     python examples/shop/demo.py [--rounds N] [--bench-seconds S]
 
@@ -9,10 +10,12 @@ Writes, under the repository root: reports/timers.txt and reports/timers.json (t
 ``apiprof.timer`` report), the per-worker route statistics in reports/apiprof-stats/ (read
 with ``apiprof stats --dir reports/apiprof-stats``), reports/shop.apiprof (the function
 profile of the driven server), reports/profile.txt, reports/profile.json and
-reports/profile.pstats (``apiprof report``), reports/bench.json (the load figures per URL
-and per route, with the profile's top functions) and reports/bench.apiprof (the loaded
-server's profile, phases cold and warm), plus the demo's databases and server log. Exits
-non-zero with one line on stderr on failure.
+reports/profile.pstats (``apiprof report``); then serves the shop again under ``apiprof lines
+--from reports/shop.apiprof --top 1`` and writes the line profile of the hottest function to
+reports/shop.lines.apiprof and reports/lines.txt; then reports/bench.json (the load figures
+per URL and per route, with the profile's top functions) and reports/bench.apiprof (the
+loaded server's profile, phases cold and warm); plus the demo's databases and server logs.
+Exits non-zero with one line on stderr on failure.
 """
 
 from __future__ import annotations
@@ -147,8 +150,49 @@ def run(rounds: int, bench_seconds: float) -> None:
     print(report, end="" if report.endswith("\n") else "\n")
     print(f"report: reports/{text.name} (JSON: reports/{data.name})")
     write_profile_reports(profile)
+    line_profile_hottest(profile, env, rounds=1)
     if bench_seconds > 0:
         bench(bench_seconds, REPORTS / "bench.json", bench_db)
+
+
+def line_profile_hottest(profile: Path, env: dict[str, str], rounds: int) -> None:
+    """Serve the shop again under ``apiprof lines --from PROFILE --top 1``: the function
+    with the most self time in the first run is line-profiled under the same traffic."""
+    # keep the first run's timer report and route statistics
+    env = {k: v for k, v in env.items() if k not in ("SHOP_TIMER_REPORT", "APIPROF_STATS_DIR")}
+    out = REPORTS / "shop.lines.apiprof"
+    log = REPORTS / "demo-lines-server.log"
+    out.unlink(missing_ok=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [
+        sys.executable, "-m", "apiprof", "lines", "-q", "--from", str(profile), "--top", "1",
+        "-o", str(out), "-m", "uvicorn", "shop.app:app",
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+    ]
+    print(f"\ndemo: line-profiling the hottest function of {profile.relative_to(REPO_ROOT)} "
+          f"(apiprof lines --from ... --top 1) on {url}", flush=True)
+    with open(log, "wb") as log_file:
+        proc = subprocess.Popen(
+            cmd, cwd=SHOP_DIR, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        wait_healthy(proc, url, log)
+        drive(url, rounds, log=lambda *a: None)
+    except DriveError as exc:
+        raise DemoError(f"traffic failed: {exc}") from exc
+    finally:
+        code = stop(proc)
+    if code not in (0, -signal.SIGINT, -signal.SIGTERM) or not out.exists():
+        raise DemoError(f"apiprof lines: exit code {code}, see {log.relative_to(REPO_ROOT)}")
+    text = REPORTS / "lines.txt"
+    cmd = [sys.executable, "-m", "apiprof", "report", str(out), "-o", str(text)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise DemoError(f"apiprof report (lines): {done.stderr.strip()}")
+    print(text.read_text(), end="")
+    print(f"line profile: reports/{out.name} (reports/{text.name})")
 
 
 def write_profile_reports(profile: Path) -> None:

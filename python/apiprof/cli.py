@@ -14,6 +14,7 @@ from .errors import UsageError
 # Command name -> module in apiprof.commands, in the order `apiprof --help` lists them.
 COMMANDS: dict[str, str] = {
     "run": "run",
+    "lines": "lines",
     "report": "report",
     "bench": "bench",
     "stats": "stats",

@@ -155,6 +155,10 @@ int ap_html_write(const ap_report_ctx *rc, ap_sbuf *out) {
         }
         ap_sbuf_puts(out, "],\"calls\":");
         json_u64_array(out, tree, AP_M_CALLS);
+        if (tree_has(tree, AP_M_HITS)) {   /* line nodes of a line profile */
+            ap_sbuf_puts(out, ",\"hits\":");
+            json_u64_array(out, tree, AP_M_HITS);
+        }
         ap_sbuf_puts(out, ",\"m\":{");
         int any = 0;
         for (unsigned vm = 0; vm < AP_VM_COUNT; vm++) {

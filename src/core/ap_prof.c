@@ -11,7 +11,7 @@
 static const char *const metric_names[AP_M_COUNT] = {
     "calls", "primitive_calls", "self_ns", "total_ns", "cpu_ns", "await_ns",
     "await_net_ns", "await_file_ns", "await_db_ns", "await_lock_ns", "await_timer_ns",
-    "samples", "alloc_bytes", "alloc_count", "live_bytes",
+    "samples", "alloc_bytes", "alloc_count", "live_bytes", "hits",
 };
 
 const char *ap_metric_name(unsigned m) {
@@ -652,6 +652,10 @@ static uint32_t ft_edge(ft_ctx *c, uint32_t caller, uint32_t callee) {
     return (uint32_t)c->nedges++;
 }
 
+/* Path entry of a line-level node refining its function's node: nothing to
+ * undo when leaving it. */
+#define EDGE_LINE (AP_NONE - 1)
+
 static void ft_enter(const ap_node *n, void *arg) {
     ft_ctx *c = arg;
     uint32_t edge = AP_NONE;
@@ -664,6 +668,13 @@ static void ft_enter(const ap_node *n, void *arg) {
     }
     ap_func_row *row = &c->rows[r];
     const uint64_t *m = n->m;
+    if (c->func[n->frame] != n->frame && n->up != NULL && n->up->id != 0 &&
+        c->func[n->up->frame] == c->func[n->frame]) {
+        row->self_ns += m[AP_M_SELF_NS];
+        row->m[AP_M_SELF_NS] += m[AP_M_SELF_NS];
+        edge = EDGE_LINE;
+        goto push;
+    }
     int outer = c->active_row[r] == 0;
     row->calls += m[AP_M_CALLS];
     row->self_ns += m[AP_M_SELF_NS];
@@ -704,7 +715,7 @@ static void ft_leave(const ap_node *n, void *arg) {
     if (c->edge_path_len == 0)
         return;
     uint32_t edge = c->edge_path[--c->edge_path_len];
-    if (c->failed || n->id == 0)
+    if (c->failed || n->id == 0 || edge == EDGE_LINE)
         return;
     c->active_row[c->row_of[c->func[n->frame]]]--;
     if (edge != AP_NONE)
@@ -831,4 +842,71 @@ void ap_functab_free(ap_functab *ft) {
     free(ft->edges_in);
     free(ft->edges_out);
     memset(ft, 0, sizeof *ft);
+}
+
+/* ---- line table --------------------------------------------------------------------- */
+
+static const ap_prof *sort_lines_prof;
+
+static int line_cmp(const void *a, const void *b) {
+    const ap_prof *p = sort_lines_prof;
+    const ap_line_row *x = a, *y = b;
+    const ap_frame *fx = &p->frames[x->frame], *fy = &p->frames[y->frame];
+    int c = strcmp(p->strs[fx->file], p->strs[fy->file]);
+    if (c != 0)
+        return c;
+    if (fx->line != fy->line)
+        return fx->line < fy->line ? -1 : 1;
+    c = strcmp(p->strs[fx->qualname], p->strs[fy->qualname]);
+    if (c != 0)
+        return c;
+    return fx->lineno < fy->lineno ? -1 : fx->lineno > fy->lineno;
+}
+
+int ap_lines_build(ap_prof *p, ap_line_row **rows_out, size_t *n_out) {
+    *rows_out = NULL;
+    *n_out = 0;
+    size_t nf;
+    ap_frame_id *func = func_frames(p, &nf);
+    if (func == NULL)
+        return -1;
+    uint32_t *row_of = malloc((nf ? nf : 1) * sizeof *row_of);
+    ap_line_row *rows = NULL;
+    size_t nrows = 0, cap = 0;
+    if (row_of == NULL)
+        goto nomem;
+    memset(row_of, 0xff, nf * sizeof *row_of);
+    for (size_t ti = 0; ti < p->ntrees; ti++) {
+        const ap_tree *t = p->trees[ti];
+        for (size_t id = 1; id < t->nnodes; id++) {
+            const ap_node *n = t->nodes[id];
+            if (func[n->frame] == n->frame)
+                continue;
+            if (row_of[n->frame] == AP_NONE) {
+                if (GROW(rows, cap, nrows + 1))
+                    goto nomem;
+                memset(&rows[nrows], 0, sizeof rows[nrows]);
+                rows[nrows].frame = n->frame;
+                rows[nrows].func = func[n->frame];
+                row_of[n->frame] = (uint32_t)nrows++;
+            }
+            ap_line_row *r = &rows[row_of[n->frame]];
+            r->hits += n->m[AP_M_HITS];
+            r->time_ns += n->m[AP_M_SELF_NS];
+            r->await_ns += n->m[AP_M_AWAIT_NS];
+        }
+    }
+    sort_lines_prof = p;
+    if (nrows > 1)
+        qsort(rows, nrows, sizeof *rows, line_cmp);
+    free(row_of);
+    free(func);
+    *rows_out = rows;
+    *n_out = nrows;
+    return 0;
+nomem:
+    free(rows);
+    free(row_of);
+    free(func);
+    return ap_err_set(AP_ENOMEM, "profile: out of memory");
 }

@@ -56,6 +56,7 @@ typedef enum ap_metric {
     AP_M_ALLOC_BYTES,     /* bytes allocated by this frame itself (memory) */
     AP_M_ALLOC_COUNT,     /* allocations by this frame itself */
     AP_M_LIVE_BYTES,      /* bytes allocated here and still alive at the end */
+    AP_M_HITS,            /* line-level nodes: times the line started executing */
     AP_M_COUNT
 } ap_metric;
 
@@ -81,7 +82,17 @@ typedef enum ap_frame_kind {
 /* A frame.  Two frames are the same (same id) when every field is equal.
  * lineno is 0 for a whole function; a line-level producer uses frames whose
  * lineno is the line (same name/qualname/file/line otherwise), so the
- * function of any frame is found by ap_prof_func_frame(). */
+ * function of any frame is found by ap_prof_func_frame().
+ *
+ * Line-level nodes (the line profiler's) are children of their function's
+ * node and refine it: AP_M_HITS is how many times the line started,
+ * AP_M_SELF_NS = AP_M_TOTAL_NS the time from the line's start to the next
+ * line event of the same frame (callees included: they are not separate
+ * nodes), AP_M_AWAIT_NS the time the frame was suspended at that line.  The
+ * function node carries calls, total (running time, suspensions excluded),
+ * await, and as self the part of its total charged to no line (from the
+ * call to the first line event).  So a function node's total is its self
+ * plus its line nodes' totals, as for callee nodes. */
 typedef struct ap_frame {
     ap_str_id name;       /* function name ("fib", "sleep") */
     ap_str_id qualname;   /* qualified name ("Shop.get", "time.sleep") */
@@ -241,6 +252,9 @@ ap_prof *ap_prof_select(const ap_prof *p, int (*keep)(const ap_tree *t, void *ar
  *                    same function: recursion counted once (pstats cumtime)
  *   await_ns         AP_M_AWAIT_NS, counted once like total_ns
  *   m[]              every metric summed over all nodes (for other views)
+ * A line-level node under a node of its own function (line profiles) is not
+ * a call: it adds its self time to the function's self_ns (and m[]) and
+ * nothing else, no edge, no recursion level.
  * Edges (caller -> callee, from a node's parent to the node) carry calls,
  * prim_calls (no ancestor pair with the same caller and callee above),
  * self_ns (callee's self time under this caller) and total_ns (callee's
@@ -275,6 +289,21 @@ int ap_functab_build(ap_prof *p, int (*keep)(const ap_tree *t, void *arg), void 
 
 /* Release the table's arrays; ft is left empty.  Can't fail. */
 void ap_functab_free(ap_functab *ft);
+
+/* ---- line table ----------------------------------------------------------------
+ * One row per line-level frame found in the trees, all trees summed: hits
+ * (AP_M_HITS), time_ns (AP_M_SELF_NS), await_ns (AP_M_AWAIT_NS).  Rows are
+ * sorted by file, function first line, qualname, then line. */
+typedef struct ap_line_row {
+    ap_frame_id frame;     /* line-level frame (lineno != 0) */
+    ap_frame_id func;      /* its function-level frame */
+    uint64_t hits, time_ns, await_ns;
+} ap_line_row;
+
+/* Build the line table of p (which may intern function-level frames) into
+ * *rows (malloc'd; free() it) and *n.  Returns 0; on error -1 with
+ * AP_ENOMEM and *rows NULL, *n 0. */
+int ap_lines_build(ap_prof *p, ap_line_row **rows, size_t *n);
 
 /* ---- event timeline (optional) ----------------------------------------------
  * A bounded ring of completed spans for timeline views (Chrome trace /
@@ -329,7 +358,7 @@ ap_prof *ap_prof_read(const char *path, int *truncated);
 ap_prof *ap_prof_read_mem(const uint8_t *buf, size_t len, int *truncated);
 
 /* Export the JSON document of docs/format.md ("functions" with callers and
- * callees, "threads" with their trees, "frames", "meta") to out.  Returns
+ * callees, "lines", "threads" with their trees, "frames", "meta") to out.  Returns
  * 0; on error -1 with AP_EIO or AP_ENOMEM. */
 int ap_prof_write_json(ap_prof *p, FILE *out);
 

@@ -554,6 +554,25 @@ int ap_prof_write_json(ap_prof *p, FILE *out) {
         json_edges(out, ft.edges_out, r->callees_first, r->ncallees, 0);
         fputc('}', out);
     }
+    fputs("\n ],\n \"lines\": [", out);
+    ap_line_row *lines;
+    size_t nlines;
+    if (ap_lines_build(p, &lines, &nlines) != 0) {
+        ap_functab_free(&ft);
+        return -1;
+    }
+    for (size_t i = 0; i < nlines; i++) {
+        const ap_frame *f = &p->frames[lines[i].frame];
+        fputs(i ? ",\n  {\"file\": " : "\n  {\"file\": ", out);
+        json_str(out, ap_prof_str(p, f->file));
+        fputs(", \"function\": ", out);
+        json_str(out, ap_prof_str(p, f->qualname));
+        fprintf(out, ", \"function_line\": %u, \"line\": %u, \"hits\": %llu, \"time_ns\": %llu, "
+                     "\"await_ns\": %llu}",
+                f->line, f->lineno, (unsigned long long)lines[i].hits,
+                (unsigned long long)lines[i].time_ns, (unsigned long long)lines[i].await_ns);
+    }
+    free(lines);
     fputs("\n ],\n \"frames\": [", out);
     for (size_t i = 0; i < p->nframes; i++) {
         fputs(i ? ",\n  {" : "\n  {", out);

@@ -15,6 +15,7 @@ typedef struct {
     PyTypeObject *hist_type;       /* apiprof._core.Histogram */
     PyTypeObject *tracer_type;     /* apiprof._core.Tracer */
     PyTypeObject *profile_type;    /* apiprof._core.Profile */
+    PyTypeObject *line_tracer_type; /* apiprof._core.LineTracer */
     PyObject *timer_root;          /* TimerNode: root of the timer registry */
     PyObject *timer_parent_var;    /* ContextVar holding the context's TimerStack */
     PyObject *timer_decorate;      /* Python callable(timer, func) -> wrapper, or NULL */
@@ -39,6 +40,8 @@ int apext_timer_init(PyObject *module, apext_state *st);
 int apext_hist_init(PyObject *module, apext_state *st);
 int apext_tracer_init(PyObject *module, apext_state *st);
 int apext_profile_init(PyObject *module, apext_state *st);
+int apext_lines_init(PyObject *module, apext_state *st);
+int apext_routes_init(PyObject *module, apext_state *st);
 
 /* A Profile object over prof.  With owner (a Tracer) it borrows prof and
  * keeps owner alive; with owner NULL it takes ownership of prof (freed with
@@ -46,7 +49,6 @@ int apext_profile_init(PyObject *module, apext_state *st);
  * exception set. */
 struct ap_prof;
 PyObject *apext_profile_wrap(apext_state *st, PyObject *owner, struct ap_prof *prof);
-int apext_routes_init(PyObject *module, apext_state *st);
 
 /* Module-level functions of report.c (write_report, ...). */
 extern PyMethodDef apext_report_methods[];

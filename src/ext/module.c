@@ -41,6 +41,8 @@ static int module_exec(PyObject *module)
         return -1;
     if (apext_tracer_init(module, st) < 0)
         return -1;
+    if (apext_lines_init(module, st) < 0)
+        return -1;
     if (apext_routes_init(module, st) < 0)
         return -1;
     return 0;
@@ -54,6 +56,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->hist_type);
     Py_VISIT(st->tracer_type);
     Py_VISIT(st->profile_type);
+    Py_VISIT(st->line_tracer_type);
     int rc = apext_timer_traverse(st, visit, arg);
     return rc ? rc : apext_routes_traverse(st, visit, arg);
 }
@@ -66,6 +69,7 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->hist_type);
     Py_CLEAR(st->tracer_type);
     Py_CLEAR(st->profile_type);
+    Py_CLEAR(st->line_tracer_type);
     apext_timer_clear(st);
     apext_routes_clear(st);
     return 0;
@@ -87,7 +91,7 @@ static PyModuleDef_Slot module_slots[] = {
 PyModuleDef apext_module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "apiprof._core",
-    .m_doc = "The C core of apiprof: clocks, histograms, the block timer, the tracer and profiles.",
+    .m_doc = "The C core of apiprof: clocks, histograms, the block timer, the tracer, the line tracer and profiles.",
     .m_size = sizeof(apext_state),
     .m_methods = module_methods,
     .m_slots = module_slots,

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ap_err.h"
@@ -151,6 +152,53 @@ static PyObject *profile_functions(ProfileObject *self, PyObject *args, PyObject
         PyList_SET_ITEM(list, (Py_ssize_t)i, d);
     }
     ap_functab_free(&ft);
+    return list;
+}
+
+/* lines() -> list of dict: the line table (ap_lines_build) */
+static PyObject *profile_lines(ProfileObject *self, PyObject *Py_UNUSED(a)) {
+    ap_line_row *rows;
+    size_t n;
+    if (ap_lines_build(self->prof, &rows, &n) != 0)
+        return raise_core("lines");
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    for (size_t i = 0; list != NULL && i < n; i++) {
+        const ap_frame *f = ap_prof_frame(self->prof, rows[i].frame);
+        PyObject *d = PyDict_New();
+        PyObject *file = d ? str_of(self->prof, f->file) : NULL;
+        PyObject *func = file ? str_of(self->prof, f->qualname) : NULL;
+        int ok = func != NULL && PyDict_SetItemString(d, "file", file) == 0 &&
+                 PyDict_SetItemString(d, "function", func) == 0 &&
+                 set_u64(d, "function_line", f->line) == 0 && set_u64(d, "line", f->lineno) == 0 &&
+                 set_u64(d, "hits", rows[i].hits) == 0 && set_u64(d, "time_ns", rows[i].time_ns) == 0 &&
+                 set_u64(d, "await_ns", rows[i].await_ns) == 0;
+        Py_XDECREF(file);
+        Py_XDECREF(func);
+        if (!ok) {
+            Py_XDECREF(d);
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, d);
+    }
+    free(rows);
+    return list;
+}
+
+/* frames() -> list of dict: every interned frame (id = index) with lineno */
+static PyObject *profile_frames(ProfileObject *self, PyObject *Py_UNUSED(a)) {
+    size_t n = ap_prof_nframes(self->prof);
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    for (size_t i = 0; list != NULL && i < n; i++) {
+        PyObject *d = PyDict_New();
+        if (d == NULL || frame_fields(self->prof, (ap_frame_id)i, d) < 0 ||
+            set_u64(d, "lineno", ap_prof_frame(self->prof, (ap_frame_id)i)->lineno) < 0) {
+            Py_XDECREF(d);
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, d);
+    }
     return list;
 }
 
@@ -390,6 +438,11 @@ static PyMethodDef profile_methods[] = {
     {"functions", (PyCFunction)(void (*)(void))profile_functions, METH_VARARGS | METH_KEYWORDS,
      "functions(tree=None) -> list[dict]\n\nThe function table (pstats semantics), all trees "
      "or one; callers/callees refer to list indices."},
+    {"lines", (PyCFunction)profile_lines, METH_NOARGS,
+     "lines() -> list[dict]\n\nThe line table: file, function, function_line, line, hits, "
+     "time_ns, await_ns; all trees summed."},
+    {"frames", (PyCFunction)profile_frames, METH_NOARGS,
+     "frames() -> list[dict]\n\nEvery frame (id = index), with lineno."},
     {"select", (PyCFunction)profile_select, METH_O,
      "select(labels) -> Profile\n\nA new profile with the trees that carry every label of the "
      "dict (e.g. {'phase': 'warm'})."},

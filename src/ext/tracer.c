@@ -33,7 +33,7 @@
  * CALL/C_RETURN fire outside it), so pushes and pops stay paired.
  *
  * Everything here is protected by the GIL; only one Tracer runs at a time. */
-#include "ext.h"
+#include "hook.h"
 
 #include <string.h>
 
@@ -42,30 +42,8 @@
 #include "ap_map.h"
 #include "ap_prof.h"
 
-#if PY_VERSION_HEX >= 0x030C0000
-#define AP_MONITORING 1
-#define code_get_extra PyUnstable_Code_GetExtra
-#define code_set_extra PyUnstable_Code_SetExtra
-#define request_extra_index PyUnstable_Eval_RequestCodeExtraIndex
-#else
-#define AP_MONITORING 0
-#define code_get_extra _PyCode_GetExtra
-#define code_set_extra _PyCode_SetExtra
-#define request_extra_index _PyEval_RequestCodeExtraIndex
-#endif
-
-#if PY_VERSION_HEX >= 0x030C0000
-#define AP_SAVE_EXC(e) PyObject *e = PyErr_GetRaisedException()
-#define AP_RESTORE_EXC(e) PyErr_SetRaisedException(e)
-#else
-#define AP_SAVE_EXC(e) PyObject *e##_t, *e##_v, *e##_tb; PyErr_Fetch(&e##_t, &e##_v, &e##_tb)
-#define AP_RESTORE_EXC(e) PyErr_Restore(e##_t, e##_v, e##_tb)
-#endif
-
 #define STACK_INITIAL 128
 #define UNWIND_SEARCH 16   /* how deep a pop looks for its frame */
-#define CO_GENLIKE (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR | CO_ITERABLE_COROUTINE)
-#define CO_AWAITS (CO_COROUTINE | CO_ASYNC_GENERATOR | CO_ITERABLE_COROUTINE)
 
 /* ---- per-code record (co_extra) ------------------------------------------------- */
 
@@ -78,8 +56,6 @@ typedef struct code_rec {
     int start_lasti;        /* 3.11: byte offset of the RESUME that starts the code */
     PyObject *code_bytes;   /* 3.11, generator-like code: co_code, to tell yields apart */
 } code_rec;
-
-static Py_ssize_t extra_index = -1;
 
 static void code_rec_free(void *p) {
     code_rec *r = p;
@@ -123,8 +99,7 @@ typedef struct TracerObject {
     ap_str_id phase;      /* label phase=<phase> of new trees; AP_NONE: no phase label */
     ap_map builtin_recs;  /* PyMethodDef* -> frame id << 1 | excluded, per serial */
     ap_map suspended;     /* frame key -> wall clock at suspension */
-    uint64_t lost;        /* events dropped after an error */
-    char error[200];      /* first error of a hook, "" if none */
+    apext_fail fail;      /* first failure of a hook */
 } TracerObject;
 
 /* The running tracer (NULL when none) and a generation that changes at every
@@ -135,19 +110,9 @@ static uint64_t next_serial = 1;
 
 static _Thread_local uint64_t tls_gen;
 static _Thread_local tstate *tls_ts;
-/* A number given to each OS thread at its first event, never reused (thread
- * idents are): an earlier start()'s state is reused only by the same thread. */
-static _Thread_local uint64_t tls_thread_serial;
-static uint64_t next_thread_serial = 1;
-
-#if !AP_MONITORING
-static int op_resume = -1, op_yield = -1;
-#endif
 
 static void hook_fail(TracerObject *t, const char *what) {
-    if (t->error[0] == '\0')
-        snprintf(t->error, sizeof t->error, "%s: %s", what, ap_err_msg());
-    t->lost++;
+    apext_fail_note(&t->fail, what);
 }
 
 /* ---- context scope ---------------------------------------------------------------- */
@@ -209,17 +174,7 @@ static inline uint64_t clock_now(const TracerObject *t) {
 
 /* ---- names and filters ----------------------------------------------------------- */
 
-static ap_str_id intern_obj(ap_prof *p, PyObject *s) {
-    if (s == NULL || !PyUnicode_Check(s))
-        return ap_prof_intern(p, "?", 1);
-    Py_ssize_t n;
-    const char *u = PyUnicode_AsUTF8AndSize(s, &n);
-    if (u == NULL) {
-        PyErr_Clear();
-        return ap_prof_intern(p, "?", 1);
-    }
-    return ap_prof_intern(p, u, (size_t)n);
-}
+#define intern_obj apext_intern
 
 static int prefix_match(const char *s, const char *pat, int module) {
     size_t n = strlen(pat);
@@ -280,8 +235,8 @@ static int code_rec_fill(TracerObject *t, code_rec *rec, PyCodeObject *co, PyObj
         return -1;
     rec->frame = id;
     rec->excluded = (uint8_t)excluded_by(t, globals_module(globals), ap_prof_str(p, f.file));
-    rec->genlike = (co->co_flags & CO_GENLIKE) != 0;
-    rec->awaits = (co->co_flags & CO_AWAITS) != 0;
+    rec->genlike = (co->co_flags & APEXT_CO_GENLIKE) != 0;
+    rec->awaits = (co->co_flags & APEXT_CO_AWAITS) != 0;
     rec->start_lasti = -1;
 #if !AP_MONITORING
     if (rec->genlike && rec->code_bytes == NULL) {
@@ -292,16 +247,8 @@ static int code_rec_fill(TracerObject *t, code_rec *rec, PyCodeObject *co, PyObj
         }
         rec->code_bytes = bytes;
     }
-    if (rec->genlike) {
-        const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(rec->code_bytes);
-        Py_ssize_t n = PyBytes_GET_SIZE(rec->code_bytes);
-        for (Py_ssize_t i = 0; i + 1 < n; i += 2) {
-            if (b[i] == op_resume) {
-                rec->start_lasti = (int)i;
-                break;
-            }
-        }
-    }
+    if (rec->genlike)
+        rec->start_lasti = apext_first_resume(rec->code_bytes);
 #endif
     rec->serial = t->serial;
     return 0;
@@ -309,13 +256,7 @@ static int code_rec_fill(TracerObject *t, code_rec *rec, PyCodeObject *co, PyObj
 
 /* The record of co for the running profile, or NULL (error recorded). */
 static inline code_rec *code_rec_get(TracerObject *t, PyCodeObject *co, PyObject *globals) {
-    void *extra = NULL;
-    if (code_get_extra((PyObject *)co, extra_index, &extra) < 0) {
-        PyErr_Clear();
-        ap_err_set(AP_EINVAL, "co_extra is not readable");
-        return NULL;
-    }
-    code_rec *rec = extra;
+    code_rec *rec = apext_code_get((PyObject *)co, APEXT_SLOT_TRACE);
     if (rec != NULL && rec->serial == t->serial)
         return rec;
     if (rec == NULL) {
@@ -324,10 +265,8 @@ static inline code_rec *code_rec_get(TracerObject *t, PyCodeObject *co, PyObject
             ap_err_set(AP_ENOMEM, "out of memory");
             return NULL;
         }
-        if (code_set_extra((PyObject *)co, extra_index, rec) < 0) {
-            PyErr_Clear();
+        if (apext_code_set((PyObject *)co, APEXT_SLOT_TRACE, rec) < 0) {
             PyMem_RawFree(rec);
-            ap_err_set(AP_ENOMEM, "co_extra is not writable");
             return NULL;
         }
     }
@@ -411,30 +350,16 @@ static int builtin_rec(TracerObject *t, PyObject *callable, const void **key, ap
 
 /* Label the tree of ts with its thread's name, if threading knows it yet. */
 static void name_thread(TracerObject *t, tstate *ts) {
-    if (ts->named || t->threads == NULL)
-        return;
-    AP_SAVE_EXC(exc);
-    PyObject *key = PyLong_FromUnsignedLong(ts->ident);
-    PyObject *thread = key ? PyDict_GetItemWithError(t->threads, key) : NULL;
-    PyObject *name = thread ? PyObject_GetAttrString(thread, "_name") : NULL;
-    if (name != NULL && PyUnicode_Check(name)) {
-        ap_str_id v = intern_obj(t->prof, name);
-        if (v != AP_NONE && ap_tree_label_set(ts->tree, t->k_thread, v) == 0)
-            ts->named = 1;
-    }
-    Py_XDECREF(name);
-    Py_XDECREF(key);
-    PyErr_Clear();
-    AP_RESTORE_EXC(exc);
+    if (!ts->named)
+        ts->named = apext_thread_label(t->prof, ts->tree, t->threads, ts->ident, t->k_thread);
 }
 
 static tstate *tstate_new(TracerObject *t) {
     unsigned long ident = PyThread_get_thread_ident();
+    uint64_t serial = apext_thread_serial();
     tstate *ts = NULL;
-    if (tls_thread_serial == 0)
-        tls_thread_serial = next_thread_serial++;
     for (tstate *x = t->threads_list; x != NULL; x = x->next) {
-        if (x->thread_serial == tls_thread_serial) {
+        if (x->thread_serial == serial) {
             ts = x;   /* a thread traced in an earlier start(): same tree */
             break;
         }
@@ -460,7 +385,7 @@ static tstate *tstate_new(TracerObject *t) {
         }
         ts->cap = STACK_INITIAL;
         ts->ident = ident;
-        ts->thread_serial = tls_thread_serial;
+        ts->thread_serial = serial;
         ts->next = t->threads_list;
         t->threads_list = ts;
     }
@@ -649,25 +574,15 @@ static inline PyObject *disable(void) {
     return Py_NewRef(g_disable);
 }
 
-/* The running interpreter frame: identifies a coroutine for its lifetime. */
-static const void *current_iframe(void) {
-    PyThreadState *ts = PyThreadState_Get();
-#if PY_VERSION_HEX >= 0x030D0000
-    return ts->current_frame;
-#else
-    return ts->cframe->current_frame;
-#endif
-}
+#define current_iframe apext_current_iframe
 
 /* The record of code: fast path inline; at first sight the module name
  * comes from the globals of the frame the event fires in (code's own). */
 static inline code_rec *mon_rec(TracerObject *t, PyObject *code) {
-    void *extra = NULL;
-    if (code_get_extra(code, extra_index, &extra) == 0 && extra != NULL &&
-        ((code_rec *)extra)->serial == t->serial)
-        return extra;
-    PyErr_Clear();
-    code_rec *rec = code_rec_get(t, (PyCodeObject *)code, PyEval_GetGlobals());
+    code_rec *rec = apext_code_get(code, APEXT_SLOT_TRACE);
+    if (rec != NULL && rec->serial == t->serial)
+        return rec;
+    rec = code_rec_get(t, (PyCodeObject *)code, PyEval_GetGlobals());
     if (rec == NULL)
         hook_fail(t, "code");
     return rec;
@@ -782,35 +697,16 @@ static mon_event mon_events[] = {
 };
 #define N_MON_EVENTS (sizeof mon_events / sizeof mon_events[0])
 
-/* Tool ids in order of preference: the unnamed ones first, so that a
- * debugger (0), coverage (1) or cProfile (2) started later still gets its
- * own id. */
-static const int tool_order[] = {3, 4, 5, 2, 1, 0};
+/* The same names, for apext_mon_free_tool(). */
+static const char *const mon_event_names[] = {
+    "PY_START", "PY_RESUME", "PY_THROW", "PY_RETURN", "PY_YIELD", "PY_UNWIND",
+    "CALL", "C_RETURN", "C_RAISE", NULL};
 
 static int install_hooks(TracerObject *t) {
     PyObject *mon = PySys_GetObject("monitoring");   /* borrowed */
-    if (mon == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "apiprof: sys.monitoring is not available");
+    int tool = apext_mon_use_tool("apiprof");
+    if (tool < 0)
         return -1;
-    }
-    int tool = -1;
-    for (size_t i = 0; i < sizeof tool_order / sizeof tool_order[0] && tool < 0; i++) {
-        PyObject *r = PyObject_CallMethod(mon, "use_tool_id", "is", tool_order[i], "apiprof");
-        if (r != NULL) {
-            Py_DECREF(r);
-            tool = tool_order[i];
-        } else if (PyErr_ExceptionMatches(PyExc_ValueError)) {
-            PyErr_Clear();
-        } else {
-            return -1;
-        }
-    }
-    if (tool < 0) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "apiprof: every sys.monitoring tool id (0-5) is in use by other tools; "
-                        "stop one of them to profile with apiprof");
-        return -1;
-    }
     t->tool_id = tool;
     PyObject *events = PyObject_GetAttrString(mon, "events");
     if (g_disable == NULL)
@@ -849,36 +745,13 @@ static int install_hooks(TracerObject *t) {
     return 0;
 err:
     Py_XDECREF(events);
-err_tool:;
-    AP_SAVE_EXC(exc);
-    PyObject *r2 = PyObject_CallMethod(mon, "free_tool_id", "i", tool);
-    Py_XDECREF(r2);
-    PyErr_Clear();
-    AP_RESTORE_EXC(exc);
+err_tool:
+    apext_mon_free_tool(tool, mon_event_names);
     return -1;
 }
 
 static int remove_hooks(TracerObject *t) {
-    PyObject *mon = PySys_GetObject("monitoring");
-    if (mon == NULL)
-        return 0;
-    AP_SAVE_EXC(exc);
-    PyObject *r = PyObject_CallMethod(mon, "set_events", "ii", t->tool_id, 0);
-    Py_XDECREF(r);
-    PyObject *events = PyObject_GetAttrString(mon, "events");
-    for (size_t i = 0; events != NULL && i < N_MON_EVENTS; i++) {
-        PyObject *ev = PyObject_GetAttrString(events, mon_events[i].name);
-        if (ev != NULL) {
-            r = PyObject_CallMethod(mon, "register_callback", "iOO", t->tool_id, ev, Py_None);
-            Py_XDECREF(r);
-            Py_DECREF(ev);
-        }
-    }
-    Py_XDECREF(events);
-    r = PyObject_CallMethod(mon, "free_tool_id", "i", t->tool_id);
-    Py_XDECREF(r);
-    PyErr_Clear();
-    AP_RESTORE_EXC(exc);
+    apext_mon_free_tool(t->tool_id, mon_event_names);
     return 0;
 }
 
@@ -896,13 +769,8 @@ static int profile_hook(PyObject *obj, PyFrameObject *frame, int what, PyObject 
     case PyTrace_CALL:
     case PyTrace_RETURN: {
         PyCodeObject *co = PyFrame_GetCode(frame);
-        code_rec *rec;
-        void *extra = NULL;
-        if (code_get_extra((PyObject *)co, extra_index, &extra) == 0 && extra != NULL &&
-            ((code_rec *)extra)->serial == t->serial) {
-            rec = extra;
-        } else {
-            PyErr_Clear();
+        code_rec *rec = apext_code_get((PyObject *)co, APEXT_SLOT_TRACE);
+        if (rec == NULL || rec->serial != t->serial) {
             PyObject *globals = PyFrame_GetGlobals(frame);
             rec = code_rec_get(t, co, globals);
             Py_XDECREF(globals);
@@ -919,11 +787,8 @@ static int profile_hook(PyObject *obj, PyFrameObject *frame, int what, PyObject 
             on_py_enter(t, rec, co, frame, start, now);
         } else {
             int yield = 0;
-            if (rec->genlike && arg != NULL) {
-                int lasti = PyFrame_GetLasti(frame);
-                yield = lasti >= 0 && lasti < PyBytes_GET_SIZE(rec->code_bytes) &&
-                        (unsigned char)PyBytes_AS_STRING(rec->code_bytes)[lasti] == op_yield;
-            }
+            if (rec->genlike && arg != NULL)
+                yield = apext_is_yield(rec->code_bytes, PyFrame_GetLasti(frame));
             on_py_exit(t, rec, co, frame, yield, now);
         }
         break;
@@ -982,23 +847,8 @@ static int set_threading_profile(PyObject *fn) {
 }
 
 static int install_hooks(TracerObject *t) {
-    if (op_resume < 0) {
-        PyObject *opcode = PyImport_ImportModule("opcode");
-        PyObject *opmap = opcode ? PyObject_GetAttrString(opcode, "opmap") : NULL;
-        PyObject *r = opmap ? PyDict_GetItemString(opmap, "RESUME") : NULL;
-        PyObject *y = opmap ? PyDict_GetItemString(opmap, "YIELD_VALUE") : NULL;
-        if (r != NULL && y != NULL) {
-            op_resume = (int)PyLong_AsLong(r);
-            op_yield = (int)PyLong_AsLong(y);
-        }
-        Py_XDECREF(opmap);
-        Py_XDECREF(opcode);
-        if (op_resume < 0) {
-            if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_RuntimeError, "apiprof: opcode.opmap has no RESUME");
-            return -1;
-        }
-    }
+    if (apext_opcodes_init() < 0)
+        return -1;
     PyThreadState *me = PyThreadState_Get();
     if (me->c_profilefunc != NULL) {
         PyErr_SetString(PyExc_RuntimeError,
@@ -1124,13 +974,7 @@ static PyObject *tracer_get_phase(TracerObject *t, void *Py_UNUSED(c)) {
 
 /* ---- the Tracer type ------------------------------------------------------------------- */
 
-static void set_meta_time(ap_prof *p, const char *key) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    char v[32];
-    snprintf(v, sizeof v, "%lld", (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec);
-    ap_prof_meta_set(p, key, v);
-}
+#define set_meta_time apext_meta_time
 
 static PyObject *tracer_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"clock", "builtins", "include", "exclude", "threads", "context", NULL};
@@ -1203,11 +1047,6 @@ static PyObject *tracer_start(TracerObject *t, PyObject *Py_UNUSED(a)) {
         return PyErr_Format(PyExc_RuntimeError, "apiprof: this profiler is already running");
     if (active != NULL)
         return PyErr_Format(PyExc_RuntimeError, "apiprof: another apiprof profiler is running");
-    if (extra_index < 0) {
-        extra_index = request_extra_index(code_rec_free);
-        if (extra_index < 0)
-            return PyErr_Format(PyExc_RuntimeError, "apiprof: no co_extra slot is free");
-    }
     if (ap_prof_meta_get(t->prof, "started") == NULL)
         set_meta_time(t->prof, "started");
     generation++;
@@ -1232,12 +1071,10 @@ static PyObject *tracer_stop(TracerObject *t, PyObject *Py_UNUSED(a)) {
     generation++;
     ap_map_clear(&t->suspended);
     set_meta_time(t->prof, "stopped");
-    if (ap_prof_finish(t->prof) != 0 && t->error[0] == '\0')
-        snprintf(t->error, sizeof t->error, "finish: %s", ap_err_msg());
+    if (ap_prof_finish(t->prof) != 0)
+        apext_fail_note(&t->fail, "finish");
     Py_DECREF(t);
-    if (t->error[0] != '\0' &&
-        PyErr_WarnFormat(PyExc_RuntimeWarning, 1, "apiprof: the profile is incomplete (%s; %llu events lost)",
-                         t->error, (unsigned long long)t->lost) < 0)
+    if (apext_fail_warn(&t->fail) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
@@ -1335,6 +1172,8 @@ static PyType_Spec tracer_spec = {
 };
 
 int apext_tracer_init(PyObject *module, apext_state *st) {
+    if (apext_code_init(APEXT_SLOT_TRACE, code_rec_free) < 0)
+        return -1;
     st->tracer_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &tracer_spec, NULL);
     if (st->tracer_type == NULL)
         return -1;

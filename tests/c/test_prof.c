@@ -304,6 +304,79 @@ AP_TEST(prof_exports) {
     ap_prof_free(p);
 }
 
+/* A line profile: root -> f (2 calls) -> lines 4 (hits 2) and 5 (hits 6), and
+ * root -> g -> f: line nodes refine their function and are not calls. */
+AP_TEST(prof_line_nodes) {
+    ap_prof *p = ap_prof_new();
+    if (!AP_CHECK(p != NULL))
+        return;
+    ap_frame_id f = py_frame(p, "f", 3), g = py_frame(p, "g", 10);
+    ap_frame lf = *ap_prof_frame(p, f);
+    lf.lineno = 4;
+    ap_frame_id l4 = ap_prof_frame_intern(p, &lf);
+    lf.lineno = 5;
+    ap_frame_id l5 = ap_prof_frame_intern(p, &lf);
+    ap_tree *t = ap_prof_tree_new(p, NULL, 0);
+    ap_node *fn = path(p, t, &f, 1, 2, 10, 310);
+    ap_node *n4 = path(p, t, (ap_frame_id[]){f, l4}, 2, 0, 100, 100);
+    ap_node *n5 = path(p, t, (ap_frame_id[]){f, l5}, 2, 0, 200, 200);
+    n4->m[AP_M_HITS] = 2;
+    n5->m[AP_M_HITS] = 6;
+    n5->m[AP_M_AWAIT_NS] = 50;
+    fn->m[AP_M_AWAIT_NS] = 50;
+    path(p, t, &g, 1, 1, 5, 5);
+    ap_node *n5b = path(p, t, (ap_frame_id[]){g, f, l5}, 3, 0, 7, 7);
+    n5b->m[AP_M_HITS] = 1;
+    if (!AP_CHECK(ap_prof_finish(p) == 0))
+        return;
+    ap_functab ft;
+    if (!AP_CHECK(ap_functab_build(p, NULL, NULL, &ft) == 0))
+        return;
+    int seen = 0;
+    for (size_t i = 0; i < ft.nrows; i++) {
+        const ap_func_row *r = &ft.rows[i];
+        if (r->frame == f) {
+            seen++;
+            AP_CHECK_EQ_U64(r->calls, 2);          /* the g -> f node has no call */
+            AP_CHECK_EQ_U64(r->prim_calls, 2);
+            AP_CHECK_EQ_U64(r->self_ns, 10 + 100 + 200 + 7);
+            AP_CHECK_EQ_U64(r->total_ns, 310);
+            AP_CHECK_EQ_U64(r->await_ns, 50);
+            AP_CHECK_EQ_U64(r->ncallers, 1);       /* g; no f -> f edge from lines */
+            AP_CHECK_EQ_U64(r->ncallees, 0);
+        }
+    }
+    AP_CHECK_EQ_U64(seen, 1);
+    ap_functab_free(&ft);
+    char path_buf[] = "/tmp/ap_test_lines_XXXXXX";
+    int fd = mkstemp(path_buf);
+    if (!AP_CHECK(fd >= 0))
+        return;
+    close(fd);
+    AP_CHECK(ap_prof_write(p, path_buf) == 0);
+    ap_prof *q = ap_prof_read(path_buf, NULL);
+    unlink(path_buf);
+    if (!AP_CHECK(q != NULL))
+        return;
+    ap_line_row *rows;
+    size_t n;
+    if (!AP_CHECK(ap_lines_build(q, &rows, &n) == 0))
+        return;
+    if (AP_CHECK_EQ_U64(n, 2)) {
+        AP_CHECK_EQ_U64(ap_prof_frame(q, rows[0].frame)->lineno, 4);
+        AP_CHECK_EQ_U64(rows[0].hits, 2);
+        AP_CHECK_EQ_U64(rows[0].time_ns, 100);
+        AP_CHECK_EQ_U64(ap_prof_frame(q, rows[1].frame)->lineno, 5);
+        AP_CHECK_EQ_U64(rows[1].hits, 7);
+        AP_CHECK_EQ_U64(rows[1].time_ns, 207);
+        AP_CHECK_EQ_U64(rows[1].await_ns, 50);
+        AP_CHECK_EQ_U64(rows[1].func, f);
+    }
+    free(rows);
+    ap_prof_free(q);
+    ap_prof_free(p);
+}
+
 /* The event ring keeps the newest `capacity` events in order, counts the
  * overwritten ones, and survives the native file. */
 AP_TEST(prof_event_ring) {

@@ -244,3 +244,78 @@ def test_real_profile_of_real_code(browser, tmp_path):
     page.click(fib["x"], fib["y"])
     assert page.eval("window.apiprof.state.zoom") == fib["node"]
     page.screenshot(ARTIFACTS / "real-profile-zoomed.png")
+
+
+LINES_SCRIPT = """
+import asyncio
+
+import apiprof
+
+
+@apiprof.profile
+def work(n):
+    total = 0
+    for i in range(n):
+        total += i & 7
+    return total
+
+
+@apiprof.profile
+async def handler():
+    await asyncio.sleep(0.02)
+    return work(10)
+
+
+if __name__ == "__main__":
+    for _ in range(3):
+        work(500)
+    asyncio.run(handler())
+"""
+
+
+def test_line_profile_heat(browser, tmp_path):
+    """A real `apiprof lines` profile: line nodes under their function node. The source view
+    shows each line's hits (AP_M_HITS, not calls) and time; the page's function table agrees
+    with the model's, where a line node is neither a call nor an edge."""
+    script = tmp_path / "prog.py"
+    script.write_text(LINES_SCRIPT)
+    prof = tmp_path / "prog.lines.apiprof"
+    r = subprocess.run([str(APIPROF), "lines", "-q", "-o", str(prof), str(script)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(subprocess.run([str(APIPROF), "report", str(prof), "-f", "json"],
+                                     capture_output=True, text=True, check=True).stdout)
+    c_rows = {f["qualname"]: f for f in data["functions"]}
+    assert c_rows.keys() == {"work", "handler"}
+    html = report(prof, tmp_path / "prog.html")
+    page = browser.open(html.as_uri())
+    page.wait_for(READY)
+    assert page.errors == [] and page.eval("window.apiprofErrors") == []
+    js_rows = {r["name"]: r for r in page.eval("window.apiprof.functions()")}
+    assert js_rows.keys() == c_rows.keys()
+    for name, r in js_rows.items():
+        c = c_rows[name]
+        assert (r["calls"], r["prim"], r["self"], r["total"], r["await"]) == (
+            c["calls"], c["primitive_calls"], c["self_ns"], c["total_ns"], c["await_ns"]), name
+        assert (r["callers"], r["callees"]) == (len(c["callers"]), len(c["callees"])) == (0, 0)
+
+    page.eval("window.apiprof.show('source')")
+    for name in ("work", "handler"):
+        page.eval(f"""(() => {{ const s = document.getElementById('source-func');
+            s.value = Array.from(s.options).find(o => o.textContent === '{name}').value;
+            s.dispatchEvent(new Event('change')); }})()""")
+        rows = page.eval("""Array.from(document.querySelectorAll('#source tr')).slice(1).map(tr =>
+            ({line: +tr.cells[0].textContent, hits: tr.cells[1].textContent,
+              self: tr.cells[2].textContent, bar: tr.querySelector('.heat').style.width}))""")
+        lines = {row["line"]: row for row in data["lines"] if row["function"] == name}
+        shown = {row["line"]: row for row in rows if row["hits"]}
+        assert shown.keys() == lines.keys(), name
+        for no, row in lines.items():
+            assert int(shown[no]["hits"]) == row["hits"], (name, no)
+            assert shown[no]["self"] != ""
+        hottest = max(lines.values(), key=lambda row: row["time_ns"])["line"]
+        assert shown[hottest]["bar"] == "80px"
+        page.screenshot(ARTIFACTS / f"lines-{name}.png")
+    hits = {(row["function"], row["line"]): row["hits"] for row in data["lines"]}
+    assert hits[("work", 9)] == 4 and hits[("work", 11)] == 3 * 500 + 10   # total = 0; loop body
+    assert page.errors == []

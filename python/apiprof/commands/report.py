@@ -16,6 +16,7 @@ import tempfile
 from typing import Any
 
 from .. import _core
+from .._lines import format_lines, is_line_profile
 from .._profiler import SORT_KEYS, format_table
 from ..errors import UsageError
 
@@ -30,8 +31,9 @@ def add_parser(sub: Any) -> None:
         "report", help="write a view of a profile (html, svg, dot, pprof, ... text)",
         description="Read an apiprof profile and write one of its views: an interactive HTML "
                     "report, an SVG flame graph, a call graph (dot), speedscope, pprof, "
-                    "collapsed stacks, callgrind, a Chrome trace, a text table, the JSON "
-                    "export (docs/format.md) or a pstats file. Without --format the format "
+                    "collapsed stacks, callgrind, a Chrome trace, a text table (the source "
+                    "with per-line figures for a line profile), the JSON export "
+                    "(docs/format.md) or a pstats file. Without --format the format "
                     "follows the extension of -o (report.html, flame.svg, cpu.pb.gz, ...), "
                     "else text.",
     )
@@ -98,6 +100,13 @@ def run_model_format(args: argparse.Namespace, fmt: str) -> int:
             profile.write_json(args.output or "/dev/stdout")
         elif fmt == "pstats":
             profile.write_pstats(args.output)
+        elif is_line_profile(profile):
+            text = format_lines(profile)
+            if args.output:
+                with open(args.output, "w") as f:
+                    f.write(text)
+            else:
+                sys.stdout.write(text)
         else:
             text = format_table(profile.functions(), args.sort, args.limit or None,
                                 header=f"apiprof: {args.file} (clock: "

@@ -8,7 +8,9 @@ import runpy
 import signal
 import sys
 import traceback
-from types import FrameType
+import types
+from collections.abc import Callable
+from types import CodeType, FrameType
 from typing import Any
 
 from .._profiler import Profiler, format_table
@@ -99,12 +101,32 @@ class _PhaseSwitch:
         self.profiler.set_phase(self.names[self.index])
 
 
-def _execute(kind: str, argv: list[str]) -> int:
-    """Run the program like ``python`` would; returns its exit status."""
+def _run_script_code(code: CodeType, path: str) -> None:
+    """Execute compiled script ``code`` as ``__main__`` (what runpy.run_path does
+    for a plain file), for callers that must see the code objects first."""
+    main = types.ModuleType("__main__")
+    main.__file__ = path
+    main.__cached__ = None  # type: ignore[attr-defined]
+    main.__loader__ = None
+    main.__package__ = None
+    main.__spec__ = None
+    sys.modules["__main__"] = main
+    exec(code, main.__dict__)
+
+
+def _execute(kind: str, argv: list[str],
+             prepare: Callable[[CodeType], None] | None = None) -> int:
+    """Run the program like ``python`` would; returns its exit status. With
+    ``prepare``, a script is compiled first and ``prepare`` sees its code."""
     sys.argv[:] = argv
     try:
         if kind == "module":
             runpy.run_module(argv[0], run_name="__main__", alter_sys=True)
+        elif prepare is not None:
+            with open(argv[0], "rb") as f:
+                code = compile(f.read(), argv[0], "exec")
+            prepare(code)
+            _run_script_code(code, argv[0])
         else:
             runpy.run_path(argv[0], run_name="__main__")
     except SystemExit as e:
@@ -133,20 +155,28 @@ def _importable(module: str) -> bool:
         return False
 
 
-def run(args: argparse.Namespace) -> int:
+def setup(args: argparse.Namespace, suffix: str = ".apiprof") -> tuple[str, list[str], str]:
+    """Check the program and the output of ``run``-like commands (``args.module``,
+    ``args.target``, ``args.output``) and set ``sys.path[0]`` as python would.
+    Returns (kind, argv, absolute output path); UsageError on a mistake."""
     kind, argv, name = _program(args)
     # sys.path[0] as python sets it: the current directory for -m, else the script's.
     first = os.getcwd() if kind == "module" else os.path.dirname(os.path.abspath(argv[0]))
     sys.path[0:1] = [first]
     if kind == "module" and not _importable(name):
         raise UsageError(f"no module named {name!r}")
-    names = _phase_names(args.phases)
-    output = os.path.abspath(args.output or f"{name}.apiprof")
+    output = os.path.abspath(args.output or f"{name}{suffix}")
     out_dir = os.path.dirname(output)
     if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
         raise UsageError(f"cannot write {args.output or output}: directory is missing or read-only")
     import pkgutil  # noqa: F401  (runpy imports it lazily: not part of the program's profile)
 
+    return kind, argv, output
+
+
+def run(args: argparse.Namespace) -> int:
+    kind, argv, output = setup(args)
+    names = _phase_names(args.phases)
     previous = signal.signal(signal.SIGTERM, _terminate)
     # runpy's own frames are the launcher, not the program.
     profiler = Profiler(clock=args.clock, builtins=not args.no_builtins, exclude=("runpy",))

@@ -53,7 +53,7 @@
     var n = t.n, parent = new Int32Array(n), frame = new Int32Array(n);
     parent[0] = -1;
     for (var i = 1; i < n; i++) { parent[i] = i - t.pd[i - 1]; frame[i] = t.fr[i - 1]; }
-    return { labels: t.labels, n: n, parent: parent, frame: frame, calls: t.calls, m: t.m };
+    return { labels: t.labels, n: n, parent: parent, frame: frame, calls: t.calls, hits: t.hits, m: t.m };
   });
   var state = { metric: D.metric, filters: {}, zoom: 0, search: null, focus: -1, icicle: false,
     view: "flame", drawn: 0 };
@@ -67,12 +67,13 @@
   }
 
   function buildView() {
-    var sel = selectedTrees(), ms = D.metrics, n, parent, frame, calls, self = {};
+    var sel = selectedTrees(), ms = D.metrics, n, parent, frame, calls, hits, self = {};
     if (sel.length === 1) {
       var t = sel[0];
       n = t.n; parent = t.parent; frame = t.frame;
-      calls = new Float64Array(n);
+      calls = new Float64Array(n); hits = new Float64Array(n);
       for (var i = 1; i < n; i++) calls[i] = t.calls[i - 1];
+      if (t.hits) for (i = 1; i < n; i++) hits[i] = t.hits[i - 1];
       ms.forEach(function (m) {
         var a = new Float64Array(n), src = t.m[m];
         if (src) for (var i = 1; i < n; i++) a[i] = src[i - 1];
@@ -82,6 +83,7 @@
       var total = 1;
       sel.forEach(function (t) { total += t.n; });
       parent = new Int32Array(total); frame = new Int32Array(total); calls = new Float64Array(total);
+      hits = new Float64Array(total);
       ms.forEach(function (m) { self[m] = new Float64Array(total); });
       parent[0] = -1; n = 1;
       var index = new Map();
@@ -92,11 +94,12 @@
           if (v === undefined) { v = n++; index.set(key, v); parent[v] = vp; frame[v] = t.frame[i]; }
           map[i] = v;
           calls[v] += t.calls[i - 1];
+          if (t.hits) hits[v] += t.hits[i - 1];
           ms.forEach(function (m) { var src = t.m[m]; if (src) self[m][v] += src[i - 1]; });
         }
       });
     }
-    V = { n: n, parent: parent, frame: frame, calls: calls, self: self };
+    V = { n: n, parent: parent, frame: frame, calls: calls, hits: hits, self: self };
     computeMetric();
   }
 
@@ -128,7 +131,17 @@
     computeFunctions();
   }
 
+  // A line-level node under a node of its own function (a line profile's line
+  // nodes, AP_M_HITS): it refines that node, it is not a call.
+  function refines(v) {
+    var f = V.frame[v], p = V.parent[v];
+    return fLineno(f) !== 0 && p > 0 && fFunc(V.frame[p]) === fFunc(f);
+  }
+
   // ---- function table (pstats semantics: recursion counted once) -------------
+  // As the model's table: a refining line node adds its self time to its
+  // function and nothing else (no call, no edge, no recursion level); its
+  // await is already in the function node's.
   function computeFunctions() {
     var n = V.n, rows = new Map(), edges = new Map(), list = [];
     var hasAwait = D.metrics.indexOf("await") >= 0;
@@ -150,7 +163,10 @@
       var v = stack[stack.length - 1], st = state2[state2.length - 1];
       if (st === 0) {
         state2[state2.length - 1] = 1;
-        if (v !== 0) {
+        if (v !== 0 && refines(v)) {
+          if (state.metric !== "await") rowOf(fFunc(V.frame[v])).self += V.self[state.metric][v];
+          pathEdge.push(-2);
+        } else if (v !== 0) {
           var fn = fFunc(V.frame[v]), r = rowOf(fn), a = active.get(fn) || 0;
           r.calls += V.calls[v]; r.self += V.self[state.metric][v];
           if (a === 0) { r.prim += V.calls[v]; r.total += V.incl[v]; if (hasAwait) r.await += aw[v]; }
@@ -177,7 +193,7 @@
       }
       stack.pop(); state2.pop();
       var pe = pathEdge.pop();
-      if (v !== 0) {
+      if (v !== 0 && pe !== -2) {
         var fn2 = fFunc(V.frame[v]);
         active.set(fn2, active.get(fn2) - 1);
         if (pe >= 0) activeEdge.set(pe, activeEdge.get(pe) - 1);
@@ -557,7 +573,7 @@
         var ln = fLineno(f);
         self.set(ln, (self.get(ln) || 0) + V.self[state.metric][i]);
         incl.set(ln, (incl.get(ln) || 0) + V.incl[i]);
-        hits.set(ln, (hits.get(ln) || 0) + V.calls[i]);
+        hits.set(ln, (hits.get(ln) || 0) + (refines(i) ? V.hits[i] : V.calls[i]));
         if (incl.get(ln) > max) max = incl.get(ln);
       }
     }

@@ -1,0 +1,291 @@
+"""apiprof.LineProfiler and @apiprof.profile: line profiling (the work is in C: _core.LineTracer)"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import linecache
+import os
+import sys
+import threading
+import types
+from collections.abc import Callable, Iterator
+from typing import IO, Any, TypeVar
+
+from . import _core
+from ._timer import format_ns
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Functions marked with @profile, in marking order, and the running profilers
+# that follow marks (apiprof lines): a function marked later is added to them.
+_marked: list[Any] = []
+_followers: list[LineProfiler] = []
+
+
+def profile(func: F) -> F:
+    """Mark ``func`` (function, method, async function, generator) for line profiling.
+
+    Returns ``func`` itself: outside a profiling run it costs nothing. Under
+    ``apiprof lines`` (or a ``LineProfiler(marked=True)``) its lines are recorded.
+    """
+    _marked.append(func)
+    for p in list(_followers):
+        p.add_function(func)
+    return func
+
+
+def marked() -> list[Any]:
+    """The functions marked with ``@apiprof.profile`` so far."""
+    return list(_marked)
+
+
+def code_objects(obj: Any) -> list[types.CodeType]:
+    """The code objects to profile for ``obj``: a function (decorators that set
+    ``__wrapped__`` are looked through), a bound method, classmethod,
+    staticmethod, property, functools.partial, a class (its functions) or a
+    module (functions and classes defined in it). TypeError for anything else."""
+    seen: set[int] = set()
+    out: list[types.CodeType] = []
+
+    def visit(o: Any, depth: int, module: str | None) -> bool:
+        if id(o) in seen or depth > 8:
+            return False
+        seen.add(id(o))
+        found = False
+        if isinstance(o, types.CodeType):
+            out.append(o)
+            return True
+        if isinstance(o, (classmethod, staticmethod)):
+            return visit(o.__func__, depth + 1, module)
+        if isinstance(o, types.MethodType):
+            return visit(o.__func__, depth + 1, module)
+        if isinstance(o, property):
+            for acc in (o.fget, o.fset, o.fdel):
+                if acc is not None:
+                    found = visit(acc, depth + 1, module) or found
+            return found
+        if isinstance(o, functools.partial):
+            return visit(o.func, depth + 1, module)
+        if isinstance(o, types.FunctionType):
+            if module is not None and o.__module__ != module:
+                return False
+            out.append(o.__code__)
+            wrapped = getattr(o, "__wrapped__", None)
+            if wrapped is not None:
+                visit(wrapped, depth + 1, module)
+            return True
+        if isinstance(o, (type, types.ModuleType)):
+            name = o.__name__ if isinstance(o, types.ModuleType) else module
+            if isinstance(o, type) and module is not None and o.__module__ != module:
+                return False
+            for v in list(vars(o).values()):
+                if isinstance(v, (type, types.FunctionType, classmethod, staticmethod, property)):
+                    found = visit(v, depth + 1, name) or found
+            return found
+        wrapped = getattr(o, "__wrapped__", None)
+        if wrapped is not None:
+            return visit(wrapped, depth + 1, module)
+        return False
+
+    if not visit(obj, 0, None):
+        raise TypeError(f"cannot line-profile {obj!r}: not a function, method, class or module "
+                        "with Python code")
+    return out
+
+
+class LineProfiler:
+    """Line-by-line profiler of chosen functions: hits, time, time per hit, % of the
+    function, and await time (coroutines) per line, in every thread.
+
+    ``LineProfiler(*functions)``; ``add_function(f)`` (also while running; classes
+    and modules add their functions); ``start()`` / ``stop()``, ``with``, or
+    ``lp(func)`` for a wrapper that profiles while ``func`` runs. With
+    ``marked=True`` the functions marked with ``@apiprof.profile`` (now or later)
+    are profiled too. Only the chosen functions pay: on 3.12+ no other code is
+    instrumented at all.
+    """
+
+    def __init__(self, *functions: Any, marked: bool = False) -> None:
+        self._tracer = _core.LineTracer(threads=threading._active)  # type: ignore[attr-defined]
+        self._depth = 0
+        self._follow = marked
+        self.functions: list[Any] = []
+        for f in functions:
+            self.add_function(f)
+        if marked:
+            for f in _marked:
+                self.add_function(f)
+
+    def add_function(self, func: Any) -> None:
+        """Profile the lines of ``func`` (see ``code_objects``)."""
+        codes = code_objects(func)
+        self.functions.append(func)
+        for code in codes:
+            self._tracer.add_code(code)
+
+    def add_module(self, module: types.ModuleType) -> None:
+        """Profile every function and method defined in ``module``."""
+        self.add_function(module)
+
+    @property
+    def running(self) -> bool:
+        return bool(self._tracer.running)
+
+    def start(self) -> LineProfiler:
+        self._tracer.start()
+        if self._follow and self not in _followers:
+            _followers.append(self)
+        return self
+
+    def stop(self) -> LineProfiler:
+        """Stop recording; frames still running are closed now. Idempotent."""
+        if self in _followers:
+            _followers.remove(self)
+        self._tracer.stop()
+        return self
+
+    enable = start
+    disable = stop
+
+    def __enter__(self) -> LineProfiler:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __call__(self, func: F) -> F:
+        """Add ``func`` and return a wrapper that records while it runs (sync,
+        async or generator function)."""
+        self.add_function(func)
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def awrapper(*args: Any, **kwargs: Any) -> Any:
+                owner = self._enter()
+                try:
+                    return await func(*args, **kwargs)
+                finally:
+                    self._leave(owner)
+
+            return awrapper  # type: ignore[return-value]
+        if inspect.isgeneratorfunction(func):
+
+            @functools.wraps(func)
+            def gwrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
+                owner = self._enter()
+                try:
+                    return (yield from func(*args, **kwargs))
+                finally:
+                    self._leave(owner)
+
+            return gwrapper  # type: ignore[return-value]
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            owner = self._enter()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                self._leave(owner)
+
+        return wrapper  # type: ignore[return-value]
+
+    def _enter(self) -> bool:
+        if self.running:
+            return False
+        self.start()
+        return True
+
+    def _leave(self, owner: bool) -> None:
+        if owner:
+            self.stop()
+
+    @property
+    def profile(self) -> Any:
+        """The recorded apiprof._core.Profile (live)."""
+        return self._tracer.profile()
+
+    def lines(self) -> list[dict[str, Any]]:
+        """One dict per line that ran: file, function (qualname), function_line,
+        line, hits, time_ns (callees included), await_ns; all threads summed."""
+        return list(self.profile.lines())
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the native file (``apiprof report FILE`` shows the lines)."""
+        self.profile.save(os.fspath(path))
+
+    def print(self, file: IO[str] | None = None) -> None:
+        """Print the line report (source with hits, time, per hit, % time, await)."""
+        out = file if file is not None else sys.stdout
+        out.write(format_lines(self.profile))
+
+
+def is_line_profile(profile: Any) -> bool:
+    return profile.meta.get("tool") == "apiprof lines"
+
+
+def format_lines(profile: Any, only: set[str] | None = None) -> str:
+    """The line_profiler-style text report of a line profile: per function its
+    calls, time and await, then every source line with Line #, Hits, Time,
+    Per Hit, % Time (of the function's time), Await, Line Contents."""
+    funcs = {(f["file"], f["line"], f["qualname"]): f for f in profile.functions()}
+    targets = [f for f in profile.frames() if f["kind"] == "python" and f["lineno"] == 0]
+    by_func: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
+    for row in profile.lines():
+        by_func.setdefault((row["file"], row["function_line"], row["function"]), []).append(row)
+    keys = sorted({(t["file"], t["line"], t["qualname"]) for t in targets})
+    if only is not None:
+        keys = [k for k in keys if k[2] in only]
+    header = ["Line #", "Hits", "Time", "Per Hit", "% Time", "Await", "Line Contents"]
+    out = [f"apiprof line profile (clock: {profile.meta.get('clock', 'wall')}); time per line "
+           "includes the functions it calls"]
+    for key in keys:
+        file, first, qualname = key
+        f = funcs.get(key)
+        calls = f["calls"] if f else 0
+        total = f["total_ns"] if f else 0
+        awaited = f["await_ns"] if f else 0
+        rows = {r["line"]: r for r in by_func.get(key, [])}
+        line_total = sum(r["time_ns"] for r in rows.values())
+        out.append(f"\nFunction: {qualname} at {file}:{first}")
+        summary = f"calls: {calls}, time: {format_ns(total)}"
+        if awaited:
+            summary += f", await: {format_ns(awaited)}"
+        out.append(summary if calls else "calls: 0 (no line ran)")
+        source = _source(file, first, max(rows, default=first))
+        table = [header]
+        for lineno, text in source:
+            r = rows.get(lineno)
+            if r is None:
+                table.append([str(lineno), "", "", "", "", "", text])
+                continue
+            hits, t = r["hits"], r["time_ns"]
+            table.append([
+                str(lineno), str(hits), format_ns(t), format_ns(t / hits) if hits else "-",
+                f"{100.0 * t / line_total:.1f}" if line_total else "-",
+                format_ns(r["await_ns"]) if r["await_ns"] else "", text,
+            ])
+        widths = [max(len(r[i]) for r in table) for i in range(6)]
+        rendered = ["  ".join([*(c.rjust(w) for c, w in zip(r[:6], widths, strict=True)), r[6]])
+                    for r in table]
+        out.append(rendered[0])
+        out.append("=" * max(len(x) for x in rendered[:1]))
+        out.extend(rendered[1:])
+    return "\n".join(out) + "\n"
+
+
+def _source(file: str, first: int, last_seen: int) -> list[tuple[int, str]]:
+    """(line number, text) of the function starting at ``first``: its block by
+    indentation, at least up to ``last_seen``; placeholders when the file is gone."""
+    lines = linecache.getlines(file)
+    if not lines or first > len(lines):
+        return [(n, "<source not available>" if n == first else "")
+                for n in range(first, last_seen + 1)]
+    try:
+        block = inspect.getblock(lines[first - 1:])
+    except Exception:  # tokenize errors: fall back to the lines that ran
+        block = lines[first - 1:last_seen]
+    end = max(first + len(block) - 1, last_seen)
+    return [(n, lines[n - 1].rstrip("\n") if n <= len(lines) else "")
+            for n in range(first, end + 1)]

@@ -1,0 +1,260 @@
+"""``apiprof lines``: run a script or ``-m`` module under the line profiler; write the profile."""
+
+from __future__ import annotations
+
+import argparse
+import builtins
+import importlib
+import importlib.abc
+import importlib.machinery
+import os
+import signal
+import sys
+import sysconfig
+import types
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from .. import _core
+from .._lines import LineProfiler, code_objects, format_lines, profile
+from ..errors import UsageError
+from .run import _execute, _terminate, setup
+
+# A target chosen from an earlier profile: (absolute file, first line, qualname).
+Target = tuple[str, int, str]
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "lines", help="line-profile chosen functions of a script or module",
+        description="Run a Python script (or -m module) with __main__ semantics and record, "
+                    "line by line, the functions marked with @profile (put in builtins, as "
+                    "kernprof does) or @apiprof.profile, those named with --function / "
+                    "--module, and the --top N functions with the most self time in an "
+                    "earlier function profile (--from). Write the line profile at exit, also "
+                    "on SIGINT/SIGTERM.",
+        usage="apiprof lines [-o FILE] [--function MOD:QUALNAME ...] [--module MOD ...] "
+              "[--from PROFILE [--top N] [--all-code]] [-q] (script.py | -m module) [args ...]",
+    )
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="line profile to write (default: NAME.lines.apiprof)")
+    p.add_argument("--function", action="append", default=[], metavar="MOD:QUALNAME",
+                   help="profile this function or method (repeatable)")
+    p.add_argument("--module", dest="modules", action="append", default=[], metavar="MOD",
+                   help="profile every function of this module (repeatable)")
+    p.add_argument("--from", dest="source", metavar="PROFILE",
+                   help="a function profile (apiprof run) to choose the hottest functions from")
+    p.add_argument("--top", type=int, default=3, metavar="N",
+                   help="with --from: how many functions, by self time (default 3)")
+    p.add_argument("--all-code", action="store_true",
+                   help="with --from: also choose standard library and site-packages code")
+    p.add_argument("-q", "--quiet", action="store_true", help="no report at exit")
+    p.add_argument("-m", dest="module", nargs=argparse.REMAINDER, metavar="MODULE [args]",
+                   help="run a library module as a script (the rest are its arguments)")
+    p.add_argument("target", nargs=argparse.REMAINDER, help="script.py [args ...] or module args")
+    p.set_defaults(func=run)
+
+
+# ---- choosing functions from a function profile ------------------------------------------------
+
+_NESTED = ("<genexpr>", "<listcomp>", "<dictcomp>", "<setcomp>", "<lambda>")
+
+
+def _library_dirs() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    dirs = {os.path.realpath(paths[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib")
+            if k in paths}
+    return tuple(d + os.sep for d in sorted(dirs))
+
+
+def _is_library(file: str, libs: tuple[str, ...]) -> bool:
+    real = os.path.realpath(file)
+    return (real.startswith(libs) or f"{os.sep}site-packages{os.sep}" in real
+            or f"{os.sep}dist-packages{os.sep}" in real)
+
+
+def hottest(path: str, top: int, all_code: bool) -> list[Target]:
+    """The ``top`` Python functions with the most self time in the profile at
+    ``path``. Comprehensions, generator expressions and lambdas count toward the
+    function that contains them; apiprof's own code and code without a source
+    file are skipped, and so are the standard library and site-packages unless
+    ``all_code``."""
+    if os.path.isdir(path):
+        raise UsageError(f"cannot read {path}: is a directory")
+    try:
+        prof = _core.load(path)
+    except OSError as e:
+        raise UsageError(str(e)) from None
+    except ValueError as e:
+        raise UsageError(f"not a readable apiprof profile: {e}") from None
+    libs = _library_dirs()
+    own = os.path.dirname(os.path.abspath(__file__)).rsplit(os.sep, 1)[0] + os.sep
+    self_ns: dict[tuple[str, str], int] = {}
+    first_line: dict[tuple[str, str], int] = {}
+    for f in prof.functions():
+        file = f["file"]
+        if f["kind"] != "python" or not os.path.isfile(file):
+            continue
+        if os.path.abspath(file).startswith(own) or (not all_code and _is_library(file, libs)):
+            continue
+        parts = f["qualname"].split(".")
+        while len(parts) > 2 and parts[-1] in _NESTED and parts[-2] == "<locals>":
+            parts = parts[:-2]
+        key = (os.path.abspath(file), ".".join(parts))
+        self_ns[key] = self_ns.get(key, 0) + f["self_ns"]
+        if key[1] == f["qualname"]:
+            first_line[key] = f["line"]
+    ranked = sorted(self_ns, key=lambda k: (-self_ns[k], k))
+    return [(file, first_line.get((file, q), 0), q) for file, q in ranked
+            if not q.endswith(_NESTED)][:top]
+
+
+def _walk(codes: Sequence[types.CodeType]) -> Iterator[types.CodeType]:
+    stack = list(codes)
+    while stack:
+        code = stack.pop()
+        yield code
+        stack.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+
+
+class _Resolver(importlib.abc.MetaPathFinder):
+    """Adds the targets' code objects to the profiler when their module is
+    executed (scripts: before they run; modules: when imported)."""
+
+    def __init__(self, profiler: LineProfiler, targets: list[Target]) -> None:
+        self.profiler = profiler
+        self.targets = targets
+        self.files = {t[0] for t in targets}
+        self.found: set[Target] = set()
+
+    def add(self, codes: Sequence[types.CodeType]) -> None:
+        for code in _walk(codes):
+            key = (os.path.abspath(code.co_filename), code.co_firstlineno, code.co_qualname)
+            loose = (key[0], 0, key[2])
+            for t in (key, loose):
+                if t in self.targets and t not in self.found:
+                    self.found.add(t)
+                    self.profiler.add_function(code)
+
+    def add_loaded(self) -> None:
+        for mod in list(sys.modules.values()):
+            file = getattr(mod, "__file__", None)
+            if isinstance(file, str) and os.path.abspath(file) in self.files:
+                self._add_module(mod)
+
+    def _add_module(self, mod: types.ModuleType) -> None:
+        try:
+            codes = code_objects(mod)
+        except TypeError:
+            return
+        self.add(codes)
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        origin = spec.origin
+        loader = spec.loader
+        if (isinstance(origin, str) and os.path.abspath(origin) in self.files
+                and isinstance(loader, importlib.machinery.SourceFileLoader)):
+            resolver = self
+
+            class _Loader(importlib.machinery.SourceFileLoader):
+                def exec_module(self, module: types.ModuleType) -> None:
+                    code = self.get_code(module.__name__)
+                    if code is not None:
+                        resolver.add([code])
+                    exec(code, module.__dict__)
+
+            spec.loader = _Loader(loader.name, loader.path)
+        return spec
+
+
+# ---- the command ---------------------------------------------------------------------------
+
+
+def _resolve_function(spec: str) -> Any:
+    mod_name, sep, qualname = spec.partition(":")
+    if not sep or not mod_name or not qualname:
+        raise UsageError(f"--function {spec!r}: expected MODULE:QUALNAME "
+                         "(e.g. shop.recommend:similar)")
+    mod = _import(mod_name, "--function")
+    obj: Any = mod
+    for part in qualname.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise UsageError(f"--function {spec!r}: {mod_name} has no {qualname!r}") from None
+    try:
+        code_objects(obj)
+    except TypeError:
+        raise UsageError(f"--function {spec!r}: not a Python function or class") from None
+    return obj
+
+
+def _import(name: str, option: str) -> types.ModuleType:
+    try:
+        return importlib.import_module(name)
+    except Exception as e:
+        raise UsageError(f"{option} {name!r}: cannot import it ({type(e).__name__}: {e})") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.top < 1:
+        raise UsageError("--top must be 1 or more")
+    targets = hottest(args.source, args.top, args.all_code) if args.source else []
+    if args.source and not targets:
+        raise UsageError(f"{args.source}: no function of user code to line-profile "
+                         "(--all-code includes the standard library and site-packages)")
+    kind, argv, output = setup(args, ".lines.apiprof")
+    profiler = LineProfiler(marked=True)
+    for spec in args.function:
+        profiler.add_function(_resolve_function(spec))
+    for name in args.modules:
+        mod = _import(name, "--module")
+        try:
+            profiler.add_module(mod)
+        except TypeError:
+            raise UsageError(f"--module {name!r}: defines no Python function") from None
+    resolver = _Resolver(profiler, targets)
+    if targets:
+        resolver.add_loaded()
+        sys.meta_path.insert(0, resolver)
+        names = ", ".join(f"{q} ({os.path.relpath(f)}:{line})" for f, line, q in targets)
+        print(f"apiprof lines: from {args.source}: {names}", file=sys.stderr)
+    had_profile = hasattr(builtins, "profile")
+    previous_profile = getattr(builtins, "profile", None)
+    builtins.profile = profile  # type: ignore[attr-defined]
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    profiler.start()
+    try:
+        status = _execute(kind, argv,
+                          prepare=(lambda code: resolver.add([code])) if targets else None)
+    finally:
+        profiler.stop()
+        signal.signal(signal.SIGTERM, previous)
+        if resolver in sys.meta_path:
+            sys.meta_path.remove(resolver)
+        if had_profile:
+            builtins.profile = previous_profile  # type: ignore[attr-defined]
+        else:
+            del builtins.profile  # type: ignore[attr-defined]
+    found = resolver.found
+    missing = [t for t in targets if t not in found and (t[0], 0, t[2]) not in found]
+    for file, line, q in missing:
+        print(f"apiprof lines: {q} ({file}:{line}) was not loaded by the program",
+              file=sys.stderr)
+    try:
+        profiler.save(output)
+    except OSError as e:
+        print(f"apiprof lines: {e}", file=sys.stderr)
+        return status or 1
+    if not args.quiet:
+        sys.stderr.write("\n" + format_lines(profiler.profile))
+        sys.stderr.write(f"apiprof: wrote {output} (apiprof report {output})\n")
+    return status
