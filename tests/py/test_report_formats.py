@@ -8,7 +8,6 @@ import marshal
 import os
 import pstats
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -234,7 +233,6 @@ def test_write_report_api_errors(shop, tmp_path):
     assert _core.write_report(str(shop), "json", str(tmp_path / "x.json"), {}) is False
 
 
-@pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz missing")
 def test_svg_flame_graph_is_well_formed(shop):
     import xml.etree.ElementTree as ET
     svg = run(str(shop), "-f", "svg", "--title", "Shop <flame>").stdout

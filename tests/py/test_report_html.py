@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -17,8 +16,6 @@ import pytest
 from cdp import Browser
 from helpers import REPO_ROOT
 from profiles import SHOP_ROUTE_ITEMS_WALL, SHOP_TOTALS, big_spec, shop_spec, write
-
-pytestmark = pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium missing")
 
 APIPROF = Path(sys.executable).with_name("apiprof")
 ARTIFACTS = REPO_ROOT / ".artifacts" / "report"
