@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import IO, Any, TypeVar
 
 from . import _core
-from ._timer import format_ns
+from ._table import Column, format_ns, render_lines
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -225,6 +225,27 @@ def is_line_profile(profile: Any) -> bool:
     return profile.meta.get("tool") == "apiprof lines"
 
 
+_SourceLine = tuple[int, str, dict[str, Any] | None]  # (number, text, figures if it ran)
+
+
+def _line_columns(function_ns: int) -> list[Column[_SourceLine]]:
+    """The line_profiler-style columns; "% Time" is of ``function_ns``, the lines' sum."""
+
+    def ran(show: Callable[[dict[str, Any]], str]) -> Callable[[_SourceLine], str]:
+        return lambda line: "" if line[2] is None else show(line[2])
+
+    return [
+        Column("Line #", lambda line: str(line[0])),
+        Column("Hits", ran(lambda r: str(r["hits"]))),
+        Column("Time", ran(lambda r: format_ns(r["time_ns"]))),
+        Column("Per Hit", ran(lambda r: format_ns(r["time_ns"] / r["hits"]) if r["hits"] else "-")),
+        Column("% Time", ran(lambda r: f"{100.0 * r['time_ns'] / function_ns:.1f}"
+                             if function_ns else "-")),
+        Column("Await", ran(lambda r: format_ns(r["await_ns"]) if r["await_ns"] else "")),
+        Column("Line Contents", lambda line: line[1], "free"),
+    ]
+
+
 def format_lines(profile: Any, only: set[str] | None = None) -> str:
     """The line_profiler-style text report of a line profile: per function its
     calls, time and await, then every source line with Line #, Hits, Time,
@@ -237,7 +258,6 @@ def format_lines(profile: Any, only: set[str] | None = None) -> str:
     keys = sorted({(t["file"], t["line"], t["qualname"]) for t in targets})
     if only is not None:
         keys = [k for k in keys if k[2] in only]
-    header = ["Line #", "Hits", "Time", "Per Hit", "% Time", "Await", "Line Contents"]
     out = [f"apiprof line profile (clock: {profile.meta.get('clock', 'wall')}); time per line "
            "includes the functions it calls"]
     for key in keys:
@@ -247,31 +267,14 @@ def format_lines(profile: Any, only: set[str] | None = None) -> str:
         total = f["total_ns"] if f else 0
         awaited = f["await_ns"] if f else 0
         rows = {r["line"]: r for r in by_func.get(key, [])}
-        line_total = sum(r["time_ns"] for r in rows.values())
         out.append(f"\nFunction: {qualname} at {file}:{first}")
         summary = f"calls: {calls}, time: {format_ns(total)}"
         if awaited:
             summary += f", await: {format_ns(awaited)}"
         out.append(summary if calls else "calls: 0 (no line ran)")
         source = _source(file, first, max(rows, default=first))
-        table = [header]
-        for lineno, text in source:
-            r = rows.get(lineno)
-            if r is None:
-                table.append([str(lineno), "", "", "", "", "", text])
-                continue
-            hits, t = r["hits"], r["time_ns"]
-            table.append([
-                str(lineno), str(hits), format_ns(t), format_ns(t / hits) if hits else "-",
-                f"{100.0 * t / line_total:.1f}" if line_total else "-",
-                format_ns(r["await_ns"]) if r["await_ns"] else "", text,
-            ])
-        widths = [max(len(r[i]) for r in table) for i in range(6)]
-        rendered = ["  ".join([*(c.rjust(w) for c, w in zip(r[:6], widths, strict=True)), r[6]])
-                    for r in table]
-        out.append(rendered[0])
-        out.append("=" * max(len(x) for x in rendered[:1]))
-        out.extend(rendered[1:])
+        columns = _line_columns(sum(r["time_ns"] for r in rows.values()))
+        out.extend(render_lines(columns, [(n, text, rows.get(n)) for n, text in source], "="))
     return "\n".join(out) + "\n"
 
 

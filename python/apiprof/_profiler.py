@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import IO, Any, TypeVar
 
 from . import _core
-from ._timer import format_ns
+from ._table import Column, format_ns, render
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -51,6 +51,23 @@ def location(f: dict[str, Any]) -> str:
     return "{" + f["qualname"] + "}"
 
 
+def _per_call(key: str, count: str) -> Callable[[dict[str, Any]], str]:
+    return lambda f: format_ns(f[key] / f[count]) if f[count] else "-"
+
+
+# The pstats-like columns (pstats names them so; "await" is apiprof's own).
+FUNCTION_COLUMNS: list[Column[dict[str, Any]]] = [
+    Column("ncalls", lambda f: f"{f['calls']}/{f['primitive_calls']}"
+           if f["calls"] != f["primitive_calls"] else str(f["calls"])),
+    Column("tottime", lambda f: format_ns(f["self_ns"])),
+    Column("percall", _per_call("self_ns", "calls")),
+    Column("cumtime", lambda f: format_ns(f["total_ns"])),
+    Column("percall", _per_call("total_ns", "primitive_calls")),
+    Column("await", lambda f: format_ns(f["await_ns"]) if f["await_ns"] else "-"),
+    Column("function", location, "free"),
+]
+
+
 def format_table(functions: list[dict[str, Any]], sort: str = "cumtime", limit: int | None = 30,
                  header: str = "") -> str:
     """A pstats-like text table of function dicts (Profile.functions())."""
@@ -65,22 +82,7 @@ def format_table(functions: list[dict[str, Any]], sort: str = "cumtime", limit: 
     lines = [header] if header else []
     lines.append(f"{calls} calls ({prim} primitive) in {len(functions)} functions; "
                  f"sorted by {sort}, top {len(rows)}")
-    cols = ["ncalls", "tottime", "percall", "cumtime", "percall", "await", "function"]
-    table = [cols]
-    for f in rows:
-        n, p = f["calls"], f["primitive_calls"]
-        table.append([
-            f"{n}/{p}" if n != p else str(n),
-            format_ns(f["self_ns"]), format_ns(f["self_ns"] / n) if n else "-",
-            format_ns(f["total_ns"]), format_ns(f["total_ns"] / p) if p else "-",
-            format_ns(f["await_ns"]) if f["await_ns"] else "-",
-            location(f),
-        ])
-    widths = [max(len(r[i]) for r in table) for i in range(len(cols) - 1)]
-    for r in table:
-        cells = [c.rjust(w) for c, w in zip(r[:-1], widths, strict=True)]
-        lines.append("  ".join([*cells, r[-1]]))
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + render(FUNCTION_COLUMNS, rows)
 
 
 class Profiler:

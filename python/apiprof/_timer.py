@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from . import _core
+from ._table import Column, format_ns, render
 
 timer = _core.Timer
 
@@ -97,47 +98,42 @@ def stats() -> dict[str, Any]:
     return {"clock": _core.clock_source(), "unit": "ns", "timers": timer.snapshot()}
 
 
-def format_ns(ns: float) -> str:
-    """A duration with a unit chosen for it: 850ns, 12.3us, 4.56ms, 1.20s."""
-    if ns < 1_000:
-        return f"{ns:.0f}ns"
-    if ns < 1_000_000:
-        return f"{ns / 1e3:.1f}us"
-    if ns < 1_000_000_000:
-        return f"{ns / 1e6:.2f}ms"
-    return f"{ns / 1e9:.2f}s"
+_Row = tuple[int, dict[str, Any]]  # (depth, timer)
 
 
-_COLUMNS = ("count", "errors", "total", "mean", "p50", "p95", "p99", "max", "cpu", "off-cpu")
+def _ns(key: str) -> Callable[[_Row], str]:
+    return lambda r: format_ns(r[1][key])
 
 
-def _rows(nodes: list[dict[str, Any]], depth: int, out: list[list[str]]) -> None:
+def _off_cpu(r: _Row) -> str:
+    total = r[1]["total_ns"]
+    return f"{100.0 * r[1]['off_cpu_ns'] / total:.0f}%" if total else "-"
+
+
+_COLUMNS: list[Column[_Row]] = [
+    Column("timer", lambda r: "  " * r[0] + r[1]["name"], "left"),
+    Column("count", lambda r: str(r[1]["count"])),
+    Column("errors", lambda r: str(r[1]["errors"])),
+    *(Column(key, _ns(f"{key}_ns")) for key in ("total", "mean", "p50", "p95", "p99", "max",
+                                                "cpu")),
+    Column("off-cpu", _off_cpu),
+]
+
+
+def _walk(nodes: list[dict[str, Any]], depth: int = 0) -> Iterator[_Row]:
+    """(depth, timer) of every timer, children under parents, siblings by total time."""
     for n in sorted(nodes, key=lambda n: -n["total_ns"]):
-        total = n["total_ns"]
-        off = f"{100.0 * n['off_cpu_ns'] / total:.0f}%" if total else "-"
-        out.append(
-            ["  " * depth + n["name"], str(n["count"]), str(n["errors"]), format_ns(total)]
-            + [format_ns(n[k]) for k in ("mean_ns", "p50_ns", "p95_ns", "p99_ns", "max_ns")]
-            + [format_ns(n["cpu_ns"]), off]
-        )
-        _rows(n["children"], depth + 1, out)
+        yield depth, n
+        yield from _walk(n["children"], depth + 1)
 
 
 def report() -> str:
     """An aligned text table of every timer, children indented under parents,
     siblings by total time; empty registry gives a one-line note."""
-    rows: list[list[str]] = []
-    _rows(timer.snapshot(), 0, rows)
+    rows = list(_walk(timer.snapshot()))
     if not rows:
         return "apiprof.timer: no timed blocks recorded\n"
-    header = ["timer", *_COLUMNS]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = []
-    for r in [header, *rows]:
-        right = [c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)]
-        cells = [r[0].ljust(widths[0]), *right]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines) + "\n"
+    return render(_COLUMNS, rows)
 
 
 timer._set_decorator(_decorate)
