@@ -8,7 +8,6 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import os
-import signal
 import sys
 import sysconfig
 import types
@@ -16,9 +15,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .. import _core
+from .._launch import Program, add_program_arguments, launch
 from .._lines import LineProfiler, code_objects, format_lines, profile
 from ..errors import UsageError
-from .run import _execute, _terminate, setup
 
 # A target chosen from an earlier profile: (absolute file, first line, qualname).
 Target = tuple[str, int, str]
@@ -36,8 +35,6 @@ def add_parser(sub: Any) -> None:
         usage="apiprof lines [-o FILE] [--function MOD:QUALNAME ...] [--module MOD ...] "
               "[--from PROFILE [--top N] [--all-code]] [-q] (script.py | -m module) [args ...]",
     )
-    p.add_argument("-o", "--output", metavar="FILE",
-                   help="line profile to write (default: NAME.lines.apiprof)")
     p.add_argument("--function", action="append", default=[], metavar="MOD:QUALNAME",
                    help="profile this function or method (repeatable)")
     p.add_argument("--module", dest="modules", action="append", default=[], metavar="MOD",
@@ -48,10 +45,7 @@ def add_parser(sub: Any) -> None:
                    help="with --from: how many functions, by self time (default 3)")
     p.add_argument("--all-code", action="store_true",
                    help="with --from: also choose standard library and site-packages code")
-    p.add_argument("-q", "--quiet", action="store_true", help="no report at exit")
-    p.add_argument("-m", dest="module", nargs=argparse.REMAINDER, metavar="MODULE [args]",
-                   help="run a library module as a script (the rest are its arguments)")
-    p.add_argument("target", nargs=argparse.REMAINDER, help="script.py [args ...] or module args")
+    add_program_arguments(p, "NAME.lines.apiprof")
     p.set_defaults(func=run)
 
 
@@ -204,6 +198,44 @@ def _import(name: str, option: str) -> types.ModuleType:
         raise UsageError(f"{option} {name!r}: cannot import it ({type(e).__name__}: {e})") from None
 
 
+class LineProducer:
+    """The line profiler as ``apiprof lines``' producer: while the program runs,
+    ``@profile`` is in builtins and the targets' modules are resolved as they load."""
+
+    def __init__(self, profiler: LineProfiler, resolver: _Resolver) -> None:
+        self.profiler = profiler
+        self.resolver = resolver
+        self._had_profile = hasattr(builtins, "profile")
+        self._previous_profile = getattr(builtins, "profile", None)
+
+    def start(self) -> None:
+        if self.resolver.targets:
+            self.resolver.add_loaded()
+            sys.meta_path.insert(0, self.resolver)
+        builtins.profile = profile  # type: ignore[attr-defined]
+        self.profiler.start()
+
+    def stop(self) -> None:
+        self.profiler.stop()
+        if self.resolver in sys.meta_path:
+            sys.meta_path.remove(self.resolver)
+        if self._had_profile:
+            builtins.profile = self._previous_profile  # type: ignore[attr-defined]
+        else:
+            del builtins.profile  # type: ignore[attr-defined]
+        found = self.resolver.found
+        for file, line, q in self.resolver.targets:
+            if (file, line, q) not in found and (file, 0, q) not in found:
+                print(f"apiprof lines: {q} ({file}:{line}) was not loaded by the program",
+                      file=sys.stderr)
+
+    def save(self, output: str) -> None:
+        self.profiler.save(output)
+
+    def summary(self) -> str:
+        return format_lines(self.profiler.profile)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise UsageError("--top must be 1 or more")
@@ -211,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
     if args.source and not targets:
         raise UsageError(f"{args.source}: no function of user code to line-profile "
                          "(--all-code includes the standard library and site-packages)")
-    kind, argv, output = setup(args, ".lines.apiprof")
+    program = Program.from_args(args, ".lines.apiprof")
     profiler = LineProfiler(marked=True)
     for spec in args.function:
         profiler.add_function(_resolve_function(spec))
@@ -223,38 +255,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--module {name!r}: defines no Python function") from None
     resolver = _Resolver(profiler, targets)
     if targets:
-        resolver.add_loaded()
-        sys.meta_path.insert(0, resolver)
         names = ", ".join(f"{q} ({os.path.relpath(f)}:{line})" for f, line, q in targets)
         print(f"apiprof lines: from {args.source}: {names}", file=sys.stderr)
-    had_profile = hasattr(builtins, "profile")
-    previous_profile = getattr(builtins, "profile", None)
-    builtins.profile = profile  # type: ignore[attr-defined]
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    profiler.start()
-    try:
-        status = _execute(kind, argv,
-                          prepare=(lambda code: resolver.add([code])) if targets else None)
-    finally:
-        profiler.stop()
-        signal.signal(signal.SIGTERM, previous)
-        if resolver in sys.meta_path:
-            sys.meta_path.remove(resolver)
-        if had_profile:
-            builtins.profile = previous_profile  # type: ignore[attr-defined]
-        else:
-            del builtins.profile  # type: ignore[attr-defined]
-    found = resolver.found
-    missing = [t for t in targets if t not in found and (t[0], 0, t[2]) not in found]
-    for file, line, q in missing:
-        print(f"apiprof lines: {q} ({file}:{line}) was not loaded by the program",
-              file=sys.stderr)
-    try:
-        profiler.save(output)
-    except OSError as e:
-        print(f"apiprof lines: {e}", file=sys.stderr)
-        return status or 1
-    if not args.quiet:
-        sys.stderr.write("\n" + format_lines(profiler.profile))
-        sys.stderr.write(f"apiprof: wrote {output} (apiprof report {output})\n")
-    return status
+    return launch("apiprof lines", program, LineProducer(profiler, resolver), quiet=args.quiet,
+                  prepare=(lambda code: resolver.add([code])) if targets else None)
