@@ -5,21 +5,15 @@ request."""
 
 from __future__ import annotations
 
-import atexit
 from typing import Any
 
-from .asgi import ProfilerMiddleware
-
-
-async def _nothing(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover
-    return None
+from .asgi import Options, ProfilerMiddleware
 
 
 def instrument(app: Any, **options: Any) -> Any:
     """Adds ProfilerMiddleware to ``app`` (outermost of the app's own middleware) and
     returns ``app``. Raises apiprof.errors.ConfigurationError (or TypeError for an unknown
     option) at once."""
-    checked = ProfilerMiddleware(_nothing, **options)  # validates now; the app builds its own
-    atexit.unregister(checked.flush)
+    Options(**options)  # validates now; the app builds its middleware at start-up
     app.add_middleware(ProfilerMiddleware, **options)
     return app

@@ -7,7 +7,8 @@ import json
 import os
 import sys
 
-from .. import _routestats
+from ..asgi import route_stats
+from ..asgi.stats_files import read_dir
 from ..errors import UsageError
 
 
@@ -19,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dir", dest="directory", metavar="DIR",
                    help="the stats directory (default: $APIPROF_STATS_DIR)")
-    p.add_argument("--sort", choices=_routestats.SORT_KEYS, default="total",
+    p.add_argument("--sort", choices=route_stats.SORT_KEYS, default="total",
                    help="order of the rows (largest first; default: total)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
@@ -32,17 +33,17 @@ def run(args: argparse.Namespace) -> int:
     if not os.path.isdir(directory):
         raise UsageError(f"{directory}: not a directory")
     try:
-        merged, files = _routestats.read_dir(directory)
+        merged, files = read_dir(directory)
     except OSError as e:
         raise UsageError(f"{directory}: {e.strerror or e}") from None
     except ValueError as e:
         raise UsageError(f"corrupt statistics file {e}") from None
     rows = merged.snapshot()
     if args.json:
-        out = {"version": 1, "workers": len(files), "routes": _routestats.summary(rows, args.sort)}
+        out = {"version": 1, "workers": len(files), "routes": route_stats.summary(rows, args.sort)}
         json.dump(out, sys.stdout)
         sys.stdout.write("\n")
     else:
         sys.stdout.write(f"{len(files)} worker file(s) in {directory}\n")
-        sys.stdout.write(_routestats.format_table(rows, args.sort))
+        sys.stdout.write(route_stats.format_table(rows, args.sort))
     return 0

@@ -1,4 +1,5 @@
-"""The dashboard page: one self-contained HTML document (no external resources).
+"""The dashboard under the middleware's ``dashboard_path``: its routes (the page, the
+statistics and profiles API) and the page, one self-contained HTML document.
 
 The statistics are embedded as JSON; a small script renders the route table, sorts it
 by the column clicked (or by ``?sort=p95|total|count|errors`` in the URL) and links the
@@ -8,7 +9,14 @@ captured profiles to the JSON API beside the page, carrying the token of the pag
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
+
+from .http import Scope, Send, respond, respond_gzip
+from .store import ProfileStore
+
+PROFILES_API = "/api/profiles"
+STATS_API = "/api/stats"
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -121,3 +129,40 @@ def render(data: dict[str, Any], base_path: str) -> str:
     """The dashboard page for ``data`` (see ProfilerMiddleware.dashboard_data)."""
     page = _PAGE.replace("__BASE__", _script_json(base_path))
     return page.replace("__DATA__", _script_json(data))
+
+
+class Dashboard:
+    """Serves authorized requests under ``base`` (the dashboard path): a kept profile
+    (``/api/profiles/ID``) always; the page, ``/api/profiles`` and ``/api/stats`` only
+    when ``pages`` (dashboard=True). ``data`` gives what the page shows."""
+
+    def __init__(self, base: str, store: ProfileStore, data: Callable[[], dict[str, Any]],
+                 pages: bool) -> None:
+        self.base = base
+        self.store = store
+        self.data = data
+        self.pages = pages
+
+    async def serve(self, scope: Scope, send: Send) -> bool:
+        """Answers the request; False if its path is not one of the dashboard's (the app
+        then serves it)."""
+        sub = scope["path"][len(self.base):]
+        if sub.startswith(PROFILES_API + "/"):
+            kept = self.store.get(sub[len(PROFILES_API) + 1:])
+            if kept is None:
+                await respond(send, 404, b'{"error": "no such profile"}', "application/json")
+            else:
+                await respond_gzip(send, scope, kept[1])
+            return True
+        if not self.pages:
+            return False
+        if sub == PROFILES_API:
+            await respond(send, 200, json.dumps(self.store.index()).encode(), "application/json")
+        elif sub == STATS_API:
+            await respond(send, 200, json.dumps(self.data()).encode(), "application/json")
+        elif sub in ("", "/"):
+            page = render(self.data(), self.base)
+            await respond(send, 200, page.encode(), "text/html; charset=utf-8")
+        else:
+            return False
+        return True

@@ -1,0 +1,223 @@
+"""ProfilerMiddleware: the pure ASGI middleware. It routes each request to the statistics
+(always), the dashboard, an on-demand profile or a slow-request candidate; the policies,
+the store, the statistics and the HTTP answers are the other modules of apiprof.asgi."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import gzip
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .capture import PROFILE_HEADER, SlowCapture, authorized, document, wants_report
+from .dashboard import Dashboard
+from .http import ASGIApp, Headers, Message, Receive, Scope, Send, discard, respond_gzip
+from .options import Options
+from .request_profile import FunctionProfile, ProfilerFactory, RequestProfiler
+from .route_stats import stats, table
+from .stats_files import write_worker_file
+from .store import ON_DEMAND_RING, ProfileStore
+
+Keep = Callable[[dict[str, Any], bytes], None]
+
+
+class ProfilerMiddleware:
+    """Pure ASGI middleware; see docs/asgi.md (and ``Options``) for every option.
+
+    Statistics are always on. Everything that exposes profiles over HTTP is off unless a
+    ``token`` is given; a request without the right token is served as if the middleware
+    were not there.
+    """
+
+    def __init__(self, app: ASGIApp, **options: Any) -> None:
+        self.app = app
+        self.options = opts = Options(**options)
+        self._token = opts.token.encode() if opts.token is not None else None
+        self._on_demand = self._token is not None and opts.on_demand
+        self._factory: ProfilerFactory = opts.profiler or FunctionProfile
+        self._server_timing = bool(opts.server_timing)
+        self._slow = (None if opts.slow_ms is None else
+                      SlowCapture(int(opts.slow_ms * 1e6), int(opts.slow_interval_s * 1e9)))
+        self._profile_lock = asyncio.Lock()  # one request profile at a time (one tracer runs)
+        self._max_profile_bytes = opts.max_profile_bytes
+        self.profiles = ProfileStore(opts.profiles_per_route, opts.max_profiles)
+        self._dashboard = Dashboard(opts.dashboard_path, self.profiles, self.dashboard_data,
+                                    bool(opts.dashboard))
+        self.table = table(opts.max_routes)
+        try:  # routes that are mounted sub-apps get their mount prefix once
+            from starlette.routing import Mount
+        except ImportError:
+            Mount = None  # noqa: N806
+        self.table._set_mount_type(Mount)
+        self.stats_dir = opts.resolved_stats_dir()
+        self._flush_ns = int(opts.flush_s * 1e9)
+        self._next_flush = 0
+        self._flush_failed = False
+        if self.stats_dir is not None:
+            atexit.register(self.flush)
+
+    @property
+    def slow_candidates(self) -> int:
+        """Requests profiled as slow-capture candidates."""
+        return 0 if self._slow is None else self._slow.candidates
+
+    @property
+    def slow_kept(self) -> int:
+        """Slow-capture candidates kept (they were slow)."""
+        return 0 if self._slow is None else self._slow.kept
+
+    # -- statistics files --
+
+    def flush(self) -> None:
+        """Writes this worker's statistics file now (when a stats directory is set). A
+        failure (disk full, directory gone) is reported once on stderr, never raised into
+        a request."""
+        if self.stats_dir is None:
+            return
+        self._next_flush = time.monotonic_ns() + self._flush_ns
+        try:
+            write_worker_file(self.stats_dir, self.table)
+        except OSError as e:
+            if not self._flush_failed:
+                self._flush_failed = True
+                print(f"apiprof: cannot write route statistics to {self.stats_dir}: {e}",
+                      file=sys.stderr)
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def receive_and_flush() -> Message:
+            message = await receive()
+            if message.get("type") == "lifespan.shutdown":
+                self.flush()
+            return message
+
+        await self.app(scope, receive_and_flush if self.stats_dir else receive, send)
+
+    # -- per request --
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http":
+            if kind == "lifespan":
+                await self._lifespan(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+            return
+        if self._token is not None and authorized(scope, self._token):
+            if (scope["path"].startswith(self._dashboard.base)
+                    and await self._dashboard.serve(scope, send)):
+                return
+            if self._on_demand:
+                await self._on_demand_request(scope, receive, send)
+                return
+        slow = self._slow
+        if slow is not None and slow.armed and not self._profile_lock.locked() and slow.take():
+            await self._slow_candidate(scope, receive, send)
+            return
+        req = self.table.request(scope, send, self._server_timing)
+        failed = True
+        try:
+            await self._run_app(req, scope, receive)
+            failed = False
+        finally:
+            req.finish(failed)
+        if slow is not None:
+            slow.saw(req.wall_ns)
+        if self.stats_dir is not None and time.monotonic_ns() >= self._next_flush:
+            self.flush()
+
+    async def _run_app(self, req: Any, scope: Scope, receive: Receive) -> None:
+        """Runs the app for one HTTP request, timed by ``req`` (a RouteTable request that is
+        also the app's send). Every request, profiled or not, runs the app here: what must
+        be set for the request's context (labels of its work) is set here."""
+        await req.run(self.app(scope, receive, req))
+
+    async def _on_demand_request(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Profiles an authorized request. Its response gets ``X-Apiprof-Profile: <id>``
+        and the profile is kept; with ``X-Apiprof-Report: json`` (or
+        ``?apiprof_report=json``) the profile replaces the app's response instead."""
+        report = wants_report(scope)
+        profile_id = self.profiles.new_id()
+        header = [(PROFILE_HEADER, profile_id.encode())]
+        kept: list[bytes] = []
+
+        def keep(record: dict[str, Any], document: bytes) -> None:
+            self.profiles.add(ON_DEMAND_RING, record, document)
+            kept.append(document)
+
+        async with self._profile_lock:  # profiled requests take turns
+            await self._run_profiled(scope, receive, discard if report else send, "request",
+                                     header, profile_id, keep)
+        if report:
+            await respond_gzip(send, scope, kept[0], header)
+
+    async def _slow_candidate(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Profiles a request after a slow one was seen; keeps it only if it is slow too."""
+        slow = self._slow
+        assert slow is not None
+
+        def keep(record: dict[str, Any], document: bytes) -> None:
+            if slow.keep(record):
+                self.profiles.add(record["route"], record, document)
+
+        async with self._profile_lock:
+            await self._run_profiled(scope, receive, send, "slow", None,
+                                     self.profiles.new_id(), keep)
+
+    async def _run_profiled(
+        self, scope: Scope, receive: Receive, send: Send, kind: str,
+        extra_headers: Headers | None, profile_id: str, keep: Keep,
+    ) -> None:
+        """Runs one request under a new request profile and hands its record and JSON
+        document to ``keep``, also when the app raises (the exception then propagates)."""
+        profile: RequestProfiler | None = None
+        error = ""
+        try:
+            candidate = self._factory()
+            candidate.start()
+            profile = candidate
+        except RuntimeError as e:  # another profiler runs (apiprof run, a user's Profiler)
+            error = f"cannot profile this request: {e}"
+        req = self.table.request(scope, send, self._server_timing)  # after start: not timed
+        if extra_headers:
+            req.extra_headers = extra_headers
+        failed = True
+        try:
+            await self._run_app(req, scope, receive)
+            failed = False
+        finally:
+            if profile is not None:
+                profile.stop()
+            label = req.finish(failed)
+            record = {
+                "id": profile_id, "kind": kind, "route": label,
+                "method": scope.get("method", ""), "path": scope.get("path", ""),
+                "status": req.status, "wall_ns": req.wall_ns, "cpu_ns": req.cpu_ns,
+                "time": time.time(), "bytes": 0,
+            }
+            doc = b"" if profile is None else document(profile, record, self._max_profile_bytes)
+            if not doc:
+                record.setdefault("error", error or "the profiler returned nothing")
+                doc = gzip.compress(json.dumps({"error": record["error"]}).encode())
+            record["bytes"] = len(doc)
+            keep(record, doc)
+
+    def dashboard_data(self) -> dict[str, Any]:
+        """What the dashboard shows: statistics of every worker when a stats directory is
+        set (this worker's file written first), else of this process; kept profiles."""
+        if self.stats_dir is not None:
+            self.flush()
+            try:
+                data = stats(self.stats_dir)
+            except (OSError, ValueError) as e:
+                data = stats()
+                data["warning"] = f"cannot merge the stats directory: {e}"
+        else:
+            data = stats()
+            data["workers"] = 1
+        data["profiles"] = self.profiles.index()
+        data["slow_capture"] = {"candidates": self.slow_candidates, "kept": self.slow_kept}
+        return data

@@ -1,0 +1,51 @@
+"""The seam for per-request profiles: the RequestProfiler protocol and its default,
+FunctionProfile (apiprof's function tracer limited to the request's context)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+
+class RequestProfiler(Protocol):
+    """Profiles one request. ``start()`` is called in the request's task just before the
+    app runs, ``stop()`` in the same task after its last byte is sent, then ``result()``
+    once. Each request gets a new instance from a ``ProfilerFactory``. ``start()`` may
+    raise RuntimeError when it cannot profile now (another profiler runs): the request is
+    then served without a profile."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def result(self, info: dict[str, str]) -> bytes:
+        """The profile as one UTF-8 JSON document; ``info`` describes the request (id,
+        kind, route, method, path, status, wall_ns, cpu_ns) for the profile to carry."""
+        ...
+
+
+ProfilerFactory = Callable[[], RequestProfiler]
+
+
+class FunctionProfile:
+    """The default RequestProfiler: apiprof.Profiler with scope="context", so that the
+    profile holds this request's work only (its task, the tasks it starts and its
+    thread-pool calls), not that of requests running beside it. The result is the JSON
+    export of ``apiprof report --format json`` with ``request.*`` metadata."""
+
+    def __init__(self) -> None:
+        from .._profiler import Profiler
+
+        self._profiler = Profiler(clock="wall", builtins=True, scope="context")
+
+    def start(self) -> None:
+        self._profiler.start()
+
+    def stop(self) -> None:
+        self._profiler.stop()
+
+    def result(self, info: dict[str, str]) -> bytes:
+        profile = self._profiler.profile
+        for key, value in info.items():
+            profile.set_meta(f"request.{key}", value)
+        return bytes(profile.json())
