@@ -15,8 +15,8 @@ from pathlib import Path
 
 import apiprof
 import pytest
+from apiprof import _bench_result as bench_result
 from apiprof import _core
-from apiprof.commands import bench_result
 
 APPS_DIR = Path(__file__).resolve().parent / "apps"
 APIPROF = Path(sys.executable).with_name("apiprof")
@@ -252,7 +252,7 @@ def test_histograms_merge_exactly_into_the_total(app, tmp_path, model):
 def test_route_matching_follows_starlette():
     requests = [["GET", "/items/7"], ["POST", "/items/7"], ["GET", "/v1/things/x"],
                 ["GET", "/nope"], ["GET", "/health"]]
-    r = subprocess.run([sys.executable, "-m", "apiprof._routes", "hotapp:app"], cwd=APPS_DIR,
+    r = subprocess.run([sys.executable, "-m", "apiprof._route_match", "hotapp:app"], cwd=APPS_DIR,
                        input=json.dumps(requests), capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     found = json.loads(r.stdout)
@@ -263,7 +263,7 @@ def test_route_matching_follows_starlette():
     assert found[0]["endpoint"]["file"] == app_file
     assert found[1]["endpoint"] is None  # 405: the endpoint does not run
     assert found[2]["endpoint"]["qualname"] == "thing"
-    plain = subprocess.run([sys.executable, "-m", "apiprof._routes", "loadapp:app"],
+    plain = subprocess.run([sys.executable, "-m", "apiprof._route_match", "loadapp:app"],
                            cwd=APPS_DIR, input='[["GET", "/fast"]]', capture_output=True,
                            text=True, timeout=60)
     assert json.loads(plain.stdout) == [{"route": None, "endpoint": None}]  # plain ASGI

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import _bench_result as bench_result
 from ..errors import UsageError
-from . import bench_result
 
 START_TIMEOUT_S = 30.0
 RESULT_SCHEMA = 1

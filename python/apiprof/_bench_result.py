@@ -9,12 +9,13 @@ import json
 import subprocess
 import sys
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .. import _core
-from .._profiler import format_table, location
-from .._timer import format_ns
+from . import _core
+from ._profiler import format_table, location
+from ._table import Column, format_ns, render_lines
 
 PHASES = ("warm", "cold")
 PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99_9", 99.9))
@@ -33,9 +34,9 @@ def request_of(url: dict[str, Any]) -> tuple[str, str]:
 
 
 def match_routes(app: str, app_dir: Path, requests: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    """Route template and endpoint of each request, from ``python -m apiprof._routes`` run
+    """Route template and endpoint of each request, from ``python -m apiprof._route_match`` run
     in the app's directory (the import happens there, not in this process)."""
-    done = subprocess.run([sys.executable, "-m", "apiprof._routes", app], cwd=app_dir,
+    done = subprocess.run([sys.executable, "-m", "apiprof._route_match", app], cwd=app_dir,
                           input=json.dumps(requests), capture_output=True, text=True,
                           timeout=60)
     if done.returncode != 0:
@@ -159,42 +160,46 @@ def build(load: dict[str, Any], matches: list[dict[str, Any]], profile_file: Pat
     return routes, profile, functions.get("warm")
 
 
+def _latency(key: str) -> Callable[[dict[str, Any]], str]:
+    return lambda r: format_ns(r["latency_ms"][key] * 1e6) if r["latency_ms"]["count"] else "-"
+
+
+def _per_call(r: dict[str, Any]) -> str:
+    p = r["profile"]
+    if p is None:
+        return "-"
+    return format_ns(p["total_ns"] / p["calls"]) if p["calls"] else "-"
+
+
+LOAD_COLUMNS: list[Column[dict[str, Any]]] = [
+    Column("route", lambda r: r["name"], "left"),
+    Column("requests", lambda r: str(r["requests"])),
+    Column("req/s", lambda r: f"{r['rps']:.1f}"),
+    *(Column(key, _latency(key)) for key in ("p50", "p99", "max")),
+    Column("errors", lambda r: str(sum(r["errors"].values()))),
+]
+PROFILE_COLUMNS: list[Column[dict[str, Any]]] = [
+    Column("calls", lambda r: "-" if r["profile"] is None else str(r["profile"]["calls"])),
+    Column("cum/call", _per_call),
+    Column("endpoint", lambda r: r["endpoint"] or "-", "free"),
+]
+
+
 def summary(result: dict[str, Any], functions: list[dict[str, Any]] | None) -> str:
     """Per-route load figures beside their endpoint's profile, then the warm profile's
     top functions."""
     out: list[str] = []
     profiled = result["profile"] is not None
+    columns = LOAD_COLUMNS + PROFILE_COLUMNS if profiled else LOAD_COLUMNS
     for ph in PHASES:
         rows = result["routes"][ph]
         if rows is None:
             continue
         phase = result["load"]["phases"][ph]
-        head = ["route", "requests", "req/s", "p50", "p99", "max", "errors"]
-        if profiled:
-            head += ["calls", "cum/call", "endpoint"]
-        table = [head]
-        for r in rows:
-            lat = r["latency_ms"]
-            cells = [r["name"], str(r["requests"]), f"{r['rps']:.1f}"]
-            cells += [format_ns(lat[k] * 1e6) if lat["count"] else "-"
-                      for k in ("p50", "p99", "max")]
-            cells.append(str(sum(r["errors"].values())))
-            if profiled:
-                p = r["profile"]
-                cells += ["-", "-"] if p is None else [
-                    str(p["calls"]), format_ns(p["total_ns"] / p["calls"]) if p["calls"] else "-"]
-                cells.append(r["endpoint"] or "-")
-            table.append(cells)
         out.append(f"{ph} phase: {phase['requests']} responses in {phase['elapsed_s']:.2f} s, "
                    "per route" + (" (endpoint calls and cumulative time from the profile)"
                                   if profiled else ""))
-        widths = [max(len(row[i]) for row in table) for i in range(len(head))]
-        for row in table:
-            cells = [row[0].ljust(widths[0])]
-            cells += [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
-            if profiled:
-                cells[-1] = row[-1]
-            out.append("  ".join(cells).rstrip())
+        out.extend(render_lines(columns, rows))
         out.append("")
     if profiled and functions is not None:
         file = result["profile"]["file"]

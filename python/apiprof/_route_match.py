@@ -1,6 +1,6 @@
 """Map request (method, path) pairs to the route templates of an ASGI app.
 
-    python -m apiprof._routes module:app < [[method, path], ...] > [{route, endpoint}, ...]
+    python -m apiprof._route_match module:app < [[method, path], ...] > [{route, endpoint}, ...]
 
 `apiprof bench --app` runs this in the app's directory, as the server is run, so that
 importing the app has the same effects there and none in the bench process. Matching is
@@ -85,7 +85,7 @@ def map_paths(app: Any, requests: list[tuple[str, str]]) -> list[Match]:
 
 def main() -> int:
     if len(sys.argv) != 2:
-        print("usage: python -m apiprof._routes module:app", file=sys.stderr)
+        print("usage: python -m apiprof._route_match module:app", file=sys.stderr)
         return 2
     sys.path.insert(0, ".")
     try:
