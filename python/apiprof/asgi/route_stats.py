@@ -4,6 +4,7 @@ the sort orders and the text table (``apiprof stats``)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from .. import _core
@@ -47,7 +48,7 @@ def summary(rows: list[dict[str, Any]], sort: str = "total") -> list[dict[str, A
     return sorted(rows, key=lambda r: (-r[key], r["route"], r["method"], r["status"]))
 
 
-ROUTE_COLUMNS: list[Column[dict[str, Any]]] = [
+ROUTE_COLUMNS: list[Column[Mapping[str, Any]]] = [
     Column.field("route", "route", align="left"),
     Column.field("method", "method", align="left"),
     Column.field("status", "status", align="left"),
