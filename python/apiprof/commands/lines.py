@@ -14,9 +14,9 @@ import types
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .. import _core
 from .._launch import Program, add_program_arguments, launch
 from .._lines import LineProfiler, code_objects, format_lines, profile
+from .._profile_file import load_profile
 from ..errors import UsageError
 
 # A target chosen from an earlier profile: (absolute file, first line, qualname).
@@ -73,14 +73,7 @@ def hottest(path: str, top: int, all_code: bool) -> list[Target]:
     function that contains them; apiprof's own code and code without a source
     file are skipped, and so are the standard library and site-packages unless
     ``all_code``."""
-    if os.path.isdir(path):
-        raise UsageError(f"cannot read {path}: is a directory")
-    try:
-        prof = _core.load(path)
-    except OSError as e:
-        raise UsageError(str(e)) from None
-    except ValueError as e:
-        raise UsageError(f"not a readable apiprof profile: {e}") from None
+    prof = load_profile(path)
     libs = _library_dirs()
     own = os.path.dirname(os.path.abspath(__file__)).rsplit(os.sep, 1)[0] + os.sep
     self_ns: dict[tuple[str, str], int] = {}

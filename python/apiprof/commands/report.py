@@ -17,6 +17,7 @@ from typing import Any
 
 from .. import _core
 from .._lines import format_lines, is_line_profile
+from .._profile_file import load_profile
 from .._profiler import SORT_KEYS, format_table
 from ..errors import UsageError
 
@@ -84,12 +85,7 @@ def run(args: argparse.Namespace) -> int:
 def run_model_format(args: argparse.Namespace, fmt: str) -> int:
     if args.limit < 0:
         raise UsageError("--limit must be 0 or more")
-    try:
-        profile = _core.load(args.file)
-    except OSError as e:
-        raise UsageError(str(e)) from None
-    except ValueError as e:
-        raise UsageError(f"not a readable apiprof profile: {e}") from None
+    profile = load_profile(args.file)
     if args.phase is not None:
         profile = select_phase(profile, args.phase, args.file)
     if profile.truncated:
@@ -138,12 +134,7 @@ def run_view_format(args: argparse.Namespace, fmt: str) -> int:
     source, phase_file = args.file, None
     if args.phase is not None:
         # The C writers read a file: write the chosen phase to a temporary one.
-        try:
-            chosen = select_phase(_core.load(args.file), args.phase, args.file)
-        except OSError as e:
-            raise UsageError(str(e)) from None
-        except ValueError as e:
-            raise UsageError(f"not a readable apiprof profile: {e}") from None
+        chosen = select_phase(load_profile(args.file), args.phase, args.file)
         fd, phase_file = tempfile.mkstemp(suffix=".apiprof")
         os.close(fd)
         chosen.save(phase_file)
