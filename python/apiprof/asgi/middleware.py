@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import gzip
+import inspect
 import json
 import sys
 import time
@@ -221,3 +222,17 @@ class ProfilerMiddleware:
         data["profiles"] = self.profiles.index()
         data["slow_capture"] = {"candidates": self.slow_candidates, "kept": self.slow_kept}
         return data
+
+
+def _init_signature() -> inspect.Signature:
+    """``ProfilerMiddleware(app, *, <every Options field>)``, for help() and editors: the
+    options are declared once, in Options."""
+    plain = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    options = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+               for p in inspect.signature(Options).parameters.values()]
+    return inspect.Signature([inspect.Parameter("self", plain),
+                              inspect.Parameter("app", plain, annotation="ASGIApp"), *options],
+                             return_annotation="None")
+
+
+ProfilerMiddleware.__init__.__signature__ = _init_signature()  # type: ignore[attr-defined]
