@@ -11,7 +11,7 @@ import inspect
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .capture import PROFILE_HEADER, SlowCapture, authorized, document, wants_report
@@ -130,11 +130,13 @@ class ProfilerMiddleware:
         if self.stats_dir is not None and time.monotonic_ns() >= self._next_flush:
             self.flush()
 
-    async def _run_app(self, req: Any, scope: Scope, receive: Receive) -> None:
-        """Runs the app for one HTTP request, timed by ``req`` (a RouteTable request that is
-        also the app's send). Every request, profiled or not, runs the app here: what must
-        be set for the request's context (labels of its work) is set here."""
-        await req.run(self.app(scope, receive, req))
+    def _run_app(self, req: Any, scope: Scope, receive: Receive) -> Awaitable[None]:
+        """The app's run for one HTTP request, timed by ``req`` (a RouteTable request that
+        is also the app's send), to be awaited in the request's task. Every request,
+        profiled or not, runs the app through here: what must be set for the request's
+        context (labels of its work) is set here. A plain call, not a coroutine: no
+        extra frame per request."""
+        return req.run(self.app(scope, receive, req))  # type: ignore[no-any-return]
 
     async def _on_demand_request(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Profiles an authorized request. Its response gets ``X-Apiprof-Profile: <id>``
