@@ -7,9 +7,7 @@
 #include "ap_report.h"
 
 static const char *event_name(unsigned vm) {
-    static const char *const names[AP_VM_COUNT] = {"wall_ns", "cpu_ns", "await_ns",
-                                                   "alloc_bytes", "samples"};
-    return names[vm];
+    return ap_metric_get(ap_report_vm_field(vm))->cost;
 }
 
 /* "fl=(ID) NAME" the first time an ID is used, "fl=(ID)" afterwards. */

@@ -19,6 +19,7 @@ typedef struct ap_report_opts {
     const char *route;      /* keep only trees labelled route=ROUTE (NULL: all) */
     const char *thread;     /* ... thread=THREAD */
     const char *task;       /* ... task=TASK */
+    const char *phase;      /* ... phase=PHASE */
     const char *title;      /* title of html/svg; NULL: from the metadata */
 } ap_report_opts;
 
@@ -40,6 +41,10 @@ const char *ap_report_format_for_path(const char *path);
  * AP_ENOMEM or AP_EIO.  On error nothing, or a part of the output, has been
  * written to out. */
 int ap_report_write(ap_prof *p, const char *format, const ap_report_opts *o, FILE *out);
+
+/* As ap_report_write(), appending to out instead of writing to a file.
+ * On error out may hold a part of the view (out->failed set after AP_ENOMEM). */
+int ap_report_write_buf(ap_prof *p, const char *format, const ap_report_opts *o, ap_sbuf *out);
 
 /* ---- for the writers -----------------------------------------------------------
  * A view metric is one node metric read as "self" cost: the value a node has
@@ -117,5 +122,7 @@ int ap_speedscope_write(const ap_report_ctx *c, ap_sbuf *out);  /* ap_speedscope
 int ap_pprof_write(const ap_report_ctx *c, ap_sbuf *out);       /* ap_pprof.c */
 int ap_callgrind_write(const ap_report_ctx *c, ap_sbuf *out);   /* ap_callgrind.c */
 int ap_chrome_write(const ap_report_ctx *c, ap_sbuf *out);      /* ap_chrome.c */
+int ap_json_write(const ap_report_ctx *c, ap_sbuf *out);        /* ap_prof_file.c */
+int ap_pstats_write(const ap_report_ctx *c, ap_sbuf *out);
 
 #endif /* AP_REPORT_H */

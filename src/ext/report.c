@@ -9,24 +9,6 @@
 #include "ap_prof.h"
 #include "ap_report.h"
 
-/* Raise the Python exception matching the core's last error, prefixed with
- * what. */
-static PyObject *raise_core_error(const char *what)
-{
-    PyObject *type;
-    switch (ap_err_code()) {
-    case AP_ENOMEM: type = PyExc_MemoryError; break;
-    case AP_EIO: type = PyExc_OSError; break;
-    case AP_ENOTFOUND: type = PyExc_LookupError; break;
-    default: type = PyExc_ValueError; break;
-    }
-    if (what != NULL)
-        PyErr_Format(type, "%s: %s", what, ap_err_msg());
-    else
-        PyErr_SetString(type, ap_err_msg());
-    return NULL;
-}
-
 /* A str option of the dict, or NULL (absent / None).  -1 on a wrong type. */
 static int opt_str(PyObject *opts, const char *key, const char **out)
 {
@@ -44,11 +26,15 @@ static int opt_str(PyObject *opts, const char *key, const char **out)
     return *out == NULL ? -1 : 0;
 }
 
-static PyObject *write_report(PyObject *Py_UNUSED(m), PyObject *args)
+static PyObject *write_report(PyObject *module, PyObject *args)
 {
-    const char *path_in, *fmt;
-    PyObject *out_obj = Py_None, *opts = Py_None;
-    if (!PyArg_ParseTuple(args, "ss|OO:write_report", &path_in, &fmt, &out_obj, &opts))
+    const char *fmt;
+    PyObject *prof_obj, *out_obj = Py_None, *opts = Py_None;
+    if (!PyArg_ParseTuple(args, "Os|OO:write_report", &prof_obj, &fmt, &out_obj, &opts))
+        return NULL;
+    int truncated = 0;
+    ap_prof *p = apext_profile_get(PyModule_GetState(module), prof_obj, &truncated);
+    if (p == NULL)
         return NULL;
     if (opts != Py_None && !PyDict_Check(opts))
         return PyErr_Format(PyExc_TypeError, "options must be a dict");
@@ -57,6 +43,7 @@ static PyObject *write_report(PyObject *Py_UNUSED(m), PyObject *args)
     memset(&o, 0, sizeof o);
     if (opt_str(od, "metric", &o.metric) || opt_str(od, "route", &o.route) ||
         opt_str(od, "thread", &o.thread) || opt_str(od, "task", &o.task) ||
+        opt_str(od, "phase", &o.phase) ||
         opt_str(od, "title", &o.title))
         return NULL;
     if (od != NULL) {
@@ -79,10 +66,6 @@ static PyObject *write_report(PyObject *Py_UNUSED(m), PyObject *args)
         return PyErr_Format(PyExc_ValueError,
                             "unknown format '%s' (html, svg, dot, speedscope, pprof, collapsed, "
                             "callgrind, chrome, json, pstats)", fmt);
-    int truncated = 0;
-    ap_prof *p = ap_prof_read(path_in, &truncated);
-    if (p == NULL)
-        return raise_core_error(path_in);
     FILE *out = stdout;
     char *tmp_path = NULL;
     if (path_out != NULL) {
@@ -90,21 +73,17 @@ static PyObject *write_report(PyObject *Py_UNUSED(m), PyObject *args)
          * half-written report where a complete one was expected. */
         size_t n = strlen(path_out) + 16;
         tmp_path = PyMem_Malloc(n);
-        if (tmp_path == NULL) {
-            ap_prof_free(p);
+        if (tmp_path == NULL)
             return PyErr_NoMemory();
-        }
         snprintf(tmp_path, n, "%s.tmp%ld", path_out, (long)getpid());
         out = fopen(tmp_path, "wb");
         if (out == NULL) {
             PyErr_Format(PyExc_OSError, "cannot write %s: %s", path_out, strerror(errno));
             PyMem_Free(tmp_path);
-            ap_prof_free(p);
             return NULL;
         }
     }
     int rc = ap_report_write(p, fmt, &o, out);
-    ap_prof_free(p);
     if (path_out != NULL) {
         if (fclose(out) != 0 && rc == 0)
             rc = ap_err_set(AP_EIO, "%s: %s", path_out, strerror(errno));
@@ -117,7 +96,7 @@ static PyObject *write_report(PyObject *Py_UNUSED(m), PyObject *args)
         fflush(stdout);
     }
     if (rc != 0)
-        return raise_core_error(NULL);
+        return apext_raise_core(NULL);
     return PyBool_FromLong(truncated);
 }
 
@@ -140,10 +119,10 @@ static ap_frame_id spec_frame(ap_prof *p, PyObject *spec)
     ap_frame f = {ap_prof_intern(p, name, strlen(name)), ap_prof_intern(p, qual, strlen(qual)),
                   ap_prof_intern(p, file, strlen(file)), line, lineno, kind};
     if (f.name == AP_NONE || f.qualname == AP_NONE || f.file == AP_NONE)
-        return (ap_frame_id)(raise_core_error(NULL), AP_NONE);
+        return (ap_frame_id)(apext_raise_core(NULL), AP_NONE);
     ap_frame_id id = ap_prof_frame_intern(p, &f);
     if (id == AP_NONE)
-        raise_core_error(NULL);
+        apext_raise_core(NULL);
     return id;
 }
 
@@ -165,7 +144,7 @@ static int build_tree(ap_prof *p, PyObject *tspec)
     }
     ap_tree *t = ap_prof_tree_new(p, NULL, 0);
     if (t == NULL)
-        return (raise_core_error(NULL), -1);
+        return (apext_raise_core(NULL), -1);
     if (labels != NULL && PyDict_Check(labels)) {
         Py_ssize_t pos = 0;
         PyObject *k, *v;
@@ -175,7 +154,7 @@ static int build_tree(ap_prof *p, PyObject *tspec)
             if (ks == NULL || vs == NULL)
                 return -1;
             if (ap_tree_label_set(t, ap_prof_intern(p, ks, (size_t)kl), ap_prof_intern(p, vs, (size_t)vl)))
-                return (raise_core_error(NULL), -1);
+                return (apext_raise_core(NULL), -1);
         }
     }
     int explicit_total = 0;
@@ -200,7 +179,7 @@ static int build_tree(ap_prof *p, PyObject *tspec)
         }
         Py_DECREF(seq);
         if (n == NULL) {
-            raise_core_error(NULL);
+            apext_raise_core(NULL);
             goto fail;
         }
         Py_ssize_t pos = 0;
@@ -263,7 +242,7 @@ static PyObject *make_test_profile(PyObject *Py_UNUSED(m), PyObject *args)
         return NULL;
     ap_prof *p = ap_prof_new();
     if (p == NULL)
-        return raise_core_error(NULL);
+        return apext_raise_core(NULL);
     PyObject *meta = PyDict_GetItemString(spec, "meta");
     PyObject *trees = PyDict_GetItemString(spec, "trees");
     PyObject *events = PyDict_GetItemString(spec, "events");
@@ -275,7 +254,7 @@ static PyObject *make_test_profile(PyObject *Py_UNUSED(m), PyObject *args)
             if (ks == NULL || vs == NULL)
                 goto err;
             if (ap_prof_meta_set(p, ks, vs) != 0) {
-                raise_core_error(NULL);
+                apext_raise_core(NULL);
                 goto err;
             }
         }
@@ -294,7 +273,7 @@ static PyObject *make_test_profile(PyObject *Py_UNUSED(m), PyObject *args)
         if (PyErr_Occurred() || ne < 0)
             goto err;
         if (ap_prof_events_enable(p, capacity) != 0) {
-            raise_core_error(NULL);
+            apext_raise_core(NULL);
             goto err;
         }
         for (Py_ssize_t i = 0; i < ne; i++) {
@@ -319,7 +298,7 @@ static PyObject *make_test_profile(PyObject *Py_UNUSED(m), PyObject *args)
         }
     }
     if (ap_prof_finish(p) != 0 || ap_prof_write(p, path) != 0) {
-        raise_core_error(NULL);
+        apext_raise_core(NULL);
         goto err;
     }
     ap_prof_free(p);
@@ -342,11 +321,11 @@ static PyObject *report_format_for_path(PyObject *Py_UNUSED(m), PyObject *arg)
 
 PyMethodDef apext_report_methods[] = {
     {"write_report", write_report, METH_VARARGS,
-     "write_report(path_in, format, path_out=None, options=None) -> bool\n\n"
-     "Read the native profile path_in and write its view `format` to path_out\n"
-     "(stdout when None).  options: metric, min_percent, route, thread, task,\n"
-     "title.  Returns True when the input was cut short (what it held was\n"
-     "used).  Raises ValueError (corrupt input, unknown format or metric),\n"
+     "write_report(profile, format, path_out=None, options=None) -> bool\n\n"
+     "Write the view `format` of a Profile to path_out (stdout when None).\n"
+     "options: metric, min_percent, route, thread, task, phase, title.  Returns\n"
+     "True when the profile was read from a file cut short.  Raises\n"
+     "ValueError (unknown format or metric),\n"
      "LookupError (nothing matches a filter; no timeline for 'chrome'),\n"
      "OSError, MemoryError."},
     {"report_format_for_path", report_format_for_path, METH_O,
