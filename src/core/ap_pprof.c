@@ -76,31 +76,19 @@ typedef struct pp_ctx {
     ap_sbuf labels;            /* the tree's encoded Label messages, as sample fields */
     const unsigned *fields;    /* node metrics of the sample types present */
     size_t nfields;
-    uint64_t *path;            /* location ids, outermost first */
-    size_t cap;
 } pp_ctx;
 
-static int pp_enter(const ap_node *n, size_t depth, void *arg) {
+static int pp_enter(const ap_walk *w, void *arg) {
     pp_ctx *c = arg;
-    if (depth == 0)
-        return 1;
-    if (depth > c->cap) {
-        size_t cap = c->cap ? c->cap * 2 : 64;
-        uint64_t *p = realloc(c->path, cap * sizeof *p);
-        if (p == NULL)
-            return ap_err_set(AP_ENOMEM, "report: out of memory");
-        c->path = p;
-        c->cap = cap;
-    }
-    c->path[depth - 1] = n->frame;
+    const ap_node *n = w->node[w->depth];
     int any = 0;
     for (size_t i = 0; i < c->nfields; i++)
         any |= n->m[c->fields[i]] != 0;
     if (!any)
         return 1;
     ap_sbuf packed = {0};
-    for (size_t i = depth; i-- > 0;)   /* pprof lists the leaf first */
-        ap_sbuf_varint(&packed, c->path[i]);
+    for (size_t i = w->depth; i > 0; i--)   /* pprof lists the leaf first */
+        ap_sbuf_varint(&packed, w->node[i]->frame);
     pb_message(c->sub, SAMPLE_LOCATION_ID, &packed);
     for (size_t i = 0; i < c->nfields; i++)
         ap_sbuf_varint(&packed, n->m[c->fields[i]]);
@@ -152,7 +140,7 @@ int ap_pprof_write(const ap_report_ctx *rc, ap_sbuf *out) {
         ap_sbuf_free(&msg);
         return ap_err_set(AP_EINVAL, "pprof: the profile has no values");
     }
-    pp_ctx c = {&msg, &sub, {0}, fields, nfields, NULL, 0};
+    pp_ctx c = {&msg, &sub, {0}, fields, nfields};
     int r = 0;
     for (size_t t = 0; t < ap_prof_ntrees(p) && r == 0; t++) {
         const ap_tree *tree = ap_prof_tree_at(p, t);
@@ -163,7 +151,7 @@ int ap_pprof_write(const ap_report_ctx *rc, ap_sbuf *out) {
             pb_uint(&sub2, LABEL_STR, l.val);
             pb_message(&c.labels, SAMPLE_LABEL, &sub2);
         }
-        r = ap_report_walk(tree, pp_enter, NULL, &c);
+        r = ap_report_walk(tree, pp_enter, &c);
     }
     for (size_t f = 1; f < nf && r == 0; f++) {
         const ap_frame *fr = ap_prof_frame(p, (ap_frame_id)f);
@@ -201,7 +189,6 @@ int ap_pprof_write(const ap_report_ctx *rc, ap_sbuf *out) {
         r = ap_err_set(AP_ERANGE, "pprof: the profile is larger than 4 GiB");
     if (r == 0)
         r = gzip_into(msg.data, msg.len, out);
-    free(c.path);
     ap_sbuf_free(&c.labels);
     ap_sbuf_free(&extra);
     ap_sbuf_free(&msg);

@@ -217,46 +217,46 @@ uint64_t *ap_report_inclusive(const ap_tree *t, unsigned field) {
     return incl;
 }
 
-int ap_report_walk(const ap_tree *t, int (*enter)(const ap_node *n, size_t depth, void *arg),
-                   void (*leave)(const ap_node *n, size_t depth, void *arg), void *arg) {
-    const ap_node **stack = NULL;
-    size_t len = 0, cap = 0;
+int ap_report_walk(const ap_tree *t, int (*enter)(const ap_walk *w, void *arg), void *arg) {
+    ap_walk w = {NULL, NULL, 0};
+    size_t cap = 0;
     const ap_node *n = ap_tree_node(t, 0);
     int rc = 0;
     for (;;) {
-        int descend = enter(n, len, arg);
+        if (w.depth == cap) {
+            size_t nc = cap ? cap * 2 : 64;
+            const ap_node **nodes = realloc(w.node, nc * sizeof *nodes);
+            if (nodes != NULL)
+                w.node = nodes;
+            uint64_t *mark = nodes ? realloc(w.mark, nc * sizeof *mark) : NULL;
+            if (mark == NULL) {
+                rc = ap_err_set(AP_ENOMEM, "report: out of memory");
+                break;
+            }
+            w.mark = mark;
+            cap = nc;
+        }
+        w.node[w.depth] = n;
+        w.mark[w.depth] = 0;
+        int descend = w.depth == 0 ? 1 : enter(&w, arg);
         if (descend < 0) {
             rc = -1;
             break;
         }
         const ap_node *child = descend ? ap_node_first_child(n) : NULL;
         if (child != NULL) {
-            if (len == cap) {
-                size_t nc = cap ? cap * 2 : 64;
-                const ap_node **s = realloc(stack, nc * sizeof *s);
-                if (s == NULL) {
-                    rc = ap_err_set(AP_ENOMEM, "report: out of memory");
-                    break;
-                }
-                stack = s;
-                cap = nc;
-            }
-            stack[len++] = n;
+            w.depth++;
             n = child;
             continue;
         }
-        if (leave)
-            leave(n, len, arg);
-        while (ap_node_next_sibling(n) == NULL && len > 0) {
-            n = stack[--len];
-            if (leave)
-                leave(n, len, arg);
-        }
-        if (len == 0 && ap_node_next_sibling(n) == NULL)
+        while (w.depth > 0 && ap_node_next_sibling(n) == NULL)
+            n = w.node[--w.depth];
+        if (w.depth == 0)
             break;
         n = ap_node_next_sibling(n);
     }
-    free(stack);
+    free(w.node);
+    free(w.mark);
     return rc;
 }
 
@@ -301,6 +301,28 @@ ap_prof *ap_report_project(const ap_prof *p, unsigned field) {
     }
     free(incl);
     return m;
+}
+
+ap_prof *ap_report_functab(const ap_report_ctx *c, ap_functab *ft) {
+    memset(ft, 0, sizeof *ft);
+    ap_prof *m = ap_report_project(c->prof, ap_report_vm_field(c->metric));
+    if (m != NULL && ap_functab_build(m, NULL, NULL, ft) != 0) {
+        ap_prof_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+void ap_report_tree_name(const ap_prof *p, size_t i, ap_sbuf *sb) {
+    const ap_tree *tree = ap_prof_tree_at(p, i);
+    size_t start = sb->len;
+    for (size_t k = 0; k < ap_tree_nlabels(tree); k++) {
+        ap_label l = ap_tree_label_at(tree, k);
+        ap_sbuf_printf(sb, "%s%s=%s", k ? " " : "", ap_prof_str(p, l.key), ap_prof_str(p, l.val));
+    }
+    if (sb->len == start)
+        ap_sbuf_printf(sb, "tree %zu", i);
+    ap_sbuf_putc(sb, '\0');
 }
 
 void ap_report_fmt_value(ap_sbuf *sb, unsigned vm, uint64_t v) {

@@ -88,13 +88,20 @@ uint64_t *ap_report_inclusive(const ap_tree *t, unsigned field);
  * frame 0.  Appended to sb.  Can't fail. */
 void ap_report_frame_label(const ap_prof *p, ap_frame_id f, ap_sbuf *sb);
 
-/* Depth-first walk of t from the root: enter(node, depth) before the
- * node's children (which are skipped when it returns 0; -1 stops the walk
- * and is returned), leave(node, depth) after them (may be NULL).  Children
- * in the tree's order.  Iterative: any depth.  Returns 0, or -1 (enter's
- * error, or AP_ENOMEM). */
-int ap_report_walk(const ap_tree *t, int (*enter)(const ap_node *n, size_t depth, void *arg),
-                   void (*leave)(const ap_node *n, size_t depth, void *arg), void *arg);
+/* The path stack of a tree walk: the nodes from the root (node[0]) to the
+ * node being entered (node[depth]), and one value per level that the caller
+ * may set and read back at deeper levels (e.g. the length of a text prefix). */
+typedef struct ap_walk {
+    const ap_node **node;
+    uint64_t *mark;
+    size_t depth;
+} ap_walk;
+
+/* Depth-first walk of t from the root: enter(w, arg) for every node below
+ * the root (w->depth >= 1), parents before children; the node's children are skipped when it returns 0, and -1
+ * stops the walk and is returned.  Children in the tree's order.  Iterative:
+ * any depth.  Returns 0, or -1 (enter's error, or AP_ENOMEM). */
+int ap_report_walk(const ap_tree *t, int (*enter)(const ap_walk *w, void *arg), void *arg);
 
 /* As ap_report_frame_label(), followed by " (FILE:LINE)" for Python
  * frames (the line of a line-level frame, else the first line).  Can't
@@ -107,6 +114,16 @@ void ap_report_frame_label_long(const ap_prof *p, ap_frame_id f, ap_sbuf *sb);
  * function table (ap_functab_build) of the result is the table of that
  * metric.  On error NULL with AP_ENOMEM. */
 ap_prof *ap_report_project(const ap_prof *p, unsigned field);
+
+/* The function table of the view metric of c: *ft is the table of
+ * ap_report_project(c->prof, field of c->metric), whose profile is returned
+ * (free it after ap_functab_free(ft)).  On error NULL with AP_ENOMEM and *ft
+ * empty. */
+ap_prof *ap_report_functab(const ap_report_ctx *c, ap_functab *ft);
+
+/* The display name of tree number i of p: its labels as "k=v k=v", or
+ * "tree I" when it has none.  Appended to sb, NUL-terminated.  Can't fail. */
+void ap_report_tree_name(const ap_prof *p, size_t i, ap_sbuf *sb);
 
 /* A printable value of metric vm: "1.25 ms", "3.1 MB", "1,234".  Appended to
  * sb.  Can't fail. */
