@@ -81,6 +81,7 @@ typedef struct pp_ctx {
 static int pp_enter(const ap_walk *w, void *arg) {
     pp_ctx *c = arg;
     const ap_node *n = w->node[w->depth];
+    w->mark[w->depth] = n->frame;   /* the location ids of the path, contiguous */
     int any = 0;
     for (size_t i = 0; i < c->nfields; i++)
         any |= n->m[c->fields[i]] != 0;
@@ -88,7 +89,7 @@ static int pp_enter(const ap_walk *w, void *arg) {
         return 1;
     ap_sbuf packed = {0};
     for (size_t i = w->depth; i > 0; i--)   /* pprof lists the leaf first */
-        ap_sbuf_varint(&packed, w->node[i]->frame);
+        ap_sbuf_varint(&packed, w->mark[i]);
     pb_message(c->sub, SAMPLE_LOCATION_ID, &packed);
     for (size_t i = 0; i < c->nfields; i++)
         ap_sbuf_varint(&packed, n->m[c->fields[i]]);

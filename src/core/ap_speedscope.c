@@ -15,14 +15,15 @@ typedef struct ss_ctx {
 static int ss_enter(const ap_walk *w, void *arg) {
     ss_ctx *c = arg;
     const ap_node *n = w->node[w->depth];
+    w->mark[w->depth] = n->frame - 1;   /* shared frame i is model frame i + 1 */
     uint64_t v = n->m[c->field];
     if (v == 0)
         return 1;
     ap_sbuf_puts(c->samples, c->nsamples ? ",[" : "[");
-    for (size_t i = 1; i <= w->depth; i++) {   /* shared frame i is model frame i + 1 */
+    for (size_t i = 1; i <= w->depth; i++) {
         if (i > 1)
             ap_sbuf_putc(c->samples, ',');
-        ap_sbuf_u64(c->samples, w->node[i]->frame - 1);
+        ap_sbuf_u64(c->samples, w->mark[i]);
     }
     ap_sbuf_putc(c->samples, ']');
     if (c->nsamples)
