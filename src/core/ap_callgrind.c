@@ -7,9 +7,7 @@
 #include "ap_report.h"
 
 static const char *event_name(unsigned vm) {
-    static const char *const names[AP_VM_COUNT] = {"wall_ns", "cpu_ns", "await_ns",
-                                                   "alloc_bytes", "samples"};
-    return names[vm];
+    return ap_metric_get(ap_report_vm_field(vm))->cost;
 }
 
 /* "fl=(ID) NAME" the first time an ID is used, "fl=(ID)" afterwards. */
@@ -40,14 +38,10 @@ static void fn_name(const ap_prof *m, ap_frame_id f, ap_sbuf *tmp) {
 }
 
 int ap_callgrind_write(const ap_report_ctx *rc, ap_sbuf *out) {
-    ap_prof *m = ap_report_project(rc->prof, ap_report_vm_field(rc->metric));
+    ap_functab ft;
+    ap_prof *m = ap_report_functab(rc, &ft);
     if (m == NULL)
         return -1;
-    ap_functab ft;
-    if (ap_functab_build(m, NULL, NULL, &ft) != 0) {
-        ap_prof_free(m);
-        return -1;
-    }
     size_t nf = ap_prof_nframes(m), ns = ap_prof_nstrs(m);
     uint32_t *row_of = malloc(nf * sizeof *row_of);
     uint8_t *seen_fl = calloc(ns + 1, 1), *seen_fn = calloc(ft.nrows + 1, 1);

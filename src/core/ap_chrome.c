@@ -22,16 +22,8 @@ int ap_chrome_write(const ap_report_ctx *rc, ap_sbuf *out) {
     /* One thread per tree, named by its labels. */
     ap_sbuf name = {0};
     for (size_t t = 0; t < ap_prof_ntrees(p); t++) {
-        const ap_tree *tree = ap_prof_tree_at(p, t);
         name.len = 0;
-        for (size_t i = 0; i < ap_tree_nlabels(tree); i++) {
-            ap_label l = ap_tree_label_at(tree, i);
-            ap_sbuf_printf(&name, "%s%s=%s", i ? " " : "", ap_prof_str(p, l.key),
-                           ap_prof_str(p, l.val));
-        }
-        if (name.len == 0)
-            ap_sbuf_printf(&name, "tree %zu", t);
-        ap_sbuf_putc(&name, '\0');
+        ap_report_tree_name(p, t, &name);
         ap_sbuf_printf(out, "{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":1,\"tid\":%zu,"
                             "\"args\":{\"name\":", t + 1);
         ap_sbuf_json_str(out, name.failed ? "?" : name.data);

@@ -21,14 +21,10 @@ static void dot_label_str(ap_sbuf *out, const char *s) {
 }
 
 int ap_dot_write(const ap_report_ctx *rc, ap_sbuf *out) {
-    ap_prof *m = ap_report_project(rc->prof, ap_report_vm_field(rc->metric));
+    ap_functab ft;
+    ap_prof *m = ap_report_functab(rc, &ft);
     if (m == NULL)
         return -1;
-    ap_functab ft;
-    if (ap_functab_build(m, NULL, NULL, &ft) != 0) {
-        ap_prof_free(m);
-        return -1;
-    }
     double min_pct = rc->min_percent > 0 ? rc->min_percent : DOT_MIN_PERCENT;
     double total = 0;
     for (size_t i = 0; i < ft.nrows; i++)

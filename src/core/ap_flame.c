@@ -13,9 +13,7 @@ typedef struct collapsed_ctx {
     const ap_prof *p;
     unsigned field;
     ap_sbuf *out;
-    ap_sbuf path;
-    size_t *mark;     /* path length before the frame at each depth */
-    size_t mark_cap;
+    ap_sbuf path;     /* the frames from the outermost; w->mark[d]: its length at depth d */
 } collapsed_ctx;
 
 static void put_sanitized(ap_sbuf *dst, const char *s, size_t n) {
@@ -25,23 +23,11 @@ static void put_sanitized(ap_sbuf *dst, const char *s, size_t n) {
     }
 }
 
-/* mark[d] is the length of the path once the frame at depth d is on it. */
-static int collapsed_enter(const ap_node *n, size_t depth, void *arg) {
+static int collapsed_enter(const ap_walk *w, void *arg) {
     collapsed_ctx *c = arg;
-    if (depth >= c->mark_cap) {
-        size_t cap = c->mark_cap ? c->mark_cap * 2 : 64;
-        size_t *m = realloc(c->mark, cap * sizeof *m);
-        if (m == NULL)
-            return ap_err_set(AP_ENOMEM, "report: out of memory");
-        c->mark = m;
-        c->mark_cap = cap;
-    }
-    if (depth == 0) {
-        c->mark[0] = 0;
-        return 1;
-    }
-    c->path.len = c->mark[depth - 1];
-    if (depth > 1)
+    const ap_node *n = w->node[w->depth];
+    c->path.len = (size_t)w->mark[w->depth - 1];
+    if (w->depth > 1)
         ap_sbuf_putc(&c->path, ';');
     ap_sbuf label = {0};
     ap_report_frame_label_long(c->p, n->frame, &label);
@@ -50,7 +36,7 @@ static int collapsed_enter(const ap_node *n, size_t depth, void *arg) {
     ap_sbuf_free(&label);
     if (failed || c->path.failed)
         return -1;
-    c->mark[depth] = c->path.len;
+    w->mark[w->depth] = c->path.len;
     uint64_t v = n->m[c->field];
     if (v != 0) {
         ap_sbuf_put(c->out, c->path.data, c->path.len);
@@ -65,10 +51,9 @@ int ap_flame_write_collapsed(const ap_report_ctx *rc, ap_sbuf *out) {
     ap_prof *m = ap_prof_merge(rc->prof, NULL, NULL);
     if (m == NULL)
         return -1;
-    collapsed_ctx c = {m, ap_report_vm_field(rc->metric), out, {0}, NULL, 0};
-    int r = ap_report_walk(ap_prof_tree_at(m, 0), collapsed_enter, NULL, &c);
+    collapsed_ctx c = {m, ap_report_vm_field(rc->metric), out, {0}};
+    int r = ap_report_walk(ap_prof_tree_at(m, 0), collapsed_enter, &c);
     ap_sbuf_free(&c.path);
-    free(c.mark);
     ap_prof_free(m);
     return r;
 }

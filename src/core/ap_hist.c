@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "ap_err.h"
+#include "ap_sbuf.h"
 
 void ap_hist_init(ap_hist *h) {
     assert(h != NULL);
@@ -106,56 +107,19 @@ uint64_t ap_hist_percentile(const ap_hist *h, double p) {
 
 /* ---- encoding ---------------------------------------------------------- */
 
-static size_t varint_size(uint64_t v) {
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
-static uint8_t *varint_put(uint8_t *p, uint64_t v) {
-    while (v >= 0x80) {
-        *p++ = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    *p++ = (uint8_t)v;
-    return p;
-}
-
-/* Read a varint from [*p, end); advances *p.  0, or -1 on truncation or a
- * value that does not fit in 64 bits. */
-static int varint_get(const uint8_t **p, const uint8_t *end, uint64_t *out) {
-    uint64_t v = 0;
-    for (unsigned shift = 0; shift < 64; shift += 7) {
-        if (*p >= end)
-            return -1;
-        uint8_t b = *(*p)++;
-        if (shift == 63 && b > 1)
-            return -1;
-        v |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) {
-            *out = v;
-            return 0;
-        }
-    }
-    return -1;
-}
-
 size_t ap_hist_encoded_size(const ap_hist *h) {
-    size_t n = 1 + varint_size(h->count) + varint_size(h->sum) + varint_size(h->min) +
-               varint_size(h->max);
+    size_t n = 1 + ap_varint_size(h->count) + ap_varint_size(h->sum) + ap_varint_size(h->min) +
+               ap_varint_size(h->max);
     uint64_t pairs = 0;
     size_t next = 0;
     for (size_t i = 0; i < AP_HIST_BUCKETS; i++) {
         if (h->counts[i] == 0)
             continue;
-        n += varint_size(i - next) + varint_size(h->counts[i]);
+        n += ap_varint_size(i - next) + ap_varint_size(h->counts[i]);
         next = i + 1;
         pairs++;
     }
-    return n + varint_size(pairs);
+    return n + ap_varint_size(pairs);
 }
 
 size_t ap_hist_encode(const ap_hist *h, uint8_t *buf, size_t cap) {
@@ -169,17 +133,17 @@ size_t ap_hist_encode(const ap_hist *h, uint8_t *buf, size_t cap) {
         pairs += h->counts[i] != 0;
     uint8_t *p = buf;
     *p++ = AP_HIST_VERSION;
-    p = varint_put(p, h->count);
-    p = varint_put(p, h->sum);
-    p = varint_put(p, h->min);
-    p = varint_put(p, h->max);
-    p = varint_put(p, pairs);
+    p = ap_varint_put(p, h->count);
+    p = ap_varint_put(p, h->sum);
+    p = ap_varint_put(p, h->min);
+    p = ap_varint_put(p, h->max);
+    p = ap_varint_put(p, pairs);
     size_t next = 0;
     for (size_t i = 0; i < AP_HIST_BUCKETS; i++) {
         if (h->counts[i] == 0)
             continue;
-        p = varint_put(p, i - next);
-        p = varint_put(p, h->counts[i]);
+        p = ap_varint_put(p, i - next);
+        p = ap_varint_put(p, h->counts[i]);
         next = i + 1;
     }
     assert((size_t)(p - buf) == need);
@@ -195,9 +159,9 @@ static int hist_parse(ap_hist *out, const uint8_t *buf, size_t len) {
     const uint8_t *p = buf, *end = buf + len;
     if (*p++ != AP_HIST_VERSION)
         return ap_err_set(AP_ECORRUPT, "histogram: unknown version %u", buf[0]);
-    if (varint_get(&p, end, &count) || varint_get(&p, end, &sum) ||
-        varint_get(&p, end, &min) || varint_get(&p, end, &max) ||
-        varint_get(&p, end, &pairs))
+    if (ap_varint_get(&p, end, &count) || ap_varint_get(&p, end, &sum) ||
+        ap_varint_get(&p, end, &min) || ap_varint_get(&p, end, &max) ||
+        ap_varint_get(&p, end, &pairs))
         return ap_err_set(AP_ECORRUPT, "histogram: truncated header");
     if (pairs > AP_HIST_BUCKETS || (count == 0) != (pairs == 0))
         return ap_err_set(AP_ECORRUPT, "histogram: bad bucket count %llu", (unsigned long long)pairs);
@@ -215,7 +179,7 @@ static int hist_parse(ap_hist *out, const uint8_t *buf, size_t len) {
     uint64_t next = 0, total = 0, first = 0, last = 0;
     for (uint64_t j = 0; j < pairs; j++) {
         uint64_t gap, n;
-        if (varint_get(&p, end, &gap) || varint_get(&p, end, &n))
+        if (ap_varint_get(&p, end, &gap) || ap_varint_get(&p, end, &n))
             return ap_err_set(AP_ECORRUPT, "histogram: truncated bucket list");
         if (gap >= AP_HIST_BUCKETS - next)
             return ap_err_set(AP_ECORRUPT, "histogram: bucket index out of range");

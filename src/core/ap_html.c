@@ -112,7 +112,19 @@ int ap_html_write(const ap_report_ctx *rc, ap_sbuf *out) {
         ap_sbuf_printf(out, "%s\"%s\"", first ? "" : ",", ap_report_vm_name(vm));
         first = 0;
     }
-    ap_sbuf_printf(out, "],\"metric\":\"%s\",\"strs\":[", ap_report_vm_name(rc->metric));
+    /* The catalogue entries of the view metrics: the page reads units and
+     * labels from here. */
+    ap_sbuf_puts(out, "],\"catalogue\":{");
+    for (unsigned vm = 0; vm < AP_VM_COUNT; vm++) {
+        const ap_metric_info *mi = ap_metric_get(ap_report_vm_field(vm));
+        ap_sbuf_printf(out, "%s\"%s\":{\"name\":\"%s\",\"unit\":\"%s\",\"label\":", vm ? "," : "",
+                       mi->view, mi->name, mi->unit);
+        ap_sbuf_json_str(out, mi->label);
+        ap_sbuf_puts(out, ",\"doc\":");
+        ap_sbuf_json_str(out, mi->doc);
+        ap_sbuf_putc(out, '}');
+    }
+    ap_sbuf_printf(out, "},\"metric\":\"%s\",\"strs\":[", ap_report_vm_name(rc->metric));
     for (size_t s = 0; s < ns; s++) {
         if (s)
             ap_sbuf_putc(out, ',');

@@ -41,22 +41,13 @@ static void pb_message(ap_sbuf *b, unsigned field, ap_sbuf *sub) {
     sub->len = 0;
 }
 
-/* The sample types: node metric, pprof type and unit. */
-static const struct {
-    unsigned field;
-    const char *type, *unit;
-    int vm;   /* ap_vmetric it shows, -1 for none */
-} types[] = {
-    {AP_M_CALLS, "calls", "count", -1},
-    {AP_M_SELF_NS, "wall", "nanoseconds", AP_VM_WALL},
-    {AP_M_CPU_NS, "cpu", "nanoseconds", AP_VM_CPU},
-    {AP_M_AWAIT_NS, "await", "nanoseconds", AP_VM_AWAIT},
-    {AP_M_SAMPLES, "samples", "count", AP_VM_SAMPLES},
-    {AP_M_ALLOC_BYTES, "alloc_space", "bytes", AP_VM_MEMORY},
-    {AP_M_ALLOC_COUNT, "alloc_objects", "count", -1},
-    {AP_M_LIVE_BYTES, "inuse_space", "bytes", -1},
-};
-#define NTYPES (sizeof types / sizeof types[0])
+/* The view metric showing node metric field, or -1. */
+static int vm_of(unsigned field) {
+    for (unsigned vm = 0; vm < AP_VM_COUNT; vm++)
+        if (ap_report_vm_field(vm) == field)
+            return (int)vm;
+    return -1;
+}
 
 /* gzip the n bytes at data into out.  0 / -1 with AP_ENOMEM. */
 static int gzip_into(const char *data, size_t n, ap_sbuf *out) {
@@ -85,31 +76,20 @@ typedef struct pp_ctx {
     ap_sbuf labels;            /* the tree's encoded Label messages, as sample fields */
     const unsigned *fields;    /* node metrics of the sample types present */
     size_t nfields;
-    uint64_t *path;            /* location ids, outermost first */
-    size_t cap;
 } pp_ctx;
 
-static int pp_enter(const ap_node *n, size_t depth, void *arg) {
+static int pp_enter(const ap_walk *w, void *arg) {
     pp_ctx *c = arg;
-    if (depth == 0)
-        return 1;
-    if (depth > c->cap) {
-        size_t cap = c->cap ? c->cap * 2 : 64;
-        uint64_t *p = realloc(c->path, cap * sizeof *p);
-        if (p == NULL)
-            return ap_err_set(AP_ENOMEM, "report: out of memory");
-        c->path = p;
-        c->cap = cap;
-    }
-    c->path[depth - 1] = n->frame;
+    const ap_node *n = w->node[w->depth];
+    w->mark[w->depth] = n->frame;   /* the location ids of the path, contiguous */
     int any = 0;
     for (size_t i = 0; i < c->nfields; i++)
         any |= n->m[c->fields[i]] != 0;
     if (!any)
         return 1;
     ap_sbuf packed = {0};
-    for (size_t i = depth; i-- > 0;)   /* pprof lists the leaf first */
-        ap_sbuf_varint(&packed, c->path[i]);
+    for (size_t i = w->depth; i > 0; i--)   /* pprof lists the leaf first */
+        ap_sbuf_varint(&packed, w->mark[i]);
     pb_message(c->sub, SAMPLE_LOCATION_ID, &packed);
     for (size_t i = 0; i < c->nfields; i++)
         ap_sbuf_varint(&packed, n->m[c->fields[i]]);
@@ -128,36 +108,40 @@ int ap_pprof_write(const ap_report_ctx *rc, ap_sbuf *out) {
             return -1;
     size_t nstr = ap_prof_nstrs(p), nf = ap_prof_nframes(p);
     ap_sbuf msg = {0}, sub = {0}, sub2 = {0};
-    unsigned fields[NTYPES];
+    unsigned fields[AP_M_COUNT];
     size_t nfields = 0, default_type = 0;
     /* Extra strings follow the profile's own (whose id 0 is "", as pprof
      * requires); their pprof ids are nstr, nstr + 1, ... */
     size_t next_str = nstr;
     ap_sbuf extra = {0};
-    for (size_t i = 0; i < NTYPES; i++) {
+    /* One sample type per catalogue metric pprof knows, when present. */
+    for (unsigned i = 0; i < AP_M_COUNT; i++) {
+        const ap_metric_info *mi = ap_metric_get(i);
+        if (mi->pprof == NULL)
+            continue;
         int present = 0;
         for (size_t t = 0; t < ap_prof_ntrees(p) && !present; t++) {
             const ap_tree *tree = ap_prof_tree_at(p, t);
             for (size_t k = 0; k < ap_tree_nnodes(tree) && !present; k++)
-                present = ap_tree_node(tree, (ap_node_id)k)->m[types[i].field] != 0;
+                present = ap_tree_node(tree, (ap_node_id)k)->m[i] != 0;
         }
         if (!present)
             continue;
-        if (types[i].vm == (int)rc->metric)
+        if (vm_of(i) == (int)rc->metric)
             default_type = next_str;
         pb_uint(&sub, VALUETYPE_TYPE, next_str++);
         pb_uint(&sub, VALUETYPE_UNIT, next_str++);
-        pb_bytes(&extra, PROFILE_STRING_TABLE, types[i].type, strlen(types[i].type));
-        pb_bytes(&extra, PROFILE_STRING_TABLE, types[i].unit, strlen(types[i].unit));
+        pb_bytes(&extra, PROFILE_STRING_TABLE, mi->pprof, strlen(mi->pprof));
+        pb_bytes(&extra, PROFILE_STRING_TABLE, mi->unit, strlen(mi->unit));
         pb_message(&msg, PROFILE_SAMPLE_TYPE, &sub);
-        fields[nfields++] = types[i].field;
+        fields[nfields++] = i;
     }
     if (nfields == 0) {
         ap_sbuf_free(&extra);
         ap_sbuf_free(&msg);
         return ap_err_set(AP_EINVAL, "pprof: the profile has no values");
     }
-    pp_ctx c = {&msg, &sub, {0}, fields, nfields, NULL, 0};
+    pp_ctx c = {&msg, &sub, {0}, fields, nfields};
     int r = 0;
     for (size_t t = 0; t < ap_prof_ntrees(p) && r == 0; t++) {
         const ap_tree *tree = ap_prof_tree_at(p, t);
@@ -168,7 +152,7 @@ int ap_pprof_write(const ap_report_ctx *rc, ap_sbuf *out) {
             pb_uint(&sub2, LABEL_STR, l.val);
             pb_message(&c.labels, SAMPLE_LABEL, &sub2);
         }
-        r = ap_report_walk(tree, pp_enter, NULL, &c);
+        r = ap_report_walk(tree, pp_enter, &c);
     }
     for (size_t f = 1; f < nf && r == 0; f++) {
         const ap_frame *fr = ap_prof_frame(p, (ap_frame_id)f);
@@ -206,7 +190,6 @@ int ap_pprof_write(const ap_report_ctx *rc, ap_sbuf *out) {
         r = ap_err_set(AP_ERANGE, "pprof: the profile is larger than 4 GiB");
     if (r == 0)
         r = gzip_into(msg.data, msg.len, out);
-    free(c.path);
     ap_sbuf_free(&c.labels);
     ap_sbuf_free(&extra);
     ap_sbuf_free(&msg);

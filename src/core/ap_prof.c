@@ -8,14 +8,9 @@
 #include "ap_err.h"
 #include "ap_prof_int.h"
 
-static const char *const metric_names[AP_M_COUNT] = {
-    "calls", "primitive_calls", "self_ns", "total_ns", "cpu_ns", "await_ns",
-    "await_net_ns", "await_file_ns", "await_db_ns", "await_lock_ns", "await_timer_ns",
-    "samples", "alloc_bytes", "alloc_count", "live_bytes", "hits",
-};
-
-const char *ap_metric_name(unsigned m) {
-    return m < AP_M_COUNT ? metric_names[m] : NULL;
+const char *ap_frame_kind_name(uint32_t kind) {
+    static const char *const names[] = {"root", "python", "builtin", "method", "other"};
+    return kind <= AP_FRAME_OTHER ? names[kind] : "other";
 }
 
 /* Grow *arr (of *cap elements of size sz) to hold at least need elements. */
@@ -684,7 +679,8 @@ static void ft_enter(const ap_node *n, void *arg) {
         row->await_ns += m[AP_M_AWAIT_NS];
     }
     for (unsigned k = 0; k < AP_M_COUNT; k++)
-        row->m[k] += m[k];
+        if (outer || ap_metric_get(k)->sum == AP_SUM_ALL)
+            row->m[k] += m[k];
     c->active_row[r]++;
     if (n->up != NULL && n->up->id != 0) {
         uint32_t pr = c->row_of[c->func[n->up->frame]];
@@ -909,4 +905,26 @@ nomem:
     free(row_of);
     free(func);
     return ap_err_set(AP_ENOMEM, "profile: out of memory");
+}
+
+/* ---- selector ------------------------------------------------------------------------ */
+
+int ap_selector_add(ap_prof *p, ap_selector *s, const char *key, const char *val) {
+    if (s->n == AP_SELECT_MAX)
+        return ap_err_set(AP_EINVAL, "select: at most %d labels", AP_SELECT_MAX);
+    ap_str_id k = ap_prof_intern(p, key, strlen(key)), v = ap_prof_intern(p, val, strlen(val));
+    if (k == AP_NONE || v == AP_NONE)
+        return -1;
+    s->key[s->n] = k;
+    s->val[s->n] = v;
+    s->n++;
+    return 0;
+}
+
+int ap_selector_keep(const ap_tree *t, void *arg) {
+    const ap_selector *s = arg;
+    for (size_t i = 0; i < s->n; i++)
+        if (ap_tree_label_get(t, s->key[i]) != s->val[i])
+            return 0;
+    return 1;
 }

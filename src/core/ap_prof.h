@@ -30,39 +30,11 @@
 
 #include "ap_arena.h"
 #include "ap_map.h"
+#include "ap_metric.h"
 
-/* ---- metrics ---------------------------------------------------------------
- * Every node carries the same fixed vector of uint64 counters.  A producer
- * fills the ones it measures; the others stay 0 and cost nothing in the file
- * (a tree chunk stores only the metrics that are non-zero somewhere in it).
- * Times are nanoseconds of the profile's clock (ap_prof_meta "clock": "wall"
- * or "cpu") unless the name says otherwise.  Appending a metric is a
- * compatible change of the file format; renumbering is not. */
-typedef enum ap_metric {
-    AP_M_CALLS = 0,       /* real calls that entered this node (a resume is not a call) */
-    AP_M_PRIM_CALLS,      /* calls with no frame of the same function above them in
-                             the tree (pstats "primitive" calls); set by ap_prof_finish() */
-    AP_M_SELF_NS,         /* time on the stack in this frame itself, children excluded,
-                             suspensions excluded */
-    AP_M_TOTAL_NS,        /* time on the stack with children; suspensions excluded */
-    AP_M_CPU_NS,          /* thread CPU time, self (producers that read the CPU clock) */
-    AP_M_AWAIT_NS,        /* time this frame was suspended in await (coroutines) */
-    AP_M_AWAIT_NET_NS,    /* part of AWAIT_NS waiting for the network (reserved) */
-    AP_M_AWAIT_FILE_NS,   /* ... for files (reserved) */
-    AP_M_AWAIT_DB_NS,     /* ... for a database (reserved) */
-    AP_M_AWAIT_LOCK_NS,   /* ... for a lock or semaphore (reserved) */
-    AP_M_AWAIT_TIMER_NS,  /* ... for a timer, e.g. asyncio.sleep (reserved) */
-    AP_M_SAMPLES,         /* samples whose stack ended here (samplers) */
-    AP_M_ALLOC_BYTES,     /* bytes allocated by this frame itself (memory) */
-    AP_M_ALLOC_COUNT,     /* allocations by this frame itself */
-    AP_M_LIVE_BYTES,      /* bytes allocated here and still alive at the end */
-    AP_M_HITS,            /* line-level nodes: times the line started executing */
-    AP_M_COUNT
-} ap_metric;
-
-/* The metric's name as used in the JSON export ("calls", "primitive_calls",
- * "self_ns", ...), a static string; NULL for m >= AP_M_COUNT.  Can't fail. */
-const char *ap_metric_name(unsigned m);
+/* ---- metrics ----------------------------------------------------------------
+ * The node metric vector m[AP_M_COUNT] is described by the catalogue in
+ * ap_metric.h (names, units, how each sums, which views show it). */
 
 /* ---- strings and frames --------------------------------------------------- */
 
@@ -78,6 +50,10 @@ typedef enum ap_frame_kind {
     AP_FRAME_METHOD = 3,    /* a C method of a type: qualname "list.append", file "~" */
     AP_FRAME_OTHER = 4      /* a synthetic frame a producer adds (e.g. "<await>") */
 } ap_frame_kind;
+
+/* The kind's name in exports: "root", "python", "builtin", "method",
+ * "other" (also for unknown values).  Can't fail. */
+const char *ap_frame_kind_name(uint32_t kind);
 
 /* A frame.  Two frames are the same (same id) when every field is equal.
  * lineno is 0 for a whole function; a line-level producer uses frames whose
@@ -138,11 +114,13 @@ void ap_prof_free(ap_prof *p);
 /* ---- writing (producers) ----------------------------------------------------- */
 
 /* Intern the len bytes at s (UTF-8, may be unterminated).  Returns the id
- * (equal strings get equal ids); on error AP_NONE with AP_ENOMEM. */
+ * (equal strings get equal ids); on error AP_NONE with AP_ENOMEM, or AP_EFULL
+ * when the profile holds 2^32 - 1 strings already. */
 ap_str_id ap_prof_intern(ap_prof *p, const char *s, size_t len);
 
 /* Intern a frame (all string ids must come from this profile).  Returns its
- * id; on error AP_NONE with AP_ENOMEM. */
+ * id; on error AP_NONE with AP_ENOMEM, or AP_EFULL when the profile holds
+ * 2^32 - 1 frames already. */
 ap_frame_id ap_prof_frame_intern(ap_prof *p, const ap_frame *f);
 
 /* Set metadata key to val (both NUL-terminated UTF-8; an existing key is
@@ -165,7 +143,8 @@ ap_node *ap_tree_root(ap_tree *t);
 /* The child of parent (a node of t) for frame, created with zero metrics if
  * absent.  The lookup is O(1) when the same child is asked for twice in a
  * row and a short list walk otherwise; creating a node allocates from the
- * tree's arena.  On error, NULL with AP_ENOMEM. */
+ * tree's arena.  On error, NULL with AP_ENOMEM, or AP_EFULL when the tree
+ * holds 2^32 - 1 nodes already. */
 ap_node *ap_tree_child(ap_tree *t, ap_node *parent, ap_frame_id frame);
 
 /* As ap_tree_child(), but the common case inline: the child returned by
@@ -196,7 +175,8 @@ const ap_frame *ap_prof_frame(const ap_prof *p, ap_frame_id id);
 size_t ap_prof_nframes(const ap_prof *p);
 
 /* The function-level frame of frame id: the same frame with lineno 0,
- * interned if needed.  Returns its id; on error AP_NONE with AP_ENOMEM. */
+ * interned if needed.  Returns its id; on error AP_NONE with AP_ENOMEM or
+ * AP_EFULL (as ap_prof_frame_intern). */
 ap_frame_id ap_prof_func_frame(ap_prof *p, ap_frame_id id);
 
 /* Metadata: the value of key or NULL; the number of entries and the i-th
@@ -232,7 +212,7 @@ const ap_node *ap_node_next_sibling(const ap_node *n);
  * the sum of the trees of p for which keep(tree, arg) returns non-zero (all
  * trees when keep is NULL), nodes matched by their frame paths.  The merged
  * tree keeps the labels that all kept trees share.  On error, NULL with
- * AP_ENOMEM. */
+ * AP_ENOMEM or AP_EFULL (as ap_tree_child). */
 ap_prof *ap_prof_merge(const ap_prof *p, int (*keep)(const ap_tree *t, void *arg), void *arg);
 
 /* A new profile with the same strings, frames and metadata and a copy of
@@ -241,6 +221,26 @@ ap_prof *ap_prof_merge(const ap_prof *p, int (*keep)(const ap_tree *t, void *arg
  * trees labelled phase=warm.  Node ids and metrics are those of p.  On
  * error, NULL with AP_ENOMEM. */
 ap_prof *ap_prof_select(const ap_prof *p, int (*keep)(const ap_tree *t, void *arg), void *arg);
+
+/* ---- selecting trees by label ----------------------------------------------
+ * The one label selector: every label filter (report --route, --thread,
+ * --task, --phase; Profile.select) is a set of key=value pairs that a tree
+ * must all carry.  A zeroed ap_selector selects every tree. */
+#define AP_SELECT_MAX 8
+
+typedef struct ap_selector {
+    size_t n;
+    ap_str_id key[AP_SELECT_MAX], val[AP_SELECT_MAX];
+} ap_selector;
+
+/* Require label key=val (interned into p).  Returns 0; on error -1 with
+ * AP_EINVAL (more than AP_SELECT_MAX pairs), AP_ENOMEM or AP_EFULL. */
+int ap_selector_add(ap_prof *p, ap_selector *s, const char *key, const char *val);
+
+/* The keep() function of ap_prof_merge(), ap_prof_select() and
+ * ap_functab_build() for a selector (arg: the ap_selector of that profile):
+ * 1 when tree t carries every pair.  Can't fail. */
+int ap_selector_keep(const ap_tree *t, void *arg);
 
 /* ---- function table (pstats semantics) -------------------------------------
  * One row per function (function-level frame), summed over the trees for
@@ -251,7 +251,9 @@ ap_prof *ap_prof_select(const ap_prof *p, int (*keep)(const ap_tree *t, void *ar
  *   total_ns         sum of AP_M_TOTAL_NS over nodes with no ancestor of the
  *                    same function: recursion counted once (pstats cumtime)
  *   await_ns         AP_M_AWAIT_NS, counted once like total_ns
- *   m[]              every metric summed over all nodes (for other views)
+ *   m[]              every metric summed as its catalogue entry says
+ *                    (ap_metric_info.sum): over all nodes, or once per
+ *                    recursion like total_ns
  * A line-level node under a node of its own function (line profiles) is not
  * a call: it adds its self time to the function's self_ns (and m[]) and
  * nothing else, no edge, no recursion level.
@@ -283,7 +285,8 @@ typedef struct ap_functab {
 
 /* Build the function table of p (which may intern function-level frames).
  * Rows are sorted by total_ns descending, then frame id.  Release with
- * ap_functab_free().  Returns 0; on error -1 with AP_ENOMEM and *ft empty. */
+ * ap_functab_free().  Returns 0; on error -1 with AP_ENOMEM or AP_EFULL
+ * (interning a function-level frame) and *ft empty. */
 int ap_functab_build(ap_prof *p, int (*keep)(const ap_tree *t, void *arg), void *arg,
                      ap_functab *ft);
 
@@ -357,14 +360,13 @@ ap_prof *ap_prof_read(const char *path, int *truncated);
 /* The same from memory: len bytes at buf. */
 ap_prof *ap_prof_read_mem(const uint8_t *buf, size_t len, int *truncated);
 
-/* Export the JSON document of docs/format.md ("functions" with callers and
- * callees, "lines", "threads" with their trees, "frames", "meta") to out.  Returns
- * 0; on error -1 with AP_EIO or AP_ENOMEM. */
+/* The JSON document of docs/format.md ("functions" with callers and
+ * callees, "lines", "threads" with their trees, "frames", "meta") and the
+ * pstats file (marshal of the dict pstats.Stats loads; times in seconds),
+ * written to out: the "json" and "pstats" formats of ap_report_write()
+ * (ap_report.h), whose writers live in ap_prof_file.c.  Return 0; on error
+ * -1 with AP_EIO or AP_ENOMEM. */
 int ap_prof_write_json(ap_prof *p, FILE *out);
-
-/* Export the function table as a pstats file (marshal of the dict that
- * pstats.Stats loads; times in seconds) to out.  Returns 0; on error -1 with
- * AP_EIO or AP_ENOMEM. */
 int ap_prof_write_pstats(ap_prof *p, FILE *out);
 
 #endif /* AP_PROF_H */

@@ -1,82 +1,39 @@
-/* ap_prof_file.c -- the profile model's files: the chunked native format (writer, reader), JSON and pstats exports. */
+/* ap_prof_file.c -- the profile model's files: the chunked native format (writer, reader), the JSON and pstats writers. */
 #include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #include "ap_err.h"
 #include "ap_prof.h"
 #include "ap_prof_int.h"
+#include "ap_report.h"
+#include "ap_sbuf.h"
 
 #define GROW(arr, cap, need) ap_prof_grow((void **)&(arr), &(cap), (need), sizeof *(arr))
 
-/* ---- byte buffer -------------------------------------------------------------- */
+/* ---- byte helpers ------------------------------------------------------------ */
 
-typedef struct buf {
-    uint8_t *data;
-    size_t len, cap;
-    int failed;   /* an append failed: AP_ENOMEM recorded */
-} buf;
-
-static void buf_put(buf *b, const void *p, size_t n) {
-    if (b->failed)
-        return;
-    if (GROW(b->data, b->cap, b->len + n)) {
-        b->failed = 1;
-        return;
-    }
-    if (n != 0)
-        memcpy(b->data + b->len, p, n);
-    b->len += n;
-}
+typedef ap_sbuf buf;
 
 static void buf_u8(buf *b, uint8_t v) {
-    buf_put(b, &v, 1);
+    ap_sbuf_putc(b, (char)v);
 }
 
 static void buf_u32le(buf *b, uint32_t v) {
     uint8_t x[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
-    buf_put(b, x, 4);
-}
-
-static void buf_varint(buf *b, uint64_t v) {
-    uint8_t x[10];
-    size_t n = 0;
-    do {
-        x[n] = (uint8_t)(v & 0x7f);
-        v >>= 7;
-        if (v != 0)
-            x[n] |= 0x80;
-        n++;
-    } while (v != 0);
-    buf_put(b, x, n);
+    ap_sbuf_put(b, x, 4);
 }
 
 static void buf_bytes(buf *b, const char *s, size_t n) {
-    buf_varint(b, n);
-    buf_put(b, s, n);
+    ap_sbuf_varint(b, n);
+    ap_sbuf_put(b, s, n);
 }
 
-/* ---- CRC-32 (IEEE 802.3, as zlib's crc32) ---------------------------------------- */
-
-static uint32_t crc_table[256];
-
-static void crc_init(void) {
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++)
-            c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
-        crc_table[i] = c;
-    }
-}
-
-static uint32_t crc32_of(const uint8_t *p, size_t n) {
-    if (crc_table[1] == 0)
-        crc_init();   /* idempotent: concurrent callers write the same values */
-    uint32_t c = 0xffffffffu;
-    for (size_t i = 0; i < n; i++)
-        c = crc_table[(c ^ p[i]) & 0xff] ^ (c >> 8);
-    return c ^ 0xffffffffu;
+/* zlib's CRC-32 of n bytes (chunks are below 4 GiB). */
+static uint32_t crc32_of(const void *p, size_t n) {
+    return (uint32_t)crc32(0L, (const Bytef *)p, (uInt)n);
 }
 
 /* ---- native writer ----------------------------------------------------------------- */
@@ -112,34 +69,34 @@ static int write_chunk(FILE *f, const char *path, uint32_t tag, buf *payload) {
              (payload->len && fwrite(payload->data, 1, payload->len, f) != payload->len) ||
              fwrite(crc.data, 1, crc.len, f) != crc.len || fflush(f) != 0)
         rc = ap_err_set(AP_EIO, "%s: %s", path, strerror(errno));
-    free(head.data);
-    free(crc.data);
+    ap_sbuf_free(&head);
+    ap_sbuf_free(&crc);
     payload->len = 0;
     return rc;
 }
 
 static void encode_tree(buf *b, const ap_tree *t) {
-    buf_varint(b, t->nlabels);
+    ap_sbuf_varint(b, t->nlabels);
     for (size_t i = 0; i < t->nlabels; i++) {
-        buf_varint(b, t->labels[i].key);
-        buf_varint(b, t->labels[i].val);
+        ap_sbuf_varint(b, t->labels[i].key);
+        ap_sbuf_varint(b, t->labels[i].val);
     }
     uint64_t mask = 0;
     for (size_t i = 0; i < t->nnodes; i++)
         for (unsigned k = 0; k < AP_M_COUNT; k++)
             if (t->nodes[i]->m[k] != 0)
                 mask |= (uint64_t)1 << k;
-    buf_varint(b, mask);
-    buf_varint(b, t->nnodes);
+    ap_sbuf_varint(b, mask);
+    ap_sbuf_varint(b, t->nnodes);
     for (size_t i = 0; i < t->nnodes; i++) {
         const ap_node *n = t->nodes[i];
         if (i != 0) {
-            buf_varint(b, i - n->parent);
-            buf_varint(b, n->frame);
+            ap_sbuf_varint(b, i - n->parent);
+            ap_sbuf_varint(b, n->frame);
         }
         for (unsigned k = 0; k < AP_M_COUNT; k++)
             if (mask & ((uint64_t)1 << k))
-                buf_varint(b, n->m[k]);
+                ap_sbuf_varint(b, n->m[k]);
     }
 }
 
@@ -149,7 +106,7 @@ int ap_prof_write(const ap_prof *p, const char *path) {
         return ap_err_set(AP_EIO, "cannot write %s: %s", path, strerror(errno));
     buf b = {0};
     int rc = -1;
-    buf_put(&b, AP_PROF_MAGIC, 8);
+    ap_sbuf_put(&b, AP_PROF_MAGIC, 8);
     buf_u32le(&b, AP_PROF_VERSION);
     buf_u32le(&b, 0);
     if (b.failed)
@@ -159,29 +116,29 @@ int ap_prof_write(const ap_prof *p, const char *path) {
         goto out;
     }
     b.len = 0;
-    buf_varint(&b, p->nmeta);
+    ap_sbuf_varint(&b, p->nmeta);
     for (size_t i = 0; i < p->nmeta; i++) {
         buf_bytes(&b, p->meta[i].key, strlen(p->meta[i].key));
         buf_bytes(&b, p->meta[i].val, strlen(p->meta[i].val));
     }
     if (write_chunk(f, path, TAG_META, &b) != 0)
         goto out;
-    buf_varint(&b, 0);
-    buf_varint(&b, p->nstrs);
+    ap_sbuf_varint(&b, 0);
+    ap_sbuf_varint(&b, p->nstrs);
     for (size_t i = 0; i < p->nstrs; i++)
         buf_bytes(&b, p->strs[i], p->str_len[i]);
     if (write_chunk(f, path, TAG_STRS, &b) != 0)
         goto out;
-    buf_varint(&b, 0);
-    buf_varint(&b, p->nframes);
+    ap_sbuf_varint(&b, 0);
+    ap_sbuf_varint(&b, p->nframes);
     for (size_t i = 0; i < p->nframes; i++) {
         const ap_frame *fr = &p->frames[i];
-        buf_varint(&b, fr->name);
-        buf_varint(&b, fr->qualname);
-        buf_varint(&b, fr->file);
-        buf_varint(&b, fr->line);
-        buf_varint(&b, fr->lineno);
-        buf_varint(&b, fr->kind);
+        ap_sbuf_varint(&b, fr->name);
+        ap_sbuf_varint(&b, fr->qualname);
+        ap_sbuf_varint(&b, fr->file);
+        ap_sbuf_varint(&b, fr->line);
+        ap_sbuf_varint(&b, fr->lineno);
+        ap_sbuf_varint(&b, fr->kind);
     }
     if (write_chunk(f, path, TAG_FRMS, &b) != 0)
         goto out;
@@ -191,17 +148,17 @@ int ap_prof_write(const ap_prof *p, const char *path) {
             goto out;
     }
     if (p->ev_cap != 0) {
-        buf_varint(&b, p->ev_cap);
-        buf_varint(&b, p->ev_dropped);
-        buf_varint(&b, p->ev_len);
+        ap_sbuf_varint(&b, p->ev_cap);
+        ap_sbuf_varint(&b, p->ev_dropped);
+        ap_sbuf_varint(&b, p->ev_len);
         uint64_t prev = 0;
         for (size_t i = 0; i < p->ev_len; i++) {
             const ap_event *e = ap_prof_event_at(p, i);
             int64_t d = (int64_t)(e->start_ns - prev);   /* zigzag: starts are not sorted */
-            buf_varint(&b, ((uint64_t)d << 1) ^ (uint64_t)(d >> 63));
-            buf_varint(&b, e->dur_ns);
-            buf_varint(&b, e->frame);
-            buf_varint(&b, e->tree);
+            ap_sbuf_varint(&b, ((uint64_t)d << 1) ^ (uint64_t)(d >> 63));
+            ap_sbuf_varint(&b, e->dur_ns);
+            ap_sbuf_varint(&b, e->frame);
+            ap_sbuf_varint(&b, e->tree);
             prev = e->start_ns;
         }
         if (write_chunk(f, path, TAG_EVNT, &b) != 0)
@@ -213,7 +170,7 @@ int ap_prof_write(const ap_prof *p, const char *path) {
 out:
     if (b.failed)
         rc = -1;
-    free(b.data);
+    ap_sbuf_free(&b);
     if (fclose(f) != 0 && rc == 0)
         rc = ap_err_set(AP_EIO, "%s: %s", path, strerror(errno));
     return rc;
@@ -228,22 +185,11 @@ typedef struct rd {
 
 static uint64_t rd_varint(rd *r) {
     uint64_t v = 0;
-    for (unsigned shift = 0; shift < 70; shift += 7) {
-        if (r->p >= r->end) {
-            r->bad = 1;
-            return 0;
-        }
-        uint8_t byte = *r->p++;
-        if (shift == 63 && byte > 1) {
-            r->bad = 1;
-            return 0;
-        }
-        v |= (uint64_t)(byte & 0x7f) << shift;
-        if (!(byte & 0x80))
-            return v;
+    if (ap_varint_get(&r->p, r->end, &v) != 0) {
+        r->bad = 1;
+        return 0;
     }
-    r->bad = 1;
-    return 0;
+    return v;
 }
 
 static const uint8_t *rd_bytes(rd *r, size_t *len) {
@@ -268,7 +214,7 @@ static int read_chunk(ap_prof *p, uint32_t tag, rd *r) {
     if (tag == TAG_META) {
         uint64_t n = rd_varint(r);
         for (uint64_t i = 0; i < n && !r->bad; i++) {
-            size_t kl, vl;
+            size_t kl = 0, vl = 0;
             const uint8_t *k = rd_bytes(r, &kl), *v = rd_bytes(r, &vl);
             if (r->bad)
                 break;
@@ -282,7 +228,7 @@ static int read_chunk(ap_prof *p, uint32_t tag, rd *r) {
         if (r->bad || first > p->nstrs)
             return ap_err_set(AP_ECORRUPT, "string chunk out of order");
         for (uint64_t i = 0; i < n && !r->bad; i++) {
-            size_t len;
+            size_t len = 0;
             const uint8_t *s = rd_bytes(r, &len);
             if (r->bad)
                 break;
@@ -458,85 +404,69 @@ ap_prof *ap_prof_read(const char *path, int *truncated) {
     uint8_t chunk[65536];
     size_t n;
     while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        buf_put(&b, chunk, n);
+        ap_sbuf_put(&b, chunk, n);
     int err = ferror(f);
     int saved = errno;
     fclose(f);
     if (err) {
-        free(b.data);
+        ap_sbuf_free(&b);
         ap_err_set(AP_EIO, "cannot read %s: %s", path, strerror(saved));
         return NULL;
     }
     if (b.failed) {
-        free(b.data);
+        ap_sbuf_free(&b);
         return NULL;
     }
-    ap_prof *p = ap_prof_read_mem(b.data ? b.data : (const uint8_t *)"", b.len, truncated);
-    free(b.data);
+    ap_prof *p = ap_prof_read_mem(b.data ? (const uint8_t *)b.data : (const uint8_t *)"", b.len,
+                                  truncated);
+    ap_sbuf_free(&b);
     return p;
 }
 
 /* ---- JSON export ----------------------------------------------------------------------- */
 
-static const char *kind_name(uint32_t kind) {
-    static const char *const names[] = {"root", "python", "builtin", "method", "other"};
-    return kind <= AP_FRAME_OTHER ? names[kind] : "other";
+static void json_frame_fields(ap_sbuf *out, const ap_prof *p, const ap_frame *f) {
+    ap_sbuf_puts(out, "\"name\": ");
+    ap_sbuf_json_str(out, ap_prof_str(p, f->name));
+    ap_sbuf_puts(out, ", \"qualname\": ");
+    ap_sbuf_json_str(out, ap_prof_str(p, f->qualname));
+    ap_sbuf_puts(out, ", \"file\": ");
+    ap_sbuf_json_str(out, ap_prof_str(p, f->file));
+    ap_sbuf_printf(out, ", \"line\": %u, \"kind\": \"%s\"", f->line, ap_frame_kind_name(f->kind));
 }
 
-static void json_str(FILE *out, const char *s) {
-    fputc('"', out);
-    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
-        if (*c == '"' || *c == '\\')
-            fprintf(out, "\\%c", *c);
-        else if (*c < 0x20)
-            fprintf(out, "\\u%04x", *c);
-        else
-            fputc(*c, out);
-    }
-    fputc('"', out);
-}
-
-static void json_frame_fields(FILE *out, const ap_prof *p, const ap_frame *f) {
-    fputs("\"name\": ", out);
-    json_str(out, ap_prof_str(p, f->name));
-    fputs(", \"qualname\": ", out);
-    json_str(out, ap_prof_str(p, f->qualname));
-    fputs(", \"file\": ", out);
-    json_str(out, ap_prof_str(p, f->file));
-    fprintf(out, ", \"line\": %u, \"kind\": \"%s\"", f->line, kind_name(f->kind));
-}
-
-static void json_edges(FILE *out, const ap_func_edge *e, uint32_t first, uint32_t n, int callers) {
-    fputc('[', out);
+static void json_edges(ap_sbuf *out, const ap_func_edge *e, uint32_t first, uint32_t n, int callers) {
+    ap_sbuf_putc(out, '[');
     for (uint32_t i = 0; i < n; i++) {
         const ap_func_edge *x = &e[first + i];
-        fprintf(out,
+        ap_sbuf_printf(out,
                 "%s{\"function\": %u, \"calls\": %llu, \"primitive_calls\": %llu, "
                 "\"self_ns\": %llu, \"total_ns\": %llu}",
                 i ? ", " : "", callers ? x->caller : x->callee, (unsigned long long)x->calls,
                 (unsigned long long)x->prim_calls, (unsigned long long)x->self_ns,
                 (unsigned long long)x->total_ns);
     }
-    fputc(']', out);
+    ap_sbuf_putc(out, ']');
 }
 
-int ap_prof_write_json(ap_prof *p, FILE *out) {
+int ap_json_write(const ap_report_ctx *c, ap_sbuf *out) {
+    ap_prof *p = c->prof;
     ap_functab ft;
     if (ap_prof_finish(p) != 0 || ap_functab_build(p, NULL, NULL, &ft) != 0)
         return -1;
-    fprintf(out, "{\"format\": \"apiprof\", \"version\": %d,\n \"meta\": {", AP_PROF_VERSION);
+    ap_sbuf_printf(out, "{\"format\": \"apiprof\", \"version\": %d,\n \"meta\": {", AP_PROF_VERSION);
     for (size_t i = 0; i < p->nmeta; i++) {
-        fputs(i ? ", " : "", out);
-        json_str(out, p->meta[i].key);
-        fputs(": ", out);
-        json_str(out, p->meta[i].val);
+        ap_sbuf_puts(out, i ? ", " : "");
+        ap_sbuf_json_str(out, p->meta[i].key);
+        ap_sbuf_puts(out, ": ");
+        ap_sbuf_json_str(out, p->meta[i].val);
     }
-    fputs("},\n \"functions\": [", out);
+    ap_sbuf_puts(out, "},\n \"functions\": [");
     for (size_t i = 0; i < ft.nrows; i++) {
         const ap_func_row *r = &ft.rows[i];
-        fputs(i ? ",\n  {" : "\n  {", out);
+        ap_sbuf_puts(out, i ? ",\n  {" : "\n  {");
         json_frame_fields(out, p, &p->frames[r->frame]);
-        fprintf(out,
+        ap_sbuf_printf(out,
                 ", \"calls\": %llu, \"primitive_calls\": %llu, \"self_ns\": %llu, "
                 "\"total_ns\": %llu, \"await_ns\": %llu",
                 (unsigned long long)r->calls, (unsigned long long)r->prim_calls,
@@ -546,15 +476,15 @@ int ap_prof_write_json(ap_prof *p, FILE *out) {
             if (k == AP_M_CALLS || k == AP_M_PRIM_CALLS || k == AP_M_SELF_NS ||
                 k == AP_M_TOTAL_NS || k == AP_M_AWAIT_NS || r->m[k] == 0)
                 continue;
-            fprintf(out, ", \"%s\": %llu", ap_metric_name(k), (unsigned long long)r->m[k]);
+            ap_sbuf_printf(out, ", \"%s\": %llu", ap_metric_name(k), (unsigned long long)r->m[k]);
         }
-        fputs(", \"callers\": ", out);
+        ap_sbuf_puts(out, ", \"callers\": ");
         json_edges(out, ft.edges_in, r->callers_first, r->ncallers, 1);
-        fputs(", \"callees\": ", out);
+        ap_sbuf_puts(out, ", \"callees\": ");
         json_edges(out, ft.edges_out, r->callees_first, r->ncallees, 0);
-        fputc('}', out);
+        ap_sbuf_putc(out, '}');
     }
-    fputs("\n ],\n \"lines\": [", out);
+    ap_sbuf_puts(out, "\n ],\n \"lines\": [");
     ap_line_row *lines;
     size_t nlines;
     if (ap_lines_build(p, &lines, &nlines) != 0) {
@@ -563,49 +493,47 @@ int ap_prof_write_json(ap_prof *p, FILE *out) {
     }
     for (size_t i = 0; i < nlines; i++) {
         const ap_frame *f = &p->frames[lines[i].frame];
-        fputs(i ? ",\n  {\"file\": " : "\n  {\"file\": ", out);
-        json_str(out, ap_prof_str(p, f->file));
-        fputs(", \"function\": ", out);
-        json_str(out, ap_prof_str(p, f->qualname));
-        fprintf(out, ", \"function_line\": %u, \"line\": %u, \"hits\": %llu, \"time_ns\": %llu, "
+        ap_sbuf_puts(out, i ? ",\n  {\"file\": " : "\n  {\"file\": ");
+        ap_sbuf_json_str(out, ap_prof_str(p, f->file));
+        ap_sbuf_puts(out, ", \"function\": ");
+        ap_sbuf_json_str(out, ap_prof_str(p, f->qualname));
+        ap_sbuf_printf(out, ", \"function_line\": %u, \"line\": %u, \"hits\": %llu, \"time_ns\": %llu, "
                      "\"await_ns\": %llu}",
                 f->line, f->lineno, (unsigned long long)lines[i].hits,
                 (unsigned long long)lines[i].time_ns, (unsigned long long)lines[i].await_ns);
     }
     free(lines);
-    fputs("\n ],\n \"frames\": [", out);
+    ap_sbuf_puts(out, "\n ],\n \"frames\": [");
     for (size_t i = 0; i < p->nframes; i++) {
-        fputs(i ? ",\n  {" : "\n  {", out);
+        ap_sbuf_puts(out, i ? ",\n  {" : "\n  {");
         json_frame_fields(out, p, &p->frames[i]);
-        fprintf(out, ", \"lineno\": %u}", p->frames[i].lineno);
+        ap_sbuf_printf(out, ", \"lineno\": %u}", p->frames[i].lineno);
     }
-    fputs("\n ],\n \"threads\": [", out);
+    ap_sbuf_puts(out, "\n ],\n \"threads\": [");
     for (size_t ti = 0; ti < p->ntrees; ti++) {
         const ap_tree *t = p->trees[ti];
-        fputs(ti ? ",\n  {\"labels\": {" : "\n  {\"labels\": {", out);
+        ap_sbuf_puts(out, ti ? ",\n  {\"labels\": {" : "\n  {\"labels\": {");
         for (size_t i = 0; i < t->nlabels; i++) {
-            fputs(i ? ", " : "", out);
-            json_str(out, ap_prof_str(p, t->labels[i].key));
-            fputs(": ", out);
-            json_str(out, ap_prof_str(p, t->labels[i].val));
+            ap_sbuf_puts(out, i ? ", " : "");
+            ap_sbuf_json_str(out, ap_prof_str(p, t->labels[i].key));
+            ap_sbuf_puts(out, ": ");
+            ap_sbuf_json_str(out, ap_prof_str(p, t->labels[i].val));
         }
-        fputs("}, \"nodes\": [", out);
+        ap_sbuf_puts(out, "}, \"nodes\": [");
         for (size_t i = 0; i < t->nnodes; i++) {
             const ap_node *n = t->nodes[i];
-            fprintf(out, "%s{\"parent\": %lld, \"frame\": %u", i ? ",\n   " : "\n   ",
+            ap_sbuf_printf(out, "%s{\"parent\": %lld, \"frame\": %u", i ? ",\n   " : "\n   ",
                     n->parent == AP_NONE ? -1LL : (long long)n->parent, n->frame);
             for (unsigned k = 0; k < AP_M_COUNT; k++)
                 if (n->m[k] != 0)
-                    fprintf(out, ", \"%s\": %llu", ap_metric_name(k), (unsigned long long)n->m[k]);
-            fputc('}', out);
+                    ap_sbuf_printf(out, ", \"%s\": %llu", ap_metric_name(k), (unsigned long long)n->m[k]);
+            ap_sbuf_putc(out, '}');
         }
-        fputs("]}", out);
+        ap_sbuf_puts(out, "]}");
     }
-    fputs("\n ]\n}\n", out);
+    ap_sbuf_puts(out, "\n ]\n}\n");
     ap_functab_free(&ft);
-    if (fflush(out) != 0 || ferror(out))
-        return ap_err_set(AP_EIO, "writing JSON: %s", strerror(errno));
-    return 0;
+    return out->failed ? -1 : 0;
 }
 
 /* ---- pstats export ----------------------------------------------------------------------
@@ -645,7 +573,7 @@ static void m_float(buf *b, double d) {
 static void m_str(buf *b, const char *s, size_t n) {
     buf_u8(b, 'u');
     buf_u32le(b, (uint32_t)n);
-    buf_put(b, s, n);
+    ap_sbuf_put(b, s, n);
 }
 
 static void m_tuple(buf *b, uint8_t n) {
@@ -680,39 +608,33 @@ static void m_key(buf *b, const ap_prof *p, const ap_frame *f) {
     m_str(b, label, strlen(label));
 }
 
-int ap_prof_write_pstats(ap_prof *p, FILE *out) {
+int ap_pstats_write(const ap_report_ctx *c, ap_sbuf *out) {
+    ap_prof *p = c->prof;
     ap_functab ft;
     if (ap_functab_build(p, NULL, NULL, &ft) != 0)
         return -1;
-    buf b = {0};
-    buf_u8(&b, '{');
+    buf_u8(out, '{');
     for (size_t i = 0; i < ft.nrows; i++) {
         const ap_func_row *r = &ft.rows[i];
-        m_key(&b, p, &p->frames[r->frame]);
-        m_tuple(&b, 5);
-        m_int(&b, r->prim_calls);
-        m_int(&b, r->calls);
-        m_float(&b, (double)r->self_ns / 1e9);
-        m_float(&b, (double)r->total_ns / 1e9);
-        buf_u8(&b, '{');
+        m_key(out, p, &p->frames[r->frame]);
+        m_tuple(out, 5);
+        m_int(out, r->prim_calls);
+        m_int(out, r->calls);
+        m_float(out, (double)r->self_ns / 1e9);
+        m_float(out, (double)r->total_ns / 1e9);
+        buf_u8(out, '{');
         for (uint32_t j = 0; j < r->ncallers; j++) {
             const ap_func_edge *e = &ft.edges_in[r->callers_first + j];
-            m_key(&b, p, &p->frames[ft.rows[e->caller].frame]);
-            m_tuple(&b, 4);   /* pstats' caller tuples are (nc, cc, tt, ct) */
-            m_int(&b, e->calls);
-            m_int(&b, e->prim_calls);
-            m_float(&b, (double)e->self_ns / 1e9);
-            m_float(&b, (double)e->total_ns / 1e9);
+            m_key(out, p, &p->frames[ft.rows[e->caller].frame]);
+            m_tuple(out, 4);   /* pstats' caller tuples are (nc, cc, tt, ct) */
+            m_int(out, e->calls);
+            m_int(out, e->prim_calls);
+            m_float(out, (double)e->self_ns / 1e9);
+            m_float(out, (double)e->total_ns / 1e9);
         }
-        buf_u8(&b, '0');
+        buf_u8(out, '0');
     }
-    buf_u8(&b, '0');
+    buf_u8(out, '0');
     ap_functab_free(&ft);
-    int rc = 0;
-    if (b.failed)
-        rc = -1;
-    else if (fwrite(b.data, 1, b.len, out) != b.len || fflush(out) != 0)
-        rc = ap_err_set(AP_EIO, "writing pstats: %s", strerror(errno));
-    free(b.data);
-    return rc;
+    return out->failed ? -1 : 0;
 }

@@ -9,17 +9,9 @@
 
 /* ---- metrics ---------------------------------------------------------------- */
 
-static const struct {
-    const char *name;
-    unsigned field;
-    const char *unit;
-} vmetrics[AP_VM_COUNT] = {
-    {"wall", AP_M_SELF_NS, "nanoseconds"},
-    {"cpu", AP_M_CPU_NS, "nanoseconds"},
-    {"await", AP_M_AWAIT_NS, "nanoseconds"},
-    {"memory", AP_M_ALLOC_BYTES, "bytes"},
-    {"samples", AP_M_SAMPLES, "count"},
-};
+/* The node metric of each view metric; names and units are the catalogue's. */
+static const unsigned vm_fields[AP_VM_COUNT] = {AP_M_SELF_NS, AP_M_CPU_NS, AP_M_AWAIT_NS,
+                                                AP_M_ALLOC_BYTES, AP_M_SAMPLES};
 
 /* The default metric is the first present in this order. */
 static const unsigned default_order[AP_VM_COUNT] = {AP_VM_WALL, AP_VM_SAMPLES, AP_VM_CPU,
@@ -27,17 +19,17 @@ static const unsigned default_order[AP_VM_COUNT] = {AP_VM_WALL, AP_VM_SAMPLES, A
 
 const char *ap_report_vm_name(unsigned vm) {
     assert(vm < AP_VM_COUNT);
-    return vmetrics[vm].name;
+    return ap_metric_get(vm_fields[vm])->view;
 }
 
 unsigned ap_report_vm_field(unsigned vm) {
     assert(vm < AP_VM_COUNT);
-    return vmetrics[vm].field;
+    return vm_fields[vm];
 }
 
 const char *ap_report_vm_unit(unsigned vm) {
     assert(vm < AP_VM_COUNT);
-    return vmetrics[vm].unit;
+    return ap_metric_get(vm_fields[vm])->unit;
 }
 
 int ap_report_vm_present(const ap_prof *p, unsigned vm) {
@@ -56,9 +48,6 @@ int ap_report_vm_present(const ap_prof *p, unsigned vm) {
 
 typedef int (*writer_fn)(const ap_report_ctx *c, ap_sbuf *out);
 
-static int json_write(const ap_report_ctx *c, ap_sbuf *out);
-static int pstats_write(const ap_report_ctx *c, ap_sbuf *out);
-
 static const struct {
     const char *name;
     writer_fn write;
@@ -71,8 +60,8 @@ static const struct {
     {"collapsed", ap_flame_write_collapsed},
     {"callgrind", ap_callgrind_write},
     {"chrome", ap_chrome_write},
-    {"json", json_write},
-    {"pstats", pstats_write},
+    {"json", ap_json_write},
+    {"pstats", ap_pstats_write},
 };
 #define NFORMATS (sizeof formats / sizeof formats[0])
 
@@ -108,77 +97,36 @@ const char *ap_report_format_for_path(const char *path) {
     return NULL;
 }
 
-/* json and pstats are the model's own exports (ap_prof_file.c); they write
- * to a FILE, so they are given a memory stream over the buffer. */
-static int file_export(const ap_report_ctx *c, ap_sbuf *out, int (*fn)(ap_prof *, FILE *)) {
-    char *mem = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&mem, &len);
-    if (f == NULL)
-        return ap_err_set(AP_ENOMEM, "report: cannot open a memory stream");
-    int rc = fn(c->prof, f);
-    if (fclose(f) != 0 && rc == 0)
-        rc = ap_err_set(AP_ENOMEM, "report: memory stream failed");
-    if (rc == 0)
-        ap_sbuf_put(out, mem, len);
-    free(mem);
-    return rc;
-}
-
-static int json_write(const ap_report_ctx *c, ap_sbuf *out) {
-    return file_export(c, out, ap_prof_write_json);
-}
-
-static int pstats_write(const ap_report_ctx *c, ap_sbuf *out) {
-    return file_export(c, out, ap_prof_write_pstats);
-}
-
 /* ---- filters ---------------------------------------------------------------------- */
-
-typedef struct filter {
-    ap_str_id key[3], val[3];
-    size_t n;
-} filter;
-
-static int filter_keep(const ap_tree *t, void *arg) {
-    const filter *f = arg;
-    for (size_t i = 0; i < f->n; i++)
-        if (ap_tree_label_get(t, f->key[i]) != f->val[i])
-            return 0;
-    return 1;
-}
 
 /* The sum of the trees of p that match every filter of o, as a profile of
  * one tree; NULL when no filter is set (*none = 0), when no tree matches
  * (*none = 1, AP_ENOTFOUND), or on AP_ENOMEM. */
 static ap_prof *filtered(ap_prof *p, const ap_report_opts *o, int *none) {
-    const char *keys[3] = {"route", "thread", "task"};
-    const char *vals[3] = {o->route, o->thread, o->task};
-    filter f = {{0}, {0}, 0};
+    const char *keys[] = {"route", "thread", "task", "phase"};
+    const char *vals[] = {o->route, o->thread, o->task, o->phase};
+    ap_selector sel = {0};
     *none = 0;
     ap_sbuf what = {0};
-    for (int i = 0; i < 3; i++) {
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         if (vals[i] == NULL || vals[i][0] == '\0')
             continue;
-        f.key[f.n] = ap_prof_intern(p, keys[i], strlen(keys[i]));
-        f.val[f.n] = ap_prof_intern(p, vals[i], strlen(vals[i]));
-        if (f.key[f.n] == AP_NONE || f.val[f.n] == AP_NONE) {
+        if (ap_selector_add(p, &sel, keys[i], vals[i]) != 0) {
             ap_sbuf_free(&what);
             return NULL;
         }
-        ap_sbuf_printf(&what, "%s%s=%s", f.n ? " " : "", keys[i], vals[i]);
-        f.n++;
+        ap_sbuf_printf(&what, "%s%s=%s", sel.n > 1 ? " " : "", keys[i], vals[i]);
     }
     size_t kept = 0;
-    for (size_t i = 0; i < ap_prof_ntrees(p) && f.n; i++)
-        kept += (size_t)filter_keep(ap_prof_tree_at(p, i), &f);
+    for (size_t i = 0; i < ap_prof_ntrees(p) && sel.n; i++)
+        kept += (size_t)ap_selector_keep(ap_prof_tree_at(p, i), &sel);
     ap_prof *out = NULL;
-    if (f.n != 0 && kept == 0) {
+    if (sel.n != 0 && kept == 0) {
         *none = 1;
         ap_sbuf_putc(&what, '\0');
         ap_err_set(AP_ENOTFOUND, "no part of the profile has %s", what.failed ? "?" : what.data);
-    } else if (f.n != 0) {
-        out = ap_prof_merge(p, filter_keep, &f);
+    } else if (sel.n != 0) {
+        out = ap_prof_merge(p, ap_selector_keep, &sel);
     }
     ap_sbuf_free(&what);
     return out;
@@ -187,6 +135,23 @@ static ap_prof *filtered(ap_prof *p, const ap_report_opts *o, int *none) {
 /* ---- dispatcher --------------------------------------------------------------------- */
 
 int ap_report_write(ap_prof *p, const char *format, const ap_report_opts *o, FILE *out) {
+    ap_sbuf sb = {0};
+    int rc = ap_report_write_buf(p, format, o, &sb);
+    if (rc == 0)
+        rc = ap_sbuf_write(&sb, out);
+    ap_sbuf_free(&sb);
+    return rc;
+}
+
+int ap_prof_write_json(ap_prof *p, FILE *out) {
+    return ap_report_write(p, "json", NULL, out);
+}
+
+int ap_prof_write_pstats(ap_prof *p, FILE *out) {
+    return ap_report_write(p, "pstats", NULL, out);
+}
+
+int ap_report_write_buf(ap_prof *p, const char *format, const ap_report_opts *o, ap_sbuf *out) {
     static const ap_report_opts defaults;
     if (o == NULL)
         o = &defaults;
@@ -206,7 +171,7 @@ int ap_report_write(ap_prof *p, const char *format, const ap_report_opts *o, FIL
     int rc = -1;
     if (o->metric != NULL && o->metric[0] != '\0') {
         for (unsigned vm = 0; vm < AP_VM_COUNT; vm++)
-            if (strcmp(o->metric, vmetrics[vm].name) == 0)
+            if (strcmp(o->metric, ap_report_vm_name(vm)) == 0)
                 c.metric = vm;
         if (c.metric == AP_VM_COUNT) {
             ap_err_set(AP_EINVAL, "unknown metric '%s' (wall, cpu, await, memory, samples)",
@@ -230,11 +195,7 @@ int ap_report_write(ap_prof *p, const char *format, const ap_report_opts *o, FIL
         const char *argv = ap_prof_meta_get(p, "argv");
         c.title = argv && argv[0] ? argv : "apiprof profile";
     }
-    ap_sbuf sb = {0};
-    rc = write(&c, &sb);
-    if (rc == 0)
-        rc = ap_sbuf_write(&sb, out);
-    ap_sbuf_free(&sb);
+    rc = write(&c, out);
 out:
     ap_prof_free(view);
     return rc;
@@ -256,46 +217,46 @@ uint64_t *ap_report_inclusive(const ap_tree *t, unsigned field) {
     return incl;
 }
 
-int ap_report_walk(const ap_tree *t, int (*enter)(const ap_node *n, size_t depth, void *arg),
-                   void (*leave)(const ap_node *n, size_t depth, void *arg), void *arg) {
-    const ap_node **stack = NULL;
-    size_t len = 0, cap = 0;
+int ap_report_walk(const ap_tree *t, int (*enter)(const ap_walk *w, void *arg), void *arg) {
+    ap_walk w = {NULL, NULL, 0};
+    size_t cap = 0;
     const ap_node *n = ap_tree_node(t, 0);
     int rc = 0;
     for (;;) {
-        int descend = enter(n, len, arg);
+        if (w.depth == cap) {
+            size_t nc = cap ? cap * 2 : 64;
+            const ap_node **nodes = realloc(w.node, nc * sizeof *nodes);
+            if (nodes != NULL)
+                w.node = nodes;
+            uint64_t *mark = nodes ? realloc(w.mark, nc * sizeof *mark) : NULL;
+            if (mark == NULL) {
+                rc = ap_err_set(AP_ENOMEM, "report: out of memory");
+                break;
+            }
+            w.mark = mark;
+            cap = nc;
+        }
+        w.node[w.depth] = n;
+        w.mark[w.depth] = 0;
+        int descend = w.depth == 0 ? 1 : enter(&w, arg);
         if (descend < 0) {
             rc = -1;
             break;
         }
         const ap_node *child = descend ? ap_node_first_child(n) : NULL;
         if (child != NULL) {
-            if (len == cap) {
-                size_t nc = cap ? cap * 2 : 64;
-                const ap_node **s = realloc(stack, nc * sizeof *s);
-                if (s == NULL) {
-                    rc = ap_err_set(AP_ENOMEM, "report: out of memory");
-                    break;
-                }
-                stack = s;
-                cap = nc;
-            }
-            stack[len++] = n;
+            w.depth++;
             n = child;
             continue;
         }
-        if (leave)
-            leave(n, len, arg);
-        while (ap_node_next_sibling(n) == NULL && len > 0) {
-            n = stack[--len];
-            if (leave)
-                leave(n, len, arg);
-        }
-        if (len == 0 && ap_node_next_sibling(n) == NULL)
+        while (w.depth > 0 && ap_node_next_sibling(n) == NULL)
+            n = w.node[--w.depth];
+        if (w.depth == 0)
             break;
         n = ap_node_next_sibling(n);
     }
-    free(stack);
+    free(w.node);
+    free(w.mark);
     return rc;
 }
 
@@ -340,6 +301,28 @@ ap_prof *ap_report_project(const ap_prof *p, unsigned field) {
     }
     free(incl);
     return m;
+}
+
+ap_prof *ap_report_functab(const ap_report_ctx *c, ap_functab *ft) {
+    memset(ft, 0, sizeof *ft);
+    ap_prof *m = ap_report_project(c->prof, ap_report_vm_field(c->metric));
+    if (m != NULL && ap_functab_build(m, NULL, NULL, ft) != 0) {
+        ap_prof_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+void ap_report_tree_name(const ap_prof *p, size_t i, ap_sbuf *sb) {
+    const ap_tree *tree = ap_prof_tree_at(p, i);
+    size_t start = sb->len;
+    for (size_t k = 0; k < ap_tree_nlabels(tree); k++) {
+        ap_label l = ap_tree_label_at(tree, k);
+        ap_sbuf_printf(sb, "%s%s=%s", k ? " " : "", ap_prof_str(p, l.key), ap_prof_str(p, l.val));
+    }
+    if (sb->len == start)
+        ap_sbuf_printf(sb, "tree %zu", i);
+    ap_sbuf_putc(sb, '\0');
 }
 
 void ap_report_fmt_value(ap_sbuf *sb, unsigned vm, uint64_t v) {

@@ -19,6 +19,7 @@ typedef struct ap_report_opts {
     const char *route;      /* keep only trees labelled route=ROUTE (NULL: all) */
     const char *thread;     /* ... thread=THREAD */
     const char *task;       /* ... task=TASK */
+    const char *phase;      /* ... phase=PHASE */
     const char *title;      /* title of html/svg; NULL: from the metadata */
 } ap_report_opts;
 
@@ -40,6 +41,10 @@ const char *ap_report_format_for_path(const char *path);
  * AP_ENOMEM or AP_EIO.  On error nothing, or a part of the output, has been
  * written to out. */
 int ap_report_write(ap_prof *p, const char *format, const ap_report_opts *o, FILE *out);
+
+/* As ap_report_write(), appending to out instead of writing to a file.
+ * On error out may hold a part of the view (out->failed set after AP_ENOMEM). */
+int ap_report_write_buf(ap_prof *p, const char *format, const ap_report_opts *o, ap_sbuf *out);
 
 /* ---- for the writers -----------------------------------------------------------
  * A view metric is one node metric read as "self" cost: the value a node has
@@ -83,13 +88,20 @@ uint64_t *ap_report_inclusive(const ap_tree *t, unsigned field);
  * frame 0.  Appended to sb.  Can't fail. */
 void ap_report_frame_label(const ap_prof *p, ap_frame_id f, ap_sbuf *sb);
 
-/* Depth-first walk of t from the root: enter(node, depth) before the
- * node's children (which are skipped when it returns 0; -1 stops the walk
- * and is returned), leave(node, depth) after them (may be NULL).  Children
- * in the tree's order.  Iterative: any depth.  Returns 0, or -1 (enter's
- * error, or AP_ENOMEM). */
-int ap_report_walk(const ap_tree *t, int (*enter)(const ap_node *n, size_t depth, void *arg),
-                   void (*leave)(const ap_node *n, size_t depth, void *arg), void *arg);
+/* The path stack of a tree walk: the nodes from the root (node[0]) to the
+ * node being entered (node[depth]), and one value per level that the caller
+ * may set and read back at deeper levels (e.g. the length of a text prefix). */
+typedef struct ap_walk {
+    const ap_node **node;
+    uint64_t *mark;
+    size_t depth;
+} ap_walk;
+
+/* Depth-first walk of t from the root: enter(w, arg) for every node below
+ * the root (w->depth >= 1), parents before children; the node's children are skipped when it returns 0, and -1
+ * stops the walk and is returned.  Children in the tree's order.  Iterative:
+ * any depth.  Returns 0, or -1 (enter's error, or AP_ENOMEM). */
+int ap_report_walk(const ap_tree *t, int (*enter)(const ap_walk *w, void *arg), void *arg);
 
 /* As ap_report_frame_label(), followed by " (FILE:LINE)" for Python
  * frames (the line of a line-level frame, else the first line).  Can't
@@ -102,6 +114,16 @@ void ap_report_frame_label_long(const ap_prof *p, ap_frame_id f, ap_sbuf *sb);
  * function table (ap_functab_build) of the result is the table of that
  * metric.  On error NULL with AP_ENOMEM. */
 ap_prof *ap_report_project(const ap_prof *p, unsigned field);
+
+/* The function table of the view metric of c: *ft is the table of
+ * ap_report_project(c->prof, field of c->metric), whose profile is returned
+ * (free it after ap_functab_free(ft)).  On error NULL with AP_ENOMEM and *ft
+ * empty. */
+ap_prof *ap_report_functab(const ap_report_ctx *c, ap_functab *ft);
+
+/* The display name of tree number i of p: its labels as "k=v k=v", or
+ * "tree I" when it has none.  Appended to sb, NUL-terminated.  Can't fail. */
+void ap_report_tree_name(const ap_prof *p, size_t i, ap_sbuf *sb);
 
 /* A printable value of metric vm: "1.25 ms", "3.1 MB", "1,234".  Appended to
  * sb.  Can't fail. */
@@ -117,5 +139,7 @@ int ap_speedscope_write(const ap_report_ctx *c, ap_sbuf *out);  /* ap_speedscope
 int ap_pprof_write(const ap_report_ctx *c, ap_sbuf *out);       /* ap_pprof.c */
 int ap_callgrind_write(const ap_report_ctx *c, ap_sbuf *out);   /* ap_callgrind.c */
 int ap_chrome_write(const ap_report_ctx *c, ap_sbuf *out);      /* ap_chrome.c */
+int ap_json_write(const ap_report_ctx *c, ap_sbuf *out);        /* ap_prof_file.c */
+int ap_pstats_write(const ap_report_ctx *c, ap_sbuf *out);
 
 #endif /* AP_REPORT_H */

@@ -163,17 +163,44 @@ void ap_sbuf_xml_str(ap_sbuf *sb, const char *s) {
     }
 }
 
+size_t ap_varint_size(uint64_t v) {
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+uint8_t *ap_varint_put(uint8_t *p, uint64_t v) {
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+int ap_varint_get(const uint8_t **p, const uint8_t *end, uint64_t *out) {
+    uint64_t v = 0;
+    for (unsigned shift = 0; shift < 64; shift += 7) {
+        if (*p >= end)
+            return -1;
+        uint8_t b = *(*p)++;
+        if (shift == 63 && b > 1)
+            return -1;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *out = v;
+            return 0;
+        }
+    }
+    return -1;
+}
+
 void ap_sbuf_varint(ap_sbuf *sb, uint64_t v) {
     uint8_t x[10];
-    size_t n = 0;
-    do {
-        x[n] = (uint8_t)(v & 0x7f);
-        v >>= 7;
-        if (v != 0)
-            x[n] |= 0x80;
-        n++;
-    } while (v != 0);
-    ap_sbuf_put(sb, x, n);
+    ap_sbuf_put(sb, x, (size_t)(ap_varint_put(x, v) - x));
 }
 
 int ap_sbuf_write(const ap_sbuf *sb, FILE *out) {

@@ -41,6 +41,16 @@ void ap_sbuf_xml_str(ap_sbuf *sb, const char *s);
 /* Append v as a protobuf base-128 varint.  Can't fail. */
 void ap_sbuf_varint(ap_sbuf *sb, uint64_t v);
 
+/* The one varint codec of the core (native profile, histogram and route
+ * encodings, pprof): little-endian base-128, at most 10 bytes.
+ * ap_varint_size: the bytes v takes.  ap_varint_put: write v at p (room for
+ * ap_varint_size(v) bytes), return the end.  Neither can fail.
+ * ap_varint_get: read one from [*p, end) into *out and advance *p; 0, or -1
+ * (nothing recorded) on truncation or a value beyond 64 bits. */
+size_t ap_varint_size(uint64_t v);
+uint8_t *ap_varint_put(uint8_t *p, uint64_t v);
+int ap_varint_get(const uint8_t **p, const uint8_t *end, uint64_t *out);
+
 /* Write the whole buffer to out.  Returns 0; -1 with AP_ENOMEM if an append
  * had failed, or AP_EIO (strerror) if writing failed. */
 int ap_sbuf_write(const ap_sbuf *sb, FILE *out);

@@ -8,33 +8,22 @@
 typedef struct ss_ctx {
     unsigned field;
     ap_sbuf *samples, *weights;
-    uint32_t *stack;   /* frame indices of the path, outermost first */
-    size_t cap;
     size_t nsamples;
     uint64_t total;
 } ss_ctx;
 
-static int ss_enter(const ap_node *n, size_t depth, void *arg) {
+static int ss_enter(const ap_walk *w, void *arg) {
     ss_ctx *c = arg;
-    if (depth == 0)
-        return 1;
-    if (depth > c->cap) {
-        size_t cap = c->cap ? c->cap * 2 : 64;
-        uint32_t *s = realloc(c->stack, cap * sizeof *s);
-        if (s == NULL)
-            return ap_err_set(AP_ENOMEM, "report: out of memory");
-        c->stack = s;
-        c->cap = cap;
-    }
-    c->stack[depth - 1] = n->frame - 1;   /* shared frame i is model frame i + 1 */
+    const ap_node *n = w->node[w->depth];
+    w->mark[w->depth] = n->frame - 1;   /* shared frame i is model frame i + 1 */
     uint64_t v = n->m[c->field];
     if (v == 0)
         return 1;
     ap_sbuf_puts(c->samples, c->nsamples ? ",[" : "[");
-    for (size_t i = 0; i < depth; i++) {
-        if (i)
+    for (size_t i = 1; i <= w->depth; i++) {
+        if (i > 1)
             ap_sbuf_putc(c->samples, ',');
-        ap_sbuf_u64(c->samples, c->stack[i]);
+        ap_sbuf_u64(c->samples, w->mark[i]);
     }
     ap_sbuf_putc(c->samples, ']');
     if (c->nsamples)
@@ -70,7 +59,7 @@ int ap_speedscope_write(const ap_report_ctx *rc, ap_sbuf *out) {
     }
     ap_sbuf_free(&label);
     ap_sbuf_puts(out, "]},\"profiles\":[");
-    ss_ctx c = {ap_report_vm_field(rc->metric), NULL, NULL, NULL, 0, 0, 0};
+    ss_ctx c = {ap_report_vm_field(rc->metric), NULL, NULL, 0, 0};
     ap_sbuf samples = {0}, weights = {0};
     c.samples = &samples;
     c.weights = &weights;
@@ -80,17 +69,13 @@ int ap_speedscope_write(const ap_report_ctx *rc, ap_sbuf *out) {
         samples.len = weights.len = 0;
         c.nsamples = 0;
         c.total = 0;
-        r = ap_report_walk(tree, ss_enter, NULL, &c);
+        r = ap_report_walk(tree, ss_enter, &c);
         if (r != 0)
             break;
         ap_sbuf name = {0};
-        for (size_t i = 0; i < ap_tree_nlabels(tree); i++) {
-            ap_label l = ap_tree_label_at(tree, i);
-            ap_sbuf_printf(&name, "%s%s=%s", i ? " " : "", ap_prof_str(p, l.key),
-                           ap_prof_str(p, l.val));
-        }
-        if (name.len == 0)
-            ap_sbuf_printf(&name, "tree %zu", t);
+        ap_report_tree_name(p, t, &name);
+        if (!name.failed)
+            name.len--;   /* drop the NUL to append the metric */
         ap_sbuf_printf(&name, " (%s)", ap_report_vm_name(rc->metric));
         ap_sbuf_putc(&name, '\0');
         ap_sbuf_puts(out, t ? ",{\"type\":\"sampled\",\"name\":" : "{\"type\":\"sampled\",\"name\":");
@@ -107,6 +92,5 @@ int ap_speedscope_write(const ap_report_ctx *rc, ap_sbuf *out) {
     ap_sbuf_puts(out, "]}\n");
     ap_sbuf_free(&samples);
     ap_sbuf_free(&weights);
-    free(c.stack);
     return r != 0 || out->failed ? -1 : 0;
 }

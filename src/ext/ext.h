@@ -50,8 +50,24 @@ int apext_routes_init(PyObject *module, apext_state *st);
 struct ap_prof;
 PyObject *apext_profile_wrap(apext_state *st, PyObject *owner, struct ap_prof *prof);
 
+/* The ap_prof of a Profile object and whether it was read from a file cut
+ * short (*truncated, may be NULL).  NULL with TypeError when obj is not a
+ * Profile of this module. */
+struct ap_prof *apext_profile_get(apext_state *st, PyObject *obj, int *truncated);
+
 /* Module-level functions of report.c (write_report, ...). */
 extern PyMethodDef apext_report_methods[];
+
+/* The one mapping from the core's error (ap_err_code / ap_err_msg, just
+ * recorded) to a Python exception: AP_ENOMEM -> MemoryError, AP_EIO ->
+ * OSError, AP_ENOTFOUND -> LookupError, every other code (EINVAL, ERANGE,
+ * ECORRUPT, EFULL) -> ValueError.  The message is the core's, prefixed with
+ * "what: " when what is not NULL.  Always returns NULL, so that callers can
+ * write `return apext_raise_core(...)`. */
+PyObject *apext_raise_core(const char *what);
+
+/* The metric catalogue (ap_metric.h) as a list of dicts; module.c. */
+PyObject *apext_metrics(PyObject *module, PyObject *unused);
 
 /* GC hooks for the module state, per subsystem. */
 int apext_timer_traverse(apext_state *st, visitproc visit, void *arg);

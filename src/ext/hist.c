@@ -91,8 +91,7 @@ static PyObject *hist_encode(HistObject *self, PyObject *Py_UNUSED(a))
     size_t w = ap_hist_encode(&self->h, (uint8_t *)PyBytes_AS_STRING(b), n);
     if (w == 0) {
         Py_DECREF(b);
-        PyErr_SetString(PyExc_RuntimeError, ap_err_msg());
-        return NULL;
+        return apext_raise_core(NULL);
     }
     if (w != n && _PyBytes_Resize(&b, (Py_ssize_t)w) < 0)
         return NULL;
@@ -114,8 +113,7 @@ static PyObject *hist_decode(PyObject *cls, PyObject *arg)
     PyBuffer_Release(&view);
     if (rc < 0) {
         Py_DECREF(self);
-        PyErr_Format(PyExc_ValueError, "corrupt histogram: %s", ap_err_msg());
-        return NULL;
+        return apext_raise_core("corrupt histogram");
     }
     return (PyObject *)self;
 }

@@ -1,6 +1,44 @@
 /* module.c -- the apiprof._core extension module: state, init, clock functions. */
 #include "ext.h"
 #include "ap_clock.h"
+#include "ap_err.h"
+#include "ap_metric.h"
+
+PyObject *apext_raise_core(const char *what)
+{
+    PyObject *type;
+    switch (ap_err_code()) {
+    case AP_ENOMEM: type = PyExc_MemoryError; break;
+    case AP_EIO: type = PyExc_OSError; break;
+    case AP_ENOTFOUND: type = PyExc_LookupError; break;
+    default: type = PyExc_ValueError; break;
+    }
+    if (what != NULL)
+        PyErr_Format(type, "%s: %s", what, ap_err_msg());
+    else
+        PyErr_SetString(type, ap_err_msg());
+    return NULL;
+}
+
+PyObject *apext_metrics(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
+{
+    PyObject *list = PyList_New(AP_M_COUNT);
+    for (unsigned k = 0; list != NULL && k < AP_M_COUNT; k++) {
+        const ap_metric_info *mi = ap_metric_get(k);
+        PyObject *d = Py_BuildValue(
+            "{sIsssssssOsOszszszss}", "index", k, "name", mi->name, "unit", mi->unit, "sum",
+            mi->sum == AP_SUM_ALL ? "all" : "outermost", "table",
+            (mi->views & AP_MV_TABLE) ? Py_True : Py_False, "tree",
+            (mi->views & AP_MV_TREE) ? Py_True : Py_False, "label", mi->label, "view", mi->view,
+            "pprof", mi->pprof, "doc", mi->doc);
+        if (d == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, k, d);
+    }
+    return list;
+}
 
 static PyObject *clock_source(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
 {
@@ -24,6 +62,10 @@ static PyMethodDef module_methods[] = {
      "now_ns() -> int\n\nThe profiler's monotonic wall clock, in nanoseconds."},
     {"thread_cpu_ns", thread_cpu_ns, METH_NOARGS,
      "thread_cpu_ns() -> int\n\nCPU time of the calling thread, in nanoseconds."},
+    {"metrics", apext_metrics, METH_NOARGS,
+     "metrics() -> list[dict]\n\nThe metric catalogue: per node metric its index, name, unit,\n"
+     "sum ('all' or 'outermost': once per recursion), table/tree (the views showing it),\n"
+     "label, view (the --metric name), pprof and doc."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -8,6 +8,7 @@
 
 #include "ap_err.h"
 #include "ap_prof.h"
+#include "ap_report.h"
 
 typedef struct {
     PyObject_HEAD
@@ -15,18 +16,6 @@ typedef struct {
     PyObject *owner;    /* the Tracer that owns prof, or NULL */
     int truncated;      /* read from a file cut short */
 } ProfileObject;
-
-/* The Python exception for the core error just recorded. */
-static PyObject *raise_core(const char *what) {
-    switch (ap_err_code()) {
-    case AP_ENOMEM:
-        return PyErr_NoMemory();
-    case AP_EIO:
-        return PyErr_Format(PyExc_OSError, "%s", ap_err_msg());
-    default:
-        return PyErr_Format(PyExc_ValueError, "%s: %s", what, ap_err_msg());
-    }
-}
 
 PyObject *apext_profile_wrap(apext_state *st, PyObject *owner, ap_prof *prof) {
     ProfileObject *p = PyObject_GC_New(ProfileObject, st->profile_type);
@@ -42,13 +31,19 @@ PyObject *apext_profile_wrap(apext_state *st, PyObject *owner, ap_prof *prof) {
     return (PyObject *)p;
 }
 
-static PyObject *str_of(const ap_prof *p, ap_str_id id) {
-    return PyUnicode_DecodeUTF8(ap_prof_str(p, id), (Py_ssize_t)strlen(ap_prof_str(p, id)), "replace");
+struct ap_prof *apext_profile_get(apext_state *st, PyObject *obj, int *truncated) {
+    if (!PyObject_TypeCheck(obj, st->profile_type)) {
+        PyErr_Format(PyExc_TypeError, "expected an apiprof._core.Profile, not %.100s",
+                     Py_TYPE(obj)->tp_name);
+        return NULL;
+    }
+    if (truncated != NULL)
+        *truncated = ((ProfileObject *)obj)->truncated;
+    return ((ProfileObject *)obj)->prof;
 }
 
-static const char *kind_name(uint32_t kind) {
-    static const char *const names[] = {"root", "python", "builtin", "method", "other"};
-    return kind <= AP_FRAME_OTHER ? names[kind] : "other";
+static PyObject *str_of(const ap_prof *p, ap_str_id id) {
+    return PyUnicode_DecodeUTF8(ap_prof_str(p, id), (Py_ssize_t)strlen(ap_prof_str(p, id)), "replace");
 }
 
 /* Add name, qualname, file, line, kind of frame id to dict d.  0 / -1. */
@@ -64,7 +59,7 @@ static int frame_fields(const ap_prof *p, ap_frame_id id, PyObject *d) {
         {"qualname", str_of(p, f->qualname)},
         {"file", str_of(p, f->file)},
         {"line", PyLong_FromUnsignedLong(f->line)},
-        {"kind", PyUnicode_FromString(kind_name(f->kind))},
+        {"kind", PyUnicode_FromString(ap_frame_kind_name(f->kind))},
     };
     int rc = 0;
     for (size_t i = 0; i < sizeof items / sizeof items[0]; i++) {
@@ -124,7 +119,7 @@ static PyObject *profile_functions(ProfileObject *self, PyObject *args, PyObject
     }
     ap_functab ft;
     if (ap_functab_build(self->prof, only ? keep_one : NULL, only, &ft) != 0)
-        return raise_core("functions");
+        return apext_raise_core("functions");
     PyObject *list = PyList_New((Py_ssize_t)ft.nrows);
     for (size_t i = 0; list != NULL && i < ft.nrows; i++) {
         const ap_func_row *r = &ft.rows[i];
@@ -160,7 +155,7 @@ static PyObject *profile_lines(ProfileObject *self, PyObject *Py_UNUSED(a)) {
     ap_line_row *rows;
     size_t n;
     if (ap_lines_build(self->prof, &rows, &n) != 0)
-        return raise_core("lines");
+        return apext_raise_core("lines");
     PyObject *list = PyList_New((Py_ssize_t)n);
     for (size_t i = 0; list != NULL && i < n; i++) {
         const ap_frame *f = ap_prof_frame(self->prof, rows[i].frame);
@@ -202,62 +197,29 @@ static PyObject *profile_frames(ProfileObject *self, PyObject *Py_UNUSED(a)) {
     return list;
 }
 
-/* The labels a tree must carry (key = value each) to be selected. */
-typedef struct label_filter {
-    const ap_prof *prof;
-    Py_ssize_t n;
-    const char **keys, **vals;
-} label_filter;
-
-static int keep_labelled(const ap_tree *t, void *arg) {
-    const label_filter *f = arg;
-    for (Py_ssize_t i = 0; i < f->n; i++) {
-        int found = 0;
-        for (size_t k = 0; !found && k < ap_tree_nlabels(t); k++) {
-            ap_label l = ap_tree_label_at(t, k);
-            found = strcmp(ap_prof_str(f->prof, l.key), f->keys[i]) == 0 &&
-                    strcmp(ap_prof_str(f->prof, l.val), f->vals[i]) == 0;
-        }
-        if (!found)
-            return 0;
-    }
-    return 1;
-}
-
 /* select(labels) -> Profile: the trees that carry every label of the dict */
 static PyObject *profile_select(ProfileObject *self, PyObject *labels) {
     if (!PyDict_Check(labels))
         return PyErr_Format(PyExc_TypeError, "labels must be a dict of str, not %.100s",
                             Py_TYPE(labels)->tp_name);
-    label_filter f = {self->prof, PyDict_Size(labels), NULL, NULL};
-    f.keys = PyMem_Calloc((size_t)f.n + 1, sizeof *f.keys);
-    f.vals = PyMem_Calloc((size_t)f.n + 1, sizeof *f.vals);
-    PyObject *result = NULL, *key, *val;
-    Py_ssize_t pos = 0, i = 0;
-    if (f.keys == NULL || f.vals == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
+    ap_selector sel = {0};
+    PyObject *key, *val;
+    Py_ssize_t pos = 0;
     while (PyDict_Next(labels, &pos, &key, &val)) {
-        if (!PyUnicode_Check(key) || !PyUnicode_Check(val)) {
-            PyErr_SetString(PyExc_TypeError, "labels must be a dict of str");
-            goto done;
-        }
-        if ((f.keys[i] = PyUnicode_AsUTF8(key)) == NULL || (f.vals[i] = PyUnicode_AsUTF8(val)) == NULL)
-            goto done;
-        i++;
+        if (!PyUnicode_Check(key) || !PyUnicode_Check(val))
+            return PyErr_Format(PyExc_TypeError, "labels must be a dict of str");
+        const char *k = PyUnicode_AsUTF8(key), *v = k ? PyUnicode_AsUTF8(val) : NULL;
+        if (v == NULL)
+            return NULL;
+        if (ap_selector_add(self->prof, &sel, k, v) != 0)
+            return apext_raise_core("select");
     }
-    ap_prof *sel = ap_prof_select(self->prof, keep_labelled, &f);
-    if (sel == NULL) {
-        raise_core("select");
-        goto done;
-    }
-    result = apext_profile_wrap(apext_state_of_type(Py_TYPE(self)), NULL, sel);
+    ap_prof *chosen = ap_prof_select(self->prof, ap_selector_keep, &sel);
+    if (chosen == NULL)
+        return apext_raise_core("select");
+    PyObject *result = apext_profile_wrap(apext_state_of_type(Py_TYPE(self)), NULL, chosen);
     if (result != NULL)
         ((ProfileObject *)result)->truncated = self->truncated;
-done:
-    PyMem_Free(f.keys);
-    PyMem_Free(f.vals);
     return result;
 }
 
@@ -319,16 +281,6 @@ static PyObject *profile_nodes(ProfileObject *self, PyObject *arg) {
     return list;
 }
 
-/* Open path for writing (binary); NULL with OSError set. */
-static FILE *open_out(PyObject *path_obj, PyObject **bytes) {
-    if (!PyUnicode_FSConverter(path_obj, bytes))
-        return NULL;
-    FILE *f = fopen(PyBytes_AS_STRING(*bytes), "wb");
-    if (f == NULL)
-        PyErr_Format(PyExc_OSError, "cannot write %s: %s", PyBytes_AS_STRING(*bytes), strerror(errno));
-    return f;
-}
-
 static PyObject *profile_save(ProfileObject *self, PyObject *path_obj) {
     PyObject *bytes = NULL;
     if (!PyUnicode_FSConverter(path_obj, &bytes))
@@ -336,47 +288,46 @@ static PyObject *profile_save(ProfileObject *self, PyObject *path_obj) {
     int rc = ap_prof_write(self->prof, PyBytes_AS_STRING(bytes));
     Py_DECREF(bytes);
     if (rc != 0)
-        return raise_core("save");
+        return apext_raise_core("save");
     Py_RETURN_NONE;
 }
 
-static PyObject *write_with(ProfileObject *self, PyObject *path_obj, int (*fn)(ap_prof *, FILE *),
-                            const char *what) {
+/* Write the view fmt of the profile to path (the report dispatcher, as
+ * `apiprof report`). */
+static PyObject *write_format(ProfileObject *self, PyObject *path_obj, const char *fmt) {
     PyObject *bytes = NULL;
-    FILE *f = open_out(path_obj, &bytes);
+    if (!PyUnicode_FSConverter(path_obj, &bytes))
+        return NULL;
+    FILE *f = fopen(PyBytes_AS_STRING(bytes), "wb");
     if (f == NULL) {
-        Py_XDECREF(bytes);
+        PyErr_Format(PyExc_OSError, "cannot write %s: %s", PyBytes_AS_STRING(bytes), strerror(errno));
+        Py_DECREF(bytes);
         return NULL;
     }
-    int rc = fn(self->prof, f);
+    int rc = ap_report_write(self->prof, fmt, NULL, f);
     if (fclose(f) != 0 && rc == 0)
         rc = ap_err_set(AP_EIO, "%s: %s", PyBytes_AS_STRING(bytes), strerror(errno));
     Py_DECREF(bytes);
     if (rc != 0)
-        return raise_core(what);
+        return apext_raise_core(fmt);
     Py_RETURN_NONE;
 }
 
 static PyObject *profile_write_json(ProfileObject *self, PyObject *path) {
-    return write_with(self, path, ap_prof_write_json, "json");
+    return write_format(self, path, "json");
 }
 
 static PyObject *profile_write_pstats(ProfileObject *self, PyObject *path) {
-    return write_with(self, path, ap_prof_write_pstats, "pstats");
+    return write_format(self, path, "pstats");
 }
 
 /* json() -> bytes: the JSON export in memory (what write_json writes). */
 static PyObject *profile_json(ProfileObject *self, PyObject *Py_UNUSED(a)) {
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    if (f == NULL)
-        return PyErr_NoMemory();
-    int rc = ap_prof_write_json(self->prof, f);
-    if (fclose(f) != 0 && rc == 0)
-        rc = ap_err_set(AP_ENOMEM, "out of memory");
-    PyObject *out = rc == 0 ? PyBytes_FromStringAndSize(buf, (Py_ssize_t)len) : raise_core("json");
-    free(buf);
+    ap_sbuf sb = {0};
+    int rc = ap_report_write_buf(self->prof, "json", NULL, &sb);
+    PyObject *out = rc == 0 ? PyBytes_FromStringAndSize(sb.data, (Py_ssize_t)sb.len)
+                            : apext_raise_core("json");
+    ap_sbuf_free(&sb);
     return out;
 }
 
@@ -388,7 +339,7 @@ static PyObject *profile_set_meta(ProfileObject *self, PyObject *const *a, Py_ss
     if (v == NULL)
         return NULL;
     if (ap_prof_meta_set(self->prof, k, v) != 0)
-        return raise_core("set_meta");
+        return apext_raise_core("set_meta");
     Py_RETURN_NONE;
 }
 
@@ -494,16 +445,14 @@ static PyObject *profile_load(PyObject *module, PyObject *path_obj) {
     int truncated = 0;
     ap_prof *p = ap_prof_read(PyBytes_AS_STRING(bytes), &truncated);
     if (p == NULL) {
-        PyObject *r = ap_err_code() == AP_ECORRUPT
-                          ? PyErr_Format(PyExc_ValueError, "%s: %s", PyBytes_AS_STRING(bytes), ap_err_msg())
-                          : raise_core("load");
+        PyObject *r = apext_raise_core(ap_err_code() == AP_EIO ? NULL : PyBytes_AS_STRING(bytes));
         Py_DECREF(bytes);
         return r;
     }
     Py_DECREF(bytes);
     if (ap_prof_finish(p) != 0) {
         ap_prof_free(p);
-        return raise_core("load");
+        return apext_raise_core("load");
     }
     PyObject *obj = apext_profile_wrap(PyModule_GetState(module), NULL, p);
     if (obj != NULL)

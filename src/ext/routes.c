@@ -184,8 +184,7 @@ static PyObject *table_encode(RouteTable *self, PyObject *Py_UNUSED(a))
         return NULL;
     if (ap_routes_encode(self->table, (uint8_t *)PyBytes_AS_STRING(b), n) != n) {
         Py_DECREF(b);
-        PyErr_SetString(PyExc_RuntimeError, ap_err_msg());
-        return NULL;
+        return apext_raise_core(NULL);
     }
     return b;
 }
@@ -197,12 +196,8 @@ static PyObject *table_merge(RouteTable *self, PyObject *arg)
         return NULL;
     int rc = ap_routes_merge_encoded(self->table, view.buf, (size_t)view.len);
     PyBuffer_Release(&view);
-    if (rc < 0) {
-        if (ap_err_code() == AP_ENOMEM)
-            return PyErr_NoMemory();
-        PyErr_Format(PyExc_ValueError, "%s", ap_err_msg());
-        return NULL;
-    }
+    if (rc < 0)
+        return apext_raise_core(NULL);
     Py_RETURN_NONE;
 }
 

@@ -13,9 +13,9 @@
 
 #include "ap_clock.h"
 #include "ap_err.h"
-#include "ap_load.h"
-#include "ap_report.h"
-#include "ap_target.h"
+#include "lg_load.h"
+#include "lg_report.h"
+#include "lg_target.h"
 
 #define PROG "apiprof-load"
 
@@ -106,7 +106,7 @@ static char *read_file(const char *path, size_t *len) {
 }
 
 /* Connect once before starting, so an unreachable origin is one clear line. */
-static void preflight(const ap_targets *ts, uint64_t timeout_ns) {
+static void preflight(const lg_targets *ts, uint64_t timeout_ns) {
     int fd = socket(ts->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         fatal(strerror(errno));
@@ -134,7 +134,7 @@ static void preflight(const ap_targets *ts, uint64_t timeout_ns) {
 
 static int progress_shown;
 
-static void show_progress(const ap_load_progress *p, void *arg) {
+static void show_progress(const lg_load_progress *p, void *arg) {
     (void)arg;
     double p99 = (double)p->p99_ns / 1e6;
     fprintf(stderr, "\r\033[K%s %5.1f s  %9.1f req/s  p99 %.2f ms  %llu done", p->warm ? "run" : "warmup",
@@ -145,7 +145,7 @@ static void show_progress(const ap_load_progress *p, void *arg) {
 
 static void on_signal(int sig) {
     (void)sig;
-    atomic_store(&ap_load_stop, 1);
+    atomic_store(&lg_load_stop, 1);
 }
 
 enum { OPT_WARMUP = 256, OPT_BODY_FILE, OPT_URLS, OPT_BASE, OPT_TIMEOUT, OPT_CONNECT_TIMEOUT,
@@ -175,9 +175,9 @@ int main(int argc, char **argv) {
         {"phase-signal", required_argument, NULL, OPT_PHASE_SIGNAL},
         {NULL, 0, NULL, 0},
     };
-    ap_targets ts;
-    ap_targets_init(&ts);
-    ap_load_config cfg = {.threads = 2, .connections = 10};
+    lg_targets ts;
+    lg_targets_init(&ts);
+    lg_load_config cfg = {.threads = 2, .connections = 10};
     double duration = 0, warmup = 0, timeout = 10, connect_timeout = 3;
     const char *method = NULL, *body = NULL, *body_file = NULL, *urls = NULL, *base = NULL;
     const char *json_out = NULL;
@@ -206,7 +206,7 @@ int main(int argc, char **argv) {
             method = optarg;
             break;
         case 'H':
-            if (ap_targets_header(&ts, optarg) < 0)
+            if (lg_targets_header(&ts, optarg) < 0)
                 usage_error("%s", ap_err_msg());
             break;
         case 'b':
@@ -284,15 +284,15 @@ int main(int argc, char **argv) {
     if (urls) {
         if (body)
             usage_error("%s", "--body applies to a single URL; put bodies in the URL file");
-        if (ap_targets_load_file(&ts, urls, base, method) < 0) {
+        if (lg_targets_load_file(&ts, urls, base, method) < 0) {
             fprintf(stderr, PROG ": %s\n", ap_err_msg());
             return 2;
         }
-    } else if (ap_targets_add(&ts, base, 1, method, argv[optind], body, body_len) < 0) {
+    } else if (lg_targets_add(&ts, base, 1, method, argv[optind], body, body_len) < 0) {
         usage_error("%s", ap_err_msg());
     }
     free(file_body);
-    if (ap_targets_finish(&ts) < 0) {
+    if (lg_targets_finish(&ts) < 0) {
         fprintf(stderr, PROG ": %s\n", ap_err_msg());
         return ap_err_code() == AP_ENOTFOUND ? 1 : 2;
     }
@@ -319,24 +319,24 @@ int main(int argc, char **argv) {
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    ap_load_result res;
-    if (ap_load_run(&cfg, &res, show_progress, NULL) < 0) {
+    lg_load_result res;
+    if (lg_load_run(&cfg, &res, show_progress, NULL) < 0) {
         if (progress_shown)
             fprintf(stderr, "\r\033[K");
         fatal(ap_err_msg());
     }
     if (progress_shown)
         fprintf(stderr, "\r\033[K");
-    int rc = json ? ap_report_json(stdout, &cfg, &res, histograms)
-                  : ap_report_text(stdout, &cfg, &res);
+    int rc = json ? lg_report_json(stdout, &cfg, &res, histograms)
+                  : lg_report_text(stdout, &cfg, &res);
     if (rc == 0 && jf) {
-        rc = ap_report_json(jf, &cfg, &res, histograms);
+        rc = lg_report_json(jf, &cfg, &res, histograms);
         if (fclose(jf) != 0)
             rc = ap_err_set(AP_EIO, "%s: write failed", json_out);
     }
-    ap_load_result_free(&res);
-    ap_targets_free(&ts);
+    lg_load_result_free(&res);
+    lg_targets_free(&ts);
     if (rc < 0)
         fatal(ap_err_msg());
-    return atomic_load(&ap_load_stop) ? 130 : 0;
+    return atomic_load(&lg_load_stop) ? 130 : 0;
 }

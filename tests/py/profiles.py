@@ -1,4 +1,4 @@
-"""Profiles for the report tests, built through apiprof._core._make_test_profile.
+"""Profiles for the report tests, written in the native format (docs/format.md) here.
 
 ``shop_spec()`` is a small profile shaped like a FastAPI app: two routes in two trees
 (labels route/thread/task), recursion, a C builtin, await time, CPU time, allocations,
@@ -9,6 +9,8 @@ nodes. Every value is fixed, so tests can assert exact totals.
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 from apiprof import _core
@@ -116,6 +118,132 @@ def big_spec(nodes: int = 100_000, fanout: int = 8, functions: int = 2_000) -> d
             "trees": [{"labels": {"thread": "MainThread"}, "nodes": specs}]}
 
 
+def _varint(v: int) -> bytes:
+    out = bytearray()
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def _text(s: str) -> bytes:
+    b = s.encode()
+    return _varint(len(b)) + b
+
+
+class _Builder:
+    """A profile as the model holds it (interned strings and frames, trees of nodes with
+    a metric vector), encoded as the native file: header, chunks with zlib's CRC-32."""
+
+    def __init__(self) -> None:
+        self.strs: dict[str, int] = {"": 0}
+        self.frames: dict[tuple, int] = {(0, 0, 0, 0, 0, 0): 0}
+        self.metric = {m["name"]: m["index"] for m in _core.metrics()}
+
+    def intern(self, s: str) -> int:
+        return self.strs.setdefault(s, len(self.strs))
+
+    def frame(self, spec: tuple) -> int:
+        qual, file, line, lineno, *rest = spec
+        kind = rest[0] if rest else 1
+        if not 1 <= kind <= 4:
+            raise ValueError("frame kind must be 1..4")
+        name = qual.rsplit(".", 1)[-1] if kind == 1 else qual
+        key = (self.intern(name), self.intern(qual), self.intern(file), line, lineno, kind)
+        return self.frames.setdefault(key, len(self.frames))
+
+    def tree(self, tspec: dict) -> bytes:
+        labels = [(self.intern(k), self.intern(v)) for k, v in tspec.get("labels", {}).items()]
+        parent, frame, values = [0xFFFFFFFF], [0], [[0] * len(self.metric)]
+        child: dict[tuple[int, int], int] = {}
+        given_calls: set[int] = set()
+        explicit_total = False
+        for stack, metrics in tspec["nodes"]:
+            n = 0
+            for f in stack:
+                key = (n, self.frame(f))
+                if key not in child:
+                    child[key] = len(parent)
+                    parent.append(n)
+                    frame.append(key[1])
+                    values.append([0] * len(self.metric))
+                n = child[key]
+            for k, v in metrics.items():
+                if k not in self.metric:
+                    raise ValueError(f"unknown metric {k}")
+                values[n][self.metric[k]] += v
+                explicit_total |= k == "total_ns"
+                if k == "calls":
+                    given_calls.add(n)
+        calls, self_ns, total = (self.metric[k] for k in ("calls", "self_ns", "total_ns"))
+        for i in range(1, len(parent)):
+            if values[i][calls] == 0 and i not in given_calls:
+                values[i][calls] = 1
+            if not explicit_total:
+                values[i][total] = values[i][self_ns]
+        if not explicit_total:
+            for i in range(len(parent) - 1, 0, -1):
+                values[parent[i]][total] += values[i][total]
+        mask = 0
+        for row in values:
+            for k, v in enumerate(row):
+                if v:
+                    mask |= 1 << k
+        out = bytearray(_varint(len(labels)))
+        for k, v in labels:
+            out += _varint(k) + _varint(v)
+        out += _varint(mask) + _varint(len(parent))
+        for i, row in enumerate(values):
+            if i:
+                out += _varint(i - parent[i]) + _varint(frame[i])
+            for k, v in enumerate(row):
+                if mask >> k & 1:
+                    out += _varint(v)
+        return bytes(out)
+
+    def events(self, spec: dict) -> bytes:
+        events = list(spec["events"])
+        cap = spec.get("events_capacity") or max(len(events), 1)
+        kept = [(t, self.frame(f), start, dur) for t, f, start, dur in events][-cap:]
+        out = bytearray(_varint(cap) + _varint(len(events) - len(kept)) + _varint(len(kept)))
+        prev = 0
+        for tree, f, start, dur in kept:
+            d = start - prev
+            out += _varint(d << 1 if d >= 0 else (-d << 1) - 1)
+            out += _varint(dur) + _varint(f) + _varint(tree)
+            prev = start
+        return bytes(out)
+
+    def file(self, spec: dict) -> bytes:
+        meta = spec.get("meta", {})
+        if not isinstance(spec.get("trees"), list):
+            raise ValueError("spec needs a list 'trees'")
+        trees = [self.tree(t) for t in spec["trees"]]
+        events = self.events(spec) if spec.get("events") is not None else None
+        strs = _varint(0) + _varint(len(self.strs)) + b"".join(_text(s) for s in self.strs)
+        frames = _varint(0) + _varint(len(self.frames)) + b"".join(
+            b"".join(_varint(x) for x in f) for f in self.frames)
+        chunks = [(b"META", _varint(len(meta)) + b"".join(_text(k) + _text(v) for k, v in
+                                                           meta.items())),
+                  (b"STRS", strs), (b"FRMS", frames)]
+        chunks += [(b"TREE", t) for t in trees]
+        if events is not None:
+            chunks.append((b"EVNT", events))
+        chunks.append((b"END ", b""))
+        out = bytearray(b"APIPROF\0" + struct.pack("<II", 1, 0))
+        for tag, payload in chunks:
+            out += tag + struct.pack("<I", len(payload)) + payload
+            out += struct.pack("<I", zlib.crc32(payload))
+        return bytes(out)
+
+
 def write(spec: dict, path: Path) -> Path:
-    _core._make_test_profile(spec, str(path))
+    """Write the profile spec describes as a native file at path.
+
+    spec = {'meta': {..}, 'trees': [{'labels': {..}, 'nodes': [([(qualname, file, line,
+    lineno[, kind]), ...], {metric: value})]}], 'events': [(tree, frame, start_ns,
+    dur_ns)], 'events_capacity': n}.  Nodes without calls get 1; total_ns is derived
+    from self_ns unless given."""
+    path.write_bytes(_Builder().file(spec))
     return path

@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from typing import Any
 
 from .. import _core
@@ -131,21 +130,13 @@ def run_view_format(args: argparse.Namespace, fmt: str) -> int:
         raise UsageError("an SVG call graph needs Graphviz's dot, which is not installed; "
                          "write a .dot file instead")
     target = f"{out}.dot.tmp" if via_dot and out else out
-    source, phase_file = args.file, None
+    profile = load_profile(args.file)
     if args.phase is not None:
-        # The C writers read a file: write the chosen phase to a temporary one.
-        chosen = select_phase(load_profile(args.file), args.phase, args.file)
-        fd, phase_file = tempfile.mkstemp(suffix=".apiprof")
-        os.close(fd)
-        chosen.save(phase_file)
-        source = phase_file
+        profile = select_phase(profile, args.phase, args.file)
     try:
-        truncated = _core.write_report(source, fmt, target, options)
+        truncated = _core.write_report(profile, fmt, target, options)
     except (ValueError, LookupError, OSError) as e:
         raise UsageError(str(e)) from None
-    finally:
-        if phase_file is not None:
-            os.unlink(phase_file)
     if via_dot and target and out:
         try:
             r = subprocess.run(["dot", "-Tsvg", target, "-o", out], capture_output=True, text=True)

@@ -4,7 +4,10 @@
   var D = JSON.parse(document.getElementById("apiprof-data").textContent);
   var $ = function (id) { return document.getElementById(id); };
   var S = D.strs, NF = D.frames.length / 6;
-  var UNITS = { wall: "ns", cpu: "ns", await: "ns", memory: "B", samples: "" };
+  // Units of the view metrics, from the metric catalogue the writer embeds.
+  var SHORT_UNIT = { nanoseconds: "ns", bytes: "B", count: "" };
+  var UNITS = {};
+  Object.keys(D.catalogue).forEach(function (m) { UNITS[m] = SHORT_UNIT[D.catalogue[m].unit]; });
 
   // ---- frames -------------------------------------------------------------
   function fQual(f) { return S[D.frames[f * 6]]; }

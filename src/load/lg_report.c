@@ -1,12 +1,13 @@
-/* ap_report.c -- text table and JSON output of apiprof-load. */
-#include "ap_report.h"
+/* lg_report.c -- text table and JSON output of apiprof-load. */
+#include "lg_report.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include "ap_err.h"
+#include "ap_sbuf.h"
 
-static const char *const phase_names[AP_LOAD_PHASES] = {"cold", "warm"};
+static const char *const phase_names[LG_LOAD_PHASES] = {"cold", "warm"};
 
 /* Percentiles of the table and of the JSON, in this order. */
 static const double pcts[] = {50.0, 90.0, 99.0, 99.9};
@@ -36,24 +37,24 @@ static void fmt_bytes(char *out, size_t cap, uint64_t b) {
         snprintf(out, cap, "%.1f MB", (double)b / 1e6);
 }
 
-static uint64_t errors_of(const ap_load_stats *s) {
-    return ap_load_stats_ended(s) - s->responses;
+static uint64_t errors_of(const lg_load_stats *s) {
+    return lg_load_stats_ended(s) - s->responses;
 }
 
-static int phase_used(const ap_load_config *cfg, int ph) {
-    return ph == AP_LOAD_WARM || cfg->warmup_ns > 0;
+static int phase_used(const lg_load_config *cfg, int ph) {
+    return ph == LG_LOAD_WARM || cfg->warmup_ns > 0;
 }
 
 /* Rows: for each phase in use (warm first), "all" then every URL. */
 typedef struct row {
     int phase;
     const char *name;
-    const ap_load_stats *s;
+    const lg_load_stats *s;
 } row;
 
-static size_t rows_of(const ap_load_config *cfg, const ap_load_result *r, row *rows) {
+static size_t rows_of(const lg_load_config *cfg, const lg_load_result *r, row *rows) {
     size_t n = 0;
-    for (int ph = AP_LOAD_WARM; ph >= 0; ph--) {
+    for (int ph = LG_LOAD_WARM; ph >= 0; ph--) {
         if (!phase_used(cfg, ph))
             continue;
         rows[n++] = (row){ph, "all", &r->total[ph]};
@@ -64,14 +65,14 @@ static size_t rows_of(const ap_load_config *cfg, const ap_load_result *r, row *r
     return n;
 }
 
-static void latency_table(FILE *f, const ap_load_result *r, const row *rows, size_t n,
+static void latency_table(FILE *f, const lg_load_result *r, const row *rows, size_t n,
                           int width, int uncorrected) {
     fprintf(f, "%-5s  %-*s %10s %10s", "phase", width, "url", "requests", "req/s");
     for (int i = 0; i < NPCT; i++)
         fprintf(f, " %9s", i == 3 ? "p99.9" : pct_keys[i]);
     fprintf(f, " %9s %8s\n", "max", "errors");
     for (size_t i = 0; i < n; i++) {
-        const ap_load_stats *s = rows[i].s;
+        const lg_load_stats *s = rows[i].s;
         const ap_hist *h = uncorrected ? &s->uncorrected : &s->latency;
         double el = r->elapsed_s[rows[i].phase];
         fprintf(f, "%-5s  %-*s %10llu %10.1f", phase_names[rows[i].phase], width, rows[i].name,
@@ -86,7 +87,7 @@ static void latency_table(FILE *f, const ap_load_result *r, const row *rows, siz
     }
 }
 
-int ap_report_text(FILE *f, const ap_load_config *cfg, const ap_load_result *r) {
+int lg_report_text(FILE *f, const lg_load_config *cfg, const lg_load_result *r) {
     row *rows = malloc(sizeof(row) * 2 * (r->ntargets + 1));
     if (rows == NULL)
         return ap_err_set(AP_ENOMEM, NULL);
@@ -118,21 +119,21 @@ int ap_report_text(FILE *f, const ap_load_config *cfg, const ap_load_result *r) 
     fprintf(f, "\n%-5s  %-*s %-24s %-36s %10s %10s\n", "phase", width, "url", "status",
             "errors", "received", "sent");
     for (size_t i = 0; i < n; i++) {
-        const ap_load_stats *s = rows[i].s;
+        const lg_load_stats *s = rows[i].s;
         char status[256] = "", errs[256] = "", rx[32], tx[32];
         size_t sl = 0, el = 0;
-        for (int c = 0; c < AP_LOAD_STATUS_N && sl < sizeof status - 24; c++)
+        for (int c = 0; c < LG_LOAD_STATUS_N && sl < sizeof status - 24; c++)
             if (s->status[c])
                 sl += (size_t)snprintf(status + sl, sizeof status - sl, "%s%d:%llu",
-                                       sl ? " " : "", c + AP_LOAD_STATUS_MIN,
+                                       sl ? " " : "", c + LG_LOAD_STATUS_MIN,
                                        (unsigned long long)s->status[c]);
         if (s->status_other)
             snprintf(status + sl, sizeof status - sl, "%sother:%llu", sl ? " " : "",
                      (unsigned long long)s->status_other);
-        for (int k = 0; k < AP_LOAD_ERR_KINDS; k++)
+        for (int k = 0; k < LG_LOAD_ERR_KINDS; k++)
             if (s->errors[k])
                 el += (size_t)snprintf(errs + el, sizeof errs - el, "%s%s:%llu", el ? " " : "",
-                                       ap_load_errkind_name((ap_load_errkind)k),
+                                       lg_load_errkind_name((lg_load_errkind)k),
                                        (unsigned long long)s->errors[k]);
         if (s->unfinished)
             snprintf(errs + el, sizeof errs - el, "%sunfinished:%llu", el ? " " : "",
@@ -148,18 +149,12 @@ int ap_report_text(FILE *f, const ap_load_config *cfg, const ap_load_result *r) 
     return 0;
 }
 
+/* s as a JSON string literal: the core's one escaper. */
 static void json_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(f, "\\u%04x", c);
-        else
-            fputc(c, f);
-    }
-    fputc('"', f);
+    ap_sbuf sb = {0};
+    ap_sbuf_json_str(&sb, s);
+    ap_sbuf_write(&sb, f);   /* a failure shows in ferror(f), checked at the end */
+    ap_sbuf_free(&sb);
 }
 
 static void json_latency(FILE *f, const ap_hist *h) {
@@ -196,7 +191,7 @@ static int json_hist(FILE *f, const ap_hist *h) {
     return 0;
 }
 
-static int json_stats(FILE *f, const ap_load_config *cfg, const ap_load_stats *s, double el,
+static int json_stats(FILE *f, const lg_load_config *cfg, const lg_load_stats *s, double el,
                       int histograms) {
     fprintf(f, "\"requests\":%llu,\"rps\":%.3f,\"latency_ms\":",
             (unsigned long long)s->responses, el > 0 ? (double)s->responses / el : 0.0);
@@ -208,17 +203,17 @@ static int json_stats(FILE *f, const ap_load_config *cfg, const ap_load_stats *s
         fprintf(f, "null");
     fprintf(f, ",\"status\":{");
     int first = 1;
-    for (int c = 0; c < AP_LOAD_STATUS_N; c++)
+    for (int c = 0; c < LG_LOAD_STATUS_N; c++)
         if (s->status[c]) {
-            fprintf(f, "%s\"%d\":%llu", first ? "" : ",", c + AP_LOAD_STATUS_MIN,
+            fprintf(f, "%s\"%d\":%llu", first ? "" : ",", c + LG_LOAD_STATUS_MIN,
                     (unsigned long long)s->status[c]);
             first = 0;
         }
     if (s->status_other)
         fprintf(f, "%s\"other\":%llu", first ? "" : ",", (unsigned long long)s->status_other);
     fprintf(f, "},\"errors\":{");
-    for (int k = 0; k < AP_LOAD_ERR_KINDS; k++)
-        fprintf(f, "%s\"%s\":%llu", k ? "," : "", ap_load_errkind_name((ap_load_errkind)k),
+    for (int k = 0; k < LG_LOAD_ERR_KINDS; k++)
+        fprintf(f, "%s\"%s\":%llu", k ? "," : "", lg_load_errkind_name((lg_load_errkind)k),
                 (unsigned long long)s->errors[k]);
     fprintf(f, "},\"unfinished\":%llu,\"bytes_received\":%llu,\"bytes_sent\":%llu",
             (unsigned long long)s->unfinished, (unsigned long long)s->bytes_received,
@@ -239,7 +234,7 @@ static int json_stats(FILE *f, const ap_load_config *cfg, const ap_load_stats *s
     return 0;
 }
 
-int ap_report_json(FILE *f, const ap_load_config *cfg, const ap_load_result *r, int histograms) {
+int lg_report_json(FILE *f, const lg_load_config *cfg, const lg_load_result *r, int histograms) {
     fprintf(f, "{\"tool\":\"apiprof-load\",\"schema\":1,\"config\":{\"origin\":");
     json_str(f, cfg->targets->origin);
     fprintf(f, ",\"model\":\"%s\",\"rate\":", cfg->rate > 0 ? "open" : "closed");
@@ -256,8 +251,8 @@ int ap_report_json(FILE *f, const ap_load_config *cfg, const ap_load_result *r, 
     fprintf(f, ",\"warmup_s\":%.3f,\"timeout_s\":%.3f,\"connect_timeout_s\":%.3f},\"phases\":{",
             (double)cfg->warmup_ns / 1e9, (double)cfg->timeout_ns / 1e9,
             (double)cfg->connect_timeout_ns / 1e9);
-    for (int ph = AP_LOAD_WARM; ph >= 0; ph--) {
-        fprintf(f, "%s\"%s\":", ph == AP_LOAD_WARM ? "" : ",", phase_names[ph]);
+    for (int ph = LG_LOAD_WARM; ph >= 0; ph--) {
+        fprintf(f, "%s\"%s\":", ph == LG_LOAD_WARM ? "" : ",", phase_names[ph]);
         if (!phase_used(cfg, ph)) {
             fprintf(f, "null");
             continue;
@@ -268,7 +263,7 @@ int ap_report_json(FILE *f, const ap_load_config *cfg, const ap_load_result *r, 
             return -1;
         fprintf(f, ",\"urls\":[");
         for (size_t t = 0; t < r->ntargets; t++) {
-            const ap_target *tg = &cfg->targets->items[t];
+            const lg_target *tg = &cfg->targets->items[t];
             fprintf(f, "%s{\"name\":", t ? "," : "");
             json_str(f, tg->name);
             fprintf(f, ",\"url\":");

@@ -1,5 +1,5 @@
-/* ap_target.c -- URL parsing, URL files, request building and the weighted schedule of apiprof-load. */
-#include "ap_target.h"
+/* lg_target.c -- URL parsing, URL files, request building and the weighted schedule of apiprof-load. */
+#include "lg_target.h"
 
 #include <assert.h>
 #include <ctype.h>
@@ -12,12 +12,12 @@
 
 #include "ap_err.h"
 
-void ap_targets_init(ap_targets *ts) {
+void lg_targets_init(lg_targets *ts) {
     assert(ts != NULL);
     memset(ts, 0, sizeof *ts);
 }
 
-void ap_targets_free(ap_targets *ts) {
+void lg_targets_free(lg_targets *ts) {
     for (size_t i = 0; i < ts->n; i++) {
         free(ts->items[i].name);
         free(ts->items[i].url);
@@ -27,14 +27,14 @@ void ap_targets_free(ap_targets *ts) {
     free(ts->origin);
     free(ts->host_header);
     free(ts->schedule);
-    ap_targets_init(ts);
+    lg_targets_init(ts);
 }
 
 static int is_tchar(unsigned char c) {
     return isalnum(c) || (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
 }
 
-int ap_targets_header(ap_targets *ts, const char *header) {
+int lg_targets_header(lg_targets *ts, const char *header) {
     const char *colon = strchr(header, ':');
     if (colon == NULL || colon == header)
         return ap_err_set(AP_EINVAL, "header '%s' is not 'Name: value'", header);
@@ -47,8 +47,8 @@ int ap_targets_header(ap_targets *ts, const char *header) {
     if ((name == 4 && strncasecmp(header, "host", 4) == 0) ||
         (name == 14 && strncasecmp(header, "content-length", 14) == 0))
         return ap_err_set(AP_EINVAL, "header %.*s is set by apiprof-load", (int)name, header);
-    if (ts->nheaders == AP_TARGET_HEADERS_MAX)
-        return ap_err_set(AP_EINVAL, "more than %d headers", AP_TARGET_HEADERS_MAX);
+    if (ts->nheaders == LG_TARGET_HEADERS_MAX)
+        return ap_err_set(AP_EINVAL, "more than %d headers", LG_TARGET_HEADERS_MAX);
     ts->headers[ts->nheaders++] = header;
     return 0;
 }
@@ -122,7 +122,7 @@ static int valid_method(const char *m) {
 }
 
 /* Build "METHOD path HTTP/1.1\r\nHost: ...\r\n<headers>[body headers]\r\n<body>". */
-static char *build_request(const ap_targets *ts, const char *method, const char *path,
+static char *build_request(const lg_targets *ts, const char *method, const char *path,
                            const char *body, size_t body_len, size_t *len) {
     int has_ct = 0;
     size_t cap = strlen(method) + strlen(path) + strlen(ts->host_header) + body_len + 128;
@@ -153,16 +153,16 @@ static char *build_request(const ap_targets *ts, const char *method, const char 
     return r;
 }
 
-int ap_targets_add(ap_targets *ts, const char *base, unsigned weight, const char *method,
+int lg_targets_add(lg_targets *ts, const char *base, unsigned weight, const char *method,
                    const char *url, const char *body, size_t body_len) {
     if (method == NULL)
         method = "GET";
     if (!valid_method(method))
         return ap_err_set(AP_EINVAL, "invalid method '%s'", method);
-    if (weight < 1 || weight > AP_TARGET_WEIGHT_MAX)
-        return ap_err_set(AP_EINVAL, "weight must be 1..%d", AP_TARGET_WEIGHT_MAX);
-    if (ts->n == AP_TARGET_MAX)
-        return ap_err_set(AP_EINVAL, "more than %d URLs", AP_TARGET_MAX);
+    if (weight < 1 || weight > LG_TARGET_WEIGHT_MAX)
+        return ap_err_set(AP_EINVAL, "weight must be 1..%d", LG_TARGET_WEIGHT_MAX);
+    if (ts->n == LG_TARGET_MAX)
+        return ap_err_set(AP_EINVAL, "more than %d URLs", LG_TARGET_MAX);
     if (strpbrk(url, " \t\r\n") != NULL)
         return ap_err_set(AP_EINVAL, "URL '%s' contains white space", url);
     char full[4096];
@@ -194,14 +194,14 @@ int ap_targets_add(ap_targets *ts, const char *base, unsigned weight, const char
         }
     }
     if (ts->n % 16 == 0) {
-        ap_target *grown = realloc(ts->items, (ts->n + 16) * sizeof *grown);
+        lg_target *grown = realloc(ts->items, (ts->n + 16) * sizeof *grown);
         if (grown == NULL) {
             free(path);
             return ap_err_set(AP_ENOMEM, NULL);
         }
         ts->items = grown;
     }
-    ap_target *t = &ts->items[ts->n];
+    lg_target *t = &ts->items[ts->n];
     memset(t, 0, sizeof *t);
     size_t nl = strlen(method) + strlen(path) + 2;
     t->name = malloc(nl);
@@ -285,13 +285,13 @@ static size_t next_token(char **s, char **tok) {
     return (size_t)(*s - *tok);
 }
 
-static int file_line(ap_targets *ts, const char *path, const char *base, const char *method,
+static int file_line(lg_targets *ts, const char *path, const char *base, const char *method,
                      char *line) {
     char *s = line, *tok;
     size_t n = next_token(&s, &tok);
     unsigned weight = 1;
     if (all_digits(tok, n)) {
-        weight = n > 6 ? AP_TARGET_WEIGHT_MAX + 1 : (unsigned)strtoul(tok, NULL, 10);
+        weight = n > 6 ? LG_TARGET_WEIGHT_MAX + 1 : (unsigned)strtoul(tok, NULL, 10);
         n = next_token(&s, &tok);
     }
     char m[33];
@@ -312,18 +312,18 @@ static int file_line(ap_targets *ts, const char *path, const char *base, const c
         s++;
     size_t blen = strlen(s);
     if (blen == 0)
-        return ap_targets_add(ts, base, weight, method, url, NULL, 0);
+        return lg_targets_add(ts, base, weight, method, url, NULL, 0);
     if (s[0] != '@')
-        return ap_targets_add(ts, base, weight, method, url, s, blen);
+        return lg_targets_add(ts, base, weight, method, url, s, blen);
     char *body = read_body_file(path, s + 1, &blen);
     if (body == NULL)
         return -1;
-    int rc = ap_targets_add(ts, base, weight, method, url, body, blen);
+    int rc = lg_targets_add(ts, base, weight, method, url, body, blen);
     free(body);
     return rc;
 }
 
-int ap_targets_load_file(ap_targets *ts, const char *path, const char *base, const char *method) {
+int lg_targets_load_file(lg_targets *ts, const char *path, const char *base, const char *method) {
     FILE *f = fopen(path, "r");
     if (f == NULL)
         return ap_err_set(AP_EIO, "%s: %s", path, strerror(errno));
@@ -361,7 +361,7 @@ int ap_targets_load_file(ap_targets *ts, const char *path, const char *base, con
     return rc < 0 ? -1 : added;
 }
 
-int ap_targets_finish(ap_targets *ts) {
+int lg_targets_finish(lg_targets *ts) {
     if (ts->n == 0)
         return ap_err_set(AP_EINVAL, "no URL given");
     /* host and port back out of the origin "http://host:port" */

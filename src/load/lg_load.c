@@ -1,5 +1,5 @@
-/* ap_load.c -- the load engine of apiprof-load: per-thread epoll loops over keep-alive connections. */
-#include "ap_load.h"
+/* lg_load.c -- the load engine of apiprof-load: per-thread epoll loops over keep-alive connections. */
+#include "lg_load.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -19,7 +19,7 @@
 #include "ap_err.h"
 #include "ap_http.h"
 
-atomic_int ap_load_stop;
+atomic_int lg_load_stop;
 
 #define SCAN_NS 5000000u          /* timeouts and back-offs are checked this often */
 #define BACKOFF_NS 10000000u      /* wait after a failed connect before the next one */
@@ -29,7 +29,7 @@ atomic_int ap_load_stop;
 #define GATE_POLL_NS 1000000u     /* how often a thread waiting at the phase gate looks */
 #define GATE_LEAD_NS 2000000u     /* the measured phase starts this long after the signal */
 
-/* The phase gate (ap_load_config.phase_pid), shared by the threads.  The
+/* The phase gate (lg_load_config.phase_pid), shared by the threads.  The
  * last thread to arrive sends the signal, writes t_measure and kill_errno,
  * then sets open (release); the others read them after seeing open
  * (acquire). */
@@ -67,14 +67,14 @@ typedef struct conn {
 /* One thread's state.  Everything is owned and touched by that thread only,
  * except the fields marked "protected by mu" and `finished`. */
 typedef struct worker {
-    const ap_load_config *cfg;
+    const lg_load_config *cfg;
     unsigned id;
     conn *conns;
     unsigned nconns;
     uint32_t *freestack;    /* indices of free connections (C_CLOSED or C_IDLE) */
     unsigned nfree;
     int epfd;
-    ap_load_stats *stats;   /* [phase * ntargets + target] */
+    lg_load_stats *stats;   /* [phase * ntargets + target] */
     char *buf;
     uint64_t t0;                 /* common start of all threads */
     uint64_t t_measure, t_end;   /* t_end is UINT64_MAX in count mode */
@@ -100,39 +100,39 @@ typedef struct worker {
     pthread_t thread;
 } worker;
 
-void ap_load_stats_init(ap_load_stats *s) {
+void lg_load_stats_init(lg_load_stats *s) {
     memset(s, 0, sizeof *s);
     ap_hist_init(&s->latency);
     ap_hist_init(&s->uncorrected);
 }
 
-void ap_load_stats_merge(ap_load_stats *dst, const ap_load_stats *src) {
+void lg_load_stats_merge(lg_load_stats *dst, const lg_load_stats *src) {
     ap_hist_merge(&dst->latency, &src->latency);
     ap_hist_merge(&dst->uncorrected, &src->uncorrected);
     dst->responses += src->responses;
-    for (int k = 0; k < AP_LOAD_ERR_KINDS; k++)
+    for (int k = 0; k < LG_LOAD_ERR_KINDS; k++)
         dst->errors[k] += src->errors[k];
     dst->unfinished += src->unfinished;
     dst->bytes_sent += src->bytes_sent;
     dst->bytes_received += src->bytes_received;
-    for (int i = 0; i < AP_LOAD_STATUS_N; i++)
+    for (int i = 0; i < LG_LOAD_STATUS_N; i++)
         dst->status[i] += src->status[i];
     dst->status_other += src->status_other;
 }
 
-uint64_t ap_load_stats_ended(const ap_load_stats *s) {
+uint64_t lg_load_stats_ended(const lg_load_stats *s) {
     uint64_t n = s->responses;
-    for (int k = 0; k < AP_LOAD_ERR_KINDS; k++)
+    for (int k = 0; k < LG_LOAD_ERR_KINDS; k++)
         n += s->errors[k];
     return n;
 }
 
-const char *ap_load_errkind_name(ap_load_errkind k) {
+const char *lg_load_errkind_name(lg_load_errkind k) {
     static const char *const names[] = {"connect", "timeout", "reset", "parse"};
-    return (unsigned)k < AP_LOAD_ERR_KINDS ? names[k] : "unknown";
+    return (unsigned)k < LG_LOAD_ERR_KINDS ? names[k] : "unknown";
 }
 
-static ap_load_stats *stats_of(worker *w, const conn *c) {
+static lg_load_stats *stats_of(worker *w, const conn *c) {
     return &w->stats[(size_t)c->phase * w->cfg->targets->n + c->target];
 }
 
@@ -155,15 +155,15 @@ static void close_conn(conn *c) {
 static void request_ended(worker *w, conn *c, uint64_t now) {
     w->inflight--;
     w->done++;
-    if (c->phase == AP_LOAD_WARM)
+    if (c->phase == LG_LOAD_WARM)
         w->last_end_ns = now;
 }
 
-static void fail(worker *w, conn *c, ap_load_errkind kind, uint64_t now) {
+static void fail(worker *w, conn *c, lg_load_errkind kind, uint64_t now) {
     stats_of(w, c)->errors[kind]++;
     request_ended(w, c, now);
     close_conn(c);
-    if (kind == AP_LOAD_ERR_CONNECT) {
+    if (kind == LG_LOAD_ERR_CONNECT) {
         c->state = C_BACKOFF;   /* do not hammer a refusing server in a tight loop */
         c->deadline_ns = now + BACKOFF_NS;
     } else {
@@ -173,11 +173,11 @@ static void fail(worker *w, conn *c, ap_load_errkind kind, uint64_t now) {
 }
 
 static void complete(worker *w, conn *c, uint64_t now) {
-    ap_load_stats *s = stats_of(w, c);
+    lg_load_stats *s = stats_of(w, c);
     s->responses++;
     int code = c->parser.status;
-    if (code >= AP_LOAD_STATUS_MIN && code < AP_LOAD_STATUS_MIN + AP_LOAD_STATUS_N)
-        s->status[code - AP_LOAD_STATUS_MIN]++;
+    if (code >= LG_LOAD_STATUS_MIN && code < LG_LOAD_STATUS_MIN + LG_LOAD_STATUS_N)
+        s->status[code - LG_LOAD_STATUS_MIN]++;
     else
         s->status_other++;
     uint64_t lat = now - c->intended_ns;
@@ -201,7 +201,7 @@ static int epoll_set(worker *w, conn *c, int op, uint32_t events) {
 
 /* Write (the rest of) the request. */
 static void send_request(worker *w, conn *c, uint64_t now) {
-    const ap_target *t = &w->cfg->targets->items[c->target];
+    const lg_target *t = &w->cfg->targets->items[c->target];
     if (c->written == 0) {
         c->sent_ns = now;
         c->deadline_ns = now + w->cfg->timeout_ns;
@@ -220,18 +220,18 @@ static void send_request(worker *w, conn *c, uint64_t now) {
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             if (!was_writing && epoll_set(w, c, EPOLL_CTL_MOD, EPOLLIN | EPOLLOUT) < 0) {
-                fail(w, c, AP_LOAD_ERR_RESET, now);
+                fail(w, c, LG_LOAD_ERR_RESET, now);
                 return;
             }
             c->state = C_WRITING;
             return;
         }
-        fail(w, c, AP_LOAD_ERR_RESET, now);
+        fail(w, c, LG_LOAD_ERR_RESET, now);
         return;
     }
     c->state = C_READING;
     if (was_writing && epoll_set(w, c, EPOLL_CTL_MOD, EPOLLIN) < 0)
-        fail(w, c, AP_LOAD_ERR_RESET, now);
+        fail(w, c, LG_LOAD_ERR_RESET, now);
 }
 
 static void connected(worker *w, conn *c, uint64_t now) {
@@ -240,21 +240,21 @@ static void connected(worker *w, conn *c, uint64_t now) {
 }
 
 static void open_conn(worker *w, conn *c, uint64_t now) {
-    const ap_targets *ts = w->cfg->targets;
+    const lg_targets *ts = w->cfg->targets;
     c->fd = socket(ts->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0) {
-        fail(w, c, AP_LOAD_ERR_CONNECT, now);
+        fail(w, c, LG_LOAD_ERR_CONNECT, now);
         return;
     }
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     int rc = connect(c->fd, (const struct sockaddr *)&ts->addr, ts->addrlen);
     if (rc < 0 && errno != EINPROGRESS) {
-        fail(w, c, AP_LOAD_ERR_CONNECT, now);
+        fail(w, c, LG_LOAD_ERR_CONNECT, now);
         return;
     }
     if (epoll_set(w, c, EPOLL_CTL_ADD, rc == 0 ? EPOLLIN : EPOLLOUT) < 0) {
-        fail(w, c, AP_LOAD_ERR_CONNECT, now);
+        fail(w, c, LG_LOAD_ERR_CONNECT, now);
         return;
     }
     if (rc == 0) {
@@ -270,7 +270,7 @@ static void finish_connect(worker *w, conn *c, uint64_t now) {
     socklen_t len = sizeof err;
     if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err != 0 ||
         epoll_set(w, c, EPOLL_CTL_MOD, EPOLLIN) < 0) {
-        fail(w, c, AP_LOAD_ERR_CONNECT, now);
+        fail(w, c, LG_LOAD_ERR_CONNECT, now);
         return;
     }
     connected(w, c, now);
@@ -282,7 +282,7 @@ static void on_readable(worker *w, conn *c, uint64_t now) {
         stats_of(w, c)->bytes_received += (uint64_t)n;
         long used = ap_http_parser_feed(&c->parser, w->buf, (size_t)n);
         if (used < 0 || (c->parser.done && used < n)) {
-            fail(w, c, AP_LOAD_ERR_PARSE, now);   /* malformed, or bytes nobody asked for */
+            fail(w, c, LG_LOAD_ERR_PARSE, now);   /* malformed, or bytes nobody asked for */
             return;
         }
         if (c->parser.done)
@@ -293,12 +293,12 @@ static void on_readable(worker *w, conn *c, uint64_t now) {
         if (ap_http_parser_eof(&c->parser) == 0)
             complete(w, c, now);
         else
-            fail(w, c, AP_LOAD_ERR_RESET, now);
+            fail(w, c, LG_LOAD_ERR_RESET, now);
         return;
     }
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
         return;
-    fail(w, c, AP_LOAD_ERR_RESET, now);
+    fail(w, c, LG_LOAD_ERR_RESET, now);
 }
 
 static void on_event(worker *w, conn *c, uint32_t ev, uint64_t now) {
@@ -329,7 +329,7 @@ static void on_event(worker *w, conn *c, uint32_t ev, uint64_t now) {
 
 /* Whether a request is due now; its intended send time in *intended. */
 static int next_due(worker *w, uint64_t now, uint64_t *intended) {
-    const ap_load_config *cfg = w->cfg;
+    const lg_load_config *cfg = w->cfg;
     uint64_t t = cfg->rate > 0 ? intended_of(w, w->next_k) : now;
     if (w->gated && t >= w->t_measure)
         return 0;   /* the measured phase waits for the gate */
@@ -344,17 +344,17 @@ static int next_due(worker *w, uint64_t now, uint64_t *intended) {
 }
 
 static void issue_due(worker *w, uint64_t now) {
-    const ap_targets *ts = w->cfg->targets;
+    const lg_targets *ts = w->cfg->targets;
     unsigned budget = w->nfree;   /* each free connection at most once per call */
     uint64_t intended;
     while (budget-- > 0 && w->nfree > 0 && next_due(w, now, &intended)) {
         conn *c = &w->conns[w->freestack[--w->nfree]];
         c->target = ts->schedule[w->sched_pos++ % ts->schedule_len];
         c->intended_ns = intended;
-        c->phase = intended < w->t_measure ? AP_LOAD_COLD : AP_LOAD_WARM;
+        c->phase = intended < w->t_measure ? LG_LOAD_COLD : LG_LOAD_WARM;
         c->written = 0;
         w->next_k++;
-        if (c->phase == AP_LOAD_WARM)
+        if (c->phase == LG_LOAD_WARM)
             w->issued_measured++;
         w->inflight++;
         if (c->state == C_IDLE)
@@ -370,9 +370,9 @@ static void scan(worker *w, uint64_t now) {
         if (now < c->deadline_ns)
             continue;
         if (c->state == C_CONNECTING) {
-            fail(w, c, AP_LOAD_ERR_CONNECT, now);
+            fail(w, c, LG_LOAD_ERR_CONNECT, now);
         } else if (c->state == C_WRITING || c->state == C_READING) {
-            fail(w, c, AP_LOAD_ERR_TIMEOUT, now);
+            fail(w, c, LG_LOAD_ERR_TIMEOUT, now);
         } else if (c->state == C_BACKOFF) {
             c->state = C_CLOSED;
             push_free(w, c);
@@ -398,15 +398,15 @@ static void count_unfinished(worker *w, uint64_t now) {
     if (w->cfg->rate <= 0)
         return;
     uint64_t end = now < w->t_end ? now : w->t_end;
-    const ap_targets *ts = w->cfg->targets;
+    const lg_targets *ts = w->cfg->targets;
     for (;;) {
         uint64_t t = intended_of(w, w->next_k);
         if (t >= end || (w->cfg->requests && t >= w->t_measure && w->issued_measured >= w->share))
             break;
-        conn fake = {.phase = t < w->t_measure ? AP_LOAD_COLD : AP_LOAD_WARM,
+        conn fake = {.phase = t < w->t_measure ? LG_LOAD_COLD : LG_LOAD_WARM,
                      .target = ts->schedule[w->sched_pos++ % ts->schedule_len]};
         stats_of(w, &fake)->unfinished++;
-        if (fake.phase == AP_LOAD_WARM)
+        if (fake.phase == LG_LOAD_WARM)
             w->issued_measured++;
         w->next_k++;
     }
@@ -438,7 +438,7 @@ static void gate_step(worker *w, uint64_t now) {
 
 static void *worker_main(void *arg) {
     worker *w = arg;
-    const ap_load_config *cfg = w->cfg;
+    const lg_load_config *cfg = w->cfg;
     struct epoll_event events[MAX_EVENTS];
     uint64_t next_scan = 0, next_publish = 0, now = ap_clock_now_ns();
     while (now < w->t0) {   /* the common start */
@@ -448,7 +448,7 @@ static void *worker_main(void *arg) {
     }
     for (;;) {
         now = ap_clock_now_ns();
-        if (atomic_load_explicit(&ap_load_stop, memory_order_relaxed) || now >= w->t_end)
+        if (atomic_load_explicit(&lg_load_stop, memory_order_relaxed) || now >= w->t_end)
             break;
         if (now >= next_scan) {
             scan(w, now);
@@ -486,7 +486,7 @@ static void *worker_main(void *arg) {
             ap_err_set(AP_EIO, "epoll_pwait2: %s", strerror(errno));
             snprintf(w->err, sizeof w->err, "%s", ap_err_msg());
             w->failed = 1;
-            atomic_store(&ap_load_stop, 1);   /* the run fails: no thread waits at the gate */
+            atomic_store(&lg_load_stop, 1);   /* the run fails: no thread waits at the gate */
             break;
         }
         now = ap_clock_now_ns();
@@ -510,7 +510,7 @@ static void worker_free(worker *w) {
     pthread_mutex_destroy(&w->mu);
 }
 
-static int worker_setup(worker *w, const ap_load_config *cfg, unsigned id, uint64_t t0,
+static int worker_setup(worker *w, const lg_load_config *cfg, unsigned id, uint64_t t0,
                         gate *g) {
     memset(w, 0, sizeof *w);
     w->cfg = cfg;
@@ -519,7 +519,7 @@ static int worker_setup(worker *w, const ap_load_config *cfg, unsigned id, uint6
     pthread_mutex_init(&w->mu, NULL);
     unsigned T = cfg->threads;
     w->nconns = cfg->connections / T + (id < cfg->connections % T);
-    size_t nstats = (size_t)AP_LOAD_PHASES * cfg->targets->n;
+    size_t nstats = (size_t)LG_LOAD_PHASES * cfg->targets->n;
     w->conns = calloc(w->nconns, sizeof *w->conns);
     w->freestack = calloc(w->nconns, sizeof *w->freestack);
     w->stats = malloc(nstats * sizeof *w->stats);
@@ -527,7 +527,7 @@ static int worker_setup(worker *w, const ap_load_config *cfg, unsigned id, uint6
     if (!w->conns || !w->freestack || !w->stats || !w->buf)
         return ap_err_set(AP_ENOMEM, "out of memory for %u connections", w->nconns);
     for (size_t i = 0; i < nstats; i++)
-        ap_load_stats_init(&w->stats[i]);
+        lg_load_stats_init(&w->stats[i]);
     ap_hist_init(&w->progress);
     ap_hist_init(&w->progress_pub);
     for (unsigned i = 0; i < w->nconns; i++) {
@@ -558,9 +558,9 @@ static int worker_setup(worker *w, const ap_load_config *cfg, unsigned id, uint6
     return 0;
 }
 
-static void progress_tick(worker *ws, unsigned n, const ap_load_config *cfg, uint64_t t0,
+static void progress_tick(worker *ws, unsigned n, const lg_load_config *cfg, uint64_t t0,
                           uint64_t *last_done, uint64_t *last_ns, ap_hist *merged,
-                          ap_load_progress_fn fn, void *arg) {
+                          lg_load_progress_fn fn, void *arg) {
     ap_hist_reset(merged);
     uint64_t done = 0;
     for (unsigned i = 0; i < n; i++) {
@@ -570,7 +570,7 @@ static void progress_tick(worker *ws, unsigned n, const ap_load_config *cfg, uin
         pthread_mutex_unlock(&ws[i].mu);
     }
     uint64_t now = ap_clock_now_ns();
-    ap_load_progress p = {
+    lg_load_progress p = {
         .elapsed_s = (double)(now - t0) / 1e9,
         .done = done,
         .rps = now > *last_ns ? (double)(done - *last_done) * 1e9 / (double)(now - *last_ns) : 0,
@@ -582,7 +582,7 @@ static void progress_tick(worker *ws, unsigned n, const ap_load_config *cfg, uin
     fn(&p, arg);
 }
 
-int ap_load_run(const ap_load_config *cfg, ap_load_result *res, ap_load_progress_fn progress,
+int lg_load_run(const lg_load_config *cfg, lg_load_result *res, lg_load_progress_fn progress,
                 void *arg) {
     assert(cfg && res && cfg->targets && cfg->targets->n > 0 && cfg->targets->schedule_len);
     assert(cfg->threads >= 1 && cfg->threads <= cfg->connections);
@@ -612,7 +612,7 @@ int ap_load_run(const ap_load_config *cfg, ap_load_result *res, ap_load_progress
     for (unsigned i = 0; rc == 0 && i < T; i++) {
         int e = pthread_create(&ws[i].thread, NULL, worker_main, &ws[i]);
         if (e != 0) {
-            atomic_store(&ap_load_stop, 1);
+            atomic_store(&lg_load_stop, 1);
             rc = ap_err_set(AP_EIO, "pthread_create: %s", strerror(e));
             break;
         }
@@ -645,25 +645,25 @@ int ap_load_run(const ap_load_config *cfg, ap_load_result *res, ap_load_progress
     memset(res, 0, sizeof *res);
     if (rc == 0) {
         res->ntargets = nt;
-        for (int ph = 0; ph < AP_LOAD_PHASES && rc == 0; ph++) {
-            res->per_target[ph] = malloc(nt * sizeof(ap_load_stats));
+        for (int ph = 0; ph < LG_LOAD_PHASES && rc == 0; ph++) {
+            res->per_target[ph] = malloc(nt * sizeof(lg_load_stats));
             if (res->per_target[ph] == NULL) {
                 rc = ap_err_set(AP_ENOMEM, NULL);
                 break;
             }
-            ap_load_stats_init(&res->total[ph]);
+            lg_load_stats_init(&res->total[ph]);
             for (size_t t = 0; t < nt; t++) {
-                ap_load_stats *dst = &res->per_target[ph][t];
-                ap_load_stats_init(dst);
+                lg_load_stats *dst = &res->per_target[ph][t];
+                lg_load_stats_init(dst);
                 for (unsigned i = 0; i < started; i++)
-                    ap_load_stats_merge(dst, &ws[i].stats[(size_t)ph * nt + t]);
-                ap_load_stats_merge(&res->total[ph], dst);
+                    lg_load_stats_merge(dst, &ws[i].stats[(size_t)ph * nt + t]);
+                lg_load_stats_merge(&res->total[ph], dst);
             }
         }
         uint64_t t_measure = t0 + cfg->warmup_ns;
         if (cfg->phase_pid > 0 && atomic_load(&g.open))
             t_measure = g.t_measure;
-        res->elapsed_s[AP_LOAD_COLD] = (double)(t_measure - t0) / 1e9;
+        res->elapsed_s[LG_LOAD_COLD] = (double)(t_measure - t0) / 1e9;
         uint64_t end = t_measure;
         if (cfg->requests) {
             for (unsigned i = 0; i < started; i++)
@@ -674,9 +674,9 @@ int ap_load_run(const ap_load_config *cfg, ap_load_result *res, ap_load_progress
             if (end_ns < end)
                 end = end_ns;   /* stopped early */
         }
-        res->elapsed_s[AP_LOAD_WARM] = end > t_measure ? (double)(end - t_measure) / 1e9 : 0;
+        res->elapsed_s[LG_LOAD_WARM] = end > t_measure ? (double)(end - t_measure) / 1e9 : 0;
         if (rc < 0)
-            ap_load_result_free(res);
+            lg_load_result_free(res);
     }
     for (unsigned i = 0; i < T; i++)
         worker_free(&ws[i]);
@@ -685,8 +685,8 @@ int ap_load_run(const ap_load_config *cfg, ap_load_result *res, ap_load_progress
     return rc;
 }
 
-void ap_load_result_free(ap_load_result *res) {
-    for (int ph = 0; ph < AP_LOAD_PHASES; ph++) {
+void lg_load_result_free(lg_load_result *res) {
+    for (int ph = 0; ph < LG_LOAD_PHASES; ph++) {
         free(res->per_target[ph]);
         res->per_target[ph] = NULL;
     }

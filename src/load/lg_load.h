@@ -1,51 +1,51 @@
-/* ap_load.h -- the load engine of apiprof-load: one epoll loop per thread, closed and open models, merged results. */
-#ifndef AP_LOAD_H
-#define AP_LOAD_H
+/* lg_load.h -- the load engine of apiprof-load: one epoll loop per thread, closed and open models, merged results. */
+#ifndef LG_LOAD_H
+#define LG_LOAD_H
 
 #include <stdatomic.h>
 #include <stdint.h>
 
 #include "ap_hist.h"
-#include "ap_target.h"
+#include "lg_target.h"
 
 /* Kinds of failed requests. */
 typedef enum {
-    AP_LOAD_ERR_CONNECT = 0,   /* the connection could not be made (refused, unreachable,
+    LG_LOAD_ERR_CONNECT = 0,   /* the connection could not be made (refused, unreachable,
                                   or no answer within the connect timeout) */
-    AP_LOAD_ERR_TIMEOUT,       /* no complete response within the request timeout */
-    AP_LOAD_ERR_RESET,         /* the peer reset or closed the connection before the
+    LG_LOAD_ERR_TIMEOUT,       /* no complete response within the request timeout */
+    LG_LOAD_ERR_RESET,         /* the peer reset or closed the connection before the
                                   response was complete */
-    AP_LOAD_ERR_PARSE,         /* the response was malformed, or bytes followed it */
-    AP_LOAD_ERR_KINDS
-} ap_load_errkind;
+    LG_LOAD_ERR_PARSE,         /* the response was malformed, or bytes followed it */
+    LG_LOAD_ERR_KINDS
+} lg_load_errkind;
 
 /* Phases: requests are counted in the phase of their intended send time. */
-enum { AP_LOAD_COLD = 0, AP_LOAD_WARM = 1, AP_LOAD_PHASES = 2 };
+enum { LG_LOAD_COLD = 0, LG_LOAD_WARM = 1, LG_LOAD_PHASES = 2 };
 
 /* Status codes 100..599 are counted one by one; others in `status_other`. */
-#define AP_LOAD_STATUS_MIN 100
-#define AP_LOAD_STATUS_N 500
+#define LG_LOAD_STATUS_MIN 100
+#define LG_LOAD_STATUS_N 500
 
 /* Figures of one URL (or of all URLs) in one phase.  Plain data, merged by
- * ap_load_stats_merge(). */
-typedef struct ap_load_stats {
+ * lg_load_stats_merge(). */
+typedef struct lg_load_stats {
     ap_hist latency;          /* ns from the intended send time to the end of the response:
                                  corrected for coordinated omission in the open model; in
                                  the closed model intended = actual send time */
     ap_hist uncorrected;      /* ns from the actual send (first byte written) */
     uint64_t responses;       /* complete responses, any status */
-    uint64_t errors[AP_LOAD_ERR_KINDS];
+    uint64_t errors[LG_LOAD_ERR_KINDS];
     uint64_t unfinished;      /* issued but neither answered nor failed when the run ended */
     uint64_t bytes_sent;
     uint64_t bytes_received;  /* response bytes, headers and framing included */
-    uint64_t status[AP_LOAD_STATUS_N];
+    uint64_t status[LG_LOAD_STATUS_N];
     uint64_t status_other;
-} ap_load_stats;
+} lg_load_stats;
 
-/* What to run.  Set every field; ap_load_run() validates nothing that the
+/* What to run.  Set every field; lg_load_run() validates nothing that the
  * CLI already checked (the preconditions are asserted). */
-typedef struct ap_load_config {
-    const ap_targets *targets;   /* borrowed; finished with ap_targets_finish() */
+typedef struct lg_load_config {
+    const lg_targets *targets;   /* borrowed; finished with lg_targets_finish() */
     unsigned threads;            /* 1..connections */
     unsigned connections;        /* >= 1, spread over the threads */
     double rate;                 /* open model: requests/s over all threads; 0: closed model */
@@ -62,57 +62,57 @@ typedef struct ap_load_config {
                                     on a common tick).  A server that switches its profile
                                     on SIGUSR1 thus sees every cold request before the
                                     switch and every measured one after it. */
-} ap_load_config;
+} lg_load_config;
 
 /* A running view for a progress line. */
-typedef struct ap_load_progress {
+typedef struct lg_load_progress {
     double elapsed_s;            /* since the start, warmup included */
     uint64_t done;               /* responses and errors so far, both phases */
     double rps;                  /* done per second over the last interval */
     uint64_t p99_ns;             /* p99 of `latency` so far, both phases, all URLs */
     int warm;                    /* 1 once in the measured phase */
-} ap_load_progress;
+} lg_load_progress;
 
-typedef void (*ap_load_progress_fn)(const ap_load_progress *p, void *arg);
+typedef void (*lg_load_progress_fn)(const lg_load_progress *p, void *arg);
 
 /* Results, merged across threads. */
-typedef struct ap_load_result {
+typedef struct lg_load_result {
     size_t ntargets;
-    ap_load_stats *per_target[AP_LOAD_PHASES];   /* ntargets entries each (owned) */
-    ap_load_stats total[AP_LOAD_PHASES];         /* all URLs */
-    double elapsed_s[AP_LOAD_PHASES];            /* length of each phase: the configured
+    lg_load_stats *per_target[LG_LOAD_PHASES];   /* ntargets entries each (owned) */
+    lg_load_stats total[LG_LOAD_PHASES];         /* all URLs */
+    double elapsed_s[LG_LOAD_PHASES];            /* length of each phase: the configured
                                                     time, or (count mode) until the last
                                                     measured request ended; with the phase
                                                     gate the cold phase lasts until the
                                                     measured one starts (drain included) */
-} ap_load_result;
+} lg_load_result;
 
 /* Set by a signal handler (or anyone) to stop every worker early; in-flight
  * requests are then counted as unfinished. */
-extern atomic_int ap_load_stop;
+extern atomic_int lg_load_stop;
 
 /* Run the load described by cfg and fill *res (an uninitialised struct; free
- * it with ap_load_result_free()).  progress, if not NULL and cfg->progress,
+ * it with lg_load_result_free()).  progress, if not NULL and cfg->progress,
  * is called from the calling thread about once a second.  Returns 0; on error
  * (thread, epoll or memory failure, or SIGUSR1 could not be sent to
  * cfg->phase_pid) returns -1 with AP_EIO or AP_ENOMEM and *res holds nothing
  * to free. */
-int ap_load_run(const ap_load_config *cfg, ap_load_result *res, ap_load_progress_fn progress,
+int lg_load_run(const lg_load_config *cfg, lg_load_result *res, lg_load_progress_fn progress,
                 void *arg);
 
-/* Release what ap_load_run() put in res.  Can't fail. */
-void ap_load_result_free(ap_load_result *res);
+/* Release what lg_load_run() put in res.  Can't fail. */
+void lg_load_result_free(lg_load_result *res);
 
 /* Add src into dst.  Can't fail. */
-void ap_load_stats_merge(ap_load_stats *dst, const ap_load_stats *src);
+void lg_load_stats_merge(lg_load_stats *dst, const lg_load_stats *src);
 
 /* Empty stats.  Can't fail. */
-void ap_load_stats_init(ap_load_stats *s);
+void lg_load_stats_init(lg_load_stats *s);
 
 /* Total requests that ended (responses + every error kind).  Can't fail. */
-uint64_t ap_load_stats_ended(const ap_load_stats *s);
+uint64_t lg_load_stats_ended(const lg_load_stats *s);
 
 /* Name of an error kind: "connect", "timeout", "reset", "parse".  Can't fail. */
-const char *ap_load_errkind_name(ap_load_errkind k);
+const char *lg_load_errkind_name(lg_load_errkind k);
 
-#endif /* AP_LOAD_H */
+#endif /* LG_LOAD_H */

@@ -1,32 +1,32 @@
-/* ap_target.h -- what apiprof-load sends: URLs with weights, one origin, requests built once. */
-#ifndef AP_TARGET_H
-#define AP_TARGET_H
+/* lg_target.h -- what apiprof-load sends: URLs with weights, one origin, requests built once. */
+#ifndef LG_TARGET_H
+#define LG_TARGET_H
 
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
 /* Most URLs (lines of a URL file) one run accepts. */
-#define AP_TARGET_MAX 256
+#define LG_TARGET_MAX 256
 /* Largest weight of one URL. */
-#define AP_TARGET_WEIGHT_MAX 10000
+#define LG_TARGET_WEIGHT_MAX 10000
 /* Most -H headers. */
-#define AP_TARGET_HEADERS_MAX 64
+#define LG_TARGET_HEADERS_MAX 64
 
 /* One URL to request: the bytes of its request, built once and sent as is. */
-typedef struct ap_target {
+typedef struct lg_target {
     char *name;            /* "METHOD /path?query", the row label of the report (owned) */
     char *url;             /* the URL as given, absolute (owned) */
     char *request;         /* the whole HTTP/1.1 request, headers and body (owned) */
     size_t request_len;
-    unsigned weight;       /* relative share of the requests, 1..AP_TARGET_WEIGHT_MAX */
+    unsigned weight;       /* relative share of the requests, 1..LG_TARGET_WEIGHT_MAX */
     int head;              /* method is HEAD: responses have no body */
-} ap_target;
+} lg_target;
 
 /* Every URL of a run shares one origin (scheme http, host, port), so any
  * connection can carry any of them. */
-typedef struct ap_targets {
-    ap_target *items;      /* n entries (owned) */
+typedef struct lg_targets {
+    lg_target *items;      /* n entries (owned) */
     size_t n;
     char *origin;          /* "http://host:port" (owned) */
     char *host_header;     /* value of the Host header (owned) */
@@ -34,22 +34,22 @@ typedef struct ap_targets {
     socklen_t addrlen;
     uint32_t *schedule;    /* smooth weighted round robin: target index per slot (owned) */
     size_t schedule_len;   /* sum of the weights */
-    /* request parts shared by every URL, set before ap_targets_add() */
-    const char *headers[AP_TARGET_HEADERS_MAX];   /* "Name: value", borrowed */
+    /* request parts shared by every URL, set before lg_targets_add() */
+    const char *headers[LG_TARGET_HEADERS_MAX];   /* "Name: value", borrowed */
     size_t nheaders;
-} ap_targets;
+} lg_targets;
 
 /* Empty set, no URL.  Can't fail. */
-void ap_targets_init(ap_targets *ts);
+void lg_targets_init(lg_targets *ts);
 
-/* Release everything ap_targets owns; the set is empty again.  Can't fail. */
-void ap_targets_free(ap_targets *ts);
+/* Release everything lg_targets owns; the set is empty again.  Can't fail. */
+void lg_targets_free(lg_targets *ts);
 
 /* Record a header "Name: value" sent with every request (borrowed: it must
- * outlive ts).  Call before ap_targets_add().  Returns 0; on error (no colon,
+ * outlive ts).  Call before lg_targets_add().  Returns 0; on error (no colon,
  * empty or invalid name, CR or LF inside, too many headers, a Host or
  * Content-Length header) returns -1 with AP_EINVAL and a message. */
-int ap_targets_header(ap_targets *ts, const char *header);
+int lg_targets_header(lg_targets *ts, const char *header);
 
 /* Add one URL and build its request.  url is absolute ("http://host[:port]/path")
  * or a path starting with '/', which is joined to base (NULL when there is
@@ -58,7 +58,7 @@ int ap_targets_header(ap_targets *ts, const char *header);
  * "Content-Type: application/json".  Returns 0; on error (bad URL, https, an
  * origin different from the first URL's, bad weight or method, too many URLs,
  * out of memory) returns -1 with AP_EINVAL or AP_ENOMEM and a message. */
-int ap_targets_add(ap_targets *ts, const char *base, unsigned weight, const char *method,
+int lg_targets_add(lg_targets *ts, const char *base, unsigned weight, const char *method,
                    const char *url, const char *body, size_t body_len);
 
 /* Read a URL file (format in docs/load.md): one URL per line,
@@ -67,11 +67,11 @@ int ap_targets_add(ap_targets *ts, const char *base, unsigned weight, const char
  * lines and lines starting with '#' are skipped.  Returns the number of URLs
  * added (>= 1); on error returns -1 with AP_EIO, AP_EINVAL or AP_ENOMEM and a
  * message that names the file and the line. */
-int ap_targets_load_file(ap_targets *ts, const char *path, const char *base, const char *method);
+int lg_targets_load_file(lg_targets *ts, const char *path, const char *base, const char *method);
 
 /* Resolve the origin's address and build the weighted schedule; call once after
- * the last ap_targets_add().  Returns 0; on error (no URL, name resolution
+ * the last lg_targets_add().  Returns 0; on error (no URL, name resolution
  * failed, out of memory) returns -1 with AP_EINVAL, AP_ENOTFOUND or AP_ENOMEM. */
-int ap_targets_finish(ap_targets *ts);
+int lg_targets_finish(lg_targets *ts);
 
-#endif /* AP_TARGET_H */
+#endif /* LG_TARGET_H */

@@ -1,0 +1,71 @@
+/* ap_metric.c -- the metric catalogue: one entry per node metric, read by every writer and view. */
+#include "ap_metric.h"
+
+#include <string.h>
+
+#define NS "nanoseconds"
+#define ALL AP_SUM_ALL
+#define OUTER AP_SUM_OUTERMOST
+#define T AP_MV_TABLE
+#define N AP_MV_TREE
+
+/* Indexed by ap_metric; the order of the per-node views here is the order of
+ * the report's --metric choices. */
+static const ap_metric_info catalogue[AP_M_COUNT] = {
+    [AP_M_CALLS] = {"calls", "count", ALL, T, "calls", NULL, "calls", NULL,
+                    "calls that entered the frame"},
+    [AP_M_PRIM_CALLS] = {"primitive_calls", "count", ALL, T, "primitive calls", NULL, NULL, NULL,
+                         "calls with no frame of the same function above them"},
+    [AP_M_SELF_NS] = {"self_ns", NS, ALL, T | N, "self", "wall", "wall", "wall_ns",
+                      "time in the frame itself, children and suspensions excluded"},
+    [AP_M_TOTAL_NS] = {"total_ns", NS, OUTER, T, "total", NULL, NULL, NULL,
+                       "time in the frame with its children, suspensions excluded"},
+    [AP_M_CPU_NS] = {"cpu_ns", NS, ALL, T | N, "cpu", "cpu", "cpu", "cpu_ns",
+                     "thread CPU time in the frame itself"},
+    [AP_M_AWAIT_NS] = {"await_ns", NS, OUTER, T | N, "await", "await", "await", "await_ns",
+                       "time the frame was suspended in await"},
+    [AP_M_AWAIT_NET_NS] = {"await_net_ns", NS, OUTER, T, "await net", NULL, NULL, NULL,
+                           "part of await waiting for the network"},
+    [AP_M_AWAIT_FILE_NS] = {"await_file_ns", NS, OUTER, T, "await file", NULL, NULL, NULL,
+                            "part of await waiting for files"},
+    [AP_M_AWAIT_DB_NS] = {"await_db_ns", NS, OUTER, T, "await db", NULL, NULL, NULL,
+                          "part of await waiting for a database"},
+    [AP_M_AWAIT_LOCK_NS] = {"await_lock_ns", NS, OUTER, T, "await lock", NULL, NULL, NULL,
+                            "part of await waiting for a lock or semaphore"},
+    [AP_M_AWAIT_TIMER_NS] = {"await_timer_ns", NS, OUTER, T, "await timer", NULL, NULL, NULL,
+                             "part of await waiting for a timer"},
+    [AP_M_SAMPLES] = {"samples", "count", ALL, T | N, "samples", "samples", "samples", "samples",
+                      "samples whose stack ended in the frame"},
+    [AP_M_ALLOC_BYTES] = {"alloc_bytes", "bytes", ALL, T | N, "alloc", "memory", "alloc_space",
+                          "alloc_bytes", "bytes allocated by the frame itself"},
+    [AP_M_ALLOC_COUNT] = {"alloc_count", "count", ALL, T, "allocs", NULL, "alloc_objects", NULL,
+                          "allocations by the frame itself"},
+    [AP_M_LIVE_BYTES] = {"live_bytes", "bytes", ALL, T, "live", NULL, "inuse_space", NULL,
+                         "bytes allocated by the frame and alive at the end"},
+    [AP_M_HITS] = {"hits", "count", ALL, T, "hits", NULL, NULL, NULL,
+                   "times a line started executing"},
+    [AP_M_CPU_TOTAL_NS] = {"cpu_total_ns", NS, OUTER, T, "cpu total", NULL, NULL, NULL,
+                           "thread CPU time in the frame with its children"},
+};
+
+const ap_metric_info *ap_metric_get(unsigned m) {
+    return m < AP_M_COUNT ? &catalogue[m] : NULL;
+}
+
+const char *ap_metric_name(unsigned m) {
+    return m < AP_M_COUNT ? catalogue[m].name : NULL;
+}
+
+unsigned ap_metric_by_name(const char *name) {
+    unsigned m = 0;
+    while (m < AP_M_COUNT && strcmp(catalogue[m].name, name) != 0)
+        m++;
+    return m;
+}
+
+unsigned ap_metric_by_view(const char *view) {
+    unsigned m = 0;
+    while (m < AP_M_COUNT && (catalogue[m].view == NULL || strcmp(catalogue[m].view, view) != 0))
+        m++;
+    return m;
+}
