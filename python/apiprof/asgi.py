@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 from urllib.parse import parse_qs
 
-from . import _routestats
+from . import _labels, _routestats
 from .errors import ConfigurationError
 
 Scope = MutableMapping[str, Any]
@@ -199,6 +199,7 @@ class ProfilerMiddleware:
         profiler: ProfilerFactory | None = None,
     ) -> None:
         self.app = app
+        self._route_labels = _labels.RouteFinder(app)  # for a Profiler(labels=True) running
         self._token = _valid_token(token)
         if dashboard and self._token is None:
             raise ConfigurationError("dashboard=True needs a token (the dashboard is never open)")
@@ -271,6 +272,8 @@ class ProfilerMiddleware:
     # -- per request --
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if _labels.active:
+            self._route_labels.label(scope)
         kind = scope["type"]
         if kind != "http":
             if kind == "lifespan":

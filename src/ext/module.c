@@ -1,6 +1,7 @@
 /* module.c -- the apiprof._core extension module: state, init, clock functions. */
 #include "ext.h"
 #include "ap_clock.h"
+#include "labels.h"
 
 static PyObject *clock_source(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
 {
@@ -32,6 +33,8 @@ static int module_exec(PyObject *module)
     apext_state *st = PyModule_GetState(module);
     ap_clock_init();
     if (PyModule_AddFunctions(module, apext_report_methods) < 0)
+        return -1;
+    if (PyModule_AddFunctions(module, apext_labels_methods) < 0)
         return -1;
     if (apext_hist_init(module, st) < 0)
         return -1;

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import Any
 
+from .. import _labels
 from .._profiler import Profiler, format_table
 from ..errors import UsageError
 
@@ -26,7 +27,8 @@ def add_parser(sub: Any) -> None:
         "run", help="run a script or module under the function tracer",
         description="Run a Python script (or -m module) with __main__ semantics under apiprof's "
                     "exact function tracer; write the profile at exit, also on SIGINT/SIGTERM.",
-        usage="apiprof run [-o FILE] [--clock wall|cpu] [--no-builtins] [--phases A,B,...] [-q] "
+        usage="apiprof run [-o FILE] [--clock wall|cpu] [--no-builtins] [--phases A,B,...] [--timeline] "
+              "[--timeline-events N] [-q] "
               "(script.py | -m module) [args ...]",
     )
     p.add_argument("-o", "--output", metavar="FILE",
@@ -38,6 +40,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--phases", metavar="A,B,...",
                    help="label the profile's trees phase=A from the start; each SIGUSR1 moves "
                         "to the next name (apiprof report --phase NAME reads one back)")
+    p.add_argument("--timeline", action="store_true",
+                   help="also keep the last --timeline-events frame spans (apiprof report "
+                        "--format chrome); wall clock only")
+    p.add_argument("--timeline-events", type=int, default=TIMELINE_EVENTS, metavar="N",
+                   help=f"spans the timeline keeps, the latest (default {TIMELINE_EVENTS})")
     p.add_argument("-m", dest="module", nargs=argparse.REMAINDER, metavar="MODULE [args]",
                    help="run a library module as a script (the rest are its arguments)")
     p.add_argument("target", nargs=argparse.REMAINDER, help="script.py [args ...] or module args")
@@ -66,6 +73,7 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 
 MAX_PHASES = 16
+TIMELINE_EVENTS = 1_000_000
 
 
 def _phase_names(value: str | None) -> list[str]:
@@ -177,9 +185,16 @@ def setup(args: argparse.Namespace, suffix: str = ".apiprof") -> tuple[str, list
 def run(args: argparse.Namespace) -> int:
     kind, argv, output = setup(args)
     names = _phase_names(args.phases)
+    if args.timeline and args.clock != "wall":
+        raise UsageError("--timeline needs --clock wall")
+    if args.timeline and args.timeline_events < 1:
+        raise UsageError("--timeline-events must be at least 1")
     previous = signal.signal(signal.SIGTERM, _terminate)
     # runpy's own frames are the launcher, not the program.
-    profiler = Profiler(clock=args.clock, builtins=not args.no_builtins, exclude=("runpy",))
+    # Request work of an app uvicorn serves is labelled route=...; named tasks task=...
+    profiler = Profiler(clock=args.clock, builtins=not args.no_builtins, exclude=("runpy",),
+                        labels=True, timeline=args.timeline_events if args.timeline else 0)
+    _labels.install_uvicorn_hook()
     previous_usr1 = signal.signal(signal.SIGUSR1, _PhaseSwitch(profiler, names)) if names else None
     profiler.start()
     try:
