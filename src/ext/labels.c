@@ -207,6 +207,7 @@ ap_tree *apext_labels_choose(apext_labels *l, ap_tree *own, apext_label_cache *c
         tree = ap_prof_tree_new(l->prof, labels, n);
         if (tree == NULL || ap_map_put(&l->trees, key, (uint64_t)(uintptr_t)tree) != 0)
             return NULL;
+        l->nlabelled++;
     }
     c->own = own;
     c->tree = tree;

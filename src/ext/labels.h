@@ -59,6 +59,7 @@ typedef struct apext_labels {
     ap_map routes, task_names;   /* admitted values: str id -> 1 */
     ap_map sets;          /* route << 32 | task -> dense set number */
     ap_map trees;         /* own tree index << 32 | set number -> ap_tree* */
+    size_t nlabelled;     /* label trees made: none, and every node is in its thread's tree */
     apext_treeix ix;
 } apext_labels;
 
@@ -119,7 +120,7 @@ static inline int apext_labels_recorded(apext_labels *l) {
 static inline ap_node *apext_labels_parent(apext_labels *l, ap_tree **tree, ap_node *top) {
     apext_label_cache *c = &apext_labels_tls;
     if (c->route == AP_NONE && c->task == AP_NONE)
-        return ap_tree_node(*tree, top->id) == top ? top : ap_tree_root(*tree);
+        return l->nlabelled == 0 || ap_tree_node(*tree, top->id) == top ? top : ap_tree_root(*tree);
     ap_tree *t = c->own == *tree && c->tree != NULL ? c->tree : apext_labels_choose(l, *tree, c);
     if (t == NULL)
         return NULL;

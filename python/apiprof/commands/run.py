@@ -27,9 +27,8 @@ def add_parser(sub: Any) -> None:
         "run", help="run a script or module under the function tracer",
         description="Run a Python script (or -m module) with __main__ semantics under apiprof's "
                     "exact function tracer; write the profile at exit, also on SIGINT/SIGTERM.",
-        usage="apiprof run [-o FILE] [--clock wall|cpu] [--no-builtins] [--phases A,B,...] [--timeline] "
-              "[--timeline-events N] [-q] "
-              "(script.py | -m module) [args ...]",
+        usage="apiprof run [-o FILE] [--clock wall|cpu] [--no-builtins] [--phases A,B,...] "
+              "[--timeline] [--timeline-events N] [-q] (script.py | -m module) [args ...]",
     )
     p.add_argument("-o", "--output", metavar="FILE",
                    help="profile file to write (default: NAME.apiprof in the current directory)")
