@@ -48,7 +48,8 @@ class RouteFinder:
         self._looked = False
 
     def label(self, scope: Scope) -> None:
-        """Set the route label of an http request (None when no route matches)."""
+        """Set the route label of an http request (None when no route matches, or when
+        matching fails: labelling never fails a request)."""
         if scope.get("type") != "http":
             return
         _core.label_set(ROUTE, PAUSED)
@@ -60,6 +61,8 @@ class RouteFinder:
                 hit = match(self._routes, dict(scope))
                 if hit is not None and hit["route"] is not None:
                     found = f"{scope.get('method', 'GET')} {hit['route']}"
+        except Exception:  # the app's router will answer this request as it sees fit
+            found = None
         finally:
             _core.label_set(ROUTE, found)
 

@@ -74,10 +74,31 @@ def calls(path: Path, *filters: str) -> dict[str, int]:
     return {f["qualname"]: f["calls"] for f in json.loads(r.stdout)["functions"]}
 
 
+def router_routes() -> list:
+    sys.path.insert(0, str(APPS))
+    try:
+        from label_app import app
+    finally:
+        sys.path.remove(str(APPS))
+    return list(app.router.routes)
+
+
 def check_route_profiles(out: Path) -> None:
     items = calls(out, "--route", ITEMS)
     assert items["read_item"] == K_ITEMS and items["item_work"] == K_ITEMS
     assert "sync_total" not in items and "spawn" not in items
+    # The router's own matching is recorded once; the up-front match is not recorded:
+    # the router tries the routes in order (APIRoute.matches calls Route.matches).
+    routes = router_routes()
+    paths = [getattr(r, "path", None) for r in routes]
+    sent = {"/items/{item_id}": K_ITEMS, "/sync/{n}": L_SYNC, "/spawn": 1, "/health": 1}
+    tried = {p: paths.index(p) + 1 for p in sent}
+    api = {p: sum(type(r).__name__ == "APIRoute" for r in routes[:tried[p]]) for p in sent}
+    assert items["Route.matches"] == K_ITEMS * tried["/items/{item_id}"]
+    assert items["APIRoute.matches"] == K_ITEMS * api["/items/{item_id}"]
+    everything = calls(out)
+    assert everything["Route.matches"] == sum(n * tried[p] for p, n in sent.items())
+    assert everything["APIRoute.matches"] == sum(n * api[p] for p, n in sent.items())
     sync = calls(out, "--route", SYNC)
     # the sync route and its sync dependency run in AnyIO's worker threads
     assert sync["sync_total"] == L_SYNC and sync["sync_dep"] == L_SYNC
