@@ -26,6 +26,11 @@ typedef struct apext_timeline {
 int apext_timeline_init(apext_timeline *tl, ap_prof *p, Py_ssize_t capacity);
 void apext_timeline_free(apext_timeline *tl);
 
+/* At stop(): the metadata "timeline_spans" (spans kept) and
+ * "timeline_dropped" (older spans overwritten) of p, when the timeline is
+ * on.  0, or -1 with an ap_err (no memory). */
+int apext_timeline_note(const apext_timeline *tl, ap_prof *p);
+
 /* Record that frame ran in tree from t0 to now.  Can't fail (a tree p
  * can't index, which needs an allocation failure, drops the span). */
 void apext_timeline_span(apext_timeline *tl, ap_prof *p, const ap_tree *tree, ap_frame_id frame,

@@ -1100,6 +1100,8 @@ static PyObject *tracer_stop(TracerObject *t, PyObject *Py_UNUSED(a)) {
     generation++;
     ap_map_clear(&t->suspended);
     set_meta_time(t->prof, "stopped");
+    if (apext_timeline_note(&t->timeline, t->prof) != 0)   /* timeline: kept / dropped */
+        apext_fail_note(&t->fail, "timeline");
     if (ap_prof_finish(t->prof) != 0)
         apext_fail_note(&t->fail, "finish");
     Py_DECREF(t);

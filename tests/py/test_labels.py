@@ -282,6 +282,13 @@ def test_timeline_ring_is_bounded_and_counts_what_it_dropped(tmp_path):
     doc, spans = chrome_spans(path)
     assert len(spans) == 10 and doc["otherData"]["dropped_events"] == 91   # 100 leaf + outer
     assert spans[-1]["name"].endswith("outer") and spans[0]["name"].endswith("leaf")
+    meta = _core.load(str(path)).meta
+    assert meta["timeline_spans"] == "10" and meta["timeline_dropped"] == "91"
+    script = tmp_path / "calls.py"
+    script.write_text("def f():\n    pass\nfor _ in range(50):\n    f()\n")
+    r = apiprof("run", "--timeline", "--timeline-events", "5", "-o", tmp_path / "c.apiprof",
+                script, cwd=tmp_path)
+    assert r.returncode == 0 and "kept the last 5 spans" in r.stderr, r.stderr
 
 
 def test_timeline_options_are_checked(tmp_path):

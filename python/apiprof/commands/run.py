@@ -212,5 +212,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         sys.stderr.write("\n" + format_table(profile.functions(), "cumtime", 20,
                                              header=f"apiprof: profile of {' '.join(argv)}"))
+        dropped = int(profile.meta.get("timeline_dropped", 0))
+        if dropped:
+            sys.stderr.write(f"apiprof: the timeline kept the last "
+                             f"{profile.meta['timeline_spans']} spans; {dropped} older ones "
+                             f"were dropped (--timeline-events)\n")
         sys.stderr.write(f"apiprof: wrote {output} (apiprof report {output})\n")
     return status
