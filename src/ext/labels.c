@@ -68,6 +68,11 @@ void apext_labels_start(apext_labels *l) {
     apext_labels_epoch++;
 }
 
+void apext_labels_phase(apext_labels *l) {
+    ap_map_clear(&l->trees);
+    apext_labels_epoch++;
+}
+
 int apext_labels_traverse(apext_labels *l, visitproc visit, void *arg) {
     Py_VISIT(l->var);
     Py_VISIT(l->paused);

@@ -84,6 +84,10 @@ extern uint64_t apext_labels_epoch;
 int apext_labels_init(apext_labels *l, ap_prof *p, PyObject *arg, int tasks);
 /* A new run starts: forget every thread's cached verdict.  Can't fail. */
 void apext_labels_start(apext_labels *l);
+/* The phase changes: label trees made from now on copy the thread trees'
+ * new labels (a thread tree relabelled in place keeps its pointer, so the
+ * label trees made from it are forgotten, not reused).  Can't fail. */
+void apext_labels_phase(apext_labels *l);
 int apext_labels_traverse(apext_labels *l, visitproc visit, void *arg);
 void apext_labels_clear(apext_labels *l);   /* references only */
 void apext_labels_free(apext_labels *l);    /* maps */

@@ -971,6 +971,7 @@ static PyObject *tracer_set_phase(TracerObject *t, PyObject *name) {
     if (id == AP_NONE)
         return PyErr_NoMemory();
     t->phase = id;
+    apext_labels_phase(&t->labels);   /* labels: new label trees for the new phase */
     uint64_t now = ap_clock_now_ns();
     for (tstate *ts = t->threads_list; ts != NULL; ts = ts->next) {
         if (switch_phase(t, ts, now) != 0) {

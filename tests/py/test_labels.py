@@ -266,6 +266,34 @@ def test_task_labels_are_bounded():
     assert sum(f["calls"] for f in other if f["name"] == "work") == 300 - 256
 
 
+def test_route_labels_follow_phases():
+    from apiprof import _labels
+
+    def work():
+        return 1
+
+    async def request(route, n):
+        _core.label_set(_labels.ROUTE, route)
+        for _ in range(n):
+            work()
+            await asyncio.sleep(0)
+
+    async def main(n):
+        await asyncio.gather(request("GET /a", n), request("GET /b", 2 * n))
+
+    p = Profiler(labels=True, builtins=False)
+    p.set_phase("one")
+    with p:
+        asyncio.run(main(3))
+        p.set_phase("two")
+        asyncio.run(main(5))
+    for phase, n in (("one", 3), ("two", 5)):
+        for route, k in (("GET /a", n), ("GET /b", 2 * n)):
+            funcs = p.profile.select({"route": route, "phase": phase}).functions()
+            assert sum(f["calls"] for f in funcs if f["name"] == "work") == k
+    assert all("phase" in t["labels"] for t in p.profile.trees())
+
+
 def test_timeline_ring_is_bounded_and_counts_what_it_dropped(tmp_path):
     def leaf():
         return None
