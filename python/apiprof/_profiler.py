@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import IO, Any, TypeVar
 
-from . import _core
+from . import _core, _labels
 from ._table import Column, format_ns, render
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -96,19 +96,28 @@ class Profiler:
     only the contextvars context that ``start()`` runs in and contexts copied from it
     while it runs (asyncio tasks it creates, ``asyncio.to_thread`` / anyio thread-pool
     calls), so one request's work is profiled while others run beside it.
+    ``labels=True`` records request work into trees labelled ``route=METHOD template``
+    (set by apiprof.asgi / ``apiprof run`` for ASGI apps, see apiprof._labels) and the
+    work of named asyncio tasks into trees labelled ``task=NAME``; ``timeline=N`` also
+    keeps the last N frame spans for ``apiprof report --format chrome`` (wall clock).
     Use ``start()``/``stop()``, ``with Profiler() as p:``, or ``@Profiler()``.
     """
 
     def __init__(self, clock: str = "wall", builtins: bool = True,
                  include: str | Iterable[str] | None = None,
                  exclude: str | Iterable[str] | None = None,
-                 scope: str = "process") -> None:
+                 scope: str = "process", labels: bool = False, timeline: int = 0) -> None:
         if clock not in ("wall", "cpu"):
             raise ValueError(f"clock must be 'wall' or 'cpu', not {clock!r}")
         if scope not in SCOPES:
             raise ValueError(f"scope must be 'process' or 'context', not {scope!r}")
+        if not isinstance(timeline, int) or timeline < 0:
+            raise ValueError(f"timeline must be a number of events (0: off), not {timeline!r}")
+        if timeline and clock != "wall":
+            raise ValueError("a timeline needs clock='wall'")
         self.clock = clock
         self.scope = scope
+        self.labels = bool(labels)
         self._mark = object()
         self._scope_reset: contextvars.Token[object] | None = None
         self._tracer = _core.Tracer(
@@ -117,6 +126,8 @@ class Profiler:
             exclude=(*_patterns("exclude", exclude), _PACKAGE_DIR, "apiprof"),
             threads=threading._active,  # type: ignore[attr-defined]
             context=(_SCOPE, self._mark) if scope == "context" else None,
+            labels=(_labels.ROUTE, _labels.PAUSED) if labels else None,
+            tasks=bool(labels), timeline=timeline,
         )
         self._depth = 0
 
@@ -129,6 +140,7 @@ class Profiler:
         scope="context", only in the current context and contexts copied from it."""
         if self.scope != "context":
             self._tracer.start()
+            self._count_labels(1)
             return self
         reset = _SCOPE.set(self._mark)
         try:
@@ -137,10 +149,17 @@ class Profiler:
             _SCOPE.reset(reset)
             raise
         self._scope_reset = reset
+        self._count_labels(1)
         return self
+
+    def _count_labels(self, step: int) -> None:
+        if self.labels:
+            _labels.active += step
 
     def stop(self) -> Profiler:
         """Stop recording; frames still open are closed now. Idempotent."""
+        if self.running:
+            self._count_labels(-1)
         self._tracer.stop()
         reset, self._scope_reset = self._scope_reset, None
         if reset is not None:

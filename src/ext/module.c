@@ -3,6 +3,7 @@
 #include "ap_clock.h"
 #include "ap_err.h"
 #include "ap_metric.h"
+#include "labels.h"
 
 PyObject *apext_raise_core(const char *what)
 {
@@ -74,6 +75,8 @@ static int module_exec(PyObject *module)
     apext_state *st = PyModule_GetState(module);
     ap_clock_init();
     if (PyModule_AddFunctions(module, apext_report_methods) < 0)
+        return -1;
+    if (PyModule_AddFunctions(module, apext_labels_methods) < 0)
         return -1;
     if (apext_hist_init(module, st) < 0)
         return -1;

@@ -34,6 +34,8 @@
  *
  * Everything here is protected by the GIL; only one Tracer runs at a time. */
 #include "hook.h"
+#include "labels.h"
+#include "timeline.h"
 
 #include <string.h>
 
@@ -100,6 +102,8 @@ typedef struct TracerObject {
     ap_map builtin_recs;  /* PyMethodDef* -> frame id << 1 | excluded, per serial */
     ap_map suspended;     /* frame key -> wall clock at suspension */
     apext_fail fail;      /* first failure of a hook */
+    apext_labels labels;     /* route / task label trees (labels.h), off unless asked for */
+    apext_timeline timeline; /* event ring (timeline.h), off unless asked for */
 } TracerObject;
 
 /* The running tracer (NULL when none) and a generation that changes at every
@@ -159,6 +163,8 @@ static int scope_compute(TracerObject *t, PyThreadState *ts, scope_cache *c) {
 /* Whether the current event is in the tracer's scope: always without a scope
  * var; else whether the current context holds the mark (cached, see top). */
 static inline int in_scope(TracerObject *t) {
+    if (t->labels.on && !apext_labels_recorded(&t->labels))   /* labels: paused context */
+        return 0;
     if (t->scope_var == NULL)
         return 1;
     PyThreadState *ts = current_tstate();
@@ -421,7 +427,12 @@ static inline void push(TracerObject *t, tstate *ts, ap_frame_id frame, const vo
         ts->cap *= 2;
     }
     ap_node *parent = ts->stack[ts->depth - 1].node;
-    ap_node *n = ap_tree_child_fast(ts->tree, parent, frame);
+    ap_tree *tree = ts->tree;
+    if (t->labels.on && (parent = apext_labels_parent(&t->labels, &tree, parent)) == NULL) {
+        hook_fail(t, "labels");   /* labels: the tree of the context's route / task */
+        return;
+    }
+    ap_node *n = ap_tree_child_fast(tree, parent, frame);
     if (n == NULL) {
         hook_fail(t, "tree");
         return;
@@ -440,6 +451,10 @@ static inline void push(TracerObject *t, tstate *ts, ap_frame_id frame, const vo
 static inline void pop_top(tstate *ts, uint64_t now) {
     tframe *e = &ts->stack[--ts->depth];
     uint64_t el = now >= e->t0 ? now - e->t0 : 0;
+    if (active != NULL && active->timeline.on)   /* timeline: the frame's span */
+        apext_timeline_span(&active->timeline, active->prof,
+                            apext_labels_tree_of(&active->labels, ts->tree, e->node),
+                            e->node->frame, e->t0, now);
     e->node->m[AP_M_TOTAL_NS] += el;
     e->node->m[AP_M_SELF_NS] += el > e->child ? el - e->child : 0;
     ts->stack[ts->depth - 1].child += el;
@@ -956,6 +971,7 @@ static PyObject *tracer_set_phase(TracerObject *t, PyObject *name) {
     if (id == AP_NONE)
         return PyErr_NoMemory();
     t->phase = id;
+    apext_labels_phase(&t->labels);   /* labels: new label trees for the new phase */
     uint64_t now = ap_clock_now_ns();
     for (tstate *ts = t->threads_list; ts != NULL; ts = ts->next) {
         if (switch_phase(t, ts, now) != 0) {
@@ -977,12 +993,16 @@ static PyObject *tracer_get_phase(TracerObject *t, void *Py_UNUSED(c)) {
 #define set_meta_time apext_meta_time
 
 static PyObject *tracer_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"clock", "builtins", "include", "exclude", "threads", "context", NULL};
+    static char *kwlist[] = {"clock", "builtins", "include", "exclude", "threads", "context",
+                             "labels", "tasks", "timeline", NULL};
     const char *clock = "wall";
-    int builtins = 1;
+    int builtins = 1, tasks = 0;
+    Py_ssize_t timeline = 0;
     PyObject *include = NULL, *exclude = NULL, *threads = Py_None, *context = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$spOOOO:Tracer", kwlist, &clock, &builtins,
-                                     &include, &exclude, &threads, &context))
+    PyObject *labels = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$spOOOOOpn:Tracer", kwlist, &clock, &builtins,
+                                     &include, &exclude, &threads, &context, &labels, &tasks,
+                                     &timeline))
         return NULL;
     int cpu;
     if (strcmp(clock, "wall") == 0)
@@ -1032,6 +1052,15 @@ static PyObject *tracer_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     t->k_thread_id = ap_prof_intern(t->prof, "thread_id", 9);
     t->k_phase = ap_prof_intern(t->prof, "phase", 5);
     t->phase = AP_NONE;
+    if (timeline > 0 && cpu) {
+        Py_DECREF(t);
+        return PyErr_Format(PyExc_ValueError, "a timeline needs clock='wall'");
+    }
+    if (apext_labels_init(&t->labels, t->prof, labels, tasks) < 0 ||
+        apext_timeline_init(&t->timeline, t->prof, timeline) < 0) {
+        Py_DECREF(t);
+        return NULL;
+    }
     if (t->include == NULL || t->exclude == NULL || t->k_thread == AP_NONE ||
         t->k_thread_id == AP_NONE || t->k_phase == AP_NONE || ap_prof_meta_set(t->prof, "clock", clock) != 0 ||
         ap_prof_meta_set(t->prof, "tool", "apiprof trace") != 0 ||
@@ -1050,6 +1079,7 @@ static PyObject *tracer_start(TracerObject *t, PyObject *Py_UNUSED(a)) {
     if (ap_prof_meta_get(t->prof, "started") == NULL)
         set_meta_time(t->prof, "started");
     generation++;
+    apext_labels_start(&t->labels);
     active = t;
     t->running = 1;
     if (install_hooks(t) < 0) {
@@ -1071,6 +1101,8 @@ static PyObject *tracer_stop(TracerObject *t, PyObject *Py_UNUSED(a)) {
     generation++;
     ap_map_clear(&t->suspended);
     set_meta_time(t->prof, "stopped");
+    if (apext_timeline_note(&t->timeline, t->prof) != 0)   /* timeline: kept / dropped */
+        apext_fail_note(&t->fail, "timeline");
     if (ap_prof_finish(t->prof) != 0)
         apext_fail_note(&t->fail, "finish");
     Py_DECREF(t);
@@ -1100,7 +1132,7 @@ static int tracer_traverse(TracerObject *t, visitproc visit, void *arg) {
     Py_VISIT(t->threads);
     Py_VISIT(t->scope_var);
     Py_VISIT(t->scope_mark);
-    return 0;
+    return apext_labels_traverse(&t->labels, visit, arg);
 }
 
 static int tracer_clear(TracerObject *t) {
@@ -1109,6 +1141,7 @@ static int tracer_clear(TracerObject *t) {
     Py_CLEAR(t->threads);
     Py_CLEAR(t->scope_var);
     Py_CLEAR(t->scope_mark);
+    apext_labels_clear(&t->labels);
     return 0;
 }
 
@@ -1124,6 +1157,8 @@ static void tracer_dealloc(TracerObject *t) {
     }
     ap_map_free(&t->builtin_recs);
     ap_map_free(&t->suspended);
+    apext_labels_free(&t->labels);
+    apext_timeline_free(&t->timeline);
     ap_prof_free(t->prof);
     tp->tp_free(t);
     Py_DECREF(tp);
@@ -1158,9 +1193,12 @@ static PyType_Slot tracer_slots[] = {
     {Py_tp_methods, tracer_methods},
     {Py_tp_getset, tracer_getset},
     {Py_tp_doc, "Tracer(*, clock='wall', builtins=True, include=(), exclude=(), threads=None, "
-                "context=None)\n\n"
+                "context=None, labels=None, tasks=False, timeline=0)\n\n"
                 "The exact function tracer of apiprof (use apiprof.Profiler). context=(var, mark) "
-                "records only events whose current contextvars context has var set to mark."},
+                "records only events whose current contextvars context has var set to mark. labels=(var, "
+                "paused) records work whose context holds a str in var into trees labelled "
+                "route=<str> (nothing while it holds paused); tasks=True labels named asyncio "
+                "tasks' work task=<name>; timeline=N keeps the last N frame spans (wall clock)."},
     {0, NULL},
 };
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .. import _labels
 from .capture import PROFILE_HEADER, SlowCapture, authorized, document, wants_report
 from .dashboard import Dashboard
 from .http import ASGIApp, Headers, Message, Receive, Scope, Send, discard, respond_gzip
@@ -36,6 +37,7 @@ class ProfilerMiddleware:
 
     def __init__(self, app: ASGIApp, **options: Any) -> None:
         self.app = app
+        self._route_labels = _labels.RouteFinder(app)  # for a Profiler(labels=True) running
         self.options = opts = Options(**options)
         self._token = opts.token.encode() if opts.token is not None else None
         self._on_demand = self._token is not None and opts.on_demand
@@ -100,6 +102,8 @@ class ProfilerMiddleware:
     # -- per request --
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if _labels.active:
+            self._route_labels.label(scope)
         kind = scope["type"]
         if kind != "http":
             if kind == "lifespan":

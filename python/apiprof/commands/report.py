@@ -87,6 +87,7 @@ def run_model_format(args: argparse.Namespace, fmt: str) -> int:
     profile = load_profile(args.file)
     if args.phase is not None:
         profile = select_phase(profile, args.phase, args.file)
+    profile = select_labels(profile, args, args.file)
     if profile.truncated:
         print(f"apiprof report: warning: {args.file} was cut short; showing what it holds",
               file=sys.stderr)
@@ -150,6 +151,22 @@ def run_view_format(args: argparse.Namespace, fmt: str) -> int:
     if out is not None:
         print(out, file=sys.stderr)
     return 0
+
+
+def select_labels(profile: Any, args: argparse.Namespace, file: str) -> Any:
+    """The trees carrying the --route / --thread / --task labels asked for (the model
+    formats; the C writers filter the same way); UsageError when there are none."""
+    wanted = {k: v for k in ("route", "thread", "task") if (v := getattr(args, k, None))}
+    if not wanted:
+        return profile
+    chosen = profile.select(wanted)
+    if not chosen.trees():
+        what = " ".join(f"{k}={v}" for k, v in wanted.items())
+        have = sorted({t["labels"][k] for t in profile.trees() for k in wanted
+                       if k in t["labels"]})
+        raise UsageError(f"no part of {file} has {what}"
+                         f"{' (it has: ' + ', '.join(have) + ')' if have else ''}")
+    return chosen
 
 
 def phases(profile: Any) -> list[str]:

@@ -8,6 +8,7 @@ import sys
 from types import FrameType
 from typing import Any
 
+from .. import _labels
 from .._launch import Program, add_program_arguments, launch
 from .._profiler import Profiler, format_table
 from ..errors import UsageError
@@ -18,8 +19,8 @@ def add_parser(sub: Any) -> None:
         "run", help="run a script or module under the function tracer",
         description="Run a Python script (or -m module) with __main__ semantics under apiprof's "
                     "exact function tracer; write the profile at exit, also on SIGINT/SIGTERM.",
-        usage="apiprof run [-o FILE] [--clock wall|cpu] [--no-builtins] [--phases A,B,...] [-q] "
-              "(script.py | -m module) [args ...]",
+        usage="apiprof run [-o FILE] [--clock wall|cpu] [--no-builtins] [--phases A,B,...] "
+              "[--timeline] [--timeline-events N] [-q] (script.py | -m module) [args ...]",
     )
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="time functions by wall clock (default) or thread CPU time")
@@ -27,11 +28,17 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--phases", metavar="A,B,...",
                    help="label the profile's trees phase=A from the start; each SIGUSR1 moves "
                         "to the next name (apiprof report --phase NAME reads one back)")
+    p.add_argument("--timeline", action="store_true",
+                   help="also keep the last --timeline-events frame spans (apiprof report "
+                        "--format chrome); wall clock only")
+    p.add_argument("--timeline-events", type=int, default=TIMELINE_EVENTS, metavar="N",
+                   help=f"spans the timeline keeps, the latest (default {TIMELINE_EVENTS})")
     add_program_arguments(p, "NAME.apiprof")
     p.set_defaults(func=run)
 
 
 MAX_PHASES = 16
+TIMELINE_EVENTS = 1_000_000
 
 
 def _phase_names(value: str | None) -> list[str]:
@@ -75,14 +82,17 @@ class FunctionProducer:
         self.program = program
         self.phases = _phase_names(args.phases)
         # runpy's own frames are the launcher, not the program.
+        # Request work of an app uvicorn serves is labelled route=...; named tasks task=...
         self.profiler = Profiler(clock=args.clock, builtins=not args.no_builtins,
-                                 exclude=("runpy",))
+                                 exclude=("runpy",), labels=True,
+                                 timeline=args.timeline_events if args.timeline else 0)
         self._previous_usr1: Any = None
 
     def start(self) -> None:
         if self.phases:
             self._previous_usr1 = signal.signal(signal.SIGUSR1,
                                                 _PhaseSwitch(self.profiler, self.phases))
+        _labels.install_uvicorn_hook()
         self.profiler.start()
 
     def stop(self) -> None:
@@ -94,10 +104,20 @@ class FunctionProducer:
         self.profiler.save(output)
 
     def summary(self) -> str:
-        return format_table(self.profiler.functions(), "cumtime", 20,
+        text = format_table(self.profiler.functions(), "cumtime", 20,
                             header=f"apiprof: profile of {' '.join(self.program.argv)}")
+        meta = self.profiler.profile.meta
+        dropped = int(meta.get("timeline_dropped", 0))
+        if dropped:
+            text += (f"apiprof: the timeline kept the last {meta['timeline_spans']} spans; "
+                     f"{dropped} older ones were dropped (--timeline-events)\n")
+        return text
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.timeline and args.clock != "wall":
+        raise UsageError("--timeline needs --clock wall")
+    if args.timeline and args.timeline_events < 1:
+        raise UsageError("--timeline-events must be at least 1")
     program = Program.from_args(args, ".apiprof")
     return launch("apiprof run", program, FunctionProducer(args, program), quiet=args.quiet)

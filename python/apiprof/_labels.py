@@ -1,0 +1,131 @@
+"""Route labels for the function tracer: the ASGI side.
+
+A profiler started with ``labels=True`` records the work done while the current
+contextvars context holds a route in ``ROUTE`` into trees labelled ``route=<route>``
+(the C side is src/ext/labels.c). The route is ``"METHOD template"``, e.g.
+``GET /items/{item_id}``, the template the middleware's statistics use. It is set
+before the app is called, so the route is found up front with Starlette's own
+matching (``_routes.match``), as the router will find it; while that runs the context
+holds ``PAUSED`` and nothing is recorded (it is the profiler's work, not the app's).
+A request's task, the tasks it starts and its thread-pool calls copy the context and
+so carry the label.
+
+``RouteLabels(app)`` is that layer as an ASGI app; ``apiprof run`` wraps the app
+uvicorn loads with it (``install_uvicorn_hook``), and the middleware sets the same
+label itself. Both do it only while a labelling profiler runs (``active``).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import importlib.abc
+import importlib.machinery
+import sys
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from types import ModuleType
+from typing import Any
+
+from . import _core
+from ._routes import match, route_table
+
+ROUTE: contextvars.ContextVar[object] = contextvars.ContextVar("apiprof_route")
+PAUSED = object()
+
+# Labelling profilers running now (Profiler.start/stop keep it).
+active = 0
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
+
+
+class RouteFinder:
+    """Finds the route of a request scope in ``app`` (its routes are looked up at the
+    first request, when the app is built) and sets ``ROUTE``."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._routes: list[Any] | None = None
+        self._looked = False
+
+    def label(self, scope: Scope) -> None:
+        """Set the route label of an http request (None when no route matches, or when
+        matching fails: labelling never fails a request)."""
+        if scope.get("type") != "http":
+            return
+        _core.label_set(ROUTE, PAUSED)
+        found = None
+        try:
+            if not self._looked:
+                self._routes, self._looked = route_table(self.app), True
+            if self._routes is not None:
+                hit = match(self._routes, dict(scope))
+                if hit is not None and hit["route"] is not None:
+                    found = f"{scope.get('method', 'GET')} {hit['route']}"
+        except Exception:  # the app's router will answer this request as it sees fit
+            found = None
+        finally:
+            _core.label_set(ROUTE, found)
+
+
+class RouteLabels:
+    """An ASGI app that labels each request with its route while a labelling
+    profiler runs, then calls ``app``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._finder = RouteFinder(app)
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if active:
+            self._finder.label(scope)
+        await self.app(scope, receive, send)
+
+
+def _wrap_config_load(config_cls: Any) -> None:
+    load = config_cls.load
+    if getattr(load, "_apiprof_labels", False):
+        return
+
+    def labelled_load(self: Any) -> None:
+        load(self)
+        if not isinstance(self.loaded_app, RouteLabels):
+            self.loaded_app = RouteLabels(self.loaded_app)
+
+    labelled_load._apiprof_labels = True  # type: ignore[attr-defined]
+    config_cls.load = labelled_load
+
+
+class _UvicornHook(importlib.abc.MetaPathFinder):
+    """Wraps ``uvicorn.config.Config.load`` when that module is imported."""
+
+    def find_spec(self, name: str, path: Sequence[str] | None,
+                  target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+        if name != "uvicorn.config":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        loader = spec.loader if spec is not None else None
+        if spec is None or loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        exec_module = loader.exec_module
+
+        def exec_and_wrap(module: ModuleType) -> None:
+            exec_module(module)
+            config = getattr(module, "Config", None)
+            if config is not None and hasattr(config, "load"):
+                _wrap_config_load(config)
+
+        loader.exec_module = exec_and_wrap  # type: ignore[method-assign]
+        return spec
+
+
+def install_uvicorn_hook() -> None:
+    """Make every app uvicorn loads from now on (``-m uvicorn``, ``uvicorn.run``)
+    labelled by route: at once if uvicorn.config is imported, else when it is."""
+    loaded = sys.modules.get("uvicorn.config")
+    if loaded is not None:
+        config = getattr(loaded, "Config", None)
+        if config is not None:
+            _wrap_config_load(config)
+        return
+    if not any(isinstance(f, _UvicornHook) for f in sys.meta_path):
+        sys.meta_path.insert(0, _UvicornHook())
