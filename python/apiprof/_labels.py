@@ -5,7 +5,7 @@ contextvars context holds a route in ``ROUTE`` into trees labelled ``route=<rout
 (the C side is src/ext/labels.c). The route is ``"METHOD template"``, e.g.
 ``GET /items/{item_id}``, the template the middleware's statistics use. It is set
 before the app is called, so the route is found up front with Starlette's own
-matching (``_routes.match``), as the router will find it; while that runs the context
+matching (``_route_match.match``), as the router will find it; while that runs the context
 holds ``PAUSED`` and nothing is recorded (it is the profiler's work, not the app's).
 A request's task, the tasks it starts and its thread-pool calls copy the context and
 so carry the label.
@@ -26,7 +26,7 @@ from types import ModuleType
 from typing import Any
 
 from . import _core
-from ._routes import match, route_table
+from ._route_match import match, route_table
 
 ROUTE: contextvars.ContextVar[object] = contextvars.ContextVar("apiprof_route")
 PAUSED = object()
