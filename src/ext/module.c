@@ -1,6 +1,7 @@
 /* module.c -- the apiprof._core extension module: state, init, clock functions. */
 #include "ext.h"
 #include "ap_clock.h"
+#include "session.h"
 
 static PyObject *clock_source(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
 {
@@ -39,10 +40,11 @@ static int module_exec(PyObject *module)
         return -1;
     if (apext_profile_init(module, st) < 0)
         return -1;
-    if (apext_tracer_init(module, st) < 0)
+#define APEXT_PRODUCER_EXEC_(name, init) \
+    if (init(module, st) < 0)             \
         return -1;
-    if (apext_lines_init(module, st) < 0)
-        return -1;
+    APEXT_PRODUCERS(APEXT_PRODUCER_EXEC_)
+#undef APEXT_PRODUCER_EXEC_
     if (apext_routes_init(module, st) < 0)
         return -1;
     return 0;
