@@ -7,13 +7,14 @@
 /* ---- 3.12+: sys.monitoring -------------------------------------------------------- */
 
 static PyObject *g_disable;   /* sys.monitoring.DISABLE; strong */
-/* Whether a callback returned DISABLE since the last restart_events(): the
- * locations it disabled stay disabled for the tool id, so the next install
- * (whose filters may differ) must re-enable them.  Protected by the GIL. */
-static int g_disabled_any;
+/* Whether a producer's callback returned DISABLE since the last
+ * restart_events(): the locations it disabled stay disabled for the tool id,
+ * so its next install (whose filters may differ) must re-enable them.
+ * Protected by the GIL. */
+static int g_disabled[APEXT_NPRODUCERS];
 
-PyObject *apext_install_disable(void) {
-    g_disabled_any = 1;
+PyObject *apext_install_disable(apext_producer p) {
+    g_disabled[p] = 1;
     return Py_NewRef(g_disable);
 }
 
@@ -99,7 +100,8 @@ int apext_install(apext_session *s, apext_hooks *h, int optional, PyObject *code
             goto err;
         long bit = PyLong_AsLong(ev);
         PyObject *fn = PyCFunction_New(&h->events[i].def, NULL);
-        PyObject *r = fn ? PyObject_CallMethod(mon, "register_callback", "iOO", tool, ev, fn) : NULL;
+        PyObject *r =
+            fn ? PyObject_CallMethod(mon, "register_callback", "iOO", tool, ev, fn) : NULL;
         Py_DECREF(ev);
         Py_XDECREF(fn);
         if (r == NULL)
@@ -118,12 +120,13 @@ int apext_install(apext_session *s, apext_hooks *h, int optional, PyObject *code
     Py_DECREF(r);
     if (set_local_all(mon, tool, codes, local) < 0)
         goto err;
-    if (h->disables && g_disabled_any) {
+    if (g_disabled[h->producer]) {
         r = PyObject_CallMethod(mon, "restart_events", NULL);
         if (r == NULL)
             goto err;
         Py_DECREF(r);
-        g_disabled_any = 0;
+        for (int p = 0; p < APEXT_NPRODUCERS; p++)
+            g_disabled[p] = 0;   /* restart_events() re-enables every tool's locations */
     }
     return 0;
 err:
@@ -202,9 +205,14 @@ int apext_install(apext_session *s, apext_hooks *h, int optional, PyObject *code
     if (apext_code_opcodes_init() < 0)
         return -1;
     PyThreadState *me = PyThreadState_Get();
-    void *busy = h->slot == APEXT_LEGACY_TRACE ? (void *)me->c_tracefunc : (void *)me->c_profilefunc;
+    Py_tracefunc busy = h->slot == APEXT_LEGACY_TRACE ? me->c_tracefunc : me->c_profilefunc;
     if (busy != NULL) {
-        PyErr_SetString(PyExc_RuntimeError, h->busy);
+        PyErr_SetString(PyExc_RuntimeError,
+                        h->slot == APEXT_LEGACY_TRACE
+                            ? "apiprof: another tracer is active in this thread (sys.settrace: "
+                              "a debugger or coverage); stop it first"
+                            : "apiprof: another profiler is active in this thread "
+                              "(sys.setprofile); stop it first");
         return -1;
     }
     if (h->bootstrap == NULL) {

@@ -25,28 +25,36 @@ typedef enum apext_legacy_slot {
     APEXT_LEGACY_TRACE      /* sys.settrace's: calls, lines, returns */
 } apext_legacy_slot;
 
-/* Everything about a producer's hooks, for both kinds of interpreter.  One
- * static table per producer; the installer fills the cached fields. */
+/* Everything about a producer's hooks, for both kinds of interpreter: one
+ * static table per producer, written with APEXT_HOOKS. */
 typedef struct apext_hooks {
     apext_producer producer;
     /* 3.12+ */
     const char *tool_name;      /* the name given to sys.monitoring.use_tool_id */
     apext_event *events;        /* the events and their callbacks */
     size_t nevents;
-    int disables;               /* callbacks return DISABLE: re-enable at install */
     /* 3.11 */
     apext_legacy_slot slot;
     Py_tracefunc legacy;        /* the hook; its obj argument is the running owner */
-    const char *busy;           /* the error when the slot is taken in this thread */
     PyObject *bootstrap;        /* cached: the threading.setprofile / settrace function */
 } apext_hooks;
+
+/* The hooks table of producer p: on 3.12+ tool name tool and the events of
+ * array events; on 3.11 hook fn in slot (only the arguments of the running
+ * interpreter's kind are used, so the other kind's need not exist). */
+#if AP_MONITORING
+#define APEXT_HOOKS(p, tool, events, slot, fn) \
+    {p, tool, events, sizeof events / sizeof events[0], 0, NULL, NULL}
+#else
+#define APEXT_HOOKS(p, tool, events, slot, fn) {p, NULL, NULL, 0, slot, fn, NULL}
+#endif
 
 /* Install h for session s (which must be the running session of its
  * producer).  3.12+: take a free tool id (3, 4, 5, then 2, 1, 0: the ids
  * of debuggers, coverage and cProfile last), register every event's
  * callback (APEXT_EV_OPTIONAL ones only when optional), enable the global
  * events, set the local ones on each code object of codes (a list, or
- * NULL), and (when h->disables) re-enable the locations an earlier run
+ * NULL), and re-enable the locations an earlier run of the producer
  * DISABLEd.  3.11: the hook on
  * every existing thread and, through threading, on every thread started
  * later.  0, or -1 with an exception set (nothing left installed). */
@@ -61,10 +69,11 @@ void apext_install_remove(apext_session *s, apext_hooks *h, PyObject *codes);
 int apext_install_code(apext_session *s, PyObject *code);
 
 #if AP_MONITORING
-/* sys.monitoring.DISABLE (a new reference), for a callback that wants no
- * more events from its location; the next apext_install() re-enables the
- * locations.  Can't fail once apext_install() has succeeded. */
-PyObject *apext_install_disable(void);
+/* sys.monitoring.DISABLE (a new reference), for a callback of producer p
+ * that wants no more events from its location; the producer's next
+ * apext_install() re-enables the locations.  Can't fail once apext_install()
+ * has succeeded. */
+PyObject *apext_install_disable(apext_producer p);
 #endif
 
 #endif /* APEXT_INSTALL_H */

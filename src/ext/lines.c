@@ -95,11 +95,13 @@ static void line_nodes_free(void *p) {
 
 typedef struct LineTracerObject {
     PyObject_HEAD
-    apext_session sess;   /* profile, thread states, failure note */
+    apext_session sess;   /* profile, thread states, failure note (as in apext_object) */
     PyObject *codes;      /* list of target code objects; index = target number */
-    ap_map susp_time;     /* frame key -> clock at a coroutine's suspension */
     ap_map susp_line;     /* frame key -> line running at a generator's suspension */
 } LineTracerObject;
+
+_Static_assert(offsetof(LineTracerObject, sess) == offsetof(apext_object, sess),
+               "starts as apext_object");
 
 static inline LineTracerObject *running_lines(void) {
     return (LineTracerObject *)apext_session_running[PRODUCER];
@@ -280,10 +282,10 @@ static void resume(LineTracerObject *t, apext_thread *ts, lframe *e, uint64_t ke
         e->line = e->lineno ? line_node(ts, e, e->lineno) : NULL;
         ap_map_remove(&t->susp_line, key);
     }
-    uint64_t *since = ap_map_get(&t->susp_time, key);
+    uint64_t *since = ap_map_get(&t->sess.suspended, key);
     if (since != NULL) {
         uint64_t w = now > *since ? now - *since : 0;
-        ap_map_remove(&t->susp_time, key);
+        ap_map_remove(&t->sess.suspended, key);
         e->base.node->m[AP_M_AWAIT_NS] += w;
         if (e->line != NULL)
             e->line->m[AP_M_AWAIT_NS] += w;
@@ -319,7 +321,7 @@ static lframe *on_start(LineTracerObject *t, apext_thread *ts, const line_rec *r
     uint64_t key = (uint64_t)(uintptr_t)fkey;
     if (start) {   /* a new frame may reuse the address of a finished one */
         ap_map_remove(&t->susp_line, key);
-        ap_map_remove(&t->susp_time, key);
+        ap_map_remove(&t->sess.suspended, key);
     } else {
         resume(t, ts, e, key, now);
     }
@@ -382,7 +384,7 @@ static inline void on_leave(LineTracerObject *t, const line_rec *rec, const void
     if (yield && rec->info.genlike) {
         uint64_t key = (uint64_t)(uintptr_t)fkey;
         if (ap_map_put(&t->susp_line, key, (uint64_t)lineno) != 0 ||
-            (rec->info.awaits && ap_map_put(&t->susp_time, key, now) != 0))
+            (rec->info.awaits && ap_map_put(&t->sess.suspended, key, now) != 0))
             apext_session_fail(&t->sess, "suspension map");
     }
 }
@@ -460,13 +462,6 @@ static apext_event lines_events[] = {
     APEXT_EVENT("PY_THROW", cb_throw, 0),
 };
 
-static apext_hooks lines_hooks = {
-    .producer = PRODUCER,
-    .tool_name = "apiprof lines",
-    .events = lines_events,
-    .nevents = sizeof lines_events / sizeof lines_events[0],
-};
-
 #else
 /* ---- 3.11: the C trace function of every thread ---------------------------------------------- */
 
@@ -480,59 +475,58 @@ static int trace_hook(PyObject *obj, PyFrameObject *frame, int what, PyObject *a
     if (rec == NULL)
         return 0;
     uint64_t now = ap_clock_now_ns();
-    switch (what) {
-    case PyTrace_LINE:
+    if (what == PyTrace_LINE)
         on_line_event(t, rec, co, frame, PyFrame_GetLineNumber(frame), now);
-        break;
-    case PyTrace_CALL:
+    else if (what == PyTrace_CALL)
         on_enter(t, rec, co, frame, apext_code_is_start(&rec->info, frame), now);
-        break;
-    case PyTrace_RETURN:
+    else if (what == PyTrace_RETURN)
         on_leave(t, rec, co, frame, apext_code_is_yield(&rec->info, frame, arg), now);
-        break;
-    default:
-        break;
-    }
     return 0;
 }
-
-static apext_hooks lines_hooks = {
-    .producer = PRODUCER,
-    .slot = APEXT_LEGACY_TRACE,
-    .legacy = trace_hook,
-    .busy = "apiprof: another tracer is active in this thread (sys.settrace: a debugger or "
-            "coverage); stop it first",
-};
 #endif
+
+static apext_hooks lines_hooks =
+    APEXT_HOOKS(PRODUCER, "apiprof lines", lines_events, APEXT_LEGACY_TRACE, trace_hook);
 
 /* ---- session operations ------------------------------------------------------------------- */
 
-/* Fill every target's record, then install the hooks. */
-static int lines_install(PyObject *owner) {
+static int lines_traverse(PyObject *owner, visitproc visit, void *arg) {
+    Py_VISIT(((LineTracerObject *)owner)->codes);
+    return 0;
+}
+
+static void lines_clear(PyObject *owner) {
+    LineTracerObject *t = (LineTracerObject *)owner;
+    t->sess.targets = NULL;
+    Py_CLEAR(t->codes);
+}
+
+static void lines_dealloc(PyObject *owner) {
+    ap_map_free(&((LineTracerObject *)owner)->susp_line);
+}
+
+/* Fill every target's record before the hooks see them. */
+static int lines_prepare(PyObject *owner) {
     LineTracerObject *t = (LineTracerObject *)owner;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(t->codes); i++)
         if (rec_fill(t, PyList_GET_ITEM(t->codes, i), (uint32_t)i) < 0)
             return -1;
-    return apext_install(&t->sess, &lines_hooks, 0, t->codes);
-}
-
-static void lines_remove(PyObject *owner) {
-    LineTracerObject *t = (LineTracerObject *)owner;
-    apext_install_remove(&t->sess, &lines_hooks, t->codes);
+    return 0;
 }
 
 static void lines_stopped(PyObject *owner) {
-    LineTracerObject *t = (LineTracerObject *)owner;
-    ap_map_clear(&t->susp_time);
-    ap_map_clear(&t->susp_line);
+    ap_map_clear(&((LineTracerObject *)owner)->susp_line);
 }
 
 static const apext_session_ops lines_ops = {
-    .install = lines_install,
-    .remove = lines_remove,
+    .hooks = &lines_hooks,
+    .prepare = lines_prepare,
     .close_top = close_top,
     .stopped = lines_stopped,
     .thread_free = line_nodes_free,
+    .traverse = lines_traverse,
+    .clear = lines_clear,
+    .dealloc = lines_dealloc,
 };
 
 /* ---- the LineTracer type ----------------------------------------------------------------------- */
@@ -554,6 +548,7 @@ static PyObject *lt_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
         return NULL;
     }
     t->sess.threads_dict = threads != Py_None ? Py_NewRef(threads) : NULL;
+    t->sess.targets = t->codes;
     return (PyObject *)t;
 }
 
@@ -581,104 +576,36 @@ static PyObject *lt_add_code(LineTracerObject *t, PyObject *code) {
     Py_RETURN_TRUE;
 }
 
-static PyObject *lt_start(LineTracerObject *t, PyObject *Py_UNUSED(a)) {
-    if (apext_session_start(&t->sess) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *lt_stop(LineTracerObject *t, PyObject *Py_UNUSED(a)) {
-    if (apext_session_stop(&t->sess) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *lt_profile(LineTracerObject *t, PyObject *Py_UNUSED(a)) {
-    return apext_profile_wrap(apext_state_of_type(Py_TYPE(t)), (PyObject *)t, t->sess.prof);
-}
-
-static PyObject *lt_get_running(LineTracerObject *t, void *Py_UNUSED(c)) {
-    return PyBool_FromLong(t->sess.running);
-}
-
-static PyObject *lt_get_tool_id(LineTracerObject *t, void *Py_UNUSED(c)) {
-    if (!t->sess.running || AP_MONITORING == 0)
-        Py_RETURN_NONE;
-    return PyLong_FromLong(t->sess.tool_id);
-}
-
 static PyObject *lt_get_codes(LineTracerObject *t, void *Py_UNUSED(c)) {
     return PyList_GetSlice(t->codes, 0, PyList_GET_SIZE(t->codes));
-}
-
-static int lt_traverse(LineTracerObject *t, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(t));
-    Py_VISIT(t->codes);
-    Py_VISIT(t->sess.threads_dict);
-    return 0;
-}
-
-static int lt_clear(LineTracerObject *t) {
-    Py_CLEAR(t->codes);
-    Py_CLEAR(t->sess.threads_dict);
-    return 0;
-}
-
-static void lt_dealloc(LineTracerObject *t) {
-    PyTypeObject *tp = Py_TYPE(t);
-    PyObject_GC_UnTrack(t);
-    lt_clear(t);
-    apext_session_free(&t->sess);
-    ap_map_free(&t->susp_time);
-    ap_map_free(&t->susp_line);
-    tp->tp_free(t);
-    Py_DECREF(tp);
 }
 
 static PyMethodDef lt_methods[] = {
     {"add_code", (PyCFunction)lt_add_code, METH_O,
      "add_code(code) -> bool\n\nMake a code object a target (also while running); False if it "
      "already was one."},
-    {"start", (PyCFunction)lt_start, METH_NOARGS, "start()\n\nStart recording the targets' lines."},
-    {"stop", (PyCFunction)lt_stop, METH_NOARGS,
+    {"start", apext_session_py_start, METH_NOARGS, "start()\n\nStart recording the targets' lines."},
+    {"stop", apext_session_py_stop, METH_NOARGS,
      "stop()\n\nStop recording and close every open frame; a no-op when not running."},
-    {"profile", (PyCFunction)lt_profile, METH_NOARGS,
+    {"profile", apext_session_py_profile, METH_NOARGS,
      "profile() -> Profile\n\nThe recorded profile (shares the line tracer's data)."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyGetSetDef lt_getset[] = {
-    {"running", (getter)lt_get_running, NULL, "Whether the hooks are installed.", NULL},
-    {"tool_id", (getter)lt_get_tool_id, NULL,
+    {"running", apext_session_py_running, NULL, "Whether the hooks are installed.", NULL},
+    {"tool_id", apext_session_py_tool_id, NULL,
      "The sys.monitoring tool id in use (3.12+, while running), else None.", NULL},
     {"codes", (getter)lt_get_codes, NULL, "The target code objects, in the order added.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-static PyType_Slot lt_slots[] = {
-    {Py_tp_new, lt_new},
-    {Py_tp_dealloc, lt_dealloc},
-    {Py_tp_traverse, lt_traverse},
-    {Py_tp_clear, lt_clear},
-    {Py_tp_methods, lt_methods},
-    {Py_tp_getset, lt_getset},
-    {Py_tp_doc, "LineTracer(*, threads=None)\n\nThe line profiler of apiprof (use "
-                "apiprof.LineProfiler)."},
-    {0, NULL},
-};
-
-static PyType_Spec lt_spec = {
-    .name = "apiprof._core.LineTracer",
-    .basicsize = sizeof(LineTracerObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
-    .slots = lt_slots,
-};
-
 int apext_lines_init(PyObject *module, apext_state *st) {
     if (apext_code_init(PRODUCER, line_rec_free) < 0)
         return -1;
-    st->line_tracer_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &lt_spec, NULL);
-    if (st->line_tracer_type == NULL)
-        return -1;
-    return PyModule_AddType(module, st->line_tracer_type);
+    return apext_session_add_type(module, "apiprof._core.LineTracer", sizeof(LineTracerObject),
+                                  lt_new, lt_methods, lt_getset,
+                                  "LineTracer(*, threads=None)\n\nThe line profiler of apiprof (use "
+                                  "apiprof.LineProfiler).",
+                                  &st->line_tracer_type);
 }

@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "ap_err.h"
+#include "install.h"
 #include "stack.h"
 
 PyObject *apext_session_running[APEXT_NPRODUCERS];
@@ -63,6 +64,7 @@ nomem:
 
 void apext_session_free(apext_session *s) {
     apext_stack_free(s);
+    ap_map_free(&s->suspended);
     ap_prof_free(s->prof);
     s->prof = NULL;
 }
@@ -82,7 +84,8 @@ int apext_session_start(apext_session *s) {
     apext_session_generation[p]++;
     apext_session_running[p] = s->owner;
     s->running = 1;
-    if (s->ops->install(s->owner) < 0) {
+    if ((s->ops->prepare != NULL && s->ops->prepare(s->owner) < 0) ||
+        apext_install(s, s->ops->hooks, s->optional_events, s->targets) < 0) {
         apext_session_running[p] = NULL;
         s->running = 0;
         return -1;
@@ -95,11 +98,12 @@ int apext_session_stop(apext_session *s) {
     apext_producer p = s->producer;
     if (apext_session_running[p] != s->owner)
         return 0;
-    s->ops->remove(s->owner);
+    apext_install_remove(s, s->ops->hooks, s->targets);
     apext_stack_flush(s);
     apext_session_running[p] = NULL;
     s->running = 0;
     apext_session_generation[p]++;
+    ap_map_clear(&s->suspended);
     if (s->ops->stopped != NULL)
         s->ops->stopped(s->owner);
     meta_time(s->prof, "stopped");
@@ -117,4 +121,89 @@ void apext_session_fail(apext_session *s, const char *what) {
     if (s->fail.msg[0] == '\0')
         snprintf(s->fail.msg, sizeof s->fail.msg, "%s: %s", what, ap_err_msg());
     s->fail.lost++;
+}
+
+/* ---- the producer's Python type --------------------------------------------------- */
+
+static apext_session *session_of(PyObject *o) {
+    return &((apext_object *)o)->sess;
+}
+
+PyObject *apext_session_py_start(PyObject *self, PyObject *Py_UNUSED(unused)) {
+    if (apext_session_start(session_of(self)) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+PyObject *apext_session_py_stop(PyObject *self, PyObject *Py_UNUSED(unused)) {
+    if (apext_session_stop(session_of(self)) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+PyObject *apext_session_py_profile(PyObject *self, PyObject *Py_UNUSED(unused)) {
+    return apext_profile_wrap(apext_state_of_type(Py_TYPE(self)), self, session_of(self)->prof);
+}
+
+PyObject *apext_session_py_running(PyObject *self, void *Py_UNUSED(closure)) {
+    return PyBool_FromLong(session_of(self)->running);
+}
+
+PyObject *apext_session_py_tool_id(PyObject *self, void *Py_UNUSED(closure)) {
+    apext_session *s = session_of(self);
+    if (!s->running || AP_MONITORING == 0)
+        Py_RETURN_NONE;
+    return PyLong_FromLong(s->tool_id);
+}
+
+static int object_traverse(PyObject *o, visitproc visit, void *arg) {
+    apext_session *s = session_of(o);
+    Py_VISIT(Py_TYPE(o));
+    Py_VISIT(s->threads_dict);
+    return s->ops != NULL && s->ops->traverse != NULL ? s->ops->traverse(o, visit, arg) : 0;
+}
+
+static int object_clear(PyObject *o) {
+    apext_session *s = session_of(o);
+    Py_CLEAR(s->threads_dict);
+    if (s->ops != NULL && s->ops->clear != NULL)
+        s->ops->clear(o);
+    return 0;
+}
+
+static void object_dealloc(PyObject *o) {
+    PyTypeObject *tp = Py_TYPE(o);
+    apext_session *s = session_of(o);
+    PyObject_GC_UnTrack(o);
+    object_clear(o);
+    if (s->ops != NULL && s->ops->dealloc != NULL)
+        s->ops->dealloc(o);
+    apext_session_free(s);
+    tp->tp_free(o);
+    Py_DECREF(tp);
+}
+
+int apext_session_add_type(PyObject *module, const char *name, size_t basicsize, newfunc tp_new,
+                           PyMethodDef *methods, PyGetSetDef *getset, const char *doc,
+                           PyTypeObject **type) {
+    PyType_Slot slots[] = {
+        {Py_tp_new, tp_new},
+        {Py_tp_dealloc, object_dealloc},
+        {Py_tp_traverse, object_traverse},
+        {Py_tp_clear, object_clear},
+        {Py_tp_methods, methods},
+        {Py_tp_getset, getset},
+        {Py_tp_doc, (void *)doc},
+        {0, NULL},
+    };
+    PyType_Spec spec = {
+        .name = name,
+        .basicsize = (int)basicsize,
+        .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+        .slots = slots,
+    };
+    *type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &spec, NULL);
+    if (*type == NULL)
+        return -1;
+    return PyModule_AddType(module, *type);
 }

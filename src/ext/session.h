@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "ap_clock.h"
+#include "ap_map.h"
 #include "ap_prof.h"
 
 /* ---- the producers --------------------------------------------------------------
@@ -49,19 +50,26 @@ struct apext_thread;
 struct apext_hooks;
 
 typedef struct apext_session_ops {
-    /* Install the producer's hooks (usually apext_install()).  0, or -1 with
-     * an exception set (nothing left installed). */
-    int (*install)(PyObject *owner);
-    /* Remove them.  Never raises (a pending exception is kept). */
-    void (*remove)(PyObject *owner);
+    /* The producer's hooks (install.h): installed by start(), removed by
+     * stop(). */
+    struct apext_hooks *hooks;
+    /* Before the hooks are installed at start(): decide what can be decided
+     * outside them (a line profiler fills its targets' records).  0, or -1
+     * with an exception set.  May be NULL. */
+    int (*prepare)(PyObject *owner);
     /* Close the top frame of thread ts at clock now (stop() closes every open
      * frame with it).  NULL: apext_stack_pop_top(). */
     void (*close_top)(struct apext_thread *ts, uint64_t now);
-    /* After stop: drop what only makes sense while running (suspension
-     * maps).  May be NULL.  Can't fail. */
+    /* After stop: drop what only makes sense while running.  May be NULL.
+     * Can't fail. */
     void (*stopped)(PyObject *owner);
     /* Free the producer's per-thread data (apext_thread.ext).  May be NULL. */
     void (*thread_free)(void *ext);
+    /* GC support and release of the producer's own fields (the session's
+     * are the framework's).  Each may be NULL. */
+    int (*traverse)(PyObject *owner, visitproc visit, void *arg);
+    void (*clear)(PyObject *owner);
+    void (*dealloc)(PyObject *owner);   /* frees C fields; can't fail */
 } apext_session_ops;
 
 typedef struct apext_session {
@@ -76,12 +84,24 @@ typedef struct apext_session {
     int tool_id;                 /* sys.monitoring tool id while running (3.12+) */
     long local_events;           /* 3.12+: events set on target code objects */
     PyObject *threads_dict;      /* threading._active (ident -> Thread) or NULL; strong */
+    int optional_events;         /* install the hooks' APEXT_EV_OPTIONAL events */
+    PyObject *targets;           /* list of code objects for local events, or NULL; borrowed */
+    ap_map suspended;            /* generator-like frame key -> clock at its suspension;
+                                    emptied at stop */
     ap_str_id k_thread, k_thread_id, k_phase;
     ap_str_id phase;             /* label phase=<phase> of new trees; AP_NONE: none */
     size_t frame_size;           /* bytes of one shadow-stack entry (>= sizeof(apext_frame)) */
     struct apext_thread *threads;   /* every thread seen, newest first; owned */
     apext_fail fail;
 } apext_session;
+
+/* Every producer object starts like this: PyObject_HEAD, then its session
+ * (the producer's own fields follow).  The framework's type slots and
+ * methods below reach the session through it. */
+typedef struct apext_object {
+    PyObject_HEAD
+    apext_session sess;
+} apext_object;
 
 /* The running producer object of each producer (NULL when none) and a
  * generation per producer that changes at every start and stop, so that
@@ -103,8 +123,8 @@ int apext_session_init(apext_session *s, apext_producer p, PyObject *owner,
 void apext_session_free(apext_session *s);
 
 /* Start s: RuntimeError if it or another session of its producer runs; else
- * the generation changes, s becomes the running session, ops->install runs
- * and the owner is kept alive until stop.  0, or -1 with an exception set
+ * the generation changes, s becomes the running session, ops->prepare runs,
+ * the hooks are installed and the owner is kept alive until stop.  0, or -1 with an exception set
  * (nothing changed). */
 int apext_session_start(apext_session *s);
 
@@ -121,6 +141,27 @@ void apext_session_fail(apext_session *s, const char *what);
 static inline uint64_t apext_session_clock(const apext_session *s) {
     return s->cpu_clock ? ap_clock_thread_cpu_ns() : ap_clock_now_ns();
 }
+
+/* ---- the producer's Python type ---------------------------------------------------
+ * The framework gives every producer type its dealloc, traverse and clear
+ * (through ops) and the methods and getters below; the producer lists them in
+ * its tables with its own docstrings. */
+
+/* Create the heap type name (an "apiprof._core.X" literal) of objects of
+ * basicsize bytes (starting as apext_object) with tp_new, methods, getset
+ * and doc, add it to module and store it in *type.  0, or -1 with an
+ * exception set. */
+int apext_session_add_type(PyObject *module, const char *name, size_t basicsize, newfunc tp_new,
+                           PyMethodDef *methods, PyGetSetDef *getset, const char *doc,
+                           PyTypeObject **type);
+
+/* start(), stop(), profile() (a Profile sharing the session's data), and the
+ * getters running and tool_id (3.12+, while running; else None). */
+PyObject *apext_session_py_start(PyObject *self, PyObject *unused);
+PyObject *apext_session_py_stop(PyObject *self, PyObject *unused);
+PyObject *apext_session_py_profile(PyObject *self, PyObject *unused);
+PyObject *apext_session_py_running(PyObject *self, void *closure);
+PyObject *apext_session_py_tool_id(PyObject *self, void *closure);
 
 /* ---- profile helpers --------------------------------------------------------------- */
 

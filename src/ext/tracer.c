@@ -63,15 +63,17 @@ static void code_rec_free(void *p) {
 
 typedef struct TracerObject {
     PyObject_HEAD
-    apext_session sess;   /* profile, thread states, failure note */
+    apext_session sess;   /* profile, thread states, failure note (as in apext_object) */
     int builtins;
     PyObject *include;    /* tuple of str */
     PyObject *exclude;    /* tuple of str */
     PyObject *scope_var;  /* contextvars.ContextVar of the context scope, or NULL: all events */
     PyObject *scope_mark; /* the value of scope_var that puts a context in scope */
     ap_map builtin_recs;  /* PyMethodDef* -> frame id << 1 | excluded, per session */
-    ap_map suspended;     /* frame key -> wall clock at suspension */
 } TracerObject;
+
+_Static_assert(offsetof(TracerObject, sess) == offsetof(apext_object, sess),
+               "starts as apext_object");
 
 #define PRODUCER APEXT_PRODUCER_TRACE
 
@@ -178,7 +180,8 @@ static const char *globals_module(PyObject *globals) {
 static int code_rec_fill(TracerObject *t, code_rec *rec, PyCodeObject *co, PyObject *globals) {
     if (apext_code_info_fill(&rec->info, &t->sess, co) != 0)
         return -1;
-    const char *file = ap_prof_str(t->sess.prof, ap_prof_frame(t->sess.prof, rec->info.frame)->file);
+    ap_prof *p = t->sess.prof;
+    const char *file = ap_prof_str(p, ap_prof_frame(p, rec->info.frame)->file);
     rec->excluded = (uint8_t)excluded_by(t, globals_module(globals), file);
     return 0;
 }
@@ -265,16 +268,16 @@ static int builtin_rec(TracerObject *t, PyObject *callable, const void **key, ap
 /* ---- events ------------------------------------------------------------------------ */
 
 static void suspend(TracerObject *t, const void *frame_key) {
-    if (ap_map_put(&t->suspended, (uint64_t)(uintptr_t)frame_key, ap_clock_now_ns()) != 0)
+    if (ap_map_put(&t->sess.suspended, (uint64_t)(uintptr_t)frame_key, ap_clock_now_ns()) != 0)
         apext_session_fail(&t->sess, "await map");
 }
 
 static void resume_await(TracerObject *t, apext_thread *ts, const void *frame_key) {
-    uint64_t *since = ap_map_get(&t->suspended, (uint64_t)(uintptr_t)frame_key);
+    uint64_t *since = ap_map_get(&t->sess.suspended, (uint64_t)(uintptr_t)frame_key);
     if (since == NULL)
         return;
     uint64_t now = ap_clock_now_ns(), s = *since;
-    ap_map_remove(&t->suspended, (uint64_t)(uintptr_t)frame_key);
+    ap_map_remove(&t->sess.suspended, (uint64_t)(uintptr_t)frame_key);
     if (ts->depth > 1 && now > s)
         apext_stack_top_node(ts)->m[AP_M_AWAIT_NS] += now - s;
 }
@@ -288,7 +291,7 @@ static inline void on_py_enter(TracerObject *t, code_rec *rec, PyCodeObject *co,
     apext_stack_enter(&t->sess, ts, rec->info.frame, co, now, (uint64_t)start);
     if (rec->info.awaits) {
         if (start)
-            ap_map_remove(&t->suspended, (uint64_t)(uintptr_t)frame_key);
+            ap_map_remove(&t->sess.suspended, (uint64_t)(uintptr_t)frame_key);
         else
             resume_await(t, ts, frame_key);
     }
@@ -357,7 +360,7 @@ static PyObject *mon_enter(PyObject *code, int start, int can_disable) {
     if (rec == NULL)
         Py_RETURN_NONE;
     if (rec->excluded)
-        return can_disable ? apext_install_disable() : Py_NewRef(Py_None);
+        return can_disable ? apext_install_disable(PRODUCER) : Py_NewRef(Py_None);
     on_py_enter(t, rec, (PyCodeObject *)code, rec->info.awaits ? apext_compat_iframe() : NULL,
                 start, now);
     Py_RETURN_NONE;
@@ -372,7 +375,7 @@ static PyObject *mon_exit(PyObject *code, int yield, int can_disable) {
     if (rec == NULL)
         Py_RETURN_NONE;
     if (rec->excluded)
-        return can_disable ? apext_install_disable() : Py_NewRef(Py_None);
+        return can_disable ? apext_install_disable(PRODUCER) : Py_NewRef(Py_None);
     on_py_exit(t, rec, (PyCodeObject *)code,
                yield && rec->info.awaits ? apext_compat_iframe() : NULL, yield, now);
     Py_RETURN_NONE;
@@ -423,7 +426,7 @@ static PyObject *cb_call(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     PyObject *callable = a[2];
     if (PyFunction_Check(callable) ||
         (PyMethod_Check(callable) && PyFunction_Check(PyMethod_GET_FUNCTION(callable))))
-        return apext_install_disable();
+        return apext_install_disable(PRODUCER);
     if (in_scope(t))
         on_c_enter(t, callable, apext_session_clock(&t->sess));
     Py_RETURN_NONE;
@@ -448,14 +451,6 @@ static apext_event tracer_events[] = {
     APEXT_EVENT("CALL", cb_call, APEXT_EV_OPTIONAL),   /* builtins only */
     APEXT_EVENT("C_RETURN", cb_c_exit, APEXT_EV_OPTIONAL),
     APEXT_EVENT("C_RAISE", cb_c_exit, APEXT_EV_OPTIONAL),
-};
-
-static apext_hooks tracer_hooks = {
-    .producer = PRODUCER,
-    .tool_name = "apiprof",
-    .events = tracer_events,
-    .nevents = sizeof tracer_events / sizeof tracer_events[0],
-    .disables = 1,
 };
 
 #else
@@ -503,34 +498,40 @@ static int profile_hook(PyObject *obj, PyFrameObject *frame, int what, PyObject 
     }
     return 0;
 }
-
-static apext_hooks tracer_hooks = {
-    .producer = PRODUCER,
-    .slot = APEXT_LEGACY_PROFILE,
-    .legacy = profile_hook,
-    .busy = "apiprof: another profiler is active in this thread (sys.setprofile); stop it first",
-};
 #endif
+
+static apext_hooks tracer_hooks =
+    APEXT_HOOKS(PRODUCER, "apiprof", tracer_events, APEXT_LEGACY_PROFILE, profile_hook);
 
 /* ---- session operations ------------------------------------------------------------------- */
 
-static int tracer_install(PyObject *owner) {
+static int tracer_traverse(PyObject *owner, visitproc visit, void *arg) {
     TracerObject *t = (TracerObject *)owner;
-    return apext_install(&t->sess, &tracer_hooks, t->builtins, NULL);
+    Py_VISIT(t->include);
+    Py_VISIT(t->exclude);
+    Py_VISIT(t->scope_var);
+    Py_VISIT(t->scope_mark);
+    return 0;
 }
 
-static void tracer_remove(PyObject *owner) {
-    apext_install_remove(&((TracerObject *)owner)->sess, &tracer_hooks, NULL);
+static void tracer_clear(PyObject *owner) {
+    TracerObject *t = (TracerObject *)owner;
+    Py_CLEAR(t->include);
+    Py_CLEAR(t->exclude);
+    Py_CLEAR(t->scope_var);
+    Py_CLEAR(t->scope_mark);
 }
 
-static void tracer_stopped(PyObject *owner) {
-    ap_map_clear(&((TracerObject *)owner)->suspended);
+static void tracer_dealloc(PyObject *owner) {
+    TracerObject *t = (TracerObject *)owner;
+    ap_map_free(&t->builtin_recs);
 }
 
 static const apext_session_ops tracer_ops = {
-    .install = tracer_install,
-    .remove = tracer_remove,
-    .stopped = tracer_stopped,
+    .hooks = &tracer_hooks,
+    .traverse = tracer_traverse,
+    .clear = tracer_clear,
+    .dealloc = tracer_dealloc,
 };
 
 /* ---- the Tracer type ------------------------------------------------------------------- */
@@ -578,6 +579,7 @@ static PyObject *tracer_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
         return NULL;
     }
     t->builtins = builtins;
+    t->sess.optional_events = builtins;
     t->include = include && include != Py_None ? Py_NewRef(include) : PyTuple_New(0);
     t->exclude = exclude && exclude != Py_None ? Py_NewRef(exclude) : PyTuple_New(0);
     t->sess.threads_dict = threads != Py_None ? Py_NewRef(threads) : NULL;
@@ -590,18 +592,6 @@ static PyObject *tracer_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
         return NULL;
     }
     return (PyObject *)t;
-}
-
-static PyObject *tracer_start(TracerObject *t, PyObject *Py_UNUSED(a)) {
-    if (apext_session_start(&t->sess) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *tracer_stop(TracerObject *t, PyObject *Py_UNUSED(a)) {
-    if (apext_session_stop(&t->sess) < 0)
-        return NULL;
-    Py_RETURN_NONE;
 }
 
 /* set_phase(name): new trees get the label phase=name, and every thread
@@ -628,56 +618,12 @@ static PyObject *tracer_get_phase(TracerObject *t, void *Py_UNUSED(c)) {
     return PyUnicode_FromString(ap_prof_str(t->sess.prof, t->sess.phase));
 }
 
-static PyObject *tracer_profile(TracerObject *t, PyObject *Py_UNUSED(a)) {
-    return apext_profile_wrap(apext_state_of_type(Py_TYPE(t)), (PyObject *)t, t->sess.prof);
-}
-
-static PyObject *tracer_get_running(TracerObject *t, void *Py_UNUSED(c)) {
-    return PyBool_FromLong(t->sess.running);
-}
-
-static PyObject *tracer_get_tool_id(TracerObject *t, void *Py_UNUSED(c)) {
-    if (!t->sess.running || AP_MONITORING == 0)
-        Py_RETURN_NONE;
-    return PyLong_FromLong(t->sess.tool_id);
-}
-
-static int tracer_traverse(TracerObject *t, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(t));
-    Py_VISIT(t->include);
-    Py_VISIT(t->exclude);
-    Py_VISIT(t->sess.threads_dict);
-    Py_VISIT(t->scope_var);
-    Py_VISIT(t->scope_mark);
-    return 0;
-}
-
-static int tracer_clear(TracerObject *t) {
-    Py_CLEAR(t->include);
-    Py_CLEAR(t->exclude);
-    Py_CLEAR(t->sess.threads_dict);
-    Py_CLEAR(t->scope_var);
-    Py_CLEAR(t->scope_mark);
-    return 0;
-}
-
-static void tracer_dealloc(TracerObject *t) {
-    PyTypeObject *tp = Py_TYPE(t);
-    PyObject_GC_UnTrack(t);
-    tracer_clear(t);
-    apext_session_free(&t->sess);
-    ap_map_free(&t->builtin_recs);
-    ap_map_free(&t->suspended);
-    tp->tp_free(t);
-    Py_DECREF(tp);
-}
-
 static PyMethodDef tracer_methods[] = {
-    {"start", (PyCFunction)tracer_start, METH_NOARGS,
+    {"start", apext_session_py_start, METH_NOARGS,
      "start()\n\nInstall the hooks (all threads) and start recording."},
-    {"stop", (PyCFunction)tracer_stop, METH_NOARGS,
+    {"stop", apext_session_py_stop, METH_NOARGS,
      "stop()\n\nRemove the hooks and close every open frame; a no-op when not running."},
-    {"profile", (PyCFunction)tracer_profile, METH_NOARGS,
+    {"profile", apext_session_py_profile, METH_NOARGS,
      "profile() -> Profile\n\nThe recorded profile (shares the tracer's data)."},
     {"set_phase", (PyCFunction)tracer_set_phase, METH_O,
      "set_phase(name)\n\nRecord from now on into trees labelled phase=name (every thread; "
@@ -686,39 +632,21 @@ static PyMethodDef tracer_methods[] = {
 };
 
 static PyGetSetDef tracer_getset[] = {
-    {"running", (getter)tracer_get_running, NULL, "Whether the hooks are installed.", NULL},
+    {"running", apext_session_py_running, NULL, "Whether the hooks are installed.", NULL},
     {"phase", (getter)tracer_get_phase, NULL, "The current phase label, or None.", NULL},
-    {"tool_id", (getter)tracer_get_tool_id, NULL,
+    {"tool_id", apext_session_py_tool_id, NULL,
      "The sys.monitoring tool id in use (3.12+, while running), else None.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-static PyType_Slot tracer_slots[] = {
-    {Py_tp_new, tracer_new},
-    {Py_tp_dealloc, tracer_dealloc},
-    {Py_tp_traverse, tracer_traverse},
-    {Py_tp_clear, tracer_clear},
-    {Py_tp_methods, tracer_methods},
-    {Py_tp_getset, tracer_getset},
-    {Py_tp_doc, "Tracer(*, clock='wall', builtins=True, include=(), exclude=(), threads=None, "
-                "context=None)\n\n"
-                "The exact function tracer of apiprof (use apiprof.Profiler). context=(var, mark) "
-                "records only events whose current contextvars context has var set to mark."},
-    {0, NULL},
-};
-
-static PyType_Spec tracer_spec = {
-    .name = "apiprof._core.Tracer",
-    .basicsize = sizeof(TracerObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
-    .slots = tracer_slots,
-};
+static const char tracer_doc[] =
+    "Tracer(*, clock='wall', builtins=True, include=(), exclude=(), threads=None, context=None)"
+    "\n\nThe exact function tracer of apiprof (use apiprof.Profiler). context=(var, mark) "
+    "records only events whose current contextvars context has var set to mark.";
 
 int apext_tracer_init(PyObject *module, apext_state *st) {
     if (apext_code_init(PRODUCER, code_rec_free) < 0)
         return -1;
-    st->tracer_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &tracer_spec, NULL);
-    if (st->tracer_type == NULL)
-        return -1;
-    return PyModule_AddType(module, st->tracer_type);
+    return apext_session_add_type(module, "apiprof._core.Tracer", sizeof(TracerObject), tracer_new,
+                                  tracer_methods, tracer_getset, tracer_doc, &st->tracer_type);
 }
