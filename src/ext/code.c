@@ -9,6 +9,7 @@ static void (*rec_destructor[APEXT_NPRODUCERS])(void *);
 static void free_rec(int p, void *rec) {
     if (rec == NULL)
         return;
+    apext_code_info_clear(rec);
     if (rec_destructor[p] != NULL)
         rec_destructor[p](rec);
     else

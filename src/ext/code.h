@@ -10,7 +10,7 @@
 /* ---- the co_extra record ------------------------------------------------------------
  * The extension takes one co_extra index.  Its value is a small array with
  * one record pointer per producer, so producers keep their per-code data
- * side by side.  A record is owned by the code object once set and freed
+ * side by side; every record starts with an apext_code_info.  A record is owned by the code object once set and freed
  * with it by the destructor its producer registered.  Protected by the
  * GIL. */
 typedef struct apext_code_extra {
@@ -21,7 +21,8 @@ typedef struct apext_code_extra {
 extern Py_ssize_t apext_code_index;
 
 /* Take the co_extra index (once per process) and register the destructor of
- * producer p's records (may be NULL: the record is then freed with
+ * producer p's records.  A record starts with an apext_code_info, which is
+ * cleared first; then destructor runs (NULL: the record is freed with
  * PyMem_RawFree).  Returns 0, or -1 with a Python exception set (no index
  * is free). */
 int apext_code_init(apext_producer p, void (*destructor)(void *rec));

@@ -2,7 +2,7 @@
  *
  * Targets are code objects given in advance (add_code).  Everything that can
  * be decided about a target is decided then, outside the hooks: its record
- * in the co_extra slot APEXT_SLOT_LINES (target number, function frame, the
+ * in its co_extra record (target number, function frame, the
  * frame of every line of the code).  A hook reads that record, checks that
  * it belongs to the running LineTracer, and otherwise returns at once.
  *

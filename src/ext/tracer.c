@@ -53,14 +53,6 @@ typedef struct code_rec {
     uint8_t excluded;
 } code_rec;
 
-static void code_rec_free(void *p) {
-    code_rec *r = p;
-    if (r != NULL) {
-        apext_code_info_clear(&r->info);
-        PyMem_RawFree(r);
-    }
-}
-
 typedef struct TracerObject {
     PyObject_HEAD
     apext_session sess;   /* profile, thread states, failure note (as in apext_object) */
@@ -645,7 +637,7 @@ static const char tracer_doc[] =
     "records only events whose current contextvars context has var set to mark.";
 
 int apext_tracer_init(PyObject *module, apext_state *st) {
-    if (apext_code_init(PRODUCER, code_rec_free) < 0)
+    if (apext_code_init(PRODUCER, NULL) < 0)
         return -1;
     return apext_session_add_type(module, "apiprof._core.Tracer", sizeof(TracerObject), tracer_new,
                                   tracer_methods, tracer_getset, tracer_doc, &st->tracer_type);
