@@ -79,6 +79,13 @@ typedef struct lframe {
     uint64_t t_line;     /* the running line started (or the frame resumed) */
 } lframe;
 
+/* Entry i of ts's stack, whose entries are lframes (the session's
+ * frame_size): the constant stride keeps the per-line path as short as a
+ * private array. */
+static inline lframe *lframe_at(const apext_thread *ts, size_t i) {
+    return (lframe *)ts->stack + i;
+}
+
 /* apext_thread.ext: the node array of each target in the thread. */
 typedef struct line_nodes {
     ap_node ***arr;      /* per target number: node array (see lframe.nodes), or NULL */
@@ -265,8 +272,8 @@ static inline void charge(lframe *e, uint64_t now) {
 /* Close the top frame of ts at now: the running line is charged, the
  * function gets the elapsed time as total and the part no line got as
  * self. */
-static void close_top(apext_thread *ts, uint64_t now) {
-    lframe *e = (lframe *)apext_stack_at(ts, --ts->depth);
+static inline void close_top(apext_thread *ts, uint64_t now) {
+    lframe *e = lframe_at(ts, --ts->depth);
     charge(e, now);
     uint64_t el = now > e->base.t0 ? now - e->base.t0 : 0;
     e->base.node->m[AP_M_TOTAL_NS] += el;
@@ -332,12 +339,14 @@ static lframe *on_start(LineTracerObject *t, apext_thread *ts, const line_rec *r
  * seen, are closed), or NULL if it is not among the top APEXT_STACK_SEARCH. */
 static inline lframe *find_frame(apext_thread *ts, const void *code, uint64_t now) {
     size_t d = ts->depth;
-    size_t i = d > 1 && apext_stack_at(ts, d - 1)->key == code ? d - 1 : apext_stack_find(ts, code);
+    if (d > 1 && lframe_at(ts, d - 1)->base.key == code)
+        return lframe_at(ts, d - 1);
+    size_t i = apext_stack_find(ts, code);
     if (i == 0)
         return NULL;
     while (ts->depth > i + 1)
         close_top(ts, now);
-    return (lframe *)apext_stack_at(ts, i);
+    return lframe_at(ts, i);
 }
 
 static inline void on_line_event(LineTracerObject *t, const line_rec *rec, const void *code,
