@@ -18,9 +18,10 @@
  * slot and co_extra record slot are indexed by it) and init, called from the
  * module's exec slot, adds its type to the module (0, or -1 with an
  * exception set).  Adding a producer is adding its line. */
-#define APEXT_PRODUCERS(X)           \
-    X(TRACE, apext_tracer_init)      \
-    X(LINES, apext_lines_init)
+#define APEXT_PRODUCERS(X)          \
+    X(TRACE, apext_tracer_init)     \
+    X(LINES, apext_lines_init)      \
+    /* one line per producer above */
 
 #define APEXT_PRODUCER_ENUM_(name, init) APEXT_PRODUCER_##name,
 typedef enum apext_producer {
