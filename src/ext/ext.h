@@ -34,13 +34,12 @@ static inline apext_state *apext_state_of_type(PyTypeObject *type)
     return (apext_state *)PyModule_GetState(PyType_GetModuleByDef(type, &apext_module_def));
 }
 
-/* Per-subsystem set-up, called from the module's exec slot. Each returns 0, or
- * -1 with a Python exception set. */
+/* Per-subsystem set-up, called from the module's exec slot (producers are
+ * listed in session.h instead). Each returns 0, or -1 with a Python exception
+ * set. */
 int apext_timer_init(PyObject *module, apext_state *st);
 int apext_hist_init(PyObject *module, apext_state *st);
-int apext_tracer_init(PyObject *module, apext_state *st);
 int apext_profile_init(PyObject *module, apext_state *st);
-int apext_lines_init(PyObject *module, apext_state *st);
 int apext_routes_init(PyObject *module, apext_state *st);
 
 /* A Profile object over prof.  With owner (a Tracer) it borrows prof and

@@ -102,7 +102,7 @@ void apext_labels_free(apext_labels *l) {
 /* The string id of label value s, if the key's bound admits it; "<other>"
  * past the bound; AP_NONE when it can't be interned. */
 static ap_str_id admit(apext_labels *l, ap_map *seen, PyObject *s) {
-    ap_str_id id = apext_intern(l->prof, s);
+    ap_str_id id = apext_session_intern(l->prof, s);
     if (id == AP_NONE || ap_map_get(seen, id) != NULL)
         return id;
     if (ap_map_size(seen) >= APEXT_LABELS_MAX_VALUES)

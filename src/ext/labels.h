@@ -30,7 +30,7 @@
  * Errors: the hooks never raise; a failure (no memory) is returned as NULL
  * and the caller notes it.  Everything runs under the GIL. */
 
-#include "hook.h"
+#include "session.h"
 
 #define APEXT_LABELS_MAX_VALUES 256
 
@@ -96,18 +96,10 @@ void apext_labels_free(apext_labels *l);    /* maps */
 void apext_labels_refresh(apext_labels *l, PyThreadState *ts, apext_label_cache *c);
 ap_tree *apext_labels_choose(apext_labels *l, ap_tree *own, apext_label_cache *c);
 
-static inline PyThreadState *apext_current_tstate(void) {
-#if PY_VERSION_HEX >= 0x030D0000
-    return PyThreadState_GetUnchecked();
-#else
-    return _PyThreadState_UncheckedGet();
-#endif
-}
-
 /* Whether the current event is recorded (0 in a paused context); brings
  * the thread's cache up to date for apext_labels_parent(). */
 static inline int apext_labels_recorded(apext_labels *l) {
-    PyThreadState *ts = apext_current_tstate();
+    PyThreadState *ts = apext_compat_tstate();
     apext_label_cache *c = &apext_labels_tls;
     if (c->ctx != ts->context || c->ver != ts->context_ver || c->epoch != apext_labels_epoch ||
         c->ts != ts || c->owner != l)

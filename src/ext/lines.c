@@ -2,7 +2,7 @@
  *
  * Targets are code objects given in advance (add_code).  Everything that can
  * be decided about a target is decided then, outside the hooks: its record
- * in the co_extra slot APEXT_SLOT_LINES (target number, function frame, the
+ * in its co_extra record (target number, function frame, the
  * frame of every line of the code).  A hook reads that record, checks that
  * it belongs to the running LineTracer, and otherwise returns at once.
  *
@@ -29,9 +29,14 @@
  * function), and the frame resumes on that line (3.12+ sends no LINE event
  * for it).
  *
+ * The session, thread states, shadow stack, per-code records and hook
+ * installation are the framework's (session.h, stack.h, code.h,
+ * install.h); this file holds what only the line profiler does.
  * Everything here is protected by the GIL; one LineTracer runs at a time.
- * Hooks never raise: failures are noted (apext_fail) and reported by stop(). */
-#include "hook.h"
+ * Hooks never raise: failures are noted (apext_session_fail) and reported
+ * by stop(). */
+#include "install.h"
+#include "stack.h"
 
 #include <string.h>
 
@@ -40,21 +45,16 @@
 #include "ap_map.h"
 #include "ap_prof.h"
 
-#define STACK_INITIAL 32
-#define UNWIND_SEARCH 16   /* how deep an exit looks for its frame */
+#define PRODUCER APEXT_PRODUCER_LINES
 
 /* ---- per-code record ------------------------------------------------------------ */
 
 typedef struct line_rec {
-    uint64_t serial;           /* LineTracer the record was filled for */
+    apext_code_info info;      /* function frame, kinds; info.serial: the LineTracer's */
     uint32_t index;            /* target number in that LineTracer */
-    ap_frame_id frame;         /* function-level frame */
     int first;                 /* smallest line of the code */
     int nlines;                /* lines first .. first + nlines - 1 */
     ap_frame_id *line_frames;  /* frame of each line; AP_NONE where the code has none */
-    uint8_t genlike, awaits;
-    int start_lasti;           /* 3.11: offset of the RESUME that starts the code */
-    PyObject *code_bytes;      /* 3.11, generator-like code: co_code */
 } line_rec;
 
 static void line_rec_free(void *p) {
@@ -62,243 +62,191 @@ static void line_rec_free(void *p) {
     if (r == NULL)
         return;
     PyMem_RawFree(r->line_frames);
-    Py_XDECREF(r->code_bytes);
+    apext_code_info_clear(&r->info);
     PyMem_RawFree(r);
 }
 
 /* ---- per-thread state ---------------------------------------------------------------- */
 
+/* A shadow-stack entry: base.node is the function node, base.key the code,
+ * base.child the time charged to lines since base.t0. */
 typedef struct lframe {
-    const void *code;
+    apext_frame base;
     const line_rec *rec;
     ap_node **nodes;     /* [0] the function node, [1 + line - first] line nodes */
     ap_node *line;       /* the line running, NULL before the first line event */
     int lineno;
-    uint64_t t0;         /* entered or resumed */
     uint64_t t_line;     /* the running line started (or the frame resumed) */
-    uint64_t charged;    /* time charged to lines since t0 */
 } lframe;
 
-typedef struct lstate {
-    ap_tree *tree;
-    lframe *stack;
-    size_t depth, cap;
-    ap_node ***nodes;    /* per target number: node array (see lframe.nodes), or NULL */
-    size_t nodes_cap;
-    unsigned long ident;
-    uint64_t thread_serial;
-    int named;
-    struct lstate *next;
-} lstate;
+/* Entry i of ts's stack, whose entries are lframes (the session's
+ * frame_size): the constant stride keeps the per-line path as short as a
+ * private array. */
+static inline lframe *lframe_at(const apext_thread *ts, size_t i) {
+    return (lframe *)ts->stack + i;
+}
+
+/* apext_thread.ext: the node array of each target in the thread. */
+typedef struct line_nodes {
+    ap_node ***arr;      /* per target number: node array (see lframe.nodes), or NULL */
+    size_t cap;
+} line_nodes;
+
+static void line_nodes_free(void *p) {
+    line_nodes *ln = p;
+    for (size_t i = 0; i < ln->cap; i++)
+        PyMem_RawFree(ln->arr[i]);
+    PyMem_RawFree(ln->arr);
+    PyMem_RawFree(ln);
+}
 
 typedef struct LineTracerObject {
     PyObject_HEAD
-    ap_prof *prof;        /* owned */
-    uint64_t serial;
-    int running, tool_id;
+    apext_session sess;   /* profile, thread states, failure note (as in apext_object) */
     PyObject *codes;      /* list of target code objects; index = target number */
-    PyObject *threads;    /* threading._active, or NULL */
-    lstate *threads_list;
-    ap_str_id k_thread, k_thread_id;
-    ap_map susp_time;     /* frame key -> clock at a coroutine's suspension */
     ap_map susp_line;     /* frame key -> line running at a generator's suspension */
-    apext_fail fail;
 } LineTracerObject;
 
-static LineTracerObject *active;
-static uint64_t generation;
-static uint64_t next_serial = 1;
-static _Thread_local uint64_t tls_gen;
-static _Thread_local lstate *tls_ts;
+_Static_assert(offsetof(LineTracerObject, sess) == offsetof(apext_object, sess),
+               "starts as apext_object");
 
-static void hook_fail(LineTracerObject *t, const char *what) {
-    apext_fail_note(&t->fail, what);
+static inline LineTracerObject *running_lines(void) {
+    return (LineTracerObject *)apext_session_running[PRODUCER];
 }
 
 /* ---- records (outside the hooks) --------------------------------------------------------- */
+
+/* The Python exception for a failed ap_err call; returns -1. */
+static int raise_ap_err(void) {
+    if (ap_err_code() == AP_ENOMEM)
+        PyErr_NoMemory();
+    else
+        PyErr_Format(PyExc_RuntimeError, "apiprof: %s", ap_err_msg());
+    return -1;
+}
+
+/* A new record of code with its lines (from co_lines()); NULL with a Python
+ * exception set. */
+static line_rec *rec_make(PyObject *code) {
+    PyCodeObject *co = (PyCodeObject *)code;
+    line_rec *rec = PyMem_RawCalloc(1, sizeof *rec);
+    if (rec == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    /* (start, end, line) triples */
+    PyObject *it = PyObject_CallMethod(code, "co_lines", NULL);
+    PyObject *seq = it ? PySequence_List(it) : NULL;
+    Py_XDECREF(it);
+    if (seq == NULL) {
+        line_rec_free(rec);
+        return NULL;
+    }
+    int lo = co->co_firstlineno, hi = co->co_firstlineno;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(seq); i++) {
+        PyObject *triple = PyList_GET_ITEM(seq, i);
+        PyObject *ln = PyTuple_Check(triple) && PyTuple_GET_SIZE(triple) == 3
+                           ? PyTuple_GET_ITEM(triple, 2) : Py_None;
+        if (ln == Py_None)
+            continue;
+        long l = PyLong_AsLong(ln);
+        if (l <= 0)
+            continue;
+        lo = l < lo ? (int)l : lo;
+        hi = l > hi ? (int)l : hi;
+    }
+    rec->first = lo;
+    rec->nlines = hi - lo + 1;
+    rec->line_frames = PyMem_RawMalloc((size_t)rec->nlines * sizeof *rec->line_frames);
+    if (rec->line_frames == NULL) {
+        Py_DECREF(seq);
+        line_rec_free(rec);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (int i = 0; i < rec->nlines; i++)
+        rec->line_frames[i] = AP_NONE;
+    /* Mark the lines that exist with 0 until frames are interned. */
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(seq); i++) {
+        PyObject *triple = PyList_GET_ITEM(seq, i);
+        PyObject *ln = PyTuple_Check(triple) && PyTuple_GET_SIZE(triple) == 3
+                           ? PyTuple_GET_ITEM(triple, 2) : Py_None;
+        long l = ln == Py_None ? 0 : PyLong_AsLong(ln);
+        if (l >= lo && l <= hi)
+            rec->line_frames[l - lo] = 0;
+    }
+    Py_DECREF(seq);
+    PyErr_Clear();
+    return rec;
+}
 
 /* Fill the record of target code for t (number index).  0, or -1 with a
  * Python exception set. */
 static int rec_fill(LineTracerObject *t, PyObject *code, uint32_t index) {
     PyCodeObject *co = (PyCodeObject *)code;
-    ap_prof *p = t->prof;
-    line_rec *rec = apext_code_get(code, APEXT_SLOT_LINES);
+    line_rec *rec = apext_code_get(code, PRODUCER);
     int fresh = rec == NULL;
-    if (fresh) {
-        rec = PyMem_RawCalloc(1, sizeof *rec);
-        if (rec == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        /* The lines of the code, from co_lines(): (start, end, line) triples. */
-        PyObject *it = PyObject_CallMethod(code, "co_lines", NULL);
-        PyObject *seq = it ? PySequence_List(it) : NULL;
-        Py_XDECREF(it);
-        if (seq == NULL) {
-            line_rec_free(rec);
-            return -1;
-        }
-        int lo = co->co_firstlineno, hi = co->co_firstlineno;
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(seq); i++) {
-            PyObject *triple = PyList_GET_ITEM(seq, i);
-            PyObject *ln = PyTuple_Check(triple) && PyTuple_GET_SIZE(triple) == 3
-                               ? PyTuple_GET_ITEM(triple, 2) : Py_None;
-            if (ln == Py_None)
-                continue;
-            long l = PyLong_AsLong(ln);
-            if (l <= 0)
-                continue;
-            lo = l < lo ? (int)l : lo;
-            hi = l > hi ? (int)l : hi;
-        }
-        rec->first = lo;
-        rec->nlines = hi - lo + 1;
-        rec->line_frames = PyMem_RawMalloc((size_t)rec->nlines * sizeof *rec->line_frames);
-        if (rec->line_frames == NULL) {
-            Py_DECREF(seq);
-            line_rec_free(rec);
-            PyErr_NoMemory();
-            return -1;
-        }
-        for (int i = 0; i < rec->nlines; i++)
-            rec->line_frames[i] = AP_NONE;
-        /* Mark the lines that exist with 0 until frames are interned below. */
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(seq); i++) {
-            PyObject *triple = PyList_GET_ITEM(seq, i);
-            PyObject *ln = PyTuple_Check(triple) && PyTuple_GET_SIZE(triple) == 3
-                               ? PyTuple_GET_ITEM(triple, 2) : Py_None;
-            long l = ln == Py_None ? 0 : PyLong_AsLong(ln);
-            if (l >= lo && l <= hi)
-                rec->line_frames[l - lo] = 0;
-        }
-        Py_DECREF(seq);
-        PyErr_Clear();
-        rec->genlike = (co->co_flags & APEXT_CO_GENLIKE) != 0;
-        rec->awaits = (co->co_flags & APEXT_CO_AWAITS) != 0;
-        rec->start_lasti = -1;
-#if !AP_MONITORING
-        if (rec->genlike) {
-            if (apext_opcodes_init() < 0) {
-                line_rec_free(rec);
-                return -1;
-            }
-            rec->code_bytes = PyCode_GetCode(co);
-            if (rec->code_bytes == NULL) {
-                line_rec_free(rec);
-                return -1;
-            }
-            rec->start_lasti = apext_first_resume(rec->code_bytes);
-        }
-#endif
-    }
-    ap_frame f = {apext_intern(p, co->co_name), apext_intern(p, co->co_qualname),
-                  apext_intern(p, co->co_filename), (uint32_t)co->co_firstlineno, 0,
-                  AP_FRAME_PYTHON};
-    int ok = f.name != AP_NONE && f.qualname != AP_NONE && f.file != AP_NONE &&
-             (rec->frame = ap_prof_frame_intern(p, &f)) != AP_NONE;
-    for (int i = 0; ok && i < rec->nlines; i++) {
-        if (rec->line_frames[i] == AP_NONE)
-            continue;
-        f.lineno = (uint32_t)(rec->first + i);
-        ok = (rec->line_frames[i] = ap_prof_frame_intern(p, &f)) != AP_NONE;
-    }
+    if (fresh && (rec = rec_make(code)) == NULL)
+        return -1;
+    int ok = apext_code_info_fill(&rec->info, &t->sess, co) == 0;
+    for (int i = 0; ok && i < rec->nlines; i++)
+        if (rec->line_frames[i] != AP_NONE)
+            ok = (rec->line_frames[i] = apext_code_frame(t->sess.prof, co, rec->first + i)) !=
+                 AP_NONE;
+    if (ok && fresh)
+        ok = apext_code_set(code, PRODUCER, rec) == 0;
     if (!ok) {
+        rec->info.serial = 0;
         if (fresh)
             line_rec_free(rec);
-        PyErr_NoMemory();
-        return -1;
+        return raise_ap_err();
     }
     rec->index = index;
-    rec->serial = t->serial;
-    if (fresh && apext_code_set(code, APEXT_SLOT_LINES, rec) < 0) {
-        line_rec_free(rec);
-        PyErr_Format(PyExc_RuntimeError, "apiprof: %s", ap_err_msg());
-        return -1;
-    }
     return 0;
 }
 
-/* ---- thread states ----------------------------------------------------------------------- */
-
-static lstate *lstate_new(LineTracerObject *t) {
-    unsigned long ident = PyThread_get_thread_ident();
-    uint64_t serial = apext_thread_serial();
-    lstate *ts = NULL;
-    for (lstate *x = t->threads_list; x != NULL; x = x->next)
-        if (x->thread_serial == serial)
-            ts = x;   /* this thread in an earlier start(): same tree */
-    if (ts == NULL) {
-        ts = PyMem_RawCalloc(1, sizeof *ts);
-        if (ts == NULL) {
-            ap_err_set(AP_ENOMEM, "out of memory");
-            return NULL;
-        }
-        char id[32];
-        int n = snprintf(id, sizeof id, "%lu", ident);
-        ap_label l = {t->k_thread_id, ap_prof_intern(t->prof, id, (size_t)n)};
-        ts->tree = l.val == AP_NONE ? NULL : ap_prof_tree_new(t->prof, &l, 1);
-        ts->stack = PyMem_RawMalloc(STACK_INITIAL * sizeof *ts->stack);
-        if (ts->tree == NULL || ts->stack == NULL) {
-            PyMem_RawFree(ts->stack);
-            PyMem_RawFree(ts);
-            ap_err_set(AP_ENOMEM, "out of memory");
-            return NULL;
-        }
-        ts->cap = STACK_INITIAL;
-        ts->ident = ident;
-        ts->thread_serial = serial;
-        ts->next = t->threads_list;
-        t->threads_list = ts;
-    }
-    ts->depth = 0;
-    if (!ts->named)
-        ts->named = apext_thread_label(t->prof, ts->tree, t->threads, ts->ident, t->k_thread);
-    tls_ts = ts;
-    tls_gen = generation;
-    return ts;
-}
-
-static inline lstate *lstate_get(LineTracerObject *t) {
-    if (tls_gen == generation && tls_ts != NULL)
-        return tls_ts;
-    return lstate_new(t);
-}
+/* ---- per-thread nodes ------------------------------------------------------------------- */
 
 /* The node array of target rec in thread ts, made at the target's first
  * event in the thread.  NULL on error (ap_err set). */
-static ap_node **target_nodes(lstate *ts, const line_rec *rec) {
-    if (rec->index < ts->nodes_cap && ts->nodes[rec->index] != NULL)
-        return ts->nodes[rec->index];
-    if (rec->index >= ts->nodes_cap) {
-        size_t cap = ts->nodes_cap ? ts->nodes_cap : 8;
+static ap_node **target_nodes(apext_thread *ts, const line_rec *rec) {
+    line_nodes *ln = ts->ext;
+    if (ln != NULL && rec->index < ln->cap && ln->arr[rec->index] != NULL)
+        return ln->arr[rec->index];
+    if (ln == NULL && (ln = ts->ext = PyMem_RawCalloc(1, sizeof *ln)) == NULL) {
+        ap_err_set(AP_ENOMEM, "out of memory");
+        return NULL;
+    }
+    if (rec->index >= ln->cap) {
+        size_t cap = ln->cap ? ln->cap : 8;
         while (cap <= rec->index)
             cap *= 2;
-        ap_node ***n = PyMem_RawRealloc(ts->nodes, cap * sizeof *n);
+        ap_node ***n = PyMem_RawRealloc(ln->arr, cap * sizeof *n);
         if (n == NULL) {
             ap_err_set(AP_ENOMEM, "out of memory");
             return NULL;
         }
-        memset(n + ts->nodes_cap, 0, (cap - ts->nodes_cap) * sizeof *n);
-        ts->nodes = n;
-        ts->nodes_cap = cap;
+        memset(n + ln->cap, 0, (cap - ln->cap) * sizeof *n);
+        ln->arr = n;
+        ln->cap = cap;
     }
     ap_node **arr = PyMem_RawCalloc((size_t)rec->nlines + 1, sizeof *arr);
     if (arr == NULL) {
         ap_err_set(AP_ENOMEM, "out of memory");
         return NULL;
     }
-    arr[0] = ap_tree_child(ts->tree, ap_tree_root(ts->tree), rec->frame);
+    arr[0] = ap_tree_child(ts->tree, ap_tree_root(ts->tree), rec->info.frame);
     if (arr[0] == NULL) {
         PyMem_RawFree(arr);
         return NULL;
     }
-    ts->nodes[rec->index] = arr;
+    ln->arr[rec->index] = arr;
     return arr;
 }
 
 /* The node of line lineno of frame e, made at its first hit; NULL when the
  * code has no such line or on error (ap_err set). */
-static inline ap_node *line_node(lstate *ts, lframe *e, int lineno) {
+static inline ap_node *line_node(apext_thread *ts, lframe *e, int lineno) {
     int i = lineno - e->rec->first;
     if (i < 0 || i >= e->rec->nlines || e->rec->line_frames[i] == AP_NONE)
         return NULL;
@@ -316,99 +264,96 @@ static inline void charge(lframe *e, uint64_t now) {
         uint64_t d = now - e->t_line;
         e->line->m[AP_M_SELF_NS] += d;
         e->line->m[AP_M_TOTAL_NS] += d;
-        e->charged += d;
+        e->base.child += d;
     }
     e->t_line = now;
 }
 
-/* Close the top frame of ts at now. */
-static inline void close_top(lstate *ts, uint64_t now) {
-    lframe *e = &ts->stack[--ts->depth];
+/* Close the top frame of ts at now: the running line is charged, the
+ * function gets the elapsed time as total and the part no line got as
+ * self. */
+static inline void close_top(apext_thread *ts, uint64_t now) {
+    lframe *e = lframe_at(ts, --ts->depth);
     charge(e, now);
-    uint64_t el = now > e->t0 ? now - e->t0 : 0;
-    e->nodes[0]->m[AP_M_TOTAL_NS] += el;
-    e->nodes[0]->m[AP_M_SELF_NS] += el > e->charged ? el - e->charged : 0;
+    uint64_t el = now > e->base.t0 ? now - e->base.t0 : 0;
+    e->base.node->m[AP_M_TOTAL_NS] += el;
+    e->base.node->m[AP_M_SELF_NS] += el > e->base.child ? el - e->base.child : 0;
 }
 
-/* A target frame starts (start = 1) or resumes (start = 0).  Returns the
- * pushed frame or NULL (failure noted). */
-static lframe *on_start(LineTracerObject *t, lstate *ts, const line_rec *rec, const void *code,
-                        const void *fkey, int start, uint64_t now) {
-    if (ts->depth == ts->cap) {
-        lframe *s = PyMem_RawRealloc(ts->stack, 2 * ts->cap * sizeof *s);
-        if (s == NULL) {
-            ap_err_set(AP_ENOMEM, "out of memory");
-            hook_fail(t, "stack");
-            return NULL;
-        }
-        ts->stack = s;
-        ts->cap *= 2;
-    }
-    ap_node **nodes = target_nodes(ts, rec);
-    if (nodes == NULL) {
-        hook_fail(t, "tree");
-        return NULL;
-    }
-    if (!ts->named && nodes[0]->m[AP_M_CALLS] == 0)   /* threads register late: retry on new nodes */
-        ts->named = apext_thread_label(t->prof, ts->tree, t->threads, ts->ident, t->k_thread);
-    lframe *e = &ts->stack[ts->depth++];
-    e->code = code;
-    e->rec = rec;
-    e->nodes = nodes;
-    e->line = NULL;
-    e->lineno = 0;
-    e->t0 = e->t_line = now;
-    e->charged = 0;
-    if (start)
-        nodes[0]->m[AP_M_CALLS]++;
-    if (!rec->genlike)
-        return e;
-    uint64_t key = (uint64_t)(uintptr_t)fkey;
-    if (start) {   /* a new frame may reuse the address of a finished one */
-        ap_map_remove(&t->susp_line, key);
-        ap_map_remove(&t->susp_time, key);
-        return e;
-    }
+/* Where a generator-like frame suspended: its line, and for coroutines its
+ * await time, go back to the resumed frame e. */
+static void resume(LineTracerObject *t, apext_thread *ts, lframe *e, uint64_t key, uint64_t now) {
     uint64_t *line = ap_map_get(&t->susp_line, key);
     if (line != NULL) {
         e->lineno = (int)*line;
         e->line = e->lineno ? line_node(ts, e, e->lineno) : NULL;
         ap_map_remove(&t->susp_line, key);
     }
-    uint64_t *since = ap_map_get(&t->susp_time, key);
+    uint64_t *since = ap_map_get(&t->sess.suspended, key);
     if (since != NULL) {
         uint64_t w = now > *since ? now - *since : 0;
-        ap_map_remove(&t->susp_time, key);
-        nodes[0]->m[AP_M_AWAIT_NS] += w;
+        ap_map_remove(&t->sess.suspended, key);
+        e->base.node->m[AP_M_AWAIT_NS] += w;
         if (e->line != NULL)
             e->line->m[AP_M_AWAIT_NS] += w;
+    }
+}
+
+/* A target frame starts (start = 1) or resumes (start = 0).  Returns the
+ * pushed frame or NULL (failure noted). */
+static lframe *on_start(LineTracerObject *t, apext_thread *ts, const line_rec *rec,
+                        const void *code, const void *fkey, int start, uint64_t now) {
+    ap_node **nodes = target_nodes(ts, rec);
+    if (nodes == NULL) {
+        apext_session_fail(&t->sess, "tree");
+        return NULL;
+    }
+    lframe *e = (lframe *)apext_stack_push_slot(&t->sess, ts);
+    if (e == NULL)
+        return NULL;
+    if (!ts->named && nodes[0]->m[AP_M_CALLS] == 0)   /* threads register late: retry on new nodes */
+        apext_stack_name(&t->sess, ts);
+    e->base.node = nodes[0];
+    e->base.key = code;
+    e->base.t0 = e->t_line = now;
+    e->base.child = 0;
+    e->rec = rec;
+    e->nodes = nodes;
+    e->line = NULL;
+    e->lineno = 0;
+    if (start)
+        nodes[0]->m[AP_M_CALLS]++;
+    if (!rec->info.genlike)
+        return e;
+    uint64_t key = (uint64_t)(uintptr_t)fkey;
+    if (start) {   /* a new frame may reuse the address of a finished one */
+        ap_map_remove(&t->susp_line, key);
+        ap_map_remove(&t->sess.suspended, key);
+    } else {
+        resume(t, ts, e, key, now);
     }
     return e;
 }
 
 /* The frame of code on ts's stack (frames above it, whose exit was not
- * seen, are closed), or NULL if it is not among the top UNWIND_SEARCH. */
-static inline lframe *find_frame(lstate *ts, const void *code, uint64_t now) {
+ * seen, are closed), or NULL if it is not among the top APEXT_STACK_SEARCH. */
+static inline lframe *find_frame(apext_thread *ts, const void *code, uint64_t now) {
     size_t d = ts->depth;
-    if (d > 0 && ts->stack[d - 1].code == code)
-        return &ts->stack[d - 1];
-    for (size_t i = d; i-- > 0 && d - i <= UNWIND_SEARCH;) {
-        if (ts->stack[i].code == code) {
-            while (ts->depth > i + 1)
-                close_top(ts, now);
-            return &ts->stack[i];
-        }
-    }
-    return NULL;
+    if (d > 1 && lframe_at(ts, d - 1)->base.key == code)
+        return lframe_at(ts, d - 1);
+    size_t i = apext_stack_find(ts, code);
+    if (i == 0)
+        return NULL;
+    while (ts->depth > i + 1)
+        close_top(ts, now);
+    return lframe_at(ts, i);
 }
 
 static inline void on_line_event(LineTracerObject *t, const line_rec *rec, const void *code,
-                           const void *fkey, int lineno, uint64_t now) {
-    lstate *ts = lstate_get(t);
-    if (ts == NULL) {
-        hook_fail(t, "thread state");
+                                 const void *fkey, int lineno, uint64_t now) {
+    apext_thread *ts = apext_stack_thread(&t->sess, PRODUCER);
+    if (ts == NULL)
         return;
-    }
     lframe *e = find_frame(ts, code, now);
     if (e == NULL) {   /* a frame that was running when start() was called */
         e = on_start(t, ts, rec, code, fkey, 0, now);
@@ -417,49 +362,47 @@ static inline void on_line_event(LineTracerObject *t, const line_rec *rec, const
     }
     charge(e, now);
     ap_node *n = line_node(ts, e, lineno);
-    if (n == NULL && lineno >= e->rec->first && lineno < e->rec->first + e->rec->nlines &&
-        e->rec->line_frames[lineno - e->rec->first] != AP_NONE)
-        hook_fail(t, "tree");
+    if (n == NULL && lineno >= rec->first && lineno < rec->first + rec->nlines &&
+        rec->line_frames[lineno - rec->first] != AP_NONE)
+        apext_session_fail(&t->sess, "tree");
     if (n != NULL)
         n->m[AP_M_HITS]++;
     e->line = n;
     e->lineno = lineno;
 }
 
+/* A target frame starts or resumes (see on_start). */
+static inline void on_enter(LineTracerObject *t, const line_rec *rec, const void *code,
+                            const void *fkey, int start, uint64_t now) {
+    apext_thread *ts = apext_stack_thread(&t->sess, PRODUCER);
+    if (ts != NULL)
+        on_start(t, ts, rec, code, fkey, start, now);
+}
+
 /* A target frame returns or unwinds (yield = 0) or suspends (yield = 1). */
 static inline void on_leave(LineTracerObject *t, const line_rec *rec, const void *code,
-                           const void *fkey, int yield, uint64_t now) {
-    lstate *ts = lstate_get(t);
-    if (ts == NULL) {
-        hook_fail(t, "thread state");
+                            const void *fkey, int yield, uint64_t now) {
+    apext_thread *ts = apext_stack_thread(&t->sess, PRODUCER);
+    if (ts == NULL)
         return;
-    }
     lframe *e = find_frame(ts, code, now);
     if (e == NULL)
         return;
     int lineno = e->lineno;
     close_top(ts, now);
-    if (yield && rec->genlike) {
+    if (yield && rec->info.genlike) {
         uint64_t key = (uint64_t)(uintptr_t)fkey;
         if (ap_map_put(&t->susp_line, key, (uint64_t)lineno) != 0 ||
-            (rec->awaits && ap_map_put(&t->susp_time, key, now) != 0))
-            hook_fail(t, "suspension map");
+            (rec->info.awaits && ap_map_put(&t->sess.suspended, key, now) != 0))
+            apext_session_fail(&t->sess, "suspension map");
     }
-}
-
-/* Close every open frame of every thread at now (stop()). */
-static void flush_all(LineTracerObject *t) {
-    uint64_t now = ap_clock_now_ns();
-    for (lstate *ts = t->threads_list; ts != NULL; ts = ts->next)
-        while (ts->depth > 0)
-            close_top(ts, now);
 }
 
 /* The running tracer's record of code, or NULL when code is not one of its
  * targets. */
 static inline const line_rec *target_rec(LineTracerObject *t, PyObject *code) {
-    const line_rec *rec = apext_code_get(code, APEXT_SLOT_LINES);
-    return rec != NULL && rec->serial == t->serial ? rec : NULL;
+    const line_rec *rec = apext_code_get(code, PRODUCER);
+    return rec != NULL && rec->info.serial == t->sess.serial ? rec : NULL;
 }
 
 #if AP_MONITORING
@@ -468,36 +411,25 @@ static inline const line_rec *target_rec(LineTracerObject *t, PyObject *code) {
 enum { EV_START, EV_RESUME, EV_RETURN, EV_YIELD, EV_UNWIND, EV_THROW };
 
 static PyObject *mon_event(PyObject *const *a, Py_ssize_t n, int ev) {
-    LineTracerObject *t = active;
+    LineTracerObject *t = running_lines();
     if (t == NULL || n < 1)
         Py_RETURN_NONE;
     const line_rec *rec = target_rec(t, a[0]);
     if (rec == NULL)
         Py_RETURN_NONE;
     uint64_t now = ap_clock_now_ns();
-    const void *fkey = rec->genlike ? apext_current_iframe() : NULL;
-    switch (ev) {
-    case EV_START:
-    case EV_RESUME:
-    case EV_THROW: {
-        lstate *ts = lstate_get(t);
-        if (ts == NULL)
-            hook_fail(t, "thread state");
-        else
-            on_start(t, ts, rec, a[0], fkey, ev == EV_START, now);
-        break;
-    }
-    default:
+    const void *fkey = rec->info.genlike ? apext_compat_iframe() : NULL;
+    if (ev == EV_START || ev == EV_RESUME || ev == EV_THROW)
+        on_enter(t, rec, a[0], fkey, ev == EV_START, now);
+    else
         on_leave(t, rec, a[0], fkey, ev == EV_YIELD, now);
-        break;
-    }
     Py_RETURN_NONE;
 }
 
 /* LINE: (code, line_number) */
 static PyObject *cb_line(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     (void)m;
-    LineTracerObject *t = active;
+    LineTracerObject *t = running_lines();
     if (t == NULL || n < 2)
         Py_RETURN_NONE;
     const line_rec *rec = target_rec(t, a[0]);
@@ -509,123 +441,41 @@ static PyObject *cb_line(PyObject *m, PyObject *const *a, Py_ssize_t n) {
         PyErr_Clear();
         Py_RETURN_NONE;
     }
-    on_line_event(t, rec, a[0], rec->genlike ? apext_current_iframe() : NULL, (int)lineno, now);
+    on_line_event(t, rec, a[0], rec->info.genlike ? apext_compat_iframe() : NULL, (int)lineno,
+                  now);
     Py_RETURN_NONE;
 }
 
-#define CB(name, ev)                                                            \
+/* One callback per event kind, all through mon_event(). */
+#define CALLBACK(name, ev)                                                      \
     static PyObject *name(PyObject *m, PyObject *const *a, Py_ssize_t n) {      \
         (void)m;                                                                \
         return mon_event(a, n, ev);                                             \
     }
-CB(cb_start, EV_START)
-CB(cb_resume, EV_RESUME)
-CB(cb_return, EV_RETURN)
-CB(cb_yield, EV_YIELD)
-CB(cb_unwind, EV_UNWIND)
-CB(cb_throw, EV_THROW)
-#undef CB
+CALLBACK(cb_start, EV_START)
+CALLBACK(cb_resume, EV_RESUME)
+CALLBACK(cb_return, EV_RETURN)
+CALLBACK(cb_yield, EV_YIELD)
+CALLBACK(cb_unwind, EV_UNWIND)
+CALLBACK(cb_throw, EV_THROW)
+#undef CALLBACK
 
-typedef struct mon_event_def {
-    const char *name;   /* attribute of sys.monitoring.events */
-    PyMethodDef def;
-    int local;          /* set on the targets; else global */
-} mon_event_def;
-
-static mon_event_def mon_events[] = {
-    {"LINE", {"_on_line", (PyCFunction)(void (*)(void))cb_line, METH_FASTCALL, NULL}, 1},
-    {"PY_START", {"_on_line_start", (PyCFunction)(void (*)(void))cb_start, METH_FASTCALL, NULL}, 1},
-    {"PY_RESUME", {"_on_line_resume", (PyCFunction)(void (*)(void))cb_resume, METH_FASTCALL, NULL}, 1},
-    {"PY_RETURN", {"_on_line_return", (PyCFunction)(void (*)(void))cb_return, METH_FASTCALL, NULL}, 1},
-    {"PY_YIELD", {"_on_line_yield", (PyCFunction)(void (*)(void))cb_yield, METH_FASTCALL, NULL}, 1},
-    {"PY_UNWIND", {"_on_line_unwind", (PyCFunction)(void (*)(void))cb_unwind, METH_FASTCALL, NULL}, 0},
-    {"PY_THROW", {"_on_line_throw", (PyCFunction)(void (*)(void))cb_throw, METH_FASTCALL, NULL}, 0},
+/* PY_UNWIND and PY_THROW cannot be local events. */
+static apext_event lines_events[] = {
+    APEXT_EVENT("LINE", cb_line, APEXT_EV_LOCAL),
+    APEXT_EVENT("PY_START", cb_start, APEXT_EV_LOCAL),
+    APEXT_EVENT("PY_RESUME", cb_resume, APEXT_EV_LOCAL),
+    APEXT_EVENT("PY_RETURN", cb_return, APEXT_EV_LOCAL),
+    APEXT_EVENT("PY_YIELD", cb_yield, APEXT_EV_LOCAL),
+    APEXT_EVENT("PY_UNWIND", cb_unwind, 0),
+    APEXT_EVENT("PY_THROW", cb_throw, 0),
 };
-#define N_MON_EVENTS (sizeof mon_events / sizeof mon_events[0])
-
-static const char *const mon_event_names[] = {"LINE", "PY_START", "PY_RESUME", "PY_RETURN",
-                                              "PY_YIELD", "PY_UNWIND", "PY_THROW", NULL};
-
-static long local_mask = -1;
-
-static int set_local(int tool, PyObject *code, long mask) {
-    PyObject *mon = PySys_GetObject("monitoring");
-    PyObject *r = mon ? PyObject_CallMethod(mon, "set_local_events", "iOl", tool, code, mask) : NULL;
-    Py_XDECREF(r);
-    return r == NULL ? -1 : 0;
-}
-
-static int install_hooks(LineTracerObject *t) {
-    PyObject *mon = PySys_GetObject("monitoring");   /* borrowed */
-    int tool = apext_mon_use_tool("apiprof lines");
-    if (tool < 0)
-        return -1;
-    t->tool_id = tool;
-    PyObject *events = PyObject_GetAttrString(mon, "events");
-    if (events == NULL)
-        goto err;
-    long global = 0, local = 0;
-    for (size_t i = 0; i < N_MON_EVENTS; i++) {
-        PyObject *ev = PyObject_GetAttrString(events, mon_events[i].name);
-        if (ev == NULL)
-            goto err;
-        long bit = PyLong_AsLong(ev);
-        PyObject *fn = PyCFunction_New(&mon_events[i].def, NULL);
-        PyObject *r = fn ? PyObject_CallMethod(mon, "register_callback", "iOO", tool, ev, fn) : NULL;
-        Py_DECREF(ev);
-        Py_XDECREF(fn);
-        if (r == NULL)
-            goto err;
-        Py_DECREF(r);
-        if (mon_events[i].local)
-            local |= bit;
-        else
-            global |= bit;
-    }
-    Py_CLEAR(events);
-    local_mask = local;
-    PyObject *r = PyObject_CallMethod(mon, "set_events", "il", tool, global);
-    if (r == NULL)
-        goto err;
-    Py_DECREF(r);
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(t->codes); i++)
-        if (set_local(tool, PyList_GET_ITEM(t->codes, i), local) < 0)
-            goto err;
-    return 0;
-err:
-    Py_XDECREF(events);
-    {
-        AP_SAVE_EXC(exc);
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(t->codes); i++)
-            if (set_local(tool, PyList_GET_ITEM(t->codes, i), 0) < 0)
-                PyErr_Clear();
-        AP_RESTORE_EXC(exc);
-    }
-    apext_mon_free_tool(tool, mon_event_names);
-    return -1;
-}
-
-static void remove_hooks(LineTracerObject *t) {
-    AP_SAVE_EXC(exc);
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(t->codes); i++)
-        if (set_local(t->tool_id, PyList_GET_ITEM(t->codes, i), 0) < 0)
-            PyErr_Clear();
-    AP_RESTORE_EXC(exc);
-    apext_mon_free_tool(t->tool_id, mon_event_names);
-}
-
-/* A code added while running gets its local events now. */
-static int hook_code(LineTracerObject *t, PyObject *code) {
-    return set_local(t->tool_id, code, local_mask);
-}
 
 #else
 /* ---- 3.11: the C trace function of every thread ---------------------------------------------- */
 
-static PyObject *g_bootstrap;   /* _core._thread_trace_bootstrap; strong */
-
 static int trace_hook(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg) {
-    LineTracerObject *t = active;
+    LineTracerObject *t = running_lines();
     if (t == NULL || (PyObject *)t != obj)
         return 0;
     PyCodeObject *co = PyFrame_GetCode(frame);
@@ -634,104 +484,59 @@ static int trace_hook(PyObject *obj, PyFrameObject *frame, int what, PyObject *a
     if (rec == NULL)
         return 0;
     uint64_t now = ap_clock_now_ns();
-    switch (what) {
-    case PyTrace_LINE:
+    if (what == PyTrace_LINE)
         on_line_event(t, rec, co, frame, PyFrame_GetLineNumber(frame), now);
-        break;
-    case PyTrace_CALL: {
-        lstate *ts = lstate_get(t);
-        if (ts == NULL) {
-            hook_fail(t, "thread state");
-            break;
-        }
-        int start = !rec->genlike || PyFrame_GetLasti(frame) == rec->start_lasti;
-        on_start(t, ts, rec, co, frame, start, now);
-        break;
-    }
-    case PyTrace_RETURN: {
-        int yield = rec->genlike && arg != NULL &&
-                    apext_is_yield(rec->code_bytes, PyFrame_GetLasti(frame));
-        on_leave(t, rec, co, frame, yield, now);
-        break;
-    }
-    default:
-        break;
-    }
-    return 0;
-}
-
-/* Installed with threading.settrace(): runs once in each thread started
- * while the LineTracer runs, replaces itself with the C trace function and
- * passes the event on. */
-static PyObject *thread_bootstrap(PyObject *m, PyObject *const *a, Py_ssize_t n) {
-    (void)m;
-    LineTracerObject *t = active;
-    if (t == NULL) {
-        PyEval_SetTrace(NULL, NULL);
-        Py_RETURN_NONE;
-    }
-    PyEval_SetTrace(trace_hook, (PyObject *)t);
-    if (n == 3 && PyFrame_Check(a[0]) && PyUnicode_Check(a[1]) &&
-        PyUnicode_CompareWithASCIIString(a[1], "call") == 0)
-        trace_hook((PyObject *)t, (PyFrameObject *)a[0], PyTrace_CALL, a[2]);
-    Py_RETURN_NONE;
-}
-
-static PyMethodDef bootstrap_def = {
-    "_thread_trace_bootstrap", (PyCFunction)(void (*)(void))thread_bootstrap, METH_FASTCALL, NULL};
-
-static int set_threading_trace(PyObject *fn) {
-    PyObject *threading = PyImport_ImportModule("threading");
-    if (threading == NULL)
-        return -1;
-    PyObject *r = PyObject_CallMethod(threading, "settrace", "O", fn);
-    Py_DECREF(threading);
-    Py_XDECREF(r);
-    return r == NULL ? -1 : 0;
-}
-
-static int install_hooks(LineTracerObject *t) {
-    if (apext_opcodes_init() < 0)
-        return -1;
-    PyThreadState *me = PyThreadState_Get();
-    if (me->c_tracefunc != NULL) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "apiprof: another tracer is active in this thread (sys.settrace: a "
-                        "debugger or coverage); stop it first");
-        return -1;
-    }
-    if (g_bootstrap == NULL && (g_bootstrap = PyCFunction_New(&bootstrap_def, NULL)) == NULL)
-        return -1;
-    if (set_threading_trace(g_bootstrap) < 0)
-        return -1;
-    for (PyThreadState *ts = PyInterpreterState_ThreadHead(me->interp); ts != NULL;
-         ts = PyThreadState_Next(ts)) {
-        if (_PyEval_SetTrace(ts, trace_hook, (PyObject *)t) < 0)
-            PyErr_Clear();
-    }
-    return 0;
-}
-
-static void remove_hooks(LineTracerObject *t) {
-    (void)t;
-    AP_SAVE_EXC(exc);
-    PyThreadState *me = PyThreadState_Get();
-    for (PyThreadState *ts = PyInterpreterState_ThreadHead(me->interp); ts != NULL;
-         ts = PyThreadState_Next(ts)) {
-        if (ts->c_tracefunc == trace_hook && _PyEval_SetTrace(ts, NULL, NULL) < 0)
-            PyErr_Clear();
-    }
-    if (set_threading_trace(Py_None) < 0)
-        PyErr_Clear();
-    AP_RESTORE_EXC(exc);
-}
-
-static int hook_code(LineTracerObject *t, PyObject *code) {
-    (void)t;
-    (void)code;
+    else if (what == PyTrace_CALL)
+        on_enter(t, rec, co, frame, apext_code_is_start(&rec->info, frame), now);
+    else if (what == PyTrace_RETURN)
+        on_leave(t, rec, co, frame, apext_code_is_yield(&rec->info, frame, arg), now);
     return 0;
 }
 #endif
+
+static apext_hooks lines_hooks =
+    APEXT_HOOKS(PRODUCER, "apiprof lines", lines_events, APEXT_LEGACY_TRACE, trace_hook);
+
+/* ---- session operations ------------------------------------------------------------------- */
+
+static int lines_traverse(PyObject *owner, visitproc visit, void *arg) {
+    Py_VISIT(((LineTracerObject *)owner)->codes);
+    return 0;
+}
+
+static void lines_clear(PyObject *owner) {
+    LineTracerObject *t = (LineTracerObject *)owner;
+    t->sess.targets = NULL;
+    Py_CLEAR(t->codes);
+}
+
+static void lines_dealloc(PyObject *owner) {
+    ap_map_free(&((LineTracerObject *)owner)->susp_line);
+}
+
+/* Fill every target's record before the hooks see them. */
+static int lines_prepare(PyObject *owner) {
+    LineTracerObject *t = (LineTracerObject *)owner;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(t->codes); i++)
+        if (rec_fill(t, PyList_GET_ITEM(t->codes, i), (uint32_t)i) < 0)
+            return -1;
+    return 0;
+}
+
+static void lines_stopped(PyObject *owner) {
+    ap_map_clear(&((LineTracerObject *)owner)->susp_line);
+}
+
+static const apext_session_ops lines_ops = {
+    .hooks = &lines_hooks,
+    .prepare = lines_prepare,
+    .close_top = close_top,
+    .stopped = lines_stopped,
+    .thread_free = line_nodes_free,
+    .traverse = lines_traverse,
+    .clear = lines_clear,
+    .dealloc = lines_dealloc,
+};
 
 /* ---- the LineTracer type ----------------------------------------------------------------------- */
 
@@ -745,23 +550,14 @@ static PyObject *lt_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     LineTracerObject *t = (LineTracerObject *)type->tp_alloc(type, 0);
     if (t == NULL)
         return NULL;
-    t->prof = ap_prof_new();
-    t->codes = PyList_New(0);
-    if (t->prof == NULL || t->codes == NULL) {
+    if (apext_session_init(&t->sess, PRODUCER, (PyObject *)t, &lines_ops, "line profiler",
+                           "apiprof lines", 0, sizeof(lframe)) < 0 ||
+        (t->codes = PyList_New(0)) == NULL) {
         Py_DECREF(t);
-        return PyErr_NoMemory();
+        return NULL;
     }
-    t->serial = next_serial++;
-    t->threads = threads != Py_None ? Py_NewRef(threads) : NULL;
-    t->k_thread = ap_prof_intern(t->prof, "thread", 6);
-    t->k_thread_id = ap_prof_intern(t->prof, "thread_id", 9);
-    if (t->k_thread == AP_NONE || t->k_thread_id == AP_NONE ||
-        ap_prof_meta_set(t->prof, "clock", "wall") != 0 ||
-        ap_prof_meta_set(t->prof, "tool", "apiprof lines") != 0 ||
-        ap_prof_meta_set(t->prof, "python", Py_GetVersion()) != 0) {
-        Py_DECREF(t);
-        return PyErr_NoMemory();
-    }
+    t->sess.threads_dict = threads != Py_None ? Py_NewRef(threads) : NULL;
+    t->sess.targets = t->codes;
     return (PyObject *)t;
 }
 
@@ -776,161 +572,49 @@ static PyObject *lt_add_code(LineTracerObject *t, PyObject *code) {
     if (PyList_Append(t->codes, code) < 0)
         return NULL;
     /* A record is filled at start(); a code added while running gets it now. */
-    if (t->running) {
+    if (t->sess.running) {
         if (rec_fill(t, code, (uint32_t)(PyList_GET_SIZE(t->codes) - 1)) < 0 ||
-            hook_code(t, code) < 0) {
+            apext_install_code(&t->sess, code) < 0) {
             PySequence_DelItem(t->codes, PyList_GET_SIZE(t->codes) - 1);
             return NULL;
         }
-    } else {
-        /* Intern the frames now, so that a target never run still shows. */
-        ap_frame f = {apext_intern(t->prof, ((PyCodeObject *)code)->co_name),
-                      apext_intern(t->prof, ((PyCodeObject *)code)->co_qualname),
-                      apext_intern(t->prof, ((PyCodeObject *)code)->co_filename),
-                      (uint32_t)((PyCodeObject *)code)->co_firstlineno, 0, AP_FRAME_PYTHON};
-        if (f.name == AP_NONE || f.qualname == AP_NONE || f.file == AP_NONE ||
-            ap_prof_frame_intern(t->prof, &f) == AP_NONE)
-            return PyErr_NoMemory();
+    } else if (apext_code_frame(t->sess.prof, (PyCodeObject *)code, 0) == AP_NONE) {
+        /* Interned now, so that a target never run still shows. */
+        return PyErr_NoMemory();
     }
     Py_RETURN_TRUE;
-}
-
-static PyObject *lt_start(LineTracerObject *t, PyObject *Py_UNUSED(a)) {
-    if (active == t)
-        return PyErr_Format(PyExc_RuntimeError, "apiprof: this line profiler is already running");
-    if (active != NULL)
-        return PyErr_Format(PyExc_RuntimeError, "apiprof: another apiprof line profiler is running");
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(t->codes); i++)
-        if (rec_fill(t, PyList_GET_ITEM(t->codes, i), (uint32_t)i) < 0)
-            return NULL;
-    if (ap_prof_meta_get(t->prof, "started") == NULL)
-        apext_meta_time(t->prof, "started");
-    generation++;
-    active = t;
-    t->running = 1;
-    if (install_hooks(t) < 0) {
-        active = NULL;
-        t->running = 0;
-        return NULL;
-    }
-    Py_INCREF(t);   /* the hooks hold it while running */
-    Py_RETURN_NONE;
-}
-
-static PyObject *lt_stop(LineTracerObject *t, PyObject *Py_UNUSED(a)) {
-    if (active != t)
-        Py_RETURN_NONE;
-    remove_hooks(t);
-    flush_all(t);
-    active = NULL;
-    t->running = 0;
-    generation++;
-    ap_map_clear(&t->susp_time);
-    ap_map_clear(&t->susp_line);
-    apext_meta_time(t->prof, "stopped");
-    if (ap_prof_finish(t->prof) != 0)
-        apext_fail_note(&t->fail, "finish");
-    Py_DECREF(t);
-    if (apext_fail_warn(&t->fail) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *lt_profile(LineTracerObject *t, PyObject *Py_UNUSED(a)) {
-    return apext_profile_wrap(apext_state_of_type(Py_TYPE(t)), (PyObject *)t, t->prof);
-}
-
-static PyObject *lt_get_running(LineTracerObject *t, void *Py_UNUSED(c)) {
-    return PyBool_FromLong(t->running);
-}
-
-static PyObject *lt_get_tool_id(LineTracerObject *t, void *Py_UNUSED(c)) {
-    if (!t->running || AP_MONITORING == 0)
-        Py_RETURN_NONE;
-    return PyLong_FromLong(t->tool_id);
 }
 
 static PyObject *lt_get_codes(LineTracerObject *t, void *Py_UNUSED(c)) {
     return PyList_GetSlice(t->codes, 0, PyList_GET_SIZE(t->codes));
 }
 
-static int lt_traverse(LineTracerObject *t, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(t));
-    Py_VISIT(t->codes);
-    Py_VISIT(t->threads);
-    return 0;
-}
-
-static int lt_clear(LineTracerObject *t) {
-    Py_CLEAR(t->codes);
-    Py_CLEAR(t->threads);
-    return 0;
-}
-
-static void lt_dealloc(LineTracerObject *t) {
-    PyTypeObject *tp = Py_TYPE(t);
-    PyObject_GC_UnTrack(t);
-    lt_clear(t);
-    for (lstate *ts = t->threads_list; ts != NULL;) {
-        lstate *next = ts->next;
-        for (size_t i = 0; i < ts->nodes_cap; i++)
-            PyMem_RawFree(ts->nodes[i]);
-        PyMem_RawFree(ts->nodes);
-        PyMem_RawFree(ts->stack);
-        PyMem_RawFree(ts);
-        ts = next;
-    }
-    ap_map_free(&t->susp_time);
-    ap_map_free(&t->susp_line);
-    ap_prof_free(t->prof);
-    tp->tp_free(t);
-    Py_DECREF(tp);
-}
-
 static PyMethodDef lt_methods[] = {
     {"add_code", (PyCFunction)lt_add_code, METH_O,
      "add_code(code) -> bool\n\nMake a code object a target (also while running); False if it "
      "already was one."},
-    {"start", (PyCFunction)lt_start, METH_NOARGS, "start()\n\nStart recording the targets' lines."},
-    {"stop", (PyCFunction)lt_stop, METH_NOARGS,
+    {"start", apext_session_py_start, METH_NOARGS, "start()\n\nStart recording the targets' lines."},
+    {"stop", apext_session_py_stop, METH_NOARGS,
      "stop()\n\nStop recording and close every open frame; a no-op when not running."},
-    {"profile", (PyCFunction)lt_profile, METH_NOARGS,
+    {"profile", apext_session_py_profile, METH_NOARGS,
      "profile() -> Profile\n\nThe recorded profile (shares the line tracer's data)."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyGetSetDef lt_getset[] = {
-    {"running", (getter)lt_get_running, NULL, "Whether the hooks are installed.", NULL},
-    {"tool_id", (getter)lt_get_tool_id, NULL,
+    {"running", apext_session_py_running, NULL, "Whether the hooks are installed.", NULL},
+    {"tool_id", apext_session_py_tool_id, NULL,
      "The sys.monitoring tool id in use (3.12+, while running), else None.", NULL},
     {"codes", (getter)lt_get_codes, NULL, "The target code objects, in the order added.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-static PyType_Slot lt_slots[] = {
-    {Py_tp_new, lt_new},
-    {Py_tp_dealloc, lt_dealloc},
-    {Py_tp_traverse, lt_traverse},
-    {Py_tp_clear, lt_clear},
-    {Py_tp_methods, lt_methods},
-    {Py_tp_getset, lt_getset},
-    {Py_tp_doc, "LineTracer(*, threads=None)\n\nThe line profiler of apiprof (use "
-                "apiprof.LineProfiler)."},
-    {0, NULL},
-};
-
-static PyType_Spec lt_spec = {
-    .name = "apiprof._core.LineTracer",
-    .basicsize = sizeof(LineTracerObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
-    .slots = lt_slots,
-};
-
 int apext_lines_init(PyObject *module, apext_state *st) {
-    if (apext_code_init(APEXT_SLOT_LINES, line_rec_free) < 0)
+    if (apext_code_init(PRODUCER, line_rec_free) < 0)
         return -1;
-    st->line_tracer_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &lt_spec, NULL);
-    if (st->line_tracer_type == NULL)
-        return -1;
-    return PyModule_AddType(module, st->line_tracer_type);
+    return apext_session_add_type(module, "apiprof._core.LineTracer", sizeof(LineTracerObject),
+                                  lt_new, lt_methods, lt_getset,
+                                  "LineTracer(*, threads=None)\n\nThe line profiler of apiprof (use "
+                                  "apiprof.LineProfiler).",
+                                  &st->line_tracer_type);
 }

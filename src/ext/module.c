@@ -4,6 +4,7 @@
 #include "ap_err.h"
 #include "ap_metric.h"
 #include "labels.h"
+#include "session.h"
 
 PyObject *apext_raise_core(const char *what)
 {
@@ -84,10 +85,11 @@ static int module_exec(PyObject *module)
         return -1;
     if (apext_profile_init(module, st) < 0)
         return -1;
-    if (apext_tracer_init(module, st) < 0)
+#define APEXT_PRODUCER_EXEC_(name, init) \
+    if (init(module, st) < 0)             \
         return -1;
-    if (apext_lines_init(module, st) < 0)
-        return -1;
+    APEXT_PRODUCERS(APEXT_PRODUCER_EXEC_)
+#undef APEXT_PRODUCER_EXEC_
     if (apext_routes_init(module, st) < 0)
         return -1;
     return 0;
