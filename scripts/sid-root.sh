@@ -61,7 +61,8 @@ in_root() {
 # A killed debootstrap may leave its /proc (or more) mounted in the partial root: unmount
 # those before removing it, so that nothing of the host is deleted through them.
 unmount_under() {
-    findmnt -rn -o TARGET | grep -F "$1/" | sort -r | while read -r m; do umount -l "$m"; done
+    local m
+    for m in $(findmnt -rn -o TARGET | grep -F "$1/" | sort -r || true); do umount -l "$m"; done
 }
 
 ensure() {
