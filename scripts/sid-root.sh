@@ -46,11 +46,7 @@ in_root() {
         for d in /proc /sys /dev /dev/pts /dev/shm; do
             mkdir -p "$r$d" && mount --rbind "$d" "$r$d"
         done
-        mkdir -p "$r$TOP" && mount --bind "$TOP" "$r$TOP"
-        # A worktree keeps its git metadata outside its folder; bind that too when present.
-        gd=$(git -C "$TOP" rev-parse --git-common-dir 2>/dev/null || true)
-        case "$gd" in /*) if [ -d "$gd" ] && [ "${gd#"$TOP"/}" = "$gd" ]; then
-            mkdir -p "$r$gd" && mount --bind "$gd" "$r$gd"; fi ;; esac
+        if [ "$TOP" != / ]; then mkdir -p "$r$TOP" && mount --bind "$TOP" "$r$TOP"; fi
         exec chroot "$r" /usr/bin/env -i HOME=/root TERM="${TERM:-dumb}" LANG=C.UTF-8 \
             PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
             APIPROF_IN_SID=1 \
