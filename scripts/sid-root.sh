@@ -81,7 +81,8 @@ ensure() {
         chmod +x "$tmp/usr/sbin/policy-rc.d"
         # A mirror that is a frozen copy serves a Release whose Valid-Until has passed.
         echo 'Acquire::Check-Valid-Until "false";' >"$tmp/etc/apt/apt.conf.d/99apiprof"
-        rm -rf "$SID_ROOT"
+        unmount_under "$SID_ROOT"
+        rm -rf --one-file-system "$SID_ROOT"
         mv "$tmp" "$SID_ROOT"
         touch "$SID_ROOT/.apiprof-base"
     fi
