@@ -1,12 +1,21 @@
 # apiprof: `make demo` (the main job on the example app) and `make test`.
 # PYTHON picks the interpreter (python3.11 by default); VENV its virtualenv.
+# PYTHON=python3.14 or python3.15: every goal runs inside a Debian unstable root that
+# scripts/sid-root.sh makes once and caches (SID_ROOT, default /var/cache/apiprof-sid), with the
+# venv in .venv-3.14 / .venv-3.15; SID=0 uses an interpreter of the host instead.
 
 PYTHON ?= python3.11
+SID_VERSIONS := 3.14 3.15
+PYVER := $(patsubst python%,%,$(notdir $(PYTHON)))
+SID ?= $(if $(filter $(PYVER),$(SID_VERSIONS)),1,0)
+ifeq ($(SID),1)
+VENV ?= .venv-$(PYVER)
+endif
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYBIN = $(shell scripts/find-python.sh $(PYTHON))
 BUILD_ARGS := -Csetup-args=-Dwerror=true
-VERSIONS := 3.11 3.12 3.13
+VERSIONS := 3.11 3.12 3.13 3.14 3.15
 ASAN_VENV := .venv-asan
 SAN_BUILD_ARGS := -Csetup-args=-Db_sanitize=address,undefined -Csetup-args=-Db_lundef=false \
   -Csetup-args=-Dbuildtype=debugoptimized -Csetup-args=-Db_ndebug=false \
@@ -14,9 +23,20 @@ SAN_BUILD_ARGS := -Csetup-args=-Db_sanitize=address,undefined -Csetup-args=-Db_l
 SAN_ENV = LD_PRELOAD=$$(gcc -print-file-name=libasan.so) PYTHONMALLOC=malloc \
   ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 
-.PHONY: all venv install demo test test-c test-py lint test-all sanitize bench clean system-deps fuzz
+.PHONY: all venv install demo test test-c test-py lint test-all sanitize bench clean system-deps fuzz \
+  sid-root
 
 all: install
+
+# The Debian unstable root (scripts/sid-root.sh): made or updated here, reused when cached.
+sid-root:
+	scripts/sid-root.sh ensure
+
+ifeq ($(SID)$(APIPROF_IN_SID),1)
+# On the host with PYTHON=python3.14/3.15: the same goals, run by make inside the root.
+$(filter-out sid-root,$(or $(MAKECMDGOALS),all)):
+	scripts/sid-root.sh run make --no-print-directory PYTHON=$(PYTHON) VENV=$(VENV) $@
+else
 
 # The venv is remade when it was made by another interpreter than $(PYTHON).
 $(VENV)/.deps-$(PYTHON): requirements-dev.txt examples/shop/requirements.txt
@@ -30,8 +50,9 @@ $(VENV)/.deps-$(PYTHON): requirements-dev.txt examples/shop/requirements.txt
 venv: $(VENV)/.deps-$(PYTHON)
 
 
+# meson-python runs meson and ninja from PATH: the venv's, whatever the host has.
 install: venv
-	$(PY) -m pip install -q --no-build-isolation --no-deps $(BUILD_ARGS) .
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pip install -q --no-build-isolation --no-deps $(BUILD_ARGS) .
 	$(PY) -c "import apiprof, apiprof._core"
 
 demo: install
@@ -83,7 +104,7 @@ sanitize: system-deps
 	  -Db_ndebug=false "-Dc_args=-fno-sanitize-recover=all -fno-omit-frame-pointer" >/dev/null
 	$(ASAN_VENV)/bin/ninja -C build/asan-c test_core >/dev/null
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 build/asan-c/test_core
-	$(ASAN_VENV)/bin/python -m pip install -q --no-build-isolation --no-deps $(BUILD_ARGS) \
+	PATH=$(CURDIR)/$(ASAN_VENV)/bin:$$PATH $(ASAN_VENV)/bin/python -m pip install -q --no-build-isolation --no-deps $(BUILD_ARGS) \
 	  $(SAN_BUILD_ARGS) .
 	$(SAN_ENV) $(ASAN_VENV)/bin/python -m pytest -q -p no:cacheprovider
 
@@ -111,3 +132,5 @@ fuzz: install
 
 clean:
 	rm -rf build reports .venv .venv-* .pytest_cache
+
+endif

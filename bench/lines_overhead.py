@@ -14,6 +14,7 @@ dependency of apiprof).
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import json
 import platform
@@ -27,11 +28,15 @@ from typing import Any
 import apiprof
 
 
-def ensure_peer() -> None:
+def ensure_peer() -> bool:
+    """Install line_profiler if missing; whether it is there (it may not build on the
+    newest Pythons)."""
     if importlib.util.find_spec("line_profiler") is None:
         print(f"installing benchmark peer into {sys.prefix}: line_profiler", flush=True)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "line_profiler"],
-                       check=True)
+                       check=False)
+        importlib.invalidate_caches()
+    return importlib.util.find_spec("line_profiler") is not None
 
 
 # ---- workloads ----------------------------------------------------------------------------
@@ -86,6 +91,12 @@ def aggregate(records: list[str]) -> dict[str, Any]:
 # ---- tools ------------------------------------------------------------------------------------
 
 
+def _version(module: str) -> str:
+    if importlib.util.find_spec(module) is None:
+        return "absent"
+    return str(getattr(importlib.import_module(module), "__version__", "?"))
+
+
 def run_baseline(target: Callable[..., Any], fn: Callable[[], Any]) -> float:
     t0 = time.perf_counter()
     fn()
@@ -122,8 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="smaller workloads, 3 reps")
     args = parser.parse_args(argv)
-    ensure_peer()
-    import line_profiler
+    if not ensure_peer():
+        print(f"line_profiler does not install on Python {platform.python_version()}: "
+              "apiprof alone against the baseline")
+        TOOLS.pop("line_profiler")
 
     reps = 3 if args.quick else args.reps
     n_loop = 200_000 if args.quick else 2_000_000
@@ -142,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                 times[name][tool].append(run(target, fn))
     result: dict[str, Any] = {
         "bench": "lines_overhead", "python": platform.python_version(),
-        "line_profiler": getattr(line_profiler, "__version__", "?"),
+        "line_profiler": _version("line_profiler"),
         "clock": apiprof._core.clock_source(), "reps": reps, "workloads": {},
     }
     head = ["workload", "baseline", "apiprof", "x", "line_profiler", "x", "extra ratio"]
@@ -150,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in workloads:
         med = {t: statistics.median(v) for t, v in times[name].items()}
         base = med["baseline"]
+        med.setdefault("line_profiler", float("nan"))
         extra_a = med["apiprof"] - base
         extra_l = med["line_profiler"] - base
         ratio = extra_a / extra_l if extra_l > 0 else float("nan")

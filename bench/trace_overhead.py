@@ -8,8 +8,10 @@ workload in turn (same process, same minute); the median of the reps is reported
 overhead ratio to the baseline and apiprof's extra time as a fraction of cProfile's.
 "hooks-only" is apiprof with every function filtered out: what the interpreter charges
 for delivering events to any hook, before the profiler does any work.
-yappi and pyinstrument are installed into the running interpreter's environment with pip
-if they are missing (they are benchmark peers, not dependencies of apiprof).
+On 3.15+ profiling.tracing (cProfile's new home) runs too. yappi and pyinstrument are
+installed into the running interpreter's environment with pip if they are missing (they
+are benchmark peers, not dependencies of apiprof); one that does not install on this
+Python is left out and named.
 """
 
 from __future__ import annotations
@@ -33,11 +35,17 @@ import apiprof
 PEERS = {"yappi": "yappi", "pyinstrument": "pyinstrument"}
 
 
-def ensure_peers() -> None:
-    missing = [pkg for mod, pkg in PEERS.items() if importlib.util.find_spec(mod) is None]
-    if missing:
-        print(f"installing benchmark peers into {sys.prefix}: {' '.join(missing)}", flush=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
+def ensure_peers() -> list[str]:
+    """Install the missing peers; returns those that do not install on this Python."""
+    absent = []
+    for mod, pkg in PEERS.items():
+        if importlib.util.find_spec(mod) is None:
+            print(f"installing benchmark peer into {sys.prefix}: {pkg}", flush=True)
+            subprocess.run([sys.executable, "-m", "pip", "install", "-q", pkg], check=False)
+            importlib.invalidate_caches()
+            if importlib.util.find_spec(mod) is None:
+                absent.append(mod)
+    return absent
 
 
 # ---- workloads ----------------------------------------------------------------------
@@ -187,6 +195,18 @@ def run_cprofile(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
+def run_profiling_tracing(fn: Callable[[], Any]) -> float:
+    """3.15+: cProfile's new home, profiling.tracing."""
+    import profiling.tracing  # type: ignore[import-not-found]
+
+    p = profiling.tracing.Profile()
+    t0 = time.perf_counter()
+    p.enable()
+    fn()
+    p.disable()
+    return time.perf_counter() - t0
+
+
 def run_yappi(fn: Callable[[], Any]) -> float:
     import yappi
 
@@ -213,7 +233,7 @@ def run_pyinstrument(fn: Callable[[], Any]) -> float:
 
 TOOLS: dict[str, Callable[[Callable[[], Any]], float]] = {
     "baseline": run_baseline, "apiprof": run_apiprof, "hooks-only": run_apiprof_floor,
-    "cProfile": run_cprofile,
+    "cProfile": run_cprofile, "profiling.tracing": run_profiling_tracing,
     "yappi": run_yappi, "pyinstrument": run_pyinstrument,
 }
 
@@ -223,7 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="smaller workloads, 3 reps")
     args = parser.parse_args(argv)
-    ensure_peers()
+    absent = ensure_peers()
+    if importlib.util.find_spec("profiling") is None:
+        absent.append("profiling.tracing")   # 3.15+
+    for name in absent:
+        print(f"{name}: not available on Python {platform.python_version()}, left out")
+        TOOLS.pop(name)
     scale = 0.25 if args.quick else 1.0
     reps = 3 if args.quick else args.reps
     workloads: dict[str, Callable[[], Any]] = {

@@ -7,8 +7,13 @@ if p=$(command -v "$name" 2>/dev/null) && "$p" -c 'import sys' >/dev/null 2>&1; 
 fi
 ver=${name#python}
 root=$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")
-for d in $(ls -d "$root"/versions/"$ver"* 2>/dev/null | sort -rV); do
+# Free-threaded versions (3.14t ...) are passed over: apiprof does not build for them.
+for d in $(ls -d "$root"/versions/"$ver"* 2>/dev/null | grep -v 't[^/]*$' | sort -rV); do
     if [ -x "$d/bin/$name" ]; then echo "$d/bin/$name"; exit 0; fi
 done
-echo "find-python.sh: no interpreter named $name (install it, or pass PYTHON=/path/to/python)" >&2
+case $ver in
+    3.14|3.15) hint="; make gets $name from a Debian unstable root unless SID=0" ;;
+    *) hint="" ;;
+esac
+echo "find-python.sh: no interpreter named $name (install it, or pass PYTHON=/path/to/python$hint)" >&2
 exit 1

@@ -4,6 +4,10 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+
+#ifdef Py_GIL_DISABLED
+#error "apiprof does not support free-threaded CPython; build it with the GIL-enabled interpreter"
+#endif
 #include <stdint.h>
 
 /* Module state of apiprof._core. One instance per module object (multi-phase
