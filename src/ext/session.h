@@ -37,10 +37,10 @@ APEXT_PRODUCERS(APEXT_PRODUCER_INIT_DECL_)
 /* ---- failures in hooks --------------------------------------------------------------
  * A hook never raises: it records the first failure (with the ap_err message)
  * and counts the events it dropped; stop() reports it. */
-typedef struct apext_fail {
+typedef struct apext_session_failure {
     char msg[200];   /* "" when nothing failed */
     uint64_t lost;
-} apext_fail;
+} apext_session_failure;
 
 /* ---- sessions ---------------------------------------------------------------------
  * One session per producer object: what the framework keeps for it.  The
@@ -93,7 +93,7 @@ typedef struct apext_session {
     ap_str_id phase;             /* label phase=<phase> of new trees; AP_NONE: none */
     size_t frame_size;           /* bytes of one shadow-stack entry (>= sizeof(apext_frame)) */
     struct apext_thread *threads;   /* every thread seen, newest first; owned */
-    apext_fail fail;
+    apext_session_failure fail;
 } apext_session;
 
 /* Every producer object starts like this: PyObject_HEAD, then its session
@@ -113,20 +113,20 @@ extern uint64_t apext_session_generation[APEXT_NPRODUCERS];
 
 /* Set up s for producer p owned by owner: a new profile with metadata clock
  * and tool, the thread label keys, the serial.  frame_size is the size of
- * the producer's shadow-stack entry.  0, or -1 with an exception set (the
- * caller frees s with apext_session_free()). */
+ * the producer's shadow-stack entry.  0, or -1 with an exception set (what
+ * was made is freed with the object, see apext_session_add_type). */
 int apext_session_init(apext_session *s, apext_producer p, PyObject *owner,
                        const apext_session_ops *ops, const char *noun, const char *tool,
                        int cpu_clock, size_t frame_size);
 
-/* Free what s owns (profile, thread states).  s must not be running.
- * Can't fail. */
+/* Free what s owns (profile, thread states, suspension map); the
+ * framework's dealloc calls it.  s must not be running.  Can't fail. */
 void apext_session_free(apext_session *s);
 
 /* Start s: RuntimeError if it or another session of its producer runs; else
  * the generation changes, s becomes the running session, ops->prepare runs,
- * the hooks are installed and the owner is kept alive until stop.  0, or -1 with an exception set
- * (nothing changed). */
+ * the hooks are installed and the owner is kept alive until stop.  0, or -1
+ * with an exception set (s is then not running and no hook is left). */
 int apext_session_start(apext_session *s);
 
 /* Stop s if it runs (else a no-op): remove the hooks, close every open

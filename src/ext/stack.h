@@ -123,8 +123,10 @@ static inline size_t apext_stack_find(const apext_thread *ts, const void *key) {
 /* ---- calling-context stacks ---------------------------------------------------------
  * The function tracer's stack: each entry's node is the child of the entry
  * below it.  Every push and pop of it goes through apext_stack_enter() and
- * apext_stack_pop_top(): the place for anything that follows them (a
- * timeline of enter and exit events). */
+ * apext_stack_pop_top() (exits, phase switches and stop() included; only
+ * stop() in CPU mode drops other threads' frames without closing them): the
+ * place for anything that follows them (a timeline of enter and exit
+ * events). */
 
 /* Push the frame of key under the top entry of ts at clock now, adding
  * calls to its node's call count.  Returns the node, or NULL with the
