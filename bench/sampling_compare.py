@@ -62,7 +62,9 @@ def top_collapsed(path: str) -> tuple[list[str], int]:
     the top three functions and the number of samples."""
     counts: collections.Counter[str] = collections.Counter()
     total = 0
-    with open(path) as f:
+    # The sampler writes names as it read them from the target's memory: a torn read can
+    # leave bytes that are not UTF-8.
+    with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             stack, _, n = line.rstrip("\n").rpartition(" ")
             if not stack or not n.isdigit() or ":measured:" not in stack:
