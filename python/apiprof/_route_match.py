@@ -44,6 +44,24 @@ def endpoint_of(route: Any) -> dict[str, Any] | None:
     return {"file": code.co_filename, "line": code.co_firstlineno, "qualname": code.co_qualname}
 
 
+def included_match(route: Any, scope: dict[str, Any], prefix: str) -> Match | None:
+    """The route inside a router that FastAPI (0.120 and later) keeps as one included-router
+    entry (``include_router``; nested ones inside it): its full template, include prefixes
+    included, as FastAPI's own matching picks it; None when FastAPI offers no way to ask."""
+    pick = getattr(route, "_match", None)
+    for _ in range(32):  # included routers nest; each step goes one level down
+        if pick is None:
+            return None
+        _, _, inner, context = pick(scope)
+        if context is not None:
+            return {"route": prefix + getattr(context, "path", ""),
+                    "endpoint": endpoint_of(context)}
+        if inner is None:
+            return None
+        pick = getattr(inner, "_match", None)
+    return None
+
+
 def match(routes: list[Any], scope: dict[str, Any], prefix: str = "") -> Match | None:
     """The first route that fully matches scope, else the first partial match (the method
     differs: the app answers 405, no endpoint runs), as Starlette's router decides."""
@@ -56,7 +74,11 @@ def match(routes: list[Any], scope: dict[str, Any], prefix: str = "") -> Match |
             continue
         template = prefix + getattr(route, "path", "")
         sub = getattr(route, "routes", None)
-        if sub:  # a Mount: the route inside it
+        if hasattr(route, "original_router"):  # FastAPI's included router
+            found = included_match(route, scope, prefix)
+            if found is None:
+                continue
+        elif sub:  # a Mount: the route inside it
             inner = match(list(sub), {**scope, **child}, template)
             if inner is None:
                 continue
