@@ -12,14 +12,13 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from apiprof import Profiler, _core
 from conftest import free_port
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, wait_healthy
 
 APIPROF = Path(sys.executable).with_name("apiprof")
 APPS = REPO_ROOT / "tests" / "py" / "apps"
@@ -43,16 +42,7 @@ def serve_and_query(cmd: list[str], tmp_path: Path, env: dict[str, str], port: i
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
                               trust_env=False) as client:
-                deadline = time.monotonic() + 60
-                while True:
-                    assert proc.poll() is None, log_path.read_text()
-                    try:
-                        if client.get("/health").status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    assert time.monotonic() < deadline, "server did not start"
-                    time.sleep(0.1)
+                wait_healthy(client, proc, log_path)
                 for i in range(K_ITEMS):
                     assert client.get(f"/items/{100 + i}").json()["item_id"] == 100 + i
                 for i in range(L_SYNC):

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from apiprof import _core
 from conftest import free_port
-from helpers import SHOP_DIR
+from helpers import SHOP_DIR, wait_healthy
 
 APIPROF = Path(sys.executable).with_name("apiprof")
 
@@ -160,16 +160,7 @@ def test_run_uvicorn_serving_the_shop(tmp_path):
     url = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=url, timeout=30, trust_env=False) as client:
-            deadline = time.monotonic() + 60
-            while True:
-                assert proc.poll() is None, (tmp_path / "server.log").read_text()
-                try:
-                    if client.get("/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.1)
+            wait_healthy(client, proc, (tmp_path / "server.log"))
             for _ in range(3):
                 assert client.get("/orders/recent", params={"limit": 5}).status_code == 200
             for zone in ("eu", "world"):
