@@ -76,6 +76,106 @@ static void put_source(ap_sbuf *out, const char *path, uint32_t first, uint32_t 
     fclose(f);
 }
 
+static int keep_tree(const ap_tree *t, void *arg) {
+    return t == (const ap_tree *)arg;
+}
+
+/* The table columns besides calls and each view metric's self and total:
+ * the catalogue's table metrics that some node of p has. */
+static int extra_column(const ap_prof *p, unsigned k) {
+    if (k == AP_M_CALLS || k == AP_M_PRIM_CALLS || k == AP_M_SELF_NS || k == AP_M_TOTAL_NS ||
+        k == AP_M_HITS || !(ap_metric_get(k)->views & AP_MV_TABLE))
+        return 0;
+    for (size_t t = 0; t < ap_prof_ntrees(p); t++)
+        if (tree_has(ap_prof_tree_at(p, t), k))
+            return 1;
+    return 0;
+}
+
+#define FT_ROWS(ft, expr)                                \
+    do {                                                 \
+        ap_sbuf_putc(out, '[');                          \
+        for (size_t i_ = 0; i_ < (ft)->nrows; i_++) {    \
+            const ap_func_row *r = &(ft)->rows[i_];      \
+            if (i_)                                      \
+                ap_sbuf_putc(out, ',');                  \
+            ap_sbuf_u64(out, (expr));                    \
+        }                                                \
+        ap_sbuf_putc(out, ']');                          \
+    } while (0)
+
+#define FT_EDGES(ft, expr)                               \
+    do {                                                 \
+        ap_sbuf_putc(out, '[');                          \
+        for (size_t i_ = 0; i_ < (ft)->nedges; i_++) {   \
+            const ap_func_edge *e = &(ft)->edges_out[i_];\
+            if (i_)                                      \
+                ap_sbuf_putc(out, ',');                  \
+            ap_sbuf_u64(out, (expr));                    \
+        }                                                \
+        ap_sbuf_putc(out, ']');                          \
+    } while (0)
+
+/* The function table of one tree (pstats semantics, ap_functab_build) as
+ * "ft": row frames, calls, primitive calls, per view metric its self and
+ * total, the extra columns, and the edges (caller row, callee row pairs,
+ * calls, per view metric the callee's total under that caller).  The page
+ * adds up the tables of the trees a filter selects: every figure is a sum
+ * over trees, so the page computes nothing of its own. */
+static int put_functab(ap_prof *p, const ap_tree *tree, const int *vm_on, const int *extra,
+                       ap_sbuf *out) {
+    ap_functab ft;
+    if (ap_functab_build(p, keep_tree, (void *)tree, &ft) != 0)
+        return -1;
+    ap_sbuf_puts(out, ",\"ft\":{\"fr\":");
+    FT_ROWS(&ft, r->frame);
+    ap_sbuf_puts(out, ",\"calls\":");
+    FT_ROWS(&ft, r->calls);
+    ap_sbuf_puts(out, ",\"prim\":");
+    FT_ROWS(&ft, r->prim_calls);
+    ap_sbuf_puts(out, ",\"s\":{");
+    for (unsigned vm = 0, any = 0; vm < AP_VM_COUNT; vm++) {
+        if (!vm_on[vm])
+            continue;
+        unsigned field = ap_report_vm_field(vm);
+        ap_sbuf_printf(out, "%s\"%s\":", any++ ? "," : "", ap_report_vm_name(vm));
+        FT_ROWS(&ft, r->m[field]);
+    }
+    /* Wall totals are the recorded ones (pstats cumtime); any other metric's
+     * total is its inclusive sum. */
+    ap_sbuf_puts(out, "},\"t\":{");
+    for (unsigned vm = 0, any = 0; vm < AP_VM_COUNT; vm++) {
+        if (!vm_on[vm])
+            continue;
+        unsigned field = ap_report_vm_field(vm);
+        ap_sbuf_printf(out, "%s\"%s\":", any++ ? "," : "", ap_report_vm_name(vm));
+        FT_ROWS(&ft, field == AP_M_SELF_NS ? r->total_ns : r->incl[field]);
+    }
+    ap_sbuf_puts(out, "},\"m\":{");
+    for (unsigned k = 0, any = 0; k < AP_M_COUNT; k++) {
+        if (!extra[k])
+            continue;
+        ap_sbuf_printf(out, "%s\"%s\":", any++ ? "," : "", ap_metric_name(k));
+        FT_ROWS(&ft, r->m[k]);
+    }
+    ap_sbuf_puts(out, "},\"e\":[");
+    for (size_t i = 0; i < ft.nedges; i++)
+        ap_sbuf_printf(out, "%s%u,%u", i ? "," : "", ft.edges_out[i].caller, ft.edges_out[i].callee);
+    ap_sbuf_puts(out, "],\"ec\":");
+    FT_EDGES(&ft, e->calls);
+    ap_sbuf_puts(out, ",\"et\":{");
+    for (unsigned vm = 0, any = 0; vm < AP_VM_COUNT; vm++) {
+        if (!vm_on[vm])
+            continue;
+        unsigned field = ap_report_vm_field(vm);
+        ap_sbuf_printf(out, "%s\"%s\":", any++ ? "," : "", ap_report_vm_name(vm));
+        FT_EDGES(&ft, field == AP_M_SELF_NS ? e->total_ns : e->incl[field]);
+    }
+    ap_sbuf_puts(out, "}}");
+    ap_functab_free(&ft);
+    return 0;
+}
+
 int ap_html_write(const ap_report_ctx *rc, ap_sbuf *out) {
     ap_prof *p = rc->prof;
     size_t nf0 = ap_prof_nframes(p);
@@ -105,11 +205,29 @@ int ap_html_write(const ap_report_ctx *rc, ap_sbuf *out) {
         ap_sbuf_json_str(out, v);
     }
     ap_sbuf_puts(out, "},\"metrics\":[");
-    int first = 1;
+    int first = 1, vm_on[AP_VM_COUNT], extra[AP_M_COUNT];
     for (unsigned vm = 0; vm < AP_VM_COUNT; vm++) {
-        if (vm != rc->metric && !ap_report_vm_present(p, vm))
+        vm_on[vm] = vm == rc->metric || ap_report_vm_present(p, vm);
+        if (!vm_on[vm])
             continue;
         ap_sbuf_printf(out, "%s\"%s\"", first ? "" : ",", ap_report_vm_name(vm));
+        first = 0;
+    }
+    /* The function table's further columns, each described by its catalogue
+     * entry. */
+    ap_sbuf_puts(out, "],\"columns\":[");
+    first = 1;
+    for (unsigned k = 0; k < AP_M_COUNT; k++) {
+        extra[k] = extra_column(p, k);
+        if (!extra[k])
+            continue;
+        const ap_metric_info *mi = ap_metric_get(k);
+        ap_sbuf_printf(out, "%s{\"name\":\"%s\",\"unit\":\"%s\",\"label\":", first ? "" : ",",
+                       mi->name, mi->unit);
+        ap_sbuf_json_str(out, mi->label);
+        ap_sbuf_puts(out, ",\"doc\":");
+        ap_sbuf_json_str(out, mi->doc);
+        ap_sbuf_putc(out, '}');
         first = 0;
     }
     /* The catalogue entries of the view metrics: the page reads units and
@@ -181,7 +299,10 @@ int ap_html_write(const ap_report_ctx *rc, ap_sbuf *out) {
             json_u64_array(out, tree, field);
             any = 1;
         }
-        ap_sbuf_puts(out, "}}");
+        ap_sbuf_putc(out, '}');
+        if (put_functab(p, tree, vm_on, extra, out) != 0)
+            return -1;
+        ap_sbuf_putc(out, '}');
     }
     /* Source lines of the functions that have line-level data, read now. */
     ap_sbuf_puts(out, "],\n\"sources\":{");

@@ -608,6 +608,8 @@ typedef struct ft_ctx {
     walk_stack path;            /* edge index of each node on the path, as pointers */
     uint32_t *edge_path;
     size_t edge_path_len, edge_path_cap;
+    uint64_t *acc;              /* per path level: the metrics of the node's subtree so far */
+    size_t acc_cap;             /* in levels */
     int failed;
 } ft_ctx;
 
@@ -699,10 +701,13 @@ static void ft_enter(const ap_node *n, void *arg) {
         c->active_edge[edge]++;
     }
 push:
-    if (GROW(c->edge_path, c->edge_path_cap, c->edge_path_len + 1)) {
+    if (GROW(c->edge_path, c->edge_path_cap, c->edge_path_len + 1) ||
+        ap_prof_grow((void **)&c->acc, &c->acc_cap, c->edge_path_len + 1,
+                     AP_M_COUNT * sizeof *c->acc)) {
         c->failed = 1;
         return;
     }
+    memcpy(&c->acc[c->edge_path_len * AP_M_COUNT], n->m, AP_M_COUNT * sizeof *c->acc);
     c->edge_path[c->edge_path_len++] = edge;
 }
 
@@ -711,11 +716,23 @@ static void ft_leave(const ap_node *n, void *arg) {
     if (c->edge_path_len == 0)
         return;
     uint32_t edge = c->edge_path[--c->edge_path_len];
-    if (c->failed || n->id == 0 || edge == EDGE_LINE)
+    if (c->failed)
         return;
-    c->active_row[c->row_of[c->func[n->frame]]]--;
-    if (edge != AP_NONE)
-        c->active_edge[edge]--;
+    /* The subtree of n is complete: its sums go to its parent's level and,
+     * at the outermost occurrence, to its row and edge. */
+    const uint64_t *acc = &c->acc[c->edge_path_len * AP_M_COUNT];
+    if (c->edge_path_len > 0)
+        for (unsigned k = 0; k < AP_M_COUNT; k++)
+            c->acc[(c->edge_path_len - 1) * AP_M_COUNT + k] += acc[k];
+    if (n->id == 0 || edge == EDGE_LINE)
+        return;
+    uint32_t r = c->row_of[c->func[n->frame]];
+    if (c->active_row[r]-- == 1)
+        for (unsigned k = 0; k < AP_M_COUNT; k++)
+            c->rows[r].incl[k] += acc[k];
+    if (edge != AP_NONE && c->active_edge[edge]-- == 1)
+        for (unsigned k = 0; k < AP_M_COUNT; k++)
+            c->edges[edge].incl[k] += acc[k];
 }
 
 static const ap_func_row *sort_rows_base;
@@ -815,6 +832,7 @@ int ap_functab_build(ap_prof *p, int (*keep)(const ap_tree *t, void *arg), void 
     free(c.active_edge);
     free(c.path.items);
     free(c.edge_path);
+    free(c.acc);
     ap_map_free(&c.edge_index);
     return 0;
 err:
@@ -828,6 +846,7 @@ err:
     free(c.active_edge);
     free(c.path.items);
     free(c.edge_path);
+    free(c.acc);
     ap_map_free(&c.edge_index);
     ap_functab_free(ft);
     return -1;

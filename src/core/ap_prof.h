@@ -254,18 +254,23 @@ int ap_selector_keep(const ap_tree *t, void *arg);
  *   m[]              every metric summed as its catalogue entry says
  *                    (ap_metric_info.sum): over all nodes, or once per
  *                    recursion like total_ns
+ *   incl[]           every metric's inclusive value (its sum over the node's
+ *                    subtree), counted once per recursion like total_ns: the
+ *                    "total" of any metric read as a per-node cost
  * A line-level node under a node of its own function (line profiles) is not
  * a call: it adds its self time to the function's self_ns (and m[]) and
  * nothing else, no edge, no recursion level.
  * Edges (caller -> callee, from a node's parent to the node) carry calls,
  * prim_calls (no ancestor pair with the same caller and callee above),
- * self_ns (callee's self time under this caller) and total_ns (callee's
+ * self_ns (callee's self time under this caller), total_ns (callee's
  * total, counted at the outermost occurrence of the pair), as cProfile's
- * per-caller figures.  Calls from the root have no edge. */
+ * per-caller figures, and incl[] (every metric's inclusive value, counted
+ * as total_ns is).  Calls from the root have no edge. */
 typedef struct ap_func_row {
     ap_frame_id frame;       /* function-level frame */
     uint64_t calls, prim_calls, self_ns, total_ns, await_ns;
     uint64_t m[AP_M_COUNT];
+    uint64_t incl[AP_M_COUNT];
     uint32_t callers_first, ncallers;   /* range in ap_functab.edges_in */
     uint32_t callees_first, ncallees;   /* range in ap_functab.edges_out */
 } ap_func_row;
@@ -273,6 +278,7 @@ typedef struct ap_func_row {
 typedef struct ap_func_edge {
     uint32_t caller, callee;   /* row indices */
     uint64_t calls, prim_calls, self_ns, total_ns;
+    uint64_t incl[AP_M_COUNT];
 } ap_func_edge;
 
 typedef struct ap_functab {

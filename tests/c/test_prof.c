@@ -108,6 +108,8 @@ AP_TEST(prof_functab_recursion) {
             AP_CHECK_EQ_U64(e->prim_calls, 2);
             AP_CHECK_EQ_U64(e->total_ns, 500);
             AP_CHECK_EQ_U64(e->self_ns, 500);
+            AP_CHECK_EQ_U64(e->incl[AP_M_SELF_NS], 200 + 300);   /* outermost pair's subtree */
+            AP_CHECK_EQ_U64(e->incl[AP_M_CALLS], 2 + 4);
         } else if (strcmp(caller, "main") == 0) {
             AP_CHECK_EQ_U64(e->calls, 1);
             AP_CHECK_EQ_U64(e->total_ns, 600);
@@ -118,6 +120,13 @@ AP_TEST(prof_functab_recursion) {
     }
     AP_CHECK_EQ_U64(main_->ncallers, 0);
     AP_CHECK_EQ_U64(main_->ncallees, 2);
+    /* Inclusive sums of any metric, counted once per recursion: fib's two
+     * outermost subtrees, main's whole tree (sums of self, not the recorded
+     * totals). */
+    AP_CHECK_EQ_U64(fib->incl[AP_M_SELF_NS], 100 + 200 + 300 + 290);
+    AP_CHECK_EQ_U64(fib->incl[AP_M_CALLS], 1 + 2 + 4 + 3);
+    AP_CHECK_EQ_U64(main_->incl[AP_M_SELF_NS], 10 + 100 + 200 + 300 + 50 + 290);
+    AP_CHECK_EQ_U64(main_->incl[AP_M_TOTAL_NS], 1000 + 600 + 500 + 300 + 340 + 290);
     ap_functab_free(&ft);
     AP_CHECK(ap_prof_finish(p) == 0);
     const ap_tree *t = ap_prof_tree_at(p, 0);

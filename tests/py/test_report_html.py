@@ -146,10 +146,29 @@ def test_html_report_views(browser, shop, tmp_path):
     page.eval("(() => { const s = document.getElementById('filter-route'); s.value = 'GET /items';"
               " s.dispatchEvent(new Event('change')); })()")
     assert page.eval("window.apiprof.view().total") == SHOP_ROUTE_ITEMS_WALL
+    # The filtered table is the writer's (the C table of the selected trees), not the page's.
+    c_route = {f["qualname"]: f for f in json.loads(subprocess.run(
+        [str(APIPROF), "report", str(shop), "-f", "json", "--route", "GET /items"],
+        capture_output=True, text=True, check=True).stdout)["functions"]}
+    js_route = {r["name"]: r for r in page.eval("window.apiprof.functions()")}
+    assert js_route.keys() == c_route.keys() and js_route.keys() < c_rows.keys()
+    for name, r in js_route.items():
+        c = c_route[name]
+        assert (r["calls"], r["prim"], r["self"], r["total"]) == (
+            c["calls"], c["primitive_calls"], c["self_ns"], c["total_ns"]), name
     page.eval("(() => { const s = document.getElementById('filter-route'); s.value = '';"
               " s.dispatchEvent(new Event('change')); const m = document.getElementById('metric');"
               " m.value = 'cpu'; m.dispatchEvent(new Event('change')); })()")
     assert page.eval("window.apiprof.view().total") == SHOP_TOTALS["cpu"]
+    # The table follows the metric: self is the CPU time of the function itself.
+    js_cpu = {r["name"]: r for r in page.eval("window.apiprof.functions()")}
+    assert {n: r["self"] for n, r in js_cpu.items()} == {n: c.get("cpu_ns", 0) for n, c in c_rows.items()}
+    # Columns come from the metric catalogue: each table metric the profile has.
+    heads = page.eval("(() => { window.apiprof.show('funcs'); return Array.from("
+                      "document.querySelectorAll('#funcs th')).map(t => t.textContent); })()")
+    assert heads[:2] == ["function", "calls"] and "await" in heads and "cpu" in heads
+    assert "await net" not in heads   # a catalogue metric that this profile does not have
+    page.eval("window.apiprof.show('flame')")
     assert page.eval("Array.from(document.getElementById('metric').options).map(o => o.value)") \
         == ["wall", "cpu", "await", "memory"]
     assert page.errors == []

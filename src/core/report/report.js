@@ -23,8 +23,9 @@
   function where(f) {
     return fKind(f) === 1 ? fFile(f) + ":" + (fLineno(f) || fLine(f)) : fFile(f);
   }
-  function fmt(v, m) {
-    var u = UNITS[m];
+  function fmt(v, m) { return fmtShort(v, UNITS[m]); }
+  function fmtUnit(v, unit) { return v ? fmtShort(v, SHORT_UNIT[unit]) : "-"; }
+  function fmtShort(v, u) {
     if (u === "ns") {
       if (v >= 1e9) return (v / 1e9).toPrecision(3) + " s";
       if (v >= 1e6) return (v / 1e6).toPrecision(3) + " ms";
@@ -56,7 +57,8 @@
     var n = t.n, parent = new Int32Array(n), frame = new Int32Array(n);
     parent[0] = -1;
     for (var i = 1; i < n; i++) { parent[i] = i - t.pd[i - 1]; frame[i] = t.fr[i - 1]; }
-    return { labels: t.labels, n: n, parent: parent, frame: frame, calls: t.calls, hits: t.hits, m: t.m };
+    return { labels: t.labels, n: n, parent: parent, frame: frame, calls: t.calls, hits: t.hits, m: t.m,
+      ft: t.ft };
   });
   var state = { metric: D.metric, filters: {}, zoom: 0, search: null, focus: -1, icicle: false,
     view: "flame", drawn: 0 };
@@ -103,6 +105,7 @@
       });
     }
     V = { n: n, parent: parent, frame: frame, calls: calls, hits: hits, self: self };
+    mergeFunctions(sel);
     computeMetric();
   }
 
@@ -141,68 +144,51 @@
     return fLineno(f) !== 0 && p > 0 && fFunc(V.frame[p]) === fFunc(f);
   }
 
-  // ---- function table (pstats semantics: recursion counted once) -------------
-  // As the model's table: a refining line node adds its self time to its
-  // function and nothing else (no call, no edge, no recursion level); its
-  // await is already in the function node's.
-  function computeFunctions() {
-    var n = V.n, rows = new Map(), edges = new Map(), list = [];
-    var hasAwait = D.metrics.indexOf("await") >= 0;
-    // A frame's await time is its own suspension (a suspended caller records
-    // its own), counted once per function like the model's function table.
-    var aw = hasAwait ? V.self.await : null;
-    var active = new Map(), activeEdge = new Map();
+  // ---- function table: the writer's per-tree tables, added up -----------------
+  // Each tree carries its function table as the model computes it (pstats
+  // semantics, recursion counted once); every figure of it is a sum over
+  // trees, so the table of a filter's selection is the sum of its trees'.
+  function mergeFunctions(sel) {
+    var rows = new Map(), edges = new Map(), list = [];
     function rowOf(fn) {
       var r = rows.get(fn);
       if (!r) {
-        r = { fn: fn, calls: 0, prim: 0, self: 0, total: 0, await: 0, callers: [], callees: [] };
+        r = { fn: fn, calls: 0, prim: 0, s: {}, t: {}, m: {}, self: 0, total: 0, await: 0,
+          callers: [], callees: [] };
+        D.metrics.forEach(function (m) { r.s[m] = 0; r.t[m] = 0; });
+        D.columns.forEach(function (c) { r.m[c.name] = 0; });
         rows.set(fn, r); list.push(r);
       }
       return r;
     }
-    // Iterative depth-first walk with enter/leave to know what is on the path.
-    var stack = [0], state2 = [0], pathEdge = [];
-    while (stack.length) {
-      var v = stack[stack.length - 1], st = state2[state2.length - 1];
-      if (st === 0) {
-        state2[state2.length - 1] = 1;
-        if (v !== 0 && refines(v)) {
-          if (state.metric !== "await") rowOf(fFunc(V.frame[v])).self += V.self[state.metric][v];
-          pathEdge.push(-2);
-        } else if (v !== 0) {
-          var fn = fFunc(V.frame[v]), r = rowOf(fn), a = active.get(fn) || 0;
-          r.calls += V.calls[v]; r.self += V.self[state.metric][v];
-          if (a === 0) { r.prim += V.calls[v]; r.total += V.incl[v]; if (hasAwait) r.await += aw[v]; }
-          active.set(fn, a + 1);
-          var p = V.parent[v], e = null;
-          if (p > 0) {
-            var pf = fFunc(V.frame[p]), key = pf * NF + fn;
-            e = edges.get(key);
-            if (!e) {
-              e = { from: pf, to: fn, calls: 0, total: 0 };
-              edges.set(key, e); rowOf(pf).callees.push(e); r.callers.push(e);
-            }
-            var ae = activeEdge.get(key) || 0;
-            e.calls += V.calls[v];
-            if (ae === 0) e.total += V.incl[v];
-            activeEdge.set(key, ae + 1);
-          }
-          pathEdge.push(e ? pf * NF + fn : -1);
-        } else {
-          pathEdge.push(-1);
+    sel.forEach(function (tree) {
+      var ft = tree.ft, nr = ft.fr.length;
+      for (var i = 0; i < nr; i++) {
+        var r = rowOf(ft.fr[i]);
+        r.calls += ft.calls[i]; r.prim += ft.prim[i];
+        for (var m in ft.s) { r.s[m] += ft.s[m][i]; r.t[m] += ft.t[m][i]; }
+        for (var c in ft.m) r.m[c] += ft.m[c][i];
+      }
+      for (var j = 0; j < ft.ec.length; j++) {
+        var from = ft.fr[ft.e[2 * j]], to = ft.fr[ft.e[2 * j + 1]], key = from * NF + to, e = edges.get(key);
+        if (!e) {
+          e = { from: from, to: to, calls: 0, t: {}, total: 0 };
+          D.metrics.forEach(function (m) { e.t[m] = 0; });
+          edges.set(key, e); rowOf(from).callees.push(e); rowOf(to).callers.push(e);
         }
-        for (var k = V.cstart[v + 1] - 1; k >= V.cstart[v]; k--) { stack.push(V.kids[k]); state2.push(0); }
-        continue;
+        e.calls += ft.ec[j];
+        for (m in ft.et) e.t[m] += ft.et[m][j];
       }
-      stack.pop(); state2.pop();
-      var pe = pathEdge.pop();
-      if (v !== 0 && pe !== -2) {
-        var fn2 = fFunc(V.frame[v]);
-        active.set(fn2, active.get(fn2) - 1);
-        if (pe >= 0) activeEdge.set(pe, activeEdge.get(pe) - 1);
-      }
-    }
-    V.funcs = list; V.funcIndex = rows;
+    });
+    V.funcs = list; V.funcIndex = rows; V.edges = edges;
+  }
+  // The self and total of the shown metric, for the table and the call graph.
+  function computeFunctions() {
+    var m = state.metric;
+    V.funcs.forEach(function (r) {
+      r.self = r.s[m]; r.total = r.t[m]; r.await = r.s.await || 0;
+    });
+    V.edges.forEach(function (e) { e.total = e.t[m]; });
   }
 
   // ---- search ---------------------------------------------------------------
@@ -408,19 +394,21 @@
 
   // ---- function table ------------------------------------------------------------
   var FUNC_ROWS = 300;
+  // function, calls, the shown metric's self and total, then one column per
+  // further table metric of the catalogue that the profile has.
   var cols = [
     ["name", "function", function (r) { return labels[r.fn]; }],
     ["calls", "calls", function (r) { return r.calls; }],
     ["self", "self (tottime)", function (r) { return r.self; }],
-    ["total", "total (cumtime)", function (r) { return r.total; }],
-    ["await", "await", function (r) { return r.await; }]
-  ];
+    ["total", "total (cumtime)", function (r) { return r.total; }]
+  ].concat(D.columns.map(function (c) {
+    return [c.name, c.label, function (r) { return r.m[c.name]; }, c];
+  }));
   var sortCol = "total", sortDesc = true;
   function drawFuncs() {
-    var hasAwait = D.metrics.indexOf("await") >= 0;
     var head = "<tr>" + cols.map(function (c) {
-      if (c[0] === "await" && !hasAwait) return "";
-      return "<th data-col='" + c[0] + "' class='" + (c[0] === "name" ? "name" : "") + "'>" + c[1] +
+      return "<th data-col='" + c[0] + "' class='" + (c[0] === "name" ? "name" : "") + "'" +
+        (c[3] ? " title='" + esc(c[3].doc) + "'" : "") + ">" + esc(c[1]) +
         (sortCol === c[0] ? (sortDesc ? " \u25be" : " \u25b4") : "") + "</th>";
     }).join("") + "<th class=name>where</th></tr>";
     $("funcs").tHead.innerHTML = head;
@@ -437,8 +425,9 @@
       html.push("<tr data-fn='" + r.fn + "' class='" + (r.fn === state.focus ? "sel" : "") + "'><td class=name>" +
         esc(labels[r.fn]) + "</td><td>" + r.calls + (r.prim !== r.calls ? "/" + r.prim : "") +
         "</td><td>" + fmt(r.self, state.metric) + "</td><td>" + fmt(r.total, state.metric) + " " +
-        pct(r.total, V.total) + "</td>" + (hasAwait ? "<td>" + fmt(r.await, "await") + "</td>" : "") +
-        "<td class=name>" + esc(where(r.fn)) + "</td></tr>");
+        pct(r.total, V.total) + "</td>" + D.columns.map(function (c) {
+          return "<td>" + fmtUnit(r.m[c.name], c.unit) + "</td>";
+        }).join("") + "<td class=name>" + esc(where(r.fn)) + "</td></tr>");
     }
     $("funcs").tBodies[0].innerHTML = html.join("");
     $("funcs-note").textContent = list.length + " functions" +
