@@ -22,11 +22,25 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _SCOPE: contextvars.ContextVar[object] = contextvars.ContextVar("apiprof_scope")
 SCOPES = ("process", "context")
 
-# sort key -> function-table field, largest first (pstats names accepted too)
+# The metric catalogue (C's ap_metric table): name, unit, label, how it sums, its views.
+CATALOGUE: list[dict[str, Any]] = _core.metrics()
+
+# Metrics the pstats columns already show (or that belong to line tables).
+_PSTATS_METRICS = ("calls", "primitive_calls", "self_ns", "total_ns", "hits")
+
+# Table metrics of the catalogue beyond the pstats ones: a function table shows each
+# that the profile has, titled by its label.
+EXTRA_METRICS: list[dict[str, Any]] = [
+    m for m in CATALOGUE if m["table"] and m["name"] not in _PSTATS_METRICS]
+
+# sort key -> function-table field, largest first (pstats names accepted too), and
+# every further table metric by its label ("cpu", "cpu total", "alloc"...) and name.
 SORT_KEYS: dict[str, str] = {
     "cumtime": "total_ns", "cumulative": "total_ns", "total": "total_ns",
     "tottime": "self_ns", "time": "self_ns", "self": "self_ns",
-    "calls": "calls", "ncalls": "calls", "await": "await_ns",
+    "calls": "calls", "ncalls": "calls",
+    **{m["label"].replace(" ", "-"): m["name"] for m in EXTRA_METRICS},
+    **{m["name"]: m["name"] for m in EXTRA_METRICS},
 }
 
 
@@ -55,17 +69,25 @@ def _per_call(key: str, count: str) -> Callable[[dict[str, Any]], str]:
     return lambda f: format_ns(f[key] / f[count]) if f[count] else "-"
 
 
-# The pstats-like columns (pstats names them so; "await" is apiprof's own).
-FUNCTION_COLUMNS: list[Column[dict[str, Any]]] = [
+# The pstats-like columns (pstats names them so).
+PSTATS_COLUMNS: list[Column[dict[str, Any]]] = [
     Column("ncalls", lambda f: f"{f['calls']}/{f['primitive_calls']}"
            if f["calls"] != f["primitive_calls"] else str(f["calls"])),
     Column("tottime", lambda f: format_ns(f["self_ns"])),
     Column("percall", _per_call("self_ns", "calls")),
     Column("cumtime", lambda f: format_ns(f["total_ns"])),
     Column("percall", _per_call("total_ns", "primitive_calls")),
-    Column("await", lambda f: format_ns(f["await_ns"]) if f["await_ns"] else "-"),
-    Column("function", location, "free"),
 ]
+
+
+def function_columns(functions: list[dict[str, Any]]) -> list[Column[dict[str, Any]]]:
+    """The pstats columns, one column per further catalogue metric the rows have (a key
+    every row carries, as ``await_ns``, or a value that is not 0 somewhere), and the
+    function's location."""
+    extra = [Column.metric(m, blank_zero=True) for m in EXTRA_METRICS
+             if functions and (all(m["name"] in f for f in functions)
+                               or any(f.get(m["name"]) for f in functions))]
+    return [*PSTATS_COLUMNS, *extra, Column("function", location, "free")]
 
 
 def format_table(functions: list[dict[str, Any]], sort: str = "cumtime", limit: int | None = 30,
@@ -74,7 +96,7 @@ def format_table(functions: list[dict[str, Any]], sort: str = "cumtime", limit: 
     key = SORT_KEYS.get(sort)
     if key is None:
         raise ValueError(f"sort must be one of {', '.join(sorted(SORT_KEYS))}, not {sort!r}")
-    rows = sorted(functions, key=lambda f: (-f[key], -f["total_ns"], location(f)))
+    rows = sorted(functions, key=lambda f: (-f.get(key, 0), -f["total_ns"], location(f)))
     if limit is not None:
         rows = rows[:limit]
     calls = sum(f["calls"] for f in functions)
@@ -82,7 +104,7 @@ def format_table(functions: list[dict[str, Any]], sort: str = "cumtime", limit: 
     lines = [header] if header else []
     lines.append(f"{calls} calls ({prim} primitive) in {len(functions)} functions; "
                  f"sorted by {sort}, top {len(rows)}")
-    return "\n".join(lines) + "\n" + render(FUNCTION_COLUMNS, rows)
+    return "\n".join(lines) + "\n" + render(function_columns(functions), rows)
 
 
 class Profiler:

@@ -29,8 +29,10 @@ def format_ms(ns: float) -> str:
     return f"{ns / 1e6:.2f}"
 
 
-# How a metric's value is written, by its unit (the unit names of a metric catalogue).
+# How a metric's value is written, by its unit (the unit names of the metric catalogue,
+# apiprof._core.metrics(); "ns" is short for nanoseconds).
 UNIT_FORMATS: dict[str, Callable[[Any], str]] = {
+    "nanoseconds": format_ns,
     "ns": format_ns,
     "count": str,
     "bytes": str,
@@ -63,7 +65,7 @@ class Column(Generic[Row]):
         field = key or entry["name"]
 
         def cell(row: Mapping[str, Any]) -> str:
-            value = row[field]
+            value = row.get(field, 0)
             return "-" if blank_zero and not value else fmt(value)
 
         return Column(entry.get("label") or entry["name"], cell)
