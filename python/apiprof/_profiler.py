@@ -122,13 +122,17 @@ class Profiler:
     (set by apiprof.asgi / ``apiprof run`` for ASGI apps, see apiprof._labels) and the
     work of named asyncio tasks into trees labelled ``task=NAME``; ``timeline=N`` also
     keeps the last N frame spans for ``apiprof report --format chrome`` (wall clock).
+    ``cpu=True`` (wall clock) also records each frame's thread CPU time beside its wall
+    time: ``cpu_ns`` (self) and ``cpu_total_ns`` (with callees), so that waiting and
+    computing show apart; it reads the thread CPU clock at every call and return.
     Use ``start()``/``stop()``, ``with Profiler() as p:``, or ``@Profiler()``.
     """
 
     def __init__(self, clock: str = "wall", builtins: bool = True,
                  include: str | Iterable[str] | None = None,
                  exclude: str | Iterable[str] | None = None,
-                 scope: str = "process", labels: bool = False, timeline: int = 0) -> None:
+                 scope: str = "process", labels: bool = False, timeline: int = 0,
+                 cpu: bool = False) -> None:
         if clock not in ("wall", "cpu"):
             raise ValueError(f"clock must be 'wall' or 'cpu', not {clock!r}")
         if scope not in SCOPES:
@@ -137,6 +141,8 @@ class Profiler:
             raise ValueError(f"timeline must be a number of events (0: off), not {timeline!r}")
         if timeline and clock != "wall":
             raise ValueError("a timeline needs clock='wall'")
+        if cpu and clock != "wall":
+            raise ValueError("cpu=True needs clock='wall' (with clock='cpu' every time is CPU time)")
         self.clock = clock
         self.scope = scope
         self.labels = bool(labels)
@@ -149,7 +155,7 @@ class Profiler:
             threads=threading._active,  # type: ignore[attr-defined]
             context=(_SCOPE, self._mark) if scope == "context" else None,
             labels=(_labels.ROUTE, _labels.PAUSED) if labels else None,
-            tasks=bool(labels), timeline=timeline,
+            tasks=bool(labels), timeline=timeline, cpu=bool(cpu),
         )
         self._depth = 0
 

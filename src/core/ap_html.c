@@ -152,7 +152,8 @@ static int put_functab(ap_prof *p, const ap_tree *tree, const int *vm_on, const 
         FT_ROWS(&ft, field == AP_M_SELF_NS ? r->total_ns : r->incl[field]);
     }
     ap_sbuf_puts(out, "},\"m\":{");
-    for (unsigned k = 0, any = 0; k < AP_M_COUNT; k++) {
+    for (unsigned i = 0, any = 0; i < AP_M_COUNT; i++) {
+        unsigned k = ap_metric_column(i);
         if (!extra[k])
             continue;
         ap_sbuf_printf(out, "%s\"%s\":", any++ ? "," : "", ap_metric_name(k));
@@ -217,7 +218,8 @@ int ap_html_write(const ap_report_ctx *rc, ap_sbuf *out) {
      * entry. */
     ap_sbuf_puts(out, "],\"columns\":[");
     first = 1;
-    for (unsigned k = 0; k < AP_M_COUNT; k++) {
+    for (unsigned i = 0; i < AP_M_COUNT; i++) {
+        unsigned k = ap_metric_column(i);
         extra[k] = extra_column(p, k);
         if (!extra[k])
             continue;

@@ -52,6 +52,20 @@ const ap_metric_info *ap_metric_get(unsigned m) {
     return m < AP_M_COUNT ? &catalogue[m] : NULL;
 }
 
+/* Table column order: the catalogue's, but an inclusive metric appended
+ * later to the catalogue sits beside its self pair. */
+static const unsigned columns[AP_M_COUNT] = {
+    AP_M_CALLS,         AP_M_PRIM_CALLS,   AP_M_SELF_NS,       AP_M_TOTAL_NS,
+    AP_M_CPU_NS,        AP_M_CPU_TOTAL_NS, AP_M_AWAIT_NS,      AP_M_AWAIT_NET_NS,
+    AP_M_AWAIT_FILE_NS, AP_M_AWAIT_DB_NS,  AP_M_AWAIT_LOCK_NS, AP_M_AWAIT_TIMER_NS,
+    AP_M_SAMPLES,       AP_M_ALLOC_BYTES,  AP_M_ALLOC_COUNT,   AP_M_LIVE_BYTES,
+    AP_M_HITS,
+};
+
+unsigned ap_metric_column(unsigned i) {
+    return i < AP_M_COUNT ? columns[i] : AP_M_COUNT;
+}
+
 const char *ap_metric_name(unsigned m) {
     return m < AP_M_COUNT ? catalogue[m].name : NULL;
 }

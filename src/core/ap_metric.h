@@ -66,6 +66,11 @@ typedef struct ap_metric_info {
 /* The entry of metric m, or NULL for m >= AP_M_COUNT.  Can't fail. */
 const ap_metric_info *ap_metric_get(unsigned m);
 
+/* The metric shown in column i of tables (i < AP_M_COUNT), for tables that
+ * show several: the catalogue's order with each inclusive metric right after
+ * its self pair (cpu, cpu total, await, ...).  Can't fail. */
+unsigned ap_metric_column(unsigned i);
+
 /* The metric's name as used in the JSON export ("calls", "primitive_calls",
  * "self_ns", ...), a static string; NULL for m >= AP_M_COUNT.  Can't fail. */
 const char *ap_metric_name(unsigned m);

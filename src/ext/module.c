@@ -25,7 +25,8 @@ PyObject *apext_raise_core(const char *what)
 PyObject *apext_metrics(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
 {
     PyObject *list = PyList_New(AP_M_COUNT);
-    for (unsigned k = 0; list != NULL && k < AP_M_COUNT; k++) {
+    for (unsigned i = 0; list != NULL && i < AP_M_COUNT; i++) {
+        unsigned k = ap_metric_column(i);   /* in table column order */
         const ap_metric_info *mi = ap_metric_get(k);
         PyObject *d = Py_BuildValue(
             "{sIsssssssOsOszszszss}", "index", k, "name", mi->name, "unit", mi->unit, "sum",
@@ -37,7 +38,7 @@ PyObject *apext_metrics(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
             Py_CLEAR(list);
             break;
         }
-        PyList_SET_ITEM(list, k, d);
+        PyList_SET_ITEM(list, i, d);
     }
     return list;
 }

@@ -48,6 +48,7 @@ typedef struct apext_session_failure {
  * the ops, and calls apext_session_start() / _stop().  Everything here is
  * protected by the GIL (see stack.h for code that runs without it). */
 struct apext_thread;
+struct apext_frame;
 struct apext_hooks;
 
 typedef struct apext_session_ops {
@@ -61,6 +62,10 @@ typedef struct apext_session_ops {
     /* Close the top frame of thread ts at clock now (stop() closes every open
      * frame with it).  NULL: apext_stack_pop_top(). */
     void (*close_top)(struct apext_thread *ts, uint64_t now);
+    /* Entry e of ts was closed with close_top and opened again in another
+     * tree (apext_stack_relabel; its t0 and child are reset already): reset
+     * the producer's own fields of it.  May be NULL. */
+    void (*reopen)(struct apext_thread *ts, struct apext_frame *e);
     /* After stop: drop what only makes sense while running.  May be NULL.
      * Can't fail. */
     void (*stopped)(PyObject *owner);

@@ -142,10 +142,14 @@ int apext_stack_relabel(apext_session *s, apext_thread *ts, ap_str_id key, ap_st
     size_t depth = ts->depth;
     int split = !s->cpu_clock || is_current(s, ts);
     uint64_t now = s->cpu_clock ? (split ? ap_clock_thread_cpu_ns() : 0) : now_wall;
+    void (*close)(apext_thread *, uint64_t) =
+        s->ops->close_top != NULL ? s->ops->close_top : apext_stack_pop_top;
     if (split)
         while (ts->depth > 1)
-            apext_stack_pop_top(ts, now);
+            close(ts, now);
     apext_stack_at(ts, 0)->child = 0;
+    if (split && s->ops->reopen != NULL)
+        s->ops->reopen(ts, apext_stack_at(ts, 0));
     for (size_t i = 1; i < depth; i++) {
         apext_frame *e = apext_stack_at(ts, i);
         ap_node *n = ap_tree_child(nt, apext_stack_at(ts, i - 1)->node, e->node->frame);
@@ -157,6 +161,8 @@ int apext_stack_relabel(apext_session *s, apext_thread *ts, ap_str_id key, ap_st
         if (split) {
             e->t0 = now;
             e->child = 0;
+            if (s->ops->reopen != NULL)
+                s->ops->reopen(ts, e);
         }
     }
     ts->depth = depth;

@@ -66,7 +66,17 @@ typedef struct TracerObject {
     ap_map builtin_recs;  /* PyMethodDef* -> frame id << 1 | excluded, per session */
     apext_labels labels;     /* route / task label trees (labels.h), off unless asked for */
     apext_timeline timeline; /* event ring (timeline.h), off unless asked for */
+    int cpu_split;           /* cpu=True: thread CPU time per node beside the wall clock */
 } TracerObject;
+
+/* The shadow-stack entry with cpu=True (the session's frame_size then): the
+ * thread CPU clock when the frame was entered and the CPU time of its
+ * callees, for AP_M_CPU_NS (self) and AP_M_CPU_TOTAL_NS (with callees). */
+typedef struct cpu_frame {
+    apext_frame f;
+    uint64_t cpu0;
+    uint64_t cpu_child;
+} cpu_frame;
 
 _Static_assert(offsetof(TracerObject, sess) == offsetof(apext_object, sess),
                "starts as apext_object");
@@ -82,7 +92,9 @@ static inline TracerObject *running_tracer(void) {
  * Through these two, so that labels choose the tree of a frame entered and the
  * timeline sees every frame closed (also those closed at stop(), as close_top). */
 
-/* Close the top frame of ts, recording its span when a timeline is kept. */
+/* Close the top frame of ts, recording its span when a timeline is kept and
+ * its CPU time with cpu=True.  Only the calling thread's CPU clock can be
+ * read: frames of other threads closed at stop() get no CPU time. */
 static void tracer_close_top(apext_thread *ts, uint64_t now) {
     TracerObject *t = running_tracer();
     if (t != NULL && t->timeline.on) {
@@ -91,28 +103,48 @@ static void tracer_close_top(apext_thread *ts, uint64_t now) {
                             apext_labels_tree_of(&t->labels, ts->tree, e->node), e->node->frame,
                             e->t0, now);
     }
+    if (t != NULL && t->cpu_split && ts->ident == PyThread_get_thread_ident()) {
+        cpu_frame *e = (cpu_frame *)apext_stack_at(ts, ts->depth - 1);
+        uint64_t c = ap_clock_thread_cpu_ns();
+        uint64_t el = c >= e->cpu0 ? c - e->cpu0 : 0;
+        e->f.node->m[AP_M_CPU_TOTAL_NS] += el;
+        e->f.node->m[AP_M_CPU_NS] += el > e->cpu_child ? el - e->cpu_child : 0;
+        if (ts->depth > 2)   /* the caller is a frame, not the root */
+            ((cpu_frame *)apext_stack_at(ts, ts->depth - 2))->cpu_child += el;
+    }
     apext_stack_pop_top(ts, now);
+}
+
+/* A frame entered or reopened in another tree starts its CPU count now. */
+static void tracer_cpu_start(apext_thread *ts, apext_frame *e) {
+    cpu_frame *c = (cpu_frame *)e;
+    c->cpu0 = ap_clock_thread_cpu_ns();
+    c->cpu_child = 0;
+    (void)ts;
 }
 
 /* Enter frame (key) on ts: into the tree of the current labels when they are on. */
 static inline void tracer_enter(TracerObject *t, apext_thread *ts, ap_frame_id frame,
                                 const void *key, uint64_t now, uint64_t calls) {
+    ap_node *n;
     if (!t->labels.on) {
-        apext_stack_enter(&t->sess, ts, frame, key, now, calls);
-        return;
+        n = apext_stack_enter(&t->sess, ts, frame, key, now, calls);
+    } else {
+        ap_tree *tree = ts->tree;
+        ap_node *parent = apext_labels_parent(&t->labels, &tree, apext_stack_top_node(ts));
+        if (parent == NULL) {
+            apext_session_fail(&t->sess, "labels");
+            return;
+        }
+        n = apext_stack_enter_at(&t->sess, ts, tree, parent, frame, key, now, calls);
     }
-    ap_tree *tree = ts->tree;
-    ap_node *parent = apext_labels_parent(&t->labels, &tree, apext_stack_top_node(ts));
-    if (parent == NULL) {
-        apext_session_fail(&t->sess, "labels");
-        return;
-    }
-    apext_stack_enter_at(&t->sess, ts, tree, parent, frame, key, now, calls);
+    if (t->cpu_split && n != NULL)
+        tracer_cpu_start(ts, apext_stack_at(ts, ts->depth - 1));
 }
 
 static inline ap_node *tracer_exit(TracerObject *t, apext_thread *ts, const void *key,
                                    uint64_t now) {
-    if (t->timeline.on)
+    if (t->timeline.on || t->cpu_split)
         return apext_stack_exit_with(ts, key, now, tracer_close_top);
     return apext_stack_exit(ts, key, now);
 }
@@ -582,6 +614,7 @@ static const apext_session_ops tracer_ops = {
     .hooks = &tracer_hooks,
     .prepare = tracer_prepare,
     .close_top = tracer_close_top,
+    .reopen = tracer_cpu_start,
     .stopped = tracer_stopped,
     .traverse = tracer_traverse,
     .clear = tracer_clear,
@@ -592,15 +625,15 @@ static const apext_session_ops tracer_ops = {
 
 static PyObject *tracer_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"clock", "builtins", "include", "exclude", "threads", "context",
-                             "labels", "tasks", "timeline", NULL};
+                             "labels", "tasks", "timeline", "cpu", NULL};
     const char *clock = "wall";
-    int builtins = 1, tasks = 0;
+    int builtins = 1, tasks = 0, cpu_split = 0;
     Py_ssize_t timeline = 0;
     PyObject *include = NULL, *exclude = NULL, *threads = Py_None, *context = Py_None;
     PyObject *labels = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$spOOOOOpn:Tracer", kwlist, &clock, &builtins,
-                                     &include, &exclude, &threads, &context, &labels, &tasks,
-                                     &timeline))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$spOOOOOpnp:Tracer", kwlist, &clock,
+                                     &builtins, &include, &exclude, &threads, &context, &labels,
+                                     &tasks, &timeline, &cpu_split))
         return NULL;
     int cpu;
     if (strcmp(clock, "wall") == 0)
@@ -628,15 +661,20 @@ static PyObject *tracer_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
         (!PyTuple_Check(context) || PyTuple_GET_SIZE(context) != 2 ||
          !PyContextVar_CheckExact(PyTuple_GET_ITEM(context, 0))))
         return PyErr_Format(PyExc_TypeError, "context must be a (ContextVar, mark) tuple or None");
+    if (cpu_split && cpu)
+        return PyErr_Format(PyExc_ValueError,
+                            "cpu=True needs clock='wall' (with clock='cpu' every time is CPU time)");
     TracerObject *t = (TracerObject *)type->tp_alloc(type, 0);
     if (t == NULL)
         return NULL;
     if (apext_session_init(&t->sess, PRODUCER, (PyObject *)t, &tracer_ops, "profiler",
-                           "apiprof trace", cpu, sizeof(apext_frame)) < 0) {
+                           "apiprof trace", cpu,
+                           cpu_split ? sizeof(cpu_frame) : sizeof(apext_frame)) < 0) {
         Py_DECREF(t);
         return NULL;
     }
     t->builtins = builtins;
+    t->cpu_split = cpu_split;
     t->sess.optional_events = builtins;
     t->include = include && include != Py_None ? Py_NewRef(include) : PyTuple_New(0);
     t->exclude = exclude && exclude != Py_None ? Py_NewRef(exclude) : PyTuple_New(0);
@@ -709,12 +747,14 @@ static PyGetSetDef tracer_getset[] = {
 
 static const char tracer_doc[] =
     "Tracer(*, clock='wall', builtins=True, include=(), exclude=(), threads=None, context=None, "
-    "labels=None, tasks=False, timeline=0)"
+    "labels=None, tasks=False, timeline=0, cpu=False)"
     "\n\nThe exact function tracer of apiprof (use apiprof.Profiler). context=(var, mark) "
     "records only events whose current contextvars context has var set to mark. labels=(var, "
     "paused) records work whose context holds a str in var into trees labelled route=<str> "
     "(nothing while it holds paused); tasks=True labels named asyncio tasks' work "
-    "task=<name>; timeline=N keeps the last N frame spans (wall clock).";
+    "task=<name>; timeline=N keeps the last N frame spans (wall clock); cpu=True also "
+    "records each frame's thread CPU time, self (cpu_ns) and with callees (cpu_total_ns), "
+    "reading the thread CPU clock at every call and return (wall clock).";
 
 int apext_tracer_init(PyObject *module, apext_state *st) {
     if (apext_code_init(PRODUCER, NULL) < 0)
