@@ -6,8 +6,10 @@ Workloads: fib(25), Towers of Hanoi, a template-rendering-like pure-Python workl
 FastAPI request loop through httpx.ASGITransport. Each rep runs every tool on every
 workload in turn (same process, same minute); the median of the reps is reported, with the
 overhead ratio to the baseline and apiprof's extra time as a fraction of cProfile's.
-"hooks-only" is apiprof with every function filtered out: what the interpreter charges
-for delivering events to any hook, before the profiler does any work.
+"apiprof --cpu" adds the per-function thread CPU split (Profiler(cpu=True)); its peer is
+"yappi (cpu)", yappi on its CPU clock. "hooks-only" is apiprof with every function
+filtered out: what the interpreter charges for delivering events to any hook, before the
+profiler does any work.
 On 3.15+ profiling.tracing (cProfile's new home) runs too. yappi and pyinstrument are
 installed into the running interpreter's environment with pip if they are missing (they
 are benchmark peers, not dependencies of apiprof); one that does not install on this
@@ -175,6 +177,16 @@ def run_apiprof(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
+def run_apiprof_cpu(fn: Callable[[], Any]) -> float:
+    """apiprof with the per-function thread CPU split (cpu=True, apiprof run --cpu)."""
+    p = apiprof.Profiler(cpu=True)
+    t0 = time.perf_counter()
+    p.start()
+    fn()
+    p.stop()
+    return time.perf_counter() - t0
+
+
 def run_apiprof_floor(fn: Callable[[], Any]) -> float:
     """apiprof's hooks installed with every function filtered out: the interpreter's
     cost of delivering the events (3.11: the profile hook; 3.12+: DISABLEd locations)."""
@@ -207,10 +219,10 @@ def run_profiling_tracing(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
-def run_yappi(fn: Callable[[], Any]) -> float:
+def run_yappi(fn: Callable[[], Any], clock: str = "wall") -> float:
     import yappi
 
-    yappi.set_clock_type("wall")
+    yappi.set_clock_type(clock)
     t0 = time.perf_counter()
     yappi.start(builtins=True)
     fn()
@@ -235,6 +247,8 @@ TOOLS: dict[str, Callable[[Callable[[], Any]], float]] = {
     "baseline": run_baseline, "apiprof": run_apiprof, "hooks-only": run_apiprof_floor,
     "cProfile": run_cprofile, "profiling.tracing": run_profiling_tracing,
     "yappi": run_yappi, "pyinstrument": run_pyinstrument,
+    # Per-function CPU time: apiprof's CPU split beside yappi's CPU clock.
+    "apiprof --cpu": run_apiprof_cpu, "yappi (cpu)": lambda fn: run_yappi(fn, "cpu"),
 }
 
 
@@ -249,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in absent:
         print(f"{name}: not available on Python {platform.python_version()}, left out")
         TOOLS.pop(name)
+        if name == "yappi":
+            TOOLS.pop("yappi (cpu)")
     scale = 0.25 if args.quick else 1.0
     reps = 3 if args.quick else args.reps
     workloads: dict[str, Callable[[], Any]] = {

@@ -142,7 +142,8 @@ class Profiler:
         if timeline and clock != "wall":
             raise ValueError("a timeline needs clock='wall'")
         if cpu and clock != "wall":
-            raise ValueError("cpu=True needs clock='wall' (with clock='cpu' every time is CPU time)")
+            raise ValueError(
+                "cpu=True needs clock='wall' (with clock='cpu' every time is CPU time)")
         self.clock = clock
         self.scope = scope
         self.labels = bool(labels)

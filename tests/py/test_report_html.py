@@ -162,7 +162,8 @@ def test_html_report_views(browser, shop, tmp_path):
     assert page.eval("window.apiprof.view().total") == SHOP_TOTALS["cpu"]
     # The table follows the metric: self is the CPU time of the function itself.
     js_cpu = {r["name"]: r for r in page.eval("window.apiprof.functions()")}
-    assert {n: r["self"] for n, r in js_cpu.items()} == {n: c.get("cpu_ns", 0) for n, c in c_rows.items()}
+    assert {n: r["self"] for n, r in js_cpu.items()} == {
+        n: c.get("cpu_ns", 0) for n, c in c_rows.items()}
     # Columns come from the metric catalogue: each table metric the profile has.
     heads = page.eval("(() => { window.apiprof.show('funcs'); return Array.from("
                       "document.querySelectorAll('#funcs th')).map(t => t.textContent); })()")

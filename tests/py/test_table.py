@@ -26,7 +26,8 @@ def test_only_the_last_column_can_be_free():
 
 
 def test_metric_column_from_a_catalogue_entry():
-    col = Column.metric({"name": "await_ns", "unit": "nanoseconds", "label": "await"}, blank_zero=True)
+    col = Column.metric({"name": "await_ns", "unit": "nanoseconds", "label": "await"},
+                        blank_zero=True)
     assert col.title == "await"
     assert render([col], [{"await_ns": 1_500_000}, {"await_ns": 0}]) == " await\n1.50ms\n     -\n"
     count = Column.metric({"name": "calls", "unit": "count", "label": ""})
