@@ -8,8 +8,7 @@ typedef struct {
     ap_hist h; /* fixed size, embedded */
 } HistObject;
 
-static PyObject *hist_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
-{
+static PyObject *hist_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {NULL};
     if (!PyArg_ParseTupleAndKeywords(args, kwds, ":Histogram", kwlist))
         return NULL;
@@ -20,15 +19,13 @@ static PyObject *hist_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
-static void hist_dealloc(HistObject *self)
-{
+static void hist_dealloc(HistObject *self) {
     PyTypeObject *tp = Py_TYPE(self);
     tp->tp_free(self);
     Py_DECREF(tp);
 }
 
-static int value_arg(PyObject *o, uint64_t *out)
-{
+static int value_arg(PyObject *o, uint64_t *out) {
     unsigned long long v = PyLong_AsUnsignedLongLong(o);
     if (v == (unsigned long long)-1 && PyErr_Occurred()) {
         if (PyErr_ExceptionMatches(PyExc_OverflowError) || PyErr_ExceptionMatches(PyExc_TypeError)) {
@@ -41,8 +38,7 @@ static int value_arg(PyObject *o, uint64_t *out)
     return 0;
 }
 
-static PyObject *hist_record(HistObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
+static PyObject *hist_record(HistObject *self, PyObject *const *args, Py_ssize_t nargs) {
     uint64_t v, n = 1;
     if (nargs < 1 || nargs > 2) {
         PyErr_SetString(PyExc_TypeError, "record(value, count=1)");
@@ -54,8 +50,7 @@ static PyObject *hist_record(HistObject *self, PyObject *const *args, Py_ssize_t
     Py_RETURN_NONE;
 }
 
-static PyObject *hist_merge(HistObject *self, PyObject *other)
-{
+static PyObject *hist_merge(HistObject *self, PyObject *other) {
     if (!PyObject_TypeCheck(other, Py_TYPE(self))) {
         PyErr_SetString(PyExc_TypeError, "merge() takes a Histogram");
         return NULL;
@@ -64,8 +59,7 @@ static PyObject *hist_merge(HistObject *self, PyObject *other)
     Py_RETURN_NONE;
 }
 
-static PyObject *hist_percentile(HistObject *self, PyObject *arg)
-{
+static PyObject *hist_percentile(HistObject *self, PyObject *arg) {
     double p = PyFloat_AsDouble(arg);
     if (p == -1.0 && PyErr_Occurred())
         return NULL;
@@ -76,14 +70,12 @@ static PyObject *hist_percentile(HistObject *self, PyObject *arg)
     return PyLong_FromUnsignedLongLong(ap_hist_percentile(&self->h, p));
 }
 
-static PyObject *hist_reset(HistObject *self, PyObject *Py_UNUSED(a))
-{
+static PyObject *hist_reset(HistObject *self, PyObject *Py_UNUSED(a)) {
     ap_hist_reset(&self->h);
     Py_RETURN_NONE;
 }
 
-static PyObject *hist_encode(HistObject *self, PyObject *Py_UNUSED(a))
-{
+static PyObject *hist_encode(HistObject *self, PyObject *Py_UNUSED(a)) {
     size_t n = ap_hist_encoded_size(&self->h);
     PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
     if (b == NULL)
@@ -98,8 +90,7 @@ static PyObject *hist_encode(HistObject *self, PyObject *Py_UNUSED(a))
     return b;
 }
 
-static PyObject *hist_decode(PyObject *cls, PyObject *arg)
-{
+static PyObject *hist_decode(PyObject *cls, PyObject *arg) {
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
         return NULL;
@@ -163,8 +154,7 @@ static PyType_Spec hist_spec = {
     .slots = hist_slots,
 };
 
-int apext_hist_init(PyObject *module, apext_state *st)
-{
+int apext_hist_init(PyObject *module, apext_state *st) {
     st->hist_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &hist_spec, NULL);
     if (st->hist_type == NULL)
         return -1;

@@ -6,8 +6,7 @@
 #include "labels.h"
 #include "session.h"
 
-PyObject *apext_raise_core(const char *what)
-{
+PyObject *apext_raise_core(const char *what) {
     PyObject *type;
     switch (ap_err_code()) {
     case AP_ENOMEM: type = PyExc_MemoryError; break;
@@ -22,8 +21,7 @@ PyObject *apext_raise_core(const char *what)
     return NULL;
 }
 
-PyObject *apext_metrics(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
-{
+PyObject *apext_metrics(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a)) {
     PyObject *list = PyList_New(AP_M_COUNT);
     for (unsigned i = 0; list != NULL && i < AP_M_COUNT; i++) {
         unsigned k = ap_metric_column(i);   /* in table column order */
@@ -43,18 +41,15 @@ PyObject *apext_metrics(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
     return list;
 }
 
-static PyObject *clock_source(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
-{
+static PyObject *clock_source(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a)) {
     return PyUnicode_FromString(ap_clock_source());
 }
 
-static PyObject *now_ns(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
-{
+static PyObject *now_ns(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a)) {
     return PyLong_FromUnsignedLongLong(ap_clock_now_ns());
 }
 
-static PyObject *thread_cpu_ns(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
-{
+static PyObject *thread_cpu_ns(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a)) {
     return PyLong_FromUnsignedLongLong(ap_clock_thread_cpu_ns());
 }
 
@@ -72,8 +67,7 @@ static PyMethodDef module_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static int module_exec(PyObject *module)
-{
+static int module_exec(PyObject *module) {
     apext_state *st = PyModule_GetState(module);
     ap_clock_init();
     if (PyModule_AddFunctions(module, apext_report_methods) < 0)
@@ -96,8 +90,7 @@ static int module_exec(PyObject *module)
     return 0;
 }
 
-static int module_traverse(PyObject *module, visitproc visit, void *arg)
-{
+static int module_traverse(PyObject *module, visitproc visit, void *arg) {
     apext_state *st = PyModule_GetState(module);
     if (st == NULL)
         return 0;
@@ -109,8 +102,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     return rc ? rc : apext_routes_traverse(st, visit, arg);
 }
 
-static int module_clear(PyObject *module)
-{
+static int module_clear(PyObject *module) {
     apext_state *st = PyModule_GetState(module);
     if (st == NULL)
         return 0;
@@ -123,8 +115,7 @@ static int module_clear(PyObject *module)
     return 0;
 }
 
-static void module_free(void *module)
-{
+static void module_free(void *module) {
     module_clear((PyObject *)module);
 }
 
@@ -148,7 +139,6 @@ PyModuleDef apext_module_def = {
     .m_free = module_free,
 };
 
-PyMODINIT_FUNC PyInit__core(void)
-{
+PyMODINIT_FUNC PyInit__core(void) {
     return PyModuleDef_Init(&apext_module_def);
 }

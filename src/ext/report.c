@@ -10,8 +10,7 @@
 #include "ap_report.h"
 
 /* A str option of the dict, or NULL (absent / None).  -1 on a wrong type. */
-static int opt_str(PyObject *opts, const char *key, const char **out)
-{
+static int opt_str(PyObject *opts, const char *key, const char **out) {
     *out = NULL;
     if (opts == NULL)
         return 0;
@@ -29,8 +28,7 @@ static int opt_str(PyObject *opts, const char *key, const char **out)
 static PyObject *write_view(ap_prof *p, const char *fmt, PyObject *out_obj, PyObject *opts,
                             int truncated);
 
-static PyObject *write_report(PyObject *module, PyObject *args)
-{
+static PyObject *write_report(PyObject *module, PyObject *args) {
     const char *fmt;
     PyObject *prof_obj, *out_obj = Py_None, *opts = Py_None;
     if (!PyArg_ParseTuple(args, "Os|OO:write_report", &prof_obj, &fmt, &out_obj, &opts))
@@ -57,8 +55,7 @@ static PyObject *write_report(PyObject *module, PyObject *args)
 
 /* write_report() once the profile is in hand. */
 static PyObject *write_view(ap_prof *p, const char *fmt, PyObject *out_obj, PyObject *opts,
-                            int truncated)
-{
+                            int truncated) {
     if (opts != Py_None && !PyDict_Check(opts))
         return PyErr_Format(PyExc_TypeError, "options must be a dict");
     PyObject *od = opts == Py_None ? NULL : opts;
@@ -123,8 +120,7 @@ static PyObject *write_view(ap_prof *p, const char *fmt, PyObject *out_obj, PyOb
     return PyBool_FromLong(truncated);
 }
 
-static PyObject *report_format_for_path(PyObject *Py_UNUSED(m), PyObject *arg)
-{
+static PyObject *report_format_for_path(PyObject *Py_UNUSED(m), PyObject *arg) {
     const char *path = PyUnicode_AsUTF8(arg);
     if (path == NULL)
         return NULL;

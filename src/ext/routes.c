@@ -52,15 +52,13 @@ typedef struct {
     unsigned char in_step, server_timing, finished;
 } RouteRequest;
 
-static apext_state *state_of(PyObject *o)
-{
+static apext_state *state_of(PyObject *o) {
     return (apext_state *)PyType_GetModuleState(Py_TYPE(o));
 }
 
 /* ---- RouteTable ------------------------------------------------------------------ */
 
-static PyObject *table_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
-{
+static PyObject *table_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"max_keys", NULL};
     Py_ssize_t max_keys = 256;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|n:RouteTable", kwlist, &max_keys))
@@ -82,21 +80,18 @@ static PyObject *table_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
-static int table_traverse(RouteTable *self, visitproc visit, void *arg)
-{
+static int table_traverse(RouteTable *self, visitproc visit, void *arg) {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->mount_type);
     return 0;
 }
 
-static int table_clear(RouteTable *self)
-{
+static int table_clear(RouteTable *self) {
     Py_CLEAR(self->mount_type);
     return 0;
 }
 
-static void table_dealloc(RouteTable *self)
-{
+static void table_dealloc(RouteTable *self) {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     table_clear(self);
@@ -105,8 +100,7 @@ static void table_dealloc(RouteTable *self)
     Py_DECREF(tp);
 }
 
-static int set_u64(PyObject *d, const char *key, uint64_t v)
-{
+static int set_u64(PyObject *d, const char *key, uint64_t v) {
     PyObject *o = PyLong_FromUnsignedLongLong(v);
     if (o == NULL)
         return -1;
@@ -115,8 +109,7 @@ static int set_u64(PyObject *d, const char *key, uint64_t v)
     return rc;
 }
 
-static PyObject *entry_dict(const ap_route_stat *s)
-{
+static PyObject *entry_dict(const ap_route_stat *s) {
     static const char *const CLASS_NAMES[AP_ROUTES_CLASSES] = {"none", "1xx", "2xx", "3xx",
                                                                "4xx", "5xx"};
     const ap_hist *h = &s->wall;
@@ -150,8 +143,7 @@ static PyObject *entry_dict(const ap_route_stat *s)
 }
 
 /* snapshot() -> list of dicts, one per (route, method, status class) with requests. */
-static PyObject *table_snapshot(RouteTable *self, PyObject *Py_UNUSED(a))
-{
+static PyObject *table_snapshot(RouteTable *self, PyObject *Py_UNUSED(a)) {
     PyObject *list = PyList_New(0);
     if (list == NULL)
         return NULL;
@@ -170,14 +162,12 @@ static PyObject *table_snapshot(RouteTable *self, PyObject *Py_UNUSED(a))
     return list;
 }
 
-static PyObject *table_reset(RouteTable *self, PyObject *Py_UNUSED(a))
-{
+static PyObject *table_reset(RouteTable *self, PyObject *Py_UNUSED(a)) {
     ap_routes_reset(self->table);
     Py_RETURN_NONE;
 }
 
-static PyObject *table_encode(RouteTable *self, PyObject *Py_UNUSED(a))
-{
+static PyObject *table_encode(RouteTable *self, PyObject *Py_UNUSED(a)) {
     size_t n = ap_routes_encoded_size(self->table);
     PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
     if (b == NULL)
@@ -189,8 +179,7 @@ static PyObject *table_encode(RouteTable *self, PyObject *Py_UNUSED(a))
     return b;
 }
 
-static PyObject *table_merge(RouteTable *self, PyObject *arg)
-{
+static PyObject *table_merge(RouteTable *self, PyObject *arg) {
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
         return NULL;
@@ -201,8 +190,7 @@ static PyObject *table_merge(RouteTable *self, PyObject *arg)
     Py_RETURN_NONE;
 }
 
-static PyObject *table_set_mount_type(RouteTable *self, PyObject *arg)
-{
+static PyObject *table_set_mount_type(RouteTable *self, PyObject *arg) {
     if (arg != Py_None && !PyType_Check(arg)) {
         PyErr_SetString(PyExc_TypeError, "_set_mount_type takes a class or None");
         return NULL;
@@ -212,8 +200,7 @@ static PyObject *table_set_mount_type(RouteTable *self, PyObject *arg)
 }
 
 /* request(scope, send, server_timing=False) -> RouteRequest; the clock starts now. */
-static PyObject *table_request(RouteTable *self, PyObject *const *args, Py_ssize_t nargs)
-{
+static PyObject *table_request(RouteTable *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs < 2 || nargs > 3 || !PyDict_Check(args[0])) {
         PyErr_SetString(PyExc_TypeError, "request(scope: dict, send, server_timing=False)");
         return NULL;
@@ -276,8 +263,7 @@ static PyType_Spec table_spec = {
 
 /* Message with headers + extra appended: a new dict, the app's is not changed.
  * New reference, or NULL with an exception. */
-static PyObject *with_headers(apext_state *st, PyObject *message, PyObject *extra)
-{
+static PyObject *with_headers(apext_state *st, PyObject *message, PyObject *extra) {
     PyObject *copy = PyDict_Copy(message);
     if (copy == NULL)
         return NULL;
@@ -301,8 +287,7 @@ err:
 
 /* The headers to add at response start (new list), or NULL with no exception
  * when there are none. */
-static PyObject *start_headers(RouteRequest *self, uint64_t now)
-{
+static PyObject *start_headers(RouteRequest *self, uint64_t now) {
     if (!self->server_timing)
         return self->extra_headers ? PySequence_List(self->extra_headers) : NULL;
     uint64_t wall = now - self->t0, cpu = self->cpu;
@@ -326,8 +311,7 @@ static PyObject *start_headers(RouteRequest *self, uint64_t now)
     return list;
 }
 
-static PyObject *req_call(RouteRequest *self, PyObject *args, PyObject *kwds)
-{
+static PyObject *req_call(RouteRequest *self, PyObject *args, PyObject *kwds) {
     PyObject *message;
     if ((kwds != NULL && PyDict_GET_SIZE(kwds) != 0) || PyTuple_GET_SIZE(args) != 1) {
         PyErr_SetString(PyExc_TypeError, "send(message) takes one message");
@@ -390,22 +374,19 @@ static PyObject *req_call(RouteRequest *self, PyObject *args, PyObject *kwds)
 
 /* ---- RouteRequest: stepping the app's coroutine ----------------------------------- */
 
-static void step_in(RouteRequest *self)
-{
+static void step_in(RouteRequest *self) {
     self->cpu_in = apext_thread_cpu_at(ap_clock_now_ns());
     self->in_step = 1;
 }
 
-static void step_out(RouteRequest *self)
-{
+static void step_out(RouteRequest *self) {
     uint64_t c = apext_thread_cpu_at(ap_clock_now_ns());
     if (c > self->cpu_in)
         self->cpu += c - self->cpu_in;
     self->in_step = 0;
 }
 
-static PyObject *req_run(RouteRequest *self, PyObject *coro)
-{
+static PyObject *req_run(RouteRequest *self, PyObject *coro) {
     if (self->coro != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "RouteRequest.run() is already driving a coroutine");
         return NULL;
@@ -414,8 +395,7 @@ static PyObject *req_run(RouteRequest *self, PyObject *coro)
     return Py_NewRef(self);
 }
 
-static PySendResult req_am_send(RouteRequest *self, PyObject *arg, PyObject **result)
-{
+static PySendResult req_am_send(RouteRequest *self, PyObject *arg, PyObject **result) {
     if (self->coro == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "RouteRequest awaited without run(coro)");
         *result = NULL;
@@ -431,8 +411,7 @@ static PySendResult req_am_send(RouteRequest *self, PyObject *arg, PyObject **re
 
 /* Turns an am_send outcome into the iterator protocol: the yielded value, or
  * NULL with StopIteration(value) set (no exception for a None return). */
-static PyObject *as_iter_result(PySendResult r, PyObject *result)
-{
+static PyObject *as_iter_result(PySendResult r, PyObject *result) {
     if (r == PYGEN_NEXT)
         return result;
     if (r == PYGEN_RETURN) {
@@ -448,15 +427,13 @@ static PyObject *as_iter_result(PySendResult r, PyObject *result)
     return NULL;
 }
 
-static PyObject *req_iternext(RouteRequest *self)
-{
+static PyObject *req_iternext(RouteRequest *self) {
     PyObject *result;
     PySendResult r = req_am_send(self, Py_None, &result);
     return as_iter_result(r, result);
 }
 
-static PyObject *req_send(RouteRequest *self, PyObject *value)
-{
+static PyObject *req_send(RouteRequest *self, PyObject *value) {
     PyObject *result;
     PySendResult r = req_am_send(self, value, &result);
     PyObject *out = as_iter_result(r, result);
@@ -467,8 +444,7 @@ static PyObject *req_send(RouteRequest *self, PyObject *value)
 
 /* throw(exc) or the old throw(type, value, tb): passed on to the coroutine as
  * one exception instance where possible (the 3-argument form is deprecated). */
-static PyObject *req_throw(RouteRequest *self, PyObject *const *args, Py_ssize_t nargs)
-{
+static PyObject *req_throw(RouteRequest *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs < 1 || nargs > 3) {
         PyErr_SetString(PyExc_TypeError, "throw(exception)");
         return NULL;
@@ -496,8 +472,7 @@ static PyObject *req_throw(RouteRequest *self, PyObject *const *args, Py_ssize_t
     return r;
 }
 
-static PyObject *req_close(RouteRequest *self, PyObject *Py_UNUSED(a))
-{
+static PyObject *req_close(RouteRequest *self, PyObject *Py_UNUSED(a)) {
     if (self->coro == NULL)
         Py_RETURN_NONE;
     PyObject *coro = self->coro;
@@ -512,8 +487,7 @@ static PyObject *req_close(RouteRequest *self, PyObject *Py_UNUSED(a))
 /* The route label of the finished request: the matched route's template with
  * the prefixes of the mounts it is under, "<unmatched>" when routing matched
  * nothing.  New reference, or NULL with an exception. */
-static PyObject *route_label(RouteRequest *self, apext_state *st)
-{
+static PyObject *route_label(RouteRequest *self, apext_state *st) {
     PyObject *route = PyDict_GetItemWithError(self->scope, st->route_str[S_ROUTE]);
     if (route == NULL)
         return PyErr_Occurred() ? NULL : Py_NewRef(st->route_str[S_UNMATCHED]);
@@ -563,8 +537,7 @@ static PyObject *route_label(RouteRequest *self, apext_state *st)
 }
 
 /* finish(error=False) -> str: records the request once and returns its route label. */
-static PyObject *req_finish(RouteRequest *self, PyObject *const *args, Py_ssize_t nargs)
-{
+static PyObject *req_finish(RouteRequest *self, PyObject *const *args, Py_ssize_t nargs) {
     int error = nargs >= 1 && PyObject_IsTrue(args[0]) == 1;
     apext_state *st = state_of((PyObject *)self);
     if (self->finished) {
@@ -600,8 +573,7 @@ static PyObject *req_finish(RouteRequest *self, PyObject *const *args, Py_ssize_
     return label;
 }
 
-static int req_traverse(RouteRequest *self, visitproc visit, void *arg)
-{
+static int req_traverse(RouteRequest *self, visitproc visit, void *arg) {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->table);
     Py_VISIT(self->send);
@@ -612,8 +584,7 @@ static int req_traverse(RouteRequest *self, visitproc visit, void *arg)
     return 0;
 }
 
-static int req_clear(RouteRequest *self)
-{
+static int req_clear(RouteRequest *self) {
     Py_CLEAR(self->table);
     Py_CLEAR(self->send);
     Py_CLEAR(self->scope);
@@ -623,8 +594,7 @@ static int req_clear(RouteRequest *self)
     return 0;
 }
 
-static void req_dealloc(RouteRequest *self)
-{
+static void req_dealloc(RouteRequest *self) {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     req_clear(self);
@@ -632,8 +602,7 @@ static void req_dealloc(RouteRequest *self)
     Py_DECREF(tp);
 }
 
-static PyObject *req_await(RouteRequest *self)
-{
+static PyObject *req_await(RouteRequest *self) {
     return Py_NewRef(self);
 }
 
@@ -641,21 +610,18 @@ static PyObject *get_status(RouteRequest *s, void *c) { (void)c; return PyLong_F
 static PyObject *get_bytes(RouteRequest *s, void *c) { (void)c; return PyLong_FromUnsignedLongLong(s->bytes_out); }
 static PyObject *get_cpu(RouteRequest *s, void *c) { (void)c; return PyLong_FromUnsignedLongLong(s->cpu); }
 
-static PyObject *get_wall(RouteRequest *s, void *c)
-{
+static PyObject *get_wall(RouteRequest *s, void *c) {
     (void)c;
     uint64_t end = s->t_last ? s->t_last : ap_clock_now_ns();
     return PyLong_FromUnsignedLongLong(end - s->t0);
 }
 
-static PyObject *get_extra(RouteRequest *s, void *c)
-{
+static PyObject *get_extra(RouteRequest *s, void *c) {
     (void)c;
     return Py_NewRef(s->extra_headers ? s->extra_headers : Py_None);
 }
 
-static int set_extra(RouteRequest *s, PyObject *v, void *c)
-{
+static int set_extra(RouteRequest *s, PyObject *v, void *c) {
     (void)c;
     if (v != NULL && v != Py_None && !PyList_Check(v)) {
         PyErr_SetString(PyExc_TypeError, "extra_headers is a list of (bytes, bytes) or None");
@@ -709,8 +675,7 @@ static PyType_Spec req_spec = {
     .slots = req_slots,
 };
 
-int apext_routes_init(PyObject *module, apext_state *st)
-{
+int apext_routes_init(PyObject *module, apext_state *st) {
     for (int i = 0; i < S_COUNT; i++) {
         st->route_str[i] = PyUnicode_InternFromString(STR_NAMES[i]);
         if (st->route_str[i] == NULL)
@@ -727,15 +692,13 @@ int apext_routes_init(PyObject *module, apext_state *st)
     return PyModule_AddObjectRef(module, "RouteTable", (PyObject *)st->route_table_type);
 }
 
-int apext_routes_traverse(apext_state *st, visitproc visit, void *arg)
-{
+int apext_routes_traverse(apext_state *st, visitproc visit, void *arg) {
     Py_VISIT(st->route_table_type);
     Py_VISIT(st->route_request_type);
     return 0;
 }
 
-void apext_routes_clear(apext_state *st)
-{
+void apext_routes_clear(apext_state *st) {
     Py_CLEAR(st->route_table_type);
     Py_CLEAR(st->route_request_type);
     for (int i = 0; i < S_COUNT; i++)

@@ -55,8 +55,7 @@ typedef struct {
 
 static _Thread_local uint64_t cpu_cache_wall, cpu_cache_cpu;
 
-uint64_t apext_thread_cpu_at(uint64_t now)
-{
+uint64_t apext_thread_cpu_at(uint64_t now) {
     if (cpu_cache_wall != 0 && now - cpu_cache_wall < AP_CPU_EXTRAPOLATE_NS)
         return cpu_cache_cpu + (now - cpu_cache_wall);
     uint64_t c = ap_clock_thread_cpu_ns();
@@ -67,8 +66,7 @@ uint64_t apext_thread_cpu_at(uint64_t now)
 
 /* ---- TimerNode -------------------------------------------------------------- */
 
-static TimerNode *node_new(apext_state *st, PyObject *name, TimerNode *parent)
-{
+static TimerNode *node_new(apext_state *st, PyObject *name, TimerNode *parent) {
     TimerNode *n = PyObject_GC_New(TimerNode, st->timer_node_type);
     if (n == NULL)
         return NULL;
@@ -87,24 +85,21 @@ static TimerNode *node_new(apext_state *st, PyObject *name, TimerNode *parent)
     return n;
 }
 
-static int node_traverse(TimerNode *self, visitproc visit, void *arg)
-{
+static int node_traverse(TimerNode *self, visitproc visit, void *arg) {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->children);
     Py_VISIT(self->parent);
     return 0;
 }
 
-static int node_clear(TimerNode *self)
-{
+static int node_clear(TimerNode *self) {
     Py_CLEAR(self->children);
     Py_CLEAR(self->parent);
     Py_CLEAR(self->name);
     return 0;
 }
 
-static void node_dealloc(TimerNode *self)
-{
+static void node_dealloc(TimerNode *self) {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     node_clear(self);
@@ -137,8 +132,7 @@ typedef struct {
     TimerNode **items; /* strong refs; items[0] is the base (inherited parent) */
 } TimerStack;
 
-static TimerStack *stack_new(apext_state *st, TimerNode *base)
-{
+static TimerStack *stack_new(apext_state *st, TimerNode *base) {
     TimerStack *s = PyObject_GC_New(TimerStack, st->timer_stack_type);
     if (s == NULL)
         return NULL;
@@ -158,8 +152,7 @@ static TimerStack *stack_new(apext_state *st, TimerNode *base)
 }
 
 /* Pushes n (a new reference is taken). Returns 0, or -1 with MemoryError. */
-static int stack_push(TimerStack *s, TimerNode *n)
-{
+static int stack_push(TimerStack *s, TimerNode *n) {
     if (s->len == s->cap) {
         TimerNode **items = PyMem_Realloc(s->items, sizeof(TimerNode *) * (size_t)s->cap * 2);
         if (items == NULL) {
@@ -175,8 +168,7 @@ static int stack_push(TimerStack *s, TimerNode *n)
 
 /* Removes the innermost entry for n (normally the top). Returns 0, or -1 when
  * n is not on the stack. Can't raise. */
-static int stack_remove(TimerStack *s, TimerNode *n)
-{
+static int stack_remove(TimerStack *s, TimerNode *n) {
     for (Py_ssize_t i = s->len - 1; i >= 1; i--) {
         if (s->items[i] == n) {
             memmove(&s->items[i], &s->items[i + 1], sizeof(TimerNode *) * (size_t)(s->len - i - 1));
@@ -188,8 +180,7 @@ static int stack_remove(TimerStack *s, TimerNode *n)
     return -1;
 }
 
-static int stack_traverse(TimerStack *self, visitproc visit, void *arg)
-{
+static int stack_traverse(TimerStack *self, visitproc visit, void *arg) {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->owner);
     for (Py_ssize_t i = 0; i < self->len; i++)
@@ -197,8 +188,7 @@ static int stack_traverse(TimerStack *self, visitproc visit, void *arg)
     return 0;
 }
 
-static int stack_clear(TimerStack *self)
-{
+static int stack_clear(TimerStack *self) {
     Py_CLEAR(self->owner);
     while (self->len > 0) {
         TimerNode *n = self->items[--self->len];
@@ -207,8 +197,7 @@ static int stack_clear(TimerStack *self)
     return 0;
 }
 
-static void stack_dealloc(TimerStack *self)
-{
+static void stack_dealloc(TimerStack *self) {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     stack_clear(self);
@@ -235,8 +224,7 @@ static PyType_Spec stack_spec = {
 
 /* Returns the TimerStack owned by the current context (borrowed), making it
  * on first use; NULL with an exception set on failure. */
-static TimerStack *current_stack(apext_state *st)
-{
+static TimerStack *current_stack(apext_state *st) {
     PyObject *cur;
     if (PyContextVar_Get(st->timer_parent_var, NULL, &cur) < 0)
         return NULL;
@@ -265,8 +253,7 @@ static TimerStack *current_stack(apext_state *st)
 /* ---- Timer ------------------------------------------------------------------ */
 
 /* Checks a timer name. Returns 0, or -1 with TypeError/ValueError set. */
-static int check_name(PyObject *name)
-{
+static int check_name(PyObject *name) {
     if (!PyUnicode_Check(name)) {
         PyErr_Format(PyExc_TypeError, "apiprof.timer name must be a str, not %.80s",
                      Py_TYPE(name)->tp_name);
@@ -291,8 +278,7 @@ static int check_name(PyObject *name)
     return 0;
 }
 
-static PyObject *timer_make(PyTypeObject *type, PyObject *name, int cpu)
-{
+static PyObject *timer_make(PyTypeObject *type, PyObject *name, int cpu) {
     TimerObject *t = PyObject_New(TimerObject, type);
     if (t == NULL)
         return NULL;
@@ -308,8 +294,7 @@ static PyObject *timer_make(PyTypeObject *type, PyObject *name, int cpu)
 
 /* apiprof.timer(name, cpu=True) -> Timer; apiprof.timer(func) -> decorated func. */
 static PyObject *timer_vectorcall(PyObject *type, PyObject *const *args, size_t nargsf,
-                                  PyObject *kwnames)
-{
+                                  PyObject *kwnames) {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     int cpu = 1;
     if (kwnames != NULL) {
@@ -345,8 +330,7 @@ static PyObject *timer_vectorcall(PyObject *type, PyObject *const *args, size_t 
     return timer_make((PyTypeObject *)type, arg, cpu);
 }
 
-static PyObject *timer_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
-{
+static PyObject *timer_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     /* Only reached through tp_call paths that bypass vectorcall. */
     PyObject *kwnames = NULL;
     Py_ssize_t n = PyTuple_GET_SIZE(args);
@@ -373,8 +357,7 @@ static PyObject *timer_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 
 /* Timers are not GC-tracked: they reference a str, a node and a stack, none of
  * which can reference a timer back. */
-static void timer_dealloc(TimerObject *self)
-{
+static void timer_dealloc(TimerObject *self) {
     PyTypeObject *tp = Py_TYPE(self);
     Py_CLEAR(self->name);
     Py_CLEAR(self->node);
@@ -384,8 +367,7 @@ static void timer_dealloc(TimerObject *self)
 }
 
 /* Starts the block. Returns 0, or -1 with an exception set. */
-static int timer_begin(TimerObject *self, int stepped)
-{
+static int timer_begin(TimerObject *self, int stepped) {
     apext_state *st = self->st;
     if (self->running) {
         PyErr_Format(PyExc_RuntimeError, "apiprof.timer(%R) is already running", self->name);
@@ -422,8 +404,7 @@ static int timer_begin(TimerObject *self, int stepped)
 
 /* Ends the block and records it; `error` says it was left by an exception.
  * Returns 0, or -1 with an exception set (then nothing is recorded). */
-static int timer_end(TimerObject *self, int error)
-{
+static int timer_end(TimerObject *self, int error) {
     uint64_t now = ap_clock_now_ns();
     if (!self->running) {
         PyErr_Format(PyExc_RuntimeError,
@@ -468,30 +449,26 @@ static int timer_end(TimerObject *self, int error)
     return 0;
 }
 
-static PyObject *timer_enter(TimerObject *self, PyObject *Py_UNUSED(a))
-{
+static PyObject *timer_enter(TimerObject *self, PyObject *Py_UNUSED(a)) {
     if (timer_begin(self, 0) < 0)
         return NULL;
     return Py_NewRef(self);
 }
 
-static PyObject *timer_exit(TimerObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
+static PyObject *timer_exit(TimerObject *self, PyObject *const *args, Py_ssize_t nargs) {
     int error = nargs > 0 && args[0] != Py_None;
     if (timer_end(self, error) < 0)
         return NULL;
     Py_RETURN_FALSE;
 }
 
-static PyObject *timer_start(TimerObject *self, PyObject *Py_UNUSED(a))
-{
+static PyObject *timer_start(TimerObject *self, PyObject *Py_UNUSED(a)) {
     if (timer_begin(self, 0) < 0)
         return NULL;
     return Py_NewRef(self);
 }
 
-static PyObject *timer_stop(TimerObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
+static PyObject *timer_stop(TimerObject *self, PyObject *const *args, Py_ssize_t nargs) {
     int error = 0;
     if (nargs > 1) {
         PyErr_SetString(PyExc_TypeError, "stop(error=False)");
@@ -506,15 +483,13 @@ static PyObject *timer_stop(TimerObject *self, PyObject *const *args, Py_ssize_t
 
 /* Stepped mode, used by the async decorator: CPU is summed only over the steps
  * of the timed coroutine, not over what other tasks ran while it awaited. */
-static PyObject *timer_start_stepped(TimerObject *self, PyObject *Py_UNUSED(a))
-{
+static PyObject *timer_start_stepped(TimerObject *self, PyObject *Py_UNUSED(a)) {
     if (timer_begin(self, 1) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
 
-static PyObject *timer_step_in(TimerObject *self, PyObject *Py_UNUSED(a))
-{
+static PyObject *timer_step_in(TimerObject *self, PyObject *Py_UNUSED(a)) {
     if (self->running && self->stepped && self->cpu && !self->in_step) {
         self->cpu_mark = apext_thread_cpu_at(ap_clock_now_ns());
         self->in_step = 1;
@@ -522,8 +497,7 @@ static PyObject *timer_step_in(TimerObject *self, PyObject *Py_UNUSED(a))
     Py_RETURN_NONE;
 }
 
-static PyObject *timer_step_out(TimerObject *self, PyObject *Py_UNUSED(a))
-{
+static PyObject *timer_step_out(TimerObject *self, PyObject *Py_UNUSED(a)) {
     if (self->running && self->stepped && self->cpu && self->in_step) {
         self->cpu_acc += apext_thread_cpu_at(ap_clock_now_ns()) - self->cpu_mark;
         self->in_step = 0;
@@ -531,8 +505,7 @@ static PyObject *timer_step_out(TimerObject *self, PyObject *Py_UNUSED(a))
     Py_RETURN_NONE;
 }
 
-static PyObject *timer_call(TimerObject *self, PyObject *args, PyObject *kwds)
-{
+static PyObject *timer_call(TimerObject *self, PyObject *args, PyObject *kwds) {
     PyObject *func;
     if ((kwds != NULL && PyDict_GET_SIZE(kwds) != 0) || PyTuple_GET_SIZE(args) != 1 ||
         !PyCallable_Check(func = PyTuple_GET_ITEM(args, 0))) {
@@ -566,8 +539,7 @@ static PyGetSetDef timer_getset[] = {
 
 static PyObject *node_snapshot(TimerNode *n, PyObject *path);
 
-static int set_u64(PyObject *d, const char *key, uint64_t v)
-{
+static int set_u64(PyObject *d, const char *key, uint64_t v) {
     PyObject *o = PyLong_FromUnsignedLongLong(v);
     if (o == NULL)
         return -1;
@@ -576,8 +548,7 @@ static int set_u64(PyObject *d, const char *key, uint64_t v)
     return rc;
 }
 
-static PyObject *children_snapshot(TimerNode *n, PyObject *path)
-{
+static PyObject *children_snapshot(TimerNode *n, PyObject *path) {
     PyObject *list = PyList_New(0);
     if (list == NULL)
         return NULL;
@@ -607,8 +578,7 @@ err:
     return NULL;
 }
 
-static PyObject *node_snapshot(TimerNode *n, PyObject *path)
-{
+static PyObject *node_snapshot(TimerNode *n, PyObject *path) {
     const ap_hist *h = &n->wall;
     uint64_t count = ap_hist_count(h), total = ap_hist_sum(h);
     PyObject *d = PyDict_New();
@@ -642,8 +612,7 @@ err:
 }
 
 /* Timer.snapshot() -> list of root timer dicts (see python/apiprof/timer.py). */
-static PyObject *timer_snapshot(PyObject *cls, PyObject *Py_UNUSED(a))
-{
+static PyObject *timer_snapshot(PyObject *cls, PyObject *Py_UNUSED(a)) {
     apext_state *st = apext_state_of_type((PyTypeObject *)cls);
     PyObject *path = PyList_New(0);
     if (path == NULL)
@@ -655,8 +624,7 @@ static PyObject *timer_snapshot(PyObject *cls, PyObject *Py_UNUSED(a))
 
 /* Timer.reset(): forgets every recorded block. Timers running now record into
  * detached nodes and are not seen. */
-static PyObject *timer_reset(PyObject *cls, PyObject *Py_UNUSED(a))
-{
+static PyObject *timer_reset(PyObject *cls, PyObject *Py_UNUSED(a)) {
     apext_state *st = apext_state_of_type((PyTypeObject *)cls);
     TimerNode *root = (TimerNode *)st->timer_root;
     PyObject *fresh = PyDict_New();
@@ -668,8 +636,7 @@ static PyObject *timer_reset(PyObject *cls, PyObject *Py_UNUSED(a))
 
 /* Timer._set_decorator(callable): the Python function that builds decorator
  * wrappers: callable(name_or_None, func, cpu) -> wrapper. */
-static PyObject *timer_set_decorator(PyObject *cls, PyObject *fn)
-{
+static PyObject *timer_set_decorator(PyObject *cls, PyObject *fn) {
     apext_state *st = apext_state_of_type((PyTypeObject *)cls);
     if (!PyCallable_Check(fn)) {
         PyErr_SetString(PyExc_TypeError, "_set_decorator takes a callable");
@@ -716,8 +683,7 @@ static PyType_Spec timer_spec = {
     .slots = timer_slots,
 };
 
-int apext_timer_init(PyObject *module, apext_state *st)
-{
+int apext_timer_init(PyObject *module, apext_state *st) {
     st->timer_node_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &node_spec, NULL);
     if (st->timer_node_type == NULL)
         return -1;
@@ -737,8 +703,7 @@ int apext_timer_init(PyObject *module, apext_state *st)
     return PyModule_AddObjectRef(module, "Timer", (PyObject *)st->timer_type);
 }
 
-int apext_timer_traverse(apext_state *st, visitproc visit, void *arg)
-{
+int apext_timer_traverse(apext_state *st, visitproc visit, void *arg) {
     Py_VISIT(st->timer_type);
     Py_VISIT(st->timer_node_type);
     Py_VISIT(st->timer_stack_type);
@@ -748,8 +713,7 @@ int apext_timer_traverse(apext_state *st, visitproc visit, void *arg)
     return 0;
 }
 
-void apext_timer_clear(apext_state *st)
-{
+void apext_timer_clear(apext_state *st) {
     Py_CLEAR(st->timer_root);
     Py_CLEAR(st->timer_parent_var);
     Py_CLEAR(st->timer_decorate);
