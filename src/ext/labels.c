@@ -219,6 +219,22 @@ ap_tree *apext_labels_choose(apext_labels *l, ap_tree *own, apext_label_cache *c
     return tree;
 }
 
+int apext_labels_sync(apext_labels *l) {
+    uint64_t key, val;
+    for (size_t pos = 0; (pos = ap_map_next(&l->trees, pos, &key, &val)) != 0;) {
+        const ap_tree *own = ap_prof_tree_at(l->prof, (size_t)(key >> 32));
+        ap_tree *tree = (ap_tree *)(uintptr_t)val;
+        for (size_t i = 0; own != NULL && i < ap_tree_nlabels(own); i++) {
+            ap_label x = ap_tree_label_at(own, i);
+            if (x.key != l->k_route && x.key != l->k_task &&
+                ap_tree_label_get(tree, x.key) == AP_NONE &&
+                ap_tree_label_set(tree, x.key, x.val) != 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
 /* ---- label_set(var, value) ---------------------------------------------------------- */
 
 /* Set var to value in the current context and make every thread read its

@@ -88,6 +88,10 @@ void apext_labels_start(apext_labels *l);
  * new labels (a thread tree relabelled in place keeps its pointer, so the
  * label trees made from it are forgotten, not reused).  Can't fail. */
 void apext_labels_phase(apext_labels *l);
+/* Give every label tree the labels its thread's tree gained after the label
+ * tree was made (a thread is named after its first frames run).  0, or -1
+ * with an ap_err (out of memory). */
+int apext_labels_sync(apext_labels *l);
 int apext_labels_traverse(apext_labels *l, visitproc visit, void *arg);
 void apext_labels_clear(apext_labels *l);   /* references only */
 void apext_labels_free(apext_labels *l);    /* maps */

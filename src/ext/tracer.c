@@ -115,12 +115,19 @@ static void tracer_close_top(apext_thread *ts, uint64_t now) {
     apext_stack_pop_top(ts, now);
 }
 
-/* A frame entered or reopened in another tree starts its CPU count now. */
+/* A frame entered or reopened in another tree starts its CPU count now
+ * (entries are cpu_frames only with cpu=True). */
 static void tracer_cpu_start(apext_thread *ts, apext_frame *e) {
     cpu_frame *c = (cpu_frame *)e;
     c->cpu0 = ap_clock_thread_cpu_ns();
     c->cpu_child = 0;
     (void)ts;
+}
+
+static void tracer_reopen(apext_thread *ts, apext_frame *e) {
+    TracerObject *t = running_tracer();
+    if (t != NULL && t->cpu_split && ts->ident == PyThread_get_thread_ident())
+        tracer_cpu_start(ts, e);
 }
 
 /* Enter frame (key) on ts: into the tree of the current labels when they are on. */
@@ -608,13 +615,15 @@ static void tracer_stopped(PyObject *owner) {
     TracerObject *t = (TracerObject *)owner;
     if (apext_timeline_note(&t->timeline, t->sess.prof) != 0)   /* timeline: kept / dropped */
         apext_session_fail(&t->sess, "timeline");
+    if (t->labels.on && apext_labels_sync(&t->labels) != 0)   /* thread names found late */
+        apext_session_fail(&t->sess, "labels");
 }
 
 static const apext_session_ops tracer_ops = {
     .hooks = &tracer_hooks,
     .prepare = tracer_prepare,
     .close_top = tracer_close_top,
-    .reopen = tracer_cpu_start,
+    .reopen = tracer_reopen,
     .stopped = tracer_stopped,
     .traverse = tracer_traverse,
     .clear = tracer_clear,

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import textwrap
 from pathlib import Path
 
@@ -324,3 +325,38 @@ def test_timeline_options_are_checked(tmp_path):
     assert r.returncode == 0
     r = apiprof("report", tmp_path / "x.apiprof", "--format", "chrome")
     assert r.returncode != 0 and "no event timeline" in r.stderr
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12),
+                    reason="3.11 traces threads started by threading only (docs/cli.md)")
+def test_label_trees_get_the_thread_name_found_later():
+    """A thread runs labelled work before threading knows its name (a thread started
+    with _thread that later calls threading.current_thread()): its label tree gets the
+    thread's name at stop, like the thread's own tree."""
+    import _thread
+    import contextvars
+
+    from apiprof import _labels
+
+    def work():
+        return 1
+
+    done = threading.Event()
+
+    def raw_thread():
+        ctx = contextvars.copy_context()
+
+        def labelled():
+            _core.label_set(_labels.ROUTE, "GET /early")
+            work()
+        ctx.run(labelled)
+        threading.current_thread()   # registers a _DummyThread: the thread has a name now
+        work()
+        done.set()
+
+    p = Profiler(labels=True, builtins=False)
+    with p:
+        _thread.start_new_thread(raw_thread, ())
+        assert done.wait(10)
+    (early,) = [t["labels"] for t in p.profile.trees() if t["labels"].get("route") == "GET /early"]
+    assert early.get("thread", "").startswith("Dummy-"), early
