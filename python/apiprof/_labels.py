@@ -64,7 +64,10 @@ class RouteFinder:
         except Exception:  # the app's router will answer this request as it sees fit
             found = None
         finally:
-            _core.label_set(ROUTE, found)
+            if found is None:
+                _core.label_set(ROUTE, None)
+            else:  # a request of that route starts: the tracer counts it
+                _core.label_request(ROUTE, found)
 
 
 class RouteLabels:

@@ -252,9 +252,21 @@ static PyObject *label_set(PyObject *Py_UNUSED(m), PyObject *const *a, Py_ssize_
     return token;
 }
 
+/* label_set(var, value), and a request with that route starts here: counted
+ * in the tree its work goes to (RouteLabels calls it once per request). */
+static PyObject *label_request(PyObject *m, PyObject *const *a, Py_ssize_t n) {
+    PyObject *token = label_set(m, a, n);
+    if (token != NULL && PyUnicode_Check(a[1]))
+        apext_tracer_count_request();
+    return token;
+}
+
 PyMethodDef apext_labels_methods[] = {
     {"label_set", (PyCFunction)(void (*)(void))label_set, METH_FASTCALL,
      "label_set(var, value) -> Token\n\nvar.set(value), seen at once by the tracer's route "
      "labels\n(apiprof._labels)."},
+    {"label_request", (PyCFunction)(void (*)(void))label_request, METH_FASTCALL,
+     "label_request(var, value) -> Token\n\nlabel_set(var, value) for the start of a request "
+     "with route\nvalue: the running tracer counts it (the root calls of its route tree)."},
     {NULL, NULL, 0, NULL},
 };

@@ -139,7 +139,14 @@ static inline ap_tree *apext_labels_tree_of(const apext_labels *l, ap_tree *own,
     return own;
 }
 
-/* Module functions (label_set). */
+/* Count one request in the running tracer's tree for the calling thread and
+ * its current labels (the root's AP_M_CALLS: requests started in that
+ * tree), when a tracer with labels runs and the current context has a
+ * route.  Implemented by tracer.c.  Can't fail (a failure is noted in the
+ * session). */
+void apext_tracer_count_request(void);
+
+/* Module functions (label_set, label_request). */
 extern PyMethodDef apext_labels_methods[];
 
 #endif /* APEXT_LABELS_H */

@@ -149,11 +149,32 @@ static inline void tracer_enter(TracerObject *t, apext_thread *ts, ap_frame_id f
         tracer_cpu_start(ts, apext_stack_at(ts, ts->depth - 1));
 }
 
+/* Whether the calling thread's current labels are recorded (not paused). */
+static inline int in_scope_labels(TracerObject *t) {
+    return apext_labels_recorded(&t->labels);
+}
+
 static inline ap_node *tracer_exit(TracerObject *t, apext_thread *ts, const void *key,
                                    uint64_t now) {
     if (t->timeline.on || t->cpu_split)
         return apext_stack_exit_with(ts, key, now, tracer_close_top);
     return apext_stack_exit(ts, key, now);
+}
+
+void apext_tracer_count_request(void) {
+    TracerObject *t = running_tracer();
+    if (t == NULL || !t->labels.on || !in_scope_labels(t))
+        return;
+    apext_thread *ts = apext_stack_thread(&t->sess, PRODUCER);
+    if (ts == NULL)
+        return;
+    ap_tree *tree = ts->tree;
+    if (apext_labels_parent(&t->labels, &tree, ap_tree_root(ts->tree)) == NULL) {
+        apext_session_fail(&t->sess, "labels");
+        return;
+    }
+    if (tree != ts->tree)   /* a route (or task) label tree: the request starts there */
+        ap_tree_root(tree)->m[AP_M_CALLS]++;
 }
 
 /* ---- context scope ---------------------------------------------------------------- */

@@ -1,0 +1,893 @@
+/* ap_findings.c -- the findings of a profile and the classes of its frames and nodes (user, library, idle). */
+#include "ap_findings.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ap_err.h"
+#include "ap_map.h"
+#include "ap_report.h"
+
+/* ---- kinds ------------------------------------------------------------------------ */
+
+static const ap_finding_kind_info kinds[AP_FK_COUNT] = {
+    [AP_FK_SLOW_ROUTE] = {"slow_route", "slow route",
+                          "a route with at least 10% of all request work, or among the 3 with "
+                          "the most"},
+    [AP_FK_HOT_FUNCTION] = {"hot_function", "hot function",
+                            "the user function that, with what it calls outside user code, "
+                            "takes most of a slow route's work"},
+    [AP_FK_HOT_LINE] = {"hot_line", "hot line",
+                        "the line of the hot function with the most time (line profiles)"},
+    [AP_FK_BLOCKING_CALL] = {"blocking_call", "blocking call",
+                             "a call that runs 20 ms or more without awaiting on the event "
+                             "loop's thread, inside a request"},
+    [AP_FK_AWAIT_BOUND] = {"await_bound", "waiting",
+                           "a route that spends at least half of its time awaiting one call"},
+    [AP_FK_LIBRARY_WORK] = {"library_work", "library work",
+                            "a slow route whose hot function has less than half of its work "
+                            "and whose work is mostly library code: where it goes"},
+    [AP_FK_IDLE] = {"idle", "idle time",
+                    "recorded time that was idle waiting, left out of the views by default"},
+};
+
+const ap_finding_kind_info *ap_finding_kind_get(unsigned k) {
+    return k < AP_FK_COUNT ? &kinds[k] : NULL;
+}
+
+const char *ap_finding_severity_name(unsigned severity) {
+    return severity >= AP_SEV_HIGH ? "high" : severity == AP_SEV_MEDIUM ? "medium" : "info";
+}
+
+/* ---- classes ---------------------------------------------------------------------- */
+
+/* Idle rules: a frame (by qualname) under a parent (by qualname, NULL: any). */
+static const struct idle_rule {
+    const char *qualname, *parent;
+} idle_rules[] = {
+    {"select.epoll.poll", NULL},      {"select.poll.poll", NULL},
+    {"select.select", NULL},          {"select.kqueue.control", NULL},
+    {"select.devpoll.poll", NULL},    {"Queue.get", "WorkerThread.run"},
+    {"_queue.SimpleQueue.get", "_worker"}, {"SimpleQueue.get", "_worker"},
+};
+
+static const char *qualname_of(const ap_prof *p, ap_frame_id f) {
+    const ap_frame *fr = ap_prof_frame(p, f);
+    if (fr == NULL)
+        return "";
+    const char *q = ap_prof_str(p, fr->qualname);
+    return q[0] ? q : ap_prof_str(p, fr->name);
+}
+
+static int is_library_file(const char *file) {
+    return strstr(file, "/site-packages/") != NULL || strstr(file, "/dist-packages/") != NULL ||
+           strncmp(file, "<frozen ", 8) == 0 || strstr(file, "/lib/python3.") != NULL;
+}
+
+static int is_idle(const ap_prof *p, ap_frame_id f, ap_frame_id parent) {
+    const char *q = qualname_of(p, f);
+    for (size_t i = 0; i < sizeof idle_rules / sizeof idle_rules[0]; i++) {
+        if (strcmp(q, idle_rules[i].qualname) != 0)
+            continue;
+        if (idle_rules[i].parent == NULL || strcmp(qualname_of(p, parent), idle_rules[i].parent) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+void ap_classes_free(ap_classes *c) {
+    for (size_t t = 0; t < c->ntrees; t++) {
+        if (c->node_library != NULL)
+            free(c->node_library[t]);
+        if (c->node_idle != NULL)
+            free(c->node_idle[t]);
+    }
+    free(c->node_library);
+    free(c->node_idle);
+    free(c->frame_library);
+    memset(c, 0, sizeof *c);
+}
+
+int ap_classes_build(const ap_prof *p, ap_classes *c) {
+    memset(c, 0, sizeof *c);
+    size_t nf = ap_prof_nframes(p), nt = ap_prof_ntrees(p);
+    c->frame_library = calloc(nf ? nf : 1, 1);
+    c->node_library = calloc(nt ? nt : 1, sizeof *c->node_library);
+    c->node_idle = calloc(nt ? nt : 1, sizeof *c->node_idle);
+    if (c->frame_library == NULL || c->node_library == NULL || c->node_idle == NULL)
+        goto oom;
+    c->nframes = nf;
+    c->ntrees = nt;
+    for (size_t f = 1; f < nf; f++) {
+        const ap_frame *fr = ap_prof_frame(p, (ap_frame_id)f);
+        c->frame_library[f] = fr->kind == AP_FRAME_PYTHON && is_library_file(ap_prof_str(p, fr->file));
+    }
+    for (size_t t = 0; t < nt; t++) {
+        const ap_tree *tree = ap_prof_tree_at(p, t);
+        size_t n = ap_tree_nnodes(tree);
+        uint8_t *lib = calloc(n, 1), *idle = calloc(n, 1);
+        c->node_library[t] = lib;
+        c->node_idle[t] = idle;
+        if (lib == NULL || idle == NULL)
+            goto oom;
+        for (size_t i = 1; i < n; i++) {
+            const ap_node *node = ap_tree_node(tree, (ap_node_id)i);
+            const ap_frame *fr = ap_prof_frame(p, node->frame);
+            ap_node_id up = node->parent;
+            if (fr->kind == AP_FRAME_PYTHON)
+                lib[i] = c->frame_library[node->frame];
+            else
+                lib[i] = up != 0 && lib[up];
+            idle[i] = idle[up] || is_idle(p, node->frame, ap_tree_node(tree, up)->frame);
+            c->wall_ns += node->m[AP_M_SELF_NS];
+            if (idle[i])
+                c->idle_ns += node->m[AP_M_SELF_NS];
+        }
+    }
+    return 0;
+oom:
+    ap_classes_free(c);
+    ap_err_set(AP_ENOMEM, "findings: out of memory");
+    return -1;
+}
+
+/* ---- helpers ------------------------------------------------------------------------ */
+
+/* A duration for a sentence: "850 ns", "12.3 us", "4.56 ms", "1.20 s". */
+static const char *dur(char *buf, size_t n, double ns) {
+    if (ns < 1e3)
+        snprintf(buf, n, "%.0f ns", ns);
+    else if (ns < 1e6)
+        snprintf(buf, n, "%.1f us", ns / 1e3);
+    else if (ns < 1e9)
+        snprintf(buf, n, "%.1f ms", ns / 1e6);
+    else
+        snprintf(buf, n, "%.2f s", ns / 1e9);
+    return buf;
+}
+
+/* "name (file:line)" of a frame for a sentence; C functions by name only. */
+static const char *where(const ap_prof *p, ap_frame_id f, char *buf, size_t n) {
+    const ap_frame *fr = ap_prof_frame(p, f);
+    const char *q = qualname_of(p, f);
+    if (fr == NULL || fr->kind != AP_FRAME_PYTHON) {
+        snprintf(buf, n, "%s", q);
+        return buf;
+    }
+    const char *file = ap_prof_str(p, fr->file);
+    /* The last two path components are enough to recognise a file. */
+    const char *tail = file + strlen(file);
+    int slashes = 0;
+    while (tail > file && slashes < 2)
+        if (*--tail == '/' && ++slashes == 2)
+            tail++;
+    snprintf(buf, n, "%s (%s:%u)", q, tail, fr->lineno ? fr->lineno : fr->line);
+    return buf;
+}
+
+typedef struct fvec {
+    ap_finding *items;
+    size_t n, cap;
+} fvec;
+
+static ap_finding *fnew(fvec *v, unsigned kind, unsigned severity) {
+    if (v->n == v->cap) {
+        size_t nc = v->cap ? v->cap * 2 : 16;
+        ap_finding *items = realloc(v->items, nc * sizeof *items);
+        if (items == NULL) {
+            ap_err_set(AP_ENOMEM, "findings: out of memory");
+            return NULL;
+        }
+        v->items = items;
+        v->cap = nc;
+    }
+    ap_finding *f = &v->items[v->n++];
+    memset(f, 0, sizeof *f);
+    f->kind = kind;
+    f->severity = severity;
+    f->unit = "nanoseconds";
+    return f;
+}
+
+static void say(ap_finding *f, const char *fmt, ...) AP_PRINTF_LIKE(2, 3);
+static void say(ap_finding *f, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(f->message, sizeof f->message, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- per route ------------------------------------------------------------------------ */
+
+typedef struct route_acc {
+    ap_str_id route;      /* 0: the whole profile (no route labels) */
+    uint64_t work;        /* self time of non-idle nodes in its trees */
+    uint64_t requests;
+} route_acc;
+
+static int by_work(const void *a, const void *b) {
+    const route_acc *x = a, *y = b;
+    if (x->work != y->work)
+        return x->work > y->work ? -1 : 1;
+    return x->route < y->route ? -1 : x->route > y->route;
+}
+
+typedef struct ctx {
+    ap_prof *p;
+    ap_classes cls;
+    ap_str_id k_route, k_thread_id;
+    ap_frame_id *func;        /* frame -> function-level frame */
+    fvec out;
+} ctx;
+
+static ap_str_id find_str(const ap_prof *p, const char *s) {
+    for (size_t i = 1; i < ap_prof_nstrs(p); i++)
+        if (strcmp(ap_prof_str(p, (ap_str_id)i), s) == 0)
+            return (ap_str_id)i;
+    return AP_NONE;
+}
+
+/* Whether tree t belongs to route r (r == 0: every tree, the whole profile). */
+static int in_route(const ctx *c, const ap_tree *t, ap_str_id r) {
+    return r == 0 || (c->k_route != AP_NONE && ap_tree_label_get(t, c->k_route) == r);
+}
+
+static int user_node(const ctx *c, size_t t, const ap_node *n) {
+    const ap_frame *fr = ap_prof_frame(c->p, n->frame);
+    return n->id != 0 && fr->kind == AP_FRAME_PYTHON && !c->cls.node_library[t][n->id];
+}
+
+uint64_t ap_findings_route_requests(const ap_prof *p, ap_str_id route) {
+    ap_str_id k = find_str(p, "route");
+    uint64_t n = 0;
+    for (size_t t = 0; k != AP_NONE && t < ap_prof_ntrees(p); t++) {
+        const ap_tree *tree = ap_prof_tree_at(p, t);
+        if (ap_tree_label_get(tree, k) == route)
+            n += ap_tree_node(tree, 0)->m[AP_M_CALLS];
+    }
+    return n;
+}
+
+/* Every non-idle node of route r's trees that some user frame owns (the
+ * node itself when it is user code, else its nearest user ancestor),
+ * with the owner's function frame.  0, or -1 with AP_ENOMEM. */
+typedef int (*owned_fn)(ctx *c, const ap_tree *tree, const ap_node *node, ap_frame_id owner,
+                        void *arg);
+
+static int walk_owned(ctx *c, ap_str_id route, owned_fn visit, void *arg) {
+    ap_node_id *owner = NULL;
+    size_t cap = 0;
+    for (size_t t = 0; t < ap_prof_ntrees(c->p); t++) {
+        const ap_tree *tree = ap_prof_tree_at(c->p, t);
+        if (!in_route(c, tree, route))
+            continue;
+        size_t n = ap_tree_nnodes(tree);
+        if (n > cap) {
+            ap_node_id *o = realloc(owner, n * sizeof *o);
+            if (o == NULL) {
+                free(owner);
+                ap_err_set(AP_ENOMEM, "findings: out of memory");
+                return -1;
+            }
+            owner = o;
+            cap = n;
+        }
+        owner[0] = 0;
+        for (size_t i = 1; i < n; i++) {
+            const ap_node *node = ap_tree_node(tree, (ap_node_id)i);
+            owner[i] = user_node(c, t, node) ? (ap_node_id)i : owner[node->parent];
+            if (c->cls.node_idle[t][i] || owner[i] == 0)
+                continue;
+            if (visit(c, tree, node, c->func[ap_tree_node(tree, owner[i])->frame], arg) != 0) {
+                free(owner);
+                return -1;
+            }
+        }
+    }
+    free(owner);
+    return 0;
+}
+
+static int add_to(ap_map *m, uint64_t key, uint64_t v) {
+    int ins;
+    uint64_t *slot = ap_map_upsert(m, key, 0, &ins);
+    if (slot == NULL) {
+        ap_err_set(AP_ENOMEM, "findings: out of memory");
+        return -1;
+    }
+    *slot += v;
+    return 0;
+}
+
+/* The largest value of m (ties: the smallest key), skipping key `except`. */
+static uint64_t map_max(const ap_map *m, uint64_t except, uint64_t *key_out, uint64_t *sum_out) {
+    uint64_t key, val, best = 0, bkey = 0, sum = 0;
+    for (size_t pos = 0; (pos = ap_map_next(m, pos, &key, &val)) != 0;) {
+        sum += val;
+        if (key != except && (val > best || (val == best && key < bkey))) {
+            best = val;
+            bkey = key;
+        }
+    }
+    *key_out = bkey;
+    if (sum_out != NULL)
+        *sum_out = sum;
+    return best;
+}
+
+static int resp_visit(ctx *c, const ap_tree *tree, const ap_node *node, ap_frame_id owner, void *arg) {
+    (void)c;
+    (void)tree;
+    return add_to(arg, owner, node->m[AP_M_SELF_NS]);
+}
+
+typedef struct region {
+    ap_frame_id fn;
+    ap_map sub;     /* frame -> self time in fn's region (fn's own nodes included) */
+    ap_map lines;   /* line frame of fn -> self time */
+    const ap_tree *tree;
+    const ap_node *heaviest;   /* fn's node with the most total time */
+} region;
+
+static int region_visit(ctx *c, const ap_tree *tree, const ap_node *node, ap_frame_id owner,
+                        void *arg) {
+    region *g = arg;
+    if (owner != g->fn)
+        return 0;
+    const ap_frame *fr = ap_prof_frame(c->p, node->frame);
+    int line = fr->lineno != 0 && c->func[node->frame] == g->fn;
+    if (add_to(line ? &g->lines : &g->sub, node->frame, node->m[AP_M_SELF_NS]) != 0)
+        return -1;
+    if (node->frame == g->fn &&
+        (g->heaviest == NULL || node->m[AP_M_TOTAL_NS] > g->heaviest->m[AP_M_TOTAL_NS])) {
+        g->heaviest = node;
+        g->tree = tree;
+    }
+    return 0;
+}
+
+/* Where a route's work goes when it is not under the app's functions: the
+ * library frames (by function) with the most self time, top three. */
+static int library_work(ctx *c, const route_acc *r) {
+    ap_map lib = {0};
+    uint64_t total = 0;
+    int rc = 0;
+    for (size_t t = 0; rc == 0 && t < ap_prof_ntrees(c->p); t++) {
+        const ap_tree *tree = ap_prof_tree_at(c->p, t);
+        if (!in_route(c, tree, r->route))
+            continue;
+        for (size_t i = 1; rc == 0 && i < ap_tree_nnodes(tree); i++) {
+            const ap_node *n = ap_tree_node(tree, (ap_node_id)i);
+            if (c->cls.node_idle[t][i] || !c->cls.node_library[t][i])
+                continue;
+            total += n->m[AP_M_SELF_NS];
+            rc = add_to(&lib, c->func[n->frame], n->m[AP_M_SELF_NS]);
+        }
+    }
+    if (rc == 0 && total > 0 && (double)total >= 0.5 * (double)r->work) {
+        ap_finding *f = fnew(&c->out, AP_FK_LIBRARY_WORK, AP_SEV_MEDIUM);
+        if (f == NULL) {
+            rc = -1;
+        } else {
+            char d1[32], list[360] = "", w[256];
+            size_t len = 0;
+            for (int k = 0; k < 3; k++) {
+                uint64_t key, v = map_max(&lib, UINT64_MAX, &key, NULL);
+                if (v == 0)
+                    break;
+                int wn = snprintf(list + len, sizeof list - len, "%s%s %.0f%%", k ? ", " : "",
+                                  where(c->p, (ap_frame_id)key, w, sizeof w),
+                                  100.0 * (double)v / (double)r->work);
+                if (wn < 0 || (size_t)wn >= sizeof list - len)
+                    break;
+                len += (size_t)wn;
+                if (k == 0) {
+                    f->frame = (ap_frame_id)key;
+                    f->value = v;
+                }
+                *ap_map_get(&lib, key) = 0;
+            }
+            f->route = r->route;
+            f->count = r->requests;
+            f->share = (double)total / (double)r->work;
+            say(f, "%.0f%% of %s's work (%s) is in library code, most in %s", 100.0 * f->share, r->route ? ap_prof_str(c->p, r->route) : "the profile",
+                dur(d1, sizeof d1, (double)total), list);
+        }
+    }
+    ap_map_free(&lib);
+    return rc;
+}
+
+/* "of GET /x's work" or "of the profile's work". */
+static const char *scope_of(const ap_prof *p, ap_str_id route, char *buf, size_t n) {
+    if (route != 0)
+        snprintf(buf, n, "of %s's work", ap_prof_str(p, route));
+    else
+        snprintf(buf, n, "of the profile's work");
+    return buf;
+}
+
+/* The hot function of route r, its biggest callee outside user code, the
+ * user frames above it, and its hot line when the profile has lines. */
+static int hot_function(ctx *c, const route_acc *r) {
+    ap_prof *p = c->p;
+    ap_map resp = {0};
+    if (walk_owned(c, r->route, resp_visit, &resp) != 0) {
+        ap_map_free(&resp);
+        return -1;
+    }
+    uint64_t fn_key;
+    uint64_t best_ns = map_max(&resp, UINT64_MAX, &fn_key, NULL);
+    ap_map_free(&resp);
+    if (r->work > 0 && (double)best_ns < 0.5 * (double)r->work && library_work(c, r) != 0)
+        return -1;
+    if (best_ns == 0 || r->work == 0)
+        return 0;
+    region g = {.fn = (ap_frame_id)fn_key};
+    int rc = walk_owned(c, r->route, region_visit, &g);
+    uint64_t top_key = 0, line_key = 0, lines_total = 0;
+    uint64_t top_ns = rc == 0 ? map_max(&g.sub, g.fn, &top_key, NULL) : 0;
+    uint64_t line_ns = rc == 0 ? map_max(&g.lines, UINT64_MAX, &line_key, &lines_total) : 0;
+    ap_map_free(&g.sub);
+    ap_map_free(&g.lines);
+    if (rc != 0)
+        return -1;
+    double share = (double)best_ns / (double)r->work;
+    ap_finding *f = fnew(&c->out, AP_FK_HOT_FUNCTION, share >= 0.5 ? AP_SEV_HIGH : AP_SEV_MEDIUM);
+    if (f == NULL)
+        return -1;
+    f->route = r->route;
+    f->frame = g.fn;
+    f->value = best_ns;
+    f->share = share;
+    f->count = r->requests;
+    if (g.heaviest != NULL) {   /* the hot path: user frames from the top down to fn */
+        ap_frame_id rev[AP_FINDING_PATH];
+        size_t k = 0;
+        for (const ap_node *nd = g.heaviest; nd->id != 0 && k < AP_FINDING_PATH;
+             nd = ap_tree_node(g.tree, nd->parent)) {
+            const ap_frame *fr = ap_prof_frame(p, nd->frame);
+            if (fr->kind == AP_FRAME_PYTHON && fr->lineno == 0 && !c->cls.frame_library[nd->frame])
+                rev[k++] = nd->frame;
+        }
+        for (size_t i = 0; i < k; i++)
+            f->path[i] = rev[k - 1 - i];
+        f->npath = k;
+    }
+    char w[256], tw[256], d1[32], d2[32], scope[300], per[64] = "", most[320] = "";
+    if (r->requests > 0 && r->route != 0)
+        snprintf(per, sizeof per, ", %s per request",
+                 dur(d2, sizeof d2, (double)best_ns / (double)r->requests));
+    if (top_key != 0 && (double)top_ns >= 0.5 * (double)best_ns)
+        snprintf(most, sizeof most, "; mostly in %s (%.0f%%)",
+                 where(p, (ap_frame_id)top_key, tw, sizeof tw), 100.0 * (double)top_ns / (double)best_ns);
+    say(f, "%s and what it calls outside your code take %.0f%% %s: %s%s%s",
+        where(p, g.fn, w, sizeof w), 100.0 * share, scope_of(p, r->route, scope, sizeof scope),
+        dur(d1, sizeof d1, (double)best_ns), per, most);
+    if (line_key != 0 && lines_total > 0) {
+        double ls = (double)line_ns / (double)lines_total;
+        ap_finding *h = fnew(&c->out, AP_FK_HOT_LINE, ls >= 0.5 ? AP_SEV_HIGH : AP_SEV_MEDIUM);
+        if (h == NULL)
+            return -1;
+        h->route = r->route;
+        h->frame = (ap_frame_id)line_key;
+        h->line = ap_prof_frame(p, h->frame)->lineno;
+        h->value = line_ns;
+        h->share = ls;
+        say(h, "line %u of %s takes %.0f%% of the function's time: %s", h->line,
+            where(p, g.fn, w, sizeof w), 100.0 * ls, dur(d1, sizeof d1, (double)line_ns));
+    }
+    return 0;
+}
+
+/* ---- blocking calls on the event loop -------------------------------------------- */
+
+/* Whether tree t ran an asyncio event loop (its thread's trees hold
+ * BaseEventLoop._run_once): the set is made by loop_threads(). */
+static int loop_threads(ctx *c, ap_map *threads) {
+    ap_str_id k = c->k_thread_id;
+    for (size_t t = 0; k != AP_NONE && t < ap_prof_ntrees(c->p); t++) {
+        const ap_tree *tree = ap_prof_tree_at(c->p, t);
+        ap_str_id tid = ap_tree_label_get(tree, k);
+        if (tid == AP_NONE)
+            continue;
+        for (size_t i = 1; i < ap_tree_nnodes(tree); i++)
+            if (strcmp(qualname_of(c->p, ap_tree_node(tree, (ap_node_id)i)->frame),
+                       "BaseEventLoop._run_once") == 0) {
+                if (ap_map_put(threads, tid, 1) != 0) {
+                    ap_err_set(AP_ENOMEM, "findings: out of memory");
+                    return -1;
+                }
+                break;
+            }
+    }
+    return 0;
+}
+
+static int blocks(const ap_node *n) {
+    return n->m[AP_M_CALLS] > 0 && n->m[AP_M_AWAIT_NS] == 0 &&
+           n->m[AP_M_TOTAL_NS] / n->m[AP_M_CALLS] >= AP_FINDING_BLOCK_NS;
+}
+
+/* An import on the loop (a node inside the import system) is a cold start, a
+ * first request, not a call that blocks every time. */
+static int in_import(const ap_prof *p, const ap_tree *tree, const ap_node *n) {
+    for (; n->id != 0; n = ap_tree_node(tree, n->parent)) {
+        const ap_frame *fr = ap_prof_frame(p, n->frame);
+        if (fr->kind == AP_FRAME_PYTHON &&
+            strncmp(ap_prof_str(p, fr->file), "<frozen importlib", 17) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static int blocking_calls(ctx *c, const route_acc *routes, size_t nroutes) {
+    ap_map threads = {0};
+    if (loop_threads(c, &threads) != 0)
+        return -1;
+    int rc = 0;
+    for (size_t ri = 0; rc == 0 && ri < nroutes; ri++) {
+        ap_str_id route = routes[ri].route;
+        if (route == 0)
+            continue;
+        ap_map total = {0}, calls = {0}, caller = {0};   /* keyed by frame */
+        for (size_t t = 0; rc == 0 && t < ap_prof_ntrees(c->p); t++) {
+            const ap_tree *tree = ap_prof_tree_at(c->p, t);
+            ap_str_id tid = c->k_thread_id != AP_NONE ? ap_tree_label_get(tree, c->k_thread_id) : AP_NONE;
+            if (!in_route(c, tree, route) || tid == AP_NONE || ap_map_get(&threads, tid) == NULL)
+                continue;
+            for (size_t i = 1; rc == 0 && i < ap_tree_nnodes(tree); i++) {
+                const ap_node *n = ap_tree_node(tree, (ap_node_id)i);
+                if (c->cls.node_idle[t][i] || !blocks(n))
+                    continue;
+                int deeper = 0;
+                for (const ap_node *ch = ap_node_first_child(n); ch && !deeper; ch = ap_node_next_sibling(ch))
+                    deeper = blocks(ch);
+                if (deeper || in_import(c->p, tree, n))
+                    continue;
+                /* The user frame that made the call (the node itself if user code). */
+                const ap_node *u = n;
+                while (u->id != 0 && !user_node(c, t, u))
+                    u = ap_tree_node(tree, u->parent);
+                ap_frame_id key = c->func[n->frame];
+                int ins;
+                uint64_t *cl = ap_map_upsert(&caller, key, u->id != 0 ? c->func[u->frame] : 0, &ins);
+                if (add_to(&total, key, n->m[AP_M_TOTAL_NS]) != 0 ||
+                    add_to(&calls, key, n->m[AP_M_CALLS]) != 0 || cl == NULL)
+                    rc = -1;
+            }
+        }
+        uint64_t key, val;
+        for (size_t pos = 0; rc == 0 && (pos = ap_map_next(&total, pos, &key, &val)) != 0;) {
+            uint64_t ncalls = *ap_map_get(&calls, key), from = *ap_map_get(&caller, key);
+            ap_finding *f = fnew(&c->out, AP_FK_BLOCKING_CALL, AP_SEV_HIGH);
+            if (f == NULL) {
+                rc = -1;
+                break;
+            }
+            f->route = route;
+            f->frame = (ap_frame_id)key;
+            f->value = val;
+            f->count = ncalls;
+            f->share = routes[ri].work ? (double)val / (double)routes[ri].work : 0;
+            char w[256], w2[256], d1[32], d2[32], by[300] = "";
+            if (from != 0 && from != key)
+                snprintf(by, sizeof by, ", called from %s,", where(c->p, (ap_frame_id)from, w2, sizeof w2));
+            say(f, "%s blocks the event loop: %s%s runs %s per call without awaiting (%llu calls, %s "
+                "in total); no other request progresses meanwhile",
+                ap_prof_str(c->p, route), where(c->p, (ap_frame_id)key, w, sizeof w), by,
+                dur(d1, sizeof d1, (double)val / (double)ncalls), (unsigned long long)ncalls,
+                dur(d2, sizeof d2, (double)val));
+        }
+        ap_map_free(&total);
+        ap_map_free(&calls);
+        ap_map_free(&caller);
+    }
+    ap_map_free(&threads);
+    return rc;
+}
+
+/* ---- routes that mostly wait --------------------------------------------------------- */
+
+/* Frames that hand work to a thread pool: awaiting them is waiting for the
+ * request's own work in another thread (which the views show there), not
+ * for something outside. */
+static const char *const pool_hops[] = {
+    "run_sync_in_worker_thread", "run_sync", "run_in_threadpool", "BaseEventLoop.run_in_executor",
+    "to_thread", "iterate_in_threadpool",
+    /* ...or to tasks of its own, whose trees show their work */
+    "TaskGroup.__aexit__", "gather", "wait", "wait_for", "create_collapsing_task_group",
+    /* ...or through the app's router: the wait belongs to the handler below
+     * (a middleware of the app awaiting the app is not waiting on the outside) */
+    "Route.handle", "APIRoute.handle", "Mount.handle", "Router.__call__", "APIRouter.__call__",
+};
+
+static int is_pool_hop(const ap_prof *p, ap_frame_id f) {
+    const char *q = qualname_of(p, f);
+    for (size_t i = 0; i < sizeof pool_hops / sizeof pool_hops[0]; i++)
+        if (strcmp(q, pool_hops[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* What a route waits on: each "sink" (a node suspended in await itself, not
+ * mostly through a child) is charged to the call the nearest user frame
+ * above it made (the frame below that user frame on the path: the
+ * AsyncClient.get of a handler), unless the path hands work to a thread
+ * pool. */
+static int await_bound(ctx *c, const route_acc *r) {
+    ap_map waits = {0}, from = {0};   /* the call -> await time, -> its user caller */
+    int rc = 0;
+    for (size_t t = 0; rc == 0 && t < ap_prof_ntrees(c->p); t++) {
+        const ap_tree *tree = ap_prof_tree_at(c->p, t);
+        if (!in_route(c, tree, r->route))
+            continue;
+        for (size_t i = 1; rc == 0 && i < ap_tree_nnodes(tree); i++) {
+            const ap_node *n = ap_tree_node(tree, (ap_node_id)i);
+            uint64_t aw = n->m[AP_M_AWAIT_NS], below = 0;
+            if (aw == 0 || c->cls.node_idle[t][i])
+                continue;
+            for (const ap_node *ch = ap_node_first_child(n); ch; ch = ap_node_next_sibling(ch))
+                below += ch->m[AP_M_AWAIT_NS];
+            if (2 * below >= aw)
+                continue;   /* not a sink: most of its wait is a child's */
+            const ap_node *call = n, *u = n;
+            int hop = is_pool_hop(c->p, c->func[n->frame]);
+            while (u->id != 0 && !user_node(c, t, u)) {
+                call = u;
+                u = ap_tree_node(tree, u->parent);
+                hop |= is_pool_hop(c->p, c->func[u->frame]);
+            }
+            if (u->id == 0 || hop)
+                continue;
+            ap_frame_id key = c->func[call->frame];
+            int ins;
+            uint64_t *f = ap_map_upsert(&from, key, c->func[u->frame], &ins);
+            if (f == NULL || add_to(&waits, key, aw - below) != 0)
+                rc = -1;
+        }
+    }
+    uint64_t key = 0, sum = 0;
+    uint64_t top = rc == 0 ? map_max(&waits, UINT64_MAX, &key, &sum) : 0;
+    if (rc == 0 && sum >= AP_FINDING_WAIT_MIN_NS &&
+        (double)sum >= AP_FINDING_WAIT_SHARE * (double)(sum + r->work) && top > 0) {
+        ap_finding *f = fnew(&c->out, AP_FK_AWAIT_BOUND, AP_SEV_MEDIUM);
+        if (f == NULL) {
+            rc = -1;
+        } else {
+            f->route = r->route;
+            f->frame = (ap_frame_id)key;
+            f->value = top;
+            f->count = r->requests;
+            f->share = (double)sum / (double)(sum + r->work);
+            char w[256], w2[256], d1[32], d2[32], per[64] = "", what[300];
+            ap_frame_id caller = (ap_frame_id)*ap_map_get(&from, key);
+            if (r->requests > 0)
+                snprintf(per, sizeof per, ", %s per request",
+                         dur(d2, sizeof d2, (double)top / (double)r->requests));
+            if (caller == key)
+                snprintf(what, sizeof what, "suspended in %s", where(c->p, caller, w2, sizeof w2));
+            else
+                snprintf(what, sizeof what, "awaiting %s, called from %s",
+                         where(c->p, (ap_frame_id)key, w, sizeof w), where(c->p, caller, w2, sizeof w2));
+            say(f, "%s spends %.0f%% of its time waiting: %s %s%s",
+                r->route ? ap_prof_str(c->p, r->route) : "the program", 100.0 * f->share,
+                dur(d1, sizeof d1, (double)top), what, per);
+        }
+    }
+    ap_map_free(&waits);
+    ap_map_free(&from);
+    return rc;
+}
+
+/* ---- the whole -------------------------------------------------------------------------- */
+
+static int rank(const void *a, const void *b) {
+    const ap_finding *x = a, *y = b;
+    if (x->severity != y->severity)
+        return x->severity > y->severity ? -1 : 1;
+    if (x->value != y->value)
+        return x->value > y->value ? -1 : 1;
+    return x->kind < y->kind ? -1 : x->kind > y->kind;
+}
+
+static int collect_routes(ctx *c, route_acc **out, size_t *n) {
+    ap_map index = {0};   /* route string -> slot */
+    route_acc *acc = NULL;
+    size_t na = 0;
+    for (size_t t = 0; t < ap_prof_ntrees(c->p); t++) {
+        const ap_tree *tree = ap_prof_tree_at(c->p, t);
+        ap_str_id r = c->k_route != AP_NONE ? ap_tree_label_get(tree, c->k_route) : AP_NONE;
+        if (r == AP_NONE)
+            continue;
+        int ins;
+        uint64_t *slot = ap_map_upsert(&index, r, na, &ins);
+        if (slot == NULL)
+            goto oom;
+        if (ins) {
+            route_acc *g = realloc(acc, (na + 1) * sizeof *g);
+            if (g == NULL)
+                goto oom;
+            acc = g;
+            acc[na++] = (route_acc){r, 0, 0};
+        }
+        route_acc *a = &acc[*slot];
+        a->requests += ap_tree_node(tree, 0)->m[AP_M_CALLS];
+        for (size_t i = 1; i < ap_tree_nnodes(tree); i++)
+            if (!c->cls.node_idle[t][i])
+                a->work += ap_tree_node(tree, (ap_node_id)i)->m[AP_M_SELF_NS];
+    }
+    ap_map_free(&index);
+    if (acc != NULL)
+        qsort(acc, na, sizeof *acc, by_work);
+    *out = acc;
+    *n = na;
+    return 0;
+oom:
+    ap_map_free(&index);
+    free(acc);
+    ap_err_set(AP_ENOMEM, "findings: out of memory");
+    return -1;
+}
+
+int ap_findings_build(ap_prof *p, ap_finding **out, size_t *n) {
+    *out = NULL;
+    *n = 0;
+    ctx c = {.p = p};
+    route_acc *routes = NULL;
+    size_t nroutes = 0, nf0 = ap_prof_nframes(p);
+    for (size_t f = 1; f < nf0; f++)   /* function-level frames, interned before classifying */
+        if (ap_prof_func_frame(p, (ap_frame_id)f) == AP_NONE)
+            return -1;
+    size_t nf = ap_prof_nframes(p);
+    c.func = malloc(nf * sizeof *c.func);
+    if (c.func == NULL) {
+        ap_err_set(AP_ENOMEM, "findings: out of memory");
+        return -1;
+    }
+    c.func[0] = 0;
+    for (size_t f = 1; f < nf; f++)
+        c.func[f] = ap_prof_func_frame(p, (ap_frame_id)f);
+    c.k_route = find_str(p, "route");
+    c.k_thread_id = find_str(p, "thread_id");
+    if (ap_classes_build(p, &c.cls) != 0 || collect_routes(&c, &routes, &nroutes) != 0)
+        goto err;
+    uint64_t all = 0;
+    for (size_t i = 0; i < nroutes; i++)
+        all += routes[i].work;
+    for (size_t i = 0; i < nroutes && all > 0; i++) {
+        double share = (double)routes[i].work / (double)all;
+        if (routes[i].work == 0 || (i >= AP_FINDING_SLOW_ROUTES && share < AP_FINDING_SLOW_SHARE))
+            continue;
+        ap_finding *f = fnew(&c.out, AP_FK_SLOW_ROUTE,
+                             share >= 0.25 ? AP_SEV_HIGH : share >= AP_FINDING_SLOW_SHARE ? AP_SEV_MEDIUM
+                                                                                         : AP_SEV_INFO);
+        if (f == NULL)
+            goto err;
+        f->route = routes[i].route;
+        f->value = routes[i].work;
+        f->share = share;
+        f->count = routes[i].requests;
+        char d1[32], d2[32], per[96] = "";
+        if (routes[i].requests > 0)
+            snprintf(per, sizeof per, " over %llu requests (%s each)",
+                     (unsigned long long)routes[i].requests,
+                     dur(d2, sizeof d2, (double)routes[i].work / (double)routes[i].requests));
+        say(f, "%s: %s of work%s, %.0f%% of all request work (work: time running on threads; "
+            "waiting and idle left out)", ap_prof_str(p, routes[i].route),
+            dur(d1, sizeof d1, (double)routes[i].work), per, 100.0 * share);
+        if (hot_function(&c, &routes[i]) != 0)
+            goto err;
+    }
+    if (nroutes == 0) {   /* no request labels: the whole profile as one */
+        route_acc whole = {0, 0, 0};
+        for (size_t t = 0; t < c.cls.ntrees; t++) {
+            const ap_tree *tree = ap_prof_tree_at(p, t);
+            for (size_t i = 1; i < ap_tree_nnodes(tree); i++)
+                if (!c.cls.node_idle[t][i])
+                    whole.work += ap_tree_node(tree, (ap_node_id)i)->m[AP_M_SELF_NS];
+        }
+        if (hot_function(&c, &whole) != 0 || await_bound(&c, &whole) != 0)
+            goto err;
+    }
+    if (blocking_calls(&c, routes, nroutes) != 0)
+        goto err;
+    for (size_t i = 0; i < nroutes; i++)
+        if (await_bound(&c, &routes[i]) != 0)
+            goto err;
+    if (c.cls.idle_ns > 0 && c.cls.wall_ns > 0) {
+        ap_finding *f = fnew(&c.out, AP_FK_IDLE, AP_SEV_INFO);
+        if (f == NULL)
+            goto err;
+        f->value = c.cls.idle_ns;
+        f->share = (double)c.cls.idle_ns / (double)c.cls.wall_ns;
+        char d1[32], d2[32];
+        say(f, "%s of the %s recorded on all threads (%.0f%%) was idle: thread-pool workers "
+            "waiting for work and the event loop waiting for I/O; the views leave it out by default",
+            dur(d1, sizeof d1, (double)c.cls.idle_ns), dur(d2, sizeof d2, (double)c.cls.wall_ns),
+            100.0 * f->share);
+    }
+    if (c.out.n > 0)
+        qsort(c.out.items, c.out.n, sizeof *c.out.items, rank);
+    *out = c.out.items;
+    *n = c.out.n;
+    free(routes);
+    free(c.func);
+    ap_classes_free(&c.cls);
+    return 0;
+err:
+    free(routes);
+    free(c.func);
+    free(c.out.items);
+    ap_classes_free(&c.cls);
+    return -1;
+}
+
+/* ---- writers ------------------------------------------------------------------------- */
+
+int ap_findings_json(ap_prof *p, ap_sbuf *out) {
+    ap_finding *fs;
+    size_t n;
+    if (ap_findings_build(p, &fs, &n) != 0)
+        return -1;
+    ap_sbuf_putc(out, '[');
+    for (size_t i = 0; i < n; i++) {
+        const ap_finding *f = &fs[i];
+        const ap_frame *fr = ap_prof_frame(p, f->frame);
+        ap_sbuf_printf(out, "%s{\"kind\": \"%s\", \"severity\": \"%s\", \"route\": ", i ? ",\n  " : "\n  ",
+                       kinds[f->kind].name, ap_finding_severity_name(f->severity));
+        if (f->route != 0)
+            ap_sbuf_json_str(out, ap_prof_str(p, f->route));
+        else
+            ap_sbuf_puts(out, "null");
+        ap_sbuf_puts(out, ", \"function\": ");
+        if (f->frame != 0)
+            ap_sbuf_json_str(out, qualname_of(p, f->frame));
+        else
+            ap_sbuf_puts(out, "null");
+        ap_sbuf_puts(out, ", \"file\": ");
+        if (f->frame != 0 && fr->kind == AP_FRAME_PYTHON)
+            ap_sbuf_json_str(out, ap_prof_str(p, fr->file));
+        else
+            ap_sbuf_puts(out, "null");
+        ap_sbuf_printf(out, ", \"line\": %u, \"value\": %llu, \"unit\": \"%s\", \"share\": %.4f, "
+                            "\"count\": %llu, \"path\": [",
+                       f->frame != 0 ? (f->line ? f->line : fr->line) : 0,
+                       (unsigned long long)f->value, f->unit, f->share, (unsigned long long)f->count);
+        for (size_t k = 0; k < f->npath; k++) {
+            ap_sbuf_puts(out, k ? ", " : "");
+            ap_sbuf_json_str(out, qualname_of(p, f->path[k]));
+        }
+        ap_sbuf_puts(out, "], \"message\": ");
+        ap_sbuf_json_str(out, f->message);
+        ap_sbuf_putc(out, '}');
+    }
+    ap_sbuf_puts(out, n ? "\n]" : "]");
+    free(fs);
+    return out->failed ? -1 : 0;
+}
+
+int ap_findings_write(const ap_report_ctx *c, ap_sbuf *out) {
+    ap_finding *fs;
+    size_t n;
+    if (ap_findings_build(c->prof, &fs, &n) != 0)
+        return -1;
+    if (n == 0)
+        ap_sbuf_puts(out, "findings: none (no route, function or wait stands out in this profile)\n");
+    else
+        ap_sbuf_printf(out, "findings (%zu, most important first):\n", n);
+    for (size_t i = 0; i < n; i++) {
+        ap_sbuf_printf(out, "%2zu. [%s] %s: %s\n", i + 1, ap_finding_severity_name(fs[i].severity),
+                       kinds[fs[i].kind].title, fs[i].message);
+        if (fs[i].npath > 1) {
+            ap_sbuf_puts(out, "    path: ");
+            for (size_t k = 0; k < fs[i].npath; k++)
+                ap_sbuf_printf(out, "%s%s", k ? " -> " : "", qualname_of(c->prof, fs[i].path[k]));
+            ap_sbuf_putc(out, '\n');
+        }
+    }
+    free(fs);
+    return out->failed ? -1 : 0;
+}

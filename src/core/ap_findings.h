@@ -1,0 +1,118 @@
+/* ap_findings.h -- what a profile says, written down: ranked findings (slow routes, their hot function and line, blocking calls on the event loop, routes that mostly wait) and the frame classes they and the views use (user code, library code, idle waiting). */
+#ifndef AP_FINDINGS_H
+#define AP_FINDINGS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ap_prof.h"
+#include "ap_sbuf.h"
+
+/* ---- frame classes ------------------------------------------------------------
+ * Library code: a Python frame whose file is under site-packages or
+ * dist-packages, in the standard library (a ".../lib/pythonX.Y/" directory),
+ * or frozen ("<frozen ...>"); a C function is library code when it is called
+ * from library code (hashlib.pbkdf2_hmac called by the app is the app's
+ * work, called by a library it is the library's).  Everything else is user
+ * code.
+ *
+ * Idle: a node that waits for work to arrive, not for work it asked for.  It
+ * matches a rule of the idle table (ap_findings.c; docs/report.md lists it):
+ * the event loop's selector call (select.epoll.poll, ...) and a thread-pool
+ * worker waiting on its queue (Queue.get under anyio's WorkerThread.run,
+ * SimpleQueue.get under concurrent.futures' _worker).  The node's whole
+ * subtree is idle. */
+
+typedef struct ap_classes {
+    size_t nframes;
+    uint8_t *frame_library;   /* per frame: 1 for a library Python frame */
+    size_t ntrees;
+    uint8_t **node_library;   /* per tree, per node: 1 for library work (rule above) */
+    uint8_t **node_idle;      /* per tree, per node: 1 when idle */
+    uint64_t idle_ns;         /* AP_M_SELF_NS of idle nodes, all trees */
+    uint64_t wall_ns;         /* AP_M_SELF_NS of all nodes, all trees */
+} ap_classes;
+
+/* Classify the frames and nodes of p.  Release with ap_classes_free().
+ * Returns 0; on error -1 with AP_ENOMEM and c empty. */
+int ap_classes_build(const ap_prof *p, ap_classes *c);
+
+/* Release c's arrays; c is left empty.  Can't fail. */
+void ap_classes_free(ap_classes *c);
+
+/* ---- findings -------------------------------------------------------------------
+ * The finding kinds are a table (ap_findings.c) that producers to come
+ * extend (an N+1 query, lock contention, a leak suspect, a regression). */
+
+typedef enum ap_finding_kind {
+    AP_FK_SLOW_ROUTE = 0,   /* a route with a large share of all request work */
+    AP_FK_HOT_FUNCTION,     /* the user function responsible for most of a route's work */
+    AP_FK_HOT_LINE,         /* the line of that function with the most time (line profiles) */
+    AP_FK_BLOCKING_CALL,    /* a call that holds the event loop for long in an async route */
+    AP_FK_AWAIT_BOUND,      /* a route whose time is mostly waiting, and on what */
+    AP_FK_LIBRARY_WORK,     /* a slow route whose work is mostly in library code, and where */
+    AP_FK_IDLE,             /* how much recorded time was idle waiting (hidden by default) */
+    AP_FK_COUNT
+} ap_finding_kind;
+
+/* Severities, highest first in the ranking. */
+#define AP_SEV_INFO 1u
+#define AP_SEV_MEDIUM 2u
+#define AP_SEV_HIGH 3u
+
+typedef struct ap_finding_kind_info {
+    const char *name;    /* JSON "kind" ("slow_route") */
+    const char *title;   /* heading in text and HTML ("slow route") */
+    const char *doc;     /* one sentence: when it is reported */
+} ap_finding_kind_info;
+
+/* The entry of kind k, or NULL for k >= AP_FK_COUNT.  Can't fail. */
+const ap_finding_kind_info *ap_finding_kind_get(unsigned k);
+
+/* Severity name: "high", "medium", "info".  Can't fail. */
+const char *ap_finding_severity_name(unsigned severity);
+
+#define AP_FINDING_MSG 480
+#define AP_FINDING_PATH 12
+
+/* One finding: a sentence with its numbers and what it points at. */
+typedef struct ap_finding {
+    unsigned kind;             /* ap_finding_kind */
+    unsigned severity;         /* AP_SEV_* */
+    ap_str_id route;           /* the route ("GET /items/{id}"), 0 when none */
+    ap_frame_id frame;         /* the function (function-level frame) or line, 0 when none */
+    uint32_t line;             /* the line meant (a hot line), else 0 */
+    uint64_t value;            /* the finding's figure, in unit */
+    const char *unit;          /* "nanoseconds" (static) */
+    double share;              /* value's share of what `message` says it is a share of */
+    uint64_t count;            /* requests or calls behind value, 0 when unknown */
+    ap_frame_id path[AP_FINDING_PATH];   /* hot path: user frames from the route's top */
+    size_t npath;
+    char message[AP_FINDING_MSG];
+} ap_finding;
+
+/* Thresholds (documented in docs/report.md). */
+#define AP_FINDING_SLOW_SHARE 0.10     /* a route with >= 10% of request work... */
+#define AP_FINDING_SLOW_ROUTES 3       /* ...or among the 3 with the most */
+#define AP_FINDING_BLOCK_NS 20000000u  /* a call on the loop of >= 20 ms blocks it */
+#define AP_FINDING_WAIT_SHARE 0.5      /* a route waiting >= half of its time... */
+#define AP_FINDING_WAIT_MIN_NS 10000000u   /* ...for >= 10 ms in total */
+
+/* The findings of p (finished, may intern function-level frames), ranked:
+ * severity, then value, highest first.  *out is malloc'd (free() it; NULL
+ * when *n is 0).  Returns 0; on error -1 with AP_ENOMEM (or AP_EFULL from
+ * interning) and *out NULL, *n 0. */
+int ap_findings_build(ap_prof *p, ap_finding **out, size_t *n);
+
+/* The requests a route's trees count (their roots' AP_M_CALLS: the tracer
+ * counts a request in the tree where its route label was set), summed over
+ * the trees labelled route=route.  Can't fail. */
+uint64_t ap_findings_route_requests(const ap_prof *p, ap_str_id route);
+
+/* The findings as a JSON array (the "findings" of the JSON export and the
+ * HTML page): kind, severity, route, function, file, line, value, unit,
+ * share, count, path (function names), message.  Appended to out.  Returns
+ * 0; -1 with the error set (as ap_findings_build). */
+int ap_findings_json(ap_prof *p, ap_sbuf *out);
+
+#endif /* AP_FINDINGS_H */
