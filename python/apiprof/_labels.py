@@ -52,6 +52,7 @@ class RouteFinder:
         matching fails: labelling never fails a request)."""
         if scope.get("type") != "http":
             return
+        before = ROUTE.get(None)   # labelled already by an outer RouteFinder: counted there
         _core.label_set(ROUTE, PAUSED)
         found = None
         try:
@@ -64,8 +65,8 @@ class RouteFinder:
         except Exception:  # the app's router will answer this request as it sees fit
             found = None
         finally:
-            if found is None:
-                _core.label_set(ROUTE, None)
+            if found is None or found == before:
+                _core.label_set(ROUTE, found)
             else:  # a request of that route starts: the tracer counts it
                 _core.label_request(ROUTE, found)
 

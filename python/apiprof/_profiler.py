@@ -91,8 +91,15 @@ def function_columns(functions: list[dict[str, Any]]) -> list[Column[dict[str, A
 
 
 def format_table(functions: list[dict[str, Any]], sort: str = "cumtime", limit: int | None = 30,
-                 header: str = "") -> str:
-    """A pstats-like text table of function dicts (Profile.functions())."""
+                 header: str = "", everything: bool = True) -> str:
+    """A pstats-like text table of function dicts (Profile.functions()). With
+    ``everything=False`` only the app's own functions (class "user": not library code, not
+    idle waiting; src/core/ap_findings.h) are listed, and a line says how many are not."""
+    hidden = 0
+    if not everything:
+        shown = [f for f in functions if f.get("class", "user") == "user"]
+        hidden = len(functions) - len(shown)
+        functions = shown
     key = SORT_KEYS.get(sort)
     if key is None:
         raise ValueError(f"sort must be one of {', '.join(sorted(SORT_KEYS))}, not {sort!r}")
@@ -104,6 +111,8 @@ def format_table(functions: list[dict[str, Any]], sort: str = "cumtime", limit: 
     lines = [header] if header else []
     lines.append(f"{calls} calls ({prim} primitive) in {len(functions)} functions; "
                  f"sorted by {sort}, top {len(rows)}")
+    if hidden:
+        lines.append(f"({hidden} library and idle-waiting functions not listed; --all lists them)")
     return "\n".join(lines) + "\n" + render(function_columns(functions), rows)
 
 

@@ -8,7 +8,6 @@
 
 #include "ap_err.h"
 #include "ap_map.h"
-#include "ap_report.h"
 
 /* ---- kinds ------------------------------------------------------------------------ */
 
@@ -118,8 +117,8 @@ int ap_classes_build(const ap_prof *p, ap_classes *c) {
             ap_node_id up = node->parent;
             if (fr->kind == AP_FRAME_PYTHON)
                 lib[i] = c->frame_library[node->frame];
-            else
-                lib[i] = up != 0 && lib[up];
+            else   /* a C function: its caller's class; at a root, nobody's code */
+                lib[i] = up == 0 || lib[up];
             idle[i] = idle[up] || is_idle(p, node->frame, ap_tree_node(tree, up)->frame);
             c->wall_ns += node->m[AP_M_SELF_NS];
             if (idle[i])
@@ -865,29 +864,6 @@ int ap_findings_json(ap_prof *p, ap_sbuf *out) {
         ap_sbuf_putc(out, '}');
     }
     ap_sbuf_puts(out, n ? "\n]" : "]");
-    free(fs);
-    return out->failed ? -1 : 0;
-}
-
-int ap_findings_write(const ap_report_ctx *c, ap_sbuf *out) {
-    ap_finding *fs;
-    size_t n;
-    if (ap_findings_build(c->prof, &fs, &n) != 0)
-        return -1;
-    if (n == 0)
-        ap_sbuf_puts(out, "findings: none (no route, function or wait stands out in this profile)\n");
-    else
-        ap_sbuf_printf(out, "findings (%zu, most important first):\n", n);
-    for (size_t i = 0; i < n; i++) {
-        ap_sbuf_printf(out, "%2zu. [%s] %s: %s\n", i + 1, ap_finding_severity_name(fs[i].severity),
-                       kinds[fs[i].kind].title, fs[i].message);
-        if (fs[i].npath > 1) {
-            ap_sbuf_puts(out, "    path: ");
-            for (size_t k = 0; k < fs[i].npath; k++)
-                ap_sbuf_printf(out, "%s%s", k ? " -> " : "", qualname_of(c->prof, fs[i].path[k]));
-            ap_sbuf_putc(out, '\n');
-        }
-    }
     free(fs);
     return out->failed ? -1 : 0;
 }

@@ -12,9 +12,9 @@
  * Library code: a Python frame whose file is under site-packages or
  * dist-packages, in the standard library (a ".../lib/pythonX.Y/" directory),
  * or frozen ("<frozen ...>"); a C function is library code when it is called
- * from library code (hashlib.pbkdf2_hmac called by the app is the app's
- * work, called by a library it is the library's).  Everything else is user
- * code.
+ * from library code or from no Python frame (hashlib.pbkdf2_hmac called by
+ * the app is the app's work, called by a library it is the library's).
+ * Everything else is user code.
  *
  * Idle: a node that waits for work to arrive, not for work it asked for.  It
  * matches a rule of the idle table (ap_findings.c; docs/report.md lists it):

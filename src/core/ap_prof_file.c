@@ -6,6 +6,7 @@
 #include <zlib.h>
 
 #include "ap_err.h"
+#include "ap_findings.h"
 #include "ap_prof.h"
 #include "ap_prof_int.h"
 #include "ap_report.h"
@@ -484,7 +485,12 @@ int ap_json_write(const ap_report_ctx *c, ap_sbuf *out) {
         json_edges(out, ft.edges_out, r->callees_first, r->ncallees, 0);
         ap_sbuf_putc(out, '}');
     }
-    ap_sbuf_puts(out, "\n ],\n \"lines\": [");
+    ap_sbuf_puts(out, "\n ],\n \"findings\": ");
+    if (ap_findings_json(p, out) != 0) {
+        ap_functab_free(&ft);
+        return -1;
+    }
+    ap_sbuf_puts(out, ",\n \"lines\": [");
     ap_line_row *lines;
     size_t nlines;
     if (ap_lines_build(p, &lines, &nlines) != 0) {

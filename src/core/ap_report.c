@@ -62,7 +62,6 @@ static const struct {
     {"chrome", ap_chrome_write},
     {"json", ap_json_write},
     {"pstats", ap_pstats_write},
-    {"findings", ap_findings_write},
 };
 #define NFORMATS (sizeof formats / sizeof formats[0])
 

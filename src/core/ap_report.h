@@ -24,7 +24,7 @@ typedef struct ap_report_opts {
 } ap_report_opts;
 
 /* Formats, by name: html svg dot speedscope pprof collapsed callgrind chrome
- * json pstats findings (the text table is the Python layer's).  1 when name is one of them, else 0.  Can't fail. */
+ * json pstats (the text table and the findings are the Python layer's).  1 when name is one of them, else 0.  Can't fail. */
 int ap_report_format_known(const char *name);
 
 /* The format whose usual file extension ends path (".html", ".svg",
@@ -141,6 +141,5 @@ int ap_callgrind_write(const ap_report_ctx *c, ap_sbuf *out);   /* ap_callgrind.
 int ap_chrome_write(const ap_report_ctx *c, ap_sbuf *out);      /* ap_chrome.c */
 int ap_json_write(const ap_report_ctx *c, ap_sbuf *out);        /* ap_prof_file.c */
 int ap_pstats_write(const ap_report_ctx *c, ap_sbuf *out);
-int ap_findings_write(const ap_report_ctx *c, ap_sbuf *out);    /* ap_findings.c */
 
 #endif /* AP_REPORT_H */

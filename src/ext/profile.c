@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "ap_err.h"
+#include "ap_findings.h"
 #include "ap_prof.h"
 #include "ap_report.h"
 
@@ -102,6 +103,52 @@ static int keep_one(const ap_tree *t, void *arg) {
     return t == arg;
 }
 
+/* The class of each function of p: per function-level frame, how many of
+ * its nodes there are, are idle, are library work (ap_classes).  Returns a
+ * map frame -> n << 42 | idle << 21 | library (counts saturate at 2^21 - 1),
+ * or -1 with an exception. */
+static int function_classes(ap_prof *p, ap_map *out) {
+    ap_classes c;
+    if (ap_classes_build(p, &c) != 0) {
+        apext_raise_core("functions");
+        return -1;
+    }
+    const uint64_t cap = (1u << 21) - 1;
+    for (size_t t = 0; t < c.ntrees; t++) {
+        const ap_tree *tree = ap_prof_tree_at(p, t);
+        for (size_t i = 1; i < ap_tree_nnodes(tree); i++) {
+            ap_frame_id fn = ap_prof_func_frame(p, ap_tree_node(tree, (ap_node_id)i)->frame);
+            int ins;
+            uint64_t *v = fn == AP_NONE ? NULL : ap_map_upsert(out, fn, 0, &ins);
+            if (v == NULL) {
+                ap_classes_free(&c);
+                PyErr_NoMemory();
+                return -1;
+            }
+            uint64_t n = *v >> 42, idle = (*v >> 21) & cap, lib = *v & cap;
+            n += n < cap;
+            idle += c.node_idle[t][i] && idle < cap;
+            lib += c.node_library[t][i] && lib < cap;
+            *v = n << 42 | idle << 21 | lib;
+        }
+    }
+    ap_classes_free(&c);
+    return 0;
+}
+
+/* "idle" when every node of the function is idle, "library" when every node
+ * is library work, else "user". */
+static const char *class_name(const ap_map *classes, ap_frame_id fn) {
+    const uint64_t *v = ap_map_get(classes, fn);
+    const uint64_t cap = (1u << 21) - 1;
+    if (v == NULL)
+        return "user";
+    uint64_t n = *v >> 42;
+    if (((*v >> 21) & cap) == n)
+        return "idle";
+    return (*v & cap) == n ? "library" : "user";
+}
+
 /* functions(tree=None) -> list of dict */
 static PyObject *profile_functions(ProfileObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"tree", NULL};
@@ -120,6 +167,11 @@ static PyObject *profile_functions(ProfileObject *self, PyObject *args, PyObject
     ap_functab ft;
     if (ap_functab_build(self->prof, only ? keep_one : NULL, only, &ft) != 0)
         return apext_raise_core("functions");
+    ap_map classes = {0};
+    if (function_classes(self->prof, &classes) != 0) {
+        ap_functab_free(&ft);
+        return NULL;
+    }
     PyObject *list = PyList_New((Py_ssize_t)ft.nrows);
     for (size_t i = 0; list != NULL && i < ft.nrows; i++) {
         const ap_func_row *r = &ft.rows[i];
@@ -130,6 +182,11 @@ static PyObject *profile_functions(ProfileObject *self, PyObject *args, PyObject
                  set_u64(d, "primitive_calls", r->prim_calls) == 0 &&
                  set_u64(d, "self_ns", r->self_ns) == 0 && set_u64(d, "total_ns", r->total_ns) == 0 &&
                  set_u64(d, "await_ns", r->await_ns) == 0;
+        if (ok) {
+            PyObject *cls = PyUnicode_FromString(class_name(&classes, r->frame));
+            ok = cls != NULL && PyDict_SetItemString(d, "class", cls) == 0;
+            Py_XDECREF(cls);
+        }
         for (unsigned k = AP_M_CPU_NS; ok && k < AP_M_COUNT; k++)
             if (k != AP_M_AWAIT_NS && r->m[k] != 0)
                 ok = set_u64(d, ap_metric_name(k), r->m[k]) == 0;
@@ -147,6 +204,7 @@ static PyObject *profile_functions(ProfileObject *self, PyObject *args, PyObject
         PyList_SET_ITEM(list, (Py_ssize_t)i, d);
     }
     ap_functab_free(&ft);
+    ap_map_free(&classes);
     return list;
 }
 
@@ -385,7 +443,57 @@ static void profile_dealloc(ProfileObject *self) {
     Py_DECREF(tp);
 }
 
+/* The qualname (or name) of frame f, or None for frame 0. */
+static PyObject *name_or_none(const ap_prof *p, ap_frame_id f) {
+    if (f == 0)
+        Py_RETURN_NONE;
+    const ap_frame *fr = ap_prof_frame(p, f);
+    return str_of(p, ap_prof_str(p, fr->qualname)[0] ? fr->qualname : fr->name);
+}
+
+/* findings() -> list of dict (ap_findings_build, ranked) */
+static PyObject *profile_findings(ProfileObject *self, PyObject *Py_UNUSED(a)) {
+    ap_finding *fs;
+    size_t n;
+    if (ap_findings_build(self->prof, &fs, &n) != 0)
+        return apext_raise_core("findings");
+    ap_prof *p = self->prof;
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    for (size_t i = 0; list != NULL && i < n; i++) {
+        const ap_finding *f = &fs[i];
+        const ap_frame *fr = ap_prof_frame(p, f->frame);
+        int py = f->frame != 0 && fr->kind == AP_FRAME_PYTHON;
+        PyObject *path = PyList_New((Py_ssize_t)f->npath);
+        for (size_t k = 0; path != NULL && k < f->npath; k++) {
+            PyObject *s = name_or_none(p, f->path[k]);
+            if (s == NULL)
+                Py_CLEAR(path);
+            else
+                PyList_SET_ITEM(path, (Py_ssize_t)k, s);
+        }
+        PyObject *d = path == NULL ? NULL : Py_BuildValue(
+            "{sssssssNsNsNsIsKsssdsKsNsN}", "kind", ap_finding_kind_get(f->kind)->name, "title",
+            ap_finding_kind_get(f->kind)->title, "severity",
+            ap_finding_severity_name(f->severity), "route",
+            f->route ? str_of(p, f->route) : Py_NewRef(Py_None), "function", name_or_none(p, f->frame),
+            "file", py ? str_of(p, fr->file) : Py_NewRef(Py_None), "line",
+            f->frame ? (f->line ? f->line : fr->line) : 0u, "value", (unsigned long long)f->value,
+            "unit", f->unit, "share", f->share, "count", (unsigned long long)f->count, "path",
+            path, "message", PyUnicode_DecodeUTF8(f->message, (Py_ssize_t)strlen(f->message), "replace"));
+        if (d == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, d);
+    }
+    free(fs);
+    return list;
+}
+
 static PyMethodDef profile_methods[] = {
+    {"findings", (PyCFunction)profile_findings, METH_NOARGS,
+     "findings() -> list[dict]\n\nThe ranked findings (kind, title, severity, route, function, file, "
+     "line, value, unit, share, count, path, message); docs/report.md."},
     {"functions", (PyCFunction)(void (*)(void))profile_functions, METH_VARARGS | METH_KEYWORDS,
      "functions(tree=None) -> list[dict]\n\nThe function table (pstats semantics), all trees "
      "or one; callers/callees refer to list indices."},

@@ -15,14 +15,17 @@ import sys
 from typing import Any
 
 from .. import _core
+from .._findings import format_findings
 from .._lines import format_lines, is_line_profile
 from .._profile_file import load_profile
 from .._profiler import SORT_KEYS, format_table
 from ..errors import UsageError
 
 FORMATS = ("html", "svg", "dot", "speedscope", "pprof", "collapsed", "callgrind", "chrome",
-           "text", "json", "pstats")
-MODEL_FORMATS = frozenset({"text", "json", "pstats"})
+           "text", "json", "pstats", "findings")
+MODEL_FORMATS = frozenset({"text", "json", "pstats", "findings"})
+# Findings the text report leads with (all of them: --format findings).
+TEXT_FINDINGS = 8
 BINARY = frozenset({"pprof", "pstats"})
 
 
@@ -44,6 +47,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--sort", default="cumtime", choices=sorted(SORT_KEYS),
                    help="text: sort key (default cumtime)")
     p.add_argument("--limit", type=int, default=30, help="text: rows to show (default 30, 0 = all)")
+    p.add_argument("--all", action="store_true",
+                   help="text: also list library and idle-waiting functions (by default the "
+                        "table lists the app's own functions)")
     p.add_argument("--metric", help="wall, cpu, await, memory or samples (default: the first "
                    "present of wall, samples, cpu, memory, await)")
     p.add_argument("--min-percent", type=float, default=None, metavar="P",
@@ -96,26 +102,28 @@ def run_model_format(args: argparse.Namespace, fmt: str) -> int:
             profile.write_json(args.output or "/dev/stdout")
         elif fmt == "pstats":
             profile.write_pstats(args.output)
+        elif fmt == "findings":
+            write_text(args.output, format_findings(profile.findings()))
         elif is_line_profile(profile):
-            text = format_lines(profile)
-            if args.output:
-                with open(args.output, "w") as f:
-                    f.write(text)
-            else:
-                sys.stdout.write(text)
+            write_text(args.output, format_lines(profile))
         else:
-            text = format_table(profile.functions(), args.sort, args.limit or None,
-                                header=f"apiprof: {args.file} (clock: "
-                                       f"{profile.meta.get('clock', '?')}"
-                                       f"{'' if args.phase is None else ', phase: ' + args.phase})")
-            if args.output:
-                with open(args.output, "w") as f:
-                    f.write(text)
-            else:
-                sys.stdout.write(text)
+            phase = "" if args.phase is None else ", phase: " + args.phase
+            header = f"apiprof: {args.file} (clock: {profile.meta.get('clock', '?')}{phase})\n"
+            table = format_table(profile.functions(), args.sort, args.limit or None,
+                                 everything=args.all)
+            write_text(args.output, header + "\n" + format_findings(profile.findings(),
+                                                                    TEXT_FINDINGS) + "\n" + table)
     except OSError as e:
         raise UsageError(str(e)) from None
     return 0
+
+
+def write_text(output: str | None, text: str) -> None:
+    if output:
+        with open(output, "w") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
 
 
 def run_view_format(args: argparse.Namespace, fmt: str) -> int:

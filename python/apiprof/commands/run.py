@@ -9,6 +9,7 @@ from types import FrameType
 from typing import Any
 
 from .. import _labels
+from .._findings import format_findings
 from .._launch import Program, add_program_arguments, launch
 from .._profiler import Profiler, format_table
 from ..errors import UsageError
@@ -19,8 +20,9 @@ def add_parser(sub: Any) -> None:
         "run", help="run a script or module under the function tracer",
         description="Run a Python script (or -m module) with __main__ semantics under apiprof's "
                     "exact function tracer; write the profile at exit, also on SIGINT/SIGTERM.",
-        usage="apiprof run [-o FILE] [--clock wall|cpu] [--cpu] [--no-builtins] [--phases A,B,...] "
-              "[--timeline] [--timeline-events N] [-q] (script.py | -m module) [args ...]",
+        usage="apiprof run [-o FILE] [--clock wall|cpu] [--cpu] [--no-builtins] [--all] "
+              "[--phases A,B,...] [--timeline] [--timeline-events N] [-q] "
+              "(script.py | -m module) [args ...]",
     )
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="time functions by wall clock (default) or thread CPU time")
@@ -29,6 +31,8 @@ def add_parser(sub: Any) -> None:
                         "(columns cpu and cpu total; costs a CPU clock read per call and "
                         "return); wall clock only")
     p.add_argument("--no-builtins", action="store_true", help="do not record C functions")
+    p.add_argument("--all", action="store_true",
+                   help="the exit summary also lists library and idle-waiting functions")
     p.add_argument("--phases", metavar="A,B,...",
                    help="label the profile's trees phase=A from the start; each SIGUSR1 moves "
                         "to the next name (apiprof report --phase NAME reads one back)")
@@ -42,6 +46,7 @@ def add_parser(sub: Any) -> None:
 
 
 MAX_PHASES = 16
+SUMMARY_FINDINGS = 5
 TIMELINE_EVENTS = 1_000_000
 
 
@@ -92,6 +97,7 @@ class FunctionProducer:
                                  timeline=args.timeline_events if args.timeline else 0,
                                  cpu=args.cpu)
         self._previous_usr1: Any = None
+        self.all = bool(args.all)
 
     def start(self) -> None:
         if self.phases:
@@ -109,8 +115,10 @@ class FunctionProducer:
         self.profiler.save(output)
 
     def summary(self) -> str:
-        text = format_table(self.profiler.functions(), "cumtime", 20,
-                            header=f"apiprof: profile of {' '.join(self.program.argv)}")
+        profile = self.profiler.profile
+        text = (f"apiprof: profile of {' '.join(self.program.argv)}\n\n"
+                + format_findings(profile.findings(), SUMMARY_FINDINGS) + "\n"
+                + format_table(self.profiler.functions(), "cumtime", 20, everything=self.all))
         meta = self.profiler.profile.meta
         dropped = int(meta.get("timeline_dropped", 0))
         if dropped:

@@ -1,0 +1,25 @@
+"""The findings of a profile as text: what ``apiprof report --format findings`` prints and
+what the text report and ``apiprof run``'s exit summary lead with. The findings themselves
+are the C core's (``Profile.findings()``, src/core/ap_findings.c)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def format_findings(findings: list[dict[str, Any]], limit: int | None = None) -> str:
+    """Numbered findings, most important first, each with its severity and kind; the hot
+    path under a hot function. ``limit`` keeps the first ones and says how many are left."""
+    if not findings:
+        return "findings: none (no route, function or wait stands out in this profile)\n"
+    shown = findings if limit is None else findings[:limit]
+    lines = [f"findings ({len(findings)}, most important first):"]
+    for i, f in enumerate(shown, 1):
+        lines.append(f"{i:2}. [{f['severity']}] {f['title']}: "
+                     f"{f['message']}")
+        if len(f["path"]) > 1:
+            lines.append("    path: " + " -> ".join(f["path"]))
+    if len(shown) < len(findings):
+        lines.append(f"    ... {len(findings) - len(shown)} more: apiprof report FILE "
+                     "--format findings")
+    return "\n".join(lines) + "\n"
