@@ -616,12 +616,11 @@ static int is_pool_hop(const ap_prof *p, ap_frame_id f) {
  * above it made (the frame below that user frame on the path: the
  * AsyncClient.get of a handler), unless the path hands work to a thread
  * pool. */
-static int await_bound(ctx *c, const route_acc *r) {
-    ap_map waits = {0}, from = {0};   /* the call -> await time, -> its user caller */
+static int route_waits(ctx *c, ap_str_id route, ap_map *waits, ap_map *from) {
     int rc = 0;
     for (size_t t = 0; rc == 0 && t < ap_prof_ntrees(c->p); t++) {
         const ap_tree *tree = ap_prof_tree_at(c->p, t);
-        if (!in_route(c, tree, r->route))
+        if (!in_route(c, tree, route))
             continue;
         for (size_t i = 1; rc == 0 && i < ap_tree_nnodes(tree); i++) {
             const ap_node *n = ap_tree_node(tree, (ap_node_id)i);
@@ -643,11 +642,19 @@ static int await_bound(ctx *c, const route_acc *r) {
                 continue;
             ap_frame_id key = c->func[call->frame];
             int ins;
-            uint64_t *f = ap_map_upsert(&from, key, c->func[u->frame], &ins);
-            if (f == NULL || add_to(&waits, key, aw - below) != 0)
+            uint64_t *f = ap_map_upsert(from, key, c->func[u->frame], &ins);
+            if (f == NULL || add_to(waits, key, aw - below) != 0)
                 rc = -1;
         }
     }
+    if (rc != 0)
+        ap_err_set(AP_ENOMEM, "findings: out of memory");
+    return rc;
+}
+
+static int await_bound(ctx *c, const route_acc *r) {
+    ap_map waits = {0}, from = {0};   /* the call -> await time, -> its user caller */
+    int rc = route_waits(c, r->route, &waits, &from);
     uint64_t key = 0, sum = 0;
     uint64_t top = rc == 0 ? map_max(&waits, UINT64_MAX, &key, &sum) : 0;
     if (rc == 0 && sum >= AP_FINDING_WAIT_MIN_NS &&
@@ -731,27 +738,17 @@ oom:
     return -1;
 }
 
+static int ctx_init(ctx *c, ap_prof *p);
+
 int ap_findings_build(ap_prof *p, ap_finding **out, size_t *n) {
     *out = NULL;
     *n = 0;
-    ctx c = {.p = p};
+    ctx c;
     route_acc *routes = NULL;
-    size_t nroutes = 0, nf0 = ap_prof_nframes(p);
-    for (size_t f = 1; f < nf0; f++)   /* function-level frames, interned before classifying */
-        if (ap_prof_func_frame(p, (ap_frame_id)f) == AP_NONE)
-            return -1;
-    size_t nf = ap_prof_nframes(p);
-    c.func = malloc(nf * sizeof *c.func);
-    if (c.func == NULL) {
-        ap_err_set(AP_ENOMEM, "findings: out of memory");
+    size_t nroutes = 0;
+    if (ctx_init(&c, p) != 0)
         return -1;
-    }
-    c.func[0] = 0;
-    for (size_t f = 1; f < nf; f++)
-        c.func[f] = ap_prof_func_frame(p, (ap_frame_id)f);
-    c.k_route = find_str(p, "route");
-    c.k_thread_id = find_str(p, "thread_id");
-    if (ap_classes_build(p, &c.cls) != 0 || collect_routes(&c, &routes, &nroutes) != 0)
+    if (collect_routes(&c, &routes, &nroutes) != 0)
         goto err;
     uint64_t all = 0;
     for (size_t i = 0; i < nroutes; i++)
@@ -835,8 +832,9 @@ int ap_findings_json(ap_prof *p, ap_sbuf *out) {
     for (size_t i = 0; i < n; i++) {
         const ap_finding *f = &fs[i];
         const ap_frame *fr = ap_prof_frame(p, f->frame);
-        ap_sbuf_printf(out, "%s{\"kind\": \"%s\", \"severity\": \"%s\", \"route\": ", i ? ",\n  " : "\n  ",
-                       kinds[f->kind].name, ap_finding_severity_name(f->severity));
+        ap_sbuf_printf(out, "%s{\"kind\": \"%s\", \"title\": \"%s\", \"severity\": \"%s\", \"route\": ",
+                       i ? ",\n  " : "\n  ", kinds[f->kind].name, kinds[f->kind].title,
+                       ap_finding_severity_name(f->severity));
         if (f->route != 0)
             ap_sbuf_json_str(out, ap_prof_str(p, f->route));
         else
@@ -866,4 +864,71 @@ int ap_findings_json(ap_prof *p, ap_sbuf *out) {
     ap_sbuf_puts(out, n ? "\n]" : "]");
     free(fs);
     return out->failed ? -1 : 0;
+}
+
+/* ---- the route table ---------------------------------------------------------------------- */
+
+static int ctx_init(ctx *c, ap_prof *p) {
+    memset(c, 0, sizeof *c);
+    c->p = p;
+    size_t nf0 = ap_prof_nframes(p);
+    for (size_t f = 1; f < nf0; f++)
+        if (ap_prof_func_frame(p, (ap_frame_id)f) == AP_NONE)
+            return -1;
+    size_t nf = ap_prof_nframes(p);
+    c->func = malloc(nf * sizeof *c->func);
+    if (c->func == NULL)
+        return ap_err_set(AP_ENOMEM, "findings: out of memory");
+    c->func[0] = 0;
+    for (size_t f = 1; f < nf; f++)
+        c->func[f] = ap_prof_func_frame(p, (ap_frame_id)f);
+    c->k_route = find_str(p, "route");
+    c->k_thread_id = find_str(p, "thread_id");
+    if (ap_classes_build(p, &c->cls) != 0) {
+        free(c->func);
+        return -1;
+    }
+    return 0;
+}
+
+int ap_findings_routes(ap_prof *p, ap_route_row **out, size_t *n) {
+    *out = NULL;
+    *n = 0;
+    ctx c;
+    route_acc *routes = NULL;
+    size_t nr = 0;
+    if (ctx_init(&c, p) != 0)
+        return -1;
+    int rc = collect_routes(&c, &routes, &nr);
+    ap_route_row *rows = rc == 0 ? calloc(nr ? nr : 1, sizeof *rows) : NULL;
+    if (rc == 0 && rows == NULL)
+        rc = ap_err_set(AP_ENOMEM, "findings: out of memory");
+    for (size_t i = 0; rc == 0 && i < nr; i++) {
+        ap_map waits = {0}, from = {0};
+        rc = route_waits(&c, routes[i].route, &waits, &from);
+        uint64_t key, sum = 0;
+        if (rc == 0)
+            map_max(&waits, UINT64_MAX, &key, &sum);
+        ap_map_free(&waits);
+        ap_map_free(&from);
+        rows[i] = (ap_route_row){routes[i].route, routes[i].requests, routes[i].work, 0, sum};
+        for (size_t t = 0; rc == 0 && t < ap_prof_ntrees(p); t++) {
+            const ap_tree *tree = ap_prof_tree_at(p, t);
+            if (!in_route(&c, tree, routes[i].route))
+                continue;
+            for (size_t k = 1; k < ap_tree_nnodes(tree); k++)
+                if (!c.cls.node_idle[t][k])
+                    rows[i].cpu_ns += ap_tree_node(tree, (ap_node_id)k)->m[AP_M_CPU_NS];
+        }
+    }
+    free(routes);
+    free(c.func);
+    ap_classes_free(&c.cls);
+    if (rc != 0) {
+        free(rows);
+        return -1;
+    }
+    *out = rows;
+    *n = nr;
+    return 0;
 }

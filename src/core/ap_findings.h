@@ -109,6 +109,18 @@ int ap_findings_build(ap_prof *p, ap_finding **out, size_t *n);
  * the trees labelled route=route.  Can't fail. */
 uint64_t ap_findings_route_requests(const ap_prof *p, ap_str_id route);
 
+/* The route table: per route (by work, largest first) its requests
+ * (ap_findings_route_requests), work (self time of its non-idle nodes:
+ * running on threads), cpu_ns (AP_M_CPU_NS of those nodes, 0 without a CPU
+ * split) and wait_ns (the time it awaited outside calls, as the waiting
+ * finding counts it: not its thread-pool hops).  *out is malloc'd.
+ * Returns 0; -1 with AP_ENOMEM. */
+typedef struct ap_route_row {
+    ap_str_id route;
+    uint64_t requests, work_ns, cpu_ns, wait_ns;
+} ap_route_row;
+int ap_findings_routes(ap_prof *p, ap_route_row **out, size_t *n);
+
 /* The findings as a JSON array (the "findings" of the JSON export and the
  * HTML page): kind, severity, route, function, file, line, value, unit,
  * share, count, path (function names), message.  Appended to out.  Returns

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include "ap_err.h"
+#include "ap_findings.h"
 #include "ap_map.h"
 #include "ap_report.h"
 
@@ -260,6 +261,10 @@ int ap_html_write(const ap_report_ctx *rc, ap_sbuf *out) {
                        ap_prof_func_frame(p, (ap_frame_id)f));
         line_data |= fr->lineno != 0;
     }
+    /* Node classes for the idle switch and library folding (ap_findings.h). */
+    ap_classes cls;
+    if (ap_classes_build(p, &cls) != 0)
+        return -1;
     ap_sbuf_puts(out, "],\n\"trees\":[");
     for (size_t t = 0; t < ap_prof_ntrees(p); t++) {
         const ap_tree *tree = ap_prof_tree_at(p, t);
@@ -302,10 +307,35 @@ int ap_html_write(const ap_report_ctx *rc, ap_sbuf *out) {
             any = 1;
         }
         ap_sbuf_putc(out, '}');
-        if (put_functab(p, tree, vm_on, extra, out) != 0)
+        /* Per node (root first): 0 the app's code, 1 library work, 2 idle. */
+        ap_sbuf_puts(out, ",\"cls\":\"");
+        for (size_t i = 0; i < n; i++)
+            ap_sbuf_putc(out, cls.node_idle[t][i] ? '2' : cls.node_library[t][i] ? '1' : '0');
+        ap_sbuf_putc(out, '"');
+        if (put_functab(p, tree, vm_on, extra, out) != 0) {
+            ap_classes_free(&cls);
             return -1;
+        }
         ap_sbuf_putc(out, '}');
     }
+    ap_sbuf_printf(out, "],\n\"idle_ns\":%llu,\"wall_ns\":%llu,\n\"findings\":",
+                   (unsigned long long)cls.idle_ns, (unsigned long long)cls.wall_ns);
+    ap_classes_free(&cls);
+    if (ap_findings_json(p, out) != 0)
+        return -1;
+    ap_route_row *routes;
+    size_t nroutes;
+    if (ap_findings_routes(p, &routes, &nroutes) != 0)
+        return -1;
+    ap_sbuf_puts(out, ",\n\"routes\":[");
+    for (size_t i = 0; i < nroutes; i++) {
+        ap_sbuf_puts(out, i ? ",{\"route\":" : "{\"route\":");
+        ap_sbuf_json_str(out, ap_prof_str(p, routes[i].route));
+        ap_sbuf_printf(out, ",\"requests\":%llu,\"work_ns\":%llu,\"cpu_ns\":%llu,\"wait_ns\":%llu}",
+                       (unsigned long long)routes[i].requests, (unsigned long long)routes[i].work_ns,
+                       (unsigned long long)routes[i].cpu_ns, (unsigned long long)routes[i].wait_ns);
+    }
+    free(routes);
     /* Source lines of the functions that have line-level data, read now. */
     ap_sbuf_puts(out, "],\n\"sources\":{");
     if (line_data) {

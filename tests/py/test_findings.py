@@ -157,3 +157,61 @@ def test_findings_of_a_profile_without_routes(tmp_path: Path):
     (hot,) = [f for f in _core.load(str(out)).findings() if f["kind"] == "hot_function"]
     assert hot["function"] == "inner" and hot["route"] is None
     assert hot["path"] == ["<module>", "outer", "inner"]
+
+
+READY = "document.body && document.body.dataset.ready === '1'"
+ARTIFACTS = REPO_ROOT / ".artifacts" / "report"
+
+
+def test_html_opens_on_findings_hides_idle_folds_libraries(shop_profile: Path, tmp_path: Path):
+    from cdp import Browser
+
+    html = tmp_path / "shop.html"
+    subprocess.run([str(APIPROF), "report", str(shop_profile), "-o", str(html)], check=True,
+                   capture_output=True, timeout=120)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with Browser(tmp_path / "chromium", width=1400, height=1000) as browser:
+        page = browser.open(html.as_uri())
+        page.wait_for(READY)
+        assert page.errors == [] and page.eval("window.apiprofErrors") == []
+        # The first screen: the findings, the slow route's hot function and the blocking call.
+        assert page.eval("window.apiprof.state.view") == "overview"
+        text = page.eval("document.getElementById('overview').textContent")
+        assert "blocking call: POST /login blocks the event loop" in text
+        assert "shop/recommend.py:" in text
+        routes = page.eval("Array.from(document.querySelectorAll('#routes tr[data-route]'))"
+                           ".map(r => [r.dataset.route, r.cells[1].textContent])")
+        assert ["GET /products/{product_id}/recommendations", "5"] in routes
+        page.screenshot(ARTIFACTS / "overview.png")
+        # Idle waiting is left out of the views by default, and said how much.
+        shown = page.eval("window.apiprof.view().total")
+        hidden = page.eval("window.apiprof.view().hiddenIdle")
+        assert hidden > 0 and shown > 0
+        page.eval("document.getElementById('show-idle').click()")
+        assert page.eval("window.apiprof.view().total") == shown + hidden
+        page.eval("document.getElementById('show-idle').click()")
+        # Library frames fold into one labelled frame per run; unfolding shows them.
+        folded_nodes = page.eval("window.apiprof.view().n")
+        assert page.eval("Array.from(window.apiprof.view().folded).some(x => x > 0)")
+        page.eval("document.getElementById('fold-lib').click()")
+        assert page.eval("window.apiprof.view().n") > folded_nodes
+        page.eval("document.getElementById('fold-lib').click()")
+        # A route row opens that route's own flame graph; the URL keeps the view.
+        page.eval("document.querySelector(\"#routes tr[data-route='POST /login']\").click()")
+        assert page.eval("window.apiprof.state.view") == "flame"
+        assert page.eval("window.apiprof.state.filters.route") == "POST /login"
+        assert "route=POST%20%2Flogin" in page.eval("location.hash")
+        page.screenshot(ARTIFACTS / "route-flame.png")
+        # The evidence of the blocking call: the call tree of that route, searched for it.
+        page.eval("window.apiprof.show('overview')")
+        page.eval("""Array.from(document.querySelectorAll('#findings li')).find(li =>
+            li.textContent.includes('blocks the event loop')).querySelector('a.ev').click()""")
+        assert page.eval("window.apiprof.state.view") == "tree"
+        assert page.eval("window.apiprof.state.matches") >= 1
+        link = page.eval("location.href")
+        # A link opens the same view.
+        other = browser.open(link)
+        other.wait_for(READY)
+        assert other.eval("window.apiprof.state.view") == "tree"
+        assert other.eval("document.getElementById('filter-route').value") == "POST /login"
+        assert other.errors == []

@@ -56,6 +56,8 @@ def test_html_report_views(browser, shop, tmp_path):
     page = browser.open(html.as_uri())
     page.wait_for(READY)
     assert page.errors == [] and page.eval("window.apiprofErrors") == []
+    assert page.eval("window.apiprof.state.view") == "overview"   # opens on the findings
+    page.eval("window.apiprof.show('flame')")
     state = page.eval("window.apiprof.state")
     assert state["drawn"] == 14   # the 13 merged nodes and the root
     assert page.eval("window.apiprof.view().total") == SHOP_TOTALS["wall"]
@@ -257,6 +259,7 @@ def test_real_profile_of_real_code(browser, tmp_path):
     for name in ("fib", "work"):
         assert (js[name]["calls"], js[name]["prim"], js[name]["self"]) == (
             funcs[name]["calls"], funcs[name]["primitive_calls"], funcs[name]["self_ns"])
+    page.eval("window.apiprof.show('flame')")
     fib = page.eval("window.apiprof.rectOf('fib')")
     page.click(fib["x"], fib["y"])
     assert page.eval("window.apiprof.state.zoom") == fib["node"]

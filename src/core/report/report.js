@@ -20,6 +20,12 @@
   for (var f = 0; f < NF; f++) {
     labels[f] = f === 0 ? "all" : fQual(f) + (fLineno(f) ? ":" + fLineno(f) : "");
   }
+  // A view node's name: its frame's, and for a folded run of library frames how
+  // many more it stands for.
+  function vlabel(v) {
+    var s = labels[V.frame[v]];
+    return V.folded && V.folded[v] ? s + " (+" + V.folded[v] + " library)" : s;
+  }
   function where(f) {
     return fKind(f) === 1 ? fFile(f) + ":" + (fLineno(f) || fLine(f)) : fFile(f);
   }
@@ -58,10 +64,12 @@
     parent[0] = -1;
     for (var i = 1; i < n; i++) { parent[i] = i - t.pd[i - 1]; frame[i] = t.fr[i - 1]; }
     return { labels: t.labels, n: n, parent: parent, frame: frame, calls: t.calls, hits: t.hits, m: t.m,
-      ft: t.ft };
+      ft: t.ft, cls: t.cls || "" };
   });
+  // idle: show idle waiting (pool workers waiting for work, the loop waiting for I/O);
+  // fold: fold each run of library frames into its first frame.
   var state = { metric: D.metric, filters: {}, zoom: 0, search: null, focus: -1, icicle: false,
-    view: "flame", drawn: 0 };
+    view: "overview", drawn: 0, idle: false, fold: true };
   var V = null;   // the view tree
 
   function selectedTrees() {
@@ -71,40 +79,47 @@
     });
   }
 
+  // The view tree: the selected trees merged by call path, without idle subtrees
+  // (unless shown) and with each run of library frames folded into its first frame
+  // (unless unfolded). V.lib marks folded library nodes, V.folded how many frames each
+  // folded node stands for beyond its own.
   function buildView() {
-    var sel = selectedTrees(), ms = D.metrics, n, parent, frame, calls, hits, self = {};
-    if (sel.length === 1) {
-      var t = sel[0];
-      n = t.n; parent = t.parent; frame = t.frame;
-      calls = new Float64Array(n); hits = new Float64Array(n);
-      for (var i = 1; i < n; i++) calls[i] = t.calls[i - 1];
-      if (t.hits) for (i = 1; i < n; i++) hits[i] = t.hits[i - 1];
-      ms.forEach(function (m) {
-        var a = new Float64Array(n), src = t.m[m];
-        if (src) for (var i = 1; i < n; i++) a[i] = src[i - 1];
-        self[m] = a;
-      });
-    } else {
-      var total = 1;
-      sel.forEach(function (t) { total += t.n; });
-      parent = new Int32Array(total); frame = new Int32Array(total); calls = new Float64Array(total);
-      hits = new Float64Array(total);
-      ms.forEach(function (m) { self[m] = new Float64Array(total); });
-      parent[0] = -1; n = 1;
-      var index = new Map();
-      sel.forEach(function (t) {
-        var map = new Int32Array(t.n);
-        for (var i = 1; i < t.n; i++) {
-          var vp = map[t.parent[i]], key = vp * NF + t.frame[i], v = index.get(key);
-          if (v === undefined) { v = n++; index.set(key, v); parent[v] = vp; frame[v] = t.frame[i]; }
-          map[i] = v;
-          calls[v] += t.calls[i - 1];
-          if (t.hits) hits[v] += t.hits[i - 1];
-          ms.forEach(function (m) { var src = t.m[m]; if (src) self[m][v] += src[i - 1]; });
+    var sel = selectedTrees(), ms = D.metrics;
+    var total = 1;
+    sel.forEach(function (t) { total += t.n; });
+    var parent = new Int32Array(total), frame = new Int32Array(total), calls = new Float64Array(total);
+    var hits = new Float64Array(total), lib = new Uint8Array(total), folded = new Int32Array(total);
+    var self = {}, hidden = 0, n = 1, index = new Map();
+    ms.forEach(function (m) { self[m] = new Float64Array(total); });
+    parent[0] = -1;
+    sel.forEach(function (t) {
+      var map = new Int32Array(t.n), wall = t.m.wall;
+      for (var i = 1; i < t.n; i++) {
+        var vp = map[t.parent[i]], c = t.cls.charCodeAt(i) - 48, v;
+        if (vp < 0 || (c === 2 && !state.idle)) {   // idle, or under an idle node
+          map[i] = -1;
+          if (wall) hidden += wall[i - 1];
+          continue;
         }
-      });
-    }
-    V = { n: n, parent: parent, frame: frame, calls: calls, hits: hits, self: self };
+        if (c === 1 && state.fold && vp > 0 && lib[vp]) {
+          v = vp;   // folded into the run's first library frame
+          folded[v]++;
+        } else {
+          var key = vp * NF + t.frame[i];
+          v = index.get(key);
+          if (v === undefined) {
+            v = n++; index.set(key, v); parent[v] = vp; frame[v] = t.frame[i];
+            lib[v] = c === 1 && state.fold ? 1 : 0;
+          }
+          calls[v] += t.calls[i - 1];
+        }
+        map[i] = v;
+        if (t.hits) hits[v] += t.hits[i - 1];
+        ms.forEach(function (m) { var src = t.m[m]; if (src) self[m][v] += src[i - 1]; });
+      }
+    });
+    V = { n: n, parent: parent, frame: frame, calls: calls, hits: hits, self: self, lib: lib,
+      folded: folded, hiddenIdle: hidden };
     mergeFunctions(sel);
     computeMetric();
   }
@@ -250,11 +265,12 @@
     function box_(node, x, w, dim) {
       var y = yOf(V.depth[node]), f = V.frame[node];
       var hit = matchFrame && matchFrame[f];
-      ctx.fillStyle = hit ? "rgb(220,0,220)" : node === 0 ? "#c8c8c0" : hue(labels[f]);
+      ctx.fillStyle = hit ? "rgb(220,0,220)" : node === 0 ? "#c8c8c0" : V.lib[node] ? "#d9d6cc" :
+        hue(labels[f]);
       ctx.globalAlpha = dim ? 0.55 : 1;
       ctx.fillRect(x, y + 1, Math.max(w - 0.5, 0.5), ROW - 2);
       if (w > 28) {
-        var room = Math.floor((w - 6) / 6.7), s = labels[f];
+        var room = Math.floor((w - 6) / 6.7), s = vlabel(node);
         if (s.length > room) s = s.slice(0, Math.max(room - 2, 0)) + "..";
         ctx.fillStyle = "#000";
         ctx.fillText(s, x + 3, y + ROW / 2);
@@ -300,7 +316,7 @@
     return -1;
   }
   function nodeText(v) {
-    var f = V.frame[v], s = labels[f] + "\n";
+    var f = V.frame[v], s = vlabel(v) + "\n";
     if (v !== 0) s += where(f) + "\n";
     s += state.metric + ": " + fmt(V.incl[v], state.metric) + " (" + pct(V.incl[v], V.total) + ")";
     s += ", self " + fmt(V.self[state.metric][v], state.metric);
@@ -345,7 +361,8 @@
     div.innerHTML = "<span class=v>" + fmt(V.incl[v], state.metric) + " " + pct(V.incl[v], V.total) +
       "</span><span class=c>" + V.calls[v] + "</span>" +
       "<span style='padding-left:" + (depth * 14) + "px'></span><span class=tg>" + (nk ? "\u25b8" : " ") +
-      "</span><span class='" + hit + "' title='" + esc(where(f)) + "'>" + esc(labels[f]) + "</span>";
+      "</span><span class='" + hit + (V.lib[v] ? " lib" : "") + "' title='" + esc(where(f)) + "'>" +
+      esc(vlabel(v)) + "</span>";
     div.dataset.depth = depth;
     return div;
   }
@@ -586,10 +603,96 @@
   }
   $("source-func").addEventListener("change", function (e) { state.focus = +e.target.value; drawSource(); });
 
+  // ---- overview: findings, then the route table -----------------------------------
+  var SEV = { high: "sev-high", medium: "sev-medium", info: "sev-info" };
+  function drawOverview() {
+    var box = $("overview"), html = [];
+    var wall = D.wall_ns, idle = D.idle_ns;
+    html.push("<p class=note>" + fmtUnit(wall, "nanoseconds") + " recorded on all threads" +
+      (idle ? "; " + fmtUnit(idle, "nanoseconds") + " of it (" + pct(idle, wall) +
+        ") idle waiting, left out of the views" + (state.idle ? " (shown now)" : "") : "") +
+      ". Percentages in the views are of the time shown.</p>");
+    html.push("<h2>Findings</h2>");
+    if (!D.findings.length) {
+      html.push("<p class=note>No route, function or wait stands out in this profile.</p>");
+    } else {
+      html.push("<ol id=findings>");
+      D.findings.forEach(function (f, i) {
+        html.push("<li data-i='" + i + "'><span class='sev " + SEV[f.severity] + "'>" + esc(f.severity) +
+          "</span> <b>" + esc(f.title) + "</b>: " + esc(f.message) +
+          (f.path && f.path.length > 1 ? "<div class=path>" + f.path.map(esc).join(" \u2192 ") + "</div>" : "") +
+          (f.route || f.function ? " <a href='#' class=ev>evidence</a>" : "") + "</li>");
+      });
+      html.push("</ol>");
+    }
+    if (D.routes.length) {
+      var all = 0, anyCpu = false;
+      D.routes.forEach(function (r) { all += r.work_ns; anyCpu = anyCpu || r.cpu_ns > 0; });
+      html.push("<h2>Routes</h2><p class=note>work: time running on threads for the route " +
+        "(waiting and idle left out); waiting: time awaiting calls outside the app. Click a route " +
+        "for its own flame graph.</p><table id=routes><tr><th class=name>route</th><th>requests</th>" +
+        "<th>work</th><th>work / request</th><th>share of work</th>" + (anyCpu ? "<th>cpu</th>" : "") +
+        "<th>waiting</th><th>waiting / request</th></tr>");
+      D.routes.forEach(function (r) {
+        var per = function (v) { return r.requests ? fmtUnit(v / r.requests, "nanoseconds") : "-"; };
+        html.push("<tr data-route='" + esc(r.route) + "'><td class=name>" + esc(r.route) + "</td><td>" +
+          r.requests + "</td><td>" + fmtUnit(r.work_ns, "nanoseconds") + "</td><td>" + per(r.work_ns) +
+          "</td><td>" + pct(r.work_ns, all) + "</td>" + (anyCpu ? "<td>" + fmtUnit(r.cpu_ns, "nanoseconds") +
+          "</td>" : "") + "<td>" + fmtUnit(r.wait_ns, "nanoseconds") + "</td><td>" + per(r.wait_ns) +
+          "</td></tr>");
+      });
+      html.push("</table>");
+    }
+    box.innerHTML = html.join("");
+  }
+  // Select a route (or all with ""), as the route filter does.
+  function selectRoute(route) {
+    var sel = $("filter-route");
+    if (!sel) return;
+    sel.value = route || "";
+    sel.dispatchEvent(new Event("change"));
+  }
+  $("overview").addEventListener("click", function (e) {
+    var tr = e.target.closest("tr[data-route]");
+    if (tr) { selectRoute(tr.dataset.route); show("flame"); return; }
+    var li = e.target.closest("li[data-i]");
+    if (li && e.target.classList.contains("ev")) {
+      e.preventDefault();
+      var f = D.findings[+li.dataset.i];
+      selectRoute(f.route);
+      var fn = -1;
+      for (var k = 1; k < NF && f.function; k++)
+        if (fLineno(k) === 0 && fQual(k) === f.function && (!f.file || fFile(k) === f.file)) { fn = k; break; }
+      if (fn >= 0) { state.focus = fn; applySearch("^" + f.function.replace(/[.*+?^${}()|[\]\\]/g, "\\$&") + "$"); }
+      show(fn >= 0 ? "tree" : "flame");
+    }
+  });
+
+  // ---- the view state in the URL: a link opens the same view ------------------------
+  function saveHash() {
+    var q = ["view=" + encodeURIComponent(state.view)];
+    if (state.filters.route) q.push("route=" + encodeURIComponent(state.filters.route));
+    if (state.search) q.push("search=" + encodeURIComponent(state.search));
+    if (state.metric !== D.metric) q.push("metric=" + encodeURIComponent(state.metric));
+    if (state.idle) q.push("idle=1");
+    if (!state.fold) q.push("fold=0");
+    try { history.replaceState(null, "", "#" + q.join("&")); } catch (e) { /* file: URLs in some browsers */ }
+  }
+  function readHash() {
+    var out = {};
+    location.hash.replace(/^#/, "").split("&").forEach(function (kv) {
+      var i = kv.indexOf("=");
+      if (i > 0) out[decodeURIComponent(kv.slice(0, i))] = decodeURIComponent(kv.slice(i + 1));
+    });
+    return out;
+  }
+
   // ---- controls and tabs ----------------------------------------------------------
   function redraw() {
     var v = state.view;
-    if (v === "flame") drawFlame();
+    saveHash();
+    if (v === "overview") drawOverview();
+    else if (v === "flame") drawFlame();
     else if (v === "tree") drawTree();
     else if (v === "funcs") drawFuncs();
     else if (v === "graph") drawGraph();
@@ -638,15 +741,29 @@
     $("filters").appendChild(label);
   });
   window.addEventListener("resize", function () { if (state.view === "flame") drawFlame(); });
+  $("show-idle").addEventListener("change", function (e) {
+    state.idle = e.target.checked; state.zoom = 0; buildView(); applySearch(state.search);
+  });
+  $("fold-lib").addEventListener("change", function (e) {
+    state.fold = e.target.checked; state.zoom = 0; buildView(); applySearch(state.search);
+  });
 
   $("title").textContent = D.title;
   document.title = D.title + " - apiprof";
   var metaBits = [];
   for (var k in D.meta) if (k !== "argv") metaBits.push(k + ": " + D.meta[k]);
+  // A link's view: #view=flame&route=GET%20/items&search=... (see saveHash).
+  var h = readHash();
+  if (h.idle === "1") { state.idle = true; $("show-idle").checked = true; }
+  if (h.fold === "0") { state.fold = false; $("fold-lib").checked = false; }
+  if (h.metric && D.metrics.indexOf(h.metric) >= 0) { state.metric = h.metric; msel.value = h.metric; }
+  if (h.route && $("filter-route")) { $("filter-route").value = h.route; state.filters.route = $("filter-route").value; }
   buildView();
   $("summary").textContent = D.trees.length + " tree(s), " + V.n + " nodes, " + V.funcs.length + " functions; " +
     state.metric + " total " + fmt(V.total, state.metric) + (metaBits.length ? "; " + metaBits.join(", ") : "");
   drawFlame();
+  if (h.search) { $("search").value = h.search; applySearch(h.search); }
+  show(["overview", "flame", "tree", "funcs", "graph", "source"].indexOf(h.view) >= 0 ? h.view : "overview");
 
   // ---- hooks for tests and benchmarks ---------------------------------------------
   window.apiprof = {
