@@ -692,6 +692,8 @@ static int await_bound(ctx *c, const route_acc *r) {
 
 static int rank(const void *a, const void *b) {
     const ap_finding *x = a, *y = b;
+    if ((x->kind == AP_FK_IDLE) != (y->kind == AP_FK_IDLE))   /* a note on the views, last */
+        return x->kind == AP_FK_IDLE ? 1 : -1;
     if (x->severity != y->severity)
         return x->severity > y->severity ? -1 : 1;
     if (x->value != y->value)

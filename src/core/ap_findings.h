@@ -99,7 +99,7 @@ typedef struct ap_finding {
 #define AP_FINDING_WAIT_MIN_NS 10000000u   /* ...for >= 10 ms in total */
 
 /* The findings of p (finished, may intern function-level frames), ranked:
- * severity, then value, highest first.  *out is malloc'd (free() it; NULL
+ * severity, then value, highest first; the idle note last.  *out is malloc'd (free() it; NULL
  * when *n is 0).  Returns 0; on error -1 with AP_ENOMEM (or AP_EFULL from
  * interning) and *out NULL, *n 0. */
 int ap_findings_build(ap_prof *p, ap_finding **out, size_t *n);

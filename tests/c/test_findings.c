@@ -1,0 +1,205 @@
+/* test_findings.c -- unit tests of the findings: classes of frames and nodes, blocking calls, waits, hot functions, request counts. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "ap_err.h"
+#include "ap_findings.h"
+#include "ap_prof.h"
+#include "ap_test.h"
+
+static ap_str_id s_(ap_prof *p, const char *s) {
+    return ap_prof_intern(p, s, strlen(s));
+}
+
+static ap_frame_id fr(ap_prof *p, const char *qual, const char *file, unsigned line,
+                      unsigned kind) {
+    const char *dot = strrchr(qual, '.');
+    ap_frame f = {s_(p, dot ? dot + 1 : qual), s_(p, qual), s_(p, file), line, 0, kind};
+    return ap_prof_frame_intern(p, &f);
+}
+
+/* A node at the end of path with calls, self, total, await. */
+static ap_node *at(ap_tree *t, const ap_frame_id *path, size_t n, uint64_t calls, uint64_t self,
+                   uint64_t total, uint64_t await) {
+    ap_node *node = ap_tree_root(t);
+    for (size_t i = 0; i < n; i++)
+        node = ap_tree_child(t, node, path[i]);
+    node->m[AP_M_CALLS] += calls;
+    node->m[AP_M_SELF_NS] += self;
+    node->m[AP_M_TOTAL_NS] += total;
+    node->m[AP_M_AWAIT_NS] += await;
+    return node;
+}
+
+#define LIB "/venv/lib/python3.12/site-packages/"
+#define MS 1000000u
+
+/* An app on an event loop thread (thread_id 1) and a pool worker (2):
+ *   loop, own tree: run_once -> select.epoll.poll (idle, 900 ms)
+ *   POST /login (loop): app.__call__ (lib) -> login (user, coroutine) ->
+ *       hash_password (user) -> _hashlib.pbkdf2_hmac (C, 3 x 50 ms)
+ *   GET /ship (loop): ship (user) -> AsyncClient.get (lib) -> wait (lib) awaiting 400 ms
+ *   GET /slow (worker): Context.run (C, root) -> slow_ep (user) -> helper (user) -> json.dumps (C)
+ *   worker, own tree: WorkerThread.run -> Queue.get -> lock.acquire (idle 2 s) */
+static ap_prof *app_profile(void) {
+    ap_prof *p = ap_prof_new();
+    ap_str_id tid = s_(p, "thread_id"), route = s_(p, "route");
+    ap_label loop = {tid, s_(p, "1")}, worker = {tid, s_(p, "2")};
+    ap_frame_id run_once = fr(p, "BaseEventLoop._run_once", "/usr/lib/python3.12/asyncio/base_events.py", 1, AP_FRAME_PYTHON);
+    ap_frame_id poll = fr(p, "select.epoll.poll", "~", 0, AP_FRAME_METHOD);
+    ap_frame_id app = fr(p, "FastAPI.__call__", LIB "fastapi/applications.py", 10, AP_FRAME_PYTHON);
+    ap_frame_id login = fr(p, "login", "/srv/app/main.py", 40, AP_FRAME_PYTHON);
+    ap_frame_id hashpw = fr(p, "hash_password", "/srv/app/db.py", 12, AP_FRAME_PYTHON);
+    ap_frame_id pbkdf2 = fr(p, "_hashlib.pbkdf2_hmac", "~", 0, AP_FRAME_BUILTIN);
+    ap_frame_id ship = fr(p, "ship", "/srv/app/main.py", 60, AP_FRAME_PYTHON);
+    ap_frame_id get = fr(p, "AsyncClient.get", LIB "httpx/_client.py", 100, AP_FRAME_PYTHON);
+    ap_frame_id wait = fr(p, "Stream.wait", LIB "httpx/_stream.py", 5, AP_FRAME_PYTHON);
+    ap_frame_id ctxrun = fr(p, "_contextvars.Context.run", "~", 0, AP_FRAME_METHOD);
+    ap_frame_id slow = fr(p, "slow_ep", "/srv/app/main.py", 80, AP_FRAME_PYTHON);
+    ap_frame_id helper = fr(p, "helper", "/srv/app/main.py", 90, AP_FRAME_PYTHON);
+    ap_frame_id dumps = fr(p, "json.dumps", "~", 0, AP_FRAME_BUILTIN);
+    ap_frame_id wrun = fr(p, "WorkerThread.run", LIB "anyio/_backends/_asyncio.py", 1, AP_FRAME_PYTHON);
+    ap_frame_id qget = fr(p, "Queue.get", "/usr/lib/python3.12/queue.py", 1, AP_FRAME_PYTHON);
+    ap_frame_id acq = fr(p, "_thread.lock.acquire", "~", 0, AP_FRAME_METHOD);
+
+    ap_tree *own = ap_prof_tree_new(p, &loop, 1);
+    at(own, (ap_frame_id[]){run_once}, 1, 100, 5 * MS, 905 * MS, 0);
+    at(own, (ap_frame_id[]){run_once, poll}, 2, 100, 900 * MS, 900 * MS, 0);
+
+    ap_label l_login[2] = {loop, {route, s_(p, "POST /login")}};
+    ap_tree *t = ap_prof_tree_new(p, l_login, 2);
+    ap_tree_root(t)->m[AP_M_CALLS] = 3;   /* 3 requests */
+    at(t, (ap_frame_id[]){app}, 1, 3, 1 * MS, 152 * MS, 0);
+    at(t, (ap_frame_id[]){app, login}, 2, 3, 1 * MS, 151 * MS, 0);
+    at(t, (ap_frame_id[]){app, login, hashpw}, 3, 3, 0, 150 * MS, 0);
+    at(t, (ap_frame_id[]){app, login, hashpw, pbkdf2}, 4, 3, 150 * MS, 150 * MS, 0);
+
+    ap_label l_ship[2] = {loop, {route, s_(p, "GET /ship")}};
+    t = ap_prof_tree_new(p, l_ship, 2);
+    ap_tree_root(t)->m[AP_M_CALLS] = 4;
+    at(t, (ap_frame_id[]){app}, 1, 4, 1 * MS, 4 * MS, 400 * MS);
+    at(t, (ap_frame_id[]){app, ship}, 2, 4, 1 * MS, 3 * MS, 400 * MS);
+    at(t, (ap_frame_id[]){app, ship, get}, 3, 4, 1 * MS, 2 * MS, 400 * MS);
+    at(t, (ap_frame_id[]){app, ship, get, wait}, 4, 4, 1 * MS, 1 * MS, 400 * MS);
+
+    ap_label l_slow[2] = {worker, {route, s_(p, "GET /slow")}};
+    t = ap_prof_tree_new(p, l_slow, 2);
+    ap_tree_root(t)->m[AP_M_CALLS] = 2;
+    at(t, (ap_frame_id[]){ctxrun}, 1, 2, 0, 300 * MS, 0);
+    at(t, (ap_frame_id[]){ctxrun, slow}, 2, 2, 10 * MS, 300 * MS, 0);
+    at(t, (ap_frame_id[]){ctxrun, slow, helper}, 3, 2, 40 * MS, 290 * MS, 0);
+    at(t, (ap_frame_id[]){ctxrun, slow, helper, dumps}, 4, 2, 250 * MS, 250 * MS, 0);
+
+    ap_tree *wt = ap_prof_tree_new(p, &worker, 1);
+    at(wt, (ap_frame_id[]){wrun}, 1, 1, 0, 2000 * MS, 0);
+    at(wt, (ap_frame_id[]){wrun, qget}, 2, 5, 0, 2000 * MS, 0);
+    at(wt, (ap_frame_id[]){wrun, qget, acq}, 3, 5, 2000 * MS, 2000 * MS, 0);
+    ap_prof_meta_set(p, "clock", "wall");
+    return p;
+}
+
+static const ap_finding *find(const ap_finding *fs, size_t n, unsigned kind, const char *route,
+                              const ap_prof *p) {
+    for (size_t i = 0; i < n; i++)
+        if (fs[i].kind == kind && (route == NULL || strcmp(ap_prof_str(p, fs[i].route), route) == 0))
+            return &fs[i];
+    return NULL;
+}
+
+static const char *qual(const ap_prof *p, ap_frame_id f) {
+    return ap_prof_str(p, ap_prof_frame(p, f)->qualname);
+}
+
+AP_TEST(findings_classes) {
+    ap_prof *p = app_profile();
+    ap_classes c;
+    if (!AP_CHECK(p != NULL && ap_classes_build(p, &c) == 0))
+        return;
+    AP_CHECK_EQ_U64(c.idle_ns, 900 * MS + 2000 * MS);   /* the selector and the queue wait */
+    /* POST /login tree: app is library, login user, pbkdf2 (C, called by the app) user. */
+    AP_CHECK_EQ_U64(c.node_library[1][1], 1);
+    AP_CHECK_EQ_U64(c.node_library[1][2], 0);
+    AP_CHECK_EQ_U64(c.node_library[1][4], 0);
+    /* GET /slow on the worker: Context.run at the root is nobody's code. */
+    AP_CHECK_EQ_U64(c.node_library[3][1], 1);
+    AP_CHECK_EQ_U64(c.node_idle[4][3], 1);   /* lock.acquire under Queue.get */
+    AP_CHECK_EQ_U64(c.node_idle[4][1], 0);
+    ap_classes_free(&c);
+    ap_prof_free(p);
+}
+
+AP_TEST(findings_of_an_app) {
+    ap_prof *p = app_profile();
+    ap_finding *fs;
+    size_t n;
+    if (!AP_CHECK(p != NULL && ap_findings_build(p, &fs, &n) == 0))
+        return;
+    /* The blocking call: pbkdf2, on the loop thread, 50 ms per call, by hash_password. */
+    const ap_finding *b = find(fs, n, AP_FK_BLOCKING_CALL, "POST /login", p);
+    if (AP_CHECK(b != NULL)) {
+        AP_CHECK(strcmp(qual(p, b->frame), "_hashlib.pbkdf2_hmac") == 0);
+        AP_CHECK_EQ_U64(b->count, 3);
+        AP_CHECK_EQ_U64(b->value, 150 * MS);
+        AP_CHECK(strstr(b->message, "called from hash_password") != NULL);
+    }
+    /* Nothing on a worker thread blocks the loop, nothing else on the loop is long. */
+    size_t nblock = 0;
+    for (size_t i = 0; i < n; i++)
+        nblock += fs[i].kind == AP_FK_BLOCKING_CALL;
+    AP_CHECK_EQ_U64(nblock, 1);
+    /* GET /slow: the hot function is helper (its own 40 ms + json.dumps' 250 ms),
+     * 290 of the route's 300 ms, mostly in json.dumps; path slow_ep -> helper. */
+    const ap_finding *h = find(fs, n, AP_FK_HOT_FUNCTION, "GET /slow", p);
+    if (AP_CHECK(h != NULL)) {
+        AP_CHECK(strcmp(qual(p, h->frame), "helper") == 0);
+        AP_CHECK_EQ_U64(h->value, 290 * MS);
+        AP_CHECK_EQ_U64(h->count, 2);
+        AP_CHECK_EQ_U64(h->npath, 2);
+        AP_CHECK(strstr(h->message, "mostly in json.dumps") != NULL);
+    }
+    /* GET /ship waits 400 ms on AsyncClient.get, called from ship. */
+    const ap_finding *w = find(fs, n, AP_FK_AWAIT_BOUND, "GET /ship", p);
+    if (AP_CHECK(w != NULL)) {
+        AP_CHECK(strcmp(qual(p, w->frame), "AsyncClient.get") == 0);
+        AP_CHECK_EQ_U64(w->value, 400 * MS);
+        AP_CHECK(strstr(w->message, "called from ship") != NULL);
+    }
+    /* Slow routes by work: /slow (300 ms) first; requests counted from the roots. */
+    const ap_finding *s = find(fs, n, AP_FK_SLOW_ROUTE, NULL, p);
+    if (AP_CHECK(s != NULL)) {
+        AP_CHECK(strcmp(ap_prof_str(p, s->route), "GET /slow") == 0);
+        AP_CHECK_EQ_U64(s->count, 2);
+    }
+    /* Idle: last, info. */
+    AP_CHECK(fs[n - 1].kind == AP_FK_IDLE && fs[n - 1].severity == AP_SEV_INFO);
+    AP_CHECK_EQ_U64(fs[n - 1].value, 2900 * MS);
+    for (size_t i = 1; i < n; i++)   /* ranked */
+        AP_CHECK(fs[i - 1].severity >= fs[i].severity);
+    free(fs);
+    /* The route table. */
+    ap_route_row *rows;
+    size_t nr;
+    if (AP_CHECK(ap_findings_routes(p, &rows, &nr) == 0)) {
+        AP_CHECK_EQ_U64(nr, 3);
+        AP_CHECK(strcmp(ap_prof_str(p, rows[0].route), "GET /slow") == 0);
+        AP_CHECK_EQ_U64(rows[0].work_ns, 300 * MS);
+        for (size_t i = 0; i < nr; i++)
+            if (strcmp(ap_prof_str(p, rows[i].route), "GET /ship") == 0) {
+                AP_CHECK_EQ_U64(rows[i].wait_ns, 400 * MS);
+                AP_CHECK_EQ_U64(rows[i].requests, 4);
+            }
+        free(rows);
+    }
+    ap_prof_free(p);
+}
+
+AP_TEST(findings_none_for_an_empty_profile) {
+    ap_prof *p = ap_prof_new();
+    ap_finding *fs = (ap_finding *)1;
+    size_t n = 9;
+    if (AP_CHECK(p != NULL && ap_findings_build(p, &fs, &n) == 0)) {
+        AP_CHECK_EQ_U64(n, 0);
+        AP_CHECK(fs == NULL);
+    }
+    ap_prof_free(p);
+}
