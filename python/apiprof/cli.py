@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "report": "report",
     "bench": "bench",
     "stats": "stats",
+    "investigate": "investigate",
 }
 
 

@@ -21,10 +21,11 @@ static const ap_finding_kind_info kinds[AP_FK_COUNT] = {
     [AP_FK_HOT_LINE] = {"hot_line", "hot line",
                         "the line of the hot function with the most time (line profiles)"},
     [AP_FK_BLOCKING_CALL] = {"blocking_call", "blocking call",
-                             "a call that runs 20 ms or more without awaiting on the event "
-                             "loop's thread, inside a request"},
+                             "a call that runs 20 ms or more per call (over 2 calls or more) "
+                             "without awaiting on the event loop's thread, inside a request"},
     [AP_FK_AWAIT_BOUND] = {"await_bound", "waiting",
-                           "a route that spends at least half of its time awaiting one call"},
+                           "a route that spends at least half of its time, or 20 ms per "
+                           "request, awaiting calls outside the app"},
     [AP_FK_LIBRARY_WORK] = {"library_work", "library work",
                             "a slow route whose hot function has less than half of its work "
                             "and whose work is mostly library code: where it goes"},
@@ -561,6 +562,8 @@ static int blocking_calls(ctx *c, const route_acc *routes, size_t nroutes) {
         uint64_t key, val;
         for (size_t pos = 0; rc == 0 && (pos = ap_map_next(&total, pos, &key, &val)) != 0;) {
             uint64_t ncalls = *ap_map_get(&calls, key), from = *ap_map_get(&caller, key);
+            if (ncalls < AP_FINDING_BLOCK_CALLS)
+                continue;   /* once: a cold start or a hiccup, not a pattern */
             ap_finding *f = fnew(&c->out, AP_FK_BLOCKING_CALL, AP_SEV_HIGH);
             if (f == NULL) {
                 rc = -1;
@@ -657,8 +660,9 @@ static int await_bound(ctx *c, const route_acc *r) {
     int rc = route_waits(c, r->route, &waits, &from);
     uint64_t key = 0, sum = 0;
     uint64_t top = rc == 0 ? map_max(&waits, UINT64_MAX, &key, &sum) : 0;
-    if (rc == 0 && sum >= AP_FINDING_WAIT_MIN_NS &&
-        (double)sum >= AP_FINDING_WAIT_SHARE * (double)(sum + r->work) && top > 0) {
+    int mostly = (double)sum >= AP_FINDING_WAIT_SHARE * (double)(sum + r->work);
+    int long_per_request = r->requests > 0 && sum / r->requests >= AP_FINDING_WAIT_PER_REQ_NS;
+    if (rc == 0 && sum >= AP_FINDING_WAIT_MIN_NS && (mostly || long_per_request) && top > 0) {
         ap_finding *f = fnew(&c->out, AP_FK_AWAIT_BOUND, AP_SEV_MEDIUM);
         if (f == NULL) {
             rc = -1;

@@ -94,9 +94,12 @@ typedef struct ap_finding {
 /* Thresholds (documented in docs/report.md). */
 #define AP_FINDING_SLOW_SHARE 0.10     /* a route with >= 10% of request work... */
 #define AP_FINDING_SLOW_ROUTES 3       /* ...or among the 3 with the most */
-#define AP_FINDING_BLOCK_NS 20000000u  /* a call on the loop of >= 20 ms blocks it */
+#define AP_FINDING_BLOCK_NS 20000000u  /* a call on the loop of >= 20 ms on average... */
+#define AP_FINDING_BLOCK_CALLS 2       /* ...over at least 2 calls blocks it (one slow call
+                                          is a cold start or a hiccup, not a pattern) */
 #define AP_FINDING_WAIT_SHARE 0.5      /* a route waiting >= half of its time... */
-#define AP_FINDING_WAIT_MIN_NS 10000000u   /* ...for >= 10 ms in total */
+#define AP_FINDING_WAIT_MIN_NS 10000000u   /* ...for >= 10 ms in total, */
+#define AP_FINDING_WAIT_PER_REQ_NS 20000000u   /* or waiting >= 20 ms per request */
 
 /* The findings of p (finished, may intern function-level frames), ranked:
  * severity, then value, highest first; the idle note last.  *out is malloc'd (free() it; NULL

@@ -126,7 +126,7 @@ static ap_prof *filtered(ap_prof *p, const ap_report_opts *o, int *none) {
         ap_sbuf_putc(&what, '\0');
         ap_err_set(AP_ENOTFOUND, "no part of the profile has %s", what.failed ? "?" : what.data);
     } else if (sel.n != 0) {
-        out = ap_prof_merge(p, ap_selector_keep, &sel);
+        out = ap_prof_select(p, ap_selector_keep, &sel);   /* the kept trees, labels and all */
     }
     ap_sbuf_free(&what);
     return out;
