@@ -59,6 +59,10 @@ demo: install
 	$(PY) examples/shop/demo.py
 	$(VENV)/bin/apiprof report reports/shop.apiprof -o reports/shop.html --title "shop demo" 2>/dev/null
 	@echo "HTML report: $(CURDIR)/reports/shop.html"
+	rm -f reports/investigate-shop.db*
+	SHOP_DB=$(CURDIR)/reports/investigate-shop.db $(VENV)/bin/apiprof investigate \
+	  --app shop.app:app --app-dir examples/shop --urls examples/shop/traffic.txt \
+	  -d 5 --warmup 1 -o reports/investigate
 
 # Debian packages the tests use: Chromium (HTML report, dashboard), Go (go tool pprof),
 # Graphviz (dot), valgrind (callgrind_annotate), zlib headers (pprof's gzip), wrk (bench). apt-get runs only

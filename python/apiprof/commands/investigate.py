@@ -120,6 +120,21 @@ def line_targets(findings: list[dict[str, Any]], app_dir: Path, top: int) -> lis
     return out
 
 
+def with_lines(findings: list[dict[str, Any]],
+               lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first pass's findings with each hot line after the hot function it is in (at
+    the end, before the idle note, when no finding names that function)."""
+    out = list(findings)
+    for line in lines:
+        at = next((i + 1 for i, f in enumerate(out) if f["kind"] == "hot_function"
+                   and f["function"].split(".<locals>", 1)[0] == line["function"]
+                   and f["file"] == line["file"]), None)
+        if at is None:
+            at = len(out) - 1 if out and out[-1]["kind"] == "idle" else len(out)
+        out.insert(at, line)
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -221,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.top:
         say("pass 2 skipped: no hot function in the app's own files")
 
-    every = findings[:-1] + line_findings + findings[-1:] if findings else line_findings
+    every = with_lines(findings, line_findings)
     text = format_findings(every)
     (out_dir / "findings.txt").write_text(text)
     (out_dir / "findings.json").write_text(json.dumps(every, indent=1) + "\n")
