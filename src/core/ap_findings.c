@@ -219,6 +219,7 @@ typedef struct ctx {
     ap_classes cls;
     ap_str_id k_route, k_thread_id;
     ap_frame_id *func;        /* frame -> function-level frame */
+    const ap_prof *lines;     /* a line profile of the same program, or NULL */
     fvec out;
 } ctx;
 
@@ -400,6 +401,43 @@ static int library_work(ctx *c, const route_acc *r) {
     return rc;
 }
 
+/* A qualname up to its first ".<locals>": a nested function's outermost
+ * named function, the unit a line profiler targets.  Length of that part. */
+static size_t outer_len(const char *q) {
+    const char *l = strstr(q, ".<locals>");
+    return l != NULL ? (size_t)(l - q) : strlen(q);
+}
+
+/* Self time per line (key: line number) of fn's function in the line
+ * profile lp: line-level frames with fn's file whose qualname is fn's outer
+ * named function.  0, or -1 with AP_ENOMEM. */
+static int lines_of(const ap_prof *p, ap_frame_id fn, const ap_prof *lp, ap_map *out) {
+    const ap_frame *f = ap_prof_frame(p, fn);
+    const char *q = ap_prof_str(p, f->qualname), *file = ap_prof_str(p, f->file);
+    size_t qn = outer_len(q);
+    size_t nf = ap_prof_nframes(lp);
+    uint8_t *match = calloc(nf ? nf : 1, 1);
+    if (match == NULL)
+        return ap_err_set(AP_ENOMEM, "findings: out of memory");
+    for (size_t i = 1; i < nf; i++) {
+        const ap_frame *lf = ap_prof_frame(lp, (ap_frame_id)i);
+        const char *lq = ap_prof_str(lp, lf->qualname);
+        match[i] = lf->lineno != 0 && strcmp(ap_prof_str(lp, lf->file), file) == 0 &&
+                   strlen(lq) == qn && strncmp(lq, q, qn) == 0;
+    }
+    int rc = 0;
+    for (size_t t = 0; rc == 0 && t < ap_prof_ntrees(lp); t++) {
+        const ap_tree *tree = ap_prof_tree_at(lp, t);
+        for (size_t i = 1; rc == 0 && i < ap_tree_nnodes(tree); i++) {
+            const ap_node *n = ap_tree_node(tree, (ap_node_id)i);
+            if (match[n->frame])
+                rc = add_to(out, ap_prof_frame(lp, n->frame)->lineno, n->m[AP_M_SELF_NS]);
+        }
+    }
+    free(match);
+    return rc;
+}
+
 /* "of GET /x's work" or "of the profile's work". */
 static const char *scope_of(const ap_prof *p, ap_str_id route, char *buf, size_t n) {
     if (route != 0)
@@ -430,10 +468,23 @@ static int hot_function(ctx *c, const route_acc *r) {
     uint64_t top_key = 0, line_key = 0, lines_total = 0;
     uint64_t top_ns = rc == 0 ? map_max(&g.sub, g.fn, &top_key, NULL) : 0;
     uint64_t line_ns = rc == 0 ? map_max(&g.lines, UINT64_MAX, &line_key, &lines_total) : 0;
+    int line_no = line_key ? (int)ap_prof_frame(p, (ap_frame_id)line_key)->lineno : 0;
+    const char *line_src = "";
     ap_map_free(&g.sub);
     ap_map_free(&g.lines);
     if (rc != 0)
         return -1;
+    if (line_key == 0 && c->lines != NULL) {   /* from the line profile of the same program */
+        ap_map by_line = {0};
+        if (lines_of(c->p, g.fn, c->lines, &by_line) != 0)
+            return -1;
+        uint64_t no;
+        line_ns = map_max(&by_line, UINT64_MAX, &no, &lines_total);
+        ap_map_free(&by_line);
+        line_no = (int)no;
+        line_key = line_ns > 0 ? g.fn : 0;
+        line_src = " (line profile)";
+    }
     double share = (double)best_ns / (double)r->work;
     ap_finding *f = fnew(&c->out, AP_FK_HOT_FUNCTION, share >= 0.5 ? AP_SEV_HIGH : AP_SEV_MEDIUM);
     if (f == NULL)
@@ -473,11 +524,11 @@ static int hot_function(ctx *c, const route_acc *r) {
             return -1;
         h->route = r->route;
         h->frame = (ap_frame_id)line_key;
-        h->line = ap_prof_frame(p, h->frame)->lineno;
+        h->line = (uint32_t)line_no;
         h->value = line_ns;
         h->share = ls;
-        say(h, "line %u of %s takes %.0f%% of the function's time: %s", h->line,
-            where(p, g.fn, w, sizeof w), 100.0 * ls, dur(d1, sizeof d1, (double)line_ns));
+        say(h, "line %u of %s takes %.0f%% of the function's time: %s%s", h->line,
+            where(p, g.fn, w, sizeof w), 100.0 * ls, dur(d1, sizeof d1, (double)line_ns), line_src);
     }
     return 0;
 }
@@ -746,7 +797,7 @@ oom:
 
 static int ctx_init(ctx *c, ap_prof *p);
 
-int ap_findings_build(ap_prof *p, ap_finding **out, size_t *n) {
+int ap_findings_build(ap_prof *p, const ap_prof *lines, ap_finding **out, size_t *n) {
     *out = NULL;
     *n = 0;
     ctx c;
@@ -754,6 +805,7 @@ int ap_findings_build(ap_prof *p, ap_finding **out, size_t *n) {
     size_t nroutes = 0;
     if (ctx_init(&c, p) != 0)
         return -1;
+    c.lines = lines;
     if (collect_routes(&c, &routes, &nroutes) != 0)
         goto err;
     uint64_t all = 0;
@@ -829,10 +881,10 @@ err:
 
 /* ---- writers ------------------------------------------------------------------------- */
 
-int ap_findings_json(ap_prof *p, ap_sbuf *out) {
+int ap_findings_json(ap_prof *p, const ap_prof *lines, ap_sbuf *out) {
     ap_finding *fs;
     size_t n;
-    if (ap_findings_build(p, &fs, &n) != 0)
+    if (ap_findings_build(p, lines, &fs, &n) != 0)
         return -1;
     ap_sbuf_putc(out, '[');
     for (size_t i = 0; i < n; i++) {

@@ -102,10 +102,13 @@ typedef struct ap_finding {
 #define AP_FINDING_WAIT_PER_REQ_NS 20000000u   /* or waiting >= 20 ms per request */
 
 /* The findings of p (finished, may intern function-level frames), ranked:
- * severity, then value, highest first; the idle note last.  *out is malloc'd (free() it; NULL
- * when *n is 0).  Returns 0; on error -1 with AP_ENOMEM (or AP_EFULL from
- * interning) and *out NULL, *n 0. */
-int ap_findings_build(ap_prof *p, ap_finding **out, size_t *n);
+ * severity, then value, highest first; the idle note last.  lines (may be
+ * NULL) is a line profile of the same program (apiprof investigate's second
+ * pass): a hot function without line data in p gets its hot line from there
+ * (matched by file and qualname, a nested function by its outermost named
+ * one).  *out is malloc'd (free() it; NULL when *n is 0).  Returns 0; on
+ * error -1 with AP_ENOMEM (or AP_EFULL from interning) and *out NULL, *n 0. */
+int ap_findings_build(ap_prof *p, const ap_prof *lines, ap_finding **out, size_t *n);
 
 /* The requests a route's trees count (their roots' AP_M_CALLS: the tracer
  * counts a request in the tree where its route label was set), summed over
@@ -128,6 +131,6 @@ int ap_findings_routes(ap_prof *p, ap_route_row **out, size_t *n);
  * HTML page): kind, severity, route, function, file, line, value, unit,
  * share, count, path (function names), message.  Appended to out.  Returns
  * 0; -1 with the error set (as ap_findings_build). */
-int ap_findings_json(ap_prof *p, ap_sbuf *out);
+int ap_findings_json(ap_prof *p, const ap_prof *lines, ap_sbuf *out);
 
 #endif /* AP_FINDINGS_H */

@@ -451,11 +451,21 @@ static PyObject *name_or_none(const ap_prof *p, ap_frame_id f) {
     return str_of(p, ap_prof_str(p, fr->qualname)[0] ? fr->qualname : fr->name);
 }
 
-/* findings() -> list of dict (ap_findings_build, ranked) */
-static PyObject *profile_findings(ProfileObject *self, PyObject *Py_UNUSED(a)) {
+/* findings(lines=None) -> list of dict (ap_findings_build, ranked) */
+static PyObject *profile_findings(ProfileObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"lines", NULL};
+    PyObject *lines_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:findings", kwlist, &lines_obj))
+        return NULL;
+    const ap_prof *lines = NULL;
+    if (lines_obj != Py_None) {
+        if (Py_TYPE(lines_obj) != Py_TYPE(self))
+            return PyErr_Format(PyExc_TypeError, "lines must be a Profile or None");
+        lines = ((ProfileObject *)lines_obj)->prof;
+    }
     ap_finding *fs;
     size_t n;
-    if (ap_findings_build(self->prof, &fs, &n) != 0)
+    if (ap_findings_build(self->prof, lines, &fs, &n) != 0)
         return apext_raise_core("findings");
     ap_prof *p = self->prof;
     PyObject *list = PyList_New((Py_ssize_t)n);
@@ -491,8 +501,9 @@ static PyObject *profile_findings(ProfileObject *self, PyObject *Py_UNUSED(a)) {
 }
 
 static PyMethodDef profile_methods[] = {
-    {"findings", (PyCFunction)profile_findings, METH_NOARGS,
-     "findings() -> list[dict]\n\nThe ranked findings (kind, title, severity, route, function, file, "
+    {"findings", (PyCFunction)(void (*)(void))profile_findings, METH_VARARGS | METH_KEYWORDS,
+     "findings(lines=None) -> list[dict]\n\nThe ranked findings; lines: a line profile of the "
+     "same program whose hot lines join them. The findings (kind, title, severity, route, function, file, "
      "line, value, unit, share, count, path, message); docs/report.md."},
     {"functions", (PyCFunction)(void (*)(void))profile_functions, METH_VARARGS | METH_KEYWORDS,
      "functions(tree=None) -> list[dict]\n\nThe function table (pstats semantics), all trees "

@@ -25,8 +25,9 @@ static int opt_str(PyObject *opts, const char *key, const char **out) {
     return *out == NULL ? -1 : 0;
 }
 
+
 static PyObject *write_view(ap_prof *p, const char *fmt, PyObject *out_obj, PyObject *opts,
-                            int truncated);
+                            int truncated, const ap_prof *lines);
 
 static PyObject *write_report(PyObject *module, PyObject *args) {
     const char *fmt;
@@ -48,19 +49,31 @@ static PyObject *write_report(PyObject *module, PyObject *args) {
         if (p == NULL)
             return NULL;
     }
-    PyObject *res = write_view(p, fmt, out_obj, opts, truncated);
+    /* options["lines"]: a Profile (a line profile whose hot lines join the findings). */
+    const ap_prof *lines = NULL;
+    PyObject *lo = opts != Py_None && PyDict_Check(opts) ? PyDict_GetItemString(opts, "lines") : NULL;
+    if (lo != NULL && lo != Py_None) {
+        int lt;
+        lines = apext_profile_get(PyModule_GetState(module), lo, &lt);
+        if (lines == NULL) {
+            ap_prof_free(owned);
+            return NULL;
+        }
+    }
+    PyObject *res = write_view(p, fmt, out_obj, opts, truncated, lines);
     ap_prof_free(owned);
     return res;
 }
 
 /* write_report() once the profile is in hand. */
 static PyObject *write_view(ap_prof *p, const char *fmt, PyObject *out_obj, PyObject *opts,
-                            int truncated) {
+                            int truncated, const ap_prof *lines) {
     if (opts != Py_None && !PyDict_Check(opts))
         return PyErr_Format(PyExc_TypeError, "options must be a dict");
     PyObject *od = opts == Py_None ? NULL : opts;
     ap_report_opts o;
     memset(&o, 0, sizeof o);
+    o.lines = lines;
     if (opt_str(od, "metric", &o.metric) || opt_str(od, "route", &o.route) ||
         opt_str(od, "thread", &o.thread) || opt_str(od, "task", &o.task) ||
         opt_str(od, "phase", &o.phase) ||
@@ -135,7 +148,7 @@ PyMethodDef apext_report_methods[] = {
      "write_report(profile, format, path_out=None, options=None) -> bool\n\n"
      "Write the view `format` of a Profile (or of the native file at a path)\n"
      "to path_out (stdout when None).\n"
-     "options: metric, min_percent, route, thread, task, phase, title.  Returns\n"
+     "options: metric, min_percent, route, thread, task, phase, title, lines (a Profile).  Returns\n"
      "True when the profile was read from a file cut short.  Raises\n"
      "ValueError (unknown format or metric),\n"
      "LookupError (nothing matches a filter; no timeline for 'chrome'),\n"

@@ -132,7 +132,7 @@ AP_TEST(findings_of_an_app) {
     ap_prof *p = app_profile();
     ap_finding *fs;
     size_t n;
-    if (!AP_CHECK(p != NULL && ap_findings_build(p, &fs, &n) == 0))
+    if (!AP_CHECK(p != NULL && ap_findings_build(p, NULL, &fs, &n) == 0))
         return;
     /* The blocking call: pbkdf2, on the loop thread, 50 ms per call, by hash_password. */
     const ap_finding *b = find(fs, n, AP_FK_BLOCKING_CALL, "POST /login", p);
@@ -197,9 +197,39 @@ AP_TEST(findings_none_for_an_empty_profile) {
     ap_prof *p = ap_prof_new();
     ap_finding *fs = (ap_finding *)1;
     size_t n = 9;
-    if (AP_CHECK(p != NULL && ap_findings_build(p, &fs, &n) == 0)) {
+    if (AP_CHECK(p != NULL && ap_findings_build(p, NULL, &fs, &n) == 0)) {
         AP_CHECK_EQ_U64(n, 0);
         AP_CHECK(fs == NULL);
     }
+    ap_prof_free(p);
+}
+
+/* A line profile of the same program gives the hot function its hot line. */
+AP_TEST(findings_hot_line_from_a_line_profile) {
+    ap_prof *p = app_profile(), *lp = ap_prof_new();
+    if (!AP_CHECK(p != NULL && lp != NULL))
+        return;
+    ap_frame_id fn = fr(lp, "helper", "/srv/app/main.py", 90, AP_FRAME_PYTHON);
+    ap_frame l91 = *ap_prof_frame(lp, fn), l92 = l91;
+    l91.lineno = 91;
+    l92.lineno = 92;
+    ap_frame_id f91 = ap_prof_frame_intern(lp, &l91), f92 = ap_prof_frame_intern(lp, &l92);
+    ap_tree *t = ap_prof_tree_new(lp, NULL, 0);
+    at(t, (ap_frame_id[]){fn}, 1, 2, 1 * MS, 100 * MS, 0);
+    at(t, (ap_frame_id[]){fn, f91}, 2, 0, 10 * MS, 10 * MS, 0);
+    at(t, (ap_frame_id[]){fn, f92}, 2, 0, 89 * MS, 89 * MS, 0);
+    ap_finding *fs;
+    size_t n;
+    if (AP_CHECK(ap_findings_build(p, lp, &fs, &n) == 0)) {
+        const ap_finding *h = find(fs, n, AP_FK_HOT_LINE, "GET /slow", p);
+        if (AP_CHECK(h != NULL)) {
+            AP_CHECK_EQ_U64(h->line, 92);
+            AP_CHECK_EQ_U64(h->value, 89 * MS);
+            AP_CHECK(strcmp(qual(p, h->frame), "helper") == 0);
+            AP_CHECK(strstr(h->message, "line 92 of helper") != NULL);
+        }
+        free(fs);
+    }
+    ap_prof_free(lp);
     ap_prof_free(p);
 }

@@ -99,7 +99,8 @@ AP_TEST(err_thread_local) {
     X(routes_keys) X(routes_overflow) X(routes_roundtrip_merge) X(routes_decode_rejects) \
     X(report_every_format) X(report_mutated_files)                                     \
     X(metric_catalogue) X(metric_cpu_split)                                                 \
-    X(findings_classes) X(findings_of_an_app) X(findings_none_for_an_empty_profile)
+    X(findings_classes) X(findings_of_an_app) X(findings_none_for_an_empty_profile)       \
+    X(findings_hot_line_from_a_line_profile)
 
 #define AP_DECLARE(name) AP_TEST(name);
 AP_TEST_LIST(AP_DECLARE)

@@ -34,13 +34,17 @@ def test_investigate_the_shop(tmp_path: Path):
     assert ("blocking_call", "POST /login") in kinds
     assert ("slow_route", "GET /products/{product_id}/recommendations") in kinds
     # The second pass: the hot line of the recommendation loop, from the line profiler.
-    (line,) = [f for f in findings if f["kind"] == "hot_line"]
+    (line,) = [f for f in findings if f["kind"] == "hot_line"
+               and f["route"] == "GET /products/{product_id}/recommendations"]
     assert line["file"].endswith("shop/recommend.py") and line["line"] == 51
     assert "line 51 of similar" in r.stdout and f"HTML report: {out / 'report.html'}" in r.stdout
     # The report's JSON carries the warm phase's findings.
     doc = json.loads((out / "report.json").read_text())
     assert {t["labels"]["phase"] for t in doc["threads"]} == {"warm"}
-    assert doc["findings"][0]["message"] == findings[0]["message"]
+    assert [f["message"] for f in doc["findings"]] == [f["message"] for f in findings]
+    # The HTML report opens on them, the hot line of the second pass included.
+    html = (out / "report.html").read_text()
+    assert '"kind": "hot_line"' in html and "line 51 of similar" in html
 
 
 def test_investigate_discovers_routes_from_openapi(tmp_path: Path):

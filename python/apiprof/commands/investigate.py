@@ -120,21 +120,6 @@ def line_targets(findings: list[dict[str, Any]], app_dir: Path, top: int) -> lis
     return out
 
 
-def with_lines(findings: list[dict[str, Any]],
-               lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The first pass's findings with each hot line after the hot function it is in (at
-    the end, before the idle note, when no finding names that function)."""
-    out = list(findings)
-    for line in lines:
-        at = next((i + 1 for i, f in enumerate(out) if f["kind"] == "hot_function"
-                   and f["function"].split(".<locals>", 1)[0] == line["function"]
-                   and f["file"] == line["file"]), None)
-        if at is None:
-            at = len(out) - 1 if out and out[-1]["kind"] == "idle" else len(out)
-        out.insert(at, line)
-    return out
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -218,30 +203,33 @@ def run(args: argparse.Namespace) -> int:
     warm = profile.select({"phase": "warm"}) if "warm" in phases else profile
     findings = warm.findings()
 
-    report = out_dir / "report.html"
-    options = {"phase": "warm"} if "warm" in phases else None
-    _core.write_report(profile, "html", str(report), {**(options or {}),
-                                                      "title": f"apiprof investigate {args.app}"})
-    _core.write_report(profile, "json", str(out_dir / "report.json"), options)
-
-    line_findings: list[dict[str, Any]] = []
+    line_profile = None
     targets = line_targets(findings, app_dir, args.top)
     if targets:
         say(f"pass 2: line profile of {', '.join(targets)} under the same traffic")
         lines = line_pass(args, app_dir, urls, targets, out_dir, health)
         if lines is not None:
-            line_findings = [f for f in _core.load(str(lines)).findings()
-                             if f["kind"] == "hot_line"]
+            line_profile = _core.load(str(lines))
             apiprof("report", str(lines), "-o", str(out_dir / "lines.txt"), quiet=True)
     elif args.top:
         say("pass 2 skipped: no hot function in the app's own files")
 
-    every = with_lines(findings, line_findings)
+    # The report: the warm phase, its findings with the hot lines of the second pass.
+    report = out_dir / "report.html"
+    options: dict[str, Any] = {"phase": "warm"} if "warm" in phases else {}
+    if line_profile is not None:
+        options["lines"] = line_profile
+        findings = warm.findings(lines=line_profile)
+    _core.write_report(profile, "html", str(report),
+                       {**options, "title": f"apiprof investigate {args.app}"})
+    _core.write_report(profile, "json", str(out_dir / "report.json"), options)
+
+    every = findings
     text = format_findings(every)
     (out_dir / "findings.txt").write_text(text)
     (out_dir / "findings.json").write_text(json.dumps(every, indent=1) + "\n")
     print("\n" + text, flush=True)
     print(f"HTML report: {report}")
     print(f"results: {out_dir} (report.json, bench.json, bench.apiprof, findings.txt"
-          + (", lines.txt, lines.apiprof" if line_findings else "") + ")")
+          + (", lines.txt, lines.apiprof" if line_profile is not None else "") + ")")
     return 0
