@@ -481,3 +481,19 @@ def test_bench_profile_bad_combinations_one_line(args, text):
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and text in r.stderr, r.stderr
     assert r.stdout == ""
+
+
+def test_bench_app_relative_output_is_the_users_cwd(tmp_path):
+    """The server runs in --app-dir; a relative -o (and the profile beside it) still
+    means the user's working directory."""
+    (tmp_path / "out").mkdir()
+    r = subprocess.run([str(APIPROF), "bench", "--app", "hotapp:app", "--app-dir",
+                        str(APPS_DIR), "--profile", "trace", "-n", "20", "-c", "2", "-t", "1",
+                        "-o", "out/result.json", "/items/3"], capture_output=True, text=True,
+                       timeout=90, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["profile"]["file"] == str(tmp_path / "out" / "result.apiprof")
+    assert profile_calls(tmp_path / "out" / "result.apiprof", "warm")["hot"] == 20
+    assert not (APPS_DIR / "out").exists() and not list(APPS_DIR.glob("*.apiprof"))
+    assert "result: out/result.json (profile: out/result.apiprof)" in r.stdout
