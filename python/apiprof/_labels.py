@@ -5,7 +5,7 @@ contextvars context holds a route in ``ROUTE`` into trees labelled ``route=<rout
 (the C side is src/ext/labels.c). The route is ``"METHOD template"``, e.g.
 ``GET /items/{item_id}``, the template the middleware's statistics use. It is set
 before the app is called, so the route is found up front with Starlette's own
-matching (``_route_match.match``), as the router will find it; while that runs the context
+matching (``_route_match.match``, through ``RouteFinder``), as the router will find it; while that runs the context
 holds ``PAUSED`` and nothing is recorded (it is the profiler's work, not the app's).
 A request's task, the tasks it starts and its thread-pool calls copy the context and
 so carry the label.
@@ -39,32 +39,68 @@ ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 
 
 class RouteFinder:
-    """Finds the route of a request scope in ``app`` (its routes are looked up at the
-    first request, when the app is built) and sets ``ROUTE``."""
+    """Finds the route template of a request or websocket scope in ``app`` (its routes
+    are looked up at the first request, when the app is built): the one lookup behind
+    the tracer's route labels, the middleware's statistics and ``apiprof bench``."""
+
+    CACHE_SIZE = 4096  # (type, method, root_path, path) -> template; cleared when full
 
     def __init__(self, app: Any) -> None:
         self.app = app
         self._routes: list[Any] | None = None
         self._looked = False
+        self._cacheable = True
+        self._cache: dict[tuple[Any, ...], str | None] = {}
 
-    def label(self, scope: Scope) -> None:
-        """Set the route label of an http request (None when no route matches, or when
-        matching fails: labelling never fails a request)."""
-        if scope.get("type") != "http":
-            return
-        _core.label_set(ROUTE, PAUSED)
+    def template(self, scope: Scope) -> str | None:
+        """The full template of the route the app's router will pick (None when no route
+        matches, the app has no routes, or matching fails: it never fails a request)."""
+        key = (scope.get("type"), scope.get("method"), scope.get("root_path"),
+               scope.get("path"))
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
         found = None
         try:
             if not self._looked:
                 self._routes, self._looked = route_table(self.app), True
+                self._cacheable = not any(isinstance(r, _host_type())
+                                          for r in self._routes or ())
             if self._routes is not None:
                 hit = match(self._routes, dict(scope))
-                if hit is not None and hit["route"] is not None:
-                    found = f"{scope.get('method', 'GET')} {hit['route']}"
+                if hit is not None:
+                    found = hit["route"]
         except Exception:  # the app's router will answer this request as it sees fit
-            found = None
+            return None
+        if self._cacheable:  # a Host route picks by header: not cached
+            if len(self._cache) >= self.CACHE_SIZE:
+                self._cache.clear()
+            self._cache[key] = found
+        return found
+
+    def label(self, scope: Scope) -> None:
+        """Set the route label, ``"METHOD template"`` (``"WS template"`` for a
+        websocket), of an http or websocket scope; None when no route matches."""
+        kind = scope.get("type")
+        if kind != "http" and kind != "websocket":
+            return
+        _core.label_set(ROUTE, PAUSED)
+        found = None
+        try:
+            template = self.template(scope)
+            if template is not None:
+                found = f"{scope.get('method', 'GET') if kind == 'http' else 'WS'} {template}"
         finally:
             _core.label_set(ROUTE, found)
+
+
+def _host_type() -> type:
+    try:
+        from starlette.routing import Host
+    except ImportError:
+        return type(None)
+    return Host
 
 
 class RouteLabels:

@@ -44,6 +44,20 @@ def endpoint_of(route: Any) -> dict[str, Any] | None:
     return {"file": code.co_filename, "line": code.co_firstlineno, "qualname": code.co_qualname}
 
 
+def template_of(route: Any) -> str:
+    """A route's own template: ``path_format`` (convertors dropped, as Starlette keys
+    ``url_path_for``), else ``path``."""
+    tmpl = getattr(route, "path_format", None)
+    return tmpl if isinstance(tmpl, str) else str(getattr(route, "path", ""))
+
+
+def mount_prefix(route: Any) -> str:
+    """The template a Mount puts before the routes inside it: its own path, parameters
+    kept as templates (``/t/{tenant}``), without the ``/{path}`` that catches the rest."""
+    tmpl = template_of(route)
+    return tmpl[: -len("/{path}")] if tmpl.endswith("/{path}") else tmpl
+
+
 def included_match(route: Any, scope: dict[str, Any], prefix: str) -> Match | None:
     """The route inside a router that FastAPI (0.120 and later) keeps as one included-router
     entry (``include_router``; nested ones inside it): its full template, include prefixes
@@ -54,37 +68,43 @@ def included_match(route: Any, scope: dict[str, Any], prefix: str) -> Match | No
             return None
         _, _, inner, context = pick(scope)
         if context is not None:
-            return {"route": prefix + getattr(context, "path", ""),
-                    "endpoint": endpoint_of(context)}
+            if not template_of(context):  # a websocket route: the route FastAPI made for it
+                context = getattr(context, "starlette_route", None) or context
+            return {"route": prefix + template_of(context), "endpoint": endpoint_of(context)}
         if inner is None:
             return None
         pick = getattr(inner, "_match", None)
     return None
 
 
-def match(routes: list[Any], scope: dict[str, Any], prefix: str = "") -> Match | None:
+def match(routes: list[Any], scope: dict[str, Any], prefix: str = "", depth: int = 0) -> Match | None:
     """The first route that fully matches scope, else the first partial match (the method
-    differs: the app answers 405, no endpoint runs), as Starlette's router decides."""
-    from starlette.routing import Match as M
+    differs: the app answers 405, no endpoint runs), as Starlette's router decides.
+    ``route`` is the full template: include prefixes, mount templates (parameters kept),
+    sub-applications' routes; a mounted app without routes is its mount's template."""
+    from starlette.routing import Host, Match as M, Mount
 
     partial: Match | None = None
     for route in routes:
         kind, child = route.matches(scope)
         if kind == M.NONE:
             continue
-        template = prefix + getattr(route, "path", "")
-        sub = getattr(route, "routes", None)
+        found: Match | None
         if hasattr(route, "original_router"):  # FastAPI's included router
             found = included_match(route, scope, prefix)
             if found is None:
                 continue
-        elif sub:  # a Mount: the route inside it
-            inner = match(list(sub), {**scope, **child}, template)
-            if inner is None:
-                continue
-            found = inner
+        elif isinstance(route, (Mount, Host)):
+            inner_prefix = prefix + (mount_prefix(route) if isinstance(route, Mount) else "")
+            sub = route_table(route.app) if depth < 32 else None
+            if sub is None:  # a mounted app without routes: the mount is the route
+                found = {"route": prefix + template_of(route), "endpoint": None}
+            else:
+                found = match(sub, {**scope, **child}, inner_prefix, depth + 1)
+                if found is None:
+                    continue
         else:
-            found = {"route": template, "endpoint": endpoint_of(route)}
+            found = {"route": prefix + template_of(route), "endpoint": endpoint_of(route)}
         if kind == M.FULL:
             return found
         if partial is None:  # answered 405: the endpoint does not run

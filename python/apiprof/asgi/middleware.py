@@ -37,7 +37,9 @@ class ProfilerMiddleware:
 
     def __init__(self, app: ASGIApp, **options: Any) -> None:
         self.app = app
-        self._route_labels = _labels.RouteFinder(app)  # for a Profiler(labels=True) running
+        # The route of each request, found up front by the app's own matching: the key of
+        # the statistics, and the label of its work while a Profiler(labels=True) runs.
+        self._routes = _labels.RouteFinder(app)
         self.options = opts = Options(**options)
         self._token = opts.token.encode() if opts.token is not None else None
         self._on_demand = self._token is not None and opts.on_demand
@@ -103,7 +105,7 @@ class ProfilerMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if _labels.active:
-            self._route_labels.label(scope)
+            self._routes.label(scope)
         kind = scope["type"]
         if kind != "http":
             if kind == "lifespan":
@@ -122,13 +124,14 @@ class ProfilerMiddleware:
         if slow is not None and slow.armed and not self._profile_lock.locked() and slow.take():
             await self._slow_candidate(scope, receive, send)
             return
+        route = self._routes.template(scope)  # before the router rewrites the scope
         req = self.table.request(scope, send, self._server_timing)
         failed = True
         try:
             await self._run_app(req, scope, receive)
             failed = False
         finally:
-            req.finish(failed)
+            req.finish(failed, route)
         if slow is not None:
             slow.saw(req.wall_ns)
         if self.stats_dir is not None and time.monotonic_ns() >= self._next_flush:
@@ -188,6 +191,7 @@ class ProfilerMiddleware:
             profile = candidate
         except RuntimeError as e:  # another profiler runs (apiprof run, a user's Profiler)
             error = f"cannot profile this request: {e}"
+        route = self._routes.template(scope)
         req = self.table.request(scope, send, self._server_timing)  # after start: not timed
         if extra_headers:
             req.extra_headers = extra_headers
@@ -198,7 +202,7 @@ class ProfilerMiddleware:
         finally:
             if profile is not None:
                 profile.stop()
-            label = req.finish(failed)
+            label = req.finish(failed, route)
             record = {
                 "id": profile_id, "kind": kind, "route": label,
                 "method": scope.get("method", ""), "path": scope.get("path", ""),

@@ -1,0 +1,138 @@
+"""Route templates for every routing shape (tests/py/apps/shapes_app.py), in every place a
+route is named: the middleware's statistics, ``apiprof bench --app`` and the tracer's
+labels, against the installed FastAPI and the oldest one apiprof supports (FASTAPI_FLOOR,
+in a venv of its own under build/, made on first use and kept)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import apiprof
+import pytest
+from apiprof._labels import RouteFinder
+from apiprof._route_match import map_paths
+from helpers import REPO_ROOT
+
+APPS = REPO_ROOT / "tests" / "py" / "apps"
+# The oldest FastAPI apiprof supports (docs/asgi.md, pyproject.toml's fastapi extra).
+FASTAPI_FLOOR = "0.100.0"
+FLOOR_PACKAGES = [f"fastapi=={FASTAPI_FLOOR}", "uvicorn==0.23.2"]
+TENANTS = 300  # more than the middleware's 256-row table
+
+sys.path.insert(0, str(APPS))
+import shapes_app  # noqa: E402
+
+
+def floor_python() -> str:
+    """A Python with FastAPI FASTAPI_FLOOR and this apiprof (the installed package, linked
+    by a .pth file, so the same build runs)."""
+    ver = f"{sys.version_info.major}.{sys.version_info.minor}"
+    home = REPO_ROOT / "build" / f"fastapi-{FASTAPI_FLOOR}-py{ver}"
+    python = home / "bin" / "python"
+    marker = home / ".installed"
+    if (marker.read_text() if marker.exists() else "") != " ".join(FLOOR_PACKAGES):
+        venv.EnvBuilder(clear=True, with_pip=True).create(home)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *FLOOR_PACKAGES],
+                       check=True, timeout=600)
+        marker.write_text(" ".join(FLOOR_PACKAGES))
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()"
+                           "['purelib'])"], capture_output=True, text=True, check=True)
+    link_dir = home / "apiprof-link"
+    link_dir.mkdir(exist_ok=True)
+    link = link_dir / "apiprof"
+    package = Path(apiprof.__file__).parent
+    if not link.is_symlink() or link.resolve() != package.resolve():
+        link.unlink(missing_ok=True)
+        link.symlink_to(package)
+    (Path(site.stdout.strip()) / "apiprof-link.pth").write_text(str(link_dir) + "\n")
+    return str(python)
+
+
+@pytest.fixture(scope="module", params=["installed", "floor"])
+def python(request: pytest.FixtureRequest) -> str:
+    return sys.executable if request.param == "installed" else floor_python()
+
+
+def run_python(python: str, code: str) -> object:
+    done = subprocess.run([python, "-c", code], cwd=APPS, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_floor_venv_has_the_floor_fastapi(python):
+    version = run_python(python, "import fastapi, json; print(json.dumps(fastapi.__version__))")
+    if python != sys.executable:
+        assert version == FASTAPI_FLOOR
+
+
+LOOKUP = """
+import json, shapes_app
+from apiprof._labels import RouteFinder
+from apiprof._route_match import map_paths
+found = map_paths(shapes_app.app, [(m, p) for m, p, _ in shapes_app.EXPECTED])
+finder = RouteFinder(shapes_app.app)
+ws = [finder.template({"type": "websocket", "path": p, "root_path": "", "headers": [],
+                       "query_string": b""}) for p, _ in shapes_app.WS_EXPECTED]
+print(json.dumps({"http": [f["route"] for f in found], "ws": ws}))
+"""
+
+
+def test_one_lookup_names_every_shape(python):
+    got = run_python(python, LOOKUP)
+    assert got == {"http": [t for _, _, t in shapes_app.EXPECTED],
+                   "ws": [t for _, t in shapes_app.WS_EXPECTED]}
+
+
+def test_tracer_labels_websockets_and_mounts_in_process():
+    finder = RouteFinder(shapes_app.app)
+    scope = {"type": "http", "method": "GET", "path": "/t/acme/orders/7", "root_path": "",
+             "headers": [], "query_string": b""}
+    assert finder.template(scope) == "/t/{tenant}/orders/{order_id}"
+    assert finder.template({**scope, "path": "/t/other/orders/9"}) == (
+        "/t/{tenant}/orders/{order_id}")
+    assert finder.template({**scope, "path": "/nope"}) is None
+    found = map_paths(shapes_app.app, [("DELETE", "/api/v1/items/3")])
+    assert found == [{"route": "/api/v1/items/{item_id}", "endpoint": None}]  # 405
+
+
+def test_middleware_keys_every_shape_by_its_full_template(python, serve, http):
+    server = serve("shapes_app:app", cwd=APPS, env={"APIPROF_TEST_STATS": "1"},
+                   health="/health", python=python)
+    for method, path, _ in shapes_app.EXPECTED:
+        assert http.request(method, server.url + path).status_code == 200, path
+    for i in range(TENANTS):
+        assert http.get(f"{server.url}/t/tenant{i}/orders/{i}").status_code == 200
+    routes = {(r["route"], r["method"]): r["count"]
+              for r in http.get(server.url + "/_stats").json()["routes"]}
+    want: dict[tuple[str, str], int] = {}
+    for method, _, template in shapes_app.EXPECTED:
+        want[(template, method)] = want.get((template, method), 0) + 1
+    want[("/t/{tenant}/orders/{order_id}", "GET")] += TENANTS
+    want[("/health", "GET")] = routes.get(("/health", "GET"), 0)  # + the readiness polls
+    assert routes == want
+
+
+def test_bench_app_names_every_shape(python, tmp_path):
+    urls = tmp_path / "urls.txt"
+    urls.write_text("".join(f"{m} {p}\n" for m, p, _ in shapes_app.EXPECTED))
+    out = tmp_path / "r.json"
+    done = subprocess.run([python, "-m", "apiprof", "bench", "--app", "shapes_app:app",
+                           "--app-dir", str(APPS), "--urls", str(urls), "--health", "/health",
+                           "-n", str(2 * len(shapes_app.EXPECTED)), "-c", "1", "-t", "1",
+                           "-o", str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = {r["name"]: r for r in json.loads(out.read_text())["routes"]["warm"]}
+    names = {f"{m} {t}" for m, _, t in shapes_app.EXPECTED}
+    assert set(rows) == names
+    assert rows["GET /t/{tenant}/orders/{order_id}"]["urls"] == [
+        "GET /t/acme/orders/7", "GET /t/zeta/orders/8"]
+    assert rows["GET /t/{tenant}/orders/{order_id}"]["endpoint"].endswith("(tenant_order)")
+    assert rows["GET /api/v1/users/{user_id}"]["endpoint"].endswith("(read_user)")
+    assert rows["GET /raw/{path}"]["endpoint"] is None
+    assert "GET /sub/reports/{report_id}" in done.stdout
+
