@@ -5,8 +5,8 @@ contextvars context holds a route in ``ROUTE`` into trees labelled ``route=<rout
 (the C side is src/ext/labels.c). The route is ``"METHOD template"``, e.g.
 ``GET /items/{item_id}``, the template the middleware's statistics use. It is set
 before the app is called, so the route is found up front with Starlette's own
-matching (``_route_match.match``, through ``RouteFinder``), as the router will find it; while that runs the context
-holds ``PAUSED`` and nothing is recorded (it is the profiler's work, not the app's).
+matching (``_route_match.match``, through ``RouteFinder``), as the router will find it;
+while that runs the context holds ``PAUSED`` and nothing is recorded (it is the profiler's work, not the app's).
 A request's task, the tasks it starts and its thread-pool calls copy the context and
 so carry the label.
 

@@ -77,12 +77,14 @@ def included_match(route: Any, scope: dict[str, Any], prefix: str) -> Match | No
     return None
 
 
-def match(routes: list[Any], scope: dict[str, Any], prefix: str = "", depth: int = 0) -> Match | None:
+def match(routes: list[Any], scope: dict[str, Any], prefix: str = "",
+          depth: int = 0) -> Match | None:
     """The first route that fully matches scope, else the first partial match (the method
     differs: the app answers 405, no endpoint runs), as Starlette's router decides.
     ``route`` is the full template: include prefixes, mount templates (parameters kept),
     sub-applications' routes; a mounted app without routes is its mount's template."""
-    from starlette.routing import Host, Match as M, Mount
+    from starlette.routing import Host, Mount
+    from starlette.routing import Match as M
 
     partial: Match | None = None
     for route in routes:
