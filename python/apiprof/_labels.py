@@ -6,9 +6,9 @@ contextvars context holds a route in ``ROUTE`` into trees labelled ``route=<rout
 ``GET /items/{item_id}``, the template the middleware's statistics use. It is set
 before the app is called, so the route is found up front with Starlette's own
 matching (``_route_match.match``, through ``RouteFinder``), as the router will find it;
-while that runs the context holds ``PAUSED`` and nothing is recorded (it is the profiler's work, not the app's).
-A request's task, the tasks it starts and its thread-pool calls copy the context and
-so carry the label.
+while that runs the context holds ``PAUSED`` and nothing is recorded (it is the
+profiler's work, not the app's). A request's task, the tasks it starts and its
+thread-pool calls copy the context and so carry the label.
 
 ``RouteLabels(app)`` is that layer as an ASGI app; ``apiprof run`` wraps the app
 uvicorn loads with it (``install_uvicorn_hook``), and the middleware sets the same
