@@ -9,7 +9,9 @@ import atexit
 import gzip
 import inspect
 import json
+import os
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -59,9 +61,11 @@ class ProfilerMiddleware:
             Mount = None  # noqa: N806
         self.table._set_mount_type(Mount)
         self.stats_dir = opts.resolved_stats_dir()
-        self._flush_ns = int(opts.flush_s * 1e9)
-        self._next_flush = 0
+        self._flush_s = opts.flush_s
         self._flush_failed = False
+        self._flusher_pid = 0  # the process whose flusher thread runs (a fork needs its own)
+        self._flusher_lock = threading.Lock()
+        self._write_lock = threading.Lock()
         if self.stats_dir is not None:
             atexit.register(self.flush)
 
@@ -83,14 +87,33 @@ class ProfilerMiddleware:
         a request."""
         if self.stats_dir is None:
             return
-        self._next_flush = time.monotonic_ns() + self._flush_ns
         try:
-            write_worker_file(self.stats_dir, self.table)
+            with self._write_lock:  # the flusher thread, the lifespan shutdown, atexit
+                write_worker_file(self.stats_dir, self.table)
         except OSError as e:
             if not self._flush_failed:
                 self._flush_failed = True
                 print(f"apiprof: cannot write route statistics to {self.stats_dir}: {e}",
                       file=sys.stderr)
+
+    def _start_flusher(self) -> None:
+        """Starts this process's flusher: a daemon thread that writes the statistics file
+        every ``flush_s`` seconds, requests or not, so that a reader can tell a live
+        worker (its file is at most ``flush_s`` old) from a dead or stuck one. Started at
+        the first call in each process, not at import: a server that forks workers after
+        importing the app gets one in each worker."""
+        with self._flusher_lock:
+            if self._flusher_pid == os.getpid():
+                return
+            self._flusher_pid = os.getpid()
+
+        def loop() -> None:
+            while True:
+                time.sleep(self._flush_s)
+                self.flush()
+
+        self.flush()
+        threading.Thread(target=loop, name="apiprof-stats-flush", daemon=True).start()
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def receive_and_flush() -> Message:
@@ -104,6 +127,8 @@ class ProfilerMiddleware:
     # -- per request --
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.stats_dir is not None and self._flusher_pid != os.getpid():
+            self._start_flusher()
         if _labels.active:
             self._routes.label(scope)
         kind = scope["type"]
@@ -134,8 +159,6 @@ class ProfilerMiddleware:
             req.finish(failed, route)
         if slow is not None:
             slow.saw(req.wall_ns)
-        if self.stats_dir is not None and time.monotonic_ns() >= self._next_flush:
-            self.flush()
 
     def _run_app(self, req: Any, scope: Scope, receive: Receive) -> Awaitable[None]:
         """The app's run for one HTTP request, timed by ``req`` (a RouteTable request that
