@@ -5,17 +5,23 @@ in a venv of its own under build/, made on first use and kept)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
 import subprocess
 import sys
 import venv
 from pathlib import Path
 
 import apiprof
+import httpx
 import pytest
+import websockets
 from apiprof._labels import RouteFinder
 from apiprof._route_match import map_paths
-from helpers import REPO_ROOT
+from conftest import free_port
+from helpers import REPO_ROOT, wait_healthy
 
 APPS = REPO_ROOT / "tests" / "py" / "apps"
 # The oldest FastAPI apiprof supports (docs/asgi.md, pyproject.toml's fastapi extra).
@@ -136,3 +142,48 @@ def test_bench_app_names_every_shape(python, tmp_path):
     assert rows["GET /raw/{path}"]["endpoint"] is None
     assert "GET /sub/reports/{report_id}" in done.stdout
 
+
+
+def report_calls(path: Path, route: str) -> dict[str, int]:
+    r = subprocess.run([sys.executable, "-m", "apiprof", "report", str(path), "--format",
+                        "json", "--route", route], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return {f["qualname"]: f["calls"] for f in json.loads(r.stdout)["functions"]}
+
+
+def test_tracer_route_labels_are_the_full_templates(tmp_path):
+    """`apiprof run -m uvicorn`: every tenant's requests are one route's work, and a
+    websocket's work is labelled WS with its template."""
+    port = free_port()
+    out = tmp_path / "shapes.apiprof"
+    log_path = tmp_path / "server.log"
+    cmd = [sys.executable, "-m", "apiprof", "run", "-q", "-o", str(out), "-m", "uvicorn",
+           "shapes_app:app", "--host", "127.0.0.1", "--port", str(port), "--log-level",
+           "warning"]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=APPS, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
+                          trust_env=False) as client:
+            wait_healthy(client, proc, log_path)
+            for i in range(5):
+                assert client.get(f"/t/tenant{i}/orders/{i}").status_code == 200
+            assert client.get("/api/v1/users/ann").status_code == 200
+
+        async def talk() -> str:
+            url = f"ws://127.0.0.1:{port}/api/v1/users/ann/ws/lobby"
+            async with websockets.connect(url) as ws:
+                return str(await ws.recv())
+
+        assert asyncio.run(talk()) == "lobby"
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, log_path.read_text()
+    assert report_calls(out, "GET /t/{tenant}/orders/{order_id}")["tenant_order"] == 5
+    assert report_calls(out, "GET /api/v1/users/{user_id}")["read_user"] == 1
+    assert report_calls(out, "WS /api/v1/users/{user_id}/ws/{room}")["room"] == 1
