@@ -20,13 +20,14 @@ from __future__ import annotations
 import contextvars
 import importlib.abc
 import importlib.machinery
+import re
 import sys
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from types import ModuleType
 from typing import Any
 
 from . import _core
-from ._route_match import match, route_table
+from ._route_match import count_routes, match, route_table
 
 ROUTE: contextvars.ContextVar[object] = contextvars.ContextVar("apiprof_route")
 PAUSED = object()
@@ -51,6 +52,10 @@ class RouteFinder:
         self._looked = False
         self._cacheable = True
         self._cache: dict[tuple[Any, ...], str | None] = {}
+        # id(route object the router left in scope["route"]) -> (that object, its one
+        # template or None when it was found under two, the template's path regex)
+        self._leaves: dict[int, tuple[object, str | None, re.Pattern[str] | None]] = {}
+        self._counts: dict[int, int] | None = None  # count_routes() of the app's routes
 
     def template(self, scope: Scope) -> str | None:
         """The full template of the route the app's router will pick (None when no route
@@ -79,6 +84,36 @@ class RouteFinder:
             self._cache[key] = found
         return found
 
+    def routed(self, before: Scope, leaf: object) -> str | None:
+        """The template of a request the app has routed: ``before`` is a copy of its scope
+        made before the app ran, ``leaf`` what the router left in ``scope["route"]`` (None
+        if nothing). A route object seen before under one template answers without a
+        match when that template fits the path (a new ``/items/{id}`` costs one regex
+        match, not a walk of the routes); one seen under two templates (a route object
+        included at two prefixes, an app mounted twice) is matched every time."""
+        if leaf is None:
+            return self.template(before)
+        if self._counts is None:
+            try:
+                self._counts = count_routes(route_table(self.app) or [])
+            except Exception:  # no Starlette: nothing is cached by route object
+                self._counts = {}
+        seen = self._leaves.get(id(leaf))
+        if seen is not None and seen[0] is leaf and seen[2] is not None:
+            path = str(before.get("path", ""))
+            root = str(before.get("root_path", ""))
+            if seen[2].fullmatch(path[len(root):] if root and path.startswith(root) else path):
+                return seen[1]
+        found = self.template(before)
+        if found is None:
+            return None
+        if seen is not None and seen[0] is leaf:
+            if seen[1] != found:
+                self._leaves[id(leaf)] = (leaf, None, None)
+        elif self._counts.get(id(leaf)) == 1 and len(self._leaves) < self.CACHE_SIZE:
+            self._leaves[id(leaf)] = (leaf, found, template_regex(found))
+        return found
+
     def label(self, scope: Scope) -> None:
         """Set the route label, ``"METHOD template"`` (``"WS template"`` for a
         websocket), of an http or websocket scope; None when no route matches."""
@@ -93,6 +128,19 @@ class RouteFinder:
                 found = f"{scope.get('method', 'GET') if kind == 'http' else 'WS'} {template}"
         finally:
             _core.label_set(ROUTE, found)
+
+
+def template_regex(template: str) -> re.Pattern[str]:
+    """The paths a full template stands for: a parameter is one path segment, a mount's
+    trailing ``/{path}`` anything below it."""
+    parts = re.split(r"(\{[^}]*\})", template)
+    out = []
+    for i, part in enumerate(parts):
+        if part.startswith("{") and part.endswith("}"):
+            out.append(".*" if part == "{path}" and i == len(parts) - 2 else "[^/]+")
+        else:
+            out.append(re.escape(part))
+    return re.compile("".join(out))
 
 
 def _host_type() -> type:

@@ -187,3 +187,30 @@ def test_tracer_route_labels_are_the_full_templates(tmp_path):
     assert report_calls(out, "GET /t/{tenant}/orders/{order_id}")["tenant_order"] == 5
     assert report_calls(out, "GET /api/v1/users/{user_id}")["read_user"] == 1
     assert report_calls(out, "WS /api/v1/users/{user_id}/ws/{room}")["room"] == 1
+
+
+def test_a_route_object_seen_once_answers_new_paths_without_a_match(monkeypatch):
+    """The middleware's steady state: a new /t/{tenant}/orders/{id} path costs a regex
+    match against the template its route object was seen under, not a walk of the
+    routes; a route object included at two prefixes is matched every time."""
+    import apiprof._labels as labels
+
+    walks: list[int] = []
+    real = labels.match
+    monkeypatch.setattr(labels, "match", lambda *a: walks.append(1) or real(*a))
+    finder = RouteFinder(shapes_app.app)
+    (mount,) = [r for r in shapes_app.app.routes if getattr(r, "path", "") == "/t/{tenant}"]
+    leaf = mount.app.routes[0]
+    base = {"type": "http", "method": "GET", "root_path": "", "headers": [],
+            "query_string": b""}
+    for i in range(20):
+        before = {**base, "path": f"/t/tenant{i}/orders/{i}"}
+        assert finder.routed(before, leaf) == "/t/{tenant}/orders/{order_id}"
+    assert len(walks) == 1
+    shared = shapes_app.shared.routes[0]
+    for path, want in [("/v2/shared/1", "/{version}/shared/{n}"),
+                       ("/v1/shared/2", "/v1/shared/{n}"),
+                       ("/v3/shared/3", "/{version}/shared/{n}"),
+                       ("/v1/shared/4", "/v1/shared/{n}")]:
+        assert finder.routed({**base, "path": path}, shared) == want
+    assert len(walks) == 5

@@ -149,14 +149,14 @@ class ProfilerMiddleware:
         if slow is not None and slow.armed and not self._profile_lock.locked() and slow.take():
             await self._slow_candidate(scope, receive, send)
             return
-        route = self._routes.template(scope)  # before the router rewrites the scope
+        before = dict(scope)  # the router rewrites the scope (root_path, route, ...)
         req = self.table.request(scope, send, self._server_timing)
         failed = True
         try:
             await self._run_app(req, scope, receive)
             failed = False
         finally:
-            req.finish(failed, route)
+            req.finish(failed, self._routes.routed(before, scope.get("route")))
         if slow is not None:
             slow.saw(req.wall_ns)
 
@@ -214,7 +214,7 @@ class ProfilerMiddleware:
             profile = candidate
         except RuntimeError as e:  # another profiler runs (apiprof run, a user's Profiler)
             error = f"cannot profile this request: {e}"
-        route = self._routes.template(scope)
+        before = dict(scope)
         req = self.table.request(scope, send, self._server_timing)  # after start: not timed
         if extra_headers:
             req.extra_headers = extra_headers
@@ -225,7 +225,7 @@ class ProfilerMiddleware:
         finally:
             if profile is not None:
                 profile.stop()
-            label = req.finish(failed, route)
+            label = req.finish(failed, self._routes.routed(before, scope.get("route")))
             record = {
                 "id": profile_id, "kind": kind, "route": label,
                 "method": scope.get("method", ""), "path": scope.get("path", ""),

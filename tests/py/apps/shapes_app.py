@@ -41,6 +41,10 @@ def read_report(report_id: int) -> dict[str, int]:
     return {"report": report_id}
 
 
+def read_shared(n: int) -> dict[str, int]:
+    return {"n": n}
+
+
 def health() -> dict[str, str]:
     return {"ok": "yes"}
 
@@ -93,6 +97,10 @@ app.mount("/sub", sub)
 app.mount("/zipped", Starlette(routes=[Route("/{name}", static_file)],
                                middleware=[Middleware(GZipMiddleware)]))
 app.mount("/raw", raw_app)
+shared = APIRouter(prefix="/shared")  # one router included at two prefixes
+shared.get("/{n}")(read_shared)
+app.include_router(shared, prefix="/v1")
+app.include_router(shared, prefix="/{version}")
 
 EXPECTED: list[tuple[str, str, str]] = [
     ("GET", "/api/v1/items/3", "/api/v1/items/{item_id}"),
@@ -105,6 +113,9 @@ EXPECTED: list[tuple[str, str, str]] = [
     ("GET", "/sub/reports/5", "/sub/reports/{report_id}"),
     ("GET", "/zipped/b.txt", "/zipped/{name}"),
     ("GET", "/raw/any/thing", "/raw/{path}"),
+    ("GET", "/v2/shared/1", "/{version}/shared/{n}"),  # first: its route object is shared
+    ("GET", "/v1/shared/2", "/v1/shared/{n}"),
+    ("GET", "/v3/shared/3", "/{version}/shared/{n}"),
 ]
 WS_EXPECTED: list[tuple[str, str]] = [
     ("/ws/lobby", "/ws/{room}"),
