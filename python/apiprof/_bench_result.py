@@ -79,15 +79,15 @@ def route_rows(phase: dict[str, Any], matches: list[dict[str, Any]]) -> list[dic
                 "name": name, "method": method, "route": found["route"],
                 "endpoint": None if ep is None else
                 f"{ep['file']}:{ep['line']}({ep['qualname']})",
-                "urls": [], "requests": 0, "status": {}, "errors": {}, "unfinished": 0,
-                "bytes_received": 0, "bytes_sent": 0,
+                "urls": [], "requests": 0, "status": {}, "errors": {}, "failed": 0,
+                "http_errors": 0, "unfinished": 0, "bytes_received": 0, "bytes_sent": 0,
                 "_lat": _core.Histogram(), "_unc": None, "_key": ep,
             }
         g["urls"].append(url["name"])
         g["requests"] += url["requests"]
         _add(g["status"], url["status"])
         _add(g["errors"], url["errors"])
-        for k in ("unfinished", "bytes_received", "bytes_sent"):
+        for k in ("failed", "http_errors", "unfinished", "bytes_received", "bytes_sent"):
             g[k] += url[k]
         g["_lat"].merge(_hist(url["histograms"]["latency"]))
         unc = _hist(url["histograms"]["uncorrected"])
@@ -176,7 +176,11 @@ LOAD_COLUMNS: list[Column[dict[str, Any]]] = [
     Column("requests", lambda r: str(r["requests"])),
     Column("req/s", lambda r: f"{r['rps']:.1f}"),
     *(Column(key, _latency(key)) for key in ("p50", "p99", "max")),
-    Column("errors", lambda r: str(sum(r["errors"].values()))),
+    # apiprof-load's accounting (docs/load.md): 4xx/5xx are responses (in the latency),
+    # failed requests got none, unfinished ones were in flight when the phase ended.
+    Column("4xx/5xx", lambda r: str(r["http_errors"])),
+    Column("failed", lambda r: str(r["failed"])),
+    Column("unfinished", lambda r: str(r["unfinished"])),
 ]
 PROFILE_COLUMNS: list[Column[dict[str, Any]]] = [
     Column("calls", lambda r: "-" if r["profile"] is None else str(r["profile"]["calls"])),

@@ -5,10 +5,10 @@ contextvars context holds a route in ``ROUTE`` into trees labelled ``route=<rout
 (the C side is src/ext/labels.c). The route is ``"METHOD template"``, e.g.
 ``GET /items/{item_id}``, the template the middleware's statistics use. It is set
 before the app is called, so the route is found up front with Starlette's own
-matching (``_route_match.match``), as the router will find it; while that runs the context
-holds ``PAUSED`` and nothing is recorded (it is the profiler's work, not the app's).
-A request's task, the tasks it starts and its thread-pool calls copy the context and
-so carry the label.
+matching (``_route_match.match``, through ``RouteFinder``), as the router will find it;
+while that runs the context holds ``PAUSED`` and nothing is recorded (it is the
+profiler's work, not the app's). A request's task, the tasks it starts and its
+thread-pool calls copy the context and so carry the label.
 
 ``RouteLabels(app)`` is that layer as an ASGI app; ``apiprof run`` wraps the app
 uvicorn loads with it (``install_uvicorn_hook``), and the middleware sets the same
@@ -20,13 +20,14 @@ from __future__ import annotations
 import contextvars
 import importlib.abc
 import importlib.machinery
+import re
 import sys
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from types import ModuleType
 from typing import Any
 
 from . import _core
-from ._route_match import match, route_table
+from ._route_match import count_routes, match, route_table
 
 ROUTE: contextvars.ContextVar[object] = contextvars.ContextVar("apiprof_route")
 PAUSED = object()
@@ -39,36 +40,119 @@ ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 
 
 class RouteFinder:
-    """Finds the route of a request scope in ``app`` (its routes are looked up at the
-    first request, when the app is built) and sets ``ROUTE``."""
+    """Finds the route template of a request or websocket scope in ``app`` (its routes
+    are looked up at the first request, when the app is built): the one lookup behind
+    the tracer's route labels, the middleware's statistics and ``apiprof bench``."""
+
+    CACHE_SIZE = 4096  # (type, method, root_path, path) -> template; cleared when full
 
     def __init__(self, app: Any) -> None:
         self.app = app
         self._routes: list[Any] | None = None
         self._looked = False
+        self._cacheable = True
+        self._cache: dict[tuple[Any, ...], str | None] = {}
+        # id(route object the router left in scope["route"]) -> (that object, its one
+        # template or None when it was found under two, the template's path regex)
+        self._leaves: dict[int, tuple[object, str | None, re.Pattern[str] | None]] = {}
+        self._counts: dict[int, int] | None = None  # count_routes() of the app's routes
+
+    def template(self, scope: Scope) -> str | None:
+        """The full template of the route the app's router will pick (None when no route
+        matches, the app has no routes, or matching fails: it never fails a request)."""
+        key = (scope.get("type"), scope.get("method"), scope.get("root_path"),
+               scope.get("path"))
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        found = None
+        try:
+            if not self._looked:
+                self._routes, self._looked = route_table(self.app), True
+                self._cacheable = not any(isinstance(r, _host_type())
+                                          for r in self._routes or ())
+            if self._routes is not None:
+                hit = match(self._routes, dict(scope))
+                if hit is not None:
+                    found = hit["route"]
+        except Exception:  # the app's router will answer this request as it sees fit
+            return None
+        if self._cacheable:  # a Host route picks by header: not cached
+            if len(self._cache) >= self.CACHE_SIZE:
+                self._cache.clear()
+            self._cache[key] = found
+        return found
+
+    def routed(self, before: Scope, leaf: object) -> str | None:
+        """The template of a request the app has routed: ``before`` is a copy of its scope
+        made before the app ran, ``leaf`` what the router left in ``scope["route"]`` (None
+        if nothing). A route object seen before under one template answers without a
+        match when that template fits the path (a new ``/items/{id}`` costs one regex
+        match, not a walk of the routes); one seen under two templates (a route object
+        included at two prefixes, an app mounted twice) is matched every time."""
+        if leaf is None:
+            return self.template(before)
+        if self._counts is None:
+            try:
+                self._counts = count_routes(route_table(self.app) or [])
+            except Exception:  # no Starlette: nothing is cached by route object
+                self._counts = {}
+        seen = self._leaves.get(id(leaf))
+        if seen is not None and seen[0] is leaf and seen[2] is not None:
+            path = str(before.get("path", ""))
+            root = str(before.get("root_path", ""))
+            if seen[2].fullmatch(path[len(root):] if root and path.startswith(root) else path):
+                return seen[1]
+        found = self.template(before)
+        if found is None:
+            return None
+        if seen is not None and seen[0] is leaf:
+            if seen[1] != found:
+                self._leaves[id(leaf)] = (leaf, None, None)
+        elif self._counts.get(id(leaf)) == 1 and len(self._leaves) < self.CACHE_SIZE:
+            self._leaves[id(leaf)] = (leaf, found, template_regex(found))
+        return found
 
     def label(self, scope: Scope) -> None:
-        """Set the route label of an http request (None when no route matches, or when
-        matching fails: labelling never fails a request)."""
-        if scope.get("type") != "http":
+        """Set the route label, ``"METHOD template"`` (``"WS template"`` for a
+        websocket), of an http or websocket scope; None when no route matches."""
+        kind = scope.get("type")
+        if kind != "http" and kind != "websocket":
             return
         before = ROUTE.get(None)   # labelled already by an outer RouteFinder: counted there
         _core.label_set(ROUTE, PAUSED)
         found = None
         try:
-            if not self._looked:
-                self._routes, self._looked = route_table(self.app), True
-            if self._routes is not None:
-                hit = match(self._routes, dict(scope))
-                if hit is not None and hit["route"] is not None:
-                    found = f"{scope.get('method', 'GET')} {hit['route']}"
-        except Exception:  # the app's router will answer this request as it sees fit
-            found = None
+            template = self.template(scope)
+            if template is not None:
+                found = f"{scope.get('method', 'GET') if kind == 'http' else 'WS'} {template}"
         finally:
             if found is None or found == before:
                 _core.label_set(ROUTE, found)
             else:  # a request of that route starts: the tracer counts it
                 _core.label_request(ROUTE, found)
+
+
+def template_regex(template: str) -> re.Pattern[str]:
+    """The paths a full template stands for: a parameter is one path segment, a mount's
+    trailing ``/{path}`` anything below it."""
+    parts = re.split(r"(\{[^}]*\})", template)
+    out = []
+    for i, part in enumerate(parts):
+        if part.startswith("{") and part.endswith("}"):
+            out.append(".*" if part == "{path}" and i == len(parts) - 2 else "[^/]+")
+        else:
+            out.append(re.escape(part))
+    return re.compile("".join(out))
+
+
+def _host_type() -> type:
+    try:
+        from starlette.routing import Host
+    except ImportError:
+        return type(None)
+    return Host
 
 
 class RouteLabels:

@@ -11,8 +11,9 @@
  *     step by step and sums the CPU time of the thread running each step (the
  *     event loop thread), so work that other tasks do while this request
  *     awaits is not counted, and work done in the thread pool is not either;
- *   - req.finish(error) reads the matched route from the scope after routing
- *     and records the request in the table.
+ *   - req.finish(error, route) records the request in the table under `route`,
+ *     the template the middleware found up front (apiprof._route_match); when
+ *     that is None it reads the matched route from the scope after routing.
  *
  * Everything here runs with the GIL held, which protects every field. */
 #include "ext.h"
@@ -536,17 +537,27 @@ static PyObject *route_label(RouteRequest *self, apext_state *st) {
     return label;
 }
 
-/* finish(error=False) -> str: records the request once and returns its route label. */
+/* finish(error=False, route=None) -> str: records the request once, under `route`
+ * (a str) or else the route read from the scope, and returns its route label. */
 static PyObject *req_finish(RouteRequest *self, PyObject *const *args, Py_ssize_t nargs) {
     int error = nargs >= 1 && PyObject_IsTrue(args[0]) == 1;
+    PyObject *given = nargs >= 2 ? args[1] : Py_None;
     apext_state *st = state_of((PyObject *)self);
+    if (nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "finish() takes at most 2 arguments");
+        return NULL;
+    }
+    if (given != Py_None && !PyUnicode_Check(given)) {
+        PyErr_SetString(PyExc_TypeError, "finish(): route must be a str or None");
+        return NULL;
+    }
     if (self->finished) {
         PyErr_SetString(PyExc_RuntimeError, "RouteRequest.finish() called twice");
         return NULL;
     }
     self->finished = 1;
     uint64_t end = self->t_last ? self->t_last : ap_clock_now_ns();
-    PyObject *label = route_label(self, st);
+    PyObject *label = given != Py_None ? Py_NewRef(given) : route_label(self, st);
     if (label == NULL)
         return NULL;
     PyObject *method = PyDict_GetItemWithError(self->scope, st->route_str[S_METHOD]);

@@ -37,8 +37,20 @@ static void fmt_bytes(char *out, size_t cap, uint64_t b) {
         snprintf(out, cap, "%.1f MB", (double)b / 1e6);
 }
 
-static uint64_t errors_of(const lg_load_stats *s) {
+/* The one error accounting of both tables and the JSON: a request ends as a
+ * response (any status; its latency is measured) or as a failure (connect,
+ * timeout, reset, parse: no response, no latency); responses with a 4xx or 5xx
+ * status are the HTTP errors among the responses; requests still in flight when
+ * a timed phase ends are unfinished, neither. */
+static uint64_t failed_of(const lg_load_stats *s) {
     return lg_load_stats_ended(s) - s->responses;
+}
+
+static uint64_t http_errors_of(const lg_load_stats *s) {
+    uint64_t n = 0;
+    for (int c = 400 - LG_LOAD_STATUS_MIN; c < 600 - LG_LOAD_STATUS_MIN; c++)
+        n += s->status[c];
+    return n;
 }
 
 static int phase_used(const lg_load_config *cfg, int ph) {
@@ -70,7 +82,7 @@ static void latency_table(FILE *f, const lg_load_result *r, const row *rows, siz
     fprintf(f, "%-5s  %-*s %10s %10s", "phase", width, "url", "requests", "req/s");
     for (int i = 0; i < NPCT; i++)
         fprintf(f, " %9s", i == 3 ? "p99.9" : pct_keys[i]);
-    fprintf(f, " %9s %8s\n", "max", "errors");
+    fprintf(f, " %9s %8s %8s %10s\n", "max", "4xx/5xx", "failed", "unfinished");
     for (size_t i = 0; i < n; i++) {
         const lg_load_stats *s = rows[i].s;
         const ap_hist *h = uncorrected ? &s->uncorrected : &s->latency;
@@ -83,7 +95,8 @@ static void latency_table(FILE *f, const lg_load_result *r, const row *rows, siz
             fprintf(f, " %9s", buf);
         }
         fmt_ns(buf, sizeof buf, ap_hist_max(h), h->count > 0);
-        fprintf(f, " %9s %8llu\n", buf, (unsigned long long)errors_of(s));
+        fprintf(f, " %9s %8llu %8llu %10llu\n", buf, (unsigned long long)http_errors_of(s),
+                (unsigned long long)failed_of(s), (unsigned long long)s->unfinished);
     }
 }
 
@@ -116,8 +129,8 @@ int lg_report_text(FILE *f, const lg_load_config *cfg, const lg_load_result *r) 
         fprintf(f, "\nlatency from the actual send (uncorrected)\n");
         latency_table(f, r, rows, n, width, 1);
     }
-    fprintf(f, "\n%-5s  %-*s %-24s %-36s %10s %10s\n", "phase", width, "url", "status",
-            "errors", "received", "sent");
+    fprintf(f, "\n%-5s  %-*s %-24s %-30s %10s %10s %10s\n", "phase", width, "url", "status",
+            "failed", "unfinished", "received", "sent");
     for (size_t i = 0; i < n; i++) {
         const lg_load_stats *s = rows[i].s;
         char status[256] = "", errs[256] = "", rx[32], tx[32];
@@ -135,13 +148,11 @@ int lg_report_text(FILE *f, const lg_load_config *cfg, const lg_load_result *r) 
                 el += (size_t)snprintf(errs + el, sizeof errs - el, "%s%s:%llu", el ? " " : "",
                                        lg_load_errkind_name((lg_load_errkind)k),
                                        (unsigned long long)s->errors[k]);
-        if (s->unfinished)
-            snprintf(errs + el, sizeof errs - el, "%sunfinished:%llu", el ? " " : "",
-                     (unsigned long long)s->unfinished);
         fmt_bytes(rx, sizeof rx, s->bytes_received);
         fmt_bytes(tx, sizeof tx, s->bytes_sent);
-        fprintf(f, "%-5s  %-*s %-24s %-36s %10s %10s\n", phase_names[rows[i].phase], width,
-                rows[i].name, status[0] ? status : "-", errs[0] ? errs : "-", rx, tx);
+        fprintf(f, "%-5s  %-*s %-24s %-30s %10llu %10s %10s\n", phase_names[rows[i].phase],
+                width, rows[i].name, status[0] ? status : "-", errs[0] ? errs : "-",
+                (unsigned long long)s->unfinished, rx, tx);
     }
     free(rows);
     if (fflush(f) != 0 || ferror(f))
@@ -215,7 +226,9 @@ static int json_stats(FILE *f, const lg_load_config *cfg, const lg_load_stats *s
     for (int k = 0; k < LG_LOAD_ERR_KINDS; k++)
         fprintf(f, "%s\"%s\":%llu", k ? "," : "", lg_load_errkind_name((lg_load_errkind)k),
                 (unsigned long long)s->errors[k]);
-    fprintf(f, "},\"unfinished\":%llu,\"bytes_received\":%llu,\"bytes_sent\":%llu",
+    fprintf(f, "},\"failed\":%llu,\"http_errors\":%llu", (unsigned long long)failed_of(s),
+            (unsigned long long)http_errors_of(s));
+    fprintf(f, ",\"unfinished\":%llu,\"bytes_received\":%llu,\"bytes_sent\":%llu",
             (unsigned long long)s->unfinished, (unsigned long long)s->bytes_received,
             (unsigned long long)s->bytes_sent);
     if (!histograms)

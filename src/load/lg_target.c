@@ -34,7 +34,8 @@ static int is_tchar(unsigned char c) {
     return isalnum(c) || (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
 }
 
-int lg_targets_header(lg_targets *ts, const char *header) {
+/* 0 when header is a "Name: value" apiprof-load may send, else -1 with AP_EINVAL. */
+static int check_header(const char *header) {
     const char *colon = strchr(header, ':');
     if (colon == NULL || colon == header)
         return ap_err_set(AP_EINVAL, "header '%s' is not 'Name: value'", header);
@@ -47,6 +48,12 @@ int lg_targets_header(lg_targets *ts, const char *header) {
     if ((name == 4 && strncasecmp(header, "host", 4) == 0) ||
         (name == 14 && strncasecmp(header, "content-length", 14) == 0))
         return ap_err_set(AP_EINVAL, "header %.*s is set by apiprof-load", (int)name, header);
+    return 0;
+}
+
+int lg_targets_header(lg_targets *ts, const char *header) {
+    if (check_header(header) < 0)
+        return -1;
     if (ts->nheaders == LG_TARGET_HEADERS_MAX)
         return ap_err_set(AP_EINVAL, "more than %d headers", LG_TARGET_HEADERS_MAX);
     ts->headers[ts->nheaders++] = header;
@@ -121,23 +128,42 @@ static int valid_method(const char *m) {
     return 1;
 }
 
-/* Build "METHOD path HTTP/1.1\r\nHost: ...\r\n<headers>[body headers]\r\n<body>". */
+/* 1 when headers a and b ("Name: value") have the same name (case-insensitive). */
+static int same_name(const char *a, const char *b) {
+    size_t na = strcspn(a, ":"), nb = strcspn(b, ":");
+    return na == nb && strncasecmp(a, b, na) == 0;
+}
+
+/* 1 when one of the n headers has the name of header h. */
+static int named_in(const char *h, const char *const *headers, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (same_name(h, headers[i]))
+            return 1;
+    return 0;
+}
+
+/* Build "METHOD path HTTP/1.1\r\nHost: ...\r\n<headers>[body headers]\r\n<body>":
+ * the -H headers that the URL's own headers do not replace, then the URL's own. */
 static char *build_request(const lg_targets *ts, const char *method, const char *path,
-                           const char *body, size_t body_len, size_t *len) {
-    int has_ct = 0;
+                           const char *const *own, size_t nown, const char *body,
+                           size_t body_len, size_t *len) {
+    int has_ct = named_in("Content-Type:", own, nown) ||
+                 named_in("Content-Type:", ts->headers, ts->nheaders);
     size_t cap = strlen(method) + strlen(path) + strlen(ts->host_header) + body_len + 128;
-    for (size_t i = 0; i < ts->nheaders; i++) {
+    for (size_t i = 0; i < ts->nheaders; i++)
         cap += strlen(ts->headers[i]) + 2;
-        if (strncasecmp(ts->headers[i], "content-type:", 13) == 0)
-            has_ct = 1;
-    }
+    for (size_t i = 0; i < nown; i++)
+        cap += strlen(own[i]) + 2;
     char *r = malloc(cap);
     if (r == NULL)
         return NULL;
     size_t n = (size_t)snprintf(r, cap, "%s %s HTTP/1.1\r\nHost: %s\r\n", method, path,
                                 ts->host_header);
     for (size_t i = 0; i < ts->nheaders; i++)
-        n += (size_t)snprintf(r + n, cap - n, "%s\r\n", ts->headers[i]);
+        if (!named_in(ts->headers[i], own, nown))
+            n += (size_t)snprintf(r + n, cap - n, "%s\r\n", ts->headers[i]);
+    for (size_t i = 0; i < nown; i++)
+        n += (size_t)snprintf(r + n, cap - n, "%s\r\n", own[i]);
     if (body) {
         if (!has_ct)
             n += (size_t)snprintf(r + n, cap - n, "Content-Type: application/json\r\n");
@@ -154,9 +180,15 @@ static char *build_request(const lg_targets *ts, const char *method, const char 
 }
 
 int lg_targets_add(lg_targets *ts, const char *base, unsigned weight, const char *method,
-                   const char *url, const char *body, size_t body_len) {
+                   const char *url, const char *const *headers, size_t nheaders,
+                   const char *body, size_t body_len) {
     if (method == NULL)
         method = "GET";
+    if (nheaders > LG_TARGET_HEADERS_MAX)
+        return ap_err_set(AP_EINVAL, "more than %d headers", LG_TARGET_HEADERS_MAX);
+    for (size_t i = 0; i < nheaders; i++)
+        if (check_header(headers[i]) < 0)
+            return -1;
     if (!valid_method(method))
         return ap_err_set(AP_EINVAL, "invalid method '%s'", method);
     if (weight < 1 || weight > LG_TARGET_WEIGHT_MAX)
@@ -206,7 +238,8 @@ int lg_targets_add(lg_targets *ts, const char *base, unsigned weight, const char
     size_t nl = strlen(method) + strlen(path) + 2;
     t->name = malloc(nl);
     t->url = strdup(full);
-    t->request = build_request(ts, method, path, body, body_len, &t->request_len);
+    t->request = build_request(ts, method, path, headers, nheaders, body, body_len,
+                               &t->request_len);
     if (t->name)
         snprintf(t->name, nl, "%s %s", method, path);
     free(path);
@@ -286,7 +319,7 @@ static size_t next_token(char **s, char **tok) {
 }
 
 static int file_line(lg_targets *ts, const char *path, const char *base, const char *method,
-                     char *line) {
+                     char *line, const char *const *headers, size_t nheaders) {
     char *s = line, *tok;
     size_t n = next_token(&s, &tok);
     unsigned weight = 1;
@@ -312,21 +345,71 @@ static int file_line(lg_targets *ts, const char *path, const char *base, const c
         s++;
     size_t blen = strlen(s);
     if (blen == 0)
-        return lg_targets_add(ts, base, weight, method, url, NULL, 0);
+        return lg_targets_add(ts, base, weight, method, url, headers, nheaders, NULL, 0);
     if (s[0] != '@')
-        return lg_targets_add(ts, base, weight, method, url, s, blen);
+        return lg_targets_add(ts, base, weight, method, url, headers, nheaders, s, blen);
     char *body = read_body_file(path, s + 1, &blen);
     if (body == NULL)
         return -1;
-    int rc = lg_targets_add(ts, base, weight, method, url, body, blen);
+    int rc = lg_targets_add(ts, base, weight, method, url, headers, nheaders, body, blen);
     free(body);
     return rc;
+}
+
+/* A header line of a URL file: indented, a header name then ':' (not "://", which
+ * would be an indented absolute URL). */
+static int is_header_line(const char *line) {
+    if (line[0] != ' ' && line[0] != '\t')
+        return 0;
+    while (*line == ' ' || *line == '\t')
+        line++;
+    const char *c = line;
+    while (is_tchar((unsigned char)*c))
+        c++;
+    return c > line && *c == ':' && strncmp(c, "://", 3) != 0;
+}
+
+/* The URL line read last and the header lines below it, added when the next URL
+ * line (or the end of the file) shows that its headers are complete. */
+typedef struct pending_url {
+    char line[8192];
+    int lineno;            /* 0: none */
+    char *headers[LG_TARGET_HEADERS_MAX];   /* owned */
+    size_t nheaders;
+} pending_url;
+
+static void pending_clear(pending_url *p) {
+    for (size_t i = 0; i < p->nheaders; i++)
+        free(p->headers[i]);
+    p->nheaders = 0;
+    p->lineno = 0;
+}
+
+/* Adds the pending URL, if any.  0, or -1 with the message naming its line. */
+static int pending_add(lg_targets *ts, pending_url *p, const char *path, const char *base,
+                       const char *method) {
+    if (p->lineno == 0)
+        return 0;
+    int rc = file_line(ts, path, base, method, p->line, (const char *const *)p->headers,
+                       p->nheaders);
+    if (rc < 0) {
+        char msg[AP_ERR_MSG_MAX];
+        snprintf(msg, sizeof msg, "%s", ap_err_msg());
+        ap_err_set(ap_err_code(), "%s:%d: %s", path, p->lineno, msg);
+    }
+    pending_clear(p);
+    return rc < 0 ? -1 : 1;
 }
 
 int lg_targets_load_file(lg_targets *ts, const char *path, const char *base, const char *method) {
     FILE *f = fopen(path, "r");
     if (f == NULL)
         return ap_err_set(AP_EIO, "%s: %s", path, strerror(errno));
+    pending_url *p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        fclose(f);
+        return ap_err_set(AP_ENOMEM, NULL);
+    }
     char line[8192];
     int lineno = 0, added = 0, rc = 0;
     while (fgets(line, sizeof line, f)) {
@@ -345,14 +428,42 @@ int lg_targets_load_file(lg_targets *ts, const char *path, const char *base, con
             s++;
         if (*s == '\0' || *s == '#')
             continue;
-        if (file_line(ts, path, base, method, s) < 0) {
-            char msg[AP_ERR_MSG_MAX];
-            snprintf(msg, sizeof msg, "%s", ap_err_msg());
-            rc = ap_err_set(ap_err_code(), "%s:%d: %s", path, lineno, msg);
+        if (is_header_line(line)) {
+            if (p->lineno == 0) {
+                rc = ap_err_set(AP_EINVAL, "%s:%d: a header line belongs below a URL line",
+                                path, lineno);
+                break;
+            }
+            if (p->nheaders == LG_TARGET_HEADERS_MAX) {
+                rc = ap_err_set(AP_EINVAL, "%s:%d: more than %d headers for one URL", path,
+                                lineno, LG_TARGET_HEADERS_MAX);
+                break;
+            }
+            if ((p->headers[p->nheaders] = strdup(s)) == NULL) {
+                rc = ap_err_set(AP_ENOMEM, NULL);
+                break;
+            }
+            p->nheaders++;
+            continue;
+        }
+        int r = pending_add(ts, p, path, base, method);
+        if (r < 0) {
+            rc = -1;
             break;
         }
-        added++;
+        added += r;
+        snprintf(p->line, sizeof p->line, "%s", s);
+        p->lineno = lineno;
     }
+    if (rc == 0) {
+        int r = pending_add(ts, p, path, base, method);
+        if (r < 0)
+            rc = -1;
+        else
+            added += r;
+    }
+    pending_clear(p);
+    free(p);
     if (rc == 0 && ferror(f))
         rc = ap_err_set(AP_EIO, "%s: read error", path);
     fclose(f);

@@ -10,7 +10,7 @@
 #define LG_TARGET_MAX 256
 /* Largest weight of one URL. */
 #define LG_TARGET_WEIGHT_MAX 10000
-/* Most -H headers. */
+/* Most -H headers, and most headers of one URL of a URL file. */
 #define LG_TARGET_HEADERS_MAX 64
 
 /* One URL to request: the bytes of its request, built once and sent as is. */
@@ -53,17 +53,22 @@ int lg_targets_header(lg_targets *ts, const char *header);
 
 /* Add one URL and build its request.  url is absolute ("http://host[:port]/path")
  * or a path starting with '/', which is joined to base (NULL when there is
- * none).  method is an upper-case token (NULL means GET).  body may be NULL;
- * with a body the request gets Content-Length and, unless a -H header set it,
- * "Content-Type: application/json".  Returns 0; on error (bad URL, https, an
- * origin different from the first URL's, bad weight or method, too many URLs,
- * out of memory) returns -1 with AP_EINVAL or AP_ENOMEM and a message. */
+ * none).  method is an upper-case token (NULL means GET).  headers are this
+ * URL's own "Name: value" headers (nheaders of them, may be 0; checked as
+ * lg_targets_header() checks, copied): one replaces a -H header of the same
+ * name.  body may be NULL; with a body the request gets Content-Length and,
+ * unless a header set it, "Content-Type: application/json".  Returns 0; on
+ * error (bad URL, https, an origin different from the first URL's, bad weight,
+ * method or header, too many URLs, out of memory) returns -1 with AP_EINVAL or
+ * AP_ENOMEM and a message. */
 int lg_targets_add(lg_targets *ts, const char *base, unsigned weight, const char *method,
-                   const char *url, const char *body, size_t body_len);
+                   const char *url, const char *const *headers, size_t nheaders,
+                   const char *body, size_t body_len);
 
 /* Read a URL file (format in docs/load.md): one URL per line,
  * "[WEIGHT] [METHOD] URL [BODY]", where BODY is the rest of the line, or
- * "@file" for a file's contents (relative to the URL file's directory); blank
+ * "@file" for a file's contents (relative to the URL file's directory); an
+ * indented "Name: value" line below a URL is a header of that URL; blank
  * lines and lines starting with '#' are skipped.  Returns the number of URLs
  * added (>= 1); on error returns -1 with AP_EIO, AP_EINVAL or AP_ENOMEM and a
  * message that names the file and the line. */

@@ -288,7 +288,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, PROG ": %s\n", ap_err_msg());
             return 2;
         }
-    } else if (lg_targets_add(&ts, base, 1, method, argv[optind], body, body_len) < 0) {
+    } else if (lg_targets_add(&ts, base, 1, method, argv[optind], NULL, 0, body, body_len) < 0) {
         usage_error("%s", ap_err_msg());
     }
     free(file_body);

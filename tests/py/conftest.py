@@ -43,7 +43,8 @@ class Server:
     """A uvicorn subprocess serving ``app`` (``"module:attr"``) on 127.0.0.1."""
 
     def __init__(
-        self, app: str, cwd: Path, env: dict[str, str], log_path: Path, args: tuple[str, ...] = ()
+        self, app: str, cwd: Path, env: dict[str, str], log_path: Path, args: tuple[str, ...] = (),
+        python: str = sys.executable,
     ) -> None:
         self.app = app
         self.port = free_port()
@@ -52,7 +53,7 @@ class Server:
         self.checked = False  # outcome already handled: by the test, or by a failed start
         self.returncode: int | None = None
         cmd = [
-            sys.executable, "-m", "uvicorn", app,
+            python, "-m", "uvicorn", app,
             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning", *args,
         ]
         with open(log_path, "wb") as log:
@@ -133,10 +134,11 @@ def _serving(log_dir: Callable[[], Path]) -> Iterator[ServeFactory]:
         health: str = "/",
         timeout: float = START_TIMEOUT_S,
         args: tuple[str, ...] = (),
+        python: str = sys.executable,
     ) -> Server:
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         log_path = log_dir() / f"server-{len(servers)}.log"
-        server = Server(app, Path(cwd or os.getcwd()), full_env, log_path, args)
+        server = Server(app, Path(cwd or os.getcwd()), full_env, log_path, args, python)
         servers.append(server)
         try:
             server.wait_ready(health, timeout)
@@ -163,7 +165,8 @@ def _serving(log_dir: Callable[[], Path]) -> Iterator[ServeFactory]:
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[ServeFactory]:
-    """Factory: ``serve(app, cwd=None, env=None, health="/", timeout=30, args=()) -> Server``.
+    """Factory: ``serve(app, cwd=None, env=None, health="/", timeout=30, args=(),
+    python=sys.executable) -> Server``.
 
     ``app`` is ``"module:attr"`` importable from ``cwd`` (default: the current directory);
     ``env`` is added to the inherited environment; ``args`` go to uvicorn (``--workers``);

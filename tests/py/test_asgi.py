@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import apiprof
@@ -249,3 +250,48 @@ def test_profile_store_is_bounded():
     store.add("/b", {"id": "b1"}, b"[1]")
     assert [p["id"] for p in store.index()] == ["b1", "b0", "a4"]  # a3, the oldest, went
     assert store.get("b0") == ({"id": "b0"}, b"[0]")
+
+
+def test_stats_file_rewritten_while_idle(serve, http, tmp_path):
+    """A live worker's file stays fresh without requests: readers can tell it from a
+    dead or stuck one by its age."""
+    stats_dir = tmp_path / "stats"
+    server = serve("routes_app:app", cwd=APPS,
+                   env=options(stats_dir=str(stats_dir), flush_s=0.2))
+    assert http.get(f"{server.url}/api/items/1").status_code == 200
+    time.sleep(0.5)
+    (path,) = stats_dir.glob("apiprof-routes-*.bin")
+    table = apiprof._core.RouteTable()
+    table.merge(path.read_bytes())
+    assert any(r["route"] == "/api/items/{item_id}" for r in table.snapshot())
+    first = path.stat().st_mtime_ns
+    time.sleep(1.0)  # no request meanwhile: only the interval writes the file
+    assert path.stat().st_mtime_ns > first
+
+
+def test_stats_cli_shows_as_of_times_and_stale_workers(tmp_path):
+    table = apiprof._core.RouteTable()
+    fresh = tmp_path / "apiprof-routes-host-1.bin"
+    old = tmp_path / "apiprof-routes-host-2.bin"
+    fresh.write_bytes(table.encode())
+    old.write_bytes(table.encode())
+    then = time.time() - 120
+    os.utime(old, (then, then))
+    r = subprocess.run([str(APIPROF), "stats", "--dir", str(tmp_path)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = {line.split()[0]: line for line in r.stdout.splitlines()
+             if line.startswith("  apiprof-routes-")}
+    as_of = time.strftime("%Y-%m-%d %H:%M", time.gmtime(then))
+    assert as_of in lines[old.name] and lines[old.name].endswith("STALE")
+    assert "120 s ago" in lines[old.name] or "121 s ago" in lines[old.name]
+    assert "STALE" not in lines[fresh.name]
+    assert r.stderr.count("\n") == 1 and "1 of 2 worker file(s) stale" in r.stderr
+    r = subprocess.run([str(APIPROF), "stats", "--dir", str(tmp_path), "--json",
+                        "--stale-after", "200"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stderr == ""
+    data = json.loads(r.stdout)
+    assert data["stale_after_s"] == 200
+    assert [(w["file"], w["stale"]) for w in data["worker_files"]] == [
+        (fresh.name, False), (old.name, False)]
+    assert data["worker_files"][1]["as_of"].startswith(as_of.replace(" ", "T"))

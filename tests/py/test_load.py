@@ -481,3 +481,66 @@ def test_bench_profile_bad_combinations_one_line(args, text):
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and text in r.stderr, r.stderr
     assert r.stdout == ""
+
+
+def test_bench_app_relative_output_is_the_users_cwd(tmp_path):
+    """The server runs in --app-dir; a relative -o (and the profile beside it) still
+    means the user's working directory."""
+    (tmp_path / "out").mkdir()
+    r = subprocess.run([str(APIPROF), "bench", "--app", "hotapp:app", "--app-dir",
+                        str(APPS_DIR), "--profile", "trace", "-n", "20", "-c", "2", "-t", "1",
+                        "-o", "out/result.json", "/items/3"], capture_output=True, text=True,
+                       timeout=90, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["profile"]["file"] == str(tmp_path / "out" / "result.apiprof")
+    assert profile_calls(tmp_path / "out" / "result.apiprof", "warm")["hot"] == 20
+    assert not (APPS_DIR / "out").exists() and not list(APPS_DIR.glob("*.apiprof"))
+    assert "result: out/result.json (profile: out/result.apiprof)" in r.stdout
+
+
+def test_url_file_headers_per_url_and_one_error_accounting(app, tmp_path):
+    """Indented header lines belong to the URL above them (and replace a -H of the same
+    name); 4xx/5xx responses, failed and unfinished requests are counted the same way in
+    the latency table, the status table and the JSON."""
+    urls = tmp_path / "urls.txt"
+    urls.write_text(
+        "1 POST /form user=ann&pw=x\n"
+        "    Content-Type: application/x-www-form-urlencoded\n"
+        "    X-Token: abc\n"
+        "\n"
+        "1 POST /echo {\"n\": 1}\n"
+        "1 GET /status/422\n"
+    )
+    args = ("-n", "30", "-c", "1", "-t", "1", "-H", "X-Token: wrong", "--urls", str(urls),
+            "--base", app.url)
+    w = warm(load_json(*args))
+    per_url = {u["name"]: u for u in w["urls"]}
+    assert per_url["POST /form"]["status"] == {"200": 10}
+    assert per_url["POST /echo"]["status"] == {"200": 10}  # JSON stays the default type
+    assert per_url["GET /status/422"]["status"] == {"422": 10}
+    assert w["http_errors"] == 10 and per_url["GET /status/422"]["http_errors"] == 10
+    assert w["failed"] == 0 and w["unfinished"] == 0 and w["requests"] == 30
+
+    r = load(*args)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    latency = next(line for line in lines if line.startswith("phase") and "req/s" in line)
+    assert latency.split()[-3:] == ["4xx/5xx", "failed", "unfinished"]
+    row = next(line.split() for line in lines if line.startswith("warm ") and " all " in line)
+    assert row[-3:] == ["10", "0", "0"]
+    status = next(line for line in lines if line.startswith("phase") and "status" in line)
+    assert status.split()[2:5] == ["status", "failed", "unfinished"]
+    row = next(line.split() for line in lines if line.startswith("warm ")
+               and "GET /status/422" in line and "422:10" in line)
+    assert row[4:6] == ["-", "0"]
+
+
+def test_url_file_header_line_needs_a_url_above(tmp_path):
+    urls = tmp_path / "urls.txt"
+    urls.write_text("    X-Token: abc\n/ok\n")
+    r = load("--urls", str(urls), "--base", "http://127.0.0.1:9")
+    assert r.returncode == 2 and f"{urls}:1: a header line belongs below a URL" in r.stderr
+    urls.write_text("/ok\n  Host: other\n")
+    r = load("--urls", str(urls), "--base", "http://127.0.0.1:9")
+    assert r.returncode == 2 and f"{urls}:1: header Host is set by apiprof-load" in r.stderr

@@ -9,7 +9,9 @@ import atexit
 import gzip
 import inspect
 import json
+import os
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -37,7 +39,9 @@ class ProfilerMiddleware:
 
     def __init__(self, app: ASGIApp, **options: Any) -> None:
         self.app = app
-        self._route_labels = _labels.RouteFinder(app)  # for a Profiler(labels=True) running
+        # The route of each request, found up front by the app's own matching: the key of
+        # the statistics, and the label of its work while a Profiler(labels=True) runs.
+        self._routes = _labels.RouteFinder(app)
         self.options = opts = Options(**options)
         self._token = opts.token.encode() if opts.token is not None else None
         self._on_demand = self._token is not None and opts.on_demand
@@ -57,9 +61,11 @@ class ProfilerMiddleware:
             Mount = None  # noqa: N806
         self.table._set_mount_type(Mount)
         self.stats_dir = opts.resolved_stats_dir()
-        self._flush_ns = int(opts.flush_s * 1e9)
-        self._next_flush = 0
+        self._flush_s = opts.flush_s
         self._flush_failed = False
+        self._flusher_pid = 0  # the process whose flusher thread runs (a fork needs its own)
+        self._flusher_lock = threading.Lock()
+        self._write_lock = threading.Lock()
         if self.stats_dir is not None:
             atexit.register(self.flush)
 
@@ -81,14 +87,33 @@ class ProfilerMiddleware:
         a request."""
         if self.stats_dir is None:
             return
-        self._next_flush = time.monotonic_ns() + self._flush_ns
         try:
-            write_worker_file(self.stats_dir, self.table)
+            with self._write_lock:  # the flusher thread, the lifespan shutdown, atexit
+                write_worker_file(self.stats_dir, self.table)
         except OSError as e:
             if not self._flush_failed:
                 self._flush_failed = True
                 print(f"apiprof: cannot write route statistics to {self.stats_dir}: {e}",
                       file=sys.stderr)
+
+    def _start_flusher(self) -> None:
+        """Starts this process's flusher: a daemon thread that writes the statistics file
+        every ``flush_s`` seconds, requests or not, so that a reader can tell a live
+        worker (its file is at most ``flush_s`` old) from a dead or stuck one. Started at
+        the first call in each process, not at import: a server that forks workers after
+        importing the app gets one in each worker."""
+        with self._flusher_lock:
+            if self._flusher_pid == os.getpid():
+                return
+            self._flusher_pid = os.getpid()
+
+        def loop() -> None:
+            while True:
+                time.sleep(self._flush_s)
+                self.flush()
+
+        self.flush()
+        threading.Thread(target=loop, name="apiprof-stats-flush", daemon=True).start()
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def receive_and_flush() -> Message:
@@ -102,8 +127,10 @@ class ProfilerMiddleware:
     # -- per request --
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.stats_dir is not None and self._flusher_pid != os.getpid():
+            self._start_flusher()
         if _labels.active:
-            self._route_labels.label(scope)
+            self._routes.label(scope)
         kind = scope["type"]
         if kind != "http":
             if kind == "lifespan":
@@ -122,17 +149,16 @@ class ProfilerMiddleware:
         if slow is not None and slow.armed and not self._profile_lock.locked() and slow.take():
             await self._slow_candidate(scope, receive, send)
             return
+        before = dict(scope)  # the router rewrites the scope (root_path, route, ...)
         req = self.table.request(scope, send, self._server_timing)
         failed = True
         try:
             await self._run_app(req, scope, receive)
             failed = False
         finally:
-            req.finish(failed)
+            req.finish(failed, self._routes.routed(before, scope.get("route")))
         if slow is not None:
             slow.saw(req.wall_ns)
-        if self.stats_dir is not None and time.monotonic_ns() >= self._next_flush:
-            self.flush()
 
     def _run_app(self, req: Any, scope: Scope, receive: Receive) -> Awaitable[None]:
         """The app's run for one HTTP request, timed by ``req`` (a RouteTable request that
@@ -188,6 +214,7 @@ class ProfilerMiddleware:
             profile = candidate
         except RuntimeError as e:  # another profiler runs (apiprof run, a user's Profiler)
             error = f"cannot profile this request: {e}"
+        before = dict(scope)
         req = self.table.request(scope, send, self._server_timing)  # after start: not timed
         if extra_headers:
             req.extra_headers = extra_headers
@@ -198,7 +225,7 @@ class ProfilerMiddleware:
         finally:
             if profile is not None:
                 profile.stop()
-            label = req.finish(failed)
+            label = req.finish(failed, self._routes.routed(before, scope.get("route")))
             record = {
                 "id": profile_id, "kind": kind, "route": label,
                 "method": scope.get("method", ""), "path": scope.get("path", ""),

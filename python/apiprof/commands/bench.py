@@ -226,12 +226,15 @@ def run_app(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if not output.parent.is_dir():
         raise UsageError(f"cannot write {output}: no directory {output.parent}")
+    # The server runs in --app-dir: every path it is given is made absolute here, so that
+    # a relative -o means the same file as it does to the user (their working directory).
     profile_out = output.with_suffix(".apiprof")
+    profile_abs = profile_out.resolve()
     if args.profile and profile_out == output:
         raise UsageError(f"-o {output}: the profile goes to FILE.apiprof; name the result "
                          "otherwise (e.g. result.json)")
     port = free_port()
-    cmd = server_command(args.app, port, args.profile, profile_out)
+    cmd = server_command(args.app, port, args.profile, profile_abs)
     base = f"http://127.0.0.1:{port}"
     load_targets = targets(args, base)  # validate before starting anything
     if args.urls:
@@ -266,7 +269,7 @@ def run_app(args: argparse.Namespace) -> int:
             requests = [bench_result.request_of(u) for u in load["phases"]["warm"]["urls"]]
             matches = bench_result.match_routes(args.app, app_dir, requests)
             routes, profile, warm_functions = bench_result.build(
-                load, matches, profile_out if args.profile else None, args.profile)
+                load, matches, profile_abs if args.profile else None, args.profile)
         except bench_result.ResultError as e:
             raise BenchError(str(e)) from None
     result = {

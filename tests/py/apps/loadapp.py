@@ -41,6 +41,17 @@ async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         await respond(send, int(path.rsplit("/", 1)[1]))
     elif path == "/chunked":
         await respond(send, 200, b"x" * 1000, chunks=3)
+    elif path == "/form":  # a form-encoded login: 422 unless its own headers came
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = dict(scope["headers"])
+        ok = (body == b"user=ann&pw=x" and headers.get(b"x-token") == b"abc"
+              and headers.get(b"content-type") == b"application/x-www-form-urlencoded")
+        await respond(send, 200 if ok else 422, body)
     elif path == "/echo":
         body = b""
         while True:
