@@ -8,6 +8,7 @@
 
 #include "ap_err.h"
 #include "ap_map.h"
+#include "ap_report.h"
 
 /* ---- kinds ------------------------------------------------------------------------ */
 
@@ -135,16 +136,13 @@ oom:
 
 /* ---- helpers ------------------------------------------------------------------------ */
 
-/* A duration for a sentence: "850 ns", "12.3 us", "4.56 ms", "1.20 s". */
+/* A duration for a sentence, as every view writes one (ap_report_fmt_value):
+ * "850 ns", "12.3 us", "4.56 ms", "1.2 s". */
 static const char *dur(char *buf, size_t n, double ns) {
-    if (ns < 1e3)
-        snprintf(buf, n, "%.0f ns", ns);
-    else if (ns < 1e6)
-        snprintf(buf, n, "%.1f us", ns / 1e3);
-    else if (ns < 1e9)
-        snprintf(buf, n, "%.1f ms", ns / 1e6);
-    else
-        snprintf(buf, n, "%.2f s", ns / 1e9);
+    ap_sbuf sb = {0};
+    ap_report_fmt_value(&sb, AP_VM_WALL, ns > 0 ? (uint64_t)ns : 0);
+    snprintf(buf, n, "%.*s", sb.failed ? 1 : (int)sb.len, sb.failed ? "?" : sb.data);
+    ap_sbuf_free(&sb);
     return buf;
 }
 
