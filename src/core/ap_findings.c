@@ -30,6 +30,12 @@ static const ap_finding_kind_info kinds[AP_FK_COUNT] = {
     [AP_FK_LIBRARY_WORK] = {"library_work", "library work",
                             "a slow route whose hot function has less than half of its work "
                             "and whose work is mostly library code: where it goes"},
+    [AP_FK_REPEATED_QUERY] = {"repeated_query", "N+1 queries",
+                              "a route that runs a database call 10 times or more per request, "
+                              "and the function of the app that makes most of them"},
+    [AP_FK_POOL_HOPS] = {"pool_hops", "thread-pool hops",
+                         "a route that hands work to the thread pool 10 times or more per "
+                         "request (each hop costs a thread switch and two wake-ups)"},
     [AP_FK_IDLE] = {"idle", "idle time",
                     "recorded time that was idle waiting, left out of the views by default"},
 };
@@ -433,6 +439,136 @@ static int lines_of(const ap_prof *p, ap_frame_id fn, const ap_prof *lp, ap_map 
         }
     }
     free(match);
+    return rc;
+}
+
+/* ---- calls repeated per request ------------------------------------------------------ */
+
+/* Database calls (DB-API cursors and connections of the common drivers, and
+ * the ORMs above them): a request that runs one of them many times from one
+ * place is the N+1 pattern.  A frame matches by qualname. */
+static const char *const db_calls[] = {
+    "sqlite3.Connection.execute", "sqlite3.Cursor.execute", "sqlite3.Connection.executemany",
+    "sqlite3.Cursor.executemany", "Cursor.execute", "Cursor.executemany", "AsyncCursor.execute",
+    "Connection.fetch", "Connection.fetchrow", "Connection.fetchval", "Connection.execute",
+    "Session.execute", "AsyncSession.execute", "Session.get", "AsyncSession.get", "Query.first",
+    "Query.all", "Query.one",
+};
+
+/* Hand-offs to the thread pool. */
+static const char *const hop_calls[] = {
+    "AsyncIOBackend.run_sync_in_worker_thread", "run_sync_in_worker_thread",
+    "BaseEventLoop.run_in_executor",
+};
+
+static int in_list(const char *q, const char *const *list, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(q, list[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* Route r: calls per request of the frames of list (outermost matches only,
+ * an ORM call and the driver call under it count once) and the app's
+ * function that made most of them. */
+static int repeated(ctx *c, const route_acc *r, const char *const *list, size_t nlist,
+                    unsigned kind) {
+    if (r->requests == 0 || r->route == 0)
+        return 0;
+    ap_map by_caller = {0}, frame_of = {0}, user_calls = {0}, loop_of = {0};
+    uint64_t total = 0;
+    int rc = 0;
+    /* Calls of each of the app's functions in the route: the one repeated per
+     * request is the highest above a call that runs 2 times or more per request. */
+    for (size_t t = 0; rc == 0 && t < ap_prof_ntrees(c->p); t++) {
+        const ap_tree *tree = ap_prof_tree_at(c->p, t);
+        if (!in_route(c, tree, r->route))
+            continue;
+        for (size_t i = 1; rc == 0 && i < ap_tree_nnodes(tree); i++) {
+            const ap_node *n = ap_tree_node(tree, (ap_node_id)i);
+            if (user_node(c, t, n))
+                rc = add_to(&user_calls, c->func[n->frame], n->m[AP_M_CALLS]);
+        }
+    }
+    for (size_t t = 0; rc == 0 && t < ap_prof_ntrees(c->p); t++) {
+        const ap_tree *tree = ap_prof_tree_at(c->p, t);
+        if (!in_route(c, tree, r->route))
+            continue;
+        for (size_t i = 1; rc == 0 && i < ap_tree_nnodes(tree); i++) {
+            const ap_node *n = ap_tree_node(tree, (ap_node_id)i);
+            if (n->m[AP_M_CALLS] == 0 || !in_list(qualname_of(c->p, n->frame), list, nlist))
+                continue;
+            const ap_node *u = ap_tree_node(tree, n->parent);
+            int nested = 0;
+            for (const ap_node *a = u; a->id != 0 && !nested; a = ap_tree_node(tree, a->parent))
+                nested = in_list(qualname_of(c->p, a->frame), list, nlist);
+            if (nested)
+                continue;
+            while (u->id != 0 && !user_node(c, t, u))
+                u = ap_tree_node(tree, u->parent);
+            /* Up through the app's functions called 2+ times per request. */
+            const ap_node *loop = NULL;
+            for (const ap_node *a = u; a->id != 0; a = ap_tree_node(tree, a->parent)) {
+                if (!user_node(c, t, a))
+                    continue;
+                const uint64_t *k = ap_map_get(&user_calls, c->func[a->frame]);
+                if (k != NULL && *k >= 2 * r->requests) {
+                    u = a;
+                } else {
+                    loop = a;
+                    break;
+                }
+            }
+            total += n->m[AP_M_CALLS];
+            uint64_t key = u->id ? c->func[u->frame] : 0;
+            int ins;
+            uint64_t *f = ap_map_upsert(&frame_of, key, n->frame, &ins);
+            uint64_t *l = ap_map_upsert(&loop_of, key, loop != NULL ? c->func[loop->frame] : 0, &ins);
+            if (f == NULL || l == NULL || add_to(&by_caller, key, n->m[AP_M_CALLS]) != 0)
+                rc = -1;
+        }
+    }
+    uint64_t caller = 0;
+    uint64_t most = rc == 0 ? map_max(&by_caller, UINT64_MAX, &caller, NULL) : 0;
+    if (rc == 0 && total >= AP_FINDING_REPEAT_PER_REQ * r->requests && most > 0) {
+        ap_finding *f = fnew(&c->out, kind, kind == AP_FK_REPEATED_QUERY ? AP_SEV_HIGH : AP_SEV_MEDIUM);
+        if (f == NULL) {
+            rc = -1;
+        } else {
+            char w[256], w2[256], from[300] = "";
+            ap_frame_id callee = (ap_frame_id)*ap_map_get(&frame_of, caller);
+            f->route = r->route;
+            f->frame = caller ? (ap_frame_id)caller : callee;
+            f->value = total;
+            f->unit = "calls";
+            f->count = r->requests;
+            f->share = total ? (double)most / (double)total : 0;
+            ap_frame_id loop = (ap_frame_id)*ap_map_get(&loop_of, caller);
+            const uint64_t *k = caller ? ap_map_get(&user_calls, caller) : NULL;
+            char w3[256], by[400] = "";
+            if (k != NULL && loop != 0 && *k >= 2 * r->requests)
+                snprintf(by, sizeof by, ", called %.1f times per request by %s",
+                         (double)*k / (double)r->requests, where(c->p, loop, w3, sizeof w3));
+            if (caller != 0)
+                snprintf(from, sizeof from, "; %.0f%% of them from %s%s", 100.0 * f->share,
+                         where(c->p, (ap_frame_id)caller, w2, sizeof w2), by);
+            if (kind == AP_FK_REPEATED_QUERY)
+                say(f, "%s runs %.1f database calls per request (%s, %llu over %llu requests)%s: "
+                    "the same query once per item (N+1) is the usual cause",
+                    ap_prof_str(c->p, r->route), (double)total / (double)r->requests,
+                    where(c->p, callee, w, sizeof w), (unsigned long long)total,
+                    (unsigned long long)r->requests, from);
+            else
+                say(f, "%s hands work to the thread pool %.1f times per request (%s, %llu over "
+                    "%llu requests)%s", ap_prof_str(c->p, r->route),
+                    (double)total / (double)r->requests, where(c->p, callee, w, sizeof w),
+                    (unsigned long long)total, (unsigned long long)r->requests, from);
+        }
+    }
+    ap_map_free(&by_caller);
+    ap_map_free(&frame_of);
+    ap_map_free(&user_calls);
+    ap_map_free(&loop_of);
     return rc;
 }
 
@@ -847,7 +983,11 @@ int ap_findings_build(ap_prof *p, const ap_prof *lines, ap_finding **out, size_t
     if (blocking_calls(&c, routes, nroutes) != 0)
         goto err;
     for (size_t i = 0; i < nroutes; i++)
-        if (await_bound(&c, &routes[i]) != 0)
+        if (await_bound(&c, &routes[i]) != 0 ||
+            repeated(&c, &routes[i], db_calls, sizeof db_calls / sizeof db_calls[0],
+                     AP_FK_REPEATED_QUERY) != 0 ||
+            repeated(&c, &routes[i], hop_calls, sizeof hop_calls / sizeof hop_calls[0],
+                     AP_FK_POOL_HOPS) != 0)
             goto err;
     if (c.cls.idle_ns > 0 && c.cls.wall_ns > 0) {
         ap_finding *f = fnew(&c.out, AP_FK_IDLE, AP_SEV_INFO);

@@ -51,6 +51,8 @@ typedef enum ap_finding_kind {
     AP_FK_BLOCKING_CALL,    /* a call that holds the event loop for long in an async route */
     AP_FK_AWAIT_BOUND,      /* a route whose time is mostly waiting, and on what */
     AP_FK_LIBRARY_WORK,     /* a slow route whose work is mostly in library code, and where */
+    AP_FK_REPEATED_QUERY,   /* N+1: a request runs a database call many times, from one place */
+    AP_FK_POOL_HOPS,        /* a request hands work to the thread pool many times */
     AP_FK_IDLE,             /* how much recorded time was idle waiting (hidden by default) */
     AP_FK_COUNT
 } ap_finding_kind;
@@ -83,7 +85,7 @@ typedef struct ap_finding {
     ap_frame_id frame;         /* the function (function-level frame) or line, 0 when none */
     uint32_t line;             /* the line meant (a hot line), else 0 */
     uint64_t value;            /* the finding's figure, in unit */
-    const char *unit;          /* "nanoseconds" (static) */
+    const char *unit;          /* "nanoseconds" or "calls" (static) */
     double share;              /* value's share of what `message` says it is a share of */
     uint64_t count;            /* requests or calls behind value, 0 when unknown */
     ap_frame_id path[AP_FINDING_PATH];   /* hot path: user frames from the route's top */
@@ -100,6 +102,7 @@ typedef struct ap_finding {
 #define AP_FINDING_WAIT_SHARE 0.5      /* a route waiting >= half of its time... */
 #define AP_FINDING_WAIT_MIN_NS 10000000u   /* ...for >= 10 ms in total, */
 #define AP_FINDING_WAIT_PER_REQ_NS 20000000u   /* or waiting >= 20 ms per request */
+#define AP_FINDING_REPEAT_PER_REQ 10   /* >= 10 database calls (or pool hops) per request */
 
 /* The findings of p (finished, may intern function-level frames), ranked:
  * severity, then value, highest first; the idle note last.  lines (may be

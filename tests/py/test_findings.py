@@ -60,6 +60,9 @@ def drive_shop(client: httpx.Client, port: int) -> None:
         assert client.get("/health").status_code == 200
     for pid in range(1, 11):
         assert client.get(f"/products/{pid}").status_code == 200
+    for _ in range(3):
+        assert client.get("/orders/recent", params={"limit": 20}).status_code == 200
+    assert client.get("/export/orders.csv").status_code == 200
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +96,17 @@ def test_shop_findings_name_the_planted_problems(shop_profile: Path):
     (wait,) = [f for f in kinds["await_bound"]
                if f["route"] == "GET /products/{product_id}/shipping"]
     assert wait["function"] == "AsyncClient.get" and "called from shipping" in wait["message"]
+    # GET /orders/recent: N+1 queries, 1 + 2 x 20 per request, from load_order in a loop.
+    (n1,) = kinds["repeated_query"]
+    assert n1["route"] == "GET /orders/recent" and n1["function"] == "load_order"
+    assert n1["value"] >= 41 * 3 and n1["count"] == 3 and n1["unit"] == "calls"
+    assert "called 20.0 times per request by recent_orders" in n1["message"]
+    # GET /export/orders.csv: one thread-pool hop per CSV row.
+    (hops,) = kinds["pool_hops"]
+    assert hops["route"] == "GET /export/orders.csv" and hops["value"] >= 100
     # Healthy routes: no blocking and no waiting finding.
-    flagged = {f["route"] for f in kinds.get("blocking_call", []) + kinds.get("await_bound", [])}
+    flagged = {f["route"] for f in kinds.get("blocking_call", []) + kinds.get("await_bound", [])
+               + kinds.get("repeated_query", []) + kinds.get("pool_hops", [])}
     assert not flagged & {"GET /health", "GET /products/{product_id}"}
     # Ranked: high before medium before info; idle time is stated, last.
     order = {"high": 0, "medium": 1, "info": 2}
@@ -139,7 +151,8 @@ def drive_healthy(client: httpx.Client, port: int) -> None:
 def test_healthy_app_has_no_blocking_or_waiting_finding(tmp_path: Path):
     out = serve(tmp_path, "label_app:app", APPS, drive_healthy)
     findings = _core.load(str(out)).findings()
-    assert {f["kind"] for f in findings} & {"blocking_call", "await_bound"} == set()
+    assert {f["kind"] for f in findings} & {"blocking_call", "await_bound", "repeated_query",
+                                            "pool_hops"} == set()
     slow = [f for f in findings if f["kind"] == "slow_route"]
     assert slow and all(f["count"] >= 1 for f in slow)
     assert {f["route"]: f["count"] for f in slow}.get("GET /items/{item_id}", 10) == 10
