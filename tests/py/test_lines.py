@@ -402,6 +402,47 @@ def test_from_profile_picks_the_hottest_user_functions(tmp_path):
     assert hits == {8: 3, 9: 3 * 200001, 10: 3 * 200000, 11: 3}
 
 
+def test_from_profile_picks_by_the_time_a_user_function_is_responsible_for(tmp_path):
+    # login spends little time itself but calls a library hash (Python in
+    # site-packages, then a C builtin) that takes most of the profile; three cheap
+    # handlers each have more self time than login. login must be picked first, and
+    # a user callback below the library keeps its own time.
+    import profiles
+    app = tmp_path / "app.py"
+    app.write_text("\n" * 80)
+    lib = tmp_path / "venv" / "site-packages" / "hashlib_ext" / "hash.py"
+    lib.parent.mkdir(parents=True)
+    lib.write_text("\n" * 20)
+    fr = profiles.fr
+    main, login = fr("<module>", str(app), 1), fr("login", str(app), 10)
+    hash_, c_core = fr("verify", str(lib), 5), fr("_hash.pbkdf2", "~", 0, 0, 2)
+    callback = fr("on_hash", str(app), 70)
+    handlers = [fr(f"handler_{i}", str(app), 20 + 10 * i) for i in range(3)]
+    nodes = [([main], {"self_ns": 1_000}),
+             ([main, login], {"self_ns": 2_000}),
+             ([main, login, hash_], {"self_ns": 50_000}),
+             ([main, login, hash_, c_core], {"self_ns": 900_000}),
+             ([main, login, hash_, callback], {"self_ns": 40_000})]
+    nodes += [([main, h], {"self_ns": 30_000 + 1_000 * i}) for i, h in enumerate(handlers)]
+    prof = profiles.write({"meta": {"clock": "wall"},
+                           "trees": [{"labels": {"thread": "MainThread"}, "nodes": nodes}]},
+                          tmp_path / "login.apiprof")
+    script = tmp_path / "run.py"
+    script.write_text("print('ran')\n")
+    r = apiprof_cli("lines", "-q", "--from", prof, "--top", "3", "-o", tmp_path / "x.apiprof",
+                    script, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    assert "responsible for the most time" in lines[0], r.stderr
+    total = 1_000 + 2_000 + 50_000 + 900_000 + 40_000 + 30_000 + 31_000 + 32_000
+    assert lines[1].startswith("  login (app.py:10): 952.0us, "
+                               f"{100 * 952_000 / total:.1f}% of the profile; itself 2.0us, "
+                               "most below it in _hash.pbkdf2 (900.0us)"), lines[1]
+    assert lines[2].startswith("  on_hash (app.py:70): 40.0us"), lines[2]
+    assert lines[3].startswith("  handler_2 (app.py:40): 32.0us"), lines[3]
+    assert len(lines) == 4 + 3, r.stderr   # the three "was not loaded" lines
+
+
 @pytest.mark.parametrize("args, message", [
     (["--function", "nosuchmod:f"], "--function 'nosuchmod': cannot import it"),
     (["--function", "json:nope"], "json has no 'nope'"),
