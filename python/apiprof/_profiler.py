@@ -51,26 +51,30 @@ def location(f: dict[str, Any]) -> str:
     return "{" + f["qualname"] + "}"
 
 
-def _per_call(key: str, count: str) -> Callable[[dict[str, Any]], str]:
-    return lambda f: format_ns(f[key] / f[count]) if f[count] else "-"
+def _per_call(key: str, count: str,
+              value: Callable[[float], str]) -> Callable[[dict[str, Any]], str]:
+    return lambda f: value(f[key] / f[count]) if f[count] else "-"
 
 
-# The pstats-like columns (pstats names them so; "await" is apiprof's own).
-FUNCTION_COLUMNS: list[Column[dict[str, Any]]] = [
-    Column("ncalls", lambda f: f"{f['calls']}/{f['primitive_calls']}"
-           if f["calls"] != f["primitive_calls"] else str(f["calls"])),
-    Column("tottime", lambda f: format_ns(f["self_ns"])),
-    Column("percall", _per_call("self_ns", "calls")),
-    Column("cumtime", lambda f: format_ns(f["total_ns"])),
-    Column("percall", _per_call("total_ns", "primitive_calls")),
-    Column("await", lambda f: format_ns(f["await_ns"]) if f["await_ns"] else "-"),
-    Column("function", location, "free"),
-]
+def _function_columns(value: Callable[[float], str]) -> list[Column[dict[str, Any]]]:
+    """The pstats-like columns (pstats names them so; "await" is apiprof's own); ``value``
+    writes the self and total figures (durations, or another metric's unit)."""
+    return [
+        Column("ncalls", lambda f: f"{f['calls']}/{f['primitive_calls']}"
+               if f["calls"] != f["primitive_calls"] else str(f["calls"])),
+        Column("tottime", lambda f: value(f["self_ns"])),
+        Column("percall", _per_call("self_ns", "calls", value)),
+        Column("cumtime", lambda f: value(f["total_ns"])),
+        Column("percall", _per_call("total_ns", "primitive_calls", value)),
+        Column("await", lambda f: format_ns(f["await_ns"]) if f["await_ns"] else "-"),
+        Column("function", location, "free"),
+    ]
 
 
 def format_table(functions: list[dict[str, Any]], sort: str = "cumtime", limit: int | None = 30,
-                 header: str = "") -> str:
-    """A pstats-like text table of function dicts (Profile.functions())."""
+                 header: str = "", value: Callable[[float], str] = format_ns) -> str:
+    """A pstats-like text table of function dicts (Profile.functions()); ``value``
+    writes self and total (a profile projected on another metric: its unit)."""
     key = SORT_KEYS.get(sort)
     if key is None:
         raise ValueError(f"sort must be one of {', '.join(sorted(SORT_KEYS))}, not {sort!r}")
@@ -82,7 +86,7 @@ def format_table(functions: list[dict[str, Any]], sort: str = "cumtime", limit: 
     lines = [header] if header else []
     lines.append(f"{calls} calls ({prim} primitive) in {len(functions)} functions; "
                  f"sorted by {sort}, top {len(rows)}")
-    return "\n".join(lines) + "\n" + render(FUNCTION_COLUMNS, rows)
+    return "\n".join(lines) + "\n" + render(_function_columns(value), rows)
 
 
 class Profiler:

@@ -609,10 +609,17 @@ static void m_key(buf *b, const ap_prof *p, const ap_frame *f) {
 }
 
 int ap_pstats_write(const ap_report_ctx *c, ap_sbuf *out) {
-    ap_prof *p = c->prof;
+    ap_prof *p = c->prof, *projected = NULL;
     ap_functab ft;
-    if (ap_functab_build(p, NULL, NULL, &ft) != 0)
+    /* An explicit --metric fills the time fields (pstats has no others); by
+     * default they hold the recorded times, whatever the views' default. */
+    if (c->opts->metric != NULL && c->opts->metric[0] != '\0') {
+        p = projected = ap_report_functab(c, &ft);
+        if (p == NULL)
+            return -1;
+    } else if (ap_functab_build(p, NULL, NULL, &ft) != 0) {
         return -1;
+    }
     buf_u8(out, '{');
     for (size_t i = 0; i < ft.nrows; i++) {
         const ap_func_row *r = &ft.rows[i];
@@ -636,5 +643,6 @@ int ap_pstats_write(const ap_report_ctx *c, ap_sbuf *out) {
     }
     buf_u8(out, '0');
     ap_functab_free(&ft);
+    ap_prof_free(projected);
     return out->failed ? -1 : 0;
 }

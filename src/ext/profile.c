@@ -223,6 +223,25 @@ static PyObject *profile_select(ProfileObject *self, PyObject *labels) {
     return result;
 }
 
+/* project(metric) -> Profile: one tree, the sum of all, whose self_ns and
+ * total_ns hold the view metric ("wall", "cpu", "await", "memory",
+ * "samples"), as every report view reads it (ap_report_project). */
+static PyObject *profile_project(ProfileObject *self, PyObject *name) {
+    const char *metric = PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
+    if (metric == NULL)
+        return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_TypeError, "metric must be a str");
+    unsigned vm;
+    if (ap_prof_finish(self->prof) != 0 || ap_report_pick_metric(self->prof, metric, &vm) != 0)
+        return apext_raise_core(NULL);
+    ap_prof *projected = ap_report_project(self->prof, ap_report_vm_field(vm));
+    if (projected == NULL)
+        return apext_raise_core(NULL);
+    PyObject *result = apext_profile_wrap(apext_state_of_type(Py_TYPE(self)), NULL, projected);
+    if (result != NULL)
+        ((ProfileObject *)result)->truncated = self->truncated;
+    return result;
+}
+
 /* trees() -> list of {"labels": {...}, "nodes": int} */
 static PyObject *profile_trees(ProfileObject *self, PyObject *Py_UNUSED(a)) {
     size_t n = ap_prof_ntrees(self->prof);
@@ -397,6 +416,10 @@ static PyMethodDef profile_methods[] = {
     {"select", (PyCFunction)profile_select, METH_O,
      "select(labels) -> Profile\n\nA new profile with the trees that carry every label of the "
      "dict (e.g. {'phase': 'warm'})."},
+    {"project", (PyCFunction)profile_project, METH_O,
+     "project(metric) -> Profile\n\nOne tree, the sum of all, whose self_ns and total_ns "
+     "hold the view metric (wall, cpu, await, memory, samples) as the report views read it. "
+     "ValueError when the name is unknown or the profile has none of it."},
     {"trees", (PyCFunction)profile_trees, METH_NOARGS,
      "trees() -> list[dict]\n\nEach tree's labels and node count."},
     {"nodes", (PyCFunction)profile_nodes, METH_O,
