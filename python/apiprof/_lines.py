@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import functools
 import inspect
 import linecache
@@ -92,6 +93,41 @@ def code_objects(obj: Any) -> list[types.CodeType]:
         raise TypeError(f"cannot line-profile {obj!r}: not a function, method, class or module "
                         "with Python code")
     return out
+
+
+def statement_starts(code: types.CodeType) -> dict[int, int]:
+    """For each line of ``code``'s file that continues a statement begun on an
+    earlier line, that first line (the line tracer counts one hit per
+    execution of a statement, whatever lines its events come from). The
+    statement of a compound statement (if, for, while, with, def, class,
+    except ...) is its header: decorators, condition, items, up to the body.
+    Empty when the source cannot be read or parsed."""
+    lines = linecache.getlines(code.co_filename)
+    return _file_statements(code.co_filename, "".join(lines)) if lines else {}
+
+
+@functools.lru_cache(maxsize=64)
+def _file_statements(filename: str, source: str) -> dict[int, int]:
+    try:
+        tree = ast.parse(source, filename)
+    except (SyntaxError, ValueError):
+        return {}
+    starts: dict[int, int] = {}
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.stmt, ast.ExceptHandler)):
+            continue
+        first = node.lineno
+        decorators = getattr(node, "decorator_list", None)
+        if decorators:
+            first = min(first, *(d.lineno for d in decorators))
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.stmt):
+            last = max(node.lineno, body[0].lineno - 1)
+        else:
+            last = node.end_lineno or node.lineno
+        for line in range(first + 1, last + 1):
+            starts.setdefault(line, first)
+    return starts
 
 
 class LineProfiler:

@@ -102,6 +102,32 @@ def worker(n):
     return total  # ret
 
 
+def _twice(f):
+    return f
+
+
+def multi_line(n, items):
+    x = max(n,  # call
+            1,
+            key=abs)
+    if (x > 2 and  # cond
+            x < 100):
+        x += 1  # inside
+    @_twice  # deco
+    @_twice
+    def inner():
+        return 1
+    y = [i * 2  # comp
+         for i in items
+         if i]
+    total = sum(  # gen
+        v for v in y
+    )
+    return (x + inner() + total +  # ret
+            len("""text
+    over lines"""))
+
+
 # ---- exact hits ------------------------------------------------------------------------------
 
 
@@ -132,6 +158,24 @@ def test_comprehensions_count_once_per_entry():
     h = hits_of(lp, comprehensions)
     assert [h[line_of(comprehensions, m)]["hits"] for m in ("listcomp", "genexpr", "ret")] == \
         [3, 3, 3]
+
+
+def test_a_statement_over_several_lines_counts_once_per_execution():
+    """A hit is one execution of a statement wherever its events come from: a call
+    whose arguments span lines, a condition over lines, decorators, comprehensions
+    (multi-line, with a condition), a generator argument, a return over lines.
+    The later lines of such a statement get no hits; their time is the statement's."""
+    lp = apiprof.LineProfiler(multi_line)
+    with lp:
+        for n in range(5):
+            multi_line(n, [0, 1, 2])
+    h = hits_of(lp, multi_line)
+    first = multi_line.__code__.co_firstlineno
+    got = {line - first: r["hits"] for line, r in h.items()}
+    expect = {line_of(multi_line, m) - first: n for m, n in (
+        ("call", 5), ("cond", 5), ("inside", 2), ("deco", 5), ("comp", 5), ("gen", 5),
+        ("ret", 5))}
+    assert got == expect
 
 
 def test_one_line_loop_differs_by_version():
