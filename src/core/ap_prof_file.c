@@ -349,6 +349,8 @@ ap_prof *ap_prof_read_mem(const uint8_t *data, size_t len, int *truncated) {
     if (truncated == NULL)
         truncated = &dummy;
     *truncated = 0;
+    if ((len < 8 || memcmp(data, AP_PROF_MAGIC, 8) != 0) && ap_json_is_export(data, len))
+        return ap_json_read(data, len);
     if (len < 16 || memcmp(data, AP_PROF_MAGIC, 8) != 0) {
         ap_err_set(AP_ECORRUPT, "not an apiprof profile");
         return NULL;
