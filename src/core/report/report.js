@@ -650,10 +650,28 @@
   });
   window.addEventListener("resize", function () { if (state.view === "flame") drawFlame(); });
 
+  // The metadata for the header: Unix epochs in ns (started, stopped) as UTC date and
+  // time with the run's duration, other *_ns values as durations, the rest as they are.
+  function metaText(meta) {
+    var bits = [];
+    function ns(k) { return /^[0-9]+$/.test(meta[k] || "") ? Number(meta[k]) : null; }
+    function when(k) {
+      return new Date(ns(k) / 1e6).toISOString().replace("T", " ").replace(/\.[0-9]+Z$/, " UTC");
+    }
+    for (var k in meta) {
+      if (k === "argv") continue;
+      var epoch = (k === "started" || k === "stopped") && ns(k) !== null;
+      bits.push(k + ": " + (epoch ? when(k) : /_ns$/.test(k) && ns(k) !== null
+                            ? fmt(ns(k), "wall") : meta[k]));
+    }
+    if (ns("started") !== null && ns("stopped") !== null && ns("stopped") >= ns("started"))
+      bits.push("duration: " + fmt(ns("stopped") - ns("started"), "wall"));
+    return bits;
+  }
+
   $("title").textContent = D.title;
   document.title = D.title + " - apiprof";
-  var metaBits = [];
-  for (var k in D.meta) if (k !== "argv") metaBits.push(k + ": " + D.meta[k]);
+  var metaBits = metaText(D.meta);
   buildView();
   $("summary").textContent = D.trees.length + " tree(s), " + V.n + " nodes, " + V.funcs.length + " functions; " +
     state.metric + " total " + fmt(V.total, state.metric) + (metaBits.length ? "; " + metaBits.join(", ") : "");
