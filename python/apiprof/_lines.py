@@ -283,15 +283,19 @@ def _line_columns(function_ns: int) -> list[Column[_SourceLine]]:
 
 
 def format_lines(profile: Any, only: set[str] | None = None) -> str:
-    """The line_profiler-style text report of a line profile: per function its
-    calls, time and await, then every source line with Line #, Hits, Time,
-    Per Hit, % Time (of the function's time), Await, Line Contents."""
+    """The line_profiler-style text report of a line profile, functions by time
+    (most first): per function its calls, time and await, then every source line
+    with Line #, Hits, Time, Per Hit, % Time (of the function's time), Await, Line
+    Contents."""
     funcs = {(f["file"], f["line"], f["qualname"]): f for f in profile.functions()}
     targets = [f for f in profile.frames() if f["kind"] == "python" and f["lineno"] == 0]
     by_func: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
     for row in profile.lines():
         by_func.setdefault((row["file"], row["function_line"], row["function"]), []).append(row)
-    keys = sorted({(t["file"], t["line"], t["qualname"]) for t in targets})
+    # The functions that took the most time first (as the function table sorts), then
+    # in source order (those that never ran last).
+    keys = sorted({(t["file"], t["line"], t["qualname"]) for t in targets},
+                  key=lambda k: (-(funcs[k]["total_ns"] if k in funcs else -1), k))
     if only is not None:
         keys = [k for k in keys if k[2] in only]
     out = [f"apiprof line profile (clock: {profile.meta.get('clock', 'wall')}); time per line "

@@ -578,3 +578,25 @@ def test_decorated_function_in_a_fastapi_app_under_uvicorn(tmp_path, serve, http
     calls = {f["qualname"]: f["calls"] for f in prof.functions()}
     assert calls == {"score": 41, "fetch": 20}
     assert len(prof.trees()) >= 2   # sync routes run in the thread pool
+
+
+def test_line_report_lists_functions_by_time(tmp_path):
+    import profiles
+    src = tmp_path / "m.py"
+    src.write_text("def cheap():\n    return 1\n\ndef costly():\n    return 2\n\n"
+                   "def never():\n    return 3\n")
+    fr = profiles.fr
+    cheap, costly, never = fr("cheap", str(src), 1), fr("costly", str(src), 4), fr(
+        "never", str(src), 7)
+    nodes = [([cheap], {"self_ns": 0, "calls": 3}),
+             ([cheap, fr("cheap", str(src), 1, 2)], {"self_ns": 1_000, "hits": 3}),
+             ([costly], {"self_ns": 0, "calls": 1}),
+             ([costly, fr("costly", str(src), 4, 5)], {"self_ns": 90_000, "hits": 1}),
+             ([never], {"self_ns": 0, "calls": 0})]
+    prof = profiles.write({"meta": {"clock": "wall", "tool": "apiprof lines"},
+                           "trees": [{"labels": {"thread": "MainThread"}, "nodes": nodes}]},
+                          tmp_path / "m.lines.apiprof")
+    r = apiprof_cli("report", prof)
+    assert r.returncode == 0, r.stderr
+    order = [line.split()[1] for line in r.stdout.splitlines() if line.startswith("Function:")]
+    assert order == ["costly", "cheap", "never"], r.stdout
