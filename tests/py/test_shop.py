@@ -6,7 +6,9 @@ import csv
 import importlib.util
 import io
 import json
+import os
 import sqlite3
+import subprocess
 import sys
 import threading
 from dataclasses import dataclass
@@ -295,3 +297,20 @@ def test_timer_report_written_at_shutdown(serve, http, tmp_path):
     assert ("GET /products/{product_id}", "db.query") in pairs
     assert ("POST /login", "db.query") in pairs
     assert ("startup", "db.query") in pairs
+
+
+def test_workers_starting_together_seed_the_database_once(tmp_path):
+    """uvicorn --workers N: every worker's start-up runs init_db on the same file at once;
+    one seeds it, the others find the seed (no UNIQUE constraint failure)."""
+    db = tmp_path / "shared.db"
+    code = "import shop.db; shop.db.init_db()"
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=SHOP_DIR,
+                              env={**os.environ, "SHOP_DB": str(db)},
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errors
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM products").fetchone()[0] == N_PRODUCTS
+    finally:
+        conn.close()
