@@ -57,8 +57,7 @@ install: venv
 
 demo: install
 	$(PY) examples/shop/demo.py
-	$(VENV)/bin/apiprof report reports/shop.apiprof -o reports/shop.html --title "shop demo" 2>/dev/null
-	@echo "HTML report: $(CURDIR)/reports/shop.html"
+	$(VENV)/bin/apiprof report reports/shop.apiprof -o reports/shop.html --title "shop demo"
 
 # Debian packages the tests use: Chromium (HTML report, dashboard), Go (go tool pprof),
 # Graphviz (dot), valgrind (callgrind_annotate), zlib headers (pprof's gzip), wrk (bench). apt-get runs only
