@@ -89,6 +89,23 @@ def format_table(functions: list[dict[str, Any]], sort: str = "cumtime", limit: 
     return "\n".join(lines) + "\n" + render(_function_columns(value), rows)
 
 
+def clock_note(meta: dict[str, str]) -> str:
+    """For a profile timed with the CPU clock, the line saying what that clock counts and
+    the process's CPU time beside it (metadata process_cpu_ns); "" for the wall clock."""
+    if meta.get("clock") != "cpu":
+        return ""
+    note = ("note: cpu is the CPU time of each Python thread the tracer saw; work in threads "
+            "it does not see (native threads of a C extension, such as a hash computed in a "
+            "library's own threads) is not in the table")
+    process = meta.get("process_cpu_ns", "")
+    if process.isdigit():
+        note += f"; the whole process used {format_ns(int(process))} of CPU"
+        started, stopped = meta.get("started", ""), meta.get("stopped", "")
+        if started.isdigit() and stopped.isdigit() and int(stopped) >= int(started):
+            note += f" in {format_ns(int(stopped) - int(started))} of wall time"
+    return note + "\n"
+
+
 class Profiler:
     """Exact function profiler: every call of every thread, async-aware.
 

@@ -19,7 +19,7 @@ from typing import Any
 from .. import _core
 from .._lines import format_lines, is_line_profile
 from .._profile_file import load_profile
-from .._profiler import SORT_KEYS, format_table
+from .._profiler import SORT_KEYS, clock_note, format_table
 from .._table import format_ns
 from ..errors import UsageError
 
@@ -114,7 +114,7 @@ def run_text(args: argparse.Namespace) -> int:
                                    f"{profile.meta.get('clock', '?')}"
                                    f"{'' if args.phase is None else ', phase: ' + args.phase}"
                                    f"{'' if args.metric is None else ', metric: ' + args.metric})",
-                            value=VALUE_FORMATS[unit])
+                            value=VALUE_FORMATS[unit]) + clock_note(profile.meta)
     try:
         if args.output and args.output != "-":
             with open(args.output, "w") as f:

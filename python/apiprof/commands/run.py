@@ -10,7 +10,7 @@ from typing import Any
 
 from .. import _labels
 from .._launch import Program, add_program_arguments, launch
-from .._profiler import Profiler, format_table
+from .._profiler import Profiler, clock_note, format_table
 from ..errors import UsageError
 
 
@@ -107,6 +107,7 @@ class FunctionProducer:
         text = format_table(self.profiler.functions(), "cumtime", 20,
                             header=f"apiprof: profile of {' '.join(self.program.argv)}")
         meta = self.profiler.profile.meta
+        text += clock_note(meta)
         dropped = int(meta.get("timeline_dropped", 0))
         if dropped:
             text += (f"apiprof: the timeline kept the last {meta['timeline_spans']} spans; "

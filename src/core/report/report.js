@@ -666,6 +666,9 @@
     }
     if (ns("started") !== null && ns("stopped") !== null && ns("stopped") >= ns("started"))
       bits.push("duration: " + fmt(ns("stopped") - ns("started"), "wall"));
+    if (meta.clock === "cpu")
+      bits.push("note: cpu is the CPU time of each Python thread; native threads of C " +
+                "extensions are only in process_cpu_ns");
     return bits;
   }
 
