@@ -342,3 +342,21 @@ def test_another_setprofile_user_is_a_clear_error():
             apiprof.Profiler().start()
     finally:
         sys.setprofile(None)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="3.11's profile function reports no "
+                    "call of a compiled (Cython) function: its time stays with the caller")
+def test_compiled_event_loop_calls_are_timed_not_the_callers_self_time():
+    """uvloop's Loop.run_until_complete is a Cython function: its call, the whole event
+    loop with its idle wait, is a frame of its own, not self time of asyncio's Runner.run."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> None:
+        await asyncio.sleep(0.05)
+
+    with apiprof.Profiler() as p:
+        uvloop.run(main())
+    funcs = by_qualname(p.functions())
+    loop = funcs["uvloop.loop.Loop.run_until_complete"]
+    assert loop["calls"] >= 1 and loop["total_ns"] >= 45_000_000 and loop["file"] == "~"
+    assert funcs["Runner.run"]["self_ns"] < 10_000_000
