@@ -126,7 +126,8 @@ fuzz: install
 	  -o build/fuzz/fuzz_report
 	$(PY) -c "import sys; sys.path.insert(0, 'tests/py'); import profiles, pathlib; \
 	  d = pathlib.Path('build/fuzz/corpus'); profiles.write(profiles.shop_spec(), d / 'shop'); \
-	  profiles.write(profiles.big_spec(300), d / 'big')"
+	  profiles.write(profiles.big_spec(300), d / 'big'); \
+	  from apiprof import _core; (d / 'shop.json').write_bytes(bytes(_core.load(str(d / 'shop')).json()))"
 	cd build/fuzz && ./fuzz_report -max_total_time=$(FUZZ_SECONDS) -max_len=65536 corpus
 
 clean:
