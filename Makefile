@@ -57,8 +57,7 @@ install: venv
 
 demo: install
 	$(PY) examples/shop/demo.py
-	$(VENV)/bin/apiprof report reports/shop.apiprof -o reports/shop.html --title "shop demo" 2>/dev/null
-	@echo "HTML report: $(CURDIR)/reports/shop.html"
+	$(VENV)/bin/apiprof report reports/shop.apiprof -o reports/shop.html --title "shop demo"
 	rm -f reports/investigate-shop.db*
 	SHOP_DB=$(CURDIR)/reports/investigate-shop.db $(VENV)/bin/apiprof investigate \
 	  --app shop.app:app --app-dir examples/shop --urls examples/shop/traffic.txt \
@@ -131,7 +130,8 @@ fuzz: install
 	  -o build/fuzz/fuzz_report
 	$(PY) -c "import sys; sys.path.insert(0, 'tests/py'); import profiles, pathlib; \
 	  d = pathlib.Path('build/fuzz/corpus'); profiles.write(profiles.shop_spec(), d / 'shop'); \
-	  profiles.write(profiles.big_spec(300), d / 'big')"
+	  profiles.write(profiles.big_spec(300), d / 'big'); \
+	  from apiprof import _core; (d / 'shop.json').write_bytes(bytes(_core.load(str(d / 'shop')).json()))"
 	cd build/fuzz && ./fuzz_report -max_total_time=$(FUZZ_SECONDS) -max_len=65536 corpus
 
 clean:

@@ -14,7 +14,8 @@ reports/profile.pstats (``apiprof report``); then serves the shop again under ``
 --from reports/shop.apiprof --top 1`` and writes the line profile of the hottest function to
 reports/shop.lines.apiprof and reports/lines.txt; then reports/bench.json (the load figures
 per URL and per route, with the profile's top functions) and reports/bench.apiprof (the
-loaded server's profile, phases cold and warm); plus the demo's databases and server logs.
+loaded server's profile, phases cold and warm); plus the demo's databases, and the server
+logs when a server wrote something (a quiet run leaves none).
 Exits non-zero with one line on stderr on failure.
 """
 
@@ -94,6 +95,14 @@ def bench(seconds: float, out: Path, database: Path) -> None:
         raise DemoError("apiprof bench failed")
 
 
+def drop_if_empty(log: Path) -> None:
+    """Remove a server log that a quiet run left empty; one with output is kept and named."""
+    if log.exists() and log.stat().st_size == 0:
+        log.unlink()
+    elif log.exists():
+        print(f"demo: server output in {log.relative_to(REPO_ROOT)}")
+
+
 def run(rounds: int, bench_seconds: float) -> None:
     REPORTS.mkdir(exist_ok=True)
     prefix = REPORTS / "timers"
@@ -137,6 +146,7 @@ def run(rounds: int, bench_seconds: float) -> None:
         code = stop(proc)
     if code not in (0, -signal.SIGINT, -signal.SIGTERM):
         raise DemoError(f"server exit code {code} (see {log.relative_to(REPO_ROOT)})")
+    drop_if_empty(log)
     text, data = prefix.with_suffix(".txt"), prefix.with_suffix(".json")
     missing = [p.name for p in (text, data) if not p.exists()]
     if missing:
@@ -157,7 +167,7 @@ def run(rounds: int, bench_seconds: float) -> None:
 
 def line_profile_hottest(profile: Path, env: dict[str, str], rounds: int) -> None:
     """Serve the shop again under ``apiprof lines --from PROFILE --top 1``: the function
-    with the most self time in the first run is line-profiled under the same traffic."""
+    responsible for the most time in the first run is line-profiled under the same traffic."""
     # keep the first run's timer report and route statistics
     env = {k: v for k, v in env.items() if k not in ("SHOP_TIMER_REPORT", "APIPROF_STATS_DIR")}
     out = REPORTS / "shop.lines.apiprof"
@@ -186,6 +196,7 @@ def line_profile_hottest(profile: Path, env: dict[str, str], rounds: int) -> Non
         code = stop(proc)
     if code not in (0, -signal.SIGINT, -signal.SIGTERM) or not out.exists():
         raise DemoError(f"apiprof lines: exit code {code}, see {log.relative_to(REPO_ROOT)}")
+    drop_if_empty(log)
     text = REPORTS / "lines.txt"
     cmd = [sys.executable, "-m", "apiprof", "report", str(out), "-o", str(text)]
     done = subprocess.run(cmd, capture_output=True, text=True)

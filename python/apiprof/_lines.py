@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import functools
 import inspect
 import linecache
@@ -92,6 +93,41 @@ def code_objects(obj: Any) -> list[types.CodeType]:
         raise TypeError(f"cannot line-profile {obj!r}: not a function, method, class or module "
                         "with Python code")
     return out
+
+
+def statement_starts(code: types.CodeType) -> dict[int, int]:
+    """For each line of ``code``'s file that continues a statement begun on an
+    earlier line, that first line (the line tracer counts one hit per
+    execution of a statement, whatever lines its events come from). The
+    statement of a compound statement (if, for, while, with, def, class,
+    except ...) is its header: decorators, condition, items, up to the body.
+    Empty when the source cannot be read or parsed."""
+    lines = linecache.getlines(code.co_filename)
+    return _file_statements(code.co_filename, "".join(lines)) if lines else {}
+
+
+@functools.lru_cache(maxsize=64)
+def _file_statements(filename: str, source: str) -> dict[int, int]:
+    try:
+        tree = ast.parse(source, filename)
+    except (SyntaxError, ValueError):
+        return {}
+    starts: dict[int, int] = {}
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.stmt, ast.ExceptHandler)):
+            continue
+        first = node.lineno
+        decorators = getattr(node, "decorator_list", None)
+        if decorators:
+            first = min(first, *(d.lineno for d in decorators))
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.stmt):
+            last = max(node.lineno, body[0].lineno - 1)
+        else:
+            last = node.end_lineno or node.lineno
+        for line in range(first + 1, last + 1):
+            starts.setdefault(line, first)
+    return starts
 
 
 class LineProfiler:
@@ -247,15 +283,19 @@ def _line_columns(function_ns: int) -> list[Column[_SourceLine]]:
 
 
 def format_lines(profile: Any, only: set[str] | None = None) -> str:
-    """The line_profiler-style text report of a line profile: per function its
-    calls, time and await, then every source line with Line #, Hits, Time,
-    Per Hit, % Time (of the function's time), Await, Line Contents."""
+    """The line_profiler-style text report of a line profile, functions by time
+    (most first): per function its calls, time and await, then every source line
+    with Line #, Hits, Time, Per Hit, % Time (of the function's time), Await, Line
+    Contents."""
     funcs = {(f["file"], f["line"], f["qualname"]): f for f in profile.functions()}
     targets = [f for f in profile.frames() if f["kind"] == "python" and f["lineno"] == 0]
     by_func: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
     for row in profile.lines():
         by_func.setdefault((row["file"], row["function_line"], row["function"]), []).append(row)
-    keys = sorted({(t["file"], t["line"], t["qualname"]) for t in targets})
+    # The functions that took the most time first (as the function table sorts), then
+    # in source order (those that never ran last).
+    keys = sorted({(t["file"], t["line"], t["qualname"]) for t in targets},
+                  key=lambda k: (-(funcs[k]["total_ns"] if k in funcs else -1), k))
     if only is not None:
         keys = [k for k in keys if k[2] in only]
     out = [f"apiprof line profile (clock: {profile.meta.get('clock', 'wall')}); time per line "

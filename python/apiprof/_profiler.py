@@ -65,34 +65,40 @@ def location(f: dict[str, Any]) -> str:
     return "{" + f["qualname"] + "}"
 
 
-def _per_call(key: str, count: str) -> Callable[[dict[str, Any]], str]:
-    return lambda f: format_ns(f[key] / f[count]) if f[count] else "-"
+def _per_call(key: str, count: str,
+              value: Callable[[float], str]) -> Callable[[dict[str, Any]], str]:
+    return lambda f: value(f[key] / f[count]) if f[count] else "-"
 
 
-# The pstats-like columns (pstats names them so).
-PSTATS_COLUMNS: list[Column[dict[str, Any]]] = [
-    Column("ncalls", lambda f: f"{f['calls']}/{f['primitive_calls']}"
-           if f["calls"] != f["primitive_calls"] else str(f["calls"])),
-    Column("tottime", lambda f: format_ns(f["self_ns"])),
-    Column("percall", _per_call("self_ns", "calls")),
-    Column("cumtime", lambda f: format_ns(f["total_ns"])),
-    Column("percall", _per_call("total_ns", "primitive_calls")),
-]
+def pstats_columns(value: Callable[[float], str]) -> list[Column[dict[str, Any]]]:
+    """The pstats-like columns (pstats names them so); ``value`` writes the self and total
+    figures (durations, or another metric's unit)."""
+    return [
+        Column("ncalls", lambda f: f"{f['calls']}/{f['primitive_calls']}"
+               if f["calls"] != f["primitive_calls"] else str(f["calls"])),
+        Column("tottime", lambda f: value(f["self_ns"])),
+        Column("percall", _per_call("self_ns", "calls", value)),
+        Column("cumtime", lambda f: value(f["total_ns"])),
+        Column("percall", _per_call("total_ns", "primitive_calls", value)),
+    ]
 
 
-def function_columns(functions: list[dict[str, Any]]) -> list[Column[dict[str, Any]]]:
+def function_columns(functions: list[dict[str, Any]],
+                     value: Callable[[float], str] = format_ns) -> list[Column[dict[str, Any]]]:
     """The pstats columns, one column per further catalogue metric the rows have (a key
     every row carries, as ``await_ns``, or a value that is not 0 somewhere), and the
     function's location."""
     extra = [Column.metric(m, blank_zero=True) for m in EXTRA_METRICS
              if functions and (all(m["name"] in f for f in functions)
                                or any(f.get(m["name"]) for f in functions))]
-    return [*PSTATS_COLUMNS, *extra, Column("function", location, "free")]
+    return [*pstats_columns(value), *extra, Column("function", location, "free")]
 
 
 def format_table(functions: list[dict[str, Any]], sort: str = "cumtime", limit: int | None = 30,
-                 header: str = "", everything: bool = True) -> str:
-    """A pstats-like text table of function dicts (Profile.functions()). With
+                 header: str = "", everything: bool = True,
+                 value: Callable[[float], str] = format_ns) -> str:
+    """A pstats-like text table of function dicts (Profile.functions()); ``value`` writes
+    self and total (a profile projected on another metric: its unit). With
     ``everything=False`` only the app's own functions (class "user": not library code, not
     idle waiting; src/core/ap_findings.h) are listed, and a line says how many are not."""
     hidden = 0
@@ -113,7 +119,24 @@ def format_table(functions: list[dict[str, Any]], sort: str = "cumtime", limit: 
                  f"sorted by {sort}, top {len(rows)}")
     if hidden:
         lines.append(f"({hidden} library and idle-waiting functions not listed; --all lists them)")
-    return "\n".join(lines) + "\n" + render(function_columns(functions), rows)
+    return "\n".join(lines) + "\n" + render(function_columns(functions, value), rows)
+
+
+def clock_note(meta: dict[str, str]) -> str:
+    """For a profile timed with the CPU clock, the line saying what that clock counts and
+    the process's CPU time beside it (metadata process_cpu_ns); "" for the wall clock."""
+    if meta.get("clock") != "cpu":
+        return ""
+    note = ("note: cpu is the CPU time of each Python thread the tracer saw; work in threads "
+            "it does not see (native threads of a C extension, such as a hash computed in a "
+            "library's own threads) is not in the table")
+    process = meta.get("process_cpu_ns", "")
+    if process.isdigit():
+        note += f"; the whole process used {format_ns(int(process))} of CPU"
+        started, stopped = meta.get("started", ""), meta.get("stopped", "")
+        if started.isdigit() and stopped.isdigit() and int(stopped) >= int(started):
+            note += f" in {format_ns(int(stopped) - int(started))} of wall time"
+    return note + "\n"
 
 
 class Profiler:

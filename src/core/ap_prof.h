@@ -363,8 +363,22 @@ int ap_prof_write(const ap_prof *p, const char *path);
  * first chunk is complete) or AP_ENOMEM.  Any input is safe. */
 ap_prof *ap_prof_read(const char *path, int *truncated);
 
-/* The same from memory: len bytes at buf. */
+/* The same from memory: len bytes at buf.  Both also read the JSON export
+ * (ap_json_read) when that is what they are given. */
 ap_prof *ap_prof_read_mem(const uint8_t *buf, size_t len, int *truncated);
+
+/* 1 when buf looks like a JSON document (its first non-blank byte is '{'),
+ * else 0.  Can't fail. */
+int ap_json_is_export(const uint8_t *buf, size_t len);
+
+/* The profile of a JSON export (docs/format.md, "JSON export"): its meta,
+ * frames and trees, the same model the native file holds (the derived
+ * "functions" and "lines" are skipped; the export has no event timeline).
+ * Members may come in any order; unknown members and metrics are skipped.
+ * On error NULL with AP_ECORRUPT (not JSON, not apiprof's export, an
+ * unsupported version, a node referring to a missing parent or frame) or
+ * AP_ENOMEM.  Any input is safe (ap_json_read.c). */
+ap_prof *ap_json_read(const uint8_t *buf, size_t len);
 
 /* The JSON document of docs/format.md ("functions" with callers and
  * callees, "lines", "threads" with their trees, "frames", "meta") and the

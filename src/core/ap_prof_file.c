@@ -350,6 +350,8 @@ ap_prof *ap_prof_read_mem(const uint8_t *data, size_t len, int *truncated) {
     if (truncated == NULL)
         truncated = &dummy;
     *truncated = 0;
+    if ((len < 8 || memcmp(data, AP_PROF_MAGIC, 8) != 0) && ap_json_is_export(data, len))
+        return ap_json_read(data, len);
     if (len < 16 || memcmp(data, AP_PROF_MAGIC, 8) != 0) {
         ap_err_set(AP_ECORRUPT, "not an apiprof profile");
         return NULL;
@@ -615,10 +617,17 @@ static void m_key(buf *b, const ap_prof *p, const ap_frame *f) {
 }
 
 int ap_pstats_write(const ap_report_ctx *c, ap_sbuf *out) {
-    ap_prof *p = c->prof;
+    ap_prof *p = c->prof, *projected = NULL;
     ap_functab ft;
-    if (ap_functab_build(p, NULL, NULL, &ft) != 0)
+    /* An explicit --metric fills the time fields (pstats has no others); by
+     * default they hold the recorded times, whatever the views' default. */
+    if (c->opts->metric != NULL && c->opts->metric[0] != '\0') {
+        p = projected = ap_report_functab(c, &ft);
+        if (p == NULL)
+            return -1;
+    } else if (ap_functab_build(p, NULL, NULL, &ft) != 0) {
         return -1;
+    }
     buf_u8(out, '{');
     for (size_t i = 0; i < ft.nrows; i++) {
         const ap_func_row *r = &ft.rows[i];
@@ -642,5 +651,6 @@ int ap_pstats_write(const ap_report_ctx *c, ap_sbuf *out) {
     }
     buf_u8(out, '0');
     ap_functab_free(&ft);
+    ap_prof_free(projected);
     return out->failed ? -1 : 0;
 }

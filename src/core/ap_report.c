@@ -44,6 +44,19 @@ int ap_report_vm_present(const ap_prof *p, unsigned vm) {
     return 0;
 }
 
+int ap_report_pick_metric(const ap_prof *p, const char *name, unsigned *vm) {
+    *vm = AP_VM_COUNT;
+    for (unsigned i = 0; i < AP_VM_COUNT; i++)
+        if (strcmp(name, ap_report_vm_name(i)) == 0)
+            *vm = i;
+    if (*vm == AP_VM_COUNT)
+        return ap_err_set(AP_EINVAL, "unknown metric '%s' (wall, cpu, await, memory, samples)",
+                          name);
+    if (!ap_report_vm_present(p, *vm))
+        return ap_err_set(AP_EINVAL, "the profile has no %s data", name);
+    return 0;
+}
+
 /* ---- formats --------------------------------------------------------------------- */
 
 typedef int (*writer_fn)(const ap_report_ctx *c, ap_sbuf *out);
@@ -170,18 +183,8 @@ int ap_report_write_buf(ap_prof *p, const char *format, const ap_report_opts *o,
     ap_report_ctx c = {view ? view : p, p, o, AP_VM_COUNT, o->min_percent, o->title};
     int rc = -1;
     if (o->metric != NULL && o->metric[0] != '\0') {
-        for (unsigned vm = 0; vm < AP_VM_COUNT; vm++)
-            if (strcmp(o->metric, ap_report_vm_name(vm)) == 0)
-                c.metric = vm;
-        if (c.metric == AP_VM_COUNT) {
-            ap_err_set(AP_EINVAL, "unknown metric '%s' (wall, cpu, await, memory, samples)",
-                       o->metric);
+        if (ap_report_pick_metric(c.prof, o->metric, &c.metric) != 0)
             goto out;
-        }
-        if (!ap_report_vm_present(c.prof, c.metric)) {
-            ap_err_set(AP_EINVAL, "the profile has no %s data", o->metric);
-            goto out;
-        }
     } else {
         c.metric = AP_VM_WALL;
         for (unsigned i = 0; i < AP_VM_COUNT; i++) {

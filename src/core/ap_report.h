@@ -69,6 +69,11 @@ const char *ap_report_vm_unit(unsigned vm);
 /* 1 when some node of some tree of p has a non-zero value of vm.  Can't fail. */
 int ap_report_vm_present(const ap_prof *p, unsigned vm);
 
+/* The view metric called name ("wall", "cpu", ...) into *vm, the one check
+ * of --metric for every format.  Returns 0; on error -1 with AP_EINVAL (an
+ * unknown name, or no node of p has the metric). */
+int ap_report_pick_metric(const ap_prof *p, const char *name, unsigned *vm);
+
 /* What a writer is given: the profile after filtering (one tree per kept
  * tree, or the input itself when no filter is set), the options, the chosen
  * metric and threshold. */

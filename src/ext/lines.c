@@ -55,6 +55,8 @@ typedef struct line_rec {
     int first;                 /* smallest line of the code */
     int nlines;                /* lines first .. first + nlines - 1 */
     ap_frame_id *line_frames;  /* frame of each line; AP_NONE where the code has none */
+    int *statement;            /* first line of each line's statement (0: the line itself),
+                                  or NULL when the source could not be read */
 } line_rec;
 
 static void line_rec_free(void *p) {
@@ -62,6 +64,7 @@ static void line_rec_free(void *p) {
     if (r == NULL)
         return;
     PyMem_RawFree(r->line_frames);
+    PyMem_RawFree(r->statement);
     apext_code_info_clear(&r->info);
     PyMem_RawFree(r);
 }
@@ -75,7 +78,8 @@ typedef struct lframe {
     const line_rec *rec;
     ap_node **nodes;     /* [0] the function node, [1 + line - first] line nodes */
     ap_node *line;       /* the line running, NULL before the first line event */
-    int lineno;
+    int lineno;          /* its number: the first line of the statement running */
+    int in_rest;         /* the last line event was on a later line of that statement */
     uint64_t t_line;     /* the running line started (or the frame resumed) */
 } lframe;
 
@@ -123,6 +127,28 @@ static int raise_ap_err(void) {
     else
         PyErr_Format(PyExc_RuntimeError, "apiprof: %s", ap_err_msg());
     return -1;
+}
+
+/* rec->statement from apiprof._lines.statement_starts(code), the first
+ * line of the statement of each later line of a statement spanning several
+ * (read from the source, which only Python parses).  Without it (no source,
+ * a failure) lines count as the events come.  Can't fail. */
+static void rec_statements(line_rec *rec, PyObject *code) {
+    PyObject *mod = PyImport_ImportModule("apiprof._lines");
+    PyObject *starts = mod ? PyObject_CallMethod(mod, "statement_starts", "O", code) : NULL;
+    Py_XDECREF(mod);
+    PyObject *key, *val;
+    Py_ssize_t pos = 0;
+    if (starts != NULL && PyDict_Check(starts) && PyDict_GET_SIZE(starts) > 0 &&
+        (rec->statement = PyMem_RawCalloc((size_t)rec->nlines, sizeof *rec->statement)) != NULL) {
+        while (PyDict_Next(starts, &pos, &key, &val)) {
+            long line = PyLong_AsLong(key), first = PyLong_AsLong(val);
+            if (line >= rec->first && line < rec->first + rec->nlines && first > 0 && first < line)
+                rec->statement[line - rec->first] = (int)first;
+        }
+    }
+    Py_XDECREF(starts);
+    PyErr_Clear();
 }
 
 /* A new record of code with its lines (from co_lines()); NULL with a Python
@@ -177,6 +203,7 @@ static line_rec *rec_make(PyObject *code) {
     }
     Py_DECREF(seq);
     PyErr_Clear();
+    rec_statements(rec, code);
     return rec;
 }
 
@@ -286,6 +313,7 @@ static void resume(LineTracerObject *t, apext_thread *ts, lframe *e, uint64_t ke
     uint64_t *line = ap_map_get(&t->susp_line, key);
     if (line != NULL) {
         e->lineno = (int)*line;
+        e->in_rest = 0;
         e->line = e->lineno ? line_node(ts, e, e->lineno) : NULL;
         ap_map_remove(&t->susp_line, key);
     }
@@ -321,6 +349,7 @@ static lframe *on_start(LineTracerObject *t, apext_thread *ts, const line_rec *r
     e->nodes = nodes;
     e->line = NULL;
     e->lineno = 0;
+    e->in_rest = 0;
     if (start)
         nodes[0]->m[AP_M_CALLS]++;
     if (!rec->info.genlike)
@@ -361,11 +390,23 @@ static inline void on_line_event(LineTracerObject *t, const line_rec *rec, const
             return;
     }
     charge(e, now);
+    /* A hit is an execution of a statement: the events of its later lines,
+     * and those of its first line in between (3.11 and 3.12 send them when a
+     * call's arguments on later lines are done), go to the statement's first
+     * line without a hit; a jump back to the first line from elsewhere (a
+     * loop) is a hit. */
+    int first = lineno;
+    if (rec->statement != NULL && lineno >= rec->first && lineno < rec->first + rec->nlines &&
+        rec->statement[lineno - rec->first] != 0)
+        first = rec->statement[lineno - rec->first];
+    int again = e->lineno == first && (first != lineno || e->in_rest);
+    e->in_rest = first != lineno;
+    lineno = first;
     ap_node *n = line_node(ts, e, lineno);
     if (n == NULL && lineno >= rec->first && lineno < rec->first + rec->nlines &&
         rec->line_frames[lineno - rec->first] != AP_NONE)
         apext_session_fail(&t->sess, "tree");
-    if (n != NULL)
+    if (n != NULL && !again)
         n->m[AP_M_HITS]++;
     e->line = n;
     e->lineno = lineno;

@@ -281,6 +281,25 @@ static PyObject *profile_select(ProfileObject *self, PyObject *labels) {
     return result;
 }
 
+/* project(metric) -> Profile: one tree, the sum of all, whose self_ns and
+ * total_ns hold the view metric ("wall", "cpu", "await", "memory",
+ * "samples"), as every report view reads it (ap_report_project). */
+static PyObject *profile_project(ProfileObject *self, PyObject *name) {
+    const char *metric = PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
+    if (metric == NULL)
+        return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_TypeError, "metric must be a str");
+    unsigned vm;
+    if (ap_prof_finish(self->prof) != 0 || ap_report_pick_metric(self->prof, metric, &vm) != 0)
+        return apext_raise_core(NULL);
+    ap_prof *projected = ap_report_project(self->prof, ap_report_vm_field(vm));
+    if (projected == NULL)
+        return apext_raise_core(NULL);
+    PyObject *result = apext_profile_wrap(apext_state_of_type(Py_TYPE(self)), NULL, projected);
+    if (result != NULL)
+        ((ProfileObject *)result)->truncated = self->truncated;
+    return result;
+}
+
 /* trees() -> list of {"labels": {...}, "nodes": int} */
 static PyObject *profile_trees(ProfileObject *self, PyObject *Py_UNUSED(a)) {
     size_t n = ap_prof_ntrees(self->prof);
@@ -385,6 +404,25 @@ static PyObject *profile_json(ProfileObject *self, PyObject *Py_UNUSED(a)) {
     int rc = ap_report_write_buf(self->prof, "json", NULL, &sb);
     PyObject *out = rc == 0 ? PyBytes_FromStringAndSize(sb.data, (Py_ssize_t)sb.len)
                             : apext_raise_core("json");
+    ap_sbuf_free(&sb);
+    return out;
+}
+
+/* report(format, title=None) -> bytes: a view in memory, as apiprof report
+ * writes it with no filter (html, svg, ...). */
+static PyObject *profile_report(ProfileObject *self, PyObject *args) {
+    const char *fmt, *title = NULL;
+    if (!PyArg_ParseTuple(args, "s|z:report", &fmt, &title))
+        return NULL;
+    if (!ap_report_format_known(fmt))
+        return PyErr_Format(PyExc_ValueError, "unknown format '%s'", fmt);
+    ap_report_opts o;
+    memset(&o, 0, sizeof o);
+    o.title = title;
+    ap_sbuf sb = {0};
+    int rc = ap_report_write_buf(self->prof, fmt, &o, &sb);
+    PyObject *out = rc == 0 ? PyBytes_FromStringAndSize(sb.data, (Py_ssize_t)sb.len)
+                            : apext_raise_core(NULL);
     ap_sbuf_free(&sb);
     return out;
 }
@@ -516,6 +554,10 @@ static PyMethodDef profile_methods[] = {
     {"select", (PyCFunction)profile_select, METH_O,
      "select(labels) -> Profile\n\nA new profile with the trees that carry every label of the "
      "dict (e.g. {'phase': 'warm'})."},
+    {"project", (PyCFunction)profile_project, METH_O,
+     "project(metric) -> Profile\n\nOne tree, the sum of all, whose self_ns and total_ns "
+     "hold the view metric (wall, cpu, await, memory, samples) as the report views read it. "
+     "ValueError when the name is unknown or the profile has none of it."},
     {"trees", (PyCFunction)profile_trees, METH_NOARGS,
      "trees() -> list[dict]\n\nEach tree's labels and node count."},
     {"nodes", (PyCFunction)profile_nodes, METH_O,
@@ -526,6 +568,9 @@ static PyMethodDef profile_methods[] = {
      "write_pstats(path)\n\nA file pstats.Stats loads."},
     {"json", (PyCFunction)profile_json, METH_NOARGS,
      "json() -> bytes\n\nThe JSON export (what write_json writes), in memory."},
+    {"report", (PyCFunction)profile_report, METH_VARARGS,
+     "report(format, title=None) -> bytes\n\nThe view `format` (html, svg, ...) in memory, "
+     "as apiprof report writes it without filters."},
     {"set_meta", (PyCFunction)(void (*)(void))profile_set_meta, METH_FASTCALL,
      "set_meta(key, value)\n\nAdd or replace a metadata entry."},
     {NULL, NULL, 0, NULL},
@@ -579,6 +624,31 @@ static PyObject *profile_load(PyObject *module, PyObject *path_obj) {
     return obj;
 }
 
+/* loads(data) -> Profile: as load(), from bytes (the native file or the JSON export). */
+static PyObject *profile_loads(PyObject *module, PyObject *data) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) != 0)
+        return NULL;
+    int truncated = 0;
+    ap_prof *p = ap_prof_read_mem(view.buf, (size_t)view.len, &truncated);
+    PyBuffer_Release(&view);
+    if (p == NULL)
+        return apext_raise_core(NULL);
+    if (ap_prof_finish(p) != 0) {
+        ap_prof_free(p);
+        return apext_raise_core("loads");
+    }
+    PyObject *obj = apext_profile_wrap(PyModule_GetState(module), NULL, p);
+    if (obj != NULL)
+        ((ProfileObject *)obj)->truncated = truncated;
+    return obj;
+}
+
+static PyMethodDef loads_def = {
+    "loads", (PyCFunction)profile_loads, METH_O,
+    "loads(data) -> Profile\n\nAs load(), from bytes: a native file or a JSON export; "
+    "ValueError if it is not a profile."};
+
 static PyMethodDef load_def = {
     "load", (PyCFunction)profile_load, METH_O,
     "load(path) -> Profile\n\nRead a native apiprof file; OSError if unreadable, ValueError if "
@@ -592,6 +662,10 @@ int apext_profile_init(PyObject *module, apext_state *st) {
     if (fn == NULL)
         return -1;
     int rc = PyModule_AddObjectRef(module, "load", fn);
+    Py_DECREF(fn);
+    if (rc != 0 || (fn = PyCFunction_NewEx(&loads_def, module, NULL)) == NULL)
+        return -1;
+    rc = PyModule_AddObjectRef(module, "loads", fn);
     Py_DECREF(fn);
     return rc;
 }

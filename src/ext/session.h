@@ -87,6 +87,7 @@ typedef struct apext_session {
     uint64_t serial;             /* unique in the process, never 0; per-code records carry it */
     int running;
     int cpu_clock;               /* 1: frames are timed with the thread CPU clock */
+    uint64_t process_cpu_t0;     /* process CPU time at the last start (meta process_cpu_ns) */
     int tool_id;                 /* sys.monitoring tool id while running (3.12+) */
     long local_events;           /* 3.12+: events set on target code objects */
     PyObject *threads_dict;      /* threading._active (ident -> Thread) or NULL; strong */

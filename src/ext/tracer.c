@@ -293,20 +293,75 @@ static code_rec *code_rec_get(TracerObject *t, PyCodeObject *co, PyObject *globa
     return code_rec_fill(t, rec, co, globals) == 0 ? rec : NULL;
 }
 
-/* Record of a C callable: key (PyMethodDef*), frame and verdict; 0 when the
- * callable is not a builtin function or method descriptor, 1 when found,
+/* The function object of a compiled callable that is neither a builtin nor a
+ * method descriptor: a Cython function (cython_function_or_method, what
+ * uvloop's Loop.run_until_complete is), bare or bound as a method; else NULL.
+ * Without it, the time in such a call (uvloop's whole event loop, idle
+ * included) would be the self time of the Python frame that made it. */
+static PyObject *compiled_function(PyObject *callable) {
+    PyObject *fn = PyMethod_Check(callable) ? PyMethod_GET_FUNCTION(callable) : callable;
+    const char *name = Py_TYPE(fn)->tp_name;
+    size_t n = strlen(name), suffix = sizeof "cython_function_or_method" - 1;
+    return n >= suffix && strcmp(name + n - suffix, "cython_function_or_method") == 0 ? fn : NULL;
+}
+
+/* Record of a compiled function (compiled_function): keyed by the function
+ * object, which lives as long as its class or module (a function freed and
+ * another allocated at its address would take its name).  As builtin_rec. */
+static int compiled_rec(TracerObject *t, PyObject *callable, PyObject *fn, const void **key,
+                        ap_frame_id *frame, int *excluded) {
+    *key = fn;
+    uint64_t *v = ap_map_get(&t->builtin_recs, (uint64_t)(uintptr_t)fn);
+    if (v != NULL) {
+        *frame = (ap_frame_id)(*v >> 1);
+        *excluded = (int)(*v & 1);
+        return 1;
+    }
+    ap_prof *p = t->sess.prof;
+    PyObject *module = PyObject_GetAttrString(fn, "__module__");
+    PyObject *name = module ? PyObject_GetAttrString(fn, "__name__") : NULL;
+    PyObject *qual = name ? PyObject_GetAttrString(fn, "__qualname__") : NULL;
+    PyObject *full = NULL;
+    if (qual != NULL && PyUnicode_Check(qual) && PyUnicode_Check(module))
+        full = PyUnicode_FromFormat("%U.%U", module, qual);
+    PyErr_Clear();
+    const char *mod = module != NULL && PyUnicode_Check(module) ? PyUnicode_AsUTF8(module) : NULL;
+    PyErr_Clear();
+    ap_frame f = {apext_session_intern(p, name), apext_session_intern(p, full ? full : qual),
+                  ap_prof_intern(p, "~", 1), 0, 0,
+                  PyMethod_Check(callable) ? AP_FRAME_METHOD : AP_FRAME_BUILTIN};
+    *excluded = excluded_by(t, mod ? mod : "builtins", NULL);
+    Py_XDECREF(module);
+    Py_XDECREF(name);
+    Py_XDECREF(qual);
+    Py_XDECREF(full);
+    if (f.name == AP_NONE || f.qualname == AP_NONE || f.file == AP_NONE)
+        return -1;
+    *frame = ap_prof_frame_intern(p, &f);
+    if (*frame == AP_NONE ||
+        ap_map_put(&t->builtin_recs, (uint64_t)(uintptr_t)fn, (uint64_t)*frame << 1 | (uint64_t)*excluded) != 0)
+        return -1;
+    return 1;
+}
+
+/* Record of a C callable: key (PyMethodDef*, or the function object of a
+ * compiled function), frame and verdict; 0 when the callable is not a
+ * builtin function, method descriptor or compiled function, 1 when found,
  * -1 on error (recorded). */
 static int builtin_rec(TracerObject *t, PyObject *callable, const void **key, ap_frame_id *frame,
                        int *excluded) {
     PyMethodDef *ml;
     PyObject *self = NULL;
     PyTypeObject *type = NULL;
+    PyObject *compiled;
     if (PyCFunction_Check(callable)) {
         ml = ((PyCFunctionObject *)callable)->m_ml;
         self = ((PyCFunctionObject *)callable)->m_self;
     } else if (Py_IS_TYPE(callable, &PyMethodDescr_Type)) {
         ml = ((PyMethodDescrObject *)callable)->d_method;
         type = ((PyMethodDescrObject *)callable)->d_common.d_type;
+    } else if ((compiled = compiled_function(callable)) != NULL) {
+        return compiled_rec(t, callable, compiled, key, frame, excluded);
     } else {
         return 0;
     }
@@ -425,7 +480,7 @@ static inline void on_c_exit(TracerObject *t, PyObject *callable, uint64_t now) 
         key = ((PyCFunctionObject *)callable)->m_ml;
     else if (Py_IS_TYPE(callable, &PyMethodDescr_Type))
         key = ((PyMethodDescrObject *)callable)->d_method;
-    else
+    else if ((key = compiled_function(callable)) == NULL)
         return;
     apext_thread *ts = apext_stack_thread(&t->sess, PRODUCER);
     if (ts != NULL)

@@ -95,7 +95,7 @@ AP_TEST(err_thread_local) {
     X(http_no_body_cases) X(http_keep_alive_rules) X(http_long_lines) X(http_errors)    \
     X(http_header_limit) X(http_fuzz_mutations) \
     X(prof_intern) X(prof_functab_recursion) X(prof_merge_threads) X(prof_select_by_label) \
-    X(prof_file_roundtrip) X(prof_exports) X(prof_event_ring) X(prof_line_nodes)        \
+    X(prof_file_roundtrip) X(prof_json_roundtrip) X(prof_exports) X(prof_event_ring) X(prof_line_nodes)        \
     X(routes_keys) X(routes_overflow) X(routes_roundtrip_merge) X(routes_decode_rejects) \
     X(report_every_format) X(report_mutated_files)                                     \
     X(metric_catalogue) X(metric_cpu_split)                                                 \

@@ -6,6 +6,8 @@
 
 #include "ap_err.h"
 #include "ap_prof.h"
+#include "ap_report.h"
+#include "ap_sbuf.h"
 #include "ap_test.h"
 
 static ap_frame_id py_frame(ap_prof *p, const char *name, unsigned line) {
@@ -426,5 +428,48 @@ AP_TEST(prof_event_ring) {
         }
         ap_prof_free(q);
     }
+    ap_prof_free(p);
+}
+
+/* The JSON export reads back into the same model: exporting it again gives the
+ * same document; every prefix and a document of another kind are refused
+ * cleanly. */
+AP_TEST(prof_json_roundtrip) {
+    ap_prof *p = recursive_profile();
+    ap_sbuf a = {0}, b = {0};
+    if (!AP_CHECK(p != NULL && ap_report_write_buf(p, "json", NULL, &a) == 0))
+        return;
+    int t = -1;
+    ap_prof *q = ap_prof_read_mem((const uint8_t *)a.data, a.len, &t);
+    if (!AP_CHECK(q != NULL)) {
+        fprintf(stderr, "%s\n", ap_err_msg());
+        return;
+    }
+    AP_CHECK_EQ_U64(t, 0);
+    AP_CHECK(ap_report_write_buf(q, "json", NULL, &b) == 0);
+    AP_CHECK(a.len == b.len && memcmp(a.data, b.data, a.len) == 0);
+    AP_CHECK_EQ_U64(ap_prof_ntrees(q), ap_prof_ntrees(p));
+    /* Every prefix short of the closing brace (the document ends with "}\n"). */
+    AP_CHECK(a.len > 2 && a.data[a.len - 1] == '\n' && a.data[a.len - 2] == '}');
+    for (size_t cut = 0; cut + 2 < a.len; cut++) {
+        ap_prof *r = ap_prof_read_mem((const uint8_t *)a.data, cut, NULL);
+        AP_CHECK_MSG(r == NULL && ap_err_code() == AP_ECORRUPT, "prefix %zu read", cut);
+        ap_prof_free(r);
+    }
+    static const char *const others[] = {
+        "{}", "{\"format\": \"other\", \"frames\": [], \"threads\": []}", "[1]",
+        "{\"format\": \"apiprof\", \"version\": 2, \"frames\": [{}], \"threads\": []}",
+        "{\"format\": \"apiprof\", \"frames\": [{}], \"threads\": [{\"nodes\": "
+        "[{\"parent\": -1, \"frame\": 0}, {\"parent\": 0, \"frame\": 9}]}]}",
+        "{\"format\": \"apiprof\", \"frames\": [{}], \"threads\": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}",
+    };
+    for (size_t i = 0; i < sizeof others / sizeof *others; i++) {
+        ap_prof *r = ap_prof_read_mem((const uint8_t *)others[i], strlen(others[i]), NULL);
+        AP_CHECK_MSG(r == NULL && ap_err_code() == AP_ECORRUPT, "document %zu read", i);
+        ap_prof_free(r);
+    }
+    ap_sbuf_free(&a);
+    ap_sbuf_free(&b);
+    ap_prof_free(q);
     ap_prof_free(p);
 }

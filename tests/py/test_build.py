@@ -45,3 +45,18 @@ def test_headers_refuse_a_free_threaded_build(tmp_path: Path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     assert MESSAGE in r.stderr
+
+
+def test_tests_pass_in_a_checkout_whose_path_contains_apiprof(tmp_path):
+    """The tests that check that apiprof's own code is not in a profile name its package,
+    not any path with "apiprof" in it: a checkout at .../apiprof/ passes them too."""
+    checkout = tmp_path / "src" / "apiprof"
+    shutil.copytree(REPO_ROOT / "tests", checkout / "tests",
+                    ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
+    shutil.copy(REPO_ROOT / "pyproject.toml", checkout)
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "tests/py/test_trace.py::test_exact_call_counts_on_a_known_graph",
+         "tests/py/test_request_profiles.py::test_on_demand_profile_needs_the_right_token"],
+        cwd=checkout, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "2 passed" in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]

@@ -55,15 +55,26 @@ def test_dashboard_in_chromium(serve, http, tmp_path):
     total = sum(int(r[3]) for r in rows)  # 10 + the harness's health check(s)
     assert total >= 11 and f"{total} requests, {len(rows)} rows, 1 worker(s)" in by_count
 
-    # the captured profile is linked from its route's row and from the profiles table
+    # the captured profile is linked from its route's row and from the profiles table,
+    # to its HTML report; the profiles table also links its JSON document
     links = re.findall(r'<a href="([^"]+)">([^<]+)</a>', by_count)
-    assert [text for _, text in links] == [profile_id, profile_id]
-    href = links[0][0].replace("&amp;", "&")
+    assert [text for _, text in links] == [profile_id, profile_id, "json"]
+    html_href = links[0][0].replace("&amp;", "&")
+    assert html_href == f"/_apiprof/api/profiles/{profile_id}/html?apiprof={TOKEN}"
+    assert links[1][0] == links[0][0]
+    href = links[2][0].replace("&amp;", "&")
     assert href == f"/_apiprof/api/profiles/{profile_id}?apiprof={TOKEN}"
     doc = http.get(server.url + href).json()
     assert doc["meta"]["request.path"] == "/api/items/5"
     assert {f["qualname"]: f["calls"] for f in doc["functions"]}["get_item"] == 1
     assert rows[0][-1].startswith("<a href=")  # in the /api/items/{item_id} row
+    # the HTML report of the profile: apiprof report's page, rendered by the browser
+    page = http.get(server.url + html_href)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "GET /api/items/5 -&gt; 200" in page.text or "GET /api/items/5 -> 200" in page.text
+    report_dom = dump_dom(server.url + html_href, tmp_path / "c0")
+    assert "get_item" in report_dom and "Function" in report_dom
+    assert http.get(server.url + html_href.replace("/html?", "/nope/html?")).status_code == 404
 
     by_p95 = dump_dom(f"{server.url}/_apiprof?apiprof={TOKEN}&sort=p95", tmp_path / "c2")
     assert 'data-sort="p95"' in by_p95

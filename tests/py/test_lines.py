@@ -102,6 +102,32 @@ def worker(n):
     return total  # ret
 
 
+def _twice(f):
+    return f
+
+
+def multi_line(n, items):
+    x = max(n,  # call
+            1,
+            key=abs)
+    if (x > 2 and  # cond
+            x < 100):
+        x += 1  # inside
+    @_twice  # deco
+    @_twice
+    def inner():
+        return 1
+    y = [i * 2  # comp
+         for i in items
+         if i]
+    total = sum(  # gen
+        v for v in y
+    )
+    return (x + inner() + total +  # ret
+            len("""text
+    over lines"""))
+
+
 # ---- exact hits ------------------------------------------------------------------------------
 
 
@@ -132,6 +158,24 @@ def test_comprehensions_count_once_per_entry():
     h = hits_of(lp, comprehensions)
     assert [h[line_of(comprehensions, m)]["hits"] for m in ("listcomp", "genexpr", "ret")] == \
         [3, 3, 3]
+
+
+def test_a_statement_over_several_lines_counts_once_per_execution():
+    """A hit is one execution of a statement wherever its events come from: a call
+    whose arguments span lines, a condition over lines, decorators, comprehensions
+    (multi-line, with a condition), a generator argument, a return over lines.
+    The later lines of such a statement get no hits; their time is the statement's."""
+    lp = apiprof.LineProfiler(multi_line)
+    with lp:
+        for n in range(5):
+            multi_line(n, [0, 1, 2])
+    h = hits_of(lp, multi_line)
+    first = multi_line.__code__.co_firstlineno
+    got = {line - first: r["hits"] for line, r in h.items()}
+    expect = {line_of(multi_line, m) - first: n for m, n in (
+        ("call", 5), ("cond", 5), ("inside", 2), ("deco", 5), ("comp", 5), ("gen", 5),
+        ("ret", 5))}
+    assert got == expect
 
 
 def test_one_line_loop_differs_by_version():
@@ -402,6 +446,47 @@ def test_from_profile_picks_the_hottest_user_functions(tmp_path):
     assert hits == {8: 3, 9: 3 * 200001, 10: 3 * 200000, 11: 3}
 
 
+def test_from_profile_picks_by_the_time_a_user_function_is_responsible_for(tmp_path):
+    # login spends little time itself but calls a library hash (Python in
+    # site-packages, then a C builtin) that takes most of the profile; three cheap
+    # handlers each have more self time than login. login must be picked first, and
+    # a user callback below the library keeps its own time.
+    import profiles
+    app = tmp_path / "app.py"
+    app.write_text("\n" * 80)
+    lib = tmp_path / "venv" / "site-packages" / "hashlib_ext" / "hash.py"
+    lib.parent.mkdir(parents=True)
+    lib.write_text("\n" * 20)
+    fr = profiles.fr
+    main, login = fr("<module>", str(app), 1), fr("login", str(app), 10)
+    hash_, c_core = fr("verify", str(lib), 5), fr("_hash.pbkdf2", "~", 0, 0, 2)
+    callback = fr("on_hash", str(app), 70)
+    handlers = [fr(f"handler_{i}", str(app), 20 + 10 * i) for i in range(3)]
+    nodes = [([main], {"self_ns": 1_000}),
+             ([main, login], {"self_ns": 2_000}),
+             ([main, login, hash_], {"self_ns": 50_000}),
+             ([main, login, hash_, c_core], {"self_ns": 900_000}),
+             ([main, login, hash_, callback], {"self_ns": 40_000})]
+    nodes += [([main, h], {"self_ns": 30_000 + 1_000 * i}) for i, h in enumerate(handlers)]
+    prof = profiles.write({"meta": {"clock": "wall"},
+                           "trees": [{"labels": {"thread": "MainThread"}, "nodes": nodes}]},
+                          tmp_path / "login.apiprof")
+    script = tmp_path / "run.py"
+    script.write_text("print('ran')\n")
+    r = apiprof_cli("lines", "-q", "--from", prof, "--top", "3", "-o", tmp_path / "x.apiprof",
+                    script, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    assert "responsible for the most time" in lines[0], r.stderr
+    total = 1_000 + 2_000 + 50_000 + 900_000 + 40_000 + 30_000 + 31_000 + 32_000
+    assert lines[1].startswith("  login (app.py:10): 952.0us, "
+                               f"{100 * 952_000 / total:.1f}% of the profile; itself 2.0us, "
+                               "most below it in _hash.pbkdf2 (900.0us)"), lines[1]
+    assert lines[2].startswith("  on_hash (app.py:70): 40.0us"), lines[2]
+    assert lines[3].startswith("  handler_2 (app.py:40): 32.0us"), lines[3]
+    assert len(lines) == 4 + 3, r.stderr   # the three "was not loaded" lines
+
+
 @pytest.mark.parametrize("args, message", [
     (["--function", "nosuchmod:f"], "--function 'nosuchmod': cannot import it"),
     (["--function", "json:nope"], "json has no 'nope'"),
@@ -493,3 +578,25 @@ def test_decorated_function_in_a_fastapi_app_under_uvicorn(tmp_path, serve, http
     calls = {f["qualname"]: f["calls"] for f in prof.functions()}
     assert calls == {"score": 41, "fetch": 20}
     assert len(prof.trees()) >= 2   # sync routes run in the thread pool
+
+
+def test_line_report_lists_functions_by_time(tmp_path):
+    import profiles
+    src = tmp_path / "m.py"
+    src.write_text("def cheap():\n    return 1\n\ndef costly():\n    return 2\n\n"
+                   "def never():\n    return 3\n")
+    fr = profiles.fr
+    cheap, costly, never = fr("cheap", str(src), 1), fr("costly", str(src), 4), fr(
+        "never", str(src), 7)
+    nodes = [([cheap], {"self_ns": 0, "calls": 3}),
+             ([cheap, fr("cheap", str(src), 1, 2)], {"self_ns": 1_000, "hits": 3}),
+             ([costly], {"self_ns": 0, "calls": 1}),
+             ([costly, fr("costly", str(src), 4, 5)], {"self_ns": 90_000, "hits": 1}),
+             ([never], {"self_ns": 0, "calls": 0})]
+    prof = profiles.write({"meta": {"clock": "wall", "tool": "apiprof lines"},
+                           "trees": [{"labels": {"thread": "MainThread"}, "nodes": nodes}]},
+                          tmp_path / "m.lines.apiprof")
+    r = apiprof_cli("report", prof)
+    assert r.returncode == 0, r.stderr
+    order = [line.split()[1] for line in r.stdout.splitlines() if line.startswith("Function:")]
+    assert order == ["costly", "cheap", "never"], r.stdout

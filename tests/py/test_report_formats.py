@@ -57,8 +57,15 @@ def test_format_follows_extension(shop, tmp_path):
     for name, head in expect.items():
         r = run(str(shop), "-o", str(tmp_path / name))
         assert (tmp_path / name).read_bytes().startswith(head), name
-        if not name.endswith((".txt", "p.json", ".pstats")):   # the C writers name their output
-            assert r.stderr.strip() == str(tmp_path / name)
+        # Every format names its output and what it is; HTML says how to open it.
+        fmt = {"r.html": "html", "f.svg": "svg", "g.dot": "dot", "p.speedscope.json": "speedscope",
+               "p.pb.gz": "pprof", "s.collapsed": "collapsed", "callgrind.out.1": "callgrind",
+               "t.trace.json": "chrome", "t.txt": "text", "p.json": "json",
+               "p.pstats": "pstats"}[name]
+        line = f"apiprof report: wrote the {fmt} report to {tmp_path / name}"
+        if fmt == "html":
+            line += f"; open file://{tmp_path / name} in a browser"
+        assert r.stderr.strip() == line
     r = run(str(shop), "-o", str(tmp_path / "x.unknownext"), ok=False)
     assert r.returncode == 2 and "pass --format" in r.stderr
 
@@ -244,3 +251,41 @@ def test_svg_flame_graph_is_well_formed(shop):
     assert any(t.startswith("query (80 us, 46.38%, 40 calls)") for t in titles), titles
     assert titles[0] == "all (172 us, 100.00%)"
     assert int(root.get("data-total")) == SHOP_TOTALS["wall"]
+
+
+FILTERS = (["--thread", "nope"], ["--task", "nope"], ["--route", "GET /nope"],
+           ["--metric", "nope"], ["--metric", "samples"])
+
+
+@pytest.mark.parametrize("fmt", ["text", "json", "pstats", "html", "svg", "collapsed", "dot",
+                                 "speedscope", "callgrind"])
+def test_every_format_refuses_a_filter_that_matches_nothing(shop, tmp_path, fmt):
+    for args in FILTERS:
+        r = run(str(shop), "-f", fmt, *args, "-o", str(tmp_path / f"out.{fmt}"), ok=False)
+        assert r.returncode == 2, (fmt, args, r.stderr)
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.startswith("apiprof report: "), r.stderr
+        if args[0] == "--metric":
+            assert (r.stderr.split(": ", 1)[1]
+                    == ("unknown metric 'nope' (wall, cpu, await, memory, samples)\n"
+                        if args[1] == "nope" else "the profile has no samples data\n")), r.stderr
+        else:
+            assert f"no part of the profile has {args[0][2:]}={args[1]} (it has: " in r.stderr
+        assert not (tmp_path / f"out.{fmt}").exists()
+
+
+def test_text_applies_thread_and_metric_as_the_other_formats(shop, tmp_path):
+    out = run(str(shop), "--thread", "MainThread", "--limit", "0").stdout
+    assert "list_items" in out and "get_item" not in out and "fib" not in out, out
+    # --metric: the table's self and total are that metric, in its unit.
+    out = run(str(shop), "--metric", "memory", "--sort", "tottime").stdout
+    assert "metric: memory" in out.splitlines()[0]
+    assert re.search(r"^\s*42\s+4096B\s+98B\s+4096B\s.*db.py:5\(query\)$", out, re.M), out
+    out = run(str(shop), "--metric", "cpu", "--thread", "worker-1").stdout
+    assert re.search(r"^\s*2\s+4.0us\s+2.0us\s+4.0us\s.*\(get_item\)$", out, re.M), out
+    # pstats with --metric cpu holds CPU seconds, as the function table of cpu.
+    run(str(shop), "-f", "pstats", "--metric", "cpu", "-o", str(tmp_path / "c.pstats"))
+    import pstats
+    stats = pstats.Stats(str(tmp_path / "c.pstats")).stats  # type: ignore[attr-defined]
+    tt = {k[2]: v[2] for k, v in stats.items()}
+    assert tt["list_items"] == pytest.approx(9_000 / 1e9) and tt["get_item"] == pytest.approx(4e-6)

@@ -339,3 +339,16 @@ def test_line_profile_heat(browser, tmp_path):
     hits = {(row["function"], row["line"]): row["hits"] for row in data["lines"]}
     assert hits[("work", 9)] == 4 and hits[("work", 11)] == 3 * 500 + 10   # total = 0; loop body
     assert page.errors == []
+
+
+def test_header_shows_dates_and_duration_not_epochs(browser, tmp_path):
+    spec = shop_spec(tmp_path / "tpl.py")
+    spec["meta"].update({"started": "1764322027250000000", "stopped": "1764322028750000000",
+                         "request.wall_ns": "9120000"})
+    html = report(write(spec, tmp_path / "dated.apiprof"), tmp_path / "dated.html")
+    page = browser.open(html.as_uri())
+    page.wait_for(READY)
+    summary = page.eval("document.getElementById('summary').textContent")
+    assert "started: 2025-11-28 09:27:07 UTC" in summary, summary
+    assert "stopped: 2025-11-28 09:27:08 UTC" in summary and "duration: 1.50 s" in summary
+    assert "request.wall_ns: 9.12 ms" in summary and "1764322027" not in summary

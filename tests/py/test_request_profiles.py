@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
+import apiprof
 import httpx
 import pytest
 from helpers import REPO_ROOT
@@ -69,7 +71,8 @@ def test_on_demand_profile_needs_the_right_token(server, http):
     assert meta["request.route"] == "/api/items/{item_id}" and meta["request.kind"] == "request"
     assert meta["request.path"] == "/api/items/2" and meta["request.status"] == "200"
     assert calls(doc)["get_item"] == 1
-    assert not [f for f in doc["functions"] if "/apiprof/" in f["file"]]  # nor its own code
+    own = os.path.dirname(os.path.abspath(apiprof.__file__)) + os.sep  # nor its own code
+    assert not [f for f in doc["functions"] if os.path.abspath(f["file"]).startswith(own)]
     index = kept(http, server.url)
     assert index[0]["id"] == profile_id and index[0]["route"] == "/api/items/{item_id}"
     gz = http.get(url, headers=AUTH)  # kept gzipped, sent as is to clients that accept gzip
@@ -178,3 +181,35 @@ def test_profiles_off_by_default(serve, http):
         assert resp.json() == {"ok": 1}
         assert not [h for h in resp.headers if h.startswith("x-apiprof")]
     assert http.get(f"{server.url}/_apiprof/api/profiles/1-1", headers=AUTH).status_code == 404
+
+
+def test_captured_profile_is_a_report_in_every_format(server, http, tmp_path):
+    """A kept profile opens as the HTML report (X-Apiprof-Report: html, and the
+    dashboard's link), and its JSON document is read by every apiprof report format."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    page = http.get(f"{server.url}/api/items/9", headers={**AUTH, "X-Apiprof-Report": "html"})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.text.startswith("<!DOCTYPE html>") and "get_item" in page.text
+    profile_id = page.headers["x-apiprof-profile"]
+    doc = http.get(f"{server.url}/_apiprof/api/profiles/{profile_id}", headers=AUTH)
+    assert doc.json()["meta"]["request.path"] == "/api/items/9"
+    saved = tmp_path / "captured.json"
+    saved.write_bytes(doc.content)
+    apiprof = Path(sys.executable).with_name("apiprof")
+    for fmt in ("html", "svg", "dot", "speedscope", "pprof", "collapsed", "callgrind", "text",
+                "json", "pstats"):
+        out = tmp_path / f"out.{fmt}"
+        r = subprocess.run([str(apiprof), "report", str(saved), "-f", fmt, "-o", str(out)],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and out.stat().st_size > 0, (fmt, r.stderr)
+    assert (tmp_path / "out.text").read_text().startswith(f"apiprof: {saved} (clock: wall)")
+    assert calls(json.loads((tmp_path / "out.json").read_text()))["get_item"] == 1
+    assert json.loads((tmp_path / "out.json").read_text())["threads"] == doc.json()["threads"]
+    # the dashboard's page of it; an unknown id is a 404
+    html = http.get(f"{server.url}/_apiprof/api/profiles/{profile_id}/html", headers=AUTH)
+    assert html.status_code == 200 and "get_item" in html.text
+    assert http.get(f"{server.url}/_apiprof/api/profiles/0-0/html",
+                    headers=AUTH).status_code == 404

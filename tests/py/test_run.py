@@ -183,3 +183,24 @@ def test_run_uvicorn_serving_the_shop(tmp_path):
     assert rate["self_ns"] < 20e6
     threads = _core.load(str(out)).trees()
     assert len(threads) >= 2                         # the event loop and pool threads
+
+
+def test_cpu_clock_says_what_it_counts_and_shows_the_process_cpu(tmp_path):
+    """--clock cpu times each Python thread: the report says so, with the process's CPU
+    time (every thread, native ones included) and the wall time beside it."""
+    script = tmp_path / "burn.py"
+    script.write_text("import hashlib\n"
+                      "hashlib.pbkdf2_hmac('sha256', b'pw', b'salt', 100_000)\n")
+    r = apiprof("run", "--clock", "cpu", "-o", tmp_path / "cpu.apiprof", script, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "note: cpu is the CPU time of each Python thread" in r.stderr
+    meta = _core.load(str(tmp_path / "cpu.apiprof")).meta
+    process = int(meta["process_cpu_ns"])
+    table = max(f["total_ns"] for f in functions(tmp_path / "cpu.apiprof").values())
+    assert process >= table > 0
+    text = apiprof("report", tmp_path / "cpu.apiprof").stdout
+    note = [line for line in text.splitlines() if line.startswith("note: cpu")]
+    assert len(note) == 1 and "the whole process used " in note[0] and "of wall time" in note[0]
+    r = apiprof("run", "-o", tmp_path / "wall.apiprof", script, cwd=tmp_path)
+    assert "note: cpu" not in r.stderr
+    assert "note: cpu" not in apiprof("report", tmp_path / "wall.apiprof").stdout

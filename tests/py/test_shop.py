@@ -6,7 +6,9 @@ import csv
 import importlib.util
 import io
 import json
+import os
 import sqlite3
+import subprocess
 import sys
 import threading
 from dataclasses import dataclass
@@ -295,3 +297,39 @@ def test_timer_report_written_at_shutdown(serve, http, tmp_path):
     assert ("GET /products/{product_id}", "db.query") in pairs
     assert ("POST /login", "db.query") in pairs
     assert ("startup", "db.query") in pairs
+
+
+def test_workers_starting_together_seed_the_database_once(tmp_path):
+    """uvicorn --workers N: every worker's start-up runs init_db on the same file at once;
+    one seeds it, the others find the seed (no UNIQUE constraint failure)."""
+    db = tmp_path / "shared.db"
+    code = "import shop.db; shop.db.init_db()"
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=SHOP_DIR,
+                              env={**os.environ, "SHOP_DB": str(db)},
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errors
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM products").fetchone()[0] == N_PRODUCTS
+    finally:
+        conn.close()
+
+
+def test_make_demo_shows_errors_and_leaves_no_empty_log(tmp_path, monkeypatch):
+    """make demo runs `apiprof report` with its stderr shown (a failure must be seen), and
+    the demo removes a server log that a quiet run left empty (and keeps one with output)."""
+    recipe = (SHOP_DIR.parent.parent / "Makefile").read_text().split("\ndemo:")[1].split("\n\n")[0]
+    assert "apiprof report" in recipe and "2>/dev/null" not in recipe and "2>" not in recipe
+    spec = importlib.util.spec_from_file_location("shop_demo", SHOP_DIR / "demo.py")
+    assert spec is not None and spec.loader is not None
+    demo = importlib.util.module_from_spec(spec)
+    monkeypatch.syspath_prepend(str(SHOP_DIR))   # demo.py imports drive.py beside it
+    spec.loader.exec_module(demo)
+    monkeypatch.setattr(demo, "REPO_ROOT", tmp_path)
+    empty, said = tmp_path / "quiet.log", tmp_path / "said.log"
+    empty.write_bytes(b"")
+    said.write_bytes(b"WARNING: something\n")
+    demo.drop_if_empty(empty)
+    demo.drop_if_empty(said)
+    assert not empty.exists() and said.read_bytes() == b"WARNING: something\n"

@@ -140,16 +140,24 @@ def hash_password(password: str, salt: bytes) -> bytes:
 
 
 def init_db() -> None:
-    """Create the schema and, if the database is empty, fill it with the deterministic seed."""
+    """Create the schema and, if the database is empty, fill it with the deterministic seed.
+    Several workers (uvicorn --workers N) start at once on the same file: the check and
+    the seed are one write transaction, so one worker seeds and the others wait, then
+    find the seed there."""
     conn = connect()
     try:
         with timer("db.query"):
             conn.execute("PRAGMA journal_mode = WAL")
             conn.executescript(SCHEMA)
-        row = fetch_one(conn, "SELECT COUNT(*) AS n FROM products")
-        if row is None or row["n"] == 0:
-            _seed(conn)
+            conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = fetch_one(conn, "SELECT COUNT(*) AS n FROM products")
+            if row is None or row["n"] == 0:
+                _seed(conn)
             commit(conn)
+        except BaseException:
+            conn.rollback()
+            raise
     finally:
         conn.close()
 

@@ -31,12 +31,13 @@ def authorized(scope: Scope, token: bytes) -> bool:
     return hmac.compare_digest(given, token)
 
 
-def wants_report(scope: Scope) -> bool:
-    """Whether an authorized request asks for its profile as the response."""
+def wants_report(scope: Scope) -> str | None:
+    """The format an authorized request asks its profile in as the response ("json", or
+    "html" for the HTML report), else None."""
     value = header(scope, REPORT_HEADER)
-    if value is not None:
-        return value.lower() == b"json"
-    return (query_value(scope, REPORT_QUERY) or "").lower() == "json"
+    asked = (value.decode("latin-1") if value is not None
+             else query_value(scope, REPORT_QUERY) or "").lower()
+    return asked if asked in ("json", "html") else None
 
 
 class SlowCapture:

@@ -2,18 +2,22 @@
 statistics and profiles API) and the page, one self-contained HTML document.
 
 The statistics are embedded as JSON; a small script renders the route table, sorts it
-by the column clicked (or by ``?sort=p95|total|count|errors`` in the URL) and links the
-captured profiles to the JSON API beside the page, carrying the token of the page URL.
+by the column clicked (or by ``?sort=p95|total|count|errors`` in the URL) and links each
+captured profile to its HTML report (``api/profiles/ID/html``, apiprof report's page made
+from the kept document) and its JSON document, carrying the token of the page URL.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Callable
 from typing import Any
 
 from .http import Scope, Send, respond, respond_gzip
 from .store import ProfileStore
+
+HTML_SUFFIX = "/html"
 
 PROFILES_API = "/api/profiles"
 STATS_API = "/api/stats"
@@ -48,7 +52,7 @@ tr.errors td.err { color: #b00; font-weight: bold; }
 <h2>Captured profiles</h2>
 <table id="profiles"><thead><tr>
 <th class="text">id</th><th class="text">kind</th><th class="text">route</th>
-<th class="text">path</th><th>status</th><th>wall ms</th>
+<th class="text">path</th><th>status</th><th>wall ms</th><th class="text">download</th>
 </tr></thead><tbody></tbody></table>
 <script type="application/json" id="data">__DATA__</script>
 <script>
@@ -68,11 +72,12 @@ function cell(tr, text, cls) {
   tr.appendChild(td);
   return td;
 }
-function profileLink(id) {
+function profileLink(id, suffix, text) {
   const a = document.createElement("a");
   a.href = BASE + "/api/profiles/" + encodeURIComponent(id) +
+    (suffix === undefined ? "/html" : suffix) +
     (TOKEN ? "?apiprof=" + encodeURIComponent(TOKEN) : "");
-  a.textContent = id;
+  a.textContent = text || id;
   return a;
 }
 function render() {
@@ -109,6 +114,7 @@ for (const p of DATA.profiles) {
   cell(tr, "", "text").appendChild(profileLink(p.id));
   cell(tr, p.kind, "text"); cell(tr, p.route, "text"); cell(tr, p.path, "text");
   cell(tr, p.status); cell(tr, ms(p.wall_ns));
+  cell(tr, "", "text").appendChild(profileLink(p.id, "", "json"));
   pbody.appendChild(tr);
 }
 document.getElementById("summary").textContent =
@@ -123,6 +129,20 @@ render();
 def _script_json(value: Any) -> str:
     """JSON that is safe inside a <script> element."""
     return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def report_page(record: dict[str, Any], document: bytes) -> bytes | None:
+    """The HTML report (apiprof report's) of a kept profile's gzipped JSON document, or
+    None when the document holds no profile (an error note, another profiler's JSON)."""
+    from .. import _core
+
+    try:
+        profile = _core.loads(gzip.decompress(document))
+    except (ValueError, OSError, EOFError):
+        return None
+    title = (f"{record.get('method', '')} {record.get('path', '')} -> {record.get('status', '')}"
+             f", {record.get('wall_ns', 0) / 1e6:.2f} ms (profile {record.get('id', '')})")
+    return bytes(profile.report("html", title))
 
 
 def render(data: dict[str, Any], base_path: str) -> str:
@@ -148,11 +168,20 @@ class Dashboard:
         then serves it)."""
         sub = scope["path"][len(self.base):]
         if sub.startswith(PROFILES_API + "/"):
-            kept = self.store.get(sub[len(PROFILES_API) + 1:])
+            profile_id = sub[len(PROFILES_API) + 1:]
+            html = profile_id.endswith(HTML_SUFFIX)
+            kept = self.store.get(profile_id[:-len(HTML_SUFFIX)] if html else profile_id)
+            page = report_page(*kept) if kept is not None and html else None
             if kept is None:
                 await respond(send, 404, b'{"error": "no such profile"}', "application/json")
-            else:
+            elif not html:
                 await respond_gzip(send, scope, kept[1])
+            elif page is None:
+                error = kept[0].get("error", "the document holds no apiprof profile")
+                await respond(send, 404, json.dumps({"error": error}).encode(),
+                              "application/json")
+            else:
+                await respond(send, 200, page, "text/html; charset=utf-8")
             return True
         if not self.pages:
             return False

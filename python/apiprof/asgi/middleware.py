@@ -18,8 +18,8 @@ from typing import Any
 
 from .. import _labels
 from .capture import PROFILE_HEADER, SlowCapture, authorized, document, wants_report
-from .dashboard import Dashboard
-from .http import ASGIApp, Headers, Message, Receive, Scope, Send, discard, respond_gzip
+from .dashboard import Dashboard, report_page
+from .http import ASGIApp, Headers, Message, Receive, Scope, Send, discard, respond, respond_gzip
 from .options import Options
 from .request_profile import FunctionProfile, ProfilerFactory, RequestProfiler
 from .route_stats import stats, table
@@ -171,21 +171,25 @@ class ProfilerMiddleware:
     async def _on_demand_request(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Profiles an authorized request. Its response gets ``X-Apiprof-Profile: <id>``
         and the profile is kept; with ``X-Apiprof-Report: json`` (or
-        ``?apiprof_report=json``) the profile replaces the app's response instead."""
+        ``?apiprof_report=json``) the profile replaces the app's response instead, and with
+        ``html`` its HTML report does."""
         report = wants_report(scope)
         profile_id = self.profiles.new_id()
         header = [(PROFILE_HEADER, profile_id.encode())]
-        kept: list[bytes] = []
+        kept: list[tuple[dict[str, Any], bytes]] = []
 
         def keep(record: dict[str, Any], document: bytes) -> None:
             self.profiles.add(ON_DEMAND_RING, record, document)
-            kept.append(document)
+            kept.append((record, document))
 
         async with self._profile_lock:  # profiled requests take turns
             await self._run_profiled(scope, receive, discard if report else send, "request",
                                      header, profile_id, keep)
-        if report:
-            await respond_gzip(send, scope, kept[0], header)
+        page = report_page(*kept[0]) if report == "html" else None
+        if page is not None:
+            await respond(send, 200, page, "text/html; charset=utf-8", header)
+        elif report:  # JSON, or the error note when there is no profile to show
+            await respond_gzip(send, scope, kept[0][1], header)
 
     async def _slow_candidate(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Profiles a request after a slow one was seen; keeps it only if it is slow too."""

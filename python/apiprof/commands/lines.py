@@ -12,11 +12,12 @@ import sys
 import sysconfig
 import types
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._launch import Program, add_program_arguments, launch
 from .._lines import LineProfiler, code_objects, format_lines, profile
 from .._profile_file import load_profile
+from .._table import format_ns
 from ..errors import UsageError
 
 # A target chosen from an earlier profile: (absolute file, first line, qualname).
@@ -29,8 +30,9 @@ def add_parser(sub: Any) -> None:
         description="Run a Python script (or -m module) with __main__ semantics and record, "
                     "line by line, the functions marked with @profile (put in builtins, as "
                     "kernprof does) or @apiprof.profile, those named with --function / "
-                    "--module, and the --top N functions with the most self time in an "
-                    "earlier function profile (--from). Write the line profile at exit, also "
+                    "--module, and the --top N user functions responsible for the most time "
+                    "in an earlier function profile (--from): their own time and the library "
+                    "and C calls below them. Write the line profile at exit, also "
                     "on SIGINT/SIGTERM.",
         usage="apiprof lines [-o FILE] [--function MOD:QUALNAME ...] [--module MOD ...] "
               "[--from PROFILE [--top N] [--all-code]] [-q] (script.py | -m module) [args ...]",
@@ -42,7 +44,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--from", dest="source", metavar="PROFILE",
                    help="a function profile (apiprof run) to choose the hottest functions from")
     p.add_argument("--top", type=int, default=3, metavar="N",
-                   help="with --from: how many functions, by self time (default 3)")
+                   help="with --from: how many functions, by the time they are responsible for "
+                        "(default 3)")
     p.add_argument("--all-code", action="store_true",
                    help="with --from: also choose standard library and site-packages code")
     add_program_arguments(p, "NAME.lines.apiprof")
@@ -67,33 +70,107 @@ def _is_library(file: str, libs: tuple[str, ...]) -> bool:
             or f"{os.sep}dist-packages{os.sep}" in real)
 
 
-def hottest(path: str, top: int, all_code: bool) -> list[Target]:
-    """The ``top`` Python functions with the most self time in the profile at
-    ``path``. Comprehensions, generator expressions and lambdas count toward the
-    function that contains them; apiprof's own code and code without a source
-    file are skipped, and so are the standard library and site-packages unless
-    ``all_code``."""
+class Pick(NamedTuple):
+    """A function chosen from a profile, with the figures that chose it."""
+
+    target: Target
+    responsible_ns: int  # its own time plus the non-user code below it
+    self_ns: int         # its own time
+    share: float         # responsible_ns / the profile's total
+    below: str           # the non-user function with the most time under it ("" if none)
+    below_ns: int
+
+
+def hottest(path: str, top: int, all_code: bool) -> list[Pick]:
+    """The ``top`` Python functions of user code responsible for the most time
+    in the profile at ``path``: the time inside them, less the time of other
+    user functions below them. A node's own time goes to the nearest user
+    function on its stack (itself included), so time spent in a library or C
+    call counts toward the user function that made it. Comprehensions,
+    generator expressions and lambdas count toward the function that contains
+    them; apiprof's own code and code without a source file are not user code,
+    and neither are the standard library and site-packages unless ``all_code``."""
     prof = load_profile(path)
     libs = _library_dirs()
     own = os.path.dirname(os.path.abspath(__file__)).rsplit(os.sep, 1)[0] + os.sep
-    self_ns: dict[tuple[str, str], int] = {}
+    user_key: dict[tuple[str, str, str], tuple[str, str] | None] = {}
     first_line: dict[tuple[str, str], int] = {}
-    for f in prof.functions():
-        file = f["file"]
-        if f["kind"] != "python" or not os.path.isfile(file):
-            continue
-        if os.path.abspath(file).startswith(own) or (not all_code and _is_library(file, libs)):
-            continue
-        parts = f["qualname"].split(".")
-        while len(parts) > 2 and parts[-1] in _NESTED and parts[-2] == "<locals>":
-            parts = parts[:-2]
-        key = (os.path.abspath(file), ".".join(parts))
-        self_ns[key] = self_ns.get(key, 0) + f["self_ns"]
-        if key[1] == f["qualname"]:
-            first_line[key] = f["line"]
-    ranked = sorted(self_ns, key=lambda k: (-self_ns[k], k))
-    return [(file, first_line.get((file, q), 0), q) for file, q in ranked
-            if not q.endswith(_NESTED)][:top]
+
+    def key_of(node: dict[str, Any]) -> tuple[str, str] | None:
+        ident = (node["kind"], node["file"], node["qualname"])
+        if ident in user_key:
+            return user_key[ident]
+        file = node["file"]
+        key = None
+        if (node["kind"] == "python" and os.path.isfile(file)
+                and not os.path.abspath(file).startswith(own)
+                and (all_code or not _is_library(file, libs))):
+            parts = node["qualname"].split(".")
+            while len(parts) > 2 and parts[-1] in _NESTED and parts[-2] == "<locals>":
+                parts = parts[:-2]
+            key = (os.path.abspath(file), ".".join(parts))
+            if key[1] == node["qualname"]:
+                first_line[key] = node["line"]
+        user_key[ident] = key
+        return key
+
+    responsible: dict[tuple[str, str], int] = {}
+    own_ns: dict[tuple[str, str], int] = {}
+    below: dict[tuple[tuple[str, str], str], int] = {}
+    total = 0
+    for i in range(len(prof.trees())):
+        nodes = prof.nodes(i)
+        owner: list[tuple[str, str] | None] = [None] * len(nodes)
+        for n in _parents_first(nodes):
+            node = nodes[n]
+            key = key_of(node)
+            parent = node["parent"]
+            if key is None and parent is not None:
+                key = owner[parent]
+            owner[n] = key
+            total += node["self_ns"]
+            if key is None:
+                continue
+            responsible[key] = responsible.get(key, 0) + node["self_ns"]
+            if key_of(node) == key:
+                own_ns[key] = own_ns.get(key, 0) + node["self_ns"]
+            else:
+                callee = (key, node["qualname"])
+                below[callee] = below.get(callee, 0) + node["self_ns"]
+    best_below: dict[tuple[str, str], tuple[int, str]] = {}
+    for (key, qualname), ns in below.items():
+        if (ns, qualname) > best_below.get(key, (0, "")):
+            best_below[key] = (ns, qualname)
+    ranked = sorted((k for k in responsible if not k[1].endswith(_NESTED)),
+                    key=lambda k: (-responsible[k], k))
+    return [Pick((file, first_line.get((file, q), 0), q), responsible[(file, q)],
+                 own_ns.get((file, q), 0), responsible[(file, q)] / total if total else 0.0,
+                 best_below.get((file, q), (0, ""))[1], best_below.get((file, q), (0, ""))[0])
+            for file, q in ranked[:top]]
+
+
+def _parents_first(nodes: list[dict[str, Any]]) -> list[int]:
+    """Node indices ordered so that every parent comes before its children."""
+    children: dict[int | None, list[int]] = {}
+    for i, node in enumerate(nodes):
+        children.setdefault(node["parent"], []).append(i)
+    order: list[int] = []
+    stack = list(reversed(children.get(None, [])))
+    while stack:
+        n = stack.pop()
+        order.append(n)
+        stack.extend(reversed(children.get(n, [])))
+    return order
+
+
+def why(pick: Pick) -> str:
+    """One line saying why ``pick`` was chosen."""
+    file, line, qualname = pick.target
+    text = (f"  {qualname} ({os.path.relpath(file)}:{line}): {format_ns(pick.responsible_ns)}, "
+            f"{100.0 * pick.share:.1f}% of the profile; itself {format_ns(pick.self_ns)}")
+    if pick.below:
+        text += f", most below it in {pick.below} ({format_ns(pick.below_ns)})"
+    return text
 
 
 def _walk(codes: Sequence[types.CodeType]) -> Iterator[types.CodeType]:
@@ -232,7 +309,8 @@ class LineProducer:
 def run(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise UsageError("--top must be 1 or more")
-    targets = hottest(args.source, args.top, args.all_code) if args.source else []
+    picks = hottest(args.source, args.top, args.all_code) if args.source else []
+    targets = [p.target for p in picks]
     if args.source and not targets:
         raise UsageError(f"{args.source}: no function of user code to line-profile "
                          "(--all-code includes the standard library and site-packages)")
@@ -247,8 +325,11 @@ def run(args: argparse.Namespace) -> int:
         except TypeError:
             raise UsageError(f"--module {name!r}: defines no Python function") from None
     resolver = _Resolver(profiler, targets)
-    if targets:
-        names = ", ".join(f"{q} ({os.path.relpath(f)}:{line})" for f, line, q in targets)
-        print(f"apiprof lines: from {args.source}: {names}", file=sys.stderr)
+    if picks:
+        print(f"apiprof lines: from {args.source}, the {len(picks)} user function(s) responsible "
+              "for the most time (their own time and the library and C calls below them, "
+              "not other user functions):", file=sys.stderr)
+        for pick in picks:
+            print(why(pick), file=sys.stderr)
     return launch("apiprof lines", program, LineProducer(profiler, resolver), quiet=args.quiet,
                   prepare=(lambda code: resolver.add([code])) if targets else None)

@@ -1,8 +1,9 @@
 """``apiprof report``: read a profile file and write one of its views.
 
-text, json and pstats come from the profile object (``_core.load``); every other format
-(html, svg, dot, speedscope, pprof, collapsed, callgrind, chrome) is written by the C
-report writers through ``_core.write_report``.
+text is drawn here from the profile object (``_core.load``), filtered and projected on
+--metric as the C writers do; every other format (html, svg, dot, speedscope, pprof,
+collapsed, callgrind, chrome, json, pstats) is written by the C report writers through
+``_core.write_report``.
 """
 
 from __future__ import annotations
@@ -12,18 +13,19 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from .. import _core
 from .._findings import format_findings
 from .._lines import format_lines, is_line_profile
 from .._profile_file import load_profile
-from .._profiler import SORT_KEYS, format_table
+from .._profiler import SORT_KEYS, clock_note, format_table
+from .._table import format_ns
 from ..errors import UsageError
 
 FORMATS = ("html", "svg", "dot", "speedscope", "pprof", "collapsed", "callgrind", "chrome",
            "text", "json", "pstats", "findings")
-MODEL_FORMATS = frozenset({"text", "json", "pstats", "findings"})
 # Findings the text report leads with (all of them: --format findings).
 TEXT_FINDINGS = 8
 BINARY = frozenset({"pprof", "pstats"})
@@ -82,51 +84,77 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot read {args.file}: is a directory")
     if fmt in BINARY and not args.output:
         raise UsageError(f"{fmt} output is binary: give -o OUT")
-    if fmt in MODEL_FORMATS:
-        return run_model_format(args, fmt)
+    if fmt in ("text", "findings"):
+        return run_text(args, fmt)
     return run_view_format(args, fmt)
 
 
-def run_model_format(args: argparse.Namespace, fmt: str) -> int:
+def run_text(args: argparse.Namespace, fmt: str = "text") -> int:
+    """The text table (the source with per-line figures for a line profile), led by the
+    findings, or the findings alone: the filters and --metric as the C writers apply
+    them, then drawn here."""
     if args.limit < 0:
         raise UsageError("--limit must be 0 or more")
     profile = load_profile(args.file)
     if args.phase is not None:
         profile = select_phase(profile, args.phase, args.file)
-    profile = select_labels(profile, args, args.file)
+    profile = select_labels(profile, args)
     if profile.truncated:
         print(f"apiprof report: warning: {args.file} was cut short; showing what it holds",
               file=sys.stderr)
+    unit = "nanoseconds"
+    if args.metric is not None:
+        try:
+            projected = profile.project(args.metric)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        unit = next(m["unit"] for m in _core.metrics() if m["view"] == args.metric)
+    if fmt == "findings":
+        text = format_findings(profile.findings())
+    elif is_line_profile(profile):
+        if args.metric not in (None, "wall"):
+            raise UsageError(f"a line profile holds time per line only: --metric "
+                             f"{args.metric} does not apply to it")
+        text = format_lines(profile)
+    else:
+        functions = (projected if args.metric is not None else profile).functions()
+        header = (f"apiprof: {args.file} (clock: {profile.meta.get('clock', '?')}"
+                  f"{'' if args.phase is None else ', phase: ' + args.phase}"
+                  f"{'' if args.metric is None else ', metric: ' + args.metric})\n")
+        text = (header + "\n" + format_findings(profile.findings(), TEXT_FINDINGS) + "\n"
+                + format_table(functions, args.sort, args.limit or None, everything=args.all,
+                               value=VALUE_FORMATS[unit]) + clock_note(profile.meta))
     try:
-        if fmt == "json":
-            profile.write_json(args.output or "/dev/stdout")
-        elif fmt == "pstats":
-            profile.write_pstats(args.output)
-        elif fmt == "findings":
-            write_text(args.output, format_findings(profile.findings()))
-        elif is_line_profile(profile):
-            write_text(args.output, format_lines(profile))
+        if args.output and args.output != "-":
+            with open(args.output, "w") as f:
+                f.write(text)
+            wrote(args.output, fmt)
         else:
-            phase = "" if args.phase is None else ", phase: " + args.phase
-            header = f"apiprof: {args.file} (clock: {profile.meta.get('clock', '?')}{phase})\n"
-            table = format_table(profile.functions(), args.sort, args.limit or None,
-                                 everything=args.all)
-            write_text(args.output, header + "\n" + format_findings(profile.findings(),
-                                                                    TEXT_FINDINGS) + "\n" + table)
+            sys.stdout.write(text)
     except OSError as e:
         raise UsageError(str(e)) from None
     return 0
 
 
-def write_text(output: str | None, text: str) -> None:
-    if output:
-        with open(output, "w") as f:
-            f.write(text)
-    else:
-        sys.stdout.write(text)
+# How the text table writes self and total, by the unit of the metric shown.
+VALUE_FORMATS: dict[str, Callable[[float], str]] = {
+    "nanoseconds": format_ns,
+    "bytes": lambda v: f"{v:.0f}B",
+    "count": lambda v: f"{v:.0f}" if v == int(v) else f"{v:.2f}",
+}
+
+
+def wrote(path: str, fmt: str) -> None:
+    """The line saying where a report went (and how to look at an HTML one)."""
+    where = os.path.abspath(path)
+    hint = f"; open file://{where} in a browser" if fmt == "html" else ""
+    print(f"apiprof report: wrote the {fmt} report to {path}{hint}", file=sys.stderr)
 
 
 def run_view_format(args: argparse.Namespace, fmt: str) -> int:
+    """Every other format, written by the C report writers (which apply the
+    filters and --metric; the label filters are checked here first, so that a
+    filter matching nothing is the same line in every format)."""
     out = None if args.output in (None, "-") else args.output
     if args.min_percent is not None and not 0 <= args.min_percent <= 100:
         raise UsageError("--min-percent must be between 0 and 100")
@@ -142,6 +170,7 @@ def run_view_format(args: argparse.Namespace, fmt: str) -> int:
     profile = load_profile(args.file)
     if args.phase is not None:
         profile = select_phase(profile, args.phase, args.file)
+    select_labels(profile, args)
     try:
         truncated = _core.write_report(profile, fmt, target, options)
     except (ValueError, LookupError, OSError) as e:
@@ -157,13 +186,13 @@ def run_view_format(args: argparse.Namespace, fmt: str) -> int:
         print(f"apiprof report: warning: {args.file} was cut short; showing what it holds",
               file=sys.stderr)
     if out is not None:
-        print(out, file=sys.stderr)
+        wrote(out, fmt)
     return 0
 
 
-def select_labels(profile: Any, args: argparse.Namespace, file: str) -> Any:
-    """The trees carrying the --route / --thread / --task labels asked for (the model
-    formats; the C writers filter the same way); UsageError when there are none."""
+def select_labels(profile: Any, args: argparse.Namespace) -> Any:
+    """The trees carrying the --route / --thread / --task labels asked for (the text
+    table reads them; the C writers filter the same way); UsageError when there are none."""
     wanted = {k: v for k in ("route", "thread", "task") if (v := getattr(args, k, None))}
     if not wanted:
         return profile
@@ -172,7 +201,7 @@ def select_labels(profile: Any, args: argparse.Namespace, file: str) -> Any:
         what = " ".join(f"{k}={v}" for k, v in wanted.items())
         have = sorted({t["labels"][k] for t in profile.trees() for k in wanted
                        if k in t["labels"]})
-        raise UsageError(f"no part of {file} has {what}"
+        raise UsageError(f"no part of the profile has {what}"
                          f"{' (it has: ' + ', '.join(have) + ')' if have else ''}")
     return chosen
 

@@ -11,7 +11,7 @@ from typing import Any
 from .. import _labels
 from .._findings import format_findings
 from .._launch import Program, add_program_arguments, launch
-from .._profiler import Profiler, format_table
+from .._profiler import Profiler, clock_note, format_table
 from ..errors import UsageError
 
 
@@ -120,6 +120,7 @@ class FunctionProducer:
                 + format_findings(profile.findings(), SUMMARY_FINDINGS) + "\n"
                 + format_table(self.profiler.functions(), "cumtime", 20, everything=self.all))
         meta = self.profiler.profile.meta
+        text += clock_note(meta)
         dropped = int(meta.get("timeline_dropped", 0))
         if dropped:
             text += (f"apiprof: the timeline kept the last {meta['timeline_spans']} spans; "

@@ -748,10 +748,31 @@
     state.fold = e.target.checked; state.zoom = 0; buildView(); applySearch(state.search);
   });
 
+  // The metadata for the header: Unix epochs in ns (started, stopped) as UTC date and
+  // time with the run's duration, other *_ns values as durations, the rest as they are.
+  function metaText(meta) {
+    var bits = [];
+    function ns(k) { return /^[0-9]+$/.test(meta[k] || "") ? Number(meta[k]) : null; }
+    function when(k) {
+      return new Date(ns(k) / 1e6).toISOString().replace("T", " ").replace(/\.[0-9]+Z$/, " UTC");
+    }
+    for (var k in meta) {
+      if (k === "argv") continue;
+      var epoch = (k === "started" || k === "stopped") && ns(k) !== null;
+      bits.push(k + ": " + (epoch ? when(k) : /_ns$/.test(k) && ns(k) !== null
+                            ? fmt(ns(k), "wall") : meta[k]));
+    }
+    if (ns("started") !== null && ns("stopped") !== null && ns("stopped") >= ns("started"))
+      bits.push("duration: " + fmt(ns("stopped") - ns("started"), "wall"));
+    if (meta.clock === "cpu")
+      bits.push("note: cpu is the CPU time of each Python thread; native threads of C " +
+                "extensions are only in process_cpu_ns");
+    return bits;
+  }
+
   $("title").textContent = D.title;
   document.title = D.title + " - apiprof";
-  var metaBits = [];
-  for (var k in D.meta) if (k !== "argv") metaBits.push(k + ": " + D.meta[k]);
+  var metaBits = metaText(D.meta);
   // A link's view: #view=flame&route=GET%20/items&search=... (see saveHash).
   var h = readHash();
   if (h.idle === "1") { state.idle = true; $("show-idle").checked = true; }
