@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -26,3 +29,25 @@ def wait_healthy(client: httpx.Client, proc: subprocess.Popen[bytes], log: Path,
             pass
         assert time.monotonic() < deadline, "server did not start"
         time.sleep(0.1)
+
+
+def serve_profiled(cmd: list[str], cwd: Path, env: dict[str, str], port: int, log_path: Path,
+                   drive: Callable[[httpx.Client], None], health: str = "/health") -> None:
+    """Run a server under a profiling command (``apiprof run -m uvicorn ...``), wait until
+    it answers, ``drive(client)``, then stop it with SIGINT (the profile is written at exit)
+    and fail with its log unless it exited 0."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=cwd, env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
+                              trust_env=False) as client:
+                wait_healthy(client, proc, log_path, health)
+                drive(client)
+            proc.send_signal(signal.SIGINT)
+            proc.wait(60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0, log_path.read_text()

@@ -5,8 +5,6 @@ blocking or waiting finding; the formats that carry them."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +13,7 @@ import httpx
 import pytest
 from apiprof import _core
 from conftest import free_port
-from helpers import REPO_ROOT, SHOP_DIR, wait_healthy
+from helpers import REPO_ROOT, SHOP_DIR, serve_profiled
 
 APIPROF = Path(sys.executable).with_name("apiprof")
 APPS = REPO_ROOT / "tests" / "py" / "apps"
@@ -25,29 +23,14 @@ def serve(tmp_path: Path, app: str, cwd: Path, drive) -> Path:
     """`apiprof run -m uvicorn app` on a free port, drive(client), SIGINT; the profile."""
     port = free_port()
     out = tmp_path / "app.apiprof"
-    env = {**os.environ, "SHOP_DB": str(tmp_path / "shop.db"), "PYTHONUNBUFFERED": "1"}
-    log_path = tmp_path / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(APIPROF), "run", "-q", "-o", str(out), "-m", "uvicorn", app, "--host",
-             "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-            cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
-                              trust_env=False) as client:
-                wait_healthy(client, proc, log_path)
-                drive(client, port)
-            proc.send_signal(signal.SIGINT)
-            proc.wait(30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    assert proc.returncode == 0, log_path.read_text()
+    serve_profiled([str(APIPROF), "run", "-q", "-o", str(out), "-m", "uvicorn", app, "--host",
+                    "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                   cwd, {"SHOP_DB": str(tmp_path / "shop.db")}, port, tmp_path / "server.log",
+                   drive)
     return out
 
 
-def drive_shop(client: httpx.Client, port: int) -> None:
+def drive_shop(client: httpx.Client) -> None:
     for _ in range(3):
         r = client.post("/login", json={"email": "alice@example.com",
                                         "password": "correct horse battery staple"})
@@ -140,7 +123,7 @@ def test_findings_in_every_text_and_json_output(shop_profile: Path):
     assert "WorkerThread.run" in everything
 
 
-def drive_healthy(client: httpx.Client, port: int) -> None:
+def drive_healthy(client: httpx.Client) -> None:
     for i in range(10):
         assert client.get(f"/items/{i}").status_code == 200
         assert client.get("/sync/3").status_code == 200

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
-import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -19,7 +17,7 @@ import httpx
 import pytest
 from apiprof import Profiler, _core
 from conftest import free_port
-from helpers import REPO_ROOT, wait_healthy
+from helpers import REPO_ROOT, serve_profiled
 
 APIPROF = Path(sys.executable).with_name("apiprof")
 APPS = REPO_ROOT / "tests" / "py" / "apps"
@@ -36,26 +34,14 @@ def apiprof(*args, cwd=None, timeout=120):
 def serve_and_query(cmd: list[str], tmp_path: Path, env: dict[str, str], port: int) -> None:
     """Run the label app's server, send K_ITEMS requests to /items, L_SYNC to /sync and
     one to /spawn, then stop it with SIGINT (the profile is written at exit)."""
-    log_path = tmp_path / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=APPS, env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
-                              trust_env=False) as client:
-                wait_healthy(client, proc, log_path)
-                for i in range(K_ITEMS):
-                    assert client.get(f"/items/{100 + i}").json()["item_id"] == 100 + i
-                for i in range(L_SYNC):
-                    assert client.get(f"/sync/{10 + i}").json()["total"] > 0
-                assert client.get("/spawn").json() == {"r": 45}
-            proc.send_signal(signal.SIGINT)
-            proc.wait(60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    assert proc.returncode == 0, log_path.read_text()
+    def drive(client: httpx.Client) -> None:
+        for i in range(K_ITEMS):
+            assert client.get(f"/items/{100 + i}").json()["item_id"] == 100 + i
+        for i in range(L_SYNC):
+            assert client.get(f"/sync/{10 + i}").json()["total"] > 0
+        assert client.get("/spawn").json() == {"r": 45}
+
+    serve_profiled(cmd, APPS, env, port, tmp_path / "server.log", drive)
 
 
 def calls(path: Path, *filters: str) -> dict[str, int]:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import subprocess
 import sys
 import venv
@@ -21,7 +19,7 @@ import websockets
 from apiprof._labels import RouteFinder
 from apiprof._route_match import map_paths
 from conftest import free_port
-from helpers import REPO_ROOT, wait_healthy
+from helpers import REPO_ROOT, serve_profiled
 
 APPS = REPO_ROOT / "tests" / "py" / "apps"
 # The oldest FastAPI apiprof supports (docs/asgi.md, pyproject.toml's fastapi extra).
@@ -160,16 +158,10 @@ def test_tracer_route_labels_are_the_full_templates(tmp_path):
     cmd = [sys.executable, "-m", "apiprof", "run", "-q", "-o", str(out), "-m", "uvicorn",
            "shapes_app:app", "--host", "127.0.0.1", "--port", str(port), "--log-level",
            "warning"]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=APPS, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
-                          trust_env=False) as client:
-            wait_healthy(client, proc, log_path)
-            for i in range(5):
-                assert client.get(f"/t/tenant{i}/orders/{i}").status_code == 200
-            assert client.get("/api/v1/users/ann").status_code == 200
+    def drive(client: httpx.Client) -> None:
+        for i in range(5):
+            assert client.get(f"/t/tenant{i}/orders/{i}").status_code == 200
+        assert client.get("/api/v1/users/ann").status_code == 200
 
         async def talk() -> str:
             url = f"ws://127.0.0.1:{port}/api/v1/users/ann/ws/lobby"
@@ -177,13 +169,8 @@ def test_tracer_route_labels_are_the_full_templates(tmp_path):
                 return str(await ws.recv())
 
         assert asyncio.run(talk()) == "lobby"
-        proc.send_signal(signal.SIGINT)
-        proc.wait(60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, log_path.read_text()
+
+    serve_profiled(cmd, APPS, {}, port, log_path, drive)
     assert report_calls(out, "GET /t/{tenant}/orders/{order_id}")["tenant_order"] == 5
     assert report_calls(out, "GET /api/v1/users/{user_id}")["read_user"] == 1
     assert report_calls(out, "WS /api/v1/users/{user_id}/ws/{room}")["room"] == 1
