@@ -535,7 +535,7 @@ static int repeated(ctx *c, const route_acc *r, const char *const *list, size_t 
         if (f == NULL) {
             rc = -1;
         } else {
-            char w[256], w2[256], from[300] = "";
+            char w[256], w2[256], from[800] = "";
             ap_frame_id callee = (ap_frame_id)*ap_map_get(&frame_of, caller);
             f->route = r->route;
             f->frame = caller ? (ap_frame_id)caller : callee;
@@ -669,8 +669,10 @@ static int hot_function(ctx *c, const route_acc *r) {
 
 /* ---- blocking calls on the event loop -------------------------------------------- */
 
-/* Whether tree t ran an asyncio event loop (its thread's trees hold
- * BaseEventLoop._run_once): the set is made by loop_threads(). */
+/* The threads (thread_id labels) that ran an event loop: a tree of theirs
+ * holds the loop's own frames (asyncio's BaseEventLoop._run_once, uvloop's
+ * Loop.run_forever / run_until_complete) or a coroutine that was suspended
+ * (await time: only a loop resumes coroutines). */
 static int loop_threads(ctx *c, ap_map *threads) {
     ap_str_id k = c->k_thread_id;
     for (size_t t = 0; k != AP_NONE && t < ap_prof_ntrees(c->p); t++) {
@@ -678,15 +680,18 @@ static int loop_threads(ctx *c, ap_map *threads) {
         ap_str_id tid = ap_tree_label_get(tree, k);
         if (tid == AP_NONE)
             continue;
-        for (size_t i = 1; i < ap_tree_nnodes(tree); i++)
-            if (strcmp(qualname_of(c->p, ap_tree_node(tree, (ap_node_id)i)->frame),
-                       "BaseEventLoop._run_once") == 0) {
+        for (size_t i = 1; i < ap_tree_nnodes(tree); i++) {
+            const ap_node *n = ap_tree_node(tree, (ap_node_id)i);
+            const char *q = qualname_of(c->p, n->frame);
+            if (n->m[AP_M_AWAIT_NS] > 0 || strcmp(q, "BaseEventLoop._run_once") == 0 ||
+                strstr(q, "Loop.run_forever") != NULL || strstr(q, "Loop.run_until_complete") != NULL) {
                 if (ap_map_put(threads, tid, 1) != 0) {
                     ap_err_set(AP_ENOMEM, "findings: out of memory");
                     return -1;
                 }
                 break;
             }
+        }
     }
     return 0;
 }

@@ -23,7 +23,7 @@ def test_investigate_the_shop(tmp_path: Path):
     out = tmp_path / "inv"
     r = investigate("--app", "shop.app:app", "--app-dir", str(SHOP_DIR), "--urls",
                     str(SHOP_DIR / "traffic.txt"), "-d", "2", "--warmup", "0.5", "-c", "4",
-                    "--top", "2", "-o", str(out), env={"SHOP_DB": str(tmp_path / "shop.db")})
+                    "--top", "3", "-o", str(out), env={"SHOP_DB": str(tmp_path / "shop.db")})
     assert r.returncode == 0, r.stderr[-3000:]
     assert "investigate: pass 1:" in r.stderr and "investigate: pass 2:" in r.stderr
     for name in ("report.html", "report.json", "bench.json", "bench.apiprof", "findings.txt",
