@@ -8,14 +8,17 @@ report writers through ``_core.write_report``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from typing import Any
 
 from .. import _core
 from .._lines import format_lines, is_line_profile
+from .._output import output_path
 from .._profile_file import load_profile
 from .._profiler import SORT_KEYS, format_table
 from ..errors import UsageError
@@ -91,28 +94,32 @@ def run_model_format(args: argparse.Namespace, fmt: str) -> int:
     if profile.truncated:
         print(f"apiprof report: warning: {args.file} was cut short; showing what it holds",
               file=sys.stderr)
+    out = None if args.output in (None, "-") else args.output
     try:
         if fmt == "json":
-            profile.write_json(args.output or "/dev/stdout")
+            if out is None:
+                sys.stdout.flush()
+                sys.stdout.buffer.write(profile.json())
+                sys.stdout.flush()
+            else:
+                with output_path(out) as path:
+                    profile.write_json(path)
         elif fmt == "pstats":
-            profile.write_pstats(args.output)
-        elif is_line_profile(profile):
-            text = format_lines(profile)
-            if args.output:
-                with open(args.output, "w") as f:
-                    f.write(text)
-            else:
-                sys.stdout.write(text)
+            with output_path(args.output) as path:
+                profile.write_pstats(path)
         else:
-            text = format_table(profile.functions(), args.sort, args.limit or None,
-                                header=f"apiprof: {args.file} (clock: "
-                                       f"{profile.meta.get('clock', '?')}"
-                                       f"{'' if args.phase is None else ', phase: ' + args.phase})")
-            if args.output:
-                with open(args.output, "w") as f:
-                    f.write(text)
+            if is_line_profile(profile):
+                text = format_lines(profile)
             else:
+                phase = "" if args.phase is None else f", phase: {args.phase}"
+                text = format_table(profile.functions(), args.sort, args.limit or None,
+                                    header=f"apiprof: {args.file} (clock: "
+                                           f"{profile.meta.get('clock', '?')}{phase})")
+            if out is None:
                 sys.stdout.write(text)
+            else:
+                with output_path(out) as path, open(path, "w") as f:
+                    f.write(text)
     except OSError as e:
         raise UsageError(str(e)) from None
     return 0
@@ -130,21 +137,25 @@ def run_view_format(args: argparse.Namespace, fmt: str) -> int:
     if via_dot and shutil.which("dot") is None:
         raise UsageError("an SVG call graph needs Graphviz's dot, which is not installed; "
                          "write a .dot file instead")
-    target = f"{out}.dot.tmp" if via_dot and out else out
     profile = load_profile(args.file)
     if args.phase is not None:
         profile = select_phase(profile, args.phase, args.file)
-    try:
-        truncated = _core.write_report(profile, fmt, target, options)
-    except (ValueError, LookupError, OSError) as e:
-        raise UsageError(str(e)) from None
-    if via_dot and target and out:
+    with contextlib.ExitStack() as stack:
+        path = None if out is None else stack.enter_context(output_path(out))
+        if via_dot:
+            # The dot text in a file of its own, laid out by Graphviz into path.
+            fd, dot_file = tempfile.mkstemp(suffix=".dot")
+            os.close(fd)
+            stack.callback(os.unlink, dot_file)
         try:
-            r = subprocess.run(["dot", "-Tsvg", target, "-o", out], capture_output=True, text=True)
-        finally:
-            os.unlink(target)
-        if r.returncode != 0:
-            raise UsageError(f"dot failed: {r.stderr.strip().splitlines()[-1:]}")
+            truncated = _core.write_report(profile, fmt, dot_file if via_dot else path, options)
+        except (ValueError, LookupError, OSError) as e:
+            raise UsageError(str(e)) from None
+        if via_dot:
+            r = subprocess.run(["dot", "-Tsvg", dot_file, "-o", path], capture_output=True,
+                               text=True)
+            if r.returncode != 0:
+                raise UsageError(f"dot failed: {r.stderr.strip().splitlines()[-1:]}")
     if truncated:
         print(f"apiprof report: warning: {args.file} was cut short; showing what it holds",
               file=sys.stderr)
