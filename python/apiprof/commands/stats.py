@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:
         raise UsageError(f"{directory}: {e.strerror or e}") from None
     except ValueError as e:
-        raise UsageError(f"corrupt statistics file {e}") from None
+        raise UsageError(str(e)) from None
     rows = merged.snapshot()
     if args.json:
         out = {"version": 1, "workers": len(files), "routes": route_stats.summary(rows, args.sort)}
