@@ -125,3 +125,30 @@ def test_dot_labels_are_shortened_and_graphviz_takes_them(tmp_path):
 def test_shop_profile_still_reads(tmp_path):
     src = write(shop_spec(), tmp_path / "s.apiprof")
     assert run("report", str(src)).returncode == 0
+
+
+def test_invalid_utf8_names_and_metadata_read_as_replacement_characters(tmp_path,
+                                                                          monkeypatch):
+    import json
+
+    import profiles
+
+    def raw_text(s: str) -> bytes:
+        b = s.encode("utf-8", "surrogateescape")
+        return profiles._varint(len(b)) + b
+    monkeypatch.setattr(profiles, "_text", raw_text)
+    bad = b"\xff\xfe<\xc3".decode("utf-8", "surrogateescape")
+    spec = {"meta": {"clock": "wall", "argv": bad, bad: "v"},
+            "trees": [{"labels": {"route": "GET /" + bad}, "nodes": [
+                ([fr("f" + bad, "/x" + bad + ".py", 1)], {"self_ns": 5, "calls": 1})]}]}
+    src = write(spec, tmp_path / "u.apiprof")
+    for fmt in ("text", "json", "pstats", "html", "svg", "dot", "speedscope", "pprof",
+                "collapsed", "callgrind"):
+        out = tmp_path / f"u.{fmt}"
+        r = run("report", str(src), "-f", fmt, "-o", str(out))
+        assert r.returncode == 0 and "Traceback" not in r.stderr, (fmt, r.stderr)
+        if fmt in ("text", "json", "html", "svg", "dot", "speedscope", "collapsed"):
+            out.read_bytes().decode("utf-8")   # valid UTF-8 whatever the profile held
+    doc = json.loads((tmp_path / "u.json").read_text())
+    assert doc["meta"]["argv"] == "\ufffd\ufffd<\ufffd"
+    assert "\ufffd\ufffd<\ufffd" in (tmp_path / "u.text").read_text()

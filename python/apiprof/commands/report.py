@@ -151,6 +151,9 @@ def run_view_format(args: argparse.Namespace, fmt: str) -> int:
             truncated = _core.write_report(profile, fmt, dot_file if via_dot else path, options)
         except (ValueError, LookupError, OSError) as e:
             raise UsageError(str(e)) from None
+        except MemoryError as e:
+            raise UsageError(f"the {fmt} view of {args.file} does not fit in memory or the "
+                             f"output limit ({e or 'out of memory'})") from None
         if via_dot:
             r = subprocess.run(["dot", "-Tsvg", dot_file, "-o", path], capture_output=True,
                                text=True)
