@@ -152,3 +152,29 @@ def test_invalid_utf8_names_and_metadata_read_as_replacement_characters(tmp_path
     doc = json.loads((tmp_path / "u.json").read_text())
     assert doc["meta"]["argv"] == "\ufffd\ufffd<\ufffd"
     assert "\ufffd\ufffd<\ufffd" in (tmp_path / "u.text").read_text()
+
+
+def test_stats_reader_on_mutated_files(tmp_path):
+    import random
+
+    from apiprof import _core
+    from apiprof.asgi.stats_files import read_dir
+
+    valid = _core.RouteTable(8).encode()
+    rng = random.Random(5)
+    path = tmp_path / "apiprof-routes-h-1.bin"
+    outcomes = {"ok": 0, "named": 0}
+    for i in range(600):
+        data = bytearray(valid + bytes(rng.randrange(256) for _ in range(rng.randrange(40))))
+        for _ in range(rng.randrange(3)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        path.write_bytes(bytes(data[:rng.randrange(len(data) + 1)] if i % 3 == 0 else data))
+        try:
+            merged, files = read_dir(tmp_path)
+        except ValueError as e:
+            assert str(path) in str(e) and "\n" not in str(e), e
+            outcomes["named"] += 1
+        else:
+            assert files == [path] and merged.snapshot() == []
+            outcomes["ok"] += 1
+    assert outcomes["named"] > 300 and outcomes["ok"] > 0
