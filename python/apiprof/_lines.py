@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import IO, Any, TypeVar
 
 from . import _core
-from ._table import Column, format_ns, render_lines
+from ._table import Column, format_ns, printable, render_lines
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -307,28 +307,28 @@ def format_lines(profile: Any, only: set[str] | None = None) -> str:
         total = f["total_ns"] if f else 0
         awaited = f["await_ns"] if f else 0
         rows = {r["line"]: r for r in by_func.get(key, [])}
-        out.append(f"\nFunction: {qualname} at {file}:{first}")
+        out.append(f"\nFunction: {printable(qualname)} at {printable(file)}:{first}")
         summary = f"calls: {calls}, time: {format_ns(total)}"
         if awaited:
             summary += f", await: {format_ns(awaited)}"
         out.append(summary if calls else "calls: 0 (no line ran)")
-        source = _source(file, first, max(rows, default=first))
+        source = _source(file, first, set(rows))
         columns = _line_columns(sum(r["time_ns"] for r in rows.values()))
         out.extend(render_lines(columns, [(n, text, rows.get(n)) for n, text in source], "="))
     return "\n".join(out) + "\n"
 
 
-def _source(file: str, first: int, last_seen: int) -> list[tuple[int, str]]:
+def _source(file: str, first: int, seen: set[int]) -> list[tuple[int, str]]:
     """(line number, text) of the function starting at ``first``: its block by
-    indentation, at least up to ``last_seen``; placeholders when the file is gone."""
+    indentation, then every line in ``seen`` past it; placeholders when the file is gone.
+    Only lines the file has or the profile names are listed, whatever numbers it holds."""
     lines = linecache.getlines(file)
     if not lines or first > len(lines):
-        return [(n, "<source not available>" if n == first else "")
-                for n in range(first, last_seen + 1)]
+        return [(first, "<source not available>")] + [(n, "") for n in sorted(seen) if n > first]
     try:
         block = inspect.getblock(lines[first - 1:])
     except Exception:  # tokenize errors: fall back to the lines that ran
-        block = lines[first - 1:last_seen]
-    end = max(first + len(block) - 1, last_seen)
-    return [(n, lines[n - 1].rstrip("\n") if n <= len(lines) else "")
-            for n in range(first, end + 1)]
+        block = lines[first - 1:max(seen, default=first)]
+    end = min(max(first + len(block) - 1, max(seen, default=first)), len(lines))
+    return [(n, lines[n - 1].rstrip("\n")) for n in range(first, end + 1)] + \
+        [(n, "") for n in sorted(seen) if n > end]

@@ -3,6 +3,7 @@ report, route statistics, bench summary) is a list of Columns drawn by ``render`
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
@@ -71,6 +72,17 @@ class Column(Generic[Row]):
         return Column(entry.get("label") or entry["name"], cell)
 
 
+# Control characters (C0, DEL, C1) and the line and paragraph separators: what a name from a
+# profiled program or a request could use to move the cursor, recolour or rewrite a terminal.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character written as an escape (``\\x1b``, ``\\n``):
+    names go to terminals and logs one line each and change nothing there."""
+    return _UNPRINTABLE.sub(lambda m: repr(m.group(0))[1:-1], text)
+
+
 def render_lines(columns: Sequence[Column[Row]], rows: Iterable[Row], rule: str = "") -> list[str]:
     """The header and one line per row, columns ``GAP`` apart, each as wide as its widest
     cell. Padding never trails a line; a free last column is written as it is. With
@@ -79,7 +91,7 @@ def render_lines(columns: Sequence[Column[Row]], rows: Iterable[Row], rule: str 
         if col.align == "free":
             raise ValueError(f"column {col.title!r}: only the last column can be free")
     table = [[c.title for c in columns]]
-    table.extend([c.cell(row) for c in columns] for row in rows)
+    table.extend([printable(c.cell(row)) for c in columns] for row in rows)
     widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
     free_last = columns[-1].align == "free"
     lines = []

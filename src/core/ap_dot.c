@@ -9,14 +9,34 @@
  * left out. */
 #define DOT_MIN_PERCENT 0.5
 
+/* Longest name (bytes) put in a label or tooltip: Graphviz rejects labels of some size,
+ * and a box a page wide helps nobody. */
+#define DOT_NAME_MAX 200
+
+/* s as the inside of a dot string: '"' and '\\' escaped, control characters as spaces,
+ * invalid UTF-8 as U+FFFD, cut after DOT_NAME_MAX bytes (at a character) with "..". */
 static void dot_label_str(ap_sbuf *out, const char *s) {
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
+    size_t n = 0;
+    for (const unsigned char *c = (const unsigned char *)s; *c;) {
+        size_t len = ap_sbuf_utf8_len(c);
+        if (n + (len ? len : 1) > DOT_NAME_MAX) {
+            ap_sbuf_puts(out, "..");
+            break;
+        }
+        if (len == 0) {
+            ap_sbuf_puts(out, "\xef\xbf\xbd");
+            c++;
+            n += 3;
+            continue;
+        }
+        if (*c == '"' || *c == '\\')
             ap_sbuf_putc(out, '\\');
-        if (*s == '\n' || *s == '\r')
+        if (*c < 0x20 || *c == 0x7f)
             ap_sbuf_putc(out, ' ');
         else
-            ap_sbuf_putc(out, *s);
+            ap_sbuf_put(out, c, len);
+        c += len;
+        n += len;
     }
 }
 

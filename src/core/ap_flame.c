@@ -16,10 +16,21 @@ typedef struct collapsed_ctx {
     ap_sbuf path;     /* the frames from the outermost; w->mark[d]: its length at depth d */
 } collapsed_ctx;
 
-static void put_sanitized(ap_sbuf *dst, const char *s, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        ap_sbuf_putc(dst, ch == ';' ? ':' : (ch == '\n' || ch == '\r') ? ' ' : ch);
+/* A frame of a collapsed line: ';' (the separator) as ':', control characters (a
+ * newline would start a line) as spaces, invalid UTF-8 as U+FFFD.  s is NUL-terminated. */
+static void put_sanitized(ap_sbuf *dst, const char *s) {
+    for (const unsigned char *c = (const unsigned char *)s; *c;) {
+        size_t len = ap_sbuf_utf8_len(c);
+        if (len == 0) {
+            ap_sbuf_puts(dst, "\xef\xbf\xbd");
+            c++;
+        } else if (len == 1) {
+            ap_sbuf_putc(dst, *c == ';' ? ':' : *c < 0x20 || *c == 0x7f ? ' ' : (char)*c);
+            c++;
+        } else {
+            ap_sbuf_put(dst, c, len);
+            c += len;
+        }
     }
 }
 
@@ -31,7 +42,8 @@ static int collapsed_enter(const ap_walk *w, void *arg) {
         ap_sbuf_putc(&c->path, ';');
     ap_sbuf label = {0};
     ap_report_frame_label_long(c->p, n->frame, &label);
-    put_sanitized(&c->path, label.data ? label.data : "", label.len);
+    ap_sbuf_putc(&label, '\0');
+    put_sanitized(&c->path, label.failed ? "" : label.data);
     int failed = label.failed;
     ap_sbuf_free(&label);
     if (failed || c->path.failed)

@@ -356,9 +356,14 @@ uint64_t ap_prof_events_dropped(const ap_prof *p);
  * the failing chunk stays readable. */
 int ap_prof_write(const ap_prof *p, const char *path);
 
-/* Read a native file.  *truncated (if not NULL) is set to 1 when the file
+/* Largest native file read (docs/format.md): 4 GiB. */
+#define AP_PROF_FILE_MAX ((uint64_t)4 << 30)
+
+/* Read a native file: a regular file (a FIFO or device is refused, not read) of at
+ * most AP_PROF_FILE_MAX bytes.  *truncated (if not NULL) is set to 1 when the file
  * ended before its END chunk or a chunk was damaged (everything before it
- * is returned), else 0.  On error, NULL with AP_EIO (cannot open or read),
+ * is returned), else 0.  On error, NULL with AP_EIO (cannot open or read, not a
+ * regular file, over the limit),
  * AP_ECORRUPT (not an apiprof file, unsupported version, or not even the
  * first chunk is complete) or AP_ENOMEM.  Any input is safe. */
 ap_prof *ap_prof_read(const char *path, int *truncated);

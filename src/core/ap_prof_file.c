@@ -1,8 +1,11 @@
 /* ap_prof_file.c -- the profile model's files: the chunked native format (writer, reader), the JSON and pstats writers. */
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include "ap_err.h"
@@ -398,22 +401,49 @@ ap_prof *ap_prof_read_mem(const uint8_t *data, size_t len, int *truncated) {
 }
 
 ap_prof *ap_prof_read(const char *path, int *truncated) {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
+    /* Non-blocking open: a FIFO is refused below, never waited on. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
         ap_err_set(AP_EIO, "cannot read %s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > AP_PROF_FILE_MAX) {
+        close(fd);
+        if (S_ISDIR(st.st_mode))
+            ap_err_set(AP_EIO, "cannot read %s: is a directory", path);
+        else if (!S_ISREG(st.st_mode))
+            ap_err_set(AP_EIO, "cannot read %s: not a regular file", path);
+        else
+            ap_err_set(AP_EIO, "cannot read %s: %llu bytes, more than the limit of %llu", path,
+                       (unsigned long long)st.st_size, (unsigned long long)AP_PROF_FILE_MAX);
         return NULL;
     }
     buf b = {0};
     uint8_t chunk[65536];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        ap_sbuf_put(&b, chunk, n);
-    int err = ferror(f);
-    int saved = errno;
-    fclose(f);
-    if (err) {
+    ssize_t n;
+    int saved = 0;
+    /* Stops at the first failed append and at the limit, whatever the file grows to. */
+    while (!b.failed && b.len <= AP_PROF_FILE_MAX) {
+        n = read(fd, chunk, sizeof chunk);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            saved = n < 0 ? errno : 0;
+            break;
+        }
+        ap_sbuf_put(&b, chunk, (size_t)n);
+    }
+    close(fd);
+    if (saved != 0 || b.len > AP_PROF_FILE_MAX) {
         ap_sbuf_free(&b);
-        ap_err_set(AP_EIO, "cannot read %s: %s", path, strerror(saved));
+        if (saved != 0)
+            ap_err_set(AP_EIO, "cannot read %s: %s", path, strerror(saved));
+        else
+            ap_err_set(AP_EIO, "cannot read %s: more than %llu bytes", path,
+                       (unsigned long long)AP_PROF_FILE_MAX);
         return NULL;
     }
     if (b.failed) {

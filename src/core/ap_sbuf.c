@@ -72,7 +72,7 @@ void ap_sbuf_u64(ap_sbuf *sb, uint64_t v) {
 }
 
 /* Length of the valid UTF-8 sequence at s (1-4), or 0 if invalid. */
-static size_t utf8_len(const unsigned char *s) {
+size_t ap_sbuf_utf8_len(const unsigned char *s) {
     unsigned char c = s[0];
     size_t n;
     uint32_t min;
@@ -121,7 +121,7 @@ void ap_sbuf_json_str(ap_sbuf *sb, const char *s) {
             ap_sbuf_put(sb, esc, 6);
             c++;
         } else {
-            size_t n = utf8_len(c);
+            size_t n = ap_sbuf_utf8_len(c);
             if (n == 0) {
                 ap_sbuf_puts(sb, "\\ufffd");
                 c++;
@@ -146,7 +146,7 @@ void ap_sbuf_xml_str(ap_sbuf *sb, const char *s) {
             if (*c < 0x20 && *c != '\t') {
                 ap_sbuf_putc(sb, ' ');
             } else if (*c >= 0x80) {
-                size_t n = utf8_len(c);
+                size_t n = ap_sbuf_utf8_len(c);
                 if (n == 0) {
                     ap_sbuf_puts(sb, "\xef\xbf\xbd");
                     c++;

@@ -38,6 +38,11 @@ void ap_sbuf_json_str(ap_sbuf *sb, const char *s);
  * control characters other than tab become spaces.  Can't fail. */
 void ap_sbuf_xml_str(ap_sbuf *sb, const char *s);
 
+/* The length (1-4) of the valid UTF-8 character at s, or 0 when the bytes at s are
+ * not one (stray continuation, overlong form, surrogate, beyond U+10FFFF; a NUL
+ * inside a sequence ends it).  Can't fail. */
+size_t ap_sbuf_utf8_len(const unsigned char *s);
+
 /* Append v as a protobuf base-128 varint.  Can't fail. */
 void ap_sbuf_varint(ap_sbuf *sb, uint64_t v);
 

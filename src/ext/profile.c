@@ -444,12 +444,16 @@ static PyObject *profile_get_meta(ProfileObject *self, void *Py_UNUSED(c)) {
     for (size_t i = 0; d != NULL && i < ap_prof_nmeta(self->prof); i++) {
         const char *k, *v;
         ap_prof_meta_at(self->prof, i, &k, &v);
+        /* Keys as values: a file may hold any bytes, invalid UTF-8 reads as U+FFFD. */
+        PyObject *key = PyUnicode_DecodeUTF8(k, (Py_ssize_t)strlen(k), "replace");
         PyObject *val = PyUnicode_DecodeUTF8(v, (Py_ssize_t)strlen(v), "replace");
-        if (val == NULL || PyDict_SetItemString(d, k, val) < 0) {
+        if (key == NULL || val == NULL || PyDict_SetItem(d, key, val) < 0) {
+            Py_XDECREF(key);
             Py_XDECREF(val);
             Py_CLEAR(d);
             break;
         }
+        Py_DECREF(key);
         Py_DECREF(val);
     }
     return d;

@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "ap_err.h"
 #include "ap_prof.h"
@@ -99,32 +98,18 @@ static PyObject *write_view(ap_prof *p, const char *fmt, PyObject *out_obj, PyOb
         return PyErr_Format(PyExc_ValueError,
                             "unknown format '%s' (html, svg, dot, speedscope, pprof, collapsed, "
                             "callgrind, chrome, json, pstats)", fmt);
+    /* Written where path_out names (the command line decides between writing through and
+     * a new file renamed over the target: apiprof/_output.py). */
     FILE *out = stdout;
-    char *tmp_path = NULL;
     if (path_out != NULL) {
-        /* Write beside the target and rename, so that a failure leaves no
-         * half-written report where a complete one was expected. */
-        size_t n = strlen(path_out) + 16;
-        tmp_path = PyMem_Malloc(n);
-        if (tmp_path == NULL)
-            return PyErr_NoMemory();
-        snprintf(tmp_path, n, "%s.tmp%ld", path_out, (long)getpid());
-        out = fopen(tmp_path, "wb");
-        if (out == NULL) {
-            PyErr_Format(PyExc_OSError, "cannot write %s: %s", path_out, strerror(errno));
-            PyMem_Free(tmp_path);
-            return NULL;
-        }
+        out = fopen(path_out, "wb");
+        if (out == NULL)
+            return PyErr_Format(PyExc_OSError, "cannot write %s: %s", path_out, strerror(errno));
     }
     int rc = ap_report_write(p, fmt, &o, out);
     if (path_out != NULL) {
         if (fclose(out) != 0 && rc == 0)
             rc = ap_err_set(AP_EIO, "%s: %s", path_out, strerror(errno));
-        if (rc == 0 && rename(tmp_path, path_out) != 0)
-            rc = ap_err_set(AP_EIO, "cannot write %s: %s", path_out, strerror(errno));
-        if (rc != 0)
-            remove(tmp_path);
-        PyMem_Free(tmp_path);
     } else {
         fflush(stdout);
     }

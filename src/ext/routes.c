@@ -619,12 +619,25 @@ static PyObject *req_await(RouteRequest *self) {
 
 static PyObject *get_status(RouteRequest *s, void *c) { (void)c; return PyLong_FromLong(s->status); }
 static PyObject *get_bytes(RouteRequest *s, void *c) { (void)c; return PyLong_FromUnsignedLongLong(s->bytes_out); }
-static PyObject *get_cpu(RouteRequest *s, void *c) { (void)c; return PyLong_FromUnsignedLongLong(s->cpu); }
+static uint64_t wall_of(const RouteRequest *s)
+{
+    uint64_t end = s->t_last ? s->t_last : ap_clock_now_ns();
+    return end - s->t0;
+}
+
+/* Capped at the wall time, as the statistics and Server-Timing are: work after the
+ * last body chunk (where the wall time ends) or clock granularity can add CPU time
+ * beyond it. */
+static PyObject *get_cpu(RouteRequest *s, void *c)
+{
+    (void)c;
+    uint64_t wall = wall_of(s);
+    return PyLong_FromUnsignedLongLong(s->cpu < wall ? s->cpu : wall);
+}
 
 static PyObject *get_wall(RouteRequest *s, void *c) {
     (void)c;
-    uint64_t end = s->t_last ? s->t_last : ap_clock_now_ns();
-    return PyLong_FromUnsignedLongLong(end - s->t0);
+    return PyLong_FromUnsignedLongLong(wall_of(s));
 }
 
 static PyObject *get_extra(RouteRequest *s, void *c) {
@@ -645,7 +658,7 @@ static int set_extra(RouteRequest *s, PyObject *v, void *c) {
 static PyGetSetDef req_getset[] = {
     {"status", (getter)get_status, NULL, "response status, 0 before the response starts", NULL},
     {"bytes_out", (getter)get_bytes, NULL, "response body bytes so far", NULL},
-    {"cpu_ns", (getter)get_cpu, NULL, "CPU ns of the app's steps so far", NULL},
+    {"cpu_ns", (getter)get_cpu, NULL, "CPU ns of the app's steps so far, at most wall_ns", NULL},
     {"wall_ns", (getter)get_wall, NULL, "ns from arrival to the last body chunk (or now)", NULL},
     {"extra_headers", (getter)get_extra, (setter)set_extra,
      "headers added to http.response.start, or None", NULL},

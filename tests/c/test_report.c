@@ -170,3 +170,70 @@ AP_TEST(report_mutated_files) {
     AP_CHECK(read_ok > 500 && read_bad > 10);
     fclose(sink);
 }
+
+/* The escapers on random bytes: the JSON literal has no raw control character, '<' or
+ * unescaped quote and is valid UTF-8; the XML/HTML text has none of & < > " ' except
+ * '&' opening one of its five entities, no control character but tab, valid UTF-8. */
+static int valid_utf8(const char *s, size_t n) {
+    for (size_t i = 0; i < n;) {
+        size_t len = ap_sbuf_utf8_len((const unsigned char *)s + i);
+        if (len == 0 || i + len > n)
+            return 0;
+        i += len;
+    }
+    return 1;
+}
+
+AP_TEST(sbuf_escapes_random) {
+    static const char *const entities[] = {"&amp;", "&lt;", "&gt;", "&quot;", "&#39;"};
+    /* U+2028 (e2 80 a8) and e-acute (c3 a9) among the markup characters */
+    static const char charset[] = {'<', '>', '&', '"', '\'', '\\', '\n', 0x1b, (char)0xe2,
+                                   (char)0x80, (char)0xa8, (char)0xc3, (char)0xa9, 'a', '/'};
+    uint64_t seed = 13;
+    char in[64];
+    for (unsigned iter = 0; iter < 20000; iter++) {
+        size_t n = (size_t)(ap_test_rand(&seed) % (sizeof in - 1));
+        for (size_t i = 0; i < n; i++) {
+            uint64_t r = ap_test_rand(&seed);
+            /* mostly the characters that matter, some arbitrary bytes */
+            in[i] = r % 3 ? charset[r % sizeof charset] : (char)(r >> 8);
+            if (in[i] == 0)
+                in[i] = 'z';
+        }
+        in[n] = 0;
+        ap_sbuf j = {0}, x = {0};
+        ap_sbuf_json_str(&j, in);
+        ap_sbuf_xml_str(&x, in);
+        if (!AP_CHECK(!j.failed && !x.failed) || !AP_CHECK(j.len >= 2 && j.data[0] == '"') ||
+            !AP_CHECK(j.data[j.len - 1] == '"') || !AP_CHECK(valid_utf8(j.data, j.len)) ||
+            !AP_CHECK(valid_utf8(x.data ? x.data : "", x.len)))
+            break;
+        int ok = 1;
+        for (size_t i = 1; ok && i + 1 < j.len; i++) {
+            unsigned char c = (unsigned char)j.data[i];
+            if (c < 0x20 || c == '<' || c == 0x7f) {
+                ok = c == 0x7f;   /* DEL is valid in JSON and inert in a script element */
+            } else if (c == '\\') {
+                i++;   /* the escaped character */
+            } else if (c == '"') {
+                ok = 0;
+            }
+        }
+        for (size_t i = 0; ok && i < x.len; i++) {
+            unsigned char c = (unsigned char)x.data[i];
+            if ((c < 0x20 && c != '\t') || c == '<' || c == '>' || c == '"' || c == '\'') {
+                ok = 0;
+            } else if (c == '&') {
+                ok = 0;
+                for (size_t e = 0; e < 5; e++)
+                    if (strncmp(x.data + i, entities[e], strlen(entities[e])) == 0)
+                        ok = 1;
+            }
+        }
+        AP_CHECK_MSG(ok, "iter %u: escaped output of %zu bytes unsafe", iter, n);
+        ap_sbuf_free(&j);
+        ap_sbuf_free(&x);
+        if (!ok)
+            break;
+    }
+}

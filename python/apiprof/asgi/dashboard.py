@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -126,6 +127,9 @@ render();
 """
 
 
+_PLACEHOLDER = re.compile("__BASE__|__DATA__")
+
+
 def _script_json(value: Any) -> str:
     """JSON that is safe inside a <script> element."""
     return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
@@ -147,8 +151,9 @@ def report_page(record: dict[str, Any], document: bytes) -> bytes | None:
 
 def render(data: dict[str, Any], base_path: str) -> str:
     """The dashboard page for ``data`` (see ProfilerMiddleware.dashboard_data)."""
-    page = _PAGE.replace("__BASE__", _script_json(base_path))
-    return page.replace("__DATA__", _script_json(data))
+    # One pass over the template: a placeholder inside the substituted text stays text.
+    values = {"__BASE__": _script_json(base_path), "__DATA__": _script_json(data)}
+    return _PLACEHOLDER.sub(lambda m: values[m.group(0)], _PAGE)
 
 
 class Dashboard:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _bench_result as bench_result
+from .._output import output_path
 from ..errors import UsageError
 
 START_TIMEOUT_S = 30.0
@@ -281,7 +282,8 @@ def run_app(args: argparse.Namespace) -> int:
         "routes": routes,
         "profile": profile,
     }
-    output.write_text(json.dumps(result, indent=1) + "\n")
+    with output_path(str(output)) as path:
+        Path(path).write_text(json.dumps(result, indent=1) + "\n")
     if args.json:
         print(json.dumps(result))
     else:

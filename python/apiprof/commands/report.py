@@ -9,16 +9,19 @@ collapsed, callgrind, chrome, json, pstats) is written by the C report writers t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
 from .. import _core
 from .._findings import format_findings
 from .._lines import format_lines, is_line_profile
+from .._output import output_path
 from .._profile_file import load_profile
 from .._profiler import SORT_KEYS, clock_note, format_table
 from .._table import format_ns
@@ -124,13 +127,14 @@ def run_text(args: argparse.Namespace, fmt: str = "text") -> int:
         text = (header + "\n" + format_findings(profile.findings(), TEXT_FINDINGS) + "\n"
                 + format_table(functions, args.sort, args.limit or None, everything=args.all,
                                value=VALUE_FORMATS[unit]) + clock_note(profile.meta))
+    out = None if args.output in (None, "-") else args.output
     try:
-        if args.output and args.output != "-":
-            with open(args.output, "w") as f:
-                f.write(text)
-            wrote(args.output, fmt)
-        else:
+        if out is None:
             sys.stdout.write(text)
+        else:
+            with output_path(out) as path, open(path, "w") as f:
+                f.write(text)
+            wrote(out, fmt)
     except OSError as e:
         raise UsageError(str(e)) from None
     return 0
@@ -166,22 +170,29 @@ def run_view_format(args: argparse.Namespace, fmt: str) -> int:
     if via_dot and shutil.which("dot") is None:
         raise UsageError("an SVG call graph needs Graphviz's dot, which is not installed; "
                          "write a .dot file instead")
-    target = f"{out}.dot.tmp" if via_dot and out else out
     profile = load_profile(args.file)
     if args.phase is not None:
         profile = select_phase(profile, args.phase, args.file)
     select_labels(profile, args)
-    try:
-        truncated = _core.write_report(profile, fmt, target, options)
-    except (ValueError, LookupError, OSError) as e:
-        raise UsageError(str(e)) from None
-    if via_dot and target and out:
+    with contextlib.ExitStack() as stack:
+        path = None if out is None else stack.enter_context(output_path(out))
+        if via_dot:
+            # The dot text in a file of its own, laid out by Graphviz into path.
+            fd, dot_file = tempfile.mkstemp(suffix=".dot")
+            os.close(fd)
+            stack.callback(os.unlink, dot_file)
         try:
-            r = subprocess.run(["dot", "-Tsvg", target, "-o", out], capture_output=True, text=True)
-        finally:
-            os.unlink(target)
-        if r.returncode != 0:
-            raise UsageError(f"dot failed: {r.stderr.strip().splitlines()[-1:]}")
+            truncated = _core.write_report(profile, fmt, dot_file if via_dot else path, options)
+        except (ValueError, LookupError, OSError) as e:
+            raise UsageError(str(e)) from None
+        except MemoryError as e:
+            raise UsageError(f"the {fmt} view of {args.file} does not fit in memory or the "
+                             f"output limit ({e or 'out of memory'})") from None
+        if via_dot:
+            r = subprocess.run(["dot", "-Tsvg", dot_file, "-o", path], capture_output=True,
+                               text=True)
+            if r.returncode != 0:
+                raise UsageError(f"dot failed: {r.stderr.strip().splitlines()[-1:]}")
     if truncated:
         print(f"apiprof report: warning: {args.file} was cut short; showing what it holds",
               file=sys.stderr)

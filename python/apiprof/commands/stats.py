@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:
         raise UsageError(f"{directory}: {e.strerror or e}") from None
     except ValueError as e:
-        raise UsageError(f"corrupt statistics file {e}") from None
+        raise UsageError(str(e)) from None
     if not args.stale_after > 0:
         raise UsageError("--stale-after must be a positive number of seconds")
     rows = merged.snapshot()

@@ -47,10 +47,11 @@
     return String(v);
   }
   function pct(v, t) { return t > 0 ? (100 * v / t).toFixed(1) + "%" : "-"; }
+  // Text for HTML/SVG markup built as a string: safe in element text and in single- or
+  // double-quoted attribute values alike (names come from the profiled program).
+  var ESC = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
   function esc(s) {
-    return String(s).replace(/[&<>"]/g, function (c) {
-      return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c];
-    });
+    return String(s).replace(/[&<>"']/g, function (c) { return ESC[c]; });
   }
   function hue(s) {
     var h = 2166136261;
