@@ -217,6 +217,12 @@ def test_two_workers_merged(serve, tmp_path):
     assert lines[0] == f"2 worker file(s) in {stats_dir}"
     assert lines[1].split()[:5] == ["route", "method", "status", "count", "errors"]
     assert lines[2].split()[:4] == ["/api/items/{item_id}", "GET", "2xx", str(k)]
+    for key in ("p50", "p99", "max", "cpu"):   # every latency column sorts
+        r = subprocess.run([str(APIPROF), "stats", "--dir", str(stats_dir), "--json", "--sort",
+                            key], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        values = [x[f"{key}_ns"] for x in json.loads(r.stdout)["routes"]]
+        assert values == sorted(values, reverse=True) and len(values) >= 2, key
 
 
 def test_stats_cli_errors(tmp_path):

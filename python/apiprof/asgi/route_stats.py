@@ -11,8 +11,9 @@ from .. import _core
 from .._table import Column, format_ms, render
 from .stats_files import read_dir
 
-SORT_KEYS = ("total", "p95", "count", "errors")
-_SORT_FIELDS = {"total": "total_ns", "p95": "p95_ns", "count": "count", "errors": "errors"}
+SORT_KEYS = ("total", "p50", "p95", "p99", "max", "cpu", "count", "errors")
+_SORT_FIELDS = {"total": "total_ns", "p50": "p50_ns", "p95": "p95_ns", "p99": "p99_ns",
+                "max": "max_ns", "cpu": "cpu_ns", "count": "count", "errors": "errors"}
 
 _table: _core.RouteTable | None = None
 
