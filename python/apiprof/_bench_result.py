@@ -208,6 +208,7 @@ def summary(result: dict[str, Any], functions: list[dict[str, Any]] | None) -> s
     if profiled and functions is not None:
         file = result["profile"]["file"]
         out.append(format_table(functions, "tottime", TOP_FUNCTIONS,
-                                header=f"warm profile, top by self time (apiprof report {file} "
-                                       "--phase warm)"))
+                                header=f"warm profile, the app's functions by self time "
+                                       f"(apiprof report {file} --phase warm --all: every "
+                                       "function)", everything=False))
     return "\n".join(out)

@@ -19,6 +19,9 @@ def format_findings(findings: list[dict[str, Any]], limit: int | None = None) ->
                      f"{f['message']}")
         if len(f["path"]) > 1:
             lines.append("    path: " + " -> ".join(f["path"]))
+    if any(f["kind"] == "slow_route" for f in shown):
+        lines.append("    (work: the time a route's code ran on threads; waiting and idle time are "
+                     "not work)")
     if len(shown) < len(findings):
         lines.append(f"    ... {len(findings) - len(shown)} more: apiprof report FILE "
                      "--format findings")

@@ -968,8 +968,7 @@ int ap_findings_build(ap_prof *p, const ap_prof *lines, ap_finding **out, size_t
             snprintf(per, sizeof per, " over %llu requests (%s each)",
                      (unsigned long long)routes[i].requests,
                      dur(d2, sizeof d2, (double)routes[i].work / (double)routes[i].requests));
-        say(f, "%s: %s of work%s, %.0f%% of all request work (work: time running on threads; "
-            "waiting and idle left out)", ap_prof_str(p, routes[i].route),
+        say(f, "%s: %s of work%s, %.0f%% of all request work", ap_prof_str(p, routes[i].route),
             dur(d1, sizeof d1, (double)routes[i].work), per, 100.0 * share);
         if (hot_function(&c, &routes[i]) != 0)
             goto err;
