@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._table import printable
+
 
 def format_findings(findings: list[dict[str, Any]], limit: int | None = None) -> str:
     """Numbered findings, most important first, each with its severity and kind; the hot
@@ -15,10 +17,11 @@ def format_findings(findings: list[dict[str, Any]], limit: int | None = None) ->
     shown = findings if limit is None else findings[:limit]
     lines = [f"findings ({len(findings)}, most important first):"]
     for i, f in enumerate(shown, 1):
-        lines.append(f"{i:2}. [{f['severity']}] {f['title']}: "
-                     f"{f['message']}")
+        # Names from the profiled code: control characters as escapes (one line each,
+        # nothing that drives the terminal).
+        lines.append(f"{i:2}. [{f['severity']}] {f['title']}: {printable(f['message'])}")
         if len(f["path"]) > 1:
-            lines.append("    path: " + " -> ".join(f["path"]))
+            lines.append("    path: " + " -> ".join(printable(p) for p in f["path"]))
     if any(f["kind"] == "slow_route" for f in shown):
         lines.append("    (work: the time a route's code ran on threads; waiting and idle time are "
                      "not work)")

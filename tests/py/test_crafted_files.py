@@ -78,8 +78,12 @@ def test_text_report_neutralises_terminal_escapes_and_newlines(tmp_path):
     assert r.returncode == 0, r.stderr
     for bad in ("\x1b", "\x07", "\r", "\x9b", "\u2028"):
         assert bad not in r.stdout
-    rows = [line for line in r.stdout.splitlines() if "evil" in line]
+    # One row in the table (the findings above it name the function too, escaped alike).
+    table = r.stdout[r.stdout.index("ncalls"):]
+    rows = [line for line in table.splitlines() if "evil" in line]
     assert len(rows) == 1 and "\\x1b]0;owned\\x07" in rows[0] and "\\nFAKE ROW 999" in rows[0]
+    findings = [line for line in r.stdout[:r.stdout.index("ncalls")].splitlines() if "evil" in line]
+    assert findings and all("\\x1b]0;owned\\x07" in line for line in findings)
     assert not any(line.startswith("FAKE ROW") for line in r.stdout.splitlines())
 
 

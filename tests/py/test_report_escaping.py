@@ -182,7 +182,9 @@ def test_dashboard_escapes_names(browser, tmp_path):
     assert sorted(cells) == sorted(f"/r{i}{p}" for i, p in enumerate(PAYLOADS))
     links = page.eval("Array.from(document.querySelectorAll('#profiles a'))"
                       ".map(a => a.getAttribute('href'))")
-    assert len(links) == len(PAYLOADS)
+    # Two links per kept profile: its HTML report and its JSON.
+    assert len(links) == 2 * len(PAYLOADS)
+    assert len([h for h in links if h.endswith("/html")]) == len(PAYLOADS)
     assert all(h.startswith("/x__DATA__y\"</script><script>window.pwned=9///api/profiles/")
                for h in links), links
     assert PAYLOADS[3] + PAYLOADS[4] in page.eval(
