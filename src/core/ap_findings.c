@@ -189,6 +189,7 @@ static ap_finding *fnew(fvec *v, unsigned kind, unsigned severity) {
     }
     ap_finding *f = &v->items[v->n++];
     memset(f, 0, sizeof *f);
+    f->rank = UINT64_MAX;   /* fnew's callers set value; rank() reads value then */
     f->kind = kind;
     f->severity = severity;
     f->unit = "nanoseconds";
@@ -660,6 +661,8 @@ static int hot_function(ctx *c, const route_acc *r) {
         h->frame = (ap_frame_id)line_key;
         h->line = (uint32_t)line_no;
         h->value = line_ns;
+        h->rank = best_ns;   /* with its function */
+        h->severity = f->severity;
         h->share = ls;
         say(h, "line %u of %s takes %.0f%% of the function's time: %s%s", h->line,
             where(p, g.fn, w, sizeof w), 100.0 * ls, dur(d1, sizeof d1, (double)line_ns), line_src);
@@ -890,8 +893,12 @@ static int rank(const void *a, const void *b) {
         return x->kind == AP_FK_IDLE ? 1 : -1;
     if (x->severity != y->severity)
         return x->severity > y->severity ? -1 : 1;
-    if (x->value != y->value)
-        return x->value > y->value ? -1 : 1;
+    uint64_t rx = x->rank != UINT64_MAX ? x->rank : x->value;
+    uint64_t ry = y->rank != UINT64_MAX ? y->rank : y->value;
+    if (rx != ry)
+        return rx > ry ? -1 : 1;
+    if (x->route != y->route)
+        return x->route < y->route ? -1 : 1;
     return x->kind < y->kind ? -1 : x->kind > y->kind;
 }
 

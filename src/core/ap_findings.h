@@ -88,6 +88,8 @@ typedef struct ap_finding {
     const char *unit;          /* "nanoseconds" or "calls" (static) */
     double share;              /* value's share of what `message` says it is a share of */
     uint64_t count;            /* requests or calls behind value, 0 when unknown */
+    uint64_t rank;             /* what it ranks by after severity: value, but a hot line
+                                  ranks with (just after) its hot function */
     ap_frame_id path[AP_FINDING_PATH];   /* hot path: user frames from the route's top */
     size_t npath;
     char message[AP_FINDING_MSG];

@@ -227,6 +227,9 @@ AP_TEST(findings_hot_line_from_a_line_profile) {
             AP_CHECK_EQ_U64(h->value, 89 * MS);
             AP_CHECK(strcmp(qual(p, h->frame), "helper") == 0);
             AP_CHECK(strstr(h->message, "line 92 of helper") != NULL);
+            /* ranked right after the hot function it is in */
+            const ap_finding *fn = find(fs, n, AP_FK_HOT_FUNCTION, "GET /slow", p);
+            AP_CHECK(fn != NULL && h == fn + 1);
         }
         free(fs);
     }
