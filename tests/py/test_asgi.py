@@ -72,7 +72,16 @@ def test_streamed_body_intact_and_timed_to_last_byte(plain, http):
     body = b"".join(chunks)
     assert body == b"0123456789abcdef" * 64 * 20 and len(body) == STREAM_BYTES
     assert len(chunks) > 1  # it did arrive in pieces
-    (row,) = [r for r in http.get(f"{plain.url}/stats").json()["routes"] if r["route"] == "/stream"]
+    # The request is recorded once its last byte has been sent, which the client may see
+    # first: ask again for up to 5 s.
+    deadline = time.monotonic() + 5
+    while True:
+        rows_ = [r for r in http.get(f"{plain.url}/stats").json()["routes"]
+                 if r["route"] == "/stream"]
+        if rows_ or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    (row,) = rows_
     assert row["count"] == 1 and row["bytes_out"] == STREAM_BYTES
     # 20 chunks, each after a 10 ms sleep: the last byte leaves after at least 200 ms
     assert row["max_ns"] >= 20 * 10_000_000
