@@ -10,7 +10,7 @@ from typing import Any
 
 from .. import _labels
 from .._launch import Program, add_program_arguments, launch
-from .._profiler import Profiler, format_table
+from .._profiler import CHECKPOINT_INTERVAL, Profiler, format_table
 from ..errors import UsageError
 
 
@@ -20,7 +20,8 @@ def add_parser(sub: Any) -> None:
         description="Run a Python script (or -m module) with __main__ semantics under apiprof's "
                     "exact function tracer; write the profile at exit, also on SIGINT/SIGTERM.",
         usage="apiprof run [-o FILE] [--clock wall|cpu] [--no-builtins] [--phases A,B,...] "
-              "[--timeline] [--timeline-events N] [-q] (script.py | -m module) [args ...]",
+              "[--timeline] [--timeline-events N] [--checkpoint-interval S] [-q] "
+              "(script.py | -m module) [args ...]",
     )
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="time functions by wall clock (default) or thread CPU time")
@@ -33,6 +34,11 @@ def add_parser(sub: Any) -> None:
                         "--format chrome); wall clock only")
     p.add_argument("--timeline-events", type=int, default=TIMELINE_EVENTS, metavar="N",
                    help=f"spans the timeline keeps, the latest (default {TIMELINE_EVENTS})")
+    p.add_argument("--checkpoint-interval", type=float, default=CHECKPOINT_INTERVAL,
+                   metavar="S",
+                   help="save the profile to -o every S seconds while the program runs, so a "
+                        "run killed by SIGKILL keeps its work up to the last save (default "
+                        f"{CHECKPOINT_INTERVAL:g}; 0: only at exit)")
     add_program_arguments(p, "NAME.apiprof")
     p.set_defaults(func=run)
 
@@ -85,7 +91,9 @@ class FunctionProducer:
         # Request work of an app uvicorn serves is labelled route=...; named tasks task=...
         self.profiler = Profiler(clock=args.clock, builtins=not args.no_builtins,
                                  exclude=("runpy",), labels=True,
-                                 timeline=args.timeline_events if args.timeline else 0)
+                                 timeline=args.timeline_events if args.timeline else 0,
+                                 checkpoint=program.output if args.checkpoint_interval else None,
+                                 checkpoint_interval=args.checkpoint_interval or 1.0)
         self._previous_usr1: Any = None
 
     def start(self) -> None:
@@ -117,6 +125,8 @@ class FunctionProducer:
 def run(args: argparse.Namespace) -> int:
     if args.timeline and args.clock != "wall":
         raise UsageError("--timeline needs --clock wall")
+    if not args.checkpoint_interval >= 0:
+        raise UsageError("--checkpoint-interval must be seconds >= 0")
     if args.timeline and args.timeline_events < 1:
         raise UsageError("--timeline-events must be at least 1")
     program = Program.from_args(args, ".apiprof")
