@@ -143,6 +143,8 @@ def test_a_trickled_body_is_not_profiled(server):
                 chunk = sock.recv(4096)
                 assert chunk, reply
                 reply += chunk
+    # the profile stops after the response's last byte is sent: the client may see it first
+    wait_for(lambda: len(EVENTS.log) == 2, "the candidate's profile did not stop")
     assert EVENTS.log == [("start", "/upload", False), ("stop", "/upload", True)]
     assert mw.slow_candidates == 1 and mw.slow_kept == 0
 
@@ -171,6 +173,7 @@ def test_an_on_demand_request_cuts_the_candidate(server):
         wait_for(lambda: len(EVENTS.log) == 1, "the candidate did not start")
         r = client.get("/ondemand", headers={"x-apiprof-token": TOKEN})
         assert r.status_code == 200 and r.headers["x-apiprof-profile"]
+        wait_for(lambda: len(EVENTS.log) == 4, "the on-demand profile did not stop")
         assert EVENTS.log == [("start", "/wait/b", False), ("stop", "/wait/b", False),
                               ("start", "/ondemand", False), ("stop", "/ondemand", True)]
         assert client.get("/release/b").status_code == 200
