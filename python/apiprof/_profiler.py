@@ -182,6 +182,9 @@ class Profiler:
         """Stop recording; frames still open are closed now. Idempotent."""
         if self._checkpoint is not None:
             self._checkpoint.stop()
+            profile = self.profile
+            if profile.meta.get(CUT_META):  # the run ended: the profile is whole again
+                profile.set_meta(CUT_META, "")
         if self.running:
             self._count_labels(-1)
         self._tracer.stop()

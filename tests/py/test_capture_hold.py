@@ -16,6 +16,7 @@ import httpx
 import pytest
 import uvicorn
 from apiprof.asgi import ProfilerMiddleware
+from apiprof.asgi.request_profile import FunctionProfile
 from conftest import free_port
 
 TOKEN = "t0ken-for-capture-tests"
@@ -38,20 +39,26 @@ CURRENT: contextvars.ContextVar[str] = contextvars.ContextVar("current_path")
 
 
 class LoggingProfile:
-    """A RequestProfiler that records its calls (the tracer is not needed here)."""
+    """The default RequestProfiler (the real tracer), its calls recorded."""
 
     def __init__(self) -> None:
         self.path = ""
+        self.profile = FunctionProfile()
+        self.stopped = False
 
     def start(self) -> None:
+        self.profile.start()
         EVENTS.log.append(("start", CURRENT.get(""), False))
         self.path = CURRENT.get("")
 
     def stop(self) -> None:
-        EVENTS.log.append(("stop", self.path, self.path in EVENTS.done))
+        self.profile.stop()
+        if not self.stopped:
+            self.stopped = True
+            EVENTS.log.append(("stop", self.path, self.path in EVENTS.done))
 
     def result(self, info: dict[str, str]) -> bytes:
-        return b"{}"
+        return self.profile.result(info)
 
 
 RELEASE: dict[str, asyncio.Event] = {}
@@ -179,4 +186,5 @@ def test_an_on_demand_request_cuts_the_candidate(server):
         assert client.get("/release/b").status_code == 200
         waiting.join(30)
     assert mw.slow_kept == 0
-    assert [p["kind"] for p in mw.profiles.index()] == ["request"]
+    [kept] = mw.profiles.index()
+    assert kept["kind"] == "request" and "error" not in kept  # the tracer was free

@@ -86,6 +86,7 @@ def test_final_save_clears_the_cut_note(tmp_path):
         assert _core.load(str(out)).meta["cut"]
         assert calls_of(out, "work") == 1
         work(1000)
+    assert not p.profile.meta.get("cut")  # stopped: whole again, however it is saved
     p.save(out)
     assert not _core.load(str(out)).meta.get("cut")
     assert calls_of(out, "work") == 2
