@@ -1,6 +1,8 @@
 """The program launcher of ``apiprof run``, ``apiprof lines`` and every command that runs a
 script or ``-m`` module under a producer: arguments, ``__main__`` semantics, exit status,
-and SIGINT/SIGTERM that still stop the producer and write its profile.
+and SIGINT/SIGTERM that still stop the producer and write its profile. A child forked by
+the program gets apiprof's SIGTERM handler removed (it behaves as without apiprof) and,
+should it return to the launcher, writes its own profile, ``NAME.<pid>.apiprof``.
 
 A command adds its own options, makes a ``Producer`` and calls ``launch``:
 
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from types import CodeType, FrameType
 from typing import Any, Protocol
 
+from ._profile_file import per_process_path
 from .errors import UsageError
 
 
@@ -48,6 +51,36 @@ class Terminated(BaseException):
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
     raise Terminated()
+
+
+@dataclass
+class _Launched:
+    """The launch in progress, for the fork handler: the SIGTERM handler it replaced and
+    where its profile goes (changed in a forked child)."""
+
+    previous_sigterm: Any
+    base: str
+    output: str
+    child: bool = False
+
+
+_current: _Launched | None = None
+
+
+def _after_fork_in_child() -> None:
+    launched = _current
+    if launched is None:
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is _terminate:
+            signal.signal(signal.SIGTERM, launched.previous_sigterm)
+    except ValueError:  # forked from a thread that is not the main one: no handler to reset
+        pass
+    launched.output = per_process_path(launched.base, os.getpid())
+    launched.child = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def add_program_arguments(parser: argparse.ArgumentParser, default_output: str) -> None:
@@ -162,19 +195,25 @@ def launch(command: str, program: Program, producer: Producer, *, quiet: bool = 
     """Runs ``program`` under ``producer`` and writes its profile; returns the program's
     exit status (1 if the profile cannot be written and the program succeeded).
     ``command`` names the command in messages."""
+    global _current
     previous: Any = signal.signal(signal.SIGTERM, _terminate)
+    launched = _current = _Launched(previous, program.output, program.output)
     producer.start()
     try:
         status = execute(program, prepare)
     finally:
         producer.stop()
-        signal.signal(signal.SIGTERM, previous)
+        _current = None
+        if not launched.child:
+            signal.signal(signal.SIGTERM, previous)
+    output = launched.output
     try:
-        producer.save(program.output)
+        producer.save(output)
     except OSError as e:
         print(f"{command}: {e}", file=sys.stderr)
         return status or 1
     if not quiet:
-        sys.stderr.write("\n" + producer.summary())
-        sys.stderr.write(f"apiprof: wrote {program.output} (apiprof report {program.output})\n")
+        if not launched.child:
+            sys.stderr.write("\n" + producer.summary())
+        sys.stderr.write(f"apiprof: wrote {output} (apiprof report {output})\n")
     return status

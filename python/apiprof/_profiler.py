@@ -8,10 +8,13 @@ import inspect
 import os
 import sys
 import threading
+import time
+import weakref
 from collections.abc import Callable, Iterable
 from typing import IO, Any, TypeVar
 
 from . import _core, _labels
+from ._profile_file import CUT_META, per_process_path, save_profile
 from ._table import Column, format_ns, render
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -21,6 +24,7 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 # Marks the contexts a scope="context" profiler records: the var holds that profiler's mark.
 _SCOPE: contextvars.ContextVar[object] = contextvars.ContextVar("apiprof_scope")
 SCOPES = ("process", "context")
+CHECKPOINT_INTERVAL = 10.0  # seconds between checkpoints (Profiler(checkpoint=PATH))
 
 # The metric catalogue (C's ap_metric table): name, unit, label, how it sums, its views.
 CATALOGUE: list[dict[str, Any]] = _core.metrics()
@@ -157,6 +161,11 @@ class Profiler:
     ``cpu=True`` (wall clock) also records each frame's thread CPU time beside its wall
     time: ``cpu_ns`` (self) and ``cpu_total_ns`` (with callees), so that waiting and
     computing show apart; it reads the thread CPU clock at every call and return.
+    ``checkpoint=PATH`` saves the profile to PATH every ``checkpoint_interval`` seconds
+    while it runs (atomically, see ``save``), so a run killed by SIGKILL keeps its work
+    up to the last checkpoint; such a file says it was cut (metadata ``cut``) until the
+    final ``save``. In a child forked while it runs, checkpoints go to
+    ``PATH``'s per-process name (``name.<pid>.apiprof``).
     Use ``start()``/``stop()``, ``with Profiler() as p:``, or ``@Profiler()``.
     """
 
@@ -164,7 +173,9 @@ class Profiler:
                  include: str | Iterable[str] | None = None,
                  exclude: str | Iterable[str] | None = None,
                  scope: str = "process", labels: bool = False, timeline: int = 0,
-                 cpu: bool = False) -> None:
+                 cpu: bool = False,
+                 checkpoint: str | os.PathLike[str] | None = None,
+                 checkpoint_interval: float = CHECKPOINT_INTERVAL) -> None:
         if clock not in ("wall", "cpu"):
             raise ValueError(f"clock must be 'wall' or 'cpu', not {clock!r}")
         if scope not in SCOPES:
@@ -176,6 +187,11 @@ class Profiler:
         if cpu and clock != "wall":
             raise ValueError(
                 "cpu=True needs clock='wall' (with clock='cpu' every time is CPU time)")
+        if not isinstance(checkpoint_interval, (int, float)) or not checkpoint_interval > 0:
+            raise ValueError(f"checkpoint_interval must be seconds > 0, not "
+                             f"{checkpoint_interval!r}")
+        self._checkpoint = _Checkpoints(self, os.path.abspath(checkpoint),
+                                        float(checkpoint_interval)) if checkpoint else None
         self.clock = clock
         self.scope = scope
         self.labels = bool(labels)
@@ -202,6 +218,7 @@ class Profiler:
         if self.scope != "context":
             self._tracer.start()
             self._count_labels(1)
+            self._start_checkpoints()
             return self
         reset = _SCOPE.set(self._mark)
         try:
@@ -211,7 +228,12 @@ class Profiler:
             raise
         self._scope_reset = reset
         self._count_labels(1)
+        self._start_checkpoints()
         return self
+
+    def _start_checkpoints(self) -> None:
+        if self._checkpoint is not None:
+            self._checkpoint.start()
 
     def _count_labels(self, step: int) -> None:
         if self.labels:
@@ -219,6 +241,11 @@ class Profiler:
 
     def stop(self) -> Profiler:
         """Stop recording; frames still open are closed now. Idempotent."""
+        if self._checkpoint is not None:
+            self._checkpoint.stop()
+            profile = self.profile
+            if profile.meta.get(CUT_META):  # the run ended: the profile is whole again
+                profile.set_meta(CUT_META, "")
         if self.running:
             self._count_labels(-1)
         self._tracer.stop()
@@ -304,8 +331,20 @@ class Profiler:
         return list(self.profile.functions())
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the native file (``apiprof report FILE`` reads it)."""
-        self.profile.save(os.fspath(path))
+        """Write the native file (``apiprof report FILE`` reads it): a regular file is
+        replaced atomically (a new file renamed over it), a FIFO or device written
+        through. The profile no longer says it was cut by a checkpoint."""
+        profile = self.profile
+        if profile.meta.get(CUT_META):
+            profile.set_meta(CUT_META, "")
+        save_profile(profile, os.fspath(path))
+
+    def checkpoint_now(self) -> None:
+        """Save the running profile to the ``checkpoint`` path, marked as cut now
+        (what the checkpoint thread does every interval). OSError on failure."""
+        if self._checkpoint is None:
+            raise ValueError("this Profiler has no checkpoint path")
+        self._checkpoint.save()
 
     def print(self, sort: str = "cumtime", limit: int | None = 30,
               file: IO[str] | None = None) -> None:
@@ -313,3 +352,82 @@ class Profiler:
         (cumtime, tottime, calls, await)."""
         out = file if file is not None else sys.stdout
         out.write(format_table(self.functions(), sort, limit))
+
+
+# Profilers whose checkpoint thread runs: a forked child restarts theirs (threads do not
+# survive fork) on the child's own file.
+_CHECKPOINTING: weakref.WeakSet[_Checkpoints] = weakref.WeakSet()
+
+
+class _Checkpoints:
+    """The checkpoint thread of one Profiler: every ``interval`` seconds while it runs,
+    the profile is saved to ``path`` with metadata ``cut`` saying when and what it lacks.
+    Each save holds the GIL for as long as the profile takes to write (bench/RESULTS.md);
+    a failing save is reported once on stderr and retried at the next interval."""
+
+    def __init__(self, profiler: Profiler, path: str, interval: float) -> None:
+        self._profiler = weakref.ref(profiler)
+        self._base = path
+        self.path = path
+        self.interval = interval
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._failed = False
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._wake.clear()
+        self._thread = threading.Thread(target=self._loop, name="apiprof-checkpoint",
+                                        daemon=True)
+        self._thread.start()
+        _CHECKPOINTING.add(self)
+
+    def stop(self) -> None:
+        thread, self._thread = self._thread, None
+        _CHECKPOINTING.discard(self)
+        if thread is None:
+            return
+        self._wake.set()
+        if thread is not threading.current_thread():
+            thread.join()
+
+    def _loop(self) -> None:
+        # A labelling profiler records nothing of this thread: its context is paused.
+        _core.label_set(_labels.ROUTE, _labels.PAUSED)
+        wake = self._wake
+        while not wake.wait(self.interval):
+            try:
+                self.save()
+            except OSError as e:
+                if not self._failed:
+                    self._failed = True
+                    print(f"apiprof: cannot write checkpoint {self.path}: {e}", file=sys.stderr)
+
+    def save(self) -> None:
+        profiler = self._profiler()
+        if profiler is None:
+            return
+        with self._lock:
+            profile = profiler.profile
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+            profile.set_meta(CUT_META, f"checkpoint of a run that had not ended, written at "
+                                       f"{stamp}: it lacks the work after that and the calls "
+                                       f"still open then")
+            save_profile(profile, self.path)
+
+    def after_fork_in_child(self) -> None:
+        self._thread = None
+        self._lock = threading.Lock()
+        self._failed = False
+        self.path = per_process_path(self._base, os.getpid())
+        self.start()
+
+
+def _restart_checkpoints_in_child() -> None:
+    for checkpoints in list(_CHECKPOINTING):
+        checkpoints.after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_restart_checkpoints_in_child)

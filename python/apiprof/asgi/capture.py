@@ -8,7 +8,7 @@ import hmac
 import time
 from typing import Any
 
-from .http import Scope, header, query_value
+from .http import Message, Receive, Scope, header, query_value
 from .request_profile import RequestProfiler
 
 TOKEN_HEADER = b"x-apiprof-token"
@@ -40,15 +40,48 @@ def wants_report(scope: Scope) -> str | None:
     return asked if asked in ("json", "html") else None
 
 
+async def read_body(receive: Receive, limit: int) -> tuple[list[Message], bool]:
+    """The request's messages up to its last body part (or a disconnect), read before a
+    slow-capture candidate is profiled so that a client slow to send its body never keeps
+    the tracer on; and whether that is the whole body (False: more than ``limit`` bytes,
+    the messages read so far are returned)."""
+    messages: list[Message] = []
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message.get("type") != "http.request" or not message.get("more_body", False):
+            return messages, True
+        size += len(message.get("body", b""))
+        if size > limit:
+            return messages, False
+
+
+def replay(messages: list[Message], receive: Receive) -> Receive:
+    """A receive that gives ``messages`` first, then reads on from ``receive``."""
+    pending = list(messages)
+
+    async def receive_again() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return receive_again
+
+
 class SlowCapture:
     """Slow-request capture: once a request took longer than ``slow_ns``, the next one
     (at most one per ``interval_ns``) is profiled as a candidate and kept only if it is
     slow too. Profiling is never started for a request already running, so the first
-    slow request of a route only arms the capture."""
+    slow request of a route only arms the capture. A candidate's body is read before
+    its profile starts, and its profile is stopped after ``max_ns`` or when an
+    on-demand request comes (it is then not kept): no client holds the tracer."""
 
-    def __init__(self, slow_ns: int, interval_ns: int) -> None:
+    def __init__(self, slow_ns: int, interval_ns: int, max_ns: int, body_bytes: int) -> None:
         self.slow_ns = slow_ns
         self.interval_ns = interval_ns
+        self.max_ns = max_ns
+        self.body_bytes = body_bytes
         self.armed = False
         self.next_ns = 0
         self.candidates = 0  # requests profiled as slow-capture candidates

@@ -17,7 +17,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .. import _labels
-from .capture import PROFILE_HEADER, SlowCapture, authorized, document, wants_report
+from .capture import (
+    PROFILE_HEADER,
+    SlowCapture,
+    authorized,
+    document,
+    read_body,
+    replay,
+    wants_report,
+)
 from .dashboard import Dashboard, report_page
 from .http import ASGIApp, Headers, Message, Receive, Scope, Send, discard, respond, respond_gzip
 from .options import Options
@@ -27,6 +35,24 @@ from .stats_files import write_worker_file
 from .store import ON_DEMAND_RING, ProfileStore
 
 Keep = Callable[[dict[str, Any], bytes], None]
+
+
+class _Cut:
+    """Stops a slow-capture candidate's profile early (its time bound passed, or an
+    on-demand request wants the tracer); the candidate is then not kept."""
+
+    def __init__(self, release: Callable[[_Cut], None]) -> None:
+        self.profile: RequestProfiler | None = None
+        self.reason = ""
+        self._release = release
+
+    def __call__(self, reason: str) -> None:
+        if self.reason:
+            return
+        self.reason = reason
+        if self.profile is not None:
+            self.profile.stop()
+        self._release(self)
 
 
 class ProfilerMiddleware:
@@ -48,8 +74,13 @@ class ProfilerMiddleware:
         self._factory: ProfilerFactory = opts.profiler or FunctionProfile
         self._server_timing = bool(opts.server_timing)
         self._slow = (None if opts.slow_ms is None else
-                      SlowCapture(int(opts.slow_ms * 1e6), int(opts.slow_interval_s * 1e9)))
-        self._profile_lock = asyncio.Lock()  # one request profile at a time (one tracer runs)
+                      SlowCapture(int(opts.slow_ms * 1e6), int(opts.slow_interval_s * 1e9),
+                                  int(opts.slow_max_s * 1e9), opts.slow_body_bytes))
+        # One request profile at a time (one tracer runs): on-demand requests take turns
+        # on the lock; a slow-capture candidate runs only while no one holds it, and is
+        # cut (``_candidate``) when an on-demand request comes.
+        self._profile_lock = asyncio.Lock()
+        self._candidate: _Cut | None = None
         self._max_profile_bytes = opts.max_profile_bytes
         self.profiles = ProfileStore(opts.profiles_per_route, opts.max_profiles)
         self._dashboard = Dashboard(opts.dashboard_path, self.profiles, self.dashboard_data,
@@ -146,9 +177,13 @@ class ProfilerMiddleware:
                 await self._on_demand_request(scope, receive, send)
                 return
         slow = self._slow
-        if slow is not None and slow.armed and not self._profile_lock.locked() and slow.take():
-            await self._slow_candidate(scope, receive, send)
-            return
+        if slow is not None and slow.armed and self._tracer_free() and slow.take():
+            # the body first, unprofiled: a client slow to send it holds nothing
+            messages, whole = await read_body(receive, slow.body_bytes)
+            receive = replay(messages, receive)
+            if whole and self._tracer_free():
+                await self._slow_candidate(scope, receive, send)
+                return
         before = dict(scope)  # the router rewrites the scope (root_path, route, ...)
         req = self.table.request(scope, send, self._server_timing)
         failed = True
@@ -159,6 +194,13 @@ class ProfilerMiddleware:
             req.finish(failed, self._routes.routed(before, scope.get("route")))
         if slow is not None:
             slow.saw(req.wall_ns)
+
+    def _tracer_free(self) -> bool:
+        return self._candidate is None and not self._profile_lock.locked()
+
+    def _release(self, cut: _Cut) -> None:
+        if self._candidate is cut:
+            self._candidate = None
 
     def _run_app(self, req: Any, scope: Scope, receive: Receive) -> Awaitable[None]:
         """The app's run for one HTTP request, timed by ``req`` (a RouteTable request that
@@ -183,6 +225,8 @@ class ProfilerMiddleware:
             kept.append((record, document))
 
         async with self._profile_lock:  # profiled requests take turns
+            if self._candidate is not None:
+                self._candidate("cut: an on-demand request needed the profiler")
             await self._run_profiled(scope, receive, discard if report else send, "request",
                                      header, profile_id, keep)
         page = report_page(*kept[0]) if report == "html" else None
@@ -200,22 +244,32 @@ class ProfilerMiddleware:
             if slow.keep(record):
                 self.profiles.add(record["route"], record, document)
 
-        async with self._profile_lock:
+        cut = self._candidate = _Cut(self._release)
+        timer = asyncio.get_running_loop().call_later(
+            slow.max_ns / 1e9, cut,
+            f"cut: still running after slow_max_s ({slow.max_ns / 1e9:g} s)")
+        try:
             await self._run_profiled(scope, receive, send, "slow", None,
-                                     self.profiles.new_id(), keep)
+                                     self.profiles.new_id(), keep, cut)
+        finally:
+            timer.cancel()
+            self._release(cut)
 
     async def _run_profiled(
         self, scope: Scope, receive: Receive, send: Send, kind: str,
-        extra_headers: Headers | None, profile_id: str, keep: Keep,
+        extra_headers: Headers | None, profile_id: str, keep: Keep, cut: _Cut | None = None,
     ) -> None:
         """Runs one request under a new request profile and hands its record and JSON
-        document to ``keep``, also when the app raises (the exception then propagates)."""
+        document to ``keep``, also when the app raises (the exception then propagates).
+        With ``cut``, the profile can be stopped early: the record then says why."""
         profile: RequestProfiler | None = None
         error = ""
         try:
             candidate = self._factory()
             candidate.start()
             profile = candidate
+            if cut is not None:
+                cut.profile = candidate
         except RuntimeError as e:  # another profiler runs (apiprof run, a user's Profiler)
             error = f"cannot profile this request: {e}"
         before = dict(scope)
@@ -229,6 +283,8 @@ class ProfilerMiddleware:
         finally:
             if profile is not None:
                 profile.stop()
+                if cut is not None and cut.reason:
+                    profile, error = None, cut.reason
             label = req.finish(failed, self._routes.routed(before, scope.get("route")))
             record = {
                 "id": profile_id, "kind": kind, "route": label,

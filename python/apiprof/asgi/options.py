@@ -29,6 +29,8 @@ class Options:
     max_profiles: int = 64
     max_profile_bytes: int = 256 * 1024
     slow_interval_s: float = 1.0
+    slow_max_s: float = 5.0
+    slow_body_bytes: int = 1024 * 1024
     profiler: ProfilerFactory | None = None
 
     def __post_init__(self) -> None:
@@ -50,6 +52,9 @@ class Options:
             raise ConfigurationError("slow_ms must be a positive number of milliseconds")
         if not self.flush_s > 0 or not self.slow_interval_s >= 0:
             raise ConfigurationError("flush_s must be positive and slow_interval_s not negative")
+        if not self.slow_max_s > 0 or not self.slow_body_bytes >= 0:
+            raise ConfigurationError("slow_max_s must be positive and slow_body_bytes not "
+                                     "negative")
         if min(self.profiles_per_route, self.max_profiles, self.max_profile_bytes,
                self.max_routes) < 1:
             raise ConfigurationError("max_routes and the profile limits must be at least 1")

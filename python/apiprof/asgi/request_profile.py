@@ -10,7 +10,9 @@ from typing import Protocol
 class RequestProfiler(Protocol):
     """Profiles one request. ``start()`` is called in the request's task just before the
     app runs, ``stop()`` in the same task after its last byte is sent, then ``result()``
-    once. Each request gets a new instance from a ``ProfilerFactory``. ``start()`` may
+    once. ``stop()`` may also come earlier, from another task, when a slow-capture
+    candidate is cut (docs/asgi.md): it must be idempotent and stop the recording at once.
+    Each request gets a new instance from a ``ProfilerFactory``. ``start()`` may
     raise RuntimeError when it cannot profile now (another profiler runs): the request is
     then served without a profile."""
 

@@ -11,7 +11,7 @@ from typing import Any
 from .. import _labels
 from .._findings import format_findings
 from .._launch import Program, add_program_arguments, launch
-from .._profiler import Profiler, clock_note, format_table
+from .._profiler import CHECKPOINT_INTERVAL, Profiler, clock_note, format_table
 from ..errors import UsageError
 
 
@@ -21,8 +21,8 @@ def add_parser(sub: Any) -> None:
         description="Run a Python script (or -m module) with __main__ semantics under apiprof's "
                     "exact function tracer; write the profile at exit, also on SIGINT/SIGTERM.",
         usage="apiprof run [-o FILE] [--clock wall|cpu] [--cpu] [--no-builtins] [--all] "
-              "[--phases A,B,...] [--timeline] [--timeline-events N] [-q] "
-              "(script.py | -m module) [args ...]",
+              "[--phases A,B,...] [--timeline] [--timeline-events N] [--checkpoint-interval S] "
+              "[-q] (script.py | -m module) [args ...]",
     )
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="time functions by wall clock (default) or thread CPU time")
@@ -41,6 +41,11 @@ def add_parser(sub: Any) -> None:
                         "--format chrome); wall clock only")
     p.add_argument("--timeline-events", type=int, default=TIMELINE_EVENTS, metavar="N",
                    help=f"spans the timeline keeps, the latest (default {TIMELINE_EVENTS})")
+    p.add_argument("--checkpoint-interval", type=float, default=CHECKPOINT_INTERVAL,
+                   metavar="S",
+                   help="save the profile to -o every S seconds while the program runs, so a "
+                        "run killed by SIGKILL keeps its work up to the last save (default "
+                        f"{CHECKPOINT_INTERVAL:g}; 0: only at exit)")
     add_program_arguments(p, "NAME.apiprof")
     p.set_defaults(func=run)
 
@@ -95,7 +100,9 @@ class FunctionProducer:
         self.profiler = Profiler(clock=args.clock, builtins=not args.no_builtins,
                                  exclude=("runpy",), labels=True,
                                  timeline=args.timeline_events if args.timeline else 0,
-                                 cpu=args.cpu)
+                                 cpu=args.cpu,
+                                 checkpoint=program.output if args.checkpoint_interval else None,
+                                 checkpoint_interval=args.checkpoint_interval or 1.0)
         self._previous_usr1: Any = None
         self.all = bool(args.all)
 
@@ -133,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--timeline needs --clock wall")
     if args.cpu and args.clock != "wall":
         raise UsageError("--cpu needs --clock wall (with --clock cpu every time is CPU time)")
+    if not args.checkpoint_interval >= 0:
+        raise UsageError("--checkpoint-interval must be seconds >= 0")
     if args.timeline and args.timeline_events < 1:
         raise UsageError("--timeline-events must be at least 1")
     program = Program.from_args(args, ".apiprof")
