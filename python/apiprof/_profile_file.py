@@ -33,18 +33,6 @@ def load_profile(path: str) -> Any:
     return profile
 
 
-def _umask() -> int:
-    """The process umask, read without changing it (Linux), else the common 022."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0o022
-
-
 def save_profile(profile: Any, path: str) -> None:
     """Write ``profile``'s native file to ``path``, the one way every profile is saved.
 
