@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import pstats
 import signal
 import subprocess
@@ -16,7 +15,7 @@ import httpx
 import pytest
 from apiprof import _core
 from conftest import free_port
-from helpers import SHOP_DIR, wait_healthy
+from helpers import SHOP_DIR, serve_profiled
 
 APIPROF = Path(sys.executable).with_name("apiprof")
 
@@ -151,29 +150,18 @@ def test_run_uvicorn_serving_the_shop(tmp_path):
     """`apiprof run -m uvicorn` under real traffic: endpoints found with exact counts."""
     port = free_port()
     out = tmp_path / "shop.apiprof"
-    env = {**os.environ, "SHOP_DB": str(tmp_path / "shop.db"), "PYTHONUNBUFFERED": "1"}
-    log = open(tmp_path / "server.log", "wb")
-    proc = subprocess.Popen(
-        [str(APIPROF), "run", "-q", "-o", str(out), "-m", "uvicorn", "shop.app:app",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        cwd=SHOP_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(base_url=url, timeout=30, trust_env=False) as client:
-            wait_healthy(client, proc, (tmp_path / "server.log"))
-            for _ in range(3):
-                assert client.get("/orders/recent", params={"limit": 5}).status_code == 200
-            for zone in ("eu", "world"):
-                r = client.get(f"/internal/rates/{zone}", params={"weight_grams": 900})
-                assert r.status_code == 200
-        proc.send_signal(signal.SIGINT)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
-    assert proc.returncode == 0, (tmp_path / "server.log").read_text()
+
+    def drive(client: httpx.Client) -> None:
+        for _ in range(3):
+            assert client.get("/orders/recent", params={"limit": 5}).status_code == 200
+        for zone in ("eu", "world"):
+            r = client.get(f"/internal/rates/{zone}", params={"weight_grams": 900})
+            assert r.status_code == 200
+
+    serve_profiled([str(APIPROF), "run", "-q", "-o", str(out), "-m", "uvicorn", "shop.app:app",
+                    "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                   SHOP_DIR, {"SHOP_DB": str(tmp_path / "shop.db")}, port,
+                   tmp_path / "server.log", drive)
     funcs = functions(out)
     assert funcs["recent_orders"]["calls"] == 3      # sync route, in the thread pool
     assert funcs["load_order"]["calls"] == 15
