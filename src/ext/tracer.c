@@ -67,6 +67,8 @@ typedef struct TracerObject {
     apext_labels labels;     /* route / task label trees (labels.h), off unless asked for */
     apext_timeline timeline; /* event ring (timeline.h), off unless asked for */
     int cpu_split;           /* cpu=True: thread CPU time per node beside the wall clock */
+    int plain;               /* none of scope, labels, timeline, CPU split, CPU clock: the
+                                events of Python frames may take the short path (3.12+) */
 } TracerObject;
 
 /* The shadow-stack entry with cpu=True (the session's frame_size then): the
@@ -167,7 +169,7 @@ typedef struct scope_cache {
     int in;
 } scope_cache;
 
-static _Thread_local scope_cache tls_scope;
+static APEXT_TLS scope_cache tls_scope;
 
 static int scope_compute(TracerObject *t, PyThreadState *ts, scope_cache *c) {
     int in = 0;
@@ -426,10 +428,57 @@ static inline code_rec *mon_rec(TracerObject *t, PyObject *code) {
     return rec;
 }
 
-/* PY_START / PY_RESUME / PY_THROW: (code, offset[, exception]) */
-static PyObject *mon_enter(PyObject *code, int start, int can_disable) {
-    TracerObject *t = running_tracer();
-    if (t == NULL || !in_scope(t))
+/* The short path of the events of Python frames, for a plain tracer (see
+ * TracerObject.plain): the code's record is filled for this session, not
+ * excluded and not a coroutine's (no await accounting), the thread's state
+ * is current and, on entry, the node is the parent's last child, the stack
+ * has room and the thread needs no naming.  Then an entry is a push and an
+ * exit a pop of the top entry, with no call; anything else takes the full
+ * path below, which decides the same way. */
+static inline code_rec *short_rec(TracerObject *t, PyObject *code) {
+    code_rec *rec = apext_code_get(code, PRODUCER);
+    if (rec == NULL || rec->info.serial != t->sess.serial || rec->excluded || rec->info.awaits)
+        return NULL;
+    return rec;
+}
+
+static inline apext_thread *short_thread(void) {
+    apext_stack_tls *c = &apext_stack_tls_slots[PRODUCER];
+    return c->gen == apext_session_generation[PRODUCER] ? c->thread : NULL;
+}
+
+static inline int short_enter(TracerObject *t, PyObject *code, int start) {
+    code_rec *rec = short_rec(t, code);
+    apext_thread *ts = rec != NULL ? short_thread() : NULL;
+    if (ts == NULL || ts->depth == ts->cap)
+        return 0;
+    apext_frame *top = (apext_frame *)ts->stack + ts->depth;
+    ap_node *n = top[-1].node->mru;
+    if (n == NULL || n->frame != rec->info.frame || (!ts->named && start && n->m[AP_M_CALLS] == 0))
+        return 0;
+    n->m[AP_M_CALLS] += (uint64_t)start;
+    top->node = n;
+    top->t0 = ap_clock_now_ns();
+    top->child = 0;
+    top->key = code;
+    ts->depth++;
+    return 1;
+}
+
+static inline int short_exit(TracerObject *t, PyObject *code) {
+    uint64_t now = ap_clock_now_ns();
+    apext_thread *ts = short_rec(t, code) != NULL ? short_thread() : NULL;
+    if (ts == NULL || ts->depth < 2 || ((apext_frame *)ts->stack)[ts->depth - 1].key != code)
+        return 0;
+    apext_stack_pop_top(ts, now);
+    return 1;
+}
+
+/* PY_START / PY_RESUME / PY_THROW: (code, offset[, exception]); the full
+ * path out of line, so that the short one is a leaf with few registers. */
+static __attribute__((noinline)) PyObject *mon_enter_full(TracerObject *t, PyObject *code,
+                                                         int start, int can_disable) {
+    if (!in_scope(t))
         Py_RETURN_NONE;
     uint64_t now = apext_session_clock(&t->sess);
     code_rec *rec = mon_rec(t, code);
@@ -442,9 +491,9 @@ static PyObject *mon_enter(PyObject *code, int start, int can_disable) {
     Py_RETURN_NONE;
 }
 
-static PyObject *mon_exit(PyObject *code, int yield, int can_disable) {
-    TracerObject *t = running_tracer();
-    if (t == NULL || !in_scope(t))
+static __attribute__((noinline)) PyObject *mon_exit_full(TracerObject *t, PyObject *code,
+                                                        int yield, int can_disable) {
+    if (!in_scope(t))
         Py_RETURN_NONE;
     uint64_t now = apext_session_clock(&t->sess);
     code_rec *rec = mon_rec(t, code);
@@ -455,6 +504,20 @@ static PyObject *mon_exit(PyObject *code, int yield, int can_disable) {
     on_py_exit(t, rec, (PyCodeObject *)code,
                yield && rec->info.awaits ? apext_compat_iframe() : NULL, yield, now);
     Py_RETURN_NONE;
+}
+
+static inline PyObject *mon_enter(PyObject *code, int start, int can_disable) {
+    TracerObject *t = running_tracer();
+    if (t == NULL || (t->plain && short_enter(t, code, start)))
+        Py_RETURN_NONE;
+    return mon_enter_full(t, code, start, can_disable);
+}
+
+static inline PyObject *mon_exit(PyObject *code, int yield, int can_disable) {
+    TracerObject *t = running_tracer();
+    if (t == NULL || (t->plain && short_exit(t, code)))
+        Py_RETURN_NONE;
+    return mon_exit_full(t, code, yield, can_disable);
 }
 
 static PyObject *cb_py_start(PyObject *m, PyObject *const *a, Py_ssize_t n) {
@@ -607,7 +670,10 @@ static void tracer_dealloc(PyObject *owner) {
 }
 
 static int tracer_prepare(PyObject *owner) {
-    apext_labels_start(&((TracerObject *)owner)->labels);
+    TracerObject *t = (TracerObject *)owner;
+    apext_labels_start(&t->labels);
+    t->plain = !t->labels.on && t->scope_var == NULL && !t->timeline.on && !t->cpu_split &&
+               !t->sess.cpu_clock && t->sess.frame_size == sizeof(apext_frame);
     return 0;
 }
 
