@@ -9,7 +9,9 @@ does its imports and set-up, starts the tool, runs the workload once (warm-up: c
 records, tree nodes, specialisation), then runs it once more inside a call of libc's
 qsort through ctypes (a 2-element sort whose single comparison is the workload), so that
 only that region is counted; then it stops the tool. Start-up, start and stop are thus
-outside the count, and the constant cost of the ctypes call cancels in the differences.
+outside the count, and the constant cost of the ctypes call cancels in the differences. A
+collection right before the region resets the garbage collector's counters, so that its
+collections fall at the same points whatever was imported before.
 
 Groups and cases:
 - trace: function tracing of fib, Hanoi, a template-like workload, pydantic validation and
@@ -37,6 +39,7 @@ import argparse
 import asyncio
 import ctypes
 import datetime
+import gc
 import importlib.util
 import json
 import os
@@ -254,6 +257,7 @@ def child(group: str, workload: str, tool: str, scale: float, mark: bool) -> Non
         start = stop = lambda: None  # noqa: E731
     start()
     fn()  # warm-up under the tool
+    gc.collect()  # the region's collections then fall at the same points in every run
     if mark:
         region(fn)
     else:
