@@ -23,7 +23,7 @@ SAN_BUILD_ARGS := -Csetup-args=-Db_sanitize=address,undefined -Csetup-args=-Db_l
 SAN_ENV = LD_PRELOAD=$$(gcc -print-file-name=libasan.so) PYTHONMALLOC=malloc \
   ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 
-.PHONY: all venv install demo test test-c test-py lint test-all sanitize bench clean system-deps fuzz \
+.PHONY: all venv install demo test test-c test-py lint test-all sanitize bench bench-ir clean system-deps fuzz \
   sid-root
 
 all: install
@@ -110,6 +110,11 @@ sanitize: system-deps
 	PATH=$(CURDIR)/$(ASAN_VENV)/bin:$$PATH $(ASAN_VENV)/bin/python -m pip install -q --no-build-isolation --no-deps $(BUILD_ARGS) \
 	  $(SAN_BUILD_ARGS) .
 	$(SAN_ENV) $(ASAN_VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+# Instruction counts under callgrind (bench/instructions.py): apiprof beside its peers, per
+# Python (PYTHON=python3.12 ...); the tables go to bench/RESULTS.md by hand.
+bench-ir: install system-deps
+	$(PY) bench/instructions.py
 
 bench: install
 	$(PY) bench/timer_overhead.py

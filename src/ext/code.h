@@ -27,15 +27,11 @@ extern Py_ssize_t apext_code_index;
  * is free). */
 int apext_code_init(apext_producer p, void (*destructor)(void *rec));
 
-/* The record of producer p for code, or NULL if it has none (any error of
- * co_extra is cleared).  For the hot path: one call and two loads.  Can't
- * fail; apext_code_index must be set. */
+/* The record of producer p for code (a code object), or NULL if it has
+ * none.  For the hot path: a few loads, no call.  Can't fail;
+ * apext_code_index must be set. */
 static inline void *apext_code_get(PyObject *code, apext_producer p) {
-    void *extra = NULL;
-    if (apext_compat_extra_get(code, apext_code_index, &extra) < 0) {
-        PyErr_Clear();
-        return NULL;
-    }
+    void *extra = apext_compat_extra_fast(code, apext_code_index);
     return extra != NULL ? ((apext_code_extra *)extra)->rec[p] : NULL;
 }
 

@@ -34,6 +34,12 @@ static inline PyThreadState *apext_compat_tstate(void) {
 #endif
 }
 
+/* Thread-local variables read on every event: the initial-exec model reads
+ * them at a fixed offset from the thread pointer, where the default model of
+ * a -fPIC module calls __tls_get_addr at each access.  They take a few dozen
+ * bytes of the static TLS reserve the C library keeps for loaded modules. */
+#define APEXT_TLS _Thread_local __attribute__((tls_model("initial-exec")))
+
 /* co_extra access under its name of each version.  Same contracts as
  * CPython's: 0, or -1 with an exception set. */
 static inline Py_ssize_t apext_compat_extra_index(freefunc f) {
@@ -50,6 +56,20 @@ static inline int apext_compat_extra_get(PyObject *code, Py_ssize_t index, void 
 #else
     return _PyCode_GetExtra(code, index, extra);
 #endif
+}
+
+/* The same read without a call, for the hot path: co_extra points at a
+ * {size, values[size]} block (CPython's layout, unchanged since 3.6; the
+ * setter above makes it), or is NULL.  The value at index, or NULL when
+ * none is set.  Can't fail. */
+typedef struct apext_compat_code_extra {
+    Py_ssize_t size;
+    void *values[1];
+} apext_compat_code_extra;
+
+static inline void *apext_compat_extra_fast(PyObject *code, Py_ssize_t index) {
+    const apext_compat_code_extra *e = (const apext_compat_code_extra *)((PyCodeObject *)code)->co_extra;
+    return e != NULL && index >= 0 && index < e->size ? e->values[index] : NULL;
 }
 
 static inline int apext_compat_extra_set(PyObject *code, Py_ssize_t index, void *extra) {

@@ -7,6 +7,65 @@
 /* ---- 3.12+: sys.monitoring -------------------------------------------------------- */
 
 static PyObject *g_disable;   /* sys.monitoring.DISABLE; strong */
+
+#if AP_MONITORING
+/* ---- callback objects ----------------------------------------------------------------
+ * What sys.monitoring calls for each event: a small object whose vectorcall
+ * slot calls the event's C function directly.  A builtin function object
+ * would do too, but its call path (argument checks, a recursion guard) costs
+ * about as many instructions per event as the short path of a hook. */
+typedef PyObject *(*fastcall_fn)(PyObject *, PyObject *const *, Py_ssize_t);
+
+typedef struct apext_callback {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    fastcall_fn fn;
+} apext_callback;
+
+static PyObject *callback_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
+                                     PyObject *kwnames) {
+    (void)kwnames;   /* sys.monitoring passes positional arguments only */
+    return ((apext_callback *)self)->fn(NULL, args, PyVectorcall_NARGS(nargsf));
+}
+
+static void callback_dealloc(PyObject *self) {
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_Free(self);
+    Py_DECREF(type);   /* instances of a heap type hold a reference to it */
+}
+
+static PyMemberDef callback_members[] = {
+    {"__vectorcalloffset__", Py_T_PYSSIZET, offsetof(apext_callback, vectorcall), Py_READONLY,
+     NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot callback_slots[] = {
+    {Py_tp_call, (void *)PyVectorcall_Call},
+    {Py_tp_dealloc, (void *)callback_dealloc},
+    {Py_tp_members, callback_members},
+    {0, NULL},
+};
+
+static PyType_Spec callback_spec = {
+    "apiprof._core._Callback", sizeof(apext_callback), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_IMMUTABLETYPE, callback_slots};
+
+static PyObject *callback_type;   /* made at the first install; strong */
+
+/* A new callback object calling def's METH_FASTCALL function, or NULL with
+ * an exception set. */
+static PyObject *callback_new(const PyMethodDef *def) {
+    if (callback_type == NULL && (callback_type = PyType_FromSpec(&callback_spec)) == NULL)
+        return NULL;
+    apext_callback *cb = PyObject_New(apext_callback, (PyTypeObject *)callback_type);
+    if (cb == NULL)
+        return NULL;
+    cb->vectorcall = callback_vectorcall;
+    cb->fn = (fastcall_fn)(void (*)(void))def->ml_meth;   /* METH_FASTCALL */
+    return (PyObject *)cb;
+}
+#endif
 /* Whether a producer's callback returned DISABLE since the last
  * restart_events(): the locations it disabled stay disabled for the tool id,
  * so its next install (whose filters may differ) must re-enable them.
@@ -99,7 +158,7 @@ int apext_install(apext_session *s, apext_hooks *h, int optional, PyObject *code
         if (ev == NULL)
             goto err;
         long bit = PyLong_AsLong(ev);
-        PyObject *fn = PyCFunction_New(&h->events[i].def, NULL);
+        PyObject *fn = callback_new(&h->events[i].def);
         PyObject *r =
             fn ? PyObject_CallMethod(mon, "register_callback", "iOO", tool, ev, fn) : NULL;
         Py_DECREF(ev);

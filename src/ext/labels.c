@@ -5,7 +5,7 @@
 
 #include "ap_err.h"
 
-_Thread_local apext_label_cache apext_labels_tls;
+APEXT_TLS apext_label_cache apext_labels_tls;
 uint64_t apext_labels_epoch = 1;
 
 /* ---- tree indices ------------------------------------------------------------------ */

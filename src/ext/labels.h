@@ -76,7 +76,7 @@ typedef struct apext_label_cache {
     ap_tree *tree;
 } apext_label_cache;
 
-extern _Thread_local apext_label_cache apext_labels_tls;
+extern APEXT_TLS apext_label_cache apext_labels_tls;
 extern uint64_t apext_labels_epoch;
 
 /* Set up l for a tracer over p.  arg is None (no labels) or a (var, paused)

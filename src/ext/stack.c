@@ -6,7 +6,7 @@
 
 #define STACK_INITIAL 128
 
-_Thread_local apext_stack_tls apext_stack_tls_slots[APEXT_NPRODUCERS];
+APEXT_TLS apext_stack_tls apext_stack_tls_slots[APEXT_NPRODUCERS];
 
 static _Thread_local uint64_t tls_serial;
 static uint64_t next_serial = 1;   /* protected by the GIL */

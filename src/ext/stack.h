@@ -61,7 +61,7 @@ typedef struct apext_stack_tls {
     apext_thread *thread;
 } apext_stack_tls;
 
-extern __attribute__((visibility("hidden"))) _Thread_local apext_stack_tls
+extern __attribute__((visibility("hidden"))) APEXT_TLS apext_stack_tls
     apext_stack_tls_slots[APEXT_NPRODUCERS];
 
 /* A number given to the calling OS thread at its first use, never reused

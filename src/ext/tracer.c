@@ -55,6 +55,15 @@ typedef struct code_rec {
     uint8_t excluded;
 } code_rec;
 
+/* A direct-mapped cache in front of builtin_recs: the builtins of a hot loop
+ * are found without hashing. */
+#define BUILTIN_CACHE 64
+
+typedef struct builtin_slot {
+    const PyMethodDef *ml;   /* NULL: empty */
+    uint64_t v;              /* as in builtin_recs */
+} builtin_slot;
+
 typedef struct TracerObject {
     PyObject_HEAD
     apext_session sess;   /* profile, thread states, failure note (as in apext_object) */
@@ -64,9 +73,12 @@ typedef struct TracerObject {
     PyObject *scope_var;  /* contextvars.ContextVar of the context scope, or NULL: all events */
     PyObject *scope_mark; /* the value of scope_var that puts a context in scope */
     ap_map builtin_recs;  /* PyMethodDef* -> frame id << 1 | excluded, per session */
+    builtin_slot builtin_cache[BUILTIN_CACHE];
     apext_labels labels;     /* route / task label trees (labels.h), off unless asked for */
     apext_timeline timeline; /* event ring (timeline.h), off unless asked for */
     int cpu_split;           /* cpu=True: thread CPU time per node beside the wall clock */
+    int plain;               /* none of scope, labels, timeline, CPU split, CPU clock: the
+                                events of Python frames may take the short path (3.12+) */
 } TracerObject;
 
 /* The shadow-stack entry with cpu=True (the session's frame_size then): the
@@ -188,7 +200,7 @@ typedef struct scope_cache {
     int in;
 } scope_cache;
 
-static _Thread_local scope_cache tls_scope;
+static APEXT_TLS scope_cache tls_scope;
 
 static int scope_compute(TracerObject *t, PyThreadState *ts, scope_cache *c) {
     int in = 0;
@@ -344,30 +356,63 @@ static int compiled_rec(TracerObject *t, PyObject *callable, PyObject *fn, const
     return 1;
 }
 
+static int builtin_rec_slow(TracerObject *t, PyObject *callable, const void **key,
+                            ap_frame_id *frame, int *excluded);
+
 /* Record of a C callable: key (PyMethodDef*, or the function object of a
  * compiled function), frame and verdict; 0 when the callable is not a
  * builtin function, method descriptor or compiled function, 1 when found,
- * -1 on error (recorded). */
-static int builtin_rec(TracerObject *t, PyObject *callable, const void **key, ap_frame_id *frame,
-                       int *excluded) {
+ * -1 on error (recorded).  Inline: a builtin met before is found in the
+ * cache. */
+static inline int builtin_rec(TracerObject *t, PyObject *callable, const void **key,
+                              ap_frame_id *frame, int *excluded) {
+    const PyMethodDef *ml;
+    if (Py_IS_TYPE(callable, &PyMethodDescr_Type))
+        ml = ((PyMethodDescrObject *)callable)->d_method;
+    else if (Py_IS_TYPE(callable, &PyCFunction_Type) || Py_IS_TYPE(callable, &PyCMethod_Type))
+        ml = ((PyCFunctionObject *)callable)->m_ml;
+    else if (PyType_Check(callable))   /* a class: not a builtin function */
+        return 0;
+    else
+        return builtin_rec_slow(t, callable, key, frame, excluded);
+    const builtin_slot *slot = &t->builtin_cache[((uintptr_t)ml >> 5) % BUILTIN_CACHE];
+    if (slot->ml != ml)
+        return builtin_rec_slow(t, callable, key, frame, excluded);
+    *key = ml;
+    *frame = (ap_frame_id)(slot->v >> 1);
+    *excluded = (int)(slot->v & 1);
+    return 1;
+}
+
+static __attribute__((noinline)) int builtin_rec_slow(TracerObject *t, PyObject *callable,
+                                                      const void **key, ap_frame_id *frame,
+                                                      int *excluded) {
     PyMethodDef *ml;
     PyObject *self = NULL;
     PyTypeObject *type = NULL;
     PyObject *compiled;
-    if (PyCFunction_Check(callable)) {
-        ml = ((PyCFunctionObject *)callable)->m_ml;
-        self = ((PyCFunctionObject *)callable)->m_self;
-    } else if (Py_IS_TYPE(callable, &PyMethodDescr_Type)) {
+    if (Py_IS_TYPE(callable, &PyMethodDescr_Type)) {
         ml = ((PyMethodDescrObject *)callable)->d_method;
         type = ((PyMethodDescrObject *)callable)->d_common.d_type;
+    } else if (Py_IS_TYPE(callable, &PyCFunction_Type) || PyCFunction_Check(callable)) {
+        ml = ((PyCFunctionObject *)callable)->m_ml;
+        self = ((PyCFunctionObject *)callable)->m_self;
     } else if ((compiled = compiled_function(callable)) != NULL) {
         return compiled_rec(t, callable, compiled, key, frame, excluded);
     } else {
         return 0;
     }
     *key = ml;
+    builtin_slot *slot = &t->builtin_cache[((uintptr_t)ml >> 5) % BUILTIN_CACHE];
+    if (slot->ml == ml) {
+        *frame = (ap_frame_id)(slot->v >> 1);
+        *excluded = (int)(slot->v & 1);
+        return 1;
+    }
     uint64_t *v = ap_map_get(&t->builtin_recs, (uint64_t)(uintptr_t)ml);
     if (v != NULL) {
+        slot->ml = ml;
+        slot->v = *v;
         *frame = (ap_frame_id)(*v >> 1);
         *excluded = (int)(*v & 1);
         return 1;
@@ -474,13 +519,19 @@ static inline void on_c_enter(TracerObject *t, PyObject *callable, uint64_t now)
         tracer_enter(t, ts, frame, key, now, 1);
 }
 
+/* The key of a C callable's frames (its PyMethodDef), or NULL when it is not
+ * a builtin function or method descriptor. */
+static inline const void *builtin_key(PyObject *callable) {
+    if (Py_IS_TYPE(callable, &PyMethodDescr_Type))
+        return ((PyMethodDescrObject *)callable)->d_method;
+    if (Py_IS_TYPE(callable, &PyCFunction_Type) || PyCFunction_Check(callable))
+        return ((PyCFunctionObject *)callable)->m_ml;
+    return NULL;
+}
+
 static inline void on_c_exit(TracerObject *t, PyObject *callable, uint64_t now) {
-    const void *key;
-    if (PyCFunction_Check(callable))
-        key = ((PyCFunctionObject *)callable)->m_ml;
-    else if (Py_IS_TYPE(callable, &PyMethodDescr_Type))
-        key = ((PyMethodDescrObject *)callable)->d_method;
-    else if ((key = compiled_function(callable)) == NULL)
+    const void *key = builtin_key(callable);
+    if (key == NULL && (key = compiled_function(callable)) == NULL)
         return;
     apext_thread *ts = apext_stack_thread(&t->sess, PRODUCER);
     if (ts != NULL)
@@ -502,10 +553,67 @@ static inline code_rec *mon_rec(TracerObject *t, PyObject *code) {
     return rec;
 }
 
-/* PY_START / PY_RESUME / PY_THROW: (code, offset[, exception]) */
-static PyObject *mon_enter(PyObject *code, int start, int can_disable) {
-    TracerObject *t = running_tracer();
-    if (t == NULL || !in_scope(t))
+/* The short path of the events of Python frames, for a plain tracer (see
+ * TracerObject.plain): the code's record is filled for this session, not
+ * excluded and not a coroutine's (no await accounting), the thread's state
+ * is current and, on entry, the node is the parent's last child, the stack
+ * has room and the thread needs no naming.  Then an entry is a push and an
+ * exit a pop of the top entry, with no call; anything else takes the full
+ * path below, which decides the same way. */
+static inline code_rec *short_rec(TracerObject *t, PyObject *code) {
+    code_rec *rec = apext_code_get(code, PRODUCER);
+    if (rec == NULL || rec->info.serial != t->sess.serial || rec->excluded || rec->info.awaits)
+        return NULL;
+    return rec;
+}
+
+static inline apext_thread *short_thread(void) {
+    apext_stack_tls *c = &apext_stack_tls_slots[PRODUCER];
+    return c->gen == apext_session_generation[PRODUCER] ? c->thread : NULL;
+}
+
+/* Push frame (key) on ts, as apext_stack_enter() does; 0 when the stack is
+ * full or the node can't be made (the full path then notes it). */
+static inline int short_push(TracerObject *t, apext_thread *ts, ap_frame_id frame,
+                             const void *key, int start) {
+    if (ts->depth == ts->cap)
+        return 0;
+    apext_frame *top = (apext_frame *)ts->stack + ts->depth;
+    ap_node *parent = top[-1].node;
+    ap_node *n = parent->mru;
+    if ((n == NULL || n->frame != frame) && (n = ap_tree_child(ts->tree, parent, frame)) == NULL)
+        return 0;
+    if (!ts->named && start && n->m[AP_M_CALLS] == 0)
+        apext_stack_name(&t->sess, ts);   /* on new nodes only */
+    n->m[AP_M_CALLS] += (uint64_t)start;
+    top->node = n;
+    top->t0 = ap_clock_now_ns();
+    top->child = 0;
+    top->key = key;
+    ts->depth++;
+    return 1;
+}
+
+static inline int short_enter(TracerObject *t, PyObject *code, int start) {
+    code_rec *rec = short_rec(t, code);
+    apext_thread *ts = rec != NULL ? short_thread() : NULL;
+    return ts != NULL && short_push(t, ts, rec->info.frame, code, start);
+}
+
+static inline int short_exit(TracerObject *t, PyObject *code) {
+    uint64_t now = ap_clock_now_ns();
+    apext_thread *ts = short_rec(t, code) != NULL ? short_thread() : NULL;
+    if (ts == NULL || ts->depth < 2 || ((apext_frame *)ts->stack)[ts->depth - 1].key != code)
+        return 0;
+    apext_stack_pop_top(ts, now);
+    return 1;
+}
+
+/* PY_START / PY_RESUME / PY_THROW: (code, offset[, exception]); the full
+ * path out of line, so that the short one is a leaf with few registers. */
+static __attribute__((noinline)) PyObject *mon_enter_full(TracerObject *t, PyObject *code,
+                                                         int start, int can_disable) {
+    if (!in_scope(t))
         Py_RETURN_NONE;
     uint64_t now = apext_session_clock(&t->sess);
     code_rec *rec = mon_rec(t, code);
@@ -518,9 +626,9 @@ static PyObject *mon_enter(PyObject *code, int start, int can_disable) {
     Py_RETURN_NONE;
 }
 
-static PyObject *mon_exit(PyObject *code, int yield, int can_disable) {
-    TracerObject *t = running_tracer();
-    if (t == NULL || !in_scope(t))
+static __attribute__((noinline)) PyObject *mon_exit_full(TracerObject *t, PyObject *code,
+                                                        int yield, int can_disable) {
+    if (!in_scope(t))
         Py_RETURN_NONE;
     uint64_t now = apext_session_clock(&t->sess);
     code_rec *rec = mon_rec(t, code);
@@ -531,6 +639,20 @@ static PyObject *mon_exit(PyObject *code, int yield, int can_disable) {
     on_py_exit(t, rec, (PyCodeObject *)code,
                yield && rec->info.awaits ? apext_compat_iframe() : NULL, yield, now);
     Py_RETURN_NONE;
+}
+
+static inline PyObject *mon_enter(PyObject *code, int start, int can_disable) {
+    TracerObject *t = running_tracer();
+    if (t == NULL || (t->plain && short_enter(t, code, start)))
+        Py_RETURN_NONE;
+    return mon_enter_full(t, code, start, can_disable);
+}
+
+static inline PyObject *mon_exit(PyObject *code, int yield, int can_disable) {
+    TracerObject *t = running_tracer();
+    if (t == NULL || (t->plain && short_exit(t, code)))
+        Py_RETURN_NONE;
+    return mon_exit_full(t, code, yield, can_disable);
 }
 
 static PyObject *cb_py_start(PyObject *m, PyObject *const *a, Py_ssize_t n) {
@@ -579,6 +701,15 @@ static PyObject *cb_call(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     if (PyFunction_Check(callable) ||
         (PyMethod_Check(callable) && PyFunction_Check(PyMethod_GET_FUNCTION(callable))))
         return apext_install_disable(PRODUCER);
+    if (t->plain) {   /* the short path: a known builtin on a current thread state */
+        const void *key;
+        ap_frame_id frame;
+        int excluded;
+        apext_thread *ts = short_thread();
+        if (ts != NULL && builtin_rec(t, callable, &key, &frame, &excluded) == 1 &&
+            (excluded || short_push(t, ts, frame, key, 1)))
+            Py_RETURN_NONE;
+    }
     if (in_scope(t))
         on_c_enter(t, callable, apext_session_clock(&t->sess));
     Py_RETURN_NONE;
@@ -588,7 +719,18 @@ static PyObject *cb_call(PyObject *m, PyObject *const *a, Py_ssize_t n) {
 static PyObject *cb_c_exit(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     (void)m;
     TracerObject *t = running_tracer();
-    if (t != NULL && n >= 3 && in_scope(t))
+    if (t != NULL && n >= 3 && t->plain) {   /* the short path: the top frame's return */
+        uint64_t now = ap_clock_now_ns();
+        apext_thread *ts = short_thread();
+        const void *key = builtin_key(a[2]);
+        if (ts != NULL && key != NULL && ts->depth > 1 &&
+            ((apext_frame *)ts->stack)[ts->depth - 1].key == key) {
+            apext_stack_pop_top(ts, now);
+            Py_RETURN_NONE;
+        }
+    }
+    if (t != NULL && n >= 3 && (builtin_key(a[2]) != NULL || compiled_function(a[2]) != NULL) &&
+        in_scope(t))   /* else: no frame */
         on_c_exit(t, a[2], apext_session_clock(&t->sess));
     Py_RETURN_NONE;
 }
@@ -683,7 +825,10 @@ static void tracer_dealloc(PyObject *owner) {
 }
 
 static int tracer_prepare(PyObject *owner) {
-    apext_labels_start(&((TracerObject *)owner)->labels);
+    TracerObject *t = (TracerObject *)owner;
+    apext_labels_start(&t->labels);
+    t->plain = !t->labels.on && t->scope_var == NULL && !t->timeline.on && !t->cpu_split &&
+               !t->sess.cpu_clock && t->sess.frame_size == sizeof(apext_frame);
     return 0;
 }
 
