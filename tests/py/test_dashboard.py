@@ -81,7 +81,9 @@ def test_dashboard_in_chromium(serve, http, tmp_path):
     p95_rows = route_rows(by_p95)
     p95 = [float(r[7]) for r in p95_rows]  # columns: route, method, status, count, errors,
     assert p95 == sorted(p95, reverse=True)  # p50, p90, p95, ...
-    assert {r[0]: float(r[7]) for r in p95_rows}["/sleep"] >= 50.0
+    # a 50 ms asyncio.sleep: the loop may run its timer a hair early (its clock
+    # resolution) and a histogram bucket is within 0.4%, so 49 ms is the floor
+    assert {r[0]: float(r[7]) for r in p95_rows}["/sleep"] >= 49.0
 
     denied = dump_dom(f"{server.url}/_apiprof?apiprof=wrong-token", tmp_path / "c3")
     assert "Not Found" in denied and "apiprof: routes" not in denied
