@@ -104,8 +104,12 @@ def line_targets(findings: list[dict[str, Any]], app_dir: Path, top: int) -> lis
     routes' first (nested functions by their outermost named function)."""
     out: list[str] = []
     root = app_dir.resolve()
-    for f in findings:
-        if f["kind"] != "hot_function" or not f["file"] or len(out) >= top:
+    # The slow routes' hot functions first, the route with the most work first.
+    work = {f["route"]: f["value"] for f in findings if f["kind"] == "slow_route"}
+    hot = sorted((f for f in findings if f["kind"] == "hot_function"),
+                 key=lambda f: -work.get(f["route"], -1))
+    for f in hot:
+        if not f["file"] or len(out) >= top:
             continue
         path = Path(f["file"])
         try:
