@@ -53,6 +53,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _peers import ensure_peers
+
 BENCH = Path(__file__).resolve().parent
 PEERS = {"yappi": "yappi", "line_profiler": "line_profiler", "fastapi_profiler": "fastapi-profiler"}
 
@@ -268,17 +270,6 @@ def child(group: str, workload: str, tool: str, scale: float, mark: bool) -> Non
 # ---- parent ----------------------------------------------------------------------------------
 
 
-def ensure_peers() -> set[str]:
-    absent = set()
-    for mod, pkg in PEERS.items():
-        if importlib.util.find_spec(mod) is None:
-            print(f"installing benchmark peer into {sys.prefix}: {pkg}", flush=True)
-            subprocess.run([sys.executable, "-m", "pip", "install", "-q", pkg], check=False)
-            importlib.invalidate_caches()
-            if importlib.util.find_spec(mod) is None:
-                absent.add(mod)
-    return absent
-
 
 def _child_argv(group: str, workload: str, tool: str, scale: float) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), "--child", group, workload, tool,
@@ -410,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("valgrind") is None:
         print("valgrind is needed (apt-get install valgrind)")
         return 1
-    absent = ensure_peers()
+    absent = set(ensure_peers(PEERS))
     for name in sorted(absent):
         print(f"{name}: does not install on Python {platform.python_version()}, left out")
     scale = 0.5 if args.quick else 1.0

@@ -19,24 +19,19 @@ import importlib.util
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import apiprof
+from _peers import ensure_peers
 
 
 def ensure_peer() -> bool:
-    """Install line_profiler if missing; whether it is there (it may not build on the
+    """line_profiler, installed if missing; whether it is there (it may not build on the
     newest Pythons)."""
-    if importlib.util.find_spec("line_profiler") is None:
-        print(f"installing benchmark peer into {sys.prefix}: line_profiler", flush=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "line_profiler"],
-                       check=False)
-        importlib.invalidate_caches()
-    return importlib.util.find_spec("line_profiler") is not None
+    return not ensure_peers({"line_profiler": "line_profiler"})
 
 
 # ---- workloads ----------------------------------------------------------------------------

@@ -26,28 +26,16 @@ import importlib.util
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import apiprof
+from _peers import ensure_peers
 
 PEERS = {"yappi": "yappi", "pyinstrument": "pyinstrument"}
 
-
-def ensure_peers() -> list[str]:
-    """Install the missing peers; returns those that do not install on this Python."""
-    absent = []
-    for mod, pkg in PEERS.items():
-        if importlib.util.find_spec(mod) is None:
-            print(f"installing benchmark peer into {sys.prefix}: {pkg}", flush=True)
-            subprocess.run([sys.executable, "-m", "pip", "install", "-q", pkg], check=False)
-            importlib.invalidate_caches()
-            if importlib.util.find_spec(mod) is None:
-                absent.append(mod)
-    return absent
 
 
 # ---- workloads ----------------------------------------------------------------------
@@ -257,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="smaller workloads, 3 reps")
     args = parser.parse_args(argv)
-    absent = ensure_peers()
+    absent = ensure_peers(PEERS)
     if importlib.util.find_spec("profiling") is None:
         absent.append("profiling.tracing")   # 3.15+
     for name in absent:
