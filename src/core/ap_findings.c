@@ -54,10 +54,14 @@ const char *ap_finding_severity_name(unsigned severity) {
 static const struct idle_rule {
     const char *qualname, *parent;
 } idle_rules[] = {
-    {"select.epoll.poll", NULL},      {"select.poll.poll", NULL},
-    {"select.select", NULL},          {"select.kqueue.control", NULL},
-    {"select.devpoll.poll", NULL},    {"Queue.get", "WorkerThread.run"},
-    {"_queue.SimpleQueue.get", "_worker"}, {"SimpleQueue.get", "_worker"},
+    {"select.epoll.poll", NULL},
+    {"select.poll.poll", NULL},
+    {"select.select", NULL},
+    {"select.kqueue.control", NULL},
+    {"select.devpoll.poll", NULL},
+    {"Queue.get", "WorkerThread.run"},
+    {"_queue.SimpleQueue.get", "_worker"},
+    {"SimpleQueue.get", "_worker"},
 };
 
 static const char *qualname_of(const ap_prof *p, ap_frame_id f) {
@@ -78,7 +82,8 @@ static int is_idle(const ap_prof *p, ap_frame_id f, ap_frame_id parent) {
     for (size_t i = 0; i < sizeof idle_rules / sizeof idle_rules[0]; i++) {
         if (strcmp(q, idle_rules[i].qualname) != 0)
             continue;
-        if (idle_rules[i].parent == NULL || strcmp(qualname_of(p, parent), idle_rules[i].parent) == 0)
+        if (idle_rules[i].parent == NULL ||
+            strcmp(qualname_of(p, parent), idle_rules[i].parent) == 0)
             return 1;
     }
     return 0;
@@ -109,7 +114,8 @@ int ap_classes_build(const ap_prof *p, ap_classes *c) {
     c->ntrees = nt;
     for (size_t f = 1; f < nf; f++) {
         const ap_frame *fr = ap_prof_frame(p, (ap_frame_id)f);
-        c->frame_library[f] = fr->kind == AP_FRAME_PYTHON && is_library_file(ap_prof_str(p, fr->file));
+        c->frame_library[f] =
+            fr->kind == AP_FRAME_PYTHON && is_library_file(ap_prof_str(p, fr->file));
     }
     for (size_t t = 0; t < nt; t++) {
         const ap_tree *tree = ap_prof_tree_at(p, t);
@@ -125,7 +131,7 @@ int ap_classes_build(const ap_prof *p, ap_classes *c) {
             ap_node_id up = node->parent;
             if (fr->kind == AP_FRAME_PYTHON)
                 lib[i] = c->frame_library[node->frame];
-            else   /* a C function: its caller's class; at a root, nobody's code */
+            else /* a C function: its caller's class; at a root, nobody's code */
                 lib[i] = up == 0 || lib[up];
             idle[i] = idle[up] || is_idle(p, node->frame, ap_tree_node(tree, up)->frame);
             c->wall_ns += node->m[AP_M_SELF_NS];
@@ -189,7 +195,7 @@ static ap_finding *fnew(fvec *v, unsigned kind, unsigned severity) {
     }
     ap_finding *f = &v->items[v->n++];
     memset(f, 0, sizeof *f);
-    f->rank = UINT64_MAX;   /* fnew's callers set value; rank() reads value then */
+    f->rank = UINT64_MAX; /* fnew's callers set value; rank() reads value then */
     f->kind = kind;
     f->severity = severity;
     f->unit = "nanoseconds";
@@ -207,8 +213,8 @@ static void say(ap_finding *f, const char *fmt, ...) {
 /* ---- per route ------------------------------------------------------------------------ */
 
 typedef struct route_acc {
-    ap_str_id route;      /* 0: the whole profile (no route labels) */
-    uint64_t work;        /* self time of non-idle nodes in its trees */
+    ap_str_id route; /* 0: the whole profile (no route labels) */
+    uint64_t work;   /* self time of non-idle nodes in its trees */
     uint64_t requests;
 } route_acc;
 
@@ -223,8 +229,8 @@ typedef struct ctx {
     ap_prof *p;
     ap_classes cls;
     ap_str_id k_route, k_thread_id;
-    ap_frame_id *func;        /* frame -> function-level frame */
-    const ap_prof *lines;     /* a line profile of the same program, or NULL */
+    ap_frame_id *func;    /* frame -> function-level frame */
+    const ap_prof *lines; /* a line profile of the same program, or NULL */
     fvec out;
 } ctx;
 
@@ -323,7 +329,8 @@ static uint64_t map_max(const ap_map *m, uint64_t except, uint64_t *key_out, uin
     return best;
 }
 
-static int resp_visit(ctx *c, const ap_tree *tree, const ap_node *node, ap_frame_id owner, void *arg) {
+static int resp_visit(ctx *c, const ap_tree *tree, const ap_node *node, ap_frame_id owner,
+                      void *arg) {
     (void)c;
     (void)tree;
     return add_to(arg, owner, node->m[AP_M_SELF_NS]);
@@ -331,10 +338,10 @@ static int resp_visit(ctx *c, const ap_tree *tree, const ap_node *node, ap_frame
 
 typedef struct region {
     ap_frame_id fn;
-    ap_map sub;     /* frame -> self time in fn's region (fn's own nodes included) */
-    ap_map lines;   /* line frame of fn -> self time */
+    ap_map sub;   /* frame -> self time in fn's region (fn's own nodes included) */
+    ap_map lines; /* line frame of fn -> self time */
     const ap_tree *tree;
-    const ap_node *heaviest;   /* fn's node with the most total time */
+    const ap_node *heaviest; /* fn's node with the most total time */
 } region;
 
 static int region_visit(ctx *c, const ap_tree *tree, const ap_node *node, ap_frame_id owner,
@@ -398,7 +405,8 @@ static int library_work(ctx *c, const route_acc *r) {
             f->route = r->route;
             f->count = r->requests;
             f->share = (double)total / (double)r->work;
-            say(f, "%.0f%% of %s's work (%s) is in library code, most in %s", 100.0 * f->share, r->route ? ap_prof_str(c->p, r->route) : "the profile",
+            say(f, "%.0f%% of %s's work (%s) is in library code, most in %s", 100.0 * f->share,
+                r->route ? ap_prof_str(c->p, r->route) : "the profile",
                 dur(d1, sizeof d1, (double)total), list);
         }
     }
@@ -449,16 +457,30 @@ static int lines_of(const ap_prof *p, ap_frame_id fn, const ap_prof *lp, ap_map 
  * the ORMs above them): a request that runs one of them many times from one
  * place is the N+1 pattern.  A frame matches by qualname. */
 static const char *const db_calls[] = {
-    "sqlite3.Connection.execute", "sqlite3.Cursor.execute", "sqlite3.Connection.executemany",
-    "sqlite3.Cursor.executemany", "Cursor.execute", "Cursor.executemany", "AsyncCursor.execute",
-    "Connection.fetch", "Connection.fetchrow", "Connection.fetchval", "Connection.execute",
-    "Session.execute", "AsyncSession.execute", "Session.get", "AsyncSession.get", "Query.first",
-    "Query.all", "Query.one",
+    "sqlite3.Connection.execute",
+    "sqlite3.Cursor.execute",
+    "sqlite3.Connection.executemany",
+    "sqlite3.Cursor.executemany",
+    "Cursor.execute",
+    "Cursor.executemany",
+    "AsyncCursor.execute",
+    "Connection.fetch",
+    "Connection.fetchrow",
+    "Connection.fetchval",
+    "Connection.execute",
+    "Session.execute",
+    "AsyncSession.execute",
+    "Session.get",
+    "AsyncSession.get",
+    "Query.first",
+    "Query.all",
+    "Query.one",
 };
 
 /* Hand-offs to the thread pool. */
 static const char *const hop_calls[] = {
-    "AsyncIOBackend.run_sync_in_worker_thread", "run_sync_in_worker_thread",
+    "AsyncIOBackend.run_sync_in_worker_thread",
+    "run_sync_in_worker_thread",
     "BaseEventLoop.run_in_executor",
 };
 
@@ -524,7 +546,8 @@ static int repeated(ctx *c, const route_acc *r, const char *const *list, size_t 
             uint64_t key = u->id ? c->func[u->frame] : 0;
             int ins;
             uint64_t *f = ap_map_upsert(&frame_of, key, n->frame, &ins);
-            uint64_t *l = ap_map_upsert(&loop_of, key, loop != NULL ? c->func[loop->frame] : 0, &ins);
+            uint64_t *l =
+                ap_map_upsert(&loop_of, key, loop != NULL ? c->func[loop->frame] : 0, &ins);
             if (f == NULL || l == NULL || add_to(&by_caller, key, n->m[AP_M_CALLS]) != 0)
                 rc = -1;
         }
@@ -532,7 +555,8 @@ static int repeated(ctx *c, const route_acc *r, const char *const *list, size_t 
     uint64_t caller = 0;
     uint64_t most = rc == 0 ? map_max(&by_caller, UINT64_MAX, &caller, NULL) : 0;
     if (rc == 0 && total >= AP_FINDING_REPEAT_PER_REQ * r->requests && most > 0) {
-        ap_finding *f = fnew(&c->out, kind, kind == AP_FK_REPEATED_QUERY ? AP_SEV_HIGH : AP_SEV_MEDIUM);
+        ap_finding *f =
+            fnew(&c->out, kind, kind == AP_FK_REPEATED_QUERY ? AP_SEV_HIGH : AP_SEV_MEDIUM);
         if (f == NULL) {
             rc = -1;
         } else {
@@ -554,16 +578,19 @@ static int repeated(ctx *c, const route_acc *r, const char *const *list, size_t 
                 snprintf(from, sizeof from, "; %.0f%% of them from %s%s", 100.0 * f->share,
                          where(c->p, (ap_frame_id)caller, w2, sizeof w2), by);
             if (kind == AP_FK_REPEATED_QUERY)
-                say(f, "%s runs %.1f database calls per request (%s, %llu over %llu requests)%s: "
+                say(f,
+                    "%s runs %.1f database calls per request (%s, %llu over %llu requests)%s: "
                     "the same query once per item (N+1) is the usual cause",
                     ap_prof_str(c->p, r->route), (double)total / (double)r->requests,
                     where(c->p, callee, w, sizeof w), (unsigned long long)total,
                     (unsigned long long)r->requests, from);
             else
-                say(f, "%s hands work to the thread pool %.1f times per request (%s, %llu over "
-                    "%llu requests)%s", ap_prof_str(c->p, r->route),
-                    (double)total / (double)r->requests, where(c->p, callee, w, sizeof w),
-                    (unsigned long long)total, (unsigned long long)r->requests, from);
+                say(f,
+                    "%s hands work to the thread pool %.1f times per request (%s, %llu over "
+                    "%llu requests)%s",
+                    ap_prof_str(c->p, r->route), (double)total / (double)r->requests,
+                    where(c->p, callee, w, sizeof w), (unsigned long long)total,
+                    (unsigned long long)r->requests, from);
         }
     }
     ap_map_free(&by_caller);
@@ -609,7 +636,7 @@ static int hot_function(ctx *c, const route_acc *r) {
     ap_map_free(&g.lines);
     if (rc != 0)
         return -1;
-    if (line_key == 0 && c->lines != NULL) {   /* from the line profile of the same program */
+    if (line_key == 0 && c->lines != NULL) { /* from the line profile of the same program */
         ap_map by_line = {0};
         if (lines_of(c->p, g.fn, c->lines, &by_line) != 0)
             return -1;
@@ -629,7 +656,7 @@ static int hot_function(ctx *c, const route_acc *r) {
     f->value = best_ns;
     f->share = share;
     f->count = r->requests;
-    if (g.heaviest != NULL) {   /* the hot path: user frames from the top down to fn */
+    if (g.heaviest != NULL) { /* the hot path: user frames from the top down to fn */
         ap_frame_id rev[AP_FINDING_PATH];
         size_t k = 0;
         for (const ap_node *nd = g.heaviest; nd->id != 0 && k < AP_FINDING_PATH;
@@ -648,7 +675,8 @@ static int hot_function(ctx *c, const route_acc *r) {
                  dur(d2, sizeof d2, (double)best_ns / (double)r->requests));
     if (top_key != 0 && (double)top_ns >= 0.5 * (double)best_ns)
         snprintf(most, sizeof most, "; mostly in %s (%.0f%%)",
-                 where(p, (ap_frame_id)top_key, tw, sizeof tw), 100.0 * (double)top_ns / (double)best_ns);
+                 where(p, (ap_frame_id)top_key, tw, sizeof tw),
+                 100.0 * (double)top_ns / (double)best_ns);
     say(f, "%s and what it calls outside your code take %.0f%% %s: %s%s%s",
         where(p, g.fn, w, sizeof w), 100.0 * share, scope_of(p, r->route, scope, sizeof scope),
         dur(d1, sizeof d1, (double)best_ns), per, most);
@@ -661,7 +689,7 @@ static int hot_function(ctx *c, const route_acc *r) {
         h->frame = (ap_frame_id)line_key;
         h->line = (uint32_t)line_no;
         h->value = line_ns;
-        h->rank = best_ns;   /* with its function */
+        h->rank = best_ns; /* with its function */
         h->severity = f->severity;
         h->share = ls;
         say(h, "line %u of %s takes %.0f%% of the function's time: %s%s", h->line,
@@ -687,7 +715,8 @@ static int loop_threads(ctx *c, ap_map *threads) {
             const ap_node *n = ap_tree_node(tree, (ap_node_id)i);
             const char *q = qualname_of(c->p, n->frame);
             if (n->m[AP_M_AWAIT_NS] > 0 || strcmp(q, "BaseEventLoop._run_once") == 0 ||
-                strstr(q, "Loop.run_forever") != NULL || strstr(q, "Loop.run_until_complete") != NULL) {
+                strstr(q, "Loop.run_forever") != NULL ||
+                strstr(q, "Loop.run_until_complete") != NULL) {
                 if (ap_map_put(threads, tid, 1) != 0) {
                     ap_err_set(AP_ENOMEM, "findings: out of memory");
                     return -1;
@@ -725,10 +754,11 @@ static int blocking_calls(ctx *c, const route_acc *routes, size_t nroutes) {
         ap_str_id route = routes[ri].route;
         if (route == 0)
             continue;
-        ap_map total = {0}, calls = {0}, caller = {0};   /* keyed by frame */
+        ap_map total = {0}, calls = {0}, caller = {0}; /* keyed by frame */
         for (size_t t = 0; rc == 0 && t < ap_prof_ntrees(c->p); t++) {
             const ap_tree *tree = ap_prof_tree_at(c->p, t);
-            ap_str_id tid = c->k_thread_id != AP_NONE ? ap_tree_label_get(tree, c->k_thread_id) : AP_NONE;
+            ap_str_id tid =
+                c->k_thread_id != AP_NONE ? ap_tree_label_get(tree, c->k_thread_id) : AP_NONE;
             if (!in_route(c, tree, route) || tid == AP_NONE || ap_map_get(&threads, tid) == NULL)
                 continue;
             for (size_t i = 1; rc == 0 && i < ap_tree_nnodes(tree); i++) {
@@ -736,7 +766,8 @@ static int blocking_calls(ctx *c, const route_acc *routes, size_t nroutes) {
                 if (c->cls.node_idle[t][i] || !blocks(n))
                     continue;
                 int deeper = 0;
-                for (const ap_node *ch = ap_node_first_child(n); ch && !deeper; ch = ap_node_next_sibling(ch))
+                for (const ap_node *ch = ap_node_first_child(n); ch && !deeper;
+                     ch = ap_node_next_sibling(ch))
                     deeper = blocks(ch);
                 if (deeper || in_import(c->p, tree, n))
                     continue;
@@ -746,7 +777,8 @@ static int blocking_calls(ctx *c, const route_acc *routes, size_t nroutes) {
                     u = ap_tree_node(tree, u->parent);
                 ap_frame_id key = c->func[n->frame];
                 int ins;
-                uint64_t *cl = ap_map_upsert(&caller, key, u->id != 0 ? c->func[u->frame] : 0, &ins);
+                uint64_t *cl =
+                    ap_map_upsert(&caller, key, u->id != 0 ? c->func[u->frame] : 0, &ins);
                 if (add_to(&total, key, n->m[AP_M_TOTAL_NS]) != 0 ||
                     add_to(&calls, key, n->m[AP_M_CALLS]) != 0 || cl == NULL)
                     rc = -1;
@@ -756,7 +788,7 @@ static int blocking_calls(ctx *c, const route_acc *routes, size_t nroutes) {
         for (size_t pos = 0; rc == 0 && (pos = ap_map_next(&total, pos, &key, &val)) != 0;) {
             uint64_t ncalls = *ap_map_get(&calls, key), from = *ap_map_get(&caller, key);
             if (ncalls < AP_FINDING_BLOCK_CALLS)
-                continue;   /* once: a cold start or a hiccup, not a pattern */
+                continue; /* once: a cold start or a hiccup, not a pattern */
             ap_finding *f = fnew(&c->out, AP_FK_BLOCKING_CALL, AP_SEV_HIGH);
             if (f == NULL) {
                 rc = -1;
@@ -769,8 +801,10 @@ static int blocking_calls(ctx *c, const route_acc *routes, size_t nroutes) {
             f->share = routes[ri].work ? (double)val / (double)routes[ri].work : 0;
             char w[256], w2[256], d1[32], d2[32], by[300] = "";
             if (from != 0 && from != key)
-                snprintf(by, sizeof by, ", called from %s,", where(c->p, (ap_frame_id)from, w2, sizeof w2));
-            say(f, "%s blocks the event loop: %s%s runs %s per call without awaiting (%llu calls, %s "
+                snprintf(by, sizeof by, ", called from %s,",
+                         where(c->p, (ap_frame_id)from, w2, sizeof w2));
+            say(f,
+                "%s blocks the event loop: %s%s runs %s per call without awaiting (%llu calls, %s "
                 "in total); no other request progresses meanwhile",
                 ap_prof_str(c->p, route), where(c->p, (ap_frame_id)key, w, sizeof w), by,
                 dur(d1, sizeof d1, (double)val / (double)ncalls), (unsigned long long)ncalls,
@@ -790,13 +824,25 @@ static int blocking_calls(ctx *c, const route_acc *routes, size_t nroutes) {
  * request's own work in another thread (which the views show there), not
  * for something outside. */
 static const char *const pool_hops[] = {
-    "run_sync_in_worker_thread", "run_sync", "run_in_threadpool", "BaseEventLoop.run_in_executor",
-    "to_thread", "iterate_in_threadpool",
+    "run_sync_in_worker_thread",
+    "run_sync",
+    "run_in_threadpool",
+    "BaseEventLoop.run_in_executor",
+    "to_thread",
+    "iterate_in_threadpool",
     /* ...or to tasks of its own, whose trees show their work */
-    "TaskGroup.__aexit__", "gather", "wait", "wait_for", "create_collapsing_task_group",
+    "TaskGroup.__aexit__",
+    "gather",
+    "wait",
+    "wait_for",
+    "create_collapsing_task_group",
     /* ...or through the app's router: the wait belongs to the handler below
      * (a middleware of the app awaiting the app is not waiting on the outside) */
-    "Route.handle", "APIRoute.handle", "Mount.handle", "Router.__call__", "APIRouter.__call__",
+    "Route.handle",
+    "APIRoute.handle",
+    "Mount.handle",
+    "Router.__call__",
+    "APIRouter.__call__",
 };
 
 static int is_pool_hop(const ap_prof *p, ap_frame_id f) {
@@ -826,7 +872,7 @@ static int route_waits(ctx *c, ap_str_id route, ap_map *waits, ap_map *from) {
             for (const ap_node *ch = ap_node_first_child(n); ch; ch = ap_node_next_sibling(ch))
                 below += ch->m[AP_M_AWAIT_NS];
             if (2 * below >= aw)
-                continue;   /* not a sink: most of its wait is a child's */
+                continue; /* not a sink: most of its wait is a child's */
             const ap_node *call = n, *u = n;
             int hop = is_pool_hop(c->p, c->func[n->frame]);
             while (u->id != 0 && !user_node(c, t, u)) {
@@ -849,7 +895,7 @@ static int route_waits(ctx *c, ap_str_id route, ap_map *waits, ap_map *from) {
 }
 
 static int await_bound(ctx *c, const route_acc *r) {
-    ap_map waits = {0}, from = {0};   /* the call -> await time, -> its user caller */
+    ap_map waits = {0}, from = {0}; /* the call -> await time, -> its user caller */
     int rc = route_waits(c, r->route, &waits, &from);
     uint64_t key = 0, sum = 0;
     uint64_t top = rc == 0 ? map_max(&waits, UINT64_MAX, &key, &sum) : 0;
@@ -874,7 +920,8 @@ static int await_bound(ctx *c, const route_acc *r) {
                 snprintf(what, sizeof what, "suspended in %s", where(c->p, caller, w2, sizeof w2));
             else
                 snprintf(what, sizeof what, "awaiting %s, called from %s",
-                         where(c->p, (ap_frame_id)key, w, sizeof w), where(c->p, caller, w2, sizeof w2));
+                         where(c->p, (ap_frame_id)key, w, sizeof w),
+                         where(c->p, caller, w2, sizeof w2));
             say(f, "%s spends %.0f%% of its time waiting: %s %s%s",
                 r->route ? ap_prof_str(c->p, r->route) : "the program", 100.0 * f->share,
                 dur(d1, sizeof d1, (double)top), what, per);
@@ -889,7 +936,7 @@ static int await_bound(ctx *c, const route_acc *r) {
 
 static int rank(const void *a, const void *b) {
     const ap_finding *x = a, *y = b;
-    if ((x->kind == AP_FK_IDLE) != (y->kind == AP_FK_IDLE))   /* a note on the views, last */
+    if ((x->kind == AP_FK_IDLE) != (y->kind == AP_FK_IDLE)) /* a note on the views, last */
         return x->kind == AP_FK_IDLE ? 1 : -1;
     if (x->severity != y->severity)
         return x->severity > y->severity ? -1 : 1;
@@ -903,7 +950,7 @@ static int rank(const void *a, const void *b) {
 }
 
 static int collect_routes(ctx *c, route_acc **out, size_t *n) {
-    ap_map index = {0};   /* route string -> slot */
+    ap_map index = {0}; /* route string -> slot */
     route_acc *acc = NULL;
     size_t na = 0;
     for (size_t t = 0; t < ap_prof_ntrees(c->p); t++) {
@@ -962,8 +1009,9 @@ int ap_findings_build(ap_prof *p, const ap_prof *lines, ap_finding **out, size_t
         if (routes[i].work == 0 || (i >= AP_FINDING_SLOW_ROUTES && share < AP_FINDING_SLOW_SHARE))
             continue;
         ap_finding *f = fnew(&c.out, AP_FK_SLOW_ROUTE,
-                             share >= 0.25 ? AP_SEV_HIGH : share >= AP_FINDING_SLOW_SHARE ? AP_SEV_MEDIUM
-                                                                                         : AP_SEV_INFO);
+                             share >= 0.25                    ? AP_SEV_HIGH
+                             : share >= AP_FINDING_SLOW_SHARE ? AP_SEV_MEDIUM
+                                                              : AP_SEV_INFO);
         if (f == NULL)
             goto err;
         f->route = routes[i].route;
@@ -980,7 +1028,7 @@ int ap_findings_build(ap_prof *p, const ap_prof *lines, ap_finding **out, size_t
         if (hot_function(&c, &routes[i]) != 0)
             goto err;
     }
-    if (nroutes == 0) {   /* no request labels: the whole profile as one */
+    if (nroutes == 0) { /* no request labels: the whole profile as one */
         route_acc whole = {0, 0, 0};
         for (size_t t = 0; t < c.cls.ntrees; t++) {
             const ap_tree *tree = ap_prof_tree_at(p, t);
@@ -1007,8 +1055,10 @@ int ap_findings_build(ap_prof *p, const ap_prof *lines, ap_finding **out, size_t
         f->value = c.cls.idle_ns;
         f->share = (double)c.cls.idle_ns / (double)c.cls.wall_ns;
         char d1[32], d2[32];
-        say(f, "%s of the %s recorded on all threads (%.0f%%) was idle: thread-pool workers "
-            "waiting for work and the event loop waiting for I/O; the views leave it out by default",
+        say(f,
+            "%s of the %s recorded on all threads (%.0f%%) was idle: thread-pool workers "
+            "waiting for work and the event loop waiting for I/O; the views leave it out by "
+            "default",
             dur(d1, sizeof d1, (double)c.cls.idle_ns), dur(d2, sizeof d2, (double)c.cls.wall_ns),
             100.0 * f->share);
     }
@@ -1039,7 +1089,8 @@ int ap_findings_json(ap_prof *p, const ap_prof *lines, ap_sbuf *out) {
     for (size_t i = 0; i < n; i++) {
         const ap_finding *f = &fs[i];
         const ap_frame *fr = ap_prof_frame(p, f->frame);
-        ap_sbuf_printf(out, "%s{\"kind\": \"%s\", \"title\": \"%s\", \"severity\": \"%s\", \"route\": ",
+        ap_sbuf_printf(out,
+                       "%s{\"kind\": \"%s\", \"title\": \"%s\", \"severity\": \"%s\", \"route\": ",
                        i ? ",\n  " : "\n  ", kinds[f->kind].name, kinds[f->kind].title,
                        ap_finding_severity_name(f->severity));
         if (f->route != 0)
@@ -1056,10 +1107,12 @@ int ap_findings_json(ap_prof *p, const ap_prof *lines, ap_sbuf *out) {
             ap_sbuf_json_str(out, ap_prof_str(p, fr->file));
         else
             ap_sbuf_puts(out, "null");
-        ap_sbuf_printf(out, ", \"line\": %u, \"value\": %llu, \"unit\": \"%s\", \"share\": %.4f, "
-                            "\"count\": %llu, \"path\": [",
+        ap_sbuf_printf(out,
+                       ", \"line\": %u, \"value\": %llu, \"unit\": \"%s\", \"share\": %.4f, "
+                       "\"count\": %llu, \"path\": [",
                        f->frame != 0 ? (f->line ? f->line : fr->line) : 0,
-                       (unsigned long long)f->value, f->unit, f->share, (unsigned long long)f->count);
+                       (unsigned long long)f->value, f->unit, f->share,
+                       (unsigned long long)f->count);
         for (size_t k = 0; k < f->npath; k++) {
             ap_sbuf_puts(out, k ? ", " : "");
             ap_sbuf_json_str(out, qualname_of(p, f->path[k]));

@@ -25,12 +25,12 @@
 
 typedef struct ap_classes {
     size_t nframes;
-    uint8_t *frame_library;   /* per frame: 1 for a library Python frame */
+    uint8_t *frame_library; /* per frame: 1 for a library Python frame */
     size_t ntrees;
-    uint8_t **node_library;   /* per tree, per node: 1 for library work (rule above) */
-    uint8_t **node_idle;      /* per tree, per node: 1 when idle */
-    uint64_t idle_ns;         /* AP_M_SELF_NS of idle nodes, all trees */
-    uint64_t wall_ns;         /* AP_M_SELF_NS of all nodes, all trees */
+    uint8_t **node_library; /* per tree, per node: 1 for library work (rule above) */
+    uint8_t **node_idle;    /* per tree, per node: 1 when idle */
+    uint64_t idle_ns;       /* AP_M_SELF_NS of idle nodes, all trees */
+    uint64_t wall_ns;       /* AP_M_SELF_NS of all nodes, all trees */
 } ap_classes;
 
 /* Classify the frames and nodes of p.  Release with ap_classes_free().
@@ -45,15 +45,15 @@ void ap_classes_free(ap_classes *c);
  * extend (an N+1 query, lock contention, a leak suspect, a regression). */
 
 typedef enum ap_finding_kind {
-    AP_FK_SLOW_ROUTE = 0,   /* a route with a large share of all request work */
-    AP_FK_HOT_FUNCTION,     /* the user function responsible for most of a route's work */
-    AP_FK_HOT_LINE,         /* the line of that function with the most time (line profiles) */
-    AP_FK_BLOCKING_CALL,    /* a call that holds the event loop for long in an async route */
-    AP_FK_AWAIT_BOUND,      /* a route whose time is mostly waiting, and on what */
-    AP_FK_LIBRARY_WORK,     /* a slow route whose work is mostly in library code, and where */
-    AP_FK_REPEATED_QUERY,   /* N+1: a request runs a database call many times, from one place */
-    AP_FK_POOL_HOPS,        /* a request hands work to the thread pool many times */
-    AP_FK_IDLE,             /* how much recorded time was idle waiting (hidden by default) */
+    AP_FK_SLOW_ROUTE = 0, /* a route with a large share of all request work */
+    AP_FK_HOT_FUNCTION,   /* the user function responsible for most of a route's work */
+    AP_FK_HOT_LINE,       /* the line of that function with the most time (line profiles) */
+    AP_FK_BLOCKING_CALL,  /* a call that holds the event loop for long in an async route */
+    AP_FK_AWAIT_BOUND,    /* a route whose time is mostly waiting, and on what */
+    AP_FK_LIBRARY_WORK,   /* a slow route whose work is mostly in library code, and where */
+    AP_FK_REPEATED_QUERY, /* N+1: a request runs a database call many times, from one place */
+    AP_FK_POOL_HOPS,      /* a request hands work to the thread pool many times */
+    AP_FK_IDLE,           /* how much recorded time was idle waiting (hidden by default) */
     AP_FK_COUNT
 } ap_finding_kind;
 
@@ -63,9 +63,9 @@ typedef enum ap_finding_kind {
 #define AP_SEV_HIGH 3u
 
 typedef struct ap_finding_kind_info {
-    const char *name;    /* JSON "kind" ("slow_route") */
-    const char *title;   /* heading in text and HTML ("slow route") */
-    const char *doc;     /* one sentence: when it is reported */
+    const char *name;  /* JSON "kind" ("slow_route") */
+    const char *title; /* heading in text and HTML ("slow route") */
+    const char *doc;   /* one sentence: when it is reported */
 } ap_finding_kind_info;
 
 /* The entry of kind k, or NULL for k >= AP_FK_COUNT.  Can't fail. */
@@ -79,32 +79,33 @@ const char *ap_finding_severity_name(unsigned severity);
 
 /* One finding: a sentence with its numbers and what it points at. */
 typedef struct ap_finding {
-    unsigned kind;             /* ap_finding_kind */
-    unsigned severity;         /* AP_SEV_* */
-    ap_str_id route;           /* the route ("GET /items/{id}"), 0 when none */
-    ap_frame_id frame;         /* the function (function-level frame) or line, 0 when none */
-    uint32_t line;             /* the line meant (a hot line), else 0 */
-    uint64_t value;            /* the finding's figure, in unit */
-    const char *unit;          /* "nanoseconds" or "calls" (static) */
-    double share;              /* value's share of what `message` says it is a share of */
-    uint64_t count;            /* requests or calls behind value, 0 when unknown */
-    uint64_t rank;             /* what it ranks by after severity: value, but a hot line
-                                  ranks with (just after) its hot function */
-    ap_frame_id path[AP_FINDING_PATH];   /* hot path: user frames from the route's top */
+    unsigned kind;     /* ap_finding_kind */
+    unsigned severity; /* AP_SEV_* */
+    ap_str_id route;   /* the route ("GET /items/{id}"), 0 when none */
+    ap_frame_id frame; /* the function (function-level frame) or line, 0 when none */
+    uint32_t line;     /* the line meant (a hot line), else 0 */
+    uint64_t value;    /* the finding's figure, in unit */
+    const char *unit;  /* "nanoseconds" or "calls" (static) */
+    double share;      /* value's share of what `message` says it is a share of */
+    uint64_t count;    /* requests or calls behind value, 0 when unknown */
+    uint64_t rank;     /* what it ranks by after severity: value, but a hot line
+                          ranks with (just after) its hot function */
+    ap_frame_id path[AP_FINDING_PATH]; /* hot path: user frames from the route's top */
     size_t npath;
     char message[AP_FINDING_MSG];
 } ap_finding;
 
 /* Thresholds (documented in docs/report.md). */
-#define AP_FINDING_SLOW_SHARE 0.10     /* a route with >= 10% of request work... */
-#define AP_FINDING_SLOW_ROUTES 3       /* ...or among the 3 with the most */
-#define AP_FINDING_BLOCK_NS 20000000u  /* a call on the loop of >= 20 ms on average... */
-#define AP_FINDING_BLOCK_CALLS 2       /* ...over at least 2 calls blocks it (one slow call
-                                          is a cold start or a hiccup, not a pattern) */
-#define AP_FINDING_WAIT_SHARE 0.5      /* a route waiting >= half of its time... */
-#define AP_FINDING_WAIT_MIN_NS 10000000u   /* ...for >= 10 ms in total, */
-#define AP_FINDING_WAIT_PER_REQ_NS 20000000u   /* or waiting >= 20 ms per request */
-#define AP_FINDING_REPEAT_PER_REQ 10   /* >= 10 database calls (or pool hops) per request */
+#define AP_FINDING_SLOW_SHARE 0.10    /* a route with >= 10% of request work... */
+#define AP_FINDING_SLOW_ROUTES 3      /* ...or among the 3 with the most */
+#define AP_FINDING_BLOCK_NS 20000000u /* a call on the loop of >= 20 ms on average... */
+#define AP_FINDING_BLOCK_CALLS                                                                     \
+    2                                        /* ...over at least 2 calls blocks it (one slow call  \
+                                                is a cold start or a hiccup, not a pattern) */
+#define AP_FINDING_WAIT_SHARE 0.5            /* a route waiting >= half of its time... */
+#define AP_FINDING_WAIT_MIN_NS 10000000u     /* ...for >= 10 ms in total, */
+#define AP_FINDING_WAIT_PER_REQ_NS 20000000u /* or waiting >= 20 ms per request */
+#define AP_FINDING_REPEAT_PER_REQ 10         /* >= 10 database calls (or pool hops) per request */
 
 /* The findings of p (finished, may intern function-level frames), ranked:
  * severity, then value, highest first; the idle note last.  lines (may be

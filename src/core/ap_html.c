@@ -17,15 +17,24 @@ extern const char ap_asset_report_js[];
 #define SOURCE_LINES_MAX 5000
 #define SOURCE_BYTES_MAX (16 << 20)
 
+/* A JSON array of n unsigned integers: expr for each i_ < n, with decl (which
+ * may name the i_-th item) before it. */
+#define JSON_U64S(out, n, decl, expr)                  \
+    do {                                               \
+        ap_sbuf_putc(out, '[');                        \
+        for (size_t i_ = 0; i_ < (n); i_++) {          \
+            decl;                                      \
+            if (i_)                                    \
+                ap_sbuf_putc(out, ',');                \
+            ap_sbuf_u64(out, (expr));                  \
+        }                                              \
+        ap_sbuf_putc(out, ']');                        \
+    } while (0)
+
+/* Metric field of every node of t but the root. */
 static void json_u64_array(ap_sbuf *out, const ap_tree *t, unsigned field) {
-    size_t n = ap_tree_nnodes(t);
-    ap_sbuf_putc(out, '[');
-    for (size_t i = 1; i < n; i++) {
-        if (i > 1)
-            ap_sbuf_putc(out, ',');
-        ap_sbuf_u64(out, ap_tree_node(t, (ap_node_id)i)->m[field]);
-    }
-    ap_sbuf_putc(out, ']');
+    JSON_U64S(out, ap_tree_nnodes(t) - 1, const ap_node *n = ap_tree_node(t, (ap_node_id)(i_ + 1)),
+              n->m[field]);
 }
 
 static int tree_has(const ap_tree *t, unsigned field) {
@@ -93,29 +102,12 @@ static int extra_column(const ap_prof *p, unsigned k) {
     return 0;
 }
 
-#define FT_ROWS(ft, expr)                                \
-    do {                                                 \
-        ap_sbuf_putc(out, '[');                          \
-        for (size_t i_ = 0; i_ < (ft)->nrows; i_++) {    \
-            const ap_func_row *r = &(ft)->rows[i_];      \
-            if (i_)                                      \
-                ap_sbuf_putc(out, ',');                  \
-            ap_sbuf_u64(out, (expr));                    \
-        }                                                \
-        ap_sbuf_putc(out, ']');                          \
-    } while (0)
-
-#define FT_EDGES(ft, expr)                               \
-    do {                                                 \
-        ap_sbuf_putc(out, '[');                          \
-        for (size_t i_ = 0; i_ < (ft)->nedges; i_++) {   \
-            const ap_func_edge *e = &(ft)->edges_out[i_];\
-            if (i_)                                      \
-                ap_sbuf_putc(out, ',');                  \
-            ap_sbuf_u64(out, (expr));                    \
-        }                                                \
-        ap_sbuf_putc(out, ']');                          \
-    } while (0)
+/* The function table's rows and edges as JSON arrays: expr of each row r or
+ * edge e (JSON_U64S). */
+#define FT_ROWS(ft, expr) \
+    JSON_U64S(out, (ft)->nrows, const ap_func_row *r = &(ft)->rows[i_], (expr))
+#define FT_EDGES(ft, expr) \
+    JSON_U64S(out, (ft)->nedges, const ap_func_edge *e = &(ft)->edges_out[i_], (expr))
 
 /* The function table of one tree (pstats semantics, ap_functab_build) as
  * "ft": row frames, calls, primitive calls, per view metric its self and

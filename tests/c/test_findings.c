@@ -45,7 +45,8 @@ static ap_prof *app_profile(void) {
     ap_prof *p = ap_prof_new();
     ap_str_id tid = s_(p, "thread_id"), route = s_(p, "route");
     ap_label loop = {tid, s_(p, "1")}, worker = {tid, s_(p, "2")};
-    ap_frame_id run_once = fr(p, "BaseEventLoop._run_once", "/usr/lib/python3.12/asyncio/base_events.py", 1, AP_FRAME_PYTHON);
+    ap_frame_id run_once = fr(p, "BaseEventLoop._run_once",
+                              "/usr/lib/python3.12/asyncio/base_events.py", 1, AP_FRAME_PYTHON);
     ap_frame_id poll = fr(p, "select.epoll.poll", "~", 0, AP_FRAME_METHOD);
     ap_frame_id app = fr(p, "FastAPI.__call__", LIB "fastapi/applications.py", 10, AP_FRAME_PYTHON);
     ap_frame_id login = fr(p, "login", "/srv/app/main.py", 40, AP_FRAME_PYTHON);
@@ -58,7 +59,8 @@ static ap_prof *app_profile(void) {
     ap_frame_id slow = fr(p, "slow_ep", "/srv/app/main.py", 80, AP_FRAME_PYTHON);
     ap_frame_id helper = fr(p, "helper", "/srv/app/main.py", 90, AP_FRAME_PYTHON);
     ap_frame_id dumps = fr(p, "json.dumps", "~", 0, AP_FRAME_BUILTIN);
-    ap_frame_id wrun = fr(p, "WorkerThread.run", LIB "anyio/_backends/_asyncio.py", 1, AP_FRAME_PYTHON);
+    ap_frame_id wrun =
+        fr(p, "WorkerThread.run", LIB "anyio/_backends/_asyncio.py", 1, AP_FRAME_PYTHON);
     ap_frame_id qget = fr(p, "Queue.get", "/usr/lib/python3.12/queue.py", 1, AP_FRAME_PYTHON);
     ap_frame_id acq = fr(p, "_thread.lock.acquire", "~", 0, AP_FRAME_METHOD);
 
@@ -68,7 +70,7 @@ static ap_prof *app_profile(void) {
 
     ap_label l_login[2] = {loop, {route, s_(p, "POST /login")}};
     ap_tree *t = ap_prof_tree_new(p, l_login, 2);
-    ap_tree_root(t)->m[AP_M_CALLS] = 3;   /* 3 requests */
+    ap_tree_root(t)->m[AP_M_CALLS] = 3; /* 3 requests */
     at(t, (ap_frame_id[]){app}, 1, 3, 1 * MS, 152 * MS, 0);
     at(t, (ap_frame_id[]){app, login}, 2, 3, 1 * MS, 151 * MS, 0);
     at(t, (ap_frame_id[]){app, login, hashpw}, 3, 3, 0, 150 * MS, 0);
@@ -101,7 +103,8 @@ static ap_prof *app_profile(void) {
 static const ap_finding *find(const ap_finding *fs, size_t n, unsigned kind, const char *route,
                               const ap_prof *p) {
     for (size_t i = 0; i < n; i++)
-        if (fs[i].kind == kind && (route == NULL || strcmp(ap_prof_str(p, fs[i].route), route) == 0))
+        if (fs[i].kind == kind &&
+            (route == NULL || strcmp(ap_prof_str(p, fs[i].route), route) == 0))
             return &fs[i];
     return NULL;
 }
@@ -115,14 +118,14 @@ AP_TEST(findings_classes) {
     ap_classes c;
     if (!AP_CHECK(p != NULL && ap_classes_build(p, &c) == 0))
         return;
-    AP_CHECK_EQ_U64(c.idle_ns, 900 * MS + 2000 * MS);   /* the selector and the queue wait */
+    AP_CHECK_EQ_U64(c.idle_ns, 900 * MS + 2000 * MS); /* the selector and the queue wait */
     /* POST /login tree: app is library, login user, pbkdf2 (C, called by the app) user. */
     AP_CHECK_EQ_U64(c.node_library[1][1], 1);
     AP_CHECK_EQ_U64(c.node_library[1][2], 0);
     AP_CHECK_EQ_U64(c.node_library[1][4], 0);
     /* GET /slow on the worker: Context.run at the root is nobody's code. */
     AP_CHECK_EQ_U64(c.node_library[3][1], 1);
-    AP_CHECK_EQ_U64(c.node_idle[4][3], 1);   /* lock.acquire under Queue.get */
+    AP_CHECK_EQ_U64(c.node_idle[4][3], 1); /* lock.acquire under Queue.get */
     AP_CHECK_EQ_U64(c.node_idle[4][1], 0);
     ap_classes_free(&c);
     ap_prof_free(p);
@@ -173,7 +176,7 @@ AP_TEST(findings_of_an_app) {
     /* Idle: last, info. */
     AP_CHECK(fs[n - 1].kind == AP_FK_IDLE && fs[n - 1].severity == AP_SEV_INFO);
     AP_CHECK_EQ_U64(fs[n - 1].value, 2900 * MS);
-    for (size_t i = 1; i < n; i++)   /* ranked */
+    for (size_t i = 1; i < n; i++) /* ranked */
         AP_CHECK(fs[i - 1].severity >= fs[i].severity);
     free(fs);
     /* The route table. */
