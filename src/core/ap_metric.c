@@ -24,16 +24,16 @@ static const ap_metric_info catalogue[AP_M_COUNT] = {
                      "thread CPU time in the frame itself"},
     [AP_M_AWAIT_NS] = {"await_ns", NS, OUTER, T | N, "await", "await", "await", "await_ns",
                        "time the frame was suspended in await"},
-    [AP_M_AWAIT_NET_NS] = {"await_net_ns", NS, OUTER, T, "await net", NULL, NULL, NULL,
-                           "part of await waiting for the network"},
-    [AP_M_AWAIT_FILE_NS] = {"await_file_ns", NS, OUTER, T, "await file", NULL, NULL, NULL,
-                            "part of await waiting for files"},
-    [AP_M_AWAIT_DB_NS] = {"await_db_ns", NS, OUTER, T, "await db", NULL, NULL, NULL,
-                          "part of await waiting for a database"},
-    [AP_M_AWAIT_LOCK_NS] = {"await_lock_ns", NS, OUTER, T, "await lock", NULL, NULL, NULL,
-                            "part of await waiting for a lock or semaphore"},
-    [AP_M_AWAIT_TIMER_NS] = {"await_timer_ns", NS, OUTER, T, "await timer", NULL, NULL, NULL,
-                             "part of await waiting for a timer"},
+    [AP_M_WAIT_NET_NS] = {"wait_network_ns", NS, OUTER, T, "network", NULL, NULL, NULL,
+                          "time under the frame waiting for the network"},
+    [AP_M_WAIT_FILE_NS] = {"wait_file_ns", NS, OUTER, T, "file", NULL, NULL, NULL,
+                           "time under the frame waiting for file I/O"},
+    [AP_M_WAIT_DB_NS] = {"wait_database_ns", NS, OUTER, T, "database", NULL, NULL, NULL,
+                         "time under the frame waiting for a database"},
+    [AP_M_WAIT_LOCK_NS] = {"wait_lock_ns", NS, OUTER, T, "lock", NULL, NULL, NULL,
+                           "time under the frame waiting to acquire a lock"},
+    [AP_M_WAIT_SLEEP_NS] = {"wait_sleep_ns", NS, OUTER, T, "sleep", NULL, NULL, NULL,
+                            "time under the frame in a sleep"},
     [AP_M_SAMPLES] = {"samples", "count", ALL, T | N, "samples", "samples", "samples", "samples",
                       "samples whose stack ended in the frame"},
     [AP_M_ALLOC_BYTES] = {"alloc_bytes", "bytes", ALL, T | N, "alloc", "memory", "alloc_space",
@@ -46,6 +46,14 @@ static const ap_metric_info catalogue[AP_M_COUNT] = {
                    "times a line started executing"},
     [AP_M_CPU_TOTAL_NS] = {"cpu_total_ns", NS, OUTER, T, "cpu total", NULL, NULL, NULL,
                            "thread CPU time in the frame with its children"},
+    [AP_M_WAIT_GIL_NS] = {"wait_gil_ns", NS, OUTER, T, "gil", NULL, NULL, NULL,
+                          "time under the frame waiting for the GIL"},
+    [AP_M_WAIT_POOL_NS] = {"wait_thread_pool_ns", NS, OUTER, T, "pool queue", NULL, NULL, NULL,
+                           "time under the frame queued for a thread-pool worker"},
+    [AP_M_WAIT_IDLE_NS] = {"wait_idle_ns", NS, OUTER, T, "idle", NULL, NULL, NULL,
+                           "time under the frame idle, with nothing to do"},
+    [AP_M_WAIT_SUBPROC_NS] = {"wait_subprocess_ns", NS, OUTER, T, "subprocess", NULL, NULL,
+                              NULL, "time under the frame waiting for a subprocess"},
 };
 
 const ap_metric_info *ap_metric_get(unsigned m) {
@@ -55,10 +63,11 @@ const ap_metric_info *ap_metric_get(unsigned m) {
 /* Table column order: the catalogue's, but an inclusive metric appended
  * later to the catalogue sits beside its self pair. */
 static const unsigned columns[AP_M_COUNT] = {
-    AP_M_CALLS,         AP_M_PRIM_CALLS,   AP_M_SELF_NS,       AP_M_TOTAL_NS,
-    AP_M_CPU_NS,        AP_M_CPU_TOTAL_NS, AP_M_AWAIT_NS,      AP_M_AWAIT_NET_NS,
-    AP_M_AWAIT_FILE_NS, AP_M_AWAIT_DB_NS,  AP_M_AWAIT_LOCK_NS, AP_M_AWAIT_TIMER_NS,
-    AP_M_SAMPLES,       AP_M_ALLOC_BYTES,  AP_M_ALLOC_COUNT,   AP_M_LIVE_BYTES,
+    AP_M_CALLS,         AP_M_PRIM_CALLS,    AP_M_SELF_NS,     AP_M_TOTAL_NS,
+    AP_M_CPU_NS,        AP_M_CPU_TOTAL_NS,  AP_M_AWAIT_NS,    AP_M_WAIT_NET_NS,
+    AP_M_WAIT_DB_NS,    AP_M_WAIT_FILE_NS,  AP_M_WAIT_SLEEP_NS, AP_M_WAIT_SUBPROC_NS,
+    AP_M_WAIT_LOCK_NS,  AP_M_WAIT_GIL_NS,   AP_M_WAIT_POOL_NS, AP_M_WAIT_IDLE_NS,
+    AP_M_SAMPLES,       AP_M_ALLOC_BYTES,   AP_M_ALLOC_COUNT, AP_M_LIVE_BYTES,
     AP_M_HITS,
 };
 

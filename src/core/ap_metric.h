@@ -22,17 +22,22 @@ typedef enum ap_metric {
     AP_M_TOTAL_NS,        /* time on the stack with children; suspensions excluded */
     AP_M_CPU_NS,          /* thread CPU time, self (producers that read the CPU clock) */
     AP_M_AWAIT_NS,        /* time this frame was suspended in await (coroutines) */
-    AP_M_AWAIT_NET_NS,    /* part of AWAIT_NS waiting for the network (reserved) */
-    AP_M_AWAIT_FILE_NS,   /* ... for files (reserved) */
-    AP_M_AWAIT_DB_NS,     /* ... for a database (reserved) */
-    AP_M_AWAIT_LOCK_NS,   /* ... for a lock or semaphore (reserved) */
-    AP_M_AWAIT_TIMER_NS,  /* ... for a timer, e.g. asyncio.sleep (reserved) */
+    AP_M_WAIT_NET_NS,     /* wait kinds (ap_wait.h): time under this node, in a blocking
+                             call or suspended in await, spent waiting for the network */
+    AP_M_WAIT_FILE_NS,    /* ... for file I/O */
+    AP_M_WAIT_DB_NS,      /* ... for a database */
+    AP_M_WAIT_LOCK_NS,    /* ... to acquire a lock, condition or semaphore */
+    AP_M_WAIT_SLEEP_NS,   /* ... in a sleep (time.sleep, asyncio.sleep) */
     AP_M_SAMPLES,         /* samples whose stack ended here (samplers) */
     AP_M_ALLOC_BYTES,     /* bytes allocated by this frame itself (memory) */
     AP_M_ALLOC_COUNT,     /* allocations by this frame itself */
     AP_M_LIVE_BYTES,      /* bytes allocated here and still alive at the end */
     AP_M_HITS,            /* line-level nodes: times the line started executing */
     AP_M_CPU_TOTAL_NS,    /* thread CPU time with children (the inclusive pair of CPU_NS) */
+    AP_M_WAIT_GIL_NS,     /* wait kinds, continued: ... for the GIL */
+    AP_M_WAIT_POOL_NS,    /* ... queued for a free thread-pool worker */
+    AP_M_WAIT_IDLE_NS,    /* ... idle: a pool worker or selector with nothing to do */
+    AP_M_WAIT_SUBPROC_NS, /* ... for a subprocess */
     AP_M_COUNT
 } ap_metric;
 

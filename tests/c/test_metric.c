@@ -7,6 +7,7 @@
 #include "ap_prof.h"
 #include "ap_report.h"
 #include "ap_test.h"
+#include "ap_wait.h"
 
 AP_TEST(metric_catalogue) {
     for (unsigned m = 0; m < AP_M_COUNT; m++) {
@@ -25,6 +26,25 @@ AP_TEST(metric_catalogue) {
     AP_CHECK_EQ_U64(ap_metric_get(AP_M_TOTAL_NS)->sum, AP_SUM_OUTERMOST);
     AP_CHECK_EQ_U64(ap_metric_get(AP_M_CPU_TOTAL_NS)->sum, AP_SUM_OUTERMOST);
     AP_CHECK_EQ_U64(ap_metric_get(AP_M_CPU_NS)->sum, AP_SUM_ALL);
+}
+
+/* Every wait kind has a name, an inclusive metric of its own, and the
+ * lookups agree. */
+AP_TEST(metric_wait_kinds) {
+    for (unsigned k = 0; k < AP_WAIT_COUNT; k++) {
+        unsigned m = ap_wait_metric(k);
+        if (!AP_CHECK_MSG(m < AP_M_COUNT && ap_wait_name(k) != NULL, "wait kind %u", k))
+            continue;
+        AP_CHECK_EQ_U64(ap_wait_of_metric(m), k);
+        AP_CHECK_EQ_U64(ap_wait_by_name(ap_wait_name(k)), k);
+        AP_CHECK_EQ_U64(ap_metric_get(m)->sum, AP_SUM_OUTERMOST);
+        for (unsigned j = 0; j < k; j++)
+            AP_CHECK(ap_wait_metric(j) != m);
+    }
+    AP_CHECK_EQ_U64(ap_wait_of_metric(AP_M_SELF_NS), AP_WAIT_COUNT);
+    AP_CHECK_EQ_U64(ap_wait_by_name("nope"), AP_WAIT_COUNT);
+    AP_CHECK(ap_wait_name(AP_WAIT_COUNT) == NULL);
+    AP_CHECK_EQ_U64(ap_wait_metric(AP_WAIT_COUNT), AP_M_COUNT);
 }
 
 /* One node down the path frames[0..n-1] of t with the given CPU split. */
