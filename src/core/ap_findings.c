@@ -77,6 +77,12 @@ static int is_library_file(const char *file) {
            strncmp(file, "<frozen ", 8) == 0 || strstr(file, "/lib/python3.") != NULL;
 }
 
+/* Code made at run time ("<string>", "<sqlalchemy generated ...>"): it is
+ * the work of whoever called it. */
+static int is_generated_file(const char *file) {
+    return file[0] == '<' && strncmp(file, "<frozen ", 8) != 0;
+}
+
 static int is_idle(const ap_prof *p, ap_frame_id f, ap_frame_id parent) {
     const char *q = qualname_of(p, f);
     for (size_t i = 0; i < sizeof idle_rules / sizeof idle_rules[0]; i++) {
@@ -114,8 +120,9 @@ int ap_classes_build(const ap_prof *p, ap_classes *c) {
     c->ntrees = nt;
     for (size_t f = 1; f < nf; f++) {
         const ap_frame *fr = ap_prof_frame(p, (ap_frame_id)f);
-        c->frame_library[f] =
-            fr->kind == AP_FRAME_PYTHON && is_library_file(ap_prof_str(p, fr->file));
+        const char *file = ap_prof_str(p, fr->file);
+        c->frame_library[f] = fr->kind == AP_FRAME_PYTHON &&
+                              (is_library_file(file) || is_generated_file(file));
     }
     for (size_t t = 0; t < nt; t++) {
         const ap_tree *tree = ap_prof_tree_at(p, t);
@@ -129,10 +136,13 @@ int ap_classes_build(const ap_prof *p, ap_classes *c) {
             const ap_node *node = ap_tree_node(tree, (ap_node_id)i);
             const ap_frame *fr = ap_prof_frame(p, node->frame);
             ap_node_id up = node->parent;
-            if (fr->kind == AP_FRAME_PYTHON)
-                lib[i] = c->frame_library[node->frame];
-            else /* a C function: its caller's class; at a root, nobody's code */
+            if (fr->kind != AP_FRAME_PYTHON) /* a C function: its caller's class;
+                                                at a root, nobody's code */
                 lib[i] = up == 0 || lib[up];
+            else if (is_generated_file(ap_prof_str(p, fr->file))) /* at a root: python -c */
+                lib[i] = up != 0 && lib[up];
+            else
+                lib[i] = c->frame_library[node->frame];
             idle[i] = idle[up] || is_idle(p, node->frame, ap_tree_node(tree, up)->frame);
             c->wall_ns += node->m[AP_M_SELF_NS];
             if (idle[i])

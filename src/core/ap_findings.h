@@ -14,6 +14,10 @@
  * or frozen ("<frozen ...>"); a C function is library code when it is called
  * from library code or from no Python frame (hashlib.pbkdf2_hmac called by
  * the app is the app's work, called by a library it is the library's).
+ * Code generated at run time (a Python frame whose file is "<string>",
+ * "<sqlalchemy generated ...>", any "<...>" but frozen) is its caller's
+ * work like a C function (the app's at a root), and its frame counts as
+ * library code in frame_library (never the app's own function).
  * Everything else is user code.
  *
  * Idle: a node that waits for work to arrive, not for work it asked for.  It
@@ -25,7 +29,7 @@
 
 typedef struct ap_classes {
     size_t nframes;
-    uint8_t *frame_library; /* per frame: 1 for a library Python frame */
+    uint8_t *frame_library; /* per frame: 1 for a library or generated Python frame */
     size_t ntrees;
     uint8_t **node_library; /* per tree, per node: 1 for library work (rule above) */
     uint8_t **node_idle;    /* per tree, per node: 1 when idle */

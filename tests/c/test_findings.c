@@ -131,6 +131,36 @@ AP_TEST(findings_classes) {
     ap_prof_free(p);
 }
 
+/* Code a library generates at run time (dataclass __init__, SQLAlchemy's
+ * wrappers: files like "<string>") belongs to whoever called it: library
+ * work under the library, the app's under the app; at a root it is the
+ * app's (python -c).  Such a frame is never the app's own function. */
+AP_TEST(findings_classes_of_generated_code) {
+    ap_prof *p = ap_prof_new();
+    ap_frame_id lib = fr(p, "Session.execute", LIB "sqlalchemy/orm/session.py", 5, AP_FRAME_PYTHON);
+    ap_frame_id gen = fr(p, "_go", "<sqlalchemy generated _go() wrapper>", 1, AP_FRAME_PYTHON);
+    ap_frame_id init = fr(p, "__create_fn__.<locals>.__init__", "<string>", 2, AP_FRAME_PYTHON);
+    ap_frame_id user = fr(p, "read_items", "/srv/app/items.py", 13, AP_FRAME_PYTHON);
+    ap_frame_id wref = fr(p, "weakref.ReferenceType.__new__", "~", 0, AP_FRAME_BUILTIN);
+    ap_tree *t = ap_prof_tree_new(p, NULL, 0);
+    at(t, (ap_frame_id[]){user, lib, gen, wref}, 4, 1, 1, 1, 0);     /* nodes 1-4 */
+    at(t, (ap_frame_id[]){user, init}, 2, 1, 1, 1, 0);               /* node 5 */
+    at(t, (ap_frame_id[]){init}, 1, 1, 1, 1, 0);                     /* node 6 */
+    ap_classes c;
+    if (!AP_CHECK(ap_classes_build(p, &c) == 0))
+        return;
+    AP_CHECK_EQ_U64(c.node_library[0][1], 0);
+    AP_CHECK_EQ_U64(c.node_library[0][2], 1);
+    AP_CHECK_EQ_U64(c.node_library[0][3], 1); /* generated, under the library */
+    AP_CHECK_EQ_U64(c.node_library[0][4], 1); /* and the C call it made */
+    AP_CHECK_EQ_U64(c.node_library[0][5], 0); /* generated, called by the app */
+    AP_CHECK_EQ_U64(c.node_library[0][6], 0); /* generated, at a root */
+    AP_CHECK_EQ_U64(c.frame_library[gen], 1);
+    AP_CHECK_EQ_U64(c.frame_library[user], 0);
+    ap_classes_free(&c);
+    ap_prof_free(p);
+}
+
 AP_TEST(findings_of_an_app) {
     ap_prof *p = app_profile();
     ap_finding *fs;

@@ -98,8 +98,9 @@ AP_TEST(err_thread_local) {
     X(prof_file_roundtrip) X(prof_json_roundtrip) X(prof_exports) X(prof_event_ring) X(prof_line_nodes)        \
     X(routes_keys) X(routes_overflow) X(routes_roundtrip_merge) X(routes_decode_rejects) \
     X(report_every_format) X(report_mutated_files) X(sbuf_escapes_random)              \
-    X(metric_catalogue) X(metric_cpu_split)                                                 \
-    X(findings_classes) X(findings_of_an_app) X(findings_none_for_an_empty_profile)       \
+    X(metric_catalogue) X(metric_cpu_split) X(metric_wait_kinds)                            \
+    X(findings_classes) X(findings_classes_of_generated_code) X(findings_of_an_app)       \
+    X(findings_none_for_an_empty_profile)                                                 \
     X(findings_hot_line_from_a_line_profile)
 
 #define AP_DECLARE(name) AP_TEST(name);
