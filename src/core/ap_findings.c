@@ -212,6 +212,7 @@ static ap_finding *fnew(fvec *v, unsigned kind, unsigned severity) {
     return f;
 }
 
+
 static void say(ap_finding *f, const char *fmt, ...) AP_PRINTF_LIKE(2, 3);
 static void say(ap_finding *f, const char *fmt, ...) {
     va_list ap;
@@ -226,6 +227,7 @@ typedef struct route_acc {
     ap_str_id route; /* 0: the whole profile (no route labels) */
     uint64_t work;   /* self time of non-idle nodes in its trees */
     uint64_t requests;
+    unsigned severity; /* its slow-route finding's; the cap of the findings about it */
 } route_acc;
 
 static int by_work(const void *a, const void *b) {
@@ -243,6 +245,16 @@ typedef struct ctx {
     const ap_prof *lines; /* a line profile of the same program, or NULL */
     fvec out;
 } ctx;
+
+/* A finding about slow route r (its hot function, line, library work): no
+ * more severe than the route's own finding, and listed right after it. */
+static ap_finding *about_route(ctx *c, const route_acc *r, unsigned kind, unsigned severity) {
+    ap_finding *f = fnew(&c->out, kind, r->route != 0 && severity > r->severity ? r->severity
+                                                                               : severity);
+    if (f != NULL && r->route != 0)
+        f->rank = r->work;
+    return f;
+}
 
 static ap_str_id find_str(const ap_prof *p, const char *s) {
     for (size_t i = 1; i < ap_prof_nstrs(p); i++)
@@ -390,7 +402,7 @@ static int library_work(ctx *c, const route_acc *r) {
         }
     }
     if (rc == 0 && total > 0 && (double)total >= 0.5 * (double)r->work) {
-        ap_finding *f = fnew(&c->out, AP_FK_LIBRARY_WORK, AP_SEV_MEDIUM);
+        ap_finding *f = about_route(c, r, AP_FK_LIBRARY_WORK, AP_SEV_MEDIUM);
         if (f == NULL) {
             rc = -1;
         } else {
@@ -658,7 +670,7 @@ static int hot_function(ctx *c, const route_acc *r) {
         line_src = " (line profile)";
     }
     double share = (double)best_ns / (double)r->work;
-    ap_finding *f = fnew(&c->out, AP_FK_HOT_FUNCTION, share >= 0.5 ? AP_SEV_HIGH : AP_SEV_MEDIUM);
+    ap_finding *f = about_route(c, r, AP_FK_HOT_FUNCTION, share >= 0.5 ? AP_SEV_HIGH : AP_SEV_MEDIUM);
     if (f == NULL)
         return -1;
     f->route = r->route;
@@ -699,7 +711,7 @@ static int hot_function(ctx *c, const route_acc *r) {
         h->frame = (ap_frame_id)line_key;
         h->line = (uint32_t)line_no;
         h->value = line_ns;
-        h->rank = best_ns; /* with its function */
+        h->rank = f->rank != UINT64_MAX ? f->rank : best_ns; /* with its function */
         h->severity = f->severity;
         h->share = ls;
         say(h, "line %u of %s takes %.0f%% of the function's time: %s%s", h->line,
@@ -977,7 +989,7 @@ static int collect_routes(ctx *c, route_acc **out, size_t *n) {
             if (g == NULL)
                 goto oom;
             acc = g;
-            acc[na++] = (route_acc){r, 0, 0};
+            acc[na++] = (route_acc){r, 0, 0, AP_SEV_HIGH};
         }
         route_acc *a = &acc[*slot];
         a->requests += ap_tree_node(tree, 0)->m[AP_M_CALLS];
@@ -1018,10 +1030,10 @@ int ap_findings_build(ap_prof *p, const ap_prof *lines, ap_finding **out, size_t
         double share = (double)routes[i].work / (double)all;
         if (routes[i].work == 0 || (i >= AP_FINDING_SLOW_ROUTES && share < AP_FINDING_SLOW_SHARE))
             continue;
-        ap_finding *f = fnew(&c.out, AP_FK_SLOW_ROUTE,
-                             share >= 0.25                    ? AP_SEV_HIGH
+        routes[i].severity = share >= 0.25                    ? AP_SEV_HIGH
                              : share >= AP_FINDING_SLOW_SHARE ? AP_SEV_MEDIUM
-                                                              : AP_SEV_INFO);
+                                                              : AP_SEV_INFO;
+        ap_finding *f = fnew(&c.out, AP_FK_SLOW_ROUTE, routes[i].severity);
         if (f == NULL)
             goto err;
         f->route = routes[i].route;
@@ -1039,7 +1051,7 @@ int ap_findings_build(ap_prof *p, const ap_prof *lines, ap_finding **out, size_t
             goto err;
     }
     if (nroutes == 0) { /* no request labels: the whole profile as one */
-        route_acc whole = {0, 0, 0};
+        route_acc whole = {0, 0, 0, AP_SEV_HIGH};
         for (size_t t = 0; t < c.cls.ntrees; t++) {
             const ap_tree *tree = ap_prof_tree_at(p, t);
             for (size_t i = 1; i < ap_tree_nnodes(tree); i++)

@@ -208,6 +208,20 @@ AP_TEST(findings_of_an_app) {
     AP_CHECK_EQ_U64(fs[n - 1].value, 2900 * MS);
     for (size_t i = 1; i < n; i++) /* ranked */
         AP_CHECK(fs[i - 1].severity >= fs[i].severity);
+    /* What is found about a slow route (GET /ship is 1% of the work: info) follows
+     * the route's own finding and is no more severe than it. */
+    for (size_t i = 0; i < n; i++) {
+        if (fs[i].kind != AP_FK_HOT_FUNCTION && fs[i].kind != AP_FK_HOT_LINE &&
+            fs[i].kind != AP_FK_LIBRARY_WORK)
+            continue;
+        size_t j = 0;
+        while (j < i && !(fs[j].kind == AP_FK_SLOW_ROUTE && fs[j].route == fs[i].route))
+            j++;
+        AP_CHECK_MSG(j < i && fs[j].severity >= fs[i].severity, "finding %zu before its route", i);
+    }
+    const ap_finding *ship = find(fs, n, AP_FK_HOT_FUNCTION, "GET /ship", p);
+    if (AP_CHECK(ship != NULL))
+        AP_CHECK_EQ_U64(ship->severity, AP_SEV_INFO);
     free(fs);
     /* The route table. */
     ap_route_row *rows;

@@ -758,7 +758,7 @@
       return new Date(ns(k) / 1e6).toISOString().replace("T", " ").replace(/\.[0-9]+Z$/, " UTC");
     }
     for (var k in meta) {
-      if (k === "argv") continue;
+      if (k === "argv" || meta[k] === "") continue;   // an empty value says nothing
       var epoch = (k === "started" || k === "stopped") && ns(k) !== null;
       bits.push(k + ": " + (epoch ? when(k) : /_ns$/.test(k) && ns(k) !== null
                             ? fmt(ns(k), "wall") : meta[k]));
