@@ -19,6 +19,8 @@ COMMANDS: dict[str, str] = {
     "bench": "bench",
     "stats": "stats",
     "investigate": "investigate",
+    "attach": "attach",
+    "dump": "dump",
 }
 
 

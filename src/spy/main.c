@@ -21,12 +21,13 @@ enum { EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_PERM = 3, EXIT_NOPROC = 4, EXIT_NOTPY
        EXIT_VERSION = 6 };
 
 static const char usage_text[] =
-    "usage: " PROG " record PID -o FILE [-r RATE] [-d SECONDS] [--idle]\n"
+    "usage: " PROG " record PID -o FILE [-r RATE] [-d SECONDS] [--idle] [--wait-start]\n"
     "       " PROG " dump PID [--json]\n"
     "\n"
     "record: sample every thread of PID at RATE per second (default 100) for SECONDS\n"
     "        (default: until the process exits or SIGINT/SIGTERM), then write the\n"
-    "        profile to FILE; --idle keeps the samples of threads that are not running\n"
+    "        profile to FILE; --idle keeps the samples of threads that are not running;\n"
+    "        --wait-start waits up to 5 s for a process just started to map Python\n"
     "dump:   print every thread's stack once (--json: as JSON)\n";
 
 static void usage_error(const char *msg, const char *arg) {
@@ -172,10 +173,11 @@ static void on_stop(int sig) {
     stop_requested = 1;
 }
 
-/* Per kernel thread: its tree in the profile. */
+/* Per kernel thread: its tree in the profile and its CPU time at the last tick. */
 typedef struct rec_thread {
     pid_t tid;
     ap_tree *tree;
+    uint64_t cpu_ns;   /* UINT64_MAX: not read yet */
 } rec_thread;
 
 typedef struct recorder {
@@ -186,10 +188,10 @@ typedef struct recorder {
     ap_str_id k_thread, k_thread_id, k_pid;
 } recorder;
 
-static ap_tree *rec_tree(recorder *r, pid_t tid) {
+static rec_thread *rec_thread_of(recorder *r, pid_t tid) {
     for (size_t i = 0; i < r->nthreads; i++)
         if (r->threads[i].tid == tid)
-            return r->threads[i].tree;
+            return &r->threads[i];
     if (r->nthreads == r->cap) {
         size_t cap = r->cap ? 2 * r->cap : 16;
         rec_thread *nt = realloc(r->threads, cap * sizeof *nt);
@@ -213,8 +215,8 @@ static ap_tree *rec_tree(recorder *r, pid_t tid) {
     ap_tree *tree = ap_prof_tree_new(r->prof, labels, 3);
     if (!tree)
         return NULL;
-    r->threads[r->nthreads++] = (rec_thread){tid, tree};
-    return tree;
+    r->threads[r->nthreads] = (rec_thread){tid, tree, UINT64_MAX};
+    return &r->threads[r->nthreads++];
 }
 
 /* The profile frame of a cached code object (interned once). */
@@ -235,28 +237,22 @@ static ap_frame_id rec_frame(recorder *r, spy_code *c) {
 }
 
 /* Add one thread's stack to its tree: a sample at the innermost frame and, as the
- * estimate of time that a sampler gives, one period of wall time (with --idle, when
- * every state is sampled) and of CPU time (when the thread was running) on each frame
- * of the stack, self time on the innermost one. */
-static int rec_add(recorder *r, const spy_thread *th, int wall, int cpu, uint64_t period) {
-    ap_tree *tree = rec_tree(r, th->tid);
-    if (!tree)
-        return -1;
+ * estimate of time that a sampler gives, one period of wall time and the CPU time the
+ * thread ran since the last tick (at most a period) on each frame of the stack, self
+ * time on the innermost one. */
+static int rec_add(recorder *r, ap_tree *tree, const spy_thread *th, uint64_t cpu,
+                   uint64_t period) {
     ap_node *node = ap_tree_root(tree);
     for (size_t k = th->nframes; k-- > 0;) {
         ap_frame_id f = rec_frame(r, (spy_code *)th->frames[k].code);
         if (f == AP_NONE || !(node = ap_tree_child_fast(tree, node, f)))
             return -1;
-        if (wall)
-            node->m[AP_M_TOTAL_NS] += period;
-        if (cpu)
-            node->m[AP_M_CPU_TOTAL_NS] += period;
+        node->m[AP_M_TOTAL_NS] += period;
+        node->m[AP_M_CPU_TOTAL_NS] += cpu;
     }
     node->m[AP_M_SAMPLES]++;
-    if (wall)
-        node->m[AP_M_SELF_NS] += period;
-    if (cpu)
-        node->m[AP_M_CPU_NS] += period;
+    node->m[AP_M_SELF_NS] += period;
+    node->m[AP_M_CPU_NS] += cpu;
     return 0;
 }
 
@@ -286,9 +282,24 @@ static void target_argv(pid_t pid, char *buf, size_t n) {
             buf[i] = ' ';
 }
 
-static int cmd_record(pid_t pid, const char *out, double rate, double duration, int idle) {
+/* Open the target; with wait_start, a process that has not mapped its interpreter yet
+ * (just started) is retried for up to 5 s. */
+static int open_target(spy_target *t, pid_t pid, int wait_start) {
+    for (int tries = 0;; tries++) {
+        if (spy_target_open(t, pid) == 0)
+            return 0;
+        spy_fail kind = spy_fail_last();
+        if (!wait_start || tries >= 500 || (kind != SPY_FAIL_NOTPYTHON && kind != SPY_FAIL_TORN))
+            return -1;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static int cmd_record(pid_t pid, const char *out, double rate, double duration, int idle,
+                      int wait_start) {
     spy_target t;
-    if (spy_target_open(&t, pid) != 0)
+    if (open_target(&t, pid, wait_start) != 0)
         return fail_exit(pid);
     recorder r = {.pid = pid};
     r.prof = ap_prof_new();
@@ -348,14 +359,29 @@ static int cmd_record(pid_t pid, const char *out, double rate, double duration, 
             const spy_thread *th = &threads[i];
             if (th->gil > 0)
                 gil_samples++;
-            int running = spy_thread_state(pid, th->tid) == 'R';
-            if (!idle && !running) {
+            /* On CPU: the thread ran since the last tick (schedstat); a runnable thread
+             * waiting for a CPU ('R' in stat) is not.  The first tick of a thread, or a
+             * kernel without schedstat, falls back to the state letter. */
+            rec_thread *rt = rec_thread_of(&r, th->tid);
+            if (!rt) {
+                rc = fail_exit(pid);
+                goto done;
+            }
+            uint64_t cpu_now = spy_thread_cpu_ns(pid, th->tid), cpu = 0;
+            if (cpu_now != UINT64_MAX && rt->cpu_ns != UINT64_MAX)
+                cpu = cpu_now > rt->cpu_ns ? cpu_now - rt->cpu_ns : 0;
+            else if (spy_thread_state(pid, th->tid) == 'R')
+                cpu = period;
+            rt->cpu_ns = cpu_now;
+            if (cpu > period)
+                cpu = period;
+            if (!idle && cpu == 0) {
                 idle_skipped++;
                 continue;
             }
             if (th->nframes == 0)
                 continue;
-            if (rec_add(&r, th, idle, running, period) != 0) {
+            if (rec_add(&r, rt->tree, th, cpu, period) != 0) {
                 rc = fail_exit(pid);
                 goto done;
             }
@@ -411,13 +437,14 @@ done:;
 typedef struct options {
     const char *out;
     double rate, duration;
-    int idle, json;
+    int idle, json, wait_start;
 } options;
 
 static const struct option long_opts[] = {
     {"output", required_argument, NULL, 'o'}, {"rate", required_argument, NULL, 'r'},
     {"duration", required_argument, NULL, 'd'}, {"idle", no_argument, NULL, 'i'},
-    {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'},
+    {"json", no_argument, NULL, 'j'}, {"wait-start", no_argument, NULL, 'w'},
+    {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
 
@@ -440,6 +467,7 @@ static void parse_options(int argc, char **argv, options *o) {
             break;
         case 'i': o->idle = 1; break;
         case 'j': o->json = 1; break;
+        case 'w': o->wait_start = 1; break;
         case 'h': fputs(usage_text, stdout); exit(0);
         default: usage_error("bad option", NULL);
         }
@@ -462,7 +490,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "record") == 0) {
         if (!o.out)
             usage_error("record needs -o FILE", NULL);
-        return cmd_record(pid, o.out, o.rate, o.duration, o.idle);
+        return cmd_record(pid, o.out, o.rate, o.duration, o.idle, o.wait_start);
     }
     usage_error("unknown command ", cmd);
     return EXIT_USAGE;

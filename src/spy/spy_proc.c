@@ -213,3 +213,11 @@ char spy_thread_state(pid_t pid, pid_t tid) {
     char *p = strrchr(buf, ')');
     return p && p[1] == ' ' ? p[2] : 0;
 }
+
+uint64_t spy_thread_cpu_ns(pid_t pid, pid_t tid) {
+    char buf[128];
+    unsigned long long ns;
+    if (read_task_file(pid, tid, "schedstat", buf, sizeof buf) < 0 || sscanf(buf, "%llu", &ns) != 1)
+        return UINT64_MAX;
+    return ns;
+}

@@ -53,4 +53,8 @@ void spy_thread_comm(pid_t pid, pid_t tid, char *buf, size_t n);
  * or 0 when the thread is gone.  Can't fail. */
 char spy_thread_state(pid_t pid, pid_t tid);
 
+/* CPU time thread tid has run, in ns (/proc/PID/task/TID/schedstat), or UINT64_MAX when
+ * it cannot be read (the thread is gone, or the kernel keeps no schedstat).  Can't fail. */
+uint64_t spy_thread_cpu_ns(pid_t pid, pid_t tid);
+
 #endif /* SPY_PROC_H */
