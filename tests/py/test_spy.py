@@ -174,7 +174,7 @@ def test_attach_target_exits_file_written(tmp_path: Path) -> None:
     script.write_text(textwrap.dedent("""
         import time
         def work():
-            end = time.monotonic() + 0.6
+            end = time.monotonic() + 3.0   # outlives the start of apiprof attach
             while time.monotonic() < end:
                 pass
         print("go", flush=True)
