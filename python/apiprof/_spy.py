@@ -57,10 +57,11 @@ def dump(pid: int, json_out: bool) -> str:
 
 
 def record(pid: int, output: str, rate: float, duration: float | None, idle: bool,
-           quiet: bool = False, wait_start: bool = False) -> str:
+           quiet: bool = False, wait_start: bool = False, subprocesses: bool = False) -> str:
     """Samples process pid into the profile ``output`` until ``duration`` seconds pass,
     the process exits or Ctrl-C; returns apiprof-spy's summary line. ``wait_start``: the
-    process was just started, wait for its interpreter. SpyError when it failed (the
+    process was just started, wait for its interpreter; ``subprocesses``: also sample its
+    Python descendants, those that start later too. SpyError when it failed (the
     file is not written then)."""
     cmd = [str(spy_binary()), "record", str(pid), "-o", output, "-r", f"{rate:g}"]
     if duration is not None:
@@ -69,6 +70,8 @@ def record(pid: int, output: str, rate: float, duration: float | None, idle: boo
         cmd.append("--idle")
     if wait_start:
         cmd.append("--wait-start")
+    if subprocesses:
+        cmd.append("--subprocesses")
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     while True:
         try:

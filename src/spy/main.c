@@ -1,4 +1,5 @@
 /* main.c -- apiprof-spy, a sampler of another CPython process: command line, sampling loop, dump. */
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -22,12 +23,14 @@ enum { EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_PERM = 3, EXIT_NOPROC = 4, EXIT_NOTPY
 
 static const char usage_text[] =
     "usage: " PROG " record PID -o FILE [-r RATE] [-d SECONDS] [--idle] [--wait-start]\n"
+    "                           [--subprocesses]\n"
     "       " PROG " dump PID [--json]\n"
     "\n"
     "record: sample every thread of PID at RATE per second (default 100) for SECONDS\n"
     "        (default: until the process exits or SIGINT/SIGTERM), then write the\n"
     "        profile to FILE; --idle keeps the samples of threads that are not running;\n"
-    "        --wait-start waits up to 5 s for a process just started to map Python\n"
+    "        --wait-start waits up to 5 s for a process just started to map Python;\n"
+    "        --subprocesses also samples every Python descendant, those started later too\n"
     "dump:   print every thread's stack once (--json: as JSON)\n";
 
 static void usage_error(const char *msg, const char *arg) {
@@ -175,35 +178,67 @@ static void on_stop(int sig) {
 
 /* Per kernel thread: its tree in the profile and its CPU time at the last tick. */
 typedef struct rec_thread {
-    pid_t tid;
+    pid_t pid, tid;
     ap_tree *tree;
     uint64_t cpu_ns;   /* UINT64_MAX: not read yet */
 } rec_thread;
 
+/* A sampled process; with --subprocesses there is one per Python descendant. */
+typedef struct rec_target {
+    spy_target t;
+    char exe[512];     /* /proc/PID/exe when opened: a change means an exec, reopen */
+    int active;        /* 0 once the process is gone */
+} rec_target;
+
+/* Counters of a run, written to the metadata. */
+typedef struct rec_stats {
+    uint64_t ticks, missed, failed, kept, idle_skipped, gil, torn;
+} rec_stats;
+
 typedef struct recorder {
     ap_prof *prof;
-    pid_t pid;
+    pid_t pid;                 /* the process named on the command line */
+    int idle, follow;
+    uint64_t period;
     rec_thread *threads;
     size_t nthreads, cap;
+    rec_target **targets;
+    size_t ntargets, captargets;
+    pid_t *skip;               /* descendants that are not Python (or not readable) */
+    size_t nskip, capskip;
+    rec_stats st;
     ap_str_id k_thread, k_thread_id, k_pid;
 } recorder;
 
-static rec_thread *rec_thread_of(recorder *r, pid_t tid) {
+/* Grow *arr (of *cap elements of size sz) to hold n + 1.  Returns 0 or -1 (ENOMEM). */
+static int grow(void **arr, size_t *cap, size_t n, size_t sz) {
+    if (n < *cap)
+        return 0;
+    size_t c = *cap ? 2 * *cap : 16;
+    void *na = realloc(*arr, c * sz);
+    if (!na)
+        return ap_err_set(AP_ENOMEM, NULL);
+    *arr = na;
+    *cap = c;
+    return 0;
+}
+
+static rec_thread *rec_thread_of(recorder *r, pid_t pid, pid_t tid) {
     for (size_t i = 0; i < r->nthreads; i++)
-        if (r->threads[i].tid == tid)
+        if (r->threads[i].tid == tid && r->threads[i].pid == pid)
             return &r->threads[i];
-    if (r->nthreads == r->cap) {
-        size_t cap = r->cap ? 2 * r->cap : 16;
-        rec_thread *nt = realloc(r->threads, cap * sizeof *nt);
-        if (!nt)
-            return NULL;
-        r->threads = nt;
-        r->cap = cap;
+    if (grow((void **)&r->threads, &r->cap, r->nthreads, sizeof *r->threads) != 0)
+        return NULL;
+    char name[96], tidbuf[24], pidbuf[24];
+    thread_name(pid, tid, name, sizeof name);
+    /* The threads of descendants carry their pid in the name, so that report filters by
+     * thread (--thread, the HTML page) tell the workers' MainThreads apart. */
+    if (pid != r->pid) {
+        size_t len = strlen(name);
+        snprintf(name + len, sizeof name - len, " [pid %d]", (int)pid);
     }
-    char name[64], tidbuf[24], pidbuf[24];
-    thread_name(r->pid, tid, name, sizeof name);
     snprintf(tidbuf, sizeof tidbuf, "%d", (int)tid);
-    snprintf(pidbuf, sizeof pidbuf, "%d", (int)r->pid);
+    snprintf(pidbuf, sizeof pidbuf, "%d", (int)pid);
     ap_label labels[3] = {
         {r->k_thread, ap_prof_intern(r->prof, name, strlen(name))},
         {r->k_thread_id, ap_prof_intern(r->prof, tidbuf, strlen(tidbuf))},
@@ -215,7 +250,7 @@ static rec_thread *rec_thread_of(recorder *r, pid_t tid) {
     ap_tree *tree = ap_prof_tree_new(r->prof, labels, 3);
     if (!tree)
         return NULL;
-    r->threads[r->nthreads] = (rec_thread){tid, tree, UINT64_MAX};
+    r->threads[r->nthreads] = (rec_thread){pid, tid, tree, UINT64_MAX};
     return &r->threads[r->nthreads++];
 }
 
@@ -240,20 +275,183 @@ static ap_frame_id rec_frame(recorder *r, spy_code *c) {
  * estimate of time that a sampler gives, one period of wall time and the CPU time the
  * thread ran since the last tick (at most a period) on each frame of the stack, self
  * time on the innermost one. */
-static int rec_add(recorder *r, ap_tree *tree, const spy_thread *th, uint64_t cpu,
-                   uint64_t period) {
+static int rec_add(recorder *r, ap_tree *tree, const spy_thread *th, uint64_t cpu) {
     ap_node *node = ap_tree_root(tree);
     for (size_t k = th->nframes; k-- > 0;) {
         ap_frame_id f = rec_frame(r, (spy_code *)th->frames[k].code);
         if (f == AP_NONE || !(node = ap_tree_child_fast(tree, node, f)))
             return -1;
-        node->m[AP_M_TOTAL_NS] += period;
+        node->m[AP_M_TOTAL_NS] += r->period;
         node->m[AP_M_CPU_TOTAL_NS] += cpu;
     }
     node->m[AP_M_SAMPLES]++;
-    node->m[AP_M_SELF_NS] += period;
+    node->m[AP_M_SELF_NS] += r->period;
     node->m[AP_M_CPU_NS] += cpu;
     return 0;
+}
+
+/* One tick of one process.  Returns 0 (also when the process is gone: it is marked
+ * inactive), or -1 on an error that ends the run. */
+static int rec_tick(recorder *r, rec_target *rt) {
+    static spy_thread threads[SPY_MAX_THREADS];
+    spy_target *t = &rt->t;
+    size_t n = 0;
+    if (spy_sample(t, threads, SPY_MAX_THREADS, &n) != 0) {
+        spy_fail kind = spy_fail_last();
+        if (kind == SPY_FAIL_NOPROC || process_gone(t->pid)) {
+            rt->active = 0;
+            return 0;
+        }
+        if (kind != SPY_FAIL_TORN)
+            return -1;
+        r->st.failed++;
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const spy_thread *th = &threads[i];
+        if (th->gil > 0)
+            r->st.gil++;
+        /* On CPU: the thread ran since the last tick (schedstat); a runnable thread
+         * waiting for a CPU ('R' in stat) is not.  The first tick of a thread, or a
+         * kernel without schedstat, falls back to the state letter. */
+        rec_thread *rth = rec_thread_of(r, t->pid, th->tid);
+        if (!rth)
+            return -1;
+        uint64_t cpu_now = spy_thread_cpu_ns(t->pid, th->tid), cpu = 0;
+        if (cpu_now != UINT64_MAX && rth->cpu_ns != UINT64_MAX)
+            cpu = cpu_now > rth->cpu_ns ? cpu_now - rth->cpu_ns : 0;
+        else if (spy_thread_state(t->pid, th->tid) == 'R')
+            cpu = r->period;
+        rth->cpu_ns = cpu_now;
+        if (cpu > r->period)
+            cpu = r->period;
+        if (!r->idle && cpu == 0) {
+            r->st.idle_skipped++;
+            continue;
+        }
+        if (th->nframes == 0)
+            continue;
+        if (rec_add(r, rth->tree, th, cpu) != 0)
+            return -1;
+        r->st.kept++;
+    }
+    return 0;
+}
+
+/* Open the target; with wait_start, a process that has not mapped its interpreter yet
+ * (just started) is retried for up to 5 s. */
+static int open_target(spy_target *t, pid_t pid, int wait_start) {
+    for (int tries = 0;; tries++) {
+        if (spy_target_open(t, pid) == 0)
+            return 0;
+        spy_fail kind = spy_fail_last();
+        if (!wait_start || tries >= 500 || (kind != SPY_FAIL_NOTPYTHON && kind != SPY_FAIL_TORN))
+            return -1;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static void read_exe(pid_t pid, char *buf, size_t n) {
+    char fn[64];
+    snprintf(fn, sizeof fn, "/proc/%d/exe", (int)pid);
+    ssize_t got = readlink(fn, buf, n - 1);
+    buf[got > 0 ? got : 0] = 0;
+}
+
+/* Start sampling pid.  Returns 0 when it is sampled now, -1 when it cannot be (the
+ * error is recorded). */
+static int rec_open(recorder *r, pid_t pid, int wait_start) {
+    if (grow((void **)&r->targets, &r->captargets, r->ntargets, sizeof *r->targets) != 0)
+        return -1;
+    rec_target *rt = calloc(1, sizeof *rt);
+    if (!rt)
+        return ap_err_set(AP_ENOMEM, NULL);
+    if (open_target(&rt->t, pid, wait_start) != 0) {
+        free(rt);
+        return -1;
+    }
+    read_exe(pid, rt->exe, sizeof rt->exe);
+    rt->active = 1;
+    r->targets[r->ntargets++] = rt;
+    return 0;
+}
+
+/* --subprocesses: every descendant of r->pid that is not sampled yet and is a Python
+ * process starts being sampled; one that exec'd since it was opened is reopened. */
+static void rec_follow(recorder *r) {
+    DIR *d = opendir("/proc");
+    if (!d)
+        return;
+    pid_t *pids = NULL, *ppids = NULL;
+    size_t n = 0, cap = 0, cap2 = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (*end || pid <= 0)
+            continue;
+        char fn[64], buf[512];
+        snprintf(fn, sizeof fn, "/proc/%ld/stat", pid);
+        FILE *f = fopen(fn, "re");
+        if (!f)
+            continue;
+        size_t got = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[got] = 0;
+        char *p = strrchr(buf, ')');
+        int ppid;
+        if (!p || sscanf(p + 1, " %*c %d", &ppid) != 1)
+            continue;
+        if (grow((void **)&pids, &cap, n, sizeof *pids) != 0 ||
+            grow((void **)&ppids, &cap2, n, sizeof *ppids) != 0)
+            break;
+        pids[n] = (pid_t)pid;
+        ppids[n++] = (pid_t)ppid;
+    }
+    closedir(d);
+    /* Descendants: mark[i] = 1 once pids[i]'s parent is r->pid or marked. */
+    char *mark = calloc(n ? n : 1, 1);
+    for (int changed = 1; mark && changed;) {
+        changed = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (mark[i])
+                continue;
+            int up = ppids[i] == r->pid;
+            for (size_t j = 0; j < n && !up; j++)
+                up = mark[j] && pids[j] == ppids[i];
+            if (up)
+                mark[i] = changed = 1;
+        }
+    }
+    for (size_t i = 0; mark && i < n; i++) {
+        if (!mark[i])
+            continue;
+        int known = 0;
+        for (size_t k = 0; k < r->nskip && !known; k++)
+            known = r->skip[k] == pids[i];
+        for (size_t k = 0; k < r->ntargets && !known; k++) {
+            rec_target *rt = r->targets[k];
+            if (rt->t.pid != pids[i] || !rt->active)
+                continue;
+            char exe[512];
+            read_exe(pids[i], exe, sizeof exe);
+            if (strcmp(exe, rt->exe) == 0)
+                known = 1;
+            else
+                rt->active = 0;   /* it exec'd: what it runs now is opened below */
+        }
+        if (known || rec_open(r, pids[i], 0) == 0)
+            continue;
+        spy_fail kind = spy_fail_last();
+        if (kind == SPY_FAIL_NOTPYTHON || kind == SPY_FAIL_VERSION || kind == SPY_FAIL_PERM) {
+            if (grow((void **)&r->skip, &r->capskip, r->nskip, sizeof *r->skip) == 0)
+                r->skip[r->nskip++] = pids[i];
+        }
+    }
+    free(mark);
+    free(pids);
+    free(ppids);
 }
 
 static int meta_u64(ap_prof *p, const char *key, uint64_t v) {
@@ -282,47 +480,36 @@ static void target_argv(pid_t pid, char *buf, size_t n) {
             buf[i] = ' ';
 }
 
-/* Open the target; with wait_start, a process that has not mapped its interpreter yet
- * (just started) is retried for up to 5 s. */
-static int open_target(spy_target *t, pid_t pid, int wait_start) {
-    for (int tries = 0;; tries++) {
-        if (spy_target_open(t, pid) == 0)
-            return 0;
-        spy_fail kind = spy_fail_last();
-        if (!wait_start || tries >= 500 || (kind != SPY_FAIL_NOTPYTHON && kind != SPY_FAIL_TORN))
-            return -1;
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-}
-
 static int cmd_record(pid_t pid, const char *out, double rate, double duration, int idle,
-                      int wait_start) {
-    spy_target t;
-    if (open_target(&t, pid, wait_start) != 0)
+                      int wait_start, int follow) {
+    recorder r = {.pid = pid, .idle = idle, .follow = follow, .period = (uint64_t)(1e9 / rate)};
+    if (rec_open(&r, pid, wait_start) != 0) {
+        free(r.targets);
         return fail_exit(pid);
-    recorder r = {.pid = pid};
+    }
     r.prof = ap_prof_new();
     if (!r.prof) {
-        spy_target_close(&t);
+        spy_target_close(&r.targets[0]->t);
+        free(r.targets[0]);
+        free(r.targets);
         return fail_exit(pid);
     }
     r.k_thread = ap_prof_intern(r.prof, "thread", 6);
     r.k_thread_id = ap_prof_intern(r.prof, "thread_id", 9);
     r.k_pid = ap_prof_intern(r.prof, "pid", 3);
-    static spy_thread threads[SPY_MAX_THREADS];
     struct sigaction sa = {0};
     sa.sa_handler = on_stop;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
-    uint64_t period = (uint64_t)(1e9 / rate), start = now_ns(CLOCK_MONOTONIC);
+    uint64_t period = r.period, start = now_ns(CLOCK_MONOTONIC);
     uint64_t wall_start = now_ns(CLOCK_REALTIME), cpu_start = now_ns(CLOCK_PROCESS_CPUTIME_ID);
     uint64_t limit = duration > 0 ? (uint64_t)(duration * 1e9) : UINT64_MAX;
-    uint64_t ticks = 0, missed = 0, failed = 0, kept = 0, idle_skipped = 0, gil_samples = 0;
-    uint64_t next = start;
-    int rc = 0, gone = 0;
-    while (!stop_requested) {
+    uint64_t next = start, next_scan = start;
+    int rc = 0;
+    if (follow)
+        rec_follow(&r);
+    while (!stop_requested && r.targets[0]->active) {
         uint64_t now = now_ns(CLOCK_MONOTONIC);
         if (now - start >= limit)
             break;
@@ -336,79 +523,49 @@ static int cmd_record(pid_t pid, const char *out, double rate, double duration, 
          * than taken in a burst of identical stacks. */
         if (now - next >= 2 * period) {
             uint64_t lost = (now - next) / period - 1;
-            missed += lost;
+            r.st.missed += lost;
             next += lost * period;
         }
         next += period;
-        ticks++;
-        size_t n = 0;
-        if (spy_sample(&t, threads, SPY_MAX_THREADS, &n) != 0) {
-            spy_fail kind = spy_fail_last();
-            if (kind == SPY_FAIL_NOPROC || process_gone(pid)) {
-                gone = 1;
-                break;
-            }
-            if (kind != SPY_FAIL_TORN) {
-                rc = fail_exit(pid);
-                break;
-            }
-            failed++;
-            continue;
-        }
-        for (size_t i = 0; i < n; i++) {
-            const spy_thread *th = &threads[i];
-            if (th->gil > 0)
-                gil_samples++;
-            /* On CPU: the thread ran since the last tick (schedstat); a runnable thread
-             * waiting for a CPU ('R' in stat) is not.  The first tick of a thread, or a
-             * kernel without schedstat, falls back to the state letter. */
-            rec_thread *rt = rec_thread_of(&r, th->tid);
-            if (!rt) {
-                rc = fail_exit(pid);
-                goto done;
-            }
-            uint64_t cpu_now = spy_thread_cpu_ns(pid, th->tid), cpu = 0;
-            if (cpu_now != UINT64_MAX && rt->cpu_ns != UINT64_MAX)
-                cpu = cpu_now > rt->cpu_ns ? cpu_now - rt->cpu_ns : 0;
-            else if (spy_thread_state(pid, th->tid) == 'R')
-                cpu = period;
-            rt->cpu_ns = cpu_now;
-            if (cpu > period)
-                cpu = period;
-            if (!idle && cpu == 0) {
-                idle_skipped++;
-                continue;
-            }
-            if (th->nframes == 0)
-                continue;
-            if (rec_add(&r, rt->tree, th, cpu, period) != 0) {
-                rc = fail_exit(pid);
-                goto done;
-            }
-            kept++;
+        r.st.ticks++;
+        for (size_t i = 0; i < r.ntargets && rc == 0; i++)
+            if (r.targets[i]->active && rec_tick(&r, r.targets[i]) != 0)
+                rc = fail_exit(r.targets[i]->t.pid);
+        if (rc != 0)
+            break;
+        /* New workers are looked for twice a second. */
+        if (follow && now >= next_scan) {
+            rec_follow(&r);
+            next_scan = now + 500000000u;
         }
     }
-done:;
+    int gone = !r.targets[0]->active;
     uint64_t elapsed = now_ns(CLOCK_MONOTONIC) - start;
     uint64_t cpu = now_ns(CLOCK_PROCESS_CPUTIME_ID) - cpu_start;
-    char ver[32], argv[1024], rate_s[32];
-    version_str(&t, ver, sizeof ver);
+    char ver[32], argv[1024], rate_s[32], pids[1024] = "";
+    version_str(&r.targets[0]->t, ver, sizeof ver);
     target_argv(pid, argv, sizeof argv);
     snprintf(rate_s, sizeof rate_s, "%g", rate);
+    for (size_t i = 0; i < r.ntargets; i++) {
+        size_t len = strlen(pids);
+        snprintf(pids + len, sizeof pids - len, "%s%d", i ? "," : "", (int)r.targets[i]->t.pid);
+        r.st.torn += r.targets[i]->t.torn;
+    }
     if (rc == 0) {
         if (ap_prof_meta_set(r.prof, "tool", PROG) != 0 || ap_prof_meta_set(r.prof, "clock", "wall") != 0 ||
             ap_prof_meta_set(r.prof, "python", ver) != 0 ||
             (argv[0] && ap_prof_meta_set(r.prof, "argv", argv) != 0) ||
             meta_u64(r.prof, "pid", (uint64_t)pid) != 0 ||
+            ap_prof_meta_set(r.prof, "sampled_pids", pids) != 0 ||
             ap_prof_meta_set(r.prof, "sample_rate", rate_s) != 0 ||
             ap_prof_meta_set(r.prof, "sample_idle", idle ? "1" : "0") != 0 ||
-            meta_u64(r.prof, "sample_ticks", ticks) != 0 ||
-            meta_u64(r.prof, "sample_missed", missed) != 0 ||
-            meta_u64(r.prof, "sample_failed", failed) != 0 ||
-            meta_u64(r.prof, "sample_stacks", kept) != 0 ||
-            meta_u64(r.prof, "sample_idle_skipped", idle_skipped) != 0 ||
-            meta_u64(r.prof, "sample_gil", gil_samples) != 0 ||
-            meta_u64(r.prof, "sample_torn_frames", t.torn) != 0 ||
+            meta_u64(r.prof, "sample_ticks", r.st.ticks) != 0 ||
+            meta_u64(r.prof, "sample_missed", r.st.missed) != 0 ||
+            meta_u64(r.prof, "sample_failed", r.st.failed) != 0 ||
+            meta_u64(r.prof, "sample_stacks", r.st.kept) != 0 ||
+            meta_u64(r.prof, "sample_idle_skipped", r.st.idle_skipped) != 0 ||
+            meta_u64(r.prof, "sample_gil", r.st.gil) != 0 ||
+            meta_u64(r.prof, "sample_torn_frames", r.st.torn) != 0 ||
             meta_u64(r.prof, "sample_duration_ns", elapsed) != 0 ||
             meta_u64(r.prof, "sampler_cpu_ns", cpu) != 0 ||
             meta_u64(r.prof, "started", wall_start) != 0 ||
@@ -419,17 +576,23 @@ done:;
             rc = EXIT_FAIL;
         } else {
             fprintf(stderr,
-                    PROG ": %llu ticks at %s Hz over %.2f s (%llu missed), %llu stacks, %.1f us "
-                    "of CPU per tick%s; wrote %s\n",
-                    (unsigned long long)ticks, rate_s, (double)elapsed / 1e9,
-                    (unsigned long long)missed, (unsigned long long)kept,
-                    ticks ? (double)cpu / 1e3 / (double)ticks : 0.0,
+                    PROG ": %llu ticks at %s Hz over %.2f s (%llu missed), %zu process%s, "
+                    "%llu stacks, %.1f us of CPU per tick%s; wrote %s\n",
+                    (unsigned long long)r.st.ticks, rate_s, (double)elapsed / 1e9,
+                    (unsigned long long)r.st.missed, r.ntargets, r.ntargets == 1 ? "" : "es",
+                    (unsigned long long)r.st.kept,
+                    r.st.ticks ? (double)cpu / 1e3 / (double)r.st.ticks : 0.0,
                     gone ? "; the process exited" : "", out);
         }
     }
     free(r.threads);
+    free(r.skip);
     ap_prof_free(r.prof);
-    spy_target_close(&t);
+    for (size_t i = 0; i < r.ntargets; i++) {
+        spy_target_close(&r.targets[i]->t);
+        free(r.targets[i]);
+    }
+    free(r.targets);
     return rc;
 }
 
@@ -437,13 +600,14 @@ done:;
 typedef struct options {
     const char *out;
     double rate, duration;
-    int idle, json, wait_start;
+    int idle, json, wait_start, follow;
 } options;
 
 static const struct option long_opts[] = {
     {"output", required_argument, NULL, 'o'}, {"rate", required_argument, NULL, 'r'},
     {"duration", required_argument, NULL, 'd'}, {"idle", no_argument, NULL, 'i'},
     {"json", no_argument, NULL, 'j'}, {"wait-start", no_argument, NULL, 'w'},
+    {"subprocesses", no_argument, NULL, 's'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -468,6 +632,7 @@ static void parse_options(int argc, char **argv, options *o) {
         case 'i': o->idle = 1; break;
         case 'j': o->json = 1; break;
         case 'w': o->wait_start = 1; break;
+        case 's': o->follow = 1; break;
         case 'h': fputs(usage_text, stdout); exit(0);
         default: usage_error("bad option", NULL);
         }
@@ -490,7 +655,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "record") == 0) {
         if (!o.out)
             usage_error("record needs -o FILE", NULL);
-        return cmd_record(pid, o.out, o.rate, o.duration, o.idle, o.wait_start);
+        return cmd_record(pid, o.out, o.rate, o.duration, o.idle, o.wait_start, o.follow);
     }
     usage_error("unknown command ", cmd);
     return EXIT_USAGE;

@@ -304,3 +304,32 @@ def test_attach_usage_errors() -> None:
     assert done.returncode == 2 and "-r: expected a rate" in done.stderr
     done = cli("run", "--rate", "50", "x.py")
     assert done.returncode == 2 and "--rate and --idle need --sample" in done.stderr
+
+
+def test_attach_subprocesses_uvicorn_workers(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """uvicorn --workers 2: attached to the supervisor, both workers are sampled, each
+    labelled with its pid, and each one's samples have the hot function."""
+    server = serve("spyapp:app", cwd=APPS, health="/health", args=("--workers", "2"))
+    load = subprocess.Popen(
+        [str(Path(apiprof.__file__).parent / "bin" / "apiprof-load"), "-c", "4", "-t", "1",
+         "-d", "60", "--no-progress", f"{server.url}/hot"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        out = tmp_path / "workers.apiprof"
+        done = cli("attach", str(server.proc.pid), "-d", "3", "-o", str(out), "--subprocesses")
+    finally:
+        load.kill()
+        load.wait()
+    assert done.returncode == 0, done.stderr
+    export = _export(out)
+    pids = export["meta"]["sampled_pids"].split(",")
+    assert pids[0] == str(server.proc.pid) and len(pids) >= 3, pids
+    frames = export["frames"]
+    hot_pids = set()
+    for tree in export["threads"]:
+        burn = [n for n in tree["nodes"] if frames[n["frame"]]["qualname"] == "burn"]
+        if any(n.get("samples", 0) for n in burn):
+            hot_pids.add(tree["labels"]["pid"])
+    workers = set(pids[1:])
+    assert len(hot_pids & workers) == 2, (hot_pids, pids)

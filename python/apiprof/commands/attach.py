@@ -31,6 +31,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--idle", action="store_true",
                    help="also keep samples of threads that are not running (waiting on I/O, "
                         "a lock or a sleep); they give wall time, running ones CPU time")
+    p.add_argument("--subprocesses", action="store_true",
+                   help="also sample every Python descendant of PID (uvicorn --workers, "
+                        "gunicorn), those started later too; each labelled pid=N")
     p.set_defaults(func=run)
 
 
@@ -41,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     output = os.path.abspath(args.output or f"apiprof-{args.pid}.apiprof")
     try:
         with output_path(output) as path:
-            _spy.record(args.pid, path, args.rate, args.duration, args.idle)
+            _spy.record(args.pid, path, args.rate, args.duration, args.idle,
+                        subprocesses=args.subprocesses)
     except _spy.SpyError as e:
         print(f"apiprof attach: {e}", file=sys.stderr)
         return e.status
