@@ -40,7 +40,7 @@ def check_rate(rate: float) -> None:
         raise UsageError(f"-r: expected a rate from 1 to 10000 per second, got {rate:g}")
 
 
-def _message(stderr: str) -> str:
+def message(stderr: str) -> str:
     """apiprof-spy's last line without its program prefix."""
     lines = [ln for ln in stderr.splitlines() if ln.strip()]
     last = lines[-1] if lines else "failed"
@@ -52,7 +52,7 @@ def dump(pid: int, json_out: bool) -> str:
     cmd = [str(spy_binary()), "dump", str(pid), *(["--json"] if json_out else [])]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
-        raise SpyError(_message(done.stderr), done.returncode)
+        raise SpyError(message(done.stderr), done.returncode)
     return done.stdout
 
 
@@ -82,8 +82,8 @@ def record(pid: int, output: str, rate: float, duration: float | None, idle: boo
             # alone is passed on, so the sampler always stops and writes.
             proc.send_signal(signal.SIGINT)
     if proc.returncode != 0:
-        raise SpyError(_message(err), proc.returncode)
-    summary = _message(err).split("; wrote ")[0]   # the caller names the final file
+        raise SpyError(message(err), proc.returncode)
+    summary = message(err).split("; wrote ")[0]   # the caller names the final file
     if not quiet:
         print(f"apiprof: {summary}", file=sys.stderr)
     return summary

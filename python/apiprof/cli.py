@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "investigate": "investigate",
     "attach": "attach",
     "dump": "dump",
+    "top": "top",
 }
 
 

@@ -25,13 +25,17 @@ static const char usage_text[] =
     "usage: " PROG " record PID -o FILE [-r RATE] [-d SECONDS] [--idle] [--wait-start]\n"
     "                           [--subprocesses]\n"
     "       " PROG " dump PID [--json]\n"
+    "       " PROG " top PID [-r RATE] [--interval SECONDS] [--count N] [--idle]\n"
+    "                           [--subprocesses]\n"
     "\n"
     "record: sample every thread of PID at RATE per second (default 100) for SECONDS\n"
     "        (default: until the process exits or SIGINT/SIGTERM), then write the\n"
     "        profile to FILE; --idle keeps the samples of threads that are not running;\n"
     "        --wait-start waits up to 5 s for a process just started to map Python;\n"
     "        --subprocesses also samples every Python descendant, those started later too\n"
-    "dump:   print every thread's stack once (--json: as JSON)\n";
+    "dump:   print every thread's stack once (--json: as JSON)\n"
+    "top:    sample like record and print, every interval (default 1 s), one JSON line\n"
+    "        with the interval's functions by samples (own, inclusive), the hottest first\n";
 
 static void usage_error(const char *msg, const char *arg) {
     fprintf(stderr, PROG ": %s%s (see " PROG " --help)\n", msg, arg ? arg : "");
@@ -223,12 +227,21 @@ static int grow(void **arr, size_t *cap, size_t n, size_t sz) {
     return 0;
 }
 
+/* The state of thread tid of pid, with its tree in the current profile (made at its
+ * first sample in it).  NULL on error (ENOMEM). */
 static rec_thread *rec_thread_of(recorder *r, pid_t pid, pid_t tid) {
-    for (size_t i = 0; i < r->nthreads; i++)
+    rec_thread *rt = NULL;
+    for (size_t i = 0; i < r->nthreads && !rt; i++)
         if (r->threads[i].tid == tid && r->threads[i].pid == pid)
-            return &r->threads[i];
-    if (grow((void **)&r->threads, &r->cap, r->nthreads, sizeof *r->threads) != 0)
-        return NULL;
+            rt = &r->threads[i];
+    if (!rt) {
+        if (grow((void **)&r->threads, &r->cap, r->nthreads, sizeof *r->threads) != 0)
+            return NULL;
+        rt = &r->threads[r->nthreads++];
+        *rt = (rec_thread){pid, tid, NULL, UINT64_MAX};
+    }
+    if (rt->tree)
+        return rt;
     char name[96], tidbuf[24], pidbuf[24];
     thread_name(pid, tid, name, sizeof name);
     /* The threads of descendants carry their pid in the name, so that report filters by
@@ -247,11 +260,8 @@ static rec_thread *rec_thread_of(recorder *r, pid_t pid, pid_t tid) {
     for (int i = 0; i < 3; i++)
         if (labels[i].val == AP_NONE)
             return NULL;
-    ap_tree *tree = ap_prof_tree_new(r->prof, labels, 3);
-    if (!tree)
-        return NULL;
-    r->threads[r->nthreads] = (rec_thread){pid, tid, tree, UINT64_MAX};
-    return &r->threads[r->nthreads++];
+    rt->tree = ap_prof_tree_new(r->prof, labels, 3);
+    return rt->tree ? rt : NULL;
 }
 
 /* The profile frame of a cached code object (interned once). */
@@ -480,6 +490,78 @@ static void target_argv(pid_t pid, char *buf, size_t n) {
             buf[i] = ' ';
 }
 
+/* Start a new profile in r: the first one, or the next interval of top.  Threads keep
+ * their CPU baselines; their trees and the code objects' frame ids are per profile.
+ * Returns 0, or -1 with AP_ENOMEM. */
+static int rec_new_prof(recorder *r) {
+    ap_prof_free(r->prof);
+    r->prof = ap_prof_new();
+    if (!r->prof)
+        return -1;
+    r->k_thread = ap_prof_intern(r->prof, "thread", 6);
+    r->k_thread_id = ap_prof_intern(r->prof, "thread_id", 9);
+    r->k_pid = ap_prof_intern(r->prof, "pid", 3);
+    for (size_t i = 0; i < r->nthreads; i++)
+        r->threads[i].tree = NULL;
+    for (size_t i = 0; i < r->ntargets; i++)
+        for (size_t k = 0; k < r->targets[i]->t.ncode; k++)
+            r->targets[i]->t.code[k].frame_id = AP_NONE;
+    return r->k_pid == AP_NONE ? -1 : 0;
+}
+
+/* The tick clock: returns 1 when a tick is due now (and schedules the next one), else
+ * sleeps until the next one is due (or a signal comes) and returns 0.  A tick that comes
+ * late (the sampler was not scheduled) is still taken up to two periods late; the ones
+ * before it are skipped and counted in *missed rather than taken in a burst of identical
+ * stacks. */
+static int tick_due(uint64_t *next, uint64_t period, uint64_t *missed) {
+    uint64_t now = now_ns(CLOCK_MONOTONIC);
+    if (now < *next) {
+        struct timespec ts = {(time_t)(*next / 1000000000u), (long)(*next % 1000000000u)};
+        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+        return 0;
+    }
+    if (now - *next >= 2 * period) {
+        uint64_t lost = (now - *next) / period - 1;
+        *missed += lost;
+        *next += lost * period;
+    }
+    *next += period;
+    return 1;
+}
+
+/* One tick of every sampled process; with follow, new descendants are looked for twice
+ * a second.  Returns 0, or the exit status of an error that ends the run. */
+static int rec_tick_all(recorder *r, uint64_t *next_scan) {
+    for (size_t i = 0; i < r->ntargets; i++)
+        if (r->targets[i]->active && rec_tick(r, r->targets[i]) != 0)
+            return fail_exit(r->targets[i]->t.pid);
+    uint64_t now = now_ns(CLOCK_MONOTONIC);
+    if (r->follow && now >= *next_scan) {
+        rec_follow(r);
+        *next_scan = now + 500000000u;
+    }
+    return 0;
+}
+
+static void rec_free(recorder *r) {
+    free(r->threads);
+    free(r->skip);
+    ap_prof_free(r->prof);
+    for (size_t i = 0; i < r->ntargets; i++) {
+        spy_target_close(&r->targets[i]->t);
+        free(r->targets[i]);
+    }
+    free(r->targets);
+}
+
+static void install_stop_handlers(void) {
+    struct sigaction sa = {0};
+    sa.sa_handler = on_stop;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
 static int cmd_record(pid_t pid, const char *out, double rate, double duration, int idle,
                       int wait_start, int follow) {
     recorder r = {.pid = pid, .idle = idle, .follow = follow, .period = (uint64_t)(1e9 / rate)};
@@ -487,57 +569,22 @@ static int cmd_record(pid_t pid, const char *out, double rate, double duration, 
         free(r.targets);
         return fail_exit(pid);
     }
-    r.prof = ap_prof_new();
-    if (!r.prof) {
-        spy_target_close(&r.targets[0]->t);
-        free(r.targets[0]);
-        free(r.targets);
+    if (rec_new_prof(&r) != 0) {
+        rec_free(&r);
         return fail_exit(pid);
     }
-    r.k_thread = ap_prof_intern(r.prof, "thread", 6);
-    r.k_thread_id = ap_prof_intern(r.prof, "thread_id", 9);
-    r.k_pid = ap_prof_intern(r.prof, "pid", 3);
-    struct sigaction sa = {0};
-    sa.sa_handler = on_stop;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-
-    uint64_t period = r.period, start = now_ns(CLOCK_MONOTONIC);
+    install_stop_handlers();
+    uint64_t start = now_ns(CLOCK_MONOTONIC);
     uint64_t wall_start = now_ns(CLOCK_REALTIME), cpu_start = now_ns(CLOCK_PROCESS_CPUTIME_ID);
     uint64_t limit = duration > 0 ? (uint64_t)(duration * 1e9) : UINT64_MAX;
     uint64_t next = start, next_scan = start;
     int rc = 0;
-    if (follow)
-        rec_follow(&r);
-    while (!stop_requested && r.targets[0]->active) {
-        uint64_t now = now_ns(CLOCK_MONOTONIC);
-        if (now - start >= limit)
-            break;
-        if (now < next) {
-            struct timespec ts = {(time_t)(next / 1000000000u), (long)(next % 1000000000u)};
-            clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+    while (!stop_requested && r.targets[0]->active && rc == 0 &&
+           now_ns(CLOCK_MONOTONIC) - start < limit) {
+        if (!tick_due(&next, r.period, &r.st.missed))
             continue;
-        }
-        /* Behind schedule (a slow sample, a descheduled sampler): a tick up to two
-         * periods late is still taken, the ones before are skipped and counted rather
-         * than taken in a burst of identical stacks. */
-        if (now - next >= 2 * period) {
-            uint64_t lost = (now - next) / period - 1;
-            r.st.missed += lost;
-            next += lost * period;
-        }
-        next += period;
         r.st.ticks++;
-        for (size_t i = 0; i < r.ntargets && rc == 0; i++)
-            if (r.targets[i]->active && rec_tick(&r, r.targets[i]) != 0)
-                rc = fail_exit(r.targets[i]->t.pid);
-        if (rc != 0)
-            break;
-        /* New workers are looked for twice a second. */
-        if (follow && now >= next_scan) {
-            rec_follow(&r);
-            next_scan = now + 500000000u;
-        }
+        rc = rec_tick_all(&r, &next_scan);
     }
     int gone = !r.targets[0]->active;
     uint64_t elapsed = now_ns(CLOCK_MONOTONIC) - start;
@@ -585,14 +632,80 @@ static int cmd_record(pid_t pid, const char *out, double rate, double duration, 
                     gone ? "; the process exited" : "", out);
         }
     }
-    free(r.threads);
-    free(r.skip);
-    ap_prof_free(r.prof);
-    for (size_t i = 0; i < r.ntargets; i++) {
-        spy_target_close(&r.targets[i]->t);
-        free(r.targets[i]);
+    rec_free(&r);
+    return rc;
+}
+
+/* ---- top ------------------------------------------------------------------------- */
+
+/* Rows of the function table printed per interval of top. */
+#define TOP_ROWS 40
+
+/* One interval of top as a JSON line: its function table by samples (own and
+ * inclusive), the hottest first. */
+static int top_print(recorder *r, uint64_t ticks, double elapsed) {
+    ap_functab ft;
+    if (ap_functab_build(r->prof, NULL, NULL, &ft) != 0)
+        return -1;
+    size_t nthreads = 0, nproc = 0;
+    for (size_t i = 0; i < r->nthreads; i++)
+        nthreads += r->threads[i].tree != NULL;
+    for (size_t i = 0; i < r->ntargets; i++)
+        nproc += r->targets[i]->active;
+    printf("{\"elapsed\": %.3f, \"ticks\": %llu, \"processes\": %zu, \"threads\": %zu, "
+           "\"functions\": [",
+           elapsed, (unsigned long long)ticks, nproc, nthreads);
+    for (size_t i = 0; i < ft.nrows && i < TOP_ROWS; i++) {
+        const ap_func_row *row = &ft.rows[i];
+        const ap_frame *f = ap_prof_frame(r->prof, row->frame);
+        printf("%s\n {\"qualname\": ", i ? "," : "");
+        json_str(stdout, ap_prof_str(r->prof, f->qualname));
+        printf(", \"file\": ");
+        json_str(stdout, ap_prof_str(r->prof, f->file));
+        printf(", \"line\": %u, \"own\": %llu, \"total\": %llu, \"cpu_ns\": %llu}", f->line,
+               (unsigned long long)row->m[AP_M_SAMPLES],
+               (unsigned long long)row->incl[AP_M_SAMPLES],
+               (unsigned long long)row->incl[AP_M_CPU_NS]);
     }
-    free(r.targets);
+    printf("]}\n");
+    fflush(stdout);
+    ap_functab_free(&ft);
+    return 0;
+}
+
+/* Sample like record, and every interval print what the interval's samples say and start
+ * over; count intervals (0: until the process exits or a signal). */
+static int cmd_top(pid_t pid, double rate, double interval, long count, int idle, int follow) {
+    recorder r = {.pid = pid, .idle = idle, .follow = follow, .period = (uint64_t)(1e9 / rate)};
+    if (rec_open(&r, pid, 0) != 0 || rec_new_prof(&r) != 0) {
+        int st = fail_exit(pid);
+        rec_free(&r);
+        return st;
+    }
+    install_stop_handlers();
+    uint64_t start = now_ns(CLOCK_MONOTONIC), step = (uint64_t)(interval * 1e9);
+    uint64_t next = start, next_scan = start, report_at = start + step, ticks = 0;
+    long printed = 0;
+    int rc = 0;
+    while (!stop_requested && r.targets[0]->active && rc == 0) {
+        if (!tick_due(&next, r.period, &r.st.missed))
+            continue;
+        ticks++;
+        if ((rc = rec_tick_all(&r, &next_scan)) != 0)
+            break;
+        uint64_t now = now_ns(CLOCK_MONOTONIC);
+        if (now < report_at)
+            continue;
+        if (top_print(&r, ticks, (double)(now - start) / 1e9) != 0 || rec_new_prof(&r) != 0) {
+            rc = fail_exit(pid);
+            break;
+        }
+        ticks = 0;
+        report_at += step;
+        if (count && ++printed >= count)
+            break;
+    }
+    rec_free(&r);
     return rc;
 }
 
@@ -601,13 +714,16 @@ typedef struct options {
     const char *out;
     double rate, duration;
     int idle, json, wait_start, follow;
+    double interval;   /* top: seconds per refresh */
+    long count;        /* top: refreshes (0: no limit) */
 } options;
 
 static const struct option long_opts[] = {
     {"output", required_argument, NULL, 'o'}, {"rate", required_argument, NULL, 'r'},
     {"duration", required_argument, NULL, 'd'}, {"idle", no_argument, NULL, 'i'},
     {"json", no_argument, NULL, 'j'}, {"wait-start", no_argument, NULL, 'w'},
-    {"subprocesses", no_argument, NULL, 's'},
+    {"subprocesses", no_argument, NULL, 's'}, {"interval", required_argument, NULL, 'I'},
+    {"count", required_argument, NULL, 'n'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -616,7 +732,7 @@ static const struct option long_opts[] = {
 static void parse_options(int argc, char **argv, options *o) {
     int c;
     char *end;
-    while ((c = getopt_long(argc, argv, "+o:r:d:h", long_opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "+o:r:d:n:h", long_opts, NULL)) != -1) {
         switch (c) {
         case 'o': o->out = optarg; break;
         case 'r':
@@ -633,6 +749,16 @@ static void parse_options(int argc, char **argv, options *o) {
         case 'j': o->json = 1; break;
         case 'w': o->wait_start = 1; break;
         case 's': o->follow = 1; break;
+        case 'I':
+            o->interval = strtod(optarg, &end);
+            if (*end || !isfinite(o->interval) || o->interval < 0.1 || o->interval > 3600)
+                usage_error("--interval: expected seconds from 0.1 to 3600, got ", optarg);
+            break;
+        case 'n':
+            o->count = strtol(optarg, &end, 10);
+            if (*end || o->count < 1)
+                usage_error("--count: expected a positive integer, got ", optarg);
+            break;
         case 'h': fputs(usage_text, stdout); exit(0);
         default: usage_error("bad option", NULL);
         }
@@ -640,10 +766,10 @@ static void parse_options(int argc, char **argv, options *o) {
 }
 
 int main(int argc, char **argv) {
-    options o = {.rate = 100};
+    options o = {.rate = 100, .interval = 1};
     parse_options(argc, argv, &o);
     if (optind + 2 > argc)
-        usage_error("expected a command (record or dump) and a PID", NULL);
+        usage_error("expected a command (record, dump or top) and a PID", NULL);
     const char *cmd = argv[optind];
     pid_t pid = parse_pid(argv[optind + 1]);
     optind += 2;
@@ -652,6 +778,8 @@ int main(int argc, char **argv) {
         usage_error("unexpected argument ", argv[optind]);
     if (strcmp(cmd, "dump") == 0)
         return cmd_dump(pid, o.json);
+    if (strcmp(cmd, "top") == 0)
+        return cmd_top(pid, o.rate, o.interval, o.count, o.idle, o.follow);
     if (strcmp(cmd, "record") == 0) {
         if (!o.out)
             usage_error("record needs -o FILE", NULL);

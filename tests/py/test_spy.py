@@ -333,3 +333,23 @@ def test_attach_subprocesses_uvicorn_workers(serve, tmp_path: Path) -> None:  # 
             hot_pids.add(tree["labels"]["pid"])
     workers = set(pids[1:])
     assert len(hot_pids & workers) == 2, (hot_pids, pids)
+
+
+def test_top_not_a_tty(known_stack: subprocess.Popen[str]) -> None:
+    """Off a terminal, one table per interval: the waiting main thread's chain is on the
+    stack at every tick (--idle), the spinner's function at every tick of its thread."""
+    done = cli("top", str(known_stack.pid), "-i", "0.5", "-n", "2", "--idle")
+    assert done.returncode == 0, done.stderr
+    tables = [t for t in done.stdout.split("\n\n") if t.strip()]
+    assert len(tables) == 2
+    for table in tables:
+        assert table.startswith(f"apiprof top {known_stack.pid}: ")
+        rows = {}
+        for line in table.splitlines()[2:]:
+            own, total, _cpu, where = line.split(None, 3)
+            rows[where] = (float(own), float(total))
+        leaf = f"leaf ({KNOWN.name}:{marker_line(KNOWN, 'WAIT') - 3})"
+        assert rows[leaf][1] >= 90, rows
+        spin = next(k for k in rows if k.startswith("spin ("))
+        assert rows[spin][1] >= 90, rows
+    assert "\x1b[" not in done.stdout
