@@ -19,6 +19,9 @@ COMMANDS: dict[str, str] = {
     "bench": "bench",
     "stats": "stats",
     "investigate": "investigate",
+    "attach": "attach",
+    "dump": "dump",
+    "top": "top",
 }
 
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import signal
+import subprocess
 import sys
 from types import FrameType
 from typing import Any
 
-from .. import _labels
+from .. import _labels, _spy
 from .._findings import format_findings
 from .._launch import Program, add_program_arguments, launch
+from .._output import output_path
 from .._profiler import CHECKPOINT_INTERVAL, Profiler, clock_note, format_table
 from ..errors import UsageError
 
@@ -22,7 +24,7 @@ def add_parser(sub: Any) -> None:
                     "exact function tracer; write the profile at exit, also on SIGINT/SIGTERM.",
         usage="apiprof run [-o FILE] [--clock wall|cpu] [--cpu] [--no-builtins] [--all] "
               "[--phases A,B,...] [--timeline] [--timeline-events N] [--checkpoint-interval S] "
-              "[-q] (script.py | -m module) [args ...]",
+              "[--sample [--rate RATE] [--idle]] [-q] (script.py | -m module) [args ...]",
     )
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="time functions by wall clock (default) or thread CPU time")
@@ -46,6 +48,13 @@ def add_parser(sub: Any) -> None:
                    help="save the profile to -o every S seconds while the program runs, so a "
                         "run killed by SIGKILL keeps its work up to the last save (default "
                         f"{CHECKPOINT_INTERVAL:g}; 0: only at exit)")
+    p.add_argument("--sample", action="store_true",
+                   help="instead of tracing, start the program as a child process and sample "
+                        "it from outside with apiprof-spy (no hooks in the program)")
+    p.add_argument("--rate", type=float, default=_spy.DEFAULT_RATE, metavar="RATE",
+                   help=f"with --sample: samples per second (default {_spy.DEFAULT_RATE:g})")
+    p.add_argument("--idle", action="store_true",
+                   help="with --sample: also keep samples of threads that are not running")
     add_program_arguments(p, "NAME.apiprof")
     p.set_defaults(func=run)
 
@@ -144,5 +153,38 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--checkpoint-interval must be seconds >= 0")
     if args.timeline and args.timeline_events < 1:
         raise UsageError("--timeline-events must be at least 1")
+    if args.sample and (args.timeline or args.cpu or args.phases or args.clock != "wall"):
+        raise UsageError("--sample takes no tracer option (--timeline, --cpu, --phases, --clock)")
+    if (args.idle or args.rate != _spy.DEFAULT_RATE) and not args.sample:
+        raise UsageError("--rate and --idle need --sample")
     program = Program.from_args(args, ".apiprof")
+    if args.sample:
+        return _run_sampled(args, program)
     return launch("apiprof run", program, FunctionProducer(args, program), quiet=args.quiet)
+
+
+def _run_sampled(args: argparse.Namespace, program: Program) -> int:
+    """``run --sample``: the program in a child interpreter, sampled from outside until it
+    exits; returns its exit status."""
+    _spy.check_rate(args.rate)
+    cmd = [sys.executable, *(["-m"] if program.kind == "module" else []), *program.argv]
+    child = subprocess.Popen(cmd)
+    try:
+        with output_path(program.output) as path:
+            _spy.record(child.pid, path, args.rate, None, args.idle, quiet=args.quiet,
+                        wait_start=True)
+    except _spy.SpyError as e:
+        print(f"apiprof run: {e}", file=sys.stderr)
+        child.terminate()
+        child.wait()
+        return e.status
+    finally:
+        while True:
+            try:
+                status = child.wait()
+                break
+            except KeyboardInterrupt:
+                child.send_signal(signal.SIGINT)
+    if not args.quiet:
+        sys.stderr.write(f"apiprof: wrote {program.output} (apiprof report {program.output})\n")
+    return status if status >= 0 else 128 - status

@@ -1,0 +1,790 @@
+/* main.c -- apiprof-spy, a sampler of another CPython process: command line, sampling loop, dump. */
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ap_err.h"
+#include "ap_prof.h"
+#include "spy_proc.h"
+#include "spy_py.h"
+
+#define PROG "apiprof-spy"
+
+/* Exit statuses, one per failure a user can act on (docs/sampler.md). */
+enum { EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_PERM = 3, EXIT_NOPROC = 4, EXIT_NOTPY = 5,
+       EXIT_VERSION = 6 };
+
+static const char usage_text[] =
+    "usage: " PROG " record PID -o FILE [-r RATE] [-d SECONDS] [--idle] [--wait-start]\n"
+    "                           [--subprocesses]\n"
+    "       " PROG " dump PID [--json]\n"
+    "       " PROG " top PID [-r RATE] [--interval SECONDS] [--count N] [--idle]\n"
+    "                           [--subprocesses]\n"
+    "\n"
+    "record: sample every thread of PID at RATE per second (default 100) for SECONDS\n"
+    "        (default: until the process exits or SIGINT/SIGTERM), then write the\n"
+    "        profile to FILE; --idle keeps the samples of threads that are not running;\n"
+    "        --wait-start waits up to 5 s for a process just started to map Python;\n"
+    "        --subprocesses also samples every Python descendant, those started later too\n"
+    "dump:   print every thread's stack once (--json: as JSON)\n"
+    "top:    sample like record and print, every interval (default 1 s), one JSON line\n"
+    "        with the interval's functions by samples (own, inclusive), the hottest first\n";
+
+static void usage_error(const char *msg, const char *arg) {
+    fprintf(stderr, PROG ": %s%s (see " PROG " --help)\n", msg, arg ? arg : "");
+    exit(EXIT_USAGE);
+}
+
+/* One line for the last spy failure, and its exit status. */
+static int fail_exit(pid_t pid) {
+    spy_fail kind = spy_fail_last();
+    if (kind == SPY_FAIL_PERM) {
+        fprintf(stderr,
+                PROG ": reading process %d is not permitted: run as root, or as its user with "
+                "kernel.yama.ptrace_scope=0 (sysctl -w kernel.yama.ptrace_scope=0); in a "
+                "container add CAP_SYS_PTRACE (docker run --cap-add SYS_PTRACE)\n",
+                (int)pid);
+        return EXIT_PERM;
+    }
+    fprintf(stderr, PROG ": %s\n", ap_err_msg());
+    switch (kind) {
+    case SPY_FAIL_NOPROC: return EXIT_NOPROC;
+    case SPY_FAIL_NOTPYTHON: return EXIT_NOTPY;
+    case SPY_FAIL_VERSION: return EXIT_VERSION;
+    default: return EXIT_FAIL;
+    }
+}
+
+static pid_t parse_pid(const char *s) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || errno || v < 1 || v > 0x3fffffff)
+        usage_error("PID must be a process id, got ", s);
+    return (pid_t)v;
+}
+
+/* Whether pid is gone (or a zombie: its memory is). */
+static int process_gone(pid_t pid) {
+    char st = spy_thread_state(pid, pid);
+    return st == 0 || st == 'Z' || st == 'X';
+}
+
+/* A thread's display name: "MainThread" for the main thread, else its kernel name. */
+static void thread_name(pid_t pid, pid_t tid, char *buf, size_t n) {
+    if (tid == pid) {
+        snprintf(buf, n, "MainThread");
+        return;
+    }
+    spy_thread_comm(pid, tid, buf, n);
+    if (!buf[0])
+        snprintf(buf, n, "thread %d", (int)tid);
+}
+
+static void version_str(const spy_target *t, char *buf, size_t n) {
+    snprintf(buf, n, "3.%u.%u", t->minor, t->micro);
+}
+
+/* ---- dump ---------------------------------------------------------------------------- */
+
+static void json_str(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+static const char *state_name(char st) {
+    return st == 'R' ? "running" : st == 0 ? "gone" : "idle";
+}
+
+static int cmd_dump(pid_t pid, int json) {
+    spy_target t;
+    if (spy_target_open(&t, pid) != 0)
+        return fail_exit(pid);
+    static spy_thread threads[SPY_MAX_THREADS];
+    size_t n = 0;
+    int rc = -1;
+    for (int attempt = 0; attempt < 20 && rc != 0; attempt++) {
+        rc = spy_sample(&t, threads, SPY_MAX_THREADS, &n);
+        if (rc != 0 && spy_fail_last() != SPY_FAIL_TORN)
+            break;
+    }
+    if (rc != 0) {
+        int st = fail_exit(pid);
+        spy_target_close(&t);
+        return st;
+    }
+    char ver[32], name[64];
+    version_str(&t, ver, sizeof ver);
+    if (json) {
+        printf("{\"pid\": %d, \"python\": \"%s\", \"threads\": [", (int)pid, ver);
+        for (size_t i = 0; i < n; i++) {
+            spy_thread *th = &threads[i];
+            thread_name(pid, th->tid, name, sizeof name);
+            printf("%s\n  {\"tid\": %d, \"name\": ", i ? "," : "", (int)th->tid);
+            json_str(stdout, name);
+            printf(", \"state\": \"%s\", \"gil\": %s, \"frames\": [",
+                   state_name(spy_thread_state(pid, th->tid)),
+                   th->gil < 0 ? "null" : th->gil ? "true" : "false");
+            for (size_t k = 0; k < th->nframes; k++) {
+                const spy_frame *fr = &th->frames[k];
+                printf("%s\n    {\"name\": ", k ? "," : "");
+                json_str(stdout, fr->code->name);
+                printf(", \"qualname\": ");
+                json_str(stdout, fr->code->qualname);
+                printf(", \"file\": ");
+                json_str(stdout, fr->code->filename);
+                printf(", \"line\": %d, \"firstlineno\": %u}", fr->line, fr->code->firstlineno);
+            }
+            printf("]}");
+        }
+        printf("]}\n");
+    } else {
+        printf("Process %d: Python %s (%s)\n", (int)pid, ver, t.sym.path);
+        for (size_t i = 0; i < n; i++) {
+            spy_thread *th = &threads[i];
+            thread_name(pid, th->tid, name, sizeof name);
+            printf("\nThread %d \"%s\" (%s%s)\n", (int)th->tid, name,
+                   state_name(spy_thread_state(pid, th->tid)), th->gil > 0 ? ", holds the GIL" : "");
+            for (size_t k = 0; k < th->nframes; k++) {
+                const spy_frame *fr = &th->frames[k];
+                printf("    %s (%s:%d)\n", fr->code->qualname, fr->code->filename, fr->line);
+            }
+        }
+    }
+    spy_target_close(&t);
+    return 0;
+}
+
+/* ---- record ----------------------------------------------------------------------- */
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_stop(int sig) {
+    (void)sig;
+    stop_requested = 1;
+}
+
+/* Per kernel thread: its tree in the profile and its CPU time at the last tick. */
+typedef struct rec_thread {
+    pid_t pid, tid;
+    ap_tree *tree;
+    uint64_t cpu_ns;   /* UINT64_MAX: not read yet */
+} rec_thread;
+
+/* A sampled process; with --subprocesses there is one per Python descendant. */
+typedef struct rec_target {
+    spy_target t;
+    char exe[512];     /* /proc/PID/exe when opened: a change means an exec, reopen */
+    int active;        /* 0 once the process is gone */
+} rec_target;
+
+/* Counters of a run, written to the metadata. */
+typedef struct rec_stats {
+    uint64_t ticks, missed, failed, kept, idle_skipped, gil, torn;
+} rec_stats;
+
+typedef struct recorder {
+    ap_prof *prof;
+    pid_t pid;                 /* the process named on the command line */
+    int idle, follow;
+    uint64_t period;
+    rec_thread *threads;
+    size_t nthreads, cap;
+    rec_target **targets;
+    size_t ntargets, captargets;
+    pid_t *skip;               /* descendants that are not Python (or not readable) */
+    size_t nskip, capskip;
+    rec_stats st;
+    ap_str_id k_thread, k_thread_id, k_pid;
+} recorder;
+
+/* Grow *arr (of *cap elements of size sz) to hold n + 1.  Returns 0 or -1 (ENOMEM). */
+static int grow(void **arr, size_t *cap, size_t n, size_t sz) {
+    if (n < *cap)
+        return 0;
+    size_t c = *cap ? 2 * *cap : 16;
+    void *na = realloc(*arr, c * sz);
+    if (!na)
+        return ap_err_set(AP_ENOMEM, NULL);
+    *arr = na;
+    *cap = c;
+    return 0;
+}
+
+/* The state of thread tid of pid, with its tree in the current profile (made at its
+ * first sample in it).  NULL on error (ENOMEM). */
+static rec_thread *rec_thread_of(recorder *r, pid_t pid, pid_t tid) {
+    rec_thread *rt = NULL;
+    for (size_t i = 0; i < r->nthreads && !rt; i++)
+        if (r->threads[i].tid == tid && r->threads[i].pid == pid)
+            rt = &r->threads[i];
+    if (!rt) {
+        if (grow((void **)&r->threads, &r->cap, r->nthreads, sizeof *r->threads) != 0)
+            return NULL;
+        rt = &r->threads[r->nthreads++];
+        *rt = (rec_thread){pid, tid, NULL, UINT64_MAX};
+    }
+    if (rt->tree)
+        return rt;
+    char name[96], tidbuf[24], pidbuf[24];
+    thread_name(pid, tid, name, sizeof name);
+    /* The threads of descendants carry their pid in the name, so that report filters by
+     * thread (--thread, the HTML page) tell the workers' MainThreads apart. */
+    if (pid != r->pid) {
+        size_t len = strlen(name);
+        snprintf(name + len, sizeof name - len, " [pid %d]", (int)pid);
+    }
+    snprintf(tidbuf, sizeof tidbuf, "%d", (int)tid);
+    snprintf(pidbuf, sizeof pidbuf, "%d", (int)pid);
+    ap_label labels[3] = {
+        {r->k_thread, ap_prof_intern(r->prof, name, strlen(name))},
+        {r->k_thread_id, ap_prof_intern(r->prof, tidbuf, strlen(tidbuf))},
+        {r->k_pid, ap_prof_intern(r->prof, pidbuf, strlen(pidbuf))},
+    };
+    for (int i = 0; i < 3; i++)
+        if (labels[i].val == AP_NONE)
+            return NULL;
+    rt->tree = ap_prof_tree_new(r->prof, labels, 3);
+    return rt->tree ? rt : NULL;
+}
+
+/* The profile frame of a cached code object (interned once). */
+static ap_frame_id rec_frame(recorder *r, spy_code *c) {
+    if (c->frame_id != AP_NONE)
+        return c->frame_id;
+    ap_frame f = {
+        .name = ap_prof_intern(r->prof, c->name, strlen(c->name)),
+        .qualname = ap_prof_intern(r->prof, c->qualname, strlen(c->qualname)),
+        .file = ap_prof_intern(r->prof, c->filename, strlen(c->filename)),
+        .line = c->firstlineno,
+        .kind = AP_FRAME_PYTHON,
+    };
+    if (f.name == AP_NONE || f.qualname == AP_NONE || f.file == AP_NONE)
+        return AP_NONE;
+    c->frame_id = ap_prof_frame_intern(r->prof, &f);
+    return c->frame_id;
+}
+
+/* Add one thread's stack to its tree: a sample at the innermost frame and, as the
+ * estimate of time that a sampler gives, one period of wall time and the CPU time the
+ * thread ran since the last tick (at most a period) on each frame of the stack, self
+ * time on the innermost one. */
+static int rec_add(recorder *r, ap_tree *tree, const spy_thread *th, uint64_t cpu) {
+    ap_node *node = ap_tree_root(tree);
+    for (size_t k = th->nframes; k-- > 0;) {
+        ap_frame_id f = rec_frame(r, (spy_code *)th->frames[k].code);
+        if (f == AP_NONE || !(node = ap_tree_child_fast(tree, node, f)))
+            return -1;
+        node->m[AP_M_TOTAL_NS] += r->period;
+        node->m[AP_M_CPU_TOTAL_NS] += cpu;
+    }
+    node->m[AP_M_SAMPLES]++;
+    node->m[AP_M_SELF_NS] += r->period;
+    node->m[AP_M_CPU_NS] += cpu;
+    return 0;
+}
+
+/* One tick of one process.  Returns 0 (also when the process is gone: it is marked
+ * inactive), or -1 on an error that ends the run. */
+static int rec_tick(recorder *r, rec_target *rt) {
+    static spy_thread threads[SPY_MAX_THREADS];
+    spy_target *t = &rt->t;
+    size_t n = 0;
+    if (spy_sample(t, threads, SPY_MAX_THREADS, &n) != 0) {
+        spy_fail kind = spy_fail_last();
+        if (kind == SPY_FAIL_NOPROC || process_gone(t->pid)) {
+            rt->active = 0;
+            return 0;
+        }
+        if (kind != SPY_FAIL_TORN)
+            return -1;
+        r->st.failed++;
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const spy_thread *th = &threads[i];
+        if (th->gil > 0)
+            r->st.gil++;
+        /* On CPU: the thread ran since the last tick (schedstat); a runnable thread
+         * waiting for a CPU ('R' in stat) is not.  The first tick of a thread, or a
+         * kernel without schedstat, falls back to the state letter. */
+        rec_thread *rth = rec_thread_of(r, t->pid, th->tid);
+        if (!rth)
+            return -1;
+        uint64_t cpu_now = spy_thread_cpu_ns(t->pid, th->tid), cpu = 0;
+        if (cpu_now != UINT64_MAX && rth->cpu_ns != UINT64_MAX)
+            cpu = cpu_now > rth->cpu_ns ? cpu_now - rth->cpu_ns : 0;
+        else if (spy_thread_state(t->pid, th->tid) == 'R')
+            cpu = r->period;
+        rth->cpu_ns = cpu_now;
+        if (cpu > r->period)
+            cpu = r->period;
+        if (!r->idle && cpu == 0) {
+            r->st.idle_skipped++;
+            continue;
+        }
+        if (th->nframes == 0)
+            continue;
+        if (rec_add(r, rth->tree, th, cpu) != 0)
+            return -1;
+        r->st.kept++;
+    }
+    return 0;
+}
+
+/* Open the target; with wait_start, a process that has not mapped its interpreter yet
+ * (just started) is retried for up to 5 s. */
+static int open_target(spy_target *t, pid_t pid, int wait_start) {
+    for (int tries = 0;; tries++) {
+        if (spy_target_open(t, pid) == 0)
+            return 0;
+        spy_fail kind = spy_fail_last();
+        if (!wait_start || tries >= 500 || (kind != SPY_FAIL_NOTPYTHON && kind != SPY_FAIL_TORN))
+            return -1;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static void read_exe(pid_t pid, char *buf, size_t n) {
+    char fn[64];
+    snprintf(fn, sizeof fn, "/proc/%d/exe", (int)pid);
+    ssize_t got = readlink(fn, buf, n - 1);
+    buf[got > 0 ? got : 0] = 0;
+}
+
+/* Start sampling pid.  Returns 0 when it is sampled now, -1 when it cannot be (the
+ * error is recorded). */
+static int rec_open(recorder *r, pid_t pid, int wait_start) {
+    if (grow((void **)&r->targets, &r->captargets, r->ntargets, sizeof *r->targets) != 0)
+        return -1;
+    rec_target *rt = calloc(1, sizeof *rt);
+    if (!rt)
+        return ap_err_set(AP_ENOMEM, NULL);
+    if (open_target(&rt->t, pid, wait_start) != 0) {
+        free(rt);
+        return -1;
+    }
+    read_exe(pid, rt->exe, sizeof rt->exe);
+    rt->active = 1;
+    r->targets[r->ntargets++] = rt;
+    return 0;
+}
+
+/* --subprocesses: every descendant of r->pid that is not sampled yet and is a Python
+ * process starts being sampled; one that exec'd since it was opened is reopened. */
+static void rec_follow(recorder *r) {
+    DIR *d = opendir("/proc");
+    if (!d)
+        return;
+    pid_t *pids = NULL, *ppids = NULL;
+    size_t n = 0, cap = 0, cap2 = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (*end || pid <= 0)
+            continue;
+        char fn[64], buf[512];
+        snprintf(fn, sizeof fn, "/proc/%ld/stat", pid);
+        FILE *f = fopen(fn, "re");
+        if (!f)
+            continue;
+        size_t got = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[got] = 0;
+        char *p = strrchr(buf, ')');
+        int ppid;
+        if (!p || sscanf(p + 1, " %*c %d", &ppid) != 1)
+            continue;
+        if (grow((void **)&pids, &cap, n, sizeof *pids) != 0 ||
+            grow((void **)&ppids, &cap2, n, sizeof *ppids) != 0)
+            break;
+        pids[n] = (pid_t)pid;
+        ppids[n++] = (pid_t)ppid;
+    }
+    closedir(d);
+    /* Descendants: mark[i] = 1 once pids[i]'s parent is r->pid or marked. */
+    char *mark = calloc(n ? n : 1, 1);
+    for (int changed = 1; mark && changed;) {
+        changed = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (mark[i])
+                continue;
+            int up = ppids[i] == r->pid;
+            for (size_t j = 0; j < n && !up; j++)
+                up = mark[j] && pids[j] == ppids[i];
+            if (up)
+                mark[i] = changed = 1;
+        }
+    }
+    for (size_t i = 0; mark && i < n; i++) {
+        if (!mark[i])
+            continue;
+        int known = 0;
+        for (size_t k = 0; k < r->nskip && !known; k++)
+            known = r->skip[k] == pids[i];
+        for (size_t k = 0; k < r->ntargets && !known; k++) {
+            rec_target *rt = r->targets[k];
+            if (rt->t.pid != pids[i] || !rt->active)
+                continue;
+            char exe[512];
+            read_exe(pids[i], exe, sizeof exe);
+            if (strcmp(exe, rt->exe) == 0)
+                known = 1;
+            else
+                rt->active = 0;   /* it exec'd: what it runs now is opened below */
+        }
+        if (known || rec_open(r, pids[i], 0) == 0)
+            continue;
+        spy_fail kind = spy_fail_last();
+        if (kind == SPY_FAIL_NOTPYTHON || kind == SPY_FAIL_VERSION || kind == SPY_FAIL_PERM) {
+            if (grow((void **)&r->skip, &r->capskip, r->nskip, sizeof *r->skip) == 0)
+                r->skip[r->nskip++] = pids[i];
+        }
+    }
+    free(mark);
+    free(pids);
+    free(ppids);
+}
+
+static int meta_u64(ap_prof *p, const char *key, uint64_t v) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%llu", (unsigned long long)v);
+    return ap_prof_meta_set(p, key, buf);
+}
+
+static uint64_t now_ns(clockid_t clk) {
+    struct timespec ts;
+    clock_gettime(clk, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The target's command line, arguments separated by spaces, into buf. */
+static void target_argv(pid_t pid, char *buf, size_t n) {
+    char fn[64];
+    snprintf(fn, sizeof fn, "/proc/%d/cmdline", (int)pid);
+    FILE *f = fopen(fn, "re");
+    size_t got = f ? fread(buf, 1, n - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[got] = 0;
+    for (size_t i = 0; i + 1 < got; i++)
+        if (!buf[i])
+            buf[i] = ' ';
+}
+
+/* Start a new profile in r: the first one, or the next interval of top.  Threads keep
+ * their CPU baselines; their trees and the code objects' frame ids are per profile.
+ * Returns 0, or -1 with AP_ENOMEM. */
+static int rec_new_prof(recorder *r) {
+    ap_prof_free(r->prof);
+    r->prof = ap_prof_new();
+    if (!r->prof)
+        return -1;
+    r->k_thread = ap_prof_intern(r->prof, "thread", 6);
+    r->k_thread_id = ap_prof_intern(r->prof, "thread_id", 9);
+    r->k_pid = ap_prof_intern(r->prof, "pid", 3);
+    for (size_t i = 0; i < r->nthreads; i++)
+        r->threads[i].tree = NULL;
+    for (size_t i = 0; i < r->ntargets; i++)
+        for (size_t k = 0; k < r->targets[i]->t.ncode; k++)
+            r->targets[i]->t.code[k].frame_id = AP_NONE;
+    return r->k_pid == AP_NONE ? -1 : 0;
+}
+
+/* The tick clock: returns 1 when a tick is due now (and schedules the next one), else
+ * sleeps until the next one is due (or a signal comes) and returns 0.  A tick that comes
+ * late (the sampler was not scheduled) is still taken up to two periods late; the ones
+ * before it are skipped and counted in *missed rather than taken in a burst of identical
+ * stacks. */
+static int tick_due(uint64_t *next, uint64_t period, uint64_t *missed) {
+    uint64_t now = now_ns(CLOCK_MONOTONIC);
+    if (now < *next) {
+        struct timespec ts = {(time_t)(*next / 1000000000u), (long)(*next % 1000000000u)};
+        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+        return 0;
+    }
+    if (now - *next >= 2 * period) {
+        uint64_t lost = (now - *next) / period - 1;
+        *missed += lost;
+        *next += lost * period;
+    }
+    *next += period;
+    return 1;
+}
+
+/* One tick of every sampled process; with follow, new descendants are looked for twice
+ * a second.  Returns 0, or the exit status of an error that ends the run. */
+static int rec_tick_all(recorder *r, uint64_t *next_scan) {
+    for (size_t i = 0; i < r->ntargets; i++)
+        if (r->targets[i]->active && rec_tick(r, r->targets[i]) != 0)
+            return fail_exit(r->targets[i]->t.pid);
+    uint64_t now = now_ns(CLOCK_MONOTONIC);
+    if (r->follow && now >= *next_scan) {
+        rec_follow(r);
+        *next_scan = now + 500000000u;
+    }
+    return 0;
+}
+
+static void rec_free(recorder *r) {
+    free(r->threads);
+    free(r->skip);
+    ap_prof_free(r->prof);
+    for (size_t i = 0; i < r->ntargets; i++) {
+        spy_target_close(&r->targets[i]->t);
+        free(r->targets[i]);
+    }
+    free(r->targets);
+}
+
+static void install_stop_handlers(void) {
+    struct sigaction sa = {0};
+    sa.sa_handler = on_stop;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+static int cmd_record(pid_t pid, const char *out, double rate, double duration, int idle,
+                      int wait_start, int follow) {
+    recorder r = {.pid = pid, .idle = idle, .follow = follow, .period = (uint64_t)(1e9 / rate)};
+    if (rec_open(&r, pid, wait_start) != 0) {
+        free(r.targets);
+        return fail_exit(pid);
+    }
+    if (rec_new_prof(&r) != 0) {
+        rec_free(&r);
+        return fail_exit(pid);
+    }
+    install_stop_handlers();
+    uint64_t start = now_ns(CLOCK_MONOTONIC);
+    uint64_t wall_start = now_ns(CLOCK_REALTIME), cpu_start = now_ns(CLOCK_PROCESS_CPUTIME_ID);
+    uint64_t limit = duration > 0 ? (uint64_t)(duration * 1e9) : UINT64_MAX;
+    uint64_t next = start, next_scan = start;
+    int rc = 0;
+    while (!stop_requested && r.targets[0]->active && rc == 0 &&
+           now_ns(CLOCK_MONOTONIC) - start < limit) {
+        if (!tick_due(&next, r.period, &r.st.missed))
+            continue;
+        r.st.ticks++;
+        rc = rec_tick_all(&r, &next_scan);
+    }
+    int gone = !r.targets[0]->active;
+    uint64_t elapsed = now_ns(CLOCK_MONOTONIC) - start;
+    uint64_t cpu = now_ns(CLOCK_PROCESS_CPUTIME_ID) - cpu_start;
+    char ver[32], argv[1024], rate_s[32], pids[1024] = "";
+    version_str(&r.targets[0]->t, ver, sizeof ver);
+    target_argv(pid, argv, sizeof argv);
+    snprintf(rate_s, sizeof rate_s, "%g", rate);
+    for (size_t i = 0; i < r.ntargets; i++) {
+        size_t len = strlen(pids);
+        snprintf(pids + len, sizeof pids - len, "%s%d", i ? "," : "", (int)r.targets[i]->t.pid);
+        r.st.torn += r.targets[i]->t.torn;
+    }
+    if (rc == 0) {
+        if (ap_prof_meta_set(r.prof, "tool", PROG) != 0 || ap_prof_meta_set(r.prof, "clock", "wall") != 0 ||
+            ap_prof_meta_set(r.prof, "python", ver) != 0 ||
+            (argv[0] && ap_prof_meta_set(r.prof, "argv", argv) != 0) ||
+            meta_u64(r.prof, "pid", (uint64_t)pid) != 0 ||
+            ap_prof_meta_set(r.prof, "sampled_pids", pids) != 0 ||
+            ap_prof_meta_set(r.prof, "sample_rate", rate_s) != 0 ||
+            ap_prof_meta_set(r.prof, "sample_idle", idle ? "1" : "0") != 0 ||
+            meta_u64(r.prof, "sample_ticks", r.st.ticks) != 0 ||
+            meta_u64(r.prof, "sample_missed", r.st.missed) != 0 ||
+            meta_u64(r.prof, "sample_failed", r.st.failed) != 0 ||
+            meta_u64(r.prof, "sample_stacks", r.st.kept) != 0 ||
+            meta_u64(r.prof, "sample_idle_skipped", r.st.idle_skipped) != 0 ||
+            meta_u64(r.prof, "sample_gil", r.st.gil) != 0 ||
+            meta_u64(r.prof, "sample_torn_frames", r.st.torn) != 0 ||
+            meta_u64(r.prof, "sample_duration_ns", elapsed) != 0 ||
+            meta_u64(r.prof, "sampler_cpu_ns", cpu) != 0 ||
+            meta_u64(r.prof, "started", wall_start) != 0 ||
+            meta_u64(r.prof, "stopped", now_ns(CLOCK_REALTIME)) != 0 ||
+            ap_prof_meta_set(r.prof, "target_exited", gone ? "1" : "0") != 0 ||
+            ap_prof_finish(r.prof) != 0 || ap_prof_write(r.prof, out) != 0) {
+            fprintf(stderr, PROG ": %s\n", ap_err_msg());
+            rc = EXIT_FAIL;
+        } else {
+            fprintf(stderr,
+                    PROG ": %llu ticks at %s Hz over %.2f s (%llu missed), %zu process%s, "
+                    "%llu stacks, %.1f us of CPU per tick%s; wrote %s\n",
+                    (unsigned long long)r.st.ticks, rate_s, (double)elapsed / 1e9,
+                    (unsigned long long)r.st.missed, r.ntargets, r.ntargets == 1 ? "" : "es",
+                    (unsigned long long)r.st.kept,
+                    r.st.ticks ? (double)cpu / 1e3 / (double)r.st.ticks : 0.0,
+                    gone ? "; the process exited" : "", out);
+        }
+    }
+    rec_free(&r);
+    return rc;
+}
+
+/* ---- top ------------------------------------------------------------------------- */
+
+/* Rows of the function table printed per interval of top. */
+#define TOP_ROWS 40
+
+/* One interval of top as a JSON line: its function table by samples (own and
+ * inclusive), the hottest first. */
+static int top_print(recorder *r, uint64_t ticks, double elapsed) {
+    ap_functab ft;
+    if (ap_functab_build(r->prof, NULL, NULL, &ft) != 0)
+        return -1;
+    size_t nthreads = 0, nproc = 0;
+    for (size_t i = 0; i < r->nthreads; i++)
+        nthreads += r->threads[i].tree != NULL;
+    for (size_t i = 0; i < r->ntargets; i++)
+        nproc += r->targets[i]->active;
+    printf("{\"elapsed\": %.3f, \"ticks\": %llu, \"processes\": %zu, \"threads\": %zu, "
+           "\"functions\": [",
+           elapsed, (unsigned long long)ticks, nproc, nthreads);
+    for (size_t i = 0; i < ft.nrows && i < TOP_ROWS; i++) {
+        const ap_func_row *row = &ft.rows[i];
+        const ap_frame *f = ap_prof_frame(r->prof, row->frame);
+        printf("%s\n {\"qualname\": ", i ? "," : "");
+        json_str(stdout, ap_prof_str(r->prof, f->qualname));
+        printf(", \"file\": ");
+        json_str(stdout, ap_prof_str(r->prof, f->file));
+        printf(", \"line\": %u, \"own\": %llu, \"total\": %llu, \"cpu_ns\": %llu}", f->line,
+               (unsigned long long)row->m[AP_M_SAMPLES],
+               (unsigned long long)row->incl[AP_M_SAMPLES],
+               (unsigned long long)row->incl[AP_M_CPU_NS]);
+    }
+    printf("]}\n");
+    fflush(stdout);
+    ap_functab_free(&ft);
+    return 0;
+}
+
+/* Sample like record, and every interval print what the interval's samples say and start
+ * over; count intervals (0: until the process exits or a signal). */
+static int cmd_top(pid_t pid, double rate, double interval, long count, int idle, int follow) {
+    recorder r = {.pid = pid, .idle = idle, .follow = follow, .period = (uint64_t)(1e9 / rate)};
+    if (rec_open(&r, pid, 0) != 0 || rec_new_prof(&r) != 0) {
+        int st = fail_exit(pid);
+        rec_free(&r);
+        return st;
+    }
+    install_stop_handlers();
+    uint64_t start = now_ns(CLOCK_MONOTONIC), step = (uint64_t)(interval * 1e9);
+    uint64_t next = start, next_scan = start, report_at = start + step, ticks = 0;
+    long printed = 0;
+    int rc = 0;
+    while (!stop_requested && r.targets[0]->active && rc == 0) {
+        if (!tick_due(&next, r.period, &r.st.missed))
+            continue;
+        ticks++;
+        if ((rc = rec_tick_all(&r, &next_scan)) != 0)
+            break;
+        uint64_t now = now_ns(CLOCK_MONOTONIC);
+        if (now < report_at)
+            continue;
+        if (top_print(&r, ticks, (double)(now - start) / 1e9) != 0 || rec_new_prof(&r) != 0) {
+            rc = fail_exit(pid);
+            break;
+        }
+        ticks = 0;
+        report_at += step;
+        if (count && ++printed >= count)
+            break;
+    }
+    rec_free(&r);
+    return rc;
+}
+
+/* The options, which may come before or after the command and PID. */
+typedef struct options {
+    const char *out;
+    double rate, duration;
+    int idle, json, wait_start, follow;
+    double interval;   /* top: seconds per refresh */
+    long count;        /* top: refreshes (0: no limit) */
+} options;
+
+static const struct option long_opts[] = {
+    {"output", required_argument, NULL, 'o'}, {"rate", required_argument, NULL, 'r'},
+    {"duration", required_argument, NULL, 'd'}, {"idle", no_argument, NULL, 'i'},
+    {"json", no_argument, NULL, 'j'}, {"wait-start", no_argument, NULL, 'w'},
+    {"subprocesses", no_argument, NULL, 's'}, {"interval", required_argument, NULL, 'I'},
+    {"count", required_argument, NULL, 'n'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+/* Parse options up to the first operand; exits on a mistake or --help. */
+static void parse_options(int argc, char **argv, options *o) {
+    int c;
+    char *end;
+    while ((c = getopt_long(argc, argv, "+o:r:d:n:h", long_opts, NULL)) != -1) {
+        switch (c) {
+        case 'o': o->out = optarg; break;
+        case 'r':
+            o->rate = strtod(optarg, &end);
+            if (*end || !isfinite(o->rate) || o->rate < 1 || o->rate > 10000)
+                usage_error("-r: expected a rate from 1 to 10000 per second, got ", optarg);
+            break;
+        case 'd':
+            o->duration = strtod(optarg, &end);
+            if (*end || !isfinite(o->duration) || o->duration <= 0)
+                usage_error("-d: expected a positive number of seconds, got ", optarg);
+            break;
+        case 'i': o->idle = 1; break;
+        case 'j': o->json = 1; break;
+        case 'w': o->wait_start = 1; break;
+        case 's': o->follow = 1; break;
+        case 'I':
+            o->interval = strtod(optarg, &end);
+            if (*end || !isfinite(o->interval) || o->interval < 0.1 || o->interval > 3600)
+                usage_error("--interval: expected seconds from 0.1 to 3600, got ", optarg);
+            break;
+        case 'n':
+            o->count = strtol(optarg, &end, 10);
+            if (*end || o->count < 1)
+                usage_error("--count: expected a positive integer, got ", optarg);
+            break;
+        case 'h': fputs(usage_text, stdout); exit(0);
+        default: usage_error("bad option", NULL);
+        }
+    }
+}
+
+int main(int argc, char **argv) {
+    options o = {.rate = 100, .interval = 1};
+    parse_options(argc, argv, &o);
+    if (optind + 2 > argc)
+        usage_error("expected a command (record, dump or top) and a PID", NULL);
+    const char *cmd = argv[optind];
+    pid_t pid = parse_pid(argv[optind + 1]);
+    optind += 2;
+    parse_options(argc, argv, &o);
+    if (optind < argc)
+        usage_error("unexpected argument ", argv[optind]);
+    if (strcmp(cmd, "dump") == 0)
+        return cmd_dump(pid, o.json);
+    if (strcmp(cmd, "top") == 0)
+        return cmd_top(pid, o.rate, o.interval, o.count, o.idle, o.follow);
+    if (strcmp(cmd, "record") == 0) {
+        if (!o.out)
+            usage_error("record needs -o FILE", NULL);
+        return cmd_record(pid, o.out, o.rate, o.duration, o.idle, o.wait_start, o.follow);
+    }
+    usage_error("unknown command ", cmd);
+    return EXIT_USAGE;
+}

@@ -1,0 +1,122 @@
+/* spy_layout_probe.c -- built against one CPython's internal headers, prints that version's row of spy_layout_table.h. */
+/* Not part of the build: scripts/spy-layout.sh compiles and runs it once per version.  The
+ * structures it measures are the interpreter's own; nothing else reads them. */
+#define Py_BUILD_CORE 1
+#include <Python.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "internal/pycore_code.h"
+#include "internal/pycore_frame.h"
+#include "internal/pycore_interp.h"
+#include "internal/pycore_runtime.h"
+#if PY_VERSION_HEX >= 0x030e0000
+#include "internal/pycore_debug_offsets.h"
+#include "internal/pycore_interpframe_structs.h"
+#endif
+#if PY_VERSION_HEX < 0x030d0000
+#include "internal/pycore_gil.h"
+#endif
+
+#define F(name, val) printf("    ." #name " = %lu,\n", (unsigned long)(val))
+
+/* The bit where the unicode state bitfield `field` starts, found by setting it to 1. */
+#define STATE_BIT(field)                                                                   \
+    do {                                                                                   \
+        PyASCIIObject a;                                                                   \
+        memset(&a, 0, sizeof a);                                                           \
+        a.state.field = 1;                                                                 \
+        unsigned int w;                                                                    \
+        memcpy(&w, &a.state, sizeof w);                                                    \
+        printf("    .u_" #field "_bit = %d,\n", __builtin_ctz(w));                          \
+    } while (0)
+
+int main(void) {
+    printf("{   /* %s */\n", PY_VERSION);
+    F(minor, PY_MINOR_VERSION);
+    F(rt_interpreters_head, offsetof(_PyRuntimeState, interpreters.head));
+    F(is_threads_head, offsetof(PyInterpreterState, threads.head));
+#if PY_VERSION_HEX < 0x030c0000
+    F(rt_gil, offsetof(_PyRuntimeState, ceval.gil));
+    F(is_gil_ptr, 0);
+#else
+    F(rt_gil, 0);
+    F(is_gil_ptr, offsetof(PyInterpreterState, ceval.gil));
+#endif
+    F(gil_locked, offsetof(struct _gil_runtime_state, locked));
+    F(gil_last_holder, offsetof(struct _gil_runtime_state, last_holder));
+    F(ts_next, offsetof(PyThreadState, next));
+    F(ts_thread_id, offsetof(PyThreadState, thread_id));
+    F(ts_native_thread_id, offsetof(PyThreadState, native_thread_id));
+#if PY_VERSION_HEX < 0x030d0000
+    F(ts_frame, offsetof(PyThreadState, cframe));
+    F(cf_current_frame, offsetof(_PyCFrame, current_frame));
+    F(has_cframe, 1);
+    F(fr_code, offsetof(_PyInterpreterFrame, f_code));
+    F(fr_instr, offsetof(_PyInterpreterFrame, prev_instr));
+#else
+    F(ts_frame, offsetof(PyThreadState, current_frame));
+    F(cf_current_frame, 0);
+    F(has_cframe, 0);
+    F(fr_code, offsetof(_PyInterpreterFrame, f_executable));
+    F(fr_instr, offsetof(_PyInterpreterFrame, instr_ptr));
+#endif
+    F(fr_previous, offsetof(_PyInterpreterFrame, previous));
+    F(fr_owner, offsetof(_PyInterpreterFrame, owner));
+#if PY_VERSION_HEX >= 0x030c0000 && PY_VERSION_HEX < 0x030f0000
+    F(owner_cstack, FRAME_OWNED_BY_CSTACK);
+#else
+    F(owner_cstack, 255);
+#endif
+#if PY_VERSION_HEX >= 0x030e0000
+    F(owner_interpreter, FRAME_OWNED_BY_INTERPRETER);
+    F(code_tagged, 1);
+#else
+    F(owner_interpreter, 255);
+    F(code_tagged, 0);
+#endif
+    F(co_name, offsetof(PyCodeObject, co_name));
+    F(co_qualname, offsetof(PyCodeObject, co_qualname));
+    F(co_filename, offsetof(PyCodeObject, co_filename));
+    F(co_firstlineno, offsetof(PyCodeObject, co_firstlineno));
+    F(co_linetable, offsetof(PyCodeObject, co_linetable));
+    F(co_code_adaptive, offsetof(PyCodeObject, co_code_adaptive));
+    F(bytes_size, offsetof(PyVarObject, ob_size));
+    F(bytes_sval, offsetof(PyBytesObject, ob_sval));
+    F(u_length, offsetof(PyASCIIObject, length));
+    F(u_state, offsetof(PyASCIIObject, state));
+    F(u_ascii_size, sizeof(PyASCIIObject));
+    F(u_compact_size, sizeof(PyCompactUnicodeObject));
+    STATE_BIT(kind);
+    STATE_BIT(compact);
+    STATE_BIT(ascii);
+#if PY_VERSION_HEX >= 0x030d0000
+    /* Where each field above is in _Py_DebugOffsets (0: not there). */
+    F(dbg_size, sizeof(_Py_DebugOffsets));
+#define D(name, path) F(dbg_##name, offsetof(_Py_DebugOffsets, path))
+    D(rt_interpreters_head, runtime_state.interpreters_head);
+    D(is_threads_head, interpreter_state.threads_head);
+    D(ts_next, thread_state.next);
+    D(ts_thread_id, thread_state.thread_id);
+    D(ts_native_thread_id, thread_state.native_thread_id);
+    D(ts_frame, thread_state.current_frame);
+    D(fr_previous, interpreter_frame.previous);
+    D(fr_code, interpreter_frame.executable);
+    D(fr_instr, interpreter_frame.instr_ptr);
+    D(fr_owner, interpreter_frame.owner);
+    D(co_name, code_object.name);
+    D(co_qualname, code_object.qualname);
+    D(co_filename, code_object.filename);
+    D(co_firstlineno, code_object.firstlineno);
+    D(co_linetable, code_object.linetable);
+    D(co_code_adaptive, code_object.co_code_adaptive);
+    D(bytes_size, bytes_object.ob_size);
+    D(bytes_sval, bytes_object.ob_sval);
+    D(u_length, unicode_object.length);
+    D(u_state, unicode_object.state);
+    D(u_ascii_size, unicode_object.asciiobject_size);
+#endif
+    printf("},\n");
+    return 0;
+}

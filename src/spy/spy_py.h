@@ -1,0 +1,75 @@
+/* spy_py.h -- the CPython of another process: version, thread states, frames, lines. */
+#ifndef SPY_PY_H
+#define SPY_PY_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "ap_map.h"
+#include "spy_layout.h"
+#include "spy_proc.h"
+
+/* Frames deeper than this are cut (the outermost ones are kept). */
+#define SPY_MAX_DEPTH 256
+/* Threads beyond this are not sampled. */
+#define SPY_MAX_THREADS 256
+
+/* A code object of the target, read once and cached by address. */
+typedef struct spy_code {
+    char *name, *qualname, *filename;   /* UTF-8, owned */
+    uint32_t firstlineno;
+    uint8_t *linetable;                 /* the location table, owned */
+    size_t linetable_len;
+    uint32_t frame_id;                  /* for the profile writer: AP_NONE until interned */
+} spy_code;
+
+typedef struct spy_frame {
+    const spy_code *code;   /* owned by the target's cache */
+    int line;               /* the line executing, -1 when unknown */
+} spy_frame;
+
+/* One thread of one sample, innermost frame first. */
+typedef struct spy_thread {
+    uint64_t tstate;              /* PyThreadState * in the target */
+    uint64_t pthread_id;
+    pid_t tid;                    /* kernel thread id */
+    int gil;                      /* 1: holds the GIL, 0: does not, -1: unknown */
+    size_t nframes;
+    int truncated;                /* 1: deeper than SPY_MAX_DEPTH */
+    int torn;                     /* 1: a read failed mid-walk; nframes is 0 */
+    spy_frame frames[SPY_MAX_DEPTH];
+} spy_thread;
+
+typedef struct spy_target {
+    pid_t pid;
+    unsigned minor, micro;        /* 3.minor.micro */
+    uint64_t version_hex;         /* PY_VERSION_HEX */
+    int debug_offsets;            /* 1: the layout was checked against _Py_DebugOffsets */
+    spy_symbols sym;
+    spy_layout lay;               /* the table's row, corrected by _Py_DebugOffsets */
+    ap_map codes;                 /* code address -> index + 1 in code[] */
+    spy_code *code;
+    size_t ncode, capcode;
+    uint64_t torn;                /* frames or threads skipped after a torn read */
+} spy_target;
+
+/* Find the interpreter of pid and its version, and choose its layout.  Returns 0; on
+ * error -1 with a spy_fail kind (PERM, NOPROC, NOTPYTHON, VERSION) and a message. */
+int spy_target_open(spy_target *t, pid_t pid);
+
+/* Release the caches.  Can't fail. */
+void spy_target_close(spy_target *t);
+
+/* Read every thread of the target's main interpreter into threads (at most max), its
+ * frames innermost first.  *n is set to the number read.  Reads race with the running
+ * target: a torn read empties that thread's stack (torn = 1, counted in t->torn) and is
+ * not an error.  Returns 0; -1 with SPY_FAIL_NOPROC when the process is gone,
+ * SPY_FAIL_PERM when reads are refused, SPY_FAIL_TORN when even the thread list could
+ * not be read (try again), AP_ENOMEM. */
+int spy_sample(spy_target *t, spy_thread *threads, size_t max, size_t *n);
+
+/* The line of byte offset `offset` of a code object's bytecode from its location table
+ * (the format of 3.11 to 3.15), or -1 if the table says none.  Can't fail. */
+int spy_line_of(const uint8_t *table, size_t len, uint32_t firstlineno, int64_t offset);
+
+#endif /* SPY_PY_H */

@@ -1,0 +1,355 @@
+"""apiprof-spy from outside: `apiprof dump` of a known stack, `apiprof attach` of a real
+uvicorn under load, `apiprof run --sample`, and the errors a user can act on. Runs on
+every supported Python: the targets are started with the interpreter of the test run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import apiprof
+import pytest
+from helpers import REPO_ROOT
+
+APPS = Path(__file__).parent / "apps"
+KNOWN = APPS / "spy_known_stack.py"
+APIPROF = [sys.executable, "-m", "apiprof"]
+
+
+def marker_line(path: Path, marker: str) -> int:
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.rstrip().endswith(f"# {marker}"):
+            return n
+    raise AssertionError(f"no marker {marker} in {path}")
+
+
+def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*APIPROF, *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=REPO_ROOT)
+
+
+@pytest.fixture
+def known_stack() -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen([sys.executable, str(KNOWN)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        time.sleep(0.2)   # from print() to the wait: a few bytecodes
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_dump_json_known_stack(known_stack: subprocess.Popen[str]) -> None:
+    done = cli("dump", str(known_stack.pid), "--json")
+    assert done.returncode == 0, done.stderr
+    dump = json.loads(done.stdout)
+    assert dump["pid"] == known_stack.pid
+    assert dump["python"].startswith(f"{sys.version_info[0]}.{sys.version_info[1]}.")
+    main = [t for t in dump["threads"] if t["tid"] == known_stack.pid]
+    assert len(main) == 1 and main[0]["name"] == "MainThread"
+    ours = [(f["qualname"], f["line"]) for f in main[0]["frames"] if f["file"] == str(KNOWN)]
+    assert ours == [
+        ("leaf", marker_line(KNOWN, "WAIT")),
+        ("middle", marker_line(KNOWN, "CALL-LEAF")),
+        ("outer", marker_line(KNOWN, "CALL-MIDDLE")),
+        ("<module>", marker_line(KNOWN, "CALL-OUTER")),
+    ]
+    # Innermost first: the frames above leaf are threading's (Event.wait ...).
+    assert main[0]["frames"][0]["qualname"] == "Condition.wait"
+    assert main[0]["frames"][-1]["qualname"] == "<module>"
+    leaf = next(f for f in main[0]["frames"] if f["qualname"] == "leaf")
+    assert leaf["firstlineno"] == marker_line(KNOWN, "WAIT") - 3
+    spinner = [t for t in dump["threads"] if t["tid"] != known_stack.pid]
+    assert len(spinner) == 1
+    assert [f["qualname"] for f in spinner[0]["frames"]][-1] == "Thread._bootstrap"
+    assert any(f["qualname"] == "spin" for f in spinner[0]["frames"])
+
+
+def test_dump_text_known_stack(known_stack: subprocess.Popen[str]) -> None:
+    done = cli("dump", str(known_stack.pid))
+    assert done.returncode == 0, done.stderr
+    assert f'Thread {known_stack.pid} "MainThread"' in done.stdout
+    lines = [ln.strip() for ln in done.stdout.splitlines()]
+    i = lines.index(f"leaf ({KNOWN}:{marker_line(KNOWN, 'WAIT')})")
+    assert lines[i + 1:i + 4] == [
+        f"middle ({KNOWN}:{marker_line(KNOWN, 'CALL-LEAF')})",
+        f"outer ({KNOWN}:{marker_line(KNOWN, 'CALL-MIDDLE')})",
+        f"<module> ({KNOWN}:{marker_line(KNOWN, 'CALL-OUTER')})",
+    ]
+
+
+def _export(path: Path) -> dict:
+    done = cli("report", str(path), "--format", "json", "-o", str(path) + ".json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(Path(str(path) + ".json").read_text())
+
+
+def _stack_samples(export: dict, tid: int) -> list[tuple[list[str], dict]]:
+    """(qualnames root first, node metrics) of every node of thread tid."""
+    frames = export["frames"]
+    tree = next(t for t in export["threads"] if t["labels"]["thread_id"] == str(tid))
+    paths: list[list[str]] = []
+    out = []
+    for node in tree["nodes"]:
+        parent = node["parent"]
+        path = ([] if parent < 0 else paths[parent]) + (
+            [frames[node["frame"]]["qualname"]] if parent >= 0 else [])
+        paths.append(path)
+        out.append((path, node))
+    return out
+
+
+@pytest.fixture
+def loaded_server(serve):  # type: ignore[no-untyped-def]
+    """spyapp under uvicorn, loaded by apiprof-load (two connections, one thread) from
+    before the test until its end."""
+    server = serve("spyapp:app", cwd=APPS, health="/health")
+    load = subprocess.Popen(
+        [str(Path(apiprof.__file__).parent / "bin" / "apiprof-load"), "-c", "2", "-t", "1",
+         "-d", "60", "--no-progress", f"{server.url}/hot"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    try:
+        yield server
+    finally:
+        load.kill()
+        load.wait()
+
+
+def test_attach_uvicorn_under_load(loaded_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "live.apiprof"
+    duration, rate = 2.0, 100
+    done = cli("attach", str(loaded_server.proc.pid), "-d", str(duration), "-r", str(rate),
+                   "-o", str(out), "--idle")
+    assert done.returncode == 0, done.stderr
+    assert f"wrote {out}" in done.stderr
+    export = _export(out)
+    meta = export["meta"]
+    assert meta["tool"] == "apiprof-spy" and meta["pid"] == str(loaded_server.proc.pid)
+    expected = duration * rate
+    assert abs(int(meta["sample_ticks"]) - expected) <= 0.1 * expected, meta
+    nodes = _stack_samples(export, loaded_server.proc.pid)
+    samples = sum(n.get("samples", 0) for _, n in nodes)
+    # --idle: every tick keeps the event loop thread's stack (less the torn reads).
+    assert abs(samples - expected) <= 0.1 * expected, meta
+    hot = sum(n.get("samples", 0) for path, n in nodes if "burn" in path)
+    running = sum(n.get("cpu_ns", 0) for _, n in nodes)
+    hot_running = sum(n.get("cpu_ns", 0) for path, n in nodes if "burn" in path)
+    assert hot >= 0.5 * samples, (hot, samples)
+    assert hot_running >= 0.6 * running, (hot_running, running)
+    # Under burn, the route handler and uvicorn's loop are its callers.
+    assert any(path[-2:] == ["hot", "burn"] for path, n in nodes if n.get("samples"))
+
+
+@pytest.mark.parametrize("fmt", ["collapsed", "pstats", "speedscope", "pprof", "html", "svg",
+                                 "callgrind", "dot", "chrome"])
+def test_sampled_profile_every_format(known_stack: subprocess.Popen[str], tmp_path: Path,
+                                      fmt: str) -> None:
+    out = tmp_path / "k.apiprof"
+    done = cli("attach", str(known_stack.pid), "-d", "0.3", "-o", str(out), "--idle")
+    assert done.returncode == 0, done.stderr
+    report = tmp_path / f"k.{fmt}"
+    done = cli("report", str(out), "--format", fmt, "-o", str(report))
+    if fmt == "chrome":   # a timeline comes from traced events; samples have none
+        assert done.returncode == 2 and "no event timeline" in done.stderr
+        return
+    assert done.returncode == 0, done.stderr
+    assert report.stat().st_size > 0
+    if fmt == "collapsed":
+        text = report.read_text()
+        assert "outer" in text and "leaf" in text
+
+
+def test_attach_target_exits_file_written(tmp_path: Path) -> None:
+    script = tmp_path / "short.py"
+    script.write_text(textwrap.dedent("""
+        import time
+        def work():
+            end = time.monotonic() + 3.0   # outlives the start of apiprof attach
+            while time.monotonic() < end:
+                pass
+        print("go", flush=True)
+        work()
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "go"
+    out = tmp_path / "short.apiprof"
+    done = cli("attach", str(proc.pid), "-d", "30", "-o", str(out))
+    proc.wait()
+    assert done.returncode == 0, done.stderr
+    export = _export(out)
+    assert export["meta"]["target_exited"] == "1"
+    assert float(export["meta"]["sample_duration_ns"]) < 10e9
+    assert any("work" in path for path, n in _stack_samples(export, proc.pid) if n.get("samples"))
+
+
+def test_run_sample(tmp_path: Path) -> None:
+    script = tmp_path / "prog.py"
+    script.write_text(textwrap.dedent("""
+        import sys, time
+        def crunch():
+            end = time.monotonic() + 0.8
+            n = 0
+            while time.monotonic() < end:
+                n += 1
+            return n
+        crunch()
+        sys.exit(3)
+    """))
+    out = tmp_path / "prog.apiprof"
+    done = cli("run", "--sample", "--rate", "200", "-o", str(out), str(script))
+    assert done.returncode == 3, done.stderr
+    export = _export(out)
+    nodes = _stack_samples(export, int(export["meta"]["pid"]))
+    crunch = sum(n.get("samples", 0) for path, n in nodes if path[-1:] == ["crunch"])
+    assert crunch >= 0.5 * sum(n.get("samples", 0) for _, n in nodes)
+    assert export["meta"]["sample_rate"] == "200"
+
+
+# ---- errors a user can act on: one line, non-zero ------------------------------------
+
+def _one_line(done: subprocess.CompletedProcess[str], command: str) -> str:
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"apiprof {command}: ")
+    return lines[0]
+
+
+def test_error_no_such_process() -> None:
+    pid = 2**22 + 12345   # above pid_max's default ceiling
+    done = cli("dump", str(pid))
+    assert done.returncode == 4
+    assert f"no process {pid}" in _one_line(done, "dump")
+
+
+def test_error_not_python(tmp_path: Path) -> None:
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        time.sleep(0.1)
+        done = cli("attach", str(sleeper.pid), "-d", "1", "-o", str(tmp_path / "x.apiprof"))
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert done.returncode == 5
+    assert "is not a Python process" in _one_line(done, "attach")
+    assert not (tmp_path / "x.apiprof").exists()
+
+
+def test_error_unsupported_version(tmp_path: Path) -> None:
+    """A process that looks like CPython 3.9 from outside: an executable with the two
+    symbols apiprof-spy reads, Py_Version saying 3.9.0."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler to build the fake interpreter")
+    src = tmp_path / "fake.c"
+    src.write_text(textwrap.dedent("""
+        #include <unistd.h>
+        const unsigned long Py_Version = 0x030900f0;
+        char _PyRuntime[4096];
+        int main(void) { write(1, "up\\n", 3); pause(); return 0; }
+    """))
+    exe = tmp_path / "fakepython"
+    subprocess.run([cc, "-rdynamic", "-o", str(exe), str(src)], check=True)
+    proc = subprocess.Popen([str(exe)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "up"
+        done = cli("dump", str(proc.pid))
+    finally:
+        proc.kill()
+        proc.wait()
+    assert done.returncode == 6
+    line = _one_line(done, "dump")
+    assert "Python 3.9.0" in line and "3.11 to 3.15" in line
+
+
+def test_error_not_permitted(known_stack: subprocess.Popen[str]) -> None:
+    """Another user's process: as root, apiprof-spy run as nobody against the test's
+    own child; otherwise PID 1, which belongs to root."""
+    if os.geteuid() == 0:
+        # A copy that nobody may run (the checkout's directories may be closed to it).
+        spy_dir = Path(tempfile.mkdtemp(prefix="apiprof-spy-"))
+        try:
+            spy_dir.chmod(0o755)
+            spy = spy_dir / "apiprof-spy"
+            shutil.copy(Path(apiprof.__file__).parent / "bin" / "apiprof-spy", spy)
+            spy.chmod(0o755)
+            done = subprocess.run([str(spy), "dump", str(known_stack.pid)], capture_output=True,
+                                  text=True, user=65534, group=65534, extra_groups=[], cwd="/")
+        finally:
+            shutil.rmtree(spy_dir)
+        pid = known_stack.pid
+        prefix = "apiprof-spy: "
+    else:
+        done = cli("dump", "1")
+        pid = 1
+        prefix = "apiprof dump: "
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 3, done.stderr
+    assert len(lines) == 1 and lines[0].startswith(prefix)
+    assert f"reading process {pid} is not permitted" in lines[0]
+    assert "kernel.yama.ptrace_scope" in lines[0] and "CAP_SYS_PTRACE" in lines[0]
+
+
+def test_attach_usage_errors() -> None:
+    done = cli("attach", "1", "-r", "0")
+    assert done.returncode == 2 and "-r: expected a rate" in done.stderr
+    done = cli("run", "--rate", "50", "x.py")
+    assert done.returncode == 2 and "--rate and --idle need --sample" in done.stderr
+
+
+def test_attach_subprocesses_uvicorn_workers(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """uvicorn --workers 2: attached to the supervisor, both workers are sampled, each
+    labelled with its pid, and each one's samples have the hot function."""
+    server = serve("spyapp:app", cwd=APPS, health="/health", args=("--workers", "2"))
+    load = subprocess.Popen(
+        [str(Path(apiprof.__file__).parent / "bin" / "apiprof-load"), "-c", "4", "-t", "1",
+         "-d", "60", "--no-progress", f"{server.url}/hot"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        out = tmp_path / "workers.apiprof"
+        done = cli("attach", str(server.proc.pid), "-d", "3", "-o", str(out), "--subprocesses")
+    finally:
+        load.kill()
+        load.wait()
+    assert done.returncode == 0, done.stderr
+    export = _export(out)
+    pids = export["meta"]["sampled_pids"].split(",")
+    assert pids[0] == str(server.proc.pid) and len(pids) >= 3, pids
+    frames = export["frames"]
+    hot_pids = set()
+    for tree in export["threads"]:
+        burn = [n for n in tree["nodes"] if frames[n["frame"]]["qualname"] == "burn"]
+        if any(n.get("samples", 0) for n in burn):
+            hot_pids.add(tree["labels"]["pid"])
+    workers = set(pids[1:])
+    assert len(hot_pids & workers) == 2, (hot_pids, pids)
+
+
+def test_top_not_a_tty(known_stack: subprocess.Popen[str]) -> None:
+    """Off a terminal, one table per interval: the waiting main thread's chain is on the
+    stack at every tick (--idle), the spinner's function at every tick of its thread."""
+    done = cli("top", str(known_stack.pid), "-i", "0.5", "-n", "2", "--idle")
+    assert done.returncode == 0, done.stderr
+    tables = [t for t in done.stdout.split("\n\n") if t.strip()]
+    assert len(tables) == 2
+    for table in tables:
+        assert table.startswith(f"apiprof top {known_stack.pid}: ")
+        rows = {}
+        for line in table.splitlines()[2:]:
+            own, total, _cpu, where = line.split(None, 3)
+            rows[where] = (float(own), float(total))
+        leaf = f"leaf ({KNOWN.name}:{marker_line(KNOWN, 'WAIT') - 3})"
+        assert rows[leaf][1] >= 90, rows
+        spin = next(k for k in rows if k.startswith("spin ("))
+        assert rows[spin][1] >= 90, rows
+    assert "\x1b[" not in done.stdout
