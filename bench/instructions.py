@@ -4,12 +4,15 @@
 
 Wall-clock overheads on a shared machine move by tens of percent from run to run; counted
 instructions repeat to a few hundredths of a percent. Every case runs in a child process
-under ``valgrind --tool=callgrind --collect-atstart=no --toggle-collect=qsort*``: the child
-does its imports and set-up, starts the tool, runs the workload once (warm-up: code
-records, tree nodes, specialisation), then runs it once more inside a call of libc's
-qsort through ctypes (a 2-element sort whose single comparison is the workload), so that
-only that region is counted; then it stops the tool. Start-up, start and stop are thus
-outside the count, and the constant cost of the ctypes call cancels in the differences. A
+under ``valgrind --tool=callgrind --collect-atstart=no --toggle-collect=apext_bench_region``:
+the child does its imports and set-up, starts the tool, runs the workload once (warm-up:
+code records, tree nodes, specialisation), then runs it once more through
+``apiprof._core._bench_region``, a C function that only calls it, so that only that region
+is counted; then it stops the tool. Start-up, start and stop are thus outside the count,
+and the constant cost of the marker's call cancels in the differences. (A build without
+the marker, measured for a "before" column, is marked by a call of libc's qsort through
+ctypes whose single comparison is the workload, ``--toggle-collect=qsort*``; that does not
+work with every C library's qsort.) A
 collection right before the region resets the garbage collector's counters, so that its
 collections fall at the same points whatever was imported before.
 
@@ -64,7 +67,19 @@ _CMP = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 
 
 def region(fn: Callable[[], Any]) -> None:
-    """Runs fn once inside libc's qsort (callgrind counts only inside qsort*)."""
+    """Runs fn once inside the extension's ``apext_bench_region`` C function (callgrind
+    counts only inside it); with a build that lacks it (an older one measured for a
+    "before" column), inside libc's qsort instead (``qsort*``: C libraries whose qsort
+    reaches the comparator through another qsort* function toggle twice and count
+    nothing, which count() detects)."""
+    try:
+        from apiprof import _core
+        marker = _core._bench_region
+    except (ImportError, AttributeError):
+        marker = None
+    if marker is not None:
+        marker(fn)
+        return
     done: list[int] = []
 
     def compare(a: int, b: int) -> int:
@@ -280,11 +295,22 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
 
 
+def _marker_symbol() -> str:
+    """The function the children's region() runs the workload in (one toggle only: a
+    qsort inside the workload must not toggle the count)."""
+    try:
+        from apiprof import _core
+        return "apext_bench_region" if hasattr(_core, "_bench_region") else "qsort*"
+    except ImportError:
+        return "qsort*"
+
+
 def count(group: str, workload: str, tool: str, scale: float) -> int:
     """Instructions of the region of one case (callgrind's "Collected")."""
     with tempfile.TemporaryDirectory() as d:
         out = subprocess.run(
-            ["valgrind", "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=qsort*",
+            ["valgrind", "--tool=callgrind", "--collect-atstart=no",
+             f"--toggle-collect={_marker_symbol()}",
              f"--callgrind-out-file={d}/cg.out", *_child_argv(group, workload, tool, scale)],
             capture_output=True, text=True, env=_env(), check=False)
     m = re.search(r"Collected\s*:\s*(\d+)", out.stderr)
@@ -292,7 +318,8 @@ def count(group: str, workload: str, tool: str, scale: float) -> int:
         raise RuntimeError(f"{group}/{workload}/{tool}: callgrind failed:\n{out.stderr[-2000:]}")
     if int(m.group(1)) < 1_000_000:  # the ctypes call alone: the region was not marked
         raise RuntimeError(f"{group}/{workload}/{tool}: callgrind counted {m.group(1)} "
-                           "instructions: this C library's qsort does not mark the region")
+                           "instructions: the region was not marked (a build without "
+                           "apext_bench_region and a C library whose qsort toggles twice)")
     return int(m.group(1))
 
 

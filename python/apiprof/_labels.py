@@ -84,15 +84,18 @@ class RouteFinder:
             self._cache[key] = found
         return found
 
-    def routed(self, before: Scope, leaf: object) -> str | None:
+    def routed(self, before: Scope, leaf: object,
+               known: tuple[str | None] | None = None) -> str | None:
         """The template of a request the app has routed: ``before`` is a copy of its scope
         made before the app ran, ``leaf`` what the router left in ``scope["route"]`` (None
-        if nothing). A route object seen before under one template answers without a
+        if nothing); ``known``, when given, is ``(self.template(before),)`` taken before the
+        app ran (the middleware's requests, src/ext/routes.c: ``before`` then holds only
+        the path and root_path). A route object seen before under one template answers without a
         match when that template fits the path (a new ``/items/{id}`` costs one regex
         match, not a walk of the routes); one seen under two templates (a route object
         included at two prefixes, an app mounted twice) is matched every time."""
         if leaf is None:
-            return self.template(before)
+            return known[0] if known is not None else self.template(before)
         if self._counts is None:
             try:
                 self._counts = count_routes(route_table(self.app) or [])
@@ -104,7 +107,7 @@ class RouteFinder:
             root = str(before.get("root_path", ""))
             if seen[2].fullmatch(path[len(root):] if root and path.startswith(root) else path):
                 return seen[1]
-        found = self.template(before)
+        found = known[0] if known is not None else self.template(before)
         if found is None:
             return None
         if seen is not None and seen[0] is leaf:

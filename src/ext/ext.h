@@ -25,7 +25,7 @@ typedef struct {
     PyObject *timer_decorate;      /* Python callable(timer, func) -> wrapper, or NULL */
     PyTypeObject *route_table_type;   /* apiprof._core.RouteTable */
     PyTypeObject *route_request_type; /* apiprof._core.RouteRequest */
-    PyObject *route_str[12];          /* interned keys and names used by routes.c */
+    PyObject *route_str[16];          /* interned keys and names used by routes.c */
 } apext_state;
 
 /* The module definition, for PyType_GetModuleByDef. */
@@ -82,5 +82,15 @@ void apext_routes_clear(apext_state *st);
  * a real reading, or one extrapolated from the wall clock when the last real
  * reading on this thread is less than 2 us old (see timer.c).  Can't fail. */
 uint64_t apext_thread_cpu_at(uint64_t now);
+
+/* A real reading of the calling thread's CPU ns (a system call), taken at wall
+ * time `now`; it becomes the thread's last real reading.  Can't fail. */
+uint64_t apext_thread_cpu_read(uint64_t now);
+
+/* The thread's last real CPU reading when it was taken at most `max_age` ns
+ * before `now`, else a real reading now: a value at most the thread's CPU at
+ * `now`, short of it by at most the CPU the thread used in the last `max_age`
+ * ns, with no system call while readings are that recent.  Can't fail. */
+uint64_t apext_thread_cpu_floor(uint64_t now, uint64_t max_age);
 
 #endif

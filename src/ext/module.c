@@ -53,7 +53,19 @@ static PyObject *thread_cpu_ns(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a)) {
     return PyLong_FromUnsignedLongLong(ap_clock_thread_cpu_ns());
 }
 
+/* _bench_region(fn) -> fn(): a named C frame around a call, so that
+ * bench/instructions.py counts only inside it (callgrind's
+ * --toggle-collect=apext_bench_region).  Kept out of line and external so that
+ * the symbol exists whatever the compiler does. */
+__attribute__((noinline)) PyObject *apext_bench_region(PyObject *Py_UNUSED(m), PyObject *fn);
+__attribute__((noinline)) PyObject *apext_bench_region(PyObject *Py_UNUSED(m), PyObject *fn) {
+    return PyObject_CallNoArgs(fn);
+}
+
 static PyMethodDef module_methods[] = {
+    {"_bench_region", apext_bench_region, METH_O,
+     "_bench_region(fn) -> fn(): calls fn inside a C function named apext_bench_region\n"
+     "(the region bench/instructions.py counts)."},
     {"clock_source", clock_source, METH_NOARGS,
      "clock_source() -> str\n\nThe wall clock in use: 'tsc' or 'monotonic'."},
     {"now_ns", now_ns, METH_NOARGS,

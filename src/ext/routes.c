@@ -16,7 +16,15 @@
  *     that is None it reads the matched route from the scope after routing.
  *
  * Everything here runs with the GIL held, which protects every field. */
-#include "ext.h"
+#include "compat.h"
+
+#include <string.h>
+
+#if PY_VERSION_HEX < 0x030C0000
+#include <structmember.h>
+#define Py_T_PYSSIZET T_PYSSIZET
+#define Py_READONLY READONLY
+#endif
 
 #include "ap_clock.h"
 #include "ap_err.h"
@@ -24,34 +32,61 @@
 
 enum {
     S_TYPE, S_STATUS, S_BODY, S_MORE_BODY, S_HEADERS, S_ROUTE, S_ROOT_PATH, S_METHOD,
-    S_PATH_FORMAT, S_PATH, S_UNMATCHED, S_COUNT
+    S_PATH_FORMAT, S_PATH, S_UNMATCHED, S_FULLMATCH, S_ROUTED, S_CACHE, S_LEAVES, S_COUNT
 };
 static const char *const STR_NAMES[S_COUNT] = {
     "type", "status", "body", "more_body", "headers", "route", "root_path", "method",
-    "path_format", "path", "<unmatched>",
+    "path_format", "path", "<unmatched>", "fullmatch", "routed", "_cache", "_leaves",
 };
 
 typedef struct {
     PyObject_HEAD
     ap_routes *table;
     PyObject *mount_type; /* starlette.routing.Mount, or None: routes that are sub-apps */
+    /* The RouteFinder (apiprof._labels) of the last self-finishing request, and its
+     * _cache (key -> template) and _leaves (id(route) -> (route, template, regex)) dicts,
+     * which it clears but never replaces.  Strong, or NULL.  One table serves every
+     * middleware of the process, each with its own finder. */
+    PyObject *finder, *cache, *leaves;
+    PyObject *fit_seen, *fit_sub; /* the last _leaves entry whose regex fitted, and the path it
+                                   * fitted (strong, or NULL): the same pair needs no match */
+    /* The last key recorded and its entry (entries never move): the same label object,
+     * an equal method and the same class need no hashing.  Strong, or NULL. */
+    PyObject *last_label, *last_method;
+    unsigned last_cls;
+    ap_route_stat *last_stat;
+    /* The last arrival key found in the finder's template cache, and its template: an
+     * equal key needs no tuple and no lookup (the cache is never changed for a key). */
+    PyObject *arr_key[4], *arr_known;
     size_t max_keys;
 } RouteTable;
 
 typedef struct {
     PyObject_HEAD
+    vectorcallfunc vectorcall; /* req_vectorcall: the app calls send(message) per message */
     RouteTable *table;       /* strong */
     PyObject *send;          /* the server's send; strong */
     PyObject *scope;         /* strong */
     PyObject *root_path;     /* scope["root_path"] when the request arrived; strong */
     PyObject *coro;          /* the app's coroutine while run() drives it, else NULL */
     PyObject *extra_headers; /* list of (bytes, bytes) added at response start, or NULL */
+    /* Self-finishing requests (RouteTable.request(..., routed=True)), see finish_self(): */
+    PyObject *path, *arrived_root; /* scope["path"] and ["root_path"] on arrival, str */
+    PyObject *method;        /* scope["method"] on arrival, or NULL */
+    PyObject *before;        /* a copy of the scope on arrival, or NULL when `known` holds */
+    PyObject *known;         /* the template (or None) the finder had cached for this scope, or NULL */
+    PyObject *label;         /* the route label once finished, or NULL */
+    PyObject *finder, *leaves; /* the request's RouteFinder and its _leaves dict, or NULL */
     uint64_t t0, t_start, t_last; /* arrival, response start, last body chunk (0 = not yet) */
-    uint64_t cpu, cpu_in;    /* CPU summed over steps; thread CPU when the current step began */
+    uint64_t cpu, cpu_in;    /* CPU summed over steps; thread CPU floor when the step began */
+    uint64_t step_t0;        /* wall time when the current step began */
     uint64_t bytes_out;
     int status;              /* 0 until http.response.start */
-    unsigned char in_step, server_timing, finished;
+    unsigned char in_step, server_timing, finished, self_finish;
 } RouteRequest;
+
+static PyObject *req_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf,
+                                PyObject *kwnames);
 
 static apext_state *state_of(PyObject *o) {
     return (apext_state *)PyType_GetModuleState(Py_TYPE(o));
@@ -72,6 +107,11 @@ static PyObject *table_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     if (self == NULL)
         return NULL;
     self->mount_type = Py_NewRef(Py_None);
+    self->finder = self->cache = self->leaves = self->fit_seen = self->fit_sub = NULL;
+    self->last_label = self->last_method = self->arr_known = NULL;
+    self->arr_key[0] = self->arr_key[1] = self->arr_key[2] = self->arr_key[3] = NULL;
+    self->last_stat = NULL;
+    self->last_cls = 0;
     self->max_keys = (size_t)max_keys;
     self->table = ap_routes_new((size_t)max_keys);
     if (self->table == NULL) {
@@ -84,11 +124,31 @@ static PyObject *table_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
 static int table_traverse(RouteTable *self, visitproc visit, void *arg) {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->mount_type);
+    Py_VISIT(self->finder);
+    Py_VISIT(self->cache);
+    Py_VISIT(self->leaves);
+    Py_VISIT(self->fit_seen);
+    Py_VISIT(self->fit_sub);
+    Py_VISIT(self->last_label);
+    Py_VISIT(self->last_method);
+    for (int i = 0; i < 4; i++)
+        Py_VISIT(self->arr_key[i]);
+    Py_VISIT(self->arr_known);
     return 0;
 }
 
 static int table_clear(RouteTable *self) {
     Py_CLEAR(self->mount_type);
+    Py_CLEAR(self->finder);
+    Py_CLEAR(self->cache);
+    Py_CLEAR(self->leaves);
+    Py_CLEAR(self->fit_seen);
+    Py_CLEAR(self->fit_sub);
+    Py_CLEAR(self->last_label);
+    Py_CLEAR(self->last_method);
+    for (int i = 0; i < 4; i++)
+        Py_CLEAR(self->arr_key[i]);
+    Py_CLEAR(self->arr_known);
     return 0;
 }
 
@@ -191,6 +251,31 @@ static PyObject *table_merge(RouteTable *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+/* Makes `finder` the table's current RouteFinder (its dicts read once; the memos of
+ * another finder's answers dropped).  0, or -1 with an exception. */
+static int use_finder(RouteTable *self, apext_state *st, PyObject *finder) {
+    if (finder == self->finder)
+        return 0;
+    PyObject *cache = PyObject_GetAttr(finder, st->route_str[S_CACHE]);
+    PyObject *leaves = cache ? PyObject_GetAttr(finder, st->route_str[S_LEAVES]) : NULL;
+    if (leaves == NULL || !PyDict_CheckExact(cache) || !PyDict_CheckExact(leaves)) {
+        Py_XDECREF(cache);
+        Py_XDECREF(leaves);
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "request(): finder must be a RouteFinder");
+        return -1;
+    }
+    Py_XSETREF(self->finder, Py_NewRef(finder));
+    Py_XSETREF(self->cache, cache);
+    Py_XSETREF(self->leaves, leaves);
+    Py_CLEAR(self->fit_seen);
+    Py_CLEAR(self->fit_sub);
+    for (int i = 0; i < 4; i++)
+        Py_CLEAR(self->arr_key[i]);
+    Py_CLEAR(self->arr_known);
+    return 0;
+}
+
 static PyObject *table_set_mount_type(RouteTable *self, PyObject *arg) {
     if (arg != Py_None && !PyType_Check(arg)) {
         PyErr_SetString(PyExc_TypeError, "_set_mount_type takes a class or None");
@@ -200,10 +285,67 @@ static PyObject *table_set_mount_type(RouteTable *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
-/* request(scope, send, server_timing=False) -> RouteRequest; the clock starts now. */
+/* a and b are the same object, or equal exact str objects.  Can't fail. */
+static int same_str(PyObject *a, PyObject *b) {
+    return a == b || (PyUnicode_CheckExact(a) && PyUnicode_CheckExact(b) &&
+                      PyUnicode_Compare(a, b) == 0);
+}
+
+/* What a self-finishing request keeps of its scope on arrival: the path and
+ * root_path, and either the template the finder has cached for it (`known`) or
+ * else a copy of the scope (RouteFinder.routed's `before`).  0, or -1 with an
+ * exception. */
+static int keep_arrival(RouteRequest *r, apext_state *st, PyObject *scope) {
+    PyObject *path = PyDict_GetItemWithError(scope, st->route_str[S_PATH]);
+    PyObject *root = r->root_path; /* scope["root_path"] when a str (table_request) */
+    if (root == NULL && (root = PyDict_GetItemWithError(scope, st->route_str[S_ROOT_PATH])) == NULL &&
+        PyErr_Occurred())
+        return -1;
+    if (path != NULL && PyUnicode_CheckExact(path) && (root == NULL || PyUnicode_CheckExact(root))) {
+        r->path = Py_NewRef(path);
+        r->arrived_root = Py_NewRef(root != NULL ? root : Py_None);
+        PyObject *kind = PyDict_GetItemWithError(scope, st->route_str[S_TYPE]);
+        PyObject *method = PyDict_GetItemWithError(scope, st->route_str[S_METHOD]);
+        if (PyErr_Occurred())
+            return -1;
+        r->method = Py_XNewRef(method);
+        /* RouteFinder.template's key: (type, method, root_path, path) */
+        RouteTable *t = r->table;
+        PyObject *parts[4] = {kind ? kind : Py_None, method ? method : Py_None,
+                              root ? root : Py_None, path};
+        if (t->arr_known != NULL && same_str(parts[0], t->arr_key[0]) &&
+            same_str(parts[1], t->arr_key[1]) && same_str(parts[2], t->arr_key[2]) &&
+            same_str(parts[3], t->arr_key[3])) {
+            r->known = Py_NewRef(t->arr_known);
+            return 0;
+        }
+        PyObject *key = PyTuple_Pack(4, parts[0], parts[1], parts[2], parts[3]);
+        if (key == NULL)
+            return -1;
+        PyObject *hit = PyDict_GetItemWithError(t->cache, key);
+        Py_DECREF(key);
+        if (hit != NULL) {
+            r->known = Py_NewRef(hit);
+            for (int i = 0; i < 4; i++)
+                Py_XSETREF(t->arr_key[i], Py_NewRef(parts[i]));
+            Py_XSETREF(t->arr_known, Py_NewRef(hit));
+            return 0;
+        }
+        if (PyErr_Occurred())
+            PyErr_Clear(); /* an unhashable value: the copy below */
+    }
+    r->before = PyDict_Copy(scope);
+    return r->before ? 0 : -1;
+}
+
+/* request(scope, send, server_timing=False, finder=None) -> RouteRequest; the clock
+ * starts now.  With a finder (apiprof._labels.RouteFinder), the request finishes itself
+ * when the coroutine given to run() ends (finish_self), under the route that finder
+ * finds. */
 static PyObject *table_request(RouteTable *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs < 2 || nargs > 3 || !PyDict_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "request(scope: dict, send, server_timing=False)");
+    if (nargs < 2 || nargs > 4 || !PyDict_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "request(scope: dict, send, server_timing=False, finder=None)");
         return NULL;
     }
     apext_state *st = state_of((PyObject *)self);
@@ -211,16 +353,25 @@ static PyObject *table_request(RouteTable *self, PyObject *const *args, Py_ssize
     if (r == NULL)
         return NULL;
     PyObject *root = PyDict_GetItemWithError(args[0], st->route_str[S_ROOT_PATH]);
+    r->vectorcall = req_vectorcall;
     r->table = (RouteTable *)Py_NewRef(self);
     r->scope = Py_NewRef(args[0]);
     r->send = Py_NewRef(args[1]);
     r->root_path = root != NULL && PyUnicode_Check(root) ? Py_NewRef(root) : NULL;
     r->coro = r->extra_headers = NULL;
-    r->t_start = r->t_last = r->cpu = r->cpu_in = r->bytes_out = 0;
+    r->path = r->arrived_root = r->method = r->before = r->known = r->label = NULL;
+    r->finder = r->leaves = NULL;
+    r->self_finish = nargs == 4 && args[3] != Py_None;
+    r->t_start = r->t_last = r->cpu = r->cpu_in = r->step_t0 = r->bytes_out = 0;
     r->status = 0;
     r->in_step = r->finished = 0;
-    r->server_timing = nargs == 3 && PyObject_IsTrue(args[2]) == 1;
+    r->server_timing = nargs >= 3 && PyObject_IsTrue(args[2]) == 1;
     PyObject_GC_Track(r);
+    if (!PyErr_Occurred() && r->self_finish && use_finder(self, st, args[3]) == 0) {
+        r->finder = Py_NewRef(self->finder);
+        r->leaves = Py_NewRef(self->leaves);
+        keep_arrival(r, st, args[0]);
+    }
     if (PyErr_Occurred()) {
         Py_DECREF(r);
         return NULL;
@@ -231,7 +382,8 @@ static PyObject *table_request(RouteTable *self, PyObject *const *args, Py_ssize
 
 static PyMethodDef table_methods[] = {
     {"request", (PyCFunction)(void (*)(void))table_request, METH_FASTCALL,
-     "request(scope, send, server_timing=False) -> RouteRequest for one HTTP request."},
+     "request(scope, send, server_timing=False, finder=None) -> RouteRequest for one HTTP\n"
+     "request; with a RouteFinder it records itself when its run() ends."},
     {"snapshot", (PyCFunction)table_snapshot, METH_NOARGS,
      "snapshot() -> list of dicts, one per (route, method, status class)."},
     {"reset", (PyCFunction)table_reset, METH_NOARGS, "reset(): forget every request."},
@@ -261,6 +413,9 @@ static PyType_Spec table_spec = {
 };
 
 /* ---- RouteRequest: the send wrapper ----------------------------------------------- */
+
+static uint64_t step_cpu(RouteRequest *self, uint64_t now);
+static int finish_self(RouteRequest *self, int error);
 
 /* Message with headers + extra appended: a new dict, the app's is not changed.
  * New reference, or NULL with an exception. */
@@ -293,7 +448,7 @@ static PyObject *start_headers(RouteRequest *self, uint64_t now) {
         return self->extra_headers ? PySequence_List(self->extra_headers) : NULL;
     uint64_t wall = now - self->t0, cpu = self->cpu;
     if (self->in_step)
-        cpu += apext_thread_cpu_at(now) - self->cpu_in;
+        cpu += step_cpu(self, now);
     if (cpu > wall)
         cpu = wall;
     char value[160];
@@ -312,13 +467,22 @@ static PyObject *start_headers(RouteRequest *self, uint64_t now) {
     return list;
 }
 
-static PyObject *req_call(RouteRequest *self, PyObject *args, PyObject *kwds) {
-    PyObject *message;
-    if ((kwds != NULL && PyDict_GET_SIZE(kwds) != 0) || PyTuple_GET_SIZE(args) != 1) {
+/* str `s` == the ASCII literal `lit`: the length and the bytes, without
+ * PyUnicode_CompareWithASCIIString's walk (a message type is checked per message). */
+#define STR_IS(s, lit) str_is((s), (lit), sizeof(lit) - 1)
+static int str_is(PyObject *s, const char *lit, Py_ssize_t n) {
+    return PyUnicode_GET_LENGTH(s) == n && PyUnicode_KIND(s) == PyUnicode_1BYTE_KIND &&
+           memcmp(PyUnicode_DATA(s), lit, (size_t)n) == 0;
+}
+
+static PyObject *req_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf,
+                                PyObject *kwnames) {
+    RouteRequest *self = (RouteRequest *)op;
+    if ((kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0) || PyVectorcall_NARGS(nargsf) != 1) {
         PyErr_SetString(PyExc_TypeError, "send(message) takes one message");
         return NULL;
     }
-    message = PyTuple_GET_ITEM(args, 0);
+    PyObject *message = args[0];
     if (!PyDict_Check(message))
         return PyObject_CallOneArg(self->send, message);
     apext_state *st = state_of((PyObject *)self);
@@ -329,7 +493,7 @@ static PyObject *req_call(RouteRequest *self, PyObject *args, PyObject *kwds) {
         return PyObject_CallOneArg(self->send, message);
     }
     uint64_t now = ap_clock_now_ns();
-    if (PyUnicode_CompareWithASCIIString(type, "http.response.body") == 0) {
+    if (STR_IS(type, "http.response.body")) {
         PyObject *body = PyDict_GetItemWithError(message, st->route_str[S_BODY]);
         if (body != NULL && PyBytes_Check(body))
             self->bytes_out += (uint64_t)PyBytes_GET_SIZE(body);
@@ -344,7 +508,7 @@ static PyObject *req_call(RouteRequest *self, PyObject *args, PyObject *kwds) {
             return NULL;
         if (more == NULL || PyObject_IsTrue(more) == 0)
             self->t_last = now;
-    } else if (PyUnicode_CompareWithASCIIString(type, "http.response.start") == 0) {
+    } else if (STR_IS(type, "http.response.start")) {
         PyObject *status = PyDict_GetItemWithError(message, st->route_str[S_STATUS]);
         if (status != NULL && PyLong_Check(status)) {
             long s = PyLong_AsLong(status);
@@ -364,8 +528,7 @@ static PyObject *req_call(RouteRequest *self, PyObject *args, PyObject *kwds) {
             Py_DECREF(copy);
             return r;
         }
-    } else if (PyUnicode_CompareWithASCIIString(type, "http.response.pathsend") == 0 ||
-               PyUnicode_CompareWithASCIIString(type, "http.response.zerocopysend") == 0) {
+    } else if (STR_IS(type, "http.response.pathsend") || STR_IS(type, "http.response.zerocopysend")) {
         self->t_last = now; /* the server sends the file; its size is not counted */
     }
     if (PyErr_Occurred())
@@ -375,15 +538,37 @@ static PyObject *req_call(RouteRequest *self, PyObject *args, PyObject *kwds) {
 
 /* ---- RouteRequest: stepping the app's coroutine ----------------------------------- */
 
+/* CPU time of a step with no system call in the common case (docs/asgi.md, "What CPU
+ * time means"): a step shorter than STEP_SHORT_NS counts its wall time; a longer one
+ * takes a real reading at its end and counts the CPU since the thread's last real
+ * reading (at most CPU_STALE_NS before the step began, else one is taken then), at most
+ * the step's wall time.  So a step's figure is never below its real CPU time nor above
+ * its wall time: over by the time the thread was off the CPU inside a short step, or by
+ * the CPU the thread used in the at most CPU_STALE_NS before a long one began.  Real
+ * readings: one per long step (a system call of ~0.5 us after >= 100 us of work) and at
+ * most one per CPU_STALE_NS per thread at step starts. */
+#define STEP_SHORT_NS 100000u
+#define CPU_STALE_NS 1000000u
+
 static void step_in(RouteRequest *self) {
-    self->cpu_in = apext_thread_cpu_at(ap_clock_now_ns());
+    uint64_t now = ap_clock_now_ns();
+    self->cpu_in = apext_thread_cpu_floor(now, CPU_STALE_NS);
+    self->step_t0 = now;
     self->in_step = 1;
 }
 
+/* CPU ns of the current step up to `now`, by the rule above. */
+static uint64_t step_cpu(RouteRequest *self, uint64_t now) {
+    uint64_t wall = now - self->step_t0;
+    if (wall < STEP_SHORT_NS)
+        return wall;
+    uint64_t c = apext_thread_cpu_read(now);
+    c = c > self->cpu_in ? c - self->cpu_in : 0;
+    return c < wall ? c : wall;
+}
+
 static void step_out(RouteRequest *self) {
-    uint64_t c = apext_thread_cpu_at(ap_clock_now_ns());
-    if (c > self->cpu_in)
-        self->cpu += c - self->cpu_in;
+    self->cpu += step_cpu(self, ap_clock_now_ns());
     self->in_step = 0;
 }
 
@@ -405,8 +590,13 @@ static PySendResult req_am_send(RouteRequest *self, PyObject *arg, PyObject **re
     step_in(self);
     PySendResult r = PyIter_Send(self->coro, arg, result);
     step_out(self);
-    if (r != PYGEN_NEXT)
+    if (r != PYGEN_NEXT) {
         Py_CLEAR(self->coro);
+        if (finish_self(self, r == PYGEN_ERROR) < 0) {
+            Py_CLEAR(*result);
+            return PYGEN_ERROR;
+        }
+    }
     return r;
 }
 
@@ -468,8 +658,11 @@ static PyObject *req_throw(RouteRequest *self, PyObject *const *args, Py_ssize_t
     PyObject *r = PyObject_CallMethod(coro, "throw", "O", exc);
     step_out(self);
     Py_DECREF(coro);
-    if (r == NULL)
+    if (r == NULL) {
         Py_CLEAR(self->coro);
+        /* StopIteration: the coroutine caught the exception and returned */
+        finish_self(self, !PyErr_ExceptionMatches(PyExc_StopIteration));
+    }
     return r;
 }
 
@@ -480,10 +673,116 @@ static PyObject *req_close(RouteRequest *self, PyObject *Py_UNUSED(a)) {
     self->coro = NULL;
     PyObject *r = PyObject_CallMethod(coro, "close", NULL);
     Py_DECREF(coro);
+    if (finish_self(self, 1) < 0) /* r == NULL: the close's exception is kept instead */
+        Py_CLEAR(r);
     return r;
 }
 
 /* ---- RouteRequest: recording --------------------------------------------------- */
+
+static PyObject *finish_as(RouteRequest *self, apext_state *st, int error, PyObject *given);
+
+/* The template of a self-finishing request, as RouteFinder.routed(before, leaf) finds
+ * it: its common case here (the route object the router left in the scope, seen before
+ * under one template whose regex fits the arrival path), else that method, given the
+ * arrival copy of the scope or the template cached on arrival.  A str or None (new
+ * reference), or NULL with an exception. */
+static PyObject *routed_label(RouteRequest *self, apext_state *st) {
+    PyObject *leaf = PyDict_GetItemWithError(self->scope, st->route_str[S_ROUTE]);
+    if (leaf == NULL && PyErr_Occurred())
+        return NULL;
+    leaf = leaf != NULL ? leaf : Py_None;
+    if (leaf != Py_None && self->path != NULL) {
+        PyObject *id = PyLong_FromVoidPtr(leaf);
+        if (id == NULL)
+            return NULL;
+        PyObject *seen = PyDict_GetItemWithError(self->leaves, id);
+        Py_DECREF(id);
+        if (seen == NULL && PyErr_Occurred())
+            return NULL;
+        if (seen != NULL && PyTuple_CheckExact(seen) && PyTuple_GET_SIZE(seen) == 3 &&
+            PyTuple_GET_ITEM(seen, 0) == leaf && PyTuple_GET_ITEM(seen, 2) != Py_None) {
+            PyObject *path = self->path, *root = self->arrived_root, *sub;
+            Py_ssize_t n = root != Py_None ? PyUnicode_GET_LENGTH(root) : 0;
+            if (n > 0 && PyUnicode_Tailmatch(path, root, 0, PY_SSIZE_T_MAX, -1) == 1)
+                sub = PyUnicode_Substring(path, n, PyUnicode_GET_LENGTH(path));
+            else
+                sub = Py_NewRef(path);
+            if (sub == NULL)
+                return NULL;
+            RouteTable *t = self->table; /* fit_*: an entry of a _leaves dict, any finder's */
+            if (seen == t->fit_seen && PyUnicode_Compare(sub, t->fit_sub) == 0) {
+                Py_DECREF(sub);
+                return Py_NewRef(PyTuple_GET_ITEM(seen, 1));
+            }
+            PyObject *m = PyObject_CallMethodOneArg(PyTuple_GET_ITEM(seen, 2),
+                                                    st->route_str[S_FULLMATCH], sub);
+            int hit = m != NULL ? PyObject_IsTrue(m) : -1;
+            Py_XDECREF(m);
+            if (hit <= 0) {
+                Py_DECREF(sub);
+                if (hit < 0)
+                    return NULL;
+            } else {
+                Py_XSETREF(t->fit_seen, Py_NewRef(seen));
+                Py_XSETREF(t->fit_sub, sub);
+                return Py_NewRef(PyTuple_GET_ITEM(seen, 1));
+            }
+        }
+    }
+    PyObject *before = Py_XNewRef(self->before);
+    if (before == NULL) { /* the template was cached on arrival: path and root_path suffice */
+        before = PyDict_New();
+        if (before == NULL || PyDict_SetItem(before, st->route_str[S_PATH], self->path) < 0 ||
+            (self->arrived_root != Py_None &&
+             PyDict_SetItem(before, st->route_str[S_ROOT_PATH], self->arrived_root) < 0)) {
+            Py_XDECREF(before);
+            return NULL;
+        }
+    }
+    PyObject *known = self->known != NULL ? PyTuple_Pack(1, self->known) : NULL;
+    if (known == NULL && self->known != NULL) {
+        Py_DECREF(before);
+        return NULL;
+    }
+    PyObject *args[4] = {self->finder, before, leaf, known};
+    PyObject *label = PyObject_VectorcallMethod(st->route_str[S_ROUTED], args,
+                                                (known ? 4 : 3) | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                                NULL);
+    Py_DECREF(before);
+    Py_XDECREF(known);
+    if (label != NULL && label != Py_None && !PyUnicode_Check(label)) {
+        Py_DECREF(label);
+        PyErr_SetString(PyExc_TypeError, "RouteFinder.routed() returned neither str nor None");
+        return NULL;
+    }
+    return label;
+}
+
+/* Finishes a self-finishing request when its coroutine ended (`error`: by an
+ * exception, or it was closed), once; an exception pending on entry (the app's) is
+ * kept, and a failure to record is then reported as unraisable.  0, or -1 with an
+ * exception (none pending on entry). */
+static int finish_self(RouteRequest *self, int error) {
+    if (!self->self_finish || self->finished)
+        return 0;
+    apext_state *st = state_of((PyObject *)self);
+    int pending = PyErr_Occurred() != NULL;
+    AP_SAVE_EXC(exc);
+    PyObject *given = routed_label(self, st);
+    PyObject *label = given != NULL ? finish_as(self, st, error, given) : NULL;
+    Py_XDECREF(given);
+    self->finished = 1;
+    if (label != NULL)
+        Py_XSETREF(self->label, label);
+    Py_CLEAR(self->before);
+    if (label == NULL && !pending)
+        return -1;
+    if (label == NULL)
+        PyErr_WriteUnraisable((PyObject *)self);
+    AP_RESTORE_EXC(exc); /* the pending exception, or none */
+    return 0;
+}
 
 /* The route label of the finished request: the matched route's template with
  * the prefixes of the mounts it is under, "<unmatched>" when routing matched
@@ -537,6 +836,8 @@ static PyObject *route_label(RouteRequest *self, apext_state *st) {
     return label;
 }
 
+static PyObject *finish_as(RouteRequest *self, apext_state *st, int error, PyObject *given);
+
 /* finish(error=False, route=None) -> str: records the request once, under `route`
  * (a str) or else the route read from the scope, and returns its route label. */
 static PyObject *req_finish(RouteRequest *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -551,32 +852,55 @@ static PyObject *req_finish(RouteRequest *self, PyObject *const *args, Py_ssize_
         PyErr_SetString(PyExc_TypeError, "finish(): route must be a str or None");
         return NULL;
     }
+    if (self->finished && self->self_finish) /* it finished itself (request(..., finder)) */
+        return Py_NewRef(self->label != NULL ? self->label : Py_None);
     if (self->finished) {
         PyErr_SetString(PyExc_RuntimeError, "RouteRequest.finish() called twice");
         return NULL;
     }
+    return finish_as(self, st, error, given);
+}
+
+/* Records the request once under `given` (a str, or None: the route read from
+ * the scope).  Its label (new reference), or NULL with an exception. */
+static PyObject *finish_as(RouteRequest *self, apext_state *st, int error, PyObject *given) {
     self->finished = 1;
     uint64_t end = self->t_last ? self->t_last : ap_clock_now_ns();
     PyObject *label = given != Py_None ? Py_NewRef(given) : route_label(self, st);
     if (label == NULL)
         return NULL;
-    PyObject *method = PyDict_GetItemWithError(self->scope, st->route_str[S_METHOD]);
+    /* the method on arrival when kept (self-finishing requests; routers do not change it) */
+    PyObject *method = self->method != NULL ? self->method
+                                            : PyDict_GetItemWithError(self->scope, st->route_str[S_METHOD]);
     if (method == NULL && PyErr_Occurred()) {
         Py_DECREF(label);
         return NULL;
     }
-    Py_ssize_t rlen = 0, mlen = 0;
-    const char *r = PyUnicode_AsUTF8AndSize(label, &rlen);
-    const char *m = method && PyUnicode_Check(method) ? PyUnicode_AsUTF8AndSize(method, &mlen) : "";
-    if (r == NULL || m == NULL) {
-        Py_DECREF(label);
-        return NULL;
-    }
     unsigned cls = self->status ? (unsigned)(self->status / 100) : error ? 5u : 0u;
-    ap_route_stat *s = ap_routes_get(self->table->table, r, (size_t)rlen, m, (size_t)mlen, cls);
-    if (s == NULL) {
-        Py_DECREF(label);
-        return PyErr_NoMemory();
+    RouteTable *t = self->table;
+    ap_route_stat *s;
+    if (t->last_stat != NULL && label == t->last_label && cls == t->last_cls && method != NULL &&
+        same_str(method, t->last_method)) {
+        s = t->last_stat;
+    } else {
+        Py_ssize_t rlen = 0, mlen = 0;
+        const char *r = PyUnicode_AsUTF8AndSize(label, &rlen);
+        const char *m = method && PyUnicode_Check(method) ? PyUnicode_AsUTF8AndSize(method, &mlen) : "";
+        if (r == NULL || m == NULL) {
+            Py_DECREF(label);
+            return NULL;
+        }
+        s = ap_routes_get(t->table, r, (size_t)rlen, m, (size_t)mlen, cls);
+        if (s == NULL) {
+            Py_DECREF(label);
+            return PyErr_NoMemory();
+        }
+        if (method != NULL && PyUnicode_CheckExact(method)) {
+            Py_XSETREF(t->last_label, Py_NewRef(label));
+            Py_XSETREF(t->last_method, Py_NewRef(method));
+            t->last_cls = cls;
+            t->last_stat = s;
+        }
     }
     uint64_t wall = end - self->t0;
     ap_routes_record(s, wall, self->cpu < wall ? self->cpu : wall, self->bytes_out,
@@ -592,6 +916,14 @@ static int req_traverse(RouteRequest *self, visitproc visit, void *arg) {
     Py_VISIT(self->root_path);
     Py_VISIT(self->coro);
     Py_VISIT(self->extra_headers);
+    Py_VISIT(self->path);
+    Py_VISIT(self->finder);
+    Py_VISIT(self->leaves);
+    Py_VISIT(self->method);
+    Py_VISIT(self->arrived_root);
+    Py_VISIT(self->before);
+    Py_VISIT(self->known);
+    Py_VISIT(self->label);
     return 0;
 }
 
@@ -602,6 +934,14 @@ static int req_clear(RouteRequest *self) {
     Py_CLEAR(self->root_path);
     Py_CLEAR(self->coro);
     Py_CLEAR(self->extra_headers);
+    Py_CLEAR(self->path);
+    Py_CLEAR(self->finder);
+    Py_CLEAR(self->leaves);
+    Py_CLEAR(self->method);
+    Py_CLEAR(self->arrived_root);
+    Py_CLEAR(self->before);
+    Py_CLEAR(self->known);
+    Py_CLEAR(self->label);
     return 0;
 }
 
@@ -665,6 +1005,11 @@ static PyGetSetDef req_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
+static PyMemberDef req_members[] = {
+    {"__vectorcalloffset__", Py_T_PYSSIZET, offsetof(RouteRequest, vectorcall), Py_READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
 static PyMethodDef req_methods[] = {
     {"run", (PyCFunction)req_run, METH_O,
      "run(coro) -> awaitable: await coro, summing the CPU time of its steps."},
@@ -677,7 +1022,8 @@ static PyMethodDef req_methods[] = {
 };
 
 static PyType_Slot req_slots[] = {
-    {Py_tp_call, req_call},
+    {Py_tp_call, (void *)PyVectorcall_Call},
+    {Py_tp_members, req_members},
     {Py_tp_iter, PyObject_SelfIter},
     {Py_tp_iternext, req_iternext},
     {Py_am_await, req_await},
@@ -695,7 +1041,7 @@ static PyType_Spec req_spec = {
     .name = "apiprof._core.RouteRequest",
     .basicsize = sizeof(RouteRequest),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
-             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+             Py_TPFLAGS_DISALLOW_INSTANTIATION | Py_TPFLAGS_HAVE_VECTORCALL,
     .slots = req_slots,
 };
 

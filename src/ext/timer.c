@@ -20,7 +20,7 @@
  * window; a block's CPU time is never more than its wall time.
  *
  * Everything here is protected by the GIL. */
-#include "ext.h"
+#include "compat.h"
 #include "ap_clock.h"
 #include "ap_hist.h"
 
@@ -53,15 +53,25 @@ typedef struct {
 
 /* ---- thread CPU with extrapolation ---------------------------------------- */
 
-static _Thread_local uint64_t cpu_cache_wall, cpu_cache_cpu;
+static APEXT_TLS uint64_t cpu_cache_wall, cpu_cache_cpu;
 
-uint64_t apext_thread_cpu_at(uint64_t now) {
-    if (cpu_cache_wall != 0 && now - cpu_cache_wall < AP_CPU_EXTRAPOLATE_NS)
-        return cpu_cache_cpu + (now - cpu_cache_wall);
+uint64_t apext_thread_cpu_read(uint64_t now) {
     uint64_t c = ap_clock_thread_cpu_ns();
     cpu_cache_wall = now;
     cpu_cache_cpu = c;
     return c;
+}
+
+uint64_t apext_thread_cpu_at(uint64_t now) {
+    if (cpu_cache_wall != 0 && now - cpu_cache_wall < AP_CPU_EXTRAPOLATE_NS)
+        return cpu_cache_cpu + (now - cpu_cache_wall);
+    return apext_thread_cpu_read(now);
+}
+
+uint64_t apext_thread_cpu_floor(uint64_t now, uint64_t max_age) {
+    if (cpu_cache_wall != 0 && now - cpu_cache_wall <= max_age)
+        return cpu_cache_cpu;
+    return apext_thread_cpu_read(now);
 }
 
 /* ---- TimerNode -------------------------------------------------------------- */
