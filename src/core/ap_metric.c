@@ -40,7 +40,7 @@ static const ap_metric_info catalogue[AP_M_COUNT] = {
                           "alloc_bytes", "bytes allocated by the frame itself"},
     [AP_M_ALLOC_COUNT] = {"alloc_count", "count", ALL, T, "allocs", NULL, "alloc_objects", NULL,
                           "allocations by the frame itself"},
-    [AP_M_LIVE_BYTES] = {"live_bytes", "bytes", ALL, T, "live", NULL, "inuse_space", NULL,
+    [AP_M_LIVE_BYTES] = {"live_bytes", "bytes", ALL, T | N, "live", "live", "inuse_space", "live_bytes",
                          "bytes allocated by the frame and alive at the end"},
     [AP_M_HITS] = {"hits", "count", ALL, T, "hits", NULL, NULL, NULL,
                    "times a line started executing"},

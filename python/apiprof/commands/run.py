@@ -11,7 +11,14 @@ from typing import Any
 from .. import _labels
 from .._findings import format_findings
 from .._launch import Program, add_program_arguments, launch
-from .._profiler import CHECKPOINT_INTERVAL, Profiler, clock_note, format_table
+from .._profiler import (
+    CHECKPOINT_INTERVAL,
+    MEMORY_MODES,
+    MEMORY_RATE,
+    Profiler,
+    clock_note,
+    format_table,
+)
 from ..errors import UsageError
 
 
@@ -22,6 +29,7 @@ def add_parser(sub: Any) -> None:
                     "exact function tracer; write the profile at exit, also on SIGINT/SIGTERM.",
         usage="apiprof run [-o FILE] [--clock wall|cpu] [--cpu] [--no-builtins] [--all] "
               "[--phases A,B,...] [--timeline] [--timeline-events N] [--checkpoint-interval S] "
+              "[--memory [full|sampled]] [--memory-rate BYTES] [--memory-seed N] "
               "[-q] (script.py | -m module) [args ...]",
     )
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
@@ -46,8 +54,28 @@ def add_parser(sub: Any) -> None:
                    help="save the profile to -o every S seconds while the program runs, so a "
                         "run killed by SIGKILL keeps its work up to the last save (default "
                         f"{CHECKPOINT_INTERVAL:g}; 0: only at exit)")
+    p.add_argument("--memory", nargs="?", const="sampled", choices=MEMORY_MODES,
+                   help="also record allocations and frees per function and line (alloc_bytes, "
+                        "alloc_count, live_bytes, peak_bytes): full (every block, exact) or "
+                        "sampled (the default: byte-sampled, weighted estimates)")
+    p.add_argument("--memory-rate", type=_byte_count, default=MEMORY_RATE, metavar="BYTES",
+                   help="sampled memory: mean bytes between samples (default 512K; suffixes "
+                        "K, M, G)")
+    p.add_argument("--memory-seed", type=int, default=0, metavar="N",
+                   help="sampled memory: seed of the sampling sequence (default 0: from the "
+                        "clock)")
     add_program_arguments(p, "NAME.apiprof")
     p.set_defaults(func=run)
+
+
+def _byte_count(value: str) -> int:
+    """``BYTES`` with an optional K, M or G suffix (powers of 1024)."""
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(value[-1:].upper(), 1)
+    digits = value[:-1] if scale > 1 else value
+    if not digits.isdigit() or not 1 <= int(digits) * scale <= 1 << 40:
+        raise argparse.ArgumentTypeError(f"want bytes from 1 to 1T (suffix K, M or G), "
+                                         f"not {value!r}")
+    return int(digits) * scale
 
 
 MAX_PHASES = 16
@@ -102,7 +130,9 @@ class FunctionProducer:
                                  timeline=args.timeline_events if args.timeline else 0,
                                  cpu=args.cpu,
                                  checkpoint=program.output if args.checkpoint_interval else None,
-                                 checkpoint_interval=args.checkpoint_interval or 1.0)
+                                 checkpoint_interval=args.checkpoint_interval or 1.0,
+                                 memory=args.memory, memory_rate=args.memory_rate,
+                                 memory_seed=args.memory_seed)
         self._previous_usr1: Any = None
         self.all = bool(args.all)
 
