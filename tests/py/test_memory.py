@@ -300,3 +300,65 @@ def test_run_memory_option_errors():
     r = subprocess.run([str(APIPROF), "run", "--memory-rate", "12Q", "-m", "json.tool"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--memory-rate" in r.stderr
+
+
+def _serve(tmp_path, cwd, app, drive, env=None, mode="full"):
+    from conftest import free_port
+    from helpers import serve_profiled
+
+    port = free_port()
+    out = tmp_path / "server.apiprof"
+    serve_profiled([str(APIPROF), "run", "-q", "--memory", mode, "-o", str(out), "-m", "uvicorn",
+                    app, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                   cwd, env or {}, port, tmp_path / "server.log", drive)
+    return out
+
+
+def test_leaking_route_is_the_top_leak_suspect_under_uvicorn(tmp_path):
+    apps = Path(__file__).parent / "apps"
+
+    def drive(client):
+        payload = b"x" * 2000
+        for _ in range(300):
+            assert client.post("/ingest", content=payload).status_code == 200
+            assert client.post("/echo", content=payload).status_code == 200
+
+    out = _serve(tmp_path, apps, "leakapp:app", drive)
+    prof = _core.load(str(out))
+    suspects = [f for f in prof.findings() if f["kind"] == "leak_suspect"]
+    assert [f["route"] for f in suspects] == ["POST /ingest"]   # /echo frees what it makes
+    top = suspects[0]
+    storing = next(i for i, t in enumerate((apps / "leakapp.py").read_text().splitlines(), 1)
+                   if t.endswith("# STORING_LINE"))
+    assert (top["function"], top["line"], top["count"]) == ("ingest", storing, 300)
+    assert top["value"] >= 300 * 2001 and top["unit"] == "bytes"
+    # The storing line itself: every kept payload is alive; the echo route's copies are not.
+    rows = {(r["function"], r["line"]): r for r in prof.lines()}
+    assert rows[("ingest", storing)]["live_bytes"] >= 300 * 2001
+    echo_rows = [r for (fn, _), r in rows.items() if fn == "echo"]
+    assert echo_rows and all(r["live_bytes"] < 2001 for r in echo_rows)
+    doc = json.loads(prof.json())
+    assert any(f["kind"] == "leak_suspect" and f["line"] == storing for f in doc["findings"])
+    html = tmp_path / "leak.html"
+    r = subprocess.run([str(APIPROF), "report", str(out), "-f", "html", "-o", str(html)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    page = html.read_text()
+    assert '"kind": "leak_suspect"' in page or '"kind":"leak_suspect"' in page
+    assert "POST /ingest: " in page
+
+
+def test_the_shops_growing_render_cache_is_a_leak_suspect(tmp_path):
+    from helpers import SHOP_DIR
+
+    def drive(client):
+        for i in range(300):
+            assert client.get(f"/products/{i % 20 + 1}/render").status_code == 200
+            assert client.get(f"/products/{i % 20 + 1}").status_code == 200
+
+    out = _serve(tmp_path, SHOP_DIR, "shop.app:app", drive,
+                 env={"SHOP_DB": str(tmp_path / "shop.db")})
+    suspects = [f for f in _core.load(str(out)).findings() if f["kind"] == "leak_suspect"]
+    assert suspects and suspects[0]["route"] == "GET /products/{product_id}/render"
+    assert suspects[0]["count"] == 300
+    assert all(f["route"] != "GET /products/{product_id}" for f in suspects)
