@@ -2,6 +2,7 @@
 #include "stack.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +56,7 @@
 #define PRODUCER APEXT_PRODUCER_MEMORY
 #define LINE_CACHE 256   /* direct-mapped (code, instruction) -> line frame */
 #define DEFAULT_RATE (512 * 1024)
+#define FILTER_WORDS 1024   /* 65,536 bits */
 
 typedef struct mem_domain {
     PyMemAllocatorDomain domain;
@@ -91,6 +93,11 @@ typedef struct MemoryTrackerObject {
     uint32_t nblocks, cap, free_head;
     uint64_t live_total, peak_total;   /* traced live bytes now and at most */
     uint64_t lost;          /* blocks not tracked (out of memory) */
+    /* Sampled: a bit per address hash, set when a block is tracked and cleared
+     * only at start(), so that a free of an unsampled block (nearly all of
+     * them) is decided without the lock or the map.  Set under mem_lock,
+     * read without it: a free never races with its own block's allocation. */
+    uint64_t filter[FILTER_WORDS];
     /* Under the GIL: */
     line_slot lines[LINE_CACHE];
     const ap_node *tree_of_top;        /* the node the cached tree holds */
@@ -291,6 +298,15 @@ static ap_node *charge_node(MemoryTrackerObject *m) {
 
 /* ---- the live map (under mem_lock) --------------------------------------------------- */
 
+static inline uint64_t filter_bit(const void *ptr) {
+    return ap_hash_u64((uint64_t)(uintptr_t)ptr) & (FILTER_WORDS * 64 - 1);
+}
+
+static inline int filter_has(const MemoryTrackerObject *m, const void *ptr) {
+    uint64_t b = filter_bit(ptr);
+    return (m->filter[b >> 6] >> (b & 63)) & 1u;
+}
+
 static void track(MemoryTrackerObject *m, void *ptr, ap_node *node, uint64_t bytes) {
     uint64_t key = (uint64_t)(uintptr_t)ptr;
     int inserted;
@@ -322,6 +338,8 @@ static void track(MemoryTrackerObject *m, void *ptr, ap_node *node, uint64_t byt
         i = m->nblocks++;
     }
     *v = i;
+    uint64_t fb = filter_bit(ptr);
+    m->filter[fb >> 6] |= (uint64_t)1 << (fb & 63);
     m->blocks[i] = (mem_block){node, bytes, UINT32_MAX};
     uint64_t *live = &node->m[AP_M_LIVE_BYTES];
     *live += bytes;
@@ -348,7 +366,20 @@ static mem_block *untrack(MemoryTrackerObject *m, void *ptr) {
     return b;
 }
 
-/* ---- the hooks ------------------------------------------------------------------------- */
+/* ---- the hooks -------------------------------------------------------------------------
+ * Only RAW hooks can be in flight while stop() runs (the others hold the
+ * GIL, as stop() does), so only they are counted. */
+
+static inline void enter(const mem_domain *d) {
+    if (d->domain == PYMEM_DOMAIN_RAW)
+        atomic_fetch_add_explicit(&mem_inflight, 1, memory_order_acquire);
+}
+
+static inline void leave(const mem_domain *d) {
+    if (d->domain == PYMEM_DOMAIN_RAW)
+        atomic_fetch_sub_explicit(&mem_inflight, 1, memory_order_release);
+}
+
 
 static void on_alloc(const mem_domain *d, void *ptr, size_t size) {
     MemoryTrackerObject *m = mem_running;
@@ -370,7 +401,7 @@ static void on_alloc(const mem_domain *d, void *ptr, size_t size) {
 
 static inline void on_free(void *ptr) {
     MemoryTrackerObject *m = mem_running;
-    if (m == NULL || ptr == NULL)
+    if (m == NULL || ptr == NULL || (m->sampled && !filter_has(m, ptr)))
         return;
     lock();
     if (ap_map_size(&m->live) != 0)
@@ -382,13 +413,13 @@ static void *hook_malloc(void *ctx, size_t size) {
     mem_domain *d = ctx;
     if (mem_guard)
         return d->orig.malloc(d->orig.ctx, size);
-    atomic_fetch_add_explicit(&mem_inflight, 1, memory_order_acquire);
+    enter(d);
     mem_guard = 1;   /* pymalloc passes large blocks to PyMem_RawMalloc: one block */
     void *p = d->orig.malloc(d->orig.ctx, size);
     mem_guard = 0;
     if (p != NULL)
         on_alloc(d, p, size);
-    atomic_fetch_sub_explicit(&mem_inflight, 1, memory_order_release);
+    leave(d);
     return p;
 }
 
@@ -396,13 +427,13 @@ static void *hook_calloc(void *ctx, size_t nelem, size_t elsize) {
     mem_domain *d = ctx;
     if (mem_guard)
         return d->orig.calloc(d->orig.ctx, nelem, elsize);
-    atomic_fetch_add_explicit(&mem_inflight, 1, memory_order_acquire);
+    enter(d);
     mem_guard = 1;
     void *p = d->orig.calloc(d->orig.ctx, nelem, elsize);
     mem_guard = 0;
     if (p != NULL)
         on_alloc(d, p, nelem * elsize);
-    atomic_fetch_sub_explicit(&mem_inflight, 1, memory_order_release);
+    leave(d);
     return p;
 }
 
@@ -413,12 +444,12 @@ static void *hook_realloc(void *ctx, void *ptr, size_t size) {
     mem_domain *d = ctx;
     if (mem_guard)
         return d->orig.realloc(d->orig.ctx, ptr, size);
-    atomic_fetch_add_explicit(&mem_inflight, 1, memory_order_acquire);
+    enter(d);
     MemoryTrackerObject *m = mem_running;
     mem_block old = {NULL, 0, 0};
-    if (m != NULL && ptr != NULL) {
+    if (m != NULL && ptr != NULL && (!m->sampled || filter_has(m, ptr))) {
         lock();
-        mem_block *b = ap_map_size(&m->live) != 0 ? untrack(m, ptr) : NULL;
+        mem_block *b = untrack(m, ptr);
         if (b != NULL)
             old = *b;
         unlock();
@@ -433,7 +464,7 @@ static void *hook_realloc(void *ctx, void *ptr, size_t size) {
         track(m, ptr, old.node, old.bytes);
         unlock();
     }
-    atomic_fetch_sub_explicit(&mem_inflight, 1, memory_order_release);
+    leave(d);
     return p;
 }
 
@@ -443,12 +474,12 @@ static void hook_free(void *ctx, void *ptr) {
         d->orig.free(d->orig.ctx, ptr);
         return;
     }
-    atomic_fetch_add_explicit(&mem_inflight, 1, memory_order_acquire);
+    enter(d);
     on_free(ptr);
     mem_guard = 1;
     d->orig.free(d->orig.ctx, ptr);
     mem_guard = 0;
-    atomic_fetch_sub_explicit(&mem_inflight, 1, memory_order_release);
+    leave(d);
 }
 
 /* ---- start and stop ---------------------------------------------------------------------- */
@@ -508,6 +539,7 @@ static PyObject *mem_start(MemoryTrackerObject *m, PyObject *Py_UNUSED(a)) {
     if (m->sampled)
         set_meta_u64(m->prof, "memory_rate", m->rate);
     memset(m->lines, 0, sizeof m->lines);
+    memset(m->filter, 0, sizeof m->filter);
     m->tree_of_top = NULL;
     m->free_head = UINT32_MAX;
     m->nblocks = 0;
@@ -653,8 +685,19 @@ static const char mem_doc[] =
     "samples by bytes (mean interval rate) and weighs each sample so that sums are "
     "unbiased estimates; seed fixes the sampling sequence (0: from the clock).";
 
+/* In a child of fork() only the forking thread lives on: a lock or an
+ * in-flight count held by another thread (a RAW hook without the GIL) would
+ * never be released. */
+static void after_fork_in_child(void) {
+    atomic_flag_clear(&mem_lock);
+    atomic_store(&mem_inflight, 0);
+}
+
 int apext_memory_init(PyObject *module, apext_state *st) {
     (void)st;
+    static int atfork;
+    if (!atfork && pthread_atfork(NULL, NULL, after_fork_in_child) == 0)
+        atfork = 1;
     PyType_Slot slots[] = {
         {Py_tp_new, mem_new},
         {Py_tp_dealloc, mem_dealloc},
