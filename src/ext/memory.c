@@ -380,7 +380,6 @@ static inline void leave(const mem_domain *d) {
         atomic_fetch_sub_explicit(&mem_inflight, 1, memory_order_release);
 }
 
-
 static void on_alloc(const mem_domain *d, void *ptr, size_t size) {
     MemoryTrackerObject *m = mem_running;
     if (m == NULL)
@@ -565,6 +564,9 @@ static void mem_unhook(MemoryTrackerObject *m) {
     for (int i = 2; i >= 0; i--)
         PyMem_SetAllocator(domains[i].domain, &domains[i].orig);
     mem_running = NULL;
+    /* A RAW hook counts itself in flight before it reads mem_running: after
+     * this fence, one not counted yet reads NULL and does nothing. */
+    atomic_thread_fence(memory_order_seq_cst);
     while (atomic_load_explicit(&mem_inflight, memory_order_acquire) != 0)
         ;
     m->running = 0;

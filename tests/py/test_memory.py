@@ -362,3 +362,23 @@ def test_the_shops_growing_render_cache_is_a_leak_suspect(tmp_path):
     assert suspects and suspects[0]["route"] == "GET /products/{product_id}/render"
     assert suspects[0]["count"] == 300
     assert all(f["route"] != "GET /products/{product_id}" for f in suspects)
+
+
+def test_run_summary_says_what_is_still_alive(tmp_path):
+    script = tmp_path / "keep.py"
+    script.write_text("keep = []\n"
+                      "def f():\n"
+                      "    for _ in range(64):\n"
+                      "        keep.append(bytearray(1 << 16))\n"
+                      "f()\n")
+    r = subprocess.run([str(APIPROF), "run", "--memory", "full", "-o", str(tmp_path / "k.apiprof"),
+                        str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    (note,) = [line for line in r.stderr.splitlines() if line.startswith("memory (full): ")]
+    alive = float(note.split()[2])   # "memory (full): 4.1 MiB allocated ... still alive"
+    assert note.split()[3] == "MiB" and alive >= 4.0
+    r = subprocess.run([str(APIPROF), "run", "--memory", "--memory-rate", "64K", "-o",
+                        str(tmp_path / "s.apiprof"), str(script)],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "memory (sampled, one sample per 64.0 KiB on average): " in r.stderr

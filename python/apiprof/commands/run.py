@@ -19,6 +19,7 @@ from .._profiler import (
     clock_note,
     format_table,
 )
+from .._table import format_bytes
 from ..errors import UsageError
 
 
@@ -158,11 +159,24 @@ class FunctionProducer:
                 + format_table(self.profiler.functions(), "cumtime", 20, everything=self.all))
         meta = self.profiler.profile.meta
         text += clock_note(meta)
+        text += memory_note(meta)
         dropped = int(meta.get("timeline_dropped", 0))
         if dropped:
             text += (f"apiprof: the timeline kept the last {meta['timeline_spans']} spans; "
                      f"{dropped} older ones were dropped (--timeline-events)\n")
         return text
+
+
+def memory_note(meta: dict[str, str]) -> str:
+    """With --memory: the traced bytes alive at the end and at most, and the mode."""
+    if "memory" not in meta:
+        return ""
+    live, peak = int(meta.get("memory_live_bytes", 0)), int(meta.get("memory_peak_bytes", 0))
+    mode = meta["memory"]
+    if mode == "sampled":
+        mode += f", one sample per {format_bytes(int(meta.get('memory_rate', 0)))} on average"
+    return (f"memory ({mode}): {format_bytes(live)} allocated during the run still alive at "
+            f"its end, {format_bytes(peak)} at most (apiprof report --metric live)\n")
 
 
 def run(args: argparse.Namespace) -> int:
