@@ -25,6 +25,8 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _SCOPE: contextvars.ContextVar[object] = contextvars.ContextVar("apiprof_scope")
 SCOPES = ("process", "context")
 CHECKPOINT_INTERVAL = 10.0  # seconds between checkpoints (Profiler(checkpoint=PATH))
+MEMORY_MODES = ("full", "sampled")
+MEMORY_RATE = 512 * 1024  # sampled memory: mean bytes between samples
 
 # The metric catalogue (C's ap_metric table): name, unit, label, how it sums, its views.
 CATALOGUE: list[dict[str, Any]] = _core.metrics()
@@ -166,6 +168,13 @@ class Profiler:
     up to the last checkpoint; such a file says it was cut (metadata ``cut``) until the
     final ``save``. In a child forked while it runs, checkpoints go to
     ``PATH``'s per-process name (``name.<pid>.apiprof``).
+    ``memory="full"`` also records every allocation of the PyMem domains (RAW, MEM, OBJ)
+    and every free, charged to the running function and its line: ``alloc_bytes``,
+    ``alloc_count``, ``live_bytes`` (allocated while it ran and still alive when it
+    stopped) and ``peak_bytes``; ``memory="sampled"`` records a byte-sampled subset (one
+    sample every ``memory_rate`` bytes on average, default 512 KiB) weighted so that the
+    same figures are unbiased estimates; ``memory_seed`` fixes the sampling sequence
+    (docs/memory.md).
     Use ``start()``/``stop()``, ``with Profiler() as p:``, or ``@Profiler()``.
     """
 
@@ -175,7 +184,9 @@ class Profiler:
                  scope: str = "process", labels: bool = False, timeline: int = 0,
                  cpu: bool = False,
                  checkpoint: str | os.PathLike[str] | None = None,
-                 checkpoint_interval: float = CHECKPOINT_INTERVAL) -> None:
+                 checkpoint_interval: float = CHECKPOINT_INTERVAL,
+                 memory: str | None = None, memory_rate: int = MEMORY_RATE,
+                 memory_seed: int = 0) -> None:
         if clock not in ("wall", "cpu"):
             raise ValueError(f"clock must be 'wall' or 'cpu', not {clock!r}")
         if scope not in SCOPES:
@@ -206,6 +217,15 @@ class Profiler:
             labels=(_labels.ROUTE, _labels.PAUSED) if labels else None,
             tasks=bool(labels), timeline=timeline, cpu=bool(cpu),
         )
+        self._memory: Any = None
+        if memory is not None:
+            if memory not in MEMORY_MODES:
+                raise ValueError(f"memory must be 'full', 'sampled' or None, not {memory!r}")
+            if not isinstance(memory_rate, int) or not 1 <= memory_rate <= 1 << 40:
+                raise ValueError(f"memory_rate must be bytes (1 to 2**40), not {memory_rate!r}")
+            self._memory = _core.MemoryTracker(self._tracer, mode=memory, rate=memory_rate,
+                                               seed=memory_seed)
+        self.memory = memory
         self._depth = 0
 
     @property
@@ -217,6 +237,7 @@ class Profiler:
         scope="context", only in the current context and contexts copied from it."""
         if self.scope != "context":
             self._tracer.start()
+            self._start_memory()
             self._count_labels(1)
             self._start_checkpoints()
             return self
@@ -227,9 +248,23 @@ class Profiler:
             _SCOPE.reset(reset)
             raise
         self._scope_reset = reset
+        self._start_memory()
         self._count_labels(1)
         self._start_checkpoints()
         return self
+
+    def _start_memory(self) -> None:
+        if self._memory is not None:
+            try:
+                self._memory.start()
+            except BaseException:
+                self._tracer.stop()
+                raise
+
+    def memory_snapshot(self) -> dict[str, int] | None:
+        """With ``memory``: the traced live bytes now, their peak since start and the live
+        blocks tracked (estimates when sampled); else None."""
+        return None if self._memory is None else dict(self._memory.snapshot())
 
     def _start_checkpoints(self) -> None:
         if self._checkpoint is not None:
@@ -248,6 +283,8 @@ class Profiler:
                 profile.set_meta(CUT_META, "")
         if self.running:
             self._count_labels(-1)
+        if self._memory is not None:
+            self._memory.stop()
         self._tracer.stop()
         reset, self._scope_reset = self._scope_reset, None
         if reset is not None:

@@ -30,6 +30,14 @@ def format_ms(ns: float) -> str:
     return f"{ns / 1e6:.2f}"
 
 
+def format_bytes(n: float) -> str:
+    """A byte count with a binary unit: ``512 B``, ``1.5 KiB``, ``3.2 MiB``, ``1.1 GiB``."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
 # How a metric's value is written, by its unit (the unit names of the metric catalogue,
 # apiprof._core.metrics(); "ns" is short for nanoseconds).
 UNIT_FORMATS: dict[str, Callable[[Any], str]] = {

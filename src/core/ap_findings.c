@@ -38,6 +38,11 @@ static const ap_finding_kind_info kinds[AP_FK_COUNT] = {
                          "request (each hop costs a thread switch and two wake-ups)"},
     [AP_FK_IDLE] = {"idle", "idle time",
                     "recorded time that was idle waiting, left out of the views by default"},
+    [AP_FK_LEAK_SUSPECT] = {"leak_suspect", "leak suspect",
+                            "a route whose requests allocated 256 KiB or more, and 256 bytes or "
+                            "more per request, that was still alive when the profile ended "
+                            "(memory profiles), and the app's function and line that allocated "
+                            "most of it"},
 };
 
 const ap_finding_kind_info *ap_finding_kind_get(unsigned k) {
@@ -163,6 +168,15 @@ oom:
 static const char *dur(char *buf, size_t n, double ns) {
     ap_sbuf sb = {0};
     ap_report_fmt_value(&sb, AP_VM_WALL, ns > 0 ? (uint64_t)ns : 0);
+    snprintf(buf, n, "%.*s", sb.failed ? 1 : (int)sb.len, sb.failed ? "?" : sb.data);
+    ap_sbuf_free(&sb);
+    return buf;
+}
+
+/* A byte count for a sentence, as the views write one: "3.1 MB". */
+static const char *bytes_str(char *buf, size_t n, uint64_t v) {
+    ap_sbuf sb = {0};
+    ap_report_fmt_value(&sb, AP_VM_MEMORY, v);
     snprintf(buf, n, "%.*s", sb.failed ? 1 : (int)sb.len, sb.failed ? "?" : sb.data);
     ap_sbuf_free(&sb);
     return buf;
@@ -720,6 +734,87 @@ static int hot_function(ctx *c, const route_acc *r) {
     return 0;
 }
 
+/* ---- leak suspects (memory profiles) ------------------------------------------------
+ * Only route trees count: they hold request work alone, so import-time and
+ * start-up allocations (the thread trees) never make a route a suspect.  A
+ * route's retained bytes are the live bytes of all nodes of its trees; the
+ * site named is the user function owning most of them (its own lines and
+ * the library calls under it) and that function's line with the most. */
+
+typedef struct leak_acc {
+    ap_map by_fn;    /* owner function frame -> live bytes */
+    ap_map by_line;  /* line frame of a user function -> live bytes */
+} leak_acc;
+
+static int leak_visit(ctx *c, const ap_tree *tree, const ap_node *node, ap_frame_id owner,
+                      void *arg) {
+    (void)tree;
+    leak_acc *a = arg;
+    uint64_t live = node->m[AP_M_LIVE_BYTES];
+    if (live == 0)
+        return 0;
+    if (add_to(&a->by_fn, owner, live) != 0)
+        return -1;
+    if (c->func[node->frame] != node->frame && c->func[node->frame] == owner)
+        return add_to(&a->by_line, node->frame, live);
+    return 0;
+}
+
+static int leak_suspect(ctx *c, const route_acc *r) {
+    ap_prof *p = c->p;
+    uint64_t live = 0;
+    for (size_t t = 0; t < ap_prof_ntrees(p); t++) {
+        const ap_tree *tree = ap_prof_tree_at(p, t);
+        if (!in_route(c, tree, r->route))
+            continue;
+        for (size_t i = 1; i < ap_tree_nnodes(tree); i++)
+            live += ap_tree_node(tree, (ap_node_id)i)->m[AP_M_LIVE_BYTES];
+    }
+    if (live < AP_FINDING_LEAK_BYTES || r->requests == 0 ||
+        live / r->requests < AP_FINDING_LEAK_PER_REQ)
+        return 0;
+    leak_acc a = {{0}, {0}};
+    if (walk_owned(c, r->route, leak_visit, &a) != 0) {
+        ap_map_free(&a.by_fn);
+        ap_map_free(&a.by_line);
+        return -1;
+    }
+    uint64_t fn = 0, line = 0, line_bytes = 0, key, val;
+    uint64_t fn_bytes = map_max(&a.by_fn, UINT64_MAX, &fn, NULL);
+    for (size_t pos = 0; fn_bytes > 0 && (pos = ap_map_next(&a.by_line, pos, &key, &val)) != 0;)
+        if (c->func[key] == fn && (val > line_bytes || (val == line_bytes && key < line))) {
+            line = key;
+            line_bytes = val;
+        }
+    ap_map_free(&a.by_fn);
+    ap_map_free(&a.by_line);
+    ap_finding *f = fnew(&c->out, AP_FK_LEAK_SUSPECT,
+                         live >= 16 * (uint64_t)AP_FINDING_LEAK_BYTES ? AP_SEV_HIGH
+                                                                        : AP_SEV_MEDIUM);
+    if (f == NULL)
+        return -1;
+    f->route = r->route;
+    f->value = live;
+    f->unit = "bytes";
+    f->count = r->requests;
+    f->share = fn_bytes > 0 ? (double)fn_bytes / (double)live : 0.0;
+    f->frame = line != 0 ? (ap_frame_id)line : (ap_frame_id)fn;
+    f->line = line != 0 ? ap_prof_frame(p, (ap_frame_id)line)->lineno : 0;
+    char b1[32], b2[32], w[256], site[400] = "";
+    if (fn_bytes > 0 && line != 0)
+        snprintf(site, sizeof site, "; %.0f%% of it under %s, line %u allocating the most",
+                 100.0 * f->share, where(p, (ap_frame_id)fn, w, sizeof w), f->line);
+    else if (fn_bytes > 0)
+        snprintf(site, sizeof site, "; %.0f%% of it under %s", 100.0 * f->share,
+                 where(p, (ap_frame_id)fn, w, sizeof w));
+    say(f,
+        "%s: %s allocated by its %llu requests was still alive at the end (%s per request): "
+        "memory kept across requests%s",
+        ap_prof_str(p, r->route), bytes_str(b1, sizeof b1, live), (unsigned long long)r->requests,
+        bytes_str(b2, sizeof b2, live / r->requests), site);
+    return 0;
+}
+
 /* ---- blocking calls on the event loop -------------------------------------------- */
 
 /* The threads (thread_id labels) that ran an event loop: a tree of theirs
@@ -1068,7 +1163,8 @@ int ap_findings_build(ap_prof *p, const ap_prof *lines, ap_finding **out, size_t
             repeated(&c, &routes[i], db_calls, sizeof db_calls / sizeof db_calls[0],
                      AP_FK_REPEATED_QUERY) != 0 ||
             repeated(&c, &routes[i], hop_calls, sizeof hop_calls / sizeof hop_calls[0],
-                     AP_FK_POOL_HOPS) != 0)
+                     AP_FK_POOL_HOPS) != 0 ||
+            leak_suspect(&c, &routes[i]) != 0)
             goto err;
     if (c.cls.idle_ns > 0 && c.cls.wall_ns > 0) {
         ap_finding *f = fnew(&c.out, AP_FK_IDLE, AP_SEV_INFO);

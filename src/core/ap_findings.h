@@ -58,6 +58,7 @@ typedef enum ap_finding_kind {
     AP_FK_REPEATED_QUERY, /* N+1: a request runs a database call many times, from one place */
     AP_FK_POOL_HOPS,      /* a request hands work to the thread pool many times */
     AP_FK_IDLE,           /* how much recorded time was idle waiting (hidden by default) */
+    AP_FK_LEAK_SUSPECT,   /* a route whose requests leave allocations alive, and where */
     AP_FK_COUNT
 } ap_finding_kind;
 
@@ -110,6 +111,8 @@ typedef struct ap_finding {
 #define AP_FINDING_WAIT_MIN_NS 10000000u     /* ...for >= 10 ms in total, */
 #define AP_FINDING_WAIT_PER_REQ_NS 20000000u /* or waiting >= 20 ms per request */
 #define AP_FINDING_REPEAT_PER_REQ 10         /* >= 10 database calls (or pool hops) per request */
+#define AP_FINDING_LEAK_BYTES 262144u        /* a route whose requests left >= 256 KiB alive... */
+#define AP_FINDING_LEAK_PER_REQ 256u         /* ...and >= 256 bytes per request served */
 
 /* The findings of p (finished, may intern function-level frames), ranked:
  * severity, then value, highest first; the idle note last.  lines (may be

@@ -40,7 +40,7 @@ static const ap_metric_info catalogue[AP_M_COUNT] = {
                           "alloc_bytes", "bytes allocated by the frame itself"},
     [AP_M_ALLOC_COUNT] = {"alloc_count", "count", ALL, T, "allocs", NULL, "alloc_objects", NULL,
                           "allocations by the frame itself"},
-    [AP_M_LIVE_BYTES] = {"live_bytes", "bytes", ALL, T, "live", NULL, "inuse_space", NULL,
+    [AP_M_LIVE_BYTES] = {"live_bytes", "bytes", ALL, T | N, "live", "live", "inuse_space", "live_bytes",
                          "bytes allocated by the frame and alive at the end"},
     [AP_M_HITS] = {"hits", "count", ALL, T, "hits", NULL, NULL, NULL,
                    "times a line started executing"},
@@ -54,6 +54,8 @@ static const ap_metric_info catalogue[AP_M_COUNT] = {
                            "time under the frame idle, with nothing to do"},
     [AP_M_WAIT_SUBPROC_NS] = {"wait_subprocess_ns", NS, OUTER, T, "subprocess", NULL, NULL,
                               NULL, "time under the frame waiting for a subprocess"},
+    [AP_M_PEAK_BYTES] = {"peak_bytes", "bytes", ALL, T, "peak", NULL, NULL, NULL,
+                         "the most bytes allocated by the frame and alive at one time"},
 };
 
 const ap_metric_info *ap_metric_get(unsigned m) {
@@ -68,7 +70,7 @@ static const unsigned columns[AP_M_COUNT] = {
     AP_M_WAIT_DB_NS,    AP_M_WAIT_FILE_NS,  AP_M_WAIT_SLEEP_NS, AP_M_WAIT_SUBPROC_NS,
     AP_M_WAIT_LOCK_NS,  AP_M_WAIT_GIL_NS,   AP_M_WAIT_POOL_NS, AP_M_WAIT_IDLE_NS,
     AP_M_SAMPLES,       AP_M_ALLOC_BYTES,   AP_M_ALLOC_COUNT, AP_M_LIVE_BYTES,
-    AP_M_HITS,
+    AP_M_PEAK_BYTES,    AP_M_HITS,
 };
 
 unsigned ap_metric_column(unsigned i) {

@@ -653,6 +653,11 @@ static uint32_t ft_edge(ft_ctx *c, uint32_t caller, uint32_t callee) {
  * undo when leaving it. */
 #define EDGE_LINE (AP_NONE - 1)
 
+/* The allocation hook's metrics, which line nodes carry for their function
+ * (ap_prof.h, line table). */
+static const unsigned line_memory[] = {AP_M_ALLOC_BYTES, AP_M_ALLOC_COUNT, AP_M_LIVE_BYTES,
+                                       AP_M_PEAK_BYTES};
+
 static void ft_enter(const ap_node *n, void *arg) {
     ft_ctx *c = arg;
     uint32_t edge = AP_NONE;
@@ -669,6 +674,8 @@ static void ft_enter(const ap_node *n, void *arg) {
         c->func[n->up->frame] == c->func[n->frame]) {
         row->self_ns += m[AP_M_SELF_NS];
         row->m[AP_M_SELF_NS] += m[AP_M_SELF_NS];
+        for (size_t k = 0; k < sizeof line_memory / sizeof line_memory[0]; k++)
+            row->m[line_memory[k]] += m[line_memory[k]];
         edge = EDGE_LINE;
         goto push;
     }
@@ -909,6 +916,10 @@ int ap_lines_build(ap_prof *p, ap_line_row **rows_out, size_t *n_out) {
             r->hits += n->m[AP_M_HITS];
             r->time_ns += n->m[AP_M_SELF_NS];
             r->await_ns += n->m[AP_M_AWAIT_NS];
+            r->alloc_bytes += n->m[AP_M_ALLOC_BYTES];
+            r->alloc_count += n->m[AP_M_ALLOC_COUNT];
+            r->live_bytes += n->m[AP_M_LIVE_BYTES];
+            r->peak_bytes += n->m[AP_M_PEAK_BYTES];
         }
     }
     sort_lines_prof = p;

@@ -258,7 +258,8 @@ int ap_selector_keep(const ap_tree *t, void *arg);
  *                    subtree), counted once per recursion like total_ns: the
  *                    "total" of any metric read as a per-node cost
  * A line-level node under a node of its own function (line profiles) is not
- * a call: it adds its self time to the function's self_ns (and m[]) and
+ * a call: it adds its self time and its memory metrics (alloc_bytes,
+ * alloc_count, live_bytes, peak_bytes) to the function's self_ns and m[] and
  * nothing else, no edge, no recursion level.
  * Edges (caller -> callee, from a node's parent to the node) carry calls,
  * prim_calls (no ancestor pair with the same caller and callee above),
@@ -301,12 +302,15 @@ void ap_functab_free(ap_functab *ft);
 
 /* ---- line table ----------------------------------------------------------------
  * One row per line-level frame found in the trees, all trees summed: hits
- * (AP_M_HITS), time_ns (AP_M_SELF_NS), await_ns (AP_M_AWAIT_NS).  Rows are
- * sorted by file, function first line, qualname, then line. */
+ * (AP_M_HITS), time_ns (AP_M_SELF_NS), await_ns (AP_M_AWAIT_NS), and the
+ * memory metrics of the allocation hook (alloc_bytes, alloc_count,
+ * live_bytes, peak_bytes: AP_M_ALLOC_BYTES ...).  Rows are sorted by file,
+ * function first line, qualname, then line. */
 typedef struct ap_line_row {
     ap_frame_id frame;     /* line-level frame (lineno != 0) */
     ap_frame_id func;      /* its function-level frame */
     uint64_t hits, time_ns, await_ns;
+    uint64_t alloc_bytes, alloc_count, live_bytes, peak_bytes;
 } ap_line_row;
 
 /* Build the line table of p (which may intern function-level frames) into

@@ -536,9 +536,17 @@ int ap_json_write(const ap_report_ctx *c, ap_sbuf *out) {
         ap_sbuf_puts(out, ", \"function\": ");
         ap_sbuf_json_str(out, ap_prof_str(p, f->qualname));
         ap_sbuf_printf(out, ", \"function_line\": %u, \"line\": %u, \"hits\": %llu, \"time_ns\": %llu, "
-                     "\"await_ns\": %llu}",
+                     "\"await_ns\": %llu",
                 f->line, f->lineno, (unsigned long long)lines[i].hits,
                 (unsigned long long)lines[i].time_ns, (unsigned long long)lines[i].await_ns);
+        if (lines[i].alloc_count || lines[i].live_bytes)
+            ap_sbuf_printf(out, ", \"alloc_bytes\": %llu, \"alloc_count\": %llu, "
+                                "\"live_bytes\": %llu, \"peak_bytes\": %llu",
+                           (unsigned long long)lines[i].alloc_bytes,
+                           (unsigned long long)lines[i].alloc_count,
+                           (unsigned long long)lines[i].live_bytes,
+                           (unsigned long long)lines[i].peak_bytes);
+        ap_sbuf_putc(out, '}');
     }
     free(lines);
     ap_sbuf_puts(out, "\n ],\n \"frames\": [");

@@ -11,11 +11,11 @@
 
 /* The node metric of each view metric; names and units are the catalogue's. */
 static const unsigned vm_fields[AP_VM_COUNT] = {AP_M_SELF_NS, AP_M_CPU_NS, AP_M_AWAIT_NS,
-                                                AP_M_ALLOC_BYTES, AP_M_SAMPLES};
+                                                AP_M_ALLOC_BYTES, AP_M_SAMPLES, AP_M_LIVE_BYTES};
 
 /* The default metric is the first present in this order. */
 static const unsigned default_order[AP_VM_COUNT] = {AP_VM_WALL, AP_VM_SAMPLES, AP_VM_CPU,
-                                                    AP_VM_MEMORY, AP_VM_AWAIT};
+                                                    AP_VM_MEMORY, AP_VM_AWAIT, AP_VM_LIVE};
 
 const char *ap_report_vm_name(unsigned vm) {
     assert(vm < AP_VM_COUNT);
@@ -46,11 +46,13 @@ int ap_report_vm_present(const ap_prof *p, unsigned vm) {
 
 int ap_report_pick_metric(const ap_prof *p, const char *name, unsigned *vm) {
     *vm = AP_VM_COUNT;
+    if (strcmp(name, "alloc") == 0)   /* the allocation hook's name for it */
+        name = "memory";
     for (unsigned i = 0; i < AP_VM_COUNT; i++)
         if (strcmp(name, ap_report_vm_name(i)) == 0)
             *vm = i;
     if (*vm == AP_VM_COUNT)
-        return ap_err_set(AP_EINVAL, "unknown metric '%s' (wall, cpu, await, memory, samples)",
+        return ap_err_set(AP_EINVAL, "unknown metric '%s' (wall, cpu, await, memory or alloc, live, samples)",
                           name);
     if (!ap_report_vm_present(p, *vm))
         return ap_err_set(AP_EINVAL, "the profile has no %s data", name);

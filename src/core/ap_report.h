@@ -57,6 +57,7 @@ typedef enum ap_vmetric {
     AP_VM_AWAIT,      /* AP_M_AWAIT_NS */
     AP_VM_MEMORY,     /* AP_M_ALLOC_BYTES */
     AP_VM_SAMPLES,    /* AP_M_SAMPLES */
+    AP_VM_LIVE,       /* AP_M_LIVE_BYTES */
     AP_VM_COUNT
 } ap_vmetric;
 

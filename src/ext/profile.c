@@ -224,7 +224,12 @@ static PyObject *profile_lines(ProfileObject *self, PyObject *Py_UNUSED(a)) {
                  PyDict_SetItemString(d, "function", func) == 0 &&
                  set_u64(d, "function_line", f->line) == 0 && set_u64(d, "line", f->lineno) == 0 &&
                  set_u64(d, "hits", rows[i].hits) == 0 && set_u64(d, "time_ns", rows[i].time_ns) == 0 &&
-                 set_u64(d, "await_ns", rows[i].await_ns) == 0;
+                 set_u64(d, "await_ns", rows[i].await_ns) == 0 &&
+                 ((rows[i].alloc_count == 0 && rows[i].live_bytes == 0) ||
+                  (set_u64(d, "alloc_bytes", rows[i].alloc_bytes) == 0 &&
+                   set_u64(d, "alloc_count", rows[i].alloc_count) == 0 &&
+                   set_u64(d, "live_bytes", rows[i].live_bytes) == 0 &&
+                   set_u64(d, "peak_bytes", rows[i].peak_bytes) == 0));
         Py_XDECREF(file);
         Py_XDECREF(func);
         if (!ok) {
@@ -552,7 +557,8 @@ static PyMethodDef profile_methods[] = {
      "or one; callers/callees refer to list indices."},
     {"lines", (PyCFunction)profile_lines, METH_NOARGS,
      "lines() -> list[dict]\n\nThe line table: file, function, function_line, line, hits, "
-     "time_ns, await_ns; all trees summed."},
+     "time_ns, await_ns, and alloc_bytes, alloc_count, live_bytes, peak_bytes for lines the "
+     "allocation hook charged; all trees summed."},
     {"frames", (PyCFunction)profile_frames, METH_NOARGS,
      "frames() -> list[dict]\n\nEvery frame (id = index), with lineno."},
     {"select", (PyCFunction)profile_select, METH_O,

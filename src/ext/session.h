@@ -21,6 +21,7 @@
 #define APEXT_PRODUCERS(X)          \
     X(TRACE, apext_tracer_init)     \
     X(LINES, apext_lines_init)      \
+    X(MEMORY, apext_memory_init)    \
     /* one line per producer above */
 
 #define APEXT_PRODUCER_ENUM_(name, init) APEXT_PRODUCER_##name,

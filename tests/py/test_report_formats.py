@@ -267,7 +267,7 @@ def test_every_format_refuses_a_filter_that_matches_nothing(shop, tmp_path, fmt)
         assert r.stderr.startswith("apiprof report: "), r.stderr
         if args[0] == "--metric":
             assert (r.stderr.split(": ", 1)[1]
-                    == ("unknown metric 'nope' (wall, cpu, await, memory, samples)\n"
+                    == ("unknown metric 'nope' (wall, cpu, await, memory or alloc, live, samples)\n"
                         if args[1] == "nope" else "the profile has no samples data\n")), r.stderr
         else:
             assert f"no part of the profile has {args[0][2:]}={args[1]} (it has: " in r.stderr

@@ -55,8 +55,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--all", action="store_true",
                    help="text: also list library and idle-waiting functions (by default the "
                         "table lists the app's own functions)")
-    p.add_argument("--metric", help="wall, cpu, await, memory or samples (default: the first "
-                   "present of wall, samples, cpu, memory, await)")
+    p.add_argument("--metric", help="wall, cpu, await, memory (alias alloc: bytes allocated), "
+                   "live (bytes still alive) or samples (default: the first present of wall, "
+                   "samples, cpu, memory, await, live)")
     p.add_argument("--min-percent", type=float, default=None, metavar="P",
                    help="dot, svg: leave out what is below P%% of the total")
     p.add_argument("--route", help="only the part of the profile labelled with this route")
@@ -106,6 +107,8 @@ def run_text(args: argparse.Namespace, fmt: str = "text") -> int:
         print(f"apiprof report: warning: {args.file} was cut short; showing what it holds",
               file=sys.stderr)
     unit = "nanoseconds"
+    if args.metric == "alloc":
+        args.metric = "memory"
     if args.metric is not None:
         try:
             projected = profile.project(args.metric)

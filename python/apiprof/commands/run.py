@@ -13,7 +13,15 @@ from .. import _labels, _spy
 from .._findings import format_findings
 from .._launch import Program, add_program_arguments, launch
 from .._output import output_path
-from .._profiler import CHECKPOINT_INTERVAL, Profiler, clock_note, format_table
+from .._profiler import (
+    CHECKPOINT_INTERVAL,
+    MEMORY_MODES,
+    MEMORY_RATE,
+    Profiler,
+    clock_note,
+    format_table,
+)
+from .._table import format_bytes
 from ..errors import UsageError
 
 
@@ -24,6 +32,7 @@ def add_parser(sub: Any) -> None:
                     "exact function tracer; write the profile at exit, also on SIGINT/SIGTERM.",
         usage="apiprof run [-o FILE] [--clock wall|cpu] [--cpu] [--no-builtins] [--all] "
               "[--phases A,B,...] [--timeline] [--timeline-events N] [--checkpoint-interval S] "
+              "[--memory [full|sampled]] [--memory-rate BYTES] [--memory-seed N] "
               "[--sample [--rate RATE] [--idle]] [-q] (script.py | -m module) [args ...]",
     )
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
@@ -55,8 +64,28 @@ def add_parser(sub: Any) -> None:
                    help=f"with --sample: samples per second (default {_spy.DEFAULT_RATE:g})")
     p.add_argument("--idle", action="store_true",
                    help="with --sample: also keep samples of threads that are not running")
+    p.add_argument("--memory", nargs="?", const="sampled", choices=MEMORY_MODES,
+                   help="also record allocations and frees per function and line (alloc_bytes, "
+                        "alloc_count, live_bytes, peak_bytes): full (every block, exact) or "
+                        "sampled (the default: byte-sampled, weighted estimates)")
+    p.add_argument("--memory-rate", type=_byte_count, default=MEMORY_RATE, metavar="BYTES",
+                   help="sampled memory: mean bytes between samples (default 512K; suffixes "
+                        "K, M, G)")
+    p.add_argument("--memory-seed", type=int, default=0, metavar="N",
+                   help="sampled memory: seed of the sampling sequence (default 0: from the "
+                        "clock)")
     add_program_arguments(p, "NAME.apiprof")
     p.set_defaults(func=run)
+
+
+def _byte_count(value: str) -> int:
+    """``BYTES`` with an optional K, M or G suffix (powers of 1024)."""
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(value[-1:].upper(), 1)
+    digits = value[:-1] if scale > 1 else value
+    if not digits.isdigit() or not 1 <= int(digits) * scale <= 1 << 40:
+        raise argparse.ArgumentTypeError(f"want bytes from 1 to 1T (suffix K, M or G), "
+                                         f"not {value!r}")
+    return int(digits) * scale
 
 
 MAX_PHASES = 16
@@ -111,7 +140,9 @@ class FunctionProducer:
                                  timeline=args.timeline_events if args.timeline else 0,
                                  cpu=args.cpu,
                                  checkpoint=program.output if args.checkpoint_interval else None,
-                                 checkpoint_interval=args.checkpoint_interval or 1.0)
+                                 checkpoint_interval=args.checkpoint_interval or 1.0,
+                                 memory=args.memory, memory_rate=args.memory_rate,
+                                 memory_seed=args.memory_seed)
         self._previous_usr1: Any = None
         self.all = bool(args.all)
 
@@ -137,11 +168,24 @@ class FunctionProducer:
                 + format_table(self.profiler.functions(), "cumtime", 20, everything=self.all))
         meta = self.profiler.profile.meta
         text += clock_note(meta)
+        text += memory_note(meta)
         dropped = int(meta.get("timeline_dropped", 0))
         if dropped:
             text += (f"apiprof: the timeline kept the last {meta['timeline_spans']} spans; "
                      f"{dropped} older ones were dropped (--timeline-events)\n")
         return text
+
+
+def memory_note(meta: dict[str, str]) -> str:
+    """With --memory: the traced bytes alive at the end and at most, and the mode."""
+    if "memory" not in meta:
+        return ""
+    live, peak = int(meta.get("memory_live_bytes", 0)), int(meta.get("memory_peak_bytes", 0))
+    mode = meta["memory"]
+    if mode == "sampled":
+        mode += f", one sample per {format_bytes(int(meta.get('memory_rate', 0)))} on average"
+    return (f"memory ({mode}): {format_bytes(live)} allocated during the run still alive at "
+            f"its end, {format_bytes(peak)} at most (apiprof report --metric live)\n")
 
 
 def run(args: argparse.Namespace) -> int:

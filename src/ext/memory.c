@@ -1,0 +1,725 @@
+/* memory.c -- apiprof._core.MemoryTracker: the allocation hook over PyMem's RAW, MEM and OBJ domains, every block or byte-sampled, charged to the running tracer's node and line. */
+#include "stack.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ap_err.h"
+#include "ap_map.h"
+#include "ap_prof.h"
+
+/* ---- what it records ------------------------------------------------------------------
+ * The tracker wraps the three allocator domains (PyMem_SetAllocator) while it
+ * runs and writes AP_M_ALLOC_BYTES, AP_M_ALLOC_COUNT, AP_M_LIVE_BYTES and
+ * AP_M_PEAK_BYTES into the profile of the function tracer it was given
+ * (which must run: the tracker reads its per-thread shadow stack, it keeps
+ * none of its own).  An allocation is charged to:
+ *   - the line node of the running Python frame (a child of the tracer's top
+ *     node, frame = the function's frame with lineno) when the top of the
+ *     tracer's stack is that frame's function;
+ *   - else the top node itself (a builtin the tracer records, or the nearest
+ *     traced caller of code the tracer filters out);
+ *   - else (a thread the tracer has not seen yet, or no GIL) one of two nodes
+ *     of the tree labelled thread="<outside the tracer>": "<no traced frame>"
+ *     and "<without the GIL>".
+ * Modes: full (every block: exact counts and bytes, every live block in the
+ * live map) and sampled (a Poisson process over the bytes allocated by each
+ * thread, mean interval `rate`: a block of n bytes is sampled with
+ * probability p = 1 - exp(-n / rate) and counted as 1/p blocks of n/p bytes,
+ * so every sum is an unbiased estimate; only sampled blocks are in the live
+ * map).  A free removes the block from the live map and its bytes (weighted
+ * in sampled mode) from the live bytes of the node it was charged to.
+ *
+ * ---- concurrency contract ---------------------------------------------------------------
+ * MEM and OBJ hooks run with the GIL held.  RAW hooks may run without it
+ * (PyMem_RawMalloc is documented as callable without the GIL).  A RAW hook
+ * asks PyGILState_Check(): with the GIL held it is handled as the others;
+ * without it, it touches no tree, thread state, code record or Python
+ * object: it charges the "<without the GIL>" node, made under the GIL at
+ * start() and never moved, and updates the live map.  The live map, the
+ * block slab and every memory counter of every node are written only under
+ * mem_lock (a spin lock, uncontended while the GIL serialises the others),
+ * so a free without the GIL of a block allocated under it is exact too.
+ * Counters are read (reports) under the GIL without the lock: a reader may
+ * see a value one allocation old.  A hook in flight is counted in
+ * mem_inflight; stop() restores the allocators, then waits for it to reach
+ * zero before it releases anything a hook could read.
+ *
+ * Reentrancy: the tracker's own work can allocate (a new tree node or line
+ * frame uses malloc; nothing here calls PyMem, but a Python-level callee of
+ * a future change could); a thread-local guard makes any allocation made
+ * inside a hook go straight to the wrapped allocator. */
+
+#define PRODUCER APEXT_PRODUCER_MEMORY
+#define LINE_CACHE 256   /* direct-mapped (code, instruction) -> line frame */
+#define DEFAULT_RATE (512 * 1024)
+#define FILTER_WORDS 1024   /* 65,536 bits */
+
+typedef struct mem_domain {
+    PyMemAllocatorDomain domain;
+    PyMemAllocatorEx orig;   /* the allocator wrapped while running */
+} mem_domain;
+
+/* A tracked live block: the node it was charged to and its (weighted)
+ * bytes; free slots are chained through next. */
+typedef struct mem_block {
+    ap_node *node;
+    uint64_t bytes;
+    uint32_t next;
+} mem_block;
+
+typedef struct line_slot {
+    const void *code;
+    int lasti;
+    ap_frame_id func, line;   /* func: the function frame it was made for */
+} line_slot;
+
+typedef struct MemoryTrackerObject {
+    PyObject_HEAD
+    PyObject *tracer;       /* the apiprof._core.Tracer whose profile is written; strong */
+    int sampled;
+    uint64_t rate;          /* sampled: mean bytes between samples */
+    uint64_t seed;          /* sampled: seed of every thread's generator (0: from the clock) */
+    int running;
+    uint64_t generation;    /* changes at every start: threads re-seed */
+    ap_prof *prof;          /* the tracer's profile while running; borrowed */
+    ap_node *no_frame, *no_gil;
+    /* Under mem_lock: */
+    ap_map live;            /* block address -> index into blocks */
+    mem_block *blocks;
+    uint32_t nblocks, cap, free_head;
+    uint64_t live_total, peak_total;   /* traced live bytes now and at most */
+    uint64_t lost;          /* blocks not tracked (out of memory) */
+    /* Sampled: a bit per address hash, set when a block is tracked and cleared
+     * only at start(), so that a free of an unsampled block (nearly all of
+     * them) is decided without the lock or the map.  Set under mem_lock,
+     * read without it: a free never races with its own block's allocation. */
+    uint64_t filter[FILTER_WORDS];
+    /* Under the GIL: */
+    line_slot lines[LINE_CACHE];
+    const ap_node *tree_of_top;        /* the node the cached tree holds */
+    ap_tree *tree_cache;
+} MemoryTrackerObject;
+
+static mem_domain domains[3] = {
+    {PYMEM_DOMAIN_RAW, {0}}, {PYMEM_DOMAIN_MEM, {0}}, {PYMEM_DOMAIN_OBJ, {0}}};
+static MemoryTrackerObject *mem_running;   /* written under the GIL, read by hooks */
+static atomic_flag mem_lock = ATOMIC_FLAG_INIT;
+static atomic_int mem_inflight;
+static APEXT_TLS int mem_guard;
+
+/* Per thread, sampled mode: bytes left before the next sample and the
+ * generator's state, valid for generation gen. */
+typedef struct mem_sampler {
+    int64_t left;
+    uint64_t rng, gen;
+} mem_sampler;
+static APEXT_TLS mem_sampler tls_sampler;
+static APEXT_TLS uint64_t tls_thread_no;   /* this thread's number for seeding, 0: none yet */
+static atomic_uint_fast64_t mem_threads;
+
+static inline void lock(void) {
+    while (atomic_flag_test_and_set_explicit(&mem_lock, memory_order_acquire))
+        ;
+}
+
+static inline void unlock(void) {
+    atomic_flag_clear_explicit(&mem_lock, memory_order_release);
+}
+
+/* ---- sampling ------------------------------------------------------------------------ */
+
+static inline uint64_t rng_next(uint64_t *s) {
+    *s += 0x9e3779b97f4a7c15u;
+    return ap_hash_u64(*s);
+}
+
+/* Uniform in (0, 1]. */
+static inline double rng_unit(uint64_t *s) {
+    return ((double)(rng_next(s) >> 11) + 1.0) / 9007199254740992.0;
+}
+
+static inline int64_t next_interval(mem_sampler *t, uint64_t rate) {
+    double x = -log(rng_unit(&t->rng)) * (double)rate;
+    return x < 1.0 ? 1 : x > 9e18 ? INT64_MAX : (int64_t)x;
+}
+
+/* w rounded up or down at random with the odds that keep its mean. */
+static inline uint64_t round_unbiased(mem_sampler *t, double w) {
+    double f = floor(w);
+    return (uint64_t)f + (rng_unit(&t->rng) <= w - f ? 1u : 0u);
+}
+
+/* Whether a block of size bytes is sampled; *bytes and *count get its
+ * weights.  The per-thread sampler is re-seeded at a new run. */
+static inline int sample(MemoryTrackerObject *m, size_t size, uint64_t *bytes, uint64_t *count) {
+    mem_sampler *t = &tls_sampler;
+    if (t->gen != m->generation) {
+        t->gen = m->generation;
+        if (tls_thread_no == 0)
+            tls_thread_no = atomic_fetch_add_explicit(&mem_threads, 1, memory_order_relaxed) + 1;
+        t->rng = ap_hash_u64(m->seed ^ (tls_thread_no * 0x2545f4914f6cdd1du));
+        t->left = next_interval(t, m->rate);
+    }
+    t->left -= (int64_t)size;
+    if (t->left > 0)
+        return 0;
+    t->left = next_interval(t, m->rate);
+    double p = -expm1(-(double)size / (double)m->rate);
+    if (p <= 0.0)
+        p = 1e-300;
+    *bytes = round_unbiased(t, (double)size / p);
+    *count = round_unbiased(t, 1.0 / p);
+    return 1;
+}
+
+/* ---- the running frame ------------------------------------------------------------
+ * The code object and instruction index of the calling thread's running
+ * interpreter frame (the GIL is held); 0 when there is none. */
+#if PY_VERSION_HEX >= 0x030C0000
+static inline int running_code(const void **code, int *lasti) {
+    PyThreadState *ts = apext_compat_tstate();
+    if (ts == NULL)
+        return 0;
+#if PY_VERSION_HEX >= 0x030D0000
+    struct _PyInterpreterFrame *f = ts->current_frame;
+#else
+    struct _PyInterpreterFrame *f = ts->cframe != NULL ? ts->cframe->current_frame : NULL;
+#endif
+    if (f == NULL)
+        return 0;
+    PyObject *co = PyUnstable_InterpreterFrame_GetCode(f);   /* new reference */
+    *code = co;
+    Py_XDECREF(co);   /* the frame keeps it alive */
+    if (co == NULL || !PyCode_Check(co))
+        return 0;
+    *lasti = PyUnstable_InterpreterFrame_GetLasti(f);
+    return 1;
+}
+
+static inline int line_of(const void *code, int lasti) {
+    return PyCode_Addr2Line((PyCodeObject *)code, lasti);
+}
+#else
+/* 3.11's _PyInterpreterFrame (Include/internal/pycore_frame.h), the fields
+ * read here; unchanged through 3.11.x. */
+typedef struct frame311 {
+    PyObject *f_func, *f_globals, *f_builtins, *f_locals;
+    PyCodeObject *f_code;
+    PyObject *frame_obj;
+    struct frame311 *previous;
+    _Py_CODEUNIT *prev_instr;
+} frame311;
+
+static inline int running_code(const void **code, int *lasti) {
+    PyThreadState *ts = apext_compat_tstate();
+    if (ts == NULL || ts->cframe == NULL || ts->cframe->current_frame == NULL)
+        return 0;
+    const frame311 *f = (const frame311 *)ts->cframe->current_frame;
+    if (f->f_code == NULL)
+        return 0;
+    *code = f->f_code;
+    *lasti = (int)(f->prev_instr - _PyCode_CODE(f->f_code)) * (int)sizeof(_Py_CODEUNIT);
+    return 1;
+}
+
+static inline int line_of(const void *code, int lasti) {
+    return PyCode_Addr2Line((PyCodeObject *)code, lasti < 0 ? -1 : lasti);
+}
+#endif
+
+/* ---- attribution (GIL held) ---------------------------------------------------------- */
+
+/* The tree that holds node n of the tracer's profile (cached for the last
+ * top node), or NULL. */
+static ap_tree *tree_of(MemoryTrackerObject *m, const ap_node *n) {
+    if (n == m->tree_of_top)
+        return m->tree_cache;
+    const ap_node *root = n;
+    while (root->up != NULL)
+        root = root->up;
+    for (size_t i = ap_prof_ntrees(m->prof); i-- > 0;) {
+        ap_tree *t = ap_prof_tree_at(m->prof, i);
+        if (ap_tree_root(t) == root) {
+            m->tree_of_top = n;
+            m->tree_cache = t;
+            return t;
+        }
+    }
+    return NULL;
+}
+
+/* The line frame of (code, lasti) in function frame func, or AP_NONE. */
+static ap_frame_id line_frame(MemoryTrackerObject *m, const void *code, int lasti,
+                              ap_frame_id func) {
+    uintptr_t h = ((uintptr_t)code >> 4) ^ ((uintptr_t)lasti * 0x9e3779b1u);
+    line_slot *s = &m->lines[(h ^ (h >> 8)) % LINE_CACHE];
+    if (s->code == code && s->lasti == lasti && s->func == func)
+        return s->line;
+    int line = line_of(code, lasti);
+    const ap_frame *ff = ap_prof_frame(m->prof, func);
+    if (line <= 0 || ff == NULL)
+        return AP_NONE;
+    ap_frame f = *ff;
+    f.lineno = (uint32_t)line;
+    ap_frame_id id = ap_prof_frame_intern(m->prof, &f);
+    if (id != AP_NONE) {
+        s->code = code;
+        s->lasti = lasti;
+        s->func = func;
+        s->line = id;
+    }
+    return id;
+}
+
+/* The node an allocation by the calling thread (GIL held) is charged to. */
+static ap_node *charge_node(MemoryTrackerObject *m) {
+    if (apext_session_running[APEXT_PRODUCER_TRACE] != m->tracer)
+        return m->no_frame;
+    apext_stack_tls *c = &apext_stack_tls_slots[APEXT_PRODUCER_TRACE];
+    if (c->gen != apext_session_generation[APEXT_PRODUCER_TRACE] || c->thread == NULL)
+        return m->no_frame;
+    apext_thread *ts = c->thread;
+    apext_frame *top = apext_stack_at(ts, ts->depth - 1);
+    const void *code;
+    int lasti;
+    if (ts->depth < 2 || !running_code(&code, &lasti) || top->key != code)
+        return top->node;
+    ap_frame_id lf = line_frame(m, code, lasti, top->node->frame);
+    ap_tree *tree = lf != AP_NONE ? tree_of(m, top->node) : NULL;
+    if (tree == NULL)
+        return top->node;
+    ap_node *n = ap_tree_child_fast(tree, top->node, lf);
+    return n != NULL ? n : top->node;
+}
+
+/* ---- the live map (under mem_lock) --------------------------------------------------- */
+
+static inline uint64_t filter_bit(const void *ptr) {
+    return ap_hash_u64((uint64_t)(uintptr_t)ptr) & (FILTER_WORDS * 64 - 1);
+}
+
+static inline int filter_has(const MemoryTrackerObject *m, const void *ptr) {
+    uint64_t b = filter_bit(ptr);
+    return (m->filter[b >> 6] >> (b & 63)) & 1u;
+}
+
+static void track(MemoryTrackerObject *m, void *ptr, ap_node *node, uint64_t bytes) {
+    uint64_t key = (uint64_t)(uintptr_t)ptr;
+    int inserted;
+    uint64_t *v = ap_map_upsert(&m->live, key, UINT32_MAX, &inserted);
+    if (v == NULL) {
+        m->lost++;
+        return;
+    }
+    uint32_t i;
+    if (!inserted) {   /* freed where no hook saw it: the old block is gone */
+        i = (uint32_t)*v;
+        m->blocks[i].node->m[AP_M_LIVE_BYTES] -= m->blocks[i].bytes;
+        m->live_total -= m->blocks[i].bytes;
+    } else if (m->free_head != UINT32_MAX) {
+        i = m->free_head;
+        m->free_head = m->blocks[i].next;
+    } else {
+        if (m->nblocks == m->cap) {
+            uint32_t cap = m->cap ? m->cap * 2 : 1024;
+            mem_block *b = cap > m->cap ? realloc(m->blocks, (size_t)cap * sizeof *b) : NULL;
+            if (b == NULL) {
+                ap_map_remove(&m->live, key);
+                m->lost++;
+                return;
+            }
+            m->blocks = b;
+            m->cap = cap;
+        }
+        i = m->nblocks++;
+    }
+    *v = i;
+    uint64_t fb = filter_bit(ptr);
+    m->filter[fb >> 6] |= (uint64_t)1 << (fb & 63);
+    m->blocks[i] = (mem_block){node, bytes, UINT32_MAX};
+    uint64_t *live = &node->m[AP_M_LIVE_BYTES];
+    *live += bytes;
+    if (*live > node->m[AP_M_PEAK_BYTES])
+        node->m[AP_M_PEAK_BYTES] = *live;
+    m->live_total += bytes;
+    if (m->live_total > m->peak_total)
+        m->peak_total = m->live_total;
+}
+
+/* Forget ptr: its bytes leave its node's live bytes.  Returns its block
+ * (valid until the next track) or NULL if it was not tracked. */
+static mem_block *untrack(MemoryTrackerObject *m, void *ptr) {
+    uint64_t *v = ap_map_get(&m->live, (uint64_t)(uintptr_t)ptr);
+    if (v == NULL)
+        return NULL;
+    uint32_t i = (uint32_t)*v;
+    ap_map_remove(&m->live, (uint64_t)(uintptr_t)ptr);
+    mem_block *b = &m->blocks[i];
+    b->node->m[AP_M_LIVE_BYTES] -= b->bytes;
+    m->live_total -= b->bytes;
+    b->next = m->free_head;
+    m->free_head = i;
+    return b;
+}
+
+/* ---- the hooks -------------------------------------------------------------------------
+ * Only RAW hooks can be in flight while stop() runs (the others hold the
+ * GIL, as stop() does), so only they are counted. */
+
+static inline void enter(const mem_domain *d) {
+    if (d->domain == PYMEM_DOMAIN_RAW)
+        atomic_fetch_add_explicit(&mem_inflight, 1, memory_order_acquire);
+}
+
+static inline void leave(const mem_domain *d) {
+    if (d->domain == PYMEM_DOMAIN_RAW)
+        atomic_fetch_sub_explicit(&mem_inflight, 1, memory_order_release);
+}
+
+static void on_alloc(const mem_domain *d, void *ptr, size_t size) {
+    MemoryTrackerObject *m = mem_running;
+    if (m == NULL)
+        return;
+    uint64_t bytes = size, count = 1;
+    if (m->sampled && !sample(m, size, &bytes, &count))
+        return;
+    int gil = d->domain != PYMEM_DOMAIN_RAW || PyGILState_Check();
+    mem_guard = 1;
+    ap_node *node = gil ? charge_node(m) : m->no_gil;
+    lock();
+    node->m[AP_M_ALLOC_BYTES] += bytes;
+    node->m[AP_M_ALLOC_COUNT] += count;
+    track(m, ptr, node, bytes);
+    unlock();
+    mem_guard = 0;
+}
+
+static inline void on_free(void *ptr) {
+    MemoryTrackerObject *m = mem_running;
+    if (m == NULL || ptr == NULL || (m->sampled && !filter_has(m, ptr)))
+        return;
+    lock();
+    if (ap_map_size(&m->live) != 0)
+        untrack(m, ptr);
+    unlock();
+}
+
+static void *hook_malloc(void *ctx, size_t size) {
+    mem_domain *d = ctx;
+    if (mem_guard)
+        return d->orig.malloc(d->orig.ctx, size);
+    enter(d);
+    mem_guard = 1;   /* pymalloc passes large blocks to PyMem_RawMalloc: one block */
+    void *p = d->orig.malloc(d->orig.ctx, size);
+    mem_guard = 0;
+    if (p != NULL)
+        on_alloc(d, p, size);
+    leave(d);
+    return p;
+}
+
+static void *hook_calloc(void *ctx, size_t nelem, size_t elsize) {
+    mem_domain *d = ctx;
+    if (mem_guard)
+        return d->orig.calloc(d->orig.ctx, nelem, elsize);
+    enter(d);
+    mem_guard = 1;
+    void *p = d->orig.calloc(d->orig.ctx, nelem, elsize);
+    mem_guard = 0;
+    if (p != NULL)
+        on_alloc(d, p, nelem * elsize);
+    leave(d);
+    return p;
+}
+
+/* A realloc is a free of the old block and an allocation of the new one.
+ * The old block leaves the live map before the wrapped realloc can hand its
+ * address to another thread, and comes back if the realloc fails. */
+static void *hook_realloc(void *ctx, void *ptr, size_t size) {
+    mem_domain *d = ctx;
+    if (mem_guard)
+        return d->orig.realloc(d->orig.ctx, ptr, size);
+    enter(d);
+    MemoryTrackerObject *m = mem_running;
+    mem_block old = {NULL, 0, 0};
+    if (m != NULL && ptr != NULL && (!m->sampled || filter_has(m, ptr))) {
+        lock();
+        mem_block *b = untrack(m, ptr);
+        if (b != NULL)
+            old = *b;
+        unlock();
+    }
+    mem_guard = 1;
+    void *p = d->orig.realloc(d->orig.ctx, ptr, size);
+    mem_guard = 0;
+    if (p != NULL)
+        on_alloc(d, p, size);
+    else if (old.node != NULL && m == mem_running) {
+        lock();
+        track(m, ptr, old.node, old.bytes);
+        unlock();
+    }
+    leave(d);
+    return p;
+}
+
+static void hook_free(void *ctx, void *ptr) {
+    mem_domain *d = ctx;
+    if (mem_guard) {
+        d->orig.free(d->orig.ctx, ptr);
+        return;
+    }
+    enter(d);
+    on_free(ptr);
+    mem_guard = 1;
+    d->orig.free(d->orig.ctx, ptr);
+    mem_guard = 0;
+    leave(d);
+}
+
+/* ---- start and stop ---------------------------------------------------------------------- */
+
+static ap_node *other_node(ap_prof *p, ap_tree *t, const char *name) {
+    ap_str_id s = ap_prof_intern(p, name, strlen(name));
+    ap_str_id tilde = ap_prof_intern(p, "~", 1);
+    if (s == AP_NONE || tilde == AP_NONE)
+        return NULL;
+    ap_frame f = {s, s, tilde, 0, 0, AP_FRAME_OTHER};
+    ap_frame_id id = ap_prof_frame_intern(p, &f);
+    return id == AP_NONE ? NULL : ap_tree_child(t, ap_tree_root(t), id);
+}
+
+/* The tree for allocations outside the tracer's stacks, made once per
+ * profile and found again at a later start. */
+static int outside_nodes(MemoryTrackerObject *m) {
+    static const char label[] = "<outside the tracer>";
+    ap_prof *p = m->prof;
+    ap_str_id k = ap_prof_intern(p, "thread", 6);
+    ap_str_id v = ap_prof_intern(p, label, sizeof label - 1);
+    if (k == AP_NONE || v == AP_NONE)
+        return -1;
+    ap_tree *t = NULL;
+    for (size_t i = 0; i < ap_prof_ntrees(p) && t == NULL; i++)
+        if (ap_tree_label_get(ap_prof_tree_at(p, i), k) == v)
+            t = ap_prof_tree_at(p, i);
+    if (t == NULL) {
+        ap_label l = {k, v};
+        if ((t = ap_prof_tree_new(p, &l, 1)) == NULL)
+            return -1;
+    }
+    m->no_frame = other_node(p, t, "<no traced frame>");
+    m->no_gil = other_node(p, t, "<without the GIL>");
+    return m->no_frame != NULL && m->no_gil != NULL ? 0 : -1;
+}
+
+static void set_meta_u64(ap_prof *p, const char *key, uint64_t v) {
+    char s[32];
+    snprintf(s, sizeof s, "%llu", (unsigned long long)v);
+    ap_prof_meta_set(p, key, s);
+}
+
+static PyObject *mem_start(MemoryTrackerObject *m, PyObject *Py_UNUSED(a)) {
+    if (m->running)
+        return PyErr_Format(PyExc_RuntimeError, "apiprof: this memory tracker is already running");
+    if (mem_running != NULL)
+        return PyErr_Format(PyExc_RuntimeError, "apiprof: another memory tracker is running");
+    apext_object *t = (apext_object *)m->tracer;
+    if (apext_session_running[APEXT_PRODUCER_TRACE] != m->tracer)
+        return PyErr_Format(PyExc_RuntimeError,
+                            "apiprof: the memory tracker needs its tracer running (start it first)");
+    m->prof = t->sess.prof;
+    if (outside_nodes(m) != 0 ||
+        ap_prof_meta_set(m->prof, "memory", m->sampled ? "sampled" : "full") != 0)
+        return PyErr_NoMemory();
+    if (m->sampled)
+        set_meta_u64(m->prof, "memory_rate", m->rate);
+    memset(m->lines, 0, sizeof m->lines);
+    memset(m->filter, 0, sizeof m->filter);
+    m->tree_of_top = NULL;
+    m->free_head = UINT32_MAX;
+    m->nblocks = 0;
+    m->lost = 0;
+    m->live_total = m->peak_total = 0;
+    m->generation++;
+    if (m->seed == 0)
+        m->generation ^= ap_hash_u64((uint64_t)ap_clock_now_ns()) << 16;
+    mem_running = m;
+    m->running = 1;
+    for (int i = 0; i < 3; i++) {
+        PyMemAllocatorEx hook = {&domains[i], hook_malloc, hook_calloc, hook_realloc, hook_free};
+        PyMem_GetAllocator(domains[i].domain, &domains[i].orig);
+        PyMem_SetAllocator(domains[i].domain, &hook);
+    }
+    Py_INCREF(m);   /* the hooks hold it while running */
+    Py_RETURN_NONE;
+}
+
+/* Remove the hooks, wait for those in flight, and release the live map: the
+ * live bytes of the profile are the blocks alive now. */
+static void mem_unhook(MemoryTrackerObject *m) {
+    for (int i = 2; i >= 0; i--)
+        PyMem_SetAllocator(domains[i].domain, &domains[i].orig);
+    mem_running = NULL;
+    /* A RAW hook counts itself in flight before it reads mem_running: after
+     * this fence, one not counted yet reads NULL and does nothing. */
+    atomic_thread_fence(memory_order_seq_cst);
+    while (atomic_load_explicit(&mem_inflight, memory_order_acquire) != 0)
+        ;
+    m->running = 0;
+    set_meta_u64(m->prof, "memory_live_bytes", m->live_total);
+    set_meta_u64(m->prof, "memory_peak_bytes", m->peak_total);
+    if (m->lost)
+        set_meta_u64(m->prof, "memory_untracked_blocks", m->lost);
+    ap_map_free(&m->live);
+    free(m->blocks);
+    m->blocks = NULL;
+    m->cap = m->nblocks = 0;
+}
+
+static PyObject *mem_stop(MemoryTrackerObject *m, PyObject *Py_UNUSED(a)) {
+    if (!m->running)
+        Py_RETURN_NONE;
+    mem_unhook(m);
+    Py_DECREF(m);
+    Py_RETURN_NONE;
+}
+
+static PyObject *mem_snapshot(MemoryTrackerObject *m, PyObject *Py_UNUSED(a)) {
+    lock();
+    uint64_t live = m->live_total, peak = m->peak_total, n = ap_map_size(&m->live);
+    unlock();
+    return Py_BuildValue("{sKsKsK}", "live_bytes", (unsigned long long)live, "peak_bytes",
+                         (unsigned long long)peak, "live_blocks", (unsigned long long)n);
+}
+
+static PyObject *mem_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"tracer", "mode", "rate", "seed", NULL};
+    PyObject *tracer;
+    const char *mode = "sampled";
+    unsigned long long rate = DEFAULT_RATE, seed = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$sKK:MemoryTracker", kwlist, &tracer, &mode,
+                                     &rate, &seed))
+        return NULL;
+    apext_state *st = apext_state_of_type(type);
+    if (!PyObject_TypeCheck(tracer, st->tracer_type))
+        return PyErr_Format(PyExc_TypeError, "tracer must be an apiprof._core.Tracer");
+    int sampled;
+    if (strcmp(mode, "full") == 0)
+        sampled = 0;
+    else if (strcmp(mode, "sampled") == 0)
+        sampled = 1;
+    else
+        return PyErr_Format(PyExc_ValueError, "mode must be 'full' or 'sampled', not '%s'", mode);
+    if (rate < 1 || rate > ((unsigned long long)1 << 40))
+        return PyErr_Format(PyExc_ValueError, "rate must be 1 to 2**40 bytes");
+    MemoryTrackerObject *m = (MemoryTrackerObject *)type->tp_alloc(type, 0);
+    if (m == NULL)
+        return NULL;
+    m->tracer = Py_NewRef(tracer);
+    m->sampled = sampled;
+    m->rate = rate;
+    m->seed = seed;
+    m->free_head = UINT32_MAX;
+    return (PyObject *)m;
+}
+
+static int mem_traverse(MemoryTrackerObject *m, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(m));
+    Py_VISIT(m->tracer);
+    return 0;
+}
+
+static int mem_clear(MemoryTrackerObject *m) {
+    Py_CLEAR(m->tracer);
+    return 0;
+}
+
+static void mem_dealloc(MemoryTrackerObject *m) {
+    PyTypeObject *tp = Py_TYPE(m);
+    PyObject_GC_UnTrack(m);
+    mem_clear(m);   /* never running here: the hooks hold a reference */
+    ap_map_free(&m->live);
+    free(m->blocks);
+    tp->tp_free(m);
+    Py_DECREF(tp);
+}
+
+static PyObject *mem_get_running(MemoryTrackerObject *m, void *Py_UNUSED(c)) {
+    return PyBool_FromLong(m->running);
+}
+
+static PyObject *mem_get_mode(MemoryTrackerObject *m, void *Py_UNUSED(c)) {
+    return PyUnicode_FromString(m->sampled ? "sampled" : "full");
+}
+
+static PyObject *mem_get_rate(MemoryTrackerObject *m, void *Py_UNUSED(c)) {
+    return PyLong_FromUnsignedLongLong(m->rate);
+}
+
+static PyMethodDef mem_methods[] = {
+    {"start", (PyCFunction)mem_start, METH_NOARGS,
+     "start()\n\nWrap the RAW, MEM and OBJ allocators; the tracer must be running."},
+    {"stop", (PyCFunction)mem_stop, METH_NOARGS,
+     "stop()\n\nRestore the allocators; the live bytes of the profile are the blocks alive "
+     "now.  A no-op when not running."},
+    {"snapshot", (PyCFunction)mem_snapshot, METH_NOARGS,
+     "snapshot() -> dict\n\nTraced live bytes now, their peak since start() and the number "
+     "of live blocks tracked (estimates in sampled mode)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef mem_getset[] = {
+    {"running", (getter)mem_get_running, NULL, "Whether the allocators are wrapped.", NULL},
+    {"mode", (getter)mem_get_mode, NULL, "'full' or 'sampled'.", NULL},
+    {"rate", (getter)mem_get_rate, NULL, "Sampled mode: mean bytes between samples.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static const char mem_doc[] =
+    "MemoryTracker(tracer, *, mode='sampled', rate=524288, seed=0)\n\nThe allocation hook "
+    "of apiprof (use apiprof.Profiler(memory=...)): wraps PyMem's RAW, MEM and OBJ domains "
+    "and charges allocations to the running tracer's node and line (alloc_bytes, "
+    "alloc_count, live_bytes, peak_bytes).  mode='full' records every block; 'sampled' "
+    "samples by bytes (mean interval rate) and weighs each sample so that sums are "
+    "unbiased estimates; seed fixes the sampling sequence (0: from the clock).";
+
+/* In a child of fork() only the forking thread lives on: a lock or an
+ * in-flight count held by another thread (a RAW hook without the GIL) would
+ * never be released. */
+static void after_fork_in_child(void) {
+    atomic_flag_clear(&mem_lock);
+    atomic_store(&mem_inflight, 0);
+}
+
+int apext_memory_init(PyObject *module, apext_state *st) {
+    (void)st;
+    static int atfork;
+    if (!atfork && pthread_atfork(NULL, NULL, after_fork_in_child) == 0)
+        atfork = 1;
+    PyType_Slot slots[] = {
+        {Py_tp_new, mem_new},
+        {Py_tp_dealloc, mem_dealloc},
+        {Py_tp_traverse, mem_traverse},
+        {Py_tp_clear, mem_clear},
+        {Py_tp_methods, mem_methods},
+        {Py_tp_getset, mem_getset},
+        {Py_tp_doc, (void *)mem_doc},
+        {0, NULL},
+    };
+    PyType_Spec spec = {
+        .name = "apiprof._core.MemoryTracker",
+        .basicsize = (int)sizeof(MemoryTrackerObject),
+        .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+        .slots = slots,
+    };
+    PyTypeObject *type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &spec, NULL);
+    if (type == NULL)
+        return -1;
+    int rc = PyModule_AddType(module, type);
+    Py_DECREF(type);
+    return rc;
+}
