@@ -1254,43 +1254,57 @@ int ap_findings_routes(ap_prof *p, ap_route_row **out, size_t *n) {
     return 0;
 }
 
+/* One route of the JSON route table; h may be NULL.  0 / -1 with AP_ENOMEM. */
+static int route_json(const ap_prof *p, const ap_route_row *r, const ap_hist *h, int first,
+                      ap_sbuf *out) {
+    ap_sbuf_puts(out, first ? "{\"route\":" : ",{\"route\":");
+    ap_sbuf_json_str(out, ap_prof_str(p, r->route));
+    ap_sbuf_printf(out, ",\"requests\":%llu,\"work_ns\":%llu,\"cpu_ns\":%llu,\"wait_ns\":%llu",
+                   (unsigned long long)r->requests, (unsigned long long)r->work_ns,
+                   (unsigned long long)r->cpu_ns, (unsigned long long)r->wait_ns);
+    if (h != NULL) {
+        ap_sbuf_printf(out, ",\"latency\":{\"count\":%llu,\"p50_ns\":%llu,\"p95_ns\":%llu,"
+                       "\"p99_ns\":%llu,\"max_ns\":%llu,\"histogram\":\"",
+                       (unsigned long long)ap_hist_count(h),
+                       (unsigned long long)ap_hist_percentile(h, 50),
+                       (unsigned long long)ap_hist_percentile(h, 95),
+                       (unsigned long long)ap_hist_percentile(h, 99),
+                       (unsigned long long)ap_hist_max(h));
+        size_t len = ap_hist_encoded_size(h);
+        uint8_t *enc = malloc(len);
+        if (enc == NULL)
+            return ap_err_set(AP_ENOMEM, "findings: out of memory");
+        ap_hist_encode(h, enc, len);
+        for (size_t k = 0; k < len; k++)
+            ap_sbuf_printf(out, "%02x", enc[k]);
+        free(enc);
+        ap_sbuf_puts(out, "\"}");
+    }
+    ap_sbuf_putc(out, '}');
+    return 0;
+}
+
 int ap_findings_routes_json(ap_prof *p, ap_sbuf *out) {
     ap_route_row *rows;
     size_t n;
     if (ap_findings_routes(p, &rows, &n) != 0)
         return -1;
+    ap_map seen = {0};
+    int rc = 0;
     ap_sbuf_putc(out, '[');
-    for (size_t i = 0; i < n; i++) {
-        const ap_route_row *r = &rows[i];
-        ap_sbuf_puts(out, i ? ",{\"route\":" : "{\"route\":");
-        ap_sbuf_json_str(out, ap_prof_str(p, r->route));
-        ap_sbuf_printf(out, ",\"requests\":%llu,\"work_ns\":%llu,\"cpu_ns\":%llu,\"wait_ns\":%llu",
-                       (unsigned long long)r->requests, (unsigned long long)r->work_ns,
-                       (unsigned long long)r->cpu_ns, (unsigned long long)r->wait_ns);
-        const ap_hist *h = r->latency;
-        if (h != NULL) {
-            ap_sbuf_printf(out, ",\"latency\":{\"count\":%llu,\"p50_ns\":%llu,\"p95_ns\":%llu,"
-                           "\"p99_ns\":%llu,\"max_ns\":%llu,\"histogram\":\"",
-                           (unsigned long long)ap_hist_count(h),
-                           (unsigned long long)ap_hist_percentile(h, 50),
-                           (unsigned long long)ap_hist_percentile(h, 95),
-                           (unsigned long long)ap_hist_percentile(h, 99),
-                           (unsigned long long)ap_hist_max(h));
-            size_t len = ap_hist_encoded_size(h);
-            uint8_t *enc = malloc(len);
-            if (enc == NULL) {
-                free(rows);
-                return ap_err_set(AP_ENOMEM, "findings: out of memory");
-            }
-            ap_hist_encode(h, enc, len);
-            for (size_t k = 0; k < len; k++)
-                ap_sbuf_printf(out, "%02x", enc[k]);
-            free(enc);
-            ap_sbuf_puts(out, "\"}");
-        }
-        ap_sbuf_putc(out, '}');
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        if ((rc = route_json(p, &rows[i], rows[i].latency, i == 0, out)) == 0 &&
+            ap_map_put(&seen, rows[i].route, 1) != 0)
+            rc = -1;
+    /* Histograms of routes without work in the trees: kept, so the export stays lossless. */
+    for (size_t i = 0; rc == 0 && i < ap_prof_nlatency(p); i++) {
+        ap_route_row r = {0};
+        const ap_hist *h = ap_prof_latency_at(p, i, &r.route);
+        if (ap_map_get(&seen, r.route) == NULL)
+            rc = route_json(p, &r, h, n++ == 0, out);
     }
     ap_sbuf_putc(out, ']');
+    ap_map_free(&seen);
     free(rows);
-    return out->failed ? -1 : 0;
+    return rc != 0 || out->failed ? -1 : 0;
 }
