@@ -4,9 +4,10 @@ are the C core's (``Profile.findings()``, src/core/ap_findings.c)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from ._table import printable
+from ._table import Column, format_ns, printable, render
 
 
 def format_findings(findings: list[dict[str, Any]], limit: int | None = None) -> str:
@@ -29,3 +30,25 @@ def format_findings(findings: list[dict[str, Any]], limit: int | None = None) ->
         lines.append(f"    ... {len(findings) - len(shown)} more: apiprof report FILE "
                      "--format findings")
     return "\n".join(lines) + "\n"
+
+
+def format_routes(routes: list[dict[str, Any]]) -> str:
+    """The route table (``Profile.routes()``) with each route's request latency
+    (p50/p95/p99, max) next to its work, slowest p95 first; empty when no route has a
+    latency histogram (a profile without route labels, or written before they were kept)."""
+    if not any(r["latency"] for r in routes):
+        return ""
+
+    def lat(key: str) -> Callable[[dict[str, Any]], str]:
+        return lambda r: format_ns(r["latency"][key]) if r["latency"] else "-"
+    columns: list[Column[dict[str, Any]]] = [
+        Column("route", lambda r: r["route"], "left"),
+        Column("requests", lambda r: str(r["requests"])),
+        Column("p50", lat("p50_ns")), Column("p95", lat("p95_ns")),
+        Column("p99", lat("p99_ns")), Column("max", lat("max_ns")),
+        Column("work", lambda r: format_ns(r["work_ns"])),
+        Column("waiting", lambda r: format_ns(r["wait_ns"])),
+    ]
+    rows = sorted(routes, key=lambda r: -(r["latency"] or {}).get("p95_ns", -1))
+    return ("routes (latency: a request's start to the end of its response; work: its code "
+            "running on threads):\n" + render(columns, rows))

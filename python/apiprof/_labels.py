@@ -22,6 +22,7 @@ import importlib.abc
 import importlib.machinery
 import re
 import sys
+import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from types import ModuleType
 from typing import Any
@@ -117,12 +118,14 @@ class RouteFinder:
             self._leaves[id(leaf)] = (leaf, found, template_regex(found))
         return found
 
-    def label(self, scope: Scope) -> None:
+    def label(self, scope: Scope) -> bool:
         """Set the route label, ``"METHOD template"`` (``"WS template"`` for a
-        websocket), of an http or websocket scope; None when no route matches."""
+        websocket), of an http or websocket scope; None when no route matches. True when
+        a request of that route starts here (counted by the tracer: the caller times it
+        with ``timed``)."""
         kind = scope.get("type")
         if kind != "http" and kind != "websocket":
-            return
+            return False
         before = ROUTE.get(None)   # labelled already by an outer RouteFinder: counted there
         _core.label_set(ROUTE, PAUSED)
         found = None
@@ -135,6 +138,17 @@ class RouteFinder:
                 _core.label_set(ROUTE, found)
             else:  # a request of that route starts: the tracer counts it
                 _core.label_request(ROUTE, found)
+        return found is not None and found != before
+
+
+async def timed(call: Awaitable[None]) -> None:
+    """Await ``call``, a request's run of the app in the context its route label was set
+    in, and record how long it took in the tracer's latency histogram of that route."""
+    started = time.perf_counter_ns()
+    try:
+        await call
+    finally:
+        _core.route_latency(time.perf_counter_ns() - started)
 
 
 def template_regex(template: str) -> re.Pattern[str]:
@@ -167,8 +181,9 @@ class RouteLabels:
         self._finder = RouteFinder(app)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if active:
-            self._finder.label(scope)
+        if active and self._finder.label(scope):
+            await timed(self.app(scope, receive, send))
+            return
         await self.app(scope, receive, send)
 
 

@@ -16,6 +16,10 @@ static const ap_finding_kind_info kinds[AP_FK_COUNT] = {
     [AP_FK_SLOW_ROUTE] = {"slow_route", "slow route",
                           "a route with at least 10% of all request work, or among the 3 with "
                           "the most"},
+    [AP_FK_SLOW_LATENCY] = {"slow_latency", "slowest route by p95",
+                            "the route whose requests have the highest p95 latency, when two "
+                            "routes or more have latency figures; said in the slow route "
+                            "finding instead when that route is one"},
     [AP_FK_HOT_FUNCTION] = {"hot_function", "hot function",
                             "the user function that, with what it calls outside user code, "
                             "takes most of a slow route's work"},
@@ -1107,6 +1111,60 @@ oom:
 
 static int ctx_init(ctx *c, ap_prof *p);
 
+/* The route with the highest p95 latency, when two routes or more have a
+ * latency histogram: said in its slow route finding when it has one (one
+ * route, one finding), else a finding of its own.  0 / -1 with AP_ENOMEM. */
+static int slow_latency(ctx *c, const route_acc *routes, size_t nroutes) {
+    const ap_hist *top = NULL, *next = NULL;
+    ap_str_id top_route = 0, next_route = 0;
+    size_t with = 0;
+    for (size_t i = 0; i < nroutes; i++) {
+        const ap_hist *h = ap_prof_latency_get(c->p, routes[i].route);
+        if (h == NULL || ap_hist_count(h) == 0)
+            continue;
+        with++;
+        uint64_t p95 = ap_hist_percentile(h, 95);
+        if (top == NULL || p95 > ap_hist_percentile(top, 95)) {
+            next = top;
+            next_route = top_route;
+            top = h;
+            top_route = routes[i].route;
+        } else if (next == NULL || p95 > ap_hist_percentile(next, 95)) {
+            next = h;
+            next_route = routes[i].route;
+        }
+    }
+    if (with < 2)
+        return 0;
+    char p50[32], p95[32], p99[32], n95[32];
+    dur(p50, sizeof p50, (double)ap_hist_percentile(top, 50));
+    dur(p95, sizeof p95, (double)ap_hist_percentile(top, 95));
+    dur(p99, sizeof p99, (double)ap_hist_percentile(top, 99));
+    dur(n95, sizeof n95, (double)ap_hist_percentile(next, 95));
+    for (size_t i = 0; i < c->out.n; i++) {
+        ap_finding *f = &c->out.items[i];
+        if (f->kind != AP_FK_SLOW_ROUTE || f->route != top_route)
+            continue;
+        size_t len = strlen(f->message);
+        snprintf(f->message + len, sizeof f->message - len,
+                 "; the slowest route by p95 latency: %s (p50 %s, p99 %s; next %s, %s)", p95,
+                 p50, p99, ap_prof_str(c->p, next_route), n95);
+        return 0;
+    }
+    ap_finding *f = fnew(&c->out, AP_FK_SLOW_LATENCY, AP_SEV_MEDIUM);
+    if (f == NULL)
+        return -1;
+    f->route = top_route;
+    f->value = ap_hist_percentile(top, 95);
+    f->count = ap_hist_count(top);
+    say(f,
+        "%s is the slowest route by p95 latency: %s over %llu requests (p50 %s, p99 %s); "
+        "next is %s, p95 %s",
+        ap_prof_str(c->p, top_route), p95, (unsigned long long)ap_hist_count(top), p50, p99,
+        ap_prof_str(c->p, next_route), n95);
+    return 0;
+}
+
 int ap_findings_build(ap_prof *p, const ap_prof *lines, ap_finding **out, size_t *n) {
     *out = NULL;
     *n = 0;
@@ -1145,6 +1203,8 @@ int ap_findings_build(ap_prof *p, const ap_prof *lines, ap_finding **out, size_t
         if (hot_function(&c, &routes[i]) != 0)
             goto err;
     }
+    if (slow_latency(&c, routes, nroutes) != 0)
+        goto err;
     if (nroutes == 0) { /* no request labels: the whole profile as one */
         route_acc whole = {0, 0, 0, AP_SEV_HIGH};
         for (size_t t = 0; t < c.cls.ntrees; t++) {
@@ -1289,7 +1349,8 @@ int ap_findings_routes(ap_prof *p, ap_route_row **out, size_t *n) {
             map_max(&waits, UINT64_MAX, &key, &sum);
         ap_map_free(&waits);
         ap_map_free(&from);
-        rows[i] = (ap_route_row){routes[i].route, routes[i].requests, routes[i].work, 0, sum};
+        rows[i] = (ap_route_row){routes[i].route, routes[i].requests, routes[i].work, 0, sum,
+                                 ap_prof_latency_get(p, routes[i].route)};
         for (size_t t = 0; rc == 0 && t < ap_prof_ntrees(p); t++) {
             const ap_tree *tree = ap_prof_tree_at(p, t);
             if (!in_route(&c, tree, routes[i].route))
@@ -1309,4 +1370,59 @@ int ap_findings_routes(ap_prof *p, ap_route_row **out, size_t *n) {
     *out = rows;
     *n = nr;
     return 0;
+}
+
+/* One route of the JSON route table; h may be NULL.  0 / -1 with AP_ENOMEM. */
+static int route_json(const ap_prof *p, const ap_route_row *r, const ap_hist *h, int first,
+                      ap_sbuf *out) {
+    ap_sbuf_puts(out, first ? "{\"route\":" : ",{\"route\":");
+    ap_sbuf_json_str(out, ap_prof_str(p, r->route));
+    ap_sbuf_printf(out, ",\"requests\":%llu,\"work_ns\":%llu,\"cpu_ns\":%llu,\"wait_ns\":%llu",
+                   (unsigned long long)r->requests, (unsigned long long)r->work_ns,
+                   (unsigned long long)r->cpu_ns, (unsigned long long)r->wait_ns);
+    if (h != NULL) {
+        ap_sbuf_printf(out, ",\"latency\":{\"count\":%llu,\"p50_ns\":%llu,\"p95_ns\":%llu,"
+                       "\"p99_ns\":%llu,\"max_ns\":%llu,\"histogram\":\"",
+                       (unsigned long long)ap_hist_count(h),
+                       (unsigned long long)ap_hist_percentile(h, 50),
+                       (unsigned long long)ap_hist_percentile(h, 95),
+                       (unsigned long long)ap_hist_percentile(h, 99),
+                       (unsigned long long)ap_hist_max(h));
+        size_t len = ap_hist_encoded_size(h);
+        uint8_t *enc = malloc(len);
+        if (enc == NULL)
+            return ap_err_set(AP_ENOMEM, "findings: out of memory");
+        ap_hist_encode(h, enc, len);
+        for (size_t k = 0; k < len; k++)
+            ap_sbuf_printf(out, "%02x", enc[k]);
+        free(enc);
+        ap_sbuf_puts(out, "\"}");
+    }
+    ap_sbuf_putc(out, '}');
+    return 0;
+}
+
+int ap_findings_routes_json(ap_prof *p, ap_sbuf *out) {
+    ap_route_row *rows;
+    size_t n;
+    if (ap_findings_routes(p, &rows, &n) != 0)
+        return -1;
+    ap_map seen = {0};
+    int rc = 0;
+    ap_sbuf_putc(out, '[');
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        if ((rc = route_json(p, &rows[i], rows[i].latency, i == 0, out)) == 0 &&
+            ap_map_put(&seen, rows[i].route, 1) != 0)
+            rc = -1;
+    /* Histograms of routes without work in the trees: kept, so the export stays lossless. */
+    for (size_t i = 0; rc == 0 && i < ap_prof_nlatency(p); i++) {
+        ap_route_row r = {0};
+        const ap_hist *h = ap_prof_latency_at(p, i, &r.route);
+        if (ap_map_get(&seen, r.route) == NULL)
+            rc = route_json(p, &r, h, n++ == 0, out);
+    }
+    ap_sbuf_putc(out, ']');
+    ap_map_free(&seen);
+    free(rows);
+    return rc != 0 || out->failed ? -1 : 0;
 }

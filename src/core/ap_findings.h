@@ -50,6 +50,7 @@ void ap_classes_free(ap_classes *c);
 
 typedef enum ap_finding_kind {
     AP_FK_SLOW_ROUTE = 0, /* a route with a large share of all request work */
+    AP_FK_SLOW_LATENCY,   /* the route with the slowest p95 request latency */
     AP_FK_HOT_FUNCTION,   /* the user function responsible for most of a route's work */
     AP_FK_HOT_LINE,       /* the line of that function with the most time (line profiles) */
     AP_FK_BLOCKING_CALL,  /* a call that holds the event loop for long in an async route */
@@ -137,8 +138,16 @@ uint64_t ap_findings_route_requests(const ap_prof *p, ap_str_id route);
 typedef struct ap_route_row {
     ap_str_id route;
     uint64_t requests, work_ns, cpu_ns, wait_ns;
+    const ap_hist *latency; /* the route's request latency (ap_prof_latency), NULL if none */
 } ap_route_row;
 int ap_findings_routes(ap_prof *p, ap_route_row **out, size_t *n);
+
+/* The route table as a JSON array (the "routes" of the JSON export and the
+ * HTML page): route, requests, work_ns, cpu_ns, wait_ns and, for a route
+ * with a latency histogram, "latency": {count, p50_ns, p95_ns, p99_ns,
+ * max_ns, histogram (the hex of its ap_hist encoding)}.  Appended to out.
+ * Returns 0; -1 with AP_ENOMEM. */
+int ap_findings_routes_json(ap_prof *p, ap_sbuf *out);
 
 /* The findings as a JSON array (the "findings" of the JSON export and the
  * HTML page): kind, severity, route, function, file, line, value, unit,

@@ -14,6 +14,8 @@ typedef struct collapsed_ctx {
     unsigned field;
     ap_sbuf *out;
     ap_sbuf path;     /* the frames from the outermost; w->mark[d]: its length at depth d */
+    const ap_tree *tree;
+    uint64_t *incl;   /* subtree sums for paths cut at AP_REPORT_STACK_MAX, once needed */
 } collapsed_ctx;
 
 /* A frame of a collapsed line: ';' (the separator) as ':', control characters (a
@@ -49,23 +51,25 @@ static int collapsed_enter(const ap_walk *w, void *arg) {
     if (failed || c->path.failed)
         return -1;
     w->mark[w->depth] = c->path.len;
-    uint64_t v = n->m[c->field];
-    if (v != 0) {
+    uint64_t v;
+    int descend = ap_report_stack_value(w, c->tree, c->field, &c->incl, &v);
+    if (v != 0 && descend >= 0) {
         ap_sbuf_put(c->out, c->path.data, c->path.len);
         ap_sbuf_putc(c->out, ' ');
         ap_sbuf_u64(c->out, v);
         ap_sbuf_putc(c->out, '\n');
     }
-    return 1;
+    return c->out->failed ? -1 : descend;
 }
 
 int ap_flame_write_collapsed(const ap_report_ctx *rc, ap_sbuf *out) {
     ap_prof *m = ap_prof_merge(rc->prof, NULL, NULL);
     if (m == NULL)
         return -1;
-    collapsed_ctx c = {m, ap_report_vm_field(rc->metric), out, {0}};
-    int r = ap_report_walk(ap_prof_tree_at(m, 0), collapsed_enter, &c);
+    collapsed_ctx c = {m, ap_report_vm_field(rc->metric), out, {0}, ap_prof_tree_at(m, 0), NULL};
+    int r = ap_report_walk(c.tree, collapsed_enter, &c);
     ap_sbuf_free(&c.path);
+    free(c.incl);
     ap_prof_free(m);
     return r;
 }

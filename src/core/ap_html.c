@@ -315,21 +315,11 @@ int ap_html_write(const ap_report_ctx *rc, ap_sbuf *out) {
     ap_classes_free(&cls);
     if (ap_findings_json(p, rc->opts->lines, out) != 0)
         return -1;
-    ap_route_row *routes;
-    size_t nroutes;
-    if (ap_findings_routes(p, &routes, &nroutes) != 0)
+    ap_sbuf_puts(out, ",\n\"routes\":");
+    if (ap_findings_routes_json(p, out) != 0)
         return -1;
-    ap_sbuf_puts(out, ",\n\"routes\":[");
-    for (size_t i = 0; i < nroutes; i++) {
-        ap_sbuf_puts(out, i ? ",{\"route\":" : "{\"route\":");
-        ap_sbuf_json_str(out, ap_prof_str(p, routes[i].route));
-        ap_sbuf_printf(out, ",\"requests\":%llu,\"work_ns\":%llu,\"cpu_ns\":%llu,\"wait_ns\":%llu}",
-                       (unsigned long long)routes[i].requests, (unsigned long long)routes[i].work_ns,
-                       (unsigned long long)routes[i].cpu_ns, (unsigned long long)routes[i].wait_ns);
-    }
-    free(routes);
     /* Source lines of the functions that have line-level data, read now. */
-    ap_sbuf_puts(out, "],\n\"sources\":{");
+    ap_sbuf_puts(out, ",\n\"sources\":{");
     if (line_data) {
         ap_map range = {0};   /* file string id -> first line << 32 | last line */
         for (size_t f = 1; f < nf; f++) {

@@ -1,4 +1,4 @@
-/* ap_json_read.c -- reads the JSON export (docs/format.md) back into a profile: the meta, frames and trees; the derived tables are skipped. */
+/* ap_json_read.c -- reads the JSON export (docs/format.md) back into a profile: the meta, frames, trees and route latency histograms; the derived tables are skipped. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -217,7 +217,7 @@ static int jr_array(jr *r, int (*item)(jr *r, void *arg, size_t i), void *arg) {
 
 typedef struct doc {
     ap_prof *p;
-    const char *meta, *frames, *threads;   /* where their values start, or NULL */
+    const char *meta, *frames, *threads, *routes;   /* where their values start, or NULL */
     int is_apiprof;
     ap_frame_id *frame_ids;                /* export frame index -> interned id */
     size_t nframes, frames_cap;
@@ -227,6 +227,9 @@ typedef struct doc {
     size_t nnodes, nodes_cap;
     int64_t parent, frame_ix;              /* of the node being read */
     uint64_t m[AP_M_COUNT];
+    ap_str_id route;                       /* the route entry being read */
+    ap_hist *hist;                         /* its latency, decoded (scratch) */
+    int has_hist;
 } doc;
 
 static int grow(void **arr, size_t *cap, size_t need, size_t sz) {
@@ -257,6 +260,8 @@ static int top_member(jr *r, void *arg) {
         d->frames = r->p;
     else if (strcmp(r->str.data, "threads") == 0)
         d->threads = r->p;
+    else if (strcmp(r->str.data, "routes") == 0)
+        d->routes = r->p;
     return jr_skip(r);
 }
 
@@ -401,6 +406,67 @@ static int thread_item(jr *r, void *arg, size_t i) {
     return d->tree == NULL ? -1 : jr_object(r, thread_member, d);
 }
 
+/* ---- routes: the latency histograms (the rest of the route table is derived) ---- */
+
+static int hexval(char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+static int latency_member(jr *r, void *arg) {
+    doc *d = arg;
+    if (strcmp(r->str.data, "histogram") != 0)
+        return jr_skip(r);
+    if (jr_string(r) != 0)
+        return -1;
+    size_t n = (r->str.len - 1) / 2;
+    uint8_t *enc = malloc(n ? n : 1);
+    if (enc == NULL)
+        return ap_err_set(AP_ENOMEM, "profile: out of memory");
+    int bad = (r->str.len - 1) % 2 != 0;
+    for (size_t i = 0; i < n && !bad; i++) {
+        int hi = hexval(r->str.data[2 * i]), lo = hexval(r->str.data[2 * i + 1]);
+        bad = hi < 0 || lo < 0;
+        enc[i] = (uint8_t)(hi << 4 | (lo & 15));
+    }
+    bad = bad || ap_hist_decode(d->hist, enc, n) != 0;
+    free(enc);
+    if (bad)
+        return jr_bad(r, "a route's latency histogram is invalid");
+    d->has_hist = 1;
+    return 0;
+}
+
+static int route_member(jr *r, void *arg) {
+    doc *d = arg;
+    if (strcmp(r->str.data, "route") == 0) {
+        if (jr_string(r) != 0)
+            return -1;
+        d->route = ap_prof_intern(d->p, r->str.data, r->str.len - 1);
+        return d->route == AP_NONE ? -1 : 0;
+    }
+    if (strcmp(r->str.data, "latency") == 0)
+        return jr_object(r, latency_member, d);
+    return jr_skip(r);
+}
+
+static int route_item(jr *r, void *arg, size_t i) {
+    doc *d = arg;
+    (void)i;
+    d->route = AP_NONE;
+    d->has_hist = 0;
+    if (jr_object(r, route_member, d) != 0)
+        return -1;
+    if (!d->has_hist)
+        return 0;
+    if (d->route == AP_NONE)
+        return jr_bad(r, "a route's latency without its route");
+    ap_hist *h = ap_prof_latency(d->p, d->route);
+    if (h == NULL)
+        return ap_err_code() == AP_ENOMEM ? -1 : jr_bad(r, "too many routes with latency");
+    ap_hist_merge(h, d->hist);
+    return 0;
+}
+
 int ap_json_is_export(const uint8_t *data, size_t len) {
     size_t i = 0;
     while (i < len && (data[i] == ' ' || data[i] == '\n' || data[i] == '\r' || data[i] == '\t'))
@@ -434,6 +500,12 @@ ap_prof *ap_json_read(const uint8_t *data, size_t len) {
     if (rc == 0) {
         r.p = d.threads;
         rc = jr_array(&r, thread_item, &d);
+    }
+    if (rc == 0 && d.routes != NULL) {
+        r.p = d.routes;
+        d.hist = ap_hist_new();
+        rc = d.hist == NULL ? -1 : jr_array(&r, route_item, &d);
+        ap_hist_free(d.hist);
     }
     free(d.frame_ids);
     free(d.nodes);

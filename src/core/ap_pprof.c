@@ -76,28 +76,33 @@ typedef struct pp_ctx {
     ap_sbuf labels;            /* the tree's encoded Label messages, as sample fields */
     const unsigned *fields;    /* node metrics of the sample types present */
     size_t nfields;
+    const ap_tree *tree;
+    uint64_t *incl[AP_M_COUNT]; /* per field: subtree sums for paths cut at AP_REPORT_STACK_MAX */
 } pp_ctx;
 
 static int pp_enter(const ap_walk *w, void *arg) {
     pp_ctx *c = arg;
     const ap_node *n = w->node[w->depth];
     w->mark[w->depth] = n->frame;   /* the location ids of the path, contiguous */
-    int any = 0;
-    for (size_t i = 0; i < c->nfields; i++)
-        any |= n->m[c->fields[i]] != 0;
-    if (!any)
-        return 1;
+    uint64_t v[AP_M_COUNT];
+    int any = 0, descend = 1;
+    for (size_t i = 0; i < c->nfields && descend >= 0; i++) {
+        descend = ap_report_stack_value(w, c->tree, c->fields[i], &c->incl[i], &v[i]);
+        any |= v[i] != 0;
+    }
+    if (!any || descend < 0)
+        return descend;
     ap_sbuf packed = {0};
     for (size_t i = w->depth; i > 0; i--)   /* pprof lists the leaf first */
         ap_sbuf_varint(&packed, w->mark[i]);
     pb_message(c->sub, SAMPLE_LOCATION_ID, &packed);
     for (size_t i = 0; i < c->nfields; i++)
-        ap_sbuf_varint(&packed, n->m[c->fields[i]]);
+        ap_sbuf_varint(&packed, v[i]);
     pb_message(c->sub, SAMPLE_VALUE, &packed);
     ap_sbuf_free(&packed);
     ap_sbuf_put(c->sub, c->labels.data, c->labels.len);
     pb_message(c->msg, PROFILE_SAMPLE, c->sub);
-    return c->msg->failed ? -1 : 1;
+    return c->msg->failed ? -1 : descend;
 }
 
 int ap_pprof_write(const ap_report_ctx *rc, ap_sbuf *out) {
@@ -141,7 +146,7 @@ int ap_pprof_write(const ap_report_ctx *rc, ap_sbuf *out) {
         ap_sbuf_free(&msg);
         return ap_err_set(AP_EINVAL, "pprof: the profile has no values");
     }
-    pp_ctx c = {&msg, &sub, {0}, fields, nfields};
+    pp_ctx c = {&msg, &sub, {0}, fields, nfields, NULL, {NULL}};
     int r = 0;
     for (size_t t = 0; t < ap_prof_ntrees(p) && r == 0; t++) {
         const ap_tree *tree = ap_prof_tree_at(p, t);
@@ -152,8 +157,15 @@ int ap_pprof_write(const ap_report_ctx *rc, ap_sbuf *out) {
             pb_uint(&sub2, LABEL_STR, l.val);
             pb_message(&c.labels, SAMPLE_LABEL, &sub2);
         }
+        c.tree = tree;
+        for (size_t i = 0; i < nfields; i++) {
+            free(c.incl[i]);
+            c.incl[i] = NULL;
+        }
         r = ap_report_walk(tree, pp_enter, &c);
     }
+    for (size_t i = 0; i < nfields; i++)
+        free(c.incl[i]);
     for (size_t f = 1; f < nf && r == 0; f++) {
         const ap_frame *fr = ap_prof_frame(p, (ap_frame_id)f);
         ap_frame_id func = ap_prof_func_frame(p, (ap_frame_id)f);

@@ -73,6 +73,11 @@ void ap_prof_free(ap_prof *p) {
     free(p->frame_next);
     free(p->meta);
     free(p->events);
+    for (size_t i = 0; i < p->nlat; i++)
+        ap_hist_free(p->lat[i]);
+    free(p->lat);
+    free(p->lat_route);
+    ap_map_free(&p->lat_index);
     ap_map_free(&p->str_index);
     ap_map_free(&p->frame_index);
     ap_arena_free(&p->arena);
@@ -488,6 +493,55 @@ int ap_prof_finish(ap_prof *p) {
     return rc;
 }
 
+/* ---- route latency ----------------------------------------------------------------- */
+
+ap_hist *ap_prof_latency(ap_prof *p, ap_str_id route) {
+    uint64_t *ix = ap_map_get(&p->lat_index, route);
+    if (ix != NULL)
+        return p->lat[*ix];
+    if (p->nlat >= AP_PROF_LATENCY_MAX) {
+        ap_err_set(AP_EFULL, "profile: more than %d routes with a latency histogram",
+                   AP_PROF_LATENCY_MAX);
+        return NULL;
+    }
+    if (GROW(p->lat, p->lat_cap, p->nlat + 1) || GROW(p->lat_route, p->lat_route_cap, p->nlat + 1))
+        return NULL;
+    ap_hist *h = ap_hist_new();
+    if (h == NULL)
+        return NULL;
+    if (ap_map_put(&p->lat_index, route, p->nlat) != 0) {
+        ap_hist_free(h);
+        return NULL;
+    }
+    p->lat[p->nlat] = h;
+    p->lat_route[p->nlat++] = route;
+    return h;
+}
+
+const ap_hist *ap_prof_latency_get(const ap_prof *p, ap_str_id route) {
+    uint64_t *ix = ap_map_get(&p->lat_index, route);
+    return ix != NULL ? p->lat[*ix] : NULL;
+}
+
+size_t ap_prof_nlatency(const ap_prof *p) {
+    return p->nlat;
+}
+
+const ap_hist *ap_prof_latency_at(const ap_prof *p, size_t i, ap_str_id *route) {
+    *route = p->lat_route[i];
+    return p->lat[i];
+}
+
+int ap_prof_latency_merge(ap_prof *dst, const ap_prof *src) {
+    for (size_t i = 0; i < src->nlat; i++) {
+        ap_hist *h = ap_prof_latency(dst, src->lat_route[i]);
+        if (h == NULL)
+            return -1;
+        ap_hist_merge(h, src->lat[i]);
+    }
+    return 0;
+}
+
 /* ---- merge ------------------------------------------------------------------------- */
 
 /* A new profile with the strings, frames and metadata of p (same ids) and no
@@ -505,6 +559,8 @@ static ap_prof *prof_copy_base(const ap_prof *p) {
     for (size_t i = 0; i < p->nmeta; i++)
         if (ap_prof_meta_set(m, p->meta[i].key, p->meta[i].val) != 0)
             goto err;
+    if (ap_prof_latency_merge(m, p) != 0)
+        goto err;
     return m;
 err:
     ap_prof_free(m);

@@ -29,6 +29,7 @@
 #include <stdio.h>
 
 #include "ap_arena.h"
+#include "ap_hist.h"
 #include "ap_map.h"
 #include "ap_metric.h"
 
@@ -346,6 +347,32 @@ size_t ap_prof_events_capacity(const ap_prof *p);
 size_t ap_prof_nevents(const ap_prof *p);
 const ap_event *ap_prof_event_at(const ap_prof *p, size_t i);
 uint64_t ap_prof_events_dropped(const ap_prof *p);
+
+/* ---- route latency ---------------------------------------------------------------
+ * Per route label value (a string id such as "GET /items/{item_id}"), a
+ * histogram of its requests' latency in wall nanoseconds, from the request's
+ * start (its route label set) to the end of the app's response: what the
+ * tracer's route labels measure (apiprof._labels).  Kept in order of first
+ * use; stored in the native file as the RLAT chunk.  At most
+ * AP_PROF_LATENCY_MAX routes (about 40 KB each). */
+#define AP_PROF_LATENCY_MAX 4096
+
+/* The histogram of route in p, made empty on first use.  On error NULL with
+ * AP_ENOMEM or AP_EFULL (AP_PROF_LATENCY_MAX routes already). */
+ap_hist *ap_prof_latency(ap_prof *p, ap_str_id route);
+
+/* The histogram of route, NULL when p has none.  Can't fail. */
+const ap_hist *ap_prof_latency_get(const ap_prof *p, ap_str_id route);
+
+/* The number of routes with a histogram and the i-th (i < that number):
+ * its histogram, its route in *route.  Can't fail. */
+size_t ap_prof_nlatency(const ap_prof *p);
+const ap_hist *ap_prof_latency_at(const ap_prof *p, size_t i, ap_str_id *route);
+
+/* Add every histogram of src to dst's of the same route (dst's strings must
+ * hold src's with the same ids, as after ap_prof_merge).  Returns 0; on
+ * error -1 as ap_prof_latency(). */
+int ap_prof_latency_merge(ap_prof *dst, const ap_prof *src);
 
 /* ---- files ---------------------------------------------------------------------
  * The native file (docs/format.md): a header and self-delimiting chunks,

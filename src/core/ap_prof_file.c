@@ -48,6 +48,7 @@ static uint32_t crc32_of(const void *p, size_t n) {
 #define TAG_FRMS TAG('F', 'R', 'M', 'S')
 #define TAG_TREE TAG('T', 'R', 'E', 'E')
 #define TAG_EVNT TAG('E', 'V', 'N', 'T')
+#define TAG_RLAT TAG('R', 'L', 'A', 'T')
 #define TAG_END TAG('E', 'N', 'D', ' ')
 
 /* The largest event ring a reader recreates (events beyond the stored ones
@@ -104,6 +105,25 @@ static void encode_tree(buf *b, const ap_tree *t) {
     }
 }
 
+/* The RLAT payload: varint count, then per route its string id and its
+ * histogram's encoding (ap_hist.h) as a varint length and the bytes.  0 / -1
+ * with AP_ENOMEM. */
+static int encode_latency(buf *b, const ap_prof *p) {
+    ap_sbuf_varint(b, p->nlat);
+    for (size_t i = 0; i < p->nlat; i++) {
+        size_t n = ap_hist_encoded_size(p->lat[i]);
+        ap_sbuf_varint(b, p->lat_route[i]);
+        ap_sbuf_varint(b, n);
+        uint8_t *enc = malloc(n);
+        if (enc == NULL)
+            return ap_err_set(AP_ENOMEM, "profile: out of memory");
+        ap_hist_encode(p->lat[i], enc, n);
+        ap_sbuf_put(b, enc, n);
+        free(enc);
+    }
+    return b->failed ? -1 : 0;
+}
+
 int ap_prof_write(const ap_prof *p, const char *path) {
     FILE *f = fopen(path, "wb");
     if (f == NULL)
@@ -149,6 +169,10 @@ int ap_prof_write(const ap_prof *p, const char *path) {
     for (size_t i = 0; i < p->ntrees; i++) {
         encode_tree(&b, p->trees[i]);
         if (write_chunk(f, path, TAG_TREE, &b) != 0)
+            goto out;
+    }
+    if (p->nlat != 0) {
+        if (encode_latency(&b, p) != 0 || write_chunk(f, path, TAG_RLAT, &b) != 0)
             goto out;
     }
     if (p->ev_cap != 0) {
@@ -341,6 +365,32 @@ static int read_chunk(ap_prof *p, uint32_t tag, rd *r) {
             ap_prof_event_add(p, &e);
         }
         p->ev_dropped = dropped;
+    } else if (tag == TAG_RLAT) {
+        uint64_t n = rd_varint(r);
+        if (r->bad || n > (uint64_t)(r->end - r->p) / 2 || n > AP_PROF_LATENCY_MAX)
+            return ap_err_set(AP_ECORRUPT, "route latency count is invalid");
+        ap_hist *h = n ? ap_hist_new() : NULL;
+        if (n && h == NULL)
+            return -1;
+        for (uint64_t i = 0; i < n && !r->bad; i++) {
+            uint64_t route = rd_varint(r);
+            size_t len = 0;
+            const uint8_t *enc = rd_bytes(r, &len);
+            if (r->bad)
+                break;
+            ap_hist *dst;
+            if (route >= p->nstrs || ap_hist_decode(h, enc, len) != 0) {
+                ap_hist_free(h);
+                return ap_err_set(AP_ECORRUPT, "route latency %llu is invalid",
+                                  (unsigned long long)i);
+            }
+            if ((dst = ap_prof_latency(p, (ap_str_id)route)) == NULL) {
+                ap_hist_free(h);
+                return -1;
+            }
+            ap_hist_merge(dst, h);
+        }
+        ap_hist_free(h);
     }
     /* Unknown tags are skipped: a newer writer may add chunk kinds. */
     if (r->bad)
@@ -519,6 +569,11 @@ int ap_json_write(const ap_report_ctx *c, ap_sbuf *out) {
     }
     ap_sbuf_puts(out, "\n ],\n \"findings\": ");
     if (ap_findings_json(p, c->opts->lines, out) != 0) {
+        ap_functab_free(&ft);
+        return -1;
+    }
+    ap_sbuf_puts(out, ",\n \"routes\": ");
+    if (ap_findings_routes_json(p, out) != 0) {
         ap_functab_free(&ft);
         return -1;
     }

@@ -26,6 +26,10 @@ struct ap_prof {
     ap_event *events;        /* the optional ring, NULL when disabled */
     size_t ev_cap, ev_len, ev_head;   /* ev_head: index of the oldest event */
     uint64_t ev_dropped;
+    ap_hist **lat;           /* route latency histograms (ap_prof_latency), malloc'd */
+    ap_str_id *lat_route;    /* their routes */
+    size_t nlat, lat_cap, lat_route_cap;
+    ap_map lat_index;        /* route string id -> index in lat */
 };
 
 struct ap_tree {

@@ -222,6 +222,19 @@ uint64_t *ap_report_inclusive(const ap_tree *t, unsigned field) {
     return incl;
 }
 
+int ap_report_stack_value(const ap_walk *w, const ap_tree *t, unsigned field, uint64_t **incl,
+                          uint64_t *v) {
+    const ap_node *n = w->node[w->depth];
+    if (w->depth < AP_REPORT_STACK_MAX) {
+        *v = n->m[field];
+        return 1;
+    }
+    if (*incl == NULL && (*incl = ap_report_inclusive(t, field)) == NULL)
+        return -1;
+    *v = (*incl)[n->id];
+    return 0;
+}
+
 int ap_report_walk(const ap_tree *t, int (*enter)(const ap_walk *w, void *arg), void *arg) {
     ap_walk w = {NULL, NULL, 0};
     size_t cap = 0;

@@ -111,6 +111,19 @@ typedef struct ap_walk {
  * any depth.  Returns 0, or -1 (enter's error, or AP_ENOMEM). */
 int ap_report_walk(const ap_tree *t, int (*enter)(const ap_walk *w, void *arg), void *arg);
 
+/* Stack views (collapsed, speedscope, pprof) write every node's whole path, so a
+ * chain N deep would take N^2/2 frames: they cut paths at AP_REPORT_STACK_MAX
+ * frames, and the node at that depth carries the sum over its subtree. */
+#define AP_REPORT_STACK_MAX 1024
+
+/* The value a stack view writes for w's node (node metric `field` of tree t):
+ * its own, or at depth AP_REPORT_STACK_MAX the sum over its subtree, from
+ * *incl (ap_report_inclusive(t, field), computed on first use; the caller
+ * frees it).  Returns 1 when the walk goes below the node, 0 when the node
+ * ends the path, -1 with AP_ENOMEM. */
+int ap_report_stack_value(const ap_walk *w, const ap_tree *t, unsigned field, uint64_t **incl,
+                          uint64_t *v);
+
 /* As ap_report_frame_label(), followed by " (FILE:LINE)" for Python
  * frames (the line of a line-level frame, else the first line).  Can't
  * fail. */

@@ -10,15 +10,18 @@ typedef struct ss_ctx {
     ap_sbuf *samples, *weights;
     size_t nsamples;
     uint64_t total;
+    const ap_tree *tree;
+    uint64_t *incl;   /* subtree sums for paths cut at AP_REPORT_STACK_MAX, once needed */
 } ss_ctx;
 
 static int ss_enter(const ap_walk *w, void *arg) {
     ss_ctx *c = arg;
     const ap_node *n = w->node[w->depth];
     w->mark[w->depth] = n->frame - 1;   /* shared frame i is model frame i + 1 */
-    uint64_t v = n->m[c->field];
-    if (v == 0)
-        return 1;
+    uint64_t v;
+    int descend = ap_report_stack_value(w, c->tree, c->field, &c->incl, &v);
+    if (v == 0 || descend < 0)
+        return descend;
     ap_sbuf_puts(c->samples, c->nsamples ? ",[" : "[");
     for (size_t i = 1; i <= w->depth; i++) {
         if (i > 1)
@@ -31,7 +34,7 @@ static int ss_enter(const ap_walk *w, void *arg) {
     ap_sbuf_u64(c->weights, v);
     c->nsamples++;
     c->total += v;
-    return c->samples->failed || c->weights->failed ? -1 : 1;
+    return c->samples->failed || c->weights->failed ? -1 : descend;
 }
 
 int ap_speedscope_write(const ap_report_ctx *rc, ap_sbuf *out) {
@@ -59,7 +62,7 @@ int ap_speedscope_write(const ap_report_ctx *rc, ap_sbuf *out) {
     }
     ap_sbuf_free(&label);
     ap_sbuf_puts(out, "]},\"profiles\":[");
-    ss_ctx c = {ap_report_vm_field(rc->metric), NULL, NULL, 0, 0};
+    ss_ctx c = {ap_report_vm_field(rc->metric), NULL, NULL, 0, 0, NULL, NULL};
     ap_sbuf samples = {0}, weights = {0};
     c.samples = &samples;
     c.weights = &weights;
@@ -69,6 +72,9 @@ int ap_speedscope_write(const ap_report_ctx *rc, ap_sbuf *out) {
         samples.len = weights.len = 0;
         c.nsamples = 0;
         c.total = 0;
+        c.tree = tree;
+        free(c.incl);
+        c.incl = NULL;
         r = ap_report_walk(tree, ss_enter, &c);
         if (r != 0)
             break;
@@ -92,5 +98,6 @@ int ap_speedscope_write(const ap_report_ctx *rc, ap_sbuf *out) {
     ap_sbuf_puts(out, "]}\n");
     ap_sbuf_free(&samples);
     ap_sbuf_free(&weights);
+    free(c.incl);
     return r != 0 || out->failed ? -1 : 0;
 }

@@ -261,6 +261,16 @@ static PyObject *label_request(PyObject *m, PyObject *const *a, Py_ssize_t n) {
     return token;
 }
 
+/* route_latency(ns): a request of the current context's route ends, ns after
+ * it started (RouteLabels and the middleware time the app's call). */
+static PyObject *route_latency(PyObject *Py_UNUSED(m), PyObject *arg) {
+    unsigned long long ns = PyLong_AsUnsignedLongLong(arg);
+    if (ns == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    apext_tracer_route_latency((uint64_t)ns);
+    Py_RETURN_NONE;
+}
+
 PyMethodDef apext_labels_methods[] = {
     {"label_set", (PyCFunction)(void (*)(void))label_set, METH_FASTCALL,
      "label_set(var, value) -> Token\n\nvar.set(value), seen at once by the tracer's route "
@@ -268,5 +278,8 @@ PyMethodDef apext_labels_methods[] = {
     {"label_request", (PyCFunction)(void (*)(void))label_request, METH_FASTCALL,
      "label_request(var, value) -> Token\n\nlabel_set(var, value) for the start of a request "
      "with route\nvalue: the running tracer counts it (the root calls of its route tree)."},
+    {"route_latency", route_latency, METH_O,
+     "route_latency(ns)\n\nA request of the current context's route ends ns after its start: "
+     "recorded in\nthe running tracer's latency histogram of that route."},
     {NULL, NULL, 0, NULL},
 };

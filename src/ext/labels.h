@@ -146,7 +146,13 @@ static inline ap_tree *apext_labels_tree_of(const apext_labels *l, ap_tree *own,
  * session). */
 void apext_tracer_count_request(void);
 
-/* Module functions (label_set, label_request). */
+/* Record ns, the latency of a request that ends now, in the running
+ * tracer's histogram of the current context's route (ap_prof_latency), when
+ * a tracer with labels runs and the context has a route.  Implemented by
+ * tracer.c.  Can't fail (a failure is noted in the session). */
+void apext_tracer_route_latency(uint64_t ns);
+
+/* Module functions (label_set, label_request, route_latency). */
 extern PyMethodDef apext_labels_methods[];
 
 #endif /* APEXT_LABELS_H */

@@ -547,7 +547,43 @@ static PyObject *profile_findings(ProfileObject *self, PyObject *args, PyObject 
     return list;
 }
 
+/* routes() -> list of dict (ap_findings_routes, by work) */
+static PyObject *profile_routes(ProfileObject *self, PyObject *Py_UNUSED(a)) {
+    ap_route_row *rows;
+    size_t n;
+    if (ap_findings_routes(self->prof, &rows, &n) != 0)
+        return apext_raise_core("routes");
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    for (size_t i = 0; list != NULL && i < n; i++) {
+        const ap_route_row *r = &rows[i];
+        const ap_hist *h = r->latency;
+        PyObject *lat = h == NULL ? Py_NewRef(Py_None) : Py_BuildValue(
+            "{sKsKsKsKsKsK}", "count", (unsigned long long)ap_hist_count(h), "min_ns",
+            (unsigned long long)ap_hist_min(h), "p50_ns",
+            (unsigned long long)ap_hist_percentile(h, 50), "p95_ns",
+            (unsigned long long)ap_hist_percentile(h, 95), "p99_ns",
+            (unsigned long long)ap_hist_percentile(h, 99), "max_ns",
+            (unsigned long long)ap_hist_max(h));
+        PyObject *d = lat == NULL ? NULL : Py_BuildValue(
+            "{sNsKsKsKsKsN}", "route", str_of(self->prof, r->route), "requests",
+            (unsigned long long)r->requests, "work_ns", (unsigned long long)r->work_ns, "cpu_ns",
+            (unsigned long long)r->cpu_ns, "wait_ns", (unsigned long long)r->wait_ns, "latency",
+            lat);
+        if (d == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, d);
+    }
+    free(rows);
+    return list;
+}
+
 static PyMethodDef profile_methods[] = {
+    {"routes", (PyCFunction)profile_routes, METH_NOARGS,
+     "routes() -> list[dict]\n\nThe route table, by work: route, requests, work_ns, cpu_ns, "
+     "wait_ns and latency\n(count, min_ns, p50_ns, p95_ns, p99_ns, max_ns; None without a "
+     "histogram); docs/report.md."},
     {"findings", (PyCFunction)(void (*)(void))profile_findings, METH_VARARGS | METH_KEYWORDS,
      "findings(lines=None) -> list[dict]\n\nThe ranked findings; lines: a line profile of the "
      "same program whose hot lines join them. The findings (kind, title, severity, route, function, file, "

@@ -189,6 +189,18 @@ void apext_tracer_count_request(void) {
         ap_tree_root(tree)->m[AP_M_CALLS]++;
 }
 
+void apext_tracer_route_latency(uint64_t ns) {
+    TracerObject *t = running_tracer();
+    if (t == NULL || !t->labels.on || !in_scope_labels(t) || apext_labels_tls.route == AP_NONE)
+        return;
+    ap_hist *h = ap_prof_latency(t->labels.prof, apext_labels_tls.route);
+    if (h == NULL) {
+        apext_session_fail(&t->sess, "route latency");
+        return;
+    }
+    ap_hist_record(h, ns);
+}
+
 /* ---- context scope ---------------------------------------------------------------- */
 
 /* A thread's last scope verdict and what it was computed for. */

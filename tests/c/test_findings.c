@@ -283,3 +283,43 @@ AP_TEST(findings_hot_line_from_a_line_profile) {
     ap_prof_free(lp);
     ap_prof_free(p);
 }
+
+/* The slowest route by p95: said in its slow route finding when it has one
+ * (GET /ship here: one of the 3 routes, each a slow route), never twice. */
+AP_TEST(findings_slowest_by_p95) {
+    ap_prof *p = app_profile();
+    if (!AP_CHECK(p != NULL))
+        return;
+    ap_hist *ship = ap_prof_latency(p, s_(p, "GET /ship")), *slow = ap_prof_latency(p, s_(p, "GET /slow"));
+    if (!AP_CHECK(ship != NULL && slow != NULL))
+        return;
+    for (int i = 0; i < 4; i++)
+        ap_hist_record(ship, 101 * MS);
+    ap_hist_record(slow, 150 * MS);
+    ap_hist_record(slow, 150 * MS);
+    ap_finding *fs;
+    size_t n;
+    if (!AP_CHECK(ap_findings_build(p, NULL, &fs, &n) == 0))
+        return;
+    AP_CHECK(find(fs, n, AP_FK_SLOW_LATENCY, NULL, p) == NULL);
+    const ap_finding *s = find(fs, n, AP_FK_SLOW_ROUTE, "GET /slow", p);
+    if (AP_CHECK(s != NULL))
+        AP_CHECK(strstr(s->message, "the slowest route by p95 latency: 150 ms") != NULL);
+    size_t said = 0;
+    for (size_t i = 0; i < n; i++)
+        said += strstr(fs[i].message, "p95") != NULL;
+    AP_CHECK_EQ_U64(said, 1);
+    free(fs);
+    /* The route table carries the histograms. */
+    ap_route_row *rows;
+    size_t nr;
+    if (AP_CHECK(ap_findings_routes(p, &rows, &nr) == 0)) {
+        for (size_t i = 0; i < nr; i++)
+            if (strcmp(ap_prof_str(p, rows[i].route), "GET /ship") == 0)
+                AP_CHECK(rows[i].latency == ship);
+            else if (strcmp(ap_prof_str(p, rows[i].route), "POST /login") == 0)
+                AP_CHECK(rows[i].latency == NULL);
+        free(rows);
+    }
+    ap_prof_free(p);
+}

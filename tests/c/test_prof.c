@@ -473,3 +473,79 @@ AP_TEST(prof_json_roundtrip) {
     ap_prof_free(q);
     ap_prof_free(p);
 }
+
+/* Route latency: recorded per route, written as RLAT, read back exactly, kept by
+ * merge and select, added together when a reader meets a route twice, and lost
+ * only with its chunk in a file cut short (the trees before it stay). */
+AP_TEST(prof_route_latency) {
+    ap_prof *p = recursive_profile();
+    if (!AP_CHECK(p != NULL))
+        return;
+    ap_str_id a = ap_prof_intern(p, "GET /a", 6), b = ap_prof_intern(p, "GET /b", 6);
+    ap_hist *ha = ap_prof_latency(p, a), *hb = ap_prof_latency(p, b);
+    if (!AP_CHECK(ha != NULL && hb != NULL && ap_prof_latency(p, a) == ha))
+        return;
+    for (uint64_t i = 1; i <= 100; i++)
+        ap_hist_record(ha, i * 1000000u);   /* 1..100 ms */
+    ap_hist_record(hb, 7);
+    AP_CHECK_EQ_U64(ap_prof_nlatency(p), 2);
+    AP_CHECK(ap_prof_latency_get(p, ap_prof_intern(p, "GET /c", 6)) == NULL);
+    char path[] = "/tmp/ap_test_lat_XXXXXX";
+    int fd = mkstemp(path);
+    if (!AP_CHECK(fd >= 0))
+        return;
+    close(fd);
+    AP_CHECK(ap_prof_write(p, path) == 0);
+    ap_prof *q = ap_prof_read(path, NULL);
+    if (AP_CHECK(q != NULL)) {
+        const ap_hist *qa = ap_prof_latency_get(q, a);
+        AP_CHECK(qa != NULL && memcmp(qa, ha, sizeof *qa) == 0);
+        AP_CHECK(ap_prof_latency_get(q, b) != NULL && ap_hist_count(ap_prof_latency_get(q, b)) == 1);
+        ap_prof *m = ap_prof_merge(q, NULL, NULL);
+        AP_CHECK(m != NULL && memcmp(ap_prof_latency_get(m, a), ha, sizeof *ha) == 0);
+        AP_CHECK(m != NULL && ap_prof_latency_merge(m, q) == 0);   /* twice the counts */
+        AP_CHECK(m != NULL && ap_hist_count(ap_prof_latency_get(m, a)) == 200);
+        ap_prof_free(m);
+        m = ap_prof_select(q, NULL, NULL);
+        AP_CHECK(m != NULL && ap_prof_nlatency(m) == 2);
+        ap_prof_free(m);
+    }
+    ap_prof_free(q);
+    /* The JSON export carries the histograms; its reader takes them back. */
+    FILE *f = tmpfile();
+    if (AP_CHECK(f != NULL) && AP_CHECK(ap_prof_write_json(p, f) == 0)) {
+        long n = ftell(f);
+        rewind(f);
+        uint8_t *s = malloc((size_t)n);
+        AP_CHECK(fread(s, 1, (size_t)n, f) == (size_t)n);
+        ap_prof *j = ap_json_read(s, (size_t)n);
+        /* recursive_profile has no route trees: the routes are written for their
+         * histograms alone. */
+        AP_CHECK(j != NULL && ap_prof_nlatency(j) == 2);
+        if (j != NULL) {
+            ap_str_id ja = ap_prof_intern(j, "GET /a", 6);
+            AP_CHECK(ap_prof_latency_get(j, ja) != NULL &&
+                     memcmp(ap_prof_latency_get(j, ja), ha, sizeof *ha) == 0);
+        }
+        ap_prof_free(j);
+        free(s);
+    }
+    if (f != NULL)
+        fclose(f);
+    /* Every prefix reads as truncated or is refused; a reader that stops before
+     * RLAT keeps the trees. */
+    size_t len;
+    uint8_t *bytes = slurp(path, &len);
+    for (size_t cut = 16; bytes && cut < len; cut++) {
+        int t = 0;
+        ap_prof *r = ap_prof_read_mem(bytes, cut, &t);
+        if (r != NULL) {
+            AP_CHECK(t == 1);
+            AP_CHECK(ap_prof_nlatency(r) == 0 || ap_prof_ntrees(r) == 1);
+            ap_prof_free(r);
+        }
+    }
+    free(bytes);
+    unlink(path);
+    ap_prof_free(p);
+}

@@ -50,6 +50,10 @@ static ap_prof *sample_profile(void) {
         ap_prof_event_add(p, &e);
     }
     ap_prof_meta_set(p, "argv", "sample \"profile\" <x>");
+    /* A route latency histogram: the RLAT chunk is among the mutated bytes. */
+    ap_hist *h = ap_prof_latency(p, ap_prof_intern(p, "GET /x", 6));
+    for (uint64_t i = 0; h != NULL && i < 20; i++)
+        ap_hist_record(h, 1000 + i * 997);
     return p;
 }
 

@@ -247,3 +247,25 @@ def write(spec: dict, path: Path) -> Path:
     from self_ns unless given."""
     path.write_bytes(_Builder().file(spec))
     return path
+
+
+def write_chain(path: Path, depth: int, self_ns: int = 10) -> Path:
+    """A profile whose one tree is a chain ``depth`` nodes deep (f and g calling each
+    other), each node with ``self_ns`` of its own: a deep recursion, written directly
+    (the node specs of ``write`` would hold every node's whole path)."""
+    b = _Builder()
+    f, g = b.frame(fr("f", APP, 1)), b.frame(fr("g", APP, 5))
+    metric = [b.metric[k] for k in ("calls", "self_ns", "total_ns")]
+    mask = sum(1 << k for k in metric)
+    tree = bytearray(_varint(0) + _varint(mask) + _varint(depth + 1))
+    tree += bytes(3)   # the root: no values
+    for i in range(1, depth + 1):
+        tree += _varint(1) + _varint(f if i % 2 else g)
+        values = {"calls": 1, "self_ns": self_ns, "total_ns": (depth - i + 1) * self_ns}
+        tree += b"".join(_varint(values[k]) for k in ("calls", "self_ns", "total_ns")
+                         if b.metric[k] in metric)
+    out = bytearray(b.file({"meta": {"clock": "wall"}, "trees": []}))
+    end = out.rindex(b"END ")
+    chunk = b"TREE" + struct.pack("<I", len(tree)) + tree + struct.pack("<I", zlib.crc32(tree))
+    path.write_bytes(bytes(out[:end]) + chunk + bytes(out[end:]))
+    return path

@@ -20,7 +20,7 @@ from helpers import wait_healthy
 APIPROF = Path(sys.executable).with_name("apiprof")
 APPS = Path(__file__).parent / "apps"
 FORMATS = ("html", "svg", "dot", "speedscope", "pprof", "collapsed", "callgrind", "chrome",
-           "text", "json", "pstats")
+           "text", "json", "pstats", "findings")
 
 
 def calls_of(path: Path, qualname: str) -> int:
@@ -68,6 +68,10 @@ def test_sigkilled_uvicorn_keeps_its_work_up_to_the_last_checkpoint(tmp_path):
     assert calls_of(out, "get_item") == calls_of(out, "hot")
     assert _core.load(str(out)).meta["cut"].startswith("checkpoint of a run that had not ended")
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert_every_format_reads(out, tmp_path)
+
+
+def assert_every_format_reads(out: Path, tmp_path: Path) -> None:
     for fmt in FORMATS:
         r = subprocess.run([str(APIPROF), "report", "--format", fmt, "-o",
                             str(tmp_path / f"r.{fmt}"), str(out)],
@@ -75,6 +79,45 @@ def test_sigkilled_uvicorn_keeps_its_work_up_to_the_last_checkpoint(tmp_path):
         assert r.returncode == 0, (fmt, r.stderr)
         assert f"{out} was cut: checkpoint" in r.stderr, fmt
         assert (tmp_path / f"r.{fmt}").stat().st_size > 0, fmt
+
+
+def test_sigkill_after_25_s_under_traffic_keeps_the_first_10_s_by_default(tmp_path):
+    """The stated default: `apiprof run -m uvicorn` with no checkpoint option, under
+    traffic, SIGKILLed 25 s after it started, leaves a profile that holds at least every
+    request finished in its first 10 s (the default interval is 10 s), readable by every
+    format."""
+    port = free_port()
+    out = tmp_path / "served.apiprof"
+    log = open(tmp_path / "server.log", "wb")
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [str(APIPROF), "run", "-q", "--timeline", "-o", str(out),
+         "-m", "uvicorn", "hotapp:app", "--host", "127.0.0.1", "--port", str(port),
+         "--log-level", "warning"],
+        cwd=APPS, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    done_at: list[float] = []
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
+                          trust_env=False) as client:
+            wait_healthy(client, proc, tmp_path / "server.log")
+            while time.monotonic() - started < 25:
+                assert client.get(f"/items/{len(done_at)}").status_code == 200
+                done_at.append(time.monotonic() - started)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+    assert proc.returncode == -signal.SIGKILL
+    in_first_10_s = sum(1 for t in done_at if t < 10)
+    assert in_first_10_s > 0, "the server was not serving within its first 10 s"
+    kept = calls_of(out, "get_item")
+    assert in_first_10_s <= kept <= len(done_at), (in_first_10_s, kept, len(done_at))
+    assert kept == calls_of(out, "hot")
+    assert _core.load(str(out)).meta["cut"].startswith("checkpoint of a run that had not ended")
+    assert_every_format_reads(out, tmp_path)
 
 
 def test_final_save_clears_the_cut_note(tmp_path):

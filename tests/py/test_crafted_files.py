@@ -182,3 +182,70 @@ def test_stats_reader_on_mutated_files(tmp_path):
             assert files == [path] and merged.snapshot() == []
             outcomes["ok"] += 1
     assert outcomes["named"] > 300 and outcomes["ok"] > 0
+
+
+def _limit_memory() -> None:
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+
+def test_stack_views_of_a_very_deep_tree_are_cut_and_keep_every_value(tmp_path):
+    """A recursion 150,000 frames deep: the stack views (collapsed, speedscope, pprof)
+    write each node's whole path, which would be ~10^10 frames; they cut paths at 1,024
+    frames, and the frame there carries everything below it, so the totals stay."""
+    import gzip
+    import json
+
+    from profiles import write_chain
+    depth, limit = 150_000, 1024
+    src = write_chain(tmp_path / "deep.apiprof", depth)
+    outs = {}
+    for fmt in ("collapsed", "speedscope", "pprof"):
+        out = tmp_path / f"deep.{fmt}"
+        r = subprocess.run([str(APIPROF), "report", str(src), "-f", fmt, "-o", str(out)],
+                           capture_output=True, text=True, timeout=60,
+                           preexec_fn=_limit_memory)
+        assert r.returncode == 0, (fmt, r.stderr[-2000:])
+        outs[fmt] = out.read_bytes()
+    lines = outs["collapsed"].decode().splitlines()
+    assert len(lines) == limit
+    assert sum(int(line.rsplit(" ", 1)[1]) for line in lines) == depth * 10
+    assert lines[-1].count(";") == limit - 1 and lines[-1].endswith(f" {(depth - limit + 1) * 10}")
+    doc = json.loads(outs["speedscope"])
+    prof = doc["profiles"][0]
+    assert max(len(s) for s in prof["samples"]) == limit == len(prof["samples"])
+    assert sum(prof["weights"]) == prof["endValue"] == depth * 10
+    assert len(gzip.decompress(outs["pprof"])) < 2 * limit * limit   # uncut: ~10^10 bytes
+
+
+def test_stats_of_a_file_with_30000_routes_is_bounded_and_exact(tmp_path):
+    """A valid worker file of 30,000 routes (4 MB) took about 1.3 GB to merge (41 KB of
+    histogram per key): the merge keeps 2,048 keys, counts the rest in the overflow
+    entries, and every request stays counted."""
+    import json
+
+    from apiprof import _core
+    table = _core.RouteTable(30_000)
+
+    async def send(message: dict) -> None:
+        pass
+    for i in range(30_000):
+        scope = {"type": "http", "method": "GET", "path": "/"}
+        request = table.request(scope, send)
+        scope["route"] = type("Route", (), {"path_format": f"/r{i}/" + "x" * 80})()
+        request.finish()
+    d = tmp_path / "stats"
+    d.mkdir()
+    (d / "apiprof-routes-host-1.bin").write_bytes(table.encode())
+    r = subprocess.run([str(APIPROF), "stats", "--dir", str(d), "--json"], capture_output=True,
+                       text=True, timeout=60, preexec_fn=_limit_memory_to_1_gib)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads(r.stdout)["routes"]
+    assert sum(row["count"] for row in rows) == 30_000
+    overflow = [row for row in rows if row["route"] == "<overflow>"]
+    assert len(rows) == 2048 + 1 and overflow[0]["count"] == 30_000 - 2048
+
+
+def _limit_memory_to_1_gib() -> None:
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))

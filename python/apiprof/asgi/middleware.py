@@ -158,10 +158,14 @@ class ProfilerMiddleware:
     # -- per request --
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if _labels.active and self._routes.label(scope):
+            await _labels.timed(self._serve(scope, receive, send))
+            return
+        await self._serve(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.stats_dir is not None and self._flusher_pid != os.getpid():
             self._start_flusher()
-        if _labels.active:
-            self._routes.label(scope)
         kind = scope["type"]
         if kind != "http":
             if kind == "lifespan":

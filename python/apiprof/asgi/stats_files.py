@@ -21,6 +21,10 @@ FILE_SUFFIX = ".bin"
 # Largest worker file read (docs/asgi.md): a table at the middleware's route limit is far
 # smaller; anything bigger is not one of ours.
 FILE_BYTES_MAX = 64 << 20
+# Keys a merge of a directory keeps (docs/asgi.md): each costs about 41 KB (its histogram),
+# so a valid file of 20,000 routes would take 800 MB; further keys are counted in the
+# overflow entries, as in a worker.
+MERGED_KEYS_MAX = 2048
 
 
 def worker_file(directory: str | os.PathLike[str]) -> Path:
@@ -41,7 +45,7 @@ def read_dir(directory: str | os.PathLike[str]) -> tuple[_core.RouteTable, list[
     """Merges every worker file in ``directory``. Raises OSError if the directory cannot be
     read, and ValueError naming the file when one is not a regular file, is larger than
     ``FILE_BYTES_MAX``, cannot be read or is corrupt."""
-    merged = _core.RouteTable(1_000_000)
+    merged = _core.RouteTable(MERGED_KEYS_MAX)
     files = sorted(
         p for p in Path(directory).iterdir()
         if p.name.startswith(FILE_PREFIX) and p.name.endswith(FILE_SUFFIX)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _core
-from .._findings import format_findings
+from .._findings import format_findings, format_routes
 from .._lines import format_lines, is_line_profile
 from .._output import output_path
 from .._profile_file import load_profile
@@ -127,7 +127,9 @@ def run_text(args: argparse.Namespace, fmt: str = "text") -> int:
         header = (f"apiprof: {args.file} (clock: {profile.meta.get('clock', '?')}"
                   f"{'' if args.phase is None else ', phase: ' + args.phase}"
                   f"{'' if args.metric is None else ', metric: ' + args.metric})\n")
+        routes = format_routes(profile.routes())
         text = (header + "\n" + format_findings(profile.findings(), TEXT_FINDINGS) + "\n"
+                + (routes + "\n" if routes else "")
                 + format_table(functions, args.sort, args.limit or None, everything=args.all,
                                value=VALUE_FORMATS[unit]) + clock_note(profile.meta))
     out = None if args.output in (None, "-") else args.output

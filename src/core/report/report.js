@@ -627,17 +627,22 @@
       html.push("</ol>");
     }
     if (D.routes.length) {
-      var all = 0, anyCpu = false;
-      D.routes.forEach(function (r) { all += r.work_ns; anyCpu = anyCpu || r.cpu_ns > 0; });
+      var all = 0, anyCpu = false, anyLat = false;
+      D.routes.forEach(function (r) {
+        all += r.work_ns; anyCpu = anyCpu || r.cpu_ns > 0; anyLat = anyLat || !!r.latency;
+      });
+      var lat = function (r, k) { return r.latency ? fmtUnit(r.latency[k], "nanoseconds") : "-"; };
       html.push("<h2>Routes</h2><p class=note>work: time running on threads for the route " +
         "(waiting and idle left out); waiting: time awaiting calls outside the app. Click a route " +
-        "for its own flame graph.</p><table id=routes><tr><th class=name>route</th><th>requests</th>" +
-        "<th>work</th><th>work / request</th><th>share of work</th>" + (anyCpu ? "<th>cpu</th>" : "") +
+        "for its own flame graph." + (anyLat ? " p50/p95/p99: request latency, from a request's " +
+        "start to the end of its response." : "") + "</p><table id=routes><tr><th class=name>route</th>" +
+        "<th>requests</th>" + (anyLat ? "<th>p50</th><th>p95</th><th>p99</th>" : "") + "<th>work</th><th>work / request</th><th>share of work</th>" + (anyCpu ? "<th>cpu</th>" : "") +
         "<th>waiting</th><th>waiting / request</th></tr>");
       D.routes.forEach(function (r) {
         var per = function (v) { return r.requests ? fmtUnit(v / r.requests, "nanoseconds") : "-"; };
         html.push("<tr data-route='" + esc(r.route) + "'><td class=name>" + esc(r.route) + "</td><td>" +
-          r.requests + "</td><td>" + fmtUnit(r.work_ns, "nanoseconds") + "</td><td>" + per(r.work_ns) +
+          r.requests + "</td>" + (anyLat ? "<td>" + lat(r, "p50_ns") + "</td><td>" + lat(r, "p95_ns") +
+          "</td><td>" + lat(r, "p99_ns") + "</td>" : "") + "<td>" + fmtUnit(r.work_ns, "nanoseconds") + "</td><td>" + per(r.work_ns) +
           "</td><td>" + pct(r.work_ns, all) + "</td>" + (anyCpu ? "<td>" + fmtUnit(r.cpu_ns, "nanoseconds") +
           "</td>" : "") + "<td>" + fmtUnit(r.wait_ns, "nanoseconds") + "</td><td>" + per(r.wait_ns) +
           "</td></tr>");
