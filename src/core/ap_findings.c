@@ -9,6 +9,7 @@
 #include "ap_err.h"
 #include "ap_map.h"
 #include "ap_report.h"
+#include "ap_wait.h"
 
 /* ---- kinds ------------------------------------------------------------------------ */
 
@@ -50,20 +51,6 @@ const char *ap_finding_severity_name(unsigned severity) {
 
 /* ---- classes ---------------------------------------------------------------------- */
 
-/* Idle rules: a frame (by qualname) under a parent (by qualname, NULL: any). */
-static const struct idle_rule {
-    const char *qualname, *parent;
-} idle_rules[] = {
-    {"select.epoll.poll", NULL},
-    {"select.poll.poll", NULL},
-    {"select.select", NULL},
-    {"select.kqueue.control", NULL},
-    {"select.devpoll.poll", NULL},
-    {"Queue.get", "WorkerThread.run"},
-    {"_queue.SimpleQueue.get", "_worker"},
-    {"SimpleQueue.get", "_worker"},
-};
-
 static const char *qualname_of(const ap_prof *p, ap_frame_id f) {
     const ap_frame *fr = ap_prof_frame(p, f);
     if (fr == NULL)
@@ -72,32 +59,18 @@ static const char *qualname_of(const ap_prof *p, ap_frame_id f) {
     return q[0] ? q : ap_prof_str(p, fr->name);
 }
 
-static int is_library_file(const char *file) {
-    return strstr(file, "/site-packages/") != NULL || strstr(file, "/dist-packages/") != NULL ||
-           strncmp(file, "<frozen ", 8) == 0 || strstr(file, "/lib/python3.") != NULL;
-}
-
-static int is_idle(const ap_prof *p, ap_frame_id f, ap_frame_id parent) {
-    const char *q = qualname_of(p, f);
-    for (size_t i = 0; i < sizeof idle_rules / sizeof idle_rules[0]; i++) {
-        if (strcmp(q, idle_rules[i].qualname) != 0)
-            continue;
-        if (idle_rules[i].parent == NULL ||
-            strcmp(qualname_of(p, parent), idle_rules[i].parent) == 0)
-            return 1;
-    }
-    return 0;
-}
-
 void ap_classes_free(ap_classes *c) {
     for (size_t t = 0; t < c->ntrees; t++) {
         if (c->node_library != NULL)
             free(c->node_library[t]);
         if (c->node_idle != NULL)
             free(c->node_idle[t]);
+        if (c->node_wait != NULL)
+            free(c->node_wait[t]);
     }
     free(c->node_library);
     free(c->node_idle);
+    free(c->node_wait);
     free(c->frame_library);
     memset(c, 0, sizeof *c);
 }
@@ -108,23 +81,30 @@ int ap_classes_build(const ap_prof *p, ap_classes *c) {
     c->frame_library = calloc(nf ? nf : 1, 1);
     c->node_library = calloc(nt ? nt : 1, sizeof *c->node_library);
     c->node_idle = calloc(nt ? nt : 1, sizeof *c->node_idle);
-    if (c->frame_library == NULL || c->node_library == NULL || c->node_idle == NULL)
+    c->node_wait = calloc(nt ? nt : 1, sizeof *c->node_wait);
+    if (c->frame_library == NULL || c->node_library == NULL || c->node_idle == NULL ||
+        c->node_wait == NULL)
         goto oom;
     c->nframes = nf;
     c->ntrees = nt;
     for (size_t f = 1; f < nf; f++) {
         const ap_frame *fr = ap_prof_frame(p, (ap_frame_id)f);
         c->frame_library[f] =
-            fr->kind == AP_FRAME_PYTHON && is_library_file(ap_prof_str(p, fr->file));
+            fr->kind == AP_FRAME_PYTHON && ap_wait_library_file(ap_prof_str(p, fr->file));
     }
     for (size_t t = 0; t < nt; t++) {
         const ap_tree *tree = ap_prof_tree_at(p, t);
         size_t n = ap_tree_nnodes(tree);
-        uint8_t *lib = calloc(n, 1), *idle = calloc(n, 1);
+        uint8_t *lib = calloc(n, 1), *idle = calloc(n, 1), *wait = calloc(n, 1);
         c->node_library[t] = lib;
         c->node_idle[t] = idle;
-        if (lib == NULL || idle == NULL)
+        c->node_wait[t] = wait;
+        if (lib == NULL || idle == NULL || wait == NULL)
             goto oom;
+        if (ap_wait_node_kinds(p, tree, wait) != 0) {
+            ap_classes_free(c);
+            return -1;
+        }
         for (size_t i = 1; i < n; i++) {
             const ap_node *node = ap_tree_node(tree, (ap_node_id)i);
             const ap_frame *fr = ap_prof_frame(p, node->frame);
@@ -133,7 +113,7 @@ int ap_classes_build(const ap_prof *p, ap_classes *c) {
                 lib[i] = c->frame_library[node->frame];
             else /* a C function: its caller's class; at a root, nobody's code */
                 lib[i] = up == 0 || lib[up];
-            idle[i] = idle[up] || is_idle(p, node->frame, ap_tree_node(tree, up)->frame);
+            idle[i] = idle[up] || wait[i] == AP_WAIT_IDLE;
             c->wall_ns += node->m[AP_M_SELF_NS];
             if (idle[i])
                 c->idle_ns += node->m[AP_M_SELF_NS];
@@ -373,8 +353,10 @@ static int library_work(ctx *c, const route_acc *r) {
             continue;
         for (size_t i = 1; rc == 0 && i < ap_tree_nnodes(tree); i++) {
             const ap_node *n = ap_tree_node(tree, (ap_node_id)i);
-            if (c->cls.node_idle[t][i] || !c->cls.node_library[t][i])
-                continue;
+            if (c->cls.node_idle[t][i] || !c->cls.node_library[t][i] ||
+                (c->cls.node_wait[t][i] < AP_WAIT_COUNT &&
+                 ap_prof_frame(c->p, n->frame)->kind != AP_FRAME_PYTHON))
+                continue; /* a C call that waits (psycopg's wait_c) is not library work */
             total += n->m[AP_M_SELF_NS];
             rc = add_to(&lib, c->func[n->frame], n->m[AP_M_SELF_NS]);
         }
@@ -1171,14 +1153,29 @@ int ap_findings_routes(ap_prof *p, ap_route_row **out, size_t *n) {
             map_max(&waits, UINT64_MAX, &key, &sum);
         ap_map_free(&waits);
         ap_map_free(&from);
-        rows[i] = (ap_route_row){routes[i].route, routes[i].requests, routes[i].work, 0, sum};
+        memset(&rows[i], 0, sizeof rows[i]);
+        rows[i].route = routes[i].route;
+        rows[i].requests = routes[i].requests;
+        rows[i].work_ns = routes[i].work;
+        rows[i].wait_ns = sum;
+        rows[i].running_ns = routes[i].work;
         for (size_t t = 0; rc == 0 && t < ap_prof_ntrees(p); t++) {
             const ap_tree *tree = ap_prof_tree_at(p, t);
             if (!in_route(&c, tree, routes[i].route))
                 continue;
-            for (size_t k = 1; k < ap_tree_nnodes(tree); k++)
-                if (!c.cls.node_idle[t][k])
-                    rows[i].cpu_ns += ap_tree_node(tree, (ap_node_id)k)->m[AP_M_CPU_NS];
+            for (size_t k = 1; k < ap_tree_nnodes(tree); k++) {
+                const ap_node *nd = ap_tree_node(tree, (ap_node_id)k);
+                if (nd->parent == 0)
+                    for (unsigned w = 0; w < AP_WAIT_COUNT; w++)
+                        rows[i].waits[w] += nd->m[ap_wait_metric(w)];
+                if (c.cls.node_idle[t][k])
+                    continue;
+                rows[i].cpu_ns += nd->m[AP_M_CPU_NS];
+                if (c.cls.node_wait[t][k] < AP_WAIT_COUNT &&
+                    ap_prof_frame(p, nd->frame)->kind != AP_FRAME_PYTHON &&
+                    rows[i].running_ns >= nd->m[AP_M_SELF_NS])
+                    rows[i].running_ns -= nd->m[AP_M_SELF_NS];
+            }
         }
     }
     free(routes);

@@ -323,9 +323,19 @@ int ap_html_write(const ap_report_ctx *rc, ap_sbuf *out) {
     for (size_t i = 0; i < nroutes; i++) {
         ap_sbuf_puts(out, i ? ",{\"route\":" : "{\"route\":");
         ap_sbuf_json_str(out, ap_prof_str(p, routes[i].route));
-        ap_sbuf_printf(out, ",\"requests\":%llu,\"work_ns\":%llu,\"cpu_ns\":%llu,\"wait_ns\":%llu}",
+        ap_sbuf_printf(out, ",\"requests\":%llu,\"work_ns\":%llu,\"cpu_ns\":%llu,\"wait_ns\":%llu",
                        (unsigned long long)routes[i].requests, (unsigned long long)routes[i].work_ns,
                        (unsigned long long)routes[i].cpu_ns, (unsigned long long)routes[i].wait_ns);
+        ap_sbuf_printf(out, ",\"running_ns\":%llu,\"waits\":{",
+                       (unsigned long long)routes[i].running_ns);
+        for (unsigned w = 0, first = 1; w < AP_WAIT_COUNT; w++) {
+            if (routes[i].waits[w] == 0)
+                continue;
+            ap_sbuf_printf(out, "%s\"%s\":%llu", first ? "" : ",", ap_wait_name(w),
+                           (unsigned long long)routes[i].waits[w]);
+            first = 0;
+        }
+        ap_sbuf_puts(out, "}}");
     }
     free(routes);
     /* Source lines of the functions that have line-level data, read now. */

@@ -7,6 +7,7 @@
 
 #include "ap_err.h"
 #include "ap_prof_int.h"
+#include "ap_wait.h"
 
 const char *ap_frame_kind_name(uint32_t kind) {
     static const char *const names[] = {"root", "python", "builtin", "method", "other"};
@@ -485,7 +486,7 @@ int ap_prof_finish(ap_prof *p) {
     free(ws.items);
     free(c.active);
     free(func);
-    return rc;
+    return rc == 0 ? ap_wait_classify(p) : rc;
 }
 
 /* ---- merge ------------------------------------------------------------------------- */

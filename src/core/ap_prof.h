@@ -158,8 +158,10 @@ static inline ap_node *ap_tree_child_fast(ap_tree *t, ap_node *parent, ap_frame_
 
 /* Derive the metrics that follow from the others: AP_M_PRIM_CALLS of every
  * node of every tree (calls of nodes with no ancestor of the same function,
- * see ap_prof_func_frame(); 0 for the others).  Call after the producers
- * stop and before reading or writing.  Returns 0; -1 with AP_ENOMEM. */
+ * see ap_prof_func_frame(); 0 for the others) and the wait kinds the rules
+ * decide (ap_wait_classify).  Call after the producers stop and before
+ * reading or writing; calling it again gives the same values.  Returns 0;
+ * -1 with AP_ENOMEM, or AP_EINVAL for a malformed "wait_rules" entry. */
 int ap_prof_finish(ap_prof *p);
 
 /* ---- reading ------------------------------------------------------------------ */

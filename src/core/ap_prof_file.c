@@ -12,6 +12,7 @@
 #include "ap_findings.h"
 #include "ap_prof.h"
 #include "ap_prof_int.h"
+#include "ap_wait.h"
 #include "ap_report.h"
 #include "ap_sbuf.h"
 
@@ -482,6 +483,21 @@ static void json_edges(ap_sbuf *out, const ap_func_edge *e, uint32_t first, uint
     ap_sbuf_putc(out, ']');
 }
 
+/* A function's wait kinds, {kind: ns} (ap_wait.h), those that are not 0. */
+static void json_waits(ap_sbuf *out, const uint64_t *m) {
+    ap_sbuf_puts(out, ", \"waits\": {");
+    int first = 1;
+    for (unsigned k = 0; k < AP_WAIT_COUNT; k++) {
+        uint64_t v = m[ap_wait_metric(k)];
+        if (v == 0)
+            continue;
+        ap_sbuf_printf(out, "%s\"%s\": %llu", first ? "" : ", ", ap_wait_name(k),
+                       (unsigned long long)v);
+        first = 0;
+    }
+    ap_sbuf_putc(out, '}');
+}
+
 int ap_json_write(const ap_report_ctx *c, ap_sbuf *out) {
     ap_prof *p = c->prof;
     ap_functab ft;
@@ -511,6 +527,7 @@ int ap_json_write(const ap_report_ctx *c, ap_sbuf *out) {
                 continue;
             ap_sbuf_printf(out, ", \"%s\": %llu", ap_metric_name(k), (unsigned long long)r->m[k]);
         }
+        json_waits(out, r->m);
         ap_sbuf_puts(out, ", \"callers\": ");
         json_edges(out, ft.edges_in, r->callers_first, r->ncallers, 1);
         ap_sbuf_puts(out, ", \"callees\": ");

@@ -542,7 +542,41 @@ static PyObject *profile_findings(ProfileObject *self, PyObject *args, PyObject 
     return list;
 }
 
+/* routes() -> list of dict (ap_findings_routes: the route table with its wait split) */
+static PyObject *profile_routes(ProfileObject *self, PyObject *Py_UNUSED(unused)) {
+    ap_route_row *rows;
+    size_t n;
+    if (ap_findings_routes(self->prof, &rows, &n) != 0)
+        return apext_raise_core("routes");
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    for (size_t i = 0; list != NULL && i < n; i++) {
+        const ap_route_row *r = &rows[i];
+        PyObject *waits = PyDict_New();
+        for (unsigned w = 0; waits != NULL && w < AP_WAIT_COUNT; w++) {
+            PyObject *v = r->waits[w] ? PyLong_FromUnsignedLongLong(r->waits[w]) : NULL;
+            if (r->waits[w] && (v == NULL || PyDict_SetItemString(waits, ap_wait_name(w), v) < 0))
+                Py_CLEAR(waits);
+            Py_XDECREF(v);
+        }
+        PyObject *d = waits == NULL ? NULL : Py_BuildValue(
+            "{sNsKsKsKsKsKsN}", "route", str_of(self->prof, r->route), "requests",
+            (unsigned long long)r->requests, "work_ns", (unsigned long long)r->work_ns, "cpu_ns",
+            (unsigned long long)r->cpu_ns, "await_ns", (unsigned long long)r->wait_ns,
+            "running_ns", (unsigned long long)r->running_ns, "waits", waits);
+        if (d == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, d);
+    }
+    free(rows);
+    return list;
+}
+
 static PyMethodDef profile_methods[] = {
+    {"routes", (PyCFunction)profile_routes, METH_NOARGS,
+     "routes() -> list[dict]\n\nPer route (most work first): requests, work_ns, cpu_ns, "
+     "await_ns, running_ns (work less blocking waits) and waits {kind: ns} (docs/waits.md)."},
     {"findings", (PyCFunction)(void (*)(void))profile_findings, METH_VARARGS | METH_KEYWORDS,
      "findings(lines=None) -> list[dict]\n\nThe ranked findings; lines: a line profile of the "
      "same program whose hot lines join them. The findings (kind, title, severity, route, function, file, "

@@ -100,7 +100,8 @@ AP_TEST(err_thread_local) {
     X(report_every_format) X(report_mutated_files) X(sbuf_escapes_random)              \
     X(metric_catalogue) X(metric_cpu_split)                                                 \
     X(findings_classes) X(findings_of_an_app) X(findings_none_for_an_empty_profile)       \
-    X(findings_hot_line_from_a_line_profile)
+    X(findings_hot_line_from_a_line_profile)                                            \
+    X(wait_patterns) X(wait_kinds_of_calls_and_awaits) X(wait_async_generator_is_capped)
 
 #define AP_DECLARE(name) AP_TEST(name);
 AP_TEST_LIST(AP_DECLARE)
