@@ -435,30 +435,6 @@ static int lines_of(const ap_prof *p, ap_frame_id fn, const ap_prof *lp, ap_map 
 
 /* ---- calls repeated per request ------------------------------------------------------ */
 
-/* Database calls (DB-API cursors and connections of the common drivers, and
- * the ORMs above them): a request that runs one of them many times from one
- * place is the N+1 pattern.  A frame matches by qualname. */
-static const char *const db_calls[] = {
-    "sqlite3.Connection.execute",
-    "sqlite3.Cursor.execute",
-    "sqlite3.Connection.executemany",
-    "sqlite3.Cursor.executemany",
-    "Cursor.execute",
-    "Cursor.executemany",
-    "AsyncCursor.execute",
-    "Connection.fetch",
-    "Connection.fetchrow",
-    "Connection.fetchval",
-    "Connection.execute",
-    "Session.execute",
-    "AsyncSession.execute",
-    "Session.get",
-    "AsyncSession.get",
-    "Query.first",
-    "Query.all",
-    "Query.one",
-};
-
 /* Hand-offs to the thread pool. */
 static const char *const hop_calls[] = {
     "AsyncIOBackend.run_sync_in_worker_thread",
@@ -466,17 +442,19 @@ static const char *const hop_calls[] = {
     "BaseEventLoop.run_in_executor",
 };
 
-static int in_list(const char *q, const char *const *list, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(q, list[i]) == 0)
+static int is_hop_call(const ap_prof *p, ap_frame_id f) {
+    const char *q = qualname_of(p, f);
+    for (size_t i = 0; i < sizeof hop_calls / sizeof hop_calls[0]; i++)
+        if (strcmp(q, hop_calls[i]) == 0)
             return 1;
     return 0;
 }
 
-/* Route r: calls per request of the frames of list (outermost matches only,
- * an ORM call and the driver call under it count once) and the app's
- * function that made most of them. */
-static int repeated(ctx *c, const route_acc *r, const char *const *list, size_t nlist,
+/* Route r: calls per request of the frames is_call names (outermost matches
+ * only, an ORM call and the driver call under it count once) and the app's
+ * function that made most of them.  Database statements are the rows of the
+ * wait table marked so (ap_wait_statement). */
+static int repeated(ctx *c, const route_acc *r, int (*is_call)(const ap_prof *, ap_frame_id),
                     unsigned kind) {
     if (r->requests == 0 || r->route == 0)
         return 0;
@@ -501,12 +479,12 @@ static int repeated(ctx *c, const route_acc *r, const char *const *list, size_t 
             continue;
         for (size_t i = 1; rc == 0 && i < ap_tree_nnodes(tree); i++) {
             const ap_node *n = ap_tree_node(tree, (ap_node_id)i);
-            if (n->m[AP_M_CALLS] == 0 || !in_list(qualname_of(c->p, n->frame), list, nlist))
+            if (n->m[AP_M_CALLS] == 0 || !is_call(c->p, n->frame))
                 continue;
             const ap_node *u = ap_tree_node(tree, n->parent);
             int nested = 0;
             for (const ap_node *a = u; a->id != 0 && !nested; a = ap_tree_node(tree, a->parent))
-                nested = in_list(qualname_of(c->p, a->frame), list, nlist);
+                nested = is_call(c->p, a->frame);
             if (nested)
                 continue;
             while (u->id != 0 && !user_node(c, t, u))
@@ -1025,10 +1003,8 @@ int ap_findings_build(ap_prof *p, const ap_prof *lines, ap_finding **out, size_t
         goto err;
     for (size_t i = 0; i < nroutes; i++)
         if (await_bound(&c, &routes[i]) != 0 ||
-            repeated(&c, &routes[i], db_calls, sizeof db_calls / sizeof db_calls[0],
-                     AP_FK_REPEATED_QUERY) != 0 ||
-            repeated(&c, &routes[i], hop_calls, sizeof hop_calls / sizeof hop_calls[0],
-                     AP_FK_POOL_HOPS) != 0)
+            repeated(&c, &routes[i], ap_wait_statement, AP_FK_REPEATED_QUERY) != 0 ||
+            repeated(&c, &routes[i], is_hop_call, AP_FK_POOL_HOPS) != 0)
             goto err;
     if (c.cls.idle_ns > 0 && c.cls.wall_ns > 0) {
         ap_finding *f = fnew(&c.out, AP_FK_IDLE, AP_SEV_INFO);

@@ -47,10 +47,31 @@ unsigned ap_wait_by_name(const char *name) {
 /* ---- the table ---------------------------------------------------------------------
  * Within each node, the first row that matches wins; user rows come before
  * these.  docs/waits.md lists this table: keep the two alike. */
-#define CALL(k, f, file, parent) {AP_WAIT_##k, 0, f, file, parent}
-#define WITHIN(k, f, file, parent) {AP_WAIT_##k, 1, f, file, parent}
+#define CALL(k, f, file, parent) {AP_WAIT_##k, 0, f, file, parent, 0}
+#define WITHIN(k, f, file, parent) {AP_WAIT_##k, 1, f, file, parent, 0}
+#define STATEMENT(f) {AP_WAIT_DATABASE, 0, f, NULL, NULL, 1}
 
 static const ap_wait_rule builtin[] = {
+    /* database statements: the DB-API cursors and connections of the common
+     * drivers and the ORM calls above them (the N+1 finding counts these) */
+    STATEMENT("sqlite3.Connection.execute"),
+    STATEMENT("sqlite3.Cursor.execute"),
+    STATEMENT("sqlite3.Connection.executemany"),
+    STATEMENT("sqlite3.Cursor.executemany"),
+    STATEMENT("Cursor.execute"),
+    STATEMENT("Cursor.executemany"),
+    STATEMENT("AsyncCursor.execute"),
+    STATEMENT("Connection.fetch"),
+    STATEMENT("Connection.fetchrow"),
+    STATEMENT("Connection.fetchval"),
+    STATEMENT("Connection.execute"),
+    STATEMENT("Session.execute"),
+    STATEMENT("AsyncSession.execute"),
+    STATEMENT("Session.get"),
+    STATEMENT("AsyncSession.get"),
+    STATEMENT("Query.first"),
+    STATEMENT("Query.all"),
+    STATEMENT("Query.one"),
     /* idle: waiting for work to arrive, not for work asked for */
     WITHIN(IDLE, "Queue.get", NULL, "WorkerThread.run"), /* anyio's worker threads */
     WITHIN(IDLE, "_queue.SimpleQueue.get", NULL, "_worker"), /* concurrent.futures */
@@ -133,6 +154,15 @@ static const ap_wait_rule builtin[] = {
 const ap_wait_rule *ap_wait_rules(size_t *n) {
     *n = sizeof builtin / sizeof builtin[0];
     return builtin;
+}
+
+static int row_matches(const ap_prof *p, const ap_wait_rule *w, ap_frame_id f, ap_frame_id parent);
+
+int ap_wait_statement(const ap_prof *p, ap_frame_id f) {
+    for (size_t i = 0; i < sizeof builtin / sizeof builtin[0]; i++)
+        if (builtin[i].statement && row_matches(p, &builtin[i], f, 0))
+            return 1;
+    return 0;
 }
 
 int ap_wait_match(const char *pat, const char *s) {
@@ -247,7 +277,7 @@ static int row_matches(const ap_prof *p, const ap_wait_rule *w, ap_frame_id f, a
         return 0;
     if (w->file != NULL && strstr(ap_prof_str(p, fr->file), w->file) == NULL)
         return 0;
-    return w->parent == NULL || ap_wait_match(w->parent, qualname_of(p, parent));
+    return w->parent == NULL || (parent != 0 && ap_wait_match(w->parent, qualname_of(p, parent)));
 }
 
 /* The first row (user ones first) that names frame f under parent, or NULL. */

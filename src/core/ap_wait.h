@@ -53,6 +53,7 @@ unsigned ap_wait_by_name(const char *name);
  * One table (ap_wait.c, listed in docs/waits.md) of rows
  *
  *     kind   frame pattern   [file fragment]   [parent pattern]   call | within
+ *     [statement]
  *
  * A pattern is a qualname ("time.sleep", "sqlite3.Cursor.execute") where '*'
  * stands for any run of characters; the file fragment must occur in the
@@ -88,10 +89,16 @@ typedef struct ap_wait_rule {
     const char *frame;  /* qualname pattern */
     const char *file;   /* fragment of the frame's file, NULL: any */
     const char *parent; /* qualname pattern of the parent, NULL: any */
+    unsigned statement; /* 1: a call that runs one database statement (what the
+                           N+1 finding counts, ap_findings.c) */
 } ap_wait_rule;
 
 /* The built-in rows and their count.  Can't fail. */
 const ap_wait_rule *ap_wait_rules(size_t *n);
+
+/* 1 when a built-in row marked statement names frame f (by qualname and
+ * file; its parent is not asked).  Can't fail. */
+int ap_wait_statement(const ap_prof *p, ap_frame_id f);
 
 /* 1 when '*'-pattern pat matches s.  Can't fail. */
 int ap_wait_match(const char *pat, const char *s);
