@@ -39,6 +39,9 @@ static const ap_finding_kind_info kinds[AP_FK_COUNT] = {
                          "request (each hop costs a thread switch and two wake-ups)"},
     [AP_FK_IDLE] = {"idle", "idle time",
                     "recorded time that was idle waiting, left out of the views by default"},
+    [AP_FK_N_PLUS_ONE] = {"n_plus_one", "N+1 query",
+                          "one statement (literals aside) run 5 times or more in one request "
+                          "from the same line of the app (captured queries)"},
 };
 
 const ap_finding_kind_info *ap_finding_kind_get(unsigned k) {
@@ -560,6 +563,39 @@ static int repeated(ctx *c, const route_acc *r, int (*is_call)(const ap_prof *, 
     return rc;
 }
 
+/* N+1 from captured queries: a statement shape run AP_QUERY_N_PLUS_ONE
+ * times or more in one request from one line. */
+static int n_plus_one(ctx *c) {
+    for (size_t i = 0; i < ap_prof_nqueries(c->p); i++) {
+        const ap_query *q = ap_prof_query_at(c->p, i);
+        if (q->max_per_request < AP_QUERY_N_PLUS_ONE)
+            continue;
+        ap_finding *f = fnew(&c->out, AP_FK_N_PLUS_ONE, AP_SEV_HIGH);
+        if (f == NULL)
+            return -1;
+        char w[256], d1[32], stmt[161];
+        const char *text = ap_prof_str(c->p, q->statement);
+        snprintf(stmt, sizeof stmt, "%.150s%s", text, strlen(text) > 150 ? "..." : "");
+        f->route = q->route;
+        f->frame = q->site;
+        f->line = q->line;
+        f->value = q->total_ns;
+        f->count = q->count;
+        f->share = q->requests ? (double)q->count / (double)q->requests : 0;
+        const ap_frame *fr = ap_prof_frame(c->p, q->site);
+        say(f,
+            "%s runs the same query up to %llu times in one request (%llu times over %llu "
+            "requests, %s in total) from %s, line %u: \"%s\"; one query for all the items "
+            "(a join or IN) replaces them",
+            q->route ? ap_prof_str(c->p, q->route) : "the program",
+            (unsigned long long)q->max_per_request, (unsigned long long)q->count,
+            (unsigned long long)q->requests, dur(d1, sizeof d1, (double)q->total_ns),
+            q->site && fr != NULL ? where(c->p, q->site, w, sizeof w) : "an unknown place",
+            q->line, stmt);
+    }
+    return 0;
+}
+
 /* "of GET /x's work" or "of the profile's work". */
 static const char *scope_of(const ap_prof *p, ap_str_id route, char *buf, size_t n) {
     if (route != 0)
@@ -999,11 +1035,12 @@ int ap_findings_build(ap_prof *p, const ap_prof *lines, ap_finding **out, size_t
         if (hot_function(&c, &whole) != 0 || await_bound(&c, &whole) != 0)
             goto err;
     }
-    if (blocking_calls(&c, routes, nroutes) != 0)
+    if (blocking_calls(&c, routes, nroutes) != 0 || n_plus_one(&c) != 0)
         goto err;
     for (size_t i = 0; i < nroutes; i++)
         if (await_bound(&c, &routes[i]) != 0 ||
-            repeated(&c, &routes[i], ap_wait_statement, AP_FK_REPEATED_QUERY) != 0 ||
+            (ap_prof_nqueries(p) == 0 &&
+             repeated(&c, &routes[i], ap_wait_statement, AP_FK_REPEATED_QUERY) != 0) ||
             repeated(&c, &routes[i], is_hop_call, AP_FK_POOL_HOPS) != 0)
             goto err;
     if (c.cls.idle_ns > 0 && c.cls.wall_ns > 0) {

@@ -58,6 +58,9 @@ typedef enum ap_finding_kind {
     AP_FK_REPEATED_QUERY, /* N+1: a request runs a database call many times, from one place */
     AP_FK_POOL_HOPS,      /* a request hands work to the thread pool many times */
     AP_FK_IDLE,           /* how much recorded time was idle waiting (hidden by default) */
+    AP_FK_N_PLUS_ONE,     /* one statement shape run >= AP_QUERY_N_PLUS_ONE times in one
+                             request from one line (captured queries; replaces
+                             repeated_query when the profile has them) */
     AP_FK_COUNT
 } ap_finding_kind;
 

@@ -345,6 +345,48 @@ size_t ap_prof_nevents(const ap_prof *p);
 const ap_event *ap_prof_event_at(const ap_prof *p, size_t i);
 uint64_t ap_prof_events_dropped(const ap_prof *p);
 
+/* ---- database queries ------------------------------------------------------------
+ * One record per (normalised statement, route, calling site): the statements
+ * a query producer saw (docs/waits.md, "Queries").  Records stay in the
+ * order they were first seen; there are few shapes, so lookups are a scan. */
+typedef struct ap_query {
+    ap_str_id statement;      /* normalised text (ap_query_normalise) */
+    ap_str_id route;          /* route label value, 0 outside a request */
+    ap_frame_id site;         /* function-level frame of the app's code that ran it, 0 */
+    uint32_t line;            /* the line in it, 0 when unknown */
+    uint64_t count;           /* times it ran */
+    uint64_t total_ns;        /* wall time of those runs */
+    uint64_t rows;            /* rows the driver reported (0 when it does not) */
+    uint64_t requests;        /* requests it ran in (0 outside requests) */
+    uint64_t max_per_request; /* most runs in one request */
+    uint64_t last_request;    /* producer's bookkeeping: the request of the last run */
+    uint64_t in_request;      /* ...and how many runs it had so far */
+} ap_query;
+
+/* A shape run this many times in one request from one site is an N+1. */
+#define AP_QUERY_N_PLUS_ONE 5
+
+/* Record one run of statement (already interned; see ap_query_normalise)
+ * from site/line in route, taking ns, reporting rows, in request (a
+ * serial, 0 for none).  Returns 0; -1 with AP_ENOMEM. */
+int ap_prof_query_add(ap_prof *p, ap_str_id statement, ap_str_id route, ap_frame_id site,
+                      uint32_t line, uint64_t ns, uint64_t rows, uint64_t request);
+
+/* Add a whole record (readers, merges): summed into an equal key.  Returns
+ * 0; -1 with AP_ENOMEM. */
+int ap_prof_query_put(ap_prof *p, const ap_query *q);
+
+/* The records: how many and the i-th.  Can't fail. */
+size_t ap_prof_nqueries(const ap_prof *p);
+const ap_query *ap_prof_query_at(const ap_prof *p, size_t i);
+
+/* Write the normalised form of the n bytes of sql into out (cap bytes,
+ * NUL-terminated, cut at cap - 1): string and number literals become '?',
+ * runs of white space one space, a list of placeholders "(?, ?, ?)" one
+ * "(?)", leading and trailing space dropped.  Returns the length written.
+ * Can't fail. */
+size_t ap_query_normalise(const char *sql, size_t n, char *out, size_t cap);
+
 /* ---- files ---------------------------------------------------------------------
  * The native file (docs/format.md): a header and self-delimiting chunks,
  * each with a CRC, ending with an END chunk.  A reader keeps everything up

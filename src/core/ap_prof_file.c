@@ -49,6 +49,7 @@ static uint32_t crc32_of(const void *p, size_t n) {
 #define TAG_FRMS TAG('F', 'R', 'M', 'S')
 #define TAG_TREE TAG('T', 'R', 'E', 'E')
 #define TAG_EVNT TAG('E', 'V', 'N', 'T')
+#define TAG_QRYS TAG('Q', 'R', 'Y', 'S')
 #define TAG_END TAG('E', 'N', 'D', ' ')
 
 /* The largest event ring a reader recreates (events beyond the stored ones
@@ -150,6 +151,23 @@ int ap_prof_write(const ap_prof *p, const char *path) {
     for (size_t i = 0; i < p->ntrees; i++) {
         encode_tree(&b, p->trees[i]);
         if (write_chunk(f, path, TAG_TREE, &b) != 0)
+            goto out;
+    }
+    if (p->nqueries != 0) {
+        ap_sbuf_varint(&b, p->nqueries);
+        for (size_t i = 0; i < p->nqueries; i++) {
+            const ap_query *q = &p->queries[i];
+            ap_sbuf_varint(&b, q->statement);
+            ap_sbuf_varint(&b, q->route);
+            ap_sbuf_varint(&b, q->site);
+            ap_sbuf_varint(&b, q->line);
+            ap_sbuf_varint(&b, q->count);
+            ap_sbuf_varint(&b, q->total_ns);
+            ap_sbuf_varint(&b, q->rows);
+            ap_sbuf_varint(&b, q->requests);
+            ap_sbuf_varint(&b, q->max_per_request);
+        }
+        if (write_chunk(f, path, TAG_QRYS, &b) != 0)
             goto out;
     }
     if (p->ev_cap != 0) {
@@ -321,6 +339,22 @@ static int read_chunk(ap_prof *p, uint32_t tag, rd *r) {
             }
         }
         free(map);
+    } else if (tag == TAG_QRYS) {
+        uint64_t n = rd_varint(r);
+        if (r->bad || n > (uint64_t)(r->end - r->p) / 9)
+            return ap_err_set(AP_ECORRUPT, "query chunk header is invalid");
+        for (uint64_t i = 0; i < n; i++) {
+            uint64_t v[9];
+            for (int k = 0; k < 9; k++)
+                v[k] = rd_varint(r);
+            if (r->bad || v[0] >= p->nstrs || v[1] >= p->nstrs || v[2] >= p->nframes ||
+                v[3] > UINT32_MAX)
+                return ap_err_set(AP_ECORRUPT, "query %llu is invalid", (unsigned long long)i);
+            ap_query q = {(ap_str_id)v[0], (ap_str_id)v[1], (ap_frame_id)v[2], (uint32_t)v[3],
+                          v[4], v[5], v[6], v[7], v[8], 0, 0};
+            if (ap_prof_query_put(p, &q) != 0)
+                return -1;
+        }
     } else if (tag == TAG_EVNT) {
         uint64_t cap = rd_varint(r), dropped = rd_varint(r), n = rd_varint(r);
         if (r->bad || n > (uint64_t)(r->end - r->p) / 4 || n > EVENT_RING_MAX || cap == 0)
@@ -558,6 +592,29 @@ int ap_json_write(const ap_report_ctx *c, ap_sbuf *out) {
                 (unsigned long long)lines[i].time_ns, (unsigned long long)lines[i].await_ns);
     }
     free(lines);
+    ap_sbuf_puts(out, "\n ],\n \"queries\": [");
+    for (size_t i = 0; i < p->nqueries; i++) {
+        const ap_query *q = &p->queries[i];
+        const ap_frame *f = &p->frames[q->site];
+        ap_sbuf_puts(out, i ? ",\n  {\"statement\": " : "\n  {\"statement\": ");
+        ap_sbuf_json_str(out, ap_prof_str(p, q->statement));
+        ap_sbuf_printf(out, ", \"count\": %llu, \"total_ns\": %llu, \"rows\": %llu, "
+                       "\"requests\": %llu, \"max_per_request\": %llu, \"n_plus_one\": %s, "
+                       "\"frame\": %u, \"function\": ",
+                       (unsigned long long)q->count, (unsigned long long)q->total_ns,
+                       (unsigned long long)q->rows, (unsigned long long)q->requests,
+                       (unsigned long long)q->max_per_request,
+                       q->max_per_request >= AP_QUERY_N_PLUS_ONE ? "true" : "false", q->site);
+        ap_sbuf_json_str(out, ap_prof_str(p, f->qualname));
+        ap_sbuf_puts(out, ", \"file\": ");
+        ap_sbuf_json_str(out, ap_prof_str(p, f->file));
+        ap_sbuf_printf(out, ", \"line\": %u, \"route\": ", q->line);
+        if (q->route != 0)
+            ap_sbuf_json_str(out, ap_prof_str(p, q->route));
+        else
+            ap_sbuf_puts(out, "null");
+        ap_sbuf_putc(out, '}');
+    }
     ap_sbuf_puts(out, "\n ],\n \"frames\": [");
     for (size_t i = 0; i < p->nframes; i++) {
         ap_sbuf_puts(out, i ? ",\n  {" : "\n  {");

@@ -26,6 +26,8 @@ struct ap_prof {
     ap_event *events;        /* the optional ring, NULL when disabled */
     size_t ev_cap, ev_len, ev_head;   /* ev_head: index of the oldest event */
     uint64_t ev_dropped;
+    ap_query *queries;       /* ap_prof_query_add */
+    size_t nqueries, query_cap;
 };
 
 struct ap_tree {

@@ -573,7 +573,37 @@ static PyObject *profile_routes(ProfileObject *self, PyObject *Py_UNUSED(unused)
     return list;
 }
 
+/* queries() -> list of dict (the captured statements, ap_prof.h "database queries") */
+static PyObject *profile_queries(ProfileObject *self, PyObject *Py_UNUSED(unused)) {
+    ap_prof *p = self->prof;
+    size_t n = ap_prof_nqueries(p);
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    for (size_t i = 0; list != NULL && i < n; i++) {
+        const ap_query *q = ap_prof_query_at(p, i);
+        const ap_frame *fr = ap_prof_frame(p, q->site);
+        PyObject *d = Py_BuildValue(
+            "{sNsKsKsKsKsKsOsNsNsIsN}", "statement", str_of(p, q->statement), "count",
+            (unsigned long long)q->count, "total_ns", (unsigned long long)q->total_ns, "rows",
+            (unsigned long long)q->rows, "requests", (unsigned long long)q->requests,
+            "max_per_request", (unsigned long long)q->max_per_request, "n_plus_one",
+            q->max_per_request >= AP_QUERY_N_PLUS_ONE ? Py_True : Py_False, "function",
+            q->site ? str_of(p, fr->qualname) : Py_NewRef(Py_None), "file",
+            q->site ? str_of(p, fr->file) : Py_NewRef(Py_None), "line", q->line, "route",
+            q->route ? str_of(p, q->route) : Py_NewRef(Py_None));
+        if (d == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, d);
+    }
+    return list;
+}
+
 static PyMethodDef profile_methods[] = {
+    {"queries", (PyCFunction)profile_queries, METH_NOARGS,
+     "queries() -> list[dict]\n\nThe captured database statements: statement (normalised), "
+     "count, total_ns, rows, requests, max_per_request, n_plus_one, function, file, line, "
+     "route (docs/waits.md)."},
     {"routes", (PyCFunction)profile_routes, METH_NOARGS,
      "routes() -> list[dict]\n\nPer route (most work first): requests, work_ns, cpu_ns, "
      "await_ns, running_ns (work less blocking waits) and waits {kind: ns} (docs/waits.md)."},

@@ -1,5 +1,7 @@
 /* test_wait.c -- unit tests of the wait rules: patterns, the kinds they give blocking calls and awaits, user rows, idempotence. */
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ap_err.h"
 #include "ap_prof.h"
@@ -145,5 +147,68 @@ AP_TEST(wait_async_generator_is_capped) {
     AP_CHECK(ap_prof_finish(p) == 0);
     AP_CHECK_EQ_U64(W(NETWORK, n_send), 100);
     AP_CHECK_EQ_U64(W(NETWORK, path(t, (ap_frame_id[]){user}, 1)), 100);
+    ap_prof_free(p);
+}
+
+static int norm_is(const char *sql, const char *want) {
+    char out[256];
+    size_t n = ap_query_normalise(sql, strlen(sql), out, sizeof out);
+    return n == strlen(want) && strcmp(out, want) == 0;
+}
+
+AP_TEST(query_normalise) {
+    AP_CHECK(norm_is("SELECT * FROM t WHERE id = 42", "SELECT * FROM t WHERE id = ?"));
+    AP_CHECK(norm_is("select  a,\n\tb from t where n = 'it''s'  ", "select a, b from t where n = ?"));
+    AP_CHECK(norm_is("SELECT x1, t2.c FROM t2 WHERE v > 3.5e3", "SELECT x1, t2.c FROM t2 WHERE v > ?"));
+    AP_CHECK(norm_is("WHERE id IN (1, 2, 3)", "WHERE id IN (?)"));
+    AP_CHECK(norm_is("VALUES (?,?,?)", "VALUES (?)"));
+    AP_CHECK(norm_is("WHERE a = $1 AND b = :name AND c = %s", "WHERE a = $1 AND b = :name AND c = %s"));
+    char small[8];
+    /* cut at the buffer, never past it; a trailing space is dropped */
+    AP_CHECK_EQ_U64(ap_query_normalise("SELECT 1234567", 14, small, sizeof small), 6);
+    AP_CHECK(strcmp(small, "SELECT") == 0);
+}
+
+/* Counts per request, the N+1 mark, merges, and the native file. */
+AP_TEST(query_records_roundtrip) {
+    ap_prof *p = ap_prof_new();
+    ap_str_id s = s_(p, "SELECT * FROM t WHERE id = ?"), r = s_(p, "GET /x");
+    ap_frame_id site = fr(p, "load", "/srv/app/main.py", PY);
+    for (uint64_t req = 1; req <= 3; req++)
+        for (int i = 0; i < 6; i++)
+            AP_CHECK(ap_prof_query_add(p, s, r, site, 12, 10, 1, req) == 0);
+    AP_CHECK(ap_prof_query_add(p, s, r, site, 13, 5, 0, 1) == 0); /* another line */
+    AP_CHECK_EQ_U64(ap_prof_nqueries(p), 2);
+    const ap_query *q = ap_prof_query_at(p, 0);
+    AP_CHECK_EQ_U64(q->count, 18);
+    AP_CHECK_EQ_U64(q->total_ns, 180);
+    AP_CHECK_EQ_U64(q->rows, 18);
+    AP_CHECK_EQ_U64(q->requests, 3);
+    AP_CHECK_EQ_U64(q->max_per_request, 6);
+    AP_CHECK(q->max_per_request >= AP_QUERY_N_PLUS_ONE);
+    AP_CHECK_EQ_U64(ap_prof_query_at(p, 1)->max_per_request, 1);
+    char path[] = "/tmp/apiprof-test-queries-XXXXXX";
+    int fd = mkstemp(path);
+    AP_CHECK(fd >= 0);
+    close(fd);
+    AP_CHECK(ap_prof_write(p, path) == 0);
+    int cut = 1;
+    ap_prof *back = ap_prof_read(path, &cut);
+    unlink(path);
+    AP_CHECK(back != NULL && cut == 0);
+    if (back != NULL) {
+        AP_CHECK_EQ_U64(ap_prof_nqueries(back), 2);
+        const ap_query *b = ap_prof_query_at(back, 0);
+        AP_CHECK(strcmp(ap_prof_str(back, b->statement), "SELECT * FROM t WHERE id = ?") == 0);
+        AP_CHECK(strcmp(ap_prof_str(back, b->route), "GET /x") == 0);
+        AP_CHECK(strcmp(ap_prof_str(back, ap_prof_frame(back, b->site)->qualname), "load") == 0);
+        AP_CHECK_EQ_U64(b->line, 12);
+        AP_CHECK_EQ_U64(b->count, 18);
+        AP_CHECK_EQ_U64(b->max_per_request, 6);
+        ap_prof *m = ap_prof_merge(back, NULL, NULL); /* a selection keeps them */
+        AP_CHECK(m != NULL && ap_prof_nqueries(m) == 2);
+        ap_prof_free(m);
+        ap_prof_free(back);
+    }
     ap_prof_free(p);
 }
