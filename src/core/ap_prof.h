@@ -421,7 +421,7 @@ ap_prof *ap_prof_read_mem(const uint8_t *buf, size_t len, int *truncated);
 int ap_json_is_export(const uint8_t *buf, size_t len);
 
 /* The profile of a JSON export (docs/format.md, "JSON export"): its meta,
- * frames and trees, the same model the native file holds (the derived
+ * frames, trees and queries, the same model the native file holds (the derived
  * "functions" and "lines" are skipped; the export has no event timeline).
  * Members may come in any order; unknown members and metrics are skipped.
  * On error NULL with AP_ECORRUPT (not JSON, not apiprof's export, an
