@@ -115,3 +115,48 @@ def test_without_the_option_nothing_is_captured(tmp_path):
         assert sum(q["count"] for q in qs) == expect
         if expect:   # literals replaced: one shape, from the script's line 4
             assert [(q["statement"], q["line"], q["route"]) for q in qs] == [("SELECT ?", 4, None)]
+
+
+REQS = 3
+
+
+@pytest.fixture(scope="module")
+def sqlmodel_queries(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("sqlmodel")
+    tmp = tmp_path_factory.mktemp("sqlmodel")
+    port = free_port()
+    out = tmp / "items.apiprof"
+
+    def drive(client: httpx.Client) -> None:
+        for path in ("/items", "/items/batched"):
+            for _ in range(REQS):
+                r = client.get(path)
+                assert r.status_code == 200 and len(r.json()) == 8
+                assert r.json()[7]["owner"] == "owner 7"
+
+    serve_profiled([str(APIPROF), "run", "--queries", "-q", "-o", str(out), "-m", "uvicorn",
+                    "sqlmodel_app:app", "--host", "127.0.0.1", "--port", str(port),
+                    "--log-level", "warning"], Path(__file__).parent / "apps",
+                   {"ITEMS_DB": str(tmp / "items.db")}, port, tmp / "server.log", drive)
+    return out
+
+
+def test_sqlmodel_statements_and_n_plus_one(sqlmodel_queries):
+    profile = _core.load(str(sqlmodel_queries))
+    routes = by_route(profile.queries())
+    plain, batched = routes["GET /items"], routes["GET /items/batched"]
+    owners = [q for q in plain if q["statement"].startswith("SELECT owner.")]
+    assert len(owners) == 1 and owners[0]["count"] == REQS * 8      # one per item
+    assert owners[0]["max_per_request"] == 8 and owners[0]["n_plus_one"]
+    assert owners[0]["statement"].endswith("WHERE owner.id = ?")
+    assert owners[0]["file"].endswith("sqlmodel_app.py") and owners[0]["function"] == "items"
+    listing = [q for q in plain if q["statement"].startswith("SELECT item.")]
+    assert len(listing) == 1 and listing[0]["count"] == REQS
+    # the batched route: two statements per request, the IN list as one placeholder
+    assert sorted(q["count"] for q in batched if q["statement"].startswith("SELECT")) == [
+        REQS, REQS]
+    assert any("IN (?)" in q["statement"] for q in batched)
+    assert not any(q["n_plus_one"] for q in batched)
+    n1 = [f for f in profile.findings() if f["kind"] == "n_plus_one"]
+    assert [(f["route"], f["count"]) for f in n1] == [("GET /items", REQS * 8)]
+    assert n1[0]["line"] == owners[0]["line"]
