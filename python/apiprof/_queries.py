@@ -61,6 +61,14 @@ class _Connection(sqlite3.Connection):
         return self.cursor().executemany(sql, parameters)
 
 
+# The tracer names a C method by the type of its object and leaves out apiprof's own
+# modules: under sqlite3's names, the driver calls these classes make are recorded (and
+# their time classified as database waits) as they are without query capture.
+for _cls in (_Cursor, _Connection):
+    _cls.__module__ = "sqlite3"
+    _cls.__qualname__ = _cls.__name__ = _cls.__name__.lstrip("_")
+
+
 def _connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
     assert _original is not None
     if "factory" not in kwargs and len(args) < 6:  # the caller's own factory is kept

@@ -72,6 +72,19 @@ def test_counts_per_request_and_the_n_plus_one(shop_queries):
     assert product["SELECT * FROM products WHERE id = ?"]["count"] == 4
 
 
+def test_capture_keeps_the_driver_calls_and_their_database_waits(shop_queries):
+    """The timed connection's driver calls are recorded under sqlite3's names, as without
+    --queries, so the route's database wait is still there."""
+    profile = _core.load(str(shop_queries))
+    split = {r["route"]: r for r in profile.routes()}
+    assert split["GET /orders/recent"]["waits"]["database"] > 0
+    funcs = {f["qualname"]: f for f in json.loads(profile.json())["functions"]}
+    statements = sum(q["count"] for q in profile.queries()
+                     if q["route"] and not q["statement"].startswith("INSERT"))
+    assert funcs["sqlite3.Cursor.execute"]["calls"] >= statements
+    assert not any(name.startswith("apiprof.") for name in funcs)
+
+
 def test_n_plus_one_findings_name_the_route_count_and_line(shop_queries):
     findings = _core.load(str(shop_queries)).findings()
     n1 = [f for f in findings if f["kind"] == "n_plus_one"]
