@@ -1,5 +1,6 @@
 /* queries.c -- apiprof._core.record_query: one database statement into the running tracer's profile (its normalised text, route, the app's calling line). */
 #include "ext.h"
+#include "code.h"
 #include "stack.h"
 
 #include <string.h>
@@ -10,7 +11,8 @@
 /* The innermost frame of the app's code (not a library file) on the calling
  * thread's Python stack, as a function-level frame of p, and its line; 0
  * when there is none.  Returns -1 on an interning error. */
-static int call_site(ap_prof *p, ap_frame_id *site, uint32_t *line) {
+static int call_site(apext_session *sess, ap_frame_id *site, uint32_t *line) {
+    ap_prof *p = sess->prof;
     *site = 0;
     *line = 0;
     PyFrameObject *f = PyEval_GetFrame(); /* borrowed */
@@ -21,6 +23,16 @@ static int call_site(ap_prof *p, ap_frame_id *site, uint32_t *line) {
         if (file == NULL)
             PyErr_Clear();
         if (file != NULL && !ap_wait_library_file(file)) {
+            /* The tracer's record of the code has its frame: no interning. */
+            apext_code_info *rec = apext_code_get((PyObject *)co, APEXT_PRODUCER_TRACE);
+            if (rec != NULL && rec->serial == sess->serial) {
+                int line_no = PyFrame_GetLineNumber(f);
+                Py_DECREF(co);
+                Py_DECREF(f);
+                *site = rec->frame;
+                *line = line_no > 0 ? (uint32_t)line_no : 0;
+                return 0;
+            }
             ap_frame fr = {apext_session_intern(p, co->co_name),
                            apext_session_intern(p, co->co_qualname),
                            apext_session_intern(p, co->co_filename),
@@ -68,7 +80,7 @@ static PyObject *record_query(PyObject *Py_UNUSED(m), PyObject *const *a, Py_ssi
     ap_str_id route = a[4] == Py_None ? 0 : apext_session_intern(p, a[4]);
     ap_frame_id site;
     uint32_t line;
-    if (stmt == AP_NONE || route == AP_NONE || call_site(p, &site, &line) != 0 ||
+    if (stmt == AP_NONE || route == AP_NONE || call_site(&o->sess, &site, &line) != 0 ||
         ap_prof_query_add(p, stmt, route, site, line, ns, rows, request) != 0) {
         apext_session_fail(&o->sess, "query");
         PyErr_Clear();
