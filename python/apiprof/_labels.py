@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextvars
 import importlib.abc
 import importlib.machinery
+import itertools
 import re
 import sys
 import time
@@ -32,6 +33,10 @@ from ._route_match import count_routes, match, route_table
 
 ROUTE: contextvars.ContextVar[object] = contextvars.ContextVar("apiprof_route")
 PAUSED = object()
+# The request a context serves: a serial set with its route label (0: none); captured
+# database statements are counted per request with it (apiprof._queries).
+REQUEST: contextvars.ContextVar[int] = contextvars.ContextVar("apiprof_request", default=0)
+_requests = itertools.count(1)
 
 # Labelling profilers running now (Profiler.start/stop keep it).
 active = 0
@@ -138,6 +143,7 @@ class RouteFinder:
                 _core.label_set(ROUTE, found)
             else:  # a request of that route starts: the tracer counts it
                 _core.label_request(ROUTE, found)
+                REQUEST.set(next(_requests))
         return found is not None and found != before
 
 

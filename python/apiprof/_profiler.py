@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import IO, Any, TypeVar
 
-from . import _core, _labels
+from . import _core, _labels, _queries
 from ._profile_file import CUT_META, per_process_path, save_profile
 from ._table import Column, format_ns, render
 
@@ -163,6 +163,10 @@ class Profiler:
     ``cpu=True`` (wall clock) also records each frame's thread CPU time beside its wall
     time: ``cpu_ns`` (self) and ``cpu_total_ns`` (with callees), so that waiting and
     computing show apart; it reads the thread CPU clock at every call and return.
+    ``queries=True`` also records each database statement that connections made by
+    ``sqlite3.connect`` run while it runs (the app's, and SQLAlchemy's / SQLModel's on
+    SQLite): normalised text, count, time, rows, route, the app's calling line and the
+    most runs in one request (``Profile.queries()``; docs/waits.md, "Queries").
     ``checkpoint=PATH`` saves the profile to PATH every ``checkpoint_interval`` seconds
     while it runs (atomically, see ``save``), so a run killed by SIGKILL keeps its work
     up to the last checkpoint; such a file says it was cut (metadata ``cut``) until the
@@ -182,7 +186,7 @@ class Profiler:
                  include: str | Iterable[str] | None = None,
                  exclude: str | Iterable[str] | None = None,
                  scope: str = "process", labels: bool = False, timeline: int = 0,
-                 cpu: bool = False,
+                 cpu: bool = False, queries: bool = False,
                  checkpoint: str | os.PathLike[str] | None = None,
                  checkpoint_interval: float = CHECKPOINT_INTERVAL,
                  memory: str | None = None, memory_rate: int = MEMORY_RATE,
@@ -206,6 +210,7 @@ class Profiler:
         self.clock = clock
         self.scope = scope
         self.labels = bool(labels)
+        self.queries = bool(queries)
         self._mark = object()
         self._scope_reset: contextvars.Token[object] | None = None
         self._tracer = _core.Tracer(
@@ -273,6 +278,8 @@ class Profiler:
     def _count_labels(self, step: int) -> None:
         if self.labels:
             _labels.active += step
+        if self.queries:
+            (_queries.install if step > 0 else _queries.uninstall)()
 
     def stop(self) -> Profiler:
         """Stop recording; frames still open are closed now. Idempotent."""

@@ -9,6 +9,7 @@
 #include "ap_err.h"
 #include "ap_map.h"
 #include "ap_report.h"
+#include "ap_wait.h"
 
 /* ---- kinds ------------------------------------------------------------------------ */
 
@@ -47,6 +48,9 @@ static const ap_finding_kind_info kinds[AP_FK_COUNT] = {
                             "more per request, that was still alive when the profile ended "
                             "(memory profiles), and the app's function and line that allocated "
                             "most of it"},
+    [AP_FK_N_PLUS_ONE] = {"n_plus_one", "N+1 query",
+                          "one statement (literals aside) run 5 times or more in one request "
+                          "from the same line of the app (captured queries)"},
 };
 
 const ap_finding_kind_info *ap_finding_kind_get(unsigned k) {
@@ -59,20 +63,6 @@ const char *ap_finding_severity_name(unsigned severity) {
 
 /* ---- classes ---------------------------------------------------------------------- */
 
-/* Idle rules: a frame (by qualname) under a parent (by qualname, NULL: any). */
-static const struct idle_rule {
-    const char *qualname, *parent;
-} idle_rules[] = {
-    {"select.epoll.poll", NULL},
-    {"select.poll.poll", NULL},
-    {"select.select", NULL},
-    {"select.kqueue.control", NULL},
-    {"select.devpoll.poll", NULL},
-    {"Queue.get", "WorkerThread.run"},
-    {"_queue.SimpleQueue.get", "_worker"},
-    {"SimpleQueue.get", "_worker"},
-};
-
 static const char *qualname_of(const ap_prof *p, ap_frame_id f) {
     const ap_frame *fr = ap_prof_frame(p, f);
     if (fr == NULL)
@@ -81,27 +71,10 @@ static const char *qualname_of(const ap_prof *p, ap_frame_id f) {
     return q[0] ? q : ap_prof_str(p, fr->name);
 }
 
-static int is_library_file(const char *file) {
-    return strstr(file, "/site-packages/") != NULL || strstr(file, "/dist-packages/") != NULL ||
-           strncmp(file, "<frozen ", 8) == 0 || strstr(file, "/lib/python3.") != NULL;
-}
-
 /* Code made at run time ("<string>", "<sqlalchemy generated ...>"): it is
  * the work of whoever called it. */
 static int is_generated_file(const char *file) {
     return file[0] == '<' && strncmp(file, "<frozen ", 8) != 0;
-}
-
-static int is_idle(const ap_prof *p, ap_frame_id f, ap_frame_id parent) {
-    const char *q = qualname_of(p, f);
-    for (size_t i = 0; i < sizeof idle_rules / sizeof idle_rules[0]; i++) {
-        if (strcmp(q, idle_rules[i].qualname) != 0)
-            continue;
-        if (idle_rules[i].parent == NULL ||
-            strcmp(qualname_of(p, parent), idle_rules[i].parent) == 0)
-            return 1;
-    }
-    return 0;
 }
 
 void ap_classes_free(ap_classes *c) {
@@ -110,9 +83,12 @@ void ap_classes_free(ap_classes *c) {
             free(c->node_library[t]);
         if (c->node_idle != NULL)
             free(c->node_idle[t]);
+        if (c->node_wait != NULL)
+            free(c->node_wait[t]);
     }
     free(c->node_library);
     free(c->node_idle);
+    free(c->node_wait);
     free(c->frame_library);
     memset(c, 0, sizeof *c);
 }
@@ -123,7 +99,9 @@ int ap_classes_build(const ap_prof *p, ap_classes *c) {
     c->frame_library = calloc(nf ? nf : 1, 1);
     c->node_library = calloc(nt ? nt : 1, sizeof *c->node_library);
     c->node_idle = calloc(nt ? nt : 1, sizeof *c->node_idle);
-    if (c->frame_library == NULL || c->node_library == NULL || c->node_idle == NULL)
+    c->node_wait = calloc(nt ? nt : 1, sizeof *c->node_wait);
+    if (c->frame_library == NULL || c->node_library == NULL || c->node_idle == NULL ||
+        c->node_wait == NULL)
         goto oom;
     c->nframes = nf;
     c->ntrees = nt;
@@ -131,16 +109,21 @@ int ap_classes_build(const ap_prof *p, ap_classes *c) {
         const ap_frame *fr = ap_prof_frame(p, (ap_frame_id)f);
         const char *file = ap_prof_str(p, fr->file);
         c->frame_library[f] = fr->kind == AP_FRAME_PYTHON &&
-                              (is_library_file(file) || is_generated_file(file));
+                              (ap_wait_library_file(file) || is_generated_file(file));
     }
     for (size_t t = 0; t < nt; t++) {
         const ap_tree *tree = ap_prof_tree_at(p, t);
         size_t n = ap_tree_nnodes(tree);
-        uint8_t *lib = calloc(n, 1), *idle = calloc(n, 1);
+        uint8_t *lib = calloc(n, 1), *idle = calloc(n, 1), *wait = calloc(n, 1);
         c->node_library[t] = lib;
         c->node_idle[t] = idle;
-        if (lib == NULL || idle == NULL)
+        c->node_wait[t] = wait;
+        if (lib == NULL || idle == NULL || wait == NULL)
             goto oom;
+        if (ap_wait_node_kinds(p, tree, wait) != 0) {
+            ap_classes_free(c);
+            return -1;
+        }
         for (size_t i = 1; i < n; i++) {
             const ap_node *node = ap_tree_node(tree, (ap_node_id)i);
             const ap_frame *fr = ap_prof_frame(p, node->frame);
@@ -152,7 +135,7 @@ int ap_classes_build(const ap_prof *p, ap_classes *c) {
                 lib[i] = up != 0 && lib[up];
             else
                 lib[i] = c->frame_library[node->frame];
-            idle[i] = idle[up] || is_idle(p, node->frame, ap_tree_node(tree, up)->frame);
+            idle[i] = idle[up] || wait[i] == AP_WAIT_IDLE;
             c->wall_ns += node->m[AP_M_SELF_NS];
             if (idle[i])
                 c->idle_ns += node->m[AP_M_SELF_NS];
@@ -413,8 +396,10 @@ static int library_work(ctx *c, const route_acc *r) {
             continue;
         for (size_t i = 1; rc == 0 && i < ap_tree_nnodes(tree); i++) {
             const ap_node *n = ap_tree_node(tree, (ap_node_id)i);
-            if (c->cls.node_idle[t][i] || !c->cls.node_library[t][i])
-                continue;
+            if (c->cls.node_idle[t][i] || !c->cls.node_library[t][i] ||
+                (c->cls.node_wait[t][i] < AP_WAIT_COUNT &&
+                 ap_prof_frame(c->p, n->frame)->kind != AP_FRAME_PYTHON))
+                continue; /* a C call that waits (psycopg's wait_c) is not library work */
             total += n->m[AP_M_SELF_NS];
             rc = add_to(&lib, c->func[n->frame], n->m[AP_M_SELF_NS]);
         }
@@ -493,30 +478,6 @@ static int lines_of(const ap_prof *p, ap_frame_id fn, const ap_prof *lp, ap_map 
 
 /* ---- calls repeated per request ------------------------------------------------------ */
 
-/* Database calls (DB-API cursors and connections of the common drivers, and
- * the ORMs above them): a request that runs one of them many times from one
- * place is the N+1 pattern.  A frame matches by qualname. */
-static const char *const db_calls[] = {
-    "sqlite3.Connection.execute",
-    "sqlite3.Cursor.execute",
-    "sqlite3.Connection.executemany",
-    "sqlite3.Cursor.executemany",
-    "Cursor.execute",
-    "Cursor.executemany",
-    "AsyncCursor.execute",
-    "Connection.fetch",
-    "Connection.fetchrow",
-    "Connection.fetchval",
-    "Connection.execute",
-    "Session.execute",
-    "AsyncSession.execute",
-    "Session.get",
-    "AsyncSession.get",
-    "Query.first",
-    "Query.all",
-    "Query.one",
-};
-
 /* Hand-offs to the thread pool. */
 static const char *const hop_calls[] = {
     "AsyncIOBackend.run_sync_in_worker_thread",
@@ -524,17 +485,19 @@ static const char *const hop_calls[] = {
     "BaseEventLoop.run_in_executor",
 };
 
-static int in_list(const char *q, const char *const *list, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(q, list[i]) == 0)
+static int is_hop_call(const ap_prof *p, ap_frame_id f) {
+    const char *q = qualname_of(p, f);
+    for (size_t i = 0; i < sizeof hop_calls / sizeof hop_calls[0]; i++)
+        if (strcmp(q, hop_calls[i]) == 0)
             return 1;
     return 0;
 }
 
-/* Route r: calls per request of the frames of list (outermost matches only,
- * an ORM call and the driver call under it count once) and the app's
- * function that made most of them. */
-static int repeated(ctx *c, const route_acc *r, const char *const *list, size_t nlist,
+/* Route r: calls per request of the frames is_call names (outermost matches
+ * only, an ORM call and the driver call under it count once) and the app's
+ * function that made most of them.  Database statements are the rows of the
+ * wait table marked so (ap_wait_statement). */
+static int repeated(ctx *c, const route_acc *r, int (*is_call)(const ap_prof *, ap_frame_id),
                     unsigned kind) {
     if (r->requests == 0 || r->route == 0)
         return 0;
@@ -559,12 +522,12 @@ static int repeated(ctx *c, const route_acc *r, const char *const *list, size_t 
             continue;
         for (size_t i = 1; rc == 0 && i < ap_tree_nnodes(tree); i++) {
             const ap_node *n = ap_tree_node(tree, (ap_node_id)i);
-            if (n->m[AP_M_CALLS] == 0 || !in_list(qualname_of(c->p, n->frame), list, nlist))
+            if (n->m[AP_M_CALLS] == 0 || !is_call(c->p, n->frame))
                 continue;
             const ap_node *u = ap_tree_node(tree, n->parent);
             int nested = 0;
             for (const ap_node *a = u; a->id != 0 && !nested; a = ap_tree_node(tree, a->parent))
-                nested = in_list(qualname_of(c->p, a->frame), list, nlist);
+                nested = is_call(c->p, a->frame);
             if (nested)
                 continue;
             while (u->id != 0 && !user_node(c, t, u))
@@ -638,6 +601,39 @@ static int repeated(ctx *c, const route_acc *r, const char *const *list, size_t 
     ap_map_free(&user_calls);
     ap_map_free(&loop_of);
     return rc;
+}
+
+/* N+1 from captured queries: a statement shape run AP_QUERY_N_PLUS_ONE
+ * times or more in one request from one line. */
+static int n_plus_one(ctx *c) {
+    for (size_t i = 0; i < ap_prof_nqueries(c->p); i++) {
+        const ap_query *q = ap_prof_query_at(c->p, i);
+        if (q->max_per_request < AP_QUERY_N_PLUS_ONE)
+            continue;
+        ap_finding *f = fnew(&c->out, AP_FK_N_PLUS_ONE, AP_SEV_HIGH);
+        if (f == NULL)
+            return -1;
+        char w[256], d1[32], stmt[161];
+        const char *text = ap_prof_str(c->p, q->statement);
+        snprintf(stmt, sizeof stmt, "%.150s%s", text, strlen(text) > 150 ? "..." : "");
+        f->route = q->route;
+        f->frame = q->site;
+        f->line = q->line;
+        f->value = q->total_ns;
+        f->count = q->count;
+        f->share = q->requests ? (double)q->count / (double)q->requests : 0;
+        const ap_frame *fr = ap_prof_frame(c->p, q->site);
+        say(f,
+            "%s runs the same query up to %llu times in one request (%llu times over %llu "
+            "requests, %s in total) from %s, line %u: \"%s\"; one query for all the items "
+            "(a join or IN) replaces them",
+            q->route ? ap_prof_str(c->p, q->route) : "the program",
+            (unsigned long long)q->max_per_request, (unsigned long long)q->count,
+            (unsigned long long)q->requests, dur(d1, sizeof d1, (double)q->total_ns),
+            q->site && fr != NULL ? where(c->p, q->site, w, sizeof w) : "an unknown place",
+            q->line, stmt);
+    }
+    return 0;
 }
 
 /* "of GET /x's work" or "of the profile's work". */
@@ -1216,14 +1212,13 @@ int ap_findings_build(ap_prof *p, const ap_prof *lines, ap_finding **out, size_t
         if (hot_function(&c, &whole) != 0 || await_bound(&c, &whole) != 0)
             goto err;
     }
-    if (blocking_calls(&c, routes, nroutes) != 0)
+    if (blocking_calls(&c, routes, nroutes) != 0 || n_plus_one(&c) != 0)
         goto err;
     for (size_t i = 0; i < nroutes; i++)
         if (await_bound(&c, &routes[i]) != 0 ||
-            repeated(&c, &routes[i], db_calls, sizeof db_calls / sizeof db_calls[0],
-                     AP_FK_REPEATED_QUERY) != 0 ||
-            repeated(&c, &routes[i], hop_calls, sizeof hop_calls / sizeof hop_calls[0],
-                     AP_FK_POOL_HOPS) != 0 ||
+            (ap_prof_nqueries(p) == 0 &&
+             repeated(&c, &routes[i], ap_wait_statement, AP_FK_REPEATED_QUERY) != 0) ||
+            repeated(&c, &routes[i], is_hop_call, AP_FK_POOL_HOPS) != 0 ||
             leak_suspect(&c, &routes[i]) != 0)
             goto err;
     if (c.cls.idle_ns > 0 && c.cls.wall_ns > 0) {
@@ -1349,15 +1344,30 @@ int ap_findings_routes(ap_prof *p, ap_route_row **out, size_t *n) {
             map_max(&waits, UINT64_MAX, &key, &sum);
         ap_map_free(&waits);
         ap_map_free(&from);
-        rows[i] = (ap_route_row){routes[i].route, routes[i].requests, routes[i].work, 0, sum,
-                                 ap_prof_latency_get(p, routes[i].route)};
+        memset(&rows[i], 0, sizeof rows[i]);
+        rows[i].route = routes[i].route;
+        rows[i].requests = routes[i].requests;
+        rows[i].work_ns = routes[i].work;
+        rows[i].wait_ns = sum;
+        rows[i].running_ns = routes[i].work;
+        rows[i].latency = ap_prof_latency_get(p, routes[i].route);
         for (size_t t = 0; rc == 0 && t < ap_prof_ntrees(p); t++) {
             const ap_tree *tree = ap_prof_tree_at(p, t);
             if (!in_route(&c, tree, routes[i].route))
                 continue;
-            for (size_t k = 1; k < ap_tree_nnodes(tree); k++)
-                if (!c.cls.node_idle[t][k])
-                    rows[i].cpu_ns += ap_tree_node(tree, (ap_node_id)k)->m[AP_M_CPU_NS];
+            for (size_t k = 1; k < ap_tree_nnodes(tree); k++) {
+                const ap_node *nd = ap_tree_node(tree, (ap_node_id)k);
+                if (nd->parent == 0)
+                    for (unsigned w = 0; w < AP_WAIT_COUNT; w++)
+                        rows[i].waits[w] += nd->m[ap_wait_metric(w)];
+                if (c.cls.node_idle[t][k])
+                    continue;
+                rows[i].cpu_ns += nd->m[AP_M_CPU_NS];
+                if (c.cls.node_wait[t][k] < AP_WAIT_COUNT &&
+                    ap_prof_frame(p, nd->frame)->kind != AP_FRAME_PYTHON &&
+                    rows[i].running_ns >= nd->m[AP_M_SELF_NS])
+                    rows[i].running_ns -= nd->m[AP_M_SELF_NS];
+            }
         }
     }
     free(routes);
@@ -1380,6 +1390,15 @@ static int route_json(const ap_prof *p, const ap_route_row *r, const ap_hist *h,
     ap_sbuf_printf(out, ",\"requests\":%llu,\"work_ns\":%llu,\"cpu_ns\":%llu,\"wait_ns\":%llu",
                    (unsigned long long)r->requests, (unsigned long long)r->work_ns,
                    (unsigned long long)r->cpu_ns, (unsigned long long)r->wait_ns);
+    ap_sbuf_printf(out, ",\"running_ns\":%llu,\"waits\":{", (unsigned long long)r->running_ns);
+    for (unsigned w = 0, first = 1; w < AP_WAIT_COUNT; w++) {
+        if (r->waits[w] == 0)
+            continue;
+        ap_sbuf_printf(out, "%s\"%s\":%llu", first ? "" : ",", ap_wait_name(w),
+                       (unsigned long long)r->waits[w]);
+        first = 0;
+    }
+    ap_sbuf_putc(out, '}');
     if (h != NULL) {
         ap_sbuf_printf(out, ",\"latency\":{\"count\":%llu,\"p50_ns\":%llu,\"p95_ns\":%llu,"
                        "\"p99_ns\":%llu,\"max_ns\":%llu,\"histogram\":\"",

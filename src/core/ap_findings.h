@@ -7,6 +7,7 @@
 
 #include "ap_prof.h"
 #include "ap_sbuf.h"
+#include "ap_wait.h"
 
 /* ---- frame classes ------------------------------------------------------------
  * Library code: a Python frame whose file is under site-packages or
@@ -20,12 +21,12 @@
  * library code in frame_library (never the app's own function).
  * Everything else is user code.
  *
- * Idle: a node that waits for work to arrive, not for work it asked for.  It
- * matches a rule of the idle table (ap_findings.c; docs/report.md lists it):
- * the event loop's selector call (select.epoll.poll, ...) and a thread-pool
- * worker waiting on its queue (Queue.get under anyio's WorkerThread.run,
- * SimpleQueue.get under concurrent.futures' _worker).  The node's whole
- * subtree is idle. */
+ * Idle: a node that waits for work to arrive, not for work it asked for: the
+ * wait rules (ap_wait.h, one table for every wait kind) give it the kind
+ * idle: the event loop's selector call (select.epoll.poll, ...) and a
+ * thread-pool worker waiting on its queue (Queue.get under anyio's
+ * WorkerThread.run, SimpleQueue.get under concurrent.futures' _worker).
+ * The node's whole subtree is idle. */
 
 typedef struct ap_classes {
     size_t nframes;
@@ -33,12 +34,15 @@ typedef struct ap_classes {
     size_t ntrees;
     uint8_t **node_library; /* per tree, per node: 1 for library work (rule above) */
     uint8_t **node_idle;    /* per tree, per node: 1 when idle */
+    uint8_t **node_wait;    /* per tree, per node: the kind of its own wait
+                               (ap_wait_node_kinds), AP_WAIT_COUNT for none */
     uint64_t idle_ns;       /* AP_M_SELF_NS of idle nodes, all trees */
     uint64_t wall_ns;       /* AP_M_SELF_NS of all nodes, all trees */
 } ap_classes;
 
 /* Classify the frames and nodes of p.  Release with ap_classes_free().
- * Returns 0; on error -1 with AP_ENOMEM and c empty. */
+ * Returns 0; on error -1 with AP_ENOMEM (or AP_EINVAL: a malformed wait rule)
+ * and c empty. */
 int ap_classes_build(const ap_prof *p, ap_classes *c);
 
 /* Release c's arrays; c is left empty.  Can't fail. */
@@ -60,6 +64,9 @@ typedef enum ap_finding_kind {
     AP_FK_POOL_HOPS,      /* a request hands work to the thread pool many times */
     AP_FK_IDLE,           /* how much recorded time was idle waiting (hidden by default) */
     AP_FK_LEAK_SUSPECT,   /* a route whose requests leave allocations alive, and where */
+    AP_FK_N_PLUS_ONE,     /* one statement shape run >= AP_QUERY_N_PLUS_ONE times in one
+                             request from one line (captured queries; replaces
+                             repeated_query when the profile has them) */
     AP_FK_COUNT
 } ap_finding_kind;
 
@@ -133,12 +140,17 @@ uint64_t ap_findings_route_requests(const ap_prof *p, ap_str_id route);
  * (ap_findings_route_requests), work (self time of its non-idle nodes:
  * running on threads), cpu_ns (AP_M_CPU_NS of those nodes, 0 without a CPU
  * split) and wait_ns (the time it awaited outside calls, as the waiting
- * finding counts it: not its thread-pool hops).  *out is malloc'd.
+ * finding counts it: not its thread-pool hops), running_ns and the time of
+ * each wait kind (the route's split, ap_wait.h).  *out is malloc'd.
  * Returns 0; -1 with AP_ENOMEM. */
 typedef struct ap_route_row {
     ap_str_id route;
     uint64_t requests, work_ns, cpu_ns, wait_ns;
     const ap_hist *latency; /* the route's request latency (ap_prof_latency), NULL if none */
+    uint64_t running_ns;             /* work_ns less the blocking calls that waited (a
+                                        C call the wait rules name: sqlite3, a socket) */
+    uint64_t waits[AP_WAIT_COUNT];   /* per wait kind (ap_wait.h), blocking and awaited:
+                                        the kind's metric summed over the top nodes */
 } ap_route_row;
 int ap_findings_routes(ap_prof *p, ap_route_row **out, size_t *n);
 

@@ -217,7 +217,9 @@ static int jr_array(jr *r, int (*item)(jr *r, void *arg, size_t i), void *arg) {
 
 typedef struct doc {
     ap_prof *p;
-    const char *meta, *frames, *threads, *routes;   /* where their values start, or NULL */
+    const char *meta, *frames, *threads, *routes, *queries; /* where values start, or NULL */
+    ap_query query;                        /* the query being read */
+    int64_t query_frame;
     int is_apiprof;
     ap_frame_id *frame_ids;                /* export frame index -> interned id */
     size_t nframes, frames_cap;
@@ -262,6 +264,8 @@ static int top_member(jr *r, void *arg) {
         d->threads = r->p;
     else if (strcmp(r->str.data, "routes") == 0)
         d->routes = r->p;
+    else if (strcmp(r->str.data, "queries") == 0)
+        d->queries = r->p;
     return jr_skip(r);
 }
 
@@ -467,6 +471,58 @@ static int route_item(jr *r, void *arg, size_t i) {
     return 0;
 }
 
+/* A query of "queries": statement, route (string or null), frame (export
+ * index), line and the counters; "function", "file", "n_plus_one" are
+ * derived and skipped. */
+static int query_member(jr *r, void *arg) {
+    doc *d = arg;
+    const char *k = r->str.data;
+    if (strcmp(k, "statement") == 0 || strcmp(k, "route") == 0) {
+        ap_str_id *s = k[0] == 's' ? &d->query.statement : &d->query.route;
+        jr_ws(r);
+        if (k[0] == 'r' && r->p < r->end && *r->p == 'n')
+            return jr_skip(r); /* null: outside a request */
+        if (jr_string(r) != 0)
+            return -1;
+        *s = ap_prof_intern(d->p, r->str.data, r->str.len - 1);
+        return *s == AP_NONE ? -1 : 0;
+    }
+    uint64_t *u = strcmp(k, "count") == 0             ? &d->query.count
+                  : strcmp(k, "total_ns") == 0        ? &d->query.total_ns
+                  : strcmp(k, "rows") == 0            ? &d->query.rows
+                  : strcmp(k, "requests") == 0        ? &d->query.requests
+                  : strcmp(k, "max_per_request") == 0 ? &d->query.max_per_request
+                                                      : NULL;
+    int is_frame = strcmp(k, "frame") == 0, is_line = strcmp(k, "line") == 0;
+    if (u == NULL && !is_frame && !is_line)
+        return jr_skip(r);
+    int64_t v;
+    if (jr_int(r, &v) != 0)
+        return -1;
+    if (v < 0 || (is_line && v > UINT32_MAX))
+        return jr_bad(r, "a query's figure is out of range");
+    if (is_frame)
+        d->query_frame = v;
+    else if (is_line)
+        d->query.line = (uint32_t)v;
+    else
+        *u = (uint64_t)v;
+    return 0;
+}
+
+static int query_item(jr *r, void *arg, size_t i) {
+    doc *d = arg;
+    memset(&d->query, 0, sizeof d->query);
+    d->query_frame = 0;
+    if (jr_object(r, query_member, d) != 0)
+        return -1;
+    if ((uint64_t)d->query_frame >= d->nframes)
+        return ap_err_set(AP_ECORRUPT, "not an apiprof profile (JSON export: query %zu is "
+                          "invalid)", i);
+    d->query.site = d->frame_ids[d->query_frame];
+    return ap_prof_query_put(d->p, &d->query);
+}
+
 int ap_json_is_export(const uint8_t *data, size_t len) {
     size_t i = 0;
     while (i < len && (data[i] == ' ' || data[i] == '\n' || data[i] == '\r' || data[i] == '\t'))
@@ -506,6 +562,10 @@ ap_prof *ap_json_read(const uint8_t *data, size_t len) {
         d.hist = ap_hist_new();
         rc = d.hist == NULL ? -1 : jr_array(&r, route_item, &d);
         ap_hist_free(d.hist);
+    }
+    if (rc == 0 && d.queries != NULL) {
+        r.p = d.queries;
+        rc = jr_array(&r, query_item, &d);
     }
     free(d.frame_ids);
     free(d.nodes);

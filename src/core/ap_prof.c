@@ -7,6 +7,7 @@
 
 #include "ap_err.h"
 #include "ap_prof_int.h"
+#include "ap_wait.h"
 
 const char *ap_frame_kind_name(uint32_t kind) {
     static const char *const names[] = {"root", "python", "builtin", "method", "other"};
@@ -78,6 +79,7 @@ void ap_prof_free(ap_prof *p) {
     free(p->lat);
     free(p->lat_route);
     ap_map_free(&p->lat_index);
+    free(p->queries);
     ap_map_free(&p->str_index);
     ap_map_free(&p->frame_index);
     ap_arena_free(&p->arena);
@@ -490,7 +492,7 @@ int ap_prof_finish(ap_prof *p) {
     free(ws.items);
     free(c.active);
     free(func);
-    return rc;
+    return rc == 0 ? ap_wait_classify(p) : rc;
 }
 
 /* ---- route latency ----------------------------------------------------------------- */
@@ -561,6 +563,9 @@ static ap_prof *prof_copy_base(const ap_prof *p) {
             goto err;
     if (ap_prof_latency_merge(m, p) != 0)
         goto err;
+    for (size_t i = 0; i < p->nqueries; i++)
+        if (ap_prof_query_put(m, &p->queries[i]) != 0)
+            goto err;
     return m;
 err:
     ap_prof_free(m);
@@ -1013,4 +1018,126 @@ int ap_selector_keep(const ap_tree *t, void *arg) {
         if (ap_tree_label_get(t, s->key[i]) != s->val[i])
             return 0;
     return 1;
+}
+
+/* ---- database queries ----------------------------------------------------------------- */
+
+static ap_query *query_slot(ap_prof *p, ap_str_id statement, ap_str_id route, ap_frame_id site,
+                            uint32_t line) {
+    for (size_t i = p->nqueries; i-- > 0;) { /* few shapes: a scan, newest first */
+        ap_query *q = &p->queries[i];
+        if (q->statement == statement && q->route == route && q->site == site && q->line == line)
+            return q;
+    }
+    if (ap_prof_grow((void **)&p->queries, &p->query_cap, p->nqueries + 1, sizeof *p->queries) != 0)
+        return NULL;
+    ap_query *q = &p->queries[p->nqueries++];
+    memset(q, 0, sizeof *q);
+    q->statement = statement;
+    q->route = route;
+    q->site = site;
+    q->line = line;
+    return q;
+}
+
+int ap_prof_query_add(ap_prof *p, ap_str_id statement, ap_str_id route, ap_frame_id site,
+                      uint32_t line, uint64_t ns, uint64_t rows, uint64_t request) {
+    ap_query *q = query_slot(p, statement, route, site, line);
+    if (q == NULL)
+        return -1;
+    q->count++;
+    q->total_ns += ns;
+    q->rows += rows;
+    if (request != 0) {
+        if (request != q->last_request) {
+            q->last_request = request;
+            q->in_request = 0;
+            q->requests++;
+        }
+        if (++q->in_request > q->max_per_request)
+            q->max_per_request = q->in_request;
+    }
+    return 0;
+}
+
+int ap_prof_query_put(ap_prof *p, const ap_query *src) {
+    ap_query *q = query_slot(p, src->statement, src->route, src->site, src->line);
+    if (q == NULL)
+        return -1;
+    q->count += src->count;
+    q->total_ns += src->total_ns;
+    q->rows += src->rows;
+    q->requests += src->requests;
+    if (src->max_per_request > q->max_per_request)
+        q->max_per_request = src->max_per_request;
+    return 0;
+}
+
+size_t ap_prof_nqueries(const ap_prof *p) {
+    return p->nqueries;
+}
+
+const ap_query *ap_prof_query_at(const ap_prof *p, size_t i) {
+    return i < p->nqueries ? &p->queries[i] : NULL;
+}
+
+static int ident_char(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '_' || c == '$' || (unsigned char)c >= 0x80;
+}
+
+/* A list of placeholders is one: "?, ?" or "?,?" at the end of out[0..o)
+ * becomes "?".  Returns the new length. */
+static size_t collapse(char *out, size_t o) {
+    if (o >= 4 && memcmp(out + o - 4, "?, ?", 4) == 0)
+        return o - 3;
+    if (o >= 3 && memcmp(out + o - 3, "?,?", 3) == 0)
+        return o - 2;
+    return o;
+}
+
+size_t ap_query_normalise(const char *sql, size_t n, char *out, size_t cap) {
+    size_t o = 0;
+    if (cap == 0)
+        return 0;
+#define PUT(ch) ((o + 1 < cap) ? (void)(out[o++] = (ch)) : (void)0)
+    for (size_t i = 0; i < n;) {
+        char c = sql[i];
+        if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f') {
+            while (i < n && (sql[i] == ' ' || sql[i] == '\t' || sql[i] == '\n' ||
+                             sql[i] == '\r' || sql[i] == '\f'))
+                i++;
+            if (o > 0 && out[o - 1] != ' ')
+                PUT(' ');
+            continue;
+        }
+        if (c == '\'') { /* a string literal, '' inside it is a quote */
+            for (i++; i < n; i++) {
+                if (sql[i] == '\'' && i + 1 < n && sql[i + 1] == '\'')
+                    i++;
+                else if (sql[i] == '\'')
+                    break;
+            }
+            i++;
+            PUT('?');
+            o = collapse(out, o);
+            continue;
+        }
+        if (c >= '0' && c <= '9' && (o == 0 || !ident_char(out[o - 1]))) {
+            while (i < n && (ident_char(sql[i]) || sql[i] == '.'))
+                i++;
+            PUT('?');
+            o = collapse(out, o);
+            continue;
+        }
+        PUT(c);
+        i++;
+        if (c == '?')
+            o = collapse(out, o);
+    }
+#undef PUT
+    while (o > 0 && out[o - 1] == ' ')
+        o--;
+    out[o] = '\0';
+    return o;
 }

@@ -159,8 +159,10 @@ static inline ap_node *ap_tree_child_fast(ap_tree *t, ap_node *parent, ap_frame_
 
 /* Derive the metrics that follow from the others: AP_M_PRIM_CALLS of every
  * node of every tree (calls of nodes with no ancestor of the same function,
- * see ap_prof_func_frame(); 0 for the others).  Call after the producers
- * stop and before reading or writing.  Returns 0; -1 with AP_ENOMEM. */
+ * see ap_prof_func_frame(); 0 for the others) and the wait kinds the rules
+ * decide (ap_wait_classify).  Call after the producers stop and before
+ * reading or writing; calling it again gives the same values.  Returns 0;
+ * -1 with AP_ENOMEM, or AP_EINVAL for a malformed "wait_rules" entry. */
 int ap_prof_finish(ap_prof *p);
 
 /* ---- reading ------------------------------------------------------------------ */
@@ -373,6 +375,47 @@ const ap_hist *ap_prof_latency_at(const ap_prof *p, size_t i, ap_str_id *route);
  * hold src's with the same ids, as after ap_prof_merge).  Returns 0; on
  * error -1 as ap_prof_latency(). */
 int ap_prof_latency_merge(ap_prof *dst, const ap_prof *src);
+/* ---- database queries ------------------------------------------------------------
+ * One record per (normalised statement, route, calling site): the statements
+ * a query producer saw (docs/waits.md, "Queries").  Records stay in the
+ * order they were first seen; there are few shapes, so lookups are a scan. */
+typedef struct ap_query {
+    ap_str_id statement;      /* normalised text (ap_query_normalise) */
+    ap_str_id route;          /* route label value, 0 outside a request */
+    ap_frame_id site;         /* function-level frame of the app's code that ran it, 0 */
+    uint32_t line;            /* the line in it, 0 when unknown */
+    uint64_t count;           /* times it ran */
+    uint64_t total_ns;        /* wall time of those runs */
+    uint64_t rows;            /* rows the driver reported (0 when it does not) */
+    uint64_t requests;        /* requests it ran in (0 outside requests) */
+    uint64_t max_per_request; /* most runs in one request */
+    uint64_t last_request;    /* producer's bookkeeping: the request of the last run */
+    uint64_t in_request;      /* ...and how many runs it had so far */
+} ap_query;
+
+/* A shape run this many times in one request from one site is an N+1. */
+#define AP_QUERY_N_PLUS_ONE 5
+
+/* Record one run of statement (already interned; see ap_query_normalise)
+ * from site/line in route, taking ns, reporting rows, in request (a
+ * serial, 0 for none).  Returns 0; -1 with AP_ENOMEM. */
+int ap_prof_query_add(ap_prof *p, ap_str_id statement, ap_str_id route, ap_frame_id site,
+                      uint32_t line, uint64_t ns, uint64_t rows, uint64_t request);
+
+/* Add a whole record (readers, merges): summed into an equal key.  Returns
+ * 0; -1 with AP_ENOMEM. */
+int ap_prof_query_put(ap_prof *p, const ap_query *q);
+
+/* The records: how many and the i-th.  Can't fail. */
+size_t ap_prof_nqueries(const ap_prof *p);
+const ap_query *ap_prof_query_at(const ap_prof *p, size_t i);
+
+/* Write the normalised form of the n bytes of sql into out (cap bytes,
+ * NUL-terminated, cut at cap - 1): string and number literals become '?',
+ * runs of white space one space, a list of placeholders "(?, ?, ?)" one
+ * "(?)", leading and trailing space dropped.  Returns the length written.
+ * Can't fail. */
+size_t ap_query_normalise(const char *sql, size_t n, char *out, size_t cap);
 
 /* ---- files ---------------------------------------------------------------------
  * The native file (docs/format.md): a header and self-delimiting chunks,
@@ -408,7 +451,7 @@ ap_prof *ap_prof_read_mem(const uint8_t *buf, size_t len, int *truncated);
 int ap_json_is_export(const uint8_t *buf, size_t len);
 
 /* The profile of a JSON export (docs/format.md, "JSON export"): its meta,
- * frames and trees, the same model the native file holds (the derived
+ * frames, trees and queries, the same model the native file holds (the derived
  * "functions" and "lines" are skipped; the export has no event timeline).
  * Members may come in any order; unknown members and metrics are skipped.
  * On error NULL with AP_ECORRUPT (not JSON, not apiprof's export, an

@@ -12,6 +12,7 @@
 #include "ap_findings.h"
 #include "ap_prof.h"
 #include "ap_prof_int.h"
+#include "ap_wait.h"
 #include "ap_report.h"
 #include "ap_sbuf.h"
 
@@ -49,6 +50,7 @@ static uint32_t crc32_of(const void *p, size_t n) {
 #define TAG_TREE TAG('T', 'R', 'E', 'E')
 #define TAG_EVNT TAG('E', 'V', 'N', 'T')
 #define TAG_RLAT TAG('R', 'L', 'A', 'T')
+#define TAG_QRYS TAG('Q', 'R', 'Y', 'S')
 #define TAG_END TAG('E', 'N', 'D', ' ')
 
 /* The largest event ring a reader recreates (events beyond the stored ones
@@ -173,6 +175,23 @@ int ap_prof_write(const ap_prof *p, const char *path) {
     }
     if (p->nlat != 0) {
         if (encode_latency(&b, p) != 0 || write_chunk(f, path, TAG_RLAT, &b) != 0)
+            goto out;
+    }
+    if (p->nqueries != 0) {
+        ap_sbuf_varint(&b, p->nqueries);
+        for (size_t i = 0; i < p->nqueries; i++) {
+            const ap_query *q = &p->queries[i];
+            ap_sbuf_varint(&b, q->statement);
+            ap_sbuf_varint(&b, q->route);
+            ap_sbuf_varint(&b, q->site);
+            ap_sbuf_varint(&b, q->line);
+            ap_sbuf_varint(&b, q->count);
+            ap_sbuf_varint(&b, q->total_ns);
+            ap_sbuf_varint(&b, q->rows);
+            ap_sbuf_varint(&b, q->requests);
+            ap_sbuf_varint(&b, q->max_per_request);
+        }
+        if (write_chunk(f, path, TAG_QRYS, &b) != 0)
             goto out;
     }
     if (p->ev_cap != 0) {
@@ -344,6 +363,22 @@ static int read_chunk(ap_prof *p, uint32_t tag, rd *r) {
             }
         }
         free(map);
+    } else if (tag == TAG_QRYS) {
+        uint64_t n = rd_varint(r);
+        if (r->bad || n > (uint64_t)(r->end - r->p) / 9)
+            return ap_err_set(AP_ECORRUPT, "query chunk header is invalid");
+        for (uint64_t i = 0; i < n; i++) {
+            uint64_t v[9];
+            for (int k = 0; k < 9; k++)
+                v[k] = rd_varint(r);
+            if (r->bad || v[0] >= p->nstrs || v[1] >= p->nstrs || v[2] >= p->nframes ||
+                v[3] > UINT32_MAX)
+                return ap_err_set(AP_ECORRUPT, "query %llu is invalid", (unsigned long long)i);
+            ap_query q = {(ap_str_id)v[0], (ap_str_id)v[1], (ap_frame_id)v[2], (uint32_t)v[3],
+                          v[4], v[5], v[6], v[7], v[8], 0, 0};
+            if (ap_prof_query_put(p, &q) != 0)
+                return -1;
+        }
     } else if (tag == TAG_EVNT) {
         uint64_t cap = rd_varint(r), dropped = rd_varint(r), n = rd_varint(r);
         if (r->bad || n > (uint64_t)(r->end - r->p) / 4 || n > EVENT_RING_MAX || cap == 0)
@@ -532,6 +567,21 @@ static void json_edges(ap_sbuf *out, const ap_func_edge *e, uint32_t first, uint
     ap_sbuf_putc(out, ']');
 }
 
+/* A function's wait kinds, {kind: ns} (ap_wait.h), those that are not 0. */
+static void json_waits(ap_sbuf *out, const uint64_t *m) {
+    ap_sbuf_puts(out, ", \"waits\": {");
+    int first = 1;
+    for (unsigned k = 0; k < AP_WAIT_COUNT; k++) {
+        uint64_t v = m[ap_wait_metric(k)];
+        if (v == 0)
+            continue;
+        ap_sbuf_printf(out, "%s\"%s\": %llu", first ? "" : ", ", ap_wait_name(k),
+                       (unsigned long long)v);
+        first = 0;
+    }
+    ap_sbuf_putc(out, '}');
+}
+
 int ap_json_write(const ap_report_ctx *c, ap_sbuf *out) {
     ap_prof *p = c->prof;
     ap_functab ft;
@@ -561,6 +611,7 @@ int ap_json_write(const ap_report_ctx *c, ap_sbuf *out) {
                 continue;
             ap_sbuf_printf(out, ", \"%s\": %llu", ap_metric_name(k), (unsigned long long)r->m[k]);
         }
+        json_waits(out, r->m);
         ap_sbuf_puts(out, ", \"callers\": ");
         json_edges(out, ft.edges_in, r->callers_first, r->ncallers, 1);
         ap_sbuf_puts(out, ", \"callees\": ");
@@ -604,6 +655,29 @@ int ap_json_write(const ap_report_ctx *c, ap_sbuf *out) {
         ap_sbuf_putc(out, '}');
     }
     free(lines);
+    ap_sbuf_puts(out, "\n ],\n \"queries\": [");
+    for (size_t i = 0; i < p->nqueries; i++) {
+        const ap_query *q = &p->queries[i];
+        const ap_frame *f = &p->frames[q->site];
+        ap_sbuf_puts(out, i ? ",\n  {\"statement\": " : "\n  {\"statement\": ");
+        ap_sbuf_json_str(out, ap_prof_str(p, q->statement));
+        ap_sbuf_printf(out, ", \"count\": %llu, \"total_ns\": %llu, \"rows\": %llu, "
+                       "\"requests\": %llu, \"max_per_request\": %llu, \"n_plus_one\": %s, "
+                       "\"frame\": %u, \"function\": ",
+                       (unsigned long long)q->count, (unsigned long long)q->total_ns,
+                       (unsigned long long)q->rows, (unsigned long long)q->requests,
+                       (unsigned long long)q->max_per_request,
+                       q->max_per_request >= AP_QUERY_N_PLUS_ONE ? "true" : "false", q->site);
+        ap_sbuf_json_str(out, ap_prof_str(p, f->qualname));
+        ap_sbuf_puts(out, ", \"file\": ");
+        ap_sbuf_json_str(out, ap_prof_str(p, f->file));
+        ap_sbuf_printf(out, ", \"line\": %u, \"route\": ", q->line);
+        if (q->route != 0)
+            ap_sbuf_json_str(out, ap_prof_str(p, q->route));
+        else
+            ap_sbuf_puts(out, "null");
+        ap_sbuf_putc(out, '}');
+    }
     ap_sbuf_puts(out, "\n ],\n \"frames\": [");
     for (size_t i = 0; i < p->nframes; i++) {
         ap_sbuf_puts(out, i ? ",\n  {" : "\n  {");

@@ -30,6 +30,8 @@ struct ap_prof {
     ap_str_id *lat_route;    /* their routes */
     size_t nlat, lat_cap, lat_route_cap;
     ap_map lat_index;        /* route string id -> index in lat */
+    ap_query *queries;       /* ap_prof_query_add */
+    size_t nqueries, query_cap;
 };
 
 struct ap_tree {

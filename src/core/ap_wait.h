@@ -2,6 +2,11 @@
 #ifndef AP_WAIT_H
 #define AP_WAIT_H
 
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ap_prof.h"
+
 /* A wait is time under a node that was not spent running Python or C code
  * on the CPU, for a known reason: in a blocking call (a C call such as
  * socket.recv or lock.acquire, or a line such as `with lock:`) or suspended
@@ -43,5 +48,84 @@ unsigned ap_wait_of_metric(unsigned m);
 
 /* The kind called name, or AP_WAIT_COUNT.  Can't fail. */
 unsigned ap_wait_by_name(const char *name);
+
+/* ---- the rules: what a wait was, from what its time was spent in ----------------
+ * One table (ap_wait.c, listed in docs/waits.md) of rows
+ *
+ *     kind   frame pattern   [file fragment]   [parent pattern]   call | within
+ *     [statement]
+ *
+ * A pattern is a qualname ("time.sleep", "sqlite3.Cursor.execute") where '*'
+ * stands for any run of characters; the file fragment must occur in the
+ * frame's file ("/psycopg/", "asyncio/tasks.py"); the parent pattern must
+ * match the qualname of the node's parent.
+ *
+ * Waits: a C call whose own frame matches a row (its self time: sqlite3,
+ * socket, file, sleep, select, lock.acquire ...), and an await sink, a
+ * coroutine frame's own suspended time (AP_M_AWAIT_NS less its children's:
+ * the innermost frame of an await chain).  A Python frame's self time is
+ * never a wait.  The kind: walk from the waiting node up to the first
+ * frame of the app's code (not a library file, ap_wait_library_file) or the
+ * root; the innermost "within" row on that path decides (psycopg's frames
+ * make its selector call a database wait, anyio's worker queue makes the
+ * lock under it idle) for awaits and for C calls of the generic kinds
+ * network, lock and idle (a file read, a sleep, a database or subprocess
+ * call means itself wherever it is made); else the "call" row (the C call
+ * itself, or for an await the first frame of the chain a row names: anyio's
+ * SocketStream.receive above the Event.wait it suspends in).  An await that
+ * no row names stays unclassified: it is in await_ns and no kind.
+ *
+ * User rows come first: the environment variable APIPROF_WAIT_RULES, read
+ * when a profiler stops and kept in the profile's metadata ("wait_rules"),
+ * so a saved profile is classified alike wherever it is read.  Its syntax:
+ * rows separated by ';', each KIND ':' ['within:'] PATTERN ['@' FILE]
+ * ['<' PARENT], e.g. "database:within:*@/mydriver/;network:rpc.Client.call". */
+
+/* Rows of the table (built-in ones are static; user ones point into a
+ * parsed copy of the metadata string). */
+typedef struct ap_wait_rule {
+    unsigned kind;      /* ap_wait_kind */
+    unsigned within;    /* 1: decides the kind of waits below the frame */
+    const char *frame;  /* qualname pattern */
+    const char *file;   /* fragment of the frame's file, NULL: any */
+    const char *parent; /* qualname pattern of the parent, NULL: any */
+    unsigned statement; /* 1: a call that runs one database statement (what the
+                           N+1 finding counts, ap_findings.c) */
+} ap_wait_rule;
+
+/* The built-in rows and their count.  Can't fail. */
+const ap_wait_rule *ap_wait_rules(size_t *n);
+
+/* 1 when a built-in row marked statement names frame f (by qualname and
+ * file; its parent is not asked).  Can't fail. */
+int ap_wait_statement(const ap_prof *p, ap_frame_id f);
+
+/* 1 when '*'-pattern pat matches s.  Can't fail. */
+int ap_wait_match(const char *pat, const char *s);
+
+/* 1 when file is library code: under site-packages or dist-packages, in the
+ * standard library (".../lib/python3.X/") or frozen.  Can't fail. */
+int ap_wait_library_file(const char *file);
+
+/* The kinds the rules decide (all but those only producers measure: gil,
+ * thread_pool): 1 for kind k.  Can't fail. */
+int ap_wait_ruled(unsigned k);
+
+/* Per node of tree t of p, the kind of its own wait (see above), or
+ * AP_WAIT_COUNT: kinds[] has ap_tree_nnodes(t) entries.  A node that a row
+ * names itself gets the kind even with no time (a Python frame such as
+ * anyio's Queue.get under its worker: ap_findings marks its subtree idle).
+ * Returns 0; -1 with AP_EINVAL (a malformed "wait_rules" entry) or
+ * AP_ENOMEM. */
+int ap_wait_node_kinds(const ap_prof *p, const ap_tree *t, uint8_t *kinds);
+
+/* Fill the ruled kinds' metrics of every node of p from the rules: each
+ * wait's time on its node and every ancestor below the root (inclusive);
+ * the ruled metrics are recomputed from nothing, so calling it again gives
+ * the same values.  Producers of lock waits that frames cannot show write
+ * a node of a synthetic frame "<lock>" (AP_FRAME_OTHER) whose self time is
+ * the wait; the table names it.  Called by ap_prof_finish().  Returns 0; -1
+ * as ap_wait_node_kinds. */
+int ap_wait_classify(ap_prof *p);
 
 #endif

@@ -61,6 +61,9 @@ struct ap_prof *apext_profile_get(apext_state *st, PyObject *obj, int *truncated
 /* Module-level functions of report.c (write_report, ...). */
 extern PyMethodDef apext_report_methods[];
 
+/* record_query() (queries.c): one captured database statement into the running tracer. */
+extern PyMethodDef apext_queries_methods[];
+
 /* The one mapping from the core's error (ap_err_code / ap_err_msg, just
  * recorded) to a Python exception: AP_ENOMEM -> MemoryError, AP_EIO ->
  * OSError, AP_ENOTFOUND -> LookupError, every other code (EINVAL, ERANGE,

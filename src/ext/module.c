@@ -86,6 +86,8 @@ static int module_exec(PyObject *module) {
         return -1;
     if (PyModule_AddFunctions(module, apext_labels_methods) < 0)
         return -1;
+    if (PyModule_AddFunctions(module, apext_queries_methods) < 0)
+        return -1;
     if (apext_hist_init(module, st) < 0)
         return -1;
     if (apext_timer_init(module, st) < 0)

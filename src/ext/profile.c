@@ -547,8 +547,8 @@ static PyObject *profile_findings(ProfileObject *self, PyObject *args, PyObject 
     return list;
 }
 
-/* routes() -> list of dict (ap_findings_routes, by work) */
-static PyObject *profile_routes(ProfileObject *self, PyObject *Py_UNUSED(a)) {
+/* routes() -> list of dict (ap_findings_routes: the route table with its wait split) */
+static PyObject *profile_routes(ProfileObject *self, PyObject *Py_UNUSED(unused)) {
     ap_route_row *rows;
     size_t n;
     if (ap_findings_routes(self->prof, &rows, &n) != 0)
@@ -564,11 +564,20 @@ static PyObject *profile_routes(ProfileObject *self, PyObject *Py_UNUSED(a)) {
             (unsigned long long)ap_hist_percentile(h, 95), "p99_ns",
             (unsigned long long)ap_hist_percentile(h, 99), "max_ns",
             (unsigned long long)ap_hist_max(h));
-        PyObject *d = lat == NULL ? NULL : Py_BuildValue(
-            "{sNsKsKsKsKsN}", "route", str_of(self->prof, r->route), "requests",
+        PyObject *waits = lat == NULL ? NULL : PyDict_New();
+        for (unsigned w = 0; waits != NULL && w < AP_WAIT_COUNT; w++) {
+            PyObject *v = r->waits[w] ? PyLong_FromUnsignedLongLong(r->waits[w]) : NULL;
+            if (r->waits[w] && (v == NULL || PyDict_SetItemString(waits, ap_wait_name(w), v) < 0))
+                Py_CLEAR(waits);
+            Py_XDECREF(v);
+        }
+        if (waits == NULL)
+            Py_XDECREF(lat);
+        PyObject *d = waits == NULL ? NULL : Py_BuildValue(
+            "{sNsKsKsKsKsKsNsN}", "route", str_of(self->prof, r->route), "requests",
             (unsigned long long)r->requests, "work_ns", (unsigned long long)r->work_ns, "cpu_ns",
-            (unsigned long long)r->cpu_ns, "wait_ns", (unsigned long long)r->wait_ns, "latency",
-            lat);
+            (unsigned long long)r->cpu_ns, "wait_ns", (unsigned long long)r->wait_ns,
+            "running_ns", (unsigned long long)r->running_ns, "waits", waits, "latency", lat);
         if (d == NULL) {
             Py_CLEAR(list);
             break;
@@ -579,11 +588,42 @@ static PyObject *profile_routes(ProfileObject *self, PyObject *Py_UNUSED(a)) {
     return list;
 }
 
+/* queries() -> list of dict (the captured statements, ap_prof.h "database queries") */
+static PyObject *profile_queries(ProfileObject *self, PyObject *Py_UNUSED(unused)) {
+    ap_prof *p = self->prof;
+    size_t n = ap_prof_nqueries(p);
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    for (size_t i = 0; list != NULL && i < n; i++) {
+        const ap_query *q = ap_prof_query_at(p, i);
+        const ap_frame *fr = ap_prof_frame(p, q->site);
+        PyObject *d = Py_BuildValue(
+            "{sNsKsKsKsKsKsOsNsNsIsN}", "statement", str_of(p, q->statement), "count",
+            (unsigned long long)q->count, "total_ns", (unsigned long long)q->total_ns, "rows",
+            (unsigned long long)q->rows, "requests", (unsigned long long)q->requests,
+            "max_per_request", (unsigned long long)q->max_per_request, "n_plus_one",
+            q->max_per_request >= AP_QUERY_N_PLUS_ONE ? Py_True : Py_False, "function",
+            q->site ? str_of(p, fr->qualname) : Py_NewRef(Py_None), "file",
+            q->site ? str_of(p, fr->file) : Py_NewRef(Py_None), "line", q->line, "route",
+            q->route ? str_of(p, q->route) : Py_NewRef(Py_None));
+        if (d == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, d);
+    }
+    return list;
+}
+
 static PyMethodDef profile_methods[] = {
+    {"queries", (PyCFunction)profile_queries, METH_NOARGS,
+     "queries() -> list[dict]\n\nThe captured database statements: statement (normalised), "
+     "count, total_ns, rows, requests, max_per_request, n_plus_one, function, file, line, "
+     "route (docs/waits.md)."},
     {"routes", (PyCFunction)profile_routes, METH_NOARGS,
      "routes() -> list[dict]\n\nThe route table, by work: route, requests, work_ns, cpu_ns, "
-     "wait_ns and latency\n(count, min_ns, p50_ns, p95_ns, p99_ns, max_ns; None without a "
-     "histogram); docs/report.md."},
+     "wait_ns (awaiting calls outside the app), running_ns (work less blocking waits), waits "
+     "{kind: ns} (docs/waits.md) and latency\n(count, min_ns, p50_ns, p95_ns, p99_ns, max_ns; "
+     "None without a histogram); docs/report.md."},
     {"findings", (PyCFunction)(void (*)(void))profile_findings, METH_VARARGS | METH_KEYWORDS,
      "findings(lines=None) -> list[dict]\n\nThe ranked findings; lines: a line profile of the "
      "same program whose hot lines join them. The findings (kind, title, severity, route, function, file, "

@@ -124,6 +124,10 @@ int apext_session_stop(apext_session *s) {
         s->ops->stopped(s->owner);
     meta_time(s->prof, "stopped");
     meta_process_cpu(s);
+    /* The user's wait rules travel with the profile (ap_wait.h). */
+    const char *rules = getenv("APIPROF_WAIT_RULES");
+    if (rules != NULL && rules[0] != '\0' && ap_prof_meta_set(s->prof, "wait_rules", rules) != 0)
+        apext_session_fail(s, "wait rules");
     if (ap_prof_finish(s->prof) != 0)
         apext_session_fail(s, "finish");
     Py_DECREF(s->owner);

@@ -102,7 +102,9 @@ AP_TEST(err_thread_local) {
     X(metric_catalogue) X(metric_cpu_split) X(metric_wait_kinds)                            \
     X(findings_classes) X(findings_classes_of_generated_code) X(findings_of_an_app)       \
     X(findings_none_for_an_empty_profile)                                                 \
-    X(findings_hot_line_from_a_line_profile)
+    X(findings_hot_line_from_a_line_profile)                                            \
+    X(wait_patterns) X(wait_kinds_of_calls_and_awaits) X(wait_async_generator_is_capped)  \
+    X(query_normalise) X(query_records_roundtrip)
 
 #define AP_DECLARE(name) AP_TEST(name);
 AP_TEST_LIST(AP_DECLARE)

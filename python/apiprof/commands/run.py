@@ -30,10 +30,11 @@ def add_parser(sub: Any) -> None:
         "run", help="run a script or module under the function tracer",
         description="Run a Python script (or -m module) with __main__ semantics under apiprof's "
                     "exact function tracer; write the profile at exit, also on SIGINT/SIGTERM.",
-        usage="apiprof run [-o FILE] [--clock wall|cpu] [--cpu] [--no-builtins] [--all] "
-              "[--phases A,B,...] [--timeline] [--timeline-events N] [--checkpoint-interval S] "
-              "[--memory [full|sampled]] [--memory-rate BYTES] [--memory-seed N] "
-              "[--sample [--rate RATE] [--idle]] [-q] (script.py | -m module) [args ...]",
+        usage="apiprof run [-o FILE] [--clock wall|cpu] [--cpu] [--no-builtins] [--queries] "
+              "[--all] [--phases A,B,...] [--timeline] [--timeline-events N] "
+              "[--checkpoint-interval S] [--memory [full|sampled]] [--memory-rate BYTES] "
+              "[--memory-seed N] [--sample [--rate RATE] [--idle]] [-q] "
+              "(script.py | -m module) [args ...]",
     )
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="time functions by wall clock (default) or thread CPU time")
@@ -42,6 +43,10 @@ def add_parser(sub: Any) -> None:
                         "(columns cpu and cpu total; costs a CPU clock read per call and "
                         "return); wall clock only")
     p.add_argument("--no-builtins", action="store_true", help="do not record C functions")
+    p.add_argument("--queries", action="store_true",
+                   help="also record each database statement (sqlite3, and SQLAlchemy / "
+                        "SQLModel on SQLite): count, time, rows, route and calling line per "
+                        "statement, and N+1 (docs/waits.md)")
     p.add_argument("--all", action="store_true",
                    help="the exit summary also lists library and idle-waiting functions")
     p.add_argument("--phases", metavar="A,B,...",
@@ -138,7 +143,7 @@ class FunctionProducer:
         self.profiler = Profiler(clock=args.clock, builtins=not args.no_builtins,
                                  exclude=("runpy",), labels=True,
                                  timeline=args.timeline_events if args.timeline else 0,
-                                 cpu=args.cpu,
+                                 cpu=args.cpu, queries=args.queries,
                                  checkpoint=program.output if args.checkpoint_interval else None,
                                  checkpoint_interval=args.checkpoint_interval or 1.0,
                                  memory=args.memory, memory_rate=args.memory_rate,

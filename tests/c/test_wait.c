@@ -1,0 +1,214 @@
+/* test_wait.c -- unit tests of the wait rules: patterns, the kinds they give blocking calls and awaits, user rows, idempotence. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ap_err.h"
+#include "ap_prof.h"
+#include "ap_test.h"
+#include "ap_wait.h"
+
+static ap_str_id s_(ap_prof *p, const char *s) {
+    return ap_prof_intern(p, s, strlen(s));
+}
+
+static ap_frame_id fr(ap_prof *p, const char *qual, const char *file, unsigned kind) {
+    const char *dot = strrchr(qual, '.');
+    ap_frame f = {s_(p, dot ? dot + 1 : qual), s_(p, qual), s_(p, file), 1, 0, kind};
+    return ap_prof_frame_intern(p, &f);
+}
+
+static ap_node *path(ap_tree *t, const ap_frame_id *fs, size_t n) {
+    ap_node *node = ap_tree_root(t);
+    for (size_t i = 0; i < n; i++)
+        node = ap_tree_child(t, node, fs[i]);
+    return node;
+}
+
+#define LIB "/venv/lib/python3.12/site-packages/"
+#define PY AP_FRAME_PYTHON
+#define C AP_FRAME_METHOD
+#define W(k, n) ((n)->m[ap_wait_metric(AP_WAIT_##k)])
+
+AP_TEST(wait_patterns) {
+    AP_CHECK(ap_wait_match("time.sleep", "time.sleep"));
+    AP_CHECK(!ap_wait_match("time.sleep", "time.sleeps"));
+    AP_CHECK(ap_wait_match("sqlite3.*", "sqlite3.Cursor.execute"));
+    AP_CHECK(ap_wait_match("*socket.recv*", "socket.socket.recv_into"));
+    AP_CHECK(!ap_wait_match("*socket.recv*", "socket.socket.send"));
+    AP_CHECK(ap_wait_match("*", ""));
+    AP_CHECK(ap_wait_library_file(LIB "httpx/_client.py"));
+    AP_CHECK(!ap_wait_library_file("/srv/app/main.py"));
+    AP_CHECK(ap_wait_ruled(AP_WAIT_DATABASE) && !ap_wait_ruled(AP_WAIT_GIL));
+}
+
+/* A user function on a thread: sqlite (database), a selector under psycopg
+ * (database, not idle), a socket under requests (network), a certifi read
+ * under httpx (file: a file read means itself), a lock under anyio's worker
+ * queue (idle); a coroutine awaiting asyncio.sleep (sleep) and an anyio
+ * socket stream that suspends in Event.wait (network); an unknown await
+ * (no kind). */
+AP_TEST(wait_kinds_of_calls_and_awaits) {
+    ap_prof *p = ap_prof_new();
+    ap_label lab = {s_(p, "thread_id"), s_(p, "1")};
+    ap_tree *t = ap_prof_tree_new(p, &lab, 1);
+    ap_frame_id user = fr(p, "handler", "/srv/app/main.py", PY);
+    ap_frame_id sqlite = fr(p, "sqlite3.Cursor.execute", "~", C);
+    ap_frame_id pg = fr(p, "Connection.wait", LIB "psycopg/connection.py", PY);
+    ap_frame_id waitep = fr(p, "wait_epoll", LIB "psycopg/waiting.py", PY);
+    ap_frame_id epoll = fr(p, "select.epoll.poll", "~", C);
+    ap_frame_id req = fr(p, "Session.send", LIB "requests/sessions.py", PY);
+    ap_frame_id recv = fr(p, "socket.socket.recv_into", "~", C);
+    ap_frame_id hx = fr(p, "create_ssl_context", LIB "httpx/_config.py", PY);
+    ap_frame_id rd = fr(p, "_io.BufferedReader.read", "~", C);
+    ap_frame_id wrun = fr(p, "WorkerThread.run", LIB "anyio/_backends/_asyncio.py", PY);
+    ap_frame_id qget = fr(p, "Queue.get", "/usr/lib/python3.12/queue.py", PY);
+    ap_frame_id acq = fr(p, "_thread.lock.acquire", "~", C);
+    ap_frame_id sleep = fr(p, "sleep", "/usr/lib/python3.12/asyncio/tasks.py", PY);
+    ap_frame_id recvs = fr(p, "SocketStream.receive", LIB "anyio/_backends/_asyncio.py", PY);
+    ap_frame_id evwait = fr(p, "Event.wait", "/usr/lib/python3.12/asyncio/locks.py", PY);
+    ap_frame_id other = fr(p, "mystery", LIB "other/x.py", PY);
+
+    ap_node *n_sql = path(t, (ap_frame_id[]){user, sqlite}, 2);
+    n_sql->m[AP_M_SELF_NS] = 100;
+    ap_node *n_ep = path(t, (ap_frame_id[]){user, pg, waitep, epoll}, 4);
+    n_ep->m[AP_M_SELF_NS] = 200;
+    ap_node *n_recv = path(t, (ap_frame_id[]){user, req, recv}, 3);
+    n_recv->m[AP_M_SELF_NS] = 300;
+    ap_node *n_rd = path(t, (ap_frame_id[]){user, hx, rd}, 3);
+    n_rd->m[AP_M_SELF_NS] = 400;
+    ap_node *n_acq = path(t, (ap_frame_id[]){wrun, qget, acq}, 3);
+    n_acq->m[AP_M_SELF_NS] = 500;
+    ap_node *n_sleep = path(t, (ap_frame_id[]){user, sleep}, 2);
+    n_sleep->m[AP_M_AWAIT_NS] = 600;
+    ap_node *n_recvs = path(t, (ap_frame_id[]){user, recvs}, 2);
+    ap_node *n_ev = path(t, (ap_frame_id[]){user, recvs, evwait}, 3);
+    n_recvs->m[AP_M_AWAIT_NS] = n_ev->m[AP_M_AWAIT_NS] = 700;
+    ap_node *n_other = path(t, (ap_frame_id[]){user, other}, 2);
+    n_other->m[AP_M_AWAIT_NS] = 800;
+    ap_node *n_user = path(t, (ap_frame_id[]){user}, 1);
+    n_user->m[AP_M_AWAIT_NS] = 600 + 700 + 800;
+
+    for (int round = 0; round < 2; round++) { /* a second finish gives the same */
+        AP_CHECK(ap_prof_finish(p) == 0);
+        AP_CHECK_EQ_U64(W(DATABASE, n_sql), 100);
+        AP_CHECK_EQ_U64(W(DATABASE, n_ep), 200);
+        AP_CHECK_EQ_U64(W(IDLE, n_ep), 0);
+        AP_CHECK_EQ_U64(W(NETWORK, n_recv), 300);
+        AP_CHECK_EQ_U64(W(FILE, n_rd), 400);
+        AP_CHECK_EQ_U64(W(NETWORK, n_rd), 0);
+        AP_CHECK_EQ_U64(W(IDLE, n_acq), 500);
+        AP_CHECK_EQ_U64(W(LOCK, n_acq), 0);
+        AP_CHECK_EQ_U64(W(SLEEP, n_sleep), 600);
+        AP_CHECK_EQ_U64(W(NETWORK, n_recvs), 700);
+        AP_CHECK_EQ_U64(W(LOCK, n_ev), 0);
+        /* inclusive: the user function holds every kind below it */
+        AP_CHECK_EQ_U64(W(DATABASE, n_user), 300);
+        AP_CHECK_EQ_U64(W(NETWORK, n_user), 1000);
+        AP_CHECK_EQ_U64(W(FILE, n_user), 400);
+        AP_CHECK_EQ_U64(W(SLEEP, n_user), 600);
+        AP_CHECK_EQ_U64(W(IDLE, n_user), 0);
+        AP_CHECK_EQ_U64(W(IDLE, path(t, (ap_frame_id[]){wrun}, 1)), 500);
+    }
+    uint8_t kinds[64];
+    AP_CHECK(ap_tree_nnodes(t) <= sizeof kinds);
+    AP_CHECK(ap_wait_node_kinds(p, t, kinds) == 0);
+    AP_CHECK_EQ_U64(kinds[n_other->id], AP_WAIT_COUNT);
+    AP_CHECK_EQ_U64(kinds[path(t, (ap_frame_id[]){wrun, qget}, 2)->id], AP_WAIT_IDLE);
+
+    /* A user row comes first: the mystery await is the database. */
+    AP_CHECK(ap_prof_meta_set(p, "wait_rules", "network:nothing.here;database:within:*@/other/") == 0);
+    AP_CHECK(ap_prof_finish(p) == 0);
+    AP_CHECK_EQ_U64(W(DATABASE, n_other), 800);
+    AP_CHECK_EQ_U64(W(DATABASE, n_user), 1100);
+    AP_CHECK(ap_prof_meta_set(p, "wait_rules", "naps:time.sleep") == 0);
+    AP_CHECK(ap_prof_finish(p) == -1 && ap_err_code() == AP_EINVAL);
+    AP_CHECK(ap_prof_meta_set(p, "wait_rules", "gil:x.y") == 0); /* measured, not ruled */
+    AP_CHECK(ap_prof_finish(p) == -1 && ap_err_code() == AP_EINVAL);
+    ap_prof_free(p);
+}
+
+/* An async generator suspended at a yield while its consumer runs: its
+ * await is no wait of the consumer's, which keeps at most its own await. */
+AP_TEST(wait_async_generator_is_capped) {
+    ap_prof *p = ap_prof_new();
+    ap_tree *t = ap_prof_tree_new(p, NULL, 0);
+    ap_frame_id user = fr(p, "handler", "/srv/app/main.py", PY);
+    ap_frame_id send = fr(p, "Client.send", LIB "httpx/_client.py", PY);
+    ap_frame_id flow = fr(p, "Auth.flow", LIB "httpx/_auth.py", PY);
+    ap_frame_id recvs = fr(p, "SocketStream.receive", LIB "anyio/_backends/_asyncio.py", PY);
+    ap_node *n_send = path(t, (ap_frame_id[]){user, send}, 2);
+    ap_node *n_flow = path(t, (ap_frame_id[]){user, send, flow}, 3);
+    ap_node *n_recv = path(t, (ap_frame_id[]){user, send, recvs}, 3);
+    n_flow->m[AP_M_AWAIT_NS] = 300; /* suspended at its yield */
+    n_recv->m[AP_M_AWAIT_NS] = 100;
+    n_send->m[AP_M_AWAIT_NS] = 100;
+    path(t, (ap_frame_id[]){user}, 1)->m[AP_M_AWAIT_NS] = 100;
+    AP_CHECK(ap_prof_finish(p) == 0);
+    AP_CHECK_EQ_U64(W(NETWORK, n_send), 100);
+    AP_CHECK_EQ_U64(W(NETWORK, path(t, (ap_frame_id[]){user}, 1)), 100);
+    ap_prof_free(p);
+}
+
+static int norm_is(const char *sql, const char *want) {
+    char out[256];
+    size_t n = ap_query_normalise(sql, strlen(sql), out, sizeof out);
+    return n == strlen(want) && strcmp(out, want) == 0;
+}
+
+AP_TEST(query_normalise) {
+    AP_CHECK(norm_is("SELECT * FROM t WHERE id = 42", "SELECT * FROM t WHERE id = ?"));
+    AP_CHECK(norm_is("select  a,\n\tb from t where n = 'it''s'  ", "select a, b from t where n = ?"));
+    AP_CHECK(norm_is("SELECT x1, t2.c FROM t2 WHERE v > 3.5e3", "SELECT x1, t2.c FROM t2 WHERE v > ?"));
+    AP_CHECK(norm_is("WHERE id IN (1, 2, 3)", "WHERE id IN (?)"));
+    AP_CHECK(norm_is("VALUES (?,?,?)", "VALUES (?)"));
+    AP_CHECK(norm_is("WHERE a = $1 AND b = :name AND c = %s", "WHERE a = $1 AND b = :name AND c = %s"));
+    char small[8];
+    /* cut at the buffer, never past it; a trailing space is dropped */
+    AP_CHECK_EQ_U64(ap_query_normalise("SELECT 1234567", 14, small, sizeof small), 6);
+    AP_CHECK(strcmp(small, "SELECT") == 0);
+}
+
+/* Counts per request, the N+1 mark, merges, and the native file. */
+AP_TEST(query_records_roundtrip) {
+    ap_prof *p = ap_prof_new();
+    ap_str_id s = s_(p, "SELECT * FROM t WHERE id = ?"), r = s_(p, "GET /x");
+    ap_frame_id site = fr(p, "load", "/srv/app/main.py", PY);
+    for (uint64_t req = 1; req <= 3; req++)
+        for (int i = 0; i < 6; i++)
+            AP_CHECK(ap_prof_query_add(p, s, r, site, 12, 10, 1, req) == 0);
+    AP_CHECK(ap_prof_query_add(p, s, r, site, 13, 5, 0, 1) == 0); /* another line */
+    AP_CHECK_EQ_U64(ap_prof_nqueries(p), 2);
+    const ap_query *q = ap_prof_query_at(p, 0);
+    AP_CHECK_EQ_U64(q->count, 18);
+    AP_CHECK_EQ_U64(q->total_ns, 180);
+    AP_CHECK_EQ_U64(q->rows, 18);
+    AP_CHECK_EQ_U64(q->requests, 3);
+    AP_CHECK_EQ_U64(q->max_per_request, 6);
+    AP_CHECK(q->max_per_request >= AP_QUERY_N_PLUS_ONE);
+    AP_CHECK_EQ_U64(ap_prof_query_at(p, 1)->max_per_request, 1);
+    char path[] = "/tmp/apiprof-test-queries-XXXXXX";
+    int fd = mkstemp(path);
+    AP_CHECK(fd >= 0);
+    close(fd);
+    AP_CHECK(ap_prof_write(p, path) == 0);
+    int cut = 1;
+    ap_prof *back = ap_prof_read(path, &cut);
+    unlink(path);
+    AP_CHECK(back != NULL && cut == 0);
+    if (back != NULL) {
+        AP_CHECK_EQ_U64(ap_prof_nqueries(back), 2);
+        const ap_query *b = ap_prof_query_at(back, 0);
+        AP_CHECK(strcmp(ap_prof_str(back, b->statement), "SELECT * FROM t WHERE id = ?") == 0);
+        AP_CHECK(strcmp(ap_prof_str(back, b->route), "GET /x") == 0);
+        AP_CHECK(strcmp(ap_prof_str(back, ap_prof_frame(back, b->site)->qualname), "load") == 0);
+        AP_CHECK_EQ_U64(b->line, 12);
+        AP_CHECK_EQ_U64(b->count, 18);
+        AP_CHECK_EQ_U64(b->max_per_request, 6);
+        ap_prof *m = ap_prof_merge(back, NULL, NULL); /* a selection keeps them */
+        AP_CHECK(m != NULL && ap_prof_nqueries(m) == 2);
+        ap_prof_free(m);
+        ap_prof_free(back);
+    }
+    ap_prof_free(p);
+}

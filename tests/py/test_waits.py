@@ -1,0 +1,95 @@
+"""Wait kinds (src/core/ap_wait.c) under real uvicorn: each route of waits_app waits on
+one known thing, and the profile says which, per route, per function (JSON "waits"),
+and in the text report's route split."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from apiprof import _core
+from conftest import free_port
+from helpers import REPO_ROOT, serve_profiled
+
+APIPROF = Path(sys.executable).with_name("apiprof")
+APPS = REPO_ROOT / "tests" / "py" / "apps"
+REQUESTS = 3
+
+
+@pytest.fixture(scope="module")
+def waits_profile(tmp_path_factory: pytest.TempPathFactory, serve_module) -> Path:
+    tmp = tmp_path_factory.mktemp("waits")
+    upstream = serve_module("waits_app:upstream_app", cwd=APPS, health="/slow")
+    (tmp / "waits.bin").write_bytes(os.urandom(4 << 20))
+    port = free_port()
+    out = tmp / "waits.apiprof"
+
+    def drive(client: httpx.Client) -> None:
+        for path in ("/upstream", "/sleep", "/db", "/file"):
+            for _ in range(REQUESTS):
+                assert client.get(path).status_code == 200
+
+    serve_profiled([str(APIPROF), "run", "-q", "-o", str(out), "-m", "uvicorn", "waits_app:app",
+                    "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                   APPS, {"UPSTREAM_URL": upstream.url, "WAITS_DB": str(tmp / "waits.db"),
+                          "WAITS_FILE": str(tmp / "waits.bin")}, port, tmp / "server.log", drive)
+    return out
+
+
+def routes(path: Path) -> dict[str, dict]:
+    return {r["route"]: r for r in _core.load(str(path)).routes()}
+
+
+def largest(waits: dict[str, int]) -> str:
+    return max(waits, key=waits.__getitem__)
+
+
+def test_each_route_waits_on_what_it_calls(waits_profile):
+    r = routes(waits_profile)
+    up, nap, db, f = r["GET /upstream"], r["GET /sleep"], r["GET /db"], r["GET /file"]
+    # a 50 ms upstream call is network; a 50 ms asyncio.sleep is sleep
+    assert largest(up["waits"]) == "network"
+    assert up["waits"]["network"] >= 0.9 * REQUESTS * 50e6
+    assert largest(nap["waits"]) == "sleep"
+    assert nap["waits"]["sleep"] >= 0.9 * REQUESTS * 50e6
+    assert not {"network", "database"} & set(nap["waits"])
+    assert not {"database", "sleep"} & set(up["waits"])
+    # a sqlite query is database, most of the route's time; file reads are file
+    assert largest(db["waits"]) == "database"
+    assert db["waits"]["database"] >= 0.5 * db["work_ns"]
+    assert db["running_ns"] < db["work_ns"] - db["waits"]["database"] + 1
+    assert largest(f["waits"]) == "file"
+    assert "network" not in db["waits"] and "network" not in f["waits"]
+
+
+def test_json_groups_waits_per_function(waits_profile):
+    doc = json.loads(subprocess.run([str(APIPROF), "report", str(waits_profile), "--format",
+                                     "json"], capture_output=True, text=True, check=True).stdout)
+    funcs = {f["qualname"]: f for f in doc["functions"]}
+    assert largest(funcs["upstream"]["waits"]) == "network"
+    assert set(funcs["nap"]["waits"]) == {"sleep"}
+    assert funcs["nap"]["waits"]["sleep"] == funcs["nap"]["wait_sleep_ns"]
+    assert funcs["nap"]["waits"]["sleep"] >= 0.9 * REQUESTS * 50e6
+    assert set(funcs["query"]["waits"]) == {"database"}
+    assert set(funcs["read_file"]["waits"]) == {"file"}
+    # the export read back keeps the metrics (the derived "waits" come from them)
+    back = _core.loads(json.dumps(doc).encode())
+    again = {f["qualname"]: f for f in back.functions()}
+    assert again["query"]["wait_database_ns"] == funcs["query"]["wait_database_ns"]
+
+
+def test_text_report_splits_each_route(waits_profile):
+    out = subprocess.run([str(APIPROF), "report", str(waits_profile)], capture_output=True,
+                         text=True, check=True).stdout
+    lines = {ln.split()[1]: ln for ln in out.splitlines()
+             if ln.startswith("GET ") and len(ln.split()) > 2}
+    assert "network" in out and "database" in out
+    head = next(ln for ln in out.splitlines() if ln.lstrip().startswith("route"))
+    cols = head.split()
+    row = lines["/db"].split()
+    assert row[cols.index("database") + 1].endswith("ms")   # +1: "GET /db" is two words
