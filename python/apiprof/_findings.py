@@ -7,7 +7,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from . import _core
 from ._table import Column, format_ns, printable, render
+
+
+def wait_kinds() -> list[tuple[str, str]]:
+    """(kind, column title) of every wait kind (docs/waits.md), in the catalogue's order."""
+    return [(m["name"][len("wait_"):-len("_ns")], m["label"]) for m in _core.metrics()
+            if m["name"].startswith("wait_")]
 
 
 def format_findings(findings: list[dict[str, Any]], limit: int | None = None) -> str:
@@ -33,22 +40,42 @@ def format_findings(findings: list[dict[str, Any]], limit: int | None = None) ->
 
 
 def format_routes(routes: list[dict[str, Any]]) -> str:
-    """The route table (``Profile.routes()``) with each route's request latency
-    (p50/p95/p99, max) next to its work, slowest p95 first; empty when no route has a
-    latency histogram (a profile without route labels, or written before they were kept)."""
-    if not any(r["latency"] for r in routes):
+    """The route table (``Profile.routes()``): each route's request latency (p50/p95/p99,
+    max) and work, then per request the time its code ran and each wait kind that occurs
+    (docs/waits.md); slowest p95 first. Empty when no route has a latency histogram or a
+    wait (a profile without route labels, or written before they were kept)."""
+    rows = [r for r in routes if r["requests"] > 0 or r["latency"]]
+    kinds = [(k, title) for k, title in wait_kinds() if any(r["waits"].get(k) for r in rows)]
+    timed = any(r["latency"] for r in rows)
+    if not timed and not kinds:
         return ""
 
     def lat(key: str) -> Callable[[dict[str, Any]], str]:
         return lambda r: format_ns(r["latency"][key]) if r["latency"] else "-"
+
+    def per_request(title: str, value: Callable[[dict[str, Any]], int]) -> Column[dict[str, Any]]:
+        return Column(title, lambda r: format_ns(value(r) / r["requests"])
+                      if value(r) and r["requests"] else "-")
+
+    def wait(kind: str) -> Callable[[dict[str, Any]], int]:
+        return lambda r: r["waits"].get(kind, 0)
+
     columns: list[Column[dict[str, Any]]] = [
         Column("route", lambda r: r["route"], "left"),
         Column("requests", lambda r: str(r["requests"])),
-        Column("p50", lat("p50_ns")), Column("p95", lat("p95_ns")),
-        Column("p99", lat("p99_ns")), Column("max", lat("max_ns")),
-        Column("work", lambda r: format_ns(r["work_ns"])),
-        Column("waiting", lambda r: format_ns(r["wait_ns"])),
     ]
-    rows = sorted(routes, key=lambda r: -(r["latency"] or {}).get("p95_ns", -1))
-    return ("routes (latency: a request's start to the end of its response; work: its code "
-            "running on threads):\n" + render(columns, rows))
+    if timed:
+        columns += [Column("p50", lat("p50_ns")), Column("p95", lat("p95_ns")),
+                    Column("p99", lat("p99_ns")), Column("max", lat("max_ns"))]
+    columns.append(Column("work", lambda r: format_ns(r["work_ns"])))
+    if kinds:
+        columns += [per_request("running", lambda r: r["running_ns"]),
+                    *(per_request(title, wait(k)) for k, title in kinds)]
+    else:
+        columns.append(Column("waiting", lambda r: format_ns(r["wait_ns"])))
+    rows.sort(key=lambda r: (-(r["latency"] or {}).get("p95_ns", -1), -r["work_ns"]))
+    what = "routes (latency: a request's start to the end of its response; work: its code " \
+        "running on threads"
+    if kinds:
+        what += "; then per request: running code and waiting by kind, docs/waits.md"
+    return what + "):\n" + render(columns, rows)

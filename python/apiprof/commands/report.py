@@ -25,7 +25,6 @@ from .._output import output_path
 from .._profile_file import load_profile
 from .._profiler import SORT_KEYS, clock_note, format_table
 from .._table import format_ns
-from .._waits import format_route_waits
 from ..errors import UsageError
 
 FORMATS = ("html", "svg", "dot", "speedscope", "pprof", "collapsed", "callgrind", "chrome",
@@ -129,9 +128,8 @@ def run_text(args: argparse.Namespace, fmt: str = "text") -> int:
                   f"{'' if args.phase is None else ', phase: ' + args.phase}"
                   f"{'' if args.metric is None else ', metric: ' + args.metric})\n")
         routes = format_routes(profile.routes())
-        split = format_route_waits(profile.routes())
         text = (header + "\n" + format_findings(profile.findings(), TEXT_FINDINGS) + "\n"
-                + (routes + "\n" if routes else "") + (split + "\n" if split else "")
+                + (routes + "\n" if routes else "")
                 + format_table(functions, args.sort, args.limit or None, everything=args.all,
                                value=VALUE_FORMATS[unit]) + clock_note(profile.meta))
     out = None if args.output in (None, "-") else args.output
