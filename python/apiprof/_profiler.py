@@ -25,6 +25,7 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _SCOPE: contextvars.ContextVar[object] = contextvars.ContextVar("apiprof_scope")
 SCOPES = ("process", "context")
 CHECKPOINT_INTERVAL = 10.0  # seconds between checkpoints (Profiler(checkpoint=PATH))
+STALL_THRESHOLD = 0.05  # seconds: an event-loop step this long is a stall
 
 # The metric catalogue (C's ap_metric table): name, unit, label, how it sums, its views.
 CATALOGUE: list[dict[str, Any]] = _core.metrics()
@@ -161,6 +162,11 @@ class Profiler:
     ``cpu=True`` (wall clock) also records each frame's thread CPU time beside its wall
     time: ``cpu_ns`` (self) and ``cpu_total_ns`` (with callees), so that waiting and
     computing show apart; it reads the thread CPU clock at every call and return.
+    ``stall_threshold`` (seconds, default 0.05; ``None`` or 0: off; wall clock only)
+    records every step of an event loop (a callback, or a task's run up to its next
+    await) that takes at least that long as a stall: its start, duration, route, task
+    and the line where the time went (the JSON export's ``"stalls"``, the
+    ``loop_stall`` finding).
     ``checkpoint=PATH`` saves the profile to PATH every ``checkpoint_interval`` seconds
     while it runs (atomically, see ``save``), so a run killed by SIGKILL keeps its work
     up to the last checkpoint; such a file says it was cut (metadata ``cut``) until the
@@ -174,6 +180,7 @@ class Profiler:
                  exclude: str | Iterable[str] | None = None,
                  scope: str = "process", labels: bool = False, timeline: int = 0,
                  cpu: bool = False,
+                 stall_threshold: float | None = STALL_THRESHOLD,
                  checkpoint: str | os.PathLike[str] | None = None,
                  checkpoint_interval: float = CHECKPOINT_INTERVAL) -> None:
         if clock not in ("wall", "cpu"):
@@ -187,6 +194,10 @@ class Profiler:
         if cpu and clock != "wall":
             raise ValueError(
                 "cpu=True needs clock='wall' (with clock='cpu' every time is CPU time)")
+        if stall_threshold is not None and (
+                not isinstance(stall_threshold, (int, float)) or not stall_threshold >= 0):
+            raise ValueError(f"stall_threshold must be seconds >= 0 or None, not "
+                             f"{stall_threshold!r}")
         if not isinstance(checkpoint_interval, (int, float)) or not checkpoint_interval > 0:
             raise ValueError(f"checkpoint_interval must be seconds > 0, not "
                              f"{checkpoint_interval!r}")
@@ -205,6 +216,7 @@ class Profiler:
             context=(_SCOPE, self._mark) if scope == "context" else None,
             labels=(_labels.ROUTE, _labels.PAUSED) if labels else None,
             tasks=bool(labels), timeline=timeline, cpu=bool(cpu),
+            stalls=round(stall_threshold * 1e9) if stall_threshold and clock == "wall" else 0,
         )
         self._depth = 0
 

@@ -9,6 +9,7 @@
 #include "ap_err.h"
 #include "ap_map.h"
 #include "ap_report.h"
+#include "ap_stall.h"
 
 /* ---- kinds ------------------------------------------------------------------------ */
 
@@ -36,6 +37,10 @@ static const ap_finding_kind_info kinds[AP_FK_COUNT] = {
     [AP_FK_POOL_HOPS] = {"pool_hops", "thread-pool hops",
                          "a route that hands work to the thread pool 10 times or more per "
                          "request (each hop costs a thread switch and two wake-ups)"},
+    [AP_FK_LOOP_STALL] = {"loop_stall", "event-loop stall",
+                          "steps of the event loop (a callback or a task step) that ran at "
+                          "least the stall threshold (50 ms by default) without awaiting, "
+                          "grouped by the line where the time went"},
     [AP_FK_IDLE] = {"idle", "idle time",
                     "recorded time that was idle waiting, left out of the views by default"},
 };
@@ -818,6 +823,81 @@ static int blocking_calls(ctx *c, const route_acc *routes, size_t nroutes) {
     return rc;
 }
 
+/* ---- event-loop stalls ------------------------------------------------------------- */
+
+/* A stall inside the import system is a cold start (a first request
+ * importing a module), not something the app does every time. */
+static int stall_in_import(const ap_prof *p, const ap_stall *s) {
+    const ap_frame_id *st = ap_prof_stall_stack(p, s);
+    for (uint32_t k = 0; k < s->nstack; k++) {
+        const ap_frame *fr = ap_prof_frame(p, st[k]);
+        if (fr->kind == AP_FRAME_PYTHON &&
+            strncmp(ap_prof_str(p, fr->file), "<frozen importlib", 17) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* One finding per (route, function, line) of the recorded stalls, cold
+ * starts left out: how many, the longest, the total, and the call path of
+ * the longest. */
+static int loop_stalls(ctx *c) {
+    size_t n = ap_prof_nstalls(c->p);
+    uint8_t *done = n ? calloc(n, 1) : NULL;
+    if (n > 0 && done == NULL)
+        return ap_err_set(AP_ENOMEM, "findings: out of memory");
+    for (size_t i = 0; i < n; i++)
+        done[i] = (uint8_t)stall_in_import(c->p, ap_prof_stall_at(c->p, i));
+    for (size_t i = 0; i < n; i++) {
+        if (done[i])
+            continue;
+        const ap_stall *s = ap_prof_stall_at(c->p, i), *longest = s;
+        uint64_t count = 0, total = 0;
+        for (size_t j = i; j < n; j++) {
+            const ap_stall *o = ap_prof_stall_at(c->p, j);
+            if (done[j] || o->route != s->route || o->func != s->func || o->line != s->line)
+                continue;
+            done[j] = 1;
+            count++;
+            total += o->dur_ns;
+            if (o->dur_ns > longest->dur_ns)
+                longest = o;
+        }
+        ap_finding *f = fnew(&c->out, AP_FK_LOOP_STALL, AP_SEV_HIGH);
+        if (f == NULL) {
+            free(done);
+            return -1;
+        }
+        f->route = s->route;
+        f->frame = s->func;
+        f->line = s->line;
+        f->value = total;
+        f->count = count;
+        const ap_frame_id *st = ap_prof_stall_stack(c->p, longest);
+        for (uint32_t k = 0; k < longest->nstack && f->npath < AP_FINDING_PATH; k++)
+            if (!c->cls.frame_library[st[k]])
+                f->path[f->npath++] = st[k];
+        const ap_frame *fr = ap_prof_frame(c->p, s->func);
+        const ap_frame *leaf = longest->nstack ? ap_prof_frame(c->p, st[longest->nstack - 1]) : NULL;
+        char d1[32], d2[32], call[200] = "";
+        if (leaf != NULL && leaf->kind != AP_FRAME_PYTHON)
+            snprintf(call, sizeof call, " (%s)", ap_prof_str(c->p, leaf->qualname));
+        const char *file = ap_prof_str(c->p, fr->file), *tail = file + strlen(file);
+        for (int slashes = 0; tail > file && slashes < 2;) /* the last two path components */
+            if (*--tail == '/' && ++slashes == 2)
+                tail++;
+        say(f,
+            "%s%sthe event loop stalled %llu time%s, for up to %s (%s in all), in %s at "
+            "%s:%u%s; no other request progressed meanwhile",
+            s->route ? ap_prof_str(c->p, s->route) : "", s->route ? ": " : "",
+            (unsigned long long)count, count == 1 ? "" : "s",
+            dur(d1, sizeof d1, (double)longest->dur_ns), dur(d2, sizeof d2, (double)total),
+            ap_prof_str(c->p, fr->qualname), tail, s->line ? s->line : fr->line, call);
+    }
+    free(done);
+    return 0;
+}
+
 /* ---- routes that mostly wait --------------------------------------------------------- */
 
 /* Frames that hand work to a thread pool: awaiting them is waiting for the
@@ -1039,7 +1119,7 @@ int ap_findings_build(ap_prof *p, const ap_prof *lines, ap_finding **out, size_t
         if (hot_function(&c, &whole) != 0 || await_bound(&c, &whole) != 0)
             goto err;
     }
-    if (blocking_calls(&c, routes, nroutes) != 0)
+    if (blocking_calls(&c, routes, nroutes) != 0 || loop_stalls(&c) != 0)
         goto err;
     for (size_t i = 0; i < nroutes; i++)
         if (await_bound(&c, &routes[i]) != 0 ||

@@ -53,6 +53,7 @@ typedef enum ap_finding_kind {
     AP_FK_LIBRARY_WORK,   /* a slow route whose work is mostly in library code, and where */
     AP_FK_REPEATED_QUERY, /* N+1: a request runs a database call many times, from one place */
     AP_FK_POOL_HOPS,      /* a request hands work to the thread pool many times */
+    AP_FK_LOOP_STALL,     /* recorded event-loop stalls, grouped by the line that made them */
     AP_FK_IDLE,           /* how much recorded time was idle waiting (hidden by default) */
     AP_FK_COUNT
 } ap_finding_kind;

@@ -7,6 +7,7 @@
 
 #include "ap_err.h"
 #include "ap_prof_int.h"
+#include "ap_stall.h"
 
 const char *ap_frame_kind_name(uint32_t kind) {
     static const char *const names[] = {"root", "python", "builtin", "method", "other"};
@@ -73,6 +74,7 @@ void ap_prof_free(ap_prof *p) {
     free(p->frame_next);
     free(p->meta);
     free(p->events);
+    ap_stall_free(p);
     ap_map_free(&p->str_index);
     ap_map_free(&p->frame_index);
     ap_arena_free(&p->arena);
@@ -505,6 +507,8 @@ static ap_prof *prof_copy_base(const ap_prof *p) {
     for (size_t i = 0; i < p->nmeta; i++)
         if (ap_prof_meta_set(m, p->meta[i].key, p->meta[i].val) != 0)
             goto err;
+    if (ap_stall_copy(m, p) != 0)
+        goto err;
     return m;
 err:
     ap_prof_free(m);

@@ -14,6 +14,7 @@
 #include "ap_prof_int.h"
 #include "ap_report.h"
 #include "ap_sbuf.h"
+#include "ap_stall.h"
 
 #define GROW(arr, cap, need) ap_prof_grow((void **)&(arr), &(cap), (need), sizeof *(arr))
 
@@ -48,6 +49,7 @@ static uint32_t crc32_of(const void *p, size_t n) {
 #define TAG_FRMS TAG('F', 'R', 'M', 'S')
 #define TAG_TREE TAG('T', 'R', 'E', 'E')
 #define TAG_EVNT TAG('E', 'V', 'N', 'T')
+#define TAG_STLS TAG('S', 'T', 'L', 'S')
 #define TAG_END TAG('E', 'N', 'D', ' ')
 
 /* The largest event ring a reader recreates (events beyond the stored ones
@@ -166,6 +168,11 @@ int ap_prof_write(const ap_prof *p, const char *path) {
             prev = e->start_ns;
         }
         if (write_chunk(f, path, TAG_EVNT, &b) != 0)
+            goto out;
+    }
+    if (ap_prof_nstalls(p) > 0 || ap_prof_stalls_dropped(p) > 0) {
+        ap_stall_encode(p, &b);
+        if (write_chunk(f, path, TAG_STLS, &b) != 0)
             goto out;
     }
     if (write_chunk(f, path, TAG_END, &b) != 0)
@@ -341,6 +348,8 @@ static int read_chunk(ap_prof *p, uint32_t tag, rd *r) {
             ap_prof_event_add(p, &e);
         }
         p->ev_dropped = dropped;
+    } else if (tag == TAG_STLS) {
+        return ap_stall_decode(p, r->p, r->end);
     }
     /* Unknown tags are skipped: a newer writer may add chunk kinds. */
     if (r->bad)
@@ -522,6 +531,8 @@ int ap_json_write(const ap_report_ctx *c, ap_sbuf *out) {
         ap_functab_free(&ft);
         return -1;
     }
+    ap_sbuf_puts(out, ",\n \"stalls\": ");
+    ap_stall_json(p, out);
     ap_sbuf_puts(out, ",\n \"lines\": [");
     ap_line_row *lines;
     size_t nlines;

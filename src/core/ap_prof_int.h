@@ -26,6 +26,7 @@ struct ap_prof {
     ap_event *events;        /* the optional ring, NULL when disabled */
     size_t ev_cap, ev_len, ev_head;   /* ev_head: index of the oldest event */
     uint64_t ev_dropped;
+    struct ap_stalls *stalls; /* event-loop stalls (ap_stall.c), NULL when none */
 };
 
 struct ap_tree {

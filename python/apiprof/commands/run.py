@@ -11,7 +11,7 @@ from typing import Any
 from .. import _labels
 from .._findings import format_findings
 from .._launch import Program, add_program_arguments, launch
-from .._profiler import CHECKPOINT_INTERVAL, Profiler, clock_note, format_table
+from .._profiler import CHECKPOINT_INTERVAL, STALL_THRESHOLD, Profiler, clock_note, format_table
 from ..errors import UsageError
 
 
@@ -21,7 +21,8 @@ def add_parser(sub: Any) -> None:
         description="Run a Python script (or -m module) with __main__ semantics under apiprof's "
                     "exact function tracer; write the profile at exit, also on SIGINT/SIGTERM.",
         usage="apiprof run [-o FILE] [--clock wall|cpu] [--cpu] [--no-builtins] [--all] "
-              "[--phases A,B,...] [--timeline] [--timeline-events N] [--checkpoint-interval S] "
+              "[--phases A,B,...] [--timeline] [--timeline-events N] [--stall-threshold S] "
+              "[--checkpoint-interval S] "
               "[-q] (script.py | -m module) [args ...]",
     )
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
@@ -41,6 +42,9 @@ def add_parser(sub: Any) -> None:
                         "--format chrome); wall clock only")
     p.add_argument("--timeline-events", type=int, default=TIMELINE_EVENTS, metavar="N",
                    help=f"spans the timeline keeps, the latest (default {TIMELINE_EVENTS})")
+    p.add_argument("--stall-threshold", type=float, default=STALL_THRESHOLD, metavar="S",
+                   help="record every event-loop step of S seconds or more as a stall "
+                        f"(default {STALL_THRESHOLD}; 0: off; --clock wall only)")
     p.add_argument("--checkpoint-interval", type=float, default=CHECKPOINT_INTERVAL,
                    metavar="S",
                    help="save the profile to -o every S seconds while the program runs, so a "
@@ -100,7 +104,7 @@ class FunctionProducer:
         self.profiler = Profiler(clock=args.clock, builtins=not args.no_builtins,
                                  exclude=("runpy",), labels=True,
                                  timeline=args.timeline_events if args.timeline else 0,
-                                 cpu=args.cpu,
+                                 cpu=args.cpu, stall_threshold=args.stall_threshold,
                                  checkpoint=program.output if args.checkpoint_interval else None,
                                  checkpoint_interval=args.checkpoint_interval or 1.0)
         self._previous_usr1: Any = None
@@ -142,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--cpu needs --clock wall (with --clock cpu every time is CPU time)")
     if not args.checkpoint_interval >= 0:
         raise UsageError("--checkpoint-interval must be seconds >= 0")
+    if args.stall_threshold < 0:
+        raise UsageError("--stall-threshold must be seconds >= 0")
     if args.timeline and args.timeline_events < 1:
         raise UsageError("--timeline-events must be at least 1")
     program = Program.from_args(args, ".apiprof")
