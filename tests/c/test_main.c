@@ -100,7 +100,8 @@ AP_TEST(err_thread_local) {
     X(report_every_format) X(report_mutated_files) X(sbuf_escapes_random)              \
     X(metric_catalogue) X(metric_cpu_split)                                                 \
     X(findings_classes) X(findings_of_an_app) X(findings_none_for_an_empty_profile)       \
-    X(findings_hot_line_from_a_line_profile)
+    X(findings_hot_line_from_a_line_profile)                                          \
+    X(stall_model_and_file) X(stall_decode_rejects) X(stall_json_and_finding)
 
 #define AP_DECLARE(name) AP_TEST(name);
 AP_TEST_LIST(AP_DECLARE)
