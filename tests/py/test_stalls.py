@@ -196,8 +196,8 @@ def test_shop_login_blocks_the_loop(tmp_path):
             r = client.post("/login", json={"email": "ada@example.com", "password": "wrong"})
             assert r.status_code == 401
 
-    serve_profiled([str(APIPROF), "run", "-q", "-o", str(out), "-m", "uvicorn", "shop.app:app", "--host", "127.0.0.1", "--port", str(port),
-                    "--log-level", "warning"],
+    serve_profiled([str(APIPROF), "run", "-q", "-o", str(out), "-m", "uvicorn", "shop.app:app",
+                    "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
                    SHOP_DIR, {"SHOP_DB": str(tmp_path / "shop.db")}, port,
                    tmp_path / "server.log", drive)
     found = [f for f in _core.load(str(out)).findings() if f["kind"] == "loop_stall"]
