@@ -167,6 +167,12 @@ class Profiler:
     await) that takes at least that long as a stall: its start, duration, route, task
     and the line where the time went (the JSON export's ``"stalls"``, the
     ``loop_stall`` finding).
+    ``locks=True`` (wall clock) times lock waits: while it runs, ``threading.Lock``
+    makes locks (``_core.TimedLock``) whose contended acquisitions (``with lock:``,
+    ``lock.acquire()``, a ``Condition`` on such a lock) are recorded as calls of a
+    ``<lock wait>`` frame at the acquiring line, under the acquiring function (whose
+    self time then leaves the wait out), and as ``wait_lock_ns`` of every frame open
+    then. Locks made before ``start()`` are not timed.
     ``checkpoint=PATH`` saves the profile to PATH every ``checkpoint_interval`` seconds
     while it runs (atomically, see ``save``), so a run killed by SIGKILL keeps its work
     up to the last checkpoint; such a file says it was cut (metadata ``cut``) until the
@@ -180,7 +186,7 @@ class Profiler:
                  exclude: str | Iterable[str] | None = None,
                  scope: str = "process", labels: bool = False, timeline: int = 0,
                  cpu: bool = False,
-                 stall_threshold: float | None = STALL_THRESHOLD,
+                 stall_threshold: float | None = STALL_THRESHOLD, locks: bool = False,
                  checkpoint: str | os.PathLike[str] | None = None,
                  checkpoint_interval: float = CHECKPOINT_INTERVAL) -> None:
         if clock not in ("wall", "cpu"):
@@ -219,6 +225,8 @@ class Profiler:
             stalls=round(stall_threshold * 1e9) if stall_threshold and clock == "wall" else 0,
         )
         self._depth = 0
+        self.locks = bool(locks) and clock == "wall"
+        self._saved_lock: Any = None
 
     @property
     def running(self) -> bool:
@@ -229,6 +237,7 @@ class Profiler:
         scope="context", only in the current context and contexts copied from it."""
         if self.scope != "context":
             self._tracer.start()
+            self._time_locks()
             self._count_labels(1)
             self._start_checkpoints()
             return self
@@ -239,9 +248,20 @@ class Profiler:
             _SCOPE.reset(reset)
             raise
         self._scope_reset = reset
+        self._time_locks()
         self._count_labels(1)
         self._start_checkpoints()
         return self
+
+    def _time_locks(self) -> None:
+        if self.locks and self._saved_lock is None:
+            self._saved_lock = threading.Lock
+            threading.Lock = _core.TimedLock  # type: ignore[misc]
+
+    def _untime_locks(self) -> None:
+        if self._saved_lock is not None:
+            threading.Lock = self._saved_lock  # type: ignore[misc]
+            self._saved_lock = None
 
     def _start_checkpoints(self) -> None:
         if self._checkpoint is not None:
@@ -260,6 +280,7 @@ class Profiler:
                 profile.set_meta(CUT_META, "")
         if self.running:
             self._count_labels(-1)
+        self._untime_locks()
         self._tracer.stop()
         reset, self._scope_reset = self._scope_reset, None
         if reset is not None:

@@ -41,6 +41,9 @@ static const ap_finding_kind_info kinds[AP_FK_COUNT] = {
                           "steps of the event loop (a callback or a task step) that ran at "
                           "least the stall threshold (50 ms by default) without awaiting, "
                           "grouped by the line where the time went"},
+    [AP_FK_LOCK_CONTENTION] = {"lock_contention", "lock contention",
+                               "time spent waiting to acquire a lock (`with lock:`, "
+                               "lock.acquire()) at one line, 10 ms or more in all, off the CPU"},
     [AP_FK_IDLE] = {"idle", "idle time",
                     "recorded time that was idle waiting, left out of the views by default"},
 };
@@ -898,6 +901,85 @@ static int loop_stalls(ctx *c) {
     return 0;
 }
 
+/* ---- lock contention ---------------------------------------------------------------- */
+
+/* The tracer records a contended acquisition of a timed lock as a call of a
+ * "<lock wait>" frame (file and line: the acquiring line) under the
+ * acquiring function.  One finding per (route, line) with 10 ms or more. */
+typedef struct lock_acc {
+    ap_str_id route;
+    ap_frame_id wait, func;
+    uint64_t ns, count;
+} lock_acc;
+
+static int lock_contention(ctx *c) {
+    lock_acc *acc = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+    for (size_t t = 0; rc == 0 && t < ap_prof_ntrees(c->p); t++) {
+        const ap_tree *tree = ap_prof_tree_at(c->p, t);
+        ap_str_id route = c->k_route != AP_NONE ? ap_tree_label_get(tree, c->k_route) : AP_NONE;
+        if (route == AP_NONE)
+            route = 0;
+        for (size_t i = 1; rc == 0 && i < ap_tree_nnodes(tree); i++) {
+            const ap_node *nd = ap_tree_node(tree, (ap_node_id)i);
+            const ap_frame *fr = ap_prof_frame(c->p, nd->frame);
+            if (fr->kind != AP_FRAME_OTHER || strcmp(qualname_of(c->p, nd->frame), "<lock wait>") != 0)
+                continue;
+            size_t k = 0;
+            while (k < n && (acc[k].route != route || acc[k].wait != nd->frame))
+                k++;
+            if (k == n) {
+                if (n == cap) {
+                    size_t nc = cap ? 2 * cap : 8;
+                    lock_acc *x = realloc(acc, nc * sizeof *x);
+                    if (x == NULL) {
+                        rc = ap_err_set(AP_ENOMEM, "findings: out of memory");
+                        break;
+                    }
+                    acc = x;
+                    cap = nc;
+                }
+                acc[n++] = (lock_acc){route, nd->frame, 0, 0, 0};
+            }
+            const ap_node *parent = ap_tree_node(tree, nd->parent);
+            if (parent != NULL && parent->id != 0)
+                acc[k].func = c->func[parent->frame];
+            acc[k].ns += nd->m[AP_M_TOTAL_NS];
+            acc[k].count += nd->m[AP_M_CALLS];
+        }
+    }
+    for (size_t k = 0; rc == 0 && k < n; k++) {
+        if (acc[k].ns < AP_FINDING_LOCK_MIN_NS)
+            continue;
+        ap_finding *f = fnew(&c->out, AP_FK_LOCK_CONTENTION, AP_SEV_HIGH);
+        if (f == NULL) {
+            rc = -1;
+            break;
+        }
+        const ap_frame *w = ap_prof_frame(c->p, acc[k].wait);
+        f->route = acc[k].route;
+        f->frame = acc[k].func;
+        f->line = w->line;
+        f->value = acc[k].ns;
+        f->count = acc[k].count;
+        const char *file = ap_prof_str(c->p, w->file), *tail = file + strlen(file);
+        for (int slashes = 0; tail > file && slashes < 2;)
+            if (*--tail == '/' && ++slashes == 2)
+                tail++;
+        char d1[32], d2[32];
+        say(f,
+            "%s%s%s waited %s to acquire a lock at %s:%u (%llu waits, %s each), off the CPU: "
+            "the requests queue on that lock",
+            acc[k].route ? ap_prof_str(c->p, acc[k].route) : "", acc[k].route ? ": " : "",
+            acc[k].func ? qualname_of(c->p, acc[k].func) : "the code", dur(d1, sizeof d1, (double)acc[k].ns),
+            tail, w->line, (unsigned long long)acc[k].count,
+            dur(d2, sizeof d2, (double)acc[k].ns / (double)(acc[k].count ? acc[k].count : 1)));
+    }
+    free(acc);
+    return rc;
+}
+
 /* ---- routes that mostly wait --------------------------------------------------------- */
 
 /* Frames that hand work to a thread pool: awaiting them is waiting for the
@@ -1119,7 +1201,8 @@ int ap_findings_build(ap_prof *p, const ap_prof *lines, ap_finding **out, size_t
         if (hot_function(&c, &whole) != 0 || await_bound(&c, &whole) != 0)
             goto err;
     }
-    if (blocking_calls(&c, routes, nroutes) != 0 || loop_stalls(&c) != 0)
+    if (blocking_calls(&c, routes, nroutes) != 0 || loop_stalls(&c) != 0 ||
+        lock_contention(&c) != 0)
         goto err;
     for (size_t i = 0; i < nroutes; i++)
         if (await_bound(&c, &routes[i]) != 0 ||

@@ -38,6 +38,7 @@
  * Everything here is protected by the GIL; only one Tracer runs at a time. */
 #include "install.h"
 #include "labels.h"
+#include "locks.h"
 #include "stack.h"
 #include "timeline.h"
 
@@ -427,6 +428,44 @@ static inline int in_scope(TracerObject *t) {
         c->gen == apext_session_generation[PRODUCER] && c->ts == ts)
         return c->in;
     return scope_compute(t, ts, c);
+}
+
+/* ---- lock waits -------------------------------------------------------------------
+ * A TimedLock (locks.c) reports each acquisition that had to wait.  The wait
+ * becomes a call of a "<lock wait>" frame whose file and line are the
+ * acquiring line (so the function table has a row per contended line, and the
+ * acquiring function's self time no longer holds the wait), entered at t0 and
+ * closed at t1 like any callee; and t1 - t0 is added to AP_M_WAIT_LOCK_NS of
+ * every open frame (the metric is inclusive). */
+
+static char lock_wait_key;   /* the key of "<lock wait>" frames on the stack */
+
+void apext_tracer_lock_wait(uint64_t t0, uint64_t t1) {
+    TracerObject *t = running_tracer();
+    if (t == NULL || t->sess.cpu_clock || !in_scope(t))
+        return;
+    apext_thread *ts = apext_stack_thread(&t->sess, PRODUCER);
+    PyFrameObject *caller = PyEval_GetFrame();   /* borrowed */
+    if (ts == NULL || caller == NULL)
+        return;
+    ap_prof *p = t->sess.prof;
+    PyCodeObject *co = PyFrame_GetCode(caller);
+    ap_frame f = {ap_prof_intern(p, "<lock wait>", 11), 0,
+                  apext_session_intern(p, co->co_filename),
+                  (uint32_t)PyFrame_GetLineNumber(caller), 0, AP_FRAME_OTHER};
+    Py_DECREF(co);
+    f.qualname = f.name;
+    ap_frame_id id = f.name == AP_NONE || f.file == AP_NONE ? AP_NONE : ap_prof_frame_intern(p, &f);
+    if (id == AP_NONE) {
+        apext_session_fail(&t->sess, "lock wait");
+        return;
+    }
+    tracer_enter(t, ts, id, &lock_wait_key, t0, 1);
+    if (apext_stack_at(ts, ts->depth - 1)->key != &lock_wait_key)
+        return;   /* not entered (noted) */
+    for (size_t i = 1; i < ts->depth; i++)
+        apext_stack_at(ts, i)->node->m[AP_M_WAIT_LOCK_NS] += t1 - t0;
+    tracer_exit(t, ts, &lock_wait_key, t1);
 }
 
 /* ---- names and filters ----------------------------------------------------------- */

@@ -8,6 +8,7 @@ import concurrent.futures
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -135,14 +136,30 @@ def concurrently(client: httpx.Client, paths: list[str], workers: int = 6) -> No
     assert codes == [200] * len(paths)
 
 
+def after_warmup(warm_paths: list[str], paths: list[str], workers: int = 6):
+    """A drive function: warm_paths (each route's first request compiles and imports on
+    the loop), then paths concurrently; it appends the monotonic time between the two to
+    the list it returns with it. Stall starts are on the profile's clock, which is
+    anchored to CLOCK_MONOTONIC, so that time splits them."""
+    warm: list[int] = []
+
+    def drive(client: httpx.Client) -> None:
+        concurrently(client, warm_paths)
+        warm.append(time.monotonic_ns())
+        concurrently(client, paths, workers)
+
+    return drive, warm
+
+
 def test_blocking_helper_in_an_async_route_is_found_as_stalls(tmp_path):
     """Three /blocking requests among awaiting and fast ones under concurrent traffic:
     three stalls of GET /blocking at the planted line, two helpers deep, each about the
     blocking time; the awaiting and fast routes have none."""
-    doc = serve_stall_app(tmp_path, lambda c: concurrently(
-        c, ["/blocking", "/awaiting", "/fast", "/fast"] * 3))
+    drive, warm = after_warmup(["/fast", "/awaiting", "/health"] * 2,
+                               ["/blocking", "/awaiting", "/fast", "/fast"] * 3)
+    doc = serve_stall_app(tmp_path, drive)
     line = marked_line(STALL_APP, "the planted blocking call")
-    stalls = [s for s in doc["stalls"] if not cold_start(doc, s)]
+    stalls = [s for s in doc["stalls"] if s["start_ns"] >= warm[0]]
     assert [s["route"] for s in stalls] == ["GET /blocking"] * 3, stalls
     for s in stalls:
         assert s["function"] == "pause_loop" and s["line"] == line
@@ -150,7 +167,8 @@ def test_blocking_helper_in_an_async_route_is_found_as_stalls(tmp_path):
         assert stack_names(doc, s)[-4:] == ["blocking", "prepare_report", "pause_loop",
                                             "time.sleep"]
         assert BLOCK_S * 1e9 <= s["duration_ns"] < 2 * BLOCK_S * 1e9
-    finding = [f for f in doc["findings"] if f["kind"] == "loop_stall"]
+    finding = [f for f in doc["findings"] if f["kind"] == "loop_stall"
+               and f["route"] != "GET /health"]   # a first request's cold start may stall
     assert len(finding) == 1 and finding[0]["route"] == "GET /blocking"
     assert finding[0]["line"] == line and finding[0]["count"] == 3
     text = subprocess.run([str(APIPROF), "report", doc["_path"]], capture_output=True,
@@ -160,16 +178,9 @@ def test_blocking_helper_in_an_async_route_is_found_as_stalls(tmp_path):
 
 
 def test_healthy_app_under_load_has_no_stalls(tmp_path):
-    """Awaiting and fast routes under concurrent load, after a warm-up (a first request
-    compiles and imports on the loop): no stall. Stall starts are on the profile's clock,
-    which is anchored to CLOCK_MONOTONIC, so the warm-up's end splits them."""
-    warm: list[int] = []
-
-    def drive(client: httpx.Client) -> None:
-        concurrently(client, ["/fast", "/awaiting", "/health"] * 2)
-        warm.append(time.monotonic_ns())
-        concurrently(client, ["/fast", "/awaiting", "/fast", "/health"] * 40, workers=8)
-
+    """Awaiting and fast routes under concurrent load, after a warm-up: no stall."""
+    drive, warm = after_warmup(["/fast", "/awaiting", "/health"] * 2,
+                               ["/fast", "/awaiting", "/fast", "/health"] * 40, workers=8)
     doc = serve_stall_app(tmp_path, drive)
     assert [s for s in doc["stalls"] if s["start_ns"] >= warm[0]] == []
     assert not [f for f in doc["findings"]
@@ -206,3 +217,106 @@ def test_shop_login_blocks_the_loop(tmp_path):
     login = [f for f in found if f["route"] == "POST /login"]
     assert login and login[0]["line"] == line, found
     assert login[0]["function"] == "hash_password"
+
+
+# ---- lock contention -----------------------------------------------------------------
+
+def test_with_lock_waits_go_to_the_acquiring_line_off_cpu():
+    """Threads contending on `with lock:` (no call event): each wait is a `<lock wait>`
+    call at the acquiring line under the acquiring function, off the CPU, and in
+    wait_lock_ns of the frames open then; the function's self time leaves it out."""
+    hold = 0.04
+    p = apiprof.Profiler(locks=True, cpu=True)
+    with p:
+        lock = threading.Lock()
+
+        def contend() -> None:
+            with lock:  # acquiring line
+                time.sleep(hold)
+
+        threads = [threading.Thread(target=contend) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert threading.Lock is not _core.TimedLock        # restored at stop
+    funcs = {f["qualname"]: f for f in p.functions()}
+    wait = funcs["<lock wait>"]
+    assert wait["file"] == __file__
+    assert wait["line"] == marked_line(Path(__file__), "with lock:  # acquiring line")
+    assert 1 <= wait["calls"] <= 3                       # the first acquisition did not wait
+    assert wait["total_ns"] >= hold * 1e9                # at least one full hold
+    assert wait["cpu_ns"] < 0.1 * wait["total_ns"]       # blocked, not running
+    assert wait["wait_lock_ns"] == wait["total_ns"]
+    contend_row = funcs["test_with_lock_waits_go_to_the_acquiring_line_off_cpu.<locals>.contend"]
+    assert contend_row["wait_lock_ns"] == wait["total_ns"]
+    assert contend_row["self_ns"] < 0.2 * wait["total_ns"]
+    found = [f for f in p.profile.findings() if f["kind"] == "lock_contention"]
+    assert len(found) == 1 and found[0]["line"] == wait["line"]
+    assert found[0]["function"].endswith("contend") and found[0]["count"] == wait["calls"]
+
+
+def test_timed_lock_keeps_lock_semantics():
+    lock = _core.TimedLock()
+    assert lock.acquire() is True and lock.locked()
+    assert lock.acquire(False) is False
+    assert lock.acquire(timeout=0.01) is False
+    assert lock.acquire(blocking=False) is False
+    lock.release()
+    assert not lock.locked()
+    with lock:
+        assert lock.locked()
+    with pytest.raises(RuntimeError):
+        lock.release()
+    cond = threading.Condition(_core.TimedLock())
+    with cond:
+        assert not cond.wait(0.001)
+
+
+def test_sync_routes_contending_on_a_lock_under_uvicorn(tmp_path):
+    """Sync routes (thread pool) holding a threading.Lock during a slow section: the wait
+    is attributed to the route's `with _LOCK:` line, off the CPU, as a lock_contention
+    finding of GET /locked."""
+    out = tmp_path / "lock.apiprof"
+    port = free_port()
+    serve_profiled([str(APIPROF), "run", "-q", "--cpu", "-o", str(out), "-m", "uvicorn",
+                    "stall_app:app", "--host", "127.0.0.1", "--port", str(port),
+                    "--log-level", "warning"],
+                   APPS, {}, port, tmp_path / "server.log",
+                   lambda c: concurrently(c, ["/locked"] * 12, workers=6))
+    profile = _core.load(str(out))
+    line = marked_line(STALL_APP, "the contended acquisition")
+    rows = [f for f in profile.functions() if f["qualname"] == "<lock wait>"
+            and f["file"] == str(STALL_APP)]
+    assert len(rows) == 1 and rows[0]["line"] == line
+    assert rows[0]["total_ns"] >= 0.05e9 and rows[0]["cpu_ns"] < 0.1 * rows[0]["total_ns"]
+    found = [f for f in profile.findings() if f["kind"] == "lock_contention"]
+    assert [(f["route"], f["function"], f["line"]) for f in found] == [
+        ("GET /locked", "locked", line)]
+
+
+def test_shop_reserve_lock_contention(tmp_path):
+    """The shop's documented lock contention (POST /inventory/{sku}/reserve holding
+    _INVENTORY_LOCK across three database round trips) is found at its `with` line."""
+    out = tmp_path / "shop.apiprof"
+    port = free_port()
+
+    def drive(client: httpx.Client) -> None:
+        items = client.get("/products", params={"limit": 100}).json()["items"]
+        best = max(items, key=lambda p: p["inventory"]["stock"])
+        burst = min(16, best["inventory"]["stock"] - 2)
+        assert burst >= 8
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(lambda _: client.post(f"/inventory/{best['sku']}/reserve",
+                                                        json={"quantity": 1}).status_code,
+                                  range(burst)))
+        assert codes == [200] * burst
+
+    serve_profiled([str(APIPROF), "run", "-q", "-o", str(out), "-m", "uvicorn", "shop.app:app",
+                    "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                   SHOP_DIR, {"SHOP_DB": str(tmp_path / "shop.db")}, port,
+                   tmp_path / "server.log", drive)
+    line = marked_line(SHOP_DIR / "shop" / "app.py", "with _INVENTORY_LOCK:")
+    found = [f for f in _core.load(str(out)).findings() if f["kind"] == "lock_contention"]
+    assert [(f["route"], f["function"], f["line"]) for f in found] == [
+        ("POST /inventory/{sku}/reserve", "reserve", line)]

@@ -105,6 +105,7 @@ class FunctionProducer:
                                  exclude=("runpy",), labels=True,
                                  timeline=args.timeline_events if args.timeline else 0,
                                  cpu=args.cpu, stall_threshold=args.stall_threshold,
+                                 locks=True,
                                  checkpoint=program.output if args.checkpoint_interval else None,
                                  checkpoint_interval=args.checkpoint_interval or 1.0)
         self._previous_usr1: Any = None
