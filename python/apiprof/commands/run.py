@@ -22,7 +22,7 @@ def add_parser(sub: Any) -> None:
                     "exact function tracer; write the profile at exit, also on SIGINT/SIGTERM.",
         usage="apiprof run [-o FILE] [--clock wall|cpu] [--cpu] [--no-builtins] [--all] "
               "[--phases A,B,...] [--timeline] [--timeline-events N] [--stall-threshold S] "
-              "[--checkpoint-interval S] "
+              "[--no-lock-waits] [--checkpoint-interval S] "
               "[-q] (script.py | -m module) [args ...]",
     )
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
@@ -45,6 +45,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--stall-threshold", type=float, default=STALL_THRESHOLD, metavar="S",
                    help="record every event-loop step of S seconds or more as a stall "
                         f"(default {STALL_THRESHOLD}; 0: off; --clock wall only)")
+    p.add_argument("--no-lock-waits", action="store_true",
+                   help="do not time lock acquisitions (threading.Lock stays the plain lock)")
     p.add_argument("--checkpoint-interval", type=float, default=CHECKPOINT_INTERVAL,
                    metavar="S",
                    help="save the profile to -o every S seconds while the program runs, so a "
@@ -105,7 +107,7 @@ class FunctionProducer:
                                  exclude=("runpy",), labels=True,
                                  timeline=args.timeline_events if args.timeline else 0,
                                  cpu=args.cpu, stall_threshold=args.stall_threshold,
-                                 locks=True,
+                                 locks=not args.no_lock_waits,
                                  checkpoint=program.output if args.checkpoint_interval else None,
                                  checkpoint_interval=args.checkpoint_interval or 1.0)
         self._previous_usr1: Any = None
