@@ -320,3 +320,32 @@ def test_shop_reserve_lock_contention(tmp_path):
     found = [f for f in _core.load(str(out)).findings() if f["kind"] == "lock_contention"]
     assert [(f["route"], f["function"], f["line"]) for f in found] == [
         ("POST /inventory/{sku}/reserve", "reserve", line)]
+
+
+def test_chrome_trace_carries_the_stalls(tmp_path):
+    """apiprof run --timeline: the Chrome trace has the stalls on a track of their own,
+    each a complete event as long as the stall, with its line and call path."""
+    script = tmp_path / "blocker.py"
+    script.write_text("import asyncio, time\n"
+                      "def stop_the_world():\n"
+                      "    time.sleep(0.08)\n"
+                      "async def main():\n"
+                      "    await asyncio.sleep(0)\n"
+                      "    stop_the_world()\n"
+                      "asyncio.run(main())\n")
+    out = tmp_path / "b.apiprof"
+    r = subprocess.run([str(APIPROF), "run", "-q", "--timeline", "-o", str(out), str(script)],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([str(APIPROF), "report", str(out), "--format", "chrome", "-o",
+                        str(tmp_path / "t.json")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    events = json.loads((tmp_path / "t.json").read_text())["traceEvents"]
+    stalls = [e for e in events if e.get("cat") == "stall"]
+    assert len(stalls) == 1
+    s = stalls[0]
+    assert s["name"] == "stall: stop_the_world:3" and s["args"]["line"] == 3
+    assert s["dur"] >= 80_000 and s["args"]["stack"][-3:] == ["main", "stop_the_world",
+                                                               "time.sleep"]
+    track = [e for e in events if e["ph"] == "M" and e["tid"] == s["tid"]]
+    assert track[0]["args"]["name"] == "event-loop stalls"
