@@ -116,7 +116,7 @@ int ap_stall_decode(ap_prof *p, const uint8_t *pos, const uint8_t *end) {
     uint64_t n, dropped, prev = 0;
     ap_frame_id stack[AP_STALL_STACK_MAX];
     if (ap_varint_get(&pos, end, &n) != 0 || ap_varint_get(&pos, end, &dropped) != 0 ||
-        n > (uint64_t)(end - pos) / 9 || n > AP_STALL_MAX)
+        n > (uint64_t)(end - pos) / 8 || n > AP_STALL_MAX) /* 8 varints at least */
         return ap_err_set(AP_ECORRUPT, "stall chunk header is invalid");
     for (uint64_t i = 0; i < n; i++) {
         uint64_t z, v[7];
