@@ -1,15 +1,18 @@
 """Function-tracing overhead: apiprof vs cProfile vs yappi (wall) vs pyinstrument, side by side.
 
-    python bench/trace_overhead.py [--reps N] [--quick]
+    python bench/trace_overhead.py [--reps N] [--quick] [--tools NAME,NAME,...]
 
 Workloads: fib(25), Towers of Hanoi, a template-rendering-like pure-Python workload, and a
 FastAPI request loop through httpx.ASGITransport. Each rep runs every tool on every
 workload in turn (same process, same minute); the median of the reps is reported, with the
 overhead ratio to the baseline and apiprof's extra time as a fraction of cProfile's.
 "apiprof --cpu" adds the per-function thread CPU split (Profiler(cpu=True)); its peer is
-"yappi (cpu)", yappi on its CPU clock. "hooks-only" is apiprof with every function
-filtered out: what the interpreter charges for delivering events to any hook, before the
-profiler does any work.
+"yappi (cpu)", yappi on its CPU clock. apiprof records event-loop stalls by default
+(Profiler(stall_threshold=0.05)); "apiprof no-stalls" turns that off and "apiprof +locks"
+adds lock-wait timing (Profiler(locks=True), on in apiprof run), so the difference of each
+to "apiprof" is what stall detection and lock timing cost. "hooks-only" is apiprof with
+every function filtered out: what the interpreter charges for delivering events to any
+hook, before the profiler does any work.
 On 3.15+ profiling.tracing (cProfile's new home) runs too. yappi and pyinstrument are
 installed into the running interpreter's environment with pip if they are missing (they
 are benchmark peers, not dependencies of apiprof); one that does not install on this
@@ -165,6 +168,15 @@ def run_apiprof(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
+def run_apiprof_with(fn: Callable[[], Any], **options: Any) -> float:
+    p = apiprof.Profiler(**options)
+    t0 = time.perf_counter()
+    p.start()
+    fn()
+    p.stop()
+    return time.perf_counter() - t0
+
+
 def run_apiprof_cpu(fn: Callable[[], Any]) -> float:
     """apiprof with the per-function thread CPU split (cpu=True, apiprof run --cpu)."""
     p = apiprof.Profiler(cpu=True)
@@ -233,6 +245,9 @@ def run_pyinstrument(fn: Callable[[], Any]) -> float:
 
 TOOLS: dict[str, Callable[[Callable[[], Any]], float]] = {
     "baseline": run_baseline, "apiprof": run_apiprof, "hooks-only": run_apiprof_floor,
+    # What stall detection (on by default) and lock timing (apiprof run) add.
+    "apiprof no-stalls": lambda fn: run_apiprof_with(fn, stall_threshold=None),
+    "apiprof +locks": lambda fn: run_apiprof_with(fn, locks=True),
     "cProfile": run_cprofile, "profiling.tracing": run_profiling_tracing,
     "yappi": run_yappi, "pyinstrument": run_pyinstrument,
     # Per-function CPU time: apiprof's CPU split beside yappi's CPU clock.
@@ -244,15 +259,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="smaller workloads, 3 reps")
+    parser.add_argument("--tools", help="comma-separated tools to run (baseline, apiprof and "
+                        "cProfile always run)")
     args = parser.parse_args(argv)
+    if args.tools:
+        keep = {"baseline", "apiprof", "cProfile", *args.tools.split(",")}
+        unknown = keep - set(TOOLS)
+        if unknown:
+            parser.error(f"unknown tools: {', '.join(sorted(unknown))}")
+        for name in list(TOOLS):
+            if name not in keep:
+                TOOLS.pop(name)
     absent = ensure_peers(PEERS)
     if importlib.util.find_spec("profiling") is None:
         absent.append("profiling.tracing")   # 3.15+
     for name in absent:
         print(f"{name}: not available on Python {platform.python_version()}, left out")
-        TOOLS.pop(name)
+        TOOLS.pop(name, None)
         if name == "yappi":
-            TOOLS.pop("yappi (cpu)")
+            TOOLS.pop("yappi (cpu)", None)
     scale = 0.25 if args.quick else 1.0
     reps = 3 if args.quick else args.reps
     workloads: dict[str, Callable[[], Any]] = {

@@ -27,6 +27,7 @@ SCOPES = ("process", "context")
 CHECKPOINT_INTERVAL = 10.0  # seconds between checkpoints (Profiler(checkpoint=PATH))
 MEMORY_MODES = ("full", "sampled")
 MEMORY_RATE = 512 * 1024  # sampled memory: mean bytes between samples
+STALL_THRESHOLD = 0.05  # seconds: an event-loop step this long is a stall
 
 # The metric catalogue (C's ap_metric table): name, unit, label, how it sums, its views.
 CATALOGUE: list[dict[str, Any]] = _core.metrics()
@@ -167,6 +168,17 @@ class Profiler:
     ``sqlite3.connect`` run while it runs (the app's, and SQLAlchemy's / SQLModel's on
     SQLite): normalised text, count, time, rows, route, the app's calling line and the
     most runs in one request (``Profile.queries()``; docs/waits.md, "Queries").
+    ``stall_threshold`` (seconds, default 0.05; ``None`` or 0: off; wall clock only)
+    records every step of an event loop (a callback, or a task's run up to its next
+    await) that takes at least that long as a stall: its start, duration, route, task
+    and the line where the time went (the JSON export's ``"stalls"``, the
+    ``loop_stall`` finding).
+    ``locks=True`` (wall clock) times lock waits: while it runs, ``threading.Lock``
+    makes locks (``_core.TimedLock``) whose contended acquisitions (``with lock:``,
+    ``lock.acquire()``, a ``Condition`` on such a lock) are recorded as calls of a
+    ``<lock wait>`` frame at the acquiring line, under the acquiring function (whose
+    self time then leaves the wait out), and as ``wait_lock_ns`` of every frame open
+    then. Locks made before ``start()`` are not timed.
     ``checkpoint=PATH`` saves the profile to PATH every ``checkpoint_interval`` seconds
     while it runs (atomically, see ``save``), so a run killed by SIGKILL keeps its work
     up to the last checkpoint; such a file says it was cut (metadata ``cut``) until the
@@ -187,6 +199,7 @@ class Profiler:
                  exclude: str | Iterable[str] | None = None,
                  scope: str = "process", labels: bool = False, timeline: int = 0,
                  cpu: bool = False, queries: bool = False,
+                 stall_threshold: float | None = STALL_THRESHOLD, locks: bool = False,
                  checkpoint: str | os.PathLike[str] | None = None,
                  checkpoint_interval: float = CHECKPOINT_INTERVAL,
                  memory: str | None = None, memory_rate: int = MEMORY_RATE,
@@ -202,6 +215,10 @@ class Profiler:
         if cpu and clock != "wall":
             raise ValueError(
                 "cpu=True needs clock='wall' (with clock='cpu' every time is CPU time)")
+        if stall_threshold is not None and (
+                not isinstance(stall_threshold, (int, float)) or not stall_threshold >= 0):
+            raise ValueError(f"stall_threshold must be seconds >= 0 or None, not "
+                             f"{stall_threshold!r}")
         if not isinstance(checkpoint_interval, (int, float)) or not checkpoint_interval > 0:
             raise ValueError(f"checkpoint_interval must be seconds > 0, not "
                              f"{checkpoint_interval!r}")
@@ -221,6 +238,7 @@ class Profiler:
             context=(_SCOPE, self._mark) if scope == "context" else None,
             labels=(_labels.ROUTE, _labels.PAUSED) if labels else None,
             tasks=bool(labels), timeline=timeline, cpu=bool(cpu),
+            stalls=round(stall_threshold * 1e9) if stall_threshold and clock == "wall" else 0,
         )
         self._memory: Any = None
         if memory is not None:
@@ -232,6 +250,8 @@ class Profiler:
                                                seed=memory_seed)
         self.memory = memory
         self._depth = 0
+        self.locks = bool(locks) and clock == "wall"
+        self._saved_lock: Any = None
 
     @property
     def running(self) -> bool:
@@ -243,6 +263,7 @@ class Profiler:
         if self.scope != "context":
             self._tracer.start()
             self._start_memory()
+            self._time_locks()
             self._count_labels(1)
             self._start_checkpoints()
             return self
@@ -254,6 +275,7 @@ class Profiler:
             raise
         self._scope_reset = reset
         self._start_memory()
+        self._time_locks()
         self._count_labels(1)
         self._start_checkpoints()
         return self
@@ -270,6 +292,15 @@ class Profiler:
         """With ``memory``: the traced live bytes now, their peak since start and the live
         blocks tracked (estimates when sampled); else None."""
         return None if self._memory is None else dict(self._memory.snapshot())
+    def _time_locks(self) -> None:
+        if self.locks and self._saved_lock is None:
+            self._saved_lock = threading.Lock
+            threading.Lock = _core.TimedLock  # type: ignore[misc]
+
+    def _untime_locks(self) -> None:
+        if self._saved_lock is not None:
+            threading.Lock = self._saved_lock  # type: ignore[misc]
+            self._saved_lock = None
 
     def _start_checkpoints(self) -> None:
         if self._checkpoint is not None:
@@ -292,6 +323,7 @@ class Profiler:
             self._count_labels(-1)
         if self._memory is not None:
             self._memory.stop()
+        self._untime_locks()
         self._tracer.stop()
         reset, self._scope_reset = self._scope_reset, None
         if reset is not None:

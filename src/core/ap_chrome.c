@@ -1,9 +1,47 @@
-/* ap_chrome.c -- the Chrome trace event format (chrome://tracing, Perfetto) from the profile's event ring; refuses profiles that recorded no timeline. */
+/* ap_chrome.c -- the Chrome trace event format (chrome://tracing, Perfetto) from the profile's event ring, with its event-loop stalls on a track of their own; refuses profiles that recorded no timeline. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "ap_err.h"
 #include "ap_report.h"
+#include "ap_stall.h"
+
+/* The stalls as complete events on a track of their own (tid: one past the
+ * trees'), each with its route, task, thread, line and call path in args. */
+static void stall_events(const ap_prof *p, uint64_t t0, ap_sbuf *out) {
+    size_t tid = ap_prof_ntrees(p) + 1;
+    ap_sbuf_printf(out, ",\n{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":1,\"tid\":%zu,"
+                        "\"args\":{\"name\":\"event-loop stalls\"}}", tid);
+    for (size_t i = 0; i < ap_prof_nstalls(p); i++) {
+        const ap_stall *s = ap_prof_stall_at(p, i);
+        const ap_frame *f = ap_prof_frame(p, s->func);
+        uint64_t ts = s->start_ns >= t0 ? s->start_ns - t0 : 0;
+        ap_sbuf_puts(out, ",\n{\"ph\":\"X\",\"cat\":\"stall\",\"name\":");
+        ap_sbuf name = {0};
+        ap_sbuf_printf(&name, "stall: %s:%u", ap_prof_str(p, f->qualname), s->line);
+        ap_sbuf_putc(&name, '\0');
+        ap_sbuf_json_str(out, name.failed ? "stall" : name.data);
+        ap_sbuf_free(&name);
+        ap_sbuf_printf(out, ",\"pid\":1,\"tid\":%zu,\"ts\":%llu.%03llu,\"dur\":%llu.%03llu", tid,
+                       (unsigned long long)(ts / 1000), (unsigned long long)(ts % 1000),
+                       (unsigned long long)(s->dur_ns / 1000), (unsigned long long)(s->dur_ns % 1000));
+        ap_sbuf_puts(out, ",\"args\":{\"file\":");
+        ap_sbuf_json_str(out, ap_prof_str(p, f->file));
+        ap_sbuf_printf(out, ",\"line\":%u,\"route\":", s->line);
+        ap_sbuf_json_str(out, ap_prof_str(p, s->route));
+        ap_sbuf_puts(out, ",\"task\":");
+        ap_sbuf_json_str(out, ap_prof_str(p, s->task));
+        ap_sbuf_puts(out, ",\"thread\":");
+        ap_sbuf_json_str(out, ap_prof_str(p, s->thread));
+        ap_sbuf_puts(out, ",\"stack\":[");
+        const ap_frame_id *st = ap_prof_stall_stack(p, s);
+        for (uint32_t k = 0; k < s->nstack; k++) {
+            ap_sbuf_puts(out, k ? "," : "");
+            ap_sbuf_json_str(out, ap_prof_str(p, ap_prof_frame(p, st[k])->qualname));
+        }
+        ap_sbuf_puts(out, "]}}");
+    }
+}
 
 int ap_chrome_write(const ap_report_ctx *rc, ap_sbuf *out) {
     const ap_prof *p = rc->input;
@@ -15,6 +53,9 @@ int ap_chrome_write(const ap_report_ctx *rc, ap_sbuf *out) {
     for (size_t i = 0; i < n; i++)
         if (ap_prof_event_at(p, i)->start_ns < t0)
             t0 = ap_prof_event_at(p, i)->start_ns;
+    for (size_t i = 0; i < ap_prof_nstalls(p); i++)
+        if (ap_prof_stall_at(p, i)->start_ns < t0)
+            t0 = ap_prof_stall_at(p, i)->start_ns;
     ap_sbuf_puts(out, "{\"displayTimeUnit\":\"ns\",\"otherData\":{\"exporter\":\"apiprof\","
                       "\"dropped_events\":");
     ap_sbuf_u64(out, ap_prof_events_dropped(p));
@@ -44,10 +85,12 @@ int ap_chrome_write(const ap_report_ctx *rc, ap_sbuf *out) {
                        (unsigned long long)(e->dur_ns % 1000));
         ap_sbuf_puts(out, ",\"args\":{\"file\":");
         ap_sbuf_json_str(out, f ? ap_prof_str(p, f->file) : "");
-        ap_sbuf_printf(out, ",\"line\":%u}}%s\n", f ? (f->lineno ? f->lineno : f->line) : 0,
-                       i + 1 < n ? "," : "");
+        ap_sbuf_printf(out, ",\"line\":%u}}%s", f ? (f->lineno ? f->lineno : f->line) : 0,
+                       i + 1 < n ? ",\n" : "");
     }
-    ap_sbuf_puts(out, "]}\n");
+    if (ap_prof_nstalls(p) > 0)
+        stall_events(p, t0, out);
+    ap_sbuf_puts(out, "\n]}\n");
     ap_sbuf_free(&name);
     return out->failed ? -1 : 0;
 }

@@ -10,6 +10,7 @@
 #include "ap_map.h"
 #include "ap_report.h"
 #include "ap_wait.h"
+#include "ap_stall.h"
 
 /* ---- kinds ------------------------------------------------------------------------ */
 
@@ -41,6 +42,13 @@ static const ap_finding_kind_info kinds[AP_FK_COUNT] = {
     [AP_FK_POOL_HOPS] = {"pool_hops", "thread-pool hops",
                          "a route that hands work to the thread pool 10 times or more per "
                          "request (each hop costs a thread switch and two wake-ups)"},
+    [AP_FK_LOOP_STALL] = {"loop_stall", "event-loop stall",
+                          "steps of the event loop (a callback or a task step) that ran at "
+                          "least the stall threshold (50 ms by default) without awaiting, "
+                          "grouped by the line where the time went"},
+    [AP_FK_LOCK_CONTENTION] = {"lock_contention", "lock contention",
+                               "time spent waiting to acquire a lock (`with lock:`, "
+                               "lock.acquire()) at one line, 10 ms or more in all, off the CPU"},
     [AP_FK_IDLE] = {"idle", "idle time",
                     "recorded time that was idle waiting, left out of the views by default"},
     [AP_FK_LEAK_SUSPECT] = {"leak_suspect", "leak suspect",
@@ -935,6 +943,160 @@ static int blocking_calls(ctx *c, const route_acc *routes, size_t nroutes) {
     return rc;
 }
 
+/* ---- event-loop stalls ------------------------------------------------------------- */
+
+/* A stall inside the import system is a cold start (a first request
+ * importing a module), not something the app does every time. */
+static int stall_in_import(const ap_prof *p, const ap_stall *s) {
+    const ap_frame_id *st = ap_prof_stall_stack(p, s);
+    for (uint32_t k = 0; k < s->nstack; k++) {
+        const ap_frame *fr = ap_prof_frame(p, st[k]);
+        if (fr->kind == AP_FRAME_PYTHON &&
+            strncmp(ap_prof_str(p, fr->file), "<frozen importlib", 17) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* One finding per (route, function, line) of the recorded stalls, cold
+ * starts left out: how many, the longest, the total, and the call path of
+ * the longest. */
+static int loop_stalls(ctx *c) {
+    size_t n = ap_prof_nstalls(c->p);
+    uint8_t *done = n ? calloc(n, 1) : NULL;
+    if (n > 0 && done == NULL)
+        return ap_err_set(AP_ENOMEM, "findings: out of memory");
+    for (size_t i = 0; i < n; i++)
+        done[i] = (uint8_t)stall_in_import(c->p, ap_prof_stall_at(c->p, i));
+    for (size_t i = 0; i < n; i++) {
+        if (done[i])
+            continue;
+        const ap_stall *s = ap_prof_stall_at(c->p, i), *longest = s;
+        uint64_t count = 0, total = 0;
+        for (size_t j = i; j < n; j++) {
+            const ap_stall *o = ap_prof_stall_at(c->p, j);
+            if (done[j] || o->route != s->route || o->func != s->func || o->line != s->line)
+                continue;
+            done[j] = 1;
+            count++;
+            total += o->dur_ns;
+            if (o->dur_ns > longest->dur_ns)
+                longest = o;
+        }
+        ap_finding *f = fnew(&c->out, AP_FK_LOOP_STALL, AP_SEV_HIGH);
+        if (f == NULL) {
+            free(done);
+            return -1;
+        }
+        f->route = s->route;
+        f->frame = s->func;
+        f->line = s->line;
+        f->value = total;
+        f->count = count;
+        const ap_frame_id *st = ap_prof_stall_stack(c->p, longest);
+        for (uint32_t k = 0; k < longest->nstack && f->npath < AP_FINDING_PATH; k++)
+            if (!c->cls.frame_library[st[k]])
+                f->path[f->npath++] = st[k];
+        const ap_frame *fr = ap_prof_frame(c->p, s->func);
+        const ap_frame *leaf = longest->nstack ? ap_prof_frame(c->p, st[longest->nstack - 1]) : NULL;
+        char d1[32], d2[32], call[200] = "";
+        if (leaf != NULL && leaf->kind != AP_FRAME_PYTHON)
+            snprintf(call, sizeof call, " (%s)", ap_prof_str(c->p, leaf->qualname));
+        const char *file = ap_prof_str(c->p, fr->file), *tail = file + strlen(file);
+        for (int slashes = 0; tail > file && slashes < 2;) /* the last two path components */
+            if (*--tail == '/' && ++slashes == 2)
+                tail++;
+        say(f,
+            "%s%sthe event loop stalled %llu time%s, for up to %s (%s in all), in %s at "
+            "%s:%u%s; no other request progressed meanwhile",
+            s->route ? ap_prof_str(c->p, s->route) : "", s->route ? ": " : "",
+            (unsigned long long)count, count == 1 ? "" : "s",
+            dur(d1, sizeof d1, (double)longest->dur_ns), dur(d2, sizeof d2, (double)total),
+            ap_prof_str(c->p, fr->qualname), tail, s->line ? s->line : fr->line, call);
+    }
+    free(done);
+    return 0;
+}
+
+/* ---- lock contention ---------------------------------------------------------------- */
+
+/* The tracer records a contended acquisition of a timed lock as a call of a
+ * "<lock wait>" frame (file and line: the acquiring line) under the
+ * acquiring function.  One finding per (route, line) with 10 ms or more. */
+typedef struct lock_acc {
+    ap_str_id route;
+    ap_frame_id wait, func;
+    uint64_t ns, count;
+} lock_acc;
+
+static int lock_contention(ctx *c) {
+    lock_acc *acc = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+    for (size_t t = 0; rc == 0 && t < ap_prof_ntrees(c->p); t++) {
+        const ap_tree *tree = ap_prof_tree_at(c->p, t);
+        ap_str_id route = c->k_route != AP_NONE ? ap_tree_label_get(tree, c->k_route) : AP_NONE;
+        if (route == AP_NONE)
+            route = 0;
+        for (size_t i = 1; rc == 0 && i < ap_tree_nnodes(tree); i++) {
+            const ap_node *nd = ap_tree_node(tree, (ap_node_id)i);
+            const ap_frame *fr = ap_prof_frame(c->p, nd->frame);
+            if (fr->kind != AP_FRAME_OTHER || strcmp(qualname_of(c->p, nd->frame), "<lock wait>") != 0)
+                continue;
+            size_t k = 0;
+            while (k < n && (acc[k].route != route || acc[k].wait != nd->frame))
+                k++;
+            if (k == n) {
+                if (n == cap) {
+                    size_t nc = cap ? 2 * cap : 8;
+                    lock_acc *x = realloc(acc, nc * sizeof *x);
+                    if (x == NULL) {
+                        rc = ap_err_set(AP_ENOMEM, "findings: out of memory");
+                        break;
+                    }
+                    acc = x;
+                    cap = nc;
+                }
+                acc[n++] = (lock_acc){route, nd->frame, 0, 0, 0};
+            }
+            const ap_node *parent = ap_tree_node(tree, nd->parent);
+            if (parent != NULL && parent->id != 0)
+                acc[k].func = c->func[parent->frame];
+            acc[k].ns += nd->m[AP_M_TOTAL_NS];
+            acc[k].count += nd->m[AP_M_CALLS];
+        }
+    }
+    for (size_t k = 0; rc == 0 && k < n; k++) {
+        if (acc[k].ns < AP_FINDING_LOCK_MIN_NS)
+            continue;
+        ap_finding *f = fnew(&c->out, AP_FK_LOCK_CONTENTION, AP_SEV_HIGH);
+        if (f == NULL) {
+            rc = -1;
+            break;
+        }
+        const ap_frame *w = ap_prof_frame(c->p, acc[k].wait);
+        f->route = acc[k].route;
+        f->frame = acc[k].func;
+        f->line = w->line;
+        f->value = acc[k].ns;
+        f->count = acc[k].count;
+        const char *file = ap_prof_str(c->p, w->file), *tail = file + strlen(file);
+        for (int slashes = 0; tail > file && slashes < 2;)
+            if (*--tail == '/' && ++slashes == 2)
+                tail++;
+        char d1[32], d2[32];
+        say(f,
+            "%s%s%s waited %s to acquire a lock at %s:%u (%llu waits, %s each), off the CPU: "
+            "the requests queue on that lock",
+            acc[k].route ? ap_prof_str(c->p, acc[k].route) : "", acc[k].route ? ": " : "",
+            acc[k].func ? qualname_of(c->p, acc[k].func) : "the code", dur(d1, sizeof d1, (double)acc[k].ns),
+            tail, w->line, (unsigned long long)acc[k].count,
+            dur(d2, sizeof d2, (double)acc[k].ns / (double)(acc[k].count ? acc[k].count : 1)));
+    }
+    free(acc);
+    return rc;
+}
+
 /* ---- routes that mostly wait --------------------------------------------------------- */
 
 /* Frames that hand work to a thread pool: awaiting them is waiting for the
@@ -1212,7 +1374,8 @@ int ap_findings_build(ap_prof *p, const ap_prof *lines, ap_finding **out, size_t
         if (hot_function(&c, &whole) != 0 || await_bound(&c, &whole) != 0)
             goto err;
     }
-    if (blocking_calls(&c, routes, nroutes) != 0 || n_plus_one(&c) != 0)
+    if (blocking_calls(&c, routes, nroutes) != 0 || n_plus_one(&c) != 0 || loop_stalls(&c) != 0 ||
+        lock_contention(&c) != 0)
         goto err;
     for (size_t i = 0; i < nroutes; i++)
         if (await_bound(&c, &routes[i]) != 0 ||

@@ -62,6 +62,8 @@ typedef enum ap_finding_kind {
     AP_FK_LIBRARY_WORK,   /* a slow route whose work is mostly in library code, and where */
     AP_FK_REPEATED_QUERY, /* N+1: a request runs a database call many times, from one place */
     AP_FK_POOL_HOPS,      /* a request hands work to the thread pool many times */
+    AP_FK_LOOP_STALL,     /* recorded event-loop stalls, grouped by the line that made them */
+    AP_FK_LOCK_CONTENTION, /* requests wait to acquire a lock, at a line */
     AP_FK_IDLE,           /* how much recorded time was idle waiting (hidden by default) */
     AP_FK_LEAK_SUSPECT,   /* a route whose requests leave allocations alive, and where */
     AP_FK_N_PLUS_ONE,     /* one statement shape run >= AP_QUERY_N_PLUS_ONE times in one
@@ -118,6 +120,7 @@ typedef struct ap_finding {
 #define AP_FINDING_WAIT_SHARE 0.5            /* a route waiting >= half of its time... */
 #define AP_FINDING_WAIT_MIN_NS 10000000u     /* ...for >= 10 ms in total, */
 #define AP_FINDING_WAIT_PER_REQ_NS 20000000u /* or waiting >= 20 ms per request */
+#define AP_FINDING_LOCK_MIN_NS 10000000u   /* lock waits of >= 10 ms in all at one line */
 #define AP_FINDING_REPEAT_PER_REQ 10         /* >= 10 database calls (or pool hops) per request */
 #define AP_FINDING_LEAK_BYTES 262144u        /* a route whose requests left >= 256 KiB alive... */
 #define AP_FINDING_LEAK_PER_REQ 256u         /* ...and >= 256 bytes per request served */

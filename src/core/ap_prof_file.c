@@ -15,6 +15,7 @@
 #include "ap_wait.h"
 #include "ap_report.h"
 #include "ap_sbuf.h"
+#include "ap_stall.h"
 
 #define GROW(arr, cap, need) ap_prof_grow((void **)&(arr), &(cap), (need), sizeof *(arr))
 
@@ -51,6 +52,7 @@ static uint32_t crc32_of(const void *p, size_t n) {
 #define TAG_EVNT TAG('E', 'V', 'N', 'T')
 #define TAG_RLAT TAG('R', 'L', 'A', 'T')
 #define TAG_QRYS TAG('Q', 'R', 'Y', 'S')
+#define TAG_STLS TAG('S', 'T', 'L', 'S')
 #define TAG_END TAG('E', 'N', 'D', ' ')
 
 /* The largest event ring a reader recreates (events beyond the stored ones
@@ -209,6 +211,11 @@ int ap_prof_write(const ap_prof *p, const char *path) {
             prev = e->start_ns;
         }
         if (write_chunk(f, path, TAG_EVNT, &b) != 0)
+            goto out;
+    }
+    if (ap_prof_nstalls(p) > 0 || ap_prof_stalls_dropped(p) > 0) {
+        ap_stall_encode(p, &b);
+        if (write_chunk(f, path, TAG_STLS, &b) != 0)
             goto out;
     }
     if (write_chunk(f, path, TAG_END, &b) != 0)
@@ -426,6 +433,8 @@ static int read_chunk(ap_prof *p, uint32_t tag, rd *r) {
             ap_hist_merge(dst, h);
         }
         ap_hist_free(h);
+    } else if (tag == TAG_STLS) {
+        return ap_stall_decode(p, r->p, r->end);
     }
     /* Unknown tags are skipped: a newer writer may add chunk kinds. */
     if (r->bad)
@@ -628,6 +637,8 @@ int ap_json_write(const ap_report_ctx *c, ap_sbuf *out) {
         ap_functab_free(&ft);
         return -1;
     }
+    ap_sbuf_puts(out, ",\n \"stalls\": ");
+    ap_stall_json(p, out);
     ap_sbuf_puts(out, ",\n \"lines\": [");
     ap_line_row *lines;
     size_t nlines;

@@ -142,7 +142,7 @@ static const ap_wait_rule builtin[] = {
     CALL(LOCK, "Lock.acquire", "asyncio/locks.py", NULL),
     CALL(LOCK, "Semaphore.acquire", "asyncio/locks.py", NULL),
     CALL(LOCK, "Condition.wait", "asyncio/locks.py", NULL),
-    CALL(LOCK, "<lock>", NULL, NULL),
+    CALL(LOCK, "<lock wait>", NULL, NULL), /* the tracer's timed `with lock:` waits */
     /* an event loop's selector with nothing to do */
     CALL(IDLE, "select.epoll.poll", NULL, NULL),
     CALL(IDLE, "select.poll.poll", NULL, NULL),

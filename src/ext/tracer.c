@@ -38,6 +38,7 @@
  * Everything here is protected by the GIL; only one Tracer runs at a time. */
 #include "install.h"
 #include "labels.h"
+#include "locks.h"
 #include "stack.h"
 #include "timeline.h"
 
@@ -47,12 +48,14 @@
 #include "ap_err.h"
 #include "ap_map.h"
 #include "ap_prof.h"
+#include "ap_stall.h"
 
 /* ---- per-code record (co_extra) ------------------------------------------------- */
 
 typedef struct code_rec {
     apext_code_info info;   /* frame, kinds; info.serial: the session it was filled for */
     uint8_t excluded;
+    uint8_t loop;           /* an event loop's frame: LOOP_RUNNER or LOOP_ITERATION (stalls) */
 } code_rec;
 
 /* A direct-mapped cache in front of builtin_recs: the builtins of a hot loop
@@ -79,6 +82,10 @@ typedef struct TracerObject {
     int cpu_split;           /* cpu=True: thread CPU time per node beside the wall clock */
     int plain;               /* none of scope, labels, timeline, CPU split, CPU clock: the
                                 events of Python frames may take the short path (3.12+) */
+    uint64_t stall_ns;       /* event-loop stall threshold; 0: stalls are not detected */
+    const void *loop_keys[2];  /* keys of uvloop's run_until_complete / run_forever, once seen */
+    PyObject *site_code;     /* the call site of the C call being closed (3.12+: code, */
+    int site_offset;         /* offset; 3.11: the calling frame), else NULL; borrowed */
 } TracerObject;
 
 /* The shadow-stack entry with cpu=True (the session's frame_size then): the
@@ -104,11 +111,178 @@ static inline TracerObject *running_tracer(void) {
  * Through these two, so that labels choose the tree of a frame entered and the
  * timeline sees every frame closed (also those closed at stop(), as close_top). */
 
+/* ---- event-loop stalls ------------------------------------------------------------
+ * Two kinds of frames tell that a thread runs an event loop.  A runner runs a
+ * whole loop: asyncio.Runner.run (asyncio.run), and uvloop's compiled
+ * Loop.run_until_complete / run_forever where the hooks see them (3.12+).
+ * An iteration frame is one turn of asyncio's pure-Python loop,
+ * BaseEventLoop._run_once.  The steps of the loop (a callback, or a task step:
+ * the resume of a task's coroutine up to its next yield) are the frames
+ * entered right above the open iteration frame or, when the loop has none
+ * (uvloop runs its turns in C), right above the innermost runner.  When a
+ * step that is not the selector's wait closes after stall_ns or more, it is
+ * a stall.  Every frame closed inside a step is compared with the step's
+ * largest self time so far: the culprit is the frame with the most self time
+ * in one call, and when it is a C call of at least CULPRIT_LINE_NS its call
+ * site gives the line.
+ *
+ * Cost: the thread-local state exists only on a thread that runs a loop, so
+ * other threads pay one pointer test per short-path exit; the loop thread's
+ * exits take the full path (a comparison per closed frame). */
+
+#define LOOP_RUNNER 1
+#define LOOP_ITERATION 2
+#define CULPRIT_LINE_NS 1000000u   /* a C call this long gets its line looked up */
+
+typedef struct stall_thread {
+    size_t runner_depth;   /* stack entries up to the innermost runner frame; 0: none */
+    size_t iter_depth;     /* ... up to the open iteration frame; 0: none */
+    int iterations;        /* an iteration frame ran under the runner: its steps are those */
+    uint64_t max_self;     /* the culprit's self time */
+    const ap_node *culprit;
+    ap_tree *tree;         /* the tree the culprit ran in (its labels) */
+    uint32_t line;         /* its call site's line, 0 when unknown */
+} stall_thread;
+
+static void stall_thread_free(void *ext) {
+    PyMem_RawFree(ext);
+}
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* The loop role of a Python function's frame: LOOP_RUNNER, LOOP_ITERATION
+ * or 0. */
+static uint8_t loop_role(const ap_prof *p, ap_frame_id frame) {
+    const ap_frame *f = ap_prof_frame(p, frame);
+    const char *q = ap_prof_str(p, f->qualname), *file = ap_prof_str(p, f->file);
+    if (ends_with(file, "/asyncio/base_events.py") && strcmp(q, "BaseEventLoop._run_once") == 0)
+        return LOOP_ITERATION;
+    if (ends_with(file, "/asyncio/runners.py") && strcmp(q, "Runner.run") == 0)
+        return LOOP_RUNNER;
+    return 0;
+}
+
+/* A loop frame of role was just entered: the top of ts. */
+static void stall_loop_enter(TracerObject *t, apext_thread *ts, int role) {
+    stall_thread *st = ts->ext;
+    if (st == NULL && (st = ts->ext = PyMem_RawCalloc(1, sizeof *st)) == NULL) {
+        ap_err_set(AP_ENOMEM, "stalls: out of memory");
+        apext_session_fail(&t->sess, "stalls");
+        return;
+    }
+    if (role == LOOP_ITERATION) {
+        st->iter_depth = ts->depth;
+        st->iterations = 1;
+    } else {
+        st->runner_depth = ts->depth;
+        st->iterations = 0;
+    }
+    st->culprit = NULL;
+}
+
+/* The line of the C call being closed, from its call site; 0 when unknown. */
+static uint32_t site_line(TracerObject *t) {
+    if (t->site_code == NULL)
+        return 0;
+#if AP_MONITORING
+    int line = PyCode_Addr2Line((PyCodeObject *)t->site_code, t->site_offset);
+#else
+    int line = PyFrame_GetLineNumber((PyFrameObject *)t->site_code);
+#endif
+    return line > 0 ? (uint32_t)line : 0;
+}
+
+/* Whether the frame of a long step is the selector waiting for I/O (idle,
+ * not a stall): SelectSelector.select, EpollSelector.select, ... */
+static int stall_idle(const ap_prof *p, ap_frame_id frame) {
+    const ap_frame *f = ap_prof_frame(p, frame);
+    return ends_with(ap_prof_str(p, f->qualname), "Selector.select") &&
+           ends_with(ap_prof_str(p, f->file), "/selectors.py");
+}
+
+static void stall_record(TracerObject *t, apext_thread *ts, stall_thread *st, uint64_t t0,
+                         uint64_t el) {
+    ap_prof *p = t->sess.prof;
+    ap_frame_id stack[AP_STALL_STACK_MAX];
+    size_t n = 0;
+    for (const ap_node *x = st->culprit; x != NULL && x->id != 0; x = x->up)
+        n++;
+    size_t skip = n > AP_STALL_STACK_MAX ? n - AP_STALL_STACK_MAX : 0, k = n - skip;
+    const ap_node *func = NULL;
+    for (const ap_node *x = st->culprit; x != NULL && x->id != 0; x = x->up) {
+        if (func == NULL && ap_prof_frame(p, x->frame)->kind == AP_FRAME_PYTHON)
+            func = x;   /* the Python function where the time went */
+        if (skip > 0)
+            skip--;
+        else
+            stack[--k] = x->frame;
+    }
+    if (func == NULL)
+        return;   /* a C function called by no recorded Python frame */
+    ap_frame_id ff = ap_prof_func_frame(p, func->frame);
+    if (ff == AP_NONE) {
+        apext_session_fail(&t->sess, "stalls");
+        return;
+    }
+    ap_tree *tree = st->tree != NULL ? st->tree : ts->tree;
+    ap_str_id thread = ap_tree_label_get(tree, t->sess.k_thread);
+    ap_str_id route = t->labels.on ? ap_tree_label_get(tree, t->labels.k_route) : AP_NONE;
+    ap_str_id task = t->labels.on ? ap_tree_label_get(tree, t->labels.k_task) : AP_NONE;
+    ap_stall s = {t0,
+                  el,
+                  ff,
+                  func == st->culprit || st->line == 0 ? ap_prof_frame(p, ff)->line : st->line,
+                  thread == AP_NONE ? 0 : thread,
+                  route == AP_NONE ? 0 : route,
+                  task == AP_NONE ? 0 : task,
+                  0,
+                  0};
+    if (ap_prof_stall_add(p, &s, stack, n - (n > AP_STALL_STACK_MAX ? n - AP_STALL_STACK_MAX : 0)) != 0)
+        apext_session_fail(&t->sess, "stalls");
+}
+
+/* The top entry of ts, on a thread running a loop, is about to close at now. */
+static void stall_close(TracerObject *t, apext_thread *ts, uint64_t now) {
+    stall_thread *st = ts->ext;
+    size_t i = ts->depth - 1;
+    if (i + 1 == st->iter_depth) {   /* a turn of the loop ends */
+        st->iter_depth = 0;
+        return;
+    }
+    if (i + 1 == st->runner_depth) {   /* the loop ends */
+        ts->ext = NULL;
+        stall_thread_free(st);
+        return;
+    }
+    size_t level = st->iter_depth ? st->iter_depth : st->iterations ? 0 : st->runner_depth;
+    if (level == 0 || i < level)
+        return;
+    apext_frame *e = apext_stack_at(ts, i);
+    uint64_t el = now >= e->t0 ? now - e->t0 : 0, self = el > e->child ? el - e->child : 0;
+    if (st->culprit == NULL || self > st->max_self) {
+        st->max_self = self;
+        st->culprit = e->node;
+        st->tree = t->labels.on ? apext_labels_tree_of(&t->labels, ts->tree, e->node) : ts->tree;
+        st->line = self >= CULPRIT_LINE_NS ? site_line(t) : 0;
+    }
+    if (i != level)
+        return;
+    if (el >= t->stall_ns && !stall_idle(t->sess.prof, e->node->frame))
+        stall_record(t, ts, st, e->t0, el);
+    st->culprit = NULL;
+    st->max_self = 0;
+}
+
 /* Close the top frame of ts, recording its span when a timeline is kept and
  * its CPU time with cpu=True.  Only the calling thread's CPU clock can be
  * read: frames of other threads closed at stop() get no CPU time. */
 static void tracer_close_top(apext_thread *ts, uint64_t now) {
     TracerObject *t = running_tracer();
+    if (t != NULL && ts->ext != NULL)
+        stall_close(t, ts, now);
     if (t != NULL && t->timeline.on) {
         apext_frame *e = apext_stack_at(ts, ts->depth - 1);
         apext_timeline_span(&t->timeline, t->sess.prof,
@@ -136,10 +310,29 @@ static void tracer_cpu_start(apext_thread *ts, apext_frame *e) {
     (void)ts;
 }
 
+/* The loop role of entry e (of a frame reopened after a phase switch). */
+static int loop_entry_role(TracerObject *t, const apext_frame *e) {
+    if (e->key == NULL)
+        return 0;
+    if (e->key == t->loop_keys[0] || e->key == t->loop_keys[1])
+        return LOOP_RUNNER;
+    if (ap_prof_frame(t->sess.prof, e->node->frame)->kind != AP_FRAME_PYTHON)
+        return 0;
+    code_rec *rec = apext_code_get((PyObject *)e->key, PRODUCER);
+    return rec != NULL && rec->info.serial == t->sess.serial ? rec->loop : 0;
+}
+
 static void tracer_reopen(apext_thread *ts, apext_frame *e) {
     TracerObject *t = running_tracer();
     if (t != NULL && t->cpu_split && ts->ident == PyThread_get_thread_ident())
         tracer_cpu_start(ts, e);
+    int role = t != NULL && t->stall_ns ? loop_entry_role(t, e) : 0;
+    if (role != 0) {   /* a loop frame closed at the switch goes on: as if entered now */
+        size_t depth = ts->depth;
+        ts->depth = (size_t)((char *)e - ts->stack) / ts->esize + 1;
+        stall_loop_enter(t, ts, role);
+        ts->depth = depth;
+    }
 }
 
 /* Enter frame (key) on ts: into the tree of the current labels when they are on. */
@@ -168,7 +361,7 @@ static inline int in_scope_labels(TracerObject *t) {
 
 static inline ap_node *tracer_exit(TracerObject *t, apext_thread *ts, const void *key,
                                    uint64_t now) {
-    if (t->timeline.on || t->cpu_split)
+    if (t->timeline.on || t->cpu_split || ts->ext != NULL)
         return apext_stack_exit_with(ts, key, now, tracer_close_top);
     return apext_stack_exit(ts, key, now);
 }
@@ -249,6 +442,42 @@ static inline int in_scope(TracerObject *t) {
     return scope_compute(t, ts, c);
 }
 
+/* ---- lock waits -------------------------------------------------------------------
+ * A TimedLock (locks.c) reports each acquisition that had to wait.  The wait
+ * becomes a call of a "<lock wait>" frame whose file and line are the
+ * acquiring line (so the function table has a row per contended line, and the
+ * acquiring function's self time no longer holds the wait), entered at t0 and
+ * closed at t1 like any callee; and t1 - t0 is added to AP_M_WAIT_LOCK_NS of
+ * every open frame (the metric is inclusive). */
+
+static char lock_wait_key;   /* the key of "<lock wait>" frames on the stack */
+
+void apext_tracer_lock_wait(uint64_t t0, uint64_t t1) {
+    TracerObject *t = running_tracer();
+    if (t == NULL || t->sess.cpu_clock || !in_scope(t))
+        return;
+    apext_thread *ts = apext_stack_thread(&t->sess, PRODUCER);
+    PyFrameObject *caller = PyEval_GetFrame();   /* borrowed */
+    if (ts == NULL || caller == NULL)
+        return;
+    ap_prof *p = t->sess.prof;
+    PyCodeObject *co = PyFrame_GetCode(caller);
+    ap_frame f = {ap_prof_intern(p, "<lock wait>", 11), 0,
+                  apext_session_intern(p, co->co_filename),
+                  (uint32_t)PyFrame_GetLineNumber(caller), 0, AP_FRAME_OTHER};
+    Py_DECREF(co);
+    f.qualname = f.name;
+    ap_frame_id id = f.name == AP_NONE || f.file == AP_NONE ? AP_NONE : ap_prof_frame_intern(p, &f);
+    if (id == AP_NONE) {
+        apext_session_fail(&t->sess, "lock wait");
+        return;
+    }
+    tracer_enter(t, ts, id, &lock_wait_key, t0, 1);
+    if (apext_stack_at(ts, ts->depth - 1)->key != &lock_wait_key)
+        return;   /* not entered (noted) */
+    tracer_exit(t, ts, &lock_wait_key, t1); /* its kind, lock, from the wait rules (ap_wait.c) */
+}
+
 /* ---- names and filters ----------------------------------------------------------- */
 
 static int prefix_match(const char *s, const char *pat, int module) {
@@ -304,6 +533,7 @@ static int code_rec_fill(TracerObject *t, code_rec *rec, PyCodeObject *co, PyObj
     ap_prof *p = t->sess.prof;
     const char *file = ap_prof_str(p, ap_prof_frame(p, rec->info.frame)->file);
     rec->excluded = (uint8_t)excluded_by(t, globals_module(globals), file);
+    rec->loop = t->stall_ns != 0 ? loop_role(p, rec->info.frame) : 0;
     return 0;
 }
 
@@ -355,6 +585,14 @@ static int compiled_rec(TracerObject *t, PyObject *callable, PyObject *fn, const
                   ap_prof_intern(p, "~", 1), 0, 0,
                   PyMethod_Check(callable) ? AP_FRAME_METHOD : AP_FRAME_BUILTIN};
     *excluded = excluded_by(t, mod ? mod : "builtins", NULL);
+    const char *fq = full != NULL ? PyUnicode_AsUTF8(full) : NULL;
+    PyErr_Clear();
+    if (fq != NULL && strncmp(fq, "uvloop.", 7) == 0) {   /* the loop's run frames (stalls) */
+        if (ends_with(fq, ".Loop.run_until_complete"))
+            t->loop_keys[0] = fn;
+        else if (ends_with(fq, ".Loop.run_forever"))
+            t->loop_keys[1] = fn;
+    }
     Py_XDECREF(module);
     Py_XDECREF(name);
     Py_XDECREF(qual);
@@ -498,6 +736,8 @@ static inline void on_py_enter(TracerObject *t, code_rec *rec, PyCodeObject *co,
     if (ts == NULL)
         return;
     tracer_enter(t, ts, rec->info.frame, co, now, (uint64_t)start);
+    if (rec->loop)
+        stall_loop_enter(t, ts, rec->loop);
     if (rec->info.awaits) {
         if (start)
             ap_map_remove(&t->sess.suspended, (uint64_t)(uintptr_t)frame_key);
@@ -527,8 +767,11 @@ static inline void on_c_enter(TracerObject *t, PyObject *callable, uint64_t now)
         return;
     }
     apext_thread *ts = apext_stack_thread(&t->sess, PRODUCER);
-    if (ts != NULL)
-        tracer_enter(t, ts, frame, key, now, 1);
+    if (ts == NULL)
+        return;
+    tracer_enter(t, ts, frame, key, now, 1);
+    if (t->stall_ns && key != NULL && (key == t->loop_keys[0] || key == t->loop_keys[1]))
+        stall_loop_enter(t, ts, LOOP_RUNNER);
 }
 
 /* The key of a C callable's frames (its PyMethodDef), or NULL when it is not
@@ -574,7 +817,8 @@ static inline code_rec *mon_rec(TracerObject *t, PyObject *code) {
  * path below, which decides the same way. */
 static inline code_rec *short_rec(TracerObject *t, PyObject *code) {
     code_rec *rec = apext_code_get(code, PRODUCER);
-    if (rec == NULL || rec->info.serial != t->sess.serial || rec->excluded || rec->info.awaits)
+    if (rec == NULL || rec->info.serial != t->sess.serial || rec->excluded || rec->info.awaits ||
+        rec->loop)
         return NULL;
     return rec;
 }
@@ -615,7 +859,8 @@ static inline int short_enter(TracerObject *t, PyObject *code, int start) {
 static inline int short_exit(TracerObject *t, PyObject *code) {
     uint64_t now = ap_clock_now_ns();
     apext_thread *ts = short_rec(t, code) != NULL ? short_thread() : NULL;
-    if (ts == NULL || ts->depth < 2 || ((apext_frame *)ts->stack)[ts->depth - 1].key != code)
+    if (ts == NULL || ts->depth < 2 || ((apext_frame *)ts->stack)[ts->depth - 1].key != code ||
+        ts->ext != NULL)   /* a loop runs on the thread: stall detection, the full path */
         return 0;
     apext_stack_pop_top(ts, now);
     return 1;
@@ -719,7 +964,8 @@ static PyObject *cb_call(PyObject *m, PyObject *const *a, Py_ssize_t n) {
         int excluded;
         apext_thread *ts = short_thread();
         if (ts != NULL && builtin_rec(t, callable, &key, &frame, &excluded) == 1 &&
-            (excluded || short_push(t, ts, frame, key, 1)))
+            (excluded || (key != t->loop_keys[0] && key != t->loop_keys[1] &&
+                          short_push(t, ts, frame, key, 1))))
             Py_RETURN_NONE;
     }
     if (in_scope(t))
@@ -735,15 +981,23 @@ static PyObject *cb_c_exit(PyObject *m, PyObject *const *a, Py_ssize_t n) {
         uint64_t now = ap_clock_now_ns();
         apext_thread *ts = short_thread();
         const void *key = builtin_key(a[2]);
-        if (ts != NULL && key != NULL && ts->depth > 1 &&
+        if (ts != NULL && key != NULL && ts->depth > 1 && ts->ext == NULL &&
             ((apext_frame *)ts->stack)[ts->depth - 1].key == key) {
             apext_stack_pop_top(ts, now);
             Py_RETURN_NONE;
         }
     }
     if (t != NULL && n >= 3 && (builtin_key(a[2]) != NULL || compiled_function(a[2]) != NULL) &&
-        in_scope(t))   /* else: no frame */
+        in_scope(t)) {   /* else: no frame */
+        t->site_code = a[0];   /* the call site, for a stall's line */
+        t->site_offset = PyLong_Check(a[1]) ? (int)PyLong_AsLong(a[1]) : -1;
+        if (t->site_offset < 0) {
+            PyErr_Clear();
+            t->site_code = NULL;
+        }
         on_c_exit(t, a[2], apext_session_clock(&t->sess));
+        t->site_code = NULL;
+    }
     Py_RETURN_NONE;
 }
 
@@ -796,8 +1050,11 @@ static int profile_hook(PyObject *obj, PyFrameObject *frame, int what, PyObject 
         break;
     case PyTrace_C_RETURN:
     case PyTrace_C_EXCEPTION:
-        if (t->builtins)
+        if (t->builtins) {
+            t->site_code = (PyObject *)frame;   /* the call site, for a stall's line */
             on_c_exit(t, arg, now);
+            t->site_code = NULL;
+        }
         break;
     default:
         break;
@@ -841,6 +1098,14 @@ static int tracer_prepare(PyObject *owner) {
     apext_labels_start(&t->labels);
     t->plain = !t->labels.on && t->scope_var == NULL && !t->timeline.on && !t->cpu_split &&
                !t->sess.cpu_clock && t->sess.frame_size == sizeof(apext_frame);
+    if (t->stall_ns) {
+        char v[32];
+        snprintf(v, sizeof v, "%llu", (unsigned long long)t->stall_ns);
+        if (ap_prof_meta_set(t->sess.prof, "stall_threshold_ns", v) != 0) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -857,6 +1122,7 @@ static const apext_session_ops tracer_ops = {
     .prepare = tracer_prepare,
     .close_top = tracer_close_top,
     .reopen = tracer_reopen,
+    .thread_free = stall_thread_free,
     .stopped = tracer_stopped,
     .traverse = tracer_traverse,
     .clear = tracer_clear,
@@ -867,15 +1133,16 @@ static const apext_session_ops tracer_ops = {
 
 static PyObject *tracer_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"clock", "builtins", "include", "exclude", "threads", "context",
-                             "labels", "tasks", "timeline", "cpu", NULL};
+                             "labels", "tasks", "timeline", "cpu", "stalls", NULL};
     const char *clock = "wall";
     int builtins = 1, tasks = 0, cpu_split = 0;
     Py_ssize_t timeline = 0;
+    unsigned long long stalls = 0;
     PyObject *include = NULL, *exclude = NULL, *threads = Py_None, *context = Py_None;
     PyObject *labels = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$spOOOOOpnp:Tracer", kwlist, &clock,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$spOOOOOpnpK:Tracer", kwlist, &clock,
                                      &builtins, &include, &exclude, &threads, &context, &labels,
-                                     &tasks, &timeline, &cpu_split))
+                                     &tasks, &timeline, &cpu_split, &stalls))
         return NULL;
     int cpu;
     if (strcmp(clock, "wall") == 0)
@@ -929,6 +1196,11 @@ static PyObject *tracer_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
         Py_DECREF(t);
         return NULL;
     }
+    if (stalls > 0 && cpu) {
+        Py_DECREF(t);
+        return PyErr_Format(PyExc_ValueError, "stall detection needs clock='wall'");
+    }
+    t->stall_ns = stalls;
     if (timeline > 0 && cpu) {
         Py_DECREF(t);
         return PyErr_Format(PyExc_ValueError, "a timeline needs clock='wall'");
@@ -989,12 +1261,13 @@ static PyGetSetDef tracer_getset[] = {
 
 static const char tracer_doc[] =
     "Tracer(*, clock='wall', builtins=True, include=(), exclude=(), threads=None, context=None, "
-    "labels=None, tasks=False, timeline=0, cpu=False)"
+    "labels=None, tasks=False, timeline=0, cpu=False, stalls=0)"
     "\n\nThe exact function tracer of apiprof (use apiprof.Profiler). context=(var, mark) "
     "records only events whose current contextvars context has var set to mark. labels=(var, "
     "paused) records work whose context holds a str in var into trees labelled route=<str> "
     "(nothing while it holds paused); tasks=True labels named asyncio tasks' work "
-    "task=<name>; timeline=N keeps the last N frame spans (wall clock); cpu=True also "
+    "task=<name>; timeline=N keeps the last N frame spans (wall clock); stalls=NS records "
+    "every event-loop step of NS nanoseconds or more as a stall (wall clock); cpu=True also "
     "records each frame's thread CPU time, self (cpu_ns) and with callees (cpu_total_ns), "
     "reading the thread CPU clock at every call and return (wall clock).";
 

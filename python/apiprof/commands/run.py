@@ -17,6 +17,7 @@ from .._profiler import (
     CHECKPOINT_INTERVAL,
     MEMORY_MODES,
     MEMORY_RATE,
+    STALL_THRESHOLD,
     Profiler,
     clock_note,
     format_table,
@@ -32,9 +33,9 @@ def add_parser(sub: Any) -> None:
                     "exact function tracer; write the profile at exit, also on SIGINT/SIGTERM.",
         usage="apiprof run [-o FILE] [--clock wall|cpu] [--cpu] [--no-builtins] [--queries] "
               "[--all] [--phases A,B,...] [--timeline] [--timeline-events N] "
-              "[--checkpoint-interval S] [--memory [full|sampled]] [--memory-rate BYTES] "
-              "[--memory-seed N] [--sample [--rate RATE] [--idle]] [-q] "
-              "(script.py | -m module) [args ...]",
+              "[--stall-threshold S] [--no-lock-waits] [--checkpoint-interval S] "
+              "[--memory [full|sampled]] [--memory-rate BYTES] [--memory-seed N] "
+              "[--sample [--rate RATE] [--idle]] [-q] (script.py | -m module) [args ...]",
     )
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="time functions by wall clock (default) or thread CPU time")
@@ -57,6 +58,11 @@ def add_parser(sub: Any) -> None:
                         "--format chrome); wall clock only")
     p.add_argument("--timeline-events", type=int, default=TIMELINE_EVENTS, metavar="N",
                    help=f"spans the timeline keeps, the latest (default {TIMELINE_EVENTS})")
+    p.add_argument("--stall-threshold", type=float, default=STALL_THRESHOLD, metavar="S",
+                   help="record every event-loop step of S seconds or more as a stall "
+                        f"(default {STALL_THRESHOLD}; 0: off; --clock wall only)")
+    p.add_argument("--no-lock-waits", action="store_true",
+                   help="do not time lock acquisitions (threading.Lock stays the plain lock)")
     p.add_argument("--checkpoint-interval", type=float, default=CHECKPOINT_INTERVAL,
                    metavar="S",
                    help="save the profile to -o every S seconds while the program runs, so a "
@@ -144,6 +150,8 @@ class FunctionProducer:
                                  exclude=("runpy",), labels=True,
                                  timeline=args.timeline_events if args.timeline else 0,
                                  cpu=args.cpu, queries=args.queries,
+                                 stall_threshold=args.stall_threshold,
+                                 locks=not args.no_lock_waits,
                                  checkpoint=program.output if args.checkpoint_interval else None,
                                  checkpoint_interval=args.checkpoint_interval or 1.0,
                                  memory=args.memory, memory_rate=args.memory_rate,
@@ -200,6 +208,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--cpu needs --clock wall (with --clock cpu every time is CPU time)")
     if not args.checkpoint_interval >= 0:
         raise UsageError("--checkpoint-interval must be seconds >= 0")
+    if args.stall_threshold < 0:
+        raise UsageError("--stall-threshold must be seconds >= 0")
     if args.timeline and args.timeline_events < 1:
         raise UsageError("--timeline-events must be at least 1")
     if args.sample and (args.timeline or args.cpu or args.phases or args.clock != "wall"):

@@ -1,0 +1,179 @@
+/* test_stall.c -- event-loop stalls in the model: kept, copied by merges, saved in the native file, exported, and turned into findings. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ap_err.h"
+#include "ap_findings.h"
+#include "ap_prof.h"
+#include "ap_report.h"
+#include "ap_sbuf.h"
+#include "ap_stall.h"
+#include "ap_test.h"
+
+static ap_frame_id frame(ap_prof *p, const char *qual, const char *file, uint32_t line,
+                         uint32_t kind) {
+    ap_frame f = {ap_prof_intern(p, qual, strlen(qual)), ap_prof_intern(p, qual, strlen(qual)),
+                  ap_prof_intern(p, file, strlen(file)), line, 0, kind};
+    return ap_prof_frame_intern(p, &f);
+}
+
+static ap_str_id str(ap_prof *p, const char *s) {
+    return ap_prof_intern(p, s, strlen(s));
+}
+
+/* A profile with three stalls: two at the same line of one route, one in an
+ * import (a cold start), and a tree so that it is a whole profile. */
+static ap_prof *stalled_profile(void) {
+    ap_prof *p = ap_prof_new();
+    if (p == NULL)
+        return NULL;
+    ap_frame_id route = frame(p, "blocking", "/app/main.py", 30, AP_FRAME_PYTHON);
+    ap_frame_id helper = frame(p, "pause_loop", "/app/main.py", 20, AP_FRAME_PYTHON);
+    ap_frame_id sleep = frame(p, "time.sleep", "~", 0, AP_FRAME_BUILTIN);
+    ap_frame_id imp = frame(p, "_find_and_load", "<frozen importlib._bootstrap>", 1165,
+                            AP_FRAME_PYTHON);
+    ap_label l = {str(p, "thread"), str(p, "MainThread")};
+    ap_tree *t = ap_prof_tree_new(p, &l, 1);
+    if (t == NULL)
+        goto err;
+    ap_node *n = ap_tree_child(t, ap_tree_root(t), route);
+    if (n == NULL)
+        goto err;
+    n->m[AP_M_CALLS] = 2;
+    n->m[AP_M_TOTAL_NS] = n->m[AP_M_SELF_NS] = 300000000;
+    ap_frame_id stack[] = {route, helper, sleep};
+    ap_stall a = {1000, 150000000, helper, 21, str(p, "MainThread"), str(p, "GET /blocking"), 0, 0, 0};
+    ap_stall b = a;
+    b.start_ns = 500000000;
+    b.dur_ns = 160000000;
+    ap_stall c = {2000, 90000000, imp, 1165, a.thread, 0, str(p, "Task-1"), 0, 0};
+    if (ap_prof_stall_add(p, &a, stack, 3) != 0 || ap_prof_stall_add(p, &b, stack, 3) != 0 ||
+        ap_prof_stall_add(p, &c, &imp, 1) != 0)
+        goto err;
+    return p;
+err:
+    ap_prof_free(p);
+    return NULL;
+}
+
+static int same_stalls(const ap_prof *p, const ap_prof *q) {
+    if (ap_prof_nstalls(p) != ap_prof_nstalls(q))
+        return 0;
+    for (size_t i = 0; i < ap_prof_nstalls(p); i++) {
+        const ap_stall *a = ap_prof_stall_at(p, i), *b = ap_prof_stall_at(q, i);
+        if (a->start_ns != b->start_ns || a->dur_ns != b->dur_ns || a->func != b->func ||
+            a->line != b->line || a->thread != b->thread || a->route != b->route ||
+            a->task != b->task || a->nstack != b->nstack ||
+            memcmp(ap_prof_stall_stack(p, a), ap_prof_stall_stack(q, b),
+                   a->nstack * sizeof(ap_frame_id)) != 0)
+            return 0;
+    }
+    return 1;
+}
+
+/* Stalls survive the native file and merges; a stack deeper than the limit
+ * keeps its innermost frames. */
+AP_TEST(stall_model_and_file) {
+    ap_prof *p = stalled_profile();
+    if (!AP_CHECK(p != NULL))
+        return;
+    AP_CHECK_EQ_U64(ap_prof_nstalls(p), 3);
+    AP_CHECK_EQ_U64(ap_prof_stall_at(p, 1)->start_ns, 500000000);
+    char path[] = "/tmp/ap_test_stalls_XXXXXX";
+    int fd = mkstemp(path);
+    if (!AP_CHECK(fd >= 0))
+        return;
+    close(fd);
+    AP_CHECK(ap_prof_write(p, path) == 0);
+    int trunc = -1;
+    ap_prof *q = ap_prof_read(path, &trunc);
+    unlink(path);
+    if (AP_CHECK(q != NULL)) {
+        AP_CHECK_EQ_U64(trunc, 0);
+        AP_CHECK(same_stalls(p, q));
+        ap_prof_free(q);
+    }
+    ap_prof *m = ap_prof_merge(p, NULL, NULL);
+    if (AP_CHECK(m != NULL)) {
+        AP_CHECK(same_stalls(p, m));
+        ap_prof_free(m);
+    }
+    ap_frame_id deep[AP_STALL_STACK_MAX + 5];
+    for (size_t i = 0; i < AP_STALL_STACK_MAX + 5; i++)
+        deep[i] = (ap_frame_id)(1 + i % 3);
+    deep[AP_STALL_STACK_MAX + 4] = 4;
+    ap_stall s = {1, 2, 1, 0, 0, 0, 0, 0, 0};
+    AP_CHECK(ap_prof_stall_add(p, &s, deep, AP_STALL_STACK_MAX + 5) == 0);
+    const ap_stall *last = ap_prof_stall_at(p, 3);
+    AP_CHECK_EQ_U64(last->nstack, AP_STALL_STACK_MAX);
+    AP_CHECK_EQ_U64(ap_prof_stall_stack(p, last)[AP_STALL_STACK_MAX - 1], 4);
+    ap_prof_free(p);
+}
+
+/* A damaged STLS payload is refused, not read: a stall naming a frame the
+ * profile does not have. */
+AP_TEST(stall_decode_rejects) {
+    ap_prof *p = stalled_profile();
+    if (!AP_CHECK(p != NULL))
+        return;
+    ap_sbuf b = {0};
+    ap_stall_encode(p, &b);
+    ap_prof *q = ap_prof_new();
+    if (AP_CHECK(q != NULL && !b.failed)) {
+        /* q has no frames but the root: every stall names a missing one */
+        AP_CHECK(ap_stall_decode(q, (const uint8_t *)b.data, (const uint8_t *)b.data + b.len) ==
+                     -1 &&
+                 ap_err_code() == AP_ECORRUPT);
+        for (size_t cut = 0; cut < b.len; cut++) {
+            ap_prof *r = stalled_profile();
+            if (r == NULL)
+                break;
+            int rc = ap_stall_decode(r, (const uint8_t *)b.data, (const uint8_t *)b.data + cut);
+            AP_CHECK_MSG(rc == -1, "a payload cut at %zu bytes was accepted", cut);
+            ap_prof_free(r);
+        }
+    }
+    ap_prof_free(q);
+    ap_sbuf_free(&b);
+    ap_prof_free(p);
+}
+
+/* The JSON export lists every stall; the findings group the stalls of a
+ * line into one and leave the import (a cold start) out. */
+AP_TEST(stall_json_and_finding) {
+    ap_prof *p = stalled_profile();
+    ap_sbuf out = {0};
+    if (!AP_CHECK(p != NULL && ap_report_write_buf(p, "json", NULL, &out) == 0))
+        return;
+    ap_sbuf_putc(&out, '\0');
+    AP_CHECK(strstr(out.data, "\"stalls\": [") != NULL);
+    AP_CHECK(strstr(out.data, "{\"start_ns\": 500000000, \"duration_ns\": 160000000, "
+                              "\"function\": \"pause_loop\", \"file\": \"/app/main.py\", "
+                              "\"line\": 21, \"stack\": [1, 2, 3], \"route\": \"GET /blocking\", "
+                              "\"task\": null, \"thread\": \"MainThread\"}") != NULL);
+    ap_sbuf_free(&out);
+    ap_finding *fs;
+    size_t n;
+    if (!AP_CHECK(ap_findings_build(p, NULL, &fs, &n) == 0)) {
+        ap_prof_free(p);
+        return;
+    }
+    size_t stalls = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (fs[i].kind != AP_FK_LOOP_STALL)
+            continue;
+        stalls++;
+        AP_CHECK_EQ_U64(fs[i].count, 2);
+        AP_CHECK_EQ_U64(fs[i].value, 310000000);
+        AP_CHECK_EQ_U64(fs[i].line, 21);
+        AP_CHECK(strcmp(ap_prof_str(p, fs[i].route), "GET /blocking") == 0);
+        AP_CHECK_MSG(strstr(fs[i].message, "up to 160 ms") != NULL &&
+                         strstr(fs[i].message, "app/main.py:21 (time.sleep)") != NULL,
+                     "message: %s", fs[i].message);
+    }
+    AP_CHECK_EQ_U64(stalls, 1);
+    free(fs);
+    ap_prof_free(p);
+}

@@ -1,0 +1,351 @@
+"""Event-loop stalls in trace mode: the loop steps that ran at least the threshold, each
+named by the line where the time went; in-process with asyncio and under a real uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import apiprof
+import httpx
+import pytest
+from apiprof import _core
+from conftest import free_port
+from helpers import SHOP_DIR, serve_profiled
+
+APIPROF = Path(sys.executable).with_name("apiprof")
+APPS = Path(__file__).parent / "apps"
+STALL_APP = APPS / "stall_app.py"
+BLOCK_S = 0.15  # stall_app.BLOCK_S
+
+
+def marked_line(path: Path, mark: str) -> int:
+    """The line of path whose text contains mark."""
+    return next(i for i, text in enumerate(path.read_text().splitlines(), 1) if mark in text)
+
+
+def export(profile) -> dict:
+    return json.loads(profile.json())
+
+
+def stack_names(doc: dict, stall: dict) -> list[str]:
+    return [doc["frames"][i]["qualname"] for i in stall["stack"]]
+
+
+def cold_start(doc: dict, stall: dict) -> bool:
+    """A stall inside the import system (a first request importing a module)."""
+    return any(doc["frames"][i]["file"].startswith("<frozen importlib") for i in stall["stack"])
+
+
+# ---- in-process --------------------------------------------------------------------
+
+def block_here() -> None:
+    time.sleep(0.12)  # planted: blocks the loop
+
+
+def blocking_helper() -> None:
+    block_here()
+
+
+async def blocks_the_loop() -> None:
+    await asyncio.sleep(0.005)
+    blocking_helper()
+    await asyncio.sleep(0.005)
+
+
+async def awaits_properly() -> None:
+    for _ in range(4):
+        await asyncio.sleep(0.04)
+
+
+async def both() -> None:
+    await asyncio.gather(blocks_the_loop(), awaits_properly(), blocks_the_loop())
+
+
+def test_profiler_records_each_stall_with_its_line_and_duration():
+    with apiprof.Profiler() as p:
+        asyncio.run(both())
+    doc = export(p.profile)
+    assert doc["meta"]["stall_threshold_ns"] == "50000000"
+    stalls = doc["stalls"]
+    assert len(stalls) == 2, stalls                     # one per blocking task step
+    line = marked_line(Path(__file__), "planted: blocks the loop")
+    for s in stalls:
+        assert s["function"] == "block_here"
+        assert s["file"] == __file__ and s["line"] == line
+        assert 0.12e9 <= s["duration_ns"] < 2 * 0.12e9
+        names = stack_names(doc, s)
+        assert names[-4:] == ["blocks_the_loop", "blocking_helper", "block_here", "time.sleep"]
+        assert s["thread"] == "MainThread"
+    assert stalls[1]["start_ns"] >= stalls[0]["start_ns"] + stalls[0]["duration_ns"]
+    found = [f for f in doc["findings"] if f["kind"] == "loop_stall"]
+    assert len(found) == 1 and found[0]["line"] == line and found[0]["count"] == 2
+
+
+def test_threshold_is_honoured_and_can_be_turned_off():
+    for threshold in (None, 0, 0.5):
+        with apiprof.Profiler(stall_threshold=threshold) as p:
+            asyncio.run(both())
+        doc = export(p.profile)
+        assert doc["stalls"] == [], threshold
+        assert ("stall_threshold_ns" in doc["meta"]) == bool(threshold)
+    with pytest.raises(ValueError, match="stall_threshold"):
+        apiprof.Profiler(stall_threshold=-1)
+    with apiprof.Profiler(clock="cpu") as p:               # a CPU clock cannot time a stall
+        asyncio.run(both())
+    assert export(p.profile)["stalls"] == []
+
+
+def test_stalls_survive_the_native_file(tmp_path):
+    with apiprof.Profiler() as p:
+        asyncio.run(blocks_the_loop())
+    path = tmp_path / "p.apiprof"
+    p.save(str(path))
+    again = export(_core.load(str(path)))
+    assert [s["duration_ns"] for s in again["stalls"]] == [
+        s["duration_ns"] for s in export(p.profile)["stalls"]]
+    assert len(again["stalls"]) == 1 and again["stalls"][0]["function"] == "block_here"
+
+
+# ---- under uvicorn -----------------------------------------------------------------
+
+def serve_stall_app(tmp_path: Path, drive, *extra: str) -> dict:
+    out = tmp_path / "stall.apiprof"
+    port = free_port()
+    serve_profiled([str(APIPROF), "run", "-q", "-o", str(out), *extra, "-m", "uvicorn",
+                    "stall_app:app", "--host", "127.0.0.1", "--port", str(port),
+                    "--log-level", "warning"],
+                   APPS, {}, port, tmp_path / "server.log", drive)
+    r = subprocess.run([str(APIPROF), "report", str(out), "--format", "json", "-o",
+                        str(tmp_path / "stall.json")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((tmp_path / "stall.json").read_text())
+    doc["_path"] = str(out)
+    return doc
+
+
+def concurrently(client: httpx.Client, paths: list[str], workers: int = 6) -> None:
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        codes = list(pool.map(lambda path: client.get(path).status_code, paths))
+    assert codes == [200] * len(paths)
+
+
+def after_warmup(warm_paths: list[str], paths: list[str], workers: int = 6):
+    """A drive function: warm_paths (each route's first request compiles and imports on
+    the loop), then paths concurrently; it appends the monotonic time between the two to
+    the list it returns with it. Stall starts are on the profile's clock, which is
+    anchored to CLOCK_MONOTONIC, so that time splits them."""
+    warm: list[int] = []
+
+    def drive(client: httpx.Client) -> None:
+        concurrently(client, warm_paths)
+        warm.append(time.monotonic_ns())
+        concurrently(client, paths, workers)
+
+    return drive, warm
+
+
+def test_blocking_helper_in_an_async_route_is_found_as_stalls(tmp_path):
+    """Three /blocking requests among awaiting and fast ones under concurrent traffic:
+    three stalls of GET /blocking at the planted line, two helpers deep, each about the
+    blocking time; the awaiting and fast routes have none."""
+    drive, warm = after_warmup(["/fast", "/awaiting", "/health"] * 2,
+                               ["/blocking", "/awaiting", "/fast", "/fast"] * 3)
+    doc = serve_stall_app(tmp_path, drive)
+    line = marked_line(STALL_APP, "the planted blocking call")
+    stalls = [s for s in doc["stalls"] if s["start_ns"] >= warm[0]]
+    assert [s["route"] for s in stalls] == ["GET /blocking"] * 3, stalls
+    for s in stalls:
+        assert s["function"] == "pause_loop" and s["line"] == line
+        assert s["file"] == str(STALL_APP)
+        assert stack_names(doc, s)[-4:] == ["blocking", "prepare_report", "pause_loop",
+                                            "time.sleep"]
+        assert BLOCK_S * 1e9 <= s["duration_ns"] < 2 * BLOCK_S * 1e9
+    finding = [f for f in doc["findings"] if f["kind"] == "loop_stall"
+               and f["route"] != "GET /health"]   # a first request's cold start may stall
+    assert len(finding) == 1 and finding[0]["route"] == "GET /blocking"
+    assert finding[0]["line"] == line and finding[0]["count"] == 3
+    text = subprocess.run([str(APIPROF), "report", doc["_path"]], capture_output=True,
+                          text=True).stdout
+    assert "event-loop stall: GET /blocking: the event loop stalled 3 times" in text
+    assert f"apps/stall_app.py:{line} (time.sleep)" in text
+
+
+def test_healthy_app_under_load_has_no_stalls(tmp_path):
+    """Awaiting and fast routes under concurrent load, after a warm-up: no stall."""
+    drive, warm = after_warmup(["/fast", "/awaiting", "/health"] * 2,
+                               ["/fast", "/awaiting", "/fast", "/health"] * 40, workers=8)
+    doc = serve_stall_app(tmp_path, drive)
+    assert [s for s in doc["stalls"] if s["start_ns"] >= warm[0]] == []
+    assert not [f for f in doc["findings"]
+                if f["kind"] == "loop_stall" and f["route"] in ("GET /fast", "GET /awaiting")]
+
+
+def test_stall_threshold_option(tmp_path):
+    """--stall-threshold 0.5 is longer than the blocking call: no stall; the threshold is
+    in the profile's metadata."""
+    doc = serve_stall_app(tmp_path, lambda c: concurrently(c, ["/blocking"] * 2),
+                          "--stall-threshold", "0.5")
+    assert doc["meta"]["stall_threshold_ns"] == "500000000"
+    assert [s for s in doc["stalls"] if s["route"] == "GET /blocking"] == []
+
+
+def test_shop_login_blocks_the_loop(tmp_path):
+    """The shop's documented blocking call in an async route (POST /login hashing the
+    password on the event loop) comes out as a stall finding at the hashing line."""
+    out = tmp_path / "shop.apiprof"
+    port = free_port()
+
+    def drive(client: httpx.Client) -> None:
+        for _ in range(3):
+            r = client.post("/login", json={"email": "ada@example.com", "password": "wrong"})
+            assert r.status_code == 401
+
+    serve_profiled([str(APIPROF), "run", "-q", "-o", str(out), "-m", "uvicorn", "shop.app:app",
+                    "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                   SHOP_DIR, {"SHOP_DB": str(tmp_path / "shop.db")}, port,
+                   tmp_path / "server.log", drive)
+    found = [f for f in _core.load(str(out)).findings() if f["kind"] == "loop_stall"]
+    db = SHOP_DIR / "shop" / "db.py"
+    line = marked_line(db, "hashlib.pbkdf2_hmac(")
+    login = [f for f in found if f["route"] == "POST /login"]
+    assert login and login[0]["line"] == line, found
+    assert login[0]["function"] == "hash_password"
+
+
+# ---- lock contention -----------------------------------------------------------------
+
+def test_with_lock_waits_go_to_the_acquiring_line_off_cpu():
+    """Threads contending on `with lock:` (no call event): each wait is a `<lock wait>`
+    call at the acquiring line under the acquiring function, off the CPU, and in
+    wait_lock_ns of the frames open then; the function's self time leaves it out."""
+    hold = 0.04
+    p = apiprof.Profiler(locks=True, cpu=True)
+    with p:
+        lock = threading.Lock()
+
+        def contend() -> None:
+            with lock:  # acquiring line
+                time.sleep(hold)
+
+        threads = [threading.Thread(target=contend) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert threading.Lock is not _core.TimedLock        # restored at stop
+    funcs = {f["qualname"]: f for f in p.functions()}
+    wait = funcs["<lock wait>"]
+    assert wait["file"] == __file__
+    assert wait["line"] == marked_line(Path(__file__), "with lock:  # acquiring line")
+    assert 1 <= wait["calls"] <= 3                       # the first acquisition did not wait
+    assert wait["total_ns"] >= hold * 1e9                # at least one full hold
+    assert wait["cpu_ns"] < 0.1 * wait["total_ns"]       # blocked, not running
+    assert wait["wait_lock_ns"] == wait["total_ns"]
+    contend_row = funcs["test_with_lock_waits_go_to_the_acquiring_line_off_cpu.<locals>.contend"]
+    assert contend_row["wait_lock_ns"] == wait["total_ns"]
+    assert contend_row["self_ns"] < 0.2 * wait["total_ns"]
+    found = [f for f in p.profile.findings() if f["kind"] == "lock_contention"]
+    assert len(found) == 1 and found[0]["line"] == wait["line"]
+    assert found[0]["function"].endswith("contend") and found[0]["count"] == wait["calls"]
+
+
+def test_timed_lock_keeps_lock_semantics():
+    lock = _core.TimedLock()
+    assert lock.acquire() is True and lock.locked()
+    assert lock.acquire(False) is False
+    assert lock.acquire(timeout=0.01) is False
+    assert lock.acquire(blocking=False) is False
+    lock.release()
+    assert not lock.locked()
+    with lock:
+        assert lock.locked()
+    with pytest.raises(RuntimeError):
+        lock.release()
+    cond = threading.Condition(_core.TimedLock())
+    with cond:
+        assert not cond.wait(0.001)
+
+
+def test_sync_routes_contending_on_a_lock_under_uvicorn(tmp_path):
+    """Sync routes (thread pool) holding a threading.Lock during a slow section: the wait
+    is attributed to the route's `with _LOCK:` line, off the CPU, as a lock_contention
+    finding of GET /locked."""
+    out = tmp_path / "lock.apiprof"
+    port = free_port()
+    serve_profiled([str(APIPROF), "run", "-q", "--cpu", "-o", str(out), "-m", "uvicorn",
+                    "stall_app:app", "--host", "127.0.0.1", "--port", str(port),
+                    "--log-level", "warning"],
+                   APPS, {}, port, tmp_path / "server.log",
+                   lambda c: concurrently(c, ["/locked"] * 12, workers=6))
+    profile = _core.load(str(out))
+    line = marked_line(STALL_APP, "the contended acquisition")
+    rows = [f for f in profile.functions() if f["qualname"] == "<lock wait>"
+            and f["file"] == str(STALL_APP)]
+    assert len(rows) == 1 and rows[0]["line"] == line
+    assert rows[0]["total_ns"] >= 0.05e9 and rows[0]["cpu_ns"] < 0.1 * rows[0]["total_ns"]
+    found = [f for f in profile.findings() if f["kind"] == "lock_contention"]
+    assert [(f["route"], f["function"], f["line"]) for f in found] == [
+        ("GET /locked", "locked", line)]
+
+
+def test_shop_reserve_lock_contention(tmp_path):
+    """The shop's documented lock contention (POST /inventory/{sku}/reserve holding
+    _INVENTORY_LOCK across three database round trips) is found at its `with` line."""
+    out = tmp_path / "shop.apiprof"
+    port = free_port()
+
+    def drive(client: httpx.Client) -> None:
+        items = client.get("/products", params={"limit": 100}).json()["items"]
+        best = max(items, key=lambda p: p["inventory"]["stock"])
+        burst = min(16, best["inventory"]["stock"] - 2)
+        assert burst >= 8
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(lambda _: client.post(f"/inventory/{best['sku']}/reserve",
+                                                        json={"quantity": 1}).status_code,
+                                  range(burst)))
+        assert codes == [200] * burst
+
+    serve_profiled([str(APIPROF), "run", "-q", "-o", str(out), "-m", "uvicorn", "shop.app:app",
+                    "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                   SHOP_DIR, {"SHOP_DB": str(tmp_path / "shop.db")}, port,
+                   tmp_path / "server.log", drive)
+    line = marked_line(SHOP_DIR / "shop" / "app.py", "with _INVENTORY_LOCK:")
+    found = [f for f in _core.load(str(out)).findings() if f["kind"] == "lock_contention"]
+    assert [(f["route"], f["function"], f["line"]) for f in found] == [
+        ("POST /inventory/{sku}/reserve", "reserve", line)]
+
+
+def test_chrome_trace_carries_the_stalls(tmp_path):
+    """apiprof run --timeline: the Chrome trace has the stalls on a track of their own,
+    each a complete event as long as the stall, with its line and call path."""
+    script = tmp_path / "blocker.py"
+    script.write_text("import asyncio, time\n"
+                      "def stop_the_world():\n"
+                      "    time.sleep(0.08)\n"
+                      "async def main():\n"
+                      "    await asyncio.sleep(0)\n"
+                      "    stop_the_world()\n"
+                      "asyncio.run(main())\n")
+    out = tmp_path / "b.apiprof"
+    r = subprocess.run([str(APIPROF), "run", "-q", "--timeline", "-o", str(out), str(script)],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([str(APIPROF), "report", str(out), "--format", "chrome", "-o",
+                        str(tmp_path / "t.json")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    events = json.loads((tmp_path / "t.json").read_text())["traceEvents"]
+    stalls = [e for e in events if e.get("cat") == "stall"]
+    assert len(stalls) == 1
+    s = stalls[0]
+    assert s["name"] == "stall: stop_the_world:3" and s["args"]["line"] == 3
+    assert s["dur"] >= 80_000 and s["args"]["stack"][-3:] == ["main", "stop_the_world",
+                                                               "time.sleep"]
+    track = [e for e in events if e["ph"] == "M" and e["tid"] == s["tid"]]
+    assert track[0]["args"]["name"] == "event-loop stalls"
