@@ -87,6 +87,21 @@ def test_dump_text_known_stack(known_stack: subprocess.Popen[str]) -> None:
     ]
 
 
+def child_pids(pid: int) -> list[int]:
+    """The direct children of pid, from /proc."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            out.append(int(entry.name))
+    return out
+
+
 def _export(path: Path) -> dict:
     done = cli("report", str(path), "--format", "json", "-o", str(path) + ".json")
     assert done.returncode == 0, done.stderr
@@ -308,7 +323,9 @@ def test_attach_usage_errors() -> None:
 
 def test_attach_subprocesses_uvicorn_workers(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """uvicorn --workers 2: attached to the supervisor, both workers are sampled, each
-    labelled with its pid, and each one's samples have the hot function."""
+    thread's tree labelled with its pid and named with it; the hot function is in the
+    samples of the workers that got requests (the kernel may hand every keep-alive
+    connection to one of them)."""
     server = serve("spyapp:app", cwd=APPS, health="/health", args=("--workers", "2"))
     load = subprocess.Popen(
         [str(Path(apiprof.__file__).parent / "bin" / "apiprof-load"), "-c", "4", "-t", "1",
@@ -317,7 +334,8 @@ def test_attach_subprocesses_uvicorn_workers(serve, tmp_path: Path) -> None:  # 
     try:
         time.sleep(0.5)
         out = tmp_path / "workers.apiprof"
-        done = cli("attach", str(server.proc.pid), "-d", "3", "-o", str(out), "--subprocesses")
+        done = cli("attach", str(server.proc.pid), "-d", "3", "-o", str(out), "--subprocesses",
+                   "--idle")
     finally:
         load.kill()
         load.wait()
@@ -325,14 +343,21 @@ def test_attach_subprocesses_uvicorn_workers(serve, tmp_path: Path) -> None:  # 
     export = _export(out)
     pids = export["meta"]["sampled_pids"].split(",")
     assert pids[0] == str(server.proc.pid) and len(pids) >= 3, pids
+    workers = {str(c) for c in child_pids(server.proc.pid)
+               if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()}
+    assert len(workers) == 2 and workers <= set(pids), (workers, pids)
     frames = export["frames"]
-    hot_pids = set()
+    sampled: dict[str, int] = {}
+    hot = 0
     for tree in export["threads"]:
-        burn = [n for n in tree["nodes"] if frames[n["frame"]]["qualname"] == "burn"]
-        if any(n.get("samples", 0) for n in burn):
-            hot_pids.add(tree["labels"]["pid"])
-    workers = set(pids[1:])
-    assert len(hot_pids & workers) == 2, (hot_pids, pids)
+        pid = tree["labels"]["pid"]
+        samples = sum(n.get("samples", 0) for n in tree["nodes"])
+        sampled[pid] = sampled.get(pid, 0) + samples
+        if pid in workers and tree["labels"]["thread"] == f"MainThread [pid {pid}]":
+            hot += sum(n.get("samples", 0) for n in tree["nodes"]
+                       if frames[n["frame"]]["qualname"] == "burn")
+    assert all(sampled.get(w, 0) >= 100 for w in workers), sampled
+    assert hot >= 100, hot
 
 
 def test_top_not_a_tty(known_stack: subprocess.Popen[str]) -> None:
