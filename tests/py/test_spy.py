@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -378,3 +379,30 @@ def test_top_not_a_tty(known_stack: subprocess.Popen[str]) -> None:
         spin = next(k for k in rows if k.startswith("spin ("))
         assert rows[spin][1] >= 90, rows
     assert "\x1b[" not in done.stdout
+
+
+def test_attach_sigint_stops_and_writes(known_stack: subprocess.Popen[str],
+                                        tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to apiprof attach alone: it passes it on) ends the run, the profile
+    is written and the exit status is 0."""
+    out = tmp_path / "int.apiprof"
+    attach = subprocess.Popen([*APIPROF, "attach", str(known_stack.pid), "-o", str(out)],
+                              stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    # Ctrl-C comes once the sampler runs (a SIGINT during the CLI's imports is Python's).
+    deadline = time.monotonic() + 30
+    while not any("apiprof-spy" in Path(f"/proc/{c}/cmdline").read_text(errors="replace")
+                  for c in child_pids(attach.pid)):
+        assert time.monotonic() < deadline and attach.poll() is None
+        time.sleep(0.05)
+    time.sleep(0.5)
+    attach.send_signal(signal.SIGINT)
+    _, err = attach.communicate(timeout=30)
+    assert attach.returncode == 0, err
+    assert f"wrote {out}" in err
+    export = _export(out)
+    assert export["meta"]["target_exited"] == "0"
+    assert int(export["meta"]["sample_ticks"]) >= 20
+    frames = export["frames"]
+    spin = [n.get("samples", 0) for t in export["threads"] for n in t["nodes"]
+            if frames[n["frame"]]["qualname"] == "spin"]
+    assert sum(spin) >= 1, spin
