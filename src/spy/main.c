@@ -658,7 +658,7 @@ static int top_print(recorder *r, uint64_t ticks, double elapsed) {
     for (size_t i = 0; i < ft.nrows && i < TOP_ROWS; i++) {
         const ap_func_row *row = &ft.rows[i];
         const ap_frame *f = ap_prof_frame(r->prof, row->frame);
-        printf("%s\n {\"qualname\": ", i ? "," : "");
+        printf("%s{\"qualname\": ", i ? ", " : "");
         json_str(stdout, ap_prof_str(r->prof, f->qualname));
         printf(", \"file\": ");
         json_str(stdout, ap_prof_str(r->prof, f->file));

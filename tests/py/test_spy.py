@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -85,6 +86,21 @@ def test_dump_text_known_stack(known_stack: subprocess.Popen[str]) -> None:
         f"outer ({KNOWN}:{marker_line(KNOWN, 'CALL-MIDDLE')})",
         f"<module> ({KNOWN}:{marker_line(KNOWN, 'CALL-OUTER')})",
     ]
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of pid, from /proc."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            out.append(int(entry.name))
+    return out
 
 
 def _export(path: Path) -> dict:
@@ -308,7 +324,9 @@ def test_attach_usage_errors() -> None:
 
 def test_attach_subprocesses_uvicorn_workers(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """uvicorn --workers 2: attached to the supervisor, both workers are sampled, each
-    labelled with its pid, and each one's samples have the hot function."""
+    thread's tree labelled with its pid and named with it; the hot function is in the
+    samples of the workers that got requests (the kernel may hand every keep-alive
+    connection to one of them)."""
     server = serve("spyapp:app", cwd=APPS, health="/health", args=("--workers", "2"))
     load = subprocess.Popen(
         [str(Path(apiprof.__file__).parent / "bin" / "apiprof-load"), "-c", "4", "-t", "1",
@@ -317,7 +335,8 @@ def test_attach_subprocesses_uvicorn_workers(serve, tmp_path: Path) -> None:  # 
     try:
         time.sleep(0.5)
         out = tmp_path / "workers.apiprof"
-        done = cli("attach", str(server.proc.pid), "-d", "3", "-o", str(out), "--subprocesses")
+        done = cli("attach", str(server.proc.pid), "-d", "3", "-o", str(out), "--subprocesses",
+                   "--idle")
     finally:
         load.kill()
         load.wait()
@@ -325,14 +344,21 @@ def test_attach_subprocesses_uvicorn_workers(serve, tmp_path: Path) -> None:  # 
     export = _export(out)
     pids = export["meta"]["sampled_pids"].split(",")
     assert pids[0] == str(server.proc.pid) and len(pids) >= 3, pids
+    workers = {str(c) for c in child_pids(server.proc.pid)
+               if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()}
+    assert len(workers) == 2 and workers <= set(pids), (workers, pids)
     frames = export["frames"]
-    hot_pids = set()
+    sampled: dict[str, int] = {}
+    hot = 0
     for tree in export["threads"]:
-        burn = [n for n in tree["nodes"] if frames[n["frame"]]["qualname"] == "burn"]
-        if any(n.get("samples", 0) for n in burn):
-            hot_pids.add(tree["labels"]["pid"])
-    workers = set(pids[1:])
-    assert len(hot_pids & workers) == 2, (hot_pids, pids)
+        pid = tree["labels"]["pid"]
+        samples = sum(n.get("samples", 0) for n in tree["nodes"])
+        sampled[pid] = sampled.get(pid, 0) + samples
+        if pid in workers and tree["labels"]["thread"] == f"MainThread [pid {pid}]":
+            hot += sum(n.get("samples", 0) for n in tree["nodes"]
+                       if frames[n["frame"]]["qualname"] == "burn")
+    assert all(sampled.get(w, 0) >= 100 for w in workers), sampled
+    assert hot >= 100, hot
 
 
 def test_top_not_a_tty(known_stack: subprocess.Popen[str]) -> None:
@@ -353,3 +379,30 @@ def test_top_not_a_tty(known_stack: subprocess.Popen[str]) -> None:
         spin = next(k for k in rows if k.startswith("spin ("))
         assert rows[spin][1] >= 90, rows
     assert "\x1b[" not in done.stdout
+
+
+def test_attach_sigint_stops_and_writes(known_stack: subprocess.Popen[str],
+                                        tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to apiprof attach alone: it passes it on) ends the run, the profile
+    is written and the exit status is 0."""
+    out = tmp_path / "int.apiprof"
+    attach = subprocess.Popen([*APIPROF, "attach", str(known_stack.pid), "-o", str(out)],
+                              stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    # Ctrl-C comes once the sampler runs (a SIGINT during the CLI's imports is Python's).
+    deadline = time.monotonic() + 30
+    while not any("apiprof-spy" in Path(f"/proc/{c}/cmdline").read_text(errors="replace")
+                  for c in child_pids(attach.pid)):
+        assert time.monotonic() < deadline and attach.poll() is None
+        time.sleep(0.05)
+    time.sleep(0.5)
+    attach.send_signal(signal.SIGINT)
+    _, err = attach.communicate(timeout=30)
+    assert attach.returncode == 0, err
+    assert f"wrote {out}" in err
+    export = _export(out)
+    assert export["meta"]["target_exited"] == "0"
+    assert int(export["meta"]["sample_ticks"]) >= 20
+    frames = export["frames"]
+    spin = [n.get("samples", 0) for t in export["threads"] for n in t["nodes"]
+            if frames[n["frame"]]["qualname"] == "spin"]
+    assert sum(spin) >= 1, spin
