@@ -323,3 +323,41 @@ AP_TEST(findings_slowest_by_p95) {
     }
     ap_prof_free(p);
 }
+
+/* A route with little work but the slowest p95: a finding of its own, said once. */
+AP_TEST(findings_slowest_by_p95_alone) {
+    ap_prof *p = app_profile();
+    if (!AP_CHECK(p != NULL))
+        return;
+    ap_label l = {s_(p, "route"), s_(p, "GET /tiny")};
+    ap_tree *t = ap_prof_tree_new(p, &l, 1);
+    if (!AP_CHECK(t != NULL))
+        return;
+    ap_tree_root(t)->m[AP_M_CALLS] = 3;
+    at(t, (ap_frame_id[]){fr(p, "tiny", "/srv/app/main.py", 300, AP_FRAME_PYTHON)}, 1, 3, 1 * MS,
+       1 * MS, 0);
+    ap_hist *tiny = ap_prof_latency(p, s_(p, "GET /tiny")), *slow = ap_prof_latency(p, s_(p, "GET /slow"));
+    if (!AP_CHECK(tiny != NULL && slow != NULL))
+        return;
+    for (int i = 0; i < 3; i++)
+        ap_hist_record(tiny, 900 * MS);
+    ap_hist_record(slow, 150 * MS);
+    ap_finding *fs;
+    size_t n;
+    if (!AP_CHECK(ap_findings_build(p, NULL, &fs, &n) == 0))
+        return;
+    AP_CHECK(find(fs, n, AP_FK_SLOW_ROUTE, "GET /tiny", p) == NULL);
+    const ap_finding *s = find(fs, n, AP_FK_SLOW_LATENCY, NULL, p);
+    if (AP_CHECK(s != NULL)) {
+        AP_CHECK(strcmp(ap_prof_str(p, s->route), "GET /tiny") == 0);
+        AP_CHECK_EQ_U64(s->count, 3);
+        AP_CHECK(s->value >= 900 * MS - 900 * MS / 256 && s->value <= 900 * MS + 900 * MS / 256);
+        AP_CHECK(strstr(s->message, "next is GET /slow, p95 150 ms") != NULL);
+    }
+    size_t said = 0;
+    for (size_t i = 0; i < n; i++)
+        said += strstr(fs[i].message, "p95") != NULL;
+    AP_CHECK_EQ_U64(said, 1);
+    free(fs);
+    ap_prof_free(p);
+}

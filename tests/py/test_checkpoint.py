@@ -79,6 +79,8 @@ def assert_every_format_reads(out: Path, tmp_path: Path) -> None:
         assert r.returncode == 0, (fmt, r.stderr)
         assert f"{out} was cut: checkpoint" in r.stderr, fmt
         assert (tmp_path / f"r.{fmt}").stat().st_size > 0, fmt
+    # the text report itself says so, not only the command's stderr
+    assert "\ncut: checkpoint of a run that had not ended" in (tmp_path / "r.text").read_text()
 
 
 def test_sigkill_after_25_s_under_traffic_keeps_the_first_10_s_by_default(tmp_path):

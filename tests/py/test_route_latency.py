@@ -66,11 +66,9 @@ def test_counts_and_percentiles_of_each_route(profile):
     # asyncio.sleep may fire up to the clock's resolution early: 1 ms of slack below
     assert within(w["p50_ns"], WAIT_NS - 1_000_000, 3 * WAIT_NS), w
     assert w["p95_ns"] == w["p99_ns"] and within(w["max_ns"], w["p95_ns"], w["p95_ns"])
-    # ordering: /wait is the slowest by p95 though its work is the smallest of them
+    # ordering: /wait is the slowest by p95, the CPU routes have more work
     by_p95 = sorted(routes.values(), key=lambda r: -r["latency"]["p95_ns"])
     assert by_p95[0]["route"] == "GET /wait"
-    assert routes["GET /wait"]["work_ns"] < min(routes[r]["work_ns"] for r in
-                                                 ("GET /cpu1", "GET /cpu2", "GET /cpu3"))
 
 
 def test_json_export_reads_back_the_same_histograms(profile, tmp_path):
@@ -101,12 +99,16 @@ def test_text_report_and_findings(profile):
                                                 "/cpu2": str(CPU), "/cpu3": str(CPU),
                                                 "/wait": str(WAITS)}
     findings = _core.load(str(profile)).findings()
-    slow_p95 = [f for f in findings if f["kind"] == "slow_latency"]
-    assert len(slow_p95) == 1 and slow_p95[0]["route"] == "GET /wait"
-    assert slow_p95[0]["count"] == WAITS
-    assert within(slow_p95[0]["value"], WAIT_NS - 1_000_000, 3 * WAIT_NS)
-    # said once: no slow-route finding of /wait repeats it
-    assert not any("p95" in f["message"] for f in findings if f["kind"] != "slow_latency")
+    # said once: a finding of its own, or within /wait's slow-route finding when its work
+    # makes it one (the work of an await differs by Python version), never both
+    said = [f for f in findings if "p95" in f["message"]]
+    assert len(said) == 1 and said[0]["route"] == "GET /wait", said
+    if said[0]["kind"] == "slow_latency":
+        assert said[0]["count"] == WAITS
+        assert within(said[0]["value"], WAIT_NS - 1_000_000, 3 * WAIT_NS)
+    else:
+        assert said[0]["kind"] == "slow_route"
+        assert "the slowest route by p95 latency" in said[0]["message"]
 
 
 def test_html_overview_route_table(profile, tmp_path):

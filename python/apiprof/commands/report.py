@@ -22,9 +22,9 @@ from .. import _core
 from .._findings import format_findings, format_routes
 from .._lines import format_lines, is_line_profile
 from .._output import output_path
-from .._profile_file import load_profile
+from .._profile_file import CUT_META, load_profile
 from .._profiler import SORT_KEYS, clock_note, format_table
-from .._table import format_ns
+from .._table import format_ns, printable
 from ..errors import UsageError
 
 FORMATS = ("html", "svg", "dot", "speedscope", "pprof", "collapsed", "callgrind", "chrome",
@@ -127,6 +127,9 @@ def run_text(args: argparse.Namespace, fmt: str = "text") -> int:
         header = (f"apiprof: {args.file} (clock: {profile.meta.get('clock', '?')}"
                   f"{'' if args.phase is None else ', phase: ' + args.phase}"
                   f"{'' if args.metric is None else ', metric: ' + args.metric})\n")
+        cut = profile.meta.get(CUT_META, "")
+        if cut:   # a checkpoint of a run that did not end: the report says what it lacks
+            header += f"cut: {printable(cut)}\n"
         routes = format_routes(profile.routes())
         text = (header + "\n" + format_findings(profile.findings(), TEXT_FINDINGS) + "\n"
                 + (routes + "\n" if routes else "")
