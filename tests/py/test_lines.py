@@ -426,7 +426,7 @@ for _ in range(3):
     hot()
     lukewarm()
     cold()
-    json.dumps({"a": list(range(20000))})
+    json.dumps({"a": list(range(2000))})
 """
 
 

@@ -377,7 +377,9 @@ def test_top_not_a_tty(known_stack: subprocess.Popen[str]) -> None:
         leaf = f"leaf ({KNOWN.name}:{marker_line(KNOWN, 'WAIT') - 3})"
         assert rows[leaf][1] >= 90, rows
         spin = next(k for k in rows if k.startswith("spin ("))
-        assert rows[spin][1] >= 90, rows
+        # A read torn by the spinning thread's own frame changes drops that tick of its
+        # thread (docs/sampler.md): on a loaded machine about one in ten.
+        assert rows[spin][1] >= 80, rows
     assert "\x1b[" not in done.stdout
 
 
