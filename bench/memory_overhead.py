@@ -19,7 +19,6 @@ dependency); if it does not install it is left out and named.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -33,6 +32,7 @@ from typing import Any
 
 import apiprof
 from _peers import ensure_peers
+from trace_overhead import make_fastapi_loop, run_baseline
 
 PEERS = {"memray": "memray"}
 
@@ -83,41 +83,7 @@ def make_pydantic(models: int) -> Callable[[], Any]:
     return validate
 
 
-def make_fastapi_loop(requests: int) -> Callable[[], Any]:
-    import httpx
-    from fastapi import FastAPI
-    from pydantic import BaseModel
-
-    class Item(BaseModel):
-        id: int
-        name: str
-        tags: list[str]
-
-    app = FastAPI()
-
-    @app.get("/items/{item_id}", response_model=Item)
-    async def get_item(item_id: int, q: str = ""):
-        return Item(id=item_id, name=f"item {item_id}{q}", tags=["a", "b", str(item_id % 7)])
-
-    async def loop() -> int:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-            n = 0
-            for i in range(requests):
-                r = await client.get(f"/items/{i}", params={"q": "x"})
-                n += r.status_code == 200
-            return n
-
-    return lambda: asyncio.run(loop())
-
-
 # ---- tools --------------------------------------------------------------------------
-
-
-def run_baseline(fn: Callable[[], Any]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def run_tracemalloc(frames: int) -> Callable[[Callable[[], Any]], float]:
