@@ -119,10 +119,15 @@ static int cmd_dump(pid_t pid, int json) {
     static spy_thread threads[SPY_MAX_THREADS];
     size_t n = 0;
     int rc = -1;
-    for (int attempt = 0; attempt < 20 && rc != 0; attempt++) {
+    /* Read again while a read or a thread's stack was torn (it changed meanwhile). */
+    int torn = 1;
+    for (int attempt = 0; attempt < 50 && (rc != 0 || torn); attempt++) {
         rc = spy_sample(&t, threads, SPY_MAX_THREADS, &n);
         if (rc != 0 && spy_fail_last() != SPY_FAIL_TORN)
             break;
+        torn = 0;
+        for (size_t i = 0; rc == 0 && i < n; i++)
+            torn |= threads[i].torn;
     }
     if (rc != 0) {
         int st = fail_exit(pid);

@@ -301,6 +301,9 @@ static int walk_frames(spy_target *t, uint64_t frame, spy_thread *th) {
     if (end > sizeof buf)
         return ap_err_set(AP_EINVAL, "frame layout out of range");
     size_t hops = 0;
+    /* From 3.12 every chain ends at an entry frame (owned by the C stack or the
+     * interpreter): a chain that ends elsewhere was read while the thread changed it. */
+    int has_entry = l->owner_cstack != 255 || l->owner_interpreter != 255, bottom = 1;
     while (frame && hops++ < 4 * SPY_MAX_DEPTH) {
         if (th->nframes == SPY_MAX_DEPTH) {
             th->truncated = 1;
@@ -314,7 +317,8 @@ static int walk_frames(spy_target *t, uint64_t frame, spy_thread *th) {
         unsigned owner = buf[l->fr_owner];
         uint64_t code = u64_at(buf, l->fr_code), instr = u64_at(buf, l->fr_instr);
         frame = u64_at(buf, l->fr_previous);
-        if (owner == l->owner_cstack || owner == l->owner_interpreter)
+        bottom = owner == l->owner_cstack || owner == l->owner_interpreter;
+        if (bottom)
             continue;
         if (l->code_tagged)
             code &= ~(uint64_t)7;
@@ -333,6 +337,8 @@ static int walk_frames(spy_target *t, uint64_t frame, spy_thread *th) {
         th->frames[th->nframes].line = spy_line_of(c->linetable, c->linetable_len, c->firstlineno, off);
         th->nframes++;
     }
+    if (frame == 0 && has_entry && !bottom)
+        goto torn;
     return 0;
 torn:
     /* A stack with a hole would put its inner frames under the wrong callers. */
