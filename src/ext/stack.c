@@ -1,6 +1,8 @@
 /* stack.c -- per-thread state of a session: making thread states, naming them, growing stacks, closing them at stop, moving them between trees. */
 #include "stack.h"
 
+#include <string.h>
+
 #include "ap_clock.h"
 #include "ap_err.h"
 
@@ -85,15 +87,20 @@ apext_thread *apext_stack_thread_new(apext_session *s) {
     return ts;
 }
 
+/* A new block, a copy, then the old block freed: never a realloc, because an
+ * allocation hook (memory.c) reads this stack while the allocation is made. */
 int apext_stack_grow(apext_session *s, apext_thread *ts) {
-    char *st = PyMem_RawRealloc(ts->stack, 2 * ts->cap * ts->esize);
+    char *st = PyMem_RawMalloc(2 * ts->cap * ts->esize);
     if (st == NULL) {
         ap_err_set(AP_ENOMEM, "out of memory");
         apext_session_fail(s, "stack");
         return -1;
     }
+    memcpy(st, ts->stack, ts->cap * ts->esize);
+    char *old = ts->stack;
     ts->stack = st;
     ts->cap *= 2;
+    PyMem_RawFree(old);
     return 0;
 }
 
