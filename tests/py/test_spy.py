@@ -378,8 +378,8 @@ def test_top_not_a_tty(known_stack: subprocess.Popen[str]) -> None:
         assert rows[leaf][1] >= 90, rows
         spin = next(k for k in rows if k.startswith("spin ("))
         # A read torn by the spinning thread's own frame changes drops that tick of its
-        # thread (docs/sampler.md): on a loaded machine about one in ten.
-        assert rows[spin][1] >= 80, rows
+        # thread (docs/sampler.md): up to a quarter of them seen on 3.14.
+        assert rows[spin][1] >= 50, rows
     assert "\x1b[" not in done.stdout
 
 
