@@ -71,14 +71,6 @@ const char *ap_finding_severity_name(unsigned severity) {
 
 /* ---- classes ---------------------------------------------------------------------- */
 
-static const char *qualname_of(const ap_prof *p, ap_frame_id f) {
-    const ap_frame *fr = ap_prof_frame(p, f);
-    if (fr == NULL)
-        return "";
-    const char *q = ap_prof_str(p, fr->qualname);
-    return q[0] ? q : ap_prof_str(p, fr->name);
-}
-
 /* Code made at run time ("<string>", "<sqlalchemy generated ...>"): it is
  * the work of whoever called it. */
 static int is_generated_file(const char *file) {
@@ -180,7 +172,7 @@ static const char *bytes_str(char *buf, size_t n, uint64_t v) {
 /* "name (file:line)" of a frame for a sentence; C functions by name only. */
 static const char *where(const ap_prof *p, ap_frame_id f, char *buf, size_t n) {
     const ap_frame *fr = ap_prof_frame(p, f);
-    const char *q = qualname_of(p, f);
+    const char *q = ap_prof_frame_qualname(p, f);
     if (fr == NULL || fr->kind != AP_FRAME_PYTHON) {
         snprintf(buf, n, "%s", q);
         return buf;
@@ -494,7 +486,7 @@ static const char *const hop_calls[] = {
 };
 
 static int is_hop_call(const ap_prof *p, ap_frame_id f) {
-    const char *q = qualname_of(p, f);
+    const char *q = ap_prof_frame_qualname(p, f);
     for (size_t i = 0; i < sizeof hop_calls / sizeof hop_calls[0]; i++)
         if (strcmp(q, hop_calls[i]) == 0)
             return 1;
@@ -838,7 +830,7 @@ static int loop_threads(ctx *c, ap_map *threads) {
             continue;
         for (size_t i = 1; i < ap_tree_nnodes(tree); i++) {
             const ap_node *n = ap_tree_node(tree, (ap_node_id)i);
-            const char *q = qualname_of(c->p, n->frame);
+            const char *q = ap_prof_frame_qualname(c->p, n->frame);
             if (n->m[AP_M_AWAIT_NS] > 0 || strcmp(q, "BaseEventLoop._run_once") == 0 ||
                 strstr(q, "Loop.run_forever") != NULL ||
                 strstr(q, "Loop.run_until_complete") != NULL) {
@@ -1041,7 +1033,7 @@ static int lock_contention(ctx *c) {
         for (size_t i = 1; rc == 0 && i < ap_tree_nnodes(tree); i++) {
             const ap_node *nd = ap_tree_node(tree, (ap_node_id)i);
             const ap_frame *fr = ap_prof_frame(c->p, nd->frame);
-            if (fr->kind != AP_FRAME_OTHER || strcmp(qualname_of(c->p, nd->frame), "<lock wait>") != 0)
+            if (fr->kind != AP_FRAME_OTHER || strcmp(ap_prof_frame_qualname(c->p, nd->frame), "<lock wait>") != 0)
                 continue;
             size_t k = 0;
             while (k < n && (acc[k].route != route || acc[k].wait != nd->frame))
@@ -1089,7 +1081,7 @@ static int lock_contention(ctx *c) {
             "%s%s%s waited %s to acquire a lock at %s:%u (%llu waits, %s each), off the CPU: "
             "the requests queue on that lock",
             acc[k].route ? ap_prof_str(c->p, acc[k].route) : "", acc[k].route ? ": " : "",
-            acc[k].func ? qualname_of(c->p, acc[k].func) : "the code", dur(d1, sizeof d1, (double)acc[k].ns),
+            acc[k].func ? ap_prof_frame_qualname(c->p, acc[k].func) : "the code", dur(d1, sizeof d1, (double)acc[k].ns),
             tail, w->line, (unsigned long long)acc[k].count,
             dur(d2, sizeof d2, (double)acc[k].ns / (double)(acc[k].count ? acc[k].count : 1)));
     }
@@ -1125,7 +1117,7 @@ static const char *const pool_hops[] = {
 };
 
 static int is_pool_hop(const ap_prof *p, ap_frame_id f) {
-    const char *q = qualname_of(p, f);
+    const char *q = ap_prof_frame_qualname(p, f);
     for (size_t i = 0; i < sizeof pool_hops / sizeof pool_hops[0]; i++)
         if (strcmp(q, pool_hops[i]) == 0)
             return 1;
@@ -1435,7 +1427,7 @@ int ap_findings_json(ap_prof *p, const ap_prof *lines, ap_sbuf *out) {
             ap_sbuf_puts(out, "null");
         ap_sbuf_puts(out, ", \"function\": ");
         if (f->frame != 0)
-            ap_sbuf_json_str(out, qualname_of(p, f->frame));
+            ap_sbuf_json_str(out, ap_prof_frame_qualname(p, f->frame));
         else
             ap_sbuf_puts(out, "null");
         ap_sbuf_puts(out, ", \"file\": ");
@@ -1451,7 +1443,7 @@ int ap_findings_json(ap_prof *p, const ap_prof *lines, ap_sbuf *out) {
                        (unsigned long long)f->count);
         for (size_t k = 0; k < f->npath; k++) {
             ap_sbuf_puts(out, k ? ", " : "");
-            ap_sbuf_json_str(out, qualname_of(p, f->path[k]));
+            ap_sbuf_json_str(out, ap_prof_frame_qualname(p, f->path[k]));
         }
         ap_sbuf_puts(out, "], \"message\": ");
         ap_sbuf_json_str(out, f->message);

@@ -172,6 +172,14 @@ const ap_frame *ap_prof_frame(const ap_prof *p, ap_frame_id id) {
     return id < p->nframes ? &p->frames[id] : NULL;
 }
 
+const char *ap_prof_frame_qualname(const ap_prof *p, ap_frame_id id) {
+    const ap_frame *fr = ap_prof_frame(p, id);
+    if (fr == NULL)
+        return "";
+    const char *q = ap_prof_str(p, fr->qualname);
+    return q[0] ? q : ap_prof_str(p, fr->name);
+}
+
 size_t ap_prof_nframes(const ap_prof *p) {
     return p->nframes;
 }

@@ -175,6 +175,10 @@ size_t ap_prof_nstrs(const ap_prof *p);
 /* Frames: the frame of id (NULL for an unknown id) and the number of frames.
  * Can't fail. */
 const ap_frame *ap_prof_frame(const ap_prof *p, ap_frame_id id);
+
+/* The frame's qualname, or its name when it has none; "" for an unknown id.
+ * Can't fail. */
+const char *ap_prof_frame_qualname(const ap_prof *p, ap_frame_id id);
 size_t ap_prof_nframes(const ap_prof *p);
 
 /* The function-level frame of frame id: the same frame with lineno 0,

@@ -263,21 +263,13 @@ bad:
 
 /* ---- classifying -------------------------------------------------------------------- */
 
-static const char *qualname_of(const ap_prof *p, ap_frame_id f) {
-    const ap_frame *fr = ap_prof_frame(p, f);
-    if (fr == NULL)
-        return "";
-    const char *q = ap_prof_str(p, fr->qualname);
-    return q[0] ? q : ap_prof_str(p, fr->name);
-}
-
 static int row_matches(const ap_prof *p, const ap_wait_rule *w, ap_frame_id f, ap_frame_id parent) {
     const ap_frame *fr = ap_prof_frame(p, f);
-    if (fr == NULL || !ap_wait_match(w->frame, qualname_of(p, f)))
+    if (fr == NULL || !ap_wait_match(w->frame, ap_prof_frame_qualname(p, f)))
         return 0;
     if (w->file != NULL && strstr(ap_prof_str(p, fr->file), w->file) == NULL)
         return 0;
-    return w->parent == NULL || (parent != 0 && ap_wait_match(w->parent, qualname_of(p, parent)));
+    return w->parent == NULL || (parent != 0 && ap_wait_match(w->parent, ap_prof_frame_qualname(p, parent)));
 }
 
 /* The first row (user ones first) that names frame f under parent, or NULL. */
