@@ -17,6 +17,8 @@ PYBIN = $(shell scripts/find-python.sh $(PYTHON))
 BUILD_ARGS := -Csetup-args=-Dwerror=true
 VERSIONS := 3.11 3.12 3.13 3.14 3.15
 ASAN_VENV := .venv-asan
+# pytest workers (pytest-xdist): one per core by default; PYTEST_JOBS=0 runs the tests in one process.
+PYTEST_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 SAN_BUILD_ARGS := -Csetup-args=-Db_sanitize=address,undefined -Csetup-args=-Db_lundef=false \
   -Csetup-args=-Dbuildtype=debugoptimized -Csetup-args=-Db_ndebug=false \
   "-Csetup-args=-Dc_args=-fno-sanitize-recover=all -fno-omit-frame-pointer"
@@ -89,7 +91,7 @@ lint: venv
 	$(VENV)/bin/ruff check python tests bench examples
 
 test-py: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(PYTEST_JOBS)
 
 test: system-deps test-c lint test-py
 
@@ -109,7 +111,7 @@ sanitize: system-deps
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 build/asan-c/test_core
 	PATH=$(CURDIR)/$(ASAN_VENV)/bin:$$PATH $(ASAN_VENV)/bin/python -m pip install -q --no-build-isolation --no-deps $(BUILD_ARGS) \
 	  $(SAN_BUILD_ARGS) .
-	$(SAN_ENV) $(ASAN_VENV)/bin/python -m pytest -q -p no:cacheprovider
+	$(SAN_ENV) $(ASAN_VENV)/bin/python -m pytest -q -p no:cacheprovider -n $(PYTEST_JOBS)
 
 # Instruction counts under callgrind (bench/instructions.py): apiprof beside its peers, per
 # Python (PYTHON=python3.12 ...); the tables go to bench/RESULTS.md by hand.
@@ -123,8 +125,10 @@ bench: install
 	$(PY) bench/middleware_overhead.py
 	$(PY) bench/report_speed.py
 
-# libFuzzer on the native reader and every report writer (tests/fuzz/README.md).
+# libFuzzer (tests/fuzz/README.md): FUZZ_SECONDS on the native reader and every report
+# writer, FUZZ_SPY_SECONDS on apiprof-spy's location-table reader.
 FUZZ_SECONDS ?= 60
+FUZZ_SPY_SECONDS ?= 15
 fuzz: install
 	@command -v clang >/dev/null || { echo "make fuzz needs clang (apt-get install clang)"; exit 2; }
 	mkdir -p build/fuzz/corpus
@@ -138,6 +142,11 @@ fuzz: install
 	  profiles.write(profiles.big_spec(300), d / 'big'); \
 	  from apiprof import _core; (d / 'shop.json').write_bytes(bytes(_core.load(str(d / 'shop')).json()))"
 	cd build/fuzz && ./fuzz_report -max_total_time=$(FUZZ_SECONDS) -max_len=65536 corpus
+	clang -g -O1 -D_GNU_SOURCE -std=c11 -fsanitize=fuzzer,address,undefined -Isrc/core -Isrc/spy \
+	  tests/fuzz/fuzz_spy.c src/spy/spy_py.c src/spy/spy_proc.c src/spy/spy_layout.c \
+	  $$(ls src/core/*.c) build/fuzz/ap_assets.c -lz -lm -lpthread -o build/fuzz/fuzz_spy
+	mkdir -p build/fuzz/corpus-spy
+	cd build/fuzz && ./fuzz_spy -max_total_time=$(FUZZ_SPY_SECONDS) -max_len=4096 corpus-spy
 
 clean:
 	rm -rf build reports .venv .venv-* .pytest_cache
