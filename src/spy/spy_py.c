@@ -1,6 +1,7 @@
 /* spy_py.c -- the CPython of another process: version, thread states, frames, lines. */
 #include "spy_py.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -256,6 +257,8 @@ static int64_t svarint(const uint8_t **p, const uint8_t *end) {
     return u & 1 ? -(int64_t)(u >> 1) : (int64_t)(u >> 1);
 }
 
+#define LINE_CLAMP ((int64_t)1 << 40)
+
 int spy_line_of(const uint8_t *table, size_t len, uint32_t firstlineno, int64_t offset) {
     /* Entries cover runs of code units (2 bytes); each starts with a byte whose top bit
      * is set: bits 3-6 the form, bits 0-2 the run length - 1. */
@@ -278,12 +281,14 @@ int spy_line_of(const uint8_t *table, size_t len, uint32_t firstlineno, int64_t 
             line += svarint(&p, end);          /* no columns */
         } else if (form >= 10) {
             line += form - 10;                 /* one-line form, two column bytes */
-            p += 2;
-        } else {
+            p += end - p < 2 ? end - p : 2;
+        } else if (p < end) {
             p += 1;                            /* short form: same line, one column byte */
         }
+        /* A delta is under 2^61: clamping keeps a corrupt table from overflowing. */
+        line = line > LINE_CLAMP ? LINE_CLAMP : line < -LINE_CLAMP ? -LINE_CLAMP : line;
         if (unit >= addr && unit < addr + run)
-            return known && line > 0 ? (int)line : -1;
+            return known && line > 0 && line <= INT_MAX ? (int)line : -1;
         addr += run;
         while (p < end && !(*p & 0x80))
             p++;                               /* a malformed entry: resynchronise */

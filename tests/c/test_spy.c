@@ -1,0 +1,185 @@
+/* test_spy.c -- unit tests of apiprof-spy's pieces that need no target: location tables of 3.11-3.15, reads of this process, its /proc files. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include "ap_test.h"
+#include "spy_proc.h"
+#include "spy_py.h"
+
+/* Location tables of one function compiled by each supported CPython, and the line of
+ * each of its code units as co_lines() gives it (-1: no line).  Made by
+ * `pythonX.Y tests/c/linetables.py`; the format is the same from 3.11 to 3.15, the
+ * tables are not. */
+/* Python 3.11.7: sample() of tests/c/linetables.py, first line 5. */
+static const uint8_t v311_table[] = {128, 0, 216, 12, 13, 128, 69, 221, 16, 25, 152, 37, 209, 16, 32, 212, 16, 32, 240, 0, 10, 5, 18, 240, 0, 10, 5, 18, 137, 4, 136, 1, 136, 49, 216, 11, 12, 136, 57, 216, 12, 20, 240, 2, 5, 9, 23, 216, 12, 17, 149, 83, 152, 17, 145, 86, 148, 86, 216, 21, 22, 152, 17, 145, 85, 240, 0, 1, 17, 18, 144, 1, 144, 1, 216, 16, 17, 241, 5, 2, 22, 19, 241, 0, 2, 13, 19, 136, 69, 136, 69, 248, 245, 6, 0, 16, 26, 240, 0, 1, 9, 23, 240, 0, 1, 9, 23, 240, 0, 1, 9, 23, 216, 12, 17, 144, 81, 137, 74, 136, 69, 136, 69, 136, 69, 240, 3, 1, 9, 23, 248, 248, 248, 224, 11, 12, 136, 117, 138, 57, 136, 57, 216, 12, 17, 136, 69, 240, 3, 0, 12, 21, 240, 4, 2, 12, 27, 240, 0, 2, 12, 27, 221, 21, 26, 152, 53, 145, 92, 148, 92, 240, 3, 2, 12, 27, 241, 0, 2, 12, 27, 244, 0, 2, 12, 27, 240, 0, 2, 5, 27};
+static const int v311_lines[] = {5, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 8, 8, 9, 10, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 12, 12, 12, 12, 12, 12, 12, 13, 11, 11, 11, 11, 11, 11, -1, 14, 14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 14, -1, -1, -1, 16, 16, 16, 16, 16, 16, 17, 17, 16, 18, 18, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19, 18, 18, 18, 18, 18, 18, 18, 18, 18};
+static const uint32_t v311_first = 5;
+/* Python 3.12.1: sample() of tests/c/linetables.py, first line 5. */
+static const uint8_t v312_table[] = {128, 0, 216, 12, 13, 128, 69, 220, 16, 25, 152, 37, 211, 16, 32, 242, 0, 10, 5, 18, 137, 4, 136, 1, 136, 49, 216, 11, 12, 136, 57, 216, 12, 20, 240, 2, 5, 9, 23, 216, 12, 17, 148, 83, 152, 17, 147, 86, 216, 21, 22, 152, 17, 146, 85, 145, 1, 216, 16, 17, 241, 5, 2, 22, 19, 241, 0, 2, 13, 19, 136, 69, 240, 10, 0, 12, 13, 136, 117, 139, 57, 217, 12, 17, 240, 21, 10, 5, 18, 244, 24, 0, 22, 27, 152, 53, 147, 92, 246, 3, 2, 12, 27, 216, 16, 17, 216, 15, 16, 144, 49, 137, 117, 152, 1, 138, 122, 242, 5, 0, 13, 14, 242, 0, 2, 12, 27, 240, 0, 2, 5, 27, 248, 244, 9, 0, 16, 26, 242, 0, 1, 9, 23, 216, 12, 17, 144, 81, 137, 74, 138, 69, 240, 3, 1, 9, 23, 252, 242, 8, 2, 12, 27};
+static const int v312_lines[] = {5, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 8, 8, 9, 10, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 12, 12, 12, 12, 12, 12, 12, 13, 11, 11, 11, 11, 11, 16, 16, 16, 16, 16, 16, 17, 17, 7, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19, 18, 18, 18, 18, 18, 18, 18, 19, 20, 20, 20, 20, 20, 20, 20, 20, 18, 18, 18, 18, 18, 18, 18, -1, 14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 14, -1, -1, -1, -1, -1, 18, 18, 18};
+static const uint32_t v312_first = 5;
+/* Python 3.13.0: sample() of tests/c/linetables.py, first line 5. */
+static const uint8_t v313_table[] = {128, 0, 216, 12, 13, 128, 69, 220, 16, 25, 152, 37, 214, 16, 32, 137, 4, 136, 1, 216, 11, 12, 137, 57, 217, 12, 20, 240, 2, 5, 9, 23, 216, 12, 17, 148, 83, 152, 17, 147, 86, 216, 21, 22, 152, 17, 151, 85, 145, 1, 216, 16, 17, 241, 5, 2, 22, 19, 241, 0, 2, 13, 19, 136, 69, 240, 10, 0, 12, 13, 141, 57, 217, 12, 17, 241, 21, 0, 17, 33, 244, 24, 0, 22, 27, 152, 53, 148, 92, 243, 3, 2, 12, 27, 217, 21, 33, 144, 1, 216, 15, 16, 144, 49, 137, 117, 152, 1, 137, 122, 247, 5, 0, 13, 14, 217, 21, 33, 241, 3, 2, 12, 27, 240, 0, 2, 5, 27, 248, 244, 9, 0, 16, 26, 243, 0, 1, 9, 23, 216, 12, 17, 144, 81, 137, 74, 138, 69, 240, 3, 1, 9, 23, 252, 242, 8, 2, 12, 27};
+static const int v313_lines[] = {5, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 8, 8, 8, 9, 9, 10, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 13, 11, 11, 11, 11, 11, 16, 16, 16, 16, 16, 16, 16, 17, 17, 7, 7, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19, 18, 18, 18, 18, 19, 19, 19, 20, 20, 20, 20, 20, 20, 20, 18, 18, 18, 18, 18, 18, 18, 18, 19, 19, 18, 18, 18, -1, 14, 14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 14, -1, -1, -1, -1, -1, 18, 18, 18};
+static const uint32_t v313_first = 5;
+/* Python 3.14.10: sample() of tests/c/linetables.py, first line 5. */
+static const uint8_t v314_table[] = {128, 0, 216, 12, 13, 128, 69, 220, 16, 25, 152, 37, 214, 16, 32, 137, 4, 136, 1, 216, 11, 12, 138, 57, 217, 12, 20, 240, 2, 5, 9, 23, 216, 12, 17, 148, 83, 152, 17, 147, 86, 216, 21, 22, 152, 17, 151, 85, 148, 85, 145, 1, 216, 16, 17, 245, 5, 2, 22, 19, 245, 0, 2, 13, 19, 136, 69, 240, 10, 0, 12, 13, 142, 57, 217, 12, 17, 241, 21, 0, 17, 33, 244, 24, 0, 22, 27, 152, 53, 148, 92, 243, 3, 2, 12, 27, 217, 21, 33, 144, 1, 216, 15, 16, 144, 49, 141, 117, 152, 1, 137, 122, 247, 5, 0, 13, 14, 136, 65, 217, 21, 33, 241, 3, 2, 12, 27, 240, 0, 2, 5, 27, 248, 244, 9, 0, 16, 26, 244, 0, 1, 9, 23, 216, 12, 17, 144, 81, 141, 74, 138, 69, 240, 3, 1, 9, 23, 252, 242, 8, 2, 12, 27};
+static const int v314_lines[] = {5, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 8, 8, 8, 8, 9, 9, 10, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 13, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 16, 16, 16, 16, 16, 16, 16, 16, 17, 17, 7, 7, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19, 18, 18, 18, 18, 19, 19, 19, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 18, 18, 18, 18, 18, 18, 18, 18, 18, 19, 19, 18, 18, 18, -1, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 14, -1, -1, -1, -1, -1, 18, 18, 18};
+static const uint32_t v314_first = 5;
+/* Python 3.15.2: sample() of tests/c/linetables.py, first line 5. */
+static const uint8_t v315_table[] = {129, 0, 216, 12, 13, 128, 69, 220, 16, 25, 152, 37, 215, 16, 32, 137, 4, 136, 1, 216, 11, 12, 138, 57, 217, 12, 20, 240, 2, 5, 9, 23, 216, 12, 17, 148, 83, 152, 17, 147, 86, 216, 21, 22, 152, 17, 151, 85, 148, 85, 145, 1, 216, 16, 17, 245, 5, 2, 22, 19, 245, 0, 2, 13, 19, 136, 69, 240, 10, 0, 12, 13, 142, 57, 218, 12, 17, 241, 21, 0, 17, 33, 244, 24, 0, 22, 27, 152, 53, 147, 92, 243, 3, 2, 12, 27, 219, 21, 33, 144, 1, 216, 15, 16, 144, 49, 141, 117, 152, 1, 137, 122, 247, 5, 0, 13, 14, 136, 65, 217, 21, 33, 241, 3, 2, 12, 27, 240, 0, 2, 5, 27, 248, 244, 9, 0, 16, 26, 244, 0, 1, 9, 23, 216, 12, 17, 144, 81, 141, 74, 138, 69, 240, 3, 1, 9, 23, 252, 242, 8, 2, 12, 27};
+static const int v315_lines[] = {5, 5, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 8, 8, 8, 8, 9, 9, 10, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 13, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 16, 16, 16, 16, 16, 16, 16, 16, 17, 17, 17, 7, 7, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19, 18, 18, 18, 18, 19, 19, 19, 19, 19, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 18, 18, 18, 18, 18, 18, 18, 18, 18, 19, 19, 18, 18, 18, -1, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 14, -1, -1, -1, -1, -1, 18, 18, 18};
+static const uint32_t v315_first = 5;
+
+typedef struct lt_case {
+    const char *version;
+    const uint8_t *table;
+    size_t len;
+    const int *lines;
+    size_t nunits;
+    uint32_t first;
+} lt_case;
+
+#define LT(v, name) {v, name##_table, sizeof name##_table, name##_lines, \
+                     sizeof name##_lines / sizeof name##_lines[0], name##_first}
+static const lt_case lt_cases[] = {
+    LT("3.11", v311), LT("3.12", v312), LT("3.13", v313), LT("3.14", v314), LT("3.15", v315),
+};
+#define NCASES (sizeof lt_cases / sizeof lt_cases[0])
+
+AP_TEST(spy_line_of_real_tables) {
+    for (size_t c = 0; c < NCASES; c++) {
+        const lt_case *k = &lt_cases[c];
+        unsigned bad = 0;
+        for (size_t u = 0; u < k->nunits; u++) {
+            int got = spy_line_of(k->table, k->len, k->first, (int64_t)u * 2);
+            if (got != k->lines[u] && bad++ < 3)
+                AP_CHECK_MSG(0, "%s unit %zu: line %d, co_lines says %d", k->version, u, got,
+                             k->lines[u]);
+            /* The odd byte of a code unit is the same unit. */
+            AP_CHECK_EQ_U64(spy_line_of(k->table, k->len, k->first, (int64_t)u * 2 + 1), got);
+        }
+        AP_CHECK_EQ_U64(bad, 0);
+        /* Past the table there is no line; a negative offset (a frame not started yet)
+         * is the first line. */
+        AP_CHECK(spy_line_of(k->table, k->len, k->first, (int64_t)k->nunits * 2) == -1);
+        AP_CHECK(spy_line_of(k->table, k->len, k->first, -1) == (int)k->first);
+    }
+}
+
+/* Appends one entry of the given form and run (1-8 code units). */
+static size_t put(uint8_t *t, size_t n, unsigned form, unsigned run) {
+    t[n++] = (uint8_t)(0x80 | form << 3 | (run - 1));
+    return n;
+}
+
+static size_t put_svarint(uint8_t *t, size_t n, int64_t v) {
+    uint64_t u = v < 0 ? ((uint64_t)-v << 1) | 1 : (uint64_t)v << 1;
+    do {
+        uint8_t b = u & 63;
+        u >>= 6;
+        t[n++] = (uint8_t)(b | (u ? 64 : 0));
+    } while (u);
+    return n;
+}
+
+AP_TEST(spy_line_of_every_form) {
+    uint8_t t[64];
+    size_t n = 0;
+    n = put(t, n, 0, 2);                 /* short form: line 10 (first), 2 units */
+    t[n++] = 5;
+    n = put(t, n, 12, 1);                /* one-line form: line + 2 = 12 */
+    t[n++] = 1, t[n++] = 4;
+    n = put(t, n, 13, 3);                /* no columns: line - 5 = 7 (a signed varint) */
+    n = put_svarint(t, n, -5);
+    n = put(t, n, 15, 1);                /* no location */
+    n = put(t, n, 14, 8);                /* long form: +200 = 207, end line, columns */
+    n = put_svarint(t, n, 200);
+    t[n++] = 0, t[n++] = 3, t[n++] = 9;
+    n = put(t, n, 10, 1);                /* one-line form, +0: 207 */
+    t[n++] = 0, t[n++] = 0;
+    const int want[] = {10, 10, 12, 7, 7, 7, -1, 207, 207, 207, 207, 207, 207, 207, 207, 207};
+    for (size_t u = 0; u < sizeof want / sizeof want[0]; u++)
+        AP_CHECK_MSG(spy_line_of(t, n, 10, (int64_t)u * 2) == want[u], "unit %zu: %d, want %d",
+                     u, spy_line_of(t, n, 10, (int64_t)u * 2), want[u]);
+    AP_CHECK(spy_line_of(t, n, 10, 16 * 2) == -1);
+    /* A line that would be 0 or below is no line. */
+    n = 0;
+    n = put(t, n, 13, 1);
+    n = put_svarint(t, n, -3);
+    AP_CHECK(spy_line_of(t, n, 2, 0) == -1);
+    AP_CHECK(spy_line_of(t, 0, 2, 0) == -1);   /* an empty table */
+}
+
+AP_TEST(spy_line_of_cut_and_mutated_tables) {
+    /* Every prefix of every real table, and random byte flips: the walk stays inside
+     * the table (ASan checks that under make sanitize) and answers a line or -1. */
+    uint64_t rng = 7;
+    for (size_t c = 0; c < NCASES; c++) {
+        const lt_case *k = &lt_cases[c];
+        for (size_t len = 0; len <= k->len; len++) {
+            uint8_t *copy = malloc(len ? len : 1);
+            if (!AP_CHECK(copy != NULL))
+                return;
+            memcpy(copy, k->table, len);
+            for (size_t u = 0; u <= k->nunits; u++) {
+                int got = spy_line_of(copy, len, k->first, (int64_t)u * 2);
+                AP_CHECK(got == -1 || got > 0);
+            }
+            free(copy);
+        }
+        for (int round = 0; round < 200; round++) {
+            uint8_t *copy = malloc(k->len);
+            if (!AP_CHECK(copy != NULL))
+                return;
+            memcpy(copy, k->table, k->len);
+            for (int f = 0; f < 4; f++)
+                copy[ap_test_rand(&rng) % k->len] = (uint8_t)ap_test_rand(&rng);
+            for (size_t u = 0; u <= k->nunits + 4; u++) {
+                int got = spy_line_of(copy, k->len, k->first, (int64_t)u * 2);
+                AP_CHECK(got == -1 || got > 0);
+            }
+            free(copy);
+        }
+    }
+}
+
+/* ---- reads of this process ----------------------------------------------------------- */
+
+AP_TEST(spy_read_self) {
+    static const char text[] = "read without stopping the target";
+    char buf[sizeof text];
+    pid_t me = getpid();
+    AP_CHECK(spy_read(me, (uint64_t)(uintptr_t)text, buf, sizeof text) == 0);
+    AP_CHECK(memcmp(buf, text, sizeof text) == 0);
+    uint64_t ptr = 0;
+    const void *target = text;
+    AP_CHECK(spy_read_ptr(me, (uint64_t)(uintptr_t)&target, &ptr) == 0);
+    AP_CHECK_EQ_U64(ptr, (uint64_t)(uintptr_t)text);
+    /* Memory that is not mapped is a torn read, not a crash. */
+    AP_CHECK(spy_read(me, 8, buf, 8) == -1);
+    AP_CHECK_EQ_U64(spy_fail_last(), SPY_FAIL_TORN);
+    /* A process that does not exist. */
+    AP_CHECK(spy_read(0x3ffffff0, (uint64_t)(uintptr_t)text, buf, 8) == -1);
+    AP_CHECK_EQ_U64(spy_fail_last(), SPY_FAIL_NOPROC);
+}
+
+AP_TEST(spy_proc_files_of_self) {
+    pid_t me = getpid(), tid = (pid_t)syscall(SYS_gettid);
+    char comm[64];
+    spy_thread_comm(me, tid, comm, sizeof comm);
+    AP_CHECK_MSG(strncmp(comm, "test_core", 9) == 0, "comm %s", comm);
+    AP_CHECK(spy_thread_state(me, tid) == 'R');      /* this thread, reading its own state */
+    AP_CHECK(spy_thread_state(me, 0x3ffffff0) == 0); /* no such thread */
+    spy_thread_comm(me, 0x3ffffff0, comm, sizeof comm);
+    AP_CHECK(comm[0] == '\0');
+    AP_CHECK(spy_thread_cpu_ns(me, 0x3ffffff0) == UINT64_MAX);
+    /* This process has no CPython in it. */
+    spy_symbols sym;
+    AP_CHECK(spy_find_symbols(me, &sym) == -1);
+    AP_CHECK_EQ_U64(spy_fail_last(), SPY_FAIL_NOTPYTHON);
+}
