@@ -975,7 +975,9 @@ static int loop_stalls(ctx *c) {
             if (o->dur_ns > longest->dur_ns)
                 longest = o;
         }
-        ap_finding *f = fnew(&c->out, AP_FK_LOOP_STALL, AP_SEV_HIGH);
+        /* Once is a hiccup as often as a pattern (a first request, the machine pausing
+         * the process, a collection): listed, below the ones that repeat. */
+        ap_finding *f = fnew(&c->out, AP_FK_LOOP_STALL, count > 1 ? AP_SEV_HIGH : AP_SEV_INFO);
         if (f == NULL) {
             free(done);
             return -1;
@@ -1000,11 +1002,12 @@ static int loop_stalls(ctx *c) {
                 tail++;
         say(f,
             "%s%sthe event loop stalled %llu time%s, for up to %s (%s in all), in %s at "
-            "%s:%u%s; no other request progressed meanwhile",
+            "%s:%u%s; no other request progressed meanwhile%s",
             s->route ? ap_prof_str(c->p, s->route) : "", s->route ? ": " : "",
             (unsigned long long)count, count == 1 ? "" : "s",
             dur(d1, sizeof d1, (double)longest->dur_ns), dur(d2, sizeof d2, (double)total),
-            ap_prof_str(c->p, fr->qualname), tail, s->line ? s->line : fr->line, call);
+            ap_prof_str(c->p, fr->qualname), tail, s->line ? s->line : fr->line, call,
+            count > 1 ? "" : " (once: it may be a hiccup rather than a pattern)");
     }
     free(done);
     return 0;

@@ -154,6 +154,15 @@ AP_TEST(stall_json_and_finding) {
                               "\"line\": 21, \"stack\": [1, 2, 3], \"route\": \"GET /blocking\", "
                               "\"task\": null, \"thread\": \"MainThread\"}") != NULL);
     ap_sbuf_free(&out);
+    /* A stall that happened once, at another line of the same function. */
+    const ap_stall *first = ap_prof_stall_at(p, 0);
+    ap_stall once = *first;
+    once.start_ns = 900000000;
+    once.dur_ns = 70000000;
+    once.line = 25;
+    ap_frame_id stack[3];
+    memcpy(stack, ap_prof_stall_stack(p, first), sizeof stack);
+    AP_CHECK(ap_prof_stall_add(p, &once, stack, 3) == 0);
     ap_finding *fs;
     size_t n;
     if (!AP_CHECK(ap_findings_build(p, NULL, &fs, &n) == 0)) {
@@ -165,7 +174,15 @@ AP_TEST(stall_json_and_finding) {
         if (fs[i].kind != AP_FK_LOOP_STALL)
             continue;
         stalls++;
+        if (fs[i].line == 25) {   /* once: listed, as information */
+            AP_CHECK_EQ_U64(fs[i].count, 1);
+            AP_CHECK_EQ_U64(fs[i].severity, AP_SEV_INFO);
+            AP_CHECK(strstr(fs[i].message, "(once: it may be a hiccup") != NULL);
+            AP_CHECK(stalls == 2);   /* after the one that repeats */
+            continue;
+        }
         AP_CHECK_EQ_U64(fs[i].count, 2);
+        AP_CHECK_EQ_U64(fs[i].severity, AP_SEV_HIGH);   /* it repeats */
         AP_CHECK_EQ_U64(fs[i].value, 310000000);
         AP_CHECK_EQ_U64(fs[i].line, 21);
         AP_CHECK(strcmp(ap_prof_str(p, fs[i].route), "GET /blocking") == 0);
@@ -173,7 +190,7 @@ AP_TEST(stall_json_and_finding) {
                          strstr(fs[i].message, "app/main.py:21 (time.sleep)") != NULL,
                      "message: %s", fs[i].message);
     }
-    AP_CHECK_EQ_U64(stalls, 1);
+    AP_CHECK_EQ_U64(stalls, 2);
     free(fs);
     ap_prof_free(p);
 }
