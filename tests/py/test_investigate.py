@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from apiprof import _core
 from helpers import REPO_ROOT, SHOP_DIR
 
 APIPROF = Path(sys.executable).with_name("apiprof")
@@ -37,6 +38,11 @@ def test_investigate_the_shop(tmp_path: Path):
     findings = json.loads((out / "findings.json").read_text())
     kinds = {(f["kind"], f["route"]) for f in findings}
     assert ("blocking_call", "POST /login") in kinds
+    # Pass 1 captured every statement and allocation (the defaults).
+    assert ("n_plus_one", "GET /orders/recent") in kinds
+    meta = json.loads(bytes(_core.load(str(out / "bench.apiprof")).json()))["meta"]
+    assert meta["memory"] == "full" and int(meta["memory_live_bytes"]) > 0
+    assert "full memory, database statements" in r.stderr
     assert ("slow_route", "GET /products/{product_id}/recommendations") in kinds
     # The second pass: the hot line of the recommendation loop, from the line profiler.
     (line,) = [f for f in findings if f["kind"] == "hot_line"

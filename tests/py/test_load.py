@@ -468,6 +468,10 @@ def test_bench_profile_trace_open_model_without_warmup(tmp_path):
 
 @pytest.mark.parametrize("args,text", [
     (["--profile", "trace", "http://127.0.0.1:9/"], "--profile needs --app"),
+    (["--app", "hotapp:app", "--profile-memory", "full", "/health"],
+     "--profile-memory and --profile-queries go with --profile trace"),
+    (["--profile-queries", "http://127.0.0.1:9/"],
+     "--profile-memory and --profile-queries go with --profile trace"),
     (["--app", "hotapp:app", "--profile", "trace", "-o", "/nonexistent/r.json", "/health"],
      "cannot write /nonexistent/r.json: no directory /nonexistent"),
     (["--app", "hotapp:app", "--profile", "trace", "-o", "r.apiprof", "/health"],

@@ -88,6 +88,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--profile", choices=["trace"],
                    help="with --app: run the server under the function profiler; the result "
                         "gets the profile, cold and warm apart")
+    p.add_argument("--profile-memory", choices=["sampled", "full"], metavar="MODE",
+                   help="with --profile trace: allocations too (sampled or full; docs/memory.md)")
+    p.add_argument("--profile-queries", action="store_true",
+                   help="with --profile trace: every database statement too (docs/waits.md)")
     p.add_argument("-o", "--output", metavar="FILE", default="apiprof-bench.json",
                    help="with --app: where the result is written (apiprof-bench.json)")
     for flags, dest, value, repeat, text in PASS_THROUGH:
@@ -114,6 +118,8 @@ def load_options(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     try:
+        if (args.profile_memory or args.profile_queries) and not args.profile:
+            raise UsageError("--profile-memory and --profile-queries go with --profile trace")
         if args.app is None:
             if args.profile:
                 raise UsageError("--profile needs --app (the app to start and profile)")
@@ -150,21 +156,28 @@ def run_url(args: argparse.Namespace) -> int:
 # ---- --app ------------------------------------------------------------------------
 
 
-def profiler_command(profile: str, output: Path) -> list[str]:
+def profiler_command(profile: str, output: Path, extra: list[str]) -> list[str]:
     """The seam where profiling joins the server: the argv prefix that runs
-    ``python -m uvicorn ...`` under ``apiprof run`` (mode ``profile``) writing ``output``,
-    its trees labelled phase=cold until SIGUSR1 and phase=warm after."""
+    ``python -m uvicorn ...`` under ``apiprof run`` (mode ``profile``, options ``extra``)
+    writing ``output``, its trees labelled phase=cold until SIGUSR1 and phase=warm after."""
     assert profile == "trace"
     return [sys.executable, "-m", "apiprof", "run", "-q", "--phases", PROFILE_PHASES,
-            "-o", str(output)]
+            *extra, "-o", str(output)]
 
 
-def server_command(app: str, port: int, profile: str | None, profile_out: Path) -> list[str]:
+def profiler_options(args: argparse.Namespace) -> list[str]:
+    """``apiprof run`` options of --profile-memory and --profile-queries."""
+    out = ["--memory", args.profile_memory] if args.profile_memory else []
+    return out + (["--queries"] if args.profile_queries else [])
+
+
+def server_command(app: str, port: int, profile: str | None, profile_out: Path,
+                   extra: list[str]) -> list[str]:
     uvicorn = ["-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
                "--log-level", "warning"]
     if profile is None:
         return [sys.executable, *uvicorn]
-    return [*profiler_command(profile, profile_out), *uvicorn]
+    return [*profiler_command(profile, profile_out, extra), *uvicorn]
 
 
 def free_port() -> int:
@@ -235,7 +248,7 @@ def run_app(args: argparse.Namespace) -> int:
         raise UsageError(f"-o {output}: the profile goes to FILE.apiprof; name the result "
                          "otherwise (e.g. result.json)")
     port = free_port()
-    cmd = server_command(args.app, port, args.profile, profile_abs)
+    cmd = server_command(args.app, port, args.profile, profile_abs, profiler_options(args))
     base = f"http://127.0.0.1:{port}"
     load_targets = targets(args, base)  # validate before starting anything
     if args.urls:

@@ -1,8 +1,9 @@
 """``apiprof investigate``: the whole workflow on an app, in one command.
 
 1. traffic: a --urls file, or the app's GET routes from its OpenAPI schema;
-2. pass 1: ``apiprof bench --app --profile trace``: the app under the function tracer,
-   cold then warm load, the routes ranked;
+2. pass 1: ``apiprof bench --app --profile trace``: the app under the function tracer
+   (every allocation and database statement too, by default), cold then warm load,
+   the routes ranked;
 3. the findings of the warm phase; the app's functions behind the slow routes (the hot
    functions: cumulative time inside them, library calls included);
 4. pass 2: ``apiprof lines`` on those functions under the same traffic;
@@ -54,6 +55,11 @@ def add_parser(sub: Any) -> None:
                    "(default: the first URL of the traffic)")
     p.add_argument("--top", type=int, default=LINE_TARGETS, metavar="N",
                    help=f"functions to line-profile (default {LINE_TARGETS}; 0: no second pass)")
+    p.add_argument("--memory", choices=["full", "sampled", "off"], default="full",
+                   help="allocations of pass 1, for the leak and allocation findings (default "
+                        "full: exact, as a run of seconds needs; docs/memory.md)")
+    p.add_argument("--no-queries", dest="queries", action="store_false",
+                   help="pass 1 without the database statement capture (docs/waits.md)")
     p.add_argument("-o", "--output", default="apiprof-investigate", metavar="DIR",
                    help="directory of the results (default apiprof-investigate)")
     p.set_defaults(func=run)
@@ -192,11 +198,15 @@ def run(args: argparse.Namespace) -> int:
         urls = discover(args.app, app_dir, out_dir / "urls.txt")
     health = args.health or first_url(urls)
 
-    say(f"pass 1: {args.app} under the function tracer, {args.warmup:g} s cold then "
-        f"{args.duration:g} s warm")
+    extra = ["--profile-memory", args.memory] if args.memory != "off" else []
+    extra += ["--profile-queries"] if args.queries else []
+    say(f"pass 1: {args.app} under the function tracer"
+        + (f", {args.memory} memory" if args.memory != "off" else "")
+        + (", database statements" if args.queries else "")
+        + f", {args.warmup:g} s cold then {args.duration:g} s warm")
     result = out_dir / "bench.json"
     rc = apiprof("bench", "--app", args.app, "--app-dir", str(app_dir), "--profile", "trace",
-                 "--urls", str(urls), "--health", health, "-d", f"{args.duration:g}",
+                 *extra, "--urls", str(urls), "--health", health, "-d", f"{args.duration:g}",
                  "--warmup", f"{args.warmup:g}", "-c", str(args.connections), "-o", str(result))
     profile_path = result.with_suffix(".apiprof")
     if rc != 0 or not profile_path.exists():
