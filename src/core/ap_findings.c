@@ -1064,7 +1064,9 @@ static int lock_contention(ctx *c) {
     for (size_t k = 0; rc == 0 && k < n; k++) {
         if (acc[k].ns < AP_FINDING_LOCK_MIN_NS)
             continue;
-        ap_finding *f = fnew(&c->out, AP_FK_LOCK_CONTENTION, AP_SEV_HIGH);
+        /* One wait is information (as one stall is): a pattern needs a repeat. */
+        ap_finding *f = fnew(&c->out, AP_FK_LOCK_CONTENTION,
+                             acc[k].count > 1 ? AP_SEV_HIGH : AP_SEV_INFO);
         if (f == NULL) {
             rc = -1;
             break;
@@ -1081,12 +1083,13 @@ static int lock_contention(ctx *c) {
                 tail++;
         char d1[32], d2[32];
         say(f,
-            "%s%s%s waited %s to acquire a lock at %s:%u (%llu waits, %s each), off the CPU: "
-            "the requests queue on that lock",
+            "%s%s%s waited %s to acquire a lock at %s:%u (%llu wait%s, %s each), off the CPU: "
+            "%s",
             acc[k].route ? ap_prof_str(c->p, acc[k].route) : "", acc[k].route ? ": " : "",
             acc[k].func ? ap_prof_frame_qualname(c->p, acc[k].func) : "the code", dur(d1, sizeof d1, (double)acc[k].ns),
-            tail, w->line, (unsigned long long)acc[k].count,
-            dur(d2, sizeof d2, (double)acc[k].ns / (double)(acc[k].count ? acc[k].count : 1)));
+            tail, w->line, (unsigned long long)acc[k].count, acc[k].count == 1 ? "" : "s",
+            dur(d2, sizeof d2, (double)acc[k].ns / (double)(acc[k].count ? acc[k].count : 1)),
+            acc[k].count > 1 ? "the requests queue on that lock" : "once, which may be a hiccup");
     }
     free(acc);
     return rc;

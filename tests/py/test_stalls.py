@@ -323,6 +323,7 @@ def test_shop_reserve_lock_contention(tmp_path):
     found = [f for f in _core.load(str(out)).findings() if f["kind"] == "lock_contention"]
     assert [(f["route"], f["function"], f["line"]) for f in found] == [
         ("POST /inventory/{sku}/reserve", "reserve", line)]
+    assert found[0]["count"] > 1 and found[0]["severity"] == "high"   # a pattern: it repeats
 
 
 def test_chrome_trace_carries_the_stalls(tmp_path):
