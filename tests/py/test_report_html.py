@@ -341,10 +341,11 @@ def test_line_profile_heat(browser, tmp_path):
     assert page.errors == []
 
 
-def test_header_shows_dates_and_duration_not_epochs(browser, tmp_path):
+def test_header_shows_dates_durations_and_sizes_not_raw_numbers(browser, tmp_path):
     spec = shop_spec(tmp_path / "tpl.py")
     spec["meta"].update({"started": "1764322027250000000", "stopped": "1764322028750000000",
-                         "request.wall_ns": "9120000", "cut": ""})
+                         "request.wall_ns": "9120000", "cut": "",
+                         "memory_live_bytes": "28955354"})
     html = report(write(spec, tmp_path / "dated.apiprof"), tmp_path / "dated.html")
     page = browser.open(html.as_uri())
     page.wait_for(READY)
@@ -352,4 +353,5 @@ def test_header_shows_dates_and_duration_not_epochs(browser, tmp_path):
     assert "started: 2025-11-28 09:27:07 UTC" in summary, summary
     assert "stopped: 2025-11-28 09:27:08 UTC" in summary and "duration: 1.50 s" in summary
     assert "request.wall_ns: 9.12 ms" in summary and "1764322027" not in summary
+    assert "memory_live_bytes: 27.6 MiB" in summary, summary
     assert "cut" not in summary, summary   # a whole profile's empty "cut" is left out

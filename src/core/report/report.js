@@ -755,7 +755,8 @@
   });
 
   // The metadata for the header: Unix epochs in ns (started, stopped) as UTC date and
-  // time with the run's duration, other *_ns values as durations, the rest as they are.
+  // time with the run's duration, other *_ns values as durations, *_bytes as sizes, the rest
+  // as they are.
   function metaText(meta) {
     var bits = [];
     function ns(k) { return /^[0-9]+$/.test(meta[k] || "") ? Number(meta[k]) : null; }
@@ -766,7 +767,8 @@
       if (k === "argv" || meta[k] === "") continue;   // an empty value says nothing
       var epoch = (k === "started" || k === "stopped") && ns(k) !== null;
       bits.push(k + ": " + (epoch ? when(k) : /_ns$/.test(k) && ns(k) !== null
-                            ? fmt(ns(k), "wall") : meta[k]));
+                            ? fmt(ns(k), "wall") : /_bytes$/.test(k) && ns(k) !== null
+                            ? fmtShort(ns(k), "B") : meta[k]));
     }
     if (ns("started") !== null && ns("stopped") !== null && ns("stopped") >= ns("started"))
       bits.push("duration: " + fmt(ns("stopped") - ns("started"), "wall"));
