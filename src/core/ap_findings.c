@@ -964,7 +964,7 @@ static int loop_stalls(ctx *c) {
         if (done[i])
             continue;
         const ap_stall *s = ap_prof_stall_at(c->p, i), *longest = s;
-        uint64_t count = 0, total = 0;
+        uint64_t count = 0, total = 0, cpu = 0, cpu_of = 0;   /* CPU of the stalls that know it */
         for (size_t j = i; j < n; j++) {
             const ap_stall *o = ap_prof_stall_at(c->p, j);
             if (done[j] || o->route != s->route || o->func != s->func || o->line != s->line)
@@ -972,6 +972,10 @@ static int loop_stalls(ctx *c) {
             done[j] = 1;
             count++;
             total += o->dur_ns;
+            if (o->cpu_ns != 0) {
+                cpu += o->cpu_ns;
+                cpu_of += o->dur_ns;
+            }
             if (o->dur_ns > longest->dur_ns)
                 longest = o;
         }
@@ -993,20 +997,27 @@ static int loop_stalls(ctx *c) {
                 f->path[f->npath++] = st[k];
         const ap_frame *fr = ap_prof_frame(c->p, s->func);
         const ap_frame *leaf = longest->nstack ? ap_prof_frame(c->p, st[longest->nstack - 1]) : NULL;
-        char d1[32], d2[32], call[200] = "";
+        char d1[32], d2[32], call[200] = "", oncpu[200] = "";
         if (leaf != NULL && leaf->kind != AP_FRAME_PYTHON)
             snprintf(call, sizeof call, " (%s)", ap_prof_str(c->p, leaf->qualname));
+        /* Off the CPU for most of it: the loop was not running that code. */
+        if (cpu_of > 0 && cpu * 2 < cpu_of)
+            snprintf(oncpu, sizeof oncpu,
+                     "; the loop's thread ran for only %.0f%% of it: the rest it waited, %s",
+                     100.0 * (double)cpu / (double)cpu_of,
+                     call[0] ? "in the call, for the GIL or for a core"
+                             : "for the GIL (other threads held it) or for a core");
         const char *file = ap_prof_str(c->p, fr->file), *tail = file + strlen(file);
         for (int slashes = 0; tail > file && slashes < 2;) /* the last two path components */
             if (*--tail == '/' && ++slashes == 2)
                 tail++;
         say(f,
             "%s%sthe event loop stalled %llu time%s, for up to %s (%s in all), in %s at "
-            "%s:%u%s; no other request progressed meanwhile%s",
+            "%s:%u%s; no other request progressed meanwhile%s%s",
             s->route ? ap_prof_str(c->p, s->route) : "", s->route ? ": " : "",
             (unsigned long long)count, count == 1 ? "" : "s",
             dur(d1, sizeof d1, (double)longest->dur_ns), dur(d2, sizeof d2, (double)total),
-            ap_prof_str(c->p, fr->qualname), tail, s->line ? s->line : fr->line, call,
+            ap_prof_str(c->p, fr->qualname), tail, s->line ? s->line : fr->line, call, oncpu,
             count > 1 ? "" : " (once: it may be a hiccup rather than a pattern)");
     }
     free(done);

@@ -53,6 +53,7 @@ static uint32_t crc32_of(const void *p, size_t n) {
 #define TAG_RLAT TAG('R', 'L', 'A', 'T')
 #define TAG_QRYS TAG('Q', 'R', 'Y', 'S')
 #define TAG_STLS TAG('S', 'T', 'L', 'S')
+#define TAG_STLC TAG('S', 'T', 'L', 'C')
 #define TAG_END TAG('E', 'N', 'D', ' ')
 
 /* The largest event ring a reader recreates (events beyond the stored ones
@@ -216,6 +217,9 @@ int ap_prof_write(const ap_prof *p, const char *path) {
     if (ap_prof_nstalls(p) > 0 || ap_prof_stalls_dropped(p) > 0) {
         ap_stall_encode(p, &b);
         if (write_chunk(f, path, TAG_STLS, &b) != 0)
+            goto out;
+        ap_stall_cpu_encode(p, &b);
+        if (b.len > 0 && write_chunk(f, path, TAG_STLC, &b) != 0)
             goto out;
     }
     if (write_chunk(f, path, TAG_END, &b) != 0)
@@ -435,6 +439,8 @@ static int read_chunk(ap_prof *p, uint32_t tag, rd *r) {
         ap_hist_free(h);
     } else if (tag == TAG_STLS) {
         return ap_stall_decode(p, r->p, r->end);
+    } else if (tag == TAG_STLC) {
+        return ap_stall_cpu_decode(p, r->p, r->end);
     }
     /* Unknown tags are skipped: a newer writer may add chunk kinds. */
     if (r->bad)

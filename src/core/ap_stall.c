@@ -142,7 +142,8 @@ int ap_stall_decode(ap_prof *p, const uint8_t *pos, const uint8_t *end) {
                       (ap_str_id)v[4],
                       (ap_str_id)v[5],
                       0,
-                      0};
+                      0,
+                      0};   /* CPU: from the STLC chunk that follows, if any */
         prev = s.start_ns;
         if (ap_prof_stall_add(p, &s, stack, (size_t)v[6]) != 0)
             return -1;
@@ -153,6 +154,30 @@ int ap_stall_decode(ap_prof *p, const uint8_t *pos, const uint8_t *end) {
         p->stalls->dropped += dropped;
     }
     return pos == end ? 0 : ap_err_set(AP_ECORRUPT, "stall chunk has trailing bytes");
+}
+
+/* ---- the STLC chunk: varint count (the stalls' count), then per stall varint cpu_ns,
+ * 0 when unknown. */
+
+void ap_stall_cpu_encode(const ap_prof *p, ap_sbuf *b) {
+    size_t n = ap_prof_nstalls(p), known = 0;
+    for (size_t i = 0; i < n; i++)
+        known += ap_prof_stall_at(p, i)->cpu_ns != 0;
+    if (known == 0)
+        return;
+    ap_sbuf_varint(b, n);
+    for (size_t i = 0; i < n; i++)
+        ap_sbuf_varint(b, ap_prof_stall_at(p, i)->cpu_ns);
+}
+
+int ap_stall_cpu_decode(ap_prof *p, const uint8_t *pos, const uint8_t *end) {
+    uint64_t n;
+    if (ap_varint_get(&pos, end, &n) != 0 || n != ap_prof_nstalls(p))
+        return ap_err_set(AP_ECORRUPT, "stall CPU chunk does not match the stalls");
+    for (uint64_t i = 0; i < n; i++)
+        if (ap_varint_get(&pos, end, &p->stalls->items[i].cpu_ns) != 0)
+            return ap_err_set(AP_ECORRUPT, "stall CPU %llu is invalid", (unsigned long long)i);
+    return pos == end ? 0 : ap_err_set(AP_ECORRUPT, "stall CPU chunk has trailing bytes");
 }
 
 /* ---- JSON ---------------------------------------------------------------------- */
@@ -184,6 +209,10 @@ void ap_stall_json(const ap_prof *p, ap_sbuf *out) {
         json_label(p, out, "route", s->route);
         json_label(p, out, "task", s->task);
         json_label(p, out, "thread", s->thread);
+        if (s->cpu_ns != 0)
+            ap_sbuf_printf(out, ", \"cpu_ns\": %llu", (unsigned long long)s->cpu_ns);
+        else
+            ap_sbuf_puts(out, ", \"cpu_ns\": null");
         ap_sbuf_putc(out, '}');
     }
     ap_sbuf_puts(out, ap_prof_nstalls(p) ? "\n ]" : "]");

@@ -35,6 +35,10 @@ typedef struct ap_stall {
     ap_str_id task;
     uint32_t stack_first;  /* internal: where its frames start in the profile's stall stacks */
     uint32_t nstack;       /* frames of its call path, outermost first, the culprit last */
+    uint64_t cpu_ns;       /* CPU time of the loop thread during the step (at least 1), 0
+                            * when unknown: far below dur_ns, the loop was not running
+                            * its code but waiting (for the GIL, a core, or in a call that
+                            * blocks without the CPU, such as time.sleep) */
 } ap_stall;
 
 /* Add stall s with its call path (n frame ids of p, outermost first; only
@@ -65,6 +69,14 @@ void ap_stall_encode(const ap_prof *p, ap_sbuf *b);
  * read already.  0; -1 with AP_ECORRUPT (a stall naming a missing string
  * or frame, a malformed payload) or AP_ENOMEM.  Any input is safe. */
 int ap_stall_decode(ap_prof *p, const uint8_t *pos, const uint8_t *end);
+
+/* The payload of the native file's STLC chunk (docs/format.md): the CPU time of each
+ * stall, in order, appended to b; nothing when no stall has one.  Can't fail. */
+void ap_stall_cpu_encode(const ap_prof *p, ap_sbuf *b);
+
+/* Read an STLC payload [pos, end) into the stalls read already from STLS.  0; -1 with
+ * AP_ECORRUPT (a count that is not the number of stalls, a malformed payload). */
+int ap_stall_cpu_decode(ap_prof *p, const uint8_t *pos, const uint8_t *end);
 
 /* The JSON export's "stalls" array (docs/format.md), appended to out.
  * Can't fail (out records a failed allocation). */

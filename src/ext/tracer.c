@@ -142,6 +142,8 @@ typedef struct stall_thread {
     const ap_node *culprit;
     ap_tree *tree;         /* the tree the culprit ran in (its labels) */
     uint32_t line;         /* its call site's line, 0 when unknown */
+    uint64_t step_t0;      /* the open step's start (its entry's t0), 0: none */
+    uint64_t step_cpu0;    /* the loop thread's CPU clock when that step started */
 } stall_thread;
 
 static void stall_thread_free(void *ext) {
@@ -204,7 +206,7 @@ static int stall_idle(const ap_prof *p, ap_frame_id frame) {
 }
 
 static void stall_record(TracerObject *t, apext_thread *ts, stall_thread *st, uint64_t t0,
-                         uint64_t el) {
+                         uint64_t el, uint64_t cpu) {
     ap_prof *p = t->sess.prof;
     ap_frame_id stack[AP_STALL_STACK_MAX];
     size_t n = 0;
@@ -239,9 +241,28 @@ static void stall_record(TracerObject *t, apext_thread *ts, stall_thread *st, ui
                   route == AP_NONE ? 0 : route,
                   task == AP_NONE ? 0 : task,
                   0,
-                  0};
+                  0,
+                  cpu};
     if (ap_prof_stall_add(p, &s, stack, n - (n > AP_STALL_STACK_MAX ? n - AP_STALL_STACK_MAX : 0)) != 0)
         apext_session_fail(&t->sess, "stalls");
+}
+
+/* The stack index of a loop step's entry on a loop thread: under the open iteration
+ * frame, else under the runner when no iteration frame ran; 0 when none. */
+static size_t stall_level(const stall_thread *st) {
+    return st->iter_depth ? st->iter_depth : st->iterations ? 0 : st->runner_depth;
+}
+
+/* An entry was pushed on a loop thread: a step that starts notes the thread's CPU
+ * clock, so that a stall can say how much of it the loop ran (one clock read per
+ * step, on the loop thread only). */
+static void stall_step_start(apext_thread *ts) {
+    stall_thread *st = ts->ext;
+    size_t level = stall_level(st);
+    if (level == 0 || ts->depth - 1 != level || ts->ident != PyThread_get_thread_ident())
+        return;
+    st->step_t0 = apext_stack_at(ts, level)->t0;
+    st->step_cpu0 = ap_clock_thread_cpu_ns();
 }
 
 /* The top entry of ts, on a thread running a loop, is about to close at now. */
@@ -257,7 +278,7 @@ static void stall_close(TracerObject *t, apext_thread *ts, uint64_t now) {
         stall_thread_free(st);
         return;
     }
-    size_t level = st->iter_depth ? st->iter_depth : st->iterations ? 0 : st->runner_depth;
+    size_t level = stall_level(st);
     if (level == 0 || i < level)
         return;
     apext_frame *e = apext_stack_at(ts, i);
@@ -270,10 +291,17 @@ static void stall_close(TracerObject *t, apext_thread *ts, uint64_t now) {
     }
     if (i != level)
         return;
-    if (el >= t->stall_ns && !stall_idle(t->sess.prof, e->node->frame))
-        stall_record(t, ts, st, e->t0, el);
+    if (el >= t->stall_ns && !stall_idle(t->sess.prof, e->node->frame)) {
+        uint64_t cpu = 0;   /* unknown */
+        if (st->step_t0 == e->t0 && st->step_t0 != 0 && ts->ident == PyThread_get_thread_ident()) {
+            uint64_t c = ap_clock_thread_cpu_ns();
+            cpu = c > st->step_cpu0 ? c - st->step_cpu0 : 1;
+        }
+        stall_record(t, ts, st, e->t0, el, cpu);
+    }
     st->culprit = NULL;
     st->max_self = 0;
+    st->step_t0 = 0;
 }
 
 /* Close the top frame of ts, recording its span when a timeline is kept and
@@ -352,6 +380,8 @@ static inline void tracer_enter(TracerObject *t, apext_thread *ts, ap_frame_id f
     }
     if (t->cpu_split && n != NULL)
         tracer_cpu_start(ts, apext_stack_at(ts, ts->depth - 1));
+    if (ts->ext != NULL && n != NULL)
+        stall_step_start(ts);
 }
 
 /* Whether the calling thread's current labels are recorded (not paused). */

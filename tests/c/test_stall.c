@@ -44,11 +44,12 @@ static ap_prof *stalled_profile(void) {
     n->m[AP_M_CALLS] = 2;
     n->m[AP_M_TOTAL_NS] = n->m[AP_M_SELF_NS] = 300000000;
     ap_frame_id stack[] = {route, helper, sleep};
-    ap_stall a = {1000, 150000000, helper, 21, str(p, "MainThread"), str(p, "GET /blocking"), 0, 0, 0};
+    ap_stall a = {1000, 150000000, helper, 21, str(p, "MainThread"), str(p, "GET /blocking"), 0, 0, 0,
+                  140000000};
     ap_stall b = a;
     b.start_ns = 500000000;
     b.dur_ns = 160000000;
-    ap_stall c = {2000, 90000000, imp, 1165, a.thread, 0, str(p, "Task-1"), 0, 0};
+    ap_stall c = {2000, 90000000, imp, 1165, a.thread, 0, str(p, "Task-1"), 0, 0, 0};
     if (ap_prof_stall_add(p, &a, stack, 3) != 0 || ap_prof_stall_add(p, &b, stack, 3) != 0 ||
         ap_prof_stall_add(p, &c, &imp, 1) != 0)
         goto err;
@@ -65,7 +66,7 @@ static int same_stalls(const ap_prof *p, const ap_prof *q) {
         const ap_stall *a = ap_prof_stall_at(p, i), *b = ap_prof_stall_at(q, i);
         if (a->start_ns != b->start_ns || a->dur_ns != b->dur_ns || a->func != b->func ||
             a->line != b->line || a->thread != b->thread || a->route != b->route ||
-            a->task != b->task || a->nstack != b->nstack ||
+            a->task != b->task || a->nstack != b->nstack || a->cpu_ns != b->cpu_ns ||
             memcmp(ap_prof_stall_stack(p, a), ap_prof_stall_stack(q, b),
                    a->nstack * sizeof(ap_frame_id)) != 0)
             return 0;
@@ -81,6 +82,8 @@ AP_TEST(stall_model_and_file) {
         return;
     AP_CHECK_EQ_U64(ap_prof_nstalls(p), 3);
     AP_CHECK_EQ_U64(ap_prof_stall_at(p, 1)->start_ns, 500000000);
+    AP_CHECK_EQ_U64(ap_prof_stall_at(p, 1)->cpu_ns, 140000000);   /* known... */
+    AP_CHECK_EQ_U64(ap_prof_stall_at(p, 2)->cpu_ns, 0);           /* ...and unknown */
     char path[] = "/tmp/ap_test_stalls_XXXXXX";
     int fd = mkstemp(path);
     if (!AP_CHECK(fd >= 0))
@@ -104,7 +107,7 @@ AP_TEST(stall_model_and_file) {
     for (size_t i = 0; i < AP_STALL_STACK_MAX + 5; i++)
         deep[i] = (ap_frame_id)(1 + i % 3);
     deep[AP_STALL_STACK_MAX + 4] = 4;
-    ap_stall s = {1, 2, 1, 0, 0, 0, 0, 0, 0};
+    ap_stall s = {1, 2, 1, 0, 0, 0, 0, 0, 0, 0};
     AP_CHECK(ap_prof_stall_add(p, &s, deep, AP_STALL_STACK_MAX + 5) == 0);
     const ap_stall *last = ap_prof_stall_at(p, 3);
     AP_CHECK_EQ_U64(last->nstack, AP_STALL_STACK_MAX);
@@ -152,7 +155,9 @@ AP_TEST(stall_json_and_finding) {
     AP_CHECK(strstr(out.data, "{\"start_ns\": 500000000, \"duration_ns\": 160000000, "
                               "\"function\": \"pause_loop\", \"file\": \"/app/main.py\", "
                               "\"line\": 21, \"stack\": [1, 2, 3], \"route\": \"GET /blocking\", "
-                              "\"task\": null, \"thread\": \"MainThread\"}") != NULL);
+                              "\"task\": null, \"thread\": \"MainThread\", "
+                              "\"cpu_ns\": 140000000}") != NULL);
+    AP_CHECK(strstr(out.data, "\"thread\": \"MainThread\", \"cpu_ns\": null}") != NULL);
     ap_sbuf_free(&out);
     /* A stall that happened once, at another line of the same function. */
     const ap_stall *first = ap_prof_stall_at(p, 0);
@@ -191,6 +196,43 @@ AP_TEST(stall_json_and_finding) {
                      "message: %s", fs[i].message);
     }
     AP_CHECK_EQ_U64(stalls, 2);
+    free(fs);
+    ap_prof_free(p);
+}
+
+/* Stalls whose loop thread ran for a small part of them: the finding says the loop
+ * waited (for the GIL, a core or the call) rather than ran the code at that line. */
+AP_TEST(stall_off_the_cpu) {
+    ap_prof *p = ap_prof_new();
+    if (!AP_CHECK(p != NULL))
+        return;
+    ap_frame_id route = frame(p, "items", "/app/main.py", 30, AP_FRAME_PYTHON);
+    ap_frame_id notify = frame(p, "Condition.notify", "/usr/lib/python3.14/threading.py", 400,
+                               AP_FRAME_PYTHON);
+    ap_frame_id stack[] = {route, notify};
+    ap_str_id thread = str(p, "MainThread"), r = str(p, "GET /items");
+    for (int i = 0; i < 2; i++) {
+        ap_stall s = {1000 + (uint64_t)i * 200000000, 100000000, notify, 409, thread, r, 0, 0,
+                      0, 10000000};
+        AP_CHECK(ap_prof_stall_add(p, &s, stack, 2) == 0);
+    }
+    ap_finding *fs;
+    size_t n;
+    if (!AP_CHECK(ap_findings_build(p, NULL, &fs, &n) == 0)) {
+        ap_prof_free(p);
+        return;
+    }
+    size_t found = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (fs[i].kind != AP_FK_LOOP_STALL)
+            continue;
+        found++;
+        AP_CHECK_MSG(strstr(fs[i].message, "the loop's thread ran for only 10% of it: the rest "
+                                           "it waited, for the GIL (other threads held it) or "
+                                           "for a core") != NULL,
+                     "message: %s", fs[i].message);
+    }
+    AP_CHECK_EQ_U64(found, 1);
     free(fs);
     ap_prof_free(p);
 }

@@ -83,9 +83,12 @@ def test_profiler_records_each_stall_with_its_line_and_duration():
         names = stack_names(doc, s)
         assert names[-4:] == ["blocks_the_loop", "blocking_helper", "block_here", "time.sleep"]
         assert s["thread"] == "MainThread"
+        # time.sleep runs off the CPU: the loop's thread used a sliver of the stall
+        assert isinstance(s["cpu_ns"], int) and 0 < s["cpu_ns"] < s["duration_ns"] / 2
     assert stalls[1]["start_ns"] >= stalls[0]["start_ns"] + stalls[0]["duration_ns"]
     found = [f for f in doc["findings"] if f["kind"] == "loop_stall"]
     assert len(found) == 1 and found[0]["line"] == line and found[0]["count"] == 2
+    assert "the rest it waited, in the call, for the GIL or for a core" in found[0]["message"]
 
 
 def test_threshold_is_honoured_and_can_be_turned_off():
