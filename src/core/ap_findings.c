@@ -56,6 +56,10 @@ static const ap_finding_kind_info kinds[AP_FK_COUNT] = {
                             "more per request, that was still alive when the profile ended "
                             "(memory profiles), and the app's function and line that allocated "
                             "most of it"},
+    [AP_FK_LOOP_STARVED] = {"loop_starved", "event loop starved",
+                            "event-loop stalls during which the loop's thread ran for under "
+                            "half of the time while in Python code (no blocking call): it "
+                            "waited for the GIL that other threads held, or for a core"},
     [AP_FK_N_PLUS_ONE] = {"n_plus_one", "N+1 query",
                           "one statement (literals aside) run 5 times or more in one request "
                           "from the same line of the app (captured queries)"},
@@ -169,6 +173,15 @@ static const char *bytes_str(char *buf, size_t n, uint64_t v) {
     return buf;
 }
 
+/* The last two components of a path (enough to recognise a file).  Can't fail. */
+static const char *short_path(const char *file) {
+    const char *tail = file + strlen(file);
+    for (int slashes = 0; tail > file && slashes < 2;)
+        if (*--tail == '/' && ++slashes == 2)
+            tail++;
+    return tail;
+}
+
 /* "name (file:line)" of a frame for a sentence; C functions by name only. */
 static const char *where(const ap_prof *p, ap_frame_id f, char *buf, size_t n) {
     const ap_frame *fr = ap_prof_frame(p, f);
@@ -177,14 +190,8 @@ static const char *where(const ap_prof *p, ap_frame_id f, char *buf, size_t n) {
         snprintf(buf, n, "%s", q);
         return buf;
     }
-    const char *file = ap_prof_str(p, fr->file);
-    /* The last two path components are enough to recognise a file. */
-    const char *tail = file + strlen(file);
-    int slashes = 0;
-    while (tail > file && slashes < 2)
-        if (*--tail == '/' && ++slashes == 2)
-            tail++;
-    snprintf(buf, n, "%s (%s:%u)", q, tail, fr->lineno ? fr->lineno : fr->line);
+    snprintf(buf, n, "%s (%s:%u)", q, short_path(ap_prof_str(p, fr->file)),
+             fr->lineno ? fr->lineno : fr->line);
     return buf;
 }
 
@@ -950,9 +957,71 @@ static int stall_in_import(const ap_prof *p, const ap_stall *s) {
     return 0;
 }
 
+/* A stall whose loop thread ran for under half of it while its culprit was Python
+ * code (no C call under it that could block): the thread waited for the GIL or a
+ * core, the code at that line was not slow. */
+static int stall_starved(const ap_prof *p, const ap_stall *s) {
+    if (s->cpu_ns == 0 || s->cpu_ns * 2 >= s->dur_ns || s->nstack == 0)
+        return 0;
+    const ap_frame *leaf = ap_prof_frame(p, ap_prof_stall_stack(p, s)[s->nstack - 1]);
+    return leaf->kind == AP_FRAME_PYTHON;
+}
+
+/* One finding for the starved stalls (marked done): how many, the longest, the total,
+ * the loop thread's share of the CPU, and the line most of them ended up at. */
+static int loop_starved(ctx *c, uint8_t *done) {
+    size_t n = ap_prof_nstalls(c->p);
+    uint64_t count = 0, total = 0, cpu = 0, longest = 0, at_ns = 0;
+    const ap_stall *at = NULL;
+    ap_map by_line = {0};
+    for (size_t i = 0; i < n; i++) {
+        const ap_stall *s = ap_prof_stall_at(c->p, i);
+        if (done[i] || !stall_starved(c->p, s))
+            continue;
+        done[i] = 1;
+        count++;
+        total += s->dur_ns;
+        cpu += s->cpu_ns;
+        longest = s->dur_ns > longest ? s->dur_ns : longest;
+        uint64_t key = (uint64_t)s->func << 32 | s->line;
+        if (add_to(&by_line, key, s->dur_ns) != 0) {
+            ap_map_free(&by_line);
+            return -1;
+        }
+        uint64_t sum = *ap_map_get(&by_line, key);
+        if (sum > at_ns || (sum == at_ns && at != NULL && key < ((uint64_t)at->func << 32 | at->line))) {
+            at_ns = sum;
+            at = s;
+        }
+    }
+    ap_map_free(&by_line);
+    if (count == 0)
+        return 0;
+    ap_finding *f = fnew(&c->out, AP_FK_LOOP_STARVED, count > 1 ? AP_SEV_HIGH : AP_SEV_INFO);
+    if (f == NULL)
+        return -1;
+    f->value = total;
+    f->count = count;
+    f->frame = at->func;
+    f->line = at->line;
+    f->share = total ? (double)cpu / (double)total : 0;
+    const ap_frame *fr = ap_prof_frame(c->p, at->func);
+    char d1[32], d2[32];
+    say(f,
+        "the event loop stalled %llu time%s (up to %s, %s in all) while its thread ran for only "
+        "%.0f%% of that time: it waited for the GIL, which other threads held (the thread "
+        "pool's sync routes and dependencies, CPU work in threads), or for a core; not the "
+        "code it was in (most often %s at %s:%u). Fewer threads holding the GIL (async "
+        "routes and drivers, a smaller thread pool, CPU work in processes) shorten it",
+        (unsigned long long)count, count == 1 ? "" : "s", dur(d1, sizeof d1, (double)longest),
+        dur(d2, sizeof d2, (double)total), 100.0 * f->share, ap_prof_str(c->p, fr->qualname),
+        short_path(ap_prof_str(c->p, fr->file)), at->line ? at->line : fr->line);
+    return 0;
+}
+
 /* One finding per (route, function, line) of the recorded stalls, cold
- * starts left out: how many, the longest, the total, and the call path of
- * the longest. */
+ * starts and starved stalls left out: how many, the longest, the total, and
+ * the call path of the longest. */
 static int loop_stalls(ctx *c) {
     size_t n = ap_prof_nstalls(c->p);
     uint8_t *done = n ? calloc(n, 1) : NULL;
@@ -960,6 +1029,10 @@ static int loop_stalls(ctx *c) {
         return ap_err_set(AP_ENOMEM, "findings: out of memory");
     for (size_t i = 0; i < n; i++)
         done[i] = (uint8_t)stall_in_import(c->p, ap_prof_stall_at(c->p, i));
+    if (loop_starved(c, done) != 0) {
+        free(done);
+        return -1;
+    }
     for (size_t i = 0; i < n; i++) {
         if (done[i])
             continue;
@@ -1007,10 +1080,7 @@ static int loop_stalls(ctx *c) {
                      100.0 * (double)cpu / (double)cpu_of,
                      call[0] ? "in the call, for the GIL or for a core"
                              : "for the GIL (other threads held it) or for a core");
-        const char *file = ap_prof_str(c->p, fr->file), *tail = file + strlen(file);
-        for (int slashes = 0; tail > file && slashes < 2;) /* the last two path components */
-            if (*--tail == '/' && ++slashes == 2)
-                tail++;
+        const char *tail = short_path(ap_prof_str(c->p, fr->file));
         say(f,
             "%s%sthe event loop stalled %llu time%s, for up to %s (%s in all), in %s at "
             "%s:%u%s; no other request progressed meanwhile%s%s",
@@ -1088,10 +1158,7 @@ static int lock_contention(ctx *c) {
         f->line = w->line;
         f->value = acc[k].ns;
         f->count = acc[k].count;
-        const char *file = ap_prof_str(c->p, w->file), *tail = file + strlen(file);
-        for (int slashes = 0; tail > file && slashes < 2;)
-            if (*--tail == '/' && ++slashes == 2)
-                tail++;
+        const char *tail = short_path(ap_prof_str(c->p, w->file));
         char d1[32], d2[32];
         say(f,
             "%s%s%s waited %s to acquire a lock at %s:%u (%llu wait%s, %s each), off the CPU: "

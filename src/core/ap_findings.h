@@ -69,6 +69,8 @@ typedef enum ap_finding_kind {
     AP_FK_N_PLUS_ONE,     /* one statement shape run >= AP_QUERY_N_PLUS_ONE times in one
                              request from one line (captured queries; replaces
                              repeated_query when the profile has them) */
+    AP_FK_LOOP_STARVED,   /* stalls the loop's thread spent off the CPU in Python code:
+                             waiting for the GIL (or a core), not slow code */
     AP_FK_COUNT
 } ap_finding_kind;
 

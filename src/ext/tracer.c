@@ -877,6 +877,8 @@ static inline int short_push(TracerObject *t, apext_thread *ts, ap_frame_id fram
     top->child = 0;
     top->key = key;
     ts->depth++;
+    if (__builtin_expect(ts->ext != NULL, 0))   /* a loop thread: a step may start */
+        stall_step_start(ts);
     return 1;
 }
 

@@ -200,8 +200,9 @@ AP_TEST(stall_json_and_finding) {
     ap_prof_free(p);
 }
 
-/* Stalls whose loop thread ran for a small part of them: the finding says the loop
- * waited (for the GIL, a core or the call) rather than ran the code at that line. */
+/* Stalls whose loop thread ran for a small part of them in Python code: one
+ * loop_starved finding (the GIL or a core), not a stall of the code at that line;
+ * a blocking C call off the CPU stays a loop_stall that says it waited. */
 AP_TEST(stall_off_the_cpu) {
     ap_prof *p = ap_prof_new();
     if (!AP_CHECK(p != NULL))
@@ -209,12 +210,24 @@ AP_TEST(stall_off_the_cpu) {
     ap_frame_id route = frame(p, "items", "/app/main.py", 30, AP_FRAME_PYTHON);
     ap_frame_id notify = frame(p, "Condition.notify", "/usr/lib/python3.14/threading.py", 400,
                                AP_FRAME_PYTHON);
-    ap_frame_id stack[] = {route, notify};
+    ap_frame_id send = frame(p, "Cycle.send", "/venv/uvicorn/protocols/h11.py", 500,
+                             AP_FRAME_PYTHON);
+    ap_frame_id sleep = frame(p, "time.sleep", "~", 0, AP_FRAME_BUILTIN);
     ap_str_id thread = str(p, "MainThread"), r = str(p, "GET /items");
-    for (int i = 0; i < 2; i++) {
-        ap_stall s = {1000 + (uint64_t)i * 200000000, 100000000, notify, 409, thread, r, 0, 0,
-                      0, 10000000};
-        AP_CHECK(ap_prof_stall_add(p, &s, stack, 2) == 0);
+    ap_frame_id at_notify[] = {route, notify}, at_send[] = {route, send},
+                at_sleep[] = {route, sleep};
+    struct { const ap_frame_id *stack; ap_frame_id func; uint32_t line; uint64_t dur, cpu; } in[] = {
+        {at_notify, notify, 409, 100000000, 10000000},
+        {at_notify, notify, 409, 100000000, 10000000},
+        {at_send, send, 520, 60000000, 1000000},
+        {at_sleep, route, 33, 100000000, 100000},     /* time.sleep: a blocking call */
+        {at_sleep, route, 33, 100000000, 100000},
+        {at_notify, notify, 409, 100000000, 90000000}, /* on the CPU: slow code */
+    };
+    for (size_t i = 0; i < sizeof in / sizeof in[0]; i++) {
+        ap_stall s = {1000 + i * 200000000, in[i].dur, in[i].func, in[i].line, thread, r, 0, 0, 0,
+                      in[i].cpu};
+        AP_CHECK(ap_prof_stall_add(p, &s, in[i].stack, 2) == 0);
     }
     ap_finding *fs;
     size_t n;
@@ -222,17 +235,30 @@ AP_TEST(stall_off_the_cpu) {
         ap_prof_free(p);
         return;
     }
-    size_t found = 0;
+    size_t starved = 0, stalls = 0;
     for (size_t i = 0; i < n; i++) {
-        if (fs[i].kind != AP_FK_LOOP_STALL)
-            continue;
-        found++;
-        AP_CHECK_MSG(strstr(fs[i].message, "the loop's thread ran for only 10% of it: the rest "
-                                           "it waited, for the GIL (other threads held it) or "
-                                           "for a core") != NULL,
-                     "message: %s", fs[i].message);
+        if (fs[i].kind == AP_FK_LOOP_STARVED) {
+            starved++;
+            AP_CHECK_EQ_U64(fs[i].count, 3);
+            AP_CHECK_EQ_U64(fs[i].value, 260000000);
+            AP_CHECK_EQ_U64(fs[i].severity, AP_SEV_HIGH);
+            AP_CHECK_EQ_U64(fs[i].line, 409);
+            AP_CHECK_MSG(strstr(fs[i].message, "the event loop stalled 3 times (up to 100 ms, "
+                                               "260 ms in all) while its thread ran for only 8% "
+                                               "of that time: it waited for the GIL") != NULL &&
+                             strstr(fs[i].message, "most often Condition.notify at "
+                                                   "python3.14/threading.py:409") != NULL,
+                         "message: %s", fs[i].message);
+        } else if (fs[i].kind == AP_FK_LOOP_STALL) {
+            stalls++;
+            int waited = strstr(fs[i].message, "the rest it waited, in the call") != NULL;
+            AP_CHECK_MSG(fs[i].line == 33 ? waited && fs[i].count == 2
+                                          : fs[i].line == 409 && fs[i].count == 1 && !waited,
+                         "message: %s", fs[i].message);
+        }
     }
-    AP_CHECK_EQ_U64(found, 1);
+    AP_CHECK_EQ_U64(starved, 1);
+    AP_CHECK_EQ_U64(stalls, 2);
     free(fs);
     ap_prof_free(p);
 }

@@ -91,6 +91,50 @@ def test_profiler_records_each_stall_with_its_line_and_duration():
     assert "the rest it waited, in the call, for the GIL or for a core" in found[0]["message"]
 
 
+def crunch() -> int:
+    total = 0
+    for i in range(600_000):  # pure Python: the loop's thread needs the GIL throughout
+        total += i & 7
+    return total
+
+
+async def crunches() -> None:
+    await asyncio.sleep(0)
+    crunch()
+
+
+def test_loop_starved_of_the_gil_is_one_finding_not_a_slow_line():
+    """Four threads spinning in Python hold the GIL most of the time: the loop's step
+    in crunch() takes several times its CPU time. The stall records the loop thread's
+    CPU; the finding blames the GIL, not crunch's line."""
+    stop = threading.Event()
+
+    def spin() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+
+    spinners = [threading.Thread(target=spin) for _ in range(4)]
+    for t in spinners:
+        t.start()
+    try:
+        with apiprof.Profiler(stall_threshold=0.05) as p:
+            asyncio.run(crunches())
+    finally:
+        stop.set()
+        for t in spinners:
+            t.join()
+    doc = export(p.profile)
+    (stall,) = [s for s in doc["stalls"] if s["function"] == "crunch"]
+    assert 0 < stall["cpu_ns"] < stall["duration_ns"] / 2
+    kinds = {f["kind"]: f for f in doc["findings"]}
+    assert "loop_starved" in kinds and kinds["loop_starved"]["count"] == 1
+    assert kinds["loop_starved"]["function"] == "crunch"
+    assert "it waited for the GIL" in kinds["loop_starved"]["message"]
+    assert not [f for f in doc["findings"]
+                if f["kind"] == "loop_stall" and f["function"] == "crunch"]
+
+
 def test_threshold_is_honoured_and_can_be_turned_off():
     for threshold in (None, 0, 0.5):
         with apiprof.Profiler(stall_threshold=threshold) as p:
