@@ -1105,6 +1105,14 @@ typedef struct lock_acc {
     uint64_t ns, count;
 } lock_acc;
 
+/* threading.py and queue.py: the locks of Condition, Event and Queue, where the
+ * workers of a thread pool wait for their next job. */
+static int pool_machinery(const char *file) {
+    const char *tail = short_path(file), *slash = strchr(tail, '/');
+    const char *base = slash ? slash + 1 : tail;
+    return strcmp(base, "threading.py") == 0 || strcmp(base, "queue.py") == 0;
+}
+
 static int lock_contention(ctx *c) {
     lock_acc *acc = NULL;
     size_t n = 0, cap = 0;
@@ -1119,6 +1127,8 @@ static int lock_contention(ctx *c) {
             const ap_frame *fr = ap_prof_frame(c->p, nd->frame);
             if (fr->kind != AP_FRAME_OTHER || strcmp(ap_prof_frame_qualname(c->p, nd->frame), "<lock wait>") != 0)
                 continue;
+            if (route == 0 && pool_machinery(ap_prof_str(c->p, fr->file)))
+                continue;   /* a pool's worker waiting for work: idle, not contention */
             size_t k = 0;
             while (k < n && (acc[k].route != route || acc[k].wait != nd->frame))
                 k++;

@@ -107,7 +107,8 @@ AP_TEST(err_thread_local) {
     X(findings_hot_line_from_a_line_profile)                                            \
     X(wait_patterns) X(wait_kinds_of_calls_and_awaits) X(wait_async_generator_is_capped)  \
     X(query_normalise) X(query_records_roundtrip)                                       \
-    X(stall_model_and_file) X(stall_decode_rejects) X(stall_json_and_finding) X(stall_off_the_cpu)
+    X(stall_model_and_file) X(stall_decode_rejects) X(stall_json_and_finding) X(stall_off_the_cpu) \
+    X(lock_contention_skips_pool_machinery)
 
 #define AP_DECLARE(name) AP_TEST(name);
 AP_TEST_LIST(AP_DECLARE)

@@ -262,3 +262,61 @@ AP_TEST(stall_off_the_cpu) {
     free(fs);
     ap_prof_free(p);
 }
+
+/* Lock waits: a route's waits at the app's line are contention (high when repeated);
+ * a pool worker's wait in threading.py outside any request is it waiting for work. */
+AP_TEST(lock_contention_skips_pool_machinery) {
+    ap_prof *p = ap_prof_new();
+    if (!AP_CHECK(p != NULL))
+        return;
+    ap_frame_id reserve = frame(p, "reserve", "/app/main.py", 10, AP_FRAME_PYTHON);
+    ap_frame_id app_wait = frame(p, "<lock wait>", "/app/main.py", 12, AP_FRAME_OTHER);
+    ap_frame_id restore = frame(p, "Condition._acquire_restore",
+                                "/usr/lib/python3.14/threading.py", 320, AP_FRAME_PYTHON);
+    ap_frame_id pool_wait = frame(p, "<lock wait>", "/usr/lib/python3.14/threading.py", 326,
+                                  AP_FRAME_OTHER);
+    ap_label in_route[] = {{str(p, "thread"), str(p, "w1")}, {str(p, "route"), str(p, "POST /r")}};
+    ap_label idle[] = {{str(p, "thread"), str(p, "w2")}};
+    ap_tree *a = ap_prof_tree_new(p, in_route, 2), *b = ap_prof_tree_new(p, idle, 1);
+    if (!AP_CHECK(a != NULL && b != NULL)) {
+        ap_prof_free(p);
+        return;
+    }
+    ap_node *f1 = ap_tree_child(a, ap_tree_root(a), reserve);
+    ap_node *w1 = f1 ? ap_tree_child(a, f1, app_wait) : NULL;
+    ap_node *f2 = ap_tree_child(b, ap_tree_root(b), restore);
+    ap_node *w2 = f2 ? ap_tree_child(b, f2, pool_wait) : NULL;
+    if (!AP_CHECK(w1 != NULL && w2 != NULL)) {
+        ap_prof_free(p);
+        return;
+    }
+    f1->m[AP_M_CALLS] = 4;
+    f1->m[AP_M_TOTAL_NS] = 60000000;
+    w1->m[AP_M_CALLS] = 3;
+    w1->m[AP_M_TOTAL_NS] = w1->m[AP_M_SELF_NS] = 30000000;
+    f2->m[AP_M_CALLS] = 9;
+    f2->m[AP_M_TOTAL_NS] = 900000000;
+    w2->m[AP_M_CALLS] = 9;
+    w2->m[AP_M_TOTAL_NS] = w2->m[AP_M_SELF_NS] = 900000000;
+    ap_finding *fs;
+    size_t n;
+    if (!AP_CHECK(ap_findings_build(p, NULL, &fs, &n) == 0)) {
+        ap_prof_free(p);
+        return;
+    }
+    size_t found = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (fs[i].kind != AP_FK_LOCK_CONTENTION)
+            continue;
+        found++;
+        AP_CHECK(strcmp(ap_prof_str(p, fs[i].route), "POST /r") == 0);
+        AP_CHECK_EQ_U64(fs[i].line, 12);
+        AP_CHECK_EQ_U64(fs[i].count, 3);
+        AP_CHECK_EQ_U64(fs[i].severity, AP_SEV_HIGH);
+        AP_CHECK_MSG(strstr(fs[i].message, "(3 waits, 10 ms each)") != NULL, "message: %s",
+                     fs[i].message);
+    }
+    AP_CHECK_EQ_U64(found, 1);
+    free(fs);
+    ap_prof_free(p);
+}
