@@ -28,6 +28,7 @@ from .capture import (
 )
 from .dashboard import Dashboard, report_page
 from .http import ASGIApp, Headers, Message, Receive, Scope, Send, discard, respond, respond_gzip
+from .metrics import Metrics, serve_port
 from .options import Options
 from .request_profile import FunctionProfile, ProfilerFactory, RequestProfiler
 from .route_stats import stats, table
@@ -99,6 +100,15 @@ class ProfilerMiddleware:
         self._write_lock = threading.Lock()
         if self.stats_dir is not None:
             atexit.register(self.flush)
+        # Prometheus metrics (docs/metrics.md): off unless a path or a port is given
+        metrics_path, self._metrics_port, metrics_token = opts.resolved_metrics()
+        self._metrics_path = metrics_path
+        service = opts.resolved_service()
+        self._metrics = None if metrics_path is None and self._metrics_port is None else Metrics(
+            self.table, self.stats_dir, self.flush, metrics_token or "",
+            (("service", service),) if service else (), opts.metrics_buckets)
+        # what each process starts at its first call: the statistics flusher, the port
+        self._per_process = self.stats_dir is not None or self._metrics_port is not None
 
     @property
     def slow_candidates(self) -> int:
@@ -127,16 +137,29 @@ class ProfilerMiddleware:
                 print(f"apiprof: cannot write route statistics to {self.stats_dir}: {e}",
                       file=sys.stderr)
 
+    def _start_process(self) -> None:
+        """This process's background work, started at its first call (each forked worker
+        starts its own): the statistics flusher and the metrics port."""
+        with self._flusher_lock:
+            if self._flusher_pid == os.getpid():
+                return
+            self._flusher_pid = os.getpid()
+        if self.stats_dir is not None:
+            self._start_flusher()
+        if self._metrics is not None and self._metrics_port is not None:
+            try:
+                serve_port(self._metrics, self.options.metrics_host, self._metrics_port,
+                           self._metrics_path or "/metrics")
+            except OSError as e:
+                print(f"apiprof: cannot serve metrics on {self.options.metrics_host}:"
+                      f"{self._metrics_port}: {e}", file=sys.stderr)
+
     def _start_flusher(self) -> None:
         """Starts this process's flusher: a daemon thread that writes the statistics file
         every ``flush_s`` seconds, requests or not, so that a reader can tell a live
         worker (its file is at most ``flush_s`` old) from a dead or stuck one. Started at
         the first call in each process, not at import: a server that forks workers after
         importing the app gets one in each worker."""
-        with self._flusher_lock:
-            if self._flusher_pid == os.getpid():
-                return
-            self._flusher_pid = os.getpid()
 
         def loop() -> None:
             while True:
@@ -164,14 +187,17 @@ class ProfilerMiddleware:
         await self._serve(scope, receive, send)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.stats_dir is not None and self._flusher_pid != os.getpid():
-            self._start_flusher()
+        if self._per_process and self._flusher_pid != os.getpid():
+            self._start_process()
         kind = scope["type"]
         if kind != "http":
             if kind == "lifespan":
                 await self._lifespan(scope, receive, send)
             else:
                 await self.app(scope, receive, send)
+            return
+        if self._metrics_path is not None and scope["path"] == self._metrics_path:
+            await self._metrics.serve(scope, send)  # type: ignore[union-attr]
             return
         if self._token is not None and authorized(scope, self._token):
             if (scope["path"].startswith(self._dashboard.base)
