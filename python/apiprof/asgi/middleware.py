@@ -30,6 +30,7 @@ from .dashboard import Dashboard, report_page
 from .http import ASGIApp, Headers, Message, Receive, Scope, Send, discard, respond, respond_gzip
 from .metrics import Metrics, serve_port
 from .options import Options
+from .pyroscope import PyroscopePusher
 from .request_profile import FunctionProfile, ProfilerFactory, RequestProfiler
 from .route_stats import stats, table
 from .stats_files import write_worker_file
@@ -107,8 +108,16 @@ class ProfilerMiddleware:
         self._metrics = None if metrics_path is None and self._metrics_port is None else Metrics(
             self.table, self.stats_dir, self.flush, metrics_token or "",
             (("service", service),) if service else (), opts.metrics_buckets)
-        # what each process starts at its first call: the statistics flusher, the port
-        self._per_process = self.stats_dir is not None or self._metrics_port is not None
+        # Pyroscope (docs/metrics.md): the profiles kept here, pushed from a thread
+        pyroscope_url, pyroscope_token = opts.resolved_pyroscope()
+        self.pyroscope = None if pyroscope_url is None else PyroscopePusher(
+            pyroscope_url, service or "asgi-app",
+            opts.pyroscope_interval_s, opts.pyroscope_queue, pyroscope_token,
+            opts.pyroscope_tenant)
+        # what each process starts at its first call: the statistics flusher, the port,
+        # the Pyroscope pusher
+        self._per_process = (self.stats_dir is not None or self._metrics_port is not None
+                             or self.pyroscope is not None)
 
     @property
     def slow_candidates(self) -> int:
@@ -139,13 +148,15 @@ class ProfilerMiddleware:
 
     def _start_process(self) -> None:
         """This process's background work, started at its first call (each forked worker
-        starts its own): the statistics flusher and the metrics port."""
+        starts its own): the statistics flusher, the metrics port, the Pyroscope pusher."""
         with self._flusher_lock:
             if self._flusher_pid == os.getpid():
                 return
             self._flusher_pid = os.getpid()
         if self.stats_dir is not None:
             self._start_flusher()
+        if self.pyroscope is not None:
+            self.pyroscope.start()
         if self._metrics is not None and self._metrics_port is not None:
             try:
                 serve_port(self._metrics, self.options.metrics_host, self._metrics_port,
@@ -255,6 +266,7 @@ class ProfilerMiddleware:
         def keep(record: dict[str, Any], document: bytes) -> None:
             self.profiles.add(ON_DEMAND_RING, record, document)
             kept.append((record, document))
+            self._kept(record, document)
 
         async with self._profile_lock:  # profiled requests take turns
             if self._candidate is not None:
@@ -275,6 +287,7 @@ class ProfilerMiddleware:
         def keep(record: dict[str, Any], document: bytes) -> None:
             if slow.keep(record):
                 self.profiles.add(record["route"], record, document)
+                self._kept(record, document)
 
         cut = self._candidate = _Cut(self._release)
         timer = asyncio.get_running_loop().call_later(
@@ -286,6 +299,11 @@ class ProfilerMiddleware:
         finally:
             timer.cancel()
             self._release(cut)
+
+    def _kept(self, record: dict[str, Any], document: bytes) -> None:
+        """A profile was kept: queued for Pyroscope (an append; the push is a thread's)."""
+        if self.pyroscope is not None:
+            self.pyroscope.offer(record, document)
 
     async def _run_profiled(
         self, scope: Scope, receive: Receive, send: Send, kind: str,

@@ -39,6 +39,11 @@ class Options:
     metrics_token: str | None = None
     metrics_buckets: tuple[float, ...] = DEFAULT_BUCKETS_S
     service: str | None = None
+    pyroscope_url: str | None = None
+    pyroscope_interval_s: float = 10.0
+    pyroscope_queue: int = 32
+    pyroscope_token: str | None = None
+    pyroscope_tenant: str | None = None
 
     def __post_init__(self) -> None:
         token = self.token
@@ -68,6 +73,10 @@ class Options:
 
         _check_metrics(self.metrics_path, self.metrics_port, self.metrics_token or token,
                        self.metrics_buckets)
+        _check_pyroscope(self.pyroscope_url)
+        if not self.pyroscope_interval_s > 0 or self.pyroscope_queue < 1:
+            raise ConfigurationError("pyroscope_interval_s must be positive and "
+                                     "pyroscope_queue at least 1")
 
     def resolved_metrics(self) -> tuple[str | None, int | None, str | None]:
         """(path, port, token) of the Prometheus metrics: the options, else
@@ -85,6 +94,14 @@ class Options:
         token = self.metrics_token or env.get("APIPROF_METRICS_TOKEN") or self.token
         _check_metrics(path, port, token, self.metrics_buckets)
         return path, port, token
+
+    def resolved_pyroscope(self) -> tuple[str | None, str | None]:
+        """(url, token) of the Pyroscope server: the options, else $APIPROF_PYROSCOPE_URL
+        and $APIPROF_PYROSCOPE_TOKEN."""
+        env = os.environ
+        url = self.pyroscope_url or env.get("APIPROF_PYROSCOPE_URL") or None
+        _check_pyroscope(url)
+        return url, self.pyroscope_token or env.get("APIPROF_PYROSCOPE_TOKEN") or None
 
     def resolved_service(self) -> str | None:
         """``service``, else $APIPROF_SERVICE, else None."""
@@ -113,3 +130,8 @@ def _check_metrics(path: str | None, port: int | None, token: str | None,
     if not (0 < len(buckets) <= 64 and all(b > 0 for b in buckets)
             and list(buckets) == sorted(set(buckets))):
         raise ConfigurationError("metrics_buckets must be 1 to 64 ascending positive seconds")
+
+
+def _check_pyroscope(url: str | None) -> None:
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise ConfigurationError("pyroscope_url must be an http:// or https:// URL")
