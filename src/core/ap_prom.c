@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "ap_err.h"
+#include "ap_wait.h"
 
 void ap_prom_label(ap_sbuf *sb, const char *name, const char *value, size_t n) {
     ap_sbuf_puts(sb, name);
@@ -75,7 +76,7 @@ static void family(ap_sbuf *sb, const char *name, const char *type, const char *
     ap_sbuf_printf(sb, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-enum { F_REQUESTS, F_ERRORS, F_CPU, F_WAIT, F_BYTES, F_COUNTERS };
+enum { F_REQUESTS, F_ERRORS, F_CPU, F_WAIT, F_WAITED, F_BYTES, F_COUNTERS };
 
 static const struct {
     const char *name, *help;
@@ -88,6 +89,8 @@ static const struct {
     {"apiprof_request_wait_seconds_total",
      "Wall time less CPU time, summed over requests; kind is a wait kind where profiled "
      "requests measured one, else unclassified."},
+    {"apiprof_request_waits_measured_total",
+     "Requests whose waits were measured by kind (profiled requests)."},
     {"apiprof_response_bytes_total", "Response body bytes, summed over requests."},
 };
 
@@ -103,15 +106,34 @@ static void counter_value(ap_sbuf *sb, int f, const ap_route_stat *s) {
     case F_CPU:
         ap_prom_seconds(sb, s->cpu_ns);
         break;
-    case F_WAIT: {
-        uint64_t wall = ap_hist_sum(h);
-        ap_prom_seconds(sb, wall > s->cpu_ns ? wall - s->cpu_ns : 0);
+    case F_WAITED:
+        ap_sbuf_u64(sb, s->waited);
         break;
-    }
     default:
         ap_sbuf_u64(sb, s->bytes_out);
         break;
     }
+}
+
+/* The wait time of s not attributed to a kind: wall less CPU less the kinds'. */
+static uint64_t unclassified(const ap_route_stat *s) {
+    uint64_t wall = ap_hist_sum(&s->wall), left = wall > s->cpu_ns ? wall - s->cpu_ns : 0;
+    for (unsigned k = 0; k < AP_WAIT_COUNT; k++)
+        left = left > s->wait_ns[k] ? left - s->wait_ns[k] : 0;
+    return left;
+}
+
+/* One wait sample of s: kind name, ns. */
+static void wait_sample(ap_sbuf *sb, const ap_route_stat *s, const char *extra, const char *kind,
+                        uint64_t ns) {
+    ap_sbuf_puts(sb, COUNTERS[F_WAIT].name);
+    ap_sbuf_putc(sb, '{');
+    entry_labels(sb, s, extra);
+    ap_sbuf_putc(sb, ',');
+    ap_prom_label(sb, "kind", kind, strlen(kind));
+    ap_sbuf_puts(sb, "} ");
+    ap_prom_seconds(sb, ns);
+    ap_sbuf_putc(sb, '\n');
 }
 
 /* Cumulative counts of h at each bound (a bucket by its midpoint). */
@@ -147,11 +169,16 @@ int ap_prom_routes(ap_sbuf *sb, const ap_routes *t, const uint64_t *bounds_ns, s
             const ap_route_stat *s = ap_routes_at(t, i);
             if (ap_hist_count(&s->wall) == 0)
                 continue;
+            if (f == F_WAIT) {
+                for (unsigned k = 0; k < AP_WAIT_COUNT; k++)
+                    if (s->wait_ns[k] != 0)
+                        wait_sample(sb, s, extra_labels, ap_wait_name(k), s->wait_ns[k]);
+                wait_sample(sb, s, extra_labels, "unclassified", unclassified(s));
+                continue;
+            }
             ap_sbuf_puts(sb, COUNTERS[f].name);
             ap_sbuf_putc(sb, '{');
             entry_labels(sb, s, extra_labels);
-            if (f == F_WAIT)
-                ap_sbuf_puts(sb, ",kind=\"unclassified\"");
             ap_sbuf_puts(sb, "} ");
             counter_value(sb, f, s);
             ap_sbuf_putc(sb, '\n');

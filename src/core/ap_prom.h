@@ -19,13 +19,15 @@
  *   apiprof_request_duration_seconds{route,method,status}  histogram
  *   apiprof_request_cpu_seconds_total{route,method,status} counter
  *   apiprof_request_wait_seconds_total{route,method,status,kind}   counter
+ *   apiprof_request_waits_measured_total{route,method,status}      counter
  *   apiprof_response_bytes_total{route,method,status}      counter
  *
  * status is the status class ("2xx", ..., "none" when no response was
  * sent).  The wait time of a request is its wall time less its CPU time
  * (time the app's coroutine was suspended, or blocked off the CPU); the
- * part that profiled requests attributed to a wait kind (ap_wait.h) is
- * reported under that kind, the rest under kind "unclassified".
+ * part that profiled requests attributed to a wait kind (ap_wait.h;
+ * ap_route_stat.wait_ns, waited counts those requests) is reported under
+ * that kind, the rest under kind "unclassified".
  *
  * bounds_ns: nbounds ascending histogram upper bounds in ns (1..
  * AP_PROM_BOUNDS_MAX), "+Inf" follows.  A bucket counts the values of every

@@ -30,6 +30,7 @@
 #include "ap_err.h"
 #include "ap_prom.h"
 #include "ap_routes.h"
+#include "ap_wait.h"
 
 enum {
     S_TYPE, S_STATUS, S_BODY, S_MORE_BODY, S_HEADERS, S_ROUTE, S_ROOT_PATH, S_METHOD,
@@ -252,6 +253,41 @@ static PyObject *table_merge(RouteTable *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+/* add_waits(route, method, status_class, waits) adds one profiled request's waits
+ * ({kind name: ns}; unknown kinds are ignored) to the entry of that key. */
+static PyObject *table_add_waits(RouteTable *self, PyObject *args) {
+    const char *route, *method;
+    Py_ssize_t rlen, mlen;
+    unsigned int cls;
+    PyObject *waits;
+    if (!PyArg_ParseTuple(args, "s#s#IO!:add_waits", &route, &rlen, &method, &mlen, &cls,
+                          &PyDict_Type, &waits))
+        return NULL;
+    uint64_t ns[AP_WAIT_COUNT] = {0};
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(waits, &pos, &key, &value)) {
+        const char *name = PyUnicode_Check(key) ? PyUnicode_AsUTF8(key) : NULL;
+        if (name == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "wait kinds must be str");
+            return NULL;
+        }
+        unsigned long long v = PyLong_AsUnsignedLongLong(value);
+        if (PyErr_Occurred())
+            return NULL;
+        unsigned k = ap_wait_by_name(name);
+        if (k < AP_WAIT_COUNT)
+            ns[k] += v;
+    }
+    ap_route_stat *s = ap_routes_get(self->table, route, (size_t)rlen, method, (size_t)mlen,
+                                     cls > 5 ? 5 : cls);
+    if (s == NULL)
+        return apext_raise_core(NULL);
+    ap_routes_add_waits(s, ns, AP_WAIT_COUNT);
+    Py_RETURN_NONE;
+}
+
 /* prometheus(bounds_ns, labels=()) -> bytes: the table in the text exposition format
  * (src/core/ap_prom.h); labels are (name, value) pairs put first in every sample, names
  * checked by the caller. */
@@ -457,6 +493,9 @@ static PyMethodDef table_methods[] = {
      "encode() -> bytes: the table in the format of src/core/ap_routes.h."},
     {"merge", (PyCFunction)table_merge, METH_O,
      "merge(data): add an encoded table (exact); ValueError if data is corrupt."},
+    {"add_waits", (PyCFunction)table_add_waits, METH_VARARGS,
+     "add_waits(route, method, status_class, waits): add one profiled request's waits\n"
+     "({kind: ns}) to that key's entry."},
     {"prometheus", (PyCFunction)(void (*)(void))table_prometheus, METH_VARARGS | METH_KEYWORDS,
      "prometheus(bounds_ns, labels=()) -> bytes: the table in Prometheus' text format\n"
      "(0.0.4); labels are (name, value) pairs added to every sample."},

@@ -5,6 +5,7 @@
 #include "ap_err.h"
 #include "ap_prom.h"
 #include "ap_test.h"
+#include "ap_wait.h"
 
 static int has(const ap_sbuf *sb, const char *needle) {
     return sb->data != NULL && strstr(sb->data, needle) != NULL;
@@ -52,6 +53,9 @@ AP_TEST(prom_routes_families) {
     for (int i = 0; i < 10; i++)
         ap_routes_record(a, 40000000, 1000000, 10, 0); /* 40 ms, 1 ms CPU */
     ap_routes_record(e, 1000000, 1000000, 0, 1);
+    uint64_t w[AP_WAIT_COUNT] = {0};
+    w[AP_WAIT_SLEEP] = 400000000; /* 0.4 s of the 0.525 s waited was a sleep */
+    ap_routes_add_waits(a, w, AP_WAIT_COUNT);
     uint64_t bounds[] = {1000000, 5000000, 50000000};
     ap_sbuf sb = {0};
     AP_CHECK(ap_prom_routes(&sb, t, bounds, 3, "service=\"shop\"") == 0);
@@ -72,7 +76,11 @@ AP_TEST(prom_routes_families) {
     AP_CHECK_MSG(has(&sb, want), "missing %s", want);
     snprintf(want, sizeof want, "apiprof_request_cpu_seconds_total%s} 0.055\n", L);
     AP_CHECK_MSG(has(&sb, want), "missing %s", want);
-    snprintf(want, sizeof want, "apiprof_request_wait_seconds_total%s,kind=\"unclassified\"} 0.525\n", L);
+    snprintf(want, sizeof want, "apiprof_request_wait_seconds_total%s,kind=\"unclassified\"} 0.125\n", L);
+    AP_CHECK_MSG(has(&sb, want), "missing %s", want);
+    snprintf(want, sizeof want, "apiprof_request_wait_seconds_total%s,kind=\"sleep\"} 0.4\n", L);
+    AP_CHECK_MSG(has(&sb, want), "missing %s", want);
+    snprintf(want, sizeof want, "apiprof_request_waits_measured_total%s} 1\n", L);
     AP_CHECK_MSG(has(&sb, want), "missing %s", want);
     AP_CHECK(has(&sb, "apiprof_request_errors_total{service=\"shop\",route=\"/boom\\\"\","
                       "method=\"POST\",status=\"5xx\"} 1\n"));

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import shutil
 import subprocess
 import time
@@ -239,3 +240,38 @@ def test_bearer_check() -> None:
     assert not bearer_ok(None, token) and not bearer_ok(token, token)
     assert not bearer_ok(b"Bearer " + token[:-1], token)
     assert not bearer_ok(b"Token " + token, token)
+
+
+async def _sleeper(scope: Any, receive: Any, send: Any) -> None:
+    await asyncio.sleep(0.03)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"slept"})
+
+
+def test_profiled_requests_split_waits_by_kind() -> None:
+    mw = ProfilerMiddleware(_sleeper, token=TOKEN, metrics_path="/metrics")
+    auth = [(b"authorization", f"Bearer {TOKEN}".encode())]
+    profiled = [(b"x-apiprof-token", TOKEN.encode())]
+    assert asyncio.run(_call(mw, "/nap-profiled", profiled)) == 200
+    assert asyncio.run(_call(mw, "/nap-profiled")) == 200  # not profiled: unclassified
+    sent: list[dict[str, Any]] = []
+
+    async def grab(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def scrape() -> None:
+        await mw._metrics.serve({"type": "http", "path": "/metrics", "headers": auth}, grab)  # type: ignore[union-attr]
+
+    asyncio.run(scrape())
+    text = sent[1]["body"].decode()
+    rows = {}
+    for line in text.splitlines():
+        m = re.match(r'apiprof_request_(wait_seconds_total|waits_measured_total)\{.*'
+                     r'route="<unmatched>",method="GET",status="2xx"(?:,kind="(\w+)")?\} (\S+)$',
+                     line)
+        if m:
+            rows[(m.group(1), m.group(2))] = float(m.group(3))
+    # the profiled request's 30 ms sleep is a sleep wait; the other's is unclassified
+    assert rows[("waits_measured_total", None)] >= 1
+    assert rows[("wait_seconds_total", "sleep")] >= 0.029
+    assert rows[("wait_seconds_total", "unclassified")] >= 0.029

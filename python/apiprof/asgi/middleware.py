@@ -300,6 +300,17 @@ class ProfilerMiddleware:
             timer.cancel()
             self._release(cut)
 
+    def _add_waits(self, profile: Any, label: str, record: dict[str, Any]) -> None:
+        """A profiled request's waits by kind go to its route statistics (never raises:
+        a profiler without ``waits()`` or a failing one adds nothing)."""
+        waits = getattr(profile, "waits", None)
+        if waits is None:
+            return
+        try:
+            self.table.add_waits(label, record["method"], record["status"] // 100, waits())
+        except Exception:  # statistics never break a request
+            return
+
     def _kept(self, record: dict[str, Any], document: bytes) -> None:
         """A profile was kept: queued for Pyroscope (an append; the push is a thread's)."""
         if self.pyroscope is not None:
@@ -343,6 +354,8 @@ class ProfilerMiddleware:
                 "time": time.time(), "bytes": 0,
             }
             doc = b"" if profile is None else document(profile, record, self._max_profile_bytes)
+            if doc and "error" not in record:
+                self._add_waits(profile, label, record)
             if not doc:
                 record.setdefault("error", error or "the profiler returned nothing")
                 doc = gzip.compress(json.dumps({"error": record["error"]}).encode())
