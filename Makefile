@@ -69,7 +69,7 @@ demo: install
 # Graphviz (dot), valgrind (callgrind_annotate), zlib headers (pprof's gzip), wrk (bench). apt-get runs only
 # when one is missing, so this is quick when all are present.
 SYSTEM_DEPS := chromium:chromium go:golang-go dot:graphviz callgrind_annotate:valgrind \
-  /usr/include/zlib.h:zlib1g-dev wrk:wrk
+  /usr/include/zlib.h:zlib1g-dev wrk:wrk prometheus:prometheus
 system-deps:
 	@missing=""; for d in $(SYSTEM_DEPS); do cmd=$${d%%:*}; pkg=$${d#*:}; \
 	  if [ "$${cmd#/}" != "$$cmd" ]; then test -e "$$cmd" || missing="$$missing $$pkg"; \

@@ -7,6 +7,7 @@
 
 #include "ap_err.h"
 #include "ap_map.h"
+#include "ap_wait.h"
 
 struct ap_routes {
     size_t max_keys;
@@ -82,7 +83,8 @@ static ap_route_stat *append_entry(ap_routes *t, const char *route, size_t route
     memset(s->method, 0, sizeof s->method);
     if (method_len)
         memcpy(s->method, method, method_len);
-    s->errors = s->cpu_ns = s->bytes_out = 0;
+    s->errors = s->cpu_ns = s->bytes_out = s->waited = 0;
+    memset(s->wait_ns, 0, sizeof s->wait_ns);
     ap_hist_init(&s->wall);
     t->entries[t->n++] = s;
     return s;
@@ -144,7 +146,8 @@ const ap_route_stat *ap_routes_at(const ap_routes *t, size_t i) {
 void ap_routes_reset(ap_routes *t) {
     for (size_t i = 0; i < t->n; i++) {
         ap_route_stat *s = t->entries[i];
-        s->errors = s->cpu_ns = s->bytes_out = 0;
+        s->errors = s->cpu_ns = s->bytes_out = s->waited = 0;
+        memset(s->wait_ns, 0, sizeof s->wait_ns);
         ap_hist_reset(&s->wall);
     }
 }
@@ -152,7 +155,19 @@ void ap_routes_reset(ap_routes *t) {
 /* ---- encoding ----------------------------------------------------------------- */
 
 static const uint8_t MAGIC[4] = {'A', 'P', 'R', 'T'};
-#define FIXED_ENTRY_BYTES (4 + 1 + 1 + 8 + 8 + 8 + 4)
+#define FIXED_ENTRY_BYTES (4 + 1 + 1 + 8 + 8 + 8 + 4 + 8 + 1)
+#define WAIT_NAME_MAX 32
+
+_Static_assert(AP_WAIT_COUNT <= AP_ROUTES_WAITS, "AP_ROUTES_WAITS must hold every wait kind");
+
+/* Bytes of the waits of s in the encoding (after nwaits). */
+static size_t waits_size(const ap_route_stat *s) {
+    size_t n = 0;
+    for (unsigned k = 0; k < AP_WAIT_COUNT; k++)
+        if (s->wait_ns[k] != 0)
+            n += 1 + strlen(ap_wait_name(k)) + 8;
+    return n;
+}
 
 size_t ap_routes_encoded_size(const ap_routes *t) {
     size_t n = sizeof MAGIC + 1 + 4;
@@ -160,7 +175,8 @@ size_t ap_routes_encoded_size(const ap_routes *t) {
         const ap_route_stat *s = t->entries[i];
         if (s->wall.count == 0)
             continue;
-        n += FIXED_ENTRY_BYTES + s->route_len + strlen(s->method) + ap_hist_encoded_size(&s->wall);
+        n += FIXED_ENTRY_BYTES + s->route_len + strlen(s->method) + ap_hist_encoded_size(&s->wall) +
+             waits_size(s);
     }
     return n;
 }
@@ -204,6 +220,21 @@ size_t ap_routes_encode(const ap_routes *t, uint8_t *buf, size_t cap) {
         size_t w = ap_hist_encode(&s->wall, p, hlen);
         assert(w == hlen);
         p += w;
+        p = put_le(p, s->waited, 8);
+        uint8_t *nwaits_at = p++;
+        unsigned nwaits = 0;
+        for (unsigned k = 0; k < AP_WAIT_COUNT; k++) {
+            if (s->wait_ns[k] == 0)
+                continue;
+            const char *name = ap_wait_name(k);
+            size_t nlen = strlen(name);
+            *p++ = (uint8_t)nlen;
+            memcpy(p, name, nlen);
+            p += nlen;
+            p = put_le(p, s->wait_ns[k], 8);
+            nwaits++;
+        }
+        *nwaits_at = (uint8_t)nwaits;
         written++;
     }
     put_le(count_at, written, 4);
@@ -249,8 +280,8 @@ static int walk(ap_routes *t, ap_hist *tmp, const uint8_t *buf, size_t len) {
     if (magic == NULL || memcmp(magic, MAGIC, sizeof MAGIC) != 0)
         return ap_err_set(AP_ECORRUPT, "route statistics: bad magic");
     uint64_t version = get_le(&r, 1);
-    if (!r.bad && version != AP_ROUTES_VERSION)
-        return ap_err_set(AP_ECORRUPT, "route statistics: version %llu, expected %d",
+    if (!r.bad && (version < 1 || version > AP_ROUTES_VERSION))
+        return ap_err_set(AP_ECORRUPT, "route statistics: version %llu, expected 1 to %d",
                           (unsigned long long)version, AP_ROUTES_VERSION);
     uint64_t n = get_le(&r, 4);
     for (uint64_t i = 0; i < n && !r.bad; i++) {
@@ -268,6 +299,27 @@ static int walk(ap_routes *t, ap_hist *tmp, const uint8_t *buf, size_t len) {
         uint64_t errors = get_le(&r, 8), cpu = get_le(&r, 8), bytes = get_le(&r, 8);
         uint64_t hlen = get_le(&r, 4);
         const uint8_t *hbuf = get_bytes(&r, hlen);
+        uint64_t waited = 0, wait_ns[AP_ROUTES_WAITS] = {0};
+        if (version >= 2) {
+            waited = get_le(&r, 8);
+            uint64_t nwaits = get_le(&r, 1);
+            for (uint64_t w = 0; w < nwaits && !r.bad; w++) {
+                uint64_t nlen = get_le(&r, 1);
+                if (nlen > WAIT_NAME_MAX)
+                    return ap_err_set(AP_ECORRUPT, "route statistics: wait kind of %llu bytes",
+                                      (unsigned long long)nlen);
+                const uint8_t *name = get_bytes(&r, nlen);
+                uint64_t ns = get_le(&r, 8);
+                if (r.bad)
+                    break;
+                char buf[WAIT_NAME_MAX + 1];
+                memcpy(buf, name, nlen);
+                buf[nlen] = '\0';
+                unsigned k = ap_wait_by_name(buf);
+                if (k < AP_WAIT_COUNT)   /* a kind this reader does not know is dropped */
+                    wait_ns[k] += ns;
+            }
+        }
         if (r.bad)
             break;
         if (cls >= AP_ROUTES_CLASSES)
@@ -287,6 +339,9 @@ static int walk(ap_routes *t, ap_hist *tmp, const uint8_t *buf, size_t len) {
         s->errors += errors;
         s->cpu_ns += cpu;
         s->bytes_out += bytes;
+        s->waited += waited;
+        for (unsigned k = 0; k < AP_ROUTES_WAITS; k++)
+            s->wait_ns[k] += wait_ns[k];
     }
     if (r.bad)
         return ap_err_set(AP_ECORRUPT, "route statistics: truncated");

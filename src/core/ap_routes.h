@@ -26,6 +26,7 @@
 #define AP_ROUTES_METHOD_MAX 16
 #define AP_ROUTES_CLASSES 6                 /* status classes 0..5 */
 #define AP_ROUTES_OVERFLOW "<overflow>"
+#define AP_ROUTES_WAITS 16                  /* room for the wait kinds of ap_wait.h */
 
 /* One key's statistics.  Plain data apart from `route`, which the table owns. */
 typedef struct ap_route_stat {
@@ -37,6 +38,8 @@ typedef struct ap_route_stat {
     uint64_t cpu_ns;                        /* CPU time summed over requests */
     uint64_t bytes_out;                     /* response body bytes summed over requests */
     ap_hist wall;                           /* latency per request, ns; its count is the request count */
+    uint64_t waited;                        /* requests whose waits were measured (profiled) */
+    uint64_t wait_ns[AP_ROUTES_WAITS];      /* their wait time by ap_wait_kind, ns */
 } ap_route_stat;
 
 typedef struct ap_routes ap_routes;         /* private to ap_routes.c */
@@ -68,6 +71,15 @@ static inline void ap_routes_record(ap_route_stat *s, uint64_t wall_ns, uint64_t
     s->errors += error != 0;
 }
 
+/* Add the waits of one profiled request to s: wait_ns[k] (ns, indexed by
+ * ap_wait_kind, nkinds <= AP_ROUTES_WAITS values) and one to waited.  Can't
+ * fail. */
+static inline void ap_routes_add_waits(ap_route_stat *s, const uint64_t *wait_ns, size_t nkinds) {
+    s->waited++;
+    for (size_t k = 0; k < nkinds && k < AP_ROUTES_WAITS; k++)
+        s->wait_ns[k] += wait_ns[k];
+}
+
 /* Number of entries (keys and used overflow entries).  Entries that are empty
  * after ap_routes_reset() are still counted.  Can't fail. */
 size_t ap_routes_size(const ap_routes *t);
@@ -93,9 +105,17 @@ void ap_routes_reset(ap_routes *t);
  *     u64    cpu_ns
  *     u64    bytes_out
  *     u32    hist_len, then an ap_hist encoding (ap_hist.h) of hist_len bytes
+ *     (version 2 on:)
+ *     u64    waited            requests whose waits were measured
+ *     u8     nwaits            kinds with a non-zero wait time
+ *     nwaits times:
+ *       u8   name_len, then the kind's name (ap_wait_name), <= 32 bytes
+ *       u64  ns
  *
- * Empty entries are left out, so a reset table encodes as no entries. */
-#define AP_ROUTES_VERSION 1
+ * Kinds travel by name, so a reader whose list of kinds differs drops only
+ * the names it does not know.  Version 1 (no waits) is still read.  Empty
+ * entries are left out, so a reset table encodes as no entries. */
+#define AP_ROUTES_VERSION 2
 
 /* Exact size of ap_routes_encode()'s output for t.  Can't fail. */
 size_t ap_routes_encoded_size(const ap_routes *t);

@@ -10,6 +10,7 @@
 #include "ap_findings.h"
 #include "ap_prof.h"
 #include "ap_report.h"
+#include "ap_wait.h"
 
 typedef struct {
     PyObject_HEAD
@@ -333,6 +334,27 @@ static PyObject *profile_trees(ProfileObject *self, PyObject *Py_UNUSED(a)) {
     return list;
 }
 
+/* wait_totals() -> {kind: ns}: each wait kind's time over the whole profile (its
+ * inclusive metric summed over the root's children of every tree); kinds with none are
+ * left out. */
+static PyObject *profile_wait_totals(ProfileObject *self, PyObject *Py_UNUSED(a)) {
+    uint64_t total[AP_WAIT_COUNT] = {0};
+    for (size_t i = 0; i < ap_prof_ntrees(self->prof); i++) {
+        const ap_tree *t = ap_prof_tree_at(self->prof, i);
+        if (ap_tree_nnodes(t) == 0)
+            continue;
+        for (const ap_node *c = ap_node_first_child(ap_tree_node(t, 0)); c != NULL;
+             c = ap_node_next_sibling(c))
+            for (unsigned k = 0; k < AP_WAIT_COUNT; k++)
+                total[k] += c->m[ap_wait_metric(k)];
+    }
+    PyObject *d = PyDict_New();
+    for (unsigned k = 0; d != NULL && k < AP_WAIT_COUNT; k++)
+        if (total[k] != 0 && set_u64(d, ap_wait_name(k), total[k]) < 0)
+            Py_CLEAR(d);
+    return d;
+}
+
 /* nodes(tree) -> list of dict: parent, frame fields and non-zero metrics */
 static PyObject *profile_nodes(ProfileObject *self, PyObject *arg) {
     Py_ssize_t ti = PyLong_AsSsize_t(arg);
@@ -644,6 +666,9 @@ static PyMethodDef profile_methods[] = {
      "project(metric) -> Profile\n\nOne tree, the sum of all, whose self_ns and total_ns "
      "hold the view metric (wall, cpu, await, memory, samples) as the report views read it. "
      "ValueError when the name is unknown or the profile has none of it."},
+    {"wait_totals", (PyCFunction)profile_wait_totals, METH_NOARGS,
+     "wait_totals() -> dict[str, int]\n\nEach wait kind's ns over the whole profile "
+     "(docs/waits.md); kinds with none are left out."},
     {"trees", (PyCFunction)profile_trees, METH_NOARGS,
      "trees() -> list[dict]\n\nEach tree's labels and node count."},
     {"nodes", (PyCFunction)profile_nodes, METH_O,

@@ -28,7 +28,9 @@
 
 #include "ap_clock.h"
 #include "ap_err.h"
+#include "ap_prom.h"
 #include "ap_routes.h"
+#include "ap_wait.h"
 
 enum {
     S_TYPE, S_STATUS, S_BODY, S_MORE_BODY, S_HEADERS, S_ROUTE, S_ROOT_PATH, S_METHOD,
@@ -251,6 +253,106 @@ static PyObject *table_merge(RouteTable *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+/* add_waits(route, method, status_class, waits) adds one profiled request's waits
+ * ({kind name: ns}; unknown kinds are ignored) to the entry of that key. */
+static PyObject *table_add_waits(RouteTable *self, PyObject *args) {
+    const char *route, *method;
+    Py_ssize_t rlen, mlen;
+    unsigned int cls;
+    PyObject *waits;
+    if (!PyArg_ParseTuple(args, "s#s#IO!:add_waits", &route, &rlen, &method, &mlen, &cls,
+                          &PyDict_Type, &waits))
+        return NULL;
+    uint64_t ns[AP_WAIT_COUNT] = {0};
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(waits, &pos, &key, &value)) {
+        const char *name = PyUnicode_Check(key) ? PyUnicode_AsUTF8(key) : NULL;
+        if (name == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "wait kinds must be str");
+            return NULL;
+        }
+        unsigned long long v = PyLong_AsUnsignedLongLong(value);
+        if (PyErr_Occurred())
+            return NULL;
+        unsigned k = ap_wait_by_name(name);
+        if (k < AP_WAIT_COUNT)
+            ns[k] += v;
+    }
+    ap_route_stat *s = ap_routes_get(self->table, route, (size_t)rlen, method, (size_t)mlen,
+                                     cls > 5 ? 5 : cls);
+    if (s == NULL)
+        return apext_raise_core(NULL);
+    ap_routes_add_waits(s, ns, AP_WAIT_COUNT);
+    Py_RETURN_NONE;
+}
+
+/* prometheus(bounds_ns, labels=()) -> bytes: the table in the text exposition format
+ * (src/core/ap_prom.h); labels are (name, value) pairs put first in every sample, names
+ * checked by the caller. */
+static PyObject *table_prometheus(RouteTable *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"bounds_ns", "labels", NULL};
+    PyObject *bounds, *labels = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:prometheus", kwlist, &bounds, &labels))
+        return NULL;
+    PyObject *seq = PySequence_Fast(bounds, "bounds_ns must be a sequence of ints");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t nb = PySequence_Fast_GET_SIZE(seq);
+    uint64_t b[AP_PROM_BOUNDS_MAX];
+    if (nb < 1 || nb > AP_PROM_BOUNDS_MAX) {
+        Py_DECREF(seq);
+        return PyErr_Format(PyExc_ValueError, "between 1 and %d bounds", AP_PROM_BOUNDS_MAX);
+    }
+    for (Py_ssize_t i = 0; i < nb; i++) {
+        b[i] = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+    }
+    Py_DECREF(seq);
+    ap_sbuf extra = {0}, out = {0};
+    PyObject *res = NULL;
+    if (labels != NULL && labels != Py_None) {
+        PyObject *ls = PySequence_Fast(labels, "labels must be a sequence of (name, value)");
+        if (ls == NULL)
+            return NULL;
+        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(ls); i++) {
+            const char *name, *value;
+            Py_ssize_t nlen, vlen;
+            PyObject *pair = PySequence_Fast_GET_ITEM(ls, i);
+            if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+                (name = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 0), &nlen)) == NULL ||
+                (value = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 1), &vlen)) == NULL) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_TypeError, "labels must be (str, str) pairs");
+                Py_DECREF(ls);
+                goto done;
+            }
+            if (i > 0)
+                ap_sbuf_putc(&extra, ',');
+            ap_prom_label(&extra, name, value, (size_t)vlen);
+        }
+        Py_DECREF(ls);
+    }
+    ap_sbuf_putc(&extra, '\0');
+    if (extra.failed) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (ap_prom_routes(&out, self->table, b, (size_t)nb, extra.data) < 0) {
+        apext_raise_core(NULL);
+        goto done;
+    }
+    res = PyBytes_FromStringAndSize(out.data ? out.data : "", (Py_ssize_t)out.len);
+done:
+    ap_sbuf_free(&extra);
+    ap_sbuf_free(&out);
+    return res;
+}
+
 /* Makes `finder` the table's current RouteFinder (its dicts read once; the memos of
  * another finder's answers dropped).  0, or -1 with an exception. */
 static int use_finder(RouteTable *self, apext_state *st, PyObject *finder) {
@@ -391,6 +493,12 @@ static PyMethodDef table_methods[] = {
      "encode() -> bytes: the table in the format of src/core/ap_routes.h."},
     {"merge", (PyCFunction)table_merge, METH_O,
      "merge(data): add an encoded table (exact); ValueError if data is corrupt."},
+    {"add_waits", (PyCFunction)table_add_waits, METH_VARARGS,
+     "add_waits(route, method, status_class, waits): add one profiled request's waits\n"
+     "({kind: ns}) to that key's entry."},
+    {"prometheus", (PyCFunction)(void (*)(void))table_prometheus, METH_VARARGS | METH_KEYWORDS,
+     "prometheus(bounds_ns, labels=()) -> bytes: the table in Prometheus' text format\n"
+     "(0.0.4); labels are (name, value) pairs added to every sample."},
     {"_set_mount_type", (PyCFunction)table_set_mount_type, METH_O, NULL},
     {NULL, NULL, 0, NULL},
 };

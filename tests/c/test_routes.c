@@ -5,6 +5,7 @@
 #include "ap_err.h"
 #include "ap_routes.h"
 #include "ap_test.h"
+#include "ap_wait.h"
 
 #define S(str) (str), strlen(str)
 
@@ -83,6 +84,12 @@ static ap_routes *sample_table(uint64_t seed) {
                                          k % 6);
         for (unsigned j = 0; j <= k; j++)
             ap_routes_record(s, ap_test_rand(&seed) % 100000000u, j, 100 + j, j % 3 == 0);
+        if (k % 3 == 0) {
+            uint64_t w[AP_WAIT_COUNT] = {0};
+            w[AP_WAIT_NETWORK] = 10 * k + seed % 7;
+            w[AP_WAIT_SLEEP] = k;
+            ap_routes_add_waits(s, w, AP_WAIT_COUNT);
+        }
     }
     return t;
 }
@@ -114,6 +121,9 @@ AP_TEST(routes_roundtrip_merge) {
         AP_CHECK_EQ_U64(z->errors, x->errors + y->errors);
         AP_CHECK_EQ_U64(z->cpu_ns, x->cpu_ns + y->cpu_ns);
         AP_CHECK_EQ_U64(z->bytes_out, x->bytes_out + y->bytes_out);
+        AP_CHECK_EQ_U64(z->waited, x->waited + y->waited);
+        for (unsigned k = 0; k < AP_ROUTES_WAITS; k++)
+            AP_CHECK_EQ_U64(z->wait_ns[k], x->wait_ns[k] + y->wait_ns[k]);
     }
     /* a reset table encodes no entries */
     ap_routes_reset(a);
@@ -152,7 +162,9 @@ AP_TEST(routes_decode_rejects) {
     big[0] = 'X';
     AP_CHECK(ap_routes_merge_encoded(m, big, len) == -1);
     memcpy(big, buf, len);
-    big[4] = 2;
+    big[4] = AP_ROUTES_VERSION + 1;
+    AP_CHECK(ap_routes_merge_encoded(m, big, len) == -1);
+    big[4] = 0;
     AP_CHECK(ap_routes_merge_encoded(m, big, len) == -1);
     /* random single-byte mutations never crash; accepted ones keep errors <= count */
     uint64_t seed = 99;
@@ -169,6 +181,49 @@ AP_TEST(routes_decode_rejects) {
         ap_routes_free(x);
     }
     free(big);
+    free(buf);
+    ap_routes_free(a);
+    ap_routes_free(m);
+}
+
+/* Version 1 (before waits) is still read; a wait kind a reader does not know is dropped. */
+AP_TEST(routes_reads_version_1_and_unknown_kinds) {
+    ap_routes *a = ap_routes_new(4);
+    ap_route_stat *s = ap_routes_get(a, S("/v"), S("GET"), 2);
+    ap_routes_record(s, 5000, 100, 7, 0);
+    uint64_t w[AP_WAIT_COUNT] = {0};
+    w[AP_WAIT_DATABASE] = 900;
+    ap_routes_add_waits(s, w, AP_WAIT_COUNT);
+    size_t len;
+    uint8_t *buf = encode(a, &len);
+    /* the waits are the last 8 + 1 + (1 + 8 + 8) bytes: strip them for a version-1 copy */
+    size_t wlen = 8 + 1 + 1 + strlen("database") + 8;
+    uint8_t *v1 = malloc(len);
+    memcpy(v1, buf, len - wlen);
+    v1[4] = 1;
+    ap_routes *m = ap_routes_new(4);
+    AP_CHECK(ap_routes_merge_encoded(m, v1, len - wlen) == 0);
+    const ap_route_stat *r = ap_routes_at(m, 0);
+    AP_CHECK_EQ_U64(r->wall.count, 1);
+    AP_CHECK_EQ_U64(r->waited + r->wait_ns[AP_WAIT_DATABASE], 0);
+    AP_CHECK(ap_routes_merge_encoded(m, buf, len) == 0);
+    AP_CHECK_EQ_U64(r->waited, 1);
+    AP_CHECK_EQ_U64(r->wait_ns[AP_WAIT_DATABASE], 900);
+    /* rename the kind to one nobody knows: read, and dropped */
+    uint8_t *name = NULL;
+    for (size_t i = 0; i + 8 <= len && name == NULL; i++)
+        if (memcmp(buf + i, "database", 8) == 0)
+            name = buf + i;
+    if (AP_CHECK(name != NULL)) {
+        memcpy(name, "datab4se", 8);
+        AP_CHECK(ap_routes_merge_encoded(m, buf, len) == 0);
+        AP_CHECK_EQ_U64(r->waited, 2);
+        AP_CHECK_EQ_U64(r->wait_ns[AP_WAIT_DATABASE], 900);
+        AP_CHECK_EQ_U64(r->wall.count, 3);
+    }
+    ap_routes_reset(m);
+    AP_CHECK_EQ_U64(r->waited + r->wait_ns[AP_WAIT_DATABASE], 0);
+    free(v1);
     free(buf);
     ap_routes_free(a);
     ap_routes_free(m);

@@ -28,7 +28,9 @@ from .capture import (
 )
 from .dashboard import Dashboard, report_page
 from .http import ASGIApp, Headers, Message, Receive, Scope, Send, discard, respond, respond_gzip
+from .metrics import Metrics, serve_port
 from .options import Options
+from .pyroscope import PyroscopePusher
 from .request_profile import FunctionProfile, ProfilerFactory, RequestProfiler
 from .route_stats import stats, table
 from .stats_files import write_worker_file
@@ -99,6 +101,23 @@ class ProfilerMiddleware:
         self._write_lock = threading.Lock()
         if self.stats_dir is not None:
             atexit.register(self.flush)
+        # Prometheus metrics (docs/metrics.md): off unless a path or a port is given
+        metrics_path, self._metrics_port, metrics_token = opts.resolved_metrics()
+        self._metrics_path = metrics_path
+        service = opts.resolved_service()
+        self._metrics = None if metrics_path is None and self._metrics_port is None else Metrics(
+            self.table, self.stats_dir, self.flush, metrics_token or "",
+            (("service", service),) if service else (), opts.metrics_buckets)
+        # Pyroscope (docs/metrics.md): the profiles kept here, pushed from a thread
+        pyroscope_url, pyroscope_token = opts.resolved_pyroscope()
+        self.pyroscope = None if pyroscope_url is None else PyroscopePusher(
+            pyroscope_url, service or "asgi-app",
+            opts.pyroscope_interval_s, opts.pyroscope_queue, pyroscope_token,
+            opts.pyroscope_tenant)
+        # what each process starts at its first call: the statistics flusher, the port,
+        # the Pyroscope pusher
+        self._per_process = (self.stats_dir is not None or self._metrics_port is not None
+                             or self.pyroscope is not None)
 
     @property
     def slow_candidates(self) -> int:
@@ -127,16 +146,31 @@ class ProfilerMiddleware:
                 print(f"apiprof: cannot write route statistics to {self.stats_dir}: {e}",
                       file=sys.stderr)
 
+    def _start_process(self) -> None:
+        """This process's background work, started at its first call (each forked worker
+        starts its own): the statistics flusher, the metrics port, the Pyroscope pusher."""
+        with self._flusher_lock:
+            if self._flusher_pid == os.getpid():
+                return
+            self._flusher_pid = os.getpid()
+        if self.stats_dir is not None:
+            self._start_flusher()
+        if self.pyroscope is not None:
+            self.pyroscope.start()
+        if self._metrics is not None and self._metrics_port is not None:
+            try:
+                serve_port(self._metrics, self.options.metrics_host, self._metrics_port,
+                           self._metrics_path or "/metrics")
+            except OSError as e:
+                print(f"apiprof: cannot serve metrics on {self.options.metrics_host}:"
+                      f"{self._metrics_port}: {e}", file=sys.stderr)
+
     def _start_flusher(self) -> None:
         """Starts this process's flusher: a daemon thread that writes the statistics file
         every ``flush_s`` seconds, requests or not, so that a reader can tell a live
         worker (its file is at most ``flush_s`` old) from a dead or stuck one. Started at
         the first call in each process, not at import: a server that forks workers after
         importing the app gets one in each worker."""
-        with self._flusher_lock:
-            if self._flusher_pid == os.getpid():
-                return
-            self._flusher_pid = os.getpid()
 
         def loop() -> None:
             while True:
@@ -164,14 +198,17 @@ class ProfilerMiddleware:
         await self._serve(scope, receive, send)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.stats_dir is not None and self._flusher_pid != os.getpid():
-            self._start_flusher()
+        if self._per_process and self._flusher_pid != os.getpid():
+            self._start_process()
         kind = scope["type"]
         if kind != "http":
             if kind == "lifespan":
                 await self._lifespan(scope, receive, send)
             else:
                 await self.app(scope, receive, send)
+            return
+        if self._metrics_path is not None and scope["path"] == self._metrics_path:
+            await self._metrics.serve(scope, send)  # type: ignore[union-attr]
             return
         if self._token is not None and authorized(scope, self._token):
             if (scope["path"].startswith(self._dashboard.base)
@@ -229,6 +266,7 @@ class ProfilerMiddleware:
         def keep(record: dict[str, Any], document: bytes) -> None:
             self.profiles.add(ON_DEMAND_RING, record, document)
             kept.append((record, document))
+            self._kept(record, document)
 
         async with self._profile_lock:  # profiled requests take turns
             if self._candidate is not None:
@@ -249,6 +287,7 @@ class ProfilerMiddleware:
         def keep(record: dict[str, Any], document: bytes) -> None:
             if slow.keep(record):
                 self.profiles.add(record["route"], record, document)
+                self._kept(record, document)
 
         cut = self._candidate = _Cut(self._release)
         timer = asyncio.get_running_loop().call_later(
@@ -260,6 +299,22 @@ class ProfilerMiddleware:
         finally:
             timer.cancel()
             self._release(cut)
+
+    def _add_waits(self, profile: Any, label: str, record: dict[str, Any]) -> None:
+        """A profiled request's waits by kind go to its route statistics (never raises:
+        a profiler without ``waits()`` or a failing one adds nothing)."""
+        waits = getattr(profile, "waits", None)
+        if waits is None:
+            return
+        try:
+            self.table.add_waits(label, record["method"], record["status"] // 100, waits())
+        except Exception:  # statistics never break a request
+            return
+
+    def _kept(self, record: dict[str, Any], document: bytes) -> None:
+        """A profile was kept: queued for Pyroscope (an append; the push is a thread's)."""
+        if self.pyroscope is not None:
+            self.pyroscope.offer(record, document)
 
     async def _run_profiled(
         self, scope: Scope, receive: Receive, send: Send, kind: str,
@@ -299,6 +354,8 @@ class ProfilerMiddleware:
                 "time": time.time(), "bytes": 0,
             }
             doc = b"" if profile is None else document(profile, record, self._max_profile_bytes)
+            if doc and "error" not in record:
+                self._add_waits(profile, label, record)
             if not doc:
                 record.setdefault("error", error or "the profiler returned nothing")
                 doc = gzip.compress(json.dumps({"error": record["error"]}).encode())

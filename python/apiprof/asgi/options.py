@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from ..errors import ConfigurationError
 from .capture import MIN_TOKEN_CHARS
+from .metrics import DEFAULT_BUCKETS_S
 from .request_profile import ProfilerFactory
 
 
@@ -32,6 +33,17 @@ class Options:
     slow_max_s: float = 5.0
     slow_body_bytes: int = 1024 * 1024
     profiler: ProfilerFactory | None = None
+    metrics_path: str | None = None
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_token: str | None = None
+    metrics_buckets: tuple[float, ...] = DEFAULT_BUCKETS_S
+    service: str | None = None
+    pyroscope_url: str | None = None
+    pyroscope_interval_s: float = 10.0
+    pyroscope_queue: int = 32
+    pyroscope_token: str | None = None
+    pyroscope_tenant: str | None = None
 
     def __post_init__(self) -> None:
         token = self.token
@@ -59,8 +71,67 @@ class Options:
                self.max_routes) < 1:
             raise ConfigurationError("max_routes and the profile limits must be at least 1")
 
+        _check_metrics(self.metrics_path, self.metrics_port, self.metrics_token or token,
+                       self.metrics_buckets)
+        _check_pyroscope(self.pyroscope_url)
+        if not self.pyroscope_interval_s > 0 or self.pyroscope_queue < 1:
+            raise ConfigurationError("pyroscope_interval_s must be positive and "
+                                     "pyroscope_queue at least 1")
+
+    def resolved_metrics(self) -> tuple[str | None, int | None, str | None]:
+        """(path, port, token) of the Prometheus metrics: the options, else
+        $APIPROF_METRICS_PATH, $APIPROF_METRICS_PORT, $APIPROF_METRICS_TOKEN; the token
+        falls back to ``token``. ConfigurationError for unusable environment values."""
+        env = os.environ
+        path = self.metrics_path if self.metrics_path is not None else (
+            env.get("APIPROF_METRICS_PATH") or None)
+        port: int | None = self.metrics_port
+        if port is None and env.get("APIPROF_METRICS_PORT"):
+            try:
+                port = int(env["APIPROF_METRICS_PORT"])
+            except ValueError:
+                raise ConfigurationError("APIPROF_METRICS_PORT must be a port number") from None
+        token = self.metrics_token or env.get("APIPROF_METRICS_TOKEN") or self.token
+        _check_metrics(path, port, token, self.metrics_buckets)
+        return path, port, token
+
+    def resolved_pyroscope(self) -> tuple[str | None, str | None]:
+        """(url, token) of the Pyroscope server: the options, else $APIPROF_PYROSCOPE_URL
+        and $APIPROF_PYROSCOPE_TOKEN."""
+        env = os.environ
+        url = self.pyroscope_url or env.get("APIPROF_PYROSCOPE_URL") or None
+        _check_pyroscope(url)
+        return url, self.pyroscope_token or env.get("APIPROF_PYROSCOPE_TOKEN") or None
+
+    def resolved_service(self) -> str | None:
+        """``service``, else $APIPROF_SERVICE, else None."""
+        return self.service if self.service is not None else (
+            os.environ.get("APIPROF_SERVICE") or None)
+
     def resolved_stats_dir(self) -> str | None:
         """``stats_dir``, else $APIPROF_STATS_DIR, else None (no statistics files)."""
         directory = self.stats_dir if self.stats_dir is not None else os.environ.get(
             "APIPROF_STATS_DIR")
         return os.fspath(directory) if directory else None
+
+
+def _check_metrics(path: str | None, port: int | None, token: str | None,
+                   buckets: tuple[float, ...]) -> None:
+    if path is None and port is None:
+        return
+    if token is None or len(token) < MIN_TOKEN_CHARS or not token.isprintable():
+        raise ConfigurationError(
+            f"metrics need a token of at least {MIN_TOKEN_CHARS} printable characters "
+            "(metrics_token, $APIPROF_METRICS_TOKEN or token): they are never open")
+    if path is not None and (not path.startswith("/") or path.endswith("/") and path != "/"):
+        raise ConfigurationError("metrics_path must start with '/' and not end with '/'")
+    if port is not None and not 0 < port < 65536:
+        raise ConfigurationError("metrics_port must be in 1..65535")
+    if not (0 < len(buckets) <= 64 and all(b > 0 for b in buckets)
+            and list(buckets) == sorted(set(buckets))):
+        raise ConfigurationError("metrics_buckets must be 1 to 64 ascending positive seconds")
+
+
+def _check_pyroscope(url: str | None) -> None:
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise ConfigurationError("pyroscope_url must be an http:// or https:// URL")

@@ -46,6 +46,11 @@ class FunctionProfile:
     def stop(self) -> None:
         self._profiler.stop()
 
+    def waits(self) -> dict[str, int]:
+        """The request's wait time by kind (ns), for the route statistics; optional in
+        the RequestProfiler protocol."""
+        return dict(self._profiler.profile.wait_totals())
+
     def result(self, info: dict[str, str]) -> bytes:
         profile = self._profiler.profile
         for key, value in info.items():

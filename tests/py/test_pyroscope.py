@@ -1,0 +1,260 @@
+"""Pyroscope push: the middleware's kept profiles reach a Pyroscope-shaped receiver (a real
+socket server here; no Pyroscope server is packaged) as POST /ingest with the documented
+query and multipart body, and the pushed pprof decodes with ``go tool pprof``; retries,
+backoff and the bounded queue of the pusher."""
+
+from __future__ import annotations
+
+import gzip
+import http.server
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from email.parser import BytesParser
+from email.policy import HTTP
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from apiprof import Profiler
+from apiprof.asgi import TOKEN_HEADER
+from apiprof.asgi.pyroscope import PyroscopePusher, app_name, label_value
+from apiprof.errors import ConfigurationError
+from apiprof.fastapi import instrument
+from helpers import REPO_ROOT
+
+APPS = REPO_ROOT / "tests" / "py" / "apps"
+TOKEN = "pyroscope-test-token-0123456789"
+GO = shutil.which("go")
+NAME = re.compile(r"^([^{}]+)\{((?:[^{}=,]+=[^{}=,]+)(?:,[^{}=,]+=[^{}=,]+)*)\}$")
+
+
+class Receiver(http.server.ThreadingHTTPServer):
+    """Accepts POST /ingest as Pyroscope documents it; ``fail`` statuses are answered
+    first, one per request, then 200. Every request is kept (path, query, headers, parsed
+    form parts) and every problem with its shape is recorded in ``problems``."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.requests: list[dict[str, Any]] = []
+        self.problems: list[str] = []
+        self.fail: list[int] = []
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: Receiver
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        url = urllib.parse.urlsplit(self.path)
+        query = dict(urllib.parse.parse_qsl(url.query))
+        problems = check_shape(url.path, query, self.headers.get("content-type", ""), body)
+        parts = form_parts(self.headers.get("content-type", ""), body)
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        with self.server.lock:
+            self.server.requests.append({"path": url.path, "query": query, "parts": parts,
+                                         "headers": headers})
+            self.server.problems += problems
+            status = self.server.fail.pop(0) if self.server.fail else 200
+        self.send_response(status)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+def form_parts(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:
+    """name -> (filename, data) of a multipart/form-data body."""
+    msg = BytesParser(policy=HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+    parts: dict[str, tuple[str | None, bytes]] = {}
+    if not msg.is_multipart():
+        return parts
+    for part in msg.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        parts[str(name)] = (part.get_filename(), payload if isinstance(payload, bytes) else b"")
+    return parts
+
+
+def check_shape(path: str, query: dict[str, str], content_type: str, body: bytes) -> list[str]:
+    """What differs from the documented /ingest request (name, from, until as UNIX
+    seconds, format=pprof, a multipart body whose file field "profile" holds the pprof
+    and "sample_type_config" JSON)."""
+    problems = []
+    if path != "/ingest":
+        problems.append(f"path {path}")
+    if not NAME.match(query.get("name", "")):
+        problems.append(f"name {query.get('name')!r}")
+    if not (query.get("from", "").isdigit() and query.get("until", "").isdigit()
+            and int(query["from"]) <= int(query["until"])):
+        problems.append(f"from/until {query.get('from')!r} {query.get('until')!r}")
+    if query.get("format") != "pprof":
+        problems.append(f"format {query.get('format')!r}")
+    if not content_type.startswith("multipart/form-data; boundary="):
+        problems.append(f"content-type {content_type!r}")
+    parts = form_parts(content_type, body)
+    profile = parts.get("profile")
+    if profile is None or not profile[0] or profile[1][:2] != b"\x1f\x8b":
+        problems.append("no gzipped file field 'profile'")
+    config = parts.get("sample_type_config")
+    if config is None or not config[0]:
+        problems.append("no file field 'sample_type_config'")
+    else:
+        types = json.loads(config[1])
+        if types.get("wall", {}).get("cumulative") is not False:
+            problems.append(f"sample_type_config {types}")
+    return problems
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def labels_of(name: str) -> tuple[str, dict[str, str]]:
+    m = NAME.match(name)
+    assert m, name
+    return m.group(1), dict(kv.split("=", 1) for kv in m.group(2).split(","))
+
+
+def wait_for(cond: Any, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(GO is None, reason="go is not installed (go tool pprof decodes the push)")
+def test_workers_push_kept_profiles(serve: Any, receiver: Receiver, tmp_path: Path) -> None:
+    server = serve("pyroscope_app:app", cwd=APPS,
+                   env={"APP_TOKEN": TOKEN, "APIPROF_PYROSCOPE_URL": receiver.url,
+                        "APIPROF_SERVICE": "pyro-shop"})
+    for _ in range(2):
+        r = httpx.get(f"{server.url}/work", headers={TOKEN_HEADER.decode(): TOKEN},
+                      trust_env=False, timeout=30)
+        assert r.status_code == 200
+    httpx.get(f"{server.url}/work", trust_env=False, timeout=30)  # not profiled: not pushed
+    wait_for(lambda: len(receiver.requests) >= 2)
+    time.sleep(0.5)  # a further interval: nothing else arrives
+    assert receiver.problems == []
+    assert len(receiver.requests) == 2
+    pids = set()
+    for req in receiver.requests:
+        service, labels = labels_of(req["query"]["name"])
+        assert service == "pyro-shop"
+        assert labels["route"] == "/work" and labels["host"] == label_value(socket.gethostname())
+        pids.add(labels["process"])
+        assert req["query"]["spyName"] == "apiprof"
+        assert int(req["query"]["until"]) - int(req["query"]["from"]) <= 2
+        assert abs(int(req["query"]["until"]) - time.time()) < 60
+    assert len(pids) == 1 and pids != {str(os.getpid())}  # the worker's pid, not ours
+    # the pprof as Go's own tool reads it
+    path = tmp_path / "pushed.pb.gz"
+    path.write_bytes(receiver.requests[0]["parts"]["profile"][1])
+    raw = subprocess.run([str(GO), "tool", "pprof", "-raw", str(path)], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "HOME": str(tmp_path)})
+    assert raw.returncode == 0, raw.stderr
+    assert "wall/nanoseconds" in raw.stdout  # the sample types of the request profile
+    assert "planted_work" in raw.stdout
+    top = subprocess.run([str(GO), "tool", "pprof", "-top", "-sample_index=wall", str(path)],
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "HOME": str(tmp_path)})
+    assert top.returncode == 0, top.stderr
+    row = next(line for line in top.stdout.splitlines() if "planted_work" in line)
+    # flat flat% sum% cum cum%: its 20 ms of CPU (with the clock calls under it) are
+    # wall time of the request
+    assert _seconds(row.split()[3]) >= 0.019, row
+
+
+def _seconds(text: str) -> float:
+    m = re.fullmatch(r"([0-9.]+)(ns|us|ms|s)", text)
+    assert m, text
+    return float(m.group(1)) * {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}[m.group(2)]
+
+
+def _document() -> bytes:
+    def hot() -> int:
+        return sum(range(20000))
+
+    with Profiler() as p:
+        hot()
+    return gzip.compress(bytes(p.profile.json()))
+
+
+def test_retries_with_backoff_then_gives_up(receiver: Receiver) -> None:
+    doc = _document()
+    pusher = PyroscopePusher(receiver.url, "svc", retries=2, backoff_s=0.01)
+    receiver.fail = [503, 429]
+    pusher.offer({"id": "a", "route": "/r", "time": time.time(), "wall_ns": 1000}, doc)
+    pusher.flush()
+    assert (pusher.pushed, pusher.failed, len(receiver.requests)) == (1, 0, 3)
+    receiver.fail = [503, 503, 503]
+    pusher.offer({"id": "b", "route": "/r", "time": time.time(), "wall_ns": 1000}, doc)
+    pusher.flush()
+    assert (pusher.pushed, pusher.failed, len(receiver.requests)) == (1, 1, 6)
+    receiver.fail = [400]  # refused: not retried
+    pusher.offer({"id": "c", "route": "/r", "time": time.time(), "wall_ns": 1000}, doc)
+    pusher.flush()
+    assert (pusher.pushed, pusher.failed, len(receiver.requests)) == (1, 2, 7)
+    assert receiver.problems == []
+
+
+def test_bounded_queue_drops_oldest(receiver: Receiver) -> None:
+    doc = _document()
+    pusher = PyroscopePusher(receiver.url, "svc", queue_max=2, token="tok", tenant="t1")
+    for i in range(5):
+        pusher.offer({"id": str(i), "route": f"/r{i}", "time": time.time(), "wall_ns": 1}, doc)
+    pusher.offer({"id": "x", "route": "/bad", "error": "no profile"}, b"")  # not queued
+    assert pusher.dropped == 3
+    pusher.flush()
+    routes = [labels_of(r["query"]["name"])[1]["route"] for r in receiver.requests]
+    assert routes == ["/r3", "/r4"] and pusher.pushed == 2
+    headers = receiver.requests[0]["headers"]
+    assert headers["authorization"] == "Bearer tok" and headers["x-scope-orgid"] == "t1"
+
+
+def test_unreachable_server_costs_requests_nothing() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens
+    pusher = PyroscopePusher(f"http://127.0.0.1:{port}", "svc", retries=1, backoff_s=0.01,
+                             timeout_s=1)
+    doc = _document()
+    pusher.offer({"id": "a", "route": "/r", "time": time.time(), "wall_ns": 1}, doc)
+    assert len(pusher._queue) == 1 and pusher.pushed == 0  # offer did no I/O
+    pusher.flush()
+    assert pusher.failed == 1 and pusher.pushed == 0
+
+
+def test_names_and_options() -> None:
+    assert label_value("/items/{item_id}") == "/items/:item_id"
+    assert label_value('a,b=c"d e}') == "a_b_c_d_e_"
+    assert app_name("my app", {"route": "/x/{y}", "host": "h"}) == "my_app{route=/x/:y,host=h}"
+    with pytest.raises(ConfigurationError, match="pyroscope_url"):
+        instrument(type("A", (), {"add_middleware": lambda *a, **k: None})(),
+                   pyroscope_url="ftp://x")
+    basic = PyroscopePusher("http://user:p%40ss@127.0.0.1:1/", "svc")
+    req = basic.request({"route": "/r", "time": time.time(), "wall_ns": 1}, _document())
+    assert req is not None and req.full_url.startswith("http://127.0.0.1:1/ingest?")
+    assert req.get_header("Authorization") == "Basic dXNlcjpwQHNz"
