@@ -90,7 +90,10 @@ test-c: venv system-deps
 lint: venv
 	$(VENV)/bin/ruff check python tests bench examples
 
+# `go tool pprof` is built on first use by newer Go releases (Debian unstable's): once
+# here, not in two test workers at once under a test's timeout.
 test-py: install
+	@if command -v go >/dev/null; then go tool pprof -h >/dev/null 2>&1 || true; fi
 	$(PY) -m pytest -q -n $(PYTEST_JOBS)
 
 test: system-deps test-c lint test-py
