@@ -1,16 +1,23 @@
 """Database statements for the function tracer (``Profiler(queries=True)``, ``apiprof run
 --queries``): while a profiler with queries runs, connections that ``sqlite3.connect``
 makes (the app's, SQLAlchemy's and SQLModel's sync engines on SQLite) time each
-``execute`` / ``executemany`` and hand the statement to ``_core.record_query``, which
+``execute`` / ``executemany``, and so do the statement methods of psycopg 3's cursors
+(sync and async) and asyncpg's connections and prepared statements (used directly or by
+SQLAlchemy's engines on them); each statement goes to ``_core.record_query``, which
 normalises it and records it with the route, the request and the app's calling line
-(src/ext/queries.c; docs/waits.md, "Queries"). Connections made before the profiler
-started are not seen."""
+(src/ext/queries.c; docs/waits.md, "Queries"). sqlite3 connections made before the
+profiler started are not seen; psycopg and asyncpg are timed from their import on (or
+from the start, when already imported)."""
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import sqlite3
 import sqlite3.dbapi2
-from collections.abc import Callable, Iterable
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from types import ModuleType
 from typing import Any
 
 from . import _core, _labels
@@ -76,6 +83,144 @@ def _connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
     return _original(*args, **kwargs)
 
 
+# ---- psycopg 3 and asyncpg: their statement methods, timed in place ----------------------
+# Their classes are Python classes: while capture is on, the methods below are replaced
+# on the class by a timed wrapper (apiprof's own frame, which the tracer leaves out, so
+# the driver's frames and their database waits are recorded as without capture).
+
+def _put(statement: object, t0: int, rows: int) -> None:
+    """Record statement (str or bytes; anything else is not a statement we can name)."""
+    if isinstance(statement, bytes):
+        statement = statement.decode("utf-8", "replace")
+    if not isinstance(statement, str):
+        return
+    route = _labels.ROUTE.get(None)
+    _record(statement, _now() - t0, rows if rows > 0 else 0, _labels.REQUEST.get(),
+            route if isinstance(route, str) else None)
+
+
+def _psycopg_text(cur: Any, args: Sequence[Any]) -> object:
+    query = args[0] if args else None
+    if query is not None and not isinstance(query, (str, bytes)):
+        try:  # psycopg.sql.Composable
+            return query.as_string(cur)
+        except Exception:  # noqa: BLE001 -- the app's statement runs whatever we make of it
+            return None
+    return query
+
+
+def _psycopg_rows(cur: Any, _out: object) -> int:
+    rows = getattr(cur, "rowcount", -1)
+    return rows if isinstance(rows, int) else 0
+
+
+def _asyncpg_text(_conn: Any, args: Sequence[Any]) -> object:
+    return args[0] if args else None
+
+
+def _prepared_text(stmt: Any, _args: Sequence[Any]) -> object:
+    return stmt.get_query()
+
+
+def _asyncpg_rows(_self: Any, out: object) -> int:
+    return len(out) if isinstance(out, list) else 0
+
+
+Text = Callable[[Any, Sequence[Any]], object]
+Rows = Callable[[Any, object], int]
+
+
+def _timed(fn: Callable[..., Any], text: Text, rows: Rows) -> Callable[..., Any]:
+    def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        t0 = _now()
+        out = None
+        try:
+            out = fn(self, *args, **kwargs)
+            return out
+        finally:
+            _put(text(self, args), t0, rows(self, out))
+    return timed
+
+
+def _timed_async(fn: Callable[..., Any], text: Text, rows: Rows) -> Callable[..., Any]:
+    async def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        t0 = _now()
+        out = None
+        try:
+            out = await fn(self, *args, **kwargs)
+            return out
+        finally:
+            _put(text(self, args), t0, rows(self, out))
+    return timed
+
+
+# module -> [(class path in the module, methods, wrapper, text, rows)]
+_DRIVERS: dict[str, list[tuple[str, tuple[str, ...], Callable[..., Any], Text, Rows]]] = {
+    "psycopg": [
+        ("Cursor", ("execute", "executemany"), _timed, _psycopg_text, _psycopg_rows),
+        ("AsyncCursor", ("execute", "executemany"), _timed_async, _psycopg_text,
+         _psycopg_rows),
+    ],
+    "asyncpg": [
+        ("Connection", ("execute", "executemany", "fetch", "fetchrow", "fetchval",
+                        "fetchmany"), _timed_async, _asyncpg_text, _asyncpg_rows),
+        ("prepared_stmt.PreparedStatement", ("executemany", "fetch", "fetchrow", "fetchval",
+                                             "fetchmany"), _timed_async, _prepared_text,
+         _asyncpg_rows),
+    ],
+}
+_patched: list[tuple[type, str, Any]] = []   # (class, method, the original), to put back
+
+
+def _patch(name: str, module: ModuleType) -> None:
+    for path, methods, wrap, text, rows in _DRIVERS[name]:
+        owner: Any = module
+        for part in path.split("."):
+            owner = getattr(owner, part, None)
+        if not isinstance(owner, type):
+            continue
+        for method in methods:
+            original = owner.__dict__.get(method)
+            if callable(original):
+                _patched.append((owner, method, original))
+                setattr(owner, method, wrap(original, text, rows))
+
+
+class _Loader(importlib.abc.Loader):
+    """The driver's own loader, then its classes patched."""
+
+    def __init__(self, name: str, loader: Any) -> None:
+        self.name, self.loader = name, loader
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        self.loader.exec_module(module)
+        if _users and _finder in sys.meta_path:
+            _patch(self.name, module)
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    """Patches a driver imported while capture is on, once its package has run."""
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name not in _DRIVERS:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _Loader(name, spec.loader)
+                return spec
+        return None
+
+
+_finder = _Finder()
+
+
 def install() -> None:
     """Capture from now on (nested: each install() needs its uninstall())."""
     global _original, _users
@@ -83,6 +228,10 @@ def install() -> None:
     if _users == 1:
         _original = sqlite3.dbapi2.connect
         sqlite3.connect = sqlite3.dbapi2.connect = _connect
+        for name in _DRIVERS:
+            if name in sys.modules:
+                _patch(name, sys.modules[name])
+        sys.meta_path.insert(0, _finder)
 
 
 def uninstall() -> None:
@@ -93,3 +242,8 @@ def uninstall() -> None:
     if _users == 0 and _original is not None:
         sqlite3.connect = sqlite3.dbapi2.connect = _original
         _original = None
+        if _finder in sys.meta_path:
+            sys.meta_path.remove(_finder)
+        while _patched:
+            owner, method, original = _patched.pop()
+            setattr(owner, method, original)

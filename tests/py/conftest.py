@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 from helpers import REPO_ROOT, SHOP_DIR
+from pgserver import PostgresServer, bin_dir
 
 __all__ = ["CLEAN_EXIT_CODES", "REPO_ROOT", "SHOP_DIR", "Server", "free_port"]
 
@@ -188,3 +189,19 @@ def serve_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeFact
 def http() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=30.0, trust_env=False) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server on 127.0.0.1 for the whole session (tests/py/pgserver.py): its
+    ``dsn`` reaches database ``postgres`` as a superuser. Skips when the server binaries
+    are not installed (``make system-deps`` installs Debian's ``postgresql``)."""
+    bindir = bin_dir()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (/usr/lib/postgresql/*/bin; make system-deps)")
+    server = PostgresServer(bindir, free_port())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
