@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.machinery
+import re
 import sqlite3
 import sqlite3.dbapi2
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from types import ModuleType
 from typing import Any
+from urllib.parse import urlsplit
 
 from . import _core, _labels
 
@@ -88,7 +90,10 @@ def _connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
 # on the class by a timed wrapper (apiprof's own frame, which the tracer leaves out, so
 # the driver's frames and their database waits are recorded as without capture).
 
-def _put(statement: object, t0: int, rows: int) -> None:
+STATEMENT, HTTP = 0, 1   # record kinds (ap_prof.h, AP_QUERY_*)
+
+
+def _put(statement: object, t0: int, rows: int, kind: int = STATEMENT) -> None:
     """Record statement (str or bytes; anything else is not a statement we can name)."""
     if isinstance(statement, bytes):
         statement = statement.decode("utf-8", "replace")
@@ -96,7 +101,7 @@ def _put(statement: object, t0: int, rows: int) -> None:
         return
     route = _labels.ROUTE.get(None)
     _record(statement, _now() - t0, rows if rows > 0 else 0, _labels.REQUEST.get(),
-            route if isinstance(route, str) else None)
+            route if isinstance(route, str) else None, kind)
 
 
 def _psycopg_text(cur: Any, args: Sequence[Any]) -> object:
@@ -154,8 +159,74 @@ def _timed_async(fn: Callable[..., Any], text: Text, rows: Rows) -> Callable[...
     return timed
 
 
+# ---- outgoing HTTP calls: httpx, requests, aiohttp -------------------------------------
+# Each call is recorded as "METHOD host[:port]/path status": the path as a template (a
+# segment of digits or a long hex / UUID value is "{id}"), never the query string or
+# the user info, so no token or secret of a URL lands in a label.
+
+_ID = re.compile(r"\d+|[0-9a-fA-F-]{16,}|[0-9a-fA-F]{8}-[0-9a-fA-F-]+")
+
+
+def http_label(method: object, url: object, status: object) -> str:
+    """The record's text for a call of method to url that got status (None: it failed)."""
+    try:
+        parts = urlsplit(str(url))
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        path = "/".join("{id}" if _ID.fullmatch(seg) else seg
+                        for seg in (parts.path or "/").split("/"))
+    except ValueError:
+        host, path = "?", "/"
+    return f"{str(method).upper()} {host}{path} {status if status is not None else 'error'}"
+
+
+def _httpx_label(_client: Any, args: Sequence[Any], out: object) -> str:
+    request = args[0] if args else None
+    return http_label(getattr(request, "method", "?"), getattr(request, "url", ""),
+                      getattr(out, "status_code", None))
+
+
+def _requests_label(_session: Any, args: Sequence[Any], out: object) -> str:
+    request = args[0] if args else None
+    return http_label(getattr(request, "method", "?"), getattr(request, "url", ""),
+                      getattr(out, "status_code", None))
+
+
+def _aiohttp_label(_session: Any, args: Sequence[Any], out: object) -> str:
+    return http_label(args[0] if args else "?", args[1] if len(args) > 1 else "",
+                      getattr(out, "status", None))
+
+
+Label = Callable[[Any, Sequence[Any], object], str]
+
+
+def _http_call(fn: Callable[..., Any], label: Label, _rows: Any = None) -> Callable[..., Any]:
+    def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        t0 = _now()
+        out = None
+        try:
+            out = fn(self, *args, **kwargs)
+            return out
+        finally:
+            _put(label(self, args, out), t0, 0, HTTP)
+    return timed
+
+
+def _http_call_async(fn: Callable[..., Any], label: Label, _rows: Any = None) -> Callable[..., Any]:
+    async def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        t0 = _now()
+        out = None
+        try:
+            out = await fn(self, *args, **kwargs)
+            return out
+        finally:
+            _put(label(self, args, out), t0, 0, HTTP)
+    return timed
+
+
 # module -> [(class path in the module, methods, wrapper, text, rows)]
-_DRIVERS: dict[str, list[tuple[str, tuple[str, ...], Callable[..., Any], Text, Rows]]] = {
+_DRIVERS: dict[str, list[tuple[str, tuple[str, ...], Callable[..., Any], Any, Any]]] = {
     "psycopg": [
         ("Cursor", ("execute", "executemany"), _timed, _psycopg_text, _psycopg_rows),
         ("AsyncCursor", ("execute", "executemany"), _timed_async, _psycopg_text,
@@ -168,6 +239,12 @@ _DRIVERS: dict[str, list[tuple[str, tuple[str, ...], Callable[..., Any], Text, R
                                              "fetchmany"), _timed_async, _prepared_text,
          _asyncpg_rows),
     ],
+    "httpx": [
+        ("Client", ("send",), _http_call, _httpx_label, None),
+        ("AsyncClient", ("send",), _http_call_async, _httpx_label, None),
+    ],
+    "requests": [("Session", ("send",), _http_call, _requests_label, None)],
+    "aiohttp": [("ClientSession", ("_request",), _http_call_async, _aiohttp_label, None)],
 }
 _patched: list[tuple[type, str, Any]] = []   # (class, method, the original), to put back
 

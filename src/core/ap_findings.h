@@ -69,6 +69,8 @@ typedef enum ap_finding_kind {
     AP_FK_N_PLUS_ONE,     /* one statement shape run >= AP_QUERY_N_PLUS_ONE times in one
                              request from one line (captured queries; replaces
                              repeated_query when the profile has them) */
+    AP_FK_REPEATED_CALL,  /* one outgoing HTTP call (method, host, path) made
+                             >= AP_QUERY_N_PLUS_ONE times in one request from one line */
     AP_FK_COUNT
 } ap_finding_kind;
 

@@ -176,8 +176,8 @@ AP_TEST(query_records_roundtrip) {
     ap_frame_id site = fr(p, "load", "/srv/app/main.py", PY);
     for (uint64_t req = 1; req <= 3; req++)
         for (int i = 0; i < 6; i++)
-            AP_CHECK(ap_prof_query_add(p, s, r, site, 12, 10, 1, req) == 0);
-    AP_CHECK(ap_prof_query_add(p, s, r, site, 13, 5, 0, 1) == 0); /* another line */
+            AP_CHECK(ap_prof_query_add(p, AP_QUERY_STATEMENT, s, r, site, 12, 10, 1, req) == 0);
+    AP_CHECK(ap_prof_query_add(p, AP_QUERY_STATEMENT, s, r, site, 13, 5, 0, 1) == 0); /* another line */
     AP_CHECK_EQ_U64(ap_prof_nqueries(p), 2);
     const ap_query *q = ap_prof_query_at(p, 0);
     AP_CHECK_EQ_U64(q->count, 18);
