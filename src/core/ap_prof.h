@@ -423,6 +423,12 @@ int ap_prof_query_add(ap_prof *p, unsigned kind, ap_str_id statement, ap_str_id 
  * 0; -1 with AP_ENOMEM. */
 int ap_prof_query_put(ap_prof *p, const ap_query *q);
 
+/* The records as the members of a JSON array (the JSON export's and the HTML
+ * page's "queries", docs/format.md), appended to out.  Can't fail (out
+ * records a failed allocation). */
+struct ap_sbuf;
+void ap_prof_queries_json(const ap_prof *p, struct ap_sbuf *out);
+
 /* The records: how many and the i-th.  Can't fail. */
 size_t ap_prof_nqueries(const ap_prof *p);
 const ap_query *ap_prof_query_at(const ap_prof *p, size_t i);

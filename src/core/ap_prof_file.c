@@ -578,6 +578,32 @@ ap_prof *ap_prof_read(const char *path, int *truncated) {
 
 /* ---- JSON export ----------------------------------------------------------------------- */
 
+void ap_prof_queries_json(const ap_prof *p, ap_sbuf *out) {
+    for (size_t i = 0; i < p->nqueries; i++) {
+        const ap_query *q = &p->queries[i];
+        const ap_frame *f = &p->frames[q->site];
+        ap_sbuf_puts(out, i ? ",\n  {\"statement\": " : "\n  {\"statement\": ");
+        ap_sbuf_json_str(out, ap_prof_str(p, q->statement));
+        ap_sbuf_printf(out, ", \"kind\": \"%s\"", ap_query_kind_name(q->kind));
+        ap_sbuf_printf(out, ", \"count\": %llu, \"total_ns\": %llu, \"rows\": %llu, "
+                       "\"requests\": %llu, \"max_per_request\": %llu, \"n_plus_one\": %s, "
+                       "\"frame\": %u, \"function\": ",
+                       (unsigned long long)q->count, (unsigned long long)q->total_ns,
+                       (unsigned long long)q->rows, (unsigned long long)q->requests,
+                       (unsigned long long)q->max_per_request,
+                       q->max_per_request >= AP_QUERY_N_PLUS_ONE ? "true" : "false", q->site);
+        ap_sbuf_json_str(out, ap_prof_str(p, f->qualname));
+        ap_sbuf_puts(out, ", \"file\": ");
+        ap_sbuf_json_str(out, ap_prof_str(p, f->file));
+        ap_sbuf_printf(out, ", \"line\": %u, \"route\": ", q->line);
+        if (q->route != 0)
+            ap_sbuf_json_str(out, ap_prof_str(p, q->route));
+        else
+            ap_sbuf_puts(out, "null");
+        ap_sbuf_putc(out, '}');
+    }
+}
+
 static void json_frame_fields(ap_sbuf *out, const ap_prof *p, const ap_frame *f) {
     ap_sbuf_puts(out, "\"name\": ");
     ap_sbuf_json_str(out, ap_prof_str(p, f->name));
@@ -693,29 +719,7 @@ int ap_json_write(const ap_report_ctx *c, ap_sbuf *out) {
     }
     free(lines);
     ap_sbuf_puts(out, "\n ],\n \"queries\": [");
-    for (size_t i = 0; i < p->nqueries; i++) {
-        const ap_query *q = &p->queries[i];
-        const ap_frame *f = &p->frames[q->site];
-        ap_sbuf_puts(out, i ? ",\n  {\"statement\": " : "\n  {\"statement\": ");
-        ap_sbuf_json_str(out, ap_prof_str(p, q->statement));
-        ap_sbuf_printf(out, ", \"kind\": \"%s\"", ap_query_kind_name(q->kind));
-        ap_sbuf_printf(out, ", \"count\": %llu, \"total_ns\": %llu, \"rows\": %llu, "
-                       "\"requests\": %llu, \"max_per_request\": %llu, \"n_plus_one\": %s, "
-                       "\"frame\": %u, \"function\": ",
-                       (unsigned long long)q->count, (unsigned long long)q->total_ns,
-                       (unsigned long long)q->rows, (unsigned long long)q->requests,
-                       (unsigned long long)q->max_per_request,
-                       q->max_per_request >= AP_QUERY_N_PLUS_ONE ? "true" : "false", q->site);
-        ap_sbuf_json_str(out, ap_prof_str(p, f->qualname));
-        ap_sbuf_puts(out, ", \"file\": ");
-        ap_sbuf_json_str(out, ap_prof_str(p, f->file));
-        ap_sbuf_printf(out, ", \"line\": %u, \"route\": ", q->line);
-        if (q->route != 0)
-            ap_sbuf_json_str(out, ap_prof_str(p, q->route));
-        else
-            ap_sbuf_puts(out, "null");
-        ap_sbuf_putc(out, '}');
-    }
+    ap_prof_queries_json(p, out);
     ap_sbuf_puts(out, "\n ],\n \"frames\": [");
     for (size_t i = 0; i < p->nframes; i++) {
         ap_sbuf_puts(out, i ? ",\n  {" : "\n  {");

@@ -105,3 +105,14 @@ def test_calls_survive_the_native_file_and_the_json_export(calls_profile, tmp_pa
     again = tmp_path / "again.apiprof"
     _core.loads(json.dumps(doc).encode()).save(str(again))
     assert _core.load(str(again)).queries() == back
+
+
+def test_text_report_lists_the_calls(calls_profile):
+    path, host = calls_profile
+    text = subprocess.run([str(APIPROF), "report", str(path)], capture_output=True, text=True,
+                          check=True).stdout
+    section = text[text.index("queries and outgoing calls"):]
+    fan = [line.split() for line in section.splitlines() if line.startswith("GET /fanout ")]
+    assert len(fan) == 1
+    assert fan[0][2:5] == ["call", str(REQS * USERS), str(USERS)]
+    assert fan[0][-4:] == ["[repeated]", "GET", f"{host}/users/{{id}}", "200"]

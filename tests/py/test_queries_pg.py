@@ -6,6 +6,7 @@ line, none on the route that batches, and the time classified as database waits.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -31,7 +32,7 @@ LISTING = "SELECT item.id, item.title, item.owner_id FROM item ORDER BY item.id"
 
 
 @pytest.fixture(scope="module")
-def pg_profile(postgres, tmp_path_factory: pytest.TempPathFactory):
+def pg_file(postgres, tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("pg")
     port = free_port()
     out = tmp / "pg.apiprof"
@@ -49,7 +50,12 @@ def pg_profile(postgres, tmp_path_factory: pytest.TempPathFactory):
     serve_profiled([str(APIPROF), "run", "--queries", "-q", "-o", str(out), "-m", "uvicorn",
                     "pg_app:app", "--host", "127.0.0.1", "--port", str(port), "--log-level",
                     "warning"], APPS, {"PG_DSN": postgres.dsn}, port, tmp / "server.log", drive)
-    return _core.load(str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def pg_profile(pg_file: Path):
+    return _core.load(str(pg_file))
 
 
 def statements(profile, route: str) -> dict[str, dict]:
@@ -111,3 +117,46 @@ def test_database_waits(pg_profile):
         waits = split[route]
         assert waits.get("database", 0) > 0, (route, waits)
         assert waits["database"] == max(waits.values()), (route, waits)
+
+
+def test_text_report_lists_the_statements(pg_file):
+    text = subprocess.run([str(APIPROF), "report", str(pg_file)], capture_output=True,
+                          text=True, check=True).stdout
+    section = text[text.index("queries and outgoing calls"):]
+    rows = [line for line in section.splitlines() if line.startswith("GET /asyncpg/items ")]
+    n1 = [line for line in rows if "SELECT name FROM owner WHERE id = $1" in line]
+    assert len(n1) == 1 and "[N+1]" in n1[0] and "pg_app.py:126" in n1[0]
+    assert n1[0].split()[3:5] == [str(REQS * ITEMS), str(ITEMS)]    # count, per request
+
+
+def test_html_io_view(pg_file, tmp_path):
+    """The HTML report's I/O view in headless Chromium: a section per route with its
+    split and its statements, the N+1 rows marked; a screenshot in .artifacts/report/."""
+    from cdp import Browser
+    from helpers import REPO_ROOT
+    html = tmp_path / "pg.html"
+    subprocess.run([str(APIPROF), "report", str(pg_file), "-o", str(html)], check=True,
+                   capture_output=True)
+    with Browser(tmp_path / "chromium", height=1800) as b:
+        page = b.open(html.as_uri())
+        page.wait_for("document.body && document.body.dataset.ready === '1'")
+        assert page.errors == []
+        got = page.eval("""Array.from(document.querySelectorAll('.io')).map(function (d) {
+            return [d.dataset.ioRoute, d.querySelectorAll('.split span').length,
+                    Array.from(d.querySelectorAll('tr.n1 td.stmt')).map(function (t) {
+                        return t.textContent; })]; })""")
+        io = {route: (spans, n1) for route, spans, n1 in got}
+        assert io["GET /asyncpg/items"][0] >= 2     # running and database at least
+        assert io["GET /asyncpg/items"][1] == ["SELECT name FROM owner WHERE id = $1 N+1"]
+        assert io["GET /sync/items"][1] == [OWNER_PSYCOPG + " N+1"]
+        assert io["GET /sync/items/batched"][1] == []
+        share = page.eval("""(function () {
+            var d = document.querySelector(".io[data-io-route='GET /asyncpg/items']");
+            var tr = Array.from(d.querySelectorAll('tr')).filter(function (r) {
+                return r.textContent.indexOf('FROM owner') >= 0; })[0];
+            return tr.children[2].textContent + '|' + tr.children[3].textContent; })()""")
+        assert share == f"{REQS * ITEMS}|{ITEMS}"
+        page.eval("document.querySelector('.io').scrollIntoView()")
+        out = REPO_ROOT / ".artifacts" / "report"
+        out.mkdir(parents=True, exist_ok=True)
+        page.screenshot(out / "io-view-pg.png")
