@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 from helpers import REPO_ROOT, SHOP_DIR
-from pgserver import PostgresServer, bin_dir
+from pgserver import NoServerUser, PostgresServer, bin_dir
 
 __all__ = ["CLEAN_EXIT_CODES", "REPO_ROOT", "SHOP_DIR", "Server", "free_port"]
 
@@ -199,7 +199,10 @@ def postgres() -> Iterator[PostgresServer]:
     bindir = bin_dir()
     if bindir is None:
         pytest.skip("PostgreSQL is not installed (/usr/lib/postgresql/*/bin; make system-deps)")
-    server = PostgresServer(bindir, free_port())
+    try:
+        server = PostgresServer(bindir, free_port())
+    except NoServerUser as e:
+        pytest.skip(str(e))
     try:
         server.start()
         yield server

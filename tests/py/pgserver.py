@@ -20,6 +20,10 @@ USER = "apiprof"
 START_TIMEOUT_S = 30.0
 
 
+class NoServerUser(RuntimeError):
+    """Running as root with no ``postgres`` user to run the server as."""
+
+
 def bin_dir() -> Path | None:
     """The newest installed server's bin directory, or None."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"),
@@ -40,7 +44,8 @@ class PostgresServer:
             try:
                 self.run_as = pwd.getpwnam("postgres")
             except KeyError:
-                raise RuntimeError("running as root and there is no user 'postgres'") from None
+                raise NoServerUser("running as root and there is no user 'postgres' to run "
+                                   "the server as") from None
             os.chown(self.root, self.run_as.pw_uid, self.run_as.pw_gid)
         self.proc: subprocess.Popen[bytes] | None = None
 
