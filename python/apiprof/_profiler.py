@@ -309,8 +309,10 @@ class Profiler:
     def _count_labels(self, step: int) -> None:
         if self.labels:
             _labels.active += step
-        if self.queries:
-            (_queries.install if step > 0 else _queries.uninstall)()
+        if self.queries and step > 0:
+            _queries.install((_SCOPE, self._mark) if self.scope == "context" else None)
+        elif self.queries:
+            _queries.uninstall()
 
     def stop(self) -> Profiler:
         """Stop recording; frames still open are closed now. Idempotent."""

@@ -11,6 +11,7 @@ from the start, when already imported)."""
 
 from __future__ import annotations
 
+import contextvars
 import importlib.abc
 import importlib.machinery
 import re
@@ -28,14 +29,29 @@ _now = _core.now_ns
 _record = _core.record_query
 _original: Callable[..., sqlite3.Connection] | None = None
 _users = 0
+# A profiler with scope="context" (the middleware's per-request profiles): only the
+# statements of contexts in its scope are recorded, all as one request.
+_scope: tuple[contextvars.ContextVar[object], object] | None = None
+
+
+def _request() -> int | None:
+    """The request serial to record under; None: not recorded (out of the scope)."""
+    if _scope is None:
+        return _labels.REQUEST.get()
+    if _scope[0].get(None) is not _scope[1]:
+        return None
+    return _labels.REQUEST.get() or 1   # a context scope is one request of its own
 
 
 def _done(sql: str, t0: int, cursor: sqlite3.Cursor) -> None:
     """Record a statement that started at t0 (rows: what the driver says, 0 for none)."""
     ns = _now() - t0
+    request = _request()
+    if request is None:
+        return
     rows = cursor.rowcount
     route = _labels.ROUTE.get(None)
-    _record(sql, ns, rows if rows > 0 else 0, _labels.REQUEST.get(),
+    _record(sql, ns, rows if rows > 0 else 0, request,
             route if isinstance(route, str) else None)
 
 
@@ -97,10 +113,11 @@ def _put(statement: object, t0: int, rows: int, kind: int = STATEMENT) -> None:
     """Record statement (str or bytes; anything else is not a statement we can name)."""
     if isinstance(statement, bytes):
         statement = statement.decode("utf-8", "replace")
-    if not isinstance(statement, str):
+    request = _request()
+    if not isinstance(statement, str) or request is None:
         return
     route = _labels.ROUTE.get(None)
-    _record(statement, _now() - t0, rows if rows > 0 else 0, _labels.REQUEST.get(),
+    _record(statement, _now() - t0, rows if rows > 0 else 0, request,
             route if isinstance(route, str) else None, kind)
 
 
@@ -298,10 +315,13 @@ class _Finder(importlib.abc.MetaPathFinder):
 _finder = _Finder()
 
 
-def install() -> None:
-    """Capture from now on (nested: each install() needs its uninstall())."""
-    global _original, _users
+def install(scope: tuple[contextvars.ContextVar[object], object] | None = None) -> None:
+    """Capture from now on (nested: each install() needs its uninstall()); with scope
+    (var, mark), only in contexts where var holds mark."""
+    global _original, _users, _scope
     _users += 1
+    if scope is not None:
+        _scope = scope
     if _users == 1:
         _original = sqlite3.dbapi2.connect
         sqlite3.connect = sqlite3.dbapi2.connect = _connect
@@ -312,11 +332,12 @@ def install() -> None:
 
 
 def uninstall() -> None:
-    global _original, _users
+    global _original, _users, _scope
     if _users == 0:
         return
     _users -= 1
     if _users == 0 and _original is not None:
+        _scope = None
         sqlite3.connect = sqlite3.dbapi2.connect = _original
         _original = None
         if _finder in sys.meta_path:

@@ -6,6 +6,7 @@ finding; the time waiting for the upstream is network."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -116,3 +117,31 @@ def test_text_report_lists_the_calls(calls_profile):
     assert len(fan) == 1
     assert fan[0][2:5] == ["call", str(REQS * USERS), str(USERS)]
     assert fan[0][-4:] == ["[repeated]", "GET", f"{host}/users/{{id}}", "200"]
+
+
+TOKEN = "t0ken-for-the-calls-0123456789ab"
+
+
+def test_on_demand_profile_holds_its_request_calls(serve_module, http):
+    """A per-request profile of the middleware records the request's outgoing calls (and
+    none of a request served beside it), as one request: the repeated call is marked."""
+    upstream = serve_module("upstream_app:app", cwd=APPS, health="/users/0")
+    server = serve_module("calls_mw_app:app", cwd=APPS, health="/health",
+                          env={"UPSTREAM": upstream.url, "APIPROF_TOKEN": TOKEN})
+    host = upstream.url.removeprefix("http://")
+
+    async def both() -> httpx.Response:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30, trust_env=False) as c:
+            profiled, _ = await asyncio.gather(
+                c.get("/fanout", headers={"X-Apiprof-Token": TOKEN}), c.get("/aiohttp"))
+            return profiled
+
+    resp = asyncio.run(both())
+    assert resp.json() == list(range(USERS))
+    doc = http.get(f"{server.url}/_apiprof/api/profiles/{resp.headers['x-apiprof-profile']}",
+                   headers={"X-Apiprof-Token": TOKEN}).json()
+    assert [(q["statement"], q["kind"], q["count"], q["max_per_request"], q["function"])
+            for q in doc["queries"]] == [
+        (f"GET {host}/users/{{id}} 200", "http", USERS, USERS, "fanout")]
+    assert [f["kind"] for f in doc["findings"] if f["kind"] == "repeated_call"] == [
+        "repeated_call"]
