@@ -3,9 +3,10 @@
 makes (the app's, SQLAlchemy's and SQLModel's sync engines on SQLite) time each
 ``execute`` / ``executemany``, and so do the statement methods of psycopg 3's cursors
 (sync and async) and asyncpg's connections and prepared statements (used directly or by
-SQLAlchemy's engines on them); each statement goes to ``_core.record_query``, which
-normalises it and records it with the route, the request and the app's calling line
-(src/ext/queries.c; docs/waits.md, "Queries"). sqlite3 connections made before the
+SQLAlchemy's engines on them), and the send methods of the HTTP clients httpx, requests
+and aiohttp (outgoing calls, records of kind http); each goes to
+``_core.record_query``, which normalises a statement and records it with the route, the
+request and the app's calling line (src/ext/queries.c; docs/waits.md, "Queries"). sqlite3 connections made before the
 profiler started are not seen; psycopg and asyncpg are timed from their import on (or
 from the start, when already imported)."""
 
