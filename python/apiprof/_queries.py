@@ -6,9 +6,9 @@ makes (the app's, SQLAlchemy's and SQLModel's sync engines on SQLite) time each
 SQLAlchemy's engines on them), and the send methods of the HTTP clients httpx, requests
 and aiohttp (outgoing calls, records of kind http); each goes to
 ``_core.record_query``, which normalises a statement and records it with the route, the
-request and the app's calling line (src/ext/queries.c; docs/waits.md, "Queries"). sqlite3 connections made before the
-profiler started are not seen; psycopg and asyncpg are timed from their import on (or
-from the start, when already imported)."""
+request and the app's calling line (src/ext/queries.c; docs/waits.md, "Queries").
+sqlite3 connections made before the profiler started are not seen; the drivers and
+clients are timed from their import on (or from the start, when already imported)."""
 
 from __future__ import annotations
 

@@ -21,11 +21,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from helpers import REPO_ROOT, SHOP_DIR
-from pgserver import NoServerUser, PostgresServer, bin_dir
 
 __all__ = ["CLEAN_EXIT_CODES", "REPO_ROOT", "SHOP_DIR", "Server", "free_port"]
 
@@ -192,10 +192,12 @@ def http() -> Iterator[httpx.Client]:
 
 
 @pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
+def postgres() -> Iterator[Any]:
     """A PostgreSQL server on 127.0.0.1 for the whole session (tests/py/pgserver.py): its
     ``dsn`` reaches database ``postgres`` as a superuser. Skips when the server binaries
     are not installed (``make system-deps`` installs Debian's ``postgresql``)."""
+    from pgserver import NoServerUser, PostgresServer, bin_dir  # only when asked for
+
     bindir = bin_dir()
     if bindir is None:
         pytest.skip("PostgreSQL is not installed (/usr/lib/postgresql/*/bin; make system-deps)")
