@@ -66,13 +66,15 @@ demo: install
 	  -d 5 --warmup 1 -o reports/investigate
 
 # Debian packages the tests use: Chromium (HTML report, dashboard), Go (go tool pprof),
-# Graphviz (dot), valgrind (callgrind_annotate), zlib headers (pprof's gzip), wrk (bench). apt-get runs only
+# Graphviz (dot), valgrind (callgrind_annotate), zlib headers (pprof's gzip), wrk (bench), Prometheus (the scrape test),
+# PostgreSQL (the query capture tests' server; a path may be a glob). apt-get runs only
 # when one is missing, so this is quick when all are present.
 SYSTEM_DEPS := chromium:chromium go:golang-go dot:graphviz callgrind_annotate:valgrind \
-  /usr/include/zlib.h:zlib1g-dev wrk:wrk prometheus:prometheus
+  /usr/include/zlib.h:zlib1g-dev wrk:wrk prometheus:prometheus \
+  '/usr/lib/postgresql/*/bin/initdb':postgresql
 system-deps:
 	@missing=""; for d in $(SYSTEM_DEPS); do cmd=$${d%%:*}; pkg=$${d#*:}; \
-	  if [ "$${cmd#/}" != "$$cmd" ]; then test -e "$$cmd" || missing="$$missing $$pkg"; \
+	  if [ "$${cmd#/}" != "$$cmd" ]; then ls -d $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; \
 	  else command -v "$$cmd" >/dev/null || missing="$$missing $$pkg"; fi; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "system-deps: installing$$missing"; \

@@ -20,7 +20,7 @@ SID_ROOT=${SID_ROOT:-/var/cache/apiprof-sid}
 # SID_EXTRA_PACKAGES) reinstalls on the next run.
 PACKAGES="python3.14 python3.14-dev python3.14-venv python3.15 python3.15-dev python3.15-venv
   gcc libc6-dev make ninja-build pkg-config zlib1g-dev ca-certificates
-  chromium fonts-dejavu-core golang-go graphviz valgrind wrk prometheus ${SID_EXTRA_PACKAGES:-}"
+  chromium fonts-dejavu-core golang-go graphviz valgrind wrk prometheus postgresql ${SID_EXTRA_PACKAGES:-}"
 
 die() { echo "sid-root.sh: $*" >&2; exit 1; }
 

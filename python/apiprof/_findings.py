@@ -79,3 +79,47 @@ def format_routes(routes: list[dict[str, Any]]) -> str:
     if kinds:
         what += "; then per request: running code and waiting by kind, docs/waits.md"
     return what + "):\n" + render(columns, rows)
+
+
+QUERY_ROWS = 20   # the text report's statements and calls, most time first
+
+
+def format_queries(queries: list[dict[str, Any]], routes: list[dict[str, Any]],
+                   limit: int = QUERY_ROWS) -> str:
+    """The captured statements and outgoing calls (``Profile.queries()``, apiprof run
+    --queries) of the requests, most time first: route, kind, count, per request, total,
+    share of the route's time (running code and its waits) and the calling line; an N+1
+    or a repeated call is marked. Empty when none was captured in a request."""
+    rows = [q for q in queries if q["route"] is not None]
+    if not rows:
+        return ""
+    by_route = {r["route"]: r for r in routes}
+
+    def route_time(q: dict[str, Any]) -> int:
+        r = by_route.get(q["route"])
+        return r["running_ns"] + sum(r["waits"].values()) if r else 0
+
+    def requests(q: dict[str, Any]) -> int:
+        r = by_route.get(q["route"])
+        return r["requests"] if r else 0
+
+    rows.sort(key=lambda q: -q["total_ns"])
+    shown = rows[:limit]
+    columns: list[Column[dict[str, Any]]] = [
+        Column("route", lambda q: printable(q["route"]), "left"),
+        Column("kind", lambda q: "call" if q["kind"] == "http" else "query", "left"),
+        Column("count", lambda q: str(q["count"])),
+        Column("/request", lambda q: f"{q['count'] / requests(q):.3g}" if requests(q) else "-"),
+        Column("total", lambda q: format_ns(q["total_ns"])),
+        Column("share", lambda q: f"{100 * q['total_ns'] / route_time(q):.1f}%"
+               if route_time(q) else "-"),
+        Column("line", lambda q: printable(f"{(q['file'] or '?').rsplit('/', 1)[-1]}:{q['line']}"),
+               "left"),
+        Column("statement or call", lambda q: ("[N+1] " if q["n_plus_one"] and q["kind"] != "http"
+                                               else "[repeated] " if q["n_plus_one"] else "")
+               + printable(q["statement"]), "left"),
+    ]
+    more = f"    ... {len(rows) - len(shown)} more: apiprof report FILE --format json\n" \
+        if len(shown) < len(rows) else ""
+    return ("queries and outgoing calls (apiprof run --queries; share: of the route's time, "
+            "docs/waits.md):\n" + render(columns, shown) + more)

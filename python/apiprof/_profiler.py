@@ -166,8 +166,10 @@ class Profiler:
     computing show apart; it reads the thread CPU clock at every call and return.
     ``queries=True`` also records each database statement that connections made by
     ``sqlite3.connect`` run while it runs (the app's, and SQLAlchemy's / SQLModel's on
-    SQLite): normalised text, count, time, rows, route, the app's calling line and the
-    most runs in one request (``Profile.queries()``; docs/waits.md, "Queries").
+    SQLite), those of psycopg 3 and asyncpg (directly or under SQLAlchemy), and each
+    outgoing HTTP call of httpx, requests and aiohttp: normalised text (a call: method,
+    host, path template, status), count, time, rows, route, the app's calling line and
+    the most runs in one request (``Profile.queries()``; docs/waits.md, "Queries").
     ``stall_threshold`` (seconds, default 0.05; ``None`` or 0: off; wall clock only)
     records every step of an event loop (a callback, or a task's run up to its next
     await) that takes at least that long as a stall: its start, duration, route, task
@@ -309,8 +311,10 @@ class Profiler:
     def _count_labels(self, step: int) -> None:
         if self.labels:
             _labels.active += step
-        if self.queries:
-            (_queries.install if step > 0 else _queries.uninstall)()
+        if self.queries and step > 0:
+            _queries.install((_SCOPE, self._mark) if self.scope == "context" else None)
+        elif self.queries:
+            _queries.uninstall()
 
     def stop(self) -> Profiler:
         """Stop recording; frames still open are closed now. Idempotent."""

@@ -1,17 +1,28 @@
 """Database statements for the function tracer (``Profiler(queries=True)``, ``apiprof run
 --queries``): while a profiler with queries runs, connections that ``sqlite3.connect``
 makes (the app's, SQLAlchemy's and SQLModel's sync engines on SQLite) time each
-``execute`` / ``executemany`` and hand the statement to ``_core.record_query``, which
-normalises it and records it with the route, the request and the app's calling line
-(src/ext/queries.c; docs/waits.md, "Queries"). Connections made before the profiler
-started are not seen."""
+``execute`` / ``executemany``, and so do the statement methods of psycopg 3's cursors
+(sync and async) and asyncpg's connections and prepared statements (used directly or by
+SQLAlchemy's engines on them), and the send methods of the HTTP clients httpx, requests
+and aiohttp (outgoing calls, records of kind http); each goes to
+``_core.record_query``, which normalises a statement and records it with the route, the
+request and the app's calling line (src/ext/queries.c; docs/waits.md, "Queries").
+sqlite3 connections made before the profiler started are not seen; the drivers and
+clients are timed from their import on (or from the start, when already imported)."""
 
 from __future__ import annotations
 
+import contextvars
+import importlib.abc
+import importlib.machinery
+import re
 import sqlite3
 import sqlite3.dbapi2
-from collections.abc import Callable, Iterable
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from types import ModuleType
 from typing import Any
+from urllib.parse import urlsplit
 
 from . import _core, _labels
 
@@ -19,14 +30,29 @@ _now = _core.now_ns
 _record = _core.record_query
 _original: Callable[..., sqlite3.Connection] | None = None
 _users = 0
+# A profiler with scope="context" (the middleware's per-request profiles): only the
+# statements of contexts in its scope are recorded, all as one request.
+_scope: tuple[contextvars.ContextVar[object], object] | None = None
+
+
+def _request() -> int | None:
+    """The request serial to record under; None: not recorded (out of the scope)."""
+    if _scope is None:
+        return _labels.REQUEST.get()
+    if _scope[0].get(None) is not _scope[1]:
+        return None
+    return _labels.REQUEST.get() or 1   # a context scope is one request of its own
 
 
 def _done(sql: str, t0: int, cursor: sqlite3.Cursor) -> None:
     """Record a statement that started at t0 (rows: what the driver says, 0 for none)."""
     ns = _now() - t0
+    request = _request()
+    if request is None:
+        return
     rows = cursor.rowcount
     route = _labels.ROUTE.get(None)
-    _record(sql, ns, rows if rows > 0 else 0, _labels.REQUEST.get(),
+    _record(sql, ns, rows if rows > 0 else 0, request,
             route if isinstance(route, str) else None)
 
 
@@ -76,20 +102,247 @@ def _connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
     return _original(*args, **kwargs)
 
 
-def install() -> None:
-    """Capture from now on (nested: each install() needs its uninstall())."""
-    global _original, _users
+# ---- psycopg 3 and asyncpg: their statement methods, timed in place ----------------------
+# Their classes are Python classes: while capture is on, the methods below are replaced
+# on the class by a timed wrapper (apiprof's own frame, which the tracer leaves out, so
+# the driver's frames and their database waits are recorded as without capture).
+
+STATEMENT, HTTP = 0, 1   # record kinds (ap_prof.h, AP_QUERY_*)
+
+
+def _put(statement: object, t0: int, rows: int, kind: int = STATEMENT) -> None:
+    """Record statement (str or bytes; anything else is not a statement we can name)."""
+    if isinstance(statement, bytes):
+        statement = statement.decode("utf-8", "replace")
+    request = _request()
+    if not isinstance(statement, str) or request is None:
+        return
+    route = _labels.ROUTE.get(None)
+    _record(statement, _now() - t0, rows if rows > 0 else 0, request,
+            route if isinstance(route, str) else None, kind)
+
+
+def _psycopg_text(cur: Any, args: Sequence[Any]) -> object:
+    query = args[0] if args else None
+    if query is not None and not isinstance(query, (str, bytes)):
+        try:  # psycopg.sql.Composable
+            return query.as_string(cur)
+        except Exception:  # noqa: BLE001 -- the app's statement runs whatever we make of it
+            return None
+    return query
+
+
+def _psycopg_rows(cur: Any, _out: object) -> int:
+    rows = getattr(cur, "rowcount", -1)
+    return rows if isinstance(rows, int) else 0
+
+
+def _asyncpg_text(_conn: Any, args: Sequence[Any]) -> object:
+    return args[0] if args else None
+
+
+def _prepared_text(stmt: Any, _args: Sequence[Any]) -> object:
+    return stmt.get_query()
+
+
+def _asyncpg_rows(_self: Any, out: object) -> int:
+    return len(out) if isinstance(out, list) else 0
+
+
+Text = Callable[[Any, Sequence[Any]], object]
+Rows = Callable[[Any, object], int]
+
+
+def _timed(fn: Callable[..., Any], text: Text, rows: Rows) -> Callable[..., Any]:
+    def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        t0 = _now()
+        out = None
+        try:
+            out = fn(self, *args, **kwargs)
+            return out
+        finally:
+            _put(text(self, args), t0, rows(self, out))
+    return timed
+
+
+def _timed_async(fn: Callable[..., Any], text: Text, rows: Rows) -> Callable[..., Any]:
+    async def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        t0 = _now()
+        out = None
+        try:
+            out = await fn(self, *args, **kwargs)
+            return out
+        finally:
+            _put(text(self, args), t0, rows(self, out))
+    return timed
+
+
+# ---- outgoing HTTP calls: httpx, requests, aiohttp -------------------------------------
+# Each call is recorded as "METHOD host[:port]/path status": the path as a template (a
+# segment of digits or a long hex / UUID value is "{id}"), never the query string or
+# the user info, so no token or secret of a URL lands in a label.
+
+_ID = re.compile(r"\d+|[0-9a-fA-F-]{16,}|[0-9a-fA-F]{8}-[0-9a-fA-F-]+")
+
+
+def http_label(method: object, url: object, status: object) -> str:
+    """The record's text for a call of method to url that got status (None: it failed)."""
+    try:
+        parts = urlsplit(str(url))
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        path = "/".join("{id}" if _ID.fullmatch(seg) else seg
+                        for seg in (parts.path or "/").split("/"))
+    except ValueError:
+        host, path = "?", "/"
+    return f"{str(method).upper()} {host}{path} {status if status is not None else 'error'}"
+
+
+def _httpx_label(_client: Any, args: Sequence[Any], out: object) -> str:
+    request = args[0] if args else None
+    return http_label(getattr(request, "method", "?"), getattr(request, "url", ""),
+                      getattr(out, "status_code", None))
+
+
+def _requests_label(_session: Any, args: Sequence[Any], out: object) -> str:
+    request = args[0] if args else None
+    return http_label(getattr(request, "method", "?"), getattr(request, "url", ""),
+                      getattr(out, "status_code", None))
+
+
+def _aiohttp_label(_session: Any, args: Sequence[Any], out: object) -> str:
+    return http_label(args[0] if args else "?", args[1] if len(args) > 1 else "",
+                      getattr(out, "status", None))
+
+
+Label = Callable[[Any, Sequence[Any], object], str]
+
+
+def _http_call(fn: Callable[..., Any], label: Label, _rows: Any = None) -> Callable[..., Any]:
+    def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        t0 = _now()
+        out = None
+        try:
+            out = fn(self, *args, **kwargs)
+            return out
+        finally:
+            _put(label(self, args, out), t0, 0, HTTP)
+    return timed
+
+
+def _http_call_async(fn: Callable[..., Any], label: Label, _rows: Any = None) -> Callable[..., Any]:
+    async def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        t0 = _now()
+        out = None
+        try:
+            out = await fn(self, *args, **kwargs)
+            return out
+        finally:
+            _put(label(self, args, out), t0, 0, HTTP)
+    return timed
+
+
+# module -> [(class path in the module, methods, wrapper, text, rows)]
+_DRIVERS: dict[str, list[tuple[str, tuple[str, ...], Callable[..., Any], Any, Any]]] = {
+    "psycopg": [
+        ("Cursor", ("execute", "executemany"), _timed, _psycopg_text, _psycopg_rows),
+        ("AsyncCursor", ("execute", "executemany"), _timed_async, _psycopg_text,
+         _psycopg_rows),
+    ],
+    "asyncpg": [
+        ("Connection", ("execute", "executemany", "fetch", "fetchrow", "fetchval",
+                        "fetchmany"), _timed_async, _asyncpg_text, _asyncpg_rows),
+        ("prepared_stmt.PreparedStatement", ("executemany", "fetch", "fetchrow", "fetchval",
+                                             "fetchmany"), _timed_async, _prepared_text,
+         _asyncpg_rows),
+    ],
+    "httpx": [
+        ("Client", ("send",), _http_call, _httpx_label, None),
+        ("AsyncClient", ("send",), _http_call_async, _httpx_label, None),
+    ],
+    "requests": [("Session", ("send",), _http_call, _requests_label, None)],
+    "aiohttp": [("ClientSession", ("_request",), _http_call_async, _aiohttp_label, None)],
+}
+_patched: list[tuple[type, str, Any]] = []   # (class, method, the original), to put back
+
+
+def _patch(name: str, module: ModuleType) -> None:
+    for path, methods, wrap, text, rows in _DRIVERS[name]:
+        owner: Any = module
+        for part in path.split("."):
+            owner = getattr(owner, part, None)
+        if not isinstance(owner, type):
+            continue
+        for method in methods:
+            original = owner.__dict__.get(method)
+            if callable(original):
+                _patched.append((owner, method, original))
+                setattr(owner, method, wrap(original, text, rows))
+
+
+class _Loader(importlib.abc.Loader):
+    """The driver's own loader, then its classes patched."""
+
+    def __init__(self, name: str, loader: Any) -> None:
+        self.name, self.loader = name, loader
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        self.loader.exec_module(module)
+        if _users and _finder in sys.meta_path:
+            _patch(self.name, module)
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    """Patches a driver imported while capture is on, once its package has run."""
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name not in _DRIVERS:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _Loader(name, spec.loader)
+                return spec
+        return None
+
+
+_finder = _Finder()
+
+
+def install(scope: tuple[contextvars.ContextVar[object], object] | None = None) -> None:
+    """Capture from now on (nested: each install() needs its uninstall()); with scope
+    (var, mark), only in contexts where var holds mark."""
+    global _original, _users, _scope
     _users += 1
+    if scope is not None:
+        _scope = scope
     if _users == 1:
         _original = sqlite3.dbapi2.connect
         sqlite3.connect = sqlite3.dbapi2.connect = _connect
+        for name in _DRIVERS:
+            if name in sys.modules:
+                _patch(name, sys.modules[name])
+        sys.meta_path.insert(0, _finder)
 
 
 def uninstall() -> None:
-    global _original, _users
+    global _original, _users, _scope
     if _users == 0:
         return
     _users -= 1
     if _users == 0 and _original is not None:
+        _scope = None
         sqlite3.connect = sqlite3.dbapi2.connect = _original
         _original = None
+        if _finder in sys.meta_path:
+            sys.meta_path.remove(_finder)
+        while _patched:
+            owner, method, original = _patched.pop()
+            setattr(owner, method, original)

@@ -63,6 +63,9 @@ static const ap_finding_kind_info kinds[AP_FK_COUNT] = {
     [AP_FK_N_PLUS_ONE] = {"n_plus_one", "N+1 query",
                           "one statement (literals aside) run 5 times or more in one request "
                           "from the same line of the app (captured queries)"},
+    [AP_FK_REPEATED_CALL] = {"repeated_call", "repeated outgoing call",
+                             "one outgoing HTTP call (method, host, path) made 5 times or more "
+                             "in one request from the same line of the app (captured calls)"},
 };
 
 const ap_finding_kind_info *ap_finding_kind_get(unsigned k) {
@@ -610,6 +613,14 @@ static int repeated(ctx *c, const route_acc *r, int (*is_call)(const ap_prof *, 
     return rc;
 }
 
+/* 1 when p holds captured database statements (not only outgoing calls). */
+static int has_statements(const ap_prof *p) {
+    for (size_t i = 0; i < ap_prof_nqueries(p); i++)
+        if (ap_prof_query_at(p, i)->kind == AP_QUERY_STATEMENT)
+            return 1;
+    return 0;
+}
+
 /* N+1 from captured queries: a statement shape run AP_QUERY_N_PLUS_ONE
  * times or more in one request from one line. */
 static int n_plus_one(ctx *c) {
@@ -617,7 +628,9 @@ static int n_plus_one(ctx *c) {
         const ap_query *q = ap_prof_query_at(c->p, i);
         if (q->max_per_request < AP_QUERY_N_PLUS_ONE)
             continue;
-        ap_finding *f = fnew(&c->out, AP_FK_N_PLUS_ONE, AP_SEV_HIGH);
+        int http = q->kind == AP_QUERY_HTTP;
+        ap_finding *f = fnew(&c->out, http ? AP_FK_REPEATED_CALL : AP_FK_N_PLUS_ONE,
+                             http ? AP_SEV_MEDIUM : AP_SEV_HIGH);
         if (f == NULL)
             return -1;
         char w[256], d1[32], stmt[161];
@@ -630,6 +643,18 @@ static int n_plus_one(ctx *c) {
         f->count = q->count;
         f->share = q->requests ? (double)q->count / (double)q->requests : 0;
         const ap_frame *fr = ap_prof_frame(c->p, q->site);
+        if (http) {
+            say(f,
+                "%s makes the same outgoing call up to %llu times in one request (%llu times "
+                "over %llu requests, %s in total) from %s, line %u: \"%s\"; one batched call, "
+                "concurrent calls or a cache replace them",
+                q->route ? ap_prof_str(c->p, q->route) : "the program",
+                (unsigned long long)q->max_per_request, (unsigned long long)q->count,
+                (unsigned long long)q->requests, dur(d1, sizeof d1, (double)q->total_ns),
+                q->site && fr != NULL ? where(c->p, q->site, w, sizeof w) : "an unknown place",
+                q->line, stmt);
+            continue;
+        }
         say(f,
             "%s runs the same query up to %llu times in one request (%llu times over %llu "
             "requests, %s in total) from %s, line %u: \"%s\"; one query for all the items "
@@ -1465,7 +1490,7 @@ int ap_findings_build(ap_prof *p, const ap_prof *lines, ap_finding **out, size_t
         goto err;
     for (size_t i = 0; i < nroutes; i++)
         if (await_bound(&c, &routes[i]) != 0 ||
-            (ap_prof_nqueries(p) == 0 &&
+            (!has_statements(p) &&
              repeated(&c, &routes[i], ap_wait_statement, AP_FK_REPEATED_QUERY) != 0) ||
             repeated(&c, &routes[i], is_hop_call, AP_FK_POOL_HOPS) != 0 ||
             leak_suspect(&c, &routes[i]) != 0)

@@ -71,6 +71,8 @@ typedef enum ap_finding_kind {
                              repeated_query when the profile has them) */
     AP_FK_LOOP_STARVED,   /* stalls the loop's thread spent off the CPU in Python code:
                              waiting for the GIL (or a core), not slow code */
+    AP_FK_REPEATED_CALL,  /* one outgoing HTTP call (method, host, path) made
+                             >= AP_QUERY_N_PLUS_ONE times in one request from one line */
     AP_FK_COUNT
 } ap_finding_kind;
 

@@ -318,6 +318,9 @@ int ap_html_write(const ap_report_ctx *rc, ap_sbuf *out) {
     ap_sbuf_puts(out, ",\n\"routes\":");
     if (ap_findings_routes_json(p, out) != 0)
         return -1;
+    ap_sbuf_puts(out, ",\n\"queries\":[");   /* statements and calls, for the I/O view */
+    ap_prof_queries_json(p, out);
+    ap_sbuf_putc(out, ']');
     /* Source lines of the functions that have line-level data, read now. */
     ap_sbuf_puts(out, ",\n\"sources\":{");
     if (line_data) {

@@ -487,6 +487,17 @@ static int query_member(jr *r, void *arg) {
         *s = ap_prof_intern(d->p, r->str.data, r->str.len - 1);
         return *s == AP_NONE ? -1 : 0;
     }
+    if (strcmp(k, "kind") == 0) { /* absent: a statement (older exports) */
+        if (jr_string(r) != 0)
+            return -1;
+        unsigned kind = 0;
+        while (kind < AP_QUERY_KINDS && strcmp(ap_query_kind_name(kind), r->str.data) != 0)
+            kind++;
+        if (kind == AP_QUERY_KINDS)
+            return jr_bad(r, "a query's kind is unknown");
+        d->query.kind = kind;
+        return 0;
+    }
     uint64_t *u = strcmp(k, "count") == 0             ? &d->query.count
                   : strcmp(k, "total_ns") == 0        ? &d->query.total_ns
                   : strcmp(k, "rows") == 0            ? &d->query.rows

@@ -1034,11 +1034,17 @@ int ap_selector_keep(const ap_tree *t, void *arg) {
 
 /* ---- database queries ----------------------------------------------------------------- */
 
-static ap_query *query_slot(ap_prof *p, ap_str_id statement, ap_str_id route, ap_frame_id site,
-                            uint32_t line) {
+const char *ap_query_kind_name(unsigned k) {
+    static const char *const names[AP_QUERY_KINDS] = {"statement", "http"};
+    return k < AP_QUERY_KINDS ? names[k] : NULL;
+}
+
+static ap_query *query_slot(ap_prof *p, unsigned kind, ap_str_id statement, ap_str_id route,
+                            ap_frame_id site, uint32_t line) {
     for (size_t i = p->nqueries; i-- > 0;) { /* few shapes: a scan, newest first */
         ap_query *q = &p->queries[i];
-        if (q->statement == statement && q->route == route && q->site == site && q->line == line)
+        if (q->statement == statement && q->route == route && q->site == site &&
+            q->line == line && q->kind == kind)
             return q;
     }
     if (ap_prof_grow((void **)&p->queries, &p->query_cap, p->nqueries + 1, sizeof *p->queries) != 0)
@@ -1049,12 +1055,14 @@ static ap_query *query_slot(ap_prof *p, ap_str_id statement, ap_str_id route, ap
     q->route = route;
     q->site = site;
     q->line = line;
+    q->kind = kind;
     return q;
 }
 
-int ap_prof_query_add(ap_prof *p, ap_str_id statement, ap_str_id route, ap_frame_id site,
-                      uint32_t line, uint64_t ns, uint64_t rows, uint64_t request) {
-    ap_query *q = query_slot(p, statement, route, site, line);
+int ap_prof_query_add(ap_prof *p, unsigned kind, ap_str_id statement, ap_str_id route,
+                      ap_frame_id site, uint32_t line, uint64_t ns, uint64_t rows,
+                      uint64_t request) {
+    ap_query *q = query_slot(p, kind, statement, route, site, line);
     if (q == NULL)
         return -1;
     q->count++;
@@ -1073,7 +1081,7 @@ int ap_prof_query_add(ap_prof *p, ap_str_id statement, ap_str_id route, ap_frame
 }
 
 int ap_prof_query_put(ap_prof *p, const ap_query *src) {
-    ap_query *q = query_slot(p, src->statement, src->route, src->site, src->line);
+    ap_query *q = query_slot(p, src->kind, src->statement, src->route, src->site, src->line);
     if (q == NULL)
         return -1;
     q->count += src->count;

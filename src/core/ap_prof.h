@@ -379,10 +379,21 @@ const ap_hist *ap_prof_latency_at(const ap_prof *p, size_t i, ap_str_id *route);
  * hold src's with the same ids, as after ap_prof_merge).  Returns 0; on
  * error -1 as ap_prof_latency(). */
 int ap_prof_latency_merge(ap_prof *dst, const ap_prof *src);
-/* ---- database queries ------------------------------------------------------------
- * One record per (normalised statement, route, calling site): the statements
- * a query producer saw (docs/waits.md, "Queries").  Records stay in the
- * order they were first seen; there are few shapes, so lookups are a scan. */
+/* ---- database queries and outgoing calls ------------------------------------------
+ * One record per (kind, normalised statement, route, calling site): the
+ * statements and outgoing HTTP calls a query producer saw (docs/waits.md,
+ * "Queries").  Records stay in the order they were first seen; there are
+ * few shapes, so lookups are a scan. */
+enum {
+    AP_QUERY_STATEMENT = 0, /* a database statement */
+    AP_QUERY_HTTP,          /* an outgoing HTTP call: "METHOD host/path-template status" */
+    AP_QUERY_KINDS
+};
+
+/* The kind's name ("statement", "http"), NULL for k >= AP_QUERY_KINDS.
+ * Can't fail. */
+const char *ap_query_kind_name(unsigned k);
+
 typedef struct ap_query {
     ap_str_id statement;      /* normalised text (ap_query_normalise) */
     ap_str_id route;          /* route label value, 0 outside a request */
@@ -395,20 +406,28 @@ typedef struct ap_query {
     uint64_t max_per_request; /* most runs in one request */
     uint64_t last_request;    /* producer's bookkeeping: the request of the last run */
     uint64_t in_request;      /* ...and how many runs it had so far */
+    uint32_t kind;            /* AP_QUERY_STATEMENT or AP_QUERY_HTTP */
 } ap_query;
 
 /* A shape run this many times in one request from one site is an N+1. */
 #define AP_QUERY_N_PLUS_ONE 5
 
 /* Record one run of statement (already interned; see ap_query_normalise)
- * from site/line in route, taking ns, reporting rows, in request (a
- * serial, 0 for none).  Returns 0; -1 with AP_ENOMEM. */
-int ap_prof_query_add(ap_prof *p, ap_str_id statement, ap_str_id route, ap_frame_id site,
-                      uint32_t line, uint64_t ns, uint64_t rows, uint64_t request);
+ * of kind (AP_QUERY_*) from site/line in route, taking ns, reporting rows,
+ * in request (a serial, 0 for none).  Returns 0; -1 with AP_ENOMEM. */
+int ap_prof_query_add(ap_prof *p, unsigned kind, ap_str_id statement, ap_str_id route,
+                      ap_frame_id site, uint32_t line, uint64_t ns, uint64_t rows,
+                      uint64_t request);
 
 /* Add a whole record (readers, merges): summed into an equal key.  Returns
  * 0; -1 with AP_ENOMEM. */
 int ap_prof_query_put(ap_prof *p, const ap_query *q);
+
+/* The records as the members of a JSON array (the JSON export's and the HTML
+ * page's "queries", docs/format.md), appended to out.  Can't fail (out
+ * records a failed allocation). */
+struct ap_sbuf;
+void ap_prof_queries_json(const ap_prof *p, struct ap_sbuf *out);
 
 /* The records: how many and the i-th.  Can't fail. */
 size_t ap_prof_nqueries(const ap_prof *p);

@@ -194,6 +194,13 @@ int ap_prof_write(const ap_prof *p, const char *path) {
             ap_sbuf_varint(&b, q->requests);
             ap_sbuf_varint(&b, q->max_per_request);
         }
+        /* kinds after the records, only when one is not a statement: older
+         * readers stop after the records */
+        size_t other = 0;
+        for (size_t i = 0; i < p->nqueries; i++)
+            other += p->queries[i].kind != AP_QUERY_STATEMENT;
+        for (size_t i = 0; other != 0 && i < p->nqueries; i++)
+            ap_sbuf_varint(&b, p->queries[i].kind);
         if (write_chunk(f, path, TAG_QRYS, &b) != 0)
             goto out;
     }
@@ -378,18 +385,37 @@ static int read_chunk(ap_prof *p, uint32_t tag, rd *r) {
         uint64_t n = rd_varint(r);
         if (r->bad || n > (uint64_t)(r->end - r->p) / 9)
             return ap_err_set(AP_ECORRUPT, "query chunk header is invalid");
+        ap_query *recs = calloc(n ? (size_t)n : 1, sizeof *recs);
+        if (recs == NULL)
+            return ap_err_set(AP_ENOMEM, "out of memory reading queries");
         for (uint64_t i = 0; i < n; i++) {
             uint64_t v[9];
             for (int k = 0; k < 9; k++)
                 v[k] = rd_varint(r);
             if (r->bad || v[0] >= p->nstrs || v[1] >= p->nstrs || v[2] >= p->nframes ||
-                v[3] > UINT32_MAX)
+                v[3] > UINT32_MAX) {
+                free(recs);
                 return ap_err_set(AP_ECORRUPT, "query %llu is invalid", (unsigned long long)i);
+            }
             ap_query q = {(ap_str_id)v[0], (ap_str_id)v[1], (ap_frame_id)v[2], (uint32_t)v[3],
-                          v[4], v[5], v[6], v[7], v[8], 0, 0};
-            if (ap_prof_query_put(p, &q) != 0)
-                return -1;
+                          v[4], v[5], v[6], v[7], v[8], 0, 0, AP_QUERY_STATEMENT};
+            recs[i] = q;
         }
+        for (uint64_t i = 0; r->p < r->end && i < n; i++) { /* the kinds, when written */
+            uint64_t k = rd_varint(r);
+            if (r->bad || k >= AP_QUERY_KINDS) {
+                free(recs);
+                return ap_err_set(AP_ECORRUPT, "query %llu has an unknown kind",
+                                  (unsigned long long)i);
+            }
+            recs[i].kind = (uint32_t)k;
+        }
+        for (uint64_t i = 0; i < n; i++)
+            if (ap_prof_query_put(p, &recs[i]) != 0) {
+                free(recs);
+                return -1;
+            }
+        free(recs);
     } else if (tag == TAG_EVNT) {
         uint64_t cap = rd_varint(r), dropped = rd_varint(r), n = rd_varint(r);
         if (r->bad || n > (uint64_t)(r->end - r->p) / 4 || n > EVENT_RING_MAX || cap == 0)
@@ -558,6 +584,32 @@ ap_prof *ap_prof_read(const char *path, int *truncated) {
 
 /* ---- JSON export ----------------------------------------------------------------------- */
 
+void ap_prof_queries_json(const ap_prof *p, ap_sbuf *out) {
+    for (size_t i = 0; i < p->nqueries; i++) {
+        const ap_query *q = &p->queries[i];
+        const ap_frame *f = &p->frames[q->site];
+        ap_sbuf_puts(out, i ? ",\n  {\"statement\": " : "\n  {\"statement\": ");
+        ap_sbuf_json_str(out, ap_prof_str(p, q->statement));
+        ap_sbuf_printf(out, ", \"kind\": \"%s\"", ap_query_kind_name(q->kind));
+        ap_sbuf_printf(out, ", \"count\": %llu, \"total_ns\": %llu, \"rows\": %llu, "
+                       "\"requests\": %llu, \"max_per_request\": %llu, \"n_plus_one\": %s, "
+                       "\"frame\": %u, \"function\": ",
+                       (unsigned long long)q->count, (unsigned long long)q->total_ns,
+                       (unsigned long long)q->rows, (unsigned long long)q->requests,
+                       (unsigned long long)q->max_per_request,
+                       q->max_per_request >= AP_QUERY_N_PLUS_ONE ? "true" : "false", q->site);
+        ap_sbuf_json_str(out, ap_prof_str(p, f->qualname));
+        ap_sbuf_puts(out, ", \"file\": ");
+        ap_sbuf_json_str(out, ap_prof_str(p, f->file));
+        ap_sbuf_printf(out, ", \"line\": %u, \"route\": ", q->line);
+        if (q->route != 0)
+            ap_sbuf_json_str(out, ap_prof_str(p, q->route));
+        else
+            ap_sbuf_puts(out, "null");
+        ap_sbuf_putc(out, '}');
+    }
+}
+
 static void json_frame_fields(ap_sbuf *out, const ap_prof *p, const ap_frame *f) {
     ap_sbuf_puts(out, "\"name\": ");
     ap_sbuf_json_str(out, ap_prof_str(p, f->name));
@@ -673,28 +725,7 @@ int ap_json_write(const ap_report_ctx *c, ap_sbuf *out) {
     }
     free(lines);
     ap_sbuf_puts(out, "\n ],\n \"queries\": [");
-    for (size_t i = 0; i < p->nqueries; i++) {
-        const ap_query *q = &p->queries[i];
-        const ap_frame *f = &p->frames[q->site];
-        ap_sbuf_puts(out, i ? ",\n  {\"statement\": " : "\n  {\"statement\": ");
-        ap_sbuf_json_str(out, ap_prof_str(p, q->statement));
-        ap_sbuf_printf(out, ", \"count\": %llu, \"total_ns\": %llu, \"rows\": %llu, "
-                       "\"requests\": %llu, \"max_per_request\": %llu, \"n_plus_one\": %s, "
-                       "\"frame\": %u, \"function\": ",
-                       (unsigned long long)q->count, (unsigned long long)q->total_ns,
-                       (unsigned long long)q->rows, (unsigned long long)q->requests,
-                       (unsigned long long)q->max_per_request,
-                       q->max_per_request >= AP_QUERY_N_PLUS_ONE ? "true" : "false", q->site);
-        ap_sbuf_json_str(out, ap_prof_str(p, f->qualname));
-        ap_sbuf_puts(out, ", \"file\": ");
-        ap_sbuf_json_str(out, ap_prof_str(p, f->file));
-        ap_sbuf_printf(out, ", \"line\": %u, \"route\": ", q->line);
-        if (q->route != 0)
-            ap_sbuf_json_str(out, ap_prof_str(p, q->route));
-        else
-            ap_sbuf_puts(out, "null");
-        ap_sbuf_putc(out, '}');
-    }
+    ap_prof_queries_json(p, out);
     ap_sbuf_puts(out, "\n ],\n \"frames\": [");
     for (size_t i = 0; i < p->nframes; i++) {
         ap_sbuf_puts(out, i ? ",\n  {" : "\n  {");

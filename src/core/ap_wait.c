@@ -47,9 +47,10 @@ unsigned ap_wait_by_name(const char *name) {
 /* ---- the table ---------------------------------------------------------------------
  * Within each node, the first row that matches wins; user rows come before
  * these.  docs/waits.md lists this table: keep the two alike. */
-#define CALL(k, f, file, parent) {AP_WAIT_##k, 0, f, file, parent, 0}
-#define WITHIN(k, f, file, parent) {AP_WAIT_##k, 1, f, file, parent, 0}
-#define STATEMENT(f) {AP_WAIT_DATABASE, 0, f, NULL, NULL, 1}
+#define CALL(k, f, file, parent) {AP_WAIT_##k, 0, f, file, parent, 0, 0}
+#define WITHIN(k, f, file, parent) {AP_WAIT_##k, 1, f, file, parent, 0, 0}
+#define STATEMENT(f) {AP_WAIT_DATABASE, 0, f, NULL, NULL, 1, 0}
+#define HIDDEN(k, f, file) {AP_WAIT_##k, 0, f, file, NULL, 0, 1}
 
 static const ap_wait_rule builtin[] = {
     /* database statements: the DB-API cursors and connections of the common
@@ -76,6 +77,9 @@ static const ap_wait_rule builtin[] = {
     WITHIN(IDLE, "Queue.get", NULL, "WorkerThread.run"), /* anyio's worker threads */
     WITHIN(IDLE, "_queue.SimpleQueue.get", NULL, "_worker"), /* concurrent.futures */
     WITHIN(IDLE, "SimpleQueue.get", NULL, "_worker"),
+    /* psycopg's sync wait: its C wait_c is a Cython function, which Python
+     * 3.11's profiler does not report, so the wait is the caller's own time */
+    HIDDEN(DATABASE, "Connection.wait", "/psycopg/connection.py"),
     /* database drivers and the ORMs above them: whatever they wait in */
     WITHIN(DATABASE, "*", "/psycopg/", NULL),
     WITHIN(DATABASE, "*", "/psycopg2/", NULL),
@@ -383,8 +387,13 @@ int ap_wait_classify(ap_prof *p) {
             unsigned k = kinds[i];
             if (k >= AP_WAIT_COUNT)
                 continue;
-            if (ap_prof_frame(p, node->frame)->kind == AP_FRAME_PYTHON)
+            if (ap_prof_frame(p, node->frame)->kind == AP_FRAME_PYTHON) {
+                const ap_wait_rule *own =
+                    row_of(p, &r, node->frame, ap_tree_node(t, node->parent)->frame);
+                if (own != NULL && own->hidden)
+                    node->m[kinds_tab[k].metric] = node->m[AP_M_SELF_NS];
                 awk[i * AP_WAIT_COUNT + k] = own_await(node);
+            }
             else
                 node->m[kinds_tab[k].metric] = node->m[AP_M_SELF_NS];
         }

@@ -91,6 +91,9 @@ typedef struct ap_wait_rule {
     const char *parent; /* qualname pattern of the parent, NULL: any */
     unsigned statement; /* 1: a call that runs one database statement (what the
                            N+1 finding counts, ap_findings.c) */
+    unsigned hidden;    /* 1: a Python function whose own time is a wait in a C
+                           call the tracer cannot see (a Cython function such as
+                           psycopg's wait_c under Python 3.11's profiler) */
 } ap_wait_rule;
 
 /* The built-in rows and their count.  Can't fail. */

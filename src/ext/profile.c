@@ -619,7 +619,8 @@ static PyObject *profile_queries(ProfileObject *self, PyObject *Py_UNUSED(unused
         const ap_query *q = ap_prof_query_at(p, i);
         const ap_frame *fr = ap_prof_frame(p, q->site);
         PyObject *d = Py_BuildValue(
-            "{sNsKsKsKsKsKsOsNsNsIsN}", "statement", str_of(p, q->statement), "count",
+            "{sNsssKsKsKsKsKsOsNsNsIsN}", "statement", str_of(p, q->statement), "kind",
+            ap_query_kind_name(q->kind), "count",
             (unsigned long long)q->count, "total_ns", (unsigned long long)q->total_ns, "rows",
             (unsigned long long)q->rows, "requests", (unsigned long long)q->requests,
             "max_per_request", (unsigned long long)q->max_per_request, "n_plus_one",

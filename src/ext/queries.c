@@ -54,17 +54,22 @@ static int call_site(apext_session *sess, ap_frame_id *site, uint32_t *line) {
     return 0;
 }
 
-/* record_query(statement, ns, rows, request, route) -> bool */
+/* record_query(statement, ns, rows, request, route, kind=0) -> bool */
 static PyObject *record_query(PyObject *Py_UNUSED(m), PyObject *const *a, Py_ssize_t n) {
-    unsigned long long ns, rows, request;
-    if (n != 5 || !PyUnicode_Check(a[0]) || (a[4] != Py_None && !PyUnicode_Check(a[4])))
-        return PyErr_Format(PyExc_TypeError,
-                            "record_query(statement: str, ns, rows, request, route: str | None)");
+    unsigned long long ns, rows, request, kind = AP_QUERY_STATEMENT;
+    if ((n != 5 && n != 6) || !PyUnicode_Check(a[0]) ||
+        (a[4] != Py_None && !PyUnicode_Check(a[4])))
+        return PyErr_Format(PyExc_TypeError, "record_query(statement: str, ns, rows, request, "
+                                             "route: str | None, kind: int = 0)");
     ns = PyLong_AsUnsignedLongLong(a[1]);
     rows = PyLong_AsUnsignedLongLong(a[2]);
     request = PyLong_AsUnsignedLongLong(a[3]);
+    if (n == 6)
+        kind = PyLong_AsUnsignedLongLong(a[5]);
     if (PyErr_Occurred())
         return NULL;
+    if (kind >= AP_QUERY_KINDS)
+        return PyErr_Format(PyExc_ValueError, "record_query: unknown kind %llu", kind);
     apext_object *o = (apext_object *)apext_session_running[APEXT_PRODUCER_TRACE];
     apext_thread *ts = o != NULL ? apext_stack_thread(&o->sess, APEXT_PRODUCER_TRACE) : NULL;
     if (ts == NULL)
@@ -75,13 +80,20 @@ static PyObject *record_query(PyObject *Py_UNUSED(m), PyObject *const *a, Py_ssi
     if (sql == NULL)
         return NULL;
     char text[2048];
-    size_t tn = ap_query_normalise(sql, (size_t)len, text, sizeof text);
+    size_t tn;
+    if (kind == AP_QUERY_STATEMENT) {
+        tn = ap_query_normalise(sql, (size_t)len, text, sizeof text);
+    } else { /* an HTTP call's label is made by the caller */
+        tn = (size_t)len < sizeof text ? (size_t)len : sizeof text - 1;
+        memcpy(text, sql, tn);
+        text[tn] = '\0';
+    }
     ap_str_id stmt = ap_prof_intern(p, text, tn);
     ap_str_id route = a[4] == Py_None ? 0 : apext_session_intern(p, a[4]);
     ap_frame_id site;
     uint32_t line;
     if (stmt == AP_NONE || route == AP_NONE || call_site(&o->sess, &site, &line) != 0 ||
-        ap_prof_query_add(p, stmt, route, site, line, ns, rows, request) != 0) {
+        ap_prof_query_add(p, (unsigned)kind, stmt, route, site, line, ns, rows, request) != 0) {
         apext_session_fail(&o->sess, "query");
         PyErr_Clear();
         Py_RETURN_FALSE;
@@ -91,7 +103,8 @@ static PyObject *record_query(PyObject *Py_UNUSED(m), PyObject *const *a, Py_ssi
 
 PyMethodDef apext_queries_methods[] = {
     {"record_query", (PyCFunction)(void (*)(void))record_query, METH_FASTCALL,
-     "record_query(statement, ns, rows, request, route) -> bool\n\nOne database statement "
+     "record_query(statement, ns, rows, request, route, kind=0) -> bool\n\nOne database "
+     "statement (kind 0; an outgoing HTTP call: kind 1, its label as given) "
      "that took ns and reported rows, in request (a serial, 0 for none) of route (None "
      "outside requests), into the running tracer's profile: its normalised text and the "
      "app's calling line. False when no tracer records this thread."},

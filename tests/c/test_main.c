@@ -107,7 +107,8 @@ AP_TEST(err_thread_local) {
     X(findings_none_for_an_empty_profile)                                                 \
     X(findings_hot_line_from_a_line_profile)                                            \
     X(wait_patterns) X(wait_kinds_of_calls_and_awaits) X(wait_async_generator_is_capped)  \
-    X(query_normalise) X(query_records_roundtrip)                                       \
+    X(query_normalise) X(query_records_roundtrip) X(query_kinds_roundtrip)              \
+    X(wait_hidden_call_is_the_callers_own_time)                                         \
     X(stall_model_and_file) X(stall_decode_rejects) X(stall_json_and_finding) X(stall_off_the_cpu) \
     X(lock_contention_skips_pool_machinery)
 

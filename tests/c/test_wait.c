@@ -176,8 +176,8 @@ AP_TEST(query_records_roundtrip) {
     ap_frame_id site = fr(p, "load", "/srv/app/main.py", PY);
     for (uint64_t req = 1; req <= 3; req++)
         for (int i = 0; i < 6; i++)
-            AP_CHECK(ap_prof_query_add(p, s, r, site, 12, 10, 1, req) == 0);
-    AP_CHECK(ap_prof_query_add(p, s, r, site, 13, 5, 0, 1) == 0); /* another line */
+            AP_CHECK(ap_prof_query_add(p, AP_QUERY_STATEMENT, s, r, site, 12, 10, 1, req) == 0);
+    AP_CHECK(ap_prof_query_add(p, AP_QUERY_STATEMENT, s, r, site, 13, 5, 0, 1) == 0); /* another line */
     AP_CHECK_EQ_U64(ap_prof_nqueries(p), 2);
     const ap_query *q = ap_prof_query_at(p, 0);
     AP_CHECK_EQ_U64(q->count, 18);
@@ -210,5 +210,83 @@ AP_TEST(query_records_roundtrip) {
         ap_prof_free(m);
         ap_prof_free(back);
     }
+    ap_prof_free(p);
+}
+
+/* psycopg's sync Connection.wait: its own time is the wait in a C call the
+ * tracer did not see (a hidden row), the database; a Python function's own
+ * time elsewhere stays no wait. */
+AP_TEST(wait_hidden_call_is_the_callers_own_time) {
+    ap_prof *p = ap_prof_new();
+    ap_tree *t = ap_prof_tree_new(p, NULL, 0);
+    ap_frame_id user = fr(p, "handler", "/srv/app/main.py", PY);
+    ap_frame_id exec = fr(p, "Cursor.execute", LIB "psycopg/cursor.py", PY);
+    ap_frame_id pgwait = fr(p, "Connection.wait", LIB "psycopg/connection.py", PY);
+    ap_frame_id other = fr(p, "Connection.wait", LIB "other/connection.py", PY);
+    ap_node *n_exec = path(t, (ap_frame_id[]){user, exec}, 2);
+    ap_node *n_wait = path(t, (ap_frame_id[]){user, exec, pgwait}, 3);
+    ap_node *n_other = path(t, (ap_frame_id[]){user, other}, 2);
+    n_exec->m[AP_M_SELF_NS] = 50;   /* its bytecode: no wait */
+    n_wait->m[AP_M_SELF_NS] = 250;
+    n_other->m[AP_M_SELF_NS] = 70;
+    AP_CHECK(ap_prof_finish(p) == 0);
+    AP_CHECK_EQ_U64(W(DATABASE, n_wait), 250);
+    AP_CHECK_EQ_U64(W(DATABASE, n_exec), 250);
+    AP_CHECK_EQ_U64(W(DATABASE, path(t, (ap_frame_id[]){user}, 1)), 250);
+    AP_CHECK_EQ_U64(W(DATABASE, n_other), 0);
+    ap_prof_free(p);
+}
+
+/* Outgoing calls beside statements: their kind is kept by the native file
+ * (after the records) and the JSON export, and a record of each kind with
+ * the same text stays apart. */
+AP_TEST(query_kinds_roundtrip) {
+    ap_prof *p = ap_prof_new();
+    ap_str_id call = s_(p, "GET api.example:8080/users/{id} 200"), r = s_(p, "GET /x");
+    ap_str_id stmt = s_(p, "SELECT 1");
+    ap_frame_id site = fr(p, "load", "/srv/app/main.py", PY);
+    for (int i = 0; i < 6; i++)
+        AP_CHECK(ap_prof_query_add(p, AP_QUERY_HTTP, call, r, site, 7, 10, 0, 1) == 0);
+    AP_CHECK(ap_prof_query_add(p, AP_QUERY_STATEMENT, stmt, r, site, 8, 5, 0, 1) == 0);
+    AP_CHECK(ap_prof_query_add(p, AP_QUERY_STATEMENT, call, r, site, 7, 5, 0, 1) == 0);
+    AP_CHECK_EQ_U64(ap_prof_nqueries(p), 3);
+    AP_CHECK(strcmp(ap_query_kind_name(AP_QUERY_HTTP), "http") == 0);
+    AP_CHECK(ap_query_kind_name(AP_QUERY_KINDS) == NULL);
+    char path[] = "/tmp/apiprof-test-kinds-XXXXXX";
+    int fd = mkstemp(path);
+    AP_CHECK(fd >= 0);
+    close(fd);
+    AP_CHECK(ap_prof_write(p, path) == 0);
+    int cut = 1;
+    ap_prof *back = ap_prof_read(path, &cut);
+    AP_CHECK(back != NULL && cut == 0);
+    if (back != NULL) {
+        AP_CHECK_EQ_U64(ap_prof_nqueries(back), 3);
+        AP_CHECK_EQ_U64(ap_prof_query_at(back, 0)->kind, AP_QUERY_HTTP);
+        AP_CHECK_EQ_U64(ap_prof_query_at(back, 0)->max_per_request, 6);
+        AP_CHECK_EQ_U64(ap_prof_query_at(back, 1)->kind, AP_QUERY_STATEMENT);
+        AP_CHECK_EQ_U64(ap_prof_query_at(back, 2)->kind, AP_QUERY_STATEMENT);
+        ap_prof_free(back);
+    }
+    FILE *f = fopen(path, "w+");
+    AP_CHECK(f != NULL);
+    if (f != NULL) {
+        AP_CHECK(ap_prof_write_json(p, f) == 0);
+        long n = ftell(f);
+        uint8_t *buf = malloc((size_t)n);
+        rewind(f);
+        AP_CHECK(buf != NULL && fread(buf, 1, (size_t)n, f) == (size_t)n);
+        fclose(f);
+        ap_prof *j = buf != NULL ? ap_json_read(buf, (size_t)n) : NULL;
+        AP_CHECK(j != NULL);
+        if (j != NULL) {
+            AP_CHECK_EQ_U64(ap_prof_nqueries(j), 3);
+            AP_CHECK_EQ_U64(ap_prof_query_at(j, 0)->kind, AP_QUERY_HTTP);
+            AP_CHECK_EQ_U64(ap_prof_query_at(j, 2)->kind, AP_QUERY_STATEMENT);
+            ap_prof_free(j);
+        }
+        free(buf);
+    }
+    unlink(path);
     ap_prof_free(p);
 }

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -188,3 +189,24 @@ def serve_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeFact
 def http() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=30.0, trust_env=False) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """A PostgreSQL server on 127.0.0.1 for the whole session (tests/py/pgserver.py): its
+    ``dsn`` reaches database ``postgres`` as a superuser. Skips when the server binaries
+    are not installed (``make system-deps`` installs Debian's ``postgresql``)."""
+    from pgserver import NoServerUser, PostgresServer, bin_dir  # only when asked for
+
+    bindir = bin_dir()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (/usr/lib/postgresql/*/bin; make system-deps)")
+    try:
+        server = PostgresServer(bindir, free_port())
+    except NoServerUser as e:
+        pytest.skip(str(e))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()

@@ -32,13 +32,15 @@ ProfilerFactory = Callable[[], RequestProfiler]
 class FunctionProfile:
     """The default RequestProfiler: apiprof.Profiler with scope="context", so that the
     profile holds this request's work only (its task, the tasks it starts and its
-    thread-pool calls), not that of requests running beside it. The result is the JSON
+    thread-pool calls), not that of requests running beside it, and its database
+    statements and outgoing HTTP calls (``queries=True``: the drivers' and clients'
+    methods are timed while the profile runs, docs/waits.md). The result is the JSON
     export of ``apiprof report --format json`` with ``request.*`` metadata."""
 
     def __init__(self) -> None:
         from .._profiler import Profiler
 
-        self._profiler = Profiler(clock="wall", builtins=True, scope="context")
+        self._profiler = Profiler(clock="wall", builtins=True, scope="context", queries=True)
 
     def start(self) -> None:
         self._profiler.start()

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _core
-from .._findings import format_findings, format_routes
+from .._findings import format_findings, format_queries, format_routes
 from .._lines import format_lines, is_line_profile
 from .._output import output_path
 from .._profile_file import CUT_META, load_profile
@@ -130,9 +130,10 @@ def run_text(args: argparse.Namespace, fmt: str = "text") -> int:
         cut = profile.meta.get(CUT_META, "")
         if cut:   # a checkpoint of a run that did not end: the report says what it lacks
             header += f"cut: {printable(cut)}\n"
-        routes = format_routes(profile.routes())
+        split = profile.routes()
+        routes, queries = format_routes(split), format_queries(profile.queries(), split)
         text = (header + "\n" + format_findings(profile.findings(), TEXT_FINDINGS) + "\n"
-                + (routes + "\n" if routes else "")
+                + (routes + "\n" if routes else "") + (queries + "\n" if queries else "")
                 + format_table(functions, args.sort, args.limit or None, everything=args.all,
                                value=VALUE_FORMATS[unit]) + clock_note(profile.meta))
     out = None if args.output in (None, "-") else args.output

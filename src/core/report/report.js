@@ -649,7 +649,56 @@
       });
       html.push("</table>");
     }
+    html.push(ioView());
     box.innerHTML = html.join("");
+  }
+  // The I/O view: per route, its time split into running code and each wait kind, and
+  // its captured statements and outgoing calls (apiprof run --queries) with their share
+  // of the route's time; an N+1 or a repeated call is marked.
+  var IO_COLOR = { running: "#7aa6d8", database: "#d9822b", network: "#3aa37a", file: "#9b6fc4",
+    sleep: "#b8b8b8", subprocess: "#c4a35a", lock: "#c0392b", gil: "#8e44ad", thread_pool: "#5d6d7e", idle: "#ddd" };
+  function ioView() {
+    var byRoute = {}, out = [];
+    (D.queries || []).forEach(function (q) {
+      if (q.route !== null) (byRoute[q.route] = byRoute[q.route] || []).push(q);
+    });
+    D.routes.forEach(function (r) {
+      var waits = r.waits || {}, qs = byRoute[r.route] || [];
+      var kinds = Object.keys(waits).filter(function (k) { return waits[k] > 0; });
+      if (!kinds.length && !qs.length) return;
+      var parts = [["running", r.running_ns || 0]].concat(kinds.map(function (k) { return [k, waits[k]]; }));
+      var time = 0;
+      parts.forEach(function (p) { time += p[1]; });
+      out.push("<div class=io data-io-route='" + esc(r.route) + "'><h3>" + esc(r.route) + "</h3><div class=split>");
+      parts.forEach(function (p) {
+        if (p[1] > 0) out.push("<span class='io-" + esc(p[0]) + "' style='width:" + (100 * p[1] / time).toFixed(2) +
+          "%;background:" + (IO_COLOR[p[0]] || "#999") + "' title='" + esc(p[0]) + " " + pct(p[1], time) + "'></span>");
+      });
+      out.push("</div><p class=note>" + parts.filter(function (p) { return p[1] > 0; }).map(function (p) {
+        return "<span class=io-key style='background:" + (IO_COLOR[p[0]] || "#999") + "'></span>" + esc(p[0]) + " " +
+          fmtUnit(r.requests ? p[1] / r.requests : p[1], "nanoseconds") + (r.requests ? "/request" : "") + " (" + pct(p[1], time) + ")";
+      }).join(" &nbsp; ") + "</p>");
+      if (qs.length) {
+        qs.sort(function (a, b) { return b.total_ns - a.total_ns; });
+        out.push("<table class=io-q><tr><th>kind</th><th class=name>statement or call</th><th>count</th><th>per request</th>" +
+          "<th>total</th><th>share of route time</th><th class=name>line</th></tr>");
+        qs.forEach(function (q) {
+          var mark = q.n_plus_one ? " <span class='sev sev-high'>" + (q.kind === "http" ? "repeated" : "N+1") + "</span>" : "";
+          out.push("<tr" + (q.n_plus_one ? " class=n1" : "") + "><td>" + esc(q.kind === "http" ? "call" : "query") +
+            "</td><td class='name stmt'>" + esc(q.statement) + mark + "</td><td>" + q.count + "</td><td>" +
+            (r.requests ? (q.count / r.requests).toFixed(q.count % r.requests ? 1 : 0) : "-") + "</td><td>" +
+            fmtUnit(q.total_ns, "nanoseconds") + "</td><td>" + pct(q.total_ns, time) + "</td><td class=name>" +
+            esc((q.function || "?") + " " + (q.file || "").split("/").pop() + ":" + q.line) + "</td></tr>");
+        });
+        out.push("</table>");
+      }
+      out.push("</div>");
+    });
+    if (!out.length) return "";
+    return "<h2>I/O</h2><p class=note>Per route: its time split into running code and what it waited for " +
+      "(docs/waits.md), and the database statements and outgoing HTTP calls it made (captured with " +
+      "apiprof run --queries), with their share of the route's time; an N+1 query or a call repeated " +
+      "in one request is marked.</p>" + out.join("");
   }
   // Select a route (or all with ""), as the route filter does.
   function selectRoute(route) {
