@@ -11,16 +11,21 @@
 /* Rows of the HTML page's table of changes. */
 #define DIFF_HTML_ROWS 40
 
+/* 1 when t holds a request's work (it has a route label); arg is its profile. */
+static int keep_request(const ap_tree *t, void *arg) {
+    const ap_prof *p = arg;
+    for (size_t k = 0; k < ap_tree_nlabels(t); k++)
+        if (strcmp(ap_prof_str(p, ap_tree_label_at(t, k).key), "route") == 0)
+            return 1;
+    return 0;
+}
+
 uint64_t ap_diff_requests(const ap_prof *p) {
     uint64_t n = 0;
     for (size_t i = 0; i < ap_prof_ntrees(p); i++) {
         const ap_tree *t = ap_prof_tree_at(p, i);
-        for (size_t k = 0; k < ap_tree_nlabels(t); k++) {
-            if (strcmp(ap_prof_str(p, ap_tree_label_at(t, k).key), "route") == 0) {
-                n += ap_tree_node(t, 0)->m[AP_M_CALLS];
-                break;
-            }
-        }
+        if (keep_request(t, (void *)p))
+            n += ap_tree_node(t, 0)->m[AP_M_CALLS];
     }
     return n;
 }
@@ -91,7 +96,10 @@ int ap_diff_build(ap_prof *a, ap_prof *b, const ap_diff_opts *o, ap_diff *d) {
     ap_functab ft[2] = {{0}, {0}};
     entry *e = NULL;
     int rc = -1;
-    if (ap_functab_build(a, NULL, NULL, &ft[0]) != 0 || ap_functab_build(b, NULL, NULL, &ft[1]) != 0)
+    /* Per request, the requests' work: the trees of other threads (idle workers, the
+     * server's own loop) would blur it with time that grows with the run's length. */
+    int (*keep)(const ap_tree *, void *) = d->per_request ? keep_request : NULL;
+    if (ap_functab_build(a, keep, a, &ft[0]) != 0 || ap_functab_build(b, keep, b, &ft[1]) != 0)
         goto out;
     size_t ne = ft[0].nrows + ft[1].nrows;
     e = malloc((ne ? ne : 1) * sizeof *e);
@@ -226,7 +234,7 @@ static void json_double(ap_sbuf *sb, double v) {
     if (v == floor(v) && fabs(v) < 9e15)
         ap_sbuf_printf(sb, "%.0f", v);
     else
-        ap_sbuf_printf(sb, "%.6g", v);
+        ap_sbuf_printf(sb, "%.15g", v);
 }
 
 static void json_metrics(ap_sbuf *sb, const double *v) {
@@ -325,7 +333,8 @@ static void diff_note(const ap_node *n, void *arg, ap_sbuf *out) {
 
 static int write_svg(ap_prof *a, ap_prof *b, const ap_diff *d, const ap_diff_opts *o,
                      ap_sbuf *out) {
-    ap_prof *ma = ap_prof_merge(a, NULL, NULL), *mb = ma ? ap_prof_merge(b, NULL, NULL) : NULL;
+    int (*keep)(const ap_tree *, void *) = d->per_request ? keep_request : NULL;
+    ap_prof *ma = ap_prof_merge(a, keep, a), *mb = ma ? ap_prof_merge(b, keep, b) : NULL;
     const ap_tree *ta = ma ? ap_prof_tree_at(ma, 0) : NULL, *tb = mb ? ap_prof_tree_at(mb, 0) : NULL;
     unsigned field = ap_report_vm_field(d->vm);
     ap_node_id *match = tb ? ap_diff_match_paths(ma, ta, mb, tb) : NULL;

@@ -14,9 +14,12 @@
  * merged tree of all a profile's trees) is matched by the sequence of its
  * frames' keys from the root, so recursion matches level by level.
  *
- * Scale.  Per request (AP_DIFF_PER_REQUEST) divides each side's figures by
- * its requests (the AP_M_CALLS of the roots of its trees labelled "route",
- * as ap_findings counts them); per total (AP_DIFF_PER_TOTAL) keeps them. */
+ * Scale.  Per request (AP_DIFF_PER_REQUEST) compares the requests' work:
+ * the trees labelled "route", each side's figures divided by its requests
+ * (the AP_M_CALLS of those trees' roots, as ap_findings counts them).  Per
+ * total (AP_DIFF_PER_TOTAL) compares every tree as it is, so the time of
+ * threads that wait for work (which grows with the length of the run)
+ * counts too. */
 
 typedef enum ap_diff_per {
     AP_DIFF_PER_AUTO = 0,   /* per request when both profiles count requests, else total */
