@@ -8,6 +8,10 @@
 #include "ap_err.h"
 #include "ap_report.h"
 
+/* The flame graph draws a frame at full strength when its own value changed
+ * by this share of the larger of the two totals; smaller changes fade. */
+#define DIFF_NOTABLE 0.01
+
 /* Rows of the HTML page's table of changes. */
 #define DIFF_HTML_ROWS 40
 
@@ -222,7 +226,9 @@ static void put_signed(ap_sbuf *sb, const char *unit, double v) {
 
 /* The relative change from x to y as "+25.0%", "new" (x is 0, y is not) or "". */
 static void put_relative(ap_sbuf *sb, double x, double y) {
-    if (x != 0)
+    if (x != 0 && y / x >= 10)
+        ap_sbuf_printf(sb, "%.0fx", y / x);
+    else if (x != 0)
         ap_sbuf_printf(sb, "%+.1f%%", 100.0 * (y - x) / x);
     else if (y != 0)
         ap_sbuf_puts(sb, "new");
@@ -290,10 +296,20 @@ static void write_json(const ap_diff *d, const ap_diff_opts *o, ap_sbuf *out) {
 
 typedef struct paint_ctx {
     const ap_diff *d;
+    const ap_tree *ta;         /* A's merged tree */
     const ap_node_id *match;   /* B node -> A node or AP_NONE */
     const uint64_t *incl_a, *incl_b;
     double scale_a, scale_b;
+    double notable;            /* a change of own value this large is drawn at full strength */
 } paint_ctx;
+
+/* The node's own value of the diff's metric in A (0 on a new path) and B, scaled. */
+static void own_values(const paint_ctx *c, const ap_node *n, double *va, double *vb) {
+    unsigned field = ap_report_vm_field(c->d->vm);
+    ap_node_id m = c->match[n->id];
+    *va = m == AP_NONE ? 0 : (double)ap_tree_node(c->ta, m)->m[field] * c->scale_a;
+    *vb = (double)n->m[field] * c->scale_b;
+}
 
 static void node_values(const paint_ctx *c, const ap_node *n, double *va, double *vb) {
     ap_node_id m = c->match[n->id];
@@ -301,14 +317,19 @@ static void node_values(const paint_ctx *c, const ap_node *n, double *va, double
     *vb = (double)c->incl_b[n->id] * c->scale_b;
 }
 
-/* White for no change, to red (B spends more) or blue (less), full at a
- * relative change of 100% or more, and at paths new in B. */
+/* The change of a frame's own value (callees excluded), so that the frame
+ * that changed stands out and the callers it widened do not: white for no
+ * change, to red (B spends more) or blue (less), full at a relative change
+ * of 100% or more, and on paths new in B. */
 static uint32_t diff_fill(const ap_node *n, void *arg) {
     const paint_ctx *c = arg;
     double va, vb;
-    node_values(c, n, &va, &vb);
+    own_values(c, n, &va, &vb);
     double rel = va > 0 ? (vb - va) / va : vb > 0 ? 1.0 : 0.0;
-    double t = sqrt(fmin(1.0, fabs(rel)));
+    /* Noise: a frame whose own time moved by a few microseconds of a run of
+     * milliseconds fades, however large that is relative to its own time. */
+    double weight = c->notable > 0 ? fmin(1.0, fabs(vb - va) / c->notable) : 1.0;
+    double t = sqrt(fmin(1.0, fabs(rel)) * weight);
     unsigned fade = (unsigned)(235.0 - 190.0 * t);
     if (rel > 0)
         return 245u << 16 | fade << 8 | fade;
@@ -324,11 +345,20 @@ static void diff_note(const ap_node *n, void *arg, ap_sbuf *out) {
     put_value(out, unit, va);
     ap_sbuf_puts(out, ", B ");
     put_value(out, unit, vb);
-    ap_sbuf_puts(out, ": ");
-    if (c->match[n->id] == AP_NONE)
-        ap_sbuf_puts(out, "new in B");
-    else
-        put_relative(out, va, vb);
+    if (c->match[n->id] == AP_NONE) {
+        ap_sbuf_puts(out, ": new in B");
+        return;
+    }
+    ap_sbuf_puts(out, " (");
+    put_relative(out, va, vb);
+    own_values(c, n, &va, &vb);
+    ap_sbuf_puts(out, "); own A ");
+    put_value(out, unit, va);
+    ap_sbuf_puts(out, ", B ");
+    put_value(out, unit, vb);
+    ap_sbuf_puts(out, " (");
+    put_relative(out, va, vb);
+    ap_sbuf_putc(out, ')');
 }
 
 static int write_svg(ap_prof *a, ap_prof *b, const ap_diff *d, const ap_diff_opts *o,
@@ -344,19 +374,18 @@ static int write_svg(ap_prof *a, ap_prof *b, const ap_diff *d, const ap_diff_opt
     int rc = -1;
     if (ib == NULL)
         goto out;
-    paint_ctx pc = {d, match, ia, ib, 1.0, 1.0};
+    paint_ctx pc = {d, ta, match, ia, ib, 1.0, 1.0, 0};
     if (d->per_request) {
         pc.scale_a = 1.0 / (double)d->requests_a;
         pc.scale_b = 1.0 / (double)d->requests_b;
     }
+    pc.notable = DIFF_NOTABLE * fmax((double)ia[0] * pc.scale_a, (double)ib[0] * pc.scale_b);
     size_t nvanished = 0;
     for (size_t i = 0; i < d->nrows; i++)
         nvanished += !d->rows[i].in_b;
-    ap_sbuf_printf(&title, "%s: %s -> %s (widths: B; red: B slower, blue: B faster; "
-                           "%s; %zu functions vanished)",
-                   o->title ? o->title : "apiprof diff", o->name_a ? o->name_a : "A",
-                   o->name_b ? o->name_b : "B", d->per_request ? "per request" : "in total",
-                   nvanished);
+    ap_sbuf_printf(&title, "%s: B vs A %s; red: own %s up, blue: down; %zu vanished",
+                   o->title ? o->title : "apiprof diff", d->per_request ? "per request" : "in total",
+                   ap_report_vm_name(d->vm), nvanished);
     ap_sbuf_putc(&title, '\0');
     if (title.failed)
         goto out;
@@ -380,7 +409,8 @@ static const char html_css[] =
     ".answer{font-size:16px;background:#fff4e8;border-left:4px solid #d33;padding:8px 12px}"
     ".answer.faster{background:#eef3ff;border-left-color:#36c}"
     "table{border-collapse:collapse;font-size:13px}td,th{padding:2px 8px;text-align:right;"
-    "border-bottom:1px solid #eee}td.name,th.name{text-align:left;font-family:monospace}"
+    "border-bottom:1px solid #eee;white-space:nowrap}td.name,th.name{text-align:left;"
+    "font-family:monospace;white-space:normal}"
     "td.up{color:#b00}td.down{color:#048}.sw{display:inline-block;width:12px;height:12px;"
     "vertical-align:middle;margin:0 3px}.flame svg{max-width:100%;height:auto}"
     ".file{color:#777}";
@@ -395,6 +425,13 @@ static void html_name(ap_sbuf *out, const ap_diff_row *r) {
 
 static void html_table(ap_sbuf *out, const ap_diff *d, int status, size_t limit) {
     const char *unit = ap_report_vm_unit(d->vm);
+    size_t any = 0;
+    for (size_t i = 0; i < d->nrows && !any; i++)
+        any = status == (d->rows[i].in_a && d->rows[i].in_b ? 0 : d->rows[i].in_b ? 1 : 2);
+    if (!any) {
+        ap_sbuf_puts(out, "<p>None.</p>\n");
+        return;
+    }
     const char *label = ap_metric_get(d->key)->label;
     ap_sbuf_printf(out, "<table class=\"t%d\"><tr><th class=\"name\">function</th>", status);
     ap_sbuf_printf(out, "<th>A %s</th><th>B %s</th><th>change</th><th></th>"
@@ -429,8 +466,6 @@ static void html_table(ap_sbuf *out, const ap_diff *d, int status, size_t limit)
         ap_sbuf_puts(out, "</td></tr>\n");
     }
     ap_sbuf_puts(out, "</table>\n");
-    if (shown == 0)
-        ap_sbuf_puts(out, "<p>None.</p>\n");
 }
 
 static int write_html(ap_prof *a, ap_prof *b, const ap_diff *d, const ap_diff_opts *o,
@@ -482,10 +517,12 @@ static int write_html(ap_prof *a, ap_prof *b, const ap_diff *d, const ap_diff_op
     }
     ap_sbuf_puts(out,
                  "<h2>Differential flame graph</h2>\n<p>Each frame is a call path of B, as wide "
-                 "as B's time on it. Colour: <span class=\"sw\" style=\"background:#f52d2d\"></span>"
-                 "B spends more on the path than A, <span class=\"sw\" "
+                 "as B's time on it (callees included). Colour: the change of the frame's own "
+                 "time, callees excluded: <span class=\"sw\" style=\"background:#f52d2d\"></span>"
+                 "B spends more in it than A, <span class=\"sw\" "
                  "style=\"background:#2d2df5\"></span>less; the deeper the colour, the larger the "
-                 "relative change (full at 100% and for paths new in B); white: unchanged. "
+                 "relative change (full at 100% and for paths new in B), paler when the change "
+                 "is under 1% of the total; white: unchanged. "
                  "Hover for the figures, click to zoom. Paths that vanished are not drawn: see "
                  "the list below.</p>\n<div class=\"flame\">");
     ap_sbuf svg = {0};
