@@ -166,6 +166,8 @@ def test_html_shows_the_diff_flame_graph(before_after, tmp_path):
     (["{a}", "{b}", "--per", "request"],
      "per request needs requests in both profiles (A has none)"),
     (["{a}", "{other}"], "the two profiles have no function in common"),
+    (["{a}", "{b}", "-o", "{d}/d.pb.gz"],
+     "cannot tell the format from '{d}/d.pb.gz': pass --format (text, json, html, svg)"),
 ])
 def test_bad_input_is_one_line(tmp_path, args, message):
     a = write({"meta": {}, "trees": [{"labels": {}, "nodes": [([MAIN], {"self_ns": 5})]}]},

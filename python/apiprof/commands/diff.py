@@ -60,9 +60,12 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     fmt = args.format
     out = None if args.output in (None, "-") else args.output
-    if fmt is None:
-        implied = _core.report_format_for_path(out) if out else None
-        fmt = implied if implied in FORMATS else "text"
+    if fmt is None and out is not None:
+        fmt = _core.report_format_for_path(out)
+        if fmt not in FORMATS:
+            raise UsageError(f"cannot tell the format from {printable(out)!r}: pass --format "
+                             f"({', '.join(FORMATS)})")
+    fmt = fmt or "text"
     if args.limit < 0:
         raise UsageError("--limit must be 0 or more")
     if args.function is not None and fmt in ("html", "svg"):
