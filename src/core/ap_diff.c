@@ -124,7 +124,7 @@ int ap_diff_build(ap_prof *a, ap_prof *b, const ap_diff_opts *o, ap_diff *d) {
     /* Equal keys are one row: A's entries then B's (two functions of one name in one
      * file, such as lambdas, add up). */
     for (size_t i = 0; i < ne; i++) {
-        ap_diff_row *r = &d->rows[d->nrows];
+        ap_diff_row *r;
         if (i == 0 || key_cmp(e[i].q, e[i].f, e[i - 1].q, e[i - 1].f) != 0) {
             r = &d->rows[d->nrows++];
             r->qualname = e[i].q;
