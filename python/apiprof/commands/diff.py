@@ -105,6 +105,8 @@ def _signed(fmt: Callable[[float], str], v: float) -> str:
 
 def _relative(row: FunctionDelta, key: str) -> str:
     rel = row.relative(key)
+    if rel is not None and rel >= 9:   # ten times as much or more: a ratio reads better
+        return f"{rel + 1:.0f}x"
     if rel is not None:
         return f"{100 * rel:+.1f}%"
     return "new" if row.b.get(key) else ""
