@@ -110,7 +110,9 @@ AP_TEST(err_thread_local) {
     X(query_normalise) X(query_records_roundtrip) X(query_kinds_roundtrip)              \
     X(wait_hidden_call_is_the_callers_own_time)                                         \
     X(stall_model_and_file) X(stall_decode_rejects) X(stall_json_and_finding) X(stall_off_the_cpu) \
-    X(lock_contention_skips_pool_machinery)
+    X(lock_contention_skips_pool_machinery) \
+    X(diff_matches_across_line_shifts) X(diff_matches_recursion_by_level)               \
+    X(diff_new_and_vanished) X(diff_per_request) X(diff_views_escape_names)
 
 #define AP_DECLARE(name) AP_TEST(name);
 AP_TEST_LIST(AP_DECLARE)
