@@ -1,6 +1,6 @@
 """Instruction counts (valgrind's callgrind) of profiling overhead: apiprof beside its peers.
 
-    python bench/instructions.py [--groups trace,lines,asgi] [--quick] [--json FILE]
+    python bench/instructions.py [--groups trace,lines,asgi,queries] [--quick] [--json FILE]
 
 Wall-clock overheads on a shared machine move by tens of percent from run to run; counted
 instructions repeat to a few hundredths of a percent. Every case runs in a child process
@@ -29,6 +29,10 @@ Groups and cases:
   that times each call into a dict, and fastapi-profiler's middleware (statistics, no
   per-request profile). Reported per request; beside it, the system calls per request of
   each variant, counted with strace (run natively, N and 2N requests subtracted).
+- queries: query capture (``Profiler(queries=True)``, ``apiprof run --queries``) on 20
+  requests of a recent-orders route with an N+1 (a SQLite connection each, 41 statements):
+  baseline, apiprof, apiprof +queries; the capture's instructions as a share of the
+  traced request.
 
 Reported: instructions of the region in millions, extra over the baseline, and apiprof's
 extra as a share of the peer's. Peers (yappi, line_profiler, fastapi-profiler) are
@@ -167,7 +171,51 @@ def _tracing_tools() -> dict[str, Callable[[], tuple[Callable[[], Any], Callable
             "hooks-only": ap(include=["<nothing>"], builtins=False),
             # stall detection is on by default; lock timing is on in apiprof run
             "apiprof no-stalls": ap(stall_threshold=None), "apiprof +locks": ap(locks=True),
+            "apiprof +queries": ap(queries=True),
             "cProfile": cprof, "yappi": yappi}
+
+
+# ---- query capture -------------------------------------------------------------------------
+
+
+def _orders_db() -> str:
+    """A SQLite file of 20 orders of 2 items and 20 customers (the shop's shape)."""
+    import sqlite3
+    path = os.path.join(tempfile.mkdtemp(prefix="apiprof-ir-"), "orders.db")
+    with sqlite3.connect(path) as c:
+        c.executescript(
+            "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT, email TEXT);"
+            "CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id INTEGER, total INTEGER);"
+            "CREATE TABLE items (order_id INTEGER, product TEXT, quantity INTEGER);")
+        c.executemany("INSERT INTO customers VALUES (?, ?, ?)",
+                      [(i, f"customer {i}", f"c{i}@example.org") for i in range(20)])
+        c.executemany("INSERT INTO orders VALUES (?, ?, ?)", [(i, i, 100 * i) for i in range(20)])
+        c.executemany("INSERT INTO items VALUES (?, ?, ?)",
+                      [(i, f"product {k}", k + 1) for i in range(20) for k in range(2)])
+    return path
+
+
+def _orders_requests(path: str, requests: int) -> Callable[[], Any]:
+    """`requests` requests of a recent-orders route with an N+1: a connection each, 41
+    statements (the orders, then each one's customer and items)."""
+    import sqlite3
+
+    def run() -> int:
+        n = 0
+        for _ in range(requests):
+            conn = sqlite3.connect(path)
+            try:
+                orders = conn.execute("SELECT id, customer_id, total FROM orders "
+                                      "ORDER BY id DESC LIMIT 20").fetchall()
+                for oid, cid, _total in orders:
+                    n += len(conn.execute("SELECT name, email FROM customers WHERE id = ?",
+                                          (cid,)).fetchall())
+                    n += len(conn.execute("SELECT product, quantity FROM items "
+                                          "WHERE order_id = ?", (oid,)).fetchall())
+            finally:
+                conn.close()
+        return n
+    return run
 
 
 # ---- line workloads -----------------------------------------------------------------------
@@ -272,6 +320,9 @@ def child(group: str, workload: str, tool: str, scale: float, mark: bool) -> Non
         start, stop = _tracing_tools()[tool]()
     elif group == "lines":
         fn, start, stop = _line_case(workload, tool, scale)
+    elif group == "queries":
+        fn = _orders_requests(_orders_db(), max(2, int(20 * scale)))
+        start, stop = _tracing_tools()[tool]()
     else:
         fn = _asgi_loop(tool, int(workload))
         start = stop = lambda: None  # noqa: E731
@@ -349,7 +400,8 @@ def table(rows: list[list[str]]) -> str:
 
 
 def run_trace(scale: float, absent: set[str], workloads: list[str], out: dict[str, Any]) -> str:
-    tools = [t for t in _tracing_tools() if t.split()[0] not in absent]
+    tools = [t for t in _tracing_tools()
+             if t.split()[0] not in absent and t != "apiprof +queries"]
     peer = "profiling.tracing" if importlib.util.find_spec("profiling") else "cProfile"
     rows = [["workload", "baseline (M)", *[f"{t} extra (M)" if t != "cProfile" else
                                              f"{peer} extra (M)" for t in tools[1:]],
@@ -365,6 +417,24 @@ def run_trace(scale: float, absent: set[str], workloads: list[str], out: dict[st
         out.setdefault("trace", {})[w] = {"instructions": c,
                                            "apiprof_over_cprofile": round(extra["apiprof"] / cp, 3)}
         print(f"  trace {w}: {rows[-1]}", flush=True)
+    return table(rows)
+
+
+def run_queries(scale: float, out: dict[str, Any]) -> str:
+    """Query capture on a SQLite route with 41 statements per request: what it adds to
+    the traced request, per request and as a share of the traced request."""
+    requests = max(2, int(20 * scale))
+    c = {t: count("queries", "orders", t, scale)
+         for t in ("baseline", "apiprof", "apiprof +queries")}
+    added = c["apiprof +queries"] - c["apiprof"]
+    rows = [["workload", "baseline (M/request)", "apiprof (M/request)",
+             "apiprof +queries (M/request)", "capture added / traced request"],
+            [f"orders ({requests} requests, 41 statements each)",
+             f"{c['baseline'] / requests / 1e6:.3f}", f"{c['apiprof'] / requests / 1e6:.3f}",
+             f"{c['apiprof +queries'] / requests / 1e6:.3f}",
+             f"{100 * added / c['apiprof']:+.1f}%"]]
+    out["queries"] = {"instructions": c, "requests": requests,
+                      "added_share": round(added / c["apiprof"], 4)}
     return table(rows)
 
 
@@ -417,7 +487,7 @@ def run_asgi(requests: int, absent: set[str], out: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--groups", default="trace,lines,asgi")
+    parser.add_argument("--groups", default="trace,lines,asgi,queries")
     parser.add_argument("--workloads", default="fib,hanoi,template,pydantic,fastapi")
     parser.add_argument("--quick", action="store_true", help="smaller workloads")
     parser.add_argument("--json", help="write the counts to this file")
@@ -446,6 +516,8 @@ def main(argv: list[str] | None = None) -> int:
         print(run_lines(scale, absent, out), "\n", flush=True)
     if "asgi" in groups:
         print(run_asgi(int(200 * scale), absent, out), "\n", flush=True)
+    if "queries" in groups:
+        print(run_queries(scale, out), "\n", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
     return 0
