@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "lines": "lines",
     "report": "report",
     "bench": "bench",
+    "check": "check",
     "stats": "stats",
     "investigate": "investigate",
     "attach": "attach",
