@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import _core
 from . import _bench_result as bench_result
+from . import _core
 from .commands import bench
 
 # Warm-up requests per route before anything is measured (imports, caches, first connects).
