@@ -131,6 +131,8 @@ def save_baseline(args: argparse.Namespace, output: str) -> int:
     config = read_config(args.config)
     if args.url and not args.paths:
         args.paths = [args.url]
+    if args.app_dir == "." and "app_dir" in config:  # bench's default gives way to the config
+        args.app_dir = None
     settings = settings_of(args, config, {})
     out = Path(output)
     if not out.parent.is_dir():
