@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "run": "run",
     "lines": "lines",
     "report": "report",
+    "diff": "diff",
     "bench": "bench",
     "check": "check",
     "stats": "stats",

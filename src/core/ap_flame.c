@@ -139,9 +139,16 @@ int ap_flame_write_svg(const ap_report_ctx *rc, ap_sbuf *out) {
     ap_prof *m = ap_prof_merge(rc->prof, NULL, NULL);
     if (m == NULL)
         return -1;
-    const ap_tree *t = ap_prof_tree_at(m, 0);
+    int r = ap_flame_svg_tree(m, ap_prof_tree_at(m, 0), rc->metric, rc->min_percent, rc->title,
+                              NULL, out);
+    ap_prof_free(m);
+    return r;
+}
+
+int ap_flame_svg_tree(const ap_prof *m, const ap_tree *t, unsigned vm, double min_percent,
+                      const char *title, const ap_flame_paint *paint, ap_sbuf *out) {
     size_t n = ap_tree_nnodes(t), nf = ap_prof_nframes(m);
-    unsigned field = ap_report_vm_field(rc->metric);
+    unsigned field = ap_report_vm_field(vm);
     svg_ctx c = {m, {0}, malloc(nf * sizeof(size_t))};
     uint64_t *incl = ap_report_inclusive(t, field);
     double *x = malloc(n * sizeof *x);
@@ -163,8 +170,8 @@ int ap_flame_write_svg(const ap_report_ctx *rc, ap_sbuf *out) {
     double total = (double)incl[0];
     double scale = total > 0 ? (SVG_WIDTH - 2 * SVG_PAD) / total : 0;
     double min_value = total * 0.1 / (SVG_WIDTH - 2 * SVG_PAD);
-    if (rc->min_percent > 0 && total * rc->min_percent / 100.0 > min_value)
-        min_value = total * rc->min_percent / 100.0;
+    if (min_percent > 0 && total * min_percent / 100.0 > min_value)
+        min_value = total * min_percent / 100.0;
     /* Place every node: x in value units from the left edge; depth; a node
      * left out has depth UINT32_MAX and so have its descendants. */
     uint32_t max_depth = 0;
@@ -205,7 +212,7 @@ int ap_flame_write_svg(const ap_report_ctx *rc, ap_sbuf *out) {
                    "<svg version=\"1.1\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
                    "xmlns=\"http://www.w3.org/2000/svg\" data-total=\"%llu\" data-unit=\"%s\">\n",
                    SVG_WIDTH, height, SVG_WIDTH, height, (unsigned long long)incl[0],
-                   ap_report_vm_unit(rc->metric));
+                   ap_report_vm_unit(vm));
     ap_sbuf_puts(out,
                  "<style>text{font-family:monospace;font-size:12px;fill:#000}"
                  "#title{font-size:17px}.btn{cursor:pointer;fill:#335}"
@@ -216,8 +223,8 @@ int ap_flame_write_svg(const ap_report_ctx *rc, ap_sbuf *out) {
     ap_sbuf_puts(out, "]]></script>\n<rect width=\"100%\" height=\"100%\" fill=\"#f6f6ef\"/>\n");
     ap_sbuf_printf(out, "<text id=\"title\" x=\"%.0f\" y=\"22\" text-anchor=\"middle\">",
                    SVG_WIDTH / 2);
-    ap_sbuf_xml_str(out, rc->title);
-    ap_sbuf_printf(out, " (%s)</text>\n", ap_report_vm_name(rc->metric));
+    ap_sbuf_xml_str(out, title);
+    ap_sbuf_printf(out, " (%s)</text>\n", ap_report_vm_name(vm));
     ap_sbuf_printf(out,
                    "<text id=\"unzoom\" class=\"btn hide\" x=\"%.0f\" y=\"22\">Reset zoom</text>\n"
                    "<text id=\"search\" class=\"btn\" x=\"%.0f\" y=\"22\" "
@@ -235,18 +242,23 @@ int ap_flame_write_svg(const ap_report_ctx *rc, ap_sbuf *out) {
         double px = SVG_PAD + x[i] * scale, w = (double)incl[i] * scale;
         double py = height - SVG_BOTTOM - (depth[i] + 1) * SVG_FRAME_H;
         uint32_t h = name_hash(label);
+        uint32_t rgb = (205 + h % 50) << 16 | ((h >> 8) % 200 + 20) << 8 | (h >> 16) % 55;
+        if (paint != NULL)
+            rgb = paint->fill(node, paint->arg);
         ap_sbuf_puts(out, "<g class=\"f\"><title>");
         ap_sbuf_xml_str(out, label);
         ap_sbuf_puts(out, " (");
-        ap_report_fmt_value(out, rc->metric, incl[i]);
+        ap_report_fmt_value(out, vm, incl[i]);
         ap_sbuf_printf(out, ", %.2f%%", total > 0 ? 100.0 * (double)incl[i] / total : 0.0);
         if (i != 0 && node->m[AP_M_CALLS])
             ap_sbuf_printf(out, ", %llu calls", (unsigned long long)node->m[AP_M_CALLS]);
+        if (paint != NULL)
+            paint->note(node, paint->arg, out);
         ap_sbuf_printf(out,
                        ")</title><rect x=\"%.2f\" y=\"%.1f\" width=\"%.2f\" height=\"%.1f\" "
                        "rx=\"2\" fill=\"rgb(%u,%u,%u)\"/><text x=\"%.2f\" y=\"%.1f\">",
-                       px, py, w, SVG_FRAME_H - 1, 205 + h % 50, (h >> 8) % 200 + 20,
-                       (h >> 16) % 55, px + 3, py + SVG_FRAME_H - 4.5);
+                       px, py, w, SVG_FRAME_H - 1, rgb >> 16 & 0xff, rgb >> 8 & 0xff, rgb & 0xff,
+                       px + 3, py + SVG_FRAME_H - 4.5);
         put_fitted(out, label, w);
         ap_sbuf_puts(out, "</text></g>\n");
     }
@@ -259,6 +271,5 @@ out:
     free(incl);
     free(c.label_at);
     ap_sbuf_free(&c.labels);
-    ap_prof_free(m);
     return rc_;
 }

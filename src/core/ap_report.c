@@ -17,6 +17,13 @@ static const unsigned vm_fields[AP_VM_COUNT] = {AP_M_SELF_NS, AP_M_CPU_NS, AP_M_
 static const unsigned default_order[AP_VM_COUNT] = {AP_VM_WALL, AP_VM_SAMPLES, AP_VM_CPU,
                                                     AP_VM_MEMORY, AP_VM_AWAIT, AP_VM_LIVE};
 
+unsigned ap_report_default_metric(const ap_prof *p) {
+    for (unsigned i = 0; i < AP_VM_COUNT; i++)
+        if (ap_report_vm_present(p, default_order[i]))
+            return default_order[i];
+    return AP_VM_WALL;
+}
+
 const char *ap_report_vm_name(unsigned vm) {
     assert(vm < AP_VM_COUNT);
     return ap_metric_get(vm_fields[vm])->view;
@@ -188,13 +195,7 @@ int ap_report_write_buf(ap_prof *p, const char *format, const ap_report_opts *o,
         if (ap_report_pick_metric(c.prof, o->metric, &c.metric) != 0)
             goto out;
     } else {
-        c.metric = AP_VM_WALL;
-        for (unsigned i = 0; i < AP_VM_COUNT; i++) {
-            if (ap_report_vm_present(c.prof, default_order[i])) {
-                c.metric = default_order[i];
-                break;
-            }
-        }
+        c.metric = ap_report_default_metric(c.prof);
     }
     if (c.title == NULL) {
         const char *argv = ap_prof_meta_get(p, "argv");

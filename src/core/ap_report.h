@@ -70,6 +70,10 @@ const char *ap_report_vm_unit(unsigned vm);
 /* 1 when some node of some tree of p has a non-zero value of vm.  Can't fail. */
 int ap_report_vm_present(const ap_prof *p, unsigned vm);
 
+/* The metric views show when none is asked for: the first present in p of
+ * wall, samples, cpu, memory, await, live (wall when none is).  Can't fail. */
+unsigned ap_report_default_metric(const ap_prof *p);
+
 /* The view metric called name ("wall", "cpu", ...) into *vm, the one check
  * of --metric for every format.  Returns 0; on error -1 with AP_EINVAL (an
  * unknown name, or no node of p has the metric). */
@@ -161,6 +165,25 @@ int ap_pprof_write(const ap_report_ctx *c, ap_sbuf *out);       /* ap_pprof.c */
 int ap_callgrind_write(const ap_report_ctx *c, ap_sbuf *out);   /* ap_callgrind.c */
 int ap_chrome_write(const ap_report_ctx *c, ap_sbuf *out);      /* ap_chrome.c */
 int ap_json_write(const ap_report_ctx *c, ap_sbuf *out);        /* ap_prof_file.c */
+
+/* How a flame graph colours its frames when it is not the default (a
+ * colour from the name's hash): fill(node, arg) is the frame's colour as
+ * 0xRRGGBB, and note(node, arg, out) appends to its tooltip, after the
+ * value, share and calls (text, escaped by the writer: append with
+ * ap_sbuf_puts of plain text only, never a name from the profile). */
+typedef struct ap_flame_paint {
+    uint32_t (*fill)(const ap_node *n, void *arg);
+    void (*note)(const ap_node *n, void *arg, ap_sbuf *out);
+    void *arg;
+} ap_flame_paint;
+
+/* The SVG flame graph of tree t of m (ap_flame.c; the layout of
+ * ap_flame_write_svg, which calls it on the merged profile): widths from
+ * view metric vm, frames below min_percent of the total (if > 0) left
+ * out, the title escaped, colours from paint (NULL: by name).  Returns 0;
+ * -1 with AP_ENOMEM. */
+int ap_flame_svg_tree(const ap_prof *m, const ap_tree *t, unsigned vm, double min_percent,
+                      const char *title, const ap_flame_paint *paint, ap_sbuf *out);
 int ap_pstats_write(const ap_report_ctx *c, ap_sbuf *out);
 
 #endif /* AP_REPORT_H */

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "ap_diff.h"
 #include "ap_err.h"
 #include "ap_prof.h"
 #include "ap_report.h"
@@ -128,7 +129,68 @@ static PyObject *report_format_for_path(PyObject *Py_UNUSED(m), PyObject *arg) {
     return PyUnicode_FromString(fmt);
 }
 
+/* The profile of a diff argument: a Profile (borrowed) or a path, read into *owned. */
+static ap_prof *diff_side(PyObject *module, PyObject *obj, ap_prof **owned) {
+    int truncated = 0;
+    *owned = NULL;
+    if (PyUnicode_Check(obj)) {
+        const char *path = PyUnicode_AsUTF8(obj);
+        if (path == NULL)
+            return NULL;
+        *owned = ap_prof_read(path, &truncated);
+        if (*owned == NULL)
+            apext_raise_core(path);
+        return *owned;
+    }
+    return apext_profile_get(PyModule_GetState(module), obj, &truncated);
+}
+
+static PyObject *diff(PyObject *module, PyObject *args) {
+    PyObject *a_obj, *b_obj, *opts = Py_None;
+    const char *fmt;
+    if (!PyArg_ParseTuple(args, "OOs|O:diff", &a_obj, &b_obj, &fmt, &opts))
+        return NULL;
+    if (opts != Py_None && !PyDict_Check(opts))
+        return PyErr_Format(PyExc_TypeError, "options must be a dict");
+    PyObject *od = opts == Py_None ? NULL : opts;
+    ap_diff_opts o;
+    memset(&o, 0, sizeof o);
+    const char *per = NULL;
+    if (opt_str(od, "metric", &o.metric) || opt_str(od, "per", &per) ||
+        opt_str(od, "title", &o.title) || opt_str(od, "name_a", &o.name_a) ||
+        opt_str(od, "name_b", &o.name_b))
+        return NULL;
+    if (per != NULL && strcmp(per, "request") == 0)
+        o.per = AP_DIFF_PER_REQUEST;
+    else if (per != NULL && strcmp(per, "total") == 0)
+        o.per = AP_DIFF_PER_TOTAL;
+    else if (per != NULL)
+        return PyErr_Format(PyExc_ValueError, "per must be 'request' or 'total', not '%s'", per);
+    ap_prof *own_a, *own_b = NULL;
+    ap_prof *a = diff_side(module, a_obj, &own_a);
+    ap_prof *b = a ? diff_side(module, b_obj, &own_b) : NULL;
+    PyObject *res = NULL;
+    if (b != NULL) {
+        ap_sbuf out = {0};
+        if (ap_diff_write(a, b, fmt, &o, &out) != 0)
+            apext_raise_core(NULL);
+        else
+            res = PyUnicode_DecodeUTF8(out.data ? out.data : "", (Py_ssize_t)out.len, "replace");
+        ap_sbuf_free(&out);
+    }
+    ap_prof_free(own_b);
+    ap_prof_free(own_a);
+    return res;
+}
+
 PyMethodDef apext_report_methods[] = {
+    {"diff", diff, METH_VARARGS,
+     "diff(a, b, format, options=None) -> str\n\n"
+     "Compare profile a (before) with b (after), each a Profile or the path of a native\n"
+     "file, and return the view `format`: 'json' (docs/diff.md), 'svg' (differential\n"
+     "flame graph) or 'html'.  options: metric, per ('request' | 'total'), title, name_a,\n"
+     "name_b.  Raises ValueError (unknown format or metric, per request without\n"
+     "requests), LookupError (no function in common), OSError, MemoryError."},
     {"write_report", write_report, METH_VARARGS,
      "write_report(profile, format, path_out=None, options=None) -> bool\n\n"
      "Write the view `format` of a Profile (or of the native file at a path)\n"

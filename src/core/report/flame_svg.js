@@ -54,10 +54,10 @@
       else if (s[1] > end) { sum += s[1] - end; end = s[1]; }
     });
     matched.textContent = searchRe ? "Matched: " + (100 * sum / (width - 2 * PAD)).toFixed(1) + "%" : " ";
-    document.documentElement.setAttribute("data-matches", String(spans.length));
+    document.querySelector("svg").setAttribute("data-matches", String(spans.length));
   }
   function init() {
-    var svg = document.documentElement;
+    var svg = document.querySelector("svg");   // the document, or inline in a page
     width = +svg.getAttribute("width");
     details = document.getElementById("details");
     matched = document.getElementById("matched");
