@@ -85,6 +85,9 @@ def test_slowed_route_fails_and_is_named(project):
     assert v[("GET /work", "latency_p50_ms")]["verdict"] == "regressed"
     assert v[("GET /items", "queries")]["verdict"] == "unchanged"
     assert (project / "slow.apiprof").is_file()
+    notes = json.loads((project / "slow.json").read_text())["notes"]
+    named = [n for n in notes if n.startswith("GET /work: grew most: time.sleep")]
+    assert len(named) == 1 and "in the app's pause (check_app.py" in named[0], notes
     decisions = [decide.Decision(**d) for d in json.loads((project / "slow.json").read_text())
                  ["decisions"]]
     suite = ET.fromstring(report.junit(decisions, []))

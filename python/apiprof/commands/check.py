@@ -18,7 +18,9 @@ from typing import Any
 from .. import _check_decide as decide
 from .. import _check_measure as measure
 from .. import _check_report as report
+from .. import _core, _diff
 from .._output import output_path
+from .._table import format_ns
 from ..errors import UsageError
 
 BASELINE_TOOL = "apiprof-baseline"
@@ -180,6 +182,34 @@ def read_baseline(path: str) -> dict[str, Any]:
     return data
 
 
+def grown_most(before: Path, after: Path, route: str, app_dir: Path) -> str | None:
+    """What grew most in ``route`` between the two tracer rounds (apiprof diff of their
+    warm phases, per request): the function whose self time grew most and, when that is
+    not the app's own code, the innermost function of the app that carries at least
+    80% of the app's largest growth (the slowed function, its callee being a library or
+    a builtin). None when there is no profile to compare or nothing grew."""
+    chosen = {"phase": "warm", "route": route}
+    try:
+        d = _diff.diff(_core.load(str(before)).select(chosen),
+                       _core.load(str(after)).select(chosen), metric="wall")
+    except (OSError, ValueError, LookupError):
+        return None
+    top = d.top()
+    if top is None or top.delta(d.key) <= 0:
+        return None
+    per = " per request" if d.per == "request" else ""
+    text = f"grew most: {top.qualname} (self {format_ns(top.delta(d.key))} more{per})"
+    root = str(app_dir.resolve())
+    own = [f for f in d.functions if f.file.startswith(root)]
+    growth = max((f.delta("total_ns") for f in own), default=0.0)
+    if growth > 0 and top not in own:
+        inner = min((f for f in own if f.delta("total_ns") >= 0.8 * growth),
+                    key=lambda f: f.b.get("total_ns", 0.0))
+        text += (f", in the app's {inner.qualname} ({Path(inner.file).name}: "
+                 f"{format_ns(inner.delta('total_ns'))} more{per})")
+    return text
+
+
 def run(args: argparse.Namespace) -> int:
     baseline = read_baseline(args.baseline)
     config = read_config(args.config)
@@ -204,6 +234,11 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         notes.append(f"not measured now (in the baseline only): {', '.join(missing)}")
     decisions = decide.decide(baseline, current, thresholds, config.get("budgets", {}))
+    before = Path(args.baseline).parent / str(baseline.get("profile", ""))
+    for route in sorted({d.route for d in decisions if d.verdict == decide.REGRESSED}):
+        grown = grown_most(before, profile, route, settings.app_dir)
+        if grown:
+            notes.append(f"{route}: {grown}")
     text = report.FORMATS[args.format](decisions, notes)
     if args.output:
         with output_path(args.output) as path:
