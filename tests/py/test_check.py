@@ -139,3 +139,24 @@ def test_mann_whitney_exact_tail():
     assert decide.p_greater([1, 2, 3, 4, 5], [6, 7, 8, 9, 10]) == 1.0
     # U = 1 of 4 for [1, 3] vs [2, 4]: arrangements with U >= 1 are 5 of 6
     assert decide.p_greater([1, 3], [2, 4]) == pytest.approx(5 / 6)
+
+
+def test_decide_alloc_tolerance_and_budgets():
+    base = {"routes": {"GET /a": {"round_p50_ms": [1.0] * 5, "queries": 1.0, "calls": {},
+                                  "alloc_bytes": 1000.0}}}
+    now = {"routes": {"GET /a": {"round_p50_ms": [1.0] * 5, "queries": 1.0, "calls": {},
+                                 "alloc_bytes": 1200.0}}}
+    budgets = {"GET /a": {"max_queries": 0, "max_ms": 2}}
+    got = {d.metric: d.verdict for d in decide.decide(base, now, decide.Thresholds(), budgets)}
+    assert got == {"latency_p50_ms": "unchanged", "queries": "unchanged",
+                   "alloc_bytes": "regressed", "budget queries": "regressed",
+                   "budget p50 ms": "unchanged"}
+    now["routes"]["GET /a"]["alloc_bytes"] = 1050.0
+    got = {d.metric: d.verdict for d in decide.decide(base, now, decide.Thresholds(), {})}
+    assert got["alloc_bytes"] == "unchanged"
+
+
+def test_save_baseline_needs_an_app(tmp_path):
+    done = apiprof(["bench", "--save-baseline", "b.json", "--path", "/x"], tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "--save-baseline needs --app" in done.stderr
