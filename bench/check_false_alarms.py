@@ -1,6 +1,7 @@
 """apiprof check's false-alarm rate and the smallest slowdown it catches, on this machine.
 
     python bench/check_false_alarms.py [--runs 20] [--factors 1.1,1.2,1.3,1.5,2] [--catch-runs 5]
+                                       [--min-effect 0.1]
 
 Records one baseline of tests/py/apps/check_app.py with the default settings (5 rounds of 20
 requests per route, alpha 0.01, minimum effect 10%), then runs `apiprof check` --runs times
@@ -22,12 +23,13 @@ import time
 from pathlib import Path
 
 APPS = Path(__file__).resolve().parents[1] / "tests" / "py" / "apps"
-CONFIG = f"""
+CONFIG = """
 [tool.apiprof.check]
 app = "check_app:app"
-app_dir = "{APPS}"
+app_dir = "{apps}"
 paths = ["/items", "/work"]
 count = ["check_app:lookup"]
+min_effect = {min_effect}
 """
 
 
@@ -46,10 +48,11 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--factors", default="1.1,1.2,1.3,1.5,2")
     ap.add_argument("--catch-runs", type=int, default=5)
+    ap.add_argument("--min-effect", type=float, default=0.10)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        (root / "pyproject.toml").write_text(CONFIG)
+        (root / "pyproject.toml").write_text(CONFIG.format(apps=APPS, min_effect=args.min_effect))
         subprocess.run([sys.executable, "-m", "apiprof", "bench", "--app", "check_app:app",
                         "--save-baseline", "base.json"], cwd=root, check=True,
                        capture_output=True)
@@ -64,7 +67,7 @@ def main() -> None:
         print(f"\n{date()} on {platform.node()} ({os.cpu_count()} CPUs, load "
               f"{os.getloadavg()[0]:.1f}), Python {platform.python_version()}")
         print(f"unchanged app: {sum(alarms)} false alarms in {args.runs} checks "
-              f"({per_check:.1f} s per check)\n")
+              f"({per_check:.1f} s per check, min_effect {args.min_effect:g})\n")
         print("| GET /work sleep x | median latency change | caught |")
         print("|---|---|---|")
         for factor in (float(f) for f in args.factors.split(",")):

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from xml.sax.saxutils import quoteattr
 
 from ._check_decide import IMPROVED, REGRESSED, Decision
-from ._table import Column, render_lines
+from ._table import Column, printable, render_lines
 
 
 def _headline(decisions: list[Decision]) -> str:
@@ -36,7 +36,8 @@ COLUMNS: list[Column[Decision]] = [
 
 
 def text(decisions: list[Decision], notes: list[str]) -> str:
-    return "\n".join([*render_lines(COLUMNS, decisions), "", *notes, _headline(decisions)]) + "\n"
+    lines = [*render_lines(COLUMNS, decisions), "", *notes, _headline(decisions)]
+    return "\n".join(printable(line) for line in lines) + "\n"
 
 
 def as_json(decisions: list[Decision], notes: list[str]) -> str:
@@ -46,25 +47,30 @@ def as_json(decisions: list[Decision], notes: list[str]) -> str:
                       indent=1) + "\n"
 
 
+def _attr(s: str) -> str:
+    return quoteattr(printable(s))  # XML 1.0 has no control characters, even escaped
+
+
 def junit(decisions: list[Decision], notes: list[str]) -> str:
     failures = sum(d.verdict == REGRESSED for d in decisions)
     out = ['<?xml version="1.0" encoding="UTF-8"?>',
            f'<testsuite name="apiprof check" tests="{len(decisions)}" failures="{failures}">']
     for d in decisions:
-        head = f'  <testcase classname={quoteattr(d.route)} name={quoteattr(d.metric)}'
+        head = f'  <testcase classname={_attr(d.route)} name={_attr(d.metric)}'
         if d.verdict == REGRESSED:
             out.append(head + ">")
-            out.append(f"    <failure message={quoteattr(d.detail)}/>")
+            out.append(f"    <failure message={_attr(d.detail)}/>")
             out.append("  </testcase>")
         else:
             out.append(head + f"><system-out>{d.verdict}</system-out></testcase>")
     if notes:
-        out.append(f"  <system-out>{' '.join(quoteattr(n)[1:-1] for n in notes)}</system-out>")
+        out.append(f"  <system-out>{' '.join(_attr(n)[1:-1] for n in notes)}</system-out>")
     out.append("</testsuite>")
     return "\n".join(out) + "\n"
 
 
 def _md(s: str) -> str:
+    s = printable(s)
     for ch in "\\|`*_[]<>":
         s = s.replace(ch, "\\" + ch)
     return s

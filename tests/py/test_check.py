@@ -160,3 +160,16 @@ def test_save_baseline_needs_an_app(tmp_path):
     done = apiprof(["bench", "--save-baseline", "b.json", "--path", "/x"], tmp_path)
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "--save-baseline needs --app" in done.stderr
+
+
+def test_names_from_the_app_are_escaped_in_every_format():
+    name = "GET /x</testcase>|*\x1b[31m"
+    decisions = [decide.Decision(name, "calls m:<f>", "regressed", 1, 2, "1 -> 2 \x07")]
+    suite = ET.fromstring(report.junit(decisions, [f"{name}: grew most"]))
+    case = next(suite.iter("testcase"))
+    assert case.get("classname") == "GET /x</testcase>|*\\x1b[31m"
+    md = report.markdown(decisions, [])
+    assert "GET /x\\</testcase\\>\\|\\*\\\\x1b\\[31m" in md and "\x1b" not in md
+    text = report.text(decisions, [name])
+    assert "\x1b" not in text and "\x07" not in text and "\\x1b[31m" in text
+    assert json.loads(report.as_json(decisions, []))["decisions"][0]["route"] == name
