@@ -228,8 +228,9 @@ def run(args: argparse.Namespace) -> int:
     except measure.MeasureError as e:
         print(f"apiprof check: {e}", file=sys.stderr)
         return 2
-    notes = [f"{len(settings.paths)} routes, {settings.rounds} rounds of {settings.requests} "
-             f"requests each; profile of this run: {profile}"]
+    rounds = (f"{settings.rounds} rounds of {settings.requests} requests each" if settings.timing
+              else f"exact counts only, {settings.requests} requests each")
+    notes = [f"{len(settings.paths)} routes, {rounds}; profile of this run: {profile}"]
     missing = sorted(set(baseline["routes"]) - set(current["routes"]))
     if missing:
         notes.append(f"not measured now (in the baseline only): {', '.join(missing)}")
