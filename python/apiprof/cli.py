@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "report": "report",
     "diff": "diff",
     "bench": "bench",
+    "check": "check",
     "stats": "stats",
     "investigate": "investigate",
     "attach": "attach",

@@ -31,6 +31,7 @@ from typing import Any
 from .. import _bench_result as bench_result
 from .._output import output_path
 from ..errors import UsageError
+from . import check
 
 START_TIMEOUT_S = 30.0
 RESULT_SCHEMA = 1
@@ -94,6 +95,10 @@ def add_parser(subparsers: Any) -> None:
                    help="with --profile trace: every database statement too (docs/waits.md)")
     p.add_argument("-o", "--output", metavar="FILE", default="apiprof-bench.json",
                    help="with --app: where the result is written (apiprof-bench.json)")
+    p.add_argument("--save-baseline", metavar="FILE",
+                   help="with --app: measure latency rounds and exact counts per route and "
+                        "write a baseline for apiprof check (docs/check.md)")
+    check.add_measure_arguments(p, app=False)
     for flags, dest, value, repeat, text in PASS_THROUGH:
         if not value:
             p.add_argument(*flags, dest=dest, action="store_true", help=text)
@@ -118,6 +123,10 @@ def load_options(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     try:
+        if args.save_baseline:
+            if args.app is None:
+                raise UsageError("--save-baseline needs --app (the app to measure)")
+            return check.save_baseline(args, args.save_baseline)
         if (args.profile_memory or args.profile_queries) and not args.profile:
             raise UsageError("--profile-memory and --profile-queries go with --profile trace")
         if args.app is None:
