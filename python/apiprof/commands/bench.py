@@ -165,13 +165,13 @@ def run_url(args: argparse.Namespace) -> int:
 # ---- --app ------------------------------------------------------------------------
 
 
-def profiler_command(profile: str, output: Path, extra: list[str]) -> list[str]:
+def profiler_command(profile: str, output: Path, extra: list[str] | None = None) -> list[str]:
     """The seam where profiling joins the server: the argv prefix that runs
     ``python -m uvicorn ...`` under ``apiprof run`` (mode ``profile``, options ``extra``)
     writing ``output``, its trees labelled phase=cold until SIGUSR1 and phase=warm after."""
     assert profile == "trace"
     return [sys.executable, "-m", "apiprof", "run", "-q", "--phases", PROFILE_PHASES,
-            *extra, "-o", str(output)]
+            *(extra or []), "-o", str(output)]
 
 
 def profiler_options(args: argparse.Namespace) -> list[str]:
@@ -181,7 +181,7 @@ def profiler_options(args: argparse.Namespace) -> list[str]:
 
 
 def server_command(app: str, port: int, profile: str | None, profile_out: Path,
-                   extra: list[str]) -> list[str]:
+                   extra: list[str] | None = None) -> list[str]:
     uvicorn = ["-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
                "--log-level", "warning"]
     if profile is None:
