@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _bench_result as bench_result
+from .. import _sweep
 from .._output import output_path
 from ..errors import UsageError
 
@@ -95,6 +96,7 @@ def add_parser(subparsers: Any) -> None:
             p.add_argument(*flags, dest=dest, action="store_true", help=text)
         else:
             p.add_argument(*flags, dest=dest, action="append" if repeat else "store", help=text)
+    _sweep.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -114,6 +116,9 @@ def load_options(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     try:
+        if args.sweep is not None:
+            from . import bench_sweep
+            return bench_sweep.run(args)
         if args.app is None:
             if args.profile:
                 raise UsageError("--profile needs --app (the app to start and profile)")
