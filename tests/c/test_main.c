@@ -105,7 +105,9 @@ AP_TEST(err_thread_local) {
     X(findings_hot_line_from_a_line_profile)                                            \
     X(wait_patterns) X(wait_kinds_of_calls_and_awaits) X(wait_async_generator_is_capped)  \
     X(query_normalise) X(query_records_roundtrip)                                       \
-    X(stall_model_and_file) X(stall_decode_rejects) X(stall_json_and_finding)
+    X(stall_model_and_file) X(stall_decode_rejects) X(stall_json_and_finding)   \
+    X(replay_common_and_combined) X(replay_uvicorn) X(replay_json_lines) X(replay_escapes) \
+    X(replay_malformed) X(replay_long_lines) X(replay_plan_and_bodies)
 
 #define AP_DECLARE(name) AP_TEST(name);
 AP_TEST_LIST(AP_DECLARE)
