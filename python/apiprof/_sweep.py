@@ -83,6 +83,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"with --sweep: the latency objective ({DEFAULT_SLO})")
     p.add_argument("--settle", metavar="SECONDS", type=float, default=2.0,
                    help="with --sweep: unmeasured seconds before each step (2)")
+    p.add_argument("--replay", metavar="LOG", help="send the requests of an access log "
+                   "(uvicorn, Common/Combined, JSON lines) at their logged times; with -R or "
+                   "--sweep, as the mix")
+    p.add_argument("--speed", metavar="X", help="--replay in time X times as fast (1)")
+    p.add_argument("--bodies", metavar="FILE", help="--replay: request bodies by method and "
+                   "path (JSON rules, docs/load.md)")
+
+
+def replay_targets(args: argparse.Namespace, base: str | None) -> list[str]:
+    """apiprof-load's arguments for --replay (its log, --speed, --bodies and the origin)."""
+    if args.url or args.urls:
+        raise UsageError("--replay takes its requests from the log: no URL or --urls")
+    if base is None:
+        raise UsageError("--replay needs --base URL (or --app module:app)")
+    out = ["--replay", str(Path(args.replay).resolve()), "--base", base]
+    if args.speed is not None:
+        if getattr(args, "sweep", None) is not None:
+            raise UsageError("--speed scales a replay in time; --sweep sets the rate")
+        out.append(f"--speed={args.speed}")
+    if args.bodies is not None:
+        out.append(f"--bodies={Path(args.bodies).resolve()}")
+    return out
 
 
 # ---- CPU from /proc ------------------------------------------------------------------

@@ -130,7 +130,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def targets(args: argparse.Namespace, base: str | None) -> list[str]:
-    """apiprof-load's positional URL or --urls/--base arguments."""
+    """apiprof-load's positional URL or --urls/--base arguments (or --replay/--base)."""
+    if getattr(args, "replay", None):
+        return _sweep.replay_targets(args, base)
     if args.urls and args.url:
         raise UsageError("give either a URL or --urls FILE, not both")
     if args.urls:
