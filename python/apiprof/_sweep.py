@@ -521,9 +521,43 @@ def result_of(steps: list[Step], analysis: dict[str, Any], slo: Slo, args: Any,
     }
 
 
-def write(result: dict[str, Any], output: str) -> None:
+def chart_of(steps: list[Step], result: dict[str, Any], title: str) -> dict[str, Any]:
+    """What the C writer of the chart and the page reads (apiprof._core.write_sweep)."""
+    a = result["analysis"]
+    slo = parse_slo(result["slo"])
+    return {
+        "title": title, "slo": result["slo"], "slo_limit_ms": slo.ms,
+        "saturation": a["saturation_step"], "knee": a["knee_step"],
+        "conclusion": "\n".join(conclusion(result)),
+        "steps": [{"offered": s.rate, "achieved": s.overall["achieved_rps"],
+                   "slo_ms": s.overall["slo_ms"], "p50_ms": s.overall["p50_ms"],
+                   "failed": s.overall["failed"], "ok": s.overall["ok"],
+                   "server_cpu": None if s.server_cpu_s is None or s.wall_s <= 0
+                   else s.server_cpu_s / s.wall_s} for s in steps],
+    }
+
+
+def chart_paths(output: str) -> tuple[Path, Path]:
+    """The page and the chart beside the result: FILE.html and FILE.svg (-o FILE.json)."""
+    out = Path(output)
+    if out.suffix in (".html", ".svg"):
+        out = out.with_name(out.name + ".sweep")
+    return out.with_suffix(".html"), out.with_suffix(".svg")
+
+
+def write(result: dict[str, Any], output: str, steps: list[Step], title: str) -> list[Path]:
+    """The result (JSON), then its page and chart when -o is a regular path."""
     with output_path(output) as path:
         Path(path).write_text(json.dumps(result, indent=1) + "\n")
+    if not Path(output).is_file():
+        return []   # /dev/stdout and the like: the JSON only
+    chart = chart_of(steps, result, title)
+    written = []
+    for fmt, target in zip(("html", "svg"), chart_paths(output), strict=True):
+        with output_path(str(target)) as path:
+            _core.write_sweep(fmt, path, chart)
+        written.append(target)
+    return written
 
 
 def make_tmp() -> tempfile.TemporaryDirectory[str]:

@@ -53,6 +53,13 @@ def test_lock_saturates_near_its_capacity_and_the_lock_wait_grew(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert rep.returncode == 0, rep.stderr
     assert "locked" in rep.stdout
+    # the page and the chart beside the result: the SLO line and the saturation marked
+    svg = (tmp_path / "sweep.svg").read_text()
+    assert "SLO p99=200ms" in svg and f"saturation {steps[sat]['rate']:g} req/s" in svg
+    assert svg.count("<circle") >= len(steps)
+    page = (tmp_path / "sweep.html").read_text()
+    assert page.count('<tr class="') == len(steps) and '<tr class="sat">' in page
+    assert "saturation point:" in page
 
 
 def test_async_route_is_limited_by_the_clients_connections(tmp_path):
@@ -97,6 +104,27 @@ def test_knee_and_saturation():
     assert _sweep.saturation(ok) == (1, 2)
     assert _sweep.saturation([{"ok": True}] * 3) == (2, None)
     assert _sweep.saturation([{"ok": False}]) == (None, 0)
+
+
+def test_chart_writer_escapes_and_marks(tmp_path):
+    from apiprof import _core
+    steps = [{"offered": r, "achieved": r * 0.99, "slo_ms": ms, "p50_ms": ms / 2,
+              "failed": 0, "ok": ms < 100, "server_cpu": 0.5} for r, ms in
+             ((10, 5.0), (20, 6.0), (30, 400.0))]
+    chart = {"title": "<script>x</script>", "slo": "p99=100ms", "slo_limit_ms": 100.0,
+             "saturation": 1, "knee": 1, "conclusion": "a < b\nsecond line", "steps": steps}
+    for fmt in ("svg", "html"):
+        out = tmp_path / f"c.{fmt}"
+        _core.write_sweep(fmt, str(out), chart)
+        text = out.read_text()
+        assert "<script>" not in text and "&lt;script&gt;" in text
+        assert "saturation 20 req/s" in text and "SLO p99=100ms" in text
+        assert 'class="bad"' in text   # the step past the objective is drawn hollow
+    assert "a &lt; b\nsecond line" in (tmp_path / "c.html").read_text()
+    with pytest.raises(ValueError):
+        _core.write_sweep("png", str(tmp_path / "x"), chart)
+    with pytest.raises(TypeError):
+        _core.write_sweep("svg", str(tmp_path / "x"), {**chart, "steps": [1]})
 
 
 def test_usage_errors(tmp_path):

@@ -162,10 +162,12 @@ def _finish(args: argparse.Namespace, steps: list[_sweep.Step], driver: _sweep.D
         grew = {"file": str(profile), "low": low[0], "high": high[0],
                 "low_rps": steps[0].rate, "high_rps": steps[hi_i].rate, "rows": rows}
     result = _sweep.result_of(steps, analysis, slo, args, grew)
-    _sweep.write(result, args.output)
+    title = f"load sweep of {args.app or args.base or args.url}"
+    pages = _sweep.write(result, args.output, steps, title)
     if args.json:
         print(json.dumps(result))
     else:
         print(_sweep.text(steps, result))
-        print(f"result: {args.output}" + (f" (profile: {profile})" if profile else ""))
+        extra = [str(p) for p in pages] + ([f"profile: {profile}"] if profile else [])
+        print(f"result: {args.output}" + (f" ({', '.join(extra)})" if extra else ""))
     return 0
