@@ -135,3 +135,31 @@ def test_usage_errors(tmp_path):
         r = subprocess.run([str(APIPROF), "bench", *args], capture_output=True, text=True,
                            timeout=60)
         assert r.returncode == 2 and text in r.stderr and "Traceback" not in r.stderr
+
+
+class _FakeDriver:
+    """A server that sustains up to 50 req/s: the auto range doubles until a step fails,
+    then adds two steps between the last sustained rate and the failed one."""
+
+    def __init__(self) -> None:
+        self.rates: list[float] = []
+
+    def rates_auto(self) -> list[float]:
+        return _sweep.Driver.rates_auto(self)  # type: ignore[arg-type]
+
+    def step(self, rate: float, index: int) -> _sweep.Step:
+        self.rates.append(rate)
+        st = _sweep.Step(rate, {}, 0.1, 0.5, 1.0, f"step-{index + 1}")
+        st.overall = {"ok": rate <= 50, "achieved_rps": min(rate, 50.0), "slo_ms": 1.0,
+                      "failed": 0}
+        return st
+
+
+def test_auto_range_doubles_then_refines(capsys):
+    d = _FakeDriver()
+    steps = _sweep.sweep(d, None, sys.stderr)  # type: ignore[arg-type]
+    assert d.rates == [10, 20, 40, 80, 53.3, 66.7]
+    assert [s.rate for s in steps] == [10, 20, 40, 53.3, 66.7, 80]
+    assert [s.phase for s in steps] == ["step-1", "step-2", "step-3", "step-5", "step-6",
+                                        "step-4"]
+    assert capsys.readouterr().err.count("req/s offered") == 6
