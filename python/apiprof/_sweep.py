@@ -331,7 +331,8 @@ def what_grew(profile_file: Path, low: tuple[str, int],
               high: tuple[str, int]) -> list[dict[str, Any]]:
     """Per-request totals by (function, metric) of two phases and the largest growths.
     A wait kind is inclusive (every caller of a waiting frame carries it): of the rows of
-    one metric with the same growth only the innermost function (least total time) stays.
+    one wait kind whose growths are within 5% of each other only the innermost function
+    (least total time) stays.
     A small comparison of two function tables, until the differential engine of
     ``apiprof diff`` can be called here."""
     whole = _core.load(str(profile_file))
@@ -343,13 +344,18 @@ def what_grew(profile_file: Path, low: tuple[str, int],
     rows = [{"function": k[0], "metric": k[1], "low_ns": round(a.get(k, 0.0)),
              "high_ns": round(v), "growth_ns": round(v - a.get(k, 0.0))}
             for k, v in b.items() if v > a.get(k, 0.0)]
-    inner: dict[tuple[str, str], dict[str, Any]] = {}
+    rows.sort(key=lambda r: (-r["growth_ns"], r["function"], r["metric"]))
+    kept: list[dict[str, Any]] = []
     for r in rows:
-        key = (r["metric"], f"{r['growth_ns']:.3g}")
-        kept = inner.get(key)
-        if kept is None or total.get(r["function"], 0) < total.get(kept["function"], 0):
-            inner[key] = r
-    out = sorted(inner.values(), key=lambda r: (-r["growth_ns"], r["function"], r["metric"]))
+        # a wait inclusive of the one kept before it (same metric, growth within 5%):
+        # the innermost of the two (least total time) stays
+        same = next((k for k in kept if k["metric"] == r["metric"] and r["metric"] != "self_ns"
+                     and r["growth_ns"] >= 0.95 * k["growth_ns"]), None)
+        if same is None:
+            kept.append(r)
+        elif total.get(r["function"], 0) < total.get(same["function"], 0):
+            kept[kept.index(same)] = r
+    out = sorted(kept, key=lambda r: (-r["growth_ns"], r["function"], r["metric"]))
     return out[:GROWN_TOP]
 
 
@@ -482,9 +488,10 @@ def conclusion(result: dict[str, Any]) -> list[str]:
         out.append(f"knee of the latency curve: {a['knee_rps']:.1f} req/s achieved (the step "
                    "farthest below the chord of latency over throughput)")
     for name, r in a["routes"].items():
-        sat = "-" if r["saturation_rps"] is None else f"{r['saturation_rps']:.1f} req/s"
+        sat = ("no step sustained" if r["saturation_rps"] is None
+               else f"sustained up to {r['saturation_rps']:.1f} req/s")
         kn = "" if r["knee_rps"] is None else f", knee {r['knee_rps']:.1f} req/s"
-        out.append(f"  {name}: sustained up to {sat}{kn}")
+        out.append(f"  {name}: {sat}{kn}")
     grew = result.get("grew")
     if grew:
         out.append(f"what grew per request from {grew['low']} to {grew['high']} "

@@ -148,11 +148,11 @@ def _finish(args: argparse.Namespace, steps: list[_sweep.Step], driver: _sweep.D
             slo: _sweep.Slo, profile: Path | None) -> int:
     analysis = _sweep.analyse(steps, driver.connections, driver.threads)
     grew = None
-    if profile is not None and steps:
-        hi = analysis["sustained_rps"]
-        hi_i = next((i for i, s in enumerate(steps) if s.rate == hi), len(steps) - 1)
-        if hi_i == 0 and len(steps) > 1:
-            hi_i = len(steps) - 1
+    hi = analysis["sustained_rps"]
+    hi_i = next((i for i, s in enumerate(steps) if s.rate == hi), len(steps) - 1)
+    if hi_i == 0:
+        hi_i = len(steps) - 1   # only the first step sustained: compare with the last
+    if profile is not None and hi_i > 0:
         low = (steps[0].phase, steps[0].overall["requests"])
         high = (steps[hi_i].phase, steps[hi_i].overall["requests"])
         try:
