@@ -77,8 +77,9 @@ static int64_t zone(const char **p, const char *end) {
     return sign * (hh * 3600 + mm * 60);
 }
 
+/* Times from 1970 to 2199: nanoseconds since the epoch fit in 63 bits. */
 static int valid_clock(int y, int mo, int d, int h, int mi, int s) {
-    return y >= 1970 && mo >= 1 && mo <= 12 && d >= 1 && d <= 31 && h <= 23 && mi <= 59 &&
+    return y >= 1970 && y < 2200 && mo >= 1 && mo <= 12 && d >= 1 && d <= 31 && h <= 23 && mi <= 59 &&
            s <= 60;
 }
 
@@ -345,9 +346,9 @@ static int json_seconds(const char **p, const char *end, int64_t *ns) {
     if (q >= end || *q < '0' || *q > '9')
         return -1;
     while (q < end && *q >= '0' && *q <= '9') {
-        if (secs > INT64_C(99999999999))
-            return -1;
         secs = secs * 10 + (*q++ - '0');
+        if (secs > INT64_C(7258118400))   /* 2200-01-01: ns fit in 63 bits */
+            return -1;
     }
     int64_t frac = fraction(&q, end);
     while (q < end && *q >= '0' && *q <= '9')   /* digits beyond ns */

@@ -107,7 +107,7 @@ AP_TEST(err_thread_local) {
     X(query_normalise) X(query_records_roundtrip)                                       \
     X(stall_model_and_file) X(stall_decode_rejects) X(stall_json_and_finding)   \
     X(replay_common_and_combined) X(replay_uvicorn) X(replay_json_lines) X(replay_escapes) \
-    X(replay_malformed) X(replay_long_lines) X(replay_plan_and_bodies)
+    X(replay_malformed) X(replay_long_lines) X(replay_plan_and_bodies) X(replay_mutated_lines)
 
 #define AP_DECLARE(name) AP_TEST(name);
 AP_TEST_LIST(AP_DECLARE)

@@ -79,6 +79,8 @@ AP_TEST(replay_malformed) {
         "{\"method\": \"GET\"}", "{\"path\": 5}", "{\"path\": \"/a\"", "{\"path\": \"/a\"} x",
         "{\"path\": \"/a\", \"time\": \"yesterday\"}", "{\"path\": \"/a\", \"method\": \"g\"}",
         "{}", "{\"path\": \"/a\", \"x\": [1, 2}",
+        "{\"path\": \"/a\", \"time\": 99999999999999}",
+        "h - - [10/Oct/9999:13:55:36 -0700] \"GET /a HTTP/1.1\" 200 1",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         lg_replay_req r;
@@ -163,4 +165,49 @@ AP_TEST(replay_plan_and_bodies) {
     lg_replay_plan_free(&plan);
     lg_targets_free(&ts);
     lg_replay_bodies_free(&bodies);
+}
+
+/* Mutations of good lines of every format: a line parses or is refused with
+ * AP_EINVAL, and a parsed one has an upper-case method and a /path within the
+ * buffer (ASan and UBSan watch the rest under make sanitize). */
+AP_TEST(replay_mutated_lines) {
+    static const char *const seeds[] = {
+        "127.0.0.1 - frank [10/Oct/2000:13:55:36 -0700] \"GET /a?b=1 HTTP/1.0\" 200 2326 "
+        "\"http://r/\" \"agent \\\"x\\\"\"",
+        "INFO:     127.0.0.1:51234 - \"POST /items/5 HTTP/1.1\" 201 Created",
+        "2000-10-10 20:55:36,500 INFO: 1.2.3.4:1 - \"GET /x\\x41 HTTP/1.1\" 200",
+        "{\"method\": \"PUT\", \"path\": \"/u/\\u0041\", \"status\": 200, \"time\": 971211336.125, "
+        "\"x\": {\"a\": [1, \"}\", null, true]}}",
+        "{\"url\": \"http://h/p\", \"ts\": \"2000-10-10T20:55:36.5+02:00\"}",
+    };
+    static const char noise[] = "\"\\[]{}:,/ x0-+.TZ\n\r\t";
+    uint64_t rng = 21;
+    char line[512], out[512];
+    for (int round = 0; round < 20000; round++) {
+        const char *seed = seeds[round % (sizeof seeds / sizeof seeds[0])];
+        size_t n = strlen(seed);
+        memcpy(line, seed, n);
+        int edits = 1 + (int)(ap_test_rand(&rng) % 4);
+        for (int e = 0; e < edits && n > 0; e++) {
+            size_t at = ap_test_rand(&rng) % n;
+            switch (ap_test_rand(&rng) % 4) {
+            case 0: line[at] = noise[ap_test_rand(&rng) % (sizeof noise - 1)]; break;
+            case 1: line[at] = (char)(ap_test_rand(&rng) & 0xff); break;
+            case 2: n = at; break;   /* cut */
+            default:                  /* drop one byte */
+                memmove(line + at, line + at + 1, n - at - 1);
+                n--;
+            }
+        }
+        lg_replay_req r;
+        size_t cap = 1 + ap_test_rand(&rng) % sizeof out;
+        int rc = lg_replay_parse_line(line, n, &r, out, cap);
+        if (rc == 0) {
+            if (!AP_CHECK(r.path != NULL && r.path[0] == '/' && r.path_len < cap &&
+                          strlen(r.path) <= r.path_len && r.method[0] >= 'A' && r.method[0] <= 'Z'))
+                return;
+        } else if (!AP_CHECK_EQ_U64(ap_err_code(), AP_EINVAL)) {
+            return;
+        }
+    }
 }
