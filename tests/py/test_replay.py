@@ -119,6 +119,11 @@ def test_replay_errors(app, log, tmp_path):
         r = subprocess.run([str(LOAD), "--replay", *args, "--base", app.url],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 2 and text in r.stderr, r.stderr
+    # a log without times is still a mix
+    r = subprocess.run([str(LOAD), "--json", "--replay", str(untimed), "--base", app.url,
+                        "-R", "100", "-n", "5"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert counts(json.loads(r.stdout)) == Counter({"GET /fast": 5})
     empty = tmp_path / "bad.log"
     empty.write_text("nothing\nhere\n")
     r = subprocess.run([str(LOAD), "--replay", str(empty), "--base", app.url],

@@ -135,7 +135,8 @@ def _run_app(args: argparse.Namespace, driver: _sweep.Driver, rates: list[float]
 def _url_requests(driver: _sweep.Driver, out: Path) -> list[tuple[str, str]]:
     """(method, path) of every URL apiprof-load will send, from one request of it (its
     JSON names the URL rows in order)."""
-    cmd = [str(driver.binary), *driver.load_opts, "-n", "1", "-c", "1", "-t", "1",
+    # -R: a replayed log is then its mix, which needs no time in the log
+    cmd = [str(driver.binary), *driver.load_opts, "-R", "1000", "-n", "1", "-c", "1", "-t", "1",
            "--no-progress", "--json", f"--json-out={out}", *driver.targets]
     done = subprocess.run(cmd, stdout=subprocess.DEVNULL)
     if done.returncode != 0:
