@@ -63,7 +63,7 @@ demo: install
 	rm -f reports/investigate-shop.db*
 	SHOP_DB=$(CURDIR)/reports/investigate-shop.db $(VENV)/bin/apiprof investigate \
 	  --app shop.app:app --app-dir examples/shop --urls examples/shop/traffic.txt \
-	  -d 5 --warmup 1 -o reports/investigate
+	  -d 5 --warmup 1 --sweep auto --slo p99=1s -o reports/investigate
 
 # Debian packages the tests use: Chromium (HTML report, dashboard), Go (go tool pprof),
 # Graphviz (dot), valgrind (callgrind_annotate), zlib headers (pprof's gzip), wrk (bench), Prometheus (the scrape test),

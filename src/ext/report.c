@@ -8,6 +8,7 @@
 #include "ap_err.h"
 #include "ap_prof.h"
 #include "ap_report.h"
+#include "ap_sweep.h"
 
 /* A str option of the dict, or NULL (absent / None).  -1 on a wrong type. */
 static int opt_str(PyObject *opts, const char *key, const char **out) {
@@ -183,6 +184,83 @@ static PyObject *diff(PyObject *module, PyObject *args) {
     return res;
 }
 
+/* A float item of a dict; None or absent: dflt.  -1 with an exception on a wrong type. */
+static int item_double(PyObject *d, const char *key, double dflt, double *out) {
+    PyObject *v = PyDict_GetItemString(d, key);   /* borrowed */
+    if (v == NULL || v == Py_None) {
+        *out = dflt;
+        return 0;
+    }
+    *out = PyFloat_AsDouble(v);
+    return *out == -1.0 && PyErr_Occurred() ? -1 : 0;
+}
+
+/* write_sweep(format, path, chart): the load sweep's chart ("svg") or page ("html"). */
+static PyObject *write_sweep(PyObject *module, PyObject *args) {
+    (void)module;
+    const char *fmt, *path;
+    PyObject *chart;
+    if (!PyArg_ParseTuple(args, "ssO!:write_sweep", &fmt, &path, &PyDict_Type, &chart))
+        return NULL;
+    if (strcmp(fmt, "svg") != 0 && strcmp(fmt, "html") != 0)
+        return PyErr_Format(PyExc_ValueError, "format must be 'svg' or 'html', not %s", fmt);
+    const char *title = NULL, *slo = NULL, *conclusion = NULL;
+    double limit, sat, knee;
+    if (opt_str(chart, "title", &title) || opt_str(chart, "slo", &slo) ||
+        opt_str(chart, "conclusion", &conclusion) ||
+        item_double(chart, "slo_limit_ms", 200, &limit) ||
+        item_double(chart, "saturation", -1, &sat) || item_double(chart, "knee", -1, &knee))
+        return NULL;
+    if (!(limit > 0))
+        return PyErr_Format(PyExc_ValueError, "slo_limit_ms must be > 0");
+    PyObject *steps = PyDict_GetItemString(chart, "steps");
+    if (steps == NULL || !PyList_Check(steps))
+        return PyErr_Format(PyExc_TypeError, "chart['steps'] must be a list of dicts");
+    Py_ssize_t n = PyList_GET_SIZE(steps);
+    ap_sweep_step *st = PyMem_Calloc(n ? (size_t)n : 1, sizeof *st);
+    if (st == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *s = PyList_GET_ITEM(steps, i);
+        double ok;
+        if (!PyDict_Check(s)) {
+            PyMem_Free(st);
+            return PyErr_Format(PyExc_TypeError, "chart['steps'] must be a list of dicts");
+        }
+        if (item_double(s, "offered", 0, &st[i].offered) ||
+            item_double(s, "achieved", 0, &st[i].achieved) ||
+            item_double(s, "slo_ms", -1, &st[i].slo_ms) ||
+            item_double(s, "p50_ms", -1, &st[i].p50_ms) ||
+            item_double(s, "failed", 0, &st[i].failed) ||
+            item_double(s, "server_cpu", -1, &st[i].server_cpu) || item_double(s, "ok", 0, &ok)) {
+            PyMem_Free(st);
+            return NULL;
+        }
+        st[i].ok = ok != 0;
+    }
+    ap_sweep_chart c = {.title = title, .slo = slo, .slo_limit_ms = limit, .steps = st,
+                        .n = (size_t)n, .saturation = (long)sat, .knee = (long)knee,
+                        .conclusion = conclusion};
+    ap_sbuf sb = {0};
+    if (fmt[0] == 's')
+        ap_sweep_svg(&sb, &c);
+    else
+        ap_sweep_html(&sb, &c);
+    PyMem_Free(st);
+    FILE *f = fopen(path, "wb");
+    if (f == NULL) {
+        ap_sbuf_free(&sb);
+        return PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
+    }
+    int rc = ap_sbuf_write(&sb, f);
+    ap_sbuf_free(&sb);
+    if (fclose(f) != 0 && rc == 0)
+        rc = ap_err_set(AP_EIO, "%s: %s", path, strerror(errno));
+    if (rc < 0)
+        return apext_raise_core(path);
+    Py_RETURN_NONE;
+}
+
 PyMethodDef apext_report_methods[] = {
     {"diff", diff, METH_VARARGS,
      "diff(a, b, format, options=None) -> str\n\n"
@@ -191,6 +269,11 @@ PyMethodDef apext_report_methods[] = {
      "flame graph) or 'html'.  options: metric, per ('request' | 'total'), title, name_a,\n"
      "name_b.  Raises ValueError (unknown format or metric, per request without\n"
      "requests), LookupError (no function in common), OSError, MemoryError."},
+    {"write_sweep", write_sweep, METH_VARARGS,
+     "write_sweep(format, path, chart) -> None\n\n"
+     "The load sweep's latency-vs-throughput chart ('svg') or page ('html', the chart and\n"
+     "the per-step table). chart: title, slo, slo_limit_ms, saturation, knee (step indices\n"
+     "or None), conclusion, steps (offered, achieved, slo_ms, p50_ms, failed, server_cpu, ok)."},
     {"write_report", write_report, METH_VARARGS,
      "write_report(profile, format, path_out=None, options=None) -> bool\n\n"
      "Write the view `format` of a Profile (or of the native file at a path)\n"

@@ -136,8 +136,28 @@ static lg_load_stats *stats_of(worker *w, const conn *c) {
     return &w->stats[(size_t)c->phase * w->cfg->targets->n + c->target];
 }
 
+/* Index in the replay plan of this thread's k-th request: threads take turns. */
+static uint64_t replay_index(const worker *w, uint64_t k) {
+    return w->id + k * w->cfg->threads;
+}
+
 static uint64_t intended_of(const worker *w, uint64_t k) {
+    const lg_replay_plan *plan = w->cfg->replay;
+    if (plan != NULL) {
+        uint64_t i = replay_index(w, k);
+        if (i >= plan->n)
+            return UINT64_MAX;
+        return w->first_ns + (uint64_t)((double)plan->offset_ns[i] / w->cfg->speed);
+    }
     return w->first_ns + (uint64_t)((double)k * w->interval_ns);
+}
+
+/* The target of this thread's k-th request. */
+static uint32_t target_of(worker *w, uint64_t k) {
+    const lg_targets *ts = w->cfg->targets;
+    if (w->cfg->replay != NULL)
+        return w->cfg->replay->target[replay_index(w, k)];
+    return ts->schedule[w->sched_pos++ % ts->schedule_len];
 }
 
 static void push_free(worker *w, conn *c) {
@@ -330,7 +350,7 @@ static void on_event(worker *w, conn *c, uint32_t ev, uint64_t now) {
 /* Whether a request is due now; its intended send time in *intended. */
 static int next_due(worker *w, uint64_t now, uint64_t *intended) {
     const lg_load_config *cfg = w->cfg;
-    uint64_t t = cfg->rate > 0 ? intended_of(w, w->next_k) : now;
+    uint64_t t = lg_load_open(cfg) ? intended_of(w, w->next_k) : now;
     if (w->gated && t >= w->t_measure)
         return 0;   /* the measured phase waits for the gate */
     if (w->gate != NULL && !w->gated && t < w->t_measure)
@@ -344,12 +364,11 @@ static int next_due(worker *w, uint64_t now, uint64_t *intended) {
 }
 
 static void issue_due(worker *w, uint64_t now) {
-    const lg_targets *ts = w->cfg->targets;
     unsigned budget = w->nfree;   /* each free connection at most once per call */
     uint64_t intended;
     while (budget-- > 0 && w->nfree > 0 && next_due(w, now, &intended)) {
         conn *c = &w->conns[w->freestack[--w->nfree]];
-        c->target = ts->schedule[w->sched_pos++ % ts->schedule_len];
+        c->target = target_of(w, w->next_k);
         c->intended_ns = intended;
         c->phase = intended < w->t_measure ? LG_LOAD_COLD : LG_LOAD_WARM;
         c->written = 0;
@@ -395,16 +414,15 @@ static void count_unfinished(worker *w, uint64_t now) {
             stats_of(w, c)->unfinished++;
         close_conn(c);
     }
-    if (w->cfg->rate <= 0)
+    if (!lg_load_open(w->cfg))
         return;
     uint64_t end = now < w->t_end ? now : w->t_end;
-    const lg_targets *ts = w->cfg->targets;
     for (;;) {
         uint64_t t = intended_of(w, w->next_k);
         if (t >= end || (w->cfg->requests && t >= w->t_measure && w->issued_measured >= w->share))
             break;
         conn fake = {.phase = t < w->t_measure ? LG_LOAD_COLD : LG_LOAD_WARM,
-                     .target = ts->schedule[w->sched_pos++ % ts->schedule_len]};
+                     .target = target_of(w, w->next_k)};
         stats_of(w, &fake)->unfinished++;
         if (fake.phase == LG_LOAD_WARM)
             w->issued_measured++;
@@ -418,7 +436,7 @@ static void gate_step(worker *w, uint64_t now) {
     gate *g = w->gate;
     if (!w->arrived) {
         if (now < w->t_measure || w->inflight > 0 ||
-            (w->cfg->rate > 0 && intended_of(w, w->next_k) < w->t_measure))
+            (lg_load_open(w->cfg) && intended_of(w, w->next_k) < w->t_measure))
             return;
         w->arrived = 1;
         if (atomic_fetch_add(&g->arrived, 1) + 1 == g->nthreads) {
@@ -472,7 +490,7 @@ static void *worker_main(void *arg) {
             wake = now + GATE_POLL_NS;
         if (w->gate != NULL && !w->gated && now < w->t_measure && w->t_measure < wake)
             wake = w->t_measure;
-        if (cfg->rate > 0 && w->nfree > 0) {
+        if (lg_load_open(cfg) && w->nfree > 0) {
             uint64_t t = intended_of(w, w->next_k);
             if (t < wake)
                 wake = t;
@@ -553,7 +571,7 @@ static int worker_setup(worker *w, const lg_load_config *cfg, unsigned id, uint6
         /* threads take turns, so the sum over threads is evenly spaced */
         w->first_ns = t0 + (uint64_t)(w->interval_ns * id / T);
     } else {
-        w->first_ns = t0;
+        w->first_ns = t0;   /* closed model, or a replay: every thread from the start */
     }
     return 0;
 }
@@ -587,6 +605,8 @@ int lg_load_run(const lg_load_config *cfg, lg_load_result *res, lg_load_progress
     assert(cfg && res && cfg->targets && cfg->targets->n > 0 && cfg->targets->schedule_len);
     assert(cfg->threads >= 1 && cfg->threads <= cfg->connections);
     assert((cfg->duration_ns > 0) != (cfg->requests > 0));
+    assert(cfg->replay == NULL || (cfg->requests > 0 && cfg->requests <= cfg->replay->n &&
+                                   cfg->rate == 0 && cfg->speed > 0));
     ap_clock_init();
     unsigned T = cfg->threads;
     worker *ws = calloc(T, sizeof *ws);

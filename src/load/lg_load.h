@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "ap_hist.h"
+#include "lg_replay.h"
 #include "lg_target.h"
 
 /* Kinds of failed requests. */
@@ -62,7 +63,19 @@ typedef struct lg_load_config {
                                     on a common tick).  A server that switches its profile
                                     on SIGUSR1 thus sees every cold request before the
                                     switch and every measured one after it. */
+    const lg_replay_plan *replay;   /* not NULL: send the plan's requests at their offsets
+                                       (divided by speed) from the start, in order, over
+                                       all threads; requests (> 0, at most plan->n) is how
+                                       many; rate and warmup_ns are 0 */
+    double speed;                /* replay: > 0, 2 replays twice as fast */
+    const lg_replay_stats *replay_stats;   /* reported in the JSON when not NULL */
 } lg_load_config;
+
+/* Whether requests go out on a schedule (the open model: a rate, or a replay
+ * in time): latency then counts from the intended send time.  Can't fail. */
+static inline int lg_load_open(const lg_load_config *cfg) {
+    return cfg->rate > 0 || cfg->replay != NULL;
+}
 
 /* A running view for a progress line. */
 typedef struct lg_load_progress {

@@ -111,7 +111,7 @@ int lg_report_text(FILE *f, const lg_load_config *cfg, const lg_load_result *r) 
             width = (int)strlen(rows[i].name);
     if (width > 60)
         width = 60;
-    fprintf(f, "%s  %s model", cfg->targets->origin, cfg->rate > 0 ? "open" : "closed");
+    fprintf(f, "%s  %s model", cfg->targets->origin, lg_load_open(cfg) ? "open" : "closed");
     if (cfg->rate > 0)
         fprintf(f, " at %.0f req/s", cfg->rate);
     fprintf(f, ", %u connections, %u threads, ", cfg->connections, cfg->threads);
@@ -121,11 +121,15 @@ int lg_report_text(FILE *f, const lg_load_config *cfg, const lg_load_result *r) 
         fprintf(f, "%.1f s", (double)cfg->duration_ns / 1e9);
     if (cfg->warmup_ns)
         fprintf(f, " after a %.1f s warmup", (double)cfg->warmup_ns / 1e9);
+    if (cfg->replay)
+        fprintf(f, ", replayed in time at speed %g", cfg->speed);
+    else if (cfg->replay_stats)
+        fprintf(f, ", the replayed log's mix");
     fprintf(f, "\n\n");
-    if (cfg->rate > 0)
+    if (lg_load_open(cfg))
         fprintf(f, "latency from the intended send time (corrected for coordinated omission)\n");
     latency_table(f, r, rows, n, width, 0);
-    if (cfg->rate > 0) {
+    if (lg_load_open(cfg)) {
         fprintf(f, "\nlatency from the actual send (uncorrected)\n");
         latency_table(f, r, rows, n, width, 1);
     }
@@ -208,7 +212,7 @@ static int json_stats(FILE *f, const lg_load_config *cfg, const lg_load_stats *s
             (unsigned long long)s->responses, el > 0 ? (double)s->responses / el : 0.0);
     json_latency(f, &s->latency);
     fprintf(f, ",\"uncorrected_latency_ms\":");
-    if (cfg->rate > 0)
+    if (lg_load_open(cfg))
         json_latency(f, &s->uncorrected);
     else
         fprintf(f, "null");
@@ -237,7 +241,7 @@ static int json_stats(FILE *f, const lg_load_config *cfg, const lg_load_stats *s
     if (json_hist(f, &s->latency) < 0)
         return -1;
     fprintf(f, ",\"uncorrected\":");
-    if (cfg->rate > 0) {
+    if (lg_load_open(cfg)) {
         if (json_hist(f, &s->uncorrected) < 0)
             return -1;
     } else {
@@ -250,7 +254,7 @@ static int json_stats(FILE *f, const lg_load_config *cfg, const lg_load_stats *s
 int lg_report_json(FILE *f, const lg_load_config *cfg, const lg_load_result *r, int histograms) {
     fprintf(f, "{\"tool\":\"apiprof-load\",\"schema\":1,\"config\":{\"origin\":");
     json_str(f, cfg->targets->origin);
-    fprintf(f, ",\"model\":\"%s\",\"rate\":", cfg->rate > 0 ? "open" : "closed");
+    fprintf(f, ",\"model\":\"%s\",\"rate\":", lg_load_open(cfg) ? "open" : "closed");
     if (cfg->rate > 0)
         fprintf(f, "%.3f", cfg->rate);
     else
@@ -261,9 +265,31 @@ int lg_report_json(FILE *f, const lg_load_config *cfg, const lg_load_result *r, 
         fprintf(f, "null,\"requests\":%llu", (unsigned long long)cfg->requests);
     else
         fprintf(f, "%.3f,\"requests\":null", (double)cfg->duration_ns / 1e9);
-    fprintf(f, ",\"warmup_s\":%.3f,\"timeout_s\":%.3f,\"connect_timeout_s\":%.3f},\"phases\":{",
+    fprintf(f, ",\"warmup_s\":%.3f,\"timeout_s\":%.3f,\"connect_timeout_s\":%.3f",
             (double)cfg->warmup_ns / 1e9, (double)cfg->timeout_ns / 1e9,
             (double)cfg->connect_timeout_ns / 1e9);
+    const lg_replay_stats *rs = cfg->replay_stats;
+    if (rs != NULL) {
+        fprintf(f, ",\"replay\":{\"timed\":%s,\"speed\":", cfg->replay ? "true" : "false");
+        if (cfg->replay)
+            fprintf(f, "%.6g,\"span_s\":%.6f", cfg->speed, cfg->replay->span_s / cfg->speed);
+        else
+            fprintf(f, "null,\"span_s\":null");
+        fprintf(f, ",\"lines\":%llu,\"used\":%llu,\"malformed\":%llu,\"unsendable\":%llu,"
+                   "\"over_targets\":%llu,\"untimed\":%llu,\"first_bad\":",
+                (unsigned long long)rs->lines, (unsigned long long)rs->used,
+                (unsigned long long)rs->malformed, (unsigned long long)rs->unsendable,
+                (unsigned long long)rs->over_targets, (unsigned long long)rs->untimed);
+        if (rs->first_bad_line) {
+            fprintf(f, "{\"line\":%llu,\"why\":", (unsigned long long)rs->first_bad_line);
+            json_str(f, rs->first_bad);
+            fputc('}', f);
+        } else {
+            fprintf(f, "null");
+        }
+        fputc('}', f);
+    }
+    fprintf(f, "},\"phases\":{");
     for (int ph = LG_LOAD_WARM; ph >= 0; ph--) {
         fprintf(f, "%s\"%s\":", ph == LG_LOAD_WARM ? "" : ",", phase_names[ph]);
         if (!phase_used(cfg, ph)) {

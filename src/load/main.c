@@ -14,6 +14,7 @@
 #include "ap_clock.h"
 #include "ap_err.h"
 #include "lg_load.h"
+#include "lg_replay.h"
 #include "lg_report.h"
 #include "lg_target.h"
 
@@ -43,6 +44,11 @@ static const char usage_text[] =
     "      --histograms         JSON: add each latency histogram, encoded (exact merging)\n"
     "      --phase-signal PID   when the cold phase is over, let every cold request end,\n"
     "                           send SIGUSR1 to PID, then start the measured phase\n"
+    "      --replay FILE        the requests of an access log (uvicorn, Common/Combined,\n"
+    "                           JSON lines) with --base: sent at their logged times, or\n"
+    "                           with -R as the mix of methods and paths\n"
+    "      --speed X            --replay in time X times as fast (default 1)\n"
+    "      --bodies FILE        --replay: request bodies by method and path (JSON rules)\n"
     "      --no-progress        no live progress line (it is shown only on a terminal)\n"
     "  -h, --help               this help\n";
 
@@ -148,8 +154,127 @@ static void on_signal(int sig) {
     atomic_store(&lg_load_stop, 1);
 }
 
+/* Preflight, the run, the report: what every mode ends with.  Returns the exit code. */
+static int run_load(lg_load_config *cfg, const lg_targets *ts, int json, const char *json_out,
+                    int histograms) {
+    FILE *jf = NULL;
+    if (json_out && (jf = fopen(json_out, "w")) == NULL) {
+        fprintf(stderr, PROG ": %s: %s\n", json_out, strerror(errno));
+        return 2;
+    }
+
+    if (cfg->phase_pid > 0 && kill(cfg->phase_pid, 0) < 0) {
+        fprintf(stderr, PROG ": --phase-signal %d: %s\n", cfg->phase_pid, strerror(errno));
+        return 1;
+    }
+    preflight(ts, cfg->connect_timeout_ns);
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    lg_load_result res;
+    if (lg_load_run(cfg, &res, show_progress, NULL) < 0) {
+        if (progress_shown)
+            fprintf(stderr, "\r\033[K");
+        fatal(ap_err_msg());
+    }
+    if (progress_shown)
+        fprintf(stderr, "\r\033[K");
+    int rc = json ? lg_report_json(stdout, cfg, &res, histograms)
+                  : lg_report_text(stdout, cfg, &res);
+    if (rc == 0 && jf) {
+        rc = lg_report_json(jf, cfg, &res, histograms);
+        if (fclose(jf) != 0)
+            rc = ap_err_set(AP_EIO, "%s: write failed", json_out);
+    }
+    lg_load_result_free(&res);
+    if (rc < 0)
+        fatal(ap_err_msg());
+    return atomic_load(&lg_load_stop) ? 130 : 0;
+}
+
+/* --replay: the log read into targets and a plan, then sent in time or, with
+ * -R, as the mix of an open-model run.  Returns the exit code. */
+static int run_replay(lg_load_config *cfg, lg_targets *ts, const char *path, const char *bodies_file,
+                      double speed, const char *base, double duration, double warmup, int npos,
+                      int json, const char *json_out, int no_progress, int histograms,
+                      double timeout, double connect_timeout) {
+    if (npos != 0)
+        usage_error("%s", "--replay takes no URL (give the origin with --base)");
+    if (base == NULL)
+        usage_error("%s", "--replay needs --base URL (the origin to send the log's paths to)");
+    if (cfg->threads > cfg->connections)
+        cfg->threads = cfg->connections;
+    int in_time = cfg->rate <= 0;
+    if (in_time && (duration > 0 || warmup > 0))
+        usage_error("%s", "a replay in time lasts as long as its log: -d and --warmup go with "
+                          "-R (the log's mix); -n N replays its first N requests");
+    if (!in_time && speed > 0)
+        usage_error("%s", "--speed scales a replay in time; with -R the rate is given");
+    lg_replay_bodies bodies = {.n = 0};
+    if (bodies_file && lg_replay_bodies_load(&bodies, bodies_file) < 0) {
+        fprintf(stderr, PROG ": --bodies %s\n", ap_err_msg());
+        return 2;
+    }
+    lg_replay_plan plan;
+    int rc = lg_replay_load(path, ts, base, bodies_file ? &bodies : NULL, &plan);
+    lg_replay_bodies_free(&bodies);
+    if (rc < 0) {
+        fprintf(stderr, PROG ": --replay %s\n", ap_err_msg());
+        return 2;
+    }
+    const lg_replay_stats *st = &plan.stats;
+    uint64_t skipped = st->malformed + st->unsendable + st->over_targets;
+    if (skipped) {
+        fprintf(stderr, PROG ": --replay %s: %llu of %llu lines skipped (%llu malformed, %llu "
+                "unsendable, %llu beyond %d distinct methods and paths)", path,
+                (unsigned long long)skipped, (unsigned long long)st->lines,
+                (unsigned long long)st->malformed, (unsigned long long)st->unsendable,
+                (unsigned long long)st->over_targets, LG_TARGET_MAX);
+        if (st->first_bad_line)
+            fprintf(stderr, "; first: line %llu: %s", (unsigned long long)st->first_bad_line,
+                    st->first_bad);
+        fputc('\n', stderr);
+    }
+    if (in_time && !plan.timed) {
+        fprintf(stderr, PROG ": --replay %s: %llu requests have no time in the log: give -R "
+                "RATE to send its mix\n", path, (unsigned long long)st->untimed);
+        lg_replay_plan_free(&plan);
+        return 2;
+    }
+    if (lg_targets_finish(ts) < 0) {
+        fprintf(stderr, PROG ": %s\n", ap_err_msg());
+        lg_replay_plan_free(&plan);
+        return ap_err_code() == AP_ENOTFOUND ? 1 : 2;
+    }
+    cfg->targets = ts;
+    cfg->replay_stats = st;
+    if (in_time) {
+        cfg->replay = &plan;
+        cfg->speed = speed > 0 ? speed : 1;
+        if (cfg->requests == 0 || cfg->requests > plan.n)
+            cfg->requests = plan.n;
+        cfg->duration_ns = 0;
+    } else {
+        if (!cfg->requests && duration == 0)
+            duration = 10;
+        cfg->duration_ns = cfg->requests ? 0 : (uint64_t)(duration * 1e9);
+        cfg->warmup_ns = (uint64_t)(warmup * 1e9);
+    }
+    cfg->timeout_ns = (uint64_t)(timeout * 1e9);
+    cfg->connect_timeout_ns = (uint64_t)(connect_timeout * 1e9);
+    cfg->progress = !no_progress && isatty(STDERR_FILENO);
+    rc = run_load(cfg, ts, json, json_out, histograms);
+    lg_replay_plan_free(&plan);
+    lg_targets_free(ts);
+    return rc;
+}
+
 enum { OPT_WARMUP = 256, OPT_BODY_FILE, OPT_URLS, OPT_BASE, OPT_TIMEOUT, OPT_CONNECT_TIMEOUT,
-       OPT_JSON, OPT_JSON_OUT, OPT_NO_PROGRESS, OPT_HISTOGRAMS, OPT_PHASE_SIGNAL };
+       OPT_JSON, OPT_JSON_OUT, OPT_NO_PROGRESS, OPT_HISTOGRAMS, OPT_PHASE_SIGNAL, OPT_REPLAY,
+       OPT_SPEED, OPT_BODIES };
 
 int main(int argc, char **argv) {
     static const struct option opts[] = {
@@ -173,6 +298,9 @@ int main(int argc, char **argv) {
         {"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
         {"histograms", no_argument, NULL, OPT_HISTOGRAMS},
         {"phase-signal", required_argument, NULL, OPT_PHASE_SIGNAL},
+        {"replay", required_argument, NULL, OPT_REPLAY},
+        {"speed", required_argument, NULL, OPT_SPEED},
+        {"bodies", required_argument, NULL, OPT_BODIES},
         {NULL, 0, NULL, 0},
     };
     lg_targets ts;
@@ -180,7 +308,8 @@ int main(int argc, char **argv) {
     lg_load_config cfg = {.threads = 2, .connections = 10};
     double duration = 0, warmup = 0, timeout = 10, connect_timeout = 3;
     const char *method = NULL, *body = NULL, *body_file = NULL, *urls = NULL, *base = NULL;
-    const char *json_out = NULL;
+    const char *json_out = NULL, *replay = NULL, *bodies_file = NULL;
+    double speed = 0;
     int json = 0, no_progress = 0, threads_set = 0, histograms = 0;
     opterr = 0;
     int c;
@@ -245,6 +374,15 @@ int main(int argc, char **argv) {
         case OPT_HISTOGRAMS:
             histograms = 1;
             break;
+        case OPT_REPLAY:
+            replay = optarg;
+            break;
+        case OPT_SPEED:
+            speed = parse_seconds("--speed", optarg, 0.001, 1e6);
+            break;
+        case OPT_BODIES:
+            bodies_file = optarg;
+            break;
         case OPT_PHASE_SIGNAL:
             cfg.phase_pid = (int)parse_count("--phase-signal", optarg, INT_MAX);
             break;
@@ -256,6 +394,15 @@ int main(int argc, char **argv) {
         }
     }
     int npos = argc - optind;
+    if (replay != NULL && (urls || body || body_file))
+        usage_error("%s", "--replay takes its requests from the log: no --urls, --body");
+    if (replay != NULL && duration > 0 && cfg.requests)
+        usage_error("%s", "--duration and --requests exclude each other");
+    if (replay != NULL)
+        return run_replay(&cfg, &ts, replay, bodies_file, speed, base, duration, warmup, npos,
+                          json, json_out, no_progress, histograms, timeout, connect_timeout);
+    if (speed > 0 || bodies_file)
+        usage_error("%s", "--speed and --bodies go with --replay");
     if (urls == NULL && npos != 1)
         usage_error("%s", npos ? "give one URL (or --urls FILE)" : "no URL given");
     if (urls != NULL && npos != 0)
@@ -302,41 +449,7 @@ int main(int argc, char **argv) {
     cfg.timeout_ns = (uint64_t)(timeout * 1e9);
     cfg.connect_timeout_ns = (uint64_t)(connect_timeout * 1e9);
     cfg.progress = !no_progress && isatty(STDERR_FILENO);
-    FILE *jf = NULL;
-    if (json_out && (jf = fopen(json_out, "w")) == NULL) {
-        fprintf(stderr, PROG ": %s: %s\n", json_out, strerror(errno));
-        return 2;
-    }
-
-    if (cfg.phase_pid > 0 && kill(cfg.phase_pid, 0) < 0) {
-        fprintf(stderr, PROG ": --phase-signal %d: %s\n", cfg.phase_pid, strerror(errno));
-        return 1;
-    }
-    preflight(&ts, cfg.connect_timeout_ns);
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
-    lg_load_result res;
-    if (lg_load_run(&cfg, &res, show_progress, NULL) < 0) {
-        if (progress_shown)
-            fprintf(stderr, "\r\033[K");
-        fatal(ap_err_msg());
-    }
-    if (progress_shown)
-        fprintf(stderr, "\r\033[K");
-    int rc = json ? lg_report_json(stdout, &cfg, &res, histograms)
-                  : lg_report_text(stdout, &cfg, &res);
-    if (rc == 0 && jf) {
-        rc = lg_report_json(jf, &cfg, &res, histograms);
-        if (fclose(jf) != 0)
-            rc = ap_err_set(AP_EIO, "%s: write failed", json_out);
-    }
-    lg_load_result_free(&res);
+    int rc = run_load(&cfg, &ts, json, json_out, histograms);
     lg_targets_free(&ts);
-    if (rc < 0)
-        fatal(ap_err_msg());
-    return atomic_load(&lg_load_stop) ? 130 : 0;
+    return rc;
 }

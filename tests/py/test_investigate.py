@@ -61,13 +61,21 @@ def test_investigate_the_shop(tmp_path: Path):
 def test_investigate_discovers_routes_from_openapi(tmp_path: Path):
     out = tmp_path / "inv"
     r = investigate("--app", "label_app:app", "--app-dir", str(APPS), "-d", "1", "--warmup",
-                    "0", "-c", "2", "--top", "0", "-o", str(out))
+                    "0", "-c", "2", "--top", "0", "--sweep", "10:20:10", "-o", str(out))
     assert r.returncode == 0, r.stderr[-3000:]
     urls = (out / "urls.txt").read_text().split()
     assert "/items/1" in urls and "/health" in urls and "/sync/1" in urls
     bench = json.loads((out / "bench.json").read_text())
     routes = {r["name"] for r in bench["routes"]["warm"]}
     assert "GET /items/{item_id}" in routes
+    # pass 3, the sweep: its steps, its conclusion printed, its chart beside it
+    assert "investigate: pass 3: load sweep 10:20:10" in r.stderr
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert [s["rate"] for s in sweep["sweep"]["steps"]] == [10, 20]
+    assert "GET /items/{item_id}" in {row["name"] for row in sweep["sweep"]["steps"][0]["routes"]}
+    assert "the top of the range (20 req/s)" in r.stdout
+    assert (out / "sweep.svg").is_file() and (out / "sweep.apiprof").is_file()
+    assert "sweep.json, sweep.html" in r.stdout
 
 
 def test_investigate_bad_input_is_one_line(tmp_path: Path):
@@ -77,6 +85,8 @@ def test_investigate_bad_input_is_one_line(tmp_path: Path):
         (["--app", "a:b", "--app-dir", str(tmp_path), "--urls", str(tmp_path / "none.txt")],
          "no such file"),
         (["--app", "missing_mod:app", "--app-dir", str(tmp_path)], "OpenAPI"),
+        (["--app", "a:b", "--app-dir", str(tmp_path), "--urls", str(APPS / "../../../README.md"),
+          "--sweep", "9:1:1"], "--sweep wants"),
     ):
         r = investigate(*args, "-o", str(tmp_path / "o"))
         assert r.returncode == 2 and said in r.stderr and r.stderr.count("\n") == 1, r.stderr

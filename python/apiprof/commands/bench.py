@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _bench_result as bench_result
+from .. import _sweep
 from .._output import output_path
 from ..errors import UsageError
 from . import check
@@ -104,6 +105,7 @@ def add_parser(subparsers: Any) -> None:
             p.add_argument(*flags, dest=dest, action="store_true", help=text)
         else:
             p.add_argument(*flags, dest=dest, action="append" if repeat else "store", help=text)
+    _sweep.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -129,6 +131,9 @@ def run(args: argparse.Namespace) -> int:
             return check.save_baseline(args, args.save_baseline)
         if (args.profile_memory or args.profile_queries) and not args.profile:
             raise UsageError("--profile-memory and --profile-queries go with --profile trace")
+        if args.sweep is not None:
+            from . import bench_sweep
+            return bench_sweep.run(args)
         if args.app is None:
             if args.profile:
                 raise UsageError("--profile needs --app (the app to start and profile)")
@@ -140,7 +145,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def targets(args: argparse.Namespace, base: str | None) -> list[str]:
-    """apiprof-load's positional URL or --urls/--base arguments."""
+    """apiprof-load's positional URL or --urls/--base arguments (or --replay/--base)."""
+    if getattr(args, "replay", None):
+        return _sweep.replay_targets(args, base)
     if args.urls and args.url:
         raise UsageError("give either a URL or --urls FILE, not both")
     if args.urls:

@@ -8,7 +8,9 @@
    functions: cumulative time inside them, library calls included);
 4. pass 2: ``apiprof lines`` on those functions under the same traffic;
 5. one HTML report (opens on the findings) and its JSON, the line report, the findings
-   of both passes printed and written.
+   of both passes printed and written;
+6. with --sweep: ``apiprof bench --sweep`` under the tracer, the saturation point and what
+   grew per request on the way to it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from ..errors import UsageError
 
 START_TIMEOUT_S = 30.0
 LINE_TARGETS = 3
+SWEEP_STEP_S = 1.0      # the sweep of investigate is short: 1 s per step after 0.5 s
+SWEEP_SETTLE_S = 0.5
+SWEEP_CONNECTIONS = 64  # enough that the client's connections do not end the sweep first
 
 
 def add_parser(sub: Any) -> None:
@@ -60,6 +65,11 @@ def add_parser(sub: Any) -> None:
                         "full: exact, as a run of seconds needs; docs/memory.md)")
     p.add_argument("--no-queries", dest="queries", action="store_false",
                    help="pass 1 without the database statement capture (docs/waits.md)")
+    p.add_argument("--sweep", metavar="START:STOP:STEP",
+                   help="also step the load up to saturation ('auto' finds the range): the "
+                        "saturation point and what grows (docs/load.md)")
+    p.add_argument("--slo", default="p99=200ms", metavar="pNN=DURATION",
+                   help="with --sweep: the latency objective (default p99=200ms)")
     p.add_argument("-o", "--output", default="apiprof-investigate", metavar="DIR",
                    help="directory of the results (default apiprof-investigate)")
     p.set_defaults(func=run)
@@ -180,6 +190,22 @@ def line_pass(args: argparse.Namespace, app_dir: Path, urls: Path, targets: list
     return profile if profile.exists() else None
 
 
+def sweep_pass(args: argparse.Namespace, app_dir: Path, urls: Path, out_dir: Path,
+               health: str) -> bool:
+    """Pass 3: the load stepped up under the tracer (``apiprof bench --sweep``); its table
+    and conclusion are printed as it ends."""
+    say(f"pass 3: load sweep {args.sweep} under the function tracer, {SWEEP_STEP_S:g} s per "
+        f"step, objective {args.slo}")
+    rc = apiprof("bench", "--app", args.app, "--app-dir", str(app_dir), "--profile", "trace",
+                 "--urls", str(urls), "--health", health, "--sweep", args.sweep, "--slo",
+                 args.slo, "-d", f"{SWEEP_STEP_S:g}", "--settle", f"{SWEEP_SETTLE_S:g}",
+                 "-c", str(max(args.connections, SWEEP_CONNECTIONS)), "-o",
+                 str(out_dir / "sweep.json"))
+    if rc != 0:
+        say(f"pass 3 failed (exit {rc})")
+    return rc == 0
+
+
 def run(args: argparse.Namespace) -> int:
     if ":" not in args.app:
         raise UsageError(f"--app wants module:attribute, got {args.app!r}")
@@ -197,6 +223,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         urls = discover(args.app, app_dir, out_dir / "urls.txt")
     health = args.health or first_url(urls)
+    if args.sweep:
+        from .. import _sweep
+        _sweep.parse_range(args.sweep)   # a bad range or objective before any pass
+        _sweep.parse_slo(args.slo)
 
     extra = ["--profile-memory", args.memory] if args.memory != "off" else []
     extra += ["--profile-queries"] if args.queries else []
@@ -238,6 +268,8 @@ def run(args: argparse.Namespace) -> int:
                        {**options, "title": f"apiprof investigate {args.app}"})
     _core.write_report(profile, "json", str(out_dir / "report.json"), options)
 
+    swept = sweep_pass(args, app_dir, urls, out_dir, health) if args.sweep else False
+
     every = findings
     text = format_findings(every)
     (out_dir / "findings.txt").write_text(text)
@@ -245,5 +277,6 @@ def run(args: argparse.Namespace) -> int:
     print("\n" + text, flush=True)
     print(f"HTML report: {report}")
     print(f"results: {out_dir} (report.json, bench.json, bench.apiprof, findings.txt"
-          + (", lines.txt, lines.apiprof" if line_profile is not None else "") + ")")
+          + (", lines.txt, lines.apiprof" if line_profile is not None else "")
+          + (", sweep.json, sweep.html, sweep.svg, sweep.apiprof" if swept else "") + ")")
     return 0

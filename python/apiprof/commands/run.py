@@ -99,7 +99,7 @@ def _byte_count(value: str) -> int:
     return int(digits) * scale
 
 
-MAX_PHASES = 16
+MAX_PHASES = 64
 SUMMARY_FINDINGS = 5
 TIMELINE_EVENTS = 1_000_000
 
