@@ -99,44 +99,14 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 def merge(output: str, parent: int, children: list[tuple[int, str]]) -> None:
     """Rewrites ``output`` as its profile plus every child profile, each tree labelled
-    ``pid=<its process>`` (the parent's too). The model is combined through its JSON
-    export, which carries the trees, frames, route latency and queries: the parent's
-    stalls and timeline do not survive a merge."""
-    merged = _export(output)
-    _label(merged["threads"], parent)
+    ``pid=<its process>`` (the parent's too): each child's trees, route latency and
+    queries join the parent's (``Profile.absorb``); its stalls and timeline do not."""
+    profile = _core.load(output)
+    profile.label_all(PID_LABEL, str(parent))
     for pid, path in children:
-        child = _export(path)
-        offset = len(merged["frames"])
-        merged["frames"].extend(child["frames"])
-        _label(child["threads"], pid)
-        for tree in child["threads"]:
-            for node in tree["nodes"]:
-                node["frame"] += offset
-        merged["threads"].extend(child["threads"])
-        merged["routes"].extend(child["routes"])
-        for query in child["queries"]:
-            if isinstance(query.get("frame"), int) and query["frame"] >= 0:
-                query["frame"] += offset
-        merged["queries"].extend(child["queries"])
-    merged["meta"]["workers"] = ",".join(str(pid) for pid, _ in children)
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=os.path.dirname(output))
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump({k: merged[k] for k in ("format", "version", "meta", "frames",
-                                                  "threads", "routes", "queries")}, f)
-        save_profile(_core.load(tmp), output)
-    finally:
-        os.unlink(tmp)
-
-
-def _export(path: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(_core.load(path).json())
-    return data
-
-
-def _label(trees: list[dict[str, Any]], pid: int) -> None:
-    for tree in trees:
-        tree["labels"][PID_LABEL] = str(pid)
+        profile.absorb(_core.load(path), PID_LABEL, str(pid))
+    profile.set_meta("workers", ",".join(str(pid) for pid, _ in children))
+    save_profile(profile, output)
 
 
 def _split_command(args: list[str]) -> tuple[str, list[str]] | None:

@@ -1,5 +1,6 @@
-"""`apiprof run` of servers with worker processes (uvicorn --workers, gunicorn): every
-worker is traced and merged into the one -o profile, each process's trees labelled pid."""
+"""`apiprof run` of a server with spawned worker processes (uvicorn --workers): every
+worker is traced and merged into the one -o profile, each process's trees labelled pid
+(gunicorn's forked workers: test_fork.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -22,29 +22,15 @@ APPS = Path(__file__).parent / "apps"
 REQUESTS = 12
 
 
-def checkpointed(out: Path) -> int:
-    """get_item calls in the workers' checkpoints beside ``out`` so far."""
-    total = 0
-    for path in out.parent.glob("w.*.apiprof"):
-        try:
-            total += calls(_core.load(str(path)), "get_item")
-        except (OSError, ValueError):  # being replaced right now
-            pass
-    return total
-
-
-def serve(tmp_path: Path, stop: signal.Signals, *server: str,
-          checkpoint: bool = False) -> tuple[Path, str, int]:
+def serve(tmp_path: Path, stop: signal.Signals, *server: str) -> tuple[Path, str, int]:
     """Runs ``server`` (with {port}) under `apiprof run`, sends REQUESTS to /items on
-    fresh connections, stops it with ``stop`` (with ``checkpoint``, once the workers'
-    checkpoints hold every request); returns the profile, the log, the pid."""
+    fresh connections, stops it with ``stop``; returns the profile, the log, the pid."""
     port = free_port()
     out = tmp_path / "w.apiprof"
     log_path = tmp_path / "server.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [str(APIPROF), "run", "-o", str(out),
-             *(["--checkpoint-interval", "0.2"] if checkpoint else []),
              *(a.format(port=port) for a in server)],
             cwd=APPS, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
@@ -54,10 +40,6 @@ def serve(tmp_path: Path, stop: signal.Signals, *server: str,
             for i in range(REQUESTS):
                 with httpx.Client(timeout=30, trust_env=False) as client:
                     assert client.get(f"http://127.0.0.1:{port}/items/{i}").status_code == 200
-            deadline = time.monotonic() + 60
-            while checkpoint and checkpointed(out) < REQUESTS:
-                assert time.monotonic() < deadline, "the workers wrote no checkpoint"
-                time.sleep(0.05)
             proc.send_signal(stop)
             proc.wait(60)
         finally:
@@ -110,14 +92,3 @@ def test_uvicorn_workers_are_traced_and_merged(tmp_path):
     workers = {int(p) for p in re.findall(r"Started server process \[(\d+)\]", text)}
     check_merged(out, text, parent, workers)
     assert "merged the profiles of 2 worker processes" in text
-
-
-def test_gunicorn_workers_are_merged(tmp_path):
-    """gunicorn forks its workers, and ends them by a signal: each worker's last
-    checkpoint is merged at the arbiter's exit."""
-    out, text, parent = serve(tmp_path, signal.SIGTERM, "-m", "gunicorn", "-w", "2", "-k",
-                              "uvicorn.workers.UvicornWorker", "-b", "127.0.0.1:{port}",
-                              "hotapp:app", checkpoint=True)
-    workers = {int(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if "Booting worker" in line}
-    check_merged(out, text, parent, workers)
