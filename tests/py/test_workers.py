@@ -66,6 +66,9 @@ def check_merged(out: Path, text: str, parent: int, workers: set[int]) -> None:
     assert sum(calls(profile.select({"pid": str(w)}), "get_item") for w in workers) == REQUESTS
     assert calls(profile.select({"pid": str(parent)}), "get_item") == 0
     assert profile.meta["workers"] == ",".join(str(w) for w in sorted(workers))
+    # The workers' route latency histograms are summed: one entry, every request.
+    routes = {r["route"]: r for r in profile.routes()}
+    assert routes["GET /items/{item_id}"]["latency"]["count"] == REQUESTS
     # Each worker's own file stays beside -o; the run's private directory is gone.
     for w in workers:
         assert (out.parent / f"w.{w}.apiprof").is_file()
