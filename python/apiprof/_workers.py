@@ -61,10 +61,11 @@ def begin(output: str, options: dict[str, Any], checkpoint: bool) -> WorkerRun:
     return _run
 
 
-def end(run: WorkerRun) -> list[int]:
-    """Back to the plain interpreter for spawned children; merges every child profile
-    of the run into its output (see ``merge``) and returns the merged pids. OSError or
-    ValueError when the merge fails (the output then holds the parent's profile)."""
+def end(run: WorkerRun, merge_into_output: bool = True) -> list[int]:
+    """Back to the plain interpreter for spawned children, the run's directory removed;
+    merges every child profile of the run into its output (see ``merge``; not when
+    ``merge_into_output`` is false) and returns the merged pids. OSError or ValueError
+    when the output cannot be read or written (it then holds the parent's profile)."""
     global _run
     _run = None
     multiprocessing.set_executable(run.previous_executable)
@@ -75,9 +76,9 @@ def end(run: WorkerRun) -> list[int]:
         shutil.rmtree(run.directory, ignore_errors=True)
     found = [(pid, path) for pid in pids
              if os.path.isfile(path := per_process_path(run.output, pid))]
-    if found:
-        merge(run.output, run.parent, found)
-    return [pid for pid, _ in found]
+    if not found or not merge_into_output:
+        return []
+    return merge(run.output, run.parent, found)
 
 
 def _note_child(directory: str) -> None:
@@ -97,16 +98,26 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def merge(output: str, parent: int, children: list[tuple[int, str]]) -> None:
+def merge(output: str, parent: int, children: list[tuple[int, str]]) -> list[int]:
     """Rewrites ``output`` as its profile plus every child profile, each tree labelled
     ``pid=<its process>`` (the parent's too): each child's trees, route latency and
-    queries join the parent's (``Profile.absorb``); its stalls and timeline do not."""
+    queries join the parent's (``Profile.absorb``); its stalls and timeline do not. A
+    child file that cannot be read is left out with a line on stderr. Returns the pids
+    merged."""
     profile = _core.load(output)
     profile.label_all(PID_LABEL, str(parent))
+    merged = []
     for pid, path in children:
-        profile.absorb(_core.load(path), PID_LABEL, str(pid))
-    profile.set_meta("workers", ",".join(str(pid) for pid, _ in children))
+        try:
+            child = _core.load(path)
+        except (OSError, ValueError) as e:
+            print(f"apiprof: left out worker {pid}'s profile {path}: {e}", file=sys.stderr)
+            continue
+        profile.absorb(child, PID_LABEL, str(pid))
+        merged.append(pid)
+    profile.set_meta("workers", ",".join(str(pid) for pid in merged))
     save_profile(profile, output)
+    return merged
 
 
 def _split_command(args: list[str]) -> tuple[str, list[str]] | None:

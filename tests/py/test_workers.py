@@ -10,6 +10,8 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
+import textwrap
 from pathlib import Path
 
 import httpx
@@ -95,3 +97,45 @@ def test_uvicorn_workers_are_traced_and_merged(tmp_path):
     workers = {int(p) for p in re.findall(r"Started server process \[(\d+)\]", text)}
     check_merged(out, text, parent, workers)
     assert "merged the profiles of 2 worker processes" in text
+
+
+def test_spawned_pool_workers_are_merged(tmp_path):
+    """multiprocessing's spawn method (a Pool, closed and joined; a Process ended by
+    SIGTERM): every child is traced and merged; the program's results are unchanged."""
+    script = tmp_path / "prog.py"
+    script.write_text(textwrap.dedent("""
+        import multiprocessing as mp, os, signal, time
+        def square(x):
+            return x * x
+        def wait_forever(ready):
+            for _ in range(3): square(1)
+            ready.set()
+            time.sleep(60)
+        if __name__ == "__main__":
+            ctx = mp.get_context("spawn")
+            pool = ctx.Pool(2)
+            assert pool.map(square, range(20), chunksize=1) == [x * x for x in range(20)]
+            assert pool.map(square, range(4)) == [0, 1, 4, 9]
+            pool.close()
+            pool.join()
+            ready = ctx.Event()
+            p = ctx.Process(target=wait_forever, args=(ready,))
+            p.start()
+            assert ready.wait(30)
+            p.terminate()
+            p.join()
+            assert p.exitcode == -signal.SIGTERM
+            print(p.pid)
+    """))
+    out = tmp_path / "prog.apiprof"
+    r = subprocess.run([str(APIPROF), "run", "-q", "-o", str(out), str(script)],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    profile = _core.load(str(out))
+    workers = [int(p) for p in profile.meta["workers"].split(",")]
+    assert len(workers) == 3 and int(r.stdout) in workers
+    assert calls(profile, "square") == 20 + 4 + 3
+    assert calls(profile.select({"pid": r.stdout.strip()}), "square") == 3
+    assert calls(profile.select({"pid": r.stdout.strip()}), "wait_forever") == 1
+    assert not list(Path(tempfile.gettempdir()).glob(f"apiprof-run-*/{workers[0]}"))

@@ -176,13 +176,19 @@ class FunctionProducer:
             signal.signal(signal.SIGUSR1, self._previous_usr1)
 
     def save(self, output: str) -> None:
-        self.profiler.save(output)
         workers, self.workers = self.workers, None
-        if workers is not None and workers.parent == os.getpid():
-            try:
-                self.merged = _workers.end(workers)
-            except ValueError as e:
-                raise OSError(f"cannot merge the workers' profiles into {output}: {e}") from None
+        if workers is None or workers.parent != os.getpid():  # a forked child's own file
+            self.profiler.save(output)
+            return
+        try:
+            self.profiler.save(output)
+        except OSError:
+            _workers.end(workers, merge_into_output=False)
+            raise
+        try:
+            self.merged = _workers.end(workers)
+        except (OSError, ValueError) as e:
+            raise OSError(f"cannot merge the workers' profiles into {output}: {e}") from None
 
     def summary(self) -> str:
         profile = self.profiler.profile
