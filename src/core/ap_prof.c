@@ -664,6 +664,98 @@ err:
     return NULL;
 }
 
+int ap_prof_label_all(ap_prof *p, const char *key, const char *val) {
+    ap_str_id k = ap_prof_intern(p, key, strlen(key)), v = ap_prof_intern(p, val, strlen(val));
+    if (k == AP_NONE || v == AP_NONE)
+        return -1;
+    for (size_t i = 0; i < p->ntrees; i++)
+        if (ap_tree_label_set(p->trees[i], k, v) != 0)
+            return -1;
+    return 0;
+}
+
+int ap_prof_absorb(ap_prof *dst, const ap_prof *src, const char *key, const char *val) {
+    int rc = -1;
+    ap_str_id *smap = malloc((src->nstrs ? src->nstrs : 1) * sizeof *smap);
+    ap_frame_id *fmap = malloc((src->nframes ? src->nframes : 1) * sizeof *fmap);
+    ap_node **nmap = NULL;
+    size_t nmap_cap = 0;
+    ap_label *labels = NULL;
+    if (smap == NULL || fmap == NULL) {
+        ap_err_set(AP_ENOMEM, "profile: out of memory");
+        goto out;
+    }
+    smap[0] = 0;
+    for (size_t i = 1; i < src->nstrs; i++)
+        if ((smap[i] = ap_prof_intern(dst, src->strs[i], src->str_len[i])) == AP_NONE)
+            goto out;
+    fmap[0] = 0;
+    for (size_t i = 1; i < src->nframes; i++) {
+        ap_frame f = src->frames[i];
+        f.name = smap[f.name];
+        f.qualname = smap[f.qualname];
+        f.file = smap[f.file];
+        if ((fmap[i] = ap_prof_frame_intern(dst, &f)) == AP_NONE)
+            goto out;
+    }
+    ap_label extra = {0, 0};
+    if (key != NULL) {
+        extra.key = ap_prof_intern(dst, key, strlen(key));
+        extra.val = ap_prof_intern(dst, val, strlen(val));
+        if (extra.key == AP_NONE || extra.val == AP_NONE)
+            goto out;
+    }
+    for (size_t ti = 0; ti < src->ntrees; ti++) {
+        const ap_tree *t = src->trees[ti];
+        free(labels);
+        labels = malloc((t->nlabels + 1) * sizeof *labels);
+        if (labels == NULL) {
+            ap_err_set(AP_ENOMEM, "profile: out of memory");
+            goto out;
+        }
+        size_t n = 0;
+        for (size_t i = 0; i < t->nlabels; i++)
+            if (key == NULL || smap[t->labels[i].key] != extra.key)
+                labels[n++] = (ap_label){smap[t->labels[i].key], smap[t->labels[i].val]};
+        if (key != NULL)
+            labels[n++] = extra;
+        ap_tree *out = ap_prof_tree_new(dst, labels, n);
+        if (out == NULL || GROW(nmap, nmap_cap, t->nnodes))
+            goto out;
+        nmap[0] = out->nodes[0];
+        for (size_t id = 0; id < t->nnodes; id++) {
+            const ap_node *node = t->nodes[id];
+            ap_node *d = id == 0 ? nmap[0] : ap_tree_child(out, nmap[node->parent], fmap[node->frame]);
+            if (d == NULL)
+                goto out;
+            nmap[id] = d;
+            for (unsigned k = 0; k < AP_M_COUNT; k++)
+                d->m[k] += node->m[k];
+        }
+    }
+    for (size_t i = 0; i < src->nlat; i++) {
+        ap_hist *h = ap_prof_latency(dst, smap[src->lat_route[i]]);
+        if (h == NULL)
+            goto out;
+        ap_hist_merge(h, src->lat[i]);
+    }
+    for (size_t i = 0; i < src->nqueries; i++) {
+        ap_query q = src->queries[i];
+        q.statement = smap[q.statement];
+        q.route = smap[q.route];
+        q.site = fmap[q.site];
+        if (ap_prof_query_put(dst, &q) != 0)
+            goto out;
+    }
+    rc = 0;
+out:
+    free(labels);
+    free(nmap);
+    free(fmap);
+    free(smap);
+    return rc;
+}
+
 /* ---- function table ------------------------------------------------------------------ */
 
 typedef struct ft_ctx {

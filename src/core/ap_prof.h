@@ -229,6 +229,18 @@ ap_prof *ap_prof_merge(const ap_prof *p, int (*keep)(const ap_tree *t, void *arg
  * error, NULL with AP_ENOMEM. */
 ap_prof *ap_prof_select(const ap_prof *p, int (*keep)(const ap_tree *t, void *arg), void *arg);
 
+/* Add every tree of src to dst as a tree of its own, with src's labels and
+ * key=val (when key is not NULL), its strings and frames interned in dst;
+ * src's route latency histograms and queries are summed into dst's.  Its
+ * stalls, timeline and metadata are not taken.  One profile of several
+ * processes is built so (apiprof run's workers, label "pid").  0, or -1 with
+ * AP_ENOMEM or AP_EFULL (dst then holds part of src). */
+int ap_prof_absorb(ap_prof *dst, const ap_prof *src, const char *key, const char *val);
+
+/* Set key=val on every tree of p (replacing a value of key).  0, or -1 with
+ * AP_ENOMEM. */
+int ap_prof_label_all(ap_prof *p, const char *key, const char *val);
+
 /* ---- selecting trees by label ----------------------------------------------
  * The one label selector: every label filter (report --route, --thread,
  * --task, --phase; Profile.select) is a set of key=value pairs that a tree

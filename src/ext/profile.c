@@ -466,6 +466,32 @@ static PyObject *profile_set_meta(ProfileObject *self, PyObject *const *a, Py_ss
     Py_RETURN_NONE;
 }
 
+static PyObject *profile_absorb(ProfileObject *self, PyObject *args) {
+    PyObject *other;
+    const char *key = NULL, *val = NULL;
+    if (!PyArg_ParseTuple(args, "O|zz:absorb", &other, &key, &val))
+        return NULL;
+    if ((key == NULL) != (val == NULL))
+        return PyErr_Format(PyExc_TypeError, "absorb(profile, key, value): give both or neither");
+    ap_prof *src = apext_profile_get(apext_state_of_type(Py_TYPE(self)), other, NULL);
+    if (src == NULL)
+        return NULL;
+    if (src == self->prof)
+        return PyErr_Format(PyExc_ValueError, "a profile cannot absorb itself");
+    if (ap_prof_absorb(self->prof, src, key, val) != 0)
+        return apext_raise_core("absorb");
+    Py_RETURN_NONE;
+}
+
+static PyObject *profile_label_all(ProfileObject *self, PyObject *args) {
+    const char *key, *val;
+    if (!PyArg_ParseTuple(args, "ss:label_all", &key, &val))
+        return NULL;
+    if (ap_prof_label_all(self->prof, key, val) != 0)
+        return apext_raise_core("label_all");
+    Py_RETURN_NONE;
+}
+
 static PyObject *profile_get_meta(ProfileObject *self, void *Py_UNUSED(c)) {
     PyObject *d = PyDict_New();
     for (size_t i = 0; d != NULL && i < ap_prof_nmeta(self->prof); i++) {
@@ -683,6 +709,11 @@ static PyMethodDef profile_methods[] = {
     {"report", (PyCFunction)profile_report, METH_VARARGS,
      "report(format, title=None) -> bytes\n\nThe view `format` (html, svg, ...) in memory, "
      "as apiprof report writes it without filters."},
+    {"absorb", (PyCFunction)profile_absorb, METH_VARARGS,
+     "absorb(other, key=None, value=None)\n\nAdd every tree of profile other as a tree of "
+     "this one (labelled key=value too), with its route latency and queries."},
+    {"label_all", (PyCFunction)profile_label_all, METH_VARARGS,
+     "label_all(key, value)\n\nSet the label key=value on every tree."},
     {"set_meta", (PyCFunction)(void (*)(void))profile_set_meta, METH_FASTCALL,
      "set_meta(key, value)\n\nAdd or replace a metadata entry."},
     {NULL, NULL, 0, NULL},

@@ -549,3 +549,54 @@ AP_TEST(prof_route_latency) {
     unlink(path);
     ap_prof_free(p);
 }
+
+/* ap_prof_absorb: another profile's trees join as trees of their own, with one more
+ * label, their frames, routes and queries re-interned (src interns in another order). */
+AP_TEST(prof_absorb) {
+    ap_prof *dst = ap_prof_new(), *src = ap_prof_new();
+    if (!AP_CHECK(dst != NULL && src != NULL))
+        return;
+    ap_frame_id d_hot = py_frame(dst, "hot", 9);
+    ap_tree *dt = ap_prof_tree_new(dst, NULL, 0);
+    path(dst, dt, &d_hot, 1, 2, 10, 10);
+    ap_str_id s_route = ap_prof_intern(src, "GET /a", 6);
+    ap_frame_id s_fr[2] = {py_frame(src, "handler", 5), py_frame(src, "hot", 9)};
+    ap_str_id k_thread = ap_prof_intern(src, "thread", 6), main = ap_prof_intern(src, "Main", 4);
+    ap_label l = {k_thread, main};
+    for (int i = 0; i < 2; i++)
+        path(src, ap_prof_tree_new(src, &l, 1), s_fr, 2, 3, 20, 20);
+    ap_hist_record(ap_prof_latency(src, s_route), 5000);
+    AP_CHECK(ap_prof_query_add(src, ap_prof_intern(src, "SELECT 1", 8), s_route, s_fr[0], 7,
+                               100, 1, 1) == 0);
+    AP_CHECK(ap_prof_absorb(dst, src, "pid", "42") == 0);
+    AP_CHECK(ap_prof_absorb(dst, src, "pid", "43") == 0);
+    AP_CHECK_EQ_U64(ap_prof_ntrees(dst), 5);
+    ap_str_id k_pid = ap_prof_intern(dst, "pid", 3), v42 = ap_prof_intern(dst, "42", 2);
+    const ap_tree *t = ap_prof_tree_at(dst, 1);
+    AP_CHECK_EQ_U64(ap_tree_label_get(t, k_pid), v42);
+    AP_CHECK_EQ_U64(ap_tree_label_get(t, ap_prof_intern(dst, "thread", 6)),
+                    ap_prof_intern(dst, "Main", 4));
+    AP_CHECK_EQ_U64(ap_tree_label_get(ap_prof_tree_at(dst, 0), k_pid), AP_NONE);
+    AP_CHECK_EQ_U64(ap_tree_nnodes(t), 3);
+    /* The absorbed "hot" is dst's own frame: one function with every call. */
+    ap_functab ft;
+    AP_CHECK(ap_functab_build(dst, NULL, NULL, &ft) == 0);
+    for (size_t i = 0; i < ft.nrows; i++)
+        if (ft.rows[i].frame == d_hot)
+            AP_CHECK_EQ_U64(ft.rows[i].calls, 2 + 4 * 3);
+    ap_functab_free(&ft);
+    ap_str_id d_route = ap_prof_intern(dst, "GET /a", 6);
+    AP_CHECK(ap_prof_latency_get(dst, d_route) != NULL &&
+             ap_hist_count(ap_prof_latency_get(dst, d_route)) == 2);
+    if (AP_CHECK(ap_prof_nqueries(dst) == 1)) {
+        const ap_query *q = ap_prof_query_at(dst, 0);
+        AP_CHECK_EQ_U64(q->count, 2);
+        AP_CHECK_EQ_U64(q->route, d_route);
+        AP_CHECK(strcmp(ap_prof_str(dst, q->statement), "SELECT 1") == 0);
+        AP_CHECK(strcmp(ap_prof_frame_qualname(dst, q->site), "handler") == 0);
+    }
+    AP_CHECK(ap_prof_label_all(dst, "pid", "7") == 0);
+    AP_CHECK_EQ_U64(ap_tree_label_get(ap_prof_tree_at(dst, 3), k_pid), ap_prof_intern(dst, "7", 1));
+    ap_prof_free(src);
+    ap_prof_free(dst);
+}

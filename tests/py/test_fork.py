@@ -1,6 +1,6 @@
-"""`apiprof run` of programs that fork: the parent's -o file is the parent's alone, a child
-that returns to the launcher writes its own NAME.<pid>.apiprof, and forked workers carry
-no apiprof SIGTERM handler."""
+"""`apiprof run` of programs that fork: a child that returns to the launcher writes its own
+NAME.<pid>.apiprof, merged at the end into the parent's -o file whose own part (its pid
+label) is the parent's alone, and forked workers carry no apiprof SIGTERM handler."""
 
 from __future__ import annotations
 
@@ -33,6 +33,23 @@ def calls(path: Path) -> dict[str, int]:
     return {f["qualname"]: f["calls"] for f in _core.load(str(path)).functions()}
 
 
+def own_calls(path: Path) -> dict[str, int]:
+    """Calls of the -o profile's own process: its trees whose pid is not a merged
+    worker's (all of them when nothing was merged)."""
+    profile = _core.load(str(path))
+    workers = set(profile.meta.get("workers", "").split(","))
+    mine = {t["labels"].get("pid") for t in profile.trees()} - workers
+    if mine != {None}:
+        assert len(mine) == 1, mine
+        profile = profile.select({"pid": mine.pop()})
+    return {f["qualname"]: f["calls"] for f in profile.functions()}
+
+
+def merged_pids(path: Path) -> list[int]:
+    workers = _core.load(str(path)).meta.get("workers", "")
+    return sorted(int(p) for p in workers.split(",") if p)
+
+
 def test_os_fork_child_writes_its_own_file(tmp_path):
     r = run(tmp_path, """
         import os, sys
@@ -49,8 +66,10 @@ def test_os_fork_child_writes_its_own_file(tmp_path):
     """)
     assert r.returncode == 0, r.stderr
     child = int(r.stdout.split()[1])
-    parent = calls(tmp_path / "prog.apiprof")
+    parent = own_calls(tmp_path / "prog.apiprof")
     assert parent["parent_work"] == 2 and "child_work" not in parent
+    assert merged_pids(tmp_path / "prog.apiprof") == [child]
+    assert calls(tmp_path / "prog.apiprof")["child_work"] == 3
     mine = calls(tmp_path / f"prog.{child}.apiprof")
     assert mine["child_work"] == 3
     assert mine.get("parent_work", 0) == 0
@@ -101,8 +120,10 @@ def test_prefork_workers_that_exit_normally(tmp_path):
     assert r.returncode == 0, r.stderr
     for i, pid in enumerate(int(x) for x in r.stdout.split()):
         assert calls(tmp_path / f"prog.{pid}.apiprof")["serve"] == i + 1
-    parent = calls(tmp_path / "prog.apiprof")
+    parent = own_calls(tmp_path / "prog.apiprof")
     assert "serve" not in parent and parent["<module>"] == 1
+    assert merged_pids(tmp_path / "prog.apiprof") == sorted(int(x) for x in r.stdout.split())
+    assert calls(tmp_path / "prog.apiprof")["serve"] == 1 + 2 + 3
 
 
 def test_gunicorn_workers_exit_cleanly(tmp_path):
@@ -141,4 +162,10 @@ def test_gunicorn_workers_exit_cleanly(tmp_path):
     assert sorted(int(w.name.split(".")[1]) for w in workers) == sorted(
         int(line.rsplit(" ", 1)[1]) for line in text.splitlines() if "Booting worker" in line)
     assert sum(calls(w).get("get_item", 0) for w in workers) == 10
-    assert calls(out).get("get_item", 0) == 0
+    assert own_calls(out).get("get_item", 0) == 0
+    # The workers' last checkpoints are merged into -o, each labelled with its pid.
+    assert merged_pids(out) == sorted(int(w.name.split(".")[1]) for w in workers)
+    assert calls(out)["get_item"] == 10
+    profile = _core.load(str(out))
+    assert {t["labels"]["pid"] for t in profile.trees()} == {
+        str(proc.pid), *(w.name.split(".")[1] for w in workers)}

@@ -63,6 +63,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--route", help="only the part of the profile labelled with this route")
     p.add_argument("--thread", help="only this thread")
     p.add_argument("--task", help="only this asyncio task")
+    p.add_argument("--pid", help="only this process (the label pid: apiprof run's workers, "
+                                 "apiprof attach --subprocesses)")
     p.add_argument("--title", help="title of the HTML report / SVG")
     p.add_argument("--phase", metavar="NAME",
                    help="only the trees of this phase (apiprof run --phases; apiprof bench: "
@@ -182,7 +184,10 @@ def run_view_format(args: argparse.Namespace, fmt: str) -> int:
     profile = load_profile(args.file)
     if args.phase is not None:
         profile = select_phase(profile, args.phase, args.file)
-    select_labels(profile, args)
+    if args.pid is not None:  # the C writers filter route, thread and task themselves
+        profile = select_labels(profile, args)
+    else:
+        select_labels(profile, args)
     with contextlib.ExitStack() as stack:
         path = None if out is None else stack.enter_context(output_path(out))
         if via_dot:
@@ -211,9 +216,10 @@ def run_view_format(args: argparse.Namespace, fmt: str) -> int:
 
 
 def select_labels(profile: Any, args: argparse.Namespace) -> Any:
-    """The trees carrying the --route / --thread / --task labels asked for (the text
+    """The trees carrying the --route / --thread / --task / --pid labels asked for (the text
     table reads them; the C writers filter the same way); UsageError when there are none."""
-    wanted = {k: v for k in ("route", "thread", "task") if (v := getattr(args, k, None))}
+    wanted = {k: v for k in ("route", "thread", "task", "pid")
+              if (v := getattr(args, k, None))}
     if not wanted:
         return profile
     chosen = profile.select(wanted)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
 from types import FrameType
 from typing import Any
 
-from .. import _labels, _spy
+from .. import _labels, _spy, _workers
 from .._findings import format_findings
 from .._launch import Program, add_program_arguments, launch
 from .._output import output_path
@@ -146,16 +147,18 @@ class FunctionProducer:
         self.phases = _phase_names(args.phases)
         # runpy's own frames are the launcher, not the program.
         # Request work of an app uvicorn serves is labelled route=...; named tasks task=...
-        self.profiler = Profiler(clock=args.clock, builtins=not args.no_builtins,
-                                 exclude=("runpy",), labels=True,
-                                 timeline=args.timeline_events if args.timeline else 0,
-                                 cpu=args.cpu, queries=args.queries,
-                                 stall_threshold=args.stall_threshold,
-                                 locks=not args.no_lock_waits,
-                                 checkpoint=program.output if args.checkpoint_interval else None,
-                                 checkpoint_interval=args.checkpoint_interval or 1.0,
-                                 memory=args.memory, memory_rate=args.memory_rate,
-                                 memory_seed=args.memory_seed)
+        # The options spawned workers are traced with too (apiprof._workers).
+        self.options: dict[str, Any] = dict(
+            clock=args.clock, builtins=not args.no_builtins, exclude=["runpy"], labels=True,
+            timeline=args.timeline_events if args.timeline else 0, cpu=args.cpu,
+            queries=args.queries, stall_threshold=args.stall_threshold,
+            locks=not args.no_lock_waits, checkpoint_interval=args.checkpoint_interval or 1.0,
+            memory=args.memory, memory_rate=args.memory_rate, memory_seed=args.memory_seed)
+        self.profiler = Profiler(
+            **self.options, checkpoint=program.output if args.checkpoint_interval else None)
+        self.checkpoint = bool(args.checkpoint_interval)
+        self.workers: _workers.WorkerRun | None = None
+        self.merged: list[int] = []
         self._previous_usr1: Any = None
         self.all = bool(args.all)
 
@@ -164,6 +167,7 @@ class FunctionProducer:
             self._previous_usr1 = signal.signal(signal.SIGUSR1,
                                                 _PhaseSwitch(self.profiler, self.phases))
         _labels.install_uvicorn_hook()
+        self.workers = _workers.begin(self.program.output, self.options, self.checkpoint)
         self.profiler.start()
 
     def stop(self) -> None:
@@ -172,7 +176,19 @@ class FunctionProducer:
             signal.signal(signal.SIGUSR1, self._previous_usr1)
 
     def save(self, output: str) -> None:
-        self.profiler.save(output)
+        workers, self.workers = self.workers, None
+        if workers is None or workers.parent != os.getpid():  # a forked child's own file
+            self.profiler.save(output)
+            return
+        try:
+            self.profiler.save(output)
+        except OSError:
+            _workers.end(workers, merge_into_output=False)
+            raise
+        try:
+            self.merged = _workers.end(workers)
+        except (OSError, ValueError) as e:
+            raise OSError(f"cannot merge the workers' profiles into {output}: {e}") from None
 
     def summary(self) -> str:
         profile = self.profiler.profile
@@ -182,6 +198,10 @@ class FunctionProducer:
         meta = self.profiler.profile.meta
         text += clock_note(meta)
         text += memory_note(meta)
+        if self.merged:
+            text += (f"apiprof: merged the profiles of {len(self.merged)} worker processes "
+                     f"into {self.program.output}, labelled pid (apiprof report --pid PID); "
+                     f"the table above is this process's alone\n")
         dropped = int(meta.get("timeline_dropped", 0))
         if dropped:
             text += (f"apiprof: the timeline kept the last {meta['timeline_spans']} spans; "
