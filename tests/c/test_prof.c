@@ -566,8 +566,8 @@ AP_TEST(prof_absorb) {
     for (int i = 0; i < 2; i++)
         path(src, ap_prof_tree_new(src, &l, 1), s_fr, 2, 3, 20, 20);
     ap_hist_record(ap_prof_latency(src, s_route), 5000);
-    AP_CHECK(ap_prof_query_add(src, ap_prof_intern(src, "SELECT 1", 8), s_route, s_fr[0], 7,
-                               100, 1, 1) == 0);
+    AP_CHECK(ap_prof_query_add(src, AP_QUERY_HTTP, ap_prof_intern(src, "SELECT 1", 8), s_route,
+                               s_fr[0], 7, 100, 1, 1) == 0);
     AP_CHECK(ap_prof_absorb(dst, src, "pid", "42") == 0);
     AP_CHECK(ap_prof_absorb(dst, src, "pid", "43") == 0);
     AP_CHECK_EQ_U64(ap_prof_ntrees(dst), 5);
@@ -592,6 +592,7 @@ AP_TEST(prof_absorb) {
         const ap_query *q = ap_prof_query_at(dst, 0);
         AP_CHECK_EQ_U64(q->count, 2);
         AP_CHECK_EQ_U64(q->route, d_route);
+        AP_CHECK_EQ_U64(q->kind, AP_QUERY_HTTP);   /* the kind travels with the record */
         AP_CHECK(strcmp(ap_prof_str(dst, q->statement), "SELECT 1") == 0);
         AP_CHECK(strcmp(ap_prof_frame_qualname(dst, q->site), "handler") == 0);
     }
