@@ -488,31 +488,6 @@ void lg_replay_bodies_free(lg_replay_bodies *b) {
     b->n = 0;
 }
 
-static char *read_all(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        ap_err_set(AP_EIO, "%s: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        n += fread(buf + n, 1, cap - n, f);
-        if (n < cap)
-            break;
-        char *grown = realloc(buf, cap * 2);
-        if (grown == NULL)
-            free(buf);
-        buf = grown;
-        cap *= 2;
-    }
-    fclose(f);
-    if (buf == NULL)
-        ap_err_set(AP_ENOMEM, NULL);
-    *len = n;
-    return buf;
-}
-
 /* A JSON string value copied into a new buffer. */
 static char *json_dup(const char **p, const char *end, size_t *len) {
     const char *q = *p;
@@ -571,7 +546,7 @@ static int body_rule(const char **p, const char *end, lg_replay_body *r) {
 int lg_replay_bodies_load(lg_replay_bodies *b, const char *path) {
     memset(b, 0, sizeof *b);
     size_t len;
-    char *text = read_all(path, &len);
+    char *text = lg_read_file(path, (size_t)64 << 20, &len);
     if (text == NULL)
         return -1;
     /* newlines are white space here: turn them into spaces once */

@@ -255,6 +255,46 @@ int lg_targets_add(lg_targets *ts, const char *base, unsigned weight, const char
     return 0;
 }
 
+char *lg_read_file(const char *path, size_t max, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        ap_err_set(AP_EIO, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap + 1);
+    int big = 0;
+    while (buf) {
+        n += fread(buf + n, 1, cap - n, f);
+        if (n < cap)
+            break;
+        if (cap >= max) {
+            big = 1;
+            break;
+        }
+        size_t grow = cap > max / 2 ? max : cap * 2;
+        char *grown = realloc(buf, grow + 1);
+        if (grown == NULL)
+            free(buf);
+        buf = grown;
+        cap = grow;
+    }
+    int bad = ferror(f), nomem = buf == NULL;
+    fclose(f);
+    if (nomem || bad || big) {
+        free(buf);
+        if (nomem && !bad)
+            ap_err_set(AP_ENOMEM, NULL);
+        else
+            ap_err_set(AP_EIO, "%s: %s", path,
+                       bad ? "cannot be read" : "larger than the limit for this file");
+        return NULL;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
 /* Contents of dir/name (or name if absolute); malloc'd, length in *len. */
 static char *read_body_file(const char *urlfile, const char *name, size_t *len) {
     char path[4096];
@@ -263,35 +303,7 @@ static char *read_body_file(const char *urlfile, const char *name, size_t *len) 
         snprintf(path, sizeof path, "%s", name);
     else
         snprintf(path, sizeof path, "%.*s/%s", (int)(slash - urlfile), urlfile, name);
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        ap_err_set(AP_EIO, "%s: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        n += fread(buf + n, 1, cap - n, f);
-        if (n < cap)
-            break;
-        char *grown = cap > (64u << 20) ? NULL : realloc(buf, cap * 2);
-        if (grown == NULL) {
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        buf = grown;
-        cap *= 2;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (buf == NULL || bad) {
-        free(buf);
-        ap_err_set(bad ? AP_EIO : AP_ENOMEM, "%s: cannot read (or larger than 64 MB)", path);
-        return NULL;
-    }
-    *len = n;
-    return buf;
+    return lg_read_file(path, (size_t)64 << 20, len);
 }
 
 static int all_upper(const char *s, size_t n) {

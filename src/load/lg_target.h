@@ -45,6 +45,11 @@ void lg_targets_init(lg_targets *ts);
 /* Release everything lg_targets owns; the set is empty again.  Can't fail. */
 void lg_targets_free(lg_targets *ts);
 
+/* The whole file at path, malloc'd (NUL-terminated beyond *len for text readers), at most
+ * max bytes.  Returns the buffer; NULL with AP_EIO (cannot open or read: the message names
+ * the path and errno's text, or says it is larger than max) or AP_ENOMEM. */
+char *lg_read_file(const char *path, size_t max, size_t *len);
+
 /* Record a header "Name: value" sent with every request (borrowed: it must
  * outlive ts).  Call before lg_targets_add().  Returns 0; on error (no colon,
  * empty or invalid name, CR or LF inside, too many headers, a Host or

@@ -90,27 +90,6 @@ static double parse_seconds(const char *opt, const char *s, double min, double m
     return v;
 }
 
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    size_t cap = 65536, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        n += fread(buf + n, 1, cap - n, f);
-        if (n < cap)
-            break;
-        char *grown = realloc(buf, cap * 2);
-        if (grown == NULL)
-            free(buf);
-        buf = grown;
-        cap *= 2;
-    }
-    fclose(f);
-    *len = n;
-    return buf;
-}
-
 /* Connect once before starting, so an unreachable origin is one clear line. */
 static void preflight(const lg_targets *ts, uint64_t timeout_ns) {
     int fd = socket(ts->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -421,9 +400,9 @@ int main(int argc, char **argv) {
     char *file_body = NULL;
     size_t body_len = body ? strlen(body) : 0;
     if (body_file) {
-        file_body = read_file(body_file, &body_len);
+        file_body = lg_read_file(body_file, (size_t)64 << 20, &body_len);
         if (file_body == NULL) {
-            fprintf(stderr, PROG ": %s: %s\n", body_file, strerror(errno));
+            fprintf(stderr, PROG ": %s\n", ap_err_msg());
             return 2;
         }
         body = file_body;

@@ -245,7 +245,8 @@ class AppServer:
         return self.proc.wait()
 
 
-def run_app(args: argparse.Namespace) -> int:
+def app_arguments(args: argparse.Namespace) -> tuple[Path, Path]:
+    """--app-dir and -o of a run with --app, checked: a usage error names what is wrong."""
     if args.base:
         raise UsageError("--base is set by --app (the started server)")
     if ":" not in args.app:
@@ -256,6 +257,11 @@ def run_app(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if not output.parent.is_dir():
         raise UsageError(f"cannot write {output}: no directory {output.parent}")
+    return app_dir, output
+
+
+def run_app(args: argparse.Namespace) -> int:
+    app_dir, output = app_arguments(args)
     # The server runs in --app-dir: every path it is given is made absolute here, so that
     # a relative -o means the same file as it does to the user (their working directory).
     profile_out = output.with_suffix(".apiprof")

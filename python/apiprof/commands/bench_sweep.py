@@ -88,16 +88,7 @@ def _server_command(args: argparse.Namespace, port: int, profile_out: Path,
 
 def _run_app(args: argparse.Namespace, driver: _sweep.Driver, rates: list[float] | None,
              slo: _sweep.Slo, log: Any) -> int:
-    if args.base:
-        raise UsageError("--base is set by --app (the started server)")
-    if ":" not in args.app:
-        raise UsageError(f"--app wants module:attribute, got {args.app!r}")
-    app_dir = Path(args.app_dir)
-    if not app_dir.is_dir():
-        raise UsageError(f"--app-dir {app_dir} is not a directory")
-    output = Path(args.output)
-    if not output.parent.is_dir():
-        raise UsageError(f"cannot write {output}: no directory {output.parent}")
+    app_dir, output = bench.app_arguments(args)
     profile_out = output.with_suffix(".apiprof").resolve()
     if args.profile and profile_out == output.resolve():
         raise UsageError(f"-o {output}: the profile goes to FILE.apiprof; name the result "
