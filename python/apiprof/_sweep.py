@@ -495,7 +495,8 @@ def conclusion(result: dict[str, Any]) -> list[str]:
     grew = result.get("grew")
     if grew:
         out.append(f"what grew per request from {grew['low']} to {grew['high']} "
-                   f"(apiprof report {grew['file']} --phase NAME):")
+                   f"(every function: apiprof diff {grew['file']} {grew['file']} "
+                   f"--phase-a {grew['low']} --phase-b {grew['high']}):")
         for g in grew["rows"]:
             out.append(f"  +{format_ns(g['growth_ns'])}  {g['metric']}  {g['function']}")
     return out

@@ -166,6 +166,7 @@ def test_html_shows_the_diff_flame_graph(before_after, tmp_path):
     (["{a}", "{b}", "--per", "request"],
      "per request needs requests in both profiles (A has none)"),
     (["{a}", "{other}"], "the two profiles have no function in common"),
+    (["{a}", "{b}", "--phase-a", "warm"], "{a} has no phase 'warm' (it has no phases)"),
     (["{a}", "{b}", "-o", "{d}/d.pb.gz"],
      "cannot tell the format from '{d}/d.pb.gz': pass --format (text, json, html, svg)"),
 ])
@@ -181,6 +182,26 @@ def test_bad_input_is_one_line(tmp_path, args, message):
     r = cli(*[x.format(**fmt) for x in args])
     assert r.returncode == 2
     assert r.stderr == f"apiprof diff: {message.format(**fmt)}\n"
+
+
+def test_two_phases_of_one_file(tmp_path):
+    """--phase-a/--phase-b: a low step against a high one of the same profile (the steps
+    of bench --sweep); the function that grew per request comes first."""
+    queue = fr("wait_for_slot", "/app/pool.py")
+
+    def tree(phase: str, calls: int, waited: int) -> dict:
+        return {"labels": {"phase": phase, "route": "GET /x"}, "nodes": [
+            ([MAIN], {"calls": calls, "self_ns": 1000 * calls}),
+            ([MAIN, queue], {"calls": calls, "self_ns": waited})]}
+
+    both = write({"meta": {}, "trees": [tree("step-1", 10, 10_000), tree("step-4", 40, 4_000_000)]},
+                 tmp_path / "sweep.apiprof")
+    r = cli(str(both), str(both), "--phase-a", "step-1", "--phase-b", "step-4", "-f", "json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["functions"][0]["qualname"] == "wait_for_slot"
+    text = cli(str(both), str(both), "--phase-a", "step-1", "--phase-b", "step-4").stdout
+    assert "(phase step-1)" in text and "(phase step-4)" in text
 
 
 HOSTILE = "<img src=x onerror=alert(1)>&\x1b[31m]]>"

@@ -17,6 +17,7 @@ from .._output import output_path
 from .._profile_file import load_profile
 from .._table import Column, format_bytes, format_ns, printable, render
 from ..errors import UsageError
+from .report import select_phase
 
 FORMATS = ("text", "json", "html", "svg")
 
@@ -53,6 +54,12 @@ def add_parser(sub: Any) -> None:
                    help="text, json: only functions whose qualname or file contains TEXT")
     p.add_argument("--limit", type=int, default=20,
                    help="text: rows of the table of changes (default 20, 0 = all)")
+    p.add_argument("--phase-a", metavar="NAME",
+                   help="only the trees of this phase of A (apiprof run --phases; the steps "
+                        "of apiprof bench --sweep: step-1, step-2, ...)")
+    p.add_argument("--phase-b", metavar="NAME",
+                   help="only the trees of this phase of B; with --phase-a, A and B may be "
+                        "the same file (a low load step against the saturated one)")
     p.add_argument("--title", help="title of the HTML page / SVG")
     p.set_defaults(func=run)
 
@@ -71,8 +78,15 @@ def run(args: argparse.Namespace) -> int:
     if args.function is not None and fmt in ("html", "svg"):
         raise UsageError("--function applies to text and json")
     a, b = load_profile(args.a), load_profile(args.b)
+    name_a, name_b = args.a, args.b
+    if args.phase_a is not None:
+        a = select_phase(a, args.phase_a, args.a)
+        name_a = f"{args.a} (phase {args.phase_a})"
+    if args.phase_b is not None:
+        b = select_phase(b, args.phase_b, args.b)
+        name_b = f"{args.b} (phase {args.phase_b})"
     options = {"metric": args.metric, "per": args.per, "title": args.title,
-               "name_a": args.a, "name_b": args.b}
+               "name_a": name_a, "name_b": name_b}
     try:
         text = _core.diff(a, b, "json" if fmt == "text" else fmt, options)
     except (ValueError, LookupError, OSError) as e:
@@ -86,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
                              f"{printable(args.function)!r}")
         text = json.dumps(doc) + "\n"
     if fmt == "text":
-        text = format_diff(from_json(json.loads(text)), args.a, args.b, args.limit)
+        text = format_diff(from_json(json.loads(text)), name_a, name_b, args.limit)
     if out is None:
         sys.stdout.write(text)
         return 0
