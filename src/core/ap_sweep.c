@@ -153,9 +153,10 @@ void ap_sweep_html(ap_sbuf *sb, const ap_sweep_chart *c) {
     ap_sbuf_xml_str(sb, c->title && *c->title ? c->title : "load sweep");
     ap_sbuf_puts(sb, "</h1>\n");
     ap_sweep_svg(sb, c);
-    ap_sbuf_puts(sb, "<table><tr><th>offered req/s</th><th>achieved req/s</th><th>p50 ms</th><th>");
+    ap_sbuf_puts(sb, "<table><tr><th>offered req/s</th><th>achieved req/s</th><th>p50 ms</th><th>"
+                     "SLO latency ms (");
     ap_sbuf_xml_str(sb, c->slo ? c->slo : "SLO");
-    ap_sbuf_puts(sb, " ms</th><th>failed</th><th>server CPU</th><th></th></tr>\n");
+    ap_sbuf_puts(sb, ")</th><th>failed</th><th>server CPU</th><th></th></tr>\n");
     for (size_t i = 0; i < c->n; i++) {
         const ap_sweep_step *s = &c->steps[i];
         ap_sbuf_printf(sb, "<tr class=\"%s\"><td>%g</td><td>%.1f</td>",
