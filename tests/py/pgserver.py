@@ -50,14 +50,19 @@ class PostgresServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def _user(self) -> dict[str, object]:
+        # PostgreSQL's programs run without the sanitizer runtime `make sanitize` preloads
+        # (initdb hangs under it)
+        env = {"env": {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}}
         if self.run_as is None:
-            return {}
-        return {"user": self.run_as.pw_uid, "group": self.run_as.pw_gid, "extra_groups": []}
+            return env
+        return {**env, "user": self.run_as.pw_uid, "group": self.run_as.pw_gid,
+                "extra_groups": []}
 
     def start(self) -> None:
         subprocess.run([str(self.bindir / "initdb"), "-D", str(self.data), "-U", USER,
                         "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions"],
-                       check=True, capture_output=True, cwd=self.root, **self._user())
+                       check=True, capture_output=True, cwd=self.root, timeout=120,
+                       **self._user())
         # quick and small: no durability, sockets in the cluster's own directory
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
@@ -68,7 +73,7 @@ class PostgresServer:
                 cwd=self.root, start_new_session=True, **self._user())
         deadline = time.monotonic() + START_TIMEOUT_S
         while subprocess.run([str(self.bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p",
-                              str(self.port), "-U", USER]).returncode != 0:
+                              str(self.port), "-U", USER], **self._user()).returncode != 0:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"postgres did not start: {self.log()}")
