@@ -122,7 +122,7 @@ def _put(statement: object, t0: int, rows: int, kind: int = STATEMENT) -> None:
             route if isinstance(route, str) else None, kind)
 
 
-def _psycopg_text(cur: Any, args: Sequence[Any]) -> object:
+def _psycopg_text(cur: Any, args: Sequence[Any], _out: object) -> object:
     query = args[0] if args else None
     if query is not None and not isinstance(query, (str, bytes)):
         try:  # psycopg.sql.Composable
@@ -137,11 +137,11 @@ def _psycopg_rows(cur: Any, _out: object) -> int:
     return rows if isinstance(rows, int) else 0
 
 
-def _asyncpg_text(_conn: Any, args: Sequence[Any]) -> object:
+def _asyncpg_text(_conn: Any, args: Sequence[Any], _out: object) -> object:
     return args[0] if args else None
 
 
-def _prepared_text(stmt: Any, _args: Sequence[Any]) -> object:
+def _prepared_text(stmt: Any, _args: Sequence[Any], _out: object) -> object:
     return stmt.get_query()
 
 
@@ -149,11 +149,13 @@ def _asyncpg_rows(_self: Any, out: object) -> int:
     return len(out) if isinstance(out, list) else 0
 
 
-Text = Callable[[Any, Sequence[Any]], object]
+Text = Callable[[Any, Sequence[Any], object], object]   # (self, args, result) -> the record's text
 Rows = Callable[[Any, object], int]
 
 
-def _timed(fn: Callable[..., Any], text: Text, rows: Rows) -> Callable[..., Any]:
+def _timed(fn: Callable[..., Any], text: Text, rows: Rows | None,
+           kind: int = STATEMENT) -> Callable[..., Any]:
+    """fn timed and recorded: a statement (rows from ``rows``) or an HTTP call."""
     def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
         t0 = _now()
         out = None
@@ -161,11 +163,12 @@ def _timed(fn: Callable[..., Any], text: Text, rows: Rows) -> Callable[..., Any]
             out = fn(self, *args, **kwargs)
             return out
         finally:
-            _put(text(self, args), t0, rows(self, out))
+            _put(text(self, args, out), t0, rows(self, out) if rows else 0, kind)
     return timed
 
 
-def _timed_async(fn: Callable[..., Any], text: Text, rows: Rows) -> Callable[..., Any]:
+def _timed_async(fn: Callable[..., Any], text: Text, rows: Rows | None,
+                 kind: int = STATEMENT) -> Callable[..., Any]:
     async def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
         t0 = _now()
         out = None
@@ -173,7 +176,7 @@ def _timed_async(fn: Callable[..., Any], text: Text, rows: Rows) -> Callable[...
             out = await fn(self, *args, **kwargs)
             return out
         finally:
-            _put(text(self, args), t0, rows(self, out))
+            _put(text(self, args, out), t0, rows(self, out) if rows else 0, kind)
     return timed
 
 
@@ -199,13 +202,8 @@ def http_label(method: object, url: object, status: object) -> str:
     return f"{str(method).upper()} {host}{path} {status if status is not None else 'error'}"
 
 
-def _httpx_label(_client: Any, args: Sequence[Any], out: object) -> str:
-    request = args[0] if args else None
-    return http_label(getattr(request, "method", "?"), getattr(request, "url", ""),
-                      getattr(out, "status_code", None))
-
-
-def _requests_label(_session: Any, args: Sequence[Any], out: object) -> str:
+def _send_label(_client: Any, args: Sequence[Any], out: object) -> str:
+    """httpx's and requests' ``send(request)``: the request's method and URL."""
     request = args[0] if args else None
     return http_label(getattr(request, "method", "?"), getattr(request, "url", ""),
                       getattr(out, "status_code", None))
@@ -216,31 +214,12 @@ def _aiohttp_label(_session: Any, args: Sequence[Any], out: object) -> str:
                       getattr(out, "status", None))
 
 
-Label = Callable[[Any, Sequence[Any], object], str]
+def _http_call(fn: Callable[..., Any], label: Text, _rows: Any = None) -> Callable[..., Any]:
+    return _timed(fn, label, None, HTTP)
 
 
-def _http_call(fn: Callable[..., Any], label: Label, _rows: Any = None) -> Callable[..., Any]:
-    def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
-        t0 = _now()
-        out = None
-        try:
-            out = fn(self, *args, **kwargs)
-            return out
-        finally:
-            _put(label(self, args, out), t0, 0, HTTP)
-    return timed
-
-
-def _http_call_async(fn: Callable[..., Any], label: Label, _rows: Any = None) -> Callable[..., Any]:
-    async def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
-        t0 = _now()
-        out = None
-        try:
-            out = await fn(self, *args, **kwargs)
-            return out
-        finally:
-            _put(label(self, args, out), t0, 0, HTTP)
-    return timed
+def _http_call_async(fn: Callable[..., Any], label: Text, _rows: Any = None) -> Callable[..., Any]:
+    return _timed_async(fn, label, None, HTTP)
 
 
 # module -> [(class path in the module, methods, wrapper, text, rows)]
@@ -258,10 +237,10 @@ _DRIVERS: dict[str, list[tuple[str, tuple[str, ...], Callable[..., Any], Any, An
          _asyncpg_rows),
     ],
     "httpx": [
-        ("Client", ("send",), _http_call, _httpx_label, None),
-        ("AsyncClient", ("send",), _http_call_async, _httpx_label, None),
+        ("Client", ("send",), _http_call, _send_label, None),
+        ("AsyncClient", ("send",), _http_call_async, _send_label, None),
     ],
-    "requests": [("Session", ("send",), _http_call, _requests_label, None)],
+    "requests": [("Session", ("send",), _http_call, _send_label, None)],
     "aiohttp": [("ClientSession", ("_request",), _http_call_async, _aiohttp_label, None)],
 }
 _patched: list[tuple[type, str, Any]] = []   # (class, method, the original), to put back
