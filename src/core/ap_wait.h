@@ -84,7 +84,7 @@ unsigned ap_wait_by_name(const char *name);
 /* Rows of the table (built-in ones are static; user ones point into a
  * parsed copy of the metadata string). */
 typedef struct ap_wait_rule {
-    unsigned kind;      /* ap_wait_kind */
+    unsigned kind;      /* ap_wait_kind; AP_WAIT_COUNT: the frame waits for no kind */
     unsigned within;    /* 1: decides the kind of waits below the frame */
     const char *frame;  /* qualname pattern */
     const char *file;   /* fragment of the frame's file, NULL: any */

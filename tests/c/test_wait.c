@@ -47,7 +47,7 @@ AP_TEST(wait_patterns) {
  * under httpx (file: a file read means itself), a lock under anyio's worker
  * queue (idle); a coroutine awaiting asyncio.sleep (sleep) and an anyio
  * socket stream that suspends in Event.wait (network); an unknown await
- * (no kind). */
+ * and anyio's checkpoint, a sleep(0) (no kind). */
 AP_TEST(wait_kinds_of_calls_and_awaits) {
     ap_prof *p = ap_prof_new();
     ap_label lab = {s_(p, "thread_id"), s_(p, "1")};
@@ -68,6 +68,7 @@ AP_TEST(wait_kinds_of_calls_and_awaits) {
     ap_frame_id recvs = fr(p, "SocketStream.receive", LIB "anyio/_backends/_asyncio.py", PY);
     ap_frame_id evwait = fr(p, "Event.wait", "/usr/lib/python3.12/asyncio/locks.py", PY);
     ap_frame_id other = fr(p, "mystery", LIB "other/x.py", PY);
+    ap_frame_id ckpt = fr(p, "AsyncIOBackend.checkpoint", LIB "anyio/_backends/_asyncio.py", PY);
 
     ap_node *n_sql = path(t, (ap_frame_id[]){user, sqlite}, 2);
     n_sql->m[AP_M_SELF_NS] = 100;
@@ -86,8 +87,10 @@ AP_TEST(wait_kinds_of_calls_and_awaits) {
     n_recvs->m[AP_M_AWAIT_NS] = n_ev->m[AP_M_AWAIT_NS] = 700;
     ap_node *n_other = path(t, (ap_frame_id[]){user, other}, 2);
     n_other->m[AP_M_AWAIT_NS] = 800;
+    ap_node *n_ck = path(t, (ap_frame_id[]){user, ckpt, sleep}, 3);
+    n_ck->m[AP_M_AWAIT_NS] = path(t, (ap_frame_id[]){user, ckpt}, 2)->m[AP_M_AWAIT_NS] = 900;
     ap_node *n_user = path(t, (ap_frame_id[]){user}, 1);
-    n_user->m[AP_M_AWAIT_NS] = 600 + 700 + 800;
+    n_user->m[AP_M_AWAIT_NS] = 600 + 700 + 800 + 900;
 
     for (int round = 0; round < 2; round++) { /* a second finish gives the same */
         AP_CHECK(ap_prof_finish(p) == 0);
@@ -100,6 +103,7 @@ AP_TEST(wait_kinds_of_calls_and_awaits) {
         AP_CHECK_EQ_U64(W(IDLE, n_acq), 500);
         AP_CHECK_EQ_U64(W(LOCK, n_acq), 0);
         AP_CHECK_EQ_U64(W(SLEEP, n_sleep), 600);
+        AP_CHECK_EQ_U64(W(SLEEP, n_ck), 0);
         AP_CHECK_EQ_U64(W(NETWORK, n_recvs), 700);
         AP_CHECK_EQ_U64(W(LOCK, n_ev), 0);
         /* inclusive: the user function holds every kind below it */
@@ -114,6 +118,7 @@ AP_TEST(wait_kinds_of_calls_and_awaits) {
     AP_CHECK(ap_tree_nnodes(t) <= sizeof kinds);
     AP_CHECK(ap_wait_node_kinds(p, t, kinds) == 0);
     AP_CHECK_EQ_U64(kinds[n_other->id], AP_WAIT_COUNT);
+    AP_CHECK_EQ_U64(kinds[n_ck->id], AP_WAIT_COUNT);
     AP_CHECK_EQ_U64(kinds[path(t, (ap_frame_id[]){wrun, qget}, 2)->id], AP_WAIT_IDLE);
 
     /* A user row comes first: the mystery await is the database. */
