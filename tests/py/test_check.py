@@ -111,6 +111,29 @@ def test_extra_query_fails_exactly(project):
     assert lines[-1] == "apiprof check: REGRESSED in 1 route(s): GET /items"
 
 
+def test_memory_baseline_catches_a_planted_allocation(project):
+    """--memory: the baseline keeps the bytes allocated per request (the tracer's full
+    memory mode); the unchanged app passes, 256 KiB more per /work request fails that
+    route alone."""
+    done = apiprof(["bench", "--app", "check_app:app", "--save-baseline", "mem.json",
+                    "--memory", "--no-timing"], project)
+    assert done.returncode == 0, done.stderr
+    base = json.loads((project / "mem.json").read_text())
+    assert all(r["alloc_bytes"] > 0 for r in base["routes"].values()), base["routes"]
+    same = apiprof(["check", "--baseline", "mem.json", "--no-timing", "--format", "json"],
+                   project)
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert verdicts(same.stdout)[("GET /work", "alloc_bytes")]["verdict"] == "unchanged"
+    more = apiprof(["check", "--baseline", "mem.json", "--no-timing", "--format", "json"],
+                   project, CHECK_APP_EXTRA_ALLOC="1")
+    assert more.returncode == 1, more.stdout + more.stderr
+    v = verdicts(more.stdout)
+    assert v[("GET /work", "alloc_bytes")]["verdict"] == "regressed"
+    assert v[("GET /work", "alloc_bytes")]["current"] - \
+        v[("GET /work", "alloc_bytes")]["baseline"] >= 256 * 1024
+    assert v[("GET /items", "alloc_bytes")]["verdict"] == "unchanged"
+
+
 @pytest.mark.parametrize("args, content, message", [
     (["--baseline", "missing.json"], None, "--baseline missing.json: no such file"),
     (["--baseline", "bad.json"], "\x00\x01binary", "not a baseline (not JSON"),

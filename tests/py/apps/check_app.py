@@ -1,6 +1,7 @@
 """A small app for `apiprof check`: GET /items runs two SQLite statements per request,
 GET /work sleeps 2 ms. CHECK_APP_SLOW=F multiplies the sleep by F (a planted slowdown);
-CHECK_APP_EXTRA_QUERY=1 adds one statement to each /items request."""
+CHECK_APP_EXTRA_QUERY=1 adds one statement to each /items request; CHECK_APP_EXTRA_ALLOC=1
+makes each /work request allocate 256 KiB more (a planted allocation)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fastapi import FastAPI
 
 SLOW = float(os.environ.get("CHECK_APP_SLOW", "1"))
 EXTRA_QUERY = os.environ.get("CHECK_APP_EXTRA_QUERY") == "1"
+EXTRA_ALLOC = os.environ.get("CHECK_APP_EXTRA_ALLOC") == "1"
 WORK_S = 0.002
 
 app = FastAPI()
@@ -41,4 +43,7 @@ def items() -> dict[str, int]:
 @app.get("/work")
 def work() -> dict[str, str]:
     pause()
+    if EXTRA_ALLOC:
+        scratch = bytearray(256 * 1024)
+        return {"ok": "yes" if scratch[0] == 0 else "no"}
     return {"ok": "yes"}
