@@ -18,6 +18,12 @@ enum {
     FUNCTION_START_LINE = 5,
 };
 
+/* push/v1/push.proto and types/v1's LabelPair (Grafana Pyroscope). */
+enum {
+    PUSH_SERIES = 1, SERIES_LABELS = 1, SERIES_SAMPLES = 2, PAIR_NAME = 1, PAIR_VALUE = 2,
+    RAWSAMPLE_RAW_PROFILE = 1,
+};
+
 static void pb_key(ap_sbuf *b, unsigned field, unsigned wire) {
     ap_sbuf_varint(b, (uint64_t)field << 3 | wire);
 }
@@ -208,4 +214,20 @@ int ap_pprof_write(const ap_report_ctx *rc, ap_sbuf *out) {
     ap_sbuf_free(&sub);
     ap_sbuf_free(&sub2);
     return r;
+}
+
+int ap_pprof_push_request(const char *const *labels, size_t nlabels, const void *pprof,
+                          size_t n, ap_sbuf *out) {
+    ap_sbuf series = {0}, sub = {0};
+    for (size_t i = 0; i < nlabels; i++) {
+        pb_bytes(&sub, PAIR_NAME, labels[2 * i], strlen(labels[2 * i]));
+        pb_bytes(&sub, PAIR_VALUE, labels[2 * i + 1], strlen(labels[2 * i + 1]));
+        pb_message(&series, SERIES_LABELS, &sub);
+    }
+    pb_bytes(&sub, RAWSAMPLE_RAW_PROFILE, pprof, n);
+    pb_message(&series, SERIES_SAMPLES, &sub);
+    pb_message(out, PUSH_SERIES, &series);
+    ap_sbuf_free(&sub);
+    ap_sbuf_free(&series);
+    return out->failed ? ap_err_set(AP_ENOMEM, "pyroscope: out of memory") : 0;
 }

@@ -162,6 +162,14 @@ int ap_flame_write_collapsed(const ap_report_ctx *c, ap_sbuf *out);
 int ap_dot_write(const ap_report_ctx *c, ap_sbuf *out);         /* ap_dot.c */
 int ap_speedscope_write(const ap_report_ctx *c, ap_sbuf *out);  /* ap_speedscope.c */
 int ap_pprof_write(const ap_report_ctx *c, ap_sbuf *out);       /* ap_pprof.c */
+
+/* Grafana Pyroscope's push.v1.PushRequest (the body of its connect-protocol
+ * /push.v1.PusherService/Push) carrying one series: nlabels label pairs
+ * (labels[2i] the name, labels[2i+1] the value, NUL-terminated) and one raw
+ * sample, the n bytes of a gzipped pprof at pprof.  Appended to out.
+ * Returns 0; -1 with AP_ENOMEM.  (ap_pprof.c) */
+int ap_pprof_push_request(const char *const *labels, size_t nlabels, const void *pprof,
+                          size_t n, ap_sbuf *out);
 int ap_callgrind_write(const ap_report_ctx *c, ap_sbuf *out);   /* ap_callgrind.c */
 int ap_chrome_write(const ap_report_ctx *c, ap_sbuf *out);      /* ap_chrome.c */
 int ap_json_write(const ap_report_ctx *c, ap_sbuf *out);        /* ap_prof_file.c */

@@ -261,7 +261,50 @@ static PyObject *write_sweep(PyObject *module, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* pyroscope_push_request(labels, pprof): the body of a Pyroscope Push. */
+static PyObject *pyroscope_push_request(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *labels;
+    Py_buffer pprof;
+    if (!PyArg_ParseTuple(args, "O!y*:pyroscope_push_request", &PyList_Type, &labels, &pprof))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(labels);
+    const char **pairs = PyMem_Calloc(2 * (size_t)n + 1, sizeof *pairs);
+    PyObject *result = NULL;
+    if (pairs == NULL) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(labels, i); /* borrowed: the list keeps them */
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2 ||
+            (pairs[2 * i] = PyUnicode_AsUTF8(PyTuple_GET_ITEM(item, 0))) == NULL ||
+            (pairs[2 * i + 1] = PyUnicode_AsUTF8(PyTuple_GET_ITEM(item, 1))) == NULL) {
+            if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_TypeError)) {
+                PyErr_Clear();
+                PyErr_SetString(PyExc_TypeError, "labels must be a list of (name, value) str pairs");
+            }
+            goto out;
+        }
+    }
+    ap_sbuf sb = {0};
+    if (ap_pprof_push_request(pairs, (size_t)n, pprof.buf, (size_t)pprof.len, &sb) == 0)
+        result = PyBytes_FromStringAndSize(sb.data, (Py_ssize_t)sb.len);
+    else
+        apext_raise_core(NULL);
+    ap_sbuf_free(&sb);
+out:
+    PyMem_Free(pairs);
+    PyBuffer_Release(&pprof);
+    return result;
+}
+
 PyMethodDef apext_report_methods[] = {
+    {"pyroscope_push_request", pyroscope_push_request, METH_VARARGS,
+     "pyroscope_push_request(labels, pprof) -> bytes\n\n"
+     "The protobuf body of Grafana Pyroscope's /push.v1.PusherService/Push for one series:\n"
+     "labels, a list of (name, value) str pairs, and one raw sample, pprof (gzipped\n"
+     "profile.proto bytes).  Raises TypeError (labels), MemoryError."},
     {"diff", diff, METH_VARARGS,
      "diff(a, b, format, options=None) -> str\n\n"
      "Compare profile a (before) with b (after), each a Profile or the path of a native\n"

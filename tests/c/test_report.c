@@ -118,6 +118,25 @@ AP_TEST(report_every_format) {
     AP_CHECK(ap_report_format_for_path("a.gif") == NULL);
 }
 
+/* Pyroscope's PushRequest: series (1) { labels (1) { name (1), value (2) }...,
+ * samples (2) { raw_profile (1) } }, byte for byte. */
+AP_TEST(report_pyroscope_push_request) {
+    static const char *const labels[] = {"service_name", "shop", "route", "/a/{id}"};
+    static const unsigned char want[] = {
+        0x0a, 0x2e,                                                     /* series, 46 bytes */
+        0x0a, 0x14, 0x0a, 0x0c, 's', 'e', 'r', 'v', 'i', 'c', 'e', '_', 'n', 'a', 'm', 'e',
+        0x12, 0x04, 's', 'h', 'o', 'p',                                 /* labels */
+        0x0a, 0x10, 0x0a, 0x05, 'r', 'o', 'u', 't', 'e', 0x12, 0x07, '/', 'a', '/', '{', 'i',
+        'd', '}',                                                       /* labels */
+        0x12, 0x04, 0x0a, 0x02, 0x1f, 0x8b,                             /* samples */
+    };
+    ap_sbuf sb = {0};
+    AP_CHECK(ap_pprof_push_request(labels, 2, "\x1f\x8b", 2, &sb) == 0);
+    AP_CHECK_EQ_U64(sb.len, sizeof want);
+    AP_CHECK(sb.len == sizeof want && memcmp(sb.data, want, sizeof want) == 0);
+    ap_sbuf_free(&sb);
+}
+
 /* The native reader and every writer on mutated and truncated files: each
  * read fails with ECORRUPT or yields a profile every writer handles (or
  * refuses with EINVAL / ENOTFOUND). */

@@ -1,7 +1,8 @@
 """Pyroscope push: the middleware's kept profiles reach a Pyroscope-shaped receiver (a real
-socket server here; no Pyroscope server is packaged) as POST /ingest with the documented
-query and multipart body, and the pushed pprof decodes with ``go tool pprof``; retries,
-backoff and the bounded queue of the pusher."""
+socket server here; no Pyroscope server is packaged) as the connect-protocol Push with its
+protobuf body, or, from a server without Push, as POST /ingest with the documented query
+and multipart body; the pushed pprof decodes with ``go tool pprof``; retries, backoff and
+the bounded queue of the pusher."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import httpx
 import pytest
 from apiprof import Profiler
 from apiprof.asgi import TOKEN_HEADER
-from apiprof.asgi.pyroscope import PyroscopePusher, app_name, label_value
+from apiprof.asgi.pyroscope import PUSH_PATH, PyroscopePusher, app_name, label_value
 from apiprof.errors import ConfigurationError
 from apiprof.fastapi import instrument
 from helpers import REPO_ROOT
@@ -41,9 +42,10 @@ NAME = re.compile(r"^([^{}]+)\{((?:[^{}=,]+=[^{}=,]+)(?:,[^{}=,]+=[^{}=,]+)*)\}$
 
 
 class Receiver(http.server.ThreadingHTTPServer):
-    """Accepts POST /ingest as Pyroscope documents it; ``fail`` statuses are answered
-    first, one per request, then 200. Every request is kept (path, query, headers, parsed
-    form parts) and every problem with its shape is recorded in ``problems``."""
+    """Accepts Push and POST /ingest as Pyroscope documents them (``old``: a server without
+    Push, which answers it 404); ``fail`` statuses are answered first, one per request,
+    then 200. Every request is kept (path, query, headers, labels, the pprof) and every
+    problem with its shape is recorded in ``problems``."""
 
     daemon_threads = True
 
@@ -52,6 +54,7 @@ class Receiver(http.server.ThreadingHTTPServer):
         self.requests: list[dict[str, Any]] = []
         self.problems: list[str] = []
         self.fail: list[int] = []
+        self.old = False
         self.lock = threading.Lock()
 
     @property
@@ -66,14 +69,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("content-length", "0")))
         url = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(url.query))
-        problems = check_shape(url.path, query, self.headers.get("content-type", ""), body)
-        parts = form_parts(self.headers.get("content-type", ""), body)
         headers = {k.lower(): v for k, v in self.headers.items()}
+        content_type = self.headers.get("content-type", "")
+        if url.path == PUSH_PATH:
+            problems, labels, profile = check_push(headers, body)
+        else:
+            problems = check_shape(url.path, query, content_type, body)
+            labels = labels_of(query["name"]) if NAME.match(query.get("name", "")) else {}
+            profile = form_parts(content_type, body).get("profile", (None, b""))[1]
         with self.server.lock:
-            self.server.requests.append({"path": url.path, "query": query, "parts": parts,
-                                         "headers": headers})
-            self.server.problems += problems
-            status = self.server.fail.pop(0) if self.server.fail else 200
+            if url.path == PUSH_PATH and self.server.old:
+                status = 404
+            else:
+                self.server.requests.append({"path": url.path, "query": query,
+                                             "labels": labels, "profile": profile,
+                                             "headers": headers})
+                self.server.problems += problems
+                status = self.server.fail.pop(0) if self.server.fail else 200
         self.send_response(status)
         self.send_header("content-length", "0")
         self.end_headers()
@@ -94,6 +106,57 @@ def form_parts(content_type: str, body: bytes) -> dict[str, tuple[str | None, by
         payload = part.get_payload(decode=True)
         parts[str(name)] = (part.get_filename(), payload if isinstance(payload, bytes) else b"")
     return parts
+
+
+def fields(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(field number, bytes) of each length-delimited field of a protobuf message."""
+    i = 0
+
+    def varint() -> int:
+        nonlocal i
+        v = shift = 0
+        while True:
+            b = data[i]
+            i += 1
+            v |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                return v
+
+    while i < len(data):
+        key = varint()
+        assert key & 7 == 2, f"wire type {key & 7}"
+        n = varint()
+        yield key >> 3, data[i:i + n]
+        i += n
+
+
+def check_push(headers: dict[str, str], body: bytes
+               ) -> tuple[list[str], dict[str, str], bytes]:
+    """What differs from the documented Push (push.v1.PushRequest of one series with
+    __name__ and service_name labels and one gzipped raw sample, sent as application/proto
+    by the connect protocol), and the series' labels and pprof."""
+    problems = []
+    if headers.get("content-type") != "application/proto":
+        problems.append(f"content-type {headers.get('content-type')!r}")
+    if headers.get("connect-protocol-version") != "1":
+        problems.append("no Connect-Protocol-Version: 1")
+    series = [v for k, v in fields(body) if k == 1]
+    if len(series) != 1:
+        return problems + [f"{len(series)} series"], {}, b""
+    labels: dict[str, str] = {}
+    samples = []
+    for k, v in fields(series[0]):
+        if k == 1:
+            pair = dict(fields(v))
+            labels[pair[1].decode()] = pair[2].decode()
+        elif k == 2:
+            samples.append(dict(fields(v)).get(1, b""))
+    if labels.get("__name__") != "apiprof" or not labels.get("service_name"):
+        problems.append(f"labels {labels}")
+    if len(samples) != 1 or samples[0][:2] != b"\x1f\x8b":
+        problems.append("no gzipped raw sample")
+    return problems, labels, samples[0] if samples else b""
 
 
 def check_shape(path: str, query: dict[str, str], content_type: str, body: bytes) -> list[str]:
@@ -135,10 +198,11 @@ def receiver() -> Iterator[Receiver]:
     server.server_close()
 
 
-def labels_of(name: str) -> tuple[str, dict[str, str]]:
+def labels_of(name: str) -> dict[str, str]:
+    """The labels of an /ingest name, the service as "service_name" (as Push has it)."""
     m = NAME.match(name)
     assert m, name
-    return m.group(1), dict(kv.split("=", 1) for kv in m.group(2).split(","))
+    return {"service_name": m.group(1), **dict(kv.split("=", 1) for kv in m.group(2).split(","))}
 
 
 def wait_for(cond: Any, timeout: float = 15.0) -> None:
@@ -164,17 +228,15 @@ def test_workers_push_kept_profiles(serve: Any, receiver: Receiver, tmp_path: Pa
     assert len(receiver.requests) == 2
     pids = set()
     for req in receiver.requests:
-        service, labels = labels_of(req["query"]["name"])
-        assert service == "pyro-shop"
-        assert labels["route"] == "/work" and labels["host"] == label_value(socket.gethostname())
+        assert req["path"] == PUSH_PATH
+        labels = req["labels"]
+        assert labels["service_name"] == "pyro-shop"
+        assert labels["route"] == "/work" and labels["host"] == socket.gethostname()
         pids.add(labels["process"])
-        assert req["query"]["spyName"] == "apiprof"
-        assert int(req["query"]["until"]) - int(req["query"]["from"]) <= 2
-        assert abs(int(req["query"]["until"]) - time.time()) < 60
     assert len(pids) == 1 and pids != {str(os.getpid())}  # the worker's pid, not ours
     # the pprof as Go's own tool reads it
     path = tmp_path / "pushed.pb.gz"
-    path.write_bytes(receiver.requests[0]["parts"]["profile"][1])
+    path.write_bytes(receiver.requests[0]["profile"])
     raw = subprocess.run([str(GO), "tool", "pprof", "-raw", str(path)], capture_output=True,
                          text=True, timeout=120, env=GO_ENV)
     assert raw.returncode == 0, raw.stderr
@@ -204,6 +266,39 @@ def _document() -> bytes:
     return gzip.compress(bytes(p.profile.json()))
 
 
+@pytest.mark.skipif(GO is None, reason="go is not installed (go tool pprof decodes the push)")
+def test_a_server_without_push_gets_ingest(receiver: Receiver, tmp_path: Path) -> None:
+    """api="auto" (the default): a 404 for Push switches the pusher to /ingest, for this
+    profile and the next ones, with the same profile and labels."""
+    receiver.old = True
+    pusher = PyroscopePusher(receiver.url, "old-shop")
+    doc = _document()
+    for route in ("/items/{item_id}", "/b"):
+        pusher.offer({"id": route, "route": route, "time": time.time(), "wall_ns": 10**6}, doc)
+    pusher.flush()
+    assert receiver.problems == [] and pusher.api == "ingest"
+    assert (pusher.pushed, pusher.failed) == (2, 0)
+    assert [r["path"] for r in receiver.requests] == ["/ingest", "/ingest"]
+    req = receiver.requests[0]
+    assert req["labels"]["service_name"] == "old-shop"
+    assert req["labels"]["route"] == "/items/:item_id"
+    assert req["query"]["spyName"] == "apiprof"
+    assert int(req["query"]["until"]) - int(req["query"]["from"]) <= 2
+    assert abs(int(req["query"]["until"]) - time.time()) < 60
+    path = tmp_path / "ingested.pb.gz"
+    path.write_bytes(req["profile"])
+    raw = subprocess.run([str(GO), "tool", "pprof", "-raw", str(path)], capture_output=True,
+                         text=True, timeout=120, env=GO_ENV)
+    assert raw.returncode == 0 and "hot" in raw.stdout, raw.stderr
+    # api="push" does not fall back: the 404 is a refusal
+    only = PyroscopePusher(receiver.url, "svc", api="push", retries=0)
+    only.offer({"id": "x", "route": "/x", "time": time.time(), "wall_ns": 1}, doc)
+    only.flush()
+    assert (only.pushed, only.failed, only.api) == (0, 1, "push")
+    with pytest.raises(ValueError, match="api must be one of"):
+        PyroscopePusher(receiver.url, "svc", api="grpc")
+
+
 def test_retries_with_backoff_then_gives_up(receiver: Receiver) -> None:
     doc = _document()
     pusher = PyroscopePusher(receiver.url, "svc", retries=2, backoff_s=0.01)
@@ -230,7 +325,7 @@ def test_bounded_queue_drops_oldest(receiver: Receiver) -> None:
     pusher.offer({"id": "x", "route": "/bad", "error": "no profile"}, b"")  # not queued
     assert pusher.dropped == 3
     pusher.flush()
-    routes = [labels_of(r["query"]["name"])[1]["route"] for r in receiver.requests]
+    routes = [r["labels"]["route"] for r in receiver.requests]
     assert routes == ["/r3", "/r4"] and pusher.pushed == 2
     headers = receiver.requests[0]["headers"]
     assert headers["authorization"] == "Bearer tok" and headers["x-scope-orgid"] == "t1"
@@ -256,7 +351,10 @@ def test_names_and_options() -> None:
     with pytest.raises(ConfigurationError, match="pyroscope_url"):
         instrument(type("A", (), {"add_middleware": lambda *a, **k: None})(),
                    pyroscope_url="ftp://x")
-    basic = PyroscopePusher("http://user:p%40ss@127.0.0.1:1/", "svc")
+    with pytest.raises(ConfigurationError, match="pyroscope_api"):
+        instrument(type("A", (), {"add_middleware": lambda *a, **k: None})(),
+                   pyroscope_url="http://x", pyroscope_api="grpc")
+    basic = PyroscopePusher("http://user:p%40ss@127.0.0.1:1/", "svc", api="ingest")
     req = basic.request({"route": "/r", "time": time.time(), "wall_ns": 1}, _document())
     assert req is not None and req.full_url.startswith("http://127.0.0.1:1/ingest?")
     assert req.get_header("Authorization") == "Basic dXNlcjpwQHNz"

@@ -113,7 +113,7 @@ class ProfilerMiddleware:
         self.pyroscope = None if pyroscope_url is None else PyroscopePusher(
             pyroscope_url, service or "asgi-app",
             opts.pyroscope_interval_s, opts.pyroscope_queue, pyroscope_token,
-            opts.pyroscope_tenant)
+            opts.pyroscope_tenant, api=opts.pyroscope_api)
         # what each process starts at its first call: the statistics flusher, the port,
         # the Pyroscope pusher
         self._per_process = (self.stats_dir is not None or self._metrics_port is not None

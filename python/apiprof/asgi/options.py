@@ -44,6 +44,7 @@ class Options:
     pyroscope_queue: int = 32
     pyroscope_token: str | None = None
     pyroscope_tenant: str | None = None
+    pyroscope_api: str = "auto"
 
     def __post_init__(self) -> None:
         token = self.token
@@ -74,6 +75,8 @@ class Options:
         _check_metrics(self.metrics_path, self.metrics_port, self.metrics_token or token,
                        self.metrics_buckets)
         _check_pyroscope(self.pyroscope_url)
+        if self.pyroscope_api not in ("auto", "push", "ingest"):
+            raise ConfigurationError("pyroscope_api must be auto, push or ingest")
         if not self.pyroscope_interval_s > 0 or self.pyroscope_queue < 1:
             raise ConfigurationError("pyroscope_interval_s must be positive and "
                                      "pyroscope_queue at least 1")

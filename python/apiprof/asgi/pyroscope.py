@@ -1,8 +1,9 @@
 """Pushes the profiles the middleware keeps to a Grafana Pyroscope server (docs/metrics.md):
 a bounded queue filled on the request path (an append, never I/O; the oldest profile is
 dropped when full) and a daemon thread per worker that, every interval, turns each queued
-JSON document into a gzipped pprof (the C writer) and POSTs it to ``/ingest`` with
-retries and backoff."""
+JSON document into a gzipped pprof (the C writer) and POSTs it with retries and backoff:
+to ``/push.v1.PusherService/Push`` (the connect protocol, a protobuf body), or to
+``/ingest`` for servers older than that API (``api="auto"`` falls back on a 404)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,10 @@ from .. import _core
 _UNITS = {"count": "samples", "nanoseconds": "nanoseconds", "bytes": "bytes"}
 # characters that end a name, a label or a value in Pyroscope's app{label=value,...}
 _RESERVED = re.compile(r"[{}=,\s\"']")
+PUSH_PATH = "/push.v1.PusherService/Push"
+APIS = ("auto", "push", "ingest")
+# what an older server answers for a path it does not serve
+_NO_PUSH = (404, 405, 415)
 
 
 def label_value(value: str) -> str:
@@ -76,7 +81,11 @@ class PyroscopePusher:
 
     def __init__(self, url: str, service: str, interval_s: float = 10.0, queue_max: int = 32,
                  token: str | None = None, tenant: str | None = None, retries: int = 3,
-                 backoff_s: float = 0.5, timeout_s: float = 5.0) -> None:
+                 backoff_s: float = 0.5, timeout_s: float = 5.0, api: str = "auto") -> None:
+        if api not in APIS:
+            raise ValueError(f"api must be one of {', '.join(APIS)}, not {api!r}")
+        self.api = "ingest" if api == "ingest" else "push"
+        self._fallback = api == "auto"
         parts = urllib.parse.urlsplit(url)
         self._headers: dict[str, str] = {}
         if parts.username is not None:  # http://user:password@host (Grafana Cloud)
@@ -137,16 +146,26 @@ class PyroscopePusher:
                 self._warn(f"{type(e).__name__}: {e}")
 
     def request(self, record: dict[str, Any], document: bytes) -> urllib.request.Request | None:
-        """The /ingest request for one kept profile, or None when it holds no profile."""
+        """The request (Push or /ingest, as ``self.api``) for one kept profile, or None
+        when it holds no profile."""
         try:
             profile = _core.loads(gzip.decompress(document))
             pprof = bytes(profile.report("pprof"))
         except (ValueError, OSError, EOFError, LookupError):
             return None
-        until = float(record.get("time") or time.time())
-        start = until - int(record.get("wall_ns") or 0) / 1e9
         labels = {"route": str(record.get("route") or ""), "host": socket.gethostname(),
                   "process": str(os.getpid())}
+        if self.api == "push":
+            # the pprof carries the samples' types; the server names the series
+            # __name__:type:unit and takes the time from it or from its arrival
+            pairs = [("__name__", "apiprof"), ("service_name", self.service), *labels.items()]
+            body = _core.pyroscope_push_request(pairs, pprof)
+            return urllib.request.Request(
+                self._base + PUSH_PATH, data=body, method="POST",
+                headers={**self._headers, "Content-Type": "application/proto",
+                         "Connect-Protocol-Version": "1"})
+        until = float(record.get("time") or time.time())
+        start = until - int(record.get("wall_ns") or 0) / 1e9
         query = urllib.parse.urlencode({
             "name": app_name(self.service, labels), "from": int(start),
             "until": max(int(until), int(start) + 1), "format": "pprof", "spyName": "apiprof",
@@ -162,24 +181,34 @@ class PyroscopePusher:
         if req is None:
             return
         delay = self.backoff_s
-        for attempt in range(self.retries + 1):
+        attempt = 0
+        while True:
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                     resp.read()
                 self.pushed += 1
                 return
             except urllib.error.HTTPError as e:
+                if e.code in _NO_PUSH and self.api == "push" and self._fallback:
+                    self.api = "ingest"  # a server older than Push: /ingest from now on
+                    req = self.request(record, document)
+                    if req is None:
+                        return
+                    continue
                 if e.code < 500 and e.code != 429:  # the server refuses it: no retry
-                    self._warn(f"HTTP {e.code} from {self._base}/ingest")
+                    self._warn(f"HTTP {e.code} from {req.full_url.split('?')[0]}")
                     break
                 why = f"HTTP {e.code}"
             except (OSError, urllib.error.URLError) as e:
                 why = str(e)
             if attempt < self.retries:
+                attempt += 1
                 time.sleep(delay)
                 delay *= 2
             else:
-                self._warn(f"{why} from {self._base}/ingest after {self.retries} retries")
+                self._warn(f"{why} from {req.full_url.split('?')[0]} after {self.retries} "
+                           "retries")
+                break
         self.failed += 1
 
     def _warn(self, message: str) -> None:
