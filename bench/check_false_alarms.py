@@ -58,16 +58,24 @@ def main() -> None:
                        capture_output=True)
         t0 = time.monotonic()
         alarms = []
+        shifts: dict[str, list[float]] = {}
         for _ in range(args.runs):
             code, v = check(root, 1.0)
             alarms.append(code != 0)
+            for (route, metric), d in v.items():
+                if metric == "latency_p50_ms":
+                    shifts.setdefault(route, []).append(d["current"] / d["baseline"] - 1)
             if code:
                 print("false alarm:", [k for k, d in v.items() if d["verdict"] == "regressed"])
         per_check = (time.monotonic() - t0) / args.runs
         print(f"\n{date()} on {platform.node()} ({os.cpu_count()} CPUs, load "
               f"{os.getloadavg()[0]:.1f}), Python {platform.python_version()}")
         print(f"unchanged app: {sum(alarms)} false alarms in {args.runs} checks "
-              f"({per_check:.1f} s per check, min_effect {args.min_effect:g})\n")
+              f"({per_check:.1f} s per check, min_effect {args.min_effect:g})")
+        for route, xs in sorted(shifts.items()):
+            print(f"  {route}: median latency change from the baseline {min(xs):+.0%} to "
+                  f"{max(xs):+.0%} (median {statistics.median(xs):+.0%})")
+        print()
         print("| GET /work sleep x | median latency change | caught |")
         print("|---|---|---|")
         for factor in (float(f) for f in args.factors.split(",")):

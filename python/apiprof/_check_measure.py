@@ -100,24 +100,27 @@ def route_names(settings: Settings) -> dict[str, str]:
 
 
 def timing(settings: Settings, names: dict[str, str], tmp: Path) -> dict[str, dict[str, Any]]:
-    """Per route: the median latency of each round (ms) and the merged percentiles. Rounds
-    interleave the routes, each round starting at a different one, so that a slow spell of
-    the machine falls on every route rather than on one."""
-    server = _serve(settings, [sys.executable], tmp)
-    try:
-        for path in settings.paths:
-            _load(server, path, WARMUP_REQUESTS, tmp)
-        medians: dict[str, list[float]] = {p: [] for p in settings.paths}
-        merged = {p: _core.Histogram() for p in settings.paths}
-        for r in range(settings.rounds):
+    """Per route: the median latency of each round (ms) and the merged percentiles. Each
+    round is a fresh server process (warmed up first): one process's placement in memory
+    and on the cores shifts a sub-millisecond route by up to ~15% for its whole life, so
+    rounds of one process would all share one shift and the test would take it for a
+    change. Rounds interleave the routes, each starting at a different one, so that a slow
+    spell of the machine falls on every route rather than on one."""
+    medians: dict[str, list[float]] = {p: [] for p in settings.paths}
+    merged = {p: _core.Histogram() for p in settings.paths}
+    for r in range(settings.rounds):
+        server = _serve(settings, [sys.executable], tmp)
+        try:
+            for path in settings.paths:
+                _load(server, path, WARMUP_REQUESTS, tmp)
             shift = r % len(settings.paths)
             for path in settings.paths[shift:] + settings.paths[:shift]:
                 url = _warm_url(_load(server, path, settings.requests, tmp))
                 h = _core.Histogram.decode(base64.b64decode(url["histograms"]["latency"]))
                 medians[path].append(round(h.percentile(50.0) / 1e6, 4))
                 merged[path].merge(h)
-    finally:
-        server.stop()
+        finally:
+            server.stop()
     return {names[p]: {"round_p50_ms": medians[p], "latency_ms": bench_result.latency_ms(merged[p])}
             for p in settings.paths}
 
