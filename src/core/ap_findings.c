@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ap_diff.h"
 #include "ap_err.h"
+#include "ap_hist.h"
 #include "ap_map.h"
 #include "ap_report.h"
 #include "ap_wait.h"
@@ -66,6 +68,10 @@ static const ap_finding_kind_info kinds[AP_FK_COUNT] = {
     [AP_FK_REPEATED_CALL] = {"repeated_call", "repeated outgoing call",
                              "one outgoing HTTP call (method, host, path) made 5 times or more "
                              "in one request from the same line of the app (captured calls)"},
+    [AP_FK_REGRESSION] = {"regression", "regression",
+                          "a route whose median latency (else work per request) is 25% and "
+                          "1 ms or more above a baseline profile's (apiprof report --baseline), "
+                          "with the function whose own time per request grew most"},
 };
 
 const ap_finding_kind_info *ap_finding_kind_get(unsigned k) {
@@ -1434,7 +1440,116 @@ static int slow_latency(ctx *c, const route_acc *routes, size_t nroutes) {
     return 0;
 }
 
-int ap_findings_build(ap_prof *p, const ap_prof *lines, ap_finding **out, size_t *n) {
+/* ---- regressions against a baseline profile ------------------------------------ */
+
+/* The trees of route (a string of p) in p, as a finished profile; NULL with the error set. */
+static ap_prof *route_trees(ap_prof *p, const char *route) {
+    ap_selector s = {0};
+    if (ap_selector_add(p, &s, "route", route) != 0)
+        return NULL;
+    ap_prof *sel = ap_prof_select(p, ap_selector_keep, &s);
+    if (sel != NULL && ap_prof_finish(sel) != 0) {
+        ap_prof_free(sel);
+        return NULL;
+    }
+    return sel;
+}
+
+/* The function-level frame of p with this qualname and file, or 0. */
+static ap_frame_id function_named(const ctx *c, const char *qualname, const char *file) {
+    for (size_t f = 1; f < ap_prof_nframes(c->p); f++) {
+        const ap_frame *fr = ap_prof_frame(c->p, (ap_frame_id)f);
+        if (c->func[f] == (ap_frame_id)f && strcmp(ap_prof_frame_qualname(c->p, (ap_frame_id)f), qualname) == 0 &&
+            strcmp(ap_prof_str(c->p, fr->file), file) == 0)
+            return (ap_frame_id)f;
+    }
+    return 0;
+}
+
+/* One finding: route row b of p against row a of base. */
+static int regression(ctx *c, ap_prof *base, const ap_route_row *a, const ap_route_row *b) {
+    double va, vb;
+    const char *what;
+    if (a->latency != NULL && b->latency != NULL && ap_hist_count(a->latency) > 0 &&
+        ap_hist_count(b->latency) > 0) {
+        va = (double)ap_hist_percentile(a->latency, 50.0);
+        vb = (double)ap_hist_percentile(b->latency, 50.0);
+        what = "median latency";
+    } else {
+        va = (double)a->work_ns / (double)a->requests;
+        vb = (double)b->work_ns / (double)b->requests;
+        what = "work per request";
+    }
+    if (vb - va < AP_FINDING_REGRESS_MIN_NS || vb < va * (1.0 + AP_FINDING_REGRESS_SHARE))
+        return 0;
+    const char *name = ap_prof_str(c->p, b->route);
+    ap_prof *sa = route_trees(base, name), *sb = sa != NULL ? route_trees(c->p, name) : NULL;
+    if (sb == NULL) {
+        ap_prof_free(sa);
+        return -1;
+    }
+    ap_diff d;
+    ap_diff_opts o = {.per = AP_DIFF_PER_REQUEST};
+    char grew[600] = "", d1[32], d2[32], d3[32];
+    ap_frame_id frame = 0;
+    if (ap_diff_build(sa, sb, &o, &d) == 0) {
+        for (size_t i = 0; i < d.nrows; i++) {
+            const ap_diff_row *r = &d.rows[i];
+            if (r->b[d.key] <= r->a[d.key])
+                continue;
+            frame = function_named(c, r->qualname, r->file);
+            snprintf(grew, sizeof grew, "; grew most: %s (%s), its own time %s more per request",
+                     r->qualname, r->file[0] == '~' ? "a C function" : short_path(r->file),
+                     dur(d3, sizeof d3, r->b[d.key] - r->a[d.key]));
+            break;
+        }
+        ap_diff_free(&d);
+    } else if (ap_err_code() == AP_ENOMEM) {
+        ap_prof_free(sa);
+        ap_prof_free(sb);
+        return -1;
+    }
+    ap_prof_free(sa);
+    ap_prof_free(sb);
+    ap_finding *f = fnew(&c->out, AP_FK_REGRESSION, vb >= 2.0 * va ? AP_SEV_HIGH : AP_SEV_MEDIUM);
+    if (f == NULL)
+        return -1;
+    f->route = b->route;
+    f->frame = frame;
+    f->value = (uint64_t)(vb - va);
+    f->unit = "nanoseconds";
+    f->share = va > 0 ? vb / va - 1.0 : 0.0;
+    f->count = b->requests;
+    char d0[32];
+    say(f, "%s: %s %s, %s more than the baseline's %s (+%.0f%%)%s", name, what,
+        dur(d0, sizeof d0, vb), dur(d1, sizeof d1, vb - va), dur(d2, sizeof d2, va),
+        100.0 * f->share, grew);
+    return 0;
+}
+
+static int regressions(ctx *c, ap_prof *base) {
+    ap_route_row *ra = NULL, *rb = NULL;
+    size_t na = 0, nb = 0;
+    int rc = ap_findings_routes(base, &ra, &na);
+    if (rc == 0)
+        rc = ap_findings_routes(c->p, &rb, &nb);
+    for (size_t i = 0; rc == 0 && i < nb; i++) {
+        if (rb[i].requests == 0)
+            continue;
+        const char *name = ap_prof_str(c->p, rb[i].route);
+        for (size_t j = 0; j < na; j++)
+            if (ra[j].requests > 0 && strcmp(ap_prof_str(base, ra[j].route), name) == 0) {
+                rc = regression(c, base, &ra[j], &rb[i]);
+                break;
+            }
+    }
+    free(ra);
+    free(rb);
+    return rc;
+}
+
+int ap_findings_build(ap_prof *p, const ap_prof *lines, ap_prof *baseline, ap_finding **out,
+                      size_t *n) {
     *out = NULL;
     *n = 0;
     ctx c;
@@ -1486,7 +1601,7 @@ int ap_findings_build(ap_prof *p, const ap_prof *lines, ap_finding **out, size_t
             goto err;
     }
     if (blocking_calls(&c, routes, nroutes) != 0 || n_plus_one(&c) != 0 || loop_stalls(&c) != 0 ||
-        lock_contention(&c) != 0)
+        lock_contention(&c) != 0 || (baseline != NULL && regressions(&c, baseline) != 0))
         goto err;
     for (size_t i = 0; i < nroutes; i++)
         if (await_bound(&c, &routes[i]) != 0 ||
@@ -1527,10 +1642,10 @@ err:
 
 /* ---- writers ------------------------------------------------------------------------- */
 
-int ap_findings_json(ap_prof *p, const ap_prof *lines, ap_sbuf *out) {
+int ap_findings_json(ap_prof *p, const ap_prof *lines, ap_prof *baseline, ap_sbuf *out) {
     ap_finding *fs;
     size_t n;
-    if (ap_findings_build(p, lines, &fs, &n) != 0)
+    if (ap_findings_build(p, lines, baseline, &fs, &n) != 0)
         return -1;
     ap_sbuf_putc(out, '[');
     for (size_t i = 0; i < n; i++) {

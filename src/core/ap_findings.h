@@ -73,6 +73,7 @@ typedef enum ap_finding_kind {
                              waiting for the GIL (or a core), not slow code */
     AP_FK_REPEATED_CALL,  /* one outgoing HTTP call (method, host, path) made
                              >= AP_QUERY_N_PLUS_ONE times in one request from one line */
+    AP_FK_REGRESSION,     /* a route slower than in a baseline profile, and what grew most */
     AP_FK_COUNT
 } ap_finding_kind;
 
@@ -128,15 +129,23 @@ typedef struct ap_finding {
 #define AP_FINDING_REPEAT_PER_REQ 10         /* >= 10 database calls (or pool hops) per request */
 #define AP_FINDING_LEAK_BYTES 262144u        /* a route whose requests left >= 256 KiB alive... */
 #define AP_FINDING_LEAK_PER_REQ 256u         /* ...and >= 256 bytes per request served */
+#define AP_FINDING_REGRESS_SHARE 0.25        /* a route >= 25% slower than the baseline... */
+#define AP_FINDING_REGRESS_MIN_NS 1000000u   /* ...and >= 1 ms slower per request */
 
 /* The findings of p (finished, may intern function-level frames), ranked:
  * severity, then value, highest first; the idle note last.  lines (may be
  * NULL) is a line profile of the same program (apiprof investigate's second
  * pass): a hot function without line data in p gets its hot line from there
  * (matched by file and qualname, a nested function by its outermost named
- * one).  *out is malloc'd (free() it; NULL when *n is 0).  Returns 0; on
- * error -1 with AP_ENOMEM (or AP_EFULL from interning) and *out NULL, *n 0. */
-int ap_findings_build(ap_prof *p, const ap_prof *lines, ap_finding **out, size_t *n);
+ * one).  baseline (may be NULL; finished, may intern) is a profile of the
+ * program before a change: each route of both whose median latency (else
+ * work per request) grew by AP_FINDING_REGRESS_SHARE and
+ * AP_FINDING_REGRESS_MIN_NS is a regression, with the function whose own
+ * time per request grew most in that route (ap_diff).  *out is malloc'd
+ * (free() it; NULL when *n is 0).  Returns 0; on error -1 with AP_ENOMEM (or
+ * AP_EFULL from interning) and *out NULL, *n 0. */
+int ap_findings_build(ap_prof *p, const ap_prof *lines, ap_prof *baseline, ap_finding **out,
+                      size_t *n);
 
 /* The requests a route's trees count (their roots' AP_M_CALLS: the tracer
  * counts a request in the tree where its route label was set), summed over
@@ -172,6 +181,6 @@ int ap_findings_routes_json(ap_prof *p, ap_sbuf *out);
  * HTML page): kind, severity, route, function, file, line, value, unit,
  * share, count, path (function names), message.  Appended to out.  Returns
  * 0; -1 with the error set (as ap_findings_build). */
-int ap_findings_json(ap_prof *p, const ap_prof *lines, ap_sbuf *out);
+int ap_findings_json(ap_prof *p, const ap_prof *lines, ap_prof *baseline, ap_sbuf *out);
 
 #endif /* AP_FINDINGS_H */

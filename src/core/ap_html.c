@@ -313,7 +313,7 @@ int ap_html_write(const ap_report_ctx *rc, ap_sbuf *out) {
     ap_sbuf_printf(out, "],\n\"idle_ns\":%llu,\"wall_ns\":%llu,\n\"findings\":",
                    (unsigned long long)cls.idle_ns, (unsigned long long)cls.wall_ns);
     ap_classes_free(&cls);
-    if (ap_findings_json(p, rc->opts->lines, out) != 0)
+    if (ap_findings_json(p, rc->opts->lines, rc->opts->baseline, out) != 0)
         return -1;
     ap_sbuf_puts(out, ",\n\"routes\":");
     if (ap_findings_routes_json(p, out) != 0)

@@ -686,7 +686,7 @@ int ap_json_write(const ap_report_ctx *c, ap_sbuf *out) {
         ap_sbuf_putc(out, '}');
     }
     ap_sbuf_puts(out, "\n ],\n \"findings\": ");
-    if (ap_findings_json(p, c->opts->lines, out) != 0) {
+    if (ap_findings_json(p, c->opts->lines, c->opts->baseline, out) != 0) {
         ap_functab_free(&ft);
         return -1;
     }

@@ -23,6 +23,8 @@ typedef struct ap_report_opts {
     const char *title;      /* title of html/svg; NULL: from the metadata */
     const ap_prof *lines;   /* html, json: a line profile of the same program whose hot
                                lines join the findings (ap_findings_build); NULL: none */
+    ap_prof *baseline;      /* html, json: a profile before a change, whose routes the
+                               regression findings compare with (ap_findings_build) */
 } ap_report_opts;
 
 /* Formats, by name: html svg dot speedscope pprof collapsed callgrind chrome

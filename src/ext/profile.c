@@ -546,21 +546,27 @@ static PyObject *name_or_none(const ap_prof *p, ap_frame_id f) {
     return str_of(p, ap_prof_str(p, fr->qualname)[0] ? fr->qualname : fr->name);
 }
 
-/* findings(lines=None) -> list of dict (ap_findings_build, ranked) */
+/* findings(lines=None, baseline=None) -> list of dict (ap_findings_build, ranked) */
 static PyObject *profile_findings(ProfileObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"lines", NULL};
-    PyObject *lines_obj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:findings", kwlist, &lines_obj))
+    static char *kwlist[] = {"lines", "baseline", NULL};
+    PyObject *lines_obj = Py_None, *base_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO:findings", kwlist, &lines_obj, &base_obj))
         return NULL;
     const ap_prof *lines = NULL;
+    ap_prof *baseline = NULL;
     if (lines_obj != Py_None) {
         if (Py_TYPE(lines_obj) != Py_TYPE(self))
             return PyErr_Format(PyExc_TypeError, "lines must be a Profile or None");
         lines = ((ProfileObject *)lines_obj)->prof;
     }
+    if (base_obj != Py_None) {
+        if (Py_TYPE(base_obj) != Py_TYPE(self))
+            return PyErr_Format(PyExc_TypeError, "baseline must be a Profile or None");
+        baseline = ((ProfileObject *)base_obj)->prof;
+    }
     ap_finding *fs;
     size_t n;
-    if (ap_findings_build(self->prof, lines, &fs, &n) != 0)
+    if (ap_findings_build(self->prof, lines, baseline, &fs, &n) != 0)
         return apext_raise_core("findings");
     ap_prof *p = self->prof;
     PyObject *list = PyList_New((Py_ssize_t)n);
@@ -674,7 +680,8 @@ static PyMethodDef profile_methods[] = {
      "{kind: ns} (docs/waits.md) and latency\n(count, min_ns, p50_ns, p95_ns, p99_ns, max_ns; "
      "None without a histogram); docs/report.md."},
     {"findings", (PyCFunction)(void (*)(void))profile_findings, METH_VARARGS | METH_KEYWORDS,
-     "findings(lines=None) -> list[dict]\n\nThe ranked findings; lines: a line profile of the "
+     "findings(lines=None, baseline=None) -> list[dict]\n\nThe ranked findings; baseline: a profile "
+     "before a change (regression findings); lines: a line profile of the "
      "same program whose hot lines join them. The findings (kind, title, severity, route, function, file, "
      "line, value, unit, share, count, path, message); docs/report.md."},
     {"functions", (PyCFunction)(void (*)(void))profile_functions, METH_VARARGS | METH_KEYWORDS,

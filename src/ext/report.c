@@ -28,7 +28,7 @@ static int opt_str(PyObject *opts, const char *key, const char **out) {
 
 
 static PyObject *write_view(ap_prof *p, const char *fmt, PyObject *out_obj, PyObject *opts,
-                            int truncated, const ap_prof *lines);
+                            int truncated, const ap_prof *lines, ap_prof *baseline);
 
 static PyObject *write_report(PyObject *module, PyObject *args) {
     const char *fmt;
@@ -50,31 +50,37 @@ static PyObject *write_report(PyObject *module, PyObject *args) {
         if (p == NULL)
             return NULL;
     }
-    /* options["lines"]: a Profile (a line profile whose hot lines join the findings). */
-    const ap_prof *lines = NULL;
-    PyObject *lo = opts != Py_None && PyDict_Check(opts) ? PyDict_GetItemString(opts, "lines") : NULL;
-    if (lo != NULL && lo != Py_None) {
-        int lt;
-        lines = apext_profile_get(PyModule_GetState(module), lo, &lt);
-        if (lines == NULL) {
-            ap_prof_free(owned);
-            return NULL;
+    /* options["lines"]: a Profile (a line profile whose hot lines join the findings);
+     * options["baseline"]: a Profile (before a change: the regression findings). */
+    ap_prof *side[2] = {NULL, NULL};
+    static const char *const side_keys[2] = {"lines", "baseline"};
+    for (int i = 0; i < 2; i++) {
+        PyObject *so = opts != Py_None && PyDict_Check(opts) ? PyDict_GetItemString(opts, side_keys[i])
+                                                            : NULL;
+        if (so != NULL && so != Py_None) {
+            int st;
+            side[i] = apext_profile_get(PyModule_GetState(module), so, &st);
+            if (side[i] == NULL) {
+                ap_prof_free(owned);
+                return NULL;
+            }
         }
     }
-    PyObject *res = write_view(p, fmt, out_obj, opts, truncated, lines);
+    PyObject *res = write_view(p, fmt, out_obj, opts, truncated, side[0], side[1]);
     ap_prof_free(owned);
     return res;
 }
 
 /* write_report() once the profile is in hand. */
 static PyObject *write_view(ap_prof *p, const char *fmt, PyObject *out_obj, PyObject *opts,
-                            int truncated, const ap_prof *lines) {
+                            int truncated, const ap_prof *lines, ap_prof *baseline) {
     if (opts != Py_None && !PyDict_Check(opts))
         return PyErr_Format(PyExc_TypeError, "options must be a dict");
     PyObject *od = opts == Py_None ? NULL : opts;
     ap_report_opts o;
     memset(&o, 0, sizeof o);
     o.lines = lines;
+    o.baseline = baseline;
     if (opt_str(od, "metric", &o.metric) || opt_str(od, "route", &o.route) ||
         opt_str(od, "thread", &o.thread) || opt_str(od, "task", &o.task) ||
         opt_str(od, "phase", &o.phase) ||
@@ -321,7 +327,8 @@ PyMethodDef apext_report_methods[] = {
      "write_report(profile, format, path_out=None, options=None) -> bool\n\n"
      "Write the view `format` of a Profile (or of the native file at a path)\n"
      "to path_out (stdout when None).\n"
-     "options: metric, min_percent, route, thread, task, phase, title, lines (a Profile).  Returns\n"
+     "options: metric, min_percent, route, thread, task, phase, title, lines (a Profile),\n"
+     "baseline (a Profile: the regression findings).  Returns\n"
      "True when the profile was read from a file cut short.  Raises\n"
      "ValueError (unknown format or metric),\n"
      "LookupError (nothing matches a filter; no timeline for 'chrome'),\n"

@@ -165,7 +165,7 @@ AP_TEST(findings_of_an_app) {
     ap_prof *p = app_profile();
     ap_finding *fs;
     size_t n;
-    if (!AP_CHECK(p != NULL && ap_findings_build(p, NULL, &fs, &n) == 0))
+    if (!AP_CHECK(p != NULL && ap_findings_build(p, NULL, NULL, &fs, &n) == 0))
         return;
     /* The blocking call: pbkdf2, on the loop thread, 50 ms per call, by hash_password. */
     const ap_finding *b = find(fs, n, AP_FK_BLOCKING_CALL, "POST /login", p);
@@ -244,7 +244,7 @@ AP_TEST(findings_none_for_an_empty_profile) {
     ap_prof *p = ap_prof_new();
     ap_finding *fs = (ap_finding *)1;
     size_t n = 9;
-    if (AP_CHECK(p != NULL && ap_findings_build(p, NULL, &fs, &n) == 0)) {
+    if (AP_CHECK(p != NULL && ap_findings_build(p, NULL, NULL, &fs, &n) == 0)) {
         AP_CHECK_EQ_U64(n, 0);
         AP_CHECK(fs == NULL);
     }
@@ -267,7 +267,7 @@ AP_TEST(findings_hot_line_from_a_line_profile) {
     at(t, (ap_frame_id[]){fn, f92}, 2, 0, 89 * MS, 89 * MS, 0);
     ap_finding *fs;
     size_t n;
-    if (AP_CHECK(ap_findings_build(p, lp, &fs, &n) == 0)) {
+    if (AP_CHECK(ap_findings_build(p, lp, NULL, &fs, &n) == 0)) {
         const ap_finding *h = find(fs, n, AP_FK_HOT_LINE, "GET /slow", p);
         if (AP_CHECK(h != NULL)) {
             AP_CHECK_EQ_U64(h->line, 92);
@@ -299,7 +299,7 @@ AP_TEST(findings_slowest_by_p95) {
     ap_hist_record(slow, 150 * MS);
     ap_finding *fs;
     size_t n;
-    if (!AP_CHECK(ap_findings_build(p, NULL, &fs, &n) == 0))
+    if (!AP_CHECK(ap_findings_build(p, NULL, NULL, &fs, &n) == 0))
         return;
     AP_CHECK(find(fs, n, AP_FK_SLOW_LATENCY, NULL, p) == NULL);
     const ap_finding *s = find(fs, n, AP_FK_SLOW_ROUTE, "GET /slow", p);
@@ -344,7 +344,7 @@ AP_TEST(findings_slowest_by_p95_alone) {
     ap_hist_record(slow, 150 * MS);
     ap_finding *fs;
     size_t n;
-    if (!AP_CHECK(ap_findings_build(p, NULL, &fs, &n) == 0))
+    if (!AP_CHECK(ap_findings_build(p, NULL, NULL, &fs, &n) == 0))
         return;
     AP_CHECK(find(fs, n, AP_FK_SLOW_ROUTE, "GET /tiny", p) == NULL);
     const ap_finding *s = find(fs, n, AP_FK_SLOW_LATENCY, NULL, p);

@@ -170,7 +170,7 @@ AP_TEST(stall_json_and_finding) {
     AP_CHECK(ap_prof_stall_add(p, &once, stack, 3) == 0);
     ap_finding *fs;
     size_t n;
-    if (!AP_CHECK(ap_findings_build(p, NULL, &fs, &n) == 0)) {
+    if (!AP_CHECK(ap_findings_build(p, NULL, NULL, &fs, &n) == 0)) {
         ap_prof_free(p);
         return;
     }
@@ -231,7 +231,7 @@ AP_TEST(stall_off_the_cpu) {
     }
     ap_finding *fs;
     size_t n;
-    if (!AP_CHECK(ap_findings_build(p, NULL, &fs, &n) == 0)) {
+    if (!AP_CHECK(ap_findings_build(p, NULL, NULL, &fs, &n) == 0)) {
         ap_prof_free(p);
         return;
     }
@@ -300,7 +300,7 @@ AP_TEST(lock_contention_skips_pool_machinery) {
     w2->m[AP_M_TOTAL_NS] = w2->m[AP_M_SELF_NS] = 900000000;
     ap_finding *fs;
     size_t n;
-    if (!AP_CHECK(ap_findings_build(p, NULL, &fs, &n) == 0)) {
+    if (!AP_CHECK(ap_findings_build(p, NULL, NULL, &fs, &n) == 0)) {
         ap_prof_free(p);
         return;
     }

@@ -111,6 +111,32 @@ def test_extra_query_fails_exactly(project):
     assert lines[-1] == "apiprof check: REGRESSED in 1 route(s): GET /items"
 
 
+def test_report_against_a_baseline_profile_names_the_regression(project):
+    """apiprof report --baseline: the profile of a check with GET /work's sleep 25x longer,
+    read against the baseline's profile, has one regression finding, on that route, naming
+    the function whose own time grew (time.sleep); GET /items is unchanged."""
+    done = apiprof(["check", "--baseline", "base.json", "--no-timing", "-o", "reg.json"],
+                   project, CHECK_APP_SLOW="25")
+    assert (project / "reg.apiprof").is_file(), done.stderr
+    for fmt in ("findings", "json"):
+        r = apiprof(["report", "reg.apiprof", "--baseline", "base.apiprof", "--phase", "warm",
+                     "--format", fmt], project)
+        assert r.returncode == 0, r.stderr
+        if fmt == "json":
+            found = [f for f in json.loads(r.stdout)["findings"] if f["kind"] == "regression"]
+            assert [(f["route"], f["function"], f["severity"]) for f in found] == \
+                [("GET /work", "time.sleep", "high")]
+            assert found[0]["value"] >= 40_000_000 and found[0]["share"] >= 10
+        else:
+            rows = [line for line in r.stdout.splitlines() if "regression" in line]
+            assert len(rows) == 1 and "GET /work: median latency" in rows[0], r.stdout
+            assert "grew most: time.sleep (a C function)" in rows[0]
+    plain = apiprof(["report", "reg.apiprof", "--format", "findings"], project)
+    assert "regression" not in plain.stdout
+    bad = apiprof(["report", "reg.apiprof", "--baseline", "missing.apiprof"], project)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
 def test_memory_baseline_catches_a_planted_allocation(project):
     """--memory: the baseline keeps the bytes allocated per request (the tracer's full
     memory mode); the unchanged app passes, 256 KiB more per /work request fails that

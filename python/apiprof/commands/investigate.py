@@ -30,6 +30,7 @@ from typing import Any
 
 from .. import _core
 from .._findings import format_findings
+from .._profile_file import load_profile
 from ..errors import UsageError
 
 START_TIMEOUT_S = 30.0
@@ -70,6 +71,9 @@ def add_parser(sub: Any) -> None:
                         "saturation point and what grows (docs/load.md)")
     p.add_argument("--slo", default="p99=200ms", metavar="pNN=DURATION",
                    help="with --sweep: the latency objective (default p99=200ms)")
+    p.add_argument("--baseline", metavar="FILE",
+                   help="the bench.apiprof of an earlier investigate (before a change): routes "
+                        "slower now become regression findings")
     p.add_argument("-o", "--output", default="apiprof-investigate", metavar="DIR",
                    help="directory of the results (default apiprof-investigate)")
     p.set_defaults(func=run)
@@ -214,6 +218,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--app-dir {args.app_dir} is not a directory")
     if args.duration <= 0 or args.warmup < 0 or args.connections < 1 or args.top < 0:
         raise UsageError("-d must be > 0, --warmup >= 0, -c >= 1 and --top >= 0")
+    baseline = None
+    if args.baseline is not None:  # read first: a bad file fails before minutes of work
+        baseline = load_profile(str(Path(args.baseline).resolve()))
+        if "warm" in {t["labels"].get("phase") for t in baseline.trees()}:
+            baseline = baseline.select({"phase": "warm"})
     out_dir = Path(args.output).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     if args.urls:
@@ -245,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
     profile = _core.load(str(profile_path))
     phases = {t["labels"].get("phase") for t in profile.trees()}
     warm = profile.select({"phase": "warm"}) if "warm" in phases else profile
-    findings = warm.findings()
+    findings = warm.findings(baseline=baseline)
 
     line_profile = None
     targets = line_targets(findings, app_dir, args.top)
@@ -261,9 +270,11 @@ def run(args: argparse.Namespace) -> int:
     # The report: the warm phase, its findings with the hot lines of the second pass.
     report = out_dir / "report.html"
     options: dict[str, Any] = {"phase": "warm"} if "warm" in phases else {}
+    if baseline is not None:
+        options["baseline"] = baseline
     if line_profile is not None:
         options["lines"] = line_profile
-        findings = warm.findings(lines=line_profile)
+        findings = warm.findings(lines=line_profile, baseline=baseline)
     _core.write_report(profile, "html", str(report),
                        {**options, "title": f"apiprof investigate {args.app}"})
     _core.write_report(profile, "json", str(out_dir / "report.json"), options)

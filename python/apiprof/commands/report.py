@@ -69,6 +69,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--phase", metavar="NAME",
                    help="only the trees of this phase (apiprof run --phases; apiprof bench: "
                         "cold, warm)")
+    p.add_argument("--baseline", metavar="FILE",
+                   help="a profile of the app before a change: routes slower than in it "
+                        "become regression findings (with --phase, its trees of that phase "
+                        "when it has them)")
     p.set_defaults(func=run)
 
 
@@ -95,6 +99,16 @@ def run(args: argparse.Namespace) -> int:
     return run_view_format(args, fmt)
 
 
+def load_baseline(args: argparse.Namespace) -> Any:
+    """The --baseline profile (its --phase trees when it has that phase), or None."""
+    if getattr(args, "baseline", None) is None:
+        return None
+    base = load_profile(args.baseline)
+    if args.phase is not None and args.phase in phases(base):
+        base = base.select({"phase": args.phase})
+    return base
+
+
 def run_text(args: argparse.Namespace, fmt: str = "text") -> int:
     """The text table (the source with per-line figures for a line profile), led by the
     findings, or the findings alone: the filters and --metric as the C writers apply
@@ -105,6 +119,7 @@ def run_text(args: argparse.Namespace, fmt: str = "text") -> int:
     if args.phase is not None:
         profile = select_phase(profile, args.phase, args.file)
     profile = select_labels(profile, args)
+    baseline = load_baseline(args)
     if profile.truncated:
         print(f"apiprof report: warning: {args.file} was cut short; showing what it holds",
               file=sys.stderr)
@@ -118,7 +133,7 @@ def run_text(args: argparse.Namespace, fmt: str = "text") -> int:
             raise UsageError(str(e)) from None
         unit = next(m["unit"] for m in _core.metrics() if m["view"] == args.metric)
     if fmt == "findings":
-        text = format_findings(profile.findings())
+        text = format_findings(profile.findings(baseline=baseline))
     elif is_line_profile(profile):
         if args.metric not in (None, "wall"):
             raise UsageError(f"a line profile holds time per line only: --metric "
@@ -134,7 +149,8 @@ def run_text(args: argparse.Namespace, fmt: str = "text") -> int:
             header += f"cut: {printable(cut)}\n"
         split = profile.routes()
         routes, queries = format_routes(split), format_queries(profile.queries(), split)
-        text = (header + "\n" + format_findings(profile.findings(), TEXT_FINDINGS) + "\n"
+        found = profile.findings(baseline=baseline)
+        text = (header + "\n" + format_findings(found, TEXT_FINDINGS) + "\n"
                 + (routes + "\n" if routes else "") + (queries + "\n" if queries else "")
                 + format_table(functions, args.sort, args.limit or None, everything=args.all,
                                value=VALUE_FORMATS[unit]) + clock_note(profile.meta))
@@ -174,7 +190,8 @@ def run_view_format(args: argparse.Namespace, fmt: str) -> int:
     if args.min_percent is not None and not 0 <= args.min_percent <= 100:
         raise UsageError("--min-percent must be between 0 and 100")
     options = {"metric": args.metric, "min_percent": args.min_percent, "route": args.route,
-               "thread": args.thread, "task": args.task, "title": args.title}
+               "thread": args.thread, "task": args.task, "title": args.title,
+               "baseline": load_baseline(args)}
     sys.stdout.flush()
     # `--format dot -o graph.svg`: the call graph laid out by Graphviz.
     via_dot = fmt == "dot" and out is not None and out.endswith(".svg")
