@@ -296,12 +296,13 @@ class Profiler:
         return None if self._memory is None else dict(self._memory.snapshot())
     def _time_locks(self) -> None:
         if self.locks and self._saved_lock is None:
-            self._saved_lock = threading.Lock
+            self._saved_lock = (threading.Lock, threading.RLock)
             threading.Lock = _core.TimedLock  # type: ignore[misc]
+            threading.RLock = _core.TimedRLock  # type: ignore[misc,assignment]
 
     def _untime_locks(self) -> None:
         if self._saved_lock is not None:
-            threading.Lock = self._saved_lock  # type: ignore[misc]
+            threading.Lock, threading.RLock = self._saved_lock  # type: ignore[misc]
             self._saved_lock = None
 
     def _start_checkpoints(self) -> None:

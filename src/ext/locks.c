@@ -1,4 +1,4 @@
-/* locks.c -- apiprof._core.TimedLock: a threading.Lock whose contended acquisitions are timed for the tracer (`with lock:` makes no call event). */
+/* locks.c -- apiprof._core.TimedLock and TimedRLock: a threading.Lock and RLock whose contended acquisitions are timed for the tracer (`with lock:` makes no call event). */
 #include "locks.h"
 
 #include "ap_clock.h"
@@ -16,14 +16,36 @@ typedef struct TimedLockObject {
 
 static PyObject *s_acquire, *s_release, *s_locked, *s_reinit;   /* interned names */
 static PyObject *allocate_lock;                                 /* _thread.allocate_lock */
+static PyObject *make_rlock;                                    /* _thread.RLock */
 
-static PyObject *tl_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+static PyObject *wrap_new(PyTypeObject *type, PyObject *args, PyObject *kwds, PyObject *make) {
     if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0))
-        return PyErr_Format(PyExc_TypeError, "TimedLock() takes no arguments");
+        return PyErr_Format(PyExc_TypeError, "%s() takes no arguments", type->tp_name);
     TimedLockObject *self = (TimedLockObject *)type->tp_alloc(type, 0);
-    if (self != NULL && (self->lock = PyObject_CallNoArgs(allocate_lock)) == NULL)
+    if (self != NULL && (self->lock = PyObject_CallNoArgs(make)) == NULL)
         Py_CLEAR(self);
     return (PyObject *)self;
+}
+
+static PyObject *tl_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    return wrap_new(type, args, kwds, allocate_lock);
+}
+
+/* A TimedRLock holds a real _thread.RLock: acquire, release and the context
+ * manager are TimedLock's (a reentrant acquire by the owner succeeds at the
+ * first, non-blocking try, so it is never timed), and every other attribute
+ * (_is_owned, _release_save, _acquire_restore that threading.Condition
+ * uses, _recursion_count, locked) is the real RLock's. */
+static PyObject *tr_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    return wrap_new(type, args, kwds, make_rlock);
+}
+
+static PyObject *tr_getattro(PyObject *self, PyObject *name) {
+    PyObject *r = PyObject_GenericGetAttr(self, name);
+    if (r != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError))
+        return r;
+    PyErr_Clear();
+    return PyObject_GetAttr(((TimedLockObject *)self)->lock, name);
 }
 
 static int tl_traverse(TimedLockObject *self, visitproc visit, void *arg) {
@@ -143,6 +165,38 @@ static PyType_Spec tl_spec = {
     Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC, tl_slots,
 };
 
+static PyObject *tr_repr(TimedLockObject *self) {
+    return PyUnicode_FromFormat("<apiprof.TimedRLock of %R>", self->lock);
+}
+
+static PyMethodDef tr_methods[] = {
+    {"acquire", (PyCFunction)(void (*)(void))tl_acquire, METH_FASTCALL | METH_KEYWORDS,
+     "acquire(blocking=True, timeout=-1) -> bool\n\nAs threading.RLock's; a wait is timed."},
+    {"__enter__", (PyCFunction)tl_enter, METH_NOARGS, "acquire()"},
+    {"release", (PyCFunction)tl_release, METH_NOARGS, "release()"},
+    {"__exit__", (PyCFunction)(void (*)(void))tl_exit, METH_FASTCALL, "release()"},
+    {"_at_fork_reinit", (PyCFunction)tl_at_fork_reinit, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot tr_slots[] = {
+    {Py_tp_new, tr_new},
+    {Py_tp_dealloc, tl_dealloc},
+    {Py_tp_traverse, tl_traverse},
+    {Py_tp_clear, tl_clear},
+    {Py_tp_repr, tr_repr},
+    {Py_tp_getattro, tr_getattro},
+    {Py_tp_methods, tr_methods},
+    {Py_tp_doc, "TimedRLock()\n\nA threading.RLock whose contended acquisitions the running "
+                "apiprof tracer records as lock waits at the acquiring line."},
+    {0, NULL},
+};
+
+static PyType_Spec tr_spec = {
+    "apiprof._core.TimedRLock", sizeof(TimedLockObject), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC, tr_slots,
+};
+
 int apext_locks_init(PyObject *module) {
     if (s_acquire == NULL &&
         ((s_acquire = PyUnicode_InternFromString("acquire")) == NULL ||
@@ -155,14 +209,21 @@ int apext_locks_init(PyObject *module) {
         if (thread == NULL)
             return -1;
         allocate_lock = PyObject_GetAttrString(thread, "allocate_lock");
+        make_rlock = allocate_lock == NULL ? NULL : PyObject_GetAttrString(thread, "RLock");
         Py_DECREF(thread);
-        if (allocate_lock == NULL)
+        if (make_rlock == NULL)
             return -1;
     }
-    PyObject *type = PyType_FromModuleAndSpec(module, &tl_spec, NULL);
-    if (type == NULL)
-        return -1;
-    int rc = PyModule_AddObjectRef(module, "TimedLock", type);
-    Py_DECREF(type);
-    return rc;
+    PyType_Spec *specs[2] = {&tl_spec, &tr_spec};
+    const char *names[2] = {"TimedLock", "TimedRLock"};
+    for (int i = 0; i < 2; i++) {
+        PyObject *type = PyType_FromModuleAndSpec(module, specs[i], NULL);
+        if (type == NULL)
+            return -1;
+        int rc = PyModule_AddObjectRef(module, names[i], type);
+        Py_DECREF(type);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
 }

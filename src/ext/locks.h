@@ -6,7 +6,7 @@
 
 #include <stdint.h>
 
-/* Add the TimedLock type to module.  0, or -1 with an exception set. */
+/* Add the TimedLock and TimedRLock types to module.  0, or -1 with an exception set. */
 int apext_locks_init(PyObject *module);
 
 /* A lock acquisition of the calling thread waited from t0 to t1 (clock

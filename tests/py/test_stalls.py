@@ -310,6 +310,50 @@ def test_with_lock_waits_go_to_the_acquiring_line_off_cpu():
     assert found[0]["function"].endswith("contend") and found[0]["count"] == wait["calls"]
 
 
+def test_with_rlock_waits_go_to_the_acquiring_line():
+    """threading.RLock, swapped for TimedRLock while the profiler runs: a contended
+    `with rlock:` is a `<lock wait>` at its line, a reentrant acquisition is never a wait,
+    and a Condition built on it (its default lock) still works."""
+    hold = 0.03
+    p = apiprof.Profiler(locks=True)
+    with p:
+        rlock = threading.RLock()
+        assert isinstance(rlock, _core.TimedRLock)
+        cond = threading.Condition()
+
+        def contend() -> None:
+            with rlock:  # acquiring the rlock
+                with rlock:  # reentrant: never waits
+                    time.sleep(hold)
+
+        threads = [threading.Thread(target=contend) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        with cond:
+            assert not cond.wait(0.001)
+    assert threading.RLock is not _core.TimedRLock      # restored at stop
+    waits = [f for f in p.functions() if f["qualname"] == "<lock wait>"]
+    assert [w["line"] for w in waits] == [marked_line(Path(__file__), "# acquiring the rlock")]
+    assert 1 <= waits[0]["calls"] <= 2 and waits[0]["total_ns"] >= hold * 1e9
+
+
+def test_timed_rlock_keeps_rlock_semantics():
+    rlock = _core.TimedRLock()
+    assert rlock.acquire() is True and rlock.acquire() is True and rlock._is_owned()
+    rlock.release()
+    rlock.release()
+    with pytest.raises(RuntimeError):
+        rlock.release()
+    other: list[bool] = []
+    with rlock:
+        t = threading.Thread(target=lambda: other.append(rlock.acquire(timeout=0.01)))
+        t.start()
+        t.join()
+    assert other == [False]
+
+
 def test_timed_lock_keeps_lock_semantics():
     lock = _core.TimedLock()
     assert lock.acquire() is True and lock.locked()
