@@ -545,6 +545,29 @@ def chart_of(steps: list[Step], result: dict[str, Any], title: str) -> dict[str,
     }
 
 
+def chart_meta(chart: dict[str, Any]) -> dict[str, str]:
+    """The chart as the profile's metadata (docs/format.md, "sweep_*"): the HTML report of
+    the sweep's profile shows it (src/core/ap_sweep.c, ap_sweep_from_meta)."""
+    def num(v: Any) -> str:
+        return "-1" if v is None else f"{float(v):.6g}"
+
+    rows = [" ".join([num(s["offered"]), num(s["achieved"]), num(s["slo_ms"]),
+                      num(s["p50_ms"]), num(s["failed"]), num(s["server_cpu"]),
+                      "1" if s["ok"] else "0"]) for s in chart["steps"]]
+    return {"sweep_steps": ";".join(rows), "sweep_title": chart["title"] or "",
+            "sweep_slo": chart["slo"], "sweep_slo_limit_ms": num(chart["slo_limit_ms"]),
+            "sweep_saturation": num(chart["saturation"]), "sweep_knee": num(chart["knee"]),
+            "sweep_conclusion": chart["conclusion"]}
+
+
+def keep_in_profile(profile: Path, chart: dict[str, Any]) -> None:
+    """Write the chart into the sweep's profile, so that its HTML report has it."""
+    prof = _core.load(str(profile))
+    for key, value in chart_meta(chart).items():
+        prof.set_meta(key, value)
+    prof.save(str(profile))
+
+
 def chart_paths(output: str) -> tuple[Path, Path]:
     """The page and the chart beside the result: FILE.html and FILE.svg (-o FILE.json)."""
     out = Path(output)
@@ -553,13 +576,17 @@ def chart_paths(output: str) -> tuple[Path, Path]:
     return out.with_suffix(".html"), out.with_suffix(".svg")
 
 
-def write(result: dict[str, Any], output: str, steps: list[Step], title: str) -> list[Path]:
-    """The result (JSON), then its page and chart when -o is a regular path."""
+def write(result: dict[str, Any], output: str, steps: list[Step], title: str,
+          profile: Path | None = None) -> list[Path]:
+    """The result (JSON), then its page and chart when -o is a regular path; the chart
+    also goes into the sweep's profile, when there is one."""
+    chart = chart_of(steps, result, title)
+    if profile is not None:
+        keep_in_profile(profile, chart)
     with output_path(output) as path:
         Path(path).write_text(json.dumps(result, indent=1) + "\n")
     if not Path(output).is_file():
         return []   # /dev/stdout and the like: the JSON only
-    chart = chart_of(steps, result, title)
     written = []
     for fmt, target in zip(("html", "svg"), chart_paths(output), strict=True):
         with output_path(str(target)) as path:

@@ -7,6 +7,7 @@
 #include "ap_findings.h"
 #include "ap_map.h"
 #include "ap_report.h"
+#include "ap_sweep.h"
 
 /* Generated from report/report.{css,html,js} by scripts/embed_assets.py. */
 extern const char ap_asset_report_css[];
@@ -322,6 +323,22 @@ int ap_html_write(const ap_report_ctx *rc, ap_sbuf *out) {
     ap_prof_queries_json(p, out);
     ap_sbuf_putc(out, ']');
     /* Source lines of the functions that have line-level data, read now. */
+    {   /* a load sweep's chart and table (apiprof bench --sweep --profile) */
+        ap_sweep_chart chart;
+        ap_sweep_step *steps;
+        int has = ap_sweep_from_meta(p, &chart, &steps);
+        if (has < 0)
+            return -1;
+        if (has > 0) {
+            ap_sbuf section = {0};
+            ap_sweep_section(&section, &chart);
+            ap_sbuf_putc(&section, '\0');
+            ap_sbuf_puts(out, ",\n\"sweep_html\":");
+            ap_sbuf_json_str(out, section.failed ? "" : section.data);
+            ap_sbuf_free(&section);
+            free(steps);
+        }
+    }
     ap_sbuf_puts(out, ",\n\"sources\":{");
     if (line_data) {
         ap_map range = {0};   /* file string id -> first line << 32 | last line */

@@ -2,7 +2,10 @@
 #include "ap_sweep.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "ap_err.h"
 
 #define W 720.0
 #define H 400.0
@@ -152,6 +155,11 @@ void ap_sweep_html(ap_sbuf *sb, const ap_sweep_chart *c) {
                      "tr.bad td{color:#c62828}pre{white-space:pre-wrap}</style></head><body>\n<h1>");
     ap_sbuf_xml_str(sb, c->title && *c->title ? c->title : "load sweep");
     ap_sbuf_puts(sb, "</h1>\n");
+    ap_sweep_section(sb, c);
+    ap_sbuf_puts(sb, "</body></html>\n");
+}
+
+void ap_sweep_section(ap_sbuf *sb, const ap_sweep_chart *c) {
     ap_sweep_svg(sb, c);
     ap_sbuf_puts(sb, "<table><tr><th>offered req/s</th><th>achieved req/s</th><th>p50 ms</th><th>"
                      "SLO latency ms (");
@@ -192,5 +200,67 @@ void ap_sweep_html(ap_sbuf *sb, const ap_sweep_chart *c) {
         if (!nl)
             break;
     }
-    ap_sbuf_puts(sb, "</pre>\n</body></html>\n");
+    ap_sbuf_puts(sb, "</pre>\n");
+}
+
+/* The next number of a "sweep_steps" row at *s (space-separated); 0 when none. */
+static int next_num(const char **s, double *out) {
+    char *end;
+    *out = strtod(*s, &end);
+    if (end == *s || !isfinite(*out))
+        return 0;
+    *s = end;
+    return 1;
+}
+
+static double meta_num(const ap_prof *p, const char *key, double dflt) {
+    const char *v = ap_prof_meta_get(p, key);
+    char *end;
+    double d = v != NULL ? strtod(v, &end) : dflt;
+    return v != NULL && end != v && isfinite(d) ? d : dflt;
+}
+
+int ap_sweep_from_meta(const ap_prof *p, ap_sweep_chart *c, ap_sweep_step **steps) {
+    memset(c, 0, sizeof *c);
+    *steps = NULL;
+    const char *rows = ap_prof_meta_get(p, "sweep_steps");
+    if (rows == NULL || rows[0] == '\0')
+        return 0;
+    size_t cap = 1;
+    for (const char *r = rows; *r; r++)
+        cap += *r == ';';
+    ap_sweep_step *st = calloc(cap, sizeof *st);
+    if (st == NULL)
+        return ap_err_set(AP_ENOMEM, "sweep: out of memory");
+    size_t n = 0;
+    for (const char *r = rows; *r && n < cap;) {
+        double v[7];
+        int k = 0;
+        while (k < 7 && next_num(&r, &v[k]))
+            k++;
+        if (k == 7) {
+            st[n++] = (ap_sweep_step){v[0], v[1], v[2], v[3], v[4], v[5], v[6] != 0};
+        }
+        r = strchr(r, ';');   /* a malformed row is skipped, never read past */
+        if (r == NULL)
+            break;
+        r++;
+    }
+    if (n == 0) {
+        free(st);
+        return 0;
+    }
+    c->title = ap_prof_meta_get(p, "sweep_title");
+    c->slo = ap_prof_meta_get(p, "sweep_slo");
+    c->slo_limit_ms = meta_num(p, "sweep_slo_limit_ms", 200);
+    if (!(c->slo_limit_ms > 0))
+        c->slo_limit_ms = 200;
+    double sat = meta_num(p, "sweep_saturation", -1), knee = meta_num(p, "sweep_knee", -1);
+    c->saturation = sat >= 0 && sat < (double)n ? (long)sat : -1;
+    c->knee = knee >= 0 && knee < (double)n ? (long)knee : -1;
+    c->conclusion = ap_prof_meta_get(p, "sweep_conclusion");
+    c->steps = st;
+    c->n = n;
+    *steps = st;
+    return 1;
 }

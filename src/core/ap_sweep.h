@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 
+#include "ap_prof.h"
 #include "ap_sbuf.h"
 
 /* One step of a sweep: the offered rate, what was achieved, and latencies. */
@@ -37,5 +38,20 @@ void ap_sweep_svg(ap_sbuf *sb, const ap_sweep_chart *c);
 /* Append an HTML page: the title, the chart, the per-step table and the
  * conclusion.  Can't fail (as above). */
 void ap_sweep_html(ap_sbuf *sb, const ap_sweep_chart *c);
+
+/* Append the chart, the per-step table and the conclusion as an HTML fragment
+ * (what the page holds, and the "Load sweep" section of the HTML report).
+ * Can't fail (as above). */
+void ap_sweep_section(ap_sbuf *sb, const ap_sweep_chart *c);
+
+/* The sweep a profile carries (apiprof bench --sweep --profile writes it into
+ * the metadata, docs/format.md): "sweep_steps" holds one row per step,
+ * "OFFERED ACHIEVED SLO_MS P50_MS FAILED SERVER_CPU OK" separated by ';'
+ * (negative: not measured), and "sweep_title", "sweep_slo",
+ * "sweep_slo_limit_ms", "sweep_saturation", "sweep_knee" (step indices, -1:
+ * none) and "sweep_conclusion" the rest.  Fills *c (its strings borrowed from
+ * p) and *steps (malloc'd: free() it).  Returns 1; 0 when p has no sweep (or
+ * no well-formed step); -1 with AP_ENOMEM.  Malformed rows are skipped. */
+int ap_sweep_from_meta(const ap_prof *p, ap_sweep_chart *c, ap_sweep_step **steps);
 
 #endif /* AP_SWEEP_H */

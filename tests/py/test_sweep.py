@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from apiprof import _sweep
+from cdp import Browser
 from apiprof.errors import UsageError
 
 APPS_DIR = Path(__file__).resolve().parent / "apps"
@@ -66,6 +67,22 @@ def test_lock_saturates_near_its_capacity_and_the_lock_wait_grew(tmp_path):
     page = (tmp_path / "sweep.html").read_text()
     assert page.count('<tr class="') == len(steps) and '<tr class="sat">' in page
     assert "saturation point:" in page
+    # the same chart and table are a section of the profile's own HTML report
+    html = tmp_path / "report.html"
+    rep = subprocess.run([str(APIPROF), "report", grew["file"], "-o", str(html)],
+                         capture_output=True, text=True, timeout=60)
+    assert rep.returncode == 0, rep.stderr
+    with Browser(tmp_path / "chromium") as browser:
+        view = browser.open(html.as_uri())
+        view.wait_for("document.body.dataset.ready === '1'")
+        assert view.errors == [] and view.eval("window.apiprofErrors.length") == 0
+        assert view.eval("document.querySelectorAll('#sweep tr[class]').length") == len(steps)
+        assert view.eval("document.querySelectorAll('#sweep tr.sat').length") == 1
+        assert view.eval("document.querySelectorAll('#sweep svg circle').length") >= len(steps)
+        assert "saturation point:" in view.eval("document.querySelector('#sweep pre').textContent")
+        header = view.eval("document.body.innerText")
+        assert "sweep_steps" not in header      # the metadata is the section, not header text
+        view.screenshot(tmp_path / "sweep-section.png")
 
 
 def test_async_route_is_limited_by_the_clients_connections(tmp_path):

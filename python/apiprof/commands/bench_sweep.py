@@ -155,7 +155,10 @@ def _finish(args: argparse.Namespace, steps: list[_sweep.Step], driver: _sweep.D
                 "low_rps": steps[0].rate, "high_rps": steps[hi_i].rate, "rows": rows}
     result = _sweep.result_of(steps, analysis, slo, args, grew)
     title = f"load sweep of {args.app or args.base or args.url}"
-    pages = _sweep.write(result, args.output, steps, title)
+    try:
+        pages = _sweep.write(result, args.output, steps, title, profile)
+    except (OSError, ValueError) as e:
+        raise bench.BenchError(f"cannot write the sweep into {profile}: {e}") from None
     if args.json:
         print(json.dumps(result))
     else:

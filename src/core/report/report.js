@@ -626,6 +626,13 @@
       });
       html.push("</ol>");
     }
+    if (D.sweep_html) {   // written by the C core from the profile's sweep (safe HTML)
+      html.push("<h2>Load sweep</h2><p class=note>Latency against the throughput achieved at " +
+        "each step of the sweep: the saturation point (the highest step sustained within the " +
+        "objective) and the knee are marked; each step is a phase of this profile (the phase " +
+        "menu of apiprof report --phase, and apiprof diff --phase-a/--phase-b).</p>" +
+        "<div id=sweep>" + D.sweep_html + "</div>");
+    }
     if (D.routes.length) {
       var all = 0, anyCpu = false, anyLat = false;
       D.routes.forEach(function (r) {
@@ -814,6 +821,7 @@
     }
     for (var k in meta) {
       if (k === "argv" || meta[k] === "") continue;   // an empty value says nothing
+      if (k.indexOf("sweep_") === 0) continue;          // the sweep has its own section
       var epoch = (k === "started" || k === "stopped") && ns(k) !== null;
       bits.push(k + ": " + (epoch ? when(k) : /_ns$/.test(k) && ns(k) !== null
                             ? fmt(ns(k), "wall") : /_bytes$/.test(k) && ns(k) !== null
