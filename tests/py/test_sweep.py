@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 from apiprof import _sweep
-from cdp import Browser
 from apiprof.errors import UsageError
+from cdp import Browser
 
 APPS_DIR = Path(__file__).resolve().parent / "apps"
 APIPROF = Path(sys.executable).with_name("apiprof")
