@@ -229,11 +229,15 @@ def test_blocking_helper_in_an_async_route_is_found_as_stalls(tmp_path):
 
 
 def test_healthy_app_under_load_has_no_stalls(tmp_path):
-    """Awaiting and fast routes under concurrent load, after a warm-up: no stall."""
+    """Awaiting and fast routes under concurrent load, after a warm-up: no stall that the
+    code made. A step during which the loop's thread was off the CPU for most of the time
+    (the machine gave its core to others: CI runs two test workers on two cores) is the
+    machine's, not the app's, and the report calls it so (loop_starved, not loop_stall)."""
     drive, warm = after_warmup(["/fast", "/awaiting", "/health"] * 2,
                                ["/fast", "/awaiting", "/fast", "/health"] * 40, workers=8)
     doc = serve_stall_app(tmp_path, drive)
-    assert [s for s in doc["stalls"] if s["start_ns"] >= warm[0]] == []
+    assert [s for s in doc["stalls"] if s["start_ns"] >= warm[0]
+            and (s["cpu_ns"] is None or s["cpu_ns"] >= s["duration_ns"] / 2)] == []
     assert not [f for f in doc["findings"]
                 if f["kind"] == "loop_stall" and f["route"] in ("GET /fast", "GET /awaiting")]
 
