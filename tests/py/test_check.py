@@ -155,8 +155,9 @@ def test_memory_baseline_catches_a_planted_allocation(project):
     assert more.returncode == 1, more.stdout + more.stderr
     v = verdicts(more.stdout)
     assert v[("GET /work", "alloc_bytes")]["verdict"] == "regressed"
+    # the 256 KiB block, give or take the few bytes the two paths' other objects differ by
     assert v[("GET /work", "alloc_bytes")]["current"] - \
-        v[("GET /work", "alloc_bytes")]["baseline"] >= 256 * 1024
+        v[("GET /work", "alloc_bytes")]["baseline"] >= 250 * 1024
     assert v[("GET /items", "alloc_bytes")]["verdict"] == "unchanged"
 
 
