@@ -38,14 +38,18 @@ def save_profile(profile: Any, path: str) -> None:
 
     A regular file (or a new name) is replaced atomically: the profile is written to a
     new file in the same directory and renamed over it, so a reader or a kill at any
-    moment sees the old complete file or the new complete one. A symlink is resolved
-    first (the file it names is replaced, not the link). Anything else (a FIFO, a
+    moment sees the old complete file or the new complete one. The new file has no
+    name while it is written (Linux), so a kill then leaves no stray file either. A
+    symlink is resolved first (the file it names is replaced, not the link). Anything else (a FIFO, a
     device such as /dev/null) is written through, never replaced by a regular file.
     OSError on failure (the old file is then left as it was)."""
     target = os.path.realpath(path)
     try:
-        with output_path(target) as where:   # the one rule for what an output path names
-            profile.save(where)
+        with output_path(target, unnamed=True) as where:   # the one rule for -o paths
+            try:
+                profile.save(where)
+            except OSError as e:   # name the file asked for, not /proc/self/fd/N
+                raise OSError(str(e).replace(where, target)) from None
     except UsageError as e:
         raise OSError(str(e)) from None
 

@@ -122,3 +122,29 @@ def test_dev_stdout_reaches_stdout(shop, tmp_path):
         plain = subprocess.run([str(APIPROF), "report", str(shop), "-f", fmt],
                                capture_output=True)
         assert r.stdout == plain.stdout and r.stdout
+
+
+def test_a_kill_during_a_profile_save_leaves_the_old_file_and_nothing_else(tmp_path):
+    """The profile is written to an unnamed file: a process killed half-way through a save
+    (SIGKILL, the OOM killer) leaves the previous profile and no stray temporary file."""
+    old = tmp_path / "app.apiprof"
+    old.write_bytes(b"the previous profile")
+    code = (
+        "import os, signal, sys\n"
+        "from apiprof._output import output_path\n"
+        "with output_path(sys.argv[1], unnamed=True) as p:\n"
+        "    with open(p, 'wb') as f:\n"
+        "        f.write(b'half a profile'); f.flush()\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(old)], capture_output=True, timeout=60)
+    assert r.returncode == -9, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.apiprof"]
+    assert old.read_bytes() == b"the previous profile"
+    # and a save that completes replaces it, keeping its permissions
+    old.chmod(0o640)
+    done = ("import sys\nfrom apiprof._output import output_path\n"
+            "with output_path(sys.argv[1], unnamed=True) as p:\n"
+            "    open(p, 'wb').write(b'new')\n")
+    subprocess.run([sys.executable, "-c", done, str(old)], check=True, timeout=60)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.apiprof"]
+    assert old.read_bytes() == b"new" and stat.S_IMODE(old.stat().st_mode) == 0o640
