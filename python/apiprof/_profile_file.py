@@ -40,8 +40,9 @@ def save_profile(profile: Any, path: str) -> None:
     new file in the same directory and renamed over it, so a reader or a kill at any
     moment sees the old complete file or the new complete one. The new file has no
     name while it is written (Linux), so a kill then leaves no stray file either. A
-    symlink is resolved first (the file it names is replaced, not the link). Anything else (a FIFO, a
-    device such as /dev/null) is written through, never replaced by a regular file.
+    symlink is resolved first (the file it names is replaced, not the link). Anything
+    else (a FIFO, a device such as /dev/null) is written through, never replaced by a
+    regular file.
     OSError on failure (the old file is then left as it was)."""
     target = os.path.realpath(path)
     try:
