@@ -27,6 +27,7 @@ SCOPES = ("process", "context")
 CHECKPOINT_INTERVAL = 10.0  # seconds between checkpoints (Profiler(checkpoint=PATH))
 MEMORY_MODES = ("full", "sampled")
 MEMORY_RATE = 512 * 1024  # sampled memory: mean bytes between samples
+MEMORY_INTERVAL = 0.1  # seconds between points of memory over time (RSS, traced heap)
 STALL_THRESHOLD = 0.05  # seconds: an event-loop step this long is a stall
 
 # The metric catalogue (C's ap_metric table): name, unit, label, how it sums, its views.
@@ -193,6 +194,11 @@ class Profiler:
     sample every ``memory_rate`` bytes on average, default 512 KiB) weighted so that the
     same figures are unbiased estimates; ``memory_seed`` fixes the sampling sequence
     (docs/memory.md).
+    ``memory_interval`` (seconds; default: 0.1 with ``memory``, else off; 0 or None: off)
+    samples the process's RSS and, with ``memory``, the traced heap (live bytes) that
+    often from a C thread into the profile: memory over time (the JSON export's
+    ``"memory_timeline"``, a chart in the HTML report), each point labelled with the
+    phase it was taken in.
     Use ``start()``/``stop()``, ``with Profiler() as p:``, or ``@Profiler()``.
     """
 
@@ -205,7 +211,7 @@ class Profiler:
                  checkpoint: str | os.PathLike[str] | None = None,
                  checkpoint_interval: float = CHECKPOINT_INTERVAL,
                  memory: str | None = None, memory_rate: int = MEMORY_RATE,
-                 memory_seed: int = 0) -> None:
+                 memory_seed: int = 0, memory_interval: float | None = None) -> None:
         if clock not in ("wall", "cpu"):
             raise ValueError(f"clock must be 'wall' or 'cpu', not {clock!r}")
         if scope not in SCOPES:
@@ -251,6 +257,14 @@ class Profiler:
             self._memory = _core.MemoryTracker(self._tracer, mode=memory, rate=memory_rate,
                                                seed=memory_seed)
         self.memory = memory
+        if memory_interval is None:
+            memory_interval = MEMORY_INTERVAL if memory is not None else 0
+        if not isinstance(memory_interval, (int, float)) or not (
+                memory_interval == 0 or 0.001 <= memory_interval <= 3600):
+            raise ValueError(f"memory_interval must be seconds from 0.001 to 3600 (0: off), "
+                             f"not {memory_interval!r}")
+        self._timeline: Any = _core.MemoryTimeline(
+            self._tracer, interval_ns=round(memory_interval * 1e9)) if memory_interval else None
         self._depth = 0
         self.locks = bool(locks) and clock == "wall"
         self._saved_lock: Any = None
@@ -283,12 +297,18 @@ class Profiler:
         return self
 
     def _start_memory(self) -> None:
-        if self._memory is not None:
-            try:
+        try:
+            if self._memory is not None:
                 self._memory.start()
-            except BaseException:
-                self._tracer.stop()
-                raise
+            if self._timeline is not None:
+                self._timeline.phase(self._tracer.phase)
+                self._timeline.start()
+                _TIMELINES.add(self._timeline)
+        except BaseException:
+            if self._memory is not None:
+                self._memory.stop()
+            self._tracer.stop()
+            raise
 
     def memory_snapshot(self) -> dict[str, int] | None:
         """With ``memory``: the traced live bytes now, their peak since start and the live
@@ -326,6 +346,9 @@ class Profiler:
                 profile.set_meta(CUT_META, "")
         if self.running:
             self._count_labels(-1)
+        if self._timeline is not None:
+            _TIMELINES.discard(self._timeline)
+            self._timeline.stop()
         if self._memory is not None:
             self._memory.stop()
         self._untime_locks()
@@ -353,6 +376,8 @@ class Profiler:
         carry their time into the new phase). ``Profile.select({"phase": name})``
         and ``apiprof report --phase NAME`` read one phase back."""
         self._tracer.set_phase(name)
+        if self._timeline is not None:
+            self._timeline.phase(name)
 
     def __enter__(self) -> Profiler:
         return self.start()
@@ -402,6 +427,8 @@ class Profiler:
     @property
     def profile(self) -> Any:
         """The recorded apiprof._core.Profile (live: reflects later runs too)."""
+        if self._timeline is not None and self._timeline.running:
+            self._timeline.flush()  # memory over time up to now
         return self._tracer.profile()
 
     def functions(self) -> list[dict[str, Any]]:
@@ -506,7 +533,13 @@ class _Checkpoints:
         self.start()
 
 
+# Running memory timelines: a forked child starts their sampling threads again.
+_TIMELINES: set[Any] = set()
+
+
 def _restart_checkpoints_in_child() -> None:
+    for timeline in list(_TIMELINES):
+        timeline.after_fork()
     for checkpoints in list(_CHECKPOINTING):
         checkpoints.after_fork_in_child()
 

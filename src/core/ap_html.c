@@ -6,6 +6,7 @@
 #include "ap_err.h"
 #include "ap_findings.h"
 #include "ap_map.h"
+#include "ap_memtl.h"
 #include "ap_report.h"
 #include "ap_sweep.h"
 
@@ -338,6 +339,14 @@ int ap_html_write(const ap_report_ctx *rc, ap_sbuf *out) {
             ap_sbuf_free(&section);
             free(steps);
         }
+    }
+    if (ap_prof_nmem(p) >= 2) {   /* memory over time: the chart, drawn here */
+        ap_sbuf chart = {0};
+        ap_memtl_svg(p, &chart);
+        ap_sbuf_putc(&chart, '\0');
+        ap_sbuf_puts(out, ",\n\"memory_html\":");
+        ap_sbuf_json_str(out, chart.failed ? "" : chart.data);
+        ap_sbuf_free(&chart);
     }
     ap_sbuf_puts(out, ",\n\"sources\":{");
     if (line_data) {

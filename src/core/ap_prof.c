@@ -8,6 +8,7 @@
 #include "ap_err.h"
 #include "ap_prof_int.h"
 #include "ap_wait.h"
+#include "ap_memtl.h"
 #include "ap_stall.h"
 
 const char *ap_frame_kind_name(uint32_t kind) {
@@ -82,6 +83,7 @@ void ap_prof_free(ap_prof *p) {
     ap_map_free(&p->lat_index);
     free(p->queries);
     ap_stall_free(p);
+    ap_memtl_free(p);
     ap_map_free(&p->str_index);
     ap_map_free(&p->frame_index);
     ap_arena_free(&p->arena);
@@ -576,7 +578,7 @@ static ap_prof *prof_copy_base(const ap_prof *p) {
     for (size_t i = 0; i < p->nqueries; i++)
         if (ap_prof_query_put(m, &p->queries[i]) != 0)
             goto err;
-    if (ap_stall_copy(m, p) != 0)
+    if (ap_stall_copy(m, p) != 0 || ap_memtl_copy(m, p) != 0)
         goto err;
     return m;
 err:

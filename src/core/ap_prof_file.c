@@ -15,6 +15,7 @@
 #include "ap_wait.h"
 #include "ap_report.h"
 #include "ap_sbuf.h"
+#include "ap_memtl.h"
 #include "ap_stall.h"
 
 #define GROW(arr, cap, need) ap_prof_grow((void **)&(arr), &(cap), (need), sizeof *(arr))
@@ -54,6 +55,7 @@ static uint32_t crc32_of(const void *p, size_t n) {
 #define TAG_QRYS TAG('Q', 'R', 'Y', 'S')
 #define TAG_STLS TAG('S', 'T', 'L', 'S')
 #define TAG_STLC TAG('S', 'T', 'L', 'C')
+#define TAG_MEMT TAG('M', 'E', 'M', 'T')
 #define TAG_END TAG('E', 'N', 'D', ' ')
 
 /* The largest event ring a reader recreates (events beyond the stored ones
@@ -227,6 +229,11 @@ int ap_prof_write(const ap_prof *p, const char *path) {
             goto out;
         ap_stall_cpu_encode(p, &b);
         if (b.len > 0 && write_chunk(f, path, TAG_STLC, &b) != 0)
+            goto out;
+    }
+    if (ap_prof_nmem(p) > 0 || ap_prof_mem_dropped(p) > 0) {
+        ap_memtl_encode(p, &b);
+        if (write_chunk(f, path, TAG_MEMT, &b) != 0)
             goto out;
     }
     if (write_chunk(f, path, TAG_END, &b) != 0)
@@ -467,6 +474,8 @@ static int read_chunk(ap_prof *p, uint32_t tag, rd *r) {
         return ap_stall_decode(p, r->p, r->end);
     } else if (tag == TAG_STLC) {
         return ap_stall_cpu_decode(p, r->p, r->end);
+    } else if (tag == TAG_MEMT) {
+        return ap_memtl_decode(p, r->p, r->end);
     }
     /* Unknown tags are skipped: a newer writer may add chunk kinds. */
     if (r->bad)
@@ -697,6 +706,8 @@ int ap_json_write(const ap_report_ctx *c, ap_sbuf *out) {
     }
     ap_sbuf_puts(out, ",\n \"stalls\": ");
     ap_stall_json(p, out);
+    ap_sbuf_puts(out, ",\n \"memory_timeline\": ");
+    ap_memtl_json(p, out);
     ap_sbuf_puts(out, ",\n \"lines\": [");
     ap_line_row *lines;
     size_t nlines;

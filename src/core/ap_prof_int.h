@@ -33,6 +33,7 @@ struct ap_prof {
     ap_query *queries;       /* ap_prof_query_add */
     size_t nqueries, query_cap;
     struct ap_stalls *stalls; /* event-loop stalls (ap_stall.c), NULL when none */
+    struct ap_memtl *memtl;   /* memory over time (ap_memtl.c), NULL when none */
 };
 
 struct ap_tree {

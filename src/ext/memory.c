@@ -1,5 +1,6 @@
 /* memory.c -- apiprof._core.MemoryTracker: the allocation hook over PyMem's RAW, MEM and OBJ domains, every block or byte-sampled, charged to the running tracer's node and line. */
 #include "stack.h"
+#include "memtimeline.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -569,6 +570,8 @@ static void mem_unhook(MemoryTrackerObject *m) {
     atomic_thread_fence(memory_order_seq_cst);
     while (atomic_load_explicit(&mem_inflight, memory_order_acquire) != 0)
         ;
+    lock();     /* a reader of apext_memory_live_now() holding m is done with it */
+    unlock();
     m->running = 0;
     set_meta_u64(m->prof, "memory_live_bytes", m->live_total);
     set_meta_u64(m->prof, "memory_peak_bytes", m->peak_total);
@@ -578,6 +581,15 @@ static void mem_unhook(MemoryTrackerObject *m) {
     free(m->blocks);
     m->blocks = NULL;
     m->cap = m->nblocks = 0;
+}
+
+int apext_memory_live_now(uint64_t *live) {
+    lock();
+    MemoryTrackerObject *m = mem_running;
+    if (m != NULL)
+        *live = m->live_total;
+    unlock();
+    return m != NULL;
 }
 
 static PyObject *mem_stop(MemoryTrackerObject *m, PyObject *Py_UNUSED(a)) {

@@ -1,6 +1,7 @@
 /* module.c -- the apiprof._core extension module: state, init, clock functions. */
 #include "ext.h"
 #include "locks.h"
+#include "memtimeline.h"
 #include "ap_clock.h"
 #include "ap_err.h"
 #include "ap_metric.h"
@@ -100,7 +101,8 @@ static int module_exec(PyObject *module) {
         return -1;
     APEXT_PRODUCERS(APEXT_PRODUCER_EXEC_)
 #undef APEXT_PRODUCER_EXEC_
-    if (apext_routes_init(module, st) < 0 || apext_locks_init(module) < 0)
+    if (apext_routes_init(module, st) < 0 || apext_locks_init(module) < 0 ||
+        apext_memtimeline_init(module, st) < 0)
         return -1;
     return 0;
 }

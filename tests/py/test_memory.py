@@ -291,6 +291,8 @@ def test_run_memory_keeps_its_data_when_sigterm_stops_it(tmp_path):
     # ~50 MiB after 0.5 s; every one is still alive (the list's own blocks move as it grows).
     assert row["alloc_bytes"] >= row["live_bytes"] >= 10 << 20
     assert prof.meta["memory"] == "full"
+    points = json.loads(prof.json())["memory_timeline"]   # its memory over time too
+    assert len(points) >= 2 and points[-1]["heap_bytes"] >= 10 << 20
 
 
 def test_run_memory_option_errors():

@@ -16,6 +16,7 @@ from .._launch import Program, add_program_arguments, launch
 from .._output import output_path
 from .._profiler import (
     CHECKPOINT_INTERVAL,
+    MEMORY_INTERVAL,
     MEMORY_MODES,
     MEMORY_RATE,
     STALL_THRESHOLD,
@@ -36,6 +37,7 @@ def add_parser(sub: Any) -> None:
               "[--all] [--phases A,B,...] [--timeline] [--timeline-events N] "
               "[--stall-threshold S] [--no-lock-waits] [--checkpoint-interval S] "
               "[--memory [full|sampled]] [--memory-rate BYTES] [--memory-seed N] "
+              "[--memory-interval S] "
               "[--sample [--rate RATE] [--idle]] [-q] (script.py | -m module) [args ...]",
     )
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
@@ -86,6 +88,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--memory-seed", type=int, default=0, metavar="N",
                    help="sampled memory: seed of the sampling sequence (default 0: from the "
                         "clock)")
+    p.add_argument("--memory-interval", type=float, default=MEMORY_INTERVAL, metavar="S",
+                   help="sample the process's RSS (and with --memory the traced heap) every S "
+                        f"seconds into the profile: memory over time (default {MEMORY_INTERVAL:g}; "
+                        "0: off)")
     add_program_arguments(p, "NAME.apiprof")
     p.set_defaults(func=run)
 
@@ -153,7 +159,8 @@ class FunctionProducer:
             timeline=args.timeline_events if args.timeline else 0, cpu=args.cpu,
             queries=args.queries, stall_threshold=args.stall_threshold,
             locks=not args.no_lock_waits, checkpoint_interval=args.checkpoint_interval or 1.0,
-            memory=args.memory, memory_rate=args.memory_rate, memory_seed=args.memory_seed)
+            memory=args.memory, memory_rate=args.memory_rate, memory_seed=args.memory_seed,
+            memory_interval=args.memory_interval)
         self.profiler = Profiler(
             **self.options, checkpoint=program.output if args.checkpoint_interval else None)
         self.checkpoint = bool(args.checkpoint_interval)
@@ -228,6 +235,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--cpu needs --clock wall (with --clock cpu every time is CPU time)")
     if not args.checkpoint_interval >= 0:
         raise UsageError("--checkpoint-interval must be seconds >= 0")
+    if not (args.memory_interval == 0 or 0.001 <= args.memory_interval <= 3600):
+        raise UsageError("--memory-interval must be seconds from 0.001 to 3600 (0: off)")
     if args.stall_threshold < 0:
         raise UsageError("--stall-threshold must be seconds >= 0")
     if args.timeline and args.timeline_events < 1:

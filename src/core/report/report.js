@@ -633,6 +633,12 @@
         "menu of apiprof report --phase, and apiprof diff --phase-a/--phase-b).</p>" +
         "<div id=sweep>" + D.sweep_html + "</div>");
     }
+    if (D.memory_html) {   // written by the C core from the profile's memory timeline (safe SVG)
+      html.push("<h2>Memory over time</h2><p class=note>The process's resident set (RSS) and, " +
+        "when allocations were recorded, the traced heap (bytes allocated while profiling and " +
+        "still alive), sampled on an interval; phases are shaded and the step of largest growth " +
+        "of each is marked.</p><div id=memtl>" + D.memory_html + "</div>");
+    }
     if (D.routes.length) {
       var all = 0, anyCpu = false, anyLat = false;
       D.routes.forEach(function (r) {
