@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import IO, Any, TypeVar
 
 from . import _core
-from ._table import Column, format_ns, printable, render_lines
+from ._table import Column, format_bytes, format_ns, printable, render_lines
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -140,10 +140,24 @@ class LineProfiler:
     ``marked=True`` the functions marked with ``@apiprof.profile`` (now or later)
     are profiled too. Only the chosen functions pay: on 3.12+ no other code is
     instrumented at all.
+
+    ``memory="full"`` (every block, exact) or ``"sampled"`` (``memory_rate``,
+    ``memory_seed``: as for ``Profiler``) also records per line the bytes allocated
+    while it ran (the functions it calls included, as its time) and the bytes of those
+    allocated while profiling that it freed: ``alloc_bytes``, ``freed_bytes`` and
+    ``net_bytes`` = allocated - freed (docs/memory.md, "Line level").
     """
 
-    def __init__(self, *functions: Any, marked: bool = False) -> None:
+    def __init__(self, *functions: Any, marked: bool = False, memory: str | None = None,
+                 memory_rate: int = 512 * 1024, memory_seed: int = 0) -> None:
         self._tracer = _core.LineTracer(threads=threading._active)  # type: ignore[attr-defined]
+        self._memory: Any = None
+        if memory is not None:
+            if memory not in ("full", "sampled"):
+                raise ValueError(f"memory must be 'full', 'sampled' or None, not {memory!r}")
+            self._memory = _core.MemoryTracker(self._tracer, mode=memory, rate=memory_rate,
+                                               seed=memory_seed)
+        self.memory = memory
         self._depth = 0
         self._follow = marked
         self.functions: list[Any] = []
@@ -170,6 +184,12 @@ class LineProfiler:
 
     def start(self) -> LineProfiler:
         self._tracer.start()
+        if self._memory is not None:
+            try:
+                self._memory.start()
+            except BaseException:
+                self._tracer.stop()
+                raise
         if self._follow and self not in _followers:
             _followers.append(self)
         return self
@@ -178,6 +198,8 @@ class LineProfiler:
         """Stop recording; frames still running are closed now. Idempotent."""
         if self in _followers:
             _followers.remove(self)
+        if self._memory is not None:
+            self._memory.stop()
         self._tracer.stop()
         return self
 
@@ -264,12 +286,23 @@ def is_line_profile(profile: Any) -> bool:
 _SourceLine = tuple[int, str, dict[str, Any] | None]  # (number, text, figures if it ran)
 
 
-def _line_columns(function_ns: int) -> list[Column[_SourceLine]]:
-    """The line_profiler-style columns; "% Time" is of ``function_ns``, the lines' sum."""
+def _signed_bytes(n: int) -> str:
+    return ("-" if n < 0 else "+" if n > 0 else "") + format_bytes(abs(n))
+
+
+def _line_columns(function_ns: int, memory: bool) -> list[Column[_SourceLine]]:
+    """The line_profiler-style columns; "% Time" is of ``function_ns``, the lines' sum.
+    With ``memory`` (a line profile with memory): Alloc and Net (allocated - freed)
+    before the line's contents."""
 
     def ran(show: Callable[[dict[str, Any]], str]) -> Callable[[_SourceLine], str]:
         return lambda line: "" if line[2] is None else show(line[2])
 
+    mem: list[Column[_SourceLine]] = [
+        Column("Alloc", ran(lambda r: format_bytes(r["alloc_bytes"]) if "alloc_bytes" in r
+                            else "")),
+        Column("Net", ran(lambda r: _signed_bytes(r["net_bytes"]) if "net_bytes" in r else "")),
+    ] if memory else []
     return [
         Column("Line #", lambda line: str(line[0])),
         Column("Hits", ran(lambda r: str(r["hits"]))),
@@ -278,6 +311,7 @@ def _line_columns(function_ns: int) -> list[Column[_SourceLine]]:
         Column("% Time", ran(lambda r: f"{100.0 * r['time_ns'] / function_ns:.1f}"
                              if function_ns else "-")),
         Column("Await", ran(lambda r: format_ns(r["await_ns"]) if r["await_ns"] else "")),
+        *mem,
         Column("Line Contents", lambda line: line[1], "free"),
     ]
 
@@ -298,8 +332,11 @@ def format_lines(profile: Any, only: set[str] | None = None) -> str:
                   key=lambda k: (-(funcs[k]["total_ns"] if k in funcs else -1), k))
     if only is not None:
         keys = [k for k in keys if k[2] in only]
+    memory = profile.meta.get("memory_attribution") == "lines"
     out = [f"apiprof line profile (clock: {profile.meta.get('clock', 'wall')}); time per line "
-           "includes the functions it calls"]
+           "includes the functions it calls"
+           + (f"; so do Alloc (bytes allocated) and Net (allocated - freed) (memory: "
+              f"{profile.meta.get('memory')})" if memory else "")]
     for key in keys:
         file, first, qualname = key
         f = funcs.get(key)
@@ -313,7 +350,7 @@ def format_lines(profile: Any, only: set[str] | None = None) -> str:
             summary += f", await: {format_ns(awaited)}"
         out.append(summary if calls else "calls: 0 (no line ran)")
         source = _source(file, first, set(rows))
-        columns = _line_columns(sum(r["time_ns"] for r in rows.values()))
+        columns = _line_columns(sum(r["time_ns"] for r in rows.values()), memory)
         out.extend(render_lines(columns, [(n, text, rows.get(n)) for n, text in source], "="))
     return "\n".join(out) + "\n"
 

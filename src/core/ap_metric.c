@@ -56,6 +56,8 @@ static const ap_metric_info catalogue[AP_M_COUNT] = {
                               NULL, "time under the frame waiting for a subprocess"},
     [AP_M_PEAK_BYTES] = {"peak_bytes", "bytes", ALL, T, "peak", NULL, NULL, NULL,
                          "the most bytes allocated by the frame and alive at one time"},
+    [AP_M_FREED_BYTES] = {"freed_bytes", "bytes", ALL, T, "freed", NULL, NULL, NULL,
+                          "bytes freed by the frame, of blocks allocated while profiling"},
 };
 
 const ap_metric_info *ap_metric_get(unsigned m) {
@@ -70,7 +72,7 @@ static const unsigned columns[AP_M_COUNT] = {
     AP_M_WAIT_DB_NS,    AP_M_WAIT_FILE_NS,  AP_M_WAIT_SLEEP_NS, AP_M_WAIT_SUBPROC_NS,
     AP_M_WAIT_LOCK_NS,  AP_M_WAIT_GIL_NS,   AP_M_WAIT_POOL_NS, AP_M_WAIT_IDLE_NS,
     AP_M_SAMPLES,       AP_M_ALLOC_BYTES,   AP_M_ALLOC_COUNT, AP_M_LIVE_BYTES,
-    AP_M_PEAK_BYTES,    AP_M_HITS,
+    AP_M_PEAK_BYTES,    AP_M_FREED_BYTES,   AP_M_HITS,
 };
 
 unsigned ap_metric_column(unsigned i) {

@@ -39,6 +39,8 @@ typedef enum ap_metric {
     AP_M_WAIT_IDLE_NS,    /* ... idle: a pool worker or selector with nothing to do */
     AP_M_WAIT_SUBPROC_NS, /* ... for a subprocess */
     AP_M_PEAK_BYTES,      /* the most AP_M_LIVE_BYTES this node held at once (memory) */
+    AP_M_FREED_BYTES,     /* bytes of blocks allocated while profiling that this frame freed
+                             (memory, line profiles: alloc - freed is a line's net bytes) */
     AP_M_COUNT
 } ap_metric;
 

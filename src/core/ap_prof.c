@@ -823,7 +823,7 @@ static uint32_t ft_edge(ft_ctx *c, uint32_t caller, uint32_t callee) {
 /* The allocation hook's metrics, which line nodes carry for their function
  * (ap_prof.h, line table). */
 static const unsigned line_memory[] = {AP_M_ALLOC_BYTES, AP_M_ALLOC_COUNT, AP_M_LIVE_BYTES,
-                                       AP_M_PEAK_BYTES};
+                                       AP_M_PEAK_BYTES, AP_M_FREED_BYTES};
 
 static void ft_enter(const ap_node *n, void *arg) {
     ft_ctx *c = arg;
@@ -1087,6 +1087,7 @@ int ap_lines_build(ap_prof *p, ap_line_row **rows_out, size_t *n_out) {
             r->alloc_count += n->m[AP_M_ALLOC_COUNT];
             r->live_bytes += n->m[AP_M_LIVE_BYTES];
             r->peak_bytes += n->m[AP_M_PEAK_BYTES];
+            r->freed_bytes += n->m[AP_M_FREED_BYTES];
         }
     }
     sort_lines_prof = p;

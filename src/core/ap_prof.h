@@ -323,13 +323,13 @@ void ap_functab_free(ap_functab *ft);
  * One row per line-level frame found in the trees, all trees summed: hits
  * (AP_M_HITS), time_ns (AP_M_SELF_NS), await_ns (AP_M_AWAIT_NS), and the
  * memory metrics of the allocation hook (alloc_bytes, alloc_count,
- * live_bytes, peak_bytes: AP_M_ALLOC_BYTES ...).  Rows are sorted by file,
+ * live_bytes, peak_bytes, freed_bytes: AP_M_ALLOC_BYTES ...).  Rows are sorted by file,
  * function first line, qualname, then line. */
 typedef struct ap_line_row {
     ap_frame_id frame;     /* line-level frame (lineno != 0) */
     ap_frame_id func;      /* its function-level frame */
     uint64_t hits, time_ns, await_ns;
-    uint64_t alloc_bytes, alloc_count, live_bytes, peak_bytes;
+    uint64_t alloc_bytes, alloc_count, live_bytes, peak_bytes, freed_bytes;
 } ap_line_row;
 
 /* Build the line table of p (which may intern function-level frames) into

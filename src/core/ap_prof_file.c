@@ -711,6 +711,8 @@ int ap_json_write(const ap_report_ctx *c, ap_sbuf *out) {
     ap_sbuf_puts(out, ",\n \"lines\": [");
     ap_line_row *lines;
     size_t nlines;
+    const char *attr = ap_prof_meta_get(p, "memory_attribution");
+    int net = attr != NULL && strcmp(attr, "lines") == 0;
     if (ap_lines_build(p, &lines, &nlines) != 0) {
         ap_functab_free(&ft);
         return -1;
@@ -725,13 +727,18 @@ int ap_json_write(const ap_report_ctx *c, ap_sbuf *out) {
                      "\"await_ns\": %llu",
                 f->line, f->lineno, (unsigned long long)lines[i].hits,
                 (unsigned long long)lines[i].time_ns, (unsigned long long)lines[i].await_ns);
-        if (lines[i].alloc_count || lines[i].live_bytes)
+        if (lines[i].alloc_count || lines[i].live_bytes || lines[i].freed_bytes) {
             ap_sbuf_printf(out, ", \"alloc_bytes\": %llu, \"alloc_count\": %llu, "
                                 "\"live_bytes\": %llu, \"peak_bytes\": %llu",
                            (unsigned long long)lines[i].alloc_bytes,
                            (unsigned long long)lines[i].alloc_count,
                            (unsigned long long)lines[i].live_bytes,
                            (unsigned long long)lines[i].peak_bytes);
+            if (net)   /* frees charged to lines (a line profile's memory) */
+                ap_sbuf_printf(out, ", \"freed_bytes\": %llu, \"net_bytes\": %lld",
+                               (unsigned long long)lines[i].freed_bytes,
+                               (long long)(lines[i].alloc_bytes - lines[i].freed_bytes));
+        }
         ap_sbuf_putc(out, '}');
     }
     free(lines);

@@ -36,6 +36,7 @@
  * Hooks never raise: failures are noted (apext_session_fail) and reported
  * by stop(). */
 #include "install.h"
+#include "memory.h"
 #include "stack.h"
 
 #include <string.h>
@@ -437,6 +438,32 @@ static inline void on_leave(LineTracerObject *t, const line_rec *rec, const void
             (rec->info.awaits && ap_map_put(&t->sess.suspended, key, now) != 0))
             apext_session_fail(&t->sess, "suspension map");
     }
+}
+
+ap_node *apext_lines_charge_node(PyObject *tracer) {
+    if (apext_session_running[PRODUCER] != tracer)
+        return NULL;
+    const apext_stack_tls *c = &apext_stack_tls_slots[PRODUCER];
+    if (c->gen != apext_session_generation[PRODUCER] || c->thread == NULL || c->thread->depth < 2)
+        return NULL;
+    const lframe *e = lframe_at(c->thread, c->thread->depth - 1);
+    return e->line != NULL ? e->line : e->base.node;
+}
+
+int apext_lines_add(PyObject *tracer, unsigned k1, uint64_t v1, unsigned k2, uint64_t v2) {
+    if (apext_session_running[PRODUCER] != tracer)
+        return 0;
+    const apext_stack_tls *c = &apext_stack_tls_slots[PRODUCER];
+    if (c->gen != apext_session_generation[PRODUCER] || c->thread == NULL || c->thread->depth < 2)
+        return 0;
+    for (size_t i = c->thread->depth; i-- > 1;) {
+        const lframe *e = lframe_at(c->thread, i);
+        ap_node *n = e->line != NULL ? e->line : e->base.node;
+        n->m[k1] += v1;
+        if (k2 < AP_M_COUNT)
+            n->m[k2] += v2;
+    }
+    return 1;
 }
 
 /* The running tracer's record of code, or NULL when code is not one of its

@@ -1,6 +1,6 @@
 /* memory.c -- apiprof._core.MemoryTracker: the allocation hook over PyMem's RAW, MEM and OBJ domains, every block or byte-sampled, charged to the running tracer's node and line. */
 #include "stack.h"
-#include "memtimeline.h"
+#include "memory.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -33,6 +33,13 @@
  * so every sum is an unbiased estimate; only sampled blocks are in the live
  * map).  A free removes the block from the live map and its bytes (weighted
  * in sampled mode) from the live bytes of the node it was charged to.
+ *
+ * Given a LineTracer instead (apiprof lines --memory), the tracker charges
+ * the line running in the innermost target frame of the thread (its callees'
+ * allocations included, as its time is; apext_lines_charge_node), and also
+ * charges each free of a tracked block to that line's AP_M_FREED_BYTES, so
+ * that a line's net bytes are alloc - freed.  Outside target frames it
+ * charges "<no traced frame>".
  *
  * ---- concurrency contract ---------------------------------------------------------------
  * MEM and OBJ hooks run with the GIL held.  RAW hooks may run without it
@@ -80,7 +87,8 @@ typedef struct line_slot {
 
 typedef struct MemoryTrackerObject {
     PyObject_HEAD
-    PyObject *tracer;       /* the apiprof._core.Tracer whose profile is written; strong */
+    PyObject *tracer;       /* the Tracer (or LineTracer) whose profile is written; strong */
+    int line_tracer;        /* tracer is a LineTracer: charge its running line, frees too */
     int sampled;
     uint64_t rate;          /* sampled: mean bytes between samples */
     uint64_t seed;          /* sampled: seed of every thread's generator (0: from the clock) */
@@ -278,6 +286,10 @@ static ap_frame_id line_frame(MemoryTrackerObject *m, const void *code, int last
 
 /* The node an allocation by the calling thread (GIL held) is charged to. */
 static ap_node *charge_node(MemoryTrackerObject *m) {
+    if (m->line_tracer) {
+        ap_node *n = apext_lines_charge_node(m->tracer);
+        return n != NULL ? n : m->no_frame;
+    }
     if (apext_session_running[APEXT_PRODUCER_TRACE] != m->tracer)
         return m->no_frame;
     apext_stack_tls *c = &apext_stack_tls_slots[APEXT_PRODUCER_TRACE];
@@ -392,20 +404,42 @@ static void on_alloc(const mem_domain *d, void *ptr, size_t size) {
     mem_guard = 1;
     ap_node *node = gil ? charge_node(m) : m->no_gil;
     lock();
-    node->m[AP_M_ALLOC_BYTES] += bytes;
-    node->m[AP_M_ALLOC_COUNT] += count;
+    /* a line profile: the running line of every target frame, as time */
+    if (!m->line_tracer || node == m->no_frame || node == m->no_gil ||
+        !apext_lines_add(m->tracer, AP_M_ALLOC_BYTES, bytes, AP_M_ALLOC_COUNT, count)) {
+        node->m[AP_M_ALLOC_BYTES] += bytes;
+        node->m[AP_M_ALLOC_COUNT] += count;
+    }
     track(m, ptr, node, bytes);
     unlock();
     mem_guard = 0;
 }
 
-static inline void on_free(void *ptr) {
+/* Line profiles charge the free of a tracked block (bytes, or its negation
+ * to undo one) to the running line of every target frame, as allocations
+ * (a line's net bytes); the function tracer's profiles do not (a free would
+ * cost a lookup of the running line).  gil: the calling thread holds it.
+ * Under mem_lock. */
+static inline void charge_freed(MemoryTrackerObject *m, int gil, uint64_t bytes) {
+    if (!m->line_tracer)
+        return;
+    if (!gil || !apext_lines_add(m->tracer, AP_M_FREED_BYTES, bytes, AP_M_COUNT, 0))
+        (gil ? m->no_frame : m->no_gil)->m[AP_M_FREED_BYTES] += bytes;
+}
+
+static inline int holds_gil(const MemoryTrackerObject *m, const mem_domain *d) {
+    return !m->line_tracer || d->domain != PYMEM_DOMAIN_RAW || PyGILState_Check();
+}
+
+static inline void on_free(const mem_domain *d, void *ptr) {
     MemoryTrackerObject *m = mem_running;
     if (m == NULL || ptr == NULL || (m->sampled && !filter_has(m, ptr)))
         return;
+    int gil = holds_gil(m, d);
     lock();
-    if (ap_map_size(&m->live) != 0)
-        untrack(m, ptr);
+    mem_block *b = ap_map_size(&m->live) != 0 ? untrack(m, ptr) : NULL;
+    if (b != NULL)
+        charge_freed(m, gil, b->bytes);
     unlock();
 }
 
@@ -447,9 +481,12 @@ static void *hook_realloc(void *ctx, void *ptr, size_t size) {
     enter(d);
     MemoryTrackerObject *m = mem_running;
     mem_block old = {NULL, 0, 0};
+    int gil = m != NULL && holds_gil(m, d);
     if (m != NULL && ptr != NULL && (!m->sampled || filter_has(m, ptr))) {
         lock();
         mem_block *b = untrack(m, ptr);
+        if (b != NULL)
+            charge_freed(m, gil, b->bytes);
         if (b != NULL)
             old = *b;
         unlock();
@@ -461,6 +498,7 @@ static void *hook_realloc(void *ctx, void *ptr, size_t size) {
         on_alloc(d, p, size);
     else if (old.node != NULL && m == mem_running) {
         lock();
+        charge_freed(m, gil, 0 - old.bytes);
         track(m, ptr, old.node, old.bytes);
         unlock();
     }
@@ -475,7 +513,7 @@ static void hook_free(void *ctx, void *ptr) {
         return;
     }
     enter(d);
-    on_free(ptr);
+    on_free(d, ptr);
     mem_guard = 1;
     d->orig.free(d->orig.ctx, ptr);
     mem_guard = 0;
@@ -529,12 +567,13 @@ static PyObject *mem_start(MemoryTrackerObject *m, PyObject *Py_UNUSED(a)) {
     if (mem_running != NULL)
         return PyErr_Format(PyExc_RuntimeError, "apiprof: another memory tracker is running");
     apext_object *t = (apext_object *)m->tracer;
-    if (apext_session_running[APEXT_PRODUCER_TRACE] != m->tracer)
+    if (apext_session_running[m->line_tracer ? APEXT_PRODUCER_LINES : APEXT_PRODUCER_TRACE] != m->tracer)
         return PyErr_Format(PyExc_RuntimeError,
                             "apiprof: the memory tracker needs its tracer running (start it first)");
     m->prof = t->sess.prof;
     if (outside_nodes(m) != 0 ||
-        ap_prof_meta_set(m->prof, "memory", m->sampled ? "sampled" : "full") != 0)
+        ap_prof_meta_set(m->prof, "memory", m->sampled ? "sampled" : "full") != 0 ||
+        ap_prof_meta_set(m->prof, "memory_attribution", m->line_tracer ? "lines" : "functions") != 0)
         return PyErr_NoMemory();
     if (m->sampled)
         set_meta_u64(m->prof, "memory_rate", m->rate);
@@ -617,8 +656,10 @@ static PyObject *mem_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
                                      &rate, &seed))
         return NULL;
     apext_state *st = apext_state_of_type(type);
-    if (!PyObject_TypeCheck(tracer, st->tracer_type))
-        return PyErr_Format(PyExc_TypeError, "tracer must be an apiprof._core.Tracer");
+    int lines = PyObject_TypeCheck(tracer, st->line_tracer_type);
+    if (!lines && !PyObject_TypeCheck(tracer, st->tracer_type))
+        return PyErr_Format(PyExc_TypeError,
+                            "tracer must be an apiprof._core.Tracer or LineTracer");
     int sampled;
     if (strcmp(mode, "full") == 0)
         sampled = 0;
@@ -632,6 +673,7 @@ static PyObject *mem_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     if (m == NULL)
         return NULL;
     m->tracer = Py_NewRef(tracer);
+    m->line_tracer = lines;
     m->sampled = sampled;
     m->rate = rate;
     m->seed = seed;
@@ -695,7 +737,8 @@ static const char mem_doc[] =
     "MemoryTracker(tracer, *, mode='sampled', rate=524288, seed=0)\n\nThe allocation hook "
     "of apiprof (use apiprof.Profiler(memory=...)): wraps PyMem's RAW, MEM and OBJ domains "
     "and charges allocations to the running tracer's node and line (alloc_bytes, "
-    "alloc_count, live_bytes, peak_bytes).  mode='full' records every block; 'sampled' "
+    "alloc_count, live_bytes, peak_bytes); with a LineTracer (LineProfiler(memory=...)), "
+    "to the running target line, and frees too (freed_bytes).  mode='full' records every block; 'sampled' "
     "samples by bytes (mean interval rate) and weighs each sample so that sums are "
     "unbiased estimates; seed fixes the sampling sequence (0: from the clock).";
 

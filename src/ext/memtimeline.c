@@ -1,5 +1,5 @@
 /* memtimeline.c -- apiprof._core.MemoryTimeline: a C thread samples the process's RSS and the traced heap on an interval; the points go into the tracer's profile under the GIL. */
-#include "memtimeline.h"
+#include "memory.h"
 
 #include <errno.h>
 #include <fcntl.h>

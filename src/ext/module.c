@@ -1,7 +1,7 @@
 /* module.c -- the apiprof._core extension module: state, init, clock functions. */
 #include "ext.h"
 #include "locks.h"
-#include "memtimeline.h"
+#include "memory.h"
 #include "ap_clock.h"
 #include "ap_err.h"
 #include "ap_metric.h"

@@ -81,6 +81,15 @@ static int set_u64(PyObject *d, const char *key, uint64_t v) {
     return rc;
 }
 
+static int set_i64(PyObject *d, const char *key, int64_t v) {
+    PyObject *o = PyLong_FromLongLong(v);
+    if (o == NULL)
+        return -1;
+    int rc = PyDict_SetItemString(d, key, o);
+    Py_DECREF(o);
+    return rc;
+}
+
 static PyObject *edges_list(const ap_func_edge *e, uint32_t first, uint32_t n, int callers) {
     PyObject *l = PyList_New(n);
     if (l == NULL)
@@ -215,6 +224,8 @@ static PyObject *profile_lines(ProfileObject *self, PyObject *Py_UNUSED(a)) {
     size_t n;
     if (ap_lines_build(self->prof, &rows, &n) != 0)
         return apext_raise_core("lines");
+    const char *attr = ap_prof_meta_get(self->prof, "memory_attribution");
+    int net = attr != NULL && strcmp(attr, "lines") == 0;   /* frees charged to lines */
     PyObject *list = PyList_New((Py_ssize_t)n);
     for (size_t i = 0; list != NULL && i < n; i++) {
         const ap_frame *f = ap_prof_frame(self->prof, rows[i].frame);
@@ -226,11 +237,15 @@ static PyObject *profile_lines(ProfileObject *self, PyObject *Py_UNUSED(a)) {
                  set_u64(d, "function_line", f->line) == 0 && set_u64(d, "line", f->lineno) == 0 &&
                  set_u64(d, "hits", rows[i].hits) == 0 && set_u64(d, "time_ns", rows[i].time_ns) == 0 &&
                  set_u64(d, "await_ns", rows[i].await_ns) == 0 &&
-                 ((rows[i].alloc_count == 0 && rows[i].live_bytes == 0) ||
+                 ((rows[i].alloc_count == 0 && rows[i].live_bytes == 0 &&
+                   rows[i].freed_bytes == 0) ||
                   (set_u64(d, "alloc_bytes", rows[i].alloc_bytes) == 0 &&
                    set_u64(d, "alloc_count", rows[i].alloc_count) == 0 &&
                    set_u64(d, "live_bytes", rows[i].live_bytes) == 0 &&
-                   set_u64(d, "peak_bytes", rows[i].peak_bytes) == 0));
+                   set_u64(d, "peak_bytes", rows[i].peak_bytes) == 0 &&
+                   (!net || (set_u64(d, "freed_bytes", rows[i].freed_bytes) == 0 &&
+                             set_i64(d, "net_bytes", (int64_t)(rows[i].alloc_bytes -
+                                                               rows[i].freed_bytes)) == 0))));
         Py_XDECREF(file);
         Py_XDECREF(func);
         if (!ok) {
@@ -690,7 +705,8 @@ static PyMethodDef profile_methods[] = {
     {"lines", (PyCFunction)profile_lines, METH_NOARGS,
      "lines() -> list[dict]\n\nThe line table: file, function, function_line, line, hits, "
      "time_ns, await_ns, and alloc_bytes, alloc_count, live_bytes, peak_bytes for lines the "
-     "allocation hook charged; all trees summed."},
+     "allocation hook charged (with freed_bytes and net_bytes in a line profile's memory); "
+     "all trees summed."},
     {"frames", (PyCFunction)profile_frames, METH_NOARGS,
      "frames() -> list[dict]\n\nEvery frame (id = index), with lineno."},
     {"select", (PyCFunction)profile_select, METH_O,

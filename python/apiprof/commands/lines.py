@@ -17,8 +17,10 @@ from typing import Any, NamedTuple
 from .._launch import Program, add_program_arguments, launch
 from .._lines import LineProfiler, code_objects, format_lines, profile
 from .._profile_file import load_profile
+from .._profiler import MEMORY_MODES, MEMORY_RATE
 from .._table import format_ns
 from ..errors import UsageError
+from .run import byte_count
 
 # A target chosen from an earlier profile: (absolute file, first line, qualname).
 Target = tuple[str, int, str]
@@ -35,7 +37,8 @@ def add_parser(sub: Any) -> None:
                     "and C calls below them. Write the line profile at exit, also "
                     "on SIGINT/SIGTERM.",
         usage="apiprof lines [-o FILE] [--function MOD:QUALNAME ...] [--module MOD ...] "
-              "[--from PROFILE [--top N] [--all-code]] [-q] (script.py | -m module) [args ...]",
+              "[--from PROFILE [--top N] [--all-code]] [--memory [full|sampled]] "
+              "[--memory-rate BYTES] [--memory-seed N] [-q] (script.py | -m module) [args ...]",
     )
     p.add_argument("--function", action="append", default=[], metavar="MOD:QUALNAME",
                    help="profile this function or method (repeatable)")
@@ -48,6 +51,16 @@ def add_parser(sub: Any) -> None:
                         "(default 3)")
     p.add_argument("--all-code", action="store_true",
                    help="with --from: also choose standard library and site-packages code")
+    p.add_argument("--memory", nargs="?", const="full", choices=MEMORY_MODES,
+                   help="also record per line the bytes allocated while it ran (its callees "
+                        "included, as its time) and the net bytes (allocated - freed): full "
+                        "(the default: every block, exact) or sampled (byte-sampled estimates)")
+    p.add_argument("--memory-rate", type=byte_count, default=MEMORY_RATE, metavar="BYTES",
+                   help="sampled memory: mean bytes between samples (default 512K; suffixes "
+                        "K, M, G)")
+    p.add_argument("--memory-seed", type=int, default=0, metavar="N",
+                   help="sampled memory: seed of the sampling sequence (default 0: from the "
+                        "clock)")
     add_program_arguments(p, "NAME.lines.apiprof")
     p.set_defaults(func=run)
 
@@ -315,7 +328,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.source}: no function of user code to line-profile "
                          "(--all-code includes the standard library and site-packages)")
     program = Program.from_args(args, ".lines.apiprof")
-    profiler = LineProfiler(marked=True)
+    profiler = LineProfiler(marked=True, memory=args.memory, memory_rate=args.memory_rate,
+                            memory_seed=args.memory_seed)
     for spec in args.function:
         profiler.add_function(_resolve_function(spec))
     for name in args.modules:

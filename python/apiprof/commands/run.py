@@ -82,7 +82,7 @@ def add_parser(sub: Any) -> None:
                    help="also record allocations and frees per function and line (alloc_bytes, "
                         "alloc_count, live_bytes, peak_bytes): full (every block, exact) or "
                         "sampled (the default: byte-sampled, weighted estimates)")
-    p.add_argument("--memory-rate", type=_byte_count, default=MEMORY_RATE, metavar="BYTES",
+    p.add_argument("--memory-rate", type=byte_count, default=MEMORY_RATE, metavar="BYTES",
                    help="sampled memory: mean bytes between samples (default 512K; suffixes "
                         "K, M, G)")
     p.add_argument("--memory-seed", type=int, default=0, metavar="N",
@@ -96,7 +96,7 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _byte_count(value: str) -> int:
+def byte_count(value: str) -> int:
     """``BYTES`` with an optional K, M or G suffix (powers of 1024)."""
     scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(value[-1:].upper(), 1)
     digits = value[:-1] if scale > 1 else value
