@@ -9,6 +9,7 @@
 #include "ap_memtl.h"
 #include "ap_report.h"
 #include "ap_sweep.h"
+#include "ap_unrel.h"
 
 /* Generated from report/report.{css,html,js} by scripts/embed_assets.py. */
 extern const char ap_asset_report_css[];
@@ -339,6 +340,11 @@ int ap_html_write(const ap_report_ctx *rc, ap_sbuf *out) {
             ap_sbuf_free(&section);
             free(steps);
         }
+    }
+    if (ap_prof_nunrel(p) > 0) {   /* unreleased objects by type, with their sites */
+        ap_sbuf_puts(out, ",\n\"unreleased\":");
+        if (ap_unrel_json(p, out) != 0)
+            return -1;
     }
     if (ap_prof_nmem(p) >= 2) {   /* memory over time: the chart, drawn here */
         ap_sbuf chart = {0};

@@ -9,6 +9,7 @@
 #include "ap_prof_int.h"
 #include "ap_wait.h"
 #include "ap_memtl.h"
+#include "ap_unrel.h"
 #include "ap_stall.h"
 
 const char *ap_frame_kind_name(uint32_t kind) {
@@ -84,6 +85,7 @@ void ap_prof_free(ap_prof *p) {
     free(p->queries);
     ap_stall_free(p);
     ap_memtl_free(p);
+    ap_unrel_free(p);
     ap_map_free(&p->str_index);
     ap_map_free(&p->frame_index);
     ap_arena_free(&p->arena);
@@ -578,7 +580,7 @@ static ap_prof *prof_copy_base(const ap_prof *p) {
     for (size_t i = 0; i < p->nqueries; i++)
         if (ap_prof_query_put(m, &p->queries[i]) != 0)
             goto err;
-    if (ap_stall_copy(m, p) != 0 || ap_memtl_copy(m, p) != 0)
+    if (ap_stall_copy(m, p) != 0 || ap_memtl_copy(m, p) != 0 || ap_unrel_copy(m, p) != 0)
         goto err;
     return m;
 err:

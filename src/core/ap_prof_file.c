@@ -16,6 +16,7 @@
 #include "ap_report.h"
 #include "ap_sbuf.h"
 #include "ap_memtl.h"
+#include "ap_unrel.h"
 #include "ap_stall.h"
 
 #define GROW(arr, cap, need) ap_prof_grow((void **)&(arr), &(cap), (need), sizeof *(arr))
@@ -56,6 +57,7 @@ static uint32_t crc32_of(const void *p, size_t n) {
 #define TAG_STLS TAG('S', 'T', 'L', 'S')
 #define TAG_STLC TAG('S', 'T', 'L', 'C')
 #define TAG_MEMT TAG('M', 'E', 'M', 'T')
+#define TAG_UNRL TAG('U', 'N', 'R', 'L')
 #define TAG_END TAG('E', 'N', 'D', ' ')
 
 /* The largest event ring a reader recreates (events beyond the stored ones
@@ -234,6 +236,11 @@ int ap_prof_write(const ap_prof *p, const char *path) {
     if (ap_prof_nmem(p) > 0 || ap_prof_mem_dropped(p) > 0) {
         ap_memtl_encode(p, &b);
         if (write_chunk(f, path, TAG_MEMT, &b) != 0)
+            goto out;
+    }
+    if (ap_prof_nunrel(p) > 0) {
+        ap_unrel_encode(p, &b);
+        if (write_chunk(f, path, TAG_UNRL, &b) != 0)
             goto out;
     }
     if (write_chunk(f, path, TAG_END, &b) != 0)
@@ -476,6 +483,8 @@ static int read_chunk(ap_prof *p, uint32_t tag, rd *r) {
         return ap_stall_cpu_decode(p, r->p, r->end);
     } else if (tag == TAG_MEMT) {
         return ap_memtl_decode(p, r->p, r->end);
+    } else if (tag == TAG_UNRL) {
+        return ap_unrel_decode(p, r->p, r->end);
     }
     /* Unknown tags are skipped: a newer writer may add chunk kinds. */
     if (r->bad)
@@ -708,6 +717,11 @@ int ap_json_write(const ap_report_ctx *c, ap_sbuf *out) {
     ap_stall_json(p, out);
     ap_sbuf_puts(out, ",\n \"memory_timeline\": ");
     ap_memtl_json(p, out);
+    ap_sbuf_puts(out, ",\n \"unreleased_objects\": ");
+    if (ap_unrel_json(p, out) != 0) {
+        ap_functab_free(&ft);
+        return -1;
+    }
     ap_sbuf_puts(out, ",\n \"lines\": [");
     ap_line_row *lines;
     size_t nlines;

@@ -34,6 +34,7 @@ struct ap_prof {
     size_t nqueries, query_cap;
     struct ap_stalls *stalls; /* event-loop stalls (ap_stall.c), NULL when none */
     struct ap_memtl *memtl;   /* memory over time (ap_memtl.c), NULL when none */
+    struct ap_unrels *unrel;  /* unreleased objects (ap_unrel.c), NULL when none */
 };
 
 struct ap_tree {

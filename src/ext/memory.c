@@ -11,6 +11,7 @@
 #include "ap_err.h"
 #include "ap_map.h"
 #include "ap_prof.h"
+#include "ap_unrel.h"
 
 /* ---- what it records ------------------------------------------------------------------
  * The tracker wraps the three allocator domains (PyMem_SetAllocator) while it
@@ -71,13 +72,18 @@ typedef struct mem_domain {
     PyMemAllocatorEx orig;   /* the allocator wrapped while running */
 } mem_domain;
 
-/* A tracked live block: the node it was charged to and its (weighted)
- * bytes; free slots are chained through next. */
+/* A tracked live block: the node it was charged to, its (weighted) bytes
+ * and its size (MEM_OBJ set: allocated in the OBJ domain, so a Python
+ * object); free slots are chained through next. */
 typedef struct mem_block {
     ap_node *node;
     uint64_t bytes;
     uint32_t next;
+    uint32_t size;
 } mem_block;
+
+#define MEM_OBJ 0x80000000u
+#define MEM_SIZE_MAX 0x7fffffffu
 
 typedef struct line_slot {
     const void *code;
@@ -93,6 +99,7 @@ typedef struct MemoryTrackerObject {
     uint64_t rate;          /* sampled: mean bytes between samples */
     uint64_t seed;          /* sampled: seed of every thread's generator (0: from the clock) */
     int running;
+    int paused;             /* stop() reads the live objects: new blocks are not tracked */
     uint64_t generation;    /* changes at every start: threads re-seed */
     ap_prof *prof;          /* the tracer's profile while running; borrowed */
     ap_node *no_frame, *no_gil;
@@ -320,7 +327,8 @@ static inline int filter_has(const MemoryTrackerObject *m, const void *ptr) {
     return (m->filter[b >> 6] >> (b & 63)) & 1u;
 }
 
-static void track(MemoryTrackerObject *m, void *ptr, ap_node *node, uint64_t bytes) {
+static void track(MemoryTrackerObject *m, void *ptr, ap_node *node, uint64_t bytes,
+                  uint32_t size) {
     uint64_t key = (uint64_t)(uintptr_t)ptr;
     int inserted;
     uint64_t *v = ap_map_upsert(&m->live, key, UINT32_MAX, &inserted);
@@ -353,7 +361,7 @@ static void track(MemoryTrackerObject *m, void *ptr, ap_node *node, uint64_t byt
     *v = i;
     uint64_t fb = filter_bit(ptr);
     m->filter[fb >> 6] |= (uint64_t)1 << (fb & 63);
-    m->blocks[i] = (mem_block){node, bytes, UINT32_MAX};
+    m->blocks[i] = (mem_block){node, bytes, UINT32_MAX, size};
     uint64_t *live = &node->m[AP_M_LIVE_BYTES];
     *live += bytes;
     if (*live > node->m[AP_M_PEAK_BYTES])
@@ -395,7 +403,7 @@ static inline void leave(const mem_domain *d) {
 
 static void on_alloc(const mem_domain *d, void *ptr, size_t size) {
     MemoryTrackerObject *m = mem_running;
-    if (m == NULL)
+    if (m == NULL || m->paused)
         return;
     uint64_t bytes = size, count = 1;
     if (m->sampled && !sample(m, size, &bytes, &count))
@@ -410,7 +418,9 @@ static void on_alloc(const mem_domain *d, void *ptr, size_t size) {
         node->m[AP_M_ALLOC_BYTES] += bytes;
         node->m[AP_M_ALLOC_COUNT] += count;
     }
-    track(m, ptr, node, bytes);
+    track(m, ptr, node, bytes,
+          (size > MEM_SIZE_MAX ? MEM_SIZE_MAX : (uint32_t)size) |
+              (d->domain == PYMEM_DOMAIN_OBJ ? MEM_OBJ : 0u));
     unlock();
     mem_guard = 0;
 }
@@ -480,7 +490,7 @@ static void *hook_realloc(void *ctx, void *ptr, size_t size) {
         return d->orig.realloc(d->orig.ctx, ptr, size);
     enter(d);
     MemoryTrackerObject *m = mem_running;
-    mem_block old = {NULL, 0, 0};
+    mem_block old = {NULL, 0, 0, 0};
     int gil = m != NULL && holds_gil(m, d);
     if (m != NULL && ptr != NULL && (!m->sampled || filter_has(m, ptr))) {
         lock();
@@ -499,7 +509,7 @@ static void *hook_realloc(void *ctx, void *ptr, size_t size) {
     else if (old.node != NULL && m == mem_running) {
         lock();
         charge_freed(m, gil, 0 - old.bytes);
-        track(m, ptr, old.node, old.bytes);
+        track(m, ptr, old.node, old.bytes, old.size);
         unlock();
     }
     leave(d);
@@ -584,6 +594,7 @@ static PyObject *mem_start(MemoryTrackerObject *m, PyObject *Py_UNUSED(a)) {
     m->nblocks = 0;
     m->lost = 0;
     m->live_total = m->peak_total = 0;
+    m->paused = 0;
     m->generation++;
     if (m->seed == 0)
         m->generation ^= ap_hash_u64((uint64_t)ap_clock_now_ns()) << 16;
@@ -631,9 +642,162 @@ int apext_memory_live_now(uint64_t *live) {
     return m != NULL;
 }
 
+/* ---- unreleased objects (at stop, GIL held, hooks still on) ----------------------------
+ * Which live blocks are Python objects, and of what type: a block of the OBJ
+ * domain holds an object at offset 0 (no GC header), one GC header in
+ * (16 bytes) or a GC header and the managed dict/weakref pre-header in (32);
+ * the word after the reference count there is its type.  A candidate counts
+ * only when that word is a type alive now (object and its subclasses,
+ * collected first), which a GC header's link (it points at other headers)
+ * and a pre-header's pointers (a dict, values, weak references) never are.
+ * The hooks stay on meanwhile, so an object freed by a collection that the
+ * Python calls here set off leaves the live map; new blocks are not tracked
+ * (paused).  Failures skip the records (the exception is cleared). */
+
+/* Every type alive now into set (address -> 1).  0, or -1 with an exception set. */
+static int collect_types(ap_map *set) {
+    /* type.__subclasses__(t): a metaclass's own (type itself) would be unbound */
+    PyObject *subclasses = PyObject_GetAttrString((PyObject *)&PyType_Type, "__subclasses__");
+    PyObject *todo = subclasses != NULL ? PyList_New(0) : NULL;
+    if (todo == NULL || PyList_Append(todo, (PyObject *)&PyBaseObject_Type) != 0)
+        goto err;
+    while (PyList_GET_SIZE(todo) > 0) {
+        Py_ssize_t last = PyList_GET_SIZE(todo) - 1;
+        PyObject *t = Py_NewRef(PyList_GET_ITEM(todo, last));
+        if (PyList_SetSlice(todo, last, last + 1, NULL) != 0) {
+            Py_DECREF(t);
+            goto err;
+        }
+        int inserted;
+        if (ap_map_upsert(set, (uint64_t)(uintptr_t)t, 1, &inserted) == NULL) {
+            Py_DECREF(t);
+            PyErr_NoMemory();
+            goto err;
+        }
+        PyObject *subs = inserted ? PyObject_CallOneArg(subclasses, t) : NULL;
+        Py_DECREF(t);
+        if (inserted && (subs == NULL || !PyList_Check(subs) ||
+                         PyList_SetSlice(todo, PY_SSIZE_T_MAX, PY_SSIZE_T_MAX, subs) != 0)) {
+            Py_XDECREF(subs);
+            goto err;
+        }
+        Py_XDECREF(subs);
+    }
+    Py_DECREF(todo);
+    Py_DECREF(subclasses);
+    return 0;
+err:
+    Py_XDECREF(todo);
+    Py_XDECREF(subclasses);
+    if (!PyErr_Occurred())
+        PyErr_SetString(PyExc_TypeError, "__subclasses__ returned no list");
+    return -1;
+}
+
+typedef struct live_obj {
+    PyTypeObject *type;
+    ap_node *node;
+    uint64_t bytes;
+    uint32_t size;
+} live_obj;
+
+/* The type of the object in the live block at addr (size bytes), or NULL. */
+static PyTypeObject *object_type(const ap_map *types, uintptr_t addr, uint32_t size) {
+    static const uint32_t offsets[] = {0, 16, 32};
+    for (size_t i = 0; i < sizeof offsets / sizeof offsets[0]; i++) {
+        if (size < offsets[i] + 2 * sizeof(void *))
+            break;
+        void *tp;
+        memcpy(&tp, (const char *)addr + offsets[i] + sizeof(void *), sizeof tp);
+        if (ap_map_get(types, (uint64_t)(uintptr_t)tp) != NULL)
+            return tp;
+    }
+    return NULL;
+}
+
+/* "module.qualname" of a heap type, tp_name of a static one. */
+static ap_str_id type_name(ap_prof *p, PyTypeObject *tp) {
+    char buf[512];
+    const char *name = tp->tp_name;
+    if (tp->tp_flags & Py_TPFLAGS_HEAPTYPE) {
+        PyObject *q = PyType_GetQualName(tp);
+        PyObject *mod = PyObject_GetAttrString((PyObject *)tp, "__module__");
+        const char *qs = q != NULL ? PyUnicode_AsUTF8(q) : NULL;
+        const char *ms = mod != NULL && PyUnicode_Check(mod) ? PyUnicode_AsUTF8(mod) : NULL;
+        if (qs != NULL) {
+            if (ms != NULL && strcmp(ms, "builtins") != 0)
+                snprintf(buf, sizeof buf, "%s.%s", ms, qs);
+            else
+                snprintf(buf, sizeof buf, "%s", qs);
+            name = buf;
+        }
+        Py_XDECREF(q);
+        Py_XDECREF(mod);
+        PyErr_Clear();
+    }
+    return ap_prof_intern(p, name, strlen(name));
+}
+
+static void record_unreleased(MemoryTrackerObject *m) {
+    ap_map types = {0}, names = {0}, routes = {0};
+    live_obj *objs = NULL;
+    size_t n = 0;
+    m->paused = 1;
+    if (collect_types(&types) != 0)
+        goto out;
+    /* Pass 1, no Python code: the live objects, their types held. */
+    size_t cap = ap_map_size(&m->live);
+    if ((objs = malloc((cap ? cap : 1) * sizeof *objs)) == NULL)
+        goto out;
+    lock();
+    uint64_t key, val;
+    for (size_t pos = 0; n < cap && (pos = ap_map_next(&m->live, pos, &key, &val)) != 0;) {
+        const mem_block *b = &m->blocks[val];
+        if (!(b->size & MEM_OBJ))
+            continue;
+        PyTypeObject *tp = object_type(&types, (uintptr_t)key, b->size & MEM_SIZE_MAX);
+        if (tp != NULL)
+            objs[n++] = (live_obj){tp, b->node, b->bytes, b->size & MEM_SIZE_MAX};
+    }
+    unlock();
+    for (size_t i = 0; i < n; i++)
+        Py_INCREF(objs[i].type);
+    /* Pass 2: names, routes and the records. */
+    ap_str_id route_key = ap_prof_intern(m->prof, "route", 5);
+    for (size_t i = 0; i < n && route_key != AP_NONE; i++) {
+        const live_obj *o = &objs[i];
+        int inserted;
+        uint64_t *name = ap_map_upsert(&names, (uint64_t)(uintptr_t)o->type, 0, &inserted);
+        if (name != NULL && inserted)
+            *name = type_name(m->prof, o->type);
+        uint64_t *route = ap_map_upsert(&routes, (uint64_t)(uintptr_t)o->node, 0, &inserted);
+        if (route != NULL && inserted) {
+            ap_tree *t = tree_of(m, o->node);
+            ap_str_id r = t != NULL ? ap_tree_label_get(t, route_key) : AP_NONE;
+            *route = r == AP_NONE ? 0 : r;
+        }
+        if (name == NULL || route == NULL || *name == AP_NONE)
+            break;
+        uint64_t count = m->sampled ? (o->bytes + o->size / 2) / o->size : 1;
+        ap_unrel rec = {(ap_str_id)*name, o->node->frame, (ap_str_id)*route, count, o->bytes};
+        if (ap_prof_unrel_add(m->prof, &rec) != 0)
+            break;
+    }
+    for (size_t i = 0; i < n; i++)
+        Py_DECREF(objs[i].type);
+out:
+    PyErr_Clear();
+    free(objs);
+    ap_map_free(&types);
+    ap_map_free(&names);
+    ap_map_free(&routes);
+    m->paused = 0;
+}
+
 static PyObject *mem_stop(MemoryTrackerObject *m, PyObject *Py_UNUSED(a)) {
     if (!m->running)
         Py_RETURN_NONE;
+    record_unreleased(m);
     mem_unhook(m);
     Py_DECREF(m);
     Py_RETURN_NONE;

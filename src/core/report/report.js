@@ -639,6 +639,21 @@
         "still alive), sampled on an interval; phases are shaded and the step of largest growth " +
         "of each is marked.</p><div id=memtl>" + D.memory_html + "</div>");
     }
+    if (D.unreleased && D.unreleased.length) {
+      html.push("<h2>Unreleased objects</h2><p class=note>Python objects allocated while " +
+        "profiling and still alive at its end, by type (most bytes first; an object's own " +
+        "block, not the buffers it points to), with the lines that made the most of them.</p>" +
+        "<table id=unreleased><tr><th class=name>type</th><th>objects</th><th>bytes</th>" +
+        "<th class=name>made at (objects, route)</th></tr>");
+      D.unreleased.slice(0, 20).forEach(function (t) {
+        html.push("<tr><td class=name>" + esc(t.type) + "</td><td>" + t.count + "</td><td>" +
+          fmtUnit(t.bytes, "bytes") + "</td><td class=name>" + t.sites.map(function (s) {
+            return esc((s.function || "?") + " " + (s.file || "").split("/").pop() + ":" + s.line) +
+              " (" + s.count + (s.route ? ", " + esc(s.route) : "") + ")";
+          }).join("<br>") + "</td></tr>");
+      });
+      html.push("</table>");
+    }
     if (D.routes.length) {
       var all = 0, anyCpu = false, anyLat = false;
       D.routes.forEach(function (r) {
