@@ -654,40 +654,36 @@ int apext_memory_live_now(uint64_t *live) {
  * Python calls here set off leaves the live map; new blocks are not tracked
  * (paused).  Failures skip the records (the exception is cleared). */
 
-/* Every type alive now into set (address -> 1).  0, or -1 with an exception set. */
-static int collect_types(ap_map *set) {
+/* Every type alive now into set (address -> 1), each also appended to keep
+ * (a list), which holds them until the caller drops it: a type freed by a
+ * collection during the pass would otherwise leave its address in set.  0,
+ * or -1 with an exception set. */
+static int collect_types(ap_map *set, PyObject *keep) {
     /* type.__subclasses__(t): a metaclass's own (type itself) would be unbound */
     PyObject *subclasses = PyObject_GetAttrString((PyObject *)&PyType_Type, "__subclasses__");
-    PyObject *todo = subclasses != NULL ? PyList_New(0) : NULL;
-    if (todo == NULL || PyList_Append(todo, (PyObject *)&PyBaseObject_Type) != 0)
+    if (subclasses == NULL || PyList_Append(keep, (PyObject *)&PyBaseObject_Type) != 0)
         goto err;
-    while (PyList_GET_SIZE(todo) > 0) {
-        Py_ssize_t last = PyList_GET_SIZE(todo) - 1;
-        PyObject *t = Py_NewRef(PyList_GET_ITEM(todo, last));
-        if (PyList_SetSlice(todo, last, last + 1, NULL) != 0) {
-            Py_DECREF(t);
-            goto err;
-        }
+    /* keep doubles as the work list: every entry from `next` on is still to visit */
+    for (Py_ssize_t next = 0; next < PyList_GET_SIZE(keep); next++) {
+        PyObject *t = PyList_GET_ITEM(keep, next);
         int inserted;
         if (ap_map_upsert(set, (uint64_t)(uintptr_t)t, 1, &inserted) == NULL) {
-            Py_DECREF(t);
             PyErr_NoMemory();
             goto err;
         }
-        PyObject *subs = inserted ? PyObject_CallOneArg(subclasses, t) : NULL;
-        Py_DECREF(t);
-        if (inserted && (subs == NULL || !PyList_Check(subs) ||
-                         PyList_SetSlice(todo, PY_SSIZE_T_MAX, PY_SSIZE_T_MAX, subs) != 0)) {
+        if (!inserted)
+            continue;
+        PyObject *subs = PyObject_CallOneArg(subclasses, t);
+        if (subs == NULL || !PyList_Check(subs) ||
+            PyList_SetSlice(keep, PY_SSIZE_T_MAX, PY_SSIZE_T_MAX, subs) != 0) {
             Py_XDECREF(subs);
             goto err;
         }
-        Py_XDECREF(subs);
+        Py_DECREF(subs);
     }
-    Py_DECREF(todo);
     Py_DECREF(subclasses);
     return 0;
 err:
-    Py_XDECREF(todo);
     Py_XDECREF(subclasses);
     if (!PyErr_Occurred())
         PyErr_SetString(PyExc_TypeError, "__subclasses__ returned no list");
@@ -743,9 +739,10 @@ static void record_unreleased(MemoryTrackerObject *m) {
     live_obj *objs = NULL;
     size_t n = 0;
     m->paused = 1;
-    if (collect_types(&types) != 0)
+    PyObject *keep = PyList_New(0);   /* every type in `types`, held until the end */
+    if (keep == NULL || collect_types(&types, keep) != 0)
         goto out;
-    /* Pass 1, no Python code: the live objects, their types held. */
+    /* Pass 1, no Python code: the live objects (their types are held by keep). */
     size_t cap = ap_map_size(&m->live);
     if ((objs = malloc((cap ? cap : 1) * sizeof *objs)) == NULL)
         goto out;
@@ -760,8 +757,6 @@ static void record_unreleased(MemoryTrackerObject *m) {
             objs[n++] = (live_obj){tp, b->node, b->bytes, b->size & MEM_SIZE_MAX};
     }
     unlock();
-    for (size_t i = 0; i < n; i++)
-        Py_INCREF(objs[i].type);
     /* Pass 2: names, routes and the records. */
     ap_str_id route_key = ap_prof_intern(m->prof, "route", 5);
     for (size_t i = 0; i < n && route_key != AP_NONE; i++) {
@@ -783,9 +778,8 @@ static void record_unreleased(MemoryTrackerObject *m) {
         if (ap_prof_unrel_add(m->prof, &rec) != 0)
             break;
     }
-    for (size_t i = 0; i < n; i++)
-        Py_DECREF(objs[i].type);
 out:
+    Py_XDECREF(keep);
     PyErr_Clear();
     free(objs);
     ap_map_free(&types);
