@@ -8,7 +8,10 @@ httpx.ASGITransport. Tools: no profiler; tracemalloc with 1 frame, and with 64 f
 depth that gives the call path apiprof's tree gives); memray (its Tracker with
 trace_python_allocators=True, what `memray run --trace-python-allocators` runs, writing its
 capture file to a temporary directory); apiprof's function tracer alone (the call paths
-the allocation hook charges to); apiprof memory="full" and memory="sampled" (512 KiB).
+the allocation hook charges to); apiprof memory="full" and memory="sampled" (512 KiB);
+and the middleware's request memory (memory=True: sampled, 512 KiB, no tracer), the
+workload run as one HTTP request's work (a RouteRequest of apiprof's route table, as the
+middleware makes, so every sampled block is charged to it).
 Each rep runs every tool on every workload in turn (same process, same minute); the
 median of the reps is reported with the overhead ratio to the baseline, and for apiprof
 full its extra time as a fraction of tracemalloc's at 64 frames. memray is installed into
@@ -19,6 +22,7 @@ dependency); if it does not install it is left out and named.
 from __future__ import annotations
 
 import argparse
+import contextvars
 import json
 import os
 import platform
@@ -31,6 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 import apiprof
+from apiprof import _core
 from _peers import ensure_peers
 from trace_overhead import make_fastapi_loop, run_baseline
 
@@ -119,6 +124,33 @@ def run_apiprof(memory: str | None) -> Callable[[Callable[[], Any]], float]:
     return run
 
 
+def run_request_memory(fn: Callable[[], Any]) -> float:
+    """fn as the work of one request under the middleware's memory=True."""
+    table = _core.RouteTable()
+    tracker = _core.MemoryTracker(None, mode="sampled")
+    scope = {"type": "http", "method": "GET", "path": "/bench", "root_path": ""}
+
+    async def app() -> None:
+        return None
+
+    def request() -> None:
+        req = table.request(scope, None)
+        coro = app()
+        req.run(coro)   # names the request in this context, as the middleware does
+        fn()
+        coro.close()
+        req.finish(False, "/bench")
+
+    t0 = time.perf_counter()
+    tracker.start()
+    contextvars.copy_context().run(request)
+    tracker.stop()
+    elapsed = time.perf_counter() - t0
+    (row,) = table.snapshot()
+    assert row["mem_requests"] == 1
+    return elapsed
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=5)
@@ -140,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         "apiprof tracer alone": run_apiprof(None),
         "apiprof memory=full": run_apiprof("full"),
         "apiprof memory=sampled": run_apiprof("sampled"),
+        "apiprof request memory": run_request_memory,
     }
     if "memray" not in absent:
         tools["memray (python allocators)"] = run_memray
@@ -170,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  apiprof sampled extra: {100 * (med['apiprof memory=sampled'] - base) / base:.1f}%"
               f" (over the tracer alone: "
               f"{100 * (med['apiprof memory=sampled'] - med['apiprof tracer alone']) / base:.1f}%)")
+        print(f"  apiprof request memory (no tracer) extra: "
+              f"{100 * (med['apiprof request memory'] - base) / base:.1f}%")
     return 0
 
 

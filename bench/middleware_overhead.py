@@ -1,5 +1,5 @@
-"""Requests per second of the shop app with no middleware, with apiprof's statistics,
-with fastapi-profiler and with pyinstrument's documented middleware recipe, under wrk.
+"""Requests per second of the shop app with no middleware, with apiprof's statistics
+(alone, and with request memory: memory=True), with fastapi-profiler and with pyinstrument's documented middleware recipe, under wrk.
 
     python bench/middleware_overhead.py [--rounds 3] [--duration 5] [--connections 16]
 
@@ -32,7 +32,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 SHOP = REPO / "examples" / "shop"
 PEERS = BENCH / ".peers"
-VARIANTS = ("none", "apiprof", "fastapi-profiler", "pyinstrument")
+VARIANTS = ("none", "apiprof", "apiprof-memory", "fastapi-profiler", "pyinstrument")
 ROUTES = {"fast": "/health", "medium": "/products/42"}
 
 

@@ -1,6 +1,6 @@
 """The shop app (examples/shop) with one middleware variant, for middleware_overhead.py.
 
-BENCH_VARIANT: none | apiprof | fastapi-profiler | pyinstrument. The shop's own route
+BENCH_VARIANT: none | apiprof | apiprof-memory | fastapi-profiler | pyinstrument. The shop's own route
 timer is off in every variant, so that only the middleware under test differs.
 """
 
@@ -21,6 +21,10 @@ if VARIANT == "apiprof":  # statistics only: no token, no slow capture
     from apiprof.fastapi import instrument
 
     instrument(app)
+elif VARIANT == "apiprof-memory":  # statistics and request memory (sampled, 512 KiB)
+    from apiprof.fastapi import instrument
+
+    instrument(app, memory=True)
 elif VARIANT == "fastapi-profiler":  # its timing statistics, no profile per request
     from fastapi_profiler import PyInstrumentProfilerMiddleware
 

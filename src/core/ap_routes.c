@@ -85,6 +85,8 @@ static ap_route_stat *append_entry(ap_routes *t, const char *route, size_t route
         memcpy(s->method, method, method_len);
     s->errors = s->cpu_ns = s->bytes_out = s->waited = 0;
     memset(s->wait_ns, 0, sizeof s->wait_ns);
+    s->mem_requests = s->alloc_bytes = s->retained_bytes = s->live_bytes = 0;
+    s->retained_max = 0;
     ap_hist_init(&s->wall);
     t->entries[t->n++] = s;
     return s;
@@ -147,6 +149,8 @@ void ap_routes_reset(ap_routes *t) {
     for (size_t i = 0; i < t->n; i++) {
         ap_route_stat *s = t->entries[i];
         s->errors = s->cpu_ns = s->bytes_out = s->waited = 0;
+        s->mem_requests = s->alloc_bytes = s->retained_bytes = s->live_bytes = 0;
+        s->retained_max = 0;
         memset(s->wait_ns, 0, sizeof s->wait_ns);
         ap_hist_reset(&s->wall);
     }
@@ -155,7 +159,7 @@ void ap_routes_reset(ap_routes *t) {
 /* ---- encoding ----------------------------------------------------------------- */
 
 static const uint8_t MAGIC[4] = {'A', 'P', 'R', 'T'};
-#define FIXED_ENTRY_BYTES (4 + 1 + 1 + 8 + 8 + 8 + 4 + 8 + 1)
+#define FIXED_ENTRY_BYTES (4 + 1 + 1 + 8 + 8 + 8 + 4 + 8 + 1 + 5 * 8)
 #define WAIT_NAME_MAX 32
 
 _Static_assert(AP_WAIT_COUNT <= AP_ROUTES_WAITS, "AP_ROUTES_WAITS must hold every wait kind");
@@ -235,6 +239,11 @@ size_t ap_routes_encode(const ap_routes *t, uint8_t *buf, size_t cap) {
             nwaits++;
         }
         *nwaits_at = (uint8_t)nwaits;
+        p = put_le(p, s->mem_requests, 8);
+        p = put_le(p, s->alloc_bytes, 8);
+        p = put_le(p, s->retained_bytes, 8);
+        p = put_le(p, s->live_bytes, 8);
+        p = put_le(p, s->retained_max, 8);
         written++;
     }
     put_le(count_at, written, 4);
@@ -320,6 +329,10 @@ static int walk(ap_routes *t, ap_hist *tmp, const uint8_t *buf, size_t len) {
                     wait_ns[k] += ns;
             }
         }
+        uint64_t mem[5] = {0, 0, 0, 0, 0};   /* requests, alloc, retained, live, max */
+        if (version >= 3)
+            for (unsigned k = 0; k < 5; k++)
+                mem[k] = get_le(&r, 8);
         if (r.bad)
             break;
         if (cls >= AP_ROUTES_CLASSES)
@@ -329,6 +342,8 @@ static int walk(ap_routes *t, ap_hist *tmp, const uint8_t *buf, size_t len) {
             return ap_err_set(AP_ECORRUPT, "route statistics: %s", ap_err_msg());
         if (errors > tmp->count)
             return ap_err_set(AP_ECORRUPT, "route statistics: more errors than requests");
+        if (mem[0] > tmp->count)
+            return ap_err_set(AP_ECORRUPT, "route statistics: more sampled than requests");
         if (t == NULL)
             continue;
         ap_route_stat *s = ap_routes_get(t, (const char *)route, rlen, (const char *)method,
@@ -342,6 +357,12 @@ static int walk(ap_routes *t, ap_hist *tmp, const uint8_t *buf, size_t len) {
         s->waited += waited;
         for (unsigned k = 0; k < AP_ROUTES_WAITS; k++)
             s->wait_ns[k] += wait_ns[k];
+        s->mem_requests += mem[0];
+        s->alloc_bytes += mem[1];
+        s->retained_bytes += mem[2];
+        s->live_bytes += mem[3];
+        if (mem[4] > s->retained_max)
+            s->retained_max = mem[4];
     }
     if (r.bad)
         return ap_err_set(AP_ECORRUPT, "route statistics: truncated");

@@ -40,6 +40,12 @@ typedef struct ap_route_stat {
     ap_hist wall;                           /* latency per request, ns; its count is the request count */
     uint64_t waited;                        /* requests whose waits were measured (profiled) */
     uint64_t wait_ns[AP_ROUTES_WAITS];      /* their wait time by ap_wait_kind, ns */
+    /* Memory (the middleware's allocation sampling, estimates in bytes): */
+    uint64_t mem_requests;                  /* requests whose allocations were sampled */
+    uint64_t alloc_bytes;                   /* allocated while they ran */
+    uint64_t retained_bytes;                /* of those, still alive when each finished */
+    uint64_t live_bytes;                    /* of those, still alive now */
+    uint64_t retained_max;                  /* the most one request retained */
 } ap_route_stat;
 
 typedef struct ap_routes ap_routes;         /* private to ap_routes.c */
@@ -80,6 +86,25 @@ static inline void ap_routes_add_waits(ap_route_stat *s, const uint64_t *wait_ns
         s->wait_ns[k] += wait_ns[k];
 }
 
+/* Add the sampled memory of one finished request to s: alloc bytes allocated
+ * while it ran, retained of them still alive at its end (they are live now
+ * too).  Can't fail. */
+static inline void ap_routes_add_memory(ap_route_stat *s, uint64_t alloc, uint64_t retained) {
+    s->mem_requests++;
+    s->alloc_bytes += alloc;
+    s->retained_bytes += retained;
+    s->live_bytes += retained;
+    if (retained > s->retained_max)
+        s->retained_max = retained;
+}
+
+/* bytes that a finished request of s retained were freed: they leave its
+ * live bytes (which never go below zero: a reset may have emptied them).
+ * Can't fail. */
+static inline void ap_routes_free_memory(ap_route_stat *s, uint64_t bytes) {
+    s->live_bytes = s->live_bytes > bytes ? s->live_bytes - bytes : 0;
+}
+
 /* Number of entries (keys and used overflow entries).  Entries that are empty
  * after ap_routes_reset() are still counted.  Can't fail. */
 size_t ap_routes_size(const ap_routes *t);
@@ -111,11 +136,16 @@ void ap_routes_reset(ap_routes *t);
  *     nwaits times:
  *       u8   name_len, then the kind's name (ap_wait_name), <= 32 bytes
  *       u64  ns
+ *     (version 3 on:)
+ *     u64    mem_requests      <= the histogram's count (merged: summed; retained_max:
+ *                              the larger)
+ *     u64    alloc_bytes, retained_bytes, live_bytes, retained_max
  *
  * Kinds travel by name, so a reader whose list of kinds differs drops only
- * the names it does not know.  Version 1 (no waits) is still read.  Empty
+ * the names it does not know.  Versions 1 (no waits) and 2 (no memory) are
+ * still read.  Empty
  * entries are left out, so a reset table encodes as no entries. */
-#define AP_ROUTES_VERSION 2
+#define AP_ROUTES_VERSION 3
 
 /* Exact size of ap_routes_encode()'s output for t.  Can't fail. */
 size_t ap_routes_encoded_size(const ap_routes *t);

@@ -11,6 +11,7 @@
 #include "ap_err.h"
 #include "ap_map.h"
 #include "ap_prof.h"
+#include "ap_routes.h"
 #include "ap_unrel.h"
 
 /* ---- what it records ------------------------------------------------------------------
@@ -34,6 +35,19 @@
  * so every sum is an unbiased estimate; only sampled blocks are in the live
  * map).  A free removes the block from the live map and its bytes (weighted
  * in sampled mode) from the live bytes of the node it was charged to.
+ *
+ * Given None instead of a tracer (the ASGI middleware's memory=True), the
+ * tracker writes no profile: it charges each allocation (sampled, as a rule)
+ * to the HTTP request running it, the RouteRequest that
+ * apext_memory_request_var holds in the allocating thread's context
+ * (routes.c sets it when the request starts, so the thread-pool work of a
+ * sync route, which runs in a copy of the request's context, is the
+ * request's too).  A request's owner record (below) sums what it allocated
+ * and what of it is still alive; when the request ends, both go to its
+ * route's statistics (ap_routes_add_memory), and each later free of one of
+ * its blocks leaves the route's live bytes, so a route's live bytes grow
+ * with the requests it served only when it keeps what they allocated.
+ * Allocations outside requests are not tracked.
  *
  * Given a LineTracer instead (apiprof lines --memory), the tracker charges
  * the line running in the innermost target frame of the thread (its callees'
@@ -72,11 +86,24 @@ typedef struct mem_domain {
     PyMemAllocatorEx orig;   /* the allocator wrapped while running */
 } mem_domain;
 
-/* A tracked live block: the node it was charged to, its (weighted) bytes
- * and its size (MEM_OBJ set: allocated in the OBJ domain, so a Python
+/* The memory of one HTTP request (requests mode): what it allocated, what
+ * of that is alive, and its route's statistics once it ended (NULL before,
+ * or when its route table is gone).  Held by the request until it ends and
+ * by each of its tracked blocks; freed at the last release.  Every field
+ * under mem_lock. */
+struct apext_mem_owner {
+    ap_route_stat *stat;
+    uint64_t alloc, live;
+    uint64_t refs;
+};
+
+/* A tracked live block: the node it was charged to (NULL in requests mode),
+ * the request that allocated it (requests mode, else NULL), its (weighted)
+ * bytes and its size (MEM_OBJ set: allocated in the OBJ domain, so a Python
  * object); free slots are chained through next. */
 typedef struct mem_block {
     ap_node *node;
+    apext_mem_owner *owner;
     uint64_t bytes;
     uint32_t next;
     uint32_t size;
@@ -95,6 +122,7 @@ typedef struct MemoryTrackerObject {
     PyObject_HEAD
     PyObject *tracer;       /* the Tracer (or LineTracer) whose profile is written; strong */
     int line_tracer;        /* tracer is a LineTracer: charge its running line, frees too */
+    int requests;           /* no tracer: charge the running HTTP request (no profile) */
     int sampled;
     uint64_t rate;          /* sampled: mean bytes between samples */
     uint64_t seed;          /* sampled: seed of every thread's generator (0: from the clock) */
@@ -136,6 +164,7 @@ typedef struct mem_sampler {
 static APEXT_TLS mem_sampler tls_sampler;
 static APEXT_TLS uint64_t tls_thread_no;   /* this thread's number for seeding, 0: none yet */
 static atomic_uint_fast64_t mem_threads;
+PyObject *apext_memory_request_var;   /* contextvars.ContextVar, made at init */
 
 static inline void lock(void) {
     while (atomic_flag_test_and_set_explicit(&mem_lock, memory_order_acquire))
@@ -327,8 +356,31 @@ static inline int filter_has(const MemoryTrackerObject *m, const void *ptr) {
     return (m->filter[b >> 6] >> (b & 63)) & 1u;
 }
 
-static void track(MemoryTrackerObject *m, void *ptr, ap_node *node, uint64_t bytes,
-                  uint32_t size) {
+/* A request's owner record loses bytes of its live ones and one reference
+ * (a block of it was freed, or it ended); the last release frees it. */
+static void owner_release(apext_mem_owner *o, uint64_t bytes) {
+    o->live = o->live > bytes ? o->live - bytes : 0;
+    if (o->stat != NULL && bytes != 0)
+        ap_routes_free_memory(o->stat, bytes);
+    if (--o->refs == 0)
+        free(o);
+}
+
+/* Block b is no longer alive: its bytes leave its node's (or request's) live
+ * bytes and the total. */
+static void drop_block(MemoryTrackerObject *m, mem_block *b) {
+    if (b->node != NULL)
+        b->node->m[AP_M_LIVE_BYTES] -= b->bytes;
+    if (b->owner != NULL)
+        owner_release(b->owner, b->bytes);
+    b->owner = NULL;
+    m->live_total -= b->bytes;
+}
+
+/* Track ptr as a live block charged to node, or (requests mode, node NULL)
+ * to the request owner, which gets the bytes and a reference. */
+static void track(MemoryTrackerObject *m, void *ptr, ap_node *node, apext_mem_owner *owner,
+                  uint64_t bytes, uint32_t size) {
     uint64_t key = (uint64_t)(uintptr_t)ptr;
     int inserted;
     uint64_t *v = ap_map_upsert(&m->live, key, UINT32_MAX, &inserted);
@@ -339,8 +391,7 @@ static void track(MemoryTrackerObject *m, void *ptr, ap_node *node, uint64_t byt
     uint32_t i;
     if (!inserted) {   /* freed where no hook saw it: the old block is gone */
         i = (uint32_t)*v;
-        m->blocks[i].node->m[AP_M_LIVE_BYTES] -= m->blocks[i].bytes;
-        m->live_total -= m->blocks[i].bytes;
+        drop_block(m, &m->blocks[i]);
     } else if (m->free_head != UINT32_MAX) {
         i = m->free_head;
         m->free_head = m->blocks[i].next;
@@ -361,11 +412,16 @@ static void track(MemoryTrackerObject *m, void *ptr, ap_node *node, uint64_t byt
     *v = i;
     uint64_t fb = filter_bit(ptr);
     m->filter[fb >> 6] |= (uint64_t)1 << (fb & 63);
-    m->blocks[i] = (mem_block){node, bytes, UINT32_MAX, size};
-    uint64_t *live = &node->m[AP_M_LIVE_BYTES];
-    *live += bytes;
-    if (*live > node->m[AP_M_PEAK_BYTES])
-        node->m[AP_M_PEAK_BYTES] = *live;
+    m->blocks[i] = (mem_block){node, owner, bytes, UINT32_MAX, size};
+    if (node != NULL) {
+        uint64_t *live = &node->m[AP_M_LIVE_BYTES];
+        *live += bytes;
+        if (*live > node->m[AP_M_PEAK_BYTES])
+            node->m[AP_M_PEAK_BYTES] = *live;
+    } else if (owner != NULL) {
+        owner->live += bytes;
+        owner->refs++;
+    }
     m->live_total += bytes;
     if (m->live_total > m->peak_total)
         m->peak_total = m->live_total;
@@ -380,8 +436,7 @@ static mem_block *untrack(MemoryTrackerObject *m, void *ptr) {
     uint32_t i = (uint32_t)*v;
     ap_map_remove(&m->live, (uint64_t)(uintptr_t)ptr);
     mem_block *b = &m->blocks[i];
-    b->node->m[AP_M_LIVE_BYTES] -= b->bytes;
-    m->live_total -= b->bytes;
+    drop_block(m, b);
     b->next = m->free_head;
     m->free_head = i;
     return b;
@@ -401,6 +456,26 @@ static inline void leave(const mem_domain *d) {
         atomic_fetch_sub_explicit(&mem_inflight, 1, memory_order_release);
 }
 
+/* Requests mode (GIL held): charge the block to the request whose context
+ * runs, if any. */
+static void charge_request(MemoryTrackerObject *m, void *ptr, uint64_t bytes, size_t size,
+                           int obj) {
+    mem_guard = 1;
+    PyObject *req = NULL;
+    if (PyContextVar_Get(apext_memory_request_var, NULL, &req) < 0)
+        PyErr_Clear();   /* cannot happen: the variable is a ContextVar */
+    apext_mem_owner *o = req != NULL ? apext_routes_owner(req) : NULL;
+    Py_XDECREF(req);   /* the context holds it */
+    if (o != NULL) {
+        lock();
+        o->alloc += bytes;
+        track(m, ptr, NULL, o, bytes,
+              (size > MEM_SIZE_MAX ? MEM_SIZE_MAX : (uint32_t)size) | (obj ? MEM_OBJ : 0u));
+        unlock();
+    }
+    mem_guard = 0;
+}
+
 static void on_alloc(const mem_domain *d, void *ptr, size_t size) {
     MemoryTrackerObject *m = mem_running;
     if (m == NULL || m->paused)
@@ -409,6 +484,11 @@ static void on_alloc(const mem_domain *d, void *ptr, size_t size) {
     if (m->sampled && !sample(m, size, &bytes, &count))
         return;
     int gil = d->domain != PYMEM_DOMAIN_RAW || PyGILState_Check();
+    if (m->requests) {
+        if (gil)
+            charge_request(m, ptr, bytes, size, d->domain == PYMEM_DOMAIN_OBJ);
+        return;
+    }
     mem_guard = 1;
     ap_node *node = gil ? charge_node(m) : m->no_gil;
     lock();
@@ -418,7 +498,7 @@ static void on_alloc(const mem_domain *d, void *ptr, size_t size) {
         node->m[AP_M_ALLOC_BYTES] += bytes;
         node->m[AP_M_ALLOC_COUNT] += count;
     }
-    track(m, ptr, node, bytes,
+    track(m, ptr, node, NULL, bytes,
           (size > MEM_SIZE_MAX ? MEM_SIZE_MAX : (uint32_t)size) |
               (d->domain == PYMEM_DOMAIN_OBJ ? MEM_OBJ : 0u));
     unlock();
@@ -490,7 +570,7 @@ static void *hook_realloc(void *ctx, void *ptr, size_t size) {
         return d->orig.realloc(d->orig.ctx, ptr, size);
     enter(d);
     MemoryTrackerObject *m = mem_running;
-    mem_block old = {NULL, 0, 0, 0};
+    mem_block old = {NULL, NULL, 0, 0, 0};
     int gil = m != NULL && holds_gil(m, d);
     if (m != NULL && ptr != NULL && (!m->sampled || filter_has(m, ptr))) {
         lock();
@@ -500,6 +580,7 @@ static void *hook_realloc(void *ctx, void *ptr, size_t size) {
         if (b != NULL)
             old = *b;
         unlock();
+        old.owner = NULL;   /* released with the block; a failed realloc keeps it untracked */
     }
     mem_guard = 1;
     void *p = d->orig.realloc(d->orig.ctx, ptr, size);
@@ -509,7 +590,7 @@ static void *hook_realloc(void *ctx, void *ptr, size_t size) {
     else if (old.node != NULL && m == mem_running) {
         lock();
         charge_freed(m, gil, 0 - old.bytes);
-        track(m, ptr, old.node, old.bytes, old.size);
+        track(m, ptr, old.node, NULL, old.bytes, old.size);
         unlock();
     }
     leave(d);
@@ -576,16 +657,23 @@ static PyObject *mem_start(MemoryTrackerObject *m, PyObject *Py_UNUSED(a)) {
         return PyErr_Format(PyExc_RuntimeError, "apiprof: this memory tracker is already running");
     if (mem_running != NULL)
         return PyErr_Format(PyExc_RuntimeError, "apiprof: another memory tracker is running");
-    apext_object *t = (apext_object *)m->tracer;
-    if (apext_session_running[m->line_tracer ? APEXT_PRODUCER_LINES : APEXT_PRODUCER_TRACE] != m->tracer)
-        return PyErr_Format(PyExc_RuntimeError,
-                            "apiprof: the memory tracker needs its tracer running (start it first)");
-    m->prof = t->sess.prof;
-    if (outside_nodes(m) != 0 ||
+    if (m->requests) {
+        m->prof = NULL;
+    } else {
+        apext_object *t = (apext_object *)m->tracer;
+        if (apext_session_running[m->line_tracer ? APEXT_PRODUCER_LINES : APEXT_PRODUCER_TRACE] !=
+            m->tracer)
+            return PyErr_Format(PyExc_RuntimeError,
+                                "apiprof: the memory tracker needs its tracer running (start it first)");
+        m->prof = t->sess.prof;
+    }
+    if (m->requests) {
+        /* no profile to describe */
+    } else if (outside_nodes(m) != 0 ||
         ap_prof_meta_set(m->prof, "memory", m->sampled ? "sampled" : "full") != 0 ||
         ap_prof_meta_set(m->prof, "memory_attribution", m->line_tracer ? "lines" : "functions") != 0)
         return PyErr_NoMemory();
-    if (m->sampled)
+    if (m->sampled && m->prof != NULL)
         set_meta_u64(m->prof, "memory_rate", m->rate);
     memset(m->lines, 0, sizeof m->lines);
     memset(m->filter, 0, sizeof m->filter);
@@ -621,12 +709,18 @@ static void mem_unhook(MemoryTrackerObject *m) {
     while (atomic_load_explicit(&mem_inflight, memory_order_acquire) != 0)
         ;
     lock();     /* a reader of apext_memory_live_now() holding m is done with it */
+    /* requests mode: the blocks are no longer followed; they leave their requests */
+    uint64_t key, val;
+    for (size_t pos = 0; m->requests && (pos = ap_map_next(&m->live, pos, &key, &val)) != 0;)
+        drop_block(m, &m->blocks[val]);
     unlock();
     m->running = 0;
-    set_meta_u64(m->prof, "memory_live_bytes", m->live_total);
-    set_meta_u64(m->prof, "memory_peak_bytes", m->peak_total);
-    if (m->lost)
-        set_meta_u64(m->prof, "memory_untracked_blocks", m->lost);
+    if (m->prof != NULL) {
+        set_meta_u64(m->prof, "memory_live_bytes", m->live_total);
+        set_meta_u64(m->prof, "memory_peak_bytes", m->peak_total);
+        if (m->lost)
+            set_meta_u64(m->prof, "memory_untracked_blocks", m->lost);
+    }
     ap_map_free(&m->live);
     free(m->blocks);
     m->blocks = NULL;
@@ -791,7 +885,8 @@ out:
 static PyObject *mem_stop(MemoryTrackerObject *m, PyObject *Py_UNUSED(a)) {
     if (!m->running)
         Py_RETURN_NONE;
-    record_unreleased(m);
+    if (!m->requests)
+        record_unreleased(m);
     mem_unhook(m);
     Py_DECREF(m);
     Py_RETURN_NONE;
@@ -815,9 +910,9 @@ static PyObject *mem_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
         return NULL;
     apext_state *st = apext_state_of_type(type);
     int lines = PyObject_TypeCheck(tracer, st->line_tracer_type);
-    if (!lines && !PyObject_TypeCheck(tracer, st->tracer_type))
+    if (!lines && tracer != Py_None && !PyObject_TypeCheck(tracer, st->tracer_type))
         return PyErr_Format(PyExc_TypeError,
-                            "tracer must be an apiprof._core.Tracer or LineTracer");
+                            "tracer must be an apiprof._core.Tracer or LineTracer, or None");
     int sampled;
     if (strcmp(mode, "full") == 0)
         sampled = 0;
@@ -832,6 +927,7 @@ static PyObject *mem_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
         return NULL;
     m->tracer = Py_NewRef(tracer);
     m->line_tracer = lines;
+    m->requests = tracer == Py_None;
     m->sampled = sampled;
     m->rate = rate;
     m->seed = seed;
@@ -868,6 +964,40 @@ static PyObject *mem_get_mode(MemoryTrackerObject *m, void *Py_UNUSED(c)) {
     return PyUnicode_FromString(m->sampled ? "sampled" : "full");
 }
 
+/* ---- request owners (requests mode) --------------------------------------------------- */
+
+apext_mem_owner *apext_memory_owner_new(void) {
+    MemoryTrackerObject *m = mem_running;
+    if (m == NULL || !m->requests)
+        return NULL;
+    apext_mem_owner *o = calloc(1, sizeof *o);
+    if (o != NULL)
+        o->refs = 1;
+    return o;
+}
+
+void apext_memory_owner_end(apext_mem_owner *o, ap_route_stat *s) {
+    lock();
+    if (s != NULL) {
+        ap_routes_add_memory(s, o->alloc, o->live);
+        o->stat = s;
+    }
+    owner_release(o, 0);
+    unlock();
+}
+
+void apext_memory_forget_routes(void) {
+    MemoryTrackerObject *m = mem_running;
+    if (m == NULL || !m->requests)
+        return;
+    lock();
+    uint64_t key, val;
+    for (size_t pos = 0; (pos = ap_map_next(&m->live, pos, &key, &val)) != 0;)
+        if (m->blocks[val].owner != NULL)
+            m->blocks[val].owner->stat = NULL;
+    unlock();
+}
+
 static PyObject *mem_get_rate(MemoryTrackerObject *m, void *Py_UNUSED(c)) {
     return PyLong_FromUnsignedLongLong(m->rate);
 }
@@ -896,7 +1026,8 @@ static const char mem_doc[] =
     "of apiprof (use apiprof.Profiler(memory=...)): wraps PyMem's RAW, MEM and OBJ domains "
     "and charges allocations to the running tracer's node and line (alloc_bytes, "
     "alloc_count, live_bytes, peak_bytes); with a LineTracer (LineProfiler(memory=...)), "
-    "to the running target line, and frees too (freed_bytes).  mode='full' records every block; 'sampled' "
+    "to the running target line, and frees too (freed_bytes); with None (the ASGI "
+    "middleware's memory=True), to the HTTP request running, in its route's statistics.  mode='full' records every block; 'sampled' "
     "samples by bytes (mean interval rate) and weighs each sample so that sums are "
     "unbiased estimates; seed fixes the sampling sequence (0: from the clock).";
 
@@ -910,6 +1041,9 @@ static void after_fork_in_child(void) {
 
 int apext_memory_init(PyObject *module, apext_state *st) {
     (void)st;
+    if (apext_memory_request_var == NULL &&
+        (apext_memory_request_var = PyContextVar_New("apiprof_request", NULL)) == NULL)
+        return -1;
     static int atfork;
     if (!atfork && pthread_atfork(NULL, NULL, after_fork_in_child) == 0)
         atfork = 1;

@@ -13,7 +13,10 @@
  *     awaits is not counted, and work done in the thread pool is not either;
  *   - req.finish(error, route) records the request in the table under `route`,
  *     the template the middleware found up front (apiprof._route_match); when
- *     that is None it reads the matched route from the scope after routing.
+ *     that is None it reads the matched route from the scope after routing;
+ *   - while a MemoryTracker(None) runs (the middleware's memory=True), run()
+ *     makes the request the owner of the allocations in its context (memory.h)
+ *     and the record adds their bytes to the route's statistics.
  *
  * Everything here runs with the GIL held, which protects every field. */
 #include "compat.h"
@@ -31,6 +34,7 @@
 #include "ap_prom.h"
 #include "ap_routes.h"
 #include "ap_wait.h"
+#include "memory.h"
 
 enum {
     S_TYPE, S_STATUS, S_BODY, S_MORE_BODY, S_HEADERS, S_ROUTE, S_ROOT_PATH, S_METHOD,
@@ -83,12 +87,14 @@ typedef struct {
     uint64_t cpu, cpu_in;    /* CPU summed over steps; thread CPU floor when the step began */
     uint64_t step_t0;        /* wall time when the current step began */
     uint64_t bytes_out;
+    apext_mem_owner *mem;    /* its allocations (memory.h) until recorded, or NULL */
     int status;              /* 0 until http.response.start */
     unsigned char in_step, server_timing, finished, self_finish;
 } RouteRequest;
 
 static PyObject *req_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf,
                                 PyObject *kwnames);
+static PyTypeObject *request_type;   /* the RouteRequest type (apext_routes_owner) */
 
 static apext_state *state_of(PyObject *o) {
     return (apext_state *)PyType_GetModuleState(Py_TYPE(o));
@@ -158,6 +164,7 @@ static void table_dealloc(RouteTable *self) {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     table_clear(self);
+    apext_memory_forget_routes();   /* no request's memory may reach its entries now */
     ap_routes_free(self->table);
     tp->tp_free(self);
     Py_DECREF(tp);
@@ -198,7 +205,12 @@ static PyObject *entry_dict(const ap_route_stat *s) {
         set_u64(d, "p95_ns", ap_hist_percentile(h, 95)) < 0 ||
         set_u64(d, "p99_ns", ap_hist_percentile(h, 99)) < 0 ||
         set_u64(d, "max_ns", ap_hist_max(h)) < 0 || set_u64(d, "cpu_ns", s->cpu_ns) < 0 ||
-        set_u64(d, "bytes_out", s->bytes_out) < 0) {
+        set_u64(d, "bytes_out", s->bytes_out) < 0 ||
+        set_u64(d, "mem_requests", s->mem_requests) < 0 ||
+        set_u64(d, "alloc_bytes", s->alloc_bytes) < 0 ||
+        set_u64(d, "retained_bytes", s->retained_bytes) < 0 ||
+        set_u64(d, "live_bytes", s->live_bytes) < 0 ||
+        set_u64(d, "retained_max", s->retained_max) < 0) {
         Py_DECREF(d);
         return NULL;
     }
@@ -465,6 +477,7 @@ static PyObject *table_request(RouteTable *self, PyObject *const *args, Py_ssize
     r->finder = r->leaves = NULL;
     r->self_finish = nargs == 4 && args[3] != Py_None;
     r->t_start = r->t_last = r->cpu = r->cpu_in = r->step_t0 = r->bytes_out = 0;
+    r->mem = NULL;
     r->status = 0;
     r->in_step = r->finished = 0;
     r->server_timing = nargs >= 3 && PyObject_IsTrue(args[2]) == 1;
@@ -686,7 +699,23 @@ static PyObject *req_run(RouteRequest *self, PyObject *coro) {
         return NULL;
     }
     self->coro = Py_NewRef(coro);
+    /* the request's context (its task's, the caller's) names it as the allocating
+     * request, for the thread-pool work it starts too */
+    if (self->mem == NULL && !self->finished && (self->mem = apext_memory_owner_new()) != NULL) {
+        PyObject *token = PyContextVar_Set(apext_memory_request_var, (PyObject *)self);
+        if (token == NULL) {
+            apext_memory_owner_end(self->mem, NULL);
+            self->mem = NULL;
+            Py_CLEAR(self->coro);
+            return NULL;
+        }
+        Py_DECREF(token);
+    }
     return Py_NewRef(self);
+}
+
+apext_mem_owner *apext_routes_owner(PyObject *req) {
+    return Py_TYPE(req) == request_type ? ((RouteRequest *)req)->mem : NULL;
 }
 
 static PySendResult req_am_send(RouteRequest *self, PyObject *arg, PyObject **result) {
@@ -1013,6 +1042,10 @@ static PyObject *finish_as(RouteRequest *self, apext_state *st, int error, PyObj
     uint64_t wall = end - self->t0;
     ap_routes_record(s, wall, self->cpu < wall ? self->cpu : wall, self->bytes_out,
                      error || cls >= 5);
+    if (self->mem != NULL) {
+        apext_memory_owner_end(self->mem, s);
+        self->mem = NULL;
+    }
     return label;
 }
 
@@ -1056,6 +1089,8 @@ static int req_clear(RouteRequest *self) {
 static void req_dealloc(RouteRequest *self) {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
+    if (self->mem != NULL)   /* never recorded: its memory goes nowhere */
+        apext_memory_owner_end(self->mem, NULL);
     req_clear(self);
     PyObject_GC_Del(self);
     Py_DECREF(tp);
@@ -1162,6 +1197,7 @@ int apext_routes_init(PyObject *module, apext_state *st) {
     st->route_request_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &req_spec, NULL);
     if (st->route_request_type == NULL)
         return -1;
+    request_type = st->route_request_type;
     st->route_table_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &table_spec, NULL);
     if (st->route_table_type == NULL)
         return -1;

@@ -90,6 +90,10 @@ static ap_routes *sample_table(uint64_t seed) {
             w[AP_WAIT_SLEEP] = k;
             ap_routes_add_waits(s, w, AP_WAIT_COUNT);
         }
+        if (k % 4 == 0) {
+            ap_routes_add_memory(s, 1000 * k + 7, 10 * k);
+            ap_routes_free_memory(s, k);
+        }
     }
     return t;
 }
@@ -124,7 +128,29 @@ AP_TEST(routes_roundtrip_merge) {
         AP_CHECK_EQ_U64(z->waited, x->waited + y->waited);
         for (unsigned k = 0; k < AP_ROUTES_WAITS; k++)
             AP_CHECK_EQ_U64(z->wait_ns[k], x->wait_ns[k] + y->wait_ns[k]);
+        AP_CHECK_EQ_U64(z->mem_requests, x->mem_requests + y->mem_requests);
+        AP_CHECK_EQ_U64(z->alloc_bytes, x->alloc_bytes + y->alloc_bytes);
+        AP_CHECK_EQ_U64(z->retained_bytes, x->retained_bytes + y->retained_bytes);
+        AP_CHECK_EQ_U64(z->live_bytes, x->live_bytes + y->live_bytes);
+        AP_CHECK_EQ_U64(z->retained_max, x->retained_max > y->retained_max ? x->retained_max
+                                                                              : y->retained_max);
     }
+    /* the memory of one request: what it kept is live until freed, never below zero */
+    const ap_route_stat *k0 = ap_routes_at(m, 0);
+    AP_CHECK_EQ_U64(k0->mem_requests, 2);
+    AP_CHECK_EQ_U64(k0->alloc_bytes, 7 + 7);
+    AP_CHECK_EQ_U64(k0->retained_bytes + k0->live_bytes, 0);
+    ap_route_stat *k4 = ap_routes_get(a, S("/route/4/{x}"), S("GET"), 4);
+    AP_CHECK(k4 == ap_routes_at(a, 4));
+    AP_CHECK_EQ_U64(k4->retained_bytes, 40);
+    AP_CHECK_EQ_U64(k4->live_bytes, 36);
+    AP_CHECK_EQ_U64(k4->retained_max, 40);
+    ap_routes_add_memory(k4, 10, 5);
+    ap_routes_add_memory(k4, 100, 50);
+    AP_CHECK_EQ_U64(k4->retained_max, 50);
+    AP_CHECK_EQ_U64(k4->live_bytes, 36 + 5 + 50);
+    ap_routes_free_memory(k4, 100);
+    AP_CHECK_EQ_U64(k4->live_bytes, 0);
     /* a reset table encodes no entries */
     ap_routes_reset(a);
     size_t le;
@@ -173,8 +199,10 @@ AP_TEST(routes_decode_rejects) {
         big[ap_test_rand(&seed) % len] ^= (uint8_t)(1 + ap_test_rand(&seed) % 255);
         ap_routes *x = ap_routes_new(100);
         if (ap_routes_merge_encoded(x, big, len) == 0) {
-            for (size_t j = 0; j < ap_routes_size(x); j++)
+            for (size_t j = 0; j < ap_routes_size(x); j++) {
                 AP_CHECK(ap_routes_at(x, j)->errors <= ap_routes_at(x, j)->wall.count);
+                AP_CHECK(ap_routes_at(x, j)->mem_requests <= ap_routes_at(x, j)->wall.count);
+            }
         } else {
             AP_CHECK_EQ_U64(ap_routes_size(x), 0);
         }
@@ -186,7 +214,8 @@ AP_TEST(routes_decode_rejects) {
     ap_routes_free(m);
 }
 
-/* Version 1 (before waits) is still read; a wait kind a reader does not know is dropped. */
+/* Versions 1 (before waits) and 2 (before memory) are still read; a wait kind a reader
+ * does not know is dropped. */
 AP_TEST(routes_reads_version_1_and_unknown_kinds) {
     ap_routes *a = ap_routes_new(4);
     ap_route_stat *s = ap_routes_get(a, S("/v"), S("GET"), 2);
@@ -194,21 +223,33 @@ AP_TEST(routes_reads_version_1_and_unknown_kinds) {
     uint64_t w[AP_WAIT_COUNT] = {0};
     w[AP_WAIT_DATABASE] = 900;
     ap_routes_add_waits(s, w, AP_WAIT_COUNT);
+    ap_routes_add_memory(s, 4096, 512);
     size_t len;
     uint8_t *buf = encode(a, &len);
-    /* the waits are the last 8 + 1 + (1 + 8 + 8) bytes: strip them for a version-1 copy */
-    size_t wlen = 8 + 1 + 1 + strlen("database") + 8;
+    /* the memory is the last 5 x 8 bytes, the waits the 8 + 1 + (1 + 8 + 8) before:
+     * strip them for version-2 and version-1 copies */
+    size_t mlen = 5 * 8, wlen = 8 + 1 + 1 + strlen("database") + 8;
     uint8_t *v1 = malloc(len);
-    memcpy(v1, buf, len - wlen);
+    memcpy(v1, buf, len - mlen - wlen);
     v1[4] = 1;
     ap_routes *m = ap_routes_new(4);
-    AP_CHECK(ap_routes_merge_encoded(m, v1, len - wlen) == 0);
+    AP_CHECK(ap_routes_merge_encoded(m, v1, len - mlen - wlen) == 0);
     const ap_route_stat *r = ap_routes_at(m, 0);
     AP_CHECK_EQ_U64(r->wall.count, 1);
     AP_CHECK_EQ_U64(r->waited + r->wait_ns[AP_WAIT_DATABASE], 0);
-    AP_CHECK(ap_routes_merge_encoded(m, buf, len) == 0);
+    memcpy(v1, buf, len - mlen);
+    v1[4] = 2;
+    AP_CHECK(ap_routes_merge_encoded(m, v1, len - mlen) == 0);
     AP_CHECK_EQ_U64(r->waited, 1);
-    AP_CHECK_EQ_U64(r->wait_ns[AP_WAIT_DATABASE], 900);
+    AP_CHECK_EQ_U64(r->mem_requests + r->alloc_bytes, 0);
+    AP_CHECK(ap_routes_merge_encoded(m, buf, len) == 0);
+    AP_CHECK_EQ_U64(r->waited, 2);
+    AP_CHECK_EQ_U64(r->wait_ns[AP_WAIT_DATABASE], 1800);
+    AP_CHECK_EQ_U64(r->mem_requests, 1);
+    AP_CHECK_EQ_U64(r->alloc_bytes, 4096);
+    AP_CHECK_EQ_U64(r->retained_bytes, 512);
+    AP_CHECK_EQ_U64(r->live_bytes, 512);
+    AP_CHECK_EQ_U64(r->retained_max, 512);
     /* rename the kind to one nobody knows: read, and dropped */
     uint8_t *name = NULL;
     for (size_t i = 0; i + 8 <= len && name == NULL; i++)
@@ -217,12 +258,13 @@ AP_TEST(routes_reads_version_1_and_unknown_kinds) {
     if (AP_CHECK(name != NULL)) {
         memcpy(name, "datab4se", 8);
         AP_CHECK(ap_routes_merge_encoded(m, buf, len) == 0);
-        AP_CHECK_EQ_U64(r->waited, 2);
-        AP_CHECK_EQ_U64(r->wait_ns[AP_WAIT_DATABASE], 900);
-        AP_CHECK_EQ_U64(r->wall.count, 3);
+        AP_CHECK_EQ_U64(r->waited, 3);
+        AP_CHECK_EQ_U64(r->wait_ns[AP_WAIT_DATABASE], 1800);
+        AP_CHECK_EQ_U64(r->wall.count, 4);
     }
     ap_routes_reset(m);
     AP_CHECK_EQ_U64(r->waited + r->wait_ns[AP_WAIT_DATABASE], 0);
+    AP_CHECK_EQ_U64(r->mem_requests + r->alloc_bytes + r->retained_bytes + r->live_bytes, 0);
     free(v1);
     free(buf);
     ap_routes_free(a);

@@ -36,6 +36,9 @@ th.sortable { cursor: pointer; text-decoration: underline dotted; }
 th.sorted { background: #dde7f5; }
 td.text, th.text { text-align: left; }
 tr.errors td.err { color: #b00; font-weight: bold; }
+body:not(.memory) .mem { display: none; }
+tr.leak td.live { color: #b00; font-weight: bold; }
+#leaks { color: #b00; }
 </style></head>
 <body>
 <h1>apiprof: routes</h1>
@@ -48,8 +51,14 @@ tr.errors td.err { color: #b00; font-weight: bold; }
 <th class="sortable" data-sort="p95">p95 ms</th>
 <th>p99 ms</th><th>max ms</th>
 <th class="sortable" data-sort="total">total ms</th>
-<th>cpu ms</th><th>bytes out</th><th class="text">profiles</th>
+<th>cpu ms</th><th>bytes out</th>
+<th class="mem" title="bytes allocated per request (sampled estimate)">alloc/req</th>
+<th class="mem" title="bytes still alive when each request finished, per request">kept/req</th>
+<th class="mem sortable" data-sort="live"
+    title="of what this route's requests allocated, still alive now">live now</th>
+<th class="text">profiles</th>
 </tr></thead><tbody></tbody></table>
+<ul id="leaks"></ul>
 <h2>Captured profiles</h2>
 <table id="profiles"><thead><tr>
 <th class="text">id</th><th class="text">kind</th><th class="text">route</th>
@@ -62,10 +71,18 @@ const DATA = JSON.parse(document.getElementById("data").textContent);
 const BASE = __BASE__;
 const params = new URLSearchParams(location.search);
 const TOKEN = params.get("apiprof") || "";
-const KEYS = {count: "count", errors: "errors", p95: "p95_ns", total: "total_ns"};
+const KEYS = {count: "count", errors: "errors", p95: "p95_ns", total: "total_ns",
+              live: "live_bytes"};
 let sortKey = KEYS[params.get("sort")] ? params.get("sort") : "total";
 
 function ms(ns) { return (ns / 1e6).toFixed(2); }
+function bytes(n) {
+  for (const [unit, size] of [["GiB", 2 ** 30], ["MiB", 2 ** 20], ["KiB", 2 ** 10]])
+    if (n >= size) return (n / size).toFixed(1) + " " + unit;
+  return Math.floor(n) + " B";
+}
+const LEAKS = new Set((DATA.leak_suspects || []).map(
+  r => r.route + " " + r.method + " " + r.status));
 function cell(tr, text, cls) {
   const td = document.createElement("td");
   td.textContent = text;
@@ -95,6 +112,11 @@ function render() {
     for (const k of ["p50_ns", "p90_ns", "p95_ns", "p99_ns", "max_ns", "total_ns", "cpu_ns"])
       cell(tr, ms(r[k]));
     cell(tr, r.bytes_out);
+    const n = r.mem_requests || 0;
+    cell(tr, n ? bytes(r.alloc_bytes / n) : "-", "mem");
+    cell(tr, n ? bytes(r.retained_bytes / n) : "-", "mem");
+    cell(tr, bytes(r.live_bytes || 0), "mem live");
+    if (LEAKS.has(r.route + " " + r.method + " " + r.status)) tr.classList.add("leak");
     const links = cell(tr, "", "text");
     for (const p of DATA.profiles)
       if (p.route === r.route && p.method === r.method) {
@@ -117,6 +139,14 @@ for (const p of DATA.profiles) {
   cell(tr, p.status); cell(tr, ms(p.wall_ns));
   cell(tr, "", "text").appendChild(profileLink(p.id, "", "json"));
   pbody.appendChild(tr);
+}
+document.body.classList.toggle("memory", DATA.routes.some(r => r.mem_requests > 0));
+for (const r of DATA.leak_suspects || []) {
+  const li = document.createElement("li");
+  li.textContent = "leak suspect: " + r.method + " " + r.route + " keeps " +
+    bytes(r.kept_per_request) + " per request: " + bytes(r.live_bytes) +
+    " allocated by its " + r.mem_requests + " requests is still alive";
+  document.getElementById("leaks").appendChild(li);
 }
 document.getElementById("summary").textContent =
   DATA.routes.reduce((n, r) => n + r.count, 0) + " requests, " + DATA.routes.length +

@@ -32,7 +32,7 @@ from .metrics import Metrics, serve_port
 from .options import Options
 from .pyroscope import PyroscopePusher
 from .request_profile import FunctionProfile, ProfilerFactory, RequestProfiler
-from .route_stats import stats, table
+from .route_stats import start_request_memory, stats, table
 from .stats_files import write_worker_file
 from .store import ON_DEMAND_RING, ProfileStore
 
@@ -117,7 +117,7 @@ class ProfilerMiddleware:
         # what each process starts at its first call: the statistics flusher, the port,
         # the Pyroscope pusher
         self._per_process = (self.stats_dir is not None or self._metrics_port is not None
-                             or self.pyroscope is not None)
+                             or self.pyroscope is not None or opts.memory)
 
     @property
     def slow_candidates(self) -> int:
@@ -148,11 +148,14 @@ class ProfilerMiddleware:
 
     def _start_process(self) -> None:
         """This process's background work, started at its first call (each forked worker
-        starts its own): the statistics flusher, the metrics port, the Pyroscope pusher."""
+        starts its own): the request memory sampling, the statistics flusher, the metrics
+        port, the Pyroscope pusher."""
         with self._flusher_lock:
             if self._flusher_pid == os.getpid():
                 return
             self._flusher_pid = os.getpid()
+        if self.options.memory:
+            start_request_memory(self.options.memory_rate)
         if self.stats_dir is not None:
             self._start_flusher()
         if self.pyroscope is not None:

@@ -45,6 +45,8 @@ class Options:
     pyroscope_token: str | None = None
     pyroscope_tenant: str | None = None
     pyroscope_api: str = "auto"
+    memory: bool = False
+    memory_rate: int = 512 * 1024
 
     def __post_init__(self) -> None:
         token = self.token
@@ -77,6 +79,10 @@ class Options:
         _check_pyroscope(self.pyroscope_url)
         if self.pyroscope_api not in ("auto", "push", "ingest"):
             raise ConfigurationError("pyroscope_api must be auto, push or ingest")
+        if not isinstance(self.memory, bool):
+            raise ConfigurationError("memory must be True or False")
+        if not isinstance(self.memory_rate, int) or not 1 <= self.memory_rate <= 1 << 40:
+            raise ConfigurationError("memory_rate must be 1 to 2**40 bytes")
         if not self.pyroscope_interval_s > 0 or self.pyroscope_queue < 1:
             raise ConfigurationError("pyroscope_interval_s must be positive and "
                                      "pyroscope_queue at least 1")

@@ -4,18 +4,30 @@ the sort orders and the text table (``apiprof stats``)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import sys
+import threading
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .. import _core
-from .._table import Column, format_ms, render
+from .._table import Column, format_bytes, format_ms, render
 from .stats_files import read_dir
 
-SORT_KEYS = ("total", "p50", "p95", "p99", "max", "cpu", "count", "errors")
+SORT_KEYS = ("total", "p50", "p95", "p99", "max", "cpu", "count", "errors", "alloc", "live")
 _SORT_FIELDS = {"total": "total_ns", "p50": "p50_ns", "p95": "p95_ns", "p99": "p99_ns",
-                "max": "max_ns", "cpu": "cpu_ns", "count": "count", "errors": "errors"}
+                "max": "max_ns", "cpu": "cpu_ns", "count": "count", "errors": "errors",
+                "alloc": "alloc_bytes", "live": "live_bytes"}
 
 _table: _core.RouteTable | None = None
+_memory: tuple[int, _core.MemoryTracker] | None = None   # (pid, the running tracker)
+_memory_lock = threading.Lock()
+
+# A route is a leak suspect when what its finished requests kept is still alive: at
+# least this many bytes per request, over at least this many sampled requests, not
+# counting the one request that kept the most (a first use: lazy imports, a cache warmed
+# once).
+LEAK_BYTES_PER_REQUEST = 1024
+LEAK_MIN_REQUESTS = 20
 
 
 def table(max_keys: int = 256) -> _core.RouteTable:
@@ -24,6 +36,26 @@ def table(max_keys: int = 256) -> _core.RouteTable:
     if _table is None:
         _table = _core.RouteTable(max_keys)
     return _table
+
+
+def start_request_memory(rate: int) -> bool:
+    """Sample the allocations of every HTTP request of this process from now on (the
+    middleware's ``memory=True``): each request's allocated and retained bytes go to its
+    route's statistics. Once per process; False, with one line on stderr, when another
+    allocation hook runs (``apiprof run --memory``)."""
+    global _memory
+    with _memory_lock:
+        if _memory is not None and _memory[0] == os.getpid():
+            return True
+        tracker = _core.MemoryTracker(None, mode="sampled", rate=rate)
+        try:
+            tracker.start()
+        except RuntimeError as e:
+            print(f"apiprof: memory=True: request memory is off in this process: {e}",
+                  file=sys.stderr)
+            return False
+        _memory = (os.getpid(), tracker)
+        return True
 
 
 def stats(directory: str | os.PathLike[str] | None = None) -> dict[str, Any]:
@@ -35,7 +67,8 @@ def stats(directory: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     else:
         merged, paths = read_dir(directory)
         rows, files = merged.snapshot(), len(paths)
-    return {"version": 1, "workers": files, "routes": summary(rows)}
+    return {"version": 1, "workers": files, "routes": summary(rows),
+            "leak_suspects": leak_suspects(rows)}
 
 
 def reset() -> None:
@@ -61,8 +94,51 @@ ROUTE_COLUMNS: list[Column[Mapping[str, Any]]] = [
 ]
 
 
+def _per_request(field: str) -> Callable[[Mapping[str, Any]], str]:
+    def cell(r: Mapping[str, Any]) -> str:
+        n = r.get("mem_requests", 0)
+        return format_bytes(r[field] / n) if n else "-"
+    return cell
+
+
+# Shown when the middleware sampled memory (memory=True): estimates, per sampled request.
+MEMORY_COLUMNS: list[Column[Mapping[str, Any]]] = [
+    Column("alloc/req", _per_request("alloc_bytes")),
+    Column("kept/req", _per_request("retained_bytes")),
+    Column("live now", lambda r: format_bytes(r.get("live_bytes", 0))),
+]
+
+
 def format_table(rows: list[dict[str, Any]], sort: str = "total") -> str:
-    """An aligned text table of route statistics (times in ms)."""
+    """An aligned text table of route statistics (times in ms), with the memory columns
+    when any row has sampled requests, and a line per leak suspect."""
     if not rows:
         return "no requests recorded\n"
-    return render(ROUTE_COLUMNS, summary(rows, sort))
+    memory = any(r.get("mem_requests") for r in rows)
+    text = render(ROUTE_COLUMNS + (MEMORY_COLUMNS if memory else []), summary(rows, sort))
+    for r in leak_suspects(rows):
+        text += (f"leak suspect: {r['method']} {r['route']} keeps "
+                 f"{format_bytes(kept_per_request(r))} per request: "
+                 f"{format_bytes(r['live_bytes'])} allocated by its {r['mem_requests']} "
+                 "requests is still alive\n")
+    return text
+
+
+def kept_per_request(r: Mapping[str, Any]) -> float:
+    """Bytes alive now per sampled request of row r, leaving out the request that kept
+    the most (a first-use cost is not a leak)."""
+    n = r.get("mem_requests", 0)
+    if n < 2:
+        return 0.0
+    return max(0, r["live_bytes"] - r["retained_max"]) / (n - 1)
+
+
+def leak_suspects(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows (route, method, status) whose finished requests left at least
+    LEAK_BYTES_PER_REQUEST each alive (``kept_per_request``, added to each row), over
+    LEAK_MIN_REQUESTS sampled requests or more; most kept first. A route that allocates
+    and frees is never one, nor one whose first request alone kept memory."""
+    found = [dict(r, kept_per_request=round(kept_per_request(r), 1)) for r in rows
+             if r.get("mem_requests", 0) >= LEAK_MIN_REQUESTS
+             and kept_per_request(r) >= LEAK_BYTES_PER_REQUEST]
+    return sorted(found, key=lambda r: -r["live_bytes"])

@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     stale = [w for w in workers if w["stale"]]
     if args.json:
         out = {"version": 1, "workers": len(files), "routes": route_stats.summary(rows, args.sort),
+               "leak_suspects": route_stats.leak_suspects(rows),
                "worker_files": workers, "stale_after_s": args.stale_after}
         json.dump(out, sys.stdout)
         sys.stdout.write("\n")
