@@ -35,8 +35,8 @@ from collections.abc import Callable
 from typing import Any
 
 import apiprof
-from apiprof import _core
 from _peers import ensure_peers
+from apiprof import _core
 from trace_overhead import make_fastapi_loop, run_baseline
 
 PEERS = {"memray": "memray"}
