@@ -1,5 +1,6 @@
 """Requests per second of the shop app with no middleware, with apiprof's statistics
-(alone, and with request memory: memory=True), with fastapi-profiler and with pyinstrument's documented middleware recipe, under wrk.
+(alone, and with request memory: memory=True), with fastapi-profiler and with
+pyinstrument's documented middleware recipe, under wrk.
 
     python bench/middleware_overhead.py [--rounds 3] [--duration 5] [--connections 16]
 

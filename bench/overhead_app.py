@@ -1,7 +1,8 @@
 """The shop app (examples/shop) with one middleware variant, for middleware_overhead.py.
 
-BENCH_VARIANT: none | apiprof | apiprof-memory | fastapi-profiler | pyinstrument. The shop's own route
-timer is off in every variant, so that only the middleware under test differs.
+BENCH_VARIANT: none | apiprof | apiprof-memory | fastapi-profiler | pyinstrument. The
+shop's own route timer is off in every variant, so that only the middleware under test
+differs.
 """
 
 from __future__ import annotations
