@@ -19,7 +19,7 @@ _SORT_FIELDS = {"total": "total_ns", "p50": "p50_ns", "p95": "p95_ns", "p99": "p
                 "alloc": "alloc_bytes", "live": "live_bytes"}
 
 _table: _core.RouteTable | None = None
-_memory: tuple[int, _core.MemoryTracker] | None = None   # (pid, the running tracker)
+_memory: _core.MemoryTracker | None = None   # the middleware's, once started
 _memory_lock = threading.Lock()
 
 # A route is a leak suspect when what its finished requests kept is still alive: at
@@ -41,12 +41,13 @@ def table(max_keys: int = 256) -> _core.RouteTable:
 def start_request_memory(rate: int) -> bool:
     """Sample the allocations of every HTTP request of this process from now on (the
     middleware's ``memory=True``): each request's allocated and retained bytes go to its
-    route's statistics. Once per process; False, with one line on stderr, when another
-    allocation hook runs (``apiprof run --memory``)."""
+    route's statistics. Once per process (a forked child keeps its parent's); False,
+    with one line on stderr, when another allocation hook runs (``apiprof run
+    --memory``)."""
     global _memory
     with _memory_lock:
-        if _memory is not None and _memory[0] == os.getpid():
-            return True
+        if _memory is not None and _memory.running:
+            return True   # this process's, or a forked parent's (the hook lives on)
         tracker = _core.MemoryTracker(None, mode="sampled", rate=rate)
         try:
             tracker.start()
@@ -54,7 +55,7 @@ def start_request_memory(rate: int) -> bool:
             print(f"apiprof: memory=True: request memory is off in this process: {e}",
                   file=sys.stderr)
             return False
-        _memory = (os.getpid(), tracker)
+        _memory = tracker
         return True
 
 
