@@ -113,3 +113,19 @@ def test_memory_options_are_checked():
                 {"memory": True, "memory_rate": 1.5}):
         with pytest.raises(ConfigurationError):
             ProfilerMiddleware(app, **bad)
+
+
+def test_one_allocation_hook_per_process():
+    """Under apiprof run --memory the middleware's request memory stays off, and says so."""
+    code = (
+        "import apiprof\n"
+        "from apiprof.asgi.route_stats import start_request_memory\n"
+        "p = apiprof.Profiler(memory='sampled')\n"
+        "p.start()\n"
+        "print(start_request_memory(4096))\n"
+        "p.stop()\n"
+        "print(start_request_memory(4096), start_request_memory(4096))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "True", "True"]
+    assert r.stderr.count("apiprof: memory=True: request memory is off in this process") == 1
