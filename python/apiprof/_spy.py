@@ -57,12 +57,14 @@ def dump(pid: int, json_out: bool) -> str:
 
 
 def record(pid: int, output: str, rate: float, duration: float | None, idle: bool,
-           quiet: bool = False, wait_start: bool = False, subprocesses: bool = False) -> str:
+           quiet: bool = False, wait_start: bool = False, subprocesses: bool = False,
+           phases: list[str] | None = None) -> str:
     """Samples process pid into the profile ``output`` until ``duration`` seconds pass,
     the process exits or Ctrl-C; returns apiprof-spy's summary line. ``wait_start``: the
     process was just started, wait for its interpreter; ``subprocesses``: also sample its
-    Python descendants, those that start later too. SpyError when it failed (the
-    file is not written then)."""
+    Python descendants, those that start later too; ``phases``: label the samples
+    phase=<first name>, and each SIGUSR1 this process gets (main thread) moves the
+    sampler to the next name. SpyError when it failed (the file is not written then)."""
     cmd = [str(spy_binary()), "record", str(pid), "-o", output, "-r", f"{rate:g}"]
     if duration is not None:
         cmd += ["-d", f"{duration:g}"]
@@ -72,17 +74,36 @@ def record(pid: int, output: str, rate: float, duration: float | None, idle: boo
         cmd.append("--wait-start")
     if subprocesses:
         cmd.append("--subprocesses")
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-    while True:
-        try:
-            _, err = proc.communicate()
-            break
-        except KeyboardInterrupt:
-            # Ctrl-C reaches the whole process group; a SIGINT sent to this process
-            # alone is passed on, so the sampler always stops and writes.
-            proc.send_signal(signal.SIGINT)
+    previous = None
+    if phases:
+        cmd += ["--phases", ",".join(phases)]
+        # The sampler starts with SIGUSR1 blocked and unblocks it once it handles it,
+        # so a switch sent while it starts waits instead of ending it.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    try:
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+        if phases:   # one that came meanwhile is passed on when unblocked
+            previous = signal.signal(signal.SIGUSR1,
+                                     lambda s, f: proc.send_signal(signal.SIGUSR1))
+    finally:
+        if phases:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+    try:
+        while True:
+            try:
+                _, err = proc.communicate()
+                break
+            except KeyboardInterrupt:
+                # Ctrl-C reaches the whole process group; a SIGINT sent to this process
+                # alone is passed on, so the sampler always stops and writes.
+                proc.send_signal(signal.SIGINT)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGUSR1, previous)
     if proc.returncode != 0:
         raise SpyError(message(err), proc.returncode)
+    for line in [ln for ln in err.splitlines() if ln.strip()][:-1]:   # notes on the way
+        print(f"apiprof: {line.removeprefix('apiprof-spy: ')}", file=sys.stderr)
     summary = message(err).split("; wrote ")[0]   # the caller names the final file
     if not quiet:
         print(f"apiprof: {summary}", file=sys.stderr)

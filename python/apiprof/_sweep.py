@@ -111,9 +111,16 @@ def replay_targets(args: argparse.Namespace, base: str | None) -> list[str]:
 
 
 def _descendants(pid: int) -> list[int]:
+    """pid and its descendants, but the sampler (apiprof-spy under apiprof run --sample:
+    its CPU is the profiler's, not the server's)."""
     out, todo = [], [pid]
     while todo:
         p = todo.pop()
+        try:
+            if Path(f"/proc/{p}/comm").read_text().strip() == "apiprof-spy":
+                continue
+        except OSError:
+            continue
         out.append(p)
         for task in Path(f"/proc/{p}/task").glob("*/children"):
             try:

@@ -23,7 +23,7 @@ enum { EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_PERM = 3, EXIT_NOPROC = 4, EXIT_NOTPY
 
 static const char usage_text[] =
     "usage: " PROG " record PID -o FILE [-r RATE] [-d SECONDS] [--idle] [--wait-start]\n"
-    "                           [--subprocesses]\n"
+    "                           [--subprocesses] [--phases A,B,...]\n"
     "       " PROG " dump PID [--json]\n"
     "       " PROG " top PID [-r RATE] [--interval SECONDS] [--count N] [--idle]\n"
     "                           [--subprocesses]\n"
@@ -32,7 +32,8 @@ static const char usage_text[] =
     "        (default: until the process exits or SIGINT/SIGTERM), then write the\n"
     "        profile to FILE; --idle keeps the samples of threads that are not running;\n"
     "        --wait-start waits up to 5 s for a process just started to map Python;\n"
-    "        --subprocesses also samples every Python descendant, those started later too\n"
+    "        --subprocesses also samples every Python descendant, those started later too;\n"
+    "        --phases labels samples phase=A, and each SIGUSR1 moves to the next name\n"
     "dump:   print every thread's stack once (--json: as JSON)\n"
     "top:    sample like record and print, every interval (default 1 s), one JSON line\n"
     "        with the interval's functions by samples (own, inclusive), the hottest first\n";
@@ -179,11 +180,19 @@ static int cmd_dump(pid_t pid, int json) {
 /* ---- record ----------------------------------------------------------------------- */
 
 static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t phase_requests;   /* SIGUSR1s received (--phases) */
 
 static void on_stop(int sig) {
     (void)sig;
     stop_requested = 1;
 }
+
+static void on_phase(int sig) {
+    (void)sig;
+    phase_requests++;
+}
+
+#define PHASES_MAX 64
 
 /* Per kernel thread: its tree in the profile and its CPU time at the last tick. */
 typedef struct rec_thread {
@@ -216,7 +225,12 @@ typedef struct recorder {
     pid_t *skip;               /* descendants that are not Python (or not readable) */
     size_t nskip, capskip;
     rec_stats st;
-    ap_str_id k_thread, k_thread_id, k_pid;
+    ap_str_id k_thread, k_thread_id, k_pid, k_phase;
+    /* --phases: the names, the one samples are labelled with now (index), and the
+     * SIGUSR1s acted on */
+    ap_str_id phases[PHASES_MAX];
+    size_t nphases, phase;
+    sig_atomic_t phase_seen;
 } recorder;
 
 /* Grow *arr (of *cap elements of size sz) to hold n + 1.  Returns 0 or -1 (ENOMEM). */
@@ -257,15 +271,17 @@ static rec_thread *rec_thread_of(recorder *r, pid_t pid, pid_t tid) {
     }
     snprintf(tidbuf, sizeof tidbuf, "%d", (int)tid);
     snprintf(pidbuf, sizeof pidbuf, "%d", (int)pid);
-    ap_label labels[3] = {
+    ap_label labels[4] = {
         {r->k_thread, ap_prof_intern(r->prof, name, strlen(name))},
         {r->k_thread_id, ap_prof_intern(r->prof, tidbuf, strlen(tidbuf))},
         {r->k_pid, ap_prof_intern(r->prof, pidbuf, strlen(pidbuf))},
+        {r->k_phase, r->nphases ? r->phases[r->phase] : AP_NONE},
     };
-    for (int i = 0; i < 3; i++)
+    size_t nlabels = r->nphases ? 4 : 3;
+    for (size_t i = 0; i < nlabels; i++)
         if (labels[i].val == AP_NONE)
             return NULL;
-    rt->tree = ap_prof_tree_new(r->prof, labels, 3);
+    rt->tree = ap_prof_tree_new(r->prof, labels, nlabels);
     return rt->tree ? rt : NULL;
 }
 
@@ -567,8 +583,66 @@ static void install_stop_handlers(void) {
     sigaction(SIGTERM, &sa, NULL);
 }
 
+/* --phases: SIGUSR1 moves to the next phase.  The caller may have blocked it
+ * until now (so that one sent before this point waits instead of killing). */
+static void install_phase_handler(void) {
+    struct sigaction sa = {0};
+    sa.sa_handler = on_phase;
+    sigaction(SIGUSR1, &sa, NULL);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
+}
+
+/* Act on the SIGUSR1s received since the last call: each moves every thread to
+ * new trees labelled with the next phase; after the last phase they are
+ * ignored, with a line on stderr. */
+static void rec_phase_switch(recorder *r) {
+    sig_atomic_t req = phase_requests;
+    for (; r->phase_seen != req; r->phase_seen++) {
+        if (r->phase + 1 >= r->nphases) {
+            fprintf(stderr, PROG ": SIGUSR1 after the last phase: ignored\n");
+            continue;
+        }
+        r->phase++;
+        for (size_t i = 0; i < r->nthreads; i++)
+            r->threads[i].tree = NULL;   /* a new tree at the thread's next sample */
+    }
+}
+
+/* Parse --phases "A,B,...": intern every name into r (distinct, 1 to 100 bytes,
+ * at most PHASES_MAX).  0, or -1 with a message on stderr. */
+static int rec_phases(recorder *r, const char *list) {
+    const char *p = list;
+    while (*p) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (len == 0 || len > 100 || r->nphases == PHASES_MAX) {
+            fprintf(stderr, PROG ": --phases: 1 to %d names of 1 to 100 bytes, got %s\n",
+                    PHASES_MAX, list);
+            return -1;
+        }
+        ap_str_id id = ap_prof_intern(r->prof, p, len);
+        if (id == AP_NONE)
+            return -1;
+        for (size_t i = 0; i < r->nphases; i++)
+            if (r->phases[i] == id) {
+                fprintf(stderr, PROG ": --phases: names must differ, got %s\n", list);
+                return -1;
+            }
+        r->phases[r->nphases++] = id;
+        p += len + (comma != NULL);
+        if (comma && !*p) {
+            fprintf(stderr, PROG ": --phases: an empty name in %s\n", list);
+            return -1;
+        }
+    }
+    return r->nphases ? 0 : -1;
+}
+
 static int cmd_record(pid_t pid, const char *out, double rate, double duration, int idle,
-                      int wait_start, int follow) {
+                      int wait_start, int follow, const char *phases) {
     recorder r = {.pid = pid, .idle = idle, .follow = follow, .period = (uint64_t)(1e9 / rate)};
     if (rec_open(&r, pid, wait_start) != 0) {
         free(r.targets);
@@ -577,6 +651,14 @@ static int cmd_record(pid_t pid, const char *out, double rate, double duration, 
     if (rec_new_prof(&r) != 0) {
         rec_free(&r);
         return fail_exit(pid);
+    }
+    if (phases != NULL) {
+        if ((r.k_phase = ap_prof_intern(r.prof, "phase", 5)) == AP_NONE ||
+            rec_phases(&r, phases) != 0) {
+            rec_free(&r);
+            return EXIT_USAGE;
+        }
+        install_phase_handler();
     }
     install_stop_handlers();
     uint64_t start = now_ns(CLOCK_MONOTONIC);
@@ -588,6 +670,8 @@ static int cmd_record(pid_t pid, const char *out, double rate, double duration, 
            now_ns(CLOCK_MONOTONIC) - start < limit) {
         if (!tick_due(&next, r.period, &r.st.missed))
             continue;
+        if (r.nphases)
+            rec_phase_switch(&r);
         r.st.ticks++;
         rc = rec_tick_all(&r, &next_scan);
     }
@@ -717,6 +801,7 @@ static int cmd_top(pid_t pid, double rate, double interval, long count, int idle
 /* The options, which may come before or after the command and PID. */
 typedef struct options {
     const char *out;
+    const char *phases;   /* record: --phases A,B,... */
     double rate, duration;
     int idle, json, wait_start, follow;
     double interval;   /* top: seconds per refresh */
@@ -728,7 +813,7 @@ static const struct option long_opts[] = {
     {"duration", required_argument, NULL, 'd'}, {"idle", no_argument, NULL, 'i'},
     {"json", no_argument, NULL, 'j'}, {"wait-start", no_argument, NULL, 'w'},
     {"subprocesses", no_argument, NULL, 's'}, {"interval", required_argument, NULL, 'I'},
-    {"count", required_argument, NULL, 'n'},
+    {"count", required_argument, NULL, 'n'}, {"phases", required_argument, NULL, 'P'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -764,6 +849,7 @@ static void parse_options(int argc, char **argv, options *o) {
             if (*end || o->count < 1)
                 usage_error("--count: expected a positive integer, got ", optarg);
             break;
+        case 'P': o->phases = optarg; break;
         case 'h': fputs(usage_text, stdout); exit(0);
         default: usage_error("bad option", NULL);
         }
@@ -788,7 +874,8 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "record") == 0) {
         if (!o.out)
             usage_error("record needs -o FILE", NULL);
-        return cmd_record(pid, o.out, o.rate, o.duration, o.idle, o.wait_start, o.follow);
+        return cmd_record(pid, o.out, o.rate, o.duration, o.idle, o.wait_start, o.follow,
+                          o.phases);
     }
     usage_error("unknown command ", cmd);
     return EXIT_USAGE;

@@ -231,6 +231,40 @@ def test_run_sample(tmp_path: Path) -> None:
     assert export["meta"]["sample_rate"] == "200"
 
 
+def test_run_sample_phases(tmp_path: Path) -> None:
+    """apiprof run --sample --phases: each SIGUSR1 to apiprof run moves the sampler to the
+    next phase; one after the last is ignored, with a line."""
+    script = tmp_path / "phased.py"
+    script.write_text(textwrap.dedent("""
+        import os, signal, time
+        def spin(s):
+            end = time.monotonic() + s
+            while time.monotonic() < end:
+                pass
+        def first():
+            spin(0.5)
+        def second():
+            spin(0.5)
+        def third():
+            spin(0.5)
+        for work in (first, second, third):
+            work()
+            os.kill(os.getppid(), signal.SIGUSR1)   # apiprof run: the next phase
+            time.sleep(0.1)                         # (the sampler switches at its next tick)
+    """))
+    out = tmp_path / "phased.apiprof"
+    done = cli("run", "--sample", "--rate", "200", "--phases", "a,b,c", "-o", str(out),
+               str(script))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("SIGUSR1 after the last phase: ignored") == 1, done.stderr
+    whole = apiprof._core.load(str(out))
+    for phase, mine in (("a", "first"), ("b", "second"), ("c", "third")):
+        names = {f["qualname"]: f["total_ns"] for f in whole.select({"phase": phase}).functions()}
+        assert names.get(mine, 0) > 0, (phase, names)
+        others = {"first", "second", "third"} - {mine}
+        assert all(names.get(o, 0) == 0 for o in others), (phase, names)
+
+
 # ---- errors a user can act on: one line, non-zero ------------------------------------
 
 def _one_line(done: subprocess.CompletedProcess[str], command: str) -> str:

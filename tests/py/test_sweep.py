@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from apiprof import _sweep
+from apiprof import _core, _sweep
 from apiprof.errors import UsageError
 from cdp import Browser
 
@@ -83,6 +83,22 @@ def test_lock_saturates_near_its_capacity_and_the_lock_wait_grew(tmp_path):
         header = view.eval("document.body.innerText")
         assert "sweep_steps" not in header      # the metadata is the section, not header text
         view.screenshot(tmp_path / "sweep-section.png")
+
+
+def test_sampled_sweep_has_a_phase_per_step_and_the_lock_grew(tmp_path):
+    """--profile sample: the server under apiprof run --sample --idle; each step is a phase
+    of the sampled profile, and what grew past saturation is the locked route."""
+    r = sweep(tmp_path, "/locked", "--sweep", "20:140:60", "-c", "32", "--profile", "sample")
+    steps = r["sweep"]["steps"]
+    assert steps[0]["overall"]["ok"] and not steps[-1]["overall"]["ok"], r["_stdout"]
+    grew = r["grew"]
+    whole = _core.load(grew["file"])
+    assert whole.meta["tool"] == "apiprof-spy"
+    for i in range(1, len(steps) + 1):   # every step's samples are in its own phase
+        assert list(whole.select({"phase": f"step-{i}"}).functions()), i
+    past = _sweep.what_grew(Path(grew["file"]), ("step-1", steps[0]["overall"]["requests"]),
+                            (f"step-{len(steps)}", steps[-1]["overall"]["requests"]))
+    assert past and past[0]["function"].endswith("(locked)"), past
 
 
 def test_async_route_is_limited_by_the_clients_connections(tmp_path):
@@ -188,3 +204,13 @@ def test_auto_range_doubles_then_refines(capsys):
     assert [s.phase for s in steps] == ["step-1", "step-2", "step-3", "step-5", "step-6",
                                         "step-4"]
     assert capsys.readouterr().err.count("req/s offered") == 6
+
+
+def test_profile_options_need_the_tracer(tmp_path):
+    r = subprocess.run([str(APIPROF), "bench", "--app", "sweep_app:app", "--app-dir",
+                        str(APPS_DIR), "/locked", "--profile", "sample", "--profile-memory",
+                        "sampled", "-o", str(tmp_path / "x.json")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "apiprof bench: --profile-memory and --profile-queries go with --profile trace"]

@@ -87,9 +87,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--app-dir", metavar="DIR", default=".", help="working directory of the app")
     p.add_argument("--health", metavar="PATH", help="path polled until the app answers "
                    "(default: the URL's path, or /)")
-    p.add_argument("--profile", choices=["trace"],
-                   help="with --app: run the server under the function profiler; the result "
-                        "gets the profile, cold and warm apart")
+    p.add_argument("--profile", choices=["trace", "sample"],
+                   help="with --app: run the server under the function profiler (trace) or "
+                        "the sampler (sample: apiprof run --sample --idle, wall time of every "
+                        "thread); the result gets the profile, cold and warm apart")
     p.add_argument("--profile-memory", choices=["sampled", "full"], metavar="MODE",
                    help="with --profile trace: allocations too (sampled or full; docs/memory.md)")
     p.add_argument("--profile-queries", action="store_true",
@@ -129,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
             if args.app is None:
                 raise UsageError("--save-baseline needs --app (the app to measure)")
             return check.save_baseline(args, args.save_baseline)
-        if (args.profile_memory or args.profile_queries) and not args.profile:
+        if (args.profile_memory or args.profile_queries) and args.profile != "trace":
             raise UsageError("--profile-memory and --profile-queries go with --profile trace")
         if args.sweep is not None:
             from . import bench_sweep
@@ -172,12 +173,15 @@ def run_url(args: argparse.Namespace) -> int:
 # ---- --app ------------------------------------------------------------------------
 
 
-def profiler_command(profile: str, output: Path, extra: list[str] | None = None) -> list[str]:
+def profiler_command(profile: str, output: Path, extra: list[str] | None = None,
+                     phases: str = PROFILE_PHASES) -> list[str]:
     """The seam where profiling joins the server: the argv prefix that runs
-    ``python -m uvicorn ...`` under ``apiprof run`` (mode ``profile``, options ``extra``)
-    writing ``output``, its trees labelled phase=cold until SIGUSR1 and phase=warm after."""
-    assert profile == "trace"
-    return [sys.executable, "-m", "apiprof", "run", "-q", "--phases", PROFILE_PHASES,
+    ``python -m uvicorn ...`` under ``apiprof run`` (mode ``profile``: trace or sample,
+    options ``extra``) writing ``output``, its trees labelled with the first of
+    ``phases`` until SIGUSR1, then with the next (phase=cold, then phase=warm)."""
+    assert profile in ("trace", "sample")
+    mode = ["--sample", "--idle"] if profile == "sample" else []
+    return [sys.executable, "-m", "apiprof", "run", "-q", *mode, "--phases", phases,
             *(extra or []), "-o", str(output)]
 
 

@@ -82,8 +82,8 @@ def _server_command(args: argparse.Namespace, port: int, profile_out: Path,
     if not args.profile:
         return [sys.executable, *uvicorn]
     phases = ",".join(_sweep.phase_names(nsteps))
-    return [sys.executable, "-m", "apiprof", "run", "-q", "--phases", phases, "-o",
-            str(profile_out), *uvicorn]
+    return [*bench.profiler_command(args.profile, profile_out, bench.profiler_options(args),
+                                    phases), *uvicorn]
 
 
 def _run_app(args: argparse.Namespace, driver: _sweep.Driver, rates: list[float] | None,

@@ -241,8 +241,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--stall-threshold must be seconds >= 0")
     if args.timeline and args.timeline_events < 1:
         raise UsageError("--timeline-events must be at least 1")
-    if args.sample and (args.timeline or args.cpu or args.phases or args.clock != "wall"):
-        raise UsageError("--sample takes no tracer option (--timeline, --cpu, --phases, --clock)")
+    if args.sample and (args.timeline or args.cpu or args.clock != "wall"):
+        raise UsageError("--sample takes no tracer option (--timeline, --cpu, --clock)")
     if (args.idle or args.rate != _spy.DEFAULT_RATE) and not args.sample:
         raise UsageError("--rate and --idle need --sample")
     program = Program.from_args(args, ".apiprof")
@@ -260,7 +260,7 @@ def _run_sampled(args: argparse.Namespace, program: Program) -> int:
     try:
         with output_path(program.output) as path:
             _spy.record(child.pid, path, args.rate, None, args.idle, quiet=args.quiet,
-                        wait_start=True)
+                        wait_start=True, phases=_phase_names(args.phases))
     except _spy.SpyError as e:
         print(f"apiprof run: {e}", file=sys.stderr)
         child.terminate()
