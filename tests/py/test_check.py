@@ -122,15 +122,21 @@ def test_report_against_a_baseline_profile_names_the_regression(project):
         r = apiprof(["report", "reg.apiprof", "--baseline", "base.apiprof", "--phase", "warm",
                      "--format", fmt], project)
         assert r.returncode == 0, r.stderr
+        # GET /items is unchanged: on a loaded machine its few requests can still be
+        # slower in this run; then the finding must say that its own work did not grow
+        # (the rest is waiting), never name a function of it as the cause
         if fmt == "json":
             found = [f for f in json.loads(r.stdout)["findings"] if f["kind"] == "regression"]
-            assert [(f["route"], f["function"], f["severity"]) for f in found] == \
+            assert [(f["route"], f["function"], f["severity"]) for f in found[:1]] == \
                 [("GET /work", "time.sleep", "high")]
             assert found[0]["value"] >= 40_000_000 and found[0]["share"] >= 10
+            assert all(f["route"] == "GET /items" and "the rest is waiting" in f["message"]
+                       for f in found[1:]), found
         else:
             rows = [line for line in r.stdout.splitlines() if "regression" in line]
-            assert len(rows) == 1 and "GET /work: median latency" in rows[0], r.stdout
+            assert "GET /work: median latency" in rows[0], r.stdout
             assert "grew most: time.sleep (a C function)" in rows[0]
+            assert all("GET /items" in x and "the rest is waiting" in x for x in rows[1:])
     plain = apiprof(["report", "reg.apiprof", "--format", "findings"], project)
     assert "regression" not in plain.stdout
     bad = apiprof(["report", "reg.apiprof", "--baseline", "missing.apiprof"], project)

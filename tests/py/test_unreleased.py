@@ -70,8 +70,9 @@ def test_full_mode_counts_what_is_left_behind_by_type_and_line(tmp_path):
     assert slotted["sites"][0]["line"] == line_no("SLOTTED_LINE")
     assert order["bytes"] >= 1000 * sys.getsizeof(kept[0][0])
     assert f"{__name__}.Temp" not in types   # made and dropped: released
-    # the ints 257..999 the orders keep (smaller ones are preallocated)
-    assert types["int"]["count"] >= 1000 - 257
+    # the ints 257..999 the orders keep (smaller ones are preallocated); 3.14 reuses ints
+    # from a free list filled before the profile began, and those were never seen made
+    assert types["int"]["count"] >= (1000 - 257 if sys.version_info < (3, 14) else 400)
     # most bytes first
     sizes = [t["bytes"] for t in doc["unreleased_objects"]]
     assert sizes == sorted(sizes, reverse=True)
