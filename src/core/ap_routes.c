@@ -86,7 +86,7 @@ static ap_route_stat *append_entry(ap_routes *t, const char *route, size_t route
     s->errors = s->cpu_ns = s->bytes_out = s->waited = 0;
     memset(s->wait_ns, 0, sizeof s->wait_ns);
     s->mem_requests = s->alloc_bytes = s->retained_bytes = s->live_bytes = 0;
-    s->retained_max = 0;
+    s->retained_max = s->stalls = s->stall_ns = s->stall_max_ns = 0;
     ap_hist_init(&s->wall);
     t->entries[t->n++] = s;
     return s;
@@ -150,7 +150,7 @@ void ap_routes_reset(ap_routes *t) {
         ap_route_stat *s = t->entries[i];
         s->errors = s->cpu_ns = s->bytes_out = s->waited = 0;
         s->mem_requests = s->alloc_bytes = s->retained_bytes = s->live_bytes = 0;
-        s->retained_max = 0;
+        s->retained_max = s->stalls = s->stall_ns = s->stall_max_ns = 0;
         memset(s->wait_ns, 0, sizeof s->wait_ns);
         ap_hist_reset(&s->wall);
     }
@@ -159,7 +159,7 @@ void ap_routes_reset(ap_routes *t) {
 /* ---- encoding ----------------------------------------------------------------- */
 
 static const uint8_t MAGIC[4] = {'A', 'P', 'R', 'T'};
-#define FIXED_ENTRY_BYTES (4 + 1 + 1 + 8 + 8 + 8 + 4 + 8 + 1 + 5 * 8)
+#define FIXED_ENTRY_BYTES (4 + 1 + 1 + 8 + 8 + 8 + 4 + 8 + 1 + 5 * 8 + 3 * 8)
 #define WAIT_NAME_MAX 32
 
 _Static_assert(AP_WAIT_COUNT <= AP_ROUTES_WAITS, "AP_ROUTES_WAITS must hold every wait kind");
@@ -244,6 +244,9 @@ size_t ap_routes_encode(const ap_routes *t, uint8_t *buf, size_t cap) {
         p = put_le(p, s->retained_bytes, 8);
         p = put_le(p, s->live_bytes, 8);
         p = put_le(p, s->retained_max, 8);
+        p = put_le(p, s->stalls, 8);
+        p = put_le(p, s->stall_ns, 8);
+        p = put_le(p, s->stall_max_ns, 8);
         written++;
     }
     put_le(count_at, written, 4);
@@ -330,9 +333,13 @@ static int walk(ap_routes *t, ap_hist *tmp, const uint8_t *buf, size_t len) {
             }
         }
         uint64_t mem[5] = {0, 0, 0, 0, 0};   /* requests, alloc, retained, live, max */
-        if (version >= 3)
+        uint64_t stall[3] = {0, 0, 0};       /* count, ns, max ns */
+        if (version >= 3) {
             for (unsigned k = 0; k < 5; k++)
                 mem[k] = get_le(&r, 8);
+            for (unsigned k = 0; k < 3; k++)
+                stall[k] = get_le(&r, 8);
+        }
         if (r.bad)
             break;
         if (cls >= AP_ROUTES_CLASSES)
@@ -363,6 +370,7 @@ static int walk(ap_routes *t, ap_hist *tmp, const uint8_t *buf, size_t len) {
         s->live_bytes += mem[3];
         if (mem[4] > s->retained_max)
             s->retained_max = mem[4];
+        ap_routes_add_stalls(s, stall[0], stall[1], stall[2]);
     }
     if (r.bad)
         return ap_err_set(AP_ECORRUPT, "route statistics: truncated");

@@ -46,6 +46,11 @@ typedef struct ap_route_stat {
     uint64_t retained_bytes;                /* of those, still alive when each finished */
     uint64_t live_bytes;                    /* of those, still alive now */
     uint64_t retained_max;                  /* the most one request retained */
+    /* Event-loop stalls: steps of the request's own code on the loop thread at or
+     * above the middleware's threshold (every other task waited meanwhile): */
+    uint64_t stalls;                        /* how many */
+    uint64_t stall_ns;                      /* their time */
+    uint64_t stall_max_ns;                  /* the longest */
 } ap_route_stat;
 
 typedef struct ap_routes ap_routes;         /* private to ap_routes.c */
@@ -98,6 +103,16 @@ static inline void ap_routes_add_memory(ap_route_stat *s, uint64_t alloc, uint64
         s->retained_max = retained;
 }
 
+/* Add one request's event-loop stalls to s: n steps of stall_ns in all, the
+ * longest max_ns.  Can't fail. */
+static inline void ap_routes_add_stalls(ap_route_stat *s, uint64_t n, uint64_t stall_ns,
+                                        uint64_t max_ns) {
+    s->stalls += n;
+    s->stall_ns += stall_ns;
+    if (max_ns > s->stall_max_ns)
+        s->stall_max_ns = max_ns;
+}
+
 /* bytes that a finished request of s retained were freed: they leave its
  * live bytes (which never go below zero: a reset may have emptied them).
  * Can't fail. */
@@ -140,6 +155,7 @@ void ap_routes_reset(ap_routes *t);
  *     u64    mem_requests      <= the histogram's count (merged: summed; retained_max:
  *                              the larger)
  *     u64    alloc_bytes, retained_bytes, live_bytes, retained_max
+ *     u64    stalls, stall_ns, stall_max_ns   (merged: summed; the max: the larger)
  *
  * Kinds travel by name, so a reader whose list of kinds differs drops only
  * the names it does not know.  Versions 1 (no waits) and 2 (no memory) are

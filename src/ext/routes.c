@@ -65,6 +65,7 @@ typedef struct {
      * equal key needs no tuple and no lookup (the cache is never changed for a key). */
     PyObject *arr_key[4], *arr_known;
     size_t max_keys;
+    uint64_t stall_ns;       /* a step of a request this long or longer is a stall; 0: none */
 } RouteTable;
 
 typedef struct {
@@ -87,6 +88,7 @@ typedef struct {
     uint64_t cpu, cpu_in;    /* CPU summed over steps; thread CPU floor when the step began */
     uint64_t step_t0;        /* wall time when the current step began */
     uint64_t bytes_out;
+    uint64_t stalls, stall_ns, stall_max_ns; /* its steps at or above the table's threshold */
     apext_mem_owner *mem;    /* its allocations (memory.h) until recorded, or NULL */
     int status;              /* 0 until http.response.start */
     unsigned char in_step, server_timing, finished, self_finish;
@@ -121,6 +123,7 @@ static PyObject *table_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     self->last_stat = NULL;
     self->last_cls = 0;
     self->max_keys = (size_t)max_keys;
+    self->stall_ns = 0;
     self->table = ap_routes_new((size_t)max_keys);
     if (self->table == NULL) {
         Py_DECREF(self);
@@ -210,7 +213,9 @@ static PyObject *entry_dict(const ap_route_stat *s) {
         set_u64(d, "alloc_bytes", s->alloc_bytes) < 0 ||
         set_u64(d, "retained_bytes", s->retained_bytes) < 0 ||
         set_u64(d, "live_bytes", s->live_bytes) < 0 ||
-        set_u64(d, "retained_max", s->retained_max) < 0) {
+        set_u64(d, "retained_max", s->retained_max) < 0 ||
+        set_u64(d, "stalls", s->stalls) < 0 || set_u64(d, "stall_ns", s->stall_ns) < 0 ||
+        set_u64(d, "stall_max_ns", s->stall_max_ns) < 0) {
         Py_DECREF(d);
         return NULL;
     }
@@ -390,6 +395,14 @@ static int use_finder(RouteTable *self, apext_state *st, PyObject *finder) {
     return 0;
 }
 
+static PyObject *table_set_stall(RouteTable *self, PyObject *arg) {
+    unsigned long long ns = PyLong_AsUnsignedLongLong(arg);
+    if (ns == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    self->stall_ns = ns;
+    Py_RETURN_NONE;
+}
+
 static PyObject *table_set_mount_type(RouteTable *self, PyObject *arg) {
     if (arg != Py_None && !PyType_Check(arg)) {
         PyErr_SetString(PyExc_TypeError, "_set_mount_type takes a class or None");
@@ -477,6 +490,7 @@ static PyObject *table_request(RouteTable *self, PyObject *const *args, Py_ssize
     r->finder = r->leaves = NULL;
     r->self_finish = nargs == 4 && args[3] != Py_None;
     r->t_start = r->t_last = r->cpu = r->cpu_in = r->step_t0 = r->bytes_out = 0;
+    r->stalls = r->stall_ns = r->stall_max_ns = 0;
     r->mem = NULL;
     r->status = 0;
     r->in_step = r->finished = 0;
@@ -513,6 +527,9 @@ static PyMethodDef table_methods[] = {
      "prometheus(bounds_ns, labels=()) -> bytes: the table in Prometheus' text format\n"
      "(0.0.4); labels are (name, value) pairs added to every sample."},
     {"_set_mount_type", (PyCFunction)table_set_mount_type, METH_O, NULL},
+    {"set_stall_threshold", (PyCFunction)table_set_stall, METH_O,
+     "set_stall_threshold(ns): a step of a request's own code on the event loop this long\n"
+     "or longer counts as a stall of its route (0: none counted)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -688,9 +705,19 @@ static uint64_t step_cpu(RouteRequest *self, uint64_t now) {
     return c < wall ? c : wall;
 }
 
+/* The step ends: its CPU time is added, and a step at or above the table's
+ * stall threshold (the loop ran nothing else meanwhile) is a stall. */
 static void step_out(RouteRequest *self) {
-    self->cpu += step_cpu(self, ap_clock_now_ns());
+    uint64_t now = ap_clock_now_ns();
+    self->cpu += step_cpu(self, now);
     self->in_step = 0;
+    uint64_t wall = now - self->step_t0, limit = self->table->stall_ns;
+    if (limit != 0 && wall >= limit) {
+        self->stalls++;
+        self->stall_ns += wall;
+        if (wall > self->stall_max_ns)
+            self->stall_max_ns = wall;
+    }
 }
 
 static PyObject *req_run(RouteRequest *self, PyObject *coro) {
@@ -1042,6 +1069,8 @@ static PyObject *finish_as(RouteRequest *self, apext_state *st, int error, PyObj
     uint64_t wall = end - self->t0;
     ap_routes_record(s, wall, self->cpu < wall ? self->cpu : wall, self->bytes_out,
                      error || cls >= 5);
+    if (self->stalls)
+        ap_routes_add_stalls(s, self->stalls, self->stall_ns, self->stall_max_ns);
     if (self->mem != NULL) {
         apext_memory_owner_end(self->mem, s);
         self->mem = NULL;

@@ -94,6 +94,8 @@ static ap_routes *sample_table(uint64_t seed) {
             ap_routes_add_memory(s, 1000 * k + 7, 10 * k);
             ap_routes_free_memory(s, k);
         }
+        if (k % 5 == 1)
+            ap_routes_add_stalls(s, k, 60000000u * k, 60000000u + (seed % 1000));
     }
     return t;
 }
@@ -134,6 +136,10 @@ AP_TEST(routes_roundtrip_merge) {
         AP_CHECK_EQ_U64(z->live_bytes, x->live_bytes + y->live_bytes);
         AP_CHECK_EQ_U64(z->retained_max, x->retained_max > y->retained_max ? x->retained_max
                                                                               : y->retained_max);
+        AP_CHECK_EQ_U64(z->stalls, x->stalls + y->stalls);
+        AP_CHECK_EQ_U64(z->stall_ns, x->stall_ns + y->stall_ns);
+        AP_CHECK_EQ_U64(z->stall_max_ns, x->stall_max_ns > y->stall_max_ns ? x->stall_max_ns
+                                                                              : y->stall_max_ns);
     }
     /* the memory of one request: what it kept is live until freed, never below zero */
     const ap_route_stat *k0 = ap_routes_at(m, 0);
@@ -224,11 +230,13 @@ AP_TEST(routes_reads_version_1_and_unknown_kinds) {
     w[AP_WAIT_DATABASE] = 900;
     ap_routes_add_waits(s, w, AP_WAIT_COUNT);
     ap_routes_add_memory(s, 4096, 512);
+    ap_routes_add_stalls(s, 2, 150000000u, 100000000u);
+    ap_routes_add_stalls(s, 1, 70000000u, 70000000u);
     size_t len;
     uint8_t *buf = encode(a, &len);
-    /* the memory is the last 5 x 8 bytes, the waits the 8 + 1 + (1 + 8 + 8) before:
-     * strip them for version-2 and version-1 copies */
-    size_t mlen = 5 * 8, wlen = 8 + 1 + 1 + strlen("database") + 8;
+    /* the memory and stalls are the last 8 x 8 bytes, the waits the 8 + 1 + (1 + 8 + 8)
+     * before: strip them for version-2 and version-1 copies */
+    size_t mlen = 8 * 8, wlen = 8 + 1 + 1 + strlen("database") + 8;
     uint8_t *v1 = malloc(len);
     memcpy(v1, buf, len - mlen - wlen);
     v1[4] = 1;
@@ -241,7 +249,7 @@ AP_TEST(routes_reads_version_1_and_unknown_kinds) {
     v1[4] = 2;
     AP_CHECK(ap_routes_merge_encoded(m, v1, len - mlen) == 0);
     AP_CHECK_EQ_U64(r->waited, 1);
-    AP_CHECK_EQ_U64(r->mem_requests + r->alloc_bytes, 0);
+    AP_CHECK_EQ_U64(r->mem_requests + r->alloc_bytes + r->stalls, 0);
     AP_CHECK(ap_routes_merge_encoded(m, buf, len) == 0);
     AP_CHECK_EQ_U64(r->waited, 2);
     AP_CHECK_EQ_U64(r->wait_ns[AP_WAIT_DATABASE], 1800);
@@ -250,6 +258,9 @@ AP_TEST(routes_reads_version_1_and_unknown_kinds) {
     AP_CHECK_EQ_U64(r->retained_bytes, 512);
     AP_CHECK_EQ_U64(r->live_bytes, 512);
     AP_CHECK_EQ_U64(r->retained_max, 512);
+    AP_CHECK_EQ_U64(r->stalls, 3);
+    AP_CHECK_EQ_U64(r->stall_ns, 220000000u);
+    AP_CHECK_EQ_U64(r->stall_max_ns, 100000000u);
     /* rename the kind to one nobody knows: read, and dropped */
     uint8_t *name = NULL;
     for (size_t i = 0; i + 8 <= len && name == NULL; i++)
@@ -265,6 +276,7 @@ AP_TEST(routes_reads_version_1_and_unknown_kinds) {
     ap_routes_reset(m);
     AP_CHECK_EQ_U64(r->waited + r->wait_ns[AP_WAIT_DATABASE], 0);
     AP_CHECK_EQ_U64(r->mem_requests + r->alloc_bytes + r->retained_bytes + r->live_bytes, 0);
+    AP_CHECK_EQ_U64(r->stalls + r->stall_ns + r->stall_max_ns, 0);
     free(v1);
     free(buf);
     ap_routes_free(a);

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -16,8 +17,11 @@ import apiprof
 import httpx
 import pytest
 from apiprof import _core
+from apiprof.asgi import ProfilerMiddleware
+from apiprof.errors import ConfigurationError
 from conftest import free_port
 from helpers import SHOP_DIR, serve_profiled
+from test_dashboard import dump_dom, route_rows
 
 APIPROF = Path(sys.executable).with_name("apiprof")
 APPS = Path(__file__).parent / "apps"
@@ -452,3 +456,60 @@ def test_chrome_trace_carries_the_stalls(tmp_path):
                                                                "time.sleep"]
     track = [e for e in events if e["ph"] == "M" and e["tid"] == s["tid"]]
     assert track[0]["args"]["name"] == "event-loop stalls"
+
+
+def test_middleware_counts_each_routes_stalls(serve, http, tmp_path):
+    """The always-on middleware: a step of a request's own code on the event loop of
+    stall_ms or more is a stall of its route. /blocking's helper holds the loop 150 ms
+    once per request; /awaiting awaits as long; /locked is sync (the thread pool runs
+    it); none of those but /blocking blocks the loop."""
+    stats_dir = tmp_path / "stats"
+    token = "stall-token-0123456789abcdef"
+    server = serve("stall_mw_app:app", cwd=APPS, health="/health",
+                   env={"APIPROF_TEST_OPTIONS": json.dumps(
+                       {"stats_dir": str(stats_dir), "token": token, "dashboard": True})})
+    for path, n in (("/blocking", 6), ("/awaiting", 4), ("/locked", 4), ("/fast", 20)):
+        for _ in range(n):
+            assert http.get(f"{server.url}{path}").status_code == 200
+    # the dashboard, in Chromium: the stall columns shown, /blocking's count in red
+    dom = dump_dom(f"{server.url}/_apiprof?apiprof={token}&sort=stalls", tmp_path / "chrome")
+    assert re.search(r'<body[^>]*class="[^"]*stalls', dom) and 'data-sort="stalls"' in dom
+    first = route_rows(dom)[0]
+    assert first[0] == "/blocking" and first[-6] == "6", first   # stalls, 6th from the end
+    assert '<td class="stall some">6</td>' in dom
+    assert server.stop() in (0, -2)
+    r = subprocess.run([str(APIPROF), "stats", "--dir", str(stats_dir), "--json"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    rows = {x["route"]: x for x in json.loads(r.stdout)["routes"]}
+    assert {k: rows[k]["stalls"] for k in ("/blocking", "/awaiting", "/locked", "/fast")} == \
+        {"/blocking": 6, "/awaiting": 0, "/locked": 0, "/fast": 0}
+    assert rows["/blocking"]["stall_max_ns"] >= 150_000_000
+    assert rows["/blocking"]["stall_ns"] >= 6 * 150_000_000
+    table = subprocess.run([str(APIPROF), "stats", "--dir", str(stats_dir), "--sort", "stalls"],
+                           capture_output=True, text=True, timeout=60).stdout.splitlines()
+    assert "stalls" in table[1].split() and table[2].split()[:1] == ["/blocking"]
+
+
+def test_middleware_stall_threshold(serve, http, tmp_path):
+    """stall_ms: a 150 ms step is no stall at 200 ms; None counts none."""
+    for stall_ms in (200, None):
+        stats_dir = tmp_path / f"stats-{stall_ms}"
+        server = serve("stall_mw_app:app", cwd=APPS, health="/health",
+                       env={"APIPROF_TEST_OPTIONS": json.dumps(
+                           {"stats_dir": str(stats_dir), "stall_ms": stall_ms})})
+        for _ in range(3):
+            assert http.get(f"{server.url}/blocking").status_code == 200
+        assert server.stop() in (0, -2)
+        r = subprocess.run([str(APIPROF), "stats", "--dir", str(stats_dir), "--json"],
+                           capture_output=True, text=True, timeout=60)
+        blocking = next(x for x in json.loads(r.stdout)["routes"] if x["route"] == "/blocking")
+        assert blocking["count"] == 3 and blocking["stalls"] == 0, (stall_ms, blocking)
+
+
+def test_middleware_stall_ms_is_checked():
+    async def app(scope, receive, send):  # pragma: no cover - never called
+        pass
+    for bad in (0, -5):
+        with pytest.raises(ConfigurationError):
+            ProfilerMiddleware(app, stall_ms=bad)

@@ -37,6 +37,8 @@ th.sorted { background: #dde7f5; }
 td.text, th.text { text-align: left; }
 tr.errors td.err { color: #b00; font-weight: bold; }
 body:not(.memory) .mem { display: none; }
+body:not(.stalls) .stall { display: none; }
+td.stall.some { color: #b00; font-weight: bold; }
 tr.leak td.live { color: #b00; font-weight: bold; }
 #leaks { color: #b00; }
 </style></head>
@@ -52,6 +54,10 @@ tr.leak td.live { color: #b00; font-weight: bold; }
 <th>p99 ms</th><th>max ms</th>
 <th class="sortable" data-sort="total">total ms</th>
 <th>cpu ms</th><th>bytes out</th>
+<th class="stall sortable" data-sort="stalls"
+    title="steps of this route's code that blocked the event loop for stall_ms or more"
+    >stalls</th>
+<th class="stall" title="the longest of them">stall max ms</th>
 <th class="mem" title="bytes allocated per request (sampled estimate)">alloc/req</th>
 <th class="mem" title="bytes still alive when each request finished, per request">kept/req</th>
 <th class="mem sortable" data-sort="live"
@@ -72,7 +78,7 @@ const BASE = __BASE__;
 const params = new URLSearchParams(location.search);
 const TOKEN = params.get("apiprof") || "";
 const KEYS = {count: "count", errors: "errors", p95: "p95_ns", total: "total_ns",
-              live: "live_bytes"};
+              live: "live_bytes", stalls: "stall_ns"};
 let sortKey = KEYS[params.get("sort")] ? params.get("sort") : "total";
 
 function ms(ns) { return (ns / 1e6).toFixed(2); }
@@ -112,6 +118,8 @@ function render() {
     for (const k of ["p50_ns", "p90_ns", "p95_ns", "p99_ns", "max_ns", "total_ns", "cpu_ns"])
       cell(tr, ms(r[k]));
     cell(tr, r.bytes_out);
+    cell(tr, r.stalls || 0, r.stalls ? "stall some" : "stall");
+    cell(tr, ms(r.stall_max_ns || 0), "stall");
     const n = r.mem_requests || 0;
     cell(tr, n ? bytes(r.alloc_bytes / n) : "-", "mem");
     cell(tr, n ? bytes(r.retained_bytes / n) : "-", "mem");
@@ -141,6 +149,7 @@ for (const p of DATA.profiles) {
   pbody.appendChild(tr);
 }
 document.body.classList.toggle("memory", DATA.routes.some(r => r.mem_requests > 0));
+document.body.classList.toggle("stalls", DATA.routes.some(r => r.stalls > 0));
 for (const r of DATA.leak_suspects || []) {
   const li = document.createElement("li");
   li.textContent = "leak suspect: " + r.method + " " + r.route + " keeps " +

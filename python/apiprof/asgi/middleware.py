@@ -93,6 +93,7 @@ class ProfilerMiddleware:
         except ImportError:
             Mount = None  # noqa: N806
         self.table._set_mount_type(Mount)
+        self.table.set_stall_threshold(0 if opts.stall_ms is None else int(opts.stall_ms * 1e6))
         self.stats_dir = opts.resolved_stats_dir()
         self._flush_s = opts.flush_s
         self._flush_failed = False

@@ -47,6 +47,7 @@ class Options:
     pyroscope_api: str = "auto"
     memory: bool = False
     memory_rate: int = 512 * 1024
+    stall_ms: float | None = 50.0
 
     def __post_init__(self) -> None:
         token = self.token
@@ -79,6 +80,9 @@ class Options:
         _check_pyroscope(self.pyroscope_url)
         if self.pyroscope_api not in ("auto", "push", "ingest"):
             raise ConfigurationError("pyroscope_api must be auto, push or ingest")
+        if self.stall_ms is not None and not self.stall_ms > 0:
+            raise ConfigurationError("stall_ms must be a positive number of milliseconds, "
+                                     "or None")
         if not isinstance(self.memory, bool):
             raise ConfigurationError("memory must be True or False")
         if not isinstance(self.memory_rate, int) or not 1 <= self.memory_rate <= 1 << 40:

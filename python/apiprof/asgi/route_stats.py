@@ -13,10 +13,11 @@ from .. import _core
 from .._table import Column, format_bytes, format_ms, render
 from .stats_files import read_dir
 
-SORT_KEYS = ("total", "p50", "p95", "p99", "max", "cpu", "count", "errors", "alloc", "live")
+SORT_KEYS = ("total", "p50", "p95", "p99", "max", "cpu", "count", "errors", "stalls",
+             "alloc", "live")
 _SORT_FIELDS = {"total": "total_ns", "p50": "p50_ns", "p95": "p95_ns", "p99": "p99_ns",
                 "max": "max_ns", "cpu": "cpu_ns", "count": "count", "errors": "errors",
-                "alloc": "alloc_bytes", "live": "live_bytes"}
+                "stalls": "stall_ns", "alloc": "alloc_bytes", "live": "live_bytes"}
 
 _table: _core.RouteTable | None = None
 _memory: _core.MemoryTracker | None = None   # the middleware's, once started
@@ -110,13 +111,24 @@ MEMORY_COLUMNS: list[Column[Mapping[str, Any]]] = [
 ]
 
 
+# Shown when any request's step blocked the event loop for stall_ms or more.
+STALL_COLUMNS: list[Column[Mapping[str, Any]]] = [
+    Column.field("stalls", "stalls"),
+    Column.field("stall max ms", "stall_max_ns", format_ms),
+]
+
+
 def format_table(rows: list[dict[str, Any]], sort: str = "total") -> str:
-    """An aligned text table of route statistics (times in ms), with the memory columns
-    when any row has sampled requests, and a line per leak suspect."""
+    """An aligned text table of route statistics (times in ms), with the stall columns
+    when any request blocked the event loop, the memory columns when any row has sampled
+    requests, and a line per leak suspect."""
     if not rows:
         return "no requests recorded\n"
     memory = any(r.get("mem_requests") for r in rows)
-    text = render(ROUTE_COLUMNS + (MEMORY_COLUMNS if memory else []), summary(rows, sort))
+    stalls = any(r.get("stalls") for r in rows)
+    columns = ROUTE_COLUMNS + (STALL_COLUMNS if stalls else []) + (
+        MEMORY_COLUMNS if memory else [])
+    text = render(columns, summary(rows, sort))
     for r in leak_suspects(rows):
         text += (f"leak suspect: {r['method']} {r['route']} keeps "
                  f"{format_bytes(kept_per_request(r))} per request: "
