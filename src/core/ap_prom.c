@@ -76,7 +76,9 @@ static void family(ap_sbuf *sb, const char *name, const char *type, const char *
     ap_sbuf_printf(sb, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-enum { F_REQUESTS, F_ERRORS, F_CPU, F_WAIT, F_WAITED, F_BYTES, F_COUNTERS };
+enum { F_REQUESTS, F_ERRORS, F_CPU, F_WAIT, F_WAITED, F_BYTES, F_STALLS, F_STALL_S,
+       F_ALLOC, F_RETAINED, F_COUNTERS };
+#define F_FIRST_MEMORY F_ALLOC   /* the families written only when memory was sampled */
 
 static const struct {
     const char *name, *help;
@@ -92,6 +94,14 @@ static const struct {
     {"apiprof_request_waits_measured_total",
      "Requests whose waits were measured by kind (profiled requests)."},
     {"apiprof_response_bytes_total", "Response body bytes, summed over requests."},
+    {"apiprof_request_stalls_total",
+     "Steps of the requests' own code that held the event loop for the stall threshold or "
+     "longer."},
+    {"apiprof_request_stall_seconds_total", "Time of those event-loop stalls."},
+    {"apiprof_request_alloc_bytes_total",
+     "Bytes allocated by the requests (the middleware's memory=True; a sampled estimate)."},
+    {"apiprof_request_retained_bytes_total",
+     "Of those, bytes still alive when each request finished (a sampled estimate)."},
 };
 
 static void counter_value(ap_sbuf *sb, int f, const ap_route_stat *s) {
@@ -108,6 +118,18 @@ static void counter_value(ap_sbuf *sb, int f, const ap_route_stat *s) {
         break;
     case F_WAITED:
         ap_sbuf_u64(sb, s->waited);
+        break;
+    case F_STALLS:
+        ap_sbuf_u64(sb, s->stalls);
+        break;
+    case F_STALL_S:
+        ap_prom_seconds(sb, s->stall_ns);
+        break;
+    case F_ALLOC:
+        ap_sbuf_u64(sb, s->alloc_bytes);
+        break;
+    case F_RETAINED:
+        ap_sbuf_u64(sb, s->retained_bytes);
         break;
     default:
         ap_sbuf_u64(sb, s->bytes_out);
@@ -163,7 +185,12 @@ int ap_prom_routes(ap_sbuf *sb, const ap_routes *t, const uint64_t *bounds_ns, s
             return -1;
         }
     size_t n = ap_routes_size(t);
+    int memory = 0;
+    for (size_t i = 0; i < n; i++)
+        memory |= ap_routes_at(t, i)->mem_requests != 0;
     for (int f = 0; f < F_COUNTERS; f++) {
+        if (f >= F_FIRST_MEMORY && !memory)
+            break;
         family(sb, COUNTERS[f].name, "counter", COUNTERS[f].help);
         for (size_t i = 0; i < n; i++) {
             const ap_route_stat *s = ap_routes_at(t, i);
@@ -181,6 +208,22 @@ int ap_prom_routes(ap_sbuf *sb, const ap_routes *t, const uint64_t *bounds_ns, s
             entry_labels(sb, s, extra_labels);
             ap_sbuf_puts(sb, "} ");
             counter_value(sb, f, s);
+            ap_sbuf_putc(sb, '\n');
+        }
+    }
+    if (memory) {
+        static const char LNAME[] = "apiprof_route_live_bytes";
+        family(sb, LNAME, "gauge",
+               "Of the bytes the requests allocated, those still alive now (a sampled "
+               "estimate): grows with the requests served when a route keeps memory.");
+        for (size_t i = 0; i < n; i++) {
+            const ap_route_stat *s = ap_routes_at(t, i);
+            if (ap_hist_count(&s->wall) == 0)
+                continue;
+            ap_sbuf_printf(sb, "%s{", LNAME);
+            entry_labels(sb, s, extra_labels);
+            ap_sbuf_puts(sb, "} ");
+            ap_sbuf_u64(sb, s->live_bytes);
             ap_sbuf_putc(sb, '\n');
         }
     }

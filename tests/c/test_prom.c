@@ -86,6 +86,27 @@ AP_TEST(prom_routes_families) {
                       "method=\"POST\",status=\"5xx\"} 1\n"));
     AP_CHECK(has(&sb, "# TYPE apiprof_request_duration_seconds histogram\n"));
     AP_CHECK(!has(&sb, "/never"));
+    /* stalls always; memory only once a request's memory was sampled */
+    snprintf(want, sizeof want, "apiprof_request_stalls_total%s} 0\n", L);
+    AP_CHECK_MSG(has(&sb, want), "missing %s", want);
+    AP_CHECK(!has(&sb, "apiprof_request_alloc_bytes_total") && !has(&sb, "live_bytes"));
+    ap_routes_add_stalls(a, 2, 300000000u, 200000000u);
+    ap_routes_add_memory(a, 4096, 1024);
+    ap_routes_free_memory(a, 256);
+    sb.len = 0;
+    AP_CHECK(ap_prom_routes(&sb, t, bounds, 3, "service=\"shop\"") == 0);
+    ap_sbuf_putc(&sb, '\0');
+    snprintf(want, sizeof want, "apiprof_request_stalls_total%s} 2\n", L);
+    AP_CHECK_MSG(has(&sb, want), "missing %s", want);
+    snprintf(want, sizeof want, "apiprof_request_stall_seconds_total%s} 0.3\n", L);
+    AP_CHECK_MSG(has(&sb, want), "missing %s", want);
+    snprintf(want, sizeof want, "apiprof_request_alloc_bytes_total%s} 4096\n", L);
+    AP_CHECK_MSG(has(&sb, want), "missing %s", want);
+    snprintf(want, sizeof want, "apiprof_request_retained_bytes_total%s} 1024\n", L);
+    AP_CHECK_MSG(has(&sb, want), "missing %s", want);
+    snprintf(want, sizeof want, "apiprof_route_live_bytes%s} 768\n", L);
+    AP_CHECK_MSG(has(&sb, want), "missing %s", want);
+    AP_CHECK(has(&sb, "# TYPE apiprof_route_live_bytes gauge\n"));
     /* each family's samples follow its TYPE line: none is repeated */
     const char *first = strstr(sb.data, "# TYPE apiprof_requests_total");
     AP_CHECK(first != NULL && strstr(first + 1, "# TYPE apiprof_requests_total") == NULL);
