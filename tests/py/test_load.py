@@ -476,7 +476,7 @@ def test_bench_profile_trace_open_model_without_warmup(tmp_path):
      "cannot write /nonexistent/r.json: no directory /nonexistent"),
     (["--app", "hotapp:app", "--profile", "trace", "-o", "r.apiprof", "/health"],
      "the profile goes to FILE.apiprof"),
-    (["--app", "hotapp:app", "--profile", "sample", "/health"], "invalid choice"),
+    (["--app", "hotapp:app", "--profile", "cpu", "/health"], "invalid choice"),
     (["--app", "hotapp:app", "--profile", "trace", "http://127.0.0.1:9/x"],
      "with --app, give a /path"),
 ])
