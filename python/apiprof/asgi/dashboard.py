@@ -65,6 +65,9 @@ tr.leak td.live { color: #b00; font-weight: bold; }
 <th class="text">profiles</th>
 </tr></thead><tbody></tbody></table>
 <ul id="leaks"></ul>
+<p id="leak-hint" hidden>The line that keeps it: <code>apiprof run --memory -m uvicorn
+...</code>, then <code>apiprof report FILE --route ROUTE --metric live</code>
+(docs/memory.md).</p>
 <h2>Captured profiles</h2>
 <table id="profiles"><thead><tr>
 <th class="text">id</th><th class="text">kind</th><th class="text">route</th>
@@ -156,6 +159,7 @@ for (const r of DATA.leak_suspects || []) {
     bytes(r.kept_per_request) + " per request: " + bytes(r.live_bytes) +
     " allocated by its " + r.mem_requests + " requests is still alive";
   document.getElementById("leaks").appendChild(li);
+  document.getElementById("leak-hint").hidden = false;
 }
 document.getElementById("summary").textContent =
   DATA.routes.reduce((n, r) => n + r.count, 0) + " requests, " + DATA.routes.length +

@@ -134,6 +134,9 @@ def format_table(rows: list[dict[str, Any]], sort: str = "total") -> str:
                  f"{format_bytes(kept_per_request(r))} per request: "
                  f"{format_bytes(r['live_bytes'])} allocated by its {r['mem_requests']} "
                  "requests is still alive\n")
+    if leak_suspects(rows):
+        text += ("  (the line that keeps it: apiprof run --memory -m uvicorn ..., then "
+                 "apiprof report FILE --route ROUTE --metric live; docs/memory.md)\n")
     return text
 
 
