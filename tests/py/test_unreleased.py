@@ -70,9 +70,11 @@ def test_full_mode_counts_what_is_left_behind_by_type_and_line(tmp_path):
     assert slotted["sites"][0]["line"] == line_no("SLOTTED_LINE")
     assert order["bytes"] >= 1000 * sys.getsizeof(kept[0][0])
     assert f"{__name__}.Temp" not in types   # made and dropped: released
-    # the ints 257..999 the orders keep (smaller ones are preallocated); 3.14 reuses ints
-    # from a free list filled before the profile began, and those were never seen made
-    assert types["int"]["count"] >= (1000 - 257 if sys.version_info < (3, 14) else 400)
+    # the ints 257..999 the orders keep (smaller ones are preallocated). From 3.14 ints
+    # come from a free list filled before the profile began (646 of them were seen made
+    # on 3.14.10, none on 3.15.2; docs/memory.md), so only older versions are exact here
+    if sys.version_info < (3, 14):
+        assert types["int"]["count"] >= 1000 - 257
     # most bytes first
     sizes = [t["bytes"] for t in doc["unreleased_objects"]]
     assert sizes == sorted(sizes, reverse=True)
