@@ -93,9 +93,17 @@ typedef struct mem_domain {
  * under mem_lock. */
 struct apext_mem_owner {
     ap_route_stat *stat;
+    const ap_routes *table;   /* the table of stat */
     uint64_t alloc, live;
     uint64_t refs;
 };
+
+/* What the context variable holds: a capsule of a box that points at the
+ * running request's owner until it ends. */
+#define BOX_NAME "apiprof.request_memory"
+typedef struct owner_box {
+    apext_mem_owner *owner;
+} owner_box;
 
 /* A tracked live block: the node it was charged to (NULL in requests mode),
  * the request that allocated it (requests mode, else NULL), its (weighted)
@@ -460,12 +468,16 @@ static inline void leave(const mem_domain *d) {
  * runs, if any. */
 static void charge_request(MemoryTrackerObject *m, void *ptr, uint64_t bytes, size_t size,
                            int obj) {
+    if (apext_compat_tstate() == NULL)   /* no thread state: no context to read */
+        return;
     mem_guard = 1;
-    PyObject *req = NULL;
-    if (PyContextVar_Get(apext_memory_request_var, NULL, &req) < 0)
+    PyObject *box = NULL;
+    if (PyContextVar_Get(apext_memory_request_var, NULL, &box) < 0)
         PyErr_Clear();   /* cannot happen: the variable is a ContextVar */
-    apext_mem_owner *o = req != NULL ? apext_routes_owner(req) : NULL;
-    Py_XDECREF(req);   /* the context holds it */
+    apext_mem_owner *o = NULL;
+    if (box != NULL && PyCapsule_IsValid(box, BOX_NAME))
+        o = ((owner_box *)PyCapsule_GetPointer(box, BOX_NAME))->owner;
+    Py_XDECREF(box);   /* the context holds it */
     if (o != NULL) {
         lock();
         o->alloc += bytes;
@@ -976,26 +988,52 @@ apext_mem_owner *apext_memory_owner_new(void) {
     return o;
 }
 
-void apext_memory_owner_end(apext_mem_owner *o, ap_route_stat *s) {
+void apext_memory_owner_end(apext_mem_owner *o, ap_route_stat *s, const ap_routes *t) {
     lock();
     if (s != NULL) {
         ap_routes_add_memory(s, o->alloc, o->live);
         o->stat = s;
+        o->table = t;
     }
     owner_release(o, 0);
     unlock();
 }
 
-void apext_memory_forget_routes(void) {
+void apext_memory_forget_routes(const ap_routes *t) {
     MemoryTrackerObject *m = mem_running;
     if (m == NULL || !m->requests)
         return;
     lock();
     uint64_t key, val;
-    for (size_t pos = 0; (pos = ap_map_next(&m->live, pos, &key, &val)) != 0;)
-        if (m->blocks[val].owner != NULL)
-            m->blocks[val].owner->stat = NULL;
+    for (size_t pos = 0; (pos = ap_map_next(&m->live, pos, &key, &val)) != 0;) {
+        apext_mem_owner *o = m->blocks[val].owner;
+        if (o != NULL && o->table == t)
+            o->stat = NULL;
+    }
     unlock();
+}
+
+static void box_free(PyObject *capsule) {
+    free(PyCapsule_GetPointer(capsule, BOX_NAME));
+}
+
+PyObject *apext_memory_box_new(apext_mem_owner *o) {
+    owner_box *b = malloc(sizeof *b);
+    if (b == NULL)
+        return PyErr_NoMemory();
+    b->owner = o;
+    PyObject *capsule = PyCapsule_New(b, BOX_NAME, box_free);
+    if (capsule == NULL)
+        free(b);
+    return capsule;
+}
+
+void apext_memory_box_clear(PyObject *box) {
+    owner_box *b = PyCapsule_GetPointer(box, BOX_NAME);
+    if (b != NULL)
+        b->owner = NULL;
+    else
+        PyErr_Clear();
 }
 
 static PyObject *mem_get_rate(MemoryTrackerObject *m, void *Py_UNUSED(c)) {

@@ -7,33 +7,43 @@
 #include <stdint.h>
 
 /* ---- the memory of HTTP requests (requests mode: MemoryTracker(None)) ----
- * A RouteRequest (routes.c) gets an owner record when it starts, sets itself
- * as apext_memory_request_var in the request's context, and ends the owner
- * when it is recorded; allocations in that context are charged to it. */
+ * A RouteRequest (routes.c) gets an owner record when it starts, sets a box
+ * pointing at it (apext_memory_box_new) as apext_memory_request_var in the
+ * request's context, empties the box and ends the owner when it is recorded;
+ * allocations in that context are charged to the owner in the box.  The box,
+ * not the request, is what copies of the context (tasks the request starts)
+ * keep alive. */
 struct ap_route_stat;
+struct ap_routes;
 typedef struct apext_mem_owner apext_mem_owner;
 
-/* The contextvars.ContextVar holding the running request (made at module
- * init; never released). */
+/* The contextvars.ContextVar holding the running request's box (made at
+ * module init; never released). */
 extern PyObject *apext_memory_request_var;
+
+/* A new box (a capsule) pointing at o (GIL held).  New reference, or NULL
+ * with an exception set. */
+PyObject *apext_memory_box_new(apext_mem_owner *o);
+
+/* Empty box: allocations in contexts that hold it are nobody's from now on
+ * (GIL held).  Can't fail. */
+void apext_memory_box_clear(PyObject *box);
 
 /* A new owner record for a request starting now (GIL held), holding one
  * reference for the request; NULL when no tracker in requests mode runs, or
  * out of memory (the request is then not followed).  Can't fail otherwise. */
 apext_mem_owner *apext_memory_owner_new(void);
 
-/* The request of o ended (GIL held): its memory goes to s (its route's
- * statistics; NULL: dropped, the request was never recorded), and the
- * request's reference is released.  o must not be used after.  Can't fail. */
-void apext_memory_owner_end(apext_mem_owner *o, struct ap_route_stat *s);
+/* The request of o ended (GIL held): its memory goes to s, an entry of the
+ * route table t (its route's statistics; s NULL: dropped, the request was
+ * never recorded), and the request's reference is released.  o must not be
+ * used after.  Can't fail. */
+void apext_memory_owner_end(apext_mem_owner *o, struct ap_route_stat *s,
+                            const struct ap_routes *t);
 
-/* A route table is going away (GIL held): no owner touches a route's
- * statistics from now on.  Can't fail. */
-void apext_memory_forget_routes(void);
-
-/* The owner record of the RouteRequest req, or NULL (not a RouteRequest, or
- * not followed, or ended).  GIL held; no allocation.  routes.c.  Can't fail. */
-apext_mem_owner *apext_routes_owner(PyObject *req);
+/* Route table t is going away or being reset (GIL held): no owner touches
+ * its entries from now on (owners of other tables are kept).  Can't fail. */
+void apext_memory_forget_routes(const struct ap_routes *t);
 
 /* Add the MemoryTimeline type (memtimeline.c: a C thread that samples the
  * process's RSS and the traced heap on an interval into a tracer's profile)

@@ -90,13 +90,13 @@ typedef struct {
     uint64_t bytes_out;
     uint64_t stalls, stall_ns, stall_max_ns; /* its steps at or above the table's threshold */
     apext_mem_owner *mem;    /* its allocations (memory.h) until recorded, or NULL */
+    PyObject *mem_box;       /* the box of mem in the request's context (strong), or NULL */
     int status;              /* 0 until http.response.start */
     unsigned char in_step, server_timing, finished, self_finish;
 } RouteRequest;
 
 static PyObject *req_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf,
                                 PyObject *kwnames);
-static PyTypeObject *request_type;   /* the RouteRequest type (apext_routes_owner) */
 
 static apext_state *state_of(PyObject *o) {
     return (apext_state *)PyType_GetModuleState(Py_TYPE(o));
@@ -167,7 +167,7 @@ static void table_dealloc(RouteTable *self) {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     table_clear(self);
-    apext_memory_forget_routes();   /* no request's memory may reach its entries now */
+    apext_memory_forget_routes(self->table);   /* no request's memory may reach them now */
     ap_routes_free(self->table);
     tp->tp_free(self);
     Py_DECREF(tp);
@@ -243,6 +243,9 @@ static PyObject *table_snapshot(RouteTable *self, PyObject *Py_UNUSED(a)) {
 }
 
 static PyObject *table_reset(RouteTable *self, PyObject *Py_UNUSED(a)) {
+    /* requests recorded before the reset no longer count: their later frees must
+     * not come off the live bytes of those recorded after it */
+    apext_memory_forget_routes(self->table);
     ap_routes_reset(self->table);
     Py_RETURN_NONE;
 }
@@ -492,6 +495,7 @@ static PyObject *table_request(RouteTable *self, PyObject *const *args, Py_ssize
     r->t_start = r->t_last = r->cpu = r->cpu_in = r->step_t0 = r->bytes_out = 0;
     r->stalls = r->stall_ns = r->stall_max_ns = 0;
     r->mem = NULL;
+    r->mem_box = NULL;
     r->status = 0;
     r->in_step = r->finished = 0;
     r->server_timing = nargs >= 3 && PyObject_IsTrue(args[2]) == 1;
@@ -688,6 +692,19 @@ static PyObject *req_vectorcall(PyObject *op, PyObject *const *args, size_t narg
 #define STEP_SHORT_NS 100000u
 #define CPU_STALE_NS 1000000u
 
+/* The request's memory ends: its box is emptied (contexts that copied it keep
+ * an empty box) and its owner's bytes go to s (NULL: nowhere). */
+static void end_memory(RouteRequest *self, ap_route_stat *s) {
+    if (self->mem_box != NULL) {
+        apext_memory_box_clear(self->mem_box);
+        Py_CLEAR(self->mem_box);
+    }
+    if (self->mem != NULL) {
+        apext_memory_owner_end(self->mem, s, self->table != NULL ? self->table->table : NULL);
+        self->mem = NULL;
+    }
+}
+
 static void step_in(RouteRequest *self) {
     uint64_t now = ap_clock_now_ns();
     self->cpu_in = apext_thread_cpu_floor(now, CPU_STALE_NS);
@@ -729,20 +746,17 @@ static PyObject *req_run(RouteRequest *self, PyObject *coro) {
     /* the request's context (its task's, the caller's) names it as the allocating
      * request, for the thread-pool work it starts too */
     if (self->mem == NULL && !self->finished && (self->mem = apext_memory_owner_new()) != NULL) {
-        PyObject *token = PyContextVar_Set(apext_memory_request_var, (PyObject *)self);
+        self->mem_box = apext_memory_box_new(self->mem);
+        PyObject *token =
+            self->mem_box ? PyContextVar_Set(apext_memory_request_var, self->mem_box) : NULL;
         if (token == NULL) {
-            apext_memory_owner_end(self->mem, NULL);
-            self->mem = NULL;
+            end_memory(self, NULL);
             Py_CLEAR(self->coro);
             return NULL;
         }
         Py_DECREF(token);
     }
     return Py_NewRef(self);
-}
-
-apext_mem_owner *apext_routes_owner(PyObject *req) {
-    return Py_TYPE(req) == request_type ? ((RouteRequest *)req)->mem : NULL;
 }
 
 static PySendResult req_am_send(RouteRequest *self, PyObject *arg, PyObject **result) {
@@ -1071,10 +1085,7 @@ static PyObject *finish_as(RouteRequest *self, apext_state *st, int error, PyObj
                      error || cls >= 5);
     if (self->stalls)
         ap_routes_add_stalls(s, self->stalls, self->stall_ns, self->stall_max_ns);
-    if (self->mem != NULL) {
-        apext_memory_owner_end(self->mem, s);
-        self->mem = NULL;
-    }
+    end_memory(self, s);
     return label;
 }
 
@@ -1118,8 +1129,7 @@ static int req_clear(RouteRequest *self) {
 static void req_dealloc(RouteRequest *self) {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
-    if (self->mem != NULL)   /* never recorded: its memory goes nowhere */
-        apext_memory_owner_end(self->mem, NULL);
+    end_memory(self, NULL);   /* never recorded: its memory goes nowhere */
     req_clear(self);
     PyObject_GC_Del(self);
     Py_DECREF(tp);
@@ -1226,7 +1236,6 @@ int apext_routes_init(PyObject *module, apext_state *st) {
     st->route_request_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &req_spec, NULL);
     if (st->route_request_type == NULL)
         return -1;
-    request_type = st->route_request_type;
     st->route_table_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &table_spec, NULL);
     if (st->route_table_type == NULL)
         return -1;

@@ -638,6 +638,8 @@ static int rec_phases(recorder *r, const char *list) {
             return -1;
         }
     }
+    if (r->nphases == 0)
+        fprintf(stderr, PROG ": --phases: expected 1 to %d names, got none\n", PHASES_MAX);
     return r->nphases ? 0 : -1;
 }
 

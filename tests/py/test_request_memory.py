@@ -129,3 +129,51 @@ def test_one_allocation_hook_per_process():
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["False", "True", "True"]
     assert r.stderr.count("apiprof: memory=True: request memory is off in this process") == 1
+
+
+def test_live_bytes_follow_frees_across_other_tables_and_resets():
+    """A request's kept block leaves its route's live bytes when freed, even after another
+    route table (a merge of the stats files, say) came and went; after a reset, frees of
+    blocks kept before it do not come off the new figures."""
+    import contextvars
+
+    from apiprof import _core
+
+    table = _core.RouteTable()
+    scope = {"type": "http", "method": "GET", "path": "/r", "root_path": ""}
+    kept: list[bytearray] = []
+
+    async def app() -> None:
+        return None
+
+    def request(size: int) -> None:
+        req = table.request(scope, None)
+        coro = app()
+        req.run(coro)   # the request's context names it
+        kept.append(bytearray(size))
+        coro.close()
+        req.finish(False, "/r")
+
+    def live() -> int:
+        (row,) = [r for r in table.snapshot() if r["route"] == "/r"]
+        return row["live_bytes"]
+
+    tracker = _core.MemoryTracker(None, mode="sampled", rate=1)   # every block sampled
+    tracker.start()
+    try:
+        contextvars.copy_context().run(request, 100_000)
+        assert 100_000 <= live() < 101_000
+        other = _core.RouteTable()   # a merged table, made and dropped
+        del other
+        kept.clear()
+        assert live() < 1_000
+        contextvars.copy_context().run(request, 100_000)
+        table.reset()
+        contextvars.copy_context().run(request, 50_000)
+        assert 50_000 <= live() < 51_000
+        del kept[0]   # kept before the reset: not counted after it
+        assert 50_000 <= live() < 51_000
+        kept.clear()
+        assert live() < 1_000
+    finally:
+        tracker.stop()
