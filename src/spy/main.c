@@ -526,7 +526,7 @@ static int rec_new_prof(recorder *r) {
         r->threads[i].tree = NULL;
     for (size_t i = 0; i < r->ntargets; i++)
         for (size_t k = 0; k < r->targets[i]->t.ncode; k++)
-            r->targets[i]->t.code[k].frame_id = AP_NONE;
+            r->targets[i]->t.code[k]->frame_id = AP_NONE;
     return r->k_pid == AP_NONE ? -1 : 0;
 }
 

@@ -108,10 +108,11 @@ int spy_target_open(spy_target *t, pid_t pid) {
 
 void spy_target_close(spy_target *t) {
     for (size_t i = 0; i < t->ncode; i++) {
-        free(t->code[i].name);
-        free(t->code[i].qualname);
-        free(t->code[i].filename);
-        free(t->code[i].linetable);
+        free(t->code[i]->name);
+        free(t->code[i]->qualname);
+        free(t->code[i]->filename);
+        free(t->code[i]->linetable);
+        free(t->code[i]);
     }
     free(t->code);
     ap_map_free(&t->codes);
@@ -200,7 +201,7 @@ static uint8_t *read_bytes(spy_target *t, uint64_t addr, size_t *len) {
 static const spy_code *code_get(spy_target *t, uint64_t addr) {
     uint64_t *slot = ap_map_get(&t->codes, addr);
     if (slot)
-        return &t->code[*slot - 1];
+        return t->code[*slot - 1];
     const spy_layout *l = &t->lay;
     uint32_t end = max4(l->co_name, l->co_qualname, l->co_filename, l->co_linetable) + 8;
     uint8_t buf[512];
@@ -219,16 +220,22 @@ static const spy_code *code_get(spy_target *t, uint64_t addr) {
         goto fail;
     if (t->ncode == t->capcode) {
         size_t cap = t->capcode ? 2 * t->capcode : 256;
-        spy_code *nc = realloc(t->code, cap * sizeof *nc);
+        spy_code **nc = realloc(t->code, cap * sizeof *nc);
         if (!nc)
             goto fail;
         t->code = nc;
         t->capcode = cap;
     }
-    if (ap_map_put(&t->codes, addr, t->ncode + 1) != 0)
+    spy_code *rec = malloc(sizeof *rec);
+    if (!rec)
         goto fail;
-    t->code[t->ncode] = c;
-    return &t->code[t->ncode++];
+    if (ap_map_put(&t->codes, addr, t->ncode + 1) != 0) {
+        free(rec);
+        goto fail;
+    }
+    *rec = c;
+    t->code[t->ncode++] = rec;
+    return rec;
 fail:
     free(c.name);
     free(c.qualname);

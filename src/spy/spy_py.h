@@ -48,7 +48,8 @@ typedef struct spy_target {
     spy_symbols sym;
     spy_layout lay;               /* the table's row, corrected by _Py_DebugOffsets */
     ap_map codes;                 /* code address -> index + 1 in code[] */
-    spy_code *code;
+    spy_code **code;              /* each allocated once: a sample's frames point at them,
+                                     so they never move while code[] grows */
     size_t ncode, capcode;
     uint64_t torn;                /* frames or threads skipped after a torn read */
 } spy_target;

@@ -265,6 +265,35 @@ def test_run_sample_phases(tmp_path: Path) -> None:
         assert all(names.get(o, 0) == 0 for o in others), (phase, names)
 
 
+def test_many_code_objects_keep_their_names(tmp_path: Path) -> None:
+    """The sampler's cache of code objects grows while a stack is read (here past 256
+    entries, in the middle of the second chain's walk); frames read before it grew keep
+    their function: each chain is one call path with every function in order."""
+    defs = []
+    for chain in ("f", "g"):
+        for i in range(180):
+            nxt = f"{chain}{i + 1}()" if i < 179 else "spin(0.4)"
+            defs.append(f"def {chain}{i}():\n    {nxt}\n")
+    script = tmp_path / "chains.py"
+    script.write_text(
+        "import sys, time\nsys.setrecursionlimit(10000)\n"
+        "def spin(s):\n    end = time.monotonic() + s\n"
+        "    while time.monotonic() < end:\n        pass\n"
+        + "".join(defs) + "f0()\ng0()\n")
+    out = tmp_path / "chains.apiprof"
+    done = cli("run", "--sample", "--rate", "200", "-o", str(out), str(script))
+    assert done.returncode == 0, done.stderr
+    export = _export(out)
+    paths = [path for path, n in _stack_samples(export, int(export["meta"]["pid"]))
+             if path[-1:] == ["spin"] and n.get("samples")]
+    for chain in ("f", "g"):
+        want = [f"{chain}{i}" for i in range(180)]
+        found = [p for p in paths if f"{chain}0" in p]
+        assert found, chain
+        for p in found:
+            assert p[p.index(f"{chain}0"):-1] == want, (chain, p[:5])
+
+
 # ---- errors a user can act on: one line, non-zero ------------------------------------
 
 def _one_line(done: subprocess.CompletedProcess[str], command: str) -> str:
