@@ -17,10 +17,10 @@ from typing import Any, NamedTuple
 from .._launch import Program, add_program_arguments, launch
 from .._lines import LineProfiler, code_objects, format_lines, profile
 from .._profile_file import load_profile
-from .._profiler import MEMORY_MODES, MEMORY_RATE
+from .._profiler import MEMORY_MODES
 from .._table import format_ns
 from ..errors import UsageError
-from .run import byte_count
+from .run import add_sampling_arguments
 
 # A target chosen from an earlier profile: (absolute file, first line, qualname).
 Target = tuple[str, int, str]
@@ -55,12 +55,7 @@ def add_parser(sub: Any) -> None:
                    help="also record per line the bytes allocated while it ran (its callees "
                         "included, as its time) and the net bytes (allocated - freed): full "
                         "(the default: every block, exact) or sampled (byte-sampled estimates)")
-    p.add_argument("--memory-rate", type=byte_count, default=MEMORY_RATE, metavar="BYTES",
-                   help="sampled memory: mean bytes between samples (default 512K; suffixes "
-                        "K, M, G)")
-    p.add_argument("--memory-seed", type=int, default=0, metavar="N",
-                   help="sampled memory: seed of the sampling sequence (default 0: from the "
-                        "clock)")
+    add_sampling_arguments(p)
     add_program_arguments(p, "NAME.lines.apiprof")
     p.set_defaults(func=run)
 

@@ -82,18 +82,23 @@ def add_parser(sub: Any) -> None:
                    help="also record allocations and frees per function and line (alloc_bytes, "
                         "alloc_count, live_bytes, peak_bytes): full (every block, exact) or "
                         "sampled (the default: byte-sampled, weighted estimates)")
-    p.add_argument("--memory-rate", type=byte_count, default=MEMORY_RATE, metavar="BYTES",
-                   help="sampled memory: mean bytes between samples (default 512K; suffixes "
-                        "K, M, G)")
-    p.add_argument("--memory-seed", type=int, default=0, metavar="N",
-                   help="sampled memory: seed of the sampling sequence (default 0: from the "
-                        "clock)")
+    add_sampling_arguments(p)
     p.add_argument("--memory-interval", type=float, default=MEMORY_INTERVAL, metavar="S",
                    help="sample the process's RSS (and with --memory the traced heap) every S "
                         f"seconds into the profile: memory over time (default {MEMORY_INTERVAL:g}; "
                         "0: off)")
     add_program_arguments(p, "NAME.apiprof")
     p.set_defaults(func=run)
+
+
+def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
+    """--memory-rate and --memory-seed (apiprof run and apiprof lines)."""
+    p.add_argument("--memory-rate", type=byte_count, default=MEMORY_RATE, metavar="BYTES",
+                   help="sampled memory: mean bytes between samples (default 512K; suffixes "
+                        "K, M, G)")
+    p.add_argument("--memory-seed", type=int, default=0, metavar="N",
+                   help="sampled memory: seed of the sampling sequence (default 0: from the "
+                        "clock)")
 
 
 def byte_count(value: str) -> int:
