@@ -272,14 +272,16 @@ def test_many_code_objects_keep_their_names(tmp_path: Path) -> None:
     defs = []
     for chain in ("f", "g"):
         for i in range(180):
-            nxt = f"{chain}{i + 1}()" if i < 179 else "spin(0.4)"
+            nxt = f"{chain}{i + 1}()" if i < 179 else "spin(0.6)"
             defs.append(f"def {chain}{i}():\n    {nxt}\n")
     script = tmp_path / "chains.py"
     script.write_text(
         "import sys, time\nsys.setrecursionlimit(10000)\n"
         "def spin(s):\n    end = time.monotonic() + s\n"
         "    while time.monotonic() < end:\n        pass\n"
-        + "".join(defs) + "f0()\ng0()\n")
+        # the sampler attaches while the program starts, which can take a while on a
+        # busy machine: the chains begin after a pause
+        + "".join(defs) + "time.sleep(1.0)\nf0()\ng0()\n")
     out = tmp_path / "chains.apiprof"
     done = cli("run", "--sample", "--rate", "200", "-o", str(out), str(script))
     assert done.returncode == 0, done.stderr
