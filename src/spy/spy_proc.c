@@ -43,6 +43,24 @@ int spy_read(pid_t pid, uint64_t addr, void *buf, size_t len) {
                         (unsigned long long)addr);
 }
 
+int spy_read_many(pid_t pid, const uint64_t *addrs, size_t n, void *buf, size_t len) {
+    struct iovec local = {buf, n * len}, remote[1024];
+    if (n > sizeof remote / sizeof *remote)
+        return spy_fail_set(SPY_FAIL_OTHER, AP_EINVAL, "%zu blocks in one read", n);
+    if (n == 0)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        remote[i] = (struct iovec){(void *)(uintptr_t)addrs[i], len};
+    ssize_t got = process_vm_readv(pid, &local, 1, remote, n, 0);
+    if (got == (ssize_t)(n * len))
+        return 0;
+    if (got < 0 && errno == EPERM)
+        return spy_fail_set(SPY_FAIL_PERM, AP_EIO, "reading process %d is not permitted", (int)pid);
+    if (got < 0 && errno == ESRCH)
+        return spy_fail_set(SPY_FAIL_NOPROC, AP_ENOTFOUND, "no process %d", (int)pid);
+    return spy_fail_set(SPY_FAIL_TORN, AP_EIO, "read of %zu blocks of %zu bytes failed", n, len);
+}
+
 int spy_read_ptr(pid_t pid, uint64_t addr, uint64_t *out) {
     return spy_read(pid, addr, out, sizeof *out);
 }

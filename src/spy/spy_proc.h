@@ -29,6 +29,11 @@ int spy_fail_set(spy_fail kind, int code, const char *fmt, ...) __attribute__((f
  * (ESRCH) or SPY_FAIL_TORN (a short read, EFAULT: the memory is not mapped now). */
 int spy_read(pid_t pid, uint64_t addr, void *buf, size_t len);
 
+/* Read n blocks of len bytes, block i at addrs[i] into buf + i * len, with one
+ * process_vm_readv (n at most 1024).  Returns 0; on error -1 as spy_read() (a block that
+ * is not mapped now is SPY_FAIL_TORN). */
+int spy_read_many(pid_t pid, const uint64_t *addrs, size_t n, void *buf, size_t len);
+
 /* Read a pointer-sized value at addr.  Returns 0; on error -1 as spy_read(). */
 int spy_read_ptr(pid_t pid, uint64_t addr, uint64_t *out);
 

@@ -115,6 +115,7 @@ void spy_target_close(spy_target *t) {
         free(t->code[i]);
     }
     free(t->code);
+    free(t->check);
     ap_map_free(&t->codes);
     memset(t, 0, sizeof *t);
 }
@@ -196,25 +197,39 @@ static uint8_t *read_bytes(spy_target *t, uint64_t addr, size_t *len) {
     return b;
 }
 
-/* The cached record of the code object at addr, reading it the first time; NULL when
- * it cannot be read now (a torn read: the frame is dropped, a later sample tries again). */
-static const spy_code *code_get(spy_target *t, uint64_t addr) {
-    uint64_t *slot = ap_map_get(&t->codes, addr);
-    if (slot)
-        return t->code[*slot - 1];
+/* Bytes of a code object's header that hold every field read from it. */
+static uint32_t code_header_len(const spy_layout *l) {
+    uint32_t end = max4(l->co_name, l->co_qualname, l->co_filename, l->co_linetable);
+    return (end > l->co_firstlineno ? end : l->co_firstlineno) + 8;
+}
+
+/* The print of the code object whose header is in buf. */
+static void code_print(const spy_layout *l, const uint8_t *buf, uint64_t out[5]) {
+    uint32_t first;
+    memcpy(&first, buf + l->co_firstlineno, sizeof first);
+    out[0] = u64_at(buf, l->co_name);
+    out[1] = u64_at(buf, l->co_qualname);
+    out[2] = u64_at(buf, l->co_filename);
+    out[3] = u64_at(buf, l->co_linetable);
+    out[4] = first;
+}
+
+/* Read the code object at addr into a new record, cached for addr (over any record
+ * addr had); NULL when it cannot be read now (a torn read: the frame is dropped, a later
+ * sample tries again). */
+static const spy_code *code_read(spy_target *t, uint64_t addr) {
     const spy_layout *l = &t->lay;
-    uint32_t end = max4(l->co_name, l->co_qualname, l->co_filename, l->co_linetable) + 8;
+    uint32_t end = code_header_len(l);
     uint8_t buf[512];
     if (end > sizeof buf || spy_read(t->pid, addr, buf, end) != 0)
         return NULL;
     spy_code c = {0};
-    uint32_t first;
-    memcpy(&first, buf + l->co_firstlineno, sizeof first);
-    c.firstlineno = first;
-    c.name = read_str(t, u64_at(buf, l->co_name));
-    c.qualname = read_str(t, u64_at(buf, l->co_qualname));
-    c.filename = read_str(t, u64_at(buf, l->co_filename));
-    c.linetable = read_bytes(t, u64_at(buf, l->co_linetable), &c.linetable_len);
+    code_print(l, buf, c.print);
+    c.firstlineno = (uint32_t)c.print[4];
+    c.name = read_str(t, c.print[0]);
+    c.qualname = read_str(t, c.print[1]);
+    c.filename = read_str(t, c.print[2]);
+    c.linetable = read_bytes(t, c.print[3], &c.linetable_len);
     c.frame_id = AP_NONE;
     if (!c.name || !c.qualname || !c.filename || !c.linetable)
         goto fail;
@@ -229,6 +244,7 @@ static const spy_code *code_get(spy_target *t, uint64_t addr) {
     spy_code *rec = malloc(sizeof *rec);
     if (!rec)
         goto fail;
+    /* over the record of an object that was freed and whose address came back */
     if (ap_map_put(&t->codes, addr, t->ncode + 1) != 0) {
         free(rec);
         goto fail;
@@ -242,6 +258,14 @@ fail:
     free(c.filename);
     free(c.linetable);
     return NULL;
+}
+
+/* The cached record of the code object at addr, reading it the first time (*fresh = 1
+ * then); NULL as code_read(). */
+static const spy_code *code_get(spy_target *t, uint64_t addr, int *fresh) {
+    uint64_t *slot = ap_map_get(&t->codes, addr);
+    *fresh = slot == NULL;
+    return slot ? t->code[*slot - 1] : code_read(t, addr);
 }
 
 /* ---- the location table ------------------------------------------------------------ */
@@ -305,6 +329,45 @@ int spy_line_of(const uint8_t *table, size_t len, uint32_t firstlineno, int64_t 
 
 /* ---- threads and frames ------------------------------------------------------------- */
 
+/* Check the cached records a walk used (n frames; addr[i] and off[i] the code object
+ * and instruction offset of frame i, fresh[i] 1 when its record was read by this walk)
+ * against the objects at those addresses now, with one read; a record whose object was
+ * freed and whose address now holds another code object is read again.  Returns 0,
+ * 1 when the check could not be read (torn), -1 when the target is gone or refused. */
+static int check_codes(spy_target *t, spy_thread *th, const uint64_t *addr,
+                       const int64_t *off, const uint8_t *fresh) {
+    const spy_layout *l = &t->lay;
+    uint32_t len = code_header_len(l);
+    uint64_t want[SPY_MAX_DEPTH];
+    size_t idx[SPY_MAX_DEPTH], n = 0;
+    for (size_t i = 0; i < th->nframes; i++)
+        if (!fresh[i]) {
+            want[n] = addr[i];
+            idx[n++] = i;
+        }
+    if (n == 0)
+        return 0;
+    if (!t->check && !(t->check = malloc((size_t)SPY_MAX_DEPTH * len)))
+        return ap_err_set(AP_ENOMEM, NULL);
+    if (spy_read_many(t->pid, want, n, t->check, len) != 0)
+        return spy_fail_last() == SPY_FAIL_TORN ? 1 : -1;
+    for (size_t k = 0; k < n; k++) {
+        spy_frame *f = &th->frames[idx[k]];
+        uint64_t now[5];
+        code_print(l, t->check + k * len, now);
+        if (memcmp(now, f->code->print, sizeof now) == 0)
+            continue;
+        uint64_t *slot = ap_map_get(&t->codes, want[k]);   /* read again for a deeper frame */
+        const spy_code *c = slot && memcmp(now, t->code[*slot - 1]->print, sizeof now) == 0
+                                ? t->code[*slot - 1] : code_read(t, want[k]);
+        if (!c)
+            return spy_fail_last() == SPY_FAIL_PERM || spy_fail_last() == SPY_FAIL_NOPROC ? -1 : 1;
+        f->code = c;
+        f->line = spy_line_of(c->linetable, c->linetable_len, c->firstlineno, off[idx[k]]);
+    }
+    return 0;
+}
+
 /* The frames of one thread, innermost first; frame is its innermost _PyInterpreterFrame. */
 static int walk_frames(spy_target *t, uint64_t frame, spy_thread *th) {
     const spy_layout *l = &t->lay;
@@ -312,6 +375,9 @@ static int walk_frames(spy_target *t, uint64_t frame, spy_thread *th) {
     uint8_t buf[256];
     if (end > sizeof buf)
         return ap_err_set(AP_EINVAL, "frame layout out of range");
+    uint64_t addr[SPY_MAX_DEPTH];
+    int64_t offs[SPY_MAX_DEPTH];
+    uint8_t fresh[SPY_MAX_DEPTH];
     size_t hops = 0;
     /* From 3.12 every chain ends at an entry frame (owned by the C stack or the
      * interpreter): a chain that ends elsewhere was read while the thread changed it. */
@@ -336,7 +402,8 @@ static int walk_frames(spy_target *t, uint64_t frame, spy_thread *th) {
             code &= ~(uint64_t)7;
         if (!code)
             continue;
-        const spy_code *c = code_get(t, code);
+        int was_read;
+        const spy_code *c = code_get(t, code, &was_read);
         if (!c) {
             if (spy_fail_last() == SPY_FAIL_PERM || spy_fail_last() == SPY_FAIL_NOPROC)
                 return -1;
@@ -345,13 +412,20 @@ static int walk_frames(spy_target *t, uint64_t frame, spy_thread *th) {
         int64_t off = (int64_t)(instr - (code + l->co_code_adaptive));
         if (off > (int64_t)LINETABLE_MAX * 16 || off < -16)
             off = -1;
+        addr[th->nframes] = code;
+        offs[th->nframes] = off;
+        fresh[th->nframes] = (uint8_t)was_read;
         th->frames[th->nframes].code = c;
         th->frames[th->nframes].line = spy_line_of(c->linetable, c->linetable_len, c->firstlineno, off);
         th->nframes++;
     }
     if (frame == 0 && has_entry && !bottom)
         goto torn;
-    return 0;
+    int checked = check_codes(t, th, addr, offs, fresh);
+    if (checked < 0)
+        return -1;
+    if (checked == 0)
+        return 0;
 torn:
     /* A stack with a hole would put its inner frames under the wrong callers. */
     th->nframes = 0;

@@ -14,10 +14,14 @@
 /* Threads beyond this are not sampled. */
 #define SPY_MAX_THREADS 256
 
-/* A code object of the target, read once and cached by address. */
+/* A code object of the target, read once and cached by address.  An address can be
+ * reused once the target frees the object, so a cached record is checked against what
+ * the object at that address says now (its print) in every sample that uses it. */
 typedef struct spy_code {
     char *name, *qualname, *filename;   /* UTF-8, owned */
     uint32_t firstlineno;
+    uint64_t print[5];                  /* name, qualname, filename and location table
+                                           pointers and first line, as read */
     uint8_t *linetable;                 /* the location table, owned */
     size_t linetable_len;
     uint32_t frame_id;                  /* for the profile writer: AP_NONE until interned */
@@ -51,6 +55,7 @@ typedef struct spy_target {
     spy_code **code;              /* each allocated once: a sample's frames point at them,
                                      so they never move while code[] grows */
     size_t ncode, capcode;
+    uint8_t *check;               /* SPY_MAX_DEPTH code headers: a sample's check of them */
     uint64_t torn;                /* frames or threads skipped after a torn read */
 } spy_target;
 

@@ -296,6 +296,51 @@ def test_many_code_objects_keep_their_names(tmp_path: Path) -> None:
             assert p[p.index(f"{chain}0"):-1] == want, (chain, p[:5])
 
 
+def test_a_code_address_used_again_is_read_again(tmp_path: Path) -> None:
+    """A code object the sampler has named is freed, and a new one is made at the same
+    address: the new one's samples carry its own name, not the cached one."""
+    script = tmp_path / "reuse.py"
+    script.write_text(textwrap.dedent("""\
+        import gc, time
+        def spin(s):
+            end = time.monotonic() + s
+            while time.monotonic() < end:
+                pass
+        def make(name):
+            ns = {"spin": spin}
+            exec(compile(f"def {name}():\\n    spin(0.5)\\n", "gen.py", "exec"), ns)
+            return ns[name]
+        def first(f):
+            f()
+        def second(f):
+            f()
+        time.sleep(1.0)   # the sampler attaches meanwhile
+        alpha = make("alpha")
+        where = id(alpha.__code__)
+        first(alpha)
+        del alpha
+        gc.collect()
+        kept = []
+        for _ in range(1000):
+            bravo = make("bravo")
+            if id(bravo.__code__) == where:
+                break
+            kept.append(bravo)
+        print("reused" if id(bravo.__code__) == where else "not reused")
+        second(bravo)
+    """))
+    out = tmp_path / "reuse.apiprof"
+    done = cli("run", "--sample", "--rate", "200", "-o", str(out), str(script))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "reused"
+    export = _export(out)
+    leaves = {tuple(path[-3:]) for path, n in _stack_samples(export, int(export["meta"]["pid"]))
+              if n.get("samples") and path[-1:] == ["spin"]}
+    assert ("first", "alpha", "spin") in leaves, leaves
+    assert ("second", "bravo", "spin") in leaves, leaves
+    assert ("second", "alpha", "spin") not in leaves, leaves
+
+
 # ---- errors a user can act on: one line, non-zero ------------------------------------
 
 def _one_line(done: subprocess.CompletedProcess[str], command: str) -> str:
