@@ -33,6 +33,18 @@ def request_of(url: dict[str, Any]) -> tuple[str, str]:
     return method, urllib.parse.unquote(urllib.parse.urlsplit(url["url"]).path)
 
 
+def row_name(url: dict[str, Any], found: dict[str, Any]) -> tuple[str, str]:
+    """(method, row name) of an apiprof-load URL row once routed: the route template when
+    the app routes it; else its path, or for a row of a replayed log grouped by path
+    pattern the row's own name (``GET /items/{id}``, ``<other>``)."""
+    method, path = request_of(url)
+    if url["name"] == "<other>":
+        return "", url["name"]
+    if found["route"] is not None:
+        return method, f"{method} {found['route']}"
+    return method, url["name"] if url.get("grouped") else f"{method} {path}"
+
+
 def match_routes(app: str, app_dir: Path, requests: list[tuple[str, str]]) -> list[dict[str, Any]]:
     """Route template and endpoint of each request, from ``python -m apiprof._route_match`` run
     in the app's directory (the import happens there, not in this process)."""
@@ -70,8 +82,9 @@ def route_rows(phase: dict[str, Any], matches: list[dict[str, Any]]) -> list[dic
     summed; latency histograms merged (exact: bucket-wise)."""
     groups: dict[str, dict[str, Any]] = {}
     for url, found in zip(phase["urls"], matches, strict=True):
-        method, path = request_of(url)
-        name = f"{method} {found['route'] if found['route'] is not None else path}"
+        if url["name"] == "<other>":
+            found = {"route": None, "endpoint": None}
+        method, name = row_name(url, found)
         g = groups.get(name)
         if g is None:
             ep = found["endpoint"]

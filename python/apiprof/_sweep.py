@@ -203,8 +203,7 @@ def route_stats(load: dict[str, Any],
         return [dict(u) for u in phase["urls"]]
     groups: dict[str, dict[str, Any]] = {}
     for url, found in zip(phase["urls"], matches, strict=True):
-        method, path = bench_result.request_of(url)
-        name = f"{method} {found['route'] if found['route'] is not None else path}"
+        _, name = bench_result.row_name(url, found)
         g = groups.setdefault(name, {"name": name, "requests": 0, "failed": 0, "unfinished": 0,
                                      "status": {}, "errors": {}, "latency_ms": {},
                                      "_lat": _core.Histogram(), "_unc": _core.Histogram()})

@@ -74,7 +74,7 @@ typedef struct worker {
     uint32_t *freestack;    /* indices of free connections (C_CLOSED or C_IDLE) */
     unsigned nfree;
     int epfd;
-    lg_load_stats *stats;   /* [phase * ntargets + target] */
+    lg_load_stats *stats;   /* [phase * ngroups + group of the target] */
     char *buf;
     uint64_t t0;                 /* common start of all threads */
     uint64_t t_measure, t_end;   /* t_end is UINT64_MAX in count mode */
@@ -133,7 +133,8 @@ const char *lg_load_errkind_name(lg_load_errkind k) {
 }
 
 static lg_load_stats *stats_of(worker *w, const conn *c) {
-    return &w->stats[(size_t)c->phase * w->cfg->targets->n + c->target];
+    const lg_targets *ts = w->cfg->targets;
+    return &w->stats[(size_t)c->phase * ts->ngroups + ts->items[c->target].group];
 }
 
 /* Index in the replay plan of this thread's k-th request: threads take turns. */
@@ -537,7 +538,7 @@ static int worker_setup(worker *w, const lg_load_config *cfg, unsigned id, uint6
     pthread_mutex_init(&w->mu, NULL);
     unsigned T = cfg->threads;
     w->nconns = cfg->connections / T + (id < cfg->connections % T);
-    size_t nstats = (size_t)LG_LOAD_PHASES * cfg->targets->n;
+    size_t nstats = (size_t)LG_LOAD_PHASES * cfg->targets->ngroups;
     w->conns = calloc(w->nconns, sizeof *w->conns);
     w->freestack = calloc(w->nconns, sizeof *w->freestack);
     w->stats = malloc(nstats * sizeof *w->stats);
@@ -602,7 +603,8 @@ static void progress_tick(worker *ws, unsigned n, const lg_load_config *cfg, uin
 
 int lg_load_run(const lg_load_config *cfg, lg_load_result *res, lg_load_progress_fn progress,
                 void *arg) {
-    assert(cfg && res && cfg->targets && cfg->targets->n > 0 && cfg->targets->schedule_len);
+    assert(cfg && res && cfg->targets && cfg->targets->n > 0 && cfg->targets->schedule_len &&
+           cfg->targets->ngroups > 0);
     assert(cfg->threads >= 1 && cfg->threads <= cfg->connections);
     assert((cfg->duration_ns > 0) != (cfg->requests > 0));
     assert(cfg->replay == NULL || (cfg->requests > 0 && cfg->requests <= cfg->replay->n &&
@@ -661,19 +663,19 @@ int lg_load_run(const lg_load_config *cfg, lg_load_result *res, lg_load_progress
     if (rc == 0 && g.kill_errno)
         rc = ap_err_set(AP_EIO, "cannot signal process %d: %s", cfg->phase_pid,
                         strerror(g.kill_errno));
-    size_t nt = cfg->targets->n;
+    size_t nt = cfg->targets->ngroups;
     memset(res, 0, sizeof *res);
     if (rc == 0) {
-        res->ntargets = nt;
+        res->ngroups = nt;
         for (int ph = 0; ph < LG_LOAD_PHASES && rc == 0; ph++) {
-            res->per_target[ph] = malloc(nt * sizeof(lg_load_stats));
-            if (res->per_target[ph] == NULL) {
+            res->per_group[ph] = malloc(nt * sizeof(lg_load_stats));
+            if (res->per_group[ph] == NULL) {
                 rc = ap_err_set(AP_ENOMEM, NULL);
                 break;
             }
             lg_load_stats_init(&res->total[ph]);
             for (size_t t = 0; t < nt; t++) {
-                lg_load_stats *dst = &res->per_target[ph][t];
+                lg_load_stats *dst = &res->per_group[ph][t];
                 lg_load_stats_init(dst);
                 for (unsigned i = 0; i < started; i++)
                     lg_load_stats_merge(dst, &ws[i].stats[(size_t)ph * nt + t]);
@@ -707,8 +709,8 @@ int lg_load_run(const lg_load_config *cfg, lg_load_result *res, lg_load_progress
 
 void lg_load_result_free(lg_load_result *res) {
     for (int ph = 0; ph < LG_LOAD_PHASES; ph++) {
-        free(res->per_target[ph]);
-        res->per_target[ph] = NULL;
+        free(res->per_group[ph]);
+        res->per_group[ph] = NULL;
     }
-    res->ntargets = 0;
+    res->ngroups = 0;
 }

@@ -27,7 +27,7 @@ enum { LG_LOAD_COLD = 0, LG_LOAD_WARM = 1, LG_LOAD_PHASES = 2 };
 #define LG_LOAD_STATUS_MIN 100
 #define LG_LOAD_STATUS_N 500
 
-/* Figures of one URL (or of all URLs) in one phase.  Plain data, merged by
+/* Figures of one URL or group of URLs (or of all URLs) in one phase.  Plain data, merged by
  * lg_load_stats_merge(). */
 typedef struct lg_load_stats {
     ap_hist latency;          /* ns from the intended send time to the end of the response:
@@ -90,8 +90,9 @@ typedef void (*lg_load_progress_fn)(const lg_load_progress *p, void *arg);
 
 /* Results, merged across threads. */
 typedef struct lg_load_result {
-    size_t ntargets;
-    lg_load_stats *per_target[LG_LOAD_PHASES];   /* ntargets entries each (owned) */
+    size_t ngroups;
+    lg_load_stats *per_group[LG_LOAD_PHASES];    /* ngroups entries each, in the order of
+                                                    lg_targets.groups (owned) */
     lg_load_stats total[LG_LOAD_PHASES];         /* all URLs */
     double elapsed_s[LG_LOAD_PHASES];            /* length of each phase: the configured
                                                     time, or (count mode) until the last

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "ap_err.h"
+#include "ap_map.h"
 
 /* ---- time ------------------------------------------------------------------ */
 
@@ -658,26 +659,48 @@ static int sendable(const char *path) {
     return 1;
 }
 
+/* The targets read so far: an index by method and path, and each one's count. */
+typedef struct seen_targets {
+    ap_map index;          /* hash of "METHOD path" (probed on) -> target */
+    uint64_t *counts;      /* requests of each target */
+    size_t cap;
+} seen_targets;
+
+/* Hash of "method path". */
+static uint64_t request_hash(const char *method, const char *path) {
+    return ap_hash_bytes(method, strlen(method)) * 31 + ap_hash_bytes(path, strlen(path));
+}
+
 /* The target of method and path: found, or added.  -1: cannot be added (the
  * reason counted in st), -2: out of memory. */
 static long target_of(lg_targets *ts, const char *base, const lg_replay_bodies *bodies,
                       const lg_replay_req *req, lg_replay_stats *st, uint64_t lineno,
-                      uint64_t *counts) {
+                      seen_targets *seen) {
     size_t ml = strlen(req->method);
-    for (size_t i = 0; i < ts->n; i++) {
-        const char *name = ts->items[i].name;
+    uint64_t h = request_hash(req->method, req->path);
+    uint64_t *slot;
+    for (; (slot = ap_map_get(&seen->index, h)) != NULL; h++) {   /* probe past collisions */
+        const char *name = ts->items[*slot].name;
         if (strncmp(name, req->method, ml) == 0 && name[ml] == ' ' &&
             strcmp(name + ml + 1, req->path) == 0)
-            return (long)i;
+            return (long)*slot;
     }
     if (!sendable(req->path)) {
         st->unsendable++;
         note_bad(st, lineno, "the path has a byte that cannot be sent (space, control, non-ASCII)");
         return -1;
     }
-    if (ts->n == LG_TARGET_MAX) {
+    if (ts->n == LG_TARGET_REPLAY_MAX) {
         st->over_targets++;
         return -1;
+    }
+    if (ts->n == seen->cap) {
+        size_t nc = seen->cap ? 2 * seen->cap : 256;
+        uint64_t *grown = realloc(seen->counts, nc * sizeof *grown);
+        if (grown == NULL)
+            return -2;
+        seen->counts = grown;
+        seen->cap = nc;
     }
     const lg_replay_body *b = body_for(bodies, req->method, req->path);
     const char *hdr[1] = {b && b->content_type ? b->content_type : NULL};
@@ -689,7 +712,9 @@ static long target_of(lg_targets *ts, const char *base, const lg_replay_bodies *
         note_bad(st, lineno, ap_err_msg());
         return -1;
     }
-    counts[ts->n - 1] = 0;
+    if (ap_map_put(&seen->index, h, ts->n - 1) != 0)
+        return -2;
+    seen->counts[ts->n - 1] = 0;
     return (long)(ts->n - 1);
 }
 
@@ -702,10 +727,11 @@ int lg_replay_load(const char *path, lg_targets *ts, const char *base,
     char *line = NULL, *buf = malloc(LG_REPLAY_LINE_MAX + 1);
     size_t linecap = 0, n = 0, cap = 0;
     entry *es = NULL;
-    uint64_t counts[LG_TARGET_MAX];
+    seen_targets seen = {0};
     uint64_t lineno = 0;
     lg_replay_stats *st = &plan->stats;
     int rc = 0;
+    ts->max = LG_TARGET_REPLAY_MAX;
     ssize_t got;
     if (buf == NULL) {
         rc = ap_err_set(AP_ENOMEM, NULL);
@@ -733,7 +759,7 @@ int lg_replay_load(const char *path, lg_targets *ts, const char *base,
             note_bad(st, lineno, ap_err_msg());
             continue;
         }
-        long t = target_of(ts, base, bodies, &req, st, lineno, counts);
+        long t = target_of(ts, base, bodies, &req, st, lineno, &seen);
         if (t == -2) {
             rc = ap_err_set(AP_ENOMEM, NULL);
             goto out;
@@ -753,7 +779,7 @@ int lg_replay_load(const char *path, lg_targets *ts, const char *base,
         es[n] = (entry){.t = req.has_time ? req.time_ns : 0, .seq = n, .target = (uint32_t)t};
         if (!req.has_time)
             st->untimed++;
-        counts[t]++;
+        seen.counts[t]++;
         n++;
     }
     if (ferror(f)) {
@@ -785,13 +811,17 @@ int lg_replay_load(const char *path, lg_targets *ts, const char *base,
     /* weights for the mix: counts scaled so that the largest fits */
     uint64_t most = 0;
     for (size_t i = 0; i < ts->n; i++)
-        most = counts[i] > most ? counts[i] : most;
+        most = seen.counts[i] > most ? seen.counts[i] : most;
     for (size_t i = 0; i < ts->n; i++) {
-        uint64_t w = most <= LG_TARGET_WEIGHT_MAX ? counts[i]
-                                                  : counts[i] * LG_TARGET_WEIGHT_MAX / most;
+        uint64_t w = most <= LG_TARGET_WEIGHT_MAX ? seen.counts[i]
+                                                  : seen.counts[i] * LG_TARGET_WEIGHT_MAX / most;
         ts->items[i].weight = w < 1 ? 1 : (unsigned)w;
     }
+    if (lg_targets_group(ts, seen.counts) < 0)
+        rc = -1;
 out:
+    ap_map_free(&seen.index);
+    free(seen.counts);
     fclose(f);
     free(line);
     free(buf);

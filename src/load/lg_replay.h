@@ -69,7 +69,7 @@ typedef struct lg_replay_stats {
     uint64_t used;           /* requests in the plan */
     uint64_t malformed;      /* lines no format could read (and lines over LG_REPLAY_LINE_MAX) */
     uint64_t unsendable;     /* read, but the request could not be built (bad target) */
-    uint64_t over_targets;   /* a new method and path beyond LG_TARGET_MAX distinct ones */
+    uint64_t over_targets;   /* a new method and path beyond LG_TARGET_REPLAY_MAX distinct ones */
     uint64_t untimed;        /* used lines without a time */
     uint64_t first_bad_line; /* line number of the first malformed or unsendable line, 0: none */
     char first_bad[160];     /* why it was bad */
@@ -88,7 +88,8 @@ typedef struct lg_replay_plan {
 /* Read the log at path: every good line becomes a request of the plan and its
  * method and path a target of ts (added with lg_targets_add under base, one
  * per distinct method and path, weighted by its count, with its body and
- * Content-Type from bodies when a rule matches; bodies may be NULL).  Bad
+ * Content-Type from bodies when a rule matches; bodies may be NULL; more than
+ * LG_TARGET_MAX of them are grouped by lg_targets_group()).  Bad
  * lines are counted in plan->stats, never an error.  Call lg_targets_finish()
  * afterwards.  Returns 0; on error (unreadable file, no usable line, out of
  * memory) returns -1 with AP_EIO, AP_EINVAL or AP_ENOMEM and a message, and

@@ -70,9 +70,9 @@ static size_t rows_of(const lg_load_config *cfg, const lg_load_result *r, row *r
         if (!phase_used(cfg, ph))
             continue;
         rows[n++] = (row){ph, "all", &r->total[ph]};
-        if (r->ntargets > 1)
-            for (size_t t = 0; t < r->ntargets; t++)
-                rows[n++] = (row){ph, cfg->targets->items[t].name, &r->per_target[ph][t]};
+        if (r->ngroups > 1)
+            for (size_t g = 0; g < r->ngroups; g++)
+                rows[n++] = (row){ph, cfg->targets->groups[g].name, &r->per_group[ph][g]};
     }
     return n;
 }
@@ -101,7 +101,7 @@ static void latency_table(FILE *f, const lg_load_result *r, const row *rows, siz
 }
 
 int lg_report_text(FILE *f, const lg_load_config *cfg, const lg_load_result *r) {
-    row *rows = malloc(sizeof(row) * 2 * (r->ntargets + 1));
+    row *rows = malloc(sizeof(row) * 2 * (r->ngroups + 1));
     if (rows == NULL)
         return ap_err_set(AP_ENOMEM, NULL);
     size_t n = rows_of(cfg, r, rows);
@@ -276,10 +276,12 @@ int lg_report_json(FILE *f, const lg_load_config *cfg, const lg_load_result *r, 
         else
             fprintf(f, "null,\"span_s\":null");
         fprintf(f, ",\"lines\":%llu,\"used\":%llu,\"malformed\":%llu,\"unsendable\":%llu,"
-                   "\"over_targets\":%llu,\"untimed\":%llu,\"first_bad\":",
+                   "\"over_targets\":%llu,\"untimed\":%llu,\"distinct\":%zu,\"groups\":%zu,"
+                   "\"grouped\":%s,\"first_bad\":",
                 (unsigned long long)rs->lines, (unsigned long long)rs->used,
                 (unsigned long long)rs->malformed, (unsigned long long)rs->unsendable,
-                (unsigned long long)rs->over_targets, (unsigned long long)rs->untimed);
+                (unsigned long long)rs->over_targets, (unsigned long long)rs->untimed,
+                cfg->targets->n, cfg->targets->ngroups, cfg->targets->grouped ? "true" : "false");
         if (rs->first_bad_line) {
             fprintf(f, "{\"line\":%llu,\"why\":", (unsigned long long)rs->first_bad_line);
             json_str(f, rs->first_bad);
@@ -301,14 +303,15 @@ int lg_report_json(FILE *f, const lg_load_config *cfg, const lg_load_result *r, 
         if (json_stats(f, cfg, &r->total[ph], el, histograms) < 0)
             return -1;
         fprintf(f, ",\"urls\":[");
-        for (size_t t = 0; t < r->ntargets; t++) {
-            const lg_target *tg = &cfg->targets->items[t];
-            fprintf(f, "%s{\"name\":", t ? "," : "");
-            json_str(f, tg->name);
+        for (size_t g = 0; g < r->ngroups; g++) {
+            const lg_group *gr = &cfg->targets->groups[g];
+            fprintf(f, "%s{\"name\":", g ? "," : "");
+            json_str(f, gr->name);
             fprintf(f, ",\"url\":");
-            json_str(f, tg->url);
-            fprintf(f, ",\"weight\":%u,", tg->weight);
-            if (json_stats(f, cfg, &r->per_target[ph][t], el, histograms) < 0)
+            json_str(f, cfg->targets->items[gr->first].url);
+            fprintf(f, ",\"weight\":%u,\"paths\":%u,\"grouped\":%s,", gr->weight, gr->ntargets,
+                    cfg->targets->grouped ? "true" : "false");
+            if (json_stats(f, cfg, &r->per_group[ph][g], el, histograms) < 0)
                 return -1;
             fputc('}', f);
         }

@@ -11,6 +11,7 @@
 #include <strings.h>
 
 #include "ap_err.h"
+#include "ap_map.h"
 
 void lg_targets_init(lg_targets *ts) {
     assert(ts != NULL);
@@ -24,6 +25,9 @@ void lg_targets_free(lg_targets *ts) {
         free(ts->items[i].request);
     }
     free(ts->items);
+    for (size_t g = 0; g < ts->ngroups; g++)
+        free(ts->groups[g].name);
+    free(ts->groups);
     free(ts->origin);
     free(ts->host_header);
     free(ts->schedule);
@@ -193,8 +197,9 @@ int lg_targets_add(lg_targets *ts, const char *base, unsigned weight, const char
         return ap_err_set(AP_EINVAL, "invalid method '%s'", method);
     if (weight < 1 || weight > LG_TARGET_WEIGHT_MAX)
         return ap_err_set(AP_EINVAL, "weight must be 1..%d", LG_TARGET_WEIGHT_MAX);
-    if (ts->n == LG_TARGET_MAX)
-        return ap_err_set(AP_EINVAL, "more than %d URLs", LG_TARGET_MAX);
+    size_t max = ts->max ? ts->max : LG_TARGET_MAX;
+    if (ts->n == max)
+        return ap_err_set(AP_EINVAL, "more than %zu URLs", max);
     if (strpbrk(url, " \t\r\n") != NULL)
         return ap_err_set(AP_EINVAL, "URL '%s' contains white space", url);
     char full[4096];
@@ -225,8 +230,8 @@ int lg_targets_add(lg_targets *ts, const char *base, unsigned weight, const char
                               ts->origin);
         }
     }
-    if (ts->n % 16 == 0) {
-        lg_target *grown = realloc(ts->items, (ts->n + 16) * sizeof *grown);
+    if (ts->n == 0 || (ts->n >= 16 && (ts->n & (ts->n - 1)) == 0)) {   /* 16, 32, 64... */
+        lg_target *grown = realloc(ts->items, (ts->n ? 2 * ts->n : 16) * sizeof *grown);
         if (grown == NULL) {
             free(path);
             return ap_err_set(AP_ENOMEM, NULL);
@@ -484,6 +489,174 @@ int lg_targets_load_file(lg_targets *ts, const char *path, const char *base, con
     return rc < 0 ? -1 : added;
 }
 
+/* Each target its own group, named as it. */
+static int make_own_groups(lg_targets *ts) {
+    ts->groups = calloc(ts->n, sizeof *ts->groups);
+    if (ts->groups == NULL)
+        return ap_err_set(AP_ENOMEM, NULL);
+    for (size_t i = 0; i < ts->n; i++) {
+        ts->groups[i] = (lg_group){.name = strdup(ts->items[i].name), .first = (uint32_t)i,
+                                   .ntargets = 1};
+        ts->ngroups++;
+        ts->items[i].group = (uint32_t)i;
+        if (ts->groups[i].name == NULL)
+            return ap_err_set(AP_ENOMEM, NULL);
+    }
+    return 0;
+}
+
+/* Whether the n bytes at s are an identifier of lg_path_pattern(). */
+static int is_identifier(const char *s, size_t n) {
+    size_t digits = 0, hex = 0, dashes = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        digits += isdigit(c) != 0;
+        hex += isxdigit(c) != 0;
+        dashes += c == '-';
+    }
+    if (n == 0)
+        return 0;
+    if (digits == n)
+        return 1;
+    if (n == 36 && dashes == 4 && hex == 32 && s[8] == '-' && s[13] == '-' && s[18] == '-' &&
+        s[23] == '-')
+        return 1;   /* a UUID */
+    return hex == n && n >= 16 && digits > 0;
+}
+
+void lg_path_pattern(const char *path, char *out, size_t n) {
+    size_t o = 0;
+    const char *end = path + strcspn(path, "?#");
+    for (const char *p = path; p < end && o + 1 < n;) {
+        if (*p == '/') {
+            out[o++] = *p++;
+            continue;
+        }
+        size_t len = strcspn(p, "/?#");
+        if (p + len > end)
+            len = (size_t)(end - p);
+        const char *seg = is_identifier(p, len) ? "{id}" : p;
+        size_t take = is_identifier(p, len) ? 4 : len;
+        if (take > n - 1 - o)
+            take = n - 1 - o;
+        memcpy(out + o, seg, take);
+        o += take;
+        p += len;
+    }
+    out[o] = '\0';
+}
+
+/* Order of patterns by count, largest first (ties: first seen first). */
+typedef struct pattern_rank {
+    uint64_t count;
+    uint32_t group;
+} pattern_rank;
+
+static int by_count(const void *a, const void *b) {
+    const pattern_rank *x = a, *y = b;
+    if (x->count != y->count)
+        return x->count > y->count ? -1 : 1;
+    return x->group < y->group ? -1 : x->group > y->group;
+}
+
+int lg_targets_group(lg_targets *ts, const uint64_t *counts) {
+    if (ts->n <= LG_TARGET_MAX)
+        return 0;
+    ap_map seen = {0};
+    lg_group *gs = NULL;
+    pattern_rank *rank = NULL;
+    size_t ng = 0, cap = 0;
+    int rc = 0;
+    for (size_t i = 0; i < ts->n && rc == 0; i++) {
+        const char *name = ts->items[i].name;
+        size_t ml = strcspn(name, " ");
+        char pat[1024];
+        size_t k = (size_t)snprintf(pat, sizeof pat, "%.*s ", (int)ml, name);
+        lg_path_pattern(name + ml + 1, pat + k, sizeof pat - k);
+        uint64_t h = ap_hash_bytes(pat, strlen(pat));
+        uint64_t *slot;
+        /* probe past another pattern with the same hash */
+        while ((slot = ap_map_get(&seen, h)) != NULL && strcmp(gs[*slot].name, pat) != 0)
+            h++;
+        if (slot) {
+            ts->items[i].group = (uint32_t)*slot;
+            gs[*slot].ntargets++;
+            continue;
+        }
+        if (ng == cap) {
+            size_t nc = cap ? 2 * cap : 64;
+            lg_group *grown = realloc(gs, nc * sizeof *gs);
+            if (grown == NULL) {
+                rc = ap_err_set(AP_ENOMEM, NULL);
+                break;
+            }
+            gs = grown;
+            cap = nc;
+        }
+        gs[ng] = (lg_group){.name = strdup(pat), .first = (uint32_t)i, .ntargets = 1};
+        if (gs[ng].name == NULL || ap_map_put(&seen, h, ng) != 0) {
+            free(gs[ng].name);
+            rc = ap_err_set(AP_ENOMEM, NULL);
+            break;
+        }
+        ts->items[i].group = (uint32_t)ng++;
+    }
+    ap_map_free(&seen);
+    if (rc == 0 && ng > LG_TARGET_MAX) {
+        /* the LG_TARGET_MAX - 1 most requested patterns keep a row, in their order */
+        uint32_t *to = malloc(ng * sizeof *to);
+        rank = calloc(ng, sizeof *rank);
+        lg_group *kept = calloc(LG_TARGET_MAX, sizeof *kept);
+        if (to == NULL || rank == NULL || kept == NULL) {
+            free(to);
+            free(kept);
+            rc = ap_err_set(AP_ENOMEM, NULL);
+        } else {
+            for (size_t g = 0; g < ng; g++)
+                rank[g].group = (uint32_t)g;
+            for (size_t i = 0; i < ts->n; i++)
+                rank[ts->items[i].group].count += counts[i];
+            qsort(rank, ng, sizeof *rank, by_count);
+            for (size_t g = 0; g < ng; g++)
+                to[g] = UINT32_MAX;   /* to "<other>" */
+            for (size_t r = 0; r < LG_TARGET_MAX - 1; r++)
+                to[rank[r].group] = 0;   /* kept; numbered in order below */
+            size_t nk = 0;
+            for (size_t g = 0; g < ng; g++) {
+                if (to[g] == UINT32_MAX) {
+                    free(gs[g].name);
+                    continue;
+                }
+                kept[nk] = gs[g];
+                kept[nk].ntargets = 0;
+                to[g] = (uint32_t)nk++;
+            }
+            for (size_t g = 0; g < ng; g++)
+                if (to[g] == UINT32_MAX)
+                    to[g] = (uint32_t)nk;
+            kept[nk] = (lg_group){.name = strdup("<other>"), .first = UINT32_MAX};
+            for (size_t i = 0; i < ts->n; i++) {
+                lg_group *g = &kept[to[ts->items[i].group]];
+                ts->items[i].group = to[ts->items[i].group];
+                if (g->first == UINT32_MAX)
+                    g->first = (uint32_t)i;
+                g->ntargets++;
+            }
+            free(gs);
+            free(to);
+            gs = kept;
+            ng = nk + 1;
+            if (kept[nk].name == NULL)
+                rc = ap_err_set(AP_ENOMEM, NULL);
+        }
+    }
+    free(rank);
+    ts->groups = gs;
+    ts->ngroups = ng;
+    ts->grouped = 1;
+    return rc < 0 ? -1 : 0;
+}
+
 int lg_targets_finish(lg_targets *ts) {
     if (ts->n == 0)
         return ap_err_set(AP_EINVAL, "no URL given");
@@ -503,19 +676,43 @@ int lg_targets_finish(lg_targets *ts) {
     memcpy(&ts->addr, res->ai_addr, res->ai_addrlen);
     ts->addrlen = res->ai_addrlen;
     freeaddrinfo(res);
+    if (!ts->grouped && make_own_groups(ts) < 0)
+        return -1;
+    for (size_t g = 0; g < ts->ngroups; g++)
+        ts->groups[g].weight = 0;
+    size_t total = 0;
+    for (size_t i = 0; i < ts->n; i++) {
+        total += ts->items[i].weight;
+        ts->groups[ts->items[i].group].weight += ts->items[i].weight;
+    }
+    free(ts->schedule);
+    ts->schedule = malloc(total * sizeof *ts->schedule);
+    if (ts->schedule == NULL)
+        return ap_err_set(AP_ENOMEM, NULL);
+    ts->schedule_len = total;
+    if (ts->n > LG_TARGET_MAX) {
+        /* Many targets (a replayed log): each `weight` times, shuffled with a fixed
+         * seed, so that every sum(weights) requests hold each exactly `weight` times. */
+        size_t slot = 0;
+        for (size_t i = 0; i < ts->n; i++)
+            for (unsigned k = 0; k < ts->items[i].weight; k++)
+                ts->schedule[slot++] = (uint32_t)i;
+        uint64_t x = 0x9e3779b97f4a7c15u;
+        for (size_t i = total - 1; i > 0; i--) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            size_t j = (size_t)(x % (i + 1));
+            uint32_t tmp = ts->schedule[i];
+            ts->schedule[i] = ts->schedule[j];
+            ts->schedule[j] = tmp;
+        }
+        return 0;
+    }
     /* Smooth weighted round robin: each slot goes to the target with the
      * largest running credit, so every window of sum(weights) requests holds
      * each URL exactly `weight` times, spread out rather than in runs. */
-    size_t total = 0;
-    for (size_t i = 0; i < ts->n; i++)
-        total += ts->items[i].weight;
-    free(ts->schedule);
-    ts->schedule = malloc(total * sizeof *ts->schedule);
     long *credit = calloc(ts->n, sizeof *credit);
-    if (ts->schedule == NULL || credit == NULL) {
-        free(credit);
+    if (credit == NULL)
         return ap_err_set(AP_ENOMEM, NULL);
-    }
     for (size_t slot = 0; slot < total; slot++) {
         size_t best = 0;
         for (size_t i = 0; i < ts->n; i++) {
@@ -527,6 +724,5 @@ int lg_targets_finish(lg_targets *ts) {
         ts->schedule[slot] = (uint32_t)best;
     }
     free(credit);
-    ts->schedule_len = total;
     return 0;
 }

@@ -6,8 +6,10 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-/* Most URLs (lines of a URL file) one run accepts. */
+/* Most URLs (lines of a URL file) one run accepts, and most rows (groups) of a report. */
 #define LG_TARGET_MAX 256
+/* Most distinct requests of a replayed log (lg_targets.max). */
+#define LG_TARGET_REPLAY_MAX 200000
 /* Largest weight of one URL. */
 #define LG_TARGET_WEIGHT_MAX 10000
 /* Most -H headers, and most headers of one URL of a URL file. */
@@ -21,13 +23,28 @@ typedef struct lg_target {
     size_t request_len;
     unsigned weight;       /* relative share of the requests, 1..LG_TARGET_WEIGHT_MAX */
     int head;              /* method is HEAD: responses have no body */
+    uint32_t group;        /* its row of the report: index in lg_targets.groups */
 } lg_target;
+
+/* A row of the report: the targets counted together.  Each target is its own group,
+ * unless a replayed log has more than LG_TARGET_MAX distinct requests: then targets are
+ * grouped by the pattern of their path (lg_targets_group()). */
+typedef struct lg_group {
+    char *name;            /* a target's name, or "METHOD /pattern" (owned) */
+    uint32_t first;        /* its first target, whose URL stands for the row */
+    uint32_t ntargets;     /* distinct requests in it */
+    unsigned weight;       /* sum of their weights */
+} lg_group;
 
 /* Every URL of a run shares one origin (scheme http, host, port), so any
  * connection can carry any of them. */
 typedef struct lg_targets {
     lg_target *items;      /* n entries (owned) */
     size_t n;
+    size_t max;            /* most targets lg_targets_add() takes; 0: LG_TARGET_MAX */
+    lg_group *groups;      /* ngroups entries, set by lg_targets_finish() (owned) */
+    size_t ngroups;
+    int grouped;           /* 1: lg_targets_group() grouped targets by pattern */
     char *origin;          /* "http://host:port" (owned) */
     char *host_header;     /* value of the Host header (owned) */
     struct sockaddr_storage addr;   /* resolved address of the origin */
@@ -79,7 +96,20 @@ int lg_targets_add(lg_targets *ts, const char *base, unsigned weight, const char
  * message that names the file and the line. */
 int lg_targets_load_file(lg_targets *ts, const char *path, const char *base, const char *method);
 
-/* Resolve the origin's address and build the weighted schedule; call once after
+/* The pattern of a path, as grouping uses it, into out (size n, NUL-terminated, cut to
+ * fit): the query is dropped and every segment that is an identifier (digits only, a
+ * UUID, or 16 or more hex digits with at least one digit) becomes "{id}".  Can't fail. */
+void lg_path_pattern(const char *path, char *out, size_t n);
+
+/* With more than LG_TARGET_MAX targets, group them by method and lg_path_pattern();
+ * with more than LG_TARGET_MAX patterns, the LG_TARGET_MAX - 1 with the largest
+ * counts (counts[i]: requests of target i) keep a row and the others share the row
+ * "<other>".  With fewer targets nothing is done (each is its own group).  Call before
+ * lg_targets_finish().  Returns 0; -1 with AP_ENOMEM. */
+int lg_targets_group(lg_targets *ts, const uint64_t *counts);
+
+/* Resolve the origin's address, make the groups (each target its own, unless
+ * lg_targets_group() made them) and build the weighted schedule; call once after
  * the last lg_targets_add().  Returns 0; on error (no URL, name resolution
  * failed, out of memory) returns -1 with AP_EINVAL, AP_ENOTFOUND or AP_ENOMEM. */
 int lg_targets_finish(lg_targets *ts);

@@ -211,12 +211,16 @@ static int run_replay(lg_load_config *cfg, lg_targets *ts, const char *path, con
                 "unsendable, %llu beyond %d distinct methods and paths)", path,
                 (unsigned long long)skipped, (unsigned long long)st->lines,
                 (unsigned long long)st->malformed, (unsigned long long)st->unsendable,
-                (unsigned long long)st->over_targets, LG_TARGET_MAX);
+                (unsigned long long)st->over_targets, LG_TARGET_REPLAY_MAX);
         if (st->first_bad_line)
             fprintf(stderr, "; first: line %llu: %s", (unsigned long long)st->first_bad_line,
                     st->first_bad);
         fputc('\n', stderr);
     }
+    if (ts->grouped)
+        fprintf(stderr, PROG ": --replay %s: %zu distinct methods and paths, reported as %zu "
+                "rows by path pattern (identifiers as {id}%s)\n", path, ts->n, ts->ngroups,
+                ts->ngroups == LG_TARGET_MAX ? "; the least requested patterns as <other>" : "");
     if (in_time && !plan.timed) {
         fprintf(stderr, PROG ": --replay %s: %llu requests have no time in the log: give -R "
                 "RATE to send its mix\n", path, (unsigned long long)st->untimed);

@@ -116,7 +116,8 @@ AP_TEST(err_thread_local) {
     X(diff_matches_across_line_shifts) X(diff_matches_recursion_by_level)               \
     X(diff_new_and_vanished) X(diff_per_request) X(diff_views_escape_names) \
     X(replay_common_and_combined) X(replay_uvicorn) X(replay_json_lines) X(replay_escapes) \
-    X(replay_malformed) X(replay_long_lines) X(replay_plan_and_bodies) X(replay_mutated_lines)
+    X(replay_malformed) X(replay_long_lines) X(replay_plan_and_bodies) X(replay_mutated_lines) \
+    X(replay_path_patterns) X(replay_groups_many_paths)
 
 #define AP_DECLARE(name) AP_TEST(name);
 AP_TEST_LIST(AP_DECLARE)

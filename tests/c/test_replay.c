@@ -211,3 +211,85 @@ AP_TEST(replay_mutated_lines) {
         }
     }
 }
+
+AP_TEST(replay_path_patterns) {
+    static const char *const cases[][2] = {
+        {"/items/17", "/items/{id}"},
+        {"/items/17?page=2", "/items/{id}"},
+        {"/users/123e4567-e89b-12d3-a456-426614174000/orders/9", "/users/{id}/orders/{id}"},
+        {"/blobs/0123456789abcdef0", "/blobs/{id}"},
+        {"/blobs/deadbeefdeadbeef", "/blobs/deadbeefdeadbeef"},   /* no digit: a word */
+        {"/v2/items", "/v2/items"},
+        {"/", "/"},
+        {"/a//b/", "/a//b/"},
+    };
+    char out[128];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        lg_path_pattern(cases[i][0], out, sizeof out);
+        if (!AP_CHECK(strcmp(out, cases[i][1]) == 0))
+            fprintf(stderr, "  %s -> %s, want %s\n", cases[i][0], out, cases[i][1]);
+    }
+    lg_path_pattern("/items/17/abcdefgh", out, 12);   /* cut to fit */
+    AP_CHECK(strcmp(out, "/items/{id}") == 0);
+}
+
+/* A log with more distinct requests than rows: grouped by pattern, counts kept; with
+ * more patterns than rows, the least requested share "<other>". */
+AP_TEST(replay_groups_many_paths) {
+    size_t cap = 1 << 20, len = 0;
+    char *log = malloc(cap);
+    if (!AP_CHECK(log != NULL))
+        return;
+    for (int i = 0; i < 3000; i++)   /* 3,000 items, 2 requests each */
+        for (int k = 0; k < 2; k++)
+            len += (size_t)snprintf(log + len, cap - len,
+                                    "{\"method\": \"GET\", \"path\": \"/items/%d\"}\n", i);
+    len += (size_t)snprintf(log + len, cap - len, "{\"method\": \"POST\", \"path\": \"/items\"}\n");
+    char *lp = write_tmp(log);
+    if (!AP_CHECK(lp != NULL)) {
+        free(log);
+        return;
+    }
+    lg_targets ts;
+    lg_targets_init(&ts);
+    lg_replay_plan plan;
+    AP_CHECK(lg_replay_load(lp, &ts, "http://127.0.0.1:1", NULL, &plan) == 0);
+    unlink(lp);
+    AP_CHECK_EQ_U64(ts.n, 3001);
+    AP_CHECK(ts.grouped);
+    AP_CHECK_EQ_U64(ts.ngroups, 2);
+    AP_CHECK(strcmp(ts.groups[0].name, "GET /items/{id}") == 0);
+    AP_CHECK_EQ_U64(ts.groups[0].ntargets, 3000);
+    AP_CHECK(strcmp(ts.groups[1].name, "POST /items") == 0);
+    AP_CHECK(lg_targets_finish(&ts) == 0);
+    AP_CHECK_EQ_U64(ts.groups[0].weight, 6000);
+    AP_CHECK_EQ_U64(ts.schedule_len, 6001);
+    uint64_t seen[2] = {0, 0};
+    for (size_t s = 0; s < ts.schedule_len; s++)
+        seen[ts.items[ts.schedule[s]].group]++;
+    AP_CHECK_EQ_U64(seen[0], 6000);
+    AP_CHECK_EQ_U64(seen[1], 1);
+    lg_replay_plan_free(&plan);
+    lg_targets_free(&ts);
+
+    /* 300 patterns: /p<i>/x with i requests each; the 45 least requested are <other> */
+    len = 0;
+    for (int i = 1; i <= 300; i++)
+        for (int k = 0; k < (i <= 45 ? 1 : 2); k++)
+            len += (size_t)snprintf(log + len, cap - len, "{\"path\": \"/p%d/x\"}\n", i);
+    lp = write_tmp(log);
+    free(log);
+    if (!AP_CHECK(lp != NULL))
+        return;
+    lg_targets_init(&ts);
+    AP_CHECK(lg_replay_load(lp, &ts, "http://127.0.0.1:1", NULL, &plan) == 0);
+    unlink(lp);
+    AP_CHECK_EQ_U64(ts.ngroups, LG_TARGET_MAX);
+    AP_CHECK(strcmp(ts.groups[0].name, "GET /p46/x") == 0);
+    const lg_group *other = &ts.groups[LG_TARGET_MAX - 1];
+    AP_CHECK(strcmp(other->name, "<other>") == 0);
+    AP_CHECK_EQ_U64(other->ntargets, 45);
+    AP_CHECK(strcmp(ts.items[other->first].name, "GET /p1/x") == 0);
+    lg_replay_plan_free(&plan);
+    lg_targets_free(&ts);
+}

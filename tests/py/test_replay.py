@@ -129,3 +129,33 @@ def test_replay_errors(app, log, tmp_path):
     r = subprocess.run([str(LOAD), "--replay", str(empty), "--base", app.url],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "no request could be read (2 lines, 2 malformed" in r.stderr
+
+
+def test_a_log_of_many_paths_is_reported_by_path_pattern(tmp_path):
+    """More distinct paths than rows (256): every request is sent as logged, and the rows
+    group them by pattern; with --app the pattern's example path finds the route."""
+    lines = []
+    for i in range(600):
+        path = "/" if i % 6 == 0 else f"/api/items/{i}"
+        t = T0 + datetime.timedelta(seconds=i / 600)
+        lines.append(jsonl(t, "GET", path))
+    log = tmp_path / "many.log"
+    log.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "bench.json"
+    r = subprocess.run([str(APIPROF), "bench", "--app", "routes_app:app", "--app-dir",
+                        str(APPS_DIR), "--replay", str(log), "-n", "600", "-c", "4",
+                        "-o", str(out)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "501 distinct methods and paths, reported as 2 rows by path pattern" in r.stderr
+    result = json.loads(out.read_text())
+    rp = result["load"]["config"]["replay"]
+    assert (rp["distinct"], rp["groups"], rp["grouped"]) == (501, 2, True)
+    urls = {u["name"]: u for u in result["load"]["phases"]["warm"]["urls"]}
+    assert {n: u["requests"] + u["failed"] for n, u in urls.items()} == {
+        "GET /": 100, "GET /api/items/{id}": 500}
+    assert urls["GET /api/items/{id}"]["paths"] == 500
+    assert urls["GET /api/items/{id}"]["status"] == {"200": 500}   # each id sent as logged
+    routes = {row["name"]: row for row in result["routes"]["warm"]}
+    assert set(routes) == {"GET /", "GET /api/items/{item_id}"}
+    assert routes["GET /api/items/{item_id}"]["requests"] == 500
+    assert routes["GET /api/items/{item_id}"]["endpoint"].endswith("(get_item)")
