@@ -8,7 +8,7 @@ One uvicorn (one worker) per variant, all started at once on 127.0.0.1; each rou
 wrk against every (route, variant) pair in an order that rotates between rounds, so
 that drift of this shared machine hits every variant alike. Reported: the median req/s
 over rounds and its ratio to "none". The peers are installed with pip into
-bench/.peers (not a dependency of apiprof); wrk is installed with apt-get if missing.
+bench/.peers/middleware (not a dependency of apiprof); wrk is installed with apt-get if missing.
 Prints an aligned table and one JSON line.
 """
 
@@ -32,7 +32,7 @@ import httpx
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 SHOP = REPO / "examples" / "shop"
-PEERS = BENCH / ".peers"
+PEERS = BENCH / ".peers" / "middleware"   # its own: pip --target skips what exists
 VARIANTS = ("none", "apiprof", "apiprof-memory", "fastapi-profiler", "pyinstrument")
 ROUTES = {"fast": "/health", "medium": "/products/42"}
 
@@ -44,7 +44,7 @@ def ensure_tools() -> None:
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True,
                        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
     if not (PEERS / "fastapi_profiler").is_dir() or not (PEERS / "pyinstrument").is_dir():
-        print("installing fastapi-profiler and pyinstrument into bench/.peers", file=sys.stderr)
+        print("installing fastapi-profiler and pyinstrument into bench/.peers/middleware", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
                         str(PEERS), "fastapi-profiler", "pyinstrument"], check=True)
 

@@ -10,7 +10,7 @@ machine hits every variant alike: the sampler is attached, wrk runs for --durati
 seconds, the sampler is stopped with SIGINT and its CPU time read from its rusage.
 Reported: the median req/s over rounds, its ratio to "none", and the sampler's CPU per
 tick (its CPU time / (rate x seconds attached)). The peers are installed with pip into
-bench/.peers (not dependencies of apiprof): py-spy, and austin-dist 3.7 (4.x needs a
+bench/.peers/samplers (not dependencies of apiprof): py-spy, and austin-dist 3.7 (4.x needs a
 newer glibc than Debian 12's). Prints an aligned table and one JSON line.
 """
 
@@ -31,13 +31,13 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-PEERS = BENCH / ".peers"
+PEERS = BENCH / ".peers" / "samplers"   # its own: pip --target skips a bin/ that exists
 RATES = (100, 1000)
 
 
 def ensure_peers() -> None:
     if not (PEERS / "bin" / "py-spy").exists() or not (PEERS / "bin" / "austin").exists():
-        print("installing py-spy and austin-dist into bench/.peers", file=sys.stderr)
+        print("installing py-spy and austin-dist into bench/.peers/samplers", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(PEERS),
                         "py-spy", "austin-dist==3.7.0"], check=True)
 
