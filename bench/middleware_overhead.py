@@ -44,7 +44,8 @@ def ensure_tools() -> None:
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True,
                        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
     if not (PEERS / "fastapi_profiler").is_dir() or not (PEERS / "pyinstrument").is_dir():
-        print("installing fastapi-profiler and pyinstrument into bench/.peers/middleware", file=sys.stderr)
+        print("installing fastapi-profiler and pyinstrument into bench/.peers/middleware",
+              file=sys.stderr)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
                         str(PEERS), "fastapi-profiler", "pyinstrument"], check=True)
 

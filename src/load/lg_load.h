@@ -69,6 +69,8 @@ typedef struct lg_load_config {
                                        many; rate and warmup_ns are 0 */
     double speed;                /* replay: > 0, 2 replays twice as fast */
     const lg_replay_stats *replay_stats;   /* reported in the JSON when not NULL */
+    size_t text_rows;            /* the text report's tables: at most this many URL rows
+                                    per phase, the most requested (0: all) */
 } lg_load_config;
 
 /* Whether requests go out on a schedule (the open model: a rate, or a replay

@@ -64,15 +64,43 @@ typedef struct row {
     const lg_load_stats *s;
 } row;
 
-static size_t rows_of(const lg_load_config *cfg, const lg_load_result *r, row *rows) {
+/* A URL row's place in the ranking: requests ended, most first (ties: in order). */
+typedef struct ranked {
+    uint64_t ended;
+    size_t group;
+} ranked;
+
+static int by_ended(const void *a, const void *b) {
+    const ranked *x = a, *y = b;
+    if (x->ended != y->ended)
+        return x->ended > y->ended ? -1 : 1;
+    return x->group < y->group ? -1 : x->group > y->group;
+}
+
+/* The rows, and in *omitted the URL rows of a phase left out by cfg->text_rows (the
+ * least requested).  order: scratch of r->ngroups entries. */
+static size_t rows_of(const lg_load_config *cfg, const lg_load_result *r, row *rows,
+                      ranked *order, size_t *omitted) {
     size_t n = 0;
+    *omitted = 0;
     for (int ph = LG_LOAD_WARM; ph >= 0; ph--) {
         if (!phase_used(cfg, ph))
             continue;
         rows[n++] = (row){ph, "all", &r->total[ph]};
-        if (r->ngroups > 1)
-            for (size_t g = 0; g < r->ngroups; g++)
-                rows[n++] = (row){ph, cfg->targets->groups[g].name, &r->per_group[ph][g]};
+        if (r->ngroups <= 1)
+            continue;
+        size_t keep = r->ngroups;
+        for (size_t g = 0; g < r->ngroups; g++)
+            order[g] = (ranked){lg_load_stats_ended(&r->per_group[ph][g]), g};
+        if (cfg->text_rows && r->ngroups > cfg->text_rows) {
+            qsort(order, r->ngroups, sizeof *order, by_ended);
+            keep = cfg->text_rows;
+            *omitted = r->ngroups - keep;
+        }
+        for (size_t k = 0; k < keep; k++) {
+            size_t g = order[k].group;
+            rows[n++] = (row){ph, cfg->targets->groups[g].name, &r->per_group[ph][g]};
+        }
     }
     return n;
 }
@@ -102,9 +130,15 @@ static void latency_table(FILE *f, const lg_load_result *r, const row *rows, siz
 
 int lg_report_text(FILE *f, const lg_load_config *cfg, const lg_load_result *r) {
     row *rows = malloc(sizeof(row) * 2 * (r->ngroups + 1));
-    if (rows == NULL)
+    ranked *order = malloc(sizeof(ranked) * (r->ngroups + 1));
+    size_t omitted;
+    if (rows == NULL || order == NULL) {
+        free(rows);
+        free(order);
         return ap_err_set(AP_ENOMEM, NULL);
-    size_t n = rows_of(cfg, r, rows);
+    }
+    size_t n = rows_of(cfg, r, rows, order, &omitted);
+    free(order);
     int width = 3;
     for (size_t i = 0; i < n; i++)
         if ((int)strlen(rows[i].name) > width)
@@ -159,6 +193,9 @@ int lg_report_text(FILE *f, const lg_load_config *cfg, const lg_load_result *r) 
                 (unsigned long long)s->unfinished, rx, tx);
     }
     free(rows);
+    if (omitted)
+        fprintf(f, "\n(the %zu least requested URLs are left out of these tables: --rows 0 shows "
+                   "them, and --json has every one)\n", omitted);
     if (fflush(f) != 0 || ferror(f))
         return ap_err_set(AP_EIO, "write failed");
     return 0;

@@ -49,6 +49,8 @@ static const char usage_text[] =
     "                           with -R as the mix of methods and paths\n"
     "      --speed X            --replay in time X times as fast (default 1)\n"
     "      --bodies FILE        --replay: request bodies by method and path (JSON rules)\n"
+    "      --rows N             the text tables show the N most requested URLs (default\n"
+    "                           30; 0: all); the JSON has every one\n"
     "      --no-progress        no live progress line (it is shown only on a terminal)\n"
     "  -h, --help               this help\n";
 
@@ -257,7 +259,7 @@ static int run_replay(lg_load_config *cfg, lg_targets *ts, const char *path, con
 
 enum { OPT_WARMUP = 256, OPT_BODY_FILE, OPT_URLS, OPT_BASE, OPT_TIMEOUT, OPT_CONNECT_TIMEOUT,
        OPT_JSON, OPT_JSON_OUT, OPT_NO_PROGRESS, OPT_HISTOGRAMS, OPT_PHASE_SIGNAL, OPT_REPLAY,
-       OPT_SPEED, OPT_BODIES };
+       OPT_SPEED, OPT_BODIES, OPT_ROWS };
 
 int main(int argc, char **argv) {
     static const struct option opts[] = {
@@ -284,11 +286,12 @@ int main(int argc, char **argv) {
         {"replay", required_argument, NULL, OPT_REPLAY},
         {"speed", required_argument, NULL, OPT_SPEED},
         {"bodies", required_argument, NULL, OPT_BODIES},
+        {"rows", required_argument, NULL, OPT_ROWS},
         {NULL, 0, NULL, 0},
     };
     lg_targets ts;
     lg_targets_init(&ts);
-    lg_load_config cfg = {.threads = 2, .connections = 10};
+    lg_load_config cfg = {.threads = 2, .connections = 10, .text_rows = 30};
     double duration = 0, warmup = 0, timeout = 10, connect_timeout = 3;
     const char *method = NULL, *body = NULL, *body_file = NULL, *urls = NULL, *base = NULL;
     const char *json_out = NULL, *replay = NULL, *bodies_file = NULL;
@@ -356,6 +359,9 @@ int main(int argc, char **argv) {
             break;
         case OPT_HISTOGRAMS:
             histograms = 1;
+            break;
+        case OPT_ROWS:
+            cfg.text_rows = strcmp(optarg, "0") == 0 ? 0 : (size_t)parse_count("--rows (0: all)", optarg, UINT32_MAX);
             break;
         case OPT_REPLAY:
             replay = optarg;
