@@ -159,3 +159,19 @@ def test_a_log_of_many_paths_is_reported_by_path_pattern(tmp_path):
     assert set(routes) == {"GET /", "GET /api/items/{item_id}"}
     assert routes["GET /api/items/{item_id}"]["requests"] == 500
     assert routes["GET /api/items/{item_id}"]["endpoint"].endswith("(get_item)")
+
+
+def test_text_tables_show_the_most_requested_rows(app, tmp_path):
+    """--rows N: the N most requested URLs in each text table, and one line on the rest."""
+    lines = [jsonl(T0 + datetime.timedelta(milliseconds=i), "GET", f"/fast?n={i % 12}")
+             for i in range(60)] + [jsonl(T0, "GET", "/fast?n=top")] * 10
+    log = tmp_path / "twelve.log"
+    log.write_text("\n".join(lines) + "\n")
+    r = subprocess.run([str(LOAD), "--replay", str(log), "--base", app.url, "-R", "500",
+                        "-n", "70", "--rows", "3"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    rows = [ln.split()[2] for ln in r.stdout.splitlines()
+            if ln.startswith("warm ") and ln.split()[2].startswith("/fast")]
+    assert rows[:3] == ["/fast?n=top", "/fast?n=0", "/fast?n=1"], r.stdout
+    assert len(rows) == 3 * 3   # three tables: corrected, uncorrected, status
+    assert "(the 10 least requested URLs are left out of these tables" in r.stdout
