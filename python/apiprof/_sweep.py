@@ -382,6 +382,21 @@ class Driver:
     profile_pid: int | None = None      # the apiprof run process to signal per phase
     matches: list[dict[str, Any]] | None = None
     tmp: Path = Path(".")
+    said: set[str] = field(default_factory=set)   # apiprof-load's notes, each said once
+
+    def run_load(self, cmd: list[str], name: str) -> tuple[int, Any]:
+        """Runs apiprof-load: (exit code, its rusage). Its notes on stderr (a replayed
+        log's skipped lines, its grouping) are the same at every step: each is passed on
+        once."""
+        err = self.tmp / f"{name}.err"
+        with open(err, "w") as err_file:
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err_file)
+            _, status, usage = os.wait4(proc.pid, 0)
+        for line in err.read_text(errors="replace").splitlines():
+            if line not in self.said:
+                self.said.add(line)
+                print(line, file=sys.stderr)
+        return os.waitstatus_to_exitcode(status), usage
 
     def step(self, rate: float, index: int) -> Step:
         out = self.tmp / f"step{index}.json"
@@ -391,12 +406,9 @@ class Driver:
                "--no-progress", "--json", f"--json-out={out}", *gate, *self.targets]
         cpu0 = None if self.server_pid is None else process_cpu_s(self.server_pid)
         t0 = time.monotonic()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
-            raise SweepError(f"apiprof-load failed at {rate:g} req/s (exit code "
-                             f"{proc.returncode})")
+        code, usage = self.run_load(cmd, f"step{index}")
+        if code != 0:
+            raise SweepError(f"apiprof-load failed at {rate:g} req/s (exit code {code})")
         load = json.loads(out.read_text())
         warm = load["phases"]["warm"]
         # The server's CPU over the whole run of the step, settle included: the share

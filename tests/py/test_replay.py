@@ -105,6 +105,7 @@ def test_bench_replay_and_sweep_over_the_mix(app, log, tmp_path):
                         "--base", app.url, "-d", "0.5", "--settle", "0.2", "-o", str(out)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+    assert r.stderr.count("lines skipped (4 malformed") == 1, r.stderr   # not once per step
     steps = json.loads(out.read_text())["sweep"]["steps"]
     assert [s["rate"] for s in steps] == [20, 40]
     assert {row["name"] for row in steps[1]["routes"]} == {f"{m} {p}" for m, p, _ in MIX}

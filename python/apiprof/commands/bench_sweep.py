@@ -129,9 +129,9 @@ def _url_requests(driver: _sweep.Driver, out: Path) -> list[tuple[str, str]]:
     # -R: a replayed log is then its mix, which needs no time in the log
     cmd = [str(driver.binary), *driver.load_opts, "-R", "1000", "-n", "1", "-c", "1", "-t", "1",
            "--no-progress", "--json", f"--json-out={out}", *driver.targets]
-    done = subprocess.run(cmd, stdout=subprocess.DEVNULL)
-    if done.returncode != 0:
-        raise _sweep.SweepError(f"apiprof-load failed (exit code {done.returncode})")
+    code, _ = driver.run_load(cmd, "urls")
+    if code != 0:
+        raise _sweep.SweepError(f"apiprof-load failed (exit code {code})")
     load = json.loads(out.read_text())
     return [bench_result.request_of(u) for u in load["phases"]["warm"]["urls"]]
 
