@@ -38,6 +38,9 @@ PAUSED = object()
 REQUEST: contextvars.ContextVar[int] = contextvars.ContextVar("apiprof_request", default=0)
 _requests = itertools.count(1)
 
+# Route labels on apiprof-spy's board, each added once: label -> index + 1 (0: no room).
+_spy_labels: dict[str, int] = {}
+
 # Labelling profilers running now (Profiler.start/stop keep it).
 active = 0
 
@@ -121,6 +124,20 @@ class RouteFinder:
                 self._leaves[id(leaf)] = (leaf, None, None)
         elif self._counts.get(id(leaf)) == 1 and len(self._leaves) < self.CACHE_SIZE:
             self._leaves[id(leaf)] = (leaf, found, template_regex(found))
+        return found
+
+    def spy_label(self, scope: Scope) -> int:
+        """The route label of a request (as ``label`` sets it) on the board apiprof-spy
+        reads beside each sample (src/ext/spyboard.c): its index + 1, 0 for none. The
+        middleware asks only while a sampler is attached."""
+        kind = scope.get("type")
+        template = self.template(scope)
+        if template is None or (kind != "http" and kind != "websocket"):
+            return 0
+        name = f"{scope.get('method', 'GET') if kind == 'http' else 'WS'} {template}"
+        found = _spy_labels.get(name)
+        if found is None:
+            found = _spy_labels[name] = _core.spy_label(name)
         return found
 
     def label(self, scope: Scope) -> bool:

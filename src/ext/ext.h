@@ -25,7 +25,7 @@ typedef struct {
     PyObject *timer_decorate;      /* Python callable(timer, func) -> wrapper, or NULL */
     PyTypeObject *route_table_type;   /* apiprof._core.RouteTable */
     PyTypeObject *route_request_type; /* apiprof._core.RouteRequest */
-    PyObject *route_str[16];          /* interned keys and names used by routes.c */
+    PyObject *route_str[16];          /* interned keys and names used by routes.c (S_COUNT) */
 } apext_state;
 
 /* The module definition, for PyType_GetModuleByDef. */

@@ -7,6 +7,7 @@
 #include "ap_metric.h"
 #include "labels.h"
 #include "session.h"
+#include "spyboard.h"
 
 PyObject *apext_raise_core(const char *what) {
     PyObject *type;
@@ -89,6 +90,8 @@ static int module_exec(PyObject *module) {
     if (PyModule_AddFunctions(module, apext_labels_methods) < 0)
         return -1;
     if (PyModule_AddFunctions(module, apext_queries_methods) < 0)
+        return -1;
+    if (PyModule_AddFunctions(module, apext_spyboard_methods) < 0)
         return -1;
     if (apext_hist_init(module, st) < 0)
         return -1;

@@ -35,14 +35,19 @@
 #include "ap_routes.h"
 #include "ap_wait.h"
 #include "memory.h"
+#include "spyboard.h"
 
 enum {
     S_TYPE, S_STATUS, S_BODY, S_MORE_BODY, S_HEADERS, S_ROUTE, S_ROOT_PATH, S_METHOD,
-    S_PATH_FORMAT, S_PATH, S_UNMATCHED, S_FULLMATCH, S_ROUTED, S_CACHE, S_LEAVES, S_COUNT
+    S_PATH_FORMAT, S_PATH, S_UNMATCHED, S_FULLMATCH, S_ROUTED, S_CACHE, S_LEAVES, S_SPY_LABEL,
+    S_COUNT
 };
+_Static_assert(S_COUNT <= sizeof(((apext_state *)0)->route_str) / sizeof(PyObject *),
+               "apext_state.route_str holds every name");
 static const char *const STR_NAMES[S_COUNT] = {
     "type", "status", "body", "more_body", "headers", "route", "root_path", "method",
     "path_format", "path", "<unmatched>", "fullmatch", "routed", "_cache", "_leaves",
+    "spy_label",
 };
 
 typedef struct {
@@ -91,6 +96,8 @@ typedef struct {
     uint64_t stalls, stall_ns, stall_max_ns; /* its steps at or above the table's threshold */
     apext_mem_owner *mem;    /* its allocations (memory.h) until recorded, or NULL */
     PyObject *mem_box;       /* the box of mem in the request's context (strong), or NULL */
+    uint32_t spy_label;      /* its route on apiprof-spy's board (spyboard.h), 0: none */
+    uint32_t spy_prev;       /* what the thread served before the current step */
     int status;              /* 0 until http.response.start */
     unsigned char in_step, server_timing, finished, self_finish;
 } RouteRequest;
@@ -468,6 +475,20 @@ static int keep_arrival(RouteRequest *r, apext_state *st, PyObject *scope) {
     return r->before ? 0 : -1;
 }
 
+/* The request's route on apiprof-spy's board: its finder's spy_label(scope), found up
+ * front while a sampler reads the board.  0 when there is none; never fails the
+ * request (an error is dropped). */
+static uint32_t spy_label_of(RouteRequest *r, apext_state *st) {
+    PyObject *got = PyObject_CallMethodOneArg(r->finder, st->route_str[S_SPY_LABEL], r->scope);
+    unsigned long v = got != NULL && PyLong_Check(got) ? PyLong_AsUnsignedLong(got) : 0;
+    Py_XDECREF(got);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        v = 0;
+    }
+    return (uint32_t)v;
+}
+
 /* request(scope, send, server_timing=False, finder=None) -> RouteRequest; the clock
  * starts now.  With a finder (apiprof._labels.RouteFinder), the request finishes itself
  * when the coroutine given to run() ends (finish_self), under the route that finder
@@ -496,6 +517,7 @@ static PyObject *table_request(RouteTable *self, PyObject *const *args, Py_ssize
     r->stalls = r->stall_ns = r->stall_max_ns = 0;
     r->mem = NULL;
     r->mem_box = NULL;
+    r->spy_label = r->spy_prev = 0;
     r->status = 0;
     r->in_step = r->finished = 0;
     r->server_timing = nargs >= 3 && PyObject_IsTrue(args[2]) == 1;
@@ -510,6 +532,8 @@ static PyObject *table_request(RouteTable *self, PyObject *const *args, Py_ssize
         return NULL;
     }
     r->t0 = ap_clock_now_ns();
+    if (r->finder != NULL && apext_spyboard_wanted(r->t0))
+        r->spy_label = spy_label_of(r, st);
     return (PyObject *)r;
 }
 
@@ -706,6 +730,8 @@ static void end_memory(RouteRequest *self, ap_route_stat *s) {
 }
 
 static void step_in(RouteRequest *self) {
+    if (self->spy_label)
+        self->spy_prev = apext_spyboard_serve(self->spy_label);
     uint64_t now = ap_clock_now_ns();
     self->cpu_in = apext_thread_cpu_floor(now, CPU_STALE_NS);
     self->step_t0 = now;
@@ -725,6 +751,8 @@ static uint64_t step_cpu(RouteRequest *self, uint64_t now) {
 /* The step ends: its CPU time is added, and a step at or above the table's
  * stall threshold (the loop ran nothing else meanwhile) is a stall. */
 static void step_out(RouteRequest *self) {
+    if (self->spy_label)
+        apext_spyboard_serve(self->spy_prev);
     uint64_t now = ap_clock_now_ns();
     self->cpu += step_cpu(self, now);
     self->in_step = 0;

@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <math.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include "ap_prof.h"
 #include "spy_proc.h"
 #include "spy_py.h"
+#include "ap_spyboard.h"
 
 #define PROG "apiprof-spy"
 
@@ -194,11 +196,20 @@ static void on_phase(int sig) {
 
 #define PHASES_MAX 64
 
-/* Per kernel thread: its tree in the profile and its CPU time at the last tick. */
+/* A thread's tree of the samples taken while it served one route. */
+typedef struct rec_routed {
+    ap_str_id route;
+    ap_tree *tree;
+} rec_routed;
+
+/* Per kernel thread: its trees in the profile (one for samples outside any request,
+ * one per route it served) and its CPU time at the last tick. */
 typedef struct rec_thread {
     pid_t pid, tid;
     ap_tree *tree;
     uint64_t cpu_ns;   /* UINT64_MAX: not read yet */
+    rec_routed *routed;
+    size_t nrouted, caprouted;
 } rec_thread;
 
 /* A sampled process; with --subprocesses there is one per Python descendant. */
@@ -206,6 +217,14 @@ typedef struct rec_target {
     spy_target t;
     char exe[512];     /* /proc/PID/exe when opened: a change means an exec, reopen */
     int active;        /* 0 once the process is gone */
+    /* The route board of apiprof's middleware in it (ap_spyboard.h), once found */
+    uint64_t board;                /* its address, 0: not found (yet) */
+    uint64_t board_look_ns;        /* when to look for it next */
+    uint64_t beat_ns;              /* when to write the heartbeat next */
+    ap_spyboard_slot slots[AP_SPYBOARD_SLOTS];   /* read this tick */
+    uint32_t nslots;
+    uint32_t nlabels;              /* labels read so far (they never change) */
+    char labels[AP_SPYBOARD_LABELS][AP_SPYBOARD_LABEL_MAX + 1];
 } rec_target;
 
 /* Counters of a run, written to the metadata. */
@@ -225,7 +244,7 @@ typedef struct recorder {
     pid_t *skip;               /* descendants that are not Python (or not readable) */
     size_t nskip, capskip;
     rec_stats st;
-    ap_str_id k_thread, k_thread_id, k_pid, k_phase;
+    ap_str_id k_thread, k_thread_id, k_pid, k_phase, k_route;
     /* --phases: the names, the one samples are labelled with now (index), and the
      * SIGUSR1s acted on */
     ap_str_id phases[PHASES_MAX];
@@ -246,9 +265,13 @@ static int grow(void **arr, size_t *cap, size_t n, size_t sz) {
     return 0;
 }
 
+static ap_tree *rec_new_tree(recorder *r, pid_t pid, pid_t tid, ap_str_id route);
+
 /* The state of thread tid of pid, with its tree in the current profile (made at its
- * first sample in it).  NULL on error (ENOMEM). */
-static rec_thread *rec_thread_of(recorder *r, pid_t pid, pid_t tid) {
+ * first sample in it) and, when route is not NULL, the tree of that route in *tree
+ * (else its own).  NULL on error (ENOMEM). */
+static rec_thread *rec_thread_of(recorder *r, pid_t pid, pid_t tid, const char *route,
+                                 ap_tree **tree) {
     rec_thread *rt = NULL;
     for (size_t i = 0; i < r->nthreads && !rt; i++)
         if (r->threads[i].tid == tid && r->threads[i].pid == pid)
@@ -257,10 +280,31 @@ static rec_thread *rec_thread_of(recorder *r, pid_t pid, pid_t tid) {
         if (grow((void **)&r->threads, &r->cap, r->nthreads, sizeof *r->threads) != 0)
             return NULL;
         rt = &r->threads[r->nthreads++];
-        *rt = (rec_thread){pid, tid, NULL, UINT64_MAX};
+        *rt = (rec_thread){pid, tid, NULL, UINT64_MAX, NULL, 0, 0};
     }
-    if (rt->tree)
+    if (!rt->tree && !(rt->tree = rec_new_tree(r, pid, tid, AP_NONE)))
+        return NULL;
+    *tree = rt->tree;
+    if (!route)
         return rt;
+    ap_str_id id = ap_prof_intern(r->prof, route, strlen(route));
+    if (id == AP_NONE)
+        return NULL;
+    for (size_t i = 0; i < rt->nrouted; i++)
+        if (rt->routed[i].route == id) {
+            *tree = rt->routed[i].tree;
+            return rt;
+        }
+    if (grow((void **)&rt->routed, &rt->caprouted, rt->nrouted, sizeof *rt->routed) != 0 ||
+        !(*tree = rec_new_tree(r, pid, tid, id)))
+        return NULL;
+    rt->routed[rt->nrouted++] = (rec_routed){id, *tree};
+    return rt;
+}
+
+/* A new tree of thread tid of pid, labelled with route too when it is not AP_NONE.
+ * NULL on error (ENOMEM). */
+static ap_tree *rec_new_tree(recorder *r, pid_t pid, pid_t tid, ap_str_id route) {
     char name[96], tidbuf[24], pidbuf[24];
     thread_name(pid, tid, name, sizeof name);
     /* The threads of descendants carry their pid in the name, so that report filters by
@@ -271,18 +315,20 @@ static rec_thread *rec_thread_of(recorder *r, pid_t pid, pid_t tid) {
     }
     snprintf(tidbuf, sizeof tidbuf, "%d", (int)tid);
     snprintf(pidbuf, sizeof pidbuf, "%d", (int)pid);
-    ap_label labels[4] = {
+    ap_label labels[5] = {
         {r->k_thread, ap_prof_intern(r->prof, name, strlen(name))},
         {r->k_thread_id, ap_prof_intern(r->prof, tidbuf, strlen(tidbuf))},
         {r->k_pid, ap_prof_intern(r->prof, pidbuf, strlen(pidbuf))},
-        {r->k_phase, r->nphases ? r->phases[r->phase] : AP_NONE},
     };
-    size_t nlabels = r->nphases ? 4 : 3;
+    size_t nlabels = 3;
+    if (r->nphases)
+        labels[nlabels++] = (ap_label){r->k_phase, r->phases[r->phase]};
+    if (route != AP_NONE)
+        labels[nlabels++] = (ap_label){r->k_route, route};
     for (size_t i = 0; i < nlabels; i++)
-        if (labels[i].val == AP_NONE)
+        if (labels[i].val == AP_NONE || labels[i].key == AP_NONE)
             return NULL;
-    rt->tree = ap_prof_tree_new(r->prof, labels, nlabels);
-    return rt->tree ? rt : NULL;
+    return ap_prof_tree_new(r->prof, labels, nlabels);
 }
 
 /* The profile frame of a cached code object (interned once). */
@@ -321,6 +367,64 @@ static int rec_add(recorder *r, ap_tree *tree, const spy_thread *th, uint64_t cp
     return 0;
 }
 
+static uint64_t now_ns(clockid_t clock);
+
+/* The middleware's board in rt (ap_spyboard.h): looked for once a second until found;
+ * then the heartbeat is written when due and the slots read.  A failed read leaves no
+ * slot (the samples of this tick carry no route).  Can't fail. */
+static void board_tick(rec_target *rt, uint64_t now) {
+    rt->nslots = 0;
+    if (!rt->board) {
+        if (now < rt->board_look_ns)
+            return;
+        rt->board_look_ns = now + 1000000000u;
+        uint64_t at = spy_find_in_module(rt->t.pid, "/apiprof/_core.", AP_SPYBOARD_SYMBOL), magic;
+        if (!at || spy_read(rt->t.pid, at, &magic, sizeof magic) != 0 || magic != AP_SPYBOARD_MAGIC)
+            return;
+        rt->board = at;
+    }
+    if (now >= rt->beat_ns) {
+        if (spy_write(rt->t.pid, rt->board + offsetof(ap_spyboard, heartbeat_ns), &now,
+                      sizeof now) != 0)
+            return;
+        rt->beat_ns = now + AP_SPYBOARD_FRESH_NS / 4;
+    }
+    uint32_t counts[2];   /* nslots, nlabels */
+    if (spy_read(rt->t.pid, rt->board + offsetof(ap_spyboard, nslots), counts, sizeof counts) != 0)
+        return;
+    uint32_t n = counts[0] < AP_SPYBOARD_SLOTS ? counts[0] : AP_SPYBOARD_SLOTS;
+    if (n && spy_read(rt->t.pid, rt->board + offsetof(ap_spyboard, slots), rt->slots,
+                      n * sizeof *rt->slots) != 0)
+        return;
+    uint32_t nl = counts[1] < AP_SPYBOARD_LABELS ? counts[1] : AP_SPYBOARD_LABELS;
+    if (nl > rt->nlabels) {
+        if (spy_read(rt->t.pid, rt->board + offsetof(ap_spyboard, labels[rt->nlabels]),
+                     rt->labels[rt->nlabels], (nl - rt->nlabels) * sizeof rt->labels[0]) != 0)
+            return;
+        for (uint32_t i = rt->nlabels; i < nl; i++)
+            rt->labels[i][AP_SPYBOARD_LABEL_MAX] = 0;
+        rt->nlabels = nl;
+    }
+    rt->nslots = n;
+}
+
+/* The route thread tid serves now by rt's board, or NULL.  Can't fail. */
+static const char *board_route(const rec_target *rt, pid_t tid) {
+    for (uint32_t i = 0; i < rt->nslots; i++)
+        if (rt->slots[i].tid == tid && rt->slots[i].label && rt->slots[i].label <= rt->nlabels)
+            return rt->labels[rt->slots[i].label - 1];
+    return NULL;
+}
+
+/* The board's heartbeat is taken back: the middleware stops its work for it at once.
+ * Can't fail (a process that is gone needs nothing). */
+static void board_leave(rec_target *rt) {
+    uint64_t zero = 0;
+    if (rt->board)
+        (void)spy_write(rt->t.pid, rt->board + offsetof(ap_spyboard, heartbeat_ns), &zero,
+                        sizeof zero);
+}
+
 /* One tick of one process.  Returns 0 (also when the process is gone: it is marked
  * inactive), or -1 on an error that ends the run. */
 static int rec_tick(recorder *r, rec_target *rt) {
@@ -338,6 +442,7 @@ static int rec_tick(recorder *r, rec_target *rt) {
         r->st.failed++;
         return 0;
     }
+    board_tick(rt, now_ns(CLOCK_MONOTONIC));
     for (size_t i = 0; i < n; i++) {
         const spy_thread *th = &threads[i];
         if (th->gil > 0)
@@ -345,7 +450,8 @@ static int rec_tick(recorder *r, rec_target *rt) {
         /* On CPU: the thread ran since the last tick (schedstat); a runnable thread
          * waiting for a CPU ('R' in stat) is not.  The first tick of a thread, or a
          * kernel without schedstat, falls back to the state letter. */
-        rec_thread *rth = rec_thread_of(r, t->pid, th->tid);
+        ap_tree *tree;
+        rec_thread *rth = rec_thread_of(r, t->pid, th->tid, board_route(rt, th->tid), &tree);
         if (!rth)
             return -1;
         uint64_t cpu_now = spy_thread_cpu_ns(t->pid, th->tid), cpu = 0;
@@ -362,7 +468,7 @@ static int rec_tick(recorder *r, rec_target *rt) {
         }
         if (th->nframes == 0)
             continue;
-        if (rec_add(r, rth->tree, th, cpu) != 0)
+        if (rec_add(r, tree, th, cpu) != 0)
             return -1;
         r->st.kept++;
     }
@@ -522,12 +628,15 @@ static int rec_new_prof(recorder *r) {
     r->k_thread = ap_prof_intern(r->prof, "thread", 6);
     r->k_thread_id = ap_prof_intern(r->prof, "thread_id", 9);
     r->k_pid = ap_prof_intern(r->prof, "pid", 3);
-    for (size_t i = 0; i < r->nthreads; i++)
+    r->k_route = ap_prof_intern(r->prof, "route", 5);
+    for (size_t i = 0; i < r->nthreads; i++) {
         r->threads[i].tree = NULL;
+        r->threads[i].nrouted = 0;
+    }
     for (size_t i = 0; i < r->ntargets; i++)
         for (size_t k = 0; k < r->targets[i]->t.ncode; k++)
             r->targets[i]->t.code[k]->frame_id = AP_NONE;
-    return r->k_pid == AP_NONE ? -1 : 0;
+    return r->k_pid == AP_NONE || r->k_route == AP_NONE ? -1 : 0;
 }
 
 /* The tick clock: returns 1 when a tick is due now (and schedules the next one), else
@@ -566,10 +675,13 @@ static int rec_tick_all(recorder *r, uint64_t *next_scan) {
 }
 
 static void rec_free(recorder *r) {
+    for (size_t i = 0; i < r->nthreads; i++)
+        free(r->threads[i].routed);
     free(r->threads);
     free(r->skip);
     ap_prof_free(r->prof);
     for (size_t i = 0; i < r->ntargets; i++) {
+        board_leave(r->targets[i]);
         spy_target_close(&r->targets[i]->t);
         free(r->targets[i]);
     }
@@ -606,8 +718,10 @@ static void rec_phase_switch(recorder *r) {
             continue;
         }
         r->phase++;
-        for (size_t i = 0; i < r->nthreads; i++)
-            r->threads[i].tree = NULL;   /* a new tree at the thread's next sample */
+        for (size_t i = 0; i < r->nthreads; i++) {
+            r->threads[i].tree = NULL;   /* new trees at the thread's next sample */
+            r->threads[i].nrouted = 0;
+        }
     }
 }
 

@@ -239,3 +239,50 @@ uint64_t spy_thread_cpu_ns(pid_t pid, pid_t tid) {
         return UINT64_MAX;
     return ns;
 }
+
+int spy_write(pid_t pid, uint64_t addr, const void *buf, size_t len) {
+    struct iovec local = {(void *)(uintptr_t)buf, len}, remote = {(void *)(uintptr_t)addr, len};
+    ssize_t got = process_vm_writev(pid, &local, 1, &remote, 1, 0);
+    if (got == (ssize_t)len)
+        return 0;
+    if (got < 0 && errno == EPERM)
+        return spy_fail_set(SPY_FAIL_PERM, AP_EIO, "writing process %d is not permitted", (int)pid);
+    if (got < 0 && errno == ESRCH)
+        return spy_fail_set(SPY_FAIL_NOPROC, AP_ENOTFOUND, "no process %d", (int)pid);
+    return spy_fail_set(SPY_FAIL_TORN, AP_EIO, "write of %zu bytes at 0x%llx failed", len,
+                        (unsigned long long)addr);
+}
+
+uint64_t spy_find_in_module(pid_t pid, const char *file, const char *name) {
+    char fn[64], line[4400];
+    snprintf(fn, sizeof fn, "/proc/%d/maps", (int)pid);
+    FILE *f = fopen(fn, "re");
+    if (!f)
+        return 0;
+    char path[4096] = "";
+    uint64_t base = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long long lo, hi, off;
+        int pathpos = 0;
+        if (sscanf(line, "%llx-%llx %*s %llx %*s %*s %n", &lo, &hi, &off, &pathpos) < 3 || !pathpos)
+            continue;
+        char *p = line + pathpos;
+        p[strcspn(p, "\n")] = 0;
+        if (p[0] == '/' && off == 0 && strstr(p, file) != NULL) {
+            snprintf(path, sizeof path, "%s", p);
+            base = lo;
+            break;
+        }
+    }
+    fclose(f);
+    if (!base)
+        return 0;
+    char rooted[4200];
+    uint64_t val = 0, load_min = 0;
+    const char *const names[1] = {name};
+    snprintf(rooted, sizeof rooted, "/proc/%d/root%s", (int)pid, path);
+    if ((elf_symbols(rooted, names, &val, 1, &load_min) != 0 &&
+         elf_symbols(path, names, &val, 1, &load_min) != 0) || !val)
+        return 0;
+    return val + (base - load_min);
+}

@@ -34,6 +34,10 @@ int spy_read(pid_t pid, uint64_t addr, void *buf, size_t len);
  * is not mapped now is SPY_FAIL_TORN). */
 int spy_read_many(pid_t pid, const uint64_t *addrs, size_t n, void *buf, size_t len);
 
+/* Write len bytes of buf at addr of process pid with process_vm_writev (only to memory
+ * the target keeps for apiprof-spy: its board).  Returns 0; on error -1 as spy_read(). */
+int spy_write(pid_t pid, uint64_t addr, const void *buf, size_t len);
+
 /* Read a pointer-sized value at addr.  Returns 0; on error -1 as spy_read(). */
 int spy_read_ptr(pid_t pid, uint64_t addr, uint64_t *out);
 
@@ -49,6 +53,11 @@ typedef struct spy_symbols {
  * process in a container is found too).  Returns 0; on error -1 with
  * SPY_FAIL_NOPROC, SPY_FAIL_PERM or SPY_FAIL_NOTPYTHON. */
 int spy_find_symbols(pid_t pid, spy_symbols *out);
+
+/* The address in pid of symbol name of the first mapped ELF file whose path holds file
+ * (e.g. "/apiprof/_core."), or 0 when no such file is mapped or it has no such symbol.
+ * Can't fail. */
+uint64_t spy_find_in_module(pid_t pid, const char *file, const char *name);
 
 /* The name of thread tid of pid (/proc/PID/task/TID/comm) into buf (NUL-terminated,
  * "" when it cannot be read).  Can't fail. */

@@ -166,6 +166,37 @@ def test_attach_uvicorn_under_load(loaded_server, tmp_path: Path) -> None:  # ty
     assert any(path[-2:] == ["hot", "burn"] for path, n in nodes if n.get("samples"))
 
 
+def test_attach_labels_samples_with_the_middlewares_routes(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """An app behind apiprof's middleware: while attached, each sample carries the route
+    its thread was serving (read from the middleware's board), so a sampled profile
+    splits by route like a traced one."""
+    server = serve("spyroutes_app:app", cwd=APPS, health="/health")
+    urls = tmp_path / "urls.txt"
+    urls.write_text("".join(f"GET {server.url}{p}\n" for p in ("/alpha/1", "/alpha/2", "/beta")))
+    load = subprocess.Popen(
+        [str(Path(apiprof.__file__).parent / "bin" / "apiprof-load"), "-c", "2", "-t", "1",
+         "-d", "60", "--no-progress", "--urls", str(urls)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = tmp_path / "routes.apiprof"
+    try:
+        time.sleep(0.5)
+        done = cli("attach", str(server.proc.pid), "-d", "2", "-o", str(out))
+    finally:
+        load.kill()
+        load.wait()
+    assert done.returncode == 0, done.stderr
+    whole = apiprof._core.load(str(out))
+    by_route = {}
+    for route, mine, other in (("GET /alpha/{n}", "burn_alpha", "burn_beta"),
+                               ("GET /beta", "burn_beta", "burn_alpha")):
+        names = {f["qualname"]: f for f in whole.select({"route": route}).functions()}
+        assert names.get(mine, {}).get("samples", 0) > 0, (route, sorted(names))
+        assert other not in names, (route, sorted(names))
+        by_route[route] = names[mine]["samples"]
+    # two requests of /alpha/{n} to one of /beta, each as long
+    assert by_route["GET /alpha/{n}"] > by_route["GET /beta"], by_route
+
+
 @pytest.mark.parametrize("fmt", ["collapsed", "pstats", "speedscope", "pprof", "html", "svg",
                                  "callgrind", "dot", "chrome"])
 def test_sampled_profile_every_format(known_stack: subprocess.Popen[str], tmp_path: Path,
