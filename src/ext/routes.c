@@ -532,7 +532,9 @@ static PyObject *table_request(RouteTable *self, PyObject *const *args, Py_ssize
         return NULL;
     }
     r->t0 = ap_clock_now_ns();
-    if (r->finder != NULL && apext_spyboard_wanted(r->t0))
+    if (!apext_spyboard_wanted(r->t0))
+        apext_spyboard_idle();
+    else if (r->finder != NULL)
         r->spy_label = spy_label_of(r, st);
     return (PyObject *)r;
 }
@@ -783,6 +785,11 @@ static PyObject *req_run(RouteRequest *self, PyObject *coro) {
             return NULL;
         }
         Py_DECREF(token);
+    }
+    if (self->spy_label && apext_spyboard_enter(self->spy_label) < 0) {
+        end_memory(self, NULL);
+        Py_CLEAR(self->coro);
+        return NULL;
     }
     return Py_NewRef(self);
 }

@@ -41,6 +41,66 @@ uint32_t apext_spyboard_serve(uint32_t label) {
     return before;
 }
 
+/* The label of the request a context serves (a PyLong, index + 1), set by
+ * apext_spyboard_enter().  Made at init. */
+static PyObject *label_var;
+
+#if PY_VERSION_HEX >= 0x030E0000
+/* The context watcher's id, -1 while none is installed.  Protected by the GIL. */
+static int watcher = -1;
+
+/* A thread switched to another context: it serves that context's request now.  Never
+ * raises (an error of the lookup is dropped: nothing is served). */
+static int on_switch(PyContextEvent event, PyObject *ctx) {
+    (void)ctx;
+    if (event != Py_CONTEXT_SWITCHED)
+        return 0;
+    PyObject *value = NULL;
+    uint32_t label = 0;
+    if (PyContextVar_Get(label_var, NULL, &value) < 0)
+        PyErr_Clear();
+    else if (value != NULL && PyLong_CheckExact(value))
+        label = (uint32_t)PyLong_AsUnsignedLong(value);
+    Py_XDECREF(value);
+    if (PyErr_Occurred())
+        PyErr_Clear();
+    apext_spyboard_serve(label);
+    return 0;
+}
+#endif
+
+int apext_spyboard_enter(uint32_t label) {
+    PyObject *value = PyLong_FromUnsignedLong(label);
+    PyObject *token = value ? PyContextVar_Set(label_var, value) : NULL;
+    Py_XDECREF(value);
+    if (token == NULL)
+        return -1;
+    Py_DECREF(token);
+#if PY_VERSION_HEX >= 0x030E0000
+    if (watcher < 0 && (watcher = PyContext_AddWatcher(on_switch)) < 0) {
+        PyErr_Clear();   /* no watcher slot left: thread-pool work goes unlabelled */
+        watcher = -2;
+    }
+#endif
+    return 0;
+}
+
+void apext_spyboard_idle(void) {
+#if PY_VERSION_HEX >= 0x030E0000
+    if (watcher >= 0) {
+        if (PyContext_ClearWatcher(watcher) < 0)
+            PyErr_Clear();
+        watcher = -1;
+    }
+#endif
+}
+
+int apext_spyboard_init(void) {
+    if (label_var == NULL && (label_var = PyContextVar_New("apiprof_spy_route", NULL)) == NULL)
+        return -1;
+    return 0;
+}
+
 /* spy_label(name) -> int: name's index + 1 on the board, added once (the caller keeps
  * the mapping); 0 when the board has no room.  Needs the GIL. */
 static PyObject *spy_label(PyObject *Py_UNUSED(m), PyObject *arg) {

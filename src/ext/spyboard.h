@@ -17,6 +17,20 @@ int apext_spyboard_wanted(uint64_t now_ns);
  * Needs the GIL.  Can't fail. */
 uint32_t apext_spyboard_serve(uint32_t label);
 
+/* The request whose run starts here serves label: the current context (the request's
+ * task's, copied by the work it hands on) names it.  On 3.14+ a context watcher,
+ * installed while a sampler reads the board, then publishes the label on any thread
+ * that enters that context (the thread pool's workers too).  0, or -1 with an
+ * exception. */
+int apext_spyboard_enter(uint32_t label);
+
+/* No sampler reads the board: the context watcher is removed if it was installed.
+ * Can't fail. */
+void apext_spyboard_idle(void);
+
+/* Make the context variable of apext_spyboard_enter().  0, or -1 with an exception. */
+int apext_spyboard_init(void);
+
 /* Module-level functions: spy_label(str) -> int. */
 extern PyMethodDef apext_spyboard_methods[];
 

@@ -172,7 +172,8 @@ def test_attach_labels_samples_with_the_middlewares_routes(serve, tmp_path: Path
     splits by route like a traced one."""
     server = serve("spyroutes_app:app", cwd=APPS, health="/health")
     urls = tmp_path / "urls.txt"
-    urls.write_text("".join(f"GET {server.url}{p}\n" for p in ("/alpha/1", "/alpha/2", "/beta")))
+    urls.write_text("".join(f"GET {server.url}{p}\n"
+                            for p in ("/alpha/1", "/alpha/2", "/beta", "/gamma")))
     load = subprocess.Popen(
         [str(Path(apiprof.__file__).parent / "bin" / "apiprof-load"), "-c", "2", "-t", "1",
          "-d", "60", "--no-progress", "--urls", str(urls)],
@@ -187,12 +188,16 @@ def test_attach_labels_samples_with_the_middlewares_routes(serve, tmp_path: Path
     assert done.returncode == 0, done.stderr
     whole = apiprof._core.load(str(out))
     by_route = {}
-    for route, mine, other in (("GET /alpha/{n}", "burn_alpha", "burn_beta"),
-                               ("GET /beta", "burn_beta", "burn_alpha")):
+    burns = {"GET /alpha/{n}": "burn_alpha", "GET /beta": "burn_beta",
+             "GET /gamma": "burn_gamma"}
+    # 3.14+: the thread pool's work of the sync route too (a context watcher)
+    routes = list(burns) if sys.version_info >= (3, 14) else list(burns)[:2]
+    for route in routes:
         names = {f["qualname"]: f for f in whole.select({"route": route}).functions()}
-        assert names.get(mine, {}).get("samples", 0) > 0, (route, sorted(names))
-        assert other not in names, (route, sorted(names))
-        by_route[route] = names[mine]["samples"]
+        assert names.get(burns[route], {}).get("samples", 0) > 0, (route, sorted(names))
+        assert not {b for b in burns.values() if b != burns[route]} & set(names), (
+            route, sorted(names))
+        by_route[route] = names[burns[route]]["samples"]
     # two requests of /alpha/{n} to one of /beta, each as long
     assert by_route["GET /alpha/{n}"] > by_route["GET /beta"], by_route
 

@@ -3,6 +3,7 @@ sampling from outside with route labels (apiprof-spy reads the middleware's boar
 
 GET /alpha/{n}  burn_alpha() for about 10 ms
 GET /beta       burn_beta() for about 10 ms
+GET /gamma      burn_gamma() for about 10 ms, sync: in the thread pool
 GET /health     nothing
 """
 
@@ -28,6 +29,13 @@ def burn_beta(n: int) -> int:
     return total
 
 
+def burn_gamma(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += i * i % 13
+    return total
+
+
 @app.get("/alpha/{n}")
 async def alpha(n: int) -> dict[str, int]:
     return {"v": burn_alpha(100_000 + n)}
@@ -36,6 +44,11 @@ async def alpha(n: int) -> dict[str, int]:
 @app.get("/beta")
 async def beta() -> dict[str, int]:
     return {"v": burn_beta(100_000)}
+
+
+@app.get("/gamma")
+def gamma() -> dict[str, int]:
+    return {"v": burn_gamma(100_000)}
 
 
 @app.get("/health")
