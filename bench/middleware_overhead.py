@@ -1,6 +1,7 @@
 """Requests per second of the shop app with no middleware, with apiprof's statistics
-(alone, and with request memory: memory=True), with fastapi-profiler and with
-pyinstrument's documented middleware recipe, under wrk.
+(alone, with apiprof-spy attached at 100 Hz meanwhile, which makes the middleware publish
+each request's route for the samples, and with request memory: memory=True), with
+fastapi-profiler and with pyinstrument's documented middleware recipe, under wrk.
 
     python bench/middleware_overhead.py [--rounds 3] [--duration 5] [--connections 16]
 
@@ -33,7 +34,8 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 SHOP = REPO / "examples" / "shop"
 PEERS = BENCH / ".peers" / "middleware"   # its own: pip --target skips what exists
-VARIANTS = ("none", "apiprof", "apiprof-memory", "fastapi-profiler", "pyinstrument")
+VARIANTS = ("none", "apiprof", "apiprof-sampled", "apiprof-memory", "fastapi-profiler",
+            "pyinstrument")
 ROUTES = {"fast": "/health", "medium": "/products/42"}
 
 
@@ -97,6 +99,20 @@ def wrk(url: str, duration: int, connections: int) -> float:
     return float(m.group(1))
 
 
+def sampler(pid: int, duration: int, work: Path) -> subprocess.Popen[bytes]:
+    """apiprof-spy attached to pid at 100 Hz for the wrk run (it writes its profile
+    into the work folder); started a moment before wrk, so that the middleware sees
+    its heartbeat from wrk's first request."""
+    import apiprof
+
+    spy = Path(apiprof.__file__).parent / "bin" / "apiprof-spy"
+    proc = subprocess.Popen([str(spy), "record", str(pid), "-o", str(work / "sampled.apiprof"),
+                             "-r", "100", "-d", str(duration + 0.5)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    return proc
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -124,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
             order = VARIANTS[r % len(VARIANTS):] + VARIANTS[:r % len(VARIANTS)]
             for route, path in ROUTES.items():
                 for v in order:
+                    spy = sampler(servers[v][0].pid, args.duration, work) \
+                        if v == "apiprof-sampled" else None
                     rps = wrk(servers[v][1] + path, args.duration, args.connections)
+                    if spy is not None:
+                        spy.wait()
                     results.setdefault((route, v), []).append(rps)
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
     finally:

@@ -1,6 +1,7 @@
 """The shop app (examples/shop) with one middleware variant, for middleware_overhead.py.
 
-BENCH_VARIANT: none | apiprof | apiprof-memory | fastapi-profiler | pyinstrument. The
+BENCH_VARIANT: none | apiprof | apiprof-sampled | apiprof-memory | fastapi-profiler |
+pyinstrument (apiprof-sampled: apiprof's, with apiprof-spy attached during each run). The
 shop's own route timer is off in every variant, so that only the middleware under test
 differs.
 """
@@ -18,7 +19,7 @@ from shop.app import app  # noqa: E402
 
 VARIANT = os.environ.get("BENCH_VARIANT", "none")
 
-if VARIANT == "apiprof":  # statistics only: no token, no slow capture
+if VARIANT in ("apiprof", "apiprof-sampled"):  # statistics only: no token, no slow capture
     from apiprof.fastapi import instrument
 
     instrument(app)

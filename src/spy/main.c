@@ -282,11 +282,12 @@ static rec_thread *rec_thread_of(recorder *r, pid_t pid, pid_t tid, const char *
         rt = &r->threads[r->nthreads++];
         *rt = (rec_thread){pid, tid, NULL, UINT64_MAX, NULL, 0, 0};
     }
-    if (!rt->tree && !(rt->tree = rec_new_tree(r, pid, tid, AP_NONE)))
-        return NULL;
-    *tree = rt->tree;
-    if (!route)
+    if (!route) {
+        if (!rt->tree && !(rt->tree = rec_new_tree(r, pid, tid, AP_NONE)))
+            return NULL;
+        *tree = rt->tree;
         return rt;
+    }
     ap_str_id id = ap_prof_intern(r->prof, route, strlen(route));
     if (id == AP_NONE)
         return NULL;
