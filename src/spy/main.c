@@ -399,8 +399,9 @@ static void board_tick(rec_target *rt, uint64_t now) {
         return;
     uint32_t nl = counts[1] < AP_SPYBOARD_LABELS ? counts[1] : AP_SPYBOARD_LABELS;
     if (nl > rt->nlabels) {
-        if (spy_read(rt->t.pid, rt->board + offsetof(ap_spyboard, labels[rt->nlabels]),
-                     rt->labels[rt->nlabels], (nl - rt->nlabels) * sizeof rt->labels[0]) != 0)
+        uint64_t at = rt->board + offsetof(ap_spyboard, labels) + rt->nlabels * sizeof rt->labels[0];
+        if (spy_read(rt->t.pid, at, rt->labels[rt->nlabels],
+                     (nl - rt->nlabels) * sizeof rt->labels[0]) != 0)
             return;
         for (uint32_t i = rt->nlabels; i < nl; i++)
             rt->labels[i][AP_SPYBOARD_LABEL_MAX] = 0;
