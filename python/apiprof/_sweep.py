@@ -392,6 +392,7 @@ class Driver:
         with open(err, "w") as err_file:
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err_file)
             _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)   # reaped here
         for line in err.read_text(errors="replace").splitlines():
             if line not in self.said:
                 self.said.add(line)

@@ -663,6 +663,8 @@ static int sendable(const char *path) {
 typedef struct seen_targets {
     ap_map index;          /* hash of "METHOD path" (probed on) -> target */
     uint64_t *counts;      /* requests of each target */
+    char **keys;           /* "METHOD path" of each target as logged (owned; a target's
+                              name has --base's path in front) */
     size_t cap;
 } seen_targets;
 
@@ -680,9 +682,9 @@ static long target_of(lg_targets *ts, const char *base, const lg_replay_bodies *
     uint64_t h = request_hash(req->method, req->path);
     uint64_t *slot;
     for (; (slot = ap_map_get(&seen->index, h)) != NULL; h++) {   /* probe past collisions */
-        const char *name = ts->items[*slot].name;
-        if (strncmp(name, req->method, ml) == 0 && name[ml] == ' ' &&
-            strcmp(name + ml + 1, req->path) == 0)
+        const char *key = seen->keys[*slot];
+        if (strncmp(key, req->method, ml) == 0 && key[ml] == ' ' &&
+            strcmp(key + ml + 1, req->path) == 0)
             return (long)*slot;
     }
     if (!sendable(req->path)) {
@@ -700,21 +702,32 @@ static long target_of(lg_targets *ts, const char *base, const lg_replay_bodies *
         if (grown == NULL)
             return -2;
         seen->counts = grown;
+        char **keys = realloc(seen->keys, nc * sizeof *keys);
+        if (keys == NULL)
+            return -2;
+        seen->keys = keys;
         seen->cap = nc;
     }
+    size_t kl = ml + strlen(req->path) + 2;
+    char *key = malloc(kl);
+    if (key == NULL)
+        return -2;
+    snprintf(key, kl, "%s %s", req->method, req->path);
     const lg_replay_body *b = body_for(bodies, req->method, req->path);
     const char *hdr[1] = {b && b->content_type ? b->content_type : NULL};
     if (lg_targets_add(ts, base, 1, req->method, req->path, hdr, hdr[0] ? 1 : 0,
                        b ? b->body : NULL, b ? b->body_len : 0) < 0) {
+        free(key);
         if (ap_err_code() == AP_ENOMEM)
             return -2;
         st->unsendable++;
         note_bad(st, lineno, ap_err_msg());
         return -1;
     }
+    seen->keys[ts->n - 1] = key;
+    seen->counts[ts->n - 1] = 0;
     if (ap_map_put(&seen->index, h, ts->n - 1) != 0)
         return -2;
-    seen->counts[ts->n - 1] = 0;
     return (long)(ts->n - 1);
 }
 
@@ -822,6 +835,9 @@ int lg_replay_load(const char *path, lg_targets *ts, const char *base,
 out:
     ap_map_free(&seen.index);
     free(seen.counts);
+    for (size_t i = 0; seen.keys != NULL && i < ts->n; i++)
+        free(seen.keys[i]);
+    free(seen.keys);
     fclose(f);
     free(line);
     free(buf);

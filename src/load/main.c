@@ -222,7 +222,8 @@ static int run_replay(lg_load_config *cfg, lg_targets *ts, const char *path, con
     if (ts->grouped)
         fprintf(stderr, PROG ": --replay %s: %zu distinct methods and paths, reported as %zu "
                 "rows by path pattern (identifiers as {id}%s)\n", path, ts->n, ts->ngroups,
-                ts->ngroups == LG_TARGET_MAX ? "; the least requested patterns as <other>" : "");
+                strcmp(ts->groups[ts->ngroups - 1].name, "<other>") == 0
+                    ? "; the least requested patterns as <other>" : "");
     if (in_time && !plan.timed) {
         fprintf(stderr, PROG ": --replay %s: %llu requests have no time in the log: give -R "
                 "RATE to send its mix\n", path, (unsigned long long)st->untimed);

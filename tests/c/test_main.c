@@ -117,7 +117,7 @@ AP_TEST(err_thread_local) {
     X(diff_new_and_vanished) X(diff_per_request) X(diff_views_escape_names) \
     X(replay_common_and_combined) X(replay_uvicorn) X(replay_json_lines) X(replay_escapes) \
     X(replay_malformed) X(replay_long_lines) X(replay_plan_and_bodies) X(replay_mutated_lines) \
-    X(replay_path_patterns) X(replay_groups_many_paths)
+    X(replay_path_patterns) X(replay_groups_many_paths) X(replay_base_with_a_path)
 
 #define AP_DECLARE(name) AP_TEST(name);
 AP_TEST_LIST(AP_DECLARE)

@@ -293,3 +293,22 @@ AP_TEST(replay_groups_many_paths) {
     lg_replay_plan_free(&plan);
     lg_targets_free(&ts);
 }
+
+/* A --base with a path: the log's repeated requests are one target (its name has the
+ * base's path in front). */
+AP_TEST(replay_base_with_a_path) {
+    char *lp = write_tmp("{\"path\": \"/x\"}\n{\"path\": \"/x\"}\n{\"path\": \"/y\"}\n");
+    if (!AP_CHECK(lp != NULL))
+        return;
+    lg_targets ts;
+    lg_targets_init(&ts);
+    lg_replay_plan plan;
+    AP_CHECK(lg_replay_load(lp, &ts, "http://127.0.0.1:1/api", NULL, &plan) == 0);
+    unlink(lp);
+    AP_CHECK_EQ_U64(plan.n, 3);
+    AP_CHECK_EQ_U64(ts.n, 2);
+    AP_CHECK(ts.n > 0 && strcmp(ts.items[0].name, "GET /api/x") == 0);
+    AP_CHECK(ts.n > 0 && ts.items[0].weight == 2);
+    lg_replay_plan_free(&plan);
+    lg_targets_free(&ts);
+}
