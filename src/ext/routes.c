@@ -532,7 +532,7 @@ static PyObject *table_request(RouteTable *self, PyObject *const *args, Py_ssize
         return NULL;
     }
     r->t0 = ap_clock_now_ns();
-    if (!apext_spyboard_wanted(r->t0))
+    if (!apext_spyboard_wanted())
         apext_spyboard_idle();
     else if (r->finder != NULL)
         r->spy_label = spy_label_of(r, st);

@@ -1,11 +1,12 @@
 /* spyboard.c -- the board apiprof-spy reads beside each sample (ap_spyboard.h). */
 #include "spyboard.h"
 
-#include <stdatomic.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "ap_clock.h"
 #include "ap_spyboard.h"
 
 /* The one board of the process, found by apiprof-spy through this exported name.
@@ -17,21 +18,55 @@ __attribute__((visibility("default"), used)) ap_spyboard apext_spyboard = {
 /* index + 1 of the calling thread's slot; 0: none yet; -1: the board was full. */
 static _Thread_local int my_slot;
 
-int apext_spyboard_wanted(uint64_t now_ns) {
+/* Frees the calling thread's slot when it exits (its value: the slot's index + 1). */
+static pthread_key_t slot_key;
+
+static void slot_free(void *value) {
+    ap_spyboard_slot *sl = &apext_spyboard.slots[(uintptr_t)value - 1];
+    __atomic_store_n(&sl->label, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&sl->tid, 0, __ATOMIC_RELEASE);
+}
+
+/* A forked child has its own threads: the copy of the board starts empty, unread. */
+static void after_fork_in_child(void) {
+    my_slot = 0;
+    memset(apext_spyboard.slots, 0, sizeof apext_spyboard.slots);
+    apext_spyboard.nslots = 0;
+    apext_spyboard.heartbeat_ns = 0;
+}
+
+int apext_spyboard_wanted(void) {
     uint64_t beat = __atomic_load_n(&apext_spyboard.heartbeat_ns, __ATOMIC_RELAXED);
-    return beat != 0 && (beat > now_ns || now_ns - beat < AP_SPYBOARD_FRESH_NS);
+    if (beat == 0)
+        return 0;
+    uint64_t now = ap_clock_mono_ns();   /* the sampler's clock, CLOCK_MONOTONIC */
+    return (beat > now ? beat - now : now - beat) < AP_SPYBOARD_FRESH_NS;
+}
+
+/* The calling thread's slot: a free one (its thread exited) or the next.  0 when the
+ * board is full. */
+static int take_slot(void) {
+    int32_t tid = (int32_t)syscall(SYS_gettid);
+    uint32_t n = apext_spyboard.nslots, i = 0;
+    while (i < n && __atomic_load_n(&apext_spyboard.slots[i].tid, __ATOMIC_ACQUIRE) != 0)
+        i++;
+    if (i == AP_SPYBOARD_SLOTS)
+        return 0;
+    apext_spyboard.slots[i].label = 0;
+    __atomic_store_n(&apext_spyboard.slots[i].tid, tid, __ATOMIC_RELEASE);
+    if (i == n)
+        __atomic_store_n(&apext_spyboard.nslots, n + 1, __ATOMIC_RELEASE);
+    (void)pthread_setspecific(slot_key, (void *)(uintptr_t)(i + 1));
+    return (int)i + 1;
 }
 
 uint32_t apext_spyboard_serve(uint32_t label) {
     if (my_slot == 0) {
-        uint32_t i = apext_spyboard.nslots;
-        if (i >= AP_SPYBOARD_SLOTS) {
-            my_slot = -1;
+        if (label == 0)   /* a thread serving nothing needs no slot */
             return 0;
-        }
-        apext_spyboard.slots[i].tid = (int32_t)syscall(SYS_gettid);
-        __atomic_store_n(&apext_spyboard.nslots, i + 1, __ATOMIC_RELEASE);
-        my_slot = (int)i + 1;
+        my_slot = take_slot();
+        if (my_slot == 0)
+            my_slot = -1;
     }
     if (my_slot < 0)
         return 0;
@@ -96,8 +131,16 @@ void apext_spyboard_idle(void) {
 }
 
 int apext_spyboard_init(void) {
-    if (label_var == NULL && (label_var = PyContextVar_New("apiprof_spy_route", NULL)) == NULL)
+    if (label_var != NULL)
+        return 0;
+    if ((label_var = PyContextVar_New("apiprof_spy_route", NULL)) == NULL)
         return -1;
+    if (pthread_key_create(&slot_key, slot_free) != 0 ||
+        pthread_atfork(NULL, NULL, after_fork_in_child) != 0) {
+        Py_CLEAR(label_var);
+        PyErr_SetString(PyExc_OSError, "cannot set up the sampler's board");
+        return -1;
+    }
     return 0;
 }
 
@@ -112,6 +155,8 @@ static PyObject *spy_label(PyObject *Py_UNUSED(m), PyObject *arg) {
     if (i >= AP_SPYBOARD_LABELS)
         return PyLong_FromLong(0);
     size_t len = (size_t)n < AP_SPYBOARD_LABEL_MAX ? (size_t)n : AP_SPYBOARD_LABEL_MAX;
+    while (len < (size_t)n && len > 0 && ((unsigned char)s[len] & 0xC0) == 0x80)
+        len--;   /* cut on a character boundary */
     memcpy(apext_spyboard.labels[i], s, len);
     apext_spyboard.labels[i][len] = '\0';
     __atomic_store_n(&apext_spyboard.nlabels, i + 1, __ATOMIC_RELEASE);

@@ -6,15 +6,16 @@
 
 #include <stdint.h>
 
-/* Whether a sampler read the board lately (its heartbeat is fresh at now_ns, clock
- * ap_clock_now_ns): only then is a request's route found up front and published.  A
- * load and a compare.  Can't fail. */
-int apext_spyboard_wanted(uint64_t now_ns);
+/* Whether a sampler read the board lately (its heartbeat, CLOCK_MONOTONIC, is within
+ * AP_SPYBOARD_FRESH_NS of now): only then is a request's route found up front and
+ * published.  A load, a clock read and a compare.  Can't fail. */
+int apext_spyboard_wanted(void);
 
 /* The calling thread serves label (index + 1 from spy_label(), 0: nothing) now;
  * returns the label it served before (to be served again when this ends: a request
- * inside another).  A thread beyond the board's slots publishes nothing (returns 0).
- * Needs the GIL.  Can't fail. */
+ * inside another).  A thread takes a slot when it first serves a label and frees it
+ * when it exits; one beyond the board's slots publishes nothing (returns 0).  Needs the
+ * GIL.  Can't fail. */
 uint32_t apext_spyboard_serve(uint32_t label);
 
 /* The request whose run starts here serves label: the current context (the request's

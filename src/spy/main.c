@@ -267,40 +267,38 @@ static int grow(void **arr, size_t *cap, size_t n, size_t sz) {
 
 static ap_tree *rec_new_tree(recorder *r, pid_t pid, pid_t tid, ap_str_id route);
 
-/* The state of thread tid of pid, with its tree in the current profile (made at its
- * first sample in it) and, when route is not NULL, the tree of that route in *tree
- * (else its own).  NULL on error (ENOMEM). */
-static rec_thread *rec_thread_of(recorder *r, pid_t pid, pid_t tid, const char *route,
-                                 ap_tree **tree) {
-    rec_thread *rt = NULL;
-    for (size_t i = 0; i < r->nthreads && !rt; i++)
+/* The state of thread tid of pid (made at its first tick).  NULL on error (ENOMEM). */
+static rec_thread *rec_thread_of(recorder *r, pid_t pid, pid_t tid) {
+    for (size_t i = 0; i < r->nthreads; i++)
         if (r->threads[i].tid == tid && r->threads[i].pid == pid)
-            rt = &r->threads[i];
-    if (!rt) {
-        if (grow((void **)&r->threads, &r->cap, r->nthreads, sizeof *r->threads) != 0)
-            return NULL;
-        rt = &r->threads[r->nthreads++];
-        *rt = (rec_thread){pid, tid, NULL, UINT64_MAX, NULL, 0, 0};
-    }
+            return &r->threads[i];
+    if (grow((void **)&r->threads, &r->cap, r->nthreads, sizeof *r->threads) != 0)
+        return NULL;
+    rec_thread *rt = &r->threads[r->nthreads++];
+    *rt = (rec_thread){pid, tid, NULL, UINT64_MAX, NULL, 0, 0};
+    return rt;
+}
+
+/* The tree in the current profile of rt's samples outside any request (route NULL) or
+ * while it served route; made at the first sample kept in it.  NULL on error (ENOMEM). */
+static ap_tree *rec_tree_of(recorder *r, rec_thread *rt, const char *route) {
     if (!route) {
-        if (!rt->tree && !(rt->tree = rec_new_tree(r, pid, tid, AP_NONE)))
-            return NULL;
-        *tree = rt->tree;
-        return rt;
+        if (!rt->tree)
+            rt->tree = rec_new_tree(r, rt->pid, rt->tid, AP_NONE);
+        return rt->tree;
     }
     ap_str_id id = ap_prof_intern(r->prof, route, strlen(route));
     if (id == AP_NONE)
         return NULL;
     for (size_t i = 0; i < rt->nrouted; i++)
-        if (rt->routed[i].route == id) {
-            *tree = rt->routed[i].tree;
-            return rt;
-        }
+        if (rt->routed[i].route == id)
+            return rt->routed[i].tree;
+    ap_tree *tree;
     if (grow((void **)&rt->routed, &rt->caprouted, rt->nrouted, sizeof *rt->routed) != 0 ||
-        !(*tree = rec_new_tree(r, pid, tid, id)))
+        !(tree = rec_new_tree(r, rt->pid, rt->tid, id)))
         return NULL;
-    rt->routed[rt->nrouted++] = (rec_routed){id, *tree};
-    return rt;
+    rt->routed[rt->nrouted++] = (rec_routed){id, tree};
+    return tree;
 }
 
 /* A new tree of thread tid of pid, labelled with route too when it is not AP_NONE.
@@ -370,20 +368,36 @@ static int rec_add(recorder *r, ap_tree *tree, const spy_thread *th, uint64_t cp
 
 static uint64_t now_ns(clockid_t clock);
 
-/* The middleware's board in rt (ap_spyboard.h): looked for once a second until found;
- * then the heartbeat is written when due and the slots read.  A failed read leaves no
- * slot (the samples of this tick carry no route).  Can't fail. */
+/* The header of the board at rt->board: {magic, heartbeat_ns, nslots, nlabels}.  0
+ * when it is still the board (the magic is there), else -1 and rt->board is forgotten
+ * (the process exec'd or unloaded it: looked for again).  Every write is preceded by
+ * this check, so nothing is ever written but into a board. */
+static int board_header(rec_target *rt, uint64_t head[3]) {
+    if (spy_read(rt->t.pid, rt->board, head, 3 * sizeof head[0]) == 0 &&
+        head[0] == AP_SPYBOARD_MAGIC)
+        return 0;
+    rt->board = 0;
+    rt->nlabels = 0;
+    return -1;
+}
+
+/* The middleware's board in rt (ap_spyboard.h), read before a sample: looked for once a
+ * second until found; then the heartbeat is written when due, and the slots and new
+ * labels read.  A failed read leaves no slot (the samples of this tick carry no route).
+ * Can't fail. */
 static void board_tick(rec_target *rt, uint64_t now) {
     rt->nslots = 0;
     if (!rt->board) {
         if (now < rt->board_look_ns)
             return;
         rt->board_look_ns = now + 1000000000u;
-        uint64_t at = spy_find_in_module(rt->t.pid, "/apiprof/_core.", AP_SPYBOARD_SYMBOL), magic;
-        if (!at || spy_read(rt->t.pid, at, &magic, sizeof magic) != 0 || magic != AP_SPYBOARD_MAGIC)
+        rt->board = spy_find_in_module(rt->t.pid, "/apiprof/_core.", AP_SPYBOARD_SYMBOL);
+        if (!rt->board)
             return;
-        rt->board = at;
     }
+    uint64_t head[3];
+    if (board_header(rt, head) != 0)
+        return;
     if (now >= rt->beat_ns) {
         if (spy_write(rt->t.pid, rt->board + offsetof(ap_spyboard, heartbeat_ns), &now,
                       sizeof now) != 0)
@@ -391,8 +405,7 @@ static void board_tick(rec_target *rt, uint64_t now) {
         rt->beat_ns = now + AP_SPYBOARD_FRESH_NS / 4;
     }
     uint32_t counts[2];   /* nslots, nlabels */
-    if (spy_read(rt->t.pid, rt->board + offsetof(ap_spyboard, nslots), counts, sizeof counts) != 0)
-        return;
+    memcpy(counts, &head[2], sizeof counts);
     uint32_t n = counts[0] < AP_SPYBOARD_SLOTS ? counts[0] : AP_SPYBOARD_SLOTS;
     if (n && spy_read(rt->t.pid, rt->board + offsetof(ap_spyboard, slots), rt->slots,
                       n * sizeof *rt->slots) != 0)
@@ -410,6 +423,22 @@ static void board_tick(rec_target *rt, uint64_t now) {
     rt->nslots = n;
 }
 
+/* After the sample: the slots are read again, and a thread whose route changed while
+ * its stack was read gets none this tick (its stack may be of either).  Can't fail. */
+static void board_recheck(rec_target *rt) {
+    ap_spyboard_slot now[AP_SPYBOARD_SLOTS];
+    if (rt->nslots == 0)
+        return;
+    if (spy_read(rt->t.pid, rt->board + offsetof(ap_spyboard, slots), now,
+                 rt->nslots * sizeof *now) != 0) {
+        rt->nslots = 0;
+        return;
+    }
+    for (uint32_t i = 0; i < rt->nslots; i++)
+        if (now[i].tid != rt->slots[i].tid || now[i].label != rt->slots[i].label)
+            rt->slots[i].label = 0;
+}
+
 /* The route thread tid serves now by rt's board, or NULL.  Can't fail. */
 static const char *board_route(const rec_target *rt, pid_t tid) {
     for (uint32_t i = 0; i < rt->nslots; i++)
@@ -419,10 +448,10 @@ static const char *board_route(const rec_target *rt, pid_t tid) {
 }
 
 /* The board's heartbeat is taken back: the middleware stops its work for it at once.
- * Can't fail (a process that is gone needs nothing). */
+ * Only in a process still sampled whose board is still there.  Can't fail. */
 static void board_leave(rec_target *rt) {
-    uint64_t zero = 0;
-    if (rt->board)
+    uint64_t zero = 0, head[3];
+    if (rt->board && rt->active && board_header(rt, head) == 0)
         (void)spy_write(rt->t.pid, rt->board + offsetof(ap_spyboard, heartbeat_ns), &zero,
                         sizeof zero);
 }
@@ -433,6 +462,7 @@ static int rec_tick(recorder *r, rec_target *rt) {
     static spy_thread threads[SPY_MAX_THREADS];
     spy_target *t = &rt->t;
     size_t n = 0;
+    board_tick(rt, now_ns(CLOCK_MONOTONIC));
     if (spy_sample(t, threads, SPY_MAX_THREADS, &n) != 0) {
         spy_fail kind = spy_fail_last();
         if (kind == SPY_FAIL_NOPROC || process_gone(t->pid)) {
@@ -444,7 +474,7 @@ static int rec_tick(recorder *r, rec_target *rt) {
         r->st.failed++;
         return 0;
     }
-    board_tick(rt, now_ns(CLOCK_MONOTONIC));
+    board_recheck(rt);
     for (size_t i = 0; i < n; i++) {
         const spy_thread *th = &threads[i];
         if (th->gil > 0)
@@ -452,8 +482,7 @@ static int rec_tick(recorder *r, rec_target *rt) {
         /* On CPU: the thread ran since the last tick (schedstat); a runnable thread
          * waiting for a CPU ('R' in stat) is not.  The first tick of a thread, or a
          * kernel without schedstat, falls back to the state letter. */
-        ap_tree *tree;
-        rec_thread *rth = rec_thread_of(r, t->pid, th->tid, board_route(rt, th->tid), &tree);
+        rec_thread *rth = rec_thread_of(r, t->pid, th->tid);
         if (!rth)
             return -1;
         uint64_t cpu_now = spy_thread_cpu_ns(t->pid, th->tid), cpu = 0;
@@ -470,7 +499,8 @@ static int rec_tick(recorder *r, rec_target *rt) {
         }
         if (th->nframes == 0)
             continue;
-        if (rec_add(r, tree, th, cpu) != 0)
+        ap_tree *tree = rec_tree_of(r, rth, board_route(rt, th->tid));
+        if (!tree || rec_add(r, tree, th, cpu) != 0)
             return -1;
         r->st.kept++;
     }

@@ -20,6 +20,10 @@ spy_fail spy_fail_last(void) {
     return last_fail;
 }
 
+void spy_fail_clear(void) {
+    last_fail = SPY_FAIL_NONE;
+}
+
 int spy_fail_set(spy_fail kind, int code, const char *fmt, ...) {
     char msg[AP_ERR_MSG_MAX];
     va_list ap;

@@ -21,6 +21,9 @@ typedef enum spy_fail {
 /* The failure kind recorded by the last failing spy_ call of this thread. */
 spy_fail spy_fail_last(void);
 
+/* Forget the last failure kind (SPY_FAIL_NONE until the next failure).  Can't fail. */
+void spy_fail_clear(void);
+
 /* Record kind and the core error (ap_err_set(code, ...)); returns -1. */
 int spy_fail_set(spy_fail kind, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -106,15 +106,15 @@ int spy_target_open(spy_target *t, pid_t pid) {
     return 0;
 }
 
+static void code_free(spy_code *c);
+static void code_free_retired(spy_target *t);
+
 void spy_target_close(spy_target *t) {
-    for (size_t i = 0; i < t->ncode; i++) {
-        free(t->code[i]->name);
-        free(t->code[i]->qualname);
-        free(t->code[i]->filename);
-        free(t->code[i]->linetable);
-        free(t->code[i]);
-    }
+    for (size_t i = 0; i < t->ncode; i++)
+        code_free(t->code[i]);
     free(t->code);
+    code_free_retired(t);
+    free(t->retired);
     free(t->check);
     ap_map_free(&t->codes);
     memset(t, 0, sizeof *t);
@@ -214,16 +214,20 @@ static void code_print(const spy_layout *l, const uint8_t *buf, uint64_t out[5])
     out[4] = first;
 }
 
-/* Read the code object at addr into a new record, cached for addr (over any record
- * addr had); NULL when it cannot be read now (a torn read: the frame is dropped, a later
- * sample tries again). */
+/* Read the code object at addr into a new record, cached for addr.  When addr had a
+ * record (its object was freed and the address came back), the new one takes its place
+ * in code[] and the old one is retired: the frames of this sample may still point at
+ * it, so it is freed at the next sample.  NULL when it cannot be read now (a torn read:
+ * the frame is dropped, a later sample tries again), with SPY_FAIL_TORN or the kind of
+ * the read that failed. */
 static const spy_code *code_read(spy_target *t, uint64_t addr) {
     const spy_layout *l = &t->lay;
     uint32_t end = code_header_len(l);
     uint8_t buf[512];
-    if (end > sizeof buf || spy_read(t->pid, addr, buf, end) != 0)
-        return NULL;
     spy_code c = {0};
+    spy_fail_clear();
+    if (end > sizeof buf || spy_read(t->pid, addr, buf, end) != 0)
+        goto fail;
     code_print(l, buf, c.print);
     c.firstlineno = (uint32_t)c.print[4];
     c.name = read_str(t, c.print[0]);
@@ -233,31 +237,57 @@ static const spy_code *code_read(spy_target *t, uint64_t addr) {
     c.frame_id = AP_NONE;
     if (!c.name || !c.qualname || !c.filename || !c.linetable)
         goto fail;
-    if (t->ncode == t->capcode) {
-        size_t cap = t->capcode ? 2 * t->capcode : 256;
-        spy_code **nc = realloc(t->code, cap * sizeof *nc);
-        if (!nc)
+    uint64_t *slot = ap_map_get(&t->codes, addr);
+    size_t at = slot ? *slot - 1 : t->ncode;
+    spy_code ***list = slot ? &t->retired : &t->code;
+    size_t *len = slot ? &t->nretired : &t->ncode, *cap = slot ? &t->capretired : &t->capcode;
+    if (*len == *cap) {
+        size_t nc = *cap ? 2 * *cap : 256;
+        spy_code **grown = realloc(*list, nc * sizeof *grown);
+        if (!grown)
             goto fail;
-        t->code = nc;
-        t->capcode = cap;
+        *list = grown;
+        *cap = nc;
     }
     spy_code *rec = malloc(sizeof *rec);
     if (!rec)
         goto fail;
-    /* over the record of an object that was freed and whose address came back */
-    if (ap_map_put(&t->codes, addr, t->ncode + 1) != 0) {
+    if (!slot && ap_map_put(&t->codes, addr, t->ncode + 1) != 0) {
         free(rec);
         goto fail;
     }
     *rec = c;
-    t->code[t->ncode++] = rec;
+    if (slot)
+        t->retired[t->nretired++] = t->code[at];
+    else
+        t->ncode++;
+    t->code[at] = rec;
     return rec;
 fail:
+    if (spy_fail_last() == SPY_FAIL_NONE)   /* read, but not as a code object: torn */
+        spy_fail_set(SPY_FAIL_TORN, AP_EIO, "the code object at 0x%llx could not be read",
+                     (unsigned long long)addr);
     free(c.name);
     free(c.qualname);
     free(c.filename);
     free(c.linetable);
     return NULL;
+}
+
+/* Free one record. */
+static void code_free(spy_code *c) {
+    free(c->name);
+    free(c->qualname);
+    free(c->filename);
+    free(c->linetable);
+    free(c);
+}
+
+/* Free the records retired by the previous sample (nothing points at them now). */
+static void code_free_retired(spy_target *t) {
+    for (size_t i = 0; i < t->nretired; i++)
+        code_free(t->retired[i]);
+    t->nretired = 0;
 }
 
 /* The cached record of the code object at addr, reading it the first time (*fresh = 1
@@ -348,7 +378,7 @@ static int check_codes(spy_target *t, spy_thread *th, const uint64_t *addr,
     if (n == 0)
         return 0;
     if (!t->check && !(t->check = malloc((size_t)SPY_MAX_DEPTH * len)))
-        return ap_err_set(AP_ENOMEM, NULL);
+        return spy_fail_set(SPY_FAIL_OTHER, AP_ENOMEM, "out of memory");
     if (spy_read_many(t->pid, want, n, t->check, len) != 0)
         return spy_fail_last() == SPY_FAIL_TORN ? 1 : -1;
     for (size_t k = 0; k < n; k++) {
@@ -437,6 +467,7 @@ torn:
 int spy_sample(spy_target *t, spy_thread *threads, size_t max, size_t *n) {
     const spy_layout *l = &t->lay;
     *n = 0;
+    code_free_retired(t);
     uint64_t interp, ts, gil = 0, holder = 0;
     if (spy_read_ptr(t->pid, t->sym.runtime + l->rt_interpreters_head, &interp) != 0)
         return -1;

@@ -55,6 +55,9 @@ typedef struct spy_target {
     spy_code **code;              /* each allocated once: a sample's frames point at them,
                                      so they never move while code[] grows */
     size_t ncode, capcode;
+    spy_code **retired;           /* records replaced in code[] during the last sample:
+                                     freed at the next one */
+    size_t nretired, capretired;
     uint8_t *check;               /* SPY_MAX_DEPTH code headers: a sample's check of them */
     uint64_t torn;                /* frames or threads skipped after a torn read */
 } spy_target;
@@ -67,7 +70,8 @@ int spy_target_open(spy_target *t, pid_t pid);
 void spy_target_close(spy_target *t);
 
 /* Read every thread of the target's main interpreter into threads (at most max), its
- * frames innermost first.  *n is set to the number read.  Reads race with the running
+ * frames innermost first.  The frames point at the target's records, valid until the
+ * next call.  *n is set to the number read.  Reads race with the running
  * target: a torn read empties that thread's stack (torn = 1, counted in t->torn) and is
  * not an error.  Returns 0; -1 with SPY_FAIL_NOPROC when the process is gone,
  * SPY_FAIL_PERM when reads are refused, SPY_FAIL_TORN when even the thread list could
