@@ -34,17 +34,25 @@ int spy_fail_set(spy_fail kind, int code, const char *fmt, ...) {
     return ap_err_set((ap_errcode)code, "%s", msg);
 }
 
+/* The failure of a process_vm_readv/writev that moved fewer bytes than asked (got; errno
+ * set when got < 0): PERM, NOPROC, or TORN described by what.  Returns -1. */
+static int vm_fail(pid_t pid, ssize_t got, const char *what) {
+    if (got < 0 && errno == EPERM)
+        return spy_fail_set(SPY_FAIL_PERM, AP_EIO, "reading process %d is not permitted",
+                            (int)pid);
+    if (got < 0 && errno == ESRCH)
+        return spy_fail_set(SPY_FAIL_NOPROC, AP_ENOTFOUND, "no process %d", (int)pid);
+    return spy_fail_set(SPY_FAIL_TORN, AP_EIO, "%s failed", what);
+}
+
 int spy_read(pid_t pid, uint64_t addr, void *buf, size_t len) {
     struct iovec local = {buf, len}, remote = {(void *)(uintptr_t)addr, len};
     ssize_t got = process_vm_readv(pid, &local, 1, &remote, 1, 0);
     if (got == (ssize_t)len)
         return 0;
-    if (got < 0 && errno == EPERM)
-        return spy_fail_set(SPY_FAIL_PERM, AP_EIO, "reading process %d is not permitted", (int)pid);
-    if (got < 0 && errno == ESRCH)
-        return spy_fail_set(SPY_FAIL_NOPROC, AP_ENOTFOUND, "no process %d", (int)pid);
-    return spy_fail_set(SPY_FAIL_TORN, AP_EIO, "read of %zu bytes at 0x%llx failed", len,
-                        (unsigned long long)addr);
+    char what[64];
+    snprintf(what, sizeof what, "read of %zu bytes at 0x%llx", len, (unsigned long long)addr);
+    return vm_fail(pid, got, what);
 }
 
 int spy_read_many(pid_t pid, const uint64_t *addrs, size_t n, void *buf, size_t len) {
@@ -56,13 +64,7 @@ int spy_read_many(pid_t pid, const uint64_t *addrs, size_t n, void *buf, size_t 
     for (size_t i = 0; i < n; i++)
         remote[i] = (struct iovec){(void *)(uintptr_t)addrs[i], len};
     ssize_t got = process_vm_readv(pid, &local, 1, remote, n, 0);
-    if (got == (ssize_t)(n * len))
-        return 0;
-    if (got < 0 && errno == EPERM)
-        return spy_fail_set(SPY_FAIL_PERM, AP_EIO, "reading process %d is not permitted", (int)pid);
-    if (got < 0 && errno == ESRCH)
-        return spy_fail_set(SPY_FAIL_NOPROC, AP_ENOTFOUND, "no process %d", (int)pid);
-    return spy_fail_set(SPY_FAIL_TORN, AP_EIO, "read of %zu blocks of %zu bytes failed", n, len);
+    return got == (ssize_t)(n * len) ? 0 : vm_fail(pid, got, "read of code object headers");
 }
 
 int spy_read_ptr(pid_t pid, uint64_t addr, uint64_t *out) {
@@ -247,14 +249,7 @@ uint64_t spy_thread_cpu_ns(pid_t pid, pid_t tid) {
 int spy_write(pid_t pid, uint64_t addr, const void *buf, size_t len) {
     struct iovec local = {(void *)(uintptr_t)buf, len}, remote = {(void *)(uintptr_t)addr, len};
     ssize_t got = process_vm_writev(pid, &local, 1, &remote, 1, 0);
-    if (got == (ssize_t)len)
-        return 0;
-    if (got < 0 && errno == EPERM)
-        return spy_fail_set(SPY_FAIL_PERM, AP_EIO, "writing process %d is not permitted", (int)pid);
-    if (got < 0 && errno == ESRCH)
-        return spy_fail_set(SPY_FAIL_NOPROC, AP_ENOTFOUND, "no process %d", (int)pid);
-    return spy_fail_set(SPY_FAIL_TORN, AP_EIO, "write of %zu bytes at 0x%llx failed", len,
-                        (unsigned long long)addr);
+    return got == (ssize_t)len ? 0 : vm_fail(pid, got, "write to the board");
 }
 
 uint64_t spy_find_in_module(pid_t pid, const char *file, const char *name) {
