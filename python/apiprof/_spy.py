@@ -88,6 +88,9 @@ def record(pid: int, output: str, rate: float, duration: float | None, idle: boo
     finally:
         if phases:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+    # SIGTERM stops the sampler as SIGINT does (it writes the profile), also when this
+    # process ignores SIGINT (started in the background by a shell)
+    previous_term = signal.signal(signal.SIGTERM, lambda s, f: proc.send_signal(signal.SIGINT))
     try:
         while True:
             try:
@@ -98,6 +101,7 @@ def record(pid: int, output: str, rate: float, duration: float | None, idle: boo
                 # alone is passed on, so the sampler always stops and writes.
                 proc.send_signal(signal.SIGINT)
     finally:
+        signal.signal(signal.SIGTERM, previous_term)
         if previous is not None:
             signal.signal(signal.SIGUSR1, previous)
     if proc.returncode != 0:

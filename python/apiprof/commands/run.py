@@ -272,6 +272,10 @@ def _run_sampled(args: argparse.Namespace, program: Program) -> int:
         child.wait()
         return e.status
     finally:
+        # The sampler ends when the program exits or when asked to stop; a program still
+        # running then was asked to stop too (a signal sent to this process alone)
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)
         while True:
             try:
                 status = child.wait()
