@@ -19,7 +19,7 @@ import re
 import sqlite3
 import sqlite3.dbapi2
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,69 +30,15 @@ _now = _core.now_ns
 _record = _core.record_query
 _original: Callable[..., sqlite3.Connection] | None = None
 _users = 0
-# A profiler with scope="context" (the middleware's per-request profiles): only the
-# statements of contexts in its scope are recorded, all as one request.
-_scope: tuple[contextvars.ContextVar[object], object] | None = None
+# Records go under the request and route of the current context (_labels); a profiler
+# with scope="context" (the middleware's per-request profiles) limits them to the contexts
+# of its scope, all as one request (_core.query_scope).
+_core.query_context(_labels.REQUEST, _labels.ROUTE)
 
-
-def _request() -> int | None:
-    """The request serial to record under; None: not recorded (out of the scope)."""
-    if _scope is None:
-        return _labels.REQUEST.get()
-    if _scope[0].get(None) is not _scope[1]:
-        return None
-    return _labels.REQUEST.get() or 1   # a context scope is one request of its own
-
-
-def _done(sql: str, t0: int, cursor: sqlite3.Cursor) -> None:
-    """Record a statement that started at t0 (rows: what the driver says, 0 for none)."""
-    ns = _now() - t0
-    request = _request()
-    if request is None:
-        return
-    rows = cursor.rowcount
-    route = _labels.ROUTE.get(None)
-    _record(sql, ns, rows if rows > 0 else 0, request,
-            route if isinstance(route, str) else None)
-
-
-class _Cursor(sqlite3.Cursor):
-    """A cursor whose statements are timed and recorded."""
-
-    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
-        t0 = _now()
-        try:
-            return super().execute(sql, parameters)
-        finally:
-            _done(sql, t0, self)
-
-    def executemany(self, sql: str, seq_of_parameters: Iterable[Any], /) -> sqlite3.Cursor:
-        t0 = _now()
-        try:
-            return super().executemany(sql, seq_of_parameters)
-        finally:
-            _done(sql, t0, self)
-
-
-class _Connection(sqlite3.Connection):
-    """A connection whose cursors are ``_Cursor``s (``Connection.execute`` included)."""
-
-    def cursor(self, factory: Any = _Cursor) -> Any:  # type: ignore[override]
-        return super().cursor(factory)
-
-    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
-        return self.cursor().execute(sql, parameters)
-
-    def executemany(self, sql: str, parameters: Iterable[Any], /) -> sqlite3.Cursor:
-        return self.cursor().executemany(sql, parameters)
-
-
-# The tracer names a C method by the type of its object and leaves out apiprof's own
-# modules: under sqlite3's names, the driver calls these classes make are recorded (and
-# their time classified as database waits) as they are without query capture.
-for _cls in (_Cursor, _Connection):
-    _cls.__module__ = "sqlite3"
-    _cls.__qualname__ = _cls.__name__ = _cls.__name__.lstrip("_")
+# sqlite3: subclasses of its Connection and Cursor, made in C under sqlite3's names, whose
+# statement methods time and record each statement with no Python frame of their own (so
+# the tracer records the driver calls, and their database waits, as without capture).
+_Connection, _Cursor = _core.sqlite_types(sqlite3.Connection, sqlite3.Cursor)
 
 
 def _connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
@@ -114,12 +60,8 @@ def _put(statement: object, t0: int, rows: int, kind: int = STATEMENT) -> None:
     """Record statement (str or bytes; anything else is not a statement we can name)."""
     if isinstance(statement, bytes):
         statement = statement.decode("utf-8", "replace")
-    request = _request()
-    if not isinstance(statement, str) or request is None:
-        return
-    route = _labels.ROUTE.get(None)
-    _record(statement, _now() - t0, rows if rows > 0 else 0, request,
-            route if isinstance(route, str) else None, kind)
+    if isinstance(statement, str):
+        _record(statement, _now() - t0, rows if rows > 0 else 0, kind)
 
 
 def _psycopg_text(cur: Any, args: Sequence[Any], _out: object) -> object:
@@ -298,10 +240,10 @@ _finder = _Finder()
 def install(scope: tuple[contextvars.ContextVar[object], object] | None = None) -> None:
     """Capture from now on (nested: each install() needs its uninstall()); with scope
     (var, mark), only in contexts where var holds mark."""
-    global _original, _users, _scope
+    global _original, _users
     _users += 1
     if scope is not None:
-        _scope = scope
+        _core.query_scope(*scope)
     if _users == 1:
         _original = sqlite3.dbapi2.connect
         sqlite3.connect = sqlite3.dbapi2.connect = _connect
@@ -312,12 +254,12 @@ def install(scope: tuple[contextvars.ContextVar[object], object] | None = None) 
 
 
 def uninstall() -> None:
-    global _original, _users, _scope
+    global _original, _users
     if _users == 0:
         return
     _users -= 1
     if _users == 0 and _original is not None:
-        _scope = None
+        _core.query_scope(None, None)
         sqlite3.connect = sqlite3.dbapi2.connect = _original
         _original = None
         if _finder in sys.meta_path:

@@ -83,6 +83,7 @@ void ap_prof_free(ap_prof *p) {
     free(p->lat_route);
     ap_map_free(&p->lat_index);
     free(p->queries);
+    ap_map_free(&p->query_index);
     ap_stall_free(p);
     ap_memtl_free(p);
     ap_unrel_free(p);
@@ -1136,15 +1137,38 @@ const char *ap_query_kind_name(unsigned k) {
     return k < AP_QUERY_KINDS ? names[k] : NULL;
 }
 
+static uint64_t query_key(unsigned kind, ap_str_id statement, ap_str_id route, ap_frame_id site,
+                          uint32_t line) {
+    uint64_t k = ((uint64_t)statement << 32 | route) * 0x9E3779B97F4A7C15u;
+    k ^= ((uint64_t)site << 32 | line) + 0x632BE59BD9B4E019u + (k << 6) + (k >> 2);
+    return k ^ kind;
+}
+
+static int query_is(const ap_query *q, unsigned kind, ap_str_id statement, ap_str_id route,
+                    ap_frame_id site, uint32_t line) {
+    return q->statement == statement && q->route == route && q->site == site &&
+           q->line == line && q->kind == kind;
+}
+
+/* The record of (kind, statement, route, site, line), made if new: found by
+ * the hash of its key (a statement runs on the hot path, and a real app has
+ * hundreds of shapes); two keys of one hash share the first one's slot in
+ * the index, the second found by a scan. */
 static ap_query *query_slot(ap_prof *p, unsigned kind, ap_str_id statement, ap_str_id route,
                             ap_frame_id site, uint32_t line) {
-    for (size_t i = p->nqueries; i-- > 0;) { /* few shapes: a scan, newest first */
-        ap_query *q = &p->queries[i];
-        if (q->statement == statement && q->route == route && q->site == site &&
-            q->line == line && q->kind == kind)
+    uint64_t key = query_key(kind, statement, route, site, line);
+    uint64_t *at = ap_map_get(&p->query_index, key);
+    if (at != NULL) {
+        ap_query *q = &p->queries[*at];
+        if (query_is(q, kind, statement, route, site, line))
             return q;
+        for (size_t i = p->nqueries; i-- > 0;)
+            if (query_is(&p->queries[i], kind, statement, route, site, line))
+                return &p->queries[i];
     }
     if (ap_prof_grow((void **)&p->queries, &p->query_cap, p->nqueries + 1, sizeof *p->queries) != 0)
+        return NULL;
+    if (at == NULL && ap_map_put(&p->query_index, key, p->nqueries) != 0)
         return NULL;
     ap_query *q = &p->queries[p->nqueries++];
     memset(q, 0, sizeof *q);

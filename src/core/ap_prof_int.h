@@ -32,6 +32,7 @@ struct ap_prof {
     ap_map lat_index;        /* route string id -> index in lat */
     ap_query *queries;       /* ap_prof_query_add */
     size_t nqueries, query_cap;
+    ap_map query_index;      /* hash of a record's key -> its index in queries */
     struct ap_stalls *stalls; /* event-loop stalls (ap_stall.c), NULL when none */
     struct ap_memtl *memtl;   /* memory over time (ap_memtl.c), NULL when none */
     struct ap_unrels *unrel;  /* unreleased objects (ap_unrel.c), NULL when none */

@@ -61,7 +61,7 @@ struct ap_prof *apext_profile_get(apext_state *st, PyObject *obj, int *truncated
 /* Module-level functions of report.c (write_report, ...). */
 extern PyMethodDef apext_report_methods[];
 
-/* record_query() (queries.c): one captured database statement into the running tracer. */
+/* Query capture (queries.c): record_query, query_context, query_scope, sqlite_types. */
 extern PyMethodDef apext_queries_methods[];
 
 /* The one mapping from the core's error (ap_err_code / ap_err_msg, just

@@ -601,3 +601,35 @@ AP_TEST(prof_absorb) {
     ap_prof_free(src);
     ap_prof_free(dst);
 }
+
+/* ap_prof_query_add: each (kind, statement, route, site, line) is one record,
+ * found again among many (an index, not a scan); counts and the most runs in
+ * one request stay each record's own. */
+AP_TEST(prof_queries_many_shapes) {
+    ap_prof *p = ap_prof_new();
+    if (!AP_CHECK(p != NULL))
+        return;
+    enum { SHAPES = 3000 };
+    ap_str_id route = ap_prof_intern(p, "GET /a", 6);
+    for (int round = 0; round < 3; round++)
+        for (int i = 0; i < SHAPES; i++) {
+            char sql[64];
+            int n = snprintf(sql, sizeof sql, "SELECT * FROM t%d WHERE id = ?", i % 1000);
+            ap_str_id stmt = ap_prof_intern(p, sql, (size_t)n);
+            /* shapes 0-999 in request 1; the same statements from another line: new shapes */
+            AP_CHECK(ap_prof_query_add(p, i % 2 ? AP_QUERY_HTTP : AP_QUERY_STATEMENT, stmt, route,
+                                       0, (uint32_t)(i / 1000), 10, 1,
+                                       (uint64_t)(round + 1)) == 0);
+        }
+    AP_CHECK_EQ_U64(ap_prof_nqueries(p), SHAPES);
+    for (size_t i = 0; i < ap_prof_nqueries(p); i++) {
+        const ap_query *q = ap_prof_query_at(p, i);
+        AP_CHECK_EQ_U64(q->count, 3);
+        AP_CHECK_EQ_U64(q->total_ns, 30);
+        AP_CHECK_EQ_U64(q->requests, 3);
+        AP_CHECK_EQ_U64(q->max_per_request, 1);
+        AP_CHECK_EQ_U64(q->kind, i % 2 ? AP_QUERY_HTTP : AP_QUERY_STATEMENT);
+        AP_CHECK_EQ_U64(q->line, i / 1000);
+    }
+    ap_prof_free(p);
+}
