@@ -189,6 +189,22 @@ static int set_u64(PyObject *d, const char *key, uint64_t v) {
     return rc;
 }
 
+/* d["waits"]: {kind name: ns} of s's measured (profiled) requests, kinds with time
+ * only.  0, or -1 with an exception. */
+static int entry_waits(PyObject *d, const ap_route_stat *s) {
+    PyObject *w = PyDict_New();
+    if (w == NULL)
+        return -1;
+    for (unsigned k = 0; k < AP_WAIT_COUNT && k < AP_ROUTES_WAITS; k++)
+        if (s->wait_ns[k] != 0 && set_u64(w, ap_wait_name(k), s->wait_ns[k]) < 0) {
+            Py_DECREF(w);
+            return -1;
+        }
+    int rc = PyDict_SetItemString(d, "waits", w);
+    Py_DECREF(w);
+    return rc;
+}
+
 static PyObject *entry_dict(const ap_route_stat *s) {
     static const char *const CLASS_NAMES[AP_ROUTES_CLASSES] = {"none", "1xx", "2xx", "3xx",
                                                                "4xx", "5xx"};
@@ -222,7 +238,8 @@ static PyObject *entry_dict(const ap_route_stat *s) {
         set_u64(d, "live_bytes", s->live_bytes) < 0 ||
         set_u64(d, "retained_max", s->retained_max) < 0 ||
         set_u64(d, "stalls", s->stalls) < 0 || set_u64(d, "stall_ns", s->stall_ns) < 0 ||
-        set_u64(d, "stall_max_ns", s->stall_max_ns) < 0) {
+        set_u64(d, "stall_max_ns", s->stall_max_ns) < 0 || set_u64(d, "waited", s->waited) < 0 ||
+        entry_waits(d, s) < 0) {
         Py_DECREF(d);
         return NULL;
     }

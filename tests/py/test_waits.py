@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -15,6 +17,7 @@ import pytest
 from apiprof import _core
 from conftest import free_port
 from helpers import REPO_ROOT, serve_profiled
+from test_dashboard import dump_dom, route_rows
 
 APIPROF = Path(sys.executable).with_name("apiprof")
 APPS = REPO_ROOT / "tests" / "py" / "apps"
@@ -93,3 +96,58 @@ def test_text_report_splits_each_route(waits_profile):
     cols = head.split()
     row = lines["/db"].split()
     assert row[cols.index("database") + 1].endswith("ms")   # +1: "GET /db" is two words
+
+
+TOKEN = "t0ken-for-the-waits-0123456789abc"
+
+
+def test_stats_split_each_routes_profiled_requests_by_wait_kind(serve_module, tmp_path):
+    """Under the middleware alone: the requests profiled on demand give their route's
+    waits by kind, which `apiprof stats` shows per route (text and JSON), per profiled
+    request; requests not profiled count in the route's latency only."""
+    upstream = serve_module("waits_app:upstream_app", cwd=APPS, health="/slow")
+    (tmp_path / "waits.bin").write_bytes(os.urandom(1 << 20))
+    stats_dir = tmp_path / "stats"
+    server = serve_module("waits_mw_app:app", cwd=APPS, health="/health",
+                          env={"UPSTREAM_URL": upstream.url, "APIPROF_TOKEN": TOKEN,
+                               "APIPROF_STATS_DIR": str(stats_dir),
+                               "WAITS_DB": str(tmp_path / "waits.db"),
+                               "WAITS_FILE": str(tmp_path / "waits.bin")})
+    with httpx.Client(base_url=server.url, timeout=30, trust_env=False) as c:
+        for path in ("/upstream", "/sleep", "/db"):
+            for profiled in (True, True, False, False, False):
+                headers = {"X-Apiprof-Token": TOKEN} if profiled else {}
+                r = c.get(path, headers=headers)
+                assert r.status_code == 200
+                assert ("x-apiprof-profile" in r.headers) == profiled
+    stats = [str(APIPROF), "stats", "--dir", str(stats_dir)]
+    for _ in range(50):   # the worker's file is written every 0.2 s
+        doc = json.loads(subprocess.run([*stats, "--json"], capture_output=True, text=True,
+                                        check=True).stdout)
+        rows = {r["route"]: r for r in doc["routes"] if r["status"] == "2xx"}
+        if all(rows.get(p, {}).get("count") == 5 for p in ("/upstream", "/sleep", "/db")):
+            break
+        time.sleep(0.2)
+    up, nap, db = rows["/upstream"], rows["/sleep"], rows["/db"]
+    # the first /upstream profile is too large to keep (the client's first use): its
+    # waits count all the same
+    assert up["waited"] == nap["waited"] == db["waited"] == 2
+    assert largest(up["waits"]) == "network" and up["waits"]["network"] >= 2 * 0.9 * 50e6
+    assert largest(nap["waits"]) == "sleep" and nap["waits"]["sleep"] >= 2 * 0.9 * 50e6
+    assert largest(db["waits"]) == "database"
+    assert not {"network", "database"} & set(nap["waits"])
+    health = {r["route"]: r for r in doc["routes"]}["/health"]
+    assert health["waited"] == 0 and health["waits"] == {}
+    text = subprocess.run(stats, capture_output=True, text=True, check=True).stdout
+    assert "waits/profiled req, ms" in text
+    lines = {line.split()[0]: line for line in text.splitlines()[1:] if line.strip()}
+    assert "network " in lines["/upstream"] and lines["/upstream"].endswith("(of 2)")
+    assert lines["/db"].split("  ")[-1].strip().startswith("database ")
+    assert lines["/health"].rstrip().endswith("-")
+    # the dashboard, in Chromium: the same split per route
+    dom = dump_dom(f"{server.url}/_apiprof?apiprof={TOKEN}", tmp_path / "chrome")
+    assert re.search(r'<body[^>]*class="[^"]*waits', dom)
+    shown = {r[0]: r for r in route_rows(dom)}
+    assert [c for c in shown["/db"] if c.startswith("database ")][0].endswith("(of 2)")
+    assert any(c.startswith("network ") for c in shown["/upstream"])
+    assert "-" in shown["/health"]

@@ -38,6 +38,7 @@ td.text, th.text { text-align: left; }
 tr.errors td.err { color: #b00; font-weight: bold; }
 body:not(.memory) .mem { display: none; }
 body:not(.stalls) .stall { display: none; }
+body:not(.waits) .wait { display: none; }
 td.stall.some { color: #b00; font-weight: bold; }
 tr.leak td.live { color: #b00; font-weight: bold; }
 #leaks { color: #b00; }
@@ -58,6 +59,8 @@ tr.leak td.live { color: #b00; font-weight: bold; }
     title="steps of this route's code that blocked the event loop for stall_ms or more"
     >stalls</th>
 <th class="stall" title="the longest of them">stall max ms</th>
+<th class="text wait" title="where this route's profiled requests waited, per profiled
+    request (ms; docs/waits.md), the largest kinds first">waits/profiled req</th>
 <th class="mem" title="bytes allocated per request (sampled estimate)">alloc/req</th>
 <th class="mem" title="bytes still alive when each request finished, per request">kept/req</th>
 <th class="mem sortable" data-sort="live"
@@ -107,6 +110,15 @@ function profileLink(id, suffix, text) {
   a.textContent = text || id;
   return a;
 }
+function waits(r) {
+  const n = r.waited || 0;
+  if (!n) return "-";
+  const kinds = Object.entries(r.waits || {}).filter(([k, v]) => v / n >= 5000)
+    .sort((a, b) => b[1] - a[1] ||
+    a[0].localeCompare(b[0])).slice(0, 3);
+  if (!kinds.length) return "none (of " + n + ")";
+  return kinds.map(([k, v]) => k + " " + ms(v / n)).join(", ") + " (of " + n + ")";
+}
 function render() {
   const key = KEYS[sortKey];
   const rows = DATA.routes.slice().sort((a, b) => b[key] - a[key] ||
@@ -123,6 +135,7 @@ function render() {
     cell(tr, r.bytes_out);
     cell(tr, r.stalls || 0, r.stalls ? "stall some" : "stall");
     cell(tr, ms(r.stall_max_ns || 0), "stall");
+    cell(tr, waits(r), "text wait");
     const n = r.mem_requests || 0;
     cell(tr, n ? bytes(r.alloc_bytes / n) : "-", "mem");
     cell(tr, n ? bytes(r.retained_bytes / n) : "-", "mem");
@@ -153,6 +166,7 @@ for (const p of DATA.profiles) {
 }
 document.body.classList.toggle("memory", DATA.routes.some(r => r.mem_requests > 0));
 document.body.classList.toggle("stalls", DATA.routes.some(r => r.stalls > 0));
+document.body.classList.toggle("waits", DATA.routes.some(r => r.waited > 0));
 for (const r of DATA.leak_suspects || []) {
   const li = document.createElement("li");
   li.textContent = "leak suspect: " + r.method + " " + r.route + " keeps " +

@@ -306,7 +306,8 @@ class ProfilerMiddleware:
 
     def _add_waits(self, profile: Any, label: str, record: dict[str, Any]) -> None:
         """A profiled request's waits by kind go to its route statistics (never raises:
-        a profiler without ``waits()`` or a failing one adds nothing)."""
+        a profiler without ``waits()`` or a failing one adds nothing; one whose document
+        was too large to keep adds its waits)."""
         waits = getattr(profile, "waits", None)
         if waits is None:
             return
@@ -358,7 +359,7 @@ class ProfilerMiddleware:
                 "time": time.time(), "bytes": 0,
             }
             doc = b"" if profile is None else document(profile, record, self._max_profile_bytes)
-            if doc and "error" not in record:
+            if profile is not None:   # measured, also when too large to keep
                 self._add_waits(profile, label, record)
             if not doc:
                 record.setdefault("error", error or "the profiler returned nothing")

@@ -118,16 +118,39 @@ STALL_COLUMNS: list[Column[Mapping[str, Any]]] = [
 ]
 
 
+def waits_per_request(r: Mapping[str, Any], most: int = 3) -> str:
+    """Where row r's profiled requests waited, per profiled request, the largest kinds
+    first: "database 41.2, network 3.1 (of 12)" (ms; of how many requests), "-" when none
+    was profiled."""
+    n = r.get("waited", 0)
+    if not n:
+        return "-"
+    waits = sorted(((k, ns) for k, ns in r.get("waits", {}).items() if ns / n >= 5000),
+                   key=lambda kv: (-kv[1], kv[0]))   # under 0.01 ms per request: left out
+    if not waits:
+        return f"none (of {n})"
+    return ", ".join(f"{k} {format_ms(ns / n)}" for k, ns in waits[:most]) + f" (of {n})"
+
+
+# Shown when any request was profiled (on demand or slow-request capture, docs/asgi.md):
+# its time waiting split by kind (docs/waits.md), per profiled request.
+WAIT_COLUMNS: list[Column[Mapping[str, Any]]] = [
+    Column("waits/profiled req, ms", waits_per_request, align="left"),
+]
+
+
 def format_table(rows: list[dict[str, Any]], sort: str = "total") -> str:
     """An aligned text table of route statistics (times in ms), with the stall columns
-    when any request blocked the event loop, the memory columns when any row has sampled
-    requests, and a line per leak suspect."""
+    when any request blocked the event loop, the wait split when any request was
+    profiled, the memory columns when any row has sampled requests, and a line per leak
+    suspect."""
     if not rows:
         return "no requests recorded\n"
     memory = any(r.get("mem_requests") for r in rows)
     stalls = any(r.get("stalls") for r in rows)
+    waited = any(r.get("waited") for r in rows)
     columns = ROUTE_COLUMNS + (STALL_COLUMNS if stalls else []) + (
-        MEMORY_COLUMNS if memory else [])
+        MEMORY_COLUMNS if memory else []) + (WAIT_COLUMNS if waited else [])
     text = render(columns, summary(rows, sort))
     for r in leak_suspects(rows):
         text += (f"leak suspect: {r['method']} {r['route']} keeps "
