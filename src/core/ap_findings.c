@@ -84,12 +84,6 @@ const char *ap_finding_severity_name(unsigned severity) {
 
 /* ---- classes ---------------------------------------------------------------------- */
 
-/* Code made at run time ("<string>", "<sqlalchemy generated ...>"): it is
- * the work of whoever called it. */
-static int is_generated_file(const char *file) {
-    return file[0] == '<' && strncmp(file, "<frozen ", 8) != 0;
-}
-
 void ap_classes_free(ap_classes *c) {
     for (size_t t = 0; t < c->ntrees; t++) {
         if (c->node_library != NULL)
@@ -122,7 +116,7 @@ int ap_classes_build(const ap_prof *p, ap_classes *c) {
         const ap_frame *fr = ap_prof_frame(p, (ap_frame_id)f);
         const char *file = ap_prof_str(p, fr->file);
         c->frame_library[f] = fr->kind == AP_FRAME_PYTHON &&
-                              (ap_wait_library_file(file) || is_generated_file(file));
+                              (ap_wait_library_file(file) || ap_wait_generated_file(file));
     }
     for (size_t t = 0; t < nt; t++) {
         const ap_tree *tree = ap_prof_tree_at(p, t);
@@ -144,7 +138,7 @@ int ap_classes_build(const ap_prof *p, ap_classes *c) {
             if (fr->kind != AP_FRAME_PYTHON) /* a C function: its caller's class;
                                                 at a root, nobody's code */
                 lib[i] = up == 0 || lib[up];
-            else if (is_generated_file(ap_prof_str(p, fr->file))) /* at a root: python -c */
+            else if (ap_wait_generated_file(ap_prof_str(p, fr->file))) /* at a root: python -c */
                 lib[i] = up != 0 && lib[up];
             else
                 lib[i] = c->frame_library[node->frame];

@@ -199,6 +199,10 @@ int ap_wait_library_file(const char *file) {
            strncmp(file, "<frozen ", 8) == 0 || strstr(file, "/lib/python3.") != NULL;
 }
 
+int ap_wait_generated_file(const char *file) {
+    return file[0] == '<' && strncmp(file, "<frozen ", 8) != 0;
+}
+
 int ap_wait_ruled(unsigned k) {
     return k < AP_WAIT_COUNT && k != AP_WAIT_GIL && k != AP_WAIT_THREAD_POOL;
 }
@@ -294,7 +298,10 @@ static const ap_wait_rule *row_of(const ap_prof *p, const rules *r, ap_frame_id 
 
 static int user_frame(const ap_prof *p, ap_frame_id f) {
     const ap_frame *fr = ap_prof_frame(p, f);
-    return fr != NULL && fr->kind == AP_FRAME_PYTHON && !ap_wait_library_file(ap_prof_str(p, fr->file));
+    if (fr == NULL || fr->kind != AP_FRAME_PYTHON)
+        return 0;
+    const char *file = ap_prof_str(p, fr->file);
+    return !ap_wait_library_file(file) && !ap_wait_generated_file(file);
 }
 
 /* A C call of these kinds means what the code around it waits for (a

@@ -110,6 +110,11 @@ int ap_wait_match(const char *pat, const char *s);
  * standard library (".../lib/python3.X/") or frozen.  Can't fail. */
 int ap_wait_library_file(const char *file);
 
+/* 1 when file names code made at run time ("<string>", "<sqlalchemy
+ * generated ...>", "<attrs generated ...>"; not "<frozen ...>", which is
+ * library): nobody's line, the work of whoever called it.  Can't fail. */
+int ap_wait_generated_file(const char *file);
+
 /* The kinds the rules decide (all but those only producers measure: gil,
  * thread_pool): 1 for kind k.  Can't fail. */
 int ap_wait_ruled(unsigned k);

@@ -40,7 +40,7 @@ static site_slot *site_of(apext_session *sess, PyFrameObject *f, PyCodeObject *c
     const char *file = PyUnicode_AsUTF8(co->co_filename);
     if (file == NULL)
         PyErr_Clear();
-    int app = file != NULL && !ap_wait_library_file(file);
+    int app = file != NULL && !ap_wait_library_file(file) && !ap_wait_generated_file(file);
     ap_frame_id frame = 0;
     uint32_t line = 0;
     if (app) {
@@ -71,7 +71,8 @@ static site_slot *site_of(apext_session *sess, PyFrameObject *f, PyCodeObject *c
     return slot;
 }
 
-/* The innermost frame of the app's code (not a library file) on the calling
+/* The innermost frame of the app's code (not a library file nor code made at
+ * run time: ap_wait.h) on the calling
  * thread's Python stack, as a function-level frame of the session's
  * profile, and its line; 0 when there is none.  Returns -1 on an interning
  * error. */

@@ -39,6 +39,9 @@ AP_TEST(wait_patterns) {
     AP_CHECK(ap_wait_match("*", ""));
     AP_CHECK(ap_wait_library_file(LIB "httpx/_client.py"));
     AP_CHECK(!ap_wait_library_file("/srv/app/main.py"));
+    AP_CHECK(ap_wait_generated_file("<sqlalchemy generated warned() wrapper for x>"));
+    AP_CHECK(ap_wait_generated_file("<string>"));
+    AP_CHECK(!ap_wait_generated_file("<frozen runpy>") && !ap_wait_generated_file("/srv/app/main.py"));
     AP_CHECK(ap_wait_ruled(AP_WAIT_DATABASE) && !ap_wait_ruled(AP_WAIT_GIL));
 }
 

@@ -134,6 +134,28 @@ def test_without_the_option_nothing_is_captured(tmp_path):
             assert [(q["statement"], q["line"], q["route"]) for q in qs] == [("SELECT ?", 4, None)]
 
 
+def test_call_site_skips_generated_code(tmp_path):
+    """A statement run through code made at run time (SQLAlchemy's "<sqlalchemy generated
+    ...>" wrappers) is charged to the app's line that called it, as are its waits."""
+    script = tmp_path / "g.py"
+    script.write_text(
+        "import sqlite3\n"
+        "ns = {}\n"
+        "exec(compile('def run(c, i):\\n    return c.execute(\\'SELECT \\' + str(i))\\n',\n"
+        "             '<sqlalchemy generated wrapper for run>', 'exec'), ns)\n"
+        "c = sqlite3.connect(':memory:')\n"
+        "for i in range(3):\n"
+        "    ns['run'](c, i).fetchall()\n")
+    out = tmp_path / "g.apiprof"
+    r = subprocess.run([str(APIPROF), "run", "--queries", "-q", "-o", str(out), str(script)],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    (q,) = _core.load(str(out)).queries()
+    assert (q["statement"], q["count"], q["line"], q["function"]) == ("SELECT ?", 3, 7,
+                                                                     "<module>")
+    assert q["file"].endswith("g.py")
+
+
 REQS = 3
 
 
