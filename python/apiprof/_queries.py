@@ -7,6 +7,8 @@ SQLAlchemy's engines on them), and the send methods of the HTTP clients httpx, r
 and aiohttp (outgoing calls, records of kind http); each goes to
 ``_core.record_query``, which normalises a statement and records it with the route, the
 request and the app's calling line (src/ext/queries.c; docs/waits.md, "Queries").
+aiosqlite's worker thread runs each statement in a copy of its caller's context (the
+async engines of SQLAlchemy and SQLModel on SQLite).
 sqlite3 connections made before the profiler started are not seen; the drivers and
 clients are timed from their import on (or from the start, when already imported)."""
 
@@ -33,7 +35,10 @@ _users = 0
 # Records go under the request and route of the current context (_labels); a profiler
 # with scope="context" (the middleware's per-request profiles) limits them to the contexts
 # of its scope, all as one request (_core.query_scope).
-_core.query_context(_labels.REQUEST, _labels.ROUTE)
+# A statement another thread runs for the caller (aiosqlite's worker) is charged to the
+# caller's line, which this variable carries in the copied context (_core.query_site()).
+_SITE: contextvars.ContextVar[object] = contextvars.ContextVar("apiprof_query_site")
+_core.query_context(_labels.REQUEST, _labels.ROUTE, _SITE)
 
 # sqlite3: subclasses of its Connection and Cursor, made in C under sqlite3's names, whose
 # statement methods time and record each statement with no Python frame of their own (so
@@ -164,6 +169,22 @@ def _http_call_async(fn: Callable[..., Any], label: Text, _rows: Any = None) -> 
     return _timed_async(fn, label, None, HTTP)
 
 
+# ---- aiosqlite: sqlite3 on a worker thread of the connection's own ------------------------
+# Its Connection._execute(fn, *args) queues fn for the worker, which runs it outside the
+# request's context: it runs instead in a copy of the caller's context, holding the
+# caller's line, so the statement (timed by sqlite3's timed classes above) keeps its
+# request, route and line.
+
+
+def _in_callers_context(fn: Callable[..., Any], _text: Any = None,
+                        _rows: Any = None) -> Callable[..., Any]:
+    async def _execute(self: Any, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        context = contextvars.copy_context()
+        context.run(_SITE.set, _core.query_site())
+        return await fn(self, context.run, func, *args, **kwargs)
+    return _execute
+
+
 # module -> [(class path in the module, methods, wrapper, text, rows)]
 _DRIVERS: dict[str, list[tuple[str, tuple[str, ...], Callable[..., Any], Any, Any]]] = {
     "psycopg": [
@@ -184,6 +205,7 @@ _DRIVERS: dict[str, list[tuple[str, tuple[str, ...], Callable[..., Any], Any, An
     ],
     "requests": [("Session", ("send",), _http_call, _send_label, None)],
     "aiohttp": [("ClientSession", ("_request",), _http_call_async, _aiohttp_label, None)],
+    "aiosqlite": [("core.Connection", ("_execute",), _in_callers_context, None, None)],
 }
 _patched: list[tuple[type, str, Any]] = []   # (class, method, the original), to put back
 

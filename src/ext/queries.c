@@ -29,6 +29,31 @@ typedef struct site_slot {
 #define SITE_CACHE 256
 static site_slot site_cache[SITE_CACHE];
 
+/* The function-level frame of co in sess's profile: the tracer's record of the code
+ * has it (no interning), else it is interned.  AP_NONE on an interning error. */
+static ap_frame_id code_frame(apext_session *sess, PyCodeObject *co) {
+    apext_code_info *rec = apext_code_get((PyObject *)co, APEXT_PRODUCER_TRACE);
+    if (rec != NULL && rec->serial == sess->serial)
+        return rec->frame;
+    ap_prof *p = sess->prof;
+    ap_frame fr = {apext_session_intern(p, co->co_name), apext_session_intern(p, co->co_qualname),
+                   apext_session_intern(p, co->co_filename), (uint32_t)co->co_firstlineno, 0,
+                   AP_FRAME_PYTHON};
+    if (fr.name == AP_NONE || fr.qualname == AP_NONE || fr.file == AP_NONE)
+        return AP_NONE;
+    return ap_prof_frame_intern(p, &fr);
+}
+
+/* Whether co is the app's code: not a library file nor made at run time. */
+static int app_code(PyCodeObject *co) {
+    const char *file = PyUnicode_AsUTF8(co->co_filename);
+    if (file == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    return !ap_wait_library_file(file) && !ap_wait_generated_file(file);
+}
+
 /* The slot of (co, lasti) in session sess, filled if it was not.  NULL on
  * an interning error (noted by the caller). */
 static site_slot *site_of(apext_session *sess, PyFrameObject *f, PyCodeObject *co) {
@@ -37,27 +62,12 @@ static site_slot *site_of(apext_session *sess, PyFrameObject *f, PyCodeObject *c
     if (slot->code == (PyObject *)co && slot->lasti == lasti &&
         (!slot->app || slot->serial == sess->serial))
         return slot;
-    const char *file = PyUnicode_AsUTF8(co->co_filename);
-    if (file == NULL)
-        PyErr_Clear();
-    int app = file != NULL && !ap_wait_library_file(file) && !ap_wait_generated_file(file);
+    int app = app_code(co);
     ap_frame_id frame = 0;
     uint32_t line = 0;
     if (app) {
-        ap_prof *p = sess->prof;
-        /* the tracer's record of the code has its frame: no interning */
-        apext_code_info *rec = apext_code_get((PyObject *)co, APEXT_PRODUCER_TRACE);
-        if (rec != NULL && rec->serial == sess->serial) {
-            frame = rec->frame;
-        } else {
-            ap_frame fr = {apext_session_intern(p, co->co_name),
-                           apext_session_intern(p, co->co_qualname),
-                           apext_session_intern(p, co->co_filename),
-                           (uint32_t)co->co_firstlineno, 0, AP_FRAME_PYTHON};
-            if (fr.name == AP_NONE || fr.qualname == AP_NONE || fr.file == AP_NONE ||
-                (frame = ap_prof_frame_intern(p, &fr)) == AP_NONE)
-                return NULL;
-        }
+        if ((frame = code_frame(sess, co)) == AP_NONE)
+            return NULL;
         int line_no = PyFrame_GetLineNumber(f);
         line = line_no > 0 ? (uint32_t)line_no : 0;
     }
@@ -105,6 +115,10 @@ static int call_site(apext_session *sess, ap_frame_id *site, uint32_t *line) {
  * profiler with scope="context", the variable and mark of its scope
  * (query_scope).  Strong references; protected by the GIL. */
 static PyObject *request_var, *route_var, *scope_var, *scope_mark;
+/* Where a statement run on another thread for the context was asked for (aiosqlite's
+ * worker runs it in a copy of the caller's context): (code, line), set by the caller
+ * from query_site(); a record whose own thread has no app frame takes it. */
+static PyObject *site_var;
 
 /* The request serial to record under in *request: 1, or 0 when the
  * current context is out of the scope (not recorded); -1 with a Python
@@ -186,6 +200,47 @@ static ap_str_id text_id(apext_session *s, PyObject *text, int normalise) {
     return id;
 }
 
+/* The site the context's site_var holds, as call_site() gives one (0 when it holds
+ * none).  -1 on an interning error. */
+static int asked_site(apext_session *sess, ap_frame_id *site, uint32_t *line) {
+    PyObject *v = NULL;
+    if (PyContextVar_Get(site_var, NULL, &v) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    int rc = 0;
+    if (v != NULL && PyTuple_Check(v) && PyTuple_GET_SIZE(v) == 2 &&
+        PyCode_Check(PyTuple_GET_ITEM(v, 0)) && PyLong_Check(PyTuple_GET_ITEM(v, 1))) {
+        long ln = PyLong_AsLong(PyTuple_GET_ITEM(v, 1));
+        PyErr_Clear();
+        *site = code_frame(sess, (PyCodeObject *)PyTuple_GET_ITEM(v, 0));
+        *line = ln > 0 ? (uint32_t)ln : 0;
+        rc = *site == AP_NONE ? -1 : 0;
+    }
+    Py_XDECREF(v);
+    return rc;
+}
+
+/* query_site() -> (code, line) | None: the innermost frame of the app's code on the
+ * calling thread's stack, for a statement that another thread will run for it. */
+static PyObject *query_site(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a)) {
+    PyFrameObject *f = PyEval_GetFrame(); /* borrowed */
+    Py_XINCREF(f);
+    while (f != NULL) {
+        PyCodeObject *co = PyFrame_GetCode(f);
+        if (app_code(co)) {
+            int line = PyFrame_GetLineNumber(f);
+            Py_DECREF(f);
+            return Py_BuildValue("(Ni)", (PyObject *)co, line);
+        }
+        Py_DECREF(co);
+        PyFrameObject *back = PyFrame_GetBack(f);
+        Py_DECREF(f);
+        f = back;
+    }
+    Py_RETURN_NONE;
+}
+
 /* ---- one record --------------------------------------------------------------------------
  * text (a str) that took ns and reported rows, of kind (AP_QUERY_*), into
  * the running tracer's profile if it records this thread and the context is
@@ -214,8 +269,10 @@ static int record(PyObject *text, uint64_t ns, uint64_t rows, unsigned kind) {
     ap_str_id stmt = text_id(&o->sess, text, kind == AP_QUERY_STATEMENT);
     ap_frame_id site;
     uint32_t line;
-    if (stmt == AP_NONE || route_id == AP_NONE || call_site(&o->sess, &site, &line) != 0 ||
-        ap_prof_query_add(o->sess.prof, kind, stmt, route_id, site, line, ns, rows, request) != 0) {
+    int bad = stmt == AP_NONE || route_id == AP_NONE || call_site(&o->sess, &site, &line) != 0;
+    if (!bad && site == 0 && site_var != NULL)
+        bad = asked_site(&o->sess, &site, &line) != 0;
+    if (bad || ap_prof_query_add(o->sess.prof, kind, stmt, route_id, site, line, ns, rows, request) != 0) {
         apext_session_fail(&o->sess, "query");
         PyErr_Clear();
         return -1;
@@ -239,12 +296,14 @@ static PyObject *record_query(PyObject *Py_UNUSED(m), PyObject *const *a, Py_ssi
     return PyBool_FromLong(record(a[0], ns, rows, (unsigned)kind) == 1);
 }
 
-/* query_context(request_var, route_var): the context variables records read. */
+/* query_context(request_var, route_var, site_var): the context variables records read. */
 static PyObject *query_context(PyObject *Py_UNUSED(m), PyObject *const *a, Py_ssize_t n) {
-    if (n != 2 || !PyContextVar_CheckExact(a[0]) || !PyContextVar_CheckExact(a[1]))
-        return PyErr_Format(PyExc_TypeError, "query_context(request_var, route_var)");
+    if (n != 3 || !PyContextVar_CheckExact(a[0]) || !PyContextVar_CheckExact(a[1]) ||
+        !PyContextVar_CheckExact(a[2]))
+        return PyErr_Format(PyExc_TypeError, "query_context(request_var, route_var, site_var)");
     Py_XSETREF(request_var, Py_NewRef(a[0]));
     Py_XSETREF(route_var, Py_NewRef(a[1]));
+    Py_XSETREF(site_var, Py_NewRef(a[2]));
     Py_RETURN_NONE;
 }
 
@@ -391,8 +450,13 @@ PyMethodDef apext_queries_methods[] = {
      "(query_context): its normalised text and the app's calling line. False when no tracer "
      "records this thread or the context is out of the scope (query_scope)."},
     {"query_context", (PyCFunction)(void (*)(void))query_context, METH_FASTCALL,
-     "query_context(request_var, route_var): the context variables that name a record's "
-     "request (an int serial, 0 for none) and route (a str, else none)."},
+     "query_context(request_var, route_var, site_var): the context variables that name a "
+     "record's request (an int serial, 0 for none), route (a str, else none) and, for a "
+     "statement run on a thread with no app frame, its call site ((code, line) from "
+     "query_site())."},
+    {"query_site", (PyCFunction)query_site, METH_NOARGS,
+     "query_site() -> (code, line) | None: the innermost frame of the app's code on this "
+     "thread's stack."},
     {"query_scope", (PyCFunction)(void (*)(void))query_scope, METH_FASTCALL,
      "query_scope(var, mark): record only in contexts where var holds mark, each as one "
      "request; query_scope(None, None): everywhere again, and the cached string ids and "

@@ -136,6 +136,39 @@ done:
     return rc;
 }
 
+/* A line of /proc/PID/maps: the path of a file mapped from its offset 0 (cut at the
+ * line's end, in place) with the mapping's start in *lo, or NULL for any other line. */
+static char *maps_file_start(char *line, uint64_t *lo) {
+    unsigned long long start, end, off;
+    int pathpos = 0;
+    if (sscanf(line, "%llx-%llx %*s %llx %*s %*s %n", &start, &end, &off, &pathpos) < 3 ||
+        !pathpos)
+        return NULL;
+    char *path = line + pathpos;
+    path[strcspn(path, "\n")] = 0;
+    if (path[0] != '/' || off != 0)
+        return NULL;
+    *lo = start;
+    return path;
+}
+
+/* The addresses in pid of symbols names[0..n) of the ELF file path mapped from base
+ * (0 for a symbol it lacks), the file read through /proc/PID/root first (a process in a
+ * container sees its own files).  0, or -1 when the file cannot be read. */
+static int module_symbols(pid_t pid, const char *path, uint64_t base, const char *const *names,
+                          uint64_t *vals, size_t n) {
+    char rooted[4200];
+    uint64_t load_min = 0;
+    snprintf(rooted, sizeof rooted, "/proc/%d/root%s", (int)pid, path);
+    if (elf_symbols(rooted, names, vals, n, &load_min) != 0 &&
+        elf_symbols(path, names, vals, n, &load_min) != 0)
+        return -1;
+    for (size_t k = 0; k < n; k++)
+        if (vals[k])
+            vals[k] += base - load_min;
+    return 0;
+}
+
 /* Whether path names a shared libpython (libpython3.X.so...). */
 static int is_libpython(const char *path) {
     const char *base = strrchr(path, '/');
@@ -167,13 +200,9 @@ int spy_find_symbols(pid_t pid, spy_symbols *out) {
     char lib[4096] = "";
     uint64_t lib_base = 0, exe_base = 0;
     while (fgets(line, sizeof line, f)) {
-        unsigned long long lo, hi, off;
-        int pathpos = 0;
-        if (sscanf(line, "%llx-%llx %*s %llx %*s %*s %n", &lo, &hi, &off, &pathpos) < 3 || !pathpos)
-            continue;
-        char *path = line + pathpos;
-        path[strcspn(path, "\n")] = 0;
-        if (path[0] != '/' || off != 0)
+        uint64_t lo;
+        char *path = maps_file_start(line, &lo);
+        if (path == NULL)
             continue;
         if (!lib_base && is_libpython(path)) {
             snprintf(lib, sizeof lib, "%s", path);
@@ -186,20 +215,12 @@ int spy_find_symbols(pid_t pid, spy_symbols *out) {
     static const char *const names[2] = {"_PyRuntime", "Py_Version"};
     for (int cand = 0; cand < 2; cand++) {
         const char *path = cand == 0 ? lib : exe;
-        uint64_t base = cand == 0 ? lib_base : exe_base;
-        if (!path[0] || !base)
+        uint64_t base = cand == 0 ? lib_base : exe_base, vals[2];
+        if (!path[0] || !base || module_symbols(pid, path, base, names, vals, 2) != 0 ||
+            !vals[0])
             continue;
-        char rooted[4200];
-        uint64_t vals[2], load_min = 0;
-        snprintf(rooted, sizeof rooted, "/proc/%d/root%s", (int)pid, path);
-        if (elf_symbols(rooted, names, vals, 2, &load_min) != 0 &&
-            elf_symbols(path, names, vals, 2, &load_min) != 0)
-            continue;
-        if (!vals[0])
-            continue;
-        uint64_t bias = base - load_min;
-        out->runtime = vals[0] + bias;
-        out->version = vals[1] ? vals[1] + bias : 0;
+        out->runtime = vals[0];
+        out->version = vals[1];
         snprintf(out->path, sizeof out->path, "%s", path);
         return 0;
     }
@@ -260,28 +281,18 @@ uint64_t spy_find_in_module(pid_t pid, const char *file, const char *name) {
         return 0;
     char path[4096] = "";
     uint64_t base = 0;
-    while (fgets(line, sizeof line, f)) {
-        unsigned long long lo, hi, off;
-        int pathpos = 0;
-        if (sscanf(line, "%llx-%llx %*s %llx %*s %*s %n", &lo, &hi, &off, &pathpos) < 3 || !pathpos)
-            continue;
-        char *p = line + pathpos;
-        p[strcspn(p, "\n")] = 0;
-        if (p[0] == '/' && off == 0 && strstr(p, file) != NULL) {
+    while (!base && fgets(line, sizeof line, f)) {
+        uint64_t lo;
+        char *p = maps_file_start(line, &lo);
+        if (p != NULL && strstr(p, file) != NULL) {
             snprintf(path, sizeof path, "%s", p);
             base = lo;
-            break;
         }
     }
     fclose(f);
-    if (!base)
-        return 0;
-    char rooted[4200];
-    uint64_t val = 0, load_min = 0;
     const char *const names[1] = {name};
-    snprintf(rooted, sizeof rooted, "/proc/%d/root%s", (int)pid, path);
-    if ((elf_symbols(rooted, names, &val, 1, &load_min) != 0 &&
-         elf_symbols(path, names, &val, 1, &load_min) != 0) || !val)
+    uint64_t val = 0;
+    if (!base || module_symbols(pid, path, base, names, &val, 1) != 0)
         return 0;
-    return val + (base - load_min);
+    return val;
 }

@@ -167,7 +167,7 @@ def sqlmodel_queries(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp / "items.apiprof"
 
     def drive(client: httpx.Client) -> None:
-        for path in ("/items", "/items/batched"):
+        for path in ("/items", "/items/batched", "/async/items"):
             for _ in range(REQS):
                 r = client.get(path)
                 assert r.status_code == 200 and len(r.json()) == 8
@@ -197,5 +197,18 @@ def test_sqlmodel_statements_and_n_plus_one(sqlmodel_queries):
     assert any("IN (?)" in q["statement"] for q in batched)
     assert not any(q["n_plus_one"] for q in batched)
     n1 = [f for f in profile.findings() if f["kind"] == "n_plus_one"]
-    assert [(f["route"], f["count"]) for f in n1] == [("GET /items", REQS * 8)]
-    assert n1[0]["line"] == owners[0]["line"]
+    assert sorted((f["route"], f["count"]) for f in n1) == [("GET /async/items", REQS * 8),
+                                                            ("GET /items", REQS * 8)]
+    assert [f["line"] for f in n1 if f["route"] == "GET /items"] == [owners[0]["line"]]
+
+
+def test_async_engine_statements_keep_their_request_and_line(sqlmodel_queries):
+    """SQLAlchemy's async engine on SQLite: aiosqlite's worker thread runs each statement,
+    charged to the request, the route and the app's line that awaited it."""
+    owners = [q for q in by_route(_core.load(str(sqlmodel_queries)).queries())["GET /async/items"]
+              if q["statement"].startswith("SELECT owner.")]
+    assert len(owners) == 1 and owners[0]["count"] == REQS * 8
+    assert owners[0]["requests"] == REQS and owners[0]["max_per_request"] == 8
+    assert owners[0]["n_plus_one"] and owners[0]["function"] == "async_items"
+    lines = Path(owners[0]["file"]).read_text().splitlines()
+    assert "await session.get(Owner" in lines[owners[0]["line"] - 1]

@@ -475,7 +475,7 @@ def test_middleware_counts_each_routes_stalls(serve, http, tmp_path):
     dom = dump_dom(f"{server.url}/_apiprof?apiprof={token}&sort=stalls", tmp_path / "chrome")
     assert re.search(r'<body[^>]*class="[^"]*stalls', dom) and 'data-sort="stalls"' in dom
     first = route_rows(dom)[0]
-    assert first[0] == "/blocking" and first[-6] == "6", first   # stalls, 6th from the end
+    assert first[0] == "/blocking" and first[-7] == "6", first   # stalls, 7th from the end
     assert '<td class="stall some">6</td>' in dom
     assert server.stop() in (0, -2)
     r = subprocess.run([str(APIPROF), "stats", "--dir", str(stats_dir), "--json"],
