@@ -260,6 +260,44 @@ int ap_prom_routes(ap_sbuf *sb, const ap_routes *t, const uint64_t *bounds_ns, s
         ap_sbuf_u64(sb, count);
         ap_sbuf_putc(sb, '\n');
     }
+    static const char SNAME[] = "apiprof_request_stall_duration_seconds";
+    family(sb, SNAME, "histogram",
+           "Durations of event-loop stalls (steps of a request's own code that held the loop "
+           "for the stall threshold or longer), by route; routes with stalls only.");
+    for (size_t i = 0; i < n; i++) {
+        const ap_route_stat *s = ap_routes_at(t, i);
+        uint64_t count = 0;
+        for (unsigned b = 0; b < AP_ROUTES_STALL_BUCKETS; b++)
+            count += s->stall_buckets[b];
+        if (ap_hist_count(&s->wall) == 0 || count == 0)
+            continue;
+        uint64_t cum = 0;
+        for (unsigned b = 0; b < AP_ROUTES_STALL_BUCKETS; b++) {
+            cum += s->stall_buckets[b];
+            ap_sbuf_printf(sb, "%s_bucket{", SNAME);
+            entry_labels(sb, s, extra_labels);
+            ap_sbuf_puts(sb, ",le=\"");
+            if (b < AP_ROUTES_STALL_BUCKETS - 1)
+                ap_prom_seconds(sb, ap_routes_stall_le_ns[b]);
+            else
+                ap_sbuf_puts(sb, "+Inf");
+            ap_sbuf_puts(sb, "\"} ");
+            ap_sbuf_u64(sb, cum);
+            ap_sbuf_putc(sb, '\n');
+        }
+        /* the time of the stalls whose durations are known: all but those merged from
+         * files written before durations were kept (then the mean stands in) */
+        uint64_t sum = count == s->stalls ? s->stall_ns : s->stall_ns / s->stalls * count;
+        ap_sbuf_printf(sb, "%s_sum{", SNAME);
+        entry_labels(sb, s, extra_labels);
+        ap_sbuf_puts(sb, "} ");
+        ap_prom_seconds(sb, sum);
+        ap_sbuf_printf(sb, "\n%s_count{", SNAME);
+        entry_labels(sb, s, extra_labels);
+        ap_sbuf_puts(sb, "} ");
+        ap_sbuf_u64(sb, count);
+        ap_sbuf_putc(sb, '\n');
+    }
     if (sb->failed) {
         ap_err_set(AP_ENOMEM, "out of memory writing metrics");
         return -1;

@@ -87,6 +87,7 @@ static ap_route_stat *append_entry(ap_routes *t, const char *route, size_t route
     memset(s->wait_ns, 0, sizeof s->wait_ns);
     s->mem_requests = s->alloc_bytes = s->retained_bytes = s->live_bytes = 0;
     s->retained_max = s->stalls = s->stall_ns = s->stall_max_ns = 0;
+    memset(s->stall_buckets, 0, sizeof s->stall_buckets);
     ap_hist_init(&s->wall);
     t->entries[t->n++] = s;
     return s;
@@ -152,6 +153,7 @@ void ap_routes_reset(ap_routes *t) {
         s->mem_requests = s->alloc_bytes = s->retained_bytes = s->live_bytes = 0;
         s->retained_max = s->stalls = s->stall_ns = s->stall_max_ns = 0;
         memset(s->wait_ns, 0, sizeof s->wait_ns);
+        memset(s->stall_buckets, 0, sizeof s->stall_buckets);
         ap_hist_reset(&s->wall);
     }
 }
@@ -159,7 +161,8 @@ void ap_routes_reset(ap_routes *t) {
 /* ---- encoding ----------------------------------------------------------------- */
 
 static const uint8_t MAGIC[4] = {'A', 'P', 'R', 'T'};
-#define FIXED_ENTRY_BYTES (4 + 1 + 1 + 8 + 8 + 8 + 4 + 8 + 1 + 5 * 8 + 3 * 8)
+#define FIXED_ENTRY_BYTES \
+    (4 + 1 + 1 + 8 + 8 + 8 + 4 + 8 + 1 + 5 * 8 + 3 * 8 + 1 + AP_ROUTES_STALL_BUCKETS * 8)
 #define WAIT_NAME_MAX 32
 
 _Static_assert(AP_WAIT_COUNT <= AP_ROUTES_WAITS, "AP_ROUTES_WAITS must hold every wait kind");
@@ -184,6 +187,11 @@ size_t ap_routes_encoded_size(const ap_routes *t) {
     }
     return n;
 }
+
+const uint64_t ap_routes_stall_le_ns[AP_ROUTES_STALL_BUCKETS - 1] = {
+    10000000u, 25000000u, 50000000u, 100000000u, 250000000u,
+    500000000u, 1000000000u, 2500000000u, 5000000000u,
+};
 
 static uint8_t *put_le(uint8_t *p, uint64_t v, unsigned bytes) {
     for (unsigned i = 0; i < bytes; i++)
@@ -247,6 +255,9 @@ size_t ap_routes_encode(const ap_routes *t, uint8_t *buf, size_t cap) {
         p = put_le(p, s->stalls, 8);
         p = put_le(p, s->stall_ns, 8);
         p = put_le(p, s->stall_max_ns, 8);
+        *p++ = AP_ROUTES_STALL_BUCKETS;
+        for (unsigned b = 0; b < AP_ROUTES_STALL_BUCKETS; b++)
+            p = put_le(p, s->stall_buckets[b], 8);
         written++;
     }
     put_le(count_at, written, 4);
@@ -340,6 +351,15 @@ static int walk(ap_routes *t, ap_hist *tmp, const uint8_t *buf, size_t len) {
             for (unsigned k = 0; k < 3; k++)
                 stall[k] = get_le(&r, 8);
         }
+        uint64_t buckets[AP_ROUTES_STALL_BUCKETS] = {0};
+        if (version >= 4) {
+            uint64_t nb = get_le(&r, 1);
+            if (!r.bad && nb != AP_ROUTES_STALL_BUCKETS)
+                return ap_err_set(AP_ECORRUPT, "route statistics: %llu stall buckets, expected %d",
+                                  (unsigned long long)nb, AP_ROUTES_STALL_BUCKETS);
+            for (unsigned b = 0; b < AP_ROUTES_STALL_BUCKETS; b++)
+                buckets[b] = get_le(&r, 8);
+        }
         if (r.bad)
             break;
         if (cls >= AP_ROUTES_CLASSES)
@@ -351,6 +371,12 @@ static int walk(ap_routes *t, ap_hist *tmp, const uint8_t *buf, size_t len) {
             return ap_err_set(AP_ECORRUPT, "route statistics: more errors than requests");
         if (mem[0] > tmp->count)
             return ap_err_set(AP_ECORRUPT, "route statistics: more sampled than requests");
+        uint64_t left = stall[0];   /* the stalls no bucket has counted yet */
+        for (unsigned b = 0; b < AP_ROUTES_STALL_BUCKETS; b++) {
+            if (buckets[b] > left)
+                return ap_err_set(AP_ECORRUPT, "route statistics: more stall durations than stalls");
+            left -= buckets[b];
+        }
         if (t == NULL)
             continue;
         ap_route_stat *s = ap_routes_get(t, (const char *)route, rlen, (const char *)method,
@@ -370,7 +396,7 @@ static int walk(ap_routes *t, ap_hist *tmp, const uint8_t *buf, size_t len) {
         s->live_bytes += mem[3];
         if (mem[4] > s->retained_max)
             s->retained_max = mem[4];
-        ap_routes_add_stalls(s, stall[0], stall[1], stall[2]);
+        ap_routes_add_stalls(s, stall[0], stall[1], stall[2], buckets);
     }
     if (r.bad)
         return ap_err_set(AP_ECORRUPT, "route statistics: truncated");

@@ -28,6 +28,20 @@
 #define AP_ROUTES_OVERFLOW "<overflow>"
 #define AP_ROUTES_WAITS 16                  /* room for the wait kinds of ap_wait.h */
 
+/* The stall duration histogram: AP_ROUTES_STALL_BUCKETS buckets, bucket b holding
+ * the stalls of at most ap_routes_stall_le_ns[b] ns and more than the bound before it;
+ * the last bucket is open (more than the last bound). */
+#define AP_ROUTES_STALL_BUCKETS 10
+extern const uint64_t ap_routes_stall_le_ns[AP_ROUTES_STALL_BUCKETS - 1];
+
+/* The bucket of a stall of ns.  Can't fail. */
+static inline unsigned ap_routes_stall_bucket(uint64_t ns) {
+    unsigned b = 0;
+    while (b < AP_ROUTES_STALL_BUCKETS - 1 && ns > ap_routes_stall_le_ns[b])
+        b++;
+    return b;
+}
+
 /* One key's statistics.  Plain data apart from `route`, which the table owns. */
 typedef struct ap_route_stat {
     char *route;                            /* NUL-terminated; owned by the table */
@@ -51,6 +65,7 @@ typedef struct ap_route_stat {
     uint64_t stalls;                        /* how many */
     uint64_t stall_ns;                      /* their time */
     uint64_t stall_max_ns;                  /* the longest */
+    uint64_t stall_buckets[AP_ROUTES_STALL_BUCKETS]; /* their durations (see above) */
 } ap_route_stat;
 
 typedef struct ap_routes ap_routes;         /* private to ap_routes.c */
@@ -104,13 +119,16 @@ static inline void ap_routes_add_memory(ap_route_stat *s, uint64_t alloc, uint64
 }
 
 /* Add one request's event-loop stalls to s: n steps of stall_ns in all, the
- * longest max_ns.  Can't fail. */
+ * longest max_ns, buckets[b] of them in bucket b (buckets may be NULL: durations
+ * unknown, from an older file).  Can't fail. */
 static inline void ap_routes_add_stalls(ap_route_stat *s, uint64_t n, uint64_t stall_ns,
-                                        uint64_t max_ns) {
+                                        uint64_t max_ns, const uint64_t *buckets) {
     s->stalls += n;
     s->stall_ns += stall_ns;
     if (max_ns > s->stall_max_ns)
         s->stall_max_ns = max_ns;
+    for (unsigned b = 0; buckets != NULL && b < AP_ROUTES_STALL_BUCKETS; b++)
+        s->stall_buckets[b] += buckets[b];
 }
 
 /* bytes that a finished request of s retained were freed: they leave its
@@ -156,12 +174,16 @@ void ap_routes_reset(ap_routes *t);
  *                              the larger)
  *     u64    alloc_bytes, retained_bytes, live_bytes, retained_max
  *     u64    stalls, stall_ns, stall_max_ns   (merged: summed; the max: the larger)
+ *     (version 4 on:)
+ *     u8     nbuckets = AP_ROUTES_STALL_BUCKETS
+ *     u64    stall_buckets[nbuckets]   summed <= stalls (less when a version 3 file was
+ *                                      merged in: its stalls have no durations)
  *
  * Kinds travel by name, so a reader whose list of kinds differs drops only
- * the names it does not know.  Versions 1 (no waits) and 2 (no memory) are
- * still read.  Empty
+ * the names it does not know.  Versions 1 (no waits), 2 (no memory) and 3 (no stall
+ * durations) are still read.  Empty
  * entries are left out, so a reset table encodes as no entries. */
-#define AP_ROUTES_VERSION 3
+#define AP_ROUTES_VERSION 4
 
 /* Exact size of ap_routes_encode()'s output for t.  Can't fail. */
 size_t ap_routes_encoded_size(const ap_routes *t);

@@ -94,6 +94,7 @@ typedef struct {
     uint64_t step_t0;        /* wall time when the current step began */
     uint64_t bytes_out;
     uint64_t stalls, stall_ns, stall_max_ns; /* its steps at or above the table's threshold */
+    uint64_t stall_buckets[AP_ROUTES_STALL_BUCKETS]; /* their durations (ap_routes.h) */
     apext_mem_owner *mem;    /* its allocations (memory.h) until recorded, or NULL */
     PyObject *mem_box;       /* the box of mem in the request's context (strong), or NULL */
     uint32_t spy_label;      /* its route on apiprof-spy's board (spyboard.h), 0: none */
@@ -205,6 +206,29 @@ static int entry_waits(PyObject *d, const ap_route_stat *s) {
     return rc;
 }
 
+/* d["stall_hist"]: [[le_ns, count], ...] for each duration bucket of s's stalls (le_ns
+ * None for the open last one).  0, or -1 with an exception. */
+static int entry_stall_hist(PyObject *d, const ap_route_stat *s) {
+    PyObject *list = PyList_New(AP_ROUTES_STALL_BUCKETS);
+    if (list == NULL)
+        return -1;
+    for (Py_ssize_t b = 0; b < AP_ROUTES_STALL_BUCKETS; b++) {
+        PyObject *pair = b < AP_ROUTES_STALL_BUCKETS - 1
+                             ? Py_BuildValue("[KK]", (unsigned long long)ap_routes_stall_le_ns[b],
+                                             (unsigned long long)s->stall_buckets[b])
+                             : Py_BuildValue("[OK]", Py_None,
+                                             (unsigned long long)s->stall_buckets[b]);
+        if (pair == NULL) {
+            Py_DECREF(list);
+            return -1;
+        }
+        PyList_SET_ITEM(list, b, pair);
+    }
+    int rc = PyDict_SetItemString(d, "stall_hist", list);
+    Py_DECREF(list);
+    return rc;
+}
+
 static PyObject *entry_dict(const ap_route_stat *s) {
     static const char *const CLASS_NAMES[AP_ROUTES_CLASSES] = {"none", "1xx", "2xx", "3xx",
                                                                "4xx", "5xx"};
@@ -239,7 +263,7 @@ static PyObject *entry_dict(const ap_route_stat *s) {
         set_u64(d, "retained_max", s->retained_max) < 0 ||
         set_u64(d, "stalls", s->stalls) < 0 || set_u64(d, "stall_ns", s->stall_ns) < 0 ||
         set_u64(d, "stall_max_ns", s->stall_max_ns) < 0 || set_u64(d, "waited", s->waited) < 0 ||
-        entry_waits(d, s) < 0) {
+        entry_waits(d, s) < 0 || entry_stall_hist(d, s) < 0) {
         Py_DECREF(d);
         return NULL;
     }
@@ -532,6 +556,7 @@ static PyObject *table_request(RouteTable *self, PyObject *const *args, Py_ssize
     r->self_finish = nargs == 4 && args[3] != Py_None;
     r->t_start = r->t_last = r->cpu = r->cpu_in = r->step_t0 = r->bytes_out = 0;
     r->stalls = r->stall_ns = r->stall_max_ns = 0;
+    memset(r->stall_buckets, 0, sizeof r->stall_buckets);
     r->mem = NULL;
     r->mem_box = NULL;
     r->spy_label = r->spy_prev = 0;
@@ -781,6 +806,7 @@ static void step_out(RouteRequest *self) {
         self->stall_ns += wall;
         if (wall > self->stall_max_ns)
             self->stall_max_ns = wall;
+        self->stall_buckets[ap_routes_stall_bucket(wall)]++;
     }
 }
 
@@ -1136,7 +1162,8 @@ static PyObject *finish_as(RouteRequest *self, apext_state *st, int error, PyObj
     ap_routes_record(s, wall, self->cpu < wall ? self->cpu : wall, self->bytes_out,
                      error || cls >= 5);
     if (self->stalls)
-        ap_routes_add_stalls(s, self->stalls, self->stall_ns, self->stall_max_ns);
+        ap_routes_add_stalls(s, self->stalls, self->stall_ns, self->stall_max_ns,
+                             self->stall_buckets);
     end_memory(self, s);
     return label;
 }

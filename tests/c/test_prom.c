@@ -90,7 +90,12 @@ AP_TEST(prom_routes_families) {
     snprintf(want, sizeof want, "apiprof_request_stalls_total%s} 0\n", L);
     AP_CHECK_MSG(has(&sb, want), "missing %s", want);
     AP_CHECK(!has(&sb, "apiprof_request_alloc_bytes_total") && !has(&sb, "live_bytes"));
-    ap_routes_add_stalls(a, 2, 300000000u, 200000000u);
+    AP_CHECK(has(&sb, "# TYPE apiprof_request_stall_duration_seconds histogram\n") &&
+             !has(&sb, "apiprof_request_stall_duration_seconds_bucket"));   /* no stall yet */
+    uint64_t sb2[AP_ROUTES_STALL_BUCKETS] = {0};
+    sb2[ap_routes_stall_bucket(100000000u)]++;
+    sb2[ap_routes_stall_bucket(200000000u)]++;
+    ap_routes_add_stalls(a, 2, 300000000u, 200000000u, sb2);
     ap_routes_add_memory(a, 4096, 1024);
     ap_routes_free_memory(a, 256);
     sb.len = 0;
@@ -99,6 +104,18 @@ AP_TEST(prom_routes_families) {
     snprintf(want, sizeof want, "apiprof_request_stalls_total%s} 2\n", L);
     AP_CHECK_MSG(has(&sb, want), "missing %s", want);
     snprintf(want, sizeof want, "apiprof_request_stall_seconds_total%s} 0.3\n", L);
+    AP_CHECK_MSG(has(&sb, want), "missing %s", want);
+    /* their durations, 100 ms and 200 ms, cumulative */
+    static const char *const stall_rows[][2] = {{"0.05", "0"}, {"0.1", "1"}, {"0.25", "2"},
+                                               {"+Inf", "2"}};
+    for (size_t i = 0; i < sizeof stall_rows / sizeof stall_rows[0]; i++) {
+        snprintf(want, sizeof want, "apiprof_request_stall_duration_seconds_bucket%s,le=\"%s\"} %s\n",
+                 L, stall_rows[i][0], stall_rows[i][1]);
+        AP_CHECK_MSG(has(&sb, want), "missing %s", want);
+    }
+    snprintf(want, sizeof want, "apiprof_request_stall_duration_seconds_sum%s} 0.3\n", L);
+    AP_CHECK_MSG(has(&sb, want), "missing %s", want);
+    snprintf(want, sizeof want, "apiprof_request_stall_duration_seconds_count%s} 2\n", L);
     AP_CHECK_MSG(has(&sb, want), "missing %s", want);
     snprintf(want, sizeof want, "apiprof_request_alloc_bytes_total%s} 4096\n", L);
     AP_CHECK_MSG(has(&sb, want), "missing %s", want);

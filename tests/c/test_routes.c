@@ -95,7 +95,7 @@ static ap_routes *sample_table(uint64_t seed) {
             ap_routes_free_memory(s, k);
         }
         if (k % 5 == 1)
-            ap_routes_add_stalls(s, k, 60000000u * k, 60000000u + (seed % 1000));
+            ap_routes_add_stalls(s, k, 60000000u * k, 60000000u + (seed % 1000), NULL);
     }
     return t;
 }
@@ -230,13 +230,23 @@ AP_TEST(routes_reads_version_1_and_unknown_kinds) {
     w[AP_WAIT_DATABASE] = 900;
     ap_routes_add_waits(s, w, AP_WAIT_COUNT);
     ap_routes_add_memory(s, 4096, 512);
-    ap_routes_add_stalls(s, 2, 150000000u, 100000000u);
-    ap_routes_add_stalls(s, 1, 70000000u, 70000000u);
+    uint64_t b1[AP_ROUTES_STALL_BUCKETS] = {0}, b2[AP_ROUTES_STALL_BUCKETS] = {0};
+    b1[ap_routes_stall_bucket(100000000u)]++;   /* <= 100 ms: bucket 3 */
+    b1[ap_routes_stall_bucket(50000000u)]++;    /* <= 50 ms: bucket 2 */
+    b2[ap_routes_stall_bucket(70000000u)]++;
+    AP_CHECK_EQ_U64(ap_routes_stall_bucket(100000000u), 3);
+    AP_CHECK_EQ_U64(ap_routes_stall_bucket(50000001u), 3);
+    AP_CHECK_EQ_U64(ap_routes_stall_bucket(0), 0);
+    AP_CHECK_EQ_U64(ap_routes_stall_bucket(UINT64_MAX), AP_ROUTES_STALL_BUCKETS - 1);
+    ap_routes_add_stalls(s, 2, 150000000u, 100000000u, b1);
+    ap_routes_add_stalls(s, 1, 70000000u, 70000000u, b2);
     size_t len;
     uint8_t *buf = encode(a, &len);
-    /* the memory and stalls are the last 8 x 8 bytes, the waits the 8 + 1 + (1 + 8 + 8)
-     * before: strip them for version-2 and version-1 copies */
-    size_t mlen = 8 * 8, wlen = 8 + 1 + 1 + strlen("database") + 8;
+    /* the stall durations are the last 1 + 10 x 8 bytes, the memory and stalls the 8 x 8
+     * before, the waits the 8 + 1 + (1 + 8 + 8) before those: strip them for version-3,
+     * -2 and -1 copies */
+    size_t blen = 1 + AP_ROUTES_STALL_BUCKETS * 8, mlen = 8 * 8 + blen;
+    size_t wlen = 8 + 1 + 1 + strlen("database") + 8;
     uint8_t *v1 = malloc(len);
     memcpy(v1, buf, len - mlen - wlen);
     v1[4] = 1;
@@ -261,6 +271,38 @@ AP_TEST(routes_reads_version_1_and_unknown_kinds) {
     AP_CHECK_EQ_U64(r->stalls, 3);
     AP_CHECK_EQ_U64(r->stall_ns, 220000000u);
     AP_CHECK_EQ_U64(r->stall_max_ns, 100000000u);
+    AP_CHECK_EQ_U64(r->stall_buckets[2], 1);
+    AP_CHECK_EQ_U64(r->stall_buckets[3], 2);
+    /* version 3: stalls without durations; merged with version 4, the durations of those
+     * that have them, and so when written again */
+    memcpy(v1, buf, len - blen);
+    v1[4] = 3;
+    ap_routes *m3 = ap_routes_new(4);
+    AP_CHECK(ap_routes_merge_encoded(m3, v1, len - blen) == 0);
+    const ap_route_stat *r3 = ap_routes_at(m3, 0);
+    AP_CHECK_EQ_U64(r3->stalls, 3);
+    AP_CHECK_EQ_U64(r3->stall_buckets[2] + r3->stall_buckets[3], 0);
+    AP_CHECK(ap_routes_merge_encoded(m3, buf, len) == 0);
+    AP_CHECK_EQ_U64(r3->stalls, 6);
+    AP_CHECK_EQ_U64(r3->stall_buckets[2], 1);
+    AP_CHECK_EQ_U64(r3->stall_buckets[3], 2);
+    size_t len3;
+    uint8_t *again = encode(m3, &len3);
+    ap_routes *m4 = ap_routes_new(4);
+    AP_CHECK(ap_routes_merge_encoded(m4, again, len3) == 0);
+    AP_CHECK_EQ_U64(ap_routes_at(m4, 0)->stalls, 6);
+    AP_CHECK_EQ_U64(ap_routes_at(m4, 0)->stall_buckets[3], 2);
+    /* more durations than stalls, or another bucket count: corrupt, nothing merged */
+    memcpy(v1, buf, len);
+    v1[len - 8] = 2;   /* the open bucket: 2 more stalls than there are */
+    AP_CHECK(ap_routes_merge_encoded(m4, v1, len) == -1 && ap_err_code() == AP_ECORRUPT);
+    memcpy(v1, buf, len);
+    v1[len - blen] = AP_ROUTES_STALL_BUCKETS - 1;
+    AP_CHECK(ap_routes_merge_encoded(m4, v1, len) == -1 && ap_err_code() == AP_ECORRUPT);
+    AP_CHECK_EQ_U64(ap_routes_at(m4, 0)->stalls, 6);
+    free(again);
+    ap_routes_free(m3);
+    ap_routes_free(m4);
     /* rename the kind to one nobody knows: read, and dropped */
     uint8_t *name = NULL;
     for (size_t i = 0; i + 8 <= len && name == NULL; i++)
@@ -277,6 +319,7 @@ AP_TEST(routes_reads_version_1_and_unknown_kinds) {
     AP_CHECK_EQ_U64(r->waited + r->wait_ns[AP_WAIT_DATABASE], 0);
     AP_CHECK_EQ_U64(r->mem_requests + r->alloc_bytes + r->retained_bytes + r->live_bytes, 0);
     AP_CHECK_EQ_U64(r->stalls + r->stall_ns + r->stall_max_ns, 0);
+    AP_CHECK_EQ_U64(r->stall_buckets[2] + r->stall_buckets[3], 0);
     free(v1);
     free(buf);
     ap_routes_free(a);

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import html
 import json
 import re
 import subprocess
@@ -475,8 +476,13 @@ def test_middleware_counts_each_routes_stalls(serve, http, tmp_path):
     dom = dump_dom(f"{server.url}/_apiprof?apiprof={token}&sort=stalls", tmp_path / "chrome")
     assert re.search(r'<body[^>]*class="[^"]*stalls', dom) and 'data-sort="stalls"' in dom
     first = route_rows(dom)[0]
-    assert first[0] == "/blocking" and first[-7] == "6", first   # stalls, 7th from the end
+    assert first[0] == "/blocking" and first[-8] == "6", first   # stalls, 8th from the end
     assert '<td class="stall some">6</td>' in dom
+    # each stall is 150 ms and more: none in the buckets up to 100 ms
+    spread = html.unescape(first[-6])
+    assert re.fullmatch(r"(<=\d+:\d+ ?)+", spread) and sum(
+        int(c.split(":")[1]) for c in spread.split()) == 6, spread
+    assert not re.search(r"<=(10|25|50|100):", spread), spread
     assert server.stop() in (0, -2)
     r = subprocess.run([str(APIPROF), "stats", "--dir", str(stats_dir), "--json"],
                        capture_output=True, text=True, timeout=60)
@@ -486,9 +492,15 @@ def test_middleware_counts_each_routes_stalls(serve, http, tmp_path):
         {"/blocking": 6, "/awaiting": 0, "/locked": 0, "/fast": 0}
     assert rows["/blocking"]["stall_max_ns"] >= 150_000_000
     assert rows["/blocking"]["stall_ns"] >= 6 * 150_000_000
+    hist = rows["/blocking"]["stall_hist"]   # [le_ns, count] per bucket, the last open
+    assert [le for le, _ in hist] == [10e6, 25e6, 50e6, 100e6, 250e6, 500e6, 1e9, 2.5e9, 5e9,
+                                      None]
+    assert sum(n for _, n in hist) == 6 and sum(n for le, n in hist[:4]) == 0
+    assert all(n == 0 for _, n in rows["/awaiting"]["stall_hist"])
     table = subprocess.run([str(APIPROF), "stats", "--dir", str(stats_dir), "--sort", "stalls"],
                            capture_output=True, text=True, timeout=60).stdout.splitlines()
     assert "stalls" in table[1].split() and table[2].split()[:1] == ["/blocking"]
+    assert "stalls by ms" in table[1] and re.search(r" <=\d+:\d", table[2]), table[:3]
 
 
 def test_middleware_stall_threshold(serve, http, tmp_path):

@@ -59,6 +59,7 @@ tr.leak td.live { color: #b00; font-weight: bold; }
     title="steps of this route's code that blocked the event loop for stall_ms or more"
     >stalls</th>
 <th class="stall" title="the longest of them">stall max ms</th>
+<th class="text stall" title="how many stalls lasted up to each bound (ms)">stalls by ms</th>
 <th class="text wait" title="where this route's profiled requests waited, per profiled
     request (ms; docs/waits.md), the largest kinds first">waits/profiled req</th>
 <th class="mem" title="bytes allocated per request (sampled estimate)">alloc/req</th>
@@ -110,6 +111,12 @@ function profileLink(id, suffix, text) {
   a.textContent = text || id;
   return a;
 }
+function stallSpread(r) {
+  const hist = r.stall_hist || [];
+  const cells = hist.map(([le, n], i) => !n ? "" :
+    (le !== null ? "<=" + le / 1e6 : ">" + hist[i - 1][0] / 1e6) + ":" + n);
+  return cells.filter(c => c).join(" ") || "-";
+}
 function waits(r) {
   const n = r.waited || 0;
   if (!n) return "-";
@@ -135,6 +142,7 @@ function render() {
     cell(tr, r.bytes_out);
     cell(tr, r.stalls || 0, r.stalls ? "stall some" : "stall");
     cell(tr, ms(r.stall_max_ns || 0), "stall");
+    cell(tr, stallSpread(r), "text stall");
     cell(tr, waits(r), "text wait");
     const n = r.mem_requests || 0;
     cell(tr, n ? bytes(r.alloc_bytes / n) : "-", "mem");

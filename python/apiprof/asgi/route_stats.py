@@ -111,10 +111,20 @@ MEMORY_COLUMNS: list[Column[Mapping[str, Any]]] = [
 ]
 
 
+def stall_spread(r: Mapping[str, Any]) -> str:
+    """Row r's stalls by duration, the non-empty buckets of its histogram: "<=250:5
+    <=500:1" (ms; ">5000:1" for the open last bucket), "-" when it has none."""
+    hist = r.get("stall_hist", [])
+    cells = [(f"<={le / 1e6:g}" if le is not None else f">{hist[i - 1][0] / 1e6:g}") + f":{n}"
+             for i, (le, n) in enumerate(hist) if n]
+    return " ".join(cells) or "-"
+
+
 # Shown when any request's step blocked the event loop for stall_ms or more.
 STALL_COLUMNS: list[Column[Mapping[str, Any]]] = [
     Column.field("stalls", "stalls"),
     Column.field("stall max ms", "stall_max_ns", format_ms),
+    Column("stalls by ms", stall_spread, align="left"),
 ]
 
 
