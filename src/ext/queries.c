@@ -71,13 +71,14 @@ static site_slot *site_of(apext_session *sess, PyFrameObject *f, PyCodeObject *c
         int line_no = PyFrame_GetLineNumber(f);
         line = line_no > 0 ? (uint32_t)line_no : 0;
     }
-    Py_INCREF(co);
-    Py_XSETREF(slot->code, (PyObject *)co);
+    PyObject *old = slot->code; /* released last: its release may run code */
+    slot->code = Py_NewRef((PyObject *)co);
     slot->lasti = lasti;
     slot->app = app;
     slot->serial = sess->serial;
     slot->frame = frame;
     slot->line = line;
+    Py_XDECREF(old);
     return slot;
 }
 
@@ -171,31 +172,39 @@ static void ident_forget(ident_slot *cache, size_t n) {
         Py_CLEAR(cache[i].obj);
 }
 
-/* The id of text in s's profile: normalised as a statement when normalise,
- * else as it is.  AP_NONE with an ap_err (no memory) or a Python exception
- * (text not encodable). */
-static ap_str_id text_id(apext_session *s, PyObject *text, int normalise) {
-    ident_slot *slot = normalise ? &stmt_cache[((uintptr_t)text >> 4) % STMT_CACHE]
-                                 : &route_cache[((uintptr_t)text >> 4) % ROUTE_CACHE];
-    if (slot->obj == text && slot->serial == s->serial)
+enum { TEXT_ROUTE, TEXT_STATEMENT, TEXT_LABEL };
+
+/* The id of text in s's profile: a route as it is, a statement normalised (both cached
+ * by identity), an outgoing call's label as it is up to 2047 bytes (a new string each
+ * time: not cached).  AP_NONE with an ap_err (no memory) or a Python exception (text
+ * not encodable). */
+static ap_str_id text_id(apext_session *s, PyObject *text, int mode) {
+    ident_slot *slot = mode == TEXT_STATEMENT ? &stmt_cache[((uintptr_t)text >> 4) % STMT_CACHE]
+                       : mode == TEXT_ROUTE   ? &route_cache[((uintptr_t)text >> 4) % ROUTE_CACHE]
+                                              : NULL;
+    if (slot != NULL && slot->obj == text && slot->serial == s->serial)
         return slot->id;
     Py_ssize_t len;
     const char *u = PyUnicode_AsUTF8AndSize(text, &len);
     if (u == NULL)
         return AP_NONE;
     ap_str_id id;
-    if (normalise) {
+    if (mode == TEXT_STATEMENT) {
         char buf[2048];
         size_t n = ap_query_normalise(u, (size_t)len, buf, sizeof buf);
         id = ap_prof_intern(s->prof, buf, n);
     } else {
-        id = ap_prof_intern(s->prof, u, (size_t)len);
+        size_t n = mode == TEXT_LABEL && len > 2047 ? 2047 : (size_t)len;
+        while (mode == TEXT_LABEL && n < (size_t)len && n > 0 && ((unsigned char)u[n] & 0xC0) == 0x80)
+            n--; /* cut on a character boundary */
+        id = ap_prof_intern(s->prof, u, n);
     }
-    if (id != AP_NONE) {
-        Py_INCREF(text);
-        Py_XSETREF(slot->obj, text);
+    if (id != AP_NONE && slot != NULL) {
+        PyObject *old = slot->obj;
+        slot->obj = Py_NewRef(text);
         slot->serial = s->serial;
         slot->id = id;
+        Py_XDECREF(old);
     }
     return id;
 }
@@ -262,11 +271,16 @@ static int record(PyObject *text, uint64_t ns, uint64_t rows, unsigned kind) {
         PyErr_Clear();
         route = NULL;
     }
-    ap_str_id route_id = 0;
+    ap_str_id route_id = 0, stmt = AP_NONE;
     if (route != NULL && PyUnicode_Check(route))
-        route_id = text_id(&o->sess, route, 0);
+        route_id = text_id(&o->sess, route, TEXT_ROUTE);
     Py_XDECREF(route);
-    ap_str_id stmt = text_id(&o->sess, text, kind == AP_QUERY_STATEMENT);
+    if (route_id != AP_NONE)
+        stmt = text_id(&o->sess, text, kind == AP_QUERY_STATEMENT ? TEXT_STATEMENT : TEXT_LABEL);
+    if (stmt == AP_NONE && PyErr_Occurred()) { /* a text that is no valid Unicode: not recorded */
+        PyErr_Clear();
+        return 0;
+    }
     ap_frame_id site;
     uint32_t line;
     int bad = stmt == AP_NONE || route_id == AP_NONE || call_site(&o->sess, &site, &line) != 0;
@@ -369,11 +383,16 @@ static PyObject *cursor_executemany(PyObject *self, PyObject *const *a, Py_ssize
 
 /* Connection.cursor(factory=Cursor): the timed Cursor unless a factory is given. */
 static PyObject *conn_cursor(PyObject *self, PyObject *const *a, size_t nargsf, PyObject *kw) {
-    Py_ssize_t n = PyVectorcall_NARGS(nargsf) + (kw != NULL ? PyTuple_GET_SIZE(kw) : 0);
+    Py_ssize_t npos = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t n = npos + (kw != NULL ? PyTuple_GET_SIZE(kw) : 0);
     if (n > 1)
         return PyErr_Format(PyExc_TypeError, "cursor() takes at most 1 argument (%zd given)", n);
-    PyObject *args[2] = {self, n == 1 ? a[0] : cursor_type};
-    return PyObject_Vectorcall(base_cursor, args, 2, n == 1 ? kw : NULL);
+    if (n == 0) {
+        PyObject *args[2] = {self, cursor_type};
+        return PyObject_Vectorcall(base_cursor, args, 2, NULL);
+    }
+    PyObject *args[2] = {self, a[0]}; /* factory, positional or by keyword (kw) */
+    return PyObject_Vectorcall(base_cursor, args, (size_t)npos + 1, kw);
 }
 
 static PyObject *conn_run(PyObject *self, PyObject *base, PyObject *const *a, Py_ssize_t n,

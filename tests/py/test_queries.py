@@ -156,6 +156,40 @@ def test_call_site_skips_generated_code(tmp_path):
     assert q["file"].endswith("g.py")
 
 
+def test_timed_connection_keeps_sqlite3s_behaviour():
+    """Under capture, sqlite3's classes behave as sqlite3's: cursor(factory=...) by
+    position or keyword gives the app's cursor (not timed), Connection.execute returns
+    its cursor, errors pass unchanged (and the failed statement's time counts)."""
+    import sqlite3
+
+    import apiprof
+
+    class Mine(sqlite3.Cursor):
+        pass
+
+    with apiprof.Profiler(queries=True) as prof:
+        conn = sqlite3.connect(":memory:")
+        assert type(conn).__module__ == "sqlite3" and type(conn).__name__ == "Connection"
+        assert isinstance(conn.cursor(factory=Mine), Mine)
+        assert isinstance(conn.cursor(Mine), Mine)
+        conn.cursor(factory=Mine).execute("SELECT 'not timed'")
+        cur = conn.execute("SELECT ?", (1,))
+        assert cur.fetchall() == [(1,)] and isinstance(cur, sqlite3.Cursor)
+        conn.cursor().execute("SELECT 2")
+        conn.execute("CREATE TABLE t (x)")
+        conn.executemany("INSERT INTO t VALUES (?)", [(1,), (2,)])
+        with pytest.raises(sqlite3.OperationalError, match="syntax error"):
+            conn.execute("SELEC 3")
+        with pytest.raises(TypeError):
+            conn.cursor(Mine, Mine)
+        conn.close()
+    counts: dict[str, int] = {}
+    for q in prof.profile.queries():   # a record per statement and line
+        counts[q["statement"]] = counts.get(q["statement"], 0) + q["count"]
+    assert counts == {"SELECT ?": 2, "CREATE TABLE t (x)": 1, "INSERT INTO t VALUES (?)": 1,
+                      "SELEC ?": 1}, counts
+
+
 REQS = 3
 
 

@@ -306,8 +306,8 @@ class ProfilerMiddleware:
 
     def _add_waits(self, profile: Any, label: str, record: dict[str, Any]) -> None:
         """A profiled request's waits by kind go to its route statistics (never raises:
-        a profiler without ``waits()`` or a failing one adds nothing; one whose document
-        was too large to keep adds its waits)."""
+        a profiler without ``waits()``, or whose ``waits()`` fails, adds nothing; one whose
+        document could not be kept, too large or failed, adds the waits it measured)."""
         waits = getattr(profile, "waits", None)
         if waits is None:
             return

@@ -136,7 +136,7 @@ def waits_per_request(r: Mapping[str, Any], most: int = 3) -> str:
     if not n:
         return "-"
     waits = sorted(((k, ns) for k, ns in r.get("waits", {}).items() if ns / n >= 5000),
-                   key=lambda kv: (-kv[1], kv[0]))   # under 0.01 ms per request: left out
+                   key=lambda kv: (-kv[1], kv[0]))   # those that would show as 0.00: left out
     if not waits:
         return f"none (of {n})"
     return ", ".join(f"{k} {format_ms(ns / n)}" for k, ns in waits[:most]) + f" (of {n})"
