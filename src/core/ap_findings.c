@@ -72,6 +72,10 @@ static const ap_finding_kind_info kinds[AP_FK_COUNT] = {
                           "a route whose median latency (else work per request) is 25% and "
                           "1 ms or more above a baseline profile's (apiprof report --baseline), "
                           "with the function whose own time per request grew most"},
+    [AP_FK_POOL_QUEUEING] = {"pool_queueing", "thread pool full",
+                             "a route whose calls into the thread pool (sync routes and "
+                             "dependencies, run_in_threadpool) waited 10 ms or more in all for "
+                             "a free thread: every thread of the pool was busy"},
 };
 
 const ap_finding_kind_info *ap_finding_kind_get(unsigned k) {
@@ -1284,6 +1288,51 @@ static int route_waits(ctx *c, ap_str_id route, ap_map *waits, ap_map *from) {
     return rc;
 }
 
+/* Route r's wait of kind k: the kind's metric summed over the top nodes of its trees. */
+static uint64_t route_wait_kind(const ctx *c, ap_str_id route, unsigned k) {
+    uint64_t sum = 0;
+    for (size_t t = 0; t < ap_prof_ntrees(c->p); t++) {
+        const ap_tree *tree = ap_prof_tree_at(c->p, t);
+        if (!in_route(c, tree, route))
+            continue;
+        for (size_t i = 1; i < ap_tree_nnodes(tree); i++) {
+            const ap_node *nd = ap_tree_node(tree, (ap_node_id)i);
+            if (nd->parent == 0)
+                sum += nd->m[ap_wait_metric(k)];
+        }
+    }
+    return sum;
+}
+
+/* A route whose calls waited for a free thread of the pool (the thread_pool wait kind:
+ * anyio's limiter had no token left). */
+static int pool_queueing(ctx *c, const route_acc *r) {
+    uint64_t q = route_wait_kind(c, r->route, AP_WAIT_THREAD_POOL);
+    if (q < AP_FINDING_WAIT_MIN_NS)
+        return 0;
+    const ap_hist *lat = r->route ? ap_prof_latency_get(c->p, r->route) : NULL;
+    double share = lat != NULL && ap_hist_sum(lat) > 0 ? (double)q / (double)ap_hist_sum(lat) : 0;
+    ap_finding *f = fnew(&c->out, AP_FK_POOL_QUEUEING, share >= 0.25 ? AP_SEV_HIGH : AP_SEV_MEDIUM);
+    if (f == NULL)
+        return -1;
+    f->route = r->route;
+    f->value = q;
+    f->count = r->requests;
+    f->share = share;
+    char d1[32], d2[32], per[96] = "", of[64] = "";
+    if (r->requests > 0)
+        snprintf(per, sizeof per, ", %s per request",
+                 dur(d2, sizeof d2, (double)q / (double)r->requests));
+    if (share > 0)
+        snprintf(of, sizeof of, ", %.0f%% of its latency", 100.0 * share);
+    say(f, "%s waited %s for a free thread of the thread pool%s%s: every thread was busy "
+           "(anyio's pool has 40 by default: anyio.to_thread.current_default_thread_limiter()"
+           ".total_tokens), or make the blocking calls async",
+        r->route ? ap_prof_str(c->p, r->route) : "the program", dur(d1, sizeof d1, (double)q), per,
+        of);
+    return 0;
+}
+
 static int await_bound(ctx *c, const route_acc *r) {
     ap_map waits = {0}, from = {0}; /* the call -> await time, -> its user caller */
     int rc = route_waits(c, r->route, &waits, &from);
@@ -1607,7 +1656,7 @@ int ap_findings_build(ap_prof *p, const ap_prof *lines, ap_prof *baseline, ap_fi
         lock_contention(&c) != 0 || (baseline != NULL && regressions(&c, baseline) != 0))
         goto err;
     for (size_t i = 0; i < nroutes; i++)
-        if (await_bound(&c, &routes[i]) != 0 ||
+        if (await_bound(&c, &routes[i]) != 0 || pool_queueing(&c, &routes[i]) != 0 ||
             (!has_statements(p) &&
              repeated(&c, &routes[i], ap_wait_statement, AP_FK_REPEATED_QUERY) != 0) ||
             repeated(&c, &routes[i], is_hop_call, AP_FK_POOL_HOPS) != 0 ||

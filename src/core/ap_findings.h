@@ -74,6 +74,7 @@ typedef enum ap_finding_kind {
     AP_FK_REPEATED_CALL,  /* one outgoing HTTP call (method, host, path) made
                              >= AP_QUERY_N_PLUS_ONE times in one request from one line */
     AP_FK_REGRESSION,     /* a route slower than in a baseline profile, and what grew most */
+    AP_FK_POOL_QUEUEING,  /* a route's calls waited for a free thread of the pool */
     AP_FK_COUNT
 } ap_finding_kind;
 

@@ -79,6 +79,11 @@ static const ap_wait_rule builtin[] = {
     WITHIN(IDLE, "Queue.get", NULL, "WorkerThread.run"), /* anyio's worker threads */
     WITHIN(IDLE, "_queue.SimpleQueue.get", NULL, "_worker"), /* concurrent.futures */
     WITHIN(IDLE, "SimpleQueue.get", NULL, "_worker"),
+    /* thread-pool queueing: anyio's pool (sync routes and dependencies,
+     * run_in_threadpool, to_thread.run_sync) lends a thread only with one of
+     * its limiter's tokens; with all taken, the call waits in this event for
+     * one (not in the limiter's checkpoints, a sleep(0) each) */
+    WITHIN(THREAD_POOL, "Event.wait", "asyncio/locks.py", "CapacityLimiter.acquire*"),
     /* psycopg's sync wait: its C wait_c is a Cython function, which Python
      * 3.11's profiler does not report, so the wait is the caller's own time */
     HIDDEN(DATABASE, "Connection.wait", "/psycopg/connection.py"),
@@ -204,7 +209,7 @@ int ap_wait_generated_file(const char *file) {
 }
 
 int ap_wait_ruled(unsigned k) {
-    return k < AP_WAIT_COUNT && k != AP_WAIT_GIL && k != AP_WAIT_THREAD_POOL;
+    return k < AP_WAIT_COUNT && k != AP_WAIT_GIL;
 }
 
 /* ---- user rows ---------------------------------------------------------------------- */
@@ -269,7 +274,7 @@ bad:
     rules_free(r);
     return ap_err_set(AP_EINVAL, "waits: a wait rule must read KIND:[within:]PATTERN[@FILE][<PARENT] "
                                  "with KIND one of network, database, file, sleep, subprocess, "
-                                 "lock, idle: %s",
+                                 "lock, idle, thread_pool: %s",
                       spec);
 }
 

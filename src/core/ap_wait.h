@@ -115,8 +115,8 @@ int ap_wait_library_file(const char *file);
  * library): nobody's line, the work of whoever called it.  Can't fail. */
 int ap_wait_generated_file(const char *file);
 
-/* The kinds the rules decide (all but those only producers measure: gil,
- * thread_pool): 1 for kind k.  Can't fail. */
+/* The kinds the rules decide (all but the one only producers measure: gil):
+ * 1 for kind k.  Can't fail. */
 int ap_wait_ruled(unsigned k);
 
 /* Per node of tree t of p, the kind of its own wait (see above), or

@@ -72,6 +72,9 @@ AP_TEST(wait_kinds_of_calls_and_awaits) {
     ap_frame_id evwait = fr(p, "Event.wait", "/usr/lib/python3.12/asyncio/locks.py", PY);
     ap_frame_id other = fr(p, "mystery", LIB "other/x.py", PY);
     ap_frame_id ckpt = fr(p, "AsyncIOBackend.checkpoint", LIB "anyio/_backends/_asyncio.py", PY);
+    ap_frame_id runsync = fr(p, "run_sync", LIB "anyio/to_thread.py", PY);
+    ap_frame_id limacq = fr(p, "CapacityLimiter.acquire_on_behalf_of",
+                            LIB "anyio/_backends/_asyncio.py", PY);
 
     ap_node *n_sql = path(t, (ap_frame_id[]){user, sqlite}, 2);
     n_sql->m[AP_M_SELF_NS] = 100;
@@ -92,8 +95,17 @@ AP_TEST(wait_kinds_of_calls_and_awaits) {
     n_other->m[AP_M_AWAIT_NS] = 800;
     ap_node *n_ck = path(t, (ap_frame_id[]){user, ckpt, sleep}, 3);
     n_ck->m[AP_M_AWAIT_NS] = path(t, (ap_frame_id[]){user, ckpt}, 2)->m[AP_M_AWAIT_NS] = 900;
+    /* a sync call waiting for a token of anyio's thread pool (its checkpoint, a
+     * sleep(0), is none), then for its result */
+    ap_node *n_pool = path(t, (ap_frame_id[]){user, runsync, limacq, evwait}, 4);
+    n_pool->m[AP_M_AWAIT_NS] = 1000;
+    ap_node *n_lck = path(t, (ap_frame_id[]){user, runsync, limacq, ckpt, sleep}, 5);
+    n_lck->m[AP_M_AWAIT_NS] = path(t, (ap_frame_id[]){user, runsync, limacq, ckpt}, 4)->m[AP_M_AWAIT_NS] =
+        30;
+    path(t, (ap_frame_id[]){user, runsync, limacq}, 3)->m[AP_M_AWAIT_NS] = 1030;
+    path(t, (ap_frame_id[]){user, runsync}, 2)->m[AP_M_AWAIT_NS] = 1030 + 50;
     ap_node *n_user = path(t, (ap_frame_id[]){user}, 1);
-    n_user->m[AP_M_AWAIT_NS] = 600 + 700 + 800 + 900;
+    n_user->m[AP_M_AWAIT_NS] = 600 + 700 + 800 + 900 + 1080;
 
     for (int round = 0; round < 2; round++) { /* a second finish gives the same */
         AP_CHECK(ap_prof_finish(p) == 0);
@@ -109,6 +121,10 @@ AP_TEST(wait_kinds_of_calls_and_awaits) {
         AP_CHECK_EQ_U64(W(SLEEP, n_ck), 0);
         AP_CHECK_EQ_U64(W(NETWORK, n_recvs), 700);
         AP_CHECK_EQ_U64(W(LOCK, n_ev), 0);
+        AP_CHECK_EQ_U64(W(THREAD_POOL, n_pool), 1000);
+        AP_CHECK_EQ_U64(W(LOCK, n_pool), 0);
+        AP_CHECK_EQ_U64(W(THREAD_POOL, n_lck) + W(SLEEP, n_lck), 0);
+        AP_CHECK_EQ_U64(W(THREAD_POOL, n_user), 1000);
         /* inclusive: the user function holds every kind below it */
         AP_CHECK_EQ_U64(W(DATABASE, n_user), 300);
         AP_CHECK_EQ_U64(W(NETWORK, n_user), 1000);

@@ -5,6 +5,7 @@ analysis on its own (parsing, knee, saturation)."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -99,6 +100,29 @@ def test_sampled_sweep_has_a_phase_per_step_and_the_lock_grew(tmp_path):
     past = _sweep.what_grew(Path(grew["file"]), ("step-1", steps[0]["overall"]["requests"]),
                             (f"step-{len(steps)}", steps[-1]["overall"]["requests"]))
     assert past and past[0]["function"].endswith("(locked)"), past
+
+
+def test_the_server_bench_starts_can_be_interrupted_when_bench_cannot(tmp_path):
+    """bench run as a background job of a shell without job control (SIGINT ignored, as
+    CI runs it) still starts its server with SIGINT's default action: the graceful stop
+    and the profile written on it begin with SIGINT (an ignored signal stays ignored
+    across exec, and bench waited 10 s for nothing before)."""
+    script = tmp_path / "spawn.py"
+    script.write_text(
+        "import signal, subprocess, sys\n"
+        "from apiprof.commands.bench import _interruptible_children\n"
+        "probe = [sys.executable, '-c', 'import signal; print(signal.getsignal(signal.SIGINT))']\n"
+        "def name(h): return 'ignored' if h in (signal.SIG_IGN, 'Handlers.SIG_IGN', '1') else h\n"
+        "print(name(subprocess.run(probe, capture_output=True, text=True).stdout.strip()))\n"
+        "with _interruptible_children():\n"
+        "    child = subprocess.Popen(probe, stdout=subprocess.PIPE, text=True)\n"
+        "print(name(child.communicate()[0].strip()))\n"
+        "print(name(signal.getsignal(signal.SIGINT)))\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                       timeout=60, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["ignored", "<built-in function default_int_handler>",
+                                     "ignored"]
 
 
 def test_async_route_is_limited_by_the_clients_connections(tmp_path):

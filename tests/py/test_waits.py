@@ -4,6 +4,7 @@ and in the text report's route split."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -151,3 +152,40 @@ def test_stats_split_each_routes_profiled_requests_by_wait_kind(serve_module, tm
     assert [c for c in shown["/db"] if c.startswith("database ")][0].endswith("(of 2)")
     assert any(c.startswith("network ") for c in shown["/upstream"])
     assert "-" in shown["/health"]
+
+
+def test_thread_pool_queueing_is_its_own_wait(tmp_path):
+    """Six concurrent calls of a sync route that sleeps 200 ms, on a pool of 2 threads:
+    two run at once, two wait 200 ms for a thread and two 400 ms (1.2 s); FastAPI then
+    validates each response in the pool too, and those calls queue behind the sleeps
+    still waiting (400 ms for the first two, 200 ms for the next two: 1.2 s), so the
+    route waited about 2.4 s for the pool, which is also its finding; a sync route called
+    one at a time waits for none."""
+    port = free_port()
+    out = tmp_path / "pool.apiprof"
+
+    def drive(client: httpx.Client) -> None:
+        for _ in range(3):
+            assert client.get("/quick").status_code == 200
+
+        async def six() -> list[int]:
+            async with httpx.AsyncClient(base_url=str(client.base_url), timeout=30,
+                                         trust_env=False) as c:
+                return [r.status_code for r in await asyncio.gather(
+                    *(c.get("/slow") for _ in range(6)))]
+
+        assert asyncio.run(six()) == [200] * 6
+
+    serve_profiled([str(APIPROF), "run", "-q", "-o", str(out), "-m", "uvicorn", "pool_app:app",
+                    "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                   APPS, {}, port, tmp_path / "server.log", drive)
+    r = routes(out)
+    pool = r["GET /slow"]["waits"].get("thread_pool", 0)
+    assert pool >= 0.9 * 2 * (2 * 200e6 + 2 * 400e6), r["GET /slow"]["waits"]
+    assert "thread_pool" not in r["GET /quick"]["waits"], r["GET /quick"]["waits"]
+    full = [f for f in _core.load(str(out)).findings() if f["kind"] == "pool_queueing"]
+    assert [(f["route"], f["value"]) for f in full] == [("GET /slow", pool)]
+    assert "for a free thread of the thread pool" in full[0]["message"]
+    text = subprocess.run([str(APIPROF), "report", str(out)], capture_output=True, text=True,
+                          check=True).stdout
+    assert "pool queue" in text.split("routes (latency")[1].splitlines()[1]

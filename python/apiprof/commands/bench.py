@@ -14,6 +14,7 @@ of the server with its cold and warm phases apart.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -21,9 +22,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,6 +209,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextlib.contextmanager
+def _interruptible_children() -> Iterator[None]:
+    """While it is open, a child started gets SIGINT's default action, also when this
+    process was started with SIGINT ignored (a background job of a shell without job
+    control, as CI runs it): an ignored signal stays ignored across exec, and the
+    server's graceful stop (and the profile written on it) starts with SIGINT."""
+    ignored = (threading.current_thread() is threading.main_thread()
+               and signal.getsignal(signal.SIGINT) is signal.SIG_IGN)
+    if ignored:   # a handled signal is reset to its default by exec
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @dataclass
 class AppServer:
     proc: subprocess.Popen[bytes]
@@ -237,8 +257,9 @@ class AppServer:
             time.sleep(0.05)
 
     def stop(self) -> int:
-        """SIGINT (uvicorn's graceful shutdown), then SIGTERM, then SIGKILL."""
-        for sig, wait in ((signal.SIGINT, 10.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        """SIGINT (uvicorn's graceful shutdown), then SIGTERM, then SIGKILL: a profiled
+        server writes its profile on SIGINT or SIGTERM, so it gets time for that."""
+        for sig, wait in ((signal.SIGINT, 10.0), (signal.SIGTERM, 30.0), (signal.SIGKILL, 5.0)):
             if self.proc.poll() is not None:
                 break
             self.proc.send_signal(sig)
@@ -284,7 +305,7 @@ def run_app(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="apiprof-bench-") as tmp:
         log = Path(tmp) / "server.log"
         load_json = Path(tmp) / "load.json"
-        with open(log, "wb") as log_file:
+        with open(log, "wb") as log_file, _interruptible_children():
             proc = subprocess.Popen(
                 cmd, cwd=app_dir, stdout=log_file, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
