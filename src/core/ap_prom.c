@@ -173,6 +173,34 @@ static void bucket_counts(const ap_hist *h, const uint64_t *bounds, size_t nb, u
     }
 }
 
+/* One histogram of family name for the entry s: a bucket line per bound (cum[b]
+ * values at or under bounds[b] ns) and +Inf (count), then _sum (sum_ns) and _count. */
+static void histogram_sample(ap_sbuf *sb, const char *name, const ap_route_stat *s,
+                             const char *extra, const uint64_t *bounds, const uint64_t *cum,
+                             size_t nb, uint64_t count, uint64_t sum_ns) {
+    for (size_t b = 0; b <= nb; b++) {
+        ap_sbuf_printf(sb, "%s_bucket{", name);
+        entry_labels(sb, s, extra);
+        ap_sbuf_puts(sb, ",le=\"");
+        if (b < nb)
+            ap_prom_seconds(sb, bounds[b]);
+        else
+            ap_sbuf_puts(sb, "+Inf");
+        ap_sbuf_puts(sb, "\"} ");
+        ap_sbuf_u64(sb, b < nb ? cum[b] : count);
+        ap_sbuf_putc(sb, '\n');
+    }
+    ap_sbuf_printf(sb, "%s_sum{", name);
+    entry_labels(sb, s, extra);
+    ap_sbuf_puts(sb, "} ");
+    ap_prom_seconds(sb, sum_ns);
+    ap_sbuf_printf(sb, "\n%s_count{", name);
+    entry_labels(sb, s, extra);
+    ap_sbuf_puts(sb, "} ");
+    ap_sbuf_u64(sb, count);
+    ap_sbuf_putc(sb, '\n');
+}
+
 int ap_prom_routes(ap_sbuf *sb, const ap_routes *t, const uint64_t *bounds_ns, size_t nbounds,
                    const char *extra_labels) {
     if (nbounds == 0 || nbounds > AP_PROM_BOUNDS_MAX) {
@@ -238,27 +266,8 @@ int ap_prom_routes(ap_sbuf *sb, const ap_routes *t, const uint64_t *bounds_ns, s
         if (count == 0)
             continue;
         bucket_counts(&s->wall, bounds_ns, nbounds, cum);
-        for (size_t b = 0; b <= nbounds; b++) {
-            ap_sbuf_printf(sb, "%s_bucket{", HNAME);
-            entry_labels(sb, s, extra_labels);
-            ap_sbuf_puts(sb, ",le=\"");
-            if (b < nbounds)
-                ap_prom_seconds(sb, bounds_ns[b]);
-            else
-                ap_sbuf_puts(sb, "+Inf");
-            ap_sbuf_puts(sb, "\"} ");
-            ap_sbuf_u64(sb, b < nbounds ? cum[b] : count);
-            ap_sbuf_putc(sb, '\n');
-        }
-        ap_sbuf_printf(sb, "%s_sum{", HNAME);
-        entry_labels(sb, s, extra_labels);
-        ap_sbuf_puts(sb, "} ");
-        ap_prom_seconds(sb, ap_hist_sum(&s->wall));
-        ap_sbuf_printf(sb, "\n%s_count{", HNAME);
-        entry_labels(sb, s, extra_labels);
-        ap_sbuf_puts(sb, "} ");
-        ap_sbuf_u64(sb, count);
-        ap_sbuf_putc(sb, '\n');
+        histogram_sample(sb, HNAME, s, extra_labels, bounds_ns, cum, nbounds, count,
+                         ap_hist_sum(&s->wall));
     }
     static const char SNAME[] = "apiprof_request_stall_duration_seconds";
     family(sb, SNAME, "histogram",
@@ -271,32 +280,14 @@ int ap_prom_routes(ap_sbuf *sb, const ap_routes *t, const uint64_t *bounds_ns, s
             count += s->stall_buckets[b];
         if (ap_hist_count(&s->wall) == 0 || count == 0)
             continue;
-        uint64_t cum = 0;
-        for (unsigned b = 0; b < AP_ROUTES_STALL_BUCKETS; b++) {
-            cum += s->stall_buckets[b];
-            ap_sbuf_printf(sb, "%s_bucket{", SNAME);
-            entry_labels(sb, s, extra_labels);
-            ap_sbuf_puts(sb, ",le=\"");
-            if (b < AP_ROUTES_STALL_BUCKETS - 1)
-                ap_prom_seconds(sb, ap_routes_stall_le_ns[b]);
-            else
-                ap_sbuf_puts(sb, "+Inf");
-            ap_sbuf_puts(sb, "\"} ");
-            ap_sbuf_u64(sb, cum);
-            ap_sbuf_putc(sb, '\n');
-        }
+        uint64_t scum[AP_ROUTES_STALL_BUCKETS - 1];
+        for (unsigned b = 0; b < AP_ROUTES_STALL_BUCKETS - 1; b++)
+            scum[b] = s->stall_buckets[b] + (b > 0 ? scum[b - 1] : 0);
         /* the time of the stalls whose durations are known: all but those merged from
          * files written before durations were kept (then the mean stands in) */
         uint64_t sum = count == s->stalls ? s->stall_ns : s->stall_ns / s->stalls * count;
-        ap_sbuf_printf(sb, "%s_sum{", SNAME);
-        entry_labels(sb, s, extra_labels);
-        ap_sbuf_puts(sb, "} ");
-        ap_prom_seconds(sb, sum);
-        ap_sbuf_printf(sb, "\n%s_count{", SNAME);
-        entry_labels(sb, s, extra_labels);
-        ap_sbuf_puts(sb, "} ");
-        ap_sbuf_u64(sb, count);
-        ap_sbuf_putc(sb, '\n');
+        histogram_sample(sb, SNAME, s, extra_labels, ap_routes_stall_le_ns, scum,
+                         AP_ROUTES_STALL_BUCKETS - 1, count, sum);
     }
     if (sb->failed) {
         ap_err_set(AP_ENOMEM, "out of memory writing metrics");
