@@ -42,7 +42,10 @@ def test_exact_counts_and_consistent_figures():
     assert n["count"] == 1000
     assert n["errors"] == 0
     assert n["path"] == ["loop"]
-    assert 0 < n["min_ns"] <= n["p50_ns"] <= n["p95_ns"] <= n["p99_ns"] <= n["max_ns"]
+    # an empty block can read 0 ns (seen once in a thousand on 3.14 under CI load: the
+    # TSC reads are not serialising); the figures stay ordered and some block took time
+    assert 0 <= n["min_ns"] <= n["p50_ns"] <= n["p95_ns"] <= n["p99_ns"] <= n["max_ns"]
+    assert n["max_ns"] > 0
     assert n["min_ns"] * 1000 <= n["total_ns"] <= n["max_ns"] * 1000
     assert n["mean_ns"] == n["total_ns"] // 1000
     assert n["cpu_ns"] <= n["total_ns"]
