@@ -72,6 +72,9 @@ static const ap_finding_kind_info kinds[AP_FK_COUNT] = {
                           "a route whose median latency (else work per request) is 25% and "
                           "1 ms or more above a baseline profile's (apiprof report --baseline), "
                           "with the function whose own time per request grew most"},
+    [AP_FK_GIL_CONTENTION] = {"gil_contention", "GIL contention",
+                              "a function that waited 10 ms or more in all for the GIL while "
+                              "other threads ran Python code (profiles with cpu=True)"},
     [AP_FK_POOL_QUEUEING] = {"pool_queueing", "thread pool full",
                              "a route whose calls into the thread pool (sync routes and "
                              "dependencies, run_in_threadpool) waited 10 ms or more in all for "
@@ -1132,6 +1135,8 @@ typedef struct lock_acc {
     ap_str_id route;
     ap_frame_id wait, func;
     uint64_t ns, count;
+    size_t tree;        /* the last tree seen, plus 1 */
+    uint64_t trees_ns;  /* time of the trees (threads) it was seen in: top nodes' totals */
 } lock_acc;
 
 /* threading.py and queue.py: the locks of Condition, Event and Queue, where the
@@ -1142,37 +1147,47 @@ static int pool_machinery(const char *file) {
     return strcmp(base, "threading.py") == 0 || strcmp(base, "queue.py") == 0;
 }
 
-static int lock_contention(ctx *c) {
+/* The nodes of synthetic frame `name` ("<lock wait>", "<gil wait>": a wait
+ * a producer measured) of every tree, summed per (route, frame) into *out
+ * (*n rows, each with the function that waited); pool workers' waits outside
+ * any request are skipped when skip_pool.  0; -1 with AP_ENOMEM. */
+static int synthetic_waits(ctx *c, const char *name, int skip_pool, lock_acc **out, size_t *n) {
     lock_acc *acc = NULL;
-    size_t n = 0, cap = 0;
-    int rc = 0;
-    for (size_t t = 0; rc == 0 && t < ap_prof_ntrees(c->p); t++) {
+    size_t cap = 0;
+    *n = 0;
+    for (size_t t = 0; t < ap_prof_ntrees(c->p); t++) {
         const ap_tree *tree = ap_prof_tree_at(c->p, t);
         ap_str_id route = c->k_route != AP_NONE ? ap_tree_label_get(tree, c->k_route) : AP_NONE;
         if (route == AP_NONE)
             route = 0;
-        for (size_t i = 1; rc == 0 && i < ap_tree_nnodes(tree); i++) {
+        for (size_t i = 1; i < ap_tree_nnodes(tree); i++) {
             const ap_node *nd = ap_tree_node(tree, (ap_node_id)i);
             const ap_frame *fr = ap_prof_frame(c->p, nd->frame);
-            if (fr->kind != AP_FRAME_OTHER || strcmp(ap_prof_frame_qualname(c->p, nd->frame), "<lock wait>") != 0)
+            if (fr->kind != AP_FRAME_OTHER || strcmp(ap_prof_frame_qualname(c->p, nd->frame), name) != 0)
                 continue;
-            if (route == 0 && pool_machinery(ap_prof_str(c->p, fr->file)))
+            if (skip_pool && route == 0 && pool_machinery(ap_prof_str(c->p, fr->file)))
                 continue;   /* a pool's worker waiting for work: idle, not contention */
             size_t k = 0;
-            while (k < n && (acc[k].route != route || acc[k].wait != nd->frame))
+            while (k < *n && (acc[k].route != route || acc[k].wait != nd->frame))
                 k++;
-            if (k == n) {
-                if (n == cap) {
+            if (k == *n) {
+                if (*n == cap) {
                     size_t nc = cap ? 2 * cap : 8;
                     lock_acc *x = realloc(acc, nc * sizeof *x);
                     if (x == NULL) {
-                        rc = ap_err_set(AP_ENOMEM, "findings: out of memory");
-                        break;
+                        free(acc);
+                        return ap_err_set(AP_ENOMEM, "findings: out of memory");
                     }
                     acc = x;
                     cap = nc;
                 }
-                acc[n++] = (lock_acc){route, nd->frame, 0, 0, 0};
+                acc[(*n)++] = (lock_acc){route, nd->frame, 0, 0, 0, 0, 0};
+            }
+            if (acc[k].tree != t + 1) {
+                acc[k].tree = t + 1;
+                for (const ap_node *top = ap_node_first_child(ap_tree_node(tree, 0)); top != NULL;
+                     top = ap_node_next_sibling(top))
+                    acc[k].trees_ns += top->m[AP_M_TOTAL_NS];
             }
             const ap_node *parent = ap_tree_node(tree, nd->parent);
             if (parent != NULL && parent->id != 0)
@@ -1181,6 +1196,14 @@ static int lock_contention(ctx *c) {
             acc[k].count += nd->m[AP_M_CALLS];
         }
     }
+    *out = acc;
+    return 0;
+}
+
+static int lock_contention(ctx *c) {
+    lock_acc *acc = NULL;
+    size_t n = 0;
+    int rc = synthetic_waits(c, "<lock wait>", 1, &acc, &n);
     for (size_t k = 0; rc == 0 && k < n; k++) {
         if (acc[k].ns < AP_FINDING_LOCK_MIN_NS)
             continue;
@@ -1207,6 +1230,49 @@ static int lock_contention(ctx *c) {
             tail, w->line, (unsigned long long)acc[k].count, acc[k].count == 1 ? "" : "s",
             dur(d2, sizeof d2, (double)acc[k].ns / (double)(acc[k].count ? acc[k].count : 1)),
             acc[k].count > 1 ? "the requests queue on that lock" : "once, which may be a hiccup");
+    }
+    free(acc);
+    return rc;
+}
+
+/* ---- GIL contention -------------------------------------------------------------------
+ * The tracer's GIL waits (cpu=True) are nodes of "<gil wait>" under the
+ * function that waited.  One finding per (route, function) with 10 ms or more;
+ * its share is of the time of the threads it waited in (their trees' top
+ * nodes): high when a quarter or more, over more than one wait. */
+static int gil_contention(ctx *c) {
+    lock_acc *acc = NULL;
+    size_t n = 0;
+    int rc = synthetic_waits(c, "<gil wait>", 0, &acc, &n);
+    for (size_t k = 0; rc == 0 && k < n; k++) {
+        if (acc[k].ns < AP_FINDING_LOCK_MIN_NS)
+            continue;
+        double share = acc[k].trees_ns ? (double)acc[k].ns / (double)acc[k].trees_ns : 0.0;
+        ap_finding *f = fnew(&c->out, AP_FK_GIL_CONTENTION,
+                             acc[k].count <= 1 ? AP_SEV_INFO
+                             : share >= AP_FINDING_GIL_SHARE ? AP_SEV_HIGH : AP_SEV_MEDIUM);
+        if (f == NULL) {
+            rc = -1;
+            break;
+        }
+        const ap_frame *w = ap_prof_frame(c->p, acc[k].wait);
+        f->route = acc[k].route;
+        f->frame = acc[k].func;
+        f->value = acc[k].ns;
+        f->share = share;
+        f->count = acc[k].count;
+        char d1[32], d2[32];
+        say(f,
+            "%s%s%s (%s:%u) waited %s for the GIL (%.0f%% of its threads' time), %llu wait%s of %s "
+            "each: other threads were running Python code, and only one thread runs it at a "
+            "time; CPU-bound Python in threads does not run in parallel (a process pool does, "
+            "or C code that releases the GIL)",
+            acc[k].route ? ap_prof_str(c->p, acc[k].route) : "", acc[k].route ? ": " : "",
+            acc[k].func ? ap_prof_frame_qualname(c->p, acc[k].func) : "the code",
+            short_path(ap_prof_str(c->p, w->file)), w->line, dur(d1, sizeof d1, (double)acc[k].ns),
+            100.0 * share,
+            (unsigned long long)acc[k].count, acc[k].count == 1 ? "" : "s",
+            dur(d2, sizeof d2, (double)acc[k].ns / (double)(acc[k].count ? acc[k].count : 1)));
     }
     free(acc);
     return rc;
@@ -1653,7 +1719,7 @@ int ap_findings_build(ap_prof *p, const ap_prof *lines, ap_prof *baseline, ap_fi
             goto err;
     }
     if (blocking_calls(&c, routes, nroutes) != 0 || n_plus_one(&c) != 0 || loop_stalls(&c) != 0 ||
-        lock_contention(&c) != 0 || (baseline != NULL && regressions(&c, baseline) != 0))
+        lock_contention(&c) != 0 || gil_contention(&c) != 0 || (baseline != NULL && regressions(&c, baseline) != 0))
         goto err;
     for (size_t i = 0; i < nroutes; i++)
         if (await_bound(&c, &routes[i]) != 0 || pool_queueing(&c, &routes[i]) != 0 ||

@@ -75,6 +75,7 @@ typedef enum ap_finding_kind {
                              >= AP_QUERY_N_PLUS_ONE times in one request from one line */
     AP_FK_REGRESSION,     /* a route slower than in a baseline profile, and what grew most */
     AP_FK_POOL_QUEUEING,  /* a route's calls waited for a free thread of the pool */
+    AP_FK_GIL_CONTENTION, /* a function waited for the GIL while other threads ran */
     AP_FK_COUNT
 } ap_finding_kind;
 
@@ -126,7 +127,8 @@ typedef struct ap_finding {
 #define AP_FINDING_WAIT_SHARE 0.5            /* a route waiting >= half of its time... */
 #define AP_FINDING_WAIT_MIN_NS 10000000u     /* ...for >= 10 ms in total, */
 #define AP_FINDING_WAIT_PER_REQ_NS 20000000u /* or waiting >= 20 ms per request */
-#define AP_FINDING_LOCK_MIN_NS 10000000u   /* lock waits of >= 10 ms in all at one line */
+#define AP_FINDING_LOCK_MIN_NS 10000000u   /* lock (and GIL) waits of >= 10 ms in all at one line */
+#define AP_FINDING_GIL_SHARE 0.25            /* GIL waits of >= 25% of the threads' time: high */
 #define AP_FINDING_REPEAT_PER_REQ 10         /* >= 10 database calls (or pool hops) per request */
 #define AP_FINDING_LEAK_BYTES 262144u        /* a route whose requests left >= 256 KiB alive... */
 #define AP_FINDING_LEAK_PER_REQ 256u         /* ...and >= 256 bytes per request served */

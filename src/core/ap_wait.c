@@ -156,6 +156,7 @@ static const ap_wait_rule builtin[] = {
     CALL(LOCK, "Semaphore.acquire", "asyncio/locks.py", NULL),
     CALL(LOCK, "Condition.wait", "asyncio/locks.py", NULL),
     CALL(LOCK, "<lock wait>", NULL, NULL), /* the tracer's timed `with lock:` waits */
+    CALL(GIL, "<gil wait>", NULL, NULL),   /* the tracer's GIL waits (cpu=True) */
     /* an event loop's selector with nothing to do */
     CALL(IDLE, "select.epoll.poll", NULL, NULL),
     CALL(IDLE, "select.poll.poll", NULL, NULL),
@@ -206,10 +207,6 @@ int ap_wait_library_file(const char *file) {
 
 int ap_wait_generated_file(const char *file) {
     return file[0] == '<' && strncmp(file, "<frozen ", 8) != 0;
-}
-
-int ap_wait_ruled(unsigned k) {
-    return k < AP_WAIT_COUNT && k != AP_WAIT_GIL;
 }
 
 /* ---- user rows ---------------------------------------------------------------------- */
@@ -265,7 +262,8 @@ static int rules_parse(const char *spec, rules *r) {
             w->file = at + 1;
         }
         w->frame = pat;
-        if (w->kind >= AP_WAIT_COUNT || !ap_wait_ruled(w->kind) || pat[0] == '\0')
+        /* gil is measured (the tracer's <gil wait> frames), not a user's to rule */
+        if (w->kind >= AP_WAIT_COUNT || w->kind == AP_WAIT_GIL || pat[0] == '\0')
             goto bad;
         r->nuser++;
     }
@@ -398,8 +396,7 @@ int ap_wait_classify(ap_prof *p) {
         for (size_t i = 1; i < n; i++) {
             ap_node *node = (ap_node *)ap_tree_node(t, (ap_node_id)i);
             for (unsigned k = 0; k < AP_WAIT_COUNT; k++)
-                if (ap_wait_ruled(k))
-                    node->m[kinds_tab[k].metric] = 0;
+                node->m[kinds_tab[k].metric] = 0;
             unsigned k = kinds[i];
             if (k >= AP_WAIT_COUNT)
                 continue;
@@ -433,8 +430,6 @@ int ap_wait_classify(ap_prof *p) {
             ap_node *up = (ap_node *)ap_tree_node(t, node->parent);
             uint64_t *ua = &awk[(size_t)node->parent * AP_WAIT_COUNT];
             for (unsigned k = 0; k < AP_WAIT_COUNT; k++) {
-                if (!ap_wait_ruled(k))
-                    continue;
                 ua[k] += a[k];
                 up->m[kinds_tab[k].metric] += node->m[kinds_tab[k].metric] - a[k];
             }

@@ -16,10 +16,11 @@
  * split read the same numbers.  The JSON export groups them per function as
  * "waits": {name: ns}.
  *
- * Who fills them: measuring producers fill the kinds only they can see
- * (lock, gil, thread_pool); the others are decided from what the time was
- * spent in, by the rules of ap_wait.c, when a profile is finished.  Both
- * write the same metrics, so every writer shows them alike.  Adding a kind:
+ * Who fills them: the rules of ap_wait.c, from what the time was spent in,
+ * when a profile is finished.  A producer that measures a wait no frame shows
+ * (the tracer's `with lock:` and GIL waits) records it as a node of a
+ * synthetic frame ("<lock wait>", "<gil wait>") that a row names, so every
+ * writer shows all kinds alike.  Adding a kind:
  * append it here, give it a metric in ap_metric.h and a row in ap_wait.c. */
 typedef enum ap_wait_kind {
     AP_WAIT_NETWORK = 0, /* sockets, streams, HTTP clients */
@@ -115,9 +116,6 @@ int ap_wait_library_file(const char *file);
  * library): nobody's line, the work of whoever called it.  Can't fail. */
 int ap_wait_generated_file(const char *file);
 
-/* The kinds the rules decide (all but the one only producers measure: gil):
- * 1 for kind k.  Can't fail. */
-int ap_wait_ruled(unsigned k);
 
 /* Per node of tree t of p, the kind of its own wait (see above), or
  * AP_WAIT_COUNT: kinds[] has ap_tree_nnodes(t) entries.  A node that a row

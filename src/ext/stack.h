@@ -51,6 +51,8 @@ typedef struct apext_thread {
     uint64_t serial;      /* apext_stack_serial() of its thread */
     int named;            /* the tree has its "thread" label */
     void *ext;            /* the producer's per-thread data, freed by ops->thread_free */
+    uint64_t cpu_wall;    /* the tracer with cpu=True: the wall clock and thread CPU clock */
+    uint64_t cpu_at;      /* of its last CPU reading (its GIL waits), cpu_wall 0: none yet */
     struct apext_thread *next;
 } apext_thread;
 

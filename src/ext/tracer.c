@@ -86,6 +86,7 @@ typedef struct TracerObject {
     const void *loop_keys[2];  /* keys of uvloop's run_until_complete / run_forever, once seen */
     PyObject *site_code;     /* the call site of the C call being closed (3.12+: code, */
     int site_offset;         /* offset; 3.11: the calling frame), else NULL; borrowed */
+    const apext_thread *gil_last; /* cpu=True: the thread of the last event (GIL waits) */
 } TracerObject;
 
 /* The shadow-stack entry with cpu=True (the session's frame_size then): the
@@ -321,6 +322,8 @@ static void tracer_close_top(apext_thread *ts, uint64_t now) {
         cpu_frame *e = (cpu_frame *)apext_stack_at(ts, ts->depth - 1);
         uint64_t c = ap_clock_thread_cpu_ns();
         uint64_t el = c >= e->cpu0 ? c - e->cpu0 : 0;
+        ts->cpu_wall = now;
+        ts->cpu_at = c;
         e->f.node->m[AP_M_CPU_TOTAL_NS] += el;
         e->f.node->m[AP_M_CPU_NS] += el > e->cpu_child ? el - e->cpu_child : 0;
         if (ts->depth > 2)   /* the caller is a frame, not the root */
@@ -331,11 +334,12 @@ static void tracer_close_top(apext_thread *ts, uint64_t now) {
 
 /* A frame entered or reopened in another tree starts its CPU count now
  * (entries are cpu_frames only with cpu=True). */
-static void tracer_cpu_start(apext_thread *ts, apext_frame *e) {
+static void tracer_cpu_start(apext_thread *ts, apext_frame *e, uint64_t now) {
     cpu_frame *c = (cpu_frame *)e;
     c->cpu0 = ap_clock_thread_cpu_ns();
     c->cpu_child = 0;
-    (void)ts;
+    ts->cpu_wall = now;
+    ts->cpu_at = c->cpu0;
 }
 
 /* The loop role of entry e (of a frame reopened after a phase switch). */
@@ -353,7 +357,7 @@ static int loop_entry_role(TracerObject *t, const apext_frame *e) {
 static void tracer_reopen(apext_thread *ts, apext_frame *e) {
     TracerObject *t = running_tracer();
     if (t != NULL && t->cpu_split && ts->ident == PyThread_get_thread_ident())
-        tracer_cpu_start(ts, e);
+        tracer_cpu_start(ts, e, ap_clock_now_ns());
     int role = t != NULL && t->stall_ns ? loop_entry_role(t, e) : 0;
     if (role != 0) {   /* a loop frame closed at the switch goes on: as if entered now */
         size_t depth = ts->depth;
@@ -379,7 +383,7 @@ static inline void tracer_enter(TracerObject *t, apext_thread *ts, ap_frame_id f
         n = apext_stack_enter_at(&t->sess, ts, tree, parent, frame, key, now, calls);
     }
     if (t->cpu_split && n != NULL)
-        tracer_cpu_start(ts, apext_stack_at(ts, ts->depth - 1));
+        tracer_cpu_start(ts, apext_stack_at(ts, ts->depth - 1), now);
     if (ts->ext != NULL && n != NULL)
         stall_step_start(ts);
 }
@@ -477,8 +481,8 @@ static inline int in_scope(TracerObject *t) {
  * becomes a call of a "<lock wait>" frame whose file and line are the
  * acquiring line (so the function table has a row per contended line, and the
  * acquiring function's self time no longer holds the wait), entered at t0 and
- * closed at t1 like any callee; and t1 - t0 is added to AP_M_WAIT_LOCK_NS of
- * every open frame (the metric is inclusive). */
+ * closed at t1 like any callee; the wait rules (ap_wait.c) give it its kind,
+ * lock, in AP_M_WAIT_LOCK_NS of that node and of every ancestor. */
 
 static char lock_wait_key;   /* the key of "<lock wait>" frames on the stack */
 
@@ -506,6 +510,56 @@ void apext_tracer_lock_wait(uint64_t t0, uint64_t t1) {
     if (apext_stack_at(ts, ts->depth - 1)->key != &lock_wait_key)
         return;   /* not entered (noted) */
     tracer_exit(t, ts, &lock_wait_key, t1); /* its kind, lock, from the wait rules (ap_wait.c) */
+}
+
+/* ---- GIL waits ---------------------------------------------------------------------
+ * With cpu=True (and builtins), a thread that was running Python code and
+ * whose next event finds that another thread had an event in between (the
+ * GIL went to that thread and came back) waited for the GIL for the wall time
+ * since its last CPU reading less the CPU time it used in that interval.
+ * While its innermost frame is a Python function the thread cannot be off the
+ * CPU for another reason the tracer would see: a blocking C call is a frame
+ * of its own (its off-CPU time is that call's, sleep, network, lock...).  The
+ * wait becomes a call of a "<gil wait>" frame (file and first line of the
+ * waiting function) entered at now - wait and closed now, so the function's
+ * self time leaves it out; its kind, gil, comes from the wait rules
+ * (ap_wait.c).  What it also holds: time waiting for a core while other
+ * threads ran (more runnable threads than cores), and off-CPU time of code the
+ * tracer does not see between two events (a filtered-out function's blocking
+ * call, a C slot such as a file iterator's read); what it misses: a switch
+ * during which the other thread made no event (a loop without calls).
+ * docs/waits.md says so. */
+
+#define GIL_WAIT_MIN_NS 1000u   /* shorter gaps are the two clocks' skew */
+
+static char gil_wait_key;   /* the key of "<gil wait>" frames on the stack */
+
+static void gil_check(TracerObject *t, apext_thread *ts, uint64_t now) {
+    const apext_thread *last = t->gil_last;
+    t->gil_last = ts;
+    if (last == ts || last == NULL || ts->cpu_wall == 0 || ts->depth < 2 || !t->builtins ||
+        now <= ts->cpu_wall)
+        return;
+    apext_frame *top = apext_stack_at(ts, ts->depth - 1);
+    ap_prof *p = t->sess.prof;
+    const ap_frame *tf = ap_prof_frame(p, top->node->frame);
+    if (tf == NULL || tf->kind != AP_FRAME_PYTHON || top->key == &gil_wait_key)
+        return;
+    uint64_t c = ap_clock_thread_cpu_ns();
+    uint64_t wall = now - ts->cpu_wall, cpu = c > ts->cpu_at ? c - ts->cpu_at : 0;
+    if (wall <= cpu + GIL_WAIT_MIN_NS)
+        return;
+    ap_str_id name = ap_prof_intern(p, "<gil wait>", 10);
+    ap_frame f = {name, name, tf->file, tf->line, 0, AP_FRAME_OTHER};
+    ap_frame_id id = name == AP_NONE ? AP_NONE : ap_prof_frame_intern(p, &f);
+    if (id == AP_NONE) {
+        apext_session_fail(&t->sess, "gil wait");
+        return;
+    }
+    tracer_enter(t, ts, id, &gil_wait_key, now - (wall - cpu), 1);
+    if (apext_stack_at(ts, ts->depth - 1)->key != &gil_wait_key)
+        return;   /* not entered (noted) */
+    tracer_exit(t, ts, &gil_wait_key, now);
 }
 
 /* ---- names and filters ----------------------------------------------------------- */
@@ -765,6 +819,8 @@ static inline void on_py_enter(TracerObject *t, code_rec *rec, PyCodeObject *co,
     apext_thread *ts = apext_stack_thread(&t->sess, PRODUCER);
     if (ts == NULL)
         return;
+    if (t->cpu_split)
+        gil_check(t, ts, now);
     tracer_enter(t, ts, rec->info.frame, co, now, (uint64_t)start);
     if (rec->loop)
         stall_loop_enter(t, ts, rec->loop);
@@ -782,6 +838,8 @@ static inline void on_py_exit(TracerObject *t, code_rec *rec, PyCodeObject *co,
     apext_thread *ts = apext_stack_thread(&t->sess, PRODUCER);
     if (ts == NULL)
         return;
+    if (t->cpu_split)
+        gil_check(t, ts, now);
     if (tracer_exit(t, ts, co, now) != NULL && yield && rec->info.awaits)
         suspend(t, frame_key);
 }
@@ -799,6 +857,8 @@ static inline void on_c_enter(TracerObject *t, PyObject *callable, uint64_t now)
     apext_thread *ts = apext_stack_thread(&t->sess, PRODUCER);
     if (ts == NULL)
         return;
+    if (t->cpu_split)
+        gil_check(t, ts, now);
     tracer_enter(t, ts, frame, key, now, 1);
     if (t->stall_ns && key != NULL && (key == t->loop_keys[0] || key == t->loop_keys[1]))
         stall_loop_enter(t, ts, LOOP_RUNNER);
@@ -819,8 +879,11 @@ static inline void on_c_exit(TracerObject *t, PyObject *callable, uint64_t now) 
     if (key == NULL && (key = compiled_function(callable)) == NULL)
         return;
     apext_thread *ts = apext_stack_thread(&t->sess, PRODUCER);
-    if (ts != NULL)
-        tracer_exit(t, ts, key, now);
+    if (ts == NULL)
+        return;
+    if (t->cpu_split)
+        t->gil_last = ts;   /* its innermost frame is this C call: no GIL wait */
+    tracer_exit(t, ts, key, now);
 }
 
 #if AP_MONITORING
@@ -1128,6 +1191,7 @@ static void tracer_dealloc(PyObject *owner) {
 static int tracer_prepare(PyObject *owner) {
     TracerObject *t = (TracerObject *)owner;
     apext_labels_start(&t->labels);
+    t->gil_last = NULL;
     t->plain = !t->labels.on && t->scope_var == NULL && !t->timeline.on && !t->cpu_split &&
                !t->sess.cpu_clock && t->sess.frame_size == sizeof(apext_frame);
     if (t->stall_ns) {

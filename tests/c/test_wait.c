@@ -42,7 +42,6 @@ AP_TEST(wait_patterns) {
     AP_CHECK(ap_wait_generated_file("<sqlalchemy generated warned() wrapper for x>"));
     AP_CHECK(ap_wait_generated_file("<string>"));
     AP_CHECK(!ap_wait_generated_file("<frozen runpy>") && !ap_wait_generated_file("/srv/app/main.py"));
-    AP_CHECK(ap_wait_ruled(AP_WAIT_DATABASE) && !ap_wait_ruled(AP_WAIT_GIL));
 }
 
 /* A user function on a thread: sqlite (database), a selector under psycopg
@@ -75,6 +74,8 @@ AP_TEST(wait_kinds_of_calls_and_awaits) {
     ap_frame_id runsync = fr(p, "run_sync", LIB "anyio/to_thread.py", PY);
     ap_frame_id limacq = fr(p, "CapacityLimiter.acquire_on_behalf_of",
                             LIB "anyio/_backends/_asyncio.py", PY);
+    ap_frame_id gilw = fr(p, "<gil wait>", "/srv/app/main.py", AP_FRAME_OTHER);
+    ap_frame_id lockw = fr(p, "<lock wait>", "/srv/app/main.py", AP_FRAME_OTHER);
 
     ap_node *n_sql = path(t, (ap_frame_id[]){user, sqlite}, 2);
     n_sql->m[AP_M_SELF_NS] = 100;
@@ -106,6 +107,11 @@ AP_TEST(wait_kinds_of_calls_and_awaits) {
     path(t, (ap_frame_id[]){user, runsync}, 2)->m[AP_M_AWAIT_NS] = 1030 + 50;
     ap_node *n_user = path(t, (ap_frame_id[]){user}, 1);
     n_user->m[AP_M_AWAIT_NS] = 600 + 700 + 800 + 900 + 1080;
+    /* the tracer's measured waits: synthetic frames the table names */
+    ap_node *n_gil = path(t, (ap_frame_id[]){user, hx, gilw}, 3);
+    n_gil->m[AP_M_SELF_NS] = 11;
+    ap_node *n_lockw = path(t, (ap_frame_id[]){user, lockw}, 2);
+    n_lockw->m[AP_M_SELF_NS] = 13;
 
     for (int round = 0; round < 2; round++) { /* a second finish gives the same */
         AP_CHECK(ap_prof_finish(p) == 0);
@@ -132,6 +138,11 @@ AP_TEST(wait_kinds_of_calls_and_awaits) {
         AP_CHECK_EQ_U64(W(SLEEP, n_user), 600);
         AP_CHECK_EQ_U64(W(IDLE, n_user), 0);
         AP_CHECK_EQ_U64(W(IDLE, path(t, (ap_frame_id[]){wrun}, 1)), 500);
+        AP_CHECK_EQ_U64(W(GIL, n_gil), 11);
+        AP_CHECK_EQ_U64(W(GIL, path(t, (ap_frame_id[]){user, hx}, 2)), 11);
+        AP_CHECK_EQ_U64(W(GIL, n_user), 11);
+        AP_CHECK_EQ_U64(W(LOCK, n_lockw), 13);
+        AP_CHECK_EQ_U64(W(LOCK, n_user), 13);
     }
     uint8_t kinds[64];
     AP_CHECK(ap_tree_nnodes(t) <= sizeof kinds);

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -57,6 +58,71 @@ def test_cpu_split_identity_and_waiting():
 
 def fib(n: int) -> int:
     return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+
+def compute(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        fib(12)
+
+
+def doze(times: int) -> None:
+    for _ in range(times):
+        time.sleep(0.1)
+
+
+def threads_profile(*targets: tuple, found: list | None = None) -> dict[str, dict]:
+    """The function rows by qualname; the `<gil wait>` rows (one per waiting function)
+    summed into one; the gil_contention findings appended to found."""
+    with apiprof.Profiler(cpu=True) as p:
+        ts = [threading.Thread(target=f, args=a) for f, a in targets]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    r = rows(p)
+    if found is not None:
+        found += [f for f in p.profile.findings() if f["kind"] == "gil_contention"]
+    waits = [f for f in p.functions() if f["qualname"] == "<gil wait>"]
+    if waits:
+        r["<gil wait>"] = {k: sum(f[k] for f in waits) if isinstance(waits[0][k], int) else
+                           {f[k] for f in waits} for k in ("calls", "self_ns", "total_ns",
+                                                           "wait_gil_ns", "kind", "file")}
+    return r
+
+
+def test_gil_wait_of_cpu_bound_threads():
+    """Two CPU-bound pure-Python threads run in turns: each waits for the GIL about half of
+    its wall time, recorded as calls of `<gil wait>` under the function that waited (kind
+    gil, inclusive up the stack), out of its own time. One such thread alone waits for
+    next to nothing, and a thread that sleeps beside it waits in `time.sleep` (sleep),
+    not for the GIL."""
+    found: list = []
+    pair = threads_profile((compute, (0.4,)), (compute, (0.4,)), found=found)
+    c, g = pair["compute"], pair["<gil wait>"]
+    assert 0.25 * c["total_ns"] < c["wait_gil_ns"] < 0.75 * c["total_ns"]
+    assert g["wait_gil_ns"] == g["self_ns"] == g["total_ns"] and g["kind"] == {"other"}
+    assert g["file"] == {__file__} and g["calls"] >= 2
+    # The wait is not in the waiting functions' own time (else it would count twice).
+    assert pair["fib"]["self_ns"] + c["self_ns"] + g["total_ns"] <= c["total_ns"]
+    ran = pair["fib"]["total_ns"] - pair["fib"]["wait_gil_ns"]
+    assert pair["fib"]["cpu_total_ns"] > 0.5 * ran
+
+    # Written down: the function that waited most (fib runs most of the time), high.
+    top = max(found, key=lambda f: f["value"])
+    assert top["severity"] == "high" and top["function"] == "fib", found
+    where = f"test_cpu_split.py:{fib.__code__.co_firstlineno}"
+    assert "for the GIL" in top["message"] and where in top["message"]
+
+    found.clear()
+    alone = threads_profile((compute, (0.3,)), found=found)
+    assert found == []
+    assert alone["compute"].get("wait_gil_ns", 0) < 0.05 * alone["compute"]["total_ns"]
+
+    beside = threads_profile((compute, (0.4,)), (doze, (3,)))
+    d = beside["doze"]
+    assert d["wait_sleep_ns"] >= 300_000_000
+    assert d.get("wait_gil_ns", 0) < 0.1 * d["total_ns"]
 
 
 def test_cpu_total_counts_recursion_once():
