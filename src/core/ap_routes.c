@@ -88,6 +88,7 @@ static ap_route_stat *append_entry(ap_routes *t, const char *route, size_t route
     s->mem_requests = s->alloc_bytes = s->retained_bytes = s->live_bytes = 0;
     s->retained_max = s->stalls = s->stall_ns = s->stall_max_ns = 0;
     memset(s->stall_buckets, 0, sizeof s->stall_buckets);
+    memset(s->stall_sites, 0, sizeof s->stall_sites);
     ap_hist_init(&s->wall);
     t->entries[t->n++] = s;
     return s;
@@ -154,18 +155,67 @@ void ap_routes_reset(ap_routes *t) {
         s->retained_max = s->stalls = s->stall_ns = s->stall_max_ns = 0;
         memset(s->wait_ns, 0, sizeof s->wait_ns);
         memset(s->stall_buckets, 0, sizeof s->stall_buckets);
+        memset(s->stall_sites, 0, sizeof s->stall_sites);
         ap_hist_reset(&s->wall);
     }
+}
+
+void ap_routes_add_stall_site(ap_route_stat *s, const char *text, size_t len, uint64_t n,
+                              uint64_t ns, uint64_t max_ns) {
+    if (n == 0 || len == 0)
+        return;
+    if (len > AP_ROUTES_SITE_MAX)
+        len = AP_ROUTES_SITE_MAX;
+    ap_route_site *sites = s->stall_sites, *at = NULL;
+    for (unsigned i = 0; i < AP_ROUTES_STALL_SITES && at == NULL; i++)
+        if (sites[i].stalls != 0 && sites[i].len == len && memcmp(sites[i].text, text, len) == 0)
+            at = &sites[i];
+    if (at == NULL) {   /* an empty slot, else the one with the least time if this has more */
+        at = &sites[AP_ROUTES_STALL_SITES - 1];
+        for (unsigned i = 0; i < AP_ROUTES_STALL_SITES; i++)
+            if (sites[i].stalls == 0 || sites[i].ns < at->ns) {
+                at = &sites[i];
+                if (at->stalls == 0)
+                    break;
+            }
+        if (at->stalls != 0 && at->ns >= ns)
+            return;
+        at->stalls = at->ns = at->max_ns = 0;
+        memcpy(at->text, text, len);
+        at->text[len] = '\0';
+        at->len = (uint16_t)len;
+    }
+    at->stalls += n;
+    at->ns += ns;
+    if (max_ns > at->max_ns)
+        at->max_ns = max_ns;
+    /* keep them by time, the most first (three: an insertion pass) */
+    for (unsigned i = 1; i < AP_ROUTES_STALL_SITES; i++)
+        for (unsigned j = i; j > 0 && sites[j].ns > sites[j - 1].ns; j--) {
+            ap_route_site tmp = sites[j];
+            sites[j] = sites[j - 1];
+            sites[j - 1] = tmp;
+        }
 }
 
 /* ---- encoding ----------------------------------------------------------------- */
 
 static const uint8_t MAGIC[4] = {'A', 'P', 'R', 'T'};
 #define FIXED_ENTRY_BYTES \
-    (4 + 1 + 1 + 8 + 8 + 8 + 4 + 8 + 1 + 5 * 8 + 3 * 8 + 1 + AP_ROUTES_STALL_BUCKETS * 8)
+    (4 + 1 + 1 + 8 + 8 + 8 + 4 + 8 + 1 + 5 * 8 + 3 * 8 + 1 + AP_ROUTES_STALL_BUCKETS * 8 + 1)
+#define SITE_FIXED_BYTES (3 * 8 + 2)
 #define WAIT_NAME_MAX 32
 
 _Static_assert(AP_WAIT_COUNT <= AP_ROUTES_WAITS, "AP_ROUTES_WAITS must hold every wait kind");
+
+/* Bytes of the stall sites of s in the encoding (after nsites). */
+static size_t sites_size(const ap_route_stat *s) {
+    size_t n = 0;
+    for (unsigned i = 0; i < AP_ROUTES_STALL_SITES; i++)
+        if (s->stall_sites[i].stalls != 0)
+            n += SITE_FIXED_BYTES + s->stall_sites[i].len;
+    return n;
+}
 
 /* Bytes of the waits of s in the encoding (after nwaits). */
 static size_t waits_size(const ap_route_stat *s) {
@@ -183,7 +233,7 @@ size_t ap_routes_encoded_size(const ap_routes *t) {
         if (s->wall.count == 0)
             continue;
         n += FIXED_ENTRY_BYTES + s->route_len + strlen(s->method) + ap_hist_encoded_size(&s->wall) +
-             waits_size(s);
+             waits_size(s) + sites_size(s);
     }
     return n;
 }
@@ -258,6 +308,21 @@ size_t ap_routes_encode(const ap_routes *t, uint8_t *buf, size_t cap) {
         *p++ = AP_ROUTES_STALL_BUCKETS;
         for (unsigned b = 0; b < AP_ROUTES_STALL_BUCKETS; b++)
             p = put_le(p, s->stall_buckets[b], 8);
+        uint8_t *nsites_at = p++;
+        unsigned nsites = 0;
+        for (unsigned i = 0; i < AP_ROUTES_STALL_SITES; i++) {
+            const ap_route_site *site = &s->stall_sites[i];
+            if (site->stalls == 0)
+                continue;
+            p = put_le(p, site->stalls, 8);
+            p = put_le(p, site->ns, 8);
+            p = put_le(p, site->max_ns, 8);
+            p = put_le(p, site->len, 2);
+            memcpy(p, site->text, site->len);
+            p += site->len;
+            nsites++;
+        }
+        *nsites_at = (uint8_t)nsites;
         written++;
     }
     put_le(count_at, written, 4);
@@ -360,6 +425,33 @@ static int walk(ap_routes *t, ap_hist *tmp, const uint8_t *buf, size_t len) {
             for (unsigned b = 0; b < AP_ROUTES_STALL_BUCKETS; b++)
                 buckets[b] = get_le(&r, 8);
         }
+        struct {
+            uint64_t n, ns, max;
+            uint64_t len;
+            const uint8_t *text;
+        } sites[AP_ROUTES_STALL_SITES];
+        uint64_t nsites = 0, site_stalls = 0;
+        if (version >= 5) {
+            nsites = get_le(&r, 1);
+            if (!r.bad && nsites > AP_ROUTES_STALL_SITES)
+                return ap_err_set(AP_ECORRUPT, "route statistics: %llu stall sites, at most %d",
+                                  (unsigned long long)nsites, AP_ROUTES_STALL_SITES);
+            for (uint64_t k = 0; k < nsites && !r.bad; k++) {
+                sites[k].n = get_le(&r, 8);
+                sites[k].ns = get_le(&r, 8);
+                sites[k].max = get_le(&r, 8);
+                sites[k].len = get_le(&r, 2);
+                if (!r.bad && (sites[k].n == 0 || sites[k].len == 0 ||
+                               sites[k].len > AP_ROUTES_SITE_MAX))
+                    return ap_err_set(AP_ECORRUPT, "route statistics: a stall site of %llu "
+                                      "stalls and %llu bytes", (unsigned long long)sites[k].n,
+                                      (unsigned long long)sites[k].len);
+                sites[k].text = get_bytes(&r, sites[k].len);
+                if (sites[k].n > UINT64_MAX - site_stalls)
+                    return ap_err_set(AP_ECORRUPT, "route statistics: more stalls at sites than stalls");
+                site_stalls += sites[k].n;
+            }
+        }
         if (r.bad)
             break;
         if (cls >= AP_ROUTES_CLASSES)
@@ -377,6 +469,8 @@ static int walk(ap_routes *t, ap_hist *tmp, const uint8_t *buf, size_t len) {
                 return ap_err_set(AP_ECORRUPT, "route statistics: more stall durations than stalls");
             left -= buckets[b];
         }
+        if (site_stalls > stall[0])
+            return ap_err_set(AP_ECORRUPT, "route statistics: more stalls at sites than stalls");
         if (t == NULL)
             continue;
         ap_route_stat *s = ap_routes_get(t, (const char *)route, rlen, (const char *)method,
@@ -397,6 +491,9 @@ static int walk(ap_routes *t, ap_hist *tmp, const uint8_t *buf, size_t len) {
         if (mem[4] > s->retained_max)
             s->retained_max = mem[4];
         ap_routes_add_stalls(s, stall[0], stall[1], stall[2], buckets);
+        for (uint64_t k = 0; k < nsites; k++)
+            ap_routes_add_stall_site(s, (const char *)sites[k].text, sites[k].len, sites[k].n,
+                                     sites[k].ns, sites[k].max);
     }
     if (r.bad)
         return ap_err_set(AP_ECORRUPT, "route statistics: truncated");

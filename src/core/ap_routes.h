@@ -42,6 +42,23 @@ static inline unsigned ap_routes_stall_bucket(uint64_t ns) {
     return b;
 }
 
+/* Where a route's stalls were: the code the loop thread was running during a stall
+ * (the middleware's watchdog, docs/asgi.md), as an opaque text that identifies it (the
+ * middleware writes "function\tfile\tline\tcall path"), at most AP_ROUTES_SITE_MAX
+ * bytes (longer ones are truncated), with the stalls seen there.  A route keeps the
+ * AP_ROUTES_STALL_SITES sites with the most stall time; a site pushed out by one with
+ * more loses its counts (the route's stalls still count them). */
+#define AP_ROUTES_STALL_SITES 3
+#define AP_ROUTES_SITE_MAX 480
+
+typedef struct ap_route_site {
+    uint64_t stalls;                        /* 0: an empty slot */
+    uint64_t ns;                            /* their time */
+    uint64_t max_ns;                        /* the longest */
+    uint16_t len;
+    char text[AP_ROUTES_SITE_MAX + 1];      /* NUL-terminated */
+} ap_route_site;
+
 /* One key's statistics.  Plain data apart from `route`, which the table owns. */
 typedef struct ap_route_stat {
     char *route;                            /* NUL-terminated; owned by the table */
@@ -66,6 +83,8 @@ typedef struct ap_route_stat {
     uint64_t stall_ns;                      /* their time */
     uint64_t stall_max_ns;                  /* the longest */
     uint64_t stall_buckets[AP_ROUTES_STALL_BUCKETS]; /* their durations (see above) */
+    ap_route_site stall_sites[AP_ROUTES_STALL_SITES]; /* where the stalls were (see above),
+                                                          by stall time, the most first */
 } ap_route_stat;
 
 typedef struct ap_routes ap_routes;         /* private to ap_routes.c */
@@ -131,6 +150,11 @@ static inline void ap_routes_add_stalls(ap_route_stat *s, uint64_t n, uint64_t s
         s->stall_buckets[b] += buckets[b];
 }
 
+/* Add n stalls of ns in all (the longest max_ns) at the site text[0, len) to s's
+ * sites (see ap_route_site); len beyond AP_ROUTES_SITE_MAX is cut.  Can't fail. */
+void ap_routes_add_stall_site(ap_route_stat *s, const char *text, size_t len, uint64_t n,
+                              uint64_t ns, uint64_t max_ns);
+
 /* bytes that a finished request of s retained were freed: they leave its
  * live bytes (which never go below zero: a reset may have emptied them).
  * Can't fail. */
@@ -178,12 +202,17 @@ void ap_routes_reset(ap_routes *t);
  *     u8     nbuckets = AP_ROUTES_STALL_BUCKETS
  *     u64    stall_buckets[nbuckets]   summed <= stalls (less when a version 3 file was
  *                                      merged in: its stalls have no durations)
+ *     (version 5 on:)
+ *     u8     nsites            <= AP_ROUTES_STALL_SITES
+ *     nsites times:
+ *       u64  stalls, ns, max_ns          (stalls >= 1; summed over the sites <= stalls)
+ *       u16  text_len, then text_len bytes, 1..AP_ROUTES_SITE_MAX
  *
  * Kinds travel by name, so a reader whose list of kinds differs drops only
- * the names it does not know.  Versions 1 (no waits), 2 (no memory) and 3 (no stall
- * durations) are still read.  Empty
+ * the names it does not know.  Versions 1 (no waits), 2 (no memory), 3 (no stall
+ * durations) and 4 (no stall sites) are still read.  Empty
  * entries are left out, so a reset table encodes as no entries. */
-#define AP_ROUTES_VERSION 4
+#define AP_ROUTES_VERSION 5
 
 /* Exact size of ap_routes_encode()'s output for t.  Can't fail. */
 size_t ap_routes_encoded_size(const ap_routes *t);

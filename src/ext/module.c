@@ -8,6 +8,7 @@
 #include "labels.h"
 #include "session.h"
 #include "spyboard.h"
+#include "stallwatch.h"
 
 PyObject *apext_raise_core(const char *what) {
     PyObject *type;
@@ -90,6 +91,8 @@ static int module_exec(PyObject *module) {
     if (PyModule_AddFunctions(module, apext_labels_methods) < 0)
         return -1;
     if (PyModule_AddFunctions(module, apext_queries_methods) < 0)
+        return -1;
+    if (PyModule_AddFunctions(module, apext_stallwatch_methods) < 0)
         return -1;
     if (PyModule_AddFunctions(module, apext_spyboard_methods) < 0 || apext_spyboard_init() < 0)
         return -1;

@@ -10,6 +10,7 @@
 #include "ap_findings.h"
 #include "ap_prof.h"
 #include "ap_report.h"
+#include "ap_stall.h"
 #include "ap_wait.h"
 
 typedef struct {
@@ -481,6 +482,75 @@ static PyObject *profile_set_meta(ProfileObject *self, PyObject *const *a, Py_ss
     Py_RETURN_NONE;
 }
 
+/* Intern the function-level frame of a Python function (qualname, file, first line):
+ * its id, or AP_NONE with the core's error set. */
+static ap_frame_id python_frame(ap_prof *p, const char *qualname, const char *file,
+                                uint32_t first) {
+    const char *dot = strrchr(qualname, '.');
+    const char *name = dot != NULL ? dot + 1 : qualname;
+    ap_frame f = {ap_prof_intern(p, name, strlen(name)), ap_prof_intern(p, qualname, strlen(qualname)),
+                  ap_prof_intern(p, file, strlen(file)), first, 0, AP_FRAME_PYTHON};
+    if (f.name == AP_NONE || f.qualname == AP_NONE || f.file == AP_NONE)
+        return AP_NONE;
+    return ap_prof_frame_intern(p, &f);
+}
+
+/* add_stall(start_ns, duration_ns, frames, route="", task="") */
+static PyObject *profile_add_stall(ProfileObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"start_ns", "duration_ns", "frames", "route", "task", NULL};
+    unsigned long long t0, ns;
+    PyObject *frames;
+    const char *route = "", *task = "";
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "KKO|ss:add_stall", kwlist, &t0, &ns, &frames,
+                                     &route, &task))
+        return NULL;
+    PyObject *seq = PySequence_Fast(frames, "frames: a list of (qualname, file, first_line, line)");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n == 0) {
+        Py_DECREF(seq);
+        return PyErr_Format(PyExc_ValueError, "add_stall: no frames");
+    }
+    /* the innermost AP_STALL_STACK_MAX frames are enough: a stall keeps no more */
+    Py_ssize_t first = n > (Py_ssize_t)AP_STALL_STACK_MAX ? n - (Py_ssize_t)AP_STALL_STACK_MAX : 0;
+    ap_frame_id ids[AP_STALL_STACK_MAX];
+    uint32_t lines[AP_STALL_STACK_MAX];
+    size_t k = 0, culprit = 0;
+    int app_seen = 0;
+    for (Py_ssize_t i = first; i < n; i++, k++) {
+        const char *qual, *file;
+        unsigned first_line, line;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "ssII", &qual, &file, &first_line,
+                              &line)) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+        ids[k] = python_frame(self->prof, qual, file, first_line);
+        lines[k] = line;
+        if (ids[k] == AP_NONE) {
+            Py_DECREF(seq);
+            return apext_raise_core("add_stall");
+        }
+        /* the culprit: the innermost frame of the app's code, else the innermost */
+        if (!ap_wait_library_file(file) && !ap_wait_generated_file(file)) {
+            culprit = k;
+            app_seen = 1;
+        }
+    }
+    Py_DECREF(seq);
+    if (!app_seen)
+        culprit = k - 1;
+    ap_str_id r = *route ? ap_prof_intern(self->prof, route, strlen(route)) : 0;
+    ap_str_id t = *task ? ap_prof_intern(self->prof, task, strlen(task)) : 0;
+    if (r == AP_NONE || t == AP_NONE)
+        return apext_raise_core("add_stall");
+    ap_stall st = {t0, ns, ids[culprit], lines[culprit], 0, r, t, 0, 0, 0};
+    if (ap_prof_stall_add(self->prof, &st, ids, culprit + 1) != 0)
+        return apext_raise_core("add_stall");
+    Py_RETURN_NONE;
+}
+
 static PyObject *profile_absorb(ProfileObject *self, PyObject *args) {
     PyObject *other;
     const char *key = NULL, *val = NULL;
@@ -685,6 +755,11 @@ static PyObject *profile_queries(ProfileObject *self, PyObject *Py_UNUSED(unused
 }
 
 static PyMethodDef profile_methods[] = {
+    {"add_stall", (PyCFunction)(void (*)(void))profile_add_stall, METH_VARARGS | METH_KEYWORDS,
+     "add_stall(start_ns, duration_ns, frames, route='', task='')\n\nAdd an event-loop stall "
+     "seen by another producer (the middleware's watchdog): frames are its call path, "
+     "outermost first, as (qualname, file, first_line, line); the culprit is the innermost "
+     "frame of the app's code (not a library), else the innermost."},
     {"queries", (PyCFunction)profile_queries, METH_NOARGS,
      "queries() -> list[dict]\n\nThe captured database statements: statement (normalised), "
      "count, total_ns, rows, requests, max_per_request, n_plus_one, function, file, line, "

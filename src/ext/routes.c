@@ -36,6 +36,7 @@
 #include "ap_wait.h"
 #include "memory.h"
 #include "spyboard.h"
+#include "stallwatch.h"
 
 enum {
     S_TYPE, S_STATUS, S_BODY, S_MORE_BODY, S_HEADERS, S_ROUTE, S_ROOT_PATH, S_METHOD,
@@ -95,6 +96,7 @@ typedef struct {
     uint64_t bytes_out;
     uint64_t stalls, stall_ns, stall_max_ns; /* its steps at or above the table's threshold */
     uint64_t stall_buckets[AP_ROUTES_STALL_BUCKETS]; /* their durations (ap_routes.h) */
+    struct req_caught *caught; /* its longest stalls with the watchdog's capture, or NULL */
     apext_mem_owner *mem;    /* its allocations (memory.h) until recorded, or NULL */
     PyObject *mem_box;       /* the box of mem in the request's context (strong), or NULL */
     uint32_t spy_label;      /* its route on apiprof-spy's board (spyboard.h), 0: none */
@@ -105,6 +107,17 @@ typedef struct {
 
 static PyObject *req_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf,
                                 PyObject *kwnames);
+
+/* The stalls of a request whose call path the stall watchdog captured (stallwatch.h):
+ * the REQ_CAUGHT longest, each with its start and duration.  Made at the first one. */
+#define REQ_CAUGHT 4
+typedef struct req_caught {
+    int n;
+    struct {
+        uint64_t t0, ns;
+        apext_stall_capture cap;
+    } s[REQ_CAUGHT];
+} req_caught;
 
 static apext_state *state_of(PyObject *o) {
     return (apext_state *)PyType_GetModuleState(Py_TYPE(o));
@@ -229,6 +242,44 @@ static int entry_stall_hist(PyObject *d, const ap_route_stat *s) {
     return rc;
 }
 
+/* d["stall_sites"]: [{"function", "file", "line", "path", "stalls", "ns", "max_ns"}, ...]
+ * from s's sites ("function\tfile\tline\tpath"; a text of another shape is all
+ * "function").  0, or -1 with an exception. */
+static int entry_stall_sites(PyObject *d, const ap_route_stat *s) {
+    PyObject *list = PyList_New(0);
+    if (list == NULL)
+        return -1;
+    for (unsigned i = 0; i < AP_ROUTES_STALL_SITES; i++) {
+        const ap_route_site *site = &s->stall_sites[i];
+        if (site->stalls == 0)
+            continue;
+        const char *f[4] = {site->text, "", "", ""};
+        size_t len[4] = {site->len, 0, 0, 0};
+        const char *tab, *p = site->text, *end = site->text + site->len;
+        for (int k = 1; k < 4 && (tab = memchr(p, '\t', (size_t)(end - p))) != NULL; k++) {
+            len[k - 1] = (size_t)(tab - f[k - 1]);
+            f[k] = p = tab + 1;
+            len[k] = (size_t)(end - p);
+        }
+        PyObject *e = Py_BuildValue(
+            "{s:s#,s:s#,s:i,s:s#,s:K,s:K,s:K}", "function", f[0], (Py_ssize_t)len[0], "file",
+            f[1], (Py_ssize_t)len[1], "line", atoi(f[2]), "path", f[3], (Py_ssize_t)len[3],
+            "stalls", (unsigned long long)site->stalls, "ns", (unsigned long long)site->ns,
+            "max_ns", (unsigned long long)site->max_ns);
+        if (e == NULL)
+            PyErr_Clear();   /* a text that is not UTF-8 (cut inside a character): left out */
+        else if (PyList_Append(list, e) < 0) {
+            Py_DECREF(e);
+            Py_DECREF(list);
+            return -1;
+        } else
+            Py_DECREF(e);
+    }
+    int rc = PyDict_SetItemString(d, "stall_sites", list);
+    Py_DECREF(list);
+    return rc;
+}
+
 static PyObject *entry_dict(const ap_route_stat *s) {
     static const char *const CLASS_NAMES[AP_ROUTES_CLASSES] = {"none", "1xx", "2xx", "3xx",
                                                                "4xx", "5xx"};
@@ -263,7 +314,7 @@ static PyObject *entry_dict(const ap_route_stat *s) {
         set_u64(d, "retained_max", s->retained_max) < 0 ||
         set_u64(d, "stalls", s->stalls) < 0 || set_u64(d, "stall_ns", s->stall_ns) < 0 ||
         set_u64(d, "stall_max_ns", s->stall_max_ns) < 0 || set_u64(d, "waited", s->waited) < 0 ||
-        entry_waits(d, s) < 0 || entry_stall_hist(d, s) < 0) {
+        entry_waits(d, s) < 0 || entry_stall_hist(d, s) < 0 || entry_stall_sites(d, s) < 0) {
         Py_DECREF(d);
         return NULL;
     }
@@ -446,9 +497,16 @@ static int use_finder(RouteTable *self, apext_state *st, PyObject *finder) {
     return 0;
 }
 
-static PyObject *table_set_stall(RouteTable *self, PyObject *arg) {
-    unsigned long long ns = PyLong_AsUnsignedLongLong(arg);
+static PyObject *table_set_stall(RouteTable *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "set_stall_threshold(ns, watch=False)");
+        return NULL;
+    }
+    unsigned long long ns = PyLong_AsUnsignedLongLong(args[0]);
     if (ns == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    int watch = nargs == 2 ? PyObject_IsTrue(args[1]) : 0;
+    if (watch < 0 || (watch && ns != 0 && apext_stallwatch_set(ns) < 0))
         return NULL;
     self->stall_ns = ns;
     Py_RETURN_NONE;
@@ -557,6 +615,7 @@ static PyObject *table_request(RouteTable *self, PyObject *const *args, Py_ssize
     r->t_start = r->t_last = r->cpu = r->cpu_in = r->step_t0 = r->bytes_out = 0;
     r->stalls = r->stall_ns = r->stall_max_ns = 0;
     memset(r->stall_buckets, 0, sizeof r->stall_buckets);
+    r->caught = NULL;
     r->mem = NULL;
     r->mem_box = NULL;
     r->spy_label = r->spy_prev = 0;
@@ -599,9 +658,10 @@ static PyMethodDef table_methods[] = {
      "prometheus(bounds_ns, labels=()) -> bytes: the table in Prometheus' text format\n"
      "(0.0.4); labels are (name, value) pairs added to every sample."},
     {"_set_mount_type", (PyCFunction)table_set_mount_type, METH_O, NULL},
-    {"set_stall_threshold", (PyCFunction)table_set_stall, METH_O,
-     "set_stall_threshold(ns): a step of a request's own code on the event loop this long\n"
-     "or longer counts as a stall of its route (0: none counted)."},
+    {"set_stall_threshold", (PyCFunction)(void (*)(void))table_set_stall, METH_FASTCALL,
+     "set_stall_threshold(ns, watch=False): a step of a request's own code on the event loop\n"
+     "this long or longer counts as a stall of its route (0: none counted); with watch, the\n"
+     "stall watchdog captures where each stall's thread was (stall_sites, stalls())."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -780,6 +840,44 @@ static void step_in(RouteRequest *self) {
     self->cpu_in = apext_thread_cpu_floor(now, CPU_STALE_NS);
     self->step_t0 = now;
     self->in_step = 1;
+    apext_stallwatch_step_in(now);
+}
+
+/* Keep the watchdog's capture of a stall of ns that began at t0 (moved from cap): among
+ * the request's REQ_CAUGHT longest, else released. */
+static void keep_caught(RouteRequest *self, uint64_t t0, uint64_t ns, apext_stall_capture *cap) {
+    req_caught *c = self->caught;
+    if (c == NULL && (c = self->caught = PyMem_Calloc(1, sizeof *c)) == NULL) {
+        apext_stallwatch_release(cap);
+        return;
+    }
+    int at = c->n;
+    if (at == REQ_CAUGHT) {   /* the shortest goes, if shorter than this */
+        at = 0;
+        for (int i = 1; i < REQ_CAUGHT; i++)
+            if (c->s[i].ns < c->s[at].ns)
+                at = i;
+        if (c->s[at].ns >= ns) {
+            apext_stallwatch_release(cap);
+            return;
+        }
+        apext_stallwatch_release(&c->s[at].cap);
+    } else {
+        c->n++;
+    }
+    c->s[at].t0 = t0;
+    c->s[at].ns = ns;
+    memcpy(&c->s[at].cap, cap, sizeof *cap);
+    cap->n = 0;
+}
+
+static void free_caught(RouteRequest *self) {
+    if (self->caught == NULL)
+        return;
+    for (int i = 0; i < self->caught->n; i++)
+        apext_stallwatch_release(&self->caught->s[i].cap);
+    PyMem_Free(self->caught);
+    self->caught = NULL;
 }
 
 /* CPU ns of the current step up to `now`, by the rule above. */
@@ -801,13 +899,21 @@ static void step_out(RouteRequest *self) {
     self->cpu += step_cpu(self, now);
     self->in_step = 0;
     uint64_t wall = now - self->step_t0, limit = self->table->stall_ns;
+    apext_stall_capture cap;
+    int caught = apext_stallwatch_step_out(&cap);
     if (limit != 0 && wall >= limit) {
         self->stalls++;
         self->stall_ns += wall;
         if (wall > self->stall_max_ns)
             self->stall_max_ns = wall;
         self->stall_buckets[ap_routes_stall_bucket(wall)]++;
+        if (caught) {
+            keep_caught(self, self->step_t0, wall, &cap);
+            caught = 0;
+        }
     }
+    if (caught)
+        apext_stallwatch_release(&cap);
 }
 
 static PyObject *req_run(RouteRequest *self, PyObject *coro) {
@@ -1164,6 +1270,11 @@ static PyObject *finish_as(RouteRequest *self, apext_state *st, int error, PyObj
     if (self->stalls)
         ap_routes_add_stalls(s, self->stalls, self->stall_ns, self->stall_max_ns,
                              self->stall_buckets);
+    for (int i = 0; self->caught != NULL && i < self->caught->n; i++) {
+        char site[AP_ROUTES_SITE_MAX + 1];
+        size_t n = apext_stallwatch_site(&self->caught->s[i].cap, site, sizeof site);
+        ap_routes_add_stall_site(s, site, n, 1, self->caught->s[i].ns, self->caught->s[i].ns);
+    }
     end_memory(self, s);
     return label;
 }
@@ -1209,6 +1320,7 @@ static void req_dealloc(RouteRequest *self) {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     end_memory(self, NULL);   /* never recorded: its memory goes nowhere */
+    free_caught(self);
     req_clear(self);
     PyObject_GC_Del(self);
     Py_DECREF(tp);
@@ -1271,7 +1383,37 @@ static PyMemberDef req_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 
+/* stalls() -> [(start_ns, duration_ns, [(qualname, file, first_line, line), ...]), ...]:
+ * the request's stalls whose call path the watchdog captured (its longest ones), the
+ * path outermost first. */
+static PyObject *req_stalls(RouteRequest *self, PyObject *Py_UNUSED(a)) {
+    PyObject *out = PyList_New(0);
+    for (int i = 0; out != NULL && self->caught != NULL && i < self->caught->n; i++) {
+        const apext_stall_capture *cap = &self->caught->s[i].cap;
+        PyObject *frames = PyList_New(cap->n);
+        for (int k = 0; frames != NULL && k < cap->n; k++) {
+            PyCodeObject *co = cap->code[cap->n - 1 - k];
+            PyObject *f = Py_BuildValue("(OOii)", co->co_qualname, co->co_filename,
+                                        co->co_firstlineno, cap->line[cap->n - 1 - k]);
+            if (f == NULL)
+                Py_CLEAR(frames);
+            else
+                PyList_SET_ITEM(frames, k, f);
+        }
+        PyObject *e = frames ? Py_BuildValue("(KKN)", (unsigned long long)self->caught->s[i].t0,
+                                             (unsigned long long)self->caught->s[i].ns, frames)
+                             : NULL;
+        if (e == NULL || PyList_Append(out, e) < 0)
+            Py_CLEAR(out);
+        Py_XDECREF(e);
+    }
+    return out;
+}
+
 static PyMethodDef req_methods[] = {
+    {"stalls", (PyCFunction)req_stalls, METH_NOARGS,
+     "stalls() -> [(start_ns, duration_ns, [(qualname, file, first_line, line), ...])]: its\n"
+     "stalls whose call path the stall watchdog captured, outermost frame first."},
     {"run", (PyCFunction)req_run, METH_O,
      "run(coro) -> awaitable: await coro, summing the CPU time of its steps."},
     {"send", (PyCFunction)req_send, METH_O, NULL},

@@ -98,7 +98,7 @@ AP_TEST(err_thread_local) {
     X(prof_file_roundtrip) X(prof_json_roundtrip) X(prof_exports) X(prof_event_ring) X(prof_line_nodes)        \
     X(prof_route_latency) X(prof_absorb) X(prof_queries_many_shapes) X(findings_slowest_by_p95) X(findings_slowest_by_p95_alone)   \
     X(routes_keys) X(routes_overflow) X(routes_roundtrip_merge) X(routes_decode_rejects) \
-    X(routes_reads_version_1_and_unknown_kinds) X(prom_label_escapes) X(prom_seconds_exact) X(prom_routes_families)                \
+    X(routes_reads_version_1_and_unknown_kinds) X(routes_stall_sites) X(prom_label_escapes) X(prom_seconds_exact) X(prom_routes_families)                \
     X(report_every_format) X(report_pyroscope_push_request) X(report_mutated_files) X(sbuf_escapes_random)              \
     X(metric_catalogue) X(metric_cpu_split) X(metric_wait_kinds)                            \
     X(spy_line_of_real_tables) X(spy_line_of_every_form) X(spy_line_of_cut_and_mutated_tables) \

@@ -242,9 +242,10 @@ AP_TEST(routes_reads_version_1_and_unknown_kinds) {
     ap_routes_add_stalls(s, 1, 70000000u, 70000000u, b2);
     size_t len;
     uint8_t *buf = encode(a, &len);
-    /* the stall durations are the last 1 + 10 x 8 bytes, the memory and stalls the 8 x 8
-     * before, the waits the 8 + 1 + (1 + 8 + 8) before those: strip them for version-3,
-     * -2 and -1 copies */
+    /* the stall sites are the last byte (none), the stall durations the 1 + 10 x 8 bytes
+     * before, the memory and stalls the 8 x 8 before, the waits the 8 + 1 + (1 + 8 + 8)
+     * before those: strip them for version-4, -3, -2 and -1 copies */
+    len -= 1;
     size_t blen = 1 + AP_ROUTES_STALL_BUCKETS * 8, mlen = 8 * 8 + blen;
     size_t wlen = 8 + 1 + 1 + strlen("database") + 8;
     uint8_t *v1 = malloc(len);
@@ -260,6 +261,7 @@ AP_TEST(routes_reads_version_1_and_unknown_kinds) {
     AP_CHECK(ap_routes_merge_encoded(m, v1, len - mlen) == 0);
     AP_CHECK_EQ_U64(r->waited, 1);
     AP_CHECK_EQ_U64(r->mem_requests + r->alloc_bytes + r->stalls, 0);
+    buf[4] = 4;   /* version 4: no stall sites */
     AP_CHECK(ap_routes_merge_encoded(m, buf, len) == 0);
     AP_CHECK_EQ_U64(r->waited, 2);
     AP_CHECK_EQ_U64(r->wait_ns[AP_WAIT_DATABASE], 1800);
@@ -300,6 +302,7 @@ AP_TEST(routes_reads_version_1_and_unknown_kinds) {
     v1[len - blen] = AP_ROUTES_STALL_BUCKETS - 1;
     AP_CHECK(ap_routes_merge_encoded(m4, v1, len) == -1 && ap_err_code() == AP_ECORRUPT);
     AP_CHECK_EQ_U64(ap_routes_at(m4, 0)->stalls, 6);
+    AP_CHECK_EQ_U64(ap_routes_at(m4, 0)->stall_sites[0].stalls, 0);
     free(again);
     ap_routes_free(m3);
     ap_routes_free(m4);
@@ -321,6 +324,78 @@ AP_TEST(routes_reads_version_1_and_unknown_kinds) {
     AP_CHECK_EQ_U64(r->stalls + r->stall_ns + r->stall_max_ns, 0);
     AP_CHECK_EQ_U64(r->stall_buckets[2] + r->stall_buckets[3], 0);
     free(v1);
+    free(buf);
+    ap_routes_free(a);
+    ap_routes_free(m);
+}
+
+/* Stall sites: counted per site, the three with the most time kept in order, merged by
+ * text across tables, written and read back (version 5), and checked when read. */
+AP_TEST(routes_stall_sites) {
+    ap_routes *a = ap_routes_new(4);
+    ap_route_stat *s = ap_routes_get(a, S("/block"), S("GET"), 2);
+    ap_routes_record(s, 500000000u, 100, 7, 0);
+    ap_routes_add_stalls(s, 7, 1000, 300, NULL);
+    ap_routes_add_stall_site(s, S("a\tapp.py\t12\troute > a"), 2, 400, 300);
+    ap_routes_add_stall_site(s, S("b\tapp.py\t20\troute > b"), 1, 100, 100);
+    ap_routes_add_stall_site(s, S("c\tapp.py\t30\troute > c"), 1, 50, 50);
+    ap_routes_add_stall_site(s, S("a\tapp.py\t12\troute > a"), 1, 150, 150);
+    AP_CHECK(strcmp(s->stall_sites[0].text, "a\tapp.py\t12\troute > a") == 0);
+    AP_CHECK_EQ_U64(s->stall_sites[0].stalls, 3);
+    AP_CHECK_EQ_U64(s->stall_sites[0].ns, 550);
+    AP_CHECK_EQ_U64(s->stall_sites[0].max_ns, 300);
+    AP_CHECK_EQ_U64(s->stall_sites[2].ns, 50);
+    ap_routes_add_stall_site(s, S("d"), 1, 40, 40);     /* less than the least: not kept */
+    AP_CHECK(strcmp(s->stall_sites[2].text, "c\tapp.py\t30\troute > c") == 0);
+    ap_routes_add_stall_site(s, S("e"), 1, 200, 200);   /* more: pushes c out */
+    AP_CHECK(strcmp(s->stall_sites[1].text, "e") == 0);
+    AP_CHECK(strcmp(s->stall_sites[2].text, "b\tapp.py\t20\troute > b") == 0);
+    ap_routes_add_stall_site(s, S(""), 1, 999, 999);    /* no text, no stalls: nothing */
+    ap_routes_add_stall_site(s, S("f"), 0, 999, 999);
+    AP_CHECK_EQ_U64(s->stall_sites[0].ns, 550);
+    char longer[AP_ROUTES_SITE_MAX + 20];
+    memset(longer, 'x', sizeof longer);
+    ap_route_stat *s2 = ap_routes_get(a, S("/other"), S("GET"), 2);
+    ap_routes_record(s2, 1000, 1, 1, 0);
+    ap_routes_add_stalls(s2, 1, 60, 60, NULL);
+    ap_routes_add_stall_site(s2, longer, sizeof longer, 1, 60, 60);
+    AP_CHECK_EQ_U64(s2->stall_sites[0].len, AP_ROUTES_SITE_MAX);
+    /* round trip and merge: twice the counts, the same order */
+    size_t len;
+    uint8_t *buf = encode(a, &len);
+    ap_routes *m = ap_routes_new(4);
+    AP_CHECK(ap_routes_merge_encoded(m, buf, len) == 0);
+    AP_CHECK(ap_routes_merge_encoded(m, buf, len) == 0);
+    const ap_route_stat *r = ap_routes_at(m, 0), *r2 = ap_routes_at(m, 1);
+    AP_CHECK_EQ_U64(r->stalls, 14);
+    AP_CHECK_EQ_U64(r->stall_sites[0].stalls, 6);
+    AP_CHECK_EQ_U64(r->stall_sites[0].ns, 1100);
+    AP_CHECK_EQ_U64(r->stall_sites[0].max_ns, 300);
+    AP_CHECK(strcmp(r->stall_sites[1].text, "e") == 0);
+    AP_CHECK_EQ_U64(r->stall_sites[2].stalls, 2);
+    AP_CHECK_EQ_U64(r2->stall_sites[0].len, AP_ROUTES_SITE_MAX);
+    AP_CHECK(memcmp(r2->stall_sites[0].text, longer, AP_ROUTES_SITE_MAX) == 0);
+    /* a file claiming more stalls at its sites than stalls: corrupt, nothing merged; a
+     * site of no text: corrupt */
+    uint8_t *bad = malloc(len);
+    memcpy(bad, buf, len);
+    uint8_t *at = NULL;
+    for (size_t i = 0; i + 3 <= len && at == NULL; i++)
+        if (memcmp(bad + i, "a\tapp", 5) == 0)
+            at = bad + i;
+    if (AP_CHECK(at != NULL)) {
+        uint8_t *count = at - 2 - 3 * 8;   /* the site's stalls: u64 before ns, max, len */
+        AP_CHECK_EQ_U64(count[0], 3);
+        count[0] = 9;
+        AP_CHECK(ap_routes_merge_encoded(m, bad, len) == -1 && ap_err_code() == AP_ECORRUPT);
+        count[0] = 3;
+        at[-2] = at[-1] = 0;   /* text_len 0 */
+        AP_CHECK(ap_routes_merge_encoded(m, bad, len) == -1 && ap_err_code() == AP_ECORRUPT);
+    }
+    AP_CHECK_EQ_U64(ap_routes_at(m, 0)->stalls, 14);
+    ap_routes_reset(a);
+    AP_CHECK_EQ_U64(s->stall_sites[0].stalls + s->stall_sites[0].len, 0);
+    free(bad);
     free(buf);
     ap_routes_free(a);
     ap_routes_free(m);

@@ -476,10 +476,13 @@ def test_middleware_counts_each_routes_stalls(serve, http, tmp_path):
     dom = dump_dom(f"{server.url}/_apiprof?apiprof={token}&sort=stalls", tmp_path / "chrome")
     assert re.search(r'<body[^>]*class="[^"]*stalls', dom) and 'data-sort="stalls"' in dom
     first = route_rows(dom)[0]
-    assert first[0] == "/blocking" and first[-8] == "6", first   # stalls, 8th from the end
+    assert first[0] == "/blocking" and first[-9] == "6", first   # stalls, 9th from the end
     assert '<td class="stall some">6</td>' in dom
+    # where: the watchdog caught the loop's thread at the planted line, every time
+    line = planted_line("the planted blocking call")
+    assert first[-6] == f"stall_app.py:{line} pause_loop (6 of 6)", first
     # each stall is 150 ms and more: none in the buckets up to 100 ms
-    spread = html.unescape(first[-6])
+    spread = html.unescape(first[-7])
     assert re.fullmatch(r"(<=\d+:\d+ ?)+", spread) and sum(
         int(c.split(":")[1]) for c in spread.split()) == 6, spread
     assert not re.search(r"<=(10|25|50|100):", spread), spread
@@ -497,10 +500,75 @@ def test_middleware_counts_each_routes_stalls(serve, http, tmp_path):
                                       None]
     assert sum(n for _, n in hist) == 6 and sum(n for le, n in hist[:4]) == 0
     assert all(n == 0 for _, n in rows["/awaiting"]["stall_hist"])
+    site, = rows["/blocking"]["stall_sites"]
+    assert site["function"] == "pause_loop" and site["line"] == line, site
+    assert site["file"] == str(APPS / "stall_app.py") and site["stalls"] == 6, site
+    assert site["path"] == "blocking > prepare_report > pause_loop", site
+    assert site["ns"] == rows["/blocking"]["stall_ns"], site
+    assert site["max_ns"] == rows["/blocking"]["stall_max_ns"], site
+    assert all(rows[k]["stall_sites"] == [] for k in ("/awaiting", "/locked", "/fast"))
     table = subprocess.run([str(APIPROF), "stats", "--dir", str(stats_dir), "--sort", "stalls"],
                            capture_output=True, text=True, timeout=60).stdout.splitlines()
     assert "stalls" in table[1].split() and table[2].split()[:1] == ["/blocking"]
     assert "stalls by ms" in table[1] and re.search(r" <=\d+:\d", table[2]), table[:3]
+    assert "stalled at" in table[1] and f"stall_app.py:{line} pause_loop (6 of 6)" in table[2]
+
+
+def planted_line(marker: str) -> int:
+    """The line of stall_app.py that carries the comment marker."""
+    lines = (APPS / "stall_app.py").read_text().splitlines()
+    return next(i for i, text in enumerate(lines, 1) if marker in text)
+
+
+def test_middleware_watchdog_catches_a_computing_step_and_profiles_keep_it(serve, http,
+                                                                         tmp_path):
+    """A step that holds the loop computing in Python (no blocking call) is caught too:
+    the watchdog gets the GIL at the interpreter's next switch and finds the loop's thread
+    in crunch's loop. An on-demand profile of such a request carries the stall with its
+    call path (its "stalls", the loop_stall finding), which its tracer alone cannot see.
+    With stall_stacks=False the stalls are counted and no site is kept."""
+    stats_dir = tmp_path / "stats"
+    token = "stall-token-0123456789abcdef"
+    server = serve("stall_mw_app:app", cwd=APPS, health="/health",
+                   env={"APIPROF_TEST_OPTIONS": json.dumps(
+                       {"stats_dir": str(stats_dir), "token": token})})
+    for _ in range(4):
+        assert http.get(f"{server.url}/spin").status_code == 200
+    doc = http.get(f"{server.url}/blocking", headers={"X-Apiprof-Token": token,
+                                                       "X-Apiprof-Report": "json"}).json()
+    assert server.stop() in (0, -2)
+    r = subprocess.run([str(APIPROF), "stats", "--dir", str(stats_dir), "--json"],
+                       capture_output=True, text=True, timeout=60)
+    rows = {x["route"]: x for x in json.loads(r.stdout)["routes"]}
+    spin = rows["/spin"]
+    assert spin["stalls"] == 4 and sum(s["stalls"] for s in spin["stall_sites"]) == 4, spin
+    loop = planted_line("the planted CPU-bound loop")
+    for site in spin["stall_sites"]:
+        assert site["function"] in ("crunch", "crunch.<locals>.<genexpr>"), site
+        assert loop <= site["line"] <= loop + 1, site
+        assert site["path"].startswith("spin > crunch"), site
+    # the on-demand profile of /blocking: its stall, from the watchdog
+    stall, = doc["stalls"]
+    line = planted_line("the planted blocking call")
+    assert (stall["function"], stall["line"], stall["route"]) == ("pause_loop", line,
+                                                                   "GET /blocking"), stall
+    stack = [doc["frames"][i]["qualname"] for i in stall["stack"]]
+    assert stall["duration_ns"] >= 150_000_000 and stack[-3:] == [
+        "blocking", "prepare_report", "pause_loop"], (stall, stack)
+    found = [f for f in doc["findings"] if f["kind"] == "loop_stall"]
+    assert found and f"stall_app.py:{line}" in found[0]["message"], doc["findings"]
+
+    off_dir = tmp_path / "off"
+    server = serve("stall_mw_app:app", cwd=APPS, health="/health",
+                   env={"APIPROF_TEST_OPTIONS": json.dumps(
+                       {"stats_dir": str(off_dir), "stall_stacks": False})})
+    for _ in range(2):
+        assert http.get(f"{server.url}/blocking").status_code == 200
+    assert server.stop() in (0, -2)
+    r = subprocess.run([str(APIPROF), "stats", "--dir", str(off_dir), "--json"],
+                       capture_output=True, text=True, timeout=60)
+    blocking = next(x for x in json.loads(r.stdout)["routes"] if x["route"] == "/blocking")
+    assert blocking["stalls"] == 2 and blocking["stall_sites"] == [], blocking
 
 
 def test_middleware_stall_threshold(serve, http, tmp_path):

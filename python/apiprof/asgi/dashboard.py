@@ -60,6 +60,8 @@ tr.leak td.live { color: #b00; font-weight: bold; }
     >stalls</th>
 <th class="stall" title="the longest of them">stall max ms</th>
 <th class="text stall" title="how many stalls lasted up to each bound (ms)">stalls by ms</th>
+<th class="text stall" title="the line the event loop's thread was at during the stalls
+    (most stall time first; hover for the call path)">stalled at</th>
 <th class="text wait" title="where this route's profiled requests waited, per profiled
     request (ms; docs/waits.md), the largest kinds first">waits/profiled req</th>
 <th class="mem" title="bytes allocated per request (sampled estimate)">alloc/req</th>
@@ -117,6 +119,15 @@ function stallSpread(r) {
     (le !== null ? "<=" + le / 1e6 : ">" + hist[i - 1][0] / 1e6) + ":" + n);
   return cells.filter(c => c).join(" ") || "-";
 }
+function stallSite(r) {
+  const sites = r.stall_sites || [];
+  if (!sites.length) return ["-", ""];
+  const t = sites[0], base = t.file.split("/").pop() || "?";
+  return [base + ":" + t.line + " " + t.function + " (" + t.stalls + " of " + r.stalls + ")" +
+          (sites.length > 1 ? " +" + (sites.length - 1) + " more" : ""),
+          sites.map(s => s.path + "  (" + s.file + ":" + s.line + ", " + s.stalls +
+                    " stalls, max " + ms(s.max_ns) + " ms)").join("\\n")];
+}
 function waits(r) {
   const n = r.waited || 0;
   if (!n) return "-";
@@ -143,6 +154,8 @@ function render() {
     cell(tr, r.stalls || 0, r.stalls ? "stall some" : "stall");
     cell(tr, ms(r.stall_max_ns || 0), "stall");
     cell(tr, stallSpread(r), "text stall");
+    const [site, path] = stallSite(r);
+    cell(tr, site, "text stall site").title = path;
     cell(tr, waits(r), "text wait");
     const n = r.mem_requests || 0;
     cell(tr, n ? bytes(r.alloc_bytes / n) : "-", "mem");

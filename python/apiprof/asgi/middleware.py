@@ -93,7 +93,8 @@ class ProfilerMiddleware:
         except ImportError:
             Mount = None  # noqa: N806
         self.table._set_mount_type(Mount)
-        self.table.set_stall_threshold(0 if opts.stall_ms is None else int(opts.stall_ms * 1e6))
+        self.table.set_stall_threshold(0 if opts.stall_ms is None else int(opts.stall_ms * 1e6),
+                                       opts.stall_stacks)
         self.stats_dir = opts.resolved_stats_dir()
         self._flush_s = opts.flush_s
         self._flush_failed = False
@@ -316,6 +317,20 @@ class ProfilerMiddleware:
         except Exception:  # statistics never break a request
             return
 
+    @staticmethod
+    def _add_stalls(profile: Any, route: str, req: Any) -> None:
+        """The stalls of a profiled request that the watchdog caught go into its profile
+        (never raises: a profiler without ``add_stalls()`` gets none)."""
+        add = getattr(profile, "add_stalls", None)
+        if add is None:
+            return
+        try:
+            stalls = req.stalls()
+            if stalls:
+                add(route, stalls)
+        except Exception:  # a profile never breaks a request
+            return
+
     def _kept(self, record: dict[str, Any], document: bytes) -> None:
         """A profile was kept: queued for Pyroscope (an append; the push is a thread's)."""
         if self.pyroscope is not None:
@@ -358,6 +373,8 @@ class ProfilerMiddleware:
                 "status": req.status, "wall_ns": req.wall_ns, "cpu_ns": req.cpu_ns,
                 "time": time.time(), "bytes": 0,
             }
+            if profile is not None:
+                self._add_stalls(profile, f"{record['method']} {label}", req)
             doc = b"" if profile is None else document(profile, record, self._max_profile_bytes)
             if profile is not None:   # measured, also when too large to keep
                 self._add_waits(profile, label, record)

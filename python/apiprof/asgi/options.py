@@ -48,6 +48,7 @@ class Options:
     memory: bool = False
     memory_rate: int = 512 * 1024
     stall_ms: float | None = 50.0
+    stall_stacks: bool = True
 
     def __post_init__(self) -> None:
         token = self.token
@@ -85,6 +86,8 @@ class Options:
                                      "or None")
         if not isinstance(self.memory, bool):
             raise ConfigurationError("memory must be True or False")
+        if not isinstance(self.stall_stacks, bool):
+            raise ConfigurationError("stall_stacks must be True or False")
         if not isinstance(self.memory_rate, int) or not 1 <= self.memory_rate <= 1 << 40:
             raise ConfigurationError("memory_rate must be 1 to 2**40 bytes")
         if not self.pyroscope_interval_s > 0 or self.pyroscope_queue < 1:

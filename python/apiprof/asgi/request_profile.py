@@ -53,6 +53,14 @@ class FunctionProfile:
         the RequestProfiler protocol."""
         return dict(self._profiler.profile.wait_totals())
 
+    def add_stalls(self, route: str, stalls: list[tuple[int, int, list[tuple]]]) -> None:
+        """The request's event-loop stalls that the middleware's watchdog caught (start,
+        duration, call path outermost first), into the profile (its ``"stalls"``, the
+        ``loop_stall`` finding); optional in the RequestProfiler protocol. The tracer of a
+        request profile does not see the loop's own frames, so it finds none itself."""
+        for start, duration, frames in stalls:
+            self._profiler.profile.add_stall(start, duration, frames, route=route)
+
     def result(self, info: dict[str, str]) -> bytes:
         profile = self._profiler.profile
         for key, value in info.items():

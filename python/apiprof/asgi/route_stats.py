@@ -120,11 +120,25 @@ def stall_spread(r: Mapping[str, Any]) -> str:
     return " ".join(cells) or "-"
 
 
+def stall_site(r: Mapping[str, Any]) -> str:
+    """Where row r's stalls were (the watchdog's capture, the most stall time first):
+    "stall_app.py:21 pause_loop (6 of 6)", "+1 more" when there are other sites; "-"
+    when none was captured."""
+    sites = r.get("stall_sites") or []
+    if not sites:
+        return "-"
+    top = sites[0]
+    text = (f"{os.path.basename(top['file']) or '?'}:{top['line']} {top['function']} "
+            f"({top['stalls']} of {r.get('stalls', top['stalls'])})")
+    return text + (f" +{len(sites) - 1} more" if len(sites) > 1 else "")
+
+
 # Shown when any request's step blocked the event loop for stall_ms or more.
 STALL_COLUMNS: list[Column[Mapping[str, Any]]] = [
     Column.field("stalls", "stalls"),
     Column.field("stall max ms", "stall_max_ns", format_ms),
     Column("stalls by ms", stall_spread, align="left"),
+    Column("stalled at", stall_site, align="left"),
 ]
 
 

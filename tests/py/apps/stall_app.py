@@ -1,6 +1,7 @@
 """A FastAPI app for the concurrency tests: an async route whose helper, two calls deep,
-blocks the event loop; an async route that awaits properly; a fast route; and a sync
-route whose requests contend on a threading.Lock held during a slow section."""
+blocks the event loop; one that holds it computing; an async route that awaits properly;
+a fast route; and a sync route whose requests contend on a threading.Lock held during a
+slow section."""
 
 from __future__ import annotations
 
@@ -30,6 +31,18 @@ async def blocking() -> dict[str, str]:
     await asyncio.sleep(0.001)
     prepare_report()
     return {"ok": "yes"}
+
+
+def crunch() -> int:
+    end, total = time.perf_counter() + BLOCK_S, 0
+    while time.perf_counter() < end:  # the planted CPU-bound loop (tests find these lines)
+        total += sum(i * i for i in range(200))
+    return total
+
+
+@app.get("/spin")
+async def spin() -> dict[str, int]:
+    return {"total": crunch()}
 
 
 @app.get("/awaiting")
