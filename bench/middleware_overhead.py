@@ -1,9 +1,11 @@
 """Requests per second of the shop app with no middleware, with apiprof's statistics
-(alone, with apiprof-spy attached at 100 Hz meanwhile, which makes the middleware publish
-each request's route for the samples, and with request memory: memory=True), with
-fastapi-profiler and with pyinstrument's documented middleware recipe, under wrk.
+(alone, without its stall watchdog thread, with apiprof-spy attached at 100 Hz
+meanwhile, which makes the middleware publish each request's route for the samples, and
+with request memory: memory=True), with fastapi-profiler and with pyinstrument's
+documented middleware recipe, under wrk.
 
     python bench/middleware_overhead.py [--rounds 3] [--duration 5] [--connections 16]
+                                        [--variants none,apiprof,...]
 
 One uvicorn (one worker) per variant, all started at once on 127.0.0.1; each round runs
 wrk against every (route, variant) pair in an order that rotates between rounds, so
@@ -34,8 +36,8 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 SHOP = REPO / "examples" / "shop"
 PEERS = BENCH / ".peers" / "middleware"   # its own: pip --target skips what exists
-VARIANTS = ("none", "apiprof", "apiprof-sampled", "apiprof-memory", "fastapi-profiler",
-            "pyinstrument")
+VARIANTS = ("none", "apiprof", "apiprof-nowatch", "apiprof-sampled", "apiprof-memory",
+            "fastapi-profiler", "pyinstrument")
 ROUTES = {"fast": "/health", "medium": "/products/42"}
 
 
@@ -118,10 +120,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="comma-separated, 'none' first (default: all)")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.duration <= 0 or args.connections < 1:
         print("middleware_overhead: rounds, duration and connections must be positive",
               file=sys.stderr)
+        return 2
+    variants = tuple(args.variants.split(","))
+    if variants[0] != "none" or not set(variants) <= set(VARIANTS):
+        print(f"middleware_overhead: --variants: 'none' first, then any of "
+              f"{', '.join(VARIANTS[1:])}", file=sys.stderr)
         return 2
     ensure_tools()
     work = REPO / "reports" / "bench"
@@ -131,13 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[tuple[str, str], list[float]] = {}
     try:
         servers["none"] = start("none", db, work)  # seeds the database first
-        for v in VARIANTS[1:]:
+        for v in variants[1:]:
             servers[v] = start(v, db, work)
         for path in ROUTES.values():  # warm-up
-            for v in VARIANTS:
+            for v in variants:
                 wrk(servers[v][1] + path, 1, args.connections)
         for r in range(args.rounds):
-            order = VARIANTS[r % len(VARIANTS):] + VARIANTS[:r % len(VARIANTS)]
+            order = variants[r % len(variants):] + variants[:r % len(variants)]
             for route, path in ROUTES.items():
                 for v in order:
                     spy = sampler(servers[v][0].pid, args.duration, work) \
@@ -160,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for route, path in ROUTES.items():
         base = statistics.median(results[(route, "none")])
-        for v in VARIANTS:
+        for v in variants:
             runs = results[(route, v)]
             med = statistics.median(runs)
             rows.append({"route": route, "path": path, "variant": v, "median_rps": round(med, 1),

@@ -1,7 +1,8 @@
 """The shop app (examples/shop) with one middleware variant, for middleware_overhead.py.
 
-BENCH_VARIANT: none | apiprof | apiprof-sampled | apiprof-memory | fastapi-profiler |
-pyinstrument (apiprof-sampled: apiprof's, with apiprof-spy attached during each run). The
+BENCH_VARIANT: none | apiprof | apiprof-nowatch | apiprof-sampled | apiprof-memory |
+fastapi-profiler | pyinstrument (apiprof-sampled: apiprof's, with apiprof-spy attached
+during each run; apiprof-nowatch: apiprof's without the stall watchdog, stall_stacks=False). The
 shop's own route timer is off in every variant, so that only the middleware under test
 differs.
 """
@@ -23,6 +24,10 @@ if VARIANT in ("apiprof", "apiprof-sampled"):  # statistics only: no token, no s
     from apiprof.fastapi import instrument
 
     instrument(app)
+elif VARIANT == "apiprof-nowatch":  # statistics, no stall watchdog thread
+    from apiprof.fastapi import instrument
+
+    instrument(app, stall_stacks=False)
 elif VARIANT == "apiprof-memory":  # statistics and request memory (sampled, 512 KiB)
     from apiprof.fastapi import instrument
 

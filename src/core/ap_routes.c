@@ -89,6 +89,7 @@ static ap_route_stat *append_entry(ap_routes *t, const char *route, size_t route
     s->retained_max = s->stalls = s->stall_ns = s->stall_max_ns = 0;
     memset(s->stall_buckets, 0, sizeof s->stall_buckets);
     memset(s->stall_sites, 0, sizeof s->stall_sites);
+    s->stall_cost_ns = s->delayed = s->delayed_ns = 0;
     ap_hist_init(&s->wall);
     t->entries[t->n++] = s;
     return s;
@@ -156,6 +157,7 @@ void ap_routes_reset(ap_routes *t) {
         memset(s->wait_ns, 0, sizeof s->wait_ns);
         memset(s->stall_buckets, 0, sizeof s->stall_buckets);
         memset(s->stall_sites, 0, sizeof s->stall_sites);
+        s->stall_cost_ns = s->delayed = s->delayed_ns = 0;
         ap_hist_reset(&s->wall);
     }
 }
@@ -202,7 +204,7 @@ void ap_routes_add_stall_site(ap_route_stat *s, const char *text, size_t len, ui
 
 static const uint8_t MAGIC[4] = {'A', 'P', 'R', 'T'};
 #define FIXED_ENTRY_BYTES \
-    (4 + 1 + 1 + 8 + 8 + 8 + 4 + 8 + 1 + 5 * 8 + 3 * 8 + 1 + AP_ROUTES_STALL_BUCKETS * 8 + 1)
+    (4 + 1 + 1 + 8 + 8 + 8 + 4 + 8 + 1 + 5 * 8 + 3 * 8 + 1 + AP_ROUTES_STALL_BUCKETS * 8 + 3 * 8 + 1)
 #define SITE_FIXED_BYTES (3 * 8 + 2)
 #define WAIT_NAME_MAX 32
 
@@ -308,6 +310,9 @@ size_t ap_routes_encode(const ap_routes *t, uint8_t *buf, size_t cap) {
         *p++ = AP_ROUTES_STALL_BUCKETS;
         for (unsigned b = 0; b < AP_ROUTES_STALL_BUCKETS; b++)
             p = put_le(p, s->stall_buckets[b], 8);
+        p = put_le(p, s->stall_cost_ns, 8);
+        p = put_le(p, s->delayed, 8);
+        p = put_le(p, s->delayed_ns, 8);
         uint8_t *nsites_at = p++;
         unsigned nsites = 0;
         for (unsigned i = 0; i < AP_ROUTES_STALL_SITES; i++) {
@@ -430,8 +435,10 @@ static int walk(ap_routes *t, ap_hist *tmp, const uint8_t *buf, size_t len) {
             uint64_t len;
             const uint8_t *text;
         } sites[AP_ROUTES_STALL_SITES];
-        uint64_t nsites = 0, site_stalls = 0;
+        uint64_t nsites = 0, site_stalls = 0, delays[3] = {0, 0, 0};   /* cost, delayed, ns */
         if (version >= 5) {
+            for (unsigned k = 0; k < 3; k++)
+                delays[k] = get_le(&r, 8);
             nsites = get_le(&r, 1);
             if (!r.bad && nsites > AP_ROUTES_STALL_SITES)
                 return ap_err_set(AP_ECORRUPT, "route statistics: %llu stall sites, at most %d",
@@ -471,6 +478,8 @@ static int walk(ap_routes *t, ap_hist *tmp, const uint8_t *buf, size_t len) {
         }
         if (site_stalls > stall[0])
             return ap_err_set(AP_ECORRUPT, "route statistics: more stalls at sites than stalls");
+        if (delays[1] > tmp->count)
+            return ap_err_set(AP_ECORRUPT, "route statistics: more delayed than requests");
         if (t == NULL)
             continue;
         ap_route_stat *s = ap_routes_get(t, (const char *)route, rlen, (const char *)method,
@@ -491,6 +500,9 @@ static int walk(ap_routes *t, ap_hist *tmp, const uint8_t *buf, size_t len) {
         if (mem[4] > s->retained_max)
             s->retained_max = mem[4];
         ap_routes_add_stalls(s, stall[0], stall[1], stall[2], buckets);
+        s->stall_cost_ns += delays[0];
+        s->delayed += delays[1];
+        s->delayed_ns += delays[2];
         for (uint64_t k = 0; k < nsites; k++)
             ap_routes_add_stall_site(s, (const char *)sites[k].text, sites[k].len, sites[k].n,
                                      sites[k].ns, sites[k].max);

@@ -85,6 +85,12 @@ typedef struct ap_route_stat {
     uint64_t stall_buckets[AP_ROUTES_STALL_BUCKETS]; /* their durations (see above) */
     ap_route_site stall_sites[AP_ROUTES_STALL_SITES]; /* where the stalls were (see above),
                                                           by stall time, the most first */
+    /* What stalls cost the other requests on the same loop (the middleware, docs/asgi.md): */
+    uint64_t stall_cost_ns;                 /* this key's stalls: their time times the
+                                               other requests in flight meanwhile */
+    uint64_t delayed;                       /* this key's requests that other requests'
+                                               stalls held up */
+    uint64_t delayed_ns;                    /* how long, in all */
 } ap_route_stat;
 
 typedef struct ap_routes ap_routes;         /* private to ap_routes.c */
@@ -150,6 +156,15 @@ static inline void ap_routes_add_stalls(ap_route_stat *s, uint64_t n, uint64_t s
         s->stall_buckets[b] += buckets[b];
 }
 
+/* Add what one request's stalls cost others (cost_ns) and how long other requests'
+ * stalls held it up (delayed_ns; it counts in delayed when not 0).  Can't fail. */
+static inline void ap_routes_add_stall_delays(ap_route_stat *s, uint64_t cost_ns,
+                                              uint64_t delayed_ns) {
+    s->stall_cost_ns += cost_ns;
+    s->delayed += delayed_ns != 0;
+    s->delayed_ns += delayed_ns;
+}
+
 /* Add n stalls of ns in all (the longest max_ns) at the site text[0, len) to s's
  * sites (see ap_route_site); len beyond AP_ROUTES_SITE_MAX is cut.  Can't fail. */
 void ap_routes_add_stall_site(ap_route_stat *s, const char *text, size_t len, uint64_t n,
@@ -203,6 +218,7 @@ void ap_routes_reset(ap_routes *t);
  *     u64    stall_buckets[nbuckets]   summed <= stalls (less when a version 3 file was
  *                                      merged in: its stalls have no durations)
  *     (version 5 on:)
+ *     u64    stall_cost_ns, delayed, delayed_ns   (delayed <= the histogram's count)
  *     u8     nsites            <= AP_ROUTES_STALL_SITES
  *     nsites times:
  *       u64  stalls, ns, max_ns          (stalls >= 1; summed over the sites <= stalls)

@@ -97,16 +97,58 @@ typedef struct {
     uint64_t stalls, stall_ns, stall_max_ns; /* its steps at or above the table's threshold */
     uint64_t stall_buckets[AP_ROUTES_STALL_BUCKETS]; /* their durations (ap_routes.h) */
     struct req_caught *caught; /* its longest stalls with the watchdog's capture, or NULL */
+    uint64_t serial;         /* its number in the stall log (below) */
+    uint64_t stall_cost_ns;  /* its stalls' time times the other requests in flight */
     apext_mem_owner *mem;    /* its allocations (memory.h) until recorded, or NULL */
     PyObject *mem_box;       /* the box of mem in the request's context (strong), or NULL */
     uint32_t spy_label;      /* its route on apiprof-spy's board (spyboard.h), 0: none */
     uint32_t spy_prev;       /* what the thread served before the current step */
     int status;              /* 0 until http.response.start */
     unsigned char in_step, server_timing, finished, self_finish;
+    unsigned char in_flight; /* counted in the stall log's requests in flight */
 } RouteRequest;
 
 static PyObject *req_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf,
                                 PyObject *kwnames);
+
+/* ---- what stalls cost other requests ------------------------------------------------
+ * While a step of one request stalls the loop, every other request in flight on it
+ * waits.  The process keeps the requests in flight (made and not yet recorded) and its
+ * last STALL_LOG stalls with the request that made each: a stall adds its time times
+ * the others in flight to its request's cost; a request, when recorded, adds the parts
+ * of its own life that other requests' stalls in the log covered to its delay.  One
+ * log per process (a process with several loop threads mixes theirs); under the GIL. */
+#define STALL_LOG 32
+static struct {
+    uint64_t inflight, serial, last_end;
+    unsigned next;
+    struct {
+        uint64_t t0, t1, owner;
+    } e[STALL_LOG];
+} stall_log;
+
+/* The time of [t0, t1) that stalls of requests other than serial covered. */
+static uint64_t stall_delay(uint64_t serial, uint64_t t0, uint64_t t1) {
+    if (stall_log.last_end <= t0)
+        return 0;   /* the usual case: no stall since the request came */
+    uint64_t ns = 0;
+    for (unsigned i = 0; i < STALL_LOG; i++) {
+        uint64_t a = stall_log.e[i].t0 > t0 ? stall_log.e[i].t0 : t0;
+        uint64_t b = stall_log.e[i].t1 < t1 ? stall_log.e[i].t1 : t1;
+        if (stall_log.e[i].owner != serial && stall_log.e[i].owner != 0 && b > a)
+            ns += b - a;
+    }
+    return ns;
+}
+
+/* The request is no longer in flight (recorded, or gone unrecorded). */
+#define leave_flight(r)                  \
+    do {                                 \
+        if ((r)->in_flight) {            \
+            (r)->in_flight = 0;          \
+            stall_log.inflight--;        \
+        }                                \
+    } while (0)
 
 /* The stalls of a request whose call path the stall watchdog captured (stallwatch.h):
  * the REQ_CAUGHT longest, each with its start and duration.  Made at the first one. */
@@ -314,6 +356,8 @@ static PyObject *entry_dict(const ap_route_stat *s) {
         set_u64(d, "retained_max", s->retained_max) < 0 ||
         set_u64(d, "stalls", s->stalls) < 0 || set_u64(d, "stall_ns", s->stall_ns) < 0 ||
         set_u64(d, "stall_max_ns", s->stall_max_ns) < 0 || set_u64(d, "waited", s->waited) < 0 ||
+        set_u64(d, "stall_cost_ns", s->stall_cost_ns) < 0 || set_u64(d, "delayed", s->delayed) < 0 ||
+        set_u64(d, "delayed_ns", s->delayed_ns) < 0 ||
         entry_waits(d, s) < 0 || entry_stall_hist(d, s) < 0 || entry_stall_sites(d, s) < 0) {
         Py_DECREF(d);
         return NULL;
@@ -616,6 +660,10 @@ static PyObject *table_request(RouteTable *self, PyObject *const *args, Py_ssize
     r->stalls = r->stall_ns = r->stall_max_ns = 0;
     memset(r->stall_buckets, 0, sizeof r->stall_buckets);
     r->caught = NULL;
+    r->serial = ++stall_log.serial;
+    r->stall_cost_ns = 0;
+    r->in_flight = 1;
+    stall_log.inflight++;
     r->mem = NULL;
     r->mem_box = NULL;
     r->spy_label = r->spy_prev = 0;
@@ -907,6 +955,13 @@ static void step_out(RouteRequest *self) {
         if (wall > self->stall_max_ns)
             self->stall_max_ns = wall;
         self->stall_buckets[ap_routes_stall_bucket(wall)]++;
+        if (stall_log.inflight > 1)
+            self->stall_cost_ns += wall * (stall_log.inflight - 1);
+        unsigned at = stall_log.next++ % STALL_LOG;
+        stall_log.e[at].t0 = self->step_t0;
+        stall_log.e[at].t1 = now;
+        stall_log.e[at].owner = self->serial;
+        stall_log.last_end = now;
         if (caught) {
             keep_caught(self, self->step_t0, wall, &cap);
             caught = 0;
@@ -1135,6 +1190,7 @@ static int finish_self(RouteRequest *self, int error) {
     PyObject *label = given != NULL ? finish_as(self, st, error, given) : NULL;
     Py_XDECREF(given);
     self->finished = 1;
+    leave_flight(self);
     if (label != NULL)
         Py_XSETREF(self->label, label);
     Py_CLEAR(self->before);
@@ -1227,6 +1283,7 @@ static PyObject *req_finish(RouteRequest *self, PyObject *const *args, Py_ssize_
  * the scope).  Its label (new reference), or NULL with an exception. */
 static PyObject *finish_as(RouteRequest *self, apext_state *st, int error, PyObject *given) {
     self->finished = 1;
+    leave_flight(self);
     uint64_t end = self->t_last ? self->t_last : ap_clock_now_ns();
     PyObject *label = given != Py_None ? Py_NewRef(given) : route_label(self, st);
     if (label == NULL)
@@ -1270,6 +1327,9 @@ static PyObject *finish_as(RouteRequest *self, apext_state *st, int error, PyObj
     if (self->stalls)
         ap_routes_add_stalls(s, self->stalls, self->stall_ns, self->stall_max_ns,
                              self->stall_buckets);
+    uint64_t delayed = stall_delay(self->serial, self->t0, end);
+    if (delayed || self->stall_cost_ns)
+        ap_routes_add_stall_delays(s, self->stall_cost_ns, delayed);
     for (int i = 0; self->caught != NULL && i < self->caught->n; i++) {
         char site[AP_ROUTES_SITE_MAX + 1];
         size_t n = apext_stallwatch_site(&self->caught->s[i].cap, site, sizeof site);
@@ -1320,6 +1380,7 @@ static void req_dealloc(RouteRequest *self) {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     end_memory(self, NULL);   /* never recorded: its memory goes nowhere */
+    leave_flight(self);
     free_caught(self);
     req_clear(self);
     PyObject_GC_Del(self);

@@ -242,10 +242,11 @@ AP_TEST(routes_reads_version_1_and_unknown_kinds) {
     ap_routes_add_stalls(s, 1, 70000000u, 70000000u, b2);
     size_t len;
     uint8_t *buf = encode(a, &len);
-    /* the stall sites are the last byte (none), the stall durations the 1 + 10 x 8 bytes
+    /* the stall delays and sites are the last 3 x 8 + 1 bytes (no site), the stall
+     * durations the 1 + 10 x 8 bytes
      * before, the memory and stalls the 8 x 8 before, the waits the 8 + 1 + (1 + 8 + 8)
      * before those: strip them for version-4, -3, -2 and -1 copies */
-    len -= 1;
+    len -= 3 * 8 + 1;
     size_t blen = 1 + AP_ROUTES_STALL_BUCKETS * 8, mlen = 8 * 8 + blen;
     size_t wlen = 8 + 1 + 1 + strlen("database") + 8;
     uint8_t *v1 = malloc(len);
@@ -360,6 +361,12 @@ AP_TEST(routes_stall_sites) {
     ap_routes_add_stalls(s2, 1, 60, 60, NULL);
     ap_routes_add_stall_site(s2, longer, sizeof longer, 1, 60, 60);
     AP_CHECK_EQ_U64(s2->stall_sites[0].len, AP_ROUTES_SITE_MAX);
+    /* what the stalls cost the others, and what held this key's requests up */
+    ap_routes_add_stall_delays(s, 3000, 0);
+    ap_routes_add_stall_delays(s2, 0, 55);
+    AP_CHECK_EQ_U64(s->stall_cost_ns, 3000);
+    AP_CHECK_EQ_U64(s->delayed + s2->delayed, 1);
+    AP_CHECK_EQ_U64(s2->delayed_ns, 55);
     /* round trip and merge: twice the counts, the same order */
     size_t len;
     uint8_t *buf = encode(a, &len);
@@ -375,6 +382,9 @@ AP_TEST(routes_stall_sites) {
     AP_CHECK_EQ_U64(r->stall_sites[2].stalls, 2);
     AP_CHECK_EQ_U64(r2->stall_sites[0].len, AP_ROUTES_SITE_MAX);
     AP_CHECK(memcmp(r2->stall_sites[0].text, longer, AP_ROUTES_SITE_MAX) == 0);
+    AP_CHECK_EQ_U64(r->stall_cost_ns, 6000);
+    AP_CHECK_EQ_U64(r2->delayed, 2);
+    AP_CHECK_EQ_U64(r2->delayed_ns, 110);
     /* a file claiming more stalls at its sites than stalls: corrupt, nothing merged; a
      * site of no text: corrupt */
     uint8_t *bad = malloc(len);
@@ -390,6 +400,11 @@ AP_TEST(routes_stall_sites) {
         AP_CHECK(ap_routes_merge_encoded(m, bad, len) == -1 && ap_err_code() == AP_ECORRUPT);
         count[0] = 3;
         at[-2] = at[-1] = 0;   /* text_len 0 */
+        AP_CHECK(ap_routes_merge_encoded(m, bad, len) == -1 && ap_err_code() == AP_ECORRUPT);
+        memcpy(bad, buf, len);
+        uint8_t *delayed = count - 1 - 2 * 8;   /* before nsites: cost, delayed, delayed_ns */
+        AP_CHECK_EQ_U64(delayed[0], 0);
+        delayed[0] = 2;   /* two of its one request */
         AP_CHECK(ap_routes_merge_encoded(m, bad, len) == -1 && ap_err_code() == AP_ECORRUPT);
     }
     AP_CHECK_EQ_U64(ap_routes_at(m, 0)->stalls, 14);

@@ -476,13 +476,13 @@ def test_middleware_counts_each_routes_stalls(serve, http, tmp_path):
     dom = dump_dom(f"{server.url}/_apiprof?apiprof={token}&sort=stalls", tmp_path / "chrome")
     assert re.search(r'<body[^>]*class="[^"]*stalls', dom) and 'data-sort="stalls"' in dom
     first = route_rows(dom)[0]
-    assert first[0] == "/blocking" and first[-9] == "6", first   # stalls, 9th from the end
+    assert first[0] == "/blocking" and first[-11] == "6", first   # stalls, 11th from the end
     assert '<td class="stall some">6</td>' in dom
     # where: the watchdog caught the loop's thread at the planted line, every time
     line = planted_line("the planted blocking call")
-    assert first[-6] == f"stall_app.py:{line} pause_loop (6 of 6)", first
+    assert first[-8] == f"stall_app.py:{line} pause_loop (6 of 6)", first
     # each stall is 150 ms and more: none in the buckets up to 100 ms
-    spread = html.unescape(first[-7])
+    spread = html.unescape(first[-9])
     assert re.fullmatch(r"(<=\d+:\d+ ?)+", spread) and sum(
         int(c.split(":")[1]) for c in spread.split()) == 6, spread
     assert not re.search(r"<=(10|25|50|100):", spread), spread
@@ -512,6 +512,40 @@ def test_middleware_counts_each_routes_stalls(serve, http, tmp_path):
     assert "stalls" in table[1].split() and table[2].split()[:1] == ["/blocking"]
     assert "stalls by ms" in table[1] and re.search(r" <=\d+:\d", table[2]), table[:3]
     assert "stalled at" in table[1] and f"stall_app.py:{line} pause_loop (6 of 6)" in table[2]
+
+
+def test_middleware_charges_a_stall_with_the_requests_it_held_up(serve, http, tmp_path):
+    """Three /awaiting requests are in flight (each awaits 150 ms) when a /blocking request
+    stalls the loop for 150 ms: the stall held each of them up for its whole length. Its
+    route is charged the stall's time three times ("others held"), theirs the time they
+    waited on it ("held up"), not their own code."""
+    stats_dir = tmp_path / "stats"
+    server = serve("stall_mw_app:app", cwd=APPS, health="/health",
+                   env={"APIPROF_TEST_OPTIONS": json.dumps({"stats_dir": str(stats_dir)})})
+    codes: list[int] = []
+    waiting = [threading.Thread(target=lambda: codes.append(
+        http.get(f"{server.url}/awaiting").status_code)) for _ in range(3)]
+    for t in waiting:
+        t.start()
+    time.sleep(0.05)   # they are in, awaiting
+    assert http.get(f"{server.url}/blocking").status_code == 200
+    for t in waiting:
+        t.join()
+    assert codes == [200, 200, 200]
+    assert http.get(f"{server.url}/blocking").status_code == 200   # alone: holds nobody up
+    assert server.stop() in (0, -2)
+    r = subprocess.run([str(APIPROF), "stats", "--dir", str(stats_dir), "--json"],
+                       capture_output=True, text=True, timeout=60)
+    rows = {x["route"]: x for x in json.loads(r.stdout)["routes"]}
+    blocking, awaiting = rows["/blocking"], rows["/awaiting"]
+    assert blocking["stalls"] == 2 and blocking["delayed"] == 0, blocking
+    one, other = blocking["stall_max_ns"], blocking["stall_ns"] - blocking["stall_max_ns"]
+    assert blocking["stall_cost_ns"] in (3 * one, 3 * other), blocking   # the first's, x3
+    assert awaiting["stalls"] == 0 and awaiting["delayed"] == 3, awaiting
+    assert 3 * 150_000_000 <= awaiting["delayed_ns"] <= blocking["stall_cost_ns"], awaiting
+    table = subprocess.run([str(APIPROF), "stats", "--dir", str(stats_dir)],
+                           capture_output=True, text=True, timeout=60).stdout.splitlines()
+    assert "others held ms" in table[1] and "held up ms" in table[1], table[:2]
 
 
 def planted_line(marker: str) -> int:

@@ -62,6 +62,10 @@ tr.leak td.live { color: #b00; font-weight: bold; }
 <th class="text stall" title="how many stalls lasted up to each bound (ms)">stalls by ms</th>
 <th class="text stall" title="the line the event loop's thread was at during the stalls
     (most stall time first; hover for the call path)">stalled at</th>
+<th class="stall" title="how long other requests in flight waited while this route's steps
+    stalled the loop">others held ms</th>
+<th class="stall" title="how long this route's requests waited on other requests' stalls">
+    held up ms</th>
 <th class="text wait" title="where this route's profiled requests waited, per profiled
     request (ms; docs/waits.md), the largest kinds first">waits/profiled req</th>
 <th class="mem" title="bytes allocated per request (sampled estimate)">alloc/req</th>
@@ -156,6 +160,8 @@ function render() {
     cell(tr, stallSpread(r), "text stall");
     const [site, path] = stallSite(r);
     cell(tr, site, "text stall site").title = path;
+    cell(tr, ms(r.stall_cost_ns || 0), "stall");
+    cell(tr, ms(r.delayed_ns || 0), "stall");
     cell(tr, waits(r), "text wait");
     const n = r.mem_requests || 0;
     cell(tr, n ? bytes(r.alloc_bytes / n) : "-", "mem");

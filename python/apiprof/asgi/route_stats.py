@@ -139,6 +139,8 @@ STALL_COLUMNS: list[Column[Mapping[str, Any]]] = [
     Column.field("stall max ms", "stall_max_ns", format_ms),
     Column("stalls by ms", stall_spread, align="left"),
     Column("stalled at", stall_site, align="left"),
+    Column.field("others held ms", "stall_cost_ns", format_ms),
+    Column.field("held up ms", "delayed_ns", format_ms),
 ]
 
 
