@@ -9,6 +9,7 @@
 #include "ap_memtl.h"
 #include "ap_report.h"
 #include "ap_sweep.h"
+#include "ap_timeline.h"
 #include "ap_unrel.h"
 
 /* Generated from report/report.{css,html,js} by scripts/embed_assets.py. */
@@ -340,6 +341,14 @@ int ap_html_write(const ap_report_ctx *rc, ap_sbuf *out) {
             ap_sbuf_free(&section);
             free(steps);
         }
+    }
+    if (ap_prof_nevents(rc->input) > 0) {   /* the event ring, as lanes of spans */
+        ap_timeline tl;
+        if (ap_timeline_build(rc->input, &tl) != 0)
+            return -1;
+        ap_sbuf_puts(out, ",\n\"timeline\":");
+        ap_timeline_json(rc->input, &tl, AP_TIMELINE_HTML_SPANS, out);
+        ap_timeline_free(&tl);
     }
     if (ap_prof_nunrel(p) > 0) {   /* unreleased objects by type, with their sites */
         ap_sbuf_puts(out, ",\n\"unreleased\":");
