@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "ap_err.h"
+#include "ap_map.h"
 #include "ap_metric.h"
 
 static const struct {
@@ -218,11 +219,16 @@ typedef struct rules {
     ap_wait_rule *user;
     size_t nuser;
     char *text; /* the parsed copy user's strings point into */
+    ap_map seen; /* (frame << 32 | parent frame) -> the row that names it, or NO_ROW:
+                    a timeline asks the same pairs a million times */
 } rules;
+
+#define NO_ROW 1u /* no row names the pair (rows are aligned: no row is at address 1) */
 
 static void rules_free(rules *r) {
     free(r->user);
     free(r->text);
+    ap_map_free(&r->seen);
 }
 
 /* Parse "KIND:[within:]PATTERN[@FILE][<PARENT]" rows separated by ';'. */
@@ -289,9 +295,8 @@ static int row_matches(const ap_prof *p, const ap_wait_rule *w, ap_frame_id f, a
     return w->parent == NULL || (parent != 0 && ap_wait_match(w->parent, ap_prof_frame_qualname(p, parent)));
 }
 
-/* The first row (user ones first) that names frame f under parent, or NULL. */
-static const ap_wait_rule *row_of(const ap_prof *p, const rules *r, ap_frame_id f,
-                                  ap_frame_id parent) {
+static const ap_wait_rule *row_scan(const ap_prof *p, const rules *r, ap_frame_id f,
+                                    ap_frame_id parent) {
     for (size_t i = 0; i < r->nuser; i++)
         if (row_matches(p, &r->user[i], f, parent))
             return &r->user[i];
@@ -299,6 +304,17 @@ static const ap_wait_rule *row_of(const ap_prof *p, const rules *r, ap_frame_id 
         if (row_matches(p, &builtin[i], f, parent))
             return &builtin[i];
     return NULL;
+}
+
+/* The first row (user ones first) that names frame f under parent, or NULL;
+ * remembered per pair (a failed allocation only forgets it). */
+static const ap_wait_rule *row_of(const ap_prof *p, rules *r, ap_frame_id f, ap_frame_id parent) {
+    uint64_t key = (uint64_t)f << 32 | parent, *v = ap_map_get(&r->seen, key);
+    if (v != NULL)
+        return *v == NO_ROW ? NULL : (const ap_wait_rule *)(uintptr_t)*v;
+    const ap_wait_rule *w = row_scan(p, r, f, parent);
+    ap_map_put(&r->seen, key, w != NULL ? (uint64_t)(uintptr_t)w : NO_ROW);
+    return w;
 }
 
 static int user_frame(const ap_prof *p, ap_frame_id f) {
@@ -342,7 +358,7 @@ static ap_frame_id chain_parent_frame(const chain *c, uint32_t i) {
 /* The kind of the own wait of node or span i (the rule at the top of
  * ap_wait.h), given the row that names it itself (may be NULL for an await
  * sink). */
-static unsigned resolve(const ap_prof *p, const rules *r, const chain *c, uint32_t i,
+static unsigned resolve(const ap_prof *p, rules *r, const chain *c, uint32_t i,
                         const ap_wait_rule *own) {
     unsigned call = own != NULL && !own->within ? own->kind : AP_WAIT_COUNT;
     if (own != NULL && (own->within || !generic(own->kind)))
@@ -370,7 +386,7 @@ static uint64_t own_await(const ap_node *n) {
     return n->m[AP_M_AWAIT_NS] > below ? n->m[AP_M_AWAIT_NS] - below : 0;
 }
 
-static int kinds_of(const ap_prof *p, const rules *r, const ap_tree *t, uint8_t *kinds) {
+static int kinds_of(const ap_prof *p, rules *r, const ap_tree *t, uint8_t *kinds) {
     size_t n = ap_tree_nnodes(t);
     chain c = {t, NULL, NULL};
     kinds[0] = AP_WAIT_COUNT;
