@@ -770,6 +770,12 @@
   function ms(ns) { return ns / 1e6 >= 100 ? (ns / 1e6).toFixed(0) + " ms" : (ns / 1e6).toPrecision(3) + " ms"; }
   function tlKindName(k) { return T.kinds[k]; }
   function tlColor(k) { return IO_COLOR[T.kinds[k]] || "#999"; }
+  // Running frames of the call stacks in shades of the running colour, one per name.
+  function runColor(s) {
+    var h = 2166136261;
+    for (var i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619) >>> 0;
+    return "hsl(" + (195 + h % 35) + "," + (35 + (h >>> 8) % 30) + "%," + (66 + (h >>> 16) % 16) + "%)";
+  }
   // Routes in light yellows to cyans: apart from the lock's red and the stalls' magenta.
   function routeColor(s) {
     var h = 2166136261;
@@ -932,7 +938,7 @@
           if (!r) return;
           if (T.z[i] > deepest) deepest = T.z[i];
           var k = T.k[i];
-          r.setAttribute("fill", T.kinds[k] === "running" ? hue(labels[T.f[i]]) : tlColor(k));
+          r.setAttribute("fill", T.kinds[k] === "running" ? runColor(labels[T.f[i]]) : tlColor(k));
           r.setAttribute("class", "tl-span");
           r.setAttribute("data-i", i);
           r.setAttribute("data-kind", tlKindName(k));
@@ -1004,6 +1010,12 @@
         names.map(function (r) { return r + (after[r] > 1 ? " \u00d7" + after[r] : ""); }).join(", ") + ".";
       box.appendChild(q);
     }
+    var zoom = document.createElement("button");
+    zoom.textContent = "zoom to this stall";
+    zoom.addEventListener("click", function () {
+      TL.v0 = Math.max(0, st.s - st.d); TL.v1 = Math.min(TL.end, st.s + 2 * st.d); drawTimeline();
+    });
+    box.appendChild(zoom);
     var sub = document.createElement("h3");
     sub.textContent = "Call path (outermost first; the line that took the time is marked)";
     var ol = document.createElement("ol");
