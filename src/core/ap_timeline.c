@@ -216,6 +216,7 @@ static ap_str_id request_route(const ap_prof *p, const ap_timeline *tl, size_t i
     return label(p, ap_prof_tree_at(p, tl->spans[s->parent].tree), "route") == route ? 0 : route;
 }
 
+/* A JSON array of expr for each kept span s (the i_-th of tl), in lane order. */
 #define SPAN_ARRAY(out, tl, keep, expr)                      \
     do {                                                     \
         int first_ = 1;                                      \
