@@ -109,6 +109,8 @@ def test_timeline_of_a_uvicorn_run(browser, recorded):
     page.wait_for("document.querySelectorAll('#tl-stall li').length > 0")
     panel = page.eval("document.getElementById('tl-stall').textContent")
     assert "GET /blocking" in panel and f"The time went to line {line} of {STALL_APP}" in panel
+    quoted = page.eval("document.querySelector('#tl-stall pre.tl-line').textContent")
+    assert quoted == f"{line}  " + STALL_APP.read_text().splitlines()[line - 1]
     path = page.eval("Array.from(document.querySelectorAll('#tl-stall li'))"
                      ".map(l => l.textContent)")
     names = [p.split(" ")[0] for p in path]

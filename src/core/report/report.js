@@ -995,6 +995,13 @@
       (st.cpu && st.cpu < st.d / 2 ? " The loop's thread was on the CPU for " + fmtShort(st.cpu, "ns") +
         " of it: it waited in a blocking call, not computing." : "");
     box.append(h, p);
+    var src = D.sources[fFile(st.f)];
+    if (src && st.line >= src[0] && st.line - src[0] < src[1].length) {   // the line itself
+      var pre = document.createElement("pre");
+      pre.className = "tl-line";
+      pre.textContent = st.line + "  " + src[1][st.line - src[0]];
+      box.appendChild(pre);
+    }
     // Requests whose steps ran on the loop in the 5 ms after the stall: they were waiting.
     var after = {}, end = st.s + st.d;
     for (var j = 0; j < T.s.length; j++) {
