@@ -360,8 +360,10 @@ int ap_html_write(const ap_report_ctx *rc, ap_sbuf *out) {
         ap_timeline tl;
         if (ap_timeline_build(rc->input, &tl) != 0)
             return -1;
-        ap_sbuf_puts(out, ",\n\"timeline\":");
-        ap_timeline_json(rc->input, &tl, AP_TIMELINE_HTML_SPANS, out);
+        if (tl.nspans > 0) {
+            ap_sbuf_puts(out, ",\n\"timeline\":");
+            ap_timeline_json(rc->input, &tl, AP_TIMELINE_HTML_SPANS, out);
+        }
         ap_timeline_free(&tl);
     }
     if (ap_prof_nunrel(p) > 0) {   /* unreleased objects by type, with their sites */

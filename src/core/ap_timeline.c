@@ -158,6 +158,10 @@ int ap_timeline_build(const ap_prof *p, ap_timeline *tl) {
     free(keys);
     tl->nspans = m;
     tl->t0 = t0;
+    if (m == 0) {   /* every span named a tree the profile lacks */
+        ap_timeline_free(tl);
+        return 0;
+    }
     for (size_t i = 0; i < m; i++)
         tl->spans[i].start_ns -= t0;
     qsort(tl->spans, m, sizeof *tl->spans, span_order);

@@ -34,7 +34,8 @@ typedef struct ap_timeline {
 } ap_timeline;
 
 /* The timeline of p's event ring (lanes in order of their first tree).  An
- * empty timeline when p has no events.  Release with ap_timeline_free().
+ * empty timeline when p has no events (or only events of trees it lacks, in
+ * a file cut short).  Release with ap_timeline_free().
  * Returns 0; -1 with AP_ENOMEM, or AP_EINVAL (a malformed "wait_rules"
  * entry, ap_wait_span_kinds), and *tl empty. */
 int ap_timeline_build(const ap_prof *p, ap_timeline *tl);

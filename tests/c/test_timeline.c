@@ -92,9 +92,13 @@ AP_TEST(timeline_lanes_nesting_and_kinds) {
     ap_sbuf_free(&out);
     ap_timeline_free(&tl);
 
-    /* A profile without events has an empty timeline. */
+    /* A profile without events has an empty timeline, as has one whose events
+     * name no tree of it. */
     ap_prof *q = ap_prof_new();
     AP_CHECK(ap_timeline_build(q, &tl) == 0 && tl.nspans == 0 && tl.nlanes == 0);
+    AP_CHECK(ap_prof_events_enable(q, 4) == 0);
+    ev(q, 1, 2, 0, 7);
+    AP_CHECK(ap_timeline_build(q, &tl) == 0 && tl.nspans == 0 && tl.nlanes == 0 && tl.spans == NULL);
     ap_timeline_free(&tl);
     ap_prof_free(q);
     ap_prof_free(p);
