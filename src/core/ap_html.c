@@ -8,7 +8,9 @@
 #include "ap_map.h"
 #include "ap_memtl.h"
 #include "ap_report.h"
+#include "ap_stall.h"
 #include "ap_sweep.h"
+#include "ap_timeline.h"
 #include "ap_unrel.h"
 
 /* Generated from report/report.{css,html,js} by scripts/embed_assets.py. */
@@ -87,6 +89,20 @@ static void put_source(ap_sbuf *out, const char *path, uint32_t first, uint32_t 
         ap_sbuf_puts(out, "]]");
     free(line);
     fclose(f);
+}
+
+/* Widen the range of lines of file in range (file string id -> first line
+ * << 32 | last line) to hold [lo, hi].  0; -1 with AP_ENOMEM and range freed. */
+static int widen(ap_map *range, ap_str_id file, uint32_t lo, uint32_t hi) {
+    int inserted;
+    uint64_t *slot = ap_map_upsert(range, file, (uint64_t)lo << 32 | hi, &inserted);
+    if (slot == NULL) {
+        ap_map_free(range);
+        return -1;
+    }
+    uint32_t a = (uint32_t)(*slot >> 32), b = (uint32_t)*slot;
+    *slot = (uint64_t)(lo < a ? lo : a) << 32 | (hi > b ? hi : b);
+    return 0;
 }
 
 static int keep_tree(const ap_tree *t, void *arg) {
@@ -324,7 +340,6 @@ int ap_html_write(const ap_report_ctx *rc, ap_sbuf *out) {
     ap_sbuf_puts(out, ",\n\"queries\":[");   /* statements and calls, for the I/O view */
     ap_prof_queries_json(p, out);
     ap_sbuf_putc(out, ']');
-    /* Source lines of the functions that have line-level data, read now. */
     {   /* a load sweep's chart and table (apiprof bench --sweep --profile) */
         ap_sweep_chart chart;
         ap_sweep_step *steps;
@@ -341,6 +356,16 @@ int ap_html_write(const ap_report_ctx *rc, ap_sbuf *out) {
             free(steps);
         }
     }
+    if (ap_prof_nevents(rc->input) > 0) {   /* the event ring, as lanes of spans */
+        ap_timeline tl;
+        if (ap_timeline_build(rc->input, &tl) != 0)
+            return -1;
+        if (tl.nspans > 0) {
+            ap_sbuf_puts(out, ",\n\"timeline\":");
+            ap_timeline_json(rc->input, &tl, AP_TIMELINE_HTML_SPANS, out);
+        }
+        ap_timeline_free(&tl);
+    }
     if (ap_prof_nunrel(p) > 0) {   /* unreleased objects by type, with their sites */
         ap_sbuf_puts(out, ",\n\"unreleased\":");
         if (ap_unrel_json(p, out) != 0)
@@ -354,22 +379,25 @@ int ap_html_write(const ap_report_ctx *rc, ap_sbuf *out) {
         ap_sbuf_json_str(out, chart.failed ? "" : chart.data);
         ap_sbuf_free(&chart);
     }
+    /* Source lines of the functions that have line-level data and of the
+     * stalls' lines (the timeline's stall panel quotes the line), read now. */
     ap_sbuf_puts(out, ",\n\"sources\":{");
-    if (line_data) {
+    if (line_data || ap_prof_nstalls(rc->input) > 0) {
         ap_map range = {0};   /* file string id -> first line << 32 | last line */
-        for (size_t f = 1; f < nf; f++) {
+        for (size_t f = 1; line_data && f < nf; f++) {
             const ap_frame *fr = ap_prof_frame(p, (ap_frame_id)f);
             if (fr->lineno == 0 || fr->kind != AP_FRAME_PYTHON)
                 continue;
             uint32_t lo = fr->line && fr->line < fr->lineno ? fr->line : fr->lineno;
-            int inserted;
-            uint64_t *slot = ap_map_upsert(&range, fr->file, (uint64_t)lo << 32 | fr->lineno, &inserted);
-            if (slot == NULL) {
-                ap_map_free(&range);
+            if (widen(&range, fr->file, lo, fr->lineno) != 0)
                 return -1;
-            }
-            uint32_t a = (uint32_t)(*slot >> 32), b = (uint32_t)*slot;
-            *slot = (uint64_t)(lo < a ? lo : a) << 32 | (fr->lineno > b ? fr->lineno : b);
+        }
+        for (size_t i = 0; i < ap_prof_nstalls(rc->input); i++) {
+            const ap_stall *st = ap_prof_stall_at(rc->input, i);
+            const ap_frame *fr = ap_prof_frame(p, st->func);
+            if (st->line != 0 && fr != NULL && fr->kind == AP_FRAME_PYTHON &&
+                widen(&range, fr->file, st->line, st->line) != 0)
+                return -1;
         }
         int any = 0;
         uint64_t key, val;

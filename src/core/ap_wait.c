@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "ap_err.h"
+#include "ap_map.h"
 #include "ap_metric.h"
 
 static const struct {
@@ -215,11 +216,16 @@ typedef struct rules {
     ap_wait_rule *user;
     size_t nuser;
     char *text; /* the parsed copy user's strings point into */
+    ap_map seen; /* (frame << 32 | parent frame) -> the row that names it, or NO_ROW:
+                    a timeline asks the same pairs a million times */
 } rules;
+
+#define NO_ROW 1u /* no row names the pair (rows are aligned: no row is at address 1) */
 
 static void rules_free(rules *r) {
     free(r->user);
     free(r->text);
+    ap_map_free(&r->seen);
 }
 
 /* Parse "KIND:[within:]PATTERN[@FILE][<PARENT]" rows separated by ';'. */
@@ -287,9 +293,8 @@ static int row_matches(const ap_prof *p, const ap_wait_rule *w, ap_frame_id f, a
     return w->parent == NULL || (parent != 0 && ap_wait_match(w->parent, ap_prof_frame_qualname(p, parent)));
 }
 
-/* The first row (user ones first) that names frame f under parent, or NULL. */
-static const ap_wait_rule *row_of(const ap_prof *p, const rules *r, ap_frame_id f,
-                                  ap_frame_id parent) {
+static const ap_wait_rule *row_scan(const ap_prof *p, const rules *r, ap_frame_id f,
+                                    ap_frame_id parent) {
     for (size_t i = 0; i < r->nuser; i++)
         if (row_matches(p, &r->user[i], f, parent))
             return &r->user[i];
@@ -297,6 +302,17 @@ static const ap_wait_rule *row_of(const ap_prof *p, const rules *r, ap_frame_id 
         if (row_matches(p, &builtin[i], f, parent))
             return &builtin[i];
     return NULL;
+}
+
+/* The first row (user ones first) that names frame f under parent, or NULL;
+ * remembered per pair (a failed allocation only forgets it). */
+static const ap_wait_rule *row_of(const ap_prof *p, rules *r, ap_frame_id f, ap_frame_id parent) {
+    uint64_t key = (uint64_t)f << 32 | parent, *v = ap_map_get(&r->seen, key);
+    if (v != NULL)
+        return *v == NO_ROW ? NULL : (const ap_wait_rule *)(uintptr_t)*v;
+    const ap_wait_rule *w = row_scan(p, r, f, parent);
+    ap_map_put(&r->seen, key, w != NULL ? (uint64_t)(uintptr_t)w : NO_ROW);
+    return w;
 }
 
 static int user_frame(const ap_prof *p, ap_frame_id f) {
@@ -315,23 +331,47 @@ static int generic(unsigned k) {
     return k == AP_WAIT_NETWORK || k == AP_WAIT_IDLE || k == AP_WAIT_LOCK;
 }
 
-/* The kind of node n's own wait (the rule at the top of ap_wait.h), given
- * the row that names n itself (may be NULL for an await sink). */
-static unsigned resolve(const ap_prof *p, const rules *r, const ap_tree *t, const ap_node *n,
+/* What resolve() walks up from a waiting node or span: a tree's nodes, or a
+ * forest of nested spans given as frames and parent indices (AP_NONE: none). */
+typedef struct chain {
+    const ap_tree *t;         /* a tree, or NULL for the arrays below */
+    const ap_frame_id *frame;
+    const uint32_t *parent;
+} chain;
+
+static ap_frame_id chain_frame(const chain *c, uint32_t i) {
+    return c->t != NULL ? ap_tree_node(c->t, i)->frame : c->frame[i];
+}
+
+static uint32_t chain_parent(const chain *c, uint32_t i) {
+    return c->t != NULL ? ap_tree_node(c->t, i)->parent : c->parent[i];
+}
+
+/* The frame of i's parent, 0 (the root's) when it has none. */
+static ap_frame_id chain_parent_frame(const chain *c, uint32_t i) {
+    uint32_t up = chain_parent(c, i);
+    return up == AP_NONE ? 0 : chain_frame(c, up);
+}
+
+/* The kind of the own wait of node or span i (the rule at the top of
+ * ap_wait.h), given the row that names it itself (may be NULL for an await
+ * sink). */
+static unsigned resolve(const ap_prof *p, rules *r, const chain *c, uint32_t i,
                         const ap_wait_rule *own) {
     unsigned call = own != NULL && !own->within ? own->kind : AP_WAIT_COUNT;
     if (own != NULL && (own->within || !generic(own->kind)))
         return own->kind;
-    int is_await = ap_prof_frame(p, n->frame)->kind == AP_FRAME_PYTHON;
-    for (const ap_node *a = n; a->id != 0; a = ap_tree_node(t, a->parent)) {
-        if (a != n) {
-            const ap_wait_rule *w = row_of(p, r, a->frame, ap_tree_node(t, a->parent)->frame);
+    int is_await = ap_prof_frame(p, chain_frame(c, i))->kind == AP_FRAME_PYTHON;
+    for (uint32_t a = i; a != AP_NONE && chain_frame(c, a) != 0; a = chain_parent(c, a)) {
+        ap_frame_id f = chain_frame(c, a);
+        if (a != i) {
+            const ap_wait_rule *w = row_of(p, r, f, chain_parent_frame(c, a));
             if (w != NULL && w->within)
                 return w->kind;
             if (w != NULL && call == AP_WAIT_COUNT && is_await)
                 call = w->kind;
         }
-        if (user_frame(p, a->frame))
+        if (user_frame(p, f))
             break;
     }
     return call;
@@ -344,8 +384,9 @@ static uint64_t own_await(const ap_node *n) {
     return n->m[AP_M_AWAIT_NS] > below ? n->m[AP_M_AWAIT_NS] - below : 0;
 }
 
-static int kinds_of(const ap_prof *p, const rules *r, const ap_tree *t, uint8_t *kinds) {
+static int kinds_of(const ap_prof *p, rules *r, const ap_tree *t, uint8_t *kinds) {
     size_t n = ap_tree_nnodes(t);
+    chain c = {t, NULL, NULL};
     kinds[0] = AP_WAIT_COUNT;
     for (size_t i = 1; i < n; i++) {
         const ap_node *node = ap_tree_node(t, (ap_node_id)i);
@@ -354,7 +395,7 @@ static int kinds_of(const ap_prof *p, const rules *r, const ap_tree *t, uint8_t 
         if (own == NULL && !(python && own_await(node) > 0))
             kinds[i] = AP_WAIT_COUNT;
         else
-            kinds[i] = (uint8_t)resolve(p, r, t, node, own);
+            kinds[i] = (uint8_t)resolve(p, r, &c, (uint32_t)i, own);
     }
     return 0;
 }
@@ -366,6 +407,25 @@ int ap_wait_node_kinds(const ap_prof *p, const ap_tree *t, uint8_t *kinds) {
     int rc = kinds_of(p, &r, t, kinds);
     rules_free(&r);
     return rc;
+}
+
+int ap_wait_span_kinds(const ap_prof *p, const ap_frame_id *frame, const uint32_t *parent,
+                       size_t n, uint8_t *kinds) {
+    rules r;
+    if (rules_parse(ap_prof_meta_get(p, "wait_rules"), &r) != 0)
+        return -1;
+    chain c = {NULL, frame, parent};
+    for (size_t i = 0; i < n; i++) {
+        const ap_frame *f = ap_prof_frame(p, frame[i]);
+        const ap_wait_rule *own = row_of(p, &r, frame[i], chain_parent_frame(&c, (uint32_t)i));
+        /* A Python frame's span is a step that ran; only a hidden row makes its time a wait. */
+        if (own == NULL || f == NULL || (f->kind == AP_FRAME_PYTHON && !own->hidden))
+            kinds[i] = AP_WAIT_COUNT;
+        else
+            kinds[i] = (uint8_t)resolve(p, &r, &c, (uint32_t)i, own);
+    }
+    rules_free(&r);
+    return 0;
 }
 
 int ap_wait_classify(ap_prof *p) {

@@ -125,6 +125,17 @@ int ap_wait_generated_file(const char *file);
  * AP_ENOMEM. */
 int ap_wait_node_kinds(const ap_prof *p, const ap_tree *t, uint8_t *kinds);
 
+/* The same rules for a timeline's spans (ap_timeline.c), which nest instead
+ * of forming a tree: span i ran frame[i] inside span parent[i] (an index
+ * below n, AP_NONE for none; following parents must end).  kinds[i] is the
+ * kind the rules give the own time of a node with the same call path: a C
+ * call's (or a producer's synthetic frame's, "<lock wait>") whole span, or
+ * AP_WAIT_COUNT.  A Python frame's span is one step that ran (its awaits are
+ * the gaps between steps), so it is AP_WAIT_COUNT unless a hidden row names
+ * it.  Returns 0; -1 as ap_wait_node_kinds. */
+int ap_wait_span_kinds(const ap_prof *p, const ap_frame_id *frame, const uint32_t *parent,
+                       size_t n, uint8_t *kinds);
+
 /* Fill the ruled kinds' metrics of every node of p from the rules: each
  * wait's time on its node and every ancestor below the root (inclusive);
  * the ruled metrics are recomputed from nothing, so calling it again gives

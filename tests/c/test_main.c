@@ -110,6 +110,7 @@ AP_TEST(err_thread_local) {
     X(query_normalise) X(query_records_roundtrip) X(query_kinds_roundtrip)              \
     X(wait_hidden_call_is_the_callers_own_time)                                         \
     X(stall_model_and_file) X(stall_decode_rejects) X(stall_json_and_finding) X(stall_off_the_cpu) \
+    X(timeline_lanes_nesting_and_kinds) \
     X(memtl_model_file_and_merge) X(memtl_decode_rejects) X(memtl_json_and_chart) \
     X(unrel_model_file_and_json) \
     X(lock_contention_skips_pool_machinery) \

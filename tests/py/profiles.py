@@ -215,12 +215,26 @@ class _Builder:
             prev = start
         return bytes(out)
 
+    def stalls(self, spec: dict) -> bytes:
+        out = bytearray(_varint(len(spec["stalls"])) + _varint(0))
+        prev = 0
+        for st in spec["stalls"]:
+            d = st["start_ns"] - prev
+            out += _varint(d << 1 if d >= 0 else (-d << 1) - 1) + _varint(st["dur_ns"])
+            out += _varint(self.frame(st["function"])) + _varint(st.get("line", 0))
+            for k in ("thread", "route", "task"):
+                out += _varint(self.intern(st.get(k, "")))
+            out += _varint(len(st["stack"])) + b"".join(_varint(self.frame(f)) for f in st["stack"])
+            prev = st["start_ns"]
+        return bytes(out)
+
     def file(self, spec: dict) -> bytes:
         meta = spec.get("meta", {})
         if not isinstance(spec.get("trees"), list):
             raise ValueError("spec needs a list 'trees'")
         trees = [self.tree(t) for t in spec["trees"]]
         events = self.events(spec) if spec.get("events") is not None else None
+        stalls = self.stalls(spec) if spec.get("stalls") else None
         strs = _varint(0) + _varint(len(self.strs)) + b"".join(_text(s) for s in self.strs)
         frames = _varint(0) + _varint(len(self.frames)) + b"".join(
             b"".join(_varint(x) for x in f) for f in self.frames)
@@ -230,6 +244,8 @@ class _Builder:
         chunks += [(b"TREE", t) for t in trees]
         if events is not None:
             chunks.append((b"EVNT", events))
+        if stalls is not None:
+            chunks.append((b"STLS", stalls))
         chunks.append((b"END ", b""))
         out = bytearray(b"APIPROF\0" + struct.pack("<II", 1, 0))
         for tag, payload in chunks:
@@ -243,8 +259,9 @@ def write(spec: dict, path: Path) -> Path:
 
     spec = {'meta': {..}, 'trees': [{'labels': {..}, 'nodes': [([(qualname, file, line,
     lineno[, kind]), ...], {metric: value})]}], 'events': [(tree, frame, start_ns,
-    dur_ns)], 'events_capacity': n}.  Nodes without calls get 1; total_ns is derived
-    from self_ns unless given."""
+    dur_ns)], 'events_capacity': n, 'stalls': [{'start_ns', 'dur_ns', 'function': frame,
+    'line', 'thread', 'route', 'task', 'stack': [frame, ...]}]}.  Nodes without calls get
+    1; total_ns is derived from self_ns unless given."""
     path.write_bytes(_Builder().file(spec))
     return path
 

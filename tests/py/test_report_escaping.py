@@ -39,7 +39,8 @@ INJECTED = """(() => {
   for (const el of document.querySelectorAll('*')) {
     for (const a of el.attributes) if (/^on/i.test(a.name)) bad.push(el.tagName + ' ' + a.name);
     const tag = el.tagName.toLowerCase();
-    if (tag === 'img' || (tag === 'svg' && el.parentElement.id !== 'graph')) bad.push(tag);
+    if (tag === 'img' || (tag === 'svg' && el.parentElement.id !== 'graph' && el.id !== 'tl-svg'))
+      bad.push(tag);
   }
   const scripts = document.querySelectorAll('script').length;
   return {bad: bad, scripts: scripts, pwned: window.pwned === undefined ? null : window.pwned};
@@ -49,7 +50,7 @@ INJECTED = """(() => {
 def payload_spec(src_dir: Path) -> dict:
     """A profile whose every name carries the payloads: functions, files (real source
     files, so the source view embeds them), routes, threads, tasks, metadata."""
-    trees = []
+    trees, events, stalls = [], [], []
     for i, p in enumerate(PAYLOADS):
         path = src_dir / f"f{i}{p.replace('/', '|')}.py"
         path.write_text("def handler():\n    x = 1\n    return x\n")
@@ -60,8 +61,15 @@ def payload_spec(src_dir: Path) -> dict:
                  ([handler, fr(f"c{i}{p}", str(path), 3)], {"self_ns": 3000 + i, "calls": 2})]
         trees.append({"labels": {"route": f"GET /r{i}{p}", "thread": f"t{i}{p}",
                                  "task": f"k{i}{p}"}, "nodes": nodes})
+        # The timeline: a lane per thread, a request span per route, a stall with its
+        # call path, all named by the payloads.
+        events += [(i, handler, i * 10_000, 8_000),
+                   (i, fr(f"c{i}{p}", str(path), 3), i * 10_000 + 1_000, 3_000)]
+        stalls.append({"start_ns": i * 10_000 + 500, "dur_ns": 6_000, "function": handler,
+                       "line": 2, "thread": f"t{i}{p}", "route": f"GET /r{i}{p}",
+                       "task": f"k{i}{p}", "stack": [handler, fr(f"c{i}{p}", str(path), 3)]})
     return {"meta": {"clock": "wall", "argv": PAYLOADS[0], "note": PAYLOADS[2]},
-            "trees": trees}
+            "trees": trees, "events": events, "stalls": stalls}
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +144,39 @@ def test_html_report_escapes_names_in_every_view(browser, payload_profile, tmp_p
             check_clean(page, f"{view} filtered by {k}")
     page.eval("window.apiprof.search(" + json.dumps(PAYLOADS[5]) + ")")
     check_clean(page, "search")
+    check_timeline(page)
     assert page.eval(INJECTED)["scripts"] == scripts
+
+
+def check_timeline(page) -> None:
+    """The timeline: lanes named by the threads, request spans by the routes, and every
+    stall's panel (route, task, thread, call path), each hovered and clicked."""
+    page.eval("window.apiprof.show('timeline')")
+    check_clean(page, "timeline")
+    lanes = page.eval("window.apiprof.timeline().lanes")
+    # each thread had a stall: each lane is an event loop's
+    assert sorted(lanes) == sorted(f"t{i}{p} (event loop)" for i, p in enumerate(PAYLOADS))
+    titles = page.eval("Array.from(document.querySelectorAll('#tl-svg text.lane'))"
+                       ".map(t => t.querySelector('title') ? t.querySelector('title').textContent"
+                       " : t.textContent)")
+    assert sorted(titles) == sorted(lanes)
+    page.eval("""document.querySelectorAll('#tl-svg rect').forEach(e => {
+        e.dispatchEvent(new MouseEvent('mousemove', {bubbles: true})); })""")
+    check_clean(page, "timeline, hovered")
+    n = page.eval("document.querySelectorAll('#tl-svg .tl-stall').length")
+    assert n == len(PAYLOADS)
+    for k in range(n):
+        page.eval(f"""(() => {{ const r = document.querySelectorAll('#tl-svg .tl-stall')[{k}];
+            r.dispatchEvent(new MouseEvent('mousedown', {{bubbles: true}}));
+            r.dispatchEvent(new MouseEvent('mouseup', {{bubbles: true}})); }})()""")
+        check_clean(page, f"timeline, stall {k}")
+        panel = page.eval("document.getElementById('tl-stall').textContent")
+        i = next(i for i, p in enumerate(PAYLOADS) if f"GET /r{i}{p}" in panel)
+        p = PAYLOADS[i]
+        assert f"task k{i}{p}" in panel and f"thread t{i}{p}" in panel
+        path = page.eval("Array.from(document.querySelectorAll('#tl-stall li'))"
+                         ".map(l => l.firstChild.textContent)")
+        assert path == [f"h{i}{p} ", f"c{i}{p} "]
 
 
 def test_svg_flame_graph_escapes_names(browser, payload_profile, tmp_path):

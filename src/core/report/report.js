@@ -613,6 +613,9 @@
       (idle ? "; " + fmtUnit(idle, "nanoseconds") + " of it (" + pct(idle, wall) +
         ") idle waiting, left out of the views" + (state.idle ? " (shown now)" : "") : "") +
       ". Percentages in the views are of the time shown.</p>");
+    if (D.timeline) html.push("<p class=note>This profile has a timeline of its threads, requests" +
+      (D.timeline.stalls.length ? " and " + D.timeline.stalls.length + " event-loop stall(s)" : "") +
+      ": <a href='#' id=to-timeline>open the Timeline</a>.</p>");
     html.push("<h2>Findings</h2>");
     if (!D.findings.length) {
       html.push("<p class=note>No route, function or wait stands out in this profile.</p>");
@@ -736,6 +739,7 @@
     sel.dispatchEvent(new Event("change"));
   }
   $("overview").addEventListener("click", function (e) {
+    if (e.target.id === "to-timeline") { e.preventDefault(); show("timeline"); return; }
     var tr = e.target.closest("tr[data-route]");
     if (tr) { selectRoute(tr.dataset.route); show("flame"); return; }
     var li = e.target.closest("li[data-i]");
@@ -750,6 +754,351 @@
       show(fn >= 0 ? "tree" : "flame");
     }
   });
+
+  // ---- timeline: the event ring's spans per thread, requests and stalls ------------------
+  // Written by the C core (ap_timeline.c): per span its start (ns from the first span or
+  // stall), duration, frame, lane (a thread), depth (nesting within the lane), wait kind
+  // (an index into T.kinds, "running" when it ran) and, on a request's outermost span, its
+  // route (a string id). Every name from the profile goes in as text, never as markup.
+  var T = D.timeline, TL = null, SVGNS = "http://www.w3.org/2000/svg";
+  var STALL_COLOR = "#e4007c", TL_GUT = 190, TL_AXIS = 24, TL_ROW = 16, TL_DEPTH = 12, TL_DEPTH_MAX = 80;
+  function tlWhere(f) {
+    var file = fFile(f);
+    return file === "~" || !file ? "" : file + ":" + (fLineno(f) || fLine(f));
+  }
+  function tlBase(file) { return file.split("/").pop(); }
+  function ms(ns) { return ns / 1e6 >= 100 ? (ns / 1e6).toFixed(0) + " ms" : (ns / 1e6).toPrecision(3) + " ms"; }
+  function tlKindName(k) { return T.kinds[k]; }
+  function tlColor(k) { return IO_COLOR[T.kinds[k]] || "#999"; }
+  // Running frames of the call stacks in shades of the running colour, one per name.
+  function runColor(s) {
+    var h = 2166136261;
+    for (var i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619) >>> 0;
+    return "hsl(" + (195 + h % 35) + "," + (35 + (h >>> 8) % 30) + "%," + (66 + (h >>> 16) % 16) + "%)";
+  }
+  // Routes in light yellows to cyans: apart from the lock's red and the stalls' magenta.
+  function routeColor(s) {
+    var h = 2166136261;
+    for (var i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619) >>> 0;
+    return "hsl(" + (45 + h % 140) + ",55%," + (62 + (h >>> 8) % 12) + "%)";
+  }
+  function svgEl(tag, attrs, parent) {
+    var el = document.createElementNS(SVGNS, tag);
+    for (var a in attrs) el.setAttribute(a, attrs[a]);
+    if (parent) parent.appendChild(el);
+    return el;
+  }
+  function tlInit() {
+    var n = T.s.length, lanes = T.lanes.map(function (l) {
+      return { name: l.name, id: l.id, spans: [], byDepth: null, maxDepth: 0, requests: 0, loop: false };
+    });
+    var end = 0;
+    for (var i = 0; i < n; i++) {
+      var lane = lanes[T.l[i]];
+      lane.spans.push(i);
+      if (T.z[i] > lane.maxDepth) lane.maxDepth = T.z[i];
+      if (T.r[i]) lane.requests++;
+      if (T.s[i] + T.d[i] > end) end = T.s[i] + T.d[i];
+    }
+    T.stalls.forEach(function (st) { if (st.s + st.d > end) end = st.s + st.d; });
+    // The loop's lane: the first thread named as the stalls' thread is.
+    T.stalls.forEach(function (st) {
+      for (var j = 0; j < lanes.length; j++) if (lanes[j].name === S[st.thread]) { lanes[j].loop = true; break; }
+    });
+    // Threads of the same name are numbered (a pool's workers).
+    var seen = {};
+    lanes.forEach(function (l) { seen[l.name] = (seen[l.name] || 0) + 1; });
+    var num = {};
+    lanes.forEach(function (l) {
+      l.title = l.name + (seen[l.name] > 1 ? " " + (num[l.name] = (num[l.name] || 0) + 1) : "") +
+        (l.loop ? " (event loop)" : "");
+      // The activity row draws deeper spans over their parents.
+      l.byDepth = l.spans.slice().sort(function (a, b) { return T.z[a] - T.z[b] || a - b; });
+    });
+    TL = { lanes: lanes, end: Math.max(end, 1), v0: 0, v1: Math.max(end, 1), stacks: false, sel: -1, hit: [] };
+  }
+  function tlNote() {
+    var bits = [];
+    bits.push("Each lane is a thread, time runs left to right (ms from the first span). The activity " +
+      "row shows what the thread was doing: running code, or waiting (by kind). The requests row shows " +
+      "the steps each request ran on that thread, by route (between its steps a request was awaiting). " +
+      "An event-loop stall is one step of the loop that ran so long that no other request on that loop " +
+      "could run: click one for the line that took the time. Hover for names, drag to pan, wheel to zoom.");
+    if (T.shown < T.spans) bits.push("Showing the " + T.shown.toLocaleString("en") + " longest of " +
+      T.spans.toLocaleString("en") + " spans: those shorter than " + fmtShort(T.cut_ns, "ns") + " are left out.");
+    if (T.dropped) bits.push("The ring kept only the last spans of the run: " + T.dropped.toLocaleString("en") +
+      " earlier ones were overwritten (apiprof run --timeline-events N keeps more).");
+    return bits.join(" ");
+  }
+  function tlLegend() {
+    var box = $("tl-legend"), present = {};
+    for (var i = 0; i < T.k.length; i++) present[T.k[i]] = 1;
+    box.textContent = "";
+    function key(color, text) {
+      var k = document.createElement("span");
+      k.className = "key"; k.style.background = color;
+      box.append(k, text);
+    }
+    // running first, then the wait kinds present, then requests and stalls
+    var order = [T.kinds.length - 1];
+    for (var k = 0; k < T.kinds.length - 1; k++) order.push(k);
+    order.forEach(function (k) {
+      if (!present[k]) return;
+      var name = tlKindName(k);
+      key(tlColor(k), name === "running" ? "running code" : name === "idle" ? "idle (nothing to do)" :
+        "waiting: " + name.replace("_", " "));
+      box.lastChild.previousSibling.dataset.kind = name;
+    });
+    key("repeating-linear-gradient(90deg,#9ab,#9ab 6px,#cde 6px,#cde 12px)", "request (its route's colour)");
+    if (T.stalls.length) key(STALL_COLOR, "event-loop stall");
+  }
+  function tlTicks(g, W, H) {
+    var span = TL.v1 - TL.v0, raw = span / 8, p10 = Math.pow(10, Math.floor(Math.log10(raw)));
+    var step = [1, 2, 5, 10].map(function (m) { return m * p10; }).filter(function (s) { return s >= raw; })[0];
+    var dec = Math.max(0, -Math.floor(Math.log10(step / 1e6)));
+    for (var t = Math.ceil(TL.v0 / step) * step; t <= TL.v1; t += step) {
+      var x = tlX(t, W);
+      svgEl("line", { x1: x, x2: x, y1: TL_AXIS - 6, y2: H, stroke: "#eee" }, g);
+      svgEl("text", { x: x + 2, y: TL_AXIS - 10 }, g).textContent = (t / 1e6).toFixed(dec) + " ms";
+    }
+  }
+  function tlX(t, W) { return TL_GUT + (t - TL.v0) * (W - TL_GUT - 8) / (TL.v1 - TL.v0); }
+  function tlText(g, x, y, text, cls) {
+    var el = svgEl("text", { x: x, y: y }, g);
+    if (cls) el.setAttribute("class", cls);
+    el.textContent = text;
+    return el;
+  }
+  // A rectangle for [t0, t0 + d) on a row, clipped to the view; null when off screen or
+  // narrower than minW pixels.
+  function tlRect(g, t0, d, y, h, W, minW) {
+    if (t0 > TL.v1 || t0 + d < TL.v0) return null;
+    var x0 = Math.max(tlX(t0, W), TL_GUT), x1 = Math.min(tlX(t0 + d, W), W - 8);
+    if (x1 - x0 < minW) {
+      if (minW < 2) return null;
+      x1 = x0 + minW;   // stalls stay clickable however far out the view is
+    }
+    return svgEl("rect", { x: x0.toFixed(2), y: y, width: (x1 - x0).toFixed(2), height: h }, g);
+  }
+  function drawTimeline() {
+    var note = $("tl-note");
+    if (!T) {
+      note.textContent = "This profile has no timeline: record one with apiprof run --timeline " +
+        "(or Profiler(timeline=N)) to see threads, requests and event-loop stalls over time.";
+      $("tl-main").hidden = true;
+      return;
+    }
+    if (!TL) { tlInit(); tlLegend(); note.textContent = tlNote(); }
+    var svg = $("tl-svg"), W = Math.max($("tl-box").clientWidth - 2, 600), g = document.createDocumentFragment();
+    svg.textContent = "";
+    var y = TL_AXIS, rows = [];   // [y, height, label, class] for the gutter
+    if (T.stalls.length) {
+      rows.push([y, TL_ROW, "event-loop stalls", "track"]);
+      T.stalls.forEach(function (st, i) {
+        var r = tlRect(g, st.s, st.d, y + 1, TL_ROW - 2, W, 3);
+        if (!r) return;
+        r.setAttribute("fill", STALL_COLOR);
+        r.setAttribute("class", "tl-stall" + (i === TL.sel ? " sel" : ""));
+        r.setAttribute("data-stall", i);
+      });
+      y += TL_ROW + 8;
+    }
+    TL.lanes.forEach(function (lane, li) {
+      rows.push([y, 14, lane.title, "lane"]);
+      y += 15;
+      if (lane.requests) {
+        rows.push([y, TL_ROW, "requests", "row"]);
+        lane.spans.forEach(function (i) {
+          if (!T.r[i]) return;
+          var r = tlRect(g, T.s[i], T.d[i], y + 1, TL_ROW - 2, W, 0.5);
+          if (!r) return;
+          r.setAttribute("fill", routeColor(S[T.r[i]]));
+          r.setAttribute("class", "tl-req");
+          r.setAttribute("data-i", i);
+          var w = +r.getAttribute("width");
+          if (w > 50) tlText(g, +r.getAttribute("x") + 3, y + TL_ROW - 4, S[T.r[i]].slice(0, Math.floor(w / 6.5)), "in");
+        });
+        y += TL_ROW;
+      }
+      rows.push([y, TL_ROW, "activity", "row"]);
+      lane.byDepth.forEach(function (i) {
+        var r = tlRect(g, T.s[i], T.d[i], y + 1, TL_ROW - 2, W, 0.5);
+        if (!r) return;
+        r.setAttribute("fill", tlColor(T.k[i]));
+        r.setAttribute("class", "tl-span");
+        r.setAttribute("data-i", i);
+        r.setAttribute("data-kind", tlKindName(T.k[i]));
+      });
+      y += TL_ROW;
+      if (TL.stacks) {
+        var deepest = -1;
+        lane.spans.forEach(function (i) {
+          if (T.z[i] >= TL_DEPTH_MAX) return;
+          var r = tlRect(g, T.s[i], T.d[i], y + T.z[i] * TL_DEPTH, TL_DEPTH - 1, W, 0.5);
+          if (!r) return;
+          if (T.z[i] > deepest) deepest = T.z[i];
+          var k = T.k[i];
+          r.setAttribute("fill", T.kinds[k] === "running" ? runColor(labels[T.f[i]]) : tlColor(k));
+          r.setAttribute("class", "tl-span");
+          r.setAttribute("data-i", i);
+          r.setAttribute("data-kind", tlKindName(k));
+          var w = +r.getAttribute("width");
+          if (w > 40) tlText(g, +r.getAttribute("x") + 2, y + T.z[i] * TL_DEPTH + 9,
+            labels[T.f[i]].slice(0, Math.floor(w / 6)), "in");
+        });
+        if (deepest >= 0) rows.push([y, TL_DEPTH, "call stacks", "row"]);
+        y += (deepest + 1) * TL_DEPTH;
+      }
+      y += 8;
+      if (li < TL.lanes.length - 1) svgEl("line", { x1: 0, x2: W, y1: y - 4, y2: y - 4, stroke: "#ddd" }, g);
+    });
+    var H = y + 4;
+    svg.setAttribute("width", W);
+    svg.setAttribute("height", H);
+    var axis = svgEl("g", {}, svg);
+    tlTicks(axis, W, H);
+    svg.appendChild(g);
+    var gut = svgEl("g", {}, svg);
+    svgEl("rect", { x: 0, y: 0, width: TL_GUT - 4, height: H, fill: "#fff" }, gut);
+    rows.forEach(function (r) {
+      var row = r[3] === "row", t = tlText(gut, row ? 16 : 4, r[0] + (row ? 11 : 12), r[2], r[3]);
+      if (r[2].length > 28) {   // cut to the gutter; the whole name in its tooltip
+        t.textContent = r[2].slice(0, 27) + "\u2026";
+        svgEl("title", {}, t).textContent = r[2];
+      }
+    });
+    $("tl-range").textContent = "showing " + ms(TL.v0) + " to " + ms(TL.v1) + " of " + ms(TL.end);
+  }
+  function tlSpanText(i) {
+    var f = T.f[i], k = tlKindName(T.k[i]), w = tlWhere(f);
+    return labels[f] + (w ? "\n" + w : "") + "\n" + fmtShort(T.d[i], "ns") + " from " + ms(T.s[i]) + "\n" +
+      (k === "running" ? "running" : k === "idle" ? "idle: nothing to do" : "waiting: " + k) +
+      (T.r[i] ? "\nrequest step of " + S[T.r[i]] : "");
+  }
+  function tlStallText(st) {
+    return "event-loop stall: " + fmtShort(st.d, "ns") + " from " + ms(st.s) + "\n" + fQual(st.f) + " (" +
+      tlBase(fFile(st.f)) + ":" + st.line + ")" + (S[st.route] ? "\nroute " + S[st.route] : "") +
+      "\nclick for its call path";
+  }
+  // The panel of stall i: what it was, what waited, and its call path with the culprit's line.
+  function tlShowStall(i) {
+    var st = T.stalls[i], box = $("tl-stall");
+    TL.sel = i;
+    box.textContent = "";
+    var h = document.createElement("h3");
+    h.textContent = "Event-loop stall: " + fmtShort(st.d, "ns") + " at " + ms(st.s) +
+      (S[st.route] ? " in a request of " + S[st.route] : "") + (S[st.task] ? " (task " + S[st.task] + ")" : "");
+    var p = document.createElement("p");
+    p.textContent = "For these " + fmtShort(st.d, "ns") + " the event loop" + (S[st.thread] ? " (thread " +
+      S[st.thread] + ")" : "") + " ran only this step: every other request on the loop waited for it. " +
+      "The time went to line " + st.line + " of " + fFile(st.f) + ", in " + fQual(st.f) + "." +
+      (st.cpu && st.cpu < st.d / 2 ? " The loop's thread was on the CPU for " + fmtShort(st.cpu, "ns") +
+        " of it: it waited in a blocking call, not computing." : "");
+    box.append(h, p);
+    var src = D.sources[fFile(st.f)];
+    if (src && st.line >= src[0] && st.line - src[0] < src[1].length) {   // the line itself
+      var pre = document.createElement("pre");
+      pre.className = "tl-line";
+      pre.textContent = st.line + "  " + src[1][st.line - src[0]];
+      box.appendChild(pre);
+    }
+    // Requests whose steps ran on the loop in the 5 ms after the stall: they were waiting.
+    var after = {}, end = st.s + st.d;
+    for (var j = 0; j < T.s.length; j++) {
+      if (T.r[j] && T.s[j] >= end && T.s[j] < end + 5e6 && TL.lanes[T.l[j]].loop) {
+        var r = S[T.r[j]];
+        after[r] = (after[r] || 0) + 1;
+      }
+    }
+    var names = Object.keys(after);
+    if (names.length) {
+      var q = document.createElement("p");
+      q.textContent = "Request steps that ran on the loop within 5 ms after it ended (they had been waiting): " +
+        names.map(function (r) { return r + (after[r] > 1 ? " \u00d7" + after[r] : ""); }).join(", ") + ".";
+      box.appendChild(q);
+    }
+    var zoom = document.createElement("button");
+    zoom.textContent = "zoom to this stall";
+    zoom.addEventListener("click", function () {
+      TL.v0 = Math.max(0, st.s - st.d); TL.v1 = Math.min(TL.end, st.s + 2 * st.d); drawTimeline();
+    });
+    box.appendChild(zoom);
+    var sub = document.createElement("h3");
+    sub.textContent = "Call path (outermost first; the line that took the time is marked)";
+    var ol = document.createElement("ol");
+    var culprit = -1;
+    st.stack.forEach(function (f, k) { if (fFunc(f) === fFunc(st.f)) culprit = k; });
+    st.stack.forEach(function (f, k) {
+      var li = document.createElement("li"), where = document.createElement("span");
+      var lib = /\/(site|dist)-packages\//.test(fFile(f));
+      li.textContent = labels[f] + " ";
+      where.className = "where";
+      // library files from their package on, so that the app's own lines stand out
+      where.textContent = (k === culprit ? fFile(f) + ":" + st.line + "  \u2190 the time went here" :
+        tlWhere(f)).replace(/^.*\/(site|dist)-packages\//, "");
+      li.appendChild(where);
+      li.className = k === culprit ? "culprit" : lib ? "lib" : "";
+      ol.appendChild(li);
+    });
+    box.append(sub, ol);
+    drawTimeline();
+    if (box.scrollIntoView) box.scrollIntoView({ block: "nearest" });
+  }
+  // Zoom by factor around time t (ns), within the run.
+  function tlZoom(factor, t) {
+    var span = Math.min(Math.max((TL.v1 - TL.v0) * factor, 1e3), TL.end);
+    var a = (t - TL.v0) / (TL.v1 - TL.v0);
+    TL.v0 = Math.max(0, t - a * span);
+    TL.v1 = TL.v0 + span;
+    if (TL.v1 > TL.end) { TL.v1 = TL.end; TL.v0 = Math.max(0, TL.end - span); }
+    drawTimeline();
+  }
+  function tlTime(e) {
+    var r = $("tl-svg").getBoundingClientRect(), W = r.width;
+    return TL.v0 + (e.clientX - r.left - TL_GUT) * (TL.v1 - TL.v0) / (W - TL_GUT - 8);
+  }
+  var tlDrag = null;
+  $("tl-svg").addEventListener("wheel", function (e) {
+    if (!TL) return;
+    e.preventDefault();
+    tlZoom(e.deltaY > 0 ? 1.25 : 0.8, tlTime(e));
+  }, { passive: false });
+  $("tl-svg").addEventListener("mousedown", function (e) {
+    if (TL) tlDrag = { x: e.clientX, v0: TL.v0, v1: TL.v1, moved: false };
+  });
+  window.addEventListener("mousemove", function (e) {
+    if (!tlDrag) return;
+    var dx = e.clientX - tlDrag.x;
+    if (Math.abs(dx) < 3 && !tlDrag.moved) return;
+    tlDrag.moved = true;
+    $("tl-box").classList.add("drag");
+    var W = $("tl-svg").getBoundingClientRect().width, dt = dx * (tlDrag.v1 - tlDrag.v0) / (W - TL_GUT - 8);
+    var span = tlDrag.v1 - tlDrag.v0;
+    TL.v0 = Math.min(Math.max(0, tlDrag.v0 - dt), TL.end - span);
+    TL.v1 = TL.v0 + span;
+    drawTimeline();
+  });
+  window.addEventListener("mouseup", function (e) {
+    if (!tlDrag) return;
+    var moved = tlDrag.moved;
+    tlDrag = null;
+    $("tl-box").classList.remove("drag");
+    if (moved) return;
+    var st = e.target.closest && e.target.closest(".tl-stall");
+    if (st) tlShowStall(+st.getAttribute("data-stall"));
+  });
+  $("tl-svg").addEventListener("mousemove", function (e) {
+    if (tlDrag && tlDrag.moved) return;
+    var t = e.target;
+    if (t.hasAttribute("data-stall")) showTip(e, tlStallText(T.stalls[+t.getAttribute("data-stall")]));
+    else if (t.hasAttribute("data-i")) showTip(e, tlSpanText(+t.getAttribute("data-i")));
+    else showTip(e, null);
+  });
+  $("tl-svg").addEventListener("mouseleave", function (e) { showTip(e, null); });
+  $("tl-in").addEventListener("click", function () { tlZoom(0.5, (TL.v0 + TL.v1) / 2); });
+  $("tl-out").addEventListener("click", function () { tlZoom(2, (TL.v0 + TL.v1) / 2); });
+  $("tl-reset").addEventListener("click", function () { TL.v0 = 0; TL.v1 = TL.end; drawTimeline(); });
+  $("tl-stacks").addEventListener("change", function (e) { TL.stacks = e.target.checked; drawTimeline(); });
 
   // ---- the view state in the URL: a link opens the same view ------------------------
   function saveHash() {
@@ -780,6 +1129,7 @@
     else if (v === "funcs") drawFuncs();
     else if (v === "graph") drawGraph();
     else if (v === "source") drawSource();
+    else if (v === "timeline") drawTimeline();
   }
   function show(view) {
     state.view = view;
@@ -823,7 +1173,10 @@
     label.append(k + " ", sel);
     $("filters").appendChild(label);
   });
-  window.addEventListener("resize", function () { if (state.view === "flame") drawFlame(); });
+  window.addEventListener("resize", function () {
+    if (state.view === "flame") drawFlame();
+    else if (state.view === "timeline") drawTimeline();
+  });
   $("show-idle").addEventListener("change", function (e) {
     state.idle = e.target.checked; state.zoom = 0; buildView(); applySearch(state.search);
   });
@@ -870,7 +1223,7 @@
     state.metric + " total " + fmt(V.total, state.metric) + (metaBits.length ? "; " + metaBits.join(", ") : "");
   drawFlame();
   if (h.search) { $("search").value = h.search; applySearch(h.search); }
-  show(["overview", "flame", "tree", "funcs", "graph", "source"].indexOf(h.view) >= 0 ? h.view : "overview");
+  show(["overview", "timeline", "flame", "tree", "funcs", "graph", "source"].indexOf(h.view) >= 0 ? h.view : "overview");
 
   // ---- hooks for tests and benchmarks ---------------------------------------------
   window.apiprof = {
@@ -892,6 +1245,13 @@
       });
       return best && { x: best[2], y: best[3], width: best[1], node: best[4] };
     },
+    // The timeline as drawn: its lanes' titles and the view's range in ns.
+    timeline: function () {
+      return TL && { lanes: TL.lanes.map(function (l) { return l.title; }), v0: TL.v0, v1: TL.v1, end: TL.end };
+    },
+    // The route of span i when it is a request's outermost span, and its lane's title.
+    timelineRoute: function (i) { return T.r[i] ? S[T.r[i]] : null; },
+    timelineLane: function (i) { return TL.lanes[T.l[i]].title; },
     functions: function () {
       return V.funcs.map(function (r) {
         return { name: fQual(r.fn), file: fFile(r.fn), line: fLine(r.fn), calls: r.calls, prim: r.prim,
