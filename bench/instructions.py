@@ -20,8 +20,9 @@ Groups and cases:
 - trace: function tracing of fib, Hanoi, a template-like workload, pydantic validation and
   a FastAPI request loop: baseline, apiprof (default options), apiprof builtins=False,
   "hooks-only" (apiprof with every function filtered out: the interpreter's price of
-  delivering events), apiprof without stall detection ("no-stalls") and with lock timing
-  ("+locks"), cProfile (profiling.tracing on 3.15+), yappi.
+  delivering events), apiprof without stall detection ("no-stalls"), with lock timing
+  ("+locks") and with the CPU split and GIL waits ("cpu"), cProfile (profiling.tracing on
+  3.15+), yappi.
 - lines: line profiling of a tight loop and a realistic function: apiprof.LineProfiler
   vs line_profiler.
 - asgi: a trivial FastAPI route called in-process (no server) through no middleware,
@@ -171,6 +172,8 @@ def _tracing_tools() -> dict[str, Callable[[], tuple[Callable[[], Any], Callable
             "hooks-only": ap(include=["<nothing>"], builtins=False),
             # stall detection is on by default; lock timing is on in apiprof run
             "apiprof no-stalls": ap(stall_threshold=None), "apiprof +locks": ap(locks=True),
+            # the CPU split (a thread CPU clock read per event) and with it the GIL waits
+            "apiprof cpu": ap(cpu=True),
             "apiprof +queries": ap(queries=True),
             "cProfile": cprof, "yappi": yappi}
 

@@ -19,6 +19,19 @@ static ap_str_id label(const ap_prof *p, const ap_tree *t, const char *key) {
     return 0;
 }
 
+ap_str_id ap_timeline_tree_label(const ap_prof *p, size_t t, const char *key) {
+    return t < ap_prof_ntrees(p) ? label(p, ap_prof_tree_at(p, t), key) : 0;
+}
+
+void ap_timeline_lane_name(const ap_prof *p, const ap_timeline *tl, size_t l, ap_sbuf *sb) {
+    ap_str_id thread = ap_timeline_tree_label(p, tl->lane_tree[l], "thread");
+    if (thread != 0) {
+        ap_sbuf_puts(sb, ap_prof_str(p, thread));
+        ap_sbuf_putc(sb, '\0');
+    } else
+        ap_report_tree_name(p, tl->lane_tree[l], sb);
+}
+
 /* What makes two trees one lane: the process and the thread's id, or its
  * name without an id; a tree with neither is alone (own = its index + 1). */
 typedef struct lane_key {
@@ -288,15 +301,10 @@ void ap_timeline_json(const ap_prof *p, const ap_timeline *tl, size_t max_spans,
     ap_sbuf name = {0};
     for (size_t l = 0; l < tl->nlanes; l++) {
         const ap_tree *t = ap_prof_tree_at(p, tl->lane_tree[l]);
-        ap_str_id thread = label(p, t, "thread");
         ap_sbuf_puts(out, l ? ",{\"name\":" : "{\"name\":");
-        if (thread != 0) {
-            ap_sbuf_json_str(out, ap_prof_str(p, thread));
-        } else {
-            name.len = 0;
-            ap_report_tree_name(p, tl->lane_tree[l], &name);
-            ap_sbuf_json_str(out, name.failed ? "?" : name.data);
-        }
+        name.len = 0;
+        ap_timeline_lane_name(p, tl, l, &name);
+        ap_sbuf_json_str(out, name.failed ? "?" : name.data);
         ap_sbuf_puts(out, ",\"id\":");
         ap_sbuf_json_str(out, ap_prof_str(p, label(p, t, "thread_id")));
         ap_sbuf_puts(out, ",\"pid\":");

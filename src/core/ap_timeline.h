@@ -43,6 +43,15 @@ int ap_timeline_build(const ap_prof *p, ap_timeline *tl);
 /* Release the arrays of tl; tl is left empty.  Can't fail. */
 void ap_timeline_free(ap_timeline *tl);
 
+/* The value (a string id of p) of label key of tree t of p; 0 ("") when it has none.
+ * Can't fail. */
+ap_str_id ap_timeline_tree_label(const ap_prof *p, size_t t, const char *key);
+
+/* The name of lane l of tl: its thread's name (the "thread" label), else its first
+ * tree's labels (ap_report_tree_name).  Appended to sb with a NUL, as that does.
+ * Can't fail (sb records a failed allocation). */
+void ap_timeline_lane_name(const ap_prof *p, const ap_timeline *tl, size_t l, ap_sbuf *sb);
+
 /* Spans the HTML report embeds at most: the longest ones (a span's
  * ancestors are at least as long, so every kept span keeps its parents). */
 #define AP_TIMELINE_HTML_SPANS 20000

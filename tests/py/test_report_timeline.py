@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from apiprof import _core
 from cdp import Browser
 from conftest import free_port
 from helpers import REPO_ROOT, serve_profiled
@@ -54,7 +55,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict:
     apiprof("report", str(out), "--format", "json", "-o", str(d / "stall.json"))
     apiprof("report", str(out), "--format", "chrome", "-o", str(d / "stall.trace.json"))
     return {"html": d / "stall.html", "doc": json.loads((d / "stall.json").read_text()),
-            "trace": json.loads((d / "stall.trace.json").read_text())}
+            "trace": json.loads((d / "stall.trace.json").read_text()), "profile": out}
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +64,11 @@ def browser(tmp_path_factory: pytest.TempPathFactory):
         yield b
 
 
-def threads_with_events(trace: dict) -> set[str]:
-    """The thread ids of the trees that have spans, from the Chrome trace (one track per
-    tree, named by its labels)."""
-    names = {e["tid"]: e["args"]["name"] for e in trace["traceEvents"] if e["ph"] == "M"}
-    busy = {e["tid"] for e in trace["traceEvents"] if e["ph"] == "X" and e.get("cat") != "stall"}
-    return {re.search(r"thread_id=(\d+)", names[t]).group(1) for t in busy}
+def threads_with_events(path: Path) -> set[str]:
+    """The thread ids of the trees that recorded work, from the profile itself (its
+    trees' labels: a thread's own tree and those of the routes it served share it)."""
+    return {t["labels"]["thread_id"] for t in _core.load(str(path)).trees()
+            if t["nodes"] > 1 and "thread_id" in t["labels"]}
 
 
 def centre(page, selector: str, index: int = 0) -> tuple[float, float]:
@@ -89,7 +89,14 @@ def test_timeline_of_a_uvicorn_run(browser, recorded):
 
     # One lane per thread: the loop's routes are drawn on the loop thread's lane.
     tl = page.eval("window.apiprof.timeline()")
-    threads = threads_with_events(trace)
+    threads = threads_with_events(recorded["profile"])
+    # The Chrome trace has the same tracks: a thread each, then the stalls; its lock waits
+    # say so in their category, on the pool's threads, for /locked
+    tracks = {e["tid"]: e["args"]["name"] for e in trace["traceEvents"] if e["ph"] == "M"}
+    assert len(tracks) == len(threads) + 1 and tracks[len(tracks)] == "event-loop stalls"
+    locks = [e for e in trace["traceEvents"] if "<lock wait>" in e.get("name", "")]
+    assert locks and all(e["cat"] == "lock" and e["args"]["route"] == "GET /locked"
+                         and tracks[e["tid"]].startswith("AnyIO worker thread") for e in locks)
     assert len(tl["lanes"]) == len(threads) and len(threads) >= 3   # loop and pool workers
     assert page.eval("document.querySelectorAll('#tl-svg text.lane').length") == len(threads)
     assert tl["lanes"][0] == "MainThread (event loop)"

@@ -479,7 +479,7 @@ def test_middleware_counts_each_routes_stalls(serve, http, tmp_path):
     assert first[0] == "/blocking" and first[-11] == "6", first   # stalls, 11th from the end
     assert '<td class="stall some">6</td>' in dom
     # where: the watchdog caught the loop's thread at the planted line, every time
-    line = planted_line("the planted blocking call")
+    line = marked_line(APPS / "stall_app.py", "the planted blocking call")
     assert first[-8] == f"stall_app.py:{line} pause_loop (6 of 6)", first
     # each stall is 150 ms and more: none in the buckets up to 100 ms
     spread = html.unescape(first[-9])
@@ -548,12 +548,6 @@ def test_middleware_charges_a_stall_with_the_requests_it_held_up(serve, http, tm
     assert "others held ms" in table[1] and "held up ms" in table[1], table[:2]
 
 
-def planted_line(marker: str) -> int:
-    """The line of stall_app.py that carries the comment marker."""
-    lines = (APPS / "stall_app.py").read_text().splitlines()
-    return next(i for i, text in enumerate(lines, 1) if marker in text)
-
-
 def test_middleware_watchdog_catches_a_computing_step_and_profiles_keep_it(serve, http,
                                                                          tmp_path):
     """A step that holds the loop computing in Python (no blocking call) is caught too:
@@ -576,14 +570,14 @@ def test_middleware_watchdog_catches_a_computing_step_and_profiles_keep_it(serve
     rows = {x["route"]: x for x in json.loads(r.stdout)["routes"]}
     spin = rows["/spin"]
     assert spin["stalls"] == 4 and sum(s["stalls"] for s in spin["stall_sites"]) == 4, spin
-    loop = planted_line("the planted CPU-bound loop")
+    loop = marked_line(APPS / "stall_app.py", "the planted CPU-bound loop")
     for site in spin["stall_sites"]:
         assert site["function"] in ("crunch", "crunch.<locals>.<genexpr>"), site
         assert loop <= site["line"] <= loop + 1, site
         assert site["path"].startswith("spin > crunch"), site
     # the on-demand profile of /blocking: its stall, from the watchdog
     stall, = doc["stalls"]
-    line = planted_line("the planted blocking call")
+    line = marked_line(APPS / "stall_app.py", "the planted blocking call")
     assert (stall["function"], stall["line"], stall["route"]) == ("pause_loop", line,
                                                                    "GET /blocking"), stall
     stack = [doc["frames"][i]["qualname"] for i in stall["stack"]]
