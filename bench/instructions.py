@@ -26,10 +26,11 @@ Groups and cases:
 - lines: line profiling of a tight loop and a realistic function: apiprof.LineProfiler
   vs line_profiler.
 - asgi: a trivial FastAPI route called in-process (no server) through no middleware,
-  apiprof's ProfilerMiddleware (statistics only), a hand-written pure-ASGI middleware
-  that times each call into a dict, and fastapi-profiler's middleware (statistics, no
-  per-request profile). Reported per request; beside it, the system calls per request of
-  each variant, counted with strace (run natively, N and 2N requests subtracted).
+  apiprof's ProfilerMiddleware (statistics only; "nowatch": without the stall watchdog),
+  a hand-written pure-ASGI middleware that times each call into a dict, and
+  fastapi-profiler's middleware (statistics, no per-request profile). Reported per
+  request; beside it, the system calls per request of each variant, counted with strace
+  (run natively, N and 2N requests subtracted).
 - queries: query capture (``Profiler(queries=True)``, ``apiprof run --queries``) on 20
   requests of a recent-orders route with an N+1 (a SQLite connection each, 41 statements):
   baseline, apiprof, apiprof +queries; the capture's instructions as a share of the
@@ -284,9 +285,9 @@ def _asgi_app(variant: str) -> Any:
     async def ping() -> dict[str, str]:
         return {"ok": "yes"}
 
-    if variant == "apiprof":
+    if variant in ("apiprof", "apiprof nowatch"):
         from apiprof.asgi import ProfilerMiddleware
-        return ProfilerMiddleware(app)
+        return ProfilerMiddleware(app, stall_stacks=variant == "apiprof")
     if variant == "timer":
         return TimerMiddleware(app)
     if variant == "fastapi-profiler":
@@ -458,8 +459,8 @@ def run_lines(scale: float, absent: set[str], out: dict[str, Any]) -> str:
 
 
 def run_asgi(requests: int, absent: set[str], out: dict[str, Any]) -> str:
-    variants = ["none", "apiprof", "timer"] + ([] if "fastapi_profiler" in absent
-                                               else ["fastapi-profiler"])
+    variants = ["none", "apiprof", "apiprof nowatch", "timer"] + (
+        [] if "fastapi_profiler" in absent else ["fastapi-profiler"])
     c = {v: count("asgi", str(requests), v, 1.0) for v in variants}
     has_strace = shutil.which("strace") is not None
     rows = [["middleware", "instructions / request", "extra / request", "extra / timer's",

@@ -348,6 +348,31 @@ def test_with_rlock_waits_go_to_the_acquiring_line():
     assert 1 <= waits[0]["calls"] <= 2 and waits[0]["total_ns"] >= hold * 1e9
 
 
+def test_semaphore_waits_are_lock_waits_of_the_acquiring_function():
+    """threading.Semaphore (made before the profiler, so not a timed lock inside) waits in
+    `_thread.lock.acquire` under Condition.wait in threading.py: that is a lock wait (the
+    generic rule) of the function holding the `with sem:`, apart from its sleep."""
+    hold = 0.04
+    sem = threading.BoundedSemaphore(1)
+
+    def gated() -> None:
+        with sem:  # the contended acquisition
+            time.sleep(hold)
+
+    p = apiprof.Profiler(locks=True)
+    with p:
+        threads = [threading.Thread(target=gated) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    row = next(f for f in p.functions() if f["qualname"].endswith("gated"))
+    # three holds one after another: the second waited one, the third two
+    assert row["calls"] == 3 and row["wait_sleep_ns"] >= 3 * hold * 1e9
+    assert row["wait_lock_ns"] >= 2 * hold * 1e9, row
+    assert row["wait_lock_ns"] + row["wait_sleep_ns"] <= row["total_ns"]
+
+
 def test_timed_rlock_keeps_rlock_semantics():
     rlock = _core.TimedRLock()
     assert rlock.acquire() is True and rlock.acquire() is True and rlock._is_owned()
