@@ -1137,6 +1137,7 @@ typedef struct lock_acc {
     uint64_t ns, count;
     size_t tree;        /* the last tree seen, plus 1 */
     uint64_t trees_ns;  /* time of the trees (threads) it was seen in: top nodes' totals */
+    ap_frame_id inner;  /* by_app: a library function the waits happened in, 0: none */
 } lock_acc;
 
 /* threading.py and queue.py: the locks of Condition, Event and Queue, where the
@@ -1150,8 +1151,11 @@ static int pool_machinery(const char *file) {
 /* The nodes of synthetic frame `name` ("<lock wait>", "<gil wait>": a wait
  * a producer measured) of every tree, summed per (route, frame) into *out
  * (*n rows, each with the function that waited); pool workers' waits outside
- * any request are skipped when skip_pool.  0; -1 with AP_ENOMEM. */
-static int synthetic_waits(ctx *c, const char *name, int skip_pool, lock_acc **out, size_t *n) {
+ * any request are skipped when skip_pool.  With by_app, per (route, function of
+ * the app's code that the wait was under: the nearest one up from the waiting
+ * function, which may be a library's, kept as inner).  0; -1 with AP_ENOMEM. */
+static int synthetic_waits(ctx *c, const char *name, int skip_pool, int by_app, lock_acc **out,
+                           size_t *n) {
     lock_acc *acc = NULL;
     size_t cap = 0;
     *n = 0;
@@ -1167,8 +1171,24 @@ static int synthetic_waits(ctx *c, const char *name, int skip_pool, lock_acc **o
                 continue;
             if (skip_pool && route == 0 && pool_machinery(ap_prof_str(c->p, fr->file)))
                 continue;   /* a pool's worker waiting for work: idle, not contention */
+            const ap_node *parent = ap_tree_node(tree, nd->parent);
+            ap_frame_id key = nd->frame, func = 0, inner = 0;
+            if (parent != NULL && parent->id != 0)
+                func = c->func[parent->frame];
+            if (by_app && func != 0) {
+                const ap_node *a = parent;
+                while (a != NULL && a->id != 0 &&
+                       (ap_prof_frame(c->p, a->frame)->kind != AP_FRAME_PYTHON ||
+                        c->cls.frame_library[a->frame]))
+                    a = ap_tree_node(tree, a->parent);
+                if (a != NULL && a->id != 0 && c->func[a->frame] != func) {
+                    inner = func;
+                    func = c->func[a->frame];
+                }
+                key = func;
+            }
             size_t k = 0;
-            while (k < *n && (acc[k].route != route || acc[k].wait != nd->frame))
+            while (k < *n && (acc[k].route != route || acc[k].wait != key))
                 k++;
             if (k == *n) {
                 if (*n == cap) {
@@ -1181,7 +1201,7 @@ static int synthetic_waits(ctx *c, const char *name, int skip_pool, lock_acc **o
                     acc = x;
                     cap = nc;
                 }
-                acc[(*n)++] = (lock_acc){route, nd->frame, 0, 0, 0, 0, 0};
+                acc[(*n)++] = (lock_acc){route, key, 0, 0, 0, 0, 0, 0};
             }
             if (acc[k].tree != t + 1) {
                 acc[k].tree = t + 1;
@@ -1189,9 +1209,10 @@ static int synthetic_waits(ctx *c, const char *name, int skip_pool, lock_acc **o
                      top = ap_node_next_sibling(top))
                     acc[k].trees_ns += top->m[AP_M_TOTAL_NS];
             }
-            const ap_node *parent = ap_tree_node(tree, nd->parent);
-            if (parent != NULL && parent->id != 0)
-                acc[k].func = c->func[parent->frame];
+            if (func != 0)
+                acc[k].func = func;
+            if (inner != 0)
+                acc[k].inner = inner;
             acc[k].ns += nd->m[AP_M_TOTAL_NS];
             acc[k].count += nd->m[AP_M_CALLS];
         }
@@ -1203,7 +1224,7 @@ static int synthetic_waits(ctx *c, const char *name, int skip_pool, lock_acc **o
 static int lock_contention(ctx *c) {
     lock_acc *acc = NULL;
     size_t n = 0;
-    int rc = synthetic_waits(c, "<lock wait>", 1, &acc, &n);
+    int rc = synthetic_waits(c, "<lock wait>", 1, 0, &acc, &n);
     for (size_t k = 0; rc == 0 && k < n; k++) {
         if (acc[k].ns < AP_FINDING_LOCK_MIN_NS)
             continue;
@@ -1243,7 +1264,7 @@ static int lock_contention(ctx *c) {
 static int gil_contention(ctx *c) {
     lock_acc *acc = NULL;
     size_t n = 0;
-    int rc = synthetic_waits(c, "<gil wait>", 0, &acc, &n);
+    int rc = synthetic_waits(c, "<gil wait>", 0, 1, &acc, &n);
     for (size_t k = 0; rc == 0 && k < n; k++) {
         if (acc[k].ns < AP_FINDING_LOCK_MIN_NS)
             continue;
@@ -1255,23 +1276,25 @@ static int gil_contention(ctx *c) {
             rc = -1;
             break;
         }
-        const ap_frame *w = ap_prof_frame(c->p, acc[k].wait);
+        const ap_frame *w = ap_prof_frame(c->p, acc[k].func ? acc[k].func : acc[k].wait);
         f->route = acc[k].route;
         f->frame = acc[k].func;
         f->value = acc[k].ns;
         f->share = share;
         f->count = acc[k].count;
-        char d1[32], d2[32];
+        char d1[32], d2[32], in[160] = "";
+        if (acc[k].inner)
+            snprintf(in, sizeof in, " (in library code it called, such as %s)",
+                     ap_prof_frame_qualname(c->p, acc[k].inner));
         say(f,
-            "%s%s%s (%s:%u) waited %s for the GIL (%.0f%% of its threads' time), %llu wait%s of %s "
-            "each: other threads were running Python code, and only one thread runs it at a "
-            "time; CPU-bound Python in threads does not run in parallel (a process pool does, "
-            "or C code that releases the GIL)",
+            "%s%s%s (%s:%u) waited %s for the GIL%s, %.0f%% of its threads' time, %llu wait%s "
+            "of %s each: other threads were running Python code, and only one thread runs it "
+            "at a time; CPU-bound Python in threads does not run in parallel (a process pool "
+            "does, or C code that releases the GIL)",
             acc[k].route ? ap_prof_str(c->p, acc[k].route) : "", acc[k].route ? ": " : "",
             acc[k].func ? ap_prof_frame_qualname(c->p, acc[k].func) : "the code",
             short_path(ap_prof_str(c->p, w->file)), w->line, dur(d1, sizeof d1, (double)acc[k].ns),
-            100.0 * share,
-            (unsigned long long)acc[k].count, acc[k].count == 1 ? "" : "s",
+            in, 100.0 * share, (unsigned long long)acc[k].count, acc[k].count == 1 ? "" : "s",
             dur(d2, sizeof d2, (double)acc[k].ns / (double)(acc[k].count ? acc[k].count : 1)));
     }
     free(acc);

@@ -56,6 +56,10 @@ unsigned ap_wait_by_name(const char *name) {
 #define NOT_A_WAIT(f, file, parent) {AP_WAIT_COUNT, 0, f, file, parent, 0, 0}
 
 static const ap_wait_rule builtin[] = {
+    /* the tracer's GIL waits (cpu=True): first, so that the file they carry (the
+     * waiting function's, a driver's too) meets no "within" row; a GIL wait is one
+     * wherever it happens */
+    CALL(GIL, "<gil wait>", NULL, NULL),
     /* database statements: the DB-API cursors and connections of the common
      * drivers and the ORM calls above them (the N+1 finding counts these) */
     STATEMENT("sqlite3.Connection.execute"),
@@ -157,7 +161,6 @@ static const ap_wait_rule builtin[] = {
     CALL(LOCK, "Semaphore.acquire", "asyncio/locks.py", NULL),
     CALL(LOCK, "Condition.wait", "asyncio/locks.py", NULL),
     CALL(LOCK, "<lock wait>", NULL, NULL), /* the tracer's timed `with lock:` waits */
-    CALL(GIL, "<gil wait>", NULL, NULL),   /* the tracer's GIL waits (cpu=True) */
     /* an event loop's selector with nothing to do */
     CALL(IDLE, "select.epoll.poll", NULL, NULL),
     CALL(IDLE, "select.poll.poll", NULL, NULL),

@@ -74,7 +74,8 @@ AP_TEST(wait_kinds_of_calls_and_awaits) {
     ap_frame_id runsync = fr(p, "run_sync", LIB "anyio/to_thread.py", PY);
     ap_frame_id limacq = fr(p, "CapacityLimiter.acquire_on_behalf_of",
                             LIB "anyio/_backends/_asyncio.py", PY);
-    ap_frame_id gilw = fr(p, "<gil wait>", "/srv/app/main.py", AP_FRAME_OTHER);
+    /* a GIL wait carries the waiting function's file: a driver's is still no database */
+    ap_frame_id gilw = fr(p, "<gil wait>", LIB "psycopg/cursor.py", AP_FRAME_OTHER);
     ap_frame_id lockw = fr(p, "<lock wait>", "/srv/app/main.py", AP_FRAME_OTHER);
 
     ap_node *n_sql = path(t, (ap_frame_id[]){user, sqlite}, 2);
@@ -108,7 +109,7 @@ AP_TEST(wait_kinds_of_calls_and_awaits) {
     ap_node *n_user = path(t, (ap_frame_id[]){user}, 1);
     n_user->m[AP_M_AWAIT_NS] = 600 + 700 + 800 + 900 + 1080;
     /* the tracer's measured waits: synthetic frames the table names */
-    ap_node *n_gil = path(t, (ap_frame_id[]){user, hx, gilw}, 3);
+    ap_node *n_gil = path(t, (ap_frame_id[]){user, pg, gilw}, 3);
     n_gil->m[AP_M_SELF_NS] = 11;
     ap_node *n_lockw = path(t, (ap_frame_id[]){user, lockw}, 2);
     n_lockw->m[AP_M_SELF_NS] = 13;
@@ -139,7 +140,8 @@ AP_TEST(wait_kinds_of_calls_and_awaits) {
         AP_CHECK_EQ_U64(W(IDLE, n_user), 0);
         AP_CHECK_EQ_U64(W(IDLE, path(t, (ap_frame_id[]){wrun}, 1)), 500);
         AP_CHECK_EQ_U64(W(GIL, n_gil), 11);
-        AP_CHECK_EQ_U64(W(GIL, path(t, (ap_frame_id[]){user, hx}, 2)), 11);
+        AP_CHECK_EQ_U64(W(GIL, path(t, (ap_frame_id[]){user, pg}, 2)), 11);
+        AP_CHECK_EQ_U64(W(DATABASE, n_gil), 0);
         AP_CHECK_EQ_U64(W(GIL, n_user), 11);
         AP_CHECK_EQ_U64(W(LOCK, n_lockw), 13);
         AP_CHECK_EQ_U64(W(LOCK, n_user), 13);
