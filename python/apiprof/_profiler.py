@@ -502,7 +502,9 @@ class _Checkpoints:
             thread.join()
 
     def _loop(self) -> None:
-        # A labelling profiler records nothing of this thread: its context is paused.
+        # apiprof's own thread: no profiler records it (its bootstrap frames, opened
+        # before this line, are forgotten), and a labelling profiler's context is paused.
+        _core.untrace_thread()
         _core.label_set(_labels.ROUTE, _labels.PAUSED)
         wake = self._wake
         while not wake.wait(self.interval):

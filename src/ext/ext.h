@@ -46,6 +46,9 @@ int apext_hist_init(PyObject *module, apext_state *st);
 int apext_profile_init(PyObject *module, apext_state *st);
 int apext_routes_init(PyObject *module, apext_state *st);
 
+/* Module-level functions of the function tracer (tracer.c): untrace_thread(). */
+extern PyMethodDef apext_tracer_methods[];
+
 /* A Profile object over prof.  With owner (a Tracer) it borrows prof and
  * keeps owner alive; with owner NULL it takes ownership of prof (freed with
  * the object, also on failure).  Returns a new reference, or NULL with an

@@ -92,7 +92,8 @@ static int module_exec(PyObject *module) {
         return -1;
     if (PyModule_AddFunctions(module, apext_queries_methods) < 0)
         return -1;
-    if (PyModule_AddFunctions(module, apext_stallwatch_methods) < 0)
+    if (PyModule_AddFunctions(module, apext_stallwatch_methods) < 0 ||
+        PyModule_AddFunctions(module, apext_tracer_methods) < 0)
         return -1;
     if (PyModule_AddFunctions(module, apext_spyboard_methods) < 0 || apext_spyboard_init() < 0)
         return -1;

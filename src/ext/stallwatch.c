@@ -9,6 +9,7 @@
 
 #include "ap_clock.h"
 #include "ap_wait.h"
+#include "compat.h"
 
 /* A watched thread.  used, step_t0 and seq are read by the watchdog without the GIL;
  * everything else is touched under the GIL (tstate, captured, cap) or by one side only
@@ -25,7 +26,7 @@ typedef struct slot {
 } slot;
 
 static slot slots[APEXT_STALLWATCH_SLOTS];
-static _Thread_local slot *my_slot;
+static APEXT_TLS slot *my_slot;
 static pthread_key_t slot_key;
 static int key_ready, atexit_ready;
 

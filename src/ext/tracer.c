@@ -128,8 +128,10 @@ static inline TracerObject *running_tracer(void) {
  * site gives the line.
  *
  * Cost: the thread-local state exists only on a thread that runs a loop, so
- * other threads pay one pointer test per short-path exit; the loop thread's
- * exits take the full path (a comparison per closed frame). */
+ * other threads pay one pointer test per short-path exit; on the loop thread a
+ * frame closed inside a step takes the short path too (stall_short_close: a
+ * comparison with the step's largest self time), and only the frames that
+ * end steps, turns and the loop take the full path. */
 
 #define LOOP_RUNNER 1
 #define LOOP_ITERATION 2
@@ -562,6 +564,38 @@ static void gil_check(TracerObject *t, apext_thread *ts, uint64_t now) {
     tracer_exit(t, ts, &gil_wait_key, now);
 }
 
+/* ---- apiprof's own threads ------------------------------------------------------
+ * untrace_thread(), called first thing by a thread of apiprof's own (the checkpoint
+ * thread): the interpreter stops delivering its events (PyThreadState_EnterTracing:
+ * sys.monitoring and the profile hook both skip a thread state that is tracing, for
+ * the rest of the thread's life), and the running tracer drops the frames it had
+ * opened on it (threading's bootstrap, the thread's run): never closed, they would
+ * hold all of the thread's time.  Their calls are taken back. */
+static PyObject *untrace_thread(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a)) {
+    PyThreadState_EnterTracing(PyThreadState_Get());
+    TracerObject *t = running_tracer();
+    if (t == NULL)
+        Py_RETURN_NONE;
+    apext_thread *ts = apext_stack_thread(&t->sess, PRODUCER);
+    while (ts != NULL && ts->depth > 1) {
+        ap_node *n = apext_stack_at(ts, --ts->depth)->node;
+        if (n->m[AP_M_CALLS] > 0)
+            n->m[AP_M_CALLS]--;
+    }
+    if (ts != NULL && ts->ext != NULL) {   /* not a loop thread after all */
+        stall_thread_free(ts->ext);
+        ts->ext = NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyMethodDef apext_tracer_methods[] = {
+    {"untrace_thread", untrace_thread, METH_NOARGS,
+     "untrace_thread(): the calling thread (one of apiprof's own) is not profiled from now\n"
+     "on, and the running tracer forgets the frames it had opened on it."},
+    {NULL, NULL, 0, NULL},
+};
+
 /* ---- names and filters ----------------------------------------------------------- */
 
 static int prefix_match(const char *s, const char *pat, int module) {
@@ -951,11 +985,33 @@ static inline int short_enter(TracerObject *t, PyObject *code, int start) {
     return ts != NULL && short_push(t, ts, rec->info.frame, code, start);
 }
 
+/* The short path's close of the top entry of a loop thread's stack (ts->ext set; a
+ * plain tracer, so no labels): a frame inside a step competes for the culprit as in
+ * stall_close(), and 1 is returned; the frames that end a step, a turn or the loop, and
+ * a C call long enough to become a culprit with its line, take the full path (0). */
+static inline int stall_short_close(apext_thread *ts, uint64_t now, int c_call) {
+    stall_thread *st = ts->ext;
+    size_t i = ts->depth - 1, level = stall_level(st);
+    if (level == 0 || i <= level)
+        return 0;
+    const apext_frame *e = apext_stack_at(ts, i);
+    uint64_t el = now >= e->t0 ? now - e->t0 : 0, self = el > e->child ? el - e->child : 0;
+    if (st->culprit == NULL || self > st->max_self) {
+        if (c_call && self >= CULPRIT_LINE_NS)
+            return 0;   /* its call site's line: the full path reads it */
+        st->max_self = self;
+        st->culprit = e->node;
+        st->tree = ts->tree;
+        st->line = 0;
+    }
+    return 1;
+}
+
 static inline int short_exit(TracerObject *t, PyObject *code) {
     uint64_t now = ap_clock_now_ns();
     apext_thread *ts = short_rec(t, code) != NULL ? short_thread() : NULL;
     if (ts == NULL || ts->depth < 2 || ((apext_frame *)ts->stack)[ts->depth - 1].key != code ||
-        ts->ext != NULL)   /* a loop runs on the thread: stall detection, the full path */
+        (ts->ext != NULL && !stall_short_close(ts, now, 0)))   /* a loop's thread */
         return 0;
     apext_stack_pop_top(ts, now);
     return 1;
@@ -1076,8 +1132,9 @@ static PyObject *cb_c_exit(PyObject *m, PyObject *const *a, Py_ssize_t n) {
         uint64_t now = ap_clock_now_ns();
         apext_thread *ts = short_thread();
         const void *key = builtin_key(a[2]);
-        if (ts != NULL && key != NULL && ts->depth > 1 && ts->ext == NULL &&
-            ((apext_frame *)ts->stack)[ts->depth - 1].key == key) {
+        if (ts != NULL && key != NULL && ts->depth > 1 &&
+            ((apext_frame *)ts->stack)[ts->depth - 1].key == key &&
+            (ts->ext == NULL || stall_short_close(ts, now, 1))) {
             apext_stack_pop_top(ts, now);
             Py_RETURN_NONE;
         }

@@ -139,6 +139,31 @@ def test_final_save_clears_the_cut_note(tmp_path):
     assert r.returncode == 0 and "was cut" not in r.stderr
 
 
+def test_the_checkpoint_thread_is_not_profiled(tmp_path):
+    """apiprof's own checkpoint thread is no part of the profile: it saves (checkpoints
+    are written) yet no function of its own has a call or any time, and its thread's
+    bootstrap frames, opened before it could stop being profiled, are forgotten rather
+    than closed at the end with all of its life (only the few calls threading made
+    before the thread's target ran are left, microseconds)."""
+    out = tmp_path / "p.apiprof"
+    p = Profiler(checkpoint=out, checkpoint_interval=0.05, timeline=10000)
+    with p:
+        end = time.monotonic() + 0.3
+        while time.monotonic() < end:
+            work(200)
+    assert _core.load(str(out)).meta.get("cut")   # a checkpoint was written meanwhile
+    rows = {f["qualname"]: f for f in p.functions()}
+    assert rows["work"]["calls"] > 1
+    own = [f for f in p.functions() if f["qualname"] in ("_Checkpoints._loop",
+                                                          "_Checkpoints.save")]
+    assert all(f["calls"] == 0 and f["total_ns"] == 0 for f in own), own
+    prof = p.profile
+    for i, t in enumerate(prof.trees()):
+        if t["labels"].get("thread") == "apiprof-checkpoint":
+            top = [n for n in prof.nodes(i) if n.get("parent") == 0]
+            assert top and all(n.get("total_ns", 0) == 0 for n in top), top
+
+
 def test_checkpoint_interval_must_be_positive():
     for bad in (0, -1, "10"):
         try:

@@ -67,8 +67,9 @@ def browser(tmp_path_factory: pytest.TempPathFactory):
 def threads_with_events(path: Path) -> set[str]:
     """The thread ids of the trees that recorded work, from the profile itself (its
     trees' labels: a thread's own tree and those of the routes it served share it)."""
-    return {t["labels"]["thread_id"] for t in _core.load(str(path)).trees()
-            if t["nodes"] > 1 and "thread_id" in t["labels"]}
+    prof = _core.load(str(path))
+    return {t["labels"]["thread_id"] for i, t in enumerate(prof.trees())
+            if "thread_id" in t["labels"] and any(n.get("total_ns") for n in prof.nodes(i))}
 
 
 def centre(page, selector: str, index: int = 0) -> tuple[float, float]:

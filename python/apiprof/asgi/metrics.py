@@ -126,6 +126,10 @@ def serve_port(metrics: Metrics, host: str, port: int, path: str) -> _Server:
             pass
 
     server = _Server((host, port), Handler)
-    threading.Thread(target=server.serve_forever, name=f"apiprof-metrics-{os.getpid()}",
-                     daemon=True).start()
+
+    def serve() -> None:
+        _core.untrace_thread()   # apiprof's own: no profiler records it
+        server.serve_forever()
+
+    threading.Thread(target=serve, name=f"apiprof-metrics-{os.getpid()}", daemon=True).start()
     return server

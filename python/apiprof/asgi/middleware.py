@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .. import _labels
+from .. import _core, _labels
 from .capture import (
     PROFILE_HEADER,
     SlowCapture,
@@ -178,6 +178,7 @@ class ProfilerMiddleware:
         importing the app gets one in each worker."""
 
         def loop() -> None:
+            _core.untrace_thread()   # apiprof's own: no profiler records it
             while True:
                 time.sleep(self._flush_s)
                 self.flush()

@@ -137,6 +137,7 @@ class PyroscopePusher:
             self._push_one(record, document)
 
     def _loop(self) -> None:
+        _core.untrace_thread()   # apiprof's own: no profiler records it
         while True:
             self._wake.wait(self.interval_s)
             self._wake.clear()
