@@ -611,32 +611,28 @@ def test_middleware_watchdog_catches_a_computing_step_and_profiles_keep_it(serve
     found = [f for f in doc["findings"] if f["kind"] == "loop_stall"]
     assert found and f"stall_app.py:{line}" in found[0]["message"], doc["findings"]
 
-    off_dir = tmp_path / "off"
+    blocking = blocking_row(serve, http, tmp_path / "off", 2, stall_stacks=False)
+    assert blocking["stalls"] == 2 and blocking["stall_sites"] == [], blocking
+
+
+def blocking_row(serve, http, stats_dir: Path, n: int, **options) -> dict:
+    """The statistics of /blocking after n requests to stall_mw_app under options."""
     server = serve("stall_mw_app:app", cwd=APPS, health="/health",
                    env={"APIPROF_TEST_OPTIONS": json.dumps(
-                       {"stats_dir": str(off_dir), "stall_stacks": False})})
-    for _ in range(2):
+                       {"stats_dir": str(stats_dir), **options})})
+    for _ in range(n):
         assert http.get(f"{server.url}/blocking").status_code == 200
     assert server.stop() in (0, -2)
-    r = subprocess.run([str(APIPROF), "stats", "--dir", str(off_dir), "--json"],
+    r = subprocess.run([str(APIPROF), "stats", "--dir", str(stats_dir), "--json"],
                        capture_output=True, text=True, timeout=60)
-    blocking = next(x for x in json.loads(r.stdout)["routes"] if x["route"] == "/blocking")
-    assert blocking["stalls"] == 2 and blocking["stall_sites"] == [], blocking
+    return next(x for x in json.loads(r.stdout)["routes"] if x["route"] == "/blocking")
 
 
 def test_middleware_stall_threshold(serve, http, tmp_path):
     """stall_ms: a 150 ms step is no stall at 200 ms; None counts none."""
     for stall_ms in (200, None):
-        stats_dir = tmp_path / f"stats-{stall_ms}"
-        server = serve("stall_mw_app:app", cwd=APPS, health="/health",
-                       env={"APIPROF_TEST_OPTIONS": json.dumps(
-                           {"stats_dir": str(stats_dir), "stall_ms": stall_ms})})
-        for _ in range(3):
-            assert http.get(f"{server.url}/blocking").status_code == 200
-        assert server.stop() in (0, -2)
-        r = subprocess.run([str(APIPROF), "stats", "--dir", str(stats_dir), "--json"],
-                           capture_output=True, text=True, timeout=60)
-        blocking = next(x for x in json.loads(r.stdout)["routes"] if x["route"] == "/blocking")
+        blocking = blocking_row(serve, http, tmp_path / f"stats-{stall_ms}", 3,
+                                stall_ms=stall_ms)
         assert blocking["count"] == 3 and blocking["stalls"] == 0, (stall_ms, blocking)
 
 
