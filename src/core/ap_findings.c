@@ -1377,9 +1377,9 @@ static int route_waits(ctx *c, ap_str_id route, ap_map *waits, ap_map *from) {
     return rc;
 }
 
-/* Route r's wait of kind k: the kind's metric summed over the top nodes of its trees. */
-static uint64_t route_wait_kind(const ctx *c, ap_str_id route, unsigned k) {
-    uint64_t sum = 0;
+/* Route r's waits by kind, waits[AP_WAIT_COUNT]: each kind's metric summed over the top
+ * nodes of its trees (added to waits). */
+static void route_wait_kinds(const ctx *c, ap_str_id route, uint64_t *waits) {
     for (size_t t = 0; t < ap_prof_ntrees(c->p); t++) {
         const ap_tree *tree = ap_prof_tree_at(c->p, t);
         if (!in_route(c, tree, route))
@@ -1387,16 +1387,18 @@ static uint64_t route_wait_kind(const ctx *c, ap_str_id route, unsigned k) {
         for (size_t i = 1; i < ap_tree_nnodes(tree); i++) {
             const ap_node *nd = ap_tree_node(tree, (ap_node_id)i);
             if (nd->parent == 0)
-                sum += nd->m[ap_wait_metric(k)];
+                for (unsigned k = 0; k < AP_WAIT_COUNT; k++)
+                    waits[k] += nd->m[ap_wait_metric(k)];
         }
     }
-    return sum;
 }
 
 /* A route whose calls waited for a free thread of the pool (the thread_pool wait kind:
  * anyio's limiter had no token left). */
 static int pool_queueing(ctx *c, const route_acc *r) {
-    uint64_t q = route_wait_kind(c, r->route, AP_WAIT_THREAD_POOL);
+    uint64_t waits[AP_WAIT_COUNT] = {0};
+    route_wait_kinds(c, r->route, waits);
+    uint64_t q = waits[AP_WAIT_THREAD_POOL];
     if (q < AP_FINDING_WAIT_MIN_NS)
         return 0;
     const ap_hist *lat = r->route ? ap_prof_latency_get(c->p, r->route) : NULL;
@@ -1881,15 +1883,14 @@ int ap_findings_routes(ap_prof *p, ap_route_row **out, size_t *n) {
         rows[i].wait_ns = sum;
         rows[i].running_ns = routes[i].work;
         rows[i].latency = ap_prof_latency_get(p, routes[i].route);
+        if (rc == 0)
+            route_wait_kinds(&c, routes[i].route, rows[i].waits);
         for (size_t t = 0; rc == 0 && t < ap_prof_ntrees(p); t++) {
             const ap_tree *tree = ap_prof_tree_at(p, t);
             if (!in_route(&c, tree, routes[i].route))
                 continue;
             for (size_t k = 1; k < ap_tree_nnodes(tree); k++) {
                 const ap_node *nd = ap_tree_node(tree, (ap_node_id)k);
-                if (nd->parent == 0)
-                    for (unsigned w = 0; w < AP_WAIT_COUNT; w++)
-                        rows[i].waits[w] += nd->m[ap_wait_metric(w)];
                 if (c.cls.node_idle[t][k])
                     continue;
                 rows[i].cpu_ns += nd->m[AP_M_CPU_NS];
