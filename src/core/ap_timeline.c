@@ -290,6 +290,20 @@ void ap_timeline_json(const ap_prof *p, const ap_timeline *tl, size_t max_spans,
     ap_sbuf_u64(out, cut);
     ap_sbuf_puts(out, ",\"dropped\":");
     ap_sbuf_u64(out, ap_prof_events_dropped(p));
+    /* With spans overwritten, the ring is whole only from the end of its oldest span on
+     * (spans enter it as they close): before that, only spans still open then remain. */
+    uint64_t whole = 0;
+    if (ap_prof_events_dropped(p) > 0 && ap_prof_nevents(p) > 0) {
+        whole = UINT64_MAX;
+        for (size_t i = 0; i < ap_prof_nevents(p); i++) {
+            const ap_event *e = ap_prof_event_at(p, i);
+            if (e->start_ns + e->dur_ns < whole)
+                whole = e->start_ns + e->dur_ns;
+        }
+        whole = whole > tl->t0 ? whole - tl->t0 : 0;
+    }
+    ap_sbuf_puts(out, ",\"whole_from\":");
+    ap_sbuf_u64(out, whole);
     ap_sbuf_puts(out, ",\"stalls_dropped\":");
     ap_sbuf_u64(out, ap_prof_stalls_dropped(p));
     ap_sbuf_puts(out, ",\"kinds\":[");

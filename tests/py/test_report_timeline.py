@@ -177,3 +177,40 @@ def test_profile_without_a_timeline_says_how_to_get_one(browser, tmp_path):
     assert page.eval("document.getElementById('tl-main').hidden") is True
     assert "open the Timeline" not in page.eval("document.getElementById('overview').textContent")
     assert page.errors == []
+
+
+def test_a_ring_that_overwrote_spans_veils_the_part_it_lost(browser, tmp_path):
+    """A ring of 10 spans over 100 calls kept the last nine calls and their caller: before
+    the end of the oldest kept span, the calls that ended are gone and only the caller
+    (still open then) is drawn, so that part is veiled and the note says until when;
+    the run after it is drawn as recorded."""
+    from apiprof import Profiler
+
+    def leaf() -> int:
+        return sum(range(2000))
+
+    def outer() -> None:
+        for _ in range(100):
+            leaf()
+
+    p = Profiler(builtins=False, timeline=10)
+    with p:
+        outer()
+    path, out = tmp_path / "t.apiprof", tmp_path / "t.html"
+    p.save(path)
+    apiprof("report", str(path), "-o", str(out))
+    page = browser.open(out.as_uri() + "#view=timeline")
+    page.wait_for(READY)
+    tl = page.eval("window.apiprof.timeline()")
+    assert len(tl["lanes"]) == 1 and page.errors == []
+    whole = page.eval("(function () { var h = document.documentElement.innerHTML;"
+                      " var m = /\"whole_from\":(\\d+)/.exec(h); return m ? +m[1] : -1; })()")
+    # the end of the oldest span kept, from the run's first start: the Chrome trace's
+    # figures (microseconds to the nanosecond)
+    apiprof("report", str(path), "--format", "chrome", "-o", str(tmp_path / "t.trace.json"))
+    spans = [e for e in json.loads((tmp_path / "t.trace.json").read_text())["traceEvents"]
+             if e["ph"] == "X"]
+    first = min(round(e["ts"] * 1000) for e in spans)
+    assert whole == min(round((e["ts"] + e["dur"]) * 1000) for e in spans) - first > 0
+    assert page.eval("document.querySelectorAll('#tl-svg .tl-lost').length") == 1
+    assert "is veiled" in page.eval("document.getElementById('tl-note').textContent")

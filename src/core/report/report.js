@@ -827,7 +827,8 @@
     if (T.shown < T.spans) bits.push("Showing the " + T.shown.toLocaleString("en") + " longest of " +
       T.spans.toLocaleString("en") + " spans: those shorter than " + fmtShort(T.cut_ns, "ns") + " are left out.");
     if (T.dropped) bits.push("The ring kept only the last spans of the run: " + T.dropped.toLocaleString("en") +
-      " earlier ones were overwritten (apiprof run --timeline-events N keeps more).");
+      " earlier ones were overwritten (apiprof run --timeline-events N keeps more), so the run " +
+      "before " + ms(T.whole_from) + " is veiled: only the spans still open then are left.");
     return bits.join(" ");
   }
   function tlLegend() {
@@ -891,7 +892,7 @@
     if (!TL) { tlInit(); tlLegend(); note.textContent = tlNote(); }
     var svg = $("tl-svg"), W = Math.max($("tl-box").clientWidth - 2, 600), g = document.createDocumentFragment();
     svg.textContent = "";
-    var y = TL_AXIS, rows = [];   // [y, height, label, class] for the gutter
+    var y = TL_AXIS, rows = [], lanesY;   // [y, height, label, class] for the gutter
     if (T.stalls.length) {
       rows.push([y, TL_ROW, "event-loop stalls", "track"]);
       T.stalls.forEach(function (st, i) {
@@ -903,6 +904,7 @@
       });
       y += TL_ROW + 8;
     }
+    lanesY = y;
     TL.lanes.forEach(function (lane, li) {
       rows.push([y, 14, lane.title, "lane"]);
       y += 15;
@@ -958,6 +960,13 @@
     var axis = svgEl("g", {}, svg);
     tlTicks(axis, W, H);
     svg.appendChild(g);
+    if (T.whole_from > TL.v0) {   // the ring lost the spans that closed before this: veiled
+      var x0 = tlX(TL.v0, W), x1 = tlX(Math.min(T.whole_from, TL.v1), W);
+      // over the threads only: the stalls are kept apart from the ring, all of them
+      svgEl("rect", { x: x0, y: lanesY, width: Math.max(x1 - x0, 0), height: H - lanesY,
+        fill: "#fff", "fill-opacity": 0.75, "class": "tl-lost" }, svg);
+      if (x1 - x0 > 200) tlText(svg, x0 + 6, lanesY + 12, "incomplete: earlier spans overwritten", "lost");
+    }
     var gut = svgEl("g", {}, svg);
     svgEl("rect", { x: 0, y: 0, width: TL_GUT - 4, height: H, fill: "#fff" }, gut);
     rows.forEach(function (r) {
