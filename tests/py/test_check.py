@@ -129,7 +129,9 @@ def test_report_against_a_baseline_profile_names_the_regression(project):
             found = [f for f in json.loads(r.stdout)["findings"] if f["kind"] == "regression"]
             assert [(f["route"], f["function"], f["severity"]) for f in found[:1]] == \
                 [("GET /work", "time.sleep", "high")]
-            assert found[0]["value"] >= 40_000_000 and found[0]["share"] >= 10
+            # 25x the sleep; the ratio of the whole requests is less the more the machine
+            # adds to both runs (7x seen under the address sanitizer on a busy machine)
+            assert found[0]["value"] >= 40_000_000 and found[0]["share"] >= 3
             assert all(f["route"] == "GET /items" and "the rest is waiting" in f["message"]
                        for f in found[1:]), found
         else:
