@@ -102,7 +102,9 @@ def test_gil_wait_of_cpu_bound_threads():
     c, g = pair["compute"], pair["<gil wait>"]
     assert 0.25 * c["total_ns"] < c["wait_gil_ns"] < 0.75 * c["total_ns"]
     assert g["wait_gil_ns"] == g["self_ns"] == g["total_ns"] and g["kind"] == {"other"}
-    assert g["file"] == {__file__} and g["calls"] >= 2
+    # nearly all in this file's functions (a thread starting beside the other may wait in
+    # threading.py's bootstrap too)
+    assert __file__ in g["file"] and g["calls"] >= 2 and c["wait_gil_ns"] >= 0.9 * g["total_ns"]
     # The wait is not in the waiting functions' own time (else it would count twice).
     assert pair["fib"]["self_ns"] + c["self_ns"] + g["total_ns"] <= c["total_ns"]
     ran = pair["fib"]["total_ns"] - pair["fib"]["wait_gil_ns"]
