@@ -316,8 +316,11 @@ def test_many_code_objects_keep_their_names(tmp_path: Path) -> None:
         "def spin(s):\n    end = time.monotonic() + s\n"
         "    while time.monotonic() < end:\n        pass\n"
         # the sampler attaches while the program starts, which can take a while on a
-        # busy machine: the chains begin after a pause
-        + "".join(defs) + "time.sleep(1.0)\nf0()\ng0()\n")
+        # busy machine: the chains begin after a pause; and a pause between them, so that
+        # no walk runs while one chain's frames are replaced by the other's in the same
+        # memory (a walk that straddles that reads a mix: a torn read this test is not
+        # about, seen once in CI)
+        + "".join(defs) + "time.sleep(1.0)\nf0()\ntime.sleep(0.3)\ng0()\n")
     out = tmp_path / "chains.apiprof"
     done = cli("run", "--sample", "--rate", "200", "-o", str(out), str(script))
     assert done.returncode == 0, done.stderr
