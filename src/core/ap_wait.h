@@ -116,7 +116,6 @@ int ap_wait_library_file(const char *file);
  * library): nobody's line, the work of whoever called it.  Can't fail. */
 int ap_wait_generated_file(const char *file);
 
-
 /* Per node of tree t of p, the kind of its own wait (see above), or
  * AP_WAIT_COUNT: kinds[] has ap_tree_nnodes(t) entries.  A node that a row
  * names itself gets the kind even with no time (a Python frame such as
@@ -136,12 +135,12 @@ int ap_wait_node_kinds(const ap_prof *p, const ap_tree *t, uint8_t *kinds);
 int ap_wait_span_kinds(const ap_prof *p, const ap_frame_id *frame, const uint32_t *parent,
                        size_t n, uint8_t *kinds);
 
-/* Fill the ruled kinds' metrics of every node of p from the rules: each
+/* Fill the wait kinds' metrics of every node of p from the rules: each
  * wait's time on its node and every ancestor below the root (inclusive);
- * the ruled metrics are recomputed from nothing, so calling it again gives
- * the same values.  Producers of lock waits that frames cannot show write
- * a node of a synthetic frame "<lock>" (AP_FRAME_OTHER) whose self time is
- * the wait; the table names it.  Called by ap_prof_finish().  Returns 0; -1
+ * the metrics are recomputed from nothing, so calling it again gives the
+ * same values.  Producers of waits that frames cannot show write a node of a
+ * synthetic frame ("<lock wait>", "<gil wait>"; AP_FRAME_OTHER) whose self
+ * time is the wait; the table names it.  Called by ap_prof_finish().  Returns 0; -1
  * as ap_wait_node_kinds. */
 int ap_wait_classify(ap_prof *p);
 
