@@ -52,6 +52,17 @@ int ap_chrome_write(const ap_report_ctx *rc, ap_sbuf *out) {
     ap_timeline tl;
     if (ap_timeline_build(p, &tl) != 0)
         return -1;
+    /* the route and task of each tree, looked up once: [2 * tree], [2 * tree + 1] */
+    static const char *const keys[] = {"route", "task"};
+    size_t ntrees = ap_prof_ntrees(p);
+    ap_str_id *labels = malloc(2 * (ntrees ? ntrees : 1) * sizeof *labels);
+    if (labels == NULL) {
+        ap_timeline_free(&tl);
+        return ap_err_set(AP_ENOMEM, "chrome: out of memory");
+    }
+    for (size_t t = 0; t < ntrees; t++)
+        for (size_t k = 0; k < 2; k++)
+            labels[2 * t + k] = ap_timeline_tree_label(p, t, keys[k]);
     ap_sbuf_puts(out, "{\"displayTimeUnit\":\"ns\",\"otherData\":{\"exporter\":\"apiprof\","
                       "\"dropped_events\":");
     ap_sbuf_u64(out, ap_prof_events_dropped(p));
@@ -87,9 +98,8 @@ int ap_chrome_write(const ap_report_ctx *rc, ap_sbuf *out) {
         ap_sbuf_puts(out, ",\"args\":{\"file\":");
         ap_sbuf_json_str(out, f ? ap_prof_str(p, f->file) : "");
         ap_sbuf_printf(out, ",\"line\":%u", f ? (f->lineno ? f->lineno : f->line) : 0);
-        static const char *const keys[] = {"route", "task"};
         for (size_t k = 0; k < 2; k++) {
-            ap_str_id v = ap_timeline_tree_label(p, e->tree, keys[k]);
+            ap_str_id v = labels[2 * (size_t)e->tree + k];
             if (v == 0)
                 continue;
             ap_sbuf_printf(out, ",\"%s\":", keys[k]);
@@ -101,6 +111,7 @@ int ap_chrome_write(const ap_report_ctx *rc, ap_sbuf *out) {
         stall_events(p, tl.t0, tl.nlanes + 1, out);
     ap_sbuf_puts(out, "\n]}\n");
     ap_sbuf_free(&name);
+    free(labels);
     ap_timeline_free(&tl);
     return out->failed ? -1 : 0;
 }
