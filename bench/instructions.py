@@ -1,6 +1,6 @@
 """Instruction counts (valgrind's callgrind) of profiling overhead: apiprof beside its peers.
 
-    python bench/instructions.py [--groups trace,lines,asgi,queries] [--quick] [--json FILE]
+    python bench/instructions.py [--groups trace,lines,asgi,queries,memory] [--quick] [--json FILE]
 
 Wall-clock overheads on a shared machine move by tens of percent from run to run; counted
 instructions repeat to a few hundredths of a percent. Every case runs in a child process
@@ -31,6 +31,11 @@ Groups and cases:
   fastapi-profiler's middleware (statistics, no per-request profile). Reported per
   request; beside it, the system calls per request of each variant, counted with strace
   (run natively, N and 2N requests subtracted).
+- memory: allocation-heavy workloads (bench/memory_overhead.py's small objects, JSON
+  decode, pydantic validation, and the FastAPI request loop): baseline, tracemalloc with 1
+  and with 64 frames, apiprof memory="full" and "sampled" with the tracer, and the same
+  with calls=False (no tracer: ``apiprof run --memory --no-calls``); the extras as a share
+  of the baseline and apiprof full's as a share of tracemalloc(64)'s.
 - queries: query capture (``Profiler(queries=True)``, ``apiprof run --queries``) on 20
   requests of a recent-orders route with an N+1 (a SQLite connection each, 41 statements):
   baseline, apiprof, apiprof +queries; the capture's instructions as a share of the
@@ -177,6 +182,61 @@ def _tracing_tools() -> dict[str, Callable[[], tuple[Callable[[], Any], Callable
             "apiprof cpu": ap(cpu=True),
             "apiprof +queries": ap(queries=True),
             "cProfile": cprof, "yappi": yappi}
+
+
+# ---- memory ----------------------------------------------------------------------------------
+
+
+def _memory_workloads(scale: float) -> dict[str, Callable[[], Callable[[], Any]]]:
+    sys.path.insert(0, str(BENCH))
+    import memory_overhead as mo
+    import trace_overhead as tw
+
+    return {
+        "small objects": lambda: lambda: mo.small_objects(int(10_000 * scale)),
+        "JSON decode": lambda: mo.make_json_decode(int(6_000 * scale)),
+        "pydantic": lambda: mo.make_pydantic(int(2_000 * scale)),
+        "fastapi": lambda: tw.make_fastapi_loop(max(2, int(40 * scale))),
+    }
+
+
+def _memory_tools() -> dict[str, Callable[[], tuple[Callable[[], Any], Callable[[], Any]]]]:
+    import tracemalloc
+
+    import apiprof
+
+    def ap(**kw: Any) -> Callable[[], tuple[Callable[[], Any], Callable[[], Any]]]:
+        def make() -> tuple[Callable[[], Any], Callable[[], Any]]:
+            p = apiprof.Profiler(**kw)
+            return p.start, p.stop
+        return make
+
+    def tm(frames: int) -> Callable[[], tuple[Callable[[], Any], Callable[[], Any]]]:
+        return lambda: ((lambda: tracemalloc.start(frames)), tracemalloc.stop)
+
+    return {"baseline": lambda: (lambda: None, lambda: None),
+            "tracemalloc(1)": tm(1), "tracemalloc(64)": tm(64),
+            "apiprof full": ap(memory="full"), "apiprof sampled": ap(memory="sampled"),
+            "apiprof full no-calls": ap(memory="full", calls=False),
+            "apiprof sampled no-calls": ap(memory="sampled", calls=False)}
+
+
+def run_memory(scale: float, out: dict[str, Any]) -> str:
+    tools = list(_memory_tools())
+    rows = [["workload", "baseline (M)", *[f"{t} extra" for t in tools[1:]],
+             "full / tracemalloc(64)", "full no-calls / tracemalloc(64)"]]
+    for w in _memory_workloads(scale):
+        c = {t: count("memory", w, t, scale) for t in tools}
+        base = c["baseline"]
+        extra = {t: c[t] - base for t in tools}
+        tm = extra["tracemalloc(64)"] or 1
+        rows.append([w, f"{base / 1e6:.2f}",
+                     *[f"{100 * extra[t] / base:+.1f}%" for t in tools[1:]],
+                     f"{extra['apiprof full'] / tm:.2f}",
+                     f"{extra['apiprof full no-calls'] / tm:.2f}"])
+        out.setdefault("memory", {})[w] = {"instructions": c}
+        print(f"  memory {w}: {rows[-1]}", flush=True)
+    return table(rows)
 
 
 # ---- query capture -------------------------------------------------------------------------
@@ -327,6 +387,9 @@ def child(group: str, workload: str, tool: str, scale: float, mark: bool) -> Non
     elif group == "queries":
         fn = _orders_requests(_orders_db(), max(2, int(20 * scale)))
         start, stop = _tracing_tools()[tool]()
+    elif group == "memory":
+        fn = _memory_workloads(scale)[workload]()
+        start, stop = _memory_tools()[tool]()
     else:
         fn = _asgi_loop(tool, int(workload))
         start = stop = lambda: None  # noqa: E731
@@ -522,6 +585,8 @@ def main(argv: list[str] | None = None) -> int:
         print(run_asgi(int(200 * scale), absent, out), "\n", flush=True)
     if "queries" in groups:
         print(run_queries(scale, out), "\n", flush=True)
+    if "memory" in groups:
+        print(run_memory(scale, out), "\n", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
     return 0

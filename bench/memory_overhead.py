@@ -9,6 +9,8 @@ depth that gives the call path apiprof's tree gives); memray (its Tracker with
 trace_python_allocators=True, what `memray run --trace-python-allocators` runs, writing its
 capture file to a temporary directory); apiprof's function tracer alone (the call paths
 the allocation hook charges to); apiprof memory="full" and memory="sampled" (512 KiB);
+the same two with calls=False (`apiprof run --memory --no-calls`: no tracer, each tracked
+block charged to the call path walked from the running frames);
 and the middleware's request memory (memory=True: sampled, 512 KiB, no tracer), the
 workload run as one HTTP request's work (a RouteRequest of apiprof's route table, as the
 middleware makes, so every sampled block is charged to it).
@@ -113,9 +115,9 @@ def run_memray(fn: Callable[[], Any]) -> float:
         return time.perf_counter() - t0
 
 
-def run_apiprof(memory: str | None) -> Callable[[Callable[[], Any]], float]:
+def run_apiprof(memory: str | None, calls: bool = True) -> Callable[[Callable[[], Any]], float]:
     def run(fn: Callable[[], Any]) -> float:
-        p = apiprof.Profiler(memory=memory)
+        p = apiprof.Profiler(memory=memory, calls=calls)
         t0 = time.perf_counter()
         p.start()
         fn()
@@ -172,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         "apiprof tracer alone": run_apiprof(None),
         "apiprof memory=full": run_apiprof("full"),
         "apiprof memory=sampled": run_apiprof("sampled"),
+        "apiprof full, no calls": run_apiprof("full", calls=False),
+        "apiprof sampled, no calls": run_apiprof("sampled", calls=False),
         "apiprof request memory": run_request_memory,
     }
     if "memray" not in absent:
@@ -203,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  apiprof sampled extra: {100 * (med['apiprof memory=sampled'] - base) / base:.1f}%"
               f" (over the tracer alone: "
               f"{100 * (med['apiprof memory=sampled'] - med['apiprof tracer alone']) / base:.1f}%)")
+        extra_walk = med["apiprof full, no calls"] - base
+        if extra_tm > 0:
+            print(f"  apiprof full, no calls extra / tracemalloc(64) extra: "
+                  f"{extra_walk / extra_tm:.2f}")
+        print(f"  apiprof sampled, no calls extra: "
+              f"{100 * (med['apiprof sampled, no calls'] - base) / base:.1f}%")
         print(f"  apiprof request memory (no tracer) extra: "
               f"{100 * (med['apiprof request memory'] - base) / base:.1f}%")
     return 0

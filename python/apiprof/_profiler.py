@@ -123,11 +123,17 @@ def format_table(functions: list[dict[str, Any]], sort: str = "cumtime", limit: 
     calls = sum(f["calls"] for f in functions)
     prim = sum(f["primitive_calls"] for f in functions)
     lines = [header] if header else []
-    lines.append(f"{calls} calls ({prim} primitive) in {len(functions)} functions; "
-                 f"sorted by {sort}, top {len(rows)}")
+    columns = function_columns(functions, value)
+    if calls or not functions:
+        lines.append(f"{calls} calls ({prim} primitive) in {len(functions)} functions; "
+                     f"sorted by {sort}, top {len(rows)}")
+    else:  # no calls were traced (apiprof run --no-calls): no call counts to show
+        lines.append(f"{len(functions)} functions (calls not traced); sorted by {sort}, "
+                     f"top {len(rows)}")
+        columns = [c for c in columns if c.title not in ("ncalls", "percall")]
     if hidden:
         lines.append(f"({hidden} library and idle-waiting functions not listed; --all lists them)")
-    return "\n".join(lines) + "\n" + render(function_columns(functions, value), rows)
+    return "\n".join(lines) + "\n" + render(columns, rows)
 
 
 def clock_note(meta: dict[str, str]) -> str:
@@ -194,6 +200,11 @@ class Profiler:
     sample every ``memory_rate`` bytes on average, default 512 KiB) weighted so that the
     same figures are unbiased estimates; ``memory_seed`` fixes the sampling sequence
     (docs/memory.md).
+    ``calls=False`` (with ``memory``) traces no calls: nothing is timed, and each
+    allocation the memory hook tracks (every one in full mode, the sampled ones in
+    sampled mode) is charged to the call path read from the thread's running frames at
+    that moment, so a sampled memory profile costs little more than the hook itself
+    (route labels still apply; C functions are part of the line that called them).
     ``memory_interval`` (seconds; default: 0.1 with ``memory``, else off; 0 or None: off)
     samples the process's RSS and, with ``memory``, the traced heap (live bytes) that
     often from a C thread into the profile: memory over time (the JSON export's
@@ -211,7 +222,18 @@ class Profiler:
                  checkpoint: str | os.PathLike[str] | None = None,
                  checkpoint_interval: float = CHECKPOINT_INTERVAL,
                  memory: str | None = None, memory_rate: int = MEMORY_RATE,
-                 memory_seed: int = 0, memory_interval: float | None = None) -> None:
+                 memory_seed: int = 0, memory_interval: float | None = None,
+                 calls: bool = True) -> None:
+        if not calls:
+            if memory is None:
+                raise ValueError("calls=False records nothing without memory")
+            asked = [name for name, on in (("clock='cpu'", clock != "wall"),
+                                           ("scope='context'", scope != "process"),
+                                           ("timeline", timeline), ("cpu", cpu),
+                                           ("queries", queries)) if on]
+            if asked:
+                raise ValueError(f"calls=False traces no calls: {', '.join(asked)} need them")
+            stall_threshold, locks = None, False
         if clock not in ("wall", "cpu"):
             raise ValueError(f"clock must be 'wall' or 'cpu', not {clock!r}")
         if scope not in SCOPES:
@@ -245,9 +267,11 @@ class Profiler:
             threads=threading._active,  # type: ignore[attr-defined]
             context=(_SCOPE, self._mark) if scope == "context" else None,
             labels=(_labels.ROUTE, _labels.PAUSED) if labels else None,
-            tasks=bool(labels), timeline=timeline, cpu=bool(cpu),
+            tasks=bool(labels) and bool(calls), timeline=timeline, cpu=bool(cpu),
             stalls=round(stall_threshold * 1e9) if stall_threshold and clock == "wall" else 0,
+            calls=bool(calls),
         )
+        self.calls = bool(calls)
         self._memory: Any = None
         if memory is not None:
             if memory not in MEMORY_MODES:

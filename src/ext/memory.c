@@ -13,6 +13,7 @@
 #include "ap_prof.h"
 #include "ap_routes.h"
 #include "ap_unrel.h"
+#include "spy_layout.h"
 
 /* ---- what it records ------------------------------------------------------------------
  * The tracker wraps the three allocator domains (PyMem_SetAllocator) while it
@@ -131,6 +132,7 @@ typedef struct MemoryTrackerObject {
     PyObject *tracer;       /* the Tracer (or LineTracer) whose profile is written; strong */
     int line_tracer;        /* tracer is a LineTracer: charge its running line, frees too */
     int requests;           /* no tracer: charge the running HTTP request (no profile) */
+    int walk;               /* a Tracer with calls=False: walk the frames of each block */
     int sampled;
     uint64_t rate;          /* sampled: mean bytes between samples */
     uint64_t seed;          /* sampled: seed of every thread's generator (0: from the clock) */
@@ -284,6 +286,121 @@ static inline int line_of(const void *code, int lasti) {
 }
 #endif
 
+/* ---- the walk of the running frames (walk mode) -------------------------------------
+ * The calling thread's interpreter frames, innermost first, read in place
+ * (no frame object is made: a hook may run in the middle of any allocation,
+ * where making objects could start a collection).  The fields are those of
+ * _PyInterpreterFrame in the internal headers of each version: the code (a
+ * tagged stack reference from 3.14), the caller, the globals and the owner
+ * byte, whose offsets and entry-frame values the layout table of
+ * apiprof-spy holds (src/spy/spy_layout_table.h, measured from those
+ * headers); the globals come right after the function in 3.12-3.15 (offset
+ * 24) and second in 3.11 (offset 8). */
+#define WALK_MAX 256   /* frames kept, the innermost; a deeper stack loses its outermost */
+/* 3.13+: the flag of the interpreter's own shim code objects (the frame
+ * that runs after a class's __init__): static code that is nobody's
+ * function, never given to monitoring, and whose co_extra must not be
+ * written.  3.12's one shim, the entry trampoline, is a C-stack frame. */
+#ifdef CO_NO_MONITORING_EVENTS
+#define WALK_SHIM CO_NO_MONITORING_EVENTS
+#else
+#define WALK_SHIM 0
+#endif
+
+typedef struct walk_frame {
+    PyCodeObject *code;
+    PyObject *globals;
+} walk_frame;
+
+static const spy_layout *walk_layout;   /* this interpreter's row, set at init */
+
+/* The frames that were running in the thread that started the tracker when
+ * it started (the caller of start() and its callers: a launcher, a test, a
+ * `with` block's function), by address with their code: the walk of that
+ * thread stops at the first of them, as the tracer's stack holds only frames
+ * entered after its start.  An open-addressed set, written at start() only. */
+#define BASE_SLOTS 1024   /* a power of two, at least 2 * WALK_MAX */
+typedef struct walk_base {
+    const PyThreadState *ts;   /* the starting thread; NULL: none */
+    struct {
+        const void *frame, *code;
+    } slot[BASE_SLOTS];
+} walk_base;
+
+static walk_base base;
+
+static inline size_t base_slot(const void *frame) {
+    uintptr_t h = (uintptr_t)frame >> 3;
+    return (size_t)((h ^ (h >> 11)) * 0x9e3779b1u) & (BASE_SLOTS - 1);
+}
+
+static void base_add(const void *frame, const void *code) {
+    size_t i = base_slot(frame);
+    while (base.slot[i].frame != NULL && base.slot[i].frame != frame)
+        i = (i + 1) & (BASE_SLOTS - 1);
+    base.slot[i].frame = frame;
+    base.slot[i].code = code;
+}
+
+static inline int base_has(const void *frame, const void *code) {
+    for (size_t i = base_slot(frame); base.slot[i].frame != NULL; i = (i + 1) & (BASE_SLOTS - 1))
+        if (base.slot[i].frame == frame)
+            return base.slot[i].code == code;
+    return 0;
+}
+
+static inline const char *frame_field(const char *f, uint32_t off) {
+    return *(const char *const *)(f + off);
+}
+
+/* Up to max frames of the calling thread (GIL held) into out, innermost
+ * first, C-stack entry frames and frames without code left out; *lasti is
+ * the instruction offset of the innermost.  In the thread that started the
+ * tracker, the walk stops at the first frame that was running then (base);
+ * with record set, every frame walked is added to base instead.  Returns
+ * how many.  Can't fail. */
+static size_t walk_frames(walk_frame *out, size_t max, int *lasti, int record) {
+    const spy_layout *l = walk_layout;
+    PyThreadState *ts = apext_compat_tstate();
+    if (ts == NULL || l == NULL)
+        return 0;
+    int cut = !record && ts == base.ts;
+#if PY_VERSION_HEX >= 0x030D0000
+    const char *f = (const char *)ts->current_frame;
+#else
+    const char *f = ts->cframe != NULL ? (const char *)ts->cframe->current_frame : NULL;
+#endif
+    size_t n = 0;
+    for (; f != NULL && n < max; f = frame_field(f, l->fr_previous)) {
+        unsigned owner = (unsigned char)f[l->fr_owner];
+        if (owner == l->owner_cstack || owner == l->owner_interpreter)
+            continue;
+        uintptr_t code = (uintptr_t)frame_field(f, l->fr_code);
+        if (l->code_tagged)
+            code &= ~(uintptr_t)3;
+        if (code == 0 || !PyCode_Check((PyObject *)code) ||
+            (((PyCodeObject *)code)->co_flags & WALK_SHIM) != 0)
+            continue;
+        if (record)
+            base_add(f, (const void *)code);
+        else if (cut && base_has(f, (const void *)code))
+            break;
+        if (n == 0) {
+#if PY_VERSION_HEX >= 0x030C0000
+            *lasti = PyUnstable_InterpreterFrame_GetLasti((struct _PyInterpreterFrame *)f);
+#else
+            const frame311 *f311 = (const frame311 *)f;
+            *lasti = (int)(f311->prev_instr - _PyCode_CODE(f311->f_code)) *
+                     (int)sizeof(_Py_CODEUNIT);
+#endif
+        }
+        out[n].code = (PyCodeObject *)code;
+        out[n].globals = (PyObject *)frame_field(f, PY_VERSION_HEX >= 0x030C0000 ? 24 : 8);
+        n++;
+    }
+    return n;
+}
+
 /* ---- attribution (GIL held) ---------------------------------------------------------- */
 
 /* The tree that holds node n of the tracer's profile (cached for the last
@@ -328,8 +445,46 @@ static ap_frame_id line_frame(MemoryTrackerObject *m, const void *code, int last
     return id;
 }
 
+/* Walk mode: the node of the calling thread's running frames (GIL held),
+ * made on the way: a path of function nodes from the root of the thread's
+ * (or its route's) tree, frames the tracer's patterns exclude left out, and
+ * the innermost frame's line under its function, as the tracer's own
+ * attribution gives.  Code the tracer never sees here (C functions) is part
+ * of the line that called it. */
+static ap_node *walk_node(MemoryTrackerObject *m) {
+    ap_tree *tree = apext_tracer_walk_tree(m->tracer);
+    if (tree == NULL)
+        return m->no_frame;
+    walk_frame fr[WALK_MAX];
+    int lasti = -1;
+    size_t n = walk_frames(fr, WALK_MAX, &lasti, 0);
+    ap_node *node = ap_tree_root(tree);
+    ap_frame_id func = AP_NONE;
+    for (size_t i = n; i-- > 0;) {
+        int excluded = 0;
+        ap_frame_id id = apext_tracer_code_frame(m->tracer, fr[i].code, fr[i].globals, &excluded);
+        if (id == AP_NONE)
+            return node;
+        func = AP_NONE;
+        if (excluded)
+            continue;
+        ap_node *c = ap_tree_child_fast(tree, node, id);
+        if (c == NULL)
+            return node;
+        node = c;
+        func = id;
+    }
+    if (func == AP_NONE)   /* the innermost frame was left out: no line of it */
+        return node;
+    ap_frame_id lf = line_frame(m, fr[0].code, lasti, func);
+    ap_node *c = lf != AP_NONE ? ap_tree_child_fast(tree, node, lf) : NULL;
+    return c != NULL ? c : node;
+}
+
 /* The node an allocation by the calling thread (GIL held) is charged to. */
 static ap_node *charge_node(MemoryTrackerObject *m) {
+    if (m->walk)
+        return walk_node(m);
     if (m->line_tracer) {
         ap_node *n = apext_lines_charge_node(m->tracer);
         return n != NULL ? n : m->no_frame;
@@ -355,8 +510,11 @@ static ap_node *charge_node(MemoryTrackerObject *m) {
 
 /* ---- the live map (under mem_lock) --------------------------------------------------- */
 
+/* The address bits above the 16-byte alignment of every PyMem block: blocks
+ * near each other get different bits, and a free is decided in a few
+ * instructions (a hash here was a third of an untracked free's cost). */
 static inline uint64_t filter_bit(const void *ptr) {
-    return ap_hash_u64((uint64_t)(uintptr_t)ptr) & (FILTER_WORDS * 64 - 1);
+    return ((uint64_t)(uintptr_t)ptr >> 4) & (FILTER_WORDS * 64 - 1);
 }
 
 static inline int filter_has(const MemoryTrackerObject *m, const void *ptr) {
@@ -545,8 +703,95 @@ static inline void on_free(const mem_domain *d, void *ptr) {
     unlock();
 }
 
+/* ---- the fast paths (sampled mode, MEM and OBJ domains) -------------------------------
+ * Nearly every block of sampled mode is not sampled and nearly every free is
+ * of a block that is not tracked; these decide it first, in few
+ * instructions, and call the wrapped allocator.  The MEM and OBJ hooks hold
+ * the GIL, so the tracker can't stop under them (no in-flight count).  A
+ * block that is sampled, or a free the filter can't rule out, takes the
+ * full hook (hook_*_slow) from the start.  What the wrapped allocator does
+ * inside (pymalloc passes a large block to PyMem_RawMalloc) runs under the
+ * reentrancy guard for allocations, as in the full hook, so that one block
+ * is sampled once; a free inside a free meets the RAW hook, whose filter
+ * check finds the block untracked (a free's own block was ruled out). */
+
+/* Sampled mode: whether a block of size bytes is not sampled, counted down
+ * from the calling thread's interval.  0 (undone) when the thread must be
+ * seeded or the block is sampled: the full hook then decides again. */
+static inline int sample_skip(const MemoryTrackerObject *m, size_t size) {
+    mem_sampler *t = &tls_sampler;
+    if (t->gen != m->generation)
+        return 0;
+    if ((t->left -= (int64_t)size) > 0)
+        return 1;
+    t->left += (int64_t)size;
+    return 0;
+}
+
+/* Whether a MEM or OBJ allocation of size bytes needs nothing of the
+ * tracker (none runs, it is paused, or sampled mode skips the block). */
+static inline int alloc_untracked(const mem_domain *d, size_t size) {
+    if (d->domain == PYMEM_DOMAIN_RAW || mem_guard)
+        return 0;
+    const MemoryTrackerObject *m = mem_running;
+    return m == NULL || m->paused || (m->sampled && sample_skip(m, size));
+}
+
+/* Whether a MEM or OBJ free of ptr needs nothing of the tracker. */
+static inline int free_untracked(const mem_domain *d, const void *ptr) {
+    if (d->domain == PYMEM_DOMAIN_RAW || mem_guard)
+        return 0;
+    const MemoryTrackerObject *m = mem_running;
+    return m == NULL || ptr == NULL || (m->sampled && !filter_has(m, ptr));
+}
+
+static void *hook_malloc_slow(mem_domain *d, size_t size);
+static void *hook_calloc_slow(mem_domain *d, size_t nelem, size_t elsize);
+static void *hook_realloc_slow(mem_domain *d, void *ptr, size_t size);
+static void hook_free_slow(mem_domain *d, void *ptr);
+
 static void *hook_malloc(void *ctx, size_t size) {
     mem_domain *d = ctx;
+    if (!alloc_untracked(d, size))
+        return hook_malloc_slow(d, size);
+    mem_guard = 1;
+    void *p = d->orig.malloc(d->orig.ctx, size);
+    mem_guard = 0;
+    return p;
+}
+
+static void *hook_calloc(void *ctx, size_t nelem, size_t elsize) {
+    mem_domain *d = ctx;
+    if (!alloc_untracked(d, nelem * elsize))
+        return hook_calloc_slow(d, nelem, elsize);
+    mem_guard = 1;
+    void *p = d->orig.calloc(d->orig.ctx, nelem, elsize);
+    mem_guard = 0;
+    return p;
+}
+
+static void *hook_realloc(void *ctx, void *ptr, size_t size) {
+    mem_domain *d = ctx;
+    if (!free_untracked(d, ptr) || !alloc_untracked(d, size))
+        return hook_realloc_slow(d, ptr, size);
+    mem_guard = 1;
+    void *p = d->orig.realloc(d->orig.ctx, ptr, size);
+    mem_guard = 0;
+    return p;
+}
+
+static void hook_free(void *ctx, void *ptr) {
+    mem_domain *d = ctx;
+    if (!free_untracked(d, ptr)) {
+        hook_free_slow(d, ptr);
+        return;
+    }
+    d->orig.free(d->orig.ctx, ptr);
+}
+
+/* ---- the full hooks ------------------------------------------------------------------ */
+
+__attribute__((noinline)) static void *hook_malloc_slow(mem_domain *d, size_t size) {
     if (mem_guard)
         return d->orig.malloc(d->orig.ctx, size);
     enter(d);
@@ -559,8 +804,8 @@ static void *hook_malloc(void *ctx, size_t size) {
     return p;
 }
 
-static void *hook_calloc(void *ctx, size_t nelem, size_t elsize) {
-    mem_domain *d = ctx;
+__attribute__((noinline)) static void *hook_calloc_slow(mem_domain *d, size_t nelem,
+                                                        size_t elsize) {
     if (mem_guard)
         return d->orig.calloc(d->orig.ctx, nelem, elsize);
     enter(d);
@@ -576,8 +821,8 @@ static void *hook_calloc(void *ctx, size_t nelem, size_t elsize) {
 /* A realloc is a free of the old block and an allocation of the new one.
  * The old block leaves the live map before the wrapped realloc can hand its
  * address to another thread, and comes back if the realloc fails. */
-static void *hook_realloc(void *ctx, void *ptr, size_t size) {
-    mem_domain *d = ctx;
+__attribute__((noinline)) static void *hook_realloc_slow(mem_domain *d, void *ptr,
+                                                         size_t size) {
     if (mem_guard)
         return d->orig.realloc(d->orig.ctx, ptr, size);
     enter(d);
@@ -609,8 +854,7 @@ static void *hook_realloc(void *ctx, void *ptr, size_t size) {
     return p;
 }
 
-static void hook_free(void *ctx, void *ptr) {
-    mem_domain *d = ctx;
+__attribute__((noinline)) static void hook_free_slow(mem_domain *d, void *ptr) {
     if (mem_guard) {
         d->orig.free(d->orig.ctx, ptr);
         return;
@@ -678,6 +922,14 @@ static PyObject *mem_start(MemoryTrackerObject *m, PyObject *Py_UNUSED(a)) {
             return PyErr_Format(PyExc_RuntimeError,
                                 "apiprof: the memory tracker needs its tracer running (start it first)");
         m->prof = t->sess.prof;
+        m->walk = !m->line_tracer && t->sess.ops->hooks == NULL;
+    }
+    if (m->walk) {   /* the frames running now are not the tracker's: see walk_base */
+        walk_frame fr[WALK_MAX];
+        int lasti;
+        memset(&base, 0, sizeof base);
+        base.ts = apext_compat_tstate();
+        walk_frames(fr, WALK_MAX, &lasti, 1);
     }
     if (m->requests) {
         /* no profile to describe */
@@ -1079,6 +1331,7 @@ static void after_fork_in_child(void) {
 
 int apext_memory_init(PyObject *module, apext_state *st) {
     (void)st;
+    walk_layout = spy_layout_get(PY_MINOR_VERSION);
     if (apext_memory_request_var == NULL &&
         (apext_memory_request_var = PyContextVar_New("apiprof_request", NULL)) == NULL)
         return -1;

@@ -73,4 +73,22 @@ struct ap_node *apext_lines_charge_node(PyObject *tracer);
  * No allocation.  lines.c.  Can't fail. */
 int apext_lines_add(PyObject *tracer, unsigned k1, uint64_t v1, unsigned k2, uint64_t v2);
 
+/* ---- walk mode: a Tracer with calls=False (tracer.c) ----------------------------------
+ * The tracer installs no hooks; the allocation hook walks the running
+ * frames of each block it tracks and builds the path in the tracer's
+ * profile with these two (GIL held, running tracer; they may allocate, the
+ * hook's reentrancy guard set). */
+struct ap_tree;
+/* The tree the calling thread's work goes to now: its own (made at its
+ * first use, labelled thread and phase) or that of its context's route
+ * label.  NULL when the thread's state can't be made (noted in the
+ * tracer's session).  Can't fail otherwise. */
+struct ap_tree *apext_tracer_walk_tree(PyObject *tracer);
+/* The function frame of co in the tracer's profile (its per-code record,
+ * filled once per session) and, in *excluded, whether the tracer's include
+ * and exclude patterns leave it out (globals: those of a frame running co,
+ * for its module; may be NULL).  AP_NONE on failure (noted).  */
+uint32_t apext_tracer_code_frame(PyObject *tracer, PyCodeObject *co, PyObject *globals,
+                                 int *excluded);
+
 #endif /* APEXT_MEMORY_H */

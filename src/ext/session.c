@@ -101,7 +101,8 @@ int apext_session_start(apext_session *s) {
     apext_session_running[p] = s->owner;
     s->running = 1;
     if ((s->ops->prepare != NULL && s->ops->prepare(s->owner) < 0) ||
-        apext_install(s, s->ops->hooks, s->optional_events, s->targets) < 0) {
+        (s->ops->hooks != NULL &&
+         apext_install(s, s->ops->hooks, s->optional_events, s->targets) < 0)) {
         apext_session_running[p] = NULL;
         s->running = 0;
         return -1;
@@ -114,7 +115,8 @@ int apext_session_stop(apext_session *s) {
     apext_producer p = s->producer;
     if (apext_session_running[p] != s->owner)
         return 0;
-    apext_install_remove(s, s->ops->hooks, s->targets);
+    if (s->ops->hooks != NULL)
+        apext_install_remove(s, s->ops->hooks, s->targets);
     apext_stack_flush(s);
     apext_session_running[p] = NULL;
     s->running = 0;

@@ -54,7 +54,8 @@ struct apext_hooks;
 
 typedef struct apext_session_ops {
     /* The producer's hooks (install.h): installed by start(), removed by
-     * stop(). */
+     * stop().  NULL: none (a session whose trees another producer fills,
+     * such as a Tracer with calls=False). */
     struct apext_hooks *hooks;
     /* Before the hooks are installed at start(): decide what can be decided
      * outside them (a line profiler fills its targets' records).  0, or -1

@@ -39,6 +39,7 @@
 #include "install.h"
 #include "labels.h"
 #include "locks.h"
+#include "memory.h"
 #include "stack.h"
 #include "timeline.h"
 
@@ -1282,21 +1283,71 @@ static const apext_session_ops tracer_ops = {
     .dealloc = tracer_dealloc,
 };
 
+/* calls=False: the same session with no hooks installed; the profile, its
+ * thread trees and labels are there for a producer that walks the running
+ * frames itself (the allocation hook, memory.h). */
+static const apext_session_ops tracer_walk_ops = {
+    .hooks = NULL,
+    .prepare = tracer_prepare,
+    .close_top = tracer_close_top,
+    .reopen = tracer_reopen,
+    .thread_free = stall_thread_free,
+    .stopped = tracer_stopped,
+    .traverse = tracer_traverse,
+    .clear = tracer_clear,
+    .dealloc = tracer_dealloc,
+};
+
+/* ---- walk mode (memory.h) ------------------------------------------------------------- */
+
+ap_tree *apext_tracer_walk_tree(PyObject *owner) {
+    TracerObject *t = (TracerObject *)owner;
+    apext_thread *ts = apext_stack_thread(&t->sess, PRODUCER);
+    if (ts == NULL)
+        return NULL;
+    if (!ts->named)
+        apext_stack_name(&t->sess, ts);
+    ap_tree *tree = ts->tree;
+    if (t->labels.on && apext_labels_recorded(&t->labels) &&
+        apext_labels_parent(&t->labels, &tree, ap_tree_root(ts->tree)) == NULL) {
+        apext_session_fail(&t->sess, "labels");
+        return ts->tree;
+    }
+    return tree;
+}
+
+ap_frame_id apext_tracer_code_frame(PyObject *owner, PyCodeObject *co, PyObject *globals,
+                                    int *excluded) {
+    TracerObject *t = (TracerObject *)owner;
+    code_rec *rec = code_rec_get(t, co, globals);
+    if (rec == NULL) {
+        apext_session_fail(&t->sess, "code record");
+        return AP_NONE;
+    }
+    *excluded = rec->excluded;
+    return rec->info.frame;
+}
+
 /* ---- the Tracer type ------------------------------------------------------------------- */
 
 static PyObject *tracer_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"clock", "builtins", "include", "exclude", "threads", "context",
-                             "labels", "tasks", "timeline", "cpu", "stalls", NULL};
+                             "labels", "tasks", "timeline", "cpu", "stalls", "calls", NULL};
     const char *clock = "wall";
-    int builtins = 1, tasks = 0, cpu_split = 0;
+    int builtins = 1, tasks = 0, cpu_split = 0, calls = 1;
     Py_ssize_t timeline = 0;
     unsigned long long stalls = 0;
     PyObject *include = NULL, *exclude = NULL, *threads = Py_None, *context = Py_None;
     PyObject *labels = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$spOOOOOpnpK:Tracer", kwlist, &clock,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$spOOOOOpnpKp:Tracer", kwlist, &clock,
                                      &builtins, &include, &exclude, &threads, &context, &labels,
-                                     &tasks, &timeline, &cpu_split, &stalls))
+                                     &tasks, &timeline, &cpu_split, &stalls, &calls))
         return NULL;
+    if (!calls && (context != Py_None || tasks || timeline > 0 || cpu_split || stalls > 0 ||
+                   strcmp(clock, "wall") != 0))
+        return PyErr_Format(PyExc_ValueError,
+                            "calls=False records no calls: context, tasks, timeline, cpu, "
+                            "stalls and clock='cpu' need them");
     int cpu;
     if (strcmp(clock, "wall") == 0)
         cpu = 0;
@@ -1329,11 +1380,16 @@ static PyObject *tracer_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     TracerObject *t = (TracerObject *)type->tp_alloc(type, 0);
     if (t == NULL)
         return NULL;
-    if (apext_session_init(&t->sess, PRODUCER, (PyObject *)t, &tracer_ops, "profiler",
+    if (apext_session_init(&t->sess, PRODUCER, (PyObject *)t,
+                           calls ? &tracer_ops : &tracer_walk_ops, "profiler",
                            "apiprof trace", cpu,
                            cpu_split ? sizeof(cpu_frame) : sizeof(apext_frame)) < 0) {
         Py_DECREF(t);
         return NULL;
+    }
+    if (!calls && ap_prof_meta_set(t->sess.prof, "calls", "off") != 0) {
+        Py_DECREF(t);
+        return PyErr_NoMemory();
     }
     t->builtins = builtins;
     t->cpu_split = cpu_split;
@@ -1414,7 +1470,7 @@ static PyGetSetDef tracer_getset[] = {
 
 static const char tracer_doc[] =
     "Tracer(*, clock='wall', builtins=True, include=(), exclude=(), threads=None, context=None, "
-    "labels=None, tasks=False, timeline=0, cpu=False, stalls=0)"
+    "labels=None, tasks=False, timeline=0, cpu=False, stalls=0, calls=True)"
     "\n\nThe exact function tracer of apiprof (use apiprof.Profiler). context=(var, mark) "
     "records only events whose current contextvars context has var set to mark. labels=(var, "
     "paused) records work whose context holds a str in var into trees labelled route=<str> "
@@ -1422,7 +1478,9 @@ static const char tracer_doc[] =
     "task=<name>; timeline=N keeps the last N frame spans (wall clock); stalls=NS records "
     "every event-loop step of NS nanoseconds or more as a stall (wall clock); cpu=True also "
     "records each frame's thread CPU time, self (cpu_ns) and with callees (cpu_total_ns), "
-    "reading the thread CPU clock at every call and return (wall clock).";
+    "reading the thread CPU clock at every call and return (wall clock); calls=False installs "
+    "no hooks: the profile's trees (threads, route labels) are filled by a MemoryTracker "
+    "walking the running frames at each allocation it tracks.";
 
 int apext_tracer_init(PyObject *module, apext_state *st) {
     if (apext_code_init(PRODUCER, NULL) < 0)

@@ -304,14 +304,15 @@ def test_run_memory_option_errors():
     assert r.returncode == 2 and "--memory-rate" in r.stderr
 
 
-def _serve(tmp_path, cwd, app, drive, env=None, mode="full"):
+def _serve(tmp_path, cwd, app, drive, env=None, mode="full", extra=()):
     from conftest import free_port
     from helpers import serve_profiled
 
     port = free_port()
     out = tmp_path / "server.apiprof"
-    serve_profiled([str(APIPROF), "run", "-q", "--memory", mode, "-o", str(out), "-m", "uvicorn",
-                    app, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+    serve_profiled([str(APIPROF), "run", "-q", "--memory", mode, *extra, "-o", str(out),
+                    "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+                    "--log-level", "warning"],
                    cwd, env or {}, port, tmp_path / "server.log", drive)
     return out
 

@@ -124,6 +124,8 @@ def run_text(args: argparse.Namespace, fmt: str = "text") -> int:
         print(f"apiprof report: warning: {args.file} was cut short; showing what it holds",
               file=sys.stderr)
     unit = "nanoseconds"
+    if args.metric is None and profile.meta.get("calls") == "off":
+        args.metric = "memory"   # nothing was timed (apiprof run --no-calls)
     if args.metric == "alloc":
         args.metric = "memory"
     if args.metric is not None:

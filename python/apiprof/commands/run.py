@@ -37,7 +37,7 @@ def add_parser(sub: Any) -> None:
               "[--all] [--phases A,B,...] [--timeline] [--timeline-events N] "
               "[--stall-threshold S] [--no-lock-waits] [--checkpoint-interval S] "
               "[--memory [full|sampled]] [--memory-rate BYTES] [--memory-seed N] "
-              "[--memory-interval S] "
+              "[--memory-interval S] [--no-calls] "
               "[--sample [--rate RATE] [--idle]] [-q] (script.py | -m module) [args ...]",
     )
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
@@ -83,6 +83,10 @@ def add_parser(sub: Any) -> None:
                         "alloc_count, live_bytes, peak_bytes): full (every block, exact) or "
                         "sampled (the default: byte-sampled, weighted estimates)")
     add_sampling_arguments(p)
+    p.add_argument("--no-calls", action="store_true",
+                   help="with --memory: trace no calls (nothing is timed); each tracked "
+                        "allocation is charged to the call path read from the running frames "
+                        "then, so sampled memory costs little more than the allocation hook")
     p.add_argument("--memory-interval", type=float, default=MEMORY_INTERVAL, metavar="S",
                    help="sample the process's RSS (and with --memory the traced heap) every S "
                         f"seconds into the profile: memory over time (default {MEMORY_INTERVAL:g}; "
@@ -165,7 +169,7 @@ class FunctionProducer:
             queries=args.queries, stall_threshold=args.stall_threshold,
             locks=not args.no_lock_waits, checkpoint_interval=args.checkpoint_interval or 1.0,
             memory=args.memory, memory_rate=args.memory_rate, memory_seed=args.memory_seed,
-            memory_interval=args.memory_interval)
+            memory_interval=args.memory_interval, calls=not args.no_calls)
         self.profiler = Profiler(
             **self.options, checkpoint=program.output if args.checkpoint_interval else None)
         self.checkpoint = bool(args.checkpoint_interval)
@@ -205,8 +209,12 @@ class FunctionProducer:
     def summary(self) -> str:
         profile = self.profiler.profile
         text = (f"apiprof: profile of {' '.join(self.program.argv)}\n\n"
-                + format_findings(profile.findings(), SUMMARY_FINDINGS) + "\n"
-                + format_table(self.profiler.functions(), "cumtime", 20, everything=self.all))
+                + format_findings(profile.findings(), SUMMARY_FINDINGS) + "\n")
+        if self.profiler.calls:
+            text += format_table(self.profiler.functions(), "cumtime", 20, everything=self.all)
+        else:  # nothing timed: the table of bytes allocated
+            text += format_table(profile.project("memory").functions(), "cumtime", 20,
+                                 everything=self.all, value=lambda v: f"{v:.0f}B")
         meta = self.profiler.profile.meta
         text += clock_note(meta)
         text += memory_note(meta)
@@ -248,6 +256,15 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--timeline-events must be at least 1")
     if args.sample and (args.timeline or args.cpu or args.clock != "wall"):
         raise UsageError("--sample takes no tracer option (--timeline, --cpu, --clock)")
+    if args.no_calls:
+        if args.memory is None:
+            raise UsageError("--no-calls needs --memory (without calls and memory nothing "
+                             "is recorded)")
+        asked = [o for o, on in (("--cpu", args.cpu), ("--clock cpu", args.clock != "wall"),
+                                 ("--timeline", args.timeline), ("--queries", args.queries),
+                                 ("--sample", args.sample)) if on]
+        if asked:
+            raise UsageError(f"--no-calls traces no calls: {', '.join(asked)} need them")
     if (args.idle or args.rate != _spy.DEFAULT_RATE) and not args.sample:
         raise UsageError("--rate and --idle need --sample")
     program = Program.from_args(args, ".apiprof")
