@@ -67,15 +67,18 @@ def format_routes(routes: list[dict[str, Any]]) -> str:
     if timed:
         columns += [Column("p50", lat("p50_ns")), Column("p95", lat("p95_ns")),
                     Column("p99", lat("p99_ns")), Column("max", lat("max_ns"))]
-    columns.append(Column("work", lambda r: format_ns(r["work_ns"])))
+    worked = any(r["work_ns"] for r in rows)   # none: calls were not traced (--no-calls)
+    if worked:
+        columns.append(Column("work", lambda r: format_ns(r["work_ns"])))
     if kinds:
         columns += [per_request("running", lambda r: r["running_ns"]),
                     *(per_request(title, wait(k)) for k, title in kinds)]
-    else:
+    elif worked:
         columns.append(Column("waiting", lambda r: format_ns(r["wait_ns"])))
     rows.sort(key=lambda r: (-(r["latency"] or {}).get("p95_ns", -1), -r["work_ns"]))
-    what = "routes (latency: a request's start to the end of its response; work: its code " \
-        "running on threads"
+    what = "routes (latency: a request's start to the end of its response"
+    if worked:
+        what += "; work: its code running on threads"
     if kinds:
         what += "; then per request: running code and waiting by kind, docs/waits.md"
     return what + "):\n" + render(columns, rows)

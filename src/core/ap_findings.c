@@ -799,6 +799,17 @@ static int leak_visit(ctx *c, const ap_tree *tree, const ap_node *node, ap_frame
     return 0;
 }
 
+/* In sampled memory each sampled block weighs about the sampling interval at
+ * least, so one or two blocks alive are noise, not a route's habit: the
+ * live bytes must reach AP_FINDING_LEAK_SAMPLES intervals (0 in full mode). */
+static uint64_t sampled_floor(const ap_prof *p) {
+    const char *mode = ap_prof_meta_get(p, "memory");
+    const char *rate = ap_prof_meta_get(p, "memory_rate");
+    if (mode == NULL || strcmp(mode, "sampled") != 0 || rate == NULL)
+        return 0;
+    return AP_FINDING_LEAK_SAMPLES * strtoull(rate, NULL, 10);
+}
+
 static int leak_suspect(ctx *c, const route_acc *r) {
     ap_prof *p = c->p;
     uint64_t live = 0;
@@ -810,7 +821,7 @@ static int leak_suspect(ctx *c, const route_acc *r) {
             live += ap_tree_node(tree, (ap_node_id)i)->m[AP_M_LIVE_BYTES];
     }
     if (live < AP_FINDING_LEAK_BYTES || r->requests == 0 ||
-        live / r->requests < AP_FINDING_LEAK_PER_REQ)
+        live / r->requests < AP_FINDING_LEAK_PER_REQ || live < sampled_floor(p))
         return 0;
     leak_acc a = {{0}, {0}};
     if (walk_owned(c, r->route, leak_visit, &a) != 0) {

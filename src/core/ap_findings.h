@@ -132,6 +132,7 @@ typedef struct ap_finding {
 #define AP_FINDING_REPEAT_PER_REQ 10         /* >= 10 database calls (or pool hops) per request */
 #define AP_FINDING_LEAK_BYTES 262144u        /* a route whose requests left >= 256 KiB alive... */
 #define AP_FINDING_LEAK_PER_REQ 256u         /* ...and >= 256 bytes per request served */
+#define AP_FINDING_LEAK_SAMPLES 3u           /* sampled memory: >= 3 sampling intervals */
 #define AP_FINDING_REGRESS_SHARE 0.25        /* a route >= 25% slower than the baseline... */
 #define AP_FINDING_REGRESS_MIN_NS 1000000u   /* ...and >= 1 ms slower per request */
 

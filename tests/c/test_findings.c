@@ -361,3 +361,37 @@ AP_TEST(findings_slowest_by_p95_alone) {
     free(fs);
     ap_prof_free(p);
 }
+
+/* A leak suspect: a route's tree holding 400 KiB alive over 100 requests.  In full
+ * mode that is a suspect; in sampled mode at 512 KiB (under three intervals: one or two
+ * sampled blocks) it is noise, and at 64 KiB (six intervals) a suspect again. */
+static size_t leaks_found(const char *mode, const char *rate) {
+    ap_prof *p = ap_prof_new();
+    if (!AP_CHECK(p != NULL))
+        return 0;
+    ap_label l = {s_(p, "route"), s_(p, "POST /ingest")};
+    ap_tree *t = ap_prof_tree_new(p, &l, 1);
+    ap_node *n = t ? at(t, (ap_frame_id[]){fr(p, "ingest", "/srv/app/main.py", 10,
+                                                AP_FRAME_PYTHON)}, 1, 100, MS, MS, 0)
+                   : NULL;
+    size_t found = 0;
+    if (AP_CHECK(n != NULL) && AP_CHECK(ap_prof_meta_set(p, "memory", mode) == 0) &&
+        (rate == NULL || AP_CHECK(ap_prof_meta_set(p, "memory_rate", rate) == 0))) {
+        ap_tree_root(t)->m[AP_M_CALLS] = 100;
+        n->m[AP_M_LIVE_BYTES] = 400 * 1024;
+        ap_finding *fs;
+        size_t nf;
+        if (AP_CHECK(ap_findings_build(p, NULL, NULL, &fs, &nf) == 0)) {
+            found = find(fs, nf, AP_FK_LEAK_SUSPECT, "POST /ingest", p) != NULL;
+            free(fs);
+        }
+    }
+    ap_prof_free(p);
+    return found;
+}
+
+AP_TEST(findings_leak_suspect_needs_samples_in_sampled_mode) {
+    AP_CHECK_EQ_U64(leaks_found("full", NULL), 1);
+    AP_CHECK_EQ_U64(leaks_found("sampled", "524288"), 0);
+    AP_CHECK_EQ_U64(leaks_found("sampled", "65536"), 1);
+}

@@ -104,7 +104,7 @@ AP_TEST(err_thread_local) {
     X(spy_line_of_real_tables) X(spy_line_of_every_form) X(spy_line_of_cut_and_mutated_tables) \
     X(spy_read_self) X(spy_proc_files_of_self)                            \
     X(findings_classes) X(findings_classes_of_generated_code) X(findings_of_an_app)       \
-    X(findings_none_for_an_empty_profile)                                                 \
+    X(findings_none_for_an_empty_profile) X(findings_leak_suspect_needs_samples_in_sampled_mode) \
     X(findings_hot_line_from_a_line_profile)                                            \
     X(wait_patterns) X(wait_kinds_of_calls_and_awaits) X(wait_async_generator_is_capped)  \
     X(query_normalise) X(query_records_roundtrip) X(query_kinds_roundtrip)              \
