@@ -705,22 +705,39 @@ static inline void on_free(const mem_domain *d, void *ptr) {
 
 /* ---- the fast paths (sampled mode, MEM and OBJ domains) -------------------------------
  * Nearly every block of sampled mode is not sampled and nearly every free is
- * of a block that is not tracked; these decide it first, in few
- * instructions, and call the wrapped allocator.  The MEM and OBJ hooks hold
- * the GIL, so the tracker can't stop under them (no in-flight count).  A
- * block that is sampled, or a free the filter can't rule out, takes the
- * full hook (hook_*_slow) from the start.  What the wrapped allocator does
- * inside (pymalloc passes a large block to PyMem_RawMalloc) runs under the
- * reentrancy guard for allocations, as in the full hook, so that one block
- * is sampled once; a free inside a free meets the RAW hook, whose filter
- * check finds the block untracked (a free's own block was ruled out). */
+ * of a block that is not tracked; the MEM and OBJ hooks decide that first,
+ * in a few instructions, and call the wrapped allocator.  They hold the GIL,
+ * so the tracker can't stop under them (no in-flight count); the RAW domain
+ * gets the full hooks only.  A block that is sampled, or a free the filter
+ * can't rule out, takes the full hook (hook_*_slow) from the start.  The
+ * wrapped allocator's own calls (pymalloc passes a block larger than 512
+ * bytes to PyMem_RawMalloc) run under the reentrancy guard, as in the full
+ * hook, so that one block is sampled once; a free inside a free meets the
+ * RAW hook, whose filter check finds the block untracked. */
 
-/* Sampled mode: whether a block of size bytes is not sampled, counted down
- * from the calling thread's interval.  0 (undone) when the thread must be
- * seeded or the block is sampled: the full hook then decides again. */
-static inline int sample_skip(const MemoryTrackerObject *m, size_t size) {
+/* What the fast paths read, one load each (GIL held), set by fast_update():
+ * the running tracker's generation while it runs in sampled mode and is not
+ * paused (else 0: every allocation takes the full hook), and its free
+ * filter while it runs in sampled mode (else NULL). */
+static uint64_t fast_gen;
+static const uint64_t *fast_filter;
+
+static void fast_update(const MemoryTrackerObject *m) {
+    int sampled = m != NULL && m == mem_running && m->sampled;
+    fast_gen = sampled && !m->paused ? m->generation : 0;
+    fast_filter = sampled ? m->filter : NULL;
+}
+
+#define SMALL_BLOCK 512   /* pymalloc's largest block: bigger ones go to PyMem_RawMalloc */
+
+/* Whether a MEM or OBJ allocation of size bytes is not sampled: counted down
+ * from the calling thread's interval.  0 (undone) when the fast path is off,
+ * the thread must be seeded, the hook's own work allocates, or the block is
+ * sampled: the full hook then decides again. */
+static inline int alloc_untracked(size_t size) {
+    uint64_t gen = fast_gen;
     mem_sampler *t = &tls_sampler;
-    if (t->gen != m->generation)
+    if (gen == 0 || t->gen != gen || mem_guard)
         return 0;
     if ((t->left -= (int64_t)size) > 0)
         return 1;
@@ -728,51 +745,49 @@ static inline int sample_skip(const MemoryTrackerObject *m, size_t size) {
     return 0;
 }
 
-/* Whether a MEM or OBJ allocation of size bytes needs nothing of the
- * tracker (none runs, it is paused, or sampled mode skips the block). */
-static inline int alloc_untracked(const mem_domain *d, size_t size) {
-    if (d->domain == PYMEM_DOMAIN_RAW || mem_guard)
+/* Whether a MEM or OBJ free of ptr is of a block that is not tracked. */
+static inline int free_untracked(const void *ptr) {
+    const uint64_t *f = fast_filter;
+    if (f == NULL)
         return 0;
-    const MemoryTrackerObject *m = mem_running;
-    return m == NULL || m->paused || (m->sampled && sample_skip(m, size));
+    uint64_t b = filter_bit(ptr);
+    return !((f[b >> 6] >> (b & 63)) & 1u);
 }
 
-/* Whether a MEM or OBJ free of ptr needs nothing of the tracker. */
-static inline int free_untracked(const mem_domain *d, const void *ptr) {
-    if (d->domain == PYMEM_DOMAIN_RAW || mem_guard)
-        return 0;
-    const MemoryTrackerObject *m = mem_running;
-    return m == NULL || ptr == NULL || (m->sampled && !filter_has(m, ptr));
-}
+static void *hook_malloc_slow(void *ctx, size_t size);
+static void *hook_calloc_slow(void *ctx, size_t nelem, size_t elsize);
+static void *hook_realloc_slow(void *ctx, void *ptr, size_t size);
+static void hook_free_slow(void *ctx, void *ptr);
 
-static void *hook_malloc_slow(mem_domain *d, size_t size);
-static void *hook_calloc_slow(mem_domain *d, size_t nelem, size_t elsize);
-static void *hook_realloc_slow(mem_domain *d, void *ptr, size_t size);
-static void hook_free_slow(mem_domain *d, void *ptr);
+/* The wrapped allocator's call, under the guard when it may reach RAW. */
+#define GUARDED(size, call)              \
+    do {                                 \
+        if ((size) <= SMALL_BLOCK)       \
+            return call;                 \
+        mem_guard = 1;                   \
+        void *p_ = call;                 \
+        mem_guard = 0;                   \
+        return p_;                       \
+    } while (0)
 
 static void *hook_malloc(void *ctx, size_t size) {
     mem_domain *d = ctx;
-    if (!alloc_untracked(d, size))
+    if (!alloc_untracked(size))
         return hook_malloc_slow(d, size);
-    mem_guard = 1;
-    void *p = d->orig.malloc(d->orig.ctx, size);
-    mem_guard = 0;
-    return p;
+    GUARDED(size, d->orig.malloc(d->orig.ctx, size));
 }
 
 static void *hook_calloc(void *ctx, size_t nelem, size_t elsize) {
     mem_domain *d = ctx;
-    if (!alloc_untracked(d, nelem * elsize))
+    if (!alloc_untracked(nelem * elsize))
         return hook_calloc_slow(d, nelem, elsize);
-    mem_guard = 1;
-    void *p = d->orig.calloc(d->orig.ctx, nelem, elsize);
-    mem_guard = 0;
-    return p;
+    GUARDED(nelem * elsize, d->orig.calloc(d->orig.ctx, nelem, elsize));
 }
 
+/* A realloc may move a small block to a large one: always guarded. */
 static void *hook_realloc(void *ctx, void *ptr, size_t size) {
     mem_domain *d = ctx;
-    if (!free_untracked(d, ptr) || !alloc_untracked(d, size))
+    if (!free_untracked(ptr) || !alloc_untracked(size))
         return hook_realloc_slow(d, ptr, size);
     mem_guard = 1;
     void *p = d->orig.realloc(d->orig.ctx, ptr, size);
@@ -782,7 +797,7 @@ static void *hook_realloc(void *ctx, void *ptr, size_t size) {
 
 static void hook_free(void *ctx, void *ptr) {
     mem_domain *d = ctx;
-    if (!free_untracked(d, ptr)) {
+    if (!free_untracked(ptr)) {
         hook_free_slow(d, ptr);
         return;
     }
@@ -791,7 +806,8 @@ static void hook_free(void *ctx, void *ptr) {
 
 /* ---- the full hooks ------------------------------------------------------------------ */
 
-__attribute__((noinline)) static void *hook_malloc_slow(mem_domain *d, size_t size) {
+__attribute__((noinline)) static void *hook_malloc_slow(void *ctx, size_t size) {
+    mem_domain *d = ctx;
     if (mem_guard)
         return d->orig.malloc(d->orig.ctx, size);
     enter(d);
@@ -804,8 +820,8 @@ __attribute__((noinline)) static void *hook_malloc_slow(mem_domain *d, size_t si
     return p;
 }
 
-__attribute__((noinline)) static void *hook_calloc_slow(mem_domain *d, size_t nelem,
-                                                        size_t elsize) {
+__attribute__((noinline)) static void *hook_calloc_slow(void *ctx, size_t nelem, size_t elsize) {
+    mem_domain *d = ctx;
     if (mem_guard)
         return d->orig.calloc(d->orig.ctx, nelem, elsize);
     enter(d);
@@ -821,8 +837,8 @@ __attribute__((noinline)) static void *hook_calloc_slow(mem_domain *d, size_t ne
 /* A realloc is a free of the old block and an allocation of the new one.
  * The old block leaves the live map before the wrapped realloc can hand its
  * address to another thread, and comes back if the realloc fails. */
-__attribute__((noinline)) static void *hook_realloc_slow(mem_domain *d, void *ptr,
-                                                         size_t size) {
+__attribute__((noinline)) static void *hook_realloc_slow(void *ctx, void *ptr, size_t size) {
+    mem_domain *d = ctx;
     if (mem_guard)
         return d->orig.realloc(d->orig.ctx, ptr, size);
     enter(d);
@@ -854,7 +870,8 @@ __attribute__((noinline)) static void *hook_realloc_slow(mem_domain *d, void *pt
     return p;
 }
 
-__attribute__((noinline)) static void hook_free_slow(mem_domain *d, void *ptr) {
+__attribute__((noinline)) static void hook_free_slow(void *ctx, void *ptr) {
+    mem_domain *d = ctx;
     if (mem_guard) {
         d->orig.free(d->orig.ctx, ptr);
         return;
@@ -950,10 +967,17 @@ static PyObject *mem_start(MemoryTrackerObject *m, PyObject *Py_UNUSED(a)) {
     m->generation++;
     if (m->seed == 0)
         m->generation ^= ap_hash_u64((uint64_t)ap_clock_now_ns()) << 16;
+    if (m->generation == 0)   /* 0 means "no generation" to the fast paths */
+        m->generation = 1;
     mem_running = m;
     m->running = 1;
-    for (int i = 0; i < 3; i++) {
-        PyMemAllocatorEx hook = {&domains[i], hook_malloc, hook_calloc, hook_realloc, hook_free};
+    fast_update(m);
+    for (int i = 0; i < 3; i++) {   /* RAW (domains[0]) may run without the GIL: full hooks */
+        PyMemAllocatorEx hook =
+            i == 0 ? (PyMemAllocatorEx){&domains[i], hook_malloc_slow, hook_calloc_slow,
+                                        hook_realloc_slow, hook_free_slow}
+                   : (PyMemAllocatorEx){&domains[i], hook_malloc, hook_calloc, hook_realloc,
+                                        hook_free};
         PyMem_GetAllocator(domains[i].domain, &domains[i].orig);
         PyMem_SetAllocator(domains[i].domain, &hook);
     }
@@ -967,6 +991,7 @@ static void mem_unhook(MemoryTrackerObject *m) {
     for (int i = 2; i >= 0; i--)
         PyMem_SetAllocator(domains[i].domain, &domains[i].orig);
     mem_running = NULL;
+    fast_update(NULL);
     /* A RAW hook counts itself in flight before it reads mem_running: after
      * this fence, one not counted yet reads NULL and does nothing. */
     atomic_thread_fence(memory_order_seq_cst);
@@ -1097,6 +1122,7 @@ static void record_unreleased(MemoryTrackerObject *m) {
     live_obj *objs = NULL;
     size_t n = 0;
     m->paused = 1;
+    fast_update(m);
     PyObject *keep = PyList_New(0);   /* every type in `types`, held until the end */
     if (keep == NULL || collect_types(&types, keep) != 0)
         goto out;
@@ -1144,6 +1170,7 @@ out:
     ap_map_free(&names);
     ap_map_free(&routes);
     m->paused = 0;
+    fast_update(m);
 }
 
 static PyObject *mem_stop(MemoryTrackerObject *m, PyObject *Py_UNUSED(a)) {
