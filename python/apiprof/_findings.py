@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _core
-from ._table import Column, format_ns, printable, render
+from ._table import Column, format_bytes, format_ns, printable, render
 
 
 def wait_kinds() -> list[tuple[str, str]]:
@@ -126,3 +126,43 @@ def format_queries(queries: list[dict[str, Any]], routes: list[dict[str, Any]],
         if len(shown) < len(rows) else ""
     return ("queries and outgoing calls (apiprof run --queries; share: of the route's time, "
             "docs/waits.md):\n" + render(columns, shown) + more)
+
+
+UNRELEASED_ROWS = 8
+
+
+def format_unreleased(profile: Any, limit: int = UNRELEASED_ROWS) -> str:
+    """The unreleased objects of a memory profile (``Profile.unreleased_objects()``): the
+    types with the most bytes still alive at the end, each with the site that made most
+    of them and the route it served. When requests made some, only theirs (what requests
+    left behind; start-up's are apart), else all (a script). Empty when there are none."""
+    types = profile.unreleased_objects(requests=True)
+    by_requests = bool(types)
+    if not by_requests:
+        types = profile.unreleased_objects()
+    if not types:
+        return ""
+
+    def site(t: dict[str, Any]) -> str:
+        if not t["sites"]:
+            return "-"
+        s = t["sites"][0]
+        where = "(no Python frame)" if s["function"] is None else \
+            f"{s['function']} ({(s['file'] or '?').rsplit('/', 1)[-1]}:{s['line']})"
+        return printable(f"{where}: {s['count']}")
+
+    columns: list[Column[dict[str, Any]]] = [
+        Column("type", lambda t: printable(t["type"]), "left"),
+        Column("count", lambda t: str(t["count"])),
+        Column("bytes", lambda t: format_bytes(t["bytes"])),
+    ]
+    if by_requests:
+        columns.append(Column("route", lambda t: printable(t["sites"][0]["route"] or "-")
+                              if t["sites"] else "-", "left"))
+    columns.append(Column("made most at: count", site, "left"))
+    shown = types[:limit]
+    more = f"    ... {len(types) - len(shown)} more types: apiprof report FILE --format json\n" \
+        if len(shown) < len(types) else ""
+    what = "made by requests" if by_requests else "allocated while recording"
+    return (f"unreleased objects ({what}, still alive at the end):\n"
+            + render(columns, shown) + more)

@@ -155,14 +155,21 @@ static void json_site(const ap_prof *p, const ap_unrel *r, ap_sbuf *out) {
 }
 
 int ap_unrel_json(const ap_prof *p, ap_sbuf *out) {
+    return ap_unrel_json_of(p, 0, out);
+}
+
+int ap_unrel_json_of(const ap_prof *p, int requests, ap_sbuf *out) {
     size_t n = ap_prof_nunrel(p), ntypes = 0;
     type_total *types = malloc((n ? n : 1) * sizeof *types);
     size_t *order = malloc((n ? n : 1) * sizeof *order);
     ap_map slot = {0};   /* type string id -> index in types */
     if (types == NULL || order == NULL)
         goto nomem;
+    size_t kept = 0;
     for (size_t i = 0; i < n; i++) {
         const ap_unrel *r = ap_prof_unrel_at(p, i);
+        if (requests && r->route == 0)
+            continue;
         int inserted;
         uint64_t *v = ap_map_upsert(&slot, r->type, ntypes, &inserted);
         if (v == NULL)
@@ -171,8 +178,9 @@ int ap_unrel_json(const ap_prof *p, ap_sbuf *out) {
             types[ntypes++] = (type_total){r->type, 0, 0};
         types[*v].count += r->count;
         types[*v].bytes += r->bytes;
-        order[i] = i;
+        order[kept++] = i;
     }
+    n = kept;   /* order holds the records kept */
     qsort(types, ntypes, sizeof *types, total_cmp);
     sort_prof = p;
     qsort(order, n, sizeof *order, rec_cmp);

@@ -57,5 +57,8 @@ int ap_unrel_decode(ap_prof *p, const uint8_t *pos, const uint8_t *end);
  * line, route, count, bytes), appended to out.  Returns 0; -1 with
  * AP_ENOMEM. */
 int ap_unrel_json(const ap_prof *p, ap_sbuf *out);
+/* The same, of the records made by requests alone (route set) when requests
+ * is non-zero: what requests left behind, start-up apart. */
+int ap_unrel_json_of(const ap_prof *p, int requests, ap_sbuf *out);
 
 #endif /* AP_UNREL_H */

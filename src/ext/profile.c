@@ -11,6 +11,7 @@
 #include "ap_prof.h"
 #include "ap_report.h"
 #include "ap_stall.h"
+#include "ap_unrel.h"
 #include "ap_wait.h"
 
 typedef struct {
@@ -451,6 +452,29 @@ static PyObject *profile_json(ProfileObject *self, PyObject *Py_UNUSED(a)) {
     return out;
 }
 
+/* unreleased_objects(requests=False) -> list: the JSON export's "unreleased_objects"
+ * (ap_unrel_json_of: with requests, only what requests made), parsed. */
+static PyObject *profile_unreleased(ProfileObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"requests", NULL};
+    int requests = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$p:unreleased_objects", kwlist, &requests))
+        return NULL;
+    ap_sbuf sb = {0};
+    PyObject *out = NULL;
+    if (ap_unrel_json_of(self->prof, requests, &sb) != 0 || sb.failed) {
+        ap_sbuf_free(&sb);
+        return PyErr_NoMemory();
+    }
+    PyObject *json = PyImport_ImportModule("json");
+    PyObject *text = json ? PyUnicode_DecodeUTF8(sb.data, (Py_ssize_t)sb.len, "replace") : NULL;
+    if (text != NULL)
+        out = PyObject_CallMethod(json, "loads", "O", text);
+    Py_XDECREF(text);
+    Py_XDECREF(json);
+    ap_sbuf_free(&sb);
+    return out;
+}
+
 /* report(format, title=None) -> bytes: a view in memory, as apiprof report
  * writes it with no filter (html, svg, ...). */
 static PyObject *profile_report(ProfileObject *self, PyObject *args) {
@@ -764,6 +788,12 @@ static PyMethodDef profile_methods[] = {
      "queries() -> list[dict]\n\nThe captured database statements: statement (normalised), "
      "count, total_ns, rows, requests, max_per_request, n_plus_one, function, file, line, "
      "route (docs/waits.md)."},
+    {"unreleased_objects", (PyCFunction)(void (*)(void))profile_unreleased,
+     METH_VARARGS | METH_KEYWORDS,
+     "unreleased_objects(requests=False) -> list[dict]\n\nObjects allocated while memory was "
+     "recorded and still alive at its end, by type (most bytes first): type, count, bytes "
+     "and the top sites (function, file, line, route, count, bytes); requests=True: only "
+     "those made by requests (route set); docs/memory.md."},
     {"routes", (PyCFunction)profile_routes, METH_NOARGS,
      "routes() -> list[dict]\n\nThe route table, by work: route, requests, work_ns, cpu_ns, "
      "wait_ns (awaiting calls outside the app), running_ns (work less blocking waits), waits "

@@ -112,7 +112,7 @@ AP_TEST(err_thread_local) {
     X(stall_model_and_file) X(stall_decode_rejects) X(stall_json_and_finding) X(stall_off_the_cpu) \
     X(timeline_lanes_nesting_and_kinds) \
     X(memtl_model_file_and_merge) X(memtl_decode_rejects) X(memtl_json_and_chart) \
-    X(unrel_model_file_and_json) \
+    X(unrel_model_file_and_json) X(unrel_json_of_requests) \
     X(lock_contention_skips_pool_machinery) \
     X(diff_matches_across_line_shifts) X(diff_matches_recursion_by_level)               \
     X(diff_new_and_vanished) X(diff_per_request) X(diff_views_escape_names) \

@@ -89,3 +89,24 @@ AP_TEST(unrel_model_file_and_json) {
     ap_prof_free(m);
     ap_prof_free(p);
 }
+
+/* What requests made, start-up apart: only the records with a route. */
+AP_TEST(unrel_json_of_requests) {
+    ap_prof *p = unreleased();
+    if (!AP_CHECK(p != NULL))
+        return;
+    ap_sbuf a = {0};
+    AP_CHECK(ap_unrel_json_of(p, 1, &a) == 0);
+    ap_sbuf_putc(&a, '\0');
+    if (AP_CHECK(!a.failed)) {
+        /* Orders: 400 made at line 14 in POST /o (the 700 at line 12 outside requests are
+         * left out), then the 3 ints. */
+        AP_CHECK(strstr(a.data, "\"type\": \"app.Order\", \"count\": 400, \"bytes\": 22400") !=
+                 NULL);
+        AP_CHECK(strstr(a.data, "\"line\": 12") == NULL);
+        AP_CHECK(strstr(a.data, "\"type\": \"int\", \"count\": 3") != NULL);
+        AP_CHECK(strstr(a.data, "\"app.Order\"") < strstr(a.data, "\"int\""));
+    }
+    ap_sbuf_free(&a);
+    ap_prof_free(p);
+}

@@ -170,3 +170,11 @@ def test_leaking_route_is_the_top_leak_suspect_without_calls(tmp_path):
         assert (top["function"], top["line"], top["count"]) == ("ingest", storing, 200), top
         rows = {(r["function"], r["line"]): r for r in prof.lines()}
         assert rows[("ingest", storing)]["live_bytes"] >= (200 if mode == "full" else 100) * 2001
+        # The text report's unreleased objects: what requests made, start-up apart.
+        r = subprocess.run([str(APIPROF), "report", str(out)], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stderr
+        table = r.stdout.split("unreleased objects (made by requests", 1)[1].split("\n\n")[0]
+        first = table.splitlines()[2].split()
+        assert first[0] == "bytes" and f"(leakapp.py:{storing}):" in table.splitlines()[2], table
+        assert "_compile_bytecode" not in table   # start-up's objects are apart

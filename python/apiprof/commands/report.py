@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _core
-from .._findings import format_findings, format_queries, format_routes
+from .._findings import format_findings, format_queries, format_routes, format_unreleased
 from .._lines import format_lines, is_line_profile
 from .._output import output_path
 from .._profile_file import CUT_META, load_profile
@@ -151,9 +151,11 @@ def run_text(args: argparse.Namespace, fmt: str = "text") -> int:
             header += f"cut: {printable(cut)}\n"
         split = profile.routes()
         routes, queries = format_routes(split), format_queries(profile.queries(), split)
+        unreleased = format_unreleased(profile)
         found = profile.findings(baseline=baseline)
         text = (header + "\n" + format_findings(found, TEXT_FINDINGS) + "\n"
                 + (routes + "\n" if routes else "") + (queries + "\n" if queries else "")
+                + (unreleased + "\n" if unreleased else "")
                 + format_table(functions, args.sort, args.limit or None, everything=args.all,
                                value=VALUE_FORMATS[unit]) + clock_note(profile.meta))
     out = None if args.output in (None, "-") else args.output
