@@ -405,7 +405,7 @@ static int walk_frames(spy_target *t, uint64_t frame, spy_thread *th) {
     uint8_t buf[256];
     if (end > sizeof buf)
         return ap_err_set(AP_EINVAL, "frame layout out of range");
-    uint64_t addr[SPY_MAX_DEPTH];
+    uint64_t addr[SPY_MAX_DEPTH], at[SPY_MAX_DEPTH], raw[SPY_MAX_DEPTH];
     int64_t offs[SPY_MAX_DEPTH];
     uint8_t fresh[SPY_MAX_DEPTH];
     size_t hops = 0;
@@ -424,6 +424,8 @@ static int walk_frames(spy_target *t, uint64_t frame, spy_thread *th) {
         }
         unsigned owner = buf[l->fr_owner];
         uint64_t code = u64_at(buf, l->fr_code), instr = u64_at(buf, l->fr_instr);
+        at[th->nframes] = frame + l->fr_code;
+        raw[th->nframes] = code;
         frame = u64_at(buf, l->fr_previous);
         bottom = owner == l->owner_cstack || owner == l->owner_interpreter;
         if (bottom)
@@ -451,6 +453,20 @@ static int walk_frames(spy_target *t, uint64_t frame, spy_thread *th) {
     }
     if (frame == 0 && has_entry && !bottom)
         goto torn;
+    /* The thread may have returned from the frames read first and called others into
+     * the same memory while the walk went on (a stack rebuilt to the same depth ends in
+     * the same frame, so the ends do not tell): the code of every frame, read again in
+     * one go, must be what the walk read. */
+    if (th->nframes > 1) {
+        uint64_t now[SPY_MAX_DEPTH];
+        if (spy_read_many(t->pid, at, th->nframes, now, sizeof now[0]) != 0) {
+            if (spy_fail_last() != SPY_FAIL_TORN)
+                return -1;
+            goto torn;
+        }
+        if (memcmp(now, raw, th->nframes * sizeof now[0]) != 0)
+            goto torn;
+    }
     int checked = check_codes(t, th, addr, offs, fresh);
     if (checked < 0)
         return -1;

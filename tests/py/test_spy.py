@@ -335,6 +335,35 @@ def test_many_code_objects_keep_their_names(tmp_path: Path) -> None:
             assert p[p.index(f"{chain}0"):-1] == want, (chain, p[:5])
 
 
+def test_a_stack_rebuilt_to_the_same_depth_during_a_walk_is_not_mixed(tmp_path: Path) -> None:
+    """Two call chains of 120 functions each take turns every millisecond, each built in
+    the memory the other left: a walk that straddles a switch reads frames of both. Such
+    a sample is dropped as torn; no sample mixes the chains."""
+    defs = []
+    for chain in ("f", "g"):
+        for i in range(120):
+            nxt = f"{chain}{i + 1}()" if i < 119 else "spin(0.001)"
+            defs.append(f"def {chain}{i}():\n    {nxt}\n")
+    script = tmp_path / "turns.py"
+    script.write_text(
+        "import time\n"
+        "def spin(s):\n    end = time.monotonic() + s\n"
+        "    while time.monotonic() < end:\n        pass\n"
+        + "".join(defs) + "time.sleep(1.0)\n"   # the sampler attaches meanwhile
+        "end = time.monotonic() + 2.0\n"
+        "while time.monotonic() < end:\n    f0()\n    g0()\n")
+    out = tmp_path / "turns.apiprof"
+    done = cli("run", "--sample", "--rate", "1000", "-o", str(out), str(script))
+    assert done.returncode == 0, done.stderr
+    export = _export(out)
+    found = [(path, n["samples"]) for path, n in _stack_samples(export, int(export["meta"]["pid"]))
+             if n.get("samples") and any(f in path for f in ("f119", "g119"))]
+    assert sum(n for _, n in found) > 200   # of ~2,000 samples at 1 kHz for 2 s
+    for path, _ in found:
+        names = {f[0] for f in path if f[:1] in ("f", "g") and f[1:].isdigit()}
+        assert names in ({"f"}, {"g"}), path[:8]
+
+
 def test_a_code_address_used_again_is_read_again(tmp_path: Path) -> None:
     """A code object the sampler has named is freed, and a new one is made at the same
     address: the new one's samples carry its own name, not the cached one."""
