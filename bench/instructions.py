@@ -149,16 +149,20 @@ def _trace_workloads(scale: float) -> dict[str, Callable[[], Callable[[], Any]]]
     }
 
 
-def _tracing_tools() -> dict[str, Callable[[], tuple[Callable[[], Any], Callable[[], Any]]]]:
+Tool = Callable[[], tuple[Callable[[], Any], Callable[[], Any]]]
+
+
+def ap(**kw: Any) -> Tool:
+    """apiprof.Profiler(**kw) as a tool: made in the child, its start and stop."""
+    def make() -> tuple[Callable[[], Any], Callable[[], Any]]:
+        import apiprof
+        p = apiprof.Profiler(**kw)
+        return p.start, p.stop
+    return make
+
+
+def _tracing_tools() -> dict[str, Tool]:
     import cProfile
-
-    import apiprof
-
-    def ap(**kw: Any) -> Callable[[], tuple[Callable[[], Any], Callable[[], Any]]]:
-        def make() -> tuple[Callable[[], Any], Callable[[], Any]]:
-            p = apiprof.Profiler(**kw)
-            return p.start, p.stop
-        return make
 
     def cprof() -> tuple[Callable[[], Any], Callable[[], Any]]:
         if importlib.util.find_spec("profiling") is not None:
@@ -200,18 +204,10 @@ def _memory_workloads(scale: float) -> dict[str, Callable[[], Callable[[], Any]]
     }
 
 
-def _memory_tools() -> dict[str, Callable[[], tuple[Callable[[], Any], Callable[[], Any]]]]:
+def _memory_tools() -> dict[str, Tool]:
     import tracemalloc
 
-    import apiprof
-
-    def ap(**kw: Any) -> Callable[[], tuple[Callable[[], Any], Callable[[], Any]]]:
-        def make() -> tuple[Callable[[], Any], Callable[[], Any]]:
-            p = apiprof.Profiler(**kw)
-            return p.start, p.stop
-        return make
-
-    def tm(frames: int) -> Callable[[], tuple[Callable[[], Any], Callable[[], Any]]]:
+    def tm(frames: int) -> Tool:
         return lambda: ((lambda: tracemalloc.start(frames)), tracemalloc.stop)
 
     return {"baseline": lambda: (lambda: None, lambda: None),

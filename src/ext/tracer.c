@@ -1271,32 +1271,23 @@ static void tracer_stopped(PyObject *owner) {
         apext_session_fail(&t->sess, "labels");
 }
 
-static const apext_session_ops tracer_ops = {
-    .hooks = &tracer_hooks,
-    .prepare = tracer_prepare,
-    .close_top = tracer_close_top,
-    .reopen = tracer_reopen,
-    .thread_free = stall_thread_free,
-    .stopped = tracer_stopped,
-    .traverse = tracer_traverse,
-    .clear = tracer_clear,
-    .dealloc = tracer_dealloc,
-};
+/* What both kinds of Tracer do beside their hooks. */
+#define TRACER_OPS_COMMON                \
+    .prepare = tracer_prepare,           \
+    .close_top = tracer_close_top,       \
+    .reopen = tracer_reopen,             \
+    .thread_free = stall_thread_free,    \
+    .stopped = tracer_stopped,           \
+    .traverse = tracer_traverse,         \
+    .clear = tracer_clear,               \
+    .dealloc = tracer_dealloc
+
+static const apext_session_ops tracer_ops = {.hooks = &tracer_hooks, TRACER_OPS_COMMON};
 
 /* calls=False: the same session with no hooks installed; the profile, its
  * thread trees and labels are there for a producer that walks the running
  * frames itself (the allocation hook, memory.h). */
-static const apext_session_ops tracer_walk_ops = {
-    .hooks = NULL,
-    .prepare = tracer_prepare,
-    .close_top = tracer_close_top,
-    .reopen = tracer_reopen,
-    .thread_free = stall_thread_free,
-    .stopped = tracer_stopped,
-    .traverse = tracer_traverse,
-    .clear = tracer_clear,
-    .dealloc = tracer_dealloc,
-};
+static const apext_session_ops tracer_walk_ops = {.hooks = NULL, TRACER_OPS_COMMON};
 
 /* ---- walk mode (memory.h) ------------------------------------------------------------- */
 

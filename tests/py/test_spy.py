@@ -301,15 +301,18 @@ def test_run_sample_phases(tmp_path: Path) -> None:
         assert all(names.get(o, 0) == 0 for o in others), (phase, names)
 
 
+def _chains(depth: int, leaf: str) -> list[str]:
+    """Source of two call chains f0 -> ... -> f{depth-1} and g0 -> ..., each ending in
+    leaf."""
+    return [f"def {c}{i}():\n    {f'{c}{i + 1}()' if i < depth - 1 else leaf}\n"
+            for c in ("f", "g") for i in range(depth)]
+
+
 def test_many_code_objects_keep_their_names(tmp_path: Path) -> None:
     """The sampler's cache of code objects grows while a stack is read (here past 256
     entries, in the middle of the second chain's walk); frames read before it grew keep
     their function: each chain is one call path with every function in order."""
-    defs = []
-    for chain in ("f", "g"):
-        for i in range(180):
-            nxt = f"{chain}{i + 1}()" if i < 179 else "spin(0.6)"
-            defs.append(f"def {chain}{i}():\n    {nxt}\n")
+    defs = _chains(180, "spin(0.6)")
     script = tmp_path / "chains.py"
     script.write_text(
         "import sys, time\nsys.setrecursionlimit(10000)\n"
@@ -339,11 +342,7 @@ def test_a_stack_rebuilt_to_the_same_depth_during_a_walk_is_not_mixed(tmp_path: 
     """Two call chains of 120 functions each take turns every millisecond, each built in
     the memory the other left: a walk that straddles a switch reads frames of both. Such
     a sample is dropped as torn; no sample mixes the chains."""
-    defs = []
-    for chain in ("f", "g"):
-        for i in range(120):
-            nxt = f"{chain}{i + 1}()" if i < 119 else "spin(0.001)"
-            defs.append(f"def {chain}{i}():\n    {nxt}\n")
+    defs = _chains(120, "spin(0.001)")
     script = tmp_path / "turns.py"
     script.write_text(
         "import time\n"
@@ -356,7 +355,8 @@ def test_a_stack_rebuilt_to_the_same_depth_during_a_walk_is_not_mixed(tmp_path: 
     done = cli("run", "--sample", "--rate", "1000", "-o", str(out), str(script))
     assert done.returncode == 0, done.stderr
     export = _export(out)
-    found = [(path, n["samples"]) for path, n in _stack_samples(export, int(export["meta"]["pid"]))
+    pid = int(export["meta"]["pid"])
+    found = [(path, n["samples"]) for path, n in _stack_samples(export, pid)
              if n.get("samples") and any(f in path for f in ("f119", "g119"))]
     assert sum(n for _, n in found) > 200   # of ~2,000 samples at 1 kHz for 2 s
     for path, _ in found:
