@@ -147,6 +147,16 @@ def test_run_no_calls_summary_and_report_show_bytes(tmp_path):
     r = subprocess.run([str(APIPROF), "report", str(out)], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0 and "metric: memory" in r.stdout, r.stdout + r.stderr
+    # A run too short for one sample: the summary and the report say so, no traceback.
+    tiny = tmp_path / "tiny.py"
+    tiny.write_text("x = 1\n")
+    r = subprocess.run([str(APIPROF), "run", "--memory", "sampled", "--memory-rate", "1G",
+                        "--no-calls", "-o", str(out), str(tiny)], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and "no allocation was tracked" in r.stderr, r.stderr
+    r = subprocess.run([str(APIPROF), "report", str(out)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
 
 
 def test_leaking_route_is_the_top_leak_suspect_without_calls(tmp_path):

@@ -125,7 +125,11 @@ def run_text(args: argparse.Namespace, fmt: str = "text") -> int:
               file=sys.stderr)
     unit = "nanoseconds"
     if args.metric is None and profile.meta.get("calls") == "off":
-        args.metric = "memory"   # nothing was timed (apiprof run --no-calls)
+        try:   # nothing was timed (apiprof run --no-calls): bytes, when any was tracked
+            profile.project("memory")
+            args.metric = "memory"
+        except ValueError:
+            pass
     if args.metric == "alloc":
         args.metric = "memory"
     if args.metric is not None:

@@ -213,8 +213,11 @@ class FunctionProducer:
         if self.profiler.calls:
             text += format_table(self.profiler.functions(), "cumtime", 20, everything=self.all)
         else:  # nothing timed: the table of bytes allocated
-            text += format_table(profile.project("memory").functions(), "cumtime", 20,
-                                 everything=self.all, value=lambda v: f"{v:.0f}B")
+            try:
+                text += format_table(profile.project("memory").functions(), "cumtime", 20,
+                                     everything=self.all, value=lambda v: f"{v:.0f}B")
+            except ValueError:  # no block was tracked (a short run, sampled)
+                text += "no allocation was tracked: nothing to list\n"
         meta = self.profiler.profile.meta
         text += clock_note(meta)
         text += memory_note(meta)
