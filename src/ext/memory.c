@@ -136,6 +136,7 @@ typedef struct MemoryTrackerObject {
     int sampled;
     uint64_t rate;          /* sampled: mean bytes between samples */
     uint64_t seed;          /* sampled: seed of every thread's generator (0: from the clock) */
+    uint64_t run_seed;      /* the seed of this run: seed, or the clock's when it is 0 */
     int running;
     int paused;             /* stop() reads the live objects: new blocks are not tracked */
     uint64_t generation;    /* changes at every start: threads re-seed */
@@ -216,7 +217,7 @@ static inline int sample(MemoryTrackerObject *m, size_t size, uint64_t *bytes, u
         t->gen = m->generation;
         if (tls_thread_no == 0)
             tls_thread_no = atomic_fetch_add_explicit(&mem_threads, 1, memory_order_relaxed) + 1;
-        t->rng = ap_hash_u64(m->seed ^ (tls_thread_no * 0x2545f4914f6cdd1du));
+        t->rng = ap_hash_u64(m->run_seed ^ (tls_thread_no * 0x2545f4914f6cdd1du));
         t->left = next_interval(t, m->rate);
     }
     t->left -= (int64_t)size;
@@ -964,11 +965,12 @@ static PyObject *mem_start(MemoryTrackerObject *m, PyObject *Py_UNUSED(a)) {
     m->lost = 0;
     m->live_total = m->peak_total = 0;
     m->paused = 0;
-    m->generation++;
-    if (m->seed == 0)
-        m->generation ^= ap_hash_u64((uint64_t)ap_clock_now_ns()) << 16;
-    if (m->generation == 0)   /* 0 means "no generation" to the fast paths */
-        m->generation = 1;
+    /* Unique in the process, not per tracker: a thread's sampler left by another
+     * tracker's run (another rate, its countdown half spent) must not pass for this
+     * one's; the sequence comes from the seed and the thread, not from this number. */
+    static uint64_t generations;
+    m->generation = ++generations;   /* never 0: "no generation" to the fast paths */
+    m->run_seed = m->seed != 0 ? m->seed : ap_hash_u64((uint64_t)ap_clock_now_ns()) | 1u;
     mem_running = m;
     m->running = 1;
     fast_update(m);

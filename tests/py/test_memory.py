@@ -100,6 +100,22 @@ def test_sampled_estimates_are_within_their_tolerance(seed):
     del keep
 
 
+def test_a_seed_gives_the_same_sample_whatever_ran_before():
+    # A tracker's run must not inherit another's countdown (another rate, half spent):
+    # each start re-seeds every thread, so the same seed samples the same blocks.
+    make_bytes()   # warm-up: the same allocations in each run below
+    with apiprof.Profiler(memory="sampled"):   # 512 KiB: leaves its countdown behind
+        make_bytes()
+    rows = []
+    for _ in range(2):
+        p = apiprof.Profiler(memory="sampled", memory_rate=65536, memory_seed=7)
+        with p:
+            make_bytes()
+        row = line_row(p.profile, "make_bytes", line_no("BYTES_LINE"))
+        rows.append((row["alloc_count"], row["alloc_bytes"]))
+    assert rows[0] == rows[1]
+
+
 def test_sampled_estimates_average_out_over_seeds():
     size = sys.getsizeof(bytes(65536))
     counts = []
