@@ -155,18 +155,23 @@ def test_sampled_mode_skips_most_small_blocks():
     del keep
 
 
+def run_threads(profiler, work, prefix: str, n: int) -> None:
+    """Under profiler, n threads named prefix-0... run work, and are joined."""
+    with profiler:
+        threads = [threading.Thread(target=work, name=f"{prefix}-{i}") for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+
 def test_threads_are_charged_in_their_own_trees():
     def work():
         keep = make()
         drop_half(keep)
 
     p = apiprof.Profiler(memory="full")
-    with p:
-        threads = [threading.Thread(target=work, name=f"alloc-{i}") for i in range(3)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+    run_threads(p, work, "alloc", 3)
     line = line_no("BYTEARRAY_LINE")
     for i in range(3):
         row = line_row(p.profile.select({"thread": f"alloc-{i}"}), "make", line)
@@ -340,22 +345,33 @@ def _serve(tmp_path, cwd, app, drive, env=None, mode="full", extra=()):
     return out
 
 
-def test_leaking_route_is_the_top_leak_suspect_under_uvicorn(tmp_path):
-    apps = Path(__file__).parent / "apps"
+APPS = Path(__file__).parent / "apps"
 
+
+def leak_drive(requests: int):
+    """The traffic of leakapp: requests POSTs of 2,000 bytes to /ingest (kept) and to
+    /echo (not)."""
     def drive(client):
         payload = b"x" * 2000
-        for _ in range(300):
+        for _ in range(requests):
             assert client.post("/ingest", content=payload).status_code == 200
             assert client.post("/echo", content=payload).status_code == 200
+    return drive
 
-    out = _serve(tmp_path, apps, "leakapp:app", drive)
+
+def storing_line() -> int:
+    """The line of leakapp.py that keeps each payload."""
+    return next(i for i, t in enumerate((APPS / "leakapp.py").read_text().splitlines(), 1)
+                if t.endswith("# STORING_LINE"))
+
+
+def test_leaking_route_is_the_top_leak_suspect_under_uvicorn(tmp_path):
+    out = _serve(tmp_path, APPS, "leakapp:app", leak_drive(300))
     prof = _core.load(str(out))
     suspects = [f for f in prof.findings() if f["kind"] == "leak_suspect"]
     assert [f["route"] for f in suspects] == ["POST /ingest"]   # /echo frees what it makes
     top = suspects[0]
-    storing = next(i for i, t in enumerate((apps / "leakapp.py").read_text().splitlines(), 1)
-                   if t.endswith("# STORING_LINE"))
+    storing = storing_line()
     assert (top["function"], top["line"], top["count"]) == ("ingest", storing, 300)
     assert top["value"] >= 300 * 2001 and top["unit"] == "bytes"
     # The storing line itself: every kept payload is alive; the echo route's copies are not.

@@ -7,13 +7,25 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import apiprof
 import pytest
 from apiprof import _core
-from test_memory import SIZE, N, _serve, drop_half, line_no, line_row, make, make_bytes
+from test_memory import (
+    APPS,
+    SIZE,
+    N,
+    _serve,
+    drop_half,
+    leak_drive,
+    line_no,
+    line_row,
+    make,
+    make_bytes,
+    run_threads,
+    storing_line,
+)
 
 APIPROF = Path(sys.executable).with_name("apiprof")
 
@@ -80,12 +92,7 @@ def test_excluded_modules_leave_the_path_and_threads_get_their_own_trees(tmp_pat
         drop_half(keep)
 
     p = apiprof.Profiler(memory="full", calls=False, exclude="threading")
-    with p:
-        threads = [threading.Thread(target=work, name=f"walk-{i}") for i in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+    run_threads(p, work, "walk", 2)
     line = line_no("BYTEARRAY_LINE")
     for i in range(2):
         sub = p.profile.select({"thread": f"walk-{i}"})
@@ -160,22 +167,13 @@ def test_run_no_calls_summary_and_report_show_bytes(tmp_path):
 
 
 def test_leaking_route_is_the_top_leak_suspect_without_calls(tmp_path):
-    apps = Path(__file__).parent / "apps"
-
-    def drive(client):
-        payload = b"x" * 2000
-        for _ in range(200):
-            assert client.post("/ingest", content=payload).status_code == 200
-            assert client.post("/echo", content=payload).status_code == 200
-
     for mode in ("full", "sampled"):
-        out = _serve(tmp_path, apps, "leakapp:app", drive, mode=mode,
+        out = _serve(tmp_path, APPS, "leakapp:app", leak_drive(200), mode=mode,
                      extra=["--no-calls"] + (["--memory-rate", "1K"] if mode == "sampled" else []))
         prof = _core.load(str(out))
         suspects = [f for f in prof.findings() if f["kind"] == "leak_suspect"]
         assert [f["route"] for f in suspects] == ["POST /ingest"], (mode, suspects)
-        storing = next(i for i, t in enumerate((apps / "leakapp.py").read_text().splitlines(), 1)
-                       if t.endswith("# STORING_LINE"))
+        storing = storing_line()
         top = suspects[0]
         assert (top["function"], top["line"], top["count"]) == ("ingest", storing, 200), top
         rows = {(r["function"], r["line"]): r for r in prof.lines()}
