@@ -491,9 +491,13 @@ def test_middleware_counts_each_routes_stalls(serve, http, tmp_path):
     it); none of those but /blocking blocks the loop."""
     stats_dir = tmp_path / "stats"
     token = "stall-token-0123456789abcdef"
+    # stall_ms 100, not the default 50: /blocking's 150 ms are stalls either way, and on
+    # a machine loaded by parallel tests a step of another route descheduled for 50 ms
+    # counted once as a stall of /locked (CI, 3.12)
     server = serve("stall_mw_app:app", cwd=APPS, health="/health",
                    env={"APIPROF_TEST_OPTIONS": json.dumps(
-                       {"stats_dir": str(stats_dir), "token": token, "dashboard": True})})
+                       {"stats_dir": str(stats_dir), "token": token, "dashboard": True,
+                        "stall_ms": 100})})
     for path, n in (("/blocking", 6), ("/awaiting", 4), ("/locked", 4), ("/fast", 20)):
         for _ in range(n):
             assert http.get(f"{server.url}{path}").status_code == 200
