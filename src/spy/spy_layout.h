@@ -30,6 +30,17 @@ typedef struct spy_layout {
     uint32_t owner_cstack;          /* owner value of C-stack entry frames (255: none) */
     uint32_t owner_interpreter;     /* owner value of interpreter entry frames (255: none) */
     uint32_t code_tagged;           /* 1: fr_code has tag bits to clear */
+    /* Coroutines and generators (gen_ PyGenObject): the _PyInterpreterFrame inside the
+     * object, its state byte (int8_t), the state of one executing now, and the states of
+     * one suspended in an await (gen_yf_lo..gen_yf_hi, compared as int8_t); before 3.13
+     * that state also needs the next instruction to be op_resume or op_resume_alt with
+     * an argument of 2 or more (0: no such check). */
+    uint32_t gen_iframe, gen_frame_state, gen_executing, gen_yf_lo, gen_yf_hi;
+    uint32_t op_resume, op_resume_alt;
+    /* A frame's value stack: fr_stacktop is an int index into localsplus (3.11-3.13), or
+     * with fr_stack_is_ptr a pointer just past the top (3.14+, tagged references). */
+    uint32_t fr_stacktop, fr_stack_is_ptr, fr_localsplus;
+    uint32_t type_name;             /* PyTypeObject.tp_name, a char * */
     uint32_t co_name, co_qualname, co_filename;   /* PyUnicodeObject * */
     uint32_t co_firstlineno;        /* int */
     uint32_t co_linetable;          /* PyBytesObject *: the location table */

@@ -9,6 +9,10 @@
 
 #include "internal/pycore_code.h"
 #include "internal/pycore_frame.h"
+#include "internal/pycore_genobject.h"
+#if PY_VERSION_HEX < 0x030d0000
+#include "opcode.h"
+#endif
 #include "internal/pycore_interp.h"
 #include "internal/pycore_runtime.h"
 #if PY_VERSION_HEX >= 0x030e0000
@@ -76,6 +80,40 @@ int main(void) {
     F(owner_interpreter, 255);
     F(code_tagged, 0);
 #endif
+    /* coroutines and generators: the frame inside the object, its state, its stack */
+    F(gen_iframe, offsetof(PyGenObject, gi_iframe));
+    F(gen_frame_state, offsetof(PyGenObject, gi_frame_state));
+    F(gen_executing, (uint8_t)FRAME_EXECUTING);
+#if PY_VERSION_HEX < 0x030d0000
+    /* suspended in an await: FRAME_SUSPENDED and the next instruction a RESUME whose
+     * argument is 2 or more */
+    F(gen_yf_lo, (uint8_t)FRAME_SUSPENDED);
+    F(gen_yf_hi, (uint8_t)FRAME_SUSPENDED);
+    F(op_resume, RESUME);
+#if PY_VERSION_HEX < 0x030c0000
+    F(op_resume_alt, RESUME_QUICK);
+#else
+    F(op_resume_alt, INSTRUMENTED_RESUME);
+#endif
+#else
+    F(gen_yf_lo, (uint8_t)FRAME_SUSPENDED_YIELD_FROM);
+#if PY_VERSION_HEX < 0x030f0000
+    F(gen_yf_hi, (uint8_t)FRAME_SUSPENDED_YIELD_FROM);
+#else
+    F(gen_yf_hi, (uint8_t)FRAME_SUSPENDED_YIELD_FROM_LOCKED);
+#endif
+    F(op_resume, 0);
+    F(op_resume_alt, 0);
+#endif
+#if PY_VERSION_HEX < 0x030e0000
+    F(fr_stacktop, offsetof(_PyInterpreterFrame, stacktop));
+    F(fr_stack_is_ptr, 0);
+#else
+    F(fr_stacktop, offsetof(_PyInterpreterFrame, stackpointer));
+    F(fr_stack_is_ptr, 1);
+#endif
+    F(fr_localsplus, offsetof(_PyInterpreterFrame, localsplus));
+    F(type_name, offsetof(PyTypeObject, tp_name));
     F(co_name, offsetof(PyCodeObject, co_name));
     F(co_qualname, offsetof(PyCodeObject, co_qualname));
     F(co_filename, offsetof(PyCodeObject, co_filename));
