@@ -109,7 +109,11 @@ int spy_target_open(spy_target *t, pid_t pid) {
 static void code_free(spy_code *c);
 static void code_free_retired(spy_target *t);
 
+static void await_work_free(struct spy_awaitwork *w);
+
 void spy_target_close(spy_target *t) {
+    free(t->types);
+    await_work_free(t->aw);
     for (size_t i = 0; i < t->ncode; i++)
         code_free(t->code[i]);
     free(t->code);
@@ -235,6 +239,8 @@ static const spy_code *code_read(spy_target *t, uint64_t addr) {
     c.filename = read_str(t, c.print[2]);
     c.linetable = read_bytes(t, c.print[3], &c.linetable_len);
     c.frame_id = AP_NONE;
+    for (unsigned i = 0; i < SPY_CODE_LINES; i++)
+        c.line_off[i] = INT64_MIN;   /* no offset is that */
     if (!c.name || !c.qualname || !c.filename || !c.linetable)
         goto fail;
     uint64_t *slot = ap_map_get(&t->codes, addr);
@@ -359,6 +365,20 @@ int spy_line_of(const uint8_t *table, size_t len, uint32_t firstlineno, int64_t 
 
 /* ---- threads and frames ------------------------------------------------------------- */
 
+/* The line of instruction offset off of the code record c, from its small cache when it
+ * was asked for lately.  Can't fail. */
+static int code_line(const spy_code *cc, int64_t off) {
+    spy_code *c = (spy_code *)cc;   /* the target's own record: its cache may change */
+    for (unsigned i = 0; i < SPY_CODE_LINES; i++)
+        if (c->line_off[i] == off)
+            return c->line_at[i];
+    int line = spy_line_of(c->linetable, c->linetable_len, c->firstlineno, off);
+    unsigned at = c->line_next++ % SPY_CODE_LINES;
+    c->line_off[at] = off;
+    c->line_at[at] = line;
+    return line;
+}
+
 /* Check the cached records a walk used (n frames; addr[i] and off[i] the code object
  * and instruction offset of frame i, fresh[i] 1 when its record was read by this walk)
  * against the objects at those addresses now, with one read; a record whose object was
@@ -393,7 +413,7 @@ static int check_codes(spy_target *t, spy_thread *th, const uint64_t *addr,
         if (!c)
             return spy_fail_last() == SPY_FAIL_PERM || spy_fail_last() == SPY_FAIL_NOPROC ? -1 : 1;
         f->code = c;
-        f->line = spy_line_of(c->linetable, c->linetable_len, c->firstlineno, off[idx[k]]);
+        f->line = code_line(c, off[idx[k]]);
     }
     return 0;
 }
@@ -448,7 +468,7 @@ static int walk_frames(spy_target *t, uint64_t frame, spy_thread *th) {
         offs[th->nframes] = off;
         fresh[th->nframes] = (uint8_t)was_read;
         th->frames[th->nframes].code = c;
-        th->frames[th->nframes].line = spy_line_of(c->linetable, c->linetable_len, c->firstlineno, off);
+        th->frames[th->nframes].line = code_line(c, off);
         th->nframes++;
     }
     if (frame == 0 && has_entry && !bottom)
@@ -532,4 +552,393 @@ int spy_sample(spy_target *t, spy_thread *threads, size_t max, size_t *n) {
         (*n)++;
     }
     return 0;
+}
+
+/* ---- await chains ------------------------------------------------------------------- */
+
+/* A type's name as read once, by the type's address. */
+typedef struct spy_typename {
+    uint64_t type;
+    char name[SPY_LEAF_MAX];
+} spy_typename;
+
+#define TYPES_MAX 256
+
+/* The tp_name of the type at `type`, into name (cut to fit), read once and cached.
+ * Returns 0, 1 when torn (the type could not be read), -1 as spy_read() for a gone
+ * target or AP_ENOMEM. */
+static int type_name(spy_target *t, uint64_t type, char name[SPY_LEAF_MAX]) {
+    for (size_t i = 0; i < t->ntypes; i++)
+        if (t->types[i].type == type) {
+            memcpy(name, t->types[i].name, SPY_LEAF_MAX);
+            return 0;
+        }
+    uint64_t tp_name;
+    if (!type || spy_read_ptr(t->pid, type + t->lay.type_name, &tp_name) != 0)
+        return !type || spy_fail_last() == SPY_FAIL_TORN ? 1 : -1;
+    /* a name may end near the end of a mapping: read less until a read succeeds */
+    size_t len = SPY_LEAF_MAX - 1;
+    memset(name, 0, SPY_LEAF_MAX);
+    while (spy_read(t->pid, tp_name, name, len) != 0) {
+        if (spy_fail_last() != SPY_FAIL_TORN)
+            return -1;
+        if ((len /= 2) < 8)
+            return 1;
+    }
+    name[len] = '\0';
+    if (!t->types && !(t->types = malloc(TYPES_MAX * sizeof *t->types)))
+        return spy_fail_set(SPY_FAIL_OTHER, AP_ENOMEM, "out of memory");
+    if (t->ntypes < TYPES_MAX) {
+        t->types[t->ntypes].type = type;
+        memcpy(t->types[t->ntypes++].name, name, SPY_LEAF_MAX);
+    }
+    return 0;
+}
+
+static int is_gen_type(const char *name) {
+    return strcmp(name, "coroutine") == 0 || strcmp(name, "generator") == 0;
+}
+
+/* The state byte s of a generator is one of a suspension in an await. */
+static int in_yf_range(const spy_layout *l, uint8_t s) {
+    return (int8_t)s >= (int8_t)l->gen_yf_lo && (int8_t)s <= (int8_t)l->gen_yf_hi;
+}
+
+/* A generator is suspended: in an await, or (3.13+: the state just below those) at a
+ * plain yield; 3.11/3.12 have one suspended state for both. */
+static int is_suspended(const spy_layout *l, uint8_t s) {
+    return in_yf_range(l, s) || (!l->op_resume && (int8_t)s == (int8_t)l->gen_yf_lo - 1);
+}
+
+/* Slots of a frame's value stack read with the generator (the top is usually there). */
+#define STACK_IN_BLOCK 24
+/* Most chains spy_await_many() reads at once. */
+#define AWAIT_MANY 1024
+
+struct spy_awaitwork {
+    size_t cap;          /* chains the arrays hold */
+    uint32_t want;       /* bytes read per object: a generator, its frame, some stack */
+    uint64_t *obj;       /* [cap]: the object each chain reads next */
+    uint64_t *loc;       /* [cap]: where its frame's stack top is, when not in the block */
+    uint64_t *addr;      /* [cap * SPY_MAX_DEPTH]: code address of each frame, outermost first */
+    int64_t *offs;       /* [cap * SPY_MAX_DEPTH]: instruction offset of each frame */
+    uint8_t *fresh;      /* [cap * SPY_MAX_DEPTH]: its record was read by this walk */
+    uint8_t *blocks;     /* [cap * want] */
+    size_t *go, *top;    /* chains still going; chains whose stack top is to be read */
+};
+
+static void await_work_free(struct spy_awaitwork *w) {
+    if (!w)
+        return;
+    free(w->obj);
+    free(w->loc);
+    free(w->addr);
+    free(w->offs);
+    free(w->fresh);
+    free(w->blocks);
+    free(w->go);
+    free(w->top);
+    free(w);
+}
+
+/* t->aw, able to hold n chains.  NULL on AP_ENOMEM. */
+static struct spy_awaitwork *await_work(spy_target *t, size_t n, uint32_t want) {
+    struct spy_awaitwork *w = t->aw;
+    if (w && w->cap >= n && w->want == want)
+        return w;
+    await_work_free(w);
+    t->aw = w = calloc(1, sizeof *w);
+    if (!w)
+        return NULL;
+    w->cap = n;
+    w->want = want;
+    w->obj = malloc(n * sizeof *w->obj);
+    w->loc = malloc(n * sizeof *w->loc);
+    w->addr = malloc(n * SPY_MAX_DEPTH * sizeof *w->addr);
+    w->offs = malloc(n * SPY_MAX_DEPTH * sizeof *w->offs);
+    w->fresh = malloc(n * SPY_MAX_DEPTH);
+    w->blocks = malloc(n * want);
+    w->go = malloc(n * sizeof *w->go);
+    w->top = malloc(n * sizeof *w->top);
+    if (!w->obj || !w->loc || !w->addr || !w->offs || !w->fresh || !w->blocks || !w->go || !w->top) {
+        await_work_free(w);
+        t->aw = NULL;
+        return NULL;
+    }
+    return w;
+}
+
+/* The read of a chain failed: -1 when the target is gone, refuses or memory ran out,
+ * else the chain is torn (out emptied, counted) and 0. */
+static int chain_failed(spy_target *t, spy_thread *out, char *leaf) {
+    spy_fail k = spy_fail_last();
+    if (k == SPY_FAIL_PERM || k == SPY_FAIL_NOPROC || k == SPY_FAIL_OTHER)
+        return -1;
+    out->nframes = 0;
+    out->torn = 1;
+    leaf[0] = '\0';
+    t->torn++;
+    spy_fail_clear();
+    return 0;
+}
+
+/* 3.11/3.12: the instruction after instr resumes from an await (cached by address).
+ * Returns 1 or 0, or -1 when it could not be read. */
+static int resumes_from_await(spy_target *t, uint64_t instr) {
+    const spy_layout *l = &t->lay;
+    size_t h = (size_t)(instr >> 1) % (sizeof t->yf_key / sizeof t->yf_key[0]);
+    if (t->yf_key[h] == instr)
+        return t->yf_val[h];
+    uint8_t next[2];
+    if (spy_read(t->pid, instr + 2, next, 2) != 0)
+        return -1;
+    int yes = (next[0] == l->op_resume || next[0] == l->op_resume_alt) && next[1] >= 2;
+    t->yf_key[h] = instr;
+    t->yf_val[h] = (uint8_t)yes;
+    return yes;
+}
+
+enum { CHAIN_DONE, CHAIN_NEXT, CHAIN_TOP };
+
+/* The object on top of a value stack from its top two slots (the top one second): a
+ * stack reference's tag bits cleared, and past a null top slot.  0 when none. */
+static uint64_t stack_top(const spy_layout *l, const uint8_t two[16]) {
+    uint64_t top = u64_at(two, 8);
+    if (!l->fr_stack_is_ptr)
+        return top;
+    top &= ~(uint64_t)7;
+    return top ? top : u64_at(two, 0) & ~(uint64_t)7;
+}
+
+/* One step of chain i: the object w->obj[i], read into buf (got bytes of w->want).
+ * Appends its frame to out (outermost first) and finds what it awaits.  Returns
+ * CHAIN_NEXT (w->obj[i] is the next object), CHAIN_TOP (the next object is on the
+ * stack whose top two slots are at w->loc[i]), CHAIN_DONE (the chain ended, or is
+ * torn), or -1 as chain_failed(). */
+static int chain_step(spy_target *t, struct spy_awaitwork *w, size_t i, const uint8_t *buf,
+                      uint32_t got, spy_thread *out, char *leaf, int *res) {
+    const spy_layout *l = &t->lay;
+    uint64_t obj = w->obj[i];
+    size_t n = out->nframes;
+    char tn[SPY_LEAF_MAX];
+    int rc = type_name(t, u64_at(buf, 8), tn);
+    if (rc < 0)
+        return -1;
+    if (rc > 0)
+        return chain_failed(t, out, leaf) < 0 ? -1 : CHAIN_DONE;
+    if (!is_gen_type(tn) || got < w->want) {
+        if (n == 0)
+            return CHAIN_DONE;   /* not a coroutine: res stays 0 */
+        if (strcmp(tn, "_asyncio.FutureIter") == 0) {
+            /* `await future` awaits the future's iterator, whose first field is it */
+            uint64_t fut, type;
+            if (spy_read_ptr(t->pid, obj + 16, &fut) != 0 || spy_read_ptr(t->pid, fut + 8, &type) != 0)
+                return chain_failed(t, out, leaf) < 0 ? -1 : CHAIN_DONE;
+            if ((rc = type_name(t, type, tn)) != 0)
+                return rc < 0 || chain_failed(t, out, leaf) < 0 ? -1 : CHAIN_DONE;
+        }
+        const char *dot = strrchr(tn, '.');
+        snprintf(leaf, SPY_LEAF_MAX, "%s", dot ? dot + 1 : tn);
+        return CHAIN_DONE;
+    }
+    uint8_t state = buf[l->gen_frame_state];
+    if (!is_suspended(l, state))
+        return CHAIN_DONE;   /* the first: running (a thread's sample has it), not started
+                                or done; an inner one: just finished, the chain ends above */
+    *res = 1;   /* suspended: a chain, or torn */
+    if (n == SPY_MAX_DEPTH) {
+        out->truncated = 1;
+        return CHAIN_DONE;
+    }
+    const uint8_t *fb = buf + l->gen_iframe;
+    uint64_t frame = obj + l->gen_iframe;
+    uint64_t code = u64_at(fb, l->fr_code), instr = u64_at(fb, l->fr_instr);
+    if (l->code_tagged)
+        code &= ~(uint64_t)7;
+    int was_read;
+    const spy_code *c = code ? code_get(t, code, &was_read) : NULL;
+    if (!c)
+        return chain_failed(t, out, leaf) < 0 ? -1 : CHAIN_DONE;
+    int64_t off = (int64_t)(instr - (code + l->co_code_adaptive));
+    if (off > (int64_t)LINETABLE_MAX * 16 || off < -16)
+        off = -1;
+    w->addr[i * SPY_MAX_DEPTH + n] = code;
+    w->offs[i * SPY_MAX_DEPTH + n] = off;
+    w->fresh[i * SPY_MAX_DEPTH + n] = (uint8_t)was_read;
+    out->frames[n].code = c;
+    out->frames[n].line = code_line(c, off);
+    out->nframes = n + 1;
+    int awaits = in_yf_range(l, state);
+    if (awaits && l->op_resume && (awaits = resumes_from_await(t, instr)) < 0)
+        return chain_failed(t, out, leaf) < 0 ? -1 : CHAIN_DONE;
+    if (!awaits)
+        return CHAIN_DONE;   /* at a plain yield */
+    /* loc: the top two slots of its value stack; the awaited object is the top one
+     * (3.15 keeps a null slot above it: then the one below) */
+    uint64_t loc;
+    if (l->fr_stack_is_ptr) {
+        uint64_t sp = u64_at(fb, l->fr_stacktop);
+        if (sp < frame + l->fr_localsplus + 8)
+            return chain_failed(t, out, leaf) < 0 ? -1 : CHAIN_DONE;
+        loc = sp - 16;
+    } else {
+        int32_t idx;
+        memcpy(&idx, fb + l->fr_stacktop, sizeof idx);
+        if (idx <= 0)
+            return chain_failed(t, out, leaf) < 0 ? -1 : CHAIN_DONE;
+        loc = frame + l->fr_localsplus + 8 * (uint64_t)idx - 16;
+    }
+    if (loc >= obj && loc - obj + 16 <= got) {
+        uint64_t top = stack_top(l, buf + (loc - obj));
+        if (!top)
+            return chain_failed(t, out, leaf) < 0 ? -1 : CHAIN_DONE;
+        w->obj[i] = top;
+        return CHAIN_NEXT;
+    }
+    w->loc[i] = loc;
+    return CHAIN_TOP;
+}
+
+/* Read the object at addr: want bytes or, when that much is not mapped there (a small
+ * object near the end of a mapping), its first 16 (refcount and type).  *got is what
+ * was read.  Returns 0, or -1 as spy_read(). */
+static int read_obj(spy_target *t, uint64_t addr, uint8_t *buf, uint32_t want, uint32_t *got) {
+    *got = want;
+    if (spy_read(t->pid, addr, buf, want) == 0)
+        return 0;
+    if (spy_fail_last() != SPY_FAIL_TORN)
+        return -1;
+    *got = 16;
+    return spy_read(t->pid, addr, buf, 16);
+}
+
+int spy_await_many(spy_target *t, const uint64_t *coro, size_t n, spy_thread *out,
+                   char (*leaf)[SPY_LEAF_MAX], int *res) {
+    const spy_layout *l = &t->lay;
+    if (n > AWAIT_MANY)
+        return spy_fail_set(SPY_FAIL_OTHER, AP_EINVAL, "%zu await chains at once", n);
+    uint32_t fend = max4(l->fr_code, l->fr_instr, l->fr_stacktop, l->fr_owner) + 8;
+    uint32_t stack = l->fr_localsplus + 8 * STACK_IN_BLOCK;
+    uint32_t want = l->gen_iframe + (fend > stack ? fend : stack);
+    if (want > 1024 || l->gen_frame_state >= want)
+        return spy_fail_set(SPY_FAIL_OTHER, AP_EINVAL, "generator layout out of range");
+    struct spy_awaitwork *w = await_work(t, n ? n : 1, want);
+    if (!w)
+        return spy_fail_set(SPY_FAIL_OTHER, AP_ENOMEM, "out of memory");
+    spy_fail_clear();
+    size_t ngo = 0;
+    for (size_t i = 0; i < n; i++) {
+        out[i].nframes = 0;
+        out[i].truncated = 0;
+        out[i].torn = 0;
+        leaf[i][0] = '\0';
+        res[i] = 0;
+        w->obj[i] = coro[i];
+        w->go[ngo++] = i;
+    }
+    /* level by level: the next object of every chain still going, in one read */
+    while (ngo) {
+        uint64_t addrs[AWAIT_MANY];
+        for (size_t k = 0; k < ngo; k++)
+            addrs[k] = w->obj[w->go[k]];
+        int batched = spy_read_many(t->pid, addrs, ngo, w->blocks, want) == 0;
+        if (!batched && spy_fail_last() != SPY_FAIL_TORN)
+            return -1;
+        size_t nnext = 0, ntop = 0;
+        for (size_t k = 0; k < ngo; k++) {
+            size_t i = w->go[k];
+            uint8_t *buf = w->blocks + k * want;
+            uint32_t got = want;
+            if (!batched && read_obj(t, w->obj[i], buf, want, &got) != 0) {
+                if (chain_failed(t, &out[i], leaf[i]) < 0)
+                    return -1;
+                continue;
+            }
+            int st = chain_step(t, w, i, buf, got, &out[i], leaf[i], &res[i]);
+            if (st < 0)
+                return -1;
+            if (st == CHAIN_NEXT)
+                w->go[nnext++] = i;
+            else if (st == CHAIN_TOP)
+                w->top[ntop++] = i;
+        }
+        /* the stack tops that were not in the blocks, in one read */
+        if (ntop) {
+            uint8_t vals[AWAIT_MANY][16];
+            for (size_t k = 0; k < ntop; k++)
+                addrs[k] = w->loc[w->top[k]];
+            int ok = spy_read_many(t->pid, addrs, ntop, vals, sizeof vals[0]) == 0;
+            if (!ok && spy_fail_last() != SPY_FAIL_TORN)
+                return -1;
+            for (size_t k = 0; k < ntop; k++) {
+                size_t i = w->top[k];
+                uint64_t top = 0;
+                if (ok || spy_read(t->pid, addrs[k], vals[k], sizeof vals[k]) == 0)
+                    top = stack_top(l, vals[k]);
+                if (!top) {
+                    if (chain_failed(t, &out[i], leaf[i]) < 0)
+                        return -1;
+                    continue;
+                }
+                w->obj[i] = top;
+                w->go[nnext++] = i;
+            }
+        }
+        ngo = nnext;
+    }
+    /* The chains must not have moved on meanwhile: each outermost one is still suspended
+     * (one read for all), and the code objects are the ones the records say. */
+    uint8_t states[AWAIT_MANY];
+    uint64_t addrs[AWAIT_MANY];
+    size_t nk = 0;
+    for (size_t i = 0; i < n; i++)
+        if (out[i].nframes)
+            addrs[nk++] = coro[i] + l->gen_frame_state;
+    int ok = spy_read_many(t->pid, addrs, nk, states, 1) == 0;
+    if (!ok && spy_fail_last() != SPY_FAIL_TORN)
+        return -1;
+    nk = 0;
+    for (size_t i = 0; i < n; i++) {
+        spy_thread *o = &out[i];
+        size_t m = o->nframes;
+        if (m == 0)
+            continue;
+        if (!ok || !is_suspended(l, states[nk++])) {
+            if (chain_failed(t, o, leaf[i]) < 0)
+                return -1;
+            continue;
+        }
+        /* innermost first, as the thread stacks */
+        uint64_t *a = w->addr + i * SPY_MAX_DEPTH;
+        int64_t *of = w->offs + i * SPY_MAX_DEPTH;
+        uint8_t *fr = w->fresh + i * SPY_MAX_DEPTH;
+        for (size_t x = 0, y = m - 1; x < y; x++, y--) {
+            spy_frame f = o->frames[x];
+            o->frames[x] = o->frames[y];
+            o->frames[y] = f;
+            uint64_t ta = a[x];
+            a[x] = a[y];
+            a[y] = ta;
+            int64_t to = of[x];
+            of[x] = of[y];
+            of[y] = to;
+            uint8_t tf = fr[x];
+            fr[x] = fr[y];
+            fr[y] = tf;
+        }
+        int rc = check_codes(t, o, a, of, fr);
+        if (rc < 0)
+            return -1;
+        if (rc > 0 && chain_failed(t, o, leaf[i]) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+int spy_await(spy_target *t, uint64_t coro, spy_thread *out, char leaf[SPY_LEAF_MAX]) {
+    int res;
+    char (*lf)[SPY_LEAF_MAX] = (char (*)[SPY_LEAF_MAX])leaf;
+    if (spy_await_many(t, &coro, 1, out, lf, &res) != 0)
+        return -1;
+    return res;
 }

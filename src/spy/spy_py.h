@@ -25,6 +25,12 @@ typedef struct spy_code {
     uint8_t *linetable;                 /* the location table, owned */
     size_t linetable_len;
     uint32_t frame_id;                  /* for the profile writer: AP_NONE until interned */
+    /* the lines of the last SPY_CODE_LINES instruction offsets asked for (the location
+     * table is read from its start for each one otherwise) */
+#define SPY_CODE_LINES 4
+    int64_t line_off[SPY_CODE_LINES];
+    int line_at[SPY_CODE_LINES];
+    unsigned line_next;
 } spy_code;
 
 typedef struct spy_frame {
@@ -60,6 +66,13 @@ typedef struct spy_target {
     size_t nretired, capretired;
     uint8_t *check;               /* SPY_MAX_DEPTH code headers: a sample's check of them */
     uint64_t torn;                /* frames or threads skipped after a torn read */
+    struct spy_typename *types;   /* type names read (spy_await), by type address */
+    size_t ntypes;
+    struct spy_awaitwork *aw;     /* spy_await_many()'s working memory, or NULL */
+    /* 3.11/3.12: whether the instruction after a suspended frame's last one resumes from
+     * an await, by that last instruction's address (direct-mapped; 0: empty) */
+    uint64_t yf_key[1024];
+    uint8_t yf_val[1024];
 } spy_target;
 
 /* Find the interpreter of pid and its version, and choose its layout.  Returns 0; on
@@ -77,6 +90,27 @@ void spy_target_close(spy_target *t);
  * SPY_FAIL_PERM when reads are refused, SPY_FAIL_TORN when even the thread list could
  * not be read (try again), AP_ENOMEM. */
 int spy_sample(spy_target *t, spy_thread *threads, size_t max, size_t *n);
+
+/* Longest name of what an await chain ends in (spy_await's leaf), its NUL included. */
+#define SPY_LEAF_MAX 64
+
+/* The await chain of the coroutine (or generator) at coro of the target: coro's frame
+ * and, while it is suspended in an await (or yield from) of another coroutine or
+ * generator, that one's, down to the innermost.  out gets the frames innermost first
+ * (out->tid, tstate, gil are left alone); leaf the name of the type the innermost one
+ * awaits ("Future", "Task", "_GatheringFuture": of an asyncio future, the future's type),
+ * or "" when it is suspended at a plain yield.  Returns 1 when coro is suspended, with
+ * out filled (a torn read leaves out->torn = 1 and no frames, counted in t->torn); 0
+ * when it is running now, not started, done, or not a coroutine (out empty); -1 with
+ * SPY_FAIL_NOPROC or SPY_FAIL_PERM when the target is gone or refuses reads, AP_ENOMEM. */
+int spy_await(spy_target *t, uint64_t coro, spy_thread *out, char leaf[SPY_LEAF_MAX]);
+
+/* spy_await() of n coroutines at once (n at most 1024): the chains are read level by
+ * level, the next object of every chain still going in one process_vm_readv.  res[i]
+ * gets what spy_await() would return for coro[i] (0 or 1).  Returns 0, or -1 as
+ * spy_await() (the target is gone, refuses reads, AP_ENOMEM). */
+int spy_await_many(spy_target *t, const uint64_t *coro, size_t n, spy_thread *out,
+                   char (*leaf)[SPY_LEAF_MAX], int *res);
 
 /* The line of byte offset `offset` of a code object's bytecode from its location table
  * (the format of 3.11 to 3.15), or -1 if the table says none.  Can't fail. */

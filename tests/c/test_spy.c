@@ -183,3 +183,57 @@ AP_TEST(spy_proc_files_of_self) {
     AP_CHECK(spy_find_symbols(me, &sym) == -1);
     AP_CHECK_EQ_U64(spy_fail_last(), SPY_FAIL_NOTPYTHON);
 }
+
+/* ---- await chains ------------------------------------------------------------------- */
+
+/* Objects laid out as a CPython of `lay` would: a type whose tp_name is name, and an
+ * object of that type (a generator's state byte at gen_frame_state). */
+typedef struct fake_obj {
+    _Alignas(16) uint8_t type[512];
+    _Alignas(16) uint8_t obj[1024];
+    _Alignas(16) uint8_t code[512];   /* zeros: not a readable code object */
+} fake_obj;
+
+static void fake_make(fake_obj *f, const spy_layout *l, const char *name, int state) {
+    memset(f, 0, sizeof *f);
+    uint64_t name_at = (uint64_t)(uintptr_t)name, type_at = (uint64_t)(uintptr_t)f->type;
+    uint64_t code_at = (uint64_t)(uintptr_t)f->code;
+    memcpy(f->type + l->type_name, &name_at, 8);
+    memcpy(f->obj + 8, &type_at, 8);
+    if (state >= 0)
+        f->obj[l->gen_frame_state] = (uint8_t)state;
+    memcpy(f->obj + l->gen_iframe + l->fr_code, &code_at, 8);
+}
+
+AP_TEST(spy_await_reads_garbage_as_no_chain_or_torn) {
+    static fake_obj running, waiting, future;
+    for (unsigned minor = 11; minor <= 15; minor++) {
+        spy_target t;
+        memset(&t, 0, sizeof t);
+        t.pid = getpid();
+        t.lay = *spy_layout_get(minor);
+        const spy_layout *l = &t.lay;
+        fake_make(&running, l, "coroutine", (int)l->gen_executing);
+        fake_make(&waiting, l, "coroutine", (int)l->gen_yf_hi);
+        fake_make(&future, l, "_asyncio.Future", -1);
+        uint64_t coro[5] = {(uint64_t)(uintptr_t)running.obj, (uint64_t)(uintptr_t)waiting.obj,
+                            (uint64_t)(uintptr_t)future.obj, 8, (uint64_t)(uintptr_t)running.code};
+        spy_thread out[5];
+        char leaf[5][SPY_LEAF_MAX];
+        int res[5];
+        /* together (an unmapped one makes the batched read fail: read one by one then) */
+        AP_CHECK(spy_await_many(&t, coro, 5, out, leaf, res) == 0);
+        AP_CHECK_MSG(res[0] == 0 && out[0].nframes == 0 && !out[0].torn, "3.%u running", minor);
+        /* suspended in an await, but its code object cannot be read: torn, not a stack */
+        AP_CHECK_MSG(res[1] == 1 && out[1].nframes == 0 && out[1].torn, "3.%u waiting", minor);
+        AP_CHECK_MSG(res[2] == 0 && out[2].nframes == 0 && !out[2].torn, "3.%u future", minor);
+        AP_CHECK_MSG(res[3] == 0 && out[3].nframes == 0 && out[3].torn, "3.%u unmapped", minor);
+        AP_CHECK_MSG(res[4] == 0 && out[4].nframes == 0 && out[4].torn, "3.%u no type", minor);
+        AP_CHECK_EQ_U64(t.torn, 3);
+        /* one at a time, as spy_await() */
+        AP_CHECK(spy_await(&t, coro[0], &out[0], leaf[0]) == 0);
+        AP_CHECK(spy_await(&t, coro[1], &out[1], leaf[1]) == 1 && out[1].torn);
+        AP_CHECK(spy_await(&t, coro[3], &out[3], leaf[3]) == 0 && out[3].torn);
+        spy_target_close(&t);
+    }
+}
