@@ -103,6 +103,7 @@ typedef struct {
     PyObject *mem_box;       /* the box of mem in the request's context (strong), or NULL */
     uint32_t spy_label;      /* its route on apiprof-spy's board (spyboard.h), 0: none */
     uint32_t spy_prev;       /* what the thread served before the current step */
+    uint32_t spy_entry;      /* its entry among the board's requests in flight, 0: none */
     int status;              /* 0 until http.response.start */
     unsigned char in_step, server_timing, finished, self_finish;
     unsigned char in_flight; /* counted in the stall log's requests in flight */
@@ -666,7 +667,7 @@ static PyObject *table_request(RouteTable *self, PyObject *const *args, Py_ssize
     stall_log.inflight++;
     r->mem = NULL;
     r->mem_box = NULL;
-    r->spy_label = r->spy_prev = 0;
+    r->spy_label = r->spy_prev = r->spy_entry = 0;
     r->status = 0;
     r->in_step = r->finished = 0;
     r->server_timing = nargs >= 3 && PyObject_IsTrue(args[2]) == 1;
@@ -971,6 +972,13 @@ static void step_out(RouteRequest *self) {
         apext_stallwatch_release(&cap);
 }
 
+/* The coroutine is let go: first out of the board's requests in flight. */
+static void drop_coro(RouteRequest *self) {
+    apext_spyboard_request_out(self->spy_entry);
+    self->spy_entry = 0;
+    Py_CLEAR(self->coro);
+}
+
 static PyObject *req_run(RouteRequest *self, PyObject *coro) {
     if (self->coro != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "RouteRequest.run() is already driving a coroutine");
@@ -985,16 +993,19 @@ static PyObject *req_run(RouteRequest *self, PyObject *coro) {
             self->mem_box ? PyContextVar_Set(apext_memory_request_var, self->mem_box) : NULL;
         if (token == NULL) {
             end_memory(self, NULL);
-            Py_CLEAR(self->coro);
+            drop_coro(self);
             return NULL;
         }
         Py_DECREF(token);
     }
     if (self->spy_label && apext_spyboard_enter(self->spy_label) < 0) {
         end_memory(self, NULL);
-        Py_CLEAR(self->coro);
+        drop_coro(self);
         return NULL;
     }
+    /* in flight on the board whether or not a sampler reads it now (a few stores):
+     * `apiprof dump` then shows where each request waits */
+    self->spy_entry = apext_spyboard_request_in(self->serial, coro, self->spy_label, self->t0);
     return Py_NewRef(self);
 }
 
@@ -1008,7 +1019,7 @@ static PySendResult req_am_send(RouteRequest *self, PyObject *arg, PyObject **re
     PySendResult r = PyIter_Send(self->coro, arg, result);
     step_out(self);
     if (r != PYGEN_NEXT) {
-        Py_CLEAR(self->coro);
+        drop_coro(self);
         if (finish_self(self, r == PYGEN_ERROR) < 0) {
             Py_CLEAR(*result);
             return PYGEN_ERROR;
@@ -1076,7 +1087,7 @@ static PyObject *req_throw(RouteRequest *self, PyObject *const *args, Py_ssize_t
     step_out(self);
     Py_DECREF(coro);
     if (r == NULL) {
-        Py_CLEAR(self->coro);
+        drop_coro(self);
         /* StopIteration: the coroutine caught the exception and returned */
         finish_self(self, !PyErr_ExceptionMatches(PyExc_StopIteration));
     }
@@ -1087,6 +1098,8 @@ static PyObject *req_close(RouteRequest *self, PyObject *Py_UNUSED(a)) {
     if (self->coro == NULL)
         Py_RETURN_NONE;
     PyObject *coro = self->coro;
+    apext_spyboard_request_out(self->spy_entry);
+    self->spy_entry = 0;
     self->coro = NULL;
     PyObject *r = PyObject_CallMethod(coro, "close", NULL);
     Py_DECREF(coro);
@@ -1363,7 +1376,7 @@ static int req_clear(RouteRequest *self) {
     Py_CLEAR(self->send);
     Py_CLEAR(self->scope);
     Py_CLEAR(self->root_path);
-    Py_CLEAR(self->coro);
+    drop_coro(self);
     Py_CLEAR(self->extra_headers);
     Py_CLEAR(self->path);
     Py_CLEAR(self->finder);

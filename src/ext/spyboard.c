@@ -32,6 +32,8 @@ static void after_fork_in_child(void) {
     my_slot = 0;
     memset(apext_spyboard.slots, 0, sizeof apext_spyboard.slots);
     apext_spyboard.nslots = 0;
+    memset(apext_spyboard.requests, 0, sizeof apext_spyboard.requests);
+    apext_spyboard.nrequests = 0;
     apext_spyboard.heartbeat_ns = 0;
 }
 
@@ -74,6 +76,37 @@ uint32_t apext_spyboard_serve(uint32_t label) {
     uint32_t before = *at;
     __atomic_store_n(at, label, __ATOMIC_RELEASE);
     return before;
+}
+
+/* Where the search for a free request entry starts: after the last one taken. */
+static uint32_t request_hint;
+
+uint32_t apext_spyboard_request_in(uint64_t id, PyObject *coro, uint32_t label, uint64_t t0_ns) {
+    uint32_t n = apext_spyboard.nrequests, i = request_hint;
+    for (uint32_t k = 0; k < n; k++, i++) {
+        if (i >= n)
+            i = 0;
+        if (apext_spyboard.requests[i].id == 0)
+            goto found;
+    }
+    if (n == AP_SPYBOARD_REQUESTS)
+        return 0;
+    i = n;
+found:;
+    ap_spyboard_request *e = &apext_spyboard.requests[i];
+    e->coro = (uint64_t)(uintptr_t)coro;
+    e->t0_ns = t0_ns;
+    e->label = label;
+    __atomic_store_n(&e->id, id, __ATOMIC_RELEASE);
+    if (i == n)
+        __atomic_store_n(&apext_spyboard.nrequests, n + 1, __ATOMIC_RELEASE);
+    request_hint = i + 1;
+    return i + 1;
+}
+
+void apext_spyboard_request_out(uint32_t entry) {
+    if (entry != 0)
+        __atomic_store_n(&apext_spyboard.requests[entry - 1].id, 0, __ATOMIC_RELEASE);
 }
 
 /* The label of the request a context serves (a PyLong, index + 1), set by

@@ -1,4 +1,4 @@
-/* spyboard.h -- this process's board for apiprof-spy (src/core/ap_spyboard.h): the route each thread serves. */
+/* spyboard.h -- this process's board for apiprof-spy (src/core/ap_spyboard.h): the route each thread serves, the requests in flight. */
 #ifndef APEXT_SPYBOARD_H
 #define APEXT_SPYBOARD_H
 
@@ -24,6 +24,17 @@ uint32_t apext_spyboard_serve(uint32_t label);
  * that enters that context (the thread pool's workers too).  0, or -1 with an
  * exception. */
 int apext_spyboard_enter(uint32_t label);
+
+/* Request number id (> 0), of route label, arrived at t0_ns (CLOCK_MONOTONIC), drives
+ * coro from now on: it takes a free entry of the board's requests.  Returns the entry's
+ * index + 1, 0 when none is free (the request is not published).  coro must stay alive
+ * until apext_spyboard_request_out().  Needs the GIL.  Can't fail. */
+uint32_t apext_spyboard_request_in(uint64_t id, PyObject *coro, uint32_t label, uint64_t t0_ns);
+
+/* The request of entry (index + 1 from apext_spyboard_request_in(); 0: none) ends: its
+ * entry is freed.  Call it before the coroutine is released.  Needs the GIL.  Can't
+ * fail. */
+void apext_spyboard_request_out(uint32_t entry);
 
 /* No sampler reads the board: the context watcher is removed if it was installed.
  * Can't fail. */

@@ -25,7 +25,7 @@ enum { EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_PERM = 3, EXIT_NOPROC = 4, EXIT_NOTPY
 
 static const char usage_text[] =
     "usage: " PROG " record PID -o FILE [-r RATE] [-d SECONDS] [--idle] [--wait-start]\n"
-    "                           [--subprocesses] [--phases A,B,...]\n"
+    "                           [--subprocesses] [--phases A,B,...] [--async]\n"
     "       " PROG " dump PID [--json]\n"
     "       " PROG " top PID [-r RATE] [--interval SECONDS] [--count N] [--idle]\n"
     "                           [--subprocesses]\n"
@@ -35,8 +35,11 @@ static const char usage_text[] =
     "        profile to FILE; --idle keeps the samples of threads that are not running;\n"
     "        --wait-start waits up to 5 s for a process just started to map Python;\n"
     "        --subprocesses also samples every Python descendant, those started later too;\n"
-    "        --phases labels samples phase=A, and each SIGUSR1 moves to the next name\n"
-    "dump:   print every thread's stack once (--json: as JSON)\n"
+    "        --phases labels samples phase=A, and each SIGUSR1 moves to the next name;\n"
+    "        --async also samples the await chain of each request of apiprof's\n"
+    "        middleware that waits in an await (thread \"awaiting\")\n"
+    "dump:   print every thread's stack once, and the requests in flight of apiprof's\n"
+    "        middleware with their await chains (--json: as JSON)\n"
     "top:    sample like record and print, every interval (default 1 s), one JSON line\n"
     "        with the interval's functions by samples (own, inclusive), the hottest first\n";
 
@@ -115,6 +118,9 @@ static const char *state_name(char st) {
     return st == 'R' ? "running" : st == 0 ? "gone" : "idle";
 }
 
+typedef struct rec_target rec_target;
+static int dump_requests(spy_target *t, int json);
+
 static int cmd_dump(pid_t pid, int json) {
     spy_target t;
     if (spy_target_open(&t, pid) != 0)
@@ -161,7 +167,12 @@ static int cmd_dump(pid_t pid, int json) {
             }
             printf("]}");
         }
-        printf("]}\n");
+        printf("]");
+        if (dump_requests(&t, 1) != 0) {
+            spy_target_close(&t);
+            return fail_exit(pid);
+        }
+        printf("}\n");
     } else {
         printf("Process %d: Python %s (%s)\n", (int)pid, ver, t.sym.path);
         for (size_t i = 0; i < n; i++) {
@@ -173,6 +184,10 @@ static int cmd_dump(pid_t pid, int json) {
                 const spy_frame *fr = &th->frames[k];
                 printf("    %s (%s:%d)\n", fr->code->qualname, fr->code->filename, fr->line);
             }
+        }
+        if (dump_requests(&t, 0) != 0) {
+            spy_target_close(&t);
+            return fail_exit(pid);
         }
     }
     spy_target_close(&t);
@@ -213,7 +228,7 @@ typedef struct rec_thread {
 } rec_thread;
 
 /* A sampled process; with --subprocesses there is one per Python descendant. */
-typedef struct rec_target {
+struct rec_target {
     spy_target t;
     char exe[512];     /* /proc/PID/exe when opened: a change means an exec, reopen */
     int active;        /* 0 once the process is gone */
@@ -225,17 +240,21 @@ typedef struct rec_target {
     uint32_t nslots;
     uint32_t nlabels;              /* labels read so far (they never change) */
     char labels[AP_SPYBOARD_LABELS][AP_SPYBOARD_LABEL_MAX + 1];
-} rec_target;
+    ap_spyboard_request reqs[AP_SPYBOARD_REQUESTS];   /* --async: read this tick */
+    uint32_t nreqs;
+    uint32_t reqs_next;            /* the entry read_chains() starts at next */
+    uint32_t inflight;             /* requests in flight its last call saw */
+};
 
 /* Counters of a run, written to the metadata. */
 typedef struct rec_stats {
-    uint64_t ticks, missed, failed, kept, idle_skipped, gil, torn;
+    uint64_t ticks, missed, failed, kept, idle_skipped, gil, torn, awaiting;
 } rec_stats;
 
 typedef struct recorder {
     ap_prof *prof;
     pid_t pid;                 /* the process named on the command line */
-    int idle, follow;
+    int idle, follow, async;
     uint64_t period;
     rec_thread *threads;
     size_t nthreads, cap;
@@ -266,6 +285,9 @@ static int grow(void **arr, size_t *cap, size_t n, size_t sz) {
 }
 
 static ap_tree *rec_new_tree(recorder *r, pid_t pid, pid_t tid, ap_str_id route);
+
+/* The "thread" of --async's samples: the requests of a process waiting in an await. */
+#define AWAITING_TID 0
 
 /* The state of thread tid of pid (made at its first tick).  NULL on error (ENOMEM). */
 static rec_thread *rec_thread_of(recorder *r, pid_t pid, pid_t tid) {
@@ -305,7 +327,10 @@ static ap_tree *rec_tree_of(recorder *r, rec_thread *rt, const char *route) {
  * NULL on error (ENOMEM). */
 static ap_tree *rec_new_tree(recorder *r, pid_t pid, pid_t tid, ap_str_id route) {
     char name[96], tidbuf[24], pidbuf[24];
-    thread_name(pid, tid, name, sizeof name);
+    if (tid == AWAITING_TID)
+        snprintf(name, sizeof name, "awaiting");
+    else
+        thread_name(pid, tid, name, sizeof name);
     /* The threads of descendants carry their pid in the name, so that report filters by
      * thread (--thread, the HTML page) tell the workers' MainThreads apart. */
     if (pid != r->pid) {
@@ -366,6 +391,40 @@ static int rec_add(recorder *r, ap_tree *tree, const spy_thread *th, uint64_t cp
     return 0;
 }
 
+/* Add a request's await chain (spy_await(), innermost first) to its tree: ns (a period,
+ * or more when not every request is read each tick) of await time (the tracer's AP_M_AWAIT_NS: suspended, not running) on each frame,
+ * and on a last frame "<await LEAF>" (what the innermost one awaits, at the file and
+ * line of its await) when leaf is not "".  Not a sample: samples count stacks that
+ * ran. */
+static int rec_add_awaiting(recorder *r, ap_tree *tree, const spy_thread *th, const char *leaf,
+                            uint64_t ns) {
+    ap_node *node = ap_tree_root(tree);
+    for (size_t k = th->nframes; k-- > 0;) {
+        ap_frame_id f = rec_frame(r, (spy_code *)th->frames[k].code);
+        if (f == AP_NONE || !(node = ap_tree_child_fast(tree, node, f)))
+            return -1;
+        node->m[AP_M_AWAIT_NS] += ns;
+    }
+    if (!leaf[0] || !th->nframes)
+        return 0;
+    char name[SPY_LEAF_MAX + 16];
+    snprintf(name, sizeof name, "<await %.*s>", SPY_LEAF_MAX - 1, leaf);
+    const spy_frame *in = &th->frames[0];
+    ap_frame lf = {
+        .name = ap_prof_intern(r->prof, name, strlen(name)),
+        .file = ap_prof_intern(r->prof, in->code->filename, strlen(in->code->filename)),
+        .line = in->line > 0 ? (uint32_t)in->line : in->code->firstlineno,
+        .kind = AP_FRAME_OTHER,
+    };
+    lf.qualname = lf.name;
+    ap_frame_id f = lf.name == AP_NONE || lf.file == AP_NONE ? AP_NONE
+                                                             : ap_prof_frame_intern(r->prof, &lf);
+    if (f == AP_NONE || !(node = ap_tree_child_fast(tree, node, f)))
+        return -1;
+    node->m[AP_M_AWAIT_NS] += ns;
+    return 0;
+}
+
 static uint64_t now_ns(clockid_t clock);
 
 /* The header of the board at rt->board: {magic, heartbeat_ns, nslots, nlabels}.  0
@@ -381,12 +440,15 @@ static int board_header(rec_target *rt, uint64_t head[3]) {
     return -1;
 }
 
+static int board_requests(rec_target *rt, uint32_t nlabels);
+
 /* The middleware's board in rt (ap_spyboard.h), read before a sample: looked for once a
  * second until found; then the heartbeat is written when due, and the slots and new
  * labels read.  A failed read leaves no slot (the samples of this tick carry no route).
  * Can't fail. */
-static void board_tick(rec_target *rt, uint64_t now) {
+static void board_tick(rec_target *rt, uint64_t now, int async) {
     rt->nslots = 0;
+    rt->nreqs = 0;
     if (!rt->board) {
         if (now < rt->board_look_ns)
             return;
@@ -410,17 +472,39 @@ static void board_tick(rec_target *rt, uint64_t now) {
     if (n && spy_read(rt->t.pid, rt->board + offsetof(ap_spyboard, slots), rt->slots,
                       n * sizeof *rt->slots) != 0)
         return;
-    uint32_t nl = counts[1] < AP_SPYBOARD_LABELS ? counts[1] : AP_SPYBOARD_LABELS;
+    if (board_requests(rt, counts[1]) != 0 || !async)
+        rt->nreqs = 0;
+    rt->nslots = n;
+}
+
+/* The board's labels not read yet, and its requests in flight (rt->reqs, rt->nreqs).
+ * Returns 0, or -1 when a read failed (no requests then).  Can't fail otherwise. */
+static int board_requests(rec_target *rt, uint32_t nlabels) {
+    rt->nreqs = 0;
+    uint32_t nl = nlabels < AP_SPYBOARD_LABELS ? nlabels : AP_SPYBOARD_LABELS;
     if (nl > rt->nlabels) {
         uint64_t at = rt->board + offsetof(ap_spyboard, labels) + rt->nlabels * sizeof rt->labels[0];
         if (spy_read(rt->t.pid, at, rt->labels[rt->nlabels],
                      (nl - rt->nlabels) * sizeof rt->labels[0]) != 0)
-            return;
+            return -1;
         for (uint32_t i = rt->nlabels; i < nl; i++)
             rt->labels[i][AP_SPYBOARD_LABEL_MAX] = 0;
         rt->nlabels = nl;
     }
-    rt->nslots = n;
+    uint32_t n;
+    if (spy_read(rt->t.pid, rt->board + offsetof(ap_spyboard, nrequests), &n, sizeof n) != 0)
+        return -1;
+    n = n < AP_SPYBOARD_REQUESTS ? n : AP_SPYBOARD_REQUESTS;
+    if (n && spy_read(rt->t.pid, rt->board + offsetof(ap_spyboard, requests), rt->reqs,
+                      n * sizeof rt->reqs[0]) != 0)
+        return -1;
+    rt->nreqs = n;
+    return 0;
+}
+
+/* The label of a request's entry, or NULL (none, or not read). */
+static const char *board_label(const rec_target *rt, const ap_spyboard_request *e) {
+    return e->label && e->label <= rt->nlabels ? rt->labels[e->label - 1] : NULL;
 }
 
 /* After the sample: the slots are read again, and a thread whose route changed while
@@ -456,13 +540,95 @@ static void board_leave(rec_target *rt) {
                         sizeof zero);
 }
 
+/* The await chains of rt's requests in flight (rt->reqs), innermost first, with what
+ * each awaits; a request running now, or whose entry changed while it was read, has
+ * none.  At most limit are read, from the entry after the last one read before (so
+ * every request is read in turn); rt->inflight counts them all.  Returns 0, or -1 when the target is gone or refuses reads. */
+static spy_thread chains[AP_SPYBOARD_REQUESTS];
+static char chain_leaf[AP_SPYBOARD_REQUESTS][SPY_LEAF_MAX];
+
+static int read_chains(rec_target *rt, uint32_t limit) {
+    /* the entries in use, read together (spy_await_many), then put at their entries */
+    static spy_thread got[AP_SPYBOARD_REQUESTS];
+    static char got_leaf[AP_SPYBOARD_REQUESTS][SPY_LEAF_MAX];
+    static uint64_t coro[AP_SPYBOARD_REQUESTS];
+    static uint32_t at[AP_SPYBOARD_REQUESTS];
+    static int res[AP_SPYBOARD_REQUESTS];
+    size_t n = 0;
+    uint32_t start = rt->reqs_next < rt->nreqs ? rt->reqs_next : 0;
+    for (uint32_t k = 0; k < rt->nreqs; k++) {
+        uint32_t i = (start + k) % rt->nreqs;
+        chains[i].nframes = 0;
+        chains[i].torn = 0;
+        if (!rt->reqs[i].id)
+            continue;
+        rt->inflight++;
+        if (n < limit) {
+            at[n] = i;
+            coro[n++] = rt->reqs[i].coro;
+            rt->reqs_next = i + 1;
+        }
+    }
+    if (spy_await_many(&rt->t, coro, n, got, got_leaf, res) != 0)
+        return -1;
+    for (size_t k = 0; k < n; k++) {
+        spy_thread *c = &chains[at[k]];
+        c->nframes = got[k].nframes;
+        c->torn = got[k].torn;
+        c->truncated = got[k].truncated;
+        memcpy(c->frames, got[k].frames, got[k].nframes * sizeof c->frames[0]);
+        memcpy(chain_leaf[at[k]], got_leaf[k], SPY_LEAF_MAX);
+    }
+    /* An entry whose id changed meanwhile served another request: its chain may be
+     * another's, or memory freed since. */
+    ap_spyboard_request now[AP_SPYBOARD_REQUESTS];
+    if (rt->nreqs && spy_read(rt->t.pid, rt->board + offsetof(ap_spyboard, requests), now,
+                              rt->nreqs * sizeof now[0]) != 0)
+        return spy_fail_last() == SPY_FAIL_TORN ? (rt->nreqs = 0, 0) : -1;
+    for (uint32_t i = 0; i < rt->nreqs; i++)
+        if (now[i].id != rt->reqs[i].id)
+            chains[i].nframes = 0;
+    return 0;
+}
+
+/* Requests whose await chains --async reads per tick (in turn when more are in flight):
+ * a chain is a read per await level, about 1 us each (the kernel pins the pages), so
+ * this bounds the sampler's cost with hundreds of requests in flight. */
+#define AWAIT_PER_TICK 16
+
+/* --async: a sample of each request of rt waiting in an await, in the "awaiting" tree
+ * of its route.  Returns 0, or -1 on an error that ends the run. */
+static int rec_awaiting(recorder *r, rec_target *rt) {
+    rt->inflight = 0;
+    if (read_chains(rt, AWAIT_PER_TICK) != 0) {
+        if (spy_fail_last() == SPY_FAIL_NOPROC || process_gone(rt->t.pid)) {
+            rt->active = 0;
+            return 0;
+        }
+        return -1;
+    }
+    /* each request read stands for inflight / read of them: its period is weighted so */
+    uint32_t nread = rt->inflight < AWAIT_PER_TICK ? rt->inflight : AWAIT_PER_TICK;
+    uint64_t ns = nread ? r->period * rt->inflight / nread : 0;
+    for (uint32_t i = 0; i < rt->nreqs; i++) {
+        if (chains[i].nframes == 0)
+            continue;
+        rec_thread *rth = rec_thread_of(r, rt->t.pid, AWAITING_TID);
+        ap_tree *tree = rth ? rec_tree_of(r, rth, board_label(rt, &rt->reqs[i])) : NULL;
+        if (!tree || rec_add_awaiting(r, tree, &chains[i], chain_leaf[i], ns) != 0)
+            return -1;
+        r->st.awaiting++;
+    }
+    return 0;
+}
+
 /* One tick of one process.  Returns 0 (also when the process is gone: it is marked
  * inactive), or -1 on an error that ends the run. */
 static int rec_tick(recorder *r, rec_target *rt) {
     static spy_thread threads[SPY_MAX_THREADS];
     spy_target *t = &rt->t;
     size_t n = 0;
-    board_tick(rt, now_ns(CLOCK_MONOTONIC));
+    board_tick(rt, now_ns(CLOCK_MONOTONIC), r->async);
     if (spy_sample(t, threads, SPY_MAX_THREADS, &n) != 0) {
         spy_fail kind = spy_fail_last();
         if (kind == SPY_FAIL_NOPROC || process_gone(t->pid)) {
@@ -504,7 +670,7 @@ static int rec_tick(recorder *r, rec_target *rt) {
             return -1;
         r->st.kept++;
     }
-    return 0;
+    return r->async ? rec_awaiting(r, rt) : 0;
 }
 
 /* Open the target; with wait_start, a process that has not mapped its interpreter yet
@@ -790,8 +956,9 @@ static int rec_phases(recorder *r, const char *list) {
 }
 
 static int cmd_record(pid_t pid, const char *out, double rate, double duration, int idle,
-                      int wait_start, int follow, const char *phases) {
-    recorder r = {.pid = pid, .idle = idle, .follow = follow, .period = (uint64_t)(1e9 / rate)};
+                      int wait_start, int follow, const char *phases, int async) {
+    recorder r = {.pid = pid, .idle = idle, .follow = follow, .async = async,
+                  .period = (uint64_t)(1e9 / rate)};
     if (rec_open(&r, pid, wait_start) != 0) {
         free(r.targets);
         return fail_exit(pid);
@@ -843,6 +1010,8 @@ static int cmd_record(pid_t pid, const char *out, double rate, double duration, 
             ap_prof_meta_set(r.prof, "sampled_pids", pids) != 0 ||
             ap_prof_meta_set(r.prof, "sample_rate", rate_s) != 0 ||
             ap_prof_meta_set(r.prof, "sample_idle", idle ? "1" : "0") != 0 ||
+            ap_prof_meta_set(r.prof, "sample_async", async ? "1" : "0") != 0 ||
+            (async && meta_u64(r.prof, "sample_awaiting", r.st.awaiting) != 0) ||
             meta_u64(r.prof, "sample_ticks", r.st.ticks) != 0 ||
             meta_u64(r.prof, "sample_missed", r.st.missed) != 0 ||
             meta_u64(r.prof, "sample_failed", r.st.failed) != 0 ||
@@ -870,6 +1039,95 @@ static int cmd_record(pid_t pid, const char *out, double rate, double duration, 
         }
     }
     rec_free(&r);
+    return rc;
+}
+
+/* ---- dump: requests in flight -------------------------------------------------------- */
+
+/* The requests in flight of t's middleware board (none when apiprof's middleware is not
+ * in it), each with its route, its age and, when it waits in an await, its await chain
+ * (read again while torn); text, or with json the ", \"requests\": [...]" member.
+ * Returns 0, or -1 when the target is gone or refuses reads. */
+static int dump_requests(spy_target *t, int json) {
+    rec_target *rt = calloc(1, sizeof *rt);
+    if (!rt)
+        return spy_fail_set(SPY_FAIL_OTHER, AP_ENOMEM, "out of memory");
+    rt->t = *t;   /* borrowed: its caches are handed back below */
+    rt->board = spy_find_in_module(t->pid, "/apiprof/_core.", AP_SPYBOARD_SYMBOL);
+    uint64_t head[3];
+    uint32_t counts[2] = {0, 0};
+    int rc = 0, torn = 1;
+    if (rt->board && board_header(rt, head) == 0) {
+        memcpy(counts, &head[2], sizeof counts);
+        for (int attempt = 0; attempt < 20 && torn; attempt++) {
+            if (board_requests(rt, counts[1]) != 0 || read_chains(rt, AP_SPYBOARD_REQUESTS) != 0) {
+                if (spy_fail_last() != SPY_FAIL_TORN) {
+                    rc = -1;
+                    break;
+                }
+                continue;
+            }
+            torn = 0;
+            for (uint32_t i = 0; i < rt->nreqs; i++)
+                torn |= rt->reqs[i].id && chains[i].torn;
+        }
+    }
+    uint64_t now = now_ns(CLOCK_MONOTONIC);
+    size_t shown = 0;
+    if (json)
+        printf(", \"requests\": [");
+    for (uint32_t i = 0; rc == 0 && i < rt->nreqs; i++) {
+        const ap_spyboard_request *e = &rt->reqs[i];
+        if (e->id == 0)
+            continue;
+        const char *route = board_label(rt, e);
+        const spy_thread *ch = &chains[i];
+        const char *state = ch->nframes ? "awaiting" : ch->torn ? "unknown" : "running";
+        double age = now > e->t0_ns ? (double)(now - e->t0_ns) / 1e9 : 0.0;
+        if (json) {
+            printf("%s\n  {\"id\": %llu, \"route\": ", shown ? "," : "", (unsigned long long)e->id);
+            if (route)
+                json_str(stdout, route);
+            else
+                printf("null");
+            printf(", \"age_s\": %.3f, \"state\": \"%s\", \"awaits\": ", age, state);
+            if (chain_leaf[i][0] && ch->nframes)
+                json_str(stdout, chain_leaf[i]);
+            else
+                printf("null");
+            printf(", \"frames\": [");
+            for (size_t k = 0; k < ch->nframes; k++) {
+                const spy_frame *fr = &ch->frames[k];
+                printf("%s\n    {\"name\": ", k ? "," : "");
+                json_str(stdout, fr->code->name);
+                printf(", \"qualname\": ");
+                json_str(stdout, fr->code->qualname);
+                printf(", \"file\": ");
+                json_str(stdout, fr->code->filename);
+                printf(", \"line\": %d, \"firstlineno\": %u}", fr->line, fr->code->firstlineno);
+            }
+            printf("]}");
+        } else {
+            if (shown == 0)
+                printf("\nRequests in flight\n");
+            printf("\nRequest %llu %s, for %.3f s: %s", (unsigned long long)e->id,
+                   route ? route : "(route not known yet)", age,
+                   ch->nframes ? "waiting in an await" : ch->torn ? "changing too fast to read"
+                                                       : "running (on a thread above)");
+            printf("\n");
+            if (ch->nframes && chain_leaf[i][0])
+                printf("    <await %s>\n", chain_leaf[i]);
+            for (size_t k = 0; k < ch->nframes; k++) {
+                const spy_frame *fr = &ch->frames[k];
+                printf("    %s (%s:%d)\n", fr->code->qualname, fr->code->filename, fr->line);
+            }
+        }
+        shown++;
+    }
+    if (json)
+        printf("]");
+    *t = rt->t;   /* the caches, grown by the chains */
+    free(rt);
     return rc;
 }
 
@@ -951,7 +1209,7 @@ typedef struct options {
     const char *out;
     const char *phases;   /* record: --phases A,B,... */
     double rate, duration;
-    int idle, json, wait_start, follow;
+    int idle, json, wait_start, follow, async;
     double interval;   /* top: seconds per refresh */
     long count;        /* top: refreshes (0: no limit) */
 } options;
@@ -962,7 +1220,7 @@ static const struct option long_opts[] = {
     {"json", no_argument, NULL, 'j'}, {"wait-start", no_argument, NULL, 'w'},
     {"subprocesses", no_argument, NULL, 's'}, {"interval", required_argument, NULL, 'I'},
     {"count", required_argument, NULL, 'n'}, {"phases", required_argument, NULL, 'P'},
-    {"help", no_argument, NULL, 'h'},
+    {"async", no_argument, NULL, 'a'}, {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
 
@@ -998,6 +1256,7 @@ static void parse_options(int argc, char **argv, options *o) {
                 usage_error("--count: expected a positive integer, got ", optarg);
             break;
         case 'P': o->phases = optarg; break;
+        case 'a': o->async = 1; break;
         case 'h': fputs(usage_text, stdout); exit(0);
         default: usage_error("bad option", NULL);
         }
@@ -1023,7 +1282,7 @@ int main(int argc, char **argv) {
         if (!o.out)
             usage_error("record needs -o FILE", NULL);
         return cmd_record(pid, o.out, o.rate, o.duration, o.idle, o.wait_start, o.follow,
-                          o.phases);
+                          o.phases, o.async);
     }
     usage_error("unknown command ", cmd);
     return EXIT_USAGE;

@@ -500,7 +500,7 @@ def test_attach_usage_errors() -> None:
     done = cli("attach", "1", "-r", "0")
     assert done.returncode == 2 and "-r: expected a rate" in done.stderr
     done = cli("run", "--rate", "50", "x.py")
-    assert done.returncode == 2 and "--rate and --idle need --sample" in done.stderr
+    assert done.returncode == 2 and "--rate, --idle and --async need --sample" in done.stderr
 
 
 def test_attach_subprocesses_uvicorn_workers(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -589,3 +589,113 @@ def test_attach_sigint_stops_and_writes(known_stack: subprocess.Popen[str],
     spin = [n.get("samples", 0) for t in export["threads"] for n in t["nodes"]
             if frames[n["frame"]]["qualname"] == "spin"]
     assert sum(spin) >= 1, spin
+
+
+ASYNC_APP = APPS / "spyasync_app.py"
+
+
+def _requests_in_flight(pid: int, want: int, timeout: float = 10) -> list[dict]:
+    """`apiprof dump --json`'s requests, once want of them wait in an await."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done = cli("dump", str(pid), "--json")
+        assert done.returncode == 0, done.stderr
+        reqs = [r for r in json.loads(done.stdout)["requests"] if r["state"] == "awaiting"]
+        if len(reqs) >= want or time.monotonic() > deadline:
+            return reqs
+        time.sleep(0.1)
+
+
+def test_dump_shows_where_each_request_waits(serve, http, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`apiprof dump` lists the middleware's requests in flight with their await chains,
+    innermost first, down to what the innermost awaits; a request that arrived while a
+    sampler read the board also names its route."""
+    import threading
+
+    server = serve("spyasync_app:app", cwd=APPS, health="/health")
+    pid = server.proc.pid
+    held = threading.Thread(target=http.get, args=(f"{server.url}/stuck",), daemon=True)
+    held.start()
+    try:
+        [req] = _requests_in_flight(pid, 1)
+        assert req["route"] is None   # no sampler read the board when it arrived
+        assert req["awaits"] == "Future" and req["age_s"] > 0
+        chain = [(f["qualname"], f["line"]) for f in req["frames"]]
+        assert chain[0][0] == "Event.wait"
+        assert chain[1:4] == [("hold", marker_line(ASYNC_APP, "AWAIT-EVENT")),
+                              ("held_request", marker_line(ASYNC_APP, "AWAIT-HOLD")),
+                              ("stuck", marker_line(ASYNC_APP, "AWAIT-STUCK"))]
+        assert any(q == "Router.__call__" for q, _ in chain[4:])   # up to the app's entry
+        text = cli("dump", str(pid))
+        assert text.returncode == 0, text.stderr
+        block = text.stdout.split("\nRequests in flight\n", 1)[1]
+        assert f"Request {req['id']} (route not known yet)" in block
+        assert "waiting in an await\n    <await Future>\n    Event.wait (" in block
+        assert f"    hold ({ASYNC_APP}:{marker_line(ASYNC_APP, 'AWAIT-EVENT')})" in block
+        # while a sampler reads the board, a request's route is found when it arrives
+        sampler = subprocess.Popen([*APIPROF, "attach", str(pid), "-d", "30", "-o",
+                                    str(tmp_path / "s.apiprof")], cwd=REPO_ROOT,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(1.0)   # its first heartbeat
+            second = threading.Thread(target=http.get, args=(f"{server.url}/stuck",), daemon=True)
+            second.start()
+            reqs = _requests_in_flight(pid, 2)
+            assert sorted((r["route"] or "") for r in reqs) == ["", "GET /stuck"], reqs
+        finally:
+            sampler.send_signal(signal.SIGINT)
+            sampler.wait(30)
+    finally:
+        http.get(f"{server.url}/release")
+        held.join(10)
+    assert _requests_in_flight(pid, 1, timeout=0) == []
+
+
+def test_attach_async_samples_the_await_chains_of_waiting_requests(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """attach --async: each request waiting in an await is sampled as its await chain
+    (thread "awaiting", its route), with await time, down to an <await ...> frame of
+    what it awaits; the report's finding names the awaited call and the user's line."""
+    server = serve("spyasync_app:app", cwd=APPS, health="/health")
+    urls = tmp_path / "urls.txt"
+    urls.write_text(f"GET {server.url}/wait\nGET {server.url}/gathered\n")
+    load = subprocess.Popen(
+        [str(Path(apiprof.__file__).parent / "bin" / "apiprof-load"), "-c", "4", "-t", "1",
+         "-d", "60", "--no-progress", "--urls", str(urls)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = tmp_path / "async.apiprof"
+    try:
+        # the sampler must be reading the board when requests arrive (their routes)
+        done = cli("attach", str(server.proc.pid), "-d", "3", "--async", "-o", str(out))
+    finally:
+        load.kill()
+        load.wait()
+    assert done.returncode == 0, done.stderr
+    export = _export(out)
+    assert export["meta"]["sample_async"] == "1"
+    assert int(export["meta"]["sample_awaiting"]) > 0
+    frames = export["frames"]
+    waits: dict[str, dict[tuple[str, ...], int]] = {}
+    for tree in export["threads"]:
+        if tree["labels"]["thread"] != "awaiting":
+            continue
+        assert "thread_id" in tree["labels"] and tree["labels"]["pid"] == str(server.proc.pid)
+        paths: list[tuple[str, ...]] = []
+        for node in tree["nodes"]:
+            parent = node["parent"]
+            path = () if parent < 0 else paths[parent] + (frames[node["frame"]]["qualname"],)
+            paths.append(path)
+            # awaiting is not running: no samples, wall or CPU time on these trees
+            assert not (node.get("samples") or node.get("self_ns") or node.get("cpu_ns")), node
+            if node.get("await_ns") and path and path[-1].startswith("<await "):
+                route = waits.setdefault(tree["labels"].get("route", ""), {})
+                route[path] = route.get(path, 0) + node["await_ns"]
+    assert set(waits) <= {"GET /wait", "GET /gathered", ""}, set(waits)
+    wait_leaf = max(waits["GET /wait"].items(), key=lambda kv: kv[1])[0]
+    assert wait_leaf[-5:] == ("wait", "fetch_rows", "query_db", "sleep", "<await Future>")
+    gather_leaf = max(waits["GET /gathered"].items(), key=lambda kv: kv[1])[0]
+    assert gather_leaf[-2:] == ("gathered", "<await _GatheringFuture>")
+    report = cli("report", str(out))
+    assert report.returncode == 0, report.stderr
+    assert "waiting: GET /wait spends" in report.stdout
+    assert "awaiting sleep (asyncio/tasks.py:" in report.stdout
+    assert "called from query_db (apps/spyasync_app.py:" in report.stdout

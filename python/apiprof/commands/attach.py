@@ -34,6 +34,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--subprocesses", action="store_true",
                    help="also sample every Python descendant of PID (uvicorn --workers, "
                         "gunicorn), those started later too; each labelled pid=N")
+    p.add_argument("--async", dest="async_chains", action="store_true",
+                   help="also sample each request of apiprof's middleware that waits in an "
+                        "await: its await chain, down to what it awaits (thread 'awaiting')")
     p.set_defaults(func=run)
 
 
@@ -45,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with output_path(output) as path:
             _spy.record(args.pid, path, args.rate, args.duration, args.idle,
-                        subprocesses=args.subprocesses)
+                        subprocesses=args.subprocesses, async_chains=args.async_chains)
     except _spy.SpyError as e:
         print(f"apiprof attach: {e}", file=sys.stderr)
         return e.status
