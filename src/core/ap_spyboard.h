@@ -22,10 +22,10 @@
  * Each request in flight has an entry in requests[] (whether a sampler reads or not):
  * its number, its route label (0 unless found up front), when it arrived, and the app
  * coroutine the middleware drives for it (from which apiprof-spy reads the request's
- * await chain).  An entry is written whole before its id is stored (release), and its
- * id is cleared (release) before the request ends and the coroutine is let go: a reader
- * reads an entry, the coroutine, then the id again, and keeps what it read only if the
- * id did not change. */
+ * await chain).  An entry is written whole before its id is stored (release; vars, one
+ * word, may be stored after it: 0 until then), and its id is cleared (release) before
+ * the request ends and the coroutine is let go: a reader reads an entry, the coroutine,
+ * then the id again, and keeps what it read only if the id did not change. */
 
 #define AP_SPYBOARD_SYMBOL "apext_spyboard"
 #define AP_SPYBOARD_MAGIC 0x3244524f42595053ull   /* "SPYBORD2" */
@@ -44,6 +44,9 @@ typedef struct ap_spyboard_request {
     uint64_t id;          /* the request's number in the process (1, 2, ...); 0: free */
     uint64_t coro;        /* PyObject *: the app's coroutine the middleware drives */
     uint64_t t0_ns;       /* CLOCK_MONOTONIC when it arrived */
+    uint64_t vars;        /* the variables (PyContext.ctx_vars) of its context once it
+                             names its route, 0: none; the thread pool's workers run its
+                             work in copies of that context, which share them */
     uint32_t label;       /* index + 1 of its route's label */
     uint32_t unused;
 } ap_spyboard_request;

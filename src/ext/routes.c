@@ -1006,6 +1006,8 @@ static PyObject *req_run(RouteRequest *self, PyObject *coro) {
     /* in flight on the board whether or not a sampler reads it now (a few stores):
      * `apiprof dump` then shows where each request waits */
     self->spy_entry = apext_spyboard_request_in(self->serial, coro, self->spy_label, self->t0);
+    if (self->spy_label)
+        apext_spyboard_request_context(self->spy_entry);
     return Py_NewRef(self);
 }
 

@@ -8,6 +8,7 @@
 
 #include "ap_clock.h"
 #include "ap_spyboard.h"
+#include "spy_layout.h"
 
 /* The one board of the process, found by apiprof-spy through this exported name.
  * Written under the GIL (labels, slots taken); heartbeat_ns by the sampler. */
@@ -96,12 +97,27 @@ found:;
     ap_spyboard_request *e = &apext_spyboard.requests[i];
     e->coro = (uint64_t)(uintptr_t)coro;
     e->t0_ns = t0_ns;
+    e->vars = 0;
     e->label = label;
     __atomic_store_n(&e->id, id, __ATOMIC_RELEASE);
     if (i == n)
         __atomic_store_n(&apext_spyboard.nrequests, n + 1, __ATOMIC_RELEASE);
     request_hint = i + 1;
     return i + 1;
+}
+
+void apext_spyboard_request_context(uint32_t entry) {
+    static const spy_layout *lay;
+    if (entry == 0)
+        return;
+    if (lay == NULL && (lay = spy_layout_get(PY_MINOR_VERSION)) == NULL)
+        return;
+    PyObject *ctx = PyThreadState_Get()->context;   /* the task's, just set */
+    if (ctx == NULL)
+        return;
+    uint64_t vars;
+    memcpy(&vars, (const char *)ctx + lay->ctx_vars, sizeof vars);
+    __atomic_store_n(&apext_spyboard.requests[entry - 1].vars, vars, __ATOMIC_RELEASE);
 }
 
 void apext_spyboard_request_out(uint32_t entry) {

@@ -31,6 +31,12 @@ int apext_spyboard_enter(uint32_t label);
  * until apext_spyboard_request_out().  Needs the GIL.  Can't fail. */
 uint32_t apext_spyboard_request_in(uint64_t id, PyObject *coro, uint32_t label, uint64_t t0_ns);
 
+/* The request of entry (0: none) serves its label in the calling thread's current
+ * context (after apext_spyboard_enter()): that context's variables are published with
+ * it, so that apiprof-spy can tell the thread-pool workers running its work (in copies
+ * of the context) on every Python version.  Needs the GIL.  Can't fail. */
+void apext_spyboard_request_context(uint32_t entry);
+
 /* The request of entry (index + 1 from apext_spyboard_request_in(); 0: none) ends: its
  * entry is freed.  Call it before the coroutine is released.  Needs the GIL.  Can't
  * fail. */

@@ -446,7 +446,7 @@ static int board_requests(rec_target *rt, uint32_t nlabels);
  * second until found; then the heartbeat is written when due, and the slots and new
  * labels read.  A failed read leaves no slot (the samples of this tick carry no route).
  * Can't fail. */
-static void board_tick(rec_target *rt, uint64_t now, int async) {
+static void board_tick(rec_target *rt, uint64_t now) {
     rt->nslots = 0;
     rt->nreqs = 0;
     if (!rt->board) {
@@ -472,7 +472,7 @@ static void board_tick(rec_target *rt, uint64_t now, int async) {
     if (n && spy_read(rt->t.pid, rt->board + offsetof(ap_spyboard, slots), rt->slots,
                       n * sizeof *rt->slots) != 0)
         return;
-    if (board_requests(rt, counts[1]) != 0 || !async)
+    if (board_requests(rt, counts[1]) != 0)
         rt->nreqs = 0;
     rt->nslots = n;
 }
@@ -528,6 +528,45 @@ static const char *board_route(const rec_target *rt, pid_t tid) {
     for (uint32_t i = 0; i < rt->nslots; i++)
         if (rt->slots[i].tid == tid && rt->slots[i].label && rt->slots[i].label <= rt->nlabels)
             return rt->labels[rt->slots[i].label - 1];
+    return NULL;
+}
+
+/* The context variables each of n threads runs with (0: none, or not read), into vars:
+ * read only when a request in flight published its own (else all 0).  Two reads for
+ * all threads: their contexts, then those contexts' variables.  Can't fail. */
+static void thread_vars(const rec_target *rt, const spy_thread *threads, size_t n, uint64_t *vars) {
+    const spy_layout *l = &rt->t.lay;
+    static uint64_t at[SPY_MAX_THREADS], got[SPY_MAX_THREADS];
+    static size_t idx[SPY_MAX_THREADS];
+    size_t m = 0;
+    int any = 0;
+    for (size_t i = 0; i < n; i++)
+        vars[i] = 0;
+    for (uint32_t k = 0; k < rt->nreqs && !any; k++)
+        any = rt->reqs[k].id && rt->reqs[k].vars;
+    if (!any || n > SPY_MAX_THREADS)
+        return;
+    for (size_t i = 0; i < n; i++)
+        at[i] = threads[i].tstate + l->ts_context;
+    if (spy_read_many(rt->t.pid, at, n, got, sizeof got[0]) != 0)
+        return;
+    for (size_t i = 0; i < n; i++)
+        if (got[i]) {
+            idx[m] = i;
+            at[m++] = got[i] + l->ctx_vars;
+        }
+    if (m == 0 || spy_read_many(rt->t.pid, at, m, got, sizeof got[0]) != 0)
+        return;
+    for (size_t k = 0; k < m; k++)
+        vars[idx[k]] = got[k];
+}
+
+/* The route of the request in flight whose context variables are vars (a thread-pool
+ * worker running its work in a copy of its context), or NULL.  Can't fail. */
+static const char *board_route_of_vars(const rec_target *rt, uint64_t vars) {
+    for (uint32_t k = 0; vars && k < rt->nreqs; k++)
+        if (rt->reqs[k].id && rt->reqs[k].vars == vars)
+            return board_label(rt, &rt->reqs[k]);
     return NULL;
 }
 
@@ -628,7 +667,7 @@ static int rec_tick(recorder *r, rec_target *rt) {
     static spy_thread threads[SPY_MAX_THREADS];
     spy_target *t = &rt->t;
     size_t n = 0;
-    board_tick(rt, now_ns(CLOCK_MONOTONIC), r->async);
+    board_tick(rt, now_ns(CLOCK_MONOTONIC));
     if (spy_sample(t, threads, SPY_MAX_THREADS, &n) != 0) {
         spy_fail kind = spy_fail_last();
         if (kind == SPY_FAIL_NOPROC || process_gone(t->pid)) {
@@ -641,6 +680,8 @@ static int rec_tick(recorder *r, rec_target *rt) {
         return 0;
     }
     board_recheck(rt);
+    static uint64_t vars[SPY_MAX_THREADS];
+    thread_vars(rt, threads, n, vars);
     for (size_t i = 0; i < n; i++) {
         const spy_thread *th = &threads[i];
         if (th->gil > 0)
@@ -665,7 +706,10 @@ static int rec_tick(recorder *r, rec_target *rt) {
         }
         if (th->nframes == 0)
             continue;
-        ap_tree *tree = rec_tree_of(r, rth, board_route(rt, th->tid));
+        const char *route = board_route(rt, th->tid);
+        if (!route)
+            route = board_route_of_vars(rt, vars[i]);
+        ap_tree *tree = rec_tree_of(r, rth, route);
         if (!tree || rec_add(r, tree, th, cpu) != 0)
             return -1;
         r->st.kept++;

@@ -41,6 +41,8 @@ typedef struct spy_layout {
      * with fr_stack_is_ptr a pointer just past the top (3.14+, tagged references). */
     uint32_t fr_stacktop, fr_stack_is_ptr, fr_localsplus;
     uint32_t type_name;             /* PyTypeObject.tp_name, a char * */
+    uint32_t ts_context;            /* PyThreadState.context: the context it runs in */
+    uint32_t ctx_vars;              /* PyContext.ctx_vars: its variables (shared by copies) */
     uint32_t co_name, co_qualname, co_filename;   /* PyUnicodeObject * */
     uint32_t co_firstlineno;        /* int */
     uint32_t co_linetable;          /* PyBytesObject *: the location table */

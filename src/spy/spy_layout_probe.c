@@ -10,6 +10,7 @@
 #include "internal/pycore_code.h"
 #include "internal/pycore_frame.h"
 #include "internal/pycore_genobject.h"
+#include "internal/pycore_context.h"
 #if PY_VERSION_HEX < 0x030d0000
 #include "opcode.h"
 #endif
@@ -114,6 +115,9 @@ int main(void) {
 #endif
     F(fr_localsplus, offsetof(_PyInterpreterFrame, localsplus));
     F(type_name, offsetof(PyTypeObject, tp_name));
+    /* a thread's current context and the variables (a HAMT) a context holds */
+    F(ts_context, offsetof(PyThreadState, context));
+    F(ctx_vars, offsetof(PyContext, ctx_vars));
     F(co_name, offsetof(PyCodeObject, co_name));
     F(co_qualname, offsetof(PyCodeObject, co_qualname));
     F(co_filename, offsetof(PyCodeObject, co_filename));

@@ -190,9 +190,9 @@ def test_attach_labels_samples_with_the_middlewares_routes(serve, tmp_path: Path
     by_route = {}
     burns = {"GET /alpha/{n}": "burn_alpha", "GET /beta": "burn_beta",
              "GET /gamma": "burn_gamma"}
-    # 3.14+: the thread pool's work of the sync route too (a context watcher)
-    routes = list(burns) if sys.version_info >= (3, 14) else list(burns)[:2]
-    for route in routes:
+    # the thread pool's work of the sync route too (3.14+: a context watcher; every
+    # version: the worker's context shares the request's variables)
+    for route in burns:
         names = {f["qualname"]: f for f in whole.select({"route": route}).functions()}
         assert names.get(burns[route], {}).get("samples", 0) > 0, (route, sorted(names))
         assert not {b for b in burns.values() if b != burns[route]} & set(names), (
