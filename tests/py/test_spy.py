@@ -267,6 +267,46 @@ def test_run_sample(tmp_path: Path) -> None:
     assert export["meta"]["sample_rate"] == "200"
 
 
+def test_run_sample_passes_sigterm_on_to_a_program_slow_to_stop(tmp_path: Path) -> None:
+    """A program that goes on after SIGINT (a server draining requests) gets the SIGTERM
+    sent to `apiprof run --sample` while it stops: run never exits before it (leaving it
+    running), and the profile written at SIGINT is kept."""
+    script = tmp_path / "slow.py"
+    ready = tmp_path / "ready"
+    script.write_text(textwrap.dedent(f"""
+        import signal, sys, time
+        signal.signal(signal.SIGINT, lambda s, f: print("draining", flush=True))
+        signal.signal(signal.SIGTERM, lambda s, f: sys.exit(7))
+        open({str(ready)!r}, "w").close()
+        while True:
+            time.sleep(0.01)
+    """))
+    out = tmp_path / "slow.apiprof"
+    run = subprocess.Popen([*APIPROF, "run", "--sample", "--idle", "-o", str(out), str(script)],
+                           cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        run.send_signal(signal.SIGINT)   # the sampler stops and writes; the program goes on
+        deadline = time.monotonic() + 30
+        while not out.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert run.poll() is None   # waiting for the program
+        run.send_signal(signal.SIGTERM)
+        stdout, stderr = run.communicate(timeout=30)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 7, stderr
+    assert "draining" in stdout
+    assert int(_export(out)["meta"]["sample_ticks"]) > 0
+
+
 def test_run_sample_phases(tmp_path: Path) -> None:
     """apiprof run --sample --phases: each SIGUSR1 to apiprof run moves the sampler to the
     next phase; one after the last is ignored, with a line."""

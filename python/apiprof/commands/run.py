@@ -297,15 +297,23 @@ def _run_sampled(args: argparse.Namespace, program: Program) -> int:
         return e.status
     finally:
         # The sampler ends when the program exits or when asked to stop; a program still
-        # running then was asked to stop too (a signal sent to this process alone)
+        # running then was asked to stop too (a signal sent to this process alone). While
+        # it stops, SIGINT and SIGTERM sent here are passed on (a second one makes uvicorn
+        # stop at once), so this process never exits before the program and leaves it
+        # running.
         if child.poll() is None:
             child.send_signal(signal.SIGINT)
-        while True:
-            try:
-                status = child.wait()
-                break
-            except KeyboardInterrupt:
-                child.send_signal(signal.SIGINT)
+        previous_term = signal.signal(signal.SIGTERM,
+                                      lambda s, f: child.send_signal(signal.SIGTERM))
+        try:
+            while True:
+                try:
+                    status = child.wait()
+                    break
+                except KeyboardInterrupt:
+                    child.send_signal(signal.SIGINT)
+        finally:
+            signal.signal(signal.SIGTERM, previous_term)
     if not args.quiet:
         sys.stderr.write(f"apiprof: wrote {program.output} (apiprof report {program.output})\n")
     return status if status >= 0 else 128 - status
