@@ -15,17 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from sampler_overhead import free_port, spy_binary, wrk
+from sampler_overhead import free_port, measure, spy_binary, table, wait_listening, wrk
 
 BENCH = Path(__file__).resolve().parent
 RATE = 100
@@ -44,26 +40,6 @@ def sampler_cmd(variant: str, pid: int, out: Path) -> list[str] | None:
     raise ValueError(variant)
 
 
-def run_variant(variant: str, pid: int, url: str, duration: float, connections: int,
-                tmp: Path) -> dict[str, float]:
-    cmd = sampler_cmd(variant, pid, tmp / "out")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True) if cmd else None
-    time.sleep(0.5)
-    if proc is not None and proc.poll() is not None:
-        err = proc.stderr.read() if proc.stderr else ""
-        raise RuntimeError(f"{variant} exited with {proc.returncode}: {err.strip()}")
-    started = time.monotonic()
-    result = {"rps": wrk(url, duration, connections)}
-    if proc is not None:
-        proc.send_signal(signal.SIGINT)
-        _, _status, usage = os.wait4(proc.pid, 0)
-        attached = time.monotonic() - started + 0.5
-        cpu = usage.ru_utime + usage.ru_stime
-        result["cpu_us_per_tick"] = cpu * 1e6 / (RATE * attached)
-    return result
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
@@ -80,35 +56,20 @@ def main() -> int:
     url = f"http://127.0.0.1:{port}/wait"
     results: dict[str, list[dict[str, float]]] = {}
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_listening(port)
         wrk(url, 1, args.connections)   # warm-up
         with tempfile.TemporaryDirectory() as tmp:
             for r in range(args.rounds):
                 order = variants[r % len(variants):] + variants[:r % len(variants)]
                 for variant in order:
-                    res = run_variant(variant, server.pid, url, args.duration,
-                                      args.connections, Path(tmp))
+                    cmd = sampler_cmd(variant, server.pid, Path(tmp) / "out")
+                    res = measure(variant, cmd, RATE, url, args.duration, args.connections)
                     results.setdefault(variant, []).append(res)
                     print(f"round {r + 1}: {variant}: {res}", file=sys.stderr, flush=True)
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(10)
-    base = statistics.median(x["rps"] for x in results["none"])
-    rows = []
-    for key, runs in results.items():
-        rps = statistics.median(x["rps"] for x in runs)
-        cpu = [x["cpu_us_per_tick"] for x in runs if "cpu_us_per_tick" in x]
-        rows.append({"variant": key, "rps": round(rps, 1), "ratio": round(rps / base, 4),
-                     "cpu_us_per_tick": round(statistics.median(cpu), 1) if cpu else None})
-    print(f"{'variant @ 100 Hz':<34} {'req/s':>9} {'vs none':>8} {'CPU/tick':>10}")
-    for row in rows:
-        cpu = f"{row['cpu_us_per_tick']:.1f} us" if row["cpu_us_per_tick"] is not None else "-"
-        print(f"{row['variant']:<34} {row['rps']:>9.1f} {row['ratio']:>8.3f} {cpu:>10}")
+    rows = table(results, f"variant @ {RATE} Hz")
     print(json.dumps({"bench": "sampler_async", "python": sys.version.split()[0],
                       "rounds": args.rounds, "duration": args.duration,
                       "connections": args.connections, "rows": rows}))

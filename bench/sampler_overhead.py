@@ -81,7 +81,13 @@ def wrk(url: str, duration: float, connections: int) -> float:
 
 def run_variant(variant: str, rate: int, pid: int, url: str, duration: float,
                 connections: int, tmp: Path) -> dict[str, float]:
-    cmd = sampler_cmd(variant, rate, pid, tmp / "out")
+    return measure(variant, sampler_cmd(variant, rate, pid, tmp / "out"), rate, url, duration,
+                   connections)
+
+
+def measure(variant: str, cmd: list[str] | None, rate: int, url: str, duration: float,
+            connections: int) -> dict[str, float]:
+    """req/s under wrk with the sampler cmd attached (None: none), and its CPU per tick."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True) if cmd else None
     time.sleep(0.5)   # attached and sampling
@@ -102,6 +108,32 @@ def run_variant(variant: str, rate: int, pid: int, url: str, duration: float,
     return result
 
 
+def wait_listening(port: int) -> None:
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+
+
+def table(results: dict[str, list[dict[str, float]]], title: str) -> list[dict[str, object]]:
+    """Medians per variant and their ratio to "none", printed as an aligned table."""
+    base = statistics.median(x["rps"] for x in results["none"])
+    rows: list[dict[str, object]] = []
+    for key, runs in results.items():
+        rps = statistics.median(x["rps"] for x in runs)
+        cpu = [x["cpu_us_per_tick"] for x in runs if "cpu_us_per_tick" in x]
+        rows.append({"variant": key, "rps": round(rps, 1), "ratio": round(rps / base, 4),
+                     "cpu_us_per_tick": round(statistics.median(cpu), 1) if cpu else None})
+    print(f"{title:<34} {'req/s':>9} {'vs none':>8} {'CPU/tick':>10}")
+    for row in rows:
+        c = row["cpu_us_per_tick"]
+        print(f"{row['variant']:<34} {row['rps']:>9.1f} {row['ratio']:>8.3f} "
+              f"{f'{c:.1f} us' if c is not None else '-':>10}")
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
@@ -118,12 +150,7 @@ def main() -> int:
     url = f"http://127.0.0.1:{port}/items"
     results: dict[str, list[dict[str, float]]] = {}
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_listening(port)
         wrk(url, 1, args.connections)   # warm-up
         with tempfile.TemporaryDirectory() as tmp:
             for r in range(args.rounds):
@@ -137,17 +164,7 @@ def main() -> int:
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(10)
-    base = statistics.median(x["rps"] for x in results["none"])
-    rows = []
-    for key, runs in results.items():
-        rps = statistics.median(x["rps"] for x in runs)
-        cpu = [x["cpu_us_per_tick"] for x in runs if "cpu_us_per_tick" in x]
-        rows.append({"variant": key, "rps": round(rps, 1), "ratio": round(rps / base, 4),
-                     "cpu_us_per_tick": round(statistics.median(cpu), 1) if cpu else None})
-    print(f"{'variant':<34} {'req/s':>9} {'vs none':>8} {'CPU/tick':>10}")
-    for row in rows:
-        cpu = f"{row['cpu_us_per_tick']:.1f} us" if row["cpu_us_per_tick"] is not None else "-"
-        print(f"{row['variant']:<34} {row['rps']:>9.1f} {row['ratio']:>8.3f} {cpu:>10}")
+    rows = table(results, "variant")
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"bench": "sampler_overhead", "python": sys.version.split()[0],
                       "rounds": args.rounds, "duration": args.duration,

@@ -114,6 +114,20 @@ static void json_str(FILE *f, const char *s) {
     fputc('"', f);
 }
 
+/* The frames of a stack as the JSON array's members (innermost first). */
+static void json_frames(const spy_thread *th) {
+    for (size_t k = 0; k < th->nframes; k++) {
+        const spy_frame *fr = &th->frames[k];
+        printf("%s\n    {\"name\": ", k ? "," : "");
+        json_str(stdout, fr->code->name);
+        printf(", \"qualname\": ");
+        json_str(stdout, fr->code->qualname);
+        printf(", \"file\": ");
+        json_str(stdout, fr->code->filename);
+        printf(", \"line\": %d, \"firstlineno\": %u}", fr->line, fr->code->firstlineno);
+    }
+}
+
 static const char *state_name(char st) {
     return st == 'R' ? "running" : st == 0 ? "gone" : "idle";
 }
@@ -155,16 +169,7 @@ static int cmd_dump(pid_t pid, int json) {
             printf(", \"state\": \"%s\", \"gil\": %s, \"frames\": [",
                    state_name(spy_thread_state(pid, th->tid)),
                    th->gil < 0 ? "null" : th->gil ? "true" : "false");
-            for (size_t k = 0; k < th->nframes; k++) {
-                const spy_frame *fr = &th->frames[k];
-                printf("%s\n    {\"name\": ", k ? "," : "");
-                json_str(stdout, fr->code->name);
-                printf(", \"qualname\": ");
-                json_str(stdout, fr->code->qualname);
-                printf(", \"file\": ");
-                json_str(stdout, fr->code->filename);
-                printf(", \"line\": %d, \"firstlineno\": %u}", fr->line, fr->code->firstlineno);
-            }
+            json_frames(th);
             printf("]}");
         }
         printf("]");
@@ -1140,16 +1145,7 @@ static int dump_requests(spy_target *t, int json) {
             else
                 printf("null");
             printf(", \"frames\": [");
-            for (size_t k = 0; k < ch->nframes; k++) {
-                const spy_frame *fr = &ch->frames[k];
-                printf("%s\n    {\"name\": ", k ? "," : "");
-                json_str(stdout, fr->code->name);
-                printf(", \"qualname\": ");
-                json_str(stdout, fr->code->qualname);
-                printf(", \"file\": ");
-                json_str(stdout, fr->code->filename);
-                printf(", \"line\": %d, \"firstlineno\": %u}", fr->line, fr->code->firstlineno);
-            }
+            json_frames(ch);
             printf("]}");
         } else {
             if (shown == 0)
