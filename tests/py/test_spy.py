@@ -739,3 +739,15 @@ def test_attach_async_samples_the_await_chains_of_waiting_requests(serve, tmp_pa
     assert "waiting: GET /wait spends" in report.stdout
     assert "awaiting sleep (asyncio/tasks.py:" in report.stdout
     assert "called from query_db (apps/spyasync_app.py:" in report.stdout
+    # the HTML flame graph, library frames folded (the default), still shows what the
+    # folded run awaits
+    from cdp import Browser
+
+    html = tmp_path / "async.html"
+    assert cli("report", str(out), "--metric", "await", "-o", str(html)).returncode == 0
+    with Browser(tmp_path / "chromium") as browser:
+        page = browser.open(html.as_uri())
+        page.wait_for("document.body.dataset.ready === '1'")
+        page.eval("window.apiprof.show('flame')")
+        assert page.eval("document.getElementById('fold-lib').checked")
+        assert page.eval("window.apiprof.rectOf('<await Future>')") is not None

@@ -82,8 +82,9 @@
 
   // The view tree: the selected trees merged by call path, without idle subtrees
   // (unless shown) and with each run of library frames folded into its first frame
-  // (unless unfolded). V.lib marks folded library nodes, V.folded how many frames each
-  // folded node stands for beyond its own.
+  // (unless unfolded; a synthetic wait frame of the run, <await Future> or <gil wait>,
+  // stays in view below it). V.lib marks folded library nodes, V.folded how many frames
+  // each folded node stands for beyond its own.
   function buildView() {
     var sel = selectedTrees(), ms = D.metrics;
     var total = 1;
@@ -102,7 +103,9 @@
           if (wall) hidden += wall[i - 1];
           continue;
         }
-        if (c === 1 && state.fold && vp > 0 && lib[vp]) {
+        // a synthetic wait (<await Future>, <gil wait>) stays in view below a folded run
+        var wait = fKind(t.frame[i]) === 4;
+        if (c === 1 && state.fold && vp > 0 && lib[vp] && !wait) {
           v = vp;   // folded into the run's first library frame
           folded[v]++;
         } else {
@@ -110,7 +113,7 @@
           v = index.get(key);
           if (v === undefined) {
             v = n++; index.set(key, v); parent[v] = vp; frame[v] = t.frame[i];
-            lib[v] = c === 1 && state.fold ? 1 : 0;
+            lib[v] = c === 1 && state.fold && !wait ? 1 : 0;
           }
           calls[v] += t.calls[i - 1];
         }
