@@ -585,53 +585,43 @@ static void board_leave(rec_target *rt) {
 }
 
 /* The await chains of rt's requests in flight (rt->reqs), innermost first, with what
- * each awaits; a request running now, or whose entry changed while it was read, has
- * none.  At most limit are read, from the entry after the last one read before (so
- * every request is read in turn); rt->inflight counts them all.  Returns 0, or -1 when the target is gone or refuses reads. */
+ * each awaits: chain k is of entry chain_at[k] (nchains of them); a request running now,
+ * or whose entry changed while it was read, has no frames.  At most limit are read, from
+ * the entry after the last one read before (so every request is read in turn);
+ * rt->inflight counts them all.  Returns 0, or -1 when the target is gone or refuses
+ * reads. */
 static spy_thread chains[AP_SPYBOARD_REQUESTS];
 static char chain_leaf[AP_SPYBOARD_REQUESTS][SPY_LEAF_MAX];
+static uint32_t chain_at[AP_SPYBOARD_REQUESTS];
+static size_t nchains;
 
 static int read_chains(rec_target *rt, uint32_t limit) {
-    /* the entries in use, read together (spy_await_many), then put at their entries */
-    static spy_thread got[AP_SPYBOARD_REQUESTS];
-    static char got_leaf[AP_SPYBOARD_REQUESTS][SPY_LEAF_MAX];
     static uint64_t coro[AP_SPYBOARD_REQUESTS];
-    static uint32_t at[AP_SPYBOARD_REQUESTS];
     static int res[AP_SPYBOARD_REQUESTS];
-    size_t n = 0;
+    nchains = 0;
     uint32_t start = rt->reqs_next < rt->nreqs ? rt->reqs_next : 0;
     for (uint32_t k = 0; k < rt->nreqs; k++) {
         uint32_t i = (start + k) % rt->nreqs;
-        chains[i].nframes = 0;
-        chains[i].torn = 0;
         if (!rt->reqs[i].id)
             continue;
         rt->inflight++;
-        if (n < limit) {
-            at[n] = i;
-            coro[n++] = rt->reqs[i].coro;
+        if (nchains < limit) {
+            chain_at[nchains] = i;
+            coro[nchains++] = rt->reqs[i].coro;
             rt->reqs_next = i + 1;
         }
     }
-    if (spy_await_many(&rt->t, coro, n, got, got_leaf, res) != 0)
+    if (spy_await_many(&rt->t, coro, nchains, chains, chain_leaf, res) != 0)
         return -1;
-    for (size_t k = 0; k < n; k++) {
-        spy_thread *c = &chains[at[k]];
-        c->nframes = got[k].nframes;
-        c->torn = got[k].torn;
-        c->truncated = got[k].truncated;
-        memcpy(c->frames, got[k].frames, got[k].nframes * sizeof c->frames[0]);
-        memcpy(chain_leaf[at[k]], got_leaf[k], SPY_LEAF_MAX);
-    }
     /* An entry whose id changed meanwhile served another request: its chain may be
      * another's, or memory freed since. */
     ap_spyboard_request now[AP_SPYBOARD_REQUESTS];
     if (rt->nreqs && spy_read(rt->t.pid, rt->board + offsetof(ap_spyboard, requests), now,
                               rt->nreqs * sizeof now[0]) != 0)
-        return spy_fail_last() == SPY_FAIL_TORN ? (rt->nreqs = 0, 0) : -1;
-    for (uint32_t i = 0; i < rt->nreqs; i++)
-        if (now[i].id != rt->reqs[i].id)
-            chains[i].nframes = 0;
+        return spy_fail_last() == SPY_FAIL_TORN ? (nchains = 0, 0) : -1;
+    for (size_t k = 0; k < nchains; k++)
+        if (now[chain_at[k]].id != rt->reqs[chain_at[k]].id)
+            chains[k].nframes = 0;
     return 0;
 }
 
@@ -654,12 +644,12 @@ static int rec_awaiting(recorder *r, rec_target *rt) {
     /* each request read stands for inflight / read of them: its period is weighted so */
     uint32_t nread = rt->inflight < AWAIT_PER_TICK ? rt->inflight : AWAIT_PER_TICK;
     uint64_t ns = nread ? r->period * rt->inflight / nread : 0;
-    for (uint32_t i = 0; i < rt->nreqs; i++) {
-        if (chains[i].nframes == 0)
+    for (size_t k = 0; k < nchains; k++) {
+        if (chains[k].nframes == 0)
             continue;
         rec_thread *rth = rec_thread_of(r, rt->t.pid, AWAITING_TID);
-        ap_tree *tree = rth ? rec_tree_of(r, rth, board_label(rt, &rt->reqs[i])) : NULL;
-        if (!tree || rec_add_awaiting(r, tree, &chains[i], chain_leaf[i], ns) != 0)
+        ap_tree *tree = rth ? rec_tree_of(r, rth, board_label(rt, &rt->reqs[chain_at[k]])) : NULL;
+        if (!tree || rec_add_awaiting(r, tree, &chains[k], chain_leaf[k], ns) != 0)
             return -1;
         r->st.awaiting++;
     }
@@ -1109,6 +1099,7 @@ static int dump_requests(spy_target *t, int json) {
     if (rt->board && board_header(rt, head) == 0) {
         memcpy(counts, &head[2], sizeof counts);
         for (int attempt = 0; attempt < 20 && torn; attempt++) {
+            rt->reqs_next = 0;   /* in the board's order */
             if (board_requests(rt, counts[1]) != 0 || read_chains(rt, AP_SPYBOARD_REQUESTS) != 0) {
                 if (spy_fail_last() != SPY_FAIL_TORN) {
                     rc = -1;
@@ -1117,24 +1108,21 @@ static int dump_requests(spy_target *t, int json) {
                 continue;
             }
             torn = 0;
-            for (uint32_t i = 0; i < rt->nreqs; i++)
-                torn |= rt->reqs[i].id && chains[i].torn;
+            for (size_t k = 0; k < nchains; k++)
+                torn |= chains[k].torn;
         }
     }
     uint64_t now = now_ns(CLOCK_MONOTONIC);
-    size_t shown = 0;
     if (json)
         printf(", \"requests\": [");
-    for (uint32_t i = 0; rc == 0 && i < rt->nreqs; i++) {
-        const ap_spyboard_request *e = &rt->reqs[i];
-        if (e->id == 0)
-            continue;
+    for (size_t i = 0; rc == 0 && i < nchains; i++) {
+        const ap_spyboard_request *e = &rt->reqs[chain_at[i]];
         const char *route = board_label(rt, e);
         const spy_thread *ch = &chains[i];
         const char *state = ch->nframes ? "awaiting" : ch->torn ? "unknown" : "running";
         double age = now > e->t0_ns ? (double)(now - e->t0_ns) / 1e9 : 0.0;
         if (json) {
-            printf("%s\n  {\"id\": %llu, \"route\": ", shown ? "," : "", (unsigned long long)e->id);
+            printf("%s\n  {\"id\": %llu, \"route\": ", i ? "," : "", (unsigned long long)e->id);
             if (route)
                 json_str(stdout, route);
             else
@@ -1148,7 +1136,7 @@ static int dump_requests(spy_target *t, int json) {
             json_frames(ch);
             printf("]}");
         } else {
-            if (shown == 0)
+            if (i == 0)
                 printf("\nRequests in flight\n");
             printf("\nRequest %llu %s, for %.3f s: %s", (unsigned long long)e->id,
                    route ? route : "(route not known yet)", age,
@@ -1162,7 +1150,6 @@ static int dump_requests(spy_target *t, int json) {
                 printf("    %s (%s:%d)\n", fr->code->qualname, fr->code->filename, fr->line);
             }
         }
-        shown++;
     }
     if (json)
         printf("]");
