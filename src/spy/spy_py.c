@@ -614,10 +614,14 @@ static int is_suspended(const spy_layout *l, uint8_t s) {
 #define STACK_IN_BLOCK 24
 /* Most chains spy_await_many() reads at once. */
 #define AWAIT_MANY 1024
+/* The target's page size, as far as which reads can fail is concerned (a smaller page
+ * than the real one only makes a read after a failed one shorter). */
+#define SPY_PAGE 4096u
 
 struct spy_awaitwork {
     size_t cap;          /* chains the arrays hold */
     uint32_t want;       /* bytes read per object: a generator, its frame, some stack */
+    uint32_t head;       /* of those, the generator and its frame's fields read */
     uint64_t *obj;       /* [cap]: the object each chain reads next */
     uint64_t *loc;       /* [cap]: where its frame's stack top is, when not in the block */
     uint64_t *addr;      /* [cap * SPY_MAX_DEPTH]: code address of each frame, outermost first */
@@ -726,7 +730,10 @@ static int chain_step(spy_target *t, struct spy_awaitwork *w, size_t i, const ui
         return -1;
     if (rc > 0)
         return chain_failed(t, out, leaf) < 0 ? -1 : CHAIN_DONE;
-    if (!is_gen_type(tn) || got < w->want) {
+    int gen = is_gen_type(tn);
+    if (gen && got < w->head)
+        return chain_failed(t, out, leaf) < 0 ? -1 : CHAIN_DONE;   /* its header is not mapped */
+    if (!gen) {
         if (n == 0)
             return CHAIN_DONE;   /* not a coroutine: res stays 0 */
         if (strcmp(tn, "_asyncio.FutureIter") == 0) {
@@ -799,17 +806,19 @@ static int chain_step(spy_target *t, struct spy_awaitwork *w, size_t i, const ui
     return CHAIN_TOP;
 }
 
-/* Read the object at addr: want bytes or, when that much is not mapped there (a small
- * object near the end of a mapping), its first 16 (refcount and type).  *got is what
- * was read.  Returns 0, or -1 as spy_read(). */
+/* Read the object at addr: want bytes or, when that much is not mapped there (an
+ * object near the end of a mapping, as the last block of an allocator's region), the
+ * bytes to the end of its page (want is at most a page, so the object ends there).
+ * *got is what was read.  Returns 0, or -1 as spy_read(). */
 static int read_obj(spy_target *t, uint64_t addr, uint8_t *buf, uint32_t want, uint32_t *got) {
     *got = want;
     if (spy_read(t->pid, addr, buf, want) == 0)
         return 0;
     if (spy_fail_last() != SPY_FAIL_TORN)
         return -1;
-    *got = 16;
-    return spy_read(t->pid, addr, buf, 16);
+    uint32_t rest = (uint32_t)(SPY_PAGE - (addr & (SPY_PAGE - 1)));
+    *got = rest < 16 ? 16 : rest < want ? rest : want;
+    return spy_read(t->pid, addr, buf, *got);
 }
 
 int spy_await_many(spy_target *t, const uint64_t *coro, size_t n, spy_thread *out,
@@ -820,11 +829,15 @@ int spy_await_many(spy_target *t, const uint64_t *coro, size_t n, spy_thread *ou
     uint32_t fend = max4(l->fr_code, l->fr_instr, l->fr_stacktop, l->fr_owner) + 8;
     uint32_t stack = l->fr_localsplus + 8 * STACK_IN_BLOCK;
     uint32_t want = l->gen_iframe + (fend > stack ? fend : stack);
-    if (want > 1024 || l->gen_frame_state >= want)
+    uint32_t head = l->gen_iframe + fend;
+    if (l->gen_frame_state >= head)
+        head = l->gen_frame_state + 1;
+    if (want > 1024 || head > want)
         return spy_fail_set(SPY_FAIL_OTHER, AP_EINVAL, "generator layout out of range");
     struct spy_awaitwork *w = await_work(t, n ? n : 1, want);
     if (!w)
         return spy_fail_set(SPY_FAIL_OTHER, AP_ENOMEM, "out of memory");
+    w->head = head;
     spy_fail_clear();
     size_t ngo = 0;
     for (size_t i = 0; i < n; i++) {

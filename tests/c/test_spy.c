@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -236,4 +237,43 @@ AP_TEST(spy_await_reads_garbage_as_no_chain_or_torn) {
         AP_CHECK(spy_await(&t, coro[3], &out[3], leaf[3]) == 0 && out[3].torn);
         spy_target_close(&t);
     }
+}
+
+/* A coroutine whose object ends near the end of a mapping (the last block of an
+ * allocator's region) is read to the end of its page, as a coroutine, not taken for an
+ * object of another type; one whose own header runs past the mapping is torn. */
+AP_TEST(spy_await_reads_a_coroutine_at_the_end_of_a_mapping) {
+    static fake_obj waiting;
+    long page = sysconf(_SC_PAGESIZE);
+    uint8_t *map = mmap(NULL, (size_t)page * 2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    AP_CHECK(map != MAP_FAILED);
+    AP_CHECK(munmap(map + page, (size_t)page) == 0);
+    for (unsigned minor = 11; minor <= 15; minor++) {
+        spy_target t;
+        memset(&t, 0, sizeof t);
+        t.pid = getpid();
+        t.lay = *spy_layout_get(minor);
+        const spy_layout *l = &t.lay;
+        fake_make(&waiting, l, "coroutine", (int)l->gen_yf_hi);
+        uint32_t head = l->fr_code;
+        if (l->fr_instr > head) head = l->fr_instr;
+        if (l->fr_stacktop > head) head = l->fr_stacktop;
+        if (l->fr_owner > head) head = l->fr_owner;
+        head = (l->gen_iframe + head + 8 + 15) & ~15u;
+        /* its header in the page, its value stack past it */
+        uint8_t *at = map + page - head;
+        memcpy(at, waiting.obj, head);
+        spy_thread out;
+        char leaf[SPY_LEAF_MAX];
+        /* suspended in an await: read as such (its code object is not readable: torn) */
+        AP_CHECK_MSG(spy_await(&t, (uint64_t)(uintptr_t)at, &out, leaf) == 1 && out.torn,
+                     "3.%u leaf %s", minor, leaf);
+        /* its header past the mapping: torn, not an object of type "coroutine" */
+        at = map + page - 32;
+        memcpy(at, waiting.obj, 32);
+        AP_CHECK_MSG(spy_await(&t, (uint64_t)(uintptr_t)at, &out, leaf) == 0 && out.torn && leaf[0] == '\0',
+                     "3.%u leaf %s", minor, leaf);
+        spy_target_close(&t);
+    }
+    munmap(map, (size_t)page);
 }
