@@ -669,6 +669,15 @@ err:
     return NULL;
 }
 
+int ap_task_name_is_default(const char *s, size_t n) {
+    if (n < 6 || strncmp(s, "Task-", 5) != 0)
+        return 0;
+    for (size_t i = 5; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+    return 1;
+}
+
 int ap_prof_label_all(ap_prof *p, const char *key, const char *val) {
     ap_str_id k = ap_prof_intern(p, key, strlen(key)), v = ap_prof_intern(p, val, strlen(val));
     if (k == AP_NONE || v == AP_NONE)

@@ -100,6 +100,10 @@ typedef struct ap_label {
     ap_str_id key, val;
 } ap_label;
 
+/* Whether s (n bytes) is asyncio's default name of a task ("Task-" and digits), which
+ * is no "task" label: only names given by the app are.  Can't fail. */
+int ap_task_name_is_default(const char *s, size_t n);
+
 typedef struct ap_prof ap_prof;   /* opaque */
 typedef struct ap_tree ap_tree;   /* opaque: use the accessors below */
 

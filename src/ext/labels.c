@@ -118,12 +118,7 @@ static int default_task_name(PyObject *name) {
         PyErr_Clear();
         return 1;
     }
-    if (n < 6 || strncmp(s, "Task-", 5) != 0)
-        return 0;
-    for (Py_ssize_t i = 5; i < n; i++)
-        if (s[i] < '0' || s[i] > '9')
-            return 0;
-    return 1;
+    return ap_task_name_is_default(s, (size_t)n);
 }
 
 /* The name of the asyncio task running in this thread, if it was named;

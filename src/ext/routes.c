@@ -1530,6 +1530,7 @@ int apext_routes_init(PyObject *module, apext_state *st) {
         if (st->route_str[i] == NULL)
             return -1;
     }
+    apext_spyboard_via((uint32_t)offsetof(RouteRequest, coro));
     st->route_request_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &req_spec, NULL);
     if (st->route_request_type == NULL)
         return -1;

@@ -31,6 +31,10 @@ int apext_spyboard_enter(uint32_t label);
  * until apext_spyboard_request_out().  Needs the GIL.  Can't fail. */
 uint32_t apext_spyboard_request_in(uint64_t id, PyObject *coro, uint32_t label, uint64_t t0_ns);
 
+/* Objects of the middleware's awaitable keep the coroutine they drive at offset off:
+ * published for await chains read from outside.  Can't fail. */
+void apext_spyboard_via(uint32_t off);
+
 /* The request of entry (0: none) serves its label in the calling thread's current
  * context (after apext_spyboard_enter()): that context's variables are published with
  * it, so that apiprof-spy can tell the thread-pool workers running its work (in copies

@@ -133,7 +133,7 @@ static const char *state_name(char st) {
 }
 
 typedef struct rec_target rec_target;
-static int dump_requests(spy_target *t, int json);
+static int dump_requests(spy_target *t, const spy_thread *threads, size_t n, int json);
 
 static int cmd_dump(pid_t pid, int json) {
     spy_target t;
@@ -173,7 +173,7 @@ static int cmd_dump(pid_t pid, int json) {
             printf("]}");
         }
         printf("]");
-        if (dump_requests(&t, 1) != 0) {
+        if (dump_requests(&t, threads, n, 1) != 0) {
             spy_target_close(&t);
             return fail_exit(pid);
         }
@@ -190,7 +190,7 @@ static int cmd_dump(pid_t pid, int json) {
                 printf("    %s (%s:%d)\n", fr->code->qualname, fr->code->filename, fr->line);
             }
         }
-        if (dump_requests(&t, 0) != 0) {
+        if (dump_requests(&t, threads, n, 0) != 0) {
             spy_target_close(&t);
             return fail_exit(pid);
         }
@@ -218,7 +218,7 @@ static void on_phase(int sig) {
 
 /* A thread's tree of the samples taken while it served one route. */
 typedef struct rec_routed {
-    ap_str_id route;
+    ap_str_id route, task;   /* AP_NONE: none */
     ap_tree *tree;
 } rec_routed;
 
@@ -248,7 +248,10 @@ struct rec_target {
     ap_spyboard_request reqs[AP_SPYBOARD_REQUESTS];   /* --async: read this tick */
     uint32_t nreqs;
     uint32_t reqs_next;            /* the entry read_chains() starts at next */
-    uint32_t inflight;             /* requests in flight its last call saw */
+    uint32_t inflight;             /* requests (or tasks) waiting its last call saw */
+    int tasks;                     /* 1: asyncio's tasks are listed (3.14+, spy_tasks_find) */
+    uint64_t tasks_look_ns;        /* when to look for them next */
+    uint32_t tasks_next;           /* the task read_task_chains() starts at next */
 };
 
 /* Counters of a run, written to the metadata. */
@@ -268,7 +271,7 @@ typedef struct recorder {
     pid_t *skip;               /* descendants that are not Python (or not readable) */
     size_t nskip, capskip;
     rec_stats st;
-    ap_str_id k_thread, k_thread_id, k_pid, k_phase, k_route;
+    ap_str_id k_thread, k_thread_id, k_pid, k_phase, k_route, k_task;
     /* --phases: the names, the one samples are labelled with now (index), and the
      * SIGUSR1s acted on */
     ap_str_id phases[PHASES_MAX];
@@ -289,7 +292,7 @@ static int grow(void **arr, size_t *cap, size_t n, size_t sz) {
     return 0;
 }
 
-static ap_tree *rec_new_tree(recorder *r, pid_t pid, pid_t tid, ap_str_id route);
+static ap_tree *rec_new_tree(recorder *r, pid_t pid, pid_t tid, ap_str_id route, ap_str_id task);
 
 /* The "thread" of --async's samples: the requests of a process waiting in an await. */
 #define AWAITING_TID 0
@@ -306,31 +309,33 @@ static rec_thread *rec_thread_of(recorder *r, pid_t pid, pid_t tid) {
     return rt;
 }
 
-/* The tree in the current profile of rt's samples outside any request (route NULL) or
- * while it served route; made at the first sample kept in it.  NULL on error (ENOMEM). */
-static ap_tree *rec_tree_of(recorder *r, rec_thread *rt, const char *route) {
-    if (!route) {
+/* The tree in the current profile of rt's samples outside any request and named task
+ * (route and task NULL), or while it served route, or ran the asyncio task named task;
+ * made at the first sample kept in it.  NULL on error (ENOMEM). */
+static ap_tree *rec_tree_of(recorder *r, rec_thread *rt, const char *route, const char *task) {
+    if (!route && !task) {
         if (!rt->tree)
-            rt->tree = rec_new_tree(r, rt->pid, rt->tid, AP_NONE);
+            rt->tree = rec_new_tree(r, rt->pid, rt->tid, AP_NONE, AP_NONE);
         return rt->tree;
     }
-    ap_str_id id = ap_prof_intern(r->prof, route, strlen(route));
-    if (id == AP_NONE)
+    ap_str_id rid = route ? ap_prof_intern(r->prof, route, strlen(route)) : AP_NONE;
+    ap_str_id tid = task ? ap_prof_intern(r->prof, task, strlen(task)) : AP_NONE;
+    if ((route && rid == AP_NONE) || (task && tid == AP_NONE))
         return NULL;
     for (size_t i = 0; i < rt->nrouted; i++)
-        if (rt->routed[i].route == id)
+        if (rt->routed[i].route == rid && rt->routed[i].task == tid)
             return rt->routed[i].tree;
     ap_tree *tree;
     if (grow((void **)&rt->routed, &rt->caprouted, rt->nrouted, sizeof *rt->routed) != 0 ||
-        !(tree = rec_new_tree(r, rt->pid, rt->tid, id)))
+        !(tree = rec_new_tree(r, rt->pid, rt->tid, rid, tid)))
         return NULL;
-    rt->routed[rt->nrouted++] = (rec_routed){id, tree};
+    rt->routed[rt->nrouted++] = (rec_routed){rid, tid, tree};
     return tree;
 }
 
-/* A new tree of thread tid of pid, labelled with route too when it is not AP_NONE.
- * NULL on error (ENOMEM). */
-static ap_tree *rec_new_tree(recorder *r, pid_t pid, pid_t tid, ap_str_id route) {
+/* A new tree of thread tid of pid, labelled with route and task too when they are not
+ * AP_NONE.  NULL on error (ENOMEM). */
+static ap_tree *rec_new_tree(recorder *r, pid_t pid, pid_t tid, ap_str_id route, ap_str_id task) {
     char name[96], tidbuf[24], pidbuf[24];
     if (tid == AWAITING_TID)
         snprintf(name, sizeof name, "awaiting");
@@ -344,7 +349,7 @@ static ap_tree *rec_new_tree(recorder *r, pid_t pid, pid_t tid, ap_str_id route)
     }
     snprintf(tidbuf, sizeof tidbuf, "%d", (int)tid);
     snprintf(pidbuf, sizeof pidbuf, "%d", (int)pid);
-    ap_label labels[5] = {
+    ap_label labels[6] = {
         {r->k_thread, ap_prof_intern(r->prof, name, strlen(name))},
         {r->k_thread_id, ap_prof_intern(r->prof, tidbuf, strlen(tidbuf))},
         {r->k_pid, ap_prof_intern(r->prof, pidbuf, strlen(pidbuf))},
@@ -354,6 +359,8 @@ static ap_tree *rec_new_tree(recorder *r, pid_t pid, pid_t tid, ap_str_id route)
         labels[nlabels++] = (ap_label){r->k_phase, r->phases[r->phase]};
     if (route != AP_NONE)
         labels[nlabels++] = (ap_label){r->k_route, route};
+    if (task != AP_NONE)
+        labels[nlabels++] = (ap_label){r->k_task, task};
     for (size_t i = 0; i < nlabels; i++)
         if (labels[i].val == AP_NONE || labels[i].key == AP_NONE)
             return NULL;
@@ -447,6 +454,23 @@ static int board_header(rec_target *rt, uint64_t head[3]) {
 
 static int board_requests(rec_target *rt, uint32_t nlabels);
 
+/* What the board says once about the process: where the middleware's awaitable (which
+ * await chains go through to the app's coroutine) keeps that, and the sets asyncio
+ * registers its tasks in; read until known.  Can't fail. */
+static void board_via(rec_target *rt) {
+    uint32_t off;
+    if (!rt->t.via_off && spy_read(rt->t.pid, rt->board + offsetof(ap_spyboard, via_coro), &off,
+                                   sizeof off) == 0 && off && off <= 4096) {
+        snprintf(rt->t.via_name, sizeof rt->t.via_name, "apiprof._core.RouteRequest");
+        rt->t.via_off = off;
+    }
+    uint64_t sets[2];
+    if (!rt->t.task_sets[0] && !rt->t.task_sets[1] &&
+        spy_read(rt->t.pid, rt->board + offsetof(ap_spyboard, task_sets), sets, sizeof sets) == 0)
+        memcpy(rt->t.task_sets, sets, sizeof sets);
+    spy_fail_clear();
+}
+
 /* The middleware's board in rt (ap_spyboard.h), read before a sample: looked for once a
  * second until found; then the heartbeat is written when due, and the slots and new
  * labels read.  A failed read leaves no slot (the samples of this tick carry no route).
@@ -465,6 +489,7 @@ static void board_tick(rec_target *rt, uint64_t now) {
     uint64_t head[3];
     if (board_header(rt, head) != 0)
         return;
+    board_via(rt);
     if (now >= rt->beat_ns) {
         if (spy_write(rt->t.pid, rt->board + offsetof(ap_spyboard, heartbeat_ns), &now,
                       sizeof now) != 0)
@@ -625,16 +650,121 @@ static int read_chains(rec_target *rt, uint32_t limit) {
     return 0;
 }
 
+/* The asyncio tasks of the last list_tasks() (chain_at indexes them). */
+static spy_task tasks[AP_SPYBOARD_REQUESTS];
+static size_t ntasks;
+
+/* Whether rt's asyncio tasks can be listed (looked for once a second until they can).
+ * Can't fail (a failed look is a "not yet"). */
+static int tasks_ready(rec_target *rt, uint64_t now) {
+    if (!rt->tasks && now >= rt->tasks_look_ns) {
+        rt->tasks_look_ns = now + 1000000000u;
+        rt->tasks = spy_tasks_find(&rt->t) == 1;
+        spy_fail_clear();
+    }
+    return rt->tasks;
+}
+
+/* List rt's asyncio tasks of the n threads into tasks[].  Returns 0, or -1 when the
+ * target is gone or refuses reads. */
+static int list_tasks(rec_target *rt, const spy_thread *threads, size_t n) {
+    nchains = 0;
+    return spy_tasks(&rt->t, threads, n, tasks, AP_SPYBOARD_REQUESTS, &ntasks);
+}
+
+/* Names of tasks read, direct-mapped by process, task and name object ("" for asyncio's
+ * default names, which are no label). */
+static struct task_name {
+    pid_t pid;
+    uint64_t task, name;
+    char s[AP_SPYBOARD_LABEL_MAX + 1];
+} task_names[256];
+
+/* The "task" label of tk: its name when the app gave it one, else NULL.  Can't fail (a
+ * name that cannot be read is none). */
+static const char *task_label(rec_target *rt, const spy_task *tk) {
+    struct task_name *s = &task_names[(tk->addr >> 4 ^ tk->name >> 4 ^ (uint64_t)rt->t.pid) % 256];
+    if (s->pid != rt->t.pid || s->task != tk->addr || s->name != tk->name) {
+        char buf[AP_SPYBOARD_LABEL_MAX + 1];
+        if (spy_task_name(&rt->t, tk->name, buf, sizeof buf) != 0) {
+            spy_fail_clear();
+            return NULL;
+        }
+        *s = (struct task_name){rt->t.pid, tk->addr, tk->name, ""};
+        if (!ap_task_name_is_default(buf, strlen(buf)))
+            memcpy(s->s, buf, sizeof s->s);
+    }
+    return s->s[0] ? s->s : NULL;
+}
+
+/* The task of tasks[] thread th runs now (its coroutine's frame is on the thread's
+ * stack), or NULL.  Can't fail. */
+static const spy_task *running_task(const rec_target *rt, const spy_thread *th) {
+    for (unsigned g = 0; g < th->ngen; g++)
+        for (size_t k = 0; k < ntasks; k++)
+            if (tasks[k].coro && th->gen_frames[g] == tasks[k].coro + rt->t.lay.gen_iframe)
+                return &tasks[k];
+    return NULL;
+}
+
+/* Mark the tasks of tasks[] that the n threads run now, with their threads (before 3.14
+ * this is how a running one is known).  Can't fail. */
+static void mark_running(const rec_target *rt, const spy_thread *threads, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        spy_task *tk = (spy_task *)running_task(rt, &threads[i]);
+        if (tk) {
+            tk->running = 1;
+            tk->tid = threads[i].tid;
+        }
+    }
+}
+
+/* The await chains of rt's asyncio tasks of the last list_tasks() that are not running
+ * now (read_chains() for tasks: chain k is of tasks[chain_at[k]], at most limit read, in
+ * turn; rt->inflight counts those waiting).  Returns 0, or -1 when the target is gone or
+ * refuses reads. */
+static int read_task_chains(rec_target *rt, uint32_t limit) {
+    static uint64_t coro[AP_SPYBOARD_REQUESTS];
+    static int res[AP_SPYBOARD_REQUESTS];
+    nchains = 0;
+    uint32_t start = rt->tasks_next < ntasks ? rt->tasks_next : 0;
+    for (size_t k = 0; k < ntasks; k++) {
+        size_t i = (start + k) % ntasks;
+        if (tasks[i].running || !tasks[i].coro)
+            continue;
+        rt->inflight++;
+        if (nchains < limit) {
+            chain_at[nchains] = (uint32_t)i;
+            coro[nchains++] = tasks[i].coro;
+            rt->tasks_next = (uint32_t)i + 1;
+        }
+    }
+    return spy_await_many(&rt->t, coro, nchains, chains, chain_leaf, res);
+}
+
+/* The board's request that chain k (of the last read) serves: the entry whose coroutine
+ * is one of the chain's, or NULL.  Can't fail. */
+static const ap_spyboard_request *chain_request(const rec_target *rt, size_t k) {
+    const uint64_t *obj = spy_await_objects(&rt->t, k);
+    for (uint32_t e = 0; obj && e < rt->nreqs; e++)
+        if (rt->reqs[e].id)
+            for (size_t f = 0; f < chains[k].nframes; f++)
+                if (obj[f] == rt->reqs[e].coro)
+                    return &rt->reqs[e];
+    return NULL;
+}
+
 /* Requests whose await chains --async reads per tick (in turn when more are in flight):
  * a chain is a read per await level, about 1 us each (the kernel pins the pages), so
  * this bounds the sampler's cost with hundreds of requests in flight. */
 #define AWAIT_PER_TICK 16
 
-/* --async: a sample of each request of rt waiting in an await, in the "awaiting" tree
- * of its route.  Returns 0, or -1 on an error that ends the run. */
-static int rec_awaiting(recorder *r, rec_target *rt) {
+/* --async: a sample of each asyncio task of rt waiting in an await, with the route of
+ * the request it serves (each request of the board when tasks are not listed), in the
+ * "awaiting" tree of its route (and name, for a named task).  Returns 0, or -1 on an error that ends the run. */
+static int rec_awaiting(recorder *r, rec_target *rt, int by_task) {
     rt->inflight = 0;
-    if (read_chains(rt, AWAIT_PER_TICK) != 0) {
+    if ((by_task ? read_task_chains(rt, AWAIT_PER_TICK) : read_chains(rt, AWAIT_PER_TICK)) != 0) {
         if (spy_fail_last() == SPY_FAIL_NOPROC || process_gone(rt->t.pid)) {
             rt->active = 0;
             return 0;
@@ -647,8 +777,10 @@ static int rec_awaiting(recorder *r, rec_target *rt) {
     for (size_t k = 0; k < nchains; k++) {
         if (chains[k].nframes == 0)
             continue;
+        const ap_spyboard_request *e = by_task ? chain_request(rt, k) : &rt->reqs[chain_at[k]];
+        const char *task = by_task ? task_label(rt, &tasks[chain_at[k]]) : NULL;
         rec_thread *rth = rec_thread_of(r, rt->t.pid, AWAITING_TID);
-        ap_tree *tree = rth ? rec_tree_of(r, rth, board_label(rt, &rt->reqs[chain_at[k]])) : NULL;
+        ap_tree *tree = rth ? rec_tree_of(r, rth, e ? board_label(rt, e) : NULL, task) : NULL;
         if (!tree || rec_add_awaiting(r, tree, &chains[k], chain_leaf[k], ns) != 0)
             return -1;
         r->st.awaiting++;
@@ -677,6 +809,17 @@ static int rec_tick(recorder *r, rec_target *rt) {
     board_recheck(rt);
     static uint64_t vars[SPY_MAX_THREADS];
     thread_vars(rt, threads, n, vars);
+    /* --async: the tasks, for the task each thread runs and the chains of those waiting */
+    int by_task = r->async && tasks_ready(rt, now_ns(CLOCK_MONOTONIC));
+    if (by_task && list_tasks(rt, threads, n) != 0) {
+        if (spy_fail_last() == SPY_FAIL_NOPROC || process_gone(t->pid)) {
+            rt->active = 0;
+            return 0;
+        }
+        return -1;
+    }
+    if (by_task)
+        mark_running(rt, threads, n);
     for (size_t i = 0; i < n; i++) {
         const spy_thread *th = &threads[i];
         if (th->gil > 0)
@@ -704,12 +847,13 @@ static int rec_tick(recorder *r, rec_target *rt) {
         const char *route = board_route(rt, th->tid);
         if (!route)
             route = board_route_of_vars(rt, vars[i]);
-        ap_tree *tree = rec_tree_of(r, rth, route);
+        const spy_task *tk = by_task ? running_task(rt, th) : NULL;
+        ap_tree *tree = rec_tree_of(r, rth, route, tk ? task_label(rt, tk) : NULL);
         if (!tree || rec_add(r, tree, th, cpu) != 0)
             return -1;
         r->st.kept++;
     }
-    return r->async ? rec_awaiting(r, rt) : 0;
+    return r->async ? rec_awaiting(r, rt, by_task) : 0;
 }
 
 /* Open the target; with wait_start, a process that has not mapped its interpreter yet
@@ -866,6 +1010,7 @@ static int rec_new_prof(recorder *r) {
     r->k_thread_id = ap_prof_intern(r->prof, "thread_id", 9);
     r->k_pid = ap_prof_intern(r->prof, "pid", 3);
     r->k_route = ap_prof_intern(r->prof, "route", 5);
+    r->k_task = ap_prof_intern(r->prof, "task", 4);
     for (size_t i = 0; i < r->nthreads; i++) {
         r->threads[i].tree = NULL;
         r->threads[i].nrouted = 0;
@@ -873,7 +1018,7 @@ static int rec_new_prof(recorder *r) {
     for (size_t i = 0; i < r->ntargets; i++)
         for (size_t k = 0; k < r->targets[i]->t.ncode; k++)
             r->targets[i]->t.code[k]->frame_id = AP_NONE;
-    return r->k_pid == AP_NONE || r->k_route == AP_NONE ? -1 : 0;
+    return r->k_pid == AP_NONE || r->k_route == AP_NONE || r->k_task == AP_NONE ? -1 : 0;
 }
 
 /* The tick clock: returns 1 when a tick is due now (and schedules the next one), else
@@ -1083,11 +1228,103 @@ static int cmd_record(pid_t pid, const char *out, double rate, double duration, 
 
 /* ---- dump: requests in flight -------------------------------------------------------- */
 
+/* The asyncio tasks of rt of the n threads (spy_tasks_find()), each with its name,
+ * thread, the request it serves and, when it waits in an await, its await chain (read
+ * again while torn); text, or with json the ", \"tasks\": [...]" member (null when they
+ * cannot be listed).
+ * Returns 0, or -1 when the target is gone or refuses reads. */
+static int dump_tasks(rec_target *rt, const spy_thread *threads, size_t n, int json) {
+    int ready = spy_tasks_find(&rt->t);
+    if (ready < 0)
+        return -1;
+    if (!ready) {
+        if (json)
+            printf(", \"tasks\": null");
+        else if (rt->t.minor >= 14)
+            printf("\nNo asyncio tasks: the _asyncio module is not loaded\n");
+        else
+            printf("\nNo asyncio tasks listed: before Python 3.14 they are listed in a process that "
+                   "runs apiprof's middleware\n");
+        return 0;
+    }
+    int torn = 1;
+    for (int attempt = 0; attempt < 20 && torn; attempt++) {
+        if (list_tasks(rt, threads, n) != 0 || read_task_chains(rt, AP_SPYBOARD_REQUESTS) != 0) {
+            if (spy_fail_last() != SPY_FAIL_TORN)
+                return -1;
+            continue;
+        }
+        torn = 0;
+        for (size_t k = 0; k < nchains; k++)
+            torn |= chains[k].torn;
+    }
+    mark_running(rt, threads, n);
+    if (json)
+        printf(", \"tasks\": [");
+    else
+        printf("\nasyncio tasks%s\n", ntasks ? "" : ": none");
+    for (size_t i = 0; i < ntasks; i++) {
+        const spy_task *tk = &tasks[i];
+        size_t k = 0;
+        while (k < nchains && chain_at[k] != i)
+            k++;
+        const spy_thread *ch = k < nchains ? &chains[k] : NULL;
+        const ap_spyboard_request *e = ch ? chain_request(rt, k) : NULL;
+        /* (marked running by the threads' stacks, read before its chain: it waits now) */
+        int running = tk->running && !(ch && ch->nframes);
+        const char *state = running ? "running" : ch && ch->nframes ? "awaiting" : "unknown";
+        char name[128];
+        if (spy_task_name(&rt->t, tk->name, name, sizeof name) < 0)
+            return -1;
+        if (json) {
+            printf("%s\n  {\"name\": ", i ? "," : "");
+            json_str(stdout, name);
+            if (tk->tid < 0)
+                printf(", \"tid\": null");
+            else
+                printf(", \"tid\": %d", (int)tk->tid);
+            printf(", \"state\": \"%s\", \"request\": ", state);
+            if (e)
+                printf("%llu", (unsigned long long)e->id);
+            else
+                printf("null");
+            printf(", \"awaits\": ");
+            if (ch && ch->nframes && chain_leaf[k][0])
+                json_str(stdout, chain_leaf[k]);
+            else
+                printf("null");
+            printf(", \"frames\": [");
+            if (ch)
+                json_frames(ch);
+            printf("]}");
+        } else {
+            printf("\nTask \"%s\"", name[0] ? name : "?");
+            if (tk->tid >= 0)
+                printf(" (thread %d)", (int)tk->tid);
+            if (e)
+                printf(", request %llu", (unsigned long long)e->id);
+            printf(": %s\n", running ? "running (on a thread above)"
+                              : ch && ch->nframes ? "waiting in an await" : "changing too fast to read");
+            if (ch && ch->nframes && chain_leaf[k][0])
+                printf("    <await %s>\n", chain_leaf[k]);
+            for (size_t f = 0; ch && f < ch->nframes; f++) {
+                const spy_frame *fr = &ch->frames[f];
+                printf("    %s (%s:%d)\n", fr->code->qualname, fr->code->filename, fr->line);
+            }
+        }
+    }
+    if (json)
+        printf("]");
+    else if (ntasks == AP_SPYBOARD_REQUESTS)
+        printf("\n(the first %d tasks)\n", AP_SPYBOARD_REQUESTS);
+    return 0;
+}
+
 /* The requests in flight of t's middleware board (none when apiprof's middleware is not
  * in it), each with its route, its age and, when it waits in an await, its await chain
- * (read again while torn); text, or with json the ", \"requests\": [...]" member.
- * Returns 0, or -1 when the target is gone or refuses reads. */
-static int dump_requests(spy_target *t, int json) {
+ * (read again while torn); text, or with json the ", \"requests\": [...]" member; then
+ * dump_tasks().  Returns 0, or -1 when the target is gone or refuses reads. */
+static int dump_requests(spy_target *t, const spy_thread *threads, size_t n, int json) {
     rec_target *rt = calloc(1, sizeof *rt);
     if (!rt)
         return spy_fail_set(SPY_FAIL_OTHER, AP_ENOMEM, "out of memory");
@@ -1097,6 +1334,7 @@ static int dump_requests(spy_target *t, int json) {
     uint32_t counts[2] = {0, 0};
     int rc = 0, torn = 1;
     if (rt->board && board_header(rt, head) == 0) {
+        board_via(rt);
         memcpy(counts, &head[2], sizeof counts);
         for (int attempt = 0; attempt < 20 && torn; attempt++) {
             rt->reqs_next = 0;   /* in the board's order */
@@ -1153,6 +1391,8 @@ static int dump_requests(spy_target *t, int json) {
     }
     if (json)
         printf("]");
+    if (rc == 0)
+        rc = dump_tasks(rt, threads, n, json);
     *t = rt->t;   /* the caches, grown by the chains */
     free(rt);
     return rc;

@@ -29,6 +29,7 @@ typedef struct spy_layout {
     uint32_t fr_owner;              /* char: who owns the frame */
     uint32_t owner_cstack;          /* owner value of C-stack entry frames (255: none) */
     uint32_t owner_interpreter;     /* owner value of interpreter entry frames (255: none) */
+    uint32_t owner_generator;       /* owner value of a coroutine's or generator's frame */
     uint32_t code_tagged;           /* 1: fr_code has tag bits to clear */
     /* Coroutines and generators (gen_ PyGenObject): the _PyInterpreterFrame inside the
      * object, its state byte (int8_t), the state of one executing now, and the states of
@@ -43,6 +44,9 @@ typedef struct spy_layout {
     uint32_t type_name;             /* PyTypeObject.tp_name, a char * */
     uint32_t ts_context;            /* PyThreadState.context: the context it runs in */
     uint32_t ctx_vars;              /* PyContext.ctx_vars: its variables (shared by copies) */
+    uint32_t set_mask, set_table;   /* PySetObject: its table's size - 1, the table */
+    uint32_t wr_object;             /* PyWeakReference: the object (None once dead) */
+    uint32_t task_coro, task_name;  /* _asyncio.Task: its coroutine, its name */
     uint32_t co_name, co_qualname, co_filename;   /* PyUnicodeObject * */
     uint32_t co_firstlineno;        /* int */
     uint32_t co_linetable;          /* PyBytesObject *: the location table */

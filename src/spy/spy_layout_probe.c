@@ -74,6 +74,7 @@ int main(void) {
 #else
     F(owner_cstack, 255);
 #endif
+    F(owner_generator, FRAME_OWNED_BY_GENERATOR);
 #if PY_VERSION_HEX >= 0x030e0000
     F(owner_interpreter, FRAME_OWNED_BY_INTERPRETER);
     F(code_tagged, 1);
@@ -118,6 +119,14 @@ int main(void) {
     /* a thread's current context and the variables (a HAMT) a context holds */
     F(ts_context, offsetof(PyThreadState, context));
     F(ctx_vars, offsetof(PyContext, ctx_vars));
+    /* a set's hash table (mask + 1 entries of {key, hash}), a weak reference's object,
+     * and where an _asyncio.Task keeps its coroutine and name: TaskObj is private to
+     * _asynciomodule.c, so spy-layout.sh finds those in a live task of this version */
+    F(set_mask, offsetof(PySetObject, mask));
+    F(set_table, offsetof(PySetObject, table));
+    F(wr_object, offsetof(PyWeakReference, wr_object));
+    F(task_coro, TASK_CORO);
+    F(task_name, TASK_NAME);
     F(co_name, offsetof(PyCodeObject, co_name));
     F(co_qualname, offsetof(PyCodeObject, co_qualname));
     F(co_filename, offsetof(PyCodeObject, co_filename));

@@ -91,9 +91,26 @@ static uint64_t elf_lookup(const uint8_t *m, size_t size, const Elf64_Shdr *sh,
     return 0;
 }
 
+/* The address of the section called name (".AsyncioDebug"), or 0. */
+static uint64_t elf_section(const uint8_t *m, size_t size, const Elf64_Ehdr *eh, const char *name) {
+    const Elf64_Shdr *sh = (const Elf64_Shdr *)(m + eh->e_shoff);
+    if (eh->e_shstrndx >= eh->e_shnum)
+        return 0;
+    const Elf64_Shdr *names = &sh[eh->e_shstrndx];
+    if (names->sh_offset + names->sh_size > size)
+        return 0;
+    const char *str = (const char *)(m + names->sh_offset);
+    size_t len = strlen(name);
+    for (unsigned i = 0; i < eh->e_shnum; i++)
+        if (sh[i].sh_name + len < names->sh_size && memcmp(str + sh[i].sh_name, name, len + 1) == 0)
+            return sh[i].sh_addr;
+    return 0;
+}
+
 /* Addresses (in the file's own virtual addresses) of the named symbols of an ELF file,
- * .dynsym first, then .symtab; and the lowest PT_LOAD address.  Returns 0 if the file
- * could be read as a 64-bit ELF, else -1 (no error recorded). */
+ * .dynsym first, then .symtab, or of the named sections (a name starting with '.'); and
+ * the lowest PT_LOAD address.  Returns 0 if the file could be read as a 64-bit ELF, else
+ * -1 (no error recorded). */
 static int elf_symbols(const char *path, const char *const *names, uint64_t *vals, size_t n,
                        uint64_t *load_min) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -123,6 +140,10 @@ static int elf_symbols(const char *path, const char *const *names, uint64_t *val
     const Elf64_Shdr *sh = (const Elf64_Shdr *)(m + eh->e_shoff);
     for (size_t k = 0; k < n; k++) {
         vals[k] = 0;
+        if (names[k][0] == '.') {
+            vals[k] = elf_section(m, size, eh, names[k]);
+            continue;
+        }
         for (int pass = 0; pass < 2 && !vals[k]; pass++) {
             unsigned want = pass == 0 ? SHT_DYNSYM : SHT_SYMTAB;
             for (unsigned i = 0; i < eh->e_shnum && !vals[k]; i++)

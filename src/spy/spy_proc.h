@@ -57,9 +57,9 @@ typedef struct spy_symbols {
  * SPY_FAIL_NOPROC, SPY_FAIL_PERM or SPY_FAIL_NOTPYTHON. */
 int spy_find_symbols(pid_t pid, spy_symbols *out);
 
-/* The address in pid of symbol name of the first mapped ELF file whose path holds file
- * (e.g. "/apiprof/_core."), or 0 when no such file is mapped or it has no such symbol.
- * Can't fail. */
+/* The address in pid of symbol name (or, for a name starting with '.', of the section
+ * so called) of the first mapped ELF file whose path holds file (e.g. "/apiprof/_core."),
+ * or 0 when no such file is mapped or it has no such symbol.  Can't fail. */
 uint64_t spy_find_in_module(pid_t pid, const char *file, const char *name);
 
 /* The name of thread tid of pid (/proc/PID/task/TID/comm) into buf (NUL-terminated,

@@ -444,6 +444,13 @@ static int walk_frames(spy_target *t, uint64_t frame, spy_thread *th) {
         }
         unsigned owner = buf[l->fr_owner];
         uint64_t code = u64_at(buf, l->fr_code), instr = u64_at(buf, l->fr_instr);
+        if (owner == l->owner_generator) {   /* keep the outermost ones */
+            if (th->ngen == SPY_GEN_FRAMES) {
+                memmove(th->gen_frames, th->gen_frames + 1, (SPY_GEN_FRAMES - 1) * sizeof th->gen_frames[0]);
+                th->ngen--;
+            }
+            th->gen_frames[th->ngen++] = frame;
+        }
         at[th->nframes] = frame + l->fr_code;
         raw[th->nframes] = code;
         frame = u64_at(buf, l->fr_previous);
@@ -495,6 +502,7 @@ static int walk_frames(spy_target *t, uint64_t frame, spy_thread *th) {
 torn:
     /* A stack with a hole would put its inner frames under the wrong callers. */
     th->nframes = 0;
+    th->ngen = 0;
     th->torn = 1;
     t->torn++;
     return 0;
@@ -507,6 +515,7 @@ int spy_sample(spy_target *t, spy_thread *threads, size_t max, size_t *n) {
     uint64_t interp, ts, gil = 0, holder = 0;
     if (spy_read_ptr(t->pid, t->sym.runtime + l->rt_interpreters_head, &interp) != 0)
         return -1;
+    t->interp = interp;
     if (!interp)
         return 0;   /* not initialised yet, or finalised */
     if (spy_read_ptr(t->pid, interp + l->is_threads_head, &ts) != 0)
@@ -538,6 +547,7 @@ int spy_sample(spy_target *t, spy_thread *threads, size_t max, size_t *n) {
         th->nframes = 0;
         th->truncated = 0;
         th->torn = 0;
+        th->ngen = 0;
         uint64_t frame = u64_at(buf, l->ts_frame);
         if (l->has_cframe && frame && spy_read_ptr(t->pid, frame + l->cf_current_frame, &frame) != 0) {
             if (spy_fail_last() != SPY_FAIL_TORN)
@@ -627,6 +637,8 @@ struct spy_awaitwork {
     uint64_t *addr;      /* [cap * SPY_MAX_DEPTH]: code address of each frame, outermost first */
     int64_t *offs;       /* [cap * SPY_MAX_DEPTH]: instruction offset of each frame */
     uint8_t *fresh;      /* [cap * SPY_MAX_DEPTH]: its record was read by this walk */
+    uint64_t *objs;      /* [cap * SPY_MAX_DEPTH]: the coroutine of each frame */
+    uint8_t *via;        /* [cap]: the next object is what an awaitable drives */
     uint8_t *blocks;     /* [cap * want] */
     size_t *go, *top;    /* chains still going; chains whose stack top is to be read */
 };
@@ -639,6 +651,8 @@ static void await_work_free(struct spy_awaitwork *w) {
     free(w->addr);
     free(w->offs);
     free(w->fresh);
+    free(w->objs);
+    free(w->via);
     free(w->blocks);
     free(w->go);
     free(w->top);
@@ -661,10 +675,12 @@ static struct spy_awaitwork *await_work(spy_target *t, size_t n, uint32_t want) 
     w->addr = malloc(n * SPY_MAX_DEPTH * sizeof *w->addr);
     w->offs = malloc(n * SPY_MAX_DEPTH * sizeof *w->offs);
     w->fresh = malloc(n * SPY_MAX_DEPTH);
+    w->objs = malloc(n * SPY_MAX_DEPTH * sizeof *w->objs);
+    w->via = malloc(n);
     w->blocks = malloc(n * want);
     w->go = malloc(n * sizeof *w->go);
     w->top = malloc(n * sizeof *w->top);
-    if (!w->obj || !w->loc || !w->addr || !w->offs || !w->fresh || !w->blocks || !w->go || !w->top) {
+    if (!w->obj || !w->loc || !w->addr || !w->offs || !w->fresh || !w->objs || !w->via || !w->blocks || !w->go || !w->top) {
         await_work_free(w);
         t->aw = NULL;
         return NULL;
@@ -730,12 +746,28 @@ static int chain_step(spy_target *t, struct spy_awaitwork *w, size_t i, const ui
         return -1;
     if (rc > 0)
         return chain_failed(t, out, leaf) < 0 ? -1 : CHAIN_DONE;
-    int gen = is_gen_type(tn);
+    int gen = is_gen_type(tn), via = w->via[i];
+    w->via[i] = 0;
     if (gen && got < w->head)
         return chain_failed(t, out, leaf) < 0 ? -1 : CHAIN_DONE;   /* its header is not mapped */
     if (!gen) {
         if (n == 0)
             return CHAIN_DONE;   /* not a coroutine: res stays 0 */
+        if (via)   /* an awaitable's coroutine must be one */
+            return chain_failed(t, out, leaf) < 0 ? -1 : CHAIN_DONE;
+        if (t->via_off && strcmp(tn, t->via_name) == 0) {
+            /* through the awaitable to the coroutine it drives (none: it is done) */
+            uint64_t next;
+            if (got >= t->via_off + 8)
+                next = u64_at(buf, t->via_off);
+            else if (spy_read_ptr(t->pid, obj + t->via_off, &next) != 0)
+                return chain_failed(t, out, leaf) < 0 ? -1 : CHAIN_DONE;
+            if (!next)
+                return CHAIN_DONE;
+            w->obj[i] = next;
+            w->via[i] = 1;
+            return CHAIN_NEXT;
+        }
         if (strcmp(tn, "_asyncio.FutureIter") == 0) {
             /* `await future` awaits the future's iterator, whose first field is it */
             uint64_t fut, type;
@@ -772,6 +804,7 @@ static int chain_step(spy_target *t, struct spy_awaitwork *w, size_t i, const ui
     w->addr[i * SPY_MAX_DEPTH + n] = code;
     w->offs[i * SPY_MAX_DEPTH + n] = off;
     w->fresh[i * SPY_MAX_DEPTH + n] = (uint8_t)was_read;
+    w->objs[i * SPY_MAX_DEPTH + n] = obj;
     out->frames[n].code = c;
     out->frames[n].line = code_line(c, off);
     out->nframes = n + 1;
@@ -847,6 +880,7 @@ int spy_await_many(spy_target *t, const uint64_t *coro, size_t n, spy_thread *ou
         leaf[i][0] = '\0';
         res[i] = 0;
         w->obj[i] = coro[i];
+        w->via[i] = 0;
         w->go[ngo++] = i;
     }
     /* level by level: the next object of every chain still going, in one read */
@@ -925,7 +959,11 @@ int spy_await_many(spy_target *t, const uint64_t *coro, size_t n, spy_thread *ou
         uint64_t *a = w->addr + i * SPY_MAX_DEPTH;
         int64_t *of = w->offs + i * SPY_MAX_DEPTH;
         uint8_t *fr = w->fresh + i * SPY_MAX_DEPTH;
+        uint64_t *ob = w->objs + i * SPY_MAX_DEPTH;
         for (size_t x = 0, y = m - 1; x < y; x++, y--) {
+            uint64_t tb = ob[x];
+            ob[x] = ob[y];
+            ob[y] = tb;
             spy_frame f = o->frames[x];
             o->frames[x] = o->frames[y];
             o->frames[y] = f;
@@ -954,4 +992,231 @@ int spy_await(spy_target *t, uint64_t coro, spy_thread *out, char leaf[SPY_LEAF_
     if (spy_await_many(t, &coro, 1, out, lf, &res) != 0)
         return -1;
     return res;
+}
+
+const uint64_t *spy_await_objects(const spy_target *t, size_t i) {
+    return t->aw ? t->aw->objs + i * SPY_MAX_DEPTH : NULL;
+}
+
+/* ---- asyncio tasks (3.14+) ---------------------------------------------------------- */
+
+/* Py_AsyncioModuleDebugOffsets as 3.14 and 3.15 lay it out: 13 uint64_t. */
+enum { AIO_TASK_SIZE, AIO_TASK_NAME, AIO_TASK_AWAITED_BY, AIO_TASK_IS_TASK,
+       AIO_TASK_AWAITED_BY_IS_SET, AIO_TASK_CORO, AIO_TASK_NODE, AIO_IS_SIZE, AIO_IS_HEAD,
+       AIO_TS_SIZE, AIO_TS_LOOP, AIO_TS_TASK, AIO_TS_HEAD, AIO_N };
+
+int spy_tasks_find(spy_target *t) {
+    if (t->aio.found)
+        return 1;
+    if (t->minor < 14)
+        return t->task_sets[0] || t->task_sets[1];
+    /* in the interpreter when _asyncio is built in, else in its own module */
+    uint64_t at = spy_find_in_module(t->pid, t->sym.path, ".AsyncioDebug");
+    if (!at)
+        at = spy_find_in_module(t->pid, "/_asyncio.", ".AsyncioDebug");
+    uint64_t v[AIO_N];
+    if (!at)
+        return 0;
+    if (spy_read(t->pid, at, v, sizeof v) != 0)
+        return spy_fail_last() == SPY_FAIL_TORN ? 0 : -1;
+    /* offsets that fit their objects, or it is not the layout this reads */
+    if (v[AIO_TASK_SIZE] > 1024 || v[AIO_TASK_CORO] + 8 > v[AIO_TASK_SIZE] ||
+        v[AIO_TASK_NAME] + 8 > v[AIO_TASK_SIZE] || v[AIO_TASK_NODE] + 16 > v[AIO_TASK_SIZE] ||
+        v[AIO_TS_HEAD] + 16 > v[AIO_TS_SIZE] || v[AIO_TS_TASK] + 8 > v[AIO_TS_SIZE] ||
+        v[AIO_TS_SIZE] > 65536 || v[AIO_IS_HEAD] + 16 > v[AIO_IS_SIZE] || v[AIO_IS_SIZE] > (1u << 22))
+        return 0;
+    t->aio = (struct spy_aio){
+        .found = 1,
+        .task_size = (uint32_t)v[AIO_TASK_SIZE], .task_name = (uint32_t)v[AIO_TASK_NAME],
+        .task_coro = (uint32_t)v[AIO_TASK_CORO], .task_node = (uint32_t)v[AIO_TASK_NODE],
+        .ts_running_task = (uint32_t)v[AIO_TS_TASK], .ts_tasks_head = (uint32_t)v[AIO_TS_HEAD],
+        .is_tasks_head = (uint32_t)v[AIO_IS_HEAD],
+    };
+    return 1;
+}
+
+/* The tasks of the list whose head (a struct llist_node {next, prev}) is at head, of
+ * thread tid, running the one at running, appended to out[*got..max).  Returns 0 (a
+ * list that changed mid-read is cut there, counted torn), -1 when the target is gone. */
+static int tasks_of_list(spy_target *t, uint64_t head, pid_t tid, uint64_t running,
+                         spy_task *out, size_t max, size_t *got) {
+    const struct spy_aio *a = &t->aio;
+    uint64_t node;
+    if (spy_read_ptr(t->pid, head, &node) != 0)
+        goto torn;
+    uint8_t buf[1024];
+    while (node && node != head && *got < max) {
+        uint64_t task = node - a->task_node;
+        if (spy_read(t->pid, task, buf, a->task_size) != 0)
+            goto torn;
+        spy_task *k = &out[(*got)++];
+        k->addr = task;
+        k->coro = u64_at(buf, a->task_coro);
+        k->name = u64_at(buf, a->task_name);
+        k->tid = tid;
+        k->running = task == running;
+        node = u64_at(buf, a->task_node);
+    }
+    return 0;
+torn:
+    if (spy_fail_last() != SPY_FAIL_TORN)
+        return -1;
+    t->torn++;
+    spy_fail_clear();
+    return 0;
+}
+
+/* Entries of a set's table read at most (a bigger table is cut: its tasks after these
+ * are not listed). */
+#define SET_TABLE_MAX 8192
+
+/* The first len bytes of the n objects at addrs into heads (len apart), read at once,
+ * else one by one (an unmapped one: zeros).  0, or -1 when the target is gone. */
+static int read_heads(spy_target *t, const uint64_t *addrs, size_t n, uint8_t *heads, size_t len) {
+    if (spy_read_many(t->pid, addrs, n, heads, len) == 0)
+        return 0;
+    if (spy_fail_last() != SPY_FAIL_TORN)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (spy_read(t->pid, addrs[i], heads + i * len, len) != 0) {
+            if (spy_fail_last() != SPY_FAIL_TORN)
+                return -1;
+            memset(heads + i * len, 0, len);
+        }
+    spy_fail_clear();
+    return 0;
+}
+
+/* Whether the object whose head (its first 16 bytes) is h has type name want (or, with
+ * prefix, a name starting with want).  -1 when the target is gone. */
+static int has_type(spy_target *t, const uint8_t *h, const char *want, int prefix) {
+    char tn[SPY_LEAF_MAX];
+    int rc = type_name(t, u64_at(h, 8), tn);
+    if (rc != 0) {
+        if (rc < 0)
+            return -1;
+        spy_fail_clear();
+        return 0;
+    }
+    return prefix ? strncmp(tn, want, strlen(want)) == 0 : strcmp(tn, want) == 0;
+}
+
+/* The tasks in the set at set (weak: of weak references to them) appended to
+ * out[*got..max): _asyncio.Task objects only, thread and running not known.  A torn read
+ * lists none of it.  0, or -1 when the target is gone. */
+static int tasks_of_set(spy_target *t, uint64_t set, int weak, spy_task *out, size_t max,
+                        size_t *got) {
+    const spy_layout *l = &t->lay;
+    static uint8_t table[SET_TABLE_MAX][16];
+    static uint64_t keys[AWAIT_MANY];
+    static uint8_t heads[AWAIT_MANY * 256];
+    uint8_t head[64];
+    if (l->set_table + 8 > sizeof head || spy_read(t->pid, set, head, l->set_table + 8) != 0)
+        goto torn;
+    uint64_t size = u64_at(head, l->set_mask) + 1, at = u64_at(head, l->set_table);
+    if (size > SET_TABLE_MAX)
+        size = SET_TABLE_MAX;
+    if (spy_read(t->pid, at, table, size * 16) != 0)
+        goto torn;
+    size_t nk = 0;
+    for (size_t i = 0; i < size && nk < AWAIT_MANY && *got + nk < max; i++)
+        if (u64_at(table[i], 0))
+            keys[nk++] = u64_at(table[i], 0);
+    if (weak) {   /* each key a weak reference: its object, when alive */
+        if (l->wr_object + 8 > 32 || read_heads(t, keys, nk, heads, 32) != 0)
+            return l->wr_object + 8 > 32 ? 0 : -1;
+        size_t m = 0;
+        for (size_t i = 0; i < nk; i++) {
+            int rc = has_type(t, heads + i * 32, "weakref", 1);
+            if (rc < 0)
+                return -1;
+            if (rc && u64_at(heads + i * 32, l->wr_object))
+                keys[m++] = u64_at(heads + i * 32, l->wr_object);
+        }
+        nk = m;
+    }
+    /* the tasks, at once */
+    uint32_t tend = (l->task_coro > l->task_name ? l->task_coro : l->task_name) + 8;
+    if (tend > 256 || read_heads(t, keys, nk, heads, tend) != 0)
+        return tend > 256 ? 0 : -1;
+    for (size_t i = 0; i < nk; i++) {
+        const uint8_t *task = heads + i * tend;
+        int rc = has_type(t, task, "_asyncio.Task", 0);
+        if (rc < 0)
+            return -1;
+        if (!rc)
+            continue;   /* not a task (a dead reference's None), or a Python one */
+        spy_task *k = &out[(*got)++];
+        k->addr = keys[i];
+        k->coro = u64_at(task, l->task_coro);
+        k->name = u64_at(task, l->task_name);
+        k->tid = -1;
+        k->running = 0;
+    }
+    return 0;
+torn:
+    if (spy_fail_last() != SPY_FAIL_TORN)
+        return -1;
+    t->torn++;
+    spy_fail_clear();
+    return 0;
+}
+
+int spy_tasks(spy_target *t, const spy_thread *threads, size_t n, spy_task *out, size_t max,
+              size_t *got) {
+    const struct spy_aio *a = &t->aio;
+    *got = 0;
+    if (!a->found) {
+        for (int s = 0; s < 2; s++)
+            if (t->task_sets[s] && tasks_of_set(t, t->task_sets[s], s == 0, out, max, got) != 0)
+                return -1;
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint64_t running = 0;
+        if (spy_read_ptr(t->pid, threads[i].tstate + a->ts_running_task, &running) != 0) {
+            if (spy_fail_last() != SPY_FAIL_TORN)
+                return -1;
+            running = 0;
+        }
+        if (tasks_of_list(t, threads[i].tstate + a->ts_tasks_head, threads[i].tid, running, out,
+                          max, got) != 0)
+            return -1;
+    }
+    if (t->interp && tasks_of_list(t, t->interp + a->is_tasks_head, 0, 0, out, max, got) != 0)
+        return -1;
+    return 0;
+}
+
+int spy_task_name(spy_target *t, uint64_t name, char *buf, size_t n) {
+    char tn[SPY_LEAF_MAX];
+    buf[0] = '\0';
+    uint64_t type;
+    if (!name || spy_read_ptr(t->pid, name + 8, &type) != 0)
+        return !name || spy_fail_last() == SPY_FAIL_TORN ? 1 : -1;
+    int rc = type_name(t, type, tn);
+    if (rc != 0)
+        return rc;
+    if (strcmp(tn, "str") == 0) {
+        char *s = read_str(t, name);
+        if (!s)
+            return 1;
+        snprintf(buf, n, "%s", s);
+        free(s);
+        return 0;
+    }
+    if (strcmp(tn, "int") == 0) {
+        /* 30-bit digits after a word of their count: 3.12+ a tag (count << 3 | sign),
+         * 3.11 the count itself; names count up from 1 */
+        uint64_t tag;
+        uint32_t dig[2] = {0, 0};
+        if (spy_read_ptr(t->pid, name + 16, &tag) != 0)
+            return 1;
+        uint64_t nd = t->minor >= 12 ? tag >> 3 : tag;
+        if (nd > 2 || (t->minor >= 12 && (tag & 3) != 0) || spy_read(t->pid, name + 24, dig, (size_t)nd * 4) != 0)
+            return 1;
+        snprintf(buf, n, "Task-%llu", (unsigned long long)dig[0] | (unsigned long long)dig[1] << 30);
+        return 0;
+    }
+    return 1;
 }

@@ -13,6 +13,8 @@
 #define SPY_MAX_DEPTH 256
 /* Threads beyond this are not sampled. */
 #define SPY_MAX_THREADS 256
+/* Longest name of what an await chain ends in (spy_await's leaf), its NUL included. */
+#define SPY_LEAF_MAX 64
 
 /* A code object of the target, read once and cached by address.  An address can be
  * reused once the target frees the object, so a cached record is checked against what
@@ -47,6 +49,12 @@ typedef struct spy_thread {
     size_t nframes;
     int truncated;                /* 1: deeper than SPY_MAX_DEPTH */
     int torn;                     /* 1: a read failed mid-walk; nframes is 0 */
+    /* the outermost SPY_GEN_FRAMES frames of coroutines or generators on its stack (the
+     * _PyInterpreterFrame inside each object), outermost last: a thread runs an asyncio
+     * task when its coroutine's frame is among them (spy_sample() only) */
+#define SPY_GEN_FRAMES 4
+    uint64_t gen_frames[SPY_GEN_FRAMES];
+    unsigned ngen;
     spy_frame frames[SPY_MAX_DEPTH];
 } spy_thread;
 
@@ -73,6 +81,22 @@ typedef struct spy_target {
      * an await, by that last instruction's address (direct-mapped; 0: empty) */
     uint64_t yf_key[1024];
     uint8_t yf_val[1024];
+    uint64_t interp;              /* PyInterpreterState * at the last spy_sample() */
+    /* An awaitable that drives a coroutine (apiprof's middleware's): objects of the type
+     * named via_name keep it at via_off (0: none), and await chains go on through them */
+    char via_name[SPY_LEAF_MAX];
+    uint32_t via_off;
+    /* Before 3.14: the sets asyncio registers its tasks in (of weak references to tasks,
+     * of tasks), as apiprof's middleware publishes them; 0: not known */
+    uint64_t task_sets[2];
+    /* 3.14+: where asyncio keeps its tasks, from the _asyncio module's own offsets
+     * (its .AsyncioDebug section); found: 1 once read, 0 not (yet) */
+    struct spy_aio {
+        int found;
+        uint32_t task_size, task_name, task_coro, task_node;   /* TaskObj */
+        uint32_t ts_running_task, ts_tasks_head;                /* _PyThreadStateImpl */
+        uint32_t is_tasks_head;                                 /* PyInterpreterState */
+    } aio;
 } spy_target;
 
 /* Find the interpreter of pid and its version, and choose its layout.  Returns 0; on
@@ -91,9 +115,6 @@ void spy_target_close(spy_target *t);
  * not be read (try again), AP_ENOMEM. */
 int spy_sample(spy_target *t, spy_thread *threads, size_t max, size_t *n);
 
-/* Longest name of what an await chain ends in (spy_await's leaf), its NUL included. */
-#define SPY_LEAF_MAX 64
-
 /* The await chain of the coroutine (or generator) at coro of the target: coro's frame
  * and, while it is suspended in an await (or yield from) of another coroutine or
  * generator, that one's, down to the innermost.  out gets the frames innermost first
@@ -111,6 +132,41 @@ int spy_await(spy_target *t, uint64_t coro, spy_thread *out, char leaf[SPY_LEAF_
  * spy_await() (the target is gone, refuses reads, AP_ENOMEM). */
 int spy_await_many(spy_target *t, const uint64_t *coro, size_t n, spy_thread *out,
                    char (*leaf)[SPY_LEAF_MAX], int *res);
+
+/* The object addresses of chain i of the last spy_await_many() (or spy_await(): i = 0),
+ * innermost first as its frames (out[i].nframes of them): the coroutine or generator of
+ * each frame.  Valid until the next call.  Can't fail. */
+const uint64_t *spy_await_objects(const spy_target *t, size_t i);
+
+/* An asyncio task of the target (3.14+). */
+typedef struct spy_task {
+    uint64_t addr;      /* the Task object */
+    uint64_t coro;      /* its coroutine */
+    uint64_t name;      /* its name: a str, or an int N for "Task-N" */
+    pid_t tid;          /* the thread whose task list holds it (0: the interpreter's: of
+                           threads that ended; -1: not known, before 3.14) */
+    int running;        /* 1: that thread runs it now (before 3.14: not known, 0) */
+} spy_task;
+
+/* Whether t's asyncio tasks can be listed: 1 on 3.14+ once the _asyncio module is
+ * loaded (its offsets read from its .AsyncioDebug section, looked for again at each call
+ * until found), before 3.14 once t->task_sets is known; 0 not (yet); -1 with
+ * SPY_FAIL_NOPROC or SPY_FAIL_PERM. */
+int spy_tasks_find(spy_target *t);
+
+/* The asyncio tasks of the n threads (of the last spy_sample() of t, which also gives
+ * the interpreter's list; before 3.14 of t->task_sets, _asyncio.Task objects only) into
+ * out, at most max; *got is how many.  A list that changes while it is read is cut where
+ * it changed (t->torn counts it).  Needs spy_tasks_find()
+ * to have returned 1.  Returns 0, or -1 as spy_sample() (the target is gone or refuses
+ * reads). */
+int spy_tasks(spy_target *t, const spy_thread *threads, size_t n, spy_task *out, size_t max,
+              size_t *got);
+
+/* The name of a task (its name object) into buf (at most n bytes, cut): a str, or
+ * "Task-N" for an int.  Returns 0, 1 when it could not be read (buf ""), -1 as
+ * spy_read() for a gone target.  */
+int spy_task_name(spy_target *t, uint64_t name, char *buf, size_t n);
 
 /* The line of byte offset `offset` of a code object's bytecode from its location table
  * (the format of 3.11 to 3.15), or -1 if the table says none.  Can't fail. */

@@ -104,6 +104,7 @@ AP_TEST(err_thread_local) {
     X(spy_line_of_real_tables) X(spy_line_of_every_form) X(spy_line_of_cut_and_mutated_tables) \
     X(spy_read_self) X(spy_proc_files_of_self) X(spy_await_reads_garbage_as_no_chain_or_torn) \
     X(spy_await_reads_a_coroutine_at_the_end_of_a_mapping) \
+    X(spy_await_goes_through_the_middleware_awaitable) X(spy_find_in_module_finds_sections) \
     X(findings_classes) X(findings_classes_of_generated_code) X(findings_of_an_app)       \
     X(findings_none_for_an_empty_profile) X(findings_leak_suspect_needs_samples_in_sampled_mode) \
     X(findings_hot_line_from_a_line_profile)                                            \

@@ -277,3 +277,101 @@ AP_TEST(spy_await_reads_a_coroutine_at_the_end_of_a_mapping) {
     }
     munmap(map, (size_t)page);
 }
+
+/* A code object named name, as a CPython of lay lays one out: its name strings (compact
+ * ASCII), an empty location table, and after its first instruction a RESUME from an
+ * await (what 3.11/3.12 look at). */
+typedef struct fake_code {
+    _Alignas(16) uint8_t str[128];
+    _Alignas(16) uint8_t table[64];
+    _Alignas(16) uint8_t code[1024];
+} fake_code;
+
+static void fake_code_make(fake_code *f, const spy_layout *l, const char *name) {
+    memset(f, 0, sizeof *f);
+    size_t len = strlen(name);
+    uint32_t state = 1u << l->u_compact_bit | 1u << l->u_ascii_bit | 1u << l->u_kind_bit;
+    uint64_t n = len, str = (uint64_t)(uintptr_t)f->str, table = (uint64_t)(uintptr_t)f->table;
+    memcpy(f->str + l->u_length, &n, 8);
+    memcpy(f->str + l->u_state, &state, 4);
+    memcpy(f->str + l->u_ascii_size, name, len + 1);
+    memcpy(f->code + l->co_name, &str, 8);
+    memcpy(f->code + l->co_qualname, &str, 8);
+    memcpy(f->code + l->co_filename, &str, 8);
+    memcpy(f->code + l->co_linetable, &table, 8);   /* a bytes object of length 0 */
+    uint32_t first = 1;
+    memcpy(f->code + l->co_firstlineno, &first, 4);
+    f->code[l->co_code_adaptive + 2] = (uint8_t)l->op_resume;
+    f->code[l->co_code_adaptive + 3] = 3;
+}
+
+/* A coroutine suspended in an await of the object at awaited, running code. */
+static void fake_awaiting(fake_obj *f, const spy_layout *l, fake_code *code, uint64_t awaited) {
+    fake_make(f, l, "coroutine", (int)l->gen_yf_hi);
+    uint64_t c = (uint64_t)(uintptr_t)code->code, instr = c + l->co_code_adaptive;
+    uint8_t *fr = f->obj + l->gen_iframe;
+    memcpy(fr + l->fr_code, &c, 8);
+    memcpy(fr + l->fr_instr, &instr, 8);
+    memcpy(fr + l->fr_localsplus, &awaited, 8);   /* the stack's only slot */
+    if (l->fr_stack_is_ptr) {
+        uint64_t sp = (uint64_t)(uintptr_t)(fr + l->fr_localsplus + 8);
+        memcpy(fr + l->fr_stacktop, &sp, 8);
+    } else {
+        int32_t idx = 1;
+        memcpy(fr + l->fr_stacktop, &idx, 4);
+    }
+}
+
+/* An await chain goes through the middleware's awaitable (t->via_name) to the coroutine
+ * it drives, as if that were awaited; through it to anything else it is torn. */
+AP_TEST(spy_await_goes_through_the_middleware_awaitable) {
+    static fake_code code;
+    static fake_obj outer, via, inner, future, outer2, bad;
+    for (unsigned minor = 11; minor <= 15; minor++) {
+        spy_target t;
+        memset(&t, 0, sizeof t);
+        t.pid = getpid();
+        t.lay = *spy_layout_get(minor);
+        const spy_layout *l = &t.lay;
+        snprintf(t.via_name, sizeof t.via_name, "apiprof._core.RouteRequest");
+        t.via_off = 64;
+        fake_code_make(&code, l, "step");
+        /* outer awaits the awaitable, which drives inner, which awaits a Future */
+        fake_make(&future, l, "Future", -1);
+        fake_awaiting(&inner, l, &code, (uint64_t)(uintptr_t)future.obj);
+        fake_make(&via, l, "apiprof._core.RouteRequest", -1);
+        uint64_t to = (uint64_t)(uintptr_t)inner.obj;
+        memcpy(via.obj + 64, &to, 8);
+        fake_awaiting(&outer, l, &code, (uint64_t)(uintptr_t)via.obj);
+        /* outer2 awaits one whose "coroutine" is a type object */
+        fake_make(&bad, l, "apiprof._core.RouteRequest", -1);
+        uint64_t type = (uint64_t)(uintptr_t)bad.type;
+        memcpy(bad.obj + 64, &type, 8);
+        fake_awaiting(&outer2, l, &code, (uint64_t)(uintptr_t)bad.obj);
+        uint64_t coro[2] = {(uint64_t)(uintptr_t)outer.obj, (uint64_t)(uintptr_t)outer2.obj};
+        spy_thread out[2];
+        char leaf[2][SPY_LEAF_MAX];
+        int res[2];
+        AP_CHECK(spy_await_many(&t, coro, 2, out, leaf, res) == 0);
+        AP_CHECK_MSG(res[0] == 1 && !out[0].torn && out[0].nframes == 2, "3.%u: %zu frames",
+                     minor, out[0].nframes);
+        AP_CHECK_MSG(strcmp(leaf[0], "Future") == 0, "3.%u leaf %s", minor, leaf[0]);
+        AP_CHECK(strcmp(out[0].frames[0].code->qualname, "step") == 0);
+        const uint64_t *obj = spy_await_objects(&t, 0);
+        AP_CHECK(obj[0] == to && obj[1] == coro[0]);   /* innermost first */
+        AP_CHECK_MSG(res[1] == 1 && out[1].torn && out[1].nframes == 0, "3.%u", minor);
+        /* without the awaitable's name the chain ends at it */
+        t.via_off = 0;
+        AP_CHECK(spy_await_many(&t, coro, 1, out, leaf, res) == 0);
+        AP_CHECK(res[0] == 1 && out[0].nframes == 1 && strcmp(leaf[0], "RouteRequest") == 0);
+        spy_target_close(&t);
+    }
+}
+
+/* Sections of an ELF file are found by name, as symbols are. */
+AP_TEST(spy_find_in_module_finds_sections) {
+    pid_t me = getpid();
+    uint64_t text = spy_find_in_module(me, "/test_core", ".text");
+    AP_CHECK(text != 0 && text <= (uint64_t)(uintptr_t)&spy_find_in_module);
+    AP_CHECK(spy_find_in_module(me, "/test_core", ".AsyncioDebug") == 0);
+}

@@ -13,10 +13,11 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import apiprof
+import httpx
 import pytest
 from helpers import REPO_ROOT
 
@@ -691,11 +692,108 @@ def test_dump_shows_where_each_request_waits(serve, http, tmp_path: Path) -> Non
     assert _requests_in_flight(pid, 1, timeout=0) == []
 
 
+def _tasks(pid: int, ready: Callable[[list[dict]], bool], timeout: float = 10) -> list[dict]:
+    """`apiprof dump --json`'s asyncio tasks, once ready(tasks) holds (or the time is up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done = cli("dump", str(pid), "--json")
+        assert done.returncode == 0, done.stderr
+        tasks = json.loads(done.stdout)["tasks"]
+        if (tasks is not None and ready(tasks)) or time.monotonic() > deadline:
+            return tasks
+        time.sleep(0.1)
+
+
+def test_dump_lists_asyncio_tasks_with_their_await_chains(serve, http) -> None:  # type: ignore[no-untyped-def]
+    """`apiprof dump` lists the asyncio tasks, each with its await chain: one the app
+    started, and a request's from the server's task down through the middleware to the
+    endpoint's await, with the request it serves (3.14+: the thread of each, from
+    asyncio's own lists; before: from the registries the middleware publishes)."""
+    import threading
+
+    server = serve("spyasync_app:app", cwd=APPS, health="/health")
+    pid = server.proc.pid
+    assert http.get(f"{server.url}/spawn").status_code == 200
+    held = threading.Thread(target=http.get, args=(f"{server.url}/stuck",), daemon=True)
+    held.start()
+    try:
+        [req] = _requests_in_flight(pid, 1)
+
+        def ready(tasks: list[dict]) -> bool:
+            return (any(t["name"] == "bg-ticker" and t["state"] == "awaiting" for t in tasks)
+                    and any(t["request"] == req["id"] for t in tasks))
+
+        tasks = _tasks(pid, ready)
+        assert tasks is not None and ready(tasks), tasks
+        [bg] = [t for t in tasks if t["name"] == "bg-ticker"]
+        assert bg["request"] is None and bg["awaits"] == "Future"
+        assert [(f["qualname"], f["line"]) for f in bg["frames"]] == [
+            ("Event.wait", bg["frames"][0]["line"]),
+            ("hold", marker_line(ASYNC_APP, "AWAIT-EVENT")),
+            ("ticker", marker_line(ASYNC_APP, "AWAIT-TICKER"))]
+        [served] = [t for t in tasks if t["request"] == req["id"]]
+        chain = [f["qualname"] for f in served["frames"]]
+        assert served["state"] == "awaiting" and served["awaits"] == "Future"
+        assert chain[:4] == ["Event.wait", "hold", "held_request", "stuck"]
+        assert "ProfilerMiddleware._serve" in chain   # through the middleware's awaitable
+        assert chain[-1] == "RequestResponseCycle.run_asgi"   # uvicorn's task
+        if sys.version_info >= (3, 14):
+            assert bg["tid"] == served["tid"] == pid   # the event loop's thread
+        else:
+            assert bg["tid"] is None and served["tid"] is None
+        text = cli("dump", str(pid))
+        assert text.returncode == 0, text.stderr
+        block = text.stdout.split("\nasyncio tasks\n", 1)[1]
+        assert ('Task "bg-ticker"' + (f" (thread {pid})" if sys.version_info >= (3, 14) else "")
+                + ": waiting in an await\n    <await Future>\n    Event.wait (") in block
+        assert f", request {req['id']}: waiting in an await" in block
+    finally:
+        http.get(f"{server.url}/release")
+        held.join(10)
+
+
+def test_dump_of_tasks_without_the_middleware(tmp_path: Path) -> None:
+    """3.14+: the tasks of any asyncio program are listed, from asyncio's own lists;
+    before 3.14 dump says that they are listed where apiprof's middleware runs."""
+    prog = tmp_path / "loop.py"
+    prog.write_text(
+        "import asyncio, sys\n"
+        "async def worker():\n"
+        "    await asyncio.sleep(60)\n"
+        "async def main():\n"
+        "    t = asyncio.create_task(worker(), name='worker-1')\n"
+        "    await asyncio.sleep(0)\n"
+        "    print('ready', flush=True)\n"
+        "    await t\n"
+        "asyncio.run(main())\n")
+    proc = subprocess.Popen([sys.executable, str(prog)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        if sys.version_info >= (3, 14):
+            tasks = _tasks(proc.pid, lambda ts: any(t["name"] == "worker-1" for t in ts))
+            [w] = [t for t in tasks if t["name"] == "worker-1"]
+            assert [f["qualname"] for f in w["frames"]] == ["sleep", "worker"]
+            assert w["tid"] == proc.pid and w["request"] is None
+            [main] = [t for t in tasks if t["name"] != "worker-1"]
+            assert [f["qualname"] for f in main["frames"]] == ["main"] and main["awaits"] == "Task"
+        else:
+            done = cli("dump", str(proc.pid), "--json")
+            assert done.returncode == 0 and json.loads(done.stdout)["tasks"] is None
+            text = cli("dump", str(proc.pid))
+            assert ("No asyncio tasks listed: before Python 3.14 they are listed in a process "
+                    "that runs apiprof's middleware") in text.stdout
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_attach_async_samples_the_await_chains_of_waiting_requests(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """attach --async: each request waiting in an await is sampled as its await chain
     (thread "awaiting", its route), with await time, down to an <await ...> frame of
     what it awaits; the report's finding names the awaited call and the user's line."""
     server = serve("spyasync_app:app", cwd=APPS, health="/health")
+    httpx.get(f"{server.url}/spawn").raise_for_status()   # a task of the app's, waiting
+    httpx.get(f"{server.url}/spin").raise_for_status()    # and one running on the CPU
     urls = tmp_path / "urls.txt"
     urls.write_text(f"GET {server.url}/wait\nGET {server.url}/gathered\n")
     load = subprocess.Popen(
@@ -715,8 +813,15 @@ def test_attach_async_samples_the_await_chains_of_waiting_requests(serve, tmp_pa
     assert int(export["meta"]["sample_awaiting"]) > 0
     frames = export["frames"]
     waits: dict[str, dict[tuple[str, ...], int]] = {}
+    ticker_tasks: set[str] = set()
+    spinning = 0
     for tree in export["threads"]:
         if tree["labels"]["thread"] != "awaiting":
+            # the samples of the loop thread while it runs a named task carry its name
+            for node in tree["nodes"]:
+                if frames[node["frame"]]["qualname"] == "spin" and node.get("samples"):
+                    assert tree["labels"].get("task") == "spinner", tree["labels"]
+                    spinning += node["samples"]
             continue
         assert "thread_id" in tree["labels"] and tree["labels"]["pid"] == str(server.proc.pid)
         paths: list[tuple[str, ...]] = []
@@ -729,7 +834,14 @@ def test_attach_async_samples_the_await_chains_of_waiting_requests(serve, tmp_pa
             if node.get("await_ns") and path and path[-1].startswith("<await "):
                 route = waits.setdefault(tree["labels"].get("route", ""), {})
                 route[path] = route.get(path, 0) + node["await_ns"]
+                if "ticker" in path:
+                    ticker_tasks.add(tree["labels"].get("task", ""))
     assert set(waits) <= {"GET /wait", "GET /gathered", ""}, set(waits)
+    # every task waiting is sampled, the app's own too (no route)
+    bg = max(waits[""].items(), key=lambda kv: kv[1] if "ticker" in kv[0] else 0)[0]
+    assert bg[-4:] == ("ticker", "hold", "Event.wait", "<await Future>"), waits[""]
+    assert ticker_tasks == {"bg-ticker"}   # named tasks are labelled, waiting or running
+    assert spinning > 0
     wait_leaf = max(waits["GET /wait"].items(), key=lambda kv: kv[1])[0]
     assert wait_leaf[-5:] == ("wait", "fetch_rows", "query_db", "sleep", "<await Future>")
     gather_leaf = max(waits["GET /gathered"].items(), key=lambda kv: kv[1])[0]

@@ -5,12 +5,16 @@ GET /wait       fetch_rows() -> query_db() -> asyncio.sleep(0.2): waits, no CPU
 GET /gathered   asyncio.gather() of two sleeps: waits on a _GatheringFuture
 GET /stuck      held_request() -> hold() waits on an Event until GET /release sets it
 GET /release    sets that Event
+GET /spawn      starts a task "bg-ticker": ticker() -> hold(), until GET /release
+GET /spin       starts a task "spinner" that runs spin() on the CPU for 6 s (with a
+                yield to the loop after each 10 ms)
 GET /health     nothing
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from apiprof.asgi import ProfilerMiddleware
 from fastapi import FastAPI
@@ -51,6 +55,38 @@ async def gathered() -> dict[str, int]:
 async def stuck() -> dict[str, int]:
     await held_request()  # AWAIT-STUCK
     released.clear()
+    return {"ok": 1}
+
+
+async def ticker() -> None:
+    await hold()  # AWAIT-TICKER
+
+
+background: set[asyncio.Task[None]] = set()
+
+
+@app.get("/spawn")
+async def spawn() -> dict[str, int]:
+    task = asyncio.create_task(ticker(), name="bg-ticker")
+    background.add(task)
+    task.add_done_callback(background.discard)
+    return {"ok": 1}
+
+
+async def spin(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        step = time.monotonic() + 0.01
+        while time.monotonic() < step:
+            pass  # SPIN
+        await asyncio.sleep(0)
+
+
+@app.get("/spin")
+async def start_spin() -> dict[str, int]:
+    task = asyncio.create_task(spin(6), name="spinner")
+    background.add(task)
+    task.add_done_callback(background.discard)
     return {"ok": 1}
 
 
