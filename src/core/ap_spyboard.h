@@ -28,7 +28,7 @@
  * then the id again, and keeps what it read only if the id did not change. */
 
 #define AP_SPYBOARD_SYMBOL "apext_spyboard"
-#define AP_SPYBOARD_MAGIC 0x3344524f42595053ull   /* "SPYBORD3" */
+#define AP_SPYBOARD_MAGIC 0x3244524f42595053ull   /* "SPYBORD2" */
 #define AP_SPYBOARD_SLOTS 128                     /* threads with a slot (the rest: none) */
 #define AP_SPYBOARD_LABELS 256                    /* distinct labels (the rest: none) */
 #define AP_SPYBOARD_LABEL_MAX 120                 /* bytes of a label, its NUL excluded */
@@ -63,10 +63,6 @@ typedef struct ap_spyboard {
                                  which the middleware awaits) keeps the coroutine it drives,
                                  from its start: an await chain goes on through it; 0: not
                                  known */
-    uint64_t task_sets[2];    /* asyncio's registries of tasks, as set objects: of weak
-                                 references to tasks (the WeakSet's data), and of tasks
-                                 (eager ones, 3.12+); 0: none.  apiprof-spy lists tasks
-                                 from them before 3.14 */
     ap_spyboard_request requests[AP_SPYBOARD_REQUESTS];
 } ap_spyboard;
 

@@ -216,30 +216,7 @@ static PyObject *spy_label(PyObject *Py_UNUSED(m), PyObject *arg) {
     return PyLong_FromUnsignedLong(i + 1);
 }
 
-/* spy_tasks(weak, plain): the sets asyncio registers its tasks in (either may be None),
- * published for apiprof-spy; kept alive.  Needs the GIL. */
-static PyObject *spy_tasks(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs) {
-    static PyObject *kept[2];
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "spy_tasks(weak, plain) takes two sets");
-        return NULL;
-    }
-    for (int i = 0; i < 2; i++)
-        if (args[i] != Py_None && !PySet_Check(args[i])) {
-            PyErr_SetString(PyExc_TypeError, "spy_tasks(weak, plain) takes two sets or None");
-            return NULL;
-        }
-    for (int i = 0; i < 2; i++) {
-        Py_XSETREF(kept[i], args[i] == Py_None ? NULL : Py_NewRef(args[i]));
-        __atomic_store_n(&apext_spyboard.task_sets[i], (uint64_t)(uintptr_t)kept[i], __ATOMIC_RELEASE);
-    }
-    Py_RETURN_NONE;
-}
-
 PyMethodDef apext_spyboard_methods[] = {
-    {"spy_tasks", (PyCFunction)(void (*)(void))spy_tasks, METH_FASTCALL,
-     "spy_tasks(weak, plain)\n\nPublish asyncio's registries of tasks to apiprof-spy: the set\n"
-     "of weak references behind its WeakSet of tasks, and its set of eager tasks (or None)."},
     {"spy_label", spy_label, METH_O,
      "spy_label(name) -> int\n\nname (a route label) added to the board apiprof-spy reads;\n"
      "its index + 1, or 0 when the board is full.  Each call adds one: keep the result."},

@@ -454,9 +454,8 @@ static int board_header(rec_target *rt, uint64_t head[3]) {
 
 static int board_requests(rec_target *rt, uint32_t nlabels);
 
-/* What the board says once about the process: where the middleware's awaitable (which
- * await chains go through to the app's coroutine) keeps that, and the sets asyncio
- * registers its tasks in; read until known.  Can't fail. */
+/* Where the middleware's awaitable (which await chains go through to the app's
+ * coroutine) keeps that, read from the board until known.  Can't fail. */
 static void board_via(rec_target *rt) {
     uint32_t off;
     if (!rt->t.via_off && spy_read(rt->t.pid, rt->board + offsetof(ap_spyboard, via_coro), &off,
@@ -464,10 +463,6 @@ static void board_via(rec_target *rt) {
         snprintf(rt->t.via_name, sizeof rt->t.via_name, "apiprof._core.RouteRequest");
         rt->t.via_off = off;
     }
-    uint64_t sets[2];
-    if (!rt->t.task_sets[0] && !rt->t.task_sets[1] &&
-        spy_read(rt->t.pid, rt->board + offsetof(ap_spyboard, task_sets), sets, sizeof sets) == 0)
-        memcpy(rt->t.task_sets, sets, sizeof sets);
     spy_fail_clear();
 }
 
@@ -1243,8 +1238,7 @@ static int dump_tasks(rec_target *rt, const spy_thread *threads, size_t n, int j
         else if (rt->t.minor >= 14)
             printf("\nNo asyncio tasks: the _asyncio module is not loaded\n");
         else
-            printf("\nNo asyncio tasks listed: before Python 3.14 they are listed in a process that "
-                   "runs apiprof's middleware\n");
+            printf("\nNo asyncio tasks: asyncio is not imported\n");
         return 0;
     }
     int torn = 1;

@@ -47,6 +47,12 @@ typedef struct spy_layout {
     uint32_t set_mask, set_table;   /* PySetObject: its table's size - 1, the table */
     uint32_t wr_object;             /* PyWeakReference: the object (None once dead) */
     uint32_t task_coro, task_name;  /* _asyncio.Task: its coroutine, its name */
+    uint32_t is_modules;            /* PyInterpreterState: sys.modules (a dict) */
+    uint32_t mod_dict;              /* PyModuleObject: its dict */
+    uint32_t dict_keys, dict_values;                 /* PyDictObject */
+    uint32_t dk_log2_index_bytes, dk_kind, dk_nentries, dk_indices;   /* PyDictKeysObject */
+    uint32_t dv_values, dv_valid;   /* PyDictValues: the values, 3.13+ whether valid */
+    uint32_t type_basicsize;        /* PyTypeObject.tp_basicsize */
     uint32_t co_name, co_qualname, co_filename;   /* PyUnicodeObject * */
     uint32_t co_firstlineno;        /* int */
     uint32_t co_linetable;          /* PyBytesObject *: the location table */

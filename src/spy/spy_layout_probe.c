@@ -11,6 +11,8 @@
 #include "internal/pycore_frame.h"
 #include "internal/pycore_genobject.h"
 #include "internal/pycore_context.h"
+#include "internal/pycore_dict.h"
+#include "internal/pycore_moduleobject.h"
 #if PY_VERSION_HEX < 0x030d0000
 #include "opcode.h"
 #endif
@@ -127,6 +129,29 @@ int main(void) {
     F(wr_object, offsetof(PyWeakReference, wr_object));
     F(task_coro, TASK_CORO);
     F(task_name, TASK_NAME);
+    /* finding a module's attribute from outside: sys.modules, a module's dict, a dict's
+     * keys and entries, an instance's attribute values (3.11: a values pointer before
+     * the object; 3.12: the same, tagged, in the slot of its dict; 3.13+: inline after
+     * the object, tp_basicsize on) */
+#if PY_VERSION_HEX < 0x030c0000
+    F(is_modules, offsetof(PyInterpreterState, modules));
+#else
+    F(is_modules, offsetof(PyInterpreterState, imports.modules));
+#endif
+    F(mod_dict, offsetof(PyModuleObject, md_dict));
+    F(dict_keys, offsetof(PyDictObject, ma_keys));
+    F(dict_values, offsetof(PyDictObject, ma_values));
+    F(dk_log2_index_bytes, offsetof(PyDictKeysObject, dk_log2_index_bytes));
+    F(dk_kind, offsetof(PyDictKeysObject, dk_kind));
+    F(dk_nentries, offsetof(PyDictKeysObject, dk_nentries));
+    F(dk_indices, offsetof(PyDictKeysObject, dk_indices));
+    F(dv_values, offsetof(PyDictValues, values));
+#if PY_VERSION_HEX >= 0x030d0000
+    F(dv_valid, offsetof(PyDictValues, valid));
+#else
+    F(dv_valid, 0);
+#endif
+    F(type_basicsize, offsetof(PyTypeObject, tp_basicsize));
     F(co_name, offsetof(PyCodeObject, co_name));
     F(co_qualname, offsetof(PyCodeObject, co_qualname));
     F(co_filename, offsetof(PyCodeObject, co_filename));

@@ -1005,11 +1005,189 @@ enum { AIO_TASK_SIZE, AIO_TASK_NAME, AIO_TASK_AWAITED_BY, AIO_TASK_IS_TASK,
        AIO_TASK_AWAITED_BY_IS_SET, AIO_TASK_CORO, AIO_TASK_NODE, AIO_IS_SIZE, AIO_IS_HEAD,
        AIO_TS_SIZE, AIO_TS_LOOP, AIO_TS_TASK, AIO_TS_HEAD, AIO_N };
 
+/* The first len bytes of the n objects at addrs into heads (len apart), read at once,
+ * else one by one (an unmapped one: zeros).  0, or -1 when the target is gone. */
+static int read_heads(spy_target *t, const uint64_t *addrs, size_t n, uint8_t *heads, size_t len) {
+    if (spy_read_many(t->pid, addrs, n, heads, len) == 0)
+        return 0;
+    if (spy_fail_last() != SPY_FAIL_TORN)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (spy_read(t->pid, addrs[i], heads + i * len, len) != 0) {
+            if (spy_fail_last() != SPY_FAIL_TORN)
+                return -1;
+            memset(heads + i * len, 0, len);
+        }
+    spy_fail_clear();
+    return 0;
+}
+
+/* Whether the object whose head (its first 16 bytes) is h has type name want (or, with
+ * prefix, a name starting with want).  -1 when the target is gone. */
+static int has_type(spy_target *t, const uint8_t *h, const char *want, int prefix) {
+    char tn[SPY_LEAF_MAX];
+    int rc = type_name(t, u64_at(h, 8), tn);
+    if (rc != 0) {
+        if (rc < 0)
+            return -1;
+        spy_fail_clear();
+        return 0;
+    }
+    return prefix ? strncmp(tn, want, strlen(want)) == 0 : strcmp(tn, want) == 0;
+}
+
+/* ---- a module's attributes from outside (asyncio's registries before 3.14) --------- */
+
+/* Entries of a dict read at most. */
+#define DICT_ENTRIES_MAX 8192
+
+/* The type name of the object at obj is want: 1, 0 when not (or unreadable), -1 when the
+ * target is gone. */
+static int obj_is(spy_target *t, uint64_t obj, const char *want) {
+    uint8_t head[16];
+    if (!obj || spy_read(t->pid, obj, head, sizeof head) != 0) {
+        if (obj && spy_fail_last() != SPY_FAIL_TORN)
+            return -1;
+        spy_fail_clear();
+        return 0;
+    }
+    return has_type(t, head, want, 0);
+}
+
+/* The value of the str key name in the dict at dict (combined or split): 0 with *out,
+ * 1 when it is not there (or could not be read now), -1 when the target is gone. */
+static int dict_get(spy_target *t, uint64_t dict, const char *name, uint64_t *out) {
+    const spy_layout *l = &t->lay;
+    static uint8_t entries[DICT_ENTRIES_MAX * 24];
+    static uint64_t keys[AWAIT_MANY];
+    static uint32_t at[AWAIT_MANY];
+    static uint8_t heads[AWAIT_MANY * 32];
+    uint64_t dk, values;
+    uint8_t kh[64];
+    if (spy_read_ptr(t->pid, dict + l->dict_keys, &dk) != 0 ||
+        spy_read_ptr(t->pid, dict + l->dict_values, &values) != 0 || l->dk_indices > sizeof kh ||
+        spy_read(t->pid, dk, kh, l->dk_indices) != 0)
+        goto torn;
+    unsigned log2ib = kh[l->dk_log2_index_bytes], kind = kh[l->dk_kind];
+    int64_t n = (int64_t)u64_at(kh, l->dk_nentries);
+    if (log2ib > 24 || n < 0 || kind > 2)
+        return 1;
+    if (n > DICT_ENTRIES_MAX)
+        n = DICT_ENTRIES_MAX;
+    /* entries: {hash, key, value} of a general dict, {key, value} of a str-keyed one */
+    uint32_t esize = kind == 0 ? 24 : 16, koff = kind == 0 ? 8 : 0;
+    uint64_t first = dk + l->dk_indices + ((uint64_t)1 << log2ib);
+    if (n && spy_read(t->pid, first, entries, (size_t)n * esize) != 0)
+        goto torn;
+    size_t len = strlen(name);
+    for (int64_t base = 0; base < n; base += AWAIT_MANY) {
+        size_t nk = 0;
+        for (int64_t i = base; i < n && i < base + AWAIT_MANY; i++)
+            if ((keys[nk] = u64_at(entries + i * esize, koff)) != 0)
+                at[nk++] = (uint32_t)i;
+        if (l->u_length + 8 > 32 || read_heads(t, keys, nk, heads, 32) != 0)
+            return l->u_length + 8 > 32 ? 1 : -1;
+        for (size_t k = 0; k < nk; k++) {
+            if (u64_at(heads + k * 32, l->u_length) != len)
+                continue;
+            char *s = read_str(t, keys[k]);
+            int same = s && strcmp(s, name) == 0;
+            free(s);
+            if (!same)
+                continue;
+            if (!values) {
+                *out = u64_at(entries + (size_t)at[k] * esize, koff + 8);
+                return *out ? 0 : 1;
+            }
+            /* split: the values are apart, in the order of the shared keys */
+            if (spy_read_ptr(t->pid, values + l->dv_values + 8 * (uint64_t)at[k], out) != 0)
+                goto torn;
+            return *out ? 0 : 1;
+        }
+    }
+    return 1;
+torn:
+    if (spy_fail_last() != SPY_FAIL_TORN)
+        return -1;
+    spy_fail_clear();
+    return 1;
+}
+
+/* The first attribute an instance of a plain class was given (its first value when the
+ * attributes are kept as values apart from a dict), or its attribute name from its dict
+ * when it has one: 0 with *out, 1 when not found now, -1 when the target is gone. */
+static int first_attr(spy_target *t, uint64_t obj, const char *name, uint64_t *out) {
+    const spy_layout *l = &t->lay;
+    uint64_t values = 0, dict = 0;
+    if (t->minor == 11) {   /* values before the object, else its dict */
+        if (spy_read_ptr(t->pid, obj - 32, &values) != 0 ||
+            (!values && spy_read_ptr(t->pid, obj - 24, &dict) != 0))
+            goto torn;
+    } else if (t->minor == 12) {   /* one slot: values (tagged: odd) or its dict */
+        uint64_t dv;
+        if (spy_read_ptr(t->pid, obj - 24, &dv) != 0)
+            goto torn;
+        if (dv & 1)
+            values = dv + 1;
+        else
+            dict = dv;
+    } else {   /* values inline after the object while valid, else its dict */
+        uint64_t type, size;
+        uint8_t valid = 0;
+        if (spy_read_ptr(t->pid, obj + 8, &type) != 0 ||
+            spy_read_ptr(t->pid, type + l->type_basicsize, &size) != 0 || size > 4096 ||
+            spy_read(t->pid, obj + size + l->dv_valid, &valid, 1) != 0)
+            goto torn;
+        if (valid)
+            values = obj + size;
+        else if (spy_read_ptr(t->pid, obj - 24, &dict) != 0)
+            goto torn;
+    }
+    if (values)
+        return spy_read_ptr(t->pid, values + l->dv_values, out) == 0 ? 0
+               : spy_fail_last() == SPY_FAIL_TORN ? (spy_fail_clear(), 1) : -1;
+    return dict ? dict_get(t, dict, name, out) : 1;
+torn:
+    if (spy_fail_last() != SPY_FAIL_TORN)
+        return -1;
+    spy_fail_clear();
+    return 1;
+}
+
+/* Before 3.14: the sets asyncio registers its tasks in, from sys.modules["asyncio.tasks"]:
+ * its WeakSet's data (_scheduled_tasks, 3.11: _all_tasks) and, 3.12+, _eager_tasks.
+ * 1 when found (t->task_sets), 0 not (yet: asyncio not imported), -1 when the target is
+ * gone. */
+static int find_task_sets(spy_target *t) {
+    const spy_layout *l = &t->lay;
+    uint64_t modules, mod, md, weak, set;
+    int rc;
+    if (!t->interp || spy_read_ptr(t->pid, t->interp + l->is_modules, &modules) != 0)
+        return t->interp && spy_fail_last() != SPY_FAIL_TORN ? -1 : 0;
+    if ((rc = dict_get(t, modules, "asyncio.tasks", &mod)) != 0)
+        return rc < 0 ? -1 : 0;
+    if (spy_read_ptr(t->pid, mod + l->mod_dict, &md) != 0)
+        return spy_fail_last() != SPY_FAIL_TORN ? -1 : 0;
+    uint64_t sets[2] = {0, 0};
+    rc = dict_get(t, md, t->minor >= 12 ? "_scheduled_tasks" : "_all_tasks", &weak);
+    if (rc == 0 && (rc = first_attr(t, weak, "data", &set)) == 0 && (rc = obj_is(t, set, "set")) == 1)
+        sets[0] = set;
+    if (rc < 0)
+        return -1;
+    if (t->minor >= 12 && (rc = dict_get(t, md, "_eager_tasks", &set)) == 0 &&
+        (rc = obj_is(t, set, "set")) == 1)
+        sets[1] = set;
+    if (rc < 0)
+        return -1;
+    memcpy(t->task_sets, sets, sizeof sets);
+    return sets[0] || sets[1];
+}
+
 int spy_tasks_find(spy_target *t) {
     if (t->aio.found)
         return 1;
     if (t->minor < 14)
-        return t->task_sets[0] || t->task_sets[1];
+        return t->task_sets[0] || t->task_sets[1] ? 1 : find_task_sets(t);
     /* in the interpreter when _asyncio is built in, else in its own module */
     uint64_t at = spy_find_in_module(t->pid, t->sym.path, ".AsyncioDebug");
     if (!at)
@@ -1069,37 +1247,6 @@ torn:
 /* Entries of a set's table read at most (a bigger table is cut: its tasks after these
  * are not listed). */
 #define SET_TABLE_MAX 8192
-
-/* The first len bytes of the n objects at addrs into heads (len apart), read at once,
- * else one by one (an unmapped one: zeros).  0, or -1 when the target is gone. */
-static int read_heads(spy_target *t, const uint64_t *addrs, size_t n, uint8_t *heads, size_t len) {
-    if (spy_read_many(t->pid, addrs, n, heads, len) == 0)
-        return 0;
-    if (spy_fail_last() != SPY_FAIL_TORN)
-        return -1;
-    for (size_t i = 0; i < n; i++)
-        if (spy_read(t->pid, addrs[i], heads + i * len, len) != 0) {
-            if (spy_fail_last() != SPY_FAIL_TORN)
-                return -1;
-            memset(heads + i * len, 0, len);
-        }
-    spy_fail_clear();
-    return 0;
-}
-
-/* Whether the object whose head (its first 16 bytes) is h has type name want (or, with
- * prefix, a name starting with want).  -1 when the target is gone. */
-static int has_type(spy_target *t, const uint8_t *h, const char *want, int prefix) {
-    char tn[SPY_LEAF_MAX];
-    int rc = type_name(t, u64_at(h, 8), tn);
-    if (rc != 0) {
-        if (rc < 0)
-            return -1;
-        spy_fail_clear();
-        return 0;
-    }
-    return prefix ? strncmp(tn, want, strlen(want)) == 0 : strcmp(tn, want) == 0;
-}
 
 /* The tasks in the set at set (weak: of weak references to them) appended to
  * out[*got..max): _asyncio.Task objects only, thread and running not known.  A torn read

@@ -87,7 +87,7 @@ typedef struct spy_target {
     char via_name[SPY_LEAF_MAX];
     uint32_t via_off;
     /* Before 3.14: the sets asyncio registers its tasks in (of weak references to tasks,
-     * of tasks), as apiprof's middleware publishes them; 0: not known */
+     * of tasks), found in sys.modules["asyncio.tasks"]; 0: not known */
     uint64_t task_sets[2];
     /* 3.14+: where asyncio keeps its tasks, from the _asyncio module's own offsets
      * (its .AsyncioDebug section); found: 1 once read, 0 not (yet) */
@@ -149,8 +149,9 @@ typedef struct spy_task {
 } spy_task;
 
 /* Whether t's asyncio tasks can be listed: 1 on 3.14+ once the _asyncio module is
- * loaded (its offsets read from its .AsyncioDebug section, looked for again at each call
- * until found), before 3.14 once t->task_sets is known; 0 not (yet); -1 with
+ * loaded (its offsets read from its .AsyncioDebug section), before 3.14 once asyncio.tasks
+ * is imported (its registries found through sys.modules of the interpreter of the last
+ * spy_sample()); looked for again at each call until found; 0 not (yet); -1 with
  * SPY_FAIL_NOPROC or SPY_FAIL_PERM. */
 int spy_tasks_find(spy_target *t);
 

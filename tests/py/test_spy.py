@@ -707,8 +707,7 @@ def _tasks(pid: int, ready: Callable[[list[dict]], bool], timeout: float = 10) -
 def test_dump_lists_asyncio_tasks_with_their_await_chains(serve, http) -> None:  # type: ignore[no-untyped-def]
     """`apiprof dump` lists the asyncio tasks, each with its await chain: one the app
     started, and a request's from the server's task down through the middleware to the
-    endpoint's await, with the request it serves (3.14+: the thread of each, from
-    asyncio's own lists; before: from the registries the middleware publishes)."""
+    endpoint's await, with the request it serves (3.14+ with the thread of each)."""
     import threading
 
     server = serve("spyasync_app:app", cwd=APPS, health="/health")
@@ -753,8 +752,9 @@ def test_dump_lists_asyncio_tasks_with_their_await_chains(serve, http) -> None: 
 
 
 def test_dump_of_tasks_without_the_middleware(tmp_path: Path) -> None:
-    """3.14+: the tasks of any asyncio program are listed, from asyncio's own lists;
-    before 3.14 dump says that they are listed where apiprof's middleware runs."""
+    """The tasks of any asyncio program are listed, nothing of apiprof in it: 3.14+ from
+    asyncio's own lists, before from its registries found through sys.modules; a program
+    without asyncio has none."""
     prog = tmp_path / "loop.py"
     prog.write_text(
         "import asyncio, sys\n"
@@ -769,22 +769,36 @@ def test_dump_of_tasks_without_the_middleware(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, str(prog)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-        if sys.version_info >= (3, 14):
-            tasks = _tasks(proc.pid, lambda ts: any(t["name"] == "worker-1" for t in ts))
-            [w] = [t for t in tasks if t["name"] == "worker-1"]
-            assert [f["qualname"] for f in w["frames"]] == ["sleep", "worker"]
-            assert w["tid"] == proc.pid and w["request"] is None
-            [main] = [t for t in tasks if t["name"] != "worker-1"]
-            assert [f["qualname"] for f in main["frames"]] == ["main"] and main["awaits"] == "Task"
-        else:
-            done = cli("dump", str(proc.pid), "--json")
-            assert done.returncode == 0 and json.loads(done.stdout)["tasks"] is None
-            text = cli("dump", str(proc.pid))
-            assert ("No asyncio tasks listed: before Python 3.14 they are listed in a process "
-                    "that runs apiprof's middleware") in text.stdout
+        tasks = _tasks(proc.pid, lambda ts: any(t["name"] == "worker-1" for t in ts))
+        [w] = [t for t in tasks if t["name"] == "worker-1"]
+        assert [f["qualname"] for f in w["frames"]] == ["sleep", "worker"]
+        assert w["request"] is None and w["awaits"] == "Future"
+        assert w["tid"] == (proc.pid if sys.version_info >= (3, 14) else None)
+        [main] = [t for t in tasks if t["name"] != "worker-1"]
+        assert [f["qualname"] for f in main["frames"]] == ["main"] and main["awaits"] == "Task"
     finally:
         proc.kill()
         proc.wait()
+    # no asyncio in it: no tasks, said so
+    plain = subprocess.Popen([sys.executable, "-c", "print('ready', flush=True); input()"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert plain.stdout is not None and plain.stdout.readline() == "ready\n"
+        done = cli("dump", str(plain.pid), "--json")
+        assert done.returncode == 0
+        tasks = json.loads(done.stdout)["tasks"]
+        text = cli("dump", str(plain.pid))
+        assert text.returncode == 0
+        if tasks is None:
+            assert ("No asyncio tasks: " + ("the _asyncio module is not loaded"
+                                             if sys.version_info >= (3, 14)
+                                             else "asyncio is not imported")) in text.stdout
+        else:   # _asyncio built into the interpreter (Debian's 3.15): an empty list
+            assert tasks == [] and sys.version_info >= (3, 14)
+            assert "\nasyncio tasks: none\n" in text.stdout
+    finally:
+        plain.kill()
+        plain.wait()
 
 
 def test_attach_async_samples_the_await_chains_of_waiting_requests(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -39,20 +39,6 @@ from .store import ON_DEMAND_RING, ProfileStore
 Keep = Callable[[dict[str, Any], bytes], None]
 
 
-def _publish_task_sets() -> None:
-    """Tell apiprof-spy where asyncio registers its tasks (docs/sampler.md: before 3.14
-    it lists a process's tasks from these): the set behind its WeakSet of tasks, and its
-    set of eager tasks (3.12+)."""
-    from asyncio import tasks
-
-    weak = getattr(tasks, "_scheduled_tasks", None)   # 3.12+; 3.11: _all_tasks
-    if weak is None:
-        weak = getattr(tasks, "_all_tasks", None)
-    data, eager = getattr(weak, "data", None), getattr(tasks, "_eager_tasks", None)
-    _core.spy_tasks(data if isinstance(data, set) else None,
-                    eager if isinstance(eager, set) else None)
-
-
 class _Cut:
     """Stops a slow-capture candidate's profile early (its time bound passed, or an
     on-demand request wants the tracer); the candidate is then not kept."""
@@ -81,7 +67,6 @@ class ProfilerMiddleware:
 
     def __init__(self, app: ASGIApp, **options: Any) -> None:
         self.app = app
-        _publish_task_sets()
         # The route of each request, found up front by the app's own matching: the key of
         # the statistics, and the label of its work while a Profiler(labels=True) runs.
         self._routes = _labels.RouteFinder(app)
