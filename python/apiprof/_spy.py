@@ -58,15 +58,17 @@ def dump(pid: int, json_out: bool) -> str:
 
 def record(pid: int, output: str, rate: float, duration: float | None, idle: bool,
            quiet: bool = False, wait_start: bool = False, subprocesses: bool = False,
-           phases: list[str] | None = None, async_chains: bool = False) -> str:
+           phases: list[str] | None = None, async_chains: bool = False,
+           requests: bool = False) -> str:
     """Samples process pid into the profile ``output`` until ``duration`` seconds pass,
     the process exits or Ctrl-C; returns apiprof-spy's summary line. ``wait_start``: the
     process was just started, wait for its interpreter; ``subprocesses``: also sample its
     Python descendants, those that start later too; ``phases``: label the samples
     phase=<first name>, and each SIGUSR1 this process gets (main thread) moves the
     sampler to the next name; ``async_chains``: also sample the await chain of each
-    request of apiprof's middleware that waits in an await. SpyError when it failed (the
-    file is not written then)."""
+    asyncio task that waits in an await; ``requests``: label the samples of each request
+    of apiprof's middleware request=N. SpyError when it failed (the file is not written
+    then)."""
     cmd = [str(spy_binary()), "record", str(pid), "-o", output, "-r", f"{rate:g}"]
     if duration is not None:
         cmd += ["-d", f"{duration:g}"]
@@ -78,6 +80,8 @@ def record(pid: int, output: str, rate: float, duration: float | None, idle: boo
         cmd.append("--subprocesses")
     if async_chains:
         cmd.append("--async")
+    if requests:
+        cmd.append("--requests")
     previous = None
     if phases:
         cmd += ["--phases", ",".join(phases)]

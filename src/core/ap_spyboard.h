@@ -28,7 +28,7 @@
  * then the id again, and keeps what it read only if the id did not change. */
 
 #define AP_SPYBOARD_SYMBOL "apext_spyboard"
-#define AP_SPYBOARD_MAGIC 0x3244524f42595053ull   /* "SPYBORD2" */
+#define AP_SPYBOARD_MAGIC 0x3344524f42595053ull   /* "SPYBORD3" */
 #define AP_SPYBOARD_SLOTS 128                     /* threads with a slot (the rest: none) */
 #define AP_SPYBOARD_LABELS 256                    /* distinct labels (the rest: none) */
 #define AP_SPYBOARD_LABEL_MAX 120                 /* bytes of a label, its NUL excluded */
@@ -38,6 +38,7 @@
 typedef struct ap_spyboard_slot {
     int32_t tid;          /* kernel thread id; 0 while the slot is free */
     uint32_t label;       /* index + 1 of the label served now, 0: none */
+    uint64_t request;     /* the number of the request served now, 0: none */
 } ap_spyboard_slot;
 
 typedef struct ap_spyboard_request {

@@ -102,7 +102,7 @@ typedef struct {
     apext_mem_owner *mem;    /* its allocations (memory.h) until recorded, or NULL */
     PyObject *mem_box;       /* the box of mem in the request's context (strong), or NULL */
     uint32_t spy_label;      /* its route on apiprof-spy's board (spyboard.h), 0: none */
-    uint32_t spy_prev;       /* what the thread served before the current step */
+    apext_spy_serving spy_prev;   /* what the thread served before the current step */
     uint32_t spy_entry;      /* its entry among the board's requests in flight, 0: none */
     int status;              /* 0 until http.response.start */
     unsigned char in_step, server_timing, finished, self_finish;
@@ -667,7 +667,8 @@ static PyObject *table_request(RouteTable *self, PyObject *const *args, Py_ssize
     stall_log.inflight++;
     r->mem = NULL;
     r->mem_box = NULL;
-    r->spy_label = r->spy_prev = r->spy_entry = 0;
+    r->spy_label = r->spy_entry = 0;
+    r->spy_prev = (apext_spy_serving){0, 0};
     r->status = 0;
     r->in_step = r->finished = 0;
     r->server_timing = nargs >= 3 && PyObject_IsTrue(args[2]) == 1;
@@ -884,7 +885,7 @@ static void end_memory(RouteRequest *self, ap_route_stat *s) {
 
 static void step_in(RouteRequest *self) {
     if (self->spy_label)
-        self->spy_prev = apext_spyboard_serve(self->spy_label);
+        self->spy_prev = apext_spyboard_serve((apext_spy_serving){self->spy_label, self->serial});
     uint64_t now = ap_clock_now_ns();
     self->cpu_in = apext_thread_cpu_floor(now, CPU_STALE_NS);
     self->step_t0 = now;
@@ -998,7 +999,8 @@ static PyObject *req_run(RouteRequest *self, PyObject *coro) {
         }
         Py_DECREF(token);
     }
-    if (self->spy_label && apext_spyboard_enter(self->spy_label) < 0) {
+    if (self->spy_label &&
+        apext_spyboard_enter((apext_spy_serving){self->spy_label, self->serial}) < 0) {
         end_memory(self, NULL);
         drop_coro(self);
         return NULL;

@@ -63,19 +63,25 @@ static int take_slot(void) {
     return (int)i + 1;
 }
 
-uint32_t apext_spyboard_serve(uint32_t label) {
+apext_spy_serving apext_spyboard_serve(apext_spy_serving now) {
+    apext_spy_serving before = {0, 0};
     if (my_slot == 0) {
-        if (label == 0)   /* a thread serving nothing needs no slot */
-            return 0;
+        if (now.label == 0)   /* a thread serving nothing needs no slot */
+            return before;
         my_slot = take_slot();
         if (my_slot == 0)
             my_slot = -1;
     }
     if (my_slot < 0)
-        return 0;
-    uint32_t *at = &apext_spyboard.slots[my_slot - 1].label;
-    uint32_t before = *at;
-    __atomic_store_n(at, label, __ATOMIC_RELEASE);
+        return before;
+    ap_spyboard_slot *at = &apext_spyboard.slots[my_slot - 1];
+    before.label = at->label;
+    before.request = at->request;
+    /* the label last: a sampler that reads a label reads it with its request (it reads
+     * the slot again after its sample, and drops a label that changed meanwhile) */
+    __atomic_store_n(&at->label, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&at->request, now.request, __ATOMIC_RELEASE);
+    __atomic_store_n(&at->label, now.label, __ATOMIC_RELEASE);
     return before;
 }
 
@@ -125,8 +131,10 @@ void apext_spyboard_request_out(uint32_t entry) {
         __atomic_store_n(&apext_spyboard.requests[entry - 1].id, 0, __ATOMIC_RELEASE);
 }
 
-/* The label of the request a context serves (a PyLong, index + 1), set by
- * apext_spyboard_enter().  Made at init. */
+/* What the request a context serves is (a PyLong: its number * LABEL_SPAN + its label's
+ * index + 1), set by apext_spyboard_enter().  Made at init. */
+#define LABEL_SPAN 512u
+_Static_assert(LABEL_SPAN > AP_SPYBOARD_LABELS, "a label's index + 1 fits below LABEL_SPAN");
 static PyObject *label_var;
 
 #if PY_VERSION_HEX >= 0x030E0000
@@ -140,21 +148,23 @@ static int on_switch(PyContextEvent event, PyObject *ctx) {
     if (event != Py_CONTEXT_SWITCHED)
         return 0;
     PyObject *value = NULL;
-    uint32_t label = 0;
+    unsigned long long what = 0;
     if (PyContextVar_Get(label_var, NULL, &value) < 0)
         PyErr_Clear();
     else if (value != NULL && PyLong_CheckExact(value))
-        label = (uint32_t)PyLong_AsUnsignedLong(value);
+        what = PyLong_AsUnsignedLongLong(value);
     Py_XDECREF(value);
-    if (PyErr_Occurred())
+    if (PyErr_Occurred()) {
         PyErr_Clear();
-    apext_spyboard_serve(label);
+        what = 0;
+    }
+    apext_spyboard_serve((apext_spy_serving){(uint32_t)(what % LABEL_SPAN), what / LABEL_SPAN});
     return 0;
 }
 #endif
 
-int apext_spyboard_enter(uint32_t label) {
-    PyObject *value = PyLong_FromUnsignedLong(label);
+int apext_spyboard_enter(apext_spy_serving now) {
+    PyObject *value = PyLong_FromUnsignedLongLong(now.request * LABEL_SPAN + now.label);
     PyObject *token = value ? PyContextVar_Set(label_var, value) : NULL;
     Py_XDECREF(value);
     if (token == NULL)

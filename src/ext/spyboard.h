@@ -11,19 +11,25 @@
  * published.  A load, a clock read and a compare.  Can't fail. */
 int apext_spyboard_wanted(void);
 
-/* The calling thread serves label (index + 1 from spy_label(), 0: nothing) now;
- * returns the label it served before (to be served again when this ends: a request
- * inside another).  A thread takes a slot when it first serves a label and frees it
- * when it exits; one beyond the board's slots publishes nothing (returns 0).  Needs the
- * GIL.  Can't fail. */
-uint32_t apext_spyboard_serve(uint32_t label);
+/* What a thread serves: a route label (index + 1 from spy_label(), 0: nothing) and
+ * the request's number (0: none). */
+typedef struct apext_spy_serving {
+    uint32_t label;
+    uint64_t request;
+} apext_spy_serving;
 
-/* The request whose run starts here serves label: the current context (the request's
+/* The calling thread serves now; returns what it served before (to be served again
+ * when this ends: a request inside another).  A thread takes a slot when it first
+ * serves a label and frees it when it exits; one beyond the board's slots publishes
+ * nothing (returns nothing served).  Needs the GIL.  Can't fail. */
+apext_spy_serving apext_spyboard_serve(apext_spy_serving now);
+
+/* The request whose run starts here serves now (its label, its number): the current context (the request's
  * task's, copied by the work it hands on) names it.  On 3.14+ a context watcher,
  * installed while a sampler reads the board, then publishes the label on any thread
  * that enters that context (the thread pool's workers too).  0, or -1 with an
  * exception. */
-int apext_spyboard_enter(uint32_t label);
+int apext_spyboard_enter(apext_spy_serving now);
 
 /* Request number id (> 0), of route label, arrived at t0_ns (CLOCK_MONOTONIC), drives
  * coro from now on: it takes a free entry of the board's requests.  Returns the entry's

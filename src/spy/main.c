@@ -25,7 +25,7 @@ enum { EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_PERM = 3, EXIT_NOPROC = 4, EXIT_NOTPY
 
 static const char usage_text[] =
     "usage: " PROG " record PID -o FILE [-r RATE] [-d SECONDS] [--idle] [--wait-start]\n"
-    "                           [--subprocesses] [--phases A,B,...] [--async]\n"
+    "                           [--subprocesses] [--phases A,B,...] [--async] [--requests]\n"
     "       " PROG " dump PID [--json]\n"
     "       " PROG " top PID [-r RATE] [--interval SECONDS] [--count N] [--idle]\n"
     "                           [--subprocesses]\n"
@@ -36,10 +36,11 @@ static const char usage_text[] =
     "        --wait-start waits up to 5 s for a process just started to map Python;\n"
     "        --subprocesses also samples every Python descendant, those started later too;\n"
     "        --phases labels samples phase=A, and each SIGUSR1 moves to the next name;\n"
-    "        --async also samples the await chain of each request of apiprof's\n"
-    "        middleware that waits in an await (thread \"awaiting\")\n"
-    "dump:   print every thread's stack once, and the requests in flight of apiprof's\n"
-    "        middleware with their await chains (--json: as JSON)\n"
+    "        --async also samples the await chain of each asyncio task that waits in an\n"
+    "        await (thread \"awaiting\"); --requests labels the samples of each request\n"
+    "        of apiprof's middleware with its number (request=N)\n"
+    "dump:   print every thread's stack once, the requests in flight of apiprof's\n"
+    "        middleware and the asyncio tasks, with their await chains (--json: as JSON)\n"
     "top:    sample like record and print, every interval (default 1 s), one JSON line\n"
     "        with the interval's functions by samples (own, inclusive), the hottest first\n";
 
@@ -218,7 +219,7 @@ static void on_phase(int sig) {
 
 /* A thread's tree of the samples taken while it served one route. */
 typedef struct rec_routed {
-    ap_str_id route, task;   /* AP_NONE: none */
+    ap_str_id route, task, request;   /* AP_NONE: none */
     ap_tree *tree;
 } rec_routed;
 
@@ -262,7 +263,7 @@ typedef struct rec_stats {
 typedef struct recorder {
     ap_prof *prof;
     pid_t pid;                 /* the process named on the command line */
-    int idle, follow, async;
+    int idle, follow, async, requests;
     uint64_t period;
     rec_thread *threads;
     size_t nthreads, cap;
@@ -271,7 +272,7 @@ typedef struct recorder {
     pid_t *skip;               /* descendants that are not Python (or not readable) */
     size_t nskip, capskip;
     rec_stats st;
-    ap_str_id k_thread, k_thread_id, k_pid, k_phase, k_route, k_task;
+    ap_str_id k_thread, k_thread_id, k_pid, k_phase, k_route, k_task, k_request;
     /* --phases: the names, the one samples are labelled with now (index), and the
      * SIGUSR1s acted on */
     ap_str_id phases[PHASES_MAX];
@@ -292,7 +293,13 @@ static int grow(void **arr, size_t *cap, size_t n, size_t sz) {
     return 0;
 }
 
-static ap_tree *rec_new_tree(recorder *r, pid_t pid, pid_t tid, ap_str_id route, ap_str_id task);
+/* What a sample's tree is labelled with beside its thread: NULL / 0 for none. */
+typedef struct rec_what {
+    const char *route, *task;
+    uint64_t request;
+} rec_what;
+
+static ap_tree *rec_new_tree(recorder *r, pid_t pid, pid_t tid, const ap_str_id what[3]);
 
 /* The "thread" of --async's samples: the requests of a process waiting in an await. */
 #define AWAITING_TID 0
@@ -309,33 +316,39 @@ static rec_thread *rec_thread_of(recorder *r, pid_t pid, pid_t tid) {
     return rt;
 }
 
-/* The tree in the current profile of rt's samples outside any request and named task
- * (route and task NULL), or while it served route, or ran the asyncio task named task;
- * made at the first sample kept in it.  NULL on error (ENOMEM). */
-static ap_tree *rec_tree_of(recorder *r, rec_thread *rt, const char *route, const char *task) {
-    if (!route && !task) {
+/* The tree in the current profile of rt's samples outside any request and named task,
+ * or while it served a route (and request, with --requests) or ran the asyncio task of
+ * that name; made at the first sample kept in it.  NULL on error (ENOMEM). */
+static ap_tree *rec_tree_of(recorder *r, rec_thread *rt, rec_what w) {
+    if (!r->requests)
+        w.request = 0;
+    if (!w.route && !w.task && !w.request) {
         if (!rt->tree)
-            rt->tree = rec_new_tree(r, rt->pid, rt->tid, AP_NONE, AP_NONE);
+            rt->tree = rec_new_tree(r, rt->pid, rt->tid, (ap_str_id[3]){AP_NONE, AP_NONE, AP_NONE});
         return rt->tree;
     }
-    ap_str_id rid = route ? ap_prof_intern(r->prof, route, strlen(route)) : AP_NONE;
-    ap_str_id tid = task ? ap_prof_intern(r->prof, task, strlen(task)) : AP_NONE;
-    if ((route && rid == AP_NONE) || (task && tid == AP_NONE))
-        return NULL;
+    char num[24];
+    snprintf(num, sizeof num, "%llu", (unsigned long long)w.request);
+    const char *s[3] = {w.route, w.task, w.request ? num : NULL};
+    ap_str_id id[3];
+    for (int k = 0; k < 3; k++)
+        if ((id[k] = s[k] ? ap_prof_intern(r->prof, s[k], strlen(s[k])) : AP_NONE) == AP_NONE && s[k])
+            return NULL;
     for (size_t i = 0; i < rt->nrouted; i++)
-        if (rt->routed[i].route == rid && rt->routed[i].task == tid)
+        if (rt->routed[i].route == id[0] && rt->routed[i].task == id[1] &&
+            rt->routed[i].request == id[2])
             return rt->routed[i].tree;
     ap_tree *tree;
     if (grow((void **)&rt->routed, &rt->caprouted, rt->nrouted, sizeof *rt->routed) != 0 ||
-        !(tree = rec_new_tree(r, rt->pid, rt->tid, rid, tid)))
+        !(tree = rec_new_tree(r, rt->pid, rt->tid, id)))
         return NULL;
-    rt->routed[rt->nrouted++] = (rec_routed){rid, tid, tree};
+    rt->routed[rt->nrouted++] = (rec_routed){id[0], id[1], id[2], tree};
     return tree;
 }
 
-/* A new tree of thread tid of pid, labelled with route and task too when they are not
- * AP_NONE.  NULL on error (ENOMEM). */
-static ap_tree *rec_new_tree(recorder *r, pid_t pid, pid_t tid, ap_str_id route, ap_str_id task) {
+/* A new tree of thread tid of pid, labelled with what (route, task, request) too where
+ * it is not AP_NONE.  NULL on error (ENOMEM). */
+static ap_tree *rec_new_tree(recorder *r, pid_t pid, pid_t tid, const ap_str_id what[3]) {
     char name[96], tidbuf[24], pidbuf[24];
     if (tid == AWAITING_TID)
         snprintf(name, sizeof name, "awaiting");
@@ -349,7 +362,7 @@ static ap_tree *rec_new_tree(recorder *r, pid_t pid, pid_t tid, ap_str_id route,
     }
     snprintf(tidbuf, sizeof tidbuf, "%d", (int)tid);
     snprintf(pidbuf, sizeof pidbuf, "%d", (int)pid);
-    ap_label labels[6] = {
+    ap_label labels[7] = {
         {r->k_thread, ap_prof_intern(r->prof, name, strlen(name))},
         {r->k_thread_id, ap_prof_intern(r->prof, tidbuf, strlen(tidbuf))},
         {r->k_pid, ap_prof_intern(r->prof, pidbuf, strlen(pidbuf))},
@@ -357,10 +370,10 @@ static ap_tree *rec_new_tree(recorder *r, pid_t pid, pid_t tid, ap_str_id route,
     size_t nlabels = 3;
     if (r->nphases)
         labels[nlabels++] = (ap_label){r->k_phase, r->phases[r->phase]};
-    if (route != AP_NONE)
-        labels[nlabels++] = (ap_label){r->k_route, route};
-    if (task != AP_NONE)
-        labels[nlabels++] = (ap_label){r->k_task, task};
+    ap_str_id keys[3] = {r->k_route, r->k_task, r->k_request};
+    for (int k = 0; k < 3; k++)
+        if (what[k] != AP_NONE)
+            labels[nlabels++] = (ap_label){keys[k], what[k]};
     for (size_t i = 0; i < nlabels; i++)
         if (labels[i].val == AP_NONE || labels[i].key == AP_NONE)
             return NULL;
@@ -544,16 +557,18 @@ static void board_recheck(rec_target *rt) {
         return;
     }
     for (uint32_t i = 0; i < rt->nslots; i++)
-        if (now[i].tid != rt->slots[i].tid || now[i].label != rt->slots[i].label)
+        if (now[i].tid != rt->slots[i].tid || now[i].label != rt->slots[i].label ||
+            now[i].request != rt->slots[i].request)
             rt->slots[i].label = 0;
 }
 
-/* The route thread tid serves now by rt's board, or NULL.  Can't fail. */
-static const char *board_route(const rec_target *rt, pid_t tid) {
+/* The route (and request) thread tid serves now by rt's board: route NULL when none.
+ * Can't fail. */
+static rec_what board_route(const rec_target *rt, pid_t tid) {
     for (uint32_t i = 0; i < rt->nslots; i++)
         if (rt->slots[i].tid == tid && rt->slots[i].label && rt->slots[i].label <= rt->nlabels)
-            return rt->labels[rt->slots[i].label - 1];
-    return NULL;
+            return (rec_what){rt->labels[rt->slots[i].label - 1], NULL, rt->slots[i].request};
+    return (rec_what){NULL, NULL, 0};
 }
 
 /* The context variables each of n threads runs with (0: none, or not read), into vars:
@@ -586,13 +601,14 @@ static void thread_vars(const rec_target *rt, const spy_thread *threads, size_t 
         vars[idx[k]] = got[k];
 }
 
-/* The route of the request in flight whose context variables are vars (a thread-pool
- * worker running its work in a copy of its context), or NULL.  Can't fail. */
-static const char *board_route_of_vars(const rec_target *rt, uint64_t vars) {
+/* The route and request of the request in flight whose context variables are vars (a
+ * thread-pool worker running its work in a copy of its context): route NULL when none.
+ * Can't fail. */
+static rec_what board_route_of_vars(const rec_target *rt, uint64_t vars) {
     for (uint32_t k = 0; vars && k < rt->nreqs; k++)
         if (rt->reqs[k].id && rt->reqs[k].vars == vars)
-            return board_label(rt, &rt->reqs[k]);
-    return NULL;
+            return (rec_what){board_label(rt, &rt->reqs[k]), NULL, rt->reqs[k].id};
+    return (rec_what){NULL, NULL, 0};
 }
 
 /* The board's heartbeat is taken back: the middleware stops its work for it at once.
@@ -773,9 +789,10 @@ static int rec_awaiting(recorder *r, rec_target *rt, int by_task) {
         if (chains[k].nframes == 0)
             continue;
         const ap_spyboard_request *e = by_task ? chain_request(rt, k) : &rt->reqs[chain_at[k]];
-        const char *task = by_task ? task_label(rt, &tasks[chain_at[k]]) : NULL;
+        rec_what w = {e ? board_label(rt, e) : NULL,
+                      by_task ? task_label(rt, &tasks[chain_at[k]]) : NULL, e ? e->id : 0};
         rec_thread *rth = rec_thread_of(r, rt->t.pid, AWAITING_TID);
-        ap_tree *tree = rth ? rec_tree_of(r, rth, e ? board_label(rt, e) : NULL, task) : NULL;
+        ap_tree *tree = rth ? rec_tree_of(r, rth, w) : NULL;
         if (!tree || rec_add_awaiting(r, tree, &chains[k], chain_leaf[k], ns) != 0)
             return -1;
         r->st.awaiting++;
@@ -839,11 +856,12 @@ static int rec_tick(recorder *r, rec_target *rt) {
         }
         if (th->nframes == 0)
             continue;
-        const char *route = board_route(rt, th->tid);
-        if (!route)
-            route = board_route_of_vars(rt, vars[i]);
+        rec_what w = board_route(rt, th->tid);
+        if (!w.route)
+            w = board_route_of_vars(rt, vars[i]);
         const spy_task *tk = by_task ? running_task(rt, th) : NULL;
-        ap_tree *tree = rec_tree_of(r, rth, route, tk ? task_label(rt, tk) : NULL);
+        w.task = tk ? task_label(rt, tk) : NULL;
+        ap_tree *tree = rec_tree_of(r, rth, w);
         if (!tree || rec_add(r, tree, th, cpu) != 0)
             return -1;
         r->st.kept++;
@@ -1006,6 +1024,7 @@ static int rec_new_prof(recorder *r) {
     r->k_pid = ap_prof_intern(r->prof, "pid", 3);
     r->k_route = ap_prof_intern(r->prof, "route", 5);
     r->k_task = ap_prof_intern(r->prof, "task", 4);
+    r->k_request = ap_prof_intern(r->prof, "request", 7);
     for (size_t i = 0; i < r->nthreads; i++) {
         r->threads[i].tree = NULL;
         r->threads[i].nrouted = 0;
@@ -1013,7 +1032,8 @@ static int rec_new_prof(recorder *r) {
     for (size_t i = 0; i < r->ntargets; i++)
         for (size_t k = 0; k < r->targets[i]->t.ncode; k++)
             r->targets[i]->t.code[k]->frame_id = AP_NONE;
-    return r->k_pid == AP_NONE || r->k_route == AP_NONE || r->k_task == AP_NONE ? -1 : 0;
+    return r->k_pid == AP_NONE || r->k_route == AP_NONE || r->k_task == AP_NONE ||
+                   r->k_request == AP_NONE ? -1 : 0;
 }
 
 /* The tick clock: returns 1 when a tick is due now (and schedules the next one), else
@@ -1135,8 +1155,8 @@ static int rec_phases(recorder *r, const char *list) {
 }
 
 static int cmd_record(pid_t pid, const char *out, double rate, double duration, int idle,
-                      int wait_start, int follow, const char *phases, int async) {
-    recorder r = {.pid = pid, .idle = idle, .follow = follow, .async = async,
+                      int wait_start, int follow, const char *phases, int async, int requests) {
+    recorder r = {.pid = pid, .idle = idle, .follow = follow, .async = async, .requests = requests,
                   .period = (uint64_t)(1e9 / rate)};
     if (rec_open(&r, pid, wait_start) != 0) {
         free(r.targets);
@@ -1190,6 +1210,7 @@ static int cmd_record(pid_t pid, const char *out, double rate, double duration, 
             ap_prof_meta_set(r.prof, "sample_rate", rate_s) != 0 ||
             ap_prof_meta_set(r.prof, "sample_idle", idle ? "1" : "0") != 0 ||
             ap_prof_meta_set(r.prof, "sample_async", async ? "1" : "0") != 0 ||
+            ap_prof_meta_set(r.prof, "sample_requests", requests ? "1" : "0") != 0 ||
             (async && meta_u64(r.prof, "sample_awaiting", r.st.awaiting) != 0) ||
             meta_u64(r.prof, "sample_ticks", r.st.ticks) != 0 ||
             meta_u64(r.prof, "sample_missed", r.st.missed) != 0 ||
@@ -1470,7 +1491,7 @@ typedef struct options {
     const char *out;
     const char *phases;   /* record: --phases A,B,... */
     double rate, duration;
-    int idle, json, wait_start, follow, async;
+    int idle, json, wait_start, follow, async, requests;
     double interval;   /* top: seconds per refresh */
     long count;        /* top: refreshes (0: no limit) */
 } options;
@@ -1481,7 +1502,8 @@ static const struct option long_opts[] = {
     {"json", no_argument, NULL, 'j'}, {"wait-start", no_argument, NULL, 'w'},
     {"subprocesses", no_argument, NULL, 's'}, {"interval", required_argument, NULL, 'I'},
     {"count", required_argument, NULL, 'n'}, {"phases", required_argument, NULL, 'P'},
-    {"async", no_argument, NULL, 'a'}, {"help", no_argument, NULL, 'h'},
+    {"async", no_argument, NULL, 'a'}, {"requests", no_argument, NULL, 'R'},
+    {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
 
@@ -1518,6 +1540,7 @@ static void parse_options(int argc, char **argv, options *o) {
             break;
         case 'P': o->phases = optarg; break;
         case 'a': o->async = 1; break;
+        case 'R': o->requests = 1; break;
         case 'h': fputs(usage_text, stdout); exit(0);
         default: usage_error("bad option", NULL);
         }
@@ -1543,7 +1566,7 @@ int main(int argc, char **argv) {
         if (!o.out)
             usage_error("record needs -o FILE", NULL);
         return cmd_record(pid, o.out, o.rate, o.duration, o.idle, o.wait_start, o.follow,
-                          o.phases, o.async);
+                          o.phases, o.async, o.requests);
     }
     usage_error("unknown command ", cmd);
     return EXIT_USAGE;

@@ -801,6 +801,54 @@ def test_dump_of_tasks_without_the_middleware(tmp_path: Path) -> None:
         plain.wait()
 
 
+def test_attach_requests_labels_the_samples_of_each_request(serve, http, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """attach --requests: the samples of a request (running on the loop's thread, or
+    waiting in an await with --async) carry its number as well as its route, and
+    `apiprof report --request N` shows that request alone."""
+    import threading
+
+    server = serve("spyasync_app:app", cwd=APPS, health="/health")
+    pid = server.proc.pid
+    out = tmp_path / "req.apiprof"
+    sampler = subprocess.Popen([*APIPROF, "attach", str(pid), "-d", "4", "--async", "--requests",
+                                "-o", str(out)], cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    held = threading.Thread(target=http.get, args=(f"{server.url}/stuck",), daemon=True)
+    try:
+        time.sleep(1.0)   # its first heartbeat: the requests from now on are published
+        held.start()
+        [stuck] = _requests_in_flight(pid, 1)
+        for _ in range(3):
+            assert http.get(f"{server.url}/burn").status_code == 200
+        _, err = sampler.communicate(timeout=30)
+        assert sampler.returncode == 0, err
+    finally:
+        http.get(f"{server.url}/release")
+        held.join(10)
+    export = _export(out)
+    assert export["meta"]["sample_requests"] == "1"
+    frames = export["frames"]
+    burned: dict[str, int] = {}
+    waited = set()
+    for tree in export["threads"]:
+        labels = tree["labels"]
+        names = {frames[n["frame"]]["qualname"] for n in tree["nodes"]}
+        if labels["thread"] == "awaiting" and "held_request" in names:
+            waited.add((labels.get("route"), labels.get("request")))
+        elif "burn" in names:
+            assert labels.get("route") == "GET /burn", labels
+            burned[labels["request"]] = sum(n.get("samples", 0) for n in tree["nodes"])
+    assert waited == {("GET /stuck", str(stuck["id"]))}
+    assert len(burned) == 3 and str(stuck["id"]) not in burned, burned   # one per request
+    one = min(burned)
+    text = cli("report", str(out), "--request", one, "--all")
+    assert text.returncode == 0, text.stderr
+    assert "burn" in text.stdout and "held_request" not in text.stdout
+    missing = cli("report", str(out), "--request", "999999")
+    assert missing.returncode != 0
+    assert "no part of the profile has request=999999" in missing.stderr
+
+
 def test_attach_async_samples_the_await_chains_of_waiting_requests(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """attach --async: each request waiting in an await is sampled as its await chain
     (thread "awaiting", its route), with await time, down to an <await ...> frame of

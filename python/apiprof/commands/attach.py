@@ -35,8 +35,11 @@ def add_parser(sub: Any) -> None:
                    help="also sample every Python descendant of PID (uvicorn --workers, "
                         "gunicorn), those started later too; each labelled pid=N")
     p.add_argument("--async", dest="async_chains", action="store_true",
-                   help="also sample each request of apiprof's middleware that waits in an "
-                        "await: its await chain, down to what it awaits (thread 'awaiting')")
+                   help="also sample each asyncio task that waits in an await: its await "
+                        "chain, down to what it awaits (thread 'awaiting')")
+    p.add_argument("--requests", action="store_true",
+                   help="label the samples of each request of apiprof's middleware with its "
+                        "number (request=N; apiprof report --request N)")
     p.set_defaults(func=run)
 
 
@@ -48,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         with output_path(output) as path:
             _spy.record(args.pid, path, args.rate, args.duration, args.idle,
-                        subprocesses=args.subprocesses, async_chains=args.async_chains)
+                        subprocesses=args.subprocesses, async_chains=args.async_chains,
+                        requests=args.requests)
     except _spy.SpyError as e:
         print(f"apiprof attach: {e}", file=sys.stderr)
         return e.status

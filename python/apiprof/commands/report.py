@@ -65,6 +65,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--task", help="only this asyncio task")
     p.add_argument("--pid", help="only this process (the label pid: apiprof run's workers, "
                                  "apiprof attach --subprocesses)")
+    p.add_argument("--request", metavar="N",
+                   help="only this request of apiprof's middleware (the label request: "
+                        "apiprof attach --requests)")
     p.add_argument("--title", help="title of the HTML report / SVG")
     p.add_argument("--phase", metavar="NAME",
                    help="only the trees of this phase (apiprof run --phases; apiprof bench: "
@@ -209,7 +212,8 @@ def run_view_format(args: argparse.Namespace, fmt: str) -> int:
     profile = load_profile(args.file)
     if args.phase is not None:
         profile = select_phase(profile, args.phase, args.file)
-    if args.pid is not None:  # the C writers filter route, thread and task themselves
+    if args.pid is not None or args.request is not None:
+        # the C writers filter route, thread and task themselves
         profile = select_labels(profile, args)
     else:
         select_labels(profile, args)
@@ -241,9 +245,10 @@ def run_view_format(args: argparse.Namespace, fmt: str) -> int:
 
 
 def select_labels(profile: Any, args: argparse.Namespace) -> Any:
-    """The trees carrying the --route / --thread / --task / --pid labels asked for (the text
-    table reads them; the C writers filter the same way); UsageError when there are none."""
-    wanted = {k: v for k in ("route", "thread", "task", "pid")
+    """The trees carrying the --route / --thread / --task / --pid / --request labels asked
+    for (the text table reads them; the C writers filter the same way); UsageError when
+    there are none."""
+    wanted = {k: v for k in ("route", "thread", "task", "pid", "request")
               if (v := getattr(args, k, None))}
     if not wanted:
         return profile

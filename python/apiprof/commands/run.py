@@ -38,7 +38,8 @@ def add_parser(sub: Any) -> None:
               "[--stall-threshold S] [--no-lock-waits] [--checkpoint-interval S] "
               "[--memory [full|sampled]] [--memory-rate BYTES] [--memory-seed N] "
               "[--memory-interval S] [--no-calls] "
-              "[--sample [--rate RATE] [--idle] [--async]] [-q] (script.py | -m module) [args ...]",
+              "[--sample [--rate RATE] [--idle] [--async] [--requests]] [-q] "
+              "(script.py | -m module) [args ...]",
     )
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="time functions by wall clock (default) or thread CPU time")
@@ -79,8 +80,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--idle", action="store_true",
                    help="with --sample: also keep samples of threads that are not running")
     p.add_argument("--async", dest="async_chains", action="store_true",
-                   help="with --sample: also sample each request of apiprof's middleware that "
-                        "waits in an await (its await chain, thread 'awaiting')")
+                   help="with --sample: also sample each asyncio task that waits in an await "
+                        "(its await chain, thread 'awaiting')")
+    p.add_argument("--requests", action="store_true",
+                   help="with --sample: label the samples of each request of apiprof's "
+                        "middleware with its number (request=N)")
     p.add_argument("--memory", nargs="?", const="sampled", choices=MEMORY_MODES,
                    help="also record allocations and frees per function and line (alloc_bytes, "
                         "alloc_count, live_bytes, peak_bytes): full (every block, exact) or "
@@ -271,8 +275,9 @@ def run(args: argparse.Namespace) -> int:
                                  ("--sample", args.sample)) if on]
         if asked:
             raise UsageError(f"--no-calls traces no calls: {', '.join(asked)} need them")
-    if (args.idle or args.async_chains or args.rate != _spy.DEFAULT_RATE) and not args.sample:
-        raise UsageError("--rate, --idle and --async need --sample")
+    if (args.idle or args.async_chains or args.requests
+            or args.rate != _spy.DEFAULT_RATE) and not args.sample:
+        raise UsageError("--rate, --idle, --async and --requests need --sample")
     program = Program.from_args(args, ".apiprof")
     if args.sample:
         return _run_sampled(args, program)
@@ -289,7 +294,7 @@ def _run_sampled(args: argparse.Namespace, program: Program) -> int:
         with output_path(program.output) as path:
             _spy.record(child.pid, path, args.rate, None, args.idle, quiet=args.quiet,
                         wait_start=True, phases=_phase_names(args.phases),
-                        async_chains=args.async_chains)
+                        async_chains=args.async_chains, requests=args.requests)
     except _spy.SpyError as e:
         print(f"apiprof run: {e}", file=sys.stderr)
         child.terminate()

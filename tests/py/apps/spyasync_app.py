@@ -5,6 +5,7 @@ GET /wait       fetch_rows() -> query_db() -> asyncio.sleep(0.2): waits, no CPU
 GET /gathered   asyncio.gather() of two sleeps: waits on a _GatheringFuture
 GET /stuck      held_request() -> hold() waits on an Event until GET /release sets it
 GET /release    sets that Event
+GET /burn       runs on the CPU for 0.3 s in the event loop's thread
 GET /spawn      starts a task "bg-ticker": ticker() -> hold(), until GET /release
 GET /spin       starts a task "spinner" that runs spin() on the CPU for 6 s (with a
                 yield to the loop after each 10 ms)
@@ -88,6 +89,14 @@ async def start_spin() -> dict[str, int]:
     background.add(task)
     task.add_done_callback(background.discard)
     return {"ok": 1}
+
+
+@app.get("/burn")
+async def burn() -> dict[str, int]:
+    end, n = time.monotonic() + 0.3, 0
+    while time.monotonic() < end:
+        n += 1  # BURN
+    return {"n": n}
 
 
 @app.get("/release")
