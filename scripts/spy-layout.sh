@@ -8,19 +8,29 @@ cd "$(dirname "$0")/.."
 out=src/spy/spy_layout_table.h
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-# Where a live _asyncio.Task of a version keeps its coroutine and its name (TaskObj is
-# not in any header): "-DTASK_CORO=n -DTASK_NAME=m", found by looking for their addresses
-# in the task's own bytes.
+# Where a live _asyncio.Task of a version keeps its coroutine and its name, and where the
+# awaitables of an async generator's asend() and athrow() keep the generator (none of
+# them is in a header): "-DTASK_CORO=n ...", found by looking for their addresses in the
+# objects' own bytes.
 task_offsets='import asyncio, ctypes
+def at(obj, inner):
+    raw = ctypes.string_at(id(obj), obj.__sizeof__())
+    n = raw.find(id(inner).to_bytes(8, "little"))
+    assert n > 0 and n % 8 == 0, n
+    return n
 async def f():
     pass
+async def ag():
+    yield 1
 async def main():
     c = f()
     t = asyncio.get_running_loop().create_task(c, name="probe")
-    raw = ctypes.string_at(id(t), t.__sizeof__())
-    at = [raw.find(id(o).to_bytes(8, "little")) for o in (c, t.get_name())]
-    assert all(a > 0 and a % 8 == 0 for a in at), at
-    print("-DTASK_CORO=%d -DTASK_NAME=%d" % tuple(at))
+    g = ag()
+    s, a = g.asend(None), g.athrow(ValueError)
+    print("-DTASK_CORO=%d -DTASK_NAME=%d -DASEND_GEN=%d -DATHROW_GEN=%d"
+          % (at(t, c), at(t, t.get_name()), at(s, g), at(a, g)))
+    s.close()
+    a.close()
     await t
 asyncio.run(main())'
 probe() {  # include dir of one version, its python -> its row on stdout

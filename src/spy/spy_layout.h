@@ -47,6 +47,7 @@ typedef struct spy_layout {
     uint32_t set_mask, set_table;   /* PySetObject: its table's size - 1, the table */
     uint32_t wr_object;             /* PyWeakReference: the object (None once dead) */
     uint32_t task_coro, task_name;  /* _asyncio.Task: its coroutine, its name */
+    uint32_t asend_gen, athrow_gen; /* async_generator_asend / _athrow: the generator */
     uint32_t is_modules;            /* PyInterpreterState: sys.modules (a dict) */
     uint32_t mod_dict;              /* PyModuleObject: its dict */
     uint32_t dict_keys, dict_values;                 /* PyDictObject */

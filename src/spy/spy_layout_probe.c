@@ -129,6 +129,8 @@ int main(void) {
     F(wr_object, offsetof(PyWeakReference, wr_object));
     F(task_coro, TASK_CORO);
     F(task_name, TASK_NAME);
+    F(asend_gen, ASEND_GEN);
+    F(athrow_gen, ATHROW_GEN);
     /* finding a module's attribute from outside: sys.modules, a module's dict, a dict's
      * keys and entries, an instance's attribute values (3.11: a values pointer before
      * the object; 3.12: the same, tagged, in the slot of its dict; 3.13+: inline after

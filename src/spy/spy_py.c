@@ -606,7 +606,22 @@ static int type_name(spy_target *t, uint64_t type, char name[SPY_LEAF_MAX]) {
 }
 
 static int is_gen_type(const char *name) {
-    return strcmp(name, "coroutine") == 0 || strcmp(name, "generator") == 0;
+    return strcmp(name, "coroutine") == 0 || strcmp(name, "generator") == 0 ||
+           strcmp(name, "async_generator") == 0;
+}
+
+/* Where an awaitable of type name keeps the generator it drives, 0 when it is not one:
+ * the middleware's (t->via_name), and what an async generator's asend() and athrow()
+ * return (`await anext(gen)`, `async with` over an async generator's context
+ * manager). */
+static uint32_t through_off(const spy_target *t, const char *name) {
+    if (t->via_off && strcmp(name, t->via_name) == 0)
+        return t->via_off;
+    if (strcmp(name, "async_generator_asend") == 0)
+        return t->lay.asend_gen;
+    if (strcmp(name, "async_generator_athrow") == 0)
+        return t->lay.athrow_gen;
+    return 0;
 }
 
 /* The state byte s of a generator is one of a suspension in an await. */
@@ -755,12 +770,13 @@ static int chain_step(spy_target *t, struct spy_awaitwork *w, size_t i, const ui
             return CHAIN_DONE;   /* not a coroutine: res stays 0 */
         if (via)   /* an awaitable's coroutine must be one */
             return chain_failed(t, out, leaf) < 0 ? -1 : CHAIN_DONE;
-        if (t->via_off && strcmp(tn, t->via_name) == 0) {
-            /* through the awaitable to the coroutine it drives (none: it is done) */
+        uint32_t through = through_off(t, tn);
+        if (through) {
+            /* through the awaitable to the generator it drives (none: it is done) */
             uint64_t next;
-            if (got >= t->via_off + 8)
-                next = u64_at(buf, t->via_off);
-            else if (spy_read_ptr(t->pid, obj + t->via_off, &next) != 0)
+            if (got >= through + 8)
+                next = u64_at(buf, through);
+            else if (spy_read_ptr(t->pid, obj + through, &next) != 0)
                 return chain_failed(t, out, leaf) < 0 ? -1 : CHAIN_DONE;
             if (!next)
                 return CHAIN_DONE;

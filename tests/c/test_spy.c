@@ -323,10 +323,11 @@ static void fake_awaiting(fake_obj *f, const spy_layout *l, fake_code *code, uin
 }
 
 /* An await chain goes through the middleware's awaitable (t->via_name) to the coroutine
- * it drives, as if that were awaited; through it to anything else it is torn. */
+ * it drives, as if that were awaited, and through an async generator's asend() to the
+ * generator; through them to anything else it is torn. */
 AP_TEST(spy_await_goes_through_the_middleware_awaitable) {
     static fake_code code;
-    static fake_obj outer, via, inner, future, outer2, bad;
+    static fake_obj outer, via, inner, future, outer2, bad, outer3, asend, agen;
     for (unsigned minor = 11; minor <= 15; minor++) {
         spy_target t;
         memset(&t, 0, sizeof t);
@@ -348,11 +349,22 @@ AP_TEST(spy_await_goes_through_the_middleware_awaitable) {
         uint64_t type = (uint64_t)(uintptr_t)bad.type;
         memcpy(bad.obj + 64, &type, 8);
         fake_awaiting(&outer2, l, &code, (uint64_t)(uintptr_t)bad.obj);
-        uint64_t coro[2] = {(uint64_t)(uintptr_t)outer.obj, (uint64_t)(uintptr_t)outer2.obj};
-        spy_thread out[2];
-        char leaf[2][SPY_LEAF_MAX];
-        int res[2];
-        AP_CHECK(spy_await_many(&t, coro, 2, out, leaf, res) == 0);
+        /* outer3 awaits anext() of an async generator that awaits the Future */
+        fake_awaiting(&agen, l, &code, (uint64_t)(uintptr_t)future.obj);
+        memcpy(agen.type + l->type_name, &(const char *){"async_generator"}, 8);
+        fake_make(&asend, l, "async_generator_asend", -1);
+        uint64_t gen = (uint64_t)(uintptr_t)agen.obj;
+        memcpy(asend.obj + l->asend_gen, &gen, 8);
+        fake_awaiting(&outer3, l, &code, (uint64_t)(uintptr_t)asend.obj);
+        uint64_t coro[3] = {(uint64_t)(uintptr_t)outer.obj, (uint64_t)(uintptr_t)outer2.obj,
+                            (uint64_t)(uintptr_t)outer3.obj};
+        spy_thread out[3];
+        char leaf[3][SPY_LEAF_MAX];
+        int res[3];
+        AP_CHECK(spy_await_many(&t, coro, 3, out, leaf, res) == 0);
+        AP_CHECK_MSG(res[2] == 1 && out[2].nframes == 2 && strcmp(leaf[2], "Future") == 0,
+                     "3.%u: %zu frames, leaf %s", minor, out[2].nframes, leaf[2]);
+        AP_CHECK(spy_await_objects(&t, 2)[0] == gen);
         AP_CHECK_MSG(res[0] == 1 && !out[0].torn && out[0].nframes == 2, "3.%u: %zu frames",
                      minor, out[0].nframes);
         AP_CHECK_MSG(strcmp(leaf[0], "Future") == 0, "3.%u leaf %s", minor, leaf[0]);

@@ -751,6 +751,28 @@ def test_dump_lists_asyncio_tasks_with_their_await_chains(serve, http) -> None: 
         held.join(10)
 
 
+def test_dump_follows_an_await_into_an_async_generator(serve, http) -> None:  # type: ignore[no-untyped-def]
+    """A request whose dependency with yield (an async generator) waits in its cleanup:
+    the chain goes on through the generator's asend() into the generator, down to what
+    it awaits, instead of ending at <await async_generator_asend>."""
+    import threading
+
+    server = serve("spyasync_app:app", cwd=APPS, health="/health")
+    pid = server.proc.pid
+    held = threading.Thread(target=http.get, args=(f"{server.url}/cleanup",), daemon=True)
+    held.start()
+    try:
+        [req] = _requests_in_flight(pid, 1)
+        chain = [(f["qualname"], f["line"]) for f in req["frames"]]
+        assert req["awaits"] == "Future", req
+        assert chain[0][0] == "Event.wait"
+        assert chain[1] == ("session", marker_line(ASYNC_APP, "AWAIT-CLEANUP"))
+        assert chain[2][0] == "_AsyncGeneratorContextManager.__aexit__"
+    finally:
+        http.get(f"{server.url}/release")
+        held.join(10)
+
+
 def test_dump_of_tasks_without_the_middleware(tmp_path: Path) -> None:
     """The tasks of any asyncio program are listed, nothing of apiprof in it: 3.14+ from
     asyncio's own lists, before from its registries found through sys.modules; a program
@@ -846,7 +868,7 @@ def test_attach_requests_labels_the_samples_of_each_request(serve, http, tmp_pat
     assert "burn" in text.stdout and "held_request" not in text.stdout
     missing = cli("report", str(out), "--request", "999999")
     assert missing.returncode != 0
-    assert "no part of the profile has request=999999" in missing.stderr
+    assert "no part of the profile has request=999999 (it has: " in missing.stderr
 
 
 def test_attach_async_samples_the_await_chains_of_waiting_requests(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -256,9 +256,12 @@ def select_labels(profile: Any, args: argparse.Namespace) -> Any:
     if not chosen.trees():
         what = " ".join(f"{k}={v}" for k, v in wanted.items())
         have = sorted({t["labels"][k] for t in profile.trees() for k in wanted
-                       if k in t["labels"]})
+                       if k in t["labels"]},
+                      key=lambda v: (0, int(v), v) if v.isdigit() else (1, 0, v))
+        # numbers in order (pids, requests), and not thousands of them on one line
+        listed = ", ".join(have[:20]) + (f", ... ({len(have)} in all)" if len(have) > 20 else "")
         raise UsageError(f"no part of the profile has {what}"
-                         f"{' (it has: ' + ', '.join(have) + ')' if have else ''}")
+                         f"{' (it has: ' + listed + ')' if have else ''}")
     return chosen
 
 

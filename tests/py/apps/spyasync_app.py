@@ -6,6 +6,8 @@ GET /gathered   asyncio.gather() of two sleeps: waits on a _GatheringFuture
 GET /stuck      held_request() -> hold() waits on an Event until GET /release sets it
 GET /release    sets that Event
 GET /burn       runs on the CPU for 0.3 s in the event loop's thread
+GET /cleanup    a dependency with yield (an async generator) whose cleanup waits on the
+                Event until GET /release
 GET /spawn      starts a task "bg-ticker": ticker() -> hold(), until GET /release
 GET /spin       starts a task "spinner" that runs spin() on the CPU for 6 s (with a
                 yield to the loop after each 10 ms)
@@ -16,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 
 from apiprof.asgi import ProfilerMiddleware
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 app = FastAPI()
 released = asyncio.Event()
@@ -97,6 +100,16 @@ async def burn() -> dict[str, int]:
     while time.monotonic() < end:
         n += 1  # BURN
     return {"n": n}
+
+
+async def session() -> AsyncIterator[int]:
+    yield 1
+    await released.wait()  # AWAIT-CLEANUP
+
+
+@app.get("/cleanup")
+async def cleanup(s: int = Depends(session)) -> dict[str, int]:
+    return {"s": s}
 
 
 @app.get("/release")
