@@ -540,8 +540,10 @@ def test_error_not_permitted(known_stack: subprocess.Popen[str]) -> None:
 def test_attach_usage_errors() -> None:
     done = cli("attach", "1", "-r", "0")
     assert done.returncode == 2 and "-r: expected a rate" in done.stderr
-    done = cli("run", "--rate", "50", "x.py")
-    assert done.returncode == 2 and "--rate, --idle and --async need --sample" in done.stderr
+    for opt in (["--rate", "50"], ["--requests"]):
+        done = cli("run", *opt, "x.py")
+        assert done.returncode == 2
+        assert "--rate, --idle, --async and --requests need --sample" in done.stderr
 
 
 def test_attach_subprocesses_uvicorn_workers(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
