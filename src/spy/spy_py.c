@@ -1021,6 +1021,17 @@ enum { AIO_TASK_SIZE, AIO_TASK_NAME, AIO_TASK_AWAITED_BY, AIO_TASK_IS_TASK,
        AIO_TASK_AWAITED_BY_IS_SET, AIO_TASK_CORO, AIO_TASK_NODE, AIO_IS_SIZE, AIO_IS_HEAD,
        AIO_TS_SIZE, AIO_TS_LOOP, AIO_TS_TASK, AIO_TS_HEAD, AIO_N };
 
+/* After a failed read: -1 when the target is gone or refuses reads, else 0 with the
+ * failure forgotten (and, with count, counted in t->torn). */
+static int torn_read(spy_target *t, int count) {
+    if (spy_fail_last() != SPY_FAIL_TORN)
+        return -1;
+    if (count)
+        t->torn++;
+    spy_fail_clear();
+    return 0;
+}
+
 /* The first len bytes of the n objects at addrs into heads (len apart), read at once,
  * else one by one (an unmapped one: zeros).  0, or -1 when the target is gone. */
 static int read_heads(spy_target *t, const uint64_t *addrs, size_t n, uint8_t *heads, size_t len) {
@@ -1123,10 +1134,7 @@ static int dict_get(spy_target *t, uint64_t dict, const char *name, uint64_t *ou
     }
     return 1;
 torn:
-    if (spy_fail_last() != SPY_FAIL_TORN)
-        return -1;
-    spy_fail_clear();
-    return 1;
+    return torn_read(t, 0) < 0 ? -1 : 1;
 }
 
 /* The first attribute an instance of a plain class was given (its first value when the
@@ -1164,10 +1172,7 @@ static int first_attr(spy_target *t, uint64_t obj, const char *name, uint64_t *o
                : spy_fail_last() == SPY_FAIL_TORN ? (spy_fail_clear(), 1) : -1;
     return dict ? dict_get(t, dict, name, out) : 1;
 torn:
-    if (spy_fail_last() != SPY_FAIL_TORN)
-        return -1;
-    spy_fail_clear();
-    return 1;
+    return torn_read(t, 0) < 0 ? -1 : 1;
 }
 
 /* Before 3.14: the sets asyncio registers its tasks in, from sys.modules["asyncio.tasks"]:
@@ -1253,11 +1258,7 @@ static int tasks_of_list(spy_target *t, uint64_t head, pid_t tid, uint64_t runni
     }
     return 0;
 torn:
-    if (spy_fail_last() != SPY_FAIL_TORN)
-        return -1;
-    t->torn++;
-    spy_fail_clear();
-    return 0;
+    return torn_read(t, 1);
 }
 
 /* Entries of a set's table read at most (a bigger table is cut: its tasks after these
@@ -1318,11 +1319,7 @@ static int tasks_of_set(spy_target *t, uint64_t set, int weak, spy_task *out, si
     }
     return 0;
 torn:
-    if (spy_fail_last() != SPY_FAIL_TORN)
-        return -1;
-    t->torn++;
-    spy_fail_clear();
-    return 0;
+    return torn_read(t, 1);
 }
 
 int spy_tasks(spy_target *t, const spy_thread *threads, size_t n, spy_task *out, size_t max,

@@ -206,13 +206,18 @@ static void fake_make(fake_obj *f, const spy_layout *l, const char *name, int st
     memcpy(f->obj + l->gen_iframe + l->fr_code, &code_at, 8);
 }
 
+/* A target that is this process, read as CPython 3.minor lays its objects out. */
+static void fake_target(spy_target *t, unsigned minor) {
+    memset(t, 0, sizeof *t);
+    t->pid = getpid();
+    t->lay = *spy_layout_get(minor);
+}
+
 AP_TEST(spy_await_reads_garbage_as_no_chain_or_torn) {
     static fake_obj running, waiting, future;
     for (unsigned minor = 11; minor <= 15; minor++) {
         spy_target t;
-        memset(&t, 0, sizeof t);
-        t.pid = getpid();
-        t.lay = *spy_layout_get(minor);
+        fake_target(&t, minor);
         const spy_layout *l = &t.lay;
         fake_make(&running, l, "coroutine", (int)l->gen_executing);
         fake_make(&waiting, l, "coroutine", (int)l->gen_yf_hi);
@@ -250,9 +255,7 @@ AP_TEST(spy_await_reads_a_coroutine_at_the_end_of_a_mapping) {
     AP_CHECK(munmap(map + page, (size_t)page) == 0);
     for (unsigned minor = 11; minor <= 15; minor++) {
         spy_target t;
-        memset(&t, 0, sizeof t);
-        t.pid = getpid();
-        t.lay = *spy_layout_get(minor);
+        fake_target(&t, minor);
         const spy_layout *l = &t.lay;
         fake_make(&waiting, l, "coroutine", (int)l->gen_yf_hi);
         uint32_t head = l->fr_code;
@@ -330,9 +333,7 @@ AP_TEST(spy_await_goes_through_the_middleware_awaitable) {
     static fake_obj outer, via, inner, future, outer2, bad, outer3, asend, agen;
     for (unsigned minor = 11; minor <= 15; minor++) {
         spy_target t;
-        memset(&t, 0, sizeof t);
-        t.pid = getpid();
-        t.lay = *spy_layout_get(minor);
+        fake_target(&t, minor);
         const spy_layout *l = &t.lay;
         snprintf(t.via_name, sizeof t.via_name, "apiprof._core.RouteRequest");
         t.via_off = 64;
