@@ -791,6 +791,16 @@ static int chain_step(spy_target *t, struct spy_awaitwork *w, size_t i, const ui
                 return chain_failed(t, out, leaf) < 0 ? -1 : CHAIN_DONE;
             if ((rc = type_name(t, type, tn)) != 0)
                 return rc < 0 || chain_failed(t, out, leaf) < 0 ? -1 : CHAIN_DONE;
+            /* `await task`: on into the task's coroutine, so that what the request
+             * waits for is one chain (a task that is done has let it go: ends here) */
+            uint64_t coro;
+            if (strcmp(tn, "_asyncio.Task") == 0 && spy_read_ptr(t->pid, fut + l->task_coro, &coro) == 0 &&
+                coro) {
+                w->obj[i] = coro;
+                w->via[i] = 1;
+                return CHAIN_NEXT;
+            }
+            spy_fail_clear();
         }
         const char *dot = strrchr(tn, '.');
         snprintf(leaf, SPY_LEAF_MAX, "%s", dot ? dot + 1 : tn);

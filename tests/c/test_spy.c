@@ -326,11 +326,12 @@ static void fake_awaiting(fake_obj *f, const spy_layout *l, fake_code *code, uin
 }
 
 /* An await chain goes through the middleware's awaitable (t->via_name) to the coroutine
- * it drives, as if that were awaited, and through an async generator's asend() to the
- * generator; through them to anything else it is torn. */
+ * it drives, as if that were awaited, through an async generator's asend() to the
+ * generator, and through an awaited task to its coroutine; through them to anything
+ * else it is torn. */
 AP_TEST(spy_await_goes_through_the_middleware_awaitable) {
     static fake_code code;
-    static fake_obj outer, via, inner, future, outer2, bad, outer3, asend, agen;
+    static fake_obj outer, via, inner, future, outer2, bad, outer3, asend, agen, outer4, iter, task;
     for (unsigned minor = 11; minor <= 15; minor++) {
         spy_target t;
         fake_target(&t, minor);
@@ -357,12 +358,21 @@ AP_TEST(spy_await_goes_through_the_middleware_awaitable) {
         uint64_t gen = (uint64_t)(uintptr_t)agen.obj;
         memcpy(asend.obj + l->asend_gen, &gen, 8);
         fake_awaiting(&outer3, l, &code, (uint64_t)(uintptr_t)asend.obj);
-        uint64_t coro[3] = {(uint64_t)(uintptr_t)outer.obj, (uint64_t)(uintptr_t)outer2.obj,
-                            (uint64_t)(uintptr_t)outer3.obj};
-        spy_thread out[3];
-        char leaf[3][SPY_LEAF_MAX];
-        int res[3];
-        AP_CHECK(spy_await_many(&t, coro, 3, out, leaf, res) == 0);
+        /* outer4 awaits a task (through its FutureIter) whose coroutine is inner */
+        fake_make(&task, l, "_asyncio.Task", -1);
+        memcpy(task.obj + l->task_coro, &to, 8);
+        fake_make(&iter, l, "_asyncio.FutureIter", -1);
+        uint64_t fut = (uint64_t)(uintptr_t)task.obj;
+        memcpy(iter.obj + 16, &fut, 8);
+        fake_awaiting(&outer4, l, &code, (uint64_t)(uintptr_t)iter.obj);
+        uint64_t coro[4] = {(uint64_t)(uintptr_t)outer.obj, (uint64_t)(uintptr_t)outer2.obj,
+                            (uint64_t)(uintptr_t)outer3.obj, (uint64_t)(uintptr_t)outer4.obj};
+        spy_thread out[4];
+        char leaf[4][SPY_LEAF_MAX];
+        int res[4];
+        AP_CHECK(spy_await_many(&t, coro, 4, out, leaf, res) == 0);
+        AP_CHECK_MSG(res[3] == 1 && out[3].nframes == 2 && strcmp(leaf[3], "Future") == 0,
+                     "3.%u: %zu frames, leaf %s", minor, out[3].nframes, leaf[3]);
         AP_CHECK_MSG(res[2] == 1 && out[2].nframes == 2 && strcmp(leaf[2], "Future") == 0,
                      "3.%u: %zu frames, leaf %s", minor, out[2].nframes, leaf[2]);
         AP_CHECK(spy_await_objects(&t, 2)[0] == gen);
