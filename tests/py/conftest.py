@@ -34,10 +34,20 @@ START_TIMEOUT_S = 30.0
 CLEAN_EXIT_CODES = frozenset({0, -signal.SIGINT, -signal.SIGTERM})
 
 
+_given_ports: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free now, and not given before by this process: a port handed out is not
+    bound until its server starts, and the kernel may offer it again meanwhile (the app
+    and Prometheus of test_metrics once got the same one)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _given_ports:
+            _given_ports.add(port)
+            return port
 
 
 class Server:
