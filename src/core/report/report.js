@@ -84,7 +84,8 @@
   // (unless shown) and with each run of library frames folded into its first frame
   // (unless unfolded; a synthetic wait frame of the run, <await Future> or <gil wait>,
   // stays in view below it). V.lib marks folded library nodes, V.folded how many frames
-  // each folded node stands for beyond its own.
+  // each folded node stands for beyond its own (the longest run folded into it, so that
+  // trees merged into the view do not add theirs up).
   function buildView() {
     var sel = selectedTrees(), ms = D.metrics;
     var total = 1;
@@ -95,7 +96,7 @@
     ms.forEach(function (m) { self[m] = new Float64Array(total); });
     parent[0] = -1;
     sel.forEach(function (t) {
-      var map = new Int32Array(t.n), wall = t.m.wall;
+      var map = new Int32Array(t.n), run = new Int32Array(t.n), wall = t.m.wall;
       for (var i = 1; i < t.n; i++) {
         var vp = map[t.parent[i]], c = t.cls.charCodeAt(i) - 48, v;
         if (vp < 0 || (c === 2 && !state.idle)) {   // idle, or under an idle node
@@ -107,7 +108,8 @@
         var wait = fKind(t.frame[i]) === 4;
         if (c === 1 && state.fold && vp > 0 && lib[vp] && !wait) {
           v = vp;   // folded into the run's first library frame
-          folded[v]++;
+          run[i] = run[t.parent[i]] + 1;
+          if (run[i] > folded[v]) folded[v] = run[i];
         } else {
           var key = vp * NF + t.frame[i];
           v = index.get(key);
