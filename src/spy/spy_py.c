@@ -1024,7 +1024,7 @@ const uint64_t *spy_await_objects(const spy_target *t, size_t i) {
     return t->aw ? t->aw->objs + i * SPY_MAX_DEPTH : NULL;
 }
 
-/* ---- asyncio tasks (3.14+) ---------------------------------------------------------- */
+/* ---- asyncio tasks ------------------------------------------------------------------ */
 
 /* Py_AsyncioModuleDebugOffsets as 3.14 and 3.15 lay it out: 13 uint64_t. */
 enum { AIO_TASK_SIZE, AIO_TASK_NAME, AIO_TASK_AWAITED_BY, AIO_TASK_IS_TASK,

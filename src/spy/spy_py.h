@@ -83,7 +83,8 @@ typedef struct spy_target {
     uint8_t yf_val[1024];
     uint64_t interp;              /* PyInterpreterState * at the last spy_sample() */
     /* An awaitable that drives a coroutine (apiprof's middleware's): objects of the type
-     * named via_name keep it at via_off (0: none), and await chains go on through them */
+     * named via_name keep it at via_off (0: none), and await chains go on through them
+     * (as through an async generator's asend() and athrow(), and an awaited task) */
     char via_name[SPY_LEAF_MAX];
     uint32_t via_off;
     /* Before 3.14: the sets asyncio registers its tasks in (of weak references to tasks,
@@ -117,9 +118,11 @@ int spy_sample(spy_target *t, spy_thread *threads, size_t max, size_t *n);
 
 /* The await chain of the coroutine (or generator) at coro of the target: coro's frame
  * and, while it is suspended in an await (or yield from) of another coroutine or
- * generator, that one's, down to the innermost.  out gets the frames innermost first
- * (out->tid, tstate, gil are left alone); leaf the name of the type the innermost one
- * awaits ("Future", "Task", "_GatheringFuture": of an asyncio future, the future's type),
+ * generator, that one's, down to the innermost; through an awaitable that drives one
+ * (t->via_name, an async generator's asend() and athrow(), an awaited task's coroutine).
+ * out gets the frames innermost first (out->tid, tstate, gil are left alone); leaf the
+ * name of the type the innermost one awaits ("Future", "_GatheringFuture": of an asyncio
+ * future, the future's type; "Task" for a task done or running),
  * or "" when it is suspended at a plain yield.  Returns 1 when coro is suspended, with
  * out filled (a torn read leaves out->torn = 1 and no frames, counted in t->torn); 0
  * when it is running now, not started, done, or not a coroutine (out empty); -1 with
@@ -138,7 +141,7 @@ int spy_await_many(spy_target *t, const uint64_t *coro, size_t n, spy_thread *ou
  * each frame.  Valid until the next call.  Can't fail. */
 const uint64_t *spy_await_objects(const spy_target *t, size_t i);
 
-/* An asyncio task of the target (3.14+). */
+/* An asyncio task of the target. */
 typedef struct spy_task {
     uint64_t addr;      /* the Task object */
     uint64_t coro;      /* its coroutine */
