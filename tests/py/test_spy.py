@@ -836,7 +836,7 @@ def test_attach_requests_labels_the_samples_of_each_request(serve, http, tmp_pat
     server = serve("spyasync_app:app", cwd=APPS, health="/health")
     pid = server.proc.pid
     out = tmp_path / "req.apiprof"
-    sampler = subprocess.Popen([*APIPROF, "attach", str(pid), "-d", "4", "--async", "--requests",
+    sampler = subprocess.Popen([*APIPROF, "attach", str(pid), "-d", "60", "--async", "--requests",
                                 "-o", str(out)], cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
     held = threading.Thread(target=http.get, args=(f"{server.url}/stuck",), daemon=True)
@@ -846,6 +846,7 @@ def test_attach_requests_labels_the_samples_of_each_request(serve, http, tmp_pat
         [stuck] = _requests_in_flight(pid, 1)
         for _ in range(3):
             assert http.get(f"{server.url}/burn").status_code == 200
+        sampler.send_signal(signal.SIGINT)   # stops it, the profile written
         _, err = sampler.communicate(timeout=30)
         assert sampler.returncode == 0, err
     finally:
