@@ -34,6 +34,9 @@
 #define AP_SPYBOARD_LABEL_MAX 120                 /* bytes of a label, its NUL excluded */
 #define AP_SPYBOARD_REQUESTS 512                  /* requests in flight with an entry */
 #define AP_SPYBOARD_FRESH_NS 2000000000ull
+/* The type of the middleware's awaitable, whose objects keep at via_coro (below) the
+ * coroutine they drive */
+#define AP_SPYBOARD_VIA_TYPE "apiprof._core.RouteRequest"
 
 typedef struct ap_spyboard_slot {
     int32_t tid;          /* kernel thread id; 0 while the slot is free */

@@ -33,6 +33,7 @@
 #include "ap_err.h"
 #include "ap_prom.h"
 #include "ap_routes.h"
+#include "ap_spyboard.h"
 #include "ap_wait.h"
 #include "memory.h"
 #include "spyboard.h"
@@ -1519,7 +1520,7 @@ static PyType_Slot req_slots[] = {
 };
 
 static PyType_Spec req_spec = {
-    .name = "apiprof._core.RouteRequest",
+    .name = AP_SPYBOARD_VIA_TYPE,
     .basicsize = sizeof(RouteRequest),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
              Py_TPFLAGS_DISALLOW_INSTANTIATION | Py_TPFLAGS_HAVE_VECTORCALL,

@@ -301,7 +301,8 @@ typedef struct rec_what {
 
 static ap_tree *rec_new_tree(recorder *r, pid_t pid, pid_t tid, const ap_str_id what[3]);
 
-/* The "thread" of --async's samples: the requests of a process waiting in an await. */
+/* The "thread" of --async's samples: the tasks (or requests) of a process waiting in an
+ * await. */
 #define AWAITING_TID 0
 
 /* The state of thread tid of pid (made at its first tick).  NULL on error (ENOMEM). */
@@ -473,7 +474,7 @@ static void board_via(rec_target *rt) {
     uint32_t off;
     if (!rt->t.via_off && spy_read(rt->t.pid, rt->board + offsetof(ap_spyboard, via_coro), &off,
                                    sizeof off) == 0 && off && off <= 4096) {
-        snprintf(rt->t.via_name, sizeof rt->t.via_name, "apiprof._core.RouteRequest");
+        snprintf(rt->t.via_name, sizeof rt->t.via_name, "%s", AP_SPYBOARD_VIA_TYPE);
         rt->t.via_off = off;
     }
     spy_fail_clear();
@@ -620,34 +621,45 @@ static void board_leave(rec_target *rt) {
                         sizeof zero);
 }
 
-/* The await chains of rt's requests in flight (rt->reqs), innermost first, with what
- * each awaits: chain k is of entry chain_at[k] (nchains of them); a request running now,
- * or whose entry changed while it was read, has no frames.  At most limit are read, from
- * the entry after the last one read before (so every request is read in turn);
- * rt->inflight counts them all.  Returns 0, or -1 when the target is gone or refuses
- * reads. */
+/* The await chains read last (innermost first), what each awaits, and what each is of. */
 static spy_thread chains[AP_SPYBOARD_REQUESTS];
 static char chain_leaf[AP_SPYBOARD_REQUESTS][SPY_LEAF_MAX];
 static uint32_t chain_at[AP_SPYBOARD_REQUESTS];
 static size_t nchains;
 
-static int read_chains(rec_target *rt, uint32_t limit) {
+/* The chains of the coroutines cand[0..n) that are not 0 (requests, or tasks not
+ * running), at most limit of them from index *next on, in turn (*next moves past the
+ * last one read): chain k is of cand[chain_at[k]]; rt->inflight counts them all.
+ * Returns 0, or -1 as spy_await_many(). */
+static int read_chains_of(rec_target *rt, const uint64_t *cand, uint32_t n, uint32_t *next,
+                          uint32_t limit) {
     static uint64_t coro[AP_SPYBOARD_REQUESTS];
     static int res[AP_SPYBOARD_REQUESTS];
     nchains = 0;
-    uint32_t start = rt->reqs_next < rt->nreqs ? rt->reqs_next : 0;
-    for (uint32_t k = 0; k < rt->nreqs; k++) {
-        uint32_t i = (start + k) % rt->nreqs;
-        if (!rt->reqs[i].id)
+    uint32_t start = *next < n ? *next : 0;
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t i = (start + k) % n;
+        if (!cand[i])
             continue;
         rt->inflight++;
         if (nchains < limit) {
             chain_at[nchains] = i;
-            coro[nchains++] = rt->reqs[i].coro;
-            rt->reqs_next = i + 1;
+            coro[nchains++] = cand[i];
+            *next = i + 1;
         }
     }
-    if (spy_await_many(&rt->t, coro, nchains, chains, chain_leaf, res) != 0)
+    return spy_await_many(&rt->t, coro, nchains, chains, chain_leaf, res);
+}
+
+/* The await chains of rt's requests in flight (rt->reqs): chain k is of entry
+ * chain_at[k]; a request running now, or whose entry changed while it was read, has no
+ * frames.  At most limit are read, in turn (read_chains_of()).  Returns 0, or -1 when
+ * the target is gone or refuses reads. */
+static int read_chains(rec_target *rt, uint32_t limit) {
+    static uint64_t cand[AP_SPYBOARD_REQUESTS];
+    for (uint32_t i = 0; i < rt->nreqs; i++)
+        cand[i] = rt->reqs[i].id ? rt->reqs[i].coro : 0;
+    if (read_chains_of(rt, cand, rt->nreqs, &rt->reqs_next, limit) != 0)
         return -1;
     /* An entry whose id changed meanwhile served another request: its chain may be
      * another's, or memory freed since. */
@@ -719,14 +731,18 @@ static const spy_task *running_task(const rec_target *rt, const spy_thread *th) 
 }
 
 /* Mark the tasks of tasks[] that the n threads run now, with their threads (before 3.14
- * this is how a running one is known).  Can't fail. */
-static void mark_running(const rec_target *rt, const spy_thread *threads, size_t n) {
+ * this is how a running one is known); ran[i] gets thread i's, or NULL (ran may be
+ * NULL).  Can't fail. */
+static void mark_running(const rec_target *rt, const spy_thread *threads, size_t n,
+                         const spy_task **ran) {
     for (size_t i = 0; i < n; i++) {
         spy_task *tk = (spy_task *)running_task(rt, &threads[i]);
         if (tk) {
             tk->running = 1;
             tk->tid = threads[i].tid;
         }
+        if (ran)
+            ran[i] = tk;
     }
 }
 
@@ -735,22 +751,10 @@ static void mark_running(const rec_target *rt, const spy_thread *threads, size_t
  * turn; rt->inflight counts those waiting).  Returns 0, or -1 when the target is gone or
  * refuses reads. */
 static int read_task_chains(rec_target *rt, uint32_t limit) {
-    static uint64_t coro[AP_SPYBOARD_REQUESTS];
-    static int res[AP_SPYBOARD_REQUESTS];
-    nchains = 0;
-    uint32_t start = rt->tasks_next < ntasks ? rt->tasks_next : 0;
-    for (size_t k = 0; k < ntasks; k++) {
-        size_t i = (start + k) % ntasks;
-        if (tasks[i].running || !tasks[i].coro)
-            continue;
-        rt->inflight++;
-        if (nchains < limit) {
-            chain_at[nchains] = (uint32_t)i;
-            coro[nchains++] = tasks[i].coro;
-            rt->tasks_next = (uint32_t)i + 1;
-        }
-    }
-    return spy_await_many(&rt->t, coro, nchains, chains, chain_leaf, res);
+    static uint64_t cand[AP_SPYBOARD_REQUESTS];
+    for (size_t i = 0; i < ntasks; i++)
+        cand[i] = tasks[i].running ? 0 : tasks[i].coro;
+    return read_chains_of(rt, cand, (uint32_t)ntasks, &rt->tasks_next, limit);
 }
 
 /* The board's request that chain k (of the last read) serves: the entry whose coroutine
@@ -830,8 +834,9 @@ static int rec_tick(recorder *r, rec_target *rt) {
         }
         return -1;
     }
+    static const spy_task *ran[SPY_MAX_THREADS];
     if (by_task)
-        mark_running(rt, threads, n);
+        mark_running(rt, threads, n, ran);
     for (size_t i = 0; i < n; i++) {
         const spy_thread *th = &threads[i];
         if (th->gil > 0)
@@ -859,8 +864,7 @@ static int rec_tick(recorder *r, rec_target *rt) {
         rec_what w = board_route(rt, th->tid);
         if (!w.route)
             w = board_route_of_vars(rt, vars[i]);
-        const spy_task *tk = by_task ? running_task(rt, th) : NULL;
-        w.task = tk ? task_label(rt, tk) : NULL;
+        w.task = by_task && ran[i] ? task_label(rt, ran[i]) : NULL;
         ap_tree *tree = rec_tree_of(r, rth, w);
         if (!tree || rec_add(r, tree, th, cpu) != 0)
             return -1;
@@ -1273,7 +1277,7 @@ static int dump_tasks(rec_target *rt, const spy_thread *threads, size_t n, int j
         for (size_t k = 0; k < nchains; k++)
             torn |= chains[k].torn;
     }
-    mark_running(rt, threads, n);
+    mark_running(rt, threads, n, NULL);
     if (json)
         printf(", \"tasks\": [");
     else
