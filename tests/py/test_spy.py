@@ -4,6 +4,7 @@ every supported Python: the targets are started with the interpreter of the test
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -12,9 +13,11 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import apiprof
 import httpx
@@ -637,6 +640,33 @@ def test_attach_sigint_stops_and_writes(known_stack: subprocess.Popen[str],
 ASYNC_APP = APPS / "spyasync_app.py"
 
 
+def _wait_attached(sampler: subprocess.Popen[str], timeout: float = 30) -> None:
+    """Once `apiprof attach` (sampler) runs apiprof-spy and that has written its first
+    heartbeat into the middleware's board (at its first tick, a moment after it starts):
+    a fixed sleep was too short for a first run after an install (the package's modules
+    compiled on import)."""
+    children = Path(f"/proc/{sampler.pid}/task/{sampler.pid}/children")
+    deadline = time.monotonic() + timeout
+    while not children.read_text().split():
+        assert sampler.poll() is None, "apiprof attach ended"
+        assert time.monotonic() < deadline, "apiprof attach started no apiprof-spy"
+        time.sleep(0.05)
+    time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def _held(http: httpx.Client, server: Any, path: str) -> Iterator[None]:
+    """A GET of path (a request of spyasync_app that waits on its Event) in flight
+    meanwhile; released and answered at the end."""
+    held = threading.Thread(target=http.get, args=(f"{server.url}{path}",), daemon=True)
+    held.start()
+    try:
+        yield
+    finally:
+        http.get(f"{server.url}/release")
+        held.join(10)
+
+
 def _requests_in_flight(pid: int, want: int, timeout: float = 10) -> list[dict]:
     """`apiprof dump --json`'s requests, once want of them wait in an await."""
     deadline = time.monotonic() + timeout
@@ -653,13 +683,9 @@ def test_dump_shows_where_each_request_waits(serve, http, tmp_path: Path) -> Non
     """`apiprof dump` lists the middleware's requests in flight with their await chains,
     innermost first, down to what the innermost awaits; a request that arrived while a
     sampler read the board also names its route."""
-    import threading
-
     server = serve("spyasync_app:app", cwd=APPS, health="/health")
     pid = server.proc.pid
-    held = threading.Thread(target=http.get, args=(f"{server.url}/stuck",), daemon=True)
-    held.start()
-    try:
+    with _held(http, server, "/stuck"):
         [req] = _requests_in_flight(pid, 1)
         assert req["route"] is None   # no sampler read the board when it arrived
         assert req["awaits"] == "Future" and req["age_s"] > 0
@@ -680,7 +706,7 @@ def test_dump_shows_where_each_request_waits(serve, http, tmp_path: Path) -> Non
                                     str(tmp_path / "s.apiprof")], cwd=REPO_ROOT,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
-            time.sleep(1.0)   # its first heartbeat
+            _wait_attached(sampler)
             second = threading.Thread(target=http.get, args=(f"{server.url}/stuck",), daemon=True)
             second.start()
             reqs = _requests_in_flight(pid, 2)
@@ -688,10 +714,11 @@ def test_dump_shows_where_each_request_waits(serve, http, tmp_path: Path) -> Non
         finally:
             sampler.send_signal(signal.SIGINT)
             sampler.wait(30)
-    finally:
-        http.get(f"{server.url}/release")
-        held.join(10)
-    assert _requests_in_flight(pid, 1, timeout=0) == []
+    # answered, the requests leave the board (a moment after their last byte is sent)
+    deadline = time.monotonic() + 10
+    while (left := _requests_in_flight(pid, 1, timeout=0)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert left == []
 
 
 def _tasks(pid: int, ready: Callable[[list[dict]], bool], timeout: float = 10) -> list[dict]:
@@ -710,14 +737,10 @@ def test_dump_lists_asyncio_tasks_with_their_await_chains(serve, http) -> None: 
     """`apiprof dump` lists the asyncio tasks, each with its await chain: one the app
     started, and a request's from the server's task down through the middleware to the
     endpoint's await, with the request it serves (3.14+ with the thread of each)."""
-    import threading
-
     server = serve("spyasync_app:app", cwd=APPS, health="/health")
     pid = server.proc.pid
     assert http.get(f"{server.url}/spawn").status_code == 200
-    held = threading.Thread(target=http.get, args=(f"{server.url}/stuck",), daemon=True)
-    held.start()
-    try:
+    with _held(http, server, "/stuck"):
         [req] = _requests_in_flight(pid, 1)
 
         def ready(tasks: list[dict]) -> bool:
@@ -748,31 +771,21 @@ def test_dump_lists_asyncio_tasks_with_their_await_chains(serve, http) -> None: 
         assert ('Task "bg-ticker"' + (f" (thread {pid})" if sys.version_info >= (3, 14) else "")
                 + ": waiting in an await\n    <await Future>\n    Event.wait (") in block
         assert f", request {req['id']}: waiting in an await" in block
-    finally:
-        http.get(f"{server.url}/release")
-        held.join(10)
 
 
 def test_dump_follows_an_await_into_an_async_generator(serve, http) -> None:  # type: ignore[no-untyped-def]
     """A request whose dependency with yield (an async generator) waits in its cleanup:
     the chain goes on through the generator's asend() into the generator, down to what
     it awaits, instead of ending at <await async_generator_asend>."""
-    import threading
-
     server = serve("spyasync_app:app", cwd=APPS, health="/health")
     pid = server.proc.pid
-    held = threading.Thread(target=http.get, args=(f"{server.url}/cleanup",), daemon=True)
-    held.start()
-    try:
+    with _held(http, server, "/cleanup"):
         [req] = _requests_in_flight(pid, 1)
         chain = [(f["qualname"], f["line"]) for f in req["frames"]]
         assert req["awaits"] == "Future", req
         assert chain[0][0] == "Event.wait"
         assert chain[1] == ("session", marker_line(ASYNC_APP, "AWAIT-CLEANUP"))
         assert chain[2][0] == "_AsyncGeneratorContextManager.__aexit__"
-    finally:
-        http.get(f"{server.url}/release")
-        held.join(10)
 
 
 def test_dump_of_tasks_without_the_middleware(tmp_path: Path) -> None:
@@ -831,27 +844,20 @@ def test_attach_requests_labels_the_samples_of_each_request(serve, http, tmp_pat
     """attach --requests: the samples of a request (running on the loop's thread, or
     waiting in an await with --async) carry its number as well as its route, and
     `apiprof report --request N` shows that request alone."""
-    import threading
-
     server = serve("spyasync_app:app", cwd=APPS, health="/health")
     pid = server.proc.pid
     out = tmp_path / "req.apiprof"
     sampler = subprocess.Popen([*APIPROF, "attach", str(pid), "-d", "60", "--async", "--requests",
                                 "-o", str(out)], cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
-    held = threading.Thread(target=http.get, args=(f"{server.url}/stuck",), daemon=True)
-    try:
-        time.sleep(1.0)   # its first heartbeat: the requests from now on are published
-        held.start()
+    _wait_attached(sampler)   # the requests from now on are published
+    with _held(http, server, "/stuck"):
         [stuck] = _requests_in_flight(pid, 1)
         for _ in range(3):
             assert http.get(f"{server.url}/burn").status_code == 200
         sampler.send_signal(signal.SIGINT)   # stops it, the profile written
         _, err = sampler.communicate(timeout=30)
         assert sampler.returncode == 0, err
-    finally:
-        http.get(f"{server.url}/release")
-        held.join(10)
     export = _export(out)
     assert export["meta"]["sample_requests"] == "1"
     frames = export["frames"]
